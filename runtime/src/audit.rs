@@ -1,0 +1,232 @@
+//! The audit trail: one record per invocation start, per host-call decision,
+//! per tool log message and per invocation end.
+//!
+//! Records are JSON Lines. A record is written before the action it allows
+//! takes place; if it cannot be written the host call fails, and the
+//! invocation with it, rather than running unaudited.
+
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// Version of the record format.
+pub const RECORD_VERSION: u32 = 1;
+
+/// What a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    #[serde(rename = "invocation.start")]
+    InvocationStart,
+    #[serde(rename = "decision")]
+    Decision,
+    #[serde(rename = "log")]
+    Log,
+    #[serde(rename = "invocation.end")]
+    InvocationEnd,
+}
+
+/// One audit record. Optional fields are omitted when they do not apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub v: u32,
+    /// RFC 3339, UTC, milliseconds.
+    pub ts: String,
+    pub event: Event,
+    pub invocation: String,
+    pub task: String,
+    pub tool: String,
+    /// The tool's identity, `sha256:…`.
+    pub identity: String,
+    /// Capability family of a host call, e.g. `fs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+    /// e.g. `write`, `remove-file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// e.g. `workspace:src/lib.rs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// `allow` or `deny`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    /// The rule that decided, e.g. `fs.rights`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_us: Option<u64>,
+    /// How an invocation ended: `ok`, `tool-error:<kind>`, `limit:<which>`,
+    /// `trap`, `host-error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Log level, for log records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// Log message (capped), or detail of an outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where records go.
+pub trait AuditSink: Send + Sync {
+    /// Appends one record; it must be durable in the sink's sense (for a file:
+    /// handed to the OS) before this returns.
+    fn append(&self, record: &Record) -> Result<(), AuditError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("cannot write the audit trail {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("audit sink failed: {0}")]
+    Sink(String),
+}
+
+/// Appends records as JSON Lines to a file, one `write` per record.
+pub struct FileSink {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl FileSink {
+    /// Opens (creating with mode 0600 if needed) a file for appending.
+    pub fn open(path: impl AsRef<Path>) -> Result<FileSink, AuditError> {
+        let path = path.as_ref().to_owned();
+        let mut opts = OpenOptions::new();
+        opts.append(true).create(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts.open(&path).map_err(|source| AuditError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(FileSink {
+            path,
+            file: Mutex::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AuditSink for FileSink {
+    fn append(&self, record: &Record) -> Result<(), AuditError> {
+        let mut line = serde_json::to_vec(record).map_err(|e| AuditError::Sink(e.to_string()))?;
+        line.push(b'\n');
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.write_all(&line).map_err(|source| AuditError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Keeps records in memory; for tests and embedders that ship them elsewhere.
+#[derive(Default)]
+pub struct MemorySink {
+    records: Mutex<Vec<Record>>,
+}
+
+impl MemorySink {
+    pub fn new() -> Arc<MemorySink> {
+        Arc::new(MemorySink::default())
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records of one invocation, in order.
+    pub fn invocation(&self, id: &str) -> Vec<Record> {
+        self.records().into_iter().filter(|r| r.invocation == id).collect()
+    }
+}
+
+impl AuditSink for MemorySink {
+    fn append(&self, record: &Record) -> Result<(), AuditError> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).push(record.clone());
+        Ok(())
+    }
+}
+
+/// Emits each record as a `tracing` event with target `warden::audit`.
+/// The default sink: nothing is written unless a subscriber collects it.
+pub struct TracingSink;
+
+impl AuditSink for TracingSink {
+    fn append(&self, record: &Record) -> Result<(), AuditError> {
+        let json = serde_json::to_string(record).map_err(|e| AuditError::Sink(e.to_string()))?;
+        tracing::info!(target: "warden::audit", "{json}");
+        Ok(())
+    }
+}
+
+/// The audit context of one invocation: who is acting, under which task.
+#[derive(Clone)]
+pub struct Auditor {
+    sink: Arc<dyn AuditSink>,
+    pub invocation: Arc<str>,
+    pub task: Arc<str>,
+    pub tool: Arc<str>,
+    pub identity: Arc<str>,
+}
+
+impl Auditor {
+    pub fn new(sink: Arc<dyn AuditSink>, invocation: &str, task: &str, tool: &str, identity: &str) -> Self {
+        Self {
+            sink,
+            invocation: invocation.into(),
+            task: task.into(),
+            tool: tool.into(),
+            identity: identity.into(),
+        }
+    }
+
+    /// An auditor whose records go nowhere (for `describe`, which grants nothing).
+    pub(crate) fn discard() -> Self {
+        struct Discard;
+        impl AuditSink for Discard {
+            fn append(&self, _: &Record) -> Result<(), AuditError> {
+                Ok(())
+            }
+        }
+        Self::new(Arc::new(Discard), "", "", "", "")
+    }
+
+    /// A record of this invocation with the common fields filled in.
+    pub fn record(&self, event: Event) -> Record {
+        Record {
+            v: RECORD_VERSION,
+            ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            event,
+            invocation: self.invocation.to_string(),
+            task: self.task.to_string(),
+            tool: self.tool.to_string(),
+            identity: self.identity.to_string(),
+            capability: None,
+            action: None,
+            resource: None,
+            decision: None,
+            rule: None,
+            reason: None,
+            duration_us: None,
+            outcome: None,
+            level: None,
+            message: None,
+        }
+    }
+
+    pub fn write(&self, record: &Record) -> Result<(), AuditError> {
+        self.sink.append(record)
+    }
+}

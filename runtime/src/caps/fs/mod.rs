@@ -1,0 +1,126 @@
+//! The `fs` capability: named directory handles with separate rights.
+//!
+//! A handle holds a directory opened once, when the grant is authorized, as a
+//! `cap_std::fs::Dir`; every operation resolves relative to it and cap-std
+//! refuses any resolution (through `..` or a symlink) that leaves it. Host path
+//! strings are never re-resolved during a call.
+
+mod host;
+pub mod path;
+
+use crate::grant::{Grant, GrantError};
+use crate::manifest::ToolSpec;
+use crate::rights::Rights;
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A directory handle of an authorized grant.
+#[derive(Debug)]
+pub struct GrantedHandle {
+    pub name: String,
+    pub rights: Rights,
+    /// The canonical host path, for messages only; never re-opened.
+    pub path: PathBuf,
+    pub(crate) dir: Dir,
+}
+
+/// The open `dir` resource a guest holds.
+pub struct OpenDir {
+    pub(crate) handle: Arc<GrantedHandle>,
+}
+
+/// The fs handles of one invocation.
+#[derive(Default, Clone)]
+pub struct FsCtx {
+    pub(crate) handles: BTreeMap<String, Arc<GrantedHandle>>,
+}
+
+/// The ceiling directories of a tool, opened once when the tool is loaded.
+pub(crate) struct Ceilings {
+    dirs: BTreeMap<String, Arc<Dir>>,
+}
+
+impl Ceilings {
+    /// Opens each `within` directory of a tool's fs ceilings.
+    ///
+    /// # Ambient Authority
+    ///
+    /// This is where the manifest's directories, chosen by security, are
+    /// opened from the host's file system.
+    pub(crate) fn open(tool: &ToolSpec) -> std::io::Result<Ceilings> {
+        let mut dirs = BTreeMap::new();
+        for c in &tool.fs {
+            let dir = Dir::open_ambient_dir(&c.within, ambient_authority())
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", c.within.display())))?;
+            dirs.insert(c.handle.clone(), Arc::new(dir));
+        }
+        Ok(Ceilings { dirs })
+    }
+}
+
+/// Checks a grant against the tool's ceiling and opens its directories.
+///
+/// Refuses, naming the handle, any grant that would have to be narrowed: a
+/// handle the manifest does not list, a directory outside `within`, or rights
+/// beyond the ceiling. The granted directory is opened through the ceiling's
+/// already-open directory, so even a symlink swapped in after the check
+/// cannot lead outside it.
+pub(crate) fn authorize(tool: &ToolSpec, ceilings: &Ceilings, grant: &Grant) -> Result<FsCtx, GrantError> {
+    let mut handles = BTreeMap::new();
+    for (name, g) in &grant.fs {
+        let (Some(ceiling), Some(within_dir)) = (tool.ceiling(name), ceilings.dirs.get(name)) else {
+            let known: Vec<_> = tool.fs.iter().map(|c| c.handle.as_str()).collect();
+            return Err(GrantError::UnknownHandle {
+                tool: tool.name.clone(),
+                handle: name.clone(),
+                known: if known.is_empty() { "none".into() } else { known.join(", ") },
+            });
+        };
+        let excess = g.rights.excess_over(ceiling.rights);
+        if !excess.is_empty() {
+            return Err(GrantError::RightsExceedCeiling {
+                handle: name.clone(),
+                excess,
+                ceiling: ceiling.rights,
+            });
+        }
+        if g.rights.is_empty() {
+            return Err(GrantError::Syntax {
+                spec: format!("fs:{name}"),
+                reason: "no rights".into(),
+            });
+        }
+        let open_err = |source| GrantError::Open {
+            handle: name.clone(),
+            path: g.path.clone(),
+            source,
+        };
+        let canonical = g.path.canonicalize().map_err(open_err)?;
+        let Ok(relative) = canonical.strip_prefix(&ceiling.within) else {
+            return Err(GrantError::OutsideCeiling {
+                handle: name.clone(),
+                path: canonical,
+                within: ceiling.within.clone(),
+            });
+        };
+        let dir = if relative.as_os_str().is_empty() {
+            within_dir.try_clone()
+        } else {
+            within_dir.open_dir(relative)
+        }
+        .map_err(open_err)?;
+        handles.insert(
+            name.clone(),
+            Arc::new(GrantedHandle {
+                name: name.clone(),
+                rights: g.rights,
+                path: canonical,
+                dir,
+            }),
+        );
+    }
+    Ok(FsCtx { handles })
+}

@@ -1,0 +1,6 @@
+//! One module per capability: its configuration, its checks and its host
+//! implementation side by side.
+
+pub mod fs;
+pub mod log;
+pub mod stdio;

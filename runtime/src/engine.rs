@@ -1,0 +1,158 @@
+//! wasmtime configuration and the compiled-component cache.
+
+use crate::identity::Identity;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances: the granularity of deadlines and of the
+/// yields that let other invocations run while a tool computes.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Builds the engine: async, epoch interruption, pooling allocator sized for
+/// `max_concurrent` live instances.
+pub(crate) fn build(max_concurrent: u32) -> wasmtime::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(max_concurrent)
+        .total_core_instances(max_concurrent.saturating_mul(8))
+        .total_memories(max_concurrent.saturating_mul(2))
+        .total_tables(max_concurrent.saturating_mul(4))
+        .total_stacks(max_concurrent)
+        .max_memories_per_module(2)
+        .max_tables_per_module(4)
+        .max_memory_size(crate::manifest::MAX_MEMORY as usize);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(512 << 10)
+        .async_stack_size(2 << 20)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+}
+
+/// Compiled components on disk, keyed by identity and engine configuration,
+/// so a later process loads a tool without compiling it.
+///
+/// # Security
+///
+/// Loading a cached file runs its machine code unverified, so the cache
+/// directory must be writable only by the user running Warden: it is created
+/// with mode 0700, and a directory that others can write, or that another user
+/// owns, is refused.
+pub(crate) struct CompileCache {
+    dir: PathBuf,
+    engine_key: String,
+}
+
+impl CompileCache {
+    pub(crate) fn open(dir: &Path, engine: &Engine) -> Result<CompileCache, String> {
+        create_private_dir(dir)?;
+        let mut h = std::hash::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        env!("CARGO_PKG_VERSION").hash(&mut h);
+        Ok(CompileCache {
+            dir: dir.to_owned(),
+            engine_key: format!("{:016x}", h.finish()),
+        })
+    }
+
+    fn path(&self, identity: &Identity) -> PathBuf {
+        self.dir.join(format!("{}-{}.cwasm", identity.hex(), self.engine_key))
+    }
+
+    /// The cached component, if there is a usable one.
+    pub(crate) fn load(&self, engine: &Engine, identity: &Identity) -> Option<Component> {
+        let path = self.path(identity);
+        if !path.is_file() {
+            return None;
+        }
+        match deserialize(engine, &path) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring unusable compile cache entry: {e}");
+                None
+            }
+        }
+    }
+
+    /// Stores a compiled component; failures only cost a later recompile.
+    pub(crate) fn store(&self, identity: &Identity, component: &Component) {
+        let path = self.path(identity);
+        let result = component.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
+            let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| e.to_string())?;
+            std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| e.to_string())?;
+            tmp.persist(&path).map_err(|e| e.to_string())?;
+            Ok(())
+        });
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), "cannot write compile cache entry: {e}");
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: `deserialize_file` trusts the file to be the output of
+    // `Component::serialize` for this engine. Files in the cache are written
+    // only by `CompileCache::store` under a content-addressed name, in a
+    // directory that `create_private_dir` has checked no other user can write
+    // (see the `# Security` note on `CompileCache`). wasmtime itself checks
+    // the header for the version and engine settings.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), String> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .map_err(|e| format!("cannot create compile cache directory {}: {e}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "compile cache directory {} is writable by other users (expected mode 0700)",
+                dir.display()
+            ));
+        }
+        if let Ok(me) = std::fs::metadata("/proc/self")
+            && me.uid() != meta.uid()
+        {
+            return Err(format!(
+                "compile cache directory {} is owned by another user",
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The default cache directory: `$WARDEN_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/warden`, else `~/.cache/warden`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("WARDEN_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(d).join("warden"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("warden"))
+}
+
+/// A short, friendlier reason for bytes that are not a component.
+pub(crate) fn sniff(bytes: &[u8]) -> Option<&'static str> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+            Some("this is a core WebAssembly module, not a component (expected a component built for wasm32-wasip2)")
+        }
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => None,
+        _ => Some("not a WebAssembly component (missing the \\0asm header)"),
+    }
+}

@@ -1,0 +1,109 @@
+//! Errors of the library. Each names what was wrong and what was expected.
+
+use crate::audit::AuditError;
+use crate::caps::stdio::OutputFlood;
+use crate::grant::GrantError;
+use crate::identity::Identity;
+use crate::manifest::ManifestError;
+use crate::units::{format_duration, format_size};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("unknown tool '{name}' (the manifest lists: {known})")]
+    UnknownTool { name: String, known: String },
+    #[error(transparent)]
+    Grant(#[from] GrantError),
+    #[error("{}: {reason}", path.display())]
+    Component { path: PathBuf, reason: String },
+    #[error(
+        "tool '{tool}' refused to load: the manifest pins identity {expected} but {} has identity {actual}",
+        path.display()
+    )]
+    IdentityMismatch {
+        tool: String,
+        path: PathBuf,
+        expected: Identity,
+        actual: Identity,
+    },
+    #[error("invalid input: {0}")]
+    Input(String),
+    #[error("{0}")]
+    Limit(#[from] LimitExceeded),
+    #[error("tool trapped: {0}")]
+    Trap(String),
+    #[error(transparent)]
+    Audit(Arc<AuditError>),
+    #[error("{0}")]
+    Config(String),
+    #[error("host error: {0}")]
+    Host(String),
+}
+
+/// How a caller should treat an [`Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Bad manifest, grant, component or input: nothing ran.
+    Usage,
+    /// The invocation ran and was ended by a limit or a trap.
+    Limit,
+    /// The host failed (audit trail, I/O); the invocation did not complete.
+    Host,
+}
+
+impl Error {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Manifest(_)
+            | Error::UnknownTool { .. }
+            | Error::Grant(_)
+            | Error::Component { .. }
+            | Error::IdentityMismatch { .. }
+            | Error::Input(_)
+            | Error::Config(_) => ErrorClass::Usage,
+            Error::Limit(_) | Error::Trap(_) => ErrorClass::Limit,
+            Error::Audit(_) | Error::Host(_) => ErrorClass::Host,
+        }
+    }
+}
+
+/// A limit that ended an invocation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitExceeded {
+    #[error("deadline exceeded after {}", format_duration(*after))]
+    Deadline { after: Duration },
+    #[error("memory limit of {} exceeded", format_size(*limit))]
+    Memory { limit: u64 },
+    #[error("call stack exhausted (recursion too deep)")]
+    Stack,
+    #[error("{stream} exceeded its capture limit of {}", format_size(*limit as u64))]
+    Stdio { stream: &'static str, limit: usize },
+    #[error("output of {} exceeds the limit of {}", format_size(*size), format_size(*limit))]
+    Output { size: u64, limit: u64 },
+}
+
+impl LimitExceeded {
+    /// Short name used in audit outcomes, e.g. `deadline`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LimitExceeded::Deadline { .. } => "deadline",
+            LimitExceeded::Memory { .. } => "memory",
+            LimitExceeded::Stack => "stack",
+            LimitExceeded::Stdio { stream, .. } => stream,
+            LimitExceeded::Output { .. } => "output",
+        }
+    }
+}
+
+impl From<OutputFlood> for LimitExceeded {
+    fn from(f: OutputFlood) -> Self {
+        LimitExceeded::Stdio {
+            stream: f.stream,
+            limit: f.limit,
+        }
+    }
+}

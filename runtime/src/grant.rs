@@ -1,0 +1,238 @@
+//! Grants: what one task receives, issued by the caller at run time.
+//!
+//! A grant must fit inside the tool's manifest ceiling. It is never narrowed
+//! silently: a grant that would have to be narrowed is refused, naming the
+//! handle, before anything runs.
+//!
+//! Three ways to write one:
+//! - library: `Grant::new("task-1").fs("workspace", "/src/repo", Rights::READ)`;
+//! - CLI: `--grant fs:workspace=/src/repo:read,write`;
+//! - TOML file:
+//!
+//! ```toml
+//! task = "fix-issue-42"
+//!
+//! [fs.workspace]
+//! path = "../repo"        # relative to this file
+//! rights = ["read", "write"]
+//! ```
+
+use crate::rights::Rights;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What one task receives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grant {
+    pub task: String,
+    pub fs: BTreeMap<String, FsGrant>,
+}
+
+/// One directory handle of a grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsGrant {
+    pub path: PathBuf,
+    pub rights: Rights,
+}
+
+impl Grant {
+    /// An empty grant (no capabilities) for a task.
+    pub fn new(task: impl Into<String>) -> Self {
+        Self {
+            task: task.into(),
+            fs: BTreeMap::new(),
+        }
+    }
+
+    /// Adds (or replaces) a directory handle.
+    pub fn fs(mut self, handle: &str, path: impl Into<PathBuf>, rights: Rights) -> Self {
+        self.fs.insert(
+            handle.to_owned(),
+            FsGrant {
+                path: path.into(),
+                rights,
+            },
+        );
+        self
+    }
+
+    /// Adds a handle, refusing one that is already granted.
+    pub fn add(&mut self, handle: String, grant: FsGrant) -> Result<(), GrantError> {
+        if self.fs.contains_key(&handle) {
+            return Err(GrantError::Duplicate { handle });
+        }
+        self.fs.insert(handle, grant);
+        Ok(())
+    }
+
+    /// Parses the CLI form `fs:HANDLE=DIR:RIGHTS`, e.g. `fs:repo=./src:read,write`.
+    pub fn parse_cli(spec: &str) -> Result<(String, FsGrant), GrantError> {
+        let syntax = |reason: &str| GrantError::Syntax {
+            spec: spec.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let rest = spec
+            .strip_prefix("fs:")
+            .ok_or_else(|| syntax("unknown capability (only fs: grants exist)"))?;
+        let (handle, rest) = rest.split_once('=').ok_or_else(|| syntax("missing '='"))?;
+        let (dir, rights) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| syntax("missing ':RIGHTS' after the directory"))?;
+        crate::manifest::check_name(handle).map_err(|e| syntax(&format!("invalid handle name {e}")))?;
+        if dir.is_empty() {
+            return Err(syntax("empty directory"));
+        }
+        let rights: Rights = rights.parse().map_err(|e: String| syntax(&e))?;
+        Ok((
+            handle.to_owned(),
+            FsGrant {
+                path: PathBuf::from(dir),
+                rights,
+            },
+        ))
+    }
+
+    /// Reads a TOML grant file; relative paths are resolved against its directory.
+    pub fn load(path: impl AsRef<Path>) -> Result<Grant, GrantError> {
+        let path = path.as_ref();
+        let file_error = |message: String| GrantError::File {
+            file: path.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read the grant file: {e}")))?;
+        let raw: RawGrant = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map_or(0, |s| text[..s.start].matches('\n').count() + 1);
+            file_error(format!("line {line}: {}", e.message().trim()))
+        })?;
+        check_task(&raw.task).map_err(file_error)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let mut grant = Grant::new(raw.task);
+        for (handle, g) in raw.fs {
+            crate::manifest::check_name(&handle).map_err(|e| file_error(format!("fs.{handle}: invalid handle name {e}")))?;
+            if g.rights.is_empty() {
+                return Err(file_error(format!(
+                    "fs.{handle}.rights: no rights (expected a list such as [\"read\"])"
+                )));
+            }
+            grant.fs.insert(
+                handle,
+                FsGrant {
+                    path: base.join(g.path),
+                    rights: g.rights,
+                },
+            );
+        }
+        Ok(grant)
+    }
+}
+
+/// Task ids: 1 to 128 printable characters.
+pub fn check_task(task: &str) -> Result<(), String> {
+    if task.is_empty() || task.len() > 128 || task.chars().any(char::is_control) {
+        return Err(format!(
+            "invalid task id {task:?} (expected 1 to 128 printable characters)"
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    task: String,
+    #[serde(default)]
+    fs: BTreeMap<String, RawFsGrant>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFsGrant {
+    path: PathBuf,
+    rights: Rights,
+}
+
+/// A grant that cannot be given as written.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("invalid grant '{spec}': {reason} (expected fs:HANDLE=DIR:RIGHTS, e.g. fs:repo=./src:read,write)")]
+    Syntax { spec: String, reason: String },
+    #[error("{}: {message}", file.display())]
+    File { file: PathBuf, message: String },
+    #[error("handle '{handle}' is granted twice (expected one grant per handle)")]
+    Duplicate { handle: String },
+    #[error("grant for handle '{handle}' refused: tool '{tool}' has no such handle in the manifest (its handles: {known})")]
+    UnknownHandle { tool: String, handle: String, known: String },
+    #[error("grant for handle '{handle}' refused: {} is not inside {}, the manifest's ceiling for it", path.display(), within.display())]
+    OutsideCeiling { handle: String, path: PathBuf, within: PathBuf },
+    #[error("grant for handle '{handle}' refused: rights {excess} exceed the manifest's ceiling ({ceiling})")]
+    RightsExceedCeiling { handle: String, excess: Rights, ceiling: Rights },
+    #[error("grant for handle '{handle}' refused: cannot open directory {}: {source}", path.display())]
+    Open {
+        handle: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid task id: {0}")]
+    Task(String),
+}
+
+impl GrantError {
+    /// The handle the error is about, if any.
+    pub fn handle(&self) -> Option<&str> {
+        match self {
+            GrantError::Duplicate { handle }
+            | GrantError::UnknownHandle { handle, .. }
+            | GrantError::OutsideCeiling { handle, .. }
+            | GrantError::RightsExceedCeiling { handle, .. }
+            | GrantError::Open { handle, .. } => Some(handle),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_form() {
+        let (h, g) = Grant::parse_cli("fs:repo=/tmp/a:b:read,write").unwrap();
+        assert_eq!(h, "repo");
+        assert_eq!(g.path, PathBuf::from("/tmp/a:b"));
+        assert_eq!(g.rights, Rights::READ | Rights::WRITE);
+    }
+
+    #[test]
+    fn cli_form_errors_say_what_was_expected() {
+        for (spec, reason) in [
+            ("net:x=y:read", "unknown capability"),
+            ("fs:repo/tmp:read", "missing '='"),
+            ("fs:repo=/tmp", "missing ':RIGHTS'"),
+            ("fs:repo=/tmp:admin", "unknown right 'admin'"),
+            ("fs:Repo=/tmp:read", "invalid handle name"),
+        ] {
+            let e = Grant::parse_cli(spec).unwrap_err().to_string();
+            assert!(e.contains(reason), "{spec}: {e}");
+            assert!(e.contains("expected fs:HANDLE=DIR:RIGHTS"), "{e}");
+        }
+    }
+
+    #[test]
+    fn grant_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("task.toml");
+        std::fs::write(&f, "task = \"t-1\"\n[fs.workspace]\npath = \"repo\"\nrights = [\"read\"]\n").unwrap();
+        let g = Grant::load(&f).unwrap();
+        assert_eq!(g.task, "t-1");
+        assert_eq!(g.fs["workspace"].path, dir.path().join("repo"));
+
+        std::fs::write(&f, "task = \"t-1\"\n[fs.workspace]\npath = \"repo\"\nrights = [\"rwx\"]\n").unwrap();
+        let e = Grant::load(&f).unwrap_err().to_string();
+        assert!(e.contains("line 4") && e.contains("unknown variant `rwx`"), "{e}");
+
+        std::fs::write(&f, "task = \"\"\n").unwrap();
+        assert!(Grant::load(&f).unwrap_err().to_string().contains("invalid task id"));
+    }
+}

@@ -1,0 +1,47 @@
+//! Warden: a WebAssembly sandbox runtime for agent tools.
+//!
+//! Tools are Wasm components exporting the `tool` world in `wit/`. Each
+//! invocation runs in a fresh store with exactly the authority its task's
+//! [`Grant`] gives it — named directory handles with separate `read`, `write`
+//! and `delete` rights — inside the ceiling security wrote in the
+//! [`Manifest`]. Every host call is decided by one [`Policy`] and every
+//! decision lands in the audit trail.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), warden::Error> {
+//! use warden::{Grant, Manifest, Rights, Runtime, audit::FileSink};
+//! use std::sync::Arc;
+//!
+//! let runtime = Runtime::builder()
+//!     .manifest(Manifest::load("examples/manifest.toml")?)
+//!     .audit(Arc::new(FileSink::open("audit.jsonl").map_err(|e| warden::Error::Config(e.to_string()))?))
+//!     .build()?;
+//! let grant = Grant::new("task-1").fs("workspace", "examples/workspace", Rights::READ);
+//! let run = runtime.invoke("read-files", &grant, r#"{"paths":["README.md"]}"#).await?;
+//! println!("{:?}", run.output);
+//! # Ok(()) }
+//! ```
+
+pub mod audit;
+mod bindings;
+pub mod caps;
+pub mod engine;
+mod error;
+pub mod grant;
+pub mod identity;
+pub mod manifest;
+pub mod policy;
+pub mod rights;
+mod runtime;
+mod state;
+pub mod units;
+
+pub use error::{Error, ErrorClass, LimitExceeded};
+pub use grant::{FsGrant, Grant, GrantError};
+pub use identity::Identity;
+pub use manifest::{Limits, Manifest, ManifestError, ToolSpec};
+pub use policy::{Decision, Policy};
+pub use rights::{Right, Rights};
+pub use runtime::{
+    CompileEvent, HandleSpec, Invocation, Runtime, RuntimeBuilder, ToolError, ToolErrorKind, ToolInfo,
+};

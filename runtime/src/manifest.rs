@@ -1,0 +1,489 @@
+//! The capability manifest: security's ceiling for each tool.
+//!
+//! ```toml
+//! [tools.read-files]
+//! component = "tools/read-files.wasm"   # relative to this file
+//! identity = "sha256:…"                  # optional pin
+//! timeout = "10s"                        # default 10s
+//! memory = "64MiB"                       # default 64MiB
+//! max-output = "1MiB"                    # default 1MiB
+//!
+//! [[tools.read-files.fs]]
+//! handle = "workspace"
+//! within = "projects"                    # a grant's directory must be inside this
+//! rights = ["read"]
+//! ```
+//!
+//! Unknown fields are errors. Every problem is reported with its file, line,
+//! column, field and the form that was expected; nothing is half-loaded.
+
+use crate::identity::Identity;
+use crate::rights::Rights;
+use crate::units::{format_duration, format_size, parse_duration, parse_size};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MEMORY: u64 = 64 << 20;
+pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 20;
+/// Wasm32 linear memory cannot exceed 4 GiB.
+pub const MAX_MEMORY: u64 = 4 << 30;
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const MAX_OUTPUT: u64 = 256 << 20;
+
+/// A validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The file it was read from (for messages).
+    pub path: PathBuf,
+    pub tools: BTreeMap<String, ToolSpec>,
+}
+
+/// One tool's entry: its component and the ceiling of what it may be granted.
+#[derive(Debug, Clone)]
+pub struct ToolSpec {
+    pub name: String,
+    /// Absolute path of the component.
+    pub component: PathBuf,
+    pub identity: Option<Identity>,
+    pub limits: Limits,
+    pub fs: Vec<FsCeiling>,
+}
+
+/// Per-invocation limits of a tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub timeout: Duration,
+    /// Bytes of linear memory, summed over the component's memories.
+    pub memory: u64,
+    /// Bytes of JSON the tool may return.
+    pub max_output: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_TIMEOUT,
+            memory: DEFAULT_MEMORY,
+            max_output: DEFAULT_MAX_OUTPUT,
+        }
+    }
+}
+
+/// The most a grant may give for one fs handle.
+#[derive(Debug, Clone)]
+pub struct FsCeiling {
+    pub handle: String,
+    /// Canonical directory; a granted directory must be this or inside it.
+    pub within: PathBuf,
+    pub rights: Rights,
+}
+
+impl ToolSpec {
+    /// A tool with default limits and no capabilities.
+    pub fn new(name: impl Into<String>, component: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            component: component.into(),
+            identity: None,
+            limits: Limits::default(),
+            fs: Vec::new(),
+        }
+    }
+
+    /// Adds an fs ceiling; `within` is canonicalized.
+    pub fn fs(mut self, handle: &str, within: impl AsRef<Path>, rights: Rights) -> std::io::Result<Self> {
+        self.fs.push(FsCeiling {
+            handle: handle.to_owned(),
+            within: within.as_ref().canonicalize()?,
+            rights,
+        });
+        Ok(self)
+    }
+
+    pub fn ceiling(&self, handle: &str) -> Option<&FsCeiling> {
+        self.fs.iter().find(|c| c.handle == handle)
+    }
+}
+
+impl Manifest {
+    /// Reads and validates a manifest file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Manifest, ManifestError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+            file: path.to_owned(),
+            problems: vec![Problem::whole_file(format!("cannot read the manifest: {e}"))],
+        })?;
+        let base = path.parent().map(Path::to_owned).unwrap_or_default();
+        Self::parse(&text, path, &base)
+    }
+
+    /// Validates manifest text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Manifest, ManifestError> {
+        let raw: RawManifest = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            ManifestError {
+                file: file.to_owned(),
+                problems: vec![Problem {
+                    line,
+                    column,
+                    field: String::new(),
+                    message: e.message().trim().to_owned(),
+                }],
+            }
+        })?;
+        let mut v = Validator {
+            text,
+            problems: Vec::new(),
+        };
+        let mut tools = BTreeMap::new();
+        for (name, raw_tool) in raw.tools {
+            if let Some(tool) = v.tool(name.get_ref(), name.span(), raw_tool, base) {
+                tools.insert(tool.name.clone(), tool);
+            }
+        }
+        if tools.is_empty() && v.problems.is_empty() {
+            v.problems.push(Problem::whole_file(
+                "no tools (expected at least one [tools.NAME] table)".into(),
+            ));
+        }
+        if !v.problems.is_empty() {
+            return Err(ManifestError {
+                file: file.to_owned(),
+                problems: v.problems,
+            });
+        }
+        Ok(Manifest {
+            path: file.to_owned(),
+            tools,
+        })
+    }
+
+    pub fn tool(&self, name: &str) -> Option<&ToolSpec> {
+        self.tools.get(name)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    tools: BTreeMap<Spanned<String>, RawTool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTool {
+    component: Spanned<String>,
+    identity: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    memory: Option<Spanned<String>>,
+    max_output: Option<Spanned<String>>,
+    #[serde(default)]
+    fs: Vec<RawFsCeiling>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFsCeiling {
+    handle: Spanned<String>,
+    within: Spanned<String>,
+    rights: Spanned<Vec<Spanned<String>>>,
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, span: Range<usize>, field: String, message: String) {
+        let (line, column) = line_col(self.text, span.start);
+        self.problems.push(Problem {
+            line,
+            column,
+            field,
+            message,
+        });
+    }
+
+    fn tool(&mut self, name: &str, span: Range<usize>, raw: RawTool, base: &Path) -> Option<ToolSpec> {
+        let before = self.problems.len();
+        let field = |f: &str| format!("tools.{name}.{f}");
+        if let Err(e) = check_name(name) {
+            self.problem(span, format!("tools.{name}"), format!("invalid tool name: {e}"));
+        }
+
+        let component = base.join(raw.component.get_ref());
+        if !component.is_file() {
+            self.problem(
+                raw.component.span(),
+                field("component"),
+                format!(
+                    "component file '{}' not found (expected a path to a .wasm component, relative to the manifest)",
+                    component.display()
+                ),
+            );
+        }
+        let identity = raw.identity.and_then(|id| match id.get_ref().parse::<Identity>() {
+            Ok(i) => Some(i),
+            Err(e) => {
+                self.problem(id.span(), field("identity"), e);
+                None
+            }
+        });
+
+        let mut limits = Limits::default();
+        if let Some(t) = raw.timeout {
+            match parse_duration(t.get_ref()) {
+                Ok(d) if d.is_zero() || d > MAX_TIMEOUT => self.problem(
+                    t.span(),
+                    field("timeout"),
+                    format!("timeout must be above 0 and at most {}", format_duration(MAX_TIMEOUT)),
+                ),
+                Ok(d) => limits.timeout = d,
+                Err(e) => self.problem(t.span(), field("timeout"), e),
+            }
+        }
+        if let Some(m) = raw.memory {
+            match parse_size(m.get_ref()) {
+                Ok(n) if !(1 << 20..=MAX_MEMORY).contains(&n) => self.problem(
+                    m.span(),
+                    field("memory"),
+                    format!("memory must be between 1 MiB and {}", format_size(MAX_MEMORY)),
+                ),
+                Ok(n) => limits.memory = n,
+                Err(e) => self.problem(m.span(), field("memory"), e),
+            }
+        }
+        if let Some(m) = raw.max_output {
+            match parse_size(m.get_ref()) {
+                Ok(n) if n == 0 || n > MAX_OUTPUT => self.problem(
+                    m.span(),
+                    field("max-output"),
+                    format!("max-output must be above 0 and at most {}", format_size(MAX_OUTPUT)),
+                ),
+                Ok(n) => limits.max_output = n,
+                Err(e) => self.problem(m.span(), field("max-output"), e),
+            }
+        }
+
+        let mut fs: Vec<FsCeiling> = Vec::new();
+        for (i, c) in raw.fs.into_iter().enumerate() {
+            let f = |k: &str| format!("tools.{name}.fs[{i}].{k}");
+            let handle = c.handle.get_ref().clone();
+            if let Err(e) = check_name(&handle) {
+                self.problem(c.handle.span(), f("handle"), format!("invalid handle name: {e}"));
+            } else if fs.iter().any(|other| other.handle == handle) {
+                self.problem(
+                    c.handle.span(),
+                    f("handle"),
+                    format!("handle '{handle}' is listed twice (expected one fs entry per handle)"),
+                );
+            }
+            let within = base.join(c.within.get_ref());
+            let within = match within.canonicalize() {
+                Ok(p) if p.is_dir() => Some(p),
+                Ok(p) => {
+                    self.problem(c.within.span(), f("within"), format!("'{}' is not a directory", p.display()));
+                    None
+                }
+                Err(e) => {
+                    self.problem(
+                        c.within.span(),
+                        f("within"),
+                        format!(
+                            "directory '{}' cannot be opened: {e} (expected an existing directory, relative to the manifest)",
+                            within.display()
+                        ),
+                    );
+                    None
+                }
+            };
+            let mut rights = Rights::NONE;
+            for r in c.rights.get_ref() {
+                match r.get_ref().parse::<crate::rights::Right>() {
+                    Ok(r) => rights = rights | r.into(),
+                    Err(e) => self.problem(r.span(), f("rights"), e),
+                }
+            }
+            if c.rights.get_ref().is_empty() {
+                self.problem(
+                    c.rights.span(),
+                    f("rights"),
+                    "no rights (expected a list such as [\"read\"])".into(),
+                );
+            }
+            if let Some(within) = within {
+                fs.push(FsCeiling { handle, within, rights });
+            }
+        }
+
+        (self.problems.len() == before).then(|| ToolSpec {
+            name: name.to_owned(),
+            component,
+            identity,
+            limits,
+            fs,
+        })
+    }
+}
+
+/// Tool and handle names: lower-case letters, digits, `-` and `_`.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{name}' (expected 1 to 64 lower-case letters, digits, '-' or '_', starting with a letter or digit)"
+        ))
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Everything wrong with a manifest.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ManifestError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+/// One problem, at a position in the manifest (line 0: the whole file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    /// Dotted path of the field, e.g. `tools.read-files.fs[0].rights`.
+    pub field: String,
+    pub message: String,
+}
+
+impl Problem {
+    fn whole_file(message: String) -> Self {
+        Self {
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message,
+        }
+    }
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.file.display())?;
+            if p.line > 0 {
+                write!(f, ":{}:{}", p.line, p.column)?;
+            }
+            if !p.field.is_empty() {
+                write!(f, ": {}", p.field)?;
+            }
+            write!(f, ": {}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, base: &Path) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, Path::new("m.toml"), base)
+    }
+
+    fn fixture() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.wasm"), b"").unwrap();
+        std::fs::create_dir(dir.path().join("ws")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn valid_manifest_with_defaults() {
+        let dir = fixture();
+        let m = parse(
+            "[tools.t]\ncomponent = \"t.wasm\"\ntimeout = \"2s\"\n[[tools.t.fs]]\nhandle = \"ws\"\nwithin = \"ws\"\nrights = [\"read\", \"delete\"]\n",
+            dir.path(),
+        )
+        .unwrap();
+        let t = m.tool("t").unwrap();
+        assert_eq!(t.limits.timeout, Duration::from_secs(2));
+        assert_eq!(t.limits.memory, DEFAULT_MEMORY);
+        assert_eq!(t.fs[0].rights, Rights::READ | Rights::DELETE);
+        assert_eq!(t.fs[0].within, dir.path().join("ws").canonicalize().unwrap());
+    }
+
+    #[test]
+    fn unknown_field_is_reported_with_its_line() {
+        let dir = fixture();
+        let err = parse("[tools.t]\ncomponent = \"t.wasm\"\ncolour = \"red\"\n", dir.path()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("m.toml:3:1: unknown field `colour`"), "{msg}");
+        assert!(msg.contains("expected one of `component`"), "{msg}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_with_field_and_expectation() {
+        let dir = fixture();
+        let err = parse(
+            "[tools.t]\ncomponent = \"missing.wasm\"\nmemory = \"12 parsecs\"\nidentity = \"md5:00\"\n\
+             [[tools.t.fs]]\nhandle = \"ws\"\nwithin = \"nowhere\"\nrights = [\"read\", \"deploy\"]\n",
+            dir.path(),
+        )
+        .unwrap_err();
+        let fields: Vec<_> = err.problems.iter().map(|p| (p.line, p.field.as_str())).collect();
+        assert_eq!(
+            fields,
+            [
+                (2, "tools.t.component"),
+                (4, "tools.t.identity"),
+                (3, "tools.t.memory"),
+                (7, "tools.t.fs[0].within"),
+                (8, "tools.t.fs[0].rights"),
+            ]
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("unknown right 'deploy' (expected read, write or delete)"), "{msg}");
+        assert!(msg.contains("expected a path to a .wasm component"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_handles_and_bad_names_are_refused() {
+        let dir = fixture();
+        let err = parse(
+            "[tools.Bad]\ncomponent = \"t.wasm\"\n[[tools.Bad.fs]]\nhandle = \"ws\"\nwithin = \"ws\"\nrights = [\"read\"]\n\
+             [[tools.Bad.fs]]\nhandle = \"ws\"\nwithin = \"ws\"\nrights = [\"write\"]\n",
+            dir.path(),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("invalid tool name: 'Bad'"), "{msg}");
+        assert!(msg.contains("handle 'ws' is listed twice"), "{msg}");
+    }
+
+    #[test]
+    fn empty_manifest_is_an_error() {
+        let err = parse("", Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("no tools"));
+    }
+}

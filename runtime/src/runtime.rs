@@ -1,0 +1,643 @@
+//! The runtime: loads tools from a manifest and runs invocations under grants.
+
+use crate::audit::{AuditSink, Auditor, Event, TracingSink};
+use crate::bindings::exports::warden::tool::guest;
+use crate::bindings::{Tool, ToolPre};
+use crate::caps::fs::{self, Ceilings, FsCtx};
+use crate::caps::log::{LogLimits, LogState};
+use crate::caps::stdio::{CappedPipe, OutputFlood};
+use crate::engine::{self, CompileCache, EPOCH_TICK};
+use crate::error::{Error, LimitExceeded};
+use crate::grant::{Grant, GrantError, check_task};
+use crate::identity::Identity;
+use crate::manifest::{Manifest, ToolSpec};
+use crate::policy::Policy;
+use crate::rights::Rights;
+use crate::state::{AuditFailed, HostState, MemoryExceeded, MemoryLimiter};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{OnceCell, Semaphore};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+
+/// Progress of a first-time compile, for progress indicators.
+#[derive(Debug, Clone)]
+pub enum CompileEvent {
+    Started { tool: String, identity: Identity },
+    Finished { tool: String, identity: Identity, elapsed: Duration },
+}
+
+type CompileHook = Arc<dyn Fn(CompileEvent) + Send + Sync>;
+
+/// Builds a [`Runtime`]. Deny by default; the defaults are:
+///
+/// - no tools until [`manifest`](Self::manifest) or [`tool`](Self::tool);
+/// - audit records go to [`TracingSink`] (target `warden::audit`);
+/// - no compile cache on disk (components compile once per process);
+/// - at most 100 invocations run at once (more wait for a slot);
+/// - tool stdout and stderr: 64 KiB each, captured, never the host's streams;
+/// - input: 1 MiB; data in one host call: 16 MiB;
+/// - log: 4 KiB per message, 256 messages per invocation.
+///
+/// Tools get no preopened directories, environment, arguments, sockets or
+/// DNS; only what a grant gives them, through `warden:tool/fs`.
+pub struct RuntimeBuilder {
+    tools: BTreeMap<String, ToolSpec>,
+    manifest_path: Option<PathBuf>,
+    audit: Arc<dyn AuditSink>,
+    cache_dir: Option<PathBuf>,
+    max_concurrent: u32,
+    stdio_limit: usize,
+    max_input: usize,
+    hostcall_limit: usize,
+    log_limits: LogLimits,
+    on_compile: Option<CompileHook>,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        Self {
+            tools: BTreeMap::new(),
+            manifest_path: None,
+            audit: Arc::new(TracingSink),
+            cache_dir: None,
+            max_concurrent: 100,
+            stdio_limit: 64 << 10,
+            max_input: 1 << 20,
+            hostcall_limit: 16 << 20,
+            log_limits: LogLimits::default(),
+            on_compile: None,
+        }
+    }
+}
+
+impl RuntimeBuilder {
+    /// Serves the tools of a manifest.
+    pub fn manifest(mut self, manifest: Manifest) -> Self {
+        self.manifest_path = Some(manifest.path.clone());
+        self.tools.extend(manifest.tools);
+        self
+    }
+
+    /// Serves one tool.
+    pub fn tool(mut self, spec: ToolSpec) -> Self {
+        self.tools.insert(spec.name.clone(), spec);
+        self
+    }
+
+    pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = sink;
+        self
+    }
+
+    /// Keeps compiled components in `dir` (see [`engine::default_cache_dir`]).
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    pub fn max_concurrent_invocations(mut self, n: u32) -> Self {
+        self.max_concurrent = n.max(1);
+        self
+    }
+
+    pub fn stdio_limit(mut self, bytes: usize) -> Self {
+        self.stdio_limit = bytes;
+        self
+    }
+
+    pub fn max_input(mut self, bytes: usize) -> Self {
+        self.max_input = bytes;
+        self
+    }
+
+    pub fn hostcall_limit(mut self, bytes: usize) -> Self {
+        self.hostcall_limit = bytes;
+        self
+    }
+
+    pub fn log_limits(mut self, limits: LogLimits) -> Self {
+        self.log_limits = limits;
+        self
+    }
+
+    /// Called when a component starts and finishes compiling (cache misses).
+    pub fn on_compile(mut self, hook: impl Fn(CompileEvent) + Send + Sync + 'static) -> Self {
+        self.on_compile = Some(Arc::new(hook));
+        self
+    }
+
+    pub fn build(self) -> Result<Runtime, Error> {
+        let host = |e: wasmtime::Error| Error::Host(format!("{e:#}"));
+        let engine = engine::build(self.max_concurrent).map_err(host)?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(host)?;
+        Tool::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(host)?;
+        let cache = match &self.cache_dir {
+            Some(dir) => Some(CompileCache::open(dir, &engine).map_err(Error::Config)?),
+            None => None,
+        };
+        spawn_epoch_ticker(&engine);
+        let tools = self
+            .tools
+            .into_iter()
+            .map(|(name, spec)| {
+                let slot = ToolSlot {
+                    spec,
+                    loaded: OnceCell::new(),
+                };
+                (name, slot)
+            })
+            .collect();
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                tools,
+                manifest_path: self.manifest_path,
+                audit: self.audit,
+                cache,
+                slots: Semaphore::new(self.max_concurrent as usize),
+                policy: Arc::new(Policy),
+                stdio_limit: self.stdio_limit,
+                max_input: self.max_input,
+                hostcall_limit: self.hostcall_limit,
+                log_limits: self.log_limits,
+                on_compile: self.on_compile,
+            }),
+        })
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is gone.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("warden-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the epoch thread, deadlines rely on timers only: {e}");
+    }
+}
+
+/// Runs tools. Cheap to clone; every clone shares the engine, the compiled
+/// tools and the audit sink. Invocations may run concurrently from many tasks.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    tools: BTreeMap<String, ToolSlot>,
+    manifest_path: Option<PathBuf>,
+    audit: Arc<dyn AuditSink>,
+    cache: Option<CompileCache>,
+    slots: Semaphore,
+    policy: Arc<Policy>,
+    stdio_limit: usize,
+    max_input: usize,
+    hostcall_limit: usize,
+    log_limits: LogLimits,
+    on_compile: Option<CompileHook>,
+}
+
+struct ToolSlot {
+    spec: ToolSpec,
+    loaded: OnceCell<Arc<LoadedTool>>,
+}
+
+/// A compiled, linked tool, ready to instantiate.
+struct LoadedTool {
+    spec: ToolSpec,
+    identity: Identity,
+    pre: ToolPre<HostState>,
+    ceilings: Ceilings,
+}
+
+/// What a tool says about itself (`describe`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub identity: String,
+    pub input_schema: serde_json::Value,
+    pub output_schema: Option<serde_json::Value>,
+    pub handles: Vec<HandleSpec>,
+}
+
+/// A handle a tool expects, from its `describe`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HandleSpec {
+    pub name: String,
+    pub rights: Rights,
+    pub description: String,
+}
+
+/// An error the tool itself returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct ToolError {
+    pub kind: ToolErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ToolErrorKind {
+    InvalidInput,
+    Denied,
+    NotFound,
+    Failed,
+}
+
+impl std::fmt::Display for ToolErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ToolErrorKind::InvalidInput => "invalid-input",
+            ToolErrorKind::Denied => "denied",
+            ToolErrorKind::NotFound => "not-found",
+            ToolErrorKind::Failed => "failed",
+        })
+    }
+}
+
+/// The result of one invocation that ran to completion.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub id: String,
+    pub task: String,
+    pub tool: String,
+    pub identity: Identity,
+    /// The tool's JSON output, or the error it returned.
+    pub output: Result<String, ToolError>,
+    /// Captured stdout and stderr of the tool (bounded).
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub duration: Duration,
+}
+
+impl Runtime {
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// The tools this runtime serves, by name.
+    pub fn tools(&self) -> impl Iterator<Item = &ToolSpec> {
+        self.inner.tools.values().map(|s| &s.spec)
+    }
+
+    /// Compiles (or loads from the cache) and links a tool; later calls reuse it.
+    pub async fn load(&self, tool: &str) -> Result<Identity, Error> {
+        Ok(self.loaded(tool).await?.identity.clone())
+    }
+
+    async fn loaded(&self, tool: &str) -> Result<Arc<LoadedTool>, Error> {
+        let slot = self.inner.tools.get(tool).ok_or_else(|| Error::UnknownTool {
+            name: tool.to_owned(),
+            known: self.inner.tools.keys().cloned().collect::<Vec<_>>().join(", "),
+        })?;
+        slot.loaded
+            .get_or_try_init(|| {
+                let inner = self.inner.clone();
+                let spec = slot.spec.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || inner.compile(spec))
+                        .await
+                        .map_err(|e| Error::Host(format!("compile task failed: {e}")))?
+                        .map(Arc::new)
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    /// Runs `tool` once under `grant` with JSON `input`.
+    ///
+    /// The grant is checked against the tool's manifest ceiling first; a grant
+    /// that would have to be narrowed is refused with [`Error::Grant`] before
+    /// anything runs or is audited.
+    pub async fn invoke(&self, tool: &str, grant: &Grant, input: &str) -> Result<Invocation, Error> {
+        let loaded = self.loaded(tool).await?;
+        check_task(&grant.task).map_err(|e| Error::Grant(GrantError::Task(e)))?;
+        let fs = fs::authorize(&loaded.spec, &loaded.ceilings, grant)?;
+        self.inner.run(&loaded, &grant.task, fs, input).await
+    }
+
+    /// Calls the tool's `describe` export (with an empty grant).
+    pub async fn describe(&self, tool: &str) -> Result<ToolInfo, Error> {
+        let loaded = self.loaded(tool).await?;
+        let (mut store, _) =
+            self.inner.store_with_pipes(&loaded, FsCtx::default(), Auditor::discard(), self.inner.pipes());
+        let info = async {
+            let t = loaded.pre.instantiate_async(&mut store).await?;
+            t.warden_tool_guest().call_describe(&mut store).await
+        };
+        let info = tokio::time::timeout(loaded.spec.limits.timeout, info)
+            .await
+            .map_err(|_| LimitExceeded::Deadline {
+                after: loaded.spec.limits.timeout,
+            })?
+            .map_err(|e| classify(e, loaded.spec.limits))?;
+        let schema = |s: &str, which: &str| {
+            serde_json::from_str(s).map_err(|e| Error::Component {
+                path: loaded.spec.component.clone(),
+                reason: format!("describe() returned an {which} schema that is not JSON: {e}"),
+            })
+        };
+        Ok(ToolInfo {
+            input_schema: schema(&info.input_schema, "input")?,
+            output_schema: info.output_schema.as_deref().map(|s| schema(s, "output")).transpose()?,
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            identity: loaded.identity.to_string(),
+            handles: info
+                .handles
+                .into_iter()
+                .map(|h| HandleSpec {
+                    name: h.name,
+                    rights: from_wit_rights(h.rights),
+                    description: h.description,
+                })
+                .collect(),
+        })
+    }
+
+    /// The manifest file this runtime was built from, if any.
+    pub fn manifest_path(&self) -> Option<&std::path::Path> {
+        self.inner.manifest_path.as_deref()
+    }
+}
+
+fn from_wit_rights(r: crate::bindings::warden::tool::fs::Rights) -> Rights {
+    use crate::bindings::warden::tool::fs::Rights as W;
+    let mut out = Rights::NONE;
+    for (w, ours) in [(W::READ, Rights::READ), (W::WRITE, Rights::WRITE), (W::DELETE, Rights::DELETE)] {
+        if r.contains(w) {
+            out = out | ours;
+        }
+    }
+    out
+}
+
+/// The trap payload when the epoch callback finds the deadline passed.
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded")]
+struct DeadlineHit;
+
+impl Inner {
+    fn compile(&self, spec: ToolSpec) -> Result<LoadedTool, Error> {
+        let component_err = |reason: String| Error::Component {
+            path: spec.component.clone(),
+            reason,
+        };
+        let bytes = std::fs::read(&spec.component)
+            .map_err(|e| component_err(format!("cannot read the component: {e}")))?;
+        if let Some(reason) = engine::sniff(&bytes) {
+            return Err(component_err(reason.into()));
+        }
+        let identity = Identity::of(&bytes);
+        if let Some(pin) = &spec.identity
+            && *pin != identity
+        {
+            return Err(Error::IdentityMismatch {
+                tool: spec.name.clone(),
+                path: spec.component.clone(),
+                expected: pin.clone(),
+                actual: identity,
+            });
+        }
+        let cached = self.cache.as_ref().and_then(|c| c.load(&self.engine, &identity));
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                let hook = |e| self.on_compile.as_ref().map(|h| h(e));
+                hook(CompileEvent::Started {
+                    tool: spec.name.clone(),
+                    identity: identity.clone(),
+                });
+                let started = Instant::now();
+                let c = wasmtime::component::Component::new(&self.engine, &bytes)
+                    .map_err(|e| component_err(format!("invalid component: {e:#}")))?;
+                hook(CompileEvent::Finished {
+                    tool: spec.name.clone(),
+                    identity: identity.clone(),
+                    elapsed: started.elapsed(),
+                });
+                if let Some(cache) = &self.cache {
+                    cache.store(&identity, &c);
+                }
+                c
+            }
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            component_err(format!(
+                "cannot be linked: {e:#} (a tool may import only the warden:tool world and WASI 0.2)"
+            ))
+        })?;
+        let pre = ToolPre::new(pre).map_err(|e| {
+            component_err(format!("does not export the warden:tool/guest interface: {e:#}"))
+        })?;
+        let ceilings = Ceilings::open(&spec).map_err(|e| Error::Host(format!("tool '{}': {e}", spec.name)))?;
+        Ok(LoadedTool {
+            spec,
+            identity,
+            pre,
+            ceilings,
+        })
+    }
+
+    fn pipes(&self) -> (CappedPipe, CappedPipe) {
+        (
+            CappedPipe::new("stdout", self.stdio_limit),
+            CappedPipe::new("stderr", self.stdio_limit),
+        )
+    }
+
+    /// A fresh store for one invocation: no preopens, env, args or network;
+    /// captured stdio; memory limit; epoch deadline that yields every tick.
+    fn store_with_pipes(
+        &self,
+        tool: &LoadedTool,
+        fs: FsCtx,
+        audit: Auditor,
+        pipes: (CappedPipe, CappedPipe),
+    ) -> (Store<HostState>, (CappedPipe, CappedPipe)) {
+        let wasi = WasiCtxBuilder::new()
+            .stdout(pipes.0.clone())
+            .stderr(pipes.1.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = HostState {
+            wasi,
+            table: Default::default(),
+            fs,
+            audit,
+            policy: self.policy.clone(),
+            limiter: MemoryLimiter {
+                limit: usize::try_from(tool.spec.limits.memory).unwrap_or(usize::MAX),
+            },
+            hostcall_limit: self.hostcall_limit,
+            log_limits: self.log_limits,
+            log: LogState::default(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let deadline = Instant::now() + tool.spec.limits.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(wasmtime::Error::new(DeadlineHit))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        (store, pipes)
+    }
+
+    async fn run(&self, tool: &LoadedTool, task: &str, fs: FsCtx, input: &str) -> Result<Invocation, Error> {
+        if input.len() > self.max_input {
+            return Err(Error::Input(format!(
+                "input is {} bytes, more than the limit of {} bytes",
+                input.len(),
+                self.max_input
+            )));
+        }
+        serde_json::from_str::<serde::de::IgnoredAny>(input)
+            .map_err(|e| Error::Input(format!("input is not valid JSON: {e}")))?;
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| Error::Host("runtime is shutting down".into()))?;
+
+        let id = uuid::Uuid::now_v7().to_string();
+        let spec = &tool.spec;
+        let auditor = Auditor::new(self.audit.clone(), &id, task, &spec.name, &tool.identity.to_string());
+        let mut start = auditor.record(Event::InvocationStart);
+        let handles: Vec<_> = fs
+            .handles
+            .values()
+            .map(|h| format!("{}={}:{}", h.name, h.path.display(), h.rights))
+            .collect();
+        start.resource = Some(handles.join(" "));
+        auditor.write(&start).map_err(|e| Error::Audit(Arc::new(e)))?;
+
+        let (mut store, (stdout, stderr)) = self.store_with_pipes(tool, fs, auditor.clone(), self.pipes());
+        let started = Instant::now();
+        let call = async {
+            let t = tool.pre.instantiate_async(&mut store).await?;
+            t.warden_tool_guest().call_invoke(&mut store, input).await
+        };
+        let result = match tokio::time::timeout(spec.limits.timeout, call).await {
+            Err(_) => Err(Error::Limit(LimitExceeded::Deadline {
+                after: spec.limits.timeout,
+            })),
+            Ok(Err(trap)) => Err(classify(trap, spec.limits)),
+            Ok(Ok(Err(e))) => Ok(Err(tool_error(e))),
+            Ok(Ok(Ok(output))) => check_output(output, spec.limits.max_output),
+        };
+        let duration = started.elapsed();
+        let dropped = store.data().log.dropped;
+        drop(store);
+
+        let mut end = auditor.record(Event::InvocationEnd);
+        end.duration_us = Some(duration.as_micros().try_into().unwrap_or(u64::MAX));
+        let (outcome, detail) = match &result {
+            Ok(Ok(_)) => ("ok".to_owned(), None),
+            Ok(Err(e)) => (format!("tool-error:{}", e.kind), Some(e.message.clone())),
+            Err(Error::Limit(l)) => (format!("limit:{}", l.name()), Some(l.to_string())),
+            Err(Error::Trap(t)) => ("trap".to_owned(), Some(t.clone())),
+            Err(e) => ("host-error".to_owned(), Some(e.to_string())),
+        };
+        end.outcome = Some(outcome);
+        end.message = match (detail, dropped) {
+            (d, 0) => d,
+            (Some(d), n) => Some(format!("{d}; {n} log messages dropped")),
+            (None, n) => Some(format!("{n} log messages dropped")),
+        };
+        auditor.write(&end).map_err(|e| Error::Audit(Arc::new(e)))?;
+
+        Ok(Invocation {
+            id,
+            task: task.to_owned(),
+            tool: spec.name.clone(),
+            identity: tool.identity.clone(),
+            output: result?,
+            stdout: stdout.contents(),
+            stderr: stderr.contents(),
+            duration,
+        })
+    }
+}
+
+fn tool_error(e: guest::ToolError) -> ToolError {
+    let kind = match e.kind {
+        guest::ErrorKind::InvalidInput => ToolErrorKind::InvalidInput,
+        guest::ErrorKind::Denied => ToolErrorKind::Denied,
+        guest::ErrorKind::NotFound => ToolErrorKind::NotFound,
+        guest::ErrorKind::Failed => ToolErrorKind::Failed,
+    };
+    ToolError {
+        kind,
+        message: e.message,
+    }
+}
+
+fn check_output(output: String, limit: u64) -> Result<Result<String, ToolError>, Error> {
+    if output.len() as u64 > limit {
+        return Err(LimitExceeded::Output {
+            size: output.len() as u64,
+            limit,
+        }
+        .into());
+    }
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output) {
+        return Ok(Err(ToolError {
+            kind: ToolErrorKind::Failed,
+            message: format!("the tool returned output that is not JSON: {e}"),
+        }));
+    }
+    Ok(Ok(output))
+}
+
+/// Turns a trap into the limit or fault that caused it.
+fn classify(e: wasmtime::Error, limits: crate::manifest::Limits) -> Error {
+    if e.is::<DeadlineHit>() || e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return LimitExceeded::Deadline { after: limits.timeout }.into();
+    }
+    if e.is::<MemoryExceeded>() {
+        return LimitExceeded::Memory { limit: limits.memory }.into();
+    }
+    if let Some(flood) = e.downcast_ref::<OutputFlood>() {
+        return LimitExceeded::from(flood.clone()).into();
+    }
+    if let Some(AuditFailed(a)) = e.downcast_ref::<AuditFailed>() {
+        return Error::Audit(a.clone());
+    }
+    if e.downcast_ref::<Trap>() == Some(&Trap::StackOverflow) {
+        return LimitExceeded::Stack.into();
+    }
+    let root = e.root_cause().to_string();
+    let first = e.to_string();
+    if first == root {
+        Error::Trap(first)
+    } else {
+        Error::Trap(format!("{first}: {root}"))
+    }
+}

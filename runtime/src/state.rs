@@ -1,0 +1,75 @@
+//! What one invocation's store holds.
+
+use crate::audit::{AuditError, Auditor, Record};
+use crate::caps::fs::FsCtx;
+use crate::caps::log::{LogLimits, LogState};
+use crate::policy::Policy;
+use std::sync::Arc;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub(crate) struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) fs: FsCtx,
+    pub(crate) audit: Auditor,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) hostcall_limit: usize,
+    pub(crate) log_limits: LogLimits,
+    pub(crate) log: LogState,
+}
+
+impl HostState {
+    /// Writes an audit record; failure traps the invocation (fail closed).
+    pub(crate) fn write_audit(&self, record: &Record) -> wasmtime::Result<()> {
+        self.audit.write(record).map_err(|e| wasmtime::Error::new(AuditFailed(Arc::new(e))))
+    }
+}
+
+/// The trap payload when the audit trail cannot be written mid-invocation.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(transparent)]
+pub(crate) struct AuditFailed(pub(crate) Arc<AuditError>);
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The trap payload when a tool grows a memory past its limit.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("memory limit of {limit} bytes exceeded (tried to grow to {desired} bytes)")]
+pub(crate) struct MemoryExceeded {
+    pub(crate) limit: usize,
+    pub(crate) desired: usize,
+}
+
+/// Caps each linear memory at the tool's `memory` limit.
+pub(crate) struct MemoryLimiter {
+    pub(crate) limit: usize,
+}
+
+/// Table elements per table; far above what compilers emit.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            return Err(wasmtime::Error::new(MemoryExceeded {
+                limit: self.limit,
+                desired,
+            }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}

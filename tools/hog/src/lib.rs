@@ -1,0 +1,87 @@
+//! Test tool: misbehaves on request, so tests can show that limits end the
+//! invocation with the right error while the host keeps serving others.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use warden_tool::{Error, Tool, log};
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    attack: String,
+    /// Size in bytes for `huge-output` and `print`, depth for `recursion`.
+    #[serde(default)]
+    size: usize,
+    #[serde(default)]
+    text: String,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct Output {
+    result: String,
+}
+
+struct Hog;
+
+impl Tool for Hog {
+    type Input = Input;
+    type Output = Output;
+    const NAME: &'static str = "hog";
+    const DESCRIPTION: &'static str = "Test tool: loops, allocates, recurses or floods on request.";
+
+    fn invoke(i: Input) -> Result<Output, Error> {
+        let result = match i.attack.as_str() {
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "recursion" => recurse(std::hint::black_box(u64::MAX)).to_string(),
+            "stdout-flood" => loop {
+                let _ = std::io::stdout().write_all(&[b'x'; 4096]);
+            },
+            "stderr-flood" => loop {
+                let _ = std::io::stderr().write_all(&[b'y'; 4096]);
+            },
+            "huge-output" => "z".repeat(i.size),
+            "print" => {
+                // Writes to stdout and stderr, logs, then returns normally.
+                print!("{}", i.text);
+                let _ = std::io::stdout().flush();
+                eprint!("{}", i.text);
+                log::info(&i.text);
+                i.text.clone()
+            }
+            "log-flood" => {
+                for n in 0..i.size {
+                    log::info(&format!("message {n} {}", "l".repeat(8192)));
+                }
+                "logged".into()
+            }
+            "panic" => panic!("hog was asked to panic"),
+            "fail" => return Err(Error::failed(i.text)),
+            other => return Err(Error::invalid_input(format!("unknown attack {other}"))),
+        };
+        Ok(Output { result })
+    }
+}
+
+#[inline(never)]
+fn recurse(n: u64) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    let pad = std::hint::black_box([n; 16]);
+    recurse(n - 1).wrapping_add(pad[3])
+}
+
+warden_tool::export!(Hog);
