@@ -69,7 +69,14 @@ impl CompileCache {
         if !path.is_file() {
             return None;
         }
-        match deserialize(engine, &path) {
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot read compile cache entry: {e}");
+                return None;
+            }
+        };
+        match deserialize(engine, &bytes) {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "ignoring unusable compile cache entry: {e}");
@@ -94,14 +101,16 @@ impl CompileCache {
 }
 
 #[allow(unsafe_code)]
-fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
-    // SAFETY: `deserialize_file` trusts the file to be the output of
+fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: `deserialize` trusts the bytes to be the output of
     // `Component::serialize` for this engine. Files in the cache are written
     // only by `CompileCache::store` under a content-addressed name, in a
     // directory that `create_private_dir` has checked no other user can write
     // (see the `# Security` note on `CompileCache`). wasmtime itself checks
-    // the header for the version and engine settings.
-    unsafe { Component::deserialize_file(engine, path) }
+    // the header for the version and engine settings. The bytes are read into
+    // memory first rather than mapped, so a cache file truncated while a
+    // runtime uses it cannot fault the host (SIGBUS).
+    unsafe { Component::deserialize(engine, bytes) }
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), String> {

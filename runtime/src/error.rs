@@ -32,7 +32,7 @@ pub enum Error {
     },
     #[error("invalid input: {0}")]
     Input(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Limit(#[from] LimitExceeded),
     #[error("tool trapped: {0}")]
     Trap(String),

@@ -77,7 +77,7 @@ impl Rights {
         self.0 == 0
     }
 
-    pub fn union(self, other: Rights) -> Rights {
+    pub const fn union(self, other: Rights) -> Rights {
         Rights(self.0 | other.0)
     }
 

@@ -633,11 +633,8 @@ fn classify(e: wasmtime::Error, limits: crate::manifest::Limits) -> Error {
     if e.downcast_ref::<Trap>() == Some(&Trap::StackOverflow) {
         return LimitExceeded::Stack.into();
     }
-    let root = e.root_cause().to_string();
-    let first = e.to_string();
-    if first == root {
-        Error::Trap(first)
-    } else {
-        Error::Trap(format!("{first}: {root}"))
-    }
+    // The root cause names the trap; the wasm backtrace around it goes to
+    // the debug log only.
+    tracing::debug!("trap: {e:?}");
+    Error::Trap(e.root_cause().to_string())
 }

@@ -45,7 +45,7 @@ impl Tool for Hog {
                     std::hint::black_box(&hoard);
                 }
             }
-            "recursion" => recurse(std::hint::black_box(u64::MAX)).to_string(),
+            "recursion" => recurse(if i.size == 0 { u64::MAX } else { i.size as u64 }, 7).to_string(),
             "stdout-flood" => loop {
                 let _ = std::io::stdout().write_all(&[b'x'; 4096]);
             },
@@ -75,13 +75,14 @@ impl Tool for Hog {
     }
 }
 
+/// Recursion whose frames live on the wasm stack (no locals in linear memory,
+/// and not a tail call LLVM could turn into a loop).
 #[inline(never)]
-fn recurse(n: u64) -> u64 {
+fn recurse(n: u64, k: u64) -> u64 {
     if n == 0 {
-        return 0;
+        return k;
     }
-    let pad = std::hint::black_box([n; 16]);
-    recurse(n - 1).wrapping_add(pad[3])
+    recurse(n - 1, k ^ n).rotate_left(1)
 }
 
 warden_tool::export!(Hog);

@@ -131,13 +131,14 @@ impl std::error::Error for Error {}
 
 impl From<fs::Error> for Error {
     fn from(e: fs::Error) -> Self {
-        let kind = match e.code {
-            fs::ErrorCode::Denied => ErrorKind::Denied,
-            fs::ErrorCode::NotFound => ErrorKind::NotFound,
-            fs::ErrorCode::InvalidPath => ErrorKind::InvalidInput,
-            _ => ErrorKind::Failed,
+        // The kind carries the code where they match one to one.
+        let (kind, message) = match e.code {
+            fs::ErrorCode::Denied => (ErrorKind::Denied, e.message),
+            fs::ErrorCode::NotFound => (ErrorKind::NotFound, e.message),
+            fs::ErrorCode::InvalidPath => (ErrorKind::InvalidInput, e.describe()),
+            _ => (ErrorKind::Failed, e.describe()),
         };
-        Self::new(kind, e.describe())
+        Self::new(kind, message)
     }
 }
 

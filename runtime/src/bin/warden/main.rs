@@ -1,1 +1,276 @@
-fn main(){}
+//! The `warden` command line.
+//!
+//! Exit status: 0 success; 1 the tool returned an error (including denials it
+//! reports); 2 bad usage, manifest, grant, component or input; 3 the
+//! invocation was ended by a limit (deadline, memory, stack, output) or a
+//! trap, or the host failed (audit trail).
+
+mod demo;
+mod progress;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use warden::audit::FileSink;
+use warden::{Error, ErrorClass, Grant, Manifest, Runtime, RuntimeBuilder, ToolErrorKind, ToolSpec};
+
+#[derive(Parser)]
+#[command(name = "warden", version, about = "Run agent tools as Wasm components under per-task grants")]
+struct Cli {
+    /// Debug logging, tool stdout/stderr and error details on stderr.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    /// Directory for compiled components [default: $WARDEN_CACHE_DIR,
+    /// $XDG_CACHE_HOME/warden or ~/.cache/warden].
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile components in memory only.
+    #[arg(long, global = true)]
+    no_cache: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one tool once under an explicit grant; prints its JSON output.
+    Run {
+        /// The capability manifest.
+        #[arg(long, short)]
+        manifest: PathBuf,
+        /// The tool's name in the manifest.
+        tool: String,
+        /// A grant, fs:HANDLE=DIR:RIGHTS (rights comma-separated); repeatable.
+        #[arg(long = "grant", value_name = "SPEC")]
+        grants: Vec<String>,
+        /// A TOML grant file (task = "ID", then [fs.HANDLE] path/rights).
+        #[arg(long = "grants", value_name = "FILE")]
+        grant_file: Option<PathBuf>,
+        /// Task id [default: the grant file's task, else a new id].
+        #[arg(long)]
+        task: Option<String>,
+        /// Tool input: JSON text, or @FILE to read it from a file.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Audit trail file (JSON Lines, appended) [default: $WARDEN_AUDIT,
+        /// else $XDG_STATE_HOME/warden/audit.jsonl or ~/.local/state/warden/audit.jsonl].
+        #[arg(long, value_name = "FILE")]
+        audit: Option<PathBuf>,
+    },
+    /// Print a component's identity and its description and schemas.
+    Describe {
+        /// A tool component (.wasm).
+        component: PathBuf,
+    },
+    /// Validate a manifest: fields, paths, components, identity pins.
+    Check {
+        manifest: PathBuf,
+    },
+    /// Run the bundled example tools on a scratch workspace.
+    Demo {
+        /// Keep the workspace, manifest and audit trail in DIR.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// A failure with the exit status it maps to.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let code = match e.class() {
+            ErrorClass::Usage => 2,
+            ErrorClass::Limit | ErrorClass::Host => 3,
+        };
+        Failure {
+            code,
+            error: e.into(),
+        }
+    }
+}
+
+fn usage(error: anyhow::Error) -> Failure {
+    Failure { code: 2, error }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = if cli.verbose { "warn,warden=debug" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let verbose = cli.verbose;
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            if verbose {
+                eprintln!("error: {:?}", f.error);
+            } else {
+                eprintln!("error: {:#}", f.error);
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<u8, Failure> {
+    let builder = runtime_builder(cli.cache_dir.as_deref(), cli.no_cache).map_err(usage)?;
+    match cli.command {
+        Command::Run {
+            manifest,
+            tool,
+            grants,
+            grant_file,
+            task,
+            input,
+            audit,
+        } => {
+            let grant = build_grant(&grants, grant_file.as_deref(), task).map_err(usage)?;
+            let input = read_input(&input).map_err(usage)?;
+            let manifest = Manifest::load(&manifest).map_err(Error::from)?;
+            let audit = audit.or_else(default_audit_path).context("no audit path: pass --audit FILE").map_err(usage)?;
+            let sink = open_audit(&audit).map_err(usage)?;
+            let runtime = builder.manifest(manifest).audit(Arc::new(sink)).build()?;
+            run(&runtime, &tool, &grant, &input, cli.verbose).await
+        }
+        Command::Describe { component } => {
+            let name = "component";
+            let runtime = builder.tool(ToolSpec::new(name, &component)).build()?;
+            let info = runtime.describe(name).await?;
+            println!("{}", serde_json::to_string_pretty(&info).map_err(|e| usage(e.into()))?);
+            Ok(0)
+        }
+        Command::Check { manifest } => check(builder, &manifest).await,
+        Command::Demo { dir } => demo::run(builder, dir).await.map(|()| 0),
+    }
+}
+
+fn runtime_builder(cache_dir: Option<&Path>, no_cache: bool) -> anyhow::Result<RuntimeBuilder> {
+    let mut b = Runtime::builder().on_compile(progress::spinner());
+    if !no_cache {
+        if let Some(dir) = cache_dir.map(Path::to_owned).or_else(warden::engine::default_cache_dir) {
+            b = b.cache_dir(dir);
+        }
+    }
+    Ok(b)
+}
+
+fn build_grant(specs: &[String], file: Option<&Path>, task: Option<String>) -> anyhow::Result<Grant> {
+    let mut grant = match file {
+        Some(f) => Grant::load(f)?,
+        None => Grant::new(String::new()),
+    };
+    for spec in specs {
+        let (handle, g) = Grant::parse_cli(spec)?;
+        grant.add(handle, g)?;
+    }
+    if let Some(task) = task {
+        grant.task = task;
+    }
+    if grant.task.is_empty() {
+        grant.task = format!("task-{}", uuid::Uuid::now_v7());
+    }
+    Ok(grant)
+}
+
+fn read_input(input: &str) -> anyhow::Result<String> {
+    match input.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read input file {path}")),
+        None => Ok(input.to_owned()),
+    }
+}
+
+fn default_audit_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("WARDEN_AUDIT") {
+        return Some(PathBuf::from(p));
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(state.join("warden").join("audit.jsonl"))
+}
+
+fn open_audit(path: &Path) -> anyhow::Result<FileSink> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create the audit directory {}", parent.display()))?;
+    }
+    Ok(FileSink::open(path)?)
+}
+
+async fn run(runtime: &Runtime, tool: &str, grant: &Grant, input: &str, verbose: bool) -> Result<u8, Failure> {
+    let run = runtime.invoke(tool, grant, input).await?;
+    if verbose {
+        for (name, bytes) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+            if !bytes.is_empty() {
+                eprintln!("tool {name} ({} bytes): {}", bytes.len(), String::from_utf8_lossy(bytes).escape_debug());
+            }
+        }
+        eprintln!("invocation {} of task {} took {:?}", run.id, run.task, run.duration);
+    }
+    match run.output {
+        Ok(output) => {
+            println!("{output}");
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("error: tool '{tool}' failed: {e}");
+            Ok(if e.kind == ToolErrorKind::InvalidInput { 2 } else { 1 })
+        }
+    }
+}
+
+async fn check(builder: RuntimeBuilder, path: &Path) -> Result<u8, Failure> {
+    let manifest = Manifest::load(path).map_err(Error::from)?;
+    let runtime = builder.manifest(manifest.clone()).build()?;
+    let mut failed = 0;
+    for spec in manifest.tools.values() {
+        match runtime.describe(&spec.name).await {
+            Ok(info) => {
+                println!("ok    {:<16} {}  {}", spec.name, info.identity, spec.component.display());
+                for want in &info.handles {
+                    match spec.ceiling(&want.name) {
+                        None => println!(
+                            "      warning: the tool expects handle '{}' ({}), which the manifest does not list",
+                            want.name, want.rights
+                        ),
+                        Some(c) if !c.rights.contains(want.rights) => println!(
+                            "      warning: the tool expects {} on '{}', the ceiling allows {}",
+                            want.rights, want.name, c.rights
+                        ),
+                        Some(_) => {}
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("error {:<16} {e}", spec.name);
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(usage(anyhow::anyhow!(
+            "{}: {failed} of {} tools failed the check",
+            path.display(),
+            manifest.tools.len()
+        )));
+    }
+    println!("{}: {} tools ok", path.display(), manifest.tools.len());
+    Ok(0)
+}

@@ -1,0 +1,220 @@
+//! The `warden` binary: exit codes, one-line errors, stdout isolation.
+
+use crate::common::{World, shared_cache};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn warden(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--cache-dir")
+        .arg(shared_cache())
+        .args(args)
+        .env_remove("WARDEN_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr without the progress lines of a first-time compile.
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| !l.starts_with("compiling "))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// `warden run --manifest M TOOL --audit A ARGS…`
+fn run(world: &World, tool: &str, args: &[&str]) -> Output {
+    let manifest = world.manifest.display().to_string();
+    let audit = world.dir.path().join("audit.jsonl").display().to_string();
+    let mut all = vec!["run", "--manifest", &manifest, tool, "--audit", &audit];
+    all.extend_from_slice(args);
+    warden(&all)
+}
+
+fn grant(world: &World, rights: &str) -> String {
+    format!("fs:workspace={}:{rights}", world.workspace.display())
+}
+
+#[test]
+fn exit_0_prints_the_tools_json_output() {
+    let world = World::new();
+    let o = run(&world, "read-files", &["--grant", &grant(&world, "read"), "--input", r#"{"paths":["a.txt"]}"#]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(out["entries"][0]["content"], "alpha");
+    // The audit file has this invocation.
+    let trail = std::fs::read_to_string(world.dir.path().join("audit.jsonl")).unwrap();
+    assert_eq!(trail.lines().count(), 4, "{trail}");
+}
+
+#[test]
+fn exit_1_when_the_tool_reports_a_denial() {
+    let world = World::new();
+    let o = run(
+        &world,
+        "write-file",
+        &["--grant", &grant(&world, "read"), "--input", r#"{"path":"a.txt","content":"x"}"#],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: tool 'write-file' failed: denied: write needs the write right on handle 'workspace', which holds read"
+    );
+    assert_eq!(stdout(&o), "");
+}
+
+#[test]
+fn exit_2_for_bad_grants_manifests_and_input() {
+    let world = World::new();
+    // grant wider than the ceiling: refused, naming the handle
+    let o = run(&world, "read-files", &["--grant", &grant(&world, "read,write"), "--input", r#"{"paths":["a.txt"]}"#]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: grant for handle 'workspace' refused: rights write exceed the manifest's ceiling (read)"
+    );
+    assert!(!world.dir.path().join("audit.jsonl").exists() || std::fs::read_to_string(world.dir.path().join("audit.jsonl")).unwrap().is_empty());
+
+    // malformed grant syntax
+    let o = run(&world, "read-files", &["--grant", "workspace:read"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("expected fs:HANDLE=DIR:RIGHTS"), "{}", stderr(&o));
+
+    // malformed tool input
+    let o = run(&world, "echo", &["--input", "{nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).starts_with("error: invalid input: input is not valid JSON"), "{}", stderr(&o));
+
+    // input the tool's schema rejects
+    let o = run(&world, "read-files", &["--grant", &grant(&world, "read"), "--input", r#"{"paths":3}"#]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    // a malformed manifest: file, line and expectation
+    let bad = world.dir.path().join("bad.toml");
+    std::fs::write(&bad, "[tools.x]\ncomponent = \"x.wasm\"\nrights = 3\n").unwrap();
+    let o = warden(&["run", "--manifest", &bad.display().to_string(), "x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bad.toml:3:1: unknown field `rights`"), "{}", stderr(&o));
+
+    // an unwritable audit trail
+    let o = run(&world, "echo", &["--audit", "/proc/warden/audit.jsonl"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("audit"), "{}", stderr(&o));
+
+    // unknown subcommand / flag: clap's usage error
+    assert_eq!(warden(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn exit_3_for_limits_with_one_clear_line() {
+    let world = World::new();
+    let o = run(&world, "hog", &["--input", r#"{"attack":"loop"}"#]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(stderr(&o).trim(), "error: deadline exceeded after 1s");
+    let o = run(&world, "hog", &["--input", r#"{"attack":"memory"}"#]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(stderr(&o).trim(), "error: memory limit of 32 MiB exceeded");
+}
+
+#[test]
+fn tool_stdout_never_reaches_the_cli_stdout() {
+    let world = World::new();
+    let o = run(&world, "hog", &["--input", r#"{"attack":"print","text":"MARKER-7f3a"}"#]);
+    assert_eq!(o.status.code(), Some(0));
+    // Only the tool's JSON result: the raw print went to the capture buffer.
+    assert_eq!(stdout(&o), "{\"result\":\"MARKER-7f3a\"}\n");
+    assert!(!stderr(&o).contains("MARKER"), "{}", stderr(&o));
+}
+
+#[test]
+fn grants_file_and_task_id() {
+    let world = World::new();
+    let file = world.dir.path().join("task.toml");
+    std::fs::write(&file, "task = \"issue-42\"\n[fs.workspace]\npath = \"workspace\"\nrights = [\"read\"]\n").unwrap();
+    let o = run(&world, "read-files", &["--grants", &file.display().to_string(), "--input", r#"{"paths":["a.txt"]}"#]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let trail = std::fs::read_to_string(world.dir.path().join("audit.jsonl")).unwrap();
+    assert!(trail.lines().all(|l| l.contains(r#""task":"issue-42""#)), "{trail}");
+    // the same handle granted twice is an error
+    let o = run(&world, "read-files", &["--grants", &file.display().to_string(), "--grant", &grant(&world, "read")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("handle 'workspace' is granted twice"), "{}", stderr(&o));
+}
+
+#[test]
+fn check_and_describe() {
+    let world = World::new();
+    let o = warden(&["check", &world.manifest.display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("8 tools ok"), "{}", stdout(&o));
+    // probe and hog declare no handles; reader is fs-probe too: no warnings expected
+    assert!(!stdout(&o).contains("warning"), "{}", stdout(&o));
+
+    let bad = world.dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[tools.x]\ncomponent = \"nope.wasm\"\n[[tools.x.fs]]\nhandle = \"w\"\nwithin = \".\"\nrights = [\"read\", \"exec\"]\n",
+    )
+    .unwrap();
+    let o = warden(&["check", &bad.display().to_string()]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("bad.toml:2:13: tools.x.component: component file"), "{e}");
+    assert!(e.contains("bad.toml:6:19: tools.x.fs[0].rights: unknown right 'exec' (expected read, write or delete)"), "{e}");
+
+    let o = warden(&["describe", crate::READ_FILES]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let info: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(info["name"], "read-files");
+    assert!(info["identity"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(info["handles"][0]["rights"], serde_json::json!(["read"]));
+
+    let o = warden(&["describe", "/nonexistent.wasm"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn identity_mismatch_prints_both_digests() {
+    let world = World::new();
+    let wrong = format!("sha256:{}", "ab".repeat(32));
+    let text = std::fs::read_to_string(&world.manifest)
+        .unwrap()
+        .replacen("[tools.echo]\n", &format!("[tools.echo]\nidentity = \"{wrong}\"\n"), 1);
+    let m = world.dir.path().join("pinned.toml");
+    std::fs::write(&m, text).unwrap();
+    let o = warden(&["run", "--manifest", &m.display().to_string(), "echo", "--audit", "/dev/null"]);
+    assert_eq!(o.status.code(), Some(2));
+    let actual = warden::Identity::of(&std::fs::read(crate::ECHO).unwrap()).to_string();
+    let e = stderr(&o);
+    assert!(e.contains(&wrong) && e.contains(&actual), "{e}");
+}
+
+#[test]
+fn demo_shows_each_decision_and_the_audit_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = warden(&["demo", "--dir", &dir.path().display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    for want in [
+        "1. an allowed read",
+        "ok: {\"entries\"",
+        "tool error: denied: write needs the write right on handle 'workspace', which holds read",
+        "ok: {\"path\":\"docs/notes.md\",\"bytes_written\":33}",
+        "tool error: denied: remove-file needs the delete right on handle 'workspace', which holds read,write",
+        "refused: grant for handle 'workspace' refused: rights write exceed the manifest's ceiling (read)",
+        "secrets.env still exists: true",
+        "deny  remove-file workspace:secrets.env",
+        "outcome=tool-error:denied",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(Path::new(&dir.path().join("audit.jsonl")).exists());
+    // The laid-out example passes `warden check`.
+    let o = warden(&["check", &dir.path().join("manifest.toml").display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}

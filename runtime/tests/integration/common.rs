@@ -1,0 +1,168 @@
+//! A scratch world for tests: a workspace handle, an outside directory it
+//! must never reach, symlinks in and out, and a manifest of the test tools.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use warden::audit::{Event, MemorySink, Record};
+use warden::{Grant, Manifest, Rights, Runtime};
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub workspace: PathBuf,
+    pub outside: PathBuf,
+    pub manifest: PathBuf,
+    pub audit: Arc<MemorySink>,
+    pub runtime: Runtime,
+}
+
+/// One compile cache for the whole test process, so each tool compiles once.
+pub fn shared_cache() -> &'static Path {
+    static CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+pub const SECRET: &str = "top secret, outside the handle";
+
+/// The manifest for [`World`]; `{ws}` is the workspace directory.
+pub fn manifest_text(ws: &Path) -> String {
+    let ws = ws.display();
+    format!(
+        r#"
+[tools.probe]
+component = "{probe}"
+[[tools.probe.fs]]
+handle = "workspace"
+within = "{ws}"
+rights = ["read", "write", "delete"]
+
+[tools.reader]
+component = "{probe}"
+[[tools.reader.fs]]
+handle = "workspace"
+within = "{ws}"
+rights = ["read"]
+
+[tools.hog]
+component = "{hog}"
+timeout = "1s"
+memory = "32MiB"
+max-output = "64KiB"
+
+[tools.echo]
+component = "{echo}"
+
+[tools.read-files]
+component = "{read_files}"
+[[tools.read-files.fs]]
+handle = "workspace"
+within = "{ws}"
+rights = ["read"]
+
+[tools.search-text]
+component = "{search_text}"
+[[tools.search-text.fs]]
+handle = "workspace"
+within = "{ws}"
+rights = ["read"]
+
+[tools.write-file]
+component = "{write_file}"
+[[tools.write-file.fs]]
+handle = "workspace"
+within = "{ws}"
+rights = ["read", "write"]
+
+[tools.remove-path]
+component = "{remove_path}"
+[[tools.remove-path.fs]]
+handle = "workspace"
+within = "{ws}"
+rights = ["read", "write", "delete"]
+"#,
+        probe = crate::FS_PROBE,
+        hog = crate::HOG,
+        echo = crate::ECHO,
+        read_files = crate::READ_FILES,
+        search_text = crate::SEARCH_TEXT,
+        write_file = crate::WRITE_FILE,
+        remove_path = crate::REMOVE_PATH,
+    )
+}
+
+impl World {
+    pub fn new() -> World {
+        Self::with(|b| b)
+    }
+
+    pub fn with(configure: impl FnOnce(warden::RuntimeBuilder) -> warden::RuntimeBuilder) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let workspace = root.join("workspace");
+        let outside = root.join("outside");
+        for d in [&workspace, &outside, &workspace.join("sub"), &workspace.join("empty")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(workspace.join("a.txt"), "alpha").unwrap();
+        std::fs::write(workspace.join("sub/b.txt"), "beta").unwrap();
+        std::fs::write(outside.join("secret.txt"), SECRET).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret.txt"), workspace.join("link-out")).unwrap();
+        std::os::unix::fs::symlink("../outside/secret.txt", workspace.join("rel-link-out")).unwrap();
+        std::os::unix::fs::symlink(&outside, workspace.join("dir-out")).unwrap();
+        std::os::unix::fs::symlink("a.txt", workspace.join("link-in")).unwrap();
+        let manifest = root.join("manifest.toml");
+        std::fs::write(&manifest, manifest_text(&workspace)).unwrap();
+        let audit = MemorySink::new();
+        let runtime = configure(
+            Runtime::builder()
+                .manifest(Manifest::load(&manifest).unwrap())
+                .audit(audit.clone())
+                .cache_dir(shared_cache())
+                .max_concurrent_invocations(32),
+        )
+        .build()
+        .unwrap();
+        World {
+            dir,
+            workspace,
+            outside,
+            manifest,
+            audit,
+            runtime,
+        }
+    }
+
+    pub fn grant(&self, rights: Rights) -> Grant {
+        Grant::new("test-task").fs("workspace", &self.workspace, rights)
+    }
+
+    /// Runs the fs-probe tool with one operation; returns its report and the
+    /// invocation id.
+    pub async fn probe(&self, rights: Rights, op: Value) -> (Value, String) {
+        let run = self
+            .runtime
+            .invoke("probe", &self.grant(rights), &op.to_string())
+            .await
+            .unwrap_or_else(|e| panic!("probe {op} failed to run: {e}"));
+        let out = run.output.unwrap_or_else(|e| panic!("probe {op} returned a tool error: {e}"));
+        (serde_json::from_str(&out).unwrap(), run.id)
+    }
+
+    /// The decision records of one invocation.
+    pub fn decisions(&self, invocation: &str) -> Vec<Record> {
+        self.audit
+            .invocation(invocation)
+            .into_iter()
+            .filter(|r| r.event == Event::Decision)
+            .collect()
+    }
+}
+
+/// The error code of a probe report, or `None` when it succeeded.
+pub fn code(report: &Value) -> Option<&str> {
+    report.get("error").map(|e| e["code"].as_str().unwrap())
+}
+
+pub fn message(report: &Value) -> &str {
+    report["error"]["message"].as_str().unwrap_or("")
+}

@@ -1,0 +1,139 @@
+//! The escape matrix: `..`, absolute paths, symlinks out, trailing slashes,
+//! NUL bytes. Each is denied as a guest-visible error, audited, and leaves
+//! the outside untouched.
+
+use crate::common::{SECRET, World, code, message};
+use serde_json::json;
+use warden::Rights;
+
+const ALL: Rights = Rights::READ.union(Rights::WRITE).union(Rights::DELETE);
+
+fn assert_outside_untouched(world: &World) {
+    let entries: Vec<_> = std::fs::read_dir(&world.outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(entries, ["secret.txt"], "something was created outside the handle");
+    assert_eq!(std::fs::read_to_string(world.outside.join("secret.txt")).unwrap(), SECRET);
+}
+
+#[tokio::test]
+async fn syntactic_escapes_are_denied_by_the_path_check() {
+    let world = World::new();
+    let paths = [
+        ("..", "'..'"),
+        ("../outside/secret.txt", "'..'"),
+        ("sub/../../outside/secret.txt", "'..'"),
+        ("sub/..", "'..'"),
+        ("/etc/passwd", "absolute path"),
+        (&*world.outside.join("secret.txt").display().to_string(), "absolute path"),
+        ("sub/", "trailing slash"),
+        ("a.txt/", "trailing slash"),
+        ("sub/.", "'.' component"),
+        ("./a.txt", "'.' component"),
+        ("sub//b.txt", "'//'"),
+        ("a.txt\0.png", "NUL byte"),
+        ("..\\outside\\secret.txt", "'\\'"),
+    ];
+    for op in ["read", "stat", "list", "write", "append", "remove-file", "remove-dir", "create-dir", "truncate"] {
+        for (path, why) in &paths {
+            let (r, inv) = world.probe(ALL, json!({"op": op, "path": path, "contents": "pwned"})).await;
+            assert_eq!(code(&r), Some("denied"), "{op} {path:?}: {r}");
+            assert!(message(&r).contains(why), "{op} {path:?}: {r}");
+            let d = world.decisions(&inv);
+            assert_eq!(d.len(), 1);
+            assert_eq!(d[0].decision.as_deref(), Some("deny"));
+            assert_eq!(d[0].rule.as_deref(), Some("fs.path"), "{op} {path:?}");
+        }
+    }
+    // rename: either side escaping is denied
+    for (from, to) in [("a.txt", "../outside/x"), ("../outside/secret.txt", "stolen.txt"), ("a.txt", "/tmp/x")] {
+        let (r, _) = world.probe(ALL, json!({"op": "rename", "path": from, "to": to})).await;
+        assert_eq!(code(&r), Some("denied"), "rename {from} {to}: {r}");
+    }
+    let (r, _) = world.probe(ALL, json!({"op": "read", "path": ""})).await;
+    assert_eq!(code(&r), Some("invalid-path"), "{r}");
+    assert_outside_untouched(&world);
+    assert_eq!(std::fs::read_to_string(world.workspace.join("a.txt")).unwrap(), "alpha");
+}
+
+#[tokio::test]
+async fn symlinks_leading_out_are_denied_by_the_sandbox() {
+    let world = World::new();
+    let cases = [
+        json!({"op": "read", "path": "link-out"}),
+        json!({"op": "read", "path": "rel-link-out"}),
+        json!({"op": "read", "path": "dir-out/secret.txt"}),
+        json!({"op": "list", "path": "dir-out"}),
+        json!({"op": "stat", "path": "dir-out/secret.txt"}),
+        json!({"op": "write", "path": "link-out", "contents": "pwned"}),
+        json!({"op": "write", "path": "dir-out/new.txt", "contents": "pwned"}),
+        json!({"op": "append", "path": "rel-link-out", "contents": "pwned"}),
+        json!({"op": "truncate", "path": "link-out", "size": 0}),
+        json!({"op": "create-dir", "path": "dir-out/made"}),
+        json!({"op": "remove-file", "path": "dir-out/secret.txt"}),
+        json!({"op": "rename", "path": "dir-out/secret.txt", "to": "stolen.txt"}),
+        json!({"op": "rename", "path": "a.txt", "to": "dir-out/planted.txt"}),
+    ];
+    for op in cases {
+        let (r, inv) = world.probe(ALL, op.clone()).await;
+        assert_eq!(code(&r), Some("denied"), "{op}: {r}");
+        assert_eq!(message(&r), "path leads outside the handle (through a symlink)", "{op}");
+        let d = world.decisions(&inv);
+        // The policy allowed the call; the sandbox denied it, and both are on record.
+        assert_eq!(d.len(), 2, "{op}: {d:?}");
+        assert_eq!((d[0].decision.as_deref(), d[0].rule.as_deref()), (Some("allow"), Some("fs.rights")));
+        assert_eq!((d[1].decision.as_deref(), d[1].rule.as_deref()), (Some("deny"), Some("fs.sandbox")));
+    }
+    assert_outside_untouched(&world);
+    assert!(world.workspace.join("a.txt").exists());
+    assert!(!world.workspace.join("stolen.txt").exists());
+}
+
+#[tokio::test]
+async fn removing_a_symlink_removes_only_the_link() {
+    let world = World::new();
+    let (r, _) = world.probe(ALL, json!({"op": "remove-file", "path": "link-out"})).await;
+    assert_eq!(code(&r), None, "{r}");
+    let (r, _) = world.probe(ALL, json!({"op": "remove-dir", "path": "dir-out", "recursive": true})).await;
+    // Whatever the answer, the directory behind the link is untouched.
+    let _ = r;
+    assert!(world.workspace.join("link-out").symlink_metadata().is_err());
+    assert_outside_untouched(&world);
+}
+
+#[tokio::test]
+async fn symlinks_inside_the_handle_work() {
+    let world = World::new();
+    let (r, _) = world.probe(Rights::READ, json!({"op": "read", "path": "link-in"})).await;
+    assert_eq!(r["ok"], "alpha");
+}
+
+#[tokio::test]
+async fn the_handle_root_cannot_be_removed_or_renamed() {
+    let world = World::new();
+    for op in [
+        json!({"op": "remove-dir", "path": ".", "recursive": true}),
+        json!({"op": "rename", "path": ".", "to": "moved"}),
+    ] {
+        let (r, _) = world.probe(ALL, op.clone()).await;
+        assert_eq!(code(&r), Some("denied"), "{op}: {r}");
+    }
+    assert!(world.workspace.join("a.txt").exists());
+}
+
+#[tokio::test]
+async fn a_subdirectory_grant_cannot_reach_its_parent() {
+    let world = World::new();
+    let grant = warden::Grant::new("t").fs("workspace", world.workspace.join("sub"), Rights::READ);
+    let run = world
+        .runtime
+        .invoke("probe", &grant, &json!({"op": "read", "path": "../a.txt"}).to_string())
+        .await
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert_eq!(code(&r), Some("denied"));
+    let run = world
+        .runtime
+        .invoke("probe", &grant, &json!({"op": "read", "path": "b.txt"}).to_string())
+        .await
+        .unwrap();
+    assert!(run.output.unwrap().contains("beta"));
+}

@@ -1,0 +1,33 @@
+//! Integration tests: the guest tools under `tools/` are built for
+//! wasm32-wasip2 by `runtime/build.rs` and driven through the host.
+
+include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+
+mod audit;
+mod cache;
+mod cli;
+mod common;
+mod escapes;
+mod grants;
+mod limits;
+mod rights;
+
+/// Every guest must be used by some test: adding a guest to `tools/` without
+/// naming it here (after writing its test) fails this test.
+#[test]
+fn every_guest_has_a_test() {
+    let mut names = Vec::new();
+    macro_rules! name {
+        ($g:ident) => {
+            names.push(stringify!($g))
+        };
+    }
+    foreach_guest!(name);
+    for n in &names {
+        assert!(
+            matches!(*n, "read_files" | "search_text" | "write_file" | "remove_path" | "echo" | "fs_probe" | "hog"),
+            "guest {n} has no test; add one and list it here"
+        );
+    }
+    assert_eq!(names.len(), 7);
+}
