@@ -143,18 +143,27 @@ impl MemorySink {
     }
 
     pub fn records(&self) -> Vec<Record> {
-        self.records.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Records of one invocation, in order.
     pub fn invocation(&self, id: &str) -> Vec<Record> {
-        self.records().into_iter().filter(|r| r.invocation == id).collect()
+        self.records()
+            .into_iter()
+            .filter(|r| r.invocation == id)
+            .collect()
     }
 }
 
 impl AuditSink for MemorySink {
     fn append(&self, record: &Record) -> Result<(), AuditError> {
-        self.records.lock().unwrap_or_else(|p| p.into_inner()).push(record.clone());
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(record.clone());
         Ok(())
     }
 }
@@ -182,7 +191,13 @@ pub struct Auditor {
 }
 
 impl Auditor {
-    pub fn new(sink: Arc<dyn AuditSink>, invocation: &str, task: &str, tool: &str, identity: &str) -> Self {
+    pub fn new(
+        sink: Arc<dyn AuditSink>,
+        invocation: &str,
+        task: &str,
+        tool: &str,
+        identity: &str,
+    ) -> Self {
         Self {
             sink,
             invocation: invocation.into(),

@@ -11,9 +11,10 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// yields that let other invocations run while a tool computes.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Builds the engine: async, epoch interruption, pooling allocator sized for
-/// `max_concurrent` live instances.
-pub(crate) fn build(max_concurrent: u32) -> wasmtime::Result<Engine> {
+/// The engine configuration Warden runs tools with: async, epoch
+/// interruption, pooling allocator sized for `max_concurrent` live instances.
+/// Public so benchmarks can compare against raw wasmtime on equal terms.
+pub fn config(max_concurrent: u32) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(max_concurrent)
         .total_core_instances(max_concurrent.saturating_mul(8))
@@ -30,7 +31,11 @@ pub(crate) fn build(max_concurrent: u32) -> wasmtime::Result<Engine> {
         .max_wasm_stack(512 << 10)
         .async_stack_size(2 << 20)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config)
+    config
+}
+
+pub(crate) fn build(max_concurrent: u32) -> wasmtime::Result<Engine> {
+    Engine::new(&config(max_concurrent))
 }
 
 /// Compiled components on disk, keyed by identity and engine configuration,
@@ -60,7 +65,8 @@ impl CompileCache {
     }
 
     fn path(&self, identity: &Identity) -> PathBuf {
-        self.dir.join(format!("{}-{}.cwasm", identity.hex(), self.engine_key))
+        self.dir
+            .join(format!("{}-{}.cwasm", identity.hex(), self.engine_key))
     }
 
     /// The cached component, if there is a usable one.
@@ -88,12 +94,16 @@ impl CompileCache {
     /// Stores a compiled component; failures only cost a later recompile.
     pub(crate) fn store(&self, identity: &Identity, component: &Component) {
         let path = self.path(identity);
-        let result = component.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
-            let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| e.to_string())?;
-            std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| e.to_string())?;
-            tmp.persist(&path).map_err(|e| e.to_string())?;
-            Ok(())
-        });
+        let result = component
+            .serialize()
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                let mut tmp =
+                    tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| e.to_string())?;
+                std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| e.to_string())?;
+                tmp.persist(&path).map_err(|e| e.to_string())?;
+                Ok(())
+            });
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), "cannot write compile cache entry: {e}");
         }
@@ -118,9 +128,12 @@ fn create_private_dir(dir: &Path) -> Result<(), String> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .map_err(|e| format!("cannot create compile cache directory {}: {e}", dir.display()))?;
+    builder.create(dir).map_err(|e| {
+        format!(
+            "cannot create compile cache directory {}: {e}",
+            dir.display()
+        )
+    })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
@@ -158,9 +171,9 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 /// A short, friendlier reason for bytes that are not a component.
 pub(crate) fn sniff(bytes: &[u8]) -> Option<&'static str> {
     match bytes.get(..8) {
-        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
-            Some("this is a core WebAssembly module, not a component (expected a component built for wasm32-wasip2)")
-        }
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Some(
+            "this is a core WebAssembly module, not a component (expected a component built for wasm32-wasip2)",
+        ),
         Some([0, b'a', b's', b'm', _, _, 1, 0]) => None,
         _ => Some("not a WebAssembly component (missing the \\0asm header)"),
     }

@@ -79,7 +79,8 @@ impl Grant {
         let (dir, rights) = rest
             .rsplit_once(':')
             .ok_or_else(|| syntax("missing ':RIGHTS' after the directory"))?;
-        crate::manifest::check_name(handle).map_err(|e| syntax(&format!("invalid handle name {e}")))?;
+        crate::manifest::check_name(handle)
+            .map_err(|e| syntax(&format!("invalid handle name {e}")))?;
         if dir.is_empty() {
             return Err(syntax("empty directory"));
         }
@@ -100,16 +101,20 @@ impl Grant {
             file: path.to_owned(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read the grant file: {e}")))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| file_error(format!("cannot read the grant file: {e}")))?;
         let raw: RawGrant = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map_or(0, |s| text[..s.start].matches('\n').count() + 1);
+            let line = e
+                .span()
+                .map_or(0, |s| text[..s.start].matches('\n').count() + 1);
             file_error(format!("line {line}: {}", e.message().trim()))
         })?;
         check_task(&raw.task).map_err(file_error)?;
         let base = path.parent().unwrap_or(Path::new(""));
         let mut grant = Grant::new(raw.task);
         for (handle, g) in raw.fs {
-            crate::manifest::check_name(&handle).map_err(|e| file_error(format!("fs.{handle}: invalid handle name {e}")))?;
+            crate::manifest::check_name(&handle)
+                .map_err(|e| file_error(format!("fs.{handle}: invalid handle name {e}")))?;
             if g.rights.is_empty() {
                 return Err(file_error(format!(
                     "fs.{handle}.rights: no rights (expected a list such as [\"read\"])"
@@ -155,18 +160,36 @@ struct RawFsGrant {
 /// A grant that cannot be given as written.
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
-    #[error("invalid grant '{spec}': {reason} (expected fs:HANDLE=DIR:RIGHTS, e.g. fs:repo=./src:read,write)")]
+    #[error(
+        "invalid grant '{spec}': {reason} (expected fs:HANDLE=DIR:RIGHTS, e.g. fs:repo=./src:read,write)"
+    )]
     Syntax { spec: String, reason: String },
     #[error("{}: {message}", file.display())]
     File { file: PathBuf, message: String },
     #[error("handle '{handle}' is granted twice (expected one grant per handle)")]
     Duplicate { handle: String },
-    #[error("grant for handle '{handle}' refused: tool '{tool}' has no such handle in the manifest (its handles: {known})")]
-    UnknownHandle { tool: String, handle: String, known: String },
+    #[error(
+        "grant for handle '{handle}' refused: tool '{tool}' has no such handle in the manifest (its handles: {known})"
+    )]
+    UnknownHandle {
+        tool: String,
+        handle: String,
+        known: String,
+    },
     #[error("grant for handle '{handle}' refused: {} is not inside {}, the manifest's ceiling for it", path.display(), within.display())]
-    OutsideCeiling { handle: String, path: PathBuf, within: PathBuf },
-    #[error("grant for handle '{handle}' refused: rights {excess} exceed the manifest's ceiling ({ceiling})")]
-    RightsExceedCeiling { handle: String, excess: Rights, ceiling: Rights },
+    OutsideCeiling {
+        handle: String,
+        path: PathBuf,
+        within: PathBuf,
+    },
+    #[error(
+        "grant for handle '{handle}' refused: rights {excess} exceed the manifest's ceiling ({ceiling})"
+    )]
+    RightsExceedCeiling {
+        handle: String,
+        excess: Rights,
+        ceiling: Rights,
+    },
     #[error("grant for handle '{handle}' refused: cannot open directory {}: {source}", path.display())]
     Open {
         handle: String,
@@ -223,16 +246,32 @@ mod tests {
     fn grant_file() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("task.toml");
-        std::fs::write(&f, "task = \"t-1\"\n[fs.workspace]\npath = \"repo\"\nrights = [\"read\"]\n").unwrap();
+        std::fs::write(
+            &f,
+            "task = \"t-1\"\n[fs.workspace]\npath = \"repo\"\nrights = [\"read\"]\n",
+        )
+        .unwrap();
         let g = Grant::load(&f).unwrap();
         assert_eq!(g.task, "t-1");
         assert_eq!(g.fs["workspace"].path, dir.path().join("repo"));
 
-        std::fs::write(&f, "task = \"t-1\"\n[fs.workspace]\npath = \"repo\"\nrights = [\"rwx\"]\n").unwrap();
+        std::fs::write(
+            &f,
+            "task = \"t-1\"\n[fs.workspace]\npath = \"repo\"\nrights = [\"rwx\"]\n",
+        )
+        .unwrap();
         let e = Grant::load(&f).unwrap_err().to_string();
-        assert!(e.contains("line 4") && e.contains("unknown variant `rwx`"), "{e}");
+        assert!(
+            e.contains("line 4") && e.contains("unknown variant `rwx`"),
+            "{e}"
+        );
 
         std::fs::write(&f, "task = \"\"\n").unwrap();
-        assert!(Grant::load(&f).unwrap_err().to_string().contains("invalid task id"));
+        assert!(
+            Grant::load(&f)
+                .unwrap_err()
+                .to_string()
+                .contains("invalid task id")
+        );
     }
 }

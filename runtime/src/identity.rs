@@ -42,7 +42,8 @@ impl FromStr for Identity {
             return Err(format!("invalid identity '{s}' ({expected})"));
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(hex, &mut out).map_err(|_| format!("invalid identity '{s}' ({expected})"))?;
+        hex::decode_to_slice(hex, &mut out)
+            .map_err(|_| format!("invalid identity '{s}' ({expected})"))?;
         Ok(Identity(out))
     }
 }
@@ -61,6 +62,12 @@ mod tests {
         assert_eq!(id.to_string().parse::<Identity>().unwrap(), id);
         assert!("md5:00".parse::<Identity>().is_err());
         assert!("sha256:ABC".parse::<Identity>().is_err());
-        assert!(id.to_string().to_uppercase().replace("SHA256", "sha256").parse::<Identity>().is_err());
+        assert!(
+            id.to_string()
+                .to_uppercase()
+                .replace("SHA256", "sha256")
+                .parse::<Identity>()
+                .is_err()
+        );
     }
 }

@@ -43,5 +43,6 @@ pub use manifest::{Limits, Manifest, ManifestError, ToolSpec};
 pub use policy::{Decision, Policy};
 pub use rights::{Right, Rights};
 pub use runtime::{
-    CompileEvent, HandleSpec, Invocation, Runtime, RuntimeBuilder, ToolError, ToolErrorKind, ToolInfo,
+    CompileEvent, HandleSpec, Invocation, Runtime, RuntimeBuilder, ToolError, ToolErrorKind,
+    ToolInfo,
 };

@@ -97,7 +97,12 @@ impl ToolSpec {
     }
 
     /// Adds an fs ceiling; `within` is canonicalized.
-    pub fn fs(mut self, handle: &str, within: impl AsRef<Path>, rights: Rights) -> std::io::Result<Self> {
+    pub fn fs(
+        mut self,
+        handle: &str,
+        within: impl AsRef<Path>,
+        rights: Rights,
+    ) -> std::io::Result<Self> {
         self.fs.push(FsCeiling {
             handle: handle.to_owned(),
             within: within.as_ref().canonicalize()?,
@@ -117,7 +122,9 @@ impl Manifest {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
             file: path.to_owned(),
-            problems: vec![Problem::whole_file(format!("cannot read the manifest: {e}"))],
+            problems: vec![Problem::whole_file(format!(
+                "cannot read the manifest: {e}"
+            ))],
         })?;
         let base = path.parent().map(Path::to_owned).unwrap_or_default();
         Self::parse(&text, path, &base)
@@ -212,11 +219,21 @@ impl Validator<'_> {
         });
     }
 
-    fn tool(&mut self, name: &str, span: Range<usize>, raw: RawTool, base: &Path) -> Option<ToolSpec> {
+    fn tool(
+        &mut self,
+        name: &str,
+        span: Range<usize>,
+        raw: RawTool,
+        base: &Path,
+    ) -> Option<ToolSpec> {
         let before = self.problems.len();
         let field = |f: &str| format!("tools.{name}.{f}");
         if let Err(e) = check_name(name) {
-            self.problem(span, format!("tools.{name}"), format!("invalid tool name: {e}"));
+            self.problem(
+                span,
+                format!("tools.{name}"),
+                format!("invalid tool name: {e}"),
+            );
         }
 
         let component = base.join(raw.component.get_ref());
@@ -230,13 +247,15 @@ impl Validator<'_> {
                 ),
             );
         }
-        let identity = raw.identity.and_then(|id| match id.get_ref().parse::<Identity>() {
-            Ok(i) => Some(i),
-            Err(e) => {
-                self.problem(id.span(), field("identity"), e);
-                None
-            }
-        });
+        let identity = raw
+            .identity
+            .and_then(|id| match id.get_ref().parse::<Identity>() {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    self.problem(id.span(), field("identity"), e);
+                    None
+                }
+            });
 
         let mut limits = Limits::default();
         if let Some(t) = raw.timeout {
@@ -244,7 +263,10 @@ impl Validator<'_> {
                 Ok(d) if d.is_zero() || d > MAX_TIMEOUT => self.problem(
                     t.span(),
                     field("timeout"),
-                    format!("timeout must be above 0 and at most {}", format_duration(MAX_TIMEOUT)),
+                    format!(
+                        "timeout must be above 0 and at most {}",
+                        format_duration(MAX_TIMEOUT)
+                    ),
                 ),
                 Ok(d) => limits.timeout = d,
                 Err(e) => self.problem(t.span(), field("timeout"), e),
@@ -255,7 +277,10 @@ impl Validator<'_> {
                 Ok(n) if !(1 << 20..=MAX_MEMORY).contains(&n) => self.problem(
                     m.span(),
                     field("memory"),
-                    format!("memory must be between 1 MiB and {}", format_size(MAX_MEMORY)),
+                    format!(
+                        "memory must be between 1 MiB and {}",
+                        format_size(MAX_MEMORY)
+                    ),
                 ),
                 Ok(n) => limits.memory = n,
                 Err(e) => self.problem(m.span(), field("memory"), e),
@@ -266,7 +291,10 @@ impl Validator<'_> {
                 Ok(n) if n == 0 || n > MAX_OUTPUT => self.problem(
                     m.span(),
                     field("max-output"),
-                    format!("max-output must be above 0 and at most {}", format_size(MAX_OUTPUT)),
+                    format!(
+                        "max-output must be above 0 and at most {}",
+                        format_size(MAX_OUTPUT)
+                    ),
                 ),
                 Ok(n) => limits.max_output = n,
                 Err(e) => self.problem(m.span(), field("max-output"), e),
@@ -278,7 +306,11 @@ impl Validator<'_> {
             let f = |k: &str| format!("tools.{name}.fs[{i}].{k}");
             let handle = c.handle.get_ref().clone();
             if let Err(e) = check_name(&handle) {
-                self.problem(c.handle.span(), f("handle"), format!("invalid handle name: {e}"));
+                self.problem(
+                    c.handle.span(),
+                    f("handle"),
+                    format!("invalid handle name: {e}"),
+                );
             } else if fs.iter().any(|other| other.handle == handle) {
                 self.problem(
                     c.handle.span(),
@@ -290,7 +322,11 @@ impl Validator<'_> {
             let within = match within.canonicalize() {
                 Ok(p) if p.is_dir() => Some(p),
                 Ok(p) => {
-                    self.problem(c.within.span(), f("within"), format!("'{}' is not a directory", p.display()));
+                    self.problem(
+                        c.within.span(),
+                        f("within"),
+                        format!("'{}' is not a directory", p.display()),
+                    );
                     None
                 }
                 Err(e) => {
@@ -320,7 +356,11 @@ impl Validator<'_> {
                 );
             }
             if let Some(within) = within {
-                fs.push(FsCeiling { handle, within, rights });
+                fs.push(FsCeiling {
+                    handle,
+                    within,
+                    rights,
+                });
             }
         }
 
@@ -339,7 +379,9 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
@@ -430,15 +472,25 @@ mod tests {
         assert_eq!(t.limits.timeout, Duration::from_secs(2));
         assert_eq!(t.limits.memory, DEFAULT_MEMORY);
         assert_eq!(t.fs[0].rights, Rights::READ | Rights::DELETE);
-        assert_eq!(t.fs[0].within, dir.path().join("ws").canonicalize().unwrap());
+        assert_eq!(
+            t.fs[0].within,
+            dir.path().join("ws").canonicalize().unwrap()
+        );
     }
 
     #[test]
     fn unknown_field_is_reported_with_its_line() {
         let dir = fixture();
-        let err = parse("[tools.t]\ncomponent = \"t.wasm\"\ncolour = \"red\"\n", dir.path()).unwrap_err();
+        let err = parse(
+            "[tools.t]\ncomponent = \"t.wasm\"\ncolour = \"red\"\n",
+            dir.path(),
+        )
+        .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.starts_with("m.toml:3:1: unknown field `colour`"), "{msg}");
+        assert!(
+            msg.starts_with("m.toml:3:1: unknown field `colour`"),
+            "{msg}"
+        );
         assert!(msg.contains("expected one of `component`"), "{msg}");
     }
 
@@ -451,7 +503,11 @@ mod tests {
             dir.path(),
         )
         .unwrap_err();
-        let fields: Vec<_> = err.problems.iter().map(|p| (p.line, p.field.as_str())).collect();
+        let fields: Vec<_> = err
+            .problems
+            .iter()
+            .map(|p| (p.line, p.field.as_str()))
+            .collect();
         assert_eq!(
             fields,
             [
@@ -463,8 +519,14 @@ mod tests {
             ]
         );
         let msg = err.to_string();
-        assert!(msg.contains("unknown right 'deploy' (expected read, write or delete)"), "{msg}");
-        assert!(msg.contains("expected a path to a .wasm component"), "{msg}");
+        assert!(
+            msg.contains("unknown right 'deploy' (expected read, write or delete)"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("expected a path to a .wasm component"),
+            "{msg}"
+        );
     }
 
     #[test]

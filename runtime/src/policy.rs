@@ -15,11 +15,19 @@ pub struct Decision {
 
 impl Decision {
     pub fn allow(rule: &'static str, reason: String) -> Self {
-        Self { allow: true, rule, reason }
+        Self {
+            allow: true,
+            rule,
+            reason,
+        }
     }
 
     pub fn deny(rule: &'static str, reason: String) -> Self {
-        Self { allow: false, rule, reason }
+        Self {
+            allow: false,
+            rule,
+            reason,
+        }
     }
 }
 

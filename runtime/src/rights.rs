@@ -50,7 +50,9 @@ impl FromStr for Right {
             "read" => Ok(Right::Read),
             "write" => Ok(Right::Write),
             "delete" => Ok(Right::Delete),
-            other => Err(format!("unknown right '{other}' (expected read, write or delete)")),
+            other => Err(format!(
+                "unknown right '{other}' (expected read, write or delete)"
+            )),
         }
     }
 }
@@ -99,7 +101,8 @@ impl From<Right> for Rights {
 
 impl FromIterator<Right> for Rights {
     fn from_iter<I: IntoIterator<Item = Right>>(iter: I) -> Self {
-        iter.into_iter().fold(Rights::NONE, |acc, r| acc.union(r.into()))
+        iter.into_iter()
+            .fold(Rights::NONE, |acc, r| acc.union(r.into()))
     }
 }
 
@@ -133,7 +136,9 @@ impl FromStr for Rights {
 
     fn from_str(s: &str) -> Result<Self, String> {
         if s.trim().is_empty() {
-            return Err("no rights given (expected a comma-separated list of read, write, delete)".into());
+            return Err(
+                "no rights given (expected a comma-separated list of read, write, delete)".into(),
+            );
         }
         s.split(',').map(|r| r.trim().parse::<Right>()).collect()
     }
@@ -167,10 +172,16 @@ mod tests {
 
     #[test]
     fn parses_lists_and_rejects_unknown_rights() {
-        assert_eq!("read,write".parse::<Rights>().unwrap(), Rights::READ | Rights::WRITE);
+        assert_eq!(
+            "read,write".parse::<Rights>().unwrap(),
+            Rights::READ | Rights::WRITE
+        );
         assert_eq!("delete".parse::<Rights>().unwrap(), Rights::DELETE);
         let err = "read,deploy".parse::<Rights>().unwrap_err();
-        assert_eq!(err, "unknown right 'deploy' (expected read, write or delete)");
+        assert_eq!(
+            err,
+            "unknown right 'deploy' (expected read, write or delete)"
+        );
         assert!("".parse::<Rights>().is_err());
     }
 

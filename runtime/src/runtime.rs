@@ -27,8 +27,15 @@ use wasmtime_wasi::WasiCtxBuilder;
 /// Progress of a first-time compile, for progress indicators.
 #[derive(Debug, Clone)]
 pub enum CompileEvent {
-    Started { tool: String, identity: Identity },
-    Finished { tool: String, identity: Identity, elapsed: Duration },
+    Started {
+        tool: String,
+        identity: Identity,
+    },
+    Finished {
+        tool: String,
+        identity: Identity,
+        elapsed: Duration,
+    },
 }
 
 type CompileHook = Arc<dyn Fn(CompileEvent) + Send + Sync>;
@@ -305,10 +312,20 @@ impl Runtime {
     }
 
     async fn loaded(&self, tool: &str) -> Result<Arc<LoadedTool>, Error> {
-        let slot = self.inner.tools.get(tool).ok_or_else(|| Error::UnknownTool {
-            name: tool.to_owned(),
-            known: self.inner.tools.keys().cloned().collect::<Vec<_>>().join(", "),
-        })?;
+        let slot = self
+            .inner
+            .tools
+            .get(tool)
+            .ok_or_else(|| Error::UnknownTool {
+                name: tool.to_owned(),
+                known: self
+                    .inner
+                    .tools
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
         slot.loaded
             .get_or_try_init(|| {
                 let inner = self.inner.clone();
@@ -329,7 +346,12 @@ impl Runtime {
     /// The grant is checked against the tool's manifest ceiling first; a grant
     /// that would have to be narrowed is refused with [`Error::Grant`] before
     /// anything runs or is audited.
-    pub async fn invoke(&self, tool: &str, grant: &Grant, input: &str) -> Result<Invocation, Error> {
+    pub async fn invoke(
+        &self,
+        tool: &str,
+        grant: &Grant,
+        input: &str,
+    ) -> Result<Invocation, Error> {
         let loaded = self.loaded(tool).await?;
         check_task(&grant.task).map_err(|e| Error::Grant(GrantError::Task(e)))?;
         let fs = fs::authorize(&loaded.spec, &loaded.ceilings, grant)?;
@@ -339,8 +361,12 @@ impl Runtime {
     /// Calls the tool's `describe` export (with an empty grant).
     pub async fn describe(&self, tool: &str) -> Result<ToolInfo, Error> {
         let loaded = self.loaded(tool).await?;
-        let (mut store, _) =
-            self.inner.store_with_pipes(&loaded, FsCtx::default(), Auditor::discard(), self.inner.pipes());
+        let (mut store, _) = self.inner.store_with_pipes(
+            &loaded,
+            FsCtx::default(),
+            Auditor::discard(),
+            self.inner.pipes(),
+        );
         let info = async {
             let t = loaded.pre.instantiate_async(&mut store).await?;
             t.warden_tool_guest().call_describe(&mut store).await
@@ -359,7 +385,11 @@ impl Runtime {
         };
         Ok(ToolInfo {
             input_schema: schema(&info.input_schema, "input")?,
-            output_schema: info.output_schema.as_deref().map(|s| schema(s, "output")).transpose()?,
+            output_schema: info
+                .output_schema
+                .as_deref()
+                .map(|s| schema(s, "output"))
+                .transpose()?,
             name: info.name,
             version: info.version,
             description: info.description,
@@ -385,7 +415,11 @@ impl Runtime {
 fn from_wit_rights(r: crate::bindings::warden::tool::fs::Rights) -> Rights {
     use crate::bindings::warden::tool::fs::Rights as W;
     let mut out = Rights::NONE;
-    for (w, ours) in [(W::READ, Rights::READ), (W::WRITE, Rights::WRITE), (W::DELETE, Rights::DELETE)] {
+    for (w, ours) in [
+        (W::READ, Rights::READ),
+        (W::WRITE, Rights::WRITE),
+        (W::DELETE, Rights::DELETE),
+    ] {
         if r.contains(w) {
             out = out | ours;
         }
@@ -420,7 +454,10 @@ impl Inner {
                 actual: identity,
             });
         }
-        let cached = self.cache.as_ref().and_then(|c| c.load(&self.engine, &identity));
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.load(&self.engine, &identity));
         let component = match cached {
             Some(c) => c,
             None => {
@@ -449,9 +486,12 @@ impl Inner {
             ))
         })?;
         let pre = ToolPre::new(pre).map_err(|e| {
-            component_err(format!("does not export the warden:tool/guest interface: {e:#}"))
+            component_err(format!(
+                "does not export the warden:tool/guest interface: {e:#}"
+            ))
         })?;
-        let ceilings = Ceilings::open(&spec).map_err(|e| Error::Host(format!("tool '{}': {e}", spec.name)))?;
+        let ceilings =
+            Ceilings::open(&spec).map_err(|e| Error::Host(format!("tool '{}': {e}", spec.name)))?;
         Ok(LoadedTool {
             spec,
             identity,
@@ -510,7 +550,13 @@ impl Inner {
         (store, pipes)
     }
 
-    async fn run(&self, tool: &LoadedTool, task: &str, fs: FsCtx, input: &str) -> Result<Invocation, Error> {
+    async fn run(
+        &self,
+        tool: &LoadedTool,
+        task: &str,
+        fs: FsCtx,
+        input: &str,
+    ) -> Result<Invocation, Error> {
         if input.len() > self.max_input {
             return Err(Error::Input(format!(
                 "input is {} bytes, more than the limit of {} bytes",
@@ -528,7 +574,13 @@ impl Inner {
 
         let id = uuid::Uuid::now_v7().to_string();
         let spec = &tool.spec;
-        let auditor = Auditor::new(self.audit.clone(), &id, task, &spec.name, &tool.identity.to_string());
+        let auditor = Auditor::new(
+            self.audit.clone(),
+            &id,
+            task,
+            &spec.name,
+            &tool.identity.to_string(),
+        );
         let mut start = auditor.record(Event::InvocationStart);
         let handles: Vec<_> = fs
             .handles
@@ -536,9 +588,12 @@ impl Inner {
             .map(|h| format!("{}={}:{}", h.name, h.path.display(), h.rights))
             .collect();
         start.resource = Some(handles.join(" "));
-        auditor.write(&start).map_err(|e| Error::Audit(Arc::new(e)))?;
+        auditor
+            .write(&start)
+            .map_err(|e| Error::Audit(Arc::new(e)))?;
 
-        let (mut store, (stdout, stderr)) = self.store_with_pipes(tool, fs, auditor.clone(), self.pipes());
+        let (mut store, (stdout, stderr)) =
+            self.store_with_pipes(tool, fs, auditor.clone(), self.pipes());
         let started = Instant::now();
         let call = async {
             let t = tool.pre.instantiate_async(&mut store).await?;
@@ -619,10 +674,16 @@ fn check_output(output: String, limit: u64) -> Result<Result<String, ToolError>,
 /// Turns a trap into the limit or fault that caused it.
 fn classify(e: wasmtime::Error, limits: crate::manifest::Limits) -> Error {
     if e.is::<DeadlineHit>() || e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return LimitExceeded::Deadline { after: limits.timeout }.into();
+        return LimitExceeded::Deadline {
+            after: limits.timeout,
+        }
+        .into();
     }
     if e.is::<MemoryExceeded>() {
-        return LimitExceeded::Memory { limit: limits.memory }.into();
+        return LimitExceeded::Memory {
+            limit: limits.memory,
+        }
+        .into();
     }
     if let Some(flood) = e.downcast_ref::<OutputFlood>() {
         return LimitExceeded::from(flood.clone()).into();

@@ -24,7 +24,9 @@ pub(crate) struct HostState {
 impl HostState {
     /// Writes an audit record; failure traps the invocation (fail closed).
     pub(crate) fn write_audit(&self, record: &Record) -> wasmtime::Result<()> {
-        self.audit.write(record).map_err(|e| wasmtime::Error::new(AuditFailed(Arc::new(e))))
+        self.audit
+            .write(record)
+            .map_err(|e| wasmtime::Error::new(AuditFailed(Arc::new(e))))
     }
 }
 
@@ -59,7 +61,12 @@ pub(crate) struct MemoryLimiter {
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limit {
             return Err(wasmtime::Error::new(MemoryExceeded {
                 limit: self.limit,
@@ -69,7 +76,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }

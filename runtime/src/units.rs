@@ -18,9 +18,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "KB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        other => return Err(format!("unknown size unit '{other}' in '{s}' (expected B, KiB, MiB or GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' in '{s}' (expected B, KiB, MiB or GiB)"
+            ));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size '{s}' is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size '{s}' is too large"))
 }
 
 /// Parses `250ms`, `10s`, `2m`, `1h 30m` (humantime syntax).
@@ -34,7 +39,7 @@ pub fn format_size(n: u64) -> String {
     const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     for (unit, size) in UNITS {
         if n >= size {
-            return if n % size == 0 {
+            return if n.is_multiple_of(size) {
                 format!("{} {unit}", n / size)
             } else {
                 format!("{:.1} {unit}", n as f64 / size as f64)
@@ -64,8 +69,16 @@ mod tests {
         assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
         assert_eq!(parse_size("512").unwrap(), 512);
         assert_eq!(parse_size("2 KB").unwrap(), 2000);
-        assert!(parse_size("12 parsecs").unwrap_err().contains("unknown size unit 'parsecs'"));
-        assert!(parse_size("lots").unwrap_err().contains("expected a number"));
+        assert!(
+            parse_size("12 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit 'parsecs'")
+        );
+        assert!(
+            parse_size("lots")
+                .unwrap_err()
+                .contains("expected a number")
+        );
         assert_eq!(format_size(64 << 20), "64 MiB");
         assert_eq!(format_size(1536), "1.5 KiB");
     }
@@ -74,7 +87,11 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("soon").unwrap_err().contains("expected e.g. 500ms"));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("expected e.g. 500ms")
+        );
         assert_eq!(format_duration(Duration::from_secs(2)), "2s");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
     }

@@ -62,11 +62,21 @@ impl Host for HostState {
         let message = truncate(message, self.log_limits.max_message);
         let (tool, inv) = (&*self.audit.tool, &*self.audit.invocation);
         match level {
-            Level::Trace => tracing::trace!(target: "warden::tool", tool, invocation = inv, "{message}"),
-            Level::Debug => tracing::debug!(target: "warden::tool", tool, invocation = inv, "{message}"),
-            Level::Info => tracing::info!(target: "warden::tool", tool, invocation = inv, "{message}"),
-            Level::Warn => tracing::warn!(target: "warden::tool", tool, invocation = inv, "{message}"),
-            Level::Error => tracing::error!(target: "warden::tool", tool, invocation = inv, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "warden::tool", tool, invocation = inv, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "warden::tool", tool, invocation = inv, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "warden::tool", tool, invocation = inv, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "warden::tool", tool, invocation = inv, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "warden::tool", tool, invocation = inv, "{message}")
+            }
         }
         let mut r = self.audit.record(Event::Log);
         r.level = Some(level_name(level).into());

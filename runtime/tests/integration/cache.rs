@@ -3,7 +3,10 @@
 use std::sync::{Arc, Mutex};
 use warden::{CompileEvent, Grant, Runtime, ToolSpec};
 
-fn runtime(cache: &std::path::Path, events: Arc<Mutex<Vec<String>>>) -> Result<Runtime, warden::Error> {
+fn runtime(
+    cache: &std::path::Path,
+    events: Arc<Mutex<Vec<String>>>,
+) -> Result<Runtime, warden::Error> {
     Runtime::builder()
         .tool(ToolSpec::new("echo", crate::ECHO))
         .cache_dir(cache)
@@ -24,16 +27,30 @@ async fn a_warm_cache_skips_compilation_and_a_corrupt_entry_is_recompiled() {
     let rt = runtime(&cache, events.clone()).unwrap();
     rt.invoke("echo", &Grant::new("t"), "{}").await.unwrap();
     assert_eq!(*events.lock().unwrap(), ["echo"]);
-    let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(entries.len(), 1);
     let identity = warden::Identity::of(&std::fs::read(crate::ECHO).unwrap());
-    let name = entries[0].file_name().unwrap().to_string_lossy().into_owned();
-    assert!(name.starts_with(&identity.hex()) && name.ends_with(".cwasm"), "{name}");
+    let name = entries[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with(&identity.hex()) && name.ends_with(".cwasm"),
+        "{name}"
+    );
 
     // A new runtime (as a new process would) loads from the cache.
     let rt = runtime(&cache, events.clone()).unwrap();
     rt.invoke("echo", &Grant::new("t"), "{}").await.unwrap();
-    assert_eq!(events.lock().unwrap().len(), 1, "the warm start compiled again");
+    assert_eq!(
+        events.lock().unwrap().len(),
+        1,
+        "the warm start compiled again"
+    );
 
     // A corrupt entry is ignored and replaced.
     std::fs::write(&entries[0], b"garbage").unwrap();

@@ -43,7 +43,16 @@ fn grant(world: &World, rights: &str) -> String {
 #[test]
 fn exit_0_prints_the_tools_json_output() {
     let world = World::new();
-    let o = run(&world, "read-files", &["--grant", &grant(&world, "read"), "--input", r#"{"paths":["a.txt"]}"#]);
+    let o = run(
+        &world,
+        "read-files",
+        &[
+            "--grant",
+            &grant(&world, "read"),
+            "--input",
+            r#"{"paths":["a.txt"]}"#,
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(out["entries"][0]["content"], "alpha");
@@ -58,7 +67,12 @@ fn exit_1_when_the_tool_reports_a_denial() {
     let o = run(
         &world,
         "write-file",
-        &["--grant", &grant(&world, "read"), "--input", r#"{"path":"a.txt","content":"x"}"#],
+        &[
+            "--grant",
+            &grant(&world, "read"),
+            "--input",
+            r#"{"path":"a.txt","content":"x"}"#,
+        ],
     );
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
@@ -72,26 +86,57 @@ fn exit_1_when_the_tool_reports_a_denial() {
 fn exit_2_for_bad_grants_manifests_and_input() {
     let world = World::new();
     // grant wider than the ceiling: refused, naming the handle
-    let o = run(&world, "read-files", &["--grant", &grant(&world, "read,write"), "--input", r#"{"paths":["a.txt"]}"#]);
+    let o = run(
+        &world,
+        "read-files",
+        &[
+            "--grant",
+            &grant(&world, "read,write"),
+            "--input",
+            r#"{"paths":["a.txt"]}"#,
+        ],
+    );
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(
         stderr(&o).trim(),
         "error: grant for handle 'workspace' refused: rights write exceed the manifest's ceiling (read)"
     );
-    assert!(!world.dir.path().join("audit.jsonl").exists() || std::fs::read_to_string(world.dir.path().join("audit.jsonl")).unwrap().is_empty());
+    assert!(
+        !world.dir.path().join("audit.jsonl").exists()
+            || std::fs::read_to_string(world.dir.path().join("audit.jsonl"))
+                .unwrap()
+                .is_empty()
+    );
 
     // malformed grant syntax
     let o = run(&world, "read-files", &["--grant", "workspace:read"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("expected fs:HANDLE=DIR:RIGHTS"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("expected fs:HANDLE=DIR:RIGHTS"),
+        "{}",
+        stderr(&o)
+    );
 
     // malformed tool input
     let o = run(&world, "echo", &["--input", "{nope"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).starts_with("error: invalid input: input is not valid JSON"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: invalid input: input is not valid JSON"),
+        "{}",
+        stderr(&o)
+    );
 
     // input the tool's schema rejects
-    let o = run(&world, "read-files", &["--grant", &grant(&world, "read"), "--input", r#"{"paths":3}"#]);
+    let o = run(
+        &world,
+        "read-files",
+        &[
+            "--grant",
+            &grant(&world, "read"),
+            "--input",
+            r#"{"paths":3}"#,
+        ],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 
     // a malformed manifest: file, line and expectation
@@ -99,7 +144,11 @@ fn exit_2_for_bad_grants_manifests_and_input() {
     std::fs::write(&bad, "[tools.x]\ncomponent = \"x.wasm\"\nrights = 3\n").unwrap();
     let o = warden(&["run", "--manifest", &bad.display().to_string(), "x"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("bad.toml:3:1: unknown field `rights`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bad.toml:3:1: unknown field `rights`"),
+        "{}",
+        stderr(&o)
+    );
 
     // an unwritable audit trail
     let o = run(&world, "echo", &["--audit", "/proc/warden/audit.jsonl"]);
@@ -124,7 +173,11 @@ fn exit_3_for_limits_with_one_clear_line() {
 #[test]
 fn tool_stdout_never_reaches_the_cli_stdout() {
     let world = World::new();
-    let o = run(&world, "hog", &["--input", r#"{"attack":"print","text":"MARKER-7f3a"}"#]);
+    let o = run(
+        &world,
+        "hog",
+        &["--input", r#"{"attack":"print","text":"MARKER-7f3a"}"#],
+    );
     assert_eq!(o.status.code(), Some(0));
     // Only the tool's JSON result: the raw print went to the capture buffer.
     assert_eq!(stdout(&o), "{\"result\":\"MARKER-7f3a\"}\n");
@@ -135,15 +188,44 @@ fn tool_stdout_never_reaches_the_cli_stdout() {
 fn grants_file_and_task_id() {
     let world = World::new();
     let file = world.dir.path().join("task.toml");
-    std::fs::write(&file, "task = \"issue-42\"\n[fs.workspace]\npath = \"workspace\"\nrights = [\"read\"]\n").unwrap();
-    let o = run(&world, "read-files", &["--grants", &file.display().to_string(), "--input", r#"{"paths":["a.txt"]}"#]);
+    std::fs::write(
+        &file,
+        "task = \"issue-42\"\n[fs.workspace]\npath = \"workspace\"\nrights = [\"read\"]\n",
+    )
+    .unwrap();
+    let o = run(
+        &world,
+        "read-files",
+        &[
+            "--grants",
+            &file.display().to_string(),
+            "--input",
+            r#"{"paths":["a.txt"]}"#,
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let trail = std::fs::read_to_string(world.dir.path().join("audit.jsonl")).unwrap();
-    assert!(trail.lines().all(|l| l.contains(r#""task":"issue-42""#)), "{trail}");
+    assert!(
+        trail.lines().all(|l| l.contains(r#""task":"issue-42""#)),
+        "{trail}"
+    );
     // the same handle granted twice is an error
-    let o = run(&world, "read-files", &["--grants", &file.display().to_string(), "--grant", &grant(&world, "read")]);
+    let o = run(
+        &world,
+        "read-files",
+        &[
+            "--grants",
+            &file.display().to_string(),
+            "--grant",
+            &grant(&world, "read"),
+        ],
+    );
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("handle 'workspace' is granted twice"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("handle 'workspace' is granted twice"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -164,7 +246,10 @@ fn check_and_describe() {
     let o = warden(&["check", &bad.display().to_string()]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.contains("bad.toml:2:13: tools.x.component: component file"), "{e}");
+    assert!(
+        e.contains("bad.toml:2:13: tools.x.component: component file"),
+        "{e}"
+    );
     assert!(e.contains("bad.toml:6:19: tools.x.fs[0].rights: unknown right 'exec' (expected read, write or delete)"), "{e}");
 
     let o = warden(&["describe", crate::READ_FILES]);
@@ -182,12 +267,21 @@ fn check_and_describe() {
 fn identity_mismatch_prints_both_digests() {
     let world = World::new();
     let wrong = format!("sha256:{}", "ab".repeat(32));
-    let text = std::fs::read_to_string(&world.manifest)
-        .unwrap()
-        .replacen("[tools.echo]\n", &format!("[tools.echo]\nidentity = \"{wrong}\"\n"), 1);
+    let text = std::fs::read_to_string(&world.manifest).unwrap().replacen(
+        "[tools.echo]\n",
+        &format!("[tools.echo]\nidentity = \"{wrong}\"\n"),
+        1,
+    );
     let m = world.dir.path().join("pinned.toml");
     std::fs::write(&m, text).unwrap();
-    let o = warden(&["run", "--manifest", &m.display().to_string(), "echo", "--audit", "/dev/null"]);
+    let o = warden(&[
+        "run",
+        "--manifest",
+        &m.display().to_string(),
+        "echo",
+        "--audit",
+        "/dev/null",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let actual = warden::Identity::of(&std::fs::read(crate::ECHO).unwrap()).to_string();
     let e = stderr(&o);
@@ -215,6 +309,9 @@ fn demo_shows_each_decision_and_the_audit_records() {
     }
     assert!(Path::new(&dir.path().join("audit.jsonl")).exists());
     // The laid-out example passes `warden check`.
-    let o = warden(&["check", &dir.path().join("manifest.toml").display().to_string()]);
+    let o = warden(&[
+        "check",
+        &dir.path().join("manifest.toml").display().to_string(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }

@@ -100,14 +100,20 @@ impl World {
         let root = dir.path().canonicalize().unwrap();
         let workspace = root.join("workspace");
         let outside = root.join("outside");
-        for d in [&workspace, &outside, &workspace.join("sub"), &workspace.join("empty")] {
+        for d in [
+            &workspace,
+            &outside,
+            &workspace.join("sub"),
+            &workspace.join("empty"),
+        ] {
             std::fs::create_dir_all(d).unwrap();
         }
         std::fs::write(workspace.join("a.txt"), "alpha").unwrap();
         std::fs::write(workspace.join("sub/b.txt"), "beta").unwrap();
         std::fs::write(outside.join("secret.txt"), SECRET).unwrap();
         std::os::unix::fs::symlink(outside.join("secret.txt"), workspace.join("link-out")).unwrap();
-        std::os::unix::fs::symlink("../outside/secret.txt", workspace.join("rel-link-out")).unwrap();
+        std::os::unix::fs::symlink("../outside/secret.txt", workspace.join("rel-link-out"))
+            .unwrap();
         std::os::unix::fs::symlink(&outside, workspace.join("dir-out")).unwrap();
         std::os::unix::fs::symlink("a.txt", workspace.join("link-in")).unwrap();
         let manifest = root.join("manifest.toml");
@@ -144,7 +150,9 @@ impl World {
             .invoke("probe", &self.grant(rights), &op.to_string())
             .await
             .unwrap_or_else(|e| panic!("probe {op} failed to run: {e}"));
-        let out = run.output.unwrap_or_else(|e| panic!("probe {op} returned a tool error: {e}"));
+        let out = run
+            .output
+            .unwrap_or_else(|e| panic!("probe {op} returned a tool error: {e}"));
         (serde_json::from_str(&out).unwrap(), run.id)
     }
 

@@ -9,9 +9,19 @@ use warden::Rights;
 const ALL: Rights = Rights::READ.union(Rights::WRITE).union(Rights::DELETE);
 
 fn assert_outside_untouched(world: &World) {
-    let entries: Vec<_> = std::fs::read_dir(&world.outside).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(entries, ["secret.txt"], "something was created outside the handle");
-    assert_eq!(std::fs::read_to_string(world.outside.join("secret.txt")).unwrap(), SECRET);
+    let entries: Vec<_> = std::fs::read_dir(&world.outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        entries,
+        ["secret.txt"],
+        "something was created outside the handle"
+    );
+    assert_eq!(
+        std::fs::read_to_string(world.outside.join("secret.txt")).unwrap(),
+        SECRET
+    );
 }
 
 #[tokio::test]
@@ -23,7 +33,10 @@ async fn syntactic_escapes_are_denied_by_the_path_check() {
         ("sub/../../outside/secret.txt", "'..'"),
         ("sub/..", "'..'"),
         ("/etc/passwd", "absolute path"),
-        (&*world.outside.join("secret.txt").display().to_string(), "absolute path"),
+        (
+            &*world.outside.join("secret.txt").display().to_string(),
+            "absolute path",
+        ),
         ("sub/", "trailing slash"),
         ("a.txt/", "trailing slash"),
         ("sub/.", "'.' component"),
@@ -32,9 +45,21 @@ async fn syntactic_escapes_are_denied_by_the_path_check() {
         ("a.txt\0.png", "NUL byte"),
         ("..\\outside\\secret.txt", "'\\'"),
     ];
-    for op in ["read", "stat", "list", "write", "append", "remove-file", "remove-dir", "create-dir", "truncate"] {
+    for op in [
+        "read",
+        "stat",
+        "list",
+        "write",
+        "append",
+        "remove-file",
+        "remove-dir",
+        "create-dir",
+        "truncate",
+    ] {
         for (path, why) in &paths {
-            let (r, inv) = world.probe(ALL, json!({"op": op, "path": path, "contents": "pwned"})).await;
+            let (r, inv) = world
+                .probe(ALL, json!({"op": op, "path": path, "contents": "pwned"}))
+                .await;
             assert_eq!(code(&r), Some("denied"), "{op} {path:?}: {r}");
             assert!(message(&r).contains(why), "{op} {path:?}: {r}");
             let d = world.decisions(&inv);
@@ -44,14 +69,23 @@ async fn syntactic_escapes_are_denied_by_the_path_check() {
         }
     }
     // rename: either side escaping is denied
-    for (from, to) in [("a.txt", "../outside/x"), ("../outside/secret.txt", "stolen.txt"), ("a.txt", "/tmp/x")] {
-        let (r, _) = world.probe(ALL, json!({"op": "rename", "path": from, "to": to})).await;
+    for (from, to) in [
+        ("a.txt", "../outside/x"),
+        ("../outside/secret.txt", "stolen.txt"),
+        ("a.txt", "/tmp/x"),
+    ] {
+        let (r, _) = world
+            .probe(ALL, json!({"op": "rename", "path": from, "to": to}))
+            .await;
         assert_eq!(code(&r), Some("denied"), "rename {from} {to}: {r}");
     }
     let (r, _) = world.probe(ALL, json!({"op": "read", "path": ""})).await;
     assert_eq!(code(&r), Some("invalid-path"), "{r}");
     assert_outside_untouched(&world);
-    assert_eq!(std::fs::read_to_string(world.workspace.join("a.txt")).unwrap(), "alpha");
+    assert_eq!(
+        std::fs::read_to_string(world.workspace.join("a.txt")).unwrap(),
+        "alpha"
+    );
 }
 
 #[tokio::test]
@@ -75,12 +109,22 @@ async fn symlinks_leading_out_are_denied_by_the_sandbox() {
     for op in cases {
         let (r, inv) = world.probe(ALL, op.clone()).await;
         assert_eq!(code(&r), Some("denied"), "{op}: {r}");
-        assert_eq!(message(&r), "path leads outside the handle (through a symlink)", "{op}");
+        assert_eq!(
+            message(&r),
+            "path leads outside the handle (through a symlink)",
+            "{op}"
+        );
         let d = world.decisions(&inv);
         // The policy allowed the call; the sandbox denied it, and both are on record.
         assert_eq!(d.len(), 2, "{op}: {d:?}");
-        assert_eq!((d[0].decision.as_deref(), d[0].rule.as_deref()), (Some("allow"), Some("fs.rights")));
-        assert_eq!((d[1].decision.as_deref(), d[1].rule.as_deref()), (Some("deny"), Some("fs.sandbox")));
+        assert_eq!(
+            (d[0].decision.as_deref(), d[0].rule.as_deref()),
+            (Some("allow"), Some("fs.rights"))
+        );
+        assert_eq!(
+            (d[1].decision.as_deref(), d[1].rule.as_deref()),
+            (Some("deny"), Some("fs.sandbox"))
+        );
     }
     assert_outside_untouched(&world);
     assert!(world.workspace.join("a.txt").exists());
@@ -90,9 +134,16 @@ async fn symlinks_leading_out_are_denied_by_the_sandbox() {
 #[tokio::test]
 async fn removing_a_symlink_removes_only_the_link() {
     let world = World::new();
-    let (r, _) = world.probe(ALL, json!({"op": "remove-file", "path": "link-out"})).await;
+    let (r, _) = world
+        .probe(ALL, json!({"op": "remove-file", "path": "link-out"}))
+        .await;
     assert_eq!(code(&r), None, "{r}");
-    let (r, _) = world.probe(ALL, json!({"op": "remove-dir", "path": "dir-out", "recursive": true})).await;
+    let (r, _) = world
+        .probe(
+            ALL,
+            json!({"op": "remove-dir", "path": "dir-out", "recursive": true}),
+        )
+        .await;
     // Whatever the answer, the directory behind the link is untouched.
     let _ = r;
     assert!(world.workspace.join("link-out").symlink_metadata().is_err());
@@ -102,7 +153,9 @@ async fn removing_a_symlink_removes_only_the_link() {
 #[tokio::test]
 async fn symlinks_inside_the_handle_work() {
     let world = World::new();
-    let (r, _) = world.probe(Rights::READ, json!({"op": "read", "path": "link-in"})).await;
+    let (r, _) = world
+        .probe(Rights::READ, json!({"op": "read", "path": "link-in"}))
+        .await;
     assert_eq!(r["ok"], "alpha");
 }
 
@@ -125,14 +178,22 @@ async fn a_subdirectory_grant_cannot_reach_its_parent() {
     let grant = warden::Grant::new("t").fs("workspace", world.workspace.join("sub"), Rights::READ);
     let run = world
         .runtime
-        .invoke("probe", &grant, &json!({"op": "read", "path": "../a.txt"}).to_string())
+        .invoke(
+            "probe",
+            &grant,
+            &json!({"op": "read", "path": "../a.txt"}).to_string(),
+        )
         .await
         .unwrap();
     let r: serde_json::Value = serde_json::from_str(&run.output.unwrap()).unwrap();
     assert_eq!(code(&r), Some("denied"));
     let run = world
         .runtime
-        .invoke("probe", &grant, &json!({"op": "read", "path": "b.txt"}).to_string())
+        .invoke(
+            "probe",
+            &grant,
+            &json!({"op": "read", "path": "b.txt"}).to_string(),
+        )
         .await
         .unwrap();
     assert!(run.output.unwrap().contains("beta"));

@@ -6,17 +6,32 @@ use warden::{Error, Grant, GrantError, Manifest, Rights, Runtime};
 
 /// Refused grants leave no audit records: nothing ran.
 fn assert_nothing_ran(world: &World) {
-    assert!(world.audit.records().is_empty(), "{:?}", world.audit.records());
+    assert!(
+        world.audit.records().is_empty(),
+        "{:?}",
+        world.audit.records()
+    );
 }
 
 #[tokio::test]
 async fn rights_beyond_the_ceiling_are_refused() {
     let world = World::new();
     let grant = world.grant(Rights::READ | Rights::WRITE);
-    let err = world.runtime.invoke("reader", &grant, "{}").await.unwrap_err();
+    let err = world
+        .runtime
+        .invoke("reader", &grant, "{}")
+        .await
+        .unwrap_err();
     match &err {
-        Error::Grant(GrantError::RightsExceedCeiling { handle, excess, ceiling }) => {
-            assert_eq!((handle.as_str(), *excess, *ceiling), ("workspace", Rights::WRITE, Rights::READ));
+        Error::Grant(GrantError::RightsExceedCeiling {
+            handle,
+            excess,
+            ceiling,
+        }) => {
+            assert_eq!(
+                (handle.as_str(), *excess, *ceiling),
+                ("workspace", Rights::WRITE, Rights::READ)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -31,13 +46,21 @@ async fn rights_beyond_the_ceiling_are_refused() {
 async fn a_handle_missing_from_the_manifest_is_refused() {
     let world = World::new();
     let grant = Grant::new("t").fs("home", &world.workspace, Rights::READ);
-    let err = world.runtime.invoke("probe", &grant, "{}").await.unwrap_err();
+    let err = world
+        .runtime
+        .invoke("probe", &grant, "{}")
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, Error::Grant(GrantError::UnknownHandle { handle, .. }) if handle == "home"),
         "{err:?}"
     );
     assert!(err.to_string().contains("its handles: workspace"), "{err}");
-    let err = world.runtime.invoke("echo", &grant, "{}").await.unwrap_err();
+    let err = world
+        .runtime
+        .invoke("echo", &grant, "{}")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("its handles: none"), "{err}");
     assert_nothing_ran(&world);
 }
@@ -54,7 +77,11 @@ async fn directories_outside_within_are_refused_however_spelled() {
     ];
     for path in spellings {
         let grant = Grant::new("t").fs("workspace", &path, Rights::READ);
-        let err = world.runtime.invoke("probe", &grant, "{}").await.unwrap_err();
+        let err = world
+            .runtime
+            .invoke("probe", &grant, "{}")
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, Error::Grant(GrantError::OutsideCeiling { handle, .. }) if handle == "workspace"),
             "{}: {err:?}",
@@ -63,36 +90,69 @@ async fn directories_outside_within_are_refused_however_spelled() {
         assert!(err.to_string().contains("is not inside"), "{err}");
     }
     let grant = Grant::new("t").fs("workspace", world.workspace.join("missing"), Rights::READ);
-    let err = world.runtime.invoke("probe", &grant, "{}").await.unwrap_err();
-    assert!(matches!(&err, Error::Grant(GrantError::Open { .. })), "{err:?}");
+    let err = world
+        .runtime
+        .invoke("probe", &grant, "{}")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Grant(GrantError::Open { .. })),
+        "{err:?}"
+    );
     assert_nothing_ran(&world);
 }
 
 #[tokio::test]
 async fn bad_task_ids_and_inputs_are_refused_before_running() {
     let world = World::new();
-    let err = world.runtime.invoke("echo", &Grant::new(""), "{}").await.unwrap_err();
+    let err = world
+        .runtime
+        .invoke("echo", &Grant::new(""), "{}")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("invalid task id"), "{err}");
-    let err = world.runtime.invoke("echo", &Grant::new("t"), "{not json").await.unwrap_err();
-    assert!(matches!(&err, Error::Input(m) if m.starts_with("input is not valid JSON")), "{err:?}");
-    let err = world.runtime.invoke("nope", &Grant::new("t"), "{}").await.unwrap_err();
+    let err = world
+        .runtime
+        .invoke("echo", &Grant::new("t"), "{not json")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Input(m) if m.starts_with("input is not valid JSON")),
+        "{err:?}"
+    );
+    let err = world
+        .runtime
+        .invoke("nope", &Grant::new("t"), "{}")
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "unknown tool 'nope' (the manifest lists: echo, hog, probe, read-files, reader, remove-path, search-text, write-file)"
     );
     assert_nothing_ran(&world);
     let big = format!("{{\"message\":\"{}\"}}", "x".repeat(2 << 20));
-    let err = world.runtime.invoke("echo", &Grant::new("t"), &big).await.unwrap_err();
+    let err = world
+        .runtime
+        .invoke("echo", &Grant::new("t"), &big)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("more than the limit"), "{err}");
 }
 
 #[tokio::test]
 async fn tool_input_that_does_not_match_the_schema_is_a_tool_error() {
     let world = World::new();
-    let run = world.runtime.invoke("read-files", &world.grant(Rights::READ), r#"{"paths": 7}"#).await.unwrap();
+    let run = world
+        .runtime
+        .invoke("read-files", &world.grant(Rights::READ), r#"{"paths": 7}"#)
+        .await
+        .unwrap();
     let err = run.output.unwrap_err();
     assert_eq!(err.kind, warden::ToolErrorKind::InvalidInput);
-    assert!(err.message.contains("input does not match the schema"), "{err}");
+    assert!(
+        err.message.contains("input does not match the schema"),
+        "{err}"
+    );
 }
 
 fn manifest_with_pin(world: &World, pin: &str) -> std::path::PathBuf {
@@ -110,7 +170,8 @@ fn manifest_with_pin(world: &World, pin: &str) -> std::path::PathBuf {
 async fn identity_pins_are_enforced() {
     let world = World::new();
     let actual = warden::Identity::of(&std::fs::read(crate::FS_PROBE).unwrap());
-    let good = Runtime::builder().manifest(Manifest::load(manifest_with_pin(&world, &actual.to_string())).unwrap());
+    let good = Runtime::builder()
+        .manifest(Manifest::load(manifest_with_pin(&world, &actual.to_string())).unwrap());
     assert_eq!(good.build().unwrap().load("probe").await.unwrap(), actual);
 
     let wrong = format!("sha256:{}", "0".repeat(64));
@@ -118,10 +179,16 @@ async fn identity_pins_are_enforced() {
         .manifest(Manifest::load(manifest_with_pin(&world, &wrong)).unwrap())
         .build()
         .unwrap();
-    let err = rt.invoke("probe", &Grant::new("t"), "{}").await.unwrap_err();
+    let err = rt
+        .invoke("probe", &Grant::new("t"), "{}")
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::IdentityMismatch { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains(&wrong) && msg.contains(&actual.to_string()), "{msg}");
+    assert!(
+        msg.contains(&wrong) && msg.contains(&actual.to_string()),
+        "{msg}"
+    );
     assert!(msg.starts_with("tool 'probe' refused to load"), "{msg}");
 }
 
@@ -129,21 +196,39 @@ async fn identity_pins_are_enforced() {
 async fn bad_components_are_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, &[u8], &str); 3] = [
-        ("core.wasm", b"\0asm\x01\0\0\0", "core WebAssembly module, not a component"),
-        ("junk.wasm", b"#!/bin/sh\necho hi\n", "not a WebAssembly component"),
-        ("broken.wasm", b"\0asm\x0d\0\x01\0\xff\xff", "invalid component"),
+        (
+            "core.wasm",
+            b"\0asm\x01\0\0\0",
+            "core WebAssembly module, not a component",
+        ),
+        (
+            "junk.wasm",
+            b"#!/bin/sh\necho hi\n",
+            "not a WebAssembly component",
+        ),
+        (
+            "broken.wasm",
+            b"\0asm\x0d\0\x01\0\xff\xff",
+            "invalid component",
+        ),
     ];
     for (name, bytes, want) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
-        let rt = Runtime::builder().tool(warden::ToolSpec::new("t", &path)).build().unwrap();
+        let rt = Runtime::builder()
+            .tool(warden::ToolSpec::new("t", &path))
+            .build()
+            .unwrap();
         let err = rt.invoke("t", &Grant::new("x"), "{}").await.unwrap_err();
         assert!(matches!(err, Error::Component { .. }), "{err:?}");
         assert!(err.to_string().contains(want), "{name}: {err}");
     }
     // Valid components that are not tools.
     let cases = [
-        ("(component)", "does not export the warden:tool/guest interface"),
+        (
+            "(component)",
+            "does not export the warden:tool/guest interface",
+        ),
         (
             r#"(component (import "acme:evil/net" (instance (export "send" (func)))))"#,
             "cannot be linked",
@@ -152,7 +237,10 @@ async fn bad_components_are_refused_with_a_reason() {
     for (wat, want) in cases {
         let path = dir.path().join("other.wasm");
         std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
-        let rt = Runtime::builder().tool(warden::ToolSpec::new("t", &path)).build().unwrap();
+        let rt = Runtime::builder()
+            .tool(warden::ToolSpec::new("t", &path))
+            .build()
+            .unwrap();
         let err = rt.invoke("t", &Grant::new("x"), "{}").await.unwrap_err();
         assert!(matches!(err, Error::Component { .. }), "{err:?}");
         assert!(err.to_string().contains(want), "{wat}: {err}");

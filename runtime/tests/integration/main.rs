@@ -25,7 +25,16 @@ fn every_guest_has_a_test() {
     foreach_guest!(name);
     for n in &names {
         assert!(
-            matches!(*n, "read_files" | "search_text" | "write_file" | "remove_path" | "echo" | "fs_probe" | "hog"),
+            matches!(
+                *n,
+                "read_files"
+                    | "search_text"
+                    | "write_file"
+                    | "remove_path"
+                    | "echo"
+                    | "fs_probe"
+                    | "hog"
+            ),
             "guest {n} has no test; add one and list it here"
         );
     }

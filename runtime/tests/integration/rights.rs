@@ -15,13 +15,19 @@ fn ops() -> Vec<(serde_json::Value, Rights)> {
         (json!({"op": "read", "path": "a.txt"}), R),
         (json!({"op": "list", "path": "sub"}), R),
         (json!({"op": "stat", "path": "a.txt"}), R),
-        (json!({"op": "write", "path": "new.txt", "contents": "x"}), W),
+        (
+            json!({"op": "write", "path": "new.txt", "contents": "x"}),
+            W,
+        ),
         (json!({"op": "append", "path": "a.txt", "contents": "x"}), W),
         (json!({"op": "create-dir", "path": "made/deep"}), W),
         (json!({"op": "truncate", "path": "a.txt", "size": 1}), W),
         (json!({"op": "remove-file", "path": "a.txt"}), D),
         (json!({"op": "remove-dir", "path": "empty"}), D),
-        (json!({"op": "rename", "path": "a.txt", "to": "renamed.txt"}), W | D),
+        (
+            json!({"op": "rename", "path": "a.txt", "to": "renamed.txt"}),
+            W | D,
+        ),
     ]
 }
 
@@ -38,17 +44,27 @@ async fn each_operation_needs_exactly_its_rights() {
             assert_eq!(d.capability.as_deref(), Some("fs"));
             assert_eq!(d.action.as_deref(), op["op"].as_str());
             if held.contains(needs) {
-                assert_eq!(code(&report), None, "{op} with {held} should succeed: {report}");
+                assert_eq!(
+                    code(&report),
+                    None,
+                    "{op} with {held} should succeed: {report}"
+                );
                 assert_eq!(d.decision.as_deref(), Some("allow"));
             } else {
                 assert_eq!(code(&report), Some("denied"), "{op} with {held}: {report}");
                 assert_eq!(d.decision.as_deref(), Some("deny"), "{op} with {held}");
                 assert_eq!(d.rule.as_deref(), Some("fs.rights"));
                 let missing = needs.excess_over(held).to_string();
-                assert!(message(&report).contains(&format!("needs the {missing} right")), "{report}");
+                assert!(
+                    message(&report).contains(&format!("needs the {missing} right")),
+                    "{report}"
+                );
                 assert_eq!(d.reason.as_deref(), Some(message(&report)));
                 // Nothing changed.
-                assert_eq!(std::fs::read_to_string(world.workspace.join("a.txt")).unwrap(), "alpha");
+                assert_eq!(
+                    std::fs::read_to_string(world.workspace.join("a.txt")).unwrap(),
+                    "alpha"
+                );
                 assert!(!world.workspace.join("new.txt").exists());
                 assert!(!world.workspace.join("made").exists());
                 assert!(world.workspace.join("empty").is_dir());
@@ -61,26 +77,71 @@ async fn each_operation_needs_exactly_its_rights() {
 async fn allowed_operations_have_their_effect() {
     let world = World::new();
     let all = R | W | D;
-    let (r, _) = world.probe(R, json!({"op": "read", "path": "sub/b.txt"})).await;
+    let (r, _) = world
+        .probe(R, json!({"op": "read", "path": "sub/b.txt"}))
+        .await;
     assert_eq!(r["ok"], "beta");
     let (r, _) = world.probe(R, json!({"op": "list", "path": "."})).await;
     assert_eq!(
         r["ok"],
-        json!(["a.txt", "dir-out", "empty", "link-in", "link-out", "rel-link-out", "sub"])
+        json!([
+            "a.txt",
+            "dir-out",
+            "empty",
+            "link-in",
+            "link-out",
+            "rel-link-out",
+            "sub"
+        ])
     );
-    world.probe(W, json!({"op": "write", "path": "sub/c.txt", "contents": "gamma"})).await;
-    assert_eq!(std::fs::read_to_string(world.workspace.join("sub/c.txt")).unwrap(), "gamma");
-    world.probe(W, json!({"op": "append", "path": "sub/c.txt", "contents": "!"})).await;
-    assert_eq!(std::fs::read_to_string(world.workspace.join("sub/c.txt")).unwrap(), "gamma!");
-    world.probe(W, json!({"op": "truncate", "path": "sub/c.txt", "size": 2})).await;
-    assert_eq!(std::fs::read_to_string(world.workspace.join("sub/c.txt")).unwrap(), "ga");
-    world.probe(W | D, json!({"op": "rename", "path": "sub/c.txt", "to": "c.txt"})).await;
+    world
+        .probe(
+            W,
+            json!({"op": "write", "path": "sub/c.txt", "contents": "gamma"}),
+        )
+        .await;
+    assert_eq!(
+        std::fs::read_to_string(world.workspace.join("sub/c.txt")).unwrap(),
+        "gamma"
+    );
+    world
+        .probe(
+            W,
+            json!({"op": "append", "path": "sub/c.txt", "contents": "!"}),
+        )
+        .await;
+    assert_eq!(
+        std::fs::read_to_string(world.workspace.join("sub/c.txt")).unwrap(),
+        "gamma!"
+    );
+    world
+        .probe(W, json!({"op": "truncate", "path": "sub/c.txt", "size": 2}))
+        .await;
+    assert_eq!(
+        std::fs::read_to_string(world.workspace.join("sub/c.txt")).unwrap(),
+        "ga"
+    );
+    world
+        .probe(
+            W | D,
+            json!({"op": "rename", "path": "sub/c.txt", "to": "c.txt"}),
+        )
+        .await;
     assert!(world.workspace.join("c.txt").exists() && !world.workspace.join("sub/c.txt").exists());
-    world.probe(D, json!({"op": "remove-file", "path": "c.txt"})).await;
+    world
+        .probe(D, json!({"op": "remove-file", "path": "c.txt"}))
+        .await;
     assert!(!world.workspace.join("c.txt").exists());
-    let (r, _) = world.probe(D, json!({"op": "remove-dir", "path": "sub"})).await;
+    let (r, _) = world
+        .probe(D, json!({"op": "remove-dir", "path": "sub"}))
+        .await;
     assert_eq!(code(&r), Some("directory-not-empty"), "{r}");
-    world.probe(all, json!({"op": "remove-dir", "path": "sub", "recursive": true})).await;
+    world
+        .probe(
+            all,
+            json!({"op": "remove-dir", "path": "sub", "recursive": true}),
+        )
+        .await;
     assert!(!world.workspace.join("sub").exists());
 }
 
@@ -88,28 +149,49 @@ async fn allowed_operations_have_their_effect() {
 async fn named_confusions_are_denied() {
     let world = World::new();
     // write through a read handle
-    let (r, _) = world.probe(R, json!({"op": "write", "path": "a.txt", "contents": "pwned"})).await;
+    let (r, _) = world
+        .probe(
+            R,
+            json!({"op": "write", "path": "a.txt", "contents": "pwned"}),
+        )
+        .await;
     assert_eq!(code(&r), Some("denied"));
     // truncate through a read handle
-    let (r, _) = world.probe(R, json!({"op": "truncate", "path": "a.txt", "size": 0})).await;
+    let (r, _) = world
+        .probe(R, json!({"op": "truncate", "path": "a.txt", "size": 0}))
+        .await;
     assert_eq!(code(&r), Some("denied"));
     // delete through a write handle
-    let (r, _) = world.probe(W, json!({"op": "remove-file", "path": "a.txt"})).await;
+    let (r, _) = world
+        .probe(W, json!({"op": "remove-file", "path": "a.txt"}))
+        .await;
     assert_eq!(code(&r), Some("denied"));
     // overwrite-by-rename needs delete too
-    let (r, _) = world.probe(W, json!({"op": "rename", "path": "sub/b.txt", "to": "a.txt"})).await;
+    let (r, _) = world
+        .probe(
+            W,
+            json!({"op": "rename", "path": "sub/b.txt", "to": "a.txt"}),
+        )
+        .await;
     assert_eq!(code(&r), Some("denied"));
     // read through a write+delete handle
-    let (r, _) = world.probe(W | D, json!({"op": "read", "path": "a.txt"})).await;
+    let (r, _) = world
+        .probe(W | D, json!({"op": "read", "path": "a.txt"}))
+        .await;
     assert_eq!(code(&r), Some("denied"));
-    assert_eq!(std::fs::read_to_string(world.workspace.join("a.txt")).unwrap(), "alpha");
+    assert_eq!(
+        std::fs::read_to_string(world.workspace.join("a.txt")).unwrap(),
+        "alpha"
+    );
     assert!(world.workspace.join("sub/b.txt").exists());
 }
 
 #[tokio::test]
 async fn a_handle_not_in_the_grant_cannot_be_opened() {
     let world = World::new();
-    let (r, inv) = world.probe(R, json!({"op": "read", "handle": "home", "path": "a.txt"})).await;
+    let (r, inv) = world
+        .probe(R, json!({"op": "read", "handle": "home", "path": "a.txt"}))
+        .await;
     assert_eq!(code(&r), Some("denied"));
     assert_eq!(message(&r), "no handle 'home' in this task's grant");
     let d = world.decisions(&inv);
@@ -121,12 +203,19 @@ async fn a_handle_not_in_the_grant_cannot_be_opened() {
 async fn host_call_size_limit() {
     let world = World::with(|b| b.hostcall_limit(1024));
     let big = "x".repeat(2048);
-    let (r, inv) = world.probe(W, json!({"op": "write", "path": "big.txt", "contents": big})).await;
+    let (r, inv) = world
+        .probe(
+            W,
+            json!({"op": "write", "path": "big.txt", "contents": big}),
+        )
+        .await;
     assert_eq!(code(&r), Some("too-large"), "{r}");
     assert_eq!(world.decisions(&inv)[0].rule.as_deref(), Some("fs.size"));
     assert!(!world.workspace.join("big.txt").exists());
     std::fs::write(world.workspace.join("big.txt"), &big).unwrap();
-    let (r, _) = world.probe(R, json!({"op": "read", "path": "big.txt"})).await;
+    let (r, _) = world
+        .probe(R, json!({"op": "read", "path": "big.txt"}))
+        .await;
     assert_eq!(code(&r), Some("too-large"), "{r}");
 }
 
@@ -143,10 +232,18 @@ async fn example_tools_work_under_their_grants() {
     assert_eq!(out["entries"][0]["content"], "alpha");
     assert_eq!(out["entries"][1]["entries"], json!(["b.txt"]));
 
-    std::fs::write(world.workspace.join("sub/code.rs"), "fn main() {}\n// TODO: one\nlet x = 1; // todo two\n").unwrap();
+    std::fs::write(
+        world.workspace.join("sub/code.rs"),
+        "fn main() {}\n// TODO: one\nlet x = 1; // todo two\n",
+    )
+    .unwrap();
     let run = world
         .runtime
-        .invoke("search-text", &grant, r#"{"pattern":"todo","case_insensitive":true,"globs":["sub/*.rs"]}"#)
+        .invoke(
+            "search-text",
+            &grant,
+            r#"{"pattern":"todo","case_insensitive":true,"globs":["sub/*.rs"]}"#,
+        )
         .await
         .unwrap();
     let out: serde_json::Value = serde_json::from_str(&run.output.unwrap()).unwrap();
@@ -163,20 +260,35 @@ async fn example_tools_work_under_their_grants() {
 
     let run = world
         .runtime
-        .invoke("write-file", &world.grant(W), r#"{"path":"docs/new.md","content":"hi","create_dirs":true}"#)
+        .invoke(
+            "write-file",
+            &world.grant(W),
+            r#"{"path":"docs/new.md","content":"hi","create_dirs":true}"#,
+        )
         .await
         .unwrap();
     assert!(run.output.is_ok(), "{:?}", run.output);
-    assert_eq!(std::fs::read_to_string(world.workspace.join("docs/new.md")).unwrap(), "hi");
+    assert_eq!(
+        std::fs::read_to_string(world.workspace.join("docs/new.md")).unwrap(),
+        "hi"
+    );
 
     let run = world
         .runtime
-        .invoke("remove-path", &world.grant(D), r#"{"path":"sub","recursive":true}"#)
+        .invoke(
+            "remove-path",
+            &world.grant(D),
+            r#"{"path":"sub","recursive":true}"#,
+        )
         .await
         .unwrap();
     assert!(run.output.is_ok(), "{:?}", run.output);
     assert!(!world.workspace.join("sub").exists());
 
     let records = world.audit.records();
-    assert!(records.iter().any(|r| r.event == Event::InvocationEnd && r.tool == "remove-path"));
+    assert!(
+        records
+            .iter()
+            .any(|r| r.event == Event::InvocationEnd && r.tool == "remove-path")
+    );
 }

@@ -47,7 +47,10 @@ impl Tool for FsProbe {
         let result = run(&i);
         Ok(match result {
             Ok(v) => Output::Ok(v),
-            Err(e) => Output::Error { code: code_name(e.code).into(), message: e.message },
+            Err(e) => Output::Error {
+                code: code_name(e.code).into(),
+                message: e.message,
+            },
         })
     }
 }
@@ -56,7 +59,11 @@ fn run(i: &Input) -> Result<serde_json::Value, fs::Error> {
     use serde_json::{Value, json};
     if i.op == "handles" {
         let hs = fs::handles();
-        return Ok(json!(hs.iter().map(|h| (h.name.clone(), format!("{:?}", h.rights))).collect::<Vec<_>>()));
+        return Ok(json!(
+            hs.iter()
+                .map(|h| (h.name.clone(), format!("{:?}", h.rights)))
+                .collect::<Vec<_>>()
+        ));
     }
     let h = fs::handle(&i.handle)?;
     let p = i.path.as_str();

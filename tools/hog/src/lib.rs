@@ -45,7 +45,9 @@ impl Tool for Hog {
                     std::hint::black_box(&hoard);
                 }
             }
-            "recursion" => recurse(if i.size == 0 { u64::MAX } else { i.size as u64 }, 7).to_string(),
+            "recursion" => {
+                recurse(if i.size == 0 { u64::MAX } else { i.size as u64 }, 7).to_string()
+            }
             "stdout-flood" => loop {
                 let _ = std::io::stdout().write_all(&[b'x'; 4096]);
             },

@@ -34,7 +34,11 @@ impl Tool for ReadFiles {
         "Read one or more text files, or list directories, under the workspace.";
 
     fn handles() -> Vec<HandleSpec> {
-        vec![HandleSpec::new("workspace", Rights::READ, "the files to read")]
+        vec![HandleSpec::new(
+            "workspace",
+            Rights::READ,
+            "the files to read",
+        )]
     }
 
     fn invoke(input: Input) -> Result<Output, Error> {

@@ -30,7 +30,11 @@ impl Tool for RemovePath {
         "Delete a file, or a directory (recursively if asked), under the workspace.";
 
     fn handles() -> Vec<HandleSpec> {
-        vec![HandleSpec::new("workspace", Rights::DELETE, "where files are deleted")]
+        vec![HandleSpec::new(
+            "workspace",
+            Rights::DELETE,
+            "where files are deleted",
+        )]
     }
 
     fn invoke(input: Input) -> Result<Output, Error> {
@@ -46,7 +50,9 @@ impl Tool for RemovePath {
             }
             other => other?,
         }
-        Ok(Output { removed: input.path })
+        Ok(Output {
+            removed: input.path,
+        })
     }
 }
 

@@ -168,8 +168,11 @@ pub fn __invoke<T: Tool>(input: &str) -> Result<String, guest::ToolError> {
         kind: e.kind,
         message: e.message,
     };
-    let input: T::Input = serde_json::from_str(input)
-        .map_err(|e| to_wit(Error::invalid_input(format!("input does not match the schema: {e}"))))?;
+    let input: T::Input = serde_json::from_str(input).map_err(|e| {
+        to_wit(Error::invalid_input(format!(
+            "input does not match the schema: {e}"
+        )))
+    })?;
     let output = T::invoke(input).map_err(to_wit)?;
     serde_json::to_string(&output)
         .map_err(|e| to_wit(Error::failed(format!("output is not serializable: {e}"))))

@@ -56,7 +56,11 @@ impl Tool for SearchText {
          optionally limited to path globs; returns matching lines with line numbers.";
 
     fn handles() -> Vec<HandleSpec> {
-        vec![HandleSpec::new("workspace", Rights::READ, "the files to search")]
+        vec![HandleSpec::new(
+            "workspace",
+            Rights::READ,
+            "the files to search",
+        )]
     }
 
     fn invoke(input: Input) -> Result<Output, Error> {
@@ -68,13 +72,19 @@ impl Tool for SearchText {
         let globs = input
             .globs
             .iter()
-            .map(|g| Pattern::new(g).map_err(|e| Error::invalid_input(format!("bad glob {g:?}: {e}"))))
+            .map(|g| {
+                Pattern::new(g).map_err(|e| Error::invalid_input(format!("bad glob {g:?}: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let workspace = fs::handle("workspace")?;
         let mut files = Vec::new();
         walk(&workspace, ".", &mut files)?;
 
-        let mut out = Output { matches: Vec::new(), files_searched: 0, truncated: false };
+        let mut out = Output {
+            matches: Vec::new(),
+            files_searched: 0,
+            truncated: false,
+        };
         for path in files {
             if !globs.is_empty() && !globs.iter().any(|g| g.matches(&path)) {
                 continue;
@@ -92,7 +102,11 @@ impl Tool for SearchText {
                         out.truncated = true;
                         return Ok(out);
                     }
-                    out.matches.push(Match { path: path.clone(), line: i + 1, text: line.to_owned() });
+                    out.matches.push(Match {
+                        path: path.clone(),
+                        line: i + 1,
+                        text: line.to_owned(),
+                    });
                 }
             }
         }
@@ -103,7 +117,11 @@ impl Tool for SearchText {
 /// Collects the files under `dir`, sorted, without following symlinks.
 fn walk(workspace: &Handle, dir: &str, files: &mut Vec<String>) -> Result<(), Error> {
     for entry in workspace.list(dir)? {
-        let path = if dir == "." { entry.name } else { format!("{dir}/{}", entry.name) };
+        let path = if dir == "." {
+            entry.name
+        } else {
+            format!("{dir}/{}", entry.name)
+        };
         match entry.kind {
             EntryKind::Directory => walk(workspace, &path, files)?,
             EntryKind::File => files.push(path),

@@ -35,15 +35,19 @@ impl Tool for WriteFile {
         "Create or overwrite a text file under the workspace (or append to it).";
 
     fn handles() -> Vec<HandleSpec> {
-        vec![HandleSpec::new("workspace", Rights::WRITE, "where files are written")]
+        vec![HandleSpec::new(
+            "workspace",
+            Rights::WRITE,
+            "where files are written",
+        )]
     }
 
     fn invoke(input: Input) -> Result<Output, Error> {
         let workspace = fs::handle("workspace")?;
-        if input.create_dirs {
-            if let Some((parent, _)) = input.path.rsplit_once('/') {
-                workspace.create_dir(parent)?;
-            }
+        if let Some((parent, _)) = input.path.rsplit_once('/')
+            && input.create_dirs
+        {
+            workspace.create_dir(parent)?;
         }
         if input.append {
             workspace.append(&input.path, &input.content)?;

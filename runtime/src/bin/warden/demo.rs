@@ -22,8 +22,14 @@ const TOOLS: [(&str, &[u8]); 4] = [
 
 fn setup(dir: &Path) -> anyhow::Result<()> {
     let files = [
-        ("README.md", "# demo project\n\nA tiny workspace for `warden demo`.\n"),
-        ("src/main.rs", "fn main() {\n    // TODO: greet the user by name\n    println!(\"hello\");\n}\n"),
+        (
+            "README.md",
+            "# demo project\n\nA tiny workspace for `warden demo`.\n",
+        ),
+        (
+            "src/main.rs",
+            "fn main() {\n    // TODO: greet the user by name\n    println!(\"hello\");\n}\n",
+        ),
         ("docs/notes.md", "Release notes\n\nTODO: write them\n"),
         ("secrets.env", "API_TOKEN=do-not-delete\n"),
     ];
@@ -59,7 +65,9 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
         }
     };
     let fail = |e: anyhow::Error| crate::usage(e);
-    setup(&dir).with_context(|| format!("cannot lay out the demo in {}", dir.display())).map_err(fail)?;
+    setup(&dir)
+        .with_context(|| format!("cannot lay out the demo in {}", dir.display()))
+        .map_err(fail)?;
     let manifest = Manifest::load(dir.join("manifest.toml")).map_err(warden::Error::from)?;
     let audit_path = dir.join("audit.jsonl");
     let _ = std::fs::remove_file(&audit_path);
@@ -68,7 +76,9 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
     let workspace = dir.join("workspace");
 
     println!("Warden demo in {}", dir.display());
-    println!("manifest ceilings: read-files, search-text: read; write-file: read,write; remove-path: read,write,delete\n");
+    println!(
+        "manifest ceilings: read-files, search-text: read; write-file: read,write; remove-path: read,write,delete\n"
+    );
 
     let steps = [
         Step {
@@ -110,7 +120,10 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
     ];
     for (i, step) in steps.iter().enumerate() {
         println!("{}. {}", i + 1, step.title);
-        println!("   $ warden run {} --grant fs:workspace=workspace:{} --input '{}'", step.tool, step.rights, step.input);
+        println!(
+            "   $ warden run {} --grant fs:workspace=workspace:{} --input '{}'",
+            step.tool, step.rights, step.input
+        );
         let grant = Grant::new("demo").fs("workspace", &workspace, step.rights);
         match runtime.invoke(step.tool, &grant, step.input).await {
             Ok(run) => match run.output {
@@ -128,7 +141,11 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
     );
 
     let text = std::fs::read_to_string(&audit_path).map_err(|e| fail(e.into()))?;
-    println!("audit trail ({}, {} records):", audit_path.display(), text.lines().count());
+    println!(
+        "audit trail ({}, {} records):",
+        audit_path.display(),
+        text.lines().count()
+    );
     for line in text.lines() {
         let r: Record = serde_json::from_str(line).map_err(|e| fail(e.into()))?;
         println!("   {}", summarize(&r));
@@ -151,7 +168,11 @@ fn summarize(r: &Record) -> String {
         warden::audit::Event::Log => "log",
         warden::audit::Event::InvocationEnd => "end",
     };
-    let mut s = format!("{event:<8} {:<12} inv {}", r.tool, &r.invocation[r.invocation.len().saturating_sub(8)..]);
+    let mut s = format!(
+        "{event:<8} {:<12} inv {}",
+        r.tool,
+        &r.invocation[r.invocation.len().saturating_sub(8)..]
+    );
     if let (Some(a), Some(res), Some(d)) = (&r.action, &r.resource, &r.decision) {
         s.push_str(&format!("  {d:<5} {a} {res}"));
         if let Some(reason) = &r.reason {

@@ -14,10 +14,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use warden::audit::FileSink;
-use warden::{Error, ErrorClass, Grant, Manifest, Runtime, RuntimeBuilder, ToolErrorKind, ToolSpec};
+use warden::{
+    Error, ErrorClass, Grant, Manifest, Runtime, RuntimeBuilder, ToolErrorKind, ToolSpec,
+};
 
 #[derive(Parser)]
-#[command(name = "warden", version, about = "Run agent tools as Wasm components under per-task grants")]
+#[command(
+    name = "warden",
+    version,
+    about = "Run agent tools as Wasm components under per-task grants"
+)]
 struct Cli {
     /// Debug logging, tool stdout/stderr and error details on stderr.
     #[arg(short, long, global = true)]
@@ -65,9 +71,7 @@ enum Command {
         component: PathBuf,
     },
     /// Validate a manifest: fields, paths, components, identity pins.
-    Check {
-        manifest: PathBuf,
-    },
+    Check { manifest: PathBuf },
     /// Run the bundled example tools on a scratch workspace.
     Demo {
         /// Keep the workspace, manifest and audit trail in DIR.
@@ -101,10 +105,15 @@ fn usage(error: anyhow::Error) -> Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = if cli.verbose { "warn,warden=debug" } else { "warn" };
+    let filter = if cli.verbose {
+        "warn,warden=debug"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| filter.into()),
+            tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+                .unwrap_or_else(|_| filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -130,7 +139,7 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<u8, Failure> {
-    let builder = runtime_builder(cli.cache_dir.as_deref(), cli.no_cache).map_err(usage)?;
+    let builder = runtime_builder(cli.cache_dir.as_deref(), cli.no_cache);
     match cli.command {
         Command::Run {
             manifest,
@@ -144,7 +153,10 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             let grant = build_grant(&grants, grant_file.as_deref(), task).map_err(usage)?;
             let input = read_input(&input).map_err(usage)?;
             let manifest = Manifest::load(&manifest).map_err(Error::from)?;
-            let audit = audit.or_else(default_audit_path).context("no audit path: pass --audit FILE").map_err(usage)?;
+            let audit = audit
+                .or_else(default_audit_path)
+                .context("no audit path: pass --audit FILE")
+                .map_err(usage)?;
             let sink = open_audit(&audit).map_err(usage)?;
             let runtime = builder.manifest(manifest).audit(Arc::new(sink)).build()?;
             run(&runtime, &tool, &grant, &input, cli.verbose).await
@@ -153,7 +165,10 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             let name = "component";
             let runtime = builder.tool(ToolSpec::new(name, &component)).build()?;
             let info = runtime.describe(name).await?;
-            println!("{}", serde_json::to_string_pretty(&info).map_err(|e| usage(e.into()))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&info).map_err(|e| usage(e.into()))?
+            );
             Ok(0)
         }
         Command::Check { manifest } => check(builder, &manifest).await,
@@ -161,17 +176,22 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
-fn runtime_builder(cache_dir: Option<&Path>, no_cache: bool) -> anyhow::Result<RuntimeBuilder> {
-    let mut b = Runtime::builder().on_compile(progress::spinner());
-    if !no_cache {
-        if let Some(dir) = cache_dir.map(Path::to_owned).or_else(warden::engine::default_cache_dir) {
-            b = b.cache_dir(dir);
-        }
+fn runtime_builder(cache_dir: Option<&Path>, no_cache: bool) -> RuntimeBuilder {
+    let b = Runtime::builder().on_compile(progress::spinner());
+    let dir = cache_dir
+        .map(Path::to_owned)
+        .or_else(warden::engine::default_cache_dir);
+    match dir {
+        Some(dir) if !no_cache => b.cache_dir(dir),
+        _ => b,
     }
-    Ok(b)
 }
 
-fn build_grant(specs: &[String], file: Option<&Path>, task: Option<String>) -> anyhow::Result<Grant> {
+fn build_grant(
+    specs: &[String],
+    file: Option<&Path>,
+    task: Option<String>,
+) -> anyhow::Result<Grant> {
     let mut grant = match file {
         Some(f) => Grant::load(f)?,
         None => Grant::new(String::new()),
@@ -191,7 +211,9 @@ fn build_grant(specs: &[String], file: Option<&Path>, task: Option<String>) -> a
 
 fn read_input(input: &str) -> anyhow::Result<String> {
     match input.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read input file {path}")),
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read input file {path}"))
+        }
         None => Ok(input.to_owned()),
     }
 }
@@ -214,15 +236,28 @@ fn open_audit(path: &Path) -> anyhow::Result<FileSink> {
     Ok(FileSink::open(path)?)
 }
 
-async fn run(runtime: &Runtime, tool: &str, grant: &Grant, input: &str, verbose: bool) -> Result<u8, Failure> {
+async fn run(
+    runtime: &Runtime,
+    tool: &str,
+    grant: &Grant,
+    input: &str,
+    verbose: bool,
+) -> Result<u8, Failure> {
     let run = runtime.invoke(tool, grant, input).await?;
     if verbose {
         for (name, bytes) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
             if !bytes.is_empty() {
-                eprintln!("tool {name} ({} bytes): {}", bytes.len(), String::from_utf8_lossy(bytes).escape_debug());
+                eprintln!(
+                    "tool {name} ({} bytes): {}",
+                    bytes.len(),
+                    String::from_utf8_lossy(bytes).escape_debug()
+                );
             }
         }
-        eprintln!("invocation {} of task {} took {:?}", run.id, run.task, run.duration);
+        eprintln!(
+            "invocation {} of task {} took {:?}",
+            run.id, run.task, run.duration
+        );
     }
     match run.output {
         Ok(output) => {
@@ -231,7 +266,11 @@ async fn run(runtime: &Runtime, tool: &str, grant: &Grant, input: &str, verbose:
         }
         Err(e) => {
             eprintln!("error: tool '{tool}' failed: {e}");
-            Ok(if e.kind == ToolErrorKind::InvalidInput { 2 } else { 1 })
+            Ok(if e.kind == ToolErrorKind::InvalidInput {
+                2
+            } else {
+                1
+            })
         }
     }
 }
@@ -243,7 +282,12 @@ async fn check(builder: RuntimeBuilder, path: &Path) -> Result<u8, Failure> {
     for spec in manifest.tools.values() {
         match runtime.describe(&spec.name).await {
             Ok(info) => {
-                println!("ok    {:<16} {}  {}", spec.name, info.identity, spec.component.display());
+                println!(
+                    "ok    {:<16} {}  {}",
+                    spec.name,
+                    info.identity,
+                    spec.component.display()
+                );
                 for want in &info.handles {
                     match spec.ceiling(&want.name) {
                         None => println!(

@@ -16,8 +16,14 @@ fn on_compile(current: &Mutex<Option<ProgressBar>>, event: CompileEvent) {
     match event {
         CompileEvent::Started { tool, identity } => {
             let bar = ProgressBar::new_spinner();
-            bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
-            bar.set_message(format!("compiling {tool} ({}…)", &identity.to_string()[..19]));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_message(format!(
+                "compiling {tool} ({}…)",
+                &identity.to_string()[..19]
+            ));
             bar.enable_steady_tick(Duration::from_millis(100));
             if bar.is_hidden() {
                 eprintln!("compiling {tool} ({identity}); cached for later runs");

@@ -40,7 +40,8 @@ fn wit_rights(r: Rights) -> wit::Rights {
 
 /// cap-std's error for a resolution that would leave the directory.
 fn is_escape(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::PermissionDenied && e.to_string().contains("outside of the filesystem")
+    e.kind() == io::ErrorKind::PermissionDenied
+        && e.to_string().contains("outside of the filesystem")
 }
 
 fn io_error(e: &io::Error) -> wit::Error {
@@ -159,7 +160,10 @@ impl HostState {
         match result {
             Ok(v) => Ok(Ok(v)),
             Err(e) if is_escape(&e) => {
-                let d = Decision::deny("fs.sandbox", "path leads outside the handle (through a symlink)".into());
+                let d = Decision::deny(
+                    "fs.sandbox",
+                    "path leads outside the handle (through a symlink)".into(),
+                );
                 self.audit_decision(call, &d)?;
                 Ok(Err(error(ErrorCode::Denied, d.reason)))
             }
@@ -187,9 +191,16 @@ impl HostState {
         if let Err(denied) = self.gate(&call)? {
             return Ok(Err(denied));
         }
-        let checked: Vec<_> = (0..call.paths.len()).map(|i| Self::checked(&call, i)).collect();
-        if matches!(action, "remove-file" | "remove-dir" | "rename") && checked.iter().any(CheckedPath::is_root) {
-            return Ok(Err(error(ErrorCode::Denied, "the handle's root cannot be removed or renamed")));
+        let checked: Vec<_> = (0..call.paths.len())
+            .map(|i| Self::checked(&call, i))
+            .collect();
+        if matches!(action, "remove-file" | "remove-dir" | "rename")
+            && checked.iter().any(CheckedPath::is_root)
+        {
+            return Ok(Err(error(
+                ErrorCode::Denied,
+                "the handle's root cannot be removed or renamed",
+            )));
         }
         let result = op(&call.handle.dir, &checked, self.hostcall_limit);
         self.finish(&call, result)
@@ -297,18 +308,41 @@ impl HostDir for HostState {
         .await
     }
 
-    async fn write(&mut self, dir: Resource<OpenDir>, path: String, contents: Vec<u8>) -> FsResult<()> {
-        self.run(dir, "write", &[&path], Rights::WRITE, contents.len(), |d, p, _| {
-            d.write(p[0].as_str(), &contents)
-        })
+    async fn write(
+        &mut self,
+        dir: Resource<OpenDir>,
+        path: String,
+        contents: Vec<u8>,
+    ) -> FsResult<()> {
+        self.run(
+            dir,
+            "write",
+            &[&path],
+            Rights::WRITE,
+            contents.len(),
+            |d, p, _| d.write(p[0].as_str(), &contents),
+        )
         .await
     }
 
-    async fn append(&mut self, dir: Resource<OpenDir>, path: String, contents: Vec<u8>) -> FsResult<()> {
-        self.run(dir, "append", &[&path], Rights::WRITE, contents.len(), |d, p, _| {
-            let mut f = d.open_with(p[0].as_str(), OpenOptions::new().append(true).create(true))?;
-            std::io::Write::write_all(&mut f, &contents)
-        })
+    async fn append(
+        &mut self,
+        dir: Resource<OpenDir>,
+        path: String,
+        contents: Vec<u8>,
+    ) -> FsResult<()> {
+        self.run(
+            dir,
+            "append",
+            &[&path],
+            Rights::WRITE,
+            contents.len(),
+            |d, p, _| {
+                let mut f =
+                    d.open_with(p[0].as_str(), OpenOptions::new().append(true).create(true))?;
+                std::io::Write::write_all(&mut f, &contents)
+            },
+        )
         .await
     }
 
@@ -321,20 +355,38 @@ impl HostDir for HostState {
 
     async fn truncate(&mut self, dir: Resource<OpenDir>, path: String, size: u64) -> FsResult<()> {
         let bytes = usize::try_from(size).unwrap_or(usize::MAX);
-        self.run(dir, "truncate", &[&path], Rights::WRITE, bytes, |d, p, _| {
-            d.open_with(p[0].as_str(), OpenOptions::new().write(true))?.set_len(size)
-        })
+        self.run(
+            dir,
+            "truncate",
+            &[&path],
+            Rights::WRITE,
+            bytes,
+            |d, p, _| {
+                d.open_with(p[0].as_str(), OpenOptions::new().write(true))?
+                    .set_len(size)
+            },
+        )
         .await
     }
 
     async fn remove_file(&mut self, dir: Resource<OpenDir>, path: String) -> FsResult<()> {
-        self.run(dir, "remove-file", &[&path], Rights::DELETE, 0, |d, p, _| {
-            d.remove_file(p[0].as_str())
-        })
+        self.run(
+            dir,
+            "remove-file",
+            &[&path],
+            Rights::DELETE,
+            0,
+            |d, p, _| d.remove_file(p[0].as_str()),
+        )
         .await
     }
 
-    async fn remove_dir(&mut self, dir: Resource<OpenDir>, path: String, recursive: bool) -> FsResult<()> {
+    async fn remove_dir(
+        &mut self,
+        dir: Resource<OpenDir>,
+        path: String,
+        recursive: bool,
+    ) -> FsResult<()> {
         self.run(dir, "remove-dir", &[&path], Rights::DELETE, 0, |d, p, _| {
             if recursive {
                 d.remove_dir_all(p[0].as_str())
@@ -346,9 +398,14 @@ impl HostDir for HostState {
     }
 
     async fn rename(&mut self, dir: Resource<OpenDir>, from: String, to: String) -> FsResult<()> {
-        self.run(dir, "rename", &[&from, &to], Rights::WRITE | Rights::DELETE, 0, |d, p, _| {
-            d.rename(p[0].as_str(), d, p[1].as_str())
-        })
+        self.run(
+            dir,
+            "rename",
+            &[&from, &to],
+            Rights::WRITE | Rights::DELETE,
+            0,
+            |d, p, _| d.rename(p[0].as_str(), d, p[1].as_str()),
+        )
         .await
     }
 

@@ -53,8 +53,9 @@ impl Ceilings {
     pub(crate) fn open(tool: &ToolSpec) -> std::io::Result<Ceilings> {
         let mut dirs = BTreeMap::new();
         for c in &tool.fs {
-            let dir = Dir::open_ambient_dir(&c.within, ambient_authority())
-                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", c.within.display())))?;
+            let dir = Dir::open_ambient_dir(&c.within, ambient_authority()).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("{}: {e}", c.within.display()))
+            })?;
             dirs.insert(c.handle.clone(), Arc::new(dir));
         }
         Ok(Ceilings { dirs })
@@ -68,15 +69,24 @@ impl Ceilings {
 /// beyond the ceiling. The granted directory is opened through the ceiling's
 /// already-open directory, so even a symlink swapped in after the check
 /// cannot lead outside it.
-pub(crate) fn authorize(tool: &ToolSpec, ceilings: &Ceilings, grant: &Grant) -> Result<FsCtx, GrantError> {
+pub(crate) fn authorize(
+    tool: &ToolSpec,
+    ceilings: &Ceilings,
+    grant: &Grant,
+) -> Result<FsCtx, GrantError> {
     let mut handles = BTreeMap::new();
     for (name, g) in &grant.fs {
-        let (Some(ceiling), Some(within_dir)) = (tool.ceiling(name), ceilings.dirs.get(name)) else {
+        let (Some(ceiling), Some(within_dir)) = (tool.ceiling(name), ceilings.dirs.get(name))
+        else {
             let known: Vec<_> = tool.fs.iter().map(|c| c.handle.as_str()).collect();
             return Err(GrantError::UnknownHandle {
                 tool: tool.name.clone(),
                 handle: name.clone(),
-                known: if known.is_empty() { "none".into() } else { known.join(", ") },
+                known: if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                },
             });
         };
         let excess = g.rights.excess_over(ceiling.rights);

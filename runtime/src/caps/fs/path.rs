@@ -46,10 +46,14 @@ impl fmt::Display for PathError {
             PathError::Nul => "path contains a NUL byte",
             PathError::Absolute => "absolute path (expected a path relative to the handle)",
             PathError::Parent => "path contains '..' (expected a path inside the handle)",
-            PathError::TrailingSlash => "path ends with '/' (expected a path without a trailing slash)",
+            PathError::TrailingSlash => {
+                "path ends with '/' (expected a path without a trailing slash)"
+            }
             PathError::Backslash => "path contains '\\' (expected '/' as the only separator)",
             PathError::EmptyComponent => "path contains '//' (expected single '/' separators)",
-            PathError::DotComponent => "path contains a '.' component (expected '.' only as the whole path)",
+            PathError::DotComponent => {
+                "path contains a '.' component (expected '.' only as the whole path)"
+            }
         })
     }
 }
@@ -91,7 +95,15 @@ mod tests {
 
     #[test]
     fn accepts_plain_relative_paths() {
-        for p in [".", "a", "src/lib.rs", ".github/workflows/ci.yml", "a..b", "...", "日本/語"] {
+        for p in [
+            ".",
+            "a",
+            "src/lib.rs",
+            ".github/workflows/ci.yml",
+            "a..b",
+            "...",
+            "日本/語",
+        ] {
             assert_eq!(check(p).unwrap().as_str(), p);
         }
     }
