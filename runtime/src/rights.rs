@@ -83,6 +83,10 @@ impl Rights {
         Rights(self.0 | other.0)
     }
 
+    pub const fn intersection(self, other: Rights) -> Rights {
+        Rights(self.0 & other.0)
+    }
+
     /// The rights in `self` that `ceiling` does not hold.
     pub fn excess_over(self, ceiling: Rights) -> Rights {
         Rights(self.0 & !ceiling.0)

@@ -358,6 +358,16 @@ impl Runtime {
         self.inner.run(&loaded, &grant.task, fs, input).await
     }
 
+    /// The part of a task's `grant` that `tool` may receive: its handles only,
+    /// rights intersected with its ceiling, directories clipped to `within`.
+    ///
+    /// [`invoke`](Self::invoke) refuses a grant that would have to be narrowed;
+    /// a caller running several tools under one task grant narrows it per
+    /// tool with this, explicitly.
+    pub fn narrow(&self, tool: &str, grant: &Grant) -> Result<Grant, Error> {
+        Ok(fs::narrow(&self.inner.slot(tool)?.spec, grant))
+    }
+
     /// Calls the tool's `describe` export (with an empty grant).
     pub async fn describe(&self, tool: &str) -> Result<ToolInfo, Error> {
         let loaded = self.loaded(tool).await?;
@@ -433,6 +443,13 @@ fn from_wit_rights(r: crate::bindings::warden::tool::fs::Rights) -> Rights {
 struct DeadlineHit;
 
 impl Inner {
+    fn slot(&self, tool: &str) -> Result<&ToolSlot, Error> {
+        self.tools.get(tool).ok_or_else(|| Error::UnknownTool {
+            name: tool.to_owned(),
+            known: self.tools.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+
     fn compile(&self, spec: ToolSpec) -> Result<LoadedTool, Error> {
         let component_err = |reason: String| Error::Component {
             path: spec.component.clone(),

@@ -259,3 +259,41 @@ async fn describe_reports_identity_schema_and_handles() {
     let info = world.runtime.describe("remove-path").await.unwrap();
     assert_eq!(info.handles[0].rights, Rights::DELETE);
 }
+
+#[tokio::test]
+async fn narrowing_a_task_grant_is_explicit_and_stays_inside_the_ceiling() {
+    let world = World::new();
+    let task = Grant::new("t")
+        .fs(
+            "workspace",
+            world.workspace.parent().unwrap(),
+            Rights::READ | Rights::WRITE | Rights::DELETE,
+        )
+        .fs("home", "/", Rights::READ);
+    // invoke refuses the task grant as it stands...
+    assert!(world.runtime.invoke("reader", &task, "{}").await.is_err());
+    // ...narrow gives the tool its part: its handle only, its rights only,
+    // the directory clipped to `within`.
+    let narrowed = world.runtime.narrow("reader", &task).unwrap();
+    assert_eq!(narrowed.fs.len(), 1);
+    assert_eq!(narrowed.fs["workspace"].rights, Rights::READ);
+    assert_eq!(narrowed.fs["workspace"].path, world.workspace);
+    let run = world
+        .runtime
+        .invoke("reader", &narrowed, r#"{"op":"read","path":"a.txt"}"#)
+        .await
+        .unwrap();
+    assert!(run.output.unwrap().contains("alpha"));
+    // A directory beside `within` gives nothing.
+    let beside = Grant::new("t").fs("workspace", &world.outside, Rights::READ);
+    assert!(
+        world
+            .runtime
+            .narrow("reader", &beside)
+            .unwrap()
+            .fs
+            .is_empty()
+    );
+    // A tool with no fs ceiling gets an empty grant.
+    assert!(world.runtime.narrow("echo", &task).unwrap().fs.is_empty());
+}

@@ -62,6 +62,32 @@ impl Ceilings {
     }
 }
 
+/// The part of a task's grant that a tool's ceiling allows: handles the tool
+/// lists, rights intersected with the ceiling, directories clipped to
+/// `within`. Handles that keep no rights or no directory are left out.
+pub(crate) fn narrow(tool: &ToolSpec, grant: &Grant) -> Grant {
+    let mut out = Grant::new(grant.task.clone());
+    for (name, g) in &grant.fs {
+        let Some(ceiling) = tool.ceiling(name) else {
+            continue;
+        };
+        let rights = g.rights.intersection(ceiling.rights);
+        if rights.is_empty() {
+            continue;
+        }
+        // An unresolvable path is kept as is, so authorizing it reports why.
+        let path = match g.path.canonicalize() {
+            Ok(p) if p.starts_with(&ceiling.within) => p,
+            Ok(p) if ceiling.within.starts_with(&p) => ceiling.within.clone(),
+            Ok(_) => continue,
+            Err(_) => g.path.clone(),
+        };
+        out.fs
+            .insert(name.clone(), crate::grant::FsGrant { path, rights });
+    }
+    out
+}
+
 /// Checks a grant against the tool's ceiling and opens its directories.
 ///
 /// Refuses, naming the handle, any grant that would have to be narrowed: a
