@@ -2,8 +2,8 @@
 
 use crate::common::{World, code, message};
 use serde_json::json;
-use warden::Rights;
 use warden::audit::Event;
+use warden::{Rights, Runtime};
 
 const R: Rights = Rights::READ;
 const W: Rights = Rights::WRITE;
@@ -290,5 +290,43 @@ async fn example_tools_work_under_their_grants() {
         records
             .iter()
             .any(|r| r.event == Event::InvocationEnd && r.tool == "remove-path")
+    );
+}
+
+/// The README's example tool, as a tool author would write it.
+#[tokio::test]
+async fn the_readme_example_tool_counts_lines() {
+    let world = World::new();
+    let rt = Runtime::builder()
+        .tool(
+            warden::ToolSpec::new("line-count", crate::LINE_COUNT)
+                .fs("workspace", &world.workspace, R)
+                .unwrap(),
+        )
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    std::fs::write(world.workspace.join("three.txt"), "1\n2\n3\n").unwrap();
+    let run = rt
+        .invoke(
+            "line-count",
+            &world.grant(R),
+            r#"{"paths":["three.txt","a.txt"]}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        run.output.unwrap(),
+        r#"{"lines":[["three.txt",3],["a.txt",1]]}"#
+    );
+    let run = rt
+        .invoke("line-count", &world.grant(R), r#"{"paths":["../x"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(run.output.unwrap_err().kind, warden::ToolErrorKind::Denied);
+    let info = rt.describe("line-count").await.unwrap();
+    assert_eq!(
+        info.description,
+        "Count the lines of text files in the workspace."
     );
 }
