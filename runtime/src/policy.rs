@@ -43,16 +43,41 @@ pub struct FsRequest<'a, 'p> {
     pub needs: Rights,
 }
 
+/// Actions that must never apply to a handle's root directory itself.
+const DESTRUCTIVE: [&str; 3] = ["remove-file", "remove-dir", "rename"];
+
 /// Deny by default: a call is allowed only when its paths stay inside the
 /// handle and the handle holds every right the action needs.
 #[derive(Debug, Default)]
 pub struct Policy;
 
 impl Policy {
+    /// Opening a handle by name: only handles in the task's grant exist.
+    pub fn decide_open(&self, handle: &str, granted: bool) -> Decision {
+        if granted {
+            Decision::allow("fs.handle", format!("handle '{handle}' is in the grant"))
+        } else {
+            Decision::deny(
+                "fs.handle",
+                format!("no handle '{handle}' in this task's grant"),
+            )
+        }
+    }
+
     pub fn decide_fs(&self, req: &FsRequest<'_, '_>) -> Decision {
         for p in req.paths {
-            if let Err(e) = p {
-                return Decision::deny("fs.path", e.to_string());
+            match p {
+                Err(e) => return Decision::deny("fs.path", e.to_string()),
+                Ok(p) if p.is_root() && DESTRUCTIVE.contains(&req.action) => {
+                    return Decision::deny(
+                        "fs.root",
+                        format!(
+                            "{} of the root of handle '{}' is not allowed",
+                            req.action, req.handle
+                        ),
+                    );
+                }
+                Ok(_) => {}
             }
         }
         let missing = req.needs.excess_over(req.held);

@@ -164,10 +164,18 @@ async fn the_handle_root_cannot_be_removed_or_renamed() {
     let world = World::new();
     for op in [
         json!({"op": "remove-dir", "path": ".", "recursive": true}),
+        json!({"op": "remove-file", "path": "."}),
         json!({"op": "rename", "path": ".", "to": "moved"}),
+        json!({"op": "rename", "path": "a.txt", "to": "."}),
     ] {
-        let (r, _) = world.probe(ALL, op.clone()).await;
+        let (r, inv) = world.probe(ALL, op.clone()).await;
         assert_eq!(code(&r), Some("denied"), "{op}: {r}");
+        let d = world.decisions(&inv);
+        assert_eq!(
+            (d.len(), d[0].rule.as_deref()),
+            (1, Some("fs.root")),
+            "{op}"
+        );
     }
     assert!(world.workspace.join("a.txt").exists());
 }

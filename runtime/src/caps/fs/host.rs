@@ -216,19 +216,24 @@ fn too_large(limit: usize) -> io::Error {
 
 impl Host for HostState {
     async fn open(&mut self, name: String) -> FsResult<Resource<OpenDir>> {
-        let Some(handle) = self.fs.handles.get(&name).cloned() else {
-            let mut r = self.audit.record(Event::Decision);
-            r.capability = Some("fs".into());
-            r.action = Some("open".into());
-            r.resource = Some(name.clone());
-            r.decision = Some("deny".into());
-            r.rule = Some("fs.handle".into());
-            let reason = format!("no handle '{name}' in this task's grant");
-            r.reason = Some(reason.clone());
-            self.write_audit(&r)?;
-            return Ok(Err(error(ErrorCode::Denied, reason)));
-        };
-        Ok(Ok(self.table.push(OpenDir { handle })?))
+        let handle = self.fs.handles.get(&name).cloned();
+        let decision = self.policy.decide_open(&name, handle.is_some());
+        match handle {
+            // Opening a granted handle is not itself an action on anything;
+            // each operation through it is decided and audited.
+            Some(handle) => Ok(Ok(self.table.push(OpenDir { handle })?)),
+            None => {
+                let mut r = self.audit.record(Event::Decision);
+                r.capability = Some("fs".into());
+                r.action = Some("open".into());
+                r.resource = Some(name);
+                r.decision = Some("deny".into());
+                r.rule = Some(decision.rule.into());
+                r.reason = Some(decision.reason.clone());
+                self.write_audit(&r)?;
+                Ok(Err(error(ErrorCode::Denied, decision.reason)))
+            }
+        }
     }
 
     async fn handles(&mut self) -> wasmtime::Result<Vec<HandleInfo>> {
