@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -48,63 +48,12 @@ impl WasiView for RawState {
     }
 }
 
-/// The warden:tool imports, present but unused by `echo`.
-impl raw::warden::tool::log::Host for RawState {
-    async fn log(&mut self, _: raw::warden::tool::log::Level, _: String) -> wasmtime::Result<()> {
-        Ok(())
-    }
-}
-
-impl raw::warden::tool::fs::Host for RawState {
-    async fn open(
-        &mut self,
-        _: String,
-    ) -> wasmtime::Result<
-        Result<
-            wasmtime::component::Resource<raw::warden::tool::fs::Dir>,
-            raw::warden::tool::fs::Error,
-        >,
-    > {
-        wasmtime::bail!("unused")
-    }
-    async fn handles(&mut self) -> wasmtime::Result<Vec<raw::warden::tool::fs::HandleInfo>> {
-        Ok(Vec::new())
-    }
-}
-
-macro_rules! unused_dir_methods {
-    ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
-        impl raw::warden::tool::fs::HostDir for RawState {
-            $(async fn $name(&mut self, _: wasmtime::component::Resource<raw::warden::tool::fs::Dir>, $(_: $ty),*) -> wasmtime::Result<$ret> {
-                wasmtime::bail!("unused")
-            })*
-            async fn drop(&mut self, _: wasmtime::component::Resource<raw::warden::tool::fs::Dir>) -> wasmtime::Result<()> {
-                Ok(())
-            }
-        }
-    };
-}
-
-type FsR<T> = Result<T, raw::warden::tool::fs::Error>;
-unused_dir_methods! {
-    rights() -> raw::warden::tool::fs::Rights;
-    read(p: String) -> FsR<Vec<u8>>;
-    list(p: String) -> FsR<Vec<raw::warden::tool::fs::DirEntry>>;
-    stat(p: String) -> FsR<raw::warden::tool::fs::Metadata>;
-    write(p: String, c: Vec<u8>) -> FsR<()>;
-    append(p: String, c: Vec<u8>) -> FsR<()>;
-    create_dir(p: String) -> FsR<()>;
-    truncate(p: String, s: u64) -> FsR<()>;
-    remove_file(p: String) -> FsR<()>;
-    remove_dir(p: String, r: bool) -> FsR<()>;
-    rename(p: String, t: String) -> FsR<()>;
-}
-
 fn raw_pre(engine: &Engine) -> raw::ToolPre<RawState> {
     let component = Component::from_file(engine, guests::ECHO).expect("echo component");
     let mut linker = Linker::<RawState>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
-    raw::Tool::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).unwrap();
+    // The warden:tool imports `echo` links but never calls.
+    linker.define_unknown_imports_as_traps(&component).unwrap();
     raw::ToolPre::new(linker.instantiate_pre(&component).unwrap()).unwrap()
 }
 

@@ -5,6 +5,7 @@
 //! takes place; if it cannot be written the host call fails, and the
 //! invocation with it, rather than running unaudited.
 
+use crate::caps::secrets::redact::Redactor;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -24,6 +25,10 @@ pub enum Event {
     Decision,
     #[serde(rename = "log")]
     Log,
+    #[serde(rename = "secret.issued")]
+    SecretIssued,
+    #[serde(rename = "secret.expired")]
+    SecretExpired,
     #[serde(rename = "invocation.end")]
     InvocationEnd,
 }
@@ -181,9 +186,11 @@ impl AuditSink for TracingSink {
 }
 
 /// The audit context of one invocation: who is acting, under which task.
+/// Records pass through the invocation's secret redactor on the way out.
 #[derive(Clone)]
 pub struct Auditor {
     sink: Arc<dyn AuditSink>,
+    redactor: Option<Arc<Redactor>>,
     pub invocation: Arc<str>,
     pub task: Arc<str>,
     pub tool: Arc<str>,
@@ -200,6 +207,7 @@ impl Auditor {
     ) -> Self {
         Self {
             sink,
+            redactor: None,
             invocation: invocation.into(),
             task: task.into(),
             tool: tool.into(),
@@ -241,7 +249,23 @@ impl Auditor {
         }
     }
 
+    /// Redacts the invocation's secret values from every record written.
+    pub(crate) fn set_redactor(&mut self, redactor: Arc<Redactor>) {
+        self.redactor = Some(redactor);
+    }
+
     pub fn write(&self, record: &Record) -> Result<(), AuditError> {
-        self.sink.append(record)
+        match self.redactor.as_deref().filter(|r| !r.is_empty()) {
+            None => self.sink.append(record),
+            Some(r) => {
+                let mut clean = record.clone();
+                for field in [&mut clean.resource, &mut clean.reason, &mut clean.message] {
+                    if let Some(text) = field.take() {
+                        *field = Some(r.redact_string(text));
+                    }
+                }
+                self.sink.append(&clean)
+            }
+        }
     }
 }

@@ -7,5 +7,6 @@ wasmtime::component::bindgen!({
     exports: { default: async },
     with: {
         "warden:tool/fs.dir": crate::caps::fs::OpenDir,
+        "warden:tool/secrets.secret": crate::caps::secrets::SecretRef,
     },
 });

@@ -33,6 +33,8 @@ pub enum Error {
     #[error("invalid input: {0}")]
     Input(String),
     #[error(transparent)]
+    Secret(#[from] crate::caps::secrets::SecretError),
+    #[error(transparent)]
     Limit(#[from] LimitExceeded),
     #[error("tool trapped: {0}")]
     Trap(String),
@@ -64,6 +66,7 @@ impl Error {
             | Error::Component { .. }
             | Error::IdentityMismatch { .. }
             | Error::Input(_)
+            | Error::Secret(_)
             | Error::Config(_) => ErrorClass::Usage,
             Error::Limit(_) | Error::Trap(_) => ErrorClass::Limit,
             Error::Audit(_) | Error::Host(_) => ErrorClass::Host,

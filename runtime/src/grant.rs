@@ -5,12 +5,13 @@
 //! handle, before anything runs.
 //!
 //! Three ways to write one:
-//! - library: `Grant::new("task-1").fs("workspace", "/src/repo", Rights::READ)`;
-//! - CLI: `--grant fs:workspace=/src/repo:read,write`;
+//! - library: `Grant::new("task-1").fs("workspace", "/src/repo", Rights::READ).secret("api-token")`;
+//! - CLI: `--grant fs:workspace=/src/repo:read,write --grant secret:api-token`;
 //! - TOML file:
 //!
 //! ```toml
 //! task = "fix-issue-42"
+//! secrets = ["api-token"]
 //!
 //! [fs.workspace]
 //! path = "../repo"        # relative to this file
@@ -19,7 +20,7 @@
 
 use crate::rights::Rights;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// What one task receives.
@@ -27,6 +28,8 @@ use std::path::{Path, PathBuf};
 pub struct Grant {
     pub task: String,
     pub fs: BTreeMap<String, FsGrant>,
+    /// Names of secrets from the tool's manifest entry.
+    pub secrets: BTreeSet<String>,
 }
 
 /// One directory handle of a grant.
@@ -42,7 +45,32 @@ impl Grant {
         Self {
             task: task.into(),
             fs: BTreeMap::new(),
+            secrets: BTreeSet::new(),
         }
+    }
+
+    /// Adds a secret by its manifest name.
+    pub fn secret(mut self, name: &str) -> Self {
+        self.secrets.insert(name.to_owned());
+        self
+    }
+
+    /// Adds one CLI grant: `fs:HANDLE=DIR:RIGHTS` or `secret:NAME`.
+    pub fn add_cli(&mut self, spec: &str) -> Result<(), GrantError> {
+        if let Some(name) = spec.strip_prefix("secret:") {
+            crate::manifest::check_name(name).map_err(|e| GrantError::Syntax {
+                spec: spec.to_owned(),
+                reason: format!("invalid secret name {e}"),
+            })?;
+            if !self.secrets.insert(name.to_owned()) {
+                return Err(GrantError::DuplicateSecret {
+                    name: name.to_owned(),
+                });
+            }
+            return Ok(());
+        }
+        let (handle, g) = Self::parse_cli(spec)?;
+        self.add(handle, g)
     }
 
     /// Adds (or replaces) a directory handle.
@@ -74,7 +102,7 @@ impl Grant {
         };
         let rest = spec
             .strip_prefix("fs:")
-            .ok_or_else(|| syntax("unknown capability (only fs: grants exist)"))?;
+            .ok_or_else(|| syntax("unknown capability (expected fs: or secret:)"))?;
         let (handle, rest) = rest.split_once('=').ok_or_else(|| syntax("missing '='"))?;
         let (dir, rights) = rest
             .rsplit_once(':')
@@ -112,6 +140,11 @@ impl Grant {
         check_task(&raw.task).map_err(file_error)?;
         let base = path.parent().unwrap_or(Path::new(""));
         let mut grant = Grant::new(raw.task);
+        for name in raw.secrets {
+            crate::manifest::check_name(&name)
+                .map_err(|e| file_error(format!("secrets: invalid secret name {e}")))?;
+            grant.secrets.insert(name);
+        }
         for (handle, g) in raw.fs {
             crate::manifest::check_name(&handle)
                 .map_err(|e| file_error(format!("fs.{handle}: invalid handle name {e}")))?;
@@ -146,6 +179,8 @@ pub fn check_task(task: &str) -> Result<(), String> {
 #[serde(deny_unknown_fields)]
 struct RawGrant {
     task: String,
+    #[serde(default)]
+    secrets: Vec<String>,
     #[serde(default)]
     fs: BTreeMap<String, RawFsGrant>,
 }
@@ -197,6 +232,16 @@ pub enum GrantError {
         #[source]
         source: std::io::Error,
     },
+    #[error("secret '{name}' is granted twice")]
+    DuplicateSecret { name: String },
+    #[error(
+        "grant for secret '{name}' refused: tool '{tool}' has no such secret in the manifest (its secrets: {known})"
+    )]
+    UnknownSecret {
+        tool: String,
+        name: String,
+        known: String,
+    },
     #[error("invalid task id: {0}")]
     Task(String),
 }
@@ -230,7 +275,10 @@ mod tests {
     #[test]
     fn cli_form_errors_say_what_was_expected() {
         for (spec, reason) in [
-            ("net:x=y:read", "unknown capability"),
+            (
+                "net:x=y:read",
+                "unknown capability (expected fs: or secret:)",
+            ),
             ("fs:repo/tmp:read", "missing '='"),
             ("fs:repo=/tmp", "missing ':RIGHTS'"),
             ("fs:repo=/tmp:admin", "unknown right 'admin'"),
@@ -240,6 +288,23 @@ mod tests {
             assert!(e.contains(reason), "{spec}: {e}");
             assert!(e.contains("expected fs:HANDLE=DIR:RIGHTS"), "{e}");
         }
+    }
+
+    #[test]
+    fn cli_secrets() {
+        let mut g = Grant::new("t");
+        g.add_cli("secret:api-token").unwrap();
+        assert!(g.secrets.contains("api-token"));
+        assert!(matches!(
+            g.add_cli("secret:api-token"),
+            Err(GrantError::DuplicateSecret { .. })
+        ));
+        assert!(
+            g.add_cli("secret:API")
+                .unwrap_err()
+                .to_string()
+                .contains("invalid secret name")
+        );
     }
 
     #[test]

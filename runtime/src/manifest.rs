@@ -12,11 +12,19 @@
 //! handle = "workspace"
 //! within = "projects"                    # a grant's directory must be inside this
 //! rights = ["read"]
+//!
+//! [[tools.read-files.secrets]]
+//! name = "api-token"
+//! source = "exec:vault kv get -field=token secret/api"   # or env:VAR, file:PATH
+//! ttl = "30s"                            # default: the invocation's lifetime
+//! reveal = false                         # default false: use by reference only
+//! send-to = ["https://api.example.com"]  # where it may be attached
 //! ```
 //!
 //! Unknown fields are errors. Every problem is reported with its file, line,
 //! column, field and the form that was expected; nothing is half-loaded.
 
+use crate::caps::secrets::{SecretSource, SecretSpec};
 use crate::identity::Identity;
 use crate::rights::Rights;
 use crate::units::{format_duration, format_size, parse_duration, parse_size};
@@ -53,6 +61,7 @@ pub struct ToolSpec {
     pub identity: Option<Identity>,
     pub limits: Limits,
     pub fs: Vec<FsCeiling>,
+    pub secrets: Vec<SecretSpec>,
 }
 
 /// Per-invocation limits of a tool.
@@ -93,7 +102,18 @@ impl ToolSpec {
             identity: None,
             limits: Limits::default(),
             fs: Vec::new(),
+            secrets: Vec::new(),
         }
+    }
+
+    /// Adds a secret the tool may be granted.
+    pub fn secret(mut self, spec: SecretSpec) -> Self {
+        self.secrets.push(spec);
+        self
+    }
+
+    pub fn secret_spec(&self, name: &str) -> Option<&SecretSpec> {
+        self.secrets.iter().find(|s| s.name == name)
     }
 
     /// Adds an fs ceiling; `within` is canonicalized.
@@ -193,6 +213,20 @@ struct RawTool {
     max_output: Option<Spanned<String>>,
     #[serde(default)]
     fs: Vec<RawFsCeiling>,
+    #[serde(default)]
+    secrets: Vec<RawSecret>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawSecret {
+    name: Spanned<String>,
+    source: Spanned<String>,
+    ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    reveal: bool,
+    #[serde(default)]
+    send_to: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -364,12 +398,84 @@ impl Validator<'_> {
             }
         }
 
+        let mut secrets: Vec<SecretSpec> = Vec::new();
+        for (i, raw) in raw.secrets.into_iter().enumerate() {
+            if let Some(spec) = self.secret(name, i, raw, base, &secrets) {
+                secrets.push(spec);
+            }
+        }
+
         (self.problems.len() == before).then(|| ToolSpec {
             name: name.to_owned(),
             component,
             identity,
             limits,
             fs,
+            secrets,
+        })
+    }
+
+    fn secret(
+        &mut self,
+        tool: &str,
+        i: usize,
+        raw: RawSecret,
+        base: &Path,
+        seen: &[SecretSpec],
+    ) -> Option<SecretSpec> {
+        let before = self.problems.len();
+        let f = |k: &str| format!("tools.{tool}.secrets[{i}].{k}");
+        let name = raw.name.get_ref().clone();
+        if let Err(e) = check_name(&name) {
+            self.problem(
+                raw.name.span(),
+                f("name"),
+                format!("invalid secret name: {e}"),
+            );
+        } else if seen.iter().any(|s| s.name == name) {
+            self.problem(
+                raw.name.span(),
+                f("name"),
+                format!("secret '{name}' is listed twice (expected one entry per secret)"),
+            );
+        }
+        let source = SecretSource::parse(raw.source.get_ref(), base)
+            .map_err(|e| self.problem(raw.source.span(), f("source"), e))
+            .ok();
+        let mut ttl = None;
+        if let Some(t) = raw.ttl {
+            match parse_duration(t.get_ref()) {
+                Ok(d) if d.is_zero() || d > MAX_TIMEOUT => self.problem(
+                    t.span(),
+                    f("ttl"),
+                    format!(
+                        "ttl must be above 0 and at most {}",
+                        format_duration(MAX_TIMEOUT)
+                    ),
+                ),
+                Ok(d) => ttl = Some(d),
+                Err(e) => self.problem(t.span(), f("ttl"), e),
+            }
+        }
+        for dest in &raw.send_to {
+            let d = dest.get_ref();
+            if !(d.starts_with("https://") || d.starts_with("http://"))
+                || d.len() < "http://x".len()
+            {
+                self.problem(
+                    dest.span(),
+                    f("send-to"),
+                    format!("invalid destination '{d}' (expected a URL origin such as https://api.example.com)"),
+                );
+            }
+        }
+        let source = source?;
+        (self.problems.len() == before).then(|| SecretSpec {
+            name,
+            source,
+            ttl,
+            reveal: raw.reveal,
+            send_to: raw.send_to.into_iter().map(|d| d.into_inner()).collect(),
         })
     }
 }
@@ -541,6 +647,37 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("invalid tool name: 'Bad'"), "{msg}");
         assert!(msg.contains("handle 'ws' is listed twice"), "{msg}");
+    }
+
+    #[test]
+    fn secrets_section() {
+        let dir = fixture();
+        let m = parse(
+            "[tools.t]\ncomponent = \"t.wasm\"\n[[tools.t.secrets]]\nname = \"api\"\nsource = \"env:API_TOKEN\"\nttl = \"2s\"\nsend-to = [\"https://api.example.com\"]\n",
+            dir.path(),
+        )
+        .unwrap();
+        let s = &m.tool("t").unwrap().secrets[0];
+        assert_eq!(
+            (s.name.as_str(), s.ttl, s.reveal),
+            ("api", Some(Duration::from_secs(2)), false)
+        );
+        let err = parse(
+            "[tools.t]\ncomponent = \"t.wasm\"\n[[tools.t.secrets]]\nname = \"api\"\nsource = \"ldap:x\"\nsend-to = [\"api.example.com\"]\n",
+            dir.path(),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(
+                "m.toml:5:10: tools.t.secrets[0].source: unknown secret source kind 'ldap'"
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("tools.t.secrets[0].send-to: invalid destination"),
+            "{msg}"
+        );
     }
 
     #[test]

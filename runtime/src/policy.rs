@@ -64,6 +64,28 @@ impl Policy {
         }
     }
 
+    /// A secret action (`get`, `reveal`) on `name`; `state` is
+    /// `(expired, reveal allowed)` when the task was granted the secret.
+    pub fn decide_secret(&self, action: &str, name: &str, state: Option<(bool, bool)>) -> Decision {
+        match state {
+            None => Decision::deny(
+                "secret.grant",
+                format!("no secret '{name}' in this task's grant"),
+            ),
+            Some((true, _)) => Decision::deny(
+                "secret.ttl",
+                format!("secret '{name}' has expired (past its ttl)"),
+            ),
+            Some((false, false)) if action == "reveal" => Decision::deny(
+                "secret.reveal",
+                format!(
+                    "the manifest does not allow revealing secret '{name}' (reveal = false); use it by reference"
+                ),
+            ),
+            Some(_) => Decision::allow("secret.grant", format!("secret '{name}' is granted")),
+        }
+    }
+
     pub fn decide_fs(&self, req: &FsRequest<'_, '_>) -> Decision {
         for p in req.paths {
             match p {

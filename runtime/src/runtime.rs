@@ -5,6 +5,8 @@ use crate::bindings::exports::warden::tool::guest;
 use crate::bindings::{Tool, ToolPre};
 use crate::caps::fs::{self, Ceilings, FsCtx};
 use crate::caps::log::{LogLimits, LogState};
+use crate::caps::secrets::redact::Redactor;
+use crate::caps::secrets::{self, SecretSpec, SecretsCtx};
 use crate::caps::stdio::{CappedPipe, OutputFlood};
 use crate::engine::{self, CompileCache, EPOCH_TICK};
 use crate::error::{Error, LimitExceeded};
@@ -355,7 +357,10 @@ impl Runtime {
         let loaded = self.loaded(tool).await?;
         check_task(&grant.task).map_err(|e| Error::Grant(GrantError::Task(e)))?;
         let fs = fs::authorize(&loaded.spec, &loaded.ceilings, grant)?;
-        self.inner.run(&loaded, &grant.task, fs, input).await
+        let secrets = authorize_secrets(&loaded.spec, grant)?;
+        self.inner
+            .run(&loaded, &grant.task, fs, secrets, input)
+            .await
     }
 
     /// The part of a task's `grant` that `tool` may receive: its handles only,
@@ -365,7 +370,15 @@ impl Runtime {
     /// a caller running several tools under one task grant narrows it per
     /// tool with this, explicitly.
     pub fn narrow(&self, tool: &str, grant: &Grant) -> Result<Grant, Error> {
-        Ok(fs::narrow(&self.inner.slot(tool)?.spec, grant))
+        let spec = &self.inner.slot(tool)?.spec;
+        let mut narrowed = fs::narrow(spec, grant);
+        narrowed.secrets = grant
+            .secrets
+            .iter()
+            .filter(|s| spec.secret_spec(s).is_some())
+            .cloned()
+            .collect();
+        Ok(narrowed)
     }
 
     /// Calls the tool's `describe` export (with an empty grant).
@@ -374,6 +387,8 @@ impl Runtime {
         let (mut store, _) = self.inner.store_with_pipes(
             &loaded,
             FsCtx::default(),
+            SecretsCtx::default(),
+            Arc::default(),
             Auditor::discard(),
             self.inner.pipes(),
         );
@@ -435,6 +450,28 @@ fn from_wit_rights(r: crate::bindings::warden::tool::fs::Rights) -> Rights {
         }
     }
     out
+}
+
+/// The manifest entries of the secrets a grant names; refuses unknown names.
+fn authorize_secrets(spec: &ToolSpec, grant: &Grant) -> Result<Vec<SecretSpec>, GrantError> {
+    grant
+        .secrets
+        .iter()
+        .map(|name| {
+            spec.secret_spec(name).cloned().ok_or_else(|| {
+                let known: Vec<_> = spec.secrets.iter().map(|s| s.name.as_str()).collect();
+                GrantError::UnknownSecret {
+                    tool: spec.name.clone(),
+                    name: name.clone(),
+                    known: if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    },
+                }
+            })
+        })
+        .collect()
 }
 
 /// The trap payload when the epoch callback finds the deadline passed.
@@ -530,6 +567,8 @@ impl Inner {
         &self,
         tool: &LoadedTool,
         fs: FsCtx,
+        secrets: SecretsCtx,
+        redactor: Arc<Redactor>,
         audit: Auditor,
         pipes: (CappedPipe, CappedPipe),
     ) -> (Store<HostState>, (CappedPipe, CappedPipe)) {
@@ -544,6 +583,8 @@ impl Inner {
             wasi,
             table: Default::default(),
             fs,
+            secrets,
+            redactor,
             audit,
             policy: self.policy.clone(),
             limiter: MemoryLimiter {
@@ -572,6 +613,7 @@ impl Inner {
         tool: &LoadedTool,
         task: &str,
         fs: FsCtx,
+        secret_specs: Vec<SecretSpec>,
         input: &str,
     ) -> Result<Invocation, Error> {
         if input.len() > self.max_input {
@@ -591,7 +633,7 @@ impl Inner {
 
         let id = uuid::Uuid::now_v7().to_string();
         let spec = &tool.spec;
-        let auditor = Auditor::new(
+        let mut auditor = Auditor::new(
             self.audit.clone(),
             &id,
             task,
@@ -599,18 +641,64 @@ impl Inner {
             &tool.identity.to_string(),
         );
         let mut start = auditor.record(Event::InvocationStart);
-        let handles: Vec<_> = fs
+        let mut granted: Vec<_> = fs
             .handles
             .values()
             .map(|h| format!("{}={}:{}", h.name, h.path.display(), h.rights))
             .collect();
-        start.resource = Some(handles.join(" "));
-        auditor
-            .write(&start)
-            .map_err(|e| Error::Audit(Arc::new(e)))?;
+        granted.extend(secret_specs.iter().map(|s| format!("secret:{}", s.name)));
+        start.resource = Some(granted.join(" "));
+        let audit_err = |e| Error::Audit(Arc::new(e));
+        auditor.write(&start).map_err(audit_err)?;
 
-        let (mut store, (stdout, stderr)) =
-            self.store_with_pipes(tool, fs, auditor.clone(), self.pipes());
+        // Secrets are resolved just in time; a failing source stops the
+        // invocation before the tool starts.
+        let secrets = match secrets::resolve(secret_specs).await {
+            Ok(s) => s,
+            Err(e) => {
+                let mut end = auditor.record(Event::InvocationEnd);
+                end.outcome = Some("secret-error".into());
+                end.message = Some(e.to_string());
+                auditor.write(&end).map_err(audit_err)?;
+                return Err(Error::Secret(e));
+            }
+        };
+        let redactor = Arc::new(Redactor::new(
+            secrets
+                .issued
+                .values()
+                .map(|s| (s.spec.name.as_str(), s.value.as_str())),
+        ));
+        auditor.set_redactor(redactor.clone());
+        for s in secrets.issued.values() {
+            let mut r = auditor.record(Event::SecretIssued);
+            r.capability = Some("secret".into());
+            r.resource = Some(s.spec.name.clone());
+            let expires = match s.spec.ttl {
+                Some(t) => format!("after {}", crate::units::format_duration(t)),
+                None => "with the invocation".into(),
+            };
+            let use_ = if s.spec.reveal {
+                "revealable"
+            } else {
+                "by reference only"
+            };
+            r.reason = Some(format!(
+                "source {}, {use_}, expires {expires}",
+                s.spec.source.kind()
+            ));
+            auditor.write(&r).map_err(audit_err)?;
+        }
+        let issued: Vec<String> = secrets.issued.keys().cloned().collect();
+
+        let (mut store, (stdout, stderr)) = self.store_with_pipes(
+            tool,
+            fs,
+            secrets,
+            redactor.clone(),
+            auditor.clone(),
+            self.pipes(),
+        );
         let started = Instant::now();
         let call = async {
             let t = tool.pre.instantiate_async(&mut store).await?;
@@ -626,7 +714,16 @@ impl Inner {
         };
         let duration = started.elapsed();
         let dropped = store.data().log.dropped;
+        // Dropping the store wipes the secret values (zeroizing memory).
         drop(store);
+        let result = redact_result(result, &redactor);
+        for name in issued {
+            let mut r = auditor.record(Event::SecretExpired);
+            r.capability = Some("secret".into());
+            r.resource = Some(name);
+            r.reason = Some("the invocation ended".into());
+            auditor.write(&r).map_err(audit_err)?;
+        }
 
         let mut end = auditor.record(Event::InvocationEnd);
         end.duration_us = Some(duration.as_micros().try_into().unwrap_or(u64::MAX));
@@ -651,10 +748,29 @@ impl Inner {
             tool: spec.name.clone(),
             identity: tool.identity.clone(),
             output: result?,
-            stdout: stdout.contents(),
-            stderr: stderr.contents(),
+            stdout: redactor.redact_bytes(&stdout.contents()),
+            stderr: redactor.redact_bytes(&stderr.contents()),
             duration,
         })
+    }
+}
+
+/// Redacts secret values from the tool's output or error.
+fn redact_result(
+    result: Result<Result<String, ToolError>, Error>,
+    redactor: &Redactor,
+) -> Result<Result<String, ToolError>, Error> {
+    if redactor.is_empty() {
+        return result;
+    }
+    match result {
+        Ok(Ok(out)) => Ok(Ok(redactor.redact_string(out))),
+        Ok(Err(e)) => Ok(Err(ToolError {
+            kind: e.kind,
+            message: redactor.redact_string(e.message),
+        })),
+        Err(Error::Trap(t)) => Err(Error::Trap(redactor.redact_string(t))),
+        other => other,
     }
 }
 

@@ -3,6 +3,8 @@
 use crate::audit::{AuditError, Auditor, Record};
 use crate::caps::fs::FsCtx;
 use crate::caps::log::{LogLimits, LogState};
+use crate::caps::secrets::SecretsCtx;
+use crate::caps::secrets::redact::Redactor;
 use crate::policy::Policy;
 use std::sync::Arc;
 use wasmtime::ResourceLimiter;
@@ -13,6 +15,8 @@ pub(crate) struct HostState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) fs: FsCtx,
+    pub(crate) secrets: SecretsCtx,
+    pub(crate) redactor: Arc<Redactor>,
     pub(crate) audit: Auditor,
     pub(crate) policy: Arc<Policy>,
     pub(crate) limiter: MemoryLimiter,

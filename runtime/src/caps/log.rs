@@ -59,7 +59,9 @@ impl Host for HostState {
             return Ok(());
         }
         self.log.written += 1;
-        let message = truncate(message, self.log_limits.max_message);
+        let message = self
+            .redactor
+            .redact_string(truncate(message, self.log_limits.max_message));
         let (tool, inv) = (&*self.audit.tool, &*self.audit.invocation);
         match level {
             Level::Trace => {

@@ -3,4 +3,5 @@
 
 pub mod fs;
 pub mod log;
+pub mod secrets;
 pub mod stdio;

@@ -11,6 +11,7 @@ mod escapes;
 mod grants;
 mod limits;
 mod rights;
+mod secrets;
 
 /// Every guest must be used by some test: adding a guest to `tools/` without
 /// naming it here (after writing its test) fails this test.
@@ -35,9 +36,10 @@ fn every_guest_has_a_test() {
                     | "echo"
                     | "fs_probe"
                     | "hog"
+                    | "secret_probe"
             ),
             "guest {n} has no test; add one and list it here"
         );
     }
-    assert_eq!(names.len(), 8);
+    assert_eq!(names.len(), 9);
 }

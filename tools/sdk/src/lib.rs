@@ -50,6 +50,7 @@ pub mod bindings {
 
 pub mod fs;
 pub mod log;
+pub mod secrets;
 
 use bindings::exports::warden::tool::guest;
 pub use bindings::warden::tool::fs::Rights;
@@ -139,6 +140,16 @@ impl From<fs::Error> for Error {
             _ => (ErrorKind::Failed, e.describe()),
         };
         Self::new(kind, message)
+    }
+}
+
+impl From<secrets::Error> for Error {
+    fn from(e: secrets::Error) -> Self {
+        let kind = match e.code {
+            secrets::ErrorCode::Denied => ErrorKind::Denied,
+            secrets::ErrorCode::Expired => ErrorKind::Failed,
+        };
+        Self::new(kind, e.describe())
     }
 }
 

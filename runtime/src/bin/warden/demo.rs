@@ -166,6 +166,8 @@ fn summarize(r: &Record) -> String {
         warden::audit::Event::InvocationStart => "start",
         warden::audit::Event::Decision => "decision",
         warden::audit::Event::Log => "log",
+        warden::audit::Event::SecretIssued => "issued",
+        warden::audit::Event::SecretExpired => "expired",
         warden::audit::Event::InvocationEnd => "end",
     };
     let mut s = format!(

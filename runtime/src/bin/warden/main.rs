@@ -48,7 +48,8 @@ enum Command {
         manifest: PathBuf,
         /// The tool's name in the manifest.
         tool: String,
-        /// A grant, fs:HANDLE=DIR:RIGHTS (rights comma-separated); repeatable.
+        /// A grant: fs:HANDLE=DIR:RIGHTS (rights comma-separated) or
+        /// secret:NAME; repeatable.
         #[arg(long = "grant", value_name = "SPEC")]
         grants: Vec<String>,
         /// A TOML grant file (task = "ID", then [fs.HANDLE] path/rights).
@@ -197,8 +198,7 @@ fn build_grant(
         None => Grant::new(String::new()),
     };
     for spec in specs {
-        let (handle, g) = Grant::parse_cli(spec)?;
-        grant.add(handle, g)?;
+        grant.add_cli(spec)?;
     }
     if let Some(task) = task {
         grant.task = task;

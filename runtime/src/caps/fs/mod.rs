@@ -62,8 +62,8 @@ impl Ceilings {
     }
 }
 
-/// The part of a task's grant that a tool's ceiling allows: handles the tool
-/// lists, rights intersected with the ceiling, directories clipped to
+/// The fs part of a task's grant that a tool's ceiling allows: handles the
+/// tool lists, rights intersected with the ceiling, directories clipped to
 /// `within`. Handles that keep no rights or no directory are left out.
 pub(crate) fn narrow(tool: &ToolSpec, grant: &Grant) -> Grant {
     let mut out = Grant::new(grant.task.clone());

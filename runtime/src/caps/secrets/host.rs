@@ -1,0 +1,83 @@
+//! Host side of `warden:tool/secrets`.
+
+use super::SecretRef;
+use crate::audit::Event;
+use crate::bindings::warden::tool::secrets::{self as wit, ErrorCode, Host, HostSecret};
+use crate::policy::Decision;
+use crate::state::HostState;
+use std::time::Instant;
+use wasmtime::component::Resource;
+
+type SecretResult<T> = wasmtime::Result<Result<T, wit::Error>>;
+
+impl HostState {
+    /// Decides a secret action and audits it; `Ok(Err(_))` is a denial.
+    fn secret_gate(&mut self, action: &'static str, name: &str) -> SecretResult<()> {
+        let now = Instant::now();
+        let state = self
+            .secrets
+            .issued
+            .get_mut(name)
+            .map(|s| (s.check_expiry(now), s.spec.reveal));
+        let decision = self.policy.decide_secret(action, name, state);
+        let mut r = self.audit.record(Event::Decision);
+        r.capability = Some("secret".into());
+        r.action = Some(action.into());
+        r.resource = Some(name.to_owned());
+        r.decision = Some(if decision.allow { "allow" } else { "deny" }.into());
+        r.rule = Some(decision.rule.into());
+        r.reason = Some(decision.reason.clone());
+        self.write_audit(&r)?;
+        Ok(if decision.allow {
+            Ok(())
+        } else {
+            Err(denial(&decision))
+        })
+    }
+}
+
+fn denial(d: &Decision) -> wit::Error {
+    let code = if d.rule == "secret.ttl" {
+        ErrorCode::Expired
+    } else {
+        ErrorCode::Denied
+    };
+    wit::Error {
+        code,
+        message: d.reason.clone(),
+    }
+}
+
+impl Host for HostState {
+    async fn get(&mut self, name: String) -> SecretResult<Resource<SecretRef>> {
+        if let Err(e) = self.secret_gate("get", &name)? {
+            return Ok(Err(e));
+        }
+        Ok(Ok(self.table.push(SecretRef { name })?))
+    }
+}
+
+impl HostSecret for HostState {
+    async fn name(&mut self, secret: Resource<SecretRef>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&secret)?.name.clone())
+    }
+
+    async fn reveal(&mut self, secret: Resource<SecretRef>) -> SecretResult<String> {
+        let name = self.table.get(&secret)?.name.clone();
+        if let Err(e) = self.secret_gate("reveal", &name)? {
+            return Ok(Err(e));
+        }
+        let value = self
+            .secrets
+            .issued
+            .get(&name)
+            .map(|s| s.value.to_string())
+            .unwrap_or_default();
+        Ok(Ok(value))
+    }
+
+    async fn drop(&mut self, secret: Resource<SecretRef>) -> wasmtime::Result<()> {
+        self.table.delete(secret)?;
+        Ok(())
+    }
+}

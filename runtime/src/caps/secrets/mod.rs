@@ -1,0 +1,283 @@
+//! The `secrets` capability: credentials issued just in time for one
+//! invocation, expiring at their TTL or when the invocation returns.
+//!
+//! Values are resolved from their source when the invocation starts (never
+//! cached across invocations), held in zeroizing memory, wiped on expiry and
+//! when the invocation ends, and redacted (with their common encodings) from
+//! everything that leaves the host.
+
+mod host;
+pub mod redact;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// Values shorter than this are refused: they cannot be redacted reliably.
+pub const MIN_SECRET_LEN: usize = 4;
+/// How long an `exec:` source may run.
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most bytes a source may produce.
+pub const MAX_SECRET_LEN: usize = 64 << 10;
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `env:VAR`: an environment variable of the host process.
+    Env(String),
+    /// `file:PATH`: a file's contents, without a trailing newline.
+    File(PathBuf),
+    /// `exec:PROGRAM ARGS…`: a program run without a shell; its stdout,
+    /// without a trailing newline. Arguments are split like a POSIX shell
+    /// would split words (quotes allowed), but nothing is expanded.
+    Exec { program: String, args: Vec<String> },
+}
+
+impl SecretSource {
+    /// Parses `env:VAR`, `file:PATH` (relative to `base`), `exec:PROGRAM ARGS…`.
+    pub fn parse(s: &str, base: &std::path::Path) -> Result<SecretSource, String> {
+        let expected = "expected env:VAR, file:PATH or exec:PROGRAM ARGS…";
+        let (kind, rest) = s
+            .split_once(':')
+            .ok_or_else(|| format!("invalid secret source '{s}' ({expected})"))?;
+        if rest.trim().is_empty() {
+            return Err(format!("empty secret source '{s}' ({expected})"));
+        }
+        match kind {
+            "env" => Ok(SecretSource::Env(rest.to_owned())),
+            "file" => Ok(SecretSource::File(base.join(rest))),
+            "exec" => {
+                let mut words = shlex::split(rest)
+                    .ok_or_else(|| format!("unbalanced quotes in secret source '{s}'"))?
+                    .into_iter();
+                let program = words.next().ok_or_else(|| format!("no program in '{s}'"))?;
+                Ok(SecretSource::Exec {
+                    program,
+                    args: words.collect(),
+                })
+            }
+            "mint" => Err(format!(
+                "secret source '{s}': minted tokens need the identity capability, which this version does not have yet ({expected})"
+            )),
+            other => Err(format!("unknown secret source kind '{other}' ({expected})")),
+        }
+    }
+
+    /// `env`, `file` or `exec`: safe to show in errors and audit records.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SecretSource::Env(_) => "env",
+            SecretSource::File(_) => "file",
+            SecretSource::Exec { .. } => "exec",
+        }
+    }
+}
+
+/// One secret in a tool's manifest entry: the most a grant may give.
+#[derive(Debug, Clone)]
+pub struct SecretSpec {
+    pub name: String,
+    pub source: SecretSource,
+    /// `None`: the invocation's lifetime.
+    pub ttl: Option<Duration>,
+    /// Whether the tool may read the value with `reveal`.
+    pub reveal: bool,
+    /// Egress destinations this secret may be attached to.
+    pub send_to: Vec<String>,
+}
+
+/// A secret that could not be resolved. Never contains the value.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("secret '{name}' (source {kind}) could not be resolved: {reason}")]
+pub struct SecretError {
+    pub name: String,
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+/// A secret issued to one invocation.
+pub(crate) struct Issued {
+    pub(crate) spec: SecretSpec,
+    /// Wiped on expiry and when dropped.
+    pub(crate) value: Zeroizing<String>,
+    pub(crate) expires: Option<Instant>,
+    pub(crate) expired: bool,
+}
+
+impl fmt::Debug for Issued {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Issued")
+            .field("name", &self.spec.name)
+            .field("value", &"[REDACTED]")
+            .finish()
+    }
+}
+
+impl Issued {
+    /// Whether the secret is past its TTL at `now`; wipes the value if so.
+    pub(crate) fn check_expiry(&mut self, now: Instant) -> bool {
+        if !self.expired && self.expires.is_some_and(|t| now >= t) {
+            self.expired = true;
+            zeroize::Zeroize::zeroize(&mut *self.value);
+        }
+        self.expired
+    }
+}
+
+/// The secrets of one invocation, by name.
+#[derive(Default)]
+pub(crate) struct SecretsCtx {
+    pub(crate) issued: BTreeMap<String, Issued>,
+}
+
+/// The guest's `secret` resource: a reference by name, never the value.
+pub struct SecretRef {
+    pub(crate) name: String,
+}
+
+/// Resolves each secret from its source, now.
+pub(crate) async fn resolve(specs: Vec<SecretSpec>) -> Result<SecretsCtx, SecretError> {
+    let mut issued = BTreeMap::new();
+    let now = Instant::now();
+    for spec in specs {
+        let err = |reason: String| SecretError {
+            name: spec.name.clone(),
+            kind: spec.source.kind(),
+            reason,
+        };
+        let raw = fetch(&spec.source).await.map_err(err)?;
+        let value = Zeroizing::new(
+            String::from_utf8(raw.to_vec()).map_err(|_| err("the value is not UTF-8".into()))?,
+        );
+        let trimmed = value.trim_end_matches(['\n', '\r']);
+        if trimmed.len() < MIN_SECRET_LEN {
+            return Err(err(format!(
+                "the value is shorter than {MIN_SECRET_LEN} bytes, too short to redact reliably"
+            )));
+        }
+        let value = Zeroizing::new(trimmed.to_owned());
+        let expires = spec.ttl.map(|ttl| now + ttl);
+        issued.insert(
+            spec.name.clone(),
+            Issued {
+                spec,
+                value,
+                expires,
+                expired: false,
+            },
+        );
+    }
+    Ok(SecretsCtx { issued })
+}
+
+async fn fetch(source: &SecretSource) -> Result<Zeroizing<Vec<u8>>, String> {
+    match source {
+        SecretSource::Env(var) => std::env::var_os(var)
+            .map(|v| Zeroizing::new(v.into_encoded_bytes()))
+            .ok_or_else(|| format!("environment variable {var} is not set")),
+        SecretSource::File(path) => {
+            let meta = std::fs::metadata(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if meta.len() > MAX_SECRET_LEN as u64 {
+                return Err(format!(
+                    "{} is larger than {MAX_SECRET_LEN} bytes",
+                    path.display()
+                ));
+            }
+            std::fs::read(path)
+                .map(Zeroizing::new)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        }
+        SecretSource::Exec { program, args } => {
+            let child = tokio::process::Command::new(program)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("cannot run {program}: {e}"))?;
+            let out = tokio::time::timeout(EXEC_TIMEOUT, child.wait_with_output())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "{program} did not finish within {}s",
+                        EXEC_TIMEOUT.as_secs()
+                    )
+                })?
+                .map_err(|e| format!("{program} failed: {e}"))?;
+            let stdout = Zeroizing::new(out.stdout);
+            if !out.status.success() {
+                return Err(format!("{program} exited with {}", out.status));
+            }
+            if stdout.len() > MAX_SECRET_LEN {
+                return Err(format!(
+                    "{program} printed more than {MAX_SECRET_LEN} bytes"
+                ));
+            }
+            Ok(stdout)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn parses_sources_and_explains_bad_ones() {
+        let base = Path::new("/etc/warden");
+        assert_eq!(
+            SecretSource::parse("env:TOKEN", base).unwrap(),
+            SecretSource::Env("TOKEN".into())
+        );
+        assert_eq!(
+            SecretSource::parse("file:token.txt", base).unwrap(),
+            SecretSource::File("/etc/warden/token.txt".into())
+        );
+        assert_eq!(
+            SecretSource::parse("exec:vault kv get -field=token 'secret/my app'", base).unwrap(),
+            SecretSource::Exec {
+                program: "vault".into(),
+                args: vec![
+                    "kv".into(),
+                    "get".into(),
+                    "-field=token".into(),
+                    "secret/my app".into()
+                ],
+            }
+        );
+        for (bad, want) in [
+            ("TOKEN", "expected env:VAR"),
+            ("ldap:x", "unknown secret source kind 'ldap'"),
+            ("env:", "empty secret source"),
+            ("exec:op 'read", "unbalanced quotes"),
+            ("mint:api", "identity capability"),
+        ] {
+            let e = SecretSource::parse(bad, base).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn expiry_wipes_the_value() {
+        let mut s = Issued {
+            spec: SecretSpec {
+                name: "t".into(),
+                source: SecretSource::Env("X".into()),
+                ttl: Some(Duration::from_millis(1)),
+                reveal: true,
+                send_to: vec![],
+            },
+            value: Zeroizing::new("value-1234".into()),
+            expires: Some(Instant::now()),
+            expired: false,
+        };
+        assert!(s.check_expiry(Instant::now() + Duration::from_millis(1)));
+        assert!(s.value.bytes().all(|b| b == 0), "value not wiped");
+        assert!(!format!("{s:?}").contains("value-1234"));
+    }
+}

@@ -1,0 +1,382 @@
+//! Secrets: issued just in time, revealed only when the manifest allows,
+//! expired at their TTL, redacted from every channel, audited without values.
+
+use serde_json::Value;
+use std::sync::Arc;
+use warden::audit::{Event, MemorySink, Record};
+use warden::{Error, Grant, GrantError, Manifest, Runtime};
+
+const TOKEN: &str = "tok-3f9a7c1e-live-credential";
+const HIDDEN: &str = "hidden-c0ffee-credential";
+
+struct Vault {
+    dir: tempfile::TempDir,
+    audit: Arc<MemorySink>,
+    runtime: Runtime,
+}
+
+fn manifest() -> String {
+    format!(
+        r#"
+[tools.probe]
+component = "{probe}"
+timeout = "5s"
+
+[[tools.probe.secrets]]
+name = "token"
+source = "file:token.txt"
+reveal = true
+
+[[tools.probe.secrets]]
+name = "hidden"
+source = "file:hidden.txt"
+
+[[tools.probe.secrets]]
+name = "short-lived"
+source = "exec:printf %s short-lived-value-123"
+ttl = "100ms"
+reveal = true
+
+[[tools.probe.secrets]]
+name = "broken"
+source = "exec:false"
+reveal = true
+
+[[tools.probe.secrets]]
+name = "absent"
+source = "env:WARDEN_TEST_SURELY_UNSET_VARIABLE"
+"#,
+        probe = crate::SECRET_PROBE
+    )
+}
+
+impl Vault {
+    fn new() -> Vault {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token.txt"), format!("{TOKEN}\n")).unwrap();
+        std::fs::write(dir.path().join("hidden.txt"), HIDDEN).unwrap();
+        let path = dir.path().join("manifest.toml");
+        std::fs::write(&path, manifest()).unwrap();
+        let audit = MemorySink::new();
+        let runtime = Runtime::builder()
+            .manifest(Manifest::load(&path).unwrap())
+            .audit(audit.clone())
+            .cache_dir(crate::common::shared_cache())
+            .build()
+            .unwrap();
+        Vault {
+            dir,
+            audit,
+            runtime,
+        }
+    }
+
+    async fn probe(&self, grant: &[&str], input: Value) -> Result<warden::Invocation, Error> {
+        let mut g = Grant::new("secrets-task");
+        for s in grant {
+            g = g.secret(s);
+        }
+        self.runtime.invoke("probe", &g, &input.to_string()).await
+    }
+
+    fn decisions(&self, inv: &str) -> Vec<Record> {
+        self.audit
+            .invocation(inv)
+            .into_iter()
+            .filter(|r| r.event == Event::Decision)
+            .collect()
+    }
+}
+
+/// The forms of `value` the probe leaks (see tools/secret-probe).
+fn leak_forms(value: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    vec![
+        value.to_owned(),
+        STANDARD.encode(value),
+        STANDARD.encode(format!("Authorization: Bearer {value}")),
+        URL_SAFE_NO_PAD.encode(format!("x{value}")),
+        hex::encode(value),
+        value.replace('-', "%2D"),
+    ]
+}
+
+fn assert_clean(what: &str, text: &str, value: &str) {
+    for form in leak_forms(value) {
+        assert!(!text.contains(&form), "{what} leaks {form}: {text}");
+    }
+}
+
+fn output(run: &warden::Invocation) -> Value {
+    serde_json::from_str(run.output.as_ref().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_revealed_secret_is_redacted_from_every_channel() {
+    let v = Vault::new();
+    let input =
+        serde_json::json!({"name": "token", "channels": ["output", "stdout", "stderr", "log"]});
+    let run = v.probe(&["token"], input).await.unwrap();
+    let out = run.output.clone().unwrap();
+    assert!(out.contains(r#""status":"ok""#), "{out}");
+    assert_eq!(
+        out.matches("[REDACTED:token]").count(),
+        6,
+        "every leaked form is redacted: {out}"
+    );
+    assert_clean("output", &out, TOKEN);
+    let stdout = String::from_utf8(run.stdout.clone()).unwrap();
+    let stderr = String::from_utf8(run.stderr.clone()).unwrap();
+    assert!(stdout.contains("[REDACTED:token]"), "{stdout}");
+    assert_clean("stdout", &stdout, TOKEN);
+    assert_clean("stderr", &stderr, TOKEN);
+    let trail = serde_json::to_string(&v.audit.records()).unwrap();
+    assert_clean("audit trail", &trail, TOKEN);
+    let log = v
+        .audit
+        .invocation(&run.id)
+        .into_iter()
+        .find(|r| r.event == Event::Log)
+        .unwrap();
+    assert!(log.message.unwrap().contains("[REDACTED:token]"));
+
+    // The tool's error message too.
+    let run = v
+        .probe(
+            &["token"],
+            serde_json::json!({"name": "token", "channels": ["error"]}),
+        )
+        .await
+        .unwrap();
+    let err = run.output.unwrap_err();
+    assert!(
+        err.message.starts_with("leaking: [REDACTED:token]"),
+        "{err}"
+    );
+    assert_clean("tool error", &err.message, TOKEN);
+    let end = v.audit.invocation(&run.id).pop().unwrap();
+    assert_clean("end record", end.message.as_deref().unwrap(), TOKEN);
+}
+
+#[tokio::test]
+async fn reveal_is_denied_unless_the_manifest_allows_it() {
+    let v = Vault::new();
+    let run = v
+        .probe(
+            &["hidden"],
+            serde_json::json!({"name": "hidden", "channels": ["output"]}),
+        )
+        .await
+        .unwrap();
+    let out = output(&run);
+    assert_eq!(out["status"], "denied");
+    assert_eq!(
+        out["message"],
+        "the manifest does not allow revealing secret 'hidden' (reveal = false); use it by reference"
+    );
+    let d = v.decisions(&run.id);
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert_eq!(
+        (d[0].action.as_deref(), d[0].decision.as_deref()),
+        (Some("get"), Some("allow"))
+    );
+    assert_eq!(
+        (d[1].action.as_deref(), d[1].rule.as_deref()),
+        (Some("reveal"), Some("secret.reveal"))
+    );
+    assert_eq!(d[1].decision.as_deref(), Some("deny"));
+}
+
+#[tokio::test]
+async fn an_ungranted_secret_is_denied_and_an_unknown_one_refused() {
+    let v = Vault::new();
+    let run = v
+        .probe(&[], serde_json::json!({"name": "token"}))
+        .await
+        .unwrap();
+    assert_eq!(output(&run)["status"], "denied");
+    assert_eq!(
+        v.decisions(&run.id)[0].rule.as_deref(),
+        Some("secret.grant")
+    );
+
+    let before = v.audit.records().len();
+    let err = v
+        .probe(&["nonexistent"], serde_json::json!({"name": "token"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Grant(GrantError::UnknownSecret { name, .. }) if name == "nonexistent"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("its secrets: token, hidden, short-lived, broken, absent"),
+        "{err}"
+    );
+    assert_eq!(v.audit.records().len(), before, "nothing ran");
+}
+
+#[tokio::test]
+async fn a_secret_expires_at_its_ttl() {
+    let v = Vault::new();
+    let run = v
+        .probe(&["short-lived"], serde_json::json!({"name": "short-lived"}))
+        .await
+        .unwrap();
+    assert_eq!(output(&run)["status"], "ok");
+    let run = v
+        .probe(
+            &["short-lived"],
+            serde_json::json!({"name": "short-lived", "delay_ms": 300}),
+        )
+        .await
+        .unwrap();
+    let out = output(&run);
+    assert_eq!(out["status"], "expired", "{out}");
+    assert_eq!(
+        out["message"],
+        "secret 'short-lived' has expired (past its ttl)"
+    );
+    let d = v.decisions(&run.id);
+    assert_eq!(
+        (d[1].rule.as_deref(), d[1].decision.as_deref()),
+        (Some("secret.ttl"), Some("deny"))
+    );
+}
+
+#[tokio::test]
+async fn failing_sources_stop_the_invocation_before_the_tool_starts() {
+    let v = Vault::new();
+    for (name, want) in [
+        (
+            "broken",
+            "secret 'broken' (source exec) could not be resolved: false exited with exit status: 1",
+        ),
+        (
+            "absent",
+            "secret 'absent' (source env) could not be resolved: environment variable WARDEN_TEST_SURELY_UNSET_VARIABLE is not set",
+        ),
+    ] {
+        let err = v
+            .probe(&[name, "token"], serde_json::json!({"name": "token"}))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Secret(_)), "{err:?}");
+        assert_eq!(err.to_string(), want);
+        assert_eq!(err.class(), warden::ErrorClass::Usage);
+        let records = v.audit.records();
+        let end = records.last().unwrap();
+        assert_eq!(end.event, Event::InvocationEnd);
+        assert_eq!(end.outcome.as_deref(), Some("secret-error"));
+        // The tool never ran: no decisions, no issued secrets.
+        let inv = &end.invocation;
+        assert!(
+            v.audit
+                .invocation(inv)
+                .iter()
+                .all(|r| r.event != Event::Decision && r.event != Event::SecretIssued)
+        );
+    }
+    let trail = serde_json::to_string(&v.audit.records()).unwrap();
+    assert_clean("audit trail", &trail, TOKEN);
+}
+
+#[tokio::test]
+async fn secrets_are_resolved_for_each_invocation_and_expire_with_it() {
+    let v = Vault::new();
+    let first = v
+        .probe(&["token"], serde_json::json!({"name": "token"}))
+        .await
+        .unwrap();
+    std::fs::write(v.dir.path().join("token.txt"), "rotated-credential-0042").unwrap();
+    let second = v
+        .probe(&["token"], serde_json::json!({"name": "token"}))
+        .await
+        .unwrap();
+    let fnv = |value: &str| {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in value.bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+        }
+        format!("fnv:{h:016x}")
+    };
+    assert_eq!(output(&first)["fingerprint"], fnv(TOKEN));
+    assert_eq!(
+        output(&second)["fingerprint"],
+        fnv("rotated-credential-0042")
+    );
+
+    let events: Vec<_> = v
+        .audit
+        .invocation(&second.id)
+        .iter()
+        .map(|r| r.event)
+        .collect();
+    assert_eq!(
+        events,
+        [
+            Event::InvocationStart,
+            Event::SecretIssued,
+            Event::Decision,
+            Event::Decision,
+            Event::SecretExpired,
+            Event::InvocationEnd
+        ]
+    );
+    let issued = &v.audit.invocation(&second.id)[1];
+    assert_eq!(issued.resource.as_deref(), Some("token"));
+    assert_eq!(
+        issued.reason.as_deref(),
+        Some("source file, revealable, expires with the invocation")
+    );
+}
+
+#[test]
+fn the_cli_grants_secrets_by_name_and_redacts_env_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.toml");
+    std::fs::write(
+        &m,
+        format!(
+            "[tools.probe]\ncomponent = \"{}\"\n[[tools.probe.secrets]]\nname = \"api\"\nsource = \"env:WARDEN_CLI_TEST_TOKEN\"\nreveal = true\n",
+            crate::SECRET_PROBE
+        ),
+    )
+    .unwrap();
+    let value = "cli-env-token-5e2b9d";
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--cache-dir")
+        .arg(crate::common::shared_cache())
+        .args([
+            "run",
+            "--manifest",
+            &m.display().to_string(),
+            "probe",
+            "--grant",
+            "secret:api",
+        ])
+        .args(["--audit", &dir.path().join("a.jsonl").display().to_string()])
+        .args([
+            "--input",
+            r#"{"name":"api","channels":["output","stdout"]}"#,
+            "-v",
+        ])
+        .env("WARDEN_CLI_TEST_TOKEN", value)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("[REDACTED:api]"), "{stdout}");
+    assert_clean("cli stdout", &stdout, value);
+    assert_clean("cli stderr (tool stdout under -v)", &stderr, value);
+    assert_clean(
+        "audit file",
+        &std::fs::read_to_string(dir.path().join("a.jsonl")).unwrap(),
+        value,
+    );
+}

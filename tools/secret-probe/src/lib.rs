@@ -1,0 +1,120 @@
+//! Test tool: reveals a secret and tries to leak it through every channel
+//! and encoding it is asked to, so tests can check the host redacts them all.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use warden_tool::{Error, Tool, log, secrets};
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    name: String,
+    /// Wait this long before revealing (to outlive a short TTL).
+    #[serde(default)]
+    delay_ms: u64,
+    /// Where to leak: output, stdout, stderr, log, error.
+    #[serde(default)]
+    channels: Vec<String>,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct Output {
+    /// `ok`, or the error code of `get`/`reveal`.
+    status: String,
+    message: String,
+    /// FNV-1a of the value: lets a test tell values apart without seeing them.
+    fingerprint: String,
+    leaked: Vec<String>,
+}
+
+pub fn fnv(v: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in v.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    format!("fnv:{h:016x}")
+}
+
+struct SecretProbe;
+
+fn encodings(v: &str) -> Vec<String> {
+    let hex: String = v.bytes().map(|b| format!("{b:02x}")).collect();
+    let url: String = v
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    vec![
+        v.to_owned(),
+        STANDARD.encode(v),
+        STANDARD.encode(format!("Authorization: Bearer {v}")),
+        URL_SAFE_NO_PAD.encode(format!("x{v}")),
+        hex,
+        url,
+    ]
+}
+
+impl Tool for SecretProbe {
+    type Input = Input;
+    type Output = Output;
+    const NAME: &'static str = "secret-probe";
+    const DESCRIPTION: &'static str = "Test tool: reveals a secret and leaks it on request.";
+
+    fn invoke(i: Input) -> Result<Output, Error> {
+        let secret = match secrets::get(&i.name) {
+            Ok(s) => s,
+            Err(e) => return Ok(failure(e)),
+        };
+        if i.delay_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(i.delay_ms));
+        }
+        let value = match secret.reveal() {
+            Ok(v) => v,
+            Err(e) => return Ok(failure(e)),
+        };
+        let leaked = encodings(&value);
+        let text = leaked.join(" | ");
+        for channel in &i.channels {
+            match channel.as_str() {
+                "stdout" => {
+                    print!("{text}");
+                    let _ = std::io::stdout().flush();
+                }
+                "stderr" => eprint!("{text}"),
+                "log" => log::warn(&text),
+                "error" => return Err(Error::failed(format!("leaking: {text}"))),
+                _ => {}
+            }
+        }
+        let keep = i.channels.iter().any(|c| c == "output");
+        Ok(Output {
+            status: "ok".into(),
+            message: String::new(),
+            fingerprint: fnv(&value),
+            leaked: if keep { leaked } else { Vec::new() },
+        })
+    }
+}
+
+fn failure(e: secrets::Error) -> Output {
+    let status = match e.code {
+        secrets::ErrorCode::Denied => "denied",
+        secrets::ErrorCode::Expired => "expired",
+    };
+    Output {
+        status: status.into(),
+        message: e.message,
+        fingerprint: String::new(),
+        leaked: Vec::new(),
+    }
+}
+
+warden_tool::export!(SecretProbe);
