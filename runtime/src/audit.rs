@@ -29,6 +29,9 @@ pub enum Event {
     SecretIssued,
     #[serde(rename = "secret.expired")]
     SecretExpired,
+    /// An egress request that was sent: its status and byte counts.
+    #[serde(rename = "egress")]
+    Egress,
     #[serde(rename = "invocation.end")]
     InvocationEnd,
 }
@@ -62,6 +65,16 @@ pub struct Record {
     pub rule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The address an egress request connected to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// HTTP status of an egress response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_out: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_in: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_us: Option<u64>,
     /// How an invocation ended: `ok`, `tool-error:<kind>`, `limit:<which>`,
@@ -242,6 +255,10 @@ impl Auditor {
             decision: None,
             rule: None,
             reason: None,
+            address: None,
+            status: None,
+            bytes_out: None,
+            bytes_in: None,
             duration_us: None,
             outcome: None,
             level: None,

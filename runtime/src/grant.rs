@@ -18,6 +18,7 @@
 //! rights = ["read", "write"]
 //! ```
 
+pub use crate::caps::http::HttpGrant;
 use crate::rights::Rights;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +31,8 @@ pub struct Grant {
     pub fs: BTreeMap<String, FsGrant>,
     /// Names of secrets from the tool's manifest entry.
     pub secrets: BTreeSet<String>,
+    /// Egress: URL prefixes (and methods) inside the tool's ceiling.
+    pub http: Vec<HttpGrant>,
 }
 
 /// One directory handle of a grant.
@@ -46,7 +49,18 @@ impl Grant {
             task: task.into(),
             fs: BTreeMap::new(),
             secrets: BTreeSet::new(),
+            http: Vec::new(),
         }
+    }
+
+    /// Adds egress to a URL prefix, e.g. `https://api.example.com/v1/`,
+    /// with the ceiling's methods (or `methods`).
+    pub fn http(mut self, url_prefix: &str, methods: Option<&[&str]>) -> Self {
+        self.http.push(HttpGrant {
+            url: url_prefix.to_owned(),
+            methods: methods.map(|ms| ms.iter().map(|m| m.to_ascii_uppercase()).collect()),
+        });
+        self
     }
 
     /// Adds a secret by its manifest name.
@@ -57,6 +71,14 @@ impl Grant {
 
     /// Adds one CLI grant: `fs:HANDLE=DIR:RIGHTS` or `secret:NAME`.
     pub fn add_cli(&mut self, spec: &str) -> Result<(), GrantError> {
+        if let Some(rest) = spec.strip_prefix("http:") {
+            let g = HttpGrant::parse_cli(rest).map_err(|reason| GrantError::Syntax {
+                spec: spec.to_owned(),
+                reason,
+            })?;
+            self.http.push(g);
+            return Ok(());
+        }
         if let Some(name) = spec.strip_prefix("secret:") {
             crate::manifest::check_name(name).map_err(|e| GrantError::Syntax {
                 spec: spec.to_owned(),
@@ -102,7 +124,7 @@ impl Grant {
         };
         let rest = spec
             .strip_prefix("fs:")
-            .ok_or_else(|| syntax("unknown capability (expected fs: or secret:)"))?;
+            .ok_or_else(|| syntax("unknown capability (expected fs:, secret: or http:)"))?;
         let (handle, rest) = rest.split_once('=').ok_or_else(|| syntax("missing '='"))?;
         let (dir, rights) = rest
             .rsplit_once(':')
@@ -145,6 +167,14 @@ impl Grant {
                 .map_err(|e| file_error(format!("secrets: invalid secret name {e}")))?;
             grant.secrets.insert(name);
         }
+        for h in raw.http {
+            let spec = match &h.methods {
+                Some(m) => format!("{}={}", m.join(","), h.url),
+                None => h.url.clone(),
+            };
+            let g = HttpGrant::parse_cli(&spec).map_err(|e| file_error(format!("http: {e}")))?;
+            grant.http.push(g);
+        }
         for (handle, g) in raw.fs {
             crate::manifest::check_name(&handle)
                 .map_err(|e| file_error(format!("fs.{handle}: invalid handle name {e}")))?;
@@ -183,6 +213,15 @@ struct RawGrant {
     secrets: Vec<String>,
     #[serde(default)]
     fs: BTreeMap<String, RawFsGrant>,
+    #[serde(default)]
+    http: Vec<RawHttpGrant>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpGrant {
+    url: String,
+    methods: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -196,7 +235,7 @@ struct RawFsGrant {
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
     #[error(
-        "invalid grant '{spec}': {reason} (expected fs:HANDLE=DIR:RIGHTS, e.g. fs:repo=./src:read,write)"
+        "invalid grant '{spec}': {reason} (expected fs:HANDLE=DIR:RIGHTS, e.g. fs:repo=./src:read,write, secret:NAME or http:[METHODS=]URL)"
     )]
     Syntax { spec: String, reason: String },
     #[error("{}: {message}", file.display())]
@@ -242,6 +281,12 @@ pub enum GrantError {
         name: String,
         known: String,
     },
+    #[error("grant for egress to {url} refused: {reason}")]
+    HttpOutsideCeiling {
+        tool: String,
+        url: String,
+        reason: String,
+    },
     #[error("invalid task id: {0}")]
     Task(String),
 }
@@ -277,7 +322,7 @@ mod tests {
         for (spec, reason) in [
             (
                 "net:x=y:read",
-                "unknown capability (expected fs: or secret:)",
+                "unknown capability (expected fs:, secret: or http:)",
             ),
             ("fs:repo/tmp:read", "missing '='"),
             ("fs:repo=/tmp", "missing ':RIGHTS'"),

@@ -24,6 +24,7 @@
 //! Unknown fields are errors. Every problem is reported with its file, line,
 //! column, field and the form that was expected; nothing is half-loaded.
 
+use crate::caps::http::{EgressRule, check as http_check};
 use crate::caps::secrets::{SecretSource, SecretSpec};
 use crate::identity::Identity;
 use crate::rights::Rights;
@@ -62,6 +63,8 @@ pub struct ToolSpec {
     pub limits: Limits,
     pub fs: Vec<FsCeiling>,
     pub secrets: Vec<SecretSpec>,
+    /// Egress ceilings; no entry, no egress.
+    pub http: Vec<EgressRule>,
 }
 
 /// Per-invocation limits of a tool.
@@ -103,7 +106,14 @@ impl ToolSpec {
             limits: Limits::default(),
             fs: Vec::new(),
             secrets: Vec::new(),
+            http: Vec::new(),
         }
+    }
+
+    /// Adds an egress ceiling.
+    pub fn http(mut self, rule: EgressRule) -> Self {
+        self.http.push(rule);
+        self
     }
 
     /// Adds a secret the tool may be granted.
@@ -215,6 +225,20 @@ struct RawTool {
     fs: Vec<RawFsCeiling>,
     #[serde(default)]
     secrets: Vec<RawSecret>,
+    #[serde(default)]
+    http: Vec<RawHttp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawHttp {
+    scheme: Spanned<String>,
+    host: Spanned<String>,
+    port: Option<u16>,
+    methods: Option<Spanned<Vec<String>>>,
+    path_prefixes: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    addresses: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -398,6 +422,13 @@ impl Validator<'_> {
             }
         }
 
+        let mut http = Vec::new();
+        for (i, raw) in raw.http.into_iter().enumerate() {
+            if let Some(rule) = self.http(name, i, raw) {
+                http.push(rule);
+            }
+        }
+
         let mut secrets: Vec<SecretSpec> = Vec::new();
         for (i, raw) in raw.secrets.into_iter().enumerate() {
             if let Some(spec) = self.secret(name, i, raw, base, &secrets) {
@@ -412,6 +443,93 @@ impl Validator<'_> {
             limits,
             fs,
             secrets,
+            http,
+        })
+    }
+
+    fn http(&mut self, tool: &str, i: usize, raw: RawHttp) -> Option<EgressRule> {
+        let before = self.problems.len();
+        let f = |k: &str| format!("tools.{tool}.http[{i}].{k}");
+        let scheme = raw.scheme.get_ref();
+        if !matches!(scheme.as_str(), "http" | "https") {
+            self.problem(
+                raw.scheme.span(),
+                f("scheme"),
+                format!("unknown scheme '{scheme}' (expected http or https)"),
+            );
+        }
+        let host = raw.host.get_ref();
+        let origin = match raw.port {
+            Some(p) => format!("{scheme}://{host}:{p}"),
+            None => format!("{scheme}://{host}"),
+        };
+        let origin = match http_check::parse_origin(&origin) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                self.problem(
+                    raw.host.span(),
+                    f("host"),
+                    format!("{e} (expected a host name or IP address)"),
+                );
+                None
+            }
+        };
+        let methods = match raw.methods {
+            None => vec!["GET".to_owned()],
+            Some(ms) => {
+                let upper: Vec<String> = ms
+                    .get_ref()
+                    .iter()
+                    .map(|m| m.to_ascii_uppercase())
+                    .collect();
+                for m in &upper {
+                    if !http_check::METHODS.contains(&m.as_str()) {
+                        self.problem(
+                            ms.span(),
+                            f("methods"),
+                            format!(
+                                "unknown method '{m}' (expected {})",
+                                http_check::METHODS.join(", ")
+                            ),
+                        );
+                    }
+                }
+                upper
+            }
+        };
+        let path_prefixes = match raw.path_prefixes {
+            None => vec!["/".to_owned()],
+            Some(ps) => {
+                if let Some(bad) = ps.get_ref().iter().find(|p| !p.starts_with('/')) {
+                    self.problem(
+                        ps.span(),
+                        f("path-prefixes"),
+                        format!("'{bad}' does not start with '/'"),
+                    );
+                }
+                ps.into_inner()
+            }
+        };
+        let mut addresses = Vec::new();
+        for a in &raw.addresses {
+            match a.get_ref().parse::<std::net::IpAddr>() {
+                Ok(ip) => addresses.push(ip),
+                Err(_) => self.problem(
+                    a.span(),
+                    f("addresses"),
+                    format!(
+                        "'{}' is not an IP address (expected e.g. 10.0.0.7 or ::1)",
+                        a.get_ref()
+                    ),
+                ),
+            }
+        }
+        let origin = origin?;
+        (self.problems.len() == before).then_some(EgressRule {
+            origin,
+            methods,
+            path_prefixes,
+            addresses,
         })
     }
 
@@ -458,14 +576,11 @@ impl Validator<'_> {
             }
         }
         for dest in &raw.send_to {
-            let d = dest.get_ref();
-            if !(d.starts_with("https://") || d.starts_with("http://"))
-                || d.len() < "http://x".len()
-            {
+            if let Err(e) = http_check::parse_origin(dest.get_ref()) {
                 self.problem(
                     dest.span(),
                     f("send-to"),
-                    format!("invalid destination '{d}' (expected a URL origin such as https://api.example.com)"),
+                    format!("invalid destination: {e} (expected a URL origin such as https://api.example.com)"),
                 );
             }
         }

@@ -4,9 +4,10 @@ use crate::audit::{AuditSink, Auditor, Event, TracingSink};
 use crate::bindings::exports::warden::tool::guest;
 use crate::bindings::{Tool, ToolPre};
 use crate::caps::fs::{self, Ceilings, FsCtx};
+use crate::caps::http::{self, EgressRule};
 use crate::caps::log::{LogLimits, LogState};
 use crate::caps::secrets::redact::Redactor;
-use crate::caps::secrets::{self, SecretSpec, SecretsCtx};
+use crate::caps::secrets::{self, SecretSpec};
 use crate::caps::stdio::{CappedPipe, OutputFlood};
 use crate::engine::{self, CompileCache, EPOCH_TICK};
 use crate::error::{Error, LimitExceeded};
@@ -15,7 +16,7 @@ use crate::identity::Identity;
 use crate::manifest::{Manifest, ToolSpec};
 use crate::policy::Policy;
 use crate::rights::Rights;
-use crate::state::{AuditFailed, HostState, MemoryExceeded, MemoryLimiter};
+use crate::state::{AuditFailed, Authority, HostState, MemoryExceeded, MemoryLimiter};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -358,8 +359,9 @@ impl Runtime {
         check_task(&grant.task).map_err(|e| Error::Grant(GrantError::Task(e)))?;
         let fs = fs::authorize(&loaded.spec, &loaded.ceilings, grant)?;
         let secrets = authorize_secrets(&loaded.spec, grant)?;
+        let egress = http::authorize(&loaded.spec.name, &loaded.spec.http, &grant.http)?;
         self.inner
-            .run(&loaded, &grant.task, fs, secrets, input)
+            .run(&loaded, &grant.task, fs, secrets, egress, input)
             .await
     }
 
@@ -378,6 +380,7 @@ impl Runtime {
             .filter(|s| spec.secret_spec(s).is_some())
             .cloned()
             .collect();
+        narrowed.http = http::narrow(&spec.http, &grant.http);
         Ok(narrowed)
     }
 
@@ -386,9 +389,7 @@ impl Runtime {
         let loaded = self.loaded(tool).await?;
         let (mut store, _) = self.inner.store_with_pipes(
             &loaded,
-            FsCtx::default(),
-            SecretsCtx::default(),
-            Arc::default(),
+            Authority::default(),
             Auditor::discard(),
             self.inner.pipes(),
         );
@@ -566,12 +567,11 @@ impl Inner {
     fn store_with_pipes(
         &self,
         tool: &LoadedTool,
-        fs: FsCtx,
-        secrets: SecretsCtx,
-        redactor: Arc<Redactor>,
+        authority: Authority,
         audit: Auditor,
         pipes: (CappedPipe, CappedPipe),
     ) -> (Store<HostState>, (CappedPipe, CappedPipe)) {
+        let deadline = Instant::now() + tool.spec.limits.timeout;
         let wasi = WasiCtxBuilder::new()
             .stdout(pipes.0.clone())
             .stderr(pipes.1.clone())
@@ -582,9 +582,11 @@ impl Inner {
         let state = HostState {
             wasi,
             table: Default::default(),
-            fs,
-            secrets,
-            redactor,
+            fs: authority.fs,
+            secrets: authority.secrets,
+            redactor: authority.redactor,
+            egress: authority.egress,
+            deadline,
             audit,
             policy: self.policy.clone(),
             limiter: MemoryLimiter {
@@ -596,7 +598,6 @@ impl Inner {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let deadline = Instant::now() + tool.spec.limits.timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
@@ -614,6 +615,7 @@ impl Inner {
         task: &str,
         fs: FsCtx,
         secret_specs: Vec<SecretSpec>,
+        egress: Vec<EgressRule>,
         input: &str,
     ) -> Result<Invocation, Error> {
         if input.len() > self.max_input {
@@ -647,6 +649,14 @@ impl Inner {
             .map(|h| format!("{}={}:{}", h.name, h.path.display(), h.rights))
             .collect();
         granted.extend(secret_specs.iter().map(|s| format!("secret:{}", s.name)));
+        granted.extend(egress.iter().map(|r| {
+            format!(
+                "http:{}={}{}",
+                r.methods.join(","),
+                r.origin,
+                r.path_prefixes.join(",")
+            )
+        }));
         start.resource = Some(granted.join(" "));
         let audit_err = |e| Error::Audit(Arc::new(e));
         auditor.write(&start).map_err(audit_err)?;
@@ -691,14 +701,14 @@ impl Inner {
         }
         let issued: Vec<String> = secrets.issued.keys().cloned().collect();
 
-        let (mut store, (stdout, stderr)) = self.store_with_pipes(
-            tool,
+        let authority = Authority {
             fs,
             secrets,
-            redactor.clone(),
-            auditor.clone(),
-            self.pipes(),
-        );
+            redactor: redactor.clone(),
+            egress,
+        };
+        let (mut store, (stdout, stderr)) =
+            self.store_with_pipes(tool, authority, auditor.clone(), self.pipes());
         let started = Instant::now();
         let call = async {
             let t = tool.pre.instantiate_async(&mut store).await?;

@@ -11,12 +11,25 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+/// What one invocation was granted, resolved and ready to use.
+#[derive(Default)]
+pub(crate) struct Authority {
+    pub(crate) fs: FsCtx,
+    pub(crate) secrets: SecretsCtx,
+    pub(crate) redactor: Arc<Redactor>,
+    pub(crate) egress: Vec<crate::caps::http::EgressRule>,
+}
+
 pub(crate) struct HostState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) fs: FsCtx,
     pub(crate) secrets: SecretsCtx,
     pub(crate) redactor: Arc<Redactor>,
+    /// Egress rules of this invocation (grant within ceiling).
+    pub(crate) egress: Vec<crate::caps::http::EgressRule>,
+    /// When the invocation's deadline passes.
+    pub(crate) deadline: std::time::Instant,
     pub(crate) audit: Auditor,
     pub(crate) policy: Arc<Policy>,
     pub(crate) limiter: MemoryLimiter,

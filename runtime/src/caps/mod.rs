@@ -2,6 +2,7 @@
 //! implementation side by side.
 
 pub mod fs;
+pub mod http;
 pub mod log;
 pub mod secrets;
 pub mod stdio;

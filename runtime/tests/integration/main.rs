@@ -7,6 +7,7 @@ mod audit;
 mod cache;
 mod cli;
 mod common;
+mod egress;
 mod escapes;
 mod grants;
 mod limits;
@@ -37,9 +38,11 @@ fn every_guest_has_a_test() {
                     | "fs_probe"
                     | "hog"
                     | "secret_probe"
+                    | "http_get"
+                    | "egress_probe"
             ),
             "guest {n} has no test; add one and list it here"
         );
     }
-    assert_eq!(names.len(), 9);
+    assert_eq!(names.len(), 11);
 }

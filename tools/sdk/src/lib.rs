@@ -49,6 +49,7 @@ pub mod bindings {
 }
 
 pub mod fs;
+pub mod http;
 pub mod log;
 pub mod secrets;
 
@@ -150,6 +151,22 @@ impl From<secrets::Error> for Error {
             secrets::ErrorCode::Expired => ErrorKind::Failed,
         };
         Self::new(kind, e.describe())
+    }
+}
+
+impl From<http::Error> for Error {
+    fn from(e: http::Error) -> Self {
+        let kind = match e.code {
+            http::ErrorCode::Denied => ErrorKind::Denied,
+            http::ErrorCode::InvalidRequest => ErrorKind::InvalidInput,
+            _ => ErrorKind::Failed,
+        };
+        let message = if kind == ErrorKind::Denied {
+            e.message
+        } else {
+            e.describe()
+        };
+        Self::new(kind, message)
     }
 }
 

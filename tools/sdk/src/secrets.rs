@@ -43,6 +43,10 @@ impl Secret {
         self.inner.name()
     }
 
+    pub(crate) fn resource(&self) -> &wit::Secret {
+        &self.inner
+    }
+
     /// The value; needs `reveal = true` in the manifest.
     pub fn reveal(&self) -> Result<String, Error> {
         self.inner.reveal()

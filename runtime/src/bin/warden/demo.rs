@@ -168,6 +168,7 @@ fn summarize(r: &Record) -> String {
         warden::audit::Event::Log => "log",
         warden::audit::Event::SecretIssued => "issued",
         warden::audit::Event::SecretExpired => "expired",
+        warden::audit::Event::Egress => "egress",
         warden::audit::Event::InvocationEnd => "end",
     };
     let mut s = format!(

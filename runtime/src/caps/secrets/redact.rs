@@ -12,6 +12,8 @@ pub struct Redactor {
     matcher: Option<AhoCorasick>,
     /// The replacement for each pattern, by pattern index.
     replacements: Vec<String>,
+    /// The secret name of each pattern, by pattern index.
+    names: Vec<String>,
 }
 
 /// Base64 patterns shorter than this are not used: too likely to match
@@ -81,11 +83,13 @@ impl Redactor {
     pub fn new<'a>(secrets: impl IntoIterator<Item = (&'a str, &'a str)>) -> Redactor {
         let mut patterns = Vec::new();
         let mut replacements = Vec::new();
+        let mut names = Vec::new();
         for (name, value) in secrets {
             for p in encodings(value) {
                 if !patterns.contains(&p) {
                     patterns.push(p);
                     replacements.push(format!("[REDACTED:{name}]"));
+                    names.push(name.to_owned());
                 }
             }
         }
@@ -99,6 +103,18 @@ impl Redactor {
         Redactor {
             matcher,
             replacements,
+            names,
+        }
+    }
+
+    /// Names of the secrets whose values (in any encoding) occur in `bytes`.
+    pub fn names_in(&self, bytes: &[u8]) -> std::collections::BTreeSet<String> {
+        match &self.matcher {
+            Some(m) => m
+                .find_iter(bytes)
+                .map(|hit| self.names[hit.pattern().as_usize()].clone())
+                .collect(),
+            None => Default::default(),
         }
     }
 

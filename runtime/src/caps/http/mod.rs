@@ -1,0 +1,173 @@
+//! The `http` capability: egress to listed destinations only, performed by
+//! the host, with secrets attached by reference.
+//!
+//! Manifest ceilings:
+//!
+//! ```toml
+//! [[tools.http-get.http]]
+//! scheme = "https"                 # http or https
+//! host = "api.example.com"         # exact, after normalizing; or an IP address
+//! port = 443                       # default: the scheme's
+//! methods = ["GET"]                # default ["GET"]
+//! path-prefixes = ["/v1/"]         # default ["/"]
+//! addresses = ["10.0.0.7"]         # private/loopback addresses the host may resolve to
+//! ```
+//!
+//! A grant narrows them per task: `--grant http:https://api.example.com/v1/`
+//! (methods of the ceiling) or `--grant http:GET=https://api.example.com/v1/`.
+
+pub mod check;
+mod host;
+
+use crate::grant::GrantError;
+use check::Origin;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Per-request timeout, further bounded by the invocation's deadline.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One egress rule: a manifest ceiling, or what a grant makes of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressRule {
+    pub origin: Origin,
+    /// Upper-case method names.
+    pub methods: Vec<String>,
+    pub path_prefixes: Vec<String>,
+    /// Private, loopback or link-local addresses this host may resolve to.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// One egress entry of a grant: a URL prefix and, optionally, methods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGrant {
+    /// `scheme://host[:port]/path-prefix`
+    pub url: String,
+    /// `None`: the methods of the ceiling rule.
+    pub methods: Option<Vec<String>>,
+}
+
+impl HttpGrant {
+    /// Parses the CLI form after `http:`: `URL` or `METHODS=URL`.
+    pub fn parse_cli(rest: &str) -> Result<HttpGrant, String> {
+        let (methods, url) = match rest.split_once('=') {
+            Some((m, u)) if !m.contains("://") => (Some(m), u),
+            _ => (None, rest),
+        };
+        let methods = methods.map(|m| {
+            m.split(',')
+                .map(|m| m.trim().to_ascii_uppercase())
+                .collect::<Vec<_>>()
+        });
+        let g = HttpGrant {
+            url: url.to_owned(),
+            methods,
+        };
+        g.parsed()?;
+        Ok(g)
+    }
+
+    fn parsed(&self) -> Result<(Origin, String), String> {
+        let (url, origin) = check::parse_url(&self.url)?;
+        if url.query().is_some() {
+            return Err(format!(
+                "'{}' has a query (expected a URL prefix)",
+                self.url
+            ));
+        }
+        for m in self.methods.iter().flatten() {
+            if !check::METHODS.contains(&m.as_str()) {
+                return Err(format!(
+                    "unknown method '{m}' (expected one of {})",
+                    check::METHODS.join(", ")
+                ));
+            }
+        }
+        Ok((origin, url.path().to_owned()))
+    }
+}
+
+/// The rules one invocation may use: each grant entry inside a ceiling
+/// rule, narrowed to the grant's path prefix and methods. Refuses an entry
+/// that no ceiling contains.
+pub(crate) fn authorize(
+    tool: &str,
+    ceilings: &[EgressRule],
+    grants: &[HttpGrant],
+) -> Result<Vec<EgressRule>, GrantError> {
+    let mut out = Vec::new();
+    for g in grants {
+        let refuse = |reason: String| GrantError::HttpOutsideCeiling {
+            tool: tool.to_owned(),
+            url: g.url.clone(),
+            reason,
+        };
+        let (origin, prefix) = g.parsed().map_err(&refuse)?;
+        let Some(rule) = fit(ceilings, g, &origin, &prefix) else {
+            return Err(refuse(if ceilings.iter().any(|c| c.origin == origin) {
+                "its methods or path are wider than the manifest's ceiling".into()
+            } else {
+                format!("{origin} is not in the manifest's egress ceiling")
+            }));
+        };
+        out.push(rule);
+    }
+    Ok(out)
+}
+
+/// The ceiling rule containing a grant entry, narrowed to it.
+fn fit(
+    ceilings: &[EgressRule],
+    g: &HttpGrant,
+    origin: &Origin,
+    prefix: &str,
+) -> Option<EgressRule> {
+    ceilings.iter().find_map(|c| {
+        if c.origin != *origin
+            || !c
+                .path_prefixes
+                .iter()
+                .any(|p| prefix.starts_with(p.as_str()))
+        {
+            return None;
+        }
+        let methods = match &g.methods {
+            Some(ms) if ms.iter().all(|m| c.methods.contains(m)) => ms.clone(),
+            Some(_) => return None,
+            None => c.methods.clone(),
+        };
+        Some(EgressRule {
+            origin: origin.clone(),
+            methods,
+            path_prefixes: vec![prefix.to_owned()],
+            addresses: c.addresses.clone(),
+        })
+    })
+}
+
+/// The grant entries a tool's ceiling contains, methods narrowed; others dropped.
+pub(crate) fn narrow(ceilings: &[EgressRule], grants: &[HttpGrant]) -> Vec<HttpGrant> {
+    grants
+        .iter()
+        .filter_map(|g| {
+            let (origin, prefix) = g.parsed().ok()?;
+            let wide = HttpGrant {
+                url: g.url.clone(),
+                methods: None,
+            };
+            let rule = fit(ceilings, &wide, &origin, &prefix)?;
+            let methods: Vec<String> = match &g.methods {
+                Some(ms) => ms
+                    .iter()
+                    .filter(|m| rule.methods.contains(m))
+                    .cloned()
+                    .collect(),
+                None => rule.methods,
+            };
+            (!methods.is_empty()).then(|| HttpGrant {
+                url: g.url.clone(),
+                methods: Some(methods),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,613 @@
+//! Egress: a loopback server plays the external API. Only granted
+//! destinations are reached; every bypass form is denied before any packet
+//! leaves; secrets go by reference, and only to their `send-to`.
+
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use warden::audit::{Event, MemorySink};
+use warden::{Error, Grant, GrantError, Manifest, Runtime};
+
+const API_TOKEN: &str = "api-token-9c1d4e7f2a";
+const OTHER_TOKEN: &str = "other-token-55aa33cc";
+
+/// What the server saw: (method, path, authorization header).
+type Seen = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
+
+/// A tiny HTTP/1.1 server on 127.0.0.1, one request per connection.
+async fn serve() -> (u16, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let mut lines = head.lines();
+                let mut first = lines.next().unwrap_or("").split(' ');
+                let (method, path) = (
+                    first.next().unwrap_or("").to_owned(),
+                    first.next().unwrap_or("").to_owned(),
+                );
+                let auth = lines
+                    .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                    .map(|l| l[14..].trim().to_owned());
+                log.lock()
+                    .unwrap()
+                    .push((method, path.clone(), auth.clone()));
+                let (status, extra, body) = match path.as_str() {
+                    "/secure" if auth.as_deref() == Some(&format!("Bearer {API_TOKEN}")) => {
+                        ("200 OK", String::new(), "welcome".to_owned())
+                    }
+                    "/secure" => ("401 Unauthorized", String::new(), "no".to_owned()),
+                    "/redirect" => (
+                        "302 Found",
+                        "Location: http://evil.example/steal\r\n".to_owned(),
+                        String::new(),
+                    ),
+                    "/redirect-local" => (
+                        "302 Found",
+                        "Location: /api/landed\r\n".to_owned(),
+                        String::new(),
+                    ),
+                    "/api/big" => ("200 OK", String::new(), "b".repeat(64 << 10)),
+                    p => ("200 OK", String::new(), format!("ok {p}")),
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+struct Api {
+    _dir: tempfile::TempDir,
+    port: u16,
+    seen: Seen,
+    audit: Arc<MemorySink>,
+    runtime: Runtime,
+}
+
+impl Api {
+    async fn new() -> Api {
+        Self::with(|b| b).await
+    }
+
+    async fn with(configure: impl FnOnce(warden::RuntimeBuilder) -> warden::RuntimeBuilder) -> Api {
+        let (port, seen) = serve().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("api.txt"), API_TOKEN).unwrap();
+        std::fs::write(dir.path().join("other.txt"), OTHER_TOKEN).unwrap();
+        let secrets = format!(
+            r#"
+[[tools.TOOL.secrets]]
+name = "api"
+source = "file:api.txt"
+reveal = true
+send-to = ["http://127.0.0.1:{port}"]
+
+[[tools.TOOL.secrets]]
+name = "other"
+source = "file:other.txt"
+reveal = true
+send-to = ["https://elsewhere.example"]
+
+[[tools.TOOL.secrets]]
+name = "fleeting"
+source = "file:api.txt"
+ttl = "1ns"
+send-to = ["http://127.0.0.1:{port}"]
+"#
+        );
+        let text = format!(
+            r#"
+[tools.probe]
+component = "{probe}"
+[[tools.probe.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {port}
+methods = ["GET", "POST"]
+{probe_secrets}
+
+[tools.http-get]
+component = "{http_get}"
+[[tools.http-get.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {port}
+{get_secrets}
+
+[tools.named]
+component = "{probe}"
+[[tools.named.http]]
+scheme = "http"
+host = "localhost"
+port = {port}
+path-prefixes = ["/api/"]
+addresses = ["127.0.0.1", "::1"]
+
+[tools.unlisted]
+component = "{probe}"
+[[tools.unlisted.http]]
+scheme = "http"
+host = "localhost"
+port = {port}
+"#,
+            probe = crate::EGRESS_PROBE,
+            http_get = crate::HTTP_GET,
+            probe_secrets = secrets.replace("TOOL", "probe"),
+            get_secrets = secrets.replace("TOOL", "http-get"),
+        );
+        let path = dir.path().join("manifest.toml");
+        std::fs::write(&path, text).unwrap();
+        let audit = MemorySink::new();
+        let runtime = configure(
+            Runtime::builder()
+                .manifest(Manifest::load(&path).unwrap())
+                .audit(audit.clone())
+                .cache_dir(crate::common::shared_cache()),
+        )
+        .build()
+        .unwrap();
+        Api {
+            _dir: dir,
+            port,
+            seen,
+            audit,
+            runtime,
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The task grant used by most tests: /api/, /secure and /redirect*.
+    fn grant(&self) -> Grant {
+        let b = self.base();
+        Grant::new("egress")
+            .http(&format!("{b}/api/"), None)
+            .http(&format!("{b}/secure"), None)
+            .http(&format!("{b}/redirect"), Some(&["GET"]))
+            .secret("api")
+            .secret("other")
+    }
+
+    async fn probe(&self, tool: &str, grant: &Grant, input: Value) -> (Value, String) {
+        let run = self
+            .runtime
+            .invoke(tool, grant, &input.to_string())
+            .await
+            .unwrap();
+        (serde_json::from_str(&run.output.unwrap()).unwrap(), run.id)
+    }
+
+    fn requests(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    fn decisions(&self, inv: &str) -> Vec<warden::audit::Record> {
+        self.audit
+            .invocation(inv)
+            .into_iter()
+            .filter(|r| r.event == Event::Decision)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_granted_request_goes_to_the_checked_address_and_is_audited() {
+    let api = Api::new().await;
+    let (out, inv) = api
+        .probe(
+            "probe",
+            &api.grant(),
+            json!({"url": format!("{}/api/hello", api.base())}),
+        )
+        .await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+    assert_eq!(out["ok"]["body"], "ok /api/hello");
+    let records = api.audit.invocation(&inv);
+    let d = records.iter().find(|r| r.event == Event::Decision).unwrap();
+    assert_eq!(d.capability.as_deref(), Some("http"));
+    assert_eq!(d.action.as_deref(), Some("GET"));
+    assert_eq!(d.decision.as_deref(), Some("allow"));
+    assert_eq!(
+        d.address.as_deref(),
+        Some(format!("127.0.0.1:{}", api.port).as_str())
+    );
+    let e = records.iter().find(|r| r.event == Event::Egress).unwrap();
+    assert_eq!(e.status, Some(200));
+    assert_eq!(e.bytes_in, Some("ok /api/hello".len() as u64));
+    assert_eq!(
+        e.resource.as_deref(),
+        Some(format!("{}/api/hello", api.base()).as_str())
+    );
+}
+
+#[tokio::test]
+async fn every_bypass_form_is_denied_before_anything_is_sent() {
+    let api = Api::new().await;
+    let p = api.port;
+    let g = api.grant();
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "probe",
+            format!("http://127.0.0.1:{p}@evil.example/api/x"),
+            "userinfo",
+            "http.url",
+        ),
+        (
+            "probe",
+            format!("http://user:pw@127.0.0.1:{p}/api/x"),
+            "userinfo",
+            "http.url",
+        ),
+        (
+            "probe",
+            format!("http://127.0.0.1:{p}/api/x\0.evil"),
+            "NUL",
+            "http.url",
+        ),
+        (
+            "probe",
+            format!("http://127.0.0.1:{}/api/x", p + 1),
+            "not in the egress grant",
+            "http.allowlist",
+        ),
+        (
+            "probe",
+            format!("https://127.0.0.1:{p}/api/x"),
+            "not in the egress grant",
+            "http.allowlist",
+        ),
+        (
+            "probe",
+            format!("http://127.0.0.1:{p}/admin"),
+            "not in the egress grant",
+            "http.allowlist",
+        ),
+        (
+            "probe",
+            format!("http://127.0.0.1:{p}/api/../admin"),
+            "not in the egress grant",
+            "http.allowlist",
+        ),
+        (
+            "probe",
+            format!("http://127.0.0.1:{p}/api/%2e%2e/admin"),
+            "not in the egress grant",
+            "http.allowlist",
+        ),
+        (
+            "probe",
+            format!("http://evil.example:{p}/api/x"),
+            "host evil.example",
+            "http.allowlist",
+        ),
+        // The named tool lists `localhost` only: IP literal forms are not it.
+        (
+            "named",
+            format!("http://0x7f.1:{p}/api/x"),
+            "IP address 127.0.0.1",
+            "http.allowlist",
+        ),
+        (
+            "named",
+            format!("http://127.1:{p}/api/x"),
+            "IP address 127.0.0.1",
+            "http.allowlist",
+        ),
+        (
+            "named",
+            format!("http://2130706433:{p}/api/x"),
+            "IP address 127.0.0.1",
+            "http.allowlist",
+        ),
+        (
+            "named",
+            format!("http://127.0.0.1.:{p}/api/x"),
+            "IP address 127.0.0.1",
+            "http.allowlist",
+        ),
+        (
+            "named",
+            format!("http://[::ffff:127.0.0.1]:{p}/api/x"),
+            "IP address [::ffff:7f00:1]",
+            "http.allowlist",
+        ),
+        (
+            "named",
+            format!("http://[::1]:{p}/api/x"),
+            "IP address [::1]",
+            "http.allowlist",
+        ),
+        (
+            "named",
+            format!("http://localhost.evil.example:{p}/api/x"),
+            "host localhost.evil.example",
+            "http.allowlist",
+        ),
+        (
+            "named",
+            format!("http://LocalHost.Evil.Example.:{p}/api/x"),
+            "host localhost.evil.example",
+            "http.allowlist",
+        ),
+        // A name that resolves to loopback the manifest does not list.
+        (
+            "unlisted",
+            format!("http://localhost:{p}/x"),
+            "a loopback address the manifest does not list",
+            "http.address",
+        ),
+    ];
+    for (tool, url, why, rule) in cases {
+        let grant = match tool {
+            "probe" => g.clone(),
+            "named" => Grant::new("t").http(&format!("http://localhost:{p}/api/"), None),
+            _ => Grant::new("t").http(&format!("http://localhost:{p}/"), None),
+        };
+        let (out, inv) = api.probe(tool, &grant, json!({ "url": url })).await;
+        assert_eq!(out["error"]["code"], "denied", "{url}: {out}");
+        let msg = out["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(why), "{url}: {msg}");
+        let d = api.decisions(&inv);
+        assert_eq!(
+            (d[0].decision.as_deref(), d[0].rule.as_deref()),
+            (Some("deny"), Some(rule)),
+            "{url}"
+        );
+    }
+    assert_eq!(
+        api.requests(),
+        0,
+        "a denied request reached the server: {:?}",
+        api.seen.lock().unwrap()
+    );
+    // Methods outside the grant.
+    let (out, _) = api
+        .probe(
+            "probe",
+            &g,
+            json!({"method": "DELETE", "url": format!("{}/api/x", api.base())}),
+        )
+        .await;
+    assert_eq!(out["error"]["code"], "denied");
+    let (out, _) = api
+        .probe(
+            "probe",
+            &g,
+            json!({"method": "POST", "url": format!("{}/redirect", api.base())}),
+        )
+        .await;
+    assert_eq!(out["error"]["code"], "denied");
+    // The same host spelled differently is the same host.
+    let named = Grant::new("t").http(&format!("http://localhost:{p}/api/"), None);
+    let (out, _) = api
+        .probe(
+            "named",
+            &named,
+            json!({"url": format!("http://LOCALHOST.:{p}/api/ok")}),
+        )
+        .await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+    assert_eq!(api.requests(), 1);
+}
+
+#[tokio::test]
+async fn redirects_are_checked_hop_by_hop() {
+    let api = Api::new().await;
+    let run = api
+        .runtime
+        .invoke(
+            "http-get",
+            &api.grant(),
+            &json!({"url": format!("{}/redirect", api.base())}).to_string(),
+        )
+        .await
+        .unwrap();
+    let err = run.output.unwrap_err();
+    assert_eq!(err.kind, warden::ToolErrorKind::Denied);
+    assert!(err.message.contains("host evil.example"), "{err}");
+    let (out, _) = api
+        .probe(
+            "probe",
+            &api.grant(),
+            json!({"url": format!("{}/redirect", api.base())}),
+        )
+        .await;
+    assert_eq!(
+        out["ok"]["status"], 302,
+        "the host does not follow redirects itself"
+    );
+    assert_eq!(out["ok"]["location"], "http://evil.example/steal");
+
+    let grant = api
+        .grant()
+        .http(&format!("{}/redirect-local", api.base()), None);
+    let run = api
+        .runtime
+        .invoke(
+            "http-get",
+            &grant,
+            &json!({"url": format!("{}/redirect-local", api.base())}).to_string(),
+        )
+        .await
+        .unwrap();
+    let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert_eq!(out["body"], "ok /api/landed");
+    assert_eq!(out["url"], format!("{}/api/landed", api.base()));
+}
+
+#[tokio::test]
+async fn a_secret_is_used_by_reference_and_never_seen() {
+    let api = Api::new().await;
+    let input = json!({"url": format!("{}/secure", api.base()), "secret": "api"});
+    let run = api
+        .runtime
+        .invoke("http-get", &api.grant(), &input.to_string())
+        .await
+        .unwrap();
+    let out = run.output.unwrap();
+    assert!(
+        out.contains("welcome"),
+        "the server accepted the token: {out}"
+    );
+    assert!(!out.contains(API_TOKEN));
+    let seen = api.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen[0].2.as_deref(),
+        Some(format!("Bearer {API_TOKEN}").as_str())
+    );
+    let trail = serde_json::to_string(&api.audit.records()).unwrap();
+    assert!(!trail.contains(API_TOKEN));
+}
+
+#[tokio::test]
+async fn secrets_never_go_outside_their_send_to() {
+    let api = Api::new().await;
+    let url = format!("{}/api/collect", api.base());
+    // By reference, to a destination outside send-to.
+    let (out, inv) = api
+        .probe(
+            "probe",
+            &api.grant(),
+            json!({"url": url, "bearer": "other"}),
+        )
+        .await;
+    assert_eq!(out["error"]["code"], "denied");
+    assert_eq!(
+        out["error"]["message"],
+        format!(
+            "exfiltration attempt: secret 'other' may be sent only to https://elsewhere.example, not http://127.0.0.1:{}",
+            api.port
+        )
+    );
+    assert_eq!(
+        api.decisions(&inv).last().unwrap().rule.as_deref(),
+        Some("secret.send-to")
+    );
+    // Revealed and smuggled in the query, a header or the body.
+    for into in ["query", "header", "body"] {
+        let (out, inv) = api
+            .probe(
+                "probe",
+                &api.grant(),
+                json!({"method": "POST", "url": url, "reveal": "other", "into": into}),
+            )
+            .await;
+        assert_eq!(out["error"]["code"], "denied", "{into}: {out}");
+        let d = api.decisions(&inv);
+        assert_eq!(
+            d.last().unwrap().rule.as_deref(),
+            Some("secret.send-to"),
+            "{into}"
+        );
+        let trail = serde_json::to_string(&api.audit.invocation(&inv)).unwrap();
+        assert!(!trail.contains(OTHER_TOKEN), "{trail}");
+    }
+    assert_eq!(api.requests(), 0);
+    // A secret whose send-to includes the destination may go there.
+    let (out, _) = api
+        .probe(
+            "probe",
+            &api.grant(),
+            json!({"url": url, "reveal": "api", "into": "header"}),
+        )
+        .await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+    // An expired secret cannot be used: the tool gets `expired`, nothing is sent.
+    let before = api.requests();
+    let grant = api.grant().secret("fleeting");
+    let input = json!({"url": format!("{}/secure", api.base()), "bearer": "fleeting"});
+    let run = api
+        .runtime
+        .invoke("probe", &grant, &input.to_string())
+        .await
+        .unwrap();
+    let err = run.output.unwrap_err();
+    assert_eq!(
+        err.message,
+        "expired: secret 'fleeting' has expired (past its ttl)"
+    );
+    assert_eq!(api.requests(), before);
+}
+
+#[tokio::test]
+async fn bodies_are_capped_and_egress_needs_a_grant() {
+    let api = Api::with(|b| b.hostcall_limit(16 << 10)).await;
+    let (out, _) = api
+        .probe(
+            "probe",
+            &api.grant(),
+            json!({"url": format!("{}/api/big", api.base())}),
+        )
+        .await;
+    assert_eq!(out["error"]["code"], "too-large", "{out}");
+    let (out, _) = api
+        .probe("probe", &api.grant(), json!({"method": "POST", "url": format!("{}/api/x", api.base()), "body": "x".repeat(20 << 10)}))
+        .await;
+    assert_eq!(out["error"]["code"], "too-large", "{out}");
+    let (out, _) = api
+        .probe(
+            "probe",
+            &Grant::new("t"),
+            json!({"url": format!("{}/api/x", api.base())}),
+        )
+        .await;
+    assert_eq!(out["error"]["message"], "this task has no egress grant");
+}
+
+#[tokio::test]
+async fn egress_grants_wider_than_the_ceiling_are_refused() {
+    let api = Api::new().await;
+    for (grant, want) in [
+        (
+            Grant::new("t").http(&format!("{}/api/", api.base()), Some(&["PUT"])),
+            "wider than the manifest's ceiling",
+        ),
+        (
+            Grant::new("t").http("https://api.example.com/", None),
+            "not in the manifest's egress ceiling",
+        ),
+        (
+            Grant::new("t").http("ftp://127.0.0.1/", None),
+            "scheme 'ftp' is not allowed",
+        ),
+    ] {
+        let err = api
+            .runtime
+            .invoke("probe", &grant, r#"{"url":"http://x"}"#)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Grant(GrantError::HttpOutsideCeiling { .. })),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(want), "{err}");
+    }
+    // narrow() keeps what fits: GET/POST of the ceiling, not PUT.
+    let wide = Grant::new("t").http(&format!("{}/api/", api.base()), Some(&["GET", "PUT"]));
+    let narrowed = api.runtime.narrow("probe", &wide).unwrap();
+    assert_eq!(
+        narrowed.http[0].methods.as_deref(),
+        Some(&["GET".to_owned()][..])
+    );
+}
