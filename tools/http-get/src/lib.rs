@@ -56,11 +56,12 @@ impl Tool for HttpGet {
                     .find(|(k, _)| k.eq_ignore_ascii_case(name))
                     .map(|(_, v)| v.clone())
             };
-            if (300..400).contains(&resp.status) && input.follow_redirects {
-                if let Some(location) = header("location") {
-                    url = resolve(&url, &location);
-                    continue;
-                }
+            if (300..400).contains(&resp.status)
+                && input.follow_redirects
+                && let Some(location) = header("location")
+            {
+                url = resolve(&url, &location);
+                continue;
             }
             return Ok(Output {
                 status: resp.status,
