@@ -36,6 +36,7 @@ mod runtime;
 mod state;
 pub mod units;
 
+pub use caps::identity::{Claims, Introspection, Issuer, Verifier};
 pub use error::{Error, ErrorClass, LimitExceeded};
 pub use grant::{FsGrant, Grant, GrantError};
 pub use identity::Identity;

@@ -65,6 +65,8 @@ pub struct ToolSpec {
     pub secrets: Vec<SecretSpec>,
     /// Egress ceilings; no entry, no egress.
     pub http: Vec<EgressRule>,
+    /// Audiences the tool may mint identity tokens for.
+    pub token_audiences: Vec<String>,
 }
 
 /// Per-invocation limits of a tool.
@@ -107,6 +109,7 @@ impl ToolSpec {
             fs: Vec::new(),
             secrets: Vec::new(),
             http: Vec::new(),
+            token_audiences: Vec::new(),
         }
     }
 
@@ -227,6 +230,8 @@ struct RawTool {
     secrets: Vec<RawSecret>,
     #[serde(default)]
     http: Vec<RawHttp>,
+    #[serde(default)]
+    token_audiences: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -444,6 +449,7 @@ impl Validator<'_> {
             fs,
             secrets,
             http,
+            token_audiences: raw.token_audiences,
         })
     }
 

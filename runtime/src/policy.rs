@@ -86,6 +86,21 @@ impl Policy {
         }
     }
 
+    /// Minting an identity token for `audience`.
+    pub fn decide_token(&self, audience: &str, allowed: &[String]) -> Decision {
+        if allowed.iter().any(|a| a == audience) {
+            Decision::allow(
+                "identity.audience",
+                format!("audience {audience} is listed"),
+            )
+        } else {
+            Decision::deny(
+                "identity.audience",
+                format!("the manifest does not list audience '{audience}' for this tool's tokens"),
+            )
+        }
+    }
+
     pub fn decide_fs(&self, req: &FsRequest<'_, '_>) -> Decision {
         for p in req.paths {
             match p {

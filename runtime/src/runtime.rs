@@ -5,6 +5,7 @@ use crate::bindings::exports::warden::tool::guest;
 use crate::bindings::{Tool, ToolPre};
 use crate::caps::fs::{self, Ceilings, FsCtx};
 use crate::caps::http::{self, EgressRule};
+use crate::caps::identity::{ActiveInvocations, Claims, Introspection, Issuer, Minter, Verifier};
 use crate::caps::log::{LogLimits, LogState};
 use crate::caps::secrets::redact::Redactor;
 use crate::caps::secrets::{self, SecretSpec};
@@ -66,6 +67,7 @@ pub struct RuntimeBuilder {
     hostcall_limit: usize,
     log_limits: LogLimits,
     on_compile: Option<CompileHook>,
+    identity: Option<Arc<Issuer>>,
 }
 
 impl Default for RuntimeBuilder {
@@ -81,6 +83,7 @@ impl Default for RuntimeBuilder {
             hostcall_limit: 16 << 20,
             log_limits: LogLimits::default(),
             on_compile: None,
+            identity: None,
         }
     }
 }
@@ -135,6 +138,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The key that signs identity tokens (default: a fresh key for this
+    /// runtime; see [`Issuer::load_or_create`] for one kept on disk).
+    pub fn identity(mut self, issuer: Issuer) -> Self {
+        self.identity = Some(Arc::new(issuer));
+        self
+    }
+
     /// Called when a component starts and finishes compiling (cache misses).
     pub fn on_compile(mut self, hook: impl Fn(CompileEvent) + Send + Sync + 'static) -> Self {
         self.on_compile = Some(Arc::new(hook));
@@ -152,6 +162,10 @@ impl RuntimeBuilder {
             None => None,
         };
         spawn_epoch_ticker(&engine);
+        let issuer = match self.identity {
+            Some(i) => i,
+            None => Arc::new(Issuer::ephemeral().map_err(|e| Error::Config(e.to_string()))?),
+        };
         let tools = self
             .tools
             .into_iter()
@@ -178,6 +192,8 @@ impl RuntimeBuilder {
                 hostcall_limit: self.hostcall_limit,
                 log_limits: self.log_limits,
                 on_compile: self.on_compile,
+                issuer,
+                active: ActiveInvocations::default(),
             }),
         })
     }
@@ -221,6 +237,8 @@ struct Inner {
     hostcall_limit: usize,
     log_limits: LogLimits,
     on_compile: Option<CompileHook>,
+    issuer: Arc<Issuer>,
+    active: ActiveInvocations,
 }
 
 struct ToolSlot {
@@ -384,15 +402,47 @@ impl Runtime {
         Ok(narrowed)
     }
 
+    /// The public keys that verify this runtime's identity tokens (JWKS).
+    pub fn jwks(&self) -> serde_json::Value {
+        self.inner.issuer.jwks()
+    }
+
+    /// RFC 7662-style introspection: a token is active only if this runtime
+    /// signed it, it has not expired, and its invocation is still running.
+    pub fn introspect(&self, token: &str) -> Introspection {
+        let verifier = match Verifier::from_jwks(&self.inner.issuer.jwks()) {
+            Ok(v) => v,
+            Err(e) => return inactive(None, e.to_string()),
+        };
+        match verifier.verify_any_audience(token) {
+            Err(e) => inactive(None, e.to_string()),
+            Ok(c) if !self.inner.active.is_active(&c.jti) => {
+                inactive(Some(c), "its invocation has ended".into())
+            }
+            Ok(c) => Introspection {
+                active: true,
+                claims: Some(c),
+                reason: None,
+            },
+        }
+    }
+
     /// Calls the tool's `describe` export (with an empty grant).
     pub async fn describe(&self, tool: &str) -> Result<ToolInfo, Error> {
         let loaded = self.loaded(tool).await?;
-        let (mut store, _) = self.inner.store_with_pipes(
-            &loaded,
-            Authority::default(),
-            Auditor::discard(),
-            self.inner.pipes(),
-        );
+        let authority = Authority {
+            minter: Arc::new(
+                self.inner
+                    .minter(&loaded, "describe", "describe", Vec::new()),
+            ),
+            fs: FsCtx::default(),
+            secrets: Default::default(),
+            redactor: Arc::default(),
+            egress: Vec::new(),
+        };
+        let (mut store, _) =
+            self.inner
+                .store_with_pipes(&loaded, authority, Auditor::discard(), self.inner.pipes());
         let info = async {
             let t = loaded.pre.instantiate_async(&mut store).await?;
             t.warden_tool_guest().call_describe(&mut store).await
@@ -480,7 +530,46 @@ fn authorize_secrets(spec: &ToolSpec, grant: &Grant) -> Result<Vec<SecretSpec>, 
 #[error("deadline exceeded")]
 struct DeadlineHit;
 
+fn inactive(claims: Option<Claims>, reason: String) -> Introspection {
+    Introspection {
+        active: false,
+        claims,
+        reason: Some(reason),
+    }
+}
+
+/// Marks an invocation active for token introspection until dropped.
+struct ActiveGuard<'a> {
+    set: &'a ActiveInvocations,
+    id: String,
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.set.end(&self.id);
+    }
+}
+
 impl Inner {
+    fn minter(
+        &self,
+        tool: &LoadedTool,
+        task: &str,
+        invocation: &str,
+        scope: Vec<String>,
+    ) -> Minter {
+        Minter {
+            issuer: self.issuer.clone(),
+            tool: tool.spec.name.clone(),
+            identity: tool.identity.to_string(),
+            task: task.to_owned(),
+            invocation: invocation.to_owned(),
+            scope,
+            deadline: crate::caps::identity::now_secs() + tool.spec.limits.timeout.as_secs().max(1),
+            audiences: tool.spec.token_audiences.clone(),
+        }
+    }
+
     fn slot(&self, tool: &str) -> Result<&ToolSlot, Error> {
         self.tools.get(tool).ok_or_else(|| Error::UnknownTool {
             name: tool.to_owned(),
@@ -586,6 +675,7 @@ impl Inner {
             secrets: authority.secrets,
             redactor: authority.redactor,
             egress: authority.egress,
+            minter: authority.minter,
             deadline,
             audit,
             policy: self.policy.clone(),
@@ -660,10 +750,30 @@ impl Inner {
         start.resource = Some(granted.join(" "));
         let audit_err = |e| Error::Audit(Arc::new(e));
         auditor.write(&start).map_err(audit_err)?;
+        self.active.start(&id);
+        let _active = ActiveGuard {
+            set: &self.active,
+            id: id.clone(),
+        };
+        let mut scope: Vec<String> = fs
+            .handles
+            .values()
+            .map(|h| format!("fs:{}:{}", h.name, h.rights))
+            .collect();
+        scope.extend(secret_specs.iter().map(|s| format!("secret:{}", s.name)));
+        scope.extend(egress.iter().map(|r| {
+            format!(
+                "http:{}={}{}",
+                r.methods.join(","),
+                r.origin,
+                r.path_prefixes.join(",")
+            )
+        }));
+        let minter = Arc::new(self.minter(tool, task, &id, scope));
 
         // Secrets are resolved just in time; a failing source stops the
         // invocation before the tool starts.
-        let secrets = match secrets::resolve(secret_specs).await {
+        let secrets = match secrets::resolve(secret_specs, &minter).await {
             Ok(s) => s,
             Err(e) => {
                 let mut end = auditor.record(Event::InvocationEnd);
@@ -702,6 +812,7 @@ impl Inner {
         let issued: Vec<String> = secrets.issued.keys().cloned().collect();
 
         let authority = Authority {
+            minter,
             fs,
             secrets,
             redactor: redactor.clone(),

@@ -12,8 +12,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// What one invocation was granted, resolved and ready to use.
-#[derive(Default)]
 pub(crate) struct Authority {
+    pub(crate) minter: Arc<crate::caps::identity::Minter>,
     pub(crate) fs: FsCtx,
     pub(crate) secrets: SecretsCtx,
     pub(crate) redactor: Arc<Redactor>,
@@ -30,6 +30,8 @@ pub(crate) struct HostState {
     pub(crate) egress: Vec<crate::caps::http::EgressRule>,
     /// When the invocation's deadline passes.
     pub(crate) deadline: std::time::Instant,
+    /// Mints this invocation's identity tokens.
+    pub(crate) minter: Arc<crate::caps::identity::Minter>,
     pub(crate) audit: Auditor,
     pub(crate) policy: Arc<Policy>,
     pub(crate) limiter: MemoryLimiter,

@@ -3,6 +3,7 @@
 
 pub mod fs;
 pub mod http;
+pub mod identity;
 pub mod log;
 pub mod secrets;
 pub mod stdio;

@@ -50,6 +50,7 @@ pub mod bindings {
 
 pub mod fs;
 pub mod http;
+pub mod identity;
 pub mod log;
 pub mod secrets;
 
@@ -167,6 +168,12 @@ impl From<http::Error> for Error {
             e.describe()
         };
         Self::new(kind, message)
+    }
+}
+
+impl From<identity::Error> for Error {
+    fn from(e: identity::Error) -> Self {
+        Self::new(ErrorKind::Denied, e.message)
     }
 }
 

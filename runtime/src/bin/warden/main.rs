@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use warden::audit::FileSink;
 use warden::{
-    Error, ErrorClass, Grant, Manifest, Runtime, RuntimeBuilder, ToolErrorKind, ToolSpec,
+    Error, ErrorClass, Grant, Issuer, Manifest, Runtime, RuntimeBuilder, ToolErrorKind, ToolSpec,
 };
 
 #[derive(Parser)]
@@ -73,12 +73,23 @@ enum Command {
     },
     /// Validate a manifest: fields, paths, components, identity pins.
     Check { manifest: PathBuf },
+    /// Workload identity: the key that signs tool tokens.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
     /// Run the bundled example tools on a scratch workspace.
     Demo {
         /// Keep the workspace, manifest and audit trail in DIR.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum IdentityCommand {
+    /// Print the public key set (JWKS) that verifies this instance's tokens.
+    Jwks,
 }
 
 /// A failure with the exit status it maps to.
@@ -173,12 +184,42 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Check { manifest } => check(builder, &manifest).await,
+        Command::Identity {
+            command: IdentityCommand::Jwks,
+        } => {
+            let issuer = load_issuer().map_err(usage)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&issuer.jwks()).map_err(|e| usage(e.into()))?
+            );
+            Ok(0)
+        }
         Command::Demo { dir } => demo::run(builder, dir).await.map(|()| 0),
     }
 }
 
+/// The signing key, kept in `$WARDEN_STATE_DIR` (default
+/// `$XDG_STATE_HOME/warden` or `~/.local/state/warden`) as `identity-ed25519.key`.
+fn load_issuer() -> anyhow::Result<Issuer> {
+    let dir = std::env::var_os("WARDEN_STATE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| state_dir().map(|d| d.join("warden")))
+        .context("no state directory: set WARDEN_STATE_DIR")?;
+    Ok(Issuer::load_or_create(&dir.join("identity-ed25519.key"))?)
+}
+
+fn state_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+}
+
 fn runtime_builder(cache_dir: Option<&Path>, no_cache: bool) -> RuntimeBuilder {
-    let b = Runtime::builder().on_compile(progress::spinner());
+    let mut b = Runtime::builder().on_compile(progress::spinner());
+    match load_issuer() {
+        Ok(issuer) => b = b.identity(issuer),
+        Err(e) => tracing::warn!("identity tokens use a temporary key: {e:#}"),
+    }
     let dir = cache_dir
         .map(Path::to_owned)
         .or_else(warden::engine::default_cache_dir);
@@ -222,10 +263,7 @@ fn default_audit_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("WARDEN_AUDIT") {
         return Some(PathBuf::from(p));
     }
-    let state = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-    Some(state.join("warden").join("audit.jsonl"))
+    Some(state_dir()?.join("warden").join("audit.jsonl"))
 }
 
 fn open_audit(path: &Path) -> anyhow::Result<FileSink> {

@@ -33,12 +33,15 @@ pub enum SecretSource {
     /// without a trailing newline. Arguments are split like a POSIX shell
     /// would split words (quotes allowed), but nothing is expanded.
     Exec { program: String, args: Vec<String> },
+    /// `mint:AUDIENCE`: an identity token for this invocation, minted by
+    /// Warden itself; it dies with the invocation.
+    Mint(String),
 }
 
 impl SecretSource {
     /// Parses `env:VAR`, `file:PATH` (relative to `base`), `exec:PROGRAM ARGS…`.
     pub fn parse(s: &str, base: &std::path::Path) -> Result<SecretSource, String> {
-        let expected = "expected env:VAR, file:PATH or exec:PROGRAM ARGS…";
+        let expected = "expected env:VAR, file:PATH, exec:PROGRAM ARGS… or mint:AUDIENCE";
         let (kind, rest) = s
             .split_once(':')
             .ok_or_else(|| format!("invalid secret source '{s}' ({expected})"))?;
@@ -58,9 +61,7 @@ impl SecretSource {
                     args: words.collect(),
                 })
             }
-            "mint" => Err(format!(
-                "secret source '{s}': minted tokens need the identity capability, which this version does not have yet ({expected})"
-            )),
+            "mint" => Ok(SecretSource::Mint(rest.to_owned())),
             other => Err(format!("unknown secret source kind '{other}' ({expected})")),
         }
     }
@@ -71,6 +72,7 @@ impl SecretSource {
             SecretSource::Env(_) => "env",
             SecretSource::File(_) => "file",
             SecretSource::Exec { .. } => "exec",
+            SecretSource::Mint(_) => "mint",
         }
     }
 }
@@ -138,7 +140,10 @@ pub struct SecretRef {
 }
 
 /// Resolves each secret from its source, now.
-pub(crate) async fn resolve(specs: Vec<SecretSpec>) -> Result<SecretsCtx, SecretError> {
+pub(crate) async fn resolve(
+    specs: Vec<SecretSpec>,
+    minter: &crate::caps::identity::Minter,
+) -> Result<SecretsCtx, SecretError> {
     let mut issued = BTreeMap::new();
     let now = Instant::now();
     for spec in specs {
@@ -147,7 +152,10 @@ pub(crate) async fn resolve(specs: Vec<SecretSpec>) -> Result<SecretsCtx, Secret
             kind: spec.source.kind(),
             reason,
         };
-        let raw = fetch(&spec.source).await.map_err(err)?;
+        let raw = match &spec.source {
+            SecretSource::Mint(aud) => Zeroizing::new(minter.mint(aud).into_bytes()),
+            other => fetch(other).await.map_err(err)?,
+        };
         let value = Zeroizing::new(
             String::from_utf8(raw.to_vec()).map_err(|_| err("the value is not UTF-8".into()))?,
         );
@@ -190,6 +198,7 @@ async fn fetch(source: &SecretSource) -> Result<Zeroizing<Vec<u8>>, String> {
                 .map(Zeroizing::new)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))
         }
+        SecretSource::Mint(_) => Err("minted tokens are issued by the runtime".into()),
         SecretSource::Exec { program, args } => {
             let child = tokio::process::Command::new(program)
                 .args(args)
@@ -255,7 +264,7 @@ mod tests {
             ("ldap:x", "unknown secret source kind 'ldap'"),
             ("env:", "empty secret source"),
             ("exec:op 'read", "unbalanced quotes"),
-            ("mint:api", "identity capability"),
+            ("mint:", "empty secret source"),
         ] {
             let e = SecretSource::parse(bad, base).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");

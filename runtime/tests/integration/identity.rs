@@ -1,0 +1,223 @@
+//! Workload identity: tokens verify against the JWKS, name the tool by its
+//! digest, and are inactive as soon as their invocation returns.
+
+use serde_json::json;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use warden::audit::{Event, MemorySink};
+use warden::{Grant, Identity, Manifest, Runtime, Verifier};
+
+const AUDIENCE: &str = "https://api.test";
+
+/// (token the server received, whether introspection said active then)
+type Seen = Arc<Mutex<Vec<(String, bool)>>>;
+
+/// A loopback API that accepts only active Warden tokens.
+async fn api(runtime: Arc<OnceLock<Runtime>>) -> (u16, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 16 << 10];
+            let mut len = 0;
+            while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                match sock.read(&mut buf[len..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => len += n,
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..len]).into_owned();
+            let token = head
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("authorization: bearer "))
+                .map(|l| l[22..].trim().to_owned())
+                .unwrap_or_default();
+            // A downstream service asks Warden whether the token is live.
+            let active = runtime.get().is_some_and(|rt| rt.introspect(&token).active);
+            log.lock().unwrap().push((token, active));
+            let (status, body) = if active {
+                ("200 OK", "hello, tool")
+            } else {
+                ("401 Unauthorized", "inactive token")
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+    (port, seen)
+}
+
+async fn setup() -> (tempfile::TempDir, u16, Seen, Arc<MemorySink>, Runtime) {
+    let cell: Arc<OnceLock<Runtime>> = Arc::default();
+    let (port, seen) = api(cell.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[tools.call-api]
+component = "{call_api}"
+timeout = "20s"
+token-audiences = ["{AUDIENCE}"]
+[[tools.call-api.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {port}
+
+[tools.probe]
+component = "{probe}"
+[[tools.probe.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {port}
+[[tools.probe.secrets]]
+name = "id"
+source = "mint:{AUDIENCE}"
+send-to = ["http://127.0.0.1:{port}"]
+"#,
+        call_api = crate::CALL_API,
+        probe = crate::EGRESS_PROBE,
+    );
+    let path = dir.path().join("manifest.toml");
+    std::fs::write(&path, text).unwrap();
+    let audit = MemorySink::new();
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(audit.clone())
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    let _ = cell.set(runtime.clone());
+    (dir, port, seen, audit, runtime)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minted_token_verifies_and_dies_with_its_invocation() {
+    let (_dir, port, seen, audit, runtime) = setup().await;
+    let grant = Grant::new("ticket-7").http(&format!("http://127.0.0.1:{port}/"), None);
+    let input = json!({"url": format!("http://127.0.0.1:{port}/whoami"), "audience": AUDIENCE});
+    let run = runtime
+        .invoke("call-api", &grant, &input.to_string())
+        .await
+        .unwrap();
+    let out: serde_json::Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert_eq!(out["status"], 200, "{out}");
+    assert_eq!(out["body"], "hello, tool");
+
+    let (token, active_during) = seen.lock().unwrap()[0].clone();
+    assert!(
+        active_during,
+        "the token was active while its invocation ran"
+    );
+    let claims = Verifier::from_jwks(&runtime.jwks())
+        .unwrap()
+        .verify(&token, AUDIENCE)
+        .unwrap();
+    let identity = Identity::of(&std::fs::read(crate::CALL_API).unwrap()).to_string();
+    assert_eq!(claims.sub, identity);
+    assert_eq!(
+        (
+            claims.tool.as_str(),
+            claims.task.as_str(),
+            claims.jti.as_str()
+        ),
+        ("call-api", "ticket-7", run.id.as_str())
+    );
+    assert_eq!(claims.scope, [format!("http:GET=http://127.0.0.1:{port}/")]);
+    assert!(
+        claims.exp > claims.iat && claims.exp <= claims.iat + 20,
+        "{claims:?}"
+    );
+    assert!(claims.iss.starts_with("warden:"));
+
+    // Copied out of the call, the token is refused.
+    let after = runtime.introspect(&token);
+    assert!(!after.active);
+    assert_eq!(after.reason.as_deref(), Some("its invocation has ended"));
+    let d = audit
+        .invocation(&run.id)
+        .into_iter()
+        .find(|r| r.event == Event::Decision && r.capability.as_deref() == Some("identity"))
+        .unwrap();
+    assert_eq!(
+        (d.resource.as_deref(), d.decision.as_deref()),
+        (Some(AUDIENCE), Some("allow"))
+    );
+
+    // Tokens from another key or tampered ones are not active either.
+    assert!(!runtime.introspect("not.a.token").active);
+    let mut parts: Vec<&str> = token.split('.').collect();
+    parts[2] = "AAAA";
+    assert!(!runtime.introspect(&parts.join(".")).active);
+}
+
+#[tokio::test]
+async fn an_unlisted_audience_is_denied() {
+    let (_dir, port, seen, _audit, runtime) = setup().await;
+    let grant = Grant::new("t").http(&format!("http://127.0.0.1:{port}/"), None);
+    let input =
+        json!({"url": format!("http://127.0.0.1:{port}/x"), "audience": "https://elsewhere"});
+    let run = runtime
+        .invoke("call-api", &grant, &input.to_string())
+        .await
+        .unwrap();
+    let err = run.output.unwrap_err();
+    assert_eq!(err.kind, warden::ToolErrorKind::Denied);
+    assert_eq!(
+        err.message,
+        "the manifest does not list audience 'https://elsewhere' for this tool's tokens"
+    );
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mint_secret_is_a_token_used_by_reference() {
+    let (_dir, port, seen, _audit, runtime) = setup().await;
+    let grant = Grant::new("t")
+        .http(&format!("http://127.0.0.1:{port}/"), None)
+        .secret("id");
+    let input = json!({"url": format!("http://127.0.0.1:{port}/x"), "bearer": "id"});
+    let run = runtime
+        .invoke("probe", &grant, &input.to_string())
+        .await
+        .unwrap();
+    let out = run.output.unwrap();
+    assert!(out.contains("hello, tool"), "{out}");
+    let (token, active) = seen.lock().unwrap()[0].clone();
+    assert!(active);
+    assert!(!out.contains(&token));
+    let claims = Verifier::from_jwks(&runtime.jwks())
+        .unwrap()
+        .verify(&token, AUDIENCE)
+        .unwrap();
+    assert_eq!(claims.jti, run.id);
+    assert!(!runtime.introspect(&token).active);
+}
+
+#[test]
+fn the_cli_prints_a_stable_jwks() {
+    let state = tempfile::tempdir().unwrap();
+    let jwks = || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["identity", "jwks"])
+            .env("WARDEN_STATE_DIR", state.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let first = jwks();
+    assert_eq!(first["keys"][0]["kty"], "OKP");
+    assert_eq!(first["keys"][0]["crv"], "Ed25519");
+    assert_eq!(jwks(), first, "the key is kept in the state directory");
+    assert!(Verifier::from_jwks(&first).is_ok());
+}
