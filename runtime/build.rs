@@ -10,7 +10,14 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 /// Tools bundled into the `warden` binary for `warden demo`.
-const BUNDLED: &[&str] = &["read-files", "search-text", "write-file", "remove-path"];
+const BUNDLED: &[&str] = &[
+    "read-files",
+    "search-text",
+    "write-file",
+    "remove-path",
+    "http-get",
+    "call-api",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());

@@ -304,6 +304,11 @@ fn demo_shows_each_decision_and_the_audit_records() {
         "secrets.env still exists: true",
         "deny  remove-file workspace:secrets.env",
         "outcome=tool-error:denied",
+        "api: /secure received the right bearer token",
+        "tool error: denied: exfiltration attempt: secret 'api-token' may be sent only to",
+        "ok: {\"status\":200,\"body\":\"hello, call-api on task demo\"}",
+        "api: /whoami verified a live token: tool call-api",
+        "the audit trail mentions the API token: false",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }

