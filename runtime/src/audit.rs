@@ -43,11 +43,11 @@ pub struct Record {
     /// RFC 3339, UTC, milliseconds.
     pub ts: String,
     pub event: Event,
-    pub invocation: String,
-    pub task: String,
-    pub tool: String,
+    pub invocation: Arc<str>,
+    pub task: Arc<str>,
+    pub tool: Arc<str>,
     /// The tool's identity, `sha256:…`.
-    pub identity: String,
+    pub identity: Arc<str>,
     /// Capability family of a host call, e.g. `fs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
@@ -171,7 +171,7 @@ impl MemorySink {
     pub fn invocation(&self, id: &str) -> Vec<Record> {
         self.records()
             .into_iter()
-            .filter(|r| r.invocation == id)
+            .filter(|r| &*r.invocation == id)
             .collect()
     }
 }
@@ -245,10 +245,10 @@ impl Auditor {
             v: RECORD_VERSION,
             ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             event,
-            invocation: self.invocation.to_string(),
-            task: self.task.to_string(),
-            tool: self.tool.to_string(),
-            identity: self.identity.to_string(),
+            invocation: self.invocation.clone(),
+            task: self.task.clone(),
+            tool: self.tool.clone(),
+            identity: self.identity.clone(),
             capability: None,
             action: None,
             resource: None,

@@ -156,6 +156,7 @@ impl RuntimeBuilder {
         let engine = engine::build(self.max_concurrent).map_err(host)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(host)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(host)?;
         Tool::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(host)?;
         let cache = match &self.cache_dir {
             Some(dir) => Some(CompileCache::open(dir, &engine).map_err(Error::Config)?),
@@ -250,6 +251,8 @@ struct ToolSlot {
 struct LoadedTool {
     spec: ToolSpec,
     identity: Identity,
+    /// `identity` as text, computed once.
+    identity_str: String,
     pre: ToolPre<HostState>,
     ceilings: Ceilings,
 }
@@ -561,7 +564,7 @@ impl Inner {
         Minter {
             issuer: self.issuer.clone(),
             tool: tool.spec.name.clone(),
-            identity: tool.identity.to_string(),
+            identity: tool.identity_str.to_string(),
             task: task.to_owned(),
             invocation: invocation.to_owned(),
             scope,
@@ -638,6 +641,7 @@ impl Inner {
             Ceilings::open(&spec).map_err(|e| Error::Host(format!("tool '{}': {e}", spec.name)))?;
         Ok(LoadedTool {
             spec,
+            identity_str: identity.to_string(),
             identity,
             pre,
             ceilings,
@@ -668,8 +672,22 @@ impl Inner {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let http_hooks = http::wasi::EgressHooks {
+            rules: authority.egress.clone(),
+            redactor: authority.redactor.clone(),
+            send_to: authority
+                .secrets
+                .issued
+                .values()
+                .map(|s| (s.spec.name.clone(), s.spec.send_to.clone()))
+                .collect(),
+            audit: audit.clone(),
+            deadline,
+        };
         let state = HostState {
             wasi,
+            http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_hooks,
             table: Default::default(),
             fs: authority.fs,
             secrets: authority.secrets,
@@ -730,7 +748,7 @@ impl Inner {
             &id,
             task,
             &spec.name,
-            &tool.identity.to_string(),
+            &tool.identity_str,
         );
         let mut start = auditor.record(Event::InvocationStart);
         let mut granted: Vec<_> = fs

@@ -32,6 +32,9 @@ pub(crate) struct HostState {
     pub(crate) deadline: std::time::Instant,
     /// Mints this invocation's identity tokens.
     pub(crate) minter: Arc<crate::caps::identity::Minter>,
+    /// Standard `wasi:http`, under the same egress policy.
+    pub(crate) http_ctx: wasmtime_wasi_http::WasiHttpCtx,
+    pub(crate) http_hooks: crate::caps::http::wasi::EgressHooks,
     pub(crate) audit: Auditor,
     pub(crate) policy: Arc<Policy>,
     pub(crate) limiter: MemoryLimiter,
@@ -53,6 +56,16 @@ impl HostState {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(transparent)]
 pub(crate) struct AuditFailed(pub(crate) Arc<AuditError>);
+
+impl wasmtime_wasi_http::WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            hooks: &mut self.http_hooks,
+            table: &mut self.table,
+            ctx: &mut self.http_ctx,
+        }
+    }
+}
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {

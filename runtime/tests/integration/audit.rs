@@ -29,9 +29,9 @@ async fn each_invocation_records_start_decisions_and_end() {
     let identity = warden::Identity::of(&std::fs::read(crate::FS_PROBE).unwrap()).to_string();
     for r in &records {
         assert_eq!(r.v, 1);
-        assert_eq!(r.task, "test-task");
-        assert_eq!(r.tool, "probe");
-        assert_eq!(r.identity, identity);
+        assert_eq!(&*r.task, "test-task");
+        assert_eq!(&*r.tool, "probe");
+        assert_eq!(&*r.identity, identity);
         assert!(r.ts.ends_with('Z') && r.ts.len() == 24, "{}", r.ts);
     }
     assert_eq!(

@@ -148,7 +148,22 @@ component = "{probe}"
 scheme = "http"
 host = "localhost"
 port = {port}
+
+[tools.std]
+component = "{std}"
+[[tools.std.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {port}
+
+[tools.std-unlisted]
+component = "{std}"
+[[tools.std-unlisted.http]]
+scheme = "http"
+host = "localhost"
+port = {port}
 "#,
+            std = crate::WASI_HTTP_PROBE,
             probe = crate::EGRESS_PROBE,
             http_get = crate::HTTP_GET,
             probe_secrets = secrets.replace("TOOL", "probe"),
@@ -609,5 +624,91 @@ async fn egress_grants_wider_than_the_ceiling_are_refused() {
     assert_eq!(
         narrowed.http[0].methods.as_deref(),
         Some(&["GET".to_owned()][..])
+    );
+}
+
+#[tokio::test]
+async fn standard_wasi_http_is_under_the_same_policy() {
+    let api = Api::new().await;
+    let grant = Grant::new("t").http(&format!("{}/api/", api.base()), None);
+    let (out, inv) = api
+        .probe(
+            "std",
+            &grant,
+            json!({"url": format!("{}/api/std", api.base())}),
+        )
+        .await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+    assert_eq!(out["ok"]["body"], "ok /api/std");
+    let d = api.decisions(&inv);
+    assert_eq!(d[0].decision.as_deref(), Some("allow"));
+    assert!(d[0].reason.as_deref().unwrap().ends_with("(wasi:http)"));
+    assert_eq!(
+        d[0].address.as_deref(),
+        Some(format!("127.0.0.1:{}", api.port).as_str())
+    );
+    let egress = api
+        .audit
+        .invocation(&inv)
+        .into_iter()
+        .find(|r| r.event == Event::Egress)
+        .unwrap();
+    assert_eq!(egress.status, Some(200));
+    assert_eq!(api.requests(), 1);
+
+    for (tool, url, rule) in [
+        ("std", format!("{}/admin", api.base()), "http.allowlist"),
+        (
+            "std",
+            format!("http://evil.example:{}/api/x", api.port),
+            "http.allowlist",
+        ),
+        (
+            "std",
+            format!("http://127.0.0.1:{}/api/x", api.port + 1),
+            "http.allowlist",
+        ),
+        (
+            "std-unlisted",
+            format!("http://localhost:{}/x", api.port),
+            "http.address",
+        ),
+    ] {
+        let grant = match tool {
+            "std" => Grant::new("t").http(&format!("{}/api/", api.base()), None),
+            _ => Grant::new("t").http(&format!("http://localhost:{}/", api.port), None),
+        };
+        let (out, inv) = api.probe(tool, &grant, json!({ "url": url })).await;
+        let code = out["error"]["code"].as_str().unwrap_or_default();
+        assert!(
+            code.contains("HttpRequestDenied") || code.contains("DestinationIpProhibited"),
+            "{url}: {out}"
+        );
+        let d = api.decisions(&inv);
+        assert_eq!(
+            (d[0].decision.as_deref(), d[0].rule.as_deref()),
+            (Some("deny"), Some(rule)),
+            "{url}"
+        );
+    }
+    assert_eq!(
+        api.requests(),
+        1,
+        "a denied wasi:http request reached the server"
+    );
+    // No egress grant, no wasi:http egress either.
+    let (out, _) = api
+        .probe(
+            "std",
+            &Grant::new("t"),
+            json!({"url": format!("{}/api/x", api.base())}),
+        )
+        .await;
+    assert!(
+        out["error"]["code"]
+            .as_str()
+            .unwrap()
+            .contains("HttpRequestDenied"),
+        "{out}"
     );
 }

@@ -30,7 +30,7 @@ fn last_outcome(world: &World) -> (String, String) {
         .records()
         .into_iter()
         .rev()
-        .find(|r| r.event == Event::InvocationEnd && r.tool == "hog")
+        .find(|r| r.event == Event::InvocationEnd && &*r.tool == "hog")
         .expect("an end record");
     (end.outcome.unwrap(), end.message.unwrap_or_default())
 }

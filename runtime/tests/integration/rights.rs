@@ -289,7 +289,7 @@ async fn example_tools_work_under_their_grants() {
     assert!(
         records
             .iter()
-            .any(|r| r.event == Event::InvocationEnd && r.tool == "remove-path")
+            .any(|r| r.event == Event::InvocationEnd && &*r.tool == "remove-path")
     );
 }
 

@@ -90,7 +90,7 @@ impl HostState {
 
 /// The address to connect to: an IP literal (it matched a rule naming it),
 /// or the first resolved address that is public or listed in the rule.
-async fn resolve(origin: &Origin, rule: &EgressRule) -> Result<SocketAddr, String> {
+pub(super) async fn resolve(origin: &Origin, rule: &EgressRule) -> Result<SocketAddr, String> {
     let domain = match &origin.host {
         UrlHost::Ipv4(a) => return Ok(SocketAddr::new(IpAddr::V4(*a), origin.port)),
         UrlHost::Ipv6(a) => return Ok(SocketAddr::new(IpAddr::V6(*a), origin.port)),

@@ -18,6 +18,7 @@
 
 pub mod check;
 mod host;
+pub(crate) mod wasi;
 
 use crate::grant::GrantError;
 use check::Origin;

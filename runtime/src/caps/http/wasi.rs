@@ -1,0 +1,248 @@
+//! Standard `wasi:http` outgoing requests, under the same egress policy as
+//! `warden:tool/http`: the same URL checks, allowlist, address policy and
+//! secret `send-to` rule (for values in the URL and headers; a streamed body
+//! is not scanned), the same audit records, and a connection to the address
+//! that was checked. Secrets cannot be attached by reference here.
+
+use super::check::{self, METHODS, Origin};
+use super::host::resolve;
+use super::{EgressRule, REQUEST_TIMEOUT};
+use crate::audit::{Auditor, Event};
+use crate::caps::secrets::redact::Redactor;
+use crate::policy::Decision;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// Per-invocation hooks for `wasi:http`.
+pub(crate) struct EgressHooks {
+    pub(crate) rules: Vec<EgressRule>,
+    pub(crate) redactor: Arc<Redactor>,
+    /// `send-to` origins of each granted secret.
+    pub(crate) send_to: Vec<(String, Vec<String>)>,
+    pub(crate) audit: Auditor,
+    pub(crate) deadline: Instant,
+}
+
+type SendResult = Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ),
+    Error,
+>;
+
+struct Checked {
+    method: String,
+    resource: String,
+    origin: Origin,
+    rule: EgressRule,
+}
+
+impl EgressHooks {
+    /// The synchronous checks: method, URL, allowlist, secrets in URL and headers.
+    fn check(&self, req: &http::Request<WasiBody>) -> Result<Checked, (String, String, Decision)> {
+        let method = req.method().as_str().to_ascii_uppercase();
+        let raw = req.uri().to_string();
+        let resource = self.redactor.redact(&raw).into_owned();
+        let deny = |rule, reason: String| {
+            Err((
+                method.clone(),
+                resource.clone(),
+                Decision::deny(rule, reason),
+            ))
+        };
+        if !METHODS.contains(&method.as_str()) {
+            return deny("http.request", format!("unknown method '{method}'"));
+        }
+        let (url, origin) = match check::parse_url(&raw) {
+            Ok(v) => v,
+            Err(reason) => return deny("http.url", reason),
+        };
+        let rule = match check::match_rule(&self.rules, &method, &url, &origin) {
+            Ok(r) => r.clone(),
+            Err(reason) => return deny("http.allowlist", reason),
+        };
+        let mut carried = self.redactor.names_in(raw.as_bytes());
+        for (k, v) in req.headers() {
+            carried.extend(self.redactor.names_in(k.as_str().as_bytes()));
+            carried.extend(self.redactor.names_in(v.as_bytes()));
+        }
+        for name in carried {
+            let allowed = self
+                .send_to
+                .iter()
+                .find(|(n, _)| *n == name)
+                .is_some_and(|(_, to)| {
+                    to.iter()
+                        .filter_map(|d| check::parse_origin(d).ok())
+                        .any(|o| o == origin)
+                });
+            if !allowed {
+                return deny(
+                    "secret.send-to",
+                    format!("exfiltration attempt: secret '{name}' may not be sent to {origin}"),
+                );
+            }
+        }
+        Ok(Checked {
+            resource: self.redactor.redact(url.as_str()).into_owned(),
+            method,
+            origin,
+            rule,
+        })
+    }
+}
+
+fn record(
+    audit: &Auditor,
+    method: &str,
+    resource: &str,
+    address: Option<SocketAddr>,
+    d: &Decision,
+) -> Result<(), Error> {
+    let mut r = audit.record(Event::Decision);
+    r.capability = Some("http".into());
+    r.action = Some(method.to_owned());
+    r.resource = Some(resource.to_owned());
+    r.address = address.map(|a| a.to_string());
+    r.decision = Some(if d.allow { "allow" } else { "deny" }.into());
+    r.rule = Some(d.rule.into());
+    r.reason = Some(d.reason.clone());
+    // Fail closed: no record, no request.
+    audit.write(&r).map_err(|_| Error::HttpRequestDenied)
+}
+
+impl WasiHttpHooks for EgressHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        let checked = self.check(&request);
+        let audit = self.audit.clone();
+        let timeout = REQUEST_TIMEOUT.min(self.deadline.saturating_duration_since(Instant::now()));
+        Box::new(async move {
+            let c = match checked {
+                Ok(c) => c,
+                Err((method, resource, d)) => {
+                    record(&audit, &method, &resource, None, &d)?;
+                    return Err(Error::HttpRequestDenied);
+                }
+            };
+            let addr = match resolve(&c.origin, &c.rule).await {
+                Ok(a) => a,
+                Err(reason) => {
+                    record(
+                        &audit,
+                        &c.method,
+                        &c.resource,
+                        None,
+                        &Decision::deny("http.address", reason),
+                    )?;
+                    return Err(Error::DestinationIpProhibited);
+                }
+            };
+            let allow = Decision::allow(
+                "http.allowlist",
+                format!("{} {} is granted (wasi:http)", c.method, c.resource),
+            );
+            record(&audit, &c.method, &c.resource, Some(addr), &allow)?;
+            let started = Instant::now();
+            let result = send_pinned(request, addr, &c.origin, timeout).await;
+            let mut r = audit.record(Event::Egress);
+            r.capability = Some("http".into());
+            r.action = Some(c.method);
+            r.resource = Some(c.resource);
+            r.address = Some(addr.to_string());
+            r.duration_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+            match &result {
+                Ok((resp, _)) => {
+                    r.status = Some(resp.status().as_u16());
+                    r.outcome = Some("ok".into());
+                }
+                Err(e) => {
+                    r.outcome = Some("error".into());
+                    r.message = Some(e.to_string());
+                }
+            }
+            audit.write(&r).map_err(|_| Error::HttpRequestDenied)?;
+            result
+        })
+    }
+}
+
+/// Sends `req` over a connection to `addr`; TLS verifies the origin's host name.
+async fn send_pinned(
+    mut req: http::Request<WasiBody>,
+    addr: SocketAddr,
+    origin: &Origin,
+    timeout: Duration,
+) -> SendResult {
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| Error::ConnectionTimeout)?
+        .map_err(Error::Connect)?;
+    // The request line carries only the path; Host was set from the URL.
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    *req.uri_mut() = http::Uri::builder()
+        .path_and_query(path)
+        .build()
+        .map_err(|_| Error::HttpRequestUriInvalid)?;
+    let response = if origin.scheme == "https" {
+        let roots = tokio_rustls::rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        let config = tokio_rustls::rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = match &origin.host {
+            url::Host::Domain(d) => {
+                tokio_rustls::rustls::pki_types::ServerName::try_from(d.clone())
+                    .map_err(|_| Error::HttpRequestUriInvalid)?
+            }
+            url::Host::Ipv4(a) => (*a).into(),
+            url::Host::Ipv6(a) => (*a).into(),
+        };
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(Error::Tls)?;
+        exchange(TokioIo::new(tls), req, timeout).await?
+    } else {
+        exchange(TokioIo::new(tcp), req, timeout).await?
+    };
+    Ok((response, Box::new(async { Ok(()) })))
+}
+
+async fn exchange<IO>(
+    io: IO,
+    req: http::Request<WasiBody>,
+    timeout: Duration,
+) -> Result<http::Response<WasiBody>, Error>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        tokio::time::timeout(timeout, hyper::client::conn::http1::handshake(io))
+            .await
+            .map_err(|_| Error::ConnectionTimeout)??;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("wasi:http connection ended: {e}");
+        }
+    });
+    let resp = tokio::time::timeout(timeout, sender.send_request(req))
+        .await
+        .map_err(|_| Error::ConnectionReadTimeout)??;
+    Ok(resp.map(|body| body.map_err(Error::from).boxed_unsync()))
+}
