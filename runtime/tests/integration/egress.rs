@@ -493,6 +493,16 @@ async fn a_secret_is_used_by_reference_and_never_seen() {
     );
     let trail = serde_json::to_string(&api.audit.records()).unwrap();
     assert!(!trail.contains(API_TOKEN));
+    let attach = api
+        .audit
+        .invocation(&run.id)
+        .into_iter()
+        .find(|r| r.action.as_deref() == Some("attach"))
+        .expect("the attachment is audited");
+    assert_eq!(
+        (attach.resource.as_deref(), attach.decision.as_deref()),
+        (Some("api"), Some("allow"))
+    );
 }
 
 #[tokio::test]

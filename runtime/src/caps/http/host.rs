@@ -191,6 +191,14 @@ impl Host for HostState {
             if let Err(reason) = self.check_send_to(&name, &origin) {
                 return self.deny(&e, "secret.send-to", reason, ErrorCode::Denied);
             }
+            let mut r = self.audit.record(Event::Decision);
+            r.capability = Some("secret".into());
+            r.action = Some("attach".into());
+            r.resource = Some(name.clone());
+            r.decision = Some("allow".into());
+            r.rule = Some("secret.send-to".into());
+            r.reason = Some(format!("attached to {method} {origin} (in its send-to)"));
+            self.write_audit(&r)?;
             bearer_value = self.secrets.issued.get(&name).map(|s| s.value.clone());
         }
         // Revealed secret values the tool put into the request itself.
