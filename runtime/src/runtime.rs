@@ -195,6 +195,7 @@ impl RuntimeBuilder {
                 on_compile: self.on_compile,
                 issuer,
                 active: ActiveInvocations::default(),
+                ids: InvocationIds::new()?,
             }),
         })
     }
@@ -240,6 +241,43 @@ struct Inner {
     on_compile: Option<CompileHook>,
     issuer: Arc<Issuer>,
     active: ActiveInvocations,
+    ids: InvocationIds,
+}
+
+/// UUIDv7 invocation ids: the time in milliseconds, then a per-runtime random
+/// seed mixed with a counter, so ids are unique and time-ordered without a
+/// call for fresh randomness on every invocation.
+struct InvocationIds {
+    seed: [u8; 10],
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl InvocationIds {
+    fn new() -> Result<Self, Error> {
+        let mut seed = [0u8; 10];
+        getrandom::fill(&mut seed)
+            .map_err(|e| Error::Config(format!("no randomness for ids: {e}")))?;
+        Ok(Self {
+            seed,
+            counter: Default::default(),
+        })
+    }
+
+    fn next(&self) -> String {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut tail = self.seed;
+        for (b, c) in tail[2..].iter_mut().zip(n.to_be_bytes()) {
+            *b ^= c;
+        }
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        uuid::Builder::from_unix_timestamp_millis(ms, &tail)
+            .into_uuid()
+            .to_string()
+    }
 }
 
 struct ToolSlot {
@@ -251,8 +289,9 @@ struct ToolSlot {
 struct LoadedTool {
     spec: ToolSpec,
     identity: Identity,
-    /// `identity` as text, computed once.
-    identity_str: String,
+    /// The tool's name and `identity` as text, computed once.
+    name: Arc<str>,
+    identity_str: Arc<str>,
     pre: ToolPre<HostState>,
     ceilings: Ceilings,
 }
@@ -434,10 +473,7 @@ impl Runtime {
     pub async fn describe(&self, tool: &str) -> Result<ToolInfo, Error> {
         let loaded = self.loaded(tool).await?;
         let authority = Authority {
-            minter: Arc::new(
-                self.inner
-                    .minter(&loaded, "describe", "describe", Vec::new()),
-            ),
+            minter: Arc::new(self.inner.minter(&loaded, &Auditor::discard(), Vec::new())),
             fs: FsCtx::default(),
             secrets: Default::default(),
             redactor: Arc::default(),
@@ -544,7 +580,7 @@ fn inactive(claims: Option<Claims>, reason: String) -> Introspection {
 /// Marks an invocation active for token introspection until dropped.
 struct ActiveGuard<'a> {
     set: &'a ActiveInvocations,
-    id: String,
+    id: Arc<str>,
 }
 
 impl Drop for ActiveGuard<'_> {
@@ -554,19 +590,13 @@ impl Drop for ActiveGuard<'_> {
 }
 
 impl Inner {
-    fn minter(
-        &self,
-        tool: &LoadedTool,
-        task: &str,
-        invocation: &str,
-        scope: Vec<String>,
-    ) -> Minter {
+    fn minter(&self, tool: &LoadedTool, audit: &Auditor, scope: Vec<String>) -> Minter {
         Minter {
             issuer: self.issuer.clone(),
-            tool: tool.spec.name.clone(),
-            identity: tool.identity_str.to_string(),
-            task: task.to_owned(),
-            invocation: invocation.to_owned(),
+            tool: audit.tool.clone(),
+            identity: audit.identity.clone(),
+            task: audit.task.clone(),
+            invocation: audit.invocation.clone(),
             scope,
             deadline: crate::caps::identity::now_secs() + tool.spec.limits.timeout.as_secs().max(1),
             audiences: tool.spec.token_audiences.clone(),
@@ -640,8 +670,9 @@ impl Inner {
         let ceilings =
             Ceilings::open(&spec).map_err(|e| Error::Host(format!("tool '{}': {e}", spec.name)))?;
         Ok(LoadedTool {
+            name: spec.name.as_str().into(),
             spec,
-            identity_str: identity.to_string(),
+            identity_str: identity.to_string().into(),
             identity,
             pre,
             ceilings,
@@ -741,14 +772,14 @@ impl Inner {
             .await
             .map_err(|_| Error::Host("runtime is shutting down".into()))?;
 
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = self.ids.next();
         let spec = &tool.spec;
-        let mut auditor = Auditor::new(
+        let mut auditor = Auditor::with_ids(
             self.audit.clone(),
-            &id,
-            task,
-            &spec.name,
-            &tool.identity_str,
+            id.as_str().into(),
+            task.into(),
+            tool.name.clone(),
+            tool.identity_str.clone(),
         );
         let mut start = auditor.record(Event::InvocationStart);
         let mut granted: Vec<_> = fs
@@ -768,10 +799,10 @@ impl Inner {
         start.resource = Some(granted.join(" "));
         let audit_err = |e| Error::Audit(Arc::new(e));
         auditor.write(&start).map_err(audit_err)?;
-        self.active.start(&id);
+        self.active.start(auditor.invocation.clone());
         let _active = ActiveGuard {
             set: &self.active,
-            id: id.clone(),
+            id: auditor.invocation.clone(),
         };
         let mut scope: Vec<String> = fs
             .handles
@@ -787,7 +818,7 @@ impl Inner {
                 r.path_prefixes.join(",")
             )
         }));
-        let minter = Arc::new(self.minter(tool, task, &id, scope));
+        let minter = Arc::new(self.minter(tool, &auditor, scope));
 
         // Secrets are resolved just in time; a failing source stops the
         // invocation before the tool starts.

@@ -4,7 +4,7 @@ use crate::common::World;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use warden::audit::{AuditError, AuditSink, Event, FileSink, Record};
+use warden::audit::{AuditError, AuditSink, Event, FileSink, Record, verify};
 use warden::{Error, Grant, Manifest, Rights, Runtime};
 
 #[tokio::test]
@@ -164,8 +164,29 @@ async fn the_file_sink_appends_json_lines() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(records.len(), 4);
-    assert_eq!(records[3].event, Event::InvocationEnd);
+    let events: Vec<_> = records.iter().map(|r| r.event).collect();
+    use Event::*;
+    // No signer, no checkpoints: the chain alone.
+    assert_eq!(
+        events,
+        [
+            InvocationStart,
+            InvocationEnd,
+            InvocationStart,
+            InvocationEnd
+        ]
+    );
+    let report = verify::verify_text(&text, None);
+    assert_eq!(
+        (report.records, report.checkpoints, report.uncovered),
+        (4, 0, 4)
+    );
+    assert!(
+        records
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.seq == Some(i as u64))
+    );
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
     let _ = mode; // pre-existing file keeps its mode; new files are 0600 (below)
@@ -174,4 +195,127 @@ async fn the_file_sink_appends_json_lines() {
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&fresh).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
+}
+
+/// A trail of a few invocations written by a signed file sink.
+async fn signed_trail(world: &World) -> (std::path::PathBuf, warden::Issuer) {
+    let path = world.dir.path().join("chained.jsonl");
+    let key = warden::Issuer::from_seed(&[9; 32]);
+    let sink = FileSink::open(&path)
+        .unwrap()
+        .with_signer(Arc::new(warden::Issuer::from_seed(&[9; 32])));
+    let rt = runtime_with_sink(world, Arc::new(sink));
+    for i in 0..3 {
+        let input =
+            json!({"op": "write", "path": format!("f{i}.txt"), "contents": "x"}).to_string();
+        rt.invoke("probe", &world.grant(Rights::READ), &input)
+            .await
+            .unwrap();
+    }
+    (path, key)
+}
+
+fn check(text: &str, key: &warden::Issuer) -> verify::Report {
+    verify::verify_text(
+        text,
+        Some(&warden::Verifier::from_jwks(&key.jwks()).unwrap()),
+    )
+}
+
+#[tokio::test]
+async fn the_chained_trail_verifies_and_every_tampering_form_is_caught() {
+    let world = World::new();
+    let (path, key) = signed_trail(&world).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // 3 invocations x (start, decision, end, checkpoint)
+    assert_eq!(lines.len(), 12);
+    let ok = check(&text, &key);
+    assert!(ok.is_complete(), "{ok:?}");
+    assert_eq!(
+        (ok.records, ok.checkpoints, ok.last_checkpoint),
+        (12, 3, Some(12))
+    );
+
+    let join = |ls: &[&str]| ls.iter().map(|l| format!("{l}\n")).collect::<String>();
+    let tampered = |t: String| check(&t, &key).tampered.expect("tampering detected");
+
+    // An edited record: the deny on line 6 rewritten as allow.
+    let edited = text.replacen(r#""decision":"deny""#, r#""decision":"allow""#, 2);
+    let t = tampered(edited);
+    assert_eq!(t.line, 2);
+    assert!(t.reason.contains("edited"), "{t:?}");
+    // A deleted record.
+    let mut deleted = lines.clone();
+    deleted.remove(5);
+    let t = tampered(join(&deleted));
+    assert_eq!(t.line, 6);
+    assert!(t.reason.contains("removed, inserted or reordered"), "{t:?}");
+    // An inserted (replayed) record.
+    let mut inserted = lines.clone();
+    inserted.insert(7, lines[1]);
+    assert_eq!(tampered(join(&inserted)).line, 8);
+    // Reordered records.
+    let mut reordered = lines.clone();
+    reordered.swap(4, 5);
+    assert_eq!(tampered(join(&reordered)).line, 5);
+    // Truncated mid-record.
+    let cut = &text[..text.len() - 20];
+    let t = tampered(cut.to_owned());
+    assert_eq!(t.line, 12);
+    assert!(t.reason.contains("truncated"), "{t:?}");
+    // Re-chained after an edit: the next checkpoint's signature no longer matches.
+    let mut records: Vec<Record> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    records[1].decision = Some("allow".into());
+    let mut prev = records[0].hash.clone();
+    for r in records.iter_mut().skip(1) {
+        r.prev = prev.clone();
+        if r.event == Event::Checkpoint {
+            r.head = prev.clone();
+        }
+        r.hash = Some(warden::audit::verify::rehash(r));
+        prev = r.hash.clone();
+    }
+    let forged: String = records
+        .iter()
+        .map(|r| format!("{}\n", serde_json::to_string(r).unwrap()))
+        .collect();
+    let t = tampered(forged);
+    assert_eq!(t.line, 4);
+    assert!(t.reason.contains("signature"), "{t:?}");
+    // Another key does not verify the checkpoints.
+    let other = warden::Issuer::from_seed(&[1; 32]);
+    assert!(
+        check(&text, &other)
+            .tampered
+            .unwrap()
+            .reason
+            .contains("signature")
+    );
+
+    // Truncated at a record boundary inside an invocation: intact up to the
+    // last checkpoint, and the unfinished invocation is named.
+    let partial = join(&lines[..10]);
+    let r = check(&partial, &key);
+    assert!(r.tampered.is_none());
+    assert_eq!((r.last_checkpoint, r.uncovered), (Some(8), 2));
+    let third: Record = serde_json::from_str(lines[8]).unwrap();
+    assert_eq!(r.unfinished, [third.invocation.to_string()]);
+}
+
+#[tokio::test]
+async fn a_reopened_trail_continues_its_chain() {
+    let world = World::new();
+    let (path, key) = signed_trail(&world).await;
+    let sink = FileSink::open(&path)
+        .unwrap()
+        .with_signer(Arc::new(warden::Issuer::from_seed(&[9; 32])));
+    let rt = runtime_with_sink(&world, Arc::new(sink));
+    rt.invoke("echo", &Grant::new("t"), "{}").await.unwrap();
+    let r = check(&std::fs::read_to_string(&path).unwrap(), &key);
+    assert!(r.is_complete(), "{r:?}");
+    assert_eq!(r.records, 15);
 }

@@ -58,7 +58,8 @@ fn exit_0_prints_the_tools_json_output() {
     assert_eq!(out["entries"][0]["content"], "alpha");
     // The audit file has this invocation.
     let trail = std::fs::read_to_string(world.dir.path().join("audit.jsonl")).unwrap();
-    assert_eq!(trail.lines().count(), 4, "{trail}");
+    // start, 2 decisions (stat, read), end, checkpoint
+    assert_eq!(trail.lines().count(), 5, "{trail}");
 }
 
 #[test]
@@ -319,4 +320,143 @@ fn demo_shows_each_decision_and_the_audit_records() {
         &dir.path().join("manifest.toml").display().to_string(),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
+/// `warden` with its own state directory (audit and identity keys).
+fn warden_in(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--cache-dir")
+        .arg(shared_cache())
+        .args(args)
+        .env("WARDEN_STATE_DIR", state)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn audit_verify_and_show() {
+    let world = World::new();
+    let state = world.dir.path().join("state");
+    let trail = world.dir.path().join("trail.jsonl");
+    let (m, t) = (
+        world.manifest.display().to_string(),
+        trail.display().to_string(),
+    );
+    for input in [r#"{"paths":["a.txt"]}"#, r#"{"paths":["nope.txt"]}"#] {
+        let g = grant(&world, "read");
+        warden_in(
+            &state,
+            &[
+                "run",
+                "--manifest",
+                &m,
+                "read-files",
+                "--grant",
+                &g,
+                "--audit",
+                &t,
+                "--input",
+                input,
+            ],
+        );
+    }
+    let o = warden_in(&state, &["audit", "verify", &t]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("ok, 9 records, 2 signed checkpoints, every invocation ended"),
+        "{}",
+        stdout(&o)
+    );
+
+    // An edited copy: the first bad line is reported.
+    let text = std::fs::read_to_string(&trail).unwrap();
+    let edited = world.dir.path().join("edited.jsonl");
+    std::fs::write(
+        &edited,
+        text.replacen(r#""outcome":"ok""#, r#""outcome":"tool-error:denied""#, 1),
+    )
+    .unwrap();
+    let o = warden_in(&state, &["audit", "verify", &edited.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o)
+            .contains("edited.jsonl:4: its contents do not match its hash (the record was edited)"),
+        "{}",
+        stderr(&o)
+    );
+
+    // show, filtered.
+    let o = warden_in(&state, &["audit", "show", &t, "--tool", "read-files"]);
+    assert_eq!(stdout(&o).lines().count(), 9, "{}", stdout(&o));
+    let o = warden_in(&state, &["audit", "show", &t, "--decision", "allow"]);
+    assert!(
+        stdout(&o).lines().all(|l| l.contains("allow")),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(stdout(&o).lines().count(), 3, "{}", stdout(&o));
+}
+
+#[test]
+fn a_killed_writer_leaves_a_trail_that_verifies_up_to_its_last_checkpoint() {
+    let world = World::new();
+    let state = world.dir.path().join("state");
+    let trail = world.dir.path().join("trail.jsonl");
+    let (m, t) = (
+        world.manifest.display().to_string(),
+        trail.display().to_string(),
+    );
+    let o = warden_in(&state, &["run", "--manifest", &m, "echo", "--audit", &t]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A long-running invocation, killed mid-way (SIGKILL: no chance to write).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--cache-dir")
+        .arg(shared_cache())
+        .args([
+            "run",
+            "--manifest",
+            &m,
+            "hog",
+            "--audit",
+            &t,
+            "--input",
+            r#"{"attack":"loop"}"#,
+        ])
+        .env("WARDEN_STATE_DIR", &state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !std::fs::read_to_string(&trail)
+        .unwrap()
+        .contains(r#""tool":"hog""#)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hog invocation never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let hog: warden::audit::Record = serde_json::from_str(
+        std::fs::read_to_string(&trail)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    let o = warden_in(&state, &["audit", "verify", &t]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("intact and signed up to its last checkpoint (line 3)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("invocation {} has no end record", hog.invocation)),
+        "{out}"
+    );
 }

@@ -7,6 +7,7 @@
 
 mod demo;
 mod progress;
+mod trail;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -78,12 +79,46 @@ enum Command {
         #[command(subcommand)]
         command: IdentityCommand,
     },
+    /// The audit trail: verify it, read it.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Run the bundled example tools on a scratch workspace.
     Demo {
         /// Keep the workspace, manifest and audit trail in DIR.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain and signed checkpoints; report the first bad
+    /// record. Exit 0 intact, 1 altered, 3 incomplete (truncated at the end,
+    /// or the writer stopped mid-invocation).
+    Verify {
+        file: PathBuf,
+        /// Verify checkpoints with this public key set instead of the local
+        /// audit key (see `warden audit jwks`).
+        #[arg(long, value_name = "FILE")]
+        jwks: Option<PathBuf>,
+    },
+    /// Print a readable view, optionally filtered.
+    Show {
+        file: PathBuf,
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        tool: Option<String>,
+        /// allow or deny
+        #[arg(long)]
+        decision: Option<String>,
+        #[arg(long)]
+        invocation: Option<String>,
+    },
+    /// Print the public key set that verifies this instance's checkpoints.
+    Jwks,
 }
 
 #[derive(Subcommand)]
@@ -194,6 +229,30 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             );
             Ok(0)
         }
+        Command::Audit { command } => match command {
+            AuditCommand::Verify { file, jwks } => trail::verify_cmd(&file, jwks.as_deref()),
+            AuditCommand::Show {
+                file,
+                task,
+                tool,
+                decision,
+                invocation,
+            } => trail::show_cmd(
+                &file,
+                task.as_deref(),
+                tool.as_deref(),
+                decision.as_deref(),
+                invocation.as_deref(),
+            ),
+            AuditCommand::Jwks => {
+                let key = audit_key().map_err(usage)?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&key.jwks()).map_err(|e| usage(e.into()))?
+                );
+                Ok(0)
+            }
+        },
         Command::Demo { dir } => demo::run(builder, dir).await.map(|()| 0),
     }
 }
@@ -201,11 +260,24 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
 /// The signing key, kept in `$WARDEN_STATE_DIR` (default
 /// `$XDG_STATE_HOME/warden` or `~/.local/state/warden`) as `identity-ed25519.key`.
 fn load_issuer() -> anyhow::Result<Issuer> {
-    let dir = std::env::var_os("WARDEN_STATE_DIR")
+    Ok(Issuer::load_or_create(
+        &warden_state()?.join("identity-ed25519.key"),
+    )?)
+}
+
+/// The key that signs audit checkpoints, `audit-ed25519.key` in the state
+/// directory (kept apart from the identity key).
+pub(crate) fn audit_key() -> anyhow::Result<Issuer> {
+    Ok(Issuer::load_or_create(
+        &warden_state()?.join("audit-ed25519.key"),
+    )?)
+}
+
+fn warden_state() -> anyhow::Result<PathBuf> {
+    std::env::var_os("WARDEN_STATE_DIR")
         .map(PathBuf::from)
         .or_else(|| state_dir().map(|d| d.join("warden")))
-        .context("no state directory: set WARDEN_STATE_DIR")?;
-    Ok(Issuer::load_or_create(&dir.join("identity-ed25519.key"))?)
+        .context("no state directory: set WARDEN_STATE_DIR")
 }
 
 fn state_dir() -> Option<PathBuf> {
@@ -271,7 +343,7 @@ fn open_audit(path: &Path) -> anyhow::Result<FileSink> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create the audit directory {}", parent.display()))?;
     }
-    Ok(FileSink::open(path)?)
+    Ok(FileSink::open(path)?.with_signer(Arc::new(audit_key()?)))
 }
 
 async fn run(

@@ -109,6 +109,16 @@ impl Issuer {
         Ok(issuer)
     }
 
+    /// The key id: 16 hex digits of the public key's SHA-256.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// An Ed25519 signature (base64url) over `message`.
+    pub fn sign_raw(&self, message: &[u8]) -> String {
+        B64.encode(self.key.sign(message).to_bytes())
+    }
+
     /// The issuer name, `warden:<key id>`.
     pub fn iss(&self) -> &str {
         &self.iss
@@ -169,6 +179,21 @@ impl Verifier {
         Ok(Verifier { keys })
     }
 
+    /// Whether `signature` (base64url) is key `kid`'s signature over `message`.
+    pub fn verify_raw(&self, kid: &str, message: &[u8], signature: &str) -> bool {
+        let Some((_, key)) = self.keys.iter().find(|(k, _)| k == kid) else {
+            return false;
+        };
+        let Ok(sig) = B64.decode(signature) else {
+            return false;
+        };
+        let Ok(sig) = <[u8; 64]>::try_from(sig) else {
+            return false;
+        };
+        key.verify_strict(message, &Signature::from_bytes(&sig))
+            .is_ok()
+    }
+
     /// Checks the signature, the audience and the expiry; returns the claims.
     pub fn verify(&self, token: &str, audience: &str) -> Result<Claims, IdentityError> {
         let claims = self.verify_any_audience(token)?;
@@ -224,15 +249,15 @@ impl Verifier {
 /// invocation is.
 #[derive(Clone, Default)]
 pub struct ActiveInvocations {
-    ids: Arc<Mutex<HashSet<String>>>,
+    ids: Arc<Mutex<HashSet<Arc<str>>>>,
 }
 
 impl ActiveInvocations {
-    pub(crate) fn start(&self, id: &str) {
+    pub(crate) fn start(&self, id: Arc<str>) {
         self.ids
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned());
+            .insert(id);
     }
 
     pub(crate) fn end(&self, id: &str) {
@@ -264,10 +289,10 @@ pub struct Introspection {
 /// A signed token for one invocation.
 pub(crate) struct Minter {
     pub(crate) issuer: Arc<Issuer>,
-    pub(crate) tool: String,
-    pub(crate) identity: String,
-    pub(crate) task: String,
-    pub(crate) invocation: String,
+    pub(crate) tool: Arc<str>,
+    pub(crate) identity: Arc<str>,
+    pub(crate) task: Arc<str>,
+    pub(crate) invocation: Arc<str>,
     pub(crate) scope: Vec<String>,
     /// Unix seconds of the invocation deadline.
     pub(crate) deadline: u64,
@@ -280,11 +305,11 @@ impl Minter {
         let iat = now_secs();
         self.issuer.sign(&Claims {
             iss: self.issuer.iss().to_owned(),
-            sub: self.identity.clone(),
+            sub: self.identity.to_string(),
             aud: audience.to_owned(),
-            task: self.task.clone(),
-            jti: self.invocation.clone(),
-            tool: self.tool.clone(),
+            task: self.task.to_string(),
+            jti: self.invocation.to_string(),
+            tool: self.tool.to_string(),
             scope: self.scope.clone(),
             iat,
             exp: self

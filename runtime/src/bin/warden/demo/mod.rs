@@ -7,7 +7,7 @@ use crate::Failure;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use warden::audit::{Event, FileSink, Record};
+use warden::audit::{FileSink, Record};
 use warden::{Grant, Manifest, Rights, RuntimeBuilder};
 
 mod guests {
@@ -125,7 +125,10 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
     let manifest = Manifest::load(dir.join("manifest.toml")).map_err(warden::Error::from)?;
     let audit_path = dir.join("audit.jsonl");
     let _ = std::fs::remove_file(&audit_path);
-    let sink = FileSink::open(&audit_path).map_err(|e| fail(e.into()))?;
+    let mut sink = FileSink::open(&audit_path).map_err(|e| fail(e.into()))?;
+    if let Ok(key) = crate::audit_key() {
+        sink = sink.with_signer(Arc::new(key));
+    }
     let runtime = builder.manifest(manifest).audit(Arc::new(sink)).build()?;
     let _ = cell.set(runtime.clone());
     let ws = dir.join("workspace");
@@ -248,7 +251,7 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
     );
     for line in text.lines() {
         let r: Record = serde_json::from_str(line).map_err(|e| fail(e.into()))?;
-        println!("   {}", summarize(&r));
+        println!("   {}", crate::trail::summarize(&r));
     }
     Ok(())
 }
@@ -259,39 +262,4 @@ fn shorten(s: &str, max: usize) -> String {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s,
     }
-}
-
-fn summarize(r: &Record) -> String {
-    let event = match r.event {
-        Event::InvocationStart => "start",
-        Event::Decision => "decision",
-        Event::Log => "log",
-        Event::InvocationEnd => "end",
-        Event::SecretIssued => "issued",
-        Event::SecretExpired => "expired",
-        Event::Egress => "egress",
-    };
-    let inv = &r.invocation[r.invocation.len().saturating_sub(8)..];
-    let mut s = format!("{event:<8} {:<12} inv {inv}", r.tool);
-    if let (Some(a), Some(res), Some(d)) = (&r.action, &r.resource, &r.decision) {
-        s.push_str(&format!("  {d:<5} {a} {res}"));
-        if let Some(reason) = &r.reason {
-            s.push_str(&format!("  ({reason})"));
-        }
-    } else if let (Some(cap), Some(res)) = (&r.capability, &r.resource) {
-        s.push_str(&format!("  {cap} {res}"));
-    }
-    if let Some(status) = r.status {
-        s.push_str(&format!(
-            "  status {status}, {} bytes in",
-            r.bytes_in.unwrap_or(0)
-        ));
-    }
-    if let Some(o) = &r.outcome {
-        s.push_str(&format!("  outcome={o}"));
-        if let Some(us) = r.duration_us {
-            s.push_str(&format!(" in {:.1}ms", us as f64 / 1000.0));
-        }
-    }
-    s
 }

@@ -4,12 +4,19 @@
 //! Records are JSON Lines. A record is written before the action it allows
 //! takes place; if it cannot be written the host call fails, and the
 //! invocation with it, rather than running unaudited.
+//!
+//! A [`FileSink`] trail is tamper-evident: each record carries its sequence
+//! number, the hash of the record before it and its own hash, and signed
+//! checkpoints follow each invocation's end (see [`file`] and [`verify`]).
+
+mod file;
+pub mod verify;
+
+pub use file::FileSink;
 
 use crate::caps::secrets::redact::Redactor;
 use serde::{Deserialize, Serialize};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -32,6 +39,10 @@ pub enum Event {
     /// An egress request that was sent: its status and byte counts.
     #[serde(rename = "egress")]
     Egress,
+    /// A signed statement of how many records precede it and the hash of
+    /// the last one.
+    #[serde(rename = "checkpoint")]
+    Checkpoint,
     #[serde(rename = "invocation.end")]
     InvocationEnd,
 }
@@ -40,6 +51,12 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub v: u32,
+    /// Position in a chained trail, from 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Hash of the record before this one in a chained trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
     /// RFC 3339, UTC, milliseconds.
     pub ts: String,
     pub event: Event,
@@ -87,6 +104,21 @@ pub struct Record {
     /// Log message (capped), or detail of an outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Checkpoint: how many records precede it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Checkpoint: the hash of the last record before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    /// Checkpoint: Ed25519 signature (base64url) over `count` and `head`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// Checkpoint: id of the signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// SHA-256 (hex) of this record without this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
 }
 
 /// Where records go.
@@ -106,47 +138,6 @@ pub enum AuditError {
     },
     #[error("audit sink failed: {0}")]
     Sink(String),
-}
-
-/// Appends records as JSON Lines to a file, one `write` per record.
-pub struct FileSink {
-    path: PathBuf,
-    file: Mutex<File>,
-}
-
-impl FileSink {
-    /// Opens (creating with mode 0600 if needed) a file for appending.
-    pub fn open(path: impl AsRef<Path>) -> Result<FileSink, AuditError> {
-        let path = path.as_ref().to_owned();
-        let mut opts = OpenOptions::new();
-        opts.append(true).create(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let file = opts.open(&path).map_err(|source| AuditError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(FileSink {
-            path,
-            file: Mutex::new(file),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl AuditSink for FileSink {
-    fn append(&self, record: &Record) -> Result<(), AuditError> {
-        let mut line = serde_json::to_vec(record).map_err(|e| AuditError::Sink(e.to_string()))?;
-        line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        file.write_all(&line).map_err(|source| AuditError::Io {
-            path: self.path.clone(),
-            source,
-        })
-    }
 }
 
 /// Keeps records in memory; for tests and embedders that ship them elsewhere.
@@ -228,6 +219,24 @@ impl Auditor {
         }
     }
 
+    /// An auditor from ids the caller already holds as shared strings.
+    pub fn with_ids(
+        sink: Arc<dyn AuditSink>,
+        invocation: Arc<str>,
+        task: Arc<str>,
+        tool: Arc<str>,
+        identity: Arc<str>,
+    ) -> Self {
+        Self {
+            sink,
+            redactor: None,
+            invocation,
+            task,
+            tool,
+            identity,
+        }
+    }
+
     /// An auditor whose records go nowhere (for `describe`, which grants nothing).
     pub(crate) fn discard() -> Self {
         struct Discard;
@@ -243,6 +252,8 @@ impl Auditor {
     pub fn record(&self, event: Event) -> Record {
         Record {
             v: RECORD_VERSION,
+            seq: None,
+            prev: None,
             ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             event,
             invocation: self.invocation.clone(),
@@ -263,6 +274,11 @@ impl Auditor {
             outcome: None,
             level: None,
             message: None,
+            count: None,
+            head: None,
+            signature: None,
+            key: None,
+            hash: None,
         }
     }
 
