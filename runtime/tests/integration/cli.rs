@@ -310,6 +310,8 @@ fn demo_shows_each_decision_and_the_audit_records() {
         "ok: {\"status\":200,\"body\":\"hello, call-api on task demo\"}",
         "api: /whoami verified a live token: tool call-api",
         "the audit trail mentions the API token: false",
+        "signed checkpoints, complete: true",
+        "tampered: line 9: its contents do not match its hash (the record was edited)",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }

@@ -253,6 +253,32 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
         let r: Record = serde_json::from_str(line).map_err(|e| fail(e.into()))?;
         println!("   {}", crate::trail::summarize(&r));
     }
+
+    // The trail is tamper-evident: verify it, then an edited copy.
+    let Ok(key) = crate::audit_key() else {
+        return Ok(());
+    };
+    let keys = warden::Verifier::from_jwks(&key.jwks()).map_err(|e| fail(e.into()))?;
+    let report = warden::audit::verify::verify_text(&text, Some(&keys));
+    println!(
+        "\n$ warden audit verify {}\n   ok: {} records, {} signed checkpoints, complete: {}",
+        audit_path.display(),
+        report.records,
+        report.checkpoints,
+        report.is_complete()
+    );
+    let edited = text.replacen(r#""decision":"deny""#, r#""decision":"allow""#, 1);
+    let edited_path = dir.join("audit-edited.jsonl");
+    std::fs::write(&edited_path, &edited).map_err(|e| fail(e.into()))?;
+    let report = warden::audit::verify::verify_text(&edited, Some(&keys));
+    if let Some(t) = report.tampered {
+        println!(
+            "$ warden audit verify {}   (one denial rewritten as allow)\n   tampered: line {}: {}",
+            edited_path.display(),
+            t.line,
+            t.reason
+        );
+    }
     Ok(())
 }
 
