@@ -171,11 +171,6 @@ impl HostState {
         }
     }
 
-    fn checked<'a>(call: &Call<'a>, i: usize) -> CheckedPath<'a> {
-        // The gate allowed the call, so every path passed the check.
-        call.paths[i].expect("gate allows only checked paths")
-    }
-
     /// Runs one gated operation.
     async fn run<T>(
         &mut self,
@@ -191,17 +186,14 @@ impl HostState {
         if let Err(denied) = self.gate(&call)? {
             return Ok(Err(denied));
         }
-        let checked: Vec<_> = (0..call.paths.len())
-            .map(|i| Self::checked(&call, i))
-            .collect();
-        if matches!(action, "remove-file" | "remove-dir" | "rename")
-            && checked.iter().any(CheckedPath::is_root)
-        {
-            return Ok(Err(error(
-                ErrorCode::Denied,
-                "the handle's root cannot be removed or renamed",
-            )));
-        }
+        // The gate allows a call only when every path passed the check; a
+        // call that got here otherwise is a host bug, which traps.
+        let checked: Vec<CheckedPath<'_>> = call
+            .paths
+            .iter()
+            .map(|p| p.ok())
+            .collect::<Option<_>>()
+            .ok_or_else(|| wasmtime::Error::msg("fs: an unchecked path passed the policy gate"))?;
         let result = op(&call.handle.dir, &checked, self.hostcall_limit);
         self.finish(&call, result)
     }

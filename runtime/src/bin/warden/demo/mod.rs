@@ -76,7 +76,9 @@ fn setup(dir: &Path, api: u16, collector: u16) -> anyhow::Result<()> {
     ];
     for (path, text) in files {
         let path = dir.join("workspace").join(path);
-        std::fs::create_dir_all(path.parent().unwrap())?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         std::fs::write(path, text)?;
     }
     std::fs::create_dir_all(dir.join("tools"))?;
