@@ -33,6 +33,8 @@ pub struct Grant {
     pub secrets: BTreeSet<String>,
     /// Egress: URL prefixes (and methods) inside the tool's ceiling.
     pub http: Vec<HttpGrant>,
+    /// Names of deploy targets from the tool's manifest entry.
+    pub deploy: BTreeSet<String>,
 }
 
 /// One directory handle of a grant.
@@ -50,7 +52,14 @@ impl Grant {
             fs: BTreeMap::new(),
             secrets: BTreeSet::new(),
             http: Vec::new(),
+            deploy: BTreeSet::new(),
         }
+    }
+
+    /// Adds a deploy target by its manifest name.
+    pub fn deploy(mut self, target: &str) -> Self {
+        self.deploy.insert(target.to_owned());
+        self
     }
 
     /// Adds egress to a URL prefix, e.g. `https://api.example.com/v1/`,
@@ -71,6 +80,14 @@ impl Grant {
 
     /// Adds one CLI grant: `fs:HANDLE=DIR:RIGHTS` or `secret:NAME`.
     pub fn add_cli(&mut self, spec: &str) -> Result<(), GrantError> {
+        if let Some(name) = spec.strip_prefix("deploy:") {
+            crate::manifest::check_name(name).map_err(|e| GrantError::Syntax {
+                spec: spec.to_owned(),
+                reason: format!("invalid target name {e}"),
+            })?;
+            self.deploy.insert(name.to_owned());
+            return Ok(());
+        }
         if let Some(rest) = spec.strip_prefix("http:") {
             let g = HttpGrant::parse_cli(rest).map_err(|reason| GrantError::Syntax {
                 spec: spec.to_owned(),
@@ -122,9 +139,9 @@ impl Grant {
             spec: spec.to_owned(),
             reason: reason.to_owned(),
         };
-        let rest = spec
-            .strip_prefix("fs:")
-            .ok_or_else(|| syntax("unknown capability (expected fs:, secret: or http:)"))?;
+        let rest = spec.strip_prefix("fs:").ok_or_else(|| {
+            syntax("unknown capability (expected fs:, secret:, http: or deploy:)")
+        })?;
         let (handle, rest) = rest.split_once('=').ok_or_else(|| syntax("missing '='"))?;
         let (dir, rights) = rest
             .rsplit_once(':')
@@ -166,6 +183,11 @@ impl Grant {
             crate::manifest::check_name(&name)
                 .map_err(|e| file_error(format!("secrets: invalid secret name {e}")))?;
             grant.secrets.insert(name);
+        }
+        for name in raw.deploy {
+            crate::manifest::check_name(&name)
+                .map_err(|e| file_error(format!("deploy: invalid target name {e}")))?;
+            grant.deploy.insert(name);
         }
         for h in raw.http {
             let spec = match &h.methods {
@@ -215,6 +237,8 @@ struct RawGrant {
     fs: BTreeMap<String, RawFsGrant>,
     #[serde(default)]
     http: Vec<RawHttpGrant>,
+    #[serde(default)]
+    deploy: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +305,14 @@ pub enum GrantError {
         name: String,
         known: String,
     },
+    #[error(
+        "grant for deploy target '{name}' refused: tool '{tool}' has no such target in the manifest (its targets: {known})"
+    )]
+    UnknownTarget {
+        tool: String,
+        name: String,
+        known: String,
+    },
     #[error("grant for egress to {url} refused: {reason}")]
     HttpOutsideCeiling {
         tool: String,
@@ -322,7 +354,7 @@ mod tests {
         for (spec, reason) in [
             (
                 "net:x=y:read",
-                "unknown capability (expected fs:, secret: or http:)",
+                "unknown capability (expected fs:, secret:, http: or deploy:)",
             ),
             ("fs:repo/tmp:read", "missing '='"),
             ("fs:repo=/tmp", "missing ':RIGHTS'"),

@@ -24,6 +24,7 @@
 //! Unknown fields are errors. Every problem is reported with its file, line,
 //! column, field and the form that was expected; nothing is half-loaded.
 
+use crate::caps::deploy::{Backend, DEFAULT_TIMEOUT as DEPLOY_TIMEOUT, DeployTarget};
 use crate::caps::http::{EgressRule, check as http_check};
 use crate::caps::secrets::{SecretSource, SecretSpec};
 use crate::identity::Identity;
@@ -67,6 +68,8 @@ pub struct ToolSpec {
     pub http: Vec<EgressRule>,
     /// Audiences the tool may mint identity tokens for.
     pub token_audiences: Vec<String>,
+    /// Deploy targets.
+    pub deploy: Vec<DeployTarget>,
 }
 
 /// Per-invocation limits of a tool.
@@ -110,7 +113,12 @@ impl ToolSpec {
             secrets: Vec::new(),
             http: Vec::new(),
             token_audiences: Vec::new(),
+            deploy: Vec::new(),
         }
+    }
+
+    pub fn deploy_target(&self, name: &str) -> Option<&DeployTarget> {
+        self.deploy.iter().find(|t| t.name == name)
     }
 
     /// Adds an egress ceiling.
@@ -232,6 +240,23 @@ struct RawTool {
     http: Vec<RawHttp>,
     #[serde(default)]
     token_audiences: Vec<String>,
+    #[serde(default)]
+    deploy: Vec<RawDeploy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeploy {
+    name: Spanned<String>,
+    rights: Spanned<Vec<String>>,
+    backend: Spanned<String>,
+    program: Option<Spanned<String>>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: Vec<String>,
+    url: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -427,6 +452,13 @@ impl Validator<'_> {
             }
         }
 
+        let mut deploy: Vec<DeployTarget> = Vec::new();
+        for (i, raw) in raw.deploy.into_iter().enumerate() {
+            if let Some(t) = self.deploy(name, i, raw, &deploy) {
+                deploy.push(t);
+            }
+        }
+
         let mut http = Vec::new();
         for (i, raw) in raw.http.into_iter().enumerate() {
             if let Some(rule) = self.http(name, i, raw) {
@@ -450,6 +482,101 @@ impl Validator<'_> {
             secrets,
             http,
             token_audiences: raw.token_audiences,
+            deploy,
+        })
+    }
+
+    fn deploy(
+        &mut self,
+        tool: &str,
+        i: usize,
+        raw: RawDeploy,
+        seen: &[DeployTarget],
+    ) -> Option<DeployTarget> {
+        let before = self.problems.len();
+        let f = |k: &str| format!("tools.{tool}.deploy[{i}].{k}");
+        let name = raw.name.get_ref().clone();
+        if let Err(e) = check_name(&name) {
+            self.problem(
+                raw.name.span(),
+                f("name"),
+                format!("invalid target name: {e}"),
+            );
+        } else if seen.iter().any(|t| t.name == name) {
+            self.problem(
+                raw.name.span(),
+                f("name"),
+                format!("target '{name}' is listed twice"),
+            );
+        }
+        if raw.rights.get_ref().as_slice() != ["deploy"] {
+            self.problem(
+                raw.rights.span(),
+                f("rights"),
+                "a deploy target takes exactly the deploy right (expected rights = [\"deploy\"])"
+                    .into(),
+            );
+        }
+        let mut timeout = DEPLOY_TIMEOUT;
+        if let Some(t) = &raw.timeout {
+            match parse_duration(t.get_ref()) {
+                Ok(d) if !d.is_zero() && d <= MAX_TIMEOUT => timeout = d,
+                Ok(_) => self.problem(
+                    t.span(),
+                    f("timeout"),
+                    format!(
+                        "timeout must be above 0 and at most {}",
+                        format_duration(MAX_TIMEOUT)
+                    ),
+                ),
+                Err(e) => self.problem(t.span(), f("timeout"), e),
+            }
+        }
+        let backend = match (raw.backend.get_ref().as_str(), raw.program, raw.url) {
+            ("exec", Some(program), None) => Some(Backend::Exec {
+                program: program.into_inner(),
+                args: raw.args,
+                env: raw.env,
+            }),
+            ("webhook", None, Some(url)) => match http_check::parse_url(url.get_ref()) {
+                Ok(_) => Some(Backend::Webhook {
+                    url: url.into_inner(),
+                }),
+                Err(e) => {
+                    self.problem(url.span(), f("url"), e);
+                    None
+                }
+            },
+            ("exec", _, _) => {
+                self.problem(
+                    raw.backend.span(),
+                    f("backend"),
+                    "an exec target needs `program` (and no `url`)".into(),
+                );
+                None
+            }
+            ("webhook", _, _) => {
+                self.problem(
+                    raw.backend.span(),
+                    f("backend"),
+                    "a webhook target needs `url` (and no `program`)".into(),
+                );
+                None
+            }
+            (other, _, _) => {
+                self.problem(
+                    raw.backend.span(),
+                    f("backend"),
+                    format!("unknown backend '{other}' (expected exec or webhook)"),
+                );
+                None
+            }
+        };
+        let backend = backend?;
+        (self.problems.len() == before).then_some(DeployTarget {
+            name,
+            backend,
+            timeout,
         })
     }
 

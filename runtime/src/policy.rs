@@ -86,6 +86,18 @@ impl Policy {
         }
     }
 
+    /// Deploying to `target`: only targets in the task's grant.
+    pub fn decide_deploy(&self, target: &str, granted: bool) -> Decision {
+        if granted {
+            Decision::allow("deploy.grant", format!("target '{target}' is granted"))
+        } else {
+            Decision::deny(
+                "deploy.grant",
+                format!("no deploy target '{target}' in this task's grant"),
+            )
+        }
+    }
+
     /// Minting an identity token for `audience`.
     pub fn decide_token(&self, audience: &str, allowed: &[String]) -> Decision {
         if allowed.iter().any(|a| a == audience) {

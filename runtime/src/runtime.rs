@@ -3,6 +3,7 @@
 use crate::audit::{AuditSink, Auditor, Event, TracingSink};
 use crate::bindings::exports::warden::tool::guest;
 use crate::bindings::{Tool, ToolPre};
+use crate::caps::deploy::DeployTarget;
 use crate::caps::fs::{self, Ceilings, FsCtx};
 use crate::caps::http::{self, EgressRule};
 use crate::caps::identity::{ActiveInvocations, Claims, Introspection, Issuer, Minter, Verifier};
@@ -420,9 +421,14 @@ impl Runtime {
         let fs = fs::authorize(&loaded.spec, &loaded.ceilings, grant)?;
         let secrets = authorize_secrets(&loaded.spec, grant)?;
         let egress = http::authorize(&loaded.spec.name, &loaded.spec.http, &grant.http)?;
-        self.inner
-            .run(&loaded, &grant.task, fs, secrets, egress, input)
-            .await
+        let deploy = authorize_deploy(&loaded.spec, grant)?;
+        let granted = Authorized {
+            fs,
+            secrets,
+            egress,
+            deploy,
+        };
+        self.inner.run(&loaded, &grant.task, granted, input).await
     }
 
     /// The part of a task's `grant` that `tool` may receive: its handles only,
@@ -441,6 +447,12 @@ impl Runtime {
             .cloned()
             .collect();
         narrowed.http = http::narrow(&spec.http, &grant.http);
+        narrowed.deploy = grant
+            .deploy
+            .iter()
+            .filter(|t| spec.deploy_target(t).is_some())
+            .cloned()
+            .collect();
         Ok(narrowed)
     }
 
@@ -478,6 +490,7 @@ impl Runtime {
             secrets: Default::default(),
             redactor: Arc::default(),
             egress: Vec::new(),
+            deploy: Vec::new(),
         };
         let (mut store, _) =
             self.inner
@@ -540,6 +553,36 @@ fn from_wit_rights(r: crate::bindings::warden::tool::fs::Rights) -> Rights {
         }
     }
     out
+}
+
+/// A grant checked against the tool's ceiling, ready for one invocation.
+struct Authorized {
+    fs: FsCtx,
+    secrets: Vec<SecretSpec>,
+    egress: Vec<EgressRule>,
+    deploy: Vec<DeployTarget>,
+}
+
+/// The manifest entries of the deploy targets a grant names; refuses unknown names.
+fn authorize_deploy(spec: &ToolSpec, grant: &Grant) -> Result<Vec<DeployTarget>, GrantError> {
+    grant
+        .deploy
+        .iter()
+        .map(|name| {
+            spec.deploy_target(name).cloned().ok_or_else(|| {
+                let known: Vec<_> = spec.deploy.iter().map(|t| t.name.as_str()).collect();
+                GrantError::UnknownTarget {
+                    tool: spec.name.clone(),
+                    name: name.clone(),
+                    known: if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    },
+                }
+            })
+        })
+        .collect()
 }
 
 /// The manifest entries of the secrets a grant names; refuses unknown names.
@@ -724,6 +767,7 @@ impl Inner {
             secrets: authority.secrets,
             redactor: authority.redactor,
             egress: authority.egress,
+            deploy: authority.deploy,
             minter: authority.minter,
             deadline,
             audit,
@@ -752,11 +796,15 @@ impl Inner {
         &self,
         tool: &LoadedTool,
         task: &str,
-        fs: FsCtx,
-        secret_specs: Vec<SecretSpec>,
-        egress: Vec<EgressRule>,
+        granted: Authorized,
         input: &str,
     ) -> Result<Invocation, Error> {
+        let Authorized {
+            fs,
+            secrets: secret_specs,
+            egress,
+            deploy,
+        } = granted;
         if input.len() > self.max_input {
             return Err(Error::Input(format!(
                 "input is {} bytes, more than the limit of {} bytes",
@@ -788,6 +836,7 @@ impl Inner {
             .map(|h| format!("{}={}:{}", h.name, h.path.display(), h.rights))
             .collect();
         granted.extend(secret_specs.iter().map(|s| format!("secret:{}", s.name)));
+        granted.extend(deploy.iter().map(|t| format!("deploy:{}", t.name)));
         granted.extend(egress.iter().map(|r| {
             format!(
                 "http:{}={}{}",
@@ -810,6 +859,7 @@ impl Inner {
             .map(|h| format!("fs:{}:{}", h.name, h.rights))
             .collect();
         scope.extend(secret_specs.iter().map(|s| format!("secret:{}", s.name)));
+        scope.extend(deploy.iter().map(|t| format!("deploy:{}", t.name)));
         scope.extend(egress.iter().map(|r| {
             format!(
                 "http:{}={}{}",
@@ -866,6 +916,7 @@ impl Inner {
             secrets,
             redactor: redactor.clone(),
             egress,
+            deploy,
         };
         let (mut store, (stdout, stderr)) =
             self.store_with_pipes(tool, authority, auditor.clone(), self.pipes());

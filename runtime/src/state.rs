@@ -18,6 +18,7 @@ pub(crate) struct Authority {
     pub(crate) secrets: SecretsCtx,
     pub(crate) redactor: Arc<Redactor>,
     pub(crate) egress: Vec<crate::caps::http::EgressRule>,
+    pub(crate) deploy: Vec<crate::caps::deploy::DeployTarget>,
 }
 
 pub(crate) struct HostState {
@@ -32,6 +33,8 @@ pub(crate) struct HostState {
     pub(crate) deadline: std::time::Instant,
     /// Mints this invocation's identity tokens.
     pub(crate) minter: Arc<crate::caps::identity::Minter>,
+    /// Deploy targets of this invocation.
+    pub(crate) deploy: Vec<crate::caps::deploy::DeployTarget>,
     /// Standard `wasi:http`, under the same egress policy.
     pub(crate) http_ctx: wasmtime_wasi_http::WasiHttpCtx,
     pub(crate) http_hooks: crate::caps::http::wasi::EgressHooks,

@@ -39,6 +39,9 @@ pub enum Event {
     /// An egress request that was sent: its status and byte counts.
     #[serde(rename = "egress")]
     Egress,
+    /// A deployment that ran: backend, target, artifact digest, outcome.
+    #[serde(rename = "deploy")]
+    Deploy,
     /// A signed statement of how many records precede it and the hash of
     /// the last one.
     #[serde(rename = "checkpoint")]

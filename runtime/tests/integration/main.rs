@@ -7,6 +7,7 @@ mod audit;
 mod cache;
 mod cli;
 mod common;
+mod deploy;
 mod egress;
 mod escapes;
 mod grants;
@@ -43,9 +44,10 @@ fn every_guest_has_a_test() {
                     | "egress_probe"
                     | "call_api"
                     | "wasi_http_probe"
+                    | "deploy_artifact"
             ),
             "guest {n} has no test; add one and list it here"
         );
     }
-    assert_eq!(names.len(), 13);
+    assert_eq!(names.len(), 14);
 }

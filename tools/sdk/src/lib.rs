@@ -48,6 +48,7 @@ pub mod bindings {
     });
 }
 
+pub mod deploy;
 pub mod fs;
 pub mod http;
 pub mod identity;
@@ -168,6 +169,17 @@ impl From<http::Error> for Error {
             e.describe()
         };
         Self::new(kind, message)
+    }
+}
+
+impl From<deploy::Error> for Error {
+    fn from(e: deploy::Error) -> Self {
+        let kind = match e.code {
+            deploy::ErrorCode::Denied => ErrorKind::Denied,
+            deploy::ErrorCode::NotFound => ErrorKind::NotFound,
+            deploy::ErrorCode::Failed => ErrorKind::Failed,
+        };
+        Self::new(kind, e.message)
     }
 }
 

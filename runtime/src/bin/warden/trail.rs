@@ -17,6 +17,7 @@ pub fn summarize(r: &Record) -> String {
         Event::SecretExpired => "expired",
         Event::Egress => "egress",
         Event::Checkpoint => "checkpoint",
+        Event::Deploy => "deploy",
     };
     if r.event == Event::Checkpoint {
         let signed = if r.signature.is_some() {

@@ -1,0 +1,62 @@
+//! The `deploy` capability: named targets, each with its own `deploy` right.
+//!
+//! ```toml
+//! [[tools.deploy-artifact.deploy]]
+//! name = "staging"
+//! rights = ["deploy"]
+//! backend = "exec"                      # a program, run without a shell
+//! program = "/usr/local/bin/ship"
+//! args = ["--env", "staging", "{artifact}"]   # {artifact}: the artifact's path
+//! env = ["HOME", "PATH"]                # passed through; everything else is cleared
+//! timeout = "60s"
+//!
+//! [[tools.deploy-artifact.deploy]]
+//! name = "production"
+//! rights = ["deploy"]
+//! backend = "webhook"                   # POST of a JSON description
+//! url = "https://deploy.example.com/hooks/release"
+//! ```
+//!
+//! A webhook call carries `Authorization: Bearer <identity token>` minted for
+//! the invocation (audience: the URL's origin), so the receiver can verify
+//! which tool, task and invocation is deploying.
+
+mod host;
+
+use std::time::Duration;
+
+/// Default time a backend may take, further bounded by the invocation deadline.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most bytes of backend output returned to the tool.
+pub const MAX_OUTPUT: usize = 64 << 10;
+
+/// A deploy target in a tool's manifest entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployTarget {
+    pub name: String,
+    pub backend: Backend,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// A program and its arguments; `{artifact}` in an argument is replaced
+    /// by the path of a private copy of the artifact.
+    Exec {
+        program: String,
+        args: Vec<String>,
+        /// Environment variables passed through from the host.
+        env: Vec<String>,
+    },
+    /// A URL that receives a JSON description of the deployment.
+    Webhook { url: String },
+}
+
+impl Backend {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::Exec { .. } => "exec",
+            Backend::Webhook { .. } => "webhook",
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Deploy: its own right, exec and webhook backends, audited.
+
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use warden::audit::{Event, MemorySink};
+use warden::{Error, Grant, GrantError, Manifest, Rights, Runtime};
+
+const SCRIPT: &str = "#!/bin/sh\n# args: --env NAME ARTIFACT OUTDIR\ncp \"$3\" \"$4/deployed.txt\"\necho \"deployed $(basename \"$3\") to $2 PATH=${PATH:+set} HOME=${HOME:-unset}\"\n";
+
+/// (token was active when received, the JSON body)
+type Hooks = Arc<Mutex<Vec<(bool, Value)>>>;
+
+async fn receiver(runtime: Arc<OnceLock<Runtime>>) -> (u16, Hooks) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hooks: Hooks = Arc::default();
+    let log = hooks.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 64 << 10];
+            let mut len = 0;
+            loop {
+                let text = String::from_utf8_lossy(&buf[..len]).into_owned();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let cl = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if len >= end + 4 + cl {
+                        break;
+                    }
+                }
+                match sock.read(&mut buf[len..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => len += n,
+                }
+            }
+            let text = String::from_utf8_lossy(&buf[..len]).into_owned();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            let token = head
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("authorization: bearer "))
+                .map(|l| l[22..].trim().to_owned())
+                .unwrap_or_default();
+            let active = runtime.get().is_some_and(|rt| rt.introspect(&token).active);
+            let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+            let name = body["artifact"]["name"].as_str().unwrap_or("?").to_owned();
+            log.lock().unwrap().push((active, body));
+            let (status, text) = if active {
+                ("202 Accepted", format!("accepted {name}"))
+            } else {
+                ("401 Unauthorized", "no".into())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+    (port, hooks)
+}
+
+struct Site {
+    _dir: tempfile::TempDir,
+    ws: std::path::PathBuf,
+    out: std::path::PathBuf,
+    hooks: Hooks,
+    audit: Arc<MemorySink>,
+    runtime: Runtime,
+}
+
+async fn site() -> Site {
+    let cell: Arc<OnceLock<Runtime>> = Arc::default();
+    let (port, hooks) = receiver(cell.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let (ws, out) = (root.join("ws"), root.join("out"));
+    std::fs::create_dir_all(ws.join("dist")).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(ws.join("dist/app.txt"), "release 1.2.3").unwrap();
+    let script = root.join("ship.sh");
+    std::fs::write(&script, SCRIPT).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let text = format!(
+        r#"
+[tools.deployer]
+component = "{tool}"
+[[tools.deployer.fs]]
+handle = "workspace"
+within = "{ws}"
+rights = ["read", "write"]
+
+[[tools.deployer.deploy]]
+name = "staging"
+rights = ["deploy"]
+backend = "exec"
+program = "{script}"
+args = ["--env", "staging", "{{artifact}}", "{out}"]
+env = ["PATH"]
+
+[[tools.deployer.deploy]]
+name = "production"
+rights = ["deploy"]
+backend = "webhook"
+url = "http://127.0.0.1:{port}/hooks/release"
+"#,
+        tool = crate::DEPLOY_ARTIFACT,
+        ws = ws.display(),
+        script = script.display(),
+        out = out.display(),
+    );
+    let path = root.join("manifest.toml");
+    std::fs::write(&path, text).unwrap();
+    let audit = MemorySink::new();
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(audit.clone())
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    let _ = cell.set(runtime.clone());
+    Site {
+        _dir: dir,
+        ws,
+        out,
+        hooks,
+        audit,
+        runtime,
+    }
+}
+
+impl Site {
+    async fn deploy(&self, grant: &Grant, target: &str) -> Result<warden::Invocation, Error> {
+        let input = json!({"target": target, "artifact": "dist/app.txt"}).to_string();
+        self.runtime.invoke("deployer", grant, &input).await
+    }
+}
+
+#[tokio::test]
+async fn exec_targets_run_the_program_on_a_copy_with_a_cleared_environment() {
+    let s = site().await;
+    let grant = Grant::new("release")
+        .fs("workspace", &s.ws, Rights::READ)
+        .deploy("staging");
+    let run = s.deploy(&grant, "staging").await.unwrap();
+    let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert_eq!(out["status"], 0);
+    assert_eq!(
+        out["output"],
+        "deployed app.txt to staging PATH=set HOME=unset\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.out.join("deployed.txt")).unwrap(),
+        "release 1.2.3"
+    );
+    let records = s.audit.invocation(&run.id);
+    let d = records
+        .iter()
+        .find(|r| r.capability.as_deref() == Some("deploy") && r.event == Event::Decision)
+        .unwrap();
+    assert_eq!(
+        (d.decision.as_deref(), d.rule.as_deref()),
+        (Some("allow"), Some("deploy.grant"))
+    );
+    let done = records.iter().find(|r| r.event == Event::Deploy).unwrap();
+    assert_eq!(done.outcome.as_deref(), Some("status 0"));
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"release 1.2.3"));
+    assert!(
+        done.resource
+            .as_deref()
+            .unwrap()
+            .ends_with(&format!("sha256:{digest}")),
+        "{done:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_targets_get_a_live_identity_token_and_a_description() {
+    let s = site().await;
+    let grant = Grant::new("release")
+        .fs("workspace", &s.ws, Rights::READ)
+        .deploy("production");
+    let run = s.deploy(&grant, "production").await.unwrap();
+    let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert_eq!(
+        (out["status"].as_i64(), out["output"].as_str()),
+        (Some(202), Some("accepted dist/app.txt"))
+    );
+    let (active, body) = s.hooks.lock().unwrap()[0].clone();
+    assert!(
+        active,
+        "the receiver verified a live token for this invocation"
+    );
+    assert_eq!(body["target"], "production");
+    assert_eq!(body["task"], "release");
+    assert_eq!(body["invocation"], run.id);
+    assert_eq!(body["artifact"]["size"], 13);
+}
+
+#[tokio::test]
+async fn deploy_is_its_own_right() {
+    let s = site().await;
+    // A write handle cannot deploy: the artifact must be readable.
+    let grant = Grant::new("t")
+        .fs("workspace", &s.ws, Rights::WRITE)
+        .deploy("staging");
+    let err = s
+        .deploy(&grant, "staging")
+        .await
+        .unwrap()
+        .output
+        .unwrap_err();
+    assert_eq!(err.kind, warden::ToolErrorKind::Denied);
+    assert_eq!(
+        err.message,
+        "the artifact's handle 'workspace' holds write, not read"
+    );
+    // Read and write without the deploy grant: no deployment.
+    let grant = Grant::new("t").fs("workspace", &s.ws, Rights::READ | Rights::WRITE);
+    let run = s.deploy(&grant, "staging").await.unwrap();
+    let err = run.output.unwrap_err();
+    assert_eq!(
+        err.message,
+        "no deploy target 'staging' in this task's grant"
+    );
+    let d = s
+        .audit
+        .invocation(&run.id)
+        .into_iter()
+        .find(|r| r.capability.as_deref() == Some("deploy"))
+        .unwrap();
+    assert_eq!(d.decision.as_deref(), Some("deny"));
+    // A deploy target gives no file access.
+    let grant = Grant::new("t").deploy("staging");
+    let err = s
+        .deploy(&grant, "staging")
+        .await
+        .unwrap()
+        .output
+        .unwrap_err();
+    assert_eq!(err.message, "no handle 'workspace' in this task's grant");
+    assert!(!s.out.join("deployed.txt").exists(), "nothing was deployed");
+    // An unknown target is refused before anything runs.
+    let err = s
+        .deploy(&Grant::new("t").deploy("moon"), "moon")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Grant(GrantError::UnknownTarget { name, .. }) if name == "moon"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("its targets: staging, production"),
+        "{err}"
+    );
+}
+
+#[test]
+fn deploy_targets_take_only_the_deploy_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[tools.d]\ncomponent = \"{}\"\n[[tools.d.deploy]]\nname = \"x\"\nrights = [\"write\"]\nbackend = \"exec\"\nprogram = \"/bin/true\"\n\
+         [[tools.d.deploy]]\nname = \"y\"\nrights = [\"deploy\"]\nbackend = \"ftp\"\n",
+        crate::DEPLOY_ARTIFACT
+    );
+    let err = Manifest::parse(&text, std::path::Path::new("m.toml"), dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "m.toml:5:10: tools.d.deploy[0].rights: a deploy target takes exactly the deploy right"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("tools.d.deploy[1].backend: unknown backend 'ftp' (expected exec or webhook)"),
+        "{err}"
+    );
+}
