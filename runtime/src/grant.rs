@@ -259,7 +259,7 @@ struct RawFsGrant {
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
     #[error(
-        "invalid grant '{spec}': {reason} (expected fs:HANDLE=DIR:RIGHTS, e.g. fs:repo=./src:read,write, secret:NAME or http:[METHODS=]URL)"
+        "invalid grant '{spec}': {reason} (expected fs:HANDLE=DIR:RIGHTS, e.g. fs:repo=./src:read,write, secret:NAME, http:[METHODS=]URL or deploy:TARGET)"
     )]
     Syntax { spec: String, reason: String },
     #[error("{}: {message}", file.display())]
