@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod approval;
 pub mod audit;
 mod bindings;
 pub mod caps;

@@ -99,6 +99,9 @@ pub struct FsCeiling {
     /// Canonical directory; a granted directory must be this or inside it.
     pub within: PathBuf,
     pub rights: Rights,
+    /// Rights whose use waits for an approver (`approval = "required"` or a
+    /// list of rights).
+    pub approval: Rights,
 }
 
 impl ToolSpec {
@@ -148,6 +151,7 @@ impl ToolSpec {
             handle: handle.to_owned(),
             within: within.as_ref().canonicalize()?,
             rights,
+            approval: Rights::NONE,
         });
         Ok(self)
     }
@@ -257,6 +261,7 @@ struct RawDeploy {
     env: Vec<String>,
     url: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    approval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -269,6 +274,7 @@ struct RawHttp {
     path_prefixes: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     addresses: Vec<Spanned<String>>,
+    approval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +287,7 @@ struct RawSecret {
     reveal: bool,
     #[serde(default)]
     send_to: Vec<Spanned<String>>,
+    approval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -289,6 +296,7 @@ struct RawFsCeiling {
     handle: Spanned<String>,
     within: Spanned<String>,
     rights: Spanned<Vec<Spanned<String>>>,
+    approval: Option<Spanned<toml::Value>>,
 }
 
 struct Validator<'a> {
@@ -297,6 +305,22 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    /// `approval = "required"`, the only value an approval field takes.
+    fn required(&mut self, v: Option<Spanned<String>>, field: String) -> bool {
+        match v {
+            None => false,
+            Some(s) if s.get_ref() == "required" => true,
+            Some(s) => {
+                self.problem(
+                    s.span(),
+                    field,
+                    format!("approval = '{}' (expected \"required\")", s.get_ref()),
+                );
+                false
+            }
+        }
+    }
+
     fn problem(&mut self, span: Range<usize>, field: String, message: String) {
         let (line, column) = line_col(self.text, span.start);
         self.problems.push(Problem {
@@ -443,11 +467,39 @@ impl Validator<'_> {
                     "no rights (expected a list such as [\"read\"])".into(),
                 );
             }
+            let approval = match c.approval {
+                None => Rights::NONE,
+                Some(a) => match a.get_ref() {
+                    toml::Value::String(s) if s == "required" => rights,
+                    toml::Value::Array(items) => {
+                        let parsed: Result<Rights, String> = items
+                            .iter()
+                            .map(|v| v.as_str().unwrap_or("").parse::<crate::rights::Right>())
+                            .collect();
+                        match parsed {
+                            Ok(r) => r,
+                            Err(e) => {
+                                self.problem(a.span(), f("approval"), e);
+                                Rights::NONE
+                            }
+                        }
+                    }
+                    _ => {
+                        self.problem(
+                            a.span(),
+                            f("approval"),
+                            "expected approval = \"required\" or a list of rights such as [\"write\"]".into(),
+                        );
+                        Rights::NONE
+                    }
+                },
+            };
             if let Some(within) = within {
                 fs.push(FsCeiling {
                     handle,
                     within,
                     rights,
+                    approval,
                 });
             }
         }
@@ -572,11 +624,13 @@ impl Validator<'_> {
                 None
             }
         };
+        let approval = self.required(raw.approval, f("approval"));
         let backend = backend?;
         (self.problems.len() == before).then_some(DeployTarget {
             name,
             backend,
             timeout,
+            approval,
         })
     }
 
@@ -657,12 +711,14 @@ impl Validator<'_> {
                 ),
             }
         }
+        let approval = self.required(raw.approval, f("approval"));
         let origin = origin?;
         (self.problems.len() == before).then_some(EgressRule {
             origin,
             methods,
             path_prefixes,
             addresses,
+            approval,
         })
     }
 
@@ -717,8 +773,10 @@ impl Validator<'_> {
                 );
             }
         }
+        let approval = self.required(raw.approval, f("approval"));
         let source = source?;
         (self.problems.len() == before).then(|| SecretSpec {
+            approval,
             name,
             source,
             ttl,

@@ -1,5 +1,6 @@
 //! The runtime: loads tools from a manifest and runs invocations under grants.
 
+use crate::approval::{Approver, DEFAULT_APPROVAL_TIMEOUT, DenyAll, Gate};
 use crate::audit::{AuditSink, Auditor, Event, TracingSink};
 use crate::bindings::exports::warden::tool::guest;
 use crate::bindings::{Tool, ToolPre};
@@ -69,6 +70,8 @@ pub struct RuntimeBuilder {
     log_limits: LogLimits,
     on_compile: Option<CompileHook>,
     identity: Option<Arc<Issuer>>,
+    approver: Arc<dyn Approver>,
+    approval_timeout: Duration,
 }
 
 impl Default for RuntimeBuilder {
@@ -85,6 +88,8 @@ impl Default for RuntimeBuilder {
             log_limits: LogLimits::default(),
             on_compile: None,
             identity: None,
+            approver: Arc::new(DenyAll),
+            approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
         }
     }
 }
@@ -146,6 +151,20 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Answers approval requests for actions the manifest marks
+    /// `approval = "required"` (default: [`DenyAll`]).
+    pub fn approver(mut self, approver: Arc<dyn Approver>) -> Self {
+        self.approver = approver;
+        self
+    }
+
+    /// How long an approval request waits (default 5 minutes; never past
+    /// the invocation deadline).
+    pub fn approval_timeout(mut self, timeout: Duration) -> Self {
+        self.approval_timeout = timeout;
+        self
+    }
+
     /// Called when a component starts and finishes compiling (cache misses).
     pub fn on_compile(mut self, hook: impl Fn(CompileEvent) + Send + Sync + 'static) -> Self {
         self.on_compile = Some(Arc::new(hook));
@@ -197,6 +216,7 @@ impl RuntimeBuilder {
                 issuer,
                 active: ActiveInvocations::default(),
                 ids: InvocationIds::new()?,
+                gate: Arc::new(Gate::new(self.approver, self.approval_timeout)),
             }),
         })
     }
@@ -243,6 +263,7 @@ struct Inner {
     issuer: Arc<Issuer>,
     active: ActiveInvocations,
     ids: InvocationIds,
+    gate: Arc<Gate>,
 }
 
 /// UUIDv7 invocation ids: the time in milliseconds, then a per-runtime random
@@ -769,6 +790,8 @@ impl Inner {
             egress: authority.egress,
             deploy: authority.deploy,
             minter: authority.minter,
+            gate: self.gate.clone(),
+            approvals: 0,
             deadline,
             audit,
             policy: self.policy.clone(),

@@ -35,6 +35,10 @@ pub(crate) struct HostState {
     pub(crate) minter: Arc<crate::caps::identity::Minter>,
     /// Deploy targets of this invocation.
     pub(crate) deploy: Vec<crate::caps::deploy::DeployTarget>,
+    /// Asks the approver for actions the manifest gates.
+    pub(crate) gate: Arc<crate::approval::Gate>,
+    /// Approval requests made so far in this invocation.
+    pub(crate) approvals: u64,
     /// Standard `wasi:http`, under the same egress policy.
     pub(crate) http_ctx: wasmtime_wasi_http::WasiHttpCtx,
     pub(crate) http_hooks: crate::caps::http::wasi::EgressHooks,
@@ -47,6 +51,61 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
+    /// Waits for approval of an action; `Ok(Err(reason))` is a refusal.
+    /// The request and the answer are both audited.
+    pub(crate) async fn approve(
+        &mut self,
+        action: &str,
+        resource: &str,
+        args: &str,
+        summary: String,
+    ) -> wasmtime::Result<Result<String, String>> {
+        use crate::audit::Event;
+        let number = self.approvals;
+        self.approvals += 1;
+        let a = &self.audit;
+        let request = crate::approval::ApprovalRequest {
+            digest: crate::approval::digest(
+                &a.identity,
+                &a.task,
+                &a.invocation,
+                number,
+                action,
+                resource,
+                args,
+            ),
+            tool: a.tool.to_string(),
+            identity: a.identity.to_string(),
+            task: a.task.to_string(),
+            invocation: a.invocation.to_string(),
+            action: action.to_owned(),
+            resource: self.redactor.redact(resource).into_owned(),
+            summary: self.redactor.redact_string(summary),
+        };
+        let mut r = self.audit.record(Event::ApprovalRequested);
+        r.capability = Some("approval".into());
+        r.action = Some(action.to_owned());
+        r.resource = Some(request.resource.clone());
+        r.message = Some(request.summary.clone());
+        r.reason = Some(format!("digest {}", request.digest));
+        self.write_audit(&r)?;
+        let gate = self.gate.clone();
+        let verdict = gate.decide(&request, self.deadline).await;
+        let mut r = self.audit.record(Event::Decision);
+        r.capability = Some("approval".into());
+        r.action = Some(action.to_owned());
+        r.resource = Some(request.resource.clone());
+        r.decision = Some(if verdict.approved { "allow" } else { "deny" }.into());
+        r.rule = Some("approval".into());
+        r.reason = Some(verdict.reason.clone());
+        self.write_audit(&r)?;
+        Ok(if verdict.approved {
+            Ok(verdict.reason)
+        } else {
+            Err(verdict.reason)
+        })
+    }
+
     /// Writes an audit record; failure traps the invocation (fail closed).
     pub(crate) fn write_audit(&self, record: &Record) -> wasmtime::Result<()> {
         self.audit

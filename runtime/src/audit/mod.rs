@@ -39,6 +39,9 @@ pub enum Event {
     /// An egress request that was sent: its status and byte counts.
     #[serde(rename = "egress")]
     Egress,
+    /// An action waiting for approval: its digest and argument summary.
+    #[serde(rename = "approval.requested")]
+    ApprovalRequested,
     /// A deployment that ran: backend, target, artifact digest, outcome.
     #[serde(rename = "deploy")]
     Deploy,

@@ -110,6 +110,14 @@ name = "production"
 rights = ["deploy"]
 backend = "webhook"
 url = "http://127.0.0.1:{port}/hooks/release"
+
+[[tools.deployer.deploy]]
+name = "gated"
+rights = ["deploy"]
+backend = "exec"
+program = "{script}"
+args = ["--env", "gated", "{{artifact}}", "{out}"]
+approval = "required"
 "#,
         tool = crate::DEPLOY_ARTIFACT,
         ws = ws.display(),
@@ -282,5 +290,32 @@ fn deploy_targets_take_only_the_deploy_right() {
     assert!(
         err.contains("tools.d.deploy[1].backend: unknown backend 'ftp' (expected exec or webhook)"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_approval_gated_target_waits_for_an_approver() {
+    let s = site().await;
+    let grant = Grant::new("t")
+        .fs("workspace", &s.ws, Rights::READ)
+        .deploy("gated");
+    let run = s.deploy(&grant, "gated").await.unwrap();
+    let err = run.output.unwrap_err();
+    assert_eq!(err.message, "denied by deny-all (no approver configured)");
+    assert!(!s.out.join("deployed.txt").exists());
+    let asked = s
+        .audit
+        .invocation(&run.id)
+        .into_iter()
+        .find(|r| r.event == Event::ApprovalRequested)
+        .unwrap();
+    assert_eq!(asked.action.as_deref(), Some("deploy.run"));
+    assert!(
+        asked
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("to 'gated' (exec)"),
+        "{asked:?}"
     );
 }

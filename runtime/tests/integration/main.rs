@@ -3,6 +3,7 @@
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
+mod approvals;
 mod audit;
 mod cache;
 mod cli;

@@ -18,6 +18,7 @@ pub fn summarize(r: &Record) -> String {
         Event::Egress => "egress",
         Event::Checkpoint => "checkpoint",
         Event::Deploy => "deploy",
+        Event::ApprovalRequested => "approval?",
     };
     if r.event == Event::Checkpoint {
         let signed = if r.signature.is_some() {

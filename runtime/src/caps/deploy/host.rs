@@ -100,6 +100,19 @@ impl Host for HostState {
             return Ok(Err(error(ErrorCode::Denied, "target vanished")));
         };
         let digest = hex::encode(Sha256::digest(&bytes));
+        if spec.approval {
+            let summary = format!(
+                "deploy {handle}:{artifact} ({} bytes, sha256 {digest}) to '{target}' ({})",
+                bytes.len(),
+                spec.backend.kind()
+            );
+            if let Err(reason) = self
+                .approve("deploy.run", &target, &format!("sha256 {digest}"), summary)
+                .await?
+            {
+                return Ok(Err(error(ErrorCode::Denied, reason)));
+            }
+        }
         self.audit_deploy(
             &resource,
             &Decision::allow(

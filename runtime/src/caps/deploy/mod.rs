@@ -36,6 +36,8 @@ pub struct DeployTarget {
     pub name: String,
     pub backend: Backend,
     pub timeout: Duration,
+    /// Each deployment waits for an approver.
+    pub approval: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -181,6 +181,23 @@ impl HostState {
         bytes: usize,
         op: impl FnOnce(&Dir, &[CheckedPath<'_>], usize) -> io::Result<T>,
     ) -> FsResult<T> {
+        self.run_args(dir, action, paths, needs, bytes, String::new(), op)
+            .await
+    }
+
+    /// Runs one gated operation; `args` are its canonical arguments beyond
+    /// the paths (e.g. a content digest), for approval requests.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_args<T>(
+        &mut self,
+        dir: Resource<OpenDir>,
+        action: &'static str,
+        paths: &[&str],
+        needs: Rights,
+        bytes: usize,
+        args: String,
+        op: impl FnOnce(&Dir, &[CheckedPath<'_>], usize) -> io::Result<T>,
+    ) -> FsResult<T> {
         let mut call = self.call(&dir, action, paths, needs)?;
         call.bytes = bytes;
         if let Err(denied) = self.gate(&call)? {
@@ -194,6 +211,22 @@ impl HostState {
             .map(|p| p.ok())
             .collect::<Option<_>>()
             .ok_or_else(|| wasmtime::Error::msg("fs: an unchecked path passed the policy gate"))?;
+        if !call.handle.approval.intersection(needs).is_empty() {
+            let mut summary = format!(
+                "{action} {} on handle '{}'",
+                paths.join(" -> "),
+                call.handle.name
+            );
+            if !args.is_empty() {
+                summary.push_str(&format!(" ({bytes} bytes, {args})"));
+            }
+            let verdict = self
+                .approve(&format!("fs.{action}"), &call.resource, &args, summary)
+                .await?;
+            if let Err(reason) = verdict {
+                return Ok(Err(error(ErrorCode::Denied, reason)));
+            }
+        }
         let result = op(&call.handle.dir, &checked, self.hostcall_limit);
         self.finish(&call, result)
     }
@@ -311,12 +344,16 @@ impl HostDir for HostState {
         path: String,
         contents: Vec<u8>,
     ) -> FsResult<()> {
-        self.run(
+        self.run_args(
             dir,
             "write",
             &[&path],
             Rights::WRITE,
             contents.len(),
+            format!(
+                "sha256 {}",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&contents))
+            ),
             |d, p, _| d.write(p[0].as_str(), &contents),
         )
         .await
@@ -328,12 +365,16 @@ impl HostDir for HostState {
         path: String,
         contents: Vec<u8>,
     ) -> FsResult<()> {
-        self.run(
+        self.run_args(
             dir,
             "append",
             &[&path],
             Rights::WRITE,
             contents.len(),
+            format!(
+                "sha256 {}",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&contents))
+            ),
             |d, p, _| {
                 let mut f =
                     d.open_with(p[0].as_str(), OpenOptions::new().append(true).create(true))?;

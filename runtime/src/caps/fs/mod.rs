@@ -24,6 +24,8 @@ pub struct GrantedHandle {
     pub rights: Rights,
     /// The canonical host path, for messages only; never re-opened.
     pub path: PathBuf,
+    /// Rights whose use waits for an approver.
+    pub approval: Rights,
     pub(crate) dir: Dir,
 }
 
@@ -154,6 +156,7 @@ pub(crate) fn authorize(
                 name: name.clone(),
                 rights: g.rights,
                 path: canonical,
+                approval: ceiling.approval,
                 dir,
             }),
         );

@@ -216,6 +216,23 @@ impl Host for HostState {
             }
         }
 
+        if rule.approval {
+            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                req.body.as_deref().unwrap_or_default(),
+            ));
+            let summary = format!("{method} {} ({body_len} bytes of body)", e.resource);
+            let verdict = self
+                .approve(
+                    "http.send",
+                    &e.resource,
+                    &format!("body sha256 {digest}"),
+                    summary,
+                )
+                .await?;
+            if let Err(reason) = verdict {
+                return Ok(Err(error(ErrorCode::Denied, reason)));
+            }
+        }
         let addr = match resolve(&origin, &rule).await {
             Ok(a) => a,
             Err(reason) => return self.deny(&e, "http.address", reason, ErrorCode::Denied),

@@ -37,6 +37,8 @@ pub struct EgressRule {
     pub path_prefixes: Vec<String>,
     /// Private, loopback or link-local addresses this host may resolve to.
     pub addresses: Vec<IpAddr>,
+    /// Each request waits for an approver.
+    pub approval: bool,
 }
 
 /// One egress entry of a grant: a URL prefix and, optionally, methods.
@@ -142,6 +144,7 @@ fn fit(
             methods,
             path_prefixes: vec![prefix.to_owned()],
             addresses: c.addresses.clone(),
+            approval: c.approval,
         })
     })
 }

@@ -67,6 +67,13 @@ impl EgressHooks {
             Ok(r) => r.clone(),
             Err(reason) => return deny("http.allowlist", reason),
         };
+        if rule.approval {
+            return deny(
+                "approval",
+                "this egress needs approval, which only warden:tool/http requests can wait for"
+                    .into(),
+            );
+        }
         let mut carried = self.redactor.names_in(raw.as_bytes());
         for (k, v) in req.headers() {
             carried.extend(self.redactor.names_in(k.as_str().as_bytes()));

@@ -67,6 +67,20 @@ impl HostSecret for HostState {
         if let Err(e) = self.secret_gate("reveal", &name)? {
             return Ok(Err(e));
         }
+        if self
+            .secrets
+            .issued
+            .get(&name)
+            .is_some_and(|s| s.spec.approval)
+        {
+            let summary = format!("reveal secret '{name}' to the tool");
+            if let Err(reason) = self.approve("secret.reveal", &name, "", summary).await? {
+                return Ok(Err(wit::Error {
+                    code: ErrorCode::Denied,
+                    message: reason,
+                }));
+            }
+        }
         let value = self
             .secrets
             .issued

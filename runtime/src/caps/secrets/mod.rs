@@ -88,6 +88,8 @@ pub struct SecretSpec {
     pub reveal: bool,
     /// Egress destinations this secret may be attached to.
     pub send_to: Vec<String>,
+    /// Revealing it waits for an approver.
+    pub approval: bool,
 }
 
 /// A secret that could not be resolved. Never contains the value.
@@ -280,6 +282,7 @@ mod tests {
                 ttl: Some(Duration::from_millis(1)),
                 reveal: true,
                 send_to: vec![],
+                approval: false,
             },
             value: Zeroizing::new("value-1234".into()),
             expires: Some(Instant::now()),

@@ -1,0 +1,219 @@
+//! Approval gates: an action the manifest marks `approval = "required"`
+//! waits, inside its host call and within the invocation's deadline, for an
+//! [`Approver`].
+//!
+//! What is approved is a digest over the tool's identity, the task, the
+//! invocation, a per-invocation request number, the action, the resource and
+//! the canonical arguments. An answer counts only for the request whose
+//! digest it names, only once, and only before the request expires: a
+//! changed argument, another invocation or a replayed answer does not match.
+//! Denied, timed out or unanswered means `denied`.
+
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a request waits for an answer, at most (and never past the
+/// invocation deadline).
+pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One action waiting for approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRequest {
+    /// What an answer must name to count (SHA-256, hex).
+    pub digest: String,
+    pub tool: String,
+    /// The tool's identity, `sha256:…`.
+    pub identity: String,
+    pub task: String,
+    pub invocation: String,
+    /// e.g. `fs.write`, `http.send`, `secret.reveal`, `deploy.run`.
+    pub action: String,
+    /// e.g. `workspace:.github/workflows/ci.yml`.
+    pub resource: String,
+    /// The arguments, for a person to read (values such as file contents
+    /// appear as sizes and digests).
+    pub summary: String,
+}
+
+/// An approver's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalAnswer {
+    /// The digest of the request this answers.
+    pub digest: String,
+    pub approved: bool,
+    /// Who or what answered, for the audit trail.
+    pub by: String,
+}
+
+/// Something that answers approval requests: a person at a terminal, a
+/// webhook, a queue a UI drains. `None` means no answer.
+#[async_trait::async_trait]
+pub trait Approver: Send + Sync {
+    async fn ask(&self, request: &ApprovalRequest) -> Option<ApprovalAnswer>;
+}
+
+/// Answers every request with a denial: the default when nothing can ask a
+/// person.
+pub struct DenyAll;
+
+#[async_trait::async_trait]
+impl Approver for DenyAll {
+    async fn ask(&self, request: &ApprovalRequest) -> Option<ApprovalAnswer> {
+        Some(ApprovalAnswer {
+            digest: request.digest.clone(),
+            approved: false,
+            by: "deny-all (no approver configured)".into(),
+        })
+    }
+}
+
+/// The outcome of one approval request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub approved: bool,
+    /// Why, naming who answered.
+    pub reason: String,
+}
+
+/// Issues digests, asks the approver, and enforces single use and expiry.
+pub struct Gate {
+    approver: Arc<dyn Approver>,
+    timeout: Duration,
+    used: Mutex<HashSet<String>>,
+}
+
+impl Gate {
+    pub fn new(approver: Arc<dyn Approver>, timeout: Duration) -> Gate {
+        Gate {
+            approver,
+            timeout,
+            used: Mutex::default(),
+        }
+    }
+
+    /// Asks for approval of `request`, waiting until `deadline` at the latest.
+    pub async fn decide(&self, request: &ApprovalRequest, deadline: Instant) -> Verdict {
+        let wait = self
+            .timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let deny = |reason: String| Verdict {
+            approved: false,
+            reason,
+        };
+        let answer = match tokio::time::timeout(wait, self.approver.ask(request)).await {
+            Err(_) => return deny(format!("approval timed out after {}s", wait.as_secs_f32())),
+            Ok(None) => return deny("approval was not answered".into()),
+            Ok(Some(a)) => a,
+        };
+        if answer.digest != request.digest {
+            return deny(format!(
+                "the answer from {} is for another request (a changed argument, another invocation or a replay)",
+                answer.by
+            ));
+        }
+        if !self
+            .used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(answer.digest.clone())
+        {
+            return deny(format!(
+                "the answer from {} was already used (replay)",
+                answer.by
+            ));
+        }
+        if answer.approved {
+            Verdict {
+                approved: true,
+                reason: format!("approved by {}", answer.by),
+            }
+        } else {
+            deny(format!("denied by {}", answer.by))
+        }
+    }
+}
+
+/// The digest of a request: SHA-256 over its identifying fields, the
+/// request number within the invocation, and the canonical arguments.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn digest(
+    identity: &str,
+    task: &str,
+    invocation: &str,
+    number: u64,
+    action: &str,
+    resource: &str,
+    args: &str,
+) -> String {
+    let canonical = serde_json::json!([
+        "warden-approval/1",
+        identity,
+        task,
+        invocation,
+        number,
+        action,
+        resource,
+        args
+    ]);
+    hex::encode(Sha256::digest(canonical.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Yes;
+
+    #[async_trait::async_trait]
+    impl Approver for Yes {
+        async fn ask(&self, r: &ApprovalRequest) -> Option<ApprovalAnswer> {
+            Some(ApprovalAnswer {
+                digest: r.digest.clone(),
+                approved: true,
+                by: "test".into(),
+            })
+        }
+    }
+
+    fn request(n: u64, args: &str) -> ApprovalRequest {
+        ApprovalRequest {
+            digest: digest("sha256:0", "t", "inv", n, "fs.write", "ws:a", args),
+            tool: "x".into(),
+            identity: "sha256:0".into(),
+            task: "t".into(),
+            invocation: "inv".into(),
+            action: "fs.write".into(),
+            resource: "ws:a".into(),
+            summary: args.into(),
+        }
+    }
+
+    #[test]
+    fn digests_bind_every_field() {
+        let base = digest("i", "t", "v", 0, "a", "r", "x");
+        for other in [
+            digest("j", "t", "v", 0, "a", "r", "x"),
+            digest("i", "u", "v", 0, "a", "r", "x"),
+            digest("i", "t", "w", 0, "a", "r", "x"),
+            digest("i", "t", "v", 1, "a", "r", "x"),
+            digest("i", "t", "v", 0, "b", "r", "x"),
+            digest("i", "t", "v", 0, "a", "s", "x"),
+            digest("i", "t", "v", 0, "a", "r", "y"),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_are_single_use() {
+        let gate = Gate::new(Arc::new(Yes), Duration::from_secs(1));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let r = request(0, "x");
+        assert!(gate.decide(&r, deadline).await.approved);
+        let again = gate.decide(&r, deadline).await;
+        assert!(!again.approved);
+        assert!(again.reason.contains("already used"), "{again:?}");
+    }
+}

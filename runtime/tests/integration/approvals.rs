@@ -1,0 +1,203 @@
+//! Approval gates: digest-bound, single-use, expiring approvals.
+
+use crate::common::{World, code, message};
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use warden::approval::{ApprovalAnswer, ApprovalRequest, Approver};
+use warden::audit::{Event, MemorySink};
+use warden::{Grant, Manifest, Rights, Runtime};
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Approve,
+    Deny,
+    Never,
+    /// Answers every request with the first answer it gave.
+    ReplayFirst,
+}
+
+struct Script {
+    mode: Mode,
+    seen: Mutex<Vec<ApprovalRequest>>,
+}
+
+#[async_trait::async_trait]
+impl Approver for Script {
+    async fn ask(&self, r: &ApprovalRequest) -> Option<ApprovalAnswer> {
+        let first = {
+            let mut seen = self.seen.lock().unwrap();
+            seen.push(r.clone());
+            seen[0].digest.clone()
+        };
+        let answer = |digest: String, approved| {
+            Some(ApprovalAnswer {
+                digest,
+                approved,
+                by: "script".into(),
+            })
+        };
+        match self.mode {
+            Mode::Approve => answer(r.digest.clone(), true),
+            Mode::Deny => answer(r.digest.clone(), false),
+            Mode::ReplayFirst => answer(first, true),
+            Mode::Never => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                None
+            }
+        }
+    }
+}
+
+/// A world whose `gated` tool needs approval to write (not to read).
+fn gated(mode: Option<Mode>) -> (World, Runtime, Arc<MemorySink>, Option<Arc<Script>>) {
+    let world = World::new();
+    let text = format!(
+        "[tools.gated]\ncomponent = \"{}\"\n[[tools.gated.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\napproval = [\"write\"]\n",
+        crate::FS_PROBE,
+        world.workspace.display()
+    );
+    let path = world.dir.path().join("gated.toml");
+    std::fs::write(&path, text).unwrap();
+    let audit = MemorySink::new();
+    let script = mode.map(|mode| {
+        Arc::new(Script {
+            mode,
+            seen: Mutex::default(),
+        })
+    });
+    let mut b = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(audit.clone())
+        .cache_dir(crate::common::shared_cache())
+        .approval_timeout(Duration::from_millis(300));
+    if let Some(s) = &script {
+        b = b.approver(s.clone());
+    }
+    (world, b.build().unwrap(), audit, script)
+}
+
+async fn write(world: &World, rt: &Runtime, contents: &str) -> (serde_json::Value, String) {
+    let grant =
+        Grant::new("gated-task").fs("workspace", &world.workspace, Rights::READ | Rights::WRITE);
+    let input = json!({"op": "write", "path": "a.txt", "contents": contents}).to_string();
+    let run = rt.invoke("gated", &grant, &input).await.unwrap();
+    (serde_json::from_str(&run.output.unwrap()).unwrap(), run.id)
+}
+
+#[tokio::test]
+async fn an_approved_write_happens_and_both_sides_are_audited() {
+    let (world, rt, audit, script) = gated(Some(Mode::Approve));
+    let (r, inv) = write(&world, &rt, "approved").await;
+    assert_eq!(code(&r), None, "{r}");
+    assert_eq!(
+        std::fs::read_to_string(world.workspace.join("a.txt")).unwrap(),
+        "approved"
+    );
+    let seen = script.unwrap().seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (seen[0].action.as_str(), seen[0].resource.as_str()),
+        ("fs.write", "workspace:a.txt")
+    );
+    assert_eq!(seen[0].task, "gated-task");
+    assert_eq!(seen[0].invocation, inv);
+    assert!(
+        seen[0].summary.contains("8 bytes, sha256 "),
+        "{}",
+        seen[0].summary
+    );
+    let records = audit.invocation(&inv);
+    let asked = records
+        .iter()
+        .find(|r| r.event == Event::ApprovalRequested)
+        .unwrap();
+    assert_eq!(
+        asked.reason.as_deref(),
+        Some(format!("digest {}", seen[0].digest).as_str())
+    );
+    let answer = records
+        .iter()
+        .find(|r| r.capability.as_deref() == Some("approval") && r.event == Event::Decision)
+        .unwrap();
+    assert_eq!(
+        (answer.decision.as_deref(), answer.reason.as_deref()),
+        (Some("allow"), Some("approved by script"))
+    );
+}
+
+#[tokio::test]
+async fn reads_are_not_gated_when_only_writes_need_approval() {
+    let (world, rt, _audit, script) = gated(Some(Mode::Deny));
+    let grant = Grant::new("t").fs("workspace", &world.workspace, Rights::READ);
+    let run = rt
+        .invoke("gated", &grant, r#"{"op":"read","path":"a.txt"}"#)
+        .await
+        .unwrap();
+    assert!(run.output.unwrap().contains("alpha"));
+    assert!(script.unwrap().seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn denied_unanswered_and_default_mean_denied() {
+    for (mode, want) in [
+        (Some(Mode::Deny), "denied by script"),
+        (Some(Mode::Never), "approval timed out after 0.3s"),
+        (None, "denied by deny-all (no approver configured)"),
+    ] {
+        let (world, rt, _audit, _script) = gated(mode);
+        let started = Instant::now();
+        let (r, _) = write(&world, &rt, "pwned").await;
+        assert_eq!(code(&r), Some("denied"), "{r}");
+        assert_eq!(message(&r), want);
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(
+            std::fs::read_to_string(world.workspace.join("a.txt")).unwrap(),
+            "alpha"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_replayed_approval_does_not_match_another_request() {
+    let (world, rt, _audit, script) = gated(Some(Mode::ReplayFirst));
+    let (r, _) = write(&world, &rt, "first").await;
+    assert_eq!(code(&r), None, "{r}");
+    // Another invocation with changed arguments: the replayed answer names
+    // the first request's digest.
+    let (r, _) = write(&world, &rt, "second").await;
+    assert_eq!(code(&r), Some("denied"), "{r}");
+    assert_eq!(
+        message(&r),
+        "the answer from script is for another request (a changed argument, another invocation or a replay)"
+    );
+    assert_eq!(
+        std::fs::read_to_string(world.workspace.join("a.txt")).unwrap(),
+        "first"
+    );
+    let seen = script.unwrap().seen.lock().unwrap().clone();
+    assert_ne!(seen[0].digest, seen[1].digest);
+}
+
+#[test]
+fn approval_fields_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[tools.t]\ncomponent = \"{}\"\n[[tools.t.fs]]\nhandle = \"w\"\nwithin = \".\"\nrights = [\"read\"]\napproval = \"maybe\"\n\
+         [[tools.t.secrets]]\nname = \"s\"\nsource = \"env:X\"\napproval = \"later\"\n",
+        crate::FS_PROBE
+    );
+    let err = Manifest::parse(&text, std::path::Path::new("m.toml"), dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "tools.t.fs[0].approval: expected approval = \"required\" or a list of rights"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("tools.t.secrets[0].approval: approval = 'later' (expected \"required\")"),
+        "{err}"
+    );
+}
