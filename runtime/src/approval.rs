@@ -69,6 +69,110 @@ impl Approver for DenyAll {
     }
 }
 
+/// Asks a person at the controlling terminal (`/dev/tty`), showing the tool,
+/// its identity, the task, the action, the resource and the argument summary.
+pub struct TerminalApprover {
+    tty: std::path::PathBuf,
+}
+
+impl TerminalApprover {
+    /// The controlling terminal, if this process has one.
+    pub fn open() -> Option<TerminalApprover> {
+        let tty = std::path::PathBuf::from("/dev/tty");
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&tty)
+            .ok()?;
+        Some(TerminalApprover { tty })
+    }
+}
+
+#[async_trait::async_trait]
+impl Approver for TerminalApprover {
+    async fn ask(&self, r: &ApprovalRequest) -> Option<ApprovalAnswer> {
+        use std::io::{BufRead, Write};
+        let tty = self.tty.clone();
+        let digest = r.digest.clone();
+        let r = r.clone();
+        let answer = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+            let mut out = std::fs::OpenOptions::new().write(true).open(&tty)?;
+            writeln!(out, "\nwarden: approval needed")?;
+            writeln!(out, "  tool      {} ({})", r.tool, r.identity)?;
+            writeln!(out, "  task      {}   invocation {}", r.task, r.invocation)?;
+            writeln!(out, "  action    {}", r.action)?;
+            writeln!(out, "  resource  {}", r.resource)?;
+            writeln!(out, "  details   {}", r.summary)?;
+            write!(out, "approve? [y/N] ")?;
+            out.flush()?;
+            let mut line = String::new();
+            std::io::BufReader::new(std::fs::File::open(&tty)?).read_line(&mut line)?;
+            Ok(matches!(
+                line.trim().to_ascii_lowercase().as_str(),
+                "y" | "yes"
+            ))
+        });
+        let approved = answer.await.ok()?.ok()?;
+        let who = std::env::var("USER").unwrap_or_else(|_| "unknown user".into());
+        Some(ApprovalAnswer {
+            digest,
+            approved,
+            by: format!("terminal ({who})"),
+        })
+    }
+}
+
+/// POSTs each request as JSON to a URL and waits for the answer
+/// `{"digest": "…", "approved": true|false, "by": "…"}`.
+pub struct WebhookApprover {
+    url: String,
+    client: reqwest::Client,
+}
+
+impl WebhookApprover {
+    pub fn new(url: &str) -> Result<WebhookApprover, String> {
+        crate::caps::http::check::parse_url(url)?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .use_rustls_tls()
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(WebhookApprover {
+            url: url.to_owned(),
+            client,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Approver for WebhookApprover {
+    async fn ask(&self, r: &ApprovalRequest) -> Option<ApprovalAnswer> {
+        let body = serde_json::json!({
+            "digest": r.digest, "tool": r.tool, "identity": r.identity, "task": r.task,
+            "invocation": r.invocation, "action": r.action, "resource": r.resource, "summary": r.summary,
+        });
+        let resp = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .ok()?;
+        let answer: serde_json::Value = serde_json::from_slice(&resp.bytes().await.ok()?).ok()?;
+        Some(ApprovalAnswer {
+            digest: answer["digest"].as_str()?.to_owned(),
+            approved: answer["approved"].as_bool()?,
+            by: format!(
+                "webhook {} ({})",
+                self.url,
+                answer["by"].as_str().unwrap_or("unnamed")
+            ),
+        })
+    }
+}
+
 /// The outcome of one approval request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {

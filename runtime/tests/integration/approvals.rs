@@ -201,3 +201,143 @@ fn approval_fields_are_validated() {
         "{err}"
     );
 }
+
+/// A manifest where write-file needs approval to write.
+fn write_file_gated(world: &World) -> std::path::PathBuf {
+    let text = format!(
+        "[tools.write-file]\ncomponent = \"{}\"\n[[tools.write-file.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"write\"]\napproval = \"required\"\n",
+        crate::WRITE_FILE,
+        world.workspace.display()
+    );
+    let path = world.dir.path().join("write-gated.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `warden run` under a pseudo-terminal (util-linux `script`), typing `answer`.
+fn run_in_pty(world: &World, manifest: &std::path::Path, answer: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let cmd = format!(
+        "{} --cache-dir {} run --manifest {} write-file --grant fs:workspace={}:write --audit {} --input '{{\"path\":\"notes.txt\",\"content\":\"hello\"}}'",
+        env!("CARGO_BIN_EXE_warden"),
+        crate::common::shared_cache().display(),
+        manifest.display(),
+        world.workspace.display(),
+        world.dir.path().join("pty-audit.jsonl").display(),
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` runs the CLI under a pseudo-terminal");
+    let mut stdin = child.stdin.take().unwrap();
+    // Answer once the prompt is up; the pty buffers the line until it is read.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stdin.write_all(answer.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_terminal_prompt_shows_the_request_and_takes_the_answer() {
+    let world = World::new();
+    let manifest = write_file_gated(&world);
+    let (status, screen) = run_in_pty(&world, &manifest, "y\n");
+    for want in [
+        "warden: approval needed",
+        "action    fs.write",
+        "resource  workspace:notes.txt",
+        "(5 bytes, sha256 ",
+        "approve? [y/N]",
+    ] {
+        assert!(screen.contains(want), "missing {want:?} in:\n{screen}");
+    }
+    assert_eq!(status, Some(0), "{screen}");
+    assert_eq!(
+        std::fs::read_to_string(world.workspace.join("notes.txt")).unwrap(),
+        "hello"
+    );
+    let trail = std::fs::read_to_string(world.dir.path().join("pty-audit.jsonl")).unwrap();
+    assert!(trail.contains("approved by terminal ("), "{trail}");
+
+    std::fs::remove_file(world.workspace.join("notes.txt")).unwrap();
+    let (status, screen) = run_in_pty(&world, &manifest, "n\n");
+    assert_eq!(status, Some(1), "{screen}");
+    assert!(screen.contains("denied by terminal ("), "{screen}");
+    assert!(!world.workspace.join("notes.txt").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_approver_answers_for_the_digest_it_was_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 16 << 10];
+            let mut len = 0;
+            let body = loop {
+                let n = sock.read(&mut buf[len..]).await.unwrap_or(0);
+                len += n;
+                let text = String::from_utf8_lossy(&buf[..len]).into_owned();
+                if let Some((_, body)) = text.split_once("\r\n\r\n")
+                    && serde_json::from_str::<serde_json::Value>(body).is_ok()
+                {
+                    break body.to_owned();
+                }
+                if n == 0 {
+                    break String::new();
+                }
+            };
+            let req: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            // Approve writes, refuse anything under .github/.
+            let ok = !req["resource"].as_str().unwrap_or("").contains(".github/");
+            let answer =
+                json!({"digest": req["digest"], "approved": ok, "by": "ci-bot"}).to_string();
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+    let world = World::new();
+    let manifest = write_file_gated(&world);
+    let approver =
+        warden::approval::WebhookApprover::new(&format!("http://127.0.0.1:{port}/approve"))
+            .unwrap();
+    let audit = MemorySink::new();
+    let rt = Runtime::builder()
+        .manifest(Manifest::load(&manifest).unwrap())
+        .audit(audit.clone())
+        .cache_dir(crate::common::shared_cache())
+        .approver(Arc::new(approver))
+        .build()
+        .unwrap();
+    let grant = Grant::new("t").fs("workspace", &world.workspace, Rights::WRITE);
+    let run = rt
+        .invoke("write-file", &grant, r#"{"path":"ok.txt","content":"x"}"#)
+        .await
+        .unwrap();
+    assert!(run.output.is_ok(), "{:?}", run.output);
+    let reason = audit
+        .invocation(&run.id)
+        .into_iter()
+        .find(|r| r.capability.as_deref() == Some("approval") && r.event == Event::Decision)
+        .and_then(|r| r.reason)
+        .unwrap();
+    assert_eq!(
+        reason,
+        format!("approved by webhook http://127.0.0.1:{port}/approve (ci-bot)")
+    );
+    let input = r#"{"path":".github/workflows/ci.yml","content":"x","create_dirs":true}"#;
+    let run = rt.invoke("write-file", &grant, input).await.unwrap();
+    let err = run.output.unwrap_err();
+    assert!(err.message.starts_with("denied by webhook"), "{err}");
+}

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use warden::approval::{Approver, DenyAll, TerminalApprover, WebhookApprover};
 use warden::audit::FileSink;
 use warden::{
     Error, ErrorClass, Grant, Issuer, Manifest, Runtime, RuntimeBuilder, ToolErrorKind, ToolSpec,
@@ -36,6 +37,10 @@ struct Cli {
     /// Compile components in memory only.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Who answers approval requests: `auto` (the terminal when there is
+    /// one, else deny-all), `tty`, `deny`, or `webhook=URL`.
+    #[arg(long, global = true, default_value = "auto", value_name = "APPROVER")]
+    approver: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -186,7 +191,8 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<u8, Failure> {
-    let builder = runtime_builder(cli.cache_dir.as_deref(), cli.no_cache);
+    let approver = approver(&cli.approver).map_err(usage)?;
+    let builder = runtime_builder(cli.cache_dir.as_deref(), cli.no_cache).approver(approver);
     match cli.command {
         Command::Run {
             manifest,
@@ -299,6 +305,29 @@ fn runtime_builder(cache_dir: Option<&Path>, no_cache: bool) -> RuntimeBuilder {
         Some(dir) if !no_cache => b.cache_dir(dir),
         _ => b,
     }
+}
+
+fn approver(choice: &str) -> anyhow::Result<Arc<dyn Approver>> {
+    use std::io::IsTerminal;
+    Ok(match choice {
+        "deny" => Arc::new(DenyAll),
+        "tty" => {
+            Arc::new(TerminalApprover::open().context("--approver tty: no controlling terminal")?)
+        }
+        "auto" => match TerminalApprover::open().filter(|_| std::io::stdin().is_terminal()) {
+            Some(t) => Arc::new(t),
+            None => Arc::new(DenyAll),
+        },
+        other => match other.strip_prefix("webhook=") {
+            Some(url) => Arc::new(
+                WebhookApprover::new(url)
+                    .map_err(|e| anyhow::anyhow!("--approver {other}: {e}"))?,
+            ),
+            None => anyhow::bail!(
+                "unknown approver '{other}' (expected auto, tty, deny or webhook=URL)"
+            ),
+        },
+    })
 }
 
 fn build_grant(
