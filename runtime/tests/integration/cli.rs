@@ -311,6 +311,10 @@ fn demo_shows_each_decision_and_the_audit_records() {
         "api: /whoami verified a live token: tool call-api",
         "the audit trail mentions the API token: false",
         "signed checkpoints, complete: true",
+        "warden: approval needed",
+        "resource  workspace:CHANGELOG.md",
+        "approve? [y/N] y   (answered by the demo)",
+        "ok: {\"path\":\"CHANGELOG.md\",\"bytes_written\":32}",
         "tampered: line 9: its contents do not match its hash (the record was edited)",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");

@@ -7,6 +7,7 @@ use crate::Failure;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use warden::approval::{ApprovalAnswer, ApprovalRequest, Approver};
 use warden::audit::{FileSink, Record};
 use warden::{Grant, Manifest, Rights, RuntimeBuilder};
 
@@ -48,6 +49,16 @@ port = {collector}
 name = "api-token"
 source = "file:secrets/api-token"
 send-to = ["http://127.0.0.1:{api}"]
+
+# Writing release notes needs a person's approval.
+[tools.release-notes]
+component = "tools/write-file.wasm"
+
+[[tools.release-notes.fs]]
+handle = "workspace"
+within = "workspace"
+rights = ["write"]
+approval = "required"
 
 [tools.call-api]
 component = "tools/call-api.wasm"
@@ -96,6 +107,30 @@ fn setup(dir: &Path, api: u16, collector: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints each approval request as the terminal prompt would, and approves it.
+struct DemoApprover;
+
+#[async_trait::async_trait]
+impl Approver for DemoApprover {
+    async fn ask(&self, r: &ApprovalRequest) -> Option<ApprovalAnswer> {
+        println!("   warden: approval needed");
+        println!(
+            "     tool      {} ({}…)",
+            r.tool,
+            &r.identity[..19.min(r.identity.len())]
+        );
+        println!("     action    {}", r.action);
+        println!("     resource  {}", r.resource);
+        println!("     details   {}", r.summary);
+        println!("   approve? [y/N] y   (answered by the demo)");
+        Some(ApprovalAnswer {
+            digest: r.digest.clone(),
+            approved: true,
+            by: "the demo".into(),
+        })
+    }
+}
+
 struct Step {
     title: &'static str,
     /// How the same call looks on the command line.
@@ -131,7 +166,11 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
     if let Ok(key) = crate::audit_key() {
         sink = sink.with_signer(Arc::new(key));
     }
-    let runtime = builder.manifest(manifest).audit(Arc::new(sink)).build()?;
+    let runtime = builder
+        .manifest(manifest)
+        .audit(Arc::new(sink))
+        .approver(Arc::new(DemoApprover))
+        .build()?;
     let _ = cell.set(runtime.clone());
     let ws = dir.join("workspace");
     let api = format!("http://127.0.0.1:{api_port}");
@@ -210,6 +249,13 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
                 .http(&format!("{collector}/"), None)
                 .secret("api-token"),
             input: format!(r#"{{"url":"{collector}/steal","secret":"api-token"}}"#),
+        },
+        Step {
+            title: "an approval gate: release-notes may write only after a person approves (the demo approves)",
+            cli: "warden run release-notes --grant fs:workspace=workspace:write --input '{\"path\":\"CHANGELOG.md\",\"content\":\"…\"}'".into(),
+            tool: "release-notes",
+            grant: Grant::new("demo").fs("workspace", &ws, Rights::WRITE),
+            input: r#"{"path":"CHANGELOG.md","content":"Release 0.1.0\n- sandboxed tools\n"}"#.into(),
         },
         Step {
             title: "a workload identity: call-api authenticates with a token minted for this call only",
