@@ -64,6 +64,33 @@ pub fn checkpoint_message(count: u64, head: &str) -> String {
     format!("warden-audit-checkpoint/1 {count} {head}")
 }
 
+/// The last complete chained record of a trail, reading only its tail (a
+/// trail grows for as long as it is kept; opening it must not read it all).
+fn last_record(path: &Path) -> std::io::Result<Option<Record>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut window: u64 = 64 << 10;
+    loop {
+        let start = len.saturating_sub(window);
+        file.seek(SeekFrom::Start(start))?;
+        let mut tail = Vec::new();
+        (&mut file).take(window).read_to_end(&mut tail)?;
+        let text = String::from_utf8_lossy(&tail);
+        // The first line of a window that does not start the file may be cut.
+        let lines = text.lines().skip(usize::from(start > 0));
+        let found = lines.collect::<Vec<_>>().into_iter().rev().find_map(|l| {
+            serde_json::from_str::<Record>(l)
+                .ok()
+                .filter(|r| r.seq.is_some())
+        });
+        if found.is_some() || start == 0 {
+            return Ok(found);
+        }
+        window *= 4;
+    }
+}
+
 /// Appends chained records as JSON Lines; a record and the checkpoint that
 /// follows it go out in one `write`.
 pub struct FileSink {
@@ -95,12 +122,7 @@ impl FileSink {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let file = opts.open(&path).map_err(io)?;
-        let text = std::fs::read_to_string(&path).map_err(io)?;
-        let last = text.lines().rev().find_map(|l| {
-            serde_json::from_str::<Record>(l)
-                .ok()
-                .filter(|r| r.seq.is_some())
-        });
+        let last = last_record(&path).map_err(io)?;
         let (seq, head) = match last {
             Some(r) => (
                 r.seq.unwrap_or(0) + 1,
@@ -201,6 +223,31 @@ impl AuditSink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reopening_a_long_trail_reads_its_tail_and_continues_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let record = |i: u64| -> Record {
+            serde_json::from_str(&format!(
+                r#"{{"v":1,"ts":"t","event":"log","invocation":"i{i}","task":"t","tool":"x","identity":"sha256:0","message":"{}"}}"#,
+                "m".repeat(300)
+            ))
+            .unwrap()
+        };
+        let sink = FileSink::open(&path).unwrap();
+        for i in 0..1000 {
+            sink.append(&record(i)).unwrap();
+        }
+        drop(sink);
+        // ~400 KB: several tail windows' worth.
+        let sink = FileSink::open(&path).unwrap();
+        sink.append(&record(1000)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let report = crate::audit::verify::verify_text(&text, None);
+        assert!(report.tampered.is_none(), "{report:?}");
+        assert_eq!(report.records, 1001);
+    }
 
     #[test]
     fn spliced_lines_are_what_the_verifier_recomputes() {
