@@ -778,6 +778,7 @@ impl Inner {
                 .collect(),
             audit: audit.clone(),
             deadline,
+            limit: self.hostcall_limit,
         };
         let state = HostState {
             wasi,

@@ -601,6 +601,24 @@ async fn bodies_are_capped_and_egress_needs_a_grant() {
 }
 
 #[tokio::test]
+async fn wasi_http_response_bodies_are_capped() {
+    let api = Api::with(|b| b.hostcall_limit(16 << 10)).await;
+    let grant = Grant::new("t").http(&format!("{}/api/", api.base()), None);
+    let (out, _) = api
+        .probe(
+            "std",
+            &grant,
+            json!({"url": format!("{}/api/big", api.base())}),
+        )
+        .await;
+    let code = out["error"]["code"].as_str().unwrap_or_default();
+    assert_eq!(
+        code, "HTTP response body size exceeds limit: 16384 bytes",
+        "{out}"
+    );
+}
+
+#[tokio::test]
 async fn egress_grants_wider_than_the_ceiling_are_refused() {
     let api = Api::new().await;
     for (grant, want) in [

@@ -73,8 +73,16 @@ impl Tool for WasiHttpProbe {
         let body = resp.consume().map_err(|_| Error::failed("no body"))?;
         let stream = body.stream().map_err(|_| Error::failed("no body stream"))?;
         let mut bytes = Vec::new();
-        while let Ok(chunk) = stream.blocking_read(64 << 10) {
-            bytes.extend_from_slice(&chunk);
+        loop {
+            match stream.blocking_read(64 << 10) {
+                Ok(chunk) => bytes.extend_from_slice(&chunk),
+                Err(wasi::io::streams::StreamError::Closed) => break,
+                Err(wasi::io::streams::StreamError::LastOperationFailed(e)) => {
+                    return Ok(Output::Error {
+                        code: e.to_debug_string(),
+                    });
+                }
+            }
         }
         Ok(Output::Ok {
             status,

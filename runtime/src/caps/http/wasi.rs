@@ -26,6 +26,8 @@ pub(crate) struct EgressHooks {
     pub(crate) send_to: Vec<(String, Vec<String>)>,
     pub(crate) audit: Auditor,
     pub(crate) deadline: Instant,
+    /// Most bytes of a response body.
+    pub(crate) limit: usize,
 }
 
 type SendResult = Result<
@@ -133,6 +135,7 @@ impl WasiHttpHooks for EgressHooks {
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         let checked = self.check(&request);
         let audit = self.audit.clone();
+        let limit = self.limit;
         let timeout = REQUEST_TIMEOUT.min(self.deadline.saturating_duration_since(Instant::now()));
         Box::new(async move {
             let c = match checked {
@@ -161,7 +164,7 @@ impl WasiHttpHooks for EgressHooks {
             );
             record(&audit, &c.method, &c.resource, Some(addr), &allow)?;
             let started = Instant::now();
-            let result = send_pinned(request, addr, &c.origin, timeout).await;
+            let result = send_pinned(request, addr, &c.origin, timeout, limit).await;
             let mut r = audit.record(Event::Egress);
             r.capability = Some("http".into());
             r.action = Some(c.method);
@@ -190,6 +193,7 @@ async fn send_pinned(
     addr: SocketAddr,
     origin: &Origin,
     timeout: Duration,
+    limit: usize,
 ) -> SendResult {
     let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
@@ -224,9 +228,9 @@ async fn send_pinned(
             .connect(name, tcp)
             .await
             .map_err(Error::Tls)?;
-        exchange(TokioIo::new(tls), req, timeout).await?
+        exchange(TokioIo::new(tls), req, timeout, limit).await?
     } else {
-        exchange(TokioIo::new(tcp), req, timeout).await?
+        exchange(TokioIo::new(tcp), req, timeout, limit).await?
     };
     Ok((response, Box::new(async { Ok(()) })))
 }
@@ -235,6 +239,7 @@ async fn exchange<IO>(
     io: IO,
     req: http::Request<WasiBody>,
     timeout: Duration,
+    limit: usize,
 ) -> Result<http::Response<WasiBody>, Error>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -251,5 +256,12 @@ where
     let resp = tokio::time::timeout(timeout, sender.send_request(req))
         .await
         .map_err(|_| Error::ConnectionReadTimeout)??;
-    Ok(resp.map(|body| body.map_err(Error::from).boxed_unsync()))
+    Ok(resp.map(|body| {
+        http_body_util::Limited::new(body, limit)
+            .map_err(move |e| match e.downcast::<hyper::Error>() {
+                Ok(h) => Error::from(*h),
+                Err(_) => Error::HttpResponseBodySize(Some(limit as u64)),
+            })
+            .boxed_unsync()
+    }))
 }
