@@ -132,10 +132,7 @@ pub struct WebhookApprover {
 impl WebhookApprover {
     pub fn new(url: &str) -> Result<WebhookApprover, String> {
         crate::caps::http::check::parse_url(url)?;
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .use_rustls_tls()
+        let client = crate::caps::http::client_builder()
             .build()
             .map_err(|e| e.to_string())?;
         Ok(WebhookApprover {

@@ -513,9 +513,9 @@ impl Runtime {
             egress: Vec::new(),
             deploy: Vec::new(),
         };
-        let (mut store, _) =
-            self.inner
-                .store_with_pipes(&loaded, authority, Auditor::discard(), self.inner.pipes());
+        let (mut store, _) = self
+            .inner
+            .store_with_pipes(&loaded, authority, Auditor::discard());
         let info = async {
             let t = loaded.pre.instantiate_async(&mut store).await?;
             t.warden_tool_guest().call_describe(&mut store).await
@@ -584,48 +584,58 @@ struct Authorized {
     deploy: Vec<DeployTarget>,
 }
 
-/// The manifest entries of the deploy targets a grant names; refuses unknown names.
-fn authorize_deploy(spec: &ToolSpec, grant: &Grant) -> Result<Vec<DeployTarget>, GrantError> {
-    grant
-        .deploy
+/// The manifest entries (`entries`, named by `name_of`) that a grant names
+/// (`granted`); an unknown name is refused with `unknown(name, known names)`.
+fn by_name<'a, T: Clone + 'a>(
+    granted: &std::collections::BTreeSet<String>,
+    entries: &'a [T],
+    name_of: impl Fn(&T) -> &str,
+    unknown: impl Fn(String, String) -> GrantError,
+) -> Result<Vec<T>, GrantError> {
+    granted
         .iter()
         .map(|name| {
-            spec.deploy_target(name).cloned().ok_or_else(|| {
-                let known: Vec<_> = spec.deploy.iter().map(|t| t.name.as_str()).collect();
-                GrantError::UnknownTarget {
-                    tool: spec.name.clone(),
-                    name: name.clone(),
-                    known: if known.is_empty() {
+            entries
+                .iter()
+                .find(|e| name_of(e) == name)
+                .cloned()
+                .ok_or_else(|| {
+                    let known: Vec<_> = entries.iter().map(&name_of).collect();
+                    let known = if known.is_empty() {
                         "none".into()
                     } else {
                         known.join(", ")
-                    },
-                }
-            })
+                    };
+                    unknown(name.clone(), known)
+                })
         })
         .collect()
 }
 
-/// The manifest entries of the secrets a grant names; refuses unknown names.
+fn authorize_deploy(spec: &ToolSpec, grant: &Grant) -> Result<Vec<DeployTarget>, GrantError> {
+    by_name(
+        &grant.deploy,
+        &spec.deploy,
+        |t| &t.name,
+        |name, known| GrantError::UnknownTarget {
+            tool: spec.name.clone(),
+            name,
+            known,
+        },
+    )
+}
+
 fn authorize_secrets(spec: &ToolSpec, grant: &Grant) -> Result<Vec<SecretSpec>, GrantError> {
-    grant
-        .secrets
-        .iter()
-        .map(|name| {
-            spec.secret_spec(name).cloned().ok_or_else(|| {
-                let known: Vec<_> = spec.secrets.iter().map(|s| s.name.as_str()).collect();
-                GrantError::UnknownSecret {
-                    tool: spec.name.clone(),
-                    name: name.clone(),
-                    known: if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    },
-                }
-            })
-        })
-        .collect()
+    by_name(
+        &grant.secrets,
+        &spec.secrets,
+        |s| &s.name,
+        |name, known| GrantError::UnknownSecret {
+            tool: spec.name.clone(),
+            name,
+            known,
+        },
+    )
 }
 
 /// The trap payload when the epoch callback finds the deadline passed.
@@ -757,8 +767,8 @@ impl Inner {
         tool: &LoadedTool,
         authority: Authority,
         audit: Auditor,
-        pipes: (CappedPipe, CappedPipe),
     ) -> (Store<HostState>, (CappedPipe, CappedPipe)) {
+        let pipes = self.pipes();
         let deadline = Instant::now() + tool.spec.limits.timeout;
         let wasi = WasiCtxBuilder::new()
             .stdout(pipes.0.clone())
@@ -942,8 +952,7 @@ impl Inner {
             egress,
             deploy,
         };
-        let (mut store, (stdout, stderr)) =
-            self.store_with_pipes(tool, authority, auditor.clone(), self.pipes());
+        let (mut store, (stdout, stderr)) = self.store_with_pipes(tool, authority, auditor.clone());
         let started = Instant::now();
         let call = async {
             let t = tool.pre.instantiate_async(&mut store).await?;

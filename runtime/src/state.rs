@@ -91,14 +91,16 @@ impl HostState {
         self.write_audit(&r)?;
         let gate = self.gate.clone();
         let verdict = gate.decide(&request, self.deadline).await;
-        let mut r = self.audit.record(Event::Decision);
-        r.capability = Some("approval".into());
-        r.action = Some(action.to_owned());
-        r.resource = Some(request.resource.clone());
-        r.decision = Some(if verdict.approved { "allow" } else { "deny" }.into());
-        r.rule = Some("approval".into());
-        r.reason = Some(verdict.reason.clone());
-        self.write_audit(&r)?;
+        let answer = if verdict.approved {
+            crate::policy::Decision::allow("approval", verdict.reason.clone())
+        } else {
+            crate::policy::Decision::deny("approval", verdict.reason.clone())
+        };
+        self.write_audit(
+            &self
+                .audit
+                .decision("approval", action, &request.resource, &answer),
+        )?;
         Ok(if verdict.approved {
             Ok(verdict.reason)
         } else {

@@ -293,6 +293,25 @@ impl Auditor {
         self.redactor = Some(redactor);
     }
 
+    /// A decision record: the capability, action and resource of a host
+    /// call, and the decision with the rule that made it and its reason.
+    pub fn decision(
+        &self,
+        capability: &str,
+        action: &str,
+        resource: &str,
+        d: &crate::policy::Decision,
+    ) -> Record {
+        let mut r = self.record(Event::Decision);
+        r.capability = Some(capability.to_owned());
+        r.action = Some(action.to_owned());
+        r.resource = Some(resource.to_owned());
+        r.decision = Some(if d.allow { "allow" } else { "deny" }.into());
+        r.rule = Some(d.rule.into());
+        r.reason = Some(d.reason.clone());
+        r
+    }
+
     pub fn write(&self, record: &Record) -> Result<(), AuditError> {
         match self.redactor.as_deref().filter(|r| !r.is_empty()) {
             None => self.sink.append(record),

@@ -28,14 +28,7 @@ fn capped(bytes: &[u8]) -> String {
 
 impl HostState {
     fn audit_deploy(&mut self, resource: &str, d: &Decision) -> wasmtime::Result<()> {
-        let mut r = self.audit.record(Event::Decision);
-        r.capability = Some("deploy".into());
-        r.action = Some("run".into());
-        r.resource = Some(resource.to_owned());
-        r.decision = Some(if d.allow { "allow" } else { "deny" }.into());
-        r.rule = Some(d.rule.into());
-        r.reason = Some(d.reason.clone());
-        self.write_audit(&r)
+        self.write_audit(&self.audit.decision("deploy", "run", resource, d))
     }
 
     /// Reads the artifact through the handle's directory (read right needed).
@@ -245,11 +238,8 @@ async fn webhook(
     timeout: std::time::Duration,
 ) -> Result<Outcome, wit::Error> {
     let failed = |m: String| error(ErrorCode::Failed, m);
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
+    let client = crate::caps::http::client_builder()
         .timeout(timeout)
-        .use_rustls_tls()
         .build()
         .map_err(|e| failed(e.to_string()))?;
     let resp = client

@@ -3,7 +3,6 @@
 
 use super::path::{self, CheckedPath, PathError};
 use super::{GrantedHandle, OpenDir};
-use crate::audit::Event;
 use crate::bindings::warden::tool::fs::{
     self as wit, DirEntry, EntryKind, ErrorCode, HandleInfo, Host, HostDir, Metadata,
 };
@@ -141,13 +140,7 @@ impl HostState {
     }
 
     fn audit_decision(&mut self, call: &Call<'_>, d: &Decision) -> wasmtime::Result<()> {
-        let mut r = self.audit.record(Event::Decision);
-        r.capability = Some("fs".into());
-        r.action = Some(call.action.into());
-        r.resource = Some(call.resource.clone());
-        r.decision = Some(if d.allow { "allow" } else { "deny" }.into());
-        r.rule = Some(d.rule.into());
-        r.reason = Some(d.reason.clone());
+        let r = self.audit.decision("fs", call.action, &call.resource, d);
         if !d.allow {
             tracing::debug!(tool = %self.audit.tool, resource = %call.resource, "denied: {}", d.reason);
         }
@@ -248,14 +241,7 @@ impl Host for HostState {
             // each operation through it is decided and audited.
             Some(handle) => Ok(Ok(self.table.push(OpenDir { handle })?)),
             None => {
-                let mut r = self.audit.record(Event::Decision);
-                r.capability = Some("fs".into());
-                r.action = Some("open".into());
-                r.resource = Some(name);
-                r.decision = Some("deny".into());
-                r.rule = Some(decision.rule.into());
-                r.reason = Some(decision.reason.clone());
-                self.write_audit(&r)?;
+                self.write_audit(&self.audit.decision("fs", "open", &name, &decision))?;
                 Ok(Err(error(ErrorCode::Denied, decision.reason)))
             }
         }

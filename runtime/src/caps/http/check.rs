@@ -77,6 +77,14 @@ pub fn parse_origin(s: &str) -> Result<Origin, String> {
     Ok(origin)
 }
 
+/// Whether a secret's `send-to` list names `origin`.
+pub fn send_to_allows(send_to: &[String], origin: &Origin) -> bool {
+    send_to
+        .iter()
+        .filter_map(|d| parse_origin(d).ok())
+        .any(|o| o == *origin)
+}
+
 /// The first rule allowing `method` on `url`, or why none does.
 pub fn match_rule<'r>(
     rules: &'r [EgressRule],

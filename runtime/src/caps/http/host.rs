@@ -36,14 +36,8 @@ struct Egress {
 
 impl HostState {
     fn audit_egress(&mut self, e: &Egress, d: &Decision) -> wasmtime::Result<()> {
-        let mut r = self.audit.record(Event::Decision);
-        r.capability = Some("http".into());
-        r.action = Some(e.method.clone());
-        r.resource = Some(e.resource.clone());
+        let mut r = self.audit.decision("http", &e.method, &e.resource, d);
         r.address = e.address.map(|a| a.to_string());
-        r.decision = Some(if d.allow { "allow" } else { "deny" }.into());
-        r.rule = Some(d.rule.into());
-        r.reason = Some(d.reason.clone());
         self.write_audit(&r)
     }
 
@@ -64,13 +58,7 @@ impl HostState {
         let Some(s) = self.secrets.issued.get(name) else {
             return Ok(());
         };
-        let allowed = s
-            .spec
-            .send_to
-            .iter()
-            .filter_map(|d| check::parse_origin(d).ok())
-            .any(|o| o == *origin);
-        if allowed {
+        if check::send_to_allows(&s.spec.send_to, origin) {
             return Ok(());
         }
         let to = if s.spec.send_to.is_empty() {
@@ -191,14 +179,11 @@ impl Host for HostState {
             if let Err(reason) = self.check_send_to(&name, &origin) {
                 return self.deny(&e, "secret.send-to", reason, ErrorCode::Denied);
             }
-            let mut r = self.audit.record(Event::Decision);
-            r.capability = Some("secret".into());
-            r.action = Some("attach".into());
-            r.resource = Some(name.clone());
-            r.decision = Some("allow".into());
-            r.rule = Some("secret.send-to".into());
-            r.reason = Some(format!("attached to {method} {origin} (in its send-to)"));
-            self.write_audit(&r)?;
+            let attach = Decision::allow(
+                "secret.send-to",
+                format!("attached to {method} {origin} (in its send-to)"),
+            );
+            self.write_audit(&self.audit.decision("secret", "attach", &name, &attach))?;
             bearer_value = self.secrets.issued.get(&name).map(|s| s.value.clone());
         }
         // Revealed secret values the tool put into the request itself.
@@ -304,11 +289,7 @@ async fn perform(
             )
         }
     };
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(timeout)
-        .use_rustls_tls();
+    let mut builder = super::client_builder().timeout(timeout);
     if let UrlHost::Domain(d) = &origin.host {
         // Connect to the address that was checked, not a fresh lookup.
         builder = builder.resolve(d, addr);

@@ -86,11 +86,7 @@ impl EgressHooks {
                 .send_to
                 .iter()
                 .find(|(n, _)| *n == name)
-                .is_some_and(|(_, to)| {
-                    to.iter()
-                        .filter_map(|d| check::parse_origin(d).ok())
-                        .any(|o| o == origin)
-                });
+                .is_some_and(|(_, to)| check::send_to_allows(to, &origin));
             if !allowed {
                 return deny(
                     "secret.send-to",
@@ -114,14 +110,8 @@ fn record(
     address: Option<SocketAddr>,
     d: &Decision,
 ) -> Result<(), Error> {
-    let mut r = audit.record(Event::Decision);
-    r.capability = Some("http".into());
-    r.action = Some(method.to_owned());
-    r.resource = Some(resource.to_owned());
+    let mut r = audit.decision("http", method, resource, d);
     r.address = address.map(|a| a.to_string());
-    r.decision = Some(if d.allow { "allow" } else { "deny" }.into());
-    r.rule = Some(d.rule.into());
-    r.reason = Some(d.reason.clone());
     // Fail closed: no record, no request.
     audit.write(&r).map_err(|_| Error::HttpRequestDenied)
 }

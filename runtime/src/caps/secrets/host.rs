@@ -1,7 +1,6 @@
 //! Host side of `warden:tool/secrets`.
 
 use super::SecretRef;
-use crate::audit::Event;
 use crate::bindings::warden::tool::secrets::{self as wit, ErrorCode, Host, HostSecret};
 use crate::policy::Decision;
 use crate::state::HostState;
@@ -20,14 +19,7 @@ impl HostState {
             .get_mut(name)
             .map(|s| (s.check_expiry(now), s.spec.reveal));
         let decision = self.policy.decide_secret(action, name, state);
-        let mut r = self.audit.record(Event::Decision);
-        r.capability = Some("secret".into());
-        r.action = Some(action.into());
-        r.resource = Some(name.to_owned());
-        r.decision = Some(if decision.allow { "allow" } else { "deny" }.into());
-        r.rule = Some(decision.rule.into());
-        r.reason = Some(decision.reason.clone());
-        self.write_audit(&r)?;
+        self.write_audit(&self.audit.decision("secret", action, name, &decision))?;
         Ok(if decision.allow {
             Ok(())
         } else {
