@@ -35,6 +35,8 @@ pub struct Grant {
     pub http: Vec<HttpGrant>,
     /// Names of deploy targets from the tool's manifest entry.
     pub deploy: BTreeSet<String>,
+    /// Labels the task carries, for runtime policy (e.g. `release`).
+    pub labels: BTreeSet<String>,
 }
 
 /// One directory handle of a grant.
@@ -53,7 +55,24 @@ impl Grant {
             secrets: BTreeSet::new(),
             http: Vec::new(),
             deploy: BTreeSet::new(),
+            labels: BTreeSet::new(),
         }
+    }
+
+    /// Adds a task label (runtime policy sees it as `context.task.labels`).
+    pub fn label(mut self, label: &str) -> Self {
+        self.labels.insert(label.to_owned());
+        self
+    }
+
+    /// Adds a task label given on the command line or in a task file.
+    pub fn add_label(&mut self, label: &str) -> Result<(), GrantError> {
+        crate::manifest::check_name(label).map_err(|e| GrantError::Syntax {
+            spec: label.to_owned(),
+            reason: format!("invalid task label {e}"),
+        })?;
+        self.labels.insert(label.to_owned());
+        Ok(())
     }
 
     /// Adds a deploy target by its manifest name.
@@ -184,6 +203,11 @@ impl Grant {
                 .map_err(|e| file_error(format!("secrets: invalid secret name {e}")))?;
             grant.secrets.insert(name);
         }
+        for label in raw.labels {
+            grant
+                .add_label(&label)
+                .map_err(|e| file_error(format!("labels: {e}")))?;
+        }
         for name in raw.deploy {
             crate::manifest::check_name(&name)
                 .map_err(|e| file_error(format!("deploy: invalid target name {e}")))?;
@@ -239,6 +263,8 @@ struct RawGrant {
     http: Vec<RawHttpGrant>,
     #[serde(default)]
     deploy: Vec<String>,
+    #[serde(default)]
+    labels: Vec<String>,
 }
 
 #[derive(Deserialize)]

@@ -21,6 +21,11 @@
 //! send-to = ["https://api.example.com"]  # where it may be attached
 //! ```
 //!
+//! `labels = [...]` on a tool, an fs ceiling, an egress rule, a secret or a
+//! deploy target are sensitivity labels the runtime policy sees; a top-level
+//! `policies = ["policies/"]` lists Cedar files (or directories of `*.cedar`
+//! files) checked on every host call the manifest allows.
+//!
 //! Unknown fields are errors. Every problem is reported with its file, line,
 //! column, field and the form that was expected; nothing is half-loaded.
 
@@ -28,6 +33,7 @@ use crate::caps::deploy::{Backend, DEFAULT_TIMEOUT as DEPLOY_TIMEOUT, DeployTarg
 use crate::caps::http::{EgressRule, check as http_check};
 use crate::caps::secrets::{SecretSource, SecretSpec};
 use crate::identity::Identity;
+use crate::policy::RuntimePolicy;
 use crate::rights::Rights;
 use crate::units::{format_duration, format_size, parse_duration, parse_size};
 use serde::Deserialize;
@@ -35,6 +41,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use toml::Spanned;
 
@@ -52,6 +59,8 @@ pub struct Manifest {
     /// The file it was read from (for messages).
     pub path: PathBuf,
     pub tools: BTreeMap<String, ToolSpec>,
+    /// Cedar policies asked after the manifest's own rules.
+    pub policy: Option<Arc<RuntimePolicy>>,
 }
 
 /// One tool's entry: its component and the ceiling of what it may be granted.
@@ -70,6 +79,8 @@ pub struct ToolSpec {
     pub token_audiences: Vec<String>,
     /// Deploy targets.
     pub deploy: Vec<DeployTarget>,
+    /// Labels of the tool itself, for runtime policy.
+    pub labels: Vec<String>,
 }
 
 /// Per-invocation limits of a tool.
@@ -102,6 +113,8 @@ pub struct FsCeiling {
     /// Rights whose use waits for an approver (`approval = "required"` or a
     /// list of rights).
     pub approval: Rights,
+    /// Sensitivity labels, for runtime policy.
+    pub labels: Vec<String>,
 }
 
 impl ToolSpec {
@@ -117,6 +130,7 @@ impl ToolSpec {
             http: Vec::new(),
             token_audiences: Vec::new(),
             deploy: Vec::new(),
+            labels: Vec::new(),
         }
     }
 
@@ -152,6 +166,7 @@ impl ToolSpec {
             within: within.as_ref().canonicalize()?,
             rights,
             approval: Rights::NONE,
+            labels: Vec::new(),
         });
         Ok(self)
     }
@@ -182,6 +197,7 @@ impl Manifest {
             ManifestError {
                 file: file.to_owned(),
                 problems: vec![Problem {
+                    file: None,
                     line,
                     column,
                     field: String::new(),
@@ -199,6 +215,25 @@ impl Manifest {
                 tools.insert(tool.name.clone(), tool);
             }
         }
+        let mut policy = None;
+        if !raw.policies.is_empty() {
+            let paths: Vec<PathBuf> = raw.policies.iter().map(|p| base.join(p)).collect();
+            match RuntimePolicy::load(&paths) {
+                Ok(p) => policy = Some(Arc::new(p)),
+                Err(e) => v.problems.extend(e.problems.into_iter().map(|p| {
+                    Problem {
+                        file: Some(p.file),
+                        line: p.line,
+                        column: p.column,
+                        field: p
+                            .policy
+                            .map(|id| format!("policy '{id}'"))
+                            .unwrap_or_default(),
+                        message: p.message,
+                    }
+                })),
+            }
+        }
         if tools.is_empty() && v.problems.is_empty() {
             v.problems.push(Problem::whole_file(
                 "no tools (expected at least one [tools.NAME] table)".into(),
@@ -213,6 +248,7 @@ impl Manifest {
         Ok(Manifest {
             path: file.to_owned(),
             tools,
+            policy,
         })
     }
 
@@ -224,6 +260,8 @@ impl Manifest {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManifest {
+    #[serde(default)]
+    policies: Vec<String>,
     #[serde(default)]
     tools: BTreeMap<Spanned<String>, RawTool>,
 }
@@ -246,6 +284,7 @@ struct RawTool {
     token_audiences: Vec<String>,
     #[serde(default)]
     deploy: Vec<RawDeploy>,
+    labels: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -262,6 +301,7 @@ struct RawDeploy {
     url: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     approval: Option<Spanned<String>>,
+    labels: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -275,6 +315,7 @@ struct RawHttp {
     #[serde(default)]
     addresses: Vec<Spanned<String>>,
     approval: Option<Spanned<String>>,
+    labels: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -288,6 +329,7 @@ struct RawSecret {
     #[serde(default)]
     send_to: Vec<Spanned<String>>,
     approval: Option<Spanned<String>>,
+    labels: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -297,6 +339,7 @@ struct RawFsCeiling {
     within: Spanned<String>,
     rights: Spanned<Vec<Spanned<String>>>,
     approval: Option<Spanned<toml::Value>>,
+    labels: Option<Spanned<Vec<String>>>,
 }
 
 struct Validator<'a> {
@@ -321,9 +364,25 @@ impl Validator<'_> {
         }
     }
 
+    /// Sensitivity labels: names like tool names.
+    fn labels(&mut self, raw: Option<Spanned<Vec<String>>>, field: String) -> Vec<String> {
+        let Some(raw) = raw else {
+            return Vec::new();
+        };
+        let span = raw.span();
+        let labels = raw.into_inner();
+        for l in &labels {
+            if let Err(e) = check_name(l) {
+                self.problem(span.clone(), field.clone(), format!("invalid label {e}"));
+            }
+        }
+        labels
+    }
+
     fn problem(&mut self, span: Range<usize>, field: String, message: String) {
         let (line, column) = line_col(self.text, span.start);
         self.problems.push(Problem {
+            file: None,
             line,
             column,
             field,
@@ -494,12 +553,14 @@ impl Validator<'_> {
                     }
                 },
             };
+            let labels = self.labels(c.labels, f("labels"));
             if let Some(within) = within {
                 fs.push(FsCeiling {
                     handle,
                     within,
                     rights,
                     approval,
+                    labels,
                 });
             }
         }
@@ -525,7 +586,9 @@ impl Validator<'_> {
             }
         }
 
+        let labels = self.labels(raw.labels, field("labels"));
         (self.problems.len() == before).then(|| ToolSpec {
+            labels,
             name: name.to_owned(),
             component,
             identity,
@@ -625,12 +688,14 @@ impl Validator<'_> {
             }
         };
         let approval = self.required(raw.approval, f("approval"));
+        let labels = self.labels(raw.labels, f("labels"));
         let backend = backend?;
         (self.problems.len() == before).then_some(DeployTarget {
             name,
             backend,
             timeout,
             approval,
+            labels,
         })
     }
 
@@ -712,6 +777,7 @@ impl Validator<'_> {
             }
         }
         let approval = self.required(raw.approval, f("approval"));
+        let labels = self.labels(raw.labels, f("labels"));
         let origin = origin?;
         (self.problems.len() == before).then_some(EgressRule {
             origin,
@@ -719,6 +785,7 @@ impl Validator<'_> {
             path_prefixes,
             addresses,
             approval,
+            labels,
         })
     }
 
@@ -774,9 +841,11 @@ impl Validator<'_> {
             }
         }
         let approval = self.required(raw.approval, f("approval"));
+        let labels = self.labels(raw.labels, f("labels"));
         let source = source?;
         (self.problems.len() == before).then(|| SecretSpec {
             approval,
+            labels,
             name,
             source,
             ttl,
@@ -803,7 +872,7 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -820,6 +889,9 @@ pub struct ManifestError {
 /// One problem, at a position in the manifest (line 0: the whole file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// Set when the problem is in another file the manifest names (a
+    /// policy file).
+    pub file: Option<PathBuf>,
     pub line: usize,
     pub column: usize,
     /// Dotted path of the field, e.g. `tools.read-files.fs[0].rights`.
@@ -830,6 +902,7 @@ pub struct Problem {
 impl Problem {
     fn whole_file(message: String) -> Self {
         Self {
+            file: None,
             line: 0,
             column: 0,
             field: String::new(),
@@ -844,7 +917,7 @@ impl fmt::Display for ManifestError {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}", self.file.display())?;
+            write!(f, "{}", p.file.as_ref().unwrap_or(&self.file).display())?;
             if p.line > 0 {
                 write!(f, ":{}:{}", p.line, p.column)?;
             }

@@ -17,11 +17,12 @@ use crate::error::{Error, LimitExceeded};
 use crate::grant::{Grant, GrantError, check_task};
 use crate::identity::Identity;
 use crate::manifest::{Manifest, ToolSpec};
-use crate::policy::Policy;
+use crate::policy::cedar::ToolFacts;
+use crate::policy::{Policy, PolicyCtx, RuntimePolicy, TaskHistory};
 use crate::rights::Rights;
 use crate::state::{AuditFailed, Authority, HostState, MemoryExceeded, MemoryLimiter};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,6 +73,7 @@ pub struct RuntimeBuilder {
     identity: Option<Arc<Issuer>>,
     approver: Arc<dyn Approver>,
     approval_timeout: Duration,
+    rules: Option<Arc<RuntimePolicy>>,
 }
 
 impl Default for RuntimeBuilder {
@@ -90,6 +92,7 @@ impl Default for RuntimeBuilder {
             identity: None,
             approver: Arc::new(DenyAll),
             approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
+            rules: None,
         }
     }
 }
@@ -99,6 +102,16 @@ impl RuntimeBuilder {
     pub fn manifest(mut self, manifest: Manifest) -> Self {
         self.manifest_path = Some(manifest.path.clone());
         self.tools.extend(manifest.tools);
+        if manifest.policy.is_some() {
+            self.rules = manifest.policy;
+        }
+        self
+    }
+
+    /// Cedar policies asked on every host call the manifest allows (a
+    /// manifest's `policies` set this too).
+    pub fn policy(mut self, policy: RuntimePolicy) -> Self {
+        self.rules = Some(Arc::new(policy));
         self
     }
 
@@ -207,7 +220,8 @@ impl RuntimeBuilder {
                 audit: self.audit,
                 cache,
                 slots: Semaphore::new(self.max_concurrent as usize),
-                policy: Arc::new(Policy),
+                policy: Arc::new(Policy { rules: self.rules }),
+                tasks: Default::default(),
                 stdio_limit: self.stdio_limit,
                 max_input: self.max_input,
                 hostcall_limit: self.hostcall_limit,
@@ -255,6 +269,8 @@ struct Inner {
     cache: Option<CompileCache>,
     slots: Semaphore,
     policy: Arc<Policy>,
+    /// What each task has done so far, for runtime policy.
+    tasks: std::sync::Mutex<HashMap<Arc<str>, Arc<std::sync::Mutex<TaskHistory>>>>,
     stdio_limit: usize,
     max_input: usize,
     hostcall_limit: usize,
@@ -316,6 +332,8 @@ struct LoadedTool {
     identity_str: Arc<str>,
     pre: ToolPre<HostState>,
     ceilings: Ceilings,
+    /// The tool as runtime policy sees it.
+    facts: Arc<ToolFacts>,
 }
 
 /// What a tool says about itself (`describe`).
@@ -449,7 +467,7 @@ impl Runtime {
             egress,
             deploy,
         };
-        self.inner.run(&loaded, &grant.task, granted, input).await
+        self.inner.run(&loaded, grant, granted, input).await
     }
 
     /// The part of a task's `grant` that `tool` may receive: its handles only,
@@ -513,9 +531,9 @@ impl Runtime {
             egress: Vec::new(),
             deploy: Vec::new(),
         };
-        let (mut store, _) = self
-            .inner
-            .store_with_pipes(&loaded, authority, Auditor::discard());
+        let (mut store, _) =
+            self.inner
+                .store_with_pipes(&loaded, authority, Auditor::discard(), None);
         let info = async {
             let t = loaded.pre.instantiate_async(&mut store).await?;
             t.warden_tool_guest().call_describe(&mut store).await
@@ -744,6 +762,11 @@ impl Inner {
         let ceilings =
             Ceilings::open(&spec).map_err(|e| Error::Host(format!("tool '{}': {e}", spec.name)))?;
         Ok(LoadedTool {
+            facts: Arc::new(ToolFacts {
+                name: spec.name.clone(),
+                identity: identity.to_string(),
+                labels: spec.labels.clone(),
+            }),
             name: spec.name.as_str().into(),
             spec,
             identity_str: identity.to_string().into(),
@@ -751,6 +774,12 @@ impl Inner {
             pre,
             ceilings,
         })
+    }
+
+    /// The shared history of `task`, for runtime policy.
+    fn history(&self, task: &Arc<str>) -> Arc<std::sync::Mutex<TaskHistory>> {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.entry(task.clone()).or_default().clone()
     }
 
     fn pipes(&self) -> (CappedPipe, CappedPipe) {
@@ -767,6 +796,7 @@ impl Inner {
         tool: &LoadedTool,
         authority: Authority,
         audit: Auditor,
+        rules: Option<PolicyCtx>,
     ) -> (Store<HostState>, (CappedPipe, CappedPipe)) {
         let pipes = self.pipes();
         let deadline = Instant::now() + tool.spec.limits.timeout;
@@ -789,6 +819,7 @@ impl Inner {
             audit: audit.clone(),
             deadline,
             limit: self.hostcall_limit,
+            policy: rules.clone(),
         };
         let state = HostState {
             wasi,
@@ -806,6 +837,7 @@ impl Inner {
             deadline,
             audit,
             policy: self.policy.clone(),
+            rules,
             limiter: MemoryLimiter {
                 limit: usize::try_from(tool.spec.limits.memory).unwrap_or(usize::MAX),
             },
@@ -829,10 +861,11 @@ impl Inner {
     async fn run(
         &self,
         tool: &LoadedTool,
-        task: &str,
+        grant: &Grant,
         granted: Authorized,
         input: &str,
     ) -> Result<Invocation, Error> {
+        let task = grant.task.as_str();
         let Authorized {
             fs,
             secrets: secret_specs,
@@ -952,7 +985,16 @@ impl Inner {
             egress,
             deploy,
         };
-        let (mut store, (stdout, stderr)) = self.store_with_pipes(tool, authority, auditor.clone());
+        let rules = self.policy.rules.as_ref().map(|rules| PolicyCtx {
+            rules: rules.clone(),
+            tool: tool.facts.clone(),
+            task: auditor.task.clone(),
+            labels: grant.labels.iter().cloned().collect(),
+            invocation: auditor.invocation.clone(),
+            history: self.history(&auditor.task),
+        });
+        let (mut store, (stdout, stderr)) =
+            self.store_with_pipes(tool, authority, auditor.clone(), rules);
         let started = Instant::now();
         let call = async {
             let t = tool.pre.instantiate_async(&mut store).await?;

@@ -44,6 +44,8 @@ pub(crate) struct HostState {
     pub(crate) http_hooks: crate::caps::http::wasi::EgressHooks,
     pub(crate) audit: Auditor,
     pub(crate) policy: Arc<Policy>,
+    /// Runtime policy of this invocation, when the manifest has any.
+    pub(crate) rules: Option<crate::policy::PolicyCtx>,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) hostcall_limit: usize,
     pub(crate) log_limits: LogLimits,
@@ -51,6 +53,28 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
+    /// Asks the runtime policy, when there is one, about a call `d` allows;
+    /// true when it asks for approval (see [`crate::policy::PolicyCtx::consult`]).
+    pub(crate) fn consult<'r>(
+        &self,
+        d: &mut crate::policy::Decision,
+        action: &str,
+        detail: &str,
+        resource: impl FnOnce() -> crate::policy::cedar::Resource<'r>,
+    ) -> bool {
+        match &self.rules {
+            Some(p) if d.allow => p.consult(d, action, detail, resource()),
+            _ => false,
+        }
+    }
+
+    /// Records something the task did, when there is a runtime policy.
+    pub(crate) fn remember(&self, f: impl FnOnce(&mut crate::policy::TaskHistory)) {
+        if let Some(p) = &self.rules {
+            p.remember(f);
+        }
+    }
+
     /// Waits for approval of an action; `Ok(Err(reason))` is a refusal.
     /// The request and the answer are both audited.
     pub(crate) async fn approve(

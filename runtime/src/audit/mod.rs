@@ -88,6 +88,10 @@ pub struct Record {
     pub rule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Ids of the runtime policies that decided (denied or asked for
+    /// approval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<Vec<String>>,
     /// The address an egress request connected to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
@@ -272,6 +276,7 @@ impl Auditor {
             decision: None,
             rule: None,
             reason: None,
+            policies: None,
             address: None,
             status: None,
             bytes_out: None,
@@ -309,6 +314,9 @@ impl Auditor {
         r.decision = Some(if d.allow { "allow" } else { "deny" }.into());
         r.rule = Some(d.rule.into());
         r.reason = Some(d.reason.clone());
+        if !d.policies.is_empty() {
+            r.policies = Some(d.policies.clone());
+        }
         r
     }
 

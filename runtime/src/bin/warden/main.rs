@@ -64,6 +64,10 @@ enum Command {
         /// Task id [default: the grant file's task, else a new id].
         #[arg(long)]
         task: Option<String>,
+        /// A task label runtime policy can see (e.g. release); repeatable,
+        /// added to the grant file's `labels`.
+        #[arg(long = "label", value_name = "LABEL")]
+        labels: Vec<String>,
         /// Tool input: JSON text, or @FILE to read it from a file.
         #[arg(long, default_value = "{}")]
         input: String,
@@ -77,8 +81,11 @@ enum Command {
         /// A tool component (.wasm).
         component: PathBuf,
     },
-    /// Validate a manifest: fields, paths, components, identity pins.
+    /// Validate a manifest: fields, paths, components, identity pins, and
+    /// its Cedar policies against the schema.
     Check { manifest: PathBuf },
+    /// Print the Cedar schema runtime policies are validated against.
+    Schema,
     /// Workload identity: the key that signs tool tokens.
     Identity {
         #[command(subcommand)]
@@ -200,10 +207,14 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             grants,
             grant_file,
             task,
+            labels,
             input,
             audit,
         } => {
-            let grant = build_grant(&grants, grant_file.as_deref(), task).map_err(usage)?;
+            let mut grant = build_grant(&grants, grant_file.as_deref(), task).map_err(usage)?;
+            for l in &labels {
+                grant.add_label(l).map_err(|e| usage(e.into()))?;
+            }
             let input = read_input(&input).map_err(usage)?;
             let manifest = Manifest::load(&manifest).map_err(Error::from)?;
             let audit = audit
@@ -225,6 +236,10 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Check { manifest } => check(builder, &manifest).await,
+        Command::Schema => {
+            print!("{}", warden::policy::cedar::SCHEMA);
+            Ok(0)
+        }
         Command::Identity {
             command: IdentityCommand::Jwks,
         } => {
@@ -453,6 +468,17 @@ async fn check(builder: RuntimeBuilder, path: &Path) -> Result<u8, Failure> {
             path.display(),
             manifest.tools.len()
         )));
+    }
+    if let Some(p) = &manifest.policy {
+        println!(
+            "ok    policies         {} from {}",
+            p.ids().join(", "),
+            p.files()
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     println!("{}: {} tools ok", path.display(), manifest.tools.len());
     Ok(0)

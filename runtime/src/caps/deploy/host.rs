@@ -5,7 +5,8 @@ use crate::audit::Event;
 use crate::bindings::warden::tool::deploy::{self as wit, ErrorCode, Host, Outcome};
 use crate::caps::fs::path;
 use crate::caps::http::check;
-use crate::policy::Decision;
+use crate::policy::cedar::Resource as Subject;
+use crate::policy::{Decision, TaskHistory};
 use crate::rights::Rights;
 use crate::state::HostState;
 use sha2::{Digest, Sha256};
@@ -93,7 +94,21 @@ impl Host for HostState {
             return Ok(Err(error(ErrorCode::Denied, "target vanished")));
         };
         let digest = hex::encode(Sha256::digest(&bytes));
-        if spec.approval {
+        let mut allow = Decision::allow(
+            "deploy.grant",
+            format!("target '{target}' is granted ({})", spec.backend.kind()),
+        );
+        let policy_approval =
+            self.consult(&mut allow, "deploy::run", &digest, || Subject::Target {
+                name: &spec.name,
+                backend: spec.backend.kind(),
+                labels: &spec.labels,
+            });
+        if !allow.allow {
+            self.audit_deploy(&resource, &allow)?;
+            return Ok(Err(error(ErrorCode::Denied, allow.reason)));
+        }
+        if spec.approval || policy_approval {
             let summary = format!(
                 "deploy {handle}:{artifact} ({} bytes, sha256 {digest}) to '{target}' ({})",
                 bytes.len(),
@@ -106,13 +121,8 @@ impl Host for HostState {
                 return Ok(Err(error(ErrorCode::Denied, reason)));
             }
         }
-        self.audit_deploy(
-            &resource,
-            &Decision::allow(
-                "deploy.grant",
-                format!("target '{target}' is granted ({})", spec.backend.kind()),
-            ),
-        )?;
+        self.audit_deploy(&resource, &allow)?;
+        self.remember(|h| TaskHistory::note(&mut h.targets_deployed, &target));
 
         let started = Instant::now();
         let timeout = spec

@@ -38,6 +38,8 @@ pub struct DeployTarget {
     pub timeout: Duration,
     /// Each deployment waits for an approver.
     pub approval: bool,
+    /// Sensitivity labels, for runtime policy (e.g. `production`).
+    pub labels: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,8 +6,9 @@ use super::{GrantedHandle, OpenDir};
 use crate::bindings::warden::tool::fs::{
     self as wit, DirEntry, EntryKind, ErrorCode, HandleInfo, Host, HostDir, Metadata,
 };
-use crate::policy::{Decision, FsRequest};
-use crate::rights::Rights;
+use crate::policy::cedar::Resource as Subject;
+use crate::policy::{Decision, FsRequest, TaskHistory};
+use crate::rights::{Right, Rights};
 use crate::state::HostState;
 use cap_std::fs::{Dir, OpenOptions};
 use std::io::{self, Read};
@@ -108,9 +109,43 @@ impl HostState {
         })
     }
 
-    /// Decides and audits a call. `Ok(Err(_))` is a denial for the guest;
+    /// Asks the runtime policy about each path and right of an allowed
+    /// call; true when it asks for approval. Paths are resolved through
+    /// symlinks inside the handle, so a link cannot dodge a path rule.
+    fn fs_policy(&self, call: &Call<'_>, d: &mut Decision) -> bool {
+        let Some(rules) = &self.rules else {
+            return false;
+        };
+        let h = &call.handle;
+        let mut approval = false;
+        for p in call.paths.iter().filter_map(|p| p.as_ref().ok()) {
+            let path = resolve(&h.dir, p.as_str());
+            let host_path = if path == "." {
+                h.path.clone()
+            } else {
+                h.path.join(&path)
+            };
+            let host_path = host_path.to_string_lossy();
+            for right in call.needs.iter() {
+                let resource = Subject::Path {
+                    handle: &h.name,
+                    path: &path,
+                    host_path: &host_path,
+                    labels: &h.labels,
+                };
+                approval |= rules.consult(d, &format!("fs::{right}"), call.action, resource);
+                if !d.allow {
+                    return false;
+                }
+            }
+        }
+        approval
+    }
+
+    /// Decides and audits a call; `Ok(Ok(true))` when the runtime policy
+    /// asks for approval. `Ok(Err(_))` is a denial for the guest;
     /// `Err(_)` (the audit could not be written) traps.
-    fn gate(&mut self, call: &Call<'_>) -> FsResult<()> {
+    fn gate(&mut self, call: &Call<'_>) -> FsResult<bool> {
         let mut decision = self.policy.decide_fs(&FsRequest {
             handle: &call.handle.name,
             action: call.action,
@@ -127,9 +162,10 @@ impl HostState {
                 ),
             );
         }
+        let approval = decision.allow && self.fs_policy(call, &mut decision);
         self.audit_decision(call, &decision)?;
         if decision.allow {
-            return Ok(Ok(()));
+            return Ok(Ok(approval));
         }
         let code = match (decision.rule, call.paths.iter().find_map(|p| p.err())) {
             ("fs.size", _) => ErrorCode::TooLarge,
@@ -193,9 +229,10 @@ impl HostState {
     ) -> FsResult<T> {
         let mut call = self.call(&dir, action, paths, needs)?;
         call.bytes = bytes;
-        if let Err(denied) = self.gate(&call)? {
-            return Ok(Err(denied));
-        }
+        let policy_approval = match self.gate(&call)? {
+            Ok(a) => a,
+            Err(denied) => return Ok(Err(denied)),
+        };
         // The gate allows a call only when every path passed the check; a
         // call that got here otherwise is a host bug, which traps.
         let checked: Vec<CheckedPath<'_>> = call
@@ -204,7 +241,7 @@ impl HostState {
             .map(|p| p.ok())
             .collect::<Option<_>>()
             .ok_or_else(|| wasmtime::Error::msg("fs: an unchecked path passed the policy gate"))?;
-        if !call.handle.approval.intersection(needs).is_empty() {
+        if policy_approval || !call.handle.approval.intersection(needs).is_empty() {
             let mut summary = format!(
                 "{action} {} on handle '{}'",
                 paths.join(" -> "),
@@ -221,7 +258,39 @@ impl HostState {
             }
         }
         let result = op(&call.handle.dir, &checked, self.hostcall_limit);
+        if result.is_ok() && needs.has(Right::Write) {
+            self.remember(|h| {
+                for p in &checked {
+                    TaskHistory::note(
+                        &mut h.files_written,
+                        &format!("{}:{}", call.handle.name, p.as_str()),
+                    );
+                }
+            });
+        }
         self.finish(&call, result)
+    }
+}
+
+/// `path` inside `dir` with symlinks resolved (the parent's, when `path`
+/// does not exist yet); the path itself when it cannot be resolved, which
+/// the sandbox then refuses anyway.
+fn resolve(dir: &Dir, path: &str) -> String {
+    let relative = |p: std::path::PathBuf| {
+        let s = p.to_string_lossy().into_owned();
+        if s.is_empty() { ".".to_owned() } else { s }
+    };
+    if path == "." {
+        return path.to_owned();
+    }
+    if let Ok(p) = dir.canonicalize(path) {
+        return relative(p);
+    }
+    let (parent, name) = path.rsplit_once('/').unwrap_or((".", path));
+    match dir.canonicalize(parent).map(relative) {
+        Ok(p) if p == "." => name.to_owned(),
+        Ok(p) => format!("{p}/{name}"),
+        Err(_) => path.to_owned(),
     }
 }
 

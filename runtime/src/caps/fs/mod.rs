@@ -26,6 +26,8 @@ pub struct GrantedHandle {
     pub path: PathBuf,
     /// Rights whose use waits for an approver.
     pub approval: Rights,
+    /// The ceiling's sensitivity labels, for runtime policy.
+    pub labels: Vec<String>,
     pub(crate) dir: Dir,
 }
 
@@ -157,6 +159,7 @@ pub(crate) fn authorize(
                 rights: g.rights,
                 path: canonical,
                 approval: ceiling.approval,
+                labels: ceiling.labels.clone(),
                 dir,
             }),
         );

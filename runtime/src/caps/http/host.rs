@@ -6,7 +6,8 @@ use super::{EgressRule, REQUEST_TIMEOUT};
 use crate::audit::Event;
 use crate::bindings::warden::tool::http::{self as wit, ErrorCode, Host, Request, Response};
 use crate::caps::secrets::SecretRef;
-use crate::policy::Decision;
+use crate::policy::cedar::Resource as Subject;
+use crate::policy::{Decision, TaskHistory};
 use crate::state::HostState;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -157,6 +158,8 @@ impl Host for HostState {
             Err(reason) => return self.deny(&e, "http.allowlist", reason, ErrorCode::Denied),
         };
 
+        // Whether runtime policy asks for approval.
+        let mut approval = false;
         // A secret attached by reference.
         let mut bearer_value = None;
         if let Some(b) = &bearer {
@@ -179,11 +182,22 @@ impl Host for HostState {
             if let Err(reason) = self.check_send_to(&name, &origin) {
                 return self.deny(&e, "secret.send-to", reason, ErrorCode::Denied);
             }
-            let attach = Decision::allow(
+            let mut attach = Decision::allow(
                 "secret.send-to",
                 format!("attached to {method} {origin} (in its send-to)"),
             );
+            if let Some(s) = self.secrets.issued.get(&name) {
+                let o = origin.to_string();
+                approval |= self.consult(&mut attach, "secret::attach", &o, || Subject::Secret {
+                    name: &name,
+                    labels: &s.spec.labels,
+                    send_to: &s.spec.send_to,
+                });
+            }
             self.write_audit(&self.audit.decision("secret", "attach", &name, &attach))?;
+            if !attach.allow {
+                return Ok(Err(error(ErrorCode::Denied, attach.reason)));
+            }
             bearer_value = self.secrets.issued.get(&name).map(|s| s.value.clone());
         }
         // Revealed secret values the tool put into the request itself.
@@ -201,7 +215,27 @@ impl Host for HostState {
             }
         }
 
-        if rule.approval {
+        let mut allow = Decision::allow(
+            "http.allowlist",
+            format!("{method} {origin}{} is granted", url.path()),
+        );
+        approval |= super::consult_egress(
+            self.rules.as_ref(),
+            &mut allow,
+            &method,
+            &origin,
+            &e.resource,
+            &rule,
+            self.secrets
+                .issued
+                .values()
+                .map(|s| (s.spec.name.as_str(), s.spec.send_to.as_slice())),
+        );
+        if !allow.allow {
+            self.audit_egress(&e, &allow)?;
+            return Ok(Err(error(ErrorCode::Denied, allow.reason)));
+        }
+        if rule.approval || approval {
             let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
                 req.body.as_deref().unwrap_or_default(),
             ));
@@ -223,11 +257,9 @@ impl Host for HostState {
             Err(reason) => return self.deny(&e, "http.address", reason, ErrorCode::Denied),
         };
         e.address = Some(addr);
-        let allow = Decision::allow(
-            "http.allowlist",
-            format!("{method} {origin}{} is granted", url.path()),
-        );
         self.audit_egress(&e, &allow)?;
+        let host = origin.host.to_string();
+        self.remember(|h| TaskHistory::note(&mut h.hosts_contacted, &host));
 
         let started = Instant::now();
         let timeout = REQUEST_TIMEOUT.min(self.remaining());

@@ -28,6 +28,8 @@ pub(crate) struct EgressHooks {
     pub(crate) deadline: Instant,
     /// Most bytes of a response body.
     pub(crate) limit: usize,
+    /// Runtime policy, when the manifest has any.
+    pub(crate) policy: Option<crate::policy::PolicyCtx>,
 }
 
 type SendResult = Result<
@@ -43,6 +45,8 @@ struct Checked {
     resource: String,
     origin: Origin,
     rule: EgressRule,
+    /// The allowing decision, with any runtime policy ids.
+    allow: Decision,
 }
 
 impl EgressHooks {
@@ -94,11 +98,44 @@ impl EgressHooks {
                 );
             }
         }
+        let resource = self.redactor.redact(url.as_str()).into_owned();
+        let mut allow = Decision::allow(
+            "http.allowlist",
+            format!("{method} {resource} is granted (wasi:http)"),
+        );
+        let approval = super::consult_egress(
+            self.policy.as_ref(),
+            &mut allow,
+            &method,
+            &origin,
+            &resource,
+            &rule,
+            self.send_to
+                .iter()
+                .map(|(n, to)| (n.as_str(), to.as_slice())),
+        );
+        if approval {
+            allow.allow = false;
+            allow.rule = "approval";
+            allow.reason = format!(
+                "{}; only warden:tool/http requests can wait for approval",
+                allow.reason
+            );
+        }
+        if !allow.allow {
+            return Err((method, resource, allow));
+        }
+        if let Some(p) = &self.policy {
+            p.remember(|h| {
+                crate::policy::TaskHistory::note(&mut h.hosts_contacted, &origin.host.to_string())
+            });
+        }
         Ok(Checked {
-            resource: self.redactor.redact(url.as_str()).into_owned(),
+            resource,
             method,
             origin,
             rule,
+            allow,
         })
     }
 }
@@ -148,11 +185,7 @@ impl WasiHttpHooks for EgressHooks {
                     return Err(Error::DestinationIpProhibited);
                 }
             };
-            let allow = Decision::allow(
-                "http.allowlist",
-                format!("{} {} is granted (wasi:http)", c.method, c.resource),
-            );
-            record(&audit, &c.method, &c.resource, Some(addr), &allow)?;
+            record(&audit, &c.method, &c.resource, Some(addr), &c.allow)?;
             let started = Instant::now();
             let result = send_pinned(request, addr, &c.origin, timeout, limit).await;
             let mut r = audit.record(Event::Egress);

@@ -2,7 +2,8 @@
 
 use super::SecretRef;
 use crate::bindings::warden::tool::secrets::{self as wit, ErrorCode, Host, HostSecret};
-use crate::policy::Decision;
+use crate::policy::cedar::Resource as Subject;
+use crate::policy::{Decision, TaskHistory};
 use crate::state::HostState;
 use std::time::Instant;
 use wasmtime::component::Resource;
@@ -10,21 +11,51 @@ use wasmtime::component::Resource;
 type SecretResult<T> = wasmtime::Result<Result<T, wit::Error>>;
 
 impl HostState {
-    /// Decides a secret action and audits it; `Ok(Err(_))` is a denial.
-    fn secret_gate(&mut self, action: &'static str, name: &str) -> SecretResult<()> {
+    /// Decides a secret action and audits it; `Ok(Err(_))` is a denial,
+    /// `Ok(Ok(true))` an allowed action that needs approval first (by the
+    /// manifest, for a reveal, or by runtime policy).
+    fn secret_gate(&mut self, action: &'static str, name: &str) -> SecretResult<bool> {
         let now = Instant::now();
         let state = self
             .secrets
             .issued
             .get_mut(name)
             .map(|s| (s.check_expiry(now), s.spec.reveal));
-        let decision = self.policy.decide_secret(action, name, state);
+        let mut decision = self.policy.decide_secret(action, name, state);
+        let mut approval = false;
+        if let Some(s) = self.secrets.issued.get(name) {
+            approval = action == "reveal" && s.spec.approval;
+            approval |= self.consult(&mut decision, &format!("secret::{action}"), "", || {
+                Subject::Secret {
+                    name,
+                    labels: &s.spec.labels,
+                    send_to: &s.spec.send_to,
+                }
+            });
+        }
         self.write_audit(&self.audit.decision("secret", action, name, &decision))?;
         Ok(if decision.allow {
-            Ok(())
+            Ok(approval)
         } else {
             Err(denial(&decision))
         })
+    }
+
+    /// Waits for approval of a secret action; `Some(error)` is a refusal.
+    async fn secret_approval(
+        &mut self,
+        action: &str,
+        name: &str,
+        summary: String,
+    ) -> wasmtime::Result<Option<wit::Error>> {
+        Ok(self
+            .approve(&format!("secret.{action}"), name, "", summary)
+            .await?
+            .err()
+            .map(|reason| wit::Error {
+                code: ErrorCode::Denied,
+                message: reason,
+            }))
     }
 }
 
@@ -42,8 +73,15 @@ fn denial(d: &Decision) -> wit::Error {
 
 impl Host for HostState {
     async fn get(&mut self, name: String) -> SecretResult<Resource<SecretRef>> {
-        if let Err(e) = self.secret_gate("get", &name)? {
-            return Ok(Err(e));
+        match self.secret_gate("get", &name)? {
+            Err(e) => return Ok(Err(e)),
+            Ok(false) => {}
+            Ok(true) => {
+                let summary = format!("give the tool a reference to secret '{name}'");
+                if let Some(e) = self.secret_approval("get", &name, summary).await? {
+                    return Ok(Err(e));
+                }
+            }
         }
         Ok(Ok(self.table.push(SecretRef { name })?))
     }
@@ -56,23 +94,17 @@ impl HostSecret for HostState {
 
     async fn reveal(&mut self, secret: Resource<SecretRef>) -> SecretResult<String> {
         let name = self.table.get(&secret)?.name.clone();
-        if let Err(e) = self.secret_gate("reveal", &name)? {
-            return Ok(Err(e));
-        }
-        if self
-            .secrets
-            .issued
-            .get(&name)
-            .is_some_and(|s| s.spec.approval)
-        {
-            let summary = format!("reveal secret '{name}' to the tool");
-            if let Err(reason) = self.approve("secret.reveal", &name, "", summary).await? {
-                return Ok(Err(wit::Error {
-                    code: ErrorCode::Denied,
-                    message: reason,
-                }));
+        match self.secret_gate("reveal", &name)? {
+            Err(e) => return Ok(Err(e)),
+            Ok(false) => {}
+            Ok(true) => {
+                let summary = format!("reveal secret '{name}' to the tool");
+                if let Some(e) = self.secret_approval("reveal", &name, summary).await? {
+                    return Ok(Err(e));
+                }
             }
         }
+        self.remember(|h| TaskHistory::note(&mut h.secrets_revealed, &name));
         let value = self
             .secrets
             .issued

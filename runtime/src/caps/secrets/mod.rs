@@ -90,6 +90,8 @@ pub struct SecretSpec {
     pub send_to: Vec<String>,
     /// Revealing it waits for an approver.
     pub approval: bool,
+    /// Sensitivity labels, for runtime policy.
+    pub labels: Vec<String>,
 }
 
 /// A secret that could not be resolved. Never contains the value.
@@ -283,6 +285,7 @@ mod tests {
                 reveal: true,
                 send_to: vec![],
                 approval: false,
+                labels: Vec::new(),
             },
             value: Zeroizing::new("value-1234".into()),
             expires: Some(Instant::now()),

@@ -1,8 +1,16 @@
 //! The one decision point: every host call is decided here, and every
 //! decision carries the rule that made it and a reason.
+//!
+//! The manifest's rules decide first; what they allow is then asked of the
+//! runtime policy ([`cedar`]), which can only deny or ask for approval.
+
+pub mod cedar;
+
+pub use cedar::{PolicyError, RuntimePolicy, TaskHistory};
 
 use crate::caps::fs::path::{CheckedPath, PathError};
 use crate::rights::Rights;
+use std::sync::{Arc, Mutex};
 
 /// The answer to one host call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +19,9 @@ pub struct Decision {
     /// The rule that decided, e.g. `fs.rights`.
     pub rule: &'static str,
     pub reason: String,
+    /// Ids of the runtime policies that denied the call or asked for its
+    /// approval.
+    pub policies: Vec<String>,
 }
 
 impl Decision {
@@ -19,6 +30,7 @@ impl Decision {
             allow: true,
             rule,
             reason,
+            policies: Vec::new(),
         }
     }
 
@@ -27,7 +39,76 @@ impl Decision {
             allow: false,
             rule,
             reason,
+            policies: Vec::new(),
         }
+    }
+}
+
+/// What the runtime policy of one invocation needs: the policies, who is
+/// calling, and the task's history shared by its invocations.
+#[derive(Clone)]
+pub(crate) struct PolicyCtx {
+    pub(crate) rules: Arc<RuntimePolicy>,
+    pub(crate) tool: Arc<cedar::ToolFacts>,
+    pub(crate) task: Arc<str>,
+    pub(crate) labels: Arc<[String]>,
+    pub(crate) invocation: Arc<str>,
+    pub(crate) history: Arc<Mutex<TaskHistory>>,
+}
+
+impl PolicyCtx {
+    /// Asks the runtime policy about a call `d` allows. A forbid turns `d`
+    /// into a denial naming its policies; a forbid an approval lifts leaves
+    /// `d` allowed, names the policies, and returns true: the caller must
+    /// get approval before acting.
+    pub(crate) fn consult(
+        &self,
+        d: &mut Decision,
+        action: &str,
+        detail: &str,
+        resource: cedar::Resource<'_>,
+    ) -> bool {
+        if !d.allow {
+            return false;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let verdict = self.rules.decide(&cedar::Query {
+            tool: &self.tool,
+            action,
+            resource,
+            task: &self.task,
+            task_labels: &self.labels,
+            history: &history,
+            invocation: &self.invocation,
+            detail,
+            now,
+        });
+        drop(history);
+        match verdict {
+            cedar::Verdict::Allow => false,
+            cedar::Verdict::Approval { policies, reason } => {
+                d.reason = format!("{}; approval required: {reason}", d.reason);
+                d.policies = policies;
+                true
+            }
+            cedar::Verdict::Deny { policies, reason } => {
+                *d = Decision {
+                    allow: false,
+                    rule: "policy",
+                    reason,
+                    policies,
+                };
+                false
+            }
+        }
+    }
+
+    /// Records something the task did, for later calls' context.
+    pub(crate) fn remember(&self, f: impl FnOnce(&mut TaskHistory)) {
+        f(&mut self.history.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }
 
@@ -49,7 +130,10 @@ const DESTRUCTIVE: [&str; 3] = ["remove-file", "remove-dir", "rename"];
 /// Deny by default: a call is allowed only when its paths stay inside the
 /// handle and the handle holds every right the action needs.
 #[derive(Debug, Default)]
-pub struct Policy;
+pub struct Policy {
+    /// Cedar policies from the manifest, asked after the manifest's rules.
+    pub(crate) rules: Option<Arc<RuntimePolicy>>,
+}
 
 impl Policy {
     /// Opening a handle by name: only handles in the task's grant exist.

@@ -1,0 +1,426 @@
+//! Runtime policy: the three example Cedar policies shipped in
+//! `examples/policies/`, run end to end through the tools they govern. Each
+//! denies (or asks approval for) what it should, allows the rest, and names
+//! itself in the audit record.
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use warden::approval::{ApprovalAnswer, ApprovalRequest, Approver, DenyAll};
+use warden::audit::{Event, MemorySink, Record};
+use warden::{Grant, Manifest, Rights, Runtime};
+
+const TOKEN: &str = "policy-token-0d9e8f7a6b";
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies")
+}
+
+/// A loopback server answering 200 to everything; counts requests.
+async fn server() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let count = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = sock
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (port, hits)
+}
+
+/// Approves everything and keeps the requests.
+#[derive(Default)]
+struct Yes(Mutex<Vec<ApprovalRequest>>);
+
+#[async_trait::async_trait]
+impl Approver for Yes {
+    async fn ask(&self, r: &ApprovalRequest) -> Option<ApprovalAnswer> {
+        self.0.lock().unwrap().push(r.clone());
+        Some(ApprovalAnswer {
+            digest: r.digest.clone(),
+            approved: true,
+            by: "test".into(),
+        })
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    workspace: PathBuf,
+    audit: Arc<MemorySink>,
+    runtime: Runtime,
+    /// (port, hits) of the secret's own API and of another host.
+    api: (u16, Arc<AtomicUsize>),
+    other: (u16, Arc<AtomicUsize>),
+}
+
+async fn setup(approver: Arc<dyn Approver>) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let ws = root.join("workspace");
+    std::fs::create_dir_all(ws.join(".github/workflows")).unwrap();
+    std::fs::create_dir_all(ws.join("docs")).unwrap();
+    std::fs::write(ws.join("build.txt"), "artifact v1").unwrap();
+    // A link inside the handle into .github/: must not dodge the path rule.
+    std::os::unix::fs::symlink(".github", ws.join("docs-link")).unwrap();
+    std::fs::write(root.join("token.txt"), TOKEN).unwrap();
+    let api = server().await;
+    let other = server().await;
+    let text = format!(
+        r#"
+policies = ["{policies}"]
+
+[tools.write-file]
+component = "{write_file}"
+[[tools.write-file.fs]]
+handle = "workspace"
+within = "{ws}"
+rights = ["read", "write"]
+
+[tools.deployer]
+component = "{deploy}"
+[[tools.deployer.fs]]
+handle = "workspace"
+within = "{ws}"
+rights = ["read"]
+[[tools.deployer.deploy]]
+name = "production"
+rights = ["deploy"]
+backend = "exec"
+program = "/bin/echo"
+args = ["deployed", "{{artifact}}"]
+labels = ["production"]
+[[tools.deployer.deploy]]
+name = "staging"
+rights = ["deploy"]
+backend = "exec"
+program = "/bin/echo"
+args = ["deployed", "{{artifact}}"]
+
+[tools.probe]
+component = "{probe}"
+[[tools.probe.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {api}
+[[tools.probe.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {other}
+[[tools.probe.secrets]]
+name = "api"
+source = "file:token.txt"
+reveal = true
+send-to = ["http://127.0.0.1:{api}"]
+
+[tools.std]
+component = "{std}"
+[[tools.std.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {other}
+"#,
+        policies = examples().display(),
+        write_file = crate::WRITE_FILE,
+        deploy = crate::DEPLOY_ARTIFACT,
+        probe = crate::EGRESS_PROBE,
+        std = crate::WASI_HTTP_PROBE,
+        ws = ws.display(),
+        api = api.0,
+        other = other.0,
+    );
+    let path = root.join("manifest.toml");
+    std::fs::write(&path, text).unwrap();
+    let audit = MemorySink::new();
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(audit.clone())
+        .approver(approver)
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    Setup {
+        _dir: dir,
+        workspace: ws,
+        audit,
+        runtime,
+        api,
+        other,
+    }
+}
+
+impl Setup {
+    /// Runs a tool; its output (or tool error as `{"error": message}`) and
+    /// the invocation's audit records.
+    async fn run(&self, tool: &str, grant: &Grant, input: Value) -> (Value, Vec<Record>) {
+        let inv = self
+            .runtime
+            .invoke(tool, grant, &input.to_string())
+            .await
+            .unwrap_or_else(|e| panic!("{tool} {input}: {e}"));
+        let out = match inv.output {
+            Ok(o) => serde_json::from_str(&o).unwrap(),
+            Err(e) => json!({ "error": e.message }),
+        };
+        (out, self.audit.invocation(&inv.id))
+    }
+
+    fn url(&self, port: u16) -> String {
+        format!("http://127.0.0.1:{port}/x")
+    }
+}
+
+/// The decision records naming runtime policies.
+fn by_policy(records: &[Record]) -> Vec<(String, Vec<String>)> {
+    records
+        .iter()
+        .filter(|r| r.event == Event::Decision)
+        .filter_map(|r| {
+            r.policies
+                .clone()
+                .map(|p| (r.decision.clone().unwrap_or_default(), p))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn production_deploys_need_a_release_task() {
+    let s = setup(Arc::new(DenyAll)).await;
+    let grant = |task: &str| {
+        Grant::new(task)
+            .fs("workspace", &s.workspace, Rights::READ)
+            .deploy("production")
+            .deploy("staging")
+    };
+    let input = |target: &str| json!({"target": target, "artifact": "build.txt"});
+
+    let (out, records) = s
+        .run("deployer", &grant("fix-bug"), input("production"))
+        .await;
+    let msg = out["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("deploying to a production target needs a task labelled 'release' (policy production-needs-release)"),
+        "{out}"
+    );
+    assert_eq!(
+        by_policy(&records),
+        [("deny".into(), vec!["production-needs-release".to_owned()])]
+    );
+    let denied = records.iter().find(|r| r.policies.is_some()).unwrap();
+    assert_eq!(denied.rule.as_deref(), Some("policy"));
+    assert!(
+        !records.iter().any(|r| r.event == Event::Deploy),
+        "nothing deployed"
+    );
+
+    // The rest is allowed: staging without the label, production with it.
+    let (out, records) = s.run("deployer", &grant("fix-bug"), input("staging")).await;
+    assert_eq!(out["status"], 0, "{out}");
+    assert!(by_policy(&records).is_empty());
+    let (out, _) = s
+        .run(
+            "deployer",
+            &grant("v1.2").label("release"),
+            input("production"),
+        )
+        .await;
+    assert_eq!(out["status"], 0, "{out}");
+    assert!(
+        out["output"].as_str().unwrap().starts_with("deployed"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn once_a_secret_is_revealed_the_task_talks_only_to_its_send_to() {
+    let s = setup(Arc::new(DenyAll)).await;
+    let grant = |task: &str| {
+        Grant::new(task)
+            .http(&format!("http://127.0.0.1:{}/", s.api.0), None)
+            .http(&format!("http://127.0.0.1:{}/", s.other.0), None)
+            .secret("api")
+    };
+    // Before any reveal, both hosts are reachable.
+    let (out, _) = s
+        .run("probe", &grant("clean"), json!({"url": s.url(s.other.0)}))
+        .await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+    assert_eq!(s.other.1.load(Ordering::SeqCst), 1);
+
+    // Reveal the secret and use it with its own API: allowed.
+    let leak = grant("leak");
+    let (out, _) = s
+        .run(
+            "probe",
+            &leak,
+            json!({"url": s.url(s.api.0), "reveal": "api", "into": "header"}),
+        )
+        .await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+
+    // A later call in the same task, to another host, with nothing
+    // recognisable in it: the policy stops it before a packet leaves.
+    let (out, records) = s
+        .run("probe", &leak, json!({"url": s.url(s.other.0)}))
+        .await;
+    assert_eq!(out["error"]["code"], "denied", "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(policy no-egress-after-reveal)"),
+        "{out}"
+    );
+    assert_eq!(
+        by_policy(&records),
+        [("deny".into(), vec!["no-egress-after-reveal".to_owned()])]
+    );
+    assert_eq!(s.other.1.load(Ordering::SeqCst), 1, "no request reached it");
+
+    // Standard wasi:http in the same task is held to the same policy.
+    let std_grant = Grant::new("leak").http(&format!("http://127.0.0.1:{}/", s.other.0), None);
+    let (out, records) = s
+        .run("std", &std_grant, json!({"url": s.url(s.other.0)}))
+        .await;
+    assert!(out.get("error").is_some(), "{out}");
+    assert_eq!(
+        by_policy(&records),
+        [("deny".into(), vec!["no-egress-after-reveal".to_owned()])]
+    );
+    assert_eq!(s.other.1.load(Ordering::SeqCst), 1);
+
+    // Another task is not affected.
+    let (out, _) = s
+        .run(
+            "probe",
+            &grant("other-task"),
+            json!({"url": s.url(s.other.0)}),
+        )
+        .await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+}
+
+#[tokio::test]
+async fn changes_under_github_wait_for_approval() {
+    let s = setup(Arc::new(DenyAll)).await;
+    let grant = Grant::new("edit").fs("workspace", &s.workspace, Rights::READ | Rights::WRITE);
+    let write = |path: &str| json!({"path": path, "content": "on: push"});
+
+    // Deny-all answers: refused, with the policy named on the decision and
+    // the approval request and answer audited.
+    for path in [".github/workflows/ci.yml", "docs-link/workflows/sneaky.yml"] {
+        let (out, records) = s.run("write-file", &grant, write(path)).await;
+        assert!(
+            out["error"].as_str().unwrap().contains("deny-all"),
+            "{path}: {out}"
+        );
+        assert_eq!(
+            by_policy(&records),
+            [(
+                "allow".into(),
+                vec!["github-changes-need-approval".to_owned()]
+            )],
+            "{path}"
+        );
+        assert!(records.iter().any(|r| r.event == Event::ApprovalRequested));
+        assert!(!s.workspace.join(".github/workflows/sneaky.yml").exists());
+    }
+    assert!(!s.workspace.join(".github/workflows/ci.yml").exists());
+
+    // Elsewhere: no approval asked.
+    let (out, records) = s.run("write-file", &grant, write("docs/guide.md")).await;
+    assert!(out.get("error").is_none(), "{out}");
+    assert!(by_policy(&records).is_empty());
+    assert!(!records.iter().any(|r| r.event == Event::ApprovalRequested));
+
+    // With an approver that says yes, the write happens.
+    let yes = Arc::new(Yes::default());
+    let s = setup(yes.clone()).await;
+    let grant = Grant::new("edit").fs("workspace", &s.workspace, Rights::READ | Rights::WRITE);
+    let (out, _) = s
+        .run("write-file", &grant, write(".github/workflows/ci.yml"))
+        .await;
+    assert!(out.get("error").is_none(), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(s.workspace.join(".github/workflows/ci.yml")).unwrap(),
+        "on: push"
+    );
+    let asked = yes.0.lock().unwrap();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].action, "fs.write");
+}
+
+#[test]
+fn warden_check_reports_malformed_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.cedar"),
+        "// deploys\n@id(\"typo\")\nforbid (principal, action == Warden::Action::\"deploy::run\", resource)\nwhen { resource.lables.contains(\"production\") };\n",
+    )
+    .unwrap();
+    let manifest = dir.path().join("m.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "policies = [\"bad.cedar\"]\n[tools.echo]\ncomponent = \"{}\"\n",
+            crate::ECHO
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["check"])
+        .arg(&manifest)
+        .env("WARDEN_STATE_DIR", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad.cedar:4:"), "{stderr}");
+    assert!(stderr.contains("policy 'typo'"), "{stderr}");
+    assert!(stderr.contains("lables"), "{stderr}");
+
+    // The shipped examples pass and are listed.
+    std::fs::write(
+        &manifest,
+        format!(
+            "policies = [\"{}\"]\n[tools.echo]\ncomponent = \"{}\"\n",
+            examples().display(),
+            crate::ECHO
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["check"])
+        .arg(&manifest)
+        .env("WARDEN_STATE_DIR", dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(
+            "github-changes-need-approval, no-egress-after-reveal, production-needs-release"
+        ),
+        "{stdout}"
+    );
+}
