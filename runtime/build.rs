@@ -17,6 +17,7 @@ const BUNDLED: &[&str] = &[
     "remove-path",
     "http-get",
     "call-api",
+    "deploy-artifact",
 ];
 
 fn main() {

@@ -316,6 +316,10 @@ fn demo_shows_each_decision_and_the_audit_records() {
         "approve? [y/N] y   (answered by the demo)",
         "ok: {\"path\":\"CHANGELOG.md\",\"bytes_written\":32}",
         "tampered: line 9: its contents do not match its hash (the record was edited)",
+        "Cedar policies: github-changes-need-approval, no-egress-after-reveal, production-needs-release",
+        "tool error: denied: deploying to a production target needs a task labelled 'release' (policy production-needs-release)",
+        "[policy production-needs-release]",
+        "ok: {\"target\":\"production\",\"status\":0,\"output\":\"production received ",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }

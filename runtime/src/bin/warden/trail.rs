@@ -35,6 +35,9 @@ pub fn summarize(r: &Record) -> String {
         if let Some(reason) = &r.reason {
             s.push_str(&format!("  ({reason})"));
         }
+        if let Some(p) = &r.policies {
+            s.push_str(&format!("  [policy {}]", p.join(", ")));
+        }
     } else if let (Some(cap), Some(res)) = (&r.capability, &r.resource) {
         s.push_str(&format!("  {cap} {res}"));
     }

@@ -17,13 +17,28 @@ mod guests {
 
 const MANIFEST: &str = include_str!("../../../../../examples/manifest.toml");
 const GRANT: &str = include_str!("../../../../../examples/grants/edit-docs.toml");
-const TOOLS: [(&str, &[u8]); 6] = [
+const POLICIES: [(&str, &str); 3] = [
+    (
+        "production-deploys.cedar",
+        include_str!("../../../../../examples/policies/production-deploys.cedar"),
+    ),
+    (
+        "exfiltration.cedar",
+        include_str!("../../../../../examples/policies/exfiltration.cedar"),
+    ),
+    (
+        "github-approval.cedar",
+        include_str!("../../../../../examples/policies/github-approval.cedar"),
+    ),
+];
+const TOOLS: [(&str, &[u8]); 7] = [
     ("read-files", guests::READ_FILES_WASM),
     ("search-text", guests::SEARCH_TEXT_WASM),
     ("write-file", guests::WRITE_FILE_WASM),
     ("remove-path", guests::REMOVE_PATH_WASM),
     ("http-get", guests::HTTP_GET_WASM),
     ("call-api", guests::CALL_API_WASM),
+    ("deploy-artifact", guests::DEPLOY_ARTIFACT_WASM),
 ];
 
 /// Manifest entries for the tools that reach the demo's local API, whose
@@ -84,6 +99,7 @@ fn setup(dir: &Path, api: u16, collector: u16) -> anyhow::Result<()> {
         ),
         ("docs/notes.md", "Release notes\n\nTODO: write them\n"),
         ("secrets.env", "API_TOKEN=do-not-delete\n"),
+        ("dist/app-1.0.tar", "a built artifact\n"),
     ];
     for (path, text) in files {
         let path = dir.join("workspace").join(path);
@@ -95,6 +111,10 @@ fn setup(dir: &Path, api: u16, collector: u16) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("tools"))?;
     for (name, bytes) in TOOLS {
         std::fs::write(dir.join("tools").join(format!("{name}.wasm")), bytes)?;
+    }
+    std::fs::create_dir_all(dir.join("policies"))?;
+    for (name, text) in POLICIES {
+        std::fs::write(dir.join("policies").join(name), text)?;
     }
     std::fs::create_dir_all(dir.join("secrets"))?;
     std::fs::write(dir.join("secrets/api-token"), api::API_TOKEN)?;
@@ -166,6 +186,11 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
     if let Ok(key) = crate::audit_key() {
         sink = sink.with_signer(Arc::new(key));
     }
+    let policies = manifest
+        .policy
+        .as_ref()
+        .map(|p| p.ids().join(", "))
+        .unwrap_or_default();
     let runtime = builder
         .manifest(manifest)
         .audit(Arc::new(sink))
@@ -180,7 +205,9 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
     println!(
         "manifest ceilings: read-files, search-text: read; write-file: read,write; remove-path: read,write,delete;\n\
          http-get: egress to the local API ({api}) and collector ({collector}), secret api-token (send-to the API only);\n\
-         call-api: egress to the API, identity tokens for audience {api}\n"
+         call-api: egress to the API, identity tokens for audience {api};\n\
+         deploy-artifact: workspace:read, deploy targets staging and production (labelled production);\n\
+         Cedar policies: {policies}\n\n"
     );
 
     let fs_step = |title, tool, rights: Rights, input: &str| Step {
@@ -191,6 +218,7 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
         input: input.to_owned(),
     };
     let notes = r#"{"path":"docs/notes.md","content":"Release notes\n\n- sandboxed tools\n"}"#;
+    let deploy = r#"{"target":"production","artifact":"dist/app-1.0.tar"}"#;
     let steps = [
         fs_step(
             "an allowed read: read-files granted workspace:read",
@@ -256,6 +284,23 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
             tool: "release-notes",
             grant: Grant::new("demo").fs("workspace", &ws, Rights::WRITE),
             input: r#"{"path":"CHANGELOG.md","content":"Release 0.1.0\n- sandboxed tools\n"}"#.into(),
+        },
+        Step {
+            title: "a Cedar denial: deploy-artifact to production from a task without the 'release' label (policy production-needs-release)",
+            cli: format!("warden run deploy-artifact --grant fs:workspace=workspace:read --grant deploy:production --input '{deploy}'"),
+            tool: "deploy-artifact",
+            grant: Grant::new("demo").fs("workspace", &ws, Rights::READ).deploy("production"),
+            input: deploy.into(),
+        },
+        Step {
+            title: "the same deploy from a release task: the policy allows it",
+            cli: format!("warden run deploy-artifact --label release --grant fs:workspace=workspace:read --grant deploy:production --input '{deploy}'"),
+            tool: "deploy-artifact",
+            grant: Grant::new("release-1.0")
+                .label("release")
+                .fs("workspace", &ws, Rights::READ)
+                .deploy("production"),
+            input: deploy.into(),
         },
         Step {
             title: "a workload identity: call-api authenticates with a token minted for this call only",
