@@ -194,6 +194,11 @@ impl Gate {
         }
     }
 
+    /// A gate with the same timeout that asks `approver` instead.
+    pub fn with_approver(&self, approver: Arc<dyn Approver>) -> Gate {
+        Gate::new(approver, self.timeout)
+    }
+
     /// Asks for approval of `request`, waiting until `deadline` at the latest.
     pub async fn decide(&self, request: &ApprovalRequest, deadline: Instant) -> Verdict {
         let wait = self

@@ -44,6 +44,8 @@ pub enum Error {
     Config(String),
     #[error("host error: {0}")]
     Host(String),
+    #[error("the invocation was cancelled by its caller")]
+    Cancelled,
 }
 
 /// How a caller should treat an [`Error`].
@@ -68,7 +70,7 @@ impl Error {
             | Error::Input(_)
             | Error::Secret(_)
             | Error::Config(_) => ErrorClass::Usage,
-            Error::Limit(_) | Error::Trap(_) => ErrorClass::Limit,
+            Error::Limit(_) | Error::Trap(_) | Error::Cancelled => ErrorClass::Limit,
             Error::Audit(_) | Error::Host(_) => ErrorClass::Host,
         }
     }

@@ -31,6 +31,7 @@ mod error;
 pub mod grant;
 pub mod identity;
 pub mod manifest;
+pub mod mcp;
 pub mod policy;
 pub mod rights;
 mod runtime;
@@ -45,6 +46,6 @@ pub use manifest::{Limits, Manifest, ManifestError, ToolSpec};
 pub use policy::{Decision, Policy};
 pub use rights::{Right, Rights};
 pub use runtime::{
-    CompileEvent, HandleSpec, Invocation, Runtime, RuntimeBuilder, ToolError, ToolErrorKind,
-    ToolInfo,
+    CompileEvent, HandleSpec, Invocation, InvokeOptions, Runtime, RuntimeBuilder, ToolError,
+    ToolErrorKind, ToolInfo,
 };

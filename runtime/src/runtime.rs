@@ -336,6 +336,17 @@ struct LoadedTool {
     facts: Arc<ToolFacts>,
 }
 
+/// Per-call options of [`Runtime::invoke_with`].
+#[derive(Default, Clone)]
+pub struct InvokeOptions {
+    /// Answers this call's approval requests instead of the runtime's
+    /// approver (e.g. the MCP client that made the call).
+    pub approver: Option<Arc<dyn Approver>>,
+    /// Cancelling it ends the invocation: the tool is stopped, its secrets
+    /// expire and the audit records the outcome `cancelled`.
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
+}
+
 /// What a tool says about itself (`describe`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ToolInfo {
@@ -455,6 +466,19 @@ impl Runtime {
         grant: &Grant,
         input: &str,
     ) -> Result<Invocation, Error> {
+        self.invoke_with(tool, grant, input, InvokeOptions::default())
+            .await
+    }
+
+    /// [`invoke`](Self::invoke) with per-call options: who answers its
+    /// approval requests, and a token that cancels it.
+    pub async fn invoke_with(
+        &self,
+        tool: &str,
+        grant: &Grant,
+        input: &str,
+        options: InvokeOptions,
+    ) -> Result<Invocation, Error> {
         let loaded = self.loaded(tool).await?;
         check_task(&grant.task).map_err(|e| Error::Grant(GrantError::Task(e)))?;
         let fs = fs::authorize(&loaded.spec, &loaded.ceilings, grant)?;
@@ -467,7 +491,9 @@ impl Runtime {
             egress,
             deploy,
         };
-        self.inner.run(&loaded, grant, granted, input).await
+        self.inner
+            .run(&loaded, grant, granted, input, options)
+            .await
     }
 
     /// The part of a task's `grant` that `tool` may receive: its handles only,
@@ -492,6 +518,7 @@ impl Runtime {
             .filter(|t| spec.deploy_target(t).is_some())
             .cloned()
             .collect();
+        narrowed.labels = grant.labels.clone();
         Ok(narrowed)
     }
 
@@ -531,9 +558,13 @@ impl Runtime {
             egress: Vec::new(),
             deploy: Vec::new(),
         };
-        let (mut store, _) =
-            self.inner
-                .store_with_pipes(&loaded, authority, Auditor::discard(), None);
+        let (mut store, _) = self.inner.store_with_pipes(
+            &loaded,
+            authority,
+            Auditor::discard(),
+            None,
+            self.inner.gate.clone(),
+        );
         let info = async {
             let t = loaded.pre.instantiate_async(&mut store).await?;
             t.warden_tool_guest().call_describe(&mut store).await
@@ -797,6 +828,7 @@ impl Inner {
         authority: Authority,
         audit: Auditor,
         rules: Option<PolicyCtx>,
+        gate: Arc<Gate>,
     ) -> (Store<HostState>, (CappedPipe, CappedPipe)) {
         let pipes = self.pipes();
         let deadline = Instant::now() + tool.spec.limits.timeout;
@@ -832,7 +864,7 @@ impl Inner {
             egress: authority.egress,
             deploy: authority.deploy,
             minter: authority.minter,
-            gate: self.gate.clone(),
+            gate,
             approvals: 0,
             deadline,
             audit,
@@ -864,6 +896,7 @@ impl Inner {
         grant: &Grant,
         granted: Authorized,
         input: &str,
+        options: InvokeOptions,
     ) -> Result<Invocation, Error> {
         let task = grant.task.as_str();
         let Authorized {
@@ -993,20 +1026,31 @@ impl Inner {
             invocation: auditor.invocation.clone(),
             history: self.history(&auditor.task),
         });
+        let gate = match options.approver {
+            Some(a) => Arc::new(self.gate.with_approver(a)),
+            None => self.gate.clone(),
+        };
         let (mut store, (stdout, stderr)) =
-            self.store_with_pipes(tool, authority, auditor.clone(), rules);
+            self.store_with_pipes(tool, authority, auditor.clone(), rules, gate);
         let started = Instant::now();
         let call = async {
             let t = tool.pre.instantiate_async(&mut store).await?;
             t.warden_tool_guest().call_invoke(&mut store, input).await
         };
-        let result = match tokio::time::timeout(spec.limits.timeout, call).await {
-            Err(_) => Err(Error::Limit(LimitExceeded::Deadline {
+        let cancel = options.cancel.unwrap_or_default();
+        let timed = tokio::time::timeout(spec.limits.timeout, call);
+        let outcome = tokio::select! {
+            r = timed => Some(r),
+            () = cancel.cancelled() => None,
+        };
+        let result = match outcome {
+            None => Err(Error::Cancelled),
+            Some(Err(_)) => Err(Error::Limit(LimitExceeded::Deadline {
                 after: spec.limits.timeout,
             })),
-            Ok(Err(trap)) => Err(classify(trap, spec.limits)),
-            Ok(Ok(Err(e))) => Ok(Err(tool_error(e))),
-            Ok(Ok(Ok(output))) => check_output(output, spec.limits.max_output),
+            Some(Ok(Err(trap))) => Err(classify(trap, spec.limits)),
+            Some(Ok(Ok(Err(e)))) => Ok(Err(tool_error(e))),
+            Some(Ok(Ok(Ok(output)))) => check_output(output, spec.limits.max_output),
         };
         let duration = started.elapsed();
         let dropped = store.data().log.dropped;
@@ -1028,6 +1072,7 @@ impl Inner {
             Ok(Err(e)) => (format!("tool-error:{}", e.kind), Some(e.message.clone())),
             Err(Error::Limit(l)) => (format!("limit:{}", l.name()), Some(l.to_string())),
             Err(Error::Trap(t)) => ("trap".to_owned(), Some(t.clone())),
+            Err(Error::Cancelled) => ("cancelled".to_owned(), None),
             Err(e) => ("host-error".to_owned(), Some(e.to_string())),
         };
         end.outcome = Some(outcome);

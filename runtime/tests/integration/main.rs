@@ -14,6 +14,7 @@ mod escapes;
 mod grants;
 mod identity;
 mod limits;
+mod mcp;
 mod policy;
 mod rights;
 mod secrets;

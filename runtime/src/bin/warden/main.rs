@@ -7,6 +7,7 @@
 
 mod demo;
 mod progress;
+mod serve;
 mod trail;
 
 use anyhow::Context as _;
@@ -86,6 +87,9 @@ enum Command {
     Check { manifest: PathBuf },
     /// Print the Cedar schema runtime policies are validated against.
     Schema,
+    /// Serve the manifest's tools to MCP clients (stdio or streamable HTTP)
+    /// under one operator-chosen task grant.
+    Serve(serve::ServeArgs),
     /// Workload identity: the key that signs tool tokens.
     Identity {
         #[command(subcommand)]
@@ -236,6 +240,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Check { manifest } => check(builder, &manifest).await,
+        Command::Serve(args) => serve::serve(builder, args).await,
         Command::Schema => {
             print!("{}", warden::policy::cedar::SCHEMA);
             Ok(0)

@@ -1,0 +1,168 @@
+//! `warden serve`: the MCP server over stdio or streamable HTTP.
+
+use crate::{Failure, usage};
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use warden::mcp::http::HttpOptions;
+use warden::mcp::{Grants, ServeOptions, WardenMcp};
+use warden::{Grant, Manifest, RuntimeBuilder};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The capability manifest.
+    #[arg(long, short)]
+    manifest: PathBuf,
+    /// The task grant every call runs under (a TOML grant file). The client
+    /// cannot change it.
+    #[arg(long = "grants", value_name = "FILE")]
+    grants: PathBuf,
+    /// Serve MCP over stdin/stdout.
+    #[arg(long, conflicts_with = "http")]
+    stdio: bool,
+    /// Serve MCP over streamable HTTP at ADDR (e.g. 127.0.0.1:8765), path /mcp.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// HTTP: require `Authorization: Bearer TOKEN`, TOKEN read from FILE;
+    /// calls with it run under --grants.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    token_file: Option<PathBuf>,
+    /// HTTP: a further client, TOKEN_FILE=GRANTS: its token selects its own
+    /// task grant. Repeatable.
+    #[arg(long = "client", value_name = "TOKEN_FILE=GRANTS", requires = "http")]
+    clients: Vec<String>,
+    /// HTTP: serve a non-loopback address (needs --token-file).
+    #[arg(long, requires = "http")]
+    allow_remote: bool,
+    /// Calls running at once; more are answered "busy".
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_in_flight: usize,
+    /// Largest HTTP request body, in bytes.
+    #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
+    max_request: usize,
+    /// Audit trail file [default: as for `warden run`].
+    #[arg(long, value_name = "FILE")]
+    audit: Option<PathBuf>,
+}
+
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?
+        .trim()
+        .to_owned();
+    anyhow::ensure!(
+        token.len() >= 16,
+        "the token in {} is {} characters (expected at least 16)",
+        path.display(),
+        token.len()
+    );
+    Ok(token)
+}
+
+pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failure> {
+    if !args.stdio && args.http.is_none() {
+        return Err(usage(anyhow::anyhow!(
+            "choose a transport: --stdio or --http ADDR"
+        )));
+    }
+    let grant = Arc::new(Grant::load(&args.grants).map_err(|e| usage(e.into()))?);
+    let mut tokens = Vec::new();
+    let mut by_token = Vec::new();
+    if let Some(f) = &args.token_file {
+        let t = read_token(f).map_err(usage)?;
+        tokens.push(t.clone());
+        by_token.push((t, grant.clone()));
+    }
+    for c in &args.clients {
+        let (token_file, grants) = c
+            .split_once('=')
+            .with_context(|| format!("--client {c}: expected TOKEN_FILE=GRANTS"))
+            .map_err(usage)?;
+        let t = read_token(Path::new(token_file)).map_err(usage)?;
+        let g = Grant::load(Path::new(grants)).map_err(|e| usage(e.into()))?;
+        tokens.push(t.clone());
+        by_token.push((t, Arc::new(g)));
+    }
+    if let Some(addr) = args.http
+        && !addr.ip().is_loopback()
+        && (!args.allow_remote || tokens.is_empty())
+    {
+        return Err(usage(anyhow::anyhow!(
+            "--http {addr} is not a loopback address (pass --allow-remote and --token-file to serve it)"
+        )));
+    }
+    let manifest = Manifest::load(&args.manifest).map_err(warden::Error::from)?;
+    let audit = args
+        .audit
+        .or_else(crate::default_audit_path)
+        .context("no audit path: pass --audit FILE")
+        .map_err(usage)?;
+    let sink = crate::open_audit(&audit).map_err(usage)?;
+    let runtime = builder
+        .manifest(manifest)
+        .audit(Arc::new(sink))
+        .max_concurrent_invocations(u32::try_from(args.max_in_flight).unwrap_or(u32::MAX))
+        .build()?;
+    let grants = if by_token.is_empty() {
+        Grants::One(grant)
+    } else {
+        Grants::ByToken(Arc::new(by_token))
+    };
+    let options = ServeOptions {
+        max_in_flight: args.max_in_flight,
+        ..ServeOptions::default()
+    };
+    let mcp = WardenMcp::new(runtime, grants, options).await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+        signal.cancel();
+    });
+    if args.stdio {
+        use rmcp::ServiceExt as _;
+        let running = mcp
+            .serve(rmcp::transport::stdio())
+            .await
+            .context("MCP over stdio: the client did not initialize")
+            .map_err(usage)?;
+        tokio::select! {
+            r = running.waiting() => { r.context("MCP over stdio").map_err(usage)?; }
+            () = shutdown.cancelled() => {}
+        }
+        return Ok(0);
+    }
+    let addr = args.http.unwrap_or_else(|| unreachable!("checked above"));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+        .map_err(usage)?;
+    let bound = listener.local_addr().map_err(|e| usage(e.into()))?;
+    // The one line a supervisor (or a test) reads to find the port.
+    eprintln!(
+        "warden: serving MCP at http://{bound}{}",
+        warden::mcp::http::PATH
+    );
+    let http = HttpOptions {
+        tokens,
+        max_request: args.max_request,
+        ..HttpOptions::default()
+    };
+    warden::mcp::http::serve(listener, mcp, http, shutdown)
+        .await
+        .context("MCP over HTTP")
+        .map_err(usage)?;
+    Ok(0)
+}

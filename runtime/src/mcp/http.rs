@@ -1,0 +1,200 @@
+//! Streamable HTTP for the MCP server: loopback by default, bearer tokens
+//! when configured, `Host` and `Origin` checked (DNS-rebinding protection),
+//! request bodies capped, graceful shutdown that lets running calls finish.
+
+use super::WardenMcp;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
+
+/// The path the MCP endpoint is served at.
+pub const PATH: &str = "/mcp";
+
+/// HTTP settings.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Bearer tokens that may call; empty: no token needed (loopback only
+    /// is then the protection).
+    pub tokens: Vec<String>,
+    /// Largest request body accepted.
+    pub max_request: usize,
+    /// Extra `Host` names to accept besides loopback (e.g. behind a proxy).
+    pub allowed_hosts: Vec<String>,
+    /// How long shutdown waits for running calls.
+    pub drain: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            max_request: 4 << 20,
+            allowed_hosts: Vec::new(),
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The `Bearer` token of a request, if any.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+/// Constant-time comparison of two tokens.
+pub(crate) fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn plain(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": { "code": -32600, "message": message },
+    })
+    .to_string();
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    r
+}
+
+/// Serves `mcp` at `http://ADDR/mcp` on an already bound listener until
+/// `shutdown` is cancelled; then stops accepting and waits (up to
+/// `options.drain`) for running calls to finish.
+pub async fn serve(
+    listener: TcpListener,
+    mcp: WardenMcp,
+    options: HttpOptions,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let port = listener.local_addr()?.port();
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1", "[::1]"]
+        .iter()
+        .flat_map(|h| [h.to_string(), format!("{h}:{port}")])
+        .collect();
+    hosts.extend(options.allowed_hosts.iter().cloned());
+    let sessions = CancellationToken::new();
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
+        .with_allowed_origins([
+            format!("http://localhost:{port}"),
+            format!("http://127.0.0.1:{port}"),
+            format!("http://[::1]:{port}"),
+        ])
+        .with_max_request_body_bytes(options.max_request)
+        .with_cancellation_token(sessions.clone());
+    let service = StreamableHttpService::new(
+        move || Ok(mcp.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let options = Arc::new(options);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let service = service.clone();
+        let options = options.clone();
+        let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let mut service = service.clone();
+            let options = options.clone();
+            async move { Ok::<_, Infallible>(route(req, &mut service, &options, peer).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), handler);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: waiting for running calls");
+    if tokio::time::timeout(options.drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("calls still running after {:?}; stopping", options.drain);
+    }
+    sessions.cancel();
+    Ok(())
+}
+
+async fn route(
+    req: Request<Incoming>,
+    service: &mut StreamableHttpService<WardenMcp, LocalSessionManager>,
+    options: &HttpOptions,
+    peer: SocketAddr,
+) -> Response<Body> {
+    if req.uri().path() != PATH {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found (the MCP endpoint is /mcp)",
+        );
+    }
+    if !options.tokens.is_empty() {
+        let ok = bearer(req.headers()).is_some_and(|t| options.tokens.iter().any(|k| same(k, &t)));
+        if !ok {
+            tracing::info!("refused a request from {peer}: missing or unknown bearer token");
+            return plain(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required (Authorization: Bearer TOKEN)",
+            );
+        }
+    }
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > options.max_request) {
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "request body larger than the limit of {} bytes",
+                options.max_request
+            ),
+        );
+    }
+    match service.call(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}

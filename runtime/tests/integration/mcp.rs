@@ -1,0 +1,698 @@
+//! The MCP server, driven by rmcp's own client: in process over a duplex
+//! pipe, over real stdio (`warden serve --stdio`) and over streamable HTTP
+//! (`warden serve --http`).
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ElicitRequestParams,
+    ElicitResult, ElicitationAction, Implementation, JsonObject, ProgressNotificationParam,
+};
+use rmcp::service::{NotificationContext, RequestContext, RoleClient, RunningService};
+use rmcp::{ClientHandler, ErrorData, ServiceExt};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use warden::approval::DenyAll;
+use warden::audit::{Event, MemorySink};
+use warden::mcp::{Grants, ServeOptions, WardenMcp};
+use warden::{Grant, Manifest, Runtime};
+
+/// A client that answers approvals (elicitations) as told and records what
+/// it was asked and the progress it was sent.
+#[derive(Clone, Default)]
+struct Client {
+    approve: bool,
+    elicitation: bool,
+    asked: Arc<Mutex<Vec<String>>>,
+    progress: Arc<Mutex<Vec<f64>>>,
+}
+
+impl ClientHandler for Client {
+    fn get_info(&self) -> ClientConfig {
+        let caps = if self.elicitation {
+            ClientCapabilities::builder().enable_elicitation().build()
+        } else {
+            ClientCapabilities::default()
+        };
+        ClientConfig::new(caps, Implementation::new("warden-test-client", "1.0"))
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _cx: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        if let ElicitRequestParams::FormElicitationParams { message, .. } = request {
+            self.asked.lock().unwrap().push(message);
+        }
+        Ok(ElicitResult::new(ElicitationAction::Accept)
+            .with_content(json!({"approve": self.approve})))
+    }
+
+    async fn on_progress(
+        &self,
+        p: ProgressNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        self.progress.lock().unwrap().push(p.progress);
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    manifest: PathBuf,
+    grants: PathBuf,
+    workspace: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let ws = root.join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("a.txt"), "alpha").unwrap();
+    let manifest = root.join("manifest.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"
+[tools.echo]
+component = "{echo}"
+
+[tools.hog]
+component = "{hog}"
+timeout = "3s"
+memory = "32MiB"
+
+[tools.reader]
+component = "{probe}"
+[[tools.reader.fs]]
+handle = "workspace"
+within = "{ws}"
+rights = ["read"]
+
+[tools.writer]
+component = "{write}"
+[[tools.writer.fs]]
+handle = "workspace"
+within = "{ws}"
+rights = ["read", "write"]
+approval = ["write"]
+
+[tools.remover]
+component = "{remove}"
+[[tools.remover.fs]]
+handle = "workspace"
+within = "{ws}"
+rights = ["read", "delete"]
+"#,
+            echo = crate::ECHO,
+            hog = crate::HOG,
+            probe = crate::FS_PROBE,
+            write = crate::WRITE_FILE,
+            remove = crate::REMOVE_PATH,
+            ws = ws.display(),
+        ),
+    )
+    .unwrap();
+    let grants = root.join("task.toml");
+    std::fs::write(
+        &grants,
+        format!(
+            "task = \"mcp-task\"\n[fs.workspace]\npath = \"{}\"\nrights = [\"read\", \"write\", \"delete\"]\n",
+            ws.display()
+        ),
+    )
+    .unwrap();
+    Setup {
+        dir,
+        manifest,
+        grants,
+        workspace: ws,
+    }
+}
+
+async fn server(s: &Setup, audit: Arc<MemorySink>, options: ServeOptions) -> WardenMcp {
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&s.manifest).unwrap())
+        .audit(audit)
+        .approver(Arc::new(DenyAll))
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    let grant = Grant::load(&s.grants).unwrap();
+    WardenMcp::new(runtime, Grants::One(Arc::new(grant)), options)
+        .await
+        .unwrap()
+}
+
+/// A server and a client connected in process.
+async fn connect(mcp: WardenMcp, client: Client) -> RunningService<RoleClient, Client> {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    tokio::spawn(async move {
+        if let Ok(running) = mcp.serve(a).await {
+            let _ = running.waiting().await;
+        }
+    });
+    client.serve(b).await.unwrap()
+}
+
+fn args(v: Value) -> JsonObject {
+    v.as_object().unwrap().clone()
+}
+
+fn call(tool: &str, v: Value) -> CallToolRequestParams {
+    CallToolRequestParams::new(tool.to_owned()).with_arguments(args(v))
+}
+
+fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn list_call_denial_limit_and_stdout_over_a_pipe() {
+    let s = setup();
+    let audit = MemorySink::new();
+    let client = connect(
+        server(&s, audit.clone(), ServeOptions::default()).await,
+        Client::default(),
+    )
+    .await;
+
+    // tools/list from describe(), annotations from the grant's rights.
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(names, ["echo", "hog", "reader", "remover", "writer"]);
+    let get = |n: &str| tools.iter().find(|t| t.name == n).unwrap();
+    let hints = |n: &str| {
+        let a = get(n).annotations.clone().unwrap();
+        (a.read_only_hint, a.destructive_hint)
+    };
+    assert_eq!(hints("reader"), (Some(true), Some(false)));
+    assert_eq!(hints("writer"), (Some(false), Some(false)));
+    assert_eq!(hints("remover"), (Some(false), Some(true)));
+    assert_eq!(
+        get("echo").description.as_deref(),
+        Some("Returns its input message.")
+    );
+    assert_eq!(get("echo").input_schema["type"], "object");
+    assert!(get("echo").output_schema.is_some());
+
+    // A call: structured content plus a text rendering.
+    let r = client
+        .call_tool(call("echo", json!({"message": "hi"})))
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true));
+    assert_eq!(r.structured_content, Some(json!({"message": "hi"})));
+    assert_eq!(
+        serde_json::from_str::<Value>(&text(&r)).unwrap(),
+        json!({"message": "hi"})
+    );
+    let meta = &r.meta.as_ref().unwrap().0["warden"];
+    assert_eq!(meta["task"], "mcp-task");
+    assert!(meta["identity"].as_str().unwrap().starts_with("sha256:"));
+
+    // A denial: an isError result with the reason; the server keeps serving.
+    let r = client
+        .call_tool(call(
+            "reader",
+            json!({"op": "write", "path": "a.txt", "contents": "x"}),
+        ))
+        .await
+        .unwrap();
+    let out: Value =
+        serde_json::from_str(&text(&r)).unwrap_or_else(|e| panic!("{e}: {}", text(&r)));
+    assert_eq!(out["error"]["code"], "denied", "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs the write right"),
+        "{out}"
+    );
+
+    // A limit: an isError result naming it.
+    let r = client
+        .call_tool(call("hog", json!({"attack": "memory"})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(
+        text(&r).contains("limit exceeded: memory limit of 32 MiB exceeded"),
+        "{}",
+        text(&r)
+    );
+
+    // A tool printing to stdout/stderr: the stream is intact, the text
+    // arrives in _meta only.
+    let r = client
+        .call_tool(call(
+            "hog",
+            json!({"attack": "print", "text": "{\"jsonrpc\":\"2.0\",\"id\":99}"}),
+        ))
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    let meta = &r.meta.as_ref().unwrap().0["warden"];
+    assert_eq!(meta["stdout"], "{\"jsonrpc\":\"2.0\",\"id\":99}");
+    assert_eq!(meta["stderr"], "{\"jsonrpc\":\"2.0\",\"id\":99}");
+
+    // Unknown tool and bad input.
+    let e = client
+        .call_tool(call("grant-me", json!({})))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("unknown tool 'grant-me'"), "{e}");
+    let r = client
+        .call_tool(call("hog", json!({"attack": 5})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+
+    // And still serving.
+    let r = client
+        .call_tool(call("echo", json!({"message": "still here"})))
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content, Some(json!({"message": "still here"})));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn approvals_are_asked_through_elicitation() {
+    let s = setup();
+    let write = || {
+        call(
+            "writer",
+            json!({"path": "notes.md", "content": "approved text"}),
+        )
+    };
+
+    // A client that approves: asked once, with tool, action and resource.
+    let audit = MemorySink::new();
+    let yes = Client {
+        approve: true,
+        elicitation: true,
+        ..Client::default()
+    };
+    let client = connect(
+        server(&s, audit.clone(), ServeOptions::default()).await,
+        yes.clone(),
+    )
+    .await;
+    let r = client.call_tool(write()).await.unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    assert_eq!(
+        std::fs::read_to_string(s.workspace.join("notes.md")).unwrap(),
+        "approved text"
+    );
+    let asked = yes.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert!(
+        asked[0].contains("approve fs.write on workspace:notes.md by tool writer"),
+        "{}",
+        asked[0]
+    );
+    let answer = audit
+        .records()
+        .into_iter()
+        .find(|r| r.capability.as_deref() == Some("approval") && r.event == Event::Decision)
+        .unwrap();
+    assert_eq!(answer.decision.as_deref(), Some("allow"));
+    assert!(
+        answer
+            .reason
+            .unwrap()
+            .contains("MCP client 'warden-test-client' (elicitation)")
+    );
+    client.cancel().await.unwrap();
+
+    // A client that refuses: denied, nothing written.
+    std::fs::remove_file(s.workspace.join("notes.md")).unwrap();
+    let no = Client {
+        approve: false,
+        elicitation: true,
+        ..Client::default()
+    };
+    let client = connect(
+        server(&s, MemorySink::new(), ServeOptions::default()).await,
+        no.clone(),
+    )
+    .await;
+    let r = client.call_tool(write()).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("denied by MCP client"), "{}", text(&r));
+    assert!(!s.workspace.join("notes.md").exists());
+    client.cancel().await.unwrap();
+
+    // A client without elicitation: the configured approver (deny-all).
+    let plain = Client::default();
+    let client = connect(
+        server(&s, MemorySink::new(), ServeOptions::default()).await,
+        plain.clone(),
+    )
+    .await;
+    let r = client.call_tool(write()).await.unwrap();
+    assert!(text(&r).contains("deny-all"), "{}", text(&r));
+    assert!(plain.asked.lock().unwrap().is_empty());
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancellation_ends_the_invocation_and_long_calls_report_progress() {
+    let s = setup();
+    let audit = MemorySink::new();
+    let options = ServeOptions {
+        progress_interval: Duration::from_millis(100),
+        ..ServeOptions::default()
+    };
+    let watcher = Client::default();
+    let client = connect(server(&s, audit.clone(), options).await, watcher.clone()).await;
+
+    // A spinning tool, cancelled after 400 ms of progress.
+    let mut meta = rmcp::model::RequestMetaObject::default();
+    meta.set_progress_token(rmcp::model::ProgressToken(
+        rmcp::model::NumberOrString::Number(7),
+    ));
+    let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(
+        call("hog", json!({"attack": "loop"})),
+    ));
+    let handle = client
+        .send_cancellable_request(
+            request,
+            rmcp::service::PeerRequestOptions::no_options().with_meta(meta),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let cancelled = Instant::now();
+    handle.cancel(Some("test".into())).await.unwrap();
+    // The invocation ends promptly and is audited as cancelled.
+    let end = loop {
+        if let Some(r) = audit
+            .records()
+            .into_iter()
+            .find(|r| r.event == Event::InvocationEnd)
+        {
+            break r;
+        }
+        assert!(
+            cancelled.elapsed() < Duration::from_secs(2),
+            "not ended after cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(end.outcome.as_deref(), Some("cancelled"));
+    assert!(cancelled.elapsed() < Duration::from_millis(500));
+    let ticks = watcher.progress.lock().unwrap().clone();
+    assert!(ticks.len() >= 2, "{ticks:?}");
+    assert!(ticks.windows(2).all(|w| w[0] < w[1]), "{ticks:?}");
+
+    // The server keeps serving.
+    let r = client
+        .call_tool(call("echo", json!({"message": "after"})))
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content, Some(json!({"message": "after"})));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn beyond_the_in_flight_bound_calls_are_busy() {
+    let s = setup();
+    let options = ServeOptions {
+        max_in_flight: 1,
+        ..ServeOptions::default()
+    };
+    let mcp = server(&s, MemorySink::new(), options).await;
+    let slow = connect(mcp.clone(), Client::default()).await;
+    let other = connect(mcp, Client::default()).await;
+    let spinning = tokio::spawn(async move {
+        let r = slow.call_tool(call("hog", json!({"attack": "loop"}))).await;
+        (slow, r)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = other
+        .call_tool(call("echo", json!({"message": "x"})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(
+        text(&r).starts_with("busy: 1 calls are already running"),
+        "{}",
+        text(&r)
+    );
+    let (_slow, r) = spinning.await.unwrap();
+    assert!(text(&r.unwrap()).contains("deadline exceeded"));
+    // The slot is free again.
+    let r = other
+        .call_tool(call("echo", json!({"message": "x"})))
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true));
+}
+
+fn warden_serve(s: &Setup, extra: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+    cmd.arg("--cache-dir")
+        .arg(crate::common::shared_cache())
+        .args(["serve", "--manifest"])
+        .arg(&s.manifest)
+        .arg("--grants")
+        .arg(&s.grants)
+        .arg("--audit")
+        .arg(s.dir.path().join("audit.jsonl"))
+        .args(extra)
+        .env("WARDEN_STATE_DIR", s.dir.path().join("state"));
+    cmd
+}
+
+#[tokio::test]
+async fn over_stdio_a_printing_tool_does_not_corrupt_the_stream() {
+    let s = setup();
+    let transport =
+        rmcp::transport::TokioChildProcess::new(warden_serve(&s, &["--stdio"])).unwrap();
+    let client = Client::default().serve(transport).await.unwrap();
+    let tools = client.list_all_tools().await.unwrap();
+    assert_eq!(tools.len(), 5);
+    for _ in 0..3 {
+        let r = client
+            .call_tool(call(
+                "hog",
+                json!({"attack": "print", "text": "Content-Length: 5\r\n\r\n{}\n"}),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            r.structured_content,
+            Some(json!({"result": "Content-Length: 5\r\n\r\n{}\n"}))
+        );
+    }
+    let r = client
+        .call_tool(call("echo", json!({"message": "ok"})))
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content, Some(json!({"message": "ok"})));
+    client.cancel().await.unwrap();
+    // The audit trail saw every call.
+    let trail = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    assert_eq!(trail.matches("\"event\":\"invocation.end\"").count(), 4);
+}
+
+/// `warden serve --http` on a free port; returns the child and its URL.
+async fn http_server(s: &Setup, extra: &[&str]) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut cmd = warden_serve(s, &["--http", "127.0.0.1:0"]);
+    cmd.args(extra).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("server did not start")
+            .unwrap()
+            .expect("server exited");
+        if let Some(url) = line.strip_prefix("warden: serving MCP at ") {
+            break url.to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
+async fn http_client(
+    url: &str,
+    token: Option<&str>,
+) -> Result<RunningService<RoleClient, Client>, String> {
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
+    if let Some(t) = token {
+        config = config.auth_header(t.trim_start_matches("Bearer ").to_owned());
+    }
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_config(config);
+    Client::default()
+        .serve(transport)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn post(url: &str, headers: &[(&str, &str)], body: String) -> (u16, String) {
+    let client = reqwest::Client::new();
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.body(body).send().await.unwrap();
+    (
+        resp.status().as_u16(),
+        resp.text().await.unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn over_http_tokens_origins_sizes_bad_json_and_concurrent_sessions() {
+    let s = setup();
+    let token = "test-token-0123456789abcdef";
+    std::fs::write(s.dir.path().join("token"), token).unwrap();
+    let token_file = s.dir.path().join("token").display().to_string();
+    let (mut child, url) =
+        http_server(&s, &["--token-file", &token_file, "--max-request", "65536"]).await;
+    let auth = format!("Bearer {token}");
+
+    // No token, a wrong token: 401 before anything else.
+    assert!(http_client(&url, None).await.is_err());
+    let (status, _) = post(
+        &url,
+        &[("authorization", "Bearer wrong-token-0123456789")],
+        "{}".into(),
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // DNS rebinding: a foreign Host or Origin is refused.
+    let (status, _) = post(
+        &url,
+        &[("authorization", &auth), ("host", "evil.example")],
+        "{}".into(),
+    )
+    .await;
+    assert_eq!(status, 403, "host");
+    let (status, _) = post(
+        &url,
+        &[("authorization", &auth), ("origin", "http://evil.example")],
+        "{}".into(),
+    )
+    .await;
+    assert_eq!(status, 403, "origin");
+
+    // Oversize and malformed requests get errors.
+    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "m".repeat(100_000)}}});
+    let (status, _) = post(&url, &[("authorization", &auth)], big.to_string()).await;
+    assert_eq!(status, 413);
+    let (status, body) = post(
+        &url,
+        &[("authorization", &auth)],
+        "{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": ".into(),
+    )
+    .await;
+    assert!((400..500).contains(&status), "{status} {body}");
+
+    // Several sessions calling at once.
+    let mut calls = Vec::new();
+    for i in 0..4 {
+        let url = url.clone();
+        let auth = auth.clone();
+        calls.push(tokio::spawn(async move {
+            let c = http_client(&url, Some(&auth)).await.unwrap();
+            let mut seen = Vec::new();
+            for j in 0..5 {
+                let m = format!("client {i} call {j}");
+                let r = c
+                    .call_tool(call("echo", json!({"message": m})))
+                    .await
+                    .unwrap();
+                seen.push(
+                    r.structured_content.unwrap()["message"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                );
+            }
+            let _ = c.cancel().await;
+            seen
+        }));
+    }
+    for (i, c) in calls.into_iter().enumerate() {
+        let seen = c.await.unwrap();
+        assert_eq!(
+            seen,
+            (0..5)
+                .map(|j| format!("client {i} call {j}"))
+                .collect::<Vec<_>>()
+        );
+    }
+    let _ = child.start_kill();
+}
+
+#[test]
+fn serve_refuses_bad_configuration() {
+    let s = setup();
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+            .arg("--cache-dir")
+            .arg(crate::common::shared_cache())
+            .args(["serve", "--manifest"])
+            .arg(&s.manifest)
+            .arg("--grants")
+            .arg(&s.grants)
+            .args(extra)
+            .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("choose a transport: --stdio or --http ADDR"),
+        "{err}"
+    );
+    let (code, err) = run(&["--http", "0.0.0.0:0"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("is not a loopback address"), "{err}");
+    // A duplicate tool name in the manifest stops start-up.
+    let dup = s.dir.path().join("dup.toml");
+    let text = std::fs::read_to_string(&s.manifest).unwrap();
+    std::fs::write(
+        &dup,
+        format!("{text}\n[tools.echo]\ncomponent = \"{}\"\n", crate::ECHO),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["serve", "--stdio", "--manifest"])
+        .arg(&dup)
+        .arg("--grants")
+        .arg(&s.grants)
+        .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("dup.toml:32:") && err.contains("duplicate key"),
+        "{err}"
+    );
+}
