@@ -696,3 +696,76 @@ fn serve_refuses_bad_configuration() {
         "{err}"
     );
 }
+
+/// A server and a client on the current protocol (2026-07-28), where the
+/// server may not send requests: approvals are input-required round trips.
+async fn connect_current(mcp: WardenMcp, client: Client) -> RunningService<RoleClient, Client> {
+    use rmcp::model::{InitializeResult, ProtocolVersion, ServerCapabilities};
+    use rmcp::service::{RoleServer, serve_directly};
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let client_info = client
+        .get_info()
+        .with_protocol_version(ProtocolVersion::V_2026_07_28);
+    tokio::spawn(async move {
+        let running = serve_directly::<RoleServer, _, _, _, _>(mcp, a, Some(client_info));
+        let _ = running.waiting().await;
+    });
+    let mut server_info =
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().build());
+    server_info.protocol_version = ProtocolVersion::V_2026_07_28;
+    serve_directly::<RoleClient, _, _, _, _>(client, b, Some(server_info.into()))
+}
+
+#[tokio::test]
+async fn on_the_current_protocol_approvals_are_input_required_round_trips() {
+    use rmcp::model::{CallToolResponse, InputResponses};
+    let s = setup();
+    let audit = MemorySink::new();
+    let yes = Client {
+        approve: true,
+        elicitation: true,
+        ..Client::default()
+    };
+    let mcp = server(&s, audit.clone(), ServeOptions::default()).await;
+    let client = connect_current(mcp, yes.clone()).await;
+    let write = call("writer", json!({"path": "round.md", "content": "round trip"}));
+
+    // The SDK's client fulfils the input request and retries.
+    let r = client.call_tool(write.clone()).await.unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    assert_eq!(std::fs::read_to_string(s.workspace.join("round.md")).unwrap(), "round trip");
+    assert_eq!(yes.asked.lock().unwrap().len(), 1);
+
+    // Driven by hand: the first answer is input-required with a state.
+    let CallToolResponse::InputRequired(asked) = client.call_tool_once(write.clone()).await.unwrap() else {
+        panic!("expected input-required");
+    };
+    let state = asked.request_state.clone().unwrap();
+    assert_eq!(state.len(), 32, "128 random bits");
+    // A forged state is refused.
+    let mut forged = write.clone();
+    forged.request_state = Some("0".repeat(32));
+    forged.input_responses = Some(InputResponses::from([(
+        "approval".to_owned(),
+        json!({"action": "accept", "content": {"approve": true}}),
+    )]));
+    let e = client.call_tool_once(forged.clone()).await.unwrap_err();
+    assert!(e.to_string().contains("unknown or expired requestState"), "{e}");
+    // The real state with a refusal: denied.
+    let mut answer = forged.clone();
+    answer.request_state = Some(state.clone());
+    answer.input_responses = Some(InputResponses::from([(
+        "approval".to_owned(),
+        json!({"action": "accept", "content": {"approve": false}}),
+    )]));
+    let CallToolResponse::Complete(r) = client.call_tool_once(answer.clone()).await.unwrap() else {
+        panic!("expected a result");
+    };
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("denied by MCP client"), "{}", text(&r));
+    // Replaying the same state (now approving) counts for nothing.
+    answer.input_responses = forged.input_responses.clone();
+    let e = client.call_tool_once(answer).await.unwrap_err();
+    assert!(e.to_string().contains("unknown or expired requestState"), "{e}");
+    client.cancel().await.unwrap();
+}
