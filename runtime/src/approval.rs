@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// One action waiting for approval.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ApprovalRequest {
     /// What an answer must name to count (SHA-256, hex).
     pub digest: String,
@@ -176,6 +176,81 @@ pub struct Verdict {
     pub approved: bool,
     /// Why, naming who answered.
     pub reason: String,
+}
+
+/// Keeps requests until someone answers them from elsewhere: the pending
+/// approvals endpoint of `warden serve --approvals ADDR` lists them and takes
+/// answers. A request leaves the queue when answered or when it expires.
+#[derive(Default)]
+pub struct QueueApprover {
+    pending: Mutex<Vec<Queued>>,
+}
+
+struct Queued {
+    request: ApprovalRequest,
+    since: Instant,
+    answer: tokio::sync::oneshot::Sender<ApprovalAnswer>,
+}
+
+/// A request waiting in a [`QueueApprover`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Waiting {
+    #[serde(flatten)]
+    pub request: ApprovalRequest,
+    /// Seconds it has been waiting.
+    pub waiting_s: f64,
+}
+
+impl QueueApprover {
+    pub fn new() -> QueueApprover {
+        QueueApprover::default()
+    }
+
+    /// The requests waiting now, oldest first.
+    pub fn pending(&self) -> Vec<Waiting> {
+        let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        q.retain(|w| !w.answer.is_closed());
+        q.iter()
+            .map(|w| Waiting {
+                request: w.request.clone(),
+                waiting_s: w.since.elapsed().as_secs_f64(),
+            })
+            .collect()
+    }
+
+    /// Answers the waiting request with `digest`; false when none waits.
+    pub fn answer(&self, digest: &str, approved: bool, by: &str) -> bool {
+        let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(i) = q.iter().position(|w| w.request.digest == digest) else {
+            return false;
+        };
+        let w = q.remove(i);
+        w.answer
+            .send(ApprovalAnswer {
+                digest: digest.to_owned(),
+                approved,
+                by: by.to_owned(),
+            })
+            .is_ok()
+    }
+}
+
+#[async_trait::async_trait]
+impl Approver for QueueApprover {
+    async fn ask(&self, request: &ApprovalRequest) -> Option<ApprovalAnswer> {
+        let (answer, rx) = tokio::sync::oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Queued {
+                request: request.clone(),
+                since: Instant::now(),
+                answer,
+            });
+        // When the gate gives up (timeout), `rx` is dropped and the entry is
+        // swept by the next `pending`.
+        rx.await.ok()
+    }
 }
 
 /// Issues digests, asks the approver, and enforces single use and expiry.

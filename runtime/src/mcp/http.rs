@@ -198,3 +198,108 @@ async fn route(
         Err(never) => match never {},
     }
 }
+
+/// Serves the pending approvals of `queue` to the operator (never to the
+/// agent: it has its own listener and token):
+/// `GET /approvals` lists them; `POST /approvals/DIGEST` with
+/// `{"approve": true|false, "by": "NAME"}` answers one.
+pub async fn serve_approvals(
+    listener: TcpListener,
+    queue: Arc<crate::approval::QueueApprover>,
+    token: String,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let token = Arc::new(token);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("approvals: accept failed: {e}");
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        let queue = queue.clone();
+        let token = token.clone();
+        let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let queue = queue.clone();
+            let token = token.clone();
+            async move { Ok::<_, Infallible>(approvals(req, &queue, &token).await) }
+        });
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), handler)
+                .await;
+        });
+    }
+}
+
+async fn approvals(
+    req: Request<Incoming>,
+    queue: &crate::approval::QueueApprover,
+    token: &str,
+) -> Response<Body> {
+    if !bearer(req.headers()).is_some_and(|t| same(token, &t)) {
+        return plain(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required (Authorization: Bearer TOKEN)",
+        );
+    }
+    let json = |status: StatusCode, v: serde_json::Value| {
+        let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    let path = req.uri().path().to_owned();
+    match (req.method().clone(), path.strip_prefix("/approvals")) {
+        (http::Method::GET, Some("" | "/")) => json(
+            StatusCode::OK,
+            serde_json::to_value(queue.pending()).unwrap_or_default(),
+        ),
+        (http::Method::POST, Some(rest)) if rest.len() > 1 => {
+            let digest = &rest[1..];
+            let body = match http_body_util::Limited::new(req.into_body(), 64 << 10)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return plain(StatusCode::PAYLOAD_TOO_LARGE, "answer larger than 64 KiB");
+                }
+            };
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Answer {
+                approve: bool,
+                by: String,
+            }
+            let a: Answer = match serde_json::from_slice(&body) {
+                Ok(a) => a,
+                Err(e) => {
+                    return plain(
+                        StatusCode::BAD_REQUEST,
+                        &format!("bad answer: {e} (expected {{\"approve\": true|false, \"by\": \"NAME\"}})"),
+                    );
+                }
+            };
+            if queue.answer(digest, a.approve, &format!("{} (approvals endpoint)", a.by)) {
+                json(StatusCode::OK, serde_json::json!({"answered": digest, "approve": a.approve}))
+            } else {
+                plain(
+                    StatusCode::NOT_FOUND,
+                    "no request with this digest is waiting (answered, expired or never asked)",
+                )
+            }
+        }
+        _ => plain(
+            StatusCode::NOT_FOUND,
+            "not found (GET /approvals, POST /approvals/DIGEST)",
+        ),
+    }
+}

@@ -769,3 +769,87 @@ async fn on_the_current_protocol_approvals_are_input_required_round_trips() {
     assert!(e.to_string().contains("unknown or expired requestState"), "{e}");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit() {
+    use tokio::io::AsyncBufReadExt;
+    let s = setup();
+    let op_token = "operator-token-0123456789";
+    std::fs::write(s.dir.path().join("op-token"), op_token).unwrap();
+    let op_file = s.dir.path().join("op-token").display().to_string();
+    let mut cmd = warden_serve(
+        &s,
+        &["--stdio", "--approvals", "127.0.0.1:0", "--approvals-token-file", &op_file],
+    );
+    cmd.stderr(Stdio::piped());
+    let (transport, stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(stderr.unwrap()).lines();
+    let base = loop {
+        let line = lines.next_line().await.unwrap().expect("server exited");
+        if let Some(url) = line.strip_prefix("warden: pending approvals at ") {
+            break url.to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let client = Client::default().serve(transport).await.unwrap();
+    let call = tokio::spawn(async move {
+        let r = client
+            .call_tool(call("writer", json!({"path": "queued.md", "content": "queued"})))
+            .await;
+        (client, r)
+    });
+
+    let http = reqwest::Client::new();
+    // The agent's side has no token for this endpoint.
+    let resp = http.get(&base).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    // The operator sees the request…
+    let pending = loop {
+        let body = http
+            .get(&base)
+            .bearer_auth(op_token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let list: Value = serde_json::from_str(&body).unwrap();
+        if let Some(first) = list.as_array().and_then(|a| a.first()) {
+            break first.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(pending["tool"], "writer");
+    assert_eq!(pending["action"], "fs.write");
+    assert_eq!(pending["resource"], "workspace:queued.md");
+    assert_eq!(pending["task"], "mcp-task");
+    let digest = pending["digest"].as_str().unwrap();
+    // …a wrong digest answers nothing, the right one approves.
+    let resp = http
+        .post(format!("{base}/{}", "0".repeat(64)))
+        .bearer_auth(op_token)
+        .body(r#"{"approve": true, "by": "ops"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let resp = http
+        .post(format!("{base}/{digest}"))
+        .bearer_auth(op_token)
+        .body(r#"{"approve": true, "by": "ops"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let (client, r) = call.await.unwrap();
+    let r = r.unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    assert_eq!(std::fs::read_to_string(s.workspace.join("queued.md")).unwrap(), "queued");
+    client.cancel().await.unwrap();
+    let trail = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    assert!(trail.contains("approved by ops (approvals endpoint)"), "{trail}");
+}

@@ -41,6 +41,14 @@ pub struct ServeArgs {
     /// Largest HTTP request body, in bytes.
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     max_request: usize,
+    /// Serve the pending approvals at ADDR (GET /approvals, POST
+    /// /approvals/DIGEST) for the operator; approvals a client cannot answer
+    /// through elicitation wait there. Needs --approvals-token-file.
+    #[arg(long, value_name = "ADDR", requires = "approvals_token_file")]
+    approvals: Option<SocketAddr>,
+    /// The operator's bearer token for --approvals (not an agent's token).
+    #[arg(long, value_name = "FILE")]
+    approvals_token_file: Option<PathBuf>,
     /// Audit trail file [default: as for `warden run`].
     #[arg(long, value_name = "FILE")]
     audit: Option<PathBuf>,
@@ -99,6 +107,29 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         .context("no audit path: pass --audit FILE")
         .map_err(usage)?;
     let sink = crate::open_audit(&audit).map_err(usage)?;
+    let mut builder = builder;
+    let mut queue = None;
+    if let Some(addr) = args.approvals {
+        let file = args
+            .approvals_token_file
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("clap requires it"));
+        let token = read_token(file).map_err(usage)?;
+        if tokens.iter().any(|t| t == &token) {
+            return Err(usage(anyhow::anyhow!(
+                "the approvals token must differ from every client token (an agent must not answer its own approvals)"
+            )));
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))
+            .map_err(usage)?;
+        let bound = listener.local_addr().map_err(|e| usage(e.into()))?;
+        eprintln!("warden: pending approvals at http://{bound}/approvals");
+        let q = Arc::new(warden::approval::QueueApprover::new());
+        builder = builder.approver(q.clone());
+        queue = Some((listener, q, token));
+    }
     let runtime = builder
         .manifest(manifest)
         .audit(Arc::new(sink))
@@ -115,6 +146,10 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
     };
     let mcp = WardenMcp::new(runtime, grants, options).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
+    if let Some((listener, q, token)) = queue {
+        let stop = shutdown.clone();
+        tokio::spawn(warden::mcp::http::serve_approvals(listener, q, token, stop));
+    }
     let signal = shutdown.clone();
     tokio::spawn(async move {
         let term = async {
