@@ -284,12 +284,17 @@ async fn approvals(
                 Err(e) => {
                     return plain(
                         StatusCode::BAD_REQUEST,
-                        &format!("bad answer: {e} (expected {{\"approve\": true|false, \"by\": \"NAME\"}})"),
+                        &format!(
+                            "bad answer: {e} (expected {{\"approve\": true|false, \"by\": \"NAME\"}})"
+                        ),
                     );
                 }
             };
             if queue.answer(digest, a.approve, &format!("{} (approvals endpoint)", a.by)) {
-                json(StatusCode::OK, serde_json::json!({"answered": digest, "approve": a.approve}))
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({"answered": digest, "approve": a.approve}),
+                )
             } else {
                 plain(
                     StatusCode::NOT_FOUND,

@@ -85,10 +85,41 @@ pub enum Grants {
     ByToken(Arc<Vec<(String, Arc<Grant>)>>),
 }
 
+type Outcome = Result<Result<Invocation, Error>, tokio::task::JoinError>;
+
+/// An invocation: driven by the request's own task while the client waits
+/// (no hop to another thread), moved to a task of its own when the call is
+/// parked for an approval round trip.
+enum Call {
+    Here(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Invocation, Error>> + Send>>),
+    There(JoinHandle<Result<Invocation, Error>>),
+}
+
+impl Call {
+    async fn finish(&mut self) -> Outcome {
+        match self {
+            Call::Here(f) => Ok(f.await),
+            Call::There(h) => h.await,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        matches!(self, Call::There(h) if h.is_finished())
+    }
+
+    /// Keeps the invocation running without the request that started it.
+    fn detach(&mut self) {
+        let placeholder = Call::There(tokio::spawn(async { Err(Error::Cancelled) }));
+        if let Call::Here(f) = std::mem::replace(self, placeholder) {
+            *self = Call::There(tokio::spawn(f));
+        }
+    }
+}
+
 /// A call in progress.
 struct Running {
     tool: String,
-    handle: JoinHandle<Result<Invocation, Error>>,
+    call: Call,
     approvals: mpsc::Receiver<Pending>,
     cancel: CancellationToken,
     started: Instant,
@@ -258,11 +289,12 @@ impl WardenMcp {
         };
         let runtime = self.shared.runtime.clone();
         let tool = name.clone();
-        let handle =
-            tokio::spawn(async move { runtime.invoke_with(&tool, &grant, &input, options).await });
+        let call = Call::Here(Box::pin(async move {
+            runtime.invoke_with(&tool, &grant, &input, options).await
+        }));
         Ok(Ok(Running {
             tool: name,
-            handle,
+            call,
             approvals,
             cancel,
             started: Instant::now(),
@@ -278,7 +310,7 @@ impl WardenMcp {
         cx: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         enum Next {
-            Done(Result<Result<Invocation, Error>, tokio::task::JoinError>),
+            Done(Outcome),
             Approval(Pending),
             Cancelled,
             Tick,
@@ -288,7 +320,7 @@ impl WardenMcp {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             let next = tokio::select! {
-                r = &mut running.handle => Next::Done(r),
+                r = running.call.finish() => Next::Done(r),
                 Some(p) = running.approvals.recv() => Next::Approval(p),
                 () = cx.ct.cancelled() => Next::Cancelled,
                 _ = ticks.tick(), if progress.is_some() => Next::Tick,
@@ -297,7 +329,7 @@ impl WardenMcp {
                 Next::Done(r) => return Ok(self.render(r).into()),
                 Next::Cancelled => {
                     running.cancel.cancel();
-                    let r = (&mut running.handle).await;
+                    let r = running.call.finish().await;
                     return Ok(self.render(r).into());
                 }
                 Next::Tick => {
@@ -319,7 +351,8 @@ impl WardenMcp {
     }
 
     /// Parks a call until the client answers its approval request.
-    fn park(&self, running: Running, p: Pending, state: String) -> InputRequiredResult {
+    fn park(&self, mut running: Running, p: Pending, state: String) -> InputRequiredResult {
+        running.call.detach();
         let mut requests = InputRequests::new();
         requests.insert(
             APPROVAL.into(),
@@ -328,7 +361,7 @@ impl WardenMcp {
         let mut parked = self.shared.parked.lock().unwrap_or_else(|e| e.into_inner());
         // Calls whose approval timed out finished without their client:
         // drop them (and their slots).
-        parked.retain(|_, p| !p.running.handle.is_finished());
+        parked.retain(|_, p| !p.running.call.is_finished());
         parked.insert(
             state.clone(),
             Parked {
@@ -375,10 +408,7 @@ impl WardenMcp {
     }
 
     /// An invocation's outcome as a tool result.
-    fn render(
-        &self,
-        r: Result<Result<Invocation, Error>, tokio::task::JoinError>,
-    ) -> CallToolResult {
+    fn render(&self, r: Outcome) -> CallToolResult {
         let inv = match r {
             Err(e) => return failure(format!("host error: the invocation task failed: {e}")),
             Ok(Err(Error::Cancelled)) => return failure("cancelled by the client".into()),

@@ -728,16 +728,24 @@ async fn on_the_current_protocol_approvals_are_input_required_round_trips() {
     };
     let mcp = server(&s, audit.clone(), ServeOptions::default()).await;
     let client = connect_current(mcp, yes.clone()).await;
-    let write = call("writer", json!({"path": "round.md", "content": "round trip"}));
+    let write = call(
+        "writer",
+        json!({"path": "round.md", "content": "round trip"}),
+    );
 
     // The SDK's client fulfils the input request and retries.
     let r = client.call_tool(write.clone()).await.unwrap();
     assert_ne!(r.is_error, Some(true), "{}", text(&r));
-    assert_eq!(std::fs::read_to_string(s.workspace.join("round.md")).unwrap(), "round trip");
+    assert_eq!(
+        std::fs::read_to_string(s.workspace.join("round.md")).unwrap(),
+        "round trip"
+    );
     assert_eq!(yes.asked.lock().unwrap().len(), 1);
 
     // Driven by hand: the first answer is input-required with a state.
-    let CallToolResponse::InputRequired(asked) = client.call_tool_once(write.clone()).await.unwrap() else {
+    let CallToolResponse::InputRequired(asked) =
+        client.call_tool_once(write.clone()).await.unwrap()
+    else {
         panic!("expected input-required");
     };
     let state = asked.request_state.clone().unwrap();
@@ -750,7 +758,10 @@ async fn on_the_current_protocol_approvals_are_input_required_round_trips() {
         json!({"action": "accept", "content": {"approve": true}}),
     )]));
     let e = client.call_tool_once(forged.clone()).await.unwrap_err();
-    assert!(e.to_string().contains("unknown or expired requestState"), "{e}");
+    assert!(
+        e.to_string().contains("unknown or expired requestState"),
+        "{e}"
+    );
     // The real state with a refusal: denied.
     let mut answer = forged.clone();
     answer.request_state = Some(state.clone());
@@ -766,7 +777,10 @@ async fn on_the_current_protocol_approvals_are_input_required_round_trips() {
     // Replaying the same state (now approving) counts for nothing.
     answer.input_responses = forged.input_responses.clone();
     let e = client.call_tool_once(answer).await.unwrap_err();
-    assert!(e.to_string().contains("unknown or expired requestState"), "{e}");
+    assert!(
+        e.to_string().contains("unknown or expired requestState"),
+        "{e}"
+    );
     client.cancel().await.unwrap();
 }
 
@@ -779,7 +793,13 @@ async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit(
     let op_file = s.dir.path().join("op-token").display().to_string();
     let mut cmd = warden_serve(
         &s,
-        &["--stdio", "--approvals", "127.0.0.1:0", "--approvals-token-file", &op_file],
+        &[
+            "--stdio",
+            "--approvals",
+            "127.0.0.1:0",
+            "--approvals-token-file",
+            &op_file,
+        ],
     );
     cmd.stderr(Stdio::piped());
     let (transport, stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
@@ -797,7 +817,10 @@ async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit(
     let client = Client::default().serve(transport).await.unwrap();
     let call = tokio::spawn(async move {
         let r = client
-            .call_tool(call("writer", json!({"path": "queued.md", "content": "queued"})))
+            .call_tool(call(
+                "writer",
+                json!({"path": "queued.md", "content": "queued"}),
+            ))
             .await;
         (client, r)
     });
@@ -848,8 +871,14 @@ async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit(
     let (client, r) = call.await.unwrap();
     let r = r.unwrap();
     assert_ne!(r.is_error, Some(true), "{}", text(&r));
-    assert_eq!(std::fs::read_to_string(s.workspace.join("queued.md")).unwrap(), "queued");
+    assert_eq!(
+        std::fs::read_to_string(s.workspace.join("queued.md")).unwrap(),
+        "queued"
+    );
     client.cancel().await.unwrap();
     let trail = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
-    assert!(trail.contains("approved by ops (approvals endpoint)"), "{trail}");
+    assert!(
+        trail.contains("approved by ops (approvals endpoint)"),
+        "{trail}"
+    );
 }

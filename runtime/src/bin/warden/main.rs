@@ -181,7 +181,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let verbose = cli.verbose;
-    let rt = match tokio::runtime::Runtime::new() {
+    // One client on stdio: a single-threaded scheduler avoids a cross-thread
+    // wake-up at each hop of a call (reader, handler, invocation, writer).
+    let single = matches!(&cli.command, Command::Serve(a) if a.stdio());
+    let rt = if single {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

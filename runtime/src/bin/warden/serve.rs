@@ -54,6 +54,12 @@ pub struct ServeArgs {
     audit: Option<PathBuf>,
 }
 
+impl ServeArgs {
+    pub fn stdio(&self) -> bool {
+        self.stdio
+    }
+}
+
 fn read_token(path: &Path) -> anyhow::Result<String> {
     let token = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the token file {}", path.display()))?
@@ -169,7 +175,7 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
     if args.stdio {
         use rmcp::ServiceExt as _;
         let running = mcp
-            .serve(rmcp::transport::stdio())
+            .serve(rmcp::transport::stdio_pipes())
             .await
             .context("MCP over stdio: the client did not initialize")
             .map_err(usage)?;

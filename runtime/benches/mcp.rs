@@ -1,0 +1,420 @@
+//! `cargo bench --bench mcp`: the MCP server against the in-process call.
+//!
+//! 1. `tools/call` round trip of the trivial `echo` tool over stdio
+//!    (`warden serve --stdio`, rmcp's client), median and p99 over sequential
+//!    calls, next to `Runtime::invoke` measured in the same run.
+//!    Target: median under 60 µs.
+//! 2. Throughput over streamable HTTP with several concurrent clients.
+//! 3. 1,000 calls in flight over HTTP, each waiting in a host call (an HTTP
+//!    request to a loopback server that holds its answer), and the server's
+//!    resident memory meanwhile. Target: within 256 MiB.
+//! 4. Start-up: `warden serve --stdio` until `initialize` is answered, with a
+//!    warm compile cache. Target: under 20 ms.
+//!
+//! `WARDEN_BENCH_QUICK=1` runs fewer iterations (CI smoke run).
+
+use rmcp::model::{CallToolRequestParams, JsonObject};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::{ClientHandler, ServiceExt};
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+#[derive(Clone, Default)]
+struct Client;
+impl ClientHandler for Client {}
+
+const STDIO_TARGET_US: f64 = 60.0;
+const RSS_TARGET_MIB: f64 = 256.0;
+const STARTUP_TARGET_MS: f64 = 20.0;
+
+fn quick() -> bool {
+    std::env::var_os("WARDEN_BENCH_QUICK").is_some()
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn echo_call(i: usize) -> CallToolRequestParams {
+    let args: JsonObject = json!({"message": format!("m{i}")})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    CallToolRequestParams::new("echo").with_arguments(args)
+}
+
+struct Layout {
+    dir: tempfile::TempDir,
+    manifest: std::path::PathBuf,
+    grants: std::path::PathBuf,
+}
+
+fn layout(slow_port: u16) -> Layout {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = dir.path().join("manifest.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[tools.echo]\ncomponent = \"{}\"\n\n[tools.waiter]\ncomponent = \"{}\"\ntimeout = \"60s\"\nmemory = \"16MiB\"\n[[tools.waiter.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {slow_port}\n",
+            guests::ECHO,
+            guests::HTTP_GET
+        ),
+    )
+    .expect("manifest");
+    let grants = dir.path().join("task.toml");
+    std::fs::write(
+        &grants,
+        format!("task = \"bench\"\n[[http]]\nurl = \"http://127.0.0.1:{slow_port}/\"\n"),
+    )
+    .expect("grants");
+    Layout {
+        dir,
+        manifest,
+        grants,
+    }
+}
+
+fn serve_cmd(l: &Layout, cache: &Path, extra: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+    cmd.arg("--cache-dir")
+        .arg(cache)
+        .args(["serve", "--manifest"])
+        .arg(&l.manifest)
+        .arg("--grants")
+        .arg(&l.grants)
+        .arg("--audit")
+        .arg(l.dir.path().join("audit.jsonl"))
+        .args(extra)
+        .env("WARDEN_STATE_DIR", l.dir.path().join("state"))
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// A loopback server that holds every request until `release` is set.
+async fn slow_server(release: Arc<tokio::sync::Notify>, held: Arc<AtomicUsize>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let release = release.clone();
+            let held = held.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                held.fetch_add(1, Ordering::SeqCst);
+                release.notified().await;
+                let _ = sock
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+async fn stdio_client(l: &Layout, cache: &Path) -> RunningService<RoleClient, Client> {
+    let transport =
+        rmcp::transport::TokioChildProcess::new(serve_cmd(l, cache, &["--stdio"])).expect("spawn");
+    Client.serve(transport).await.expect("initialize")
+}
+
+/// `warden serve --http` on a free port: the child and its URL.
+async fn http_server(l: &Layout, cache: &Path, extra: &[&str]) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = serve_cmd(l, cache, &[&["--http", "127.0.0.1:0"], extra].concat())
+        .spawn()
+        .expect("spawn");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let url = loop {
+        let line = lines
+            .next_line()
+            .await
+            .expect("read")
+            .expect("server exited");
+        if let Some(url) = line.strip_prefix("warden: serving MCP at ") {
+            break url.to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
+async fn http_client(url: &str) -> RunningService<RoleClient, Client> {
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()).max_concurrent_requests(64);
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_config(config);
+    Client.serve(transport).await.expect("initialize")
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = Arc::new(AtomicUsize::new(0));
+    let slow_port = slow_server(release.clone(), held.clone()).await;
+    let l = layout(slow_port);
+    let n = if quick() { 300 } else { 2000 };
+
+    // In-process baseline: the same tool through Runtime::invoke.
+    let runtime = warden::Runtime::builder()
+        .manifest(warden::Manifest::load(&l.manifest).expect("manifest"))
+        .audit(Arc::new(
+            warden::audit::FileSink::open(l.dir.path().join("inproc.jsonl")).expect("trail"),
+        ))
+        .cache_dir(cache.path())
+        .build()
+        .expect("runtime");
+    let grant = warden::Grant::new("bench");
+    let mut inproc = Vec::with_capacity(n);
+    for i in 0..n + 100 {
+        let input = format!(r#"{{"message":"m{i}"}}"#);
+        let t = Instant::now();
+        runtime
+            .invoke("echo", &grant, &input)
+            .await
+            .expect("invoke");
+        if i >= 100 {
+            inproc.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let inproc_median = percentile(&mut inproc, 0.5);
+
+    // The MCP layer alone: server and client in this process over a pipe.
+    let mcp = warden::mcp::WardenMcp::new(
+        runtime.clone(),
+        warden::mcp::Grants::One(Arc::new(grant.clone())),
+        warden::mcp::ServeOptions::default(),
+    )
+    .await
+    .expect("server");
+    let (a, b) = tokio::io::duplex(1 << 20);
+    tokio::spawn(async move {
+        if let Ok(r) = mcp.serve(a).await {
+            let _ = r.waiting().await;
+        }
+    });
+    let client = Client.serve(b).await.expect("initialize");
+    let mut piped = Vec::with_capacity(n);
+    for i in 0..n + 100 {
+        let t = Instant::now();
+        client.call_tool(echo_call(i)).await.expect("call");
+        if i >= 100 {
+            piped.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let _ = client.cancel().await;
+    let piped_median = percentile(&mut piped, 0.5);
+    println!("in-process MCP (duplex pipe, same process): median {piped_median:.1} µs");
+
+    // 1a. stdio round trips with a minimal JSON-RPC client: newline-delimited
+    // requests written to the server's stdin, responses read from its stdout.
+    {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = serve_cmd(&l, cache.path(), &["--stdio"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let mut out = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}});
+        stdin
+            .write_all(format!("{init}\n").as_bytes())
+            .await
+            .expect("write");
+        out.next_line()
+            .await
+            .expect("read")
+            .expect("initialize answer");
+        stdin
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
+            .await
+            .expect("write");
+        let mut raw = Vec::with_capacity(n);
+        for i in 1..=n + 100 {
+            let req = format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\",\"arguments\":{{\"message\":\"m{i}\"}}}}}}\n"
+            );
+            let t = Instant::now();
+            stdin.write_all(req.as_bytes()).await.expect("write");
+            let line = out.next_line().await.expect("read").expect("answer");
+            if i > 100 {
+                raw.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            assert!(line.contains("\"result\""), "{line}");
+        }
+        drop(stdin);
+        let _ = child.wait().await;
+        let median = percentile(&mut raw, 0.5);
+        let p99 = percentile(&mut raw, 0.99);
+        println!(
+            "stdio tools/call, minimal JSON-RPC client (echo, {n} sequential): median {median:.1} µs, p99 {p99:.1} µs; \
+             in-process Runtime::invoke median {inproc_median:.1} µs; target median < {STDIO_TARGET_US} µs: {}",
+            if median < STDIO_TARGET_US {
+                "met"
+            } else {
+                "MISSED"
+            }
+        );
+    }
+
+    // 1b. stdio round trips with rmcp's client.
+    let client = stdio_client(&l, cache.path()).await;
+    let mut rtt = Vec::with_capacity(n);
+    for i in 0..n + 100 {
+        let t = Instant::now();
+        let r = client.call_tool(echo_call(i)).await.expect("call");
+        assert_ne!(r.is_error, Some(true));
+        if i >= 100 {
+            rtt.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let _ = client.cancel().await;
+    let median = percentile(&mut rtt, 0.5);
+    let p99 = percentile(&mut rtt, 0.99);
+    println!(
+        "stdio tools/call, rmcp client (echo, {n} sequential): median {median:.1} µs, p99 {p99:.1} µs"
+    );
+    let only_stdio = std::env::var_os("WARDEN_BENCH_ONLY_STDIO").is_some();
+
+    if only_stdio {
+        return;
+    }
+
+    // 2. HTTP throughput with several clients.
+    let (mut child, url) = http_server(&l, cache.path(), &[]).await;
+    let clients = 8;
+    let per = if quick() { 50 } else { 250 };
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = http_client(&url).await;
+            for i in 0..per {
+                let r = client
+                    .call_tool(echo_call(c * per + i))
+                    .await
+                    .expect("call");
+                assert_ne!(r.is_error, Some(true));
+            }
+            let _ = client.cancel().await;
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client");
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "http tools/call (echo, {clients} clients × {per}): {:.0} calls/s ({:.1} µs per call in all); in-process invoke median {inproc_median:.1} µs",
+        (clients * per) as f64 / secs,
+        secs * 1e6 / (clients * per) as f64
+    );
+    let _ = child.start_kill();
+
+    // 3. 1,000 calls in flight, each waiting in a host call.
+    let in_flight = if quick() { 200 } else { 1000 };
+    let limit = (in_flight + 16).to_string();
+    let (child, url) = http_server(&l, cache.path(), &["--max-in-flight", &limit]).await;
+    let pid = child.id().expect("pid");
+    let idle = rss_mib(pid);
+    let per_client = 50;
+    let mut tasks = Vec::new();
+    for c in 0..in_flight / per_client {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = Arc::new(http_client(&url).await);
+            let mut calls = Vec::new();
+            for i in 0..per_client {
+                let client = client.clone();
+                let args: JsonObject =
+                    json!({"url": format!("http://127.0.0.1:{slow_port}/{c}/{i}")})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default();
+                calls.push(tokio::spawn(async move {
+                    client
+                        .call_tool(CallToolRequestParams::new("waiter").with_arguments(args))
+                        .await
+                        .map(|r| r.is_error != Some(true))
+                }));
+            }
+            let mut ok = 0;
+            for call in calls {
+                if matches!(call.await, Ok(Ok(true))) {
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    let started = Instant::now();
+    while held.load(Ordering::SeqCst) < in_flight && started.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waiting = held.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss = rss_mib(pid);
+    release.notify_waiters();
+    let mut ok = 0;
+    for task in tasks {
+        ok += task.await.unwrap_or(0);
+    }
+    println!(
+        "http in flight: {waiting} calls waiting in a host call at once; server resident memory {rss:.0} MiB (idle {idle:.0} MiB); \
+         {ok} completed once released; target {in_flight} within {RSS_TARGET_MIB} MiB: {}",
+        if waiting >= in_flight && rss <= RSS_TARGET_MIB {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    drop(child);
+
+    // 4. Start-up with a warm cache: spawn to initialize answered.
+    let mut times = Vec::new();
+    for _ in 0..if quick() { 3 } else { 10 } {
+        let t = Instant::now();
+        let client = stdio_client(&l, cache.path()).await;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        let _ = client.cancel().await;
+    }
+    let startup = percentile(&mut times, 0.5);
+    println!(
+        "start-up (warm cache, 2 tools): initialize answered {startup:.1} ms after spawn (median); target < {STARTUP_TARGET_MS} ms: {}",
+        if startup < STARTUP_TARGET_MS {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+}
