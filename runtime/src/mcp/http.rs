@@ -111,8 +111,9 @@ pub async fn serve(
         ])
         .with_max_request_body_bytes(options.max_request)
         .with_cancellation_token(sessions.clone());
+    let factory = mcp.clone();
     let service = StreamableHttpService::new(
-        move || Ok(mcp.clone()),
+        move || Ok(factory.clone()),
         Arc::new(LocalSessionManager::default()),
         config,
     );
@@ -147,12 +148,16 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: waiting for running calls");
-    if tokio::time::timeout(options.drain, graceful.shutdown())
+    if tokio::time::timeout(options.drain, mcp.idle())
         .await
         .is_err()
     {
         tracing::warn!("calls still running after {:?}; stopping", options.drain);
     }
+    // Calls are done: let connections finish sending their last responses
+    // (a client's standing event stream never finishes, hence the bound),
+    // then close the sessions.
+    let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
     sessions.cancel();
     Ok(())
 }

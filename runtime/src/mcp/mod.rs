@@ -202,6 +202,12 @@ impl WardenMcp {
         })
     }
 
+    /// Waits until no call is running (for a graceful shutdown).
+    pub async fn idle(&self) {
+        let all = u32::try_from(self.shared.options.max_in_flight.max(1)).unwrap_or(u32::MAX);
+        let _ = self.shared.slots.acquire_many(all).await;
+    }
+
     /// The grant of the caller: the one grant, or the one its bearer token
     /// selects (the HTTP layer has already refused unknown tokens).
     fn grant(&self, cx: &RequestContext<RoleServer>) -> Result<Arc<Grant>, McpError> {

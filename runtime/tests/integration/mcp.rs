@@ -882,3 +882,99 @@ async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit(
         "{trail}"
     );
 }
+
+#[tokio::test]
+async fn over_http_each_token_selects_its_operator_chosen_grant_and_shutdown_drains() {
+    let s = setup();
+    let (a, b) = ("token-a-0123456789abcdef", "token-b-0123456789abcdef");
+    std::fs::write(s.dir.path().join("a"), a).unwrap();
+    std::fs::write(s.dir.path().join("b"), b).unwrap();
+    let reader_task = s.dir.path().join("reader-task.toml");
+    std::fs::write(
+        &reader_task,
+        format!(
+            "task = \"reader-task\"\n[fs.workspace]\npath = \"{}\"\nrights = [\"read\"]\n",
+            s.workspace.display()
+        ),
+    )
+    .unwrap();
+    let a_file = s.dir.path().join("a").display().to_string();
+    let client_b = format!(
+        "{}={}",
+        s.dir.path().join("b").display(),
+        reader_task.display()
+    );
+    let (child, url) = http_server(&s, &["--token-file", &a_file, "--client", &client_b]).await;
+
+    let hints = |tools: &[rmcp::model::Tool], name: &str| {
+        let a = tools
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap()
+            .annotations
+            .clone()
+            .unwrap();
+        (a.read_only_hint, a.destructive_hint)
+    };
+    let ca = http_client(&url, Some(a)).await.unwrap();
+    let cb = http_client(&url, Some(b)).await.unwrap();
+    let (ta, tb) = (
+        ca.list_all_tools().await.unwrap(),
+        cb.list_all_tools().await.unwrap(),
+    );
+    assert_eq!(hints(&ta, "remover"), (Some(false), Some(true)));
+    assert_eq!(hints(&tb, "remover"), (Some(true), Some(false)));
+    // B's grant holds no delete: the same call is denied for B only.
+    let remove = |p: &str| call("remover", json!({"path": p}));
+    std::fs::write(s.workspace.join("x.txt"), "x").unwrap();
+    let r = cb.call_tool(remove("x.txt")).await.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(
+        text(&r).contains("grant for handle 'workspace' refused") || text(&r).contains("denied"),
+        "{}",
+        text(&r)
+    );
+    assert!(s.workspace.join("x.txt").exists());
+    let r = ca.call_tool(remove("x.txt")).await.unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    assert!(!s.workspace.join("x.txt").exists());
+    let meta = |r: &CallToolResult| r.meta.as_ref().unwrap().0["warden"]["task"].clone();
+    let r = cb.call_tool(call("echo", json!({}))).await.unwrap();
+    assert_eq!(meta(&r), "reader-task");
+
+    // SIGTERM while a call runs: the call still gets its answer, then the
+    // server exits cleanly.
+    let slow = tokio::spawn(async move {
+        let started = Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(20),
+            ca.call_tool(call("hog", json!({"attack": "loop"}))),
+        )
+        .await
+        .expect("the running call was answered before shutdown");
+        (r, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().unwrap().to_string();
+    let mut child = child;
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (r, took) = slow.await.unwrap();
+    let r = r.unwrap();
+    assert!(
+        text(&r).contains("deadline exceeded after 3s"),
+        "{}",
+        text(&r)
+    );
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
