@@ -1060,6 +1060,51 @@ mod tests {
     }
 
     #[test]
+    fn labels_are_parsed_and_checked() {
+        let dir = fixture();
+        let m = parse(
+            "[tools.t]\ncomponent = \"t.wasm\"\nlabels = [\"internal\"]\n[[tools.t.fs]]\nhandle = \"ws\"\nwithin = \"ws\"\nrights = [\"read\"]\nlabels = [\"source\", \"pii\"]\n",
+            dir.path(),
+        )
+        .unwrap();
+        let t = m.tool("t").unwrap();
+        assert_eq!(t.labels, ["internal"]);
+        assert_eq!(t.fs[0].labels, ["source", "pii"]);
+        let err = parse(
+            "[tools.t]\ncomponent = \"t.wasm\"\n[[tools.t.deploy]]\nname = \"prod\"\nrights = [\"deploy\"]\nbackend = \"exec\"\nprogram = \"/bin/true\"\nlabels = [\"Production\"]\n",
+            dir.path(),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("m.toml:8:10: tools.t.deploy[0].labels: invalid label 'Production'"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn policy_problems_name_their_own_file() {
+        let dir = fixture();
+        std::fs::write(
+            dir.path().join("p.cedar"),
+            "forbid (principal, action, resource)\nwhen { context.nope };\n",
+        )
+        .unwrap();
+        let err = parse(
+            "policies = [\"p.cedar\", \"missing.cedar\"]\n[tools.t]\ncomponent = \"t.wasm\"\n",
+            dir.path(),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("p.cedar:2:"), "{msg}");
+        assert!(msg.contains("nope"), "{msg}");
+        assert!(
+            msg.contains("missing.cedar: cannot read the policy file"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn empty_manifest_is_an_error() {
         let err = parse("", Path::new(".")).unwrap_err();
         assert!(err.to_string().contains("no tools"));

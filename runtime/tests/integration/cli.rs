@@ -470,3 +470,48 @@ fn a_killed_writer_leaves_a_trail_that_verifies_up_to_its_last_checkpoint() {
         "{out}"
     );
 }
+
+#[test]
+fn task_labels_from_the_command_line_reach_runtime_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = warden_in(
+        &d.join("state"),
+        &["demo", "--dir", &d.display().to_string()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let manifest = d.join("manifest.toml").display().to_string();
+    let ws = format!("fs:workspace={}:read", d.join("workspace").display());
+    let trail = d.join("labels.jsonl").display().to_string();
+    let deploy = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--manifest",
+            &manifest,
+            "deploy-artifact",
+            "--grant",
+            &ws,
+            "--grant",
+            "deploy:production",
+            "--audit",
+            &trail,
+            "--input",
+            r#"{"target":"production","artifact":"dist/app-1.0.tar"}"#,
+        ];
+        args.extend_from_slice(extra);
+        warden_in(&d.join("state"), &args)
+    };
+    let o = deploy(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("(policy production-needs-release)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = deploy(&["--label", "release"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("production received"), "{}", stdout(&o));
+    let o = deploy(&["--label", "Release!"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("invalid task label"), "{}", stderr(&o));
+}
