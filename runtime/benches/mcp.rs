@@ -166,6 +166,58 @@ async fn http_client(url: &str) -> RunningService<RoleClient, Client> {
     Client.serve(transport).await.expect("initialize")
 }
 
+/// Sequential JSON-RPC round trips over a child's stdin/stdout from a
+/// blocking thread: `initialize`, then `n` (+100 warm-up) `tools/call`s of
+/// echo; the per-call times in µs. `check` sees each answer line.
+fn line_round_trips(
+    mut cmd: std::process::Command,
+    n: usize,
+    check: impl Fn(&str) + Send + 'static,
+) -> Vec<f64> {
+    use std::io::{BufRead, Write};
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let mut send = |text: String, answer: bool, line: &mut String| {
+        stdin.write_all(text.as_bytes()).expect("write");
+        stdin.flush().expect("flush");
+        if answer {
+            line.clear();
+            out.read_line(line).expect("read");
+        }
+    };
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}});
+    send(format!("{init}\n"), true, &mut line);
+    send(
+        "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n".into(),
+        false,
+        &mut line,
+    );
+    let mut times = Vec::with_capacity(n);
+    for i in 1..=n + 100 {
+        let req = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\",\"arguments\":{{\"message\":\"m{i}\"}}}}}}\n"
+        );
+        let t = Instant::now();
+        send(req, true, &mut line);
+        if i > 100 {
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+            check(&line);
+        }
+    }
+    drop(send);
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+    times
+}
+
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -235,57 +287,43 @@ async fn main() {
     let piped_median = percentile(&mut piped, 0.5);
     println!("in-process MCP (duplex pipe, same process): median {piped_median:.1} µs");
 
-    // 1a. stdio round trips with a minimal JSON-RPC client: newline-delimited
-    // requests written to the server's stdin, responses read from its stdout.
-    {
-        use tokio::io::AsyncBufReadExt;
-        let mut child = serve_cmd(&l, cache.path(), &["--stdio"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let mut out = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}});
-        stdin
-            .write_all(format!("{init}\n").as_bytes())
-            .await
-            .expect("write");
-        out.next_line()
-            .await
-            .expect("read")
-            .expect("initialize answer");
-        stdin
-            .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
-            .await
-            .expect("write");
-        let mut raw = Vec::with_capacity(n);
-        for i in 1..=n + 100 {
-            let req = format!(
-                "{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\",\"arguments\":{{\"message\":\"m{i}\"}}}}}}\n"
-            );
-            let t = Instant::now();
-            stdin.write_all(req.as_bytes()).await.expect("write");
-            let line = out.next_line().await.expect("read").expect("answer");
-            if i > 100 {
-                raw.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            assert!(line.contains("\"result\""), "{line}");
+    // 1. The floor: the same request lines through `cat` and back (a pipe
+    // round trip between two processes, no server work at all), then
+    // through `warden serve --stdio`; both with a blocking client thread.
+    let floor = {
+        let cat = std::process::Command::new("cat");
+        let mut times = line_round_trips(cat, n, |_| {});
+        percentile(&mut times, 0.5)
+    };
+    println!(
+        "pipe round trip through `cat` (the floor for any stdio server here): median {floor:.1} µs"
+    );
+    let mut raw = {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+        cmd.arg("--cache-dir")
+            .arg(cache.path())
+            .args(["serve", "--stdio", "--manifest"])
+            .arg(&l.manifest)
+            .arg("--grants")
+            .arg(&l.grants)
+            .arg("--audit")
+            .arg(l.dir.path().join("audit.jsonl"))
+            .env("WARDEN_STATE_DIR", l.dir.path().join("state"));
+        line_round_trips(cmd, n, |line| {
+            assert!(line.contains("\"structuredContent\""), "{line}");
+        })
+    };
+    let median = percentile(&mut raw, 0.5);
+    let p99 = percentile(&mut raw, 0.99);
+    println!(
+        "stdio tools/call, minimal JSON-RPC client (echo, {n} sequential): median {median:.1} µs, p99 {p99:.1} µs; \
+         in-process Runtime::invoke median {inproc_median:.1} µs; pipe floor {floor:.1} µs; target median < {STDIO_TARGET_US} µs: {}",
+        if median < STDIO_TARGET_US {
+            "met"
+        } else {
+            "MISSED"
         }
-        drop(stdin);
-        let _ = child.wait().await;
-        let median = percentile(&mut raw, 0.5);
-        let p99 = percentile(&mut raw, 0.99);
-        println!(
-            "stdio tools/call, minimal JSON-RPC client (echo, {n} sequential): median {median:.1} µs, p99 {p99:.1} µs; \
-             in-process Runtime::invoke median {inproc_median:.1} µs; target median < {STDIO_TARGET_US} µs: {}",
-            if median < STDIO_TARGET_US {
-                "met"
-            } else {
-                "MISSED"
-            }
-        );
-    }
+    );
 
     // 1b. stdio round trips with rmcp's client.
     let client = stdio_client(&l, cache.path()).await;
