@@ -211,7 +211,6 @@ fn line_round_trips(
             check(&line);
         }
     }
-    drop(send);
     drop(stdin);
     let _ = child.kill();
     let _ = child.wait();
