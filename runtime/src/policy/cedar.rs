@@ -70,6 +70,19 @@ pub struct PolicyProblem {
     pub message: String,
 }
 
+impl PolicyProblem {
+    /// A problem with a whole file.
+    fn whole(file: PathBuf, message: String) -> Self {
+        Self {
+            file,
+            line: 0,
+            column: 0,
+            policy: None,
+            message,
+        }
+    }
+}
+
 /// Everything wrong with a set of policy files.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct PolicyError {
@@ -196,13 +209,7 @@ impl RuntimePolicy {
         let mut sources = Vec::new();
         let mut problems = Vec::new();
         for path in paths {
-            let whole = |message: String| PolicyProblem {
-                file: path.clone(),
-                line: 0,
-                column: 0,
-                policy: None,
-                message,
-            };
+            let whole = |message: String| PolicyProblem::whole(path.clone(), message);
             if path.is_dir() {
                 match std::fs::read_dir(path) {
                     Ok(entries) => {
@@ -220,13 +227,8 @@ impl RuntimePolicy {
                         for f in files {
                             match std::fs::read_to_string(&f) {
                                 Ok(text) => sources.push((f, text)),
-                                Err(e) => problems.push(PolicyProblem {
-                                    file: f,
-                                    line: 0,
-                                    column: 0,
-                                    policy: None,
-                                    message: format!("cannot read: {e}"),
-                                }),
+                                Err(e) => problems
+                                    .push(PolicyProblem::whole(f, format!("cannot read: {e}"))),
                             }
                         }
                     }
@@ -270,13 +272,10 @@ impl RuntimePolicy {
                 }
             };
             if parsed.templates().next().is_some() {
-                problems.push(PolicyProblem {
-                    file: file.clone(),
-                    line: 0,
-                    column: 0,
-                    policy: None,
-                    message: "policy templates are not supported (expected static policies)".into(),
-                });
+                problems.push(PolicyProblem::whole(
+                    file.clone(),
+                    "policy templates are not supported (expected static policies)".into(),
+                ));
             }
             let stem = file
                 .file_stem()
@@ -348,28 +347,18 @@ impl RuntimePolicy {
         if !problems.is_empty() {
             return Err(PolicyError { problems });
         }
+        let internal = |message: String| PolicyError {
+            problems: vec![PolicyProblem {
+                policy: Some(CEILING.into()),
+                ..PolicyProblem::whole(PathBuf::new(), message)
+            }],
+        };
         let ceiling = cedar_policy::Policy::parse(
             Some(PolicyId::new(CEILING)),
             "permit (principal, action, resource);",
         )
-        .map_err(|e| PolicyError {
-            problems: vec![PolicyProblem {
-                file: PathBuf::new(),
-                line: 0,
-                column: 0,
-                policy: Some(CEILING.into()),
-                message: e.to_string(),
-            }],
-        })?;
-        set.add(ceiling).map_err(|e| PolicyError {
-            problems: vec![PolicyProblem {
-                file: PathBuf::new(),
-                line: 0,
-                column: 0,
-                policy: Some(CEILING.into()),
-                message: e.to_string(),
-            }],
-        })?;
+        .map_err(|e| internal(e.to_string()))?;
+        set.add(ceiling).map_err(|e| internal(e.to_string()))?;
         Ok(RuntimePolicy {
             set,
             approval,
