@@ -929,22 +929,28 @@ impl Inner {
             tool.name.clone(),
             tool.identity_str.clone(),
         );
+        // What was granted, once: the start record lists fs handles with
+        // their host paths, token scopes without them.
+        let rest: Vec<String> = secret_specs
+            .iter()
+            .map(|s| format!("secret:{}", s.name))
+            .chain(deploy.iter().map(|t| format!("deploy:{}", t.name)))
+            .chain(egress.iter().map(|r| {
+                format!(
+                    "http:{}={}{}",
+                    r.methods.join(","),
+                    r.origin,
+                    r.path_prefixes.join(",")
+                )
+            }))
+            .collect();
         let mut start = auditor.record(Event::InvocationStart);
-        let mut granted: Vec<_> = fs
+        let granted: Vec<String> = fs
             .handles
             .values()
             .map(|h| format!("{}={}:{}", h.name, h.path.display(), h.rights))
+            .chain(rest.iter().cloned())
             .collect();
-        granted.extend(secret_specs.iter().map(|s| format!("secret:{}", s.name)));
-        granted.extend(deploy.iter().map(|t| format!("deploy:{}", t.name)));
-        granted.extend(egress.iter().map(|r| {
-            format!(
-                "http:{}={}{}",
-                r.methods.join(","),
-                r.origin,
-                r.path_prefixes.join(",")
-            )
-        }));
         start.resource = Some(granted.join(" "));
         let audit_err = |e| Error::Audit(Arc::new(e));
         auditor.write(&start).map_err(audit_err)?;
@@ -953,21 +959,12 @@ impl Inner {
             set: &self.active,
             id: auditor.invocation.clone(),
         };
-        let mut scope: Vec<String> = fs
+        let scope: Vec<String> = fs
             .handles
             .values()
             .map(|h| format!("fs:{}:{}", h.name, h.rights))
+            .chain(rest)
             .collect();
-        scope.extend(secret_specs.iter().map(|s| format!("secret:{}", s.name)));
-        scope.extend(deploy.iter().map(|t| format!("deploy:{}", t.name)));
-        scope.extend(egress.iter().map(|r| {
-            format!(
-                "http:{}={}{}",
-                r.methods.join(","),
-                r.origin,
-                r.path_prefixes.join(",")
-            )
-        }));
         let minter = Arc::new(self.minter(tool, &auditor, scope));
 
         // Secrets are resolved just in time; a failing source stops the
@@ -1037,11 +1034,13 @@ impl Inner {
             let t = tool.pre.instantiate_async(&mut store).await?;
             t.warden_tool_guest().call_invoke(&mut store, input).await
         };
-        let cancel = options.cancel.unwrap_or_default();
         let timed = tokio::time::timeout(spec.limits.timeout, call);
-        let outcome = tokio::select! {
-            r = timed => Some(r),
-            () = cancel.cancelled() => None,
+        let outcome = match options.cancel {
+            None => Some(timed.await),
+            Some(cancel) => tokio::select! {
+                r = timed => Some(r),
+                () = cancel.cancelled() => None,
+            },
         };
         let result = match outcome {
             None => Err(Error::Cancelled),

@@ -108,10 +108,10 @@ impl Call {
     }
 
     /// Keeps the invocation running without the request that started it.
-    fn detach(&mut self) {
-        let placeholder = Call::There(tokio::spawn(async { Err(Error::Cancelled) }));
-        if let Call::Here(f) = std::mem::replace(self, placeholder) {
-            *self = Call::There(tokio::spawn(f));
+    fn detach(self) -> Call {
+        match self {
+            Call::Here(f) => Call::There(tokio::spawn(f)),
+            there => there,
         }
     }
 }
@@ -358,7 +358,7 @@ impl WardenMcp {
 
     /// Parks a call until the client answers its approval request.
     fn park(&self, mut running: Running, p: Pending, state: String) -> InputRequiredResult {
-        running.call.detach();
+        running.call = running.call.detach();
         let mut requests = InputRequests::new();
         requests.insert(
             APPROVAL.into(),

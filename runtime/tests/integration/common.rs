@@ -174,3 +174,86 @@ pub fn code(report: &Value) -> Option<&str> {
 pub fn message(report: &Value) -> &str {
     report["error"]["message"].as_str().unwrap_or("")
 }
+
+/// One request as a [`http_server`] saw it.
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    /// The request line and headers.
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// A header's value (name matched case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// A test's answer: status line (e.g. `200 OK`), extra header lines (each
+/// ending in CRLF), body.
+pub type HttpAnswer = (String, String, Vec<u8>);
+
+/// A loopback HTTP/1.1 server on 127.0.0.1 for tests: one request per
+/// connection, its body read by `Content-Length`, answered by `answer`.
+pub async fn http_server(
+    answer: impl Fn(HttpRequest) -> HttpAnswer + Send + Sync + 'static,
+) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 16 << 10];
+                let (head, body) = loop {
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.trim()
+                                    .eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + length {
+                            break (head, buf[end + 4..end + 4 + length].to_vec());
+                        }
+                    }
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let mut first = head.lines().next().unwrap_or("").split(' ');
+                let (method, path) = (
+                    first.next().unwrap_or("").to_owned(),
+                    first.next().unwrap_or("").to_owned(),
+                );
+                let (status, extra, body) = answer(HttpRequest {
+                    method,
+                    path,
+                    head,
+                    body,
+                });
+                let mut resp = format!(
+                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                resp.extend_from_slice(&body);
+                let _ = sock.write_all(&resp).await;
+            });
+        }
+    });
+    port
+}

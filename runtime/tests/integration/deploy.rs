@@ -2,8 +2,6 @@
 
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use warden::audit::{Event, MemorySink};
 use warden::{Error, Grant, GrantError, Manifest, Rights, Runtime};
 
@@ -13,57 +11,29 @@ const SCRIPT: &str = "#!/bin/sh\n# args: --env NAME ARTIFACT OUTDIR\ncp \"$3\" \
 type Hooks = Arc<Mutex<Vec<(bool, Value)>>>;
 
 async fn receiver(runtime: Arc<OnceLock<Runtime>>) -> (u16, Hooks) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let hooks: Hooks = Arc::default();
     let log = hooks.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let mut buf = vec![0u8; 64 << 10];
-            let mut len = 0;
-            loop {
-                let text = String::from_utf8_lossy(&buf[..len]).into_owned();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let cl = text
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    if len >= end + 4 + cl {
-                        break;
-                    }
-                }
-                match sock.read(&mut buf[len..]).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => len += n,
-                }
-            }
-            let text = String::from_utf8_lossy(&buf[..len]).into_owned();
-            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-            let token = head
-                .lines()
-                .find(|l| l.to_ascii_lowercase().starts_with("authorization: bearer "))
-                .map(|l| l[22..].trim().to_owned())
-                .unwrap_or_default();
-            let active = runtime.get().is_some_and(|rt| rt.introspect(&token).active);
-            let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-            let name = body["artifact"]["name"].as_str().unwrap_or("?").to_owned();
-            log.lock().unwrap().push((active, body));
-            let (status, text) = if active {
-                ("202 Accepted", format!("accepted {name}"))
-            } else {
-                ("401 Unauthorized", "no".into())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
+    let port = crate::common::http_server(move |req| {
+        let token = req
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_owned();
+        let active = runtime.get().is_some_and(|rt| rt.introspect(&token).active);
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let name = body["artifact"]["name"].as_str().unwrap_or("?").to_owned();
+        log.lock().unwrap().push((active, body));
+        if active {
+            (
+                "202 Accepted".into(),
+                String::new(),
+                format!("accepted {name}").into(),
+            )
+        } else {
+            ("401 Unauthorized".into(), String::new(), b"no".to_vec())
         }
-    });
+    })
+    .await;
     (port, hooks)
 }
 

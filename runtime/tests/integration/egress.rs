@@ -4,8 +4,6 @@
 
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use warden::audit::{Event, MemorySink};
 use warden::{Error, Grant, GrantError, Manifest, Runtime};
 
@@ -15,63 +13,40 @@ const OTHER_TOKEN: &str = "other-token-55aa33cc";
 /// What the server saw: (method, path, authorization header).
 type Seen = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
 
-/// A tiny HTTP/1.1 server on 127.0.0.1, one request per connection.
+/// The stand-in API on 127.0.0.1.
 async fn serve() -> (u16, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let seen: Seen = Arc::default();
     let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf).into_owned();
-                let mut lines = head.lines();
-                let mut first = lines.next().unwrap_or("").split(' ');
-                let (method, path) = (
-                    first.next().unwrap_or("").to_owned(),
-                    first.next().unwrap_or("").to_owned(),
-                );
-                let auth = lines
-                    .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
-                    .map(|l| l[14..].trim().to_owned());
-                log.lock()
-                    .unwrap()
-                    .push((method, path.clone(), auth.clone()));
-                let (status, extra, body) = match path.as_str() {
-                    "/secure" if auth.as_deref() == Some(&format!("Bearer {API_TOKEN}")) => {
-                        ("200 OK", String::new(), "welcome".to_owned())
-                    }
-                    "/secure" => ("401 Unauthorized", String::new(), "no".to_owned()),
-                    "/redirect" => (
-                        "302 Found",
-                        "Location: http://evil.example/steal\r\n".to_owned(),
-                        String::new(),
-                    ),
-                    "/redirect-local" => (
-                        "302 Found",
-                        "Location: /api/landed\r\n".to_owned(),
-                        String::new(),
-                    ),
-                    "/api/big" => ("200 OK", String::new(), "b".repeat(64 << 10)),
-                    p => ("200 OK", String::new(), format!("ok {p}")),
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
+    let port = crate::common::http_server(move |req| {
+        let auth = req.header("authorization").map(str::to_owned);
+        log.lock()
+            .unwrap()
+            .push((req.method.clone(), req.path.clone(), auth.clone()));
+        let (status, extra, body) = match req.path.as_str() {
+            "/secure" if auth.as_deref() == Some(&format!("Bearer {API_TOKEN}")) => {
+                ("200 OK", String::new(), "welcome".to_owned())
+            }
+            "/secure" => ("401 Unauthorized", String::new(), "no".to_owned()),
+            "/redirect" => (
+                "302 Found",
+                "Location: http://evil.example/steal\r\n".to_owned(),
+                String::new(),
+            ),
+            "/redirect-local" => (
+                "302 Found",
+                "Location: /api/landed\r\n".to_owned(),
+                String::new(),
+            ),
+            "/api/big" => ("200 OK", String::new(), "b".repeat(64 << 10)),
+            p => ("200 OK", String::new(), format!("ok {p}")),
+        };
+        (
+            status.into(),
+            format!("{extra}Content-Type: text/plain\r\n"),
+            body.into_bytes(),
+        )
+    })
+    .await;
     (port, seen)
 }
 

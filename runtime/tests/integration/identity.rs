@@ -3,8 +3,6 @@
 
 use serde_json::json;
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use warden::audit::{Event, MemorySink};
 use warden::{Grant, Identity, Manifest, Runtime, Verifier};
 
@@ -15,41 +13,28 @@ type Seen = Arc<Mutex<Vec<(String, bool)>>>;
 
 /// A loopback API that accepts only active Warden tokens.
 async fn api(runtime: Arc<OnceLock<Runtime>>) -> (u16, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let seen: Seen = Arc::default();
     let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let mut buf = vec![0u8; 16 << 10];
-            let mut len = 0;
-            while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                match sock.read(&mut buf[len..]).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => len += n,
-                }
-            }
-            let head = String::from_utf8_lossy(&buf[..len]).into_owned();
-            let token = head
-                .lines()
-                .find(|l| l.to_ascii_lowercase().starts_with("authorization: bearer "))
-                .map(|l| l[22..].trim().to_owned())
-                .unwrap_or_default();
-            // A downstream service asks Warden whether the token is live.
-            let active = runtime.get().is_some_and(|rt| rt.introspect(&token).active);
-            log.lock().unwrap().push((token, active));
-            let (status, body) = if active {
-                ("200 OK", "hello, tool")
-            } else {
-                ("401 Unauthorized", "inactive token")
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
+    let port = crate::common::http_server(move |req| {
+        let token = req
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_owned();
+        // A downstream service asks Warden whether the token is live.
+        let active = runtime.get().is_some_and(|rt| rt.introspect(&token).active);
+        log.lock().unwrap().push((token, active));
+        if active {
+            ("200 OK".into(), String::new(), b"hello, tool".to_vec())
+        } else {
+            (
+                "401 Unauthorized".into(),
+                String::new(),
+                b"inactive token".to_vec(),
+            )
         }
-    });
+    })
+    .await;
     (port, seen)
 }
 

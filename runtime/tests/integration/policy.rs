@@ -7,8 +7,6 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use warden::approval::{ApprovalAnswer, ApprovalRequest, Approver, DenyAll};
 use warden::audit::{Event, MemorySink, Record};
 use warden::{Grant, Manifest, Rights, Runtime};
@@ -21,30 +19,13 @@ fn examples() -> PathBuf {
 
 /// A loopback server answering 200 to everything; counts requests.
 async fn server() -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
     let count = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = sock
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    )
-                    .await;
-            });
-        }
-    });
+    let port = crate::common::http_server(move |_| {
+        count.fetch_add(1, Ordering::SeqCst);
+        ("200 OK".into(), String::new(), b"ok".to_vec())
+    })
+    .await;
     (port, hits)
 }
 
@@ -379,20 +360,23 @@ fn warden_check_reports_malformed_policies() {
     )
     .unwrap();
     let manifest = dir.path().join("m.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "policies = [\"bad.cedar\"]\n[tools.echo]\ncomponent = \"{}\"\n",
-            crate::ECHO
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["check"])
-        .arg(&manifest)
-        .env("WARDEN_STATE_DIR", dir.path())
-        .output()
+    let check = |policies: &str| {
+        std::fs::write(
+            &manifest,
+            format!(
+                "policies = [\"{policies}\"]\n[tools.echo]\ncomponent = \"{}\"\n",
+                crate::ECHO
+            ),
+        )
         .unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["check"])
+            .arg(&manifest)
+            .env("WARDEN_STATE_DIR", dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = check("bad.cedar");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("bad.cedar:4:"), "{stderr}");
@@ -400,21 +384,7 @@ fn warden_check_reports_malformed_policies() {
     assert!(stderr.contains("lables"), "{stderr}");
 
     // The shipped examples pass and are listed.
-    std::fs::write(
-        &manifest,
-        format!(
-            "policies = [\"{}\"]\n[tools.echo]\ncomponent = \"{}\"\n",
-            examples().display(),
-            crate::ECHO
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["check"])
-        .arg(&manifest)
-        .env("WARDEN_STATE_DIR", dir.path())
-        .output()
-        .unwrap();
+    let out = check(&examples().display().to_string());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
