@@ -212,8 +212,12 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<u8, Failure> {
-    let approver = approver(&cli.approver).map_err(usage)?;
-    let builder = runtime_builder(cli.cache_dir.as_deref(), cli.no_cache).approver(approver);
+    // Only commands that run tools read the keys, caches and terminal they
+    // need; `describe` and `check` mint no tokens, so they load no key.
+    let builder = |tokens: bool| -> Result<RuntimeBuilder, Failure> {
+        let approver = approver(&cli.approver).map_err(usage)?;
+        Ok(runtime_builder(cli.cache_dir.as_deref(), cli.no_cache, tokens).approver(approver))
+    };
     match cli.command {
         Command::Run {
             manifest,
@@ -236,12 +240,17 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 .context("no audit path: pass --audit FILE")
                 .map_err(usage)?;
             let sink = open_audit(&audit).map_err(usage)?;
-            let runtime = builder.manifest(manifest).audit(Arc::new(sink)).build()?;
+            let runtime = builder(true)?
+                .manifest(manifest)
+                .audit(Arc::new(sink))
+                .build()?;
             run(&runtime, &tool, &grant, &input, cli.verbose).await
         }
         Command::Describe { component } => {
             let name = "component";
-            let runtime = builder.tool(ToolSpec::new(name, &component)).build()?;
+            let runtime = builder(false)?
+                .tool(ToolSpec::new(name, &component))
+                .build()?;
             let info = runtime.describe(name).await?;
             println!(
                 "{}",
@@ -249,8 +258,8 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             );
             Ok(0)
         }
-        Command::Check { manifest } => check(builder, &manifest).await,
-        Command::Serve(args) => serve::serve(builder, args).await,
+        Command::Check { manifest } => check(builder(false)?, &manifest).await,
+        Command::Serve(args) => serve::serve(builder(true)?, args).await,
         Command::Schema => {
             print!("{}", warden::policy::cedar::SCHEMA);
             Ok(0)
@@ -289,7 +298,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 Ok(0)
             }
         },
-        Command::Demo { dir } => demo::run(builder, dir).await.map(|()| 0),
+        Command::Demo { dir } => demo::run(builder(true)?, dir).await.map(|()| 0),
     }
 }
 
@@ -322,11 +331,15 @@ fn state_dir() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
 }
 
-fn runtime_builder(cache_dir: Option<&Path>, no_cache: bool) -> RuntimeBuilder {
+/// A runtime builder with the compile cache; with `tokens`, the identity key
+/// from the state directory (created on first use).
+fn runtime_builder(cache_dir: Option<&Path>, no_cache: bool, tokens: bool) -> RuntimeBuilder {
     let mut b = Runtime::builder().on_compile(progress::spinner());
-    match load_issuer() {
-        Ok(issuer) => b = b.identity(issuer),
-        Err(e) => tracing::warn!("identity tokens use a temporary key: {e:#}"),
+    if tokens {
+        match load_issuer() {
+            Ok(issuer) => b = b.identity(issuer),
+            Err(e) => tracing::warn!("identity tokens use a temporary key: {e:#}"),
+        }
     }
     let dir = cache_dir
         .map(Path::to_owned)
