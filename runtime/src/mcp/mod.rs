@@ -14,15 +14,16 @@
 //!   captured, logged, and returned (capped) in the result's `_meta`.
 
 pub mod http;
+pub mod stdio;
 
 use crate::approval::{ApprovalAnswer, ApprovalRequest, Approver};
 use crate::{Error, Grant, Invocation, InvokeOptions, Rights, Runtime};
 use rmcp::model::{
-    BooleanSchema, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
-    ElicitRequest, ElicitRequestParams, ElicitationSchema, Implementation, InputRequest,
-    InputRequests, InputRequiredResult, JsonObject, ListToolsResult, MetaObject,
-    PaginatedRequestParams, PrimitiveSchemaDefinition, ProgressNotificationParam, ProtocolVersion,
-    ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    BooleanSchema, CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
+    ContentBlock, ElicitRequest, ElicitRequestParams, ElicitationSchema, Implementation,
+    InputRequest, InputRequests, InputRequiredResult, JsonObject, ListToolsResult, MetaObject,
+    PaginatedRequestParams, PrimitiveSchemaDefinition, ProgressNotificationParam, ProgressToken,
+    ProtocolVersion, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -160,6 +161,37 @@ impl Approver for Elicit {
     }
 }
 
+/// What a call needs from the session it arrived on: built from rmcp's
+/// request context, or by the stdio loop for the calls it answers itself.
+pub(crate) struct Caller {
+    grant: Arc<Grant>,
+    /// How the client answers approvals, if it can.
+    elicitation: Option<Elicitation>,
+    /// The client's name, for the audit's "approved by".
+    client: String,
+    /// Where progress goes, for a call that asked for it.
+    progress: Option<(ProgressToken, Notifier)>,
+    /// Cancelled when the client cancels the call (or its session ends).
+    cancelled: CancellationToken,
+}
+
+/// Sends progress notifications to the client.
+enum Notifier {
+    Peer(rmcp::Peer<RoleServer>),
+    Stdio(stdio::Out),
+}
+
+impl Notifier {
+    async fn progress(&self, note: ProgressNotificationParam) {
+        match self {
+            Notifier::Peer(peer) => {
+                let _ = peer.notify_progress(note).await;
+            }
+            Notifier::Stdio(out) => out.progress(note).await,
+        }
+    }
+}
+
 impl WardenMcp {
     /// Describes every tool once (compiling it if needed) and builds the
     /// server. A tool that fails to load is an error here, at start-up.
@@ -208,6 +240,40 @@ impl WardenMcp {
         let _ = self.shared.slots.acquire_many(all).await;
     }
 
+    /// The caller of a request that came through rmcp.
+    fn caller(&self, cx: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
+        let elicitation = match mode(cx.client_capabilities(), cx.protocol_version()) {
+            Some(Mode::RoundTrip) => Some(Elicitation::RoundTrip),
+            Some(Mode::Request) => Some(Elicitation::Request(cx.peer.clone())),
+            None => None,
+        };
+        Ok(Caller {
+            grant: self.grant(cx)?,
+            elicitation,
+            client: client_name(cx.client_info()),
+            progress: cx
+                .meta
+                .get_progress_token()
+                .map(|t| (t, Notifier::Peer(cx.peer.clone()))),
+            cancelled: cx.ct.clone(),
+        })
+    }
+
+    /// Runs (or resumes) one `tools/call`.
+    pub(crate) async fn call(
+        &self,
+        request: CallToolRequestParams,
+        caller: &Caller,
+    ) -> Result<CallToolResponse, McpError> {
+        if let Some(state) = request.request_state.clone() {
+            return self.resume(&request, &state, caller).await;
+        }
+        match self.start(request.name.to_string(), request.arguments, caller)? {
+            Ok(running) => self.drive(running, caller).await,
+            Err(refused) => Ok(refused.into()),
+        }
+    }
+
     /// The grant of the caller: the one grant, or the one its bearer token
     /// selects (the HTTP layer has already refused unknown tokens).
     fn grant(&self, cx: &RequestContext<RoleServer>) -> Result<Arc<Grant>, McpError> {
@@ -251,13 +317,12 @@ impl WardenMcp {
     }
 
     /// Starts a call.
-    async fn start(
+    fn start(
         &self,
         name: String,
         arguments: Option<JsonObject>,
-        cx: &RequestContext<RoleServer>,
+        caller: &Caller,
     ) -> Result<Result<Running, CallToolResult>, McpError> {
-        let grant = self.grant(cx)?;
         if !self.shared.tools.contains_key(&name) {
             let known: Vec<&str> = self.shared.tools.keys().map(String::as_str).collect();
             return Err(McpError::invalid_params(
@@ -275,16 +340,16 @@ impl WardenMcp {
             ))));
         };
         let input = Value::Object(arguments.unwrap_or_default()).to_string();
-        let grant = match self.shared.runtime.narrow(&name, &grant) {
+        let grant = match self.shared.runtime.narrow(&name, &caller.grant) {
             Ok(g) => g,
             Err(e) => return Ok(Err(failure(e.to_string()))),
         };
         let (tx, approvals) = mpsc::channel(1);
-        let approver: Option<Arc<dyn Approver>> = match elicitation(cx) {
+        let approver: Option<Arc<dyn Approver>> = match &caller.elicitation {
             Some(Elicitation::RoundTrip) => Some(Arc::new(Elicit { tx })),
-            Some(Elicitation::Request) => Some(Arc::new(AskPeer {
-                peer: cx.peer.clone(),
-                client: client_name(cx),
+            Some(Elicitation::Request(peer)) => Some(Arc::new(AskPeer {
+                peer: peer.clone(),
+                client: caller.client.clone(),
             })),
             None => None,
         };
@@ -313,7 +378,7 @@ impl WardenMcp {
     async fn drive(
         &self,
         mut running: Running,
-        cx: &RequestContext<RoleServer>,
+        caller: &Caller,
     ) -> Result<CallToolResponse, McpError> {
         enum Next {
             Done(Outcome),
@@ -321,15 +386,14 @@ impl WardenMcp {
             Cancelled,
             Tick,
         }
-        let progress = cx.meta.get_progress_token();
         let every = self.shared.options.progress_interval;
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             let next = tokio::select! {
                 r = running.call.finish() => Next::Done(r),
                 Some(p) = running.approvals.recv() => Next::Approval(p),
-                () = cx.ct.cancelled() => Next::Cancelled,
-                _ = ticks.tick(), if progress.is_some() => Next::Tick,
+                () = caller.cancelled.cancelled() => Next::Cancelled,
+                _ = ticks.tick(), if caller.progress.is_some() => Next::Tick,
             };
             match next {
                 Next::Done(r) => return Ok(self.render(r).into()),
@@ -339,11 +403,11 @@ impl WardenMcp {
                     return Ok(self.render(r).into());
                 }
                 Next::Tick => {
-                    if let Some(token) = &progress {
+                    if let Some((token, notifier)) = &caller.progress {
                         let secs = running.started.elapsed().as_secs_f64();
                         let note = ProgressNotificationParam::new(token.clone(), secs)
                             .with_message(format!("{} running for {secs:.0}s", running.tool));
-                        let _ = cx.peer.notify_progress(note).await;
+                        notifier.progress(note).await;
                     }
                 }
                 Next::Approval(p) => match state_token() {
@@ -384,9 +448,8 @@ impl WardenMcp {
         &self,
         req: &CallToolRequestParams,
         state: &str,
-        cx: &RequestContext<RoleServer>,
+        caller: &Caller,
     ) -> Result<CallToolResponse, McpError> {
-        self.grant(cx)?;
         let parked = self
             .shared
             .parked
@@ -408,9 +471,9 @@ impl WardenMcp {
         let _ = parked.answer.send(ApprovalAnswer {
             digest: parked.request.digest.clone(),
             approved: approves(&answer),
-            by: format!("MCP client '{}' (elicitation)", client_name(cx)),
+            by: format!("MCP client '{}' (elicitation)", caller.client),
         });
-        self.drive(parked.running, cx).await
+        self.drive(parked.running, caller).await
     }
 
     /// An invocation's outcome as a tool result.
@@ -484,37 +547,37 @@ impl ServerHandler for WardenMcp {
         request: CallToolRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        if let Some(state) = request.request_state.clone() {
-            return self.resume(&request, &state, &cx).await;
-        }
-        match self
-            .start(request.name.to_string(), request.arguments, &cx)
-            .await?
-        {
-            Ok(running) => self.drive(running, &cx).await,
-            Err(refused) => Ok(refused.into()),
-        }
+        let caller = self.caller(&cx)?;
+        self.call(request, &caller).await
     }
 }
 
 /// How a client answers approvals through elicitation, if it can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Elicitation {
+enum Mode {
     /// The current protocol: an input-required result, answered by a retry.
     RoundTrip,
     /// Older protocols: an `elicitation/create` request to the client.
     Request,
 }
 
-fn elicitation(cx: &RequestContext<RoleServer>) -> Option<Elicitation> {
-    cx.client_capabilities().and_then(|c| c.elicitation)?;
-    let current = cx
-        .protocol_version()
-        .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
+/// A caller's elicitation, with what asking it takes.
+enum Elicitation {
+    RoundTrip,
+    Request(rmcp::Peer<RoleServer>),
+}
+
+/// The elicitation mode of a client with `capabilities` speaking `version`.
+fn mode(
+    capabilities: Option<ClientCapabilities>,
+    version: Option<ProtocolVersion>,
+) -> Option<Mode> {
+    capabilities.and_then(|c| c.elicitation)?;
+    let current = version.is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
     Some(if current {
-        Elicitation::RoundTrip
+        Mode::RoundTrip
     } else {
-        Elicitation::Request
+        Mode::Request
     })
 }
 
@@ -563,10 +626,8 @@ impl Approver for AskPeer {
     }
 }
 
-fn client_name(cx: &RequestContext<RoleServer>) -> String {
-    cx.client_info()
-        .map(|i| i.name)
-        .unwrap_or_else(|| "unnamed".into())
+fn client_name(info: Option<Implementation>) -> String {
+    info.map(|i| i.name).unwrap_or_else(|| "unnamed".into())
 }
 
 fn failure(message: String) -> CallToolResult {

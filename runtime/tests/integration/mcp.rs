@@ -13,8 +13,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use warden::approval::DenyAll;
 use warden::audit::{Event, MemorySink};
+use warden::mcp::stdio::{self, Served};
 use warden::mcp::{Grants, ServeOptions, WardenMcp};
 use warden::{Grant, Manifest, Runtime};
 
@@ -158,6 +161,40 @@ async fn connect(mcp: WardenMcp, client: Client) -> RunningService<RoleClient, C
     client.serve(b).await.unwrap()
 }
 
+/// Which server loop a test drives: rmcp's service (what HTTP uses), or
+/// the stdio loop (`warden serve --stdio`), which answers `tools/call`
+/// itself and hands the rest to rmcp.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    Sdk,
+    Stdio,
+}
+
+/// A client connected to `mcp` in process through `via`; for the stdio
+/// loop, also what it served (once the client has gone).
+async fn connect_via(
+    via: Via,
+    mcp: WardenMcp,
+    client: Client,
+) -> (
+    RunningService<RoleClient, Client>,
+    Option<JoinHandle<Served>>,
+) {
+    match via {
+        Via::Sdk => (connect(mcp, client).await, None),
+        Via::Stdio => {
+            let (a, b) = tokio::io::duplex(1 << 20);
+            let (read, write) = tokio::io::split(a);
+            let served = tokio::spawn(async move {
+                stdio::serve_on(mcp, read, write, 1 << 20, CancellationToken::new())
+                    .await
+                    .unwrap()
+            });
+            (client.serve(b).await.unwrap(), Some(served))
+        }
+    }
+}
+
 fn args(v: Value) -> JsonObject {
     v.as_object().unwrap().clone()
 }
@@ -174,10 +211,20 @@ fn text(r: &CallToolResult) -> String {
 }
 
 #[tokio::test]
-async fn list_call_denial_limit_and_stdout_over_a_pipe() {
+async fn list_call_denial_limit_and_stdout_through_rmcp() {
+    list_call_denial_limit_and_stdout(Via::Sdk).await;
+}
+
+#[tokio::test]
+async fn list_call_denial_limit_and_stdout_through_the_stdio_loop() {
+    list_call_denial_limit_and_stdout(Via::Stdio).await;
+}
+
+async fn list_call_denial_limit_and_stdout(via: Via) {
     let s = setup();
     let audit = MemorySink::new();
-    let client = connect(
+    let (client, served) = connect_via(
+        via,
         server(&s, audit.clone(), ServeOptions::default()).await,
         Client::default(),
     )
@@ -281,10 +328,27 @@ async fn list_call_denial_limit_and_stdout_over_a_pipe() {
         .unwrap();
     assert_eq!(r.structured_content, Some(json!({"message": "still here"})));
     client.cancel().await.unwrap();
+    if let Some(served) = served {
+        // The stdio loop answered every call itself (7) and handed the
+        // session's other messages (initialize, initialized, list) to rmcp.
+        let served = served.await.unwrap();
+        assert_eq!((served.calls, served.to_sdk, served.refused), (7, 3, 0));
+    }
 }
 
 #[tokio::test]
-async fn approvals_are_asked_through_elicitation() {
+async fn approvals_through_elicitation_via_rmcp() {
+    approvals_are_asked_through_elicitation(Via::Sdk).await;
+}
+
+/// In the stdio loop, calls whose approvals need `elicitation/create` go
+/// to rmcp; calls from a client without elicitation stay in the loop.
+#[tokio::test]
+async fn approvals_through_elicitation_via_the_stdio_loop() {
+    approvals_are_asked_through_elicitation(Via::Stdio).await;
+}
+
+async fn approvals_are_asked_through_elicitation(via: Via) {
     let s = setup();
     let write = || {
         call(
@@ -300,7 +364,8 @@ async fn approvals_are_asked_through_elicitation() {
         elicitation: true,
         ..Client::default()
     };
-    let client = connect(
+    let (client, _) = connect_via(
+        via,
         server(&s, audit.clone(), ServeOptions::default()).await,
         yes.clone(),
     )
@@ -339,7 +404,8 @@ async fn approvals_are_asked_through_elicitation() {
         elicitation: true,
         ..Client::default()
     };
-    let client = connect(
+    let (client, _) = connect_via(
+        via,
         server(&s, MemorySink::new(), ServeOptions::default()).await,
         no.clone(),
     )
@@ -352,7 +418,8 @@ async fn approvals_are_asked_through_elicitation() {
 
     // A client without elicitation: the configured approver (deny-all).
     let plain = Client::default();
-    let client = connect(
+    let (client, _) = connect_via(
+        via,
         server(&s, MemorySink::new(), ServeOptions::default()).await,
         plain.clone(),
     )
@@ -364,7 +431,16 @@ async fn approvals_are_asked_through_elicitation() {
 }
 
 #[tokio::test]
-async fn cancellation_ends_the_invocation_and_long_calls_report_progress() {
+async fn cancellation_and_progress_through_rmcp() {
+    cancellation_ends_the_invocation_and_long_calls_report_progress(Via::Sdk).await;
+}
+
+#[tokio::test]
+async fn cancellation_and_progress_through_the_stdio_loop() {
+    cancellation_ends_the_invocation_and_long_calls_report_progress(Via::Stdio).await;
+}
+
+async fn cancellation_ends_the_invocation_and_long_calls_report_progress(via: Via) {
     let s = setup();
     let audit = MemorySink::new();
     let options = ServeOptions {
@@ -372,7 +448,12 @@ async fn cancellation_ends_the_invocation_and_long_calls_report_progress() {
         ..ServeOptions::default()
     };
     let watcher = Client::default();
-    let client = connect(server(&s, audit.clone(), options).await, watcher.clone()).await;
+    let (client, served) = connect_via(
+        via,
+        server(&s, audit.clone(), options).await,
+        watcher.clone(),
+    )
+    .await;
 
     // A spinning tool, cancelled after 400 ms of progress.
     let mut meta = rmcp::model::RequestMetaObject::default();
@@ -420,6 +501,10 @@ async fn cancellation_ends_the_invocation_and_long_calls_report_progress() {
         .unwrap();
     assert_eq!(r.structured_content, Some(json!({"message": "after"})));
     client.cancel().await.unwrap();
+    if let Some(served) = served {
+        // Both calls and the cancellation stayed in the loop.
+        assert_eq!(served.await.unwrap().calls, 2);
+    }
 }
 
 #[tokio::test]
@@ -977,4 +1062,153 @@ async fn over_http_each_token_selects_its_operator_chosen_grant_and_shutdown_dra
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// The stdio loop over a pipe, driven line by line.
+struct Lines {
+    to: tokio::io::WriteHalf<tokio::io::DuplexStream>,
+    from: tokio::io::Lines<tokio::io::BufReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>>,
+}
+
+impl Lines {
+    async fn send(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.to.write_all(line.as_bytes()).await.unwrap();
+        self.to.write_all(b"\n").await.unwrap();
+    }
+
+    async fn answer(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(10), self.from.next_line())
+            .await
+            .expect("no answer")
+            .unwrap()
+            .expect("stream ended");
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+fn stdio_session(
+    mcp: WardenMcp,
+    max_request: usize,
+    stop: CancellationToken,
+) -> (Lines, JoinHandle<std::io::Result<Served>>) {
+    use tokio::io::AsyncBufReadExt;
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let (read, write) = tokio::io::split(a);
+    let served = tokio::spawn(stdio::serve_on(mcp, read, write, max_request, stop));
+    let (from, to) = tokio::io::split(b);
+    let lines = Lines {
+        to,
+        from: tokio::io::BufReader::new(from).lines(),
+    };
+    (lines, served)
+}
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"lines","version":"1"}}}"#;
+
+#[tokio::test]
+async fn the_stdio_loop_answers_bad_lines_with_errors_and_keeps_serving() {
+    let s = setup();
+    let mcp = server(&s, MemorySink::new(), ServeOptions::default()).await;
+    let (mut io, served) = stdio_session(mcp, 4096, CancellationToken::new());
+    io.send(INITIALIZE).await;
+    assert_eq!(io.answer().await["result"]["protocolVersion"], "2025-11-25");
+    io.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+        .await;
+
+    // Not JSON: a parse error, no id.
+    io.send("{not json").await;
+    let e = io.answer().await;
+    assert_eq!(e["error"]["code"], -32700, "{e}");
+    assert!(e.get("id").is_none_or(Value::is_null), "{e}");
+    // A blank line is nothing at all; tools/call params that do not parse
+    // name what is wrong.
+    io.send("").await;
+    io.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"nam":"echo"}}"#)
+        .await;
+    let e = io.answer().await;
+    assert_eq!(
+        (e["id"].clone(), e["error"]["code"].clone()),
+        (json!(1), json!(-32602))
+    );
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("missing field `name`"), "{message}");
+    // A line over the cap: refused without being buffered.
+    let big = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "m".repeat(10_000)}}});
+    io.send(&big.to_string()).await;
+    let e = io.answer().await;
+    assert_eq!(e["error"]["code"], -32600, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("request too large"),
+        "{e}"
+    );
+    // Unknown methods are rmcp's to answer; calls still work.
+    io.send(r#"{"jsonrpc":"2.0","id":3,"method":"no/such"}"#)
+        .await;
+    assert_eq!(io.answer().await["error"]["code"], -32601);
+    io.send(r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{"message":"fine"}}}"#)
+        .await;
+    let r = io.answer().await;
+    assert_eq!(r["id"], 4);
+    assert_eq!(r["result"]["structuredContent"], json!({"message": "fine"}));
+    // The legacy shape for a 2025-11-25 session, as rmcp gives it.
+    assert!(r["result"].get("resultType").is_none(), "{r}");
+
+    drop(io);
+    let served = served.await.unwrap().unwrap();
+    assert_eq!(served.calls, 1);
+    assert_eq!(served.refused, 3);
+}
+
+#[tokio::test]
+async fn the_stdio_loop_cancels_calls_when_the_client_goes_and_finishes_them_on_shutdown() {
+    let s = setup();
+    const SPIN: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"hog","arguments":{"attack":"loop"}}}"#;
+
+    // The client closes its end mid-call: the call is cancelled.
+    let audit = MemorySink::new();
+    let mcp = server(&s, audit.clone(), ServeOptions::default()).await;
+    let (mut io, served) = stdio_session(mcp, 1 << 20, CancellationToken::new());
+    io.send(INITIALIZE).await;
+    io.answer().await;
+    io.send(SPIN).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let gone = Instant::now();
+    drop(io);
+    served.await.unwrap().unwrap();
+    assert!(
+        gone.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        gone.elapsed()
+    );
+    let end = audit
+        .records()
+        .into_iter()
+        .find(|r| r.event == Event::InvocationEnd)
+        .unwrap();
+    assert_eq!(end.outcome.as_deref(), Some("cancelled"));
+
+    // Told to stop (SIGTERM): the running call finishes (here at its 3 s
+    // deadline) and is answered before the loop returns.
+    let stop = CancellationToken::new();
+    let mcp = server(&s, MemorySink::new(), ServeOptions::default()).await;
+    let (mut io, served) = stdio_session(mcp, 1 << 20, stop.clone());
+    io.send(INITIALIZE).await;
+    io.answer().await;
+    io.send(SPIN).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.cancel();
+    let r = io.answer().await;
+    assert_eq!(r["id"], 7);
+    assert!(
+        r["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("deadline exceeded"),
+        "{r}"
+    );
+    assert_eq!(served.await.unwrap().unwrap().calls, 1);
 }

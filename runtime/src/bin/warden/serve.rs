@@ -38,7 +38,7 @@ pub struct ServeArgs {
     /// Calls running at once; more are answered "busy".
     #[arg(long, default_value_t = 64, value_name = "N")]
     max_in_flight: usize,
-    /// Largest HTTP request body, in bytes.
+    /// Largest request, in bytes: an HTTP request body, a stdio line.
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     max_request: usize,
     /// Serve the pending approvals at ADDR (GET /approvals, POST
@@ -112,7 +112,12 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         .or_else(crate::default_audit_path)
         .context("no audit path: pass --audit FILE")
         .map_err(usage)?;
-    let sink = crate::open_audit(&audit).map_err(usage)?;
+    // A client waits for each result: checkpoints are signed off its path.
+    let sink = Arc::new(
+        crate::open_audit(&audit)
+            .and_then(|s| Ok(s.sign_in_background()?))
+            .map_err(usage)?,
+    );
     let mut builder = builder;
     let mut queue = None;
     if let Some(addr) = args.approvals {
@@ -138,7 +143,7 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
     }
     let runtime = builder
         .manifest(manifest)
-        .audit(Arc::new(sink))
+        .audit(sink.clone())
         .max_concurrent_invocations(u32::try_from(args.max_in_flight).unwrap_or(u32::MAX))
         .build()?;
     let grants = if by_token.is_empty() {
@@ -173,16 +178,11 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         signal.cancel();
     });
     if args.stdio {
-        use rmcp::ServiceExt as _;
-        let running = mcp
-            .serve(rmcp::transport::stdio_pipes())
+        warden::mcp::stdio::serve(mcp, args.max_request, shutdown)
             .await
-            .context("MCP over stdio: the client did not initialize")
+            .context("MCP over stdio")
             .map_err(usage)?;
-        tokio::select! {
-            r = running.waiting() => { r.context("MCP over stdio").map_err(usage)?; }
-            () = shutdown.cancelled() => {}
-        }
+        sink.settle();
         return Ok(0);
     }
     let addr = args.http.unwrap_or_else(|| unreachable!("checked above"));
@@ -205,5 +205,6 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         .await
         .context("MCP over HTTP")
         .map_err(usage)?;
+    sink.settle();
     Ok(0)
 }

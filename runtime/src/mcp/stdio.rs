@@ -1,0 +1,446 @@
+//! MCP over stdio, with `tools/call` on a short path.
+//!
+//! rmcp serves the session: `initialize` and version negotiation, `ping`,
+//! `tools/list`, errors for unknown methods and malformed messages, and
+//! requests to the client. It sits behind an in-memory pipe; this loop reads
+//! the client's lines and hands it every one but the hot path, a `tools/call`
+//! in an initialized session, which the loop answers itself with the same
+//! [`WardenMcp::call`] the SDK's handler uses: no channel hop, no task per
+//! request, one write per answer. Cancellation (`notifications/cancelled`)
+//! and progress for those calls are handled here as well.
+//!
+//! The SDK keeps the calls that need it: any before the session is
+//! initialized (a 2026-07-28 session without `initialize` stays with the
+//! SDK throughout), and those whose client answers approvals through
+//! `elicitation/create` requests (protocols before 2026-07-28), since only
+//! the SDK sends requests to the client.
+//!
+//! The loop also answers what the SDK would drop or mis-name: a line that
+//! is not JSON gets a parse error, a line longer than the request cap an
+//! invalid-request error (its bytes are skipped, never buffered), and
+//! `tools/call` params that do not parse an invalid-params error.
+
+use super::{Caller, Elicitation, Grants, Mode, Notifier, WardenMcp, client_name, mode};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use rmcp::ErrorData as McpError;
+use rmcp::ServiceExt as _;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientCapabilities,
+    Implementation, ProgressNotification, ProgressNotificationParam, ProtocolVersion, RequestId,
+    ServerJsonRpcMessage, ServerNotification, ServerResult,
+};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{Mutex, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// The client-facing output: whole lines, from this loop and from the SDK.
+#[derive(Clone)]
+pub(crate) struct Out(Arc<Mutex<Pin<Box<dyn AsyncWrite + Send>>>>);
+
+impl Out {
+    async fn line(&self, bytes: &[u8]) {
+        let mut w = self.0.lock().await;
+        // A client that stopped reading: nothing more can reach it, and the
+        // loop ends when its input closes.
+        if w.write_all(bytes).await.is_ok() {
+            let _ = w.flush().await;
+        }
+    }
+
+    async fn message(&self, message: &ServerJsonRpcMessage) {
+        match serde_json::to_vec(message) {
+            Ok(mut bytes) => {
+                bytes.push(b'\n');
+                self.line(&bytes).await;
+            }
+            Err(e) => tracing::error!("MCP over stdio: cannot encode an answer: {e}"),
+        }
+    }
+
+    pub(crate) async fn progress(&self, note: ProgressNotificationParam) {
+        let note = ServerNotification::ProgressNotification(ProgressNotification::new(note));
+        self.message(&ServerJsonRpcMessage::notification(note))
+            .await;
+    }
+}
+
+/// What the session's `initialize` said, once the SDK has answered it.
+struct Session {
+    version: ProtocolVersion,
+    capabilities: ClientCapabilities,
+    client: Implementation,
+}
+
+/// The parts of a client line the loop looks at; the rest stays raw.
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(borrow)]
+    jsonrpc: Option<&'a str>,
+    id: Option<RequestId>,
+    #[serde(borrow)]
+    method: Option<&'a str>,
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
+}
+
+type Answer = Pin<Box<dyn Future<Output = (RequestId, ServerJsonRpcMessage)> + Send>>;
+
+/// What a session's loop did, for the log (and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Served {
+    /// `tools/call`s the loop answered itself.
+    pub calls: u64,
+    /// Lines handed to the SDK.
+    pub to_sdk: u64,
+    /// Lines answered with an error by the loop (not JSON, too long, bad
+    /// `tools/call` params).
+    pub refused: u64,
+}
+
+/// Serves `mcp` on this process's stdin and stdout until the client closes
+/// its input or `shutdown` is cancelled; calls running then finish and are
+/// answered first. A line longer than `max_request` bytes is refused.
+pub async fn serve(
+    mcp: WardenMcp,
+    max_request: usize,
+    shutdown: CancellationToken,
+) -> std::io::Result<Served> {
+    let (input, output) = rmcp::transport::stdio_pipes();
+    serve_on(mcp, input, output, max_request, shutdown).await
+}
+
+/// [`serve`] on any pair of streams.
+pub async fn serve_on(
+    mcp: WardenMcp,
+    input: impl AsyncRead + Send + Unpin + 'static,
+    output: impl AsyncWrite + Send + 'static,
+    max_request: usize,
+    shutdown: CancellationToken,
+) -> std::io::Result<Served> {
+    let Grants::One(grant) = mcp.shared.grants.clone() else {
+        return Err(std::io::Error::other(
+            "MCP over stdio serves one task grant (per-token grants are for HTTP)",
+        ));
+    };
+    let out = Out(Arc::new(Mutex::new(Box::pin(output))));
+
+    // The SDK, behind an in-memory pipe.
+    let (ours, theirs) = tokio::io::duplex(1 << 20);
+    let (from_sdk, mut to_sdk) = tokio::io::split(ours);
+    let session: Arc<OnceLock<Session>> = Arc::default();
+    // Fires once the SDK has answered `initialize` (or given up on it).
+    let (initialized, handshake) = oneshot::channel::<()>();
+    let mut handshake = Some(handshake);
+    let sdk = {
+        let (mcp, session) = (mcp.clone(), session.clone());
+        tokio::spawn(async move {
+            let running = match mcp.serve(theirs).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("MCP over stdio: the client did not initialize: {e}");
+                    return;
+                }
+            };
+            if let Some(info) = running.peer().peer_info() {
+                let _ = session.set(Session {
+                    version: info.protocol_version.clone(),
+                    capabilities: info.capabilities.clone(),
+                    client: info.client_info.clone(),
+                });
+            }
+            let _ = initialized.send(());
+            let _ = running.waiting().await;
+        })
+    };
+    let forward = {
+        let out = out.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(from_sdk);
+            let mut line = Vec::new();
+            while matches!(lines.read_until(b'\n', &mut line).await, Ok(n) if n > 0) {
+                out.line(&line).await;
+                line.clear();
+            }
+        })
+    };
+
+    let mut input = Lines {
+        reader: BufReader::new(input),
+        line: Vec::new(),
+        cap: max_request,
+        skipped: 0,
+        returned: false,
+    };
+    let mut served = Served::default();
+    let mut calls = Calls {
+        mcp,
+        grant,
+        out: out.clone(),
+        stopping: CancellationToken::new(),
+        running: HashMap::new(),
+        answers: FuturesUnordered::new(),
+    };
+    loop {
+        tokio::select! {
+            read = input.next() => {
+                let line = match read {
+                    Ok(Some(Ok(line))) => line,
+                    Ok(Some(Err(skipped))) => {
+                        served.refused += 1;
+                        let e = McpError::invalid_request(
+                            format!("request too large: {skipped} bytes (this server takes lines up to {max_request} bytes)"),
+                            None,
+                        );
+                        out.message(&ServerJsonRpcMessage::error(e, None)).await;
+                        continue;
+                    }
+                    Ok(None) | Err(_) => break,
+                };
+                let take = match serde_json::from_slice::<Line>(line) {
+                    Ok(l) if l.jsonrpc == Some("2.0") => calls.take(&l, session.get()),
+                    // JSON, but not a message this loop reads: the SDK's.
+                    Ok(_) => Take::No,
+                    Err(e) if e.classify() == serde_json::error::Category::Data => Take::No,
+                    Err(_) if line.trim_ascii().is_empty() => Take::Done,
+                    Err(e) => Take::Refused(
+                        None,
+                        McpError::parse_error(
+                            format!("not JSON: {e} (expected one JSON-RPC message per line)"),
+                            None,
+                        ),
+                    ),
+                };
+                match take {
+                    Take::Done => {}
+                    Take::Called => served.calls += 1,
+                    Take::No => {
+                        served.to_sdk += 1;
+                        if to_sdk.write_all(line).await.is_err() {
+                            break;
+                        }
+                        // The lines after `initialize` wait for its answer,
+                        // so the session is known when the next call comes.
+                        if let Some(h) = handshake.take_if(|_| is_initialize(line)) {
+                            let _ = h.await;
+                        }
+                    }
+                    Take::Refused(id, e) => {
+                        served.refused += 1;
+                        out.message(&ServerJsonRpcMessage::error(e, id)).await;
+                    }
+                }
+            }
+            Some((id, answer)) = calls.answers.next() => {
+                calls.running.remove(&id);
+                out.message(&answer).await;
+            }
+            () = shutdown.cancelled() => break,
+        }
+    }
+    // Told to stop: calls still running finish and are answered. The
+    // client gone: they are cancelled (nobody would read their answers).
+    if !shutdown.is_cancelled() {
+        calls.stopping.cancel();
+    }
+    while let Some((_, answer)) = calls.answers.next().await {
+        out.message(&answer).await;
+    }
+    // End of input for the SDK too.
+    let _ = to_sdk.shutdown().await;
+    let _ = sdk.await;
+    let _ = forward.await;
+    tracing::debug!(?served, "MCP over stdio: session ended");
+    Ok(served)
+}
+
+fn is_initialize(line: &[u8]) -> bool {
+    serde_json::from_slice::<Line>(line).is_ok_and(|l| l.method == Some("initialize"))
+}
+
+/// The client's input as lines of at most `cap` bytes.
+struct Lines<R> {
+    reader: R,
+    line: Vec<u8>,
+    cap: usize,
+    /// Bytes of a too-long line skipped so far.
+    skipped: usize,
+    /// `line` holds a line already returned.
+    returned: bool,
+}
+
+/// What the loop does with a line.
+enum Take {
+    /// Hand it to the SDK.
+    No,
+    /// Nothing more to do (a blank line, a cancellation the loop handled).
+    Done,
+    /// A call the loop runs and answers.
+    Called,
+    /// Answer it with this error.
+    Refused(Option<RequestId>, McpError),
+}
+
+impl<R: AsyncBufRead + Unpin> Lines<R> {
+    /// The next line (`Err` with its length when it was too long), `None`
+    /// at the end of input. Cancel-safe: the only await is `fill_buf`,
+    /// which consumes nothing, and a partial line stays in `line`.
+    async fn next(&mut self) -> std::io::Result<Option<Result<&[u8], usize>>> {
+        if std::mem::take(&mut self.returned) {
+            self.line.clear();
+        }
+        loop {
+            let chunk = self.reader.fill_buf().await?;
+            let (take, ended) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None if chunk.is_empty() => (0, true),
+                None => (chunk.len(), false),
+            };
+            if self.skipped > 0 || self.line.len() + take > self.cap {
+                self.skipped += self.line.len() + take;
+                self.line.clear();
+            } else {
+                self.line.extend_from_slice(&chunk[..take]);
+            }
+            self.reader.consume(take);
+            if ended {
+                self.returned = true;
+                if self.skipped > 0 {
+                    return Ok(Some(Err(std::mem::take(&mut self.skipped))));
+                }
+                return Ok((!self.line.is_empty()).then_some(Ok(self.line.as_slice())));
+            }
+        }
+    }
+}
+
+/// The calls this loop answers itself.
+struct Calls {
+    mcp: WardenMcp,
+    grant: Arc<crate::Grant>,
+    out: Out,
+    /// Parent of every call's cancellation: the client went away.
+    stopping: CancellationToken,
+    running: HashMap<RequestId, CancellationToken>,
+    answers: FuturesUnordered<Answer>,
+}
+
+impl Calls {
+    /// Takes a line the loop answers itself: a `tools/call` in an
+    /// initialized session (unless its approvals must go through the SDK),
+    /// or the cancellation of such a call. False hands the line to the SDK.
+    fn take(&mut self, line: &Line, session: Option<&Session>) -> Take {
+        match (line.method, &line.id) {
+            (Some("notifications/cancelled"), None) => {
+                let id = line
+                    .params
+                    .and_then(|p| serde_json::from_str::<CancelledNotificationParam>(p.get()).ok())
+                    .and_then(|p| p.request_id);
+                match id.and_then(|id| self.running.get(&id)) {
+                    Some(cancel) => {
+                        cancel.cancel();
+                        Take::Done
+                    }
+                    None => Take::No,
+                }
+            }
+            (Some("tools/call"), Some(id)) => {
+                // Before `initialize` has been answered, the SDK decides.
+                let Some(session) = session else {
+                    return Take::No;
+                };
+                let params = line.params.map_or("null", |p| p.get());
+                let request = match serde_json::from_str::<CallToolRequestParams>(params) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let e = McpError::invalid_params(
+                            format!(
+                                "tools/call params: {e} (expected {{\"name\": TOOL, \"arguments\": {{...}}}})"
+                            ),
+                            None,
+                        );
+                        return Take::Refused(Some(id.clone()), e);
+                    }
+                };
+                let Some(caller) = self.caller(&request, session) else {
+                    return Take::No;
+                };
+                self.running.insert(id.clone(), caller.cancelled.clone());
+                let (mcp, id) = (self.mcp.clone(), id.clone());
+                let legacy = session.version < ProtocolVersion::V_2026_07_28;
+                self.answers.push(Box::pin(async move {
+                    let answer = match mcp
+                        .call(request, &caller)
+                        .await
+                        .and_then(|r| shape(r, legacy))
+                    {
+                        Ok(result) => ServerJsonRpcMessage::response(result, id.clone()),
+                        Err(e) => ServerJsonRpcMessage::error(e, Some(id.clone())),
+                    };
+                    (id, answer)
+                }));
+                Take::Called
+            }
+            _ => Take::No,
+        }
+    }
+
+    /// The caller of a call in the session `initialize` set up; `None`
+    /// when the SDK must take the call: its `_meta` states its own protocol
+    /// version or client (the inline lifecycle, which the SDK validates), or
+    /// its approvals need `elicitation/create` requests, which only the SDK
+    /// sends.
+    fn caller(&self, request: &CallToolRequestParams, session: &Session) -> Option<Caller> {
+        let meta = request.meta.as_ref();
+        if meta.is_some_and(|m| {
+            m.protocol_version().is_some()
+                || m.client_capabilities().is_some()
+                || m.client_info().is_some()
+        }) {
+            return None;
+        }
+        let elicitation = match mode(
+            Some(session.capabilities.clone()),
+            Some(session.version.clone()),
+        ) {
+            Some(Mode::Request) => return None,
+            Some(Mode::RoundTrip) => Some(Elicitation::RoundTrip),
+            None => None,
+        };
+        let client = session.client.clone();
+        Some(Caller {
+            grant: self.grant.clone(),
+            elicitation,
+            client: client_name(Some(client)),
+            progress: meta
+                .and_then(|m| m.get_progress_token())
+                .map(|t| (t, Notifier::Stdio(self.out.clone()))),
+            cancelled: self.stopping.child_token(),
+        })
+    }
+}
+
+/// A call's response in the shape the SDK gives it for the session's
+/// protocol version (its `ServerHandler` dispatch does the same).
+fn shape(response: CallToolResponse, legacy: bool) -> Result<ServerResult, McpError> {
+    let mut result = ServerResult::from(response);
+    if legacy {
+        if matches!(result, ServerResult::InputRequiredResult(_)) {
+            return Err(McpError::invalid_request(
+                "InputRequiredResult requires negotiated protocol version 2026-07-28 or newer",
+                None,
+            ));
+        }
+        result.strip_result_type_for_legacy_peer();
+        result.strip_non_object_output_for_legacy_peer();
+    } else {
+        result.fill_missing_cache_hints();
+    }
+    Ok(result)
+}
