@@ -522,6 +522,11 @@ impl Runtime {
         Ok(narrowed)
     }
 
+    /// Finishes audit work the sink deferred (see [`AuditSink::settle`]).
+    pub fn settle_audit(&self) {
+        self.inner.audit.settle();
+    }
+
     /// The public keys that verify this runtime's identity tokens (JWKS).
     pub fn jwks(&self) -> serde_json::Value {
         self.inner.issuer.jwks()

@@ -10,12 +10,11 @@
 //! re-chaining after an edit cannot reproduce a later signed checkpoint.
 //!
 //! Signing takes longer than the rest of an invocation's audit work, so a
-//! server can have a background thread sign the checkpoint after an
-//! invocation's end ([`FileSink::sign_in_background`]): the caller gets its
-//! result without waiting for the signature, and the checkpoint still comes
-//! right after the end record — the next record waits for it (signing it
-//! itself if the thread has not yet), and dropping or settling the sink
-//! writes it.
+//! server can defer the checkpoint after an invocation's end
+//! ([`FileSink::defer_checkpoints`]) and write it once the result is on its
+//! way ([`AuditSink::settle`]): the caller does not wait for the signature,
+//! and the checkpoint still comes right after the end record — the next
+//! record writes an owed checkpoint first, and dropping the sink writes it.
 
 use super::{AuditError, AuditSink, Event, Record};
 use crate::caps::identity::Issuer;
@@ -23,8 +22,7 @@ use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A checkpoint at least this often, besides one after each invocation.
 pub const CHECKPOINT_EVERY: u64 = 256;
@@ -101,18 +99,12 @@ fn last_record(path: &Path) -> std::io::Result<Option<Record>> {
 }
 
 /// Appends chained records as JSON Lines; a record and the checkpoint that
-/// follows it go out in one `write` (unless signing in the background).
+/// follows it go out in one `write` (unless checkpoints are deferred).
 pub struct FileSink {
-    shared: Arc<Shared>,
-    background: Option<JoinHandle<()>>,
-}
-
-struct Shared {
     path: PathBuf,
     state: Mutex<Chain>,
     signer: Option<Arc<Issuer>>,
-    /// Wakes the background signer.
-    wake: Condvar,
+    defer: bool,
 }
 
 struct Chain {
@@ -122,13 +114,9 @@ struct Chain {
     /// The last record's hash.
     head: String,
     since_checkpoint: u64,
-    /// The end record whose checkpoint the background signer owes; nothing
-    /// else is chained until it is written.
+    /// The end record whose checkpoint is owed (deferred); nothing else is
+    /// chained until it is written.
     owed: Option<Record>,
-    /// Why the background signer could not write a checkpoint: the next
-    /// append fails with it (the trail fails closed).
-    failed: Option<std::io::Error>,
-    closing: bool,
 }
 
 impl FileSink {
@@ -154,108 +142,55 @@ impl FileSink {
             None => (0, GENESIS.to_owned()),
         };
         Ok(FileSink {
-            shared: Arc::new(Shared {
-                path,
-                state: Mutex::new(Chain {
-                    file,
-                    seq,
-                    head,
-                    since_checkpoint: 0,
-                    owed: None,
-                    failed: None,
-                    closing: false,
-                }),
-                signer: None,
-                wake: Condvar::new(),
+            path,
+            state: Mutex::new(Chain {
+                file,
+                seq,
+                head,
+                since_checkpoint: 0,
+                owed: None,
             }),
-            background: None,
+            signer: None,
+            defer: false,
         })
     }
 
     /// Signs checkpoints with `signer`'s Ed25519 key.
     pub fn with_signer(mut self, signer: Arc<Issuer>) -> FileSink {
-        self.settle();
-        self.stop();
-        // Not shared yet: no thread has started.
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.signer = Some(signer);
-        }
+        self.signer = Some(signer);
         self
     }
 
-    /// Signs the checkpoint after an invocation's end on a background
-    /// thread, off the caller's path (for servers, where the caller is
-    /// waiting for the result). Without a signer this does nothing.
-    pub fn sign_in_background(mut self) -> Result<FileSink, AuditError> {
-        if self.shared.signer.is_none() || self.background.is_some() {
-            return Ok(self);
-        }
-        let shared = self.shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("warden-audit-signer".into())
-            .spawn(move || shared.sign_owed_checkpoints())
-            .map_err(|source| AuditError::Io {
-                path: self.shared.path.clone(),
-                source,
-            })?;
-        self.background = Some(thread);
-        Ok(self)
-    }
-
-    /// Writes an owed checkpoint now (before a process exits, say).
-    pub fn settle(&self) {
-        let mut chain = self.shared.lock();
-        if let Err(e) = self.shared.pay(&mut chain) {
-            tracing::error!("audit trail {}: {e}", self.shared.path.display());
-        }
+    /// Defers the checkpoint after an invocation's end until [`settle`]
+    /// (or the next record, or dropping the sink), for callers that can
+    /// sign once the result is on its way. Without a signer this changes
+    /// nothing.
+    ///
+    /// [`settle`]: AuditSink::settle
+    pub fn defer_checkpoints(mut self) -> FileSink {
+        self.defer = true;
+        self
     }
 
     pub fn path(&self) -> &Path {
-        &self.shared.path
+        &self.path
     }
 
-    fn stop(&mut self) {
-        if let Some(thread) = self.background.take() {
-            self.shared.lock().closing = true;
-            self.shared.wake.notify_all();
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for FileSink {
-    fn drop(&mut self) {
-        self.stop();
-        self.settle();
-    }
-}
-
-impl Shared {
     fn lock(&self) -> MutexGuard<'_, Chain> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the owed checkpoint, if any, signing it on this thread.
+    /// Writes the owed checkpoint, if any.
     fn pay(&self, chain: &mut Chain) -> Result<(), AuditError> {
         let (Some(signer), Some(end)) = (self.signer.as_deref(), chain.owed.take()) else {
             return Ok(());
         };
-        let signature = signer.sign_raw(checkpoint_message(chain.seq, &chain.head).as_bytes());
-        self.write_checkpoint(chain, &end, signer, signature)
-    }
-
-    fn write_checkpoint(
-        &self,
-        chain: &mut Chain,
-        end: &Record,
-        signer: &Issuer,
-        signature: String,
-    ) -> Result<(), AuditError> {
         let (seq, head, since) = (chain.seq, chain.head.clone(), chain.since_checkpoint);
         let mut out = Vec::with_capacity(1024);
-        chain.checkpoint(end, signer, signature, &mut out)?;
+        chain.checkpoint(&end, signer, &mut out)?;
         if let Err(source) = chain.file.write_all(&out) {
             (chain.seq, chain.head, chain.since_checkpoint) = (seq, head, since);
+            chain.owed = Some(end);
             return Err(AuditError::Io {
                 path: self.path.clone(),
                 source,
@@ -263,36 +198,11 @@ impl Shared {
         }
         Ok(())
     }
+}
 
-    /// The background signer: signs each owed checkpoint without holding
-    /// the lock, and writes it unless an append has written it meanwhile.
-    fn sign_owed_checkpoints(&self) {
-        let Some(signer) = self.signer.as_deref() else {
-            return;
-        };
-        let mut chain = self.lock();
-        loop {
-            if chain.closing {
-                return;
-            }
-            let Some(end) = chain.owed.clone() else {
-                chain = self.wake.wait(chain).unwrap_or_else(|p| p.into_inner());
-                continue;
-            };
-            let (seq, head) = (chain.seq, chain.head.clone());
-            drop(chain);
-            let signature = signer.sign_raw(checkpoint_message(seq, &head).as_bytes());
-            chain = self.lock();
-            if chain.owed.is_some() && chain.seq == seq {
-                chain.owed = None;
-                if let Err(e) = self.write_checkpoint(&mut chain, &end, signer, signature) {
-                    chain.failed = Some(match e {
-                        AuditError::Io { source, .. } => source,
-                        other => std::io::Error::other(other.to_string()),
-                    });
-                }
-            }
-        }
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        self.settle();
     }
 }
 
@@ -307,13 +217,10 @@ impl Chain {
         Ok(())
     }
 
-    /// Chains a checkpoint of the records so far onto `out`; `signature`
-    /// signs [`checkpoint_message`] of this chain's `seq` and `head`.
     fn checkpoint(
         &mut self,
         template: &Record,
         signer: &Issuer,
-        signature: String,
         out: &mut Vec<u8>,
     ) -> Result<(), AuditError> {
         let mut c = template.clone();
@@ -333,7 +240,7 @@ impl Chain {
         c.message = None;
         c.count = Some(self.seq);
         c.head = Some(self.head.clone());
-        c.signature = Some(signature);
+        c.signature = Some(signer.sign_raw(checkpoint_message(self.seq, &self.head).as_bytes()));
         c.key = Some(signer.kid().to_owned());
         self.push(&c, out)?;
         self.since_checkpoint = 0;
@@ -343,46 +250,41 @@ impl Chain {
 
 impl AuditSink for FileSink {
     fn append(&self, record: &Record) -> Result<(), AuditError> {
-        let shared = &self.shared;
-        let mut chain = shared.lock();
-        if let Some(source) = chain.failed.take() {
-            return Err(AuditError::Io {
-                path: shared.path.clone(),
-                source,
-            });
-        }
-        // The checkpoint owed by the background signer comes first.
-        shared.pay(&mut chain)?;
+        let mut chain = self.lock();
+        // An owed checkpoint comes first.
+        self.pay(&mut chain)?;
         let (seq, head, since) = (chain.seq, chain.head.clone(), chain.since_checkpoint);
         let mut out = Vec::with_capacity(1024);
         chain.push(record, &mut out)?;
-        let mut owe = false;
+        let end = record.event == Event::InvocationEnd;
         // An unsigned checkpoint would prove nothing a reader cannot
         // recompute: without a signer the trail is the hash chain alone.
-        if let Some(signer) = shared.signer.as_deref() {
-            let end = record.event == Event::InvocationEnd;
-            if end && self.background.is_some() {
-                owe = true;
-            } else if end || chain.since_checkpoint >= CHECKPOINT_EVERY {
-                let message = checkpoint_message(chain.seq, &chain.head);
-                let signature = signer.sign_raw(message.as_bytes());
-                chain.checkpoint(record, signer, signature, &mut out)?;
-            }
+        let owe = self.signer.is_some() && end && self.defer;
+        if let Some(signer) = self.signer.as_deref()
+            && !owe
+            && (end || chain.since_checkpoint >= CHECKPOINT_EVERY)
+        {
+            chain.checkpoint(record, signer, &mut out)?;
         }
         if let Err(source) = chain.file.write_all(&out) {
             // Nothing was chained: the next record links to the last written one.
             (chain.seq, chain.head, chain.since_checkpoint) = (seq, head, since);
             return Err(AuditError::Io {
-                path: shared.path.clone(),
+                path: self.path.clone(),
                 source,
             });
         }
         if owe {
             chain.owed = Some(record.clone());
-            drop(chain);
-            shared.wake.notify_one();
         }
         Ok(())
+    }
+
+    fn settle(&self) {
+        let mut chain = self.lock();
+        if let Err(e) = self.pay(&mut chain) {
+            tracing::error!("audit trail {}: {e}", self.path.display());
+        }
     }
 }
 
@@ -429,23 +331,20 @@ mod tests {
     }
 
     #[test]
-    fn background_signing_puts_each_checkpoint_right_after_its_end_record() {
+    fn a_deferred_checkpoint_still_comes_right_after_its_end_record() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.jsonl");
         let key = Issuer::from_seed(&[5; 32]);
         let sink = FileSink::open(&path)
             .unwrap()
             .with_signer(Arc::new(Issuer::from_seed(&[5; 32])))
-            .sign_in_background()
-            .unwrap();
-        assert!(sink.background.is_some());
+            .defer_checkpoints();
         for i in 0..50 {
             sink.append(&event("invocation.start", i)).unwrap();
             sink.append(&event("invocation.end", i)).unwrap();
-            // Sometimes the next record races the signer; sometimes the
-            // signer has long finished.
+            // Settled by the server, or paid by the next record.
             if i % 2 == 0 {
-                std::thread::sleep(std::time::Duration::from_millis(2));
+                sink.settle();
             }
         }
         // The last checkpoint is owed until settled or dropped.
@@ -474,9 +373,12 @@ mod tests {
         let sink = FileSink::open(&path)
             .unwrap()
             .with_signer(Arc::new(Issuer::from_seed(&[5; 32])))
-            .sign_in_background()
-            .unwrap();
+            .defer_checkpoints();
         sink.append(&event("invocation.end", 0)).unwrap();
+        assert_eq!(
+            events(&std::fs::read_to_string(&path).unwrap()),
+            [Event::InvocationEnd]
+        );
         sink.settle();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(events(&text), [Event::InvocationEnd, Event::Checkpoint]);

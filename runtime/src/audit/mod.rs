@@ -136,6 +136,10 @@ pub trait AuditSink: Send + Sync {
     /// Appends one record; it must be durable in the sink's sense (for a file:
     /// handed to the OS) before this returns.
     fn append(&self, record: &Record) -> Result<(), AuditError>;
+
+    /// Finishes work the sink deferred (a file sink's owed checkpoint).
+    /// A server calls it once a result is on its way to the caller.
+    fn settle(&self) {}
 }
 
 #[derive(Debug, thiserror::Error)]

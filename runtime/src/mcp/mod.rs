@@ -548,7 +548,11 @@ impl ServerHandler for WardenMcp {
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let caller = self.caller(&cx)?;
-        self.call(request, &caller).await
+        let response = self.call(request, &caller).await;
+        // Sign the audit checkpoint while rmcp sends the answer.
+        let runtime = self.shared.runtime.clone();
+        tokio::spawn(async move { runtime.settle_audit() });
+        response
     }
 }
 

@@ -240,6 +240,9 @@ pub async fn serve_on(
             Some((id, answer)) = calls.answers.next() => {
                 calls.running.remove(&id);
                 out.message(&answer).await;
+                // The client has its answer: sign the audit checkpoint now,
+                // while it reads.
+                calls.mcp.shared.runtime.settle_audit();
             }
             () = shutdown.cancelled() => break,
         }

@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use warden::audit::AuditSink as _;
 use warden::mcp::http::HttpOptions;
 use warden::mcp::{Grants, ServeOptions, WardenMcp};
 use warden::{Grant, Manifest, RuntimeBuilder};
@@ -112,11 +113,12 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         .or_else(crate::default_audit_path)
         .context("no audit path: pass --audit FILE")
         .map_err(usage)?;
-    // A client waits for each result: checkpoints are signed off its path.
+    // A client waits for each result: checkpoints are signed once it is on
+    // its way.
     let sink = Arc::new(
         crate::open_audit(&audit)
-            .and_then(|s| Ok(s.sign_in_background()?))
-            .map_err(usage)?,
+            .map_err(usage)?
+            .defer_checkpoints(),
     );
     let mut builder = builder;
     let mut queue = None;
