@@ -1,9 +1,10 @@
 //! `cargo bench --bench mcp`: the MCP server against the in-process call.
 //!
 //! 1. `tools/call` round trip of the trivial `echo` tool over stdio
-//!    (`warden serve --stdio`, rmcp's client), median and p99 over sequential
-//!    calls, next to `Runtime::invoke` measured in the same run.
-//!    Target: median under 60 µs.
+//!    (`warden serve --stdio`), median and p99 over sequential calls from a
+//!    minimal blocking client and from rmcp's client, next to
+//!    `Runtime::invoke` and a pipe round trip through `cat` measured in the
+//!    same run. Target: median under 60 µs.
 //! 2. Throughput over streamable HTTP with several concurrent clients.
 //! 3. 1,000 calls in flight over HTTP, each waiting in a host call (an HTTP
 //!    request to a loopback server that holds its answer), and the server's
@@ -284,7 +285,9 @@ async fn main() {
     }
     let _ = client.cancel().await;
     let piped_median = percentile(&mut piped, 0.5);
-    println!("in-process MCP (duplex pipe, same process): median {piped_median:.1} µs");
+    println!(
+        "in-process MCP through rmcp's service loop (what HTTP uses; rmcp client, duplex pipe): median {piped_median:.1} µs"
+    );
 
     // 1. The floor: the same request lines through `cat` and back (a pipe
     // round trip between two processes, no server work at all), then
