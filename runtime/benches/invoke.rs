@@ -72,6 +72,24 @@ async fn raw_invoke(engine: &Engine, pre: &raw::ToolPre<RawState>) -> String {
         .unwrap()
 }
 
+/// Median over `batches` of the mean µs per call of `batch` calls.
+async fn per_call(
+    rt: &warden::Runtime,
+    grant: &warden::Grant,
+    batches: usize,
+    batch: usize,
+) -> f64 {
+    let mut us = Vec::new();
+    for _ in 0..batches {
+        let t = Instant::now();
+        for _ in 0..batch {
+            rt.invoke("echo", grant, INPUT).await.unwrap();
+        }
+        us.push(t.elapsed().as_secs_f64() * 1e6 / batch as f64);
+    }
+    median(us)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -141,30 +159,14 @@ fn main() {
             ))
             .build()
             .unwrap();
-        let mut signed_us = Vec::new();
-        for _ in 0..batches.min(7) {
-            let t = Instant::now();
-            for _ in 0..batch {
-                signed.invoke("echo", &grant, INPUT).await.unwrap();
-            }
-            signed_us.push(t.elapsed().as_secs_f64() * 1e6 / batch as f64);
-        }
+        let s = per_call(&signed, &grant, batches.min(7), batch).await;
         // What the trail's file I/O and hashing cost: an in-memory sink.
         let memory = warden::Runtime::builder()
             .tool(warden::ToolSpec::new("echo", guests::ECHO))
             .audit(warden::audit::MemorySink::new())
             .build()
             .unwrap();
-        let mut memory_us = Vec::new();
-        for _ in 0..batches.min(7) {
-            let t = Instant::now();
-            for _ in 0..batch {
-                memory.invoke("echo", &grant, INPUT).await.unwrap();
-            }
-            memory_us.push(t.elapsed().as_secs_f64() * 1e6 / batch as f64);
-        }
-        let m = median(memory_us);
-        let s = median(signed_us);
+        let m = per_call(&memory, &grant, batches.min(7), batch).await;
         let (r, w) = (median(raw_us), median(warden_us));
         let ratio = w / r;
         println!("invoke: trivial tool, {batches} alternating batches of {batch} sequential calls, median batch mean");
