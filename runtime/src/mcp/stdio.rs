@@ -27,8 +27,8 @@ use rmcp::ErrorData as McpError;
 use rmcp::ServiceExt as _;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientCapabilities,
-    Implementation, ProgressNotification, ProgressNotificationParam, ProtocolVersion, RequestId,
-    ServerJsonRpcMessage, ServerNotification, ServerResult,
+    Implementation, InitializeRequestParams, ProgressNotification, ProgressNotificationParam,
+    ProtocolVersion, RequestId, ServerJsonRpcMessage, ServerNotification, ServerResult,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -36,8 +36,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 /// The client-facing output: whole lines, from this loop and from the SDK.
@@ -134,37 +135,27 @@ pub async fn serve_on(
     // The SDK, behind an in-memory pipe.
     let (ours, theirs) = tokio::io::duplex(1 << 20);
     let (from_sdk, mut to_sdk) = tokio::io::split(ours);
-    let session: Arc<OnceLock<Session>> = Arc::default();
-    // Fires once the SDK has answered `initialize` (or given up on it).
-    let (initialized, handshake) = oneshot::channel::<()>();
-    let mut handshake = Some(handshake);
+    let session = Arc::new(Handshake::default());
     let sdk = {
-        let (mcp, session) = (mcp.clone(), session.clone());
+        let mcp = mcp.clone();
         tokio::spawn(async move {
-            let running = match mcp.serve(theirs).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!("MCP over stdio: the client did not initialize: {e}");
-                    return;
+            match mcp.serve(theirs).await {
+                Ok(running) => {
+                    let _ = running.waiting().await;
                 }
-            };
-            if let Some(info) = running.peer().peer_info() {
-                let _ = session.set(Session {
-                    version: info.protocol_version.clone(),
-                    capabilities: info.capabilities.clone(),
-                    client: info.client_info.clone(),
-                });
+                Err(e) => tracing::warn!("MCP over stdio: the client did not initialize: {e}"),
             }
-            let _ = initialized.send(());
-            let _ = running.waiting().await;
         })
     };
+    // The SDK's lines to the client. The answer to `initialize` sets the
+    // session up before the client can see it, so its next call is known.
     let forward = {
-        let out = out.clone();
+        let (out, session) = (out.clone(), session.clone());
         tokio::spawn(async move {
             let mut lines = BufReader::new(from_sdk);
             let mut line = Vec::new();
             while matches!(lines.read_until(b'\n', &mut line).await, Ok(n) if n > 0) {
+                session.answered(&line);
                 out.line(&line).await;
                 line.clear();
             }
@@ -204,7 +195,7 @@ pub async fn serve_on(
                     Ok(None) | Err(_) => break,
                 };
                 let take = match serde_json::from_slice::<Line>(line) {
-                    Ok(l) if l.jsonrpc == Some("2.0") => calls.take(&l, session.get()),
+                    Ok(l) if l.jsonrpc == Some("2.0") => calls.take(&l, &session),
                     // JSON, but not a message this loop reads: the SDK's.
                     Ok(_) => Take::No,
                     Err(e) if e.classify() == serde_json::error::Category::Data => Take::No,
@@ -225,11 +216,6 @@ pub async fn serve_on(
                         if to_sdk.write_all(line).await.is_err() {
                             break;
                         }
-                        // The lines after `initialize` wait for its answer,
-                        // so the session is known when the next call comes.
-                        if let Some(h) = handshake.take_if(|_| is_initialize(line)) {
-                            let _ = h.await;
-                        }
                     }
                     Take::Refused(id, e) => {
                         served.refused += 1;
@@ -247,24 +233,103 @@ pub async fn serve_on(
             () = shutdown.cancelled() => break,
         }
     }
-    // Told to stop: calls still running finish and are answered. The
-    // client gone: they are cancelled (nobody would read their answers).
+    // Told to stop: calls still running finish and are answered (within
+    // their deadlines; a client that stops reading gets GRACE). The client
+    // gone: they are cancelled (nobody would read their answers).
     if !shutdown.is_cancelled() {
         calls.stopping.cancel();
     }
-    while let Some((_, answer)) = calls.answers.next().await {
-        out.message(&answer).await;
+    let drain = async {
+        while let Some((_, answer)) = calls.answers.next().await {
+            out.message(&answer).await;
+        }
+    };
+    if tokio::time::timeout(GRACE, drain).await.is_err() {
+        tracing::warn!("MCP over stdio: calls still running after {GRACE:?}; stopping anyway");
     }
-    // End of input for the SDK too.
+    // End of input for the SDK too; it gets a moment to flush.
     let _ = to_sdk.shutdown().await;
-    let _ = sdk.await;
-    let _ = forward.await;
+    let (sdk_abort, forward_abort) = (sdk.abort_handle(), forward.abort_handle());
+    if tokio::time::timeout(FLUSH, async {
+        let _ = sdk.await;
+        let _ = forward.await;
+    })
+    .await
+    .is_err()
+    {
+        sdk_abort.abort();
+        forward_abort.abort();
+    }
     tracing::debug!(?served, "MCP over stdio: session ended");
     Ok(served)
 }
 
-fn is_initialize(line: &[u8]) -> bool {
-    serde_json::from_slice::<Line>(line).is_ok_and(|l| l.method == Some("initialize"))
+/// How long running calls get to finish once the loop stops.
+const GRACE: Duration = Duration::from_secs(30);
+/// How long the SDK gets to finish its lines after the loop stops.
+const FLUSH: Duration = Duration::from_secs(2);
+
+/// What the session's `initialize` said, once the SDK has answered it: the
+/// request as the loop saw it go by, the version from the SDK's answer.
+#[derive(Default)]
+struct Handshake {
+    asked: std::sync::Mutex<Option<(RequestId, InitializeRequestParams)>>,
+    session: OnceLock<Session>,
+}
+
+impl Handshake {
+    fn get(&self) -> Option<&Session> {
+        self.session.get()
+    }
+
+    /// Notes an `initialize` request on its way to the SDK.
+    fn asked(&self, id: &RequestId, params: Option<&RawValue>) {
+        if self.session.get().is_some() {
+            return;
+        }
+        if let Some(p) = params.and_then(|p| serde_json::from_str(p.get()).ok()) {
+            *self.asked.lock().unwrap_or_else(|e| e.into_inner()) = Some((id.clone(), p));
+        }
+    }
+
+    /// Sees an SDK line go to the client: a successful answer to the noted
+    /// `initialize` sets the session up.
+    fn answered(&self, line: &[u8]) {
+        #[derive(Deserialize)]
+        struct Answer {
+            id: Option<RequestId>,
+            result: Option<Negotiated>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Negotiated {
+            protocol_version: ProtocolVersion,
+        }
+        if self.session.get().is_some() {
+            return;
+        }
+        let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((id, _)) = asked.as_ref() else {
+            return;
+        };
+        let Ok(Answer {
+            id: Some(answered),
+            result: Some(negotiated),
+        }) = serde_json::from_slice::<Answer>(line)
+        else {
+            return;
+        };
+        if &answered != id {
+            return;
+        }
+        if let Some((_, params)) = asked.take() {
+            let _ = self.session.set(Session {
+                version: negotiated.protocol_version,
+                capabilities: params.capabilities,
+                client: params.client_info,
+            });
+        }
+    }
 }
 
 /// The client's input as lines of at most `cap` bytes.
@@ -338,8 +403,13 @@ impl Calls {
     /// Takes a line the loop answers itself: a `tools/call` in an
     /// initialized session (unless its approvals must go through the SDK),
     /// or the cancellation of such a call. False hands the line to the SDK.
-    fn take(&mut self, line: &Line, session: Option<&Session>) -> Take {
+    fn take(&mut self, line: &Line, handshake: &Handshake) -> Take {
+        let session = handshake.get();
         match (line.method, &line.id) {
+            (Some("initialize"), Some(id)) => {
+                handshake.asked(id, line.params);
+                Take::No
+            }
             (Some("notifications/cancelled"), None) => {
                 let id = line
                     .params

@@ -1115,6 +1115,12 @@ async fn the_stdio_loop_answers_bad_lines_with_errors_and_keeps_serving() {
     let s = setup();
     let mcp = server(&s, MemorySink::new(), ServeOptions::default()).await;
     let (mut io, served) = stdio_session(mcp, 4096, CancellationToken::new());
+    // An `initialize` rmcp refuses (no params) does not stall the loop.
+    io.send(r#"{"jsonrpc":"2.0","id":"bad","method":"initialize"}"#)
+        .await;
+    let e = io.answer().await;
+    assert_eq!(e["id"], "bad", "{e}");
+    assert!(e["error"]["code"].is_i64(), "{e}");
     io.send(INITIALIZE).await;
     assert_eq!(io.answer().await["result"]["protocolVersion"], "2025-11-25");
     io.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
@@ -1165,6 +1171,45 @@ async fn the_stdio_loop_answers_bad_lines_with_errors_and_keeps_serving() {
     let served = served.await.unwrap().unwrap();
     assert_eq!(served.calls, 1);
     assert_eq!(served.refused, 3);
+}
+
+#[tokio::test]
+async fn warden_serve_stdio_exits_on_sigterm_while_its_client_stays() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let s = setup();
+    let mut child = warden_serve(&s, &["--stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    stdin
+        .write_all(format!("{INITIALIZE}\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(60), stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(answer.contains("protocolVersion"), "{answer}");
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // stdin is still open: the signal alone ends the server, cleanly.
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("warden serve --stdio ignored SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    drop(stdin);
 }
 
 #[tokio::test]
