@@ -9,11 +9,15 @@
 //! request, one write per answer. Cancellation (`notifications/cancelled`)
 //! and progress for those calls are handled here as well.
 //!
-//! The SDK keeps the calls that need it: any before the session is
-//! initialized (a 2026-07-28 session without `initialize` stays with the
-//! SDK throughout), and those whose client answers approvals through
-//! `elicitation/create` requests (protocols before 2026-07-28), since only
-//! the SDK sends requests to the client.
+//! The session is what the `initialize` request said and the version the
+//! SDK's answer negotiated; the loop notes both as they pass and knows the
+//! session before the client sees the answer. The SDK keeps the calls that
+//! need it: any before that (a 2026-07-28 session without `initialize`
+//! stays with the SDK throughout), those whose `_meta` carries their own
+//! protocol version or client (the SDK validates that lifecycle), and those
+//! whose client answers approvals through `elicitation/create` requests
+//! (protocols before 2026-07-28), since only the SDK sends requests to the
+//! client.
 //!
 //! The loop also answers what the SDK would drop or mis-name: a line that
 //! is not JSON gets a parse error, a line longer than the request cap an
