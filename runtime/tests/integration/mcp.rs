@@ -170,6 +170,33 @@ enum Via {
     Stdio,
 }
 
+/// Each of these test bodies runs once per server loop.
+macro_rules! through_both_loops {
+    ($($sdk:ident, $stdio:ident => $body:ident;)*) => {$(
+        #[tokio::test]
+        async fn $sdk() {
+            $body(Via::Sdk).await;
+        }
+
+        #[tokio::test]
+        async fn $stdio() {
+            $body(Via::Stdio).await;
+        }
+    )*};
+}
+
+through_both_loops! {
+    list_call_denial_limit_and_stdout_through_rmcp,
+    list_call_denial_limit_and_stdout_through_the_stdio_loop => list_call_denial_limit_and_stdout;
+    // In the stdio loop, calls whose approvals need `elicitation/create` go
+    // to rmcp; calls from a client without elicitation stay in the loop.
+    approvals_through_elicitation_via_rmcp,
+    approvals_through_elicitation_via_the_stdio_loop => approvals_are_asked_through_elicitation;
+    cancellation_and_progress_through_rmcp,
+    cancellation_and_progress_through_the_stdio_loop =>
+        cancellation_ends_the_invocation_and_long_calls_report_progress;
+}
+
 /// A client connected to `mcp` in process through `via`; for the stdio
 /// loop, also what it served (once the client has gone).
 async fn connect_via(
@@ -208,16 +235,6 @@ fn text(r: &CallToolResult) -> String {
         .iter()
         .filter_map(|c| c.as_text().map(|t| t.text.clone()))
         .collect()
-}
-
-#[tokio::test]
-async fn list_call_denial_limit_and_stdout_through_rmcp() {
-    list_call_denial_limit_and_stdout(Via::Sdk).await;
-}
-
-#[tokio::test]
-async fn list_call_denial_limit_and_stdout_through_the_stdio_loop() {
-    list_call_denial_limit_and_stdout(Via::Stdio).await;
 }
 
 async fn list_call_denial_limit_and_stdout(via: Via) {
@@ -336,18 +353,8 @@ async fn list_call_denial_limit_and_stdout(via: Via) {
     }
 }
 
-#[tokio::test]
-async fn approvals_through_elicitation_via_rmcp() {
-    approvals_are_asked_through_elicitation(Via::Sdk).await;
-}
-
 /// In the stdio loop, calls whose approvals need `elicitation/create` go
 /// to rmcp; calls from a client without elicitation stay in the loop.
-#[tokio::test]
-async fn approvals_through_elicitation_via_the_stdio_loop() {
-    approvals_are_asked_through_elicitation(Via::Stdio).await;
-}
-
 async fn approvals_are_asked_through_elicitation(via: Via) {
     let s = setup();
     let write = || {
@@ -428,16 +435,6 @@ async fn approvals_are_asked_through_elicitation(via: Via) {
     assert!(text(&r).contains("deny-all"), "{}", text(&r));
     assert!(plain.asked.lock().unwrap().is_empty());
     client.cancel().await.unwrap();
-}
-
-#[tokio::test]
-async fn cancellation_and_progress_through_rmcp() {
-    cancellation_ends_the_invocation_and_long_calls_report_progress(Via::Sdk).await;
-}
-
-#[tokio::test]
-async fn cancellation_and_progress_through_the_stdio_loop() {
-    cancellation_ends_the_invocation_and_long_calls_report_progress(Via::Stdio).await;
 }
 
 async fn cancellation_ends_the_invocation_and_long_calls_report_progress(via: Via) {
