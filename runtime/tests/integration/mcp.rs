@@ -1041,15 +1041,8 @@ async fn over_http_each_token_selects_its_operator_chosen_grant_and_shutdown_dra
         (r, started.elapsed())
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = child.id().unwrap().to_string();
     let mut child = child;
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     let (r, took) = slow.await.unwrap();
     let r = r.unwrap();
     assert!(
@@ -1063,6 +1056,15 @@ async fn over_http_each_token_selects_its_operator_chosen_grant_and_shutdown_dra
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
 }
 
 /// The stdio loop over a pipe, driven line by line.
@@ -1192,14 +1194,7 @@ async fn warden_serve_stdio_exits_on_sigterm_while_its_client_stays() {
         .unwrap()
         .unwrap();
     assert!(answer.contains("protocolVersion"), "{answer}");
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     // stdin is still open: the signal alone ends the server, cleanly.
     let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
         .await
