@@ -64,19 +64,23 @@ pub(crate) fn same(a: &str, b: &str) -> bool {
 
 type Body = BoxBody<Bytes, Infallible>;
 
-fn plain(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": null,
-        "error": { "code": -32600, "message": message },
-    })
-    .to_string();
-    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
     *r.status_mut() = status;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
+    r
+}
+
+fn plain(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": { "code": -32600, "message": message },
+    });
+    let mut r = json(status, &body);
     if status == StatusCode::UNAUTHORIZED {
         r.headers_mut().insert(
             http::header::WWW_AUTHENTICATE,
@@ -84,6 +88,35 @@ fn plain(status: StatusCode, message: &str) -> Response<Body> {
         );
     }
     r
+}
+
+/// Whether `headers` carry one of `tokens` (compared in constant time).
+fn authorized(headers: &HeaderMap, tokens: &[String]) -> bool {
+    bearer(headers).is_some_and(|t| tokens.iter().any(|k| same(k, &t)))
+}
+
+fn unauthorized() -> Response<Body> {
+    plain(
+        StatusCode::UNAUTHORIZED,
+        "a bearer token is required (Authorization: Bearer TOKEN)",
+    )
+}
+
+/// The next connection, or `None` once `shutdown` is cancelled.
+async fn next_connection(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => return Some(a),
+                Err(e) => tracing::warn!("{what}: accept failed: {e}"),
+            },
+            () = shutdown.cancelled() => return None,
+        }
+    }
 }
 
 /// Serves `mcp` at `http://ADDR/mcp` on an already bound listener until
@@ -119,17 +152,7 @@ pub async fn serve(
     );
     let options = Arc::new(options);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => break,
-        };
+    while let Some((stream, peer)) = next_connection(&listener, &shutdown, "MCP").await {
         let service = service.clone();
         let options = options.clone();
         let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -174,15 +197,9 @@ async fn route(
             "not found (the MCP endpoint is /mcp)",
         );
     }
-    if !options.tokens.is_empty() {
-        let ok = bearer(req.headers()).is_some_and(|t| options.tokens.iter().any(|k| same(k, &t)));
-        if !ok {
-            tracing::info!("refused a request from {peer}: missing or unknown bearer token");
-            return plain(
-                StatusCode::UNAUTHORIZED,
-                "a bearer token is required (Authorization: Bearer TOKEN)",
-            );
-        }
+    if !options.tokens.is_empty() && !authorized(req.headers(), &options.tokens) {
+        tracing::info!("refused a request from {peer}: missing or unknown bearer token");
+        return unauthorized();
     }
     let declared = req
         .headers()
@@ -214,24 +231,14 @@ pub async fn serve_approvals(
     token: String,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let token = Arc::new(token);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("approvals: accept failed: {e}");
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => return Ok(()),
-        };
+    let tokens = Arc::new(vec![token]);
+    while let Some((stream, _)) = next_connection(&listener, &shutdown, "approvals").await {
         let queue = queue.clone();
-        let token = token.clone();
+        let tokens = tokens.clone();
         let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
             let queue = queue.clone();
-            let token = token.clone();
-            async move { Ok::<_, Infallible>(approvals(req, &queue, &token).await) }
+            let tokens = tokens.clone();
+            async move { Ok::<_, Infallible>(approvals(req, &queue, &tokens).await) }
         });
         tokio::spawn(async move {
             let _ = hyper::server::conn::http1::Builder::new()
@@ -239,33 +246,22 @@ pub async fn serve_approvals(
                 .await;
         });
     }
+    Ok(())
 }
 
 async fn approvals(
     req: Request<Incoming>,
     queue: &crate::approval::QueueApprover,
-    token: &str,
+    tokens: &[String],
 ) -> Response<Body> {
-    if !bearer(req.headers()).is_some_and(|t| same(token, &t)) {
-        return plain(
-            StatusCode::UNAUTHORIZED,
-            "a bearer token is required (Authorization: Bearer TOKEN)",
-        );
+    if !authorized(req.headers(), tokens) {
+        return unauthorized();
     }
-    let json = |status: StatusCode, v: serde_json::Value| {
-        let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
-        *r.status_mut() = status;
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        r
-    };
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.strip_prefix("/approvals")) {
         (http::Method::GET, Some("" | "/")) => json(
             StatusCode::OK,
-            serde_json::to_value(queue.pending()).unwrap_or_default(),
+            &serde_json::to_value(queue.pending()).unwrap_or_default(),
         ),
         (http::Method::POST, Some(rest)) if rest.len() > 1 => {
             let digest = &rest[1..];
@@ -298,7 +294,7 @@ async fn approvals(
             if queue.answer(digest, a.approve, &format!("{} (approvals endpoint)", a.by)) {
                 json(
                     StatusCode::OK,
-                    serde_json::json!({"answered": digest, "approve": a.approve}),
+                    &serde_json::json!({"answered": digest, "approve": a.approve}),
                 )
             } else {
                 plain(
