@@ -192,6 +192,14 @@ impl HttpRequest {
             k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
         })
     }
+
+    /// The `Authorization: Bearer` token, or "" without one.
+    pub fn bearer(&self) -> String {
+        self.header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_owned()
+    }
 }
 
 /// A test's answer: status line (e.g. `200 OK`), extra header lines (each

@@ -14,11 +14,7 @@ async fn receiver(runtime: Arc<OnceLock<Runtime>>) -> (u16, Hooks) {
     let hooks: Hooks = Arc::default();
     let log = hooks.clone();
     let port = crate::common::http_server(move |req| {
-        let token = req
-            .header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default()
-            .to_owned();
+        let token = req.bearer();
         let active = runtime.get().is_some_and(|rt| rt.introspect(&token).active);
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         let name = body["artifact"]["name"].as_str().unwrap_or("?").to_owned();

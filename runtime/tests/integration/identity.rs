@@ -16,11 +16,7 @@ async fn api(runtime: Arc<OnceLock<Runtime>>) -> (u16, Seen) {
     let seen: Seen = Arc::default();
     let log = seen.clone();
     let port = crate::common::http_server(move |req| {
-        let token = req
-            .header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default()
-            .to_owned();
+        let token = req.bearer();
         // A downstream service asks Warden whether the token is live.
         let active = runtime.get().is_some_and(|rt| rt.introspect(&token).active);
         log.lock().unwrap().push((token, active));
