@@ -505,10 +505,11 @@ impl WardenMcp {
         );
         let mut result = match inv.output {
             Ok(text) => {
-                let mut ok = CallToolResult::success(vec![ContentBlock::text(text.clone())]);
-                if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(&text) {
-                    ok.structured_content = Some(v);
-                }
+                let structured = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .filter(Value::is_object);
+                let mut ok = CallToolResult::success(vec![ContentBlock::text(text)]);
+                ok.structured_content = structured;
                 ok
             }
             Err(e) => failure(e.to_string()),
