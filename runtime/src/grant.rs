@@ -97,7 +97,8 @@ impl Grant {
         self
     }
 
-    /// Adds one CLI grant: `fs:HANDLE=DIR:RIGHTS` or `secret:NAME`.
+    /// Adds one CLI grant: `fs:HANDLE=DIR:RIGHTS`, `secret:NAME`,
+    /// `http:[METHODS=]URL` or `deploy:TARGET`.
     pub fn add_cli(&mut self, spec: &str) -> Result<(), GrantError> {
         if let Some(name) = spec.strip_prefix("deploy:") {
             crate::manifest::check_name(name).map_err(|e| GrantError::Syntax {

@@ -55,8 +55,9 @@ enum Command {
         manifest: PathBuf,
         /// The tool's name in the manifest.
         tool: String,
-        /// A grant: fs:HANDLE=DIR:RIGHTS (rights comma-separated) or
-        /// secret:NAME; repeatable.
+        /// A grant: fs:HANDLE=DIR:RIGHTS (rights comma-separated),
+        /// secret:NAME, http:[METHODS=]URL (methods comma-separated; URL a
+        /// prefix) or deploy:TARGET; repeatable.
         #[arg(long = "grant", value_name = "SPEC")]
         grants: Vec<String>,
         /// A TOML grant file (task = "ID", then [fs.HANDLE] path/rights).
