@@ -33,13 +33,20 @@ pub enum SecretSource {
     /// without a trailing newline. Arguments are split like a POSIX shell
     /// would split words (quotes allowed), but nothing is expanded.
     Exec { program: String, args: Vec<String> },
-    /// `mint:AUDIENCE`: an identity token for this invocation, minted by
-    /// Warden itself; it dies with the invocation.
+    /// `mint:AUDIENCE`: an identity token (EdDSA JWT) for this invocation,
+    /// signed by this Warden instance when the invocation starts, with the
+    /// same claims as the guest's `identity.token(AUDIENCE)`: `exp` no later
+    /// than the invocation deadline (and at most five minutes away), and
+    /// introspection reports it inactive once the invocation ends. The
+    /// manifest names the audience, so `token-audiences` does not apply and
+    /// no identity decision is made; otherwise it is an ordinary secret
+    /// (by reference, `send-to`, `reveal`, TTL, redaction).
     Mint(String),
 }
 
 impl SecretSource {
-    /// Parses `env:VAR`, `file:PATH` (relative to `base`), `exec:PROGRAM ARGS…`.
+    /// Parses `env:VAR`, `file:PATH` (relative to `base`), `exec:PROGRAM ARGS…`
+    /// or `mint:AUDIENCE`.
     pub fn parse(s: &str, base: &std::path::Path) -> Result<SecretSource, String> {
         let expected = "expected env:VAR, file:PATH, exec:PROGRAM ARGS… or mint:AUDIENCE";
         let (kind, rest) = s
@@ -66,7 +73,7 @@ impl SecretSource {
         }
     }
 
-    /// `env`, `file` or `exec`: safe to show in errors and audit records.
+    /// `env`, `file`, `exec` or `mint`: safe to show in errors and audit records.
     pub fn kind(&self) -> &'static str {
         match self {
             SecretSource::Env(_) => "env",
