@@ -2,9 +2,11 @@
 //!
 //! A token names the tool by its identity (`sub = sha256:…`), the task, the
 //! invocation (`jti`), the audience and the scopes the task was granted; it
-//! expires no later than the invocation's deadline, and [`Introspector`]
-//! reports it inactive as soon as its invocation has ended (RFC 7662 style),
-//! so a downstream service can refuse a token copied out of the call.
+//! expires no later than the invocation's deadline, and
+//! [`Runtime::introspect`](crate::Runtime::introspect) answers an
+//! [`Introspection`] that reports it inactive as soon as its invocation has
+//! ended (RFC 7662 style), so a downstream service can refuse a token copied
+//! out of the call.
 //!
 //! Tokens are EdDSA (Ed25519) JWS compact serializations.
 
