@@ -148,12 +148,14 @@ pub fn is_special(ip: IpAddr) -> Option<&'static str> {
                 Some("loopback")
             } else if v6.is_unspecified() || v6.is_multicast() {
                 Some("non-routable")
+            } else if seg == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254] {
+                // AWS's IPv6 instance metadata endpoint, fd00:ec2::254: inside
+                // fc00::/7, so it is checked before unique local addresses.
+                Some("cloud metadata")
             } else if seg[0] & 0xfe00 == 0xfc00 {
                 Some("private (unique local)")
             } else if seg[0] & 0xffc0 == 0xfe80 {
                 Some("link-local")
-            } else if seg[0] == 0xfd00 && seg[1..7] == [0, 0, 0, 0, 0, 0] {
-                Some("cloud metadata")
             } else {
                 None
             }
@@ -216,6 +218,9 @@ mod tests {
             ("::1", Some("loopback")),
             ("::ffff:127.0.0.1", Some("loopback")),
             ("fd00::1", Some("private (unique local)")),
+            ("fd00:ec2::254", Some("cloud metadata")),
+            ("fd00:ec2::253", Some("private (unique local)")),
+            ("::ffff:169.254.169.254", Some("cloud metadata")),
             ("fe80::1", Some("link-local")),
             ("93.184.216.34", None),
             ("2606:4700::1111", None),
