@@ -346,7 +346,8 @@ pub enum GrantError {
         url: String,
         reason: String,
     },
-    #[error("invalid task id: {0}")]
+    /// The message from [`check_task`], which names the problem itself.
+    #[error("{0}")]
     Task(String),
 }
 
@@ -392,6 +393,15 @@ mod tests {
             assert!(e.contains(reason), "{spec}: {e}");
             assert!(e.contains("expected fs:HANDLE=DIR:RIGHTS"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_bad_task_id_is_reported_once() {
+        let e = GrantError::Task(check_task("").unwrap_err()).to_string();
+        assert_eq!(
+            e,
+            "invalid task id \"\" (expected 1 to 128 printable characters)"
+        );
     }
 
     #[test]
