@@ -5,7 +5,9 @@
 //!   `readOnlyHint` / `destructiveHint` derived from the rights the caller's
 //!   grant gives the tool.
 //! - `tools/call` runs one invocation under the operator's grant; the client
-//!   has no way to change it (there is no tool that grants anything).
+//!   has no way to change it (there is no tool that grants anything). The
+//!   rmcp handler and the stdio loop's own answers take one path
+//!   (`call.rs`): each builds a caller and writes the answer its own way.
 //! - An approval gate is asked of the client through elicitation (the
 //!   current protocol's input-required round trip) when the client supports
 //!   it; otherwise the runtime's configured approver answers.
@@ -13,27 +15,24 @@
 //! - A tool's stdout/stderr never enter the protocol stream: they are
 //!   captured, logged, and returned (capped) in the result's `_meta`.
 
+mod call;
 pub mod http;
 pub mod stdio;
 
-use crate::approval::{ApprovalAnswer, ApprovalRequest, Approver};
-use crate::{Error, Grant, Invocation, InvokeOptions, Rights, Runtime};
+use crate::{Error, Grant, Rights, Runtime};
+use call::{Caller, Client, Link, Parked, Reply};
 use rmcp::model::{
-    BooleanSchema, CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
-    ContentBlock, ElicitRequest, ElicitRequestParams, ElicitationSchema, Implementation,
-    InputRequest, InputRequests, InputRequiredResult, JsonObject, ListToolsResult, MetaObject,
-    PaginatedRequestParams, PrimitiveSchemaDefinition, ProgressNotificationParam, ProgressToken,
-    ProtocolVersion, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, Implementation, JsonObject, ListToolsResult,
+    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// How the server behaves; the defaults suit a local agent.
 #[derive(Debug, Clone)]
@@ -55,9 +54,6 @@ impl Default for ServeOptions {
         }
     }
 }
-
-/// The name of the elicitation request that asks for an approval.
-const APPROVAL: &str = "approval";
 
 /// Serves a runtime's tools under operator-chosen grants. Cheap to clone:
 /// the HTTP transport makes one per session.
@@ -84,112 +80,6 @@ pub enum Grants {
     One(Arc<Grant>),
     /// HTTP: the bearer token a caller presents selects its task grant.
     ByToken(Arc<Vec<(String, Arc<Grant>)>>),
-}
-
-type Outcome = Result<Result<Invocation, Error>, tokio::task::JoinError>;
-
-/// An invocation: driven by the request's own task while the client waits
-/// (no hop to another thread), moved to a task of its own when the call is
-/// parked for an approval round trip.
-enum Call {
-    Here(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Invocation, Error>> + Send>>),
-    There(JoinHandle<Result<Invocation, Error>>),
-}
-
-impl Call {
-    async fn finish(&mut self) -> Outcome {
-        match self {
-            Call::Here(f) => Ok(f.await),
-            Call::There(h) => h.await,
-        }
-    }
-
-    fn is_finished(&self) -> bool {
-        matches!(self, Call::There(h) if h.is_finished())
-    }
-
-    /// Keeps the invocation running without the request that started it.
-    fn detach(self) -> Call {
-        match self {
-            Call::Here(f) => Call::There(tokio::spawn(f)),
-            there => there,
-        }
-    }
-}
-
-/// A call in progress.
-struct Running {
-    tool: String,
-    call: Call,
-    approvals: mpsc::Receiver<Pending>,
-    cancel: CancellationToken,
-    started: Instant,
-    _slot: OwnedSemaphorePermit,
-}
-
-/// A call waiting for the client's answer to `request`.
-struct Parked {
-    running: Running,
-    request: ApprovalRequest,
-    answer: oneshot::Sender<ApprovalAnswer>,
-}
-
-/// An approval request on its way to the MCP client.
-struct Pending {
-    request: ApprovalRequest,
-    answer: oneshot::Sender<ApprovalAnswer>,
-}
-
-/// Hands a call's approval requests to the MCP handler, which asks the
-/// client through elicitation.
-struct Elicit {
-    tx: mpsc::Sender<Pending>,
-}
-
-#[async_trait::async_trait]
-impl Approver for Elicit {
-    async fn ask(&self, request: &ApprovalRequest) -> Option<ApprovalAnswer> {
-        let (answer, rx) = oneshot::channel();
-        self.tx
-            .send(Pending {
-                request: request.clone(),
-                answer,
-            })
-            .await
-            .ok()?;
-        rx.await.ok()
-    }
-}
-
-/// What a call needs from the session it arrived on: built from rmcp's
-/// request context, or by the stdio loop for the calls it answers itself.
-pub(crate) struct Caller {
-    grant: Arc<Grant>,
-    /// How the client answers approvals, if it can.
-    elicitation: Option<Elicitation>,
-    /// The client's name, for the audit's "approved by".
-    client: String,
-    /// Where progress goes, for a call that asked for it.
-    progress: Option<(ProgressToken, Notifier)>,
-    /// Cancelled when the client cancels the call (or its session ends).
-    cancelled: CancellationToken,
-}
-
-/// Sends progress notifications to the client.
-enum Notifier {
-    Peer(rmcp::Peer<RoleServer>),
-    Stdio(stdio::Out),
-}
-
-impl Notifier {
-    async fn progress(&self, note: ProgressNotificationParam) {
-        match self {
-            Notifier::Peer(peer) => {
-                let _ = peer.notify_progress(note).await;
-            }
-            Notifier::Stdio(out) => out.progress(note).await,
-        }
-    }
 }
 
 impl WardenMcp {
@@ -242,36 +132,20 @@ impl WardenMcp {
 
     /// The caller of a request that came through rmcp.
     fn caller(&self, cx: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
-        let elicitation = match mode(cx.client_capabilities(), cx.protocol_version()) {
-            Some(Mode::RoundTrip) => Some(Elicitation::RoundTrip),
-            Some(Mode::Request) => Some(Elicitation::Request(cx.peer.clone())),
-            None => None,
+        let (version, capabilities, info) = (
+            cx.protocol_version(),
+            cx.client_capabilities(),
+            cx.client_info(),
+        );
+        let client = Client {
+            version: version.as_ref(),
+            capabilities: capabilities.as_ref(),
+            info: info.as_ref(),
         };
-        Ok(Caller {
-            grant: self.grant(cx)?,
-            elicitation,
-            client: client_name(cx.client_info()),
-            progress: cx
-                .meta
-                .get_progress_token()
-                .map(|t| (t, Notifier::Peer(cx.peer.clone()))),
-            cancelled: cx.ct.clone(),
-        })
-    }
-
-    /// Runs (or resumes) one `tools/call`.
-    pub(crate) async fn call(
-        &self,
-        request: CallToolRequestParams,
-        caller: &Caller,
-    ) -> Result<CallToolResponse, McpError> {
-        if let Some(state) = request.request_state.clone() {
-            return self.resume(&request, &state, caller).await;
-        }
-        match self.start(request.name.to_string(), request.arguments, caller)? {
-            Ok(running) => self.drive(running, caller).await,
-            Err(refused) => Ok(refused.into()),
-        }
+        let link = Link::Peer(cx.peer.clone());
+        Caller::new(self.grant(cx)?, client, Some(&cx.meta), link, cx.ct.clone())
+            // rmcp's peer sends elicitation requests: always a caller.
+            .ok_or_else(|| McpError::internal_error("no caller for this request", None))
     }
 
     /// The grant of the caller: the one grant, or the one its bearer token
@@ -315,208 +189,6 @@ impl WardenMcp {
             })
             .collect()
     }
-
-    /// Starts a call.
-    fn start(
-        &self,
-        name: String,
-        arguments: Option<JsonObject>,
-        caller: &Caller,
-    ) -> Result<Result<Running, CallToolResult>, McpError> {
-        if !self.shared.tools.contains_key(&name) {
-            let known: Vec<&str> = self.shared.tools.keys().map(String::as_str).collect();
-            return Err(McpError::invalid_params(
-                format!(
-                    "unknown tool '{name}' (this server has: {})",
-                    known.join(", ")
-                ),
-                None,
-            ));
-        }
-        let Ok(slot) = self.shared.slots.clone().try_acquire_owned() else {
-            return Ok(Err(failure(format!(
-                "busy: {} calls are already running, this server's limit; retry later",
-                self.shared.options.max_in_flight
-            ))));
-        };
-        let input = Value::Object(arguments.unwrap_or_default()).to_string();
-        let grant = match self.shared.runtime.narrow(&name, &caller.grant) {
-            Ok(g) => g,
-            Err(e) => return Ok(Err(failure(e.to_string()))),
-        };
-        let (tx, approvals) = mpsc::channel(1);
-        let approver: Option<Arc<dyn Approver>> = match &caller.elicitation {
-            Some(Elicitation::RoundTrip) => Some(Arc::new(Elicit { tx })),
-            Some(Elicitation::Request(peer)) => Some(Arc::new(AskPeer {
-                peer: peer.clone(),
-                client: caller.client.clone(),
-            })),
-            None => None,
-        };
-        let cancel = CancellationToken::new();
-        let options = InvokeOptions {
-            approver,
-            cancel: Some(cancel.clone()),
-        };
-        let runtime = self.shared.runtime.clone();
-        let tool = name.clone();
-        let call = Call::Here(Box::pin(async move {
-            runtime.invoke_with(&tool, &grant, &input, options).await
-        }));
-        Ok(Ok(Running {
-            tool: name,
-            call,
-            approvals,
-            cancel,
-            started: Instant::now(),
-            _slot: slot,
-        }))
-    }
-
-    /// Waits for a call to finish, to need an approval, or to be cancelled;
-    /// sends progress meanwhile.
-    async fn drive(
-        &self,
-        mut running: Running,
-        caller: &Caller,
-    ) -> Result<CallToolResponse, McpError> {
-        enum Next {
-            Done(Outcome),
-            Approval(Pending),
-            Cancelled,
-            Tick,
-        }
-        let every = self.shared.options.progress_interval;
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        loop {
-            let next = tokio::select! {
-                r = running.call.finish() => Next::Done(r),
-                Some(p) = running.approvals.recv() => Next::Approval(p),
-                () = caller.cancelled.cancelled() => Next::Cancelled,
-                _ = ticks.tick(), if caller.progress.is_some() => Next::Tick,
-            };
-            match next {
-                Next::Done(r) => return Ok(self.render(r).into()),
-                Next::Cancelled => {
-                    running.cancel.cancel();
-                    let r = running.call.finish().await;
-                    return Ok(self.render(r).into());
-                }
-                Next::Tick => {
-                    if let Some((token, notifier)) = &caller.progress {
-                        let secs = running.started.elapsed().as_secs_f64();
-                        let note = ProgressNotificationParam::new(token.clone(), secs)
-                            .with_message(format!("{} running for {secs:.0}s", running.tool));
-                        notifier.progress(note).await;
-                    }
-                }
-                Next::Approval(p) => match state_token() {
-                    Some(state) => return Ok(self.park(running, p, state).into()),
-                    // No randomness for an unguessable handle: unanswered,
-                    // so denied.
-                    None => drop(p),
-                },
-            }
-        }
-    }
-
-    /// Parks a call until the client answers its approval request.
-    fn park(&self, mut running: Running, p: Pending, state: String) -> InputRequiredResult {
-        running.call = running.call.detach();
-        let mut requests = InputRequests::new();
-        requests.insert(
-            APPROVAL.into(),
-            InputRequest::Elicitation(ElicitRequest::new(prompt(&p.request))),
-        );
-        let mut parked = self.shared.parked.lock().unwrap_or_else(|e| e.into_inner());
-        // Calls whose approval timed out finished without their client:
-        // drop them (and their slots).
-        parked.retain(|_, p| !p.running.call.is_finished());
-        parked.insert(
-            state.clone(),
-            Parked {
-                running,
-                request: p.request,
-                answer: p.answer,
-            },
-        );
-        InputRequiredResult::new(Some(requests), Some(state))
-    }
-
-    /// The client's answer to a parked call's approval request.
-    async fn resume(
-        &self,
-        req: &CallToolRequestParams,
-        state: &str,
-        caller: &Caller,
-    ) -> Result<CallToolResponse, McpError> {
-        let parked = self
-            .shared
-            .parked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(state);
-        let Some(parked) = parked.filter(|p| p.running.tool == req.name) else {
-            return Err(McpError::invalid_params(
-                "unknown or expired requestState (an approval answer counts once, for the call that asked)",
-                None,
-            ));
-        };
-        let answer = req
-            .input_responses
-            .as_ref()
-            .and_then(|r| r.get(APPROVAL))
-            .cloned()
-            .unwrap_or(Value::Null);
-        let _ = parked.answer.send(ApprovalAnswer {
-            digest: parked.request.digest.clone(),
-            approved: approves(&answer),
-            by: format!("MCP client '{}' (elicitation)", caller.client),
-        });
-        self.drive(parked.running, caller).await
-    }
-
-    /// An invocation's outcome as a tool result.
-    fn render(&self, r: Outcome) -> CallToolResult {
-        let inv = match r {
-            Err(e) => return failure(format!("host error: the invocation task failed: {e}")),
-            Ok(Err(Error::Cancelled)) => return failure("cancelled by the client".into()),
-            Ok(Err(e @ Error::Limit(_))) => return failure(format!("limit exceeded: {e}")),
-            Ok(Err(e)) => return failure(e.to_string()),
-            Ok(Ok(inv)) => inv,
-        };
-        let cap = self.shared.options.stdio_in_result;
-        for (stream, bytes) in [("stdout", &inv.stdout), ("stderr", &inv.stderr)] {
-            if !bytes.is_empty() {
-                tracing::info!(tool = %inv.tool, invocation = %inv.id, "{stream}: {}", String::from_utf8_lossy(bytes));
-            }
-        }
-        let mut meta = serde_json::Map::new();
-        meta.insert(
-            "warden".into(),
-            json!({
-                "invocation": inv.id,
-                "task": inv.task,
-                "identity": inv.identity.to_string(),
-                "duration_ms": inv.duration.as_secs_f64() * 1000.0,
-                "stdout": capped(&inv.stdout, cap),
-                "stderr": capped(&inv.stderr, cap),
-            }),
-        );
-        let mut result = match inv.output {
-            Ok(text) => {
-                let structured = serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .filter(Value::is_object);
-                let mut ok = CallToolResult::success(vec![ContentBlock::text(text)]);
-                ok.structured_content = structured;
-                ok
-            }
-            Err(e) => failure(e.to_string()),
-        };
-        result.meta = Some(MetaObject(meta));
-        result
-    }
 }
 
 impl ServerHandler for WardenMcp {
@@ -548,95 +220,11 @@ impl ServerHandler for WardenMcp {
         request: CallToolRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let caller = self.caller(&cx)?;
-        let response = self.call(request, &caller).await;
+        let Reply { response, settle } = self.tools_call(self.caller(&cx)?, request).await;
         // Sign the audit checkpoint while rmcp sends the answer.
-        let runtime = self.shared.runtime.clone();
-        tokio::spawn(async move { runtime.settle_audit() });
+        tokio::spawn(async move { settle.now() });
         response
     }
-}
-
-/// How a client answers approvals through elicitation, if it can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// The current protocol: an input-required result, answered by a retry.
-    RoundTrip,
-    /// Older protocols: an `elicitation/create` request to the client.
-    Request,
-}
-
-/// A caller's elicitation, with what asking it takes.
-enum Elicitation {
-    RoundTrip,
-    Request(rmcp::Peer<RoleServer>),
-}
-
-/// The elicitation mode of a client with `capabilities` speaking `version`.
-fn mode(
-    capabilities: Option<ClientCapabilities>,
-    version: Option<ProtocolVersion>,
-) -> Option<Mode> {
-    capabilities.and_then(|c| c.elicitation)?;
-    let current = version.is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
-    Some(if current {
-        Mode::RoundTrip
-    } else {
-        Mode::Request
-    })
-}
-
-/// What the client is asked for one approval.
-fn prompt(r: &ApprovalRequest) -> ElicitRequestParams {
-    let message = format!(
-        "Warden: approve {} on {} by tool {} ({}) in task {}?\n{}",
-        r.action, r.resource, r.tool, r.identity, r.task, r.summary
-    );
-    let schema = ElicitationSchema::new(BTreeMap::from([(
-        "approve".to_owned(),
-        PrimitiveSchemaDefinition::Boolean(
-            BooleanSchema::new()
-                .title("Approve")
-                .description("true lets this one action run; anything else denies it"),
-        ),
-    )]));
-    ElicitRequestParams::FormElicitationParams {
-        meta: None,
-        message,
-        requested_schema: schema,
-    }
-}
-
-/// Whether an elicitation answer approves: accepted, with `approve: true`.
-fn approves(answer: &Value) -> bool {
-    answer["action"] == "accept" && answer["content"]["approve"] == true
-}
-
-/// Asks the client directly (protocols before 2026-07-28).
-struct AskPeer {
-    peer: rmcp::Peer<RoleServer>,
-    client: String,
-}
-
-#[async_trait::async_trait]
-impl Approver for AskPeer {
-    async fn ask(&self, request: &ApprovalRequest) -> Option<ApprovalAnswer> {
-        let result = self.peer.create_elicitation(prompt(request)).await.ok()?;
-        let answer = serde_json::to_value(result).ok()?;
-        Some(ApprovalAnswer {
-            digest: request.digest.clone(),
-            approved: approves(&answer),
-            by: format!("MCP client '{}' (elicitation)", self.client),
-        })
-    }
-}
-
-fn client_name(info: Option<Implementation>) -> String {
-    info.map(|i| i.name).unwrap_or_else(|| "unnamed".into())
-}
-
-fn failure(message: String) -> CallToolResult {
-    CallToolResult::error(vec![ContentBlock::text(message)])
 }
 
 fn object(v: Value) -> Option<JsonObject> {
@@ -644,20 +232,4 @@ fn object(v: Value) -> Option<JsonObject> {
         Value::Object(o) => Some(o),
         _ => None,
     }
-}
-
-fn capped(bytes: &[u8], cap: usize) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(cap)]).into_owned();
-    if bytes.len() > cap {
-        format!("{text}… ({} bytes in all)", bytes.len())
-    } else {
-        text
-    }
-}
-
-/// An unguessable handle for a parked call (128 random bits).
-fn state_token() -> Option<String> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).ok()?;
-    Some(hex::encode(b))
 }

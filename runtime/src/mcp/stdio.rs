@@ -4,10 +4,12 @@
 //! `tools/list`, errors for unknown methods and malformed messages, and
 //! requests to the client. It sits behind an in-memory pipe; this loop reads
 //! the client's lines and hands it every one but the hot path, a `tools/call`
-//! in an initialized session, which the loop answers itself with the same
-//! [`WardenMcp::call`] the SDK's handler uses: no channel hop, no task per
-//! request, one write per answer. Cancellation (`notifications/cancelled`)
-//! and progress for those calls are handled here as well.
+//! in an initialized session, which the loop answers itself through the
+//! same `tools/call` path as the SDK's handler (`WardenMcp::tools_call`):
+//! no channel hop, no task per request, one write per answer. The loop
+//! keeps what is its own: which calls it takes, their cancellation
+//! (`notifications/cancelled`), and writing the answer in the shape the
+//! SDK would give it.
 //!
 //! The session is what the `initialize` request said and the version the
 //! SDK's answer negotiated; the loop notes both as they pass and knows the
@@ -24,7 +26,8 @@
 //! invalid-request error (its bytes are skipped, never buffered), and
 //! `tools/call` params that do not parse an invalid-params error.
 
-use super::{Caller, Elicitation, Grants, Mode, Notifier, WardenMcp, client_name, mode};
+use super::call::{self, Caller, Client, Link, Reply, Settle};
+use super::{Grants, WardenMcp};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use rmcp::ErrorData as McpError;
@@ -50,6 +53,10 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct Out(Arc<Mutex<Pin<Box<dyn AsyncWrite + Send>>>>);
 
 impl Out {
+    pub(crate) fn new(output: impl AsyncWrite + Send + 'static) -> Out {
+        Out(Arc::new(Mutex::new(Box::pin(output))))
+    }
+
     async fn line(&self, bytes: &[u8]) {
         let mut w = self.0.lock().await;
         // A client that stopped reading: nothing more can reach it, and the
@@ -95,7 +102,9 @@ struct Line<'a> {
     params: Option<&'a RawValue>,
 }
 
-type Answer = Pin<Box<dyn Future<Output = (RequestId, ServerJsonRpcMessage)> + Send>>;
+/// A call's answer, once it has one, and the audit work owed once it is
+/// written.
+type Answer = Pin<Box<dyn Future<Output = (RequestId, ServerJsonRpcMessage, Settle)> + Send>>;
 
 /// What a session's loop did, for the log (and tests).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -134,7 +143,7 @@ pub async fn serve_on(
             "MCP over stdio serves one task grant (per-token grants are for HTTP)",
         ));
     };
-    let out = Out(Arc::new(Mutex::new(Box::pin(output))));
+    let out = Out::new(output);
 
     // The SDK, behind an in-memory pipe.
     let (ours, theirs) = tokio::io::duplex(1 << 20);
@@ -227,12 +236,12 @@ pub async fn serve_on(
                     }
                 }
             }
-            Some((id, answer)) = calls.answers.next() => {
+            Some((id, answer, settle)) = calls.answers.next() => {
                 calls.running.remove(&id);
                 out.message(&answer).await;
                 // The client has its answer: sign the audit checkpoint now,
                 // while it reads.
-                calls.mcp.shared.runtime.settle_audit();
+                settle.now();
             }
             () = shutdown.cancelled() => break,
         }
@@ -244,8 +253,9 @@ pub async fn serve_on(
         calls.stopping.cancel();
     }
     let drain = async {
-        while let Some((_, answer)) = calls.answers.next().await {
+        while let Some((_, answer, settle)) = calls.answers.next().await {
             out.message(&answer).await;
+            settle.now();
         }
     };
     if tokio::time::timeout(GRACE, drain).await.is_err() {
@@ -448,19 +458,16 @@ impl Calls {
                 let Some(caller) = self.caller(&request, session) else {
                     return Take::No;
                 };
-                self.running.insert(id.clone(), caller.cancelled.clone());
+                self.running.insert(id.clone(), caller.cancelled().clone());
                 let (mcp, id) = (self.mcp.clone(), id.clone());
-                let legacy = session.version < ProtocolVersion::V_2026_07_28;
+                let legacy = !call::current(Some(&session.version));
                 self.answers.push(Box::pin(async move {
-                    let answer = match mcp
-                        .call(request, &caller)
-                        .await
-                        .and_then(|r| shape(r, legacy))
-                    {
+                    let Reply { response, settle } = mcp.tools_call(caller, request).await;
+                    let answer = match response.and_then(|r| shape(r, legacy)) {
                         Ok(result) => ServerJsonRpcMessage::response(result, id.clone()),
                         Err(e) => ServerJsonRpcMessage::error(e, Some(id.clone())),
                     };
-                    (id, answer)
+                    (id, answer, settle)
                 }));
                 Take::Called
             }
@@ -482,24 +489,19 @@ impl Calls {
         }) {
             return None;
         }
-        let elicitation = match mode(
-            Some(session.capabilities.clone()),
-            Some(session.version.clone()),
-        ) {
-            Some(Mode::Request) => return None,
-            Some(Mode::RoundTrip) => Some(Elicitation::RoundTrip),
-            None => None,
+        let client = Client {
+            version: Some(&session.version),
+            capabilities: Some(&session.capabilities),
+            info: Some(&session.client),
         };
-        let client = session.client.clone();
-        Some(Caller {
-            grant: self.grant.clone(),
-            elicitation,
-            client: client_name(Some(client)),
-            progress: meta
-                .and_then(|m| m.get_progress_token())
-                .map(|t| (t, Notifier::Stdio(self.out.clone()))),
-            cancelled: self.stopping.child_token(),
-        })
+        let link = Link::Stdio(self.out.clone());
+        Caller::new(
+            self.grant.clone(),
+            client,
+            meta,
+            link,
+            self.stopping.child_token(),
+        )
     }
 }
 

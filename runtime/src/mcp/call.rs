@@ -1,0 +1,560 @@
+//! The one `tools/call` path. A transport describes the client a call came
+//! from ([`Client`]) and how to reach it ([`Link`]); [`Caller::new`] turns
+//! that into the call's caller, and [`WardenMcp::tools_call`] runs (or
+//! resumes) the call and renders its result. The answer comes back as a
+//! [`Reply`] whose [`Settle`] the transport runs once the answer is on its
+//! way. rmcp's `ServerHandler::call_tool` and the stdio loop both go
+//! through here; each keeps only how a request arrives and how its answer
+//! is written.
+
+use super::{WardenMcp, stdio};
+use crate::approval::{ApprovalAnswer, ApprovalRequest, Approver};
+use crate::{Error, Grant, Invocation, InvokeOptions, Runtime};
+use rmcp::model::{
+    BooleanSchema, CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
+    ContentBlock, ElicitRequest, ElicitRequestParams, ElicitationSchema, Implementation,
+    InputRequest, InputRequests, InputRequiredResult, JsonObject, MetaObject,
+    PrimitiveSchemaDefinition, ProgressNotificationParam, ProgressToken, ProtocolVersion,
+    RequestMetaObject,
+};
+use rmcp::{ErrorData as McpError, RoleServer};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The name of the elicitation request that asks for an approval.
+const APPROVAL: &str = "approval";
+
+/// What a transport knows of the client a call came from: the protocol
+/// version the session negotiated (or the request states), the client's
+/// capabilities and its name.
+pub(crate) struct Client<'a> {
+    pub(crate) version: Option<&'a ProtocolVersion>,
+    pub(crate) capabilities: Option<&'a ClientCapabilities>,
+    pub(crate) info: Option<&'a Implementation>,
+}
+
+/// How a call reaches its client: rmcp's peer (which can also send the
+/// client requests), or the stdio loop's output (notifications only).
+pub(crate) enum Link {
+    Peer(rmcp::Peer<RoleServer>),
+    Stdio(stdio::Out),
+}
+
+impl Link {
+    async fn progress(&self, note: ProgressNotificationParam) {
+        match self {
+            Link::Peer(peer) => {
+                let _ = peer.notify_progress(note).await;
+            }
+            Link::Stdio(out) => out.progress(note).await,
+        }
+    }
+}
+
+/// What a call needs from the session it arrived on.
+pub(crate) struct Caller {
+    grant: Arc<Grant>,
+    /// How the client answers approvals, if it can.
+    elicitation: Option<Elicitation>,
+    /// The client's name, for the audit's "approved by".
+    client: String,
+    /// Where progress goes, for a call that asked for it.
+    progress: Option<(ProgressToken, Link)>,
+    /// Cancelled when the client cancels the call (or its session ends).
+    cancelled: CancellationToken,
+}
+
+impl Caller {
+    /// The caller of a call under `grant` from `client`, whose request
+    /// carried `meta`; `cancelled` ends the call. `None` when the client
+    /// answers approvals through `elicitation/create` requests and `link`
+    /// cannot send requests (only rmcp's peer can).
+    pub(crate) fn new(
+        grant: Arc<Grant>,
+        client: Client<'_>,
+        meta: Option<&RequestMetaObject>,
+        link: Link,
+        cancelled: CancellationToken,
+    ) -> Option<Caller> {
+        let elicitation = match (mode(client.capabilities, client.version), &link) {
+            (None, _) => None,
+            (Some(Mode::RoundTrip), _) => Some(Elicitation::RoundTrip),
+            (Some(Mode::Request), Link::Peer(peer)) => Some(Elicitation::Request(peer.clone())),
+            (Some(Mode::Request), Link::Stdio(_)) => return None,
+        };
+        Some(Caller {
+            grant,
+            elicitation,
+            client: client
+                .info
+                .map_or_else(|| "unnamed".into(), |i| i.name.clone()),
+            progress: meta
+                .and_then(RequestMetaObject::get_progress_token)
+                .map(|t| (t, link)),
+            cancelled,
+        })
+    }
+
+    /// Cancelled when the client cancels the call (or its session ends).
+    pub(crate) fn cancelled(&self) -> &CancellationToken {
+        &self.cancelled
+    }
+}
+
+/// Whether `version` is the 2026-07-28 protocol or later: approvals are
+/// input-required round trips, results carry `resultType` and cache hints.
+pub(crate) fn current(version: Option<&ProtocolVersion>) -> bool {
+    version.is_some_and(|v| *v >= ProtocolVersion::V_2026_07_28)
+}
+
+/// How a client answers approvals through elicitation, if it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The current protocol: an input-required result, answered by a retry.
+    RoundTrip,
+    /// Older protocols: an `elicitation/create` request to the client.
+    Request,
+}
+
+/// A caller's elicitation, with what asking it takes.
+enum Elicitation {
+    RoundTrip,
+    Request(rmcp::Peer<RoleServer>),
+}
+
+/// The elicitation mode of a client with `capabilities` speaking `version`.
+fn mode(
+    capabilities: Option<&ClientCapabilities>,
+    version: Option<&ProtocolVersion>,
+) -> Option<Mode> {
+    capabilities?.elicitation.as_ref()?;
+    Some(if current(version) {
+        Mode::RoundTrip
+    } else {
+        Mode::Request
+    })
+}
+
+/// The answer to one `tools/call`, and the audit work it leaves.
+#[must_use = "a reply's audit must be settled once the answer is on its way"]
+pub(crate) struct Reply {
+    pub(crate) response: Result<CallToolResponse, McpError>,
+    pub(crate) settle: Settle,
+}
+
+/// Audit work a call's sink deferred until its answer is on its way to the
+/// client (the checkpoint after its invocation; see `AuditSink::settle`).
+#[must_use = "run it once the answer is on its way"]
+pub(crate) struct Settle(Runtime);
+
+impl Settle {
+    pub(crate) fn now(self) {
+        self.0.settle_audit();
+    }
+}
+
+type Outcome = Result<Result<Invocation, Error>, tokio::task::JoinError>;
+
+/// An invocation: driven by the request's own task while the client waits
+/// (no hop to another thread), moved to a task of its own when the call is
+/// parked for an approval round trip.
+enum Call {
+    Here(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Invocation, Error>> + Send>>),
+    There(JoinHandle<Result<Invocation, Error>>),
+}
+
+impl Call {
+    async fn finish(&mut self) -> Outcome {
+        match self {
+            Call::Here(f) => Ok(f.await),
+            Call::There(h) => h.await,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        matches!(self, Call::There(h) if h.is_finished())
+    }
+
+    /// Keeps the invocation running without the request that started it.
+    fn detach(self) -> Call {
+        match self {
+            Call::Here(f) => Call::There(tokio::spawn(f)),
+            there => there,
+        }
+    }
+}
+
+/// A call in progress.
+struct Running {
+    tool: String,
+    call: Call,
+    approvals: mpsc::Receiver<Pending>,
+    cancel: CancellationToken,
+    started: Instant,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// A call waiting for the client's answer to `request`.
+pub(super) struct Parked {
+    running: Running,
+    request: ApprovalRequest,
+    answer: oneshot::Sender<ApprovalAnswer>,
+}
+
+/// An approval request on its way to the MCP client.
+struct Pending {
+    request: ApprovalRequest,
+    answer: oneshot::Sender<ApprovalAnswer>,
+}
+
+/// Hands a call's approval requests to the MCP handler, which asks the
+/// client through elicitation.
+struct Elicit {
+    tx: mpsc::Sender<Pending>,
+}
+
+#[async_trait::async_trait]
+impl Approver for Elicit {
+    async fn ask(&self, request: &ApprovalRequest) -> Option<ApprovalAnswer> {
+        let (answer, rx) = oneshot::channel();
+        self.tx
+            .send(Pending {
+                request: request.clone(),
+                answer,
+            })
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Asks the client directly (protocols before 2026-07-28).
+struct AskPeer {
+    peer: rmcp::Peer<RoleServer>,
+    client: String,
+}
+
+#[async_trait::async_trait]
+impl Approver for AskPeer {
+    async fn ask(&self, request: &ApprovalRequest) -> Option<ApprovalAnswer> {
+        let result = self.peer.create_elicitation(prompt(request)).await.ok()?;
+        let answer = serde_json::to_value(result).ok()?;
+        Some(ApprovalAnswer {
+            digest: request.digest.clone(),
+            approved: approves(&answer),
+            by: format!("MCP client '{}' (elicitation)", self.client),
+        })
+    }
+}
+
+impl WardenMcp {
+    /// Runs (or resumes) one `tools/call` for `caller`: the path every
+    /// transport's calls take.
+    pub(crate) async fn tools_call(&self, caller: Caller, request: CallToolRequestParams) -> Reply {
+        let response = if let Some(state) = request.request_state.clone() {
+            self.resume(&request, &state, &caller).await
+        } else {
+            match self.start(request.name.to_string(), request.arguments, &caller) {
+                Ok(Ok(running)) => self.drive(running, &caller).await,
+                Ok(Err(refused)) => Ok(refused.into()),
+                Err(e) => Err(e),
+            }
+        };
+        Reply {
+            response,
+            settle: Settle(self.shared.runtime.clone()),
+        }
+    }
+
+    /// Starts a call.
+    fn start(
+        &self,
+        name: String,
+        arguments: Option<JsonObject>,
+        caller: &Caller,
+    ) -> Result<Result<Running, CallToolResult>, McpError> {
+        if !self.shared.tools.contains_key(&name) {
+            let known: Vec<&str> = self.shared.tools.keys().map(String::as_str).collect();
+            return Err(McpError::invalid_params(
+                format!(
+                    "unknown tool '{name}' (this server has: {})",
+                    known.join(", ")
+                ),
+                None,
+            ));
+        }
+        let Ok(slot) = self.shared.slots.clone().try_acquire_owned() else {
+            return Ok(Err(failure(format!(
+                "busy: {} calls are already running, this server's limit; retry later",
+                self.shared.options.max_in_flight
+            ))));
+        };
+        let input = Value::Object(arguments.unwrap_or_default()).to_string();
+        let grant = match self.shared.runtime.narrow(&name, &caller.grant) {
+            Ok(g) => g,
+            Err(e) => return Ok(Err(failure(e.to_string()))),
+        };
+        let (tx, approvals) = mpsc::channel(1);
+        let approver: Option<Arc<dyn Approver>> = match &caller.elicitation {
+            Some(Elicitation::RoundTrip) => Some(Arc::new(Elicit { tx })),
+            Some(Elicitation::Request(peer)) => Some(Arc::new(AskPeer {
+                peer: peer.clone(),
+                client: caller.client.clone(),
+            })),
+            None => None,
+        };
+        let cancel = CancellationToken::new();
+        let options = InvokeOptions {
+            approver,
+            cancel: Some(cancel.clone()),
+        };
+        let runtime = self.shared.runtime.clone();
+        let tool = name.clone();
+        let call = Call::Here(Box::pin(async move {
+            runtime.invoke_with(&tool, &grant, &input, options).await
+        }));
+        Ok(Ok(Running {
+            tool: name,
+            call,
+            approvals,
+            cancel,
+            started: Instant::now(),
+            _slot: slot,
+        }))
+    }
+
+    /// Waits for a call to finish, to need an approval, or to be cancelled;
+    /// sends progress meanwhile.
+    async fn drive(
+        &self,
+        mut running: Running,
+        caller: &Caller,
+    ) -> Result<CallToolResponse, McpError> {
+        enum Next {
+            Done(Outcome),
+            Approval(Pending),
+            Cancelled,
+            Tick,
+        }
+        let every = self.shared.options.progress_interval;
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            let next = tokio::select! {
+                r = running.call.finish() => Next::Done(r),
+                Some(p) = running.approvals.recv() => Next::Approval(p),
+                () = caller.cancelled.cancelled() => Next::Cancelled,
+                _ = ticks.tick(), if caller.progress.is_some() => Next::Tick,
+            };
+            match next {
+                Next::Done(r) => return Ok(self.render(r).into()),
+                Next::Cancelled => {
+                    running.cancel.cancel();
+                    let r = running.call.finish().await;
+                    return Ok(self.render(r).into());
+                }
+                Next::Tick => {
+                    if let Some((token, link)) = &caller.progress {
+                        let secs = running.started.elapsed().as_secs_f64();
+                        let note = ProgressNotificationParam::new(token.clone(), secs)
+                            .with_message(format!("{} running for {secs:.0}s", running.tool));
+                        link.progress(note).await;
+                    }
+                }
+                Next::Approval(p) => match state_token() {
+                    Some(state) => return Ok(self.park(running, p, state).into()),
+                    // No randomness for an unguessable handle: unanswered,
+                    // so denied.
+                    None => drop(p),
+                },
+            }
+        }
+    }
+
+    /// Parks a call until the client answers its approval request.
+    fn park(&self, mut running: Running, p: Pending, state: String) -> InputRequiredResult {
+        running.call = running.call.detach();
+        let mut requests = InputRequests::new();
+        requests.insert(
+            APPROVAL.into(),
+            InputRequest::Elicitation(ElicitRequest::new(prompt(&p.request))),
+        );
+        let mut parked = self.shared.parked.lock().unwrap_or_else(|e| e.into_inner());
+        // Calls whose approval timed out finished without their client:
+        // drop them (and their slots).
+        parked.retain(|_, p| !p.running.call.is_finished());
+        parked.insert(
+            state.clone(),
+            Parked {
+                running,
+                request: p.request,
+                answer: p.answer,
+            },
+        );
+        InputRequiredResult::new(Some(requests), Some(state))
+    }
+
+    /// The client's answer to a parked call's approval request.
+    async fn resume(
+        &self,
+        req: &CallToolRequestParams,
+        state: &str,
+        caller: &Caller,
+    ) -> Result<CallToolResponse, McpError> {
+        let parked = self
+            .shared
+            .parked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(state);
+        let Some(parked) = parked.filter(|p| p.running.tool == req.name) else {
+            return Err(McpError::invalid_params(
+                "unknown or expired requestState (an approval answer counts once, for the call that asked)",
+                None,
+            ));
+        };
+        let answer = req
+            .input_responses
+            .as_ref()
+            .and_then(|r| r.get(APPROVAL))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let _ = parked.answer.send(ApprovalAnswer {
+            digest: parked.request.digest.clone(),
+            approved: approves(&answer),
+            by: format!("MCP client '{}' (elicitation)", caller.client),
+        });
+        self.drive(parked.running, caller).await
+    }
+
+    /// An invocation's outcome as a tool result.
+    fn render(&self, r: Outcome) -> CallToolResult {
+        let inv = match r {
+            Err(e) => return failure(format!("host error: the invocation task failed: {e}")),
+            Ok(Err(Error::Cancelled)) => return failure("cancelled by the client".into()),
+            Ok(Err(e @ Error::Limit(_))) => return failure(format!("limit exceeded: {e}")),
+            Ok(Err(e)) => return failure(e.to_string()),
+            Ok(Ok(inv)) => inv,
+        };
+        let cap = self.shared.options.stdio_in_result;
+        for (stream, bytes) in [("stdout", &inv.stdout), ("stderr", &inv.stderr)] {
+            if !bytes.is_empty() {
+                tracing::info!(tool = %inv.tool, invocation = %inv.id, "{stream}: {}", String::from_utf8_lossy(bytes));
+            }
+        }
+        let mut meta = serde_json::Map::new();
+        meta.insert(
+            "warden".into(),
+            json!({
+                "invocation": inv.id,
+                "task": inv.task,
+                "identity": inv.identity.to_string(),
+                "duration_ms": inv.duration.as_secs_f64() * 1000.0,
+                "stdout": capped(&inv.stdout, cap),
+                "stderr": capped(&inv.stderr, cap),
+            }),
+        );
+        let mut result = match inv.output {
+            Ok(text) => {
+                let structured = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .filter(Value::is_object);
+                let mut ok = CallToolResult::success(vec![ContentBlock::text(text)]);
+                ok.structured_content = structured;
+                ok
+            }
+            Err(e) => failure(e.to_string()),
+        };
+        result.meta = Some(MetaObject(meta));
+        result
+    }
+}
+
+/// What the client is asked for one approval.
+fn prompt(r: &ApprovalRequest) -> ElicitRequestParams {
+    let message = format!(
+        "Warden: approve {} on {} by tool {} ({}) in task {}?\n{}",
+        r.action, r.resource, r.tool, r.identity, r.task, r.summary
+    );
+    let schema = ElicitationSchema::new(BTreeMap::from([(
+        "approve".to_owned(),
+        PrimitiveSchemaDefinition::Boolean(
+            BooleanSchema::new()
+                .title("Approve")
+                .description("true lets this one action run; anything else denies it"),
+        ),
+    )]));
+    ElicitRequestParams::FormElicitationParams {
+        meta: None,
+        message,
+        requested_schema: schema,
+    }
+}
+
+/// Whether an elicitation answer approves: accepted, with `approve: true`.
+fn approves(answer: &Value) -> bool {
+    answer["action"] == "accept" && answer["content"]["approve"] == true
+}
+
+fn failure(message: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message)])
+}
+
+fn capped(bytes: &[u8], cap: usize) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(cap)]).into_owned();
+    if bytes.len() > cap {
+        format!("{text}… ({} bytes in all)", bytes.len())
+    } else {
+        text
+    }
+}
+
+/// An unguessable handle for a parked call (128 random bits).
+fn state_token() -> Option<String> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).ok()?;
+    Some(hex::encode(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn approvals_are_round_trips_on_the_current_protocol_and_requests_before() {
+        let elicits = ClientCapabilities::builder().enable_elicitation().build();
+        let plain = ClientCapabilities::default();
+        let (now, before) = (ProtocolVersion::V_2026_07_28, ProtocolVersion::V_2025_06_18);
+        assert_eq!(mode(Some(&elicits), Some(&now)), Some(Mode::RoundTrip));
+        assert_eq!(mode(Some(&elicits), Some(&before)), Some(Mode::Request));
+        assert_eq!(mode(Some(&elicits), None), Some(Mode::Request));
+        assert_eq!(mode(Some(&plain), Some(&now)), None);
+        assert_eq!(mode(None, Some(&now)), None);
+        assert!(current(Some(&now)));
+        assert!(!current(Some(&before)));
+        assert!(!current(None));
+    }
+
+    #[test]
+    fn a_link_that_cannot_send_requests_has_no_caller_for_a_client_asked_by_request() {
+        let elicits = ClientCapabilities::builder().enable_elicitation().build();
+        let caller = |version: ProtocolVersion| {
+            let client = Client {
+                version: Some(&version),
+                capabilities: Some(&elicits),
+                info: None,
+            };
+            let link = Link::Stdio(stdio::Out::new(tokio::io::sink()));
+            Caller::new(Arc::default(), client, None, link, CancellationToken::new())
+        };
+        assert!(caller(ProtocolVersion::V_2025_06_18).is_none());
+        let current = caller(ProtocolVersion::V_2026_07_28).expect("a caller");
+        assert!(matches!(current.elicitation, Some(Elicitation::RoundTrip)));
+        assert_eq!(current.client, "unnamed");
+        assert!(current.progress.is_none());
+    }
+}
