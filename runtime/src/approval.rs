@@ -172,7 +172,7 @@ impl Approver for WebhookApprover {
 
 /// The outcome of one approval request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
+pub struct Ruling {
     pub approved: bool,
     /// Why, naming who answered.
     pub reason: String,
@@ -247,39 +247,40 @@ impl Approver for QueueApprover {
                 since: Instant::now(),
                 answer,
             });
-        // When the gate gives up (timeout), `rx` is dropped and the entry is
+        // When the approvals give up (timeout), `rx` is dropped and the entry is
         // swept by the next `pending`.
         rx.await.ok()
     }
 }
 
-/// Issues digests, asks the approver, and enforces single use and expiry.
-pub struct Gate {
+/// Asks the approver for one runtime, and enforces single use and expiry
+/// of answers (the digests come from the gate, [`crate::policy::gate`]).
+pub struct Approvals {
     approver: Arc<dyn Approver>,
     timeout: Duration,
     used: Mutex<HashSet<String>>,
 }
 
-impl Gate {
-    pub fn new(approver: Arc<dyn Approver>, timeout: Duration) -> Gate {
-        Gate {
+impl Approvals {
+    pub fn new(approver: Arc<dyn Approver>, timeout: Duration) -> Approvals {
+        Approvals {
             approver,
             timeout,
             used: Mutex::default(),
         }
     }
 
-    /// A gate with the same timeout that asks `approver` instead.
-    pub fn with_approver(&self, approver: Arc<dyn Approver>) -> Gate {
-        Gate::new(approver, self.timeout)
+    /// The same timeout, asking `approver` instead.
+    pub fn with_approver(&self, approver: Arc<dyn Approver>) -> Approvals {
+        Approvals::new(approver, self.timeout)
     }
 
     /// Asks for approval of `request`, waiting until `deadline` at the latest.
-    pub async fn decide(&self, request: &ApprovalRequest, deadline: Instant) -> Verdict {
+    pub async fn decide(&self, request: &ApprovalRequest, deadline: Instant) -> Ruling {
         let wait = self
             .timeout
             .min(deadline.saturating_duration_since(Instant::now()));
-        let deny = |reason: String| Verdict {
+        let deny = |reason: String| Ruling {
             approved: false,
             reason,
         };
@@ -306,7 +307,7 @@ impl Gate {
             ));
         }
         if answer.approved {
-            Verdict {
+            Ruling {
                 approved: true,
                 reason: format!("approved by {}", answer.by),
             }
@@ -389,7 +390,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_are_single_use() {
-        let gate = Gate::new(Arc::new(Yes), Duration::from_secs(1));
+        let gate = Approvals::new(Arc::new(Yes), Duration::from_secs(1));
         let deadline = Instant::now() + Duration::from_secs(5);
         let r = request(0, "x");
         assert!(gate.decide(&r, deadline).await.approved);

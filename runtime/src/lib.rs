@@ -4,7 +4,7 @@
 //! invocation runs in a fresh store with exactly the authority its task's
 //! [`Grant`] gives it — named directory handles with separate `read`, `write`
 //! and `delete` rights — inside the ceiling security wrote in the
-//! [`Manifest`]. Every host call is decided by one [`Policy`] and every
+//! [`Manifest`]. Every host call passes one gate (`policy::gate`) and every
 //! decision lands in the audit trail.
 //!
 //! ```no_run
@@ -33,6 +33,7 @@ pub mod identity;
 pub mod manifest;
 pub mod mcp;
 pub mod policy;
+pub mod redact;
 pub mod rights;
 mod runtime;
 mod state;
@@ -43,7 +44,7 @@ pub use error::{Error, ErrorClass, LimitExceeded};
 pub use grant::{FsGrant, Grant, GrantError};
 pub use identity::Identity;
 pub use manifest::{Limits, Manifest, ManifestError, ToolSpec};
-pub use policy::{Decision, Policy};
+pub use policy::Decision;
 pub use rights::{Right, Rights};
 pub use runtime::{
     CompileEvent, HandleSpec, Invocation, InvokeOptions, Runtime, RuntimeBuilder, ToolError,

@@ -1,15 +1,15 @@
 //! The runtime: loads tools from a manifest and runs invocations under grants.
 
-use crate::approval::{Approver, DEFAULT_APPROVAL_TIMEOUT, DenyAll, Gate};
+use crate::approval::{Approvals, Approver, DEFAULT_APPROVAL_TIMEOUT, DenyAll};
 use crate::audit::{AuditSink, Auditor, Event, TracingSink};
+use crate::bindings::ToolPre;
 use crate::bindings::exports::warden::tool::guest;
-use crate::bindings::{Tool, ToolPre};
 use crate::caps::deploy::DeployTarget;
 use crate::caps::fs::{self, Ceilings, FsCtx};
+use crate::caps::http::egress::Egress;
 use crate::caps::http::{self, EgressRule};
 use crate::caps::identity::{ActiveInvocations, Claims, Introspection, Issuer, Minter, Verifier};
 use crate::caps::log::{LogLimits, LogState};
-use crate::caps::secrets::redact::Redactor;
 use crate::caps::secrets::{self, SecretSpec};
 use crate::caps::stdio::{CappedPipe, OutputFlood};
 use crate::engine::{self, CompileCache, EPOCH_TICK};
@@ -18,16 +18,18 @@ use crate::grant::{Grant, GrantError, check_task};
 use crate::identity::Identity;
 use crate::manifest::{Manifest, ToolSpec};
 use crate::policy::cedar::ToolFacts;
-use crate::policy::{Policy, PolicyCtx, RuntimePolicy, TaskHistory};
+use crate::policy::gate::{AuditFailed, Gate};
+use crate::policy::{PolicyCtx, RuntimePolicy, TaskHistory};
+use crate::redact::Redactor;
 use crate::rights::Rights;
-use crate::state::{AuditFailed, Authority, HostState, MemoryExceeded, MemoryLimiter};
+use crate::state::{Authority, HostState, MemoryExceeded, MemoryLimiter};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OnceCell, Semaphore};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -190,7 +192,7 @@ impl RuntimeBuilder {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(host)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(host)?;
-        Tool::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(host)?;
+        crate::caps::add_to_linker(&mut linker).map_err(host)?;
         let cache = match &self.cache_dir {
             Some(dir) => Some(CompileCache::open(dir, &engine).map_err(Error::Config)?),
             None => None,
@@ -220,7 +222,7 @@ impl RuntimeBuilder {
                 audit: self.audit,
                 cache,
                 slots: Semaphore::new(self.max_concurrent as usize),
-                policy: Arc::new(Policy { rules: self.rules }),
+                rules: self.rules,
                 tasks: Default::default(),
                 stdio_limit: self.stdio_limit,
                 max_input: self.max_input,
@@ -230,7 +232,7 @@ impl RuntimeBuilder {
                 issuer,
                 active: ActiveInvocations::default(),
                 ids: InvocationIds::new()?,
-                gate: Arc::new(Gate::new(self.approver, self.approval_timeout)),
+                approvals: Arc::new(Approvals::new(self.approver, self.approval_timeout)),
             }),
         })
     }
@@ -268,7 +270,8 @@ struct Inner {
     audit: Arc<dyn AuditSink>,
     cache: Option<CompileCache>,
     slots: Semaphore,
-    policy: Arc<Policy>,
+    /// Cedar policies asked on every host call the manifest allows.
+    rules: Option<Arc<RuntimePolicy>>,
     /// What each task has done so far, for runtime policy.
     tasks: std::sync::Mutex<HashMap<Arc<str>, Arc<std::sync::Mutex<TaskHistory>>>>,
     stdio_limit: usize,
@@ -279,7 +282,7 @@ struct Inner {
     issuer: Arc<Issuer>,
     active: ActiveInvocations,
     ids: InvocationIds,
-    gate: Arc<Gate>,
+    approvals: Arc<Approvals>,
 }
 
 /// UUIDv7 invocation ids: the time in milliseconds, then a per-runtime random
@@ -560,7 +563,7 @@ impl Runtime {
             fs: FsCtx::default(),
             secrets: Default::default(),
             redactor: Arc::default(),
-            egress: Vec::new(),
+            egress: Egress::default(),
             deploy: Vec::new(),
         };
         let (mut store, _) = self.inner.store_with_pipes(
@@ -568,7 +571,7 @@ impl Runtime {
             authority,
             Auditor::discard(),
             None,
-            self.inner.gate.clone(),
+            self.inner.approvals.clone(),
         );
         let info = async {
             let t = loaded.pre.instantiate_async(&mut store).await?;
@@ -833,7 +836,7 @@ impl Inner {
         authority: Authority,
         audit: Auditor,
         rules: Option<PolicyCtx>,
-        gate: Arc<Gate>,
+        approvals: Arc<Approvals>,
     ) -> (Store<HostState>, (CappedPipe, CappedPipe)) {
         let pipes = self.pipes();
         let deadline = Instant::now() + tool.spec.limits.timeout;
@@ -844,41 +847,32 @@ impl Inner {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let http_hooks = http::wasi::EgressHooks {
-            rules: authority.egress.clone(),
-            redactor: authority.redactor.clone(),
-            send_to: authority
-                .secrets
-                .issued
-                .values()
-                .map(|s| (s.spec.name.clone(), s.spec.send_to.clone()))
-                .collect(),
-            audit: audit.clone(),
+        let gate = Gate::new(
+            audit,
+            rules,
+            approvals,
+            authority.redactor,
             deadline,
-            limit: self.hostcall_limit,
-            policy: rules.clone(),
+            self.hostcall_limit,
+        );
+        let http_hooks = http::wasi::EgressHooks {
+            egress: authority.egress.clone(),
+            gate: gate.clone(),
         };
         let state = HostState {
             wasi,
             http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
             http_hooks,
             table: Default::default(),
+            gate,
             fs: authority.fs,
             secrets: authority.secrets,
-            redactor: authority.redactor,
             egress: authority.egress,
             deploy: authority.deploy,
             minter: authority.minter,
-            gate,
-            approvals: 0,
-            deadline,
-            audit,
-            policy: self.policy.clone(),
-            rules,
             limiter: MemoryLimiter {
                 limit: usize::try_from(tool.spec.limits.memory).unwrap_or(usize::MAX),
             },
-            hostcall_limit: self.hostcall_limit,
             log_limits: self.log_limits,
             log: LogState::default(),
         };
@@ -1012,15 +1006,23 @@ impl Inner {
         }
         let issued: Vec<String> = secrets.issued.keys().cloned().collect();
 
+        let send_to = secrets
+            .issued
+            .values()
+            .map(|s| (s.spec.name.clone(), s.spec.send_to.clone()))
+            .collect();
         let authority = Authority {
             minter,
             fs,
             secrets,
             redactor: redactor.clone(),
-            egress,
+            egress: Egress {
+                rules: egress.into(),
+                send_to,
+            },
             deploy,
         };
-        let rules = self.policy.rules.as_ref().map(|rules| PolicyCtx {
+        let rules = self.rules.as_ref().map(|rules| PolicyCtx {
             rules: rules.clone(),
             tool: tool.facts.clone(),
             task: auditor.task.clone(),
@@ -1028,12 +1030,12 @@ impl Inner {
             invocation: auditor.invocation.clone(),
             history: self.history(&auditor.task),
         });
-        let gate = match options.approver {
-            Some(a) => Arc::new(self.gate.with_approver(a)),
-            None => self.gate.clone(),
+        let approvals = match options.approver {
+            Some(a) => Arc::new(self.approvals.with_approver(a)),
+            None => self.approvals.clone(),
         };
         let (mut store, (stdout, stderr)) =
-            self.store_with_pipes(tool, authority, auditor.clone(), rules, gate);
+            self.store_with_pipes(tool, authority, auditor.clone(), rules, approvals);
         let started = Instant::now();
         let call = async {
             let t = tool.pre.instantiate_async(&mut store).await?;

@@ -14,7 +14,7 @@ pub mod verify;
 
 pub use file::FileSink;
 
-use crate::caps::secrets::redact::Redactor;
+use crate::redact::Redactor;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -42,6 +42,10 @@ pub enum Event {
     /// An action waiting for approval: its digest and argument summary.
     #[serde(rename = "approval.requested")]
     ApprovalRequested,
+    /// What an allowed host call's operation came to (`ok`, or `error`
+    /// and why), for capabilities without a record of their own.
+    #[serde(rename = "outcome")]
+    Outcome,
     /// A deployment that ran: backend, target, artifact digest, outcome.
     #[serde(rename = "deploy")]
     Deploy,

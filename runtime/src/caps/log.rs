@@ -3,7 +3,9 @@
 
 use crate::audit::Event;
 use crate::bindings::warden::tool::log::{Host, Level};
+use crate::policy::gate::Gate;
 use crate::state::HostState;
+use wasmtime::component::{HasData, Linker};
 
 /// Limits on what a tool may log in one invocation.
 #[derive(Debug, Clone, Copy)]
@@ -52,17 +54,40 @@ pub(crate) fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
-impl Host for HostState {
+/// What the log host impl sees of the store.
+pub(crate) struct LogView<'a> {
+    pub(crate) state: &'a mut LogState,
+    pub(crate) limits: LogLimits,
+    pub(crate) gate: &'a Gate,
+}
+
+struct Log;
+
+impl HasData for Log {
+    type Data<'a> = LogView<'a>;
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    crate::bindings::warden::tool::log::add_to_linker::<_, Log>(linker, |s| LogView {
+        state: &mut s.log,
+        limits: s.log_limits,
+        gate: &s.gate,
+    })
+}
+
+impl Host for LogView<'_> {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        if self.log.written >= self.log_limits.max_messages {
-            self.log.dropped += 1;
+        if self.state.written >= self.limits.max_messages {
+            self.state.dropped += 1;
             return Ok(());
         }
-        self.log.written += 1;
+        self.state.written += 1;
         let message = self
-            .redactor
-            .redact_string(truncate(message, self.log_limits.max_message));
-        let (tool, inv) = (&*self.audit.tool, &*self.audit.invocation);
+            .gate
+            .redactor()
+            .redact_string(truncate(message, self.limits.max_message));
+        let audit = self.gate.audit();
+        let (tool, inv) = (&*audit.tool, &*audit.invocation);
         match level {
             Level::Trace => {
                 tracing::trace!(target: "warden::tool", tool, invocation = inv, "{message}")
@@ -80,9 +105,9 @@ impl Host for HostState {
                 tracing::error!(target: "warden::tool", tool, invocation = inv, "{message}")
             }
         }
-        let mut r = self.audit.record(Event::Log);
+        let mut r = audit.record(Event::Log);
         r.level = Some(level_name(level).into());
         r.message = Some(message);
-        self.write_audit(&r)
+        Ok(self.gate.write(&r)?)
     }
 }

@@ -19,6 +19,7 @@ pub fn summarize(r: &Record) -> String {
         Event::Checkpoint => "checkpoint",
         Event::Deploy => "deploy",
         Event::ApprovalRequested => "approval?",
+        Event::Outcome => "outcome",
     };
     if r.event == Event::Checkpoint {
         let signed = if r.signature.is_some() {
@@ -39,7 +40,10 @@ pub fn summarize(r: &Record) -> String {
             s.push_str(&format!("  [policy {}]", p.join(", ")));
         }
     } else if let (Some(cap), Some(res)) = (&r.capability, &r.resource) {
-        s.push_str(&format!("  {cap} {res}"));
+        match &r.action {
+            Some(a) => s.push_str(&format!("  {cap} {a} {res}")),
+            None => s.push_str(&format!("  {cap} {res}")),
+        }
     }
     if let Some(status) = r.status {
         s.push_str(&format!(

@@ -1,17 +1,23 @@
-//! Host side of `warden:tool/deploy`.
+//! Host side of `warden:tool/deploy`: the target's grant and the artifact
+//! are the built-in check; a deployment runs only with the gate's pass.
 
 use super::{Backend, DeployTarget, MAX_OUTPUT};
 use crate::audit::Event;
 use crate::bindings::warden::tool::deploy::{self as wit, ErrorCode, Host, Outcome};
+use crate::caps::fs::FsCtx;
 use crate::caps::fs::path;
 use crate::caps::http::check;
+use crate::caps::identity::Minter;
 use crate::policy::cedar::Resource as Subject;
+use crate::policy::gate::Gate;
+use crate::policy::gate::{Approval, Ask, HostCall};
 use crate::policy::{Decision, TaskHistory};
 use crate::rights::Rights;
 use crate::state::HostState;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::time::Instant;
+use wasmtime::component::{HasData, Linker};
 
 type DeployResult = wasmtime::Result<Result<Outcome, wit::Error>>;
 
@@ -27,11 +33,51 @@ fn capped(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_OUTPUT)]).into_owned()
 }
 
-impl HostState {
-    fn audit_deploy(&mut self, resource: &str, d: &Decision) -> wasmtime::Result<()> {
-        self.write_audit(&self.audit.decision("deploy", "run", resource, d))
+/// Deploying to `target`: only targets in the task's grant.
+pub(crate) fn decide(target: &str, granted: bool) -> Decision {
+    if granted {
+        Decision::allow("deploy.grant", format!("target '{target}' is granted"))
+    } else {
+        Decision::deny(
+            "deploy.grant",
+            format!("no deploy target '{target}' in this task's grant"),
+        )
     }
+}
 
+/// What the deploy host impl sees of the store: the granted targets, the
+/// fs handles (artifacts are read through them), the token minter.
+pub(crate) struct DeployView<'a> {
+    pub(crate) targets: &'a [DeployTarget],
+    pub(crate) fs: &'a FsCtx,
+    pub(crate) minter: &'a Minter,
+    pub(crate) gate: &'a Gate,
+}
+
+struct Deploy;
+
+impl HasData for Deploy {
+    type Data<'a> = DeployView<'a>;
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    crate::bindings::warden::tool::deploy::add_to_linker::<_, Deploy>(linker, |s| DeployView {
+        targets: &s.deploy,
+        fs: &s.fs,
+        minter: &s.minter,
+        gate: &s.gate,
+    })
+}
+
+/// What a deployment needs, sealed into its host call.
+struct Deployment {
+    spec: DeployTarget,
+    bytes: Vec<u8>,
+    /// SHA-256 of the artifact, hex.
+    digest: String,
+}
+
+impl DeployView<'_> {
     /// Reads the artifact through the handle's directory (read right needed).
     fn artifact(&self, handle: &str, artifact: &str) -> Result<Vec<u8>, (ErrorCode, String)> {
         let h = self.fs.handles.get(handle).ok_or_else(|| {
@@ -49,6 +95,7 @@ impl HostState {
                 ),
             ));
         }
+        let limit = self.gate.hostcall_limit();
         let p = path::check(artifact).map_err(|e| (ErrorCode::Denied, e.to_string()))?;
         let mut file = h.dir.open(p.as_str()).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
@@ -58,10 +105,10 @@ impl HostState {
         })?;
         let mut bytes = Vec::new();
         (&mut file)
-            .take(self.hostcall_limit as u64 + 1)
+            .take(limit as u64 + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| (ErrorCode::Failed, format!("cannot read {artifact}: {e}")))?;
-        if bytes.len() > self.hostcall_limit {
+        if bytes.len() > limit {
             return Err((
                 ErrorCode::Failed,
                 format!("{artifact} is larger than the host call limit"),
@@ -71,63 +118,100 @@ impl HostState {
     }
 }
 
-impl Host for HostState {
+impl Host for DeployView<'_> {
     async fn run(&mut self, target: String, handle: String, artifact: String) -> DeployResult {
         let resource = format!("{target} <- {handle}:{artifact}");
-        let spec = self.deploy.iter().find(|t| t.name == target).cloned();
-        let decision = self.policy.decide_deploy(&target, spec.is_some());
-        if !decision.allow {
-            self.audit_deploy(&resource, &decision)?;
-            return Ok(Err(error(ErrorCode::Denied, decision.reason)));
-        }
-        let bytes = match self.artifact(&handle, &artifact) {
-            Ok(b) => b,
-            Err((code, reason)) => {
-                self.audit_deploy(
-                    &resource,
-                    &Decision::deny("deploy.artifact", reason.clone()),
-                )?;
-                return Ok(Err(error(code, reason)));
+        let spec = self.targets.iter().find(|t| t.name == target).cloned();
+        // The built-in check: the target is granted, and the artifact can be
+        // read through a handle holding read.
+        let mut code = ErrorCode::Denied;
+        let mut check = decide(&target, spec.is_some());
+        let mut sealed = None;
+        if let Some(spec) = spec.filter(|_| check.allow) {
+            match self.artifact(&handle, &artifact) {
+                Ok(bytes) => {
+                    let digest = hex::encode(Sha256::digest(&bytes));
+                    check.reason =
+                        format!("target '{target}' is granted ({})", spec.backend.kind());
+                    sealed = Some(Deployment {
+                        spec,
+                        bytes,
+                        digest,
+                    });
+                }
+                Err((c, reason)) => {
+                    code = c;
+                    check = Decision::deny("deploy.artifact", reason);
+                }
             }
-        };
-        let Some(spec) = spec else {
-            return Ok(Err(error(ErrorCode::Denied, "target vanished")));
-        };
-        let digest = hex::encode(Sha256::digest(&bytes));
-        let mut allow = Decision::allow(
-            "deploy.grant",
-            format!("target '{target}' is granted ({})", spec.backend.kind()),
-        );
-        let policy_approval =
-            self.consult(&mut allow, "deploy::run", &digest, || Subject::Target {
-                name: &spec.name,
-                backend: spec.backend.kind(),
-                labels: &spec.labels,
-            });
-        if !allow.allow {
-            self.audit_deploy(&resource, &allow)?;
-            return Ok(Err(error(ErrorCode::Denied, allow.reason)));
         }
-        if spec.approval || policy_approval {
-            let summary = format!(
+        let digest = sealed
+            .as_ref()
+            .map(|d| d.digest.clone())
+            .unwrap_or_default();
+        let asks = match &sealed {
+            Some(d) if self.gate.has_policy() => vec![Ask {
+                action: "deploy::run".into(),
+                detail: &digest,
+                resource: Subject::Target {
+                    name: &d.spec.name,
+                    backend: d.spec.backend.kind(),
+                    labels: &d.spec.labels,
+                },
+            }],
+            _ => Vec::new(),
+        };
+        let summary = || match &sealed {
+            Some(d) => format!(
                 "deploy {handle}:{artifact} ({} bytes, sha256 {digest}) to '{target}' ({})",
-                bytes.len(),
-                spec.backend.kind()
-            );
-            if let Err(reason) = self
-                .approve("deploy.run", &target, &format!("sha256 {digest}"), summary)
-                .await?
-            {
-                return Ok(Err(error(ErrorCode::Denied, reason)));
+                d.bytes.len(),
+                d.spec.backend.kind()
+            ),
+            None => String::new(),
+        };
+        let args = format!("sha256 {digest}");
+        let call = HostCall {
+            capability: "deploy",
+            action: "run",
+            resource: &resource,
+            check,
+            asks,
+            approval: Approval {
+                required: sealed.as_ref().is_some_and(|d| d.spec.approval),
+                action: "deploy.run",
+                resource: &target,
+                args: &args,
+                summary: &summary,
+            },
+            address: None,
+            sealed: (),
+        };
+        let pass = match self.gate.pass(call).await? {
+            Ok(pass) => pass,
+            Err(d) => {
+                if d.rule != "deploy.artifact" {
+                    code = ErrorCode::Denied;
+                }
+                return Ok(Err(error(code, d.reason)));
             }
-        }
-        self.audit_deploy(&resource, &allow)?;
-        self.remember(|h| TaskHistory::note(&mut h.targets_deployed, &target));
+        };
+        let Some(Deployment {
+            spec,
+            bytes,
+            digest,
+        }) = sealed
+        else {
+            return Err(wasmtime::Error::msg(
+                "deploy: an unchecked deployment passed the gate",
+            ));
+        };
 
         let started = Instant::now();
-        let timeout = spec
-            .timeout
-            .min(self.deadline.saturating_duration_since(Instant::now()));
+        let timeout = spec.timeout.min(
+            self.gate
+                .deadline()
+                .saturating_duration_since(Instant::now()),
+        );
         let result = match &spec.backend {
             Backend::Exec { program, args, env } => {
                 exec(program, args, env, &bytes, &artifact, timeout).await
@@ -141,24 +225,25 @@ impl Host for HostState {
         };
         let result = result.map(|o| Outcome {
             status: o.status,
-            output: self.redactor.redact_string(o.output),
+            output: self.gate.redactor().redact_string(o.output),
         });
-        let mut r = self.audit.record(Event::Deploy);
-        r.capability = Some("deploy".into());
-        r.action = Some(spec.backend.kind().into());
-        r.resource = Some(format!("{resource} sha256:{digest}"));
-        r.duration_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
-        match &result {
-            Ok(o) => {
-                r.outcome = Some(format!("status {}", o.status));
-                r.message = Some(o.output.chars().take(512).collect());
+        let remember =
+            |_: &_, h: &mut TaskHistory| TaskHistory::note(&mut h.targets_deployed, &target);
+        self.gate.outcome(pass, Event::Deploy, remember, |r| {
+            r.action = Some(spec.backend.kind().into());
+            r.resource = Some(format!("{resource} sha256:{digest}"));
+            r.duration_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+            match &result {
+                Ok(o) => {
+                    r.outcome = Some(format!("status {}", o.status));
+                    r.message = Some(o.output.chars().take(512).collect());
+                }
+                Err(e) => {
+                    r.outcome = Some("error".into());
+                    r.message = Some(e.message.clone());
+                }
             }
-            Err(e) => {
-                r.outcome = Some("error".into());
-                r.message = Some(e.message.clone());
-            }
-        }
-        self.write_audit(&r)?;
+        })?;
         Ok(result)
     }
 }
@@ -211,7 +296,7 @@ async fn exec(
     })
 }
 
-impl HostState {
+impl DeployView<'_> {
     /// The webhook's identity token (audience: the URL's origin) and body.
     fn webhook_request(
         &self,
@@ -230,10 +315,10 @@ impl HostState {
         );
         let body = serde_json::json!({
             "target": spec.name,
-            "tool": &*self.audit.tool,
-            "identity": &*self.audit.identity,
-            "task": &*self.audit.task,
-            "invocation": &*self.audit.invocation,
+            "tool": &*self.gate.audit().tool,
+            "identity": &*self.gate.audit().identity,
+            "task": &*self.gate.audit().task,
+            "invocation": &*self.gate.audit().invocation,
             "artifact": {"name": artifact, "sha256": digest, "size": size},
         });
         Ok((self.minter.mint(&audience), body.to_string()))

@@ -1,15 +1,17 @@
-//! Host side of `warden:tool/fs`: path check, policy decision and audit
-//! before every operation, then the operation through the handle's `Dir`.
+//! Host side of `warden:tool/fs`: each operation's path check, rights and
+//! size go to the gate as its built-in decision; what passes runs through
+//! the handle's `Dir`.
 
+use super::check::{self, FsRequest};
 use super::path::{self, CheckedPath, PathError};
-use super::{GrantedHandle, OpenDir};
+use super::{FsView, GrantedHandle, OpenDir};
 use crate::bindings::warden::tool::fs::{
     self as wit, DirEntry, EntryKind, ErrorCode, HandleInfo, Host, HostDir, Metadata,
 };
 use crate::policy::cedar::Resource as Subject;
-use crate::policy::{Decision, FsRequest, TaskHistory};
+use crate::policy::gate::{Approval, Ask, HostCall};
+use crate::policy::{Decision, TaskHistory};
 use crate::rights::{Right, Rights};
-use crate::state::HostState;
 use cap_std::fs::{Dir, OpenOptions};
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -75,132 +77,19 @@ fn kind_of(ft: cap_std::fs::FileType) -> EntryKind {
     }
 }
 
-/// One fs call on its way through the gate.
-struct Call<'a> {
+/// What an fs operation needs, sealed into its host call: the handle and
+/// the call's checked paths.
+struct Target<'p> {
     handle: Arc<GrantedHandle>,
-    action: &'static str,
-    resource: String,
-    paths: Vec<Result<CheckedPath<'a>, PathError>>,
-    needs: Rights,
-    bytes: usize,
+    paths: Vec<Result<CheckedPath<'p>, PathError>>,
 }
 
-impl HostState {
+impl FsView<'_> {
     fn handle(&self, dir: &Resource<OpenDir>) -> wasmtime::Result<Arc<GrantedHandle>> {
         Ok(self.table.get(dir)?.handle.clone())
     }
 
-    fn call<'a>(
-        &self,
-        dir: &Resource<OpenDir>,
-        action: &'static str,
-        paths: &[&'a str],
-        needs: Rights,
-    ) -> wasmtime::Result<Call<'a>> {
-        let handle = self.handle(dir)?;
-        let resource = format!("{}:{}", handle.name, paths.join(" -> "));
-        Ok(Call {
-            handle,
-            action,
-            resource,
-            paths: paths.iter().map(|p| path::check(p)).collect(),
-            needs,
-            bytes: 0,
-        })
-    }
-
-    /// Asks the runtime policy about each path and right of an allowed
-    /// call; true when it asks for approval. Paths are resolved through
-    /// symlinks inside the handle, so a link cannot dodge a path rule.
-    fn fs_policy(&self, call: &Call<'_>, d: &mut Decision) -> bool {
-        let Some(rules) = &self.rules else {
-            return false;
-        };
-        let h = &call.handle;
-        let mut approval = false;
-        for p in call.paths.iter().filter_map(|p| p.as_ref().ok()) {
-            let path = resolve(&h.dir, p.as_str());
-            let host_path = if path == "." {
-                h.path.clone()
-            } else {
-                h.path.join(&path)
-            };
-            let host_path = host_path.to_string_lossy();
-            for right in call.needs.iter() {
-                let resource = Subject::Path {
-                    handle: &h.name,
-                    path: &path,
-                    host_path: &host_path,
-                    labels: &h.labels,
-                };
-                approval |= rules.consult(d, &format!("fs::{right}"), call.action, resource);
-                if !d.allow {
-                    return false;
-                }
-            }
-        }
-        approval
-    }
-
-    /// Decides and audits a call; `Ok(Ok(true))` when the runtime policy
-    /// asks for approval. `Ok(Err(_))` is a denial for the guest;
-    /// `Err(_)` (the audit could not be written) traps.
-    fn gate(&mut self, call: &Call<'_>) -> FsResult<bool> {
-        let mut decision = self.policy.decide_fs(&FsRequest {
-            handle: &call.handle.name,
-            action: call.action,
-            paths: &call.paths,
-            held: call.handle.rights,
-            needs: call.needs,
-        });
-        if decision.allow && call.bytes > self.hostcall_limit {
-            decision = Decision::deny(
-                "fs.size",
-                format!(
-                    "{} bytes exceed the host call limit of {} bytes",
-                    call.bytes, self.hostcall_limit
-                ),
-            );
-        }
-        let approval = decision.allow && self.fs_policy(call, &mut decision);
-        self.audit_decision(call, &decision)?;
-        if decision.allow {
-            return Ok(Ok(approval));
-        }
-        let code = match (decision.rule, call.paths.iter().find_map(|p| p.err())) {
-            ("fs.size", _) => ErrorCode::TooLarge,
-            ("fs.path", Some(e)) if !e.is_escape() => ErrorCode::InvalidPath,
-            _ => ErrorCode::Denied,
-        };
-        Ok(Err(error(code, decision.reason)))
-    }
-
-    fn audit_decision(&mut self, call: &Call<'_>, d: &Decision) -> wasmtime::Result<()> {
-        let r = self.audit.decision("fs", call.action, &call.resource, d);
-        if !d.allow {
-            tracing::debug!(tool = %self.audit.tool, resource = %call.resource, "denied: {}", d.reason);
-        }
-        self.write_audit(&r)
-    }
-
-    /// Maps the operation's result; a cap-std escape refusal is audited as a
-    /// denial by the sandbox.
-    fn finish<T>(&mut self, call: &Call<'_>, result: io::Result<T>) -> FsResult<T> {
-        match result {
-            Ok(v) => Ok(Ok(v)),
-            Err(e) if is_escape(&e) => {
-                let d = Decision::deny(
-                    "fs.sandbox",
-                    "path leads outside the handle (through a symlink)".into(),
-                );
-                self.audit_decision(call, &d)?;
-                Ok(Err(error(ErrorCode::Denied, d.reason)))
-            }
-            Err(e) => Ok(Err(io_error(&e))),
-        }
-    }
-
-    /// Runs one gated operation.
+    /// Runs one operation through the gate.
     async fn run<T>(
         &mut self,
         dir: Resource<OpenDir>,
@@ -214,8 +103,8 @@ impl HostState {
             .await
     }
 
-    /// Runs one gated operation; `args` are its canonical arguments beyond
-    /// the paths (e.g. a content digest), for approval requests.
+    /// Runs one operation through the gate; `args` are its canonical
+    /// arguments beyond the paths (e.g. a content digest), for approvals.
     #[allow(clippy::too_many_arguments)]
     async fn run_args<T>(
         &mut self,
@@ -227,49 +116,140 @@ impl HostState {
         args: String,
         op: impl FnOnce(&Dir, &[CheckedPath<'_>], usize) -> io::Result<T>,
     ) -> FsResult<T> {
-        let mut call = self.call(&dir, action, paths, needs)?;
-        call.bytes = bytes;
-        let policy_approval = match self.gate(&call)? {
-            Ok(a) => a,
-            Err(denied) => return Ok(Err(denied)),
+        let handle = self.handle(&dir)?;
+        let limit = self.gate.hostcall_limit();
+        let checked: Vec<_> = paths.iter().map(|p| path::check(p)).collect();
+        let check = check::decide(&FsRequest {
+            handle: &handle.name,
+            action,
+            paths: &checked,
+            held: handle.rights,
+            needs,
+            bytes,
+            limit,
+        });
+        let bad_path = checked.iter().find_map(|p| p.err());
+        // Runtime policy sees each path resolved through symlinks inside
+        // the handle, so a link cannot dodge a path rule.
+        let resolved: Vec<(String, String)> = if check.allow && self.gate.has_policy() {
+            checked
+                .iter()
+                .filter_map(|p| p.as_ref().ok())
+                .map(|p| resolved(&handle, p.as_str()))
+                .collect()
+        } else {
+            Vec::new()
         };
-        // The gate allows a call only when every path passed the check; a
+        let asks = resolved
+            .iter()
+            .flat_map(|(path, host_path)| {
+                let handle = &handle;
+                needs.iter().map(move |right| Ask {
+                    action: format!("fs::{right}"),
+                    detail: action,
+                    resource: Subject::Path {
+                        handle: &handle.name,
+                        path,
+                        host_path,
+                        labels: &handle.labels,
+                    },
+                })
+            })
+            .collect();
+        let resource = format!("{}:{}", handle.name, paths.join(" -> "));
+        let approval_action = format!("fs.{action}");
+        let summary = || {
+            let mut s = format!(
+                "{action} {} on handle '{}'",
+                paths.join(" -> "),
+                handle.name
+            );
+            if !args.is_empty() {
+                s.push_str(&format!(" ({bytes} bytes, {args})"));
+            }
+            s
+        };
+        let call = HostCall {
+            capability: "fs",
+            action,
+            resource: &resource,
+            check,
+            asks,
+            approval: Approval {
+                required: !handle.approval.intersection(needs).is_empty(),
+                action: &approval_action,
+                resource: &resource,
+                args: &args,
+                summary: &summary,
+            },
+            address: None,
+            sealed: Target {
+                handle: handle.clone(),
+                paths: checked,
+            },
+        };
+        let pass = match self.gate.pass(call).await? {
+            Ok(pass) => pass,
+            Err(d) => {
+                let code = match (d.rule, bad_path) {
+                    ("fs.size", _) => ErrorCode::TooLarge,
+                    ("fs.path", Some(e)) if !e.is_escape() => ErrorCode::InvalidPath,
+                    _ => ErrorCode::Denied,
+                };
+                return Ok(Err(error(code, d.reason)));
+            }
+        };
+        let target = pass.sealed();
+        // The gate passes a call only when every path passed the check; a
         // call that got here otherwise is a host bug, which traps.
-        let checked: Vec<CheckedPath<'_>> = call
+        let paths: Vec<CheckedPath<'_>> = target
             .paths
             .iter()
             .map(|p| p.ok())
             .collect::<Option<_>>()
-            .ok_or_else(|| wasmtime::Error::msg("fs: an unchecked path passed the policy gate"))?;
-        if policy_approval || !call.handle.approval.intersection(needs).is_empty() {
-            let mut summary = format!(
-                "{action} {} on handle '{}'",
-                paths.join(" -> "),
-                call.handle.name
-            );
-            if !args.is_empty() {
-                summary.push_str(&format!(" ({bytes} bytes, {args})"));
+            .ok_or_else(|| wasmtime::Error::msg("fs: an unchecked path passed the gate"))?;
+        match op(&target.handle.dir, &paths, limit) {
+            Ok(v) => {
+                let remember = |t: &Target<'_>, h: &mut TaskHistory| {
+                    if needs.has(Right::Write) {
+                        for p in t.paths.iter().flatten() {
+                            let file = format!("{}:{}", t.handle.name, p.as_str());
+                            TaskHistory::note(&mut h.files_written, &file);
+                        }
+                    }
+                };
+                self.gate.done(pass, remember)?;
+                Ok(Ok(v))
             }
-            let verdict = self
-                .approve(&format!("fs.{action}"), &call.resource, &args, summary)
-                .await?;
-            if let Err(reason) = verdict {
-                return Ok(Err(error(ErrorCode::Denied, reason)));
+            Err(e) if is_escape(&e) => {
+                let d = Decision::deny(
+                    "fs.sandbox",
+                    "path leads outside the handle (through a symlink)".into(),
+                );
+                self.gate.refused(pass, &d)?;
+                Ok(Err(error(ErrorCode::Denied, d.reason)))
+            }
+            Err(e) => {
+                let err = io_error(&e);
+                self.gate.failed(pass, &err.message)?;
+                Ok(Err(err))
             }
         }
-        let result = op(&call.handle.dir, &checked, self.hostcall_limit);
-        if result.is_ok() && needs.has(Right::Write) {
-            self.remember(|h| {
-                for p in &checked {
-                    TaskHistory::note(
-                        &mut h.files_written,
-                        &format!("{}:{}", call.handle.name, p.as_str()),
-                    );
-                }
-            });
-        }
-        self.finish(&call, result)
     }
+}
+
+/// `path` inside the handle with symlinks resolved (the parent's, when
+/// `path` does not exist yet), and the host path it names; the path itself
+/// when it cannot be resolved, which the sandbox then refuses anyway.
+fn resolved(handle: &GrantedHandle, path: &str) -> (String, String) {
+    let path = resolve(&handle.dir, path);
+    let host_path = if path == "." {
+        handle.path.clone()
+    } else {
+        handle.path.join(&path)
+    };
+    let host_path = host_path.to_string_lossy().into_owned();
+    (path, host_path)
 }
 
 /// `path` inside `dir` with symlinks resolved (the parent's, when `path`
@@ -301,24 +281,35 @@ fn too_large(limit: usize) -> io::Error {
     )
 }
 
-impl Host for HostState {
+impl Host for FsView<'_> {
     async fn open(&mut self, name: String) -> FsResult<Resource<OpenDir>> {
-        let handle = self.fs.handles.get(&name).cloned();
-        let decision = self.policy.decide_open(&name, handle.is_some());
-        match handle {
-            // Opening a granted handle is not itself an action on anything;
-            // each operation through it is decided and audited.
-            Some(handle) => Ok(Ok(self.table.push(OpenDir { handle })?)),
-            None => {
-                self.write_audit(&self.audit.decision("fs", "open", &name, &decision))?;
-                Ok(Err(error(ErrorCode::Denied, decision.reason)))
-            }
+        // Opening a granted handle is not itself an action on anything;
+        // each operation through it passes the gate. An unknown name is a
+        // denied call.
+        if let Some(handle) = self.ctx.handles.get(&name).cloned() {
+            return Ok(Ok(self.table.push(OpenDir { handle })?));
+        }
+        let call = HostCall {
+            capability: "fs",
+            action: "open",
+            resource: &name,
+            check: check::decide_open(&name, false),
+            asks: Vec::new(),
+            approval: Approval::none(),
+            address: None,
+            sealed: (),
+        };
+        match self.gate.pass(call).await? {
+            Ok(_) => Err(wasmtime::Error::msg(
+                "fs: an unknown handle passed the gate",
+            )),
+            Err(d) => Ok(Err(error(ErrorCode::Denied, d.reason))),
         }
     }
 
     async fn handles(&mut self) -> wasmtime::Result<Vec<HandleInfo>> {
         Ok(self
-            .fs
+            .ctx
             .handles
             .values()
             .map(|h| HandleInfo {
@@ -329,7 +320,7 @@ impl Host for HostState {
     }
 }
 
-impl HostDir for HostState {
+impl HostDir for FsView<'_> {
     async fn rights(&mut self, dir: Resource<OpenDir>) -> wasmtime::Result<wit::Rights> {
         Ok(wit_rights(self.handle(&dir)?.rights))
     }

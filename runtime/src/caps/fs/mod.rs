@@ -5,17 +5,21 @@
 //! refuses any resolution (through `..` or a symlink) that leaves it. Host path
 //! strings are never re-resolved during a call.
 
+pub mod check;
 mod host;
 pub mod path;
 
 use crate::grant::{Grant, GrantError};
 use crate::manifest::ToolSpec;
+use crate::policy::gate::Gate;
 use crate::rights::Rights;
+use crate::state::HostState;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use wasmtime::component::{HasData, Linker, ResourceTable};
 
 /// A directory handle of an authorized grant.
 #[derive(Debug)]
@@ -40,6 +44,28 @@ pub struct OpenDir {
 #[derive(Default, Clone)]
 pub struct FsCtx {
     pub(crate) handles: BTreeMap<String, Arc<GrantedHandle>>,
+}
+
+/// What the fs host impl sees of the store: its handles, the resource
+/// table and the gate.
+pub(crate) struct FsView<'a> {
+    pub(crate) ctx: &'a FsCtx,
+    pub(crate) table: &'a mut ResourceTable,
+    pub(crate) gate: &'a Gate,
+}
+
+struct Fs;
+
+impl HasData for Fs {
+    type Data<'a> = FsView<'a>;
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    crate::bindings::warden::tool::fs::add_to_linker::<_, Fs>(linker, |s| FsView {
+        ctx: &s.fs,
+        table: &mut s.table,
+        gate: &s.gate,
+    })
 }
 
 /// The ceiling directories of a tool, opened once when the tool is loaded.

@@ -17,7 +17,9 @@
 //! (methods of the ceiling) or `--grant http:GET=https://api.example.com/v1/`.
 
 pub mod check;
+pub(crate) mod egress;
 mod host;
+pub(crate) use host::add_to_linker;
 pub(crate) mod wasi;
 
 use crate::grant::GrantError;
@@ -186,35 +188,4 @@ pub(crate) fn narrow(ceilings: &[EgressRule], grants: &[HttpGrant]) -> Vec<HttpG
             })
         })
         .collect()
-}
-
-/// Asks the runtime policy, when there is one, about an egress request `d`
-/// allows; true when it asks for approval. `send_to` lists each granted
-/// secret's destinations, so policy can see whose `send-to` this host is.
-pub(crate) fn consult_egress<'s>(
-    rules: Option<&crate::policy::PolicyCtx>,
-    d: &mut crate::policy::Decision,
-    method: &str,
-    origin: &check::Origin,
-    url: &str,
-    rule: &EgressRule,
-    send_to: impl Iterator<Item = (&'s str, &'s [String])>,
-) -> bool {
-    let Some(p) = rules else {
-        return false;
-    };
-    let host = origin.host.to_string();
-    let o = origin.to_string();
-    let send_to_of = send_to
-        .filter(|(_, to)| check::send_to_allows(to, origin))
-        .map(|(name, _)| name.to_owned())
-        .collect();
-    let resource = crate::policy::cedar::Resource::Host {
-        host: &host,
-        origin: &o,
-        url,
-        labels: &rule.labels,
-        send_to_of,
-    };
-    p.consult(d, "http::send", method, resource)
 }

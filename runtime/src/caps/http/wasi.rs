@@ -1,15 +1,15 @@
 //! Standard `wasi:http` outgoing requests, under the same egress policy as
-//! `warden:tool/http`: the same URL checks, allowlist, address policy and
-//! secret `send-to` rule (for values in the URL and headers; a streamed body
-//! is not scanned), the same audit records, and a connection to the address
-//! that was checked. Secrets cannot be attached by reference here.
+//! `warden:tool/http`: the one egress check ([`super::egress`]), the same
+//! gate (runtime policy, records, approval), and a connection to the address
+//! that was checked. A streamed body is not scanned for revealed secret
+//! values; secrets cannot be attached by reference here.
 
-use super::check::{self, METHODS, Origin};
-use super::host::resolve;
-use super::{EgressRule, REQUEST_TIMEOUT};
-use crate::audit::{Auditor, Event};
-use crate::caps::secrets::redact::Redactor;
-use crate::policy::Decision;
+use super::REQUEST_TIMEOUT;
+use super::check::Origin;
+use super::egress::{self, Egress, Refused, Via};
+use crate::audit::Event;
+use crate::policy::TaskHistory;
+use crate::policy::gate::{Approval, Gate, HostCall};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
@@ -18,18 +18,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-/// Per-invocation hooks for `wasi:http`.
+/// Per-invocation hooks for `wasi:http`: the invocation's egress and gate.
 pub(crate) struct EgressHooks {
-    pub(crate) rules: Vec<EgressRule>,
-    pub(crate) redactor: Arc<Redactor>,
-    /// `send-to` origins of each granted secret.
-    pub(crate) send_to: Vec<(String, Vec<String>)>,
-    pub(crate) audit: Auditor,
-    pub(crate) deadline: Instant,
-    /// Most bytes of a response body.
-    pub(crate) limit: usize,
-    /// Runtime policy, when the manifest has any.
-    pub(crate) policy: Option<crate::policy::PolicyCtx>,
+    pub(crate) egress: Egress,
+    pub(crate) gate: Gate,
 }
 
 type SendResult = Result<
@@ -40,119 +32,6 @@ type SendResult = Result<
     Error,
 >;
 
-struct Checked {
-    method: String,
-    resource: String,
-    origin: Origin,
-    rule: EgressRule,
-    /// The allowing decision, with any runtime policy ids.
-    allow: Decision,
-}
-
-impl EgressHooks {
-    /// The synchronous checks: method, URL, allowlist, secrets in URL and headers.
-    fn check(&self, req: &http::Request<WasiBody>) -> Result<Checked, (String, String, Decision)> {
-        let method = req.method().as_str().to_ascii_uppercase();
-        let raw = req.uri().to_string();
-        let resource = self.redactor.redact(&raw).into_owned();
-        let deny = |rule, reason: String| {
-            Err((
-                method.clone(),
-                resource.clone(),
-                Decision::deny(rule, reason),
-            ))
-        };
-        if !METHODS.contains(&method.as_str()) {
-            return deny("http.request", format!("unknown method '{method}'"));
-        }
-        let (url, origin) = match check::parse_url(&raw) {
-            Ok(v) => v,
-            Err(reason) => return deny("http.url", reason),
-        };
-        let rule = match check::match_rule(&self.rules, &method, &url, &origin) {
-            Ok(r) => r.clone(),
-            Err(reason) => return deny("http.allowlist", reason),
-        };
-        if rule.approval {
-            return deny(
-                "approval",
-                "this egress needs approval, which only warden:tool/http requests can wait for"
-                    .into(),
-            );
-        }
-        let mut carried = self.redactor.names_in(raw.as_bytes());
-        for (k, v) in req.headers() {
-            carried.extend(self.redactor.names_in(k.as_str().as_bytes()));
-            carried.extend(self.redactor.names_in(v.as_bytes()));
-        }
-        for name in carried {
-            let allowed = self
-                .send_to
-                .iter()
-                .find(|(n, _)| *n == name)
-                .is_some_and(|(_, to)| check::send_to_allows(to, &origin));
-            if !allowed {
-                return deny(
-                    "secret.send-to",
-                    format!("exfiltration attempt: secret '{name}' may not be sent to {origin}"),
-                );
-            }
-        }
-        let resource = self.redactor.redact(url.as_str()).into_owned();
-        let mut allow = Decision::allow(
-            "http.allowlist",
-            format!("{method} {resource} is granted (wasi:http)"),
-        );
-        let approval = super::consult_egress(
-            self.policy.as_ref(),
-            &mut allow,
-            &method,
-            &origin,
-            &resource,
-            &rule,
-            self.send_to
-                .iter()
-                .map(|(n, to)| (n.as_str(), to.as_slice())),
-        );
-        if approval {
-            allow.allow = false;
-            allow.rule = "approval";
-            allow.reason = format!(
-                "{}; only warden:tool/http requests can wait for approval",
-                allow.reason
-            );
-        }
-        if !allow.allow {
-            return Err((method, resource, allow));
-        }
-        if let Some(p) = &self.policy {
-            p.remember(|h| {
-                crate::policy::TaskHistory::note(&mut h.hosts_contacted, &origin.host.to_string())
-            });
-        }
-        Ok(Checked {
-            resource,
-            method,
-            origin,
-            rule,
-            allow,
-        })
-    }
-}
-
-fn record(
-    audit: &Auditor,
-    method: &str,
-    resource: &str,
-    address: Option<SocketAddr>,
-    d: &Decision,
-) -> Result<(), Error> {
-    let mut r = audit.decision("http", method, resource, d);
-    r.address = address.map(|a| a.to_string());
-    // Fail closed: no record, no request.
-    audit.write(&r).map_err(|_| Error::HttpRequestDenied)
-}
-
 impl WasiHttpHooks for EgressHooks {
     fn send_request(
         &mut self,
@@ -160,54 +39,106 @@ impl WasiHttpHooks for EgressHooks {
         _options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        let checked = self.check(&request);
-        let audit = self.audit.clone();
-        let limit = self.limit;
-        let timeout = REQUEST_TIMEOUT.min(self.deadline.saturating_duration_since(Instant::now()));
-        Box::new(async move {
-            let c = match checked {
-                Ok(c) => c,
-                Err((method, resource, d)) => {
-                    record(&audit, &method, &resource, None, &d)?;
-                    return Err(Error::HttpRequestDenied);
-                }
-            };
-            let addr = match resolve(&c.origin, &c.rule).await {
-                Ok(a) => a,
-                Err(reason) => {
-                    record(
-                        &audit,
-                        &c.method,
-                        &c.resource,
-                        None,
-                        &Decision::deny("http.address", reason),
-                    )?;
-                    return Err(Error::DestinationIpProhibited);
-                }
-            };
-            record(&audit, &c.method, &c.resource, Some(addr), &c.allow)?;
-            let started = Instant::now();
-            let result = send_pinned(request, addr, &c.origin, timeout, limit).await;
-            let mut r = audit.record(Event::Egress);
-            r.capability = Some("http".into());
-            r.action = Some(c.method);
-            r.resource = Some(c.resource);
-            r.address = Some(addr.to_string());
-            r.duration_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
-            match &result {
-                Ok((resp, _)) => {
-                    r.status = Some(resp.status().as_u16());
-                    r.outcome = Some("ok".into());
-                }
-                Err(e) => {
-                    r.outcome = Some("error".into());
-                    r.message = Some(e.to_string());
-                }
-            }
-            audit.write(&r).map_err(|_| Error::HttpRequestDenied)?;
-            result
-        })
+        let egress = self.egress.clone();
+        let gate = self.gate.clone();
+        Box::new(async move { send(egress, gate, request).await })
     }
+}
+
+/// Checks, gates and sends one request. A record that cannot be written
+/// refuses the request (fail closed: no record, no request).
+async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> SendResult {
+    let denied = |_| Error::HttpRequestDenied;
+    let method = request.method().as_str().to_owned();
+    let url = request.uri().to_string();
+    let check = egress::Request {
+        via: Via::Wasi,
+        method: &method,
+        url: &url,
+        headers: request
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .collect(),
+        body: None,
+        bearer: None,
+        limit: gate.hostcall_limit(),
+    };
+    let (shown, checked) = egress.check(&check, gate.redactor()).await;
+    drop(check);
+    let checked = match checked {
+        Ok(c) => c,
+        Err((refusal, why)) => {
+            let call = HostCall {
+                capability: "http",
+                action: &shown.method,
+                resource: &shown.resource,
+                check: refusal,
+                asks: Vec::new(),
+                approval: Approval::none(),
+                address: None,
+                sealed: (),
+            };
+            gate.pass(call).await.map_err(denied)?.err();
+            return Err(match why {
+                Refused::Address => Error::DestinationIpProhibited,
+                _ => Error::HttpRequestDenied,
+            });
+        }
+    };
+    let summary = || format!("{} {} (streamed body)", checked.method, shown.resource);
+    let asks = if gate.has_policy() {
+        vec![egress.ask(&checked, &shown.resource)]
+    } else {
+        Vec::new()
+    };
+    let call = HostCall {
+        capability: "http",
+        action: &shown.method,
+        resource: &shown.resource,
+        check: checked.allow.clone(),
+        asks,
+        approval: Approval {
+            required: checked.rule.approval,
+            action: "http.send",
+            resource: &shown.resource,
+            args: "body streamed",
+            summary: &summary,
+        },
+        address: Some(checked.address),
+        sealed: (),
+    };
+    let Ok(pass) = gate.pass(call).await.map_err(denied)? else {
+        return Err(Error::HttpRequestDenied);
+    };
+    let timeout = REQUEST_TIMEOUT.min(gate.deadline().saturating_duration_since(Instant::now()));
+    let started = Instant::now();
+    let result = send_pinned(
+        request,
+        checked.address,
+        &checked.origin,
+        timeout,
+        gate.hostcall_limit(),
+    )
+    .await;
+    let host = checked.origin.host.to_string();
+    let remember = |_: &_, h: &mut TaskHistory| TaskHistory::note(&mut h.hosts_contacted, &host);
+    gate.outcome(pass, Event::Egress, remember, |r| {
+        r.address = Some(checked.address.to_string());
+        r.duration_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+        match &result {
+            Ok((resp, _)) => {
+                r.status = Some(resp.status().as_u16());
+                r.outcome = Some("ok".into());
+            }
+            Err(e) => {
+                r.outcome = Some("error".into());
+                r.message = Some(e.to_string());
+            }
+        }
+    })
+    .map_err(denied)?;
+    result
 }
 
 /// Sends `req` over a connection to `addr`; TLS verifies the origin's host name.

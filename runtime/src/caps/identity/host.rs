@@ -1,38 +1,101 @@
-//! Host side of `warden:tool/identity`.
+//! Host side of `warden:tool/identity`: minting a token passes the gate.
 
 use crate::bindings::warden::tool::identity::{self as wit, ErrorCode, Host};
+use crate::policy::Decision;
 use crate::policy::cedar::Resource as Subject;
+use crate::policy::gate::Gate;
+use crate::policy::gate::{Approval, Ask, HostCall};
 use crate::state::HostState;
+use wasmtime::component::{HasData, Linker};
 
-impl Host for HostState {
-    async fn token(&mut self, audience: String) -> wasmtime::Result<Result<String, wit::Error>> {
-        let mut decision = self.policy.decide_token(&audience, &self.minter.audiences);
-        let approval = self.consult(&mut decision, "identity::token", &audience, || {
-            Subject::Audience { url: &audience }
-        });
-        self.write_audit(
-            &self
-                .audit
-                .decision("identity", "token", &audience, &decision),
-        )?;
-        if !decision.allow {
-            return Ok(Err(wit::Error {
-                code: ErrorCode::Denied,
-                message: decision.reason,
-            }));
+/// Minting an identity token for `audience`: only audiences the manifest
+/// lists for the tool.
+pub(crate) fn decide(audience: &str, allowed: &[String]) -> Decision {
+    if allowed.iter().any(|a| a == audience) {
+        Decision::allow(
+            "identity.audience",
+            format!("audience {audience} is listed"),
+        )
+    } else {
+        Decision::deny(
+            "identity.audience",
+            format!("the manifest does not list audience '{audience}' for this tool's tokens"),
+        )
+    }
+}
+
+/// What the identity host impl sees of the store.
+pub(crate) struct IdentityView<'a> {
+    pub(crate) minter: &'a super::Minter,
+    pub(crate) gate: &'a Gate,
+}
+
+struct Identity;
+
+impl HasData for Identity {
+    type Data<'a> = IdentityView<'a>;
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    crate::bindings::warden::tool::identity::add_to_linker::<_, Identity>(linker, |s| {
+        IdentityView {
+            minter: &s.minter,
+            gate: &s.gate,
         }
-        if approval {
-            let summary = format!("mint an identity token for {audience}");
-            if let Err(reason) = self
-                .approve("identity.token", &audience, "", summary)
-                .await?
-            {
+    })
+}
+
+impl Host for IdentityView<'_> {
+    async fn token(&mut self, audience: String) -> wasmtime::Result<Result<String, wit::Error>> {
+        let check = decide(&audience, &self.minter.audiences);
+        let asks = if check.allow && self.gate.has_policy() {
+            vec![Ask {
+                action: "identity::token".into(),
+                detail: &audience,
+                resource: Subject::Audience { url: &audience },
+            }]
+        } else {
+            Vec::new()
+        };
+        let summary = || format!("mint an identity token for {audience}");
+        let call = HostCall {
+            capability: "identity",
+            action: "token",
+            resource: &audience,
+            check,
+            asks,
+            approval: Approval {
+                required: false,
+                action: "identity.token",
+                resource: &audience,
+                args: "",
+                summary: &summary,
+            },
+            address: None,
+            sealed: (),
+        };
+        let pass = match self.gate.pass(call).await? {
+            Ok(pass) => pass,
+            Err(d) => {
                 return Ok(Err(wit::Error {
                     code: ErrorCode::Denied,
-                    message: reason,
+                    message: d.reason,
                 }));
             }
-        }
-        Ok(Ok(self.minter.mint(&audience)))
+        };
+        let token = self.minter.mint(&audience);
+        self.gate.done(pass, |_, _| {})?;
+        Ok(Ok(token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_listed_audiences() {
+        let listed = ["https://a.example".to_owned()];
+        assert!(super::decide("https://a.example", &listed).allow);
+        let d = super::decide("https://b.example", &listed);
+        assert_eq!((d.allow, d.rule), (false, "identity.audience"));
     }
 }

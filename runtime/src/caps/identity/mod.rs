@@ -11,6 +11,7 @@
 //! Tokens are EdDSA (Ed25519) JWS compact serializations.
 
 mod host;
+pub(crate) use host::add_to_linker;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;

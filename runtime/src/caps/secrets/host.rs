@@ -1,65 +1,30 @@
-//! Host side of `warden:tool/secrets`.
+//! Host side of `warden:tool/secrets`: `get` and `reveal` pass the gate
+//! with the built-in check of [`super::check`].
 
-use super::SecretRef;
+use super::check::{self, Held};
+use super::{SecretRef, SecretsView};
 use crate::bindings::warden::tool::secrets::{self as wit, ErrorCode, Host, HostSecret};
 use crate::policy::cedar::Resource as Subject;
+use crate::policy::gate::{Approval, Ask, HostCall};
 use crate::policy::{Decision, TaskHistory};
-use crate::state::HostState;
 use std::time::Instant;
 use wasmtime::component::Resource;
 
 type SecretResult<T> = wasmtime::Result<Result<T, wit::Error>>;
 
-impl HostState {
-    /// Decides a secret action and audits it; `Ok(Err(_))` is a denial,
-    /// `Ok(Ok(true))` an allowed action that needs approval first (by the
-    /// manifest, for a reveal, or by runtime policy).
-    fn secret_gate(&mut self, action: &'static str, name: &str) -> SecretResult<bool> {
+impl super::SecretsCtx {
+    /// What the task holds of `name` now (expiring it if past its ttl).
+    pub(crate) fn held(&mut self, name: &str) -> Option<Held> {
         let now = Instant::now();
-        let state = self
-            .secrets
-            .issued
-            .get_mut(name)
-            .map(|s| (s.check_expiry(now), s.spec.reveal));
-        let mut decision = self.policy.decide_secret(action, name, state);
-        let mut approval = false;
-        if let Some(s) = self.secrets.issued.get(name) {
-            approval = action == "reveal" && s.spec.approval;
-            approval |= self.consult(&mut decision, &format!("secret::{action}"), "", || {
-                Subject::Secret {
-                    name,
-                    labels: &s.spec.labels,
-                    send_to: &s.spec.send_to,
-                }
-            });
-        }
-        self.write_audit(&self.audit.decision("secret", action, name, &decision))?;
-        Ok(if decision.allow {
-            Ok(approval)
-        } else {
-            Err(denial(&decision))
+        self.issued.get_mut(name).map(|s| Held {
+            expired: s.check_expiry(now),
+            reveal: s.spec.reveal,
         })
-    }
-
-    /// Waits for approval of a secret action; `Some(error)` is a refusal.
-    async fn secret_approval(
-        &mut self,
-        action: &str,
-        name: &str,
-        summary: String,
-    ) -> wasmtime::Result<Option<wit::Error>> {
-        Ok(self
-            .approve(&format!("secret.{action}"), name, "", summary)
-            .await?
-            .err()
-            .map(|reason| wit::Error {
-                code: ErrorCode::Denied,
-                message: reason,
-            }))
     }
 }
 
-fn denial(d: &Decision) -> wit::Error {
+/// The guest's error for a denied secret call.
+pub(crate) fn denial(d: Decision) -> wit::Error {
     let code = if d.rule == "secret.ttl" {
         ErrorCode::Expired
     } else {
@@ -67,51 +32,98 @@ fn denial(d: &Decision) -> wit::Error {
     };
     wit::Error {
         code,
-        message: d.reason.clone(),
+        message: d.reason,
     }
 }
 
-impl Host for HostState {
-    async fn get(&mut self, name: String) -> SecretResult<Resource<SecretRef>> {
-        match self.secret_gate("get", &name)? {
-            Err(e) => return Ok(Err(e)),
-            Ok(false) => {}
-            Ok(true) => {
-                let summary = format!("give the tool a reference to secret '{name}'");
-                if let Some(e) = self.secret_approval("get", &name, summary).await? {
-                    return Ok(Err(e));
-                }
+impl SecretsView<'_> {
+    /// Takes a secret action through the gate: the built-in check, then
+    /// runtime policy, the decision record, and approval (the manifest's,
+    /// for a reveal, or a policy's). Outcome recorded after `op`.
+    async fn secret_call<T>(
+        &mut self,
+        action: &'static str,
+        name: &str,
+        summary: &(dyn Fn() -> String + Sync),
+        op: impl FnOnce(&mut Self) -> T,
+    ) -> SecretResult<T> {
+        let held = self.ctx.held(name);
+        let check = check::decide(action, name, held);
+        let spec = self.ctx.issued.get(name).map(|s| &s.spec);
+        let asks = match spec {
+            Some(s) if check.allow && self.gate.has_policy() => vec![Ask {
+                action: format!("secret::{action}"),
+                detail: "",
+                resource: Subject::Secret {
+                    name,
+                    labels: &s.labels,
+                    send_to: &s.send_to,
+                },
+            }],
+            _ => Vec::new(),
+        };
+        let approval_action = format!("secret.{action}");
+        let call = HostCall {
+            capability: "secret",
+            action,
+            resource: name,
+            check,
+            asks,
+            approval: Approval {
+                required: action == "reveal" && spec.is_some_and(|s| s.approval),
+                action: &approval_action,
+                resource: name,
+                args: "",
+                summary,
+            },
+            address: None,
+            sealed: (),
+        };
+        let pass = match self.gate.pass(call).await? {
+            Ok(pass) => pass,
+            Err(d) => return Ok(Err(denial(d))),
+        };
+        let value = op(self);
+        let remember = |_: &_, h: &mut TaskHistory| {
+            if action == "reveal" {
+                TaskHistory::note(&mut h.secrets_revealed, name);
             }
-        }
-        Ok(Ok(self.table.push(SecretRef { name })?))
+        };
+        self.gate.done(pass, remember)?;
+        Ok(Ok(value))
     }
 }
 
-impl HostSecret for HostState {
+impl Host for SecretsView<'_> {
+    async fn get(&mut self, name: String) -> SecretResult<Resource<SecretRef>> {
+        let summary = || format!("give the tool a reference to secret '{name}'");
+        let reference = SecretRef { name: name.clone() };
+        match self
+            .secret_call("get", &name, &summary, |s| s.table.push(reference))
+            .await?
+        {
+            Ok(pushed) => Ok(Ok(pushed?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+}
+
+impl HostSecret for SecretsView<'_> {
     async fn name(&mut self, secret: Resource<SecretRef>) -> wasmtime::Result<String> {
         Ok(self.table.get(&secret)?.name.clone())
     }
 
     async fn reveal(&mut self, secret: Resource<SecretRef>) -> SecretResult<String> {
         let name = self.table.get(&secret)?.name.clone();
-        match self.secret_gate("reveal", &name)? {
-            Err(e) => return Ok(Err(e)),
-            Ok(false) => {}
-            Ok(true) => {
-                let summary = format!("reveal secret '{name}' to the tool");
-                if let Some(e) = self.secret_approval("reveal", &name, summary).await? {
-                    return Ok(Err(e));
-                }
-            }
-        }
-        self.remember(|h| TaskHistory::note(&mut h.secrets_revealed, &name));
-        let value = self
-            .secrets
-            .issued
-            .get(&name)
-            .map(|s| s.value.to_string())
-            .unwrap_or_default();
-        Ok(Ok(value))
+        let summary = || format!("reveal secret '{name}' to the tool");
+        self.secret_call("reveal", &name, &summary, |s| {
+            s.ctx
+                .issued
+                .get(&name)
+                .map(|s| s.value.to_string())
+                .unwrap_or_default()
+        })
+        .await
     }
 
     async fn drop(&mut self, secret: Resource<SecretRef>) -> wasmtime::Result<()> {

@@ -6,13 +6,16 @@
 //! when the invocation ends, and redacted (with their common encodings) from
 //! everything that leaves the host.
 
+pub mod check;
 mod host;
-pub mod redact;
 
+use crate::policy::gate::Gate;
+use crate::state::HostState;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use wasmtime::component::{HasData, Linker, ResourceTable};
 use zeroize::Zeroizing;
 
 /// Values shorter than this are refused: they cannot be redacted reliably.
@@ -143,6 +146,27 @@ impl Issued {
 #[derive(Default)]
 pub(crate) struct SecretsCtx {
     pub(crate) issued: BTreeMap<String, Issued>,
+}
+
+/// What the secrets host impl sees of the store.
+pub(crate) struct SecretsView<'a> {
+    pub(crate) ctx: &'a mut SecretsCtx,
+    pub(crate) table: &'a mut ResourceTable,
+    pub(crate) gate: &'a Gate,
+}
+
+struct Secrets;
+
+impl HasData for Secrets {
+    type Data<'a> = SecretsView<'a>;
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    crate::bindings::warden::tool::secrets::add_to_linker::<_, Secrets>(linker, |s| SecretsView {
+        ctx: &mut s.secrets,
+        table: &mut s.table,
+        gate: &s.gate,
+    })
 }
 
 /// The guest's `secret` resource: a reference by name, never the value.

@@ -1,0 +1,169 @@
+//! The fs capability's built-in check: pure functions over a call's checked
+//! paths, the handle's rights and the call's size.
+
+use super::path::{CheckedPath, PathError};
+use crate::policy::Decision;
+use crate::rights::Rights;
+
+/// Actions that must never apply to a handle's root directory itself.
+const DESTRUCTIVE: [&str; 3] = ["remove-file", "remove-dir", "rename"];
+
+/// A file system host call, as the built-in check sees it.
+pub struct FsRequest<'a, 'p> {
+    pub handle: &'a str,
+    pub action: &'static str,
+    /// The checked path(s) of the call, or why a path was refused.
+    pub paths: &'a [Result<CheckedPath<'p>, PathError>],
+    /// Rights the handle holds.
+    pub held: Rights,
+    /// Rights the action needs.
+    pub needs: Rights,
+    /// Bytes the call carries (contents written, size truncated to).
+    pub bytes: usize,
+    /// Most bytes one host call may carry.
+    pub limit: usize,
+}
+
+/// Deny by default: a call is allowed only when its paths stay inside the
+/// handle, the handle holds every right the action needs, and the call is
+/// within the host call limit.
+pub fn decide(req: &FsRequest<'_, '_>) -> Decision {
+    for p in req.paths {
+        match p {
+            Err(e) => return Decision::deny("fs.path", e.to_string()),
+            Ok(p) if p.is_root() && DESTRUCTIVE.contains(&req.action) => {
+                return Decision::deny(
+                    "fs.root",
+                    format!(
+                        "{} of the root of handle '{}' is not allowed",
+                        req.action, req.handle
+                    ),
+                );
+            }
+            Ok(_) => {}
+        }
+    }
+    let missing = req.needs.excess_over(req.held);
+    if !missing.is_empty() {
+        return Decision::deny(
+            "fs.rights",
+            format!(
+                "{} needs the {} right on handle '{}', which holds {}",
+                req.action, missing, req.handle, req.held
+            ),
+        );
+    }
+    if req.bytes > req.limit {
+        return Decision::deny(
+            "fs.size",
+            format!(
+                "{} bytes exceed the host call limit of {} bytes",
+                req.bytes, req.limit
+            ),
+        );
+    }
+    Decision::allow(
+        "fs.rights",
+        format!("handle '{}' holds {}", req.handle, req.needs),
+    )
+}
+
+/// Opening a handle by name: only handles in the task's grant exist.
+pub fn decide_open(handle: &str, granted: bool) -> Decision {
+    if granted {
+        Decision::allow("fs.handle", format!("handle '{handle}' is in the grant"))
+    } else {
+        Decision::deny(
+            "fs.handle",
+            format!("no handle '{handle}' in this task's grant"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::fs::path;
+
+    fn decide_one(
+        action: &'static str,
+        p: &str,
+        held: Rights,
+        needs: Rights,
+        bytes: usize,
+    ) -> Decision {
+        let paths = [path::check(p)];
+        decide(&FsRequest {
+            handle: "ws",
+            action,
+            paths: &paths,
+            held,
+            needs,
+            bytes,
+            limit: 10,
+        })
+    }
+
+    #[test]
+    fn each_rule_denies_with_its_name() {
+        let rw = Rights::READ | Rights::WRITE;
+        for (action, path, held, needs, bytes, rule, allow) in [
+            (
+                "read",
+                "a.txt",
+                Rights::READ,
+                Rights::READ,
+                0,
+                "fs.rights",
+                true,
+            ),
+            (
+                "write",
+                "a.txt",
+                Rights::READ,
+                Rights::WRITE,
+                0,
+                "fs.rights",
+                false,
+            ),
+            ("write", "../a.txt", rw, Rights::WRITE, 0, "fs.path", false),
+            ("write", "a.txt", rw, Rights::WRITE, 11, "fs.size", false),
+            ("write", "a.txt", rw, Rights::WRITE, 10, "fs.rights", true),
+            (
+                "remove-dir",
+                ".",
+                Rights::DELETE,
+                Rights::DELETE,
+                0,
+                "fs.root",
+                false,
+            ),
+            (
+                "list",
+                ".",
+                Rights::READ,
+                Rights::READ,
+                0,
+                "fs.rights",
+                true,
+            ),
+        ] {
+            let d = decide_one(action, path, held, needs, bytes);
+            assert_eq!((d.rule, d.allow), (rule, allow), "{action} {path}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_right_is_named_with_what_the_handle_holds() {
+        let d = decide_one("write", "x", Rights::READ, Rights::WRITE, 0);
+        assert_eq!(
+            d.reason,
+            "write needs the write right on handle 'ws', which holds read"
+        );
+        assert!(!decide_open("other", false).allow);
+        assert_eq!(
+            decide_open("other", false).reason,
+            "no handle 'other' in this task's grant"
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! The one egress check, used by both HTTP paths (`warden:tool/http` and
+//! standard `wasi:http`): one rule, one check, one message, whatever the
+//! path. It is the built-in check the gate receives for an egress call.
+
+use super::EgressRule;
+use super::check::{self, METHODS, Origin};
+use crate::caps::secrets::check::{self as secret_check, Held};
+use crate::policy::Decision;
+use crate::policy::cedar::Resource as Subject;
+use crate::policy::gate::Ask;
+use crate::redact::Redactor;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use url::{Host as UrlHost, Url};
+
+const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Request headers a tool may not set on `warden:tool/http`: the host
+/// derives them (`wasi:http` derives and forbids them itself).
+const HOST_HEADERS: [&str; 4] = ["host", "content-length", "transfer-encoding", "connection"];
+
+/// The egress one invocation may use: its rules, and where each granted
+/// secret may be sent. Cheap to clone (a `wasi:http` request takes one).
+#[derive(Clone, Default)]
+pub(crate) struct Egress {
+    pub(crate) rules: Arc<[EgressRule]>,
+    /// The `send-to` origins of each granted secret.
+    pub(crate) send_to: Arc<[(String, Vec<String>)]>,
+}
+
+/// Which interface a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    Tool,
+    Wasi,
+}
+
+/// One request as the check sees it.
+pub(crate) struct Request<'a> {
+    pub(crate) via: Via,
+    pub(crate) method: &'a str,
+    pub(crate) url: &'a str,
+    pub(crate) headers: Vec<(&'a str, &'a [u8])>,
+    /// `None` for a streamed (`wasi:http`) body, which is not scanned.
+    pub(crate) body: Option<&'a [u8]>,
+    /// A secret attached by reference: its name and what the task holds
+    /// of it.
+    pub(crate) bearer: Option<(&'a str, Option<Held>)>,
+    /// Most bytes of a request body.
+    pub(crate) limit: usize,
+}
+
+/// Why a request was refused, for each path's error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    InvalidRequest,
+    Denied,
+    TooLarge,
+    Expired,
+    /// The destination resolves only to addresses the rule does not list.
+    Address,
+}
+
+/// A request that passed the check.
+pub(crate) struct Checked {
+    pub(crate) method: String,
+    pub(crate) url: Url,
+    pub(crate) origin: Origin,
+    pub(crate) rule: EgressRule,
+    /// The address to connect to (and only it).
+    pub(crate) address: SocketAddr,
+    /// The allowing decision.
+    pub(crate) allow: Decision,
+    host: String,
+    origin_text: String,
+}
+
+/// What the audit shows of a request: its method and redacted URL.
+pub(crate) struct Shown {
+    pub(crate) method: String,
+    pub(crate) resource: String,
+}
+
+impl Egress {
+    /// Method, URL, headers, body size, allowlist, the attached secret's
+    /// grant and `send-to`, revealed secret values carried in the URL,
+    /// headers or body (`send-to` again), and the address — in that order.
+    /// Returns what the audit shows either way.
+    pub(crate) async fn check(
+        &self,
+        req: &Request<'_>,
+        redactor: &Redactor,
+    ) -> (Shown, Result<Checked, (Decision, Refused)>) {
+        let method = req.method.to_ascii_uppercase();
+        let mut shown = Shown {
+            method: method.clone(),
+            resource: redactor.redact(req.url).into_owned(),
+        };
+        let result = self.decide(req, redactor, &method, &mut shown).await;
+        (shown, result)
+    }
+
+    async fn decide(
+        &self,
+        req: &Request<'_>,
+        redactor: &Redactor,
+        method: &str,
+        shown: &mut Shown,
+    ) -> Result<Checked, (Decision, Refused)> {
+        let refuse = |rule, reason: String, why| Err((Decision::deny(rule, reason), why));
+        if !METHODS.contains(&method) {
+            let reason = format!(
+                "unknown method '{}' (expected one of {})",
+                req.method,
+                METHODS.join(", ")
+            );
+            return refuse("http.request", reason, Refused::InvalidRequest);
+        }
+        let (url, origin) = match check::parse_url(req.url) {
+            Ok(v) => v,
+            // NUL and userinfo are bypass attempts; anything else is a bad URL.
+            Err(reason) if reason.contains("NUL") || reason.contains("userinfo") => {
+                return refuse("http.url", reason, Refused::Denied);
+            }
+            Err(reason) => return refuse("http.url", reason, Refused::InvalidRequest),
+        };
+        shown.resource = redactor.redact(url.as_str()).into_owned();
+        if req.via == Via::Tool {
+            for (name, _) in &req.headers {
+                let lower = name.to_ascii_lowercase();
+                if HOST_HEADERS.contains(&lower.as_str())
+                    || (req.bearer.is_some() && lower == "authorization")
+                {
+                    let reason = format!("header '{name}' may not be set by a tool here");
+                    return refuse("http.request", reason, Refused::InvalidRequest);
+                }
+            }
+        }
+        let body_len = req.body.map_or(0, <[u8]>::len);
+        if body_len > req.limit {
+            let reason = format!(
+                "request body of {body_len} bytes exceeds the host call limit of {} bytes",
+                req.limit
+            );
+            return refuse("http.size", reason, Refused::TooLarge);
+        }
+        let rule = match check::match_rule(&self.rules, method, &url, &origin) {
+            Ok(r) => r.clone(),
+            Err(reason) => return refuse("http.allowlist", reason, Refused::Denied),
+        };
+        if let Some((name, held)) = req.bearer {
+            let d = secret_check::decide("attach", name, held);
+            if !d.allow {
+                let why = if d.rule == "secret.ttl" {
+                    Refused::Expired
+                } else {
+                    Refused::Denied
+                };
+                return Err((d, why));
+            }
+            self.send_to(name, &origin)
+                .map_err(|reason| (Decision::deny("secret.send-to", reason), Refused::Denied))?;
+        }
+        // Revealed secret values the tool put into the request itself.
+        let mut carried = redactor.names_in(url.as_str().as_bytes());
+        for (k, v) in &req.headers {
+            carried.extend(redactor.names_in(k.as_bytes()));
+            carried.extend(redactor.names_in(v));
+        }
+        if let Some(body) = req.body {
+            carried.extend(redactor.names_in(body));
+        }
+        for name in carried {
+            self.send_to(&name, &origin)
+                .map_err(|reason| (Decision::deny("secret.send-to", reason), Refused::Denied))?;
+        }
+        let address = resolve(&origin, &rule)
+            .await
+            .map_err(|reason| (Decision::deny("http.address", reason), Refused::Address))?;
+        let via = match req.via {
+            Via::Tool => "",
+            Via::Wasi => " (wasi:http)",
+        };
+        let allow = Decision::allow(
+            "http.allowlist",
+            format!("{method} {origin}{} is granted{via}", url.path()),
+        );
+        Ok(Checked {
+            method: method.to_owned(),
+            host: origin.host.to_string(),
+            origin_text: origin.to_string(),
+            url,
+            origin,
+            rule,
+            address,
+            allow,
+        })
+    }
+
+    /// A secret may go only to its `send-to` origins.
+    fn send_to(&self, name: &str, origin: &Origin) -> Result<(), String> {
+        let Some((_, to)) = self.send_to.iter().find(|(n, _)| n == name) else {
+            return Ok(());
+        };
+        if check::send_to_allows(to, origin) {
+            return Ok(());
+        }
+        let to = if to.is_empty() {
+            "nowhere".to_owned()
+        } else {
+            to.join(", ")
+        };
+        Err(format!(
+            "exfiltration attempt: secret '{name}' may be sent only to {to}, not {origin}"
+        ))
+    }
+
+    /// The runtime policy's question about a checked request. The resource
+    /// names the granted secrets whose `send-to` this origin is, so a
+    /// policy can see where revealed values may go.
+    pub(crate) fn ask<'a>(&self, c: &'a Checked, resource: &'a str) -> Ask<'a> {
+        let send_to_of = self
+            .send_to
+            .iter()
+            .filter(|(_, to)| check::send_to_allows(to, &c.origin))
+            .map(|(name, _)| name.clone())
+            .collect();
+        Ask {
+            action: "http::send".into(),
+            detail: &c.method,
+            resource: Subject::Host {
+                host: &c.host,
+                origin: &c.origin_text,
+                url: resource,
+                labels: &c.rule.labels,
+                send_to_of,
+            },
+        }
+    }
+}
+
+/// The address to connect to: an IP literal (it matched a rule naming it),
+/// or the first resolved address that is public or listed in the rule.
+async fn resolve(origin: &Origin, rule: &EgressRule) -> Result<SocketAddr, String> {
+    let domain = match &origin.host {
+        UrlHost::Ipv4(a) => return Ok(SocketAddr::new(IpAddr::V4(*a), origin.port)),
+        UrlHost::Ipv6(a) => return Ok(SocketAddr::new(IpAddr::V6(*a), origin.port)),
+        UrlHost::Domain(d) => d,
+    };
+    let addrs = tokio::time::timeout(
+        DNS_TIMEOUT,
+        tokio::net::lookup_host((domain.as_str(), origin.port)),
+    )
+    .await
+    .map_err(|_| format!("resolving {domain} timed out"))?
+    .map_err(|e| format!("cannot resolve {domain}: {e}"))?;
+    let mut refused = None;
+    for addr in addrs {
+        match check::is_special(addr.ip()) {
+            Some(kind) if !rule.addresses.contains(&addr.ip()) => {
+                refused.get_or_insert(format!(
+                    "{domain} resolves to {}, a {kind} address the manifest does not list",
+                    addr.ip()
+                ));
+            }
+            _ => return Ok(addr),
+        }
+    }
+    Err(refused.unwrap_or_else(|| format!("{domain} has no addresses")))
+}

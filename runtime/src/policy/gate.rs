@@ -1,0 +1,339 @@
+//! The gate: the only way a host call of any capability reaches its
+//! operation.
+//!
+//! Every call passes the same steps in the same order:
+//!
+//! 1. the capability's built-in check (a [`Decision`] it computed with pure
+//!    functions — rights, allowlists, grants);
+//! 2. the runtime policy (Cedar), asked only about what the check allowed;
+//!    it may deny or ask for approval;
+//! 3. the decision record;
+//! 4. approval, when the manifest or a policy requires it: the request
+//!    record, the approver's answer, the answer record;
+//! 5. a [`Pass`] — the witness the operation needs, which only this module
+//!    can make — carrying the inputs the capability sealed into the call;
+//! 6. the operation (the capability's own code, holding the pass);
+//! 7. the task's history and the outcome record, which spend the pass
+//!    ([`Gate::outcome`]).
+//!
+//! A capability never writes its own decision record and never asks the
+//! approver itself. A record that cannot be written stops the call
+//! ([`AuditFailed`]): nothing happens unrecorded.
+
+use super::cedar::Resource;
+use super::{Decision, PolicyCtx, TaskHistory};
+use crate::approval::{ApprovalRequest, Approvals};
+use crate::audit::{AuditError, Auditor, Event, Record};
+use crate::redact::Redactor;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// The audit trail could not be written: the call fails closed, and the
+/// invocation traps with this payload.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(transparent)]
+pub(crate) struct AuditFailed(pub(crate) Arc<AuditError>);
+
+/// One question for the runtime policy: a Cedar action (`fs::write`), the
+/// call's detail (`write`), and the resource as policies see it.
+pub(crate) struct Ask<'a> {
+    pub(crate) action: String,
+    pub(crate) detail: &'a str,
+    pub(crate) resource: Resource<'a>,
+}
+
+/// What an approver is shown and what an answer is bound to.
+pub(crate) struct Approval<'a> {
+    /// The manifest requires approval for this call.
+    pub(crate) required: bool,
+    /// e.g. `fs.write`, `http.send`.
+    pub(crate) action: &'a str,
+    /// What the approval names, e.g. `workspace:a.txt` or a target.
+    pub(crate) resource: &'a str,
+    /// Canonical arguments the digest binds (e.g. a content digest).
+    pub(crate) args: &'a str,
+    /// The arguments for a person to read; built only when asked.
+    pub(crate) summary: &'a (dyn Fn() -> String + Sync),
+}
+
+impl Approval<'static> {
+    /// No approval required by the manifest (a policy may still ask).
+    pub(crate) fn none() -> Self {
+        Approval {
+            required: false,
+            action: "",
+            resource: "",
+            args: "",
+            summary: &String::new,
+        }
+    }
+}
+
+/// A typed host call on its way to its operation.
+pub(crate) struct HostCall<'a, T> {
+    /// Capability family and action as the audit names them (`fs`, `write`).
+    pub(crate) capability: &'static str,
+    pub(crate) action: &'a str,
+    /// What the call acts on, as the audit shows it.
+    pub(crate) resource: &'a str,
+    /// The capability's built-in decision.
+    pub(crate) check: Decision,
+    /// What to ask the runtime policy (only asked when the check allows).
+    pub(crate) asks: Vec<Ask<'a>>,
+    pub(crate) approval: Approval<'a>,
+    /// The address an egress request will connect to, audited with the
+    /// decision.
+    pub(crate) address: Option<SocketAddr>,
+    /// What the operation needs, sealed until the call passes.
+    pub(crate) sealed: T,
+}
+
+/// The witness that a call passed the gate, holding what its operation
+/// needs. Only [`Gate::pass`] makes one; [`Gate::outcome`] spends it.
+#[must_use = "a pass is spent by recording its operation's outcome"]
+pub(crate) struct Pass<T> {
+    /// An approver was asked (the outcome is always recorded then).
+    approved: bool,
+    capability: &'static str,
+    action: String,
+    resource: String,
+    sealed: T,
+}
+
+impl<T> Pass<T> {
+    /// What the capability sealed into the call.
+    pub(crate) fn sealed(&self) -> &T {
+        &self.sealed
+    }
+}
+
+/// The gate of one invocation. Cheap to clone: a `wasi:http` request takes
+/// a clone into its future.
+#[derive(Clone)]
+pub(crate) struct Gate {
+    audit: Auditor,
+    policy: Option<PolicyCtx>,
+    approvals: Arc<Approvals>,
+    /// Approval requests made so far in this invocation (numbers digests).
+    requests: Arc<AtomicU64>,
+    redactor: Arc<Redactor>,
+    deadline: Instant,
+    /// Most bytes one host call may carry.
+    hostcall_limit: usize,
+}
+
+impl Gate {
+    pub(crate) fn new(
+        audit: Auditor,
+        policy: Option<PolicyCtx>,
+        approvals: Arc<Approvals>,
+        redactor: Arc<Redactor>,
+        deadline: Instant,
+        hostcall_limit: usize,
+    ) -> Gate {
+        Gate {
+            audit,
+            policy,
+            approvals,
+            requests: Arc::default(),
+            redactor,
+            deadline,
+            hostcall_limit,
+        }
+    }
+
+    pub(crate) fn hostcall_limit(&self) -> usize {
+        self.hostcall_limit
+    }
+
+    /// Whether runtime policy is loaded (capabilities build [`Ask`]s only
+    /// then).
+    pub(crate) fn has_policy(&self) -> bool {
+        self.policy.is_some()
+    }
+
+    pub(crate) fn audit(&self) -> &Auditor {
+        &self.audit
+    }
+
+    pub(crate) fn redactor(&self) -> &Arc<Redactor> {
+        &self.redactor
+    }
+
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Decides `call`, records the decision, asks for approval when needed,
+    /// and hands back a [`Pass`] — or the denial, already recorded.
+    pub(crate) async fn pass<T>(
+        &self,
+        call: HostCall<'_, T>,
+    ) -> Result<Result<Pass<T>, Decision>, AuditFailed> {
+        let HostCall {
+            capability,
+            action,
+            resource,
+            check: mut decision,
+            asks,
+            approval,
+            address,
+            sealed,
+        } = call;
+        let mut ask_approval = false;
+        if decision.allow
+            && let Some(policy) = &self.policy
+        {
+            for ask in asks {
+                ask_approval |=
+                    policy.consult(&mut decision, &ask.action, ask.detail, ask.resource);
+                if !decision.allow {
+                    break;
+                }
+            }
+        }
+        let mut record = self.audit.decision(capability, action, resource, &decision);
+        record.address = address.map(|a| a.to_string());
+        self.write(&record)?;
+        if !decision.allow {
+            tracing::debug!(tool = %self.audit.tool, capability, action, "denied: {}", decision.reason);
+            return Ok(Err(decision));
+        }
+        let approved = approval.required || ask_approval;
+        if approved {
+            let answer = self.approve(&approval).await?;
+            if !answer.allow {
+                return Ok(Err(answer));
+            }
+        }
+        Ok(Ok(Pass {
+            approved,
+            capability,
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            sealed,
+        }))
+    }
+
+    /// Asks the approver; both the request and the answer are recorded.
+    async fn approve(&self, a: &Approval<'_>) -> Result<Decision, AuditFailed> {
+        let number = self.requests.fetch_add(1, Ordering::Relaxed);
+        let audit = &self.audit;
+        let request = ApprovalRequest {
+            digest: crate::approval::digest(
+                &audit.identity,
+                &audit.task,
+                &audit.invocation,
+                number,
+                a.action,
+                a.resource,
+                a.args,
+            ),
+            tool: audit.tool.to_string(),
+            identity: audit.identity.to_string(),
+            task: audit.task.to_string(),
+            invocation: audit.invocation.to_string(),
+            action: a.action.to_owned(),
+            resource: self.redactor.redact(a.resource).into_owned(),
+            summary: self.redactor.redact_string((a.summary)()),
+        };
+        let mut r = audit.record(Event::ApprovalRequested);
+        r.capability = Some("approval".into());
+        r.action = Some(a.action.to_owned());
+        r.resource = Some(request.resource.clone());
+        r.message = Some(request.summary.clone());
+        r.reason = Some(format!("digest {}", request.digest));
+        self.write(&r)?;
+        let verdict = self.approvals.decide(&request, self.deadline).await;
+        let answer = if verdict.approved {
+            Decision::allow("approval", verdict.reason)
+        } else {
+            Decision::deny("approval", verdict.reason)
+        };
+        self.write(&audit.decision("approval", a.action, &request.resource, &answer))?;
+        Ok(answer)
+    }
+
+    /// Spends the pass of an operation that succeeded, for a capability
+    /// whose outcome carries no facts of its own (fs, secrets, identity):
+    /// notes what the task did, and writes an `outcome` record when an
+    /// approver was asked. A routine success is implied by the call's allow
+    /// decision and writes nothing, which keeps the trail (and the cost of a
+    /// call) to what a reader needs.
+    pub(crate) fn done<T>(
+        &self,
+        pass: Pass<T>,
+        remember: impl FnOnce(&T, &mut TaskHistory),
+    ) -> Result<(), AuditFailed> {
+        if pass.approved {
+            return self.outcome(pass, Event::Outcome, remember, |r| {
+                r.outcome = Some("ok".into())
+            });
+        }
+        if let Some(p) = &self.policy {
+            p.remember(|h| remember(&pass.sealed, h));
+        }
+        Ok(())
+    }
+
+    /// Spends the pass of an operation that failed: an `outcome` record
+    /// saying why when an approver was asked (otherwise the tool's error
+    /// and the invocation's end record tell it, as for any failure).
+    pub(crate) fn failed<T>(&self, pass: Pass<T>, message: &str) -> Result<(), AuditFailed> {
+        if !pass.approved {
+            return Ok(());
+        }
+        self.outcome(
+            pass,
+            Event::Outcome,
+            |_, _| {},
+            |r| {
+                r.outcome = Some("error".into());
+                r.message = Some(message.to_owned());
+            },
+        )
+    }
+
+    /// Spends a pass after its operation: notes what the task did (for
+    /// later calls' policy context; `remember` sees what was sealed), then
+    /// writes the outcome record — `event` with the call's capability,
+    /// action and resource, filled in by `fill` (which may name them more
+    /// precisely, e.g. a deploy's backend and artifact digest).
+    pub(crate) fn outcome<T>(
+        &self,
+        pass: Pass<T>,
+        event: Event,
+        remember: impl FnOnce(&T, &mut TaskHistory),
+        fill: impl FnOnce(&mut Record),
+    ) -> Result<(), AuditFailed> {
+        if let Some(p) = &self.policy {
+            p.remember(|h| remember(&pass.sealed, h));
+        }
+        let mut r = self.audit.record(event);
+        fill(&mut r);
+        r.capability.get_or_insert_with(|| pass.capability.into());
+        r.action.get_or_insert(pass.action);
+        r.resource.get_or_insert(pass.resource);
+        self.write(&r)
+    }
+
+    /// Spends a pass whose operation was refused by the sandbox itself
+    /// (e.g. cap-std refusing a symlink out of a handle): the refusal is a
+    /// decision of its own, recorded as the outcome.
+    pub(crate) fn refused<T>(&self, pass: Pass<T>, d: &Decision) -> Result<(), AuditFailed> {
+        self.write(
+            &self
+                .audit
+                .decision(pass.capability, &pass.action, &pass.resource, d),
+        )
+    }
+
+    /// Writes a record that is not a decision (a tool's log message).
+    pub(crate) fn write(&self, record: &Record) -> Result<(), AuditFailed> {
+        self.audit
+            .write(record)
+            .map_err(|e| AuditFailed(Arc::new(e)))
+    }
+}
