@@ -11,6 +11,7 @@ mod common;
 mod deploy;
 mod egress;
 mod escapes;
+mod gate;
 mod grants;
 mod identity;
 mod limits;
