@@ -1,0 +1,226 @@
+//! [`RuntimeBuilder`]: deny by default, every default in its doc comment.
+
+use super::load::ToolSlot;
+use super::{CompileEvent, CompileHook, Inner, InvocationIds, Runtime};
+use crate::approval::{Approvals, Approver, DEFAULT_APPROVAL_TIMEOUT, DenyAll};
+use crate::audit::{AuditSink, TracingSink};
+use crate::caps::identity::{ActiveInvocations, Issuer};
+use crate::caps::log::LogLimits;
+use crate::engine::{self, CompileCache, EPOCH_TICK};
+use crate::error::Error;
+use crate::manifest::{Manifest, ToolSpec};
+use crate::policy::RuntimePolicy;
+use crate::state::HostState;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OnceCell, Semaphore};
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+/// Builds a [`Runtime`]. Deny by default; the defaults are:
+///
+/// - no tools until [`manifest`](Self::manifest) or [`tool`](Self::tool);
+/// - audit records go to [`TracingSink`] (target `warden::audit`);
+/// - no compile cache on disk (components compile once per process);
+/// - at most 100 invocations run at once (more wait for a slot);
+/// - tool stdout and stderr: 64 KiB each, captured, never the host's streams;
+/// - input: 1 MiB; data in one host call: 16 MiB;
+/// - log: 4 KiB per message, 256 messages per invocation.
+///
+/// Tools get no preopened directories, environment, arguments, sockets or
+/// DNS; only what a grant gives them, through `warden:tool/fs`.
+pub struct RuntimeBuilder {
+    tools: BTreeMap<String, ToolSpec>,
+    manifest_path: Option<PathBuf>,
+    audit: Arc<dyn AuditSink>,
+    cache_dir: Option<PathBuf>,
+    max_concurrent: u32,
+    stdio_limit: usize,
+    max_input: usize,
+    hostcall_limit: usize,
+    log_limits: LogLimits,
+    on_compile: Option<CompileHook>,
+    identity: Option<Arc<Issuer>>,
+    approver: Arc<dyn Approver>,
+    approval_timeout: Duration,
+    rules: Option<Arc<RuntimePolicy>>,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        Self {
+            tools: BTreeMap::new(),
+            manifest_path: None,
+            audit: Arc::new(TracingSink),
+            cache_dir: None,
+            max_concurrent: 100,
+            stdio_limit: 64 << 10,
+            max_input: 1 << 20,
+            hostcall_limit: 16 << 20,
+            log_limits: LogLimits::default(),
+            on_compile: None,
+            identity: None,
+            approver: Arc::new(DenyAll),
+            approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
+            rules: None,
+        }
+    }
+}
+
+impl RuntimeBuilder {
+    /// Serves the tools of a manifest.
+    pub fn manifest(mut self, manifest: Manifest) -> Self {
+        self.manifest_path = Some(manifest.path.clone());
+        self.tools.extend(manifest.tools);
+        if manifest.policy.is_some() {
+            self.rules = manifest.policy;
+        }
+        self
+    }
+
+    /// Cedar policies asked on every host call the manifest allows (a
+    /// manifest's `policies` set this too).
+    pub fn policy(mut self, policy: RuntimePolicy) -> Self {
+        self.rules = Some(Arc::new(policy));
+        self
+    }
+
+    /// Serves one tool.
+    pub fn tool(mut self, spec: ToolSpec) -> Self {
+        self.tools.insert(spec.name.clone(), spec);
+        self
+    }
+
+    pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = sink;
+        self
+    }
+
+    /// Keeps compiled components in `dir` (see [`engine::default_cache_dir`]).
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    pub fn max_concurrent_invocations(mut self, n: u32) -> Self {
+        self.max_concurrent = n.max(1);
+        self
+    }
+
+    pub fn stdio_limit(mut self, bytes: usize) -> Self {
+        self.stdio_limit = bytes;
+        self
+    }
+
+    pub fn max_input(mut self, bytes: usize) -> Self {
+        self.max_input = bytes;
+        self
+    }
+
+    pub fn hostcall_limit(mut self, bytes: usize) -> Self {
+        self.hostcall_limit = bytes;
+        self
+    }
+
+    pub fn log_limits(mut self, limits: LogLimits) -> Self {
+        self.log_limits = limits;
+        self
+    }
+
+    /// The key that signs identity tokens (default: a fresh key for this
+    /// runtime; see [`Issuer::load_or_create`] for one kept on disk).
+    pub fn identity(mut self, issuer: Issuer) -> Self {
+        self.identity = Some(Arc::new(issuer));
+        self
+    }
+
+    /// Answers approval requests for actions the manifest marks
+    /// `approval = "required"` (default: [`DenyAll`]).
+    pub fn approver(mut self, approver: Arc<dyn Approver>) -> Self {
+        self.approver = approver;
+        self
+    }
+
+    /// How long an approval request waits (default 5 minutes; never past
+    /// the invocation deadline).
+    pub fn approval_timeout(mut self, timeout: Duration) -> Self {
+        self.approval_timeout = timeout;
+        self
+    }
+
+    /// Called when a component starts and finishes compiling (cache misses).
+    pub fn on_compile(mut self, hook: impl Fn(CompileEvent) + Send + Sync + 'static) -> Self {
+        self.on_compile = Some(Arc::new(hook));
+        self
+    }
+
+    pub fn build(self) -> Result<Runtime, Error> {
+        let host = |e: wasmtime::Error| Error::Host(format!("{e:#}"));
+        let engine = engine::build(self.max_concurrent).map_err(host)?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(host)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(host)?;
+        crate::caps::add_to_linker(&mut linker).map_err(host)?;
+        let cache = match &self.cache_dir {
+            Some(dir) => Some(CompileCache::open(dir, &engine).map_err(Error::Config)?),
+            None => None,
+        };
+        spawn_epoch_ticker(&engine);
+        let issuer = match self.identity {
+            Some(i) => i,
+            None => Arc::new(Issuer::ephemeral().map_err(|e| Error::Config(e.to_string()))?),
+        };
+        let tools = self
+            .tools
+            .into_iter()
+            .map(|(name, spec)| {
+                let slot = ToolSlot {
+                    spec,
+                    loaded: OnceCell::new(),
+                };
+                (name, slot)
+            })
+            .collect();
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                tools,
+                manifest_path: self.manifest_path,
+                audit: self.audit,
+                cache,
+                slots: Semaphore::new(self.max_concurrent as usize),
+                rules: self.rules,
+                tasks: Default::default(),
+                stdio_limit: self.stdio_limit,
+                max_input: self.max_input,
+                hostcall_limit: self.hostcall_limit,
+                log_limits: self.log_limits,
+                on_compile: self.on_compile,
+                issuer,
+                active: ActiveInvocations::default(),
+                ids: InvocationIds::new()?,
+                approvals: Arc::new(Approvals::new(self.approver, self.approval_timeout)),
+            }),
+        })
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is gone.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("warden-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the epoch thread, deadlines rely on timers only: {e}");
+    }
+}
