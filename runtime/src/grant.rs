@@ -282,6 +282,35 @@ struct RawFsGrant {
     rights: Rights,
 }
 
+/// The manifest entries (`entries`, named by `name_of`) that a grant names
+/// (`granted`); an unknown name is refused with `unknown(name, known names)`.
+/// Secrets and deploy targets are authorized with it.
+pub(crate) fn by_name<'a, T: Clone + 'a>(
+    granted: &BTreeSet<String>,
+    entries: &'a [T],
+    name_of: impl Fn(&T) -> &str,
+    unknown: impl Fn(String, String) -> GrantError,
+) -> Result<Vec<T>, GrantError> {
+    granted
+        .iter()
+        .map(|name| {
+            entries
+                .iter()
+                .find(|e| name_of(e) == name)
+                .cloned()
+                .ok_or_else(|| {
+                    let known: Vec<_> = entries.iter().map(&name_of).collect();
+                    let known = if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    };
+                    unknown(name.clone(), known)
+                })
+        })
+        .collect()
+}
+
 /// A grant that cannot be given as written.
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {

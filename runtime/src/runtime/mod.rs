@@ -15,12 +15,12 @@ pub use builder::RuntimeBuilder;
 use crate::Verifier;
 use crate::approval::{Approvals, Approver};
 use crate::audit::{AuditSink, Auditor};
-use crate::caps::deploy::DeployTarget;
+use crate::caps::deploy;
 use crate::caps::fs::{self, FsCtx};
 use crate::caps::http::{self, egress::Egress};
 use crate::caps::identity::{ActiveInvocations, Claims, Introspection, Issuer};
 use crate::caps::log::LogLimits;
-use crate::caps::secrets::SecretSpec;
+use crate::caps::secrets;
 use crate::engine::CompileCache;
 use crate::error::{Error, LimitExceeded};
 use crate::grant::{Grant, GrantError, check_task};
@@ -239,9 +239,9 @@ impl Runtime {
         let loaded = self.loaded(tool).await?;
         check_task(&grant.task).map_err(|e| Error::Grant(GrantError::Task(e)))?;
         let fs = fs::authorize(&loaded.spec, &loaded.ceilings, grant)?;
-        let secrets = authorize_secrets(&loaded.spec, grant)?;
+        let secrets = secrets::authorize(&loaded.spec, grant)?;
         let egress = http::authorize(&loaded.spec.name, &loaded.spec.http, &grant.http)?;
-        let deploy = authorize_deploy(&loaded.spec, grant)?;
+        let deploy = deploy::authorize(&loaded.spec, grant)?;
         let granted = Authorized {
             fs,
             secrets,
@@ -262,19 +262,9 @@ impl Runtime {
     pub fn narrow(&self, tool: &str, grant: &Grant) -> Result<Grant, Error> {
         let spec = &self.inner.slot(tool)?.spec;
         let mut narrowed = fs::narrow(spec, grant);
-        narrowed.secrets = grant
-            .secrets
-            .iter()
-            .filter(|s| spec.secret_spec(s).is_some())
-            .cloned()
-            .collect();
+        narrowed.secrets = secrets::narrow(spec, &grant.secrets);
         narrowed.http = http::narrow(&spec.http, &grant.http);
-        narrowed.deploy = grant
-            .deploy
-            .iter()
-            .filter(|t| spec.deploy_target(t).is_some())
-            .cloned()
-            .collect();
+        narrowed.deploy = deploy::narrow(spec, &grant.deploy);
         narrowed.labels = grant.labels.clone();
         Ok(narrowed)
     }
@@ -385,60 +375,6 @@ fn from_wit_rights(r: crate::bindings::warden::tool::fs::Rights) -> Rights {
         }
     }
     out
-}
-
-/// The manifest entries (`entries`, named by `name_of`) that a grant names
-/// (`granted`); an unknown name is refused with `unknown(name, known names)`.
-fn by_name<'a, T: Clone + 'a>(
-    granted: &std::collections::BTreeSet<String>,
-    entries: &'a [T],
-    name_of: impl Fn(&T) -> &str,
-    unknown: impl Fn(String, String) -> GrantError,
-) -> Result<Vec<T>, GrantError> {
-    granted
-        .iter()
-        .map(|name| {
-            entries
-                .iter()
-                .find(|e| name_of(e) == name)
-                .cloned()
-                .ok_or_else(|| {
-                    let known: Vec<_> = entries.iter().map(&name_of).collect();
-                    let known = if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    };
-                    unknown(name.clone(), known)
-                })
-        })
-        .collect()
-}
-
-fn authorize_deploy(spec: &ToolSpec, grant: &Grant) -> Result<Vec<DeployTarget>, GrantError> {
-    by_name(
-        &grant.deploy,
-        &spec.deploy,
-        |t| &t.name,
-        |name, known| GrantError::UnknownTarget {
-            tool: spec.name.clone(),
-            name,
-            known,
-        },
-    )
-}
-
-fn authorize_secrets(spec: &ToolSpec, grant: &Grant) -> Result<Vec<SecretSpec>, GrantError> {
-    by_name(
-        &grant.secrets,
-        &spec.secrets,
-        |s| &s.name,
-        |name, known| GrantError::UnknownSecret {
-            tool: spec.name.clone(),
-            name,
-            known,
-        },
-    )
 }
 
 fn inactive(claims: Option<Claims>, reason: String) -> Introspection {

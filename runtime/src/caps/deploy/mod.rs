@@ -65,3 +65,34 @@ impl Backend {
         }
     }
 }
+
+/// The deploy targets a grant names, from the tool's manifest entry, for one
+/// invocation. Refuses a name the manifest does not list for the tool.
+pub(crate) fn authorize(
+    tool: &crate::manifest::ToolSpec,
+    grant: &crate::grant::Grant,
+) -> Result<Vec<DeployTarget>, crate::grant::GrantError> {
+    crate::grant::by_name(
+        &grant.deploy,
+        &tool.deploy,
+        |t| &t.name,
+        |name, known| crate::grant::GrantError::UnknownTarget {
+            tool: tool.name.clone(),
+            name,
+            known,
+        },
+    )
+}
+
+/// The target names of a grant that the tool's manifest entry lists; others
+/// are dropped.
+pub(crate) fn narrow(
+    tool: &crate::manifest::ToolSpec,
+    granted: &std::collections::BTreeSet<String>,
+) -> std::collections::BTreeSet<String> {
+    granted
+        .iter()
+        .filter(|t| tool.deploy_target(t).is_some())
+        .cloned()
+        .collect()
+}

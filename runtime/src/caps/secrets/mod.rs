@@ -266,6 +266,37 @@ async fn fetch(source: &SecretSource) -> Result<Zeroizing<Vec<u8>>, String> {
     }
 }
 
+/// The secrets a grant names, from the tool's manifest entry, for one
+/// invocation. Refuses a name the manifest does not list for the tool.
+pub(crate) fn authorize(
+    tool: &crate::manifest::ToolSpec,
+    grant: &crate::grant::Grant,
+) -> Result<Vec<SecretSpec>, crate::grant::GrantError> {
+    crate::grant::by_name(
+        &grant.secrets,
+        &tool.secrets,
+        |s| &s.name,
+        |name, known| crate::grant::GrantError::UnknownSecret {
+            tool: tool.name.clone(),
+            name,
+            known,
+        },
+    )
+}
+
+/// The secret names of a grant that the tool's manifest entry lists; others
+/// are dropped.
+pub(crate) fn narrow(
+    tool: &crate::manifest::ToolSpec,
+    granted: &std::collections::BTreeSet<String>,
+) -> std::collections::BTreeSet<String> {
+    granted
+        .iter()
+        .filter(|s| tool.secret_spec(s).is_some())
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
