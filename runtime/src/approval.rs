@@ -131,8 +131,8 @@ pub struct WebhookApprover {
 
 impl WebhookApprover {
     pub fn new(url: &str) -> Result<WebhookApprover, String> {
-        crate::caps::http::check::parse_url(url)?;
-        let client = crate::caps::http::client_builder()
+        crate::net::parse_url(url)?;
+        let client = crate::net::client_builder()
             .build()
             .map_err(|e| e.to_string())?;
         Ok(WebhookApprover {

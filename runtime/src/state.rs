@@ -1,9 +1,12 @@
 //! What one invocation's store holds.
 
-use crate::caps::fs::FsCtx;
+use crate::caps::deploy::DeployView;
+use crate::caps::fs::{FsCtx, FsView};
+use crate::caps::http::HttpView;
 use crate::caps::http::egress::Egress;
-use crate::caps::log::{LogLimits, LogState};
-use crate::caps::secrets::SecretsCtx;
+use crate::caps::identity::IdentityView;
+use crate::caps::log::{LogLimits, LogState, LogView};
+use crate::caps::secrets::{SecretsCtx, SecretsView};
 use crate::policy::gate::Gate;
 use crate::redact::Redactor;
 use std::sync::Arc;
@@ -42,6 +45,70 @@ pub(crate) struct HostState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) log_limits: LogLimits,
     pub(crate) log: LogState,
+}
+
+// Each capability's view of the store: its own context, the table when it
+// holds guest resources, and the gate.
+
+impl crate::caps::fs::FsStore for HostState {
+    fn fs(&mut self) -> FsView<'_> {
+        FsView {
+            ctx: &self.fs,
+            table: &mut self.table,
+            gate: &self.gate,
+        }
+    }
+}
+
+impl crate::caps::secrets::SecretsStore for HostState {
+    fn secrets(&mut self) -> SecretsView<'_> {
+        SecretsView {
+            ctx: &mut self.secrets,
+            table: &mut self.table,
+            gate: &self.gate,
+        }
+    }
+}
+
+impl crate::caps::http::HttpStore for HostState {
+    fn http(&mut self) -> HttpView<'_> {
+        HttpView {
+            egress: &self.egress,
+            secrets: &mut self.secrets,
+            table: &mut self.table,
+            gate: &self.gate,
+        }
+    }
+}
+
+impl crate::caps::identity::IdentityStore for HostState {
+    fn identity(&mut self) -> IdentityView<'_> {
+        IdentityView {
+            minter: &self.minter,
+            gate: &self.gate,
+        }
+    }
+}
+
+impl crate::caps::deploy::DeployStore for HostState {
+    fn deploy(&mut self) -> DeployView<'_> {
+        DeployView {
+            targets: &self.deploy,
+            fs: &self.fs,
+            minter: &self.minter,
+            gate: &self.gate,
+        }
+    }
+}
+
+impl crate::caps::log::LogStore for HostState {
+    fn log(&mut self) -> LogView<'_> {
+        LogView {
+            state: &mut self.log,
+            limits: self.log_limits,
+            gate: &self.gate,
+        }
+    }
 }
 
 impl wasmtime_wasi_http::WasiHttpView for HostState {

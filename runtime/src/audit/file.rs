@@ -17,7 +17,7 @@
 //! record writes an owed checkpoint first, and dropping the sink writes it.
 
 use super::{AuditError, AuditSink, Event, Record};
-use crate::caps::identity::Issuer;
+use crate::keys::KeyPair;
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -103,7 +103,7 @@ fn last_record(path: &Path) -> std::io::Result<Option<Record>> {
 pub struct FileSink {
     path: PathBuf,
     state: Mutex<Chain>,
-    signer: Option<Arc<Issuer>>,
+    signer: Option<Arc<KeyPair>>,
     defer: bool,
 }
 
@@ -156,7 +156,7 @@ impl FileSink {
     }
 
     /// Signs checkpoints with `signer`'s Ed25519 key.
-    pub fn with_signer(mut self, signer: Arc<Issuer>) -> FileSink {
+    pub fn with_signer(mut self, signer: Arc<KeyPair>) -> FileSink {
         self.signer = Some(signer);
         self
     }
@@ -220,7 +220,7 @@ impl Chain {
     fn checkpoint(
         &mut self,
         template: &Record,
-        signer: &Issuer,
+        signer: &KeyPair,
         out: &mut Vec<u8>,
     ) -> Result<(), AuditError> {
         let mut c = template.clone();
@@ -334,10 +334,10 @@ mod tests {
     fn a_deferred_checkpoint_still_comes_right_after_its_end_record() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.jsonl");
-        let key = Issuer::from_seed(&[5; 32]);
+        let key = KeyPair::from_seed(&[5; 32]);
         let sink = FileSink::open(&path)
             .unwrap()
-            .with_signer(Arc::new(Issuer::from_seed(&[5; 32])))
+            .with_signer(Arc::new(KeyPair::from_seed(&[5; 32])))
             .defer_checkpoints();
         for i in 0..50 {
             sink.append(&event("invocation.start", i)).unwrap();
@@ -372,7 +372,7 @@ mod tests {
         let path = dir.path().join("t.jsonl");
         let sink = FileSink::open(&path)
             .unwrap()
-            .with_signer(Arc::new(Issuer::from_seed(&[5; 32])))
+            .with_signer(Arc::new(KeyPair::from_seed(&[5; 32])))
             .defer_checkpoints();
         sink.append(&event("invocation.end", 0)).unwrap();
         assert_eq!(

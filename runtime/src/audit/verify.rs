@@ -2,7 +2,7 @@
 
 use super::file::{GENESIS, checkpoint_message, record_hash};
 use super::{Event, Record};
-use crate::caps::identity::Verifier;
+use crate::keys::Verifier;
 use std::collections::BTreeSet;
 use std::path::Path;
 

@@ -4,7 +4,6 @@
 use crate::audit::Event;
 use crate::bindings::warden::tool::log::{Host, Level};
 use crate::policy::gate::Gate;
-use crate::state::HostState;
 use wasmtime::component::{HasData, Linker};
 
 /// Limits on what a tool may log in one invocation.
@@ -61,18 +60,19 @@ pub(crate) struct LogView<'a> {
     pub(crate) gate: &'a Gate,
 }
 
+/// A store that can give the log host impl its view.
+pub(crate) trait LogStore: Send + 'static {
+    fn log(&mut self) -> LogView<'_>;
+}
+
 struct Log;
 
 impl HasData for Log {
     type Data<'a> = LogView<'a>;
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    crate::bindings::warden::tool::log::add_to_linker::<_, Log>(linker, |s| LogView {
-        state: &mut s.log,
-        limits: s.log_limits,
-        gate: &s.gate,
-    })
+pub(crate) fn add_to_linker<T: LogStore>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    crate::bindings::warden::tool::log::add_to_linker::<T, Log>(linker, T::log)
 }
 
 impl Host for LogView<'_> {

@@ -10,12 +10,33 @@ pub mod log;
 pub mod secrets;
 pub mod stdio;
 
-use crate::state::HostState;
 use wasmtime::component::Linker;
+
+/// A store that gives each capability its view (the runtime's `HostState`,
+/// in `state.rs`). A capability adds its `…Store` trait here.
+pub(crate) trait Store:
+    fs::FsStore
+    + log::LogStore
+    + secrets::SecretsStore
+    + http::HttpStore
+    + identity::IdentityStore
+    + deploy::DeployStore
+{
+}
+
+impl<T> Store for T where
+    T: fs::FsStore
+        + log::LogStore
+        + secrets::SecretsStore
+        + http::HttpStore
+        + identity::IdentityStore
+        + deploy::DeployStore
+{
+}
 
 /// Links every capability's interface of the `tool` world, each to its own
 /// view of the store. Adding a capability adds one line here.
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker<T: Store>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     fs::add_to_linker(linker)?;
     log::add_to_linker(linker)?;
     secrets::add_to_linker(linker)?;

@@ -6,14 +6,13 @@ use crate::audit::Event;
 use crate::bindings::warden::tool::deploy::{self as wit, ErrorCode, Host, Outcome};
 use crate::caps::fs::FsCtx;
 use crate::caps::fs::path;
-use crate::caps::http::check;
 use crate::caps::identity::Minter;
+use crate::net;
 use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::Gate;
 use crate::policy::gate::{Approval, Ask, HostCall};
 use crate::policy::{Decision, TaskHistory};
 use crate::rights::Rights;
-use crate::state::HostState;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::time::Instant;
@@ -54,19 +53,19 @@ pub(crate) struct DeployView<'a> {
     pub(crate) gate: &'a Gate,
 }
 
+/// A store that can give the deploy host impl its view.
+pub(crate) trait DeployStore: Send + 'static {
+    fn deploy(&mut self) -> DeployView<'_>;
+}
+
 struct Deploy;
 
 impl HasData for Deploy {
     type Data<'a> = DeployView<'a>;
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    crate::bindings::warden::tool::deploy::add_to_linker::<_, Deploy>(linker, |s| DeployView {
-        targets: &s.deploy,
-        fs: &s.fs,
-        minter: &s.minter,
-        gate: &s.gate,
-    })
+pub(crate) fn add_to_linker<T: DeployStore>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    crate::bindings::warden::tool::deploy::add_to_linker::<T, Deploy>(linker, T::deploy)
 }
 
 /// What a deployment needs, sealed into its host call.
@@ -306,7 +305,7 @@ impl DeployView<'_> {
         digest: &str,
         size: usize,
     ) -> Result<(String, String), wit::Error> {
-        let (_, origin) = check::parse_url(url).map_err(|m| error(ErrorCode::Failed, m))?;
+        let (_, origin) = net::parse_url(url).map_err(|m| error(ErrorCode::Failed, m))?;
         let audience = format!(
             "{}://{}{}",
             origin.scheme,
@@ -333,7 +332,7 @@ async fn webhook(
     timeout: std::time::Duration,
 ) -> Result<Outcome, wit::Error> {
     let failed = |m: String| error(ErrorCode::Failed, m);
-    let client = crate::caps::http::client_builder()
+    let client = crate::net::client_builder()
         .timeout(timeout)
         .build()
         .map_err(|e| failed(e.to_string()))?;
@@ -354,7 +353,7 @@ async fn webhook(
 }
 
 /// `:port` unless it is the scheme's default.
-fn port_suffix(o: &check::Origin) -> String {
+fn port_suffix(o: &net::Origin) -> String {
     match (o.scheme.as_str(), o.port) {
         ("http", 80) | ("https", 443) => String::new(),
         (_, p) => format!(":{p}"),

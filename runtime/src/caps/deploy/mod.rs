@@ -22,7 +22,7 @@
 //! which tool, task and invocation is deploying.
 
 mod host;
-pub(crate) use host::add_to_linker;
+pub(crate) use host::{DeployStore, DeployView, add_to_linker};
 
 use std::time::Duration;
 

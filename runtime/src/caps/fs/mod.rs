@@ -13,7 +13,6 @@ use crate::grant::{Grant, GrantError};
 use crate::manifest::ToolSpec;
 use crate::policy::gate::Gate;
 use crate::rights::Rights;
-use crate::state::HostState;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use std::collections::BTreeMap;
@@ -54,18 +53,19 @@ pub(crate) struct FsView<'a> {
     pub(crate) gate: &'a Gate,
 }
 
+/// A store that can give the fs host impl its view.
+pub(crate) trait FsStore: Send + 'static {
+    fn fs(&mut self) -> FsView<'_>;
+}
+
 struct Fs;
 
 impl HasData for Fs {
     type Data<'a> = FsView<'a>;
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    crate::bindings::warden::tool::fs::add_to_linker::<_, Fs>(linker, |s| FsView {
-        ctx: &s.fs,
-        table: &mut s.table,
-        gate: &s.gate,
-    })
+pub(crate) fn add_to_linker<T: FsStore>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    crate::bindings::warden::tool::fs::add_to_linker::<T, Fs>(linker, T::fs)
 }
 
 /// The ceiling directories of a tool, opened once when the tool is loaded.

@@ -11,7 +11,6 @@ use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::Gate;
 use crate::policy::gate::{Approval, Ask, HostCall};
 use crate::policy::{Decision, TaskHistory};
-use crate::state::HostState;
 use std::time::{Duration, Instant};
 use url::Host as UrlHost;
 use wasmtime::component::Resource;
@@ -44,19 +43,19 @@ pub(crate) struct HttpView<'a> {
     pub(crate) gate: &'a Gate,
 }
 
+/// A store that can give the `warden:tool/http` host impl its view.
+pub(crate) trait HttpStore: Send + 'static {
+    fn http(&mut self) -> HttpView<'_>;
+}
+
 struct Http;
 
 impl HasData for Http {
     type Data<'a> = HttpView<'a>;
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    crate::bindings::warden::tool::http::add_to_linker::<_, Http>(linker, |s| HttpView {
-        egress: &s.egress,
-        secrets: &mut s.secrets,
-        table: &mut s.table,
-        gate: &s.gate,
-    })
+pub(crate) fn add_to_linker<T: HttpStore>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    crate::bindings::warden::tool::http::add_to_linker::<T, Http>(linker, T::http)
 }
 
 impl Host for HttpView<'_> {

@@ -19,7 +19,7 @@
 pub mod check;
 pub(crate) mod egress;
 mod host;
-pub(crate) use host::add_to_linker;
+pub(crate) use host::{HttpStore, HttpView, add_to_linker};
 pub(crate) mod wasi;
 
 use crate::grant::GrantError;
@@ -30,14 +30,7 @@ use std::time::Duration;
 /// Per-request timeout, further bounded by the invocation's deadline.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The HTTP client settings every host-made request uses: rustls, no
-/// automatic redirects, no proxy from the environment.
-pub(crate) fn client_builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .use_rustls_tls()
-}
+pub(crate) use crate::net::client_builder;
 
 /// One egress rule: a manifest ceiling, or what a grant makes of it.
 #[derive(Debug, Clone, PartialEq, Eq)]

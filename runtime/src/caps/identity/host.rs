@@ -5,7 +5,6 @@ use crate::policy::Decision;
 use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::Gate;
 use crate::policy::gate::{Approval, Ask, HostCall};
-use crate::state::HostState;
 use wasmtime::component::{HasData, Linker};
 
 /// Minting an identity token for `audience`: only audiences the manifest
@@ -30,19 +29,19 @@ pub(crate) struct IdentityView<'a> {
     pub(crate) gate: &'a Gate,
 }
 
+/// A store that can give the identity host impl its view.
+pub(crate) trait IdentityStore: Send + 'static {
+    fn identity(&mut self) -> IdentityView<'_>;
+}
+
 struct Identity;
 
 impl HasData for Identity {
     type Data<'a> = IdentityView<'a>;
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    crate::bindings::warden::tool::identity::add_to_linker::<_, Identity>(linker, |s| {
-        IdentityView {
-            minter: &s.minter,
-            gate: &s.gate,
-        }
-    })
+pub(crate) fn add_to_linker<T: IdentityStore>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    crate::bindings::warden::tool::identity::add_to_linker::<T, Identity>(linker, T::identity)
 }
 
 impl Host for IdentityView<'_> {

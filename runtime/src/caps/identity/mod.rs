@@ -11,18 +11,14 @@
 //! Tokens are EdDSA (Ed25519) JWS compact serializations.
 
 mod host;
-pub(crate) use host::add_to_linker;
+pub(crate) use host::{IdentityStore, IdentityView, add_to_linker};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
-use zeroize::Zeroizing;
 
 /// Longest lifetime of a token, further bounded by the invocation deadline.
 pub const MAX_TOKEN_LIFETIME_SECS: u64 = 300;
@@ -44,112 +40,37 @@ pub struct Claims {
     pub exp: u64,
 }
 
-/// Signs tokens with this instance's key.
-pub struct Issuer {
-    key: SigningKey,
-    kid: String,
-    iss: String,
-}
+/// The key that signs this instance's tokens (and its audit checkpoints);
+/// see [`crate::keys::KeyPair`].
+pub type Issuer = crate::keys::KeyPair;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("identity key {}: {reason}", path.display())]
-    Key {
-        path: std::path::PathBuf,
-        reason: String,
-    },
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    Jwks(#[from] crate::keys::JwksError),
     #[error("invalid token: {0}")]
     Invalid(String),
 }
 
-impl Issuer {
-    /// An issuer with a fresh key that lives as long as the process.
-    pub fn ephemeral() -> Result<Issuer, IdentityError> {
-        let mut seed = Zeroizing::new([0u8; 32]);
-        getrandom::fill(&mut *seed)
-            .map_err(|e| IdentityError::Invalid(format!("no randomness: {e}")))?;
-        Ok(Self::from_seed(&seed))
-    }
-
-    pub fn from_seed(seed: &[u8; 32]) -> Issuer {
-        let key = SigningKey::from_bytes(seed);
-        let kid = hex::encode(&Sha256::digest(key.verifying_key().as_bytes())[..8]);
-        Issuer {
-            iss: format!("warden:{kid}"),
-            kid,
-            key,
-        }
-    }
-
-    /// Loads the key from `path` (a 32-byte seed, hex), creating it with mode
-    /// 0600 on first use.
-    pub fn load_or_create(path: &Path) -> Result<Issuer, IdentityError> {
-        let err = |reason: String| IdentityError::Key {
-            path: path.to_owned(),
-            reason,
-        };
-        if let Ok(text) = std::fs::read_to_string(path).map(Zeroizing::new) {
-            let mut seed = Zeroizing::new([0u8; 32]);
-            hex::decode_to_slice(text.trim(), &mut *seed)
-                .map_err(|e| err(format!("not a 64-digit hex seed ({e})")))?;
-            return Ok(Self::from_seed(&seed));
-        }
-        let issuer = Self::ephemeral()?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| err(format!("cannot create its directory: {e}")))?;
-        }
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts
-            .open(path)
-            .map_err(|e| err(format!("cannot create: {e}")))?;
-        let seed = Zeroizing::new(hex::encode(issuer.key.to_bytes()));
-        std::io::Write::write_all(&mut f, seed.as_bytes())
-            .map_err(|e| err(format!("cannot write: {e}")))?;
-        Ok(issuer)
-    }
-
-    /// The key id: 16 hex digits of the public key's SHA-256.
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    /// An Ed25519 signature (base64url) over `message`.
-    pub fn sign_raw(&self, message: &[u8]) -> String {
-        B64.encode(self.key.sign(message).to_bytes())
-    }
-
+/// Issuing tokens: what the identity capability adds to a key pair.
+impl crate::keys::KeyPair {
     /// The issuer name, `warden:<key id>`.
-    pub fn iss(&self) -> &str {
-        &self.iss
+    pub fn iss(&self) -> String {
+        format!("warden:{}", self.kid())
     }
 
-    /// The public key set (RFC 7517) to verify this issuer's tokens.
-    pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({
-            "keys": [{
-                "kty": "OKP",
-                "crv": "Ed25519",
-                "alg": "EdDSA",
-                "use": "sig",
-                "kid": self.kid,
-                "x": B64.encode(self.key.verifying_key().as_bytes()),
-            }]
-        })
-    }
-
+    /// A signed JWT (EdDSA, JWS compact serialization) of `claims`.
     pub fn sign(&self, claims: &Claims) -> String {
-        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": self.kid});
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": self.kid()});
         let signing_input = format!(
             "{}.{}",
             B64.encode(header.to_string()),
             B64.encode(serde_json::to_vec(claims).unwrap_or_default())
         );
-        let sig = self.key.sign(signing_input.as_bytes());
-        format!("{signing_input}.{}", B64.encode(sig.to_bytes()))
+        let sig = self.sign_raw(signing_input.as_bytes());
+        format!("{signing_input}.{sig}")
     }
 }
 
@@ -159,44 +80,8 @@ pub(crate) fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Verifies tokens against a JWKS, as a downstream service would.
-pub struct Verifier {
-    keys: Vec<(String, VerifyingKey)>,
-}
-
-impl Verifier {
-    pub fn from_jwks(jwks: &serde_json::Value) -> Result<Verifier, IdentityError> {
-        let bad = |m: &str| IdentityError::Invalid(format!("bad JWKS: {m}"));
-        let mut keys = Vec::new();
-        for k in jwks["keys"].as_array().ok_or_else(|| bad("no keys"))? {
-            if k["kty"] != "OKP" || k["crv"] != "Ed25519" {
-                continue;
-            }
-            let x = B64
-                .decode(k["x"].as_str().ok_or_else(|| bad("no x"))?)
-                .map_err(|_| bad("x is not base64url"))?;
-            let x: [u8; 32] = x.try_into().map_err(|_| bad("x is not 32 bytes"))?;
-            let key = VerifyingKey::from_bytes(&x).map_err(|_| bad("x is not an Ed25519 key"))?;
-            keys.push((k["kid"].as_str().unwrap_or_default().to_owned(), key));
-        }
-        Ok(Verifier { keys })
-    }
-
-    /// Whether `signature` (base64url) is key `kid`'s signature over `message`.
-    pub fn verify_raw(&self, kid: &str, message: &[u8], signature: &str) -> bool {
-        let Some((_, key)) = self.keys.iter().find(|(k, _)| k == kid) else {
-            return false;
-        };
-        let Ok(sig) = B64.decode(signature) else {
-            return false;
-        };
-        let Ok(sig) = <[u8; 64]>::try_from(sig) else {
-            return false;
-        };
-        key.verify_strict(message, &Signature::from_bytes(&sig))
-            .is_ok()
-    }
-
+/// Verifying tokens: what the identity capability adds to a key set.
+impl crate::keys::Verifier {
     /// Checks the signature, the audience and the expiry; returns the claims.
     pub fn verify(&self, token: &str, audience: &str) -> Result<Claims, IdentityError> {
         let claims = self.verify_any_audience(token)?;
@@ -225,19 +110,18 @@ impl Verifier {
             return Err(invalid("alg is not EdDSA"));
         }
         let kid = header["kid"].as_str().unwrap_or_default();
-        let key = self
-            .keys
-            .iter()
-            .find(|(k, _)| k == kid)
-            .map(|(_, k)| k)
-            .ok_or_else(|| invalid("unknown key id"))?;
-        let sig: [u8; 64] = B64
+        if !self.knows(kid) {
+            return Err(invalid("unknown key id"));
+        }
+        let sig = B64
             .decode(s)
-            .map_err(|_| invalid("bad signature encoding"))?
-            .try_into()
-            .map_err(|_| invalid("bad signature length"))?;
-        key.verify_strict(format!("{h}.{c}").as_bytes(), &Signature::from_bytes(&sig))
-            .map_err(|_| invalid("signature does not verify"))?;
+            .map_err(|_| invalid("bad signature encoding"))?;
+        if sig.len() != 64 {
+            return Err(invalid("bad signature length"));
+        }
+        if !self.verify_raw(kid, format!("{h}.{c}").as_bytes(), s) {
+            return Err(invalid("signature does not verify"));
+        }
         let claims: Claims =
             serde_json::from_slice(&B64.decode(c).map_err(|_| invalid("bad claims encoding"))?)
                 .map_err(|e| IdentityError::Invalid(format!("bad claims: {e}")))?;
@@ -307,7 +191,7 @@ impl Minter {
     pub(crate) fn mint(&self, audience: &str) -> String {
         let iat = now_secs();
         self.issuer.sign(&Claims {
-            iss: self.issuer.iss().to_owned(),
+            iss: self.issuer.iss(),
             sub: self.identity.to_string(),
             aud: audience.to_owned(),
             task: self.task.to_string(),
@@ -326,6 +210,7 @@ impl Minter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::Verifier;
 
     fn claims(aud: &str, exp: u64) -> Claims {
         Claims {

@@ -10,7 +10,6 @@ pub mod check;
 mod host;
 
 use crate::policy::gate::Gate;
-use crate::state::HostState;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -155,18 +154,19 @@ pub(crate) struct SecretsView<'a> {
     pub(crate) gate: &'a Gate,
 }
 
+/// A store that can give the secrets host impl its view.
+pub(crate) trait SecretsStore: Send + 'static {
+    fn secrets(&mut self) -> SecretsView<'_>;
+}
+
 struct Secrets;
 
 impl HasData for Secrets {
     type Data<'a> = SecretsView<'a>;
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    crate::bindings::warden::tool::secrets::add_to_linker::<_, Secrets>(linker, |s| SecretsView {
-        ctx: &mut s.secrets,
-        table: &mut s.table,
-        gate: &s.gate,
-    })
+pub(crate) fn add_to_linker<T: SecretsStore>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    crate::bindings::warden::tool::secrets::add_to_linker::<T, Secrets>(linker, T::secrets)
 }
 
 /// The guest's `secret` resource: a reference by name, never the value.

@@ -1,0 +1,184 @@
+//! Ed25519 keys: the one key pair an instance signs with — its workload
+//! identity tokens (`caps::identity`) and its audit checkpoints
+//! (`audit::FileSink`) — and the verifier that checks such signatures
+//! from a published JWKS (RFC 7517).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// A JWKS that does not hold usable keys.
+#[derive(Debug, thiserror::Error)]
+#[error("bad JWKS: {0}")]
+pub struct JwksError(String);
+
+/// A key file that cannot be read, parsed or created.
+#[derive(Debug, thiserror::Error)]
+#[error("identity key {}: {reason}", path.display())]
+pub struct KeyError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// An Ed25519 signing key and its id.
+pub struct KeyPair {
+    key: SigningKey,
+    kid: String,
+}
+
+impl KeyPair {
+    /// A fresh key that lives as long as the process.
+    pub fn ephemeral() -> Result<KeyPair, KeyError> {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        getrandom::fill(&mut *seed).map_err(|e| KeyError {
+            path: PathBuf::new(),
+            reason: format!("no randomness: {e}"),
+        })?;
+        Ok(Self::from_seed(&seed))
+    }
+
+    pub fn from_seed(seed: &[u8; 32]) -> KeyPair {
+        let key = SigningKey::from_bytes(seed);
+        let kid = hex::encode(&Sha256::digest(key.verifying_key().as_bytes())[..8]);
+        KeyPair { kid, key }
+    }
+
+    /// Loads the key from `path` (a 32-byte seed, hex), creating it with mode
+    /// 0600 on first use.
+    pub fn load_or_create(path: &Path) -> Result<KeyPair, KeyError> {
+        let err = |reason: String| KeyError {
+            path: path.to_owned(),
+            reason,
+        };
+        if let Ok(text) = std::fs::read_to_string(path).map(Zeroizing::new) {
+            let mut seed = Zeroizing::new([0u8; 32]);
+            hex::decode_to_slice(text.trim(), &mut *seed)
+                .map_err(|e| err(format!("not a 64-digit hex seed ({e})")))?;
+            return Ok(Self::from_seed(&seed));
+        }
+        let pair = Self::ephemeral()?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| err(format!("cannot create its directory: {e}")))?;
+        }
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts
+            .open(path)
+            .map_err(|e| err(format!("cannot create: {e}")))?;
+        let seed = Zeroizing::new(hex::encode(pair.key.to_bytes()));
+        std::io::Write::write_all(&mut f, seed.as_bytes())
+            .map_err(|e| err(format!("cannot write: {e}")))?;
+        Ok(pair)
+    }
+
+    /// The key id: 16 hex digits of the public key's SHA-256.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// An Ed25519 signature (base64url) over `message`.
+    pub fn sign_raw(&self, message: &[u8]) -> String {
+        B64.encode(self.key.sign(message).to_bytes())
+    }
+
+    /// The public key set (RFC 7517) that verifies this key's signatures.
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({
+            "keys": [{
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "alg": "EdDSA",
+                "use": "sig",
+                "kid": self.kid,
+                "x": B64.encode(self.key.verifying_key().as_bytes()),
+            }]
+        })
+    }
+}
+
+/// Verifies signatures against the Ed25519 keys of a JWKS, as a downstream
+/// service or an audit verifier would.
+pub struct Verifier {
+    keys: Vec<(String, VerifyingKey)>,
+}
+
+impl Verifier {
+    /// The Ed25519 keys of `jwks` (other key types are skipped).
+    pub fn from_jwks(jwks: &serde_json::Value) -> Result<Verifier, JwksError> {
+        let bad = |m: &str| JwksError(m.to_owned());
+        let mut keys = Vec::new();
+        for k in jwks["keys"].as_array().ok_or_else(|| bad("no keys"))? {
+            if k["kty"] != "OKP" || k["crv"] != "Ed25519" {
+                continue;
+            }
+            let x = B64
+                .decode(k["x"].as_str().ok_or_else(|| bad("no x"))?)
+                .map_err(|_| bad("x is not base64url"))?;
+            let x: [u8; 32] = x.try_into().map_err(|_| bad("x is not 32 bytes"))?;
+            let key = VerifyingKey::from_bytes(&x).map_err(|_| bad("x is not an Ed25519 key"))?;
+            keys.push((k["kid"].as_str().unwrap_or_default().to_owned(), key));
+        }
+        Ok(Verifier { keys })
+    }
+
+    /// Whether the set holds key `kid`.
+    pub fn knows(&self, kid: &str) -> bool {
+        self.keys.iter().any(|(k, _)| k == kid)
+    }
+
+    /// Whether `signature` (base64url) is key `kid`'s signature over `message`.
+    pub fn verify_raw(&self, kid: &str, message: &[u8], signature: &str) -> bool {
+        let Some((_, key)) = self.keys.iter().find(|(k, _)| k == kid) else {
+            return false;
+        };
+        let Ok(sig) = B64.decode(signature) else {
+            return false;
+        };
+        let Ok(sig) = <[u8; 64]>::try_from(sig) else {
+            return false;
+        };
+        key.verify_strict(message, &Signature::from_bytes(&sig))
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_verifies_only_with_its_key_and_message() {
+        let a = KeyPair::from_seed(&[1; 32]);
+        let b = KeyPair::from_seed(&[2; 32]);
+        let sig = a.sign_raw(b"checkpoint");
+        let va = Verifier::from_jwks(&a.jwks()).unwrap();
+        assert!(va.knows(a.kid()) && !va.knows(b.kid()));
+        assert!(va.verify_raw(a.kid(), b"checkpoint", &sig));
+        assert!(!va.verify_raw(a.kid(), b"checkpoinT", &sig));
+        assert!(!va.verify_raw(b.kid(), b"checkpoint", &sig));
+        let vb = Verifier::from_jwks(&b.jwks()).unwrap();
+        assert!(!vb.verify_raw(a.kid(), b"checkpoint", &sig));
+    }
+
+    #[test]
+    fn a_key_file_is_created_private_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k/key");
+        let first = KeyPair::load_or_create(&path).unwrap();
+        let again = KeyPair::load_or_create(&path).unwrap();
+        assert_eq!(first.kid(), again.kid());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(&path, "not hex").unwrap();
+        let e = KeyPair::load_or_create(&path).err().unwrap();
+        assert!(e.to_string().contains("not a 64-digit hex seed"), "{e}");
+    }
+}
