@@ -60,7 +60,8 @@ enum Command {
         /// prefix) or deploy:TARGET; repeatable.
         #[arg(long = "grant", value_name = "SPEC")]
         grants: Vec<String>,
-        /// A TOML grant file (task = "ID", then [fs.HANDLE] path/rights).
+        /// A TOML grant file: task = "ID", labels = [...], [fs.HANDLE] path and
+        /// rights, secrets = [...], [[http]] url (and methods), deploy = [...].
         #[arg(long = "grants", value_name = "FILE")]
         grant_file: Option<PathBuf>,
         /// Task id [default: the grant file's task, else a new id].
