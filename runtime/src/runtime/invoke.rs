@@ -1,51 +1,127 @@
-//! One invocation: the fresh store it runs in, and its lifecycle from the
-//! input check to the end record.
+//! One invocation, from its input to its end record, and the fresh store it
+//! runs in. [`Inner::run`] reads as the lifecycle; each step is a short
+//! function below it.
 
 use super::load::LoadedTool;
-use super::outcome::{DeadlineHit, check_output, classify, redact_result, tool_error};
+use super::outcome::{
+    DeadlineHit, Outcome, check_output, classify, end_summary, redact_result, tool_error,
+};
 use super::{Inner, Invocation, InvokeOptions};
-use crate::approval::Approvals;
-use crate::audit::{Auditor, Event};
-use crate::caps::deploy::DeployTarget;
-use crate::caps::fs::FsCtx;
+use crate::approval::{Approvals, Approver};
+use crate::audit::{AuditError, Auditor, Event, Record};
+use crate::caps::deploy::{self, DeployTarget};
+use crate::caps::fs::{self, FsCtx};
 use crate::caps::http::egress::Egress;
 use crate::caps::http::{self, EgressRule};
 use crate::caps::identity::{ActiveInvocations, Minter};
 use crate::caps::log::LogState;
-use crate::caps::secrets::{self, SecretSpec};
+use crate::caps::secrets::{self, SecretSpec, SecretsCtx};
 use crate::caps::stdio::CappedPipe;
 use crate::error::{Error, LimitExceeded};
-use crate::grant::Grant;
+use crate::grant::{Grant, GrantError, check_task};
 use crate::policy::gate::Gate;
 use crate::policy::{PolicyCtx, TaskHistory};
 use crate::redact::Redactor;
 use crate::state::{Authority, HostState, MemoryLimiter};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
-/// A grant checked against the tool's ceiling, ready for one invocation.
-pub(super) struct Authorized {
-    pub(super) fs: FsCtx,
-    pub(super) secrets: Vec<SecretSpec>,
-    pub(super) egress: Vec<EgressRule>,
-    pub(super) deploy: Vec<DeployTarget>,
-}
-
-/// Marks an invocation active for token introspection until dropped.
-struct ActiveGuard<'a> {
-    set: &'a ActiveInvocations,
-    id: Arc<str>,
-}
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        self.set.end(&self.id);
-    }
-}
-
 impl Inner {
+    /// One invocation, start to end:
+    ///
+    /// 1. check the input, wait for a slot;
+    /// 2. write the start record (what was granted), mark the invocation
+    ///    active for token introspection;
+    /// 3. resolve its secrets just in time, record each one issued;
+    /// 4. run the tool in a fresh store within its deadline, unless cancelled;
+    /// 5. drop the store (wiping secret values), redact the result, record
+    ///    the secrets expired, write the end record.
+    pub(super) async fn run(
+        &self,
+        tool: &LoadedTool,
+        grant: &Grant,
+        mut granted: Authorized,
+        input: &str,
+        options: InvokeOptions,
+    ) -> Result<Invocation, Error> {
+        check_input(input, self.max_input)?;
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| Error::Host("runtime is shutting down".into()))?;
+
+        let id = self.ids.next();
+        let mut auditor = Auditor::with_ids(
+            self.audit.clone(),
+            id.as_str().into(),
+            grant.task.as_str().into(),
+            tool.name.clone(),
+            tool.identity_str.clone(),
+        );
+        let (listed, scope) = granted.names();
+        write_start(&auditor, listed)?;
+        let _active = ActiveGuard::start(&self.active, &auditor.invocation);
+        let minter = Arc::new(self.minter(tool, &auditor, scope));
+
+        let specs = std::mem::take(&mut granted.secrets);
+        let (secrets, redactor) = issue_secrets(&mut auditor, specs, &minter).await?;
+        let issued: Vec<String> = secrets.issued.keys().cloned().collect();
+
+        let authority = granted.into_authority(minter, secrets, redactor.clone());
+        let (store, (stdout, stderr)) =
+            self.invocation_store(tool, grant, &auditor, authority, options.approver);
+        let Ran {
+            result,
+            duration,
+            dropped,
+        } = run_tool(tool, store, input, options.cancel).await;
+
+        let result = redact_result(result, &redactor);
+        finish(&auditor, issued, &result, duration, dropped)?;
+        Ok(Invocation {
+            id,
+            task: grant.task.clone(),
+            tool: tool.spec.name.clone(),
+            identity: tool.identity.clone(),
+            output: result?,
+            stdout: redactor.redact_bytes(&stdout.contents()),
+            stderr: redactor.redact_bytes(&stderr.contents()),
+            duration,
+        })
+    }
+
+    /// The invocation's store: its authority, the runtime policy with the
+    /// task's history, and who answers its approval requests (the caller's
+    /// approver if it gave one, else the runtime's).
+    fn invocation_store(
+        &self,
+        tool: &LoadedTool,
+        grant: &Grant,
+        auditor: &Auditor,
+        authority: Authority,
+        approver: Option<Arc<dyn Approver>>,
+    ) -> (Store<HostState>, (CappedPipe, CappedPipe)) {
+        let rules = self.rules.as_ref().map(|rules| PolicyCtx {
+            rules: rules.clone(),
+            tool: tool.facts.clone(),
+            task: auditor.task.clone(),
+            labels: grant.labels.iter().cloned().collect(),
+            invocation: auditor.invocation.clone(),
+            history: self.history(&auditor.task),
+        });
+        let approvals = match approver {
+            Some(a) => Arc::new(self.approvals.with_approver(a)),
+            None => self.approvals.clone(),
+        };
+        self.store_with_pipes(tool, authority, auditor.clone(), rules, approvals)
+    }
+
+    /// Mints the invocation's identity tokens: its ids, `scope`, and a
+    /// deadline no later than the tool's timeout.
     pub(super) fn minter(&self, tool: &LoadedTool, audit: &Auditor, scope: Vec<String>) -> Minter {
         Minter {
             issuer: self.issuer.clone(),
@@ -132,53 +208,194 @@ impl Inner {
         });
         (store, pipes)
     }
+}
 
-    pub(super) async fn run(
-        &self,
-        tool: &LoadedTool,
-        grant: &Grant,
-        granted: Authorized,
-        input: &str,
-        options: InvokeOptions,
-    ) -> Result<Invocation, Error> {
-        let task = grant.task.as_str();
-        let Authorized {
-            fs,
-            secrets: secret_specs,
-            egress,
-            deploy,
-        } = granted;
-        if input.len() > self.max_input {
-            return Err(Error::Input(format!(
-                "input is {} bytes, more than the limit of {} bytes",
-                input.len(),
-                self.max_input
-            )));
+/// Refuses input over `max` bytes or not JSON, before anything runs.
+fn check_input(input: &str, max: usize) -> Result<(), Error> {
+    if input.len() > max {
+        return Err(Error::Input(format!(
+            "input is {} bytes, more than the limit of {max} bytes",
+            input.len(),
+        )));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(input)
+        .map_err(|e| Error::Input(format!("input is not valid JSON: {e}")))?;
+    Ok(())
+}
+
+fn audit_err(e: AuditError) -> Error {
+    Error::Audit(Arc::new(e))
+}
+
+/// Writes the start record, naming what was granted.
+fn write_start(auditor: &Auditor, granted: String) -> Result<(), Error> {
+    let mut start = auditor.record(Event::InvocationStart);
+    start.resource = Some(granted);
+    auditor.write(&start).map_err(audit_err)
+}
+
+/// Resolves the granted secrets just in time. A failing source ends the
+/// invocation before the tool starts, with the end record `secret-error`.
+/// Each issued secret is recorded, and from then on the auditor redacts
+/// their values.
+async fn issue_secrets(
+    auditor: &mut Auditor,
+    specs: Vec<SecretSpec>,
+    minter: &Minter,
+) -> Result<(SecretsCtx, Arc<Redactor>), Error> {
+    let secrets = match secrets::resolve(specs, minter).await {
+        Ok(s) => s,
+        Err(e) => {
+            let mut end = auditor.record(Event::InvocationEnd);
+            end.outcome = Some("secret-error".into());
+            end.message = Some(e.to_string());
+            auditor.write(&end).map_err(audit_err)?;
+            return Err(Error::Secret(e));
         }
-        serde_json::from_str::<serde::de::IgnoredAny>(input)
-            .map_err(|e| Error::Input(format!("input is not valid JSON: {e}")))?;
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| Error::Host("runtime is shutting down".into()))?;
+    };
+    let redactor = Arc::new(Redactor::new(
+        secrets
+            .issued
+            .values()
+            .map(|s| (s.spec.name.as_str(), s.value.as_str())),
+    ));
+    auditor.set_redactor(redactor.clone());
+    for s in secrets.issued.values() {
+        auditor
+            .write(&issued_record(auditor, &s.spec))
+            .map_err(audit_err)?;
+    }
+    Ok((secrets, redactor))
+}
 
-        let id = self.ids.next();
-        let spec = &tool.spec;
-        let mut auditor = Auditor::with_ids(
-            self.audit.clone(),
-            id.as_str().into(),
-            task.into(),
-            tool.name.clone(),
-            tool.identity_str.clone(),
-        );
-        // What was granted, once: the start record lists fs handles with
-        // their host paths, token scopes without them.
-        let rest: Vec<String> = secret_specs
+/// The `secret-issued` record of one secret: its source kind, how it may be
+/// used and when it expires; never its value.
+fn issued_record(auditor: &Auditor, spec: &SecretSpec) -> Record {
+    let mut r = auditor.record(Event::SecretIssued);
+    r.capability = Some("secret".into());
+    r.resource = Some(spec.name.clone());
+    let expires = match spec.ttl {
+        Some(t) => format!("after {}", crate::units::format_duration(t)),
+        None => "with the invocation".into(),
+    };
+    let use_ = if spec.reveal {
+        "revealable"
+    } else {
+        "by reference only"
+    };
+    r.reason = Some(format!(
+        "source {}, {use_}, expires {expires}",
+        spec.source.kind()
+    ));
+    r
+}
+
+/// What running the tool left, once its store is gone.
+struct Ran {
+    result: Outcome,
+    duration: Duration,
+    /// Log messages dropped over the invocation's limit.
+    dropped: u32,
+}
+
+/// Runs the tool's `invoke` within its deadline unless `cancel` fires first,
+/// then drops the store, which wipes the secret values (zeroizing memory).
+async fn run_tool(
+    tool: &LoadedTool,
+    mut store: Store<HostState>,
+    input: &str,
+    cancel: Option<CancellationToken>,
+) -> Ran {
+    let limits = tool.spec.limits;
+    let started = Instant::now();
+    let call = async {
+        let t = tool.pre.instantiate_async(&mut store).await?;
+        t.warden_tool_guest().call_invoke(&mut store, input).await
+    };
+    let timed = tokio::time::timeout(limits.timeout, call);
+    let outcome = match cancel {
+        None => Some(timed.await),
+        Some(cancel) => tokio::select! {
+            r = timed => Some(r),
+            () = cancel.cancelled() => None,
+        },
+    };
+    let result = match outcome {
+        None => Err(Error::Cancelled),
+        Some(Err(_)) => Err(Error::Limit(LimitExceeded::Deadline {
+            after: limits.timeout,
+        })),
+        Some(Ok(Err(trap))) => Err(classify(trap, limits)),
+        Some(Ok(Ok(Err(e)))) => Ok(Err(tool_error(e))),
+        Some(Ok(Ok(Ok(output)))) => check_output(output, limits.max_output),
+    };
+    let duration = started.elapsed();
+    let dropped = store.data().log.dropped;
+    drop(store);
+    Ran {
+        result,
+        duration,
+        dropped,
+    }
+}
+
+/// Ends the invocation's audit: each issued secret expired, then the end
+/// record with the outcome, the duration and any log messages dropped.
+fn finish(
+    auditor: &Auditor,
+    issued: Vec<String>,
+    result: &Outcome,
+    duration: Duration,
+    dropped: u32,
+) -> Result<(), Error> {
+    for name in issued {
+        let mut r = auditor.record(Event::SecretExpired);
+        r.capability = Some("secret".into());
+        r.resource = Some(name);
+        r.reason = Some("the invocation ended".into());
+        auditor.write(&r).map_err(audit_err)?;
+    }
+    let mut end = auditor.record(Event::InvocationEnd);
+    end.duration_us = Some(duration.as_micros().try_into().unwrap_or(u64::MAX));
+    let (outcome, message) = end_summary(result, dropped);
+    end.outcome = Some(outcome);
+    end.message = message;
+    auditor.write(&end).map_err(audit_err)
+}
+
+/// A grant checked against the tool's ceiling, ready for one invocation.
+pub(super) struct Authorized {
+    pub(super) fs: FsCtx,
+    pub(super) secrets: Vec<SecretSpec>,
+    pub(super) egress: Vec<EgressRule>,
+    pub(super) deploy: Vec<DeployTarget>,
+}
+
+impl Authorized {
+    /// Checks `grant` against `tool`'s manifest ceiling, capability by
+    /// capability. Refuses anything the ceiling does not contain, before
+    /// anything runs or is audited.
+    pub(super) fn new(tool: &LoadedTool, grant: &Grant) -> Result<Self, GrantError> {
+        check_task(&grant.task).map_err(GrantError::Task)?;
+        Ok(Self {
+            fs: fs::authorize(&tool.spec, &tool.ceilings, grant)?,
+            secrets: secrets::authorize(&tool.spec, grant)?,
+            egress: http::authorize(&tool.spec.name, &tool.spec.http, &grant.http)?,
+            deploy: deploy::authorize(&tool.spec, grant)?,
+        })
+    }
+
+    /// What was granted, named for the start record and for identity-token
+    /// scopes: the record lists fs handles with their host paths
+    /// (`repo=/src:read`), scopes without them (`fs:repo:read`); both then
+    /// list `secret:NAME`, `deploy:TARGET` and `http:METHODS=ORIGINPATHS`.
+    fn names(&self) -> (String, Vec<String>) {
+        let rest: Vec<String> = self
+            .secrets
             .iter()
             .map(|s| format!("secret:{}", s.name))
-            .chain(deploy.iter().map(|t| format!("deploy:{}", t.name)))
-            .chain(egress.iter().map(|r| {
+            .chain(self.deploy.iter().map(|t| format!("deploy:{}", t.name)))
+            .chain(self.egress.iter().map(|r| {
                 format!(
                     "http:{}={}{}",
                     r.methods.join(","),
@@ -187,161 +404,63 @@ impl Inner {
                 )
             }))
             .collect();
-        let mut start = auditor.record(Event::InvocationStart);
-        let granted: Vec<String> = fs
-            .handles
-            .values()
+        let handles = self.fs.handles.values();
+        let listed: Vec<String> = handles
+            .clone()
             .map(|h| format!("{}={}:{}", h.name, h.path.display(), h.rights))
             .chain(rest.iter().cloned())
             .collect();
-        start.resource = Some(granted.join(" "));
-        let audit_err = |e| Error::Audit(Arc::new(e));
-        auditor.write(&start).map_err(audit_err)?;
-        self.active.start(auditor.invocation.clone());
-        let _active = ActiveGuard {
-            set: &self.active,
-            id: auditor.invocation.clone(),
-        };
-        let scope: Vec<String> = fs
-            .handles
-            .values()
+        let scope = handles
             .map(|h| format!("fs:{}:{}", h.name, h.rights))
             .chain(rest)
             .collect();
-        let minter = Arc::new(self.minter(tool, &auditor, scope));
+        (listed.join(" "), scope)
+    }
 
-        // Secrets are resolved just in time; a failing source stops the
-        // invocation before the tool starts.
-        let secrets = match secrets::resolve(secret_specs, &minter).await {
-            Ok(s) => s,
-            Err(e) => {
-                let mut end = auditor.record(Event::InvocationEnd);
-                end.outcome = Some("secret-error".into());
-                end.message = Some(e.to_string());
-                auditor.write(&end).map_err(audit_err)?;
-                return Err(Error::Secret(e));
-            }
-        };
-        let redactor = Arc::new(Redactor::new(
-            secrets
-                .issued
-                .values()
-                .map(|s| (s.spec.name.as_str(), s.value.as_str())),
-        ));
-        auditor.set_redactor(redactor.clone());
-        for s in secrets.issued.values() {
-            let mut r = auditor.record(Event::SecretIssued);
-            r.capability = Some("secret".into());
-            r.resource = Some(s.spec.name.clone());
-            let expires = match s.spec.ttl {
-                Some(t) => format!("after {}", crate::units::format_duration(t)),
-                None => "with the invocation".into(),
-            };
-            let use_ = if s.spec.reveal {
-                "revealable"
-            } else {
-                "by reference only"
-            };
-            r.reason = Some(format!(
-                "source {}, {use_}, expires {expires}",
-                s.spec.source.kind()
-            ));
-            auditor.write(&r).map_err(audit_err)?;
-        }
-        let issued: Vec<String> = secrets.issued.keys().cloned().collect();
-
+    /// The store's authority: this grant, with its secrets resolved.
+    fn into_authority(
+        self,
+        minter: Arc<Minter>,
+        secrets: SecretsCtx,
+        redactor: Arc<Redactor>,
+    ) -> Authority {
         let send_to = secrets
             .issued
             .values()
             .map(|s| (s.spec.name.clone(), s.spec.send_to.clone()))
             .collect();
-        let authority = Authority {
+        Authority {
             minter,
-            fs,
+            fs: self.fs,
             secrets,
-            redactor: redactor.clone(),
+            redactor,
             egress: Egress {
-                rules: egress.into(),
+                rules: self.egress.into(),
                 send_to,
             },
-            deploy,
-        };
-        let rules = self.rules.as_ref().map(|rules| PolicyCtx {
-            rules: rules.clone(),
-            tool: tool.facts.clone(),
-            task: auditor.task.clone(),
-            labels: grant.labels.iter().cloned().collect(),
-            invocation: auditor.invocation.clone(),
-            history: self.history(&auditor.task),
-        });
-        let approvals = match options.approver {
-            Some(a) => Arc::new(self.approvals.with_approver(a)),
-            None => self.approvals.clone(),
-        };
-        let (mut store, (stdout, stderr)) =
-            self.store_with_pipes(tool, authority, auditor.clone(), rules, approvals);
-        let started = Instant::now();
-        let call = async {
-            let t = tool.pre.instantiate_async(&mut store).await?;
-            t.warden_tool_guest().call_invoke(&mut store, input).await
-        };
-        let timed = tokio::time::timeout(spec.limits.timeout, call);
-        let outcome = match options.cancel {
-            None => Some(timed.await),
-            Some(cancel) => tokio::select! {
-                r = timed => Some(r),
-                () = cancel.cancelled() => None,
-            },
-        };
-        let result = match outcome {
-            None => Err(Error::Cancelled),
-            Some(Err(_)) => Err(Error::Limit(LimitExceeded::Deadline {
-                after: spec.limits.timeout,
-            })),
-            Some(Ok(Err(trap))) => Err(classify(trap, spec.limits)),
-            Some(Ok(Ok(Err(e)))) => Ok(Err(tool_error(e))),
-            Some(Ok(Ok(Ok(output)))) => check_output(output, spec.limits.max_output),
-        };
-        let duration = started.elapsed();
-        let dropped = store.data().log.dropped;
-        // Dropping the store wipes the secret values (zeroizing memory).
-        drop(store);
-        let result = redact_result(result, &redactor);
-        for name in issued {
-            let mut r = auditor.record(Event::SecretExpired);
-            r.capability = Some("secret".into());
-            r.resource = Some(name);
-            r.reason = Some("the invocation ended".into());
-            auditor.write(&r).map_err(audit_err)?;
+            deploy: self.deploy,
         }
+    }
+}
 
-        let mut end = auditor.record(Event::InvocationEnd);
-        end.duration_us = Some(duration.as_micros().try_into().unwrap_or(u64::MAX));
-        let (outcome, detail) = match &result {
-            Ok(Ok(_)) => ("ok".to_owned(), None),
-            Ok(Err(e)) => (format!("tool-error:{}", e.kind), Some(e.message.clone())),
-            Err(Error::Limit(l)) => (format!("limit:{}", l.name()), Some(l.to_string())),
-            Err(Error::Trap(t)) => ("trap".to_owned(), Some(t.clone())),
-            Err(Error::Cancelled) => ("cancelled".to_owned(), None),
-            Err(e) => ("host-error".to_owned(), Some(e.to_string())),
-        };
-        end.outcome = Some(outcome);
-        end.message = match (detail, dropped) {
-            (d, 0) => d,
-            (Some(d), n) => Some(format!("{d}; {n} log messages dropped")),
-            (None, n) => Some(format!("{n} log messages dropped")),
-        };
-        auditor.write(&end).map_err(|e| Error::Audit(Arc::new(e)))?;
+/// Marks an invocation active for token introspection until dropped.
+struct ActiveGuard<'a> {
+    set: &'a ActiveInvocations,
+    id: Arc<str>,
+}
 
-        Ok(Invocation {
-            id,
-            task: task.to_owned(),
-            tool: spec.name.clone(),
-            identity: tool.identity.clone(),
-            output: result?,
-            stdout: redactor.redact_bytes(&stdout.contents()),
-            stderr: redactor.redact_bytes(&stderr.contents()),
-            duration,
-        })
+impl<'a> ActiveGuard<'a> {
+    fn start(set: &'a ActiveInvocations, id: &Arc<str>) -> Self {
+        set.start(id.clone());
+        Self {
+            set,
+            id: id.clone(),
+        }
+    }
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.set.end(&self.id);
     }
 }

@@ -23,7 +23,7 @@ use crate::caps::log::LogLimits;
 use crate::caps::secrets;
 use crate::engine::CompileCache;
 use crate::error::{Error, LimitExceeded};
-use crate::grant::{Grant, GrantError, check_task};
+use crate::grant::Grant;
 use crate::identity::Identity;
 use crate::manifest::ToolSpec;
 use crate::policy::{RuntimePolicy, TaskHistory};
@@ -237,17 +237,7 @@ impl Runtime {
         options: InvokeOptions,
     ) -> Result<Invocation, Error> {
         let loaded = self.loaded(tool).await?;
-        check_task(&grant.task).map_err(|e| Error::Grant(GrantError::Task(e)))?;
-        let fs = fs::authorize(&loaded.spec, &loaded.ceilings, grant)?;
-        let secrets = secrets::authorize(&loaded.spec, grant)?;
-        let egress = http::authorize(&loaded.spec.name, &loaded.spec.http, &grant.http)?;
-        let deploy = deploy::authorize(&loaded.spec, grant)?;
-        let granted = Authorized {
-            fs,
-            secrets,
-            egress,
-            deploy,
-        };
+        let granted = Authorized::new(&loaded, grant)?;
         self.inner
             .run(&loaded, grant, granted, input, options)
             .await

@@ -11,16 +11,17 @@ use crate::redact::Redactor;
 use crate::state::MemoryExceeded;
 use wasmtime::Trap;
 
+/// What one invocation came to: the tool's JSON output or its own error, or
+/// the limit, trap or host failure that ended it.
+pub(super) type Outcome = Result<Result<String, ToolError>, Error>;
+
 /// The trap payload when the epoch callback finds the deadline passed.
 #[derive(Debug, thiserror::Error)]
 #[error("deadline exceeded")]
 pub(super) struct DeadlineHit;
 
 /// Redacts secret values from the tool's output or error.
-pub(super) fn redact_result(
-    result: Result<Result<String, ToolError>, Error>,
-    redactor: &Redactor,
-) -> Result<Result<String, ToolError>, Error> {
+pub(super) fn redact_result(result: Outcome, redactor: &Redactor) -> Outcome {
     if redactor.is_empty() {
         return result;
     }
@@ -35,6 +36,7 @@ pub(super) fn redact_result(
     }
 }
 
+/// The error the tool returned, as the runtime reports it.
 pub(super) fn tool_error(e: guest::ToolError) -> ToolError {
     let kind = match e.kind {
         guest::ErrorKind::InvalidInput => ToolErrorKind::InvalidInput,
@@ -48,7 +50,9 @@ pub(super) fn tool_error(e: guest::ToolError) -> ToolError {
     }
 }
 
-pub(super) fn check_output(output: String, limit: u64) -> Result<Result<String, ToolError>, Error> {
+/// The tool's output, refused if over `limit` bytes (a limit) or not JSON
+/// (a tool error).
+pub(super) fn check_output(output: String, limit: u64) -> Outcome {
     if output.len() as u64 > limit {
         return Err(LimitExceeded::Output {
             size: output.len() as u64,
@@ -92,4 +96,24 @@ pub(super) fn classify(e: wasmtime::Error, limits: crate::manifest::Limits) -> E
     // the debug log only.
     tracing::debug!("trap: {e:?}");
     Error::Trap(e.root_cause().to_string())
+}
+
+/// The end record's `outcome` and `message`: `ok`, `tool-error:KIND`,
+/// `limit:NAME`, `trap`, `cancelled` or `host-error`, with the detail and
+/// how many log messages were `dropped`.
+pub(super) fn end_summary(result: &Outcome, dropped: u32) -> (String, Option<String>) {
+    let (outcome, detail) = match result {
+        Ok(Ok(_)) => ("ok".to_owned(), None),
+        Ok(Err(e)) => (format!("tool-error:{}", e.kind), Some(e.message.clone())),
+        Err(Error::Limit(l)) => (format!("limit:{}", l.name()), Some(l.to_string())),
+        Err(Error::Trap(t)) => ("trap".to_owned(), Some(t.clone())),
+        Err(Error::Cancelled) => ("cancelled".to_owned(), None),
+        Err(e) => ("host-error".to_owned(), Some(e.to_string())),
+    };
+    let message = match (detail, dropped) {
+        (d, 0) => d,
+        (Some(d), n) => Some(format!("{d}; {n} log messages dropped")),
+        (None, n) => Some(format!("{n} log messages dropped")),
+    };
+    (outcome, message)
 }
