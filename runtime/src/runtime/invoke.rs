@@ -379,9 +379,9 @@ impl Authorized {
         check_task(&grant.task).map_err(GrantError::Task)?;
         Ok(Self {
             fs: fs::authorize(&tool.spec, &tool.ceilings, grant)?,
-            secrets: secrets::authorize(&tool.spec, grant)?,
+            secrets: secrets::authorize(&tool.spec.name, &tool.spec.secrets, &grant.secrets)?,
             egress: http::authorize(&tool.spec.name, &tool.spec.http, &grant.http)?,
-            deploy: deploy::authorize(&tool.spec, grant)?,
+            deploy: deploy::authorize(&tool.spec.name, &tool.spec.deploy, &grant.deploy)?,
         })
     }
 

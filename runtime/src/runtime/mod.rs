@@ -252,9 +252,9 @@ impl Runtime {
     pub fn narrow(&self, tool: &str, grant: &Grant) -> Result<Grant, Error> {
         let spec = &self.inner.slot(tool)?.spec;
         let mut narrowed = fs::narrow(spec, grant);
-        narrowed.secrets = secrets::narrow(spec, &grant.secrets);
+        narrowed.secrets = secrets::narrow(&spec.secrets, &grant.secrets);
         narrowed.http = http::narrow(&spec.http, &grant.http);
-        narrowed.deploy = deploy::narrow(spec, &grant.deploy);
+        narrowed.deploy = deploy::narrow(&spec.deploy, &grant.deploy);
         narrowed.labels = grant.labels.clone();
         Ok(narrowed)
     }

@@ -66,33 +66,34 @@ impl Backend {
     }
 }
 
-/// The deploy targets a grant names, from the tool's manifest entry, for one
-/// invocation. Refuses a name the manifest does not list for the tool.
+/// The deploy targets a grant names (`granted`), from the `ceiling` of
+/// `tool`'s manifest entry, for one invocation. Refuses a name the ceiling
+/// does not list.
 pub(crate) fn authorize(
-    tool: &crate::manifest::ToolSpec,
-    grant: &crate::grant::Grant,
+    tool: &str,
+    ceiling: &[DeployTarget],
+    granted: &std::collections::BTreeSet<String>,
 ) -> Result<Vec<DeployTarget>, crate::grant::GrantError> {
     crate::grant::by_name(
-        &grant.deploy,
-        &tool.deploy,
+        granted,
+        ceiling,
         |t| &t.name,
         |name, known| crate::grant::GrantError::UnknownTarget {
-            tool: tool.name.clone(),
+            tool: tool.to_owned(),
             name,
             known,
         },
     )
 }
 
-/// The target names of a grant that the tool's manifest entry lists; others
-/// are dropped.
+/// The target names in `granted` that the `ceiling` lists; others are dropped.
 pub(crate) fn narrow(
-    tool: &crate::manifest::ToolSpec,
+    ceiling: &[DeployTarget],
     granted: &std::collections::BTreeSet<String>,
 ) -> std::collections::BTreeSet<String> {
     granted
         .iter()
-        .filter(|t| tool.deploy_target(t).is_some())
+        .filter(|name| ceiling.iter().any(|t| t.name == **name))
         .cloned()
         .collect()
 }

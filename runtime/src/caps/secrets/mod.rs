@@ -266,33 +266,34 @@ async fn fetch(source: &SecretSource) -> Result<Zeroizing<Vec<u8>>, String> {
     }
 }
 
-/// The secrets a grant names, from the tool's manifest entry, for one
-/// invocation. Refuses a name the manifest does not list for the tool.
+/// The secrets a grant names (`granted`), from the `ceiling` of `tool`'s
+/// manifest entry, for one invocation. Refuses a name the ceiling does not
+/// list.
 pub(crate) fn authorize(
-    tool: &crate::manifest::ToolSpec,
-    grant: &crate::grant::Grant,
+    tool: &str,
+    ceiling: &[SecretSpec],
+    granted: &std::collections::BTreeSet<String>,
 ) -> Result<Vec<SecretSpec>, crate::grant::GrantError> {
     crate::grant::by_name(
-        &grant.secrets,
-        &tool.secrets,
+        granted,
+        ceiling,
         |s| &s.name,
         |name, known| crate::grant::GrantError::UnknownSecret {
-            tool: tool.name.clone(),
+            tool: tool.to_owned(),
             name,
             known,
         },
     )
 }
 
-/// The secret names of a grant that the tool's manifest entry lists; others
-/// are dropped.
+/// The secret names in `granted` that the `ceiling` lists; others are dropped.
 pub(crate) fn narrow(
-    tool: &crate::manifest::ToolSpec,
+    ceiling: &[SecretSpec],
     granted: &std::collections::BTreeSet<String>,
 ) -> std::collections::BTreeSet<String> {
     granted
         .iter()
-        .filter(|s| tool.secret_spec(s).is_some())
+        .filter(|name| ceiling.iter().any(|s| s.name == **name))
         .cloned()
         .collect()
 }
