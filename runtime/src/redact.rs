@@ -144,6 +144,24 @@ impl Redactor {
     }
 }
 
+/// `text` with control characters (ESC, CR, LF, …) escaped as `\u{..}`, for
+/// anything a person reads: a tool-chosen string must not rewrite a
+/// terminal's lines or forge one.
+pub fn escape_control(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +199,14 @@ mod tests {
         let r = Redactor::new([("a", "first-secret"), ("b", "second-secret")]);
         let out = r.redact_bytes(b"x first-secret y second-secret z");
         assert_eq!(out, b"x [REDACTED:a] y [REDACTED:b] z");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_for_people() {
+        assert_eq!(super::escape_control("a.txt"), "a.txt");
+        assert_eq!(
+            super::escape_control("a\n  details   fake\u{1b}[2K"),
+            "a\\u{a}  details   fake\\u{1b}[2K"
+        );
     }
 }

@@ -111,6 +111,13 @@ host = "127.0.0.1"
 port = {port}
 approval = "required"
 
+[tools.wasi-http-open]
+component = "{wasi_http_probe}"
+[[tools.wasi-http-open.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {port}
+
 [tools.deploy]
 component = "{deploy_artifact}"
 [[tools.deploy.fs]]
@@ -363,41 +370,51 @@ async fn warden_http_calls_pass_the_gate_in_order() {
 }
 
 #[tokio::test]
-async fn wasi_http_calls_pass_the_same_gate_in_order() {
+async fn wasi_http_calls_pass_the_same_gate_and_never_wait_for_approval() {
     let site = site().await;
-    let (approved, refused) = expect("decision http GET", "http.send", Some("egress http GET"));
     let grant = || Grant::new("t").http(&format!("http://127.0.0.1:{}/", site.port), None);
     let input = json!({"url": site.url()});
     let hits = site.hits.clone();
     let happened = move || hits.load(Ordering::SeqCst) > 0;
 
+    // A wasi:http body streams after the request is decided, so an approval
+    // could not bind what is sent: a rule that needs one is a denial, and
+    // the approver is never asked.
     let (out, records, seen) = site
-        .run("wasi-http", grant(), input.clone(), false, happened.clone())
+        .run("wasi-http", grant(), input.clone(), true, happened.clone())
         .await;
+    let code = out["error"]["code"].as_str().unwrap_or_default();
+    assert!(code.contains("HttpRequestDenied"), "{out}");
+    assert_eq!(steps(&records), ["decision http GET deny"]);
+    let d = &records[1];
+    assert_eq!(d.rule.as_deref(), Some("approval"));
     assert!(
-        out["error"]["code"]
-            .as_str()
+        d.reason
+            .as_deref()
             .unwrap()
-            .contains("HttpRequestDenied"),
-        "{out}"
+            .contains("only warden:tool/http requests can wait"),
+        "{d:?}"
     );
-    assert_eq!(steps(&records), refused);
+    assert!(seen.is_empty(), "the approver was asked: {seen:?}");
     assert_eq!(
         site.hits.load(Ordering::SeqCst),
         0,
         "a refused request was sent"
     );
-    assert_eq!(seen, [("http.send".to_owned(), false)]);
 
-    // wasi:http waits for approval like warden:tool/http does.
-    let (out, records, seen) = site.run("wasi-http", grant(), input, true, happened).await;
+    // Without approval: the decision (with the checked address), the
+    // request, then its egress record.
+    let (out, records, seen) = site
+        .run("wasi-http-open", grant(), input, true, happened)
+        .await;
     assert_eq!(out["ok"]["status"], 200, "{out}");
-    assert_eq!(steps(&records), approved);
     assert_eq!(
-        seen,
-        [("http.send".to_owned(), false)],
-        "sent before approval"
+        steps(&records),
+        ["decision http GET allow", "egress http GET"]
     );
+    let address = format!("127.0.0.1:{}", site.port);
+    assert_eq!(records[1].address.as_deref(), Some(address.as_str()));
+    assert!(seen.is_empty());
     assert_eq!(site.hits.load(Ordering::SeqCst), 1);
 }
 

@@ -24,7 +24,7 @@ use super::cedar::Resource;
 use super::{Decision, PolicyCtx, TaskHistory};
 use crate::approval::{ApprovalRequest, Approvals};
 use crate::audit::{AuditError, Auditor, Event, Record};
-use crate::redact::Redactor;
+use crate::redact::{Redactor, escape_control};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +56,10 @@ pub(crate) struct Approval<'a> {
     pub(crate) args: &'a str,
     /// The arguments for a person to read; built only when asked.
     pub(crate) summary: &'a (dyn Fn() -> String + Sync),
+    /// Whether the call can wait for an approver. A `wasi:http` request
+    /// cannot: its body streams after the request is decided, so an answer
+    /// could not be bound to what is sent. An approval it needs is a denial.
+    pub(crate) can_wait: bool,
 }
 
 impl Approval<'static> {
@@ -67,6 +71,7 @@ impl Approval<'static> {
             resource: "",
             args: "",
             summary: &String::new,
+            can_wait: true,
         }
     }
 }
@@ -194,14 +199,30 @@ impl Gate {
                 }
             }
         }
+        let approved = approval.required || ask_approval;
+        if decision.allow && approved && !approval.can_wait {
+            decision = Decision {
+                allow: false,
+                rule: "approval",
+                reason: format!(
+                    "{}; it needs approval, which only warden:tool/http requests can wait for (a wasi:http body streams after the request is decided)",
+                    decision.reason
+                ),
+                policies: decision.policies,
+            };
+        }
         let mut record = self.audit.decision(capability, action, resource, &decision);
         record.address = address.map(|a| a.to_string());
         self.write(&record)?;
         if !decision.allow {
-            tracing::debug!(tool = %self.audit.tool, capability, action, "denied: {}", decision.reason);
+            // Reasons quote tool-chosen strings (URLs, paths): redacted and
+            // with control characters escaped, like everything else that
+            // leaves the host.
+            let reason = self.redactor.redact(&decision.reason);
+            let reason = crate::redact::escape_control(&reason);
+            tracing::debug!(tool = %self.audit.tool, capability, "denied: {reason}");
             return Ok(Err(decision));
         }
-        let approved = approval.required || ask_approval;
         if approved {
             let answer = self.approve(&approval).await?;
             if !answer.allow {
@@ -236,8 +257,8 @@ impl Gate {
             task: audit.task.to_string(),
             invocation: audit.invocation.to_string(),
             action: a.action.to_owned(),
-            resource: self.redactor.redact(a.resource).into_owned(),
-            summary: self.redactor.redact_string((a.summary)()),
+            resource: escape_control(&self.redactor.redact(a.resource)).into_owned(),
+            summary: escape_control(&self.redactor.redact_string((a.summary)())).into_owned(),
         };
         let mut r = audit.record(Event::ApprovalRequested);
         r.capability = Some("approval".into());

@@ -181,6 +181,7 @@ impl Host for DeployView<'_> {
                 resource: &target,
                 args: &args,
                 summary: &summary,
+                can_wait: true,
             },
             address: None,
             sealed: (),

@@ -181,6 +181,7 @@ impl FsView<'_> {
                 resource: &resource,
                 args: &args,
                 summary: &summary,
+                can_wait: true,
             },
             address: None,
             sealed: Target {

@@ -142,6 +142,7 @@ impl Host for HttpView<'_> {
                     resource: name,
                     args: &origin,
                     summary: &summary,
+                    can_wait: true,
                 },
                 address: None,
                 sealed: (),
@@ -150,7 +151,6 @@ impl Host for HttpView<'_> {
                 Ok(pass) => pass,
                 Err(d) => return Ok(Err(error(ErrorCode::Denied, d.reason))),
             };
-            bearer_value = self.secrets.issued.get(name).map(|s| s.value.clone());
             self.gate.done(pass, |_, _| {})?;
         }
 
@@ -182,6 +182,7 @@ impl Host for HttpView<'_> {
                 resource: &shown.resource,
                 args: &args,
                 summary: &summary,
+                can_wait: true,
             },
             address: Some(checked.address),
             sealed: (),
@@ -191,6 +192,28 @@ impl Host for HttpView<'_> {
             Err(d) => return Ok(Err(error(ErrorCode::Denied, d.reason))),
         };
 
+        // The attached secret's value, taken now: an approval may have
+        // waited past its ttl.
+        if let Some(name) = &bearer {
+            match self.secrets.held(name) {
+                Some(h) if !h.expired => {
+                    bearer_value = self.secrets.issued.get(name).map(|s| s.value.clone());
+                }
+                held => {
+                    let expired = crate::caps::secrets::check::decide("attach", name, held);
+                    self.gate.outcome(
+                        pass,
+                        Event::Egress,
+                        |_, _| {},
+                        |r| {
+                            r.outcome = Some("error".into());
+                            r.message = Some(expired.reason.clone());
+                        },
+                    )?;
+                    return Ok(Err(error(ErrorCode::Expired, expired.reason)));
+                }
+            }
+        }
         let started = Instant::now();
         let timeout = REQUEST_TIMEOUT.min(
             self.gate

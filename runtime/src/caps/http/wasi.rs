@@ -104,6 +104,7 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
             resource: &shown.resource,
             args: "body streamed",
             summary: &summary,
+            can_wait: false,
         },
         address: Some(checked.address),
         sealed: (),

@@ -69,6 +69,7 @@ impl Host for IdentityView<'_> {
                 resource: &audience,
                 args: "",
                 summary: &summary,
+                can_wait: true,
             },
             address: None,
             sealed: (),

@@ -75,6 +75,7 @@ impl SecretsView<'_> {
                 resource: name,
                 args: "",
                 summary,
+                can_wait: true,
             },
             address: None,
             sealed: (),
@@ -83,6 +84,12 @@ impl SecretsView<'_> {
             Ok(pass) => pass,
             Err(d) => return Ok(Err(denial(d))),
         };
+        // An approval may have waited past the secret's ttl.
+        if self.ctx.held(name).is_some_and(|h| h.expired) {
+            let expired = check::decide(action, name, self.ctx.held(name));
+            self.gate.failed(pass, &expired.reason)?;
+            return Ok(Err(denial(expired)));
+        }
         let value = op(self);
         let remember = |_: &_, h: &mut TaskHistory| {
             if action == "reveal" {
