@@ -10,7 +10,7 @@ use crate::caps::identity::Minter;
 use crate::net;
 use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::Gate;
-use crate::policy::gate::{Approval, Ask, HostCall};
+use crate::policy::gate::{Approval, Ask, HostCall, Pass};
 use crate::policy::{Decision, TaskHistory};
 use crate::rights::Rights;
 use sha2::{Digest, Sha256};
@@ -214,11 +214,11 @@ impl Host for DeployView<'_> {
         );
         let result = match &spec.backend {
             Backend::Exec { program, args, env } => {
-                exec(program, args, env, &bytes, &artifact, timeout).await
+                exec(&pass, program, args, env, &bytes, &artifact, timeout).await
             }
             Backend::Webhook { url } => {
                 match self.webhook_request(&spec, url, &artifact, &digest, bytes.len()) {
-                    Ok((token, body)) => webhook(url, token, body, timeout).await,
+                    Ok((token, body)) => webhook(&pass, url, token, body, timeout).await,
                     Err(e) => Err(e),
                 }
             }
@@ -251,6 +251,7 @@ impl Host for DeployView<'_> {
 /// Runs the target's program on a private copy of the artifact: no shell,
 /// environment cleared but for the listed variables, output capped.
 async fn exec(
+    _pass: &Pass<()>,
     program: &str,
     args: &[String],
     env: &[String],
@@ -327,6 +328,7 @@ impl DeployView<'_> {
 
 /// POSTs the JSON description with the identity token; returns status and body.
 async fn webhook(
+    _pass: &Pass<()>,
     url: &str,
     token: String,
     body: String,

@@ -9,7 +9,7 @@ use crate::caps::secrets::SecretRef;
 use crate::caps::secrets::SecretsCtx;
 use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::Gate;
-use crate::policy::gate::{Approval, Ask, HostCall};
+use crate::policy::gate::{Approval, Ask, HostCall, Pass};
 use crate::policy::{Decision, TaskHistory};
 use std::time::{Duration, Instant};
 use url::Host as UrlHost;
@@ -221,6 +221,7 @@ impl Host for HttpView<'_> {
                 .saturating_duration_since(Instant::now()),
         );
         let result = perform(
+            &pass,
             &checked,
             req,
             bearer_value.as_deref().map(String::as_str),
@@ -251,7 +252,9 @@ impl Host for HttpView<'_> {
     }
 }
 
+/// Sends a request that passed the gate (`_pass` is the witness).
 async fn perform(
+    _pass: &Pass<()>,
     checked: &Checked,
     req: Request,
     bearer: Option<&str>,

@@ -9,7 +9,7 @@ use super::check::Origin;
 use super::egress::{self, Egress, Refused, Via};
 use crate::audit::Event;
 use crate::policy::TaskHistory;
-use crate::policy::gate::{Approval, Gate, HostCall};
+use crate::policy::gate::{Approval, Gate, HostCall, Pass};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
@@ -115,6 +115,7 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
     let timeout = REQUEST_TIMEOUT.min(gate.deadline().saturating_duration_since(Instant::now()));
     let started = Instant::now();
     let result = send_pinned(
+        &pass,
         request,
         checked.address,
         &checked.origin,
@@ -144,6 +145,7 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
 
 /// Sends `req` over a connection to `addr`; TLS verifies the origin's host name.
 async fn send_pinned(
+    _pass: &Pass<()>,
     mut req: http::Request<WasiBody>,
     addr: SocketAddr,
     origin: &Origin,

@@ -5,7 +5,7 @@ use super::check::{self, Held};
 use super::{SecretRef, SecretsView};
 use crate::bindings::warden::tool::secrets::{self as wit, ErrorCode, Host, HostSecret};
 use crate::policy::cedar::Resource as Subject;
-use crate::policy::gate::{Approval, Ask, HostCall};
+use crate::policy::gate::{Approval, Ask, HostCall, Pass};
 use crate::policy::{Decision, TaskHistory};
 use std::time::Instant;
 use wasmtime::component::Resource;
@@ -45,7 +45,7 @@ impl SecretsView<'_> {
         action: &'static str,
         name: &str,
         summary: &(dyn Fn() -> String + Sync),
-        op: impl FnOnce(&mut Self) -> T,
+        op: impl FnOnce(&mut Self, &Pass<()>) -> T,
     ) -> SecretResult<T> {
         let held = self.ctx.held(name);
         let check = check::decide(action, name, held);
@@ -90,7 +90,7 @@ impl SecretsView<'_> {
             self.gate.failed(pass, &expired.reason)?;
             return Ok(Err(denial(expired)));
         }
-        let value = op(self);
+        let value = op(self, &pass);
         let remember = |_: &_, h: &mut TaskHistory| {
             if action == "reveal" {
                 TaskHistory::note(&mut h.secrets_revealed, name);
@@ -106,7 +106,7 @@ impl Host for SecretsView<'_> {
         let summary = || format!("give the tool a reference to secret '{name}'");
         let reference = SecretRef { name: name.clone() };
         match self
-            .secret_call("get", &name, &summary, |s| s.table.push(reference))
+            .secret_call("get", &name, &summary, |s, _| s.table.push(reference))
             .await?
         {
             Ok(pushed) => Ok(Ok(pushed?)),
@@ -123,7 +123,7 @@ impl HostSecret for SecretsView<'_> {
     async fn reveal(&mut self, secret: Resource<SecretRef>) -> SecretResult<String> {
         let name = self.table.get(&secret)?.name.clone();
         let summary = || format!("reveal secret '{name}' to the tool");
-        self.secret_call("reveal", &name, &summary, |s| {
+        self.secret_call("reveal", &name, &summary, |s, _| {
             s.ctx
                 .issued
                 .get(&name)
