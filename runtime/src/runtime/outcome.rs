@@ -117,3 +117,234 @@ pub(super) fn end_summary(result: &Outcome, dropped: u32) -> (String, Option<Str
     };
     (outcome, message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditError;
+    use crate::manifest::Limits;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn limits() -> Limits {
+        Limits {
+            timeout: Duration::from_secs(3),
+            memory: 1 << 20,
+            max_output: 16,
+        }
+    }
+
+    fn limit_of(e: Error) -> LimitExceeded {
+        match e {
+            Error::Limit(l) => l,
+            other => panic!("expected a limit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn classify_names_the_limit_that_ended_the_run() {
+        let deadline = LimitExceeded::Deadline {
+            after: Duration::from_secs(3),
+        };
+        let cases = [
+            (wasmtime::Error::new(DeadlineHit), deadline.clone()),
+            // wasmtime wraps a trap's payload in its wasm backtrace
+            (
+                wasmtime::Error::new(DeadlineHit).context("wasm backtrace"),
+                deadline.clone(),
+            ),
+            (wasmtime::Error::new(Trap::Interrupt), deadline),
+            // the manifest's limit, not the size the tool asked for
+            (
+                wasmtime::Error::new(MemoryExceeded {
+                    limit: 1 << 20,
+                    desired: 3 << 20,
+                }),
+                LimitExceeded::Memory { limit: 1 << 20 },
+            ),
+            (
+                wasmtime::Error::new(OutputFlood {
+                    stream: "stderr",
+                    limit: 64,
+                })
+                .context("wasm backtrace"),
+                LimitExceeded::Stdio {
+                    stream: "stderr",
+                    limit: 64,
+                },
+            ),
+            (
+                wasmtime::Error::new(Trap::StackOverflow),
+                LimitExceeded::Stack,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(limit_of(classify(e, limits())), want);
+        }
+    }
+
+    #[test]
+    fn classify_reports_an_audit_failure_as_one_not_as_a_trap() {
+        let failed = AuditFailed(Arc::new(AuditError::Sink("disk full".into())));
+        match classify(
+            wasmtime::Error::new(failed).context("wasm backtrace"),
+            limits(),
+        ) {
+            Error::Audit(a) => assert_eq!(a.to_string(), "audit sink failed: disk full"),
+            other => panic!("expected an audit error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn classify_names_any_other_trap_by_its_root_cause() {
+        let e = wasmtime::Error::new(Trap::UnreachableCodeReached).context("wasm backtrace");
+        match classify(e, limits()) {
+            Error::Trap(t) => assert_eq!(t, Trap::UnreachableCodeReached.to_string()),
+            other => panic!("expected a trap, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn check_output_refuses_output_over_the_limit_and_output_that_is_not_json() {
+        let json = r#"{"a":1}"#.to_owned();
+        assert_eq!(check_output(json.clone(), 16).unwrap(), Ok(json));
+        let at_limit = format!("\"{}\"", "x".repeat(14));
+        assert_eq!(check_output(at_limit.clone(), 16).unwrap(), Ok(at_limit));
+
+        let over = format!("\"{}\"", "x".repeat(15));
+        let e = check_output(over, 16).unwrap_err();
+        assert_eq!(
+            limit_of(e),
+            LimitExceeded::Output {
+                size: 17,
+                limit: 16
+            }
+        );
+        // the size is checked first
+        let e = check_output("x".repeat(17), 16).unwrap_err();
+        assert_eq!(
+            limit_of(e),
+            LimitExceeded::Output {
+                size: 17,
+                limit: 16
+            }
+        );
+
+        let e = check_output("not json".into(), 16).unwrap().unwrap_err();
+        assert_eq!(e.kind, ToolErrorKind::Failed);
+        assert!(
+            e.message
+                .starts_with("the tool returned output that is not JSON: "),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn redact_result_redacts_output_tool_error_messages_and_traps() {
+        let r = Redactor::new([("token", "hunter22-secret")]);
+        let out = redact_result(Ok(Ok(r#"{"t":"hunter22-secret"}"#.into())), &r);
+        assert_eq!(out.unwrap(), Ok(r#"{"t":"[REDACTED:token]"}"#.to_owned()));
+
+        let failed = ToolError {
+            kind: ToolErrorKind::Denied,
+            message: "refused hunter22-secret".into(),
+        };
+        let e = redact_result(Ok(Err(failed)), &r).unwrap().unwrap_err();
+        assert_eq!(
+            e,
+            ToolError {
+                kind: ToolErrorKind::Denied,
+                message: "refused [REDACTED:token]".into(),
+            }
+        );
+
+        match redact_result(Err(Error::Trap("panicked at hunter22-secret".into())), &r) {
+            Err(Error::Trap(t)) => assert_eq!(t, "panicked at [REDACTED:token]"),
+            other => panic!("expected a trap, got {other:?}"),
+        }
+        let e = redact_result(Err(LimitExceeded::Stack.into()), &r).unwrap_err();
+        assert_eq!(limit_of(e), LimitExceeded::Stack);
+    }
+
+    #[test]
+    fn without_secrets_redact_result_leaves_the_result_as_it_is() {
+        let out = redact_result(Ok(Ok(r#""hunter22-secret""#.into())), &Redactor::default());
+        assert_eq!(out.unwrap(), Ok(r#""hunter22-secret""#.to_owned()));
+    }
+
+    #[test]
+    fn tool_error_keeps_the_kind_and_the_message() {
+        for (kind, want) in [
+            (guest::ErrorKind::InvalidInput, ToolErrorKind::InvalidInput),
+            (guest::ErrorKind::Denied, ToolErrorKind::Denied),
+            (guest::ErrorKind::NotFound, ToolErrorKind::NotFound),
+            (guest::ErrorKind::Failed, ToolErrorKind::Failed),
+        ] {
+            let e = guest::ToolError {
+                kind,
+                message: "why".into(),
+            };
+            assert_eq!(
+                tool_error(e),
+                ToolError {
+                    kind: want,
+                    message: "why".into(),
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn the_end_record_names_the_outcome_and_dropped_log_messages() {
+        let not_found = ToolError {
+            kind: ToolErrorKind::NotFound,
+            message: "no such file".into(),
+        };
+        let cases: [(Outcome, u32, &str, Option<&str>); 8] = [
+            (Ok(Ok("{}".into())), 0, "ok", None),
+            (Ok(Ok("{}".into())), 2, "ok", Some("2 log messages dropped")),
+            (
+                Ok(Err(not_found)),
+                0,
+                "tool-error:not-found",
+                Some("no such file"),
+            ),
+            (
+                Err(LimitExceeded::Stack.into()),
+                1,
+                "limit:stack",
+                Some("call stack exhausted (recursion too deep); 1 log messages dropped"),
+            ),
+            (
+                Err(LimitExceeded::Stdio {
+                    stream: "stdout",
+                    limit: 1024,
+                }
+                .into()),
+                0,
+                "limit:stdout",
+                Some("stdout exceeded its capture limit of 1 KiB"),
+            ),
+            (
+                Err(Error::Trap("unreachable".into())),
+                0,
+                "trap",
+                Some("unreachable"),
+            ),
+            (Err(Error::Cancelled), 0, "cancelled", None),
+            (
+                Err(Error::Host("gone".into())),
+                0,
+                "host-error",
+                Some("host error: gone"),
+            ),
+        ];
+        for (result, dropped, outcome, message) in cases {
+            assert_eq!(
+                end_summary(&result, dropped),
+                (outcome.to_owned(), message.map(str::to_owned))
+            );
+        }
+    }
+}
