@@ -67,7 +67,7 @@ impl Grant {
 
     /// Adds a task label given on the command line or in a task file.
     pub fn add_label(&mut self, label: &str) -> Result<(), GrantError> {
-        crate::manifest::check_name(label).map_err(|e| GrantError::Syntax {
+        crate::diag::check_name(label).map_err(|e| GrantError::Syntax {
             spec: label.to_owned(),
             reason: format!("invalid task label {e}"),
         })?;
@@ -101,7 +101,7 @@ impl Grant {
     /// `http:[METHODS=]URL` or `deploy:TARGET`.
     pub fn add_cli(&mut self, spec: &str) -> Result<(), GrantError> {
         if let Some(name) = spec.strip_prefix("deploy:") {
-            crate::manifest::check_name(name).map_err(|e| GrantError::Syntax {
+            crate::diag::check_name(name).map_err(|e| GrantError::Syntax {
                 spec: spec.to_owned(),
                 reason: format!("invalid target name {e}"),
             })?;
@@ -117,7 +117,7 @@ impl Grant {
             return Ok(());
         }
         if let Some(name) = spec.strip_prefix("secret:") {
-            crate::manifest::check_name(name).map_err(|e| GrantError::Syntax {
+            crate::diag::check_name(name).map_err(|e| GrantError::Syntax {
                 spec: spec.to_owned(),
                 reason: format!("invalid secret name {e}"),
             })?;
@@ -166,8 +166,7 @@ impl Grant {
         let (dir, rights) = rest
             .rsplit_once(':')
             .ok_or_else(|| syntax("missing ':RIGHTS' after the directory"))?;
-        crate::manifest::check_name(handle)
-            .map_err(|e| syntax(&format!("invalid handle name {e}")))?;
+        crate::diag::check_name(handle).map_err(|e| syntax(&format!("invalid handle name {e}")))?;
         if dir.is_empty() {
             return Err(syntax("empty directory"));
         }
@@ -200,7 +199,7 @@ impl Grant {
         let base = path.parent().unwrap_or(Path::new(""));
         let mut grant = Grant::new(raw.task);
         for name in raw.secrets {
-            crate::manifest::check_name(&name)
+            crate::diag::check_name(&name)
                 .map_err(|e| file_error(format!("secrets: invalid secret name {e}")))?;
             grant.secrets.insert(name);
         }
@@ -210,7 +209,7 @@ impl Grant {
                 .map_err(|e| file_error(format!("labels: {e}")))?;
         }
         for name in raw.deploy {
-            crate::manifest::check_name(&name)
+            crate::diag::check_name(&name)
                 .map_err(|e| file_error(format!("deploy: invalid target name {e}")))?;
             grant.deploy.insert(name);
         }
@@ -223,7 +222,7 @@ impl Grant {
             grant.http.push(g);
         }
         for (handle, g) in raw.fs {
-            crate::manifest::check_name(&handle)
+            crate::diag::check_name(&handle)
                 .map_err(|e| file_error(format!("fs.{handle}: invalid handle name {e}")))?;
             if g.rights.is_empty() {
                 return Err(file_error(format!(

@@ -26,6 +26,7 @@ pub mod approval;
 pub mod audit;
 mod bindings;
 pub mod caps;
+mod diag;
 pub mod engine;
 mod error;
 pub mod grant;

@@ -29,13 +29,15 @@
 //! Unknown fields are errors. Every problem is reported with its file, line,
 //! column, field and the form that was expected; nothing is half-loaded.
 
-use crate::caps::deploy::{Backend, DEFAULT_TIMEOUT as DEPLOY_TIMEOUT, DeployTarget};
-use crate::caps::http::{EgressRule, check as http_check};
-use crate::caps::secrets::{SecretSource, SecretSpec};
+use crate::caps::deploy::DeployTarget;
+use crate::caps::http::EgressRule;
+use crate::caps::secrets::SecretSpec;
+use crate::caps::{deploy, fs, http, secrets};
+use crate::diag::{Checker, check_name, line_col};
 use crate::identity::Identity;
 use crate::policy::RuntimePolicy;
 use crate::rights::Rights;
-use crate::units::{format_duration, format_size, parse_duration, parse_size};
+use crate::units::{format_size, parse_size};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -45,12 +47,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use toml::Spanned;
 
+pub use crate::caps::fs::manifest::FsCeiling;
+pub use crate::diag::{MAX_TIMEOUT, Problem};
+
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MEMORY: u64 = 64 << 20;
 pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 20;
 /// Wasm32 linear memory cannot exceed 4 GiB.
 pub const MAX_MEMORY: u64 = 4 << 30;
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const MAX_OUTPUT: u64 = 256 << 20;
 
 /// A validated manifest.
@@ -101,20 +105,6 @@ impl Default for Limits {
             max_output: DEFAULT_MAX_OUTPUT,
         }
     }
-}
-
-/// The most a grant may give for one fs handle.
-#[derive(Debug, Clone)]
-pub struct FsCeiling {
-    pub handle: String,
-    /// Canonical directory; a granted directory must be this or inside it.
-    pub within: PathBuf,
-    pub rights: Rights,
-    /// Rights whose use waits for an approver (`approval = "required"` or a
-    /// list of rights).
-    pub approval: Rights,
-    /// Sensitivity labels, for runtime policy.
-    pub labels: Vec<String>,
 }
 
 impl ToolSpec {
@@ -205,13 +195,10 @@ impl Manifest {
                 }],
             }
         })?;
-        let mut v = Validator {
-            text,
-            problems: Vec::new(),
-        };
+        let mut c = Checker::new(text);
         let mut tools = BTreeMap::new();
         for (name, raw_tool) in raw.tools {
-            if let Some(tool) = v.tool(name.get_ref(), name.span(), raw_tool, base) {
+            if let Some(tool) = tool(&mut c, name.get_ref(), name.span(), raw_tool, base) {
                 tools.insert(tool.name.clone(), tool);
             }
         }
@@ -220,29 +207,35 @@ impl Manifest {
             let paths: Vec<PathBuf> = raw.policies.iter().map(|p| base.join(p)).collect();
             match RuntimePolicy::load(&paths) {
                 Ok(p) => policy = Some(Arc::new(p)),
-                Err(e) => v.problems.extend(e.problems.into_iter().map(|p| {
-                    Problem {
-                        file: Some(p.file),
-                        line: p.line,
-                        column: p.column,
-                        field: p
-                            .policy
-                            .map(|id| format!("policy '{id}'"))
-                            .unwrap_or_default(),
-                        message: p.message,
+                Err(e) => {
+                    for p in e.problems {
+                        c.push(Problem {
+                            file: Some(p.file),
+                            line: p.line,
+                            column: p.column,
+                            field: p
+                                .policy
+                                .map(|id| format!("policy '{id}'"))
+                                .unwrap_or_default(),
+                            message: p.message,
+                        });
                     }
-                })),
+                }
             }
         }
-        if tools.is_empty() && v.problems.is_empty() {
-            v.problems.push(Problem::whole_file(
-                "no tools (expected at least one [tools.NAME] table)".into(),
-            ));
-        }
-        if !v.problems.is_empty() {
+        let problems = c.into_problems();
+        if tools.is_empty() && problems.is_empty() {
             return Err(ManifestError {
                 file: file.to_owned(),
-                problems: v.problems,
+                problems: vec![Problem::whole_file(
+                    "no tools (expected at least one [tools.NAME] table)".into(),
+                )],
+            });
+        }
+        if !problems.is_empty() {
+            return Err(ManifestError {
+                file: file.to_owned(),
+                problems,
             });
         }
         Ok(Manifest {
@@ -266,6 +259,7 @@ struct RawManifest {
     tools: BTreeMap<Spanned<String>, RawTool>,
 }
 
+/// A tool's entry; each capability's section is its own (`caps::<cap>::manifest`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawTool {
@@ -275,608 +269,131 @@ struct RawTool {
     memory: Option<Spanned<String>>,
     max_output: Option<Spanned<String>>,
     #[serde(default)]
-    fs: Vec<RawFsCeiling>,
+    fs: Vec<fs::manifest::RawFsCeiling>,
     #[serde(default)]
-    secrets: Vec<RawSecret>,
+    secrets: Vec<secrets::manifest::RawSecret>,
     #[serde(default)]
-    http: Vec<RawHttp>,
+    http: Vec<http::manifest::RawHttp>,
     #[serde(default)]
     token_audiences: Vec<String>,
     #[serde(default)]
-    deploy: Vec<RawDeploy>,
+    deploy: Vec<deploy::manifest::RawDeploy>,
     labels: Option<Spanned<Vec<String>>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDeploy {
-    name: Spanned<String>,
-    rights: Spanned<Vec<String>>,
-    backend: Spanned<String>,
-    program: Option<Spanned<String>>,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    env: Vec<String>,
-    url: Option<Spanned<String>>,
-    timeout: Option<Spanned<String>>,
-    approval: Option<Spanned<String>>,
-    labels: Option<Spanned<Vec<String>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawHttp {
-    scheme: Spanned<String>,
-    host: Spanned<String>,
-    port: Option<u16>,
-    methods: Option<Spanned<Vec<String>>>,
-    path_prefixes: Option<Spanned<Vec<String>>>,
-    #[serde(default)]
-    addresses: Vec<Spanned<String>>,
-    approval: Option<Spanned<String>>,
-    labels: Option<Spanned<Vec<String>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawSecret {
-    name: Spanned<String>,
-    source: Spanned<String>,
-    ttl: Option<Spanned<String>>,
-    #[serde(default)]
-    reveal: bool,
-    #[serde(default)]
-    send_to: Vec<Spanned<String>>,
-    approval: Option<Spanned<String>>,
-    labels: Option<Spanned<Vec<String>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFsCeiling {
-    handle: Spanned<String>,
-    within: Spanned<String>,
-    rights: Spanned<Vec<Spanned<String>>>,
-    approval: Option<Spanned<toml::Value>>,
-    labels: Option<Spanned<Vec<String>>>,
-}
-
-struct Validator<'a> {
-    text: &'a str,
-    problems: Vec<Problem>,
-}
-
-impl Validator<'_> {
-    /// `approval = "required"`, the only value an approval field takes.
-    fn required(&mut self, v: Option<Spanned<String>>, field: String) -> bool {
-        match v {
-            None => false,
-            Some(s) if s.get_ref() == "required" => true,
-            Some(s) => {
-                self.problem(
-                    s.span(),
-                    field,
-                    format!("approval = '{}' (expected \"required\")", s.get_ref()),
-                );
-                false
-            }
-        }
+/// Validates one tool's entry: its own fields here, each capability's
+/// section in that capability's `manifest` module.
+fn tool(
+    c: &mut Checker<'_>,
+    name: &str,
+    span: Range<usize>,
+    raw: RawTool,
+    base: &Path,
+) -> Option<ToolSpec> {
+    let before = c.count();
+    let field = |f: &str| format!("tools.{name}.{f}");
+    if let Err(e) = check_name(name) {
+        c.problem(
+            span,
+            format!("tools.{name}"),
+            format!("invalid tool name: {e}"),
+        );
     }
 
-    /// Sensitivity labels: names like tool names.
-    fn labels(&mut self, raw: Option<Spanned<Vec<String>>>, field: String) -> Vec<String> {
-        let Some(raw) = raw else {
-            return Vec::new();
-        };
-        let span = raw.span();
-        let labels = raw.into_inner();
-        for l in &labels {
-            if let Err(e) = check_name(l) {
-                self.problem(span.clone(), field.clone(), format!("invalid label {e}"));
-            }
-        }
-        labels
+    let component = base.join(raw.component.get_ref());
+    if !component.is_file() {
+        c.problem(
+            raw.component.span(),
+            field("component"),
+            format!(
+                "component file '{}' not found (expected a path to a .wasm component, relative to the manifest)",
+                component.display()
+            ),
+        );
     }
-
-    fn problem(&mut self, span: Range<usize>, field: String, message: String) {
-        let (line, column) = line_col(self.text, span.start);
-        self.problems.push(Problem {
-            file: None,
-            line,
-            column,
-            field,
-            message,
-        });
-    }
-
-    fn tool(
-        &mut self,
-        name: &str,
-        span: Range<usize>,
-        raw: RawTool,
-        base: &Path,
-    ) -> Option<ToolSpec> {
-        let before = self.problems.len();
-        let field = |f: &str| format!("tools.{name}.{f}");
-        if let Err(e) = check_name(name) {
-            self.problem(
-                span,
-                format!("tools.{name}"),
-                format!("invalid tool name: {e}"),
-            );
-        }
-
-        let component = base.join(raw.component.get_ref());
-        if !component.is_file() {
-            self.problem(
-                raw.component.span(),
-                field("component"),
-                format!(
-                    "component file '{}' not found (expected a path to a .wasm component, relative to the manifest)",
-                    component.display()
-                ),
-            );
-        }
-        let identity = raw
-            .identity
-            .and_then(|id| match id.get_ref().parse::<Identity>() {
-                Ok(i) => Some(i),
-                Err(e) => {
-                    self.problem(id.span(), field("identity"), e);
-                    None
-                }
-            });
-
-        let mut limits = Limits::default();
-        if let Some(t) = raw.timeout {
-            match parse_duration(t.get_ref()) {
-                Ok(d) if d.is_zero() || d > MAX_TIMEOUT => self.problem(
-                    t.span(),
-                    field("timeout"),
-                    format!(
-                        "timeout must be above 0 and at most {}",
-                        format_duration(MAX_TIMEOUT)
-                    ),
-                ),
-                Ok(d) => limits.timeout = d,
-                Err(e) => self.problem(t.span(), field("timeout"), e),
-            }
-        }
-        if let Some(m) = raw.memory {
-            match parse_size(m.get_ref()) {
-                Ok(n) if !(1 << 20..=MAX_MEMORY).contains(&n) => self.problem(
-                    m.span(),
-                    field("memory"),
-                    format!(
-                        "memory must be between 1 MiB and {}",
-                        format_size(MAX_MEMORY)
-                    ),
-                ),
-                Ok(n) => limits.memory = n,
-                Err(e) => self.problem(m.span(), field("memory"), e),
-            }
-        }
-        if let Some(m) = raw.max_output {
-            match parse_size(m.get_ref()) {
-                Ok(n) if n == 0 || n > MAX_OUTPUT => self.problem(
-                    m.span(),
-                    field("max-output"),
-                    format!(
-                        "max-output must be above 0 and at most {}",
-                        format_size(MAX_OUTPUT)
-                    ),
-                ),
-                Ok(n) => limits.max_output = n,
-                Err(e) => self.problem(m.span(), field("max-output"), e),
-            }
-        }
-
-        let mut fs: Vec<FsCeiling> = Vec::new();
-        for (i, c) in raw.fs.into_iter().enumerate() {
-            let f = |k: &str| format!("tools.{name}.fs[{i}].{k}");
-            let handle = c.handle.get_ref().clone();
-            if let Err(e) = check_name(&handle) {
-                self.problem(
-                    c.handle.span(),
-                    f("handle"),
-                    format!("invalid handle name: {e}"),
-                );
-            } else if fs.iter().any(|other| other.handle == handle) {
-                self.problem(
-                    c.handle.span(),
-                    f("handle"),
-                    format!("handle '{handle}' is listed twice (expected one fs entry per handle)"),
-                );
-            }
-            let within = base.join(c.within.get_ref());
-            let within = match within.canonicalize() {
-                Ok(p) if p.is_dir() => Some(p),
-                Ok(p) => {
-                    self.problem(
-                        c.within.span(),
-                        f("within"),
-                        format!("'{}' is not a directory", p.display()),
-                    );
-                    None
-                }
-                Err(e) => {
-                    self.problem(
-                        c.within.span(),
-                        f("within"),
-                        format!(
-                            "directory '{}' cannot be opened: {e} (expected an existing directory, relative to the manifest)",
-                            within.display()
-                        ),
-                    );
-                    None
-                }
-            };
-            let mut rights = Rights::NONE;
-            for r in c.rights.get_ref() {
-                match r.get_ref().parse::<crate::rights::Right>() {
-                    Ok(r) => rights = rights | r.into(),
-                    Err(e) => self.problem(r.span(), f("rights"), e),
-                }
-            }
-            if c.rights.get_ref().is_empty() {
-                self.problem(
-                    c.rights.span(),
-                    f("rights"),
-                    "no rights (expected a list such as [\"read\"])".into(),
-                );
-            }
-            let approval = match c.approval {
-                None => Rights::NONE,
-                Some(a) => match a.get_ref() {
-                    toml::Value::String(s) if s == "required" => rights,
-                    toml::Value::Array(items) => {
-                        let parsed: Result<Rights, String> = items
-                            .iter()
-                            .map(|v| v.as_str().unwrap_or("").parse::<crate::rights::Right>())
-                            .collect();
-                        match parsed {
-                            Ok(r) => r,
-                            Err(e) => {
-                                self.problem(a.span(), f("approval"), e);
-                                Rights::NONE
-                            }
-                        }
-                    }
-                    _ => {
-                        self.problem(
-                            a.span(),
-                            f("approval"),
-                            "expected approval = \"required\" or a list of rights such as [\"write\"]".into(),
-                        );
-                        Rights::NONE
-                    }
-                },
-            };
-            let labels = self.labels(c.labels, f("labels"));
-            if let Some(within) = within {
-                fs.push(FsCeiling {
-                    handle,
-                    within,
-                    rights,
-                    approval,
-                    labels,
-                });
-            }
-        }
-
-        let mut deploy: Vec<DeployTarget> = Vec::new();
-        for (i, raw) in raw.deploy.into_iter().enumerate() {
-            if let Some(t) = self.deploy(name, i, raw, &deploy) {
-                deploy.push(t);
-            }
-        }
-
-        let mut http = Vec::new();
-        for (i, raw) in raw.http.into_iter().enumerate() {
-            if let Some(rule) = self.http(name, i, raw) {
-                http.push(rule);
-            }
-        }
-
-        let mut secrets: Vec<SecretSpec> = Vec::new();
-        for (i, raw) in raw.secrets.into_iter().enumerate() {
-            if let Some(spec) = self.secret(name, i, raw, base, &secrets) {
-                secrets.push(spec);
-            }
-        }
-
-        let labels = self.labels(raw.labels, field("labels"));
-        (self.problems.len() == before).then(|| ToolSpec {
-            labels,
-            name: name.to_owned(),
-            component,
-            identity,
-            limits,
-            fs,
-            secrets,
-            http,
-            token_audiences: raw.token_audiences,
-            deploy,
-        })
-    }
-
-    fn deploy(
-        &mut self,
-        tool: &str,
-        i: usize,
-        raw: RawDeploy,
-        seen: &[DeployTarget],
-    ) -> Option<DeployTarget> {
-        let before = self.problems.len();
-        let f = |k: &str| format!("tools.{tool}.deploy[{i}].{k}");
-        let name = raw.name.get_ref().clone();
-        if let Err(e) = check_name(&name) {
-            self.problem(
-                raw.name.span(),
-                f("name"),
-                format!("invalid target name: {e}"),
-            );
-        } else if seen.iter().any(|t| t.name == name) {
-            self.problem(
-                raw.name.span(),
-                f("name"),
-                format!("target '{name}' is listed twice"),
-            );
-        }
-        if raw.rights.get_ref().as_slice() != ["deploy"] {
-            self.problem(
-                raw.rights.span(),
-                f("rights"),
-                "a deploy target takes exactly the deploy right (expected rights = [\"deploy\"])"
-                    .into(),
-            );
-        }
-        let mut timeout = DEPLOY_TIMEOUT;
-        if let Some(t) = &raw.timeout {
-            match parse_duration(t.get_ref()) {
-                Ok(d) if !d.is_zero() && d <= MAX_TIMEOUT => timeout = d,
-                Ok(_) => self.problem(
-                    t.span(),
-                    f("timeout"),
-                    format!(
-                        "timeout must be above 0 and at most {}",
-                        format_duration(MAX_TIMEOUT)
-                    ),
-                ),
-                Err(e) => self.problem(t.span(), f("timeout"), e),
-            }
-        }
-        let backend = match (raw.backend.get_ref().as_str(), raw.program, raw.url) {
-            ("exec", Some(program), None) => Some(Backend::Exec {
-                program: program.into_inner(),
-                args: raw.args,
-                env: raw.env,
-            }),
-            ("webhook", None, Some(url)) => match http_check::parse_url(url.get_ref()) {
-                Ok(_) => Some(Backend::Webhook {
-                    url: url.into_inner(),
-                }),
-                Err(e) => {
-                    self.problem(url.span(), f("url"), e);
-                    None
-                }
-            },
-            ("exec", _, _) => {
-                self.problem(
-                    raw.backend.span(),
-                    f("backend"),
-                    "an exec target needs `program` (and no `url`)".into(),
-                );
-                None
-            }
-            ("webhook", _, _) => {
-                self.problem(
-                    raw.backend.span(),
-                    f("backend"),
-                    "a webhook target needs `url` (and no `program`)".into(),
-                );
-                None
-            }
-            (other, _, _) => {
-                self.problem(
-                    raw.backend.span(),
-                    f("backend"),
-                    format!("unknown backend '{other}' (expected exec or webhook)"),
-                );
-                None
-            }
-        };
-        let approval = self.required(raw.approval, f("approval"));
-        let labels = self.labels(raw.labels, f("labels"));
-        let backend = backend?;
-        (self.problems.len() == before).then_some(DeployTarget {
-            name,
-            backend,
-            timeout,
-            approval,
-            labels,
-        })
-    }
-
-    fn http(&mut self, tool: &str, i: usize, raw: RawHttp) -> Option<EgressRule> {
-        let before = self.problems.len();
-        let f = |k: &str| format!("tools.{tool}.http[{i}].{k}");
-        let scheme = raw.scheme.get_ref();
-        if !matches!(scheme.as_str(), "http" | "https") {
-            self.problem(
-                raw.scheme.span(),
-                f("scheme"),
-                format!("unknown scheme '{scheme}' (expected http or https)"),
-            );
-        }
-        let host = raw.host.get_ref();
-        let origin = match raw.port {
-            Some(p) => format!("{scheme}://{host}:{p}"),
-            None => format!("{scheme}://{host}"),
-        };
-        let origin = match http_check::parse_origin(&origin) {
-            Ok(o) => Some(o),
+    let identity = raw
+        .identity
+        .and_then(|id| match id.get_ref().parse::<Identity>() {
+            Ok(i) => Some(i),
             Err(e) => {
-                self.problem(
-                    raw.host.span(),
-                    f("host"),
-                    format!("{e} (expected a host name or IP address)"),
-                );
+                c.problem(id.span(), field("identity"), e);
                 None
             }
-        };
-        let methods = match raw.methods {
-            None => vec!["GET".to_owned()],
-            Some(ms) => {
-                let upper: Vec<String> = ms
-                    .get_ref()
-                    .iter()
-                    .map(|m| m.to_ascii_uppercase())
-                    .collect();
-                for m in &upper {
-                    if !http_check::METHODS.contains(&m.as_str()) {
-                        self.problem(
-                            ms.span(),
-                            f("methods"),
-                            format!(
-                                "unknown method '{m}' (expected {})",
-                                http_check::METHODS.join(", ")
-                            ),
-                        );
-                    }
-                }
-                upper
-            }
-        };
-        let path_prefixes = match raw.path_prefixes {
-            None => vec!["/".to_owned()],
-            Some(ps) => {
-                if let Some(bad) = ps.get_ref().iter().find(|p| !p.starts_with('/')) {
-                    self.problem(
-                        ps.span(),
-                        f("path-prefixes"),
-                        format!("'{bad}' does not start with '/'"),
-                    );
-                }
-                ps.into_inner()
-            }
-        };
-        let mut addresses = Vec::new();
-        for a in &raw.addresses {
-            match a.get_ref().parse::<std::net::IpAddr>() {
-                Ok(ip) => addresses.push(ip),
-                Err(_) => self.problem(
-                    a.span(),
-                    f("addresses"),
-                    format!(
-                        "'{}' is not an IP address (expected e.g. 10.0.0.7 or ::1)",
-                        a.get_ref()
-                    ),
+        });
+
+    let mut limits = Limits::default();
+    if let Some(t) = raw.timeout
+        && let Some(d) = c.duration(&t, field("timeout"), "timeout")
+    {
+        limits.timeout = d;
+    }
+    if let Some(m) = raw.memory {
+        match parse_size(m.get_ref()) {
+            Ok(n) if !(1 << 20..=MAX_MEMORY).contains(&n) => c.problem(
+                m.span(),
+                field("memory"),
+                format!(
+                    "memory must be between 1 MiB and {}",
+                    format_size(MAX_MEMORY)
                 ),
-            }
+            ),
+            Ok(n) => limits.memory = n,
+            Err(e) => c.problem(m.span(), field("memory"), e),
         }
-        let approval = self.required(raw.approval, f("approval"));
-        let labels = self.labels(raw.labels, f("labels"));
-        let origin = origin?;
-        (self.problems.len() == before).then_some(EgressRule {
-            origin,
-            methods,
-            path_prefixes,
-            addresses,
-            approval,
-            labels,
-        })
     }
-
-    fn secret(
-        &mut self,
-        tool: &str,
-        i: usize,
-        raw: RawSecret,
-        base: &Path,
-        seen: &[SecretSpec],
-    ) -> Option<SecretSpec> {
-        let before = self.problems.len();
-        let f = |k: &str| format!("tools.{tool}.secrets[{i}].{k}");
-        let name = raw.name.get_ref().clone();
-        if let Err(e) = check_name(&name) {
-            self.problem(
-                raw.name.span(),
-                f("name"),
-                format!("invalid secret name: {e}"),
-            );
-        } else if seen.iter().any(|s| s.name == name) {
-            self.problem(
-                raw.name.span(),
-                f("name"),
-                format!("secret '{name}' is listed twice (expected one entry per secret)"),
-            );
-        }
-        let source = SecretSource::parse(raw.source.get_ref(), base)
-            .map_err(|e| self.problem(raw.source.span(), f("source"), e))
-            .ok();
-        let mut ttl = None;
-        if let Some(t) = raw.ttl {
-            match parse_duration(t.get_ref()) {
-                Ok(d) if d.is_zero() || d > MAX_TIMEOUT => self.problem(
-                    t.span(),
-                    f("ttl"),
-                    format!(
-                        "ttl must be above 0 and at most {}",
-                        format_duration(MAX_TIMEOUT)
-                    ),
+    if let Some(m) = raw.max_output {
+        match parse_size(m.get_ref()) {
+            Ok(n) if n == 0 || n > MAX_OUTPUT => c.problem(
+                m.span(),
+                field("max-output"),
+                format!(
+                    "max-output must be above 0 and at most {}",
+                    format_size(MAX_OUTPUT)
                 ),
-                Ok(d) => ttl = Some(d),
-                Err(e) => self.problem(t.span(), f("ttl"), e),
-            }
+            ),
+            Ok(n) => limits.max_output = n,
+            Err(e) => c.problem(m.span(), field("max-output"), e),
         }
-        for dest in &raw.send_to {
-            if let Err(e) = http_check::parse_origin(dest.get_ref()) {
-                self.problem(
-                    dest.span(),
-                    f("send-to"),
-                    format!("invalid destination: {e} (expected a URL origin such as https://api.example.com)"),
-                );
-            }
+    }
+
+    let mut fs: Vec<FsCeiling> = Vec::new();
+    for (i, raw) in raw.fs.into_iter().enumerate() {
+        if let Some(ceiling) = fs::manifest::section(c, name, i, raw, base, &fs) {
+            fs.push(ceiling);
         }
-        let approval = self.required(raw.approval, f("approval"));
-        let labels = self.labels(raw.labels, f("labels"));
-        let source = source?;
-        (self.problems.len() == before).then(|| SecretSpec {
-            approval,
-            labels,
-            name,
-            source,
-            ttl,
-            reveal: raw.reveal,
-            send_to: raw.send_to.into_iter().map(|d| d.into_inner()).collect(),
-        })
     }
-}
-
-/// Tool and handle names: lower-case letters, digits, `-` and `_`.
-pub(crate) fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "'{name}' (expected 1 to 64 lower-case letters, digits, '-' or '_', starting with a letter or digit)"
-        ))
+    let mut deploy: Vec<DeployTarget> = Vec::new();
+    for (i, raw) in raw.deploy.into_iter().enumerate() {
+        if let Some(t) = deploy::manifest::section(c, name, i, raw, &deploy) {
+            deploy.push(t);
+        }
     }
-}
+    let mut http = Vec::new();
+    for (i, raw) in raw.http.into_iter().enumerate() {
+        if let Some(rule) = http::manifest::section(c, name, i, raw) {
+            http.push(rule);
+        }
+    }
+    let mut secrets: Vec<SecretSpec> = Vec::new();
+    for (i, raw) in raw.secrets.into_iter().enumerate() {
+        if let Some(spec) = secrets::manifest::section(c, name, i, raw, base, &secrets) {
+            secrets.push(spec);
+        }
+    }
 
-pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
+    let labels = c.labels(raw.labels, field("labels"));
+    (c.count() == before).then(|| ToolSpec {
+        labels,
+        name: name.to_owned(),
+        component,
+        identity,
+        limits,
+        fs,
+        secrets,
+        http,
+        token_audiences: raw.token_audiences,
+        deploy,
+    })
 }
 
 /// Everything wrong with a manifest.
@@ -884,31 +401,6 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
 pub struct ManifestError {
     pub file: PathBuf,
     pub problems: Vec<Problem>,
-}
-
-/// One problem, at a position in the manifest (line 0: the whole file).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Set when the problem is in another file the manifest names (a
-    /// policy file).
-    pub file: Option<PathBuf>,
-    pub line: usize,
-    pub column: usize,
-    /// Dotted path of the field, e.g. `tools.read-files.fs[0].rights`.
-    pub field: String,
-    pub message: String,
-}
-
-impl Problem {
-    fn whole_file(message: String) -> Self {
-        Self {
-            file: None,
-            line: 0,
-            column: 0,
-            field: String::new(),
-            message,
-        }
-    }
 }
 
 impl fmt::Display for ManifestError {
@@ -1026,37 +518,6 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("invalid tool name: 'Bad'"), "{msg}");
         assert!(msg.contains("handle 'ws' is listed twice"), "{msg}");
-    }
-
-    #[test]
-    fn secrets_section() {
-        let dir = fixture();
-        let m = parse(
-            "[tools.t]\ncomponent = \"t.wasm\"\n[[tools.t.secrets]]\nname = \"api\"\nsource = \"env:API_TOKEN\"\nttl = \"2s\"\nsend-to = [\"https://api.example.com\"]\n",
-            dir.path(),
-        )
-        .unwrap();
-        let s = &m.tool("t").unwrap().secrets[0];
-        assert_eq!(
-            (s.name.as_str(), s.ttl, s.reveal),
-            ("api", Some(Duration::from_secs(2)), false)
-        );
-        let err = parse(
-            "[tools.t]\ncomponent = \"t.wasm\"\n[[tools.t.secrets]]\nname = \"api\"\nsource = \"ldap:x\"\nsend-to = [\"api.example.com\"]\n",
-            dir.path(),
-        )
-        .unwrap_err();
-        let msg = err.to_string();
-        assert!(
-            msg.contains(
-                "m.toml:5:10: tools.t.secrets[0].source: unknown secret source kind 'ldap'"
-            ),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("tools.t.secrets[0].send-to: invalid destination"),
-            "{msg}"
-        );
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! which tool, task and invocation is deploying.
 
 mod host;
+pub(crate) mod manifest;
 pub(crate) use host::{DeployStore, DeployView, add_to_linker};
 
 use std::time::Duration;

@@ -7,6 +7,7 @@
 
 pub mod check;
 mod host;
+pub(crate) mod manifest;
 pub mod path;
 
 use crate::grant::{Grant, GrantError};

@@ -19,6 +19,7 @@
 pub mod check;
 pub(crate) mod egress;
 mod host;
+pub(crate) mod manifest;
 pub(crate) use host::{HttpStore, HttpView, add_to_linker};
 pub(crate) mod wasi;
 

@@ -8,6 +8,7 @@
 
 pub mod check;
 mod host;
+pub(crate) mod manifest;
 
 use crate::policy::gate::Gate;
 use std::collections::BTreeMap;

@@ -1,0 +1,129 @@
+//! The secrets section of a tool's manifest entry: `[[tools.NAME.secrets]]`,
+//! one secret the tool may be granted and where it may be sent.
+
+use super::{SecretSource, SecretSpec};
+use crate::diag::{Checker, check_name};
+use crate::net;
+use serde::Deserialize;
+use std::path::Path;
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawSecret {
+    name: Spanned<String>,
+    source: Spanned<String>,
+    ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    reveal: bool,
+    #[serde(default)]
+    send_to: Vec<Spanned<String>>,
+    approval: Option<Spanned<String>>,
+    labels: Option<Spanned<Vec<String>>>,
+}
+
+/// Validates `tools.{tool}.secrets[{i}]`; a `file:` source is resolved
+/// against `base`, and `seen` are the secrets already accepted.
+pub(crate) fn section(
+    c: &mut Checker<'_>,
+    tool: &str,
+    i: usize,
+    raw: RawSecret,
+    base: &Path,
+    seen: &[SecretSpec],
+) -> Option<SecretSpec> {
+    let before = c.count();
+    let f = |k: &str| format!("tools.{tool}.secrets[{i}].{k}");
+    let name = raw.name.get_ref().clone();
+    if let Err(e) = check_name(&name) {
+        c.problem(
+            raw.name.span(),
+            f("name"),
+            format!("invalid secret name: {e}"),
+        );
+    } else if seen.iter().any(|s| s.name == name) {
+        c.problem(
+            raw.name.span(),
+            f("name"),
+            format!("secret '{name}' is listed twice (expected one entry per secret)"),
+        );
+    }
+    let source = SecretSource::parse(raw.source.get_ref(), base)
+        .map_err(|e| c.problem(raw.source.span(), f("source"), e))
+        .ok();
+    let ttl = raw
+        .ttl
+        .as_ref()
+        .and_then(|t| c.duration(t, f("ttl"), "ttl"));
+    for dest in &raw.send_to {
+        if let Err(e) = net::parse_origin(dest.get_ref()) {
+            c.problem(
+                dest.span(),
+                f("send-to"),
+                format!(
+                    "invalid destination: {e} (expected a URL origin such as https://api.example.com)"
+                ),
+            );
+        }
+    }
+    let approval = c.required(raw.approval, f("approval"));
+    let labels = c.labels(raw.labels, f("labels"));
+    let source = source?;
+    (c.count() == before).then(|| SecretSpec {
+        approval,
+        labels,
+        name,
+        source,
+        ttl,
+        reveal: raw.reveal,
+        send_to: raw.send_to.into_iter().map(|d| d.into_inner()).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::manifest::{Manifest, ManifestError};
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn parse(text: &str, base: &Path) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, Path::new("m.toml"), base)
+    }
+
+    fn fixture() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.wasm"), b"").unwrap();
+        dir
+    }
+
+    #[test]
+    fn secrets_section() {
+        let dir = fixture();
+        let m = parse(
+            "[tools.t]\ncomponent = \"t.wasm\"\n[[tools.t.secrets]]\nname = \"api\"\nsource = \"env:API_TOKEN\"\nttl = \"2s\"\nsend-to = [\"https://api.example.com\"]\n",
+            dir.path(),
+        )
+        .unwrap();
+        let s = &m.tool("t").unwrap().secrets[0];
+        assert_eq!(
+            (s.name.as_str(), s.ttl, s.reveal),
+            ("api", Some(Duration::from_secs(2)), false)
+        );
+        let err = parse(
+            "[tools.t]\ncomponent = \"t.wasm\"\n[[tools.t.secrets]]\nname = \"api\"\nsource = \"ldap:x\"\nsend-to = [\"api.example.com\"]\n",
+            dir.path(),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(
+                "m.toml:5:10: tools.t.secrets[0].source: unknown secret source kind 'ldap'"
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("tools.t.secrets[0].send-to: invalid destination"),
+            "{msg}"
+        );
+    }
+}

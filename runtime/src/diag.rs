@@ -1,0 +1,199 @@
+//! Shared diagnostics for the files security writes: a [`Problem`] at a
+//! line and column, the name rule every tool, handle, secret, target and
+//! label follows, and the [`Checker`] each capability's manifest section
+//! reports through.
+//!
+//! The manifest (`manifest.rs` and `caps/<cap>/manifest.rs`), grants
+//! (`grant.rs`) and Cedar loading (`policy/cedar/`) all use it, so a name or
+//! a position means the same thing in each.
+
+use crate::units::{format_duration, parse_duration};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+use toml::Spanned;
+
+/// The longest duration a manifest may give: a tool's timeout, a secret's
+/// ttl, a deploy target's timeout.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// One problem, at a position in the manifest (line 0: the whole file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Set when the problem is in another file the manifest names (a
+    /// policy file).
+    pub file: Option<PathBuf>,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted path of the field, e.g. `tools.read-files.fs[0].rights`.
+    pub field: String,
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem with the whole file, not a place in it.
+    pub(crate) fn whole_file(message: String) -> Self {
+        Self {
+            file: None,
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message,
+        }
+    }
+}
+
+/// Tool and handle names: lower-case letters, digits, `-` and `_`.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{name}' (expected 1 to 64 lower-case letters, digits, '-' or '_', starting with a letter or digit)"
+        ))
+    }
+}
+
+/// The 1-based line and column (in characters) of a byte offset in `text`.
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Collects the problems found in one text, each at the position of the
+/// span it is about.
+pub(crate) struct Checker<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Checker<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            problems: Vec::new(),
+        }
+    }
+
+    /// How many problems so far: a section compares it before and after to
+    /// know whether it found any.
+    pub(crate) fn count(&self) -> usize {
+        self.problems.len()
+    }
+
+    pub(crate) fn push(&mut self, problem: Problem) {
+        self.problems.push(problem);
+    }
+
+    pub(crate) fn into_problems(self) -> Vec<Problem> {
+        self.problems
+    }
+
+    /// A problem at the start of `span`.
+    pub(crate) fn problem(&mut self, span: Range<usize>, field: String, message: String) {
+        let (line, column) = line_col(self.text, span.start);
+        self.problems.push(Problem {
+            file: None,
+            line,
+            column,
+            field,
+            message,
+        });
+    }
+
+    /// `approval = "required"`, the only value an approval field takes.
+    pub(crate) fn required(&mut self, v: Option<Spanned<String>>, field: String) -> bool {
+        match v {
+            None => false,
+            Some(s) if s.get_ref() == "required" => true,
+            Some(s) => {
+                self.problem(
+                    s.span(),
+                    field,
+                    format!("approval = '{}' (expected \"required\")", s.get_ref()),
+                );
+                false
+            }
+        }
+    }
+
+    /// Sensitivity labels: names like tool names.
+    pub(crate) fn labels(
+        &mut self,
+        raw: Option<Spanned<Vec<String>>>,
+        field: String,
+    ) -> Vec<String> {
+        let Some(raw) = raw else {
+            return Vec::new();
+        };
+        let span = raw.span();
+        let labels = raw.into_inner();
+        for l in &labels {
+            if let Err(e) = check_name(l) {
+                self.problem(span.clone(), field.clone(), format!("invalid label {e}"));
+            }
+        }
+        labels
+    }
+
+    /// A duration above 0 and at most [`MAX_TIMEOUT`]; `what` names it in
+    /// the message (`timeout`, `ttl`).
+    pub(crate) fn duration(
+        &mut self,
+        raw: &Spanned<String>,
+        field: String,
+        what: &str,
+    ) -> Option<Duration> {
+        match parse_duration(raw.get_ref()) {
+            Ok(d) if !d.is_zero() && d <= MAX_TIMEOUT => Some(d),
+            Ok(_) => {
+                self.problem(
+                    raw.span(),
+                    field,
+                    format!(
+                        "{what} must be above 0 and at most {}",
+                        format_duration(MAX_TIMEOUT)
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.problem(raw.span(), field, e);
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "read-files", "0day", "a_b"] {
+            assert_eq!(check_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "Bad", "-a", "a.b", &"a".repeat(65)] {
+            let e = check_name(bad).unwrap_err();
+            assert!(e.contains("expected 1 to 64 lower-case letters"), "{e}");
+        }
+    }
+
+    #[test]
+    fn lines_and_columns_count_characters() {
+        let text = "ab\ncé\nx";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 3), (2, 1));
+        assert_eq!(line_col(text, 6), (2, 3));
+        assert_eq!(line_col(text, 100), (3, 2));
+    }
+}
