@@ -7,7 +7,9 @@
 //! (`grant.rs`) and Cedar loading (`policy/cedar/`) all use it, so a name or
 //! a position means the same thing in each.
 
+use crate::rights::Rights;
 use crate::units::{format_duration, parse_duration};
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -171,6 +173,104 @@ impl<'a> Checker<'a> {
             }
         }
     }
+}
+
+/// The manifest entries (`entries`, named by `name_of`) that a grant names
+/// (`granted`); an unknown name is refused with `unknown(name, known names)`.
+/// Secrets and deploy targets are authorized with it.
+pub(crate) fn by_name<'a, T: Clone + 'a>(
+    granted: &BTreeSet<String>,
+    entries: &'a [T],
+    name_of: impl Fn(&T) -> &str,
+    unknown: impl Fn(String, String) -> GrantError,
+) -> Result<Vec<T>, GrantError> {
+    granted
+        .iter()
+        .map(|name| {
+            entries
+                .iter()
+                .find(|e| name_of(e) == name)
+                .cloned()
+                .ok_or_else(|| {
+                    let known: Vec<_> = entries.iter().map(&name_of).collect();
+                    let known = if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    };
+                    unknown(name.clone(), known)
+                })
+        })
+        .collect()
+}
+
+/// A grant that cannot be given as written.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error(
+        "invalid grant '{spec}': {reason} (expected fs:HANDLE=DIR:RIGHTS, e.g. fs:repo=./src:read,write, secret:NAME, http:[METHODS=]URL or deploy:TARGET)"
+    )]
+    Syntax { spec: String, reason: String },
+    #[error("{}: {message}", file.display())]
+    File { file: PathBuf, message: String },
+    #[error("handle '{handle}' is granted twice (expected one grant per handle)")]
+    Duplicate { handle: String },
+    #[error(
+        "grant for handle '{handle}' refused: tool '{tool}' has no such handle in the manifest (its handles: {known})"
+    )]
+    UnknownHandle {
+        tool: String,
+        handle: String,
+        known: String,
+    },
+    #[error("grant for handle '{handle}' refused: {} is not inside {}, the manifest's ceiling for it", path.display(), within.display())]
+    OutsideCeiling {
+        handle: String,
+        path: PathBuf,
+        within: PathBuf,
+    },
+    #[error(
+        "grant for handle '{handle}' refused: rights {excess} exceed the manifest's ceiling ({ceiling})"
+    )]
+    RightsExceedCeiling {
+        handle: String,
+        excess: Rights,
+        ceiling: Rights,
+    },
+    #[error("grant for handle '{handle}' refused: cannot open directory {}: {source}", path.display())]
+    Open {
+        handle: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("secret '{name}' is granted twice")]
+    DuplicateSecret { name: String },
+    #[error(
+        "grant for secret '{name}' refused: tool '{tool}' has no such secret in the manifest (its secrets: {known})"
+    )]
+    UnknownSecret {
+        tool: String,
+        name: String,
+        known: String,
+    },
+    #[error(
+        "grant for deploy target '{name}' refused: tool '{tool}' has no such target in the manifest (its targets: {known})"
+    )]
+    UnknownTarget {
+        tool: String,
+        name: String,
+        known: String,
+    },
+    #[error("grant for egress to {url} refused: {reason}")]
+    HttpOutsideCeiling {
+        tool: String,
+        url: String,
+        reason: String,
+    },
+    /// The message from [`check_task`], which names the problem itself.
+    #[error("{0}")]
+    Task(String),
 }
 
 #[cfg(test)]

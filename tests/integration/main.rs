@@ -14,6 +14,7 @@ mod escapes;
 mod gate;
 mod grants;
 mod identity;
+mod layout;
 mod limits;
 mod mcp;
 mod policy;

@@ -378,7 +378,7 @@ impl Authorized {
     pub(super) fn new(tool: &LoadedTool, grant: &Grant) -> Result<Self, GrantError> {
         check_task(&grant.task).map_err(GrantError::Task)?;
         Ok(Self {
-            fs: fs::authorize(&tool.spec, &tool.ceilings, grant)?,
+            fs: fs::authorize(&tool.spec.name, &tool.spec.fs, &tool.ceilings, &grant.fs)?,
             secrets: secrets::authorize(&tool.spec.name, &tool.spec.secrets, &grant.secrets)?,
             egress: http::authorize(&tool.spec.name, &tool.spec.http, &grant.http)?,
             deploy: deploy::authorize(&tool.spec.name, &tool.spec.deploy, &grant.deploy)?,

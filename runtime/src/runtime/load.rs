@@ -117,8 +117,8 @@ impl Inner {
                 "does not export the warden:tool/guest interface: {e:#}"
             ))
         })?;
-        let ceilings =
-            Ceilings::open(&spec).map_err(|e| Error::Host(format!("tool '{}': {e}", spec.name)))?;
+        let ceilings = Ceilings::open(&spec.fs)
+            .map_err(|e| Error::Host(format!("tool '{}': {e}", spec.name)))?;
         Ok(LoadedTool {
             facts: Arc::new(ToolFacts {
                 name: spec.name.clone(),

@@ -251,7 +251,8 @@ impl Runtime {
     /// tool with this, explicitly.
     pub fn narrow(&self, tool: &str, grant: &Grant) -> Result<Grant, Error> {
         let spec = &self.inner.slot(tool)?.spec;
-        let mut narrowed = fs::narrow(spec, grant);
+        let mut narrowed = Grant::new(grant.task.clone());
+        narrowed.fs = fs::narrow(&spec.fs, &grant.fs);
         narrowed.secrets = secrets::narrow(&spec.secrets, &grant.secrets);
         narrowed.http = http::narrow(&spec.http, &grant.http);
         narrowed.deploy = deploy::narrow(&spec.deploy, &grant.deploy);

@@ -74,12 +74,12 @@ pub(crate) fn authorize(
     tool: &str,
     ceiling: &[DeployTarget],
     granted: &std::collections::BTreeSet<String>,
-) -> Result<Vec<DeployTarget>, crate::grant::GrantError> {
-    crate::grant::by_name(
+) -> Result<Vec<DeployTarget>, crate::diag::GrantError> {
+    crate::diag::by_name(
         granted,
         ceiling,
         |t| &t.name,
-        |name, known| crate::grant::GrantError::UnknownTarget {
+        |name, known| crate::diag::GrantError::UnknownTarget {
             tool: tool.to_owned(),
             name,
             known,

@@ -8,10 +8,11 @@
 pub mod check;
 mod host;
 pub(crate) mod manifest;
+
+pub use manifest::FsCeiling;
 pub mod path;
 
-use crate::grant::{Grant, GrantError};
-use crate::manifest::ToolSpec;
+use crate::diag::GrantError;
 use crate::policy::gate::Gate;
 use crate::rights::Rights;
 use cap_std::ambient_authority;
@@ -20,6 +21,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, ResourceTable};
+
+/// One directory handle of a grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsGrant {
+    pub path: PathBuf,
+    pub rights: Rights,
+}
 
 /// A directory handle of an authorized grant.
 #[derive(Debug)]
@@ -81,9 +89,9 @@ impl Ceilings {
     ///
     /// This is where the manifest's directories, chosen by security, are
     /// opened from the host's file system.
-    pub(crate) fn open(tool: &ToolSpec) -> std::io::Result<Ceilings> {
+    pub(crate) fn open(ceilings: &[FsCeiling]) -> std::io::Result<Ceilings> {
         let mut dirs = BTreeMap::new();
-        for c in &tool.fs {
+        for c in ceilings {
             let dir = Dir::open_ambient_dir(&c.within, ambient_authority()).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("{}: {e}", c.within.display()))
             })?;
@@ -96,10 +104,13 @@ impl Ceilings {
 /// The fs part of a task's grant that a tool's ceiling allows: handles the
 /// tool lists, rights intersected with the ceiling, directories clipped to
 /// `within`. Handles that keep no rights or no directory are left out.
-pub(crate) fn narrow(tool: &ToolSpec, grant: &Grant) -> Grant {
-    let mut out = Grant::new(grant.task.clone());
-    for (name, g) in &grant.fs {
-        let Some(ceiling) = tool.ceiling(name) else {
+pub(crate) fn narrow(
+    ceilings: &[FsCeiling],
+    granted: &BTreeMap<String, FsGrant>,
+) -> BTreeMap<String, FsGrant> {
+    let mut out = BTreeMap::new();
+    for (name, g) in granted {
+        let Some(ceiling) = ceilings.iter().find(|c| c.handle == *name) else {
             continue;
         };
         let rights = g.rights.intersection(ceiling.rights);
@@ -113,8 +124,7 @@ pub(crate) fn narrow(tool: &ToolSpec, grant: &Grant) -> Grant {
             Ok(_) => continue,
             Err(_) => g.path.clone(),
         };
-        out.fs
-            .insert(name.clone(), crate::grant::FsGrant { path, rights });
+        out.insert(name.clone(), FsGrant { path, rights });
     }
     out
 }
@@ -127,17 +137,18 @@ pub(crate) fn narrow(tool: &ToolSpec, grant: &Grant) -> Grant {
 /// already-open directory, so even a symlink swapped in after the check
 /// cannot lead outside it.
 pub(crate) fn authorize(
-    tool: &ToolSpec,
-    ceilings: &Ceilings,
-    grant: &Grant,
+    tool: &str,
+    ceilings: &[FsCeiling],
+    open: &Ceilings,
+    granted: &BTreeMap<String, FsGrant>,
 ) -> Result<FsCtx, GrantError> {
     let mut handles = BTreeMap::new();
-    for (name, g) in &grant.fs {
-        let (Some(ceiling), Some(within_dir)) = (tool.ceiling(name), ceilings.dirs.get(name))
-        else {
-            let known: Vec<_> = tool.fs.iter().map(|c| c.handle.as_str()).collect();
+    for (name, g) in granted {
+        let ceiling = ceilings.iter().find(|c| c.handle == *name);
+        let (Some(ceiling), Some(within_dir)) = (ceiling, open.dirs.get(name)) else {
+            let known: Vec<_> = ceilings.iter().map(|c| c.handle.as_str()).collect();
             return Err(GrantError::UnknownHandle {
-                tool: tool.name.clone(),
+                tool: tool.to_owned(),
                 handle: name.clone(),
                 known: if known.is_empty() {
                     "none".into()

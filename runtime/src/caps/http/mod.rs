@@ -23,7 +23,7 @@ pub(crate) mod manifest;
 pub(crate) use host::{HttpStore, HttpView, add_to_linker};
 pub(crate) mod wasi;
 
-use crate::grant::GrantError;
+use crate::diag::GrantError;
 use check::Origin;
 use std::net::IpAddr;
 use std::time::Duration;

@@ -274,12 +274,12 @@ pub(crate) fn authorize(
     tool: &str,
     ceiling: &[SecretSpec],
     granted: &std::collections::BTreeSet<String>,
-) -> Result<Vec<SecretSpec>, crate::grant::GrantError> {
-    crate::grant::by_name(
+) -> Result<Vec<SecretSpec>, crate::diag::GrantError> {
+    crate::diag::by_name(
         granted,
         ceiling,
         |s| &s.name,
-        |name, known| crate::grant::GrantError::UnknownSecret {
+        |name, known| crate::diag::GrantError::UnknownSecret {
             tool: tool.to_owned(),
             name,
             known,
