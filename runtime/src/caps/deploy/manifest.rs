@@ -114,3 +114,49 @@ pub(crate) fn section(
         labels,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(
+        text: &str,
+        seen: &[DeployTarget],
+    ) -> (Option<DeployTarget>, Vec<(usize, String, String)>) {
+        let raw: RawDeploy = toml::from_str(text).unwrap();
+        let mut c = Checker::new(text);
+        let target = section(&mut c, "t", 1, raw, seen);
+        let problems = c
+            .into_problems()
+            .into_iter()
+            .map(|p| (p.line, p.field, p.message))
+            .collect();
+        (target, problems)
+    }
+
+    #[test]
+    fn exec_and_webhook_targets_and_their_problems() {
+        let (exec, problems) = check(
+            "name = \"staging\"\nrights = [\"deploy\"]\nbackend = \"exec\"\nprogram = \"/bin/true\"\n",
+            &[],
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let exec = exec.unwrap();
+        assert_eq!(exec.timeout, DEFAULT_TIMEOUT);
+
+        let (_, problems) = check(
+            "name = \"staging\"\nrights = [\"read\"]\nbackend = \"webhook\"\nprogram = \"/bin/true\"\ntimeout = \"0s\"\n",
+            std::slice::from_ref(&exec),
+        );
+        let f = |k: &str| format!("tools.t.deploy[1].{k}");
+        assert_eq!(
+            problems,
+            [
+                (1, f("name"), "target 'staging' is listed twice".to_owned()),
+                (2, f("rights"), "a deploy target takes exactly the deploy right (expected rights = [\"deploy\"])".to_owned()),
+                (5, f("timeout"), "timeout must be above 0 and at most 3600s".to_owned()),
+                (3, f("backend"), "a webhook target needs `url` (and no `program`)".to_owned()),
+            ]
+        );
+    }
+}

@@ -116,3 +116,72 @@ pub(crate) fn section(
         labels,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Line, column, field and message.
+    type Found = Vec<(usize, usize, String, String)>;
+
+    fn check(text: &str) -> (Option<EgressRule>, Found) {
+        let raw: RawHttp = toml::from_str(text).unwrap();
+        let mut c = Checker::new(text);
+        let rule = section(&mut c, "t", 0, raw);
+        let problems = c
+            .into_problems()
+            .into_iter()
+            .map(|p| (p.line, p.column, p.field, p.message))
+            .collect();
+        (rule, problems)
+    }
+
+    #[test]
+    fn defaults_and_every_problem_at_its_field() {
+        let (rule, problems) = check("scheme = \"https\"\nhost = \"api.example.com\"\n");
+        let rule = rule.unwrap();
+        assert_eq!(rule.origin.to_string(), "https://api.example.com:443");
+        assert_eq!(
+            (rule.methods, rule.path_prefixes),
+            (vec!["GET".to_owned()], vec!["/".to_owned()])
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+
+        let (rule, problems) = check(
+            "scheme = \"https\"\nhost = \"api.example.com\"\nmethods = [\"get\", \"brew\"]\n\
+             path-prefixes = [\"v1\"]\naddresses = [\"10.0.0.7\", \"nope\"]\napproval = \"maybe\"\n",
+        );
+        assert!(rule.is_none());
+        let f = |k: &str| format!("tools.t.http[0].{k}");
+        assert_eq!(
+            problems,
+            [
+                (
+                    3,
+                    11,
+                    f("methods"),
+                    "unknown method 'BREW' (expected GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)"
+                        .to_owned()
+                ),
+                (
+                    4,
+                    17,
+                    f("path-prefixes"),
+                    "'v1' does not start with '/'".to_owned()
+                ),
+                (
+                    5,
+                    26,
+                    f("addresses"),
+                    "'nope' is not an IP address (expected e.g. 10.0.0.7 or ::1)".to_owned()
+                ),
+                (
+                    6,
+                    12,
+                    f("approval"),
+                    "approval = 'maybe' (expected \"required\")".to_owned()
+                ),
+            ]
+        );
+    }
+}
