@@ -155,7 +155,7 @@ fn main() {
             .audit(Arc::new(
                 warden::audit::FileSink::open(&signed_audit)
                     .unwrap()
-                    .with_signer(Arc::new(warden::Issuer::from_seed(&[3; 32]))),
+                    .with_signer(Arc::new(warden::KeyPair::from_seed(&[3; 32]))),
             ))
             .build()
             .unwrap();

@@ -198,12 +198,12 @@ async fn the_file_sink_appends_json_lines() {
 }
 
 /// A trail of a few invocations written by a signed file sink.
-async fn signed_trail(world: &World) -> (std::path::PathBuf, warden::Issuer) {
+async fn signed_trail(world: &World) -> (std::path::PathBuf, warden::KeyPair) {
     let path = world.dir.path().join("chained.jsonl");
-    let key = warden::Issuer::from_seed(&[9; 32]);
+    let key = warden::KeyPair::from_seed(&[9; 32]);
     let sink = FileSink::open(&path)
         .unwrap()
-        .with_signer(Arc::new(warden::Issuer::from_seed(&[9; 32])));
+        .with_signer(Arc::new(warden::KeyPair::from_seed(&[9; 32])));
     let rt = runtime_with_sink(world, Arc::new(sink));
     for i in 0..3 {
         let input =
@@ -215,7 +215,7 @@ async fn signed_trail(world: &World) -> (std::path::PathBuf, warden::Issuer) {
     (path, key)
 }
 
-fn check(text: &str, key: &warden::Issuer) -> verify::Report {
+fn check(text: &str, key: &warden::KeyPair) -> verify::Report {
     verify::verify_text(
         text,
         Some(&warden::Verifier::from_jwks(&key.jwks()).unwrap()),
@@ -287,7 +287,7 @@ async fn the_chained_trail_verifies_and_every_tampering_form_is_caught() {
     assert_eq!(t.line, 4);
     assert!(t.reason.contains("signature"), "{t:?}");
     // Another key does not verify the checkpoints.
-    let other = warden::Issuer::from_seed(&[1; 32]);
+    let other = warden::KeyPair::from_seed(&[1; 32]);
     assert!(
         check(&text, &other)
             .tampered
@@ -312,7 +312,7 @@ async fn a_reopened_trail_continues_its_chain() {
     let (path, key) = signed_trail(&world).await;
     let sink = FileSink::open(&path)
         .unwrap()
-        .with_signer(Arc::new(warden::Issuer::from_seed(&[9; 32])));
+        .with_signer(Arc::new(warden::KeyPair::from_seed(&[9; 32])));
     let rt = runtime_with_sink(&world, Arc::new(sink));
     rt.invoke("echo", &Grant::new("t"), "{}").await.unwrap();
     let r = check(&std::fs::read_to_string(&path).unwrap(), &key);

@@ -314,8 +314,8 @@ fn load_issuer() -> anyhow::Result<Issuer> {
 
 /// The key that signs audit checkpoints, `audit-ed25519.key` in the state
 /// directory (kept apart from the identity key).
-pub(crate) fn audit_key() -> anyhow::Result<Issuer> {
-    Ok(Issuer::load_or_create(
+pub(crate) fn audit_key() -> anyhow::Result<warden::KeyPair> {
+    Ok(warden::KeyPair::load_or_create(
         &warden_state()?.join("audit-ed25519.key"),
     )?)
 }
