@@ -78,11 +78,13 @@ fn references(code: &str, units: &BTreeSet<String>) -> BTreeSet<String> {
     out
 }
 
+/// Which units each unit imports.
+type Edges = BTreeMap<String, BTreeSet<String>>;
+/// Each file with its line count and text.
+type Sizes = Vec<(PathBuf, usize, String)>;
+
 /// The import graph between units, and each file's line count.
-fn graph() -> (
-    BTreeMap<String, BTreeSet<String>>,
-    Vec<(PathBuf, usize, String)>,
-) {
+fn graph() -> (Edges, Sizes) {
     let root = src();
     let mut files = Vec::new();
     rust_files(&root, &mut files);
