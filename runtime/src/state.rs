@@ -37,7 +37,8 @@ pub(crate) struct HostState {
     pub(crate) egress: Egress,
     /// Standard `wasi:http`, under the same egress check and gate.
     pub(crate) http_ctx: wasmtime_wasi_http::WasiHttpCtx,
-    pub(crate) http_hooks: crate::caps::http::wasi::EgressHooks,
+    /// Built on the first `wasi:http` call (most tools make none).
+    pub(crate) http_hooks: Option<crate::caps::http::wasi::EgressHooks>,
     /// Mints this invocation's identity tokens.
     pub(crate) minter: Arc<crate::caps::identity::Minter>,
     /// Deploy targets of this invocation.
@@ -113,8 +114,14 @@ impl crate::caps::log::LogStore for HostState {
 
 impl wasmtime_wasi_http::WasiHttpView for HostState {
     fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        let hooks = self
+            .http_hooks
+            .get_or_insert_with(|| crate::caps::http::wasi::EgressHooks {
+                egress: self.egress.clone(),
+                gate: self.gate.clone(),
+            });
         wasmtime_wasi_http::WasiHttpCtxView {
-            hooks: &mut self.http_hooks,
+            hooks,
             table: &mut self.table,
             ctx: &mut self.http_ctx,
         }

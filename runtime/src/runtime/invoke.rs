@@ -175,14 +175,10 @@ impl Inner {
             deadline,
             self.hostcall_limit,
         );
-        let http_hooks = http::wasi::EgressHooks {
-            egress: authority.egress.clone(),
-            gate: gate.clone(),
-        };
         let state = HostState {
             wasi,
             http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
-            http_hooks,
+            http_hooks: None,
             table: Default::default(),
             gate,
             fs: authority.fs,
