@@ -238,6 +238,35 @@ impl Gate {
         }))
     }
 
+    /// Records a call its built-in check refused (`refusal.allow` is
+    /// false), through [`Gate::pass`] like any other; returns the denial.
+    pub(crate) async fn refuse(
+        &self,
+        capability: &'static str,
+        action: &str,
+        resource: &str,
+        refusal: Decision,
+    ) -> Result<Decision, AuditFailed> {
+        let call = HostCall {
+            capability,
+            action,
+            resource,
+            check: Decision {
+                allow: false,
+                ..refusal
+            },
+            asks: Vec::new(),
+            approval: Approval::none(),
+            address: None,
+            sealed: (),
+        };
+        Ok(match self.pass(call).await? {
+            Err(d) => d,
+            // A call whose check denies never passes; kept total without a panic.
+            Ok(_) => Decision::deny("gate", "refused".into()),
+        })
+    }
+
     /// Asks the approver; both the request and the answer are recorded.
     async fn approve(&self, a: &Approval<'_>) -> Result<Decision, AuditFailed> {
         let number = self.requests.fetch_add(1, Ordering::Relaxed);

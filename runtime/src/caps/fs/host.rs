@@ -290,22 +290,11 @@ impl Host for FsView<'_> {
         if let Some(handle) = self.ctx.handles.get(&name).cloned() {
             return Ok(Ok(self.table.push(OpenDir { handle })?));
         }
-        let call = HostCall {
-            capability: "fs",
-            action: "open",
-            resource: &name,
-            check: check::decide_open(&name, false),
-            asks: Vec::new(),
-            approval: Approval::none(),
-            address: None,
-            sealed: (),
-        };
-        match self.gate.pass(call).await? {
-            Ok(_) => Err(wasmtime::Error::msg(
-                "fs: an unknown handle passed the gate",
-            )),
-            Err(d) => Ok(Err(error(ErrorCode::Denied, d.reason))),
-        }
+        let d = self
+            .gate
+            .refuse("fs", "open", &name, check::decide_open(&name, false))
+            .await?;
+        Ok(Err(error(ErrorCode::Denied, d.reason)))
     }
 
     async fn handles(&mut self) -> wasmtime::Result<Vec<HandleInfo>> {

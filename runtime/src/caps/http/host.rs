@@ -87,20 +87,10 @@ impl Host for HttpView<'_> {
         let checked = match checked {
             Ok(c) => c,
             Err((refusal, why)) => {
-                let call = HostCall {
-                    capability: "http",
-                    action: &shown.method,
-                    resource: &shown.resource,
-                    check: refusal,
-                    asks: Vec::new(),
-                    approval: Approval::none(),
-                    address: None,
-                    sealed: (),
-                };
-                let d = match self.gate.pass(call).await? {
-                    Err(d) => d,
-                    Ok(_) => return Err(wasmtime::Error::msg("http: a refusal passed the gate")),
-                };
+                let d = self
+                    .gate
+                    .refuse("http", &shown.method, &shown.resource, refusal)
+                    .await?;
                 return Ok(Err(error(code(why), d.reason)));
             }
         };

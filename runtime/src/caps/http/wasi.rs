@@ -69,17 +69,9 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
     let checked = match checked {
         Ok(c) => c,
         Err((refusal, why)) => {
-            let call = HostCall {
-                capability: "http",
-                action: &shown.method,
-                resource: &shown.resource,
-                check: refusal,
-                asks: Vec::new(),
-                approval: Approval::none(),
-                address: None,
-                sealed: (),
-            };
-            gate.pass(call).await.map_err(denied)?.err();
+            gate.refuse("http", &shown.method, &shown.resource, refusal)
+                .await
+                .map_err(denied)?;
             return Err(match why {
                 Refused::Address => Error::DestinationIpProhibited,
                 _ => Error::HttpRequestDenied,
