@@ -7,7 +7,7 @@ use super::check::{self, METHODS, Origin};
 use crate::caps::secrets::check::{self as secret_check, Held};
 use crate::policy::Decision;
 use crate::policy::cedar::Resource as Subject;
-use crate::policy::gate::Ask;
+use crate::policy::gate::{Approval, Ask, HostCall};
 use crate::redact::Redactor;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -213,6 +213,43 @@ impl Egress {
         Err(format!(
             "exfiltration attempt: secret '{name}' may be sent only to {to}, not {origin}"
         ))
+    }
+
+    /// The gate's call for a checked request, the same for both paths:
+    /// its allow decision and address, the runtime policy's question (when
+    /// policies are loaded), and the approval its rule requires. `args` and
+    /// `summary` are what an approval binds and shows; `can_wait` is false
+    /// for `wasi:http`, whose body streams after the request is decided.
+    pub(crate) fn send_call<'a>(
+        &self,
+        c: &'a Checked,
+        shown: &'a Shown,
+        policy: bool,
+        args: &'a str,
+        summary: &'a (dyn Fn() -> String + Sync),
+        can_wait: bool,
+    ) -> HostCall<'a, ()> {
+        HostCall {
+            capability: "http",
+            action: &shown.method,
+            resource: &shown.resource,
+            check: c.allow.clone(),
+            asks: if policy {
+                vec![self.ask(c, &shown.resource)]
+            } else {
+                Vec::new()
+            },
+            approval: Approval {
+                required: c.rule.approval,
+                action: "http.send",
+                resource: &shown.resource,
+                args,
+                summary,
+                can_wait,
+            },
+            address: Some(c.address),
+            sealed: (),
+        }
     }
 
     /// The runtime policy's question about a checked request. The resource

@@ -155,28 +155,10 @@ impl Host for HttpView<'_> {
                 checked.method, shown.resource
             )
         };
-        let asks = if self.gate.has_policy() {
-            vec![self.egress.ask(&checked, &shown.resource)]
-        } else {
-            Vec::new()
-        };
-        let call = HostCall {
-            capability: "http",
-            action: &shown.method,
-            resource: &shown.resource,
-            check: checked.allow.clone(),
-            asks,
-            approval: Approval {
-                required: checked.rule.approval,
-                action: "http.send",
-                resource: &shown.resource,
-                args: &args,
-                summary: &summary,
-                can_wait: true,
-            },
-            address: Some(checked.address),
-            sealed: (),
-        };
+        let policy = self.gate.has_policy();
+        let call = self
+            .egress
+            .send_call(&checked, &shown, policy, &args, &summary, true);
         let pass = match self.gate.pass(call).await? {
             Ok(pass) => pass,
             Err(d) => return Ok(Err(error(ErrorCode::Denied, d.reason))),

@@ -9,7 +9,7 @@ use super::check::Origin;
 use super::egress::{self, Egress, Refused, Via};
 use crate::audit::Event;
 use crate::policy::TaskHistory;
-use crate::policy::gate::{Approval, Gate, HostCall, Pass};
+use crate::policy::gate::{Gate, Pass};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
@@ -79,28 +79,14 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
         }
     };
     let summary = || format!("{} {} (streamed body)", checked.method, shown.resource);
-    let asks = if gate.has_policy() {
-        vec![egress.ask(&checked, &shown.resource)]
-    } else {
-        Vec::new()
-    };
-    let call = HostCall {
-        capability: "http",
-        action: &shown.method,
-        resource: &shown.resource,
-        check: checked.allow.clone(),
-        asks,
-        approval: Approval {
-            required: checked.rule.approval,
-            action: "http.send",
-            resource: &shown.resource,
-            args: "body streamed",
-            summary: &summary,
-            can_wait: false,
-        },
-        address: Some(checked.address),
-        sealed: (),
-    };
+    let call = egress.send_call(
+        &checked,
+        &shown,
+        gate.has_policy(),
+        "body streamed",
+        &summary,
+        false,
+    );
     let Ok(pass) = gate.pass(call).await.map_err(denied)? else {
         return Err(Error::HttpRequestDenied);
     };
