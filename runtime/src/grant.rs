@@ -54,6 +54,27 @@ impl Grant {
         }
     }
 
+    /// What the grant asks for, in the CLI's grant syntax (for the record
+    /// of a refused grant): `fs:repo=/src:read secret:token http:GET=URL
+    /// deploy:prod`.
+    pub fn requested(&self) -> String {
+        let fs = self
+            .fs
+            .iter()
+            .map(|(h, g)| format!("fs:{h}={}:{}", g.path.display(), g.rights));
+        let secrets = self.secrets.iter().map(|s| format!("secret:{s}"));
+        let http = self.http.iter().map(|g| match &g.methods {
+            Some(m) => format!("http:{}={}", m.join(","), g.url),
+            None => format!("http:{}", g.url),
+        });
+        let deploy = self.deploy.iter().map(|t| format!("deploy:{t}"));
+        fs.chain(secrets)
+            .chain(http)
+            .chain(deploy)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// Adds a task label (runtime policy sees it as `context.task.labels`).
     pub fn label(mut self, label: &str) -> Self {
         self.labels.insert(label.to_owned());
@@ -239,8 +260,10 @@ impl Grant {
 /// Task ids: 1 to 128 printable characters.
 pub fn check_task(task: &str) -> Result<(), String> {
     if task.is_empty() || task.len() > 128 || task.chars().any(char::is_control) {
+        // Quoted escaped, and cut: the id may be anything an agent sent.
+        let shown = crate::policy::gate::cut(task, 160);
         return Err(format!(
-            "invalid task id {task:?} (expected 1 to 128 printable characters)"
+            "invalid task id {shown:?} (expected 1 to 128 printable characters)"
         ));
     }
     Ok(())

@@ -7,6 +7,8 @@
 //! timeout = "10s"                        # default 10s
 //! memory = "64MiB"                       # default 64MiB
 //! max-output = "1MiB"                    # default 1MiB
+//! max-audited-calls = 20000              # host calls one invocation may make
+//! max-audit-bytes = "16MiB"              # trail bytes one invocation may use
 //!
 //! [[tools.read-files.fs]]
 //! handle = "workspace"
@@ -95,6 +97,37 @@ pub struct Limits {
     pub memory: u64,
     /// Bytes of JSON the tool may return.
     pub max_output: u64,
+    /// How much of the audit trail one invocation may use.
+    pub audit: AuditBudget,
+}
+
+/// How much of the trail one invocation may use: audited host calls (every
+/// call that reaches the gate) and bytes of the records the gate writes.
+/// Past either, every host call is denied (`limits.audit`), and one record
+/// says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditBudget {
+    /// `max-audited-calls`, default 20,000.
+    pub calls: u64,
+    /// `max-audit-bytes`, default 16 MiB.
+    pub bytes: u64,
+}
+
+impl AuditBudget {
+    pub const DEFAULT_CALLS: u64 = 20_000;
+    pub const DEFAULT_BYTES: u64 = 16 << 20;
+    pub const MAX_CALLS: u64 = 10_000_000;
+    pub const MIN_BYTES: u64 = 64 << 10;
+    pub const MAX_BYTES: u64 = 4 << 30;
+}
+
+impl Default for AuditBudget {
+    fn default() -> Self {
+        AuditBudget {
+            calls: Self::DEFAULT_CALLS,
+            bytes: Self::DEFAULT_BYTES,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -103,6 +136,7 @@ impl Default for Limits {
             timeout: DEFAULT_TIMEOUT,
             memory: DEFAULT_MEMORY,
             max_output: DEFAULT_MAX_OUTPUT,
+            audit: AuditBudget::default(),
         }
     }
 }
@@ -268,6 +302,8 @@ struct RawTool {
     timeout: Option<Spanned<String>>,
     memory: Option<Spanned<String>>,
     max_output: Option<Spanned<String>>,
+    max_audited_calls: Option<Spanned<u64>>,
+    max_audit_bytes: Option<Spanned<String>>,
     #[serde(default)]
     fs: Vec<fs::manifest::RawFsCeiling>,
     #[serde(default)]
@@ -353,6 +389,39 @@ fn tool(
             ),
             Ok(n) => limits.max_output = n,
             Err(e) => c.problem(m.span(), field("max-output"), e),
+        }
+    }
+    if let Some(n) = raw.max_audited_calls {
+        match *n.get_ref() {
+            0 => c.problem(
+                n.span(),
+                field("max-audited-calls"),
+                "max-audited-calls must be at least 1".into(),
+            ),
+            k if k > AuditBudget::MAX_CALLS => c.problem(
+                n.span(),
+                field("max-audited-calls"),
+                format!(
+                    "max-audited-calls must be at most {}",
+                    AuditBudget::MAX_CALLS
+                ),
+            ),
+            k => limits.audit.calls = k,
+        }
+    }
+    if let Some(m) = raw.max_audit_bytes {
+        match parse_size(m.get_ref()) {
+            Ok(n) if !(AuditBudget::MIN_BYTES..=AuditBudget::MAX_BYTES).contains(&n) => c.problem(
+                m.span(),
+                field("max-audit-bytes"),
+                format!(
+                    "max-audit-bytes must be between {} and {}",
+                    format_size(AuditBudget::MIN_BYTES),
+                    format_size(AuditBudget::MAX_BYTES)
+                ),
+            ),
+            Ok(n) => limits.audit.bytes = n,
+            Err(e) => c.problem(m.span(), field("max-audit-bytes"), e),
         }
     }
 

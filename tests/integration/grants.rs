@@ -2,15 +2,50 @@
 //! and components are checked before anything loads.
 
 use crate::common::{World, manifest_text};
+use warden::audit::Event;
 use warden::{Error, Grant, GrantError, Manifest, Rights, Runtime};
 
-/// Refused grants leave no audit records: nothing ran.
-fn assert_nothing_ran(world: &World) {
-    assert!(
-        world.audit.records().is_empty(),
-        "{:?}",
-        world.audit.records()
-    );
+/// Nothing ran (no start record), and each refused grant left one record
+/// saying who asked for what and why not, in order.
+fn assert_refusals_recorded(world: &World, expected: &[(&str, &str, &str)]) {
+    let records = world.audit.records();
+    let seen: Vec<(&str, &str, &str, &str)> = records
+        .iter()
+        .map(|r| {
+            assert_eq!(r.event, Event::Decision, "{r:?}");
+            assert_eq!(
+                (
+                    r.capability.as_deref(),
+                    r.action.as_deref(),
+                    r.decision.as_deref()
+                ),
+                (Some("grant"), Some("invoke"), Some("deny")),
+                "{r:?}"
+            );
+            (
+                &*r.tool,
+                r.rule.as_deref().unwrap_or(""),
+                r.resource.as_deref().unwrap_or(""),
+                r.reason.as_deref().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(seen.len(), expected.len(), "{records:?}");
+    for ((tool, rule, resource, reason), (want_tool, want_rule, want_resource)) in
+        seen.iter().zip(expected)
+    {
+        assert_eq!((*tool, *rule), (*want_tool, *want_rule), "{reason}");
+        assert!(
+            resource.contains(want_resource),
+            "{resource} lacks {want_resource}"
+        );
+        assert!(
+            reason.contains("refused") || reason.contains("task id"),
+            "{reason}"
+        );
+    }
+    let ids: std::collections::BTreeSet<&str> = records.iter().map(|r| &*r.invocation).collect();
+    assert_eq!(ids.len(), records.len(), "each refusal has its own id");
 }
 
 #[tokio::test]
@@ -39,7 +74,16 @@ async fn rights_beyond_the_ceiling_are_refused() {
         err.to_string(),
         "grant for handle 'workspace' refused: rights write exceed the manifest's ceiling (read)"
     );
-    assert_nothing_ran(&world);
+    let asked = format!("fs:workspace={}:read,write", world.workspace.display());
+    assert_refusals_recorded(&world, &[("reader", "grant.ceiling", &asked)]);
+    let r = &world.audit.records()[0];
+    assert_eq!(
+        r.reason.as_deref(),
+        Some(
+            "grant for handle 'workspace' refused: rights write exceed the manifest's ceiling (read)"
+        )
+    );
+    assert_eq!(&*r.task, "test-task");
 }
 
 #[tokio::test]
@@ -62,7 +106,13 @@ async fn a_handle_missing_from_the_manifest_is_refused() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("its handles: none"), "{err}");
-    assert_nothing_ran(&world);
+    assert_refusals_recorded(
+        &world,
+        &[
+            ("probe", "grant.ceiling", "fs:home="),
+            ("echo", "grant.ceiling", "fs:home="),
+        ],
+    );
 }
 
 #[tokio::test]
@@ -99,7 +149,14 @@ async fn directories_outside_within_are_refused_however_spelled() {
         matches!(&err, Error::Grant(GrantError::Open { .. })),
         "{err:?}"
     );
-    assert_nothing_ran(&world);
+    let refused = world.audit.records();
+    assert_eq!(refused.len(), 6, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.rule.as_deref() == Some("grant.ceiling")
+                && r.resource.as_deref().unwrap().starts_with("fs:workspace="))
+    );
 }
 
 #[tokio::test]
@@ -129,7 +186,10 @@ async fn bad_task_ids_and_inputs_are_refused_before_running() {
         err.to_string(),
         "unknown tool 'nope' (the manifest lists: echo, hog, probe, read-files, reader, remove-path, search-text, write-file)"
     );
-    assert_nothing_ran(&world);
+    // The bad task id is recorded (it is who asked); bad input and an
+    // unknown tool are not grant refusals and ran nothing.
+    assert_refusals_recorded(&world, &[("echo", "grant.task", "")]);
+    assert_eq!(&*world.audit.records()[0].task, "");
     let big = format!("{{\"message\":\"{}\"}}", "x".repeat(2 << 20));
     let err = world
         .runtime

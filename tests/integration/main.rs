@@ -5,6 +5,7 @@ include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
 mod approvals;
 mod audit;
+mod budget;
 mod cache;
 mod cli;
 mod common;

@@ -77,7 +77,9 @@ pub(crate) fn add_to_linker<T: LogStore>(linker: &mut Linker<T>) -> wasmtime::Re
 
 impl Host for LogView<'_> {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        if self.state.written >= self.limits.max_messages {
+        // Past its count, or once the invocation's audit budget is used up,
+        // a message is counted, not kept.
+        if self.state.written >= self.limits.max_messages || self.gate.over_budget() {
             self.state.dropped += 1;
             return Ok(());
         }

@@ -19,15 +19,21 @@
 //! A capability never writes its own decision record and never asks the
 //! approver itself. A record that cannot be written stops the call
 //! ([`AuditFailed`]): nothing happens unrecorded.
+//!
+//! Because the trail fails closed, a full disk would stop every tool: the
+//! gate also holds each invocation to a [`Budget`] of audited host calls and
+//! trail bytes, and refuses a call whose resource (a path, a URL) is longer
+//! than [`MAX_RESOURCE`] — before anything of it is recorded in full.
 
 use super::cedar::Resource;
 use super::{Decision, PolicyCtx, TaskHistory};
 use crate::approval::{ApprovalRequest, Approvals};
 use crate::audit::{AuditError, Auditor, Event, Record};
+use crate::manifest::AuditBudget;
 use crate::redact::{Redactor, escape_control};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// The audit trail could not be written: the call fails closed, and the
@@ -35,6 +41,84 @@ use std::time::Instant;
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(transparent)]
 pub(crate) struct AuditFailed(pub(crate) Arc<AuditError>);
+
+/// The longest resource (a path, a URL, a target) a host call may name, in
+/// bytes. Longer ones are refused, and recorded cut to [`SHOWN_OF_LONG`].
+pub const MAX_RESOURCE: usize = 8 << 10;
+/// How much of an over-long resource its refusal record shows.
+const SHOWN_OF_LONG: usize = 256;
+
+/// What an invocation has spent of its [`AuditBudget`].
+#[derive(Debug, Default)]
+struct Spent {
+    calls: AtomicU64,
+    bytes: AtomicU64,
+    /// The record saying the budget ran out was written.
+    told: AtomicBool,
+}
+
+/// Bytes a record takes in the trail, near enough to budget with: its
+/// strings as JSON escapes them, and the fields every chained record has
+/// (`seq`, `prev`, `ts`, `hash`, the names).
+fn record_size(r: &Record) -> u64 {
+    fn json(s: &str) -> u64 {
+        let escaped = s
+            .bytes()
+            .map(|b| match b {
+                b'"' | b'\\' => 1,
+                0..0x20 => 5,
+                _ => 0,
+            })
+            .sum::<u64>();
+        s.len() as u64 + escaped
+    }
+    const FIXED: u64 = 330;
+    let opt = |o: &Option<String>| o.as_deref().map_or(0, |s| json(s) + 16);
+    FIXED
+        + [&r.invocation, &r.task, &r.tool, &r.identity]
+            .into_iter()
+            .map(|s| json(s))
+            .sum::<u64>()
+        + [
+            &r.capability,
+            &r.action,
+            &r.resource,
+            &r.decision,
+            &r.rule,
+            &r.reason,
+            &r.address,
+            &r.outcome,
+            &r.level,
+            &r.message,
+        ]
+        .into_iter()
+        .map(opt)
+        .sum::<u64>()
+        + r.policies
+            .iter()
+            .flatten()
+            .map(|p| json(p) + 3)
+            .sum::<u64>()
+}
+
+/// `s` whole, or when longer than `max` bytes its first bytes (on a
+/// character boundary) and its length: how a record shows an over-long
+/// string.
+pub(crate) fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[{} bytes]", &s[..end], s.len()).into()
+}
+
+/// An over-long resource as its refusal record shows it.
+fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    cut(s, SHOWN_OF_LONG)
+}
 
 /// One question for the runtime policy: a Cedar action (`fs::write`), the
 /// call's detail (`write`), and the resource as policies see it.
@@ -127,6 +211,8 @@ pub(crate) struct Gate {
     deadline: Instant,
     /// Most bytes one host call may carry.
     hostcall_limit: usize,
+    budget: AuditBudget,
+    spent: Arc<Spent>,
 }
 
 impl Gate {
@@ -137,6 +223,7 @@ impl Gate {
         redactor: Arc<Redactor>,
         deadline: Instant,
         hostcall_limit: usize,
+        budget: AuditBudget,
     ) -> Gate {
         Gate {
             audit,
@@ -146,7 +233,74 @@ impl Gate {
             redactor,
             deadline,
             hostcall_limit,
+            budget,
+            spent: Arc::default(),
         }
+    }
+
+    /// Whether the invocation has used up its [`AuditBudget`] (a tool's log
+    /// messages are dropped then).
+    pub(crate) fn over_budget(&self) -> bool {
+        self.spent.told.load(Ordering::Relaxed)
+            || self.spent.bytes.load(Ordering::Relaxed) >= self.budget.bytes
+    }
+
+    /// Admits a call to the gate: charges it to the budget, and refuses it
+    /// (recorded, unless the budget's refusal already was) past the budget
+    /// or when its resource is over-long.
+    fn admit(
+        &self,
+        capability: &'static str,
+        action: &str,
+        resource: &str,
+    ) -> Result<Option<Decision>, AuditFailed> {
+        let calls = self.spent.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let bytes = self.spent.bytes.load(Ordering::Relaxed);
+        if calls > self.budget.calls || bytes >= self.budget.bytes {
+            let (what, limit) = if calls > self.budget.calls {
+                (
+                    format!("{} audited host calls", calls - 1),
+                    format!("max-audited-calls = {}", self.budget.calls),
+                )
+            } else {
+                (
+                    format!("{bytes} bytes of audit records"),
+                    format!(
+                        "max-audit-bytes = \"{}\"",
+                        crate::units::format_size(self.budget.bytes)
+                    ),
+                )
+            };
+            let d = Decision::deny(
+                "limits.audit",
+                format!(
+                    "this invocation has used its audit budget ({what}; the tool's {limit} in the manifest); no further host calls are allowed"
+                ),
+            );
+            if !self.spent.told.swap(true, Ordering::Relaxed) {
+                let r = self
+                    .audit
+                    .decision(capability, action, &shown(resource), &d);
+                self.audit.write(&r).map_err(|e| AuditFailed(Arc::new(e)))?;
+            }
+            return Ok(Some(d));
+        }
+        if resource.len() > MAX_RESOURCE {
+            let d = Decision::deny(
+                "limits.resource",
+                format!(
+                    "the {capability} {action} call names a resource of {} bytes, more than the limit of {MAX_RESOURCE} bytes",
+                    resource.len()
+                ),
+            );
+            self.write(
+                &self
+                    .audit
+                    .decision(capability, action, &shown(resource), &d),
+            )?;
+            return Ok(Some(d));
+        }
+        Ok(None)
     }
 
     pub(crate) fn hostcall_limit(&self) -> usize {
@@ -187,6 +341,9 @@ impl Gate {
             address,
             sealed,
         } = call;
+        if let Some(refusal) = self.admit(capability, action, resource)? {
+            return Ok(Err(refusal));
+        }
         let mut ask_approval = false;
         if decision.allow
             && let Some(policy) = &self.policy
@@ -380,8 +537,12 @@ impl Gate {
         )
     }
 
-    /// Writes a record that is not a decision (a tool's log message).
+    /// Writes a record (and charges it to the budget): decisions, outcomes,
+    /// a tool's log messages.
     pub(crate) fn write(&self, record: &Record) -> Result<(), AuditFailed> {
+        self.spent
+            .bytes
+            .fetch_add(record_size(record), Ordering::Relaxed);
         self.audit
             .write(record)
             .map_err(|e| AuditFailed(Arc::new(e)))

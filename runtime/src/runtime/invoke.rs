@@ -94,6 +94,37 @@ impl Inner {
         })
     }
 
+    /// Records a grant refused against the tool's ceiling — who asked for
+    /// what, and why not — as a `grant` decision of its own invocation id
+    /// (nothing ran, so there is no start or end record).
+    pub(super) fn refused_grant(
+        &self,
+        tool: &LoadedTool,
+        grant: &Grant,
+        refusal: &GrantError,
+    ) -> Result<(), Error> {
+        const SHOWN: usize = 256;
+        let id = self.ids.next();
+        // The task may be what was wrong with the grant: kept short.
+        let task = crate::policy::gate::cut(&grant.task, SHOWN);
+        let auditor = Auditor::with_ids(
+            self.audit.clone(),
+            id.as_str().into(),
+            task.into(),
+            tool.name.clone(),
+            tool.identity_str.clone(),
+        );
+        let rule = match refusal {
+            GrantError::Task(_) => "grant.task",
+            _ => "grant.ceiling",
+        };
+        let requested = grant.requested();
+        let requested = crate::policy::gate::cut(&requested, crate::policy::gate::MAX_RESOURCE);
+        let denial = crate::Decision::deny(rule, refusal.to_string());
+        let record = auditor.decision("grant", "invoke", &requested, &denial);
+        auditor.write(&record).map_err(audit_err)
+    }
+
     /// The invocation's store: its authority, the runtime policy with the
     /// task's history, and who answers its approval requests (the caller's
     /// approver if it gave one, else the runtime's).
@@ -174,6 +205,7 @@ impl Inner {
             authority.redactor,
             deadline,
             self.hostcall_limit,
+            tool.spec.limits.audit,
         );
         let state = HostState {
             wasi,

@@ -216,7 +216,7 @@ impl Runtime {
     ///
     /// The grant is checked against the tool's manifest ceiling first; a grant
     /// that would have to be narrowed is refused with [`Error::Grant`] before
-    /// anything runs or is audited.
+    /// anything runs, and the refusal is recorded (who asked for what).
     pub async fn invoke(
         &self,
         tool: &str,
@@ -237,7 +237,13 @@ impl Runtime {
         options: InvokeOptions,
     ) -> Result<Invocation, Error> {
         let loaded = self.loaded(tool).await?;
-        let granted = Authorized::new(&loaded, grant)?;
+        let granted = match Authorized::new(&loaded, grant) {
+            Ok(granted) => granted,
+            Err(e) => {
+                self.inner.refused_grant(&loaded, grant, &e)?;
+                return Err(e.into());
+            }
+        };
         self.inner
             .run(&loaded, grant, granted, input, options)
             .await

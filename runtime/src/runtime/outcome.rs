@@ -131,6 +131,7 @@ mod tests {
             timeout: Duration::from_secs(3),
             memory: 1 << 20,
             max_output: 16,
+            ..Limits::default()
         }
     }
 

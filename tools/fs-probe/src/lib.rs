@@ -22,6 +22,14 @@ struct Input {
     size: u64,
     #[serde(default)]
     recursive: bool,
+    /// Performs the op this many times (default once), stopping at the
+    /// first error, which then says how many calls succeeded before it.
+    #[serde(default = "one")]
+    repeat: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn default_handle() -> String {
@@ -44,14 +52,25 @@ impl Tool for FsProbe {
     const DESCRIPTION: &'static str = "Test tool: one file system call, reported verbatim.";
 
     fn invoke(i: Input) -> Result<Output, Error> {
-        let result = run(&i);
-        Ok(match result {
-            Ok(v) => Output::Ok(v),
-            Err(e) => Output::Error {
-                code: code_name(e.code).into(),
-                message: e.message,
-            },
-        })
+        let mut last = serde_json::Value::Null;
+        for done in 0..i.repeat {
+            match run(&i) {
+                Ok(v) => last = v,
+                Err(e) if i.repeat > 1 => {
+                    return Ok(Output::Error {
+                        code: code_name(e.code).into(),
+                        message: format!("after {done} calls: {}", e.message),
+                    });
+                }
+                Err(e) => {
+                    return Ok(Output::Error {
+                        code: code_name(e.code).into(),
+                        message: e.message,
+                    });
+                }
+            }
+        }
+        Ok(Output::Ok(last))
     }
 }
 
