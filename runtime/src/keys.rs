@@ -46,6 +46,24 @@ impl KeyPair {
         KeyPair { kid, key }
     }
 
+    /// Loads the key from `path` (a 32-byte seed, hex) if the file exists;
+    /// never creates it (a verifier must not mint the key it checks with).
+    pub fn load(path: &Path) -> Result<Option<KeyPair>, KeyError> {
+        let err = |reason: String| KeyError {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = match std::fs::read_to_string(path).map(Zeroizing::new) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(format!("cannot read: {e}"))),
+        };
+        let mut seed = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(text.trim(), &mut *seed)
+            .map_err(|e| err(format!("not a 64-digit hex seed ({e})")))?;
+        Ok(Some(Self::from_seed(&seed)))
+    }
+
     /// Loads the key from `path` (a 32-byte seed, hex), creating it with mode
     /// 0600 on first use.
     pub fn load_or_create(path: &Path) -> Result<KeyPair, KeyError> {
@@ -53,11 +71,8 @@ impl KeyPair {
             path: path.to_owned(),
             reason,
         };
-        if let Ok(text) = std::fs::read_to_string(path).map(Zeroizing::new) {
-            let mut seed = Zeroizing::new([0u8; 32]);
-            hex::decode_to_slice(text.trim(), &mut *seed)
-                .map_err(|e| err(format!("not a 64-digit hex seed ({e})")))?;
-            return Ok(Self::from_seed(&seed));
+        if let Some(pair) = Self::load(path)? {
+            return Ok(pair);
         }
         let pair = Self::ephemeral()?;
         if let Some(dir) = path.parent() {
@@ -103,7 +118,8 @@ impl KeyPair {
 }
 
 /// Verifies signatures against the Ed25519 keys of a JWKS, as a downstream
-/// service or an audit verifier would.
+/// service or an audit verifier would. The default holds no key.
+#[derive(Default)]
 pub struct Verifier {
     keys: Vec<(String, VerifyingKey)>,
 }
@@ -125,6 +141,11 @@ impl Verifier {
             keys.push((k["kid"].as_str().unwrap_or_default().to_owned(), key));
         }
         Ok(Verifier { keys })
+    }
+
+    /// The ids of the keys in the set.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|(k, _)| k.as_str())
     }
 
     /// Whether the set holds key `kid`.
@@ -177,6 +198,8 @@ mod tests {
             &std::fs::metadata(&path).unwrap().permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
+        assert!(KeyPair::load(&dir.path().join("absent")).unwrap().is_none());
+        assert!(!dir.path().join("absent").exists());
         std::fs::write(&path, "not hex").unwrap();
         let e = KeyPair::load_or_create(&path).err().unwrap();
         assert!(e.to_string().contains("not a 64-digit hex seed"), "{e}");

@@ -286,15 +286,23 @@ async fn the_chained_trail_verifies_and_every_tampering_form_is_caught() {
     let t = tampered(forged);
     assert_eq!(t.line, 4);
     assert!(t.reason.contains("signature"), "{t:?}");
-    // Another key does not verify the checkpoints.
+    // Another key does not verify the checkpoints: they name a key the
+    // verifier does not know, which is not tampering.
     let other = warden::KeyPair::from_seed(&[1; 32]);
-    assert!(
-        check(&text, &other)
-            .tampered
-            .unwrap()
-            .reason
-            .contains("signature")
+    let r = check(&text, &other);
+    assert!(r.tampered.is_none(), "{r:?}");
+    assert_eq!(r.status(), verify::Status::UnknownKey);
+    assert_eq!(
+        r.unknown_keys,
+        [verify::UnknownKey {
+            line: 4,
+            kid: key.kid().to_owned()
+        }]
     );
+    // A signature under the right key id that is not that key's: tampering.
+    let sig = records[3].signature.clone().unwrap();
+    let t = tampered(text.replacen(&sig, &other.sign_raw(b"forged"), 1));
+    assert_eq!(t.line, 4);
 
     // Truncated at a record boundary inside an invocation: intact up to the
     // last checkpoint, and the unfinished invocation is named.
@@ -318,4 +326,199 @@ async fn a_reopened_trail_continues_its_chain() {
     let r = check(&std::fs::read_to_string(&path).unwrap(), &key);
     assert!(r.is_complete(), "{r:?}");
     assert_eq!(r.records, 15);
+}
+
+#[tokio::test]
+async fn an_added_field_or_a_reformatted_line_is_refused() {
+    let world = World::new();
+    let (path, key) = signed_trail(&world).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let with_line = |n: usize, edited: String| {
+        let mut all: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        all[n] = edited;
+        all.iter().map(|l| format!("{l}\n")).collect::<String>()
+    };
+    // A field added to the denial on line 2; its hash and the chain are
+    // untouched (today's verifier hashed the parsed record, so this passed).
+    let added = lines[1].replacen(
+        r#","decision":"deny""#,
+        r#","decision":"deny","approved_by":"security-team""#,
+        1,
+    );
+    let t = check(&with_line(1, added), &key).tampered.expect("refused");
+    assert_eq!(t.line, 2);
+    assert_eq!(
+        t.reason,
+        r#"unknown field "approved_by": Warden writes no such field (the record was edited)"#
+    );
+    // The same line reformatted: a space after each comma.
+    let spaced = lines[1].replace(r#"",""#, r#"", ""#);
+    let t = check(&with_line(1, spaced), &key)
+        .tampered
+        .expect("refused");
+    assert_eq!(t.line, 2);
+    assert!(
+        t.reason.starts_with(
+            "not in the exact form Warden writes (whitespace, field order or escaping differs at column"
+        ),
+        "{t:?}"
+    );
+    // Pretty-printed on several lines.
+    let value: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+    let pretty = serde_json::to_string_pretty(&value).unwrap();
+    let t = check(&with_line(1, pretty), &key)
+        .tampered
+        .expect("refused");
+    assert_eq!(t.line, 2);
+    // CRLF line ends.
+    let crlf = text.replace('\n', "\r\n");
+    let t = check(&crlf, &key).tampered.expect("refused");
+    assert_eq!(t.line, 1);
+}
+
+/// A Python with the `cryptography` package: `$WARDEN_PYTHON` (then it
+/// must have it), else the CI venv's, else `python3`.
+fn python_with_cryptography() -> Result<std::path::PathBuf, String> {
+    let required = std::env::var_os("WARDEN_PYTHON").map(std::path::PathBuf::from);
+    let venv = std::env::var_os("HOME")
+        .map(|h| std::path::Path::new(&h).join(".cache/warden-ci-venv/bin/python"));
+    let candidates: Vec<std::path::PathBuf> = match &required {
+        Some(p) => vec![p.clone()],
+        None => venv
+            .into_iter()
+            .chain([std::path::PathBuf::from("python3")])
+            .collect(),
+    };
+    for python in &candidates {
+        let ok = std::process::Command::new(python)
+            .args(["-c", "import cryptography"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Ok(python.clone());
+        }
+    }
+    let reason = format!(
+        "no python with the cryptography package among {}",
+        candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    match required {
+        Some(_) => panic!("WARDEN_PYTHON is set: {reason}"),
+        None => Err(reason),
+    }
+}
+
+#[tokio::test]
+async fn the_python_verifier_checks_what_warden_writes() {
+    let python = match python_with_cryptography() {
+        Ok(p) => p,
+        Err(reason) => {
+            println!("skipped: {reason} (CI sets WARDEN_PYTHON)");
+            return;
+        }
+    };
+    let world = World::new();
+    let (path, key) = signed_trail(&world).await;
+    // Every character class the escaping rules treat apart, in a record.
+    let sink = FileSink::open(&path)
+        .unwrap()
+        .with_signer(Arc::new(warden::KeyPair::from_seed(&[9; 32])));
+    let all: String = (0u8..0x20)
+        .map(char::from)
+        .chain("\u{7f} \"quoted\" back\\slash / é ✓ 🦀 \u{2028}".chars())
+        .collect();
+    for event in ["invocation.start", "invocation.end"] {
+        let r: Record = serde_json::from_value(json!({
+            "v": 1, "ts": "2026-01-01T00:00:00.000Z", "event": event, "invocation": "odd",
+            "task": "t", "tool": "x", "identity": "sha256:0", "resource": all,
+            "reason": all, "message": all, "status": 65535, "bytes_out": u64::MAX,
+            "policies": ["a", all],
+        }))
+        .unwrap();
+        sink.append(&r).unwrap();
+    }
+    drop(sink);
+    let jwks = world.dir.path().join("jwks.json");
+    std::fs::write(&jwks, key.jwks().to_string()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/verify_trail.py");
+    let verify_py = |trail: &std::path::Path, jwks: &std::path::Path| {
+        let o = std::process::Command::new(&python)
+            .arg(script)
+            .arg(trail)
+            .arg("--jwks")
+            .arg(jwks)
+            .output()
+            .unwrap();
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.code(), out)
+    };
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(check(&text, &key).is_complete());
+    let (code, out) = verify_py(&path, &jwks);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("ok, 15 records, 4 signed checkpoints"),
+        "{out}"
+    );
+
+    // Each tampering form: the same line as Warden's verifier, non-zero.
+    let lines: Vec<&str> = text.lines().collect();
+    let join = |ls: &[&str]| ls.iter().map(|l| format!("{l}\n")).collect::<String>();
+    let mut deleted = lines.clone();
+    deleted.remove(5);
+    let spaced = text.replacen(r#"","#, r#"", "#, 1);
+    for (what, edited) in [
+        (
+            "edited value",
+            text.replacen(r#""decision":"deny""#, r#""decision":"allow""#, 1),
+        ),
+        (
+            "added field",
+            text.replacen(
+                r#","tool":"probe""#,
+                r#","tool":"probe","approved_by":"x""#,
+                2,
+            ),
+        ),
+        ("reformatted", spaced),
+        ("deleted record", join(&deleted)),
+        ("truncated", text[..text.len() - 20].to_owned()),
+    ] {
+        let want = check(&edited, &key).tampered.expect("tampered");
+        let copy = world.dir.path().join("edited.jsonl");
+        std::fs::write(&copy, &edited).unwrap();
+        let (code, out) = verify_py(&copy, &jwks);
+        assert_eq!(code, Some(1), "{what}: {out}");
+        assert!(
+            out.contains(&format!("edited.jsonl:{}: {}", want.line, want.reason)),
+            "{what}: expected line {} ({}), got {out}",
+            want.line,
+            want.reason
+        );
+    }
+    // Another instance's key: named, exit 4.
+    let other = world.dir.path().join("other.json");
+    std::fs::write(
+        &other,
+        warden::KeyPair::from_seed(&[1; 32]).jwks().to_string(),
+    )
+    .unwrap();
+    let (code, out) = verify_py(&path, &other);
+    assert_eq!(code, Some(4), "{out}");
+    assert!(
+        out.contains(&format!(
+            ":4: checkpoint signed by key {}, which is not one of the known keys",
+            key.kid()
+        )),
+        "{out}"
+    );
 }

@@ -515,3 +515,182 @@ fn task_labels_from_the_command_line_reach_runtime_policy() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("invalid task label"), "{}", stderr(&o));
 }
+
+#[test]
+fn eight_parallel_runs_append_one_chain() {
+    let world = World::new();
+    let state = world.dir.path().join("state");
+    let trail = world.dir.path().join("shared.jsonl");
+    let (m, t) = (
+        world.manifest.display().to_string(),
+        trail.display().to_string(),
+    );
+    // The key exists before the runs race to create it.
+    let o = warden_in(&state, &["audit", "jwks"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let g = grant(&world, "read");
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_warden"))
+                .arg("--cache-dir")
+                .arg(shared_cache())
+                .args([
+                    "run",
+                    "--manifest",
+                    &m,
+                    "read-files",
+                    "--grant",
+                    &g,
+                    "--audit",
+                    &t,
+                    "--input",
+                    r#"{"paths":["a.txt","nope.txt"]}"#,
+                ])
+                .env("WARDEN_STATE_DIR", &state)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.code().is_some(), "{}", stderr(&o));
+    }
+    let text = std::fs::read_to_string(&trail).unwrap();
+    let per_run = {
+        let o = warden_in(
+            &state,
+            &[
+                "run",
+                "--manifest",
+                &m,
+                "read-files",
+                "--grant",
+                &g,
+                "--audit",
+                &world.dir.path().join("one.jsonl").display().to_string(),
+                "--input",
+                r#"{"paths":["a.txt","nope.txt"]}"#,
+            ],
+        );
+        assert!(o.status.code().is_some());
+        std::fs::read_to_string(world.dir.path().join("one.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(text.lines().count(), 8 * per_run, "{text}");
+    let o = warden_in(&state, &["audit", "verify", &t]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!(
+            "ok, {} records, 8 signed checkpoints, every invocation ended",
+            8 * per_run
+        )),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_trail_signed_by_another_instance_names_its_key_and_verify_creates_none() {
+    let world = World::new();
+    let (ours, theirs) = (
+        world.dir.path().join("ours"),
+        world.dir.path().join("theirs"),
+    );
+    let trail = world.dir.path().join("trail.jsonl");
+    let (m, t) = (
+        world.manifest.display().to_string(),
+        trail.display().to_string(),
+    );
+    let o = warden_in(&theirs, &["run", "--manifest", &m, "echo", "--audit", &t]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let jwks = stdout(&warden_in(&theirs, &["audit", "jwks"]));
+    let kid = serde_json::from_str::<serde_json::Value>(&jwks).unwrap()["keys"][0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A verifier without a key of its own, and one with another key.
+    for with_key in [false, true] {
+        if with_key {
+            let o = warden_in(&ours, &["audit", "jwks"]);
+            assert_eq!(o.status.code(), Some(0));
+        }
+        let o = warden_in(&ours, &["audit", "verify", &t]);
+        assert_eq!(o.status.code(), Some(4), "{}{}", stdout(&o), stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!(
+                "trail.jsonl:3: checkpoint signed by key {kid}, which is not one of the known keys; pass its JWKS with --jwks"
+            )),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!stderr(&o).contains("altered") && !stderr(&o).contains("edited"));
+        assert!(
+            stdout(&o).contains("chain intact (3 records)"),
+            "{}",
+            stdout(&o)
+        );
+        // verify never creates a key.
+        assert_eq!(
+            ours.join("audit-ed25519.key").exists(),
+            with_key,
+            "verify created a key"
+        );
+    }
+    // With the writer's JWKS it verifies.
+    let file = world.dir.path().join("theirs.json");
+    std::fs::write(&file, &jwks).unwrap();
+    let o = warden_in(
+        &ours,
+        &["audit", "verify", &t, "--jwks", &file.display().to_string()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    // The exit codes are documented.
+    let o = warden_in(&ours, &["audit", "verify", "--help"]);
+    for want in [
+        "0 intact and complete",
+        "1 altered",
+        "3 intact",
+        "4 a checkpoint is signed by a key",
+    ] {
+        assert!(stdout(&o).contains(want), "{want}: {}", stdout(&o));
+    }
+}
+
+#[test]
+fn audit_show_escapes_control_characters() {
+    use warden::audit::{AuditSink, FileSink, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("t.jsonl");
+    let sink = FileSink::open(&trail).unwrap();
+    let hostile = "a.txt\u{1b}[2K\r\n   1  2026-01-01  decision x  allow write /etc/passwd\u{7}";
+    let r: Record = serde_json::from_value(serde_json::json!({
+        "v": 1, "ts": "2026-01-01T00:00:00.000Z\u{1b}[1A", "event": "decision",
+        "invocation": "inv", "task": "t", "tool": "x", "identity": "sha256:0",
+        "capability": "fs", "action": "write", "resource": hostile,
+        "decision": "deny", "rule": "fs.rights", "reason": "no\r\nreally",
+    }))
+    .unwrap();
+    sink.append(&r).unwrap();
+    drop(sink);
+    let o = warden_in(
+        &dir.path().join("state"),
+        &["audit", "show", &trail.display().to_string()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(!out.trim_end().chars().any(char::is_control), "{out:?}");
+    assert!(
+        out.contains(
+            r"a.txt\u{1b}[2K\u{d}\u{a}   1  2026-01-01  decision x  allow write /etc/passwd\u{7}"
+        ),
+        "{out}"
+    );
+    assert!(out.contains(r"(no\u{d}\u{a}really)"), "{out}");
+    assert!(out.contains(r"2026-01-01T00:00:00.000Z\u{1b}[1A"), "{out}");
+}

@@ -1,7 +1,8 @@
 //! The file sink: an append-only, hash-chained, checkpointed JSON Lines trail.
 //!
 //! Each record gets `seq` (its position), `prev` (the hash of the record
-//! before it) and `hash` (SHA-256 of the record's JSON without `hash`). With a
+//! before it) and `hash` (SHA-256 of the line's bytes before `,"hash":`,
+//! closed with `}`: exactly the record's JSON without `hash`). With a
 //! signer, after each invocation's end record and every [`CHECKPOINT_EVERY`]
 //! records, a `checkpoint` record states `count` (records before it) and
 //! `head` (the last record's hash), signed with Ed25519. Without a signer the
@@ -15,14 +16,17 @@
 //! way ([`AuditSink::settle`]): the caller does not wait for the signature,
 //! and the checkpoint still comes right after the end record — the next
 //! record writes an owed checkpoint first, and dropping the sink writes it.
+//!
+//! The format, byte for byte, is `docs/AUDIT-FORMAT.md`.
 
 use super::{AuditError, AuditSink, Event, Record};
 use crate::keys::KeyPair;
 use sha2::{Digest, Sha256};
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// A checkpoint at least this often, besides one after each invocation.
 pub const CHECKPOINT_EVERY: u64 = 256;
@@ -71,18 +75,17 @@ pub fn checkpoint_message(count: u64, head: &str) -> String {
     format!("warden-audit-checkpoint/1 {count} {head}")
 }
 
-/// The last complete chained record of a trail, reading only its tail (a
-/// trail grows for as long as it is kept; opening it must not read it all).
-fn last_record(path: &Path) -> std::io::Result<Option<Record>> {
+/// The last complete chained record of a trail of `len` bytes, reading only
+/// its tail (a trail grows for as long as it is kept; appending must not
+/// read it all).
+fn last_record(mut file: &File, len: u64) -> std::io::Result<Option<Record>> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut file = File::open(path)?;
-    let len = file.metadata()?.len();
     let mut window: u64 = 64 << 10;
     loop {
         let start = len.saturating_sub(window);
         file.seek(SeekFrom::Start(start))?;
         let mut tail = Vec::new();
-        (&mut file).take(window).read_to_end(&mut tail)?;
+        file.take(len - start).read_to_end(&mut tail)?;
         let text = String::from_utf8_lossy(&tail);
         // The first line of a window that does not start the file may be cut.
         let lines = text.lines().skip(usize::from(start > 0));
@@ -98,25 +101,48 @@ fn last_record(path: &Path) -> std::io::Result<Option<Record>> {
     }
 }
 
+/// How long an append waits for another writer's lock on the trail.
+pub const LOCK_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Appends chained records as JSON Lines; a record and the checkpoint that
 /// follows it go out in one `write` (unless checkpoints are deferred).
+///
+/// Several sinks, in one process or many, can append to one trail: each
+/// append holds an exclusive advisory lock (`flock`) on the file, and when
+/// the file's length is not what this sink last left it at, another writer
+/// has appended, so the chain continues from the trail's last record. One
+/// chain results, whoever writes.
 pub struct FileSink {
     path: PathBuf,
+    file: File,
     state: Mutex<Chain>,
     signer: Option<Arc<KeyPair>>,
     defer: bool,
 }
 
 struct Chain {
-    file: File,
     /// The next record's `seq`.
     seq: u64,
     /// The last record's hash.
     head: String,
     since_checkpoint: u64,
+    /// The file's length after this sink's last write (or read of its tail);
+    /// `None` when unknown (a write failed part-way).
+    len: Option<u64>,
     /// The end record whose checkpoint is owed (deferred); nothing else is
     /// chained until it is written.
     owed: Option<Record>,
+}
+
+/// The trail's lock, released when dropped.
+struct Held<'a>(&'a File);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        // Closing the file would release it too; an error here leaves
+        // nothing to undo.
+        let _ = self.0.unlock();
+    }
 }
 
 impl FileSink {
@@ -124,35 +150,33 @@ impl FileSink {
     /// continues its chain from the last complete record.
     pub fn open(path: impl AsRef<Path>) -> Result<FileSink, AuditError> {
         let path = path.as_ref().to_owned();
-        let io = |source| AuditError::Io {
-            path: path.clone(),
-            source,
-        };
         let mut opts = OpenOptions::new();
         opts.append(true).create(true).read(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let file = opts.open(&path).map_err(io)?;
-        let last = last_record(&path).map_err(io)?;
-        let (seq, head) = match last {
-            Some(r) => (
-                r.seq.unwrap_or(0) + 1,
-                r.hash.unwrap_or_else(|| GENESIS.into()),
-            ),
-            None => (0, GENESIS.to_owned()),
-        };
-        Ok(FileSink {
+        let file = opts.open(&path).map_err(|source| AuditError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let sink = FileSink {
             path,
+            file,
             state: Mutex::new(Chain {
-                file,
-                seq,
-                head,
+                seq: 0,
+                head: GENESIS.to_owned(),
                 since_checkpoint: 0,
+                len: None,
                 owed: None,
             }),
             signer: None,
             defer: false,
-        })
+        };
+        {
+            let mut chain = sink.lock();
+            let _held = sink.hold()?;
+            sink.catch_up(&mut chain)?;
+        }
+        Ok(sink)
     }
 
     /// Signs checkpoints with `signer`'s Ed25519 key.
@@ -164,7 +188,8 @@ impl FileSink {
     /// Defers the checkpoint after an invocation's end until [`settle`]
     /// (or the next record, or dropping the sink), for callers that can
     /// sign once the result is on its way. Without a signer this changes
-    /// nothing.
+    /// nothing. (Another writer's records may then come between the end
+    /// record and its checkpoint; the checkpoint covers them too.)
     ///
     /// [`settle`]: AuditSink::settle
     pub fn defer_checkpoints(mut self) -> FileSink {
@@ -180,23 +205,95 @@ impl FileSink {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn io(&self, source: std::io::Error) -> AuditError {
+        AuditError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Takes the trail's exclusive lock, waiting up to [`LOCK_PATIENCE`]
+    /// for another writer to finish its append.
+    fn hold(&self) -> Result<Held<'_>, AuditError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(50);
+        loop {
+            match self.file.try_lock() {
+                Ok(()) => return Ok(Held(&self.file)),
+                Err(TryLockError::WouldBlock) if started.elapsed() < LOCK_PATIENCE => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(10));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(AuditError::Locked {
+                        path: self.path.clone(),
+                        waited: LOCK_PATIENCE,
+                    });
+                }
+                Err(TryLockError::Error(source)) => return Err(self.io(source)),
+            }
+        }
+    }
+
+    /// With the lock held: when the trail is not as this sink left it,
+    /// continues the chain from its last record.
+    fn catch_up(&self, chain: &mut Chain) -> Result<u64, AuditError> {
+        let len = self.file.metadata().map_err(|e| self.io(e))?.len();
+        if chain.len != Some(len) {
+            let last = last_record(&self.file, len).map_err(|e| self.io(e))?;
+            (chain.seq, chain.head) = match last {
+                Some(r) => (
+                    r.seq.unwrap_or(0) + 1,
+                    r.hash.unwrap_or_else(|| GENESIS.into()),
+                ),
+                None => (0, GENESIS.to_owned()),
+            };
+            chain.len = Some(len);
+        }
+        Ok(len)
+    }
+
+    /// Under the trail's lock: catches up with other writers, chains what
+    /// `build` adds to a buffer, and writes it in one `write`. On failure
+    /// nothing is chained: the next record links to the last written one.
+    fn write_locked(
+        &self,
+        chain: &mut Chain,
+        build: impl FnOnce(&mut Chain, &mut Vec<u8>) -> Result<(), AuditError>,
+    ) -> Result<(), AuditError> {
+        let _held = self.hold()?;
+        let len = self.catch_up(chain)?;
+        let saved = (chain.seq, chain.head.clone(), chain.since_checkpoint);
+        let mut out = Vec::with_capacity(1024);
+        let written = build(chain, &mut out).and_then(|()| {
+            (&self.file).write_all(&out).map_err(|e| {
+                // Part of it may be on disk: read the tail next time.
+                chain.len = None;
+                self.io(e)
+            })
+        });
+        match written {
+            Ok(()) => {
+                chain.len = Some(len + out.len() as u64);
+                Ok(())
+            }
+            Err(e) => {
+                (chain.seq, chain.head, chain.since_checkpoint) = saved;
+                Err(e)
+            }
+        }
+    }
+
     /// Writes the owed checkpoint, if any.
     fn pay(&self, chain: &mut Chain) -> Result<(), AuditError> {
         let (Some(signer), Some(end)) = (self.signer.as_deref(), chain.owed.take()) else {
             return Ok(());
         };
-        let (seq, head, since) = (chain.seq, chain.head.clone(), chain.since_checkpoint);
-        let mut out = Vec::with_capacity(1024);
-        chain.checkpoint(&end, signer, &mut out)?;
-        if let Err(source) = chain.file.write_all(&out) {
-            (chain.seq, chain.head, chain.since_checkpoint) = (seq, head, since);
+        let paid = self.write_locked(chain, |chain, out| chain.checkpoint(&end, signer, out));
+        if paid.is_err() {
             chain.owed = Some(end);
-            return Err(AuditError::Io {
-                path: self.path.clone(),
-                source,
-            });
         }
-        Ok(())
+        paid
     }
 }
 
@@ -251,31 +348,33 @@ impl Chain {
 impl AuditSink for FileSink {
     fn append(&self, record: &Record) -> Result<(), AuditError> {
         let mut chain = self.lock();
-        // An owed checkpoint comes first.
-        self.pay(&mut chain)?;
-        let (seq, head, since) = (chain.seq, chain.head.clone(), chain.since_checkpoint);
-        let mut out = Vec::with_capacity(1024);
-        chain.push(record, &mut out)?;
         let end = record.event == Event::InvocationEnd;
         // An unsigned checkpoint would prove nothing a reader cannot
         // recompute: without a signer the trail is the hash chain alone.
-        let owe = self.signer.is_some() && end && self.defer;
-        if let Some(signer) = self.signer.as_deref()
-            && !owe
-            && (end || chain.since_checkpoint >= CHECKPOINT_EVERY)
-        {
-            chain.checkpoint(record, signer, &mut out)?;
-        }
-        if let Err(source) = chain.file.write_all(&out) {
-            // Nothing was chained: the next record links to the last written one.
-            (chain.seq, chain.head, chain.since_checkpoint) = (seq, head, since);
-            return Err(AuditError::Io {
-                path: self.path.clone(),
-                source,
-            });
-        }
-        if owe {
-            chain.owed = Some(record.clone());
+        let signer = self.signer.as_deref();
+        let owe = signer.is_some() && end && self.defer;
+        let owed = chain.owed.take();
+        let written = self.write_locked(&mut chain, |chain, out| {
+            // An owed checkpoint comes first.
+            if let (Some(signer), Some(owed)) = (signer, &owed) {
+                chain.checkpoint(owed, signer, out)?;
+            }
+            chain.push(record, out)?;
+            if let Some(signer) = signer
+                && !owe
+                && (end || chain.since_checkpoint >= CHECKPOINT_EVERY)
+            {
+                chain.checkpoint(record, signer, out)?;
+            }
+            Ok(())
+        });
+        match written {
+            Ok(()) if owe => chain.owed = Some(record.clone()),
+            Ok(()) => {}
+            Err(e) => {
+                chain.owed = owed;
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -385,6 +484,47 @@ mod tests {
         sink.append(&event("log", 1)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(events(&text).len(), 3);
+    }
+
+    #[test]
+    fn sinks_sharing_a_trail_keep_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let key = KeyPair::from_seed(&[5; 32]);
+        // Opened before any of them writes: each must see the others' records.
+        let sinks: Vec<_> = (0..4)
+            .map(|_| {
+                Arc::new(
+                    FileSink::open(&path)
+                        .unwrap()
+                        .with_signer(Arc::new(KeyPair::from_seed(&[5; 32]))),
+                )
+            })
+            .collect();
+        let threads: Vec<_> = sinks
+            .iter()
+            .enumerate()
+            .map(|(t, sink)| {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let n = t as u64 * 100 + i;
+                        sink.append(&event("invocation.start", n)).unwrap();
+                        sink.append(&event("log", n)).unwrap();
+                        sink.append(&event("invocation.end", n)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(sinks);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let verifier = crate::Verifier::from_jwks(&key.jwks()).unwrap();
+        let report = crate::audit::verify::verify_text(&text, Some(&verifier));
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!((report.records, report.checkpoints), (400, 100));
     }
 
     #[test]

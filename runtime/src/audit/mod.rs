@@ -58,7 +58,12 @@ pub enum Event {
 }
 
 /// One audit record. Optional fields are omitted when they do not apply.
+///
+/// Serialized, its fields come in declaration order ([`FIELDS`]); a trail
+/// line is exactly that serialization (see `docs/AUDIT-FORMAT.md`), and a
+/// field Warden does not write is refused, not ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Record {
     pub v: u32,
     /// Position in a chained trail, from 0.
@@ -135,6 +140,39 @@ pub struct Record {
     pub hash: Option<String>,
 }
 
+/// The fields of a [`Record`], in the order a trail line holds them.
+pub const FIELDS: [&str; 29] = [
+    "v",
+    "seq",
+    "prev",
+    "ts",
+    "event",
+    "invocation",
+    "task",
+    "tool",
+    "identity",
+    "capability",
+    "action",
+    "resource",
+    "decision",
+    "rule",
+    "reason",
+    "policies",
+    "address",
+    "status",
+    "bytes_out",
+    "bytes_in",
+    "duration_us",
+    "outcome",
+    "level",
+    "message",
+    "count",
+    "head",
+    "signature",
+    "key",
+    "hash",
+];
+
 /// Where records go.
 pub trait AuditSink: Send + Sync {
     /// Appends one record; it must be durable in the sink's sense (for a file:
@@ -153,6 +191,15 @@ pub enum AuditError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error(
+        "cannot write the audit trail {}: another writer has held its lock for {}s (a stopped warden process? `fuser` names the holder)",
+        path.display(),
+        waited.as_secs()
+    )]
+    Locked {
+        path: PathBuf,
+        waited: std::time::Duration,
     },
     #[error("audit sink failed: {0}")]
     Sink(String),
@@ -341,5 +388,62 @@ impl Auditor {
                 self.sink.append(&clean)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_lists_every_field_in_serialization_order() {
+        let mut r = Auditor::discard().record(Event::Decision);
+        r.seq = Some(0);
+        r.prev = Some(String::new());
+        for f in [
+            &mut r.capability,
+            &mut r.action,
+            &mut r.resource,
+            &mut r.decision,
+            &mut r.rule,
+            &mut r.reason,
+            &mut r.address,
+            &mut r.outcome,
+            &mut r.level,
+            &mut r.message,
+            &mut r.head,
+            &mut r.signature,
+            &mut r.key,
+            &mut r.hash,
+        ] {
+            *f = Some(String::new());
+        }
+        r.policies = Some(vec![]);
+        r.status = Some(0);
+        for f in [
+            &mut r.bytes_out,
+            &mut r.bytes_in,
+            &mut r.duration_us,
+            &mut r.count,
+        ] {
+            *f = Some(0);
+        }
+        let json = serde_json::to_string(&r).unwrap();
+        let mut at = 0;
+        for f in FIELDS {
+            let key = format!("\"{f}\":");
+            let found = json[at..].find(&key).map(|i| i + at);
+            assert!(found.is_some(), "{f} missing or out of order in {json}");
+            at = found.unwrap_or_default() + key.len();
+        }
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json).unwrap();
+        assert_eq!(map.len(), FIELDS.len());
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused() {
+        let line = r#"{"v":1,"ts":"t","event":"log","invocation":"i","task":"t","tool":"x","identity":"sha256:0","approved_by":"me"}"#;
+        let e = serde_json::from_str::<Record>(line).unwrap_err();
+        assert!(e.to_string().contains("unknown field `approved_by`"), "{e}");
     }
 }

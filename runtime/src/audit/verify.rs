@@ -1,8 +1,16 @@
 //! Verifying a chained trail: the first bad record, or how far it is intact.
+//!
+//! What is checked, line by line, is what `docs/AUDIT-FORMAT.md` specifies:
+//! each line is exactly the bytes Warden's serializer writes for a known
+//! record (no unknown field, no other whitespace, order or escaping), its
+//! `hash` is the SHA-256 of those bytes up to `,"hash":`, it follows the line
+//! before it, and each checkpoint states the records before it and carries a
+//! signature by one of the known keys.
 
 use super::file::{GENESIS, checkpoint_message, record_hash};
-use super::{Event, Record};
+use super::{Event, FIELDS, RECORD_VERSION, Record};
 use crate::keys::Verifier;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -19,6 +27,9 @@ pub struct Report {
     pub uncovered: u64,
     /// Invocations with a start record and no end.
     pub unfinished: Vec<String>,
+    /// Checkpoints signed by a key the verifier was not given (the first
+    /// line of each such key): their signatures could not be checked.
+    pub unknown_keys: Vec<UnknownKey>,
     /// The first bad record.
     pub tampered: Option<Tamper>,
 }
@@ -31,11 +42,47 @@ pub struct Tamper {
     pub reason: String,
 }
 
+/// A checkpoint signed by a key that is not one of the known keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKey {
+    /// 1-based line of its first checkpoint.
+    pub line: u64,
+    /// The key id the checkpoint names.
+    pub kid: String,
+}
+
+/// What a report comes to, worst first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// A record was altered, removed, inserted or reordered.
+    Tampered,
+    /// The chain holds, but a checkpoint is signed by a key the verifier
+    /// does not know.
+    UnknownKey,
+    /// Intact up to its last checkpoint, with records after it or an
+    /// invocation without an end.
+    Incomplete,
+    /// Intact and complete.
+    Complete,
+}
+
 impl Report {
-    /// Intact and complete: every record chained and covered by a checkpoint,
-    /// every invocation ended.
+    /// Intact and complete: every record chained and covered by a checkpoint
+    /// signed by a known key, every invocation ended.
     pub fn is_complete(&self) -> bool {
-        self.tampered.is_none() && self.uncovered == 0 && self.unfinished.is_empty()
+        self.status() == Status::Complete
+    }
+
+    pub fn status(&self) -> Status {
+        if self.tampered.is_some() {
+            Status::Tampered
+        } else if !self.unknown_keys.is_empty() {
+            Status::UnknownKey
+        } else if self.uncovered > 0 || !self.unfinished.is_empty() {
+            Status::Incomplete
+        } else {
+            Status::Complete
+        }
     }
 }
 
@@ -48,83 +95,100 @@ pub fn rehash(record: &Record) -> String {
 /// verify against them; without, unsigned and signed checkpoints are only
 /// checked for consistency.
 pub fn verify(path: &Path, keys: Option<&Verifier>) -> std::io::Result<Report> {
-    let text = std::fs::read_to_string(path)?;
-    Ok(verify_text(&text, keys))
+    let bytes = std::fs::read(path)?;
+    Ok(verify_bytes(&bytes, keys))
 }
 
 pub fn verify_text(text: &str, keys: Option<&Verifier>) -> Report {
+    verify_bytes(text.as_bytes(), keys)
+}
+
+/// The suffix of every line: `,"hash":"` 64 hex digits `"}`.
+const HASH_TAIL: usize = r#","hash":""}"#.len() + 64;
+
+/// Checks one line's form and hash; the record it holds and its hash.
+fn check_line(raw: &[u8]) -> Result<(Record, String), String> {
+    let text = std::str::from_utf8(raw)
+        .map_err(|_| "not UTF-8 text (the record was edited)".to_owned())?;
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+        .map_err(|_| "not a complete audit record (edited or truncated)".to_owned())?;
+    if let Some(field) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown field {field:?}: Warden writes no such field (the record was edited)"
+        ));
+    }
+    let record: Record = serde_json::from_str(text).map_err(|e| {
+        let e = e.to_string();
+        let e = e.split(" at line ").next().unwrap_or_default();
+        format!("not a Warden audit record: {e} (the record was edited)")
+    })?;
+    if record.v != RECORD_VERSION {
+        return Err(format!(
+            "record version {} is not one this verifier knows (expected {RECORD_VERSION})",
+            record.v
+        ));
+    }
+    let canonical = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+    if canonical != raw {
+        let column = canonical
+            .iter()
+            .zip(raw)
+            .position(|(a, b)| a != b)
+            .unwrap_or(canonical.len().min(raw.len()))
+            + 1;
+        return Err(format!(
+            "not in the exact form Warden writes (whitespace, field order or escaping differs at column {column}): the record was edited"
+        ));
+    }
+    // Canonical and with a `hash`: the line ends with `,"hash":"<hex>"}`.
+    let hex =
+        |h: &String| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let Some(stated) = record.hash.clone().filter(hex) else {
+        return Err("has no hash (the record was edited)".into());
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(&raw[..raw.len() - HASH_TAIL]);
+    hasher.update(b"}");
+    let hash = hex::encode(hasher.finalize());
+    if hash != stated {
+        return Err("its contents do not match its hash (the record was edited)".into());
+    }
+    Ok((record, hash))
+}
+
+/// Verifies a trail's bytes (see [`verify`]).
+pub fn verify_bytes(bytes: &[u8], keys: Option<&Verifier>) -> Report {
     let mut report = Report::default();
     let mut head = GENESIS.to_owned();
     let mut open: BTreeSet<String> = BTreeSet::new();
     let mut since_checkpoint = 0;
-    let bad = |line: u64, reason: String, report: &mut Report| {
-        report.tampered = Some(Tamper { line, reason });
+    let ends_cleanly = bytes.is_empty() || bytes.ends_with(b"\n");
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let lines: Vec<&[u8]> = if bytes.is_empty() {
+        Vec::new()
+    } else {
+        body.split(|&b| b == b'\n').collect()
     };
-    let ends_cleanly = text.is_empty() || text.ends_with('\n');
-    let lines: Vec<&str> = text.lines().collect();
     for (i, raw) in lines.iter().enumerate() {
         let line = i as u64 + 1;
         let is_last = i + 1 == lines.len();
-        let record: Record = match serde_json::from_str(raw) {
-            Ok(r) if !is_last || ends_cleanly => r,
-            _ => {
-                bad(
-                    line,
-                    "not a complete audit record (edited or truncated)".into(),
-                    &mut report,
-                );
+        let checked = if is_last && !ends_cleanly {
+            Err("not a complete audit record (edited or truncated)".to_owned())
+        } else {
+            check_line(raw)
+        };
+        let (record, hash) = match checked {
+            Ok(r) => r,
+            Err(reason) => {
+                report.tampered = Some(Tamper { line, reason });
                 break;
             }
         };
-        if record.seq != Some(i as u64) {
-            let found = record.seq.map_or("none".into(), |s| s.to_string());
-            bad(
-                line,
-                format!(
-                    "expected record #{i}, found #{found} (a record was removed, inserted or reordered)"
-                ),
-                &mut report,
-            );
-            break;
-        }
-        if record.prev.as_deref() != Some(head.as_str()) {
-            bad(line, "does not follow the record before it (a record was removed, inserted or reordered)".into(), &mut report);
-            break;
-        }
-        let hash = record_hash(&record);
-        if record.hash.as_deref() != Some(hash.as_str()) {
-            bad(
-                line,
-                "its contents do not match its hash (the record was edited)".into(),
-                &mut report,
-            );
+        if let Err(reason) = follows(&record, i as u64, &head, keys, line, &mut report) {
+            report.tampered = Some(Tamper { line, reason });
             break;
         }
         if record.event == Event::Checkpoint {
-            if record.count != Some(i as u64) || record.head.as_deref() != Some(head.as_str()) {
-                bad(
-                    line,
-                    "checkpoint does not state the records before it".into(),
-                    &mut report,
-                );
-                break;
-            }
-            if let Some(keys) = keys {
-                let signed = match (&record.key, &record.signature) {
-                    (Some(kid), Some(sig)) => {
-                        keys.verify_raw(kid, checkpoint_message(i as u64, &head).as_bytes(), sig)
-                    }
-                    _ => false,
-                };
-                if !signed {
-                    bad(
-                        line,
-                        "checkpoint signature does not verify with the audit key".into(),
-                        &mut report,
-                    );
-                    break;
-                }
-            }
             report.checkpoints += 1;
             report.last_checkpoint = Some(line);
             since_checkpoint = 0;
@@ -146,4 +210,182 @@ pub fn verify_text(text: &str, keys: Option<&Verifier>) -> Report {
     report.uncovered = since_checkpoint;
     report.unfinished = open.into_iter().collect();
     report
+}
+
+/// Checks that a well-formed record is record `seq` after `head`, and, for
+/// a checkpoint, what it states and its signature.
+fn follows(
+    record: &Record,
+    seq: u64,
+    head: &str,
+    keys: Option<&Verifier>,
+    line: u64,
+    report: &mut Report,
+) -> Result<(), String> {
+    if record.seq != Some(seq) {
+        let found = record.seq.map_or("none".into(), |s| s.to_string());
+        return Err(format!(
+            "expected record #{seq}, found #{found} (a record was removed, inserted or reordered)"
+        ));
+    }
+    if record.prev.as_deref() != Some(head) {
+        return Err(
+            "does not follow the record before it (a record was removed, inserted or reordered)"
+                .into(),
+        );
+    }
+    if record.event != Event::Checkpoint {
+        return Ok(());
+    }
+    if record.count != Some(seq) || record.head.as_deref() != Some(head) {
+        return Err("checkpoint does not state the records before it".into());
+    }
+    let Some(keys) = keys else {
+        return Ok(());
+    };
+    let (Some(kid), Some(sig)) = (&record.key, &record.signature) else {
+        return Err("checkpoint is not signed (no key or signature)".into());
+    };
+    if !keys.knows(kid) {
+        if !report.unknown_keys.iter().any(|k| &k.kid == kid) {
+            report.unknown_keys.push(UnknownKey {
+                line,
+                kid: kid.clone(),
+            });
+        }
+        return Ok(());
+    }
+    if !keys.verify_raw(kid, checkpoint_message(seq, head).as_bytes(), sig) {
+        return Err(format!(
+            "checkpoint signature does not verify with key {kid}, which it names"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KeyPair;
+    use crate::audit::{AuditSink, FileSink};
+    use std::sync::Arc;
+
+    /// A signed trail of two invocations (start, end, checkpoint each).
+    fn trail(seed: u8) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let sink = FileSink::open(&path)
+            .unwrap()
+            .with_signer(Arc::new(KeyPair::from_seed(&[seed; 32])));
+        for i in 0..2 {
+            for event in ["invocation.start", "invocation.end"] {
+                let r: Record = serde_json::from_str(&format!(
+                    r#"{{"v":1,"ts":"t","event":"{event}","invocation":"i{i}","task":"t","tool":"x","identity":"sha256:0","resource":"a/b \"c\" é"}}"#
+                ))
+                .unwrap();
+                sink.append(&r).unwrap();
+            }
+        }
+        drop(sink);
+        std::fs::read_to_string(&path).unwrap()
+    }
+
+    fn keys(seed: u8) -> Verifier {
+        Verifier::from_jwks(&KeyPair::from_seed(&[seed; 32]).jwks()).unwrap()
+    }
+
+    fn tamper(text: &str) -> Tamper {
+        verify_text(text, Some(&keys(3)))
+            .tampered
+            .expect("tampered")
+    }
+
+    #[test]
+    fn an_intact_trail_is_complete() {
+        let r = verify_text(&trail(3), Some(&keys(3)));
+        assert_eq!(r.status(), Status::Complete, "{r:?}");
+        assert_eq!((r.records, r.checkpoints), (6, 2));
+    }
+
+    #[test]
+    fn an_added_field_is_refused_even_when_the_hash_is_kept() {
+        let text = trail(3).replacen(
+            r#","tool":"x""#,
+            r#","tool":"x","approved_by":"security""#,
+            2,
+        );
+        let t = tamper(&text);
+        assert_eq!(t.line, 1);
+        assert_eq!(
+            t.reason,
+            r#"unknown field "approved_by": Warden writes no such field (the record was edited)"#
+        );
+    }
+
+    #[test]
+    fn whitespace_order_and_escaping_changes_are_refused() {
+        let text = trail(3);
+        let lines: Vec<&str> = text.lines().collect();
+        let second = lines[1];
+        for (what, edited) in [
+            ("space", second.replacen(r#""v":1,"#, r#""v": 1,"#, 1)),
+            (
+                "order",
+                second.replacen(r#""task":"t","tool":"x""#, r#""tool":"x","task":"t""#, 1),
+            ),
+            ("escape", second.replacen("é", "\\u00e9", 1)),
+            (
+                "null",
+                second.replacen(r#","task""#, r#","capability":null,"task""#, 1),
+            ),
+            ("carriage return", format!("{second}\r")),
+        ] {
+            let mut all = lines.clone();
+            all[1] = &edited;
+            let joined: String = all.iter().map(|l| format!("{l}\n")).collect();
+            let t = tamper(&joined);
+            assert_eq!(t.line, 2, "{what}: {t:?}");
+            assert!(
+                t.reason.starts_with("not in the exact form Warden writes"),
+                "{what}: {t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_duplicate_field_and_a_bad_type_are_refused() {
+        let text = trail(3);
+        let t = tamper(&text.replacen(r#","tool":"x""#, r#","tool":"x","tool":"y""#, 1));
+        assert_eq!(t.line, 1);
+        assert!(t.reason.contains("duplicate field `tool`"), "{t:?}");
+        let t = tamper(&text.replacen(r#""seq":0"#, r#""seq":"0""#, 1));
+        assert!(
+            t.reason
+                .starts_with("not a Warden audit record: invalid type"),
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn a_foreign_key_is_named_not_reported_as_tampering() {
+        let r = verify_text(&trail(3), Some(&keys(4)));
+        assert!(r.tampered.is_none(), "{r:?}");
+        assert_eq!(r.status(), Status::UnknownKey);
+        let kid = KeyPair::from_seed(&[3; 32]).kid().to_owned();
+        assert_eq!(r.unknown_keys, [UnknownKey { line: 3, kid }]);
+        // No keys at all: the same.
+        let r = verify_text(&trail(3), Some(&Verifier::default()));
+        assert_eq!(r.status(), Status::UnknownKey);
+        // A forged signature under a known key id is still tampering.
+        let text = trail(3);
+        let sig = text
+            .lines()
+            .nth(2)
+            .and_then(|l| serde_json::from_str::<Record>(l).ok())
+            .and_then(|r| r.signature)
+            .unwrap();
+        let forged = KeyPair::from_seed(&[4; 32]).sign_raw(b"x");
+        let t = tamper(&text.replacen(&sig, &forged, 1));
+        assert_eq!(t.line, 3);
+    }
 }

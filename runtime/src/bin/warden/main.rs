@@ -112,13 +112,22 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain and signed checkpoints; report the first bad
-    /// record. Exit 0 intact, 1 altered, 3 incomplete (truncated at the end,
-    /// or the writer stopped mid-invocation).
+    /// Check each line's exact form, the hash chain and the signed
+    /// checkpoints; report the first bad record.
+    ///
+    /// The format is docs/AUDIT-FORMAT.md. Checkpoints are checked against
+    /// this instance's audit key (read if it exists; verify never creates
+    /// one) or the keys of --jwks.
+    ///
+    /// Exit status: 0 intact and complete; 1 altered (the first bad line is
+    /// named); 2 the trail or --jwks cannot be read; 3 intact up to its last
+    /// checkpoint but incomplete (truncated there, or its writer stopped
+    /// mid-invocation); 4 a checkpoint is signed by a key that is not one of
+    /// the known keys (the key id is named; pass its JWKS with --jwks).
     Verify {
         file: PathBuf,
         /// Verify checkpoints with this public key set instead of the local
-        /// audit key (see `warden audit jwks`).
+        /// audit key (see `warden audit jwks` on the instance that wrote it).
         #[arg(long, value_name = "FILE")]
         jwks: Option<PathBuf>,
     },
@@ -315,9 +324,12 @@ fn load_issuer() -> anyhow::Result<Issuer> {
 /// The key that signs audit checkpoints, `audit-ed25519.key` in the state
 /// directory (kept apart from the identity key).
 pub(crate) fn audit_key() -> anyhow::Result<warden::KeyPair> {
-    Ok(warden::KeyPair::load_or_create(
-        &warden_state()?.join("audit-ed25519.key"),
-    )?)
+    Ok(warden::KeyPair::load_or_create(&audit_key_path()?)?)
+}
+
+/// Where the audit key is kept (it may not exist yet).
+pub(crate) fn audit_key_path() -> anyhow::Result<PathBuf> {
+    Ok(warden_state()?.join("audit-ed25519.key"))
 }
 
 fn warden_state() -> anyhow::Result<PathBuf> {

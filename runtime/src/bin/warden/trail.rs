@@ -3,11 +3,18 @@
 use crate::Failure;
 use std::path::Path;
 use warden::Verifier;
-use warden::audit::verify::verify;
+use warden::audit::verify::{Status, verify};
 use warden::audit::{Event, Record};
+use warden::redact::escape_control;
 
-/// One readable line for a record.
+/// One readable line for a record, its control characters escaped: paths,
+/// URLs, reasons and messages are chosen by tools (and a trail file by
+/// whoever wrote it) and must not rewrite or forge a terminal's lines.
 pub fn summarize(r: &Record) -> String {
+    escape_control(&describe(r)).into_owned()
+}
+
+fn describe(r: &Record) -> String {
     let event = match r.event {
         Event::InvocationStart => "start",
         Event::Decision => "decision",
@@ -60,31 +67,61 @@ pub fn summarize(r: &Record) -> String {
     s
 }
 
-/// Exit status: 0 intact and complete; 1 altered (the first bad line is
-/// reported); 3 intact up to its last checkpoint but incomplete (truncated
-/// there, or its writer stopped mid-invocation); 2 unreadable.
+/// Exit status (also in `warden audit verify --help` and
+/// docs/AUDIT-FORMAT.md): 0 intact and complete; 1 altered (the first bad
+/// line is reported); 2 unreadable (the trail or `--jwks`); 3 intact up to
+/// its last checkpoint but incomplete (truncated there, or its writer
+/// stopped mid-invocation); 4 a checkpoint is signed by a key that is not
+/// one of the known keys (the chain holds, the signature cannot be checked).
+///
+/// Without `--jwks` the known key is this instance's audit key, read from
+/// the state directory if it exists: verifying never creates a key.
 pub fn verify_cmd(file: &Path, jwks: Option<&Path>) -> Result<u8, Failure> {
-    let keys = match jwks {
+    let (keys, known) = match jwks {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| crate::usage(anyhow::anyhow!("cannot read {}: {e}", p.display())))?;
-            let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| crate::usage(e.into()))?;
-            Verifier::from_jwks(&json).map_err(|e| crate::usage(e.into()))?
+            let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                crate::usage(anyhow::anyhow!("{}: not a JWKS (JSON): {e}", p.display()))
+            })?;
+            let keys = Verifier::from_jwks(&json)
+                .map_err(|e| crate::usage(anyhow::anyhow!("{}: {e}", p.display())))?;
+            let kids: Vec<&str> = keys.kids().collect();
+            let known = format!("the keys in {} ({})", p.display(), kids.join(", "));
+            (keys, known)
         }
-        None => {
-            let key = crate::audit_key().map_err(crate::usage)?;
-            Verifier::from_jwks(&key.jwks()).map_err(|e| crate::usage(e.into()))?
-        }
+        None => match crate::audit_key_path() {
+            Err(e) => (Verifier::default(), format!("none: {e:#}")),
+            Ok(path) => match warden::KeyPair::load(&path).map_err(|e| crate::usage(e.into()))? {
+                Some(key) => {
+                    let keys =
+                        Verifier::from_jwks(&key.jwks()).map_err(|e| crate::usage(e.into()))?;
+                    let known = format!(
+                        "this instance's audit key {} ({})",
+                        key.kid(),
+                        path.display()
+                    );
+                    (keys, known)
+                }
+                None => (
+                    Verifier::default(),
+                    format!(
+                        "none: this instance has no audit key ({} does not exist)",
+                        path.display()
+                    ),
+                ),
+            },
+        },
     };
     let report = verify(file, Some(&keys))
         .map_err(|e| crate::usage(anyhow::anyhow!("cannot read {}: {e}", file.display())))?;
+    let status = report.status();
     if let Some(t) = &report.tampered {
         println!("{}: intact up to line {}", file.display(), t.line - 1);
         eprintln!("error: {}:{}: {}", file.display(), t.line, t.reason);
         return Ok(1);
     }
-    if report.is_complete() {
+    if status == Status::Complete {
         println!(
             "{}: ok, {} records, {} signed checkpoints, every invocation ended",
             file.display(),
@@ -93,12 +130,29 @@ pub fn verify_cmd(file: &Path, jwks: Option<&Path>) -> Result<u8, Failure> {
         );
         return Ok(0);
     }
-    match report.last_checkpoint {
-        Some(l) => println!(
-            "{}: intact and signed up to its last checkpoint (line {l})",
-            file.display()
-        ),
-        None => println!("{}: chain intact, but no checkpoint yet", file.display()),
+    if status == Status::UnknownKey {
+        println!(
+            "{}: chain intact ({} records), but its checkpoints' signatures cannot be checked",
+            file.display(),
+            report.records
+        );
+        for k in &report.unknown_keys {
+            eprintln!(
+                "error: {}:{}: checkpoint signed by key {}, which is not one of the known keys; pass its JWKS with --jwks",
+                file.display(),
+                k.line,
+                k.kid
+            );
+        }
+        eprintln!("known keys: {known}");
+    } else {
+        match report.last_checkpoint {
+            Some(l) => println!(
+                "{}: intact and signed up to its last checkpoint (line {l})",
+                file.display()
+            ),
+            None => println!("{}: chain intact, but no checkpoint yet", file.display()),
+        }
     }
     if report.uncovered > 0 {
         println!(
@@ -107,9 +161,12 @@ pub fn verify_cmd(file: &Path, jwks: Option<&Path>) -> Result<u8, Failure> {
         );
     }
     for inv in &report.unfinished {
-        println!("warning: invocation {inv} has no end record (unfinished)");
+        println!(
+            "warning: invocation {} has no end record (unfinished)",
+            escape_control(inv)
+        );
     }
-    Ok(3)
+    Ok(if status == Status::UnknownKey { 4 } else { 3 })
 }
 
 /// Prints a readable, filtered view of a trail.
@@ -132,7 +189,7 @@ pub fn show_cmd(
             && decision.is_none_or(|d| r.decision.as_deref() == Some(d))
             && invocation.is_none_or(|v| &*r.invocation == v);
         if keep {
-            println!("{:>6}  {}  {}", i + 1, r.ts, summarize(&r));
+            println!("{:>6}  {}  {}", i + 1, escape_control(&r.ts), summarize(&r));
         }
     }
     Ok(0)

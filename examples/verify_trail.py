@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Verify a Warden audit trail without Warden, from docs/AUDIT-FORMAT.md alone.
+
+    python3 examples/verify_trail.py TRAIL --jwks JWKS
+
+JWKS is the public key set of the instance that wrote the trail
+(`warden audit jwks` there). Needs Python 3.8+ and the `cryptography`
+package (for Ed25519); everything else is the standard library.
+
+Exit status, as `warden audit verify`:
+  0  intact and complete
+  1  altered: the first bad line is named
+  2  the trail or the JWKS cannot be read
+  3  intact up to its last checkpoint, but incomplete
+  4  a checkpoint is signed by a key that is not in the JWKS
+"""
+
+import argparse
+import base64
+import hashlib
+import json
+import re
+import sys
+
+try:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+except ImportError:  # pragma: no cover - reported, not raised
+    sys.exit("error: verify_trail.py needs the `cryptography` package (pip install cryptography)")
+
+GENESIS = "0" * 64
+
+# Every field of a record, in the order a line holds them (docs/AUDIT-FORMAT.md).
+FIELDS = [
+    ("v", "int"),
+    ("seq", "int"),
+    ("prev", "str"),
+    ("ts", "str"),
+    ("event", "str"),
+    ("invocation", "str"),
+    ("task", "str"),
+    ("tool", "str"),
+    ("identity", "str"),
+    ("capability", "str"),
+    ("action", "str"),
+    ("resource", "str"),
+    ("decision", "str"),
+    ("rule", "str"),
+    ("reason", "str"),
+    ("policies", "strs"),
+    ("address", "str"),
+    ("status", "u16"),
+    ("bytes_out", "int"),
+    ("bytes_in", "int"),
+    ("duration_us", "int"),
+    ("outcome", "str"),
+    ("level", "str"),
+    ("message", "str"),
+    ("count", "int"),
+    ("head", "str"),
+    ("signature", "str"),
+    ("key", "str"),
+    ("hash", "str"),
+]
+ORDER = {name: i for i, (name, _) in enumerate(FIELDS)}
+KIND = dict(FIELDS)
+REQUIRED = ["v", "ts", "event", "invocation", "task", "tool", "identity"]
+EVENTS = {
+    "invocation.start",
+    "decision",
+    "log",
+    "secret.issued",
+    "secret.expired",
+    "egress",
+    "approval.requested",
+    "outcome",
+    "deploy",
+    "checkpoint",
+    "invocation.end",
+}
+HASH_TAIL = re.compile(rb',"hash":"([0-9a-f]{64})"\}\Z')
+B64URL = re.compile(r"\A[A-Za-z0-9_-]*\Z")
+
+
+class Tampered(Exception):
+    pass
+
+
+def b64url(text):
+    """Decodes unpadded base64url strictly (what Warden writes, nothing else)."""
+    if not isinstance(text, str) or not B64URL.match(text) or len(text) % 4 == 1:
+        raise ValueError("not unpadded base64url")
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != text:
+        raise ValueError("not canonical base64url")
+    return raw
+
+
+def load_jwks(path):
+    with open(path, encoding="utf-8") as f:
+        jwks = json.load(f)
+    keys = {}
+    for k in jwks.get("keys", []):
+        if k.get("kty") != "OKP" or k.get("crv") != "Ed25519":
+            continue
+        x = b64url(k["x"])
+        if len(x) != 32:
+            raise ValueError("x is not 32 bytes")
+        keys[k.get("kid", "")] = Ed25519PublicKey.from_public_bytes(x)
+    return keys
+
+
+def no_duplicates(pairs):
+    seen = {}
+    for name, value in pairs:
+        if name in seen:
+            raise Tampered(f"not a Warden audit record: duplicate field `{name}` (the record was edited)")
+        seen[name] = value
+    return seen
+
+
+def typed(name, value):
+    kind = KIND[name]
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "strs":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return False
+    return value <= (0xFFFF if kind == "u16" else 2**64 - 1)
+
+
+def check_line(raw):
+    """The record on one line and its hash, or Tampered with the reason."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Tampered("not UTF-8 text (the record was edited)")
+    try:
+        record = json.loads(text, object_pairs_hook=no_duplicates)
+    except ValueError:
+        raise Tampered("not a complete audit record (edited or truncated)")
+    if not isinstance(record, dict):
+        raise Tampered("not a complete audit record (edited or truncated)")
+    for name in record:
+        if name not in ORDER:
+            raise Tampered(f"unknown field {json.dumps(name)}: Warden writes no such field (the record was edited)")
+    for name in REQUIRED:
+        if name not in record:
+            raise Tampered(f"not a Warden audit record: missing field `{name}` (the record was edited)")
+    for name, value in record.items():
+        if not typed(name, value):
+            raise Tampered(f"not a Warden audit record: field `{name}` has the wrong type (the record was edited)")
+    if record["event"] not in EVENTS:
+        raise Tampered(f"not a Warden audit record: unknown event {json.dumps(record['event'])} (the record was edited)")
+    if record["v"] != 1:
+        raise Tampered(f"record version {record['v']} is not one this verifier knows (expected 1)")
+    # What Warden writes for this record: its fields in FIELDS order, no
+    # whitespace, JSON's short escapes, other control characters as \u00xx
+    # (lower-case hex), everything else as UTF-8.
+    ordered = {name: record[name] for name in sorted(record, key=ORDER.get)}
+    try:
+        canonical = json.dumps(ordered, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        canonical = b""
+    if canonical != raw:
+        column = next((i for i, (a, b) in enumerate(zip(canonical, raw)) if a != b), min(len(canonical), len(raw))) + 1
+        raise Tampered(
+            f"not in the exact form Warden writes (whitespace, field order or escaping differs at column {column}): the record was edited"
+        )
+    tail = HASH_TAIL.search(raw)
+    if tail is None:
+        raise Tampered("has no hash (the record was edited)")
+    digest = hashlib.sha256(raw[: tail.start()] + b"}").hexdigest()
+    if digest != tail.group(1).decode():
+        raise Tampered("its contents do not match its hash (the record was edited)")
+    return record, digest
+
+
+def verify(data, keys):
+    report = {
+        "records": 0,
+        "checkpoints": 0,
+        "last_checkpoint": None,
+        "uncovered": 0,
+        "unfinished": [],
+        "unknown_keys": [],
+        "tampered": None,
+    }
+    head = GENESIS
+    open_invocations = {}
+    since = 0
+    ends_cleanly = data == b"" or data.endswith(b"\n")
+    lines = [] if data == b"" else (data[:-1] if ends_cleanly else data).split(b"\n")
+    for i, raw in enumerate(lines):
+        line = i + 1
+        try:
+            if i + 1 == len(lines) and not ends_cleanly:
+                raise Tampered("not a complete audit record (edited or truncated)")
+            record, digest = check_line(raw)
+            if record.get("seq") != i:
+                found = record.get("seq", "none")
+                raise Tampered(f"expected record #{i}, found #{found} (a record was removed, inserted or reordered)")
+            if record.get("prev") != head:
+                raise Tampered("does not follow the record before it (a record was removed, inserted or reordered)")
+            if record["event"] == "checkpoint":
+                if record.get("count") != i or record.get("head") != head:
+                    raise Tampered("checkpoint does not state the records before it")
+                kid, sig = record.get("key"), record.get("signature")
+                if kid is None or sig is None:
+                    raise Tampered("checkpoint is not signed (no key or signature)")
+                if kid not in keys:
+                    if all(k["kid"] != kid for k in report["unknown_keys"]):
+                        report["unknown_keys"].append({"line": line, "kid": kid})
+                else:
+                    message = f"warden-audit-checkpoint/1 {i} {head}".encode()
+                    try:
+                        signature = b64url(sig)
+                        if len(signature) != 64:
+                            raise ValueError("not 64 bytes")
+                        keys[kid].verify(signature, message)
+                    except (ValueError, InvalidSignature):
+                        raise Tampered(f"checkpoint signature does not verify with key {kid}, which it names")
+        except Tampered as t:
+            report["tampered"] = {"line": line, "reason": str(t)}
+            break
+        if record["event"] == "checkpoint":
+            report["checkpoints"] += 1
+            report["last_checkpoint"] = line
+            since = 0
+        else:
+            since += 1
+        if record["event"] == "invocation.start":
+            open_invocations[record["invocation"]] = True
+        elif record["event"] == "invocation.end":
+            open_invocations.pop(record["invocation"], None)
+        head = digest
+        report["records"] += 1
+    report["uncovered"] = since
+    report["unfinished"] = sorted(open_invocations)
+    return report
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Verify a Warden audit trail (docs/AUDIT-FORMAT.md).")
+    parser.add_argument("trail")
+    parser.add_argument("--jwks", required=True, help="the public key set of the instance that wrote the trail")
+    args = parser.parse_args()
+    try:
+        with open(args.trail, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        print(f"error: cannot read {args.trail}: {e}", file=sys.stderr)
+        return 2
+    try:
+        keys = load_jwks(args.jwks)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"error: {args.jwks}: not a usable JWKS: {e}", file=sys.stderr)
+        return 2
+    report = verify(data, keys)
+    name = args.trail
+    t = report["tampered"]
+    if t is not None:
+        print(f"{name}: intact up to line {t['line'] - 1}")
+        print(f"error: {name}:{t['line']}: {t['reason']}", file=sys.stderr)
+        return 1
+    if report["unknown_keys"]:
+        print(f"{name}: chain intact ({report['records']} records), but its checkpoints' signatures cannot be checked")
+        for k in report["unknown_keys"]:
+            print(
+                f"error: {name}:{k['line']}: checkpoint signed by key {k['kid']}, which is not one of the known keys; pass its JWKS with --jwks",
+                file=sys.stderr,
+            )
+        return 4
+    if report["uncovered"] == 0 and not report["unfinished"]:
+        print(f"{name}: ok, {report['records']} records, {report['checkpoints']} signed checkpoints, every invocation ended")
+        return 0
+    if report["last_checkpoint"] is None:
+        print(f"{name}: chain intact, but no checkpoint yet")
+    else:
+        print(f"{name}: intact and signed up to its last checkpoint (line {report['last_checkpoint']})")
+    if report["uncovered"]:
+        print(f"warning: {report['uncovered']} records after the last checkpoint are not covered by a signature")
+    for inv in report["unfinished"]:
+        print(f"warning: invocation {inv!r} has no end record (unfinished)")
+    return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
