@@ -310,7 +310,9 @@ impl FsView<'_> {
         // resolved; a call that got here otherwise is a host bug, which
         // traps.
         if target.resolved.len() != target.paths.len() {
-            return Err(wasmtime::Error::msg("fs: an unresolved path passed the gate"));
+            return Err(wasmtime::Error::msg(
+                "fs: an unresolved path passed the gate",
+            ));
         }
         match op(&target.handle.dir, &target.resolved, limit) {
             Ok(v) => {
