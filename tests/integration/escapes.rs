@@ -115,14 +115,11 @@ async fn symlinks_leading_out_are_denied_by_the_sandbox() {
             "{op}"
         );
         let d = world.decisions(&inv);
-        // The policy allowed the call; the sandbox denied it, and both are on record.
-        assert_eq!(d.len(), 2, "{op}: {d:?}");
+        // The path is resolved before the call is decided: the sandbox's
+        // refusal is the call's one decision.
+        assert_eq!(d.len(), 1, "{op}: {d:?}");
         assert_eq!(
             (d[0].decision.as_deref(), d[0].rule.as_deref()),
-            (Some("allow"), Some("fs.rights"))
-        );
-        assert_eq!(
-            (d[1].decision.as_deref(), d[1].rule.as_deref()),
             (Some("deny"), Some("fs.sandbox"))
         );
     }
@@ -205,4 +202,118 @@ async fn a_subdirectory_grant_cannot_reach_its_parent() {
         .await
         .unwrap();
     assert!(run.output.unwrap().contains("beta"));
+}
+
+#[tokio::test]
+async fn control_characters_in_a_path_are_refused_by_the_path_check() {
+    let world = World::new();
+    for (path, code_point) in [
+        ("a.txt\nApprove: yes", "U+000A"),
+        ("a.txt\r", "U+000D"),
+        ("sub/\u{1b}[2Jb.txt", "U+001B"),
+        ("x\u{85}y", "U+0085"),
+    ] {
+        for op in ["read", "write", "create-dir", "remove-file"] {
+            let (r, inv) = world
+                .probe(ALL, json!({"op": op, "path": path, "contents": "x"}))
+                .await;
+            let want = format!(
+                "path contains the control character {code_point} (expected printable characters only)"
+            );
+            assert_eq!(code(&r), Some("invalid-path"), "{op} {path:?}: {r}");
+            assert_eq!(message(&r), want, "{op} {path:?}");
+            let d = world.decisions(&inv);
+            assert_eq!(d.len(), 1, "{op} {path:?}: {d:?}");
+            assert_eq!(
+                (d[0].decision.as_deref(), d[0].rule.as_deref()),
+                (Some("deny"), Some("fs.path"))
+            );
+            assert_eq!(d[0].reason.as_deref(), Some(want.as_str()));
+        }
+    }
+    // Either side of a rename.
+    let (r, _) = world
+        .probe(
+            ALL,
+            json!({"op": "rename", "path": "a.txt", "to": "b\n.txt"}),
+        )
+        .await;
+    assert_eq!(code(&r), Some("invalid-path"), "{r}");
+    let names: Vec<_> = std::fs::read_dir(&world.workspace)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.chars().any(char::is_control)),
+        "{names:?}"
+    );
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A named pipe (or any non-regular file) is refused where a regular file is
+/// meant, at once: opening one would block past the invocation's deadline
+/// and stall the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_pipe_is_refused_promptly() {
+    let world = std::sync::Arc::new(World::new());
+    mkfifo(&world.workspace.join("pipe"));
+    std::fs::create_dir(world.workspace.join("dir")).unwrap();
+    mkfifo(&world.workspace.join("dir/pipe"));
+    std::os::unix::fs::symlink("dir/pipe", world.workspace.join("pipe-link")).unwrap();
+    for (op, path, resolved) in [
+        ("read", "pipe", "pipe"),
+        ("write", "pipe", "pipe"),
+        ("append", "pipe", "pipe"),
+        ("truncate", "pipe", "pipe"),
+        ("read", "dir/pipe", "dir/pipe"),
+        ("write", "pipe-link", "dir/pipe"),
+    ] {
+        let w = world.clone();
+        let started = std::time::Instant::now();
+        let call = tokio::spawn(async move {
+            w.probe(
+                ALL,
+                json!({"op": op, "path": path, "contents": "x", "size": 0}),
+            )
+            .await
+        });
+        // Today's failure is a hang: bound it so the test fails instead.
+        let (r, inv) = tokio::time::timeout(std::time::Duration::from_secs(10), call)
+            .await
+            .unwrap_or_else(|_| panic!("{op} {path} blocked"))
+            .unwrap();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{op} {path}: took {:?}",
+            started.elapsed()
+        );
+        let want =
+            format!("'{resolved}' is a named pipe, not a regular file ({op} needs a regular file)");
+        assert_eq!(code(&r), Some("denied"), "{op} {path}: {r}");
+        assert_eq!(message(&r), want, "{op} {path}");
+        let d = world.decisions(&inv);
+        assert_eq!(d.len(), 1, "{op} {path}: {d:?}");
+        assert_eq!(
+            (d[0].decision.as_deref(), d[0].rule.as_deref()),
+            (Some("deny"), Some("fs.kind"))
+        );
+        assert_eq!(d[0].reason.as_deref(), Some(want.as_str()));
+    }
+    // What does not open it still works.
+    let (r, _) = world
+        .probe(ALL, json!({"op": "stat", "path": "pipe"}))
+        .await;
+    assert_eq!(code(&r), None, "{r}");
+    let (r, _) = world
+        .probe(ALL, json!({"op": "remove-file", "path": "pipe"}))
+        .await;
+    assert_eq!(code(&r), None, "{r}");
+    assert!(!world.workspace.join("pipe").exists());
 }

@@ -394,3 +394,222 @@ fn warden_check_reports_malformed_policies() {
         "{stdout}"
     );
 }
+
+/// A workspace whose `.github/` (anywhere in it) a Cedar policy protects
+/// from writes and deletes outright, and the fs-probe tool with every right.
+struct Guarded {
+    _dir: tempfile::TempDir,
+    workspace: PathBuf,
+    audit: Arc<MemorySink>,
+    runtime: Runtime,
+}
+
+const PROTECT: &str = "writes and deletes under .github/ are not allowed (policy protect-github)";
+
+fn guarded() -> Guarded {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let ws = root.join("workspace");
+    std::fs::create_dir_all(ws.join(".github/workflows")).unwrap();
+    std::fs::write(ws.join(".github/workflows/ci.yml"), "on: push").unwrap();
+    std::fs::create_dir_all(ws.join("proj/.github")).unwrap();
+    std::fs::write(ws.join("proj/.github/ci.yml"), "on: push").unwrap();
+    std::fs::create_dir_all(ws.join("proj/src")).unwrap();
+    std::fs::write(ws.join("proj/src/lib.rs"), "fn f() {}").unwrap();
+    std::fs::create_dir_all(ws.join("plain/deep")).unwrap();
+    std::fs::write(ws.join("plain/deep/x.txt"), "x").unwrap();
+    std::fs::write(
+        root.join("protect.cedar"),
+        r#"@id("protect-github")
+@reason("writes and deletes under .github/ are not allowed")
+forbid (
+  principal,
+  action in [Warden::Action::"fs::write", Warden::Action::"fs::delete"],
+  resource
+)
+when {
+  resource.path == ".github" || resource.path like ".github/*" ||
+  resource.path like "*/.github" || resource.path like "*/.github/*"
+};
+"#,
+    )
+    .unwrap();
+    let text = format!(
+        r#"
+policies = ["protect.cedar"]
+
+[tools.probe]
+component = "{probe}"
+[[tools.probe.fs]]
+handle = "workspace"
+within = "{ws}"
+rights = ["read", "write", "delete"]
+"#,
+        probe = crate::FS_PROBE,
+        ws = ws.display(),
+    );
+    let path = root.join("manifest.toml");
+    std::fs::write(&path, text).unwrap();
+    let audit = MemorySink::new();
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(audit.clone())
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    Guarded {
+        _dir: dir,
+        workspace: ws,
+        audit,
+        runtime,
+    }
+}
+
+impl Guarded {
+    /// Runs fs-probe with every right; its report and its decision records.
+    async fn probe(&self, op: Value) -> (Value, Vec<Record>) {
+        let grant = Grant::new("t").fs(
+            "workspace",
+            &self.workspace,
+            Rights::READ | Rights::WRITE | Rights::DELETE,
+        );
+        let inv = self
+            .runtime
+            .invoke("probe", &grant, &op.to_string())
+            .await
+            .unwrap_or_else(|e| panic!("probe {op}: {e}"));
+        let out = serde_json::from_str(&inv.output.unwrap()).unwrap();
+        let decisions = self
+            .audit
+            .invocation(&inv.id)
+            .into_iter()
+            .filter(|r| r.event == Event::Decision)
+            .collect();
+        (out, decisions)
+    }
+}
+
+/// Issue #11, 14: a rule about a path holds for whatever affects it — a
+/// recursive delete or a rename of an ancestor is decided on every path
+/// beneath it.
+#[tokio::test]
+async fn removing_or_renaming_an_ancestor_of_a_protected_path_is_denied() {
+    let g = guarded();
+    for op in [
+        json!({"op": "remove-dir", "path": "proj", "recursive": true}),
+        json!({"op": "rename", "path": "proj", "to": "moved"}),
+        // The protected directory itself, and a move onto a protected name.
+        json!({"op": "rename", "path": ".github", "to": "gh"}),
+        json!({"op": "rename", "path": "plain", "to": "proj/.github/plain"}),
+    ] {
+        let (out, d) = g.probe(op.clone()).await;
+        assert_eq!(out["error"]["code"], "denied", "{op}: {out}");
+        assert_eq!(out["error"]["message"], PROTECT, "{op}");
+        assert_eq!(d.len(), 1, "{op}: {d:?}");
+        assert_eq!(
+            (d[0].decision.as_deref(), d[0].rule.as_deref()),
+            (Some("deny"), Some("policy")),
+            "{op}"
+        );
+        assert_eq!(d[0].policies, Some(vec!["protect-github".to_owned()]));
+    }
+    assert_eq!(
+        std::fs::read_to_string(g.workspace.join("proj/.github/ci.yml")).unwrap(),
+        "on: push"
+    );
+    assert!(g.workspace.join(".github/workflows/ci.yml").exists());
+    assert!(!g.workspace.join("moved").exists());
+
+    // A subtree with nothing protected in it is moved and removed as before.
+    let (out, d) = g
+        .probe(json!({"op": "rename", "path": "plain", "to": "moved"}))
+        .await;
+    assert_eq!(out["ok"], "renamed", "{out}");
+    assert_eq!(d[0].decision.as_deref(), Some("allow"));
+    assert!(g.workspace.join("moved/deep/x.txt").exists());
+    let (out, _) = g
+        .probe(json!({"op": "remove-dir", "path": "moved", "recursive": true}))
+        .await;
+    assert_eq!(out["ok"], "removed", "{out}");
+    assert!(!g.workspace.join("moved").exists());
+    let (out, _) = g
+        .probe(json!({"op": "remove-dir", "path": "proj/src", "recursive": true}))
+        .await;
+    assert_eq!(out["ok"], "removed", "{out}");
+}
+
+/// A subtree too large to check against the policy is refused, with the
+/// reason, rather than passed unchecked.
+#[tokio::test]
+async fn a_subtree_too_large_to_check_is_refused() {
+    let g = guarded();
+    let big = g.workspace.join("big");
+    std::fs::create_dir(&big).unwrap();
+    for i in 0..10_001 {
+        std::fs::write(big.join(i.to_string()), "").unwrap();
+    }
+    let (out, d) = g
+        .probe(json!({"op": "remove-dir", "path": "big", "recursive": true}))
+        .await;
+    let want = "'big' holds more than can be checked against the runtime policy (at most 10000 entries, within the deadline)";
+    assert_eq!(out["error"]["code"], "denied", "{out}");
+    assert_eq!(out["error"]["message"], want);
+    assert_eq!(
+        (d[0].decision.as_deref(), d[0].rule.as_deref()),
+        (Some("deny"), Some("fs.subtree"))
+    );
+    assert!(big.join("0").exists());
+}
+
+/// Issue #11, 15: the call is decided on the object it acts on. A host
+/// thread swaps a directory for a symlink to `.github` while the tool
+/// writes through it: each write is denied, or lands in the real directory
+/// — never under `.github`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_swapped_in_after_the_decision_cannot_redirect_a_write() {
+    let g = guarded();
+    let ws = g.workspace.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swaps = Arc::new(AtomicUsize::new(0));
+    let swapper = {
+        let (stop, swaps) = (stop.clone(), swaps.clone());
+        std::thread::spawn(move || {
+            let d = ws.join("d");
+            while !stop.load(Ordering::SeqCst) {
+                let _ = std::fs::remove_dir_all(&d).or_else(|_| std::fs::remove_file(&d));
+                let _ = std::fs::create_dir(&d);
+                std::thread::yield_now();
+                let _ = std::fs::remove_dir_all(&d).or_else(|_| std::fs::remove_file(&d));
+                let _ = std::os::unix::fs::symlink(".github", &d);
+                std::thread::yield_now();
+                swaps.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let (out, d) = g
+        .probe(json!({"op": "write-repeat", "path": "d/planted.yml", "contents": "pwned", "size": 3000}))
+        .await;
+    stop.store(true, Ordering::SeqCst);
+    swapper.join().unwrap();
+    assert!(swaps.load(Ordering::SeqCst) > 10, "the race ran");
+    assert!(
+        !g.workspace.join(".github/planted.yml").exists(),
+        "a write landed under .github: {out}"
+    );
+    let tally = out["ok"].as_object().unwrap();
+    for (outcome, _) in tally {
+        assert!(
+            ["written", "denied", "not-found", "not-a-directory", "io"].contains(&outcome.as_str()),
+            "{out}"
+        );
+    }
+    // Each denial is the policy's or the sandbox's (a symlink swapped in
+    // between the decision and the open), never a write.
+    assert!(tally.contains_key("denied"), "the symlink was seen: {out}");
+    for r in d.iter().filter(|r| r.decision.as_deref() == Some("deny")) {
+        assert!(
+            matches!(r.rule.as_deref(), Some("policy" | "fs.resolve")),
+            "{r:?}"
+        );
+    }
+}

@@ -98,6 +98,19 @@ fn run(i: &Input) -> Result<serde_json::Value, fs::Error> {
         "remove-dir" if i.recursive => Value::from(h.remove_dir_all(p).map(|()| "removed")?),
         "remove-dir" => Value::from(h.remove_dir(p).map(|()| "removed")?),
         "rename" => Value::from(h.rename(p, &i.to).map(|()| "renamed")?),
+        // `size` writes of `contents` to `path`, each answer tallied by
+        // outcome ("written" or the error code): for racing the host.
+        "write-repeat" => {
+            let mut tally = std::collections::BTreeMap::<String, u64>::new();
+            for _ in 0..i.size {
+                let key = match h.write(p, &i.contents) {
+                    Ok(()) => "written".to_owned(),
+                    Err(e) => code_name(e.code).to_owned(),
+                };
+                *tally.entry(key).or_default() += 1;
+            }
+            json!(tally)
+        }
         other => panic!("fs-probe: unknown op {other}"),
     })
 }

@@ -4,6 +4,7 @@
 
 use super::check::{self, FsRequest};
 use super::path::{self, CheckedPath, PathError};
+use super::resolve::{self, Resolved};
 use super::{FsView, GrantedHandle, OpenDir};
 use crate::bindings::warden::tool::fs::{
     self as wit, DirEntry, EntryKind, ErrorCode, HandleInfo, Host, HostDir, Metadata,
@@ -77,11 +78,44 @@ fn kind_of(ft: cap_std::fs::FileType) -> EntryKind {
     }
 }
 
-/// What an fs operation needs, sealed into its host call: the handle and
-/// the call's checked paths.
+/// What an fs operation needs, sealed into its host call: the handle, the
+/// call's checked paths, and the objects they resolved to (what was
+/// decided on, and what the operation acts on).
 struct Target<'p> {
     handle: Arc<GrantedHandle>,
     paths: Vec<Result<CheckedPath<'p>, PathError>>,
+    resolved: Vec<Resolved>,
+}
+
+/// One fs call as the host impl describes it to [`FsView::run`].
+struct Call<'a> {
+    action: &'static str,
+    paths: Vec<&'a str>,
+    needs: Rights,
+    /// Bytes the call carries.
+    bytes: usize,
+    /// Canonical arguments beyond the paths (e.g. a content digest), for
+    /// approvals.
+    args: String,
+    /// The call changes every path beneath a directory it names (a
+    /// recursive remove, a rename).
+    subtree: bool,
+}
+
+impl Call<'_> {
+    /// Whether the call's final symlink is followed (reading, writing,
+    /// listing) or is itself the object (stat, remove, rename).
+    fn follows_last(&self) -> bool {
+        matches!(
+            self.action,
+            "read" | "list" | "write" | "append" | "truncate" | "create-dir"
+        )
+    }
+
+    /// Whether the call opens its object as a regular file.
+    fn needs_regular(&self) -> bool {
+        matches!(self.action, "read" | "write" | "append" | "truncate")
+    }
 }
 
 impl FsView<'_> {
@@ -89,37 +123,87 @@ impl FsView<'_> {
         Ok(self.table.get(dir)?.handle.clone())
     }
 
-    /// Runs one operation through the gate.
+    /// Resolves each path of an allowed call to the object it names, and
+    /// decides on what was found: a path that cannot be resolved, or that
+    /// names something other than a regular file where one is meant, is
+    /// refused here, before the runtime policy is asked. Also returns the
+    /// paths the runtime policy is asked about: each resolved path, and
+    /// with a policy loaded, every path beneath a directory the call
+    /// changes as a whole (both sides of a rename).
+    fn resolve_all(
+        &self,
+        handle: &GrantedHandle,
+        call: &Call<'_>,
+        checked: &[Result<CheckedPath<'_>, PathError>],
+    ) -> Result<(Vec<Resolved>, Vec<String>), (Decision, io::Error)> {
+        let refused = |e: io::Error| match resolve::Refusal::of(&e) {
+            Some(r) => (Decision::deny(r.rule, r.reason.clone()), e),
+            None => (
+                Decision::deny("fs.resolve", format!("cannot resolve the path: {e}")),
+                e,
+            ),
+        };
+        let mut resolved = Vec::new();
+        for p in checked.iter().flatten() {
+            let r = resolve::resolve(
+                &handle.dir,
+                p.as_str(),
+                call.follows_last(),
+                call.action == "create-dir",
+            )
+            .map_err(refused)?;
+            if call.needs_regular()
+                && let Some(what) = r.kind.and_then(resolve::special)
+            {
+                return Err(refused(resolve::not_regular(&r.path, what, call.action)));
+            }
+            resolved.push(r);
+        }
+        let mut asked: Vec<String> = resolved.iter().map(|r| r.path.clone()).collect();
+        if call.subtree
+            && self.gate.has_policy()
+            && let Some(from) = resolved.first()
+            && from.kind.is_some_and(|k| k.is_dir())
+        {
+            let below = from
+                .open_dir(&handle.dir)
+                .and_then(|d| resolve::subtree(d, &from.path, self.gate.deadline()))
+                .map_err(refused)?;
+            // A rename moves each of them to the same place under its new
+            // name: both sides change.
+            let to = resolved.get(1).map(|r| r.path.as_str());
+            for p in below {
+                if let Some(to) = to {
+                    let rest = p.strip_prefix(&from.path).unwrap_or(&p);
+                    asked.push(format!("{to}{rest}"));
+                }
+                asked.push(p);
+            }
+        }
+        Ok((resolved, asked))
+    }
+
+    /// Runs one operation through the gate: the call is decided on the
+    /// objects its paths resolve to, and the operation acts on those same
+    /// objects (the directories the resolution opened), never on the path
+    /// strings again.
     async fn run<T>(
         &mut self,
         dir: Resource<OpenDir>,
-        action: &'static str,
-        paths: &[&str],
-        needs: Rights,
-        bytes: usize,
-        op: impl FnOnce(&Dir, &[CheckedPath<'_>], usize) -> io::Result<T>,
+        call: Call<'_>,
+        op: impl FnOnce(&Dir, &[Resolved], usize) -> io::Result<T>,
     ) -> FsResult<T> {
-        self.run_args(dir, action, paths, needs, bytes, String::new(), op)
-            .await
-    }
-
-    /// Runs one operation through the gate; `args` are its canonical
-    /// arguments beyond the paths (e.g. a content digest), for approvals.
-    #[allow(clippy::too_many_arguments)]
-    async fn run_args<T>(
-        &mut self,
-        dir: Resource<OpenDir>,
-        action: &'static str,
-        paths: &[&str],
-        needs: Rights,
-        bytes: usize,
-        args: String,
-        op: impl FnOnce(&Dir, &[CheckedPath<'_>], usize) -> io::Result<T>,
-    ) -> FsResult<T> {
+        let Call {
+            action,
+            needs,
+            bytes,
+            ..
+        } = call;
+        let paths = call.paths.as_slice();
         let handle = self.handle(&dir)?;
         let limit = self.gate.hostcall_limit();
         let checked: Vec<_> = paths.iter().map(|p| path::check(p)).collect();
-        let check = check::decide(&FsRequest {
+        let mut check = check::decide(&FsRequest {
             handle: &handle.name,
             action,
             paths: &checked,
@@ -129,18 +213,36 @@ impl FsView<'_> {
             limit,
         });
         let bad_path = checked.iter().find_map(|p| p.err());
-        // Runtime policy sees each path resolved through symlinks inside
-        // the handle, so a link cannot dodge a path rule.
-        let resolved: Vec<(String, String)> = if check.allow && self.gate.has_policy() {
-            checked
+        let mut resolved = Vec::new();
+        let mut asked = Vec::new();
+        let mut resolve_error = None;
+        if check.allow {
+            match self.resolve_all(&handle, &call, &checked) {
+                Ok((r, a)) => (resolved, asked) = (r, a),
+                Err((d, e)) => {
+                    check = d;
+                    resolve_error = Some(e);
+                }
+            }
+        }
+        // Runtime policy sees each path as resolved inside the handle, so a
+        // link cannot dodge a path rule.
+        let host_paths: Vec<(String, String)> = if check.allow && self.gate.has_policy() {
+            asked
                 .iter()
-                .filter_map(|p| p.as_ref().ok())
-                .map(|p| resolved(&handle, p.as_str()))
+                .map(|p| {
+                    let host = if p == "." {
+                        handle.path.clone()
+                    } else {
+                        handle.path.join(p)
+                    };
+                    (p.clone(), host.to_string_lossy().into_owned())
+                })
                 .collect()
         } else {
             Vec::new()
         };
-        let asks = resolved
+        let asks = host_paths
             .iter()
             .flat_map(|(path, host_path)| {
                 let handle = &handle;
@@ -158,6 +260,7 @@ impl FsView<'_> {
             .collect();
         let resource = format!("{}:{}", handle.name, paths.join(" -> "));
         let approval_action = format!("fs.{action}");
+        let args = &call.args;
         let summary = || {
             let mut s = format!(
                 "{action} {} on handle '{}'",
@@ -179,7 +282,7 @@ impl FsView<'_> {
                 required: !handle.approval.intersection(needs).is_empty(),
                 action: &approval_action,
                 resource: &resource,
-                args: &args,
+                args,
                 summary: &summary,
                 can_wait: true,
             },
@@ -187,29 +290,31 @@ impl FsView<'_> {
             sealed: Target {
                 handle: handle.clone(),
                 paths: checked,
+                resolved,
             },
         };
         let pass = match self.gate.pass(call).await? {
             Ok(pass) => pass,
             Err(d) => {
-                let code = match (d.rule, bad_path) {
-                    ("fs.size", _) => ErrorCode::TooLarge,
-                    ("fs.path", Some(e)) if !e.is_escape() => ErrorCode::InvalidPath,
+                let code = match (d.rule, bad_path, &resolve_error) {
+                    ("fs.size", _, _) => ErrorCode::TooLarge,
+                    ("fs.path", Some(e), _) if !e.is_escape() => ErrorCode::InvalidPath,
+                    ("fs.resolve", _, Some(e)) => io_error(e).code,
                     _ => ErrorCode::Denied,
                 };
                 return Ok(Err(error(code, d.reason)));
             }
         };
         let target = pass.sealed();
-        // The gate passes a call only when every path passed the check; a
-        // call that got here otherwise is a host bug, which traps.
-        let paths: Vec<CheckedPath<'_>> = target
-            .paths
-            .iter()
-            .map(|p| p.ok())
-            .collect::<Option<_>>()
-            .ok_or_else(|| wasmtime::Error::msg("fs: an unchecked path passed the gate"))?;
-        match op(&target.handle.dir, &paths, limit) {
+        // The gate passes a call only when every path passed the check and
+        // resolved; a call that got here otherwise is a host bug, which
+        // traps.
+        if target.resolved.len() != target.paths.len() {
+            return Err(wasmtime::Error::msg(
+                "fs: an unresolved path passed the gate",
+            ));
+        }
+        match op(&target.handle.dir, &target.resolved, limit) {
             Ok(v) => {
                 let remember = |t: &Target<'_>, h: &mut TaskHistory| {
                     if needs.has(Right::Write) {
@@ -222,11 +327,14 @@ impl FsView<'_> {
                 self.gate.done(pass, remember)?;
                 Ok(Ok(v))
             }
-            Err(e) if is_escape(&e) => {
-                let d = Decision::deny(
-                    "fs.sandbox",
-                    "path leads outside the handle (through a symlink)".into(),
-                );
+            Err(e) if is_escape(&e) || resolve::Refusal::of(&e).is_some() => {
+                let d = match resolve::Refusal::of(&e) {
+                    Some(r) => Decision::deny(r.rule, r.reason.clone()),
+                    None => Decision::deny(
+                        "fs.sandbox",
+                        "path leads outside the handle (through a symlink)".into(),
+                    ),
+                };
                 self.gate.refused(pass, &d)?;
                 Ok(Err(error(ErrorCode::Denied, d.reason)))
             }
@@ -239,39 +347,22 @@ impl FsView<'_> {
     }
 }
 
-/// `path` inside the handle with symlinks resolved (the parent's, when
-/// `path` does not exist yet), and the host path it names; the path itself
-/// when it cannot be resolved, which the sandbox then refuses anyway.
-fn resolved(handle: &GrantedHandle, path: &str) -> (String, String) {
-    let path = resolve(&handle.dir, path);
-    let host_path = if path == "." {
-        handle.path.clone()
-    } else {
-        handle.path.join(&path)
-    };
-    let host_path = host_path.to_string_lossy().into_owned();
-    (path, host_path)
+fn digest(contents: &[u8]) -> String {
+    format!(
+        "sha256 {}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(contents))
+    )
 }
 
-/// `path` inside `dir` with symlinks resolved (the parent's, when `path`
-/// does not exist yet); the path itself when it cannot be resolved, which
-/// the sandbox then refuses anyway.
-fn resolve(dir: &Dir, path: &str) -> String {
-    let relative = |p: std::path::PathBuf| {
-        let s = p.to_string_lossy().into_owned();
-        if s.is_empty() { ".".to_owned() } else { s }
-    };
-    if path == "." {
-        return path.to_owned();
-    }
-    if let Ok(p) = dir.canonicalize(path) {
-        return relative(p);
-    }
-    let (parent, name) = path.rsplit_once('/').unwrap_or((".", path));
-    match dir.canonicalize(parent).map(relative) {
-        Ok(p) if p == "." => name.to_owned(),
-        Ok(p) => format!("{p}/{name}"),
-        Err(_) => path.to_owned(),
+/// A call on one path with no arguments beyond it.
+fn simple<'a>(action: &'static str, paths: Vec<&'a str>, needs: Rights) -> Call<'a> {
+    Call {
+        action,
+        paths,
+        needs,
+        bytes: 0,
+        args: String::new(),
+        subtree: false,
     }
 }
 
@@ -316,8 +407,9 @@ impl HostDir for FsView<'_> {
     }
 
     async fn read(&mut self, dir: Resource<OpenDir>, path: String) -> FsResult<Vec<u8>> {
-        self.run(dir, "read", &[&path], Rights::READ, 0, |d, p, limit| {
-            let mut file = d.open(p[0].as_str())?;
+        let call = simple("read", vec![&path], Rights::READ);
+        self.run(dir, call, |root, r, limit| {
+            let mut file = r[0].open_file(root, OpenOptions::new().read(true))?;
             if file.metadata()?.len() > limit as u64 {
                 return Err(too_large(limit));
             }
@@ -332,10 +424,11 @@ impl HostDir for FsView<'_> {
     }
 
     async fn list(&mut self, dir: Resource<OpenDir>, path: String) -> FsResult<Vec<DirEntry>> {
-        self.run(dir, "list", &[&path], Rights::READ, 0, |d, p, limit| {
+        let call = simple("list", vec![&path], Rights::READ);
+        self.run(dir, call, |root, r, limit| {
             let mut entries = Vec::new();
             let mut bytes = 0;
-            for e in d.read_dir(p[0].as_str())? {
+            for e in r[0].open_dir(root)?.entries()? {
                 let e = e?;
                 let name = e.file_name().to_string_lossy().into_owned();
                 bytes += name.len() + 8;
@@ -354,11 +447,11 @@ impl HostDir for FsView<'_> {
     }
 
     async fn stat(&mut self, dir: Resource<OpenDir>, path: String) -> FsResult<Metadata> {
-        self.run(dir, "stat", &[&path], Rights::READ, 0, |d, p, _| {
-            let m = if p[0].is_root() {
-                d.dir_metadata()?
-            } else {
-                d.symlink_metadata(p[0].as_str())?
+        let call = simple("stat", vec![&path], Rights::READ);
+        self.run(dir, call, |root, r, _| {
+            let m = match r[0].name() {
+                None => root.dir_metadata()?,
+                Some(name) => r[0].dir(root).symlink_metadata(name)?,
             };
             let modified = m
                 .modified()
@@ -380,18 +473,18 @@ impl HostDir for FsView<'_> {
         path: String,
         contents: Vec<u8>,
     ) -> FsResult<()> {
-        self.run_args(
-            dir,
-            "write",
-            &[&path],
-            Rights::WRITE,
-            contents.len(),
-            format!(
-                "sha256 {}",
-                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&contents))
-            ),
-            |d, p, _| d.write(p[0].as_str(), &contents),
-        )
+        let call = Call {
+            bytes: contents.len(),
+            args: digest(&contents),
+            ..simple("write", vec![&path], Rights::WRITE)
+        };
+        self.run(dir, call, |root, r, _| {
+            let mut f = r[0].open_file(
+                root,
+                OpenOptions::new().write(true).create(true).truncate(true),
+            )?;
+            std::io::Write::write_all(&mut f, &contents)
+        })
         .await
     }
 
@@ -401,57 +494,54 @@ impl HostDir for FsView<'_> {
         path: String,
         contents: Vec<u8>,
     ) -> FsResult<()> {
-        self.run_args(
-            dir,
-            "append",
-            &[&path],
-            Rights::WRITE,
-            contents.len(),
-            format!(
-                "sha256 {}",
-                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&contents))
-            ),
-            |d, p, _| {
-                let mut f =
-                    d.open_with(p[0].as_str(), OpenOptions::new().append(true).create(true))?;
-                std::io::Write::write_all(&mut f, &contents)
-            },
-        )
+        let call = Call {
+            bytes: contents.len(),
+            args: digest(&contents),
+            ..simple("append", vec![&path], Rights::WRITE)
+        };
+        self.run(dir, call, |root, r, _| {
+            let mut f = r[0].open_file(root, OpenOptions::new().append(true).create(true))?;
+            std::io::Write::write_all(&mut f, &contents)
+        })
         .await
     }
 
     async fn create_dir(&mut self, dir: Resource<OpenDir>, path: String) -> FsResult<()> {
-        self.run(dir, "create-dir", &[&path], Rights::WRITE, 0, |d, p, _| {
-            d.create_dir_all(p[0].as_str())
+        let call = simple("create-dir", vec![&path], Rights::WRITE);
+        self.run(dir, call, |root, r, _| {
+            // Each missing component is made and then opened (no symlink
+            // followed) in the directory made before it.
+            let mut cur: Option<Dir> = None;
+            for name in &r[0].names {
+                let parent = cur.as_ref().unwrap_or(r[0].dir(root));
+                match parent.create_dir(name) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                    _ => {}
+                }
+                cur = Some(resolve::open_dir_nofollow(parent, name)?);
+            }
+            Ok(())
         })
         .await
     }
 
     async fn truncate(&mut self, dir: Resource<OpenDir>, path: String, size: u64) -> FsResult<()> {
-        let bytes = usize::try_from(size).unwrap_or(usize::MAX);
-        self.run(
-            dir,
-            "truncate",
-            &[&path],
-            Rights::WRITE,
-            bytes,
-            |d, p, _| {
-                d.open_with(p[0].as_str(), OpenOptions::new().write(true))?
-                    .set_len(size)
-            },
-        )
+        let call = Call {
+            bytes: usize::try_from(size).unwrap_or(usize::MAX),
+            ..simple("truncate", vec![&path], Rights::WRITE)
+        };
+        self.run(dir, call, |root, r, _| {
+            r[0].open_file(root, OpenOptions::new().write(true))?
+                .set_len(size)
+        })
         .await
     }
 
     async fn remove_file(&mut self, dir: Resource<OpenDir>, path: String) -> FsResult<()> {
-        self.run(
-            dir,
-            "remove-file",
-            &[&path],
-            Rights::DELETE,
-            0,
-            |d, p, _| d.remove_file(p[0].as_str()),
-        )
+        let call = simple("remove-file", vec![&path], Rights::DELETE);
+        self.run(dir, call, |root, r, _| {
+            r[0].dir(root).remove_file(r[0].name().unwrap_or("."))
+        })
         .await
     }
 
@@ -461,25 +551,34 @@ impl HostDir for FsView<'_> {
         path: String,
         recursive: bool,
     ) -> FsResult<()> {
-        self.run(dir, "remove-dir", &[&path], Rights::DELETE, 0, |d, p, _| {
+        let call = Call {
+            subtree: recursive,
+            ..simple("remove-dir", vec![&path], Rights::DELETE)
+        };
+        self.run(dir, call, |root, r, _| {
+            let (parent, name) = (r[0].dir(root), r[0].name().unwrap_or("."));
             if recursive {
-                d.remove_dir_all(p[0].as_str())
+                parent.remove_dir_all(name)
             } else {
-                d.remove_dir(p[0].as_str())
+                parent.remove_dir(name)
             }
         })
         .await
     }
 
     async fn rename(&mut self, dir: Resource<OpenDir>, from: String, to: String) -> FsResult<()> {
-        self.run(
-            dir,
-            "rename",
-            &[&from, &to],
-            Rights::WRITE | Rights::DELETE,
-            0,
-            |d, p, _| d.rename(p[0].as_str(), d, p[1].as_str()),
-        )
+        let call = Call {
+            subtree: true,
+            ..simple("rename", vec![&from, &to], Rights::WRITE | Rights::DELETE)
+        };
+        self.run(dir, call, |root, r, _| {
+            let (from, to) = (&r[0], &r[1]);
+            from.dir(root).rename(
+                from.name().unwrap_or("."),
+                to.dir(root),
+                to.name().unwrap_or("."),
+            )
+        })
         .await
     }
 

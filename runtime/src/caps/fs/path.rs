@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-/// A path that passed [`check`]: relative, no `..`, no NUL, no trailing slash.
+/// A path that passed [`check`]: relative, no `..`, no NUL or other control
+/// character, no trailing slash.
 /// The only form file system operations accept.
 #[must_use]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,9 @@ impl<'a> CheckedPath<'a> {
 pub enum PathError {
     Empty,
     Nul,
+    /// A control character other than NUL (a newline would forge a line
+    /// wherever the path is shown, e.g. an approval prompt).
+    Control(char),
     Absolute,
     Parent,
     TrailingSlash,
@@ -33,15 +37,24 @@ pub enum PathError {
 }
 
 impl PathError {
-    /// Escape attempts are `denied`; an empty path is merely invalid.
+    /// Escape attempts are `denied`; an empty path or one with a control
+    /// character is merely invalid.
     pub fn is_escape(self) -> bool {
-        !matches!(self, PathError::Empty)
+        !matches!(self, PathError::Empty | PathError::Control(_))
     }
 }
 
 impl fmt::Display for PathError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let PathError::Control(c) = self {
+            return write!(
+                f,
+                "path contains the control character U+{:04X} (expected printable characters only)",
+                u32::from(*c)
+            );
+        }
         f.write_str(match self {
+            PathError::Control(_) => "path contains a control character",
             PathError::Empty => "empty path (expected a path relative to the handle, or '.')",
             PathError::Nul => "path contains a NUL byte",
             PathError::Absolute => "absolute path (expected a path relative to the handle)",
@@ -65,6 +78,9 @@ pub fn check(path: &str) -> Result<CheckedPath<'_>, PathError> {
     }
     if path.contains('\0') {
         return Err(PathError::Nul);
+    }
+    if let Some(c) = path.chars().find(|c| c.is_control()) {
+        return Err(PathError::Control(c));
     }
     if path.starts_with('/') {
         return Err(PathError::Absolute);
@@ -124,9 +140,24 @@ mod tests {
             ("a//b", PathError::EmptyComponent),
             ("a\0b", PathError::Nul),
             ("..\\..\\etc", PathError::Backslash),
+            ("a\nb", PathError::Control('\n')),
+            ("ok.txt\r\nApprove? yes", PathError::Control('\r')),
+            ("a\u{1b}[2Jb", PathError::Control('\u{1b}')),
+            ("a\u{7f}", PathError::Control('\u{7f}')),
+            ("a\u{85}b", PathError::Control('\u{85}')),
         ];
         for (p, want) in cases {
             assert_eq!(check(p), Err(want), "{p:?}");
         }
+    }
+
+    #[test]
+    fn a_control_character_is_named_in_the_refusal() {
+        let e = check("a.txt\nApprove: yes").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "path contains the control character U+000A (expected printable characters only)"
+        );
+        assert!(!e.is_escape());
     }
 }

@@ -1,0 +1,322 @@
+//! Resolving a checked path to the object it names, once, before the call is
+//! decided — so the decision is about the object the operation then acts on.
+//!
+//! The walk opens each directory component itself, relative to the handle,
+//! without following symlinks; a symlink found on the way is read and its
+//! target spliced into the walk (inside the handle only), so the resolved
+//! path it records is where the object really is. The operation then acts
+//! on the directory handle the walk opened and the object's name in it,
+//! opened without following symlinks: a symlink swapped in after the
+//! decision cannot redirect it (the open fails instead).
+
+use cap_primitives::fs::FollowSymlinks;
+use cap_std::fs::{Dir, File, FileType, FileTypeExt, OpenOptions};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::time::Instant;
+
+/// Most symlinks followed while resolving one path (as Linux's `ELOOP`).
+const MAX_LINKS: usize = 40;
+
+/// Most entries a subtree walk visits before it gives up.
+pub(crate) const MAX_SUBTREE: usize = 10_000;
+
+/// Why the sandbox refused to resolve or open a path: a decision of its own
+/// (`rule`, `reason`), carried inside an `io::Error`.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) rule: &'static str,
+    pub(crate) reason: String,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+impl Refusal {
+    pub(crate) fn of(e: &io::Error) -> Option<&Refusal> {
+        e.get_ref().and_then(|e| e.downcast_ref::<Refusal>())
+    }
+}
+
+fn refuse(rule: &'static str, reason: impl Into<String>) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        Refusal {
+            rule,
+            reason: reason.into(),
+        },
+    )
+}
+
+/// The refusal of a symlink that leads outside the handle.
+pub(crate) fn escape() -> io::Error {
+    refuse(
+        "fs.sandbox",
+        "path leads outside the handle (through a symlink)",
+    )
+}
+
+/// What a file type is, for a person; `None` for a regular file or a
+/// directory.
+pub(crate) fn special(ft: FileType) -> Option<&'static str> {
+    if ft.is_file() || ft.is_dir() {
+        None
+    } else if ft.is_fifo() {
+        Some("a named pipe")
+    } else if ft.is_socket() {
+        Some("a socket")
+    } else if ft.is_char_device() {
+        Some("a character device")
+    } else if ft.is_block_device() {
+        Some("a block device")
+    } else if ft.is_symlink() {
+        Some("a symlink")
+    } else {
+        Some("not a file or directory")
+    }
+}
+
+/// The refusal of an object that is not a regular file where one is meant.
+pub(crate) fn not_regular(path: &str, what: &str, action: &str) -> io::Error {
+    refuse(
+        "fs.kind",
+        format!("'{path}' is {what}, not a regular file ({action} needs a regular file)"),
+    )
+}
+
+/// A checked path resolved inside its handle.
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    /// The deepest existing directory the walk opened (no symlink followed);
+    /// `None` for the handle's own directory.
+    dir: Option<Dir>,
+    /// Names below that directory: the object's name; several when
+    /// resolving for creation and some components do not exist yet; none
+    /// for the handle's root.
+    pub(crate) names: Vec<String>,
+    /// The path inside the handle with symlinks resolved, as the runtime
+    /// policy sees it (`.` for the root).
+    pub(crate) path: String,
+    /// What the object is (not following a final symlink), `None` when it
+    /// does not exist.
+    pub(crate) kind: Option<FileType>,
+}
+
+impl Resolved {
+    /// The directory holding the object.
+    pub(crate) fn dir<'a>(&'a self, root: &'a Dir) -> &'a Dir {
+        self.dir.as_ref().unwrap_or(root)
+    }
+
+    /// The object's name in [`Resolved::dir`], `None` for the handle's
+    /// root. (Only resolving for creation leaves more than one name.)
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.names.last().map(String::as_str)
+    }
+
+    /// The object as a directory: opened without following symlinks.
+    pub(crate) fn open_dir(&self, root: &Dir) -> io::Result<Dir> {
+        match self.name() {
+            None => root.try_clone(),
+            Some(name) => open_dir_nofollow(self.dir(root), name),
+        }
+    }
+
+    /// Opens the object as a regular file, never following a symlink and
+    /// never blocking (a named pipe opens at once, or fails), and refuses
+    /// it unless it is a regular file.
+    pub(crate) fn open_file(&self, root: &Dir, options: &mut OpenOptions) -> io::Result<File> {
+        let Some(name) = self.name() else {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "the handle's root is a directory",
+            ));
+        };
+        options
+            ._cap_fs_ext_follow(FollowSymlinks::No)
+            ._cap_fs_ext_nonblock(true);
+        let file = self.dir(root).open_with(name, options)?;
+        let ft = file.metadata()?.file_type();
+        if ft.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!("'{}' is a directory", self.path),
+            ));
+        }
+        if let Some(what) = special(ft) {
+            return Err(not_regular(&self.path, what, "this call"));
+        }
+        Ok(file)
+    }
+}
+
+/// Opens directory `name` in `dir` without following a symlink and without
+/// blocking, and checks that it is one.
+pub(crate) fn open_dir_nofollow(dir: &Dir, name: &str) -> io::Result<Dir> {
+    let file = dir.open_with(
+        name,
+        OpenOptions::new()
+            .read(true)
+            ._cap_fs_ext_maybe_dir(true)
+            ._cap_fs_ext_follow(FollowSymlinks::No)
+            ._cap_fs_ext_nonblock(true),
+    )?;
+    if !file.metadata()?.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("'{name}' is not a directory"),
+        ));
+    }
+    Ok(Dir::from_std_file(file.into_std()))
+}
+
+fn components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
+    path.split('/').filter(|c| !c.is_empty() && *c != ".")
+}
+
+/// Resolves `path` (already checked) inside `root`. Symlinks in directory
+/// components are followed inside the handle; a final symlink only when
+/// `follow_last`. With `create`, missing components are kept as names to
+/// create; otherwise a missing directory component is an error.
+pub(crate) fn resolve(
+    root: &Dir,
+    path: &str,
+    follow_last: bool,
+    create: bool,
+) -> io::Result<Resolved> {
+    let mut todo: VecDeque<String> = components(path).map(str::to_owned).collect();
+    let mut stack: Vec<(String, Dir)> = Vec::new();
+    let mut names = Vec::new();
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            if stack.pop().is_none() {
+                return Err(escape());
+            }
+            continue;
+        }
+        let cur = stack.last().map_or(root, |(_, d)| d);
+        let last = todo.is_empty();
+        let meta = match cur.symlink_metadata(&name) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        match meta {
+            Some(m) if m.file_type().is_symlink() && (follow_last || !last) => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("too many levels of symbolic links in '{path}'"),
+                    ));
+                }
+                let target = cur.read_link_contents(&name)?;
+                if target.is_absolute() {
+                    return Err(escape());
+                }
+                let target = target.to_str().ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "symlink target is not UTF-8")
+                })?;
+                for c in components(target).rev() {
+                    todo.push_front(c.to_owned());
+                }
+            }
+            _ if last => names.push(name),
+            Some(m) if m.is_dir() => {
+                let d = open_dir_nofollow(cur, &name)?;
+                stack.push((name, d));
+            }
+            Some(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("'{name}' in '{path}' is not a directory"),
+                ));
+            }
+            None if create && !todo.iter().any(|c| c == "..") => {
+                names.push(name);
+                names.extend(todo.drain(..));
+            }
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no directory '{name}' on the way to '{path}'"),
+                ));
+            }
+        }
+    }
+    // A walk that ended on a directory (`a/..`, a link to `sub/.`) names it.
+    if names.is_empty()
+        && let Some((name, _)) = stack.pop()
+    {
+        names.push(name);
+    }
+    let kind = match names.as_slice() {
+        [name] => {
+            let cur = stack.last().map_or(root, |(_, d)| d);
+            match cur.symlink_metadata(name) {
+                Ok(m) => Some(m.file_type()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            }
+        }
+        [] => Some(root.dir_metadata()?.file_type()),
+        _ => None,
+    };
+    let mut parts: Vec<&str> = stack.iter().map(|(n, _)| n.as_str()).collect();
+    parts.extend(names.iter().map(String::as_str));
+    let path = if parts.is_empty() {
+        ".".to_owned()
+    } else {
+        parts.join("/")
+    };
+    Ok(Resolved {
+        dir: stack.pop().map(|(_, d)| d),
+        names,
+        path,
+        kind,
+    })
+}
+
+/// Every path below directory `dir` (named `base` inside the handle), not
+/// following symlinks; refused past [`MAX_SUBTREE`] entries or `deadline`.
+pub(crate) fn subtree(dir: Dir, base: &str, deadline: Instant) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut todo = vec![(base.to_owned(), dir)];
+    while let Some((prefix, d)) = todo.pop() {
+        for e in d.entries()? {
+            let e = e?;
+            let name = e.file_name();
+            let name = name.to_str().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("a name under '{prefix}' is not UTF-8"),
+                )
+            })?;
+            let path = if prefix == "." {
+                name.to_owned()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            if out.len() >= MAX_SUBTREE || Instant::now() >= deadline {
+                return Err(refuse(
+                    "fs.subtree",
+                    format!(
+                        "'{base}' holds more than can be checked against the runtime policy (at most {MAX_SUBTREE} entries, within the deadline)"
+                    ),
+                ));
+            }
+            if e.file_type()?.is_dir() {
+                todo.push((path.clone(), open_dir_nofollow(&d, name)?));
+            }
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
