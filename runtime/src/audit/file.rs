@@ -238,8 +238,9 @@ impl FileSink {
     /// With the lock held: when the trail is not as this sink left it,
     /// continues the chain from its last record.
     fn catch_up(&self, chain: &mut Chain) -> Result<u64, AuditError> {
-        let len = self.file.metadata().map_err(|e| self.io(e))?.len();
+        let mut len = self.file.metadata().map_err(|e| self.io(e))?.len();
         if chain.len != Some(len) {
+            len = self.cut_torn_tail(len)?;
             let last = last_record(&self.file, len).map_err(|e| self.io(e))?;
             (chain.seq, chain.head) = match last {
                 Some(r) => (
@@ -251,6 +252,50 @@ impl FileSink {
             chain.len = Some(len);
         }
         Ok(len)
+    }
+
+    /// With the lock held: a trail that does not end with a newline ends in
+    /// a record whose write never completed (its writer was killed
+    /// mid-`write`, or the disk filled). That record was never written, so
+    /// the action it would have allowed never ran: the torn line is cut off,
+    /// so that the next record starts a line of its own instead of merging
+    /// into it. Returns the trail's length after.
+    fn cut_torn_tail(&self, len: u64) -> Result<u64, AuditError> {
+        use std::os::unix::fs::FileExt;
+        let mut last = [0u8; 1];
+        if len == 0 {
+            return Ok(0);
+        }
+        self.file
+            .read_exact_at(&mut last, len - 1)
+            .map_err(|e| self.io(e))?;
+        if last[0] == b'\n' {
+            return Ok(len);
+        }
+        // Find the start of the torn line, reading back in blocks.
+        let mut end = len;
+        let mut block = vec![0u8; 64 << 10];
+        let keep = loop {
+            let start = end.saturating_sub(block.len() as u64);
+            let chunk = &mut block[..(end - start) as usize];
+            self.file
+                .read_exact_at(chunk, start)
+                .map_err(|e| self.io(e))?;
+            if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+                break start + i as u64 + 1;
+            }
+            if start == 0 {
+                break 0;
+            }
+            end = start;
+        };
+        tracing::warn!(
+            "audit trail {}: cut off a torn last line ({} bytes) left by a write that never completed",
+            self.path.display(),
+            len - keep
+        );
+        self.file.set_len(keep).map_err(|e| self.io(e))?;
+        Ok(keep)
     }
 
     /// Under the trail's lock: catches up with other writers, chains what
@@ -279,6 +324,11 @@ impl FileSink {
             }
             Err(e) => {
                 (chain.seq, chain.head, chain.since_checkpoint) = saved;
+                // Take back what part of it reached the disk; if that fails
+                // too, the next append cuts it off (`cut_torn_tail`).
+                if chain.len.is_none() && self.file.set_len(len).is_ok() {
+                    chain.len = Some(len);
+                }
                 Err(e)
             }
         }
@@ -463,6 +513,30 @@ mod tests {
         let report = crate::audit::verify::verify_text(&text, Some(&verifier));
         assert!(report.is_complete(), "{report:?}");
         assert_eq!((report.records, report.checkpoints), (150, 50));
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_off_before_the_next_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let sink = FileSink::open(&path).unwrap();
+        sink.append(&event("invocation.start", 0)).unwrap();
+        drop(sink);
+        // A writer killed mid-`write`: half a record, no newline.
+        let whole = std::fs::read(&path).unwrap();
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&whole[..whole.len() / 2]);
+        std::fs::write(&path, &torn).unwrap();
+        let report = crate::audit::verify::verify_text(&String::from_utf8_lossy(&torn), None);
+        assert_eq!(report.tampered.map(|t| t.line), Some(2), "a torn tail shows");
+        // The next writer cuts it off and goes on with one chain.
+        let sink = FileSink::open(&path).unwrap();
+        sink.append(&event("invocation.end", 0)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(std::str::from_utf8(&whole).unwrap()));
+        let report = crate::audit::verify::verify_text(&text, None);
+        assert!(report.tampered.is_none(), "{report:?}");
+        assert_eq!(report.records, 2);
     }
 
     #[test]
