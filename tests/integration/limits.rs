@@ -280,11 +280,13 @@ fn peak_rss_growth_of(attack: &str) -> (u64, String) {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // libtest may print the test's name on the same line: each field is
+    // found anywhere in a line and ends at `|`.
     let field = |name: &str| {
         text.lines()
-            .find_map(|l| l.strip_prefix(name))
+            .find_map(|l| l.split_once(name).map(|(_, v)| v))
+            .and_then(|v| v.split_once('|').map(|(v, _)| v.to_owned()))
             .unwrap_or_else(|| panic!("no {name} in {text}"))
-            .to_owned()
     };
     (field("growth=").parse().unwrap(), field("result="))
 }
@@ -351,6 +353,6 @@ async fn peak_rss_child() {
         Err(e) => e.to_string(),
     };
     let growth = peak_rss().saturating_sub(before);
-    println!("growth={growth}");
-    println!("result={result}");
+    println!("growth={growth}|");
+    println!("result={result}|");
 }
