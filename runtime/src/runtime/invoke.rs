@@ -207,13 +207,10 @@ impl Inner {
     }
 }
 
-/// The most bytes the host copies out of a tool in one go: one host call's
-/// arguments, or the tool's result (wasmtime's "hostcall fuel", which bounds
-/// what lifting a string or list may allocate). Twice the larger of the host
-/// call and output limits, so a value somewhat over its limit is still read
-/// and refused with its size by the check that owns it (and audited there);
-/// anything larger is refused unread. Host memory is then bounded by the
-/// limits, not by what a tool produces.
+/// The most bytes the host copies out of a tool at once (one host call's
+/// arguments, or the result; wasmtime's "hostcall fuel"): twice the larger
+/// of the host call and output limits. A value somewhat over its limit is
+/// read and refused with its size by its own check; a larger one, unread.
 pub(super) fn lift_limit(hostcall_limit: usize, max_output: u64) -> usize {
     let max_output = usize::try_from(max_output).unwrap_or(usize::MAX);
     hostcall_limit.max(max_output).saturating_mul(2)
