@@ -9,6 +9,7 @@
 //! changed argument, another invocation or a replayed answer does not match.
 //! Denied, timed out or unanswered means `denied`.
 
+use crate::redact::escape_control;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -69,10 +70,72 @@ impl Approver for DenyAll {
     }
 }
 
+impl ApprovalRequest {
+    /// The request as a person is shown it (a terminal, a webhook, the
+    /// pending approvals endpoint): every field with its control characters
+    /// escaped, so a tool-chosen path or URL can neither rewrite a
+    /// terminal's lines nor forge one. The fields are listed exhaustively:
+    /// a new field does not compile until it is decided here.
+    pub fn for_people(&self) -> ApprovalRequest {
+        let ApprovalRequest {
+            digest,
+            tool,
+            identity,
+            task,
+            invocation,
+            action,
+            resource,
+            summary,
+        } = self;
+        let e = |s: &String| escape_control(s).into_owned();
+        ApprovalRequest {
+            digest: e(digest),
+            tool: e(tool),
+            identity: e(identity),
+            task: e(task),
+            invocation: e(invocation),
+            action: e(action),
+            resource: e(resource),
+            summary: e(summary),
+        }
+    }
+}
+
+/// The terminal prompt for `r`: a header, one line per field, the question.
+/// Every value is escaped here, where the lines are made, and nowhere else.
+fn prompt(r: &ApprovalRequest) -> String {
+    let ApprovalRequest {
+        digest: _,
+        tool,
+        identity,
+        task,
+        invocation,
+        action,
+        resource,
+        summary,
+    } = r;
+    let lines = [
+        ("tool", format!("{tool} ({identity})")),
+        ("task", format!("{task}   invocation {invocation}")),
+        ("action", action.clone()),
+        ("resource", resource.clone()),
+        ("details", summary.clone()),
+    ];
+    let mut out = String::from("\nwarden: approval needed\n");
+    for (label, value) in lines {
+        out.push_str(&format!("  {label:<9} {}\n", escape_control(&value)));
+    }
+    out.push_str("approve? [y/N] ");
+    out
+}
+
 /// Asks a person at the controlling terminal (`/dev/tty`), showing the tool,
-/// its identity, the task, the action, the resource and the argument summary.
+/// its identity, the task, the action, the resource and the argument summary,
+/// with control characters escaped.
 pub struct TerminalApprover {
-    tty: std::path::PathBuf,
+    /// Where the answer is read from and the prompt written to.
+    input: std::path::PathBuf,
+    output: std::path::PathBuf,
 }
 
 impl TerminalApprover {
@@ -84,7 +147,13 @@ impl TerminalApprover {
             .write(true)
             .open(&tty)
             .ok()?;
-        Some(TerminalApprover { tty })
+        Some(TerminalApprover::on(tty.clone(), tty))
+    }
+
+    /// Asks by writing the prompt to `output` and reading a line from
+    /// `input` (another terminal, or files in a test).
+    pub fn on(input: std::path::PathBuf, output: std::path::PathBuf) -> TerminalApprover {
+        TerminalApprover { input, output }
     }
 }
 
@@ -92,21 +161,15 @@ impl TerminalApprover {
 impl Approver for TerminalApprover {
     async fn ask(&self, r: &ApprovalRequest) -> Option<ApprovalAnswer> {
         use std::io::{BufRead, Write};
-        let tty = self.tty.clone();
+        let (input, output) = (self.input.clone(), self.output.clone());
         let digest = r.digest.clone();
-        let r = r.clone();
+        let text = prompt(r);
         let answer = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
-            let mut out = std::fs::OpenOptions::new().write(true).open(&tty)?;
-            writeln!(out, "\nwarden: approval needed")?;
-            writeln!(out, "  tool      {} ({})", r.tool, r.identity)?;
-            writeln!(out, "  task      {}   invocation {}", r.task, r.invocation)?;
-            writeln!(out, "  action    {}", r.action)?;
-            writeln!(out, "  resource  {}", r.resource)?;
-            writeln!(out, "  details   {}", r.summary)?;
-            write!(out, "approve? [y/N] ")?;
+            let mut out = std::fs::OpenOptions::new().write(true).open(&output)?;
+            out.write_all(text.as_bytes())?;
             out.flush()?;
             let mut line = String::new();
-            std::io::BufReader::new(std::fs::File::open(&tty)?).read_line(&mut line)?;
+            std::io::BufReader::new(std::fs::File::open(&input)?).read_line(&mut line)?;
             Ok(matches!(
                 line.trim().to_ascii_lowercase().as_str(),
                 "y" | "yes"
@@ -117,7 +180,7 @@ impl Approver for TerminalApprover {
         Some(ApprovalAnswer {
             digest,
             approved,
-            by: format!("terminal ({who})"),
+            by: format!("terminal ({})", escape_control(&who)),
         })
     }
 }
@@ -145,6 +208,7 @@ impl WebhookApprover {
 #[async_trait::async_trait]
 impl Approver for WebhookApprover {
     async fn ask(&self, r: &ApprovalRequest) -> Option<ApprovalAnswer> {
+        let r = r.for_people();
         let body = serde_json::json!({
             "digest": r.digest, "tool": r.tool, "identity": r.identity, "task": r.task,
             "invocation": r.invocation, "action": r.action, "resource": r.resource, "summary": r.summary,
@@ -212,7 +276,7 @@ impl QueueApprover {
         q.retain(|w| !w.answer.is_closed());
         q.iter()
             .map(|w| Waiting {
-                request: w.request.clone(),
+                request: w.request.for_people(),
                 waiting_s: w.since.elapsed().as_secs_f64(),
             })
             .collect()
@@ -287,7 +351,10 @@ impl Approvals {
         let answer = match tokio::time::timeout(wait, self.approver.ask(request)).await {
             Err(_) => return deny(format!("approval timed out after {}s", wait.as_secs_f32())),
             Ok(None) => return deny("approval was not answered".into()),
-            Ok(Some(a)) => a,
+            Ok(Some(a)) => ApprovalAnswer {
+                by: escape_control(&a.by).into_owned(),
+                ..a
+            },
         };
         if answer.digest != request.digest {
             return deny(format!(
@@ -386,6 +453,54 @@ mod tests {
         ] {
             assert_ne!(base, other);
         }
+    }
+
+    #[tokio::test]
+    async fn the_terminal_prompt_escapes_what_a_tool_chose() {
+        let dir = tempfile::tempdir().unwrap();
+        let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+        std::fs::write(&input, "y\n").unwrap();
+        std::fs::write(&output, "").unwrap();
+        let mut r = request(0, "x");
+        // A forged line, and sequences that erase the line and return to
+        // its start to overwrite what the operator reads.
+        r.resource = "ws:a.txt\n  details   forged\u{1b}[2K\r".into();
+        r.summary = "write 5 bytes\u{1b}[1A\u{9b}2K".into();
+        r.task = "t\r".into();
+        let answer = TerminalApprover::on(input, output.clone())
+            .ask(&r)
+            .await
+            .unwrap();
+        assert!(answer.approved);
+        let printed = std::fs::read_to_string(&output).unwrap();
+        assert!(!printed.contains(['\u{1b}', '\r', '\u{9b}']), "{printed:?}");
+        let lines: Vec<&str> = printed.split('\n').collect();
+        assert_eq!(
+            lines,
+            [
+                "",
+                "warden: approval needed",
+                "  tool      x (sha256:0)",
+                "  task      t\\u{d}   invocation inv",
+                "  action    fs.write",
+                "  resource  ws:a.txt\\u{a}  details   forged\\u{1b}[2K\\u{d}",
+                "  details   write 5 bytes\\u{1b}[1A\\u{9b}2K",
+                "approve? [y/N] ",
+            ]
+        );
+    }
+
+    #[test]
+    fn requests_shown_to_people_have_every_field_escaped() {
+        let mut r = request(0, "x");
+        r.resource = "a\nb".into();
+        r.summary = "\u{1b}]0;title\u{7}".into();
+        let shown = r.for_people();
+        assert_eq!(shown.resource, "a\\u{a}b");
+        assert_eq!(shown.summary, "\\u{1b}]0;title\\u{7}");
+        assert_eq!(shown.digest, r.digest);
+        // Escaping twice changes nothing.
+        assert_eq!(shown.for_people(), shown);
     }
 
     #[tokio::test]

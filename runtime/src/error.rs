@@ -89,6 +89,17 @@ pub enum LimitExceeded {
     Stdio { stream: &'static str, limit: usize },
     #[error("output of {} exceeds the limit of {}", format_size(*size), format_size(*limit))]
     Output { size: u64, limit: u64 },
+    /// Output over the most the host reads from a tool, refused unread.
+    #[error("output of more than {} exceeds the limit of {}", format_size(*read), format_size(*limit))]
+    OutputUnread { read: u64, limit: u64 },
+    /// A host call's arguments over the most the host reads from a tool,
+    /// refused unread.
+    #[error(
+        "a host call's arguments of more than {} exceed the host call limit of {}",
+        format_size(*read),
+        format_size(*limit)
+    )]
+    HostCallUnread { read: u64, limit: u64 },
 }
 
 impl LimitExceeded {
@@ -99,7 +110,8 @@ impl LimitExceeded {
             LimitExceeded::Memory { .. } => "memory",
             LimitExceeded::Stack => "stack",
             LimitExceeded::Stdio { stream, .. } => stream,
-            LimitExceeded::Output { .. } => "output",
+            LimitExceeded::Output { .. } | LimitExceeded::OutputUnread { .. } => "output",
+            LimitExceeded::HostCallUnread { .. } => "host-call",
         }
     }
 }

@@ -694,3 +694,59 @@ fn audit_show_escapes_control_characters() {
     assert!(out.contains(r"(no\u{d}\u{a}really)"), "{out}");
     assert!(out.contains(r"2026-01-01T00:00:00.000Z\u{1b}[1A"), "{out}");
 }
+
+// ---- Operator-facing CLI errors escape control characters (issue #11,
+// item 13; engineer D's block — other engineers add their tests above) ----
+
+/// No raw ESC, CR or other control character but the line breaks.
+fn no_raw_controls(text: &str) {
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "raw control characters in {text:?}"
+    );
+}
+
+#[test]
+fn a_tools_error_message_cannot_forge_or_rewrite_cli_lines() {
+    let world = World::new();
+    let text = "boom\n  details: forged\u{1b}[2K\r";
+    let input = serde_json::json!({"attack": "fail", "text": text}).to_string();
+    let o = run(&world, "hog", &["--input", &input]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    no_raw_controls(&err);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: tool 'hog' failed: ")
+            && err.contains("boom\\u{a}  details: forged\\u{1b}[2K\\u{d}"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_manifest_path_with_control_characters_is_printed_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m\n  details: forged\u{1b}[2K\r.toml");
+    let path = path.to_str().unwrap();
+    for verbose in [false, true] {
+        let mut args = vec!["check", path];
+        if verbose {
+            args.insert(0, "--verbose");
+        }
+        let o = warden(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let err = stderr(&o);
+        no_raw_controls(&err);
+        assert!(
+            err.contains("m\\u{a}  details: forged\\u{1b}[2K\\u{d}.toml"),
+            "{err}"
+        );
+        assert!(
+            !err.lines().any(|l| l.trim_start().starts_with("details")),
+            "{err}"
+        );
+        if !verbose {
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
+}

@@ -78,6 +78,21 @@ backend = "webhook"
 url = "http://127.0.0.1:{port}/hooks/release"
 
 [[tools.deployer.deploy]]
+name = "chatty"
+rights = ["deploy"]
+backend = "exec"
+program = "/bin/sh"
+args = ["-c", "head -c 10000000 /dev/zero | tr '\\0' x; echo done >&2"]
+
+[[tools.deployer.deploy]]
+name = "hung"
+rights = ["deploy"]
+backend = "exec"
+program = "/bin/sleep"
+args = ["30"]
+timeout = "1s"
+
+[[tools.deployer.deploy]]
 name = "gated"
 rights = ["deploy"]
 backend = "exec"
@@ -112,7 +127,16 @@ approval = "required"
 
 impl Site {
     async fn deploy(&self, grant: &Grant, target: &str) -> Result<warden::Invocation, Error> {
-        let input = json!({"target": target, "artifact": "dist/app.txt"}).to_string();
+        self.deploy_artifact(grant, target, "dist/app.txt").await
+    }
+
+    async fn deploy_artifact(
+        &self,
+        grant: &Grant,
+        target: &str,
+        artifact: &str,
+    ) -> Result<warden::Invocation, Error> {
+        let input = json!({"target": target, "artifact": artifact}).to_string();
         self.runtime.invoke("deployer", grant, &input).await
     }
 }
@@ -231,7 +255,8 @@ async fn deploy_is_its_own_right() {
         "{err:?}"
     );
     assert!(
-        err.to_string().contains("its targets: staging, production"),
+        err.to_string()
+            .contains("its targets: staging, production, chatty, hung, gated"),
         "{err}"
     );
 }
@@ -284,4 +309,93 @@ async fn an_approval_gated_target_waits_for_an_approver() {
             .contains("to 'gated' (exec)"),
         "{asked:?}"
     );
+}
+
+// ---- Nothing outlives the deadline, output is capped (issue #11, items 10, 11) ----
+
+#[tokio::test]
+async fn a_named_pipe_or_a_directory_is_not_an_artifact_and_nothing_blocks_on_it() {
+    let s = site().await;
+    let fifo = s.ws.join("dist/pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let grant = Grant::new("t")
+        .fs("workspace", &s.ws, Rights::READ)
+        .deploy("staging");
+    let started = std::time::Instant::now();
+    for (artifact, kind) in [("dist/pipe", "a named pipe"), ("dist", "a directory")] {
+        let run = s
+            .deploy_artifact(&grant, "staging", artifact)
+            .await
+            .unwrap();
+        let err = run.output.unwrap_err();
+        assert_eq!(err.kind, warden::ToolErrorKind::Denied);
+        assert_eq!(
+            err.message,
+            format!(
+                "{artifact} is not a regular file (it is {kind}); only a regular file can be deployed"
+            )
+        );
+        let d = s
+            .audit
+            .invocation(&run.id)
+            .into_iter()
+            .find(|r| r.capability.as_deref() == Some("deploy"))
+            .unwrap();
+        assert_eq!(
+            (d.decision.as_deref(), d.rule.as_deref()),
+            (Some("deny"), Some("deploy.artifact"))
+        );
+    }
+    // Refused at once: the open did not wait for a writer to the pipe.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!s.out.join("deployed.txt").exists());
+}
+
+#[tokio::test]
+async fn a_program_that_floods_its_output_is_read_to_the_end_and_capped() {
+    let s = site().await;
+    let grant = Grant::new("t")
+        .fs("workspace", &s.ws, Rights::READ)
+        .deploy("chatty");
+    let run = s.deploy(&grant, "chatty").await.unwrap();
+    let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert_eq!(
+        out["status"], 0,
+        "the program was not blocked on a full pipe"
+    );
+    let output = out["output"].as_str().unwrap();
+    assert_eq!(output.len(), 64 << 10);
+    assert!(output.bytes().all(|b| b == b'x'));
+}
+
+#[tokio::test]
+async fn a_program_that_hangs_is_killed_at_its_timeout() {
+    let s = site().await;
+    let grant = Grant::new("t")
+        .fs("workspace", &s.ws, Rights::READ)
+        .deploy("hung");
+    let started = std::time::Instant::now();
+    let run = s.deploy(&grant, "hung").await.unwrap();
+    let err = run.output.unwrap_err();
+    assert_eq!(err.message, "/bin/sleep did not finish within 1s");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let done = s
+        .audit
+        .invocation(&run.id)
+        .into_iter()
+        .find(|r| r.event == Event::Deploy)
+        .unwrap();
+    assert_eq!(done.outcome.as_deref(), Some("error"));
 }

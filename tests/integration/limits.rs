@@ -186,3 +186,173 @@ async fn many_invocations_run_concurrently() {
     }
     assert_eq!(ids.len(), 64);
 }
+
+// ---- Output is bounded before it is lifted (issue #11, item 11) ----
+
+#[tokio::test]
+async fn output_far_over_the_limit_is_refused_unread() {
+    // The host reads at most twice the larger of the host call and output
+    // limits from a tool in one go: here 2 × 64 KiB.
+    let world = World::with(|b| b.hostcall_limit(1024));
+    let err = hog(&world, "huge-output", 1 << 20).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "output of more than 128 KiB exceeds the limit of 64 KiB"
+    );
+    assert!(
+        matches!(err, Error::Limit(LimitExceeded::OutputUnread { .. })),
+        "{err:?}"
+    );
+    assert_eq!(
+        last_outcome(&world),
+        (
+            "limit:output".into(),
+            "output of more than 128 KiB exceeds the limit of 64 KiB".into()
+        )
+    );
+    // Somewhat over the limit: read, and refused with its size.
+    let err = hog(&world, "huge-output", 100 << 10).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "output of 100.0 KiB exceeds the limit of 64 KiB"
+    );
+    echo_works(&world).await;
+}
+
+#[tokio::test]
+async fn host_call_arguments_far_over_the_limit_are_refused_unread() {
+    let world = World::with(|b| b.hostcall_limit(1024).stdio_limit(1 << 20));
+    // `print` writes the text to stdout and stderr (in small writes), then
+    // logs it in one host call.
+    let input = serde_json::json!({"attack": "print", "text": "p".repeat(200 << 10)});
+    let err = world
+        .runtime
+        .invoke("hog", &Grant::new("limits"), &input.to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "a host call's arguments of more than 128 KiB exceed the host call limit of 1 KiB"
+    );
+    assert_eq!(last_outcome(&world).0, "limit:host-call");
+    echo_works(&world).await;
+}
+
+/// The peak resident memory of this process, in bytes (Linux `VmHWM`).
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/self/status");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib << 10
+}
+
+const HUGE: usize = 100 << 20;
+const CHILD: &str = "WARDEN_TEST_PEAK_RSS_OF";
+/// The parent's compile cache, so the child need not compile the tool.
+const CHILD_CACHE: &str = "WARDEN_TEST_PEAK_RSS_CACHE";
+
+/// Runs `peak_rss_child` in a process of its own for `attack`, and returns
+/// (how much its peak resident memory grew during the one invocation, what
+/// the invocation returned).
+fn peak_rss_growth_of(attack: &str) -> (u64, String) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "limits::peak_rss_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, attack)
+        .env(CHILD_CACHE, crate::common::shared_cache())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // libtest may print the test's name on the same line: each field is
+    // found anywhere in a line and ends at `|`.
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.split_once(name).map(|(_, v)| v))
+            .and_then(|v| v.split_once('|').map(|(v, _)| v.to_owned()))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    (field("growth=").parse().unwrap(), field("result="))
+}
+
+/// A 100 MB output against a 1 MiB limit: refused, and the host's peak
+/// memory grows by what the tool's own linear memory holds (bounded by its
+/// memory limit), not by another copy of the output. Each run is measured
+/// in a fresh process (`VmHWM` only grows, and tests share this one); the
+/// control runs the same guest code, which then discards the output and
+/// returns a small error, so the two differ only in what the host does
+/// with the output.
+#[test]
+fn a_huge_output_costs_the_host_no_copy() {
+    let (refused, result) = peak_rss_growth_of("huge-output");
+    assert_eq!(
+        result,
+        "output of more than 32 MiB exceeds the limit of 1 MiB"
+    );
+    let (control, result) = peak_rss_growth_of("huge-output-discarded");
+    assert!(result.starts_with("tool error"), "{result}");
+    let mib = |b: u64| b >> 20;
+    eprintln!(
+        "peak RSS growth: refused {} MiB, control {} MiB (output {} MiB)",
+        mib(refused),
+        mib(control),
+        HUGE >> 20
+    );
+    // A copy of the output would add 100 MiB; allow a quarter of that for
+    // noise between processes.
+    assert!(
+        refused < control + (HUGE as u64 / 4),
+        "the refused output grew the peak by {} MiB, the control by {} MiB",
+        mib(refused),
+        mib(control)
+    );
+}
+
+#[tokio::test]
+#[ignore = "run by a_huge_output_costs_the_host_no_copy in a process of its own"]
+async fn peak_rss_child() {
+    let Ok(attack) = std::env::var(CHILD) else {
+        return;
+    };
+    let mut spec = warden::ToolSpec::new("hog", crate::HOG);
+    spec.limits.memory = 512 << 20;
+    spec.limits.max_output = 1 << 20;
+    let cache = std::env::var_os(CHILD_CACHE).map(std::path::PathBuf::from);
+    let runtime = warden::Runtime::builder()
+        .tool(spec)
+        .cache_dir(cache.unwrap_or_else(|| crate::common::shared_cache().to_owned()))
+        .build()
+        .unwrap();
+    let grant = Grant::new("rss");
+    // Compiled, instantiated once and warm before the measurement.
+    let small = serde_json::json!({"attack": "huge-output", "size": 10}).to_string();
+    runtime.invoke("hog", &grant, &small).await.unwrap();
+    let before = peak_rss();
+    let input = serde_json::json!({"attack": attack, "size": HUGE}).to_string();
+    let result = match runtime.invoke("hog", &grant, &input).await {
+        Ok(run) => match run.output {
+            Ok(out) => format!("ok {} bytes", out.len()),
+            Err(e) => format!("tool error {e}"),
+        },
+        Err(e) => e.to_string(),
+    };
+    let growth = peak_rss().saturating_sub(before);
+    println!("growth={growth}|");
+    println!("result={result}|");
+}

@@ -1253,3 +1253,150 @@ async fn the_stdio_loop_cancels_calls_when_the_client_goes_and_finishes_them_on_
     );
     assert_eq!(served.await.unwrap().unwrap().calls, 1);
 }
+
+// ---- One bad tool does not stop the server (issue #11, item 12) ----
+
+/// A manifest with `echo`, a tool whose `describe` traps and a file that
+/// is not a component; `only_bad` keeps just the two that cannot be served.
+fn bad_tools(dir: &std::path::Path, only_bad: bool) -> PathBuf {
+    let junk = dir.join("junk.wasm");
+    std::fs::write(&junk, b"not a component").unwrap();
+    let mut text = format!(
+        "[tools.bad]\ncomponent = \"{}\"\n\n[tools.junk]\ncomponent = \"{}\"\n",
+        crate::BAD_DESCRIBE,
+        junk.display()
+    );
+    if !only_bad {
+        text.push_str(&format!(
+            "\n[tools.echo]\ncomponent = \"{}\"\n",
+            crate::ECHO
+        ));
+    }
+    let path = dir.join(if only_bad { "bad.toml" } else { "mixed.toml" });
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn runtime_for(manifest: &std::path::Path) -> Runtime {
+    Runtime::builder()
+        .manifest(Manifest::load(manifest).unwrap())
+        .audit(MemorySink::new())
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_tool_that_cannot_be_described_is_left_out_and_the_rest_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = bad_tools(dir.path(), false);
+    let grant = Grants::One(Arc::new(Grant::new("t")));
+    let mcp = WardenMcp::new(runtime_for(&manifest), grant, ServeOptions::default())
+        .await
+        .unwrap();
+    let unavailable = mcp.unavailable().clone();
+    assert_eq!(
+        unavailable.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["bad", "junk"]
+    );
+    assert!(
+        unavailable["bad"].starts_with("tool trapped: "),
+        "{}",
+        unavailable["bad"]
+    );
+    assert!(
+        unavailable["junk"].contains("junk.wasm") && unavailable["junk"].contains("not a"),
+        "{}",
+        unavailable["junk"]
+    );
+    let client = connect(mcp, Client::default()).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(names, ["echo"]);
+    let r = client
+        .call_tool(call("echo", json!({"message": "served"})))
+        .await
+        .unwrap();
+    assert_eq!(r.structured_content, Some(json!({"message": "served"})));
+    // The one left out cannot be called.
+    let r = client.call_tool(call("bad", json!({}))).await;
+    let text = format!("{r:?}");
+    assert!(text.contains("unknown tool 'bad'"), "{text}");
+    client.cancel().await.unwrap();
+
+    // None at all can be served: an error naming each.
+    let manifest = bad_tools(dir.path(), true);
+    let grant = Grants::One(Arc::new(Grant::new("t")));
+    let err = WardenMcp::new(runtime_for(&manifest), grant, ServeOptions::default())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("no tool can be served ('bad': tool trapped: "),
+        "{err}"
+    );
+    assert!(err.contains("; 'junk': "), "{err}");
+}
+
+#[tokio::test]
+async fn warden_serve_names_the_tools_it_leaves_out_and_serves_the_rest() {
+    let s = setup();
+    let manifest = bad_tools(s.dir.path(), false);
+    let log = s.dir.path().join("serve-stderr.txt");
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+    cmd.arg("--cache-dir")
+        .arg(crate::common::shared_cache())
+        .args(["serve", "--stdio", "--manifest"])
+        .arg(&manifest)
+        .arg("--grants")
+        .arg(&s.grants)
+        .arg("--audit")
+        .arg(s.dir.path().join("audit.jsonl"))
+        .env("WARDEN_STATE_DIR", s.dir.path().join("state"));
+    let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let client = Client::default().serve(transport).await.unwrap();
+    let tools = client.list_all_tools().await.unwrap();
+    assert_eq!(tools.len(), 1);
+    assert_eq!(tools[0].name, "echo");
+    client.cancel().await.unwrap();
+    let err = std::fs::read_to_string(&log).unwrap();
+    let left_out: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("warden: not serving tool "))
+        .collect();
+    assert_eq!(left_out.len(), 2, "{err}");
+    assert!(
+        left_out[0].starts_with("warden: not serving tool 'bad': tool trapped: "),
+        "{err}"
+    );
+    assert!(
+        left_out[1].starts_with("warden: not serving tool 'junk': "),
+        "{err}"
+    );
+
+    // Nothing to serve: exit 2 with one line naming each tool.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--cache-dir")
+        .arg(crate::common::shared_cache())
+        .args(["serve", "--stdio", "--manifest"])
+        .arg(bad_tools(s.dir.path(), true))
+        .arg("--grants")
+        .arg(&s.grants)
+        .arg("--audit")
+        .arg(s.dir.path().join("audit.jsonl"))
+        .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: no tool can be served ('bad': tool trapped: "),
+        "{err}"
+    );
+}

@@ -3,7 +3,8 @@
 //!
 //! - `tools/list` comes from each component's `describe()`, with
 //!   `readOnlyHint` / `destructiveHint` derived from the rights the caller's
-//!   grant gives the tool.
+//!   grant gives the tool. A tool that cannot be described is left out, and
+//!   named by [`WardenMcp::unavailable`]; the others are served.
 //! - `tools/call` runs one invocation under the operator's grant; the client
 //!   has no way to change it (there is no tool that grants anything). The
 //!   rmcp handler and the stdio loop's own answers take one path
@@ -67,6 +68,8 @@ struct Shared {
     grants: Grants,
     /// Tool definitions from `describe`, by manifest name.
     tools: BTreeMap<String, Tool>,
+    /// Tools that could not be described, by name, with why.
+    unavailable: BTreeMap<String, String>,
     slots: Arc<Semaphore>,
     /// Calls waiting for the client's answer to an approval, by state token.
     parked: Mutex<HashMap<String, Parked>>,
@@ -84,7 +87,11 @@ pub enum Grants {
 
 impl WardenMcp {
     /// Describes every tool once (compiling it if needed) and builds the
-    /// server. A tool that fails to load is an error here, at start-up.
+    /// server. A tool that cannot be described (its component does not
+    /// load, its `describe` traps or returns a schema MCP cannot use) is
+    /// left out and named in [`WardenMcp::unavailable`]; the others are
+    /// served. It is an error only when the manifest has tools and none of
+    /// them can be served.
     pub async fn new(
         runtime: Runtime,
         grants: Grants,
@@ -92,25 +99,30 @@ impl WardenMcp {
     ) -> Result<WardenMcp, Error> {
         let names: Vec<String> = runtime.tools().map(|t| t.name.clone()).collect();
         let mut tools = BTreeMap::new();
+        let mut unavailable = BTreeMap::new();
         for name in names {
-            let info = runtime.describe(&name).await?;
-            let input = object(info.input_schema).ok_or_else(|| Error::Component {
-                path: runtime
-                    .tools()
-                    .find(|t| t.name == name)
-                    .map(|t| t.component.clone())
-                    .unwrap_or_default(),
-                reason: "its input schema is not a JSON object (MCP needs an object schema)".into(),
-            })?;
-            let mut tool = Tool::new(name.clone(), info.description, Arc::new(input));
-            if let Some(out) = info.output_schema.and_then(object) {
-                tool = tool.with_raw_output_schema(Arc::new(out));
+            match definition(&runtime, &name).await {
+                Ok(tool) => {
+                    if tools.insert(name.clone(), tool).is_some() {
+                        return Err(Error::Config(format!(
+                            "two tools are named '{name}' (MCP tool names must be unique)"
+                        )));
+                    }
+                }
+                Err(e) => {
+                    unavailable.insert(name, e.to_string());
+                }
             }
-            if tools.insert(name.clone(), tool).is_some() {
-                return Err(Error::Config(format!(
-                    "two tools are named '{name}' (MCP tool names must be unique)"
-                )));
-            }
+        }
+        if tools.is_empty() && !unavailable.is_empty() {
+            let why: Vec<String> = unavailable
+                .iter()
+                .map(|(name, e)| format!("'{name}': {e}"))
+                .collect();
+            return Err(Error::Config(format!(
+                "no tool can be served ({})",
+                why.join("; ")
+            )));
         }
         Ok(WardenMcp {
             shared: Arc::new(Shared {
@@ -118,10 +130,17 @@ impl WardenMcp {
                 runtime,
                 grants,
                 tools,
+                unavailable,
                 parked: Mutex::default(),
                 options,
             }),
         })
+    }
+
+    /// The tools left out at start-up, by name, with why (as the runtime
+    /// said it: print it through [`crate::redact::escape_control`]).
+    pub fn unavailable(&self) -> &BTreeMap<String, String> {
+        &self.shared.unavailable
     }
 
     /// Waits until no call is running (for a graceful shutdown).
@@ -225,6 +244,24 @@ impl ServerHandler for WardenMcp {
         tokio::spawn(async move { settle.now() });
         response
     }
+}
+
+/// The MCP definition of the tool `name`, from its `describe`.
+async fn definition(runtime: &Runtime, name: &str) -> Result<Tool, Error> {
+    let info = runtime.describe(name).await?;
+    let input = object(info.input_schema).ok_or_else(|| Error::Component {
+        path: runtime
+            .tools()
+            .find(|t| t.name == name)
+            .map(|t| t.component.clone())
+            .unwrap_or_default(),
+        reason: "its input schema is not a JSON object (MCP needs an object schema)".into(),
+    })?;
+    let mut tool = Tool::new(name.to_owned(), info.description, Arc::new(input));
+    if let Some(out) = info.output_schema.and_then(object) {
+        tool = tool.with_raw_output_schema(Arc::new(out));
+    }
+    Ok(tool)
 }
 
 fn object(v: Value) -> Option<JsonObject> {

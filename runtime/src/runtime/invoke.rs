@@ -78,7 +78,7 @@ impl Inner {
             result,
             duration,
             dropped,
-        } = run_tool(tool, store, input, options.cancel).await;
+        } = run_tool(tool, store, input, options.cancel, self.hostcall_limit).await;
 
         let result = redact_result(result, &redactor);
         finish(&auditor, issued, &result, duration, dropped)?;
@@ -226,6 +226,7 @@ impl Inner {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        store.set_hostcall_fuel(lift_limit(self.hostcall_limit, tool.spec.limits.max_output));
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
@@ -236,6 +237,48 @@ impl Inner {
         });
         (store, pipes)
     }
+}
+
+/// The most bytes the host copies out of a tool at once (one host call's
+/// arguments, or the result; wasmtime's "hostcall fuel"): twice the larger
+/// of the host call and output limits. A value somewhat over its limit is
+/// read and refused with its size by its own check; a larger one, unread.
+pub(super) fn lift_limit(hostcall_limit: usize, max_output: u64) -> usize {
+    let max_output = usize::try_from(max_output).unwrap_or(usize::MAX);
+    hostcall_limit.max(max_output).saturating_mul(2)
+}
+
+/// The limit a trap names when the tool passed more than the host reads
+/// (`lift`): the arguments of a host call (the trap came out of the tool's
+/// code, so it carries a wasm backtrace) or else its result.
+pub(super) fn unread(
+    trap: &wasmtime::Error,
+    lift: usize,
+    hostcall_limit: usize,
+    max_output: u64,
+) -> Option<LimitExceeded> {
+    // wasmtime's error for exhausted hostcall fuel is not a public type.
+    let exhausted = trap.chain().any(|c| {
+        c.to_string()
+            .starts_with("too much data is being copied between the host and the guest")
+    });
+    if !exhausted {
+        return None;
+    }
+    let read = lift as u64;
+    Some(
+        if trap.downcast_ref::<wasmtime::WasmBacktrace>().is_some() {
+            LimitExceeded::HostCallUnread {
+                read,
+                limit: hostcall_limit as u64,
+            }
+        } else {
+            LimitExceeded::OutputUnread {
+                read,
+                limit: max_output,
+            }
+        },
+    )
 }
 
 /// Refuses input over `max` bytes or not JSON, before anything runs.
@@ -333,8 +376,10 @@ async fn run_tool(
     mut store: Store<HostState>,
     input: &str,
     cancel: Option<CancellationToken>,
+    hostcall_limit: usize,
 ) -> Ran {
     let limits = tool.spec.limits;
+    let lift = store.hostcall_fuel();
     let started = Instant::now();
     let call = async {
         let t = tool.pre.instantiate_async(&mut store).await?;
@@ -353,7 +398,12 @@ async fn run_tool(
         Some(Err(_)) => Err(Error::Limit(LimitExceeded::Deadline {
             after: limits.timeout,
         })),
-        Some(Ok(Err(trap))) => Err(classify(trap, limits)),
+        Some(Ok(Err(trap))) => Err(
+            match unread(&trap, lift, hostcall_limit, limits.max_output) {
+                Some(limit) => limit.into(),
+                None => classify(trap, limits),
+            },
+        ),
         Some(Ok(Ok(Err(e)))) => Ok(Err(tool_error(e))),
         Some(Ok(Ok(Ok(output)))) => check_output(output, limits.max_output),
     };
@@ -500,6 +550,13 @@ mod tests {
     use crate::caps::fs::GrantedHandle;
     use crate::caps::secrets::SecretSource;
     use crate::rights::Rights;
+
+    #[test]
+    fn the_host_reads_at_most_twice_the_larger_limit_from_a_tool() {
+        assert_eq!(lift_limit(16 << 20, 1 << 20), 32 << 20);
+        assert_eq!(lift_limit(1024, 64 << 10), 128 << 10);
+        assert_eq!(lift_limit(usize::MAX, 1), usize::MAX);
+    }
 
     #[test]
     fn input_over_the_limit_or_not_json_is_refused_before_anything_runs() {

@@ -314,16 +314,23 @@ impl Runtime {
             None,
             self.inner.approvals.clone(),
         );
+        let lift = store.hostcall_fuel();
         let info = async {
             let t = loaded.pre.instantiate_async(&mut store).await?;
             t.warden_tool_guest().call_describe(&mut store).await
         };
-        let info = tokio::time::timeout(loaded.spec.limits.timeout, info)
+        let limits = loaded.spec.limits;
+        let info = tokio::time::timeout(limits.timeout, info)
             .await
             .map_err(|_| LimitExceeded::Deadline {
-                after: loaded.spec.limits.timeout,
+                after: limits.timeout,
             })?
-            .map_err(|e| classify(e, loaded.spec.limits))?;
+            .map_err(|e| {
+                match invoke::unread(&e, lift, self.inner.hostcall_limit, limits.max_output) {
+                    Some(limit) => limit.into(),
+                    None => classify(e, limits),
+                }
+            })?;
         let schema = |s: &str, which: &str| {
             serde_json::from_str(s).map_err(|e| Error::Component {
                 path: loaded.spec.component.clone(),

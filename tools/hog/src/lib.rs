@@ -10,7 +10,8 @@ use warden_tool::{Error, Tool, log};
 #[serde(deny_unknown_fields)]
 struct Input {
     attack: String,
-    /// Size in bytes for `huge-output` and `print`, depth for `recursion`.
+    /// Size in bytes for `huge-output` and `huge-output-discarded`, a count
+    /// of messages for `log-flood`, depth for `recursion`.
     #[serde(default)]
     size: usize,
     #[serde(default)]
@@ -55,6 +56,17 @@ impl Tool for Hog {
                 let _ = std::io::stderr().write_all(&[b'y'; 4096]);
             },
             "huge-output" => "z".repeat(i.size),
+            "huge-output-discarded" => {
+                // The same allocations as `huge-output` and the SDK's
+                // serialization of it, then a small error instead: what the
+                // tool's own memory costs when the host reads nothing.
+                let output = Output {
+                    result: "z".repeat(i.size),
+                };
+                let json = serde_json::to_string(&output).unwrap_or_default();
+                std::hint::black_box(&json);
+                return Err(Error::failed(format!("discarded {} bytes", json.len())));
+            }
             "print" => {
                 // Writes to stdout and stderr, logs, then returns normally.
                 print!("{}", i.text);

@@ -212,14 +212,39 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            if verbose {
-                eprintln!("error: {:?}", f.error);
-            } else {
-                eprintln!("error: {:#}", f.error);
-            }
+            eprintln!("error: {}", error_text(&f.error, verbose));
             ExitCode::from(f.code)
         }
     }
+}
+
+/// An error chain as the CLI prints it: one line (`a: b: c`), or with
+/// `verbose` each cause on a line of its own (and the backtrace, when one
+/// was captured); either way with control characters escaped, since a
+/// tool's message, a manifest path or a tool-chosen path can be anywhere in
+/// the chain.
+fn error_text(error: &anyhow::Error, verbose: bool) -> String {
+    if !verbose {
+        return shown(&format!("{error:#}")).into_owned();
+    }
+    let mut out = shown(&error.to_string()).into_owned();
+    let causes: Vec<String> = error.chain().skip(1).map(|c| c.to_string()).collect();
+    if !causes.is_empty() {
+        out.push_str("\n\nCaused by:");
+        for (i, c) in causes.iter().enumerate() {
+            out.push_str(&format!("\n    {i}: {}", shown(c)));
+        }
+    }
+    let trace = error.backtrace();
+    if trace.status() == std::backtrace::BacktraceStatus::Captured {
+        out.push_str(&format!("\n\nStack backtrace:\n{trace}"));
+    }
+    out
+}
+
+/// `text` with control characters escaped, for the operator's terminal.
+pub(crate) fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    warden::redact::escape_control(text)
 }
 
 async fn dispatch(cli: Cli) -> Result<u8, Failure> {
@@ -461,7 +486,11 @@ async fn run(
             Ok(0)
         }
         Err(e) => {
-            eprintln!("error: tool '{tool}' failed: {e}");
+            eprintln!(
+                "error: tool '{}' failed: {}",
+                shown(tool),
+                shown(&e.to_string())
+            );
             Ok(if e.kind == ToolErrorKind::InvalidInput {
                 2
             } else {
@@ -480,19 +509,22 @@ async fn check(builder: RuntimeBuilder, path: &Path) -> Result<u8, Failure> {
             Ok(info) => {
                 println!(
                     "ok    {:<16} {}  {}",
-                    spec.name,
+                    shown(&spec.name),
                     info.identity,
-                    spec.component.display()
+                    shown(&spec.component.display().to_string())
                 );
                 for want in &info.handles {
                     match spec.ceiling(&want.name) {
                         None => println!(
                             "      warning: the tool expects handle '{}' ({}), which the manifest does not list",
-                            want.name, want.rights
+                            shown(&want.name),
+                            want.rights
                         ),
                         Some(c) if !c.rights.contains(want.rights) => println!(
                             "      warning: the tool expects {} on '{}', the ceiling allows {}",
-                            want.rights, want.name, c.rights
+                            want.rights,
+                            shown(&want.name),
+                            c.rights
                         ),
                         Some(_) => {}
                     }
@@ -500,7 +532,7 @@ async fn check(builder: RuntimeBuilder, path: &Path) -> Result<u8, Failure> {
             }
             Err(e) => {
                 failed += 1;
-                println!("error {:<16} {e}", spec.name);
+                println!("error {:<16} {}", shown(&spec.name), shown(&e.to_string()));
             }
         }
     }

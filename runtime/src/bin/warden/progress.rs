@@ -20,6 +20,7 @@ fn on_compile(current: &Mutex<Option<ProgressBar>>, event: CompileEvent) {
                 ProgressStyle::with_template("{spinner} {msg} {elapsed}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
+            let tool = crate::shown(&tool);
             bar.set_message(format!(
                 "compiling {tool} ({}…)",
                 &identity.to_string()[..19]
@@ -34,7 +35,11 @@ fn on_compile(current: &Mutex<Option<ProgressBar>>, event: CompileEvent) {
             if let Some(bar) = slot.take() {
                 bar.finish_and_clear();
                 if !bar.is_hidden() {
-                    eprintln!("compiled {tool} in {:.1}s", elapsed.as_secs_f64());
+                    eprintln!(
+                        "compiled {} in {:.1}s",
+                        crate::shown(&tool),
+                        elapsed.as_secs_f64()
+                    );
                 }
             }
         }

@@ -157,7 +157,16 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         max_in_flight: args.max_in_flight,
         ..ServeOptions::default()
     };
+    // A tool that cannot be described is left out and named here; the
+    // others are served (none at all is an error).
     let mcp = WardenMcp::new(runtime, grants, options).await?;
+    for (name, why) in mcp.unavailable() {
+        eprintln!(
+            "warden: not serving tool '{}': {}",
+            crate::shown(name),
+            crate::shown(why)
+        );
+    }
     let shutdown = tokio_util::sync::CancellationToken::new();
     if let Some((listener, q, token)) = queue {
         let stop = shutdown.clone();

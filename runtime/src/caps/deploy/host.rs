@@ -77,8 +77,13 @@ struct Deployment {
 }
 
 impl DeployView<'_> {
-    /// Reads the artifact through the handle's directory (read right needed).
-    fn artifact(&self, handle: &str, artifact: &str) -> Result<Vec<u8>, (ErrorCode, String)> {
+    /// Reads the artifact through the handle's directory (read right
+    /// needed). Only a regular file is an artifact: it is opened without
+    /// blocking (opening a FIFO for reading would wait for a writer), its
+    /// type is checked on the open file, and it is read on a blocking thread
+    /// that the invocation's deadline bounds (a slow or hung file system
+    /// cannot hold the host call past it).
+    async fn artifact(&self, handle: &str, artifact: &str) -> Result<Vec<u8>, (ErrorCode, String)> {
         let h = self.fs.handles.get(handle).ok_or_else(|| {
             (
                 ErrorCode::Denied,
@@ -96,24 +101,77 @@ impl DeployView<'_> {
         }
         let limit = self.gate.hostcall_limit();
         let p = path::check(artifact).map_err(|e| (ErrorCode::Denied, e.to_string()))?;
-        let mut file = h.dir.open(p.as_str()).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                (ErrorCode::NotFound, format!("no artifact {artifact}"))
-            }
-            _ => (ErrorCode::Denied, format!("cannot read {artifact}: {e}")),
-        })?;
-        let mut bytes = Vec::new();
-        (&mut file)
-            .take(limit as u64 + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| (ErrorCode::Failed, format!("cannot read {artifact}: {e}")))?;
-        if bytes.len() > limit {
-            return Err((
+        let (h, p, name) = (h.clone(), p.as_str().to_owned(), artifact.to_owned());
+        let read = tokio::task::spawn_blocking(move || read_regular(&h.dir, &p, &name, limit));
+        let remaining = self
+            .gate
+            .deadline()
+            .saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, read).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err((ErrorCode::Failed, format!("cannot read {artifact}: {e}"))),
+            Err(_) => Err((
                 ErrorCode::Failed,
-                format!("{artifact} is larger than the host call limit"),
-            ));
+                format!("reading {artifact} did not finish within the invocation's deadline"),
+            )),
         }
-        Ok(bytes)
+    }
+}
+
+/// Reads the regular file `path` in `dir`, at most `limit` bytes; refuses
+/// anything else (FIFO, socket, device, directory) without blocking on it.
+fn read_regular(
+    dir: &cap_std::fs::Dir,
+    path: &str,
+    artifact: &str,
+    limit: usize,
+) -> Result<Vec<u8>, (ErrorCode, String)> {
+    use cap_std::fs::OpenOptionsExt as _;
+    let mut options = cap_std::fs::OpenOptions::new();
+    options.read(true).custom_flags(libc::O_NONBLOCK);
+    let file = dir.open_with(path, &options).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => (ErrorCode::NotFound, format!("no artifact {artifact}")),
+        _ => (ErrorCode::Denied, format!("cannot read {artifact}: {e}")),
+    })?;
+    let kind = file
+        .metadata()
+        .map_err(|e| (ErrorCode::Failed, format!("cannot read {artifact}: {e}")))?
+        .file_type();
+    if !kind.is_file() {
+        return Err((
+            ErrorCode::Denied,
+            format!(
+                "{artifact} is not a regular file (it is {}); only a regular file can be deployed",
+                file_kind(kind)
+            ),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| (ErrorCode::Failed, format!("cannot read {artifact}: {e}")))?;
+    if bytes.len() > limit {
+        return Err((
+            ErrorCode::Failed,
+            format!("{artifact} is larger than the host call limit"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// What a file that is not a regular file is, for a refusal.
+fn file_kind(kind: cap_std::fs::FileType) -> &'static str {
+    use cap_std::fs::FileTypeExt as _;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a named pipe"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else {
+        "of another kind"
     }
 }
 
@@ -127,7 +185,7 @@ impl Host for DeployView<'_> {
         let mut check = decide(&target, spec.is_some());
         let mut sealed = None;
         if let Some(spec) = spec.filter(|_| check.allow) {
-            match self.artifact(&handle, &artifact) {
+            match self.artifact(&handle, &artifact).await {
                 Ok(bytes) => {
                     let digest = hex::encode(Sha256::digest(&bytes));
                     check.reason =
@@ -249,7 +307,9 @@ impl Host for DeployView<'_> {
 }
 
 /// Runs the target's program on a private copy of the artifact: no shell,
-/// environment cleared but for the listed variables, output capped.
+/// environment cleared but for the listed variables, output capped. All of
+/// it (staging the copy, the run, reading its output) ends by `timeout`
+/// (never past the invocation's deadline): the program is then killed.
 async fn exec(
     _pass: &Pass<()>,
     program: &str,
@@ -259,11 +319,30 @@ async fn exec(
     artifact: &str,
     timeout: std::time::Duration,
 ) -> Result<Outcome, wit::Error> {
+    let run = run_program(program, args, env, bytes, artifact);
+    tokio::time::timeout(timeout, run)
+        .await
+        .unwrap_or_else(|_| {
+            Err(error(
+                ErrorCode::Failed,
+                format!("{program} did not finish within {}s", timeout.as_secs_f32()),
+            ))
+        })
+}
+
+async fn run_program(
+    program: &str,
+    args: &[String],
+    env: &[String],
+    bytes: &[u8],
+    artifact: &str,
+) -> Result<Outcome, wit::Error> {
     let failed = |m: String| error(ErrorCode::Failed, m);
     let dir = tempfile::tempdir().map_err(|e| failed(format!("cannot stage the artifact: {e}")))?;
     let name = artifact.rsplit('/').next().unwrap_or("artifact");
     let staged = dir.path().join(name);
-    std::fs::write(&staged, bytes)
+    tokio::fs::write(&staged, bytes)
+        .await
         .map_err(|e| failed(format!("cannot stage the artifact: {e}")))?;
     let staged = staged.display().to_string();
     let mut cmd = tokio::process::Command::new(program);
@@ -277,24 +356,45 @@ async fn exec(
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .map_err(|e| failed(format!("cannot run {program}: {e}")))?;
-    let out = tokio::time::timeout(timeout, child.wait_with_output())
-        .await
-        .map_err(|_| {
-            failed(format!(
-                "{program} did not finish within {}s",
-                timeout.as_secs_f32()
-            ))
-        })?
-        .map_err(|e| failed(format!("{program} failed: {e}")))?;
-    let mut output = out.stdout;
-    output.extend_from_slice(&out.stderr);
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let (status, stdout, stderr) = tokio::join!(
+        child.wait(),
+        read_capped(stdout, MAX_OUTPUT),
+        read_capped(stderr, MAX_OUTPUT)
+    );
+    let status = status.map_err(|e| failed(format!("{program} failed: {e}")))?;
+    let mut output = stdout.map_err(|e| failed(format!("{program} failed: {e}")))?;
+    output.extend(stderr.map_err(|e| failed(format!("{program} failed: {e}")))?);
     Ok(Outcome {
-        status: out.status.code().unwrap_or(-1),
+        status: status.code().unwrap_or(-1),
         output: capped(&output),
     })
+}
+
+/// Reads `from` to its end, keeping the first `cap` bytes: a program that
+/// writes more is not blocked on a full pipe, and its output costs the host
+/// at most `cap`.
+async fn read_capped(
+    from: Option<impl tokio::io::AsyncRead + Unpin>,
+    cap: usize,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut kept = Vec::new();
+    let Some(mut from) = from else {
+        return Ok(kept);
+    };
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(kept);
+        }
+        let room = cap.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
 }
 
 impl DeployView<'_> {
@@ -348,7 +448,15 @@ async fn webhook(
         .await
         .map_err(|e| failed(format!("webhook {url} failed: {e}")))?;
     let status = i32::from(resp.status().as_u16());
-    let text = resp.bytes().await.map_err(|e| failed(e.to_string()))?;
+    // At most MAX_OUTPUT bytes of the body are read (within the timeout).
+    let mut resp = resp;
+    let mut text = Vec::new();
+    while text.len() < MAX_OUTPUT
+        && let Some(chunk) = resp.chunk().await.map_err(|e| failed(e.to_string()))?
+    {
+        let room = MAX_OUTPUT - text.len();
+        text.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
     Ok(Outcome {
         status,
         output: capped(&text),

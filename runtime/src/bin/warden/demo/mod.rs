@@ -133,6 +133,7 @@ struct DemoApprover;
 #[async_trait::async_trait]
 impl Approver for DemoApprover {
     async fn ask(&self, r: &ApprovalRequest) -> Option<ApprovalAnswer> {
+        let r = &r.for_people();
         println!("   warden: approval needed");
         println!(
             "     tool      {} ({}…)",
@@ -318,9 +319,9 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
         match runtime.invoke(step.tool, &step.grant, &step.input).await {
             Ok(run) => match run.output {
                 Ok(out) => println!("   ok: {}", shorten(&out, 160)),
-                Err(e) => println!("   tool error: {e}"),
+                Err(e) => println!("   tool error: {}", crate::shown(&e.to_string())),
             },
-            Err(e) => println!("   refused: {e}"),
+            Err(e) => println!("   refused: {}", crate::shown(&e.to_string())),
         }
         for line in log.take() {
             println!("   {line}");
