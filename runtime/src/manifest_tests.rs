@@ -1,0 +1,147 @@
+//! Unit tests of `manifest`.
+use super::*;
+
+fn parse(text: &str, base: &Path) -> Result<Manifest, ManifestError> {
+    Manifest::parse(text, Path::new("m.toml"), base)
+}
+
+fn fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.wasm"), b"").unwrap();
+    std::fs::create_dir(dir.path().join("ws")).unwrap();
+    dir
+}
+
+#[test]
+fn valid_manifest_with_defaults() {
+    let dir = fixture();
+    let m = parse(
+        "[tools.t]\ncomponent = \"t.wasm\"\ntimeout = \"2s\"\n[[tools.t.fs]]\nhandle = \"ws\"\nwithin = \"ws\"\nrights = [\"read\", \"delete\"]\n",
+        dir.path(),
+    )
+    .unwrap();
+    let t = m.tool("t").unwrap();
+    assert_eq!(t.limits.timeout, Duration::from_secs(2));
+    assert_eq!(t.limits.memory, DEFAULT_MEMORY);
+    assert_eq!(t.fs[0].rights, Rights::READ | Rights::DELETE);
+    assert_eq!(
+        t.fs[0].within,
+        dir.path().join("ws").canonicalize().unwrap()
+    );
+}
+
+#[test]
+fn unknown_field_is_reported_with_its_line() {
+    let dir = fixture();
+    let err = parse(
+        "[tools.t]\ncomponent = \"t.wasm\"\ncolour = \"red\"\n",
+        dir.path(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("m.toml:3:1: unknown field `colour`"),
+        "{msg}"
+    );
+    assert!(msg.contains("expected one of `component`"), "{msg}");
+}
+
+#[test]
+fn every_semantic_problem_is_reported_with_field_and_expectation() {
+    let dir = fixture();
+    let err = parse(
+        "[tools.t]\ncomponent = \"missing.wasm\"\nmemory = \"12 parsecs\"\nidentity = \"md5:00\"\n\
+         [[tools.t.fs]]\nhandle = \"ws\"\nwithin = \"nowhere\"\nrights = [\"read\", \"deploy\"]\n",
+        dir.path(),
+    )
+    .unwrap_err();
+    let fields: Vec<_> = err
+        .problems
+        .iter()
+        .map(|p| (p.line, p.field.as_str()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            (2, "tools.t.component"),
+            (4, "tools.t.identity"),
+            (3, "tools.t.memory"),
+            (7, "tools.t.fs[0].within"),
+            (8, "tools.t.fs[0].rights"),
+        ]
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("unknown right 'deploy' (expected read, write or delete)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("expected a path to a .wasm component"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn duplicate_handles_and_bad_names_are_refused() {
+    let dir = fixture();
+    let err = parse(
+        "[tools.Bad]\ncomponent = \"t.wasm\"\n[[tools.Bad.fs]]\nhandle = \"ws\"\nwithin = \"ws\"\nrights = [\"read\"]\n\
+         [[tools.Bad.fs]]\nhandle = \"ws\"\nwithin = \"ws\"\nrights = [\"write\"]\n",
+        dir.path(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("invalid tool name: 'Bad'"), "{msg}");
+    assert!(msg.contains("handle 'ws' is listed twice"), "{msg}");
+}
+
+#[test]
+fn labels_are_parsed_and_checked() {
+    let dir = fixture();
+    let m = parse(
+        "[tools.t]\ncomponent = \"t.wasm\"\nlabels = [\"internal\"]\n[[tools.t.fs]]\nhandle = \"ws\"\nwithin = \"ws\"\nrights = [\"read\"]\nlabels = [\"source\", \"pii\"]\n",
+        dir.path(),
+    )
+    .unwrap();
+    let t = m.tool("t").unwrap();
+    assert_eq!(t.labels, ["internal"]);
+    assert_eq!(t.fs[0].labels, ["source", "pii"]);
+    let err = parse(
+        "[tools.t]\ncomponent = \"t.wasm\"\n[[tools.t.deploy]]\nname = \"prod\"\nrights = [\"deploy\"]\nbackend = \"exec\"\nprogram = \"/bin/true\"\nlabels = [\"Production\"]\n",
+        dir.path(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("m.toml:8:10: tools.t.deploy[0].labels: invalid label 'Production'"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn policy_problems_name_their_own_file() {
+    let dir = fixture();
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        "forbid (principal, action, resource)\nwhen { context.nope };\n",
+    )
+    .unwrap();
+    let err = parse(
+        "policies = [\"p.cedar\", \"missing.cedar\"]\n[tools.t]\ncomponent = \"t.wasm\"\n",
+        dir.path(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("p.cedar:2:"), "{msg}");
+    assert!(msg.contains("nope"), "{msg}");
+    assert!(
+        msg.contains("missing.cedar: cannot read the policy file"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn empty_manifest_is_an_error() {
+    let err = parse("", Path::new(".")).unwrap_err();
+    assert!(err.to_string().contains("no tools"));
+}

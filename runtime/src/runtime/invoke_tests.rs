@@ -1,0 +1,84 @@
+//! Unit tests of `invoke`.
+use super::*;
+use crate::caps::deploy::Backend;
+use crate::caps::fs::GrantedHandle;
+use crate::caps::secrets::SecretSource;
+use crate::rights::Rights;
+
+#[test]
+fn the_host_reads_at_most_twice_the_larger_limit_from_a_tool() {
+    assert_eq!(lift_limit(16 << 20, 1 << 20), 32 << 20);
+    assert_eq!(lift_limit(1024, 64 << 10), 128 << 10);
+    assert_eq!(lift_limit(usize::MAX, 1), usize::MAX);
+}
+
+#[test]
+fn input_over_the_limit_or_not_json_is_refused_before_anything_runs() {
+    assert!(check_input(r#"{"a":1}"#, 7).is_ok());
+    let e = check_input(r#"{"a":1}"#, 6).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid input: input is 7 bytes, more than the limit of 6 bytes"
+    );
+    let e = check_input("{", 100).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("invalid input: input is not valid JSON: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_start_record_names_host_paths_and_token_scopes_do_not() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = cap_std::fs::Dir::open_ambient_dir(&root, cap_std::ambient_authority()).unwrap();
+    let handle = GrantedHandle {
+        name: "repo".into(),
+        rights: Rights::READ,
+        path: root.clone(),
+        approval: Rights::NONE,
+        labels: Vec::new(),
+        dir,
+    };
+    let mut fs = FsCtx::default();
+    fs.handles.insert("repo".into(), Arc::new(handle));
+    let granted = Authorized {
+        fs,
+        secrets: vec![SecretSpec {
+            name: "api-key".into(),
+            source: SecretSource::Env("API_KEY".into()),
+            ttl: None,
+            reveal: false,
+            send_to: Vec::new(),
+            approval: false,
+            labels: Vec::new(),
+        }],
+        egress: Vec::new(),
+        deploy: vec![DeployTarget {
+            name: "staging".into(),
+            backend: Backend::Webhook {
+                url: "https://deploy.example.com/hook".into(),
+            },
+            timeout: deploy::DEFAULT_TIMEOUT,
+            approval: false,
+            labels: Vec::new(),
+        }],
+    };
+    let (listed, scope) = granted.names();
+    assert_eq!(
+        listed,
+        format!(
+            "repo={}:{} secret:api-key deploy:staging",
+            root.display(),
+            Rights::READ
+        )
+    );
+    assert_eq!(
+        scope,
+        [
+            format!("fs:repo:{}", Rights::READ),
+            "secret:api-key".into(),
+            "deploy:staging".into()
+        ]
+    );
+}
