@@ -366,6 +366,17 @@ impl Redactor {
         self.replace(bytes, &hits)
     }
 
+    /// `bytes` redacted, or `None` if no value is in it; adds the names
+    /// of the values found to `found`.
+    pub fn redact_found(&self, bytes: &[u8], found: &mut BTreeSet<String>) -> Option<Vec<u8>> {
+        let hits = self.find(bytes, MAX_LAYERS);
+        if hits.is_empty() {
+            return None;
+        }
+        found.extend(hits.iter().map(|&(_, _, n)| self.names[n].clone()));
+        Some(self.replace(bytes, &hits))
+    }
+
     pub fn redact_string(&self, text: String) -> String {
         match self.redact(&text) {
             Cow::Borrowed(_) => text,
