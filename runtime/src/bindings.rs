@@ -1,12 +1,28 @@
 //! Host bindings of the `tool` world in `wit/`.
+//!
+//! No import is traced: wit-bindgen's `tracing` option logs each call's
+//! string arguments and results at TRACE (a revealed secret from
+//! `secrets.reveal`, an identity token, a URL, a path, deploy output), and
+//! no secret value may reach any log at any level. The audit trail records
+//! every host call instead, redacted.
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "tool",
-    imports: { default: async | trappable | tracing },
+    imports: { default: async | trappable },
     exports: { default: async },
     with: {
         "warden:tool/fs.dir": crate::caps::fs::OpenDir,
         "warden:tool/secrets.secret": crate::caps::secrets::SecretRef,
     },
 });
+
+/// Log targets a subscriber must turn off: wasmtime's own WASI bindings
+/// trace their imports' string arguments and results (paths, URLs with
+/// their queries, directory entries) at TRACE, which would print values a
+/// tool handles, secrets included. `warden` adds `TARGET=off` for each to
+/// whatever `WARDEN_LOG` says; an embedder's subscriber should too.
+pub const VALUE_LOG_TARGETS: [&str; 2] = [
+    "wasmtime_wasi::p2::bindings",
+    "wasmtime_wasi_http::p2::bindings",
+];

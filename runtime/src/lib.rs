@@ -42,6 +42,7 @@ mod runtime;
 mod state;
 pub mod units;
 
+pub use bindings::VALUE_LOG_TARGETS;
 pub use caps::identity::{Claims, Introspection, Issuer};
 pub use error::{Error, ErrorClass, LimitExceeded};
 pub use grant::{FsGrant, Grant, GrantError};

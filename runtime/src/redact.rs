@@ -1,42 +1,62 @@
-//! Redaction: every granted secret value, and its common encodings, is
-//! replaced by `[REDACTED:name]` in everything that leaves the host.
+//! Redaction: every granted secret value is replaced by `[REDACTED:name]`
+//! in everything that leaves the host, and found in everything a tool
+//! sends — matched after normalizing the encodings a reader or a receiving
+//! server decodes.
+//!
+//! What is matched, at any offset and in any mix:
+//!
+//! - the value itself, with spaces as `+` (form encoding);
+//! - its hex, in any letter case;
+//! - its base64 (standard and URL-safe, padded or not, and the stable
+//!   middle of the encoding at each of the three byte alignments, so a value
+//!   base64-encoded inside a longer string is still found);
+//! - any of those behind escapes, decoded as a reader would, up to
+//!   [`MAX_LAYERS`] times over: percent-encoding (`%XX`, any case, any
+//!   subset of bytes), JSON and JavaScript escapes (`\uXXXX` with surrogate
+//!   pairs, `\xXX`, `\n`, `\"`, `\/` …) and HTML character references
+//!   (`&#115;`, `&#x73;`). A match in a decoded view is mapped back to the
+//!   escapes that produced it, and those are replaced.
+//!
+//! Not matched (a tool that can read a value can always transform it; see
+//! `SECURITY.md`): encodings applied *around* an escaped form (base64 of a
+//! percent-encoded value), other transforms (reversal, XOR, encryption,
+//! compression), a value split across JSON strings, headers and body, or
+//! separate requests.
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+/// How many times escapes are decoded over one another (`%2525` is two).
+pub const MAX_LAYERS: usize = 4;
 
 /// Replaces secret values in text and bytes.
 #[derive(Default)]
 pub struct Redactor {
-    matcher: Option<AhoCorasick>,
-    /// The replacement for each pattern, by pattern index.
-    replacements: Vec<String>,
-    /// The secret name of each pattern, by pattern index.
+    /// Case-sensitive forms: the value and its base64.
+    exact: Option<AhoCorasick>,
+    /// Name index of each `exact` pattern.
+    exact_names: Vec<usize>,
+    /// Forms matched in any ASCII letter case: hex.
+    folded: Option<AhoCorasick>,
+    /// Name index of each `folded` pattern.
+    folded_names: Vec<usize>,
     names: Vec<String>,
+    markers: Vec<String>,
 }
 
 /// Base64 patterns shorter than this are not used: too likely to match
 /// innocent text.
 const MIN_B64_PATTERN: usize = 8;
 
-/// Encodings of `value` that a tool could emit: plain, JSON-escaped, hex,
-/// URL-encoded, and base64 (standard and URL-safe, padded or not, and the
-/// stable middle of the encoding at each of the three byte alignments, so a
-/// value base64-encoded inside a longer string is still found).
-fn encodings(value: &str) -> Vec<String> {
+/// Forms of `value` matched case-sensitively: plain, spaces as `+`, base64.
+fn exact_forms(value: &str) -> Vec<String> {
     let bytes = value.as_bytes();
-    let mut out = vec![
-        value.to_owned(),
-        hex::encode(bytes),
-        hex::encode_upper(bytes),
-        url_encode(value, is_unreserved, true),
-        url_encode(value, is_unreserved, false),
-        url_encode(value, u8::is_ascii_alphanumeric, true),
-        url_encode(value, u8::is_ascii_alphanumeric, false),
-    ];
-    if let Ok(json) = serde_json::to_string(value) {
-        out.push(json[1..json.len() - 1].to_owned());
+    let mut out = vec![value.to_owned()];
+    if value.contains(' ') {
+        out.push(value.replace(' ', "+"));
     }
     for engine in [&STANDARD, &URL_SAFE] {
         out.push(engine.encode(bytes));
@@ -59,87 +79,367 @@ fn encodings(value: &str) -> Vec<String> {
     out
 }
 
-fn is_unreserved(b: &u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+/// Forms of `value` matched in any letter case: hex.
+fn folded_forms(value: &str) -> Vec<String> {
+    vec![hex::encode(value.as_bytes())]
 }
 
-/// Percent-encoding, keeping the bytes `keep` accepts; upper- or lower-case hex.
-fn url_encode(value: &str, keep: fn(&u8) -> bool, upper: bool) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if keep(&b) {
-            out.push(b as char);
-        } else if upper {
-            out.push_str(&format!("%{b:02X}"));
-        } else {
-            out.push_str(&format!("%{b:02x}"));
+/// Builds one matcher over `(pattern, name index)` pairs.
+fn matcher(forms: Vec<(String, usize)>, folded: bool) -> (Option<AhoCorasick>, Vec<usize>) {
+    let mut patterns: Vec<String> = Vec::new();
+    let mut names = Vec::new();
+    for (p, n) in forms {
+        let dup = patterns.iter().any(|q| {
+            if folded {
+                q.eq_ignore_ascii_case(&p)
+            } else {
+                *q == p
+            }
+        });
+        if !dup {
+            patterns.push(p);
+            names.push(n);
         }
     }
-    out
+    if patterns.is_empty() {
+        return (None, names);
+    }
+    let ac = AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostLongest)
+        .ascii_case_insensitive(folded)
+        .build(&patterns)
+        .ok();
+    (ac, names)
 }
+
+/// One decoded view of a text: its bytes and, for each byte, the span of
+/// the original text it was decoded from.
+struct View {
+    bytes: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+}
+
+/// Whether `bytes` may hold an escape at all (the fast path skips decoding).
+fn may_escape(bytes: &[u8]) -> bool {
+    bytes.iter().any(|b| matches!(b, b'%' | b'\\' | b'&'))
+}
+
+/// `input` with every escape at its top level decoded once, each output
+/// byte mapped to the original span it came from (through `spans`, the
+/// mapping of `input` itself, if it is a view). `None` if nothing decoded.
+fn decode(input: &[u8], spans: Option<&[(usize, usize)]>) -> Option<View> {
+    let original = |a: usize, b: usize| match spans {
+        Some(s) => (s[a].0, s[b - 1].1),
+        None => (a, b),
+    };
+    let mut bytes = Vec::with_capacity(input.len());
+    let mut out_spans = Vec::with_capacity(input.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < input.len() {
+        match escape_at(input, i) {
+            Some((decoded, n, used)) => {
+                let span = original(i, i + used);
+                bytes.extend_from_slice(&decoded[..n]);
+                out_spans.extend(std::iter::repeat_n(span, n));
+                i += used;
+                changed = true;
+            }
+            None => {
+                bytes.push(input[i]);
+                out_spans.push(original(i, i + 1));
+                i += 1;
+            }
+        }
+    }
+    changed.then_some(View {
+        bytes,
+        spans: out_spans,
+    })
+}
+
+fn hex_digit(b: u8) -> Option<u32> {
+    (b as char).to_digit(16)
+}
+
+/// The value of `n` hex digits at `at`, if they are all there.
+fn hex_at(input: &[u8], at: usize, n: usize) -> Option<u32> {
+    let digits = input.get(at..at + n)?;
+    digits
+        .iter()
+        .try_fold(0u32, |acc, &b| Some(acc * 16 + hex_digit(b)?))
+}
+
+/// A character as UTF-8: its bytes and their count.
+fn utf8(c: char) -> ([u8; 4], usize) {
+    let mut buf = [0u8; 4];
+    let n = c.encode_utf8(&mut buf).len();
+    (buf, n)
+}
+
+/// The escape starting at `input[i]`, if any: the bytes it stands for,
+/// how many, and how many input bytes it spans.
+fn escape_at(input: &[u8], i: usize) -> Option<([u8; 4], usize, usize)> {
+    match input[i] {
+        b'%' => Some(([hex_at(input, i + 1, 2)? as u8, 0, 0, 0], 1, 3)),
+        b'\\' => backslash_escape(input, i),
+        b'&' => char_reference(input, i),
+        _ => None,
+    }
+}
+
+/// `\"`, `\n` …, `\xXX`, `\uXXXX` (a surrogate pair as one character).
+fn backslash_escape(input: &[u8], i: usize) -> Option<([u8; 4], usize, usize)> {
+    let simple = match *input.get(i + 1)? {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        b'/' => b'/',
+        b'\'' => b'\'',
+        b'n' => b'\n',
+        b't' => b'\t',
+        b'r' => b'\r',
+        b'b' => 0x08,
+        b'f' => 0x0c,
+        b'x' => return Some(([hex_at(input, i + 2, 2)? as u8, 0, 0, 0], 1, 4)),
+        b'u' => {
+            let unit = hex_at(input, i + 2, 4)?;
+            if !(0xD800..0xDC00).contains(&unit) {
+                let (d, n) = utf8(char::from_u32(unit)?);
+                return Some((d, n, 6));
+            }
+            // A high surrogate needs its low half: `\uD83D\uDE00`.
+            if input.get(i + 6..i + 8) != Some(b"\\u") {
+                return None;
+            }
+            let low = hex_at(input, i + 8, 4)?;
+            if !(0xDC00..0xE000).contains(&low) {
+                return None;
+            }
+            let c = char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?;
+            let (d, n) = utf8(c);
+            return Some((d, n, 12));
+        }
+        _ => return None,
+    };
+    Some(([simple, 0, 0, 0], 1, 2))
+}
+
+/// `&#115;` or `&#x73;`: at most seven digits and the `;`.
+fn char_reference(input: &[u8], i: usize) -> Option<([u8; 4], usize, usize)> {
+    if input.get(i + 1) != Some(&b'#') {
+        return None;
+    }
+    let (radix, start) = match input.get(i + 2) {
+        Some(b'x' | b'X') => (16, i + 3),
+        _ => (10, i + 2),
+    };
+    let end = (start..input.len().min(start + 8)).find(|&j| input[j] == b';')?;
+    if end == start {
+        return None;
+    }
+    let digits = std::str::from_utf8(&input[start..end]).ok()?;
+    let (d, n) = utf8(char::from_u32(u32::from_str_radix(digits, radix).ok()?)?);
+    Some((d, n, end + 1 - i))
+}
+
+/// One found value: its span in the original text and its name's index.
+type Hit = (usize, usize, usize);
 
 impl Redactor {
     /// A redactor for `(name, value)` pairs.
     pub fn new<'a>(secrets: impl IntoIterator<Item = (&'a str, &'a str)>) -> Redactor {
-        let mut patterns = Vec::new();
-        let mut replacements = Vec::new();
         let mut names = Vec::new();
+        let mut markers = Vec::new();
+        let mut exact = Vec::new();
+        let mut folded = Vec::new();
         for (name, value) in secrets {
-            for p in encodings(value) {
-                if !patterns.contains(&p) {
-                    patterns.push(p);
-                    replacements.push(format!("[REDACTED:{name}]"));
-                    names.push(name.to_owned());
-                }
+            if value.is_empty() {
+                continue;
             }
+            let index = names.len();
+            names.push(name.to_owned());
+            markers.push(format!("[REDACTED:{name}]"));
+            exact.extend(exact_forms(value).into_iter().map(|p| (p, index)));
+            folded.extend(folded_forms(value).into_iter().map(|p| (p, index)));
         }
-        if patterns.is_empty() {
-            return Redactor::default();
-        }
-        let matcher = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(&patterns)
-            .ok();
+        let (exact, exact_names) = matcher(exact, false);
+        let (folded, folded_names) = matcher(folded, true);
         Redactor {
-            matcher,
-            replacements,
+            exact,
+            exact_names,
+            folded,
+            folded_names,
             names,
-        }
-    }
-
-    /// Names of the secrets whose values (in any encoding) occur in `bytes`.
-    pub fn names_in(&self, bytes: &[u8]) -> std::collections::BTreeSet<String> {
-        match &self.matcher {
-            Some(m) => m
-                .find_iter(bytes)
-                .map(|hit| self.names[hit.pattern().as_usize()].clone())
-                .collect(),
-            None => Default::default(),
+            markers,
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.matcher.is_none()
+        self.exact.is_none() && self.folded.is_none()
+    }
+
+    /// Every value found in `bytes` and in up to `layers` decoded views of
+    /// it, as spans of `bytes`, sorted and merged where they overlap.
+    fn find(&self, bytes: &[u8], layers: usize) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        if self.is_empty() {
+            return hits;
+        }
+        self.scan(bytes, None, &mut hits);
+        if may_escape(bytes) {
+            let mut view = decode(bytes, None);
+            for _ in 0..layers {
+                let Some(v) = view else { break };
+                self.scan(&v.bytes, Some(&v.spans), &mut hits);
+                view = decode(&v.bytes, Some(&v.spans));
+            }
+        }
+        if hits.len() > 1 {
+            hits.sort_unstable();
+            let mut merged: Vec<Hit> = Vec::with_capacity(hits.len());
+            for h in hits {
+                match merged.last_mut() {
+                    Some(last) if h.0 < last.1 => last.1 = last.1.max(h.1),
+                    _ => merged.push(h),
+                }
+            }
+            hits = merged;
+        }
+        hits
+    }
+
+    fn scan(&self, bytes: &[u8], spans: Option<&[(usize, usize)]>, hits: &mut Vec<Hit>) {
+        for (m, names) in [
+            (&self.exact, &self.exact_names),
+            (&self.folded, &self.folded_names),
+        ] {
+            let Some(m) = m else { continue };
+            for hit in m.find_iter(bytes) {
+                let (s, e) = match spans {
+                    Some(sp) => (sp[hit.start()].0, sp[hit.end() - 1].1),
+                    None => (hit.start(), hit.end()),
+                };
+                hits.push((s, e, names[hit.pattern().as_usize()]));
+            }
+        }
+    }
+
+    /// `bytes` with each found span replaced by its marker.
+    fn replace(&self, bytes: &[u8], hits: &[Hit]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut at = 0;
+        for &(s, e, name) in hits {
+            out.extend_from_slice(&bytes[at..s]);
+            out.extend_from_slice(self.markers[name].as_bytes());
+            at = e;
+        }
+        out.extend_from_slice(&bytes[at..]);
+        out
+    }
+
+    /// Names of the secrets whose values (in any encoding) occur in `bytes`.
+    pub fn names_in(&self, bytes: &[u8]) -> BTreeSet<String> {
+        self.find(bytes, MAX_LAYERS)
+            .into_iter()
+            .map(|(_, _, n)| self.names[n].clone())
+            .collect()
     }
 
     pub fn redact<'s>(&self, text: &'s str) -> Cow<'s, str> {
-        match &self.matcher {
-            Some(m) if m.is_match(text) => Cow::Owned(m.replace_all(text, &self.replacements)),
-            _ => Cow::Borrowed(text),
+        let hits = self.find(text.as_bytes(), MAX_LAYERS);
+        if hits.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        // Spans start and end on character boundaries (escapes are ASCII,
+        // values are whole characters); lossy only if that ever fails.
+        match String::from_utf8(self.replace(text.as_bytes(), &hits)) {
+            Ok(s) => Cow::Owned(s),
+            Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
         }
     }
 
     pub fn redact_bytes(&self, bytes: &[u8]) -> Vec<u8> {
-        match &self.matcher {
-            Some(m) => m.replace_all_bytes(bytes, &self.replacements),
-            None => bytes.to_vec(),
+        let hits = self.find(bytes, MAX_LAYERS);
+        if hits.is_empty() {
+            return bytes.to_vec();
         }
+        self.replace(bytes, &hits)
+    }
+
+    /// `bytes` redacted, or `None` if no value is in it; adds the names
+    /// of the values found to `found`.
+    pub fn redact_found(&self, bytes: &[u8], found: &mut BTreeSet<String>) -> Option<Vec<u8>> {
+        let hits = self.find(bytes, MAX_LAYERS);
+        if hits.is_empty() {
+            return None;
+        }
+        found.extend(hits.iter().map(|&(_, _, n)| self.names[n].clone()));
+        Some(self.replace(bytes, &hits))
     }
 
     pub fn redact_string(&self, text: String) -> String {
         match self.redact(&text) {
             Cow::Borrowed(_) => text,
             Cow::Owned(s) => s,
+        }
+    }
+
+    /// Redacts a JSON text by what it means, not how it is spelled: every
+    /// string and object key is decoded, redacted (with its own escapes
+    /// decoded again) and encoded again, and a number whose digits hold a
+    /// value becomes the marker, as a string. The text is returned
+    /// unchanged when nothing in it holds a value. Text that is not JSON is
+    /// redacted as text. If a value is still found in the re-encoded text
+    /// (it spans JSON tokens), the whole text becomes the marker, as a
+    /// JSON string.
+    pub fn redact_json<'s>(&self, text: &'s str) -> Cow<'s, str> {
+        // One more layer than a string gets: its own JSON escapes.
+        let hits = self.find(text.as_bytes(), MAX_LAYERS + 1);
+        let Some(&(_, _, first)) = hits.first() else {
+            return Cow::Borrowed(text);
+        };
+        let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) else {
+            return self.redact(text);
+        };
+        self.redact_value(&mut value);
+        let out = serde_json::to_string(&value).unwrap_or_default();
+        if self.find(out.as_bytes(), MAX_LAYERS + 1).is_empty() && !out.is_empty() {
+            return Cow::Owned(out);
+        }
+        let marker = serde_json::Value::String(self.markers[first].clone());
+        Cow::Owned(marker.to_string())
+    }
+
+    pub fn redact_json_string(&self, text: String) -> String {
+        match self.redact_json(&text) {
+            Cow::Borrowed(_) => text,
+            Cow::Owned(s) => s,
+        }
+    }
+
+    fn redact_value(&self, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => {
+                if let Cow::Owned(r) = self.redact(s) {
+                    *s = r;
+                }
+            }
+            Value::Number(n) => {
+                let digits = n.to_string();
+                if let Some(&(_, _, name)) = self.find(digits.as_bytes(), 0).first() {
+                    *value = Value::String(self.markers[name].clone());
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_value(v)),
+            Value::Object(map) => {
+                let entries = std::mem::take(map);
+                for (k, mut v) in entries {
+                    self.redact_value(&mut v);
+                    map.insert(self.redact(&k).into_owned(), v);
+                }
+            }
+            Value::Null | Value::Bool(_) => {}
         }
     }
 }
@@ -166,32 +466,186 @@ pub fn escape_control(text: &str) -> Cow<'_, str> {
 mod tests {
     use super::*;
 
-    const VALUE: &str = "s3cr3t-T0ken/with+odd&chars=";
+    const VALUES: [&str; 3] = [
+        "s3cr3t-T0ken/with+odd&chars=",
+        "pass w\u{f6}rd \u{1f511} x",
+        "a\"b\\c%d<e>",
+    ];
+
+    fn percent_all(s: &str, upper: bool) -> String {
+        s.bytes()
+            .map(|b| {
+                if upper {
+                    format!("%{b:02X}")
+                } else {
+                    format!("%{b:02x}")
+                }
+            })
+            .collect()
+    }
+
+    fn percent_reserved(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    fn mixed_case(s: &str) -> String {
+        s.chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect()
+    }
+
+    fn json_u_all(s: &str) -> String {
+        s.encode_utf16().map(|u| format!("\\u{u:04x}")).collect()
+    }
+
+    fn js_x_all(s: &str) -> String {
+        s.bytes().map(|b| format!("\\x{b:02X}")).collect()
+    }
+
+    fn html_refs(s: &str, hex: bool) -> String {
+        s.chars()
+            .map(|c| {
+                if hex {
+                    format!("&#x{:x};", c as u32)
+                } else {
+                    format!("&#{};", c as u32)
+                }
+            })
+            .collect()
+    }
+
+    fn json_string(s: &str) -> String {
+        let j = serde_json::to_string(s).unwrap();
+        j[1..j.len() - 1].to_owned()
+    }
+
+    /// Every supported encoding of `value`, framed by `prefix` where the
+    /// encoding covers more than the value (base64 alignment).
+    fn leaks(value: &str, prefix: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(&str, String)> = vec![
+            ("plain", value.to_owned()),
+            ("plus", value.replace(' ', "+")),
+            ("hex", hex::encode(value)),
+            ("HEX", hex::encode_upper(value)),
+            ("HeX", mixed_case(&hex::encode(value))),
+            ("%XX all", percent_all(value, true)),
+            ("%xx all", percent_all(value, false)),
+            ("%Xx all", mixed_case(&percent_all(value, true))),
+            ("%reserved", percent_reserved(value)),
+            ("%+", percent_reserved(value).replace("%20", "+")),
+            ("%25 double", percent_all(&percent_all(value, true), true)),
+            ("json", json_string(value)),
+            ("\\u all", json_u_all(value)),
+            (
+                "\\u all upper",
+                json_u_all(value).to_uppercase().replace("\\U", "\\u"),
+            ),
+            ("\\x all", js_x_all(value)),
+            ("&#", html_refs(value, false)),
+            ("&#x", html_refs(value, true)),
+            ("\\u of %", json_u_all(&percent_all(value, true))),
+            ("% of \\u", percent_all(&json_u_all(value), false)),
+            ("json of hex", json_u_all(&hex::encode(value))),
+        ];
+        let framed = format!("{prefix}{value}!?");
+        for (label, engine) in [
+            ("b64", &STANDARD),
+            ("b64url", &URL_SAFE),
+            ("b64nopad", &STANDARD_NO_PAD),
+            ("b64urlnopad", &URL_SAFE_NO_PAD),
+        ] {
+            let b = engine.encode(&framed);
+            out.push((label, b.clone()));
+            out.push((label, percent_all(&b, false)));
+            out.push((label, percent_reserved(&b)));
+            out.push((label, json_u_all(&b)));
+        }
+        out.into_iter().map(|(l, s)| (l.to_owned(), s)).collect()
+    }
 
     #[test]
     fn every_encoding_is_redacted_at_any_alignment() {
-        let r = Redactor::new([("api", VALUE)]);
-        let mut leaks = vec![
-            VALUE.to_owned(),
-            hex::encode(VALUE),
-            hex::encode_upper(VALUE),
-            url_encode(VALUE, is_unreserved, true),
-            url_encode(VALUE, u8::is_ascii_alphanumeric, false),
-            serde_json::to_string(VALUE).unwrap(),
+        let frames = [
+            ("", ""),
+            ("a", "b"),
+            ("ab", "%"),
+            ("abc", "\\"),
+            ("Bearer ", "&#"),
+            ("%", "%4"),
+            ("\\", "\\u00"),
+            ("&#", "&"),
+            ("{\"k\":\"", "\"}"),
+            ("?q=", "&r=1"),
         ];
-        for prefix in ["", "a", "ab", "abc", "Bearer "] {
-            let framed = format!("{prefix}{VALUE}!?");
-            for engine in [&STANDARD, &URL_SAFE, &STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
-                leaks.push(engine.encode(&framed));
+        let mut cases = 0;
+        for value in VALUES {
+            let r = Redactor::new([("api", value), ("other", "unrelated-value-42")]);
+            for (prefix, suffix) in frames {
+                for (label, leak) in leaks(value, prefix) {
+                    let text = format!("before {prefix}{leak}{suffix} after");
+                    let out = r.redact(&text);
+                    assert!(
+                        out.contains("[REDACTED:api]"),
+                        "{label} not redacted: {text}"
+                    );
+                    assert_eq!(
+                        r.names_in(text.as_bytes()),
+                        BTreeSet::from(["api".to_owned()]),
+                        "{label}: {text}"
+                    );
+                    assert!(r.names_in(out.as_bytes()).is_empty(), "{label}: {out}");
+                    assert!(out.starts_with("before ") && out.ends_with(" after"));
+                    let bytes = r.redact_bytes(text.as_bytes());
+                    assert_eq!(bytes, out.as_bytes(), "{label}");
+                    cases += 1;
+                }
             }
         }
-        for leak in leaks {
-            let text = format!("before {leak} after");
-            let out = r.redact(&text);
-            assert!(out.contains("[REDACTED:api]"), "not redacted: {leak}");
-            assert!(!out.contains(VALUE), "{out}");
+        assert!(cases > 1000, "{cases}");
+    }
+
+    #[test]
+    fn innocent_text_is_left_as_it_is() {
+        let r = Redactor::new([("api", VALUES[0])]);
+        for text in [
+            "nothing here",
+            "100% sure \\ & &#; %zz \\u12 \\uD800 &#x110000;",
+            "s3cr3t-T0ken/with+odd&chars", // one character short
+            "",
+        ] {
+            assert!(matches!(r.redact(text), Cow::Borrowed(_)), "{text}");
+            assert!(r.names_in(text.as_bytes()).is_empty(), "{text}");
         }
-        assert_eq!(r.redact("nothing here"), "nothing here");
+        assert!(Redactor::default().is_empty());
+        assert_eq!(Redactor::default().redact("x"), "x");
+    }
+
+    #[test]
+    fn only_the_escapes_that_spell_a_value_are_replaced() {
+        let r = Redactor::new([("api", "hunter22")]);
+        assert_eq!(
+            r.redact("a %41 \\u0068\\u0075nter22 %2541 b"),
+            "a %41 [REDACTED:api] %2541 b"
+        );
+        assert_eq!(
+            r.redact("x=%68%75%6e%74%65%72%32%32&y=%41"),
+            "x=[REDACTED:api]&y=%41"
+        );
     }
 
     #[test]
@@ -199,6 +653,39 @@ mod tests {
         let r = Redactor::new([("a", "first-secret"), ("b", "second-secret")]);
         let out = r.redact_bytes(b"x first-secret y second-secret z");
         assert_eq!(out, b"x [REDACTED:a] y [REDACTED:b] z");
+        let out = r.redact_bytes(b"\xff\xfe %66irst-secret \x00");
+        assert_eq!(out, b"\xff\xfe [REDACTED:a] \x00");
+    }
+
+    #[test]
+    fn json_is_redacted_by_what_it_means() {
+        let r = Redactor::new([("api", "hunter22"), ("pin", "90210417")]);
+        let cases = [
+            // escapes, in a value and in a key
+            (
+                r#"{"t":"\u0068\u0075\u006e\u0074\u0065\u0072\u0032\u0032"}"#,
+                r#"{"t":"[REDACTED:api]"}"#,
+            ),
+            (r#"{"\u0068unter22":1}"#, r#"{"[REDACTED:api]":1}"#),
+            // percent-encoding inside a JSON string
+            (r#"["%68%75nter22"]"#, r#"["[REDACTED:api]"]"#),
+            // a number that is a value
+            (r#"{"n":90210417}"#, r#"{"n":"[REDACTED:pin]"}"#),
+            (r#"[-90210417.5]"#, r#"["[REDACTED:pin]"]"#),
+        ];
+        for (text, want) in cases {
+            assert_eq!(r.redact_json(text), want, "{text}");
+            let parsed: serde_json::Value = serde_json::from_str(&r.redact_json(text)).unwrap();
+            assert!(r.names_in(parsed.to_string().as_bytes()).is_empty());
+        }
+        // untouched unless a value is there (spacing and order kept)
+        let plain = "{ \"b\": 1,\n \"a\": \"\\u0041\" }";
+        assert!(matches!(r.redact_json(plain), Cow::Borrowed(_)));
+        // not JSON: redacted as text
+        assert_eq!(r.redact_json("oops hunter22"), "oops [REDACTED:api]");
+        // a value across JSON tokens: the whole output is withheld
+        let r = Redactor::new([("q", "ab\",\"cd")]);
+        assert_eq!(r.redact_json(r#"["ab","cd"]"#), r#""[REDACTED:q]""#);
     }
 
     #[test]

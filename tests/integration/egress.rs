@@ -9,6 +9,7 @@ use warden::{Error, Grant, GrantError, Manifest, Runtime};
 
 const API_TOKEN: &str = "api-token-9c1d4e7f2a";
 const OTHER_TOKEN: &str = "other-token-55aa33cc";
+const HIDDEN_TOKEN: &str = "hidden-token-0d15ea5e";
 
 /// What the server saw: (method, path, authorization header).
 type Seen = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
@@ -38,6 +39,24 @@ async fn serve() -> (u16, Seen) {
                 String::new(),
             ),
             "/api/big" => ("200 OK", String::new(), "b".repeat(64 << 10)),
+            // A debug endpoint: echoes what it was sent, several ways.
+            p if p.starts_with("/api/echo") => {
+                let sent = format!(
+                    "{} {}",
+                    auth.as_deref().unwrap_or(""),
+                    req.header("x-api-key").unwrap_or("")
+                );
+                let escaped: String = sent
+                    .chars()
+                    .map(|c| format!("\\u{:04x}", c as u32))
+                    .collect();
+                let percent: String = sent.bytes().map(|b| format!("%{b:02X}")).collect();
+                (
+                    "200 OK",
+                    format!("X-Echo: {sent}\r\n"),
+                    format!("{{\"sent\":\"{escaped}\",\"pct\":\"{percent}\",\"path\":\"{p}\"}}"),
+                )
+            }
             p => ("200 OK", String::new(), format!("ok {p}")),
         };
         (
@@ -68,6 +87,7 @@ impl Api {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("api.txt"), API_TOKEN).unwrap();
         std::fs::write(dir.path().join("other.txt"), OTHER_TOKEN).unwrap();
+        std::fs::write(dir.path().join("hidden.txt"), HIDDEN_TOKEN).unwrap();
         let secrets = format!(
             r#"
 [[tools.TOOL.secrets]]
@@ -81,6 +101,11 @@ name = "other"
 source = "file:other.txt"
 reveal = true
 send-to = ["https://elsewhere.example"]
+
+[[tools.TOOL.secrets]]
+name = "hidden"
+source = "file:hidden.txt"
+send-to = ["http://127.0.0.1:{port}"]
 
 [[tools.TOOL.secrets]]
 name = "fleeting"
@@ -130,6 +155,8 @@ component = "{std}"
 scheme = "http"
 host = "127.0.0.1"
 port = {port}
+methods = ["GET", "POST"]
+{std_secrets}
 
 [tools.std-unlisted]
 component = "{std}"
@@ -143,6 +170,7 @@ port = {port}
             http_get = crate::HTTP_GET,
             probe_secrets = secrets.replace("TOOL", "probe"),
             get_secrets = secrets.replace("TOOL", "http-get"),
+            std_secrets = secrets.replace("TOOL", "std"),
         );
         let path = dir.path().join("manifest.toml");
         std::fs::write(&path, text).unwrap();
@@ -713,5 +741,141 @@ async fn standard_wasi_http_is_under_the_same_policy() {
             .unwrap()
             .contains("HttpRequestDenied"),
         "{out}"
+    );
+}
+
+/// Encodings a receiving server decodes (see `encode` in tools/egress-probe).
+const ENCODED: [&str; 9] = [
+    "query:percent",
+    "query:double",
+    "query:b64-percent",
+    "query:hex-mixed",
+    "header:percent",
+    "header:json-u",
+    "body:json-u",
+    "body:percent",
+    "body:html",
+];
+
+#[tokio::test]
+async fn encoded_secrets_never_go_outside_their_send_to_on_either_path() {
+    let api = Api::new().await;
+    let url = format!("{}/api/collect", api.base());
+    let exfiltration = format!(
+        "exfiltration attempt: secret 'other' may be sent only to https://elsewhere.example, not http://127.0.0.1:{}",
+        api.port
+    );
+    for tool in ["probe", "std"] {
+        for into in ENCODED {
+            let input = json!({"method": "POST", "url": url, "reveal": "other", "into": into});
+            let (out, inv) = api.probe(tool, &api.grant(), input).await;
+            match tool {
+                "probe" => {
+                    assert_eq!(out["error"]["code"], "denied", "{tool} {into}: {out}");
+                    assert_eq!(out["error"]["message"], exfiltration, "{tool} {into}");
+                }
+                _ => assert_eq!(
+                    out["error"]["code"], "HttpRequestDenied",
+                    "{tool} {into}: {out}"
+                ),
+            }
+            let d = api.decisions(&inv);
+            let last = d.last().unwrap();
+            assert_eq!(
+                (last.rule.as_deref(), last.reason.as_deref()),
+                (Some("secret.send-to"), Some(exfiltration.as_str())),
+                "{tool} {into}"
+            );
+            let trail = serde_json::to_string(&api.audit.invocation(&inv)).unwrap();
+            assert!(!trail.contains(OTHER_TOKEN), "{trail}");
+        }
+    }
+    assert_eq!(api.requests(), 0, "nothing reached the server");
+    // The same encodings of a secret whose send-to is this server go through.
+    for tool in ["probe", "std"] {
+        for into in ["query:percent", "body:json-u"] {
+            let input = json!({"method": "POST", "url": url, "reveal": "api", "into": into});
+            let (out, _) = api.probe(tool, &api.grant(), input).await;
+            assert_eq!(out["ok"]["status"], 200, "{tool} {into}: {out}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_secret_reflected_by_its_server_is_redacted_before_the_tool_sees_it() {
+    let api = Api::new().await;
+    let url = format!("{}/api/echo", api.base());
+    let grant = api.grant().secret("hidden");
+    let reflected = "secret 'hidden' reflected in the response; redacted before the tool saw it";
+    // By reference (`reveal = false`), on `warden:tool/http`.
+    let (out, inv) = api
+        .probe("probe", &grant, json!({"url": url, "bearer": "hidden"}))
+        .await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+    let text = out.to_string();
+    assert!(!text.contains(HIDDEN_TOKEN), "{text}");
+    let body: Value = serde_json::from_str(out["ok"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["sent"], "Bearer [REDACTED:hidden] ", "{body}");
+    // percent-encoded: only the value's escapes became the marker
+    assert_eq!(
+        body["pct"], "%42%65%61%72%65%72%20[REDACTED:hidden]%20",
+        "{body}"
+    );
+    let echo = out["ok"]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "x-echo")
+        .unwrap();
+    assert_eq!(echo[1], "Bearer [REDACTED:hidden]");
+    let length = out["ok"]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "content-length")
+        .unwrap();
+    assert_eq!(
+        length[1],
+        out["ok"]["body"].as_str().unwrap().len().to_string()
+    );
+    let egress = api
+        .audit
+        .invocation(&inv)
+        .into_iter()
+        .find(|r| r.event == Event::Egress)
+        .unwrap();
+    assert_eq!(
+        (egress.outcome.as_deref(), egress.message.as_deref()),
+        (Some("ok"), Some(reflected))
+    );
+    // The server did get the value: it is the response that was redacted.
+    let seen = api.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen[0].2.as_deref(),
+        Some(format!("Bearer {HIDDEN_TOKEN}").as_str())
+    );
+    // On `wasi:http`, a revealed value reflected in headers and body.
+    let input = json!({"url": url, "reveal": "api", "into": "header"});
+    let (out, inv) = api.probe("std", &api.grant(), input).await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+    assert!(!out.to_string().contains(API_TOKEN), "{out}");
+    let body: Value = serde_json::from_str(out["ok"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["sent"], " [REDACTED:api]", "{body}");
+    let echo = out["ok"]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "x-echo")
+        .unwrap();
+    assert_eq!(echo[1], "[REDACTED:api]");
+    let egress = api
+        .audit
+        .invocation(&inv)
+        .into_iter()
+        .find(|r| r.event == Event::Egress)
+        .unwrap();
+    assert_eq!(
+        egress.message.as_deref(),
+        Some("secret 'api' reflected in the response; redacted before the tool saw it")
     );
 }

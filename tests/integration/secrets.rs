@@ -99,6 +99,11 @@ fn leak_forms(value: &str) -> Vec<String> {
         URL_SAFE_NO_PAD.encode(format!("x{value}")),
         hex::encode(value),
         value.replace('-', "%2D"),
+        value.bytes().map(|b| format!("%{b:02x}")).collect(),
+        value
+            .chars()
+            .map(|c| format!("\\u{:04x}", c as u32))
+            .collect(),
     ]
 }
 
@@ -122,7 +127,7 @@ async fn a_revealed_secret_is_redacted_from_every_channel() {
     assert!(out.contains(r#""status":"ok""#), "{out}");
     assert_eq!(
         out.matches("[REDACTED:token]").count(),
-        6,
+        9,
         "every leaked form is redacted: {out}"
     );
     assert_clean("output", &out, TOKEN);
@@ -379,4 +384,199 @@ fn the_cli_grants_secrets_by_name_and_redacts_env_values() {
         &std::fs::read_to_string(dir.path().join("a.jsonl")).unwrap(),
         value,
     );
+}
+
+#[tokio::test]
+async fn a_value_in_json_escapes_or_percent_escapes_is_redacted_from_the_output() {
+    let v = Vault::new();
+    let input = serde_json::json!({"name": "token", "channels": ["escaped", "output"]});
+    let run = v.probe(&["token"], input).await.unwrap();
+    let text = run.output.clone().unwrap();
+    let escaped: String = TOKEN
+        .chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect();
+    // What an MCP client's structuredContent and the CLI are made of: the
+    // output as parsed JSON.
+    let out = output(&run);
+    assert_eq!(out["escaped"], "[REDACTED:token]", "{text}");
+    let every_byte: String = TOKEN.bytes().map(|b| format!("%{b:02x}")).collect();
+    for (i, want) in [
+        "[REDACTED:token]", // plain
+        "[REDACTED:token]", // every byte percent-encoded
+        "[REDACTED:token]", // twice
+        "[REDACTED:token]", // hex, letters in both cases
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(out["leaked"][i], *want, "leaked[{i}]: {text}");
+    }
+    assert!(
+        !text.contains(&escaped) && !text.contains(&every_byte),
+        "{text}"
+    );
+    assert_clean("output", &out.to_string(), TOKEN);
+    let trail = serde_json::to_string(&v.audit.records()).unwrap();
+    assert_clean("audit trail", &trail, TOKEN);
+    let end = v.audit.invocation(&run.id).pop().unwrap();
+    assert_eq!(end.outcome.as_deref(), Some("ok"));
+}
+
+/// `WARDEN_LOG=trace`: every capability that handles values is used with a
+/// revealed secret (reveal, get, attach, `warden:tool/http` and `wasi:http`
+/// requests and responses, fs writes and reads and paths, identity tokens,
+/// tool log, stdio), and no form of the value reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_value_reaches_a_trace_log() {
+    let value = "trace-secret-7b1e44d09a";
+    let hidden = "trace-hidden-e5c3a2f180";
+    let port = crate::common::http_server(|req| {
+        let echo = format!(
+            "{} {}",
+            req.header("authorization").unwrap_or(""),
+            req.header("x-api-key").unwrap_or("")
+        );
+        let body = format!("{echo} {} {}", req.path, String::from_utf8_lossy(&req.body));
+        (
+            "200 OK".into(),
+            format!("X-Echo: {echo}\r\n"),
+            body.into_bytes(),
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::write(dir.path().join("hidden.txt"), hidden).unwrap();
+    let secrets = format!(
+        r#"
+[[tools.TOOL.secrets]]
+name = "api"
+source = "env:WARDEN_TRACE_TEST_TOKEN"
+reveal = true
+send-to = ["http://127.0.0.1:{port}"]
+
+[[tools.TOOL.secrets]]
+name = "hidden"
+source = "file:hidden.txt"
+send-to = ["http://127.0.0.1:{port}"]
+
+[[tools.TOOL.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {port}
+methods = ["GET", "POST"]
+"#
+    );
+    let manifest = format!(
+        r#"
+[tools.probe]
+component = "{probe}"
+token-audiences = ["probe"]
+[[tools.probe.fs]]
+handle = "workspace"
+within = "{ws}"
+rights = ["read", "write"]
+{probe_secrets}
+
+[tools.egress]
+component = "{egress}"
+{egress_secrets}
+
+[tools.std]
+component = "{std}"
+{std_secrets}
+"#,
+        probe = crate::SECRET_PROBE,
+        egress = crate::EGRESS_PROBE,
+        std = crate::WASI_HTTP_PROBE,
+        ws = ws.display(),
+        probe_secrets = secrets.replace("TOOL", "probe"),
+        egress_secrets = secrets.replace("TOOL", "egress"),
+        std_secrets = secrets.replace("TOOL", "std"),
+    );
+    let m = dir.path().join("m.toml");
+    std::fs::write(&m, manifest).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let fs_grant = format!("fs:workspace={}:read,write", ws.display());
+    let http_grant = format!("http:{base}/");
+    let runs: Vec<(&str, Vec<String>, String)> = vec![
+        (
+            "probe",
+            vec![fs_grant],
+            r#"{"name":"api","channels":["output","escaped","stdout","stderr","log","fs","identity"]}"#
+                .into(),
+        ),
+        (
+            "egress",
+            vec![http_grant.clone()],
+            serde_json::json!({"method": "POST", "url": format!("{base}/echo"), "reveal": "api", "into": "query", "bearer": "hidden"}).to_string(),
+        ),
+        (
+            "egress",
+            vec![http_grant.clone()],
+            serde_json::json!({"method": "POST", "url": format!("{base}/echo"), "reveal": "api", "into": "body"}).to_string(),
+        ),
+        (
+            "std",
+            vec![http_grant.clone()],
+            serde_json::json!({"method": "POST", "url": format!("{base}/echo"), "reveal": "api", "into": "query"}).to_string(),
+        ),
+        (
+            "std",
+            vec![http_grant],
+            serde_json::json!({"method": "POST", "url": format!("{base}/echo"), "reveal": "api", "into": "body"}).to_string(),
+        ),
+    ];
+    for (tool, grants, input) in runs {
+        let mut args: Vec<String> = vec![
+            "--cache-dir".into(),
+            crate::common::shared_cache().display().to_string(),
+            "run".into(),
+            "--manifest".into(),
+            m.display().to_string(),
+            tool.into(),
+            "--grant".into(),
+            "secret:api".into(),
+            "--grant".into(),
+            "secret:hidden".into(),
+            "--audit".into(),
+            dir.path().join("a.jsonl").display().to_string(),
+            "--input".into(),
+            input.clone(),
+        ];
+        for g in grants {
+            args.extend(["--grant".into(), g]);
+        }
+        let o = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+                .args(&args)
+                // The compiler's own tracing (no tool values) is not needed.
+                .env(
+                    "WARDEN_LOG",
+                    "trace,cranelift_codegen=off,cranelift_frontend=off,regalloc2=off,wasmtime_cranelift=off",
+                )
+                .env("WARDEN_TRACE_TEST_TOKEN", value)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert_eq!(o.status.code(), Some(0), "{tool} {input}: {stderr}");
+        assert!(stderr.contains("TRACE"), "{tool}: tracing is on: {stderr}");
+        for secret in [value, hidden] {
+            assert_clean(&format!("{tool} trace log"), &stderr, secret);
+            assert_clean(&format!("{tool} stdout"), &stdout, secret);
+        }
+        // An identity token (a JWT: base64 of `{"`) is not logged either.
+        assert!(!stderr.contains("eyJ"), "{tool}: a token in the log");
+    }
+    let trail = std::fs::read_to_string(dir.path().join("a.jsonl")).unwrap();
+    assert_clean("audit file", &trail, value);
+    assert_clean("audit file", &trail, hidden);
 }

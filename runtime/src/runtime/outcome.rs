@@ -20,13 +20,16 @@ pub(super) type Outcome = Result<Result<String, ToolError>, Error>;
 #[error("deadline exceeded")]
 pub(super) struct DeadlineHit;
 
-/// Redacts secret values from the tool's output or error.
+/// Redacts secret values from the tool's output or error. The output is
+/// JSON: it is redacted by what its strings, keys and numbers mean once
+/// decoded (so `\u` escapes cannot carry a value past redaction, nor into
+/// an MCP client's `structuredContent`), not by its bytes.
 pub(super) fn redact_result(result: Outcome, redactor: &Redactor) -> Outcome {
     if redactor.is_empty() {
         return result;
     }
     match result {
-        Ok(Ok(out)) => Ok(Ok(redactor.redact_string(out))),
+        Ok(Ok(out)) => Ok(Ok(redactor.redact_json_string(out))),
         Ok(Err(e)) => Ok(Err(ToolError {
             kind: e.kind,
             message: redactor.redact_string(e.message),
@@ -246,6 +249,21 @@ mod tests {
         let r = Redactor::new([("token", "hunter22-secret")]);
         let out = redact_result(Ok(Ok(r#"{"t":"hunter22-secret"}"#.into())), &r);
         assert_eq!(out.unwrap(), Ok(r#"{"t":"[REDACTED:token]"}"#.to_owned()));
+        // JSON escapes, and percent-encoding inside a JSON string
+        let escaped: String = "hunter22-secret"
+            .chars()
+            .map(|c| format!("\\u{:04x}", c as u32))
+            .collect();
+        let out = redact_result(
+            Ok(Ok(format!(
+                r#"{{"t":"{escaped}","u":"%68unter22-secret"}}"#
+            ))),
+            &r,
+        );
+        assert_eq!(
+            out.unwrap(),
+            Ok(r#"{"t":"[REDACTED:token]","u":"[REDACTED:token]"}"#.to_owned())
+        );
 
         let failed = ToolError {
             kind: ToolErrorKind::Denied,
@@ -259,6 +277,13 @@ mod tests {
                 message: "refused [REDACTED:token]".into(),
             }
         );
+
+        let failed = ToolError {
+            kind: ToolErrorKind::Failed,
+            message: "leaking \\u0068unter22-secret".into(),
+        };
+        let e = redact_result(Ok(Err(failed)), &r).unwrap().unwrap_err();
+        assert_eq!(e.message, "leaking [REDACTED:token]");
 
         match redact_result(Err(Error::Trap("panicked at hunter22-secret".into())), &r) {
             Err(Error::Trap(t)) => assert_eq!(t, "panicked at [REDACTED:token]"),

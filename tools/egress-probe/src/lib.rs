@@ -23,7 +23,8 @@ struct Input {
     /// Reveal this secret and put it `into` the request.
     #[serde(default)]
     reveal: Option<String>,
-    /// `query`, `header` or `body`.
+    /// Where: `query`, `header` or `body`, and optionally how, after a
+    /// colon: see [`encode`] (`query:percent`, `body:json-u`, …).
     #[serde(default)]
     into: String,
 }
@@ -39,11 +40,62 @@ enum Output {
         status: u16,
         body: String,
         location: Option<String>,
+        headers: Vec<(String, String)>,
     },
     Error {
         code: String,
         message: String,
     },
+}
+
+/// `value` as a receiving server would decode it back: `plain`, `percent`
+/// (every byte `%xx`), `double` (`%25XX`: percent-encoded twice),
+/// `b64-percent` (base64, then every byte percent-encoded), `json-u` (JSON
+/// `\u` escapes), `hex-mixed` (hex, letters in both cases), `html` (`&#NN;`).
+fn encode(how: &str, value: &str) -> String {
+    let percent = |s: &str| -> String { s.bytes().map(|b| format!("%{b:02x}")).collect() };
+    match how {
+        "percent" => percent(value),
+        "double" => percent(value).replace('%', "%25"),
+        "b64-percent" => {
+            const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut out = String::new();
+            for chunk in value.as_bytes().chunks(3) {
+                let n = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |acc, (i, &b)| acc | (b as u32) << (16 - 8 * i));
+                for i in 0..4 {
+                    if i <= chunk.len() {
+                        out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+                    } else {
+                        out.push('=');
+                    }
+                }
+            }
+            percent(&out)
+        }
+        "json-u" => value
+            .encode_utf16()
+            .map(|u| format!("\\u{u:04X}"))
+            .collect(),
+        "hex-mixed" => value
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 3 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect(),
+        "html" => value.chars().map(|c| format!("&#{};", c as u32)).collect(),
+        _ => value.to_owned(),
+    }
 }
 
 struct EgressProbe;
@@ -60,7 +112,9 @@ impl Tool for EgressProbe {
         let mut body = i.body.clone();
         if let Some(name) = &i.reveal {
             let value = secrets::get(name)?.reveal()?;
-            match i.into.as_str() {
+            let (into, how) = i.into.split_once(':').unwrap_or((i.into.as_str(), "plain"));
+            let value = encode(how, &value);
+            match into {
                 "query" => url = format!("{url}?token={value}"),
                 "header" => headers.push(("x-api-key".into(), value)),
                 _ => body = Some(format!("{{\"token\":\"{value}\"}}")),
@@ -86,6 +140,7 @@ impl Tool for EgressProbe {
                     .find(|(k, _)| k.eq_ignore_ascii_case("location"))
                     .map(|(_, v)| v.clone()),
                 body: String::from_utf8_lossy(&resp.body).into_owned(),
+                headers: resp.headers.clone(),
             },
             Err(e) => {
                 let code = match e.code {

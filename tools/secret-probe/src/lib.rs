@@ -5,8 +5,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::io::Write;
-use warden_tool::{Error, Tool, log, secrets};
+use warden_tool::{Error, Tool, fs, identity, log, secrets};
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -15,7 +16,10 @@ struct Input {
     /// Wait this long before revealing (to outlive a short TTL).
     #[serde(default)]
     delay_ms: u64,
-    /// Where to leak: output, stdout, stderr, log, error.
+    /// Where to leak: output, stdout, stderr, log, error, `escaped` (the
+    /// output carries the value as raw JSON `\u` escapes), `fs` (written to
+    /// `workspace/leak.txt` and used as a path), `identity` (a token for
+    /// audience `probe` is fetched).
     #[serde(default)]
     channels: Vec<String>,
 }
@@ -28,6 +32,10 @@ struct Output {
     /// FNV-1a of the value: lets a test tell values apart without seeing them.
     fingerprint: String,
     leaked: Vec<String>,
+    /// The value as JSON `\u` escapes, written into the output verbatim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    escaped: Option<Box<RawValue>>,
 }
 
 pub fn fnv(v: &str) -> String {
@@ -52,8 +60,23 @@ fn encodings(v: &str) -> Vec<String> {
             }
         })
         .collect();
+    let every_byte: String = v.bytes().map(|b| format!("%{b:02x}")).collect();
+    let mixed_hex: String = hex
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect();
     vec![
         v.to_owned(),
+        every_byte.clone(),
+        every_byte.replace('%', "%25"),
+        mixed_hex,
         STANDARD.encode(v),
         STANDARD.encode(format!("Authorization: Bearer {v}")),
         URL_SAFE_NO_PAD.encode(format!("x{v}")),
@@ -91,15 +114,35 @@ impl Tool for SecretProbe {
                 "stderr" => eprint!("{text}"),
                 "log" => log::warn(&text),
                 "error" => return Err(Error::failed(format!("leaking: {text}"))),
+                "fs" => {
+                    let ws = fs::handle("workspace").map_err(|e| Error::failed(e.message))?;
+                    ws.write("leak.txt", &text)
+                        .map_err(|e| Error::failed(e.message))?;
+                    let _ = ws.stat(&value);
+                    let _ = ws.read_to_string("leak.txt");
+                }
+                "identity" => {
+                    let _ = identity::token("probe");
+                }
                 _ => {}
             }
         }
         let keep = i.channels.iter().any(|c| c == "output");
+        let escaped = if i.channels.iter().any(|c| c == "escaped") {
+            let u: String = value
+                .encode_utf16()
+                .map(|u| format!("\\u{u:04x}"))
+                .collect();
+            RawValue::from_string(format!("\"{u}\"")).ok()
+        } else {
+            None
+        };
         Ok(Output {
             status: "ok".into(),
             message: String::new(),
             fingerprint: fnv(&value),
             leaked: if keep { leaked } else { Vec::new() },
+            escaped,
         })
     }
 }
@@ -114,6 +157,7 @@ fn failure(e: secrets::Error) -> Output {
         message: e.message,
         fingerprint: String::new(),
         leaked: Vec::new(),
+        escaped: None,
     }
 }
 

@@ -1,24 +1,94 @@
-//! Test tool: one GET through the standard `wasi:http` outgoing handler, to
-//! show that the host's egress policy applies to it as to `warden:tool/http`.
+//! Test tool: one request through the standard `wasi:http` outgoing
+//! handler, to show that the host's egress policy applies to it as to
+//! `warden:tool/http`; optionally carrying a revealed secret, encoded.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use warden_tool::{Error, Tool};
+use warden_tool::{Error, Tool, secrets};
 use wasi::http::outgoing_handler;
-use wasi::http::types::{Fields, Method, OutgoingRequest, Scheme};
+use wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Input {
     /// `http://host[:port]/path`
     url: String,
+    /// `GET` (default) or `POST`.
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    #[serde(default)]
+    body: Option<String>,
+    /// Reveal this secret and put it `into` the request.
+    #[serde(default)]
+    reveal: Option<String>,
+    /// `query`, `header` or `body`, optionally `:how` (see [`encode`]).
+    #[serde(default)]
+    into: String,
 }
 
 #[derive(Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 enum Output {
-    Ok { status: u16, body: String },
-    Error { code: String },
+    Ok {
+        status: u16,
+        body: String,
+        headers: Vec<(String, String)>,
+    },
+    Error {
+        code: String,
+    },
+}
+
+/// `value` as a receiving server would decode it back: `plain`, `percent`
+/// (every byte `%xx`), `double` (`%25XX`: percent-encoded twice),
+/// `b64-percent` (base64, then every byte percent-encoded), `json-u` (JSON
+/// `\u` escapes), `hex-mixed` (hex, letters in both cases), `html` (`&#NN;`).
+fn encode(how: &str, value: &str) -> String {
+    let percent = |s: &str| -> String { s.bytes().map(|b| format!("%{b:02x}")).collect() };
+    match how {
+        "percent" => percent(value),
+        "double" => percent(value).replace('%', "%25"),
+        "b64-percent" => {
+            const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut out = String::new();
+            for chunk in value.as_bytes().chunks(3) {
+                let n = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |acc, (i, &b)| acc | (b as u32) << (16 - 8 * i));
+                for i in 0..4 {
+                    if i <= chunk.len() {
+                        out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+                    } else {
+                        out.push('=');
+                    }
+                }
+            }
+            percent(&out)
+        }
+        "json-u" => value
+            .encode_utf16()
+            .map(|u| format!("\\u{u:04X}"))
+            .collect(),
+        "hex-mixed" => value
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 3 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect(),
+        "html" => value.chars().map(|c| format!("&#{};", c as u32)).collect(),
+        _ => value.to_owned(),
+    }
 }
 
 struct WasiHttpProbe;
@@ -30,16 +100,35 @@ impl Tool for WasiHttpProbe {
     const DESCRIPTION: &'static str = "Test tool: one GET through standard wasi:http.";
 
     fn invoke(i: Input) -> Result<Output, Error> {
-        let (scheme, rest) = i
-            .url
+        let mut url = i.url.clone();
+        let mut headers = i.headers.clone();
+        let mut body = i.body.clone();
+        if let Some(name) = &i.reveal {
+            let value = secrets::get(name)?.reveal()?;
+            let (into, how) = i.into.split_once(':').unwrap_or((i.into.as_str(), "plain"));
+            let value = encode(how, &value);
+            match into {
+                "query" => url = format!("{url}?token={value}"),
+                "header" => headers.push(("x-api-key".into(), value)),
+                _ => body = Some(format!("{{\"token\":\"{value}\"}}")),
+            }
+        }
+        let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| Error::invalid_input("no scheme"))?;
         let (authority, path) = match rest.find('/') {
             Some(n) => (&rest[..n], &rest[n..]),
             None => (rest, "/"),
         };
-        let req = OutgoingRequest::new(Fields::new());
-        let _ = req.set_method(&Method::Get);
+        let fields = Fields::new();
+        for (k, v) in &headers {
+            let _ = fields.append(k, v.as_bytes());
+        }
+        let req = OutgoingRequest::new(fields);
+        let _ = req.set_method(&match i.method.as_deref() {
+            Some("POST") => Method::Post,
+            _ => Method::Get,
+        });
         let _ = req.set_scheme(Some(&if scheme == "https" {
             Scheme::Https
         } else {
@@ -47,6 +136,7 @@ impl Tool for WasiHttpProbe {
         }));
         let _ = req.set_authority(Some(authority));
         let _ = req.set_path_with_query(Some(path));
+        let outgoing = req.body().map_err(|_| Error::failed("no request body"))?;
         let future = match outgoing_handler::handle(req, None) {
             Ok(f) => f,
             Err(e) => {
@@ -55,6 +145,18 @@ impl Tool for WasiHttpProbe {
                 });
             }
         };
+        // The body is written and finished before waiting for the response.
+        {
+            let stream = outgoing
+                .write()
+                .map_err(|_| Error::failed("no request body stream"))?;
+            for chunk in body.as_deref().unwrap_or("").as_bytes().chunks(4096) {
+                if stream.blocking_write_and_flush(chunk).is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = OutgoingBody::finish(outgoing, None);
         future.subscribe().block();
         let resp = match future.get() {
             Some(Ok(Ok(r))) => r,
@@ -70,6 +172,12 @@ impl Tool for WasiHttpProbe {
             }
         };
         let status = resp.status();
+        let headers = resp
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect();
         let body = resp.consume().map_err(|_| Error::failed("no body"))?;
         let stream = body.stream().map_err(|_| Error::failed("no body stream"))?;
         let mut bytes = Vec::new();
@@ -87,6 +195,7 @@ impl Tool for WasiHttpProbe {
         Ok(Output::Ok {
             status,
             body: String::from_utf8_lossy(&bytes).into_owned(),
+            headers,
         })
     }
 }

@@ -184,11 +184,16 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
+    let mut filter =
+        tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| filter.into());
+    // No log level may print the values a tool handles (secrets included).
+    for target in warden::VALUE_LOG_TARGETS {
+        if let Ok(off) = format!("{target}=off").parse() {
+            filter = filter.add_directive(off);
+        }
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
-                .unwrap_or_else(|_| filter.into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let verbose = cli.verbose;

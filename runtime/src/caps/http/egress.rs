@@ -9,6 +9,7 @@ use crate::policy::Decision;
 use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::{Approval, Ask, HostCall};
 use crate::redact::Redactor;
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -274,6 +275,22 @@ impl Egress {
             },
         }
     }
+}
+
+/// What the egress outcome record says when a response carried granted
+/// secret values back (a server echoing the request: debug endpoints,
+/// error pages) and they were redacted before the tool saw it. Every
+/// granted secret is redacted, by-reference ones above all: the tool must
+/// not see what it was never given.
+pub(crate) fn reflected(found: &BTreeSet<String>) -> Option<String> {
+    if found.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = found.iter().map(|n| format!("'{n}'")).collect();
+    Some(format!(
+        "secret {} reflected in the response; redacted before the tool saw it",
+        names.join(", ")
+    ))
 }
 
 /// The address to connect to: an IP literal (it matched a rule naming it),

@@ -11,6 +11,7 @@ use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::Gate;
 use crate::policy::gate::{Approval, Ask, HostCall, Pass};
 use crate::policy::{Decision, TaskHistory};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use url::Host as UrlHost;
 use wasmtime::component::Resource;
@@ -201,6 +202,16 @@ impl Host for HttpView<'_> {
             self.gate.hostcall_limit(),
         )
         .await;
+        let received = result.as_ref().map_or(0, |resp| resp.body.len());
+        let mut found = BTreeSet::new();
+        let redactor = self.gate.redactor();
+        let result = match result {
+            Ok(resp) => Ok(redact_response(resp, redactor, &mut found)),
+            Err(e) => Err(wit::Error {
+                code: e.code,
+                message: redactor.redact_string(e.message),
+            }),
+        };
         let host = checked.origin.host.to_string();
         let remember =
             |_: &_, h: &mut TaskHistory| TaskHistory::note(&mut h.hosts_contacted, &host);
@@ -211,8 +222,9 @@ impl Host for HttpView<'_> {
             match &result {
                 Ok(resp) => {
                     r.status = Some(resp.status);
-                    r.bytes_in = Some(resp.body.len() as u64);
+                    r.bytes_in = Some(received as u64);
                     r.outcome = Some("ok".into());
+                    r.message = egress::reflected(&found);
                 }
                 Err(err) => {
                     r.outcome = Some("error".into());
@@ -221,6 +233,47 @@ impl Host for HttpView<'_> {
             }
         })?;
         Ok(result)
+    }
+}
+
+/// The response as the tool may see it: every granted secret value (in any
+/// encoding the redactor knows) replaced in header names, values and the
+/// body; `content-length` follows the redacted body. Adds the names found
+/// to `found`.
+fn redact_response(
+    resp: Response,
+    redactor: &crate::redact::Redactor,
+    found: &mut BTreeSet<String>,
+) -> Response {
+    if redactor.is_empty() {
+        return resp;
+    }
+    let text = |s: String, found: &mut BTreeSet<String>| match redactor
+        .redact_found(s.as_bytes(), found)
+    {
+        Some(r) => String::from_utf8_lossy(&r).into_owned(),
+        None => s,
+    };
+    let body = redactor
+        .redact_found(&resp.body, found)
+        .unwrap_or(resp.body);
+    let headers = resp
+        .headers
+        .into_iter()
+        .map(|(k, v)| {
+            let k = text(k, found);
+            let v = if k.eq_ignore_ascii_case("content-length") {
+                body.len().to_string()
+            } else {
+                text(v, found)
+            };
+            (k, v)
+        })
+        .collect();
+    Response {
+        status: resp.status,
+        headers,
+        body,
     }
 }
 

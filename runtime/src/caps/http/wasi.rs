@@ -1,8 +1,16 @@
 //! Standard `wasi:http` outgoing requests, under the same egress policy as
 //! `warden:tool/http`: the one egress check ([`super::egress`]), the same
 //! gate (runtime policy, records, approval), and a connection to the address
-//! that was checked. A streamed body is not scanned for revealed secret
-//! values; secrets cannot be attached by reference here.
+//! that was checked. Secrets cannot be attached by reference here.
+//!
+//! Both bodies are buffered, bounded by the host call limit: the request's,
+//! so the egress check scans it for revealed secret values like any other
+//! (a guest must finish its body before it waits for the response, as the
+//! usual client libraries do); the response's, so every granted secret a
+//! server reflects (its headers, its body) is redacted before the tool reads
+//! any of it. A redaction over a stream would need a window as long as the
+//! longest encoding of a value and would still hand the tool the bytes
+//! before a match completes; the limit bounds the memory either way.
 
 use super::REQUEST_TIMEOUT;
 use super::check::Origin;
@@ -10,8 +18,13 @@ use super::egress::{self, Egress, Refused, Via};
 use crate::audit::Event;
 use crate::policy::TaskHistory;
 use crate::policy::gate::{Gate, Pass};
-use http_body_util::BodyExt;
+use crate::redact::Redactor;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,18 +64,30 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
     let denied = |_| Error::HttpRequestDenied;
     let method = request.method().as_str().to_owned();
     let url = request.uri().to_string();
+    let limit = gate.hostcall_limit();
+    let wait = gate.deadline().saturating_duration_since(Instant::now());
+    let (parts, body) = request.into_parts();
+    // Up to one byte over the limit: the check refuses that with `http.size`.
+    let (body, trailers) = buffer(body, limit.saturating_add(1), wait).await?;
+    let mut headers: Vec<(&str, &[u8])> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .collect();
+    headers.extend(
+        trailers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_bytes())),
+    );
     let check = egress::Request {
         via: Via::Wasi,
         method: &method,
         url: &url,
-        headers: request
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_bytes()))
-            .collect(),
-        body: None,
+        headers,
+        body: Some(&body),
         bearer: None,
-        limit: gate.hostcall_limit(),
+        limit,
     };
     let (shown, checked) = egress.check(&check, gate.redactor()).await;
     drop(check);
@@ -92,15 +117,23 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
     };
     let timeout = REQUEST_TIMEOUT.min(gate.deadline().saturating_duration_since(Instant::now()));
     let started = Instant::now();
-    let result = send_pinned(
+    let request = http::Request::from_parts(parts, replay(body, trailers));
+    let mut found = BTreeSet::new();
+    let result = match send_pinned(
         &pass,
         request,
         checked.address,
         &checked.origin,
         timeout,
-        gate.hostcall_limit(),
+        limit,
     )
-    .await;
+    .await
+    {
+        Ok((resp, io)) => redact_response(resp, gate.redactor(), timeout, &mut found)
+            .await
+            .map(|resp| (resp, io)),
+        Err(e) => Err(e),
+    };
     let host = checked.origin.host.to_string();
     let remember = |_: &_, h: &mut TaskHistory| TaskHistory::note(&mut h.hosts_contacted, &host);
     gate.outcome(pass, Event::Egress, remember, |r| {
@@ -110,6 +143,7 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
             Ok((resp, _)) => {
                 r.status = Some(resp.status().as_u16());
                 r.outcome = Some("ok".into());
+                r.message = egress::reflected(&found);
             }
             Err(e) => {
                 r.outcome = Some("error".into());
@@ -119,6 +153,98 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
     })
     .map_err(denied)?;
     result
+}
+
+/// A body read whole, up to `most` bytes (reading stops once past it), and
+/// its trailers, within `wait`.
+async fn buffer(
+    mut body: WasiBody,
+    most: usize,
+    wait: Duration,
+) -> Result<(Bytes, Option<HeaderMap>), Error> {
+    let read = async {
+        let mut data = BytesMut::new();
+        let mut trailers: Option<HeaderMap> = None;
+        while let Some(frame) = body.frame().await {
+            match frame?.into_data() {
+                Ok(chunk) => {
+                    data.extend_from_slice(&chunk);
+                    if data.len() >= most {
+                        break;
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        trailers.get_or_insert_with(HeaderMap::new).extend(t);
+                    }
+                }
+            }
+        }
+        Ok((data.freeze(), trailers))
+    };
+    tokio::time::timeout(wait, read)
+        .await
+        .map_err(|_| Error::ConnectionWriteTimeout)?
+}
+
+/// A buffered body as a body again, its trailers after its data.
+fn replay(data: Bytes, trailers: Option<HeaderMap>) -> WasiBody {
+    let mut frames = vec![Ok(Frame::data(data))];
+    if let Some(t) = trailers {
+        frames.push(Ok(Frame::trailers(t)));
+    }
+    StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+}
+
+/// The response as the tool may see it: its body buffered (bounded by the
+/// limit `exchange` put on it), and every granted secret value redacted
+/// from its header values and body; a header whose name holds one is
+/// dropped (a name cannot hold the marker), `content-length` follows the
+/// redacted body and no reason phrase is kept. Adds the names found.
+async fn redact_response(
+    resp: http::Response<WasiBody>,
+    redactor: &Redactor,
+    wait: Duration,
+    found: &mut BTreeSet<String>,
+) -> Result<http::Response<WasiBody>, Error> {
+    let (mut parts, body) = resp.into_parts();
+    let (data, trailers) = buffer(body, usize::MAX, wait).await.map_err(|e| match e {
+        Error::ConnectionWriteTimeout => Error::ConnectionReadTimeout,
+        e => e,
+    })?;
+    parts.extensions.remove::<hyper::ext::ReasonPhrase>();
+    let data = match redactor.redact_found(&data, found) {
+        Some(r) => Bytes::from(r),
+        None => data,
+    };
+    let redact_map = |map: HeaderMap, found: &mut BTreeSet<String>| {
+        let mut out = HeaderMap::with_capacity(map.len());
+        let mut name = None;
+        for (k, v) in map {
+            // `into_iter` names a header once, before all its values.
+            if let Some(k) = k {
+                name = (redactor
+                    .redact_found(k.as_str().as_bytes(), found)
+                    .is_none())
+                .then_some(k);
+            }
+            let Some(k) = &name else { continue };
+            let v = match redactor.redact_found(v.as_bytes(), found) {
+                Some(r) => HeaderValue::from_bytes(&r).unwrap_or(HeaderValue::from_static("")),
+                None => v,
+            };
+            out.append(k.clone(), v);
+        }
+        out
+    };
+    parts.headers = redact_map(std::mem::take(&mut parts.headers), found);
+    if parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(data.len()));
+    }
+    let trailers = trailers.map(|t| redact_map(t, found));
+    Ok(http::Response::from_parts(parts, replay(data, trailers)))
 }
 
 /// Sends `req` over a connection to `addr`; TLS verifies the origin's host name.
