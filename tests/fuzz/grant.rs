@@ -67,7 +67,10 @@ fn is_name(name: &str) -> bool {
 fn well_formed(g: &Grant, how: &str) -> Result<(), TestCaseError> {
     for (handle, fs) in &g.fs {
         check!(is_name(handle), "{how}: handle {handle:?} accepted");
-        check!(!fs.rights.is_empty(), "{how}: handle {handle} without rights");
+        check!(
+            !fs.rights.is_empty(),
+            "{how}: handle {handle} without rights"
+        );
         check!(
             !fs.path.as_os_str().is_empty(),
             "{how}: handle {handle} without a path"
@@ -97,16 +100,18 @@ fn property(text: &str, file: &Path) -> Result<(), TestCaseError> {
             Ok(()) => well_formed(&g, &format!("add_cli({line:?})"))?,
             Err(e) => {
                 check!(!e.to_string().is_empty(), "add_cli({line:?}): empty error");
-                check!(g == before, "add_cli({line:?}) failed but changed the grant");
+                check!(
+                    g == before,
+                    "add_cli({line:?}) failed but changed the grant"
+                );
             }
         }
     }
     std::fs::write(file, text).map_err(|e| TestCaseError::fail(e.to_string()))?;
     match Grant::load(file) {
         Ok(g) => {
-            let task_ok = !g.task.is_empty()
-                && g.task.len() <= 128
-                && !g.task.chars().any(char::is_control);
+            let task_ok =
+                !g.task.is_empty() && g.task.len() <= 128 && !g.task.chars().any(char::is_control);
             check!(task_ok, "load: task {:?} accepted", g.task);
             well_formed(&g, "load")?;
         }

@@ -28,9 +28,7 @@ mod stdio;
 mod verify;
 
 use proptest::strategy::Strategy;
-use proptest::test_runner::{
-    Config, FileFailurePersistence, TestCaseError, TestError, TestRunner,
-};
+use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestError, TestRunner};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
 

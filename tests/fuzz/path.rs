@@ -69,7 +69,10 @@ fn property(p: &str, action: usize, held: u8, needs: u8) -> Result<(), TestCaseE
             check!(c.as_str() == p, "check({p:?}) changed the path");
             check!(c.is_root() == (p == "."), "check({p:?}): wrong root");
             let path = Path::new(p);
-            check!(!path.is_absolute(), "check({p:?}) accepted an absolute path");
+            check!(
+                !path.is_absolute(),
+                "check({p:?}) accepted an absolute path"
+            );
             let mut depth = 0usize;
             for comp in path.components() {
                 match comp {

@@ -43,18 +43,54 @@ pub struct Encoding {
 
 /// The encodings the redactor supports on main (`redact::encodings`).
 pub const ENCODINGS: &[Encoding] = &[
-    Encoding { name: "plain", encode: |l| l.framed() },
-    Encoding { name: "hex", encode: |l| hex::encode(l.framed()) },
-    Encoding { name: "HEX", encode: |l| hex::encode_upper(l.framed()) },
-    Encoding { name: "json-escaped", encode: |l| json_escaped(&l.framed()) },
-    Encoding { name: "percent-unreserved", encode: |l| percent(&l.framed(), unreserved, true) },
-    Encoding { name: "percent-unreserved-lower", encode: |l| percent(&l.framed(), unreserved, false) },
-    Encoding { name: "percent-alnum", encode: |l| percent(&l.framed(), alnum, true) },
-    Encoding { name: "percent-alnum-lower", encode: |l| percent(&l.framed(), alnum, false) },
-    Encoding { name: "base64", encode: |l| STANDARD.encode(l.framed()) },
-    Encoding { name: "base64-unpadded", encode: |l| STANDARD_NO_PAD.encode(l.framed()) },
-    Encoding { name: "base64url", encode: |l| URL_SAFE.encode(l.framed()) },
-    Encoding { name: "base64url-unpadded", encode: |l| URL_SAFE_NO_PAD.encode(l.framed()) },
+    Encoding {
+        name: "plain",
+        encode: |l| l.framed(),
+    },
+    Encoding {
+        name: "hex",
+        encode: |l| hex::encode(l.framed()),
+    },
+    Encoding {
+        name: "HEX",
+        encode: |l| hex::encode_upper(l.framed()),
+    },
+    Encoding {
+        name: "json-escaped",
+        encode: |l| json_escaped(&l.framed()),
+    },
+    Encoding {
+        name: "percent-unreserved",
+        encode: |l| percent(&l.framed(), unreserved, true),
+    },
+    Encoding {
+        name: "percent-unreserved-lower",
+        encode: |l| percent(&l.framed(), unreserved, false),
+    },
+    Encoding {
+        name: "percent-alnum",
+        encode: |l| percent(&l.framed(), alnum, true),
+    },
+    Encoding {
+        name: "percent-alnum-lower",
+        encode: |l| percent(&l.framed(), alnum, false),
+    },
+    Encoding {
+        name: "base64",
+        encode: |l| STANDARD.encode(l.framed()),
+    },
+    Encoding {
+        name: "base64-unpadded",
+        encode: |l| STANDARD_NO_PAD.encode(l.framed()),
+    },
+    Encoding {
+        name: "base64url",
+        encode: |l| URL_SAFE.encode(l.framed()),
+    },
+    Encoding {
+        name: "base64url-unpadded",
+        encode: |l| URL_SAFE_NO_PAD.encode(l.framed()),
+    },
     // New encodings plug in here, one line each, once the redactor learns
     // them: move a line from PENDING.
 ];
@@ -63,9 +99,18 @@ pub const ENCODINGS: &[Encoding] = &[
 /// escapes and percent-encoding of every byte are being added to the
 /// redactor on another branch). Their misses are reported, not failed.
 pub const PENDING: &[Encoding] = &[
-    Encoding { name: "json-\\u-every-char", encode: |l| json_u_escaped(&l.framed()) },
-    Encoding { name: "percent-every-byte", encode: |l| percent(&l.framed(), |_| false, true) },
-    Encoding { name: "percent-every-byte-lower", encode: |l| percent(&l.framed(), |_| false, false) },
+    Encoding {
+        name: "json-\\u-every-char",
+        encode: |l| json_u_escaped(&l.framed()),
+    },
+    Encoding {
+        name: "percent-every-byte",
+        encode: |l| percent(&l.framed(), |_| false, true),
+    },
+    Encoding {
+        name: "percent-every-byte-lower",
+        encode: |l| percent(&l.framed(), |_| false, false),
+    },
 ];
 
 fn unreserved(b: u8) -> bool {
@@ -99,7 +144,9 @@ fn json_u_escaped(s: &str) -> String {
 fn recoverable(out: &str) -> Vec<Vec<u8>> {
     let mut found = vec![out.as_bytes().to_vec(), percent_decode(out)];
     found.push(json_unescape(out));
-    found.push(json_unescape(&String::from_utf8_lossy(&percent_decode(out))));
+    found.push(json_unescape(&String::from_utf8_lossy(&percent_decode(
+        out,
+    ))));
     for run in runs(out, |c| c.is_ascii_hexdigit()) {
         for offset in 0..2 {
             let pairs = run.as_bytes()[offset.min(run.len())..].chunks_exact(2);
@@ -268,9 +315,18 @@ pub fn run() {
         |(secret, before, after, prefix, suffix, others)| {
             let mut secrets = vec![("api", secret.as_str())];
             let names: Vec<String> = (0..others.len()).map(|i| format!("other{i}")).collect();
-            secrets.extend(names.iter().map(String::as_str).zip(others.iter().map(String::as_str)));
+            secrets.extend(
+                names
+                    .iter()
+                    .map(String::as_str)
+                    .zip(others.iter().map(String::as_str)),
+            );
             let r = Redactor::new(secrets);
-            let leak = Leak { secret, before, after };
+            let leak = Leak {
+                secret,
+                before,
+                after,
+            };
             for e in ENCODINGS {
                 if let Some(problem) = redacts(&r, e, &leak, &prefix, &suffix) {
                     check!(false, "{problem}");

@@ -90,7 +90,8 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         "\\PC{0,16}".prop_map(Value::from),
         Just(json!("echo")),
         Just(json!({"message": "m"})),
@@ -98,8 +99,14 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             vec(inner.clone(), 0..4).prop_map(Value::Array),
-            vec(("[a-z_]{1,8}|name|arguments|message|_meta|progressToken", inner), 0..4)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            vec(
+                (
+                    "[a-z_]{1,8}|name|arguments|message|_meta|progressToken",
+                    inner
+                ),
+                0..4
+            )
+            .prop_map(|kv| Value::Object(kv.into_iter().collect())),
         ]
     })
 }
@@ -229,8 +236,9 @@ impl Session {
 
     /// Reads one server line and accounts for it.
     fn note(&mut self, text: &str) -> Result<Value, TestCaseError> {
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| TestCaseError::fail(format!("server wrote a non-JSON line {text:?}: {e}")))?;
+        let v: Value = serde_json::from_str(text).map_err(|e| {
+            TestCaseError::fail(format!("server wrote a non-JSON line {text:?}: {e}"))
+        })?;
         check!(v["jsonrpc"] == "2.0", "server wrote {text:?}");
         if v.get("id").is_some() && (v.get("result").is_some() || v.get("error").is_some()) {
             self.answers += 1;
@@ -256,7 +264,9 @@ impl Session {
                 .await
                 .map_err(|_| TestCaseError::fail(format!("no answer to {id} within {PATIENCE:?}")))?
                 .map_err(|e| TestCaseError::fail(format!("reading: {e}")))?
-                .ok_or_else(|| TestCaseError::fail(format!("the server closed before answering {id}")))?;
+                .ok_or_else(|| {
+                    TestCaseError::fail(format!("the server closed before answering {id}"))
+                })?;
             let v = self.note(&line)?;
             if v["id"] == id {
                 return Ok(v);
@@ -265,19 +275,32 @@ impl Session {
     }
 }
 
-async fn start(manifest: &std::path::Path, cache: &std::path::Path) -> (Session, tokio::task::JoinHandle<std::io::Result<Served>>) {
+async fn start(
+    manifest: &std::path::Path,
+    cache: &std::path::Path,
+) -> (Session, tokio::task::JoinHandle<std::io::Result<Served>>) {
     let runtime = Runtime::builder()
         .manifest(Manifest::load(manifest).expect("manifest"))
         .audit(MemorySink::new())
         .cache_dir(cache)
         .build()
         .expect("runtime");
-    let mcp = WardenMcp::new(runtime, Grants::One(Arc::new(Grant::new("fuzz"))), ServeOptions::default())
-        .await
-        .expect("server");
+    let mcp = WardenMcp::new(
+        runtime,
+        Grants::One(Arc::new(Grant::new("fuzz"))),
+        ServeOptions::default(),
+    )
+    .await
+    .expect("server");
     let (a, b) = duplex(1 << 20);
     let (read, write) = tokio::io::split(a);
-    let served = tokio::spawn(serve_on(mcp, read, write, MAX_REQUEST, CancellationToken::new()));
+    let served = tokio::spawn(serve_on(
+        mcp,
+        read,
+        write,
+        MAX_REQUEST,
+        CancellationToken::new(),
+    ));
     let (from, to) = tokio::io::split(b);
     let mut s = Session {
         to,
@@ -290,7 +313,8 @@ async fn start(manifest: &std::path::Path, cache: &std::path::Path) -> (Session,
     s.send(r#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"fuzz","version":"1"}}}"#).await;
     let init = s.answer("init").await.expect("initialize");
     assert!(init["result"]["protocolVersion"].is_string(), "{init}");
-    s.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).await;
+    s.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+        .await;
     (s, served)
 }
 
@@ -306,14 +330,20 @@ async fn case(s: &mut Session, lines: &[Line]) -> Result<(), TestCaseError> {
         r#"{{"jsonrpc":"2.0","id":"probe-{n}","method":"tools/call","params":{{"name":"echo","arguments":{{"message":"p{n}"}}}}}}"#
     ))
     .await;
-    s.send(&format!(r#"{{"jsonrpc":"2.0","id":"ping-{n}","method":"ping"}}"#)).await;
+    s.send(&format!(
+        r#"{{"jsonrpc":"2.0","id":"ping-{n}","method":"ping"}}"#
+    ))
+    .await;
     let probe = s.answer(&format!("probe-{n}")).await?;
     check!(
         probe["result"]["structuredContent"]["message"] == format!("p{n}"),
         "the probe after garbage got {probe}"
     );
     let ping = s.answer(&format!("ping-{n}")).await?;
-    check!(ping.get("result").is_some(), "the ping after garbage got {ping}");
+    check!(
+        ping.get("result").is_some(),
+        "the ping after garbage got {ping}"
+    );
     Ok(())
 }
 
@@ -325,7 +355,11 @@ pub fn run() {
         .expect("tokio");
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = dir.path().join("manifest.toml");
-    std::fs::write(&manifest, format!("[tools.echo]\ncomponent = \"{}\"\n", crate::ECHO)).expect("manifest");
+    std::fs::write(
+        &manifest,
+        format!("[tools.echo]\ncomponent = \"{}\"\n", crate::ECHO),
+    )
+    .expect("manifest");
     let (session, served) = rt.block_on(start(&manifest, &dir.path().join("cache")));
     let session = Mutex::new(session);
     let seeds = corpus::seeds("stdio");
@@ -350,7 +384,10 @@ pub fn run() {
                 panic!("fuzz stdio: after the run: {e}");
             }
         }
-        served.await.expect("the loop panicked").expect("the loop failed")
+        served
+            .await
+            .expect("the loop panicked")
+            .expect("the loop failed")
     });
     eprintln!(
         "fuzz stdio: {} lines sent, {} answers; the loop answered {} calls, handed {} lines to the SDK, refused {}",

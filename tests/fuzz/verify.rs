@@ -110,7 +110,8 @@ fn written_trail() -> Trail {
 
 /// The committed trails (`*.jsonl`), each with its `*.jwks.json` if any.
 fn seed_trails() -> Vec<Trail> {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fuzz/corpus/verify");
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fuzz/corpus/verify");
     let mut out = Vec::new();
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .expect("corpus/verify")
@@ -139,13 +140,31 @@ fn consistent(text: &str, r: &Report) -> Result<(), TestCaseError> {
         "{} records and {bad} bad of {lines} lines",
         r.records
     );
-    check!(r.uncovered <= r.records, "uncovered {} > records {}", r.uncovered, r.records);
-    check!(r.checkpoints <= r.records, "checkpoints {} > records", r.checkpoints);
+    check!(
+        r.uncovered <= r.records,
+        "uncovered {} > records {}",
+        r.uncovered,
+        r.records
+    );
+    check!(
+        r.checkpoints <= r.records,
+        "checkpoints {} > records",
+        r.checkpoints
+    );
     if let Some(l) = r.last_checkpoint {
-        check!(l >= 1 && l <= r.records, "last checkpoint at line {l} of {}", r.records);
+        check!(
+            l >= 1 && l <= r.records,
+            "last checkpoint at line {l} of {}",
+            r.records
+        );
     }
     if let Some(t) = &r.tampered {
-        check!(t.line == r.records + 1, "tampered at line {} after {} records", t.line, r.records);
+        check!(
+            t.line == r.records + 1,
+            "tampered at line {} after {} records",
+            t.line,
+            r.records
+        );
         check!(!t.reason.is_empty(), "tampered without a reason");
         check!(!r.is_complete(), "tampered but complete");
     }
@@ -197,6 +216,23 @@ pub fn run() {
         let r = verify_text(&t.text, t.keys.as_deref());
         assert!(r.tampered.is_none(), "a seed trail does not verify: {r:?}");
     }
+    // What "no-op" covers: verification hashes the parsed record, so an
+    // unknown field added to a line is not reported (noted, not failed).
+    if let Some(t) = trails.last() {
+        let mut lines = t.lines();
+        let first = lines[0].replacen('{', "{\"added\":\"by hand\",", 1);
+        lines[0] = &first;
+        let text = format!("{}\n", lines.join("\n"));
+        let r = verify_text(&text, t.keys.as_deref());
+        eprintln!(
+            "fuzz verify: note: a record with an unknown field added verifies {}",
+            if r.tampered.is_none() {
+                "intact (the hash is over the parsed record)"
+            } else {
+                "as tampered"
+            }
+        );
+    }
     let trails = Arc::new(trails);
     let line_seeds: Arc<Vec<Vec<u8>>> = Arc::new(
         trails
@@ -241,7 +277,11 @@ pub fn run() {
                 );
             } else {
                 no_ops.fetch_add(1, Ordering::Relaxed);
-                check!(r.tampered.is_none(), "a no-op edit reported: {:?}", r.tampered);
+                check!(
+                    r.tampered.is_none(),
+                    "a no-op edit reported: {:?}",
+                    r.tampered
+                );
             }
             Ok(())
         }
@@ -270,7 +310,11 @@ pub fn run() {
             let r = verify_text(&text, t.keys.as_deref());
             consistent(&text, &r)?;
             if orig.starts_with(&lines) {
-                check!(r.tampered.is_none(), "a truncation reported tampered: {:?}", r.tampered);
+                check!(
+                    r.tampered.is_none(),
+                    "a truncation reported tampered: {:?}",
+                    r.tampered
+                );
                 check!(
                     r.records == lines.len() as u64,
                     "a truncation verified {} of {} records",
@@ -278,7 +322,10 @@ pub fn run() {
                     lines.len()
                 );
             } else if records(&text) != records(&t.text) {
-                check!(r.tampered.is_some(), "records moved, reported intact: {edits:?}");
+                check!(
+                    r.tampered.is_some(),
+                    "records moved, reported intact: {edits:?}"
+                );
             }
             Ok(())
         }

@@ -129,7 +129,8 @@ async fn http_client(url: &str) -> anyhow::Result<RunningService<RoleClient, Cli
 fn starts_and_ends(text: &str) -> anyhow::Result<(HashMap<String, u32>, HashMap<String, u32>)> {
     let (mut starts, mut ends) = (HashMap::new(), HashMap::new());
     for (i, line) in text.lines().enumerate() {
-        let r: Value = serde_json::from_str(line).with_context(|| format!("trail line {}", i + 1))?;
+        let r: Value =
+            serde_json::from_str(line).with_context(|| format!("trail line {}", i + 1))?;
         let inv = r["invocation"].as_str().unwrap_or_default().to_owned();
         match r["event"].as_str() {
             Some("invocation.start") => *starts.entry(inv).or_default() += 1,
@@ -167,7 +168,10 @@ async fn load(s: &Scratch) -> anyhow::Result<String> {
                     .call_tool(call("echo", json!({ "message": message })))
                     .await
                     .with_context(|| format!("client {c} call {i}"))?;
-                let got = r.structured_content.as_ref().and_then(|v| v["message"].as_str());
+                let got = r
+                    .structured_content
+                    .as_ref()
+                    .and_then(|v| v["message"].as_str());
                 ensure!(
                     r.is_error != Some(true) && got == Some(message.as_str()),
                     "client {c} call {i}: {r:?}"
@@ -202,7 +206,10 @@ async fn load(s: &Scratch) -> anyhow::Result<String> {
         "the trail holds {n_starts} starts and {n_ends} ends for {calls} calls"
     );
     ensure!(
-        starts.len() == calls && starts.iter().all(|(inv, n)| *n == 1 && ends.get(inv) == Some(&1)),
+        starts.len() == calls
+            && starts
+                .iter()
+                .all(|(inv, n)| *n == 1 && ends.get(inv) == Some(&1)),
         "some invocation has other than one start and one end"
     );
     let (code, out) = s.verify(&trail).await?;
@@ -232,11 +239,17 @@ async fn sigkill(s: &Scratch) -> anyhow::Result<String> {
     let trail = s.path("kill.jsonl");
     let (mut child, url) = s.serve(&trail).await?;
     let client = Arc::new(http_client(&url).await?);
-    let r = client.call_tool(call("echo", json!({"message": "before"}))).await?;
+    let r = client
+        .call_tool(call("echo", json!({"message": "before"})))
+        .await?;
     ensure!(r.is_error != Some(true), "the first call failed: {r:?}");
     let looping = {
         let client = client.clone();
-        tokio::spawn(async move { client.call_tool(call("hog", json!({"attack": "loop"}))).await })
+        tokio::spawn(async move {
+            client
+                .call_tool(call("hog", json!({"attack": "loop"})))
+                .await
+        })
     };
     // Wait until the looping call's start record is in the trail.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -246,14 +259,20 @@ async fn sigkill(s: &Scratch) -> anyhow::Result<String> {
         if let Some(inv) = starts.keys().find(|i| !ends.contains_key(*i)) {
             break inv.clone();
         }
-        ensure!(Instant::now() < deadline, "the hog call did not start within 30 s");
+        ensure!(
+            Instant::now() < deadline,
+            "the hog call did not start within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     ensure!(!looping.is_finished(), "the hog call ended before the kill");
     child.start_kill()?; // SIGKILL
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await??;
-    ensure!(status.code().is_none(), "warden serve exited by itself: {status}");
+    ensure!(
+        status.code().is_none(),
+        "warden serve exited by itself: {status}"
+    );
     let answer = tokio::time::timeout(Duration::from_secs(10), looping).await;
     let answer = match answer {
         Ok(Ok(Ok(r))) => format!("answered {:?}", r.is_error),
@@ -261,7 +280,10 @@ async fn sigkill(s: &Scratch) -> anyhow::Result<String> {
         Ok(Err(e)) => format!("task: {e}"),
         Err(_) => "no answer".into(),
     };
-    ensure!(!answer.starts_with("answered Some(false)"), "the killed call was answered as a success");
+    ensure!(
+        !answer.starts_with("answered Some(false)"),
+        "the killed call was answered as a success"
+    );
 
     let text = std::fs::read_to_string(&trail)?;
     let lines = text.lines().count() as u64;
@@ -328,7 +350,10 @@ async fn disk_full(s: &Scratch) -> anyhow::Result<String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let code = out.status.code().unwrap_or(-1);
-    ensure!(code != 0, "the invocation succeeded with its trail's disk full: {stdout}");
+    ensure!(
+        code != 0,
+        "the invocation succeeded with its trail's disk full: {stdout}"
+    );
     ensure!(
         !stdout.contains("logged"),
         "the tool's output was returned with its trail's disk full: {stdout}"
@@ -340,12 +365,19 @@ async fn disk_full(s: &Scratch) -> anyhow::Result<String> {
     let (starts, ends) = starts_and_ends_lossy(&trail_text);
     Ok(format!(
         "disk full mid-invocation ({}): failed closed, exit {code}, no output; error: {}; trail: {} bytes, {starts} start, {ends} end, verify: {}",
-        if mounted { "64 KiB tmpfs" } else { "ulimit -f stand-in" },
+        if mounted {
+            "64 KiB tmpfs"
+        } else {
+            "ulimit -f stand-in"
+        },
         stderr.trim().lines().last().unwrap_or(""),
         trail_text.len(),
         match &report.tampered {
             Some(t) => format!("line {}: {}", t.line, t.reason),
-            None => format!("{} records intact, unfinished {:?}", report.records, report.unfinished),
+            None => format!(
+                "{} records intact, unfinished {:?}",
+                report.records, report.unfinished
+            ),
         }
     ))
 }
@@ -366,7 +398,10 @@ fn warden_path() -> anyhow::Result<PathBuf> {
     }
     // target/release/examples/load -> target/release/warden
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).context("no target directory")?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("no target directory")?;
     Ok(dir.join("warden"))
 }
 
@@ -374,7 +409,11 @@ fn warden_path() -> anyhow::Result<PathBuf> {
 async fn main() -> std::process::ExitCode {
     let setup = async {
         let warden = warden_path()?;
-        ensure!(warden.is_file(), "no warden binary at {} (cargo build --release --bin warden)", warden.display());
+        ensure!(
+            warden.is_file(),
+            "no warden binary at {} (cargo build --release --bin warden)",
+            warden.display()
+        );
         let dir = tempfile::tempdir()?;
         std::fs::write(
             dir.path().join("manifest.toml"),
@@ -396,7 +435,8 @@ async fn main() -> std::process::ExitCode {
     };
     let started = Instant::now();
     let mut failed = false;
-    type Check<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<String>> + 'a>>;
+    type Check<'a> =
+        std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<String>> + 'a>>;
     let checks: [(&str, Check); 3] = [
         ("load", Box::pin(load(&s))),
         ("sigkill", Box::pin(sigkill(&s))),
@@ -405,10 +445,16 @@ async fn main() -> std::process::ExitCode {
     for (name, check) in checks {
         let t = Instant::now();
         match tokio::time::timeout(Duration::from_secs(120), check).await {
-            Ok(Ok(summary)) => println!("load {name}: ok ({:.1} s): {summary}", t.elapsed().as_secs_f64()),
+            Ok(Ok(summary)) => println!(
+                "load {name}: ok ({:.1} s): {summary}",
+                t.elapsed().as_secs_f64()
+            ),
             Ok(Err(e)) => {
                 failed = true;
-                println!("load {name}: FAILED ({:.1} s): {e:#}", t.elapsed().as_secs_f64());
+                println!(
+                    "load {name}: FAILED ({:.1} s): {e:#}",
+                    t.elapsed().as_secs_f64()
+                );
             }
             Err(_) => {
                 failed = true;
