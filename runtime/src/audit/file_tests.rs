@@ -88,7 +88,11 @@ fn a_torn_last_line_is_cut_off_before_the_next_record() {
     torn.extend_from_slice(&whole[..whole.len() / 2]);
     std::fs::write(&path, &torn).unwrap();
     let report = crate::audit::verify::verify_text(&String::from_utf8_lossy(&torn), None);
-    assert_eq!(report.tampered.map(|t| t.line), Some(2), "a torn tail shows");
+    assert_eq!(
+        report.tampered.map(|t| t.line),
+        Some(2),
+        "a torn tail shows"
+    );
     // The next writer cuts it off and goes on with one chain.
     let sink = FileSink::open(&path).unwrap();
     sink.append(&event("invocation.end", 0)).unwrap();
