@@ -370,7 +370,12 @@ pub fn run() {
             .filter(|l| !l.is_empty())
             .collect(),
     );
-    crate::fuzz("stdio", 0.5, vec(line(seeds), 1..6), |lines| {
+    // 0.25: 500 cases at the default count. An open finding of this target
+    // (issue #11's note): after ~2,000-3,000 cases of one long session, a
+    // `ping` forwarded to rmcp can go unanswered (the loop's own
+    // `tools/call` still answers); not yet reproduced outside the fuzzer's
+    // timing. `WARDEN_FUZZ_CASES=20000` shows it.
+    crate::fuzz("stdio", 0.25, vec(line(seeds), 1..6), |lines| {
         let mut s = session.lock().unwrap_or_else(|e| e.into_inner());
         rt.block_on(case(&mut s, &lines))
     });
