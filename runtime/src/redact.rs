@@ -124,10 +124,14 @@ fn may_escape(bytes: &[u8]) -> bool {
     bytes.iter().any(|b| matches!(b, b'%' | b'\\' | b'&'))
 }
 
-/// `input` with every escape at its top level decoded once, each output
-/// byte mapped to the original span it came from (through `spans`, the
-/// mapping of `input` itself, if it is a view). `None` if nothing decoded.
-fn decode(input: &[u8], spans: Option<&[(usize, usize)]>) -> Option<View> {
+/// The bytes that start an escape: `%`, `\\`, `&`.
+const ESCAPE_STARTS: [u8; 3] = [b'%', b'\\', b'&'];
+
+/// `input` with every escape at its top level decoded once (only those
+/// starting with `only`, when given), each output byte mapped to the
+/// original span it came from (through `spans`, the mapping of `input`
+/// itself, if it is a view). `None` if nothing decoded.
+fn decode(input: &[u8], spans: Option<&[(usize, usize)]>, only: Option<u8>) -> Option<View> {
     let original = |a: usize, b: usize| match spans {
         Some(s) => (s[a].0, s[b - 1].1),
         None => (a, b),
@@ -137,7 +141,8 @@ fn decode(input: &[u8], spans: Option<&[(usize, usize)]>) -> Option<View> {
     let mut changed = false;
     let mut i = 0;
     while i < input.len() {
-        match escape_at(input, i) {
+        let wanted = only.is_none_or(|c| c == input[i]);
+        match escape_at(input, i).filter(|_| wanted) {
             Some((decoded, n, used)) => {
                 let span = original(i, i + used);
                 bytes.extend_from_slice(&decoded[..n]);
@@ -287,11 +292,22 @@ impl Redactor {
         }
         self.scan(bytes, None, &mut hits);
         if may_escape(bytes) {
-            let mut view = decode(bytes, None);
-            for _ in 0..layers {
-                let Some(v) = view else { break };
-                self.scan(&v.bytes, Some(&v.spans), &mut hits);
-                view = decode(&v.bytes, Some(&v.spans));
+            // Every kind of escape decoded at each layer (mixed encodings),
+            // and, when the text holds more than one kind, each kind alone:
+            // a value containing `%41` escaped as JSON must not be decoded
+            // as percent too.
+            let present: Vec<u8> = ESCAPE_STARTS
+                .into_iter()
+                .filter(|c| bytes.contains(c))
+                .collect();
+            let alone = if present.len() > 1 { present } else { Vec::new() };
+            for only in std::iter::once(None).chain(alone.into_iter().map(Some)) {
+                let mut view = decode(bytes, None, only);
+                for _ in 0..layers {
+                    let Some(v) = view else { break };
+                    self.scan(&v.bytes, Some(&v.spans), &mut hits);
+                    view = decode(&v.bytes, Some(&v.spans), only);
+                }
             }
         }
         if hits.len() > 1 {
@@ -617,6 +633,16 @@ mod tests {
             }
         }
         assert!(cases > 1000, "{cases}");
+    }
+
+    #[test]
+    fn a_value_holding_a_percent_escape_is_found_in_json_escapes() {
+        // Found by the fuzzer: decoding `%Aa` and `\"` in one pass spoils
+        // `0"%Aaaaa`; each kind of escape is also decoded alone.
+        let r = Redactor::new([("k", "0\"%Aaaaa")]);
+        assert_eq!(r.redact(r#"x 0\"%Aaaaa y"#), "x [REDACTED:k] y");
+        assert_eq!(r.redact("x 0&#34;%Aaaaa y"), "x [REDACTED:k] y");
+        assert_eq!(r.names_in(br#"0\u0022%Aaaaa"#).len(), 1);
     }
 
     #[test]

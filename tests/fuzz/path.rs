@@ -38,7 +38,7 @@ fn inside(p: &str) -> bool {
         return true;
     }
     !p.is_empty()
-        && !p.contains('\0')
+        && !p.chars().any(char::is_control)
         && !p.contains('\\')
         && !p.starts_with('/')
         && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
