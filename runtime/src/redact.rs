@@ -79,9 +79,37 @@ fn exact_forms(value: &str) -> Vec<String> {
     out
 }
 
-/// Forms of `value` matched in any letter case: hex.
+/// Forms of `value` matched in any letter case: hex, and the usual
+/// percent-encodings (every byte, all but unreserved, all but letters and
+/// digits). Decoding finds any other mix of escapes; these also catch a
+/// form whose first `%` a preceding `%` glued into an escape of its own
+/// (`%` + `000A…` decodes as `%00` + `0A…`, hiding the value from decoding).
 fn folded_forms(value: &str) -> Vec<String> {
-    vec![hex::encode(value.as_bytes())]
+    let bytes = value.as_bytes();
+    let percent = |keep: fn(u8) -> bool| -> String {
+        bytes
+            .iter()
+            .map(|&b| {
+                if keep(b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let mut out = vec![hex::encode(bytes)];
+    for keep in [
+        (|_| false) as fn(u8) -> bool,
+        |b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'),
+        |b| b.is_ascii_alphanumeric(),
+    ] {
+        let form = percent(keep);
+        if form != value && !out.contains(&form) {
+            out.push(form);
+        }
+    }
+    out
 }
 
 /// Builds one matcher over `(pattern, name index)` pairs.
@@ -300,7 +328,11 @@ impl Redactor {
                 .into_iter()
                 .filter(|c| bytes.contains(c))
                 .collect();
-            let alone = if present.len() > 1 { present } else { Vec::new() };
+            let alone = if present.len() > 1 {
+                present
+            } else {
+                Vec::new()
+            };
             for only in std::iter::once(None).chain(alone.into_iter().map(Some)) {
                 let mut view = decode(bytes, None, only);
                 for _ in 0..layers {
@@ -640,6 +672,9 @@ mod tests {
         // Found by the fuzzer: decoding `%Aa` and `\"` in one pass spoils
         // `0"%Aaaaa`; each kind of escape is also decoded alone.
         let r = Redactor::new([("k", "0\"%Aaaaa")]);
+        // And a `%` before a percent-encoded value glues onto its start.
+        let glued = Redactor::new([("k", "000A0A!0")]);
+        assert_eq!(glued.redact("%000A0A%210"), "%[REDACTED:k]");
         assert_eq!(r.redact(r#"x 0\"%Aaaaa y"#), "x [REDACTED:k] y");
         assert_eq!(r.redact("x 0&#34;%Aaaaa y"), "x [REDACTED:k] y");
         assert_eq!(r.names_in(br#"0\u0022%Aaaaa"#).len(), 1);
