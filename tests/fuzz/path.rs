@@ -89,7 +89,7 @@ fn property(p: &str, action: usize, held: u8, needs: u8) -> Result<(), TestCaseE
         }
         Err(e) => {
             check!(
-                e.is_escape() == (e != PathError::Empty),
+                e.is_escape() == !matches!(e, PathError::Empty | PathError::Control(_)),
                 "check({p:?}): {e:?} escape flag"
             );
             check!(!e.to_string().is_empty(), "check({p:?}): empty message");
