@@ -51,6 +51,7 @@ use toml::Spanned;
 
 pub use crate::caps::fs::manifest::FsCeiling;
 pub use crate::diag::{MAX_TIMEOUT, Problem};
+pub use crate::policy::gate::AuditBudget;
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MEMORY: u64 = 64 << 20;
@@ -99,35 +100,6 @@ pub struct Limits {
     pub max_output: u64,
     /// How much of the audit trail one invocation may use.
     pub audit: AuditBudget,
-}
-
-/// How much of the trail one invocation may use: audited host calls (every
-/// call that reaches the gate) and bytes of the records the gate writes.
-/// Past either, every host call is denied (`limits.audit`), and one record
-/// says so.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuditBudget {
-    /// `max-audited-calls`, default 20,000.
-    pub calls: u64,
-    /// `max-audit-bytes`, default 16 MiB.
-    pub bytes: u64,
-}
-
-impl AuditBudget {
-    pub const DEFAULT_CALLS: u64 = 20_000;
-    pub const DEFAULT_BYTES: u64 = 16 << 20;
-    pub const MAX_CALLS: u64 = 10_000_000;
-    pub const MIN_BYTES: u64 = 64 << 10;
-    pub const MAX_BYTES: u64 = 4 << 30;
-}
-
-impl Default for AuditBudget {
-    fn default() -> Self {
-        AuditBudget {
-            calls: Self::DEFAULT_CALLS,
-            bytes: Self::DEFAULT_BYTES,
-        }
-    }
 }
 
 impl Default for Limits {

@@ -102,12 +102,15 @@ fn exit_2_for_bad_grants_manifests_and_input() {
         stderr(&o).trim(),
         "error: grant for handle 'workspace' refused: rights write exceed the manifest's ceiling (read)"
     );
-    assert!(
-        !world.dir.path().join("audit.jsonl").exists()
-            || std::fs::read_to_string(world.dir.path().join("audit.jsonl"))
-                .unwrap()
-                .is_empty()
-    );
+    // Nothing ran: the trail holds only the refused grant's record.
+    let trail = std::fs::read_to_string(world.dir.path().join("audit.jsonl")).unwrap();
+    let lines: Vec<&str> = trail
+        .lines()
+        .filter(|l| !l.contains("\"checkpoint\""))
+        .collect();
+    assert_eq!(lines.len(), 1, "{trail}");
+    assert!(lines[0].contains("\"capability\":\"grant\""), "{trail}");
+    assert!(lines[0].contains("\"rule\":\"grant.ceiling\""), "{trail}");
 
     // malformed grant syntax
     let o = run(&world, "read-files", &["--grant", "workspace:read"]);

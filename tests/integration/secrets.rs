@@ -220,7 +220,15 @@ async fn an_ungranted_secret_is_denied_and_an_unknown_one_refused() {
             .contains("its secrets: token, hidden, short-lived, broken, absent"),
         "{err}"
     );
-    assert_eq!(v.audit.records().len(), before, "nothing ran");
+    // Nothing ran; the refused grant is recorded (who asked for what).
+    let records = v.audit.records();
+    assert_eq!(records.len(), before + 1, "{records:?}");
+    let refusal = records.last().unwrap();
+    assert_eq!(
+        (refusal.capability.as_deref(), refusal.rule.as_deref()),
+        (Some("grant"), Some("grant.ceiling"))
+    );
+    assert_eq!(refusal.resource.as_deref(), Some("secret:nonexistent"));
 }
 
 #[tokio::test]

@@ -29,7 +29,6 @@ use super::cedar::Resource;
 use super::{Decision, PolicyCtx, TaskHistory};
 use crate::approval::{ApprovalRequest, Approvals};
 use crate::audit::{AuditError, Auditor, Event, Record};
-use crate::manifest::AuditBudget;
 use crate::redact::{Redactor, escape_control};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +46,35 @@ pub(crate) struct AuditFailed(pub(crate) Arc<AuditError>);
 pub const MAX_RESOURCE: usize = 8 << 10;
 /// How much of an over-long resource its refusal record shows.
 const SHOWN_OF_LONG: usize = 256;
+
+/// How much of the trail one invocation may use: audited host calls (every
+/// call that reaches the gate) and bytes of the records the gate writes.
+/// Past either, every host call is denied (`limits.audit`), and one record
+/// says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditBudget {
+    /// `max-audited-calls`, default 20,000.
+    pub calls: u64,
+    /// `max-audit-bytes`, default 16 MiB.
+    pub bytes: u64,
+}
+
+impl AuditBudget {
+    pub const DEFAULT_CALLS: u64 = 20_000;
+    pub const DEFAULT_BYTES: u64 = 16 << 20;
+    pub const MAX_CALLS: u64 = 10_000_000;
+    pub const MIN_BYTES: u64 = 64 << 10;
+    pub const MAX_BYTES: u64 = 4 << 30;
+}
+
+impl Default for AuditBudget {
+    fn default() -> Self {
+        AuditBudget {
+            calls: Self::DEFAULT_CALLS,
+            bytes: Self::DEFAULT_BYTES,
+        }
+    }
+}
 
 /// What an invocation has spent of its [`AuditBudget`].
 #[derive(Debug, Default)]

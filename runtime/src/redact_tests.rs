@@ -1,0 +1,246 @@
+//! Unit tests of `redact`.
+use super::*;
+
+const VALUES: [&str; 3] = [
+    "s3cr3t-T0ken/with+odd&chars=",
+    "pass w\u{f6}rd \u{1f511} x",
+    "a\"b\\c%d<e>",
+];
+
+fn percent_all(s: &str, upper: bool) -> String {
+    s.bytes()
+        .map(|b| {
+            if upper {
+                format!("%{b:02X}")
+            } else {
+                format!("%{b:02x}")
+            }
+        })
+        .collect()
+}
+
+fn percent_reserved(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn mixed_case(s: &str) -> String {
+    s.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
+fn json_u_all(s: &str) -> String {
+    s.encode_utf16().map(|u| format!("\\u{u:04x}")).collect()
+}
+
+fn js_x_all(s: &str) -> String {
+    s.bytes().map(|b| format!("\\x{b:02X}")).collect()
+}
+
+fn html_refs(s: &str, hex: bool) -> String {
+    s.chars()
+        .map(|c| {
+            if hex {
+                format!("&#x{:x};", c as u32)
+            } else {
+                format!("&#{};", c as u32)
+            }
+        })
+        .collect()
+}
+
+fn json_string(s: &str) -> String {
+    let j = serde_json::to_string(s).unwrap();
+    j[1..j.len() - 1].to_owned()
+}
+
+/// Every supported encoding of `value`, framed by `prefix` where the
+/// encoding covers more than the value (base64 alignment).
+fn leaks(value: &str, prefix: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(&str, String)> = vec![
+        ("plain", value.to_owned()),
+        ("plus", value.replace(' ', "+")),
+        ("hex", hex::encode(value)),
+        ("HEX", hex::encode_upper(value)),
+        ("HeX", mixed_case(&hex::encode(value))),
+        ("%XX all", percent_all(value, true)),
+        ("%xx all", percent_all(value, false)),
+        ("%Xx all", mixed_case(&percent_all(value, true))),
+        ("%reserved", percent_reserved(value)),
+        ("%+", percent_reserved(value).replace("%20", "+")),
+        ("%25 double", percent_all(&percent_all(value, true), true)),
+        ("json", json_string(value)),
+        ("\\u all", json_u_all(value)),
+        (
+            "\\u all upper",
+            json_u_all(value).to_uppercase().replace("\\U", "\\u"),
+        ),
+        ("\\x all", js_x_all(value)),
+        ("&#", html_refs(value, false)),
+        ("&#x", html_refs(value, true)),
+        ("\\u of %", json_u_all(&percent_all(value, true))),
+        ("% of \\u", percent_all(&json_u_all(value), false)),
+        ("json of hex", json_u_all(&hex::encode(value))),
+    ];
+    let framed = format!("{prefix}{value}!?");
+    for (label, engine) in [
+        ("b64", &STANDARD),
+        ("b64url", &URL_SAFE),
+        ("b64nopad", &STANDARD_NO_PAD),
+        ("b64urlnopad", &URL_SAFE_NO_PAD),
+    ] {
+        let b = engine.encode(&framed);
+        out.push((label, b.clone()));
+        out.push((label, percent_all(&b, false)));
+        out.push((label, percent_reserved(&b)));
+        out.push((label, json_u_all(&b)));
+    }
+    out.into_iter().map(|(l, s)| (l.to_owned(), s)).collect()
+}
+
+#[test]
+fn every_encoding_is_redacted_at_any_alignment() {
+    let frames = [
+        ("", ""),
+        ("a", "b"),
+        ("ab", "%"),
+        ("abc", "\\"),
+        ("Bearer ", "&#"),
+        ("%", "%4"),
+        ("\\", "\\u00"),
+        ("&#", "&"),
+        ("{\"k\":\"", "\"}"),
+        ("?q=", "&r=1"),
+    ];
+    let mut cases = 0;
+    for value in VALUES {
+        let r = Redactor::new([("api", value), ("other", "unrelated-value-42")]);
+        for (prefix, suffix) in frames {
+            for (label, leak) in leaks(value, prefix) {
+                let text = format!("before {prefix}{leak}{suffix} after");
+                let out = r.redact(&text);
+                assert!(
+                    out.contains("[REDACTED:api]"),
+                    "{label} not redacted: {text}"
+                );
+                assert_eq!(
+                    r.names_in(text.as_bytes()),
+                    BTreeSet::from(["api".to_owned()]),
+                    "{label}: {text}"
+                );
+                assert!(r.names_in(out.as_bytes()).is_empty(), "{label}: {out}");
+                assert!(out.starts_with("before ") && out.ends_with(" after"));
+                let bytes = r.redact_bytes(text.as_bytes());
+                assert_eq!(bytes, out.as_bytes(), "{label}");
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 1000, "{cases}");
+}
+
+#[test]
+fn a_value_holding_a_percent_escape_is_found_in_json_escapes() {
+    // Found by the fuzzer: decoding `%Aa` and `\"` in one pass spoils
+    // `0"%Aaaaa`; each kind of escape is also decoded alone.
+    let r = Redactor::new([("k", "0\"%Aaaaa")]);
+    // And a `%` before a percent-encoded value glues onto its start.
+    let glued = Redactor::new([("k", "000A0A!0")]);
+    assert_eq!(glued.redact("%000A0A%210"), "%[REDACTED:k]");
+    assert_eq!(r.redact(r#"x 0\"%Aaaaa y"#), "x [REDACTED:k] y");
+    assert_eq!(r.redact("x 0&#34;%Aaaaa y"), "x [REDACTED:k] y");
+    assert_eq!(r.names_in(br#"0\u0022%Aaaaa"#).len(), 1);
+}
+
+#[test]
+fn innocent_text_is_left_as_it_is() {
+    let r = Redactor::new([("api", VALUES[0])]);
+    for text in [
+        "nothing here",
+        "100% sure \\ & &#; %zz \\u12 \\uD800 &#x110000;",
+        "s3cr3t-T0ken/with+odd&chars", // one character short
+        "",
+    ] {
+        assert!(matches!(r.redact(text), Cow::Borrowed(_)), "{text}");
+        assert!(r.names_in(text.as_bytes()).is_empty(), "{text}");
+    }
+    assert!(Redactor::default().is_empty());
+    assert_eq!(Redactor::default().redact("x"), "x");
+}
+
+#[test]
+fn only_the_escapes_that_spell_a_value_are_replaced() {
+    let r = Redactor::new([("api", "hunter22")]);
+    assert_eq!(
+        r.redact("a %41 \\u0068\\u0075nter22 %2541 b"),
+        "a %41 [REDACTED:api] %2541 b"
+    );
+    assert_eq!(
+        r.redact("x=%68%75%6e%74%65%72%32%32&y=%41"),
+        "x=[REDACTED:api]&y=%41"
+    );
+}
+
+#[test]
+fn bytes_and_several_secrets() {
+    let r = Redactor::new([("a", "first-secret"), ("b", "second-secret")]);
+    let out = r.redact_bytes(b"x first-secret y second-secret z");
+    assert_eq!(out, b"x [REDACTED:a] y [REDACTED:b] z");
+    let out = r.redact_bytes(b"\xff\xfe %66irst-secret \x00");
+    assert_eq!(out, b"\xff\xfe [REDACTED:a] \x00");
+}
+
+#[test]
+fn json_is_redacted_by_what_it_means() {
+    let r = Redactor::new([("api", "hunter22"), ("pin", "90210417")]);
+    let cases = [
+        // escapes, in a value and in a key
+        (
+            r#"{"t":"\u0068\u0075\u006e\u0074\u0065\u0072\u0032\u0032"}"#,
+            r#"{"t":"[REDACTED:api]"}"#,
+        ),
+        (r#"{"\u0068unter22":1}"#, r#"{"[REDACTED:api]":1}"#),
+        // percent-encoding inside a JSON string
+        (r#"["%68%75nter22"]"#, r#"["[REDACTED:api]"]"#),
+        // a number that is a value
+        (r#"{"n":90210417}"#, r#"{"n":"[REDACTED:pin]"}"#),
+        (r#"[-90210417.5]"#, r#"["[REDACTED:pin]"]"#),
+    ];
+    for (text, want) in cases {
+        assert_eq!(r.redact_json(text), want, "{text}");
+        let parsed: serde_json::Value = serde_json::from_str(&r.redact_json(text)).unwrap();
+        assert!(r.names_in(parsed.to_string().as_bytes()).is_empty());
+    }
+    // untouched unless a value is there (spacing and order kept)
+    let plain = "{ \"b\": 1,\n \"a\": \"\\u0041\" }";
+    assert!(matches!(r.redact_json(plain), Cow::Borrowed(_)));
+    // not JSON: redacted as text
+    assert_eq!(r.redact_json("oops hunter22"), "oops [REDACTED:api]");
+    // a value across JSON tokens: the whole output is withheld
+    let r = Redactor::new([("q", "ab\",\"cd")]);
+    assert_eq!(r.redact_json(r#"["ab","cd"]"#), r#""[REDACTED:q]""#);
+}
+
+#[test]
+fn control_characters_are_escaped_for_people() {
+    assert_eq!(super::escape_control("a.txt"), "a.txt");
+    assert_eq!(
+        super::escape_control("a\n  details   fake\u{1b}[2K"),
+        "a\\u{a}  details   fake\\u{1b}[2K"
+    );
+}
