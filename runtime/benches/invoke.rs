@@ -101,6 +101,9 @@ fn main() {
     if let Ok(cache) = std::env::var("WARDEN_BENCH_CHILD") {
         return child(Path::new(&cache));
     }
+    if let Ok(seconds) = std::env::var("WARDEN_BENCH_PROFILE") {
+        return profile(seconds.parse().expect("WARDEN_BENCH_PROFILE=SECONDS"));
+    }
     let quick = std::env::var_os("WARDEN_BENCH_QUICK").is_some();
     let (batches, batch) = if quick { (7, 100) } else { (21, 400) };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -220,6 +223,36 @@ fn main() {
     println!("  cold compile cache   {cold_in:7.1} ms   (process wall {cold_wall:.1} ms)");
     println!("  warm compile cache   {warm_in:7.1} ms   (process wall {warm_wall:.1} ms)");
     println!("  cold / warm          {:.1}x", cold_in / warm_in);
+}
+
+/// `WARDEN_BENCH_PROFILE=SECONDS`: only `Runtime::invoke` with a file
+/// trail, in a loop, for a profiler (`perf record --call-graph dwarf`).
+fn profile(seconds: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let warden = warden::Runtime::builder()
+        .tool(warden::ToolSpec::new("echo", guests::ECHO))
+        .audit(Arc::new(
+            warden::audit::FileSink::open(dir.path().join("audit.jsonl")).unwrap(),
+        ))
+        .build()
+        .unwrap();
+    let grant = warden::Grant::new("bench");
+    let until = Instant::now() + std::time::Duration::from_secs(seconds);
+    let mut calls = 0u64;
+    rt.block_on(async {
+        while Instant::now() < until {
+            warden.invoke("echo", &grant, INPUT).await.unwrap();
+            calls += 1;
+        }
+    });
+    println!(
+        "{calls} calls, {:.1} µs/call",
+        seconds as f64 * 1e6 / calls as f64
+    );
 }
 
 /// One first invocation; prints milliseconds from start to output.

@@ -3,19 +3,20 @@
 //! Each record gets `seq` (its position), `prev` (the hash of the record
 //! before it) and `hash` (SHA-256 of the line's bytes before `,"hash":`,
 //! closed with `}`: exactly the record's JSON without `hash`). With a
-//! signer, after each invocation's end record and every [`CHECKPOINT_EVERY`]
-//! records, a `checkpoint` record states `count` (records before it) and
-//! `head` (the last record's hash), signed with Ed25519. Without a signer the
-//! trail is the hash chain alone.
+//! signer, a `checkpoint` record states `count` (records before it) and
+//! `head` (the last record's hash), signed with Ed25519, on a [`Cadence`]:
+//! once [`Cadence::records`] records are unsigned or [`Cadence::within`]
+//! after the first of them, whichever comes first, and when the sink is
+//! dropped or asked ([`AuditSink::settle`]). Without a signer the trail is
+//! the hash chain alone.
 //! Editing, removing, inserting or reordering a record breaks the chain;
 //! re-chaining after an edit cannot reproduce a later signed checkpoint.
 //!
-//! Signing takes longer than the rest of an invocation's audit work, so a
-//! server can defer the checkpoint after an invocation's end
-//! ([`FileSink::defer_checkpoints`]) and write it once the result is on its
-//! way ([`AuditSink::settle`]): the caller does not wait for the signature,
-//! and the checkpoint still comes right after the end record — the next
-//! record writes an owed checkpoint first, and dropping the sink writes it.
+//! A signature costs more than all the rest of an invocation's audit work
+//! (see the `invoke` bench), so it is not paid per invocation: the records
+//! after the last checkpoint are covered by the hash chain alone until the
+//! next one — at most `records` of them, for at most `within` while the
+//! writer runs (SECURITY.md says what that allows).
 //!
 //! The format, byte for byte, is `docs/AUDIT-FORMAT.md`.
 
@@ -25,11 +26,30 @@ use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// A checkpoint at least this often, besides one after each invocation.
-pub const CHECKPOINT_EVERY: u64 = 256;
+/// When a signing sink writes a checkpoint: once `records` records are
+/// unsigned, or `within` after the first of them, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cadence {
+    pub records: u64,
+    pub within: Duration,
+}
+
+impl Default for Cadence {
+    /// 256 records or 500 ms. A signature costs about as much as a trivial
+    /// invocation's other audit work (the `invoke` bench prints both), so
+    /// one per 256 records is a fraction of a percent of it; under light
+    /// load the time bound leaves an unsigned tail for at most half a
+    /// second, at no more than two signatures a second.
+    fn default() -> Self {
+        Cadence {
+            records: 256,
+            within: Duration::from_millis(500),
+        }
+    }
+}
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -104,20 +124,28 @@ fn last_record(mut file: &File, len: u64) -> std::io::Result<Option<Record>> {
 /// How long an append waits for another writer's lock on the trail.
 pub const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 
-/// Appends chained records as JSON Lines; a record and the checkpoint that
-/// follows it go out in one `write` (unless checkpoints are deferred).
+/// Appends chained records as JSON Lines; the records of one append (and a
+/// checkpoint due after them) go out in one `write`.
 ///
 /// Several sinks, in one process or many, can append to one trail: each
 /// append holds an exclusive advisory lock (`flock`) on the file, and when
 /// the file's length is not what this sink last left it at, another writer
 /// has appended, so the chain continues from the trail's last record. One
 /// chain results, whoever writes.
+///
+/// With a signer, a thread of the sink's own writes the checkpoints due by
+/// time; dropping the sink stops it and signs what is left unsigned.
 pub struct FileSink {
+    shared: Arc<Shared>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
     path: PathBuf,
     file: File,
     state: Mutex<Chain>,
-    signer: Option<Arc<KeyPair>>,
-    defer: bool,
+    /// Wakes the ticker: records became unsigned, or the sink is closing.
+    wake: Condvar,
 }
 
 struct Chain {
@@ -125,14 +153,23 @@ struct Chain {
     seq: u64,
     /// The last record's hash.
     head: String,
-    since_checkpoint: u64,
+    /// Records after the trail's last checkpoint (at least 1 when another
+    /// writer left its tail unsigned).
+    unsigned: u64,
+    /// When the first of them was written (with a signer).
+    unsigned_since: Option<Instant>,
+    /// The ids a checkpoint copies: the last record this sink wrote.
+    ids: Option<Ids>,
     /// The file's length after this sink's last write (or read of its tail);
     /// `None` when unknown (a write failed part-way).
     len: Option<u64>,
-    /// The end record whose checkpoint is owed (deferred); nothing else is
-    /// chained until it is written.
-    owed: Option<Record>,
+    signer: Option<Arc<KeyPair>>,
+    cadence: Cadence,
+    closing: bool,
 }
+
+/// `invocation`, `task`, `tool`, `identity` of a record.
+type Ids = [Arc<str>; 4];
 
 /// The trail's lock, released when dropped.
 struct Held<'a>(&'a File);
@@ -158,49 +195,76 @@ impl FileSink {
             path: path.clone(),
             source,
         })?;
-        let sink = FileSink {
+        let shared = Arc::new(Shared {
             path,
             file,
             state: Mutex::new(Chain {
                 seq: 0,
                 head: GENESIS.to_owned(),
-                since_checkpoint: 0,
+                unsigned: 0,
+                unsigned_since: None,
+                ids: None,
                 len: None,
-                owed: None,
+                signer: None,
+                cadence: Cadence::default(),
+                closing: false,
             }),
-            signer: None,
-            defer: false,
-        };
+            wake: Condvar::new(),
+        });
         {
-            let mut chain = sink.lock();
-            let _held = sink.hold()?;
-            sink.catch_up(&mut chain)?;
+            let mut chain = shared.lock();
+            let _held = shared.hold()?;
+            shared.catch_up(&mut chain)?;
         }
-        Ok(sink)
+        Ok(FileSink {
+            shared,
+            ticker: None,
+        })
     }
 
-    /// Signs checkpoints with `signer`'s Ed25519 key.
+    /// Signs checkpoints with `signer`'s Ed25519 key, on the default
+    /// [`Cadence`].
     pub fn with_signer(mut self, signer: Arc<KeyPair>) -> FileSink {
-        self.signer = Some(signer);
+        self.shared.lock().signer = Some(signer);
+        if self.ticker.is_none() {
+            let shared = self.shared.clone();
+            // Without the thread, checkpoints still come by count, on
+            // demand and at the end; only the time bound is lost.
+            self.ticker = std::thread::Builder::new()
+                .name("warden-audit-checkpoint".into())
+                .spawn(move || shared.tick())
+                .inspect_err(|e| {
+                    tracing::error!("audit trail: cannot start the checkpoint thread: {e}")
+                })
+                .ok();
+        }
         self
     }
 
-    /// Defers the checkpoint after an invocation's end until [`settle`]
-    /// (or the next record, or dropping the sink), for callers that can
-    /// sign once the result is on its way. Without a signer this changes
-    /// nothing. (Another writer's records may then come between the end
-    /// record and its checkpoint; the checkpoint covers them too.)
-    ///
-    /// [`settle`]: AuditSink::settle
-    pub fn defer_checkpoints(mut self) -> FileSink {
-        self.defer = true;
+    /// Signs checkpoints on `cadence` instead of the default.
+    pub fn with_cadence(self, cadence: Cadence) -> FileSink {
+        self.shared.lock().cadence = Cadence {
+            records: cadence.records.max(1),
+            within: cadence.within,
+        };
+        self.shared.wake.notify_all();
         self
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
     }
 
+    /// Writes a checkpoint now if records follow the trail's last one
+    /// (whoever wrote them) and this sink has a signer; returns whether it
+    /// wrote one.
+    pub fn checkpoint(&self) -> Result<bool, AuditError> {
+        let mut chain = self.shared.lock();
+        self.shared.checkpoint(&mut chain)
+    }
+}
+
+impl Shared {
     fn lock(&self) -> MutexGuard<'_, Chain> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -236,19 +300,33 @@ impl FileSink {
     }
 
     /// With the lock held: when the trail is not as this sink left it,
-    /// continues the chain from its last record.
+    /// continues the chain from its last record (a checkpoint there covers
+    /// everything before it, this sink's records too).
     fn catch_up(&self, chain: &mut Chain) -> Result<u64, AuditError> {
         let mut len = self.file.metadata().map_err(|e| self.io(e))?.len();
         if chain.len != Some(len) {
             len = self.cut_torn_tail(len)?;
             let last = last_record(&self.file, len).map_err(|e| self.io(e))?;
-            (chain.seq, chain.head) = match last {
+            (chain.seq, chain.head) = match &last {
                 Some(r) => (
                     r.seq.unwrap_or(0) + 1,
-                    r.hash.unwrap_or_else(|| GENESIS.into()),
+                    r.hash.clone().unwrap_or_else(|| GENESIS.into()),
                 ),
                 None => (0, GENESIS.to_owned()),
             };
+            match last {
+                None => chain.unsigned = 0,
+                Some(r) if r.event == Event::Checkpoint => chain.unsigned = 0,
+                Some(r) => {
+                    chain.unsigned = chain.unsigned.max(1);
+                    chain
+                        .ids
+                        .get_or_insert([r.invocation, r.task, r.tool, r.identity]);
+                }
+            }
+            if chain.unsigned == 0 {
+                chain.unsigned_since = None;
+            }
             chain.len = Some(len);
         }
         Ok(len)
@@ -308,7 +386,12 @@ impl FileSink {
     ) -> Result<(), AuditError> {
         let _held = self.hold()?;
         let len = self.catch_up(chain)?;
-        let saved = (chain.seq, chain.head.clone(), chain.since_checkpoint);
+        let saved = (
+            chain.seq,
+            chain.head.clone(),
+            chain.unsigned,
+            chain.unsigned_since,
+        );
         let mut out = Vec::with_capacity(1024);
         let written = build(chain, &mut out).and_then(|()| {
             (&self.file).write_all(&out).map_err(|e| {
@@ -323,7 +406,7 @@ impl FileSink {
                 Ok(())
             }
             Err(e) => {
-                (chain.seq, chain.head, chain.since_checkpoint) = saved;
+                (chain.seq, chain.head, chain.unsigned, chain.unsigned_since) = saved;
                 // Take back what part of it reached the disk; if that fails
                 // too, the next append cuts it off (`cut_torn_tail`).
                 if chain.len.is_none() && self.file.set_len(len).is_ok() {
@@ -334,21 +417,93 @@ impl FileSink {
         }
     }
 
-    /// Writes the owed checkpoint, if any.
-    fn pay(&self, chain: &mut Chain) -> Result<(), AuditError> {
-        let (Some(signer), Some(end)) = (self.signer.as_deref(), chain.owed.take()) else {
-            return Ok(());
-        };
-        let paid = self.write_locked(chain, |chain, out| chain.checkpoint(&end, signer, out));
-        if paid.is_err() {
-            chain.owed = Some(end);
+    /// Appends `records`, and a checkpoint if as many records as the
+    /// cadence allows are now unsigned; wakes the ticker when these are the
+    /// first unsigned ones.
+    fn append(&self, records: &[Record]) -> Result<(), AuditError> {
+        let mut chain = self.lock();
+        self.write_locked(&mut chain, |chain, out| {
+            for r in records {
+                chain.push(r, out)?;
+            }
+            if let Some(signer) = chain.signer.clone()
+                && chain.unsigned >= chain.cadence.records
+            {
+                chain.checkpoint(&signer, out)?;
+            }
+            Ok(())
+        })?;
+        if let Some(last) = records.last() {
+            chain.ids = Some([
+                last.invocation.clone(),
+                last.task.clone(),
+                last.tool.clone(),
+                last.identity.clone(),
+            ]);
         }
-        paid
+        if chain.signer.is_some() && chain.unsigned > 0 && chain.unsigned_since.is_none() {
+            chain.unsigned_since = Some(Instant::now());
+            drop(chain);
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint if there is a signer and records follow the
+    /// trail's last checkpoint; returns whether it wrote one.
+    fn checkpoint(&self, chain: &mut Chain) -> Result<bool, AuditError> {
+        let Some(signer) = chain.signer.clone() else {
+            return Ok(false);
+        };
+        let mut wrote = false;
+        self.write_locked(chain, |chain, out| {
+            if chain.unsigned > 0 {
+                chain.checkpoint(&signer, out)?;
+                wrote = true;
+            }
+            Ok(())
+        })?;
+        Ok(wrote)
+    }
+
+    /// The ticker: writes a checkpoint once the oldest unsigned record is
+    /// `within` old, until the sink closes.
+    fn tick(&self) {
+        let mut chain = self.lock();
+        while !chain.closing {
+            let Some(since) = chain.unsigned_since else {
+                chain = self.wake.wait(chain).unwrap_or_else(|p| p.into_inner());
+                continue;
+            };
+            let due = since + chain.cadence.within;
+            let now = Instant::now();
+            if now < due {
+                chain = self
+                    .wake
+                    .wait_timeout(chain, due - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                continue;
+            }
+            if let Err(e) = self.checkpoint(&mut chain) {
+                tracing::error!(
+                    "audit trail {}: checkpoint failed: {e}",
+                    self.path.display()
+                );
+                // Try again after another period, not in a loop.
+                chain.unsigned_since = Some(now);
+            }
+        }
     }
 }
 
 impl Drop for FileSink {
     fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_all();
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
         self.settle();
     }
 }
@@ -360,79 +515,47 @@ impl Chain {
         out.extend_from_slice(&line);
         self.seq += 1;
         self.head = hash;
-        self.since_checkpoint += 1;
+        if record.event == Event::Checkpoint {
+            self.unsigned = 0;
+            self.unsigned_since = None;
+        } else {
+            self.unsigned += 1;
+        }
         Ok(())
     }
 
-    fn checkpoint(
-        &mut self,
-        template: &Record,
-        signer: &KeyPair,
-        out: &mut Vec<u8>,
-    ) -> Result<(), AuditError> {
-        let mut c = template.clone();
-        c.event = Event::Checkpoint;
-        for f in [
-            &mut c.capability,
-            &mut c.action,
-            &mut c.resource,
-            &mut c.decision,
-            &mut c.rule,
-            &mut c.reason,
-        ] {
-            *f = None;
-        }
-        c.duration_us = None;
-        c.outcome = None;
-        c.message = None;
+    /// Chains a checkpoint of everything before it onto `out`.
+    fn checkpoint(&mut self, signer: &KeyPair, out: &mut Vec<u8>) -> Result<(), AuditError> {
+        let empty: Arc<str> = Arc::from("");
+        let [invocation, task, tool, identity] = self
+            .ids
+            .clone()
+            .unwrap_or_else(|| std::array::from_fn(|_| empty.clone()));
+        let mut c = Record::new(Event::Checkpoint, invocation, task, tool, identity);
         c.count = Some(self.seq);
         c.head = Some(self.head.clone());
         c.signature = Some(signer.sign_raw(checkpoint_message(self.seq, &self.head).as_bytes()));
         c.key = Some(signer.kid().to_owned());
-        self.push(&c, out)?;
-        self.since_checkpoint = 0;
-        Ok(())
+        self.push(&c, out)
     }
 }
 
 impl AuditSink for FileSink {
     fn append(&self, record: &Record) -> Result<(), AuditError> {
-        let mut chain = self.lock();
-        let end = record.event == Event::InvocationEnd;
-        // An unsigned checkpoint would prove nothing a reader cannot
-        // recompute: without a signer the trail is the hash chain alone.
-        let signer = self.signer.as_deref();
-        let owe = signer.is_some() && end && self.defer;
-        let owed = chain.owed.take();
-        let written = self.write_locked(&mut chain, |chain, out| {
-            // An owed checkpoint comes first.
-            if let (Some(signer), Some(owed)) = (signer, &owed) {
-                chain.checkpoint(owed, signer, out)?;
-            }
-            chain.push(record, out)?;
-            if let Some(signer) = signer
-                && !owe
-                && (end || chain.since_checkpoint >= CHECKPOINT_EVERY)
-            {
-                chain.checkpoint(record, signer, out)?;
-            }
-            Ok(())
-        });
-        match written {
-            Ok(()) if owe => chain.owed = Some(record.clone()),
-            Ok(()) => {}
-            Err(e) => {
-                chain.owed = owed;
-                return Err(e);
-            }
-        }
-        Ok(())
+        self.shared.append(std::slice::from_ref(record))
     }
 
+    fn append_all(&self, records: &[Record]) -> Result<(), AuditError> {
+        self.shared.append(records)
+    }
+
+    /// Signs what is unsigned now.
     fn settle(&self) {
-        let mut chain = self.lock();
-        if let Err(e) = self.pay(&mut chain) {
-            tracing::error!("audit trail {}: {e}", self.path.display());
+        if let Err(e) = self.checkpoint() {
+            tracing::error!(
+                "audit trail {}: checkpoint failed: {e}",
+                self.shared.path.display()
+            );
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Unit tests of `file`.
 use super::*;
+use std::time::{Duration, Instant};
 
 #[test]
 fn reopening_a_long_trail_reads_its_tail_and_continues_the_chain() {
@@ -39,40 +40,138 @@ fn events(text: &str) -> Vec<Event> {
         .collect()
 }
 
-#[test]
-fn a_deferred_checkpoint_still_comes_right_after_its_end_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.jsonl");
-    let key = KeyPair::from_seed(&[5; 32]);
-    let sink = FileSink::open(&path)
+fn signed(path: &Path, cadence: Cadence) -> FileSink {
+    FileSink::open(path)
         .unwrap()
         .with_signer(Arc::new(KeyPair::from_seed(&[5; 32])))
-        .defer_checkpoints();
-    for i in 0..50 {
-        sink.append(&event("invocation.start", i)).unwrap();
-        sink.append(&event("invocation.end", i)).unwrap();
-        // Settled by the server, or paid by the next record.
-        if i % 2 == 0 {
-            sink.settle();
-        }
+        .with_cadence(cadence)
+}
+
+fn verify_signed(text: &str) -> crate::audit::verify::Report {
+    let key = KeyPair::from_seed(&[5; 32]);
+    let verifier = crate::Verifier::from_jwks(&key.jwks()).unwrap();
+    crate::audit::verify::verify_text(text, Some(&verifier))
+}
+
+#[test]
+fn a_checkpoint_comes_after_every_cadence_records_and_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let hour = Duration::from_secs(3600);
+    let sink = signed(
+        &path,
+        Cadence {
+            records: 5,
+            within: hour,
+        },
+    );
+    for i in 0..6 {
+        // Two records in one write, as an invocation's start and end.
+        sink.append_all(&[event("invocation.start", i), event("invocation.end", i)])
+            .unwrap();
     }
-    // The last checkpoint is owed until settled or dropped.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kinds = events(&text);
+    let at: Vec<usize> = (0..kinds.len())
+        .filter(|&i| kinds[i] == Event::Checkpoint)
+        .collect();
+    // After the 3rd batch (6 records ≥ 5) and the 6th (6 more).
+    assert_eq!(at, [6, 13], "{kinds:?}");
+    sink.append(&event("log", 7)).unwrap();
+    // Unsigned until the sink is dropped (or settled): incomplete.
+    let report = verify_signed(&std::fs::read_to_string(&path).unwrap());
+    assert_eq!(report.uncovered, 1, "{report:?}");
+    assert!(!report.is_complete());
     drop(sink);
     let text = std::fs::read_to_string(&path).unwrap();
-    let expected: Vec<Event> = (0..50)
-        .flat_map(|_| {
-            [
-                Event::InvocationStart,
-                Event::InvocationEnd,
-                Event::Checkpoint,
-            ]
-        })
-        .collect();
-    assert_eq!(events(&text), expected);
-    let verifier = crate::Verifier::from_jwks(&key.jwks()).unwrap();
-    let report = crate::audit::verify::verify_text(&text, Some(&verifier));
+    assert_eq!(events(&text).last(), Some(&Event::Checkpoint));
+    let report = verify_signed(&text);
     assert!(report.is_complete(), "{report:?}");
-    assert_eq!((report.records, report.checkpoints), (150, 50));
+    assert_eq!((report.records, report.checkpoints), (16, 3));
+}
+
+#[test]
+fn a_checkpoint_comes_within_the_cadence_time_without_more_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let within = Duration::from_millis(100);
+    let sink = signed(
+        &path,
+        Cadence {
+            records: 1000,
+            within,
+        },
+    );
+    let written = Instant::now();
+    sink.append(&event("invocation.start", 0)).unwrap();
+    sink.append(&event("invocation.end", 0)).unwrap();
+    let signed_at = loop {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if events(&text).last() == Some(&Event::Checkpoint) {
+            break written.elapsed();
+        }
+        assert!(written.elapsed() < Duration::from_secs(10), "never signed");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(
+        signed_at >= within,
+        "signed after {signed_at:?}, before {within:?}"
+    );
+    let report = verify_signed(&std::fs::read_to_string(&path).unwrap());
+    assert!(report.is_complete(), "{report:?}");
+    // Nothing unsigned: no further checkpoint, by time or at the end.
+    std::thread::sleep(within * 2);
+    drop(sink);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(events(&text).len(), 3, "{text}");
+}
+
+#[test]
+fn settle_signs_now_and_the_sink_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let hour = Duration::from_secs(3600);
+    let sink = signed(
+        &path,
+        Cadence {
+            records: 1000,
+            within: hour,
+        },
+    );
+    sink.append(&event("invocation.end", 0)).unwrap();
+    assert_eq!(
+        events(&std::fs::read_to_string(&path).unwrap()),
+        [Event::InvocationEnd]
+    );
+    sink.settle();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(events(&text), [Event::InvocationEnd, Event::Checkpoint]);
+    // Nothing unsigned: settling again writes nothing.
+    assert!(!sink.checkpoint().unwrap());
+    sink.append(&event("log", 1)).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(events(&text).len(), 3);
+}
+
+#[test]
+fn a_sink_signs_an_unsigned_tail_another_writer_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let unsigned = FileSink::open(&path).unwrap();
+    unsigned.append(&event("log", 0)).unwrap();
+    drop(unsigned);
+    let hour = Duration::from_secs(3600);
+    let sink = signed(
+        &path,
+        Cadence {
+            records: 1000,
+            within: hour,
+        },
+    );
+    assert!(sink.checkpoint().unwrap());
+    let report = verify_signed(&std::fs::read_to_string(&path).unwrap());
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!((report.records, report.checkpoints), (2, 1));
 }
 
 #[test]
@@ -101,27 +200,6 @@ fn a_torn_last_line_is_cut_off_before_the_next_record() {
     let report = crate::audit::verify::verify_text(&text, None);
     assert!(report.tampered.is_none(), "{report:?}");
     assert_eq!(report.records, 2);
-}
-
-#[test]
-fn settle_writes_the_owed_checkpoint_and_the_sink_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.jsonl");
-    let sink = FileSink::open(&path)
-        .unwrap()
-        .with_signer(Arc::new(KeyPair::from_seed(&[5; 32])))
-        .defer_checkpoints();
-    sink.append(&event("invocation.end", 0)).unwrap();
-    assert_eq!(
-        events(&std::fs::read_to_string(&path).unwrap()),
-        [Event::InvocationEnd]
-    );
-    sink.settle();
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(events(&text), [Event::InvocationEnd, Event::Checkpoint]);
-    sink.append(&event("log", 1)).unwrap();
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(events(&text).len(), 3);
 }
 
 #[test]
@@ -162,7 +240,7 @@ fn sinks_sharing_a_trail_keep_one_chain() {
     let verifier = crate::Verifier::from_jwks(&key.jwks()).unwrap();
     let report = crate::audit::verify::verify_text(&text, Some(&verifier));
     assert!(report.is_complete(), "{report:?}");
-    assert_eq!((report.records, report.checkpoints), (400, 100));
+    assert_eq!(report.records - report.checkpoints, 300);
 }
 
 #[test]

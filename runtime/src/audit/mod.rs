@@ -12,7 +12,7 @@
 mod file;
 pub mod verify;
 
-pub use file::FileSink;
+pub use file::{Cadence, FileSink};
 
 use crate::redact::Redactor;
 use serde::{Deserialize, Serialize};
@@ -173,14 +173,64 @@ pub const FIELDS: [&str; 29] = [
     "hash",
 ];
 
+impl Record {
+    /// A record of `event`, now, by these ids, its other fields empty.
+    pub fn new(
+        event: Event,
+        invocation: Arc<str>,
+        task: Arc<str>,
+        tool: Arc<str>,
+        identity: Arc<str>,
+    ) -> Record {
+        Record {
+            v: RECORD_VERSION,
+            seq: None,
+            prev: None,
+            ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            event,
+            invocation,
+            task,
+            tool,
+            identity,
+            capability: None,
+            action: None,
+            resource: None,
+            decision: None,
+            rule: None,
+            reason: None,
+            policies: None,
+            address: None,
+            status: None,
+            bytes_out: None,
+            bytes_in: None,
+            duration_us: None,
+            outcome: None,
+            level: None,
+            message: None,
+            count: None,
+            head: None,
+            signature: None,
+            key: None,
+            hash: None,
+        }
+    }
+}
+
 /// Where records go.
 pub trait AuditSink: Send + Sync {
     /// Appends one record; it must be durable in the sink's sense (for a file:
     /// handed to the OS) before this returns.
     fn append(&self, record: &Record) -> Result<(), AuditError>;
 
-    /// Finishes work the sink deferred (a file sink's owed checkpoint).
-    /// A server calls it once a result is on its way to the caller.
+    /// Appends `records` in order, as one write where the sink can (a file
+    /// sink: one `write` under one lock). All or none: on error, none of
+    /// them counts as written.
+    fn append_all(&self, records: &[Record]) -> Result<(), AuditError> {
+        records.iter().try_for_each(|r| self.append(r))
+    }
+
+    /// Signs what the sink has left unsigned (a file sink's checkpoint), as
+    /// at a clean shutdown; a no-op for sinks without signatures.
     fn settle(&self) {}
 }
 
@@ -234,10 +284,14 @@ impl MemorySink {
 
 impl AuditSink for MemorySink {
     fn append(&self, record: &Record) -> Result<(), AuditError> {
+        self.append_all(std::slice::from_ref(record))
+    }
+
+    fn append_all(&self, records: &[Record]) -> Result<(), AuditError> {
         self.records
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(record.clone());
+            .extend_from_slice(records);
         Ok(())
     }
 }
@@ -256,10 +310,20 @@ impl AuditSink for TracingSink {
 
 /// The audit context of one invocation: who is acting, under which task.
 /// Records pass through the invocation's secret redactor on the way out.
+///
+/// An invocation's start record may be held back ([`Auditor::hold`]) until
+/// its next record: the two then go out in one write. Every effect of a
+/// tool passes a host call, and every host call writes a record before it
+/// acts, so the start is still on the trail before anything the invocation
+/// does; a tool that makes no host call gets its start and end in one
+/// write.
 #[derive(Clone)]
 pub struct Auditor {
     sink: Arc<dyn AuditSink>,
     redactor: Option<Arc<Redactor>>,
+    /// The held start record, shared by this invocation's clones (the
+    /// runtime's and its store's gate).
+    held: Option<Arc<Mutex<Option<Record>>>>,
     pub invocation: Arc<str>,
     pub task: Arc<str>,
     pub tool: Arc<str>,
@@ -277,6 +341,7 @@ impl Auditor {
         Self {
             sink,
             redactor: None,
+            held: None,
             invocation: invocation.into(),
             task: task.into(),
             tool: tool.into(),
@@ -295,6 +360,7 @@ impl Auditor {
         Self {
             sink,
             redactor: None,
+            held: None,
             invocation,
             task,
             tool,
@@ -315,37 +381,13 @@ impl Auditor {
 
     /// A record of this invocation with the common fields filled in.
     pub fn record(&self, event: Event) -> Record {
-        Record {
-            v: RECORD_VERSION,
-            seq: None,
-            prev: None,
-            ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        Record::new(
             event,
-            invocation: self.invocation.clone(),
-            task: self.task.clone(),
-            tool: self.tool.clone(),
-            identity: self.identity.clone(),
-            capability: None,
-            action: None,
-            resource: None,
-            decision: None,
-            rule: None,
-            reason: None,
-            policies: None,
-            address: None,
-            status: None,
-            bytes_out: None,
-            bytes_in: None,
-            duration_us: None,
-            outcome: None,
-            level: None,
-            message: None,
-            count: None,
-            head: None,
-            signature: None,
-            key: None,
-            hash: None,
-        }
+            self.invocation.clone(),
+            self.task.clone(),
+            self.tool.clone(),
+            self.identity.clone(),
+        )
     }
 
     /// Redacts the invocation's secret values from every record written.
@@ -375,19 +417,46 @@ impl Auditor {
         r
     }
 
+    /// Holds `start` back until this invocation's next record, to be
+    /// written with it (see the type's documentation).
+    pub(crate) fn hold(&mut self, start: Record) {
+        self.held = Some(Arc::new(Mutex::new(Some(start))));
+    }
+
+    /// Writes `record`, after the held start record if there is one.
     pub fn write(&self, record: &Record) -> Result<(), AuditError> {
-        match self.redactor.as_deref().filter(|r| !r.is_empty()) {
-            None => self.sink.append(record),
-            Some(r) => {
-                let mut clean = record.clone();
-                for field in [&mut clean.resource, &mut clean.reason, &mut clean.message] {
-                    if let Some(text) = field.take() {
-                        *field = Some(r.redact_string(text));
-                    }
-                }
-                self.sink.append(&clean)
+        let Some(held) = &self.held else {
+            return self.sink.append(&self.clean(record));
+        };
+        let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
+        match held.take() {
+            None => self.sink.append(&self.clean(record)),
+            Some(start) => {
+                let both = [
+                    self.clean(&start).into_owned(),
+                    self.clean(record).into_owned(),
+                ];
+                self.sink.append_all(&both).inspect_err(|_| {
+                    // Not written: still owed before the next record.
+                    *held = Some(start);
+                })
             }
         }
+    }
+
+    /// `record` with the invocation's secret values redacted from its
+    /// free-text fields.
+    fn clean<'r>(&self, record: &'r Record) -> std::borrow::Cow<'r, Record> {
+        let Some(r) = self.redactor.as_deref().filter(|r| !r.is_empty()) else {
+            return std::borrow::Cow::Borrowed(record);
+        };
+        let mut clean = record.clone();
+        for field in [&mut clean.resource, &mut clean.reason, &mut clean.message] {
+            if let Some(text) = field.take() {
+                *field = Some(r.redact_string(text));
+            }
+        }
+        std::borrow::Cow::Owned(clean)
     }
 }
 

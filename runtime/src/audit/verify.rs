@@ -285,6 +285,8 @@ mod tests {
                 .unwrap();
                 sink.append(&r).unwrap();
             }
+            // Signed on demand after each invocation.
+            sink.settle();
         }
         drop(sink);
         std::fs::read_to_string(&path).unwrap()

@@ -1,15 +1,13 @@
 //! The one `tools/call` path. A transport describes the client a call came
 //! from ([`Client`]) and how to reach it ([`Link`]); [`Caller::new`] turns
 //! that into the call's caller, and [`WardenMcp::tools_call`] runs (or
-//! resumes) the call and renders its result. The answer comes back as a
-//! [`Reply`] whose [`Settle`] the transport runs once the answer is on its
-//! way. rmcp's `ServerHandler::call_tool` and the stdio loop both go
+//! resumes) the call and renders its result. rmcp's `ServerHandler::call_tool` and the stdio loop both go
 //! through here; each keeps only how a request arrives and how its answer
 //! is written.
 
 use super::{WardenMcp, stdio};
 use crate::approval::{ApprovalAnswer, ApprovalRequest, Approver};
-use crate::{Error, Grant, Invocation, InvokeOptions, Runtime};
+use crate::{Error, Grant, Invocation, InvokeOptions};
 use rmcp::model::{
     BooleanSchema, CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
     ContentBlock, ElicitRequest, ElicitRequestParams, ElicitationSchema, Implementation,
@@ -140,24 +138,6 @@ fn mode(
     })
 }
 
-/// The answer to one `tools/call`, and the audit work it leaves.
-#[must_use = "a reply's audit must be settled once the answer is on its way"]
-pub(crate) struct Reply {
-    pub(crate) response: Result<CallToolResponse, McpError>,
-    pub(crate) settle: Settle,
-}
-
-/// Audit work a call's sink deferred until its answer is on its way to the
-/// client (the checkpoint after its invocation; see `AuditSink::settle`).
-#[must_use = "run it once the answer is on its way"]
-pub(crate) struct Settle(Runtime);
-
-impl Settle {
-    pub(crate) fn now(self) {
-        self.0.settle_audit();
-    }
-}
-
 type Outcome = Result<Result<Invocation, Error>, tokio::task::JoinError>;
 
 /// An invocation: driven by the request's own task while the client waits
@@ -255,8 +235,12 @@ impl Approver for AskPeer {
 impl WardenMcp {
     /// Runs (or resumes) one `tools/call` for `caller`: the path every
     /// transport's calls take.
-    pub(crate) async fn tools_call(&self, caller: Caller, request: CallToolRequestParams) -> Reply {
-        let response = if let Some(state) = request.request_state.clone() {
+    pub(crate) async fn tools_call(
+        &self,
+        caller: Caller,
+        request: CallToolRequestParams,
+    ) -> Result<CallToolResponse, McpError> {
+        if let Some(state) = request.request_state.clone() {
             self.resume(&request, &state, &caller).await
         } else {
             match self.start(request.name.to_string(), request.arguments, &caller) {
@@ -264,10 +248,6 @@ impl WardenMcp {
                 Ok(Err(refused)) => Ok(refused.into()),
                 Err(e) => Err(e),
             }
-        };
-        Reply {
-            response,
-            settle: Settle(self.shared.runtime.clone()),
         }
     }
 

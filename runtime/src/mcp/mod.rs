@@ -21,7 +21,7 @@ pub mod http;
 pub mod stdio;
 
 use crate::{Error, Grant, Rights, Runtime};
-use call::{Caller, Client, Link, Parked, Reply};
+use call::{Caller, Client, Link, Parked};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, JsonObject, ListToolsResult,
     PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
@@ -239,10 +239,7 @@ impl ServerHandler for WardenMcp {
         request: CallToolRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let Reply { response, settle } = self.tools_call(self.caller(&cx)?, request).await;
-        // Sign the audit checkpoint while rmcp sends the answer.
-        tokio::spawn(async move { settle.now() });
-        response
+        self.tools_call(self.caller(&cx)?, request).await
     }
 }
 

@@ -26,7 +26,7 @@
 //! invalid-request error (its bytes are skipped, never buffered), and
 //! `tools/call` params that do not parse an invalid-params error.
 
-use super::call::{self, Caller, Client, Link, Reply, Settle};
+use super::call::{self, Caller, Client, Link};
 use super::{Grants, WardenMcp};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
@@ -104,7 +104,7 @@ struct Line<'a> {
 
 /// A call's answer, once it has one, and the audit work owed once it is
 /// written.
-type Answer = Pin<Box<dyn Future<Output = (RequestId, ServerJsonRpcMessage, Settle)> + Send>>;
+type Answer = Pin<Box<dyn Future<Output = (RequestId, ServerJsonRpcMessage)> + Send>>;
 
 /// What a session's loop did, for the log (and tests).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -236,12 +236,9 @@ pub async fn serve_on(
                     }
                 }
             }
-            Some((id, answer, settle)) = calls.answers.next() => {
+            Some((id, answer)) = calls.answers.next() => {
                 calls.running.remove(&id);
                 out.message(&answer).await;
-                // The client has its answer: sign the audit checkpoint now,
-                // while it reads.
-                settle.now();
             }
             () = shutdown.cancelled() => break,
         }
@@ -253,9 +250,8 @@ pub async fn serve_on(
         calls.stopping.cancel();
     }
     let drain = async {
-        while let Some((_, answer, settle)) = calls.answers.next().await {
+        while let Some((_, answer)) = calls.answers.next().await {
             out.message(&answer).await;
-            settle.now();
         }
     };
     if tokio::time::timeout(GRACE, drain).await.is_err() {
@@ -462,12 +458,12 @@ impl Calls {
                 let (mcp, id) = (self.mcp.clone(), id.clone());
                 let legacy = !call::current(Some(&session.version));
                 self.answers.push(Box::pin(async move {
-                    let Reply { response, settle } = mcp.tools_call(caller, request).await;
+                    let response = mcp.tools_call(caller, request).await;
                     let answer = match response.and_then(|r| shape(r, legacy)) {
                         Ok(result) => ServerJsonRpcMessage::response(result, id.clone()),
                         Err(e) => ServerJsonRpcMessage::error(e, Some(id.clone())),
                     };
-                    (id, answer, settle)
+                    (id, answer)
                 }));
                 Take::Called
             }

@@ -33,7 +33,8 @@ impl Inner {
     /// One invocation, start to end:
     ///
     /// 1. check the input, wait for a slot;
-    /// 2. write the start record (what was granted), mark the invocation
+    /// 2. prepare the start record (what was granted; it goes out with the
+    ///    next record, before anything the tool does), mark the invocation
     ///    active for token introspection;
     /// 3. resolve its secrets just in time, record each one issued;
     /// 4. run the tool in a fresh store within its deadline, unless cancelled;
@@ -63,7 +64,7 @@ impl Inner {
             tool.identity_str.clone(),
         );
         let (listed, scope) = granted.names();
-        write_start(&auditor, listed)?;
+        hold_start(&mut auditor, listed);
         let _active = ActiveGuard::start(&self.active, &auditor.invocation);
         let minter = Arc::new(self.minter(tool, &auditor, scope));
 
@@ -298,11 +299,13 @@ fn audit_err(e: AuditError) -> Error {
     Error::Audit(Arc::new(e))
 }
 
-/// Writes the start record, naming what was granted.
-fn write_start(auditor: &Auditor, granted: String) -> Result<(), Error> {
+/// The start record, naming what was granted: held back to go out with the
+/// invocation's next record (its first secret issued, its first host call's
+/// decision, or its end), which comes before anything the invocation does.
+fn hold_start(auditor: &mut Auditor, granted: String) {
     let mut start = auditor.record(Event::InvocationStart);
     start.resource = Some(granted);
-    auditor.write(&start).map_err(audit_err)
+    auditor.hold(start);
 }
 
 /// Resolves the granted secrets just in time. A failing source ends the

@@ -266,7 +266,8 @@ impl Runtime {
         Ok(narrowed)
     }
 
-    /// Finishes audit work the sink deferred (see [`AuditSink::settle`]).
+    /// Signs what the audit sink has left unsigned now (a file trail's
+    /// checkpoint; see [`AuditSink::settle`]).
     pub fn settle_audit(&self) {
         self.inner.audit.settle();
     }

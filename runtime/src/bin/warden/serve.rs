@@ -113,13 +113,7 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         .or_else(crate::default_audit_path)
         .context("no audit path: pass --audit FILE")
         .map_err(usage)?;
-    // A client waits for each result: checkpoints are signed once it is on
-    // its way.
-    let sink = Arc::new(
-        crate::open_audit(&audit)
-            .map_err(usage)?
-            .defer_checkpoints(),
-    );
+    let sink = Arc::new(crate::open_audit(&audit).map_err(usage)?);
     let mut builder = builder;
     let mut queue = None;
     if let Some(addr) = args.approvals {
