@@ -753,3 +753,110 @@ fn a_manifest_path_with_control_characters_is_printed_escaped() {
         }
     }
 }
+
+#[test]
+fn audit_checkpoint_signs_an_unsigned_tail_and_only_then() {
+    let world = World::new();
+    let state = world.dir.path().join("state");
+    let trail = world.dir.path().join("trail.jsonl");
+    let (m, t) = (
+        world.manifest.display().to_string(),
+        trail.display().to_string(),
+    );
+    // A run ends cleanly: its records are signed when it stops.
+    let o = warden_in(&state, &["run", "--manifest", &m, "echo", "--audit", &t]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = warden_in(&state, &["audit", "verify", &t]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let o = warden_in(&state, &["audit", "checkpoint", &t]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("nothing unsigned"), "{}", stdout(&o));
+
+    // A writer without a key (or one killed before its checkpoint) leaves
+    // an unsigned tail: incomplete until `audit checkpoint` signs it.
+    let sink = warden::audit::FileSink::open(&trail).unwrap();
+    let auditor = warden::audit::Auditor::new(std::sync::Arc::new(sink), "i", "t", "x", "sha256:0");
+    auditor
+        .write(&auditor.record(warden::audit::Event::Log))
+        .unwrap();
+    drop(auditor);
+    let o = warden_in(&state, &["audit", "verify", &t]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    let o = warden_in(&state, &["audit", "checkpoint", &t]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("signed a checkpoint"), "{}", stdout(&o));
+    let o = warden_in(&state, &["audit", "verify", &t]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+
+    // No trail: an error naming it, and none is created.
+    let missing = world.dir.path().join("missing.jsonl");
+    let o = warden_in(
+        &state,
+        &["audit", "checkpoint", &missing.display().to_string()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot read the audit trail"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!missing.exists());
+}
+
+#[test]
+fn every_command_shares_one_compile_cache_entry() {
+    let world = World::new();
+    let cache = world.dir.path().join("cache");
+    let state = world.dir.path().join("state");
+    let with_cache = |args: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(args)
+            .env("WARDEN_STATE_DIR", &state)
+            .env_remove("WARDEN_LOG")
+            .output()
+            .unwrap()
+    };
+    let entries = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&cache)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let m = world.manifest.display().to_string();
+    let audit = world.dir.path().join("a.jsonl").display().to_string();
+    let o = with_cache(&["describe", crate::ECHO]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("compiling component"));
+    let after_describe = entries();
+    assert_eq!(after_describe.len(), 1, "{after_describe:?}");
+    // `run` and `check` find what `describe` compiled: nothing is compiled
+    // again, no second entry.
+    let o = with_cache(&["run", "--manifest", &m, "echo", "--audit", &audit]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o2 = with_cache(&["check", "--manifest", &m]);
+    let echo = &after_describe[0][..64];
+    for o in [&o, &o2] {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !err.lines()
+                .any(|l| l.starts_with("compiling") && l.contains(echo)),
+            "echo compiled again: {err}"
+        );
+    }
+    let after = entries();
+    assert!(
+        after.contains(&after_describe[0]),
+        "{after:?} vs {after_describe:?}"
+    );
+    assert_eq!(
+        after.iter().filter(|n| n.starts_with(echo)).count(),
+        1,
+        "one entry per component: {after:?}"
+    );
+}

@@ -60,34 +60,75 @@ pub fn record_hash(record: &Record) -> String {
     hex::encode(Sha256::digest(serde_json::to_vec(&r).unwrap_or_default()))
 }
 
-/// A record's line chained at `seq` after `prev`: exactly the JSON that
-/// serializing the record with `seq`, `prev` and `hash` set gives, built with
-/// one serialization: `seq` and `prev` are spliced in after the leading
-/// `{"v":1,` and `hash` (of the bytes before it) appended as the last field.
-fn line_of(record: &Record, seq: u64, prev: &str) -> Result<(Vec<u8>, String), AuditError> {
-    let err = |e: serde_json::Error| AuditError::Sink(e.to_string());
-    let body = serde_json::to_vec(record).map_err(err)?;
-    let lead = format!("{{\"v\":{},", record.v);
-    let mut json = Vec::with_capacity(body.len() + 160);
-    if record.seq.is_none()
-        && record.prev.is_none()
-        && record.hash.is_none()
-        && body.starts_with(lead.as_bytes())
-    {
-        json.extend_from_slice(lead.as_bytes());
-        json.extend_from_slice(format!("\"seq\":{seq},\"prev\":\"{prev}\",").as_bytes());
-        json.extend_from_slice(&body[lead.len()..]);
-    } else {
-        let mut r = record.clone();
-        (r.seq, r.prev, r.hash) = (Some(seq), Some(prev.to_owned()), None);
-        json = serde_json::to_vec(&r).map_err(err)?;
+/// A record serialized without `seq`, `prev` and `hash`, ready to be
+/// chained: serialized before the chain's lock is taken, so that writers
+/// in parallel do that work in parallel.
+struct Body {
+    json: Vec<u8>,
+    /// The length of its leading `{"v":N,`.
+    lead: usize,
+}
+
+impl Body {
+    fn of(record: &Record) -> Result<Body, AuditError> {
+        let err = |e: serde_json::Error| AuditError::Sink(e.to_string());
+        let json = if record.seq.is_none() && record.prev.is_none() && record.hash.is_none() {
+            serde_json::to_vec(record).map_err(err)?
+        } else {
+            let mut r = record.clone();
+            (r.seq, r.prev, r.hash) = (None, None, None);
+            serde_json::to_vec(&r).map_err(err)?
+        };
+        // `v` is the first field and a number: the lead ends at the first comma.
+        let lead = json
+            .iter()
+            .position(|&b| b == b',')
+            .map(|i| i + 1)
+            .filter(|&i| json.starts_with(b"{\"v\":") && i > 5)
+            .ok_or_else(|| AuditError::Sink("a record must start with its version".into()))?;
+        Ok(Body { json, lead })
     }
-    let hash = hex::encode(Sha256::digest(&json));
-    json.pop(); // the closing brace
-    json.extend_from_slice(b",\"hash\":\"");
-    json.extend_from_slice(hash.as_bytes());
-    json.extend_from_slice(b"\"}\n");
-    Ok((json, hash))
+
+    /// Appends to `out` the record's line chained at `seq` after `prev`,
+    /// and returns its hash: exactly the JSON that serializing the record
+    /// with `seq`, `prev` and `hash` set gives: `seq` and `prev` spliced in
+    /// after the leading `{"v":1,` and `hash` (of the bytes before it)
+    /// appended as the last field.
+    fn line_into(&self, seq: u64, prev: &str, out: &mut Vec<u8>) -> String {
+        use std::io::Write as _;
+        let start = out.len();
+        out.reserve(self.json.len() + 180);
+        out.extend_from_slice(&self.json[..self.lead]);
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "\"seq\":{seq},\"prev\":\"{prev}\",");
+        out.extend_from_slice(&self.json[self.lead..]);
+        let hash = lower_hex(&Sha256::digest(&out[start..]));
+        out.pop(); // the closing brace
+        out.extend_from_slice(b",\"hash\":\"");
+        out.extend_from_slice(hash.as_bytes());
+        out.extend_from_slice(b"\"}\n");
+        hash
+    }
+}
+
+/// `record`'s line chained at `seq` after `prev` (see [`Body::line_into`]).
+#[cfg(test)]
+fn line_of(record: &Record, seq: u64, prev: &str) -> Result<(Vec<u8>, String), AuditError> {
+    let mut line = Vec::new();
+    let hash = Body::of(record)?.line_into(seq, prev, &mut line);
+    Ok((line, hash))
+}
+
+/// `bytes` in lower-case hex (what `hex::encode` gives, without its
+/// per-character iterator: this runs for every record).
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
 }
 
 /// What a checkpoint signature covers.
@@ -421,10 +462,14 @@ impl Shared {
     /// cadence allows are now unsigned; wakes the ticker when these are the
     /// first unsigned ones.
     fn append(&self, records: &[Record]) -> Result<(), AuditError> {
+        let bodies = records
+            .iter()
+            .map(Body::of)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut chain = self.lock();
         self.write_locked(&mut chain, |chain, out| {
-            for r in records {
-                chain.push(r, out)?;
+            for (r, body) in records.iter().zip(&bodies) {
+                chain.push(r.event, body, out);
             }
             if let Some(signer) = chain.signer.clone()
                 && chain.unsigned >= chain.cadence.records
@@ -510,18 +555,15 @@ impl Drop for FileSink {
 
 impl Chain {
     /// Chains `record` onto `out` (not yet written).
-    fn push(&mut self, record: &Record, out: &mut Vec<u8>) -> Result<(), AuditError> {
-        let (line, hash) = line_of(record, self.seq, &self.head)?;
-        out.extend_from_slice(&line);
+    fn push(&mut self, event: Event, body: &Body, out: &mut Vec<u8>) {
+        self.head = body.line_into(self.seq, &self.head, out);
         self.seq += 1;
-        self.head = hash;
-        if record.event == Event::Checkpoint {
+        if event == Event::Checkpoint {
             self.unsigned = 0;
             self.unsigned_since = None;
         } else {
             self.unsigned += 1;
         }
-        Ok(())
     }
 
     /// Chains a checkpoint of everything before it onto `out`.
@@ -536,7 +578,8 @@ impl Chain {
         c.head = Some(self.head.clone());
         c.signature = Some(signer.sign_raw(checkpoint_message(self.seq, &self.head).as_bytes()));
         c.key = Some(signer.kid().to_owned());
-        self.push(&c, out)
+        self.push(Event::Checkpoint, &Body::of(&c)?, out);
+        Ok(())
     }
 }
 

@@ -263,3 +263,9 @@ fn spliced_lines_are_what_the_verifier_recomputes() {
     let (other, _) = line_of(&r, 7, GENESIS).unwrap();
     assert_eq!(other, line);
 }
+
+#[test]
+fn lower_hex_is_hex_encode() {
+    let bytes: Vec<u8> = (0..=255).collect();
+    assert_eq!(lower_hex(&bytes), hex::encode(&bytes));
+}
