@@ -285,7 +285,7 @@ impl Endpoint {
                 if let Some(answer) = self.sessions.post(&self.mcp, &parts, m).await {
                     return answer;
                 }
-            } else if m.method == Some("initialize") {
+            } else if m.method.as_deref() == Some("initialize") {
                 initialize = m.params.and_then(|p| {
                     serde_json::from_str::<rmcp::model::InitializeRequestParams>(p.get()).ok()
                 });

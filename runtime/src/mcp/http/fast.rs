@@ -43,6 +43,7 @@ use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,10 +58,11 @@ pub(crate) const IDLE: Duration = Duration::from_secs(300);
 pub(crate) const SESSION: &str = "mcp-session-id";
 
 /// The parts of a JSON-RPC message this path looks at; the rest stays raw.
+/// (`method` may be written with escapes: whatever rmcp parses, this does.)
 #[derive(Deserialize)]
 pub(crate) struct Message<'a> {
     #[serde(borrow)]
-    pub(crate) method: Option<&'a str>,
+    pub(crate) method: Option<Cow<'a, str>>,
     pub(crate) id: Option<RequestId>,
     #[serde(borrow)]
     pub(crate) params: Option<&'a RawValue>,
@@ -154,7 +156,7 @@ impl Sessions {
         message: &Message<'_>,
     ) -> Option<Response<Body>> {
         let session = self.get(&parts.headers)?;
-        let id = match (message.method?, &message.id) {
+        let id = match (message.method.as_deref()?, &message.id) {
             ("tools/call", Some(id)) => id.clone(),
             ("notifications/cancelled", None) => {
                 let cancelled = message
