@@ -5,10 +5,18 @@
 //!    minimal blocking client and from rmcp's client, next to
 //!    `Runtime::invoke` and a pipe round trip through `cat` measured in the
 //!    same run. Target: median under 60 µs.
-//! 2. Throughput over streamable HTTP with several concurrent clients.
+//! 2. `tools/call` over streamable HTTP from clients that behave like common
+//!    ones: `benches/mcp_http.py`, standard-library Python, one keep-alive
+//!    `http.client` connection per client, clients spread over processes;
+//!    8 and 64 closed-loop clients, latency, calls/s and the server's CPU
+//!    per call, next to the same client against a plain hyper server that
+//!    echoes the request (the floor for any HTTP server with this client
+//!    here). Targets with 64 clients: median ≤ 10 ms, server CPU ≤ 80 µs a
+//!    call, ≥ 3× the 1,390 calls/s measured before #12; with 8 clients:
+//!    median ≤ 3 ms. Then rmcp's own client, 8 clients.
 //! 3. 1,000 calls in flight over HTTP, each waiting in a host call (an HTTP
 //!    request to a loopback server that holds its answer), and the server's
-//!    resident memory meanwhile. Target: within 256 MiB.
+//!    resident memory meanwhile. Target: within 128 MiB.
 //! 4. Start-up: `warden serve --stdio` until `initialize` is answered, with a
 //!    warm compile cache. Target: under 20 ms.
 //!
@@ -34,7 +42,12 @@ struct Client;
 impl ClientHandler for Client {}
 
 const STDIO_TARGET_US: f64 = 60.0;
-const RSS_TARGET_MIB: f64 = 256.0;
+const RSS_TARGET_MIB: f64 = 128.0;
+const HTTP_MEDIAN_TARGET_MS: f64 = 10.0;
+const HTTP_MEDIAN_8_TARGET_MS: f64 = 3.0;
+const HTTP_CPU_TARGET_US: f64 = 80.0;
+/// Calls/s with 64 stdlib clients before #12 (the Nagle stall), times 3.
+const HTTP_RATE_TARGET: f64 = 3.0 * 1390.0;
 const STARTUP_TARGET_MS: f64 = 20.0;
 
 fn quick() -> bool {
@@ -227,6 +240,73 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// One run of `benches/mcp_http.py` against `url`: its JSON report.
+fn stdlib_clients(url: &str, pid: u32, clients: usize, floor: bool) -> Option<serde_json::Value> {
+    let duration = if quick() { "2" } else { "5" };
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/mcp_http.py"))
+        .args(["--url", url, "--pid", &pid.to_string()])
+        .args(["--clients", &clients.to_string(), "--duration", duration]);
+    if floor {
+        cmd.arg("--floor");
+    }
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) => {
+            println!("http, stdlib Python clients: skipped (python3: {e})");
+            return None;
+        }
+    };
+    let report = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+    assert!(
+        out.status.success() && report.is_some(),
+        "mcp_http.py failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report
+}
+
+/// A plain HTTP/1.1 server answering each request with its own body
+/// (`TCP_NODELAY` set): what any HTTP server costs with a given client.
+async fn echo_server() -> String {
+    use http_body_util::BodyExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let _ = sock.set_nodelay(true);
+            let service = hyper::service::service_fn(
+                |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let body = req.into_body().collect().await?.to_bytes();
+                    let mut r = hyper::Response::new(http_body_util::Full::new(body));
+                    r.headers_mut().insert(
+                        "content-type",
+                        hyper::header::HeaderValue::from_static("application/json"),
+                    );
+                    Ok::<_, hyper::Error>(r)
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(sock), service),
+            );
+        }
+    });
+    format!("http://127.0.0.1:{port}/mcp")
+}
+
+fn figure(r: &serde_json::Value, key: &str) -> f64 {
+    r[key].as_f64().unwrap_or(f64::NAN)
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
 #[tokio::main]
 async fn main() {
     let cache = tempfile::tempdir().expect("cache dir");
@@ -350,8 +430,48 @@ async fn main() {
         return;
     }
 
-    // 2. HTTP throughput with several clients.
+    // 2. HTTP with stdlib Python clients, then the floor: the same client
+    // against a plain hyper server that echoes each request.
     let (mut child, url) = http_server(&l, cache.path(), &[]).await;
+    let pid = child.id().expect("pid");
+    let floor_url = echo_server().await;
+    for clients in [8, 64] {
+        let Some(r) = stdlib_clients(&url, pid, clients, false) else {
+            break;
+        };
+        let floor =
+            stdlib_clients(&floor_url, std::process::id(), clients, true).unwrap_or_default();
+        let (median, p99, rate, cpu) = (
+            figure(&r, "median_ms"),
+            figure(&r, "p99_ms"),
+            figure(&r, "calls_per_s"),
+            figure(&r, "server_cpu_us_per_call"),
+        );
+        let targets = if clients == 64 {
+            format!(
+                "targets: median ≤ {HTTP_MEDIAN_TARGET_MS} ms: {}, server CPU ≤ {HTTP_CPU_TARGET_US} µs: {}, ≥ {HTTP_RATE_TARGET:.0} calls/s: {}",
+                met(median <= HTTP_MEDIAN_TARGET_MS),
+                met(cpu <= HTTP_CPU_TARGET_US),
+                met(rate >= HTTP_RATE_TARGET)
+            )
+        } else {
+            format!(
+                "target: median ≤ {HTTP_MEDIAN_8_TARGET_MS} ms: {}",
+                met(median <= HTTP_MEDIAN_8_TARGET_MS)
+            )
+        };
+        println!(
+            "http tools/call, {clients} stdlib Python clients (echo, closed loop): median {median:.2} ms, p99 {p99:.2} ms, \
+             {rate:.0} calls/s, server CPU {cpu:.0} µs a call; floor (plain hyper echo server, same client): median {:.2} ms, \
+             p99 {:.2} ms, {:.0} calls/s, server CPU {:.0} µs a call; in-process invoke median {inproc_median:.1} µs; {targets}",
+            figure(&floor, "median_ms"),
+            figure(&floor, "p99_ms"),
+            figure(&floor, "calls_per_s"),
+            figure(&floor, "server_cpu_us_per_call"),
+        );
+    }
+
+    // 2b. rmcp's own client, several at once.
     let clients = 8;
     let per = if quick() { 50 } else { 250 };
     let t = Instant::now();
@@ -375,14 +495,14 @@ async fn main() {
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "http tools/call (echo, {clients} clients × {per}): {:.0} calls/s ({:.1} µs per call in all); in-process invoke median {inproc_median:.1} µs",
+        "http tools/call, rmcp client (echo, {clients} clients × {per}): {:.0} calls/s ({:.1} µs per call in all)",
         (clients * per) as f64 / secs,
         secs * 1e6 / (clients * per) as f64
     );
     let _ = child.start_kill();
 
     // 3. 1,000 calls in flight, each waiting in a host call.
-    let in_flight = if quick() { 200 } else { 1000 };
+    let in_flight = 1000;
     let limit = (in_flight + 16).to_string();
     let (child, url) = http_server(&l, cache.path(), &["--max-in-flight", &limit]).await;
     let pid = child.id().expect("pid");
@@ -432,11 +552,7 @@ async fn main() {
     println!(
         "http in flight: {waiting} calls waiting in a host call at once; server resident memory {rss:.0} MiB (idle {idle:.0} MiB); \
          {ok} completed once released; target {in_flight} within {RSS_TARGET_MIB} MiB: {}",
-        if waiting >= in_flight && rss <= RSS_TARGET_MIB {
-            "met"
-        } else {
-            "MISSED"
-        }
+        met(waiting >= in_flight && rss <= RSS_TARGET_MIB)
     );
     drop(child);
 

@@ -1400,3 +1400,132 @@ async fn warden_serve_names_the_tools_it_leaves_out_and_serves_the_rest() {
         "{err}"
     );
 }
+
+/// A bare streamable HTTP client (what a stdlib client sends): each POST
+/// with `Accept: application/json, text/event-stream`, the session once
+/// `initialize` has given one.
+struct Bare {
+    http: reqwest::Client,
+    url: String,
+    session: Option<String>,
+}
+
+impl Bare {
+    /// Status, content type and body of one POST of `body`.
+    async fn post(&self, body: Value) -> (u16, String, String) {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18");
+        if let Some(s) = &self.session {
+            req = req.header("mcp-session-id", s);
+        }
+        let resp = req.body(body.to_string()).send().await.unwrap();
+        let kind = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (resp.status().as_u16(), kind, resp.text().await.unwrap())
+    }
+
+    async fn call(&self, id: u64, tool: &str, args: Value) -> (u16, String, String) {
+        self.post(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}}))
+            .await
+    }
+}
+
+#[tokio::test]
+async fn over_http_a_sessions_calls_are_answered_as_json_cancelled_and_end_with_it() {
+    let s = setup();
+    let (mut child, url) = http_server(&s, &[]).await;
+    let mut c = Bare {
+        http: reqwest::Client::new(),
+        url: url.clone(),
+        session: None,
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bare", "version": "1"}}});
+    let resp = c
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(init.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    c.session = Some(
+        resp.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let (status, _, _) = c
+        .post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await;
+    assert_eq!(status, 202);
+
+    // A plain call: one JSON answer, shaped as rmcp shapes it.
+    let (status, kind, body) = c.call(1, "echo", json!({"message": "hi"})).await;
+    assert_eq!((status, kind.as_str()), (200, "application/json"), "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["id"], 1);
+    assert_eq!(answer["result"]["structuredContent"]["message"], "hi");
+    assert!(answer["result"].get("resultType").is_none(), "{answer}");
+    // Errors keep their JSON-RPC shape.
+    let (_, _, body) = c.call(2, "nope", json!({})).await;
+    assert!(body.contains("unknown tool 'nope'"), "{body}");
+
+    // A call with a progress token goes to rmcp, on an event stream.
+    let (status, kind, body) = c
+        .post(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "p"}, "_meta": {"progressToken": "t"}}}))
+        .await;
+    assert_eq!(status, 200);
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    assert!(body.contains(r#"\"message\":\"p\""#), "{body}");
+
+    // notifications/cancelled stops a call running on the short path.
+    let running = {
+        let c = Bare {
+            http: c.http.clone(),
+            url: url.clone(),
+            session: c.session.clone(),
+        };
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = c.call(4, "hog", json!({"attack": "loop"})).await;
+            (r, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _, _) = c
+        .post(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 4}}))
+        .await;
+    assert_eq!(status, 202);
+    let ((status, _, body), took) = running.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("cancelled by the client"), "{body}");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+
+    // An unknown session, a closed one: 404.
+    let stranger = Bare {
+        http: c.http.clone(),
+        url: url.clone(),
+        session: Some("no-such-session".into()),
+    };
+    assert_eq!(stranger.call(5, "echo", json!({})).await.0, 404);
+    let resp = c
+        .http
+        .delete(&url)
+        .header("mcp-session-id", c.session.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(c.call(6, "echo", json!({})).await.0, 404);
+    let _ = child.start_kill();
+}

@@ -170,13 +170,16 @@ impl WardenMcp {
     /// The grant of the caller: the one grant, or the one its bearer token
     /// selects (the HTTP layer has already refused unknown tokens).
     fn grant(&self, cx: &RequestContext<RoleServer>) -> Result<Arc<Grant>, McpError> {
+        let headers = cx.extensions.get::<::http::request::Parts>();
+        self.grant_for(headers.map(|p| &p.headers))
+    }
+
+    /// The grant of a caller whose request carried `headers` (HTTP).
+    fn grant_for(&self, headers: Option<&::http::HeaderMap>) -> Result<Arc<Grant>, McpError> {
         match &self.shared.grants {
             Grants::One(g) => Ok(g.clone()),
             Grants::ByToken(list) => {
-                let token = cx
-                    .extensions
-                    .get::<::http::request::Parts>()
-                    .and_then(|p| http::bearer(&p.headers));
+                let token = headers.and_then(http::bearer);
                 token
                     .and_then(|t| {
                         list.iter()
