@@ -51,12 +51,22 @@ pub struct Redactor {
 /// innocent text.
 const MIN_B64_PATTERN: usize = 8;
 
-/// Forms of `value` matched case-sensitively: plain, spaces as `+`, base64.
+/// Forms of `value` matched case-sensitively: plain, spaces as `+`, as a
+/// JSON string's contents, base64.
 fn exact_forms(value: &str) -> Vec<String> {
     let bytes = value.as_bytes();
     let mut out = vec![value.to_owned()];
     if value.contains(' ') {
         out.push(value.replace(' ', "+"));
+    }
+    // Escaped for JSON (`\"`, `\\`, `\n`, `\u001b`), matched as written: a
+    // `\` glued before its first escape would pair with it (see
+    // `folded_forms`).
+    if let Ok(json) = serde_json::to_string(value) {
+        let json = &json[1..json.len() - 1];
+        if json != value {
+            out.push(json.to_owned());
+        }
     }
     for engine in [&STANDARD, &URL_SAFE] {
         out.push(engine.encode(bytes));
@@ -79,12 +89,17 @@ fn exact_forms(value: &str) -> Vec<String> {
     out
 }
 
-/// Forms of `value` matched in any letter case: hex, and the usual
+/// Forms of `value` matched in any letter case: hex, the usual
 /// percent-encodings (every byte, all but unreserved, all but letters and
-/// digits). Decoding finds any other mix of escapes; these also catch a
-/// form whose first `%` a preceding `%` glued into an escape of its own
-/// (`%` + `000A…` decodes as `%00` + `0A…`, hiding the value from decoding).
+/// digits), and every character as `\uXXXX` (JSON, JavaScript) or every
+/// byte as `\xXX`. Decoding finds any other mix of escapes; these also
+/// catch a form whose first escape a preceding escape character glued into
+/// an escape of its own, which shifts the decoding: `%` + `000A…` decodes
+/// as `%00` + `0A…`, and `\` + `\u0021\u005c\u0022…` as `\\` + `u0021` +
+/// `\"…`, where the value's own `\"` then decodes too. (HTML character
+/// references cannot be glued into: `&` + `&#…` is a lone `&`.)
 fn folded_forms(value: &str) -> Vec<String> {
+    use std::fmt::Write as _;
     let bytes = value.as_bytes();
     let percent = |keep: fn(u8) -> bool| -> String {
         bytes
@@ -109,6 +124,16 @@ fn folded_forms(value: &str) -> Vec<String> {
             out.push(form);
         }
     }
+    let mut units = String::with_capacity(value.len() * 6);
+    for u in value.encode_utf16() {
+        let _ = write!(units, "\\u{u:04x}");
+    }
+    out.push(units);
+    let mut each = String::with_capacity(bytes.len() * 4);
+    for b in bytes {
+        let _ = write!(each, "\\x{b:02x}");
+    }
+    out.push(each);
     out
 }
 

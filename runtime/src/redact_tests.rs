@@ -244,3 +244,48 @@ fn control_characters_are_escaped_for_people() {
         "a\\u{a}  details   fake\\u{1b}[2K"
     );
 }
+
+/// Values whose own characters decode as escapes once a glued prefix has
+/// shifted the decoder (the fuzzer's finds among them).
+const TRICKY: [&str; 6] = [
+    "!\\\"!a0aa",
+    "000A0A!0",
+    "0\"%Aaaaa",
+    "#65;a\\\"bc",
+    "\\u0041bcdefg",
+    "%41%42xyz&#65;",
+];
+
+#[test]
+fn an_escape_start_glued_before_an_encoding_does_not_hide_the_value() {
+    // Found by the fuzzer: `\` + `\u0021\u005c\u0022…` decodes as `\\` +
+    // `u0021` + `\"…`, and the value's own `\"` then decodes too.
+    let r = Redactor::new([("k", "!\\\"!a0aa")]);
+    let text = "\\\\u0021\\u005c\\u0022\\u0021\\u0061\\u0030\\u0061\\u0061";
+    assert_eq!(r.redact(text), "\\[REDACTED:k]");
+    assert_eq!(r.names_in(text.as_bytes()).len(), 1);
+    assert_eq!(
+        r.redact(&text.to_uppercase().replace("\\U", "\\u")),
+        "\\[REDACTED:k]"
+    );
+    // One encoding at a time: a `\` glued before an encoding of an encoding
+    // (`\u0025\u0032\u0031…`, `\u` of `%21…`) can still hide a value whose
+    // own characters decode as escapes.
+    let layered = ["%25 double", "\\u of %", "% of \\u", "json of hex"];
+    let mut misses = Vec::new();
+    for value in TRICKY.into_iter().chain(VALUES) {
+        let r = Redactor::new([("api", value)]);
+        for glue in ["\\", "%", "&", "&#", "&#x", "\\u", "\\x", "%2", "\\u00"] {
+            for (label, leak) in leaks(value, "") {
+                if layered.contains(&label.as_str()) || label.starts_with("b64") {
+                    continue;
+                }
+                let text = format!("{glue}{leak}");
+                if r.names_in(text.as_bytes()).is_empty() || r.redact(&text).contains(value) {
+                    misses.push(format!("{label} of {value:?} after {glue:?}: {text}"));
+                }
+            }
+        }
+    }
+    assert!(misses.is_empty(), "{}", misses.join("\n"));
+}

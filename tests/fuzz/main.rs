@@ -16,6 +16,12 @@
 //! failing case is shrunk, its seed saved in
 //! `tests/fuzz/proptest-regressions/<target>.txt` (commit it: it is replayed
 //! first on every run) and the test fails with the minimal input.
+//!
+//! The run's seed: `WARDEN_FUZZ_SEED`, else [`CI_SEED`] when `CI` is set (a
+//! CI run is the same run every time), else a fresh one. Each target prints
+//! it (`fuzz <target>: seed N`); `WARDEN_FUZZ_SEED=N` with the same
+//! `WARDEN_FUZZ_CASES` replays the run, including a target whose cases share
+//! state (`stdio`'s one session), which a saved case seed alone does not.
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
@@ -28,7 +34,9 @@ mod stdio;
 mod verify;
 
 use proptest::strategy::Strategy;
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestError, TestRunner};
+use proptest::test_runner::{
+    Config, FileFailurePersistence, RngSeed, TestCaseError, TestError, TestRunner,
+};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -41,6 +49,30 @@ pub fn cases() -> u32 {
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(DEFAULT_CASES)
+}
+
+/// The seed of a run when `CI` is set and `WARDEN_FUZZ_SEED` is not.
+pub const CI_SEED: u64 = 0x5741_5244_454e_0001;
+
+/// The run's seed: `WARDEN_FUZZ_SEED`, else [`CI_SEED`] under CI, else a
+/// fresh one.
+pub fn seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        if let Some(seed) = std::env::var("WARDEN_FUZZ_SEED")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+        {
+            return seed;
+        }
+        if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+            return CI_SEED;
+        }
+        use std::hash::{BuildHasher as _, Hasher as _};
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    })
 }
 
 /// Runs `test` on `cases() * weight` inputs from `strategy` (`weight`
@@ -67,8 +99,15 @@ pub fn fuzz<S: Strategy>(
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(regressions))),
         // Shrinking a failure is bounded too: CI must end.
         max_shrink_time: 60_000,
+        rng_seed: RngSeed::Fixed(seed()),
         ..Config::default()
     };
+    eprintln!(
+        "fuzz {target}: seed {} ({} cases; WARDEN_FUZZ_SEED={} replays)",
+        seed(),
+        config.cases,
+        seed()
+    );
     let executions = AtomicU64::new(0);
     let started = std::time::Instant::now();
     let result = TestRunner::new(config).run(&strategy, |input| {
@@ -81,7 +120,11 @@ pub fn fuzz<S: Strategy>(
         Ok(()) => eprintln!("fuzz {target}: {n} executions, 0 crashes ({secs:.1} s)"),
         Err(TestError::Fail(reason, input)) => {
             eprintln!("fuzz {target}: {n} executions, 1 crashes ({secs:.1} s)");
-            panic!("fuzz {target}: {reason}\nminimal input: {input:#?}");
+            panic!(
+                "fuzz {target}: {reason}\nminimal input: {input:#?}\nreplay: WARDEN_FUZZ_SEED={} WARDEN_FUZZ_CASES={}",
+                seed(),
+                cases()
+            );
         }
         Err(TestError::Abort(reason)) => {
             eprintln!("fuzz {target}: {n} executions, aborted ({secs:.1} s)");

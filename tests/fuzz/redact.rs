@@ -351,3 +351,48 @@ pub fn run() {
         );
     }
 }
+
+/// The redactor's throughput on tool-like output (JSON with escapes, some
+/// percent-encoding, no secret in it, and with one): a measurement, not a
+/// check. `cargo test --release --test fuzz redact_throughput -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore = "a measurement"]
+fn redact_throughput() {
+    let r = Redactor::new([
+        ("api", "sk-live-4f9a8b7c6d5e4f3a2b1c"),
+        ("db", "p@ss w0rd\\\"quoted\""),
+        ("pin", "90210417"),
+        ("hook", "https://hooks.example/T0/B1/xyz"),
+    ]);
+    let mut line = String::new();
+    for i in 0..64 {
+        line.push_str(&format!(
+            r#"{{"i":{i},"path":"/srv/data/file-{i}.txt","text":"line \"{i}\" of a tool's output\n\u00e9t\u00e9 %20 q=a%26b","ok":true}},"#
+        ));
+    }
+    let clean = line.repeat(16); // ~100 KiB
+    let dirty = format!("{clean}sk-live-4f9a8b7c6d5e4f3a2b1c");
+    for (label, text) in [("clean", &clean), ("one secret", &dirty)] {
+        let started = std::time::Instant::now();
+        let mut n = 0usize;
+        while started.elapsed() < std::time::Duration::from_secs(2) {
+            n += r.redact(text).len();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "redact throughput ({label}): {:.1} MB/s over {} KiB texts",
+            n as f64 / secs / 1e6,
+            text.len() / 1024
+        );
+    }
+    let started = std::time::Instant::now();
+    let mut built = 0;
+    while started.elapsed() < std::time::Duration::from_secs(1) {
+        built += usize::from(!Redactor::new([("api", "sk-live-4f9a8b7c6d5e4f3a2b1c")]).is_empty());
+    }
+    eprintln!(
+        "redact throughput: {:.1} µs per Redactor::new (one secret)",
+        started.elapsed().as_secs_f64() * 1e6 / built as f64
+    );
+}
