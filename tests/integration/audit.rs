@@ -211,6 +211,8 @@ async fn signed_trail(world: &World) -> (std::path::PathBuf, warden::KeyPair) {
         rt.invoke("probe", &world.grant(Rights::READ), &input)
             .await
             .unwrap();
+        // Signed now, not on the cadence: a checkpoint after each.
+        rt.settle_audit();
     }
     (path, key)
 }
@@ -323,6 +325,11 @@ async fn a_reopened_trail_continues_its_chain() {
         .with_signer(Arc::new(warden::KeyPair::from_seed(&[9; 32])));
     let rt = runtime_with_sink(&world, Arc::new(sink));
     rt.invoke("echo", &Grant::new("t"), "{}").await.unwrap();
+    // Not yet signed (the cadence is 256 records or 500 ms)...
+    let r = check(&std::fs::read_to_string(&path).unwrap(), &key);
+    assert_eq!((r.records, r.uncovered), (14, 2), "{r:?}");
+    // ...until asked, or the runtime (and its sink) is dropped.
+    drop(rt);
     let r = check(&std::fs::read_to_string(&path).unwrap(), &key);
     assert!(r.is_complete(), "{r:?}");
     assert_eq!(r.records, 15);

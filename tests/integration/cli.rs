@@ -318,7 +318,7 @@ fn demo_shows_each_decision_and_the_audit_records() {
         "resource  workspace:CHANGELOG.md",
         "approve? [y/N] y   (answered by the demo)",
         "ok: {\"path\":\"CHANGELOG.md\",\"bytes_written\":32}",
-        "tampered: line 9: its contents do not match its hash (the record was edited)",
+        "tampered: line 8: its contents do not match its hash (the record was edited)",
         "Cedar policies: github-changes-need-approval, no-egress-after-reveal, production-needs-release",
         "tool error: denied: deploying to a production target needs a task labelled 'release' (policy production-needs-release)",
         "[policy production-needs-release]",
@@ -421,7 +421,8 @@ fn a_killed_writer_leaves_a_trail_that_verifies_up_to_its_last_checkpoint() {
     );
     let o = warden_in(&state, &["run", "--manifest", &m, "echo", "--audit", &t]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    // A long-running invocation, killed mid-way (SIGKILL: no chance to write).
+    // A long-running invocation, killed mid-way (SIGKILL: no chance to
+    // write) after its first host call put its start on the trail.
     let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
         .arg("--cache-dir")
         .arg(shared_cache())
@@ -433,7 +434,7 @@ fn a_killed_writer_leaves_a_trail_that_verifies_up_to_its_last_checkpoint() {
             "--audit",
             &t,
             "--input",
-            r#"{"attack":"loop"}"#,
+            r#"{"attack":"log-then-loop"}"#,
         ])
         .env("WARDEN_STATE_DIR", &state)
         .stdout(std::process::Stdio::null())
@@ -583,13 +584,24 @@ fn eight_parallel_runs_append_one_chain() {
             .lines()
             .count()
     };
-    assert_eq!(text.lines().count(), 8 * per_run, "{text}");
+    // Each run's records (its own trail: the records and one checkpoint,
+    // written when it stops) eight times over; a run that stops after
+    // another's checkpoint covered its records signs nothing more.
+    let is_checkpoint = |l: &&str| l.contains(r#""event":"checkpoint""#);
+    let records = text.lines().filter(|l| !is_checkpoint(l)).count();
+    let checkpoints = text.lines().filter(is_checkpoint).count();
+    assert_eq!(records, 8 * (per_run - 1), "{text}");
+    assert!((1..=8).contains(&checkpoints), "{text}");
+    assert!(
+        text.lines().last().is_some_and(|l| is_checkpoint(&l)),
+        "{text}"
+    );
     let o = warden_in(&state, &["audit", "verify", &t]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     assert!(
         stdout(&o).contains(&format!(
-            "ok, {} records, 8 signed checkpoints, every invocation ended",
-            8 * per_run
+            "ok, {} records, {checkpoints} signed checkpoints, every invocation ended",
+            records + checkpoints
         )),
         "{}",
         stdout(&o)

@@ -581,13 +581,13 @@ async fn over_stdio_a_printing_tool_does_not_corrupt_the_stream() {
         .unwrap();
     assert_eq!(r.structured_content, Some(json!({"message": "ok"})));
     client.cancel().await.unwrap();
-    // The audit trail saw every call, each followed by its signed
-    // checkpoint (deferred until the answer was written).
+    // The audit trail saw every call, and the server signed them all when
+    // it stopped (the cadence is 256 records or 500 ms).
     let trail = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
     assert_eq!(trail.matches("\"event\":\"invocation.end\"").count(), 4);
     let report = warden::audit::verify::verify_text(&trail, None);
     assert!(report.is_complete(), "{report:?}");
-    assert_eq!(report.checkpoints, 4);
+    assert!(report.checkpoints >= 1, "{report:?}");
 }
 
 /// `warden serve --http` on a free port; returns the child and its URL.

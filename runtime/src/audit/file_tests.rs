@@ -1,5 +1,6 @@
 //! Unit tests of `file`.
 use super::*;
+use crate::audit::line::{line_of, lower_hex, record_hash};
 use std::time::{Duration, Instant};
 
 #[test]

@@ -10,9 +10,11 @@
 //! checkpoints follow each invocation's end (see [`file`] and [`verify`]).
 
 mod file;
+mod line;
 pub mod verify;
 
 pub use file::{Cadence, FileSink};
+pub use line::{GENESIS, checkpoint_message, record_hash};
 
 use crate::redact::Redactor;
 use serde::{Deserialize, Serialize};

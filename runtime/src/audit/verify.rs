@@ -7,7 +7,7 @@
 //! before it, and each checkpoint states the records before it and carries a
 //! signature by one of the known keys.
 
-use super::file::{GENESIS, checkpoint_message, record_hash};
+use super::line::{GENESIS, checkpoint_message, record_hash};
 use super::{Event, FIELDS, RECORD_VERSION, Record};
 use crate::keys::Verifier;
 use sha2::{Digest, Sha256};

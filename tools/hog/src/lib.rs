@@ -33,6 +33,15 @@ impl Tool for Hog {
 
     fn invoke(i: Input) -> Result<Output, Error> {
         let result = match i.attack.as_str() {
+            // A host call first: the invocation's start is then on the
+            // trail before it loops.
+            "log-then-loop" => {
+                log::info("looping");
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
             "loop" => {
                 let mut n: u64 = 0;
                 loop {

@@ -337,6 +337,9 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
             .contains(api::API_TOKEN),
     );
 
+    // Sign the last records now rather than on the cadence, as a clean
+    // stop would.
+    runtime.settle_audit();
     let text = std::fs::read_to_string(&audit_path).map_err(|e| fail(e.into()))?;
     println!(
         "audit trail ({}, {} records):",

@@ -1,0 +1,96 @@
+//! A trail line, byte for byte: a record's JSON with `seq` and `prev`
+//! spliced in after its version and its `hash` appended last, and what a
+//! checkpoint signs (docs/AUDIT-FORMAT.md).
+
+use super::{AuditError, Record};
+use sha2::{Digest, Sha256};
+
+/// `prev` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The SHA-256 (hex) of a record's JSON without its `hash` field.
+pub fn record_hash(record: &Record) -> String {
+    let mut r = record.clone();
+    r.hash = None;
+    hex::encode(Sha256::digest(serde_json::to_vec(&r).unwrap_or_default()))
+}
+
+/// A record serialized without `seq`, `prev` and `hash`, ready to be
+/// chained: serialized before the chain's lock is taken, so that writers
+/// in parallel do that work in parallel.
+pub(super) struct Body {
+    json: Vec<u8>,
+    /// The length of its leading `{"v":N,`.
+    lead: usize,
+}
+
+impl Body {
+    pub(super) fn of(record: &Record) -> Result<Body, AuditError> {
+        let err = |e: serde_json::Error| AuditError::Sink(e.to_string());
+        let json = if record.seq.is_none() && record.prev.is_none() && record.hash.is_none() {
+            serde_json::to_vec(record).map_err(err)?
+        } else {
+            let mut r = record.clone();
+            (r.seq, r.prev, r.hash) = (None, None, None);
+            serde_json::to_vec(&r).map_err(err)?
+        };
+        // `v` is the first field and a number: the lead ends at the first comma.
+        let lead = json
+            .iter()
+            .position(|&b| b == b',')
+            .map(|i| i + 1)
+            .filter(|&i| json.starts_with(b"{\"v\":") && i > 5)
+            .ok_or_else(|| AuditError::Sink("a record must start with its version".into()))?;
+        Ok(Body { json, lead })
+    }
+
+    /// Appends to `out` the record's line chained at `seq` after `prev`,
+    /// and returns its hash: exactly the JSON that serializing the record
+    /// with `seq`, `prev` and `hash` set gives: `seq` and `prev` spliced in
+    /// after the leading `{"v":1,` and `hash` (of the bytes before it)
+    /// appended as the last field.
+    pub(super) fn line_into(&self, seq: u64, prev: &str, out: &mut Vec<u8>) -> String {
+        use std::io::Write as _;
+        let start = out.len();
+        out.reserve(self.json.len() + 180);
+        out.extend_from_slice(&self.json[..self.lead]);
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "\"seq\":{seq},\"prev\":\"{prev}\",");
+        out.extend_from_slice(&self.json[self.lead..]);
+        let hash = lower_hex(&Sha256::digest(&out[start..]));
+        out.pop(); // the closing brace
+        out.extend_from_slice(b",\"hash\":\"");
+        out.extend_from_slice(hash.as_bytes());
+        out.extend_from_slice(b"\"}\n");
+        hash
+    }
+}
+
+/// `record`'s line chained at `seq` after `prev` (see [`Body::line_into`]).
+#[cfg(test)]
+pub(super) fn line_of(
+    record: &Record,
+    seq: u64,
+    prev: &str,
+) -> Result<(Vec<u8>, String), AuditError> {
+    let mut line = Vec::new();
+    let hash = Body::of(record)?.line_into(seq, prev, &mut line);
+    Ok((line, hash))
+}
+
+/// `bytes` in lower-case hex (what `hex::encode` gives, without its
+/// per-character iterator: this runs for every record).
+pub(super) fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+/// What a checkpoint signature covers.
+pub fn checkpoint_message(count: u64, head: &str) -> String {
+    format!("warden-audit-checkpoint/1 {count} {head}")
+}
