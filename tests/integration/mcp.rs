@@ -1529,3 +1529,35 @@ async fn over_http_a_sessions_calls_are_answered_as_json_cancelled_and_end_with_
     assert_eq!(c.call(6, "echo", json!({})).await.0, 404);
     let _ = child.start_kill();
 }
+
+#[tokio::test]
+async fn over_http_a_session_id_that_is_not_text_is_refused() {
+    // rmcp would read it as no session and open one the sweep never sees.
+    let s = setup();
+    let (mut child, url) = http_server(&s, &[]).await;
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header(
+            "mcp-session-id",
+            reqwest::header::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        )
+        .body(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(resp.headers().get("mcp-session-id").is_none());
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains("Mcp-Session-Id must be visible ASCII"),
+        "{body}"
+    );
+    child.kill().await.unwrap();
+}

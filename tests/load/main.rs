@@ -247,7 +247,7 @@ async fn sigkill(s: &Scratch) -> anyhow::Result<String> {
         let client = client.clone();
         tokio::spawn(async move {
             client
-                .call_tool(call("hog", json!({"attack": "loop"})))
+                .call_tool(call("hog", json!({"attack": "log-then-loop"})))
                 .await
         })
     };

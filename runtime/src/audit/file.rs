@@ -428,13 +428,19 @@ impl Shared {
     /// The ticker: writes a checkpoint once the oldest unsigned record is
     /// `within` old, until the sink closes.
     fn tick(&self) {
+        const RETRY: Duration = Duration::from_secs(1);
         let mut chain = self.lock();
+        // After a failed checkpoint: not before this.
+        let mut retry_at: Option<Instant> = None;
         while !chain.closing {
             let Some(since) = chain.unsigned_since else {
                 chain = self.wake.wait(chain).unwrap_or_else(|p| p.into_inner());
                 continue;
             };
-            let due = since + chain.cadence.within;
+            let due = since
+                .checked_add(chain.cadence.within)
+                .unwrap_or_else(|| since + Duration::from_secs(86_400));
+            let due = retry_at.map_or(due, |r| r.max(due));
             let now = Instant::now();
             if now < due {
                 chain = self
@@ -444,13 +450,18 @@ impl Shared {
                     .0;
                 continue;
             }
-            if let Err(e) = self.checkpoint(&mut chain) {
-                tracing::error!(
-                    "audit trail {}: checkpoint failed: {e}",
-                    self.path.display()
-                );
-                // Try again after another period, not in a loop.
-                chain.unsigned_since = Some(now);
+            match self.checkpoint(&mut chain) {
+                Ok(_) => retry_at = None,
+                Err(e) => {
+                    tracing::error!(
+                        "audit trail {}: checkpoint failed: {e}",
+                        self.path.display()
+                    );
+                    // Not in a loop: wait (releasing the sink to appenders,
+                    // which fail closed on their own) at least a second.
+                    let pause = RETRY.max(chain.cadence.within.min(Duration::from_secs(3600)));
+                    retry_at = Some(Instant::now() + pause);
+                }
             }
         }
     }

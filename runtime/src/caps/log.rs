@@ -89,6 +89,12 @@ impl Host for LogView<'_> {
             .redactor()
             .redact_string(truncate(message, self.limits.max_message));
         let audit = self.gate.audit();
+        // On the trail before it reaches the operator's log.
+        let mut r = audit.record(Event::Log);
+        r.level = Some(level_name(level).into());
+        r.message = Some(message.clone());
+        self.gate.write(&r)?;
+        let audit = self.gate.audit();
         let (tool, inv) = (&*audit.tool, &*audit.invocation);
         match level {
             Level::Trace => {
@@ -107,9 +113,6 @@ impl Host for LogView<'_> {
                 tracing::error!(target: "warden::tool", tool, invocation = inv, "{message}")
             }
         }
-        let mut r = audit.record(Event::Log);
-        r.level = Some(level_name(level).into());
-        r.message = Some(message);
-        Ok(self.gate.write(&r)?)
+        Ok(())
     }
 }

@@ -264,6 +264,18 @@ impl Endpoint {
     /// A POST: a call the short path takes, or rmcp's, with the body read
     /// (within the cap) once.
     async fn post(&self, req: Request<Incoming>) -> Response<Body> {
+        // rmcp reads a session id that is not text as none and opens a new
+        // session, which the sweep would never see: refused here.
+        if req
+            .headers()
+            .get(fast::SESSION)
+            .is_some_and(|v| v.to_str().is_err())
+        {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "Mcp-Session-Id must be visible ASCII (the id the server gave at initialize)",
+            );
+        }
         let (parts, body) = req.into_parts();
         let body = match http_body_util::Limited::new(body, self.options.max_request)
             .collect()
@@ -358,7 +370,7 @@ async fn approvals(
             &serde_json::to_value(queue.pending()).unwrap_or_default(),
         ),
         (http::Method::POST, Some(rest)) if rest.len() > 1 => {
-            let digest = &rest[1..];
+            let digest = rest.strip_prefix('/').unwrap_or(rest);
             let body = match http_body_util::Limited::new(req.into_body(), 64 << 10)
                 .collect()
                 .await

@@ -64,7 +64,13 @@ impl Inner {
             tool.identity_str.clone(),
         );
         let (listed, scope) = granted.names();
-        hold_start(&mut auditor, listed);
+        if granted.secrets.is_empty() {
+            hold_start(&mut auditor, listed);
+        } else {
+            // Resolving a secret may act (an `exec:` source runs a program,
+            // `mint:` signs a token): the start goes out first.
+            write_start(&auditor, listed)?;
+        }
         let _active = ActiveGuard::start(&self.active, &auditor.invocation);
         let minter = Arc::new(self.minter(tool, &auditor, scope));
 
@@ -297,6 +303,13 @@ fn check_input(input: &str, max: usize) -> Result<(), Error> {
 
 fn audit_err(e: AuditError) -> Error {
     Error::Audit(Arc::new(e))
+}
+
+/// Writes the start record, naming what was granted.
+fn write_start(auditor: &Auditor, granted: String) -> Result<(), Error> {
+    let mut start = auditor.record(Event::InvocationStart);
+    start.resource = Some(granted);
+    auditor.write(&start).map_err(audit_err)
 }
 
 /// The start record, naming what was granted: held back to go out with the
