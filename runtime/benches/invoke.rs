@@ -288,6 +288,15 @@ fn main() {
     println!("  cold / warm          {:.1}x", cold_in / warm_in);
 }
 
+/// A runtime serving `echo` with a file trail at `path`.
+fn echo_with_trail(path: &Path) -> warden::Runtime {
+    warden::Runtime::builder()
+        .tool(warden::ToolSpec::new("echo", guests::ECHO))
+        .audit(Arc::new(warden::audit::FileSink::open(path).unwrap()))
+        .build()
+        .unwrap()
+}
+
 /// Calls per second of `threads` threads each making `calls` sequential
 /// invocations through one runtime (one file trail), median of 3 runs.
 fn throughput(threads: usize, calls: usize) -> f64 {
@@ -297,13 +306,7 @@ fn throughput(threads: usize, calls: usize) -> f64 {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let warden = warden::Runtime::builder()
-        .tool(warden::ToolSpec::new("echo", guests::ECHO))
-        .audit(Arc::new(
-            warden::audit::FileSink::open(dir.path().join("audit.jsonl")).unwrap(),
-        ))
-        .build()
-        .unwrap();
+    let warden = echo_with_trail(&dir.path().join("audit.jsonl"));
     let grant = Arc::new(warden::Grant::new("bench"));
     let run = |n: usize| {
         let t = Instant::now();
@@ -336,13 +339,7 @@ fn profile(seconds: u64) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let warden = warden::Runtime::builder()
-        .tool(warden::ToolSpec::new("echo", guests::ECHO))
-        .audit(Arc::new(
-            warden::audit::FileSink::open(dir.path().join("audit.jsonl")).unwrap(),
-        ))
-        .build()
-        .unwrap();
+    let warden = echo_with_trail(&dir.path().join("audit.jsonl"));
     let grant = warden::Grant::new("bench");
     let until = Instant::now() + std::time::Duration::from_secs(seconds);
     let mut calls = 0u64;

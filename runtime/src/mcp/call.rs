@@ -500,6 +500,29 @@ fn state_token() -> Option<String> {
     Some(hex::encode(b))
 }
 
+/// A call's response in the shape the SDK gives it for the session's
+/// protocol version (its `ServerHandler` dispatch does the same); `legacy`:
+/// a version before 2026-07-28. Both transports' short paths answer with it.
+pub(crate) fn shape(
+    response: CallToolResponse,
+    legacy: bool,
+) -> Result<rmcp::model::ServerResult, McpError> {
+    let mut result = rmcp::model::ServerResult::from(response);
+    if legacy {
+        if matches!(result, rmcp::model::ServerResult::InputRequiredResult(_)) {
+            return Err(McpError::invalid_request(
+                "InputRequiredResult requires negotiated protocol version 2026-07-28 or newer",
+                None,
+            ));
+        }
+        result.strip_result_type_for_legacy_peer();
+        result.strip_non_object_output_for_legacy_peer();
+    } else {
+        result.fill_missing_cache_hints();
+    }
+    Ok(result)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,9 +33,9 @@ use futures_util::stream::FuturesUnordered;
 use rmcp::ErrorData as McpError;
 use rmcp::ServiceExt as _;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientCapabilities,
-    Implementation, InitializeRequestParams, ProgressNotification, ProgressNotificationParam,
-    ProtocolVersion, RequestId, ServerJsonRpcMessage, ServerNotification, ServerResult,
+    CallToolRequestParams, CancelledNotificationParam, ClientCapabilities, Implementation,
+    InitializeRequestParams, ProgressNotification, ProgressNotificationParam, ProtocolVersion,
+    RequestId, ServerJsonRpcMessage, ServerNotification,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -459,7 +459,7 @@ impl Calls {
                 let legacy = !call::current(Some(&session.version));
                 self.answers.push(Box::pin(async move {
                     let response = mcp.tools_call(caller, request).await;
-                    let answer = match response.and_then(|r| shape(r, legacy)) {
+                    let answer = match response.and_then(|r| call::shape(r, legacy)) {
                         Ok(result) => ServerJsonRpcMessage::response(result, id.clone()),
                         Err(e) => ServerJsonRpcMessage::error(e, Some(id.clone())),
                     };
@@ -499,23 +499,4 @@ impl Calls {
             self.stopping.child_token(),
         )
     }
-}
-
-/// A call's response in the shape the SDK gives it for the session's
-/// protocol version (its `ServerHandler` dispatch does the same).
-fn shape(response: CallToolResponse, legacy: bool) -> Result<ServerResult, McpError> {
-    let mut result = ServerResult::from(response);
-    if legacy {
-        if matches!(result, ServerResult::InputRequiredResult(_)) {
-            return Err(McpError::invalid_request(
-                "InputRequiredResult requires negotiated protocol version 2026-07-28 or newer",
-                None,
-            ));
-        }
-        result.strip_result_type_for_legacy_peer();
-        result.strip_non_object_output_for_legacy_peer();
-    } else {
-        result.fill_missing_cache_hints();
-    }
-    Ok(result)
 }

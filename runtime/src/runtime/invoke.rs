@@ -305,19 +305,25 @@ fn audit_err(e: AuditError) -> Error {
     Error::Audit(Arc::new(e))
 }
 
-/// Writes the start record, naming what was granted.
-fn write_start(auditor: &Auditor, granted: String) -> Result<(), Error> {
+/// The start record, naming what was granted.
+fn start_record(auditor: &Auditor, granted: String) -> Record {
     let mut start = auditor.record(Event::InvocationStart);
     start.resource = Some(granted);
-    auditor.write(&start).map_err(audit_err)
+    start
+}
+
+/// Writes the start record now.
+fn write_start(auditor: &Auditor, granted: String) -> Result<(), Error> {
+    auditor
+        .write(&start_record(auditor, granted))
+        .map_err(audit_err)
 }
 
 /// The start record, naming what was granted: held back to go out with the
 /// invocation's next record (its first secret issued, its first host call's
 /// decision, or its end), which comes before anything the invocation does.
 fn hold_start(auditor: &mut Auditor, granted: String) {
-    let mut start = auditor.record(Event::InvocationStart);
-    start.resource = Some(granted);
+    let start = start_record(auditor, granted);
     auditor.hold(start);
 }
 

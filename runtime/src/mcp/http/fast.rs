@@ -33,11 +33,9 @@ use super::Body;
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode, request::Parts};
 use http_body_util::{BodyExt, Full};
-use rmcp::ErrorData as McpError;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientCapabilities,
-    Implementation, InitializeRequestParams, ProtocolVersion, RequestId, ServerJsonRpcMessage,
-    ServerResult,
+    CallToolRequestParams, CancelledNotificationParam, ClientCapabilities, Implementation,
+    InitializeRequestParams, ProtocolVersion, RequestId, ServerJsonRpcMessage,
 };
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -207,7 +205,7 @@ impl Sessions {
         tokio::spawn(async move {
             let response = mcp.tools_call(caller, request).await;
             lock(&session.running).remove(&id);
-            let answer = match response.and_then(shape) {
+            let answer = match response.and_then(|r| call::shape(r, true)) {
                 Ok(result) => ServerJsonRpcMessage::response(result, id),
                 Err(e) => ServerJsonRpcMessage::error(e, Some(id)),
             };
@@ -297,21 +295,6 @@ fn plain(headers: &HeaderMap) -> bool {
         k == "mcp-method" || k == "mcp-name" || k.starts_with("mcp-param-")
     });
     json && sse && content_json && version_ok && !standard
-}
-
-/// A call's response in the shape rmcp gives it on a session before
-/// 2026-07-28 (as `stdio.rs` shapes it; only such sessions come here).
-fn shape(response: CallToolResponse) -> Result<ServerResult, McpError> {
-    let mut result = ServerResult::from(response);
-    if matches!(result, ServerResult::InputRequiredResult(_)) {
-        return Err(McpError::invalid_request(
-            "InputRequiredResult requires negotiated protocol version 2026-07-28 or newer",
-            None,
-        ));
-    }
-    result.strip_result_type_for_legacy_peer();
-    result.strip_non_object_output_for_legacy_peer();
-    Ok(result)
 }
 
 fn json(status: StatusCode, body: Bytes) -> Response<Body> {
