@@ -217,7 +217,23 @@ pub(crate) fn resolve(
                         format!("too many levels of symbolic links in '{path}'"),
                     ));
                 }
-                let target = cur.read_link_contents(&name)?;
+                let target = match cur.read_link_contents(&name) {
+                    Ok(t) => t,
+                    // The link was replaced (by a directory or a file: EINVAL)
+                    // or removed since it was examined: examine the name
+                    // again. Each retry counts as a link, so a swapper cannot
+                    // keep the walk going for ever.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::InvalidInput | io::ErrorKind::NotFound
+                        ) =>
+                    {
+                        todo.push_front(name);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if target.is_absolute() {
                     return Err(escape());
                 }
