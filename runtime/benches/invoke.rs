@@ -239,13 +239,20 @@ fn main() {
 
     // Throughput: the same runtime called from 1 and 2 threads at once.
     let calls = if quick { 2_000 } else { 10_000 };
-    let one = throughput(1, calls);
-    let two = throughput(2, calls);
-    println!("throughput, in-process, file trail, {calls} calls per thread, median of 3:");
-    println!("  1 thread    {one:8.0} calls/s");
+    let one = throughput(1, calls, Variant::Warden);
+    let two = throughput(2, calls, Variant::Warden);
+    let raw_one = throughput(1, calls, Variant::Raw);
+    let raw_two = throughput(2, calls, Variant::Raw);
+    println!("throughput, in-process, {calls} calls per thread, median of 3:");
+    println!("  warden (file trail)  1 thread {one:8.0} calls/s");
     println!(
-        "  2 threads   {two:8.0} calls/s   ({:.2}x one thread; target >= 1.8)",
+        "  warden (file trail)  2 threads {two:7.0} calls/s   ({:.2}x one thread; target >= 1.8)",
         two / one
+    );
+    println!("  raw wasmtime         1 thread {raw_one:8.0} calls/s");
+    println!(
+        "  raw wasmtime         2 threads {raw_two:7.0} calls/s   ({:.2}x one thread: the machine's own scaling)",
+        raw_two / raw_one
     );
 
     // First invocation in a fresh process: cold vs warm compile cache.
@@ -297,9 +304,17 @@ fn echo_with_trail(path: &Path) -> warden::Runtime {
         .unwrap()
 }
 
+#[derive(Clone, Copy)]
+enum Variant {
+    Warden,
+    Raw,
+}
+
 /// Calls per second of `threads` threads each making `calls` sequential
-/// invocations through one runtime (one file trail), median of 3 runs.
-fn throughput(threads: usize, calls: usize) -> f64 {
+/// invocations, median of 3 runs: through one runtime (one file trail), or
+/// raw wasmtime (one engine and `InstancePre`), which shows how far the
+/// machine itself lets two threads scale.
+fn throughput(threads: usize, calls: usize, variant: Variant) -> f64 {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
@@ -308,14 +323,31 @@ fn throughput(threads: usize, calls: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let warden = echo_with_trail(&dir.path().join("audit.jsonl"));
     let grant = Arc::new(warden::Grant::new("bench"));
+    let engine = Engine::new(&warden::engine::config(100)).unwrap();
+    let pre = Arc::new(raw_pre(&engine));
+    let ticker = engine.clone();
+    std::thread::spawn(move || {
+        loop {
+            ticker.increment_epoch();
+            std::thread::sleep(warden::engine::EPOCH_TICK);
+        }
+    });
     let run = |n: usize| {
         let t = Instant::now();
         let tasks: Vec<_> = (0..threads)
             .map(|_| {
                 let (warden, grant) = (warden.clone(), grant.clone());
+                let (engine, pre) = (engine.clone(), pre.clone());
                 rt.spawn(async move {
                     for _ in 0..n {
-                        warden.invoke("echo", &grant, INPUT).await.unwrap();
+                        match variant {
+                            Variant::Warden => {
+                                warden.invoke("echo", &grant, INPUT).await.unwrap();
+                            }
+                            Variant::Raw => {
+                                raw_invoke(&engine, &pre).await;
+                            }
+                        }
                     }
                 })
             })

@@ -747,6 +747,75 @@ async fn standard_wasi_http_is_under_the_same_policy() {
     );
 }
 
+/// Issue #12: host-made HTTPS requests share one TLS configuration (one
+/// session cache less per request in flight). A granted https request to a
+/// server that does not speak TLS fails with a TLS error on both paths, the
+/// `http` capability and wasi:http: never a panic, never a hang.
+#[tokio::test]
+async fn https_goes_through_the_shared_tls_configuration_on_both_paths() {
+    // Answers whatever arrives with a line that is not TLS, and hangs up.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 512];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[tools.probe]\ncomponent = \"{}\"\n[[tools.probe.http]]\nscheme = \"https\"\nhost = \"127.0.0.1\"\nport = {port}\n\n\
+             [tools.std]\ncomponent = \"{}\"\n[[tools.std.http]]\nscheme = \"https\"\nhost = \"127.0.0.1\"\nport = {port}\n",
+            crate::EGRESS_PROBE,
+            crate::WASI_HTTP_PROBE
+        ),
+    )
+    .unwrap();
+    let audit = MemorySink::new();
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(audit.clone())
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}/api/tls");
+    let grant = Grant::new("t").http(&format!("https://127.0.0.1:{port}/api/"), None);
+    let call = async |tool: &str| {
+        let run = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            runtime.invoke(tool, &grant, &json!({ "url": url }).to_string()),
+        )
+        .await
+        .expect("answered")
+        .unwrap();
+        let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+        (out, run.id)
+    };
+    let (out, inv) = call("probe").await;
+    assert_eq!(out["error"]["code"], "connection", "{out}");
+    let prefix = format!("request to https://127.0.0.1:{port} failed");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&prefix),
+        "{out}"
+    );
+    let allowed = audit
+        .invocation(&inv)
+        .into_iter()
+        .any(|r| r.event == Event::Decision && r.decision.as_deref() == Some("allow"));
+    assert!(allowed, "the request was decided and allowed");
+    let (out, _) = call("std").await;
+    let code = out["error"]["code"].as_str().unwrap_or_default();
+    assert!(code.contains("Tls"), "{out}");
+}
+
 /// Encodings a receiving server decodes (see `encode` in tools/egress-probe).
 const ENCODED: [&str; 9] = [
     "query:percent",

@@ -26,7 +26,6 @@ use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
@@ -271,12 +270,6 @@ async fn send_pinned(
         .build()
         .map_err(|_| Error::HttpRequestUriInvalid)?;
     let response = if origin.scheme == "https" {
-        let roots = tokio_rustls::rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
-        let config = tokio_rustls::rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         let name = match &origin.host {
             url::Host::Domain(d) => {
                 tokio_rustls::rustls::pki_types::ServerName::try_from(d.clone())
@@ -285,7 +278,12 @@ async fn send_pinned(
             url::Host::Ipv4(a) => (*a).into(),
             url::Host::Ipv6(a) => (*a).into(),
         };
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let config = crate::net::tls_config().ok_or_else(|| {
+            Error::Tls(std::io::Error::other(
+                "no TLS client configuration (ring lacks the default protocol versions)",
+            ))
+        })?;
+        let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .map_err(Error::Tls)?;
