@@ -41,7 +41,9 @@ mod guests {
 struct Client;
 impl ClientHandler for Client {}
 
-const STDIO_TARGET_US: f64 = 60.0;
+/// What a stdio `tools/call` may add to a pipe round trip and the
+/// in-process invocation, both measured in the same run (issue #12).
+const STDIO_OVERHEAD_TARGET_US: f64 = 15.0;
 const RSS_TARGET_MIB: f64 = 128.0;
 const HTTP_MEDIAN_TARGET_MS: f64 = 10.0;
 const HTTP_MEDIAN_8_TARGET_MS: f64 = 3.0;
@@ -397,10 +399,12 @@ async fn main() {
     };
     let median = percentile(&mut raw, 0.5);
     let p99 = percentile(&mut raw, 0.99);
+    let stdio_target = floor + inproc_median + STDIO_OVERHEAD_TARGET_US;
     println!(
         "stdio tools/call, minimal JSON-RPC client (echo, {n} sequential): median {median:.1} µs, p99 {p99:.1} µs; \
-         in-process Runtime::invoke median {inproc_median:.1} µs; pipe floor {floor:.1} µs; target median < {STDIO_TARGET_US} µs: {}",
-        if median < STDIO_TARGET_US {
+         in-process Runtime::invoke median {inproc_median:.1} µs; pipe floor {floor:.1} µs; \
+         target median <= floor + invoke + {STDIO_OVERHEAD_TARGET_US} = {stdio_target:.1} µs: {}",
+        if median <= stdio_target {
             "met"
         } else {
             "MISSED"

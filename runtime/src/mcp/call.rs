@@ -173,7 +173,7 @@ impl Call {
 struct Running {
     tool: String,
     call: Call,
-    approvals: mpsc::Receiver<Pending>,
+    approvals: Option<mpsc::Receiver<Pending>>,
     cancel: CancellationToken,
     started: Instant,
     _slot: OwnedSemaphorePermit,
@@ -279,14 +279,21 @@ impl WardenMcp {
             Ok(g) => g,
             Err(e) => return Ok(Err(failure(e.to_string()))),
         };
-        let (tx, approvals) = mpsc::channel(1);
-        let approver: Option<Arc<dyn Approver>> = match &caller.elicitation {
-            Some(Elicitation::RoundTrip) => Some(Arc::new(Elicit { tx })),
-            Some(Elicitation::Request(peer)) => Some(Arc::new(AskPeer {
-                peer: peer.clone(),
-                client: caller.client.clone(),
-            })),
-            None => None,
+        // A channel allocates room for 32 messages up front: only calls
+        // whose approvals come back as round trips get one.
+        let (approver, approvals): (Option<Arc<dyn Approver>>, _) = match &caller.elicitation {
+            Some(Elicitation::RoundTrip) => {
+                let (tx, rx) = mpsc::channel(1);
+                (Some(Arc::new(Elicit { tx })), Some(rx))
+            }
+            Some(Elicitation::Request(peer)) => (
+                Some(Arc::new(AskPeer {
+                    peer: peer.clone(),
+                    client: caller.client.clone(),
+                })),
+                None,
+            ),
+            None => (None, None),
         };
         let cancel = CancellationToken::new();
         let options = InvokeOptions {
@@ -326,7 +333,7 @@ impl WardenMcp {
         loop {
             let next = tokio::select! {
                 r = running.call.finish() => Next::Done(r),
-                Some(p) = running.approvals.recv() => Next::Approval(p),
+                Some(p) = next_approval(&mut running.approvals) => Next::Approval(p),
                 () = caller.cancelled.cancelled() => Next::Cancelled,
                 _ = ticks.tick(), if caller.progress.is_some() => Next::Tick,
             };
@@ -521,6 +528,15 @@ pub(crate) fn shape(
         result.fill_missing_cache_hints();
     }
     Ok(result)
+}
+
+/// The next approval a call asks its client for, if its approvals come
+/// back as round trips; otherwise never.
+async fn next_approval(approvals: &mut Option<mpsc::Receiver<Pending>>) -> Option<Pending> {
+    match approvals {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]
