@@ -816,6 +816,83 @@ async fn https_goes_through_the_shared_tls_configuration_on_both_paths() {
     assert!(code.contains("Tls"), "{out}");
 }
 
+/// Issue #12: a host HTTP request runs on a task of its own (off the
+/// invocation's fiber). Cancelling the invocation while the request waits
+/// for its answer closes the connection promptly: the task does not outlive
+/// the call, nor hold its secrets.
+#[tokio::test]
+async fn a_cancelled_invocation_drops_its_request_in_flight() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (arrived, mut seen) = tokio::sync::mpsc::channel(1);
+    let (closed, mut gone) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        // Reads the request, never answers, and reports when the client
+        // hangs up.
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = conn.read(&mut buf).await;
+        arrived.send(()).await.unwrap();
+        while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+        let _ = closed.send(std::time::Instant::now()).await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[tools.http-get]\ncomponent = \"{}\"\ntimeout = \"60s\"\n[[tools.http-get.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\n",
+            crate::HTTP_GET
+        ),
+    )
+    .unwrap();
+    let audit = MemorySink::new();
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(audit.clone())
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    let grant = Grant::new("t").http(&format!("http://127.0.0.1:{port}/"), None);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let options = warden::InvokeOptions {
+        cancel: Some(cancel.clone()),
+        ..Default::default()
+    };
+    let input = json!({ "url": format!("http://127.0.0.1:{port}/held") }).to_string();
+    let call = tokio::spawn({
+        let runtime = runtime.clone();
+        async move {
+            runtime
+                .invoke_with("http-get", &grant, &input, options)
+                .await
+        }
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(20), seen.recv())
+        .await
+        .expect("the request reached the server");
+    let cancelled = std::time::Instant::now();
+    cancel.cancel();
+    let ended = call.await.unwrap();
+    assert!(matches!(ended, Err(Error::Cancelled)), "{ended:?}");
+    let hung_up = tokio::time::timeout(std::time::Duration::from_secs(5), gone.recv())
+        .await
+        .expect("the connection was closed after the cancel")
+        .unwrap();
+    assert!(
+        hung_up.duration_since(cancelled) < std::time::Duration::from_secs(2),
+        "closed {:?} after the cancel",
+        hung_up.duration_since(cancelled)
+    );
+    let end = audit
+        .records()
+        .into_iter()
+        .find(|r| r.event == Event::InvocationEnd)
+        .unwrap();
+    assert_eq!(end.outcome.as_deref(), Some("cancelled"));
+}
+
 /// Encodings a receiving server decodes (see `encode` in tools/egress-probe).
 const ENCODED: [&str; 9] = [
     "query:percent",
