@@ -98,7 +98,7 @@ pub(crate) fn client_builder() -> reqwest::ClientBuilder {
 }
 
 /// The TLS client configuration of every host-made request: webpki's root
-/// certificates, ring, and no session resumption.
+/// certificates, ring, ALPN `http/1.1`, and no session resumption.
 ///
 /// Built once. A configuration built per request (what reqwest does unless
 /// given one) carries its own session cache, sized for 256 servers, which
@@ -124,6 +124,9 @@ pub(crate) fn tls_config() -> Option<Arc<rustls::ClientConfig>> {
                 .with_root_certificates(roots)
                 .with_no_client_auth();
             config.resumption = rustls::client::Resumption::disabled();
+            // Both paths speak HTTP/1.1 (reqwest sets ALPN itself only on
+            // a configuration it builds).
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
             Some(Arc::new(config))
         })
         .clone()

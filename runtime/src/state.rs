@@ -35,6 +35,9 @@ pub(crate) struct HostState {
     pub(crate) secrets: SecretsCtx,
     /// Egress rules of this invocation (grant within ceiling).
     pub(crate) egress: Egress,
+    /// The `http` capability's requests, each on a task of its own: the
+    /// invocation aborts and awaits them before its end is recorded.
+    pub(crate) requests: crate::caps::http::Requests,
     /// Standard `wasi:http`, under the same egress check and gate.
     pub(crate) http_ctx: wasmtime_wasi_http::WasiHttpCtx,
     /// Built on the first `wasi:http` call (most tools make none).
@@ -78,6 +81,7 @@ impl crate::caps::http::HttpStore for HostState {
             secrets: &mut self.secrets,
             table: &mut self.table,
             gate: &self.gate,
+            requests: &mut self.requests,
         }
     }
 }

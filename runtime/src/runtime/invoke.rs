@@ -223,6 +223,7 @@ impl Inner {
             fs: authority.fs,
             secrets: authority.secrets,
             egress: authority.egress,
+            requests: Default::default(),
             deploy: authority.deploy,
             minter: authority.minter,
             limiter: MemoryLimiter {
@@ -429,6 +430,9 @@ async fn run_tool(
         Some(Ok(Ok(Err(e)))) => Ok(Err(tool_error(e))),
         Some(Ok(Ok(Ok(output)))) => check_output(output, limits.max_output),
     };
+    // A call cancelled or out of time may have left requests waiting on
+    // their tasks: gone (and their secrets wiped) before the end is written.
+    store.data_mut().requests.stop().await;
     let duration = started.elapsed();
     let dropped = store.data().log.dropped;
     drop(store);

@@ -42,6 +42,50 @@ pub(crate) struct HttpView<'a> {
     pub(crate) secrets: &'a mut SecretsCtx,
     pub(crate) table: &'a mut ResourceTable,
     pub(crate) gate: &'a Gate,
+    pub(crate) requests: &'a mut Requests,
+}
+
+/// The tasks of an invocation's requests. Each request runs on a task of
+/// its own, not on the invocation's fiber: reqwest's futures are polled
+/// deep, and every page of the fiber's stack they touch stays resident for
+/// as long as the call waits (~15 KiB a call; the `mcp` bench's 1,000
+/// calls in flight).
+#[derive(Default)]
+pub(crate) struct Requests(Vec<tokio::task::JoinHandle<()>>);
+
+impl Requests {
+    /// Runs `request` on a task of its own; its result, unless the task was
+    /// stopped first.
+    async fn run<T: Send + 'static>(
+        &mut self,
+        request: impl Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        /// Aborts the task if the wait is dropped with the store still
+        /// alive elsewhere (the invocation's future dropped by its caller).
+        struct Abort(tokio::task::AbortHandle);
+        impl Drop for Abort {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        self.0.retain(|t| !t.is_finished());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let _ = tx.send(request.await);
+        });
+        let _abort = Abort(task.abort_handle());
+        self.0.push(task);
+        rx.await.ok()
+    }
+
+    /// Aborts every request still running and waits until each task is
+    /// gone (its future, connection and secret dropped).
+    pub(crate) async fn stop(&mut self) {
+        for task in self.0.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
+    }
 }
 
 /// A store that can give the `warden:tool/http` host impl its view.
@@ -195,6 +239,7 @@ impl Host for HttpView<'_> {
         );
         let result = perform(
             &pass,
+            self.requests,
             &checked,
             req,
             bearer_value,
@@ -280,50 +325,34 @@ fn redact_response(
 /// Sends a request that passed the gate (`_pass` is the witness).
 async fn perform(
     _pass: &Pass<()>,
+    requests: &mut Requests,
     checked: &Checked,
     req: Request,
     bearer: Option<zeroize::Zeroizing<String>>,
     timeout: Duration,
     limit: usize,
 ) -> Result<Response, wit::Error> {
-    /// Aborts the request's task when the wait for it is dropped (the
-    /// invocation cancelled, trapped or out of time).
-    struct Abort(tokio::task::AbortHandle);
-    impl Drop for Abort {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    // The request runs on a task of its own, not on the invocation's fiber:
-    // reqwest's futures are polled deep, and every page of the fiber's stack
-    // they touch stays resident for as long as the call waits (~30 KiB a
-    // call; 1,000 calls in flight, the `mcp` bench's figure).
-    let task = tokio::spawn(send_checked(
-        checked.url.clone(),
-        checked.origin.clone(),
-        checked.address,
-        checked.method.clone(),
-        req,
-        bearer,
-        timeout,
-        limit,
-    ));
-    let _abort = Abort(task.abort_handle());
-    match task.await {
-        Ok(result) => result,
-        Err(e) => Err(error(
+    let sent = requests
+        .run(send_checked(
+            checked.url.clone(),
+            checked.origin.clone(),
+            checked.address,
+            checked.method.clone(),
+            req,
+            bearer,
+            timeout,
+            limit,
+        ))
+        .await;
+    sent.unwrap_or_else(|| {
+        Err(error(
             ErrorCode::Connection,
             format!(
-                "request to {} failed: {}",
-                checked.origin,
-                if e.is_panic() {
-                    "the HTTP client panicked"
-                } else {
-                    "cancelled"
-                }
+                "request to {} failed: the request's task ended without an answer",
+                checked.origin
             ),
-        )),
-    }
+        ))
+    })
 }
 
 /// Sends a checked request to its checked address and reads the response,

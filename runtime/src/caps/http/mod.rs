@@ -20,7 +20,7 @@ pub mod check;
 pub(crate) mod egress;
 mod host;
 pub(crate) mod manifest;
-pub(crate) use host::{HttpStore, HttpView, add_to_linker};
+pub(crate) use host::{HttpStore, HttpView, Requests, add_to_linker};
 pub(crate) mod wasi;
 
 use crate::diag::GrantError;
