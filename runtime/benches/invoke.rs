@@ -57,6 +57,21 @@ fn raw_pre(engine: &Engine) -> raw::ToolPre<RawState> {
     raw::ToolPre::new(linker.instantiate_pre(&component).unwrap()).unwrap()
 }
 
+/// Raw wasmtime with Warden's engine configuration, its epoch ticking as
+/// Warden's does, and the `echo` component pre-instantiated.
+fn raw_engine() -> (Engine, raw::ToolPre<RawState>) {
+    let engine = Engine::new(&warden::engine::config(100)).unwrap();
+    let pre = raw_pre(&engine);
+    let ticker = engine.clone();
+    std::thread::spawn(move || {
+        loop {
+            ticker.increment_epoch();
+            std::thread::sleep(warden::engine::EPOCH_TICK);
+        }
+    });
+    (engine, pre)
+}
+
 async fn raw_invoke(engine: &Engine, pre: &raw::ToolPre<RawState>) -> String {
     let state = RawState {
         wasi: WasiCtx::builder().build(),
@@ -157,15 +172,7 @@ fn main() {
     let grant = warden::Grant::new("bench");
 
     // Raw wasmtime: same component, same engine configuration.
-    let engine = Engine::new(&warden::engine::config(100)).unwrap();
-    let pre = raw_pre(&engine);
-    let ticker = engine.clone();
-    std::thread::spawn(move || {
-        loop {
-            ticker.increment_epoch();
-            std::thread::sleep(warden::engine::EPOCH_TICK);
-        }
-    });
+    let (engine, pre) = raw_engine();
 
     // The same with signed audit checkpoints (on the default cadence).
     let signed = warden::Runtime::builder()
@@ -323,15 +330,8 @@ fn throughput(threads: usize, calls: usize, variant: Variant) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let warden = echo_with_trail(&dir.path().join("audit.jsonl"));
     let grant = Arc::new(warden::Grant::new("bench"));
-    let engine = Engine::new(&warden::engine::config(100)).unwrap();
-    let pre = Arc::new(raw_pre(&engine));
-    let ticker = engine.clone();
-    std::thread::spawn(move || {
-        loop {
-            ticker.increment_epoch();
-            std::thread::sleep(warden::engine::EPOCH_TICK);
-        }
-    });
+    let (engine, pre) = raw_engine();
+    let pre = Arc::new(pre);
     let run = |n: usize| {
         let t = Instant::now();
         let tasks: Vec<_> = (0..threads)

@@ -22,6 +22,21 @@ pub fn shared_cache() -> &'static Path {
     CACHE.get_or_init(|| tempfile::tempdir().unwrap()).path()
 }
 
+/// A runtime for `manifest` (written to `dir/manifest.toml`) with an
+/// in-memory trail and the shared compile cache.
+pub fn runtime_for(dir: &Path, manifest: &str) -> (Runtime, Arc<MemorySink>) {
+    let path = dir.join("manifest.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let audit = MemorySink::new();
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(audit.clone())
+        .cache_dir(shared_cache())
+        .build()
+        .unwrap();
+    (runtime, audit)
+}
+
 pub const SECRET: &str = "top secret, outside the handle";
 
 /// The manifest for [`World`]; `{ws}` is the workspace directory.

@@ -765,24 +765,15 @@ async fn https_goes_through_the_shared_tls_configuration_on_both_paths() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("manifest.toml");
-    std::fs::write(
-        &path,
-        format!(
+    let (runtime, audit) = crate::common::runtime_for(
+        dir.path(),
+        &format!(
             "[tools.probe]\ncomponent = \"{}\"\n[[tools.probe.http]]\nscheme = \"https\"\nhost = \"127.0.0.1\"\nport = {port}\n\n\
              [tools.std]\ncomponent = \"{}\"\n[[tools.std.http]]\nscheme = \"https\"\nhost = \"127.0.0.1\"\nport = {port}\n",
             crate::EGRESS_PROBE,
             crate::WASI_HTTP_PROBE
         ),
-    )
-    .unwrap();
-    let audit = MemorySink::new();
-    let runtime = Runtime::builder()
-        .manifest(Manifest::load(&path).unwrap())
-        .audit(audit.clone())
-        .cache_dir(crate::common::shared_cache())
-        .build()
-        .unwrap();
+    );
     let url = format!("https://127.0.0.1:{port}/api/tls");
     let grant = Grant::new("t").http(&format!("https://127.0.0.1:{port}/api/"), None);
     let call = async |tool: &str| {
@@ -840,22 +831,13 @@ async fn a_cancelled_invocation_drops_its_request_in_flight() {
         let _ = closed.send(std::time::Instant::now()).await;
     });
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("manifest.toml");
-    std::fs::write(
-        &path,
-        format!(
+    let (runtime, audit) = crate::common::runtime_for(
+        dir.path(),
+        &format!(
             "[tools.http-get]\ncomponent = \"{}\"\ntimeout = \"60s\"\n[[tools.http-get.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\n",
             crate::HTTP_GET
         ),
-    )
-    .unwrap();
-    let audit = MemorySink::new();
-    let runtime = Runtime::builder()
-        .manifest(Manifest::load(&path).unwrap())
-        .audit(audit.clone())
-        .cache_dir(crate::common::shared_cache())
-        .build()
-        .unwrap();
+    );
     let grant = Grant::new("t").http(&format!("http://127.0.0.1:{port}/"), None);
     let cancel = tokio_util::sync::CancellationToken::new();
     let options = warden::InvokeOptions {
