@@ -6,12 +6,14 @@
 //! trap, or the host failed (audit trail).
 
 mod demo;
+mod out;
 mod progress;
 mod serve;
 mod trail;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use out::{out, outln};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -223,6 +225,7 @@ fn main() -> ExitCode {
     };
     match rt.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
+        Err(f) if f.error.is::<out::Closed>() => ExitCode::from(f.code),
         Err(f) => {
             eprintln!("error: {}", error_text(&f.error, verbose));
             ExitCode::from(f.code)
@@ -300,26 +303,26 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 .tool(ToolSpec::new(name, &component))
                 .build()?;
             let info = runtime.describe(name).await?;
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&info).map_err(|e| usage(e.into()))?
-            );
+            )?;
             Ok(0)
         }
         Command::Check { manifest } => check(builder(false)?, &manifest).await,
         Command::Serve(args) => serve::serve(builder(true)?, args).await,
         Command::Schema => {
-            print!("{}", warden::policy::cedar::SCHEMA);
+            out!("{}", warden::policy::cedar::SCHEMA)?;
             Ok(0)
         }
         Command::Identity {
             command: IdentityCommand::Jwks,
         } => {
             let issuer = load_issuer().map_err(usage)?;
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&issuer.jwks()).map_err(|e| usage(e.into()))?
-            );
+            )?;
             Ok(0)
         }
         Command::Audit { command } => match command {
@@ -340,10 +343,10 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             AuditCommand::Checkpoint { file } => checkpoint_cmd(file),
             AuditCommand::Jwks => {
                 let key = audit_key().map_err(usage)?;
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&key.jwks()).map_err(|e| usage(e.into()))?
-                );
+                )?;
                 Ok(0)
             }
         },
@@ -481,9 +484,9 @@ fn checkpoint_cmd(file: Option<PathBuf>) -> Result<u8, Failure> {
     let wrote = sink.checkpoint().map_err(|e| usage(e.into()))?;
     let shown = shown(&file.display().to_string()).into_owned();
     if wrote {
-        println!("{shown}: signed a checkpoint");
+        outln!("{shown}: signed a checkpoint")?;
     } else {
-        println!("{shown}: nothing unsigned (it ends with a checkpoint, or is empty)");
+        outln!("{shown}: nothing unsigned (it ends with a checkpoint, or is empty)")?;
     }
     Ok(0)
 }
@@ -521,7 +524,7 @@ async fn run(
     }
     match run.output {
         Ok(output) => {
-            println!("{output}");
+            outln!("{output}")?;
             Ok(0)
         }
         Err(e) => {
@@ -546,32 +549,32 @@ async fn check(builder: RuntimeBuilder, path: &Path) -> Result<u8, Failure> {
     for spec in manifest.tools.values() {
         match runtime.describe(&spec.name).await {
             Ok(info) => {
-                println!(
+                outln!(
                     "ok    {:<16} {}  {}",
                     shown(&spec.name),
                     info.identity,
                     shown(&spec.component.display().to_string())
-                );
+                )?;
                 for want in &info.handles {
                     match spec.ceiling(&want.name) {
-                        None => println!(
+                        None => outln!(
                             "      warning: the tool expects handle '{}' ({}), which the manifest does not list",
                             shown(&want.name),
                             want.rights
                         ),
-                        Some(c) if !c.rights.contains(want.rights) => println!(
+                        Some(c) if !c.rights.contains(want.rights) => outln!(
                             "      warning: the tool expects {} on '{}', the ceiling allows {}",
                             want.rights,
                             shown(&want.name),
                             c.rights
                         ),
-                        Some(_) => {}
-                    }
+                        Some(_) => Ok(()),
+                    }?;
                 }
             }
             Err(e) => {
                 failed += 1;
-                println!("error {:<16} {}", shown(&spec.name), shown(&e.to_string()));
+                outln!("error {:<16} {}", shown(&spec.name), shown(&e.to_string()))?;
             }
         }
     }
@@ -583,7 +586,7 @@ async fn check(builder: RuntimeBuilder, path: &Path) -> Result<u8, Failure> {
         )));
     }
     if let Some(p) = &manifest.policy {
-        println!(
+        outln!(
             "ok    policies         {} from {}",
             p.ids().join(", "),
             p.files()
@@ -591,8 +594,8 @@ async fn check(builder: RuntimeBuilder, path: &Path) -> Result<u8, Failure> {
                 .map(|f| f.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        )?;
     }
-    println!("{}: {} tools ok", path.display(), manifest.tools.len());
+    outln!("{}: {} tools ok", path.display(), manifest.tools.len())?;
     Ok(0)
 }

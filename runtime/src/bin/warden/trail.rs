@@ -1,6 +1,7 @@
 //! `warden audit`: verify and show a trail.
 
 use crate::Failure;
+use crate::out::outln;
 use std::path::Path;
 use warden::Verifier;
 use warden::audit::verify::{Status, verify};
@@ -117,25 +118,25 @@ pub fn verify_cmd(file: &Path, jwks: Option<&Path>) -> Result<u8, Failure> {
         .map_err(|e| crate::usage(anyhow::anyhow!("cannot read {}: {e}", file.display())))?;
     let status = report.status();
     if let Some(t) = &report.tampered {
-        println!("{}: intact up to line {}", file.display(), t.line - 1);
+        outln!("{}: intact up to line {}", file.display(), t.line - 1)?;
         eprintln!("error: {}:{}: {}", file.display(), t.line, t.reason);
         return Ok(1);
     }
     if status == Status::Complete {
-        println!(
+        outln!(
             "{}: ok, {} records, {} signed checkpoints, every invocation ended",
             file.display(),
             report.records,
             report.checkpoints
-        );
+        )?;
         return Ok(0);
     }
     if status == Status::UnknownKey {
-        println!(
+        outln!(
             "{}: chain intact ({} records), but its checkpoints' signatures cannot be checked",
             file.display(),
             report.records
-        );
+        )?;
         for k in &report.unknown_keys {
             eprintln!(
                 "error: {}:{}: checkpoint signed by key {}, which is not one of the known keys; pass its JWKS with --jwks",
@@ -147,24 +148,24 @@ pub fn verify_cmd(file: &Path, jwks: Option<&Path>) -> Result<u8, Failure> {
         eprintln!("known keys: {known}");
     } else {
         match report.last_checkpoint {
-            Some(l) => println!(
+            Some(l) => outln!(
                 "{}: intact and signed up to its last checkpoint (line {l})",
                 file.display()
             ),
-            None => println!("{}: chain intact, but no checkpoint yet", file.display()),
-        }
+            None => outln!("{}: chain intact, but no checkpoint yet", file.display()),
+        }?;
     }
     if report.uncovered > 0 {
-        println!(
+        outln!(
             "warning: {} records after the last checkpoint are not covered by a signature (the trail was truncated there, or its writer stopped)",
             report.uncovered
-        );
+        )?;
     }
     for inv in &report.unfinished {
-        println!(
+        outln!(
             "warning: invocation {} has no end record (unfinished)",
             escape_control(inv)
-        );
+        )?;
     }
     Ok(if status == Status::UnknownKey { 4 } else { 3 })
 }
@@ -181,7 +182,7 @@ pub fn show_cmd(
         .map_err(|e| crate::usage(anyhow::anyhow!("cannot read {}: {e}", file.display())))?;
     for (i, line) in text.lines().enumerate() {
         let Ok(r) = serde_json::from_str::<Record>(line) else {
-            println!("{:>6}  (not a record)", i + 1);
+            outln!("{:>6}  (not a record)", i + 1)?;
             continue;
         };
         let keep = task.is_none_or(|t| &*r.task == t)
@@ -189,7 +190,7 @@ pub fn show_cmd(
             && decision.is_none_or(|d| r.decision.as_deref() == Some(d))
             && invocation.is_none_or(|v| &*r.invocation == v);
         if keep {
-            println!("{:>6}  {}  {}", i + 1, escape_control(&r.ts), summarize(&r));
+            outln!("{:>6}  {}  {}", i + 1, escape_control(&r.ts), summarize(&r))?;
         }
     }
     Ok(0)

@@ -4,6 +4,7 @@
 mod api;
 
 use crate::Failure;
+use crate::out::outln;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -134,16 +135,15 @@ struct DemoApprover;
 impl Approver for DemoApprover {
     async fn ask(&self, r: &ApprovalRequest) -> Option<ApprovalAnswer> {
         let r = &r.for_people();
-        println!("   warden: approval needed");
-        println!(
-            "     tool      {} ({}…)",
+        // A closed stdout is noticed by the demo's next line, which ends it.
+        let _ = outln!(
+            "   warden: approval needed\n     tool      {} ({}…)\n     action    {}\n     resource  {}\n     details   {}\n   approve? [y/N] y   (answered by the demo)",
             r.tool,
-            &r.identity[..19.min(r.identity.len())]
+            &r.identity[..19.min(r.identity.len())],
+            r.action,
+            r.resource,
+            r.summary
         );
-        println!("     action    {}", r.action);
-        println!("     resource  {}", r.resource);
-        println!("     details   {}", r.summary);
-        println!("   approve? [y/N] y   (answered by the demo)");
         Some(ApprovalAnswer {
             digest: r.digest.clone(),
             approved: true,
@@ -202,14 +202,14 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
     let api = format!("http://127.0.0.1:{api_port}");
     let collector = format!("http://127.0.0.1:{collector_port}");
 
-    println!("Warden demo in {}", dir.display());
-    println!(
+    outln!("Warden demo in {}", dir.display())?;
+    outln!(
         "manifest ceilings: read-files, search-text: read; write-file: read,write; remove-path: read,write,delete;\n\
          http-get: egress to the local API ({api}) and collector ({collector}), secret api-token (send-to the API only);\n\
          call-api: egress to the API, identity tokens for audience {api};\n\
          deploy-artifact: workspace:read, deploy targets staging and production (labelled production);\n\
          Cedar policies: {policies}\n\n"
-    );
+    )?;
 
     let fs_step = |title, tool, rights: Rights, input: &str| Step {
         title,
@@ -314,41 +314,41 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
         },
     ];
     for (i, step) in steps.iter().enumerate() {
-        println!("{}. {}", i + 1, step.title);
-        println!("   $ {}", step.cli);
+        outln!("{}. {}", i + 1, step.title)?;
+        outln!("   $ {}", step.cli)?;
         match runtime.invoke(step.tool, &step.grant, &step.input).await {
             Ok(run) => match run.output {
-                Ok(out) => println!("   ok: {}", shorten(&out, 160)),
-                Err(e) => println!("   tool error: {}", crate::shown(&e.to_string())),
+                Ok(out) => outln!("   ok: {}", shorten(&out, 160)),
+                Err(e) => outln!("   tool error: {}", crate::shown(&e.to_string())),
             },
-            Err(e) => println!("   refused: {}", crate::shown(&e.to_string())),
-        }
+            Err(e) => outln!("   refused: {}", crate::shown(&e.to_string())),
+        }?;
         for line in log.take() {
-            println!("   {line}");
+            outln!("   {line}")?;
         }
-        println!();
+        outln!()?;
     }
-    println!(
+    outln!(
         "secrets.env still exists: {}; docs/notes.md now reads: {:?}; the audit trail mentions the API token: {}\n",
         ws.join("secrets.env").exists(),
         std::fs::read_to_string(ws.join("docs/notes.md")).unwrap_or_default(),
         std::fs::read_to_string(&audit_path)
             .unwrap_or_default()
             .contains(api::API_TOKEN),
-    );
+    )?;
 
     // Sign the last records now rather than on the cadence, as a clean
     // stop would.
     runtime.settle_audit();
     let text = std::fs::read_to_string(&audit_path).map_err(|e| fail(e.into()))?;
-    println!(
+    outln!(
         "audit trail ({}, {} records):",
         audit_path.display(),
         text.lines().count()
-    );
+    )?;
     for line in text.lines() {
         let r: Record = serde_json::from_str(line).map_err(|e| fail(e.into()))?;
-        println!("   {}", crate::trail::summarize(&r));
+        outln!("   {}", crate::trail::summarize(&r))?;
     }
 
     // The trail is tamper-evident: verify it, then an edited copy.
@@ -357,24 +357,24 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
     };
     let keys = warden::Verifier::from_jwks(&key.jwks()).map_err(|e| fail(e.into()))?;
     let report = warden::audit::verify::verify_text(&text, Some(&keys));
-    println!(
+    outln!(
         "\n$ warden audit verify {}\n   ok: {} records, {} signed checkpoints, complete: {}",
         audit_path.display(),
         report.records,
         report.checkpoints,
         report.is_complete()
-    );
+    )?;
     let edited = text.replacen(r#""decision":"deny""#, r#""decision":"allow""#, 1);
     let edited_path = dir.join("audit-edited.jsonl");
     std::fs::write(&edited_path, &edited).map_err(|e| fail(e.into()))?;
     let report = warden::audit::verify::verify_text(&edited, Some(&keys));
     if let Some(t) = report.tampered {
-        println!(
+        outln!(
             "$ warden audit verify {}   (one denial rewritten as allow)\n   tampered: line {}: {}",
             edited_path.display(),
             t.line,
             t.reason
-        );
+        )?;
     }
     Ok(())
 }
