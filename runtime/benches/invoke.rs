@@ -5,7 +5,10 @@
 //!    raw wasmtime running the same component with the same engine
 //!    configuration (`InstancePre` + fresh `Store` + call), measured in the
 //!    same run in alternating batches. Target: ratio at most 1.3.
-//! 2. First invocation in a fresh process with a cold and a warm compile
+//! 2. The cost of checking a call's input against the tool's schema, for
+//!    the bundled tools (target: under 2 µs).
+//! 3. Throughput from 1 and 2 threads, and raw wasmtime's.
+//! 4. First invocation in a fresh process with a cold and a warm compile
 //!    cache.
 //!
 //! `WARDEN_BENCH_QUICK=1` runs fewer iterations (CI smoke run).
@@ -244,6 +247,8 @@ fn main() {
         verified.records
     );
 
+    rt.block_on(schema_checks(batches, batch));
+
     // Throughput: the same runtime called from 1 and 2 threads at once.
     let calls = if quick { 2_000 } else { 10_000 };
     let one = throughput(1, calls, Variant::Warden);
@@ -300,6 +305,77 @@ fn main() {
     println!("  cold compile cache   {cold_in:7.1} ms   (process wall {cold_wall:.1} ms)");
     println!("  warm compile cache   {warm_in:7.1} ms   (process wall {warm_wall:.1} ms)");
     println!("  cold / warm          {:.1}x", cold_in / warm_in);
+}
+
+/// What checking a call's input against the tool's schema costs, for the
+/// bundled tools with typical inputs: `Runtime::check_input` (size, JSON
+/// parse, schema) against parsing alone. Target: under 2 µs a call.
+async fn schema_checks(batches: usize, batch: usize) {
+    const TARGET_US: f64 = 2.0;
+    let cases = [
+        (
+            "read-files",
+            guests::READ_FILES,
+            r#"{"paths":["README.md","src/lib.rs"]}"#,
+        ),
+        (
+            "search-text",
+            guests::SEARCH_TEXT,
+            r#"{"pattern":"TODO","globs":["**/*.rs","**/*.md"]}"#,
+        ),
+        (
+            "write-file",
+            guests::WRITE_FILE,
+            r#"{"path":"docs/notes.md","content":"Release notes\n\n- sandboxed tools\n"}"#,
+        ),
+        (
+            "http-get",
+            guests::HTTP_GET,
+            r#"{"url":"https://api.example.com/v1/items","secret":"api-token"}"#,
+        ),
+        (
+            "deploy-artifact",
+            guests::DEPLOY_ARTIFACT,
+            r#"{"target":"production","artifact":"dist/app-1.0.tar"}"#,
+        ),
+        ("echo", guests::ECHO, INPUT),
+    ];
+    let mut builder = warden::Runtime::builder().audit(warden::audit::MemorySink::new());
+    for (name, path, _) in cases {
+        builder = builder.tool(warden::ToolSpec::new(name, path));
+    }
+    let rt = builder.build().unwrap();
+    println!(
+        "input schema check per call (Runtime::check_input: size + parse + schema), median thread CPU:"
+    );
+    let mut worst: f64 = 0.0;
+    for (name, _, input) in cases {
+        rt.check_input(name, input).await.unwrap();
+        let (mut check, mut parse) = (Meter::default(), Meter::default());
+        for _ in 0..batches {
+            check
+                .batch(batch, async || {
+                    std::hint::black_box(rt.check_input(name, input).await.unwrap());
+                })
+                .await;
+            parse
+                .batch(batch, async || {
+                    std::hint::black_box(serde_json::from_str::<serde_json::Value>(input).unwrap());
+                })
+                .await;
+        }
+        let (check, parse) = (check.medians(), parse.medians());
+        let schema = (check.cpu - parse.cpu).max(0.0);
+        worst = worst.max(schema);
+        println!(
+            "  {name:16} {:6.2} µs  (parse alone {:5.2} µs: the schema costs {schema:5.2} µs)",
+            check.cpu, parse.cpu
+        );
+    }
+    println!(
+        "  the schema's cost, worst tool: {worst:.2} µs (target < {TARGET_US} µs): {}",
+        if worst < TARGET_US { "met" } else { "MISSED" }
+    );
 }
 
 /// A runtime serving `echo` with a file trail at `path`.

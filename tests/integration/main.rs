@@ -9,6 +9,7 @@ mod budget;
 mod cache;
 mod cli;
 mod common;
+mod contract;
 mod deploy;
 mod egress;
 mod escapes;
@@ -53,9 +54,10 @@ fn every_guest_has_a_test() {
                     | "wasi_http_probe"
                     | "deploy_artifact"
                     | "bad_describe"
+                    | "contract_probe"
             ),
             "guest {n} has no test; add one and list it here"
         );
     }
-    assert_eq!(names.len(), 15);
+    assert_eq!(names.len(), 16);
 }

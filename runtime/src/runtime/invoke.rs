@@ -2,11 +2,12 @@
 //! runs in. [`Inner::run`] reads as the lifecycle; each step is a short
 //! function below it.
 
+use super::contract::Contract;
 use super::load::LoadedTool;
 use super::outcome::{
     DeadlineHit, Outcome, check_output, classify, end_summary, redact_result, tool_error,
 };
-use super::{Inner, Invocation, InvokeOptions};
+use super::{Inner, Invocation, InvokeOptions, ToolError, ToolErrorKind};
 use crate::approval::{Approvals, Approver};
 use crate::audit::{AuditError, Auditor, Event, Record};
 use crate::caps::deploy::{self, DeployTarget};
@@ -32,23 +33,26 @@ use wasmtime_wasi::WasiCtxBuilder;
 impl Inner {
     /// One invocation, start to end:
     ///
-    /// 1. check the input, wait for a slot;
+    /// 1. check the input (JSON, within the size limit, matching the tool's
+    ///    input schema), wait for a slot;
     /// 2. prepare the start record (what was granted; it goes out with the
     ///    next record, before anything the tool does), mark the invocation
     ///    active for token introspection;
     /// 3. resolve its secrets just in time, record each one issued;
     /// 4. run the tool in a fresh store within its deadline, unless cancelled;
     /// 5. drop the store (wiping secret values), redact the result, record
-    ///    the secrets expired, write the end record.
+    ///    the secrets expired, write the end record. Output that does not
+    ///    match the tool's output schema ends as a tool error.
     pub(super) async fn run(
         &self,
         tool: &LoadedTool,
+        contract: &Contract,
         grant: &Grant,
         mut granted: Authorized,
         input: &str,
         options: InvokeOptions,
     ) -> Result<Invocation, Error> {
-        check_input(input, self.max_input)?;
+        check_input(input, self.max_input, contract)?;
         let _slot = self
             .slots
             .acquire()
@@ -87,7 +91,7 @@ impl Inner {
             dropped,
         } = run_tool(tool, store, input, options.cancel, self.hostcall_limit).await;
 
-        let result = redact_result(result, &redactor);
+        let result = redact_result(keep_contract(result, contract), &redactor);
         finish(&auditor, issued, &result, duration, dropped)?;
         Ok(Invocation {
             id,
@@ -289,17 +293,33 @@ pub(super) fn unread(
     )
 }
 
-/// Refuses input over `max` bytes or not JSON, before anything runs.
-fn check_input(input: &str, max: usize) -> Result<(), Error> {
+/// Refuses input over `max` bytes, not JSON, or not matching the tool's
+/// input schema, before anything runs.
+pub(super) fn check_input(input: &str, max: usize, contract: &Contract) -> Result<(), Error> {
     if input.len() > max {
         return Err(Error::Input(format!(
             "input is {} bytes, more than the limit of {max} bytes",
             input.len(),
         )));
     }
-    serde_json::from_str::<serde::de::IgnoredAny>(input)
+    let value: serde_json::Value = serde_json::from_str(input)
         .map_err(|e| Error::Input(format!("input is not valid JSON: {e}")))?;
-    Ok(())
+    contract.check_input(&value).map_err(Error::Input)
+}
+
+/// The tool's output checked against its output schema: a mismatch is the
+/// tool's failure (MCP clients are promised output that matches).
+fn keep_contract(result: Outcome, contract: &Contract) -> Outcome {
+    match result {
+        Ok(Ok(output)) => Ok(contract
+            .check_output(&output)
+            .map(|()| output)
+            .map_err(|message| ToolError {
+                kind: ToolErrorKind::Failed,
+                message,
+            })),
+        other => other,
+    }
 }
 
 fn audit_err(e: AuditError) -> Error {

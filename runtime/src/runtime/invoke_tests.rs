@@ -14,16 +14,24 @@ fn the_host_reads_at_most_twice_the_larger_limit_from_a_tool() {
 
 #[test]
 fn input_over_the_limit_or_not_json_is_refused_before_anything_runs() {
-    assert!(check_input(r#"{"a":1}"#, 7).is_ok());
-    let e = check_input(r#"{"a":1}"#, 6).unwrap_err();
+    let any = Contract::new(&serde_json::json!({}), None).unwrap();
+    assert!(check_input(r#"{"a":1}"#, 7, &any).is_ok());
+    let e = check_input(r#"{"a":1}"#, 6, &any).unwrap_err();
     assert_eq!(
         e.to_string(),
         "invalid input: input is 7 bytes, more than the limit of 6 bytes"
     );
-    let e = check_input("{", 100).unwrap_err();
+    let e = check_input("{", 100, &any).unwrap_err();
     assert!(
         e.to_string()
             .starts_with("invalid input: input is not valid JSON: "),
+        "{e}"
+    );
+    let strict = Contract::new(&serde_json::json!({"type": "array"}), None).unwrap();
+    let e = check_input(r#"{"a":1}"#, 100, &strict).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("invalid input: input does not match the tool's input schema: at /: "),
         "{e}"
     );
 }

@@ -30,6 +30,14 @@ pub(super) struct LoadedTool {
     pub(super) ceilings: Ceilings,
     /// The tool as runtime policy sees it.
     pub(super) facts: Arc<ToolFacts>,
+    /// Its `describe`, asked on first need (`Runtime::described`).
+    pub(super) described: OnceCell<Described>,
+}
+
+/// What a tool's `describe` said, and the contract its schemas make.
+pub(super) struct Described {
+    pub(super) info: super::ToolInfo,
+    pub(super) contract: super::contract::Contract,
 }
 
 impl Runtime {
@@ -131,6 +139,7 @@ impl Inner {
             identity,
             pre,
             ceilings,
+            described: OnceCell::new(),
         })
     }
 }

@@ -2,10 +2,13 @@
 //!
 //! - `builder.rs`: [`RuntimeBuilder`], its defaults, the epoch ticker;
 //! - `load.rs`: compiling, caching and linking a tool;
+//! - `contract.rs`: the tool's schemas, checked on every call's input and
+//!   output;
 //! - `invoke.rs`: one invocation, from its input to its end record;
 //! - `outcome.rs`: what a tool's result becomes (limits, tool errors, redaction).
 
 mod builder;
+mod contract;
 mod invoke;
 mod load;
 mod outcome;
@@ -244,9 +247,19 @@ impl Runtime {
                 return Err(e.into());
             }
         };
+        let contract = &self.described(&loaded).await?.contract;
         self.inner
-            .run(&loaded, grant, granted, input, options)
+            .run(&loaded, contract, grant, granted, input, options)
             .await
+    }
+
+    /// Checks `input` as an invocation of `tool` would before it runs:
+    /// within the input size limit, JSON, and matching the tool's input
+    /// schema. Nothing runs and nothing is recorded.
+    pub async fn check_input(&self, tool: &str, input: &str) -> Result<(), Error> {
+        let loaded = self.loaded(tool).await?;
+        let contract = &self.described(&loaded).await?.contract;
+        invoke::check_input(input, self.inner.max_input, contract)
     }
 
     /// The part of a task's `grant` that `tool` may receive: its handles only,
@@ -297,9 +310,28 @@ impl Runtime {
         }
     }
 
-    /// Calls the tool's `describe` export (with an empty grant).
+    /// The tool's description and schemas, from its `describe` export (run
+    /// once per loaded tool). Schemas are served in standard JSON Schema
+    /// (see `contract.rs`).
     pub async fn describe(&self, tool: &str) -> Result<ToolInfo, Error> {
         let loaded = self.loaded(tool).await?;
+        Ok(self.described(&loaded).await?.info.clone())
+    }
+
+    /// What `loaded`'s `describe` says, and its compiled contract: asked
+    /// once, on first need.
+    async fn described<'a>(
+        &self,
+        loaded: &'a load::LoadedTool,
+    ) -> Result<&'a load::Described, Error> {
+        loaded
+            .described
+            .get_or_try_init(|| self.ask_describe(loaded))
+            .await
+    }
+
+    /// Calls the tool's `describe` export (with an empty grant).
+    async fn ask_describe(&self, loaded: &load::LoadedTool) -> Result<load::Described, Error> {
         let authority = Authority {
             minter: Arc::new(self.inner.minter(&loaded, &Auditor::discard(), Vec::new())),
             fs: FsCtx::default(),
@@ -332,19 +364,30 @@ impl Runtime {
                     None => classify(e, limits),
                 }
             })?;
-        let schema = |s: &str, which: &str| {
-            serde_json::from_str(s).map_err(|e| Error::Component {
-                path: loaded.spec.component.clone(),
-                reason: format!("describe() returned an {which} schema that is not JSON: {e}"),
-            })
+        let component_err = |reason: String| Error::Component {
+            path: loaded.spec.component.clone(),
+            reason,
         };
-        Ok(ToolInfo {
-            input_schema: schema(&info.input_schema, "input")?,
-            output_schema: info
-                .output_schema
-                .as_deref()
-                .map(|s| schema(s, "output"))
-                .transpose()?,
+        let schema = |s: &str, which: &str| {
+            let mut schema = serde_json::from_str(s).map_err(|e| {
+                component_err(format!(
+                    "describe() returned an {which} schema that is not JSON: {e}"
+                ))
+            })?;
+            contract::standard_formats(&mut schema);
+            Ok::<_, Error>(schema)
+        };
+        let input_schema = schema(&info.input_schema, "input")?;
+        let output_schema = info
+            .output_schema
+            .as_deref()
+            .map(|s| schema(s, "output"))
+            .transpose()?;
+        let contract = contract::Contract::new(&input_schema, output_schema.as_ref())
+            .map_err(|e| component_err(format!("describe() returned a bad schema: {e}")))?;
+        let info = ToolInfo {
+            input_schema,
+            output_schema,
             name: info.name,
             version: info.version,
             description: info.description,
@@ -358,7 +401,8 @@ impl Runtime {
                     description: h.description,
                 })
                 .collect(),
-        })
+        };
+        Ok(load::Described { info, contract })
     }
 
     /// The manifest file this runtime was built from, if any.

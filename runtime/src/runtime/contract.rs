@@ -1,0 +1,254 @@
+//! The contract between host and tool, kept by the host: a call's input
+//! must match the tool's `inputSchema` before anything runs, and its output
+//! the `outputSchema` when the tool declares one. A tool written in any
+//! language gets the same checks; the SDK's own (serde) is a second line.
+//!
+//! The schemas come from the tool's `describe()`, run once per loaded tool,
+//! and are compiled once ([`Contract::new`]). They are the tool's, so they
+//! are treated as untrusted too:
+//!
+//! - no `$ref` reaches outside the schema (the validator is built without
+//!   file or network retrieval);
+//! - `pattern` uses the linear-time `regex` engine, so an input cannot
+//!   make a pattern backtrack for ever;
+//! - error messages name where (a JSON pointer) and what was expected, not
+//!   the value found, and at most [`SHOWN`] problems are listed.
+//!
+//! Schemas are served in standard JSON Schema: the integer formats schemars
+//! writes (`uint`, `uint16`, `int8`…), which no JSON Schema draft defines
+//! and TypeScript clients warn about, become the range they stand for
+//! ([`standard_formats`]).
+
+use jsonschema::{PatternOptions, Validator};
+use serde_json::Value;
+
+/// The most schema problems one error lists.
+pub(crate) const SHOWN: usize = 3;
+
+/// A tool's compiled schemas.
+pub(crate) struct Contract {
+    input: Validator,
+    output: Option<Validator>,
+}
+
+impl std::fmt::Debug for Contract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Contract")
+            .field("output", &self.output.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Contract {
+    /// Compiles `input` and `output` (already normalized); an error names
+    /// which schema is invalid and why.
+    pub(crate) fn new(input: &Value, output: Option<&Value>) -> Result<Contract, String> {
+        let compile = |schema: &Value, which: &str| {
+            jsonschema::options()
+                .with_pattern_options(PatternOptions::regex())
+                .build(schema)
+                .map_err(|e| format!("its {which} schema is not a valid JSON Schema: {e}"))
+        };
+        Ok(Contract {
+            input: compile(input, "input")?,
+            output: output.map(|s| compile(s, "output")).transpose()?,
+        })
+    }
+
+    /// Checks a call's input (already parsed) against the input schema.
+    pub(crate) fn check_input(&self, input: &Value) -> Result<(), String> {
+        problems(&self.input, input)
+            .map(|p| format!("input does not match the tool's input schema: {p}"))
+            .map_or(Ok(()), Err)
+    }
+
+    /// Checks the tool's output (JSON text) against the output schema, if
+    /// it declares one.
+    pub(crate) fn check_output(&self, output: &str) -> Result<(), String> {
+        let Some(schema) = &self.output else {
+            return Ok(());
+        };
+        let value: Value = serde_json::from_str(output)
+            .map_err(|e| format!("the tool returned output that is not JSON: {e}"))?;
+        problems(schema, &value)
+            .map(|p| format!("the tool's output does not match its output schema: {p}"))
+            .map_or(Ok(()), Err)
+    }
+}
+
+/// The first [`SHOWN`] problems of `value` against `schema`, each as
+/// `at POINTER: what was expected`; `None` when it matches.
+fn problems(schema: &Validator, value: &Value) -> Option<String> {
+    if schema.is_valid(value) {
+        return None;
+    }
+    let mut all = schema.iter_errors(value);
+    let mut listed: Vec<String> = all
+        .by_ref()
+        .take(SHOWN)
+        .map(|e| {
+            let at = e.instance_path().as_str();
+            let at = if at.is_empty() { "/" } else { at };
+            format!("at {}: {}", crate::policy::gate::cut(at, 200), e.masked())
+        })
+        .collect();
+    let more = all.count();
+    if more > 0 {
+        listed.push(format!("and {more} more"));
+    }
+    Some(listed.join("; "))
+}
+
+/// Rewrites the integer formats schemars writes, which no JSON Schema
+/// draft defines, as the ranges they stand for (keeping any tighter bound
+/// the schema states). Other formats stay.
+pub(crate) fn standard_formats(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            let integer = match map.get("type") {
+                Some(Value::String(t)) => t == "integer",
+                Some(Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+                _ => false,
+            };
+            let range = map
+                .get("format")
+                .and_then(Value::as_str)
+                .filter(|_| integer)
+                .and_then(integer_range);
+            if let Some((min, max)) = range {
+                map.remove("format");
+                map.entry("minimum").or_insert(Value::from(min));
+                if let Some(max) = max {
+                    map.entry("maximum").or_insert(Value::from(max));
+                }
+            }
+            // Values, not schemas: left as they are.
+            for (key, sub) in map.iter_mut() {
+                if !matches!(key.as_str(), "const" | "enum" | "default" | "examples") {
+                    standard_formats(sub);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(standard_formats),
+        _ => {}
+    }
+}
+
+/// The range of a schemars integer format: (minimum, maximum if it fits
+/// a JSON number exactly).
+fn integer_range(format: &str) -> Option<(i64, Option<u64>)> {
+    Some(match format {
+        "uint" | "uint64" | "uint128" | "usize" => (0, None),
+        "uint8" => (0, Some(u8::MAX.into())),
+        "uint16" => (0, Some(u16::MAX.into())),
+        "uint32" => (0, Some(u32::MAX.into())),
+        "int8" => (i8::MIN.into(), Some(i8::MAX as u64)),
+        "int16" => (i16::MIN.into(), Some(i16::MAX as u64)),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn contract(input: Value, output: Option<Value>) -> Contract {
+        Contract::new(&input, output.as_ref()).unwrap()
+    }
+
+    #[test]
+    fn input_errors_name_the_pointer_and_the_expectation_not_the_value() {
+        let c = contract(
+            json!({"type": "object", "required": ["path"],
+                   "properties": {"path": {"type": "string"}, "n": {"type": "integer"}}}),
+            None,
+        );
+        assert!(c.check_input(&json!({"path": "a"})).is_ok());
+        let e = c
+            .check_input(&json!({"path": "a", "n": "sk-secret-value"}))
+            .unwrap_err();
+        assert!(e.contains("at /n"), "{e}");
+        assert!(e.contains("integer"), "{e}");
+        assert!(!e.contains("sk-secret-value"), "{e}");
+        let e = c.check_input(&json!({})).unwrap_err();
+        assert!(e.contains("at /: ") && e.contains("path"), "{e}");
+    }
+
+    #[test]
+    fn at_most_three_problems_are_listed() {
+        let c = contract(json!({"type": "array", "items": {"type": "string"}}), None);
+        let e = c.check_input(&json!([1, 2, 3, 4, 5, 6])).unwrap_err();
+        assert_eq!(e.matches("at /").count(), SHOWN, "{e}");
+        assert!(e.ends_with("and 3 more"), "{e}");
+    }
+
+    #[test]
+    fn output_is_checked_only_when_a_schema_is_declared() {
+        let free = contract(json!({}), None);
+        assert!(free.check_output("[1]").is_ok());
+        let c = contract(
+            json!({}),
+            Some(json!({"type": "object", "required": ["ok"]})),
+        );
+        assert!(c.check_output(r#"{"ok": true}"#).is_ok());
+        let e = c.check_output("[1]").unwrap_err();
+        assert!(
+            e.starts_with("the tool's output does not match its output schema"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_schema_cannot_reach_outside_itself_or_backtrack() {
+        // No retrieval: a remote or file reference does not compile.
+        for r in ["https://example.com/s.json", "file:///etc/passwd"] {
+            let e = Contract::new(&json!({"$ref": r}), None).unwrap_err();
+            assert!(
+                e.starts_with("its input schema is not a valid JSON Schema"),
+                "{e}"
+            );
+        }
+        // A pattern that backtracks exponentially elsewhere is linear here.
+        let c = contract(json!({"type": "string", "pattern": "^(a+)+$"}), None);
+        let hostile = format!("{}!", "a".repeat(100_000));
+        let started = std::time::Instant::now();
+        assert!(c.check_input(&Value::String(hostile)).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn schemars_integer_formats_become_ranges() {
+        let mut s = json!({
+            "type": "object",
+            "properties": {
+                "count": {"type": "integer", "format": "uint", "minimum": 1},
+                "port": {"type": "integer", "format": "uint16"},
+                "list": {"type": "array", "items": {"type": "integer", "format": "int8"}},
+                "when": {"type": "string", "format": "date-time"},
+                "n": {"type": "integer", "format": "int32"},
+                "maybe": {"type": ["integer", "null"], "format": "uint32"},
+                "format": {"type": "string", "const": {"type": "integer", "format": "uint"}}
+            }
+        });
+        standard_formats(&mut s);
+        let p = &s["properties"];
+        assert_eq!(p["count"], json!({"type": "integer", "minimum": 1}));
+        assert_eq!(
+            p["port"],
+            json!({"type": "integer", "minimum": 0, "maximum": 65535})
+        );
+        assert_eq!(
+            p["list"]["items"],
+            json!({"type": "integer", "minimum": -128, "maximum": 127})
+        );
+        assert_eq!(p["when"]["format"], "date-time");
+        assert_eq!(p["n"]["format"], "int32");
+        assert_eq!(
+            p["maybe"],
+            json!({"type": ["integer", "null"], "minimum": 0, "maximum": 4294967295u64})
+        );
+        // A property named `format` and a value in `const` are not formats.
+        assert_eq!(p["format"]["const"]["format"], "uint");
+    }
+}
