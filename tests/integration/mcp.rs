@@ -254,11 +254,19 @@ async fn list_call_denial_limit_and_stdout(via: Via) {
     let get = |n: &str| tools.iter().find(|t| t.name == n).unwrap();
     let hints = |n: &str| {
         let a = get(n).annotations.clone().unwrap();
-        (a.read_only_hint, a.destructive_hint)
+        (
+            a.read_only_hint,
+            a.destructive_hint,
+            a.idempotent_hint,
+            a.open_world_hint,
+        )
     };
-    assert_eq!(hints("reader"), (Some(true), Some(false)));
-    assert_eq!(hints("writer"), (Some(false), Some(false)));
-    assert_eq!(hints("remover"), (Some(false), Some(true)));
+    let t = Some(true);
+    let f = Some(false);
+    assert_eq!(hints("reader"), (t, f, t, f));
+    // A write may overwrite or truncate: destructive, not additive.
+    assert_eq!(hints("writer"), (f, t, f, f));
+    assert_eq!(hints("remover"), (f, t, f, f));
     assert_eq!(
         get("echo").description.as_deref(),
         Some("Returns its input message.")
@@ -654,15 +662,22 @@ async fn over_http_tokens_origins_sizes_bad_json_and_concurrent_sessions() {
         http_server(&s, &["--token-file", &token_file, "--max-request", "65536"]).await;
     let auth = format!("Bearer {token}");
 
-    // No token, a wrong token: 401 before anything else.
+    // No token, a wrong token: 401 before anything else, each told which.
     assert!(http_client(&url, None).await.is_err());
-    let (status, _) = post(
+    let (status, body) = post(&url, &[], "{}".into()).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("a bearer token is required"), "{body}");
+    let (status, body) = post(
         &url,
         &[("authorization", "Bearer wrong-token-0123456789")],
         "{}".into(),
     )
     .await;
     assert_eq!(status, 401);
+    assert!(
+        body.contains("the bearer token is not one this server accepts"),
+        "{body}"
+    );
 
     // DNS rebinding: a foreign Host or Origin is refused.
     let (status, _) = post(
@@ -1479,6 +1494,36 @@ async fn over_http_a_sessions_calls_are_answered_as_json_cancelled_and_end_with_
     // Errors keep their JSON-RPC shape.
     let (_, _, body) = c.call(2, "nope", json!({})).await;
     assert!(body.contains("unknown tool 'nope'"), "{body}");
+    // tools/call without a name: invalid params (-32602), as over stdio,
+    // not "method not found".
+    let (status, _, body) = c
+        .post(json!({"jsonrpc": "2.0", "id": 21, "method": "tools/call", "params": {"arguments": {}}}))
+        .await;
+    assert_eq!(status, 200);
+    let answer = body
+        .lines()
+        .find_map(|l| serde_json::from_str::<Value>(l.trim_start_matches("data: ")).ok())
+        .unwrap_or(Value::Null);
+    assert_eq!(answer["error"]["code"], -32602, "{body}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `name`"),
+        "{body}"
+    );
+    // Input the tool's schema refuses: a tool error (isError) naming where,
+    // so a model can correct it (MCP: input validation is a tool error).
+    let (_, _, body) = c.call(22, "echo", json!({"message": 5})).await;
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["result"]["isError"], true, "{body}");
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(
+            "invalid input: input does not match the tool's input schema: at /message: "
+        ),
+        "{text}"
+    );
 
     // A call with a progress token goes to rmcp, on an event stream.
     let (status, kind, body) = c
@@ -1527,6 +1572,17 @@ async fn over_http_a_sessions_calls_are_answered_as_json_cancelled_and_end_with_
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
     assert_eq!(c.call(6, "echo", json!({})).await.0, 404);
+    // DELETE of a terminated or unknown session: 404 (not 202 again).
+    for id in [c.session.as_deref().unwrap(), "no-such-session"] {
+        let resp = c
+            .http
+            .delete(&url)
+            .header("mcp-session-id", id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 404, "{id}");
+    }
     let _ = child.start_kill();
 }
 

@@ -24,6 +24,15 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// The error for `tools/call` params that do not parse (-32602, invalid
+/// params), on every transport.
+pub(crate) fn bad_call_params(e: impl std::fmt::Display) -> McpError {
+    McpError::invalid_params(
+        format!("tools/call params: {e} (expected {{\"name\": TOOL, \"arguments\": {{...}}}})"),
+        None,
+    )
+}
+
 /// The name of the elicitation request that asks for an approval.
 const APPROVAL: &str = "approval";
 

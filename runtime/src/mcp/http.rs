@@ -100,16 +100,27 @@ fn plain(status: StatusCode, message: &str) -> Response<Body> {
     r
 }
 
-/// Whether `headers` carry one of `tokens` (compared in constant time).
-fn authorized(headers: &HeaderMap, tokens: &[String]) -> bool {
-    bearer(headers).is_some_and(|t| tokens.iter().any(|k| same(k, &t)))
+/// Why a request's bearer token is refused: none, or one this server does
+/// not know (compared in constant time); `None` when it is accepted.
+fn refused_token(headers: &HeaderMap, tokens: &[String]) -> Option<&'static str> {
+    match bearer(headers) {
+        None => Some("a bearer token is required (Authorization: Bearer TOKEN)"),
+        Some(t) if tokens.iter().any(|k| same(k, &t)) => None,
+        Some(_) => Some("the bearer token is not one this server accepts"),
+    }
 }
 
-fn unauthorized() -> Response<Body> {
-    plain(
-        StatusCode::UNAUTHORIZED,
-        "a bearer token is required (Authorization: Bearer TOKEN)",
-    )
+/// 401, with the challenge RFC 6750 gives: `invalid_token` when a token
+/// came and was refused.
+fn unauthorized(why: &'static str, presented: bool) -> Response<Body> {
+    let mut r = plain(StatusCode::UNAUTHORIZED, why);
+    if presented {
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+    }
+    r
 }
 
 /// The next connection, or `None` once `shutdown` is cancelled.
@@ -228,9 +239,12 @@ impl Endpoint {
             );
         }
         let options = &self.options;
-        if !options.tokens.is_empty() && !authorized(req.headers(), &options.tokens) {
-            tracing::info!("refused a request from {peer}: missing or unknown bearer token");
-            return unauthorized();
+        if !options.tokens.is_empty()
+            && let Some(why) = refused_token(req.headers(), &options.tokens)
+        {
+            tracing::info!("refused a request from {peer}: {why}");
+            let presented = bearer(req.headers()).is_some();
+            return unauthorized(why, presented);
         }
         if let Err((status, why)) = self.allowed.check(req.uri(), req.headers()) {
             tracing::warn!("refused a request from {peer}: {why}");
@@ -249,6 +263,16 @@ impl Endpoint {
             http::Method::POST => self.post(req).await,
             http::Method::DELETE => {
                 let id = req.headers().get(fast::SESSION).cloned();
+                // An unknown or already terminated session: 404, as the
+                // transport specifies (rmcp answers 202 for any).
+                if let Some(id) = &id
+                    && !self.sessions.known(id.to_str().unwrap_or("")).await
+                {
+                    return plain(
+                        StatusCode::NOT_FOUND,
+                        "no such session (unknown, or already terminated)",
+                    );
+                }
                 let response = self.service.handle(req).await;
                 if let Some(id) = id.as_ref().and_then(|v| v.to_str().ok())
                     && response.status().is_success()
@@ -360,8 +384,8 @@ async fn approvals(
     queue: &crate::approval::QueueApprover,
     tokens: &[String],
 ) -> Response<Body> {
-    if !authorized(req.headers(), tokens) {
-        return unauthorized();
+    if let Some(why) = refused_token(req.headers(), tokens) {
+        return unauthorized(why, bearer(req.headers()).is_some());
     }
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.strip_prefix("/approvals")) {

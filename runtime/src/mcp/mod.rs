@@ -1,9 +1,10 @@
 //! The MCP server: Warden's tools for any MCP client, over stdio or
 //! streamable HTTP (the official Rust SDK, `rmcp`).
 //!
-//! - `tools/list` comes from each component's `describe()`, with
-//!   `readOnlyHint` / `destructiveHint` derived from the rights the caller's
-//!   grant gives the tool. A tool that cannot be described is left out, and
+//! - `tools/list` comes from each component's `describe()`, with its
+//!   annotations (`readOnlyHint`, `destructiveHint`, `idempotentHint`,
+//!   `openWorldHint`) derived from what the caller's grant gives the tool
+//!   ([`Hints`]). A tool that cannot be described is left out, and
 //!   named by [`WardenMcp::unavailable`]; the others are served.
 //! - `tools/call` runs one invocation under the operator's grant; the client
 //!   has no way to change it (there is no tool that grants anything). The
@@ -23,9 +24,9 @@ pub mod stdio;
 use crate::{Error, Grant, Rights, Runtime};
 use call::{Caller, Client, Link, Parked};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, Implementation, JsonObject, ListToolsResult,
-    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CustomRequest, CustomResult, Implementation,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities,
+    ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -191,25 +192,69 @@ impl WardenMcp {
         }
     }
 
-    /// The tool list with annotations from the rights `grant` gives.
+    /// The tool list with annotations from what `grant` gives each tool.
     fn list(&self, grant: &Grant) -> Vec<Tool> {
         self.shared
             .tools
             .iter()
             .map(|(name, tool)| {
                 let narrowed = self.shared.runtime.narrow(name, grant).ok();
-                let rights = narrowed
-                    .as_ref()
-                    .map(|g| g.fs.values().fold(Rights::NONE, |r, h| r | h.rights))
-                    .unwrap_or(Rights::NONE);
-                let deploys = narrowed.as_ref().is_some_and(|g| !g.deploy.is_empty());
-                let changes = rights.has(crate::Right::Write) || rights.has(crate::Right::Delete);
-                let annotations = ToolAnnotations::new()
-                    .read_only(!changes && !deploys)
-                    .destructive(rights.has(crate::Right::Delete) || deploys);
-                tool.clone().with_annotations(annotations)
+                let hints = narrowed.as_ref().map_or_else(Hints::closed, Hints::of);
+                tool.clone().with_annotations(hints.annotations())
             })
             .collect()
+    }
+}
+
+/// The MCP tool annotations a narrowed grant implies. The host cannot see
+/// what a tool will do with a right, only what it may do, so each hint says
+/// what the grant allows at worst:
+///
+/// - `readOnlyHint`: nothing outside the tool can change: no fs write or
+///   delete, no deploy target, no egress method other than GET or HEAD.
+/// - `destructiveHint`: any change may destroy: a write may overwrite or
+///   truncate, a delete removes, a deploy replaces, and a remote method
+///   other than GET/HEAD may do either. False only when read-only.
+/// - `idempotentHint`: true only when read-only; a write may append, a
+///   deploy or a POST may act again.
+/// - `openWorldHint`: the tool reaches beyond its handles: any egress rule
+///   or deploy target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hints {
+    changes: bool,
+    open_world: bool,
+}
+
+impl Hints {
+    /// No grant for the tool: it can reach nothing.
+    fn closed() -> Hints {
+        Hints {
+            changes: false,
+            open_world: false,
+        }
+    }
+
+    fn of(grant: &Grant) -> Hints {
+        let rights = grant.fs.values().fold(Rights::NONE, |r, h| r | h.rights);
+        let fs_changes = rights.has(crate::Right::Write) || rights.has(crate::Right::Delete);
+        let unsafe_method = grant.http.iter().any(|h| {
+            h.methods
+                .as_deref()
+                .is_none_or(|ms| ms.iter().any(|m| !matches!(m.as_str(), "GET" | "HEAD")))
+        });
+        let deploys = !grant.deploy.is_empty();
+        Hints {
+            changes: fs_changes || unsafe_method || deploys,
+            open_world: !grant.http.is_empty() || deploys,
+        }
+    }
+
+    fn annotations(self) -> ToolAnnotations {
+        ToolAnnotations::new()
+            .read_only(!self.changes)
+            .destructive(self.changes)
+            .idempotent(!self.changes)
+            .open_world(self.open_world)
     }
 }
 
@@ -244,6 +289,27 @@ impl ServerHandler for WardenMcp {
     ) -> Result<CallToolResponse, McpError> {
         self.tools_call(self.caller(&cx)?, request).await
     }
+
+    /// rmcp hands over a request of a method it does not know, and also one
+    /// of a method it knows whose params do not parse: the latter is
+    /// invalid params (-32602), as the stdio loop answers it.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        if request.method == "tools/call" {
+            let params = request.params.unwrap_or(Value::Null);
+            if let Err(e) = serde_json::from_value::<CallToolRequestParams>(params) {
+                return Err(call::bad_call_params(e));
+            }
+        }
+        Err(McpError::new(
+            rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+            request.method,
+            None,
+        ))
+    }
 }
 
 /// The MCP definition of the tool `name`, from its `describe`.
@@ -268,5 +334,86 @@ fn object(v: Value) -> Option<JsonObject> {
     match v {
         Value::Object(o) => Some(o),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Hints;
+    use crate::caps::fs::FsGrant;
+    use crate::caps::http::HttpGrant;
+    use crate::{Grant, Rights};
+
+    fn with_fs(rights: &str) -> Grant {
+        let mut g = Grant::new("t");
+        g.fs.insert(
+            "workspace".into(),
+            FsGrant {
+                path: "/w".into(),
+                rights: rights.parse::<Rights>().unwrap(),
+            },
+        );
+        g
+    }
+
+    fn with_http(methods: &[&str]) -> Grant {
+        let mut g = Grant::new("t");
+        g.http.push(HttpGrant {
+            url: "https://api.example/".into(),
+            methods: Some(methods.iter().map(|m| m.to_string()).collect()),
+        });
+        g
+    }
+
+    /// (readOnly, destructive, idempotent, openWorld)
+    fn hints(g: &Grant) -> (bool, bool, bool, bool) {
+        let a = Hints::of(g).annotations();
+        (
+            a.read_only_hint.unwrap(),
+            a.destructive_hint.unwrap(),
+            a.idempotent_hint.unwrap(),
+            a.open_world_hint.unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_read_grant_is_read_only_and_closed() {
+        assert_eq!(hints(&with_fs("read")), (true, false, true, false));
+        assert_eq!(hints(&Grant::new("t")), (true, false, true, false));
+        assert_eq!(Hints::closed(), Hints::of(&Grant::new("t")));
+    }
+
+    #[test]
+    fn a_write_grant_is_destructive_not_additive() {
+        // A write may overwrite or truncate, and may append (not idempotent).
+        assert_eq!(hints(&with_fs("read,write")), (false, true, false, false));
+        assert_eq!(hints(&with_fs("delete")), (false, true, false, false));
+    }
+
+    #[test]
+    fn egress_is_open_world_and_read_only_only_for_get_and_head() {
+        assert_eq!(
+            hints(&with_http(&["GET", "HEAD"])),
+            (true, false, true, true)
+        );
+        assert_eq!(
+            hints(&with_http(&["GET", "POST"])),
+            (false, true, false, true)
+        );
+        assert_eq!(hints(&with_http(&["DELETE"])), (false, true, false, true));
+        // No method list: the ceiling's, which may hold any.
+        let mut any = Grant::new("t");
+        any.http.push(HttpGrant {
+            url: "https://api.example/".into(),
+            methods: None,
+        });
+        assert_eq!(hints(&any), (false, true, false, true));
+    }
+
+    #[test]
+    fn a_deploy_target_changes_state_in_the_open_world() {
+        let mut g = with_fs("read");
+        g.deploy.insert("production".into());
+        assert_eq!(hints(&g), (false, true, false, true));
     }
 }

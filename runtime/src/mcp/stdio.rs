@@ -441,15 +441,7 @@ impl Calls {
                 let params = line.params.map_or("null", |p| p.get());
                 let request = match serde_json::from_str::<CallToolRequestParams>(params) {
                     Ok(r) => r,
-                    Err(e) => {
-                        let e = McpError::invalid_params(
-                            format!(
-                                "tools/call params: {e} (expected {{\"name\": TOOL, \"arguments\": {{...}}}})"
-                            ),
-                            None,
-                        );
-                        return Take::Refused(Some(id.clone()), e);
-                    }
+                    Err(e) => return Take::Refused(Some(id.clone()), call::bad_call_params(e)),
                 };
                 let Some(caller) = self.caller(&request, session) else {
                     return Take::No;

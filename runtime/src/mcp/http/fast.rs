@@ -139,6 +139,14 @@ impl Sessions {
         Some(session)
     }
 
+    /// Whether rmcp holds the session `id` (it is not unknown or ended).
+    pub(crate) async fn known(&self, id: &str) -> bool {
+        self.manager
+            .has_session(&Arc::from(id))
+            .await
+            .unwrap_or(false)
+    }
+
     /// Notes a use of the session a request names, if any.
     pub(crate) fn touch(&self, headers: &HeaderMap) {
         let _ = self.get(headers);
