@@ -6,12 +6,13 @@ use crate::common::{World, shared_cache};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-/// `warden` with the shared compile cache and none of the caller's logging
-/// or colour settings.
-fn warden() -> Command {
+/// `warden` with the shared compile cache, its state (keys) in `state`,
+/// and none of the caller's logging or colour settings.
+fn warden(state: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_warden"));
     c.arg("--cache-dir")
         .arg(shared_cache())
+        .env("WARDEN_STATE_DIR", state)
         .env_remove("WARDEN_LOG")
         .env_remove("RUST_LOG")
         .env_remove("NO_COLOR")
@@ -24,10 +25,10 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// Runs `warden ARGS` with the read end of its stdout already closed.
-fn closed_stdout(args: &[&str]) -> Output {
+fn closed_stdout(state: &Path, args: &[&str]) -> Output {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    warden()
+    warden(state)
         .args(args)
         .stdout(writer)
         .stderr(Stdio::piped())
@@ -58,7 +59,8 @@ fn a_closed_stdout_ends_each_command_quietly() {
     let mut run = run_args(&world, &audit, "read-files");
     run.extend(["--input".into(), r#"{"paths":["a.txt"]}"#.into()]);
     // A trail to show.
-    let o = warden().args(&run).output().unwrap();
+    let state = world.dir.path().join("state");
+    let o = warden(&state).args(&run).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let audit = audit.display().to_string();
     let run: Vec<&str> = run.iter().map(String::as_str).collect();
@@ -70,7 +72,7 @@ fn a_closed_stdout_ends_each_command_quietly() {
         &["audit", "verify", &audit],
     ];
     for args in commands {
-        let o = closed_stdout(args);
+        let o = closed_stdout(&state, args);
         let err = text(&o.stderr);
         assert!(
             !err.contains("panicked") && !err.contains("Broken pipe"),
@@ -90,6 +92,7 @@ fn a_closed_stdout_ends_each_command_quietly() {
             env!("CARGO_BIN_EXE_warden"),
             shared_cache().display()
         ))
+        .env("WARDEN_STATE_DIR", &state)
         .output()
         .unwrap();
     assert!(!text(&o.stderr).contains("panicked"), "{}", text(&o.stderr));
@@ -122,4 +125,363 @@ fn the_licence_file_is_the_apache_2_text_cargo_toml_names() {
     }
     // The whole standard text, not an excerpt.
     assert!(licence.split_whitespace().count() > 1_500);
+}
+
+// ---- 12. --input @- and @FILE -----------------------------------------
+
+#[test]
+fn input_is_read_from_stdin_with_at_dash_and_from_a_file_with_at() {
+    use std::io::Write as _;
+    let world = World::new();
+    let state = world.dir.path().join("state");
+    let audit = world.dir.path().join("audit.jsonl");
+    let args = |input: &str| {
+        let mut a = run_args(&world, &audit, "echo");
+        a.truncate(6); // echo takes no grant
+        a.extend(["--input".into(), input.into()]);
+        a
+    };
+    // @-: stdin.
+    let mut child = warden(&state)
+        .args(args("@-"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(br#"{"message":"from stdin"}"#).unwrap();
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(out["message"], "from stdin");
+
+    // @FILE.
+    let file = world.dir.path().join("input.json");
+    std::fs::write(&file, r#"{"message":"from a file"}"#).unwrap();
+    let o = warden(&state)
+        .args(args(&format!("@{}", file.display())))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(out["message"], "from a file");
+
+    // A missing file: usage (2), naming the path it could not find.
+    let missing = world.dir.path().join("no-such-input.json");
+    let o = warden(&state)
+        .args(args(&format!("@{}", missing.display())))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stderr).trim(),
+        format!("error: input file {} not found", missing.display())
+    );
+    // `@` alone names no file.
+    let o = warden(&state).args(args("@")).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("expected @FILE, or @- to read stdin"));
+}
+
+// ---- 10. logging and colours ------------------------------------------
+
+/// `warden describe` of the echo tool with `env` set; its stderr. The
+/// engine logs at debug level when it starts, so `debug` shows lines.
+fn describe_log(state: &Path, env: &[(&str, &str)]) -> String {
+    let o = warden(state)
+        .args(["describe", crate::ECHO])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    text(&o.stderr)
+}
+
+/// The same on a pseudo-terminal (util-linux `script`): stdout and stderr
+/// are the terminal.
+fn describe_log_on_a_terminal(env: &[(&str, &str)]) -> String {
+    let mut cmd = String::from(
+        "env -u WARDEN_LOG -u RUST_LOG -u NO_COLOR WARDEN_STATE_DIR=/nonexistent/state",
+    );
+    for (k, v) in env {
+        cmd.push_str(&format!(" {k}={v}"));
+    }
+    cmd.push_str(&format!(
+        " '{}' --cache-dir '{}' describe '{}' >/dev/null",
+        env!("CARGO_BIN_EXE_warden"),
+        shared_cache().display(),
+        crate::ECHO
+    ));
+    let o = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("util-linux `script` runs a command on a pseudo-terminal");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    text(&o.stdout)
+}
+
+fn log_lines(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter(|l| l.contains("DEBUG")).collect()
+}
+
+#[test]
+fn logs_follow_warden_log_then_rust_log_and_are_coloured_only_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    // RUST_LOG is honoured; stderr is a pipe here, so no colours.
+    let err = describe_log(state, &[("RUST_LOG", "debug")]);
+    assert!(!log_lines(&err).is_empty(), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    // WARDEN_LOG wins over RUST_LOG.
+    let err = describe_log(state, &[("RUST_LOG", "debug"), ("WARDEN_LOG", "warn")]);
+    assert!(log_lines(&err).is_empty(), "{err}");
+    let err = describe_log(state, &[("RUST_LOG", "warn"), ("WARDEN_LOG", "debug")]);
+    assert!(!log_lines(&err).is_empty(), "{err}");
+    // A filter that does not parse is named, and the default used.
+    let err = describe_log(state, &[("RUST_LOG", "warden=[")]);
+    assert!(
+        err.contains("warning: ignoring RUST_LOG=warden=[:")
+            && err.contains("expected a filter such as `warn,warden=debug`"),
+        "{err}"
+    );
+
+    // On a terminal: coloured, unless NO_COLOR is set (and not empty).
+    let tty = describe_log_on_a_terminal(&[("RUST_LOG", "debug")]);
+    let lines = log_lines(&tty);
+    assert!(!lines.is_empty(), "{tty}");
+    assert!(lines.iter().all(|l| l.contains("\u{1b}[")), "{tty:?}");
+    for no_color in ["1", "true"] {
+        let tty = describe_log_on_a_terminal(&[("RUST_LOG", "debug"), ("NO_COLOR", no_color)]);
+        let lines = log_lines(&tty);
+        assert!(!lines.is_empty(), "{tty}");
+        assert!(lines.iter().all(|l| !l.contains('\u{1b}')), "{tty:?}");
+    }
+}
+
+// ---- 9. --json, and audit show's checks -------------------------------
+
+/// A trail of two runs of read-files (one reads, one fails to find a
+/// file), signed with the key in `state`.
+fn two_run_trail(world: &World, state: &Path) -> std::path::PathBuf {
+    let audit = world.dir.path().join("trail.jsonl");
+    for input in [r#"{"paths":["a.txt"]}"#, r#"{"paths":["nope.txt"]}"#] {
+        let mut args = run_args(world, &audit, "read-files");
+        args.extend(["--input".into(), input.into()]);
+        warden(state).args(args).output().unwrap();
+    }
+    audit
+}
+
+fn json_of(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", text(&o.stdout), text(&o.stderr)))
+}
+
+#[test]
+fn check_prints_json_with_every_problem() {
+    let world = World::new();
+    let state = world.dir.path().join("state");
+    let m = world.manifest.display().to_string();
+    let o = warden(&state)
+        .args(["check", "--json", &m])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let v = json_of(&o);
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["problems"], serde_json::json!([]));
+    assert_eq!(v["tools"].as_array().unwrap().len(), 8, "{v}");
+    let echo = v["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "echo");
+    assert!(
+        echo.unwrap()["identity"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+
+    let bad = world.dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[tools.x]\ncomponent = \"nope.wasm\"\n[[tools.x.fs]]\nhandle = \"w\"\nwithin = \".\"\nrights = [\"read\", \"exec\"]\n",
+    )
+    .unwrap();
+    let o = warden(&state)
+        .args(["check", "--json", &bad.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let v = json_of(&o);
+    assert_eq!(v["ok"], false);
+    let problems = v["problems"].as_array().unwrap();
+    assert!(problems.len() >= 2, "{v}");
+    assert!(
+        problems.iter().any(|p| p["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown right 'exec' (expected read, write or delete)")),
+        "{v}"
+    );
+}
+
+#[test]
+fn audit_verify_and_show_print_json() {
+    let world = World::new();
+    let state = world.dir.path().join("state");
+    let trail = two_run_trail(&world, &state);
+    let t = trail.display().to_string();
+
+    let o = warden(&state)
+        .args(["audit", "verify", "--json", &t])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let v = json_of(&o);
+    assert_eq!(v["status"], "complete", "{v}");
+    assert_eq!(v["records"], 9, "{v}");
+    assert_eq!(v["tampered"], serde_json::Value::Null);
+
+    let edited = world.dir.path().join("edited.jsonl");
+    let original = std::fs::read_to_string(&trail).unwrap();
+    std::fs::write(
+        &edited,
+        original.replacen(r#""outcome":"ok""#, r#""outcome":"tool-error:denied""#, 1),
+    )
+    .unwrap();
+    let o = warden(&state)
+        .args(["audit", "verify", "--json", &edited.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let v = json_of(&o);
+    assert_eq!(v["status"], "tampered", "{v}");
+    assert_eq!(v["tampered"]["line"], 4, "{v}");
+
+    // show --json: the kept records, one JSON object a line.
+    let o = warden(&state)
+        .args(["audit", "show", "--json", &t, "--decision", "allow"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let records: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 3, "{}", text(&o.stdout));
+    assert!(records.iter().all(|r| r["decision"] == "allow"));
+    // Filtered by invocation, by its full id and by the 8 characters the
+    // readable view shows.
+    let inv = records[0]["invocation"].as_str().unwrap().to_owned();
+    for id in [inv.as_str(), &inv[inv.len() - 8..]] {
+        let o = warden(&state)
+            .args(["audit", "show", "--json", &t, "--invocation", id])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        let events: Vec<String> = text(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].to_string())
+            .collect();
+        // The checkpoint that follows carries the invocation it closed on.
+        assert_eq!(
+            events,
+            [
+                r#""invocation.start""#,
+                r#""decision""#,
+                r#""decision""#,
+                r#""invocation.end""#,
+                r#""checkpoint""#
+            ],
+            "{}",
+            text(&o.stdout)
+        );
+    }
+}
+
+#[test]
+fn audit_show_refuses_malformed_filters_and_files_that_are_not_trails() {
+    let world = World::new();
+    let state = world.dir.path().join("state");
+    let trail = two_run_trail(&world, &state);
+    let t = trail.display().to_string();
+    let show = |args: &[&str]| {
+        warden(&state)
+            .args(["audit", "show", &t])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (args, wanted) in [
+        (
+            &["--decision", "maybe"][..],
+            "invalid value 'maybe' for '--decision <DECISION>'",
+        ),
+        (&["--decision", "maybe"], "[possible values: allow, deny]"),
+        (
+            &["--invocation", "last-one"],
+            "invalid value 'last-one' for '--invocation <INVOCATION>': expected an invocation id (a UUID",
+        ),
+        (
+            &["--tool", "Read Files"],
+            "invalid value 'Read Files' for '--tool <TOOL>': expected a tool name",
+        ),
+        (
+            &["--task", ""],
+            "invalid value '' for '--task <TASK>': invalid task id",
+        ),
+    ] {
+        let o = show(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains(wanted),
+            "{args:?}: {}",
+            text(&o.stderr)
+        );
+        assert!(o.stdout.is_empty());
+    }
+
+    // Not a trail: a text file, a binary file.
+    let notes = world.dir.path().join("notes.txt");
+    std::fs::write(&notes, "hello\nworld\n").unwrap();
+    let binary = world.dir.path().join("blob.bin");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x01]).unwrap();
+    for (file, json) in [(&notes, false), (&notes, true), (&binary, false)] {
+        let mut args = vec!["audit", "show"];
+        if json {
+            args.push("--json");
+        }
+        let f = file.display().to_string();
+        args.push(&f);
+        let o = warden(&state).args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains(&format!("error: {f} is not an audit trail")),
+            "{}",
+            text(&o.stderr)
+        );
+    }
+    // A missing one is named.
+    let o = warden(&state)
+        .args(["audit", "show", "/nonexistent/trail.jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        text(&o.stderr).trim(),
+        "error: audit trail /nonexistent/trail.jsonl not found"
+    );
+    // A trail with a line that is not a record: shown, but not status 0.
+    let mut damaged = std::fs::read_to_string(&trail).unwrap();
+    damaged.push_str("not a record\n");
+    std::fs::write(&trail, damaged).unwrap();
+    let o = show(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("(not a record)"));
+    assert!(text(&o.stderr).contains("1 lines are not audit records"));
 }

@@ -5,7 +5,9 @@
 //! invocation was ended by a limit (deadline, memory, stack, output) or a
 //! trap, or the host failed (audit trail).
 
+mod check;
 mod demo;
+mod logging;
 mod out;
 mod progress;
 mod serve;
@@ -73,7 +75,8 @@ enum Command {
         /// added to the grant file's `labels`.
         #[arg(long = "label", value_name = "LABEL")]
         labels: Vec<String>,
-        /// Tool input: JSON text, or @FILE to read it from a file.
+        /// Tool input: JSON text, @FILE to read it from a file, or @- to read
+        /// it from stdin.
         #[arg(long, default_value = "{}")]
         input: String,
         /// Audit trail file (JSON Lines, appended) [default: $WARDEN_AUDIT,
@@ -88,7 +91,13 @@ enum Command {
     },
     /// Validate a manifest: fields, paths, components, identity pins, and
     /// its Cedar policies against the schema.
-    Check { manifest: PathBuf },
+    Check {
+        manifest: PathBuf,
+        /// Print the result as one JSON object: {"ok", "manifest", "tools",
+        /// "policies", "problems": [{"message", ...}]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the Cedar schema runtime policies are validated against.
     Schema,
     /// Serve the manifest's tools to MCP clients (stdio or streamable HTTP)
@@ -132,19 +141,22 @@ enum AuditCommand {
         /// audit key (see `warden audit jwks` on the instance that wrote it).
         #[arg(long, value_name = "FILE")]
         jwks: Option<PathBuf>,
+        /// Print the report as one JSON object ("status": complete,
+        /// tampered, incomplete or unknown-key; the same exit status).
+        #[arg(long)]
+        json: bool,
     },
     /// Print a readable view, optionally filtered.
+    ///
+    /// Exit status: 0 shown; 1 some lines are not records; 2 the file
+    /// cannot be read or is not a trail, or a filter is malformed.
     Show {
         file: PathBuf,
+        #[command(flatten)]
+        filters: trail::Filters,
+        /// Print the kept records as JSON Lines, as the trail holds them.
         #[arg(long)]
-        task: Option<String>,
-        #[arg(long)]
-        tool: Option<String>,
-        /// allow or deny
-        #[arg(long)]
-        decision: Option<String>,
-        #[arg(long)]
-        invocation: Option<String>,
+        json: bool,
     },
     /// Print the public key set that verifies this instance's checkpoints.
     Jwks,
@@ -188,23 +200,7 @@ fn usage(error: anyhow::Error) -> Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = if cli.verbose {
-        "warn,warden=debug"
-    } else {
-        "warn"
-    };
-    let mut filter =
-        tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| filter.into());
-    // No log level may print the values a tool handles (secrets included).
-    for target in warden::VALUE_LOG_TARGETS {
-        if let Ok(off) = format!("{target}=off").parse() {
-            filter = filter.add_directive(off);
-        }
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(cli.verbose);
     let verbose = cli.verbose;
     // One client on stdio: a single-threaded scheduler avoids a cross-thread
     // wake-up at each hop of a call (reader, handler, invocation, writer).
@@ -309,7 +305,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             )?;
             Ok(0)
         }
-        Command::Check { manifest } => check(builder(false)?, &manifest).await,
+        Command::Check { manifest, json } => check::check(builder(false)?, &manifest, json).await,
         Command::Serve(args) => serve::serve(builder(true)?, args).await,
         Command::Schema => {
             out!("{}", warden::policy::cedar::SCHEMA)?;
@@ -326,20 +322,14 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Audit { command } => match command {
-            AuditCommand::Verify { file, jwks } => trail::verify_cmd(&file, jwks.as_deref()),
+            AuditCommand::Verify { file, jwks, json } => {
+                trail::verify_cmd(&file, jwks.as_deref(), json)
+            }
             AuditCommand::Show {
                 file,
-                task,
-                tool,
-                decision,
-                invocation,
-            } => trail::show_cmd(
-                &file,
-                task.as_deref(),
-                tool.as_deref(),
-                decision.as_deref(),
-                invocation.as_deref(),
-            ),
+                filters,
+                json,
+            } => trail::show_cmd(&file, &filters, json),
             AuditCommand::Checkpoint { file } => checkpoint_cmd(file),
             AuditCommand::Jwks => {
                 let key = audit_key().map_err(usage)?;
@@ -449,13 +439,45 @@ fn build_grant(
     Ok(grant)
 }
 
+/// A tool's name as the manifest allows it.
+pub(crate) fn check_tool_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err("expected a tool name: 1 to 64 lower-case letters, digits, '-' or '_', starting with a letter or digit".into())
+    }
+}
+
+/// `--input`: JSON text, `@FILE`, or `@-` for standard input.
 fn read_input(input: &str) -> anyhow::Result<String> {
     match input.strip_prefix('@') {
-        Some(path) => {
-            std::fs::read_to_string(path).with_context(|| format!("cannot read input file {path}"))
+        Some("-") => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("cannot read the input from stdin (--input @-)")?;
+            Ok(text)
         }
+        Some("") => {
+            anyhow::bail!("--input @ names no file (expected @FILE, or @- to read stdin)")
+        }
+        Some(path) => read_text(Path::new(path), "input file"),
         None => Ok(input.to_owned()),
     }
+}
+
+/// A file the user named, read as text: a missing one is said to be
+/// missing, with its path; `what` says what it was for ("input file").
+pub(crate) fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!("{what} {} not found", path.display()),
+        _ => anyhow::anyhow!("cannot read the {what} {}: {e}", path.display()),
+    })
 }
 
 fn default_audit_path() -> Option<PathBuf> {
@@ -540,62 +562,4 @@ async fn run(
             })
         }
     }
-}
-
-async fn check(builder: RuntimeBuilder, path: &Path) -> Result<u8, Failure> {
-    let manifest = Manifest::load(path).map_err(Error::from)?;
-    let runtime = builder.manifest(manifest.clone()).build()?;
-    let mut failed = 0;
-    for spec in manifest.tools.values() {
-        match runtime.describe(&spec.name).await {
-            Ok(info) => {
-                outln!(
-                    "ok    {:<16} {}  {}",
-                    shown(&spec.name),
-                    info.identity,
-                    shown(&spec.component.display().to_string())
-                )?;
-                for want in &info.handles {
-                    match spec.ceiling(&want.name) {
-                        None => outln!(
-                            "      warning: the tool expects handle '{}' ({}), which the manifest does not list",
-                            shown(&want.name),
-                            want.rights
-                        ),
-                        Some(c) if !c.rights.contains(want.rights) => outln!(
-                            "      warning: the tool expects {} on '{}', the ceiling allows {}",
-                            want.rights,
-                            shown(&want.name),
-                            c.rights
-                        ),
-                        Some(_) => Ok(()),
-                    }?;
-                }
-            }
-            Err(e) => {
-                failed += 1;
-                outln!("error {:<16} {}", shown(&spec.name), shown(&e.to_string()))?;
-            }
-        }
-    }
-    if failed > 0 {
-        return Err(usage(anyhow::anyhow!(
-            "{}: {failed} of {} tools failed the check",
-            path.display(),
-            manifest.tools.len()
-        )));
-    }
-    if let Some(p) = &manifest.policy {
-        outln!(
-            "ok    policies         {} from {}",
-            p.ids().join(", "),
-            p.files()
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )?;
-    }
-    outln!("{}: {} tools ok", path.display(), manifest.tools.len())?;
-    Ok(0)
 }

@@ -2,9 +2,10 @@
 
 use crate::Failure;
 use crate::out::outln;
+use serde_json::json;
 use std::path::Path;
 use warden::Verifier;
-use warden::audit::verify::{Status, verify};
+use warden::audit::verify::{Report, Status, verify};
 use warden::audit::{Event, Record};
 use warden::redact::escape_control;
 
@@ -76,12 +77,12 @@ fn describe(r: &Record) -> String {
 /// one of the known keys (the chain holds, the signature cannot be checked).
 ///
 /// Without `--jwks` the known key is this instance's audit key, read from
-/// the state directory if it exists: verifying never creates a key.
-pub fn verify_cmd(file: &Path, jwks: Option<&Path>) -> Result<u8, Failure> {
+/// the state directory if it exists: verifying never creates a key. With
+/// `json`, the report is one JSON object on stdout (same exit status).
+pub fn verify_cmd(file: &Path, jwks: Option<&Path>, json: bool) -> Result<u8, Failure> {
     let (keys, known) = match jwks {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| crate::usage(anyhow::anyhow!("cannot read {}: {e}", p.display())))?;
+            let text = crate::read_text(p, "key set").map_err(crate::usage)?;
             let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
                 crate::usage(anyhow::anyhow!("{}: not a JWKS (JSON): {e}", p.display()))
             })?;
@@ -114,13 +115,22 @@ pub fn verify_cmd(file: &Path, jwks: Option<&Path>) -> Result<u8, Failure> {
             },
         },
     };
-    let report = verify(file, Some(&keys))
-        .map_err(|e| crate::usage(anyhow::anyhow!("cannot read {}: {e}", file.display())))?;
+    let report = verify(file, Some(&keys)).map_err(|e| crate::usage(unreadable(file, &e)))?;
     let status = report.status();
+    let code = match status {
+        Status::Complete => 0,
+        Status::Tampered => 1,
+        Status::Incomplete => 3,
+        Status::UnknownKey => 4,
+    };
+    if json {
+        verify_json(file, &report, &known)?;
+        return Ok(code);
+    }
     if let Some(t) = &report.tampered {
         outln!("{}: intact up to line {}", file.display(), t.line - 1)?;
         eprintln!("error: {}:{}: {}", file.display(), t.line, t.reason);
-        return Ok(1);
+        return Ok(code);
     }
     if status == Status::Complete {
         outln!(
@@ -129,7 +139,7 @@ pub fn verify_cmd(file: &Path, jwks: Option<&Path>) -> Result<u8, Failure> {
             report.records,
             report.checkpoints
         )?;
-        return Ok(0);
+        return Ok(code);
     }
     if status == Status::UnknownKey {
         outln!(
@@ -167,31 +177,171 @@ pub fn verify_cmd(file: &Path, jwks: Option<&Path>) -> Result<u8, Failure> {
             escape_control(inv)
         )?;
     }
-    Ok(if status == Status::UnknownKey { 4 } else { 3 })
+    Ok(code)
 }
 
-/// Prints a readable, filtered view of a trail.
-pub fn show_cmd(
-    file: &Path,
-    task: Option<&str>,
-    tool: Option<&str>,
-    decision: Option<&str>,
-    invocation: Option<&str>,
-) -> Result<u8, Failure> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| crate::usage(anyhow::anyhow!("cannot read {}: {e}", file.display())))?;
+/// `audit verify --json`: the report as one object.
+fn verify_json(file: &Path, report: &Report, known: &str) -> Result<(), Failure> {
+    let status = match report.status() {
+        Status::Complete => "complete",
+        Status::Tampered => "tampered",
+        Status::Incomplete => "incomplete",
+        Status::UnknownKey => "unknown-key",
+    };
+    let value = json!({
+        "file": file.display().to_string(),
+        "status": status,
+        "records": report.records,
+        "checkpoints": report.checkpoints,
+        "last_checkpoint": report.last_checkpoint,
+        "uncovered": report.uncovered,
+        "unfinished": report.unfinished,
+        "tampered": report.tampered.as_ref().map(|t| json!({"line": t.line, "reason": t.reason})),
+        "unknown_keys": report
+            .unknown_keys
+            .iter()
+            .map(|k| json!({"line": k.line, "kid": k.kid}))
+            .collect::<Vec<_>>(),
+        "known_keys": known,
+    });
+    outln!("{}", for_people(&value.to_string()))
+}
+
+/// An error reading the trail `file`: a missing one is said to be missing.
+fn unreadable(file: &Path, e: &std::io::Error) -> anyhow::Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            anyhow::anyhow!("audit trail {} not found", file.display())
+        }
+        _ => anyhow::anyhow!("cannot read the audit trail {}: {e}", file.display()),
+    }
+}
+
+/// The filters of `audit show`, each checked by clap against the form it
+/// takes (a bad one is a usage error, status 2, naming the value).
+#[derive(clap::Args, Default)]
+pub struct Filters {
+    /// Only this task's records.
+    #[arg(long, value_parser = task_filter)]
+    task: Option<String>,
+    /// Only this tool's records (its manifest name).
+    #[arg(long, value_parser = tool_filter)]
+    tool: Option<String>,
+    /// Only decisions that went this way.
+    #[arg(long, value_parser = ["allow", "deny"])]
+    decision: Option<String>,
+    /// Only this invocation's records: its id, or the last 8 characters
+    /// `audit show` prints after `inv`.
+    #[arg(long, value_parser = invocation_filter)]
+    invocation: Option<String>,
+}
+
+fn task_filter(task: &str) -> Result<String, String> {
+    warden::grant::check_task(task)?;
+    Ok(task.to_owned())
+}
+
+fn tool_filter(tool: &str) -> Result<String, String> {
+    crate::check_tool_name(tool)?;
+    Ok(tool.to_owned())
+}
+
+fn invocation_filter(id: &str) -> Result<String, String> {
+    let short = id.len() == 8 && id.chars().all(|c| c.is_ascii_hexdigit());
+    if short || uuid::Uuid::try_parse(id).is_ok() {
+        Ok(id.to_ascii_lowercase())
+    } else {
+        Err("expected an invocation id (a UUID such as 019ad5c2-7f3e-7b21-9c4d-5e6f7a8b9c0d) or its last 8 hex digits".into())
+    }
+}
+
+impl Filters {
+    fn keep(&self, r: &Record) -> bool {
+        self.task.as_deref().is_none_or(|t| &*r.task == t)
+            && self.tool.as_deref().is_none_or(|t| &*r.tool == t)
+            && self
+                .decision
+                .as_deref()
+                .is_none_or(|d| r.decision.as_deref() == Some(d))
+            && self.invocation.as_deref().is_none_or(|v| {
+                if v.len() == 8 {
+                    r.invocation.ends_with(v)
+                } else {
+                    &*r.invocation == v
+                }
+            })
+    }
+}
+
+/// Prints a readable, filtered view of a trail; with `json`, the kept
+/// records as JSON Lines, each as the trail holds it (control characters
+/// escaped).
+///
+/// A file whose first line is not a record is not a trail: status 2. Lines
+/// that are not records further on are shown as such, and the status is 1
+/// (`warden audit verify` says whether the trail was altered).
+pub fn show_cmd(file: &Path, filters: &Filters, json: bool) -> Result<u8, Failure> {
+    let bytes = std::fs::read(file).map_err(|e| crate::usage(unreadable(file, &e)))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        crate::usage(anyhow::anyhow!(
+            "{} is not an audit trail (expected JSON Lines text; it is not UTF-8)",
+            file.display()
+        ))
+    })?;
+    let mut bad = 0;
     for (i, line) in text.lines().enumerate() {
-        let Ok(r) = serde_json::from_str::<Record>(line) else {
-            outln!("{:>6}  (not a record)", i + 1)?;
-            continue;
+        let r = match serde_json::from_str::<Record>(line) {
+            Ok(r) => r,
+            Err(e) if i == 0 => {
+                return Err(crate::usage(anyhow::anyhow!(
+                    "{} is not an audit trail: line 1 is not an audit record ({e}); expected JSON Lines as docs/AUDIT-FORMAT.md describes",
+                    file.display()
+                )));
+            }
+            Err(_) => {
+                bad += 1;
+                if !json {
+                    outln!("{:>6}  (not a record)", i + 1)?;
+                }
+                continue;
+            }
         };
-        let keep = task.is_none_or(|t| &*r.task == t)
-            && tool.is_none_or(|t| &*r.tool == t)
-            && decision.is_none_or(|d| r.decision.as_deref() == Some(d))
-            && invocation.is_none_or(|v| &*r.invocation == v);
-        if keep {
+        if !filters.keep(&r) {
+            continue;
+        }
+        if json {
+            outln!("{}", for_people(line))?;
+        } else {
             outln!("{:>6}  {}  {}", i + 1, escape_control(&r.ts), summarize(&r))?;
         }
     }
+    if bad > 0 {
+        eprintln!(
+            "error: {}: {bad} lines are not audit records; `warden audit verify` says whether the trail was altered",
+            file.display()
+        );
+        return Ok(1);
+    }
     Ok(0)
+}
+
+/// A line of JSON for a terminal: the control characters JSON allows raw
+/// inside strings (DEL and C1) escaped as `\u00XX`, and raw tabs and
+/// carriage returns (which JSON allows only between tokens) made spaces;
+/// the JSON's meaning is kept.
+fn for_people(json: &str) -> std::borrow::Cow<'_, str> {
+    if !json.chars().any(char::is_control) {
+        return json.into();
+    }
+    let mut out = String::with_capacity(json.len() + 8);
+    for c in json.chars() {
+        if c == '\t' || c == '\r' {
+            out.push(' ');
+        } else if c.is_control() {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
 }

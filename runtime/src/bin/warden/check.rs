@@ -1,0 +1,167 @@
+//! `warden check`: validate a manifest, its components and its policies.
+
+use crate::out::outln;
+use crate::{Failure, shown, usage};
+use serde_json::{Value, json};
+use std::path::Path;
+use warden::{Manifest, RuntimeBuilder};
+
+/// What a check found: each tool (with its `error` when it failed), and
+/// every problem.
+#[derive(Default)]
+struct Report {
+    tools: Vec<Value>,
+    policies: Option<Value>,
+    /// Each problem: `message` always; `file`, `line`, `column`, `field`
+    /// where the manifest's diagnostics give them, `tool` for a component.
+    problems: Vec<Value>,
+}
+
+/// Exit status 0 when the manifest, every component and every policy are
+/// fine, 2 otherwise (3 when the host cannot start). With `json`, one object
+/// on stdout: `{"ok", "manifest", "tools": [{"name", "component",
+/// "identity", "warnings"} or {"name", "component", "error"}], "policies":
+/// {"ids", "files"} or null, "problems": [{"message", …}]}`.
+pub async fn check(builder: RuntimeBuilder, path: &Path, json: bool) -> Result<u8, Failure> {
+    let report = collect(builder, path).await?;
+    if json {
+        let ok = report.problems.is_empty();
+        let value = json!({
+            "ok": ok,
+            "manifest": path.display().to_string(),
+            "tools": report.tools,
+            "policies": report.policies,
+            "problems": report.problems,
+        });
+        outln!("{value}")?;
+        return Ok(if ok { 0 } else { 2 });
+    }
+    let mut failed = 0;
+    for tool in &report.tools {
+        if let Some(e) = tool.get("error") {
+            failed += 1;
+            outln!(
+                "error {:<16} {}",
+                shown(str_of(&tool["name"])),
+                shown(str_of(e))
+            )?;
+            continue;
+        }
+        outln!(
+            "ok    {:<16} {}  {}",
+            shown(str_of(&tool["name"])),
+            str_of(&tool["identity"]),
+            shown(str_of(&tool["component"]))
+        )?;
+        for w in tool["warnings"].as_array().into_iter().flatten() {
+            outln!("      warning: {}", shown(str_of(w)))?;
+        }
+    }
+    if failed > 0 {
+        return Err(usage(anyhow::anyhow!(
+            "{}: {failed} of {} tools failed the check",
+            path.display(),
+            report.tools.len()
+        )));
+    }
+    if !report.problems.is_empty() {
+        let all: Vec<&str> = report
+            .problems
+            .iter()
+            .map(|p| str_of(&p["message"]))
+            .collect();
+        return Err(usage(anyhow::anyhow!("{}", all.join("\n"))));
+    }
+    if let Some(p) = &report.policies {
+        let list = |v: &Value| {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .map(str_of)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        outln!(
+            "ok    policies         {} from {}",
+            list(&p["ids"]),
+            list(&p["files"])
+        )?;
+    }
+    outln!("{}: {} tools ok", path.display(), report.tools.len())?;
+    Ok(0)
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+async fn collect(builder: RuntimeBuilder, path: &Path) -> Result<Report, Failure> {
+    let mut report = Report::default();
+    let manifest = match Manifest::load(path) {
+        Ok(m) => m,
+        Err(e) => {
+            for p in &e.problems {
+                let mut place = p.file.as_ref().unwrap_or(&e.file).display().to_string();
+                if p.line > 0 {
+                    place.push_str(&format!(":{}:{}", p.line, p.column));
+                }
+                if !p.field.is_empty() {
+                    place.push_str(&format!(": {}", p.field));
+                }
+                report.problems.push(json!({
+                    "message": format!("{place}: {}", p.message),
+                    "file": p.file.as_ref().unwrap_or(&e.file).display().to_string(),
+                    "line": p.line,
+                    "column": p.column,
+                    "field": p.field,
+                }));
+            }
+            return Ok(report);
+        }
+    };
+    let runtime = builder.manifest(manifest.clone()).build()?;
+    for spec in manifest.tools.values() {
+        match runtime.describe(&spec.name).await {
+            Ok(info) => {
+                let mut warnings = Vec::new();
+                for want in &info.handles {
+                    match spec.ceiling(&want.name) {
+                        None => warnings.push(format!(
+                            "the tool expects handle '{}' ({}), which the manifest does not list",
+                            want.name, want.rights
+                        )),
+                        Some(c) if !c.rights.contains(want.rights) => warnings.push(format!(
+                            "the tool expects {} on '{}', the ceiling allows {}",
+                            want.rights, want.name, c.rights
+                        )),
+                        Some(_) => {}
+                    }
+                }
+                report.tools.push(json!({
+                    "name": spec.name,
+                    "identity": info.identity,
+                    "component": spec.component.display().to_string(),
+                    "warnings": warnings,
+                }));
+            }
+            Err(e) => {
+                report.tools.push(json!({
+                    "name": spec.name,
+                    "component": spec.component.display().to_string(),
+                    "error": e.to_string(),
+                }));
+                report.problems.push(json!({
+                    "tool": spec.name,
+                    "message": format!("{}: {e}", spec.name),
+                }));
+            }
+        }
+    }
+    if let Some(p) = &manifest.policy {
+        report.policies = Some(json!({
+            "ids": p.ids(),
+            "files": p.files().iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(report)
+}
