@@ -45,6 +45,28 @@ impl Problem {
     }
 }
 
+/// An action that waits for a person's approval by default and that the
+/// manifest lets run without one (`approval = "none"` on its item).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiver {
+    pub line: usize,
+    pub column: usize,
+    /// Dotted path of the approval field, e.g. `tools.ship.deploy[0].approval`.
+    pub field: String,
+    /// What runs without approval, e.g. `deploy target 'production'`.
+    pub what: String,
+}
+
+impl std::fmt::Display for Waiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}: {}: {} runs without approval",
+            self.line, self.column, self.field, self.what
+        )
+    }
+}
+
 /// Tool and handle names: lower-case letters, digits, `-` and `_`.
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -75,6 +97,7 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
 pub(crate) struct Checker<'a> {
     text: &'a str,
     problems: Vec<Problem>,
+    waivers: Vec<Waiver>,
 }
 
 impl<'a> Checker<'a> {
@@ -82,6 +105,7 @@ impl<'a> Checker<'a> {
         Self {
             text,
             problems: Vec::new(),
+            waivers: Vec::new(),
         }
     }
 
@@ -111,20 +135,50 @@ impl<'a> Checker<'a> {
         });
     }
 
-    /// `approval = "required"`, the only value an approval field takes.
-    pub(crate) fn required(&mut self, v: Option<Spanned<String>>, field: String) -> bool {
-        match v {
-            None => false,
-            Some(s) if s.get_ref() == "required" => true,
-            Some(s) => {
-                self.problem(
-                    s.span(),
+    /// An approval field: `"required"` (a person approves each use) or
+    /// `"none"`. `default` is why a person approves when the field is
+    /// absent (the action changes state outside the task's handles or
+    /// exposes a secret), or `None` when nobody need. `"none"` where a
+    /// person would approve by default is a [`Waiver`], listed by `warden
+    /// check`.
+    pub(crate) fn approval(
+        &mut self,
+        v: Option<Spanned<String>>,
+        field: String,
+        default: Option<&str>,
+    ) -> bool {
+        let Some(v) = v else {
+            return default.is_some();
+        };
+        match (v.get_ref().as_str(), default) {
+            ("required", _) => true,
+            ("none", None) => false,
+            ("none", Some(what)) => {
+                let (line, column) = line_col(self.text, v.span().start);
+                self.waivers.push(Waiver {
+                    line,
+                    column,
                     field,
-                    format!("approval = '{}' (expected \"required\")", s.get_ref()),
+                    what: what.to_owned(),
+                });
+                false
+            }
+            (other, _) => {
+                self.problem(
+                    v.span(),
+                    field,
+                    format!("approval = '{other}' (expected \"required\" or \"none\")"),
                 );
                 false
             }
         }
+    }
+
+    /// The waivers found, in file order.
+    pub(crate) fn take_waivers(&mut self) -> Vec<Waiver> {
+        let mut waivers = std::mem::take(&mut self.waivers);
+        waivers.sort_by_key(|w| (w.line, w.column));
+        waivers
     }
 
     /// Sensitivity labels: names like tool names.

@@ -44,6 +44,7 @@ pub mod units;
 
 pub use bindings::VALUE_LOG_TARGETS;
 pub use caps::identity::{Claims, Introspection, Issuer};
+pub use diag::Waiver;
 pub use error::{Error, ErrorClass, LimitExceeded};
 pub use grant::{FsGrant, Grant, GrantError};
 pub use identity::Identity;

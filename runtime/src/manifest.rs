@@ -35,7 +35,7 @@ use crate::caps::deploy::DeployTarget;
 use crate::caps::http::EgressRule;
 use crate::caps::secrets::SecretSpec;
 use crate::caps::{deploy, fs, http, secrets};
-use crate::diag::{Checker, check_name, line_col};
+use crate::diag::{Checker, Waiver, check_name, line_col};
 use crate::identity::Identity;
 use crate::policy::RuntimePolicy;
 use crate::rights::Rights;
@@ -68,6 +68,9 @@ pub struct Manifest {
     pub tools: BTreeMap<String, ToolSpec>,
     /// Cedar policies asked after the manifest's own rules.
     pub policy: Option<Arc<RuntimePolicy>>,
+    /// Actions that would wait for a person by default and that this
+    /// manifest lets run without one (`approval = "none"`), in file order.
+    pub waivers: Vec<Waiver>,
 }
 
 /// One tool's entry: its component and the ceiling of what it may be granted.
@@ -229,6 +232,7 @@ impl Manifest {
                 }
             }
         }
+        let waivers = c.take_waivers();
         let problems = c.into_problems();
         if tools.is_empty() && problems.is_empty() {
             return Err(ManifestError {
@@ -248,6 +252,7 @@ impl Manifest {
             path: file.to_owned(),
             tools,
             policy,
+            waivers,
         })
     }
 

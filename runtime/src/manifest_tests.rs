@@ -145,3 +145,97 @@ fn empty_manifest_is_an_error() {
     let err = parse("", Path::new(".")).unwrap_err();
     assert!(err.to_string().contains("no tools"));
 }
+
+#[test]
+fn actions_that_change_state_or_expose_secrets_need_approval_unless_waived() {
+    use crate::caps::http::EgressApproval;
+    let dir = fixture();
+    let m = parse(
+        r#"[tools.t]
+component = "t.wasm"
+[[tools.t.deploy]]
+name = "prod"
+rights = ["deploy"]
+backend = "exec"
+program = "/bin/true"
+[[tools.t.deploy]]
+name = "staging"
+rights = ["deploy"]
+backend = "exec"
+program = "/bin/true"
+approval = "none"
+[[tools.t.secrets]]
+name = "shown"
+source = "env:X"
+reveal = true
+[[tools.t.secrets]]
+name = "by-reference"
+source = "env:Y"
+approval = "none"
+[[tools.t.secrets]]
+name = "shown-waived"
+source = "env:Z"
+reveal = true
+approval = "none"
+[[tools.t.http]]
+scheme = "https"
+host = "read.example"
+[[tools.t.http]]
+scheme = "https"
+host = "write.example"
+methods = ["GET", "POST", "DELETE"]
+[[tools.t.http]]
+scheme = "https"
+host = "hook.example"
+methods = ["POST"]
+approval = "none"
+[[tools.t.http]]
+scheme = "https"
+host = "all.example"
+approval = "required"
+"#,
+        dir.path(),
+    )
+    .unwrap();
+    let t = m.tool("t").unwrap();
+    let deploy: Vec<bool> = t.deploy.iter().map(|d| d.approval).collect();
+    assert_eq!(deploy, [true, false]);
+    let secrets: Vec<bool> = t.secrets.iter().map(|s| s.approval).collect();
+    assert_eq!(secrets, [true, false, false]);
+    let http: Vec<EgressApproval> = t.http.iter().map(|r| r.approval).collect();
+    assert_eq!(
+        http,
+        [
+            EgressApproval::Never,
+            EgressApproval::Changing,
+            EgressApproval::Never,
+            EgressApproval::Always
+        ]
+    );
+    // A changing rule's default covers its changing methods only.
+    assert!(!http[1].applies("GET") && !http[1].applies("HEAD"));
+    assert!(http[1].applies("POST") && http[1].applies("DELETE"));
+    assert!(http[3].applies("GET"));
+    // Every waiver of a default, and only those (a by-reference secret
+    // needs no approval, so "none" on it waives nothing).
+    let waivers: Vec<String> = m.waivers.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        waivers,
+        [
+            "13:12: tools.t.deploy[1].approval: deploy target 'staging' runs without approval",
+            "26:12: tools.t.secrets[2].approval: revealing secret 'shown-waived' runs without approval",
+            "38:12: tools.t.http[2].approval: POST to hook.example runs without approval",
+        ]
+    );
+    let err = parse(
+        "[tools.t]\ncomponent = \"t.wasm\"\n[[tools.t.deploy]]\nname = \"p\"\nrights = [\"deploy\"]\nbackend = \"exec\"\nprogram = \"/bin/true\"\napproval = \"never\"\n",
+        dir.path(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "tools.t.deploy[0].approval: approval = 'never' (expected \"required\" or \"none\")"
+        ),
+        "{err}"
+    );
+}

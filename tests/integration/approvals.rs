@@ -197,7 +197,9 @@ fn approval_fields_are_validated() {
         "{err}"
     );
     assert!(
-        err.contains("tools.t.secrets[0].approval: approval = 'later' (expected \"required\")"),
+        err.contains(
+            "tools.t.secrets[0].approval: approval = 'later' (expected \"required\" or \"none\")"
+        ),
         "{err}"
     );
 }

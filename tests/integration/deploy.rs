@@ -65,6 +65,7 @@ rights = ["read", "write"]
 
 [[tools.deployer.deploy]]
 name = "staging"
+approval = "none"
 rights = ["deploy"]
 backend = "exec"
 program = "{script}"
@@ -73,12 +74,14 @@ env = ["PATH"]
 
 [[tools.deployer.deploy]]
 name = "production"
+approval = "none"
 rights = ["deploy"]
 backend = "webhook"
 url = "http://127.0.0.1:{port}/hooks/release"
 
 [[tools.deployer.deploy]]
 name = "chatty"
+approval = "none"
 rights = ["deploy"]
 backend = "exec"
 program = "/bin/sh"
@@ -86,6 +89,7 @@ args = ["-c", "head -c 10000000 /dev/zero | tr '\\0' x; echo done >&2"]
 
 [[tools.deployer.deploy]]
 name = "hung"
+approval = "none"
 rights = ["deploy"]
 backend = "exec"
 program = "/bin/sleep"
@@ -99,6 +103,13 @@ backend = "exec"
 program = "{script}"
 args = ["--env", "gated", "{{artifact}}", "{out}"]
 approval = "required"
+
+[[tools.deployer.deploy]]
+name = "by-default"
+rights = ["deploy"]
+backend = "exec"
+program = "{script}"
+args = ["--env", "by-default", "{{artifact}}", "{out}"]
 "#,
         tool = crate::DEPLOY_ARTIFACT,
         ws = ws.display(),
@@ -256,7 +267,7 @@ async fn deploy_is_its_own_right() {
     );
     assert!(
         err.to_string()
-            .contains("its targets: staging, production, chatty, hung, gated"),
+            .contains("its targets: staging, production, chatty, hung, gated, by-default"),
         "{err}"
     );
 }
@@ -308,6 +319,41 @@ async fn an_approval_gated_target_waits_for_an_approver() {
             .unwrap()
             .contains("to 'gated' (exec)"),
         "{asked:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_deploy_target_waits_for_a_person_unless_the_manifest_waives_it() {
+    let s = site().await;
+    // No approval field: a person approves (here nobody answers: denied).
+    let grant = Grant::new("t")
+        .fs("workspace", &s.ws, Rights::READ)
+        .deploy("by-default");
+    let run = s.deploy(&grant, "by-default").await.unwrap();
+    let err = run.output.unwrap_err();
+    assert_eq!(err.message, "denied by deny-all (no approver configured)");
+    assert!(!s.out.join("deployed.txt").exists());
+    let records = s.audit.invocation(&run.id);
+    let asked = records
+        .iter()
+        .find(|r| r.event == Event::ApprovalRequested)
+        .expect("an approval request");
+    assert_eq!(asked.action.as_deref(), Some("deploy.run"));
+    assert!(
+        records.iter().all(|r| r.event != Event::Deploy),
+        "{records:?}"
+    );
+    // `approval = "none"` (staging): it runs without asking.
+    let grant = Grant::new("t")
+        .fs("workspace", &s.ws, Rights::READ)
+        .deploy("staging");
+    let run = s.deploy(&grant, "staging").await.unwrap();
+    assert!(run.output.is_ok(), "{:?}", run.output);
+    assert!(
+        s.audit
+            .invocation(&run.id)
+            .iter()
+            .all(|r| r.event != Event::ApprovalRequested)
     );
 }
 

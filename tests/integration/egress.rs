@@ -94,12 +94,14 @@ impl Api {
 name = "api"
 source = "file:api.txt"
 reveal = true
+approval = "none"
 send-to = ["http://127.0.0.1:{port}"]
 
 [[tools.TOOL.secrets]]
 name = "other"
 source = "file:other.txt"
 reveal = true
+approval = "none"
 send-to = ["https://elsewhere.example"]
 
 [[tools.TOOL.secrets]]
@@ -123,6 +125,7 @@ scheme = "http"
 host = "127.0.0.1"
 port = {port}
 methods = ["GET", "POST"]
+approval = "none"
 {probe_secrets}
 
 [tools.http-get]
@@ -132,6 +135,14 @@ scheme = "http"
 host = "127.0.0.1"
 port = {port}
 {get_secrets}
+
+[tools.changer]
+component = "{probe}"
+[[tools.changer.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {port}
+methods = ["GET", "POST"]
 
 [tools.named]
 component = "{probe}"
@@ -156,6 +167,7 @@ scheme = "http"
 host = "127.0.0.1"
 port = {port}
 methods = ["GET", "POST"]
+approval = "none"
 {std_secrets}
 
 [tools.std-unlisted]
@@ -227,6 +239,44 @@ port = {port}
             .filter(|r| r.event == Event::Decision)
             .collect()
     }
+}
+
+#[tokio::test]
+async fn a_method_that_may_change_state_waits_for_a_person_by_default() {
+    let api = Api::new().await;
+    // `changer`'s rule allows GET and POST and says nothing of approval.
+    let g = Grant::new("t").http(&format!("{}/api/", api.base()), None);
+    let (out, _) = api
+        .probe(
+            "changer",
+            &g,
+            json!({"url": format!("{}/api/read", api.base())}),
+        )
+        .await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+    let (out, inv) = api
+        .probe(
+            "changer",
+            &g,
+            json!({"method": "POST", "url": format!("{}/api/write", api.base())}),
+        )
+        .await;
+    assert_eq!(out["error"]["code"], "denied", "{out}");
+    let seen: Vec<String> = api
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.1.clone())
+        .collect();
+    assert_eq!(seen, ["/api/read"], "the POST reached the server");
+    let asked = api
+        .audit
+        .invocation(&inv)
+        .into_iter()
+        .find(|r| r.event == Event::ApprovalRequested)
+        .expect("the POST asked for approval");
+    assert_eq!(asked.action.as_deref(), Some("http.send"));
 }
 
 #[tokio::test]

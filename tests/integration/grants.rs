@@ -200,19 +200,20 @@ async fn bad_task_ids_and_inputs_are_refused_before_running() {
 }
 
 #[tokio::test]
-async fn tool_input_that_does_not_match_the_schema_is_a_tool_error() {
+async fn tool_input_that_does_not_match_the_schema_is_refused_by_the_host() {
     let world = World::new();
-    let run = world
+    let before = world.audit.records().len();
+    let err = world
         .runtime
         .invoke("read-files", &world.grant(Rights::READ), r#"{"paths": 7}"#)
         .await
-        .unwrap();
-    let err = run.output.unwrap_err();
-    assert_eq!(err.kind, warden::ToolErrorKind::InvalidInput);
+        .unwrap_err();
     assert!(
-        err.message.contains("input does not match the schema"),
+        matches!(&err, Error::Input(m) if m.starts_with("input does not match the tool's input schema: at /paths: ")),
         "{err}"
     );
+    // Refused before the tool ran: nothing recorded.
+    assert_eq!(world.audit.records().len(), before);
 }
 
 fn manifest_with_pin(world: &World, pin: &str) -> std::path::PathBuf {

@@ -86,6 +86,7 @@ within = "{ws}"
 rights = ["read"]
 [[tools.deployer.deploy]]
 name = "production"
+approval = "none"
 rights = ["deploy"]
 backend = "exec"
 program = "/bin/echo"
@@ -93,6 +94,7 @@ args = ["deployed", "{{artifact}}"]
 labels = ["production"]
 [[tools.deployer.deploy]]
 name = "staging"
+approval = "none"
 rights = ["deploy"]
 backend = "exec"
 program = "/bin/echo"
@@ -112,6 +114,7 @@ port = {other}
 name = "api"
 source = "file:token.txt"
 reveal = true
+approval = "none"
 send-to = ["http://127.0.0.1:{api}"]
 
 [tools.std]

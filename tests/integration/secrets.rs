@@ -26,6 +26,7 @@ timeout = "5s"
 name = "token"
 source = "file:token.txt"
 reveal = true
+approval = "none"
 
 [[tools.probe.secrets]]
 name = "hidden"
@@ -36,11 +37,13 @@ name = "short-lived"
 source = "exec:printf %s short-lived-value-123"
 ttl = "100ms"
 reveal = true
+approval = "none"
 
 [[tools.probe.secrets]]
 name = "broken"
 source = "exec:false"
 reveal = true
+approval = "none"
 
 [[tools.probe.secrets]]
 name = "absent"
@@ -353,7 +356,7 @@ fn the_cli_grants_secrets_by_name_and_redacts_env_values() {
     std::fs::write(
         &m,
         format!(
-            "[tools.probe]\ncomponent = \"{}\"\n[[tools.probe.secrets]]\nname = \"api\"\nsource = \"env:WARDEN_CLI_TEST_TOKEN\"\nreveal = true\n",
+            "[tools.probe]\ncomponent = \"{}\"\n[[tools.probe.secrets]]\nname = \"api\"\nsource = \"env:WARDEN_CLI_TEST_TOKEN\"\nreveal = true\napproval = \"none\"\n",
             crate::SECRET_PROBE
         ),
     )
@@ -463,6 +466,7 @@ async fn no_secret_value_reaches_a_trace_log() {
 name = "api"
 source = "env:WARDEN_TRACE_TEST_TOKEN"
 reveal = true
+approval = "none"
 send-to = ["http://127.0.0.1:{port}"]
 
 [[tools.TOOL.secrets]]
@@ -475,6 +479,7 @@ scheme = "http"
 host = "127.0.0.1"
 port = {port}
 methods = ["GET", "POST"]
+approval = "none"
 "#
     );
     let manifest = format!(

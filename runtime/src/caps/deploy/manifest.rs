@@ -103,7 +103,13 @@ pub(crate) fn section(
             None
         }
     };
-    let approval = c.required(raw.approval, f("approval"));
+    // A deploy changes state outside the task's handles: a person approves
+    // unless security waives it.
+    let approval = c.approval(
+        raw.approval,
+        f("approval"),
+        Some(&format!("deploy target '{name}'")),
+    );
     let labels = c.labels(raw.labels, f("labels"));
     let backend = backend?;
     (c.count() == before).then_some(DeployTarget {

@@ -241,7 +241,7 @@ impl Egress {
                 Vec::new()
             },
             approval: Approval {
-                required: c.rule.approval,
+                required: c.rule.approval.applies(&shown.method),
                 action: "http.send",
                 resource: &shown.resource,
                 args,

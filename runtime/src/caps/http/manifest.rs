@@ -1,8 +1,8 @@
 //! The http section of a tool's manifest entry: `[[tools.NAME.http]]`, one
 //! egress ceiling.
 
-use super::EgressRule;
 use super::check as http_check;
+use super::{EgressApproval, EgressRule};
 use crate::diag::Checker;
 use serde::Deserialize;
 use toml::Spanned;
@@ -104,7 +104,27 @@ pub(crate) fn section(
             ),
         }
     }
-    let approval = c.required(raw.approval, f("approval"));
+    // A method other than GET or HEAD may change state on the other side:
+    // a person approves each such request unless security waives it.
+    let changing: Vec<&str> = methods
+        .iter()
+        .map(String::as_str)
+        .filter(|m| !matches!(*m, "GET" | "HEAD"))
+        .collect();
+    let what = format!("{} to {}", changing.join("/"), raw.host.get_ref());
+    let explicit = raw.approval.as_ref().map(|v| v.get_ref() == "required");
+    let approval = match (
+        c.approval(
+            raw.approval,
+            f("approval"),
+            (!changing.is_empty()).then_some(what.as_str()),
+        ),
+        explicit,
+    ) {
+        (false, _) => EgressApproval::Never,
+        (true, Some(true)) => EgressApproval::Always,
+        (true, _) => EgressApproval::Changing,
+    };
     let labels = c.labels(raw.labels, f("labels"));
     let origin = origin?;
     (c.count() == before).then_some(EgressRule {
@@ -179,7 +199,7 @@ mod tests {
                     6,
                     12,
                     f("approval"),
-                    "approval = 'maybe' (expected \"required\")".to_owned()
+                    "approval = 'maybe' (expected \"required\" or \"none\")".to_owned()
                 ),
             ]
         );

@@ -42,10 +42,35 @@ pub struct EgressRule {
     pub path_prefixes: Vec<String>,
     /// Private, loopback or link-local addresses this host may resolve to.
     pub addresses: Vec<IpAddr>,
-    /// Each request waits for an approver.
-    pub approval: bool,
+    /// Which requests wait for an approver.
+    pub approval: EgressApproval,
     /// Sensitivity labels, for runtime policy.
     pub labels: Vec<String>,
+}
+
+/// Which requests of an egress rule wait for a person's approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EgressApproval {
+    /// None: the rule allows only GET and HEAD, or the manifest waived
+    /// approval (`approval = "none"`).
+    #[default]
+    Never,
+    /// Requests whose method may change state on the other side (not GET
+    /// or HEAD): the default of a rule that allows such a method.
+    Changing,
+    /// Every request (`approval = "required"`).
+    Always,
+}
+
+impl EgressApproval {
+    /// Whether a request with `method` (upper-case) waits for approval.
+    pub fn applies(self, method: &str) -> bool {
+        match self {
+            EgressApproval::Never => false,
+            EgressApproval::Changing => !matches!(method, "GET" | "HEAD"),
+            EgressApproval::Always => true,
+        }
+    }
 }
 
 /// One egress entry of a grant: a URL prefix and, optionally, methods.

@@ -66,7 +66,14 @@ pub(crate) fn section(
             );
         }
     }
-    let approval = c.required(raw.approval, f("approval"));
+    // Revealing a secret's value to the tool exposes it: a person approves
+    // unless security waives it (by-reference use never reveals it).
+    let exposes = format!("revealing secret '{name}'");
+    let approval = c.approval(
+        raw.approval,
+        f("approval"),
+        raw.reveal.then_some(exposes.as_str()),
+    );
     let labels = c.labels(raw.labels, f("labels"));
     let source = source?;
     (c.count() == before).then(|| SecretSpec {
