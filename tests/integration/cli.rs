@@ -233,6 +233,40 @@ fn grants_file_and_task_id() {
 }
 
 #[test]
+fn check_lists_every_approval_waiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = warden_in(
+        &d.join("state"),
+        &["demo", "--dir", &d.display().to_string()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let manifest = d.join("manifest.toml").display().to_string();
+    let o = warden_in(&d.join("state"), &["check", &manifest]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    // The example manifest waives approval for staging only; production
+    // keeps the default (a person approves).
+    let waivers: Vec<&str> = out.lines().filter(|l| l.starts_with("waiver ")).collect();
+    assert_eq!(waivers.len(), 1, "{out}");
+    assert!(
+        waivers[0].ends_with(
+            ": tools.deploy-artifact.deploy[0].approval: deploy target 'staging' runs without approval"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("1 approval waivers"), "{out}");
+    let o = warden_in(&d.join("state"), &["check", "--json", &manifest]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        report["waivers"][0]["field"],
+        "tools.deploy-artifact.deploy[0].approval"
+    );
+    assert_eq!(report["waivers"][0]["what"], "deploy target 'staging'");
+    assert_eq!(report["waivers"].as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn check_and_describe() {
     let world = World::new();
     let o = warden(&["check", &world.manifest.display().to_string()]);

@@ -12,6 +12,9 @@ use warden::{Manifest, RuntimeBuilder};
 struct Report {
     tools: Vec<Value>,
     policies: Option<Value>,
+    /// Each waiver: `file`, `line`, `column`, `field`, `what` (runs
+    /// without a person's approval).
+    waivers: Vec<Value>,
     /// Each problem: `message` always; `file`, `line`, `column`, `field`
     /// where the manifest's diagnostics give them, `tool` for a component.
     problems: Vec<Value>,
@@ -21,7 +24,8 @@ struct Report {
 /// fine, 2 otherwise (3 when the host cannot start). With `json`, one object
 /// on stdout: `{"ok", "manifest", "tools": [{"name", "component",
 /// "identity", "warnings"} or {"name", "component", "error"}], "policies":
-/// {"ids", "files"} or null, "problems": [{"message", …}]}`.
+/// {"ids", "files"} or null, "waivers": [{"file", "line", "column",
+/// "field", "what"}], "problems": [{"message", …}]}`.
 pub async fn check(builder: RuntimeBuilder, path: &Path, json: bool) -> Result<u8, Failure> {
     let report = collect(builder, path).await?;
     if json {
@@ -31,6 +35,7 @@ pub async fn check(builder: RuntimeBuilder, path: &Path, json: bool) -> Result<u
             "manifest": path.display().to_string(),
             "tools": report.tools,
             "policies": report.policies,
+            "waivers": report.waivers,
             "problems": report.problems,
         });
         outln!("{value}")?;
@@ -87,7 +92,24 @@ pub async fn check(builder: RuntimeBuilder, path: &Path, json: bool) -> Result<u
             list(&p["files"])
         )?;
     }
-    outln!("{}: {} tools ok", path.display(), report.tools.len())?;
+    // Actions that would wait for a person by default, run without one:
+    // security reads this list (`approval = "none"` in the manifest).
+    for w in &report.waivers {
+        outln!(
+            "waiver {}:{}:{}: {}: {} runs without approval",
+            shown(str_of(&w["file"])),
+            w["line"],
+            w["column"],
+            shown(str_of(&w["field"])),
+            shown(str_of(&w["what"]))
+        )?;
+    }
+    outln!(
+        "{}: {} tools ok, {} approval waivers",
+        path.display(),
+        report.tools.len(),
+        report.waivers.len()
+    )?;
     Ok(0)
 }
 
@@ -119,6 +141,19 @@ async fn collect(builder: RuntimeBuilder, path: &Path) -> Result<Report, Failure
             return Ok(report);
         }
     };
+    report.waivers = manifest
+        .waivers
+        .iter()
+        .map(|w| {
+            json!({
+                "file": path.display().to_string(),
+                "line": w.line,
+                "column": w.column,
+                "field": w.field,
+                "what": w.what,
+            })
+        })
+        .collect();
     let runtime = builder.manifest(manifest.clone()).build()?;
     for spec in manifest.tools.values() {
         match runtime.describe(&spec.name).await {
