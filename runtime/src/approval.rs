@@ -186,10 +186,28 @@ impl Approver for TerminalApprover {
 }
 
 /// POSTs each request as JSON to a URL and waits for the answer
-/// `{"digest": "…", "approved": true|false, "by": "…"}`.
+/// `{"digest": "…", "approved": true|false, "by": "…"}` (the field names
+/// the approvals endpoint takes too).
+///
+/// With a signing key ([`WebhookApprover::signed_by`]) each request carries
+/// `Warden-Signature: t=UNIX_SECONDS,kid=KID,ed25519=SIG`: an Ed25519
+/// signature (base64url) over `warden-approval/1\n{t}\n{body}`, so a
+/// receiver holding the key's JWKS can tell the request came from this
+/// host, unchanged, and recently. A failure (unreachable, a status other
+/// than 2xx, an answer that is not the expected JSON) is logged with its
+/// reason, and the request is denied.
 pub struct WebhookApprover {
     url: String,
     client: reqwest::Client,
+    signer: Option<Arc<crate::KeyPair>>,
+}
+
+/// The header of a signed webhook request.
+pub const SIGNATURE_HEADER: &str = "warden-signature";
+
+/// What a webhook request's signature covers: `body` sent at `t`.
+pub fn webhook_message(t: u64, body: &str) -> String {
+    format!("warden-approval/1\n{t}\n{body}")
 }
 
 impl WebhookApprover {
@@ -201,7 +219,24 @@ impl WebhookApprover {
         Ok(WebhookApprover {
             url: url.to_owned(),
             client,
+            signer: None,
         })
+    }
+
+    /// Signs every request with `key` (see the type's documentation).
+    pub fn signed_by(mut self, key: Arc<crate::KeyPair>) -> WebhookApprover {
+        self.signer = Some(key);
+        self
+    }
+
+    /// Logs why the webhook gave no answer; the request is then denied.
+    fn failed(&self, why: &str) -> Option<ApprovalAnswer> {
+        tracing::warn!(
+            "approval webhook {}: {}; the request is denied",
+            escape_control(&self.url),
+            escape_control(&crate::policy::gate::cut(why, 512))
+        );
+        None
     }
 }
 
@@ -212,23 +247,58 @@ impl Approver for WebhookApprover {
         let body = serde_json::json!({
             "digest": r.digest, "tool": r.tool, "identity": r.identity, "task": r.task,
             "invocation": r.invocation, "action": r.action, "resource": r.resource, "summary": r.summary,
-        });
-        let resp = self
+        })
+        .to_string();
+        let mut req = self
             .client
             .post(&self.url)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .ok()?;
-        let answer: serde_json::Value = serde_json::from_slice(&resp.bytes().await.ok()?).ok()?;
+            .header("content-type", "application/json");
+        if let Some(key) = &self.signer {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let sig = key.sign_raw(webhook_message(t, &body).as_bytes());
+            req = req.header(
+                SIGNATURE_HEADER,
+                format!("t={t},kid={},ed25519={sig}", key.kid()),
+            );
+        }
+        let resp = match req.body(body).send().await {
+            Ok(resp) => resp,
+            Err(e) => return self.failed(&format!("cannot send the request: {e}")),
+        };
+        let status = resp.status();
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return self.failed(&format!("cannot read the answer: {e}")),
+        };
+        if !status.is_success() {
+            return self.failed(&format!(
+                "answered {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(256)])
+            ));
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            digest: String,
+            approved: bool,
+            by: Option<String>,
+        }
+        let answer: Answer = match serde_json::from_slice(&bytes) {
+            Ok(a) => a,
+            Err(e) => {
+                return self.failed(&format!(
+                    "the answer is not {{\"digest\", \"approved\": true|false, \"by\"}}: {e}"
+                ));
+            }
+        };
         Some(ApprovalAnswer {
-            digest: answer["digest"].as_str()?.to_owned(),
-            approved: answer["approved"].as_bool()?,
+            digest: answer.digest,
+            approved: answer.approved,
             by: format!(
                 "webhook {} ({})",
                 self.url,
-                answer["by"].as_str().unwrap_or("unnamed")
+                answer.by.as_deref().unwrap_or("unnamed")
             ),
         })
     }

@@ -107,6 +107,12 @@ async fn an_approved_write_happens_and_both_sides_are_audited() {
         "{}",
         seen[0].summary
     );
+    // What is written is shown, not only its size and digest.
+    assert!(
+        seen[0].summary.ends_with("; contents: \"approved\""),
+        "{}",
+        seen[0].summary
+    );
     let records = audit.invocation(&inv);
     let asked = records
         .iter()
@@ -124,6 +130,55 @@ async fn an_approved_write_happens_and_both_sides_are_audited() {
         (answer.decision.as_deref(), answer.reason.as_deref()),
         (Some("allow"), Some("approved by script"))
     );
+}
+
+#[tokio::test]
+async fn a_writes_preview_is_redacted_escaped_and_bounded() {
+    let world = World::new();
+    const VALUE: &str = "sk-preview-0123456789abcdef";
+    std::fs::write(world.dir.path().join("token.txt"), VALUE).unwrap();
+    let text = format!(
+        "[tools.gated]\ncomponent = \"{}\"\n[[tools.gated.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\napproval = [\"write\"]\n[[tools.gated.secrets]]\nname = \"token\"\nsource = \"file:token.txt\"\n",
+        crate::FS_PROBE,
+        world.workspace.display()
+    );
+    let path = world.dir.path().join("gated.toml");
+    std::fs::write(&path, text).unwrap();
+    let script = Arc::new(Script {
+        mode: Mode::Approve,
+        seen: Mutex::default(),
+    });
+    let audit = MemorySink::new();
+    let rt = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(audit.clone())
+        .cache_dir(crate::common::shared_cache())
+        .approver(script.clone())
+        .build()
+        .unwrap();
+    let grant = Grant::new("t")
+        .fs("workspace", &world.workspace, Rights::READ | Rights::WRITE)
+        .secret("token");
+    // The secret at the start (found before the preview is cut), a line a
+    // terminal would obey, and far more than a person is shown.
+    let contents = format!("{VALUE}\n\u{1b}[2Jfake prompt\n{}", "x".repeat(100_000));
+    let input = json!({"op": "write", "path": "big.txt", "contents": contents}).to_string();
+    let run = rt.invoke("gated", &grant, &input).await.unwrap();
+    assert!(run.output.is_ok(), "{:?}", run.output);
+    let summary = script.seen.lock().unwrap()[0].summary.clone();
+    assert!(!summary.contains(VALUE), "{summary}");
+    assert!(summary.contains("[REDACTED:token]"), "{summary}");
+    assert!(!summary.contains('\u{1b}'), "{summary}");
+    assert!(summary.contains("fake prompt"), "{summary}");
+    assert!(summary.len() < 2200, "{}", summary.len());
+    assert!(summary.ends_with(" bytes]"), "{summary}");
+    // The trail's record of the request shows the same.
+    let asked = audit
+        .invocation(&run.id)
+        .into_iter()
+        .find(|r| r.event == Event::ApprovalRequested)
+        .unwrap();
+    assert_eq!(asked.message.as_deref(), Some(summary.as_str()));
 }
 
 #[tokio::test]
@@ -280,6 +335,8 @@ async fn a_webhook_approver_answers_for_the_digest_it_was_sent() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let key = Arc::new(warden::KeyPair::from_seed(&[7; 32]));
+    let verifier = warden::Verifier::from_jwks(&key.jwks()).unwrap();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             let mut buf = vec![0u8; 16 << 10];
@@ -298,8 +355,28 @@ async fn a_webhook_approver_answers_for_the_digest_it_was_sent() {
                 }
             };
             let req: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            // Only a request signed by the host's key counts.
+            let text = String::from_utf8_lossy(&buf[..len]).into_owned();
+            let header = text
+                .lines()
+                .find_map(|l| l.strip_prefix("warden-signature: "))
+                .unwrap_or_default()
+                .to_owned();
+            let field = |k: &str| {
+                header
+                    .split(',')
+                    .find_map(|p| p.strip_prefix(k))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let t: u64 = field("t=").parse().unwrap_or(0);
+            let signed = verifier.verify_raw(
+                &field("kid="),
+                warden::approval::webhook_message(t, &body).as_bytes(),
+                &field("ed25519="),
+            );
             // Approve writes, refuse anything under .github/.
-            let ok = !req["resource"].as_str().unwrap_or("").contains(".github/");
+            let ok = signed && !req["resource"].as_str().unwrap_or("").contains(".github/");
             let answer =
                 json!({"digest": req["digest"], "approved": ok, "by": "ci-bot"}).to_string();
             let resp = format!(
@@ -313,7 +390,8 @@ async fn a_webhook_approver_answers_for_the_digest_it_was_sent() {
     let manifest = write_file_gated(&world);
     let approver =
         warden::approval::WebhookApprover::new(&format!("http://127.0.0.1:{port}/approve"))
-            .unwrap();
+            .unwrap()
+            .signed_by(key.clone());
     let audit = MemorySink::new();
     let rt = Runtime::builder()
         .manifest(Manifest::load(&manifest).unwrap())
@@ -342,4 +420,60 @@ async fn a_webhook_approver_answers_for_the_digest_it_was_sent() {
     let run = rt.invoke("write-file", &grant, input).await.unwrap();
     let err = run.output.unwrap_err();
     assert!(err.message.starts_with("denied by webhook"), "{err}");
+    // The same request unsigned: the receiver cannot trust it and refuses.
+    let unsigned =
+        warden::approval::WebhookApprover::new(&format!("http://127.0.0.1:{port}/approve"))
+            .unwrap();
+    let rt = Runtime::builder()
+        .manifest(Manifest::load(&manifest).unwrap())
+        .cache_dir(crate::common::shared_cache())
+        .approver(Arc::new(unsigned))
+        .build()
+        .unwrap();
+    let run = rt
+        .invoke("write-file", &grant, r#"{"path":"ok.txt","content":"y"}"#)
+        .await
+        .unwrap();
+    let err = run.output.unwrap_err();
+    assert!(err.message.starts_with("denied by webhook"), "{err}");
+}
+
+#[test]
+fn a_webhook_that_fails_is_logged_with_the_reason_and_denies() {
+    let world = World::new();
+    let manifest = write_file_gated(&world);
+    let state = world.dir.path().join("state");
+    let dead = {
+        // A port nothing listens on.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let ws = format!("fs:workspace={}:write", world.workspace.display());
+    let hook = format!("webhook=http://127.0.0.1:{dead}/approve");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .env("WARDEN_STATE_DIR", &state)
+        .env("WARDEN_CACHE_DIR", crate::common::shared_cache())
+        .args([
+            "run",
+            "--manifest",
+            &manifest.display().to_string(),
+            "write-file",
+        ])
+        .args(["--grant", &ws, "--approver", &hook])
+        .args([
+            "--audit",
+            &world.dir.path().join("a.jsonl").display().to_string(),
+        ])
+        .args(["--input", r#"{"path":"x.txt","content":"x"}"#])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "approval webhook http://127.0.0.1:{dead}/approve: cannot send the request: "
+        )) && err.contains("the request is denied"),
+        "{err}"
+    );
+    assert!(!world.workspace.join("x.txt").exists());
 }

@@ -956,7 +956,7 @@ async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit(
     let resp = http
         .post(format!("{base}/{}", "0".repeat(64)))
         .bearer_auth(op_token)
-        .body(r#"{"approve": true, "by": "ops"}"#)
+        .body(r#"{"approved": true, "by": "ops"}"#)
         .send()
         .await
         .unwrap();
@@ -964,7 +964,7 @@ async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit(
     let resp = http
         .post(format!("{base}/{digest}"))
         .bearer_auth(op_token)
-        .body(r#"{"approve": true, "by": "ops"}"#)
+        .body(r#"{"approved": true, "by": "ops"}"#)
         .send()
         .await
         .unwrap();

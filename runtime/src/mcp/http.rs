@@ -353,7 +353,7 @@ fn too_large(max: usize) -> Response<Body> {
 /// Serves the pending approvals of `queue` to the operator (never to the
 /// agent: it has its own listener and token):
 /// `GET /approvals` lists them; `POST /approvals/DIGEST` with
-/// `{"approve": true|false, "by": "NAME"}` answers one.
+/// `{"approved": true|false, "by": "NAME"}` (the webhook approver's answer, the same fields) answers one.
 pub async fn serve_approvals(
     listener: TcpListener,
     queue: Arc<crate::approval::QueueApprover>,
@@ -407,7 +407,7 @@ async fn approvals(
             #[derive(serde::Deserialize)]
             #[serde(deny_unknown_fields)]
             struct Answer {
-                approve: bool,
+                approved: bool,
                 by: String,
             }
             let a: Answer = match serde_json::from_slice(&body) {
@@ -416,15 +416,19 @@ async fn approvals(
                     return plain(
                         StatusCode::BAD_REQUEST,
                         &format!(
-                            "bad answer: {e} (expected {{\"approve\": true|false, \"by\": \"NAME\"}})"
+                            "bad answer: {e} (expected {{\"approved\": true|false, \"by\": \"NAME\"}})"
                         ),
                     );
                 }
             };
-            if queue.answer(digest, a.approve, &format!("{} (approvals endpoint)", a.by)) {
+            if queue.answer(
+                digest,
+                a.approved,
+                &format!("{} (approvals endpoint)", a.by),
+            ) {
                 json(
                     StatusCode::OK,
-                    &serde_json::json!({"answered": digest, "approve": a.approve}),
+                    &serde_json::json!({"answered": digest, "approved": a.approved}),
                 )
             } else {
                 plain(

@@ -129,6 +129,10 @@ fn record_size(r: &Record) -> u64 {
             .sum::<u64>()
 }
 
+/// The most bytes of an approval's summary a person (and the trail) is
+/// shown: redacted and escaped first, then cut.
+pub(crate) const MAX_SUMMARY: usize = 2048;
+
 /// `s` whole, or when longer than `max` bytes its first bytes (on a
 /// character boundary) and its length: how a record shows an over-long
 /// string.
@@ -472,7 +476,11 @@ impl Gate {
             invocation: audit.invocation.to_string(),
             action: a.action.to_owned(),
             resource: escape_control(&self.redactor.redact(a.resource)).into_owned(),
-            summary: escape_control(&self.redactor.redact_string((a.summary)())).into_owned(),
+            summary: cut(
+                &escape_control(&self.redactor.redact_string((a.summary)())),
+                MAX_SUMMARY,
+            )
+            .into_owned(),
         };
         let mut r = audit.record(Event::ApprovalRequested);
         r.capability = Some("approval".into());

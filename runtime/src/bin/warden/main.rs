@@ -8,13 +8,15 @@
 mod check;
 mod demo;
 mod logging;
+mod new;
 mod out;
 mod progress;
 mod serve;
 mod trail;
+mod version;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use out::{out, outln};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,7 +30,7 @@ use warden::{
 #[derive(Parser)]
 #[command(
     name = "warden",
-    version,
+    version = version::VERSION.as_str(),
     about = "Run agent tools as Wasm components under per-task grants"
 )]
 struct Cli {
@@ -113,12 +115,30 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Create things: `warden new tool NAME` makes a tool crate.
+    New {
+        #[command(subcommand)]
+        what: NewCommand,
+    },
+    /// Print a shell's completion script, e.g. `warden completions bash >
+    /// ~/.local/share/bash-completion/completions/warden`.
+    Completions {
+        /// bash, elvish, fish, powershell or zsh.
+        shell: clap_complete::Shell,
+    },
     /// Run the bundled example tools on a scratch workspace.
     Demo {
         /// Keep the workspace, manifest and audit trail in DIR.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum NewCommand {
+    /// A tool crate against the guest SDK (builds for wasm32-wasip2 as
+    /// generated); prints the manifest entry to paste.
+    Tool(new::ToolArgs),
 }
 
 #[derive(Subcommand)]
@@ -340,6 +360,17 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 Ok(0)
             }
         },
+        Command::New {
+            what: NewCommand::Tool(args),
+        } => new::tool(args),
+        Command::Completions { shell } => {
+            // Written whole, then printed: the generator panics on a write
+            // error, and stdout may be a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "warden", &mut script);
+            out!("{}", String::from_utf8_lossy(&script))?;
+            Ok(0)
+        }
         Command::Demo { dir } => demo::run(builder(true)?, dir).await.map(|()| 0),
     }
 }
@@ -407,9 +438,14 @@ fn approver(choice: &str) -> anyhow::Result<Arc<dyn Approver>> {
             None => Arc::new(DenyAll),
         },
         other => match other.strip_prefix("webhook=") {
+            // Signed with the identity key, whose public half `warden
+            // identity jwks` prints, so the receiver can verify each request.
             Some(url) => Arc::new(
                 WebhookApprover::new(url)
-                    .map_err(|e| anyhow::anyhow!("--approver {other}: {e}"))?,
+                    .map_err(|e| anyhow::anyhow!("--approver {other}: {e}"))?
+                    .signed_by(Arc::new(load_issuer().with_context(|| {
+                        format!("--approver {other}: cannot load the key that signs its requests")
+                    })?)),
             ),
             None => anyhow::bail!(
                 "unknown approver '{other}' (expected auto, tty, deny or webhook=URL)"

@@ -97,6 +97,9 @@ struct Call<'a> {
     /// Canonical arguments beyond the paths (e.g. a content digest), for
     /// approvals.
     args: String,
+    /// Contents written, shown (redacted, bounded) in an approval's
+    /// summary beside their size and digest.
+    preview: &'a [u8],
     /// The call changes every path beneath a directory it names (a
     /// recursive remove, a rename).
     subtree: bool,
@@ -261,6 +264,7 @@ impl FsView<'_> {
         let resource = format!("{}:{}", handle.name, paths.join(" -> "));
         let approval_action = format!("fs.{action}");
         let args = &call.args;
+        let preview = call.preview;
         let summary = || {
             let mut s = format!(
                 "{action} {} on handle '{}'",
@@ -269,6 +273,15 @@ impl FsView<'_> {
             );
             if !args.is_empty() {
                 s.push_str(&format!(" ({bytes} bytes, {args})"));
+            }
+            if !preview.is_empty() {
+                // The gate redacts the whole summary, then bounds it: a
+                // secret is never cut in two before it is found.
+                let head = &preview[..preview.len().min(PREVIEW_READ)];
+                s.push_str(&format!(
+                    "; contents: \"{}\"",
+                    String::from_utf8_lossy(head)
+                ));
             }
             s
         };
@@ -347,6 +360,11 @@ impl FsView<'_> {
     }
 }
 
+/// The most bytes of written contents an approval summary is made from
+/// (before redaction; the gate then shows at most
+/// [`MAX_SUMMARY`](crate::policy::gate::MAX_SUMMARY) bytes of it).
+const PREVIEW_READ: usize = 64 << 10;
+
 fn digest(contents: &[u8]) -> String {
     format!(
         "sha256 {}",
@@ -362,6 +380,7 @@ fn simple<'a>(action: &'static str, paths: Vec<&'a str>, needs: Rights) -> Call<
         needs,
         bytes: 0,
         args: String::new(),
+        preview: &[],
         subtree: false,
     }
 }
@@ -476,6 +495,7 @@ impl HostDir for FsView<'_> {
         let call = Call {
             bytes: contents.len(),
             args: digest(&contents),
+            preview: &contents,
             ..simple("write", vec![&path], Rights::WRITE)
         };
         self.run(dir, call, |root, r, _| {
@@ -497,6 +517,7 @@ impl HostDir for FsView<'_> {
         let call = Call {
             bytes: contents.len(),
             args: digest(&contents),
+            preview: &contents,
             ..simple("append", vec![&path], Rights::WRITE)
         };
         self.run(dir, call, |root, r, _| {
