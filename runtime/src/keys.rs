@@ -102,6 +102,21 @@ impl KeyPair {
         B64.encode(self.key.sign(message).to_bytes())
     }
 
+    /// The private key as PKCS#8 (RFC 8410), what `jsonwebtoken` signs
+    /// with; kept zeroized when dropped.
+    pub(crate) fn pkcs8(&self) -> Zeroizing<Vec<u8>> {
+        // The fixed PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410,
+        // section 10.3), then the 32-byte seed.
+        const PREFIX: [u8; 16] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        let mut der = Zeroizing::new(Vec::with_capacity(48));
+        der.extend_from_slice(&PREFIX);
+        der.extend_from_slice(self.key.as_bytes());
+        der
+    }
+
     /// The public key set (RFC 7517) that verifies this key's signatures.
     pub fn jwks(&self) -> serde_json::Value {
         serde_json::json!({
@@ -121,41 +136,56 @@ impl KeyPair {
 /// service or an audit verifier would. The default holds no key.
 #[derive(Default)]
 pub struct Verifier {
-    keys: Vec<(String, VerifyingKey)>,
+    /// Each key's id, the key for raw signatures (audit checkpoints), and
+    /// the same key for tokens (`jsonwebtoken`).
+    keys: Vec<(String, VerifyingKey, jsonwebtoken::DecodingKey)>,
 }
 
 impl Verifier {
-    /// The Ed25519 keys of `jwks` (other key types are skipped).
+    /// The Ed25519 keys of `jwks`, read with `jsonwebtoken`'s JWK types
+    /// (other key types are skipped).
     pub fn from_jwks(jwks: &serde_json::Value) -> Result<Verifier, JwksError> {
+        use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
         let bad = |m: &str| JwksError(m.to_owned());
+        let set: JwkSet = serde_json::from_value(jwks.clone())
+            .map_err(|e| JwksError(format!("not a JWK set: {e}")))?;
         let mut keys = Vec::new();
-        for k in jwks["keys"].as_array().ok_or_else(|| bad("no keys"))? {
-            if k["kty"] != "OKP" || k["crv"] != "Ed25519" {
+        for k in &set.keys {
+            let AlgorithmParameters::OctetKeyPair(okp) = &k.algorithm else {
+                continue;
+            };
+            if okp.curve != EllipticCurve::Ed25519 {
                 continue;
             }
-            let x = B64
-                .decode(k["x"].as_str().ok_or_else(|| bad("no x"))?)
-                .map_err(|_| bad("x is not base64url"))?;
+            let x = B64.decode(&okp.x).map_err(|_| bad("x is not base64url"))?;
             let x: [u8; 32] = x.try_into().map_err(|_| bad("x is not 32 bytes"))?;
             let key = VerifyingKey::from_bytes(&x).map_err(|_| bad("x is not an Ed25519 key"))?;
-            keys.push((k["kid"].as_str().unwrap_or_default().to_owned(), key));
+            let decoding = jsonwebtoken::DecodingKey::from_jwk(k)
+                .map_err(|e| JwksError(format!("x is not an Ed25519 key: {e}")))?;
+            let kid = k.common.key_id.clone().unwrap_or_default();
+            keys.push((kid, key, decoding));
         }
         Ok(Verifier { keys })
     }
 
+    /// The token key of `kid`, if the set holds it.
+    pub(crate) fn decoding_key(&self, kid: &str) -> Option<&jsonwebtoken::DecodingKey> {
+        self.keys.iter().find(|(k, ..)| k == kid).map(|(.., d)| d)
+    }
+
     /// The ids of the keys in the set.
     pub fn kids(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().map(|(k, _)| k.as_str())
+        self.keys.iter().map(|(k, ..)| k.as_str())
     }
 
     /// Whether the set holds key `kid`.
     pub fn knows(&self, kid: &str) -> bool {
-        self.keys.iter().any(|(k, _)| k == kid)
+        self.keys.iter().any(|(k, ..)| k == kid)
     }
 
     /// Whether `signature` (base64url) is key `kid`'s signature over `message`.
     pub fn verify_raw(&self, kid: &str, message: &[u8], signature: &str) -> bool {
-        let Some((_, key)) = self.keys.iter().find(|(k, _)| k == kid) else {
+        let Some((_, key, _)) = self.keys.iter().find(|(k, ..)| k == kid) else {
             return false;
         };
         let Ok(sig) = B64.decode(signature) else {

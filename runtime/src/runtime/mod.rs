@@ -333,7 +333,7 @@ impl Runtime {
     /// Calls the tool's `describe` export (with an empty grant).
     async fn ask_describe(&self, loaded: &load::LoadedTool) -> Result<load::Described, Error> {
         let authority = Authority {
-            minter: Arc::new(self.inner.minter(&loaded, &Auditor::discard(), Vec::new())),
+            minter: Arc::new(self.inner.minter(loaded, &Auditor::discard(), Vec::new())),
             fs: FsCtx::default(),
             secrets: Default::default(),
             redactor: Arc::default(),
@@ -341,7 +341,7 @@ impl Runtime {
             deploy: Vec::new(),
         };
         let (mut store, _) = self.inner.store_with_pipes(
-            &loaded,
+            loaded,
             authority,
             Auditor::discard(),
             None,

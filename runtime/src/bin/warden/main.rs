@@ -438,8 +438,7 @@ fn approver(choice: &str) -> anyhow::Result<Arc<dyn Approver>> {
             None => Arc::new(DenyAll),
         },
         other => match other.strip_prefix("webhook=") {
-            // Signed with the identity key, whose public half `warden
-            // identity jwks` prints, so the receiver can verify each request.
+            // Signed with the identity key (`warden identity jwks` prints it).
             Some(url) => Arc::new(
                 WebhookApprover::new(url)
                     .map_err(|e| anyhow::anyhow!("--approver {other}: {e}"))?

@@ -1,6 +1,5 @@
-//! Host side of `warden:tool/fs`: each operation's path check, rights and
-//! size go to the gate as its built-in decision; what passes runs through
-//! the handle's `Dir`.
+//! Host side of `warden:tool/fs`: each operation's path check, rights and size go
+//! to the gate as its built-in decision; what passes runs through the handle's `Dir`.
 
 use super::check::{self, FsRequest};
 use super::path::{self, CheckedPath, PathError};
@@ -97,8 +96,7 @@ struct Call<'a> {
     /// Canonical arguments beyond the paths (e.g. a content digest), for
     /// approvals.
     args: String,
-    /// Contents written, shown (redacted, bounded) in an approval's
-    /// summary beside their size and digest.
+    /// Contents written, shown (redacted, bounded) in an approval's summary.
     preview: &'a [u8],
     /// The call changes every path beneath a directory it names (a
     /// recursive remove, a rename).
@@ -275,13 +273,9 @@ impl FsView<'_> {
                 s.push_str(&format!(" ({bytes} bytes, {args})"));
             }
             if !preview.is_empty() {
-                // The gate redacts the whole summary, then bounds it: a
-                // secret is never cut in two before it is found.
-                let head = &preview[..preview.len().min(PREVIEW_READ)];
-                s.push_str(&format!(
-                    "; contents: \"{}\"",
-                    String::from_utf8_lossy(head)
-                ));
+                // Redacted whole by the gate, then cut (a secret is found before any cut).
+                let head = String::from_utf8_lossy(&preview[..preview.len().min(PREVIEW_READ)]);
+                s.push_str(&format!("; contents: \"{head}\""));
             }
             s
         };
@@ -360,16 +354,12 @@ impl FsView<'_> {
     }
 }
 
-/// The most bytes of written contents an approval summary is made from
-/// (before redaction; the gate then shows at most
-/// [`MAX_SUMMARY`](crate::policy::gate::MAX_SUMMARY) bytes of it).
+/// Bytes of written contents an approval summary is made from (`MAX_SUMMARY` shown).
 const PREVIEW_READ: usize = 64 << 10;
 
 fn digest(contents: &[u8]) -> String {
-    format!(
-        "sha256 {}",
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(contents))
-    )
+    let hash = <sha2::Sha256 as sha2::Digest>::digest(contents);
+    format!("sha256 {}", hex::encode(hash))
 }
 
 /// A call on one path with no arguments beyond it.

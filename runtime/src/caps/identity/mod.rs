@@ -8,13 +8,14 @@
 //! ended (RFC 7662 style), so a downstream service can refuse a token copied
 //! out of the call.
 //!
-//! Tokens are EdDSA (Ed25519) JWS compact serializations.
+//! Tokens are EdDSA (Ed25519) JWTs, made and checked with `jsonwebtoken`:
+//! the algorithm allowlist is EdDSA alone, and verification checks the
+//! signature against the key the header names, `iss` (bound to that key),
+//! `aud`, `exp` and `nbf` with [`LEEWAY_SECS`] of clock skew.
 
 mod host;
 pub(crate) use host::{IdentityStore, IdentityView, add_to_linker};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Longest lifetime of a token, further bounded by the invocation deadline.
 pub const MAX_TOKEN_LIFETIME_SECS: u64 = 300;
+
+/// Clock skew allowed when checking `exp` and `nbf`.
+pub const LEEWAY_SECS: u64 = 5;
 
 /// The claims of a Warden token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +41,8 @@ pub struct Claims {
     /// What the task was granted, e.g. `fs:workspace:read`, `secret:api`.
     pub scope: Vec<String>,
     pub iat: u64,
+    /// Not valid before (the time it was issued).
+    pub nbf: u64,
     pub exp: u64,
 }
 
@@ -63,14 +69,15 @@ impl crate::keys::KeyPair {
 
     /// A signed JWT (EdDSA, JWS compact serialization) of `claims`.
     pub fn sign(&self, claims: &Claims) -> String {
-        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": self.kid()});
-        let signing_input = format!(
-            "{}.{}",
-            B64.encode(header.to_string()),
-            B64.encode(serde_json::to_vec(claims).unwrap_or_default())
-        );
-        let sig = self.sign_raw(signing_input.as_bytes());
-        format!("{signing_input}.{sig}")
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(self.kid().to_owned());
+        let key = jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8());
+        // Signing with a well-formed Ed25519 key and serializable claims
+        // cannot fail; an empty token would fail every verification.
+        jsonwebtoken::encode(&header, claims, &key).unwrap_or_else(|e| {
+            tracing::error!("cannot sign an identity token: {e}");
+            String::new()
+        })
     }
 }
 
@@ -84,51 +91,52 @@ pub(crate) fn now_secs() -> u64 {
 impl crate::keys::Verifier {
     /// Checks the signature, the audience and the expiry; returns the claims.
     pub fn verify(&self, token: &str, audience: &str) -> Result<Claims, IdentityError> {
-        let claims = self.verify_any_audience(token)?;
-        if claims.aud != audience {
-            return Err(IdentityError::Invalid(format!(
-                "audience is {}, not {audience}",
-                claims.aud
-            )));
-        }
-        Ok(claims)
+        self.check(token, Some(audience))
     }
 
-    /// Checks the signature and the expiry, for any audience.
+    /// Checks the signature, the issuer and the validity window, for any
+    /// audience.
     pub fn verify_any_audience(&self, token: &str) -> Result<Claims, IdentityError> {
-        let invalid = |m: &str| IdentityError::Invalid(m.to_owned());
-        let mut parts = token.split('.');
-        let (Some(h), Some(c), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(invalid("not a JWS compact token"));
-        };
-        let header: serde_json::Value =
-            serde_json::from_slice(&B64.decode(h).map_err(|_| invalid("bad header encoding"))?)
-                .map_err(|_| invalid("bad header"))?;
-        if header["alg"] != "EdDSA" {
-            return Err(invalid("alg is not EdDSA"));
+        self.check(token, None)
+    }
+
+    fn check(&self, token: &str, audience: Option<&str>) -> Result<Claims, IdentityError> {
+        use jsonwebtoken::errors::ErrorKind;
+        use jsonwebtoken::{Algorithm, Validation};
+        let invalid = |m: String| IdentityError::Invalid(m);
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| invalid(format!("not a JWT: {e}")))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(invalid(format!("alg is {:?}, not EdDSA", header.alg)));
         }
-        let kid = header["kid"].as_str().unwrap_or_default();
-        if !self.knows(kid) {
-            return Err(invalid("unknown key id"));
+        let kid = header.kid.unwrap_or_default();
+        let key = self
+            .decoding_key(&kid)
+            .ok_or_else(|| invalid("unknown key id".into()))?;
+        let mut v = Validation::new(Algorithm::EdDSA);
+        v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
+        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        v.set_issuer(&[format!("warden:{kid}")]);
+        match audience {
+            Some(a) => v.set_audience(&[a]),
+            None => v.validate_aud = false,
         }
-        let sig = B64
-            .decode(s)
-            .map_err(|_| invalid("bad signature encoding"))?;
-        if sig.len() != 64 {
-            return Err(invalid("bad signature length"));
-        }
-        if !self.verify_raw(kid, format!("{h}.{c}").as_bytes(), s) {
-            return Err(invalid("signature does not verify"));
-        }
-        let claims: Claims =
-            serde_json::from_slice(&B64.decode(c).map_err(|_| invalid("bad claims encoding"))?)
-                .map_err(|e| IdentityError::Invalid(format!("bad claims: {e}")))?;
-        if claims.exp <= now_secs() {
-            return Err(invalid("expired"));
-        }
-        Ok(claims)
+        jsonwebtoken::decode::<Claims>(token, key, &v)
+            .map(|d| d.claims)
+            .map_err(|e| {
+                invalid(match e.kind() {
+                    ErrorKind::ExpiredSignature => "expired".into(),
+                    ErrorKind::ImmatureSignature => "not valid yet (nbf)".into(),
+                    ErrorKind::InvalidAudience => {
+                        format!("audience is not {}", audience.unwrap_or_default())
+                    }
+                    ErrorKind::InvalidIssuer => format!("issuer is not warden:{kid}"),
+                    ErrorKind::InvalidSignature => "signature does not verify".into(),
+                    ErrorKind::MissingRequiredClaim(c) => format!("no {c} claim"),
+                    _ => e.to_string(),
+                })
+            })
     }
 }
 
@@ -199,6 +207,7 @@ impl Minter {
             tool: self.tool.to_string(),
             scope: self.scope.clone(),
             iat,
+            nbf: iat,
             exp: self
                 .deadline
                 .min(iat + MAX_TOKEN_LIFETIME_SECS)
@@ -211,10 +220,12 @@ impl Minter {
 mod tests {
     use super::*;
     use crate::keys::Verifier;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
     fn claims(aud: &str, exp: u64) -> Claims {
         Claims {
-            iss: "warden:x".into(),
+            iss: Issuer::from_seed(&[7; 32]).iss(),
             sub: "sha256:00".into(),
             aud: aud.into(),
             task: "t".into(),
@@ -222,6 +233,7 @@ mod tests {
             tool: "tool".into(),
             scope: vec!["fs:workspace:read".into()],
             iat: now_secs(),
+            nbf: now_secs(),
             exp,
         }
     }
@@ -239,7 +251,8 @@ mod tests {
                 .to_string()
                 .contains("audience")
         );
-        let expired = issuer.sign(&claims("https://api", now_secs() - 1));
+        // Past its expiry by more than the leeway.
+        let expired = issuer.sign(&claims("https://api", now_secs() - LEEWAY_SECS - 1));
         assert!(
             verifier
                 .verify(&expired, "https://api")
@@ -254,6 +267,60 @@ mod tests {
         assert!(verifier.verify(&parts.join("."), "https://api").is_err());
         let other = Issuer::from_seed(&[8; 32]).sign(&claims("https://api", now_secs() + 60));
         assert!(verifier.verify(&other, "https://api").is_err());
+    }
+
+    #[test]
+    fn issuer_validity_window_and_algorithm_are_checked() {
+        let issuer = Issuer::from_seed(&[7; 32]);
+        let verifier = Verifier::from_jwks(&issuer.jwks()).unwrap();
+        let err = |token: &str| {
+            verifier
+                .verify(token, "https://api")
+                .unwrap_err()
+                .to_string()
+        };
+        let now = now_secs();
+        // Within the leeway: still valid.
+        let late = issuer.sign(&claims("https://api", now - 2));
+        assert!(verifier.verify(&late, "https://api").is_ok());
+        // Not valid before a time to come.
+        let mut early = claims("https://api", now + 600);
+        early.nbf = now + 120;
+        assert_eq!(
+            err(&issuer.sign(&early)),
+            "invalid token: not valid yet (nbf)"
+        );
+        // Our key, but another issuer's name.
+        let mut forged = claims("https://api", now + 60);
+        forged.iss = "https://accounts.example".into();
+        assert_eq!(
+            err(&issuer.sign(&forged)),
+            format!("invalid token: issuer is not warden:{}", issuer.kid())
+        );
+        // alg none, and HS256 keyed with the public key (algorithm
+        // confusion): refused before any key is tried.
+        let body = B64.encode(serde_json::to_vec(&claims("https://api", now + 60)).unwrap());
+        let none = format!(
+            "{}.{body}.",
+            B64.encode(format!(r#"{{"alg":"none","kid":"{}"}}"#, issuer.kid()))
+        );
+        assert!(
+            err(&none).starts_with("invalid token: not a JWT"),
+            "{}",
+            err(&none)
+        );
+        let public = B64
+            .decode(issuer.jwks()["keys"][0]["x"].as_str().unwrap())
+            .unwrap();
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = Some(issuer.kid().to_owned());
+        let confused = jsonwebtoken::encode(
+            &h,
+            &claims("https://api", now + 60),
+            &jsonwebtoken::EncodingKey::from_secret(&public).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(err(&confused), "invalid token: alg is HS256, not EdDSA");
     }
 
     #[test]
