@@ -355,7 +355,9 @@ async fn schema_checks(batches: usize, batch: usize) {
         for _ in 0..batches {
             check
                 .batch(batch, async || {
-                    rt.check_input(std::hint::black_box(name), input).await.unwrap();
+                    rt.check_input(std::hint::black_box(name), input)
+                        .await
+                        .unwrap();
                 })
                 .await;
             parse
