@@ -135,8 +135,13 @@ async fn an_approved_write_happens_and_both_sides_are_audited() {
 #[tokio::test]
 async fn a_writes_preview_is_redacted_escaped_and_bounded() {
     let world = World::new();
-    const VALUE: &str = "sk-preview-0123456789abcdef";
-    std::fs::write(world.dir.path().join("token.txt"), VALUE).unwrap();
+    // A long token: its marker is far shorter than it, which is what let a
+    // cut-then-redact preview show a piece of it (below).
+    let value: String = (0..1000u32)
+        .map(|i| char::from(b"0123456789abcdef"[(i * 7 % 16) as usize]))
+        .collect();
+    let value = format!("sk-preview-{value}");
+    std::fs::write(world.dir.path().join("token.txt"), &value).unwrap();
     let text = format!(
         "[tools.gated]\ncomponent = \"{}\"\n[[tools.gated.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\napproval = [\"write\"]\n[[tools.gated.secrets]]\nname = \"token\"\nsource = \"file:token.txt\"\n",
         crate::FS_PROBE,
@@ -161,12 +166,12 @@ async fn a_writes_preview_is_redacted_escaped_and_bounded() {
         .secret("token");
     // The secret at the start (found before the preview is cut), a line a
     // terminal would obey, and far more than a person is shown.
-    let contents = format!("{VALUE}\n\u{1b}[2Jfake prompt\n{}", "x".repeat(100_000));
+    let contents = format!("{value}\n\u{1b}[2Jfake prompt\n{}", "x".repeat(100_000));
     let input = json!({"op": "write", "path": "big.txt", "contents": contents}).to_string();
     let run = rt.invoke("gated", &grant, &input).await.unwrap();
     assert!(run.output.is_ok(), "{:?}", run.output);
     let summary = script.seen.lock().unwrap()[0].summary.clone();
-    assert!(!summary.contains(VALUE), "{summary}");
+    assert!(!summary.contains(&value[..40]), "{summary}");
     assert!(summary.contains("[REDACTED:token]"), "{summary}");
     assert!(!summary.contains('\u{1b}'), "{summary}");
     assert!(summary.contains("fake prompt"), "{summary}");
@@ -179,6 +184,19 @@ async fn a_writes_preview_is_redacted_escaped_and_bounded() {
         .find(|r| r.event == Event::ApprovalRequested)
         .unwrap();
     assert_eq!(asked.message.as_deref(), Some(summary.as_str()));
+
+    // The token over and over, so that redacted copies take little room and
+    // one copy straddles any fixed read-ahead (64 KiB was one): the preview
+    // is redacted whole before it is cut, so no piece of a copy shows.
+    let contents = value.repeat(70);
+    let input = json!({"op": "write", "path": "big.txt", "contents": contents}).to_string();
+    let run = rt.invoke("gated", &grant, &input).await.unwrap();
+    assert!(run.output.is_ok(), "{:?}", run.output);
+    let summary = script.seen.lock().unwrap()[1].summary.clone();
+    assert!(summary.contains("[REDACTED:token]"), "{summary}");
+    assert!(!summary.contains("sk-preview-"), "{summary}");
+    assert!(!summary.contains(&value[200..240]), "{summary}");
+    assert!(summary.len() <= 2048 + 20, "{}", summary.len());
 }
 
 #[tokio::test]

@@ -147,6 +147,26 @@ pub(crate) fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     format!("{}…[{} bytes]", &s[..end], s.len()).into()
 }
 
+/// A redacted summary as a person sees it: escaped, then cut to
+/// [`MAX_SUMMARY`]. Escaping only lengthens text, so only the redacted
+/// text's first `MAX_SUMMARY` bytes are escaped (a write's whole contents
+/// may be megabytes); the length shown is the redacted text's.
+fn summary_shown(redacted: &str) -> String {
+    let mut end = redacted.len().min(MAX_SUMMARY);
+    while !redacted.is_char_boundary(end) {
+        end -= 1;
+    }
+    let head = escape_control(&redacted[..end]);
+    if head.len() <= MAX_SUMMARY && end == redacted.len() {
+        return head.into_owned();
+    }
+    let mut keep = head.len().min(MAX_SUMMARY);
+    while !head.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}…[{} bytes]", &head[..keep], redacted.len())
+}
+
 /// An over-long resource as its refusal record shows it.
 fn shown(s: &str) -> std::borrow::Cow<'_, str> {
     cut(s, SHOWN_OF_LONG)
@@ -476,11 +496,7 @@ impl Gate {
             invocation: audit.invocation.to_string(),
             action: a.action.to_owned(),
             resource: escape_control(&self.redactor.redact(a.resource)).into_owned(),
-            summary: cut(
-                &escape_control(&self.redactor.redact_string((a.summary)())),
-                MAX_SUMMARY,
-            )
-            .into_owned(),
+            summary: summary_shown(&self.redactor.redact_string((a.summary)())),
         };
         let mut r = audit.record(Event::ApprovalRequested);
         r.capability = Some("approval".into());

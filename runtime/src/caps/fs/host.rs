@@ -273,9 +273,12 @@ impl FsView<'_> {
                 s.push_str(&format!(" ({bytes} bytes, {args})"));
             }
             if !preview.is_empty() {
-                // Redacted whole by the gate, then cut (a secret is found before any cut).
-                let head = String::from_utf8_lossy(&preview[..preview.len().min(PREVIEW_READ)]);
-                s.push_str(&format!("; contents: \"{head}\""));
+                // Whole: the gate redacts it before any cut, so no
+                // secret is split where the preview ends.
+                s.push_str(&format!(
+                    "; contents: \"{}\"",
+                    String::from_utf8_lossy(preview)
+                ));
             }
             s
         };
@@ -353,9 +356,6 @@ impl FsView<'_> {
         }
     }
 }
-
-/// Bytes of written contents an approval summary is made from (`MAX_SUMMARY` shown).
-const PREVIEW_READ: usize = 64 << 10;
 
 fn digest(contents: &[u8]) -> String {
     let hash = <sha2::Sha256 as sha2::Digest>::digest(contents);
