@@ -39,6 +39,7 @@ pub mod policy;
 pub mod redact;
 pub mod rights;
 mod runtime;
+mod shape;
 mod state;
 pub mod units;
 

@@ -35,7 +35,7 @@ use crate::caps::deploy::DeployTarget;
 use crate::caps::http::EgressRule;
 use crate::caps::secrets::SecretSpec;
 use crate::caps::{deploy, fs, http, secrets};
-use crate::diag::{Checker, Waiver, check_name, line_col};
+use crate::diag::{Checker, Waiver, check_name};
 use crate::identity::Identity;
 use crate::policy::RuntimePolicy;
 use crate::rights::Rights;
@@ -191,19 +191,15 @@ impl Manifest {
 
     /// Validates manifest text; relative paths are resolved against `base`.
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Manifest, ManifestError> {
-        let raw: RawManifest = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-            ManifestError {
+        // Types and field names first, every problem of them (`shape.rs`);
+        // then what the values mean, on whatever was well-formed.
+        let (raw, shape) = crate::shape::deserialize::<RawManifest>(text);
+        let Some(raw) = raw else {
+            return Err(ManifestError {
                 file: file.to_owned(),
-                problems: vec![Problem {
-                    file: None,
-                    line,
-                    column,
-                    field: String::new(),
-                    message: e.message().trim().to_owned(),
-                }],
-            }
-        })?;
+                problems: shape,
+            });
+        };
         let mut c = Checker::new(text);
         let mut tools = BTreeMap::new();
         for (name, raw_tool) in raw.tools {
@@ -233,7 +229,10 @@ impl Manifest {
             }
         }
         let waivers = c.take_waivers();
-        let problems = c.into_problems();
+        let mut problems = shape;
+        problems.extend(c.into_problems());
+        // In file order; problems in policy files after the manifest's own.
+        problems.sort_by_key(|p| (p.file.is_some(), p.line, p.column));
         if tools.is_empty() && problems.is_empty() {
             return Err(ManifestError {
                 file: file.to_owned(),

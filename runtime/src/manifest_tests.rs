@@ -40,7 +40,7 @@ fn unknown_field_is_reported_with_its_line() {
     .unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.starts_with("m.toml:3:1: unknown field `colour`"),
+        msg.starts_with("m.toml:3:1: tools.t.colour: unknown field `colour`"),
         "{msg}"
     );
     assert!(msg.contains("expected one of `component`"), "{msg}");
@@ -64,8 +64,8 @@ fn every_semantic_problem_is_reported_with_field_and_expectation() {
         fields,
         [
             (2, "tools.t.component"),
-            (4, "tools.t.identity"),
             (3, "tools.t.memory"),
+            (4, "tools.t.identity"),
             (7, "tools.t.fs[0].within"),
             (8, "tools.t.fs[0].rights"),
         ]
@@ -238,4 +238,105 @@ approval = "required"
         ),
         "{err}"
     );
+}
+
+#[test]
+fn every_type_error_is_reported_with_its_field_and_the_expected_form() {
+    let dir = fixture();
+    let err = parse(
+        "[tools.t]\ncomponent = \"t.wasm\"\ntimeout = 5\nmemory = 64\ntimout = \"5s\"\n\
+         [[tools.t.fs]]\nhandle = \"ws\"\nwithin = 7\nrights = [\"read\", 5]\n\
+         [[tools.t.http]]\nscheme = \"https\"\nhost = \"example.com\"\nport = 70000\n\
+         [tools.u]\ncomponent = 3\nlabels = \"x\"\n\
+         [tools.v]\ncomponent = \"gone.wasm\"\n",
+        dir.path(),
+    )
+    .unwrap_err();
+    let got: Vec<(usize, &str, &str)> = err
+        .problems
+        .iter()
+        .map(|p| (p.line, p.field.as_str(), p.message.as_str()))
+        .collect();
+    let expect = [
+        (
+            3,
+            "tools.t.timeout",
+            "expected a duration string like \"5s\" (found integer `5`)",
+        ),
+        (
+            4,
+            "tools.t.memory",
+            "expected a size string like \"64MiB\" (found integer `64`)",
+        ),
+        (
+            5,
+            "tools.t.timout",
+            "unknown field `timout`, expected one of `component`",
+        ),
+        (
+            8,
+            "tools.t.fs[0].within",
+            "expected a string (found integer `7`)",
+        ),
+        (
+            9,
+            "tools.t.fs[0].rights[1]",
+            "expected a list of rights like [\"read\", \"write\"] (found integer `5`)",
+        ),
+        (
+            13,
+            "tools.t.http[0].port",
+            "expected a port number from 1 to 65535 (found integer `70000`)",
+        ),
+        (
+            15,
+            "tools.u.component",
+            "expected a path to a .wasm component, as a string (found integer `3`)",
+        ),
+        (
+            16,
+            "tools.u.labels",
+            "expected a list of strings (found string \"x\")",
+        ),
+        // The meaning of what was well-formed is checked in the same pass.
+        (18, "tools.v.component", "component file"),
+    ];
+    assert_eq!(got.len(), expect.len(), "{got:#?}");
+    for ((line, field, message), want) in got.iter().zip(expect) {
+        assert_eq!((*line, *field), (want.0, want.1), "{got:#?}");
+        assert!(message.starts_with(want.2), "{message} / {}", want.2);
+    }
+    // A required field removed for its type is not reported again as missing.
+    assert!(!err.to_string().contains("missing field"), "{err}");
+}
+
+#[test]
+fn a_missing_required_field_is_reported_once_at_its_table() {
+    let dir = fixture();
+    let err = parse(
+        "[tools.t]\ncomponent = \"t.wasm\"\n[[tools.t.fs]]\nhandle = \"ws\"\nrights = [\"read\"]\n\
+         [tools.u]\ntimeout = \"1s\"\n",
+        dir.path(),
+    )
+    .unwrap_err();
+    let got: Vec<String> = err.to_string().lines().map(str::to_owned).collect();
+    assert_eq!(
+        got,
+        [
+            "m.toml:3:1: tools.t.fs[0]: missing field `within`",
+            "m.toml:6:1: tools.u: missing field `component`",
+        ]
+    );
+}
+
+#[test]
+fn every_syntax_error_is_reported() {
+    let dir = fixture();
+    let err = parse(
+        "[tools.t]\ncomponent = \"t.wasm\nmemory = = 3\n[tools.u\n",
+        dir.path(),
+    )
+    .unwrap_err();
+    assert!(err.problems.len() >= 2, "{err}");
+    assert!(err.problems.iter().all(|p| p.line > 1), "{err}");
 }

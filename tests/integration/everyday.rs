@@ -281,6 +281,48 @@ fn json_of(o: &Output) -> serde_json::Value {
 }
 
 #[test]
+fn check_reports_every_problem_type_errors_included_one_line_each() {
+    let world = World::new();
+    let state = world.dir.path().join("state");
+    let bad = world.dir.path().join("typed.toml");
+    std::fs::write(
+        &bad,
+        "[tools.x]\ncomponent = \"nope.wasm\"\ntimeout = 5\nmemory = 64\n\
+         [[tools.x.fs]]\nhandle = \"w\"\nwithin = 7\nrights = [\"read\", \"exec\"]\n",
+    )
+    .unwrap();
+    let path = bad.display().to_string();
+    let o = warden(&state).args(["check", &path]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let lines: Vec<String> = text(&o.stderr).lines().map(str::to_owned).collect();
+    let want = [
+        format!("error: {path}:2:13: tools.x.component: component file"),
+        format!(
+            "error: {path}:3:11: tools.x.timeout: expected a duration string like \"5s\" (found integer `5`)"
+        ),
+        format!(
+            "error: {path}:4:10: tools.x.memory: expected a size string like \"64MiB\" (found integer `64`)"
+        ),
+        format!("error: {path}:7:10: tools.x.fs[0].within: expected a string (found integer `7`)"),
+        format!("error: {path}: 4 problems (each above)"),
+    ];
+    assert_eq!(lines.len(), want.len(), "{lines:#?}");
+    for (line, want) in lines.iter().zip(&want) {
+        assert!(line.starts_with(want.as_str()), "{line}\n{want}");
+    }
+    // `run` with the same manifest: the same problems, one line each.
+    let o = warden(&state)
+        .args(["run", "--manifest", &path, "x", "--input", "{}"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let stderr = text(&o.stderr);
+    let run: Vec<&str> = stderr.lines().collect();
+    assert_eq!(run.len(), 4, "{run:#?}");
+    assert!(run[1].starts_with(&want[1]), "{run:#?}");
+}
+
+#[test]
 fn check_prints_json_with_every_problem() {
     let world = World::new();
     let state = world.dir.path().join("state");

@@ -70,12 +70,17 @@ pub async fn check(builder: RuntimeBuilder, path: &Path, json: bool) -> Result<u
         )));
     }
     if !report.problems.is_empty() {
-        let all: Vec<&str> = report
-            .problems
-            .iter()
-            .map(|p| str_of(&p["message"]))
-            .collect();
-        return Err(usage(anyhow::anyhow!("{}", all.join("\n"))));
+        // One line each (escaped one by one: a line break in a message
+        // cannot start a line of its own), then how many.
+        for p in &report.problems {
+            eprintln!("error: {}", shown(str_of(&p["message"])));
+        }
+        let n = report.problems.len();
+        return Err(usage(anyhow::anyhow!(
+            "{}: {n} problem{} (each above)",
+            path.display(),
+            if n == 1 { "" } else { "s" }
+        )));
     }
     if let Some(p) = &report.policies {
         let list = |v: &Value| {

@@ -243,34 +243,10 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(f) if f.error.is::<out::Closed>() => ExitCode::from(f.code),
         Err(f) => {
-            eprintln!("error: {}", error_text(&f.error, verbose));
+            out::error(&f.error, verbose);
             ExitCode::from(f.code)
         }
     }
-}
-
-/// An error chain as the CLI prints it: one line (`a: b: c`), or with
-/// `verbose` each cause on a line of its own (and the backtrace, when one
-/// was captured); either way with control characters escaped, since a
-/// tool's message, a manifest path or a tool-chosen path can be anywhere in
-/// the chain.
-fn error_text(error: &anyhow::Error, verbose: bool) -> String {
-    if !verbose {
-        return shown(&format!("{error:#}")).into_owned();
-    }
-    let mut out = shown(&error.to_string()).into_owned();
-    let causes: Vec<String> = error.chain().skip(1).map(|c| c.to_string()).collect();
-    if !causes.is_empty() {
-        out.push_str("\n\nCaused by:");
-        for (i, c) in causes.iter().enumerate() {
-            out.push_str(&format!("\n    {i}: {}", shown(c)));
-        }
-    }
-    let trace = error.backtrace();
-    if trace.status() == std::backtrace::BacktraceStatus::Captured {
-        out.push_str(&format!("\n\nStack backtrace:\n{trace}"));
-    }
-    out
 }
 
 /// `text` with control characters escaped, for the operator's terminal.

@@ -6,9 +6,10 @@
 //! process ended by SIGPIPE, as `cat` would be), any other write error is a
 //! host failure (status 3) naming stdout.
 
-use crate::Failure;
+use crate::{Failure, shown};
 use std::fmt;
 use std::io::Write as _;
+use warden::manifest::ManifestError;
 
 /// The reader of stdout went away: the command stops, and nothing is
 /// printed about it.
@@ -68,3 +69,45 @@ macro_rules! out {
 }
 
 pub(crate) use {out, outln};
+
+/// Prints a command's error on stderr: a manifest's problems one line
+/// each (as `warden check` lists them), anything else as [`error_text`].
+pub fn error(error: &anyhow::Error, verbose: bool) {
+    let manifest = error
+        .chain()
+        .find_map(|e| match e.downcast_ref::<warden::Error>() {
+            Some(warden::Error::Manifest(m)) => Some(m),
+            _ => e.downcast_ref::<ManifestError>(),
+        });
+    match manifest {
+        Some(m) if !verbose => m
+            .to_string()
+            .lines()
+            .for_each(|line| eprintln!("error: {}", shown(line))),
+        _ => eprintln!("error: {}", error_text(error, verbose)),
+    }
+}
+
+/// An error chain as the CLI prints it: one line (`a: b: c`), or with
+/// `verbose` each cause on a line of its own (and the backtrace, when one
+/// was captured); either way with control characters escaped, since a
+/// tool's message, a manifest path or a tool-chosen path can be anywhere in
+/// the chain.
+fn error_text(error: &anyhow::Error, verbose: bool) -> String {
+    if !verbose {
+        return shown(&format!("{error:#}")).into_owned();
+    }
+    let mut out = shown(&error.to_string()).into_owned();
+    let causes: Vec<String> = error.chain().skip(1).map(|c| c.to_string()).collect();
+    if !causes.is_empty() {
+        out.push_str("\n\nCaused by:");
+        for (i, c) in causes.iter().enumerate() {
+            out.push_str(&format!("\n    {i}: {}", shown(c)));
+        }
+    }
+    let trace = error.backtrace();
+    if trace.status() == std::backtrace::BacktraceStatus::Captured {
+        out.push_str(&format!("\n\nStack backtrace:\n{trace}"));
+    }
+    out
+}
