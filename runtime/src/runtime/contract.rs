@@ -9,6 +9,9 @@
 //!
 //! - no `$ref` reaches outside the schema (the validator is built without
 //!   file or network retrieval);
+//! - a schema whose `anyOf`/`oneOf`/`allOf`/`$ref` nesting could cost
+//!   the host more than a bounded number of checks per value is refused
+//!   (`schema_cost.rs`): validation runs outside the tool's deadline;
 //! - `pattern` uses the linear-time `regex` engine, so an input cannot
 //!   make a pattern backtrack for ever;
 //! - error messages name where (a JSON pointer) and what was expected, not
@@ -44,6 +47,8 @@ impl Contract {
     /// which schema is invalid and why.
     pub(crate) fn new(input: &Value, output: Option<&Value>) -> Result<Contract, String> {
         let compile = |schema: &Value, which: &str| {
+            super::schema_cost::bound(schema)
+                .map_err(|e| format!("its {which} schema is refused: {e}"))?;
             jsonschema::options()
                 .with_pattern_options(PatternOptions::regex())
                 .build(schema)
@@ -86,17 +91,70 @@ fn problems(schema: &Validator, value: &Value) -> Option<String> {
     let mut listed: Vec<String> = all
         .by_ref()
         .take(SHOWN)
-        .map(|e| {
-            let at = e.instance_path().as_str();
-            let at = if at.is_empty() { "/" } else { at };
-            format!("at {}: {}", crate::policy::gate::cut(at, 200), e.masked())
-        })
+        .map(|e| format!("at {}: {}", pointer(e.instance_path().as_str()), what(&e)))
         .collect();
     let more = all.count();
     if more > 0 {
         listed.push(format!("and {more} more"));
     }
     Some(listed.join("; "))
+}
+
+/// The most bytes of a JSON pointer or of a property name an error shows.
+const SHOWN_BYTES: usize = 200;
+
+/// A value's JSON pointer, shortened to whole segments when long: a key
+/// is shown whole or not at all, so a secret in it is never cut to a piece
+/// that redaction would not recognize.
+fn pointer(at: &str) -> String {
+    if at.is_empty() {
+        return "/".into();
+    }
+    if at.len() <= SHOWN_BYTES {
+        return at.into();
+    }
+    let mut shown = String::new();
+    for segment in at.split('/').skip(1) {
+        if shown.len() + segment.len() + 1 > SHOWN_BYTES {
+            shown.push_str("/…");
+            break;
+        }
+        shown.push('/');
+        shown.push_str(segment);
+    }
+    shown
+}
+
+/// What was expected, without the value found (masked). Property names
+/// are the instance's: they are shown only when short and printable, and
+/// a `propertyNames` failure never shows the name.
+fn what(e: &jsonschema::ValidationError<'_>) -> String {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    let names = |unexpected: &[String], which: &str| {
+        let plain = unexpected
+            .iter()
+            .all(|n| n.len() <= 64 && !n.chars().any(char::is_control));
+        if plain && unexpected.iter().map(String::len).sum::<usize>() <= SHOWN_BYTES {
+            let list: Vec<String> = unexpected.iter().map(|n| format!("'{n}'")).collect();
+            format!(
+                "{which} properties are not allowed ({} unexpected)",
+                list.join(", ")
+            )
+        } else {
+            format!(
+                "{which} properties are not allowed ({} unexpected)",
+                unexpected.len()
+            )
+        }
+    };
+    match e.kind() {
+        Kind::AdditionalProperties { unexpected } => names(unexpected, "additional"),
+        Kind::UnevaluatedProperties { unexpected } => names(unexpected, "unevaluated"),
+        Kind::PropertyNames { .. } => {
+            "a property name does not match the schema's propertyNames".into()
+        }
+        _ => e.masked().to_string(),
+    }
 }
 
 /// Rewrites the integer formats schemars writes, which no JSON Schema
@@ -176,6 +234,49 @@ mod tests {
     }
 
     #[test]
+    fn property_names_are_shown_only_when_short_and_plain() {
+        let c = contract(
+            json!({"type": "object", "additionalProperties": false,
+                   "properties": {"a": {"propertyNames": {"maxLength": 3}}}}),
+            None,
+        );
+        let e = c.check_input(&json!({"extra": 1})).unwrap_err();
+        assert!(e.contains("('extra' unexpected)"), "{e}");
+        let long = "k".repeat(500);
+        let e = c.check_input(&json!({long.clone(): 1})).unwrap_err();
+        assert!(
+            e.ends_with("at /: additional properties are not allowed (1 unexpected)"),
+            "{e}"
+        );
+        let e = c.check_input(&json!({"x\u{1b}[2J": 1})).unwrap_err();
+        assert!(!e.contains('\u{1b}'), "{e}");
+        // propertyNames: the name is the value that failed, never shown.
+        let e = c
+            .check_input(&json!({"a": {"sk-secret-name": 1}}))
+            .unwrap_err();
+        assert!(!e.contains("sk-secret"), "{e}");
+        assert!(e.contains("propertyNames"), "{e}");
+    }
+
+    #[test]
+    fn a_long_pointer_is_shortened_to_whole_segments() {
+        let key = format!("sk-{}", "s".repeat(250));
+        let c = contract(
+            json!({"type": "object", "additionalProperties": {"type": "object",
+                   "additionalProperties": {"type": "integer"}}}),
+            None,
+        );
+        let e = c
+            .check_input(&json!({"first": {key.clone(): "x"}}))
+            .unwrap_err();
+        assert!(
+            e.starts_with("input does not match the tool's input schema: at /first/…: "),
+            "{e}"
+        );
+        assert!(!e.contains("sk-"), "{e}");
+    }
+
+    #[test]
     fn at_most_three_problems_are_listed() {
         let c = contract(json!({"type": "array", "items": {"type": "string"}}), None);
         let e = c.check_input(&json!([1, 2, 3, 4, 5, 6])).unwrap_err();
@@ -205,7 +306,7 @@ mod tests {
         for r in ["https://example.com/s.json", "file:///etc/passwd"] {
             let e = Contract::new(&json!({"$ref": r}), None).unwrap_err();
             assert!(
-                e.starts_with("its input schema is not a valid JSON Schema"),
+                e.starts_with("its input schema is refused: its $ref"),
                 "{e}"
             );
         }
@@ -215,6 +316,26 @@ mod tests {
         let started = std::time::Instant::now();
         assert!(c.check_input(&Value::String(hostile)).is_err());
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_schema_that_could_cost_exponential_work_is_refused_at_compile() {
+        // 30 levels of a two-way oneOf, each a $ref to the next: 2^30
+        // evaluations for one string.
+        let mut defs = serde_json::Map::new();
+        for i in 0..30 {
+            let next = json!({"$ref": format!("#/$defs/a{}", i + 1)});
+            defs.insert(format!("a{i}"), json!({"oneOf": [next.clone(), next]}));
+        }
+        defs.insert("a30".into(), json!({"type": "string"}));
+        let hostile = json!({"$defs": defs, "$ref": "#/$defs/a0"});
+        let started = std::time::Instant::now();
+        let e = Contract::new(&json!({}), Some(&hostile)).unwrap_err();
+        assert!(
+            e.starts_with("its output schema is refused: it could make the host evaluate over"),
+            "{e}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

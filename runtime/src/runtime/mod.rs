@@ -4,6 +4,7 @@
 //! - `load.rs`: compiling, caching and linking a tool;
 //! - `contract.rs`: the tool's schemas, checked on every call's input and
 //!   output;
+//! - `schema_cost.rs`: the bound on what a schema can cost per value;
 //! - `invoke.rs`: one invocation, from its input to its end record;
 //! - `outcome.rs`: what a tool's result becomes (limits, tool errors, redaction).
 
@@ -12,6 +13,7 @@ mod contract;
 mod invoke;
 mod load;
 mod outcome;
+mod schema_cost;
 
 pub use builder::RuntimeBuilder;
 
