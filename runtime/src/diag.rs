@@ -68,7 +68,7 @@ impl std::fmt::Display for Waiver {
 }
 
 /// Tool and handle names: lower-case letters, digits, `-` and `_`.
-pub(crate) fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())

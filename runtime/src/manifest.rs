@@ -35,7 +35,7 @@ use crate::caps::deploy::DeployTarget;
 use crate::caps::http::EgressRule;
 use crate::caps::secrets::SecretSpec;
 use crate::caps::{deploy, fs, http, secrets};
-use crate::diag::{Checker, Waiver, check_name};
+use crate::diag::{Checker, Waiver};
 use crate::identity::Identity;
 use crate::policy::RuntimePolicy;
 use crate::rights::Rights;
@@ -50,7 +50,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 pub use crate::caps::fs::manifest::FsCeiling;
-pub use crate::diag::{MAX_TIMEOUT, Problem};
+pub use crate::diag::{MAX_TIMEOUT, Problem, check_name};
 pub use crate::policy::gate::AuditBudget;
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

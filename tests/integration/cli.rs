@@ -149,7 +149,7 @@ fn exit_2_for_bad_grants_manifests_and_input() {
     let o = warden(&["run", "--manifest", &bad.display().to_string(), "x"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("bad.toml:3:1: unknown field `rights`"),
+        stderr(&o).contains("bad.toml:3:1: tools.x.rights: unknown field `rights`"),
         "{}",
         stderr(&o)
     );

@@ -147,23 +147,16 @@ pub(crate) fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     format!("{}…[{} bytes]", &s[..end], s.len()).into()
 }
 
-/// A redacted summary as a person sees it: escaped, then cut to
-/// [`MAX_SUMMARY`]. Escaping only lengthens text, so only the redacted
-/// text's first `MAX_SUMMARY` bytes are escaped (a write's whole contents
-/// may be megabytes); the length shown is the redacted text's.
+/// A redacted summary as a person sees it: escaped, cut to [`MAX_SUMMARY`].
+/// Escaping only lengthens, so only the first `MAX_SUMMARY` bytes are
+/// escaped (a write's contents may be megabytes).
 fn summary_shown(redacted: &str) -> String {
-    let mut end = redacted.len().min(MAX_SUMMARY);
-    while !redacted.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = redacted.floor_char_boundary(MAX_SUMMARY);
     let head = escape_control(&redacted[..end]);
     if head.len() <= MAX_SUMMARY && end == redacted.len() {
         return head.into_owned();
     }
-    let mut keep = head.len().min(MAX_SUMMARY);
-    while !head.is_char_boundary(keep) {
-        keep -= 1;
-    }
+    let keep = head.floor_char_boundary(MAX_SUMMARY);
     format!("{}…[{} bytes]", &head[..keep], redacted.len())
 }
 

@@ -72,10 +72,16 @@ pub async fn check(builder: RuntimeBuilder, path: &Path, json: bool) -> Result<u
     if !report.problems.is_empty() {
         // One line each (escaped one by one: a line break in a message
         // cannot start a line of its own), then how many.
+        let n = report.problems.len();
+        if n == 1 {
+            return Err(usage(anyhow::anyhow!(
+                "{}",
+                str_of(&report.problems[0]["message"])
+            )));
+        }
         for p in &report.problems {
             eprintln!("error: {}", shown(str_of(&p["message"])));
         }
-        let n = report.problems.len();
         return Err(usage(anyhow::anyhow!(
             "{}: {n} problem{} (each above)",
             path.display(),

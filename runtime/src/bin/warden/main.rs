@@ -452,17 +452,7 @@ fn build_grant(
 
 /// A tool's name as the manifest allows it.
 pub(crate) fn check_tool_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err("expected a tool name: 1 to 64 lower-case letters, digits, '-' or '_', starting with a letter or digit".into())
-    }
+    warden::manifest::check_name(name).map_err(|e| format!("expected a tool name: {e}"))
 }
 
 /// `--input`: JSON text, `@FILE`, or `@-` for standard input.
