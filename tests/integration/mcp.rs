@@ -50,7 +50,7 @@ impl ClientHandler for Client {
             self.asked.lock().unwrap().push(message);
         }
         Ok(ElicitResult::new(ElicitationAction::Accept)
-            .with_content(json!({"approve": self.approve})))
+            .with_content(json!({"approved": self.approve})))
     }
 
     async fn on_progress(
@@ -856,7 +856,7 @@ async fn on_the_current_protocol_approvals_are_input_required_round_trips() {
     forged.request_state = Some("0".repeat(32));
     forged.input_responses = Some(InputResponses::from([(
         "approval".to_owned(),
-        json!({"action": "accept", "content": {"approve": true}}),
+        json!({"action": "accept", "content": {"approved": true}}),
     )]));
     let e = client.call_tool_once(forged.clone()).await.unwrap_err();
     assert!(
@@ -868,7 +868,7 @@ async fn on_the_current_protocol_approvals_are_input_required_round_trips() {
     answer.request_state = Some(state.clone());
     answer.input_responses = Some(InputResponses::from([(
         "approval".to_owned(),
-        json!({"action": "accept", "content": {"approve": false}}),
+        json!({"action": "accept", "content": {"approved": false}}),
     )]));
     let CallToolResponse::Complete(r) = client.call_tool_once(answer.clone()).await.unwrap() else {
         panic!("expected a result");

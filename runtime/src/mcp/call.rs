@@ -477,7 +477,7 @@ fn prompt(r: &ApprovalRequest) -> ElicitRequestParams {
         r.action, r.resource, r.tool, r.identity, r.task, r.summary
     );
     let schema = ElicitationSchema::new(BTreeMap::from([(
-        "approve".to_owned(),
+        "approved".to_owned(),
         PrimitiveSchemaDefinition::Boolean(
             BooleanSchema::new()
                 .title("Approve")
@@ -491,9 +491,10 @@ fn prompt(r: &ApprovalRequest) -> ElicitRequestParams {
     }
 }
 
-/// Whether an elicitation answer approves: accepted, with `approve: true`.
+/// Whether an elicitation answer approves: accepted, with `approved: true`
+/// (the answer field the webhook and the approvals endpoint use too).
 fn approves(answer: &Value) -> bool {
-    answer["action"] == "accept" && answer["content"]["approve"] == true
+    answer["action"] == "accept" && answer["content"]["approved"] == true
 }
 
 fn failure(message: String) -> CallToolResult {

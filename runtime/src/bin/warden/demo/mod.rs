@@ -308,7 +308,7 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
             input: deploy.into(),
         },
         Step {
-            title: "the same deploy from a release task: the policy allows it",
+            title: "the same deploy from a release task: the policy allows it, and a person approves it (deploy targets wait for approval unless waived; the demo approves)",
             flags: [
                 vec!["--label".to_owned(), "release".to_owned()],
                 grants(&[
