@@ -22,16 +22,35 @@
 //! and TypeScript clients warn about, become the range they stand for
 //! ([`standard_formats`]).
 
+use super::schema_cost::Bound;
 use jsonschema::{PatternOptions, Validator};
 use serde_json::Value;
 
 /// The most schema problems one error lists.
 pub(crate) const SHOWN: usize = 3;
 
+/// The most work one check may take: values times the schema's bound on
+/// evaluations per value (about 50 ms at worst on this machine).
+const MOST_EVALUATIONS: u64 = 10_000_000;
+/// The most string and key bytes one check may scan per regular expression
+/// in the schema (a pattern costs up to a few µs per byte).
+const MOST_PATTERN_BYTES: u64 = 256 << 10;
+/// The largest compiled pattern (the regex crate's size limit): the
+/// patterns that cost most per byte are larger.
+const PATTERN_SIZE: usize = 64 << 10;
+/// The most problems counted after the ones listed.
+const COUNTED: usize = 1_000;
+
 /// A tool's compiled schemas.
 pub(crate) struct Contract {
-    input: Validator,
-    output: Option<Validator>,
+    input: Checked,
+    output: Option<Checked>,
+}
+
+/// One compiled schema and what checking a value against it may cost.
+struct Checked {
+    validator: Validator,
+    bound: Bound,
 }
 
 impl std::fmt::Debug for Contract {
@@ -47,12 +66,13 @@ impl Contract {
     /// which schema is invalid and why.
     pub(crate) fn new(input: &Value, output: Option<&Value>) -> Result<Contract, String> {
         let compile = |schema: &Value, which: &str| {
-            super::schema_cost::bound(schema)
+            let bound = super::schema_cost::bound(schema)
                 .map_err(|e| format!("its {which} schema is refused: {e}"))?;
-            jsonschema::options()
-                .with_pattern_options(PatternOptions::regex())
+            let validator = jsonschema::options()
+                .with_pattern_options(PatternOptions::regex().size_limit(PATTERN_SIZE))
                 .build(schema)
-                .map_err(|e| format!("its {which} schema is not a valid JSON Schema: {e}"))
+                .map_err(|e| format!("its {which} schema is not a valid JSON Schema: {e}"))?;
+            Ok::<_, String>(Checked { validator, bound })
         };
         Ok(Contract {
             input: compile(input, "input")?,
@@ -62,7 +82,8 @@ impl Contract {
 
     /// Checks a call's input (already parsed) against the input schema.
     pub(crate) fn check_input(&self, input: &Value) -> Result<(), String> {
-        problems(&self.input, input)
+        self.input
+            .problems(input, "input")
             .map(|p| format!("input does not match the tool's input schema: {p}"))
             .map_or(Ok(()), Err)
     }
@@ -75,29 +96,75 @@ impl Contract {
         };
         let value: Value = serde_json::from_str(output)
             .map_err(|e| format!("the tool returned output that is not JSON: {e}"))?;
-        problems(schema, &value)
+        schema
+            .problems(&value, "output")
             .map(|p| format!("the tool's output does not match its output schema: {p}"))
             .map_or(Ok(()), Err)
     }
 }
 
-/// The first [`SHOWN`] problems of `value` against `schema`, each as
-/// `at POINTER: what was expected`; `None` when it matches.
-fn problems(schema: &Validator, value: &Value) -> Option<String> {
-    if schema.is_valid(value) {
-        return None;
+impl Checked {
+    /// The first [`SHOWN`] problems of `value`, each as `at POINTER: what
+    /// was expected`; `None` when it matches. A value too large for what
+    /// the schema may cost per value is one problem, found before any
+    /// validation.
+    fn problems(&self, value: &Value, which: &str) -> Option<String> {
+        if let Err(e) = self.affordable(value, which) {
+            return Some(e);
+        }
+        if self.validator.is_valid(value) {
+            return None;
+        }
+        let mut all = self.validator.iter_errors(value);
+        let mut listed: Vec<String> = all
+            .by_ref()
+            .take(SHOWN)
+            .map(|e| format!("at {}: {}", pointer(e.instance_path().as_str()), what(&e)))
+            .collect();
+        match all.take(COUNTED + 1).count() {
+            0 => {}
+            n if n > COUNTED => listed.push(format!("and over {COUNTED} more")),
+            n => listed.push(format!("and {n} more")),
+        }
+        Some(listed.join("; "))
     }
-    let mut all = schema.iter_errors(value);
-    let mut listed: Vec<String> = all
-        .by_ref()
-        .take(SHOWN)
-        .map(|e| format!("at {}: {}", pointer(e.instance_path().as_str()), what(&e)))
-        .collect();
-    let more = all.count();
-    if more > 0 {
-        listed.push(format!("and {more} more"));
+
+    /// Refuses a value whose check could cost more than the host spends on
+    /// one: its values times the schema's evaluations per value, and its
+    /// string bytes times the schema's patterns.
+    fn affordable(&self, value: &Value, which: &str) -> Result<(), String> {
+        let (mut values, mut bytes) = (0u64, 0u64);
+        let mut stack = vec![value];
+        while let Some(v) = stack.pop() {
+            values += 1;
+            match v {
+                Value::String(s) => bytes += s.len() as u64,
+                Value::Array(items) => stack.extend(items),
+                Value::Object(map) => {
+                    bytes += map.keys().map(|k| k.len() as u64).sum::<u64>();
+                    stack.extend(map.values());
+                }
+                _ => {}
+            }
+        }
+        let evaluations = values.saturating_mul(self.bound.per_value);
+        if evaluations > MOST_EVALUATIONS {
+            return Err(format!(
+                "at /: the {which} is too large for the tool's schema: {values} values, each \
+                 costing up to {} schema evaluations (at most {MOST_EVALUATIONS} in all)",
+                self.bound.per_value
+            ));
+        }
+        if bytes.saturating_mul(self.bound.patterns) > MOST_PATTERN_BYTES {
+            return Err(format!(
+                "at /: the {which} is too large for the tool's schema: {bytes} bytes of strings \
+                 and keys, each scanned by up to {} patterns (at most {MOST_PATTERN_BYTES} \
+                 bytes times patterns)",
+                self.bound.patterns
+            ));
+        }
+        Ok(())
     }
-    Some(listed.join("; "))
 }
 
 /// The most bytes of a JSON pointer or of a property name an error shows.
@@ -110,9 +177,6 @@ fn pointer(at: &str) -> String {
     if at.is_empty() {
         return "/".into();
     }
-    if at.len() <= SHOWN_BYTES {
-        return at.into();
-    }
     let mut shown = String::new();
     for segment in at.split('/').skip(1) {
         if shown.len() + segment.len() + 1 > SHOWN_BYTES {
@@ -120,7 +184,12 @@ fn pointer(at: &str) -> String {
             break;
         }
         shown.push('/');
-        shown.push_str(segment);
+        // A key is the instance's: shown only when printable.
+        if segment.chars().any(|c| c.is_control()) {
+            shown.push('…');
+        } else {
+            shown.push_str(segment);
+        }
     }
     shown
 }
@@ -153,7 +222,8 @@ fn what(e: &jsonschema::ValidationError<'_>) -> String {
         Kind::PropertyNames { .. } => {
             "a property name does not match the schema's propertyNames".into()
         }
-        _ => e.masked().to_string(),
+        // The schema's own text (a pattern, a format) is the tool's.
+        _ => crate::redact::escape_control(&e.masked().to_string()).into_owned(),
     }
 }
 
@@ -250,6 +320,11 @@ mod tests {
         );
         let e = c.check_input(&json!({"x\u{1b}[2J": 1})).unwrap_err();
         assert!(!e.contains('\u{1b}'), "{e}");
+        // Nor in a pointer: a segment that is not printable is elided.
+        let typed = contract(json!({"additionalProperties": {"type": "integer"}}), None);
+        let e = typed.check_input(&json!({"\u{1b}[2J": "x"})).unwrap_err();
+        assert!(e.contains("at /…: "), "{e}");
+        assert!(!e.contains('\u{1b}'), "{e}");
         // propertyNames: the name is the value that failed, never shown.
         let e = c
             .check_input(&json!({"a": {"sk-secret-name": 1}}))
@@ -274,6 +349,34 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("sk-"), "{e}");
+    }
+
+    #[test]
+    fn a_check_that_would_cost_too_much_is_refused_before_it_runs() {
+        // 999 evaluations per value is within the bound; 1 MiB of values
+        // would be half a billion of them.
+        let all: Vec<Value> = (0..998).map(|i| json!({"minimum": -i})).collect();
+        let c = contract(json!({"items": {"allOf": all}}), None);
+        let zeros = Value::Array(vec![json!(0); 20_000]);
+        let started = std::time::Instant::now();
+        let e = c.check_input(&zeros).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        assert!(
+            e.contains("at /: the input is too large for the tool's schema: 20001 values"),
+            "{e}"
+        );
+        // A pattern on a megabyte of strings, likewise.
+        let c = contract(json!({"type": "string", "pattern": "a[ab]{100}c"}), None);
+        let e = c
+            .check_input(&Value::String("ab".repeat(200_000)))
+            .unwrap_err();
+        assert!(e.contains("400000 bytes of strings"), "{e}");
+        // Errors past the listed ones are counted up to a point.
+        let c = contract(json!({"items": {"type": "string"}}), None);
+        let e = c
+            .check_input(&Value::Array(vec![json!(1); 5000]))
+            .unwrap_err();
+        assert!(e.ends_with("and over 1000 more"), "{e}");
     }
 
     #[test]
@@ -320,14 +423,14 @@ mod tests {
 
     #[test]
     fn a_schema_that_could_cost_exponential_work_is_refused_at_compile() {
-        // 30 levels of a two-way oneOf, each a $ref to the next: 2^30
-        // evaluations for one string.
+        // 5 levels of a 10-way oneOf, each branch a $ref to the next:
+        // 10^5 evaluations for one string.
         let mut defs = serde_json::Map::new();
-        for i in 0..30 {
+        for i in 0..5 {
             let next = json!({"$ref": format!("#/$defs/a{}", i + 1)});
-            defs.insert(format!("a{i}"), json!({"oneOf": [next.clone(), next]}));
+            defs.insert(format!("a{i}"), json!({"oneOf": vec![next; 10]}));
         }
-        defs.insert("a30".into(), json!({"type": "string"}));
+        defs.insert("a5".into(), json!({"type": "string"}));
         let hostile = json!({"$defs": defs, "$ref": "#/$defs/a0"});
         let started = std::time::Instant::now();
         let e = Contract::new(&json!({}), Some(&hostile)).unwrap_err();

@@ -24,31 +24,58 @@
 //! cycle (`{"$ref": "#"}`).
 
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 /// The most schema evaluations one value of an instance may cost.
 pub(crate) const MOST_PER_VALUE: u64 = 1_000;
 /// The deepest an instance can be (serde_json's recursion limit).
 const DEPTH: usize = 128;
-/// The most schema objects a schema may have.
+/// The most schema values a schema may have.
 const MOST_NODES: usize = 10_000;
+/// The most steps the bound may take (keys times closure sizes).
+const MOST_WORK: u64 = 1_000_000;
+
+/// How deep in-place applicators may nest at one value: the validator
+/// recurses once for each, at each depth of the instance, on a worker
+/// thread's stack.
+const MOST_IN_PLACE: usize = 16;
+
+/// What a schema may cost, per value and per string byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bound {
+    /// Schema evaluations at one value of the instance, at most.
+    pub(crate) per_value: u64,
+    /// Regular expressions in the schema (`pattern`, `patternProperties`):
+    /// each may scan every string and key of the instance.
+    pub(crate) patterns: u64,
+}
 
 /// The bound for `schema` (see the module doc), or why it is refused.
-pub(crate) fn bound(schema: &Value) -> Result<u64, String> {
+pub(crate) fn bound(schema: &Value) -> Result<Bound, String> {
     let mut nodes = 0;
-    check_ids(schema, true, &mut nodes)?;
+    let mut patterns = 0;
+    check_ids(schema, true, &mut nodes, &mut patterns)?;
     let mut cost = Cost {
         root: schema,
         closures: HashMap::new(),
         visiting: Vec::new(),
         at: HashMap::new(),
+        work: 0,
     };
     let mut most = 0;
     for depth in 0..=DEPTH {
-        most = most.max(cost.at(schema, depth)?);
+        let here = cost.at(schema, depth)?;
+        if here == 0 {
+            // Nothing applies this deep, so nothing deeper either.
+            break;
+        }
+        most = most.max(here);
     }
-    Ok(most)
+    Ok(Bound {
+        per_value: most,
+        patterns,
+    })
 }
 
 fn too_costly(n: u64) -> String {
@@ -62,11 +89,22 @@ fn too_costly(n: u64) -> String {
 /// Refuses a nested `$id` and counts schema objects, walking keyword
 /// positions only (a property named `$id` is a name, and `const`, `enum`,
 /// `default` and `examples` hold values).
-fn check_ids(schema: &Value, root: bool, nodes: &mut usize) -> Result<(), String> {
+fn check_ids(
+    schema: &Value,
+    root: bool,
+    nodes: &mut usize,
+    patterns: &mut u64,
+) -> Result<(), String> {
+    *nodes += 1;
     let Value::Object(map) = schema else {
         return Ok(());
     };
-    *nodes += 1;
+    if map.get("pattern").is_some_and(Value::is_string) {
+        *patterns += 1;
+    }
+    if let Some(Value::Object(p)) = map.get("patternProperties") {
+        *patterns += p.len() as u64;
+    }
     if *nodes > MOST_NODES {
         return Err(format!("it has over {MOST_NODES} schema objects"));
     }
@@ -80,15 +118,15 @@ fn check_ids(schema: &Value, root: bool, nodes: &mut usize) -> Result<(), String
             | "dependencies" => {
                 if let Value::Object(named) = value {
                     for sub in named.values() {
-                        check_ids(sub, false, nodes)?;
+                        check_ids(sub, false, nodes, patterns)?;
                     }
                 }
             }
             _ => match value {
-                Value::Object(_) => check_ids(value, false, nodes)?,
+                Value::Object(_) => check_ids(value, false, nodes, patterns)?,
                 Value::Array(items) => {
                     for sub in items {
-                        check_ids(sub, false, nodes)?;
+                        check_ids(sub, false, nodes, patterns)?;
                     }
                 }
                 _ => {}
@@ -120,6 +158,7 @@ struct Cost<'a> {
     closures: HashMap<usize, Rc<Vec<(&'a Value, u64)>>>,
     visiting: Vec<usize>,
     at: HashMap<(usize, usize), u64>,
+    work: u64,
 }
 
 impl<'a> Cost<'a> {
@@ -130,12 +169,16 @@ impl<'a> Cost<'a> {
         }
         let closure = self.closure(s)?;
         let n = if depth == 0 {
-            closure.iter().fold(0u64, |n, (_, m)| n.saturating_add(*m))
+            weighed(&closure)
         } else {
-            let mut keys: Vec<Child<'a>> =
-                vec![Child::OtherProperty, Child::PropertyName, Child::OtherItem];
+            let mut keys: HashSet<Child<'a>> =
+                HashSet::from([Child::OtherProperty, Child::PropertyName, Child::OtherItem]);
             for (node, _) in closure.iter() {
                 child_keys(node, &mut keys);
+            }
+            self.work += (keys.len() * closure.len()) as u64;
+            if self.work > MOST_WORK {
+                return Err("it is too complex to bound (over a million steps)".into());
             }
             let mut most = 0u64;
             for key in &keys {
@@ -167,18 +210,27 @@ impl<'a> Cost<'a> {
                     .into(),
             );
         }
+        if self.visiting.len() >= MOST_IN_PLACE {
+            return Err(format!(
+                "its in-place applicators (allOf/anyOf/oneOf/not/if/$ref) nest over {MOST_IN_PLACE} deep"
+            ));
+        }
         self.visiting.push(id(s));
         let mut all: Vec<(&'a Value, u64)> = vec![(s, 1)];
+        let mut index: HashMap<usize, usize> = HashMap::from([(id(s), 0)]);
         for t in self.in_place(s)? {
             for &(node, times) in self.closure(t)?.iter() {
-                match all.iter_mut().find(|(n, _)| id(n) == id(node)) {
-                    Some((_, m)) => *m = m.saturating_add(times),
-                    None => all.push((node, times)),
+                match index.get(&id(node)) {
+                    Some(&i) => all[i].1 = all[i].1.saturating_add(times),
+                    None => {
+                        index.insert(id(node), all.len());
+                        all.push((node, times));
+                    }
                 }
             }
         }
         self.visiting.pop();
-        let total = all.iter().fold(0u64, |n, (_, m)| n.saturating_add(*m));
+        let total = weighed(&all);
         if total > MOST_PER_VALUE {
             return Err(too_costly(total));
         }
@@ -216,8 +268,11 @@ impl<'a> Cost<'a> {
     }
 
     fn resolve(&self, r: &Value) -> Result<&'a Value, String> {
+        // A percent-encoded pointer is decoded by the validator, not by
+        // serde_json: refused, so both always resolve the same node.
         let target = r
             .as_str()
+            .filter(|r| !r.contains('%'))
             .and_then(|r| r.strip_prefix('#'))
             .filter(|p| p.is_empty() || p.starts_with('/'))
             .and_then(|p| self.root.pointer(p));
@@ -230,24 +285,41 @@ impl<'a> Cost<'a> {
     }
 }
 
+/// Evaluations of a closure at its value: each node as many times as it is
+/// reached, by its weight.
+fn weighed(closure: &[(&Value, u64)]) -> u64 {
+    closure.iter().fold(0u64, |n, (node, times)| {
+        n.saturating_add(times.saturating_mul(weight(node)))
+    })
+}
+
+/// What evaluating one schema node costs at a value: one, plus each name
+/// it requires and each value it enumerates (compared one by one).
+fn weight(s: &Value) -> u64 {
+    let Value::Object(map) = s else { return 1 };
+    let len = |key: &str| match map.get(key) {
+        Some(Value::Array(items)) => items.len() as u64,
+        _ => 0,
+    };
+    let dependent: u64 = match map.get("dependentRequired") {
+        Some(Value::Object(d)) => d
+            .values()
+            .map(|v| v.as_array().map_or(0, |a| a.len() as u64))
+            .sum(),
+        _ => 0,
+    };
+    1 + len("required") + len("enum") + dependent
+}
+
 /// Adds the child positions `s` names to `keys`.
-fn child_keys<'a>(s: &'a Value, keys: &mut Vec<Child<'a>>) {
+fn child_keys<'a>(s: &'a Value, keys: &mut HashSet<Child<'a>>) {
     let Value::Object(map) = s else { return };
     if let Some(Value::Object(props)) = map.get("properties") {
-        for name in props.keys() {
-            let key = Child::Property(name);
-            if !keys.contains(&key) {
-                keys.push(key);
-            }
-        }
+        keys.extend(props.keys().map(|name| Child::Property(name)));
     }
     for key in ["prefixItems", "items"] {
         if let Some(Value::Array(items)) = map.get(key) {
-            for i in 0..items.len() {
-                if !keys.contains(&Child::Item(i)) {
-                    keys.push(Child::Item(i));
-                }
-            }
+            keys.extend((0..items.len()).map(Child::Item));
         }
     }
 }
@@ -313,12 +385,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// `n` levels of two-way `oneOf`, each a `$ref` to the next: 2^n.
-    fn doubling(n: usize) -> Value {
+    /// `n` levels of `k`-way `oneOf`, each branch a `$ref` to the next: k^n.
+    fn fanning(n: usize, k: usize) -> Value {
         let mut defs = Map::new();
         for i in 0..n {
             let next = json!({"$ref": format!("#/$defs/a{}", i + 1)});
-            defs.insert(format!("a{i}"), json!({"oneOf": [next.clone(), next]}));
+            defs.insert(format!("a{i}"), json!({"oneOf": vec![next; k]}));
         }
         defs.insert(format!("a{n}"), json!({"type": "string"}));
         json!({"$defs": defs, "$ref": "#/$defs/a0"})
@@ -327,8 +399,8 @@ mod tests {
     #[test]
     fn exponential_in_place_nesting_is_refused() {
         // Each level: the node, two $ref nodes and twice the next level.
-        assert_eq!(bound(&doubling(3)).unwrap(), 1 + 29);
-        let e = bound(&doubling(40)).unwrap_err();
+        assert_eq!(bound(&fanning(3, 2)).unwrap().per_value, 1 + 29);
+        let e = bound(&fanning(4, 10)).unwrap_err();
         assert!(e.contains("at most 1000 are allowed"), "{e}");
     }
 
@@ -341,13 +413,13 @@ mod tests {
             {"type": "array", "items": {"$ref": "#/$defs/v"}},
             {"type": "object", "additionalProperties": {"$ref": "#/$defs/v"}}
         ]}}, "$ref": "#/$defs/v"});
-        assert!(bound(&json_value).unwrap() < 20);
+        assert!(bound(&json_value).unwrap().per_value < 20);
         // A tree of nodes with children, and a struct of many fields.
         let tree = json!({"$defs": {"n": {"type": "object", "properties": {
             "name": {"type": "string"},
             "children": {"type": "array", "items": {"$ref": "#/$defs/n"}}}}},
             "$ref": "#/$defs/n"});
-        assert!(bound(&tree).unwrap() < 10);
+        assert!(bound(&tree).unwrap().per_value < 10);
         // But two schemas for the same child, at every level, double.
         let twice = json!({"$defs": {"v": {"type": "array", "items": {"$ref": "#/$defs/v"},
             "contains": {"$ref": "#/$defs/v"}}}, "$ref": "#/$defs/v"});
@@ -369,11 +441,48 @@ mod tests {
                 "$id below its root",
             ),
             (json!({"$dynamicRef": "#meta"}), "$dynamicRef"),
+            // serde_json would not decode it; the validator would.
+            (
+                json!({"$defs": {"e": {}, "%65": {}}, "$ref": "#/$defs/%65"}),
+                "not a JSON pointer",
+            ),
         ] {
             let e = bound(&schema).unwrap_err();
             assert!(e.contains(says), "{schema}: {e}");
         }
         // A property *named* $id is a name, not a keyword.
         assert!(bound(&json!({"properties": {"$id": {"type": "string"}}})).is_ok());
+    }
+
+    #[test]
+    fn deep_in_place_nesting_and_long_lists_count() {
+        // A chain of 20 allOf links: cheap per value, but the validator
+        // would recurse 20 deep at every depth of the instance.
+        let mut defs = Map::new();
+        for i in 0..20 {
+            defs.insert(
+                format!("a{i}"),
+                json!({"allOf": [{"$ref": format!("#/$defs/a{}", i + 1)}]}),
+            );
+        }
+        defs.insert("a20".into(), json!({"items": {"$ref": "#/$defs/a0"}}));
+        let e = bound(&json!({"$defs": defs, "$ref": "#/$defs/a0"})).unwrap_err();
+        assert!(e.contains("nest over 16 deep"), "{e}");
+        // Each required name and enumerated value is a comparison.
+        let names: Vec<String> = (0..2000).map(|i| format!("r{i}")).collect();
+        let e = bound(&json!({"items": {"required": names}})).unwrap_err();
+        assert!(e.contains("at most 1000 are allowed"), "{e}");
+        let b = bound(&json!({"properties": {"a": {"pattern": "^a"}},
+                              "patternProperties": {"^x": {}, "^y": {}}}))
+        .unwrap();
+        assert_eq!(b.patterns, 3);
+    }
+
+    #[test]
+    fn a_wide_schema_is_bounded_quickly() {
+        let props: Map<String, Value> = (0..9000).map(|i| (format!("p{i}"), json!(true))).collect();
+        let started = std::time::Instant::now();
+        let _ = bound(&json!({"properties": props, "anyOf": [{}]}));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 }
