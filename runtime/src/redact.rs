@@ -517,22 +517,35 @@ impl Redactor {
     }
 }
 
-/// `text` with control characters (ESC, CR, LF, …) escaped as `\u{..}`, for
-/// anything a person reads: a tool-chosen string must not rewrite a
-/// terminal's lines or forge one.
+/// `text` with control characters (ESC, CR, LF, …) and invisible format
+/// characters (bidirectional overrides and isolates, zero-width characters)
+/// escaped as `\u{..}`, for anything a person reads: a tool-chosen string
+/// must not rewrite a terminal's lines, forge one, or read in another order
+/// than it is stored.
 pub fn escape_control(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(hidden) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() {
+        if hidden(c) {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
         }
     }
     Cow::Owned(out)
+}
+
+/// A character a person would not see as itself: a control character, or
+/// one that reorders or hides text (Unicode format characters that
+/// terminals render invisibly).
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}' | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}')
 }
 
 #[cfg(test)]

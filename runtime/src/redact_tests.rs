@@ -243,6 +243,17 @@ fn control_characters_are_escaped_for_people() {
         super::escape_control("a\n  details   fake\u{1b}[2K"),
         "a\\u{a}  details   fake\\u{1b}[2K"
     );
+    // Text that reads in another order than it is stored (a right-to-left
+    // override turns `txt.exe` around), or hides characters.
+    assert_eq!(
+        super::escape_control("invoice\u{202e}txt.exe"),
+        "invoice\\u{202e}txt.exe"
+    );
+    assert_eq!(
+        super::escape_control("a\u{200b}b\u{2066}c\u{feff}"),
+        "a\\u{200b}b\\u{2066}c\\u{feff}"
+    );
+    assert_eq!(super::escape_control("héllo, 世界"), "héllo, 世界");
 }
 
 /// Values whose own characters decode as escapes once a glued prefix has

@@ -55,7 +55,15 @@ pub(crate) fn deserialize<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<Pr
         let ours = missing_field(&message)
             .is_some_and(|f| removed.iter().any(|(s, k)| *s == span && k == f));
         if !ours {
-            let message = explain(&message, &found.key);
+            let mut message = explain(&message, &found.key);
+            if missing_field(&message).is_some() {
+                // The whole entry is set aside: say so, since what is
+                // inside it is not checked this time.
+                message.push_str(&format!(
+                    " ({} is set aside: what is inside it is checked once this is fixed)",
+                    found.removed
+                ));
+            }
             problems.push(at(text, Some(span), found.field.clone(), message));
         }
         remove(root.get_mut(), &found.steps);
@@ -91,6 +99,8 @@ struct Found {
     /// The dotted path of the deepest value holding the span, e.g.
     /// `tools.x.fs[0].rights[1]`.
     field: String,
+    /// The dotted path of the entry removed, e.g. `tools.x.fs`.
+    removed: String,
     /// The removed entry's key, and the span of the table holding it.
     key: String,
     table: Range<usize>,
@@ -108,19 +118,25 @@ fn locate(root: &DeTable<'_>, root_span: Range<usize>, span: &Range<usize>) -> O
     let mut field = Vec::new();
     let (depth, key, table) = in_table(root, root_span, span, &mut steps, &mut field)?;
     steps.truncate(depth);
+    Some(Found {
+        steps,
+        field: dotted(&field),
+        removed: dotted(&field[..depth]),
+        key,
+        table,
+    })
+}
+
+/// `tools.x.fs[0].rights` from its parts (keys, and `[i]` for items).
+fn dotted(parts: &[(bool, String)]) -> String {
     let mut dotted = String::new();
-    for (is_key, name) in &field {
+    for (is_key, name) in parts {
         if *is_key && !dotted.is_empty() {
             dotted.push('.');
         }
         dotted.push_str(name);
     }
-    Some(Found {
-        steps,
-        field: dotted,
-        key,
-        table,
-    })
+    dotted
 }
 
 /// Searches `table`'s entries; on a match `steps` and `field` lead to the
