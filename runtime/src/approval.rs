@@ -198,9 +198,17 @@ impl Approver for TerminalApprover {
 /// reason, and the request is denied.
 pub struct WebhookApprover {
     url: String,
+    /// The URL as logs and the trail show it: no user, password, query or
+    /// fragment (where a webhook's own token usually sits).
+    shown: String,
     client: reqwest::Client,
     signer: Option<Arc<crate::KeyPair>>,
 }
+
+/// The most bytes of a webhook's answer read.
+const MAX_ANSWER: usize = 64 << 10;
+/// The most characters of the approver's name a webhook answer gives.
+const MAX_BY: usize = 128;
 
 /// The header of a signed webhook request.
 pub const SIGNATURE_HEADER: &str = "warden-signature";
@@ -216,8 +224,19 @@ impl WebhookApprover {
         let client = crate::net::client_builder()
             .build()
             .map_err(|e| e.to_string())?;
+        let shown = reqwest::Url::parse(url).map_or_else(
+            |_| "(an unparsable URL)".to_owned(),
+            |mut u| {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.set_query(None);
+                u.set_fragment(None);
+                u.to_string()
+            },
+        );
         Ok(WebhookApprover {
             url: url.to_owned(),
+            shown,
             client,
             signer: None,
         })
@@ -233,7 +252,7 @@ impl WebhookApprover {
     fn failed(&self, why: &str) -> Option<ApprovalAnswer> {
         tracing::warn!(
             "approval webhook {}: {}; the request is denied",
-            escape_control(&self.url),
+            escape_control(&self.shown),
             escape_control(&why.chars().take(512).collect::<String>())
         );
         None
@@ -268,10 +287,21 @@ impl Approver for WebhookApprover {
             Err(e) => return self.failed(&format!("cannot send the request: {e}")),
         };
         let status = resp.status();
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => return self.failed(&format!("cannot read the answer: {e}")),
-        };
+        // An answer is a few fields: read at most MAX_ANSWER of it.
+        let mut resp = resp;
+        let mut bytes = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) if bytes.len() + chunk.len() <= MAX_ANSWER => {
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok(Some(_)) => {
+                    return self.failed(&format!("the answer is over {} KiB", MAX_ANSWER >> 10));
+                }
+                Ok(None) => break,
+                Err(e) => return self.failed(&format!("cannot read the answer: {e}")),
+            }
+        }
         if !status.is_success() {
             return self.failed(&format!(
                 "answered {status}: {}",
@@ -297,8 +327,14 @@ impl Approver for WebhookApprover {
             approved: answer.approved,
             by: format!(
                 "webhook {} ({})",
-                self.url,
-                answer.by.as_deref().unwrap_or("unnamed")
+                self.shown,
+                answer
+                    .by
+                    .as_deref()
+                    .unwrap_or("unnamed")
+                    .chars()
+                    .take(MAX_BY)
+                    .collect::<String>()
             ),
         })
     }
@@ -480,107 +516,5 @@ pub(crate) fn digest(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Yes;
-
-    #[async_trait::async_trait]
-    impl Approver for Yes {
-        async fn ask(&self, r: &ApprovalRequest) -> Option<ApprovalAnswer> {
-            Some(ApprovalAnswer {
-                digest: r.digest.clone(),
-                approved: true,
-                by: "test".into(),
-            })
-        }
-    }
-
-    fn request(n: u64, args: &str) -> ApprovalRequest {
-        ApprovalRequest {
-            digest: digest("sha256:0", "t", "inv", n, "fs.write", "ws:a", args),
-            tool: "x".into(),
-            identity: "sha256:0".into(),
-            task: "t".into(),
-            invocation: "inv".into(),
-            action: "fs.write".into(),
-            resource: "ws:a".into(),
-            summary: args.into(),
-        }
-    }
-
-    #[test]
-    fn digests_bind_every_field() {
-        let base = digest("i", "t", "v", 0, "a", "r", "x");
-        for other in [
-            digest("j", "t", "v", 0, "a", "r", "x"),
-            digest("i", "u", "v", 0, "a", "r", "x"),
-            digest("i", "t", "w", 0, "a", "r", "x"),
-            digest("i", "t", "v", 1, "a", "r", "x"),
-            digest("i", "t", "v", 0, "b", "r", "x"),
-            digest("i", "t", "v", 0, "a", "s", "x"),
-            digest("i", "t", "v", 0, "a", "r", "y"),
-        ] {
-            assert_ne!(base, other);
-        }
-    }
-
-    #[tokio::test]
-    async fn the_terminal_prompt_escapes_what_a_tool_chose() {
-        let dir = tempfile::tempdir().unwrap();
-        let (input, output) = (dir.path().join("in"), dir.path().join("out"));
-        std::fs::write(&input, "y\n").unwrap();
-        std::fs::write(&output, "").unwrap();
-        let mut r = request(0, "x");
-        // A forged line, and sequences that erase the line and return to
-        // its start to overwrite what the operator reads.
-        r.resource = "ws:a.txt\n  details   forged\u{1b}[2K\r".into();
-        r.summary = "write 5 bytes\u{1b}[1A\u{9b}2K".into();
-        r.task = "t\r".into();
-        let answer = TerminalApprover::on(input, output.clone())
-            .ask(&r)
-            .await
-            .unwrap();
-        assert!(answer.approved);
-        let printed = std::fs::read_to_string(&output).unwrap();
-        assert!(!printed.contains(['\u{1b}', '\r', '\u{9b}']), "{printed:?}");
-        let lines: Vec<&str> = printed.split('\n').collect();
-        assert_eq!(
-            lines,
-            [
-                "",
-                "warden: approval needed",
-                "  tool      x (sha256:0)",
-                "  task      t\\u{d}   invocation inv",
-                "  action    fs.write",
-                "  resource  ws:a.txt\\u{a}  details   forged\\u{1b}[2K\\u{d}",
-                "  details   write 5 bytes\\u{1b}[1A\\u{9b}2K",
-                "approve? [y/N] ",
-            ]
-        );
-    }
-
-    #[test]
-    fn requests_shown_to_people_have_every_field_escaped() {
-        let mut r = request(0, "x");
-        r.resource = "a\nb".into();
-        r.summary = "\u{1b}]0;title\u{7}".into();
-        let shown = r.for_people();
-        assert_eq!(shown.resource, "a\\u{a}b");
-        assert_eq!(shown.summary, "\\u{1b}]0;title\\u{7}");
-        assert_eq!(shown.digest, r.digest);
-        // Escaping twice changes nothing.
-        assert_eq!(shown.for_people(), shown);
-    }
-
-    #[tokio::test]
-    async fn answers_are_single_use() {
-        let gate = Approvals::new(Arc::new(Yes), Duration::from_secs(1));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let r = request(0, "x");
-        assert!(gate.decide(&r, deadline).await.approved);
-        let again = gate.decide(&r, deadline).await;
-        assert!(!again.approved);
-        assert!(again.reason.contains("already used"), "{again:?}");
-    }
-}
+#[path = "approval_tests.rs"]
+mod tests;

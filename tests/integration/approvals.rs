@@ -456,6 +456,98 @@ async fn a_webhook_approver_answers_for_the_digest_it_was_sent() {
     assert!(err.message.starts_with("denied by webhook"), "{err}");
 }
 
+#[tokio::test]
+async fn a_webhook_answer_is_bounded_and_its_url_token_is_not_shown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // First answer: a megabyte. Then: approvals by a very long name.
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 64 << 10];
+            let mut len = 0;
+            let digest = loop {
+                let n = sock.read(&mut buf[len..]).await.unwrap_or(0);
+                len += n;
+                let text = String::from_utf8_lossy(&buf[..len]).into_owned();
+                if let Some((_, body)) = text.split_once("\r\n\r\n")
+                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(body)
+                {
+                    break v["digest"].as_str().unwrap_or_default().to_owned();
+                }
+                if n == 0 {
+                    break String::new();
+                }
+            };
+            let answer = if first {
+                format!(
+                    "{{\"digest\": \"{digest}\", \"approved\": true, \"pad\": \"{}\"}}",
+                    "x".repeat(1 << 20)
+                )
+            } else {
+                json!({"digest": digest, "approved": true, "by": "b".repeat(10_000)}).to_string()
+            };
+            first = false;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                answer.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(answer.as_bytes()).await;
+        }
+    });
+    let world = World::new();
+    let manifest = write_file_gated(&world);
+    let url = format!("http://127.0.0.1:{port}/approve?token=sk-hook-token#frag");
+    let approver = warden::approval::WebhookApprover::new(&url).unwrap();
+    let audit = MemorySink::new();
+    let rt = Runtime::builder()
+        .manifest(Manifest::load(&manifest).unwrap())
+        .audit(audit.clone())
+        .cache_dir(crate::common::shared_cache())
+        .approver(Arc::new(approver))
+        .build()
+        .unwrap();
+    let grant = Grant::new("t").fs("workspace", &world.workspace, Rights::WRITE);
+    // A megabyte answer is not read: the request is denied.
+    let run = rt
+        .invoke(
+            "write-file",
+            &grant,
+            r#"{"path":"hooked.txt","content":"x"}"#,
+        )
+        .await
+        .unwrap();
+    assert!(run.output.is_err(), "{:?}", run.output);
+    assert!(!world.workspace.join("hooked.txt").exists());
+    // A long name is cut, and the URL's query (its token) is not shown.
+    let run = rt
+        .invoke(
+            "write-file",
+            &grant,
+            r#"{"path":"hooked.txt","content":"x"}"#,
+        )
+        .await
+        .unwrap();
+    assert!(run.output.is_ok(), "{:?}", run.output);
+    let reason = audit
+        .invocation(&run.id)
+        .into_iter()
+        .find(|r| r.capability.as_deref() == Some("approval") && r.event == Event::Decision)
+        .and_then(|r| r.reason)
+        .unwrap();
+    assert_eq!(
+        reason,
+        format!(
+            "approved by webhook http://127.0.0.1:{port}/approve ({})",
+            "b".repeat(128)
+        )
+    );
+    let trail = serde_json::to_string(&audit.records()).unwrap();
+    assert!(!trail.contains("sk-hook-token"), "{trail}");
+}
+
 #[test]
 fn a_webhook_that_fails_is_logged_with_the_reason_and_denies() {
     let world = World::new();

@@ -1,0 +1,103 @@
+//! Unit tests of `approval`.
+use super::*;
+
+struct Yes;
+
+#[async_trait::async_trait]
+impl Approver for Yes {
+    async fn ask(&self, r: &ApprovalRequest) -> Option<ApprovalAnswer> {
+        Some(ApprovalAnswer {
+            digest: r.digest.clone(),
+            approved: true,
+            by: "test".into(),
+        })
+    }
+}
+
+fn request(n: u64, args: &str) -> ApprovalRequest {
+    ApprovalRequest {
+        digest: digest("sha256:0", "t", "inv", n, "fs.write", "ws:a", args),
+        tool: "x".into(),
+        identity: "sha256:0".into(),
+        task: "t".into(),
+        invocation: "inv".into(),
+        action: "fs.write".into(),
+        resource: "ws:a".into(),
+        summary: args.into(),
+    }
+}
+
+#[test]
+fn digests_bind_every_field() {
+    let base = digest("i", "t", "v", 0, "a", "r", "x");
+    for other in [
+        digest("j", "t", "v", 0, "a", "r", "x"),
+        digest("i", "u", "v", 0, "a", "r", "x"),
+        digest("i", "t", "w", 0, "a", "r", "x"),
+        digest("i", "t", "v", 1, "a", "r", "x"),
+        digest("i", "t", "v", 0, "b", "r", "x"),
+        digest("i", "t", "v", 0, "a", "s", "x"),
+        digest("i", "t", "v", 0, "a", "r", "y"),
+    ] {
+        assert_ne!(base, other);
+    }
+}
+
+#[tokio::test]
+async fn the_terminal_prompt_escapes_what_a_tool_chose() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::write(&input, "y\n").unwrap();
+    std::fs::write(&output, "").unwrap();
+    let mut r = request(0, "x");
+    // A forged line, and sequences that erase the line and return to
+    // its start to overwrite what the operator reads.
+    r.resource = "ws:a.txt\n  details   forged\u{1b}[2K\r".into();
+    r.summary = "write 5 bytes\u{1b}[1A\u{9b}2K".into();
+    r.task = "t\r".into();
+    let answer = TerminalApprover::on(input, output.clone())
+        .ask(&r)
+        .await
+        .unwrap();
+    assert!(answer.approved);
+    let printed = std::fs::read_to_string(&output).unwrap();
+    assert!(!printed.contains(['\u{1b}', '\r', '\u{9b}']), "{printed:?}");
+    let lines: Vec<&str> = printed.split('\n').collect();
+    assert_eq!(
+        lines,
+        [
+            "",
+            "warden: approval needed",
+            "  tool      x (sha256:0)",
+            "  task      t\\u{d}   invocation inv",
+            "  action    fs.write",
+            "  resource  ws:a.txt\\u{a}  details   forged\\u{1b}[2K\\u{d}",
+            "  details   write 5 bytes\\u{1b}[1A\\u{9b}2K",
+            "approve? [y/N] ",
+        ]
+    );
+}
+
+#[test]
+fn requests_shown_to_people_have_every_field_escaped() {
+    let mut r = request(0, "x");
+    r.resource = "a\nb".into();
+    r.summary = "\u{1b}]0;title\u{7}".into();
+    let shown = r.for_people();
+    assert_eq!(shown.resource, "a\\u{a}b");
+    assert_eq!(shown.summary, "\\u{1b}]0;title\\u{7}");
+    assert_eq!(shown.digest, r.digest);
+    // Escaping twice changes nothing.
+    assert_eq!(shown.for_people(), shown);
+}
+
+#[tokio::test]
+async fn answers_are_single_use() {
+    let gate = Approvals::new(Arc::new(Yes), Duration::from_secs(1));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let r = request(0, "x");
+    assert!(gate.decide(&r, deadline).await.approved);
+    let again = gate.decide(&r, deadline).await;
+    assert!(!again.approved);
+    assert!(again.reason.contains("already used"), "{again:?}");
+}
