@@ -348,33 +348,66 @@ fn the_terminal_prompt_shows_the_request_and_takes_the_answer() {
     assert!(!world.workspace.join("notes.txt").exists());
 }
 
+/// One HTTP request a webhook receives: its text (head and body) and its
+/// body, once the body is whole JSON (or the peer stops sending).
+async fn read_request(sock: &mut tokio::net::TcpStream) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut len = 0;
+    loop {
+        let n = sock.read(&mut buf[len..]).await.unwrap_or(0);
+        len += n;
+        let text = String::from_utf8_lossy(&buf[..len]).into_owned();
+        if let Some((_, body)) = text.split_once("\r\n\r\n")
+            && serde_json::from_str::<serde_json::Value>(body).is_ok()
+        {
+            let body = body.to_owned();
+            return (text, body);
+        }
+        if n == 0 {
+            return (text, String::new());
+        }
+    }
+}
+
+/// A runtime over `manifest` whose approvals go to `approver`, and its trail.
+fn with_approver(
+    manifest: &std::path::Path,
+    approver: warden::approval::WebhookApprover,
+) -> (Runtime, Arc<MemorySink>) {
+    let audit = MemorySink::new();
+    let rt = Runtime::builder()
+        .manifest(Manifest::load(manifest).unwrap())
+        .audit(audit.clone())
+        .cache_dir(crate::common::shared_cache())
+        .approver(Arc::new(approver))
+        .build()
+        .unwrap();
+    (rt, audit)
+}
+
+/// The reason of an invocation's approval decision.
+fn approval_reason(audit: &MemorySink, invocation: &str) -> String {
+    audit
+        .invocation(invocation)
+        .into_iter()
+        .find(|r| r.capability.as_deref() == Some("approval") && r.event == Event::Decision)
+        .and_then(|r| r.reason)
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_approver_answers_for_the_digest_it_was_sent() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let key = Arc::new(warden::KeyPair::from_seed(&[7; 32]));
     let verifier = warden::Verifier::from_jwks(&key.jwks()).unwrap();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
-            let mut buf = vec![0u8; 16 << 10];
-            let mut len = 0;
-            let body = loop {
-                let n = sock.read(&mut buf[len..]).await.unwrap_or(0);
-                len += n;
-                let text = String::from_utf8_lossy(&buf[..len]).into_owned();
-                if let Some((_, body)) = text.split_once("\r\n\r\n")
-                    && serde_json::from_str::<serde_json::Value>(body).is_ok()
-                {
-                    break body.to_owned();
-                }
-                if n == 0 {
-                    break String::new();
-                }
-            };
+            let (text, body) = read_request(&mut sock).await;
             let req: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             // Only a request signed by the host's key counts.
-            let text = String::from_utf8_lossy(&buf[..len]).into_owned();
             let header = text
                 .lines()
                 .find_map(|l| l.strip_prefix("warden-signature: "))
@@ -410,26 +443,14 @@ async fn a_webhook_approver_answers_for_the_digest_it_was_sent() {
         warden::approval::WebhookApprover::new(&format!("http://127.0.0.1:{port}/approve"))
             .unwrap()
             .signed_by(key.clone());
-    let audit = MemorySink::new();
-    let rt = Runtime::builder()
-        .manifest(Manifest::load(&manifest).unwrap())
-        .audit(audit.clone())
-        .cache_dir(crate::common::shared_cache())
-        .approver(Arc::new(approver))
-        .build()
-        .unwrap();
+    let (rt, audit) = with_approver(&manifest, approver);
     let grant = Grant::new("t").fs("workspace", &world.workspace, Rights::WRITE);
     let run = rt
         .invoke("write-file", &grant, r#"{"path":"ok.txt","content":"x"}"#)
         .await
         .unwrap();
     assert!(run.output.is_ok(), "{:?}", run.output);
-    let reason = audit
-        .invocation(&run.id)
-        .into_iter()
-        .find(|r| r.capability.as_deref() == Some("approval") && r.event == Event::Decision)
-        .and_then(|r| r.reason)
-        .unwrap();
+    let reason = approval_reason(&audit, &run.id);
     assert_eq!(
         reason,
         format!("approved by webhook http://127.0.0.1:{port}/approve (ci-bot)")
@@ -458,28 +479,16 @@ async fn a_webhook_approver_answers_for_the_digest_it_was_sent() {
 
 #[tokio::test]
 async fn a_webhook_answer_is_bounded_and_its_url_token_is_not_shown() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     // First answer: a megabyte. Then: approvals by a very long name.
     tokio::spawn(async move {
         let mut first = true;
         while let Ok((mut sock, _)) = listener.accept().await {
-            let mut buf = vec![0u8; 64 << 10];
-            let mut len = 0;
-            let digest = loop {
-                let n = sock.read(&mut buf[len..]).await.unwrap_or(0);
-                len += n;
-                let text = String::from_utf8_lossy(&buf[..len]).into_owned();
-                if let Some((_, body)) = text.split_once("\r\n\r\n")
-                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(body)
-                {
-                    break v["digest"].as_str().unwrap_or_default().to_owned();
-                }
-                if n == 0 {
-                    break String::new();
-                }
-            };
+            let (_, body) = read_request(&mut sock).await;
+            let req: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let digest = req["digest"].as_str().unwrap_or_default().to_owned();
             let answer = if first {
                 format!(
                     "{{\"digest\": \"{digest}\", \"approved\": true, \"pad\": \"{}\"}}",
@@ -501,14 +510,7 @@ async fn a_webhook_answer_is_bounded_and_its_url_token_is_not_shown() {
     let manifest = write_file_gated(&world);
     let url = format!("http://127.0.0.1:{port}/approve?token=sk-hook-token#frag");
     let approver = warden::approval::WebhookApprover::new(&url).unwrap();
-    let audit = MemorySink::new();
-    let rt = Runtime::builder()
-        .manifest(Manifest::load(&manifest).unwrap())
-        .audit(audit.clone())
-        .cache_dir(crate::common::shared_cache())
-        .approver(Arc::new(approver))
-        .build()
-        .unwrap();
+    let (rt, audit) = with_approver(&manifest, approver);
     let grant = Grant::new("t").fs("workspace", &world.workspace, Rights::WRITE);
     // A megabyte answer is not read: the request is denied.
     let run = rt
@@ -531,12 +533,7 @@ async fn a_webhook_answer_is_bounded_and_its_url_token_is_not_shown() {
         .await
         .unwrap();
     assert!(run.output.is_ok(), "{:?}", run.output);
-    let reason = audit
-        .invocation(&run.id)
-        .into_iter()
-        .find(|r| r.capability.as_deref() == Some("approval") && r.event == Event::Decision)
-        .and_then(|r| r.reason)
-        .unwrap();
+    let reason = approval_reason(&audit, &run.id);
     assert_eq!(
         reason,
         format!(
