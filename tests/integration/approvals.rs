@@ -512,26 +512,15 @@ async fn a_webhook_answer_is_bounded_and_its_url_token_is_not_shown() {
     let approver = warden::approval::WebhookApprover::new(&url).unwrap();
     let (rt, audit) = with_approver(&manifest, approver);
     let grant = Grant::new("t").fs("workspace", &world.workspace, Rights::WRITE);
+    // The same write twice: the first answer is a megabyte, the second
+    // names a very long approver.
+    let write = r#"{"path":"hooked.txt","content":"x"}"#;
     // A megabyte answer is not read: the request is denied.
-    let run = rt
-        .invoke(
-            "write-file",
-            &grant,
-            r#"{"path":"hooked.txt","content":"x"}"#,
-        )
-        .await
-        .unwrap();
+    let run = rt.invoke("write-file", &grant, write).await.unwrap();
     assert!(run.output.is_err(), "{:?}", run.output);
     assert!(!world.workspace.join("hooked.txt").exists());
     // A long name is cut, and the URL's query (its token) is not shown.
-    let run = rt
-        .invoke(
-            "write-file",
-            &grant,
-            r#"{"path":"hooked.txt","content":"x"}"#,
-        )
-        .await
-        .unwrap();
+    let run = rt.invoke("write-file", &grant, write).await.unwrap();
     assert!(run.output.is_ok(), "{:?}", run.output);
     let reason = approval_reason(&audit, &run.id);
     assert_eq!(
