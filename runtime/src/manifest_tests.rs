@@ -340,3 +340,20 @@ fn every_syntax_error_is_reported() {
     assert!(err.problems.len() >= 2, "{err}");
     assert!(err.problems.iter().all(|p| p.line > 1), "{err}");
 }
+
+#[test]
+fn a_long_value_found_is_shown_by_its_start() {
+    let dir = fixture();
+    let long = "x".repeat(100_000);
+    let err = parse(
+        &format!("[tools.t]\ncomponent = \"t.wasm\"\nlabels = \"{long}\"\n"),
+        dir.path(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("expected a list of strings (found string"),
+        "{msg}"
+    );
+    assert!(msg.len() < 400, "{}", msg.len());
+}

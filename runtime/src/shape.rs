@@ -239,6 +239,8 @@ fn explain(message: &str, key: &str) -> String {
         .find_map(|p| message.strip_prefix(p))
         .and_then(|rest| rest.split_once(", expected "))
         .map(|(found, _)| found);
+    // The value found is the file's: a long one is shown by its start.
+    let found = found.map(|f| crate::policy::gate::cut(f, 120));
     match (found, expected(key)) {
         (Some(found), Some(form)) => {
             let form = form.replace("NAME.fs", &format!("NAME.{key}"));

@@ -184,8 +184,10 @@ fn pointer(at: &str) -> String {
             break;
         }
         shown.push('/');
-        // A key is the instance's: shown only when printable.
-        if segment.chars().any(|c| c.is_control()) {
+        // A key is the instance's: shown only when printable, and not
+        // with a pointer escape (`~1` for `/`), which redaction would not
+        // read as the key it spells.
+        if segment.contains('~') || segment.chars().any(|c| c.is_control()) {
             shown.push('…');
         } else {
             shown.push_str(segment);
@@ -325,6 +327,8 @@ mod tests {
         let e = typed.check_input(&json!({"\u{1b}[2J": "x"})).unwrap_err();
         assert!(e.contains("at /…: "), "{e}");
         assert!(!e.contains('\u{1b}'), "{e}");
+        let e = typed.check_input(&json!({"sk/a+b==": "x"})).unwrap_err();
+        assert!(e.contains("at /…: ") && !e.contains("sk~1"), "{e}");
         // propertyNames: the name is the value that failed, never shown.
         let e = c
             .check_input(&json!({"a": {"sk-secret-name": 1}}))
