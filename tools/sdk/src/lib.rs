@@ -39,8 +39,10 @@
 
 #[doc(hidden)]
 pub mod bindings {
+    // `wit` is a symlink to the repository's `wit/` inside this crate, so a
+    // packaged (published) crate carries the WIT it was built against.
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "tool",
         pub_export_macro: true,
         export_macro_name: "__export_tool_world",
