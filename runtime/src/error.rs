@@ -5,8 +5,8 @@ use crate::caps::stdio::OutputFlood;
 use crate::grant::GrantError;
 use crate::identity::Identity;
 use crate::manifest::ManifestError;
+use crate::source::ComponentSource;
 use crate::units::{format_duration, format_size};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,18 +18,29 @@ pub enum Error {
     UnknownTool { name: String, known: String },
     #[error(transparent)]
     Grant(#[from] GrantError),
-    #[error("{}: {reason}", path.display())]
-    Component { path: PathBuf, reason: String },
+    /// The component is not one Warden can run; `path` is where it came
+    /// from (a file or an `oci://` reference).
+    #[error("{path}: {reason}")]
+    Component {
+        path: ComponentSource,
+        reason: String,
+    },
     #[error(
-        "tool '{tool}' refused to load: the manifest pins identity {expected} but {} has identity {actual}",
-        path.display()
+        "tool '{tool}' refused to load: the manifest pins identity {expected} but {path} has identity {actual}"
     )]
     IdentityMismatch {
         tool: String,
-        path: PathBuf,
+        path: ComponentSource,
         expected: Identity,
         actual: Identity,
     },
+    /// An `oci://` component the blob cache does not have (or has
+    /// unusable), when the network may not be used.
+    #[error("{0}")]
+    NotCached(String),
+    /// A registry could not be reached, or refused.
+    #[error("registry: {0}")]
+    Registry(String),
     #[error("invalid input: {0}")]
     Input(String),
     #[error(transparent)]
@@ -67,11 +78,12 @@ impl Error {
             | Error::Grant(_)
             | Error::Component { .. }
             | Error::IdentityMismatch { .. }
+            | Error::NotCached(_)
             | Error::Input(_)
             | Error::Secret(_)
             | Error::Config(_) => ErrorClass::Usage,
             Error::Limit(_) | Error::Trap(_) | Error::Cancelled => ErrorClass::Limit,
-            Error::Audit(_) | Error::Host(_) => ErrorClass::Host,
+            Error::Audit(_) | Error::Host(_) | Error::Registry(_) => ErrorClass::Host,
         }
     }
 }

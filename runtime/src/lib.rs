@@ -35,11 +35,13 @@ pub mod keys;
 pub mod manifest;
 pub mod mcp;
 pub mod net;
+pub mod oci;
 pub mod policy;
 pub mod redact;
 pub mod rights;
 mod runtime;
 mod shape;
+pub mod source;
 mod state;
 pub mod units;
 
@@ -57,3 +59,4 @@ pub use runtime::{
     CompileEvent, HandleSpec, Invocation, InvokeOptions, Runtime, RuntimeBuilder, ToolError,
     ToolErrorKind, ToolInfo,
 };
+pub use source::ComponentSource;

@@ -2,7 +2,8 @@
 //!
 //! ```toml
 //! [tools.read-files]
-//! component = "tools/read-files.wasm"   # relative to this file
+//! component = "tools/read-files.wasm"   # relative to this file, or
+//!                                        # "oci://HOST[:PORT]/REPO:TAG" or "…@sha256:HEX"
 //! identity = "sha256:…"                  # optional pin
 //! timeout = "10s"                        # default 10s
 //! memory = "64MiB"                       # default 64MiB
@@ -37,8 +38,10 @@ use crate::caps::secrets::SecretSpec;
 use crate::caps::{deploy, fs, http, secrets};
 use crate::diag::{Checker, Waiver};
 use crate::identity::Identity;
+use crate::oci::OciRef;
 use crate::policy::RuntimePolicy;
 use crate::rights::Rights;
+use crate::source::ComponentSource;
 use crate::units::{format_size, parse_size};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -77,8 +80,8 @@ pub struct Manifest {
 #[derive(Debug, Clone)]
 pub struct ToolSpec {
     pub name: String,
-    /// Absolute path of the component.
-    pub component: PathBuf,
+    /// The component: an absolute path, or an `oci://` reference.
+    pub component: ComponentSource,
     pub identity: Option<Identity>,
     pub limits: Limits,
     pub fs: Vec<FsCeiling>,
@@ -117,8 +120,15 @@ impl Default for Limits {
 }
 
 impl ToolSpec {
-    /// A tool with default limits and no capabilities.
+    /// A tool with default limits and no capabilities, from a component
+    /// file.
     pub fn new(name: impl Into<String>, component: impl Into<PathBuf>) -> Self {
+        Self::with_source(name, ComponentSource::File(component.into()))
+    }
+
+    /// A tool with default limits and no capabilities, from a file or an
+    /// OCI reference (`ToolSpec::with_source("x", "oci://…".parse::<OciRef>()?)`).
+    pub fn with_source(name: impl Into<String>, component: impl Into<ComponentSource>) -> Self {
         Self {
             name: name.into(),
             component: component.into(),
@@ -312,17 +322,7 @@ fn tool(
         );
     }
 
-    let component = base.join(raw.component.get_ref());
-    if !component.is_file() {
-        c.problem(
-            raw.component.span(),
-            field("component"),
-            format!(
-                "component file '{}' not found (expected a path to a .wasm component, relative to the manifest)",
-                component.display()
-            ),
-        );
-    }
+    let component = component(c, &raw.component, field("component"), base);
     let identity = raw
         .identity
         .and_then(|id| match id.get_ref().parse::<Identity>() {
@@ -427,6 +427,7 @@ fn tool(
     }
 
     let labels = c.labels(raw.labels, field("labels"));
+    let component = component?;
     (c.count() == before).then(|| ToolSpec {
         labels,
         name: name.to_owned(),
@@ -439,6 +440,44 @@ fn tool(
         token_audiences: raw.token_audiences,
         deploy,
     })
+}
+
+/// A tool's `component`: an `oci://` reference (anything with a scheme is
+/// read as one, so `https://…` or `OCI://…` is refused, not taken for a
+/// path), else a path relative to the manifest that must exist.
+fn component(
+    c: &mut Checker<'_>,
+    raw: &Spanned<String>,
+    field: String,
+    base: &Path,
+) -> Option<ComponentSource> {
+    let text = raw.get_ref();
+    let scheme = text
+        .split_once(':')
+        .is_some_and(|(s, _)| s.eq_ignore_ascii_case("oci"))
+        || text.contains("://");
+    if scheme {
+        return match text.parse::<OciRef>() {
+            Ok(r) => Some(ComponentSource::Oci(Box::new(r))),
+            Err(e) => {
+                c.problem(raw.span(), field, e);
+                None
+            }
+        };
+    }
+    let path = base.join(text);
+    if !path.is_file() {
+        c.problem(
+            raw.span(),
+            field,
+            format!(
+                "component file '{}' not found (expected a path to a .wasm component, relative to the manifest, or an oci:// reference)",
+                path.display()
+            ),
+        );
+        return None;
+    }
+    Some(ComponentSource::File(path))
 }
 
 /// Everything wrong with a manifest.

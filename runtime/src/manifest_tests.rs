@@ -291,7 +291,7 @@ fn every_type_error_is_reported_with_its_field_and_the_expected_form() {
         (
             15,
             "tools.u.component",
-            "expected a path to a .wasm component, as a string (found integer `3`)",
+            "expected a path to a .wasm component or an oci:// reference, as a string (found integer `3`)",
         ),
         (
             16,

@@ -260,7 +260,7 @@ fn expected(key: &str) -> Option<&'static str> {
         "reveal" => "true or false",
         "rights" => "a list of rights like [\"read\", \"write\"]",
         "approval" => "\"required\" or \"none\"",
-        "component" => "a path to a .wasm component, as a string",
+        "component" => "a path to a .wasm component or an oci:// reference, as a string",
         "identity" => "a component identity like \"sha256:…\"",
         "labels" | "methods" | "path-prefixes" | "addresses" | "send-to" | "args" | "env"
         | "token-audiences" | "policies" => "a list of strings",

@@ -23,7 +23,10 @@ use wasmtime::component::Linker;
 ///
 /// - no tools until [`manifest`](Self::manifest) or [`tool`](Self::tool);
 /// - audit records go to [`TracingSink`] (target `warden::audit`);
-/// - no compile cache on disk (components compile once per process);
+/// - no compile cache on disk (components compile once per process), and
+///   so no blob cache: an `oci://` component is fetched once per process;
+/// - registries may be asked (not [`offline`](Self::offline)), anonymously
+///   (no [`registry_credentials`](Self::registry_credentials));
 /// - at most 100 invocations run at once (more wait for a slot);
 /// - tool stdout and stderr: 64 KiB each, captured, never the host's streams;
 /// - input: 1 MiB; data in one host call: 16 MiB;
@@ -46,6 +49,8 @@ pub struct RuntimeBuilder {
     approver: Arc<dyn Approver>,
     approval_timeout: Duration,
     rules: Option<Arc<RuntimePolicy>>,
+    offline: bool,
+    credentials: Option<crate::oci::Credentials>,
 }
 
 impl Default for RuntimeBuilder {
@@ -65,6 +70,8 @@ impl Default for RuntimeBuilder {
             approver: Arc::new(DenyAll),
             approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
             rules: None,
+            offline: false,
+            credentials: None,
         }
     }
 }
@@ -98,7 +105,21 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Keeps compiled components in `dir` (see [`engine::default_cache_dir`]).
+    /// Never asks a registry: an `oci://` component must be in the blob
+    /// cache (`warden pull`), else loading it fails.
+    pub fn offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
+        self
+    }
+
+    /// Credentials for registries that need them.
+    pub fn registry_credentials(mut self, credentials: crate::oci::Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Keeps compiled components in `dir` (see [`engine::default_cache_dir`]),
+    /// and components pulled from registries in `dir/blobs`.
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
         self
@@ -203,6 +224,11 @@ impl RuntimeBuilder {
                 active: ActiveInvocations::default(),
                 ids: InvocationIds::new()?,
                 approvals: Arc::new(Approvals::new(self.approver, self.approval_timeout)),
+                sources: crate::source::Sources {
+                    cache: self.cache_dir.as_deref().map(crate::oci::BlobCache::new),
+                    offline: self.offline,
+                    credentials: self.credentials,
+                },
             }),
         })
     }

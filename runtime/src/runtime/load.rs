@@ -1,5 +1,6 @@
-//! Loading a tool: read, check its identity, compile (or take it from the
-//! cache), link, and open its fs ceilings — once per tool and process.
+//! Loading a tool: fetch its bytes (`source::fetch`: a file, or a registry
+//! through the blob cache), check its identity, compile (or take it from
+//! the cache), link, and open its fs ceilings — once per tool and process.
 
 use super::{CompileEvent, Inner, Runtime};
 use crate::bindings::ToolPre;
@@ -8,7 +9,9 @@ use crate::engine;
 use crate::error::Error;
 use crate::identity::Identity;
 use crate::manifest::ToolSpec;
+use crate::oci::OciError;
 use crate::policy::cedar::ToolFacts;
+use crate::source::{self, FetchError, Fetched};
 use crate::state::HostState;
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,7 +52,13 @@ impl Runtime {
                 let inner = self.inner.clone();
                 let spec = slot.spec.clone();
                 async move {
-                    tokio::task::spawn_blocking(move || inner.compile(spec))
+                    // Fetching may wait on a registry; compiling is CPU
+                    // work, on a blocking thread.
+                    let fetched =
+                        source::fetch(&inner.sources, &spec.component, spec.identity.as_ref())
+                            .await
+                            .map_err(|e| fetch_error(&spec, e))?;
+                    tokio::task::spawn_blocking(move || inner.compile(spec, fetched))
                         .await
                         .map_err(|e| Error::Host(format!("compile task failed: {e}")))?
                         .map(Arc::new)
@@ -68,17 +77,22 @@ impl Inner {
         })
     }
 
-    fn compile(&self, spec: ToolSpec) -> Result<LoadedTool, Error> {
+    fn compile(&self, spec: ToolSpec, fetched: Fetched) -> Result<LoadedTool, Error> {
         let component_err = |reason: String| Error::Component {
             path: spec.component.clone(),
             reason,
         };
-        let bytes = std::fs::read(&spec.component)
-            .map_err(|e| component_err(format!("cannot read the component: {e}")))?;
+        let bytes = fetched.bytes;
         if let Some(reason) = engine::sniff(&bytes) {
             return Err(component_err(reason.into()));
         }
         let identity = Identity::of(&bytes);
+        if identity != fetched.identity {
+            return Err(component_err(format!(
+                "its bytes hash to {identity}, not to the {} they were fetched as",
+                fetched.identity
+            )));
+        }
         if let Some(pin) = &spec.identity
             && *pin != identity
         {
@@ -89,6 +103,7 @@ impl Inner {
                 actual: identity,
             });
         }
+        verify_origin(&spec, fetched.oci.as_ref())?;
         let cached = self
             .cache
             .as_ref()
@@ -142,4 +157,50 @@ impl Inner {
             described: OnceCell::new(),
         })
     }
+}
+
+/// Why `spec`'s bytes could not be had, as the library's error: a file that
+/// cannot be read or bytes a registry should not have sent are the
+/// component's fault (usage), a registry that cannot be reached is the
+/// host's.
+fn fetch_error(spec: &ToolSpec, e: FetchError) -> Error {
+    let component = |reason: String| Error::Component {
+        path: spec.component.clone(),
+        reason,
+    };
+    match e {
+        FetchError::Read(e) => component(format!("cannot read the component: {e}")),
+        FetchError::Oci(OciError::Pin {
+            expected, actual, ..
+        }) => Error::IdentityMismatch {
+            tool: spec.name.clone(),
+            path: spec.component.clone(),
+            expected,
+            actual,
+        },
+        FetchError::Oci(OciError::Invalid { reason, .. }) => component(reason),
+        FetchError::Oci(e @ (OciError::NotCached { .. } | OciError::Cache { .. })) => {
+            Error::NotCached(e.to_string())
+        }
+        FetchError::Oci(e @ OciError::Registry { .. }) => Error::Registry(e.to_string()),
+    }
+}
+
+/// Checks a registry component's origin before it is compiled.
+///
+/// Today there is nothing to check beyond the digests the pull verified.
+/// This is where a signature over `origin.manifest_digest` (cosign's,
+/// fetched from the registry or the blob cache) will be verified against
+/// the manifest's key, refusing the tool before any of its code is
+/// compiled.
+fn verify_origin(_spec: &ToolSpec, origin: Option<&source::OciOrigin>) -> Result<(), Error> {
+    if let Some(origin) = origin {
+        tracing::debug!(
+            reference = %origin.reference,
+            manifest = %origin.manifest_digest,
+            from_cache = origin.from_cache,
+            "component from a registry"
+        );
+    }
+    Ok(())
 }

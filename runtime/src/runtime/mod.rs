@@ -90,6 +90,8 @@ struct Inner {
     active: ActiveInvocations,
     ids: InvocationIds,
     approvals: Arc<Approvals>,
+    /// Where components come from: the blob cache, offline, credentials.
+    sources: crate::source::Sources,
 }
 
 /// UUIDv7 invocation ids: the time in milliseconds, then a per-runtime random

@@ -1,0 +1,314 @@
+//! Pulling a component: from the blob cache when it has the digest, else
+//! from the registry (`http.rs`), bounded and checked at each step.
+
+use super::cache::{BlobCache, CacheError};
+use super::http::Session;
+use super::reference::{OciRef, shown};
+use super::{
+    Credentials, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, MAX_MANIFEST, OLD_LAYER_MEDIA_TYPE,
+    OciError, component_size,
+};
+use crate::identity::Identity;
+use oci_client::manifest::OciImageManifest;
+
+/// A component and where it came from.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The digest of the OCI manifest the component was found through.
+    pub manifest_digest: Identity,
+    /// The component's digest (its identity), checked against its bytes.
+    pub layer_digest: Identity,
+    pub bytes: Vec<u8>,
+    /// Served from the blob cache, without the network.
+    pub from_cache: bool,
+    /// The manifest's bytes, when they came from the registry.
+    manifest: Option<Vec<u8>>,
+}
+
+/// The component `reference` names, for a run: from `cache` when it has
+/// the reference's digest (a tag's digest is the one its last pull
+/// recorded), else from the registry unless `offline`. What is fetched is
+/// stored in `cache`. `pin`, the tool's identity, is checked against the
+/// manifest's layer before the component is downloaded.
+pub async fn resolve(
+    reference: &OciRef,
+    cache: Option<&BlobCache>,
+    offline: bool,
+    credentials: Option<&Credentials>,
+    pin: Option<&Identity>,
+) -> Result<Pulled, OciError> {
+    if let Some(cache) = cache {
+        let digest = match reference.digest() {
+            Some(d) => Ok(Some(d.clone())),
+            None => cache.tag(reference),
+        };
+        let cached = digest.and_then(|d| match d {
+            Some(d) => from_cache(cache, reference, &d),
+            None => Ok(None),
+        });
+        match cached {
+            Ok(Some(p)) => {
+                check_pin(reference, pin, &p.layer_digest)?;
+                return Ok(p);
+            }
+            Ok(None) => {}
+            Err(error) if offline => {
+                return Err(OciError::Cache {
+                    reference: reference.to_string(),
+                    error,
+                });
+            }
+            Err(error) => {
+                tracing::warn!("{error}; fetching it again");
+                discard(&error);
+            }
+        }
+    }
+    if offline {
+        return Err(OciError::NotCached {
+            reference: reference.to_string(),
+        });
+    }
+    let pulled = fetch(reference, credentials, pin).await?;
+    if let Some(cache) = cache {
+        store(cache, reference, &pulled)?;
+    }
+    Ok(pulled)
+}
+
+/// `warden pull`: a tag is always resolved again at the registry (and the
+/// new resolution recorded); a digest the cache has is not fetched again.
+pub async fn pull(
+    reference: &OciRef,
+    cache: &BlobCache,
+    credentials: Option<&Credentials>,
+    pin: Option<&Identity>,
+) -> Result<Pulled, OciError> {
+    if reference.digest().is_some() {
+        return resolve(reference, Some(cache), false, credentials, pin).await;
+    }
+    let pulled = fetch(reference, credentials, pin).await?;
+    store(cache, reference, &pulled)?;
+    Ok(pulled)
+}
+
+fn check_pin(reference: &OciRef, pin: Option<&Identity>, layer: &Identity) -> Result<(), OciError> {
+    match pin {
+        Some(pin) if pin != layer => Err(OciError::Pin {
+            reference: reference.to_string(),
+            expected: pin.clone(),
+            actual: layer.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn discard(error: &CacheError) {
+    if let Err(e) = std::fs::remove_file(&error.path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %error.path.display(), "cannot remove an unusable cache entry: {e}");
+    }
+}
+
+/// Blobs first, the tag last: a recorded tag never names a missing blob.
+fn store(cache: &BlobCache, reference: &OciRef, pulled: &Pulled) -> Result<(), OciError> {
+    let err = |error| OciError::Cache {
+        reference: reference.to_string(),
+        error,
+    };
+    if let Some(manifest) = &pulled.manifest {
+        cache.put(&pulled.manifest_digest, manifest).map_err(err)?;
+    }
+    cache
+        .put(&pulled.layer_digest, &pulled.bytes)
+        .map_err(err)?;
+    if reference.digest().is_none() {
+        cache
+            .set_tag(reference, &pulled.manifest_digest)
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The component through the cached manifest `digest`, if both are cached.
+fn from_cache(
+    cache: &BlobCache,
+    reference: &OciRef,
+    digest: &Identity,
+) -> Result<Option<Pulled>, CacheError> {
+    let Some(manifest) = cache.get(digest)? else {
+        return Ok(None);
+    };
+    let layer = layer_of(&manifest).map_err(|reason| CacheError {
+        path: cache.blob_path(digest),
+        reason: format!("the cached manifest of {reference}: {reason}"),
+    })?;
+    let Some(bytes) = cache.get(&layer.digest)? else {
+        return Ok(None);
+    };
+    Ok(Some(Pulled {
+        manifest_digest: digest.clone(),
+        layer_digest: layer.digest,
+        bytes,
+        from_cache: true,
+        manifest: None,
+    }))
+}
+
+/// The one component layer of a manifest.
+struct Layer {
+    digest: Identity,
+    size: u64,
+}
+
+fn layer_of(manifest: &[u8]) -> Result<Layer, String> {
+    let m: OciImageManifest = serde_json::from_slice(manifest)
+        .map_err(|e| format!("the manifest is not an OCI image manifest: {e}"))?;
+    if m.schema_version != 2 {
+        return Err(format!(
+            "the manifest has schemaVersion {} (expected 2)",
+            m.schema_version
+        ));
+    }
+    if let Some(t) = &m.media_type
+        && t != MANIFEST_MEDIA_TYPE
+    {
+        return Err(format!(
+            "the manifest's media type is '{}' (expected {MANIFEST_MEDIA_TYPE})",
+            shown(t)
+        ));
+    }
+    let types: Vec<String> = m.layers.iter().map(|l| shown(&l.media_type)).collect();
+    let [layer] = m.layers.as_slice() else {
+        return Err(format!(
+            "expected one layer of type {LAYER_MEDIA_TYPE}, found {} layers ({})",
+            m.layers.len(),
+            types.join(", ")
+        ));
+    };
+    if layer.media_type != LAYER_MEDIA_TYPE && layer.media_type != OLD_LAYER_MEDIA_TYPE {
+        return Err(format!(
+            "expected one layer of type {LAYER_MEDIA_TYPE}, found a layer of type '{}'",
+            types.join(", ")
+        ));
+    }
+    let digest = layer.digest.parse::<Identity>().map_err(|_| {
+        format!(
+            "the layer's digest '{}' is not sha256 (expected sha256: and 64 hex digits)",
+            shown(&layer.digest)
+        )
+    })?;
+    let size = component_size(layer.size).ok_or_else(|| {
+        format!(
+            "the layer's size {} is not from 1 byte to the component limit of {}",
+            layer.size,
+            crate::units::format_size(super::MAX_COMPONENT)
+        )
+    })?;
+    Ok(Layer { digest, size })
+}
+
+/// Manifest, then component, from the registry.
+async fn fetch(
+    reference: &OciRef,
+    credentials: Option<&Credentials>,
+    pin: Option<&Identity>,
+) -> Result<Pulled, OciError> {
+    let mut s = Session::new(reference, credentials)?;
+    let path = format!("manifests/{}", reference.version_str());
+    let (headers, manifest) = s
+        .get(
+            &path,
+            Some(MANIFEST_MEDIA_TYPE),
+            MAX_MANIFEST,
+            "the manifest",
+        )
+        .await?;
+    let invalid = |reason: String| OciError::Invalid {
+        reference: reference.to_string(),
+        reason,
+    };
+    let manifest_digest = Identity::of(&manifest);
+    if let Some(want) = reference.digest()
+        && *want != manifest_digest
+    {
+        return Err(invalid(format!(
+            "the registry sent a manifest whose digest is {manifest_digest}, not the {want} asked for"
+        )));
+    }
+    if let Some(said) = headers
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.starts_with("sha256:"))
+        && said != manifest_digest.to_string()
+    {
+        return Err(invalid(format!(
+            "the registry says the manifest's digest is '{}' but its bytes hash to {manifest_digest}",
+            shown(said)
+        )));
+    }
+    let layer = layer_of(&manifest).map_err(invalid)?;
+    check_pin(reference, pin, &layer.digest)?;
+    let path = format!("blobs/{}", layer.digest);
+    let (_, bytes) = s.get(&path, None, layer.size, "the component").await?;
+    if bytes.len() as u64 != layer.size {
+        return Err(invalid(format!(
+            "the registry sent {} bytes for a layer of {} bytes",
+            bytes.len(),
+            layer.size
+        )));
+    }
+    let actual = Identity::of(&bytes);
+    if actual != layer.digest {
+        return Err(invalid(format!(
+            "the registry sent bytes whose digest is {actual} for the layer {} (refused: not the component the manifest names)",
+            layer.digest
+        )));
+    }
+    Ok(Pulled {
+        manifest_digest,
+        layer_digest: actual,
+        bytes,
+        from_cache: false,
+        manifest: Some(manifest),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_must_have_one_wasm_layer() {
+        let m = |layers: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{MANIFEST_MEDIA_TYPE}","config":{{"mediaType":"x","digest":"sha256:{z}","size":2}},"layers":[{layers}]}}"#,
+                z = "0".repeat(64)
+            )
+        };
+        let layer = |t: &str| {
+            format!(
+                r#"{{"mediaType":"{t}","digest":"sha256:{}","size":10}}"#,
+                "1".repeat(64)
+            )
+        };
+        assert!(layer_of(m(&layer(LAYER_MEDIA_TYPE)).as_bytes()).is_ok());
+        assert!(layer_of(m(&layer(OLD_LAYER_MEDIA_TYPE)).as_bytes()).is_ok());
+        // A JSON escape: ESC in the media type.
+        let e = layer_of(m(&layer("application/x\\u001b[31m")).as_bytes())
+            .err()
+            .unwrap();
+        assert!(e.contains("application/x\\u{1b}[31m"), "{e}");
+        let two = format!("{},{}", layer(LAYER_MEDIA_TYPE), layer("text/plain"));
+        let e = layer_of(m(&two).as_bytes()).err().unwrap();
+        assert_eq!(
+            e,
+            "expected one layer of type application/wasm, found 2 layers (application/wasm, text/plain)"
+        );
+        let big = m(&layer(LAYER_MEDIA_TYPE)).replace("\"size\":10", "\"size\":999999999999");
+        let e = layer_of(big.as_bytes()).err().unwrap();
+        assert!(e.contains("component limit of 256 MiB"), "{e}");
+        assert!(layer_of(b"[]").is_err());
+    }
+}
