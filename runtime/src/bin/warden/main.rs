@@ -11,6 +11,7 @@ mod logging;
 mod new;
 mod out;
 mod progress;
+mod registry;
 mod serve;
 mod trail;
 mod version;
@@ -44,6 +45,10 @@ struct Cli {
     /// Compile components in memory only.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Never ask a registry: oci:// components must be in the cache
+    /// (`warden pull`) [also: WARDEN_OFFLINE=1].
+    #[arg(long, global = true)]
+    offline: bool,
     /// Who answers approval requests: `auto` (the terminal when there is
     /// one, else deny-all), `tty`, `deny`, or `webhook=URL`.
     #[arg(long, global = true, default_value = "auto", value_name = "APPROVER")]
@@ -126,6 +131,12 @@ enum Command {
         /// bash, elvish, fish, powershell or zsh.
         shell: clap_complete::Shell,
     },
+    /// Fetch oci:// components into the cache, so runs need no network;
+    /// prints each reference's digest (a tag is pinned until the next pull).
+    Pull(registry::PullArgs),
+    /// Publish a component to a registry as a Wasm OCI artifact; prints
+    /// the reference by digest.
+    Push(registry::PushArgs),
     /// Run the bundled example tools on a scratch workspace.
     Demo {
         /// Keep the workspace, manifest and audit trail in DIR.
@@ -257,9 +268,16 @@ pub(crate) fn shown(text: &str) -> std::borrow::Cow<'_, str> {
 async fn dispatch(cli: Cli) -> Result<u8, Failure> {
     // Only commands that run tools read the keys, caches and terminal they
     // need; `describe` and `check` mint no tokens, so they load no key.
+    let offline = cli.offline || std::env::var_os("WARDEN_OFFLINE").is_some_and(|v| v == "1");
     let builder = |tokens: bool| -> Result<RuntimeBuilder, Failure> {
         let approver = approver(&cli.approver).map_err(usage)?;
-        Ok(runtime_builder(cli.cache_dir.as_deref(), cli.no_cache, tokens).approver(approver))
+        let mut b = runtime_builder(cli.cache_dir.as_deref(), cli.no_cache, tokens)
+            .approver(approver)
+            .offline(offline);
+        if let Some(c) = warden::oci::Credentials::from_env() {
+            b = b.registry_credentials(c);
+        }
+        Ok(b)
     };
     match cli.command {
         Command::Run {
@@ -348,6 +366,17 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Demo { dir } => demo::run(builder(true)?, dir).await.map(|()| 0),
+        Command::Pull(args) => {
+            let dir = (!cli.no_cache)
+                .then(|| {
+                    cli.cache_dir
+                        .clone()
+                        .or_else(warden::engine::default_cache_dir)
+                })
+                .flatten();
+            registry::pull(args, dir.as_deref()).await
+        }
+        Command::Push(args) => registry::push(args).await,
     }
 }
 
