@@ -21,6 +21,7 @@ mod layout;
 mod limits;
 mod mcp;
 mod policy;
+mod registry;
 mod rights;
 mod secrets;
 

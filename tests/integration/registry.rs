@@ -1,0 +1,608 @@
+//! Components from OCI registries: push and pull through a real registry
+//! on loopback (Debian's `docker-registry`, the CNCF distribution server),
+//! runs from the blob cache with the registry stopped, and the refusals:
+//! an identity pin, wrong bytes from the registry, plain HTTP off loopback,
+//! malformed references, a corrupted cache.
+//!
+//! Without `/usr/bin/docker-registry` the registry tests are skipped with a
+//! note, unless `CI` is set, when they fail.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use warden::Identity;
+
+const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+/// A distribution server on a free loopback port, storing under a temp
+/// directory; killed on drop.
+struct Registry {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Registry {
+    /// The registry, or `None` (with a note) when the binary is absent
+    /// outside CI.
+    fn start() -> Option<Registry> {
+        if !Path::new(REGISTRY_BIN).exists() {
+            if std::env::var_os("CI").is_some() {
+                panic!("{REGISTRY_BIN} is missing (CI installs Debian's docker-registry)");
+            }
+            println!("skipped: {REGISTRY_BIN} not installed (apt-get install docker-registry)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let registry = Registry {
+            child: Some(child),
+            dir,
+            port,
+        };
+        let started = Instant::now();
+        while !answers(port) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the registry did not answer GET /v2/ within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(registry)
+    }
+
+    fn reference(&self, path: &str) -> String {
+        format!("oci://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// Stops the server (its storage stays until drop).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The file holding a blob in the registry's storage.
+    fn blob_file(&self, digest: &Identity) -> PathBuf {
+        let hex = digest.hex();
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(&hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether `GET /v2/` on the port answers 200.
+fn answers(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
+
+/// A scratch directory: its own compile and blob cache, audit trail and
+/// state, so what one test pulls another does not see.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    fn warden(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .arg("--cache-dir")
+            .arg(self.cache())
+            .args(args)
+            .env("WARDEN_STATE_DIR", self.dir.path().join("state"))
+            .env_remove("WARDEN_LOG")
+            .env_remove("WARDEN_OFFLINE")
+            .env_remove("WARDEN_REGISTRY_USERNAME")
+            .env_remove("WARDEN_REGISTRY_PASSWORD")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// A manifest with one tool `echo` from `component`, plus `extra` lines.
+    fn manifest(&self, component: &str, extra: &str) -> String {
+        let path = self.dir.path().join("warden.toml");
+        std::fs::write(
+            &path,
+            format!("[tools.echo]\ncomponent = \"{component}\"\n{extra}"),
+        )
+        .unwrap();
+        path.display().to_string()
+    }
+
+    /// `warden [--offline] run --manifest M echo --input {"message":"hi"}`.
+    fn run_echo(&self, manifest: &str, offline: bool) -> Output {
+        let audit = self.dir.path().join("audit.jsonl").display().to_string();
+        let mut args = vec![];
+        if offline {
+            args.push("--offline");
+        }
+        args.extend([
+            "run",
+            "--manifest",
+            manifest,
+            "echo",
+            "--audit",
+            &audit,
+            "--input",
+            r#"{"message":"hi"}"#,
+        ]);
+        self.warden(&args)
+    }
+
+    fn trail(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("audit.jsonl")).unwrap_or_default()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| {
+            !l.starts_with("compiling ") && !l.starts_with("pulling ") && !l.starts_with("pushing ")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn echo_identity() -> Identity {
+    Identity::of(&std::fs::read(crate::ECHO).unwrap())
+}
+
+/// `warden push ECHO REF`: the reference by digest it prints.
+fn push_echo(s: &Scratch, reference: &str) -> String {
+    let o = s.warden(&["push", crate::ECHO, reference]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let pinned = stdout(&o).trim().to_owned();
+    let repo = reference.rsplit_once(':').unwrap().0;
+    assert!(pinned.starts_with(&format!("{repo}@sha256:")), "{pinned}");
+    pinned
+}
+
+fn assert_ran(o: &Output) {
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
+    assert_eq!(stdout(o).trim(), r#"{"message":"hi"}"#);
+}
+
+#[test]
+fn push_pull_by_tag_and_digest_run_and_run_offline_with_the_registry_stopped() {
+    let Some(mut registry) = Registry::start() else {
+        return;
+    };
+    let s = Scratch::new();
+    let tag = registry.reference("tools/echo:v1");
+    let pinned = push_echo(&s, &tag);
+    // The same bytes push to the same digest.
+    assert_eq!(push_echo(&s, &tag), pinned);
+    let id = echo_identity();
+
+    let o = s.warden(&["pull", &tag]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let size = std::fs::metadata(crate::ECHO).unwrap().len();
+    assert_eq!(
+        stdout(&o),
+        format!("{tag}: {pinned} (identity {id}, {size} bytes, fetched)\n")
+    );
+    let o = s.warden(&["pull", &pinned]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("{pinned}: {pinned} (identity {id}, {size} bytes, already in the cache)\n")
+    );
+    let blob = s.cache().join("blobs/sha256").join(id.hex());
+    assert_eq!(
+        std::fs::read(&blob).unwrap(),
+        std::fs::read(crate::ECHO).unwrap()
+    );
+
+    // Runs by tag and by digest; the trail names the bytes that ran.
+    let by_tag = s.manifest(&tag, "");
+    assert_ran(&s.run_echo(&by_tag, false));
+    assert!(
+        s.trail().contains(&format!("\"identity\":\"{id}\"")),
+        "{}",
+        s.trail()
+    );
+    let by_digest = s.manifest(&pinned, &format!("identity = \"{id}\"\n"));
+    assert_ran(&s.run_echo(&by_digest, false));
+
+    // With the registry gone, both run from the cache: offline, and also
+    // without --offline (a cached digest never touches the network).
+    registry.stop();
+    assert!(!answers(registry.port));
+    let by_tag = s.manifest(&tag, "");
+    assert_ran(&s.run_echo(&by_tag, true));
+    assert_ran(&s.run_echo(&by_tag, false));
+    let by_digest = s.manifest(&pinned, "");
+    assert_ran(&s.run_echo(&by_digest, true));
+    // WARDEN_OFFLINE=1 is --offline.
+    let audit = s.dir.path().join("audit.jsonl").display().to_string();
+    let o = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["--cache-dir", &s.cache().display().to_string()])
+        .args(["run", "--manifest", &by_digest, "echo", "--audit", &audit])
+        .args(["--input", r#"{"message":"hi"}"#])
+        .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
+        .env("WARDEN_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert_ran(&o);
+}
+
+#[test]
+fn offline_without_the_component_in_the_cache_fails_with_what_to_do() {
+    let s = Scratch::new();
+    let reference = format!("oci://127.0.0.1:{}/tools/echo:v1", free_port());
+    let manifest = s.manifest(&reference, "");
+    let o = s.run_echo(&manifest, true);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "error: {reference}: not in the cache (offline: the registry is not asked); run `warden pull {reference}`\n"
+        )
+    );
+}
+
+#[tokio::test]
+async fn the_library_serves_a_pulled_digest_offline_and_refuses_one_it_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(crate::ECHO).unwrap();
+    let id = Identity::of(&bytes);
+    // A cache laid out as a pull leaves it: the manifest and the component,
+    // each under its digest.
+    let (_, manifest) = warden_artifact(&bytes);
+    let md = Identity::of(&manifest);
+    let cache = warden::oci::BlobCache::open(dir.path()).unwrap();
+    cache.put(&md, &manifest).unwrap();
+    cache.put(&id, &bytes).unwrap();
+    let reference: warden::oci::OciRef = format!("oci://127.0.0.1:{}/tools/echo@{md}", free_port())
+        .parse()
+        .unwrap();
+    let runtime = warden::Runtime::builder()
+        .tool(warden::ToolSpec::with_source("echo", reference.clone()))
+        .cache_dir(dir.path())
+        .offline(true)
+        .build()
+        .unwrap();
+    let run = runtime
+        .invoke("echo", &warden::Grant::new("t"), r#"{"message":"hi"}"#)
+        .await
+        .unwrap();
+    assert_eq!(run.output.unwrap().to_string(), r#"{"message":"hi"}"#);
+
+    let other = reference.with_digest(Identity::of(b"not pulled"));
+    let runtime = warden::Runtime::builder()
+        .tool(warden::ToolSpec::with_source("echo", other.clone()))
+        .cache_dir(dir.path())
+        .offline(true)
+        .build()
+        .unwrap();
+    let err = runtime
+        .invoke("echo", &warden::Grant::new("t"), "{}")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, warden::Error::NotCached(_)), "{err:?}");
+    assert_eq!(err.class(), warden::ErrorClass::Usage);
+}
+
+/// The manifest `warden push` makes for `bytes`, as pulled.
+fn warden_artifact(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let layer = Identity::of(bytes);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "created": "1970-01-01T00:00:00Z",
+        "architecture": "wasm",
+        "os": "wasip2",
+        "layerDigests": [layer.to_string()],
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.wasm.config.v0+json",
+            "digest": Identity::of(&config).to_string(),
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/wasm",
+            "digest": layer.to_string(),
+            "size": bytes.len(),
+        }],
+    }))
+    .unwrap();
+    (config, manifest)
+}
+
+#[test]
+fn an_identity_pin_the_registry_component_does_not_match_is_refused() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let s = Scratch::new();
+    let tag = registry.reference("tools/echo:v1");
+    push_echo(&s, &tag);
+    let wrong = Identity::of(b"another component");
+    let manifest = s.manifest(&tag, &format!("identity = \"{wrong}\"\n"));
+    let o = s.run_echo(&manifest, false);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "error: tool 'echo' refused to load: the manifest pins identity {wrong} but {tag} has identity {}\n",
+            echo_identity()
+        )
+    );
+    // `pull --manifest` checks the pins too, before downloading.
+    let o = s.warden(&["pull", "--manifest", &manifest]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "error: {tag}: the manifest pins identity {wrong} but the registry's component is {}\n",
+            echo_identity()
+        )
+    );
+    assert!(
+        !s.cache()
+            .join("blobs/sha256")
+            .join(echo_identity().hex())
+            .exists()
+    );
+}
+
+#[test]
+fn a_registry_serving_other_bytes_than_the_manifest_names_is_refused() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let s = Scratch::new();
+    let tag = registry.reference("tools/echo:v1");
+    push_echo(&s, &tag);
+    let id = echo_identity();
+    // Same length, one byte changed, in the registry's own storage.
+    let file = registry.blob_file(&id);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let actual = Identity::of(&bytes);
+
+    let o = s.warden(&["pull", &tag]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "error: {tag}: the registry sent bytes whose digest is {actual} for the layer {id} (refused: not the component the manifest names)\n"
+        )
+    );
+    let o = s.run_echo(&s.manifest(&tag, ""), false);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the registry sent bytes whose digest is"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!s.cache().join("blobs/sha256").join(id.hex()).exists());
+    assert!(!s.cache().join("blobs/sha256").join(actual.hex()).exists());
+}
+
+/// A fake registry on loopback: the manifest GET is redirected to plain
+/// HTTP on a host that is not loopback (`.invalid` never resolves, so
+/// nothing leaves the machine even if the redirect were followed), and
+/// `/v2/auth/…` asks for a token from a plain-HTTP token service.
+fn fake_registry() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(32) {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                match stream.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let head = String::from_utf8_lossy(&head);
+            let answer = if head.starts_with("GET /v2/auth/") {
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://auth.invalid/token\",service=\"fake\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else {
+                "HTTP/1.1 302 Found\r\nLocation: http://registry.invalid/v2/x?X-Signature=s3cr3t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            };
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn plain_http_off_loopback_is_refused_not_followed() {
+    let s = Scratch::new();
+    let port = fake_registry();
+    let reference = format!("oci://127.0.0.1:{port}/tools/echo:v1");
+    let o = s.warden(&["pull", &reference]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("refused a redirect to plain HTTP on http://registry.invalid (a host that is not loopback must use https)"),
+        "{e}"
+    );
+    assert!(!e.contains("s3cr3t"), "{e}");
+
+    let reference = format!("oci://127.0.0.1:{port}/auth/echo:v1");
+    let o = s.warden(&["pull", &reference]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "error: {reference}: refused a token service to plain HTTP on http://auth.invalid (a host that is not loopback must use https)\n"
+        )
+    );
+}
+
+#[test]
+fn malformed_references_are_refused_with_the_expected_form() {
+    let s = Scratch::new();
+    let expected =
+        "expected oci://HOST[:PORT]/REPOSITORY:TAG or oci://HOST[:PORT]/REPOSITORY@sha256:HEX";
+    for (reference, why) in [
+        (
+            "oci://ghcr.io/tools/echo",
+            "no tag (:TAG) or digest (@sha256:HEX)",
+        ),
+        ("oci://user:hunter2@ghcr.io/echo:1", "user information"),
+        ("oci://ghcr.io/../echo:1", "the repository must be"),
+        (
+            "oci://ghcr.io/echo:1?x=y",
+            "a query or fragment is not allowed",
+        ),
+        ("oci://ghcr.io/echo:1\u{1b}[2J", "only printable ASCII"),
+    ] {
+        let o = s.warden(&["pull", reference]);
+        assert_eq!(o.status.code(), Some(2), "{reference:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains(why) && e.contains(expected),
+            "{reference:?}: {e}"
+        );
+        assert!(!e.contains('\u{1b}') && !e.contains("hunter2"), "{e:?}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    // In a manifest: the field, its line, the expected form.
+    let manifest = s.manifest("oci://ghcr.io/echo", "");
+    let o = s.warden(&["check", &manifest]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("warden.toml:2:13: tools.echo.component: invalid OCI reference 'oci://ghcr.io/echo': no tag"),
+        "{e}"
+    );
+    // Plain HTTP cannot be asked for: any other scheme is a malformed reference.
+    let manifest = s.manifest("http://127.0.0.1:5000/echo:1", "");
+    let o = s.warden(&["check", &manifest]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("it does not start with oci://"),
+        "{}",
+        stderr(&o)
+    );
+    // A push names a tag.
+    let o = s.warden(&[
+        "push",
+        crate::ECHO,
+        &format!("oci://127.0.0.1:5000/echo@{}", echo_identity()),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("a push names a tag"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_corrupted_cache_entry_is_refused_offline_and_fetched_again_online() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let s = Scratch::new();
+    let tag = registry.reference("tools/echo:v1");
+    push_echo(&s, &tag);
+    let o = s.warden(&["pull", &tag]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = echo_identity();
+    let blob = s.cache().join("blobs/sha256").join(id.hex());
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&blob, &bytes).unwrap();
+    let actual = Identity::of(&bytes);
+
+    let manifest = s.manifest(&tag, "");
+    let o = s.run_echo(&manifest, true);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "error: {tag}: cache entry {} is unusable: its bytes hash to {actual}, not to its name {id}; run `warden pull {tag}` to fetch it again\n",
+            blob.display()
+        )
+    );
+    // A symlink in its place is refused too.
+    std::fs::remove_file(&blob).unwrap();
+    let elsewhere = s.dir.path().join("elsewhere.wasm");
+    std::fs::copy(crate::ECHO, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &blob).unwrap();
+    let o = s.run_echo(&manifest, true);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is a symbolic link (expected a regular file)"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Online, the unusable entry is replaced from the registry.
+    let o = s.run_echo(&manifest, false);
+    assert_ran(&o);
+    assert!(std::fs::symlink_metadata(&blob).unwrap().is_file());
+    assert_eq!(
+        std::fs::read(&blob).unwrap(),
+        std::fs::read(crate::ECHO).unwrap()
+    );
+}
