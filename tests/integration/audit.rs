@@ -159,6 +159,8 @@ async fn the_file_sink_appends_json_lines() {
     let rt = runtime_with_sink(&world, Arc::new(FileSink::open(&path).unwrap()));
     rt.invoke("echo", &Grant::new("t"), "{}").await.unwrap();
     rt.invoke("echo", &Grant::new("t"), "{}").await.unwrap();
+    // The ends are written behind (within 2 ms): on the trail now.
+    rt.flush_audit().unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let records: Vec<Record> = text
         .lines()
@@ -325,6 +327,7 @@ async fn a_reopened_trail_continues_its_chain() {
         .with_signer(Arc::new(warden::KeyPair::from_seed(&[9; 32])));
     let rt = runtime_with_sink(&world, Arc::new(sink));
     rt.invoke("echo", &Grant::new("t"), "{}").await.unwrap();
+    rt.flush_audit().unwrap();
     // Not yet signed (the cadence is 256 records or 500 ms)...
     let r = check(&std::fs::read_to_string(&path).unwrap(), &key);
     assert_eq!((r.records, r.uncovered), (14, 2), "{r:?}");

@@ -50,6 +50,8 @@ async fn probe(
         )
         .await
         .unwrap();
+    // The end record is written behind: on the trail before it is read.
+    rt.flush_audit().unwrap();
     (serde_json::from_str(&run.output.unwrap()).unwrap(), run.id)
 }
 

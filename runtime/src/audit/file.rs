@@ -20,6 +20,11 @@
 //!
 //! The format, byte for byte, is `docs/AUDIT-FORMAT.md`.
 
+#[path = "file_tick.rs"]
+mod tick;
+
+pub use tick::{Cadence, WriteBehind};
+
 use super::line::{Body, GENESIS, checkpoint_message};
 use super::{AuditError, AuditSink, Event, Record};
 use crate::keys::KeyPair;
@@ -29,27 +34,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// When a signing sink writes a checkpoint: once `records` records are
-/// unsigned, or `within` after the first of them, whichever comes first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cadence {
-    pub records: u64,
-    pub within: Duration,
-}
-
-impl Default for Cadence {
-    /// 256 records or 500 ms. A signature costs about as much as a trivial
-    /// invocation's other audit work (the `invoke` bench prints both), so
-    /// one per 256 records is a fraction of a percent of it; under light
-    /// load the time bound leaves an unsigned tail for at most half a
-    /// second, at no more than two signatures a second.
-    fn default() -> Self {
-        Cadence {
-            records: 256,
-            within: Duration::from_millis(500),
-        }
-    }
-}
 /// The last complete chained record of a trail of `len` bytes, reading only
 /// its tail (a trail grows for as long as it is kept; appending must not
 /// read it all).
@@ -120,11 +104,29 @@ struct Chain {
     len: Option<u64>,
     signer: Option<Arc<KeyPair>>,
     cadence: Cadence,
+    /// Records appended to be written behind, in order: the next write
+    /// writes them first.
+    behind: Vec<Record>,
+    /// When the first of them was appended.
+    behind_since: Option<Instant>,
+    write_behind: WriteBehind,
+    /// The last background write failed: until a write succeeds, records
+    /// are written when appended (and fail there, closed).
+    behind_failed: bool,
     closing: bool,
 }
 
 /// `invocation`, `task`, `tool`, `identity` of a record.
 type Ids = [Arc<str>; 4];
+
+fn ids(r: &Record) -> Ids {
+    [
+        r.invocation.clone(),
+        r.task.clone(),
+        r.tool.clone(),
+        r.identity.clone(),
+    ]
+}
 
 /// The trail's lock, released when dropped.
 struct Held<'a>(&'a File);
@@ -162,6 +164,10 @@ impl FileSink {
                 len: None,
                 signer: None,
                 cadence: Cadence::default(),
+                behind: Vec::new(),
+                behind_since: None,
+                write_behind: WriteBehind::default(),
+                behind_failed: false,
                 closing: false,
             }),
             wake: Condvar::new(),
@@ -171,27 +177,47 @@ impl FileSink {
             let _held = shared.hold()?;
             shared.catch_up(&mut chain)?;
         }
-        Ok(FileSink {
-            shared,
-            ticker: None,
-        })
+        let ticker = {
+            let shared = shared.clone();
+            // Without the thread, what waits is written by the next write,
+            // a flush or the end, and checkpoints come by count, on demand
+            // and at the end; only the time bounds are lost.
+            std::thread::Builder::new()
+                .name("warden-audit".into())
+                .spawn(move || shared.tick())
+                .inspect_err(|e| tracing::error!("audit trail: cannot start its thread: {e}"))
+                .ok()
+        };
+        if ticker.is_none() {
+            shared.lock().write_behind = WriteBehind::OFF;
+        }
+        Ok(FileSink { shared, ticker })
     }
 
     /// Signs checkpoints with `signer`'s Ed25519 key, on the default
     /// [`Cadence`].
-    pub fn with_signer(mut self, signer: Arc<KeyPair>) -> FileSink {
+    pub fn with_signer(self, signer: Arc<KeyPair>) -> FileSink {
         self.shared.lock().signer = Some(signer);
-        if self.ticker.is_none() {
-            let shared = self.shared.clone();
-            // Without the thread, checkpoints still come by count, on
-            // demand and at the end; only the time bound is lost.
-            self.ticker = std::thread::Builder::new()
-                .name("warden-audit-checkpoint".into())
-                .spawn(move || shared.tick())
-                .inspect_err(|e| {
-                    tracing::error!("audit trail: cannot start the checkpoint thread: {e}")
-                })
-                .ok();
+        self
+    }
+
+    /// Writes invocation ends behind on `w` instead of the default
+    /// ([`WriteBehind::default`]); [`WriteBehind::OFF`] writes each record
+    /// when it is appended.
+    pub fn with_write_behind(self, w: WriteBehind) -> FileSink {
+        let flushed = {
+            let mut chain = self.shared.lock();
+            if self.ticker.is_some() {
+                chain.write_behind = w;
+            }
+            if w.records == 0 {
+                self.shared.flush(&mut chain)
+            } else {
+                Ok(())
+            }
+        };
+        if let Err(e) = flushed {
+            tracing::error!("audit trail: {e}");
         }
         self
     }
@@ -331,9 +357,11 @@ impl Shared {
         Ok(keep)
     }
 
-    /// Under the trail's lock: catches up with other writers, chains what
-    /// `build` adds to a buffer, and writes it in one `write`. On failure
-    /// nothing is chained: the next record links to the last written one.
+    /// Under the trail's lock: catches up with other writers, chains the
+    /// records waiting to be written behind and then what `build` adds to
+    /// a buffer, and writes it in one `write`. On failure nothing is
+    /// chained (the next record links to the last written one) and what
+    /// waited still waits.
     fn write_locked(
         &self,
         chain: &mut Chain,
@@ -347,8 +375,13 @@ impl Shared {
             chain.unsigned,
             chain.unsigned_since,
         );
-        let mut out = Vec::with_capacity(1024);
-        let written = build(chain, &mut out).and_then(|()| {
+        let mut out = Vec::with_capacity(1024 + 512 * chain.behind.len());
+        let behind = std::mem::take(&mut chain.behind);
+        let queued = behind.iter().try_for_each(|r| {
+            chain.push(r.event, &Body::of(r)?, &mut out);
+            Ok(())
+        });
+        let written = queued.and_then(|()| build(chain, &mut out)).and_then(|()| {
             (&self.file).write_all(&out).map_err(|e| {
                 // Part of it may be on disk: read the tail next time.
                 chain.len = None;
@@ -358,9 +391,15 @@ impl Shared {
         match written {
             Ok(()) => {
                 chain.len = Some(len + out.len() as u64);
+                if let Some(last) = behind.last() {
+                    chain.ids = Some(ids(last));
+                }
+                chain.behind_since = None;
+                chain.behind_failed = false;
                 Ok(())
             }
             Err(e) => {
+                chain.behind = behind;
                 (chain.seq, chain.head, chain.unsigned, chain.unsigned_since) = saved;
                 // Take back what part of it reached the disk; if that fails
                 // too, the next append cuts it off (`cut_torn_tail`).
@@ -372,9 +411,37 @@ impl Shared {
         }
     }
 
-    /// Appends `records`, and a checkpoint if as many records as the
-    /// cadence allows are now unsigned; wakes the ticker when these are the
-    /// first unsigned ones.
+    /// Appends `records` to be written behind, or now when that is off,
+    /// the last background write failed, or enough records wait.
+    fn append_behind(&self, records: Vec<Record>) -> Result<(), AuditError> {
+        let mut chain = self.lock();
+        let w = chain.write_behind;
+        if chain.behind_failed || chain.behind.len() + records.len() >= w.records {
+            drop(chain);
+            return self.append(&records);
+        }
+        chain.behind.extend(records);
+        if chain.behind_since.is_none() {
+            chain.behind_since = Some(Instant::now());
+            drop(chain);
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Writes what waits to be written behind, if anything.
+    fn flush(&self, chain: &mut Chain) -> Result<(), AuditError> {
+        if chain.behind.is_empty() {
+            return Ok(());
+        }
+        self.write_locked(chain, |_, _| Ok(()))?;
+        self.after_write(chain);
+        Ok(())
+    }
+
+    /// Appends `records` (after what waits to be written behind), and a
+    /// checkpoint if as many records as the cadence allows are now
+    /// unsigned.
     fn append(&self, records: &[Record]) -> Result<(), AuditError> {
         let bodies = records
             .iter()
@@ -393,19 +460,19 @@ impl Shared {
             Ok(())
         })?;
         if let Some(last) = records.last() {
-            chain.ids = Some([
-                last.invocation.clone(),
-                last.task.clone(),
-                last.tool.clone(),
-                last.identity.clone(),
-            ]);
+            chain.ids = Some(ids(last));
         }
+        self.after_write(&mut chain);
+        Ok(())
+    }
+
+    /// After records were written: wakes the ticker when they are the
+    /// first unsigned ones.
+    fn after_write(&self, chain: &mut Chain) {
         if chain.signer.is_some() && chain.unsigned > 0 && chain.unsigned_since.is_none() {
             chain.unsigned_since = Some(Instant::now());
-            drop(chain);
             self.wake.notify_one();
         }
-        Ok(())
     }
 
     /// Writes a checkpoint if there is a signer and records follow the
@@ -423,47 +490,6 @@ impl Shared {
             Ok(())
         })?;
         Ok(wrote)
-    }
-
-    /// The ticker: writes a checkpoint once the oldest unsigned record is
-    /// `within` old, until the sink closes.
-    fn tick(&self) {
-        const RETRY: Duration = Duration::from_secs(1);
-        let mut chain = self.lock();
-        // After a failed checkpoint: not before this.
-        let mut retry_at: Option<Instant> = None;
-        while !chain.closing {
-            let Some(since) = chain.unsigned_since else {
-                chain = self.wake.wait(chain).unwrap_or_else(|p| p.into_inner());
-                continue;
-            };
-            let due = since
-                .checked_add(chain.cadence.within)
-                .unwrap_or_else(|| since + Duration::from_secs(86_400));
-            let due = retry_at.map_or(due, |r| r.max(due));
-            let now = Instant::now();
-            if now < due {
-                chain = self
-                    .wake
-                    .wait_timeout(chain, due - now)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-                continue;
-            }
-            match self.checkpoint(&mut chain) {
-                Ok(_) => retry_at = None,
-                Err(e) => {
-                    tracing::error!(
-                        "audit trail {}: checkpoint failed: {e}",
-                        self.path.display()
-                    );
-                    // Not in a loop: wait (releasing the sink to appenders,
-                    // which fail closed on their own) at least a second.
-                    let pause = RETRY.max(chain.cadence.within.min(Duration::from_secs(3600)));
-                    retry_at = Some(Instant::now() + pause);
-                }
-            }
-        }
     }
 }
 
@@ -517,13 +543,18 @@ impl AuditSink for FileSink {
         self.shared.append(records)
     }
 
-    /// Signs what is unsigned now.
+    fn append_behind(&self, records: Vec<Record>) -> Result<(), AuditError> {
+        self.shared.append_behind(records)
+    }
+
+    fn flush(&self) -> Result<(), AuditError> {
+        self.shared.flush(&mut self.shared.lock())
+    }
+
+    /// Writes what waits and signs what is unsigned now.
     fn settle(&self) {
-        if let Err(e) = self.checkpoint() {
-            tracing::error!(
-                "audit trail {}: checkpoint failed: {e}",
-                self.shared.path.display()
-            );
+        if let Err(e) = self.flush().and_then(|()| self.checkpoint()) {
+            tracing::error!("audit trail, settling: {e}");
         }
     }
 }

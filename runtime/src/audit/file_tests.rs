@@ -270,3 +270,127 @@ fn lower_hex_is_hex_encode() {
     let bytes: Vec<u8> = (0..=255).collect();
     assert_eq!(lower_hex(&bytes), hex::encode(&bytes));
 }
+
+fn behind(path: &Path, records: usize, within: Duration) -> FileSink {
+    FileSink::open(path)
+        .unwrap()
+        .with_write_behind(WriteBehind { records, within })
+}
+
+fn invocations(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| {
+            let r: Record = serde_json::from_str(l).unwrap();
+            format!("{}:{}", r.invocation, line_event(&r))
+        })
+        .collect()
+}
+
+fn line_event(r: &Record) -> &'static str {
+    match r.event {
+        Event::InvocationEnd => "end",
+        Event::Decision => "decision",
+        _ => "other",
+    }
+}
+
+#[test]
+fn ends_written_behind_go_out_first_with_the_next_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let sink = behind(&path, 1000, Duration::from_secs(3600));
+    sink.append_behind(vec![event("invocation.end", 0)])
+        .unwrap();
+    sink.append_behind(vec![event("invocation.end", 1)])
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "",
+        "written at once"
+    );
+    sink.append(&event("decision", 2)).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(invocations(&text), ["i0:end", "i1:end", "i2:decision"]);
+    let report = crate::audit::verify::verify_text(&text, None);
+    assert!(report.tampered.is_none(), "{report:?}");
+    assert_eq!(report.records, 3);
+}
+
+#[test]
+fn ends_written_behind_are_on_the_trail_within_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let sink = behind(&path, 1000, Duration::from_millis(20));
+    let queued = Instant::now();
+    sink.append_behind(vec![event("invocation.end", 0)])
+        .unwrap();
+    let text = loop {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if !text.is_empty() {
+            break text;
+        }
+        assert!(queued.elapsed() < Duration::from_secs(5), "never written");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert!(
+        queued.elapsed() >= Duration::from_millis(20),
+        "before its time"
+    );
+    assert_eq!(invocations(&text), ["i0:end"]);
+}
+
+#[test]
+fn ends_written_behind_go_out_once_enough_wait_and_when_the_sink_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let sink = behind(&path, 3, Duration::from_secs(3600));
+    sink.append_behind(vec![event("invocation.end", 0)])
+        .unwrap();
+    sink.append_behind(vec![event("invocation.end", 1)])
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    sink.append_behind(vec![event("invocation.end", 2)])
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(invocations(&text), ["i0:end", "i1:end", "i2:end"]);
+
+    sink.append_behind(vec![event("invocation.end", 3)])
+        .unwrap();
+    drop(sink);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(invocations(&text).len(), 4, "{text}");
+    assert!(
+        crate::audit::verify::verify_text(&text, None)
+            .tampered
+            .is_none()
+    );
+
+    let sink = behind(&path, 1000, Duration::from_secs(3600));
+    sink.append_behind(vec![event("invocation.end", 4)])
+        .unwrap();
+    sink.flush().unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 5);
+}
+
+#[test]
+fn when_a_write_behind_fails_later_appends_fail_closed() {
+    // Every write to /dev/full fails with ENOSPC.
+    let sink = behind(Path::new("/dev/full"), 1000, Duration::from_millis(1));
+    sink.append_behind(vec![event("invocation.end", 0)])
+        .unwrap();
+    let started = Instant::now();
+    let err = loop {
+        if let Err(e) = sink.append_behind(vec![event("invocation.end", 1)]) {
+            break e;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "never failed");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    match &err {
+        AuditError::Io { source, .. } => {
+            assert_eq!(source.raw_os_error(), Some(libc::ENOSPC), "{err}")
+        }
+        other => panic!("expected an I/O error, got {other}"),
+    }
+    assert!(sink.flush().is_err(), "what waits still waits");
+}

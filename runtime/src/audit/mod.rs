@@ -13,7 +13,7 @@ mod file;
 mod line;
 pub mod verify;
 
-pub use file::{Cadence, FileSink};
+pub use file::{Cadence, FileSink, WriteBehind};
 pub use line::{GENESIS, checkpoint_message, record_hash};
 
 use crate::redact::Redactor;
@@ -231,8 +231,22 @@ pub trait AuditSink: Send + Sync {
         records.iter().try_for_each(|r| self.append(r))
     }
 
-    /// Signs what the sink has left unsigned (a file sink's checkpoint), as
-    /// at a clean shutdown; a no-op for sinks without signatures.
+    /// Appends `records` in order, all or none, for the sink to write now
+    /// or soon: records nothing waits on (an invocation's end). A file
+    /// sink writes them with its next write or within its
+    /// [`WriteBehind`] window, whichever comes first.
+    fn append_behind(&self, records: Vec<Record>) -> Result<(), AuditError> {
+        self.append_all(&records)
+    }
+
+    /// Writes now what [`AuditSink::append_behind`] left waiting.
+    fn flush(&self) -> Result<(), AuditError> {
+        Ok(())
+    }
+
+    /// Writes what waits and signs what the sink has left unsigned (a file
+    /// sink's checkpoint), as at a clean shutdown; a no-op for sinks
+    /// without either.
     fn settle(&self) {}
 }
 
@@ -446,19 +460,43 @@ impl Auditor {
         }
     }
 
+    /// Writes `end`, this invocation's last record, behind
+    /// ([`AuditSink::append_behind`]): nothing waits on it. The held start
+    /// record goes with it.
+    pub fn write_end(&self, end: Record) -> Result<(), AuditError> {
+        // The end is the invocation's last record: a start not written
+        // with it is never owed again.
+        let start = self
+            .held
+            .as_ref()
+            .and_then(|h| h.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let records = start.into_iter().chain([end]).map(|r| self.cleaned(r));
+        self.sink.append_behind(records.collect())
+    }
+
+    /// [`Auditor::clean`] of an owned record, without a copy.
+    fn cleaned(&self, mut record: Record) -> Record {
+        if let Some(r) = self.redactor.as_deref().filter(|r| !r.is_empty()) {
+            for field in [
+                &mut record.resource,
+                &mut record.reason,
+                &mut record.message,
+            ] {
+                if let Some(text) = field.take() {
+                    *field = Some(r.redact_string(text));
+                }
+            }
+        }
+        record
+    }
+
     /// `record` with the invocation's secret values redacted from its
     /// free-text fields.
     fn clean<'r>(&self, record: &'r Record) -> std::borrow::Cow<'r, Record> {
-        let Some(r) = self.redactor.as_deref().filter(|r| !r.is_empty()) else {
-            return std::borrow::Cow::Borrowed(record);
-        };
-        let mut clean = record.clone();
-        for field in [&mut clean.resource, &mut clean.reason, &mut clean.message] {
-            if let Some(text) = field.take() {
-                *field = Some(r.redact_string(text));
-            }
+        match self.redactor.as_deref() {
+            Some(r) if !r.is_empty() => std::borrow::Cow::Owned(self.cleaned(record.clone())),
+            _ => std::borrow::Cow::Borrowed(record),
         }
-        std::borrow::Cow::Owned(clean)
     }
 }
 

@@ -484,7 +484,7 @@ fn finish(
     let (outcome, message) = end_summary(result, dropped);
     end.outcome = Some(outcome);
     end.message = message;
-    auditor.write(&end).map_err(audit_err)
+    auditor.write_end(end).map_err(audit_err)
 }
 
 /// A grant checked against the tool's ceiling, ready for one invocation.

@@ -283,8 +283,15 @@ impl Runtime {
         Ok(narrowed)
     }
 
-    /// Signs what the audit sink has left unsigned now (a file trail's
-    /// checkpoint; see [`AuditSink::settle`]).
+    /// Writes now the records the audit sink holds to write behind (see
+    /// [`crate::audit::WriteBehind`]): call it before reading a file trail
+    /// the runtime is still writing.
+    pub fn flush_audit(&self) -> Result<(), crate::audit::AuditError> {
+        self.inner.audit.flush()
+    }
+
+    /// Writes what the audit sink holds and signs what it has left
+    /// unsigned now (a file trail's checkpoint; see [`AuditSink::settle`]).
     pub fn settle_audit(&self) {
         self.inner.audit.settle();
     }

@@ -347,6 +347,8 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
         }
         outln!()?;
     }
+    // Every record on the trail before it is searched.
+    runtime.flush_audit().map_err(|e| fail(e.into()))?;
     outln!(
         "secrets.env still exists: {}; docs/notes.md now reads: {:?}; the audit trail mentions the API token: {}\n",
         ws.join("secrets.env").exists(),
