@@ -41,6 +41,7 @@ FIELDS = [
     ("task", "str"),
     ("tool", "str"),
     ("identity", "str"),
+    ("signer", "str"),
     ("capability", "str"),
     ("action", "str"),
     ("resource", "str"),

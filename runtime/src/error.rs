@@ -34,6 +34,17 @@ pub enum Error {
         expected: Identity,
         actual: Identity,
     },
+    /// A component without the signature its manifest entry requires
+    /// (`signed-by`), refused before it is compiled.
+    #[error(
+        "tool '{tool}' refused before it was compiled: {component} must be signed by {expected}, but {found}"
+    )]
+    Unsigned {
+        tool: String,
+        component: ComponentSource,
+        expected: String,
+        found: String,
+    },
     /// An `oci://` component the blob cache does not have (or has
     /// unusable), when the network may not be used.
     #[error("{0}")]
@@ -78,6 +89,7 @@ impl Error {
             | Error::Grant(_)
             | Error::Component { .. }
             | Error::IdentityMismatch { .. }
+            | Error::Unsigned { .. }
             | Error::NotCached(_)
             | Error::Input(_)
             | Error::Secret(_)

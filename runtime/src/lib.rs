@@ -37,6 +37,7 @@ pub mod mcp;
 pub mod net;
 pub mod oci;
 pub mod policy;
+pub mod provenance;
 pub mod redact;
 pub mod rights;
 mod runtime;

@@ -40,6 +40,7 @@ use crate::diag::{Checker, Waiver};
 use crate::identity::Identity;
 use crate::oci::OciRef;
 use crate::policy::RuntimePolicy;
+use crate::provenance::{self, SignedBy, manifest::RawSignedBy};
 use crate::rights::Rights;
 use crate::source::ComponentSource;
 use crate::units::{format_size, parse_size};
@@ -83,6 +84,11 @@ pub struct ToolSpec {
     /// The component: an absolute path, or an `oci://` reference.
     pub component: ComponentSource,
     pub identity: Option<Identity>,
+    /// Who must have signed the component (checked before it is compiled).
+    pub signed_by: Option<SignedBy>,
+    /// Where a file component's signature is (`<component>.sig` unless the
+    /// manifest says); unused for a registry component.
+    pub signature: Option<PathBuf>,
     pub limits: Limits,
     pub fs: Vec<FsCeiling>,
     pub secrets: Vec<SecretSpec>,
@@ -133,6 +139,8 @@ impl ToolSpec {
             name: name.into(),
             component: component.into(),
             identity: None,
+            signed_by: None,
+            signature: None,
             limits: Limits::default(),
             fs: Vec::new(),
             secrets: Vec::new(),
@@ -211,9 +219,13 @@ impl Manifest {
             });
         };
         let mut c = Checker::new(text);
+        let signed = raw
+            .signed_by
+            .and_then(|s| provenance::manifest::signed_by(&mut c, s, "signed-by", base));
         let mut tools = BTreeMap::new();
         for (name, raw_tool) in raw.tools {
-            if let Some(tool) = tool(&mut c, name.get_ref(), name.span(), raw_tool, base) {
+            let at = (name.get_ref().as_str(), name.span());
+            if let Some(tool) = tool(&mut c, at, raw_tool, base, signed.as_ref()) {
                 tools.insert(tool.name.clone(), tool);
             }
         }
@@ -275,6 +287,10 @@ impl Manifest {
 struct RawManifest {
     #[serde(default)]
     policies: Vec<String>,
+    /// What every tool's component must be signed by, unless its own
+    /// table says.
+    #[serde(default, rename = "signed-by")]
+    signed_by: Option<Spanned<RawSignedBy>>,
     #[serde(default)]
     tools: BTreeMap<Spanned<String>, RawTool>,
 }
@@ -285,6 +301,8 @@ struct RawManifest {
 struct RawTool {
     component: Spanned<String>,
     identity: Option<Spanned<String>>,
+    signed_by: Option<Spanned<RawSignedBy>>,
+    signature: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     memory: Option<Spanned<String>>,
     max_output: Option<Spanned<String>>,
@@ -307,10 +325,10 @@ struct RawTool {
 /// section in that capability's `manifest` module.
 fn tool(
     c: &mut Checker<'_>,
-    name: &str,
-    span: Range<usize>,
+    (name, span): (&str, Range<usize>),
     raw: RawTool,
     base: &Path,
+    signed: Option<&SignedBy>,
 ) -> Option<ToolSpec> {
     let before = c.count();
     let field = |f: &str| format!("tools.{name}.{f}");
@@ -428,11 +446,21 @@ fn tool(
 
     let labels = c.labels(raw.labels, field("labels"));
     let component = component?;
+    let (signed_by, signature) = provenance::manifest::of_tool(
+        c,
+        (raw.signed_by, raw.signature),
+        &field("signed-by"),
+        base,
+        signed,
+        &component,
+    );
     (c.count() == before).then(|| ToolSpec {
         labels,
         name: name.to_owned(),
         component,
         identity,
+        signed_by,
+        signature,
         limits,
         fs,
         secrets,

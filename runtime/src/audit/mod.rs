@@ -82,6 +82,10 @@ pub struct Record {
     pub tool: Arc<str>,
     /// The tool's identity, `sha256:…`.
     pub identity: Arc<str>,
+    /// Who signed the component (`key:sha256:…`), on the start record of a
+    /// tool whose manifest requires a signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<Arc<str>>,
     /// Capability family of a host call, e.g. `fs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
@@ -143,7 +147,7 @@ pub struct Record {
 }
 
 /// The fields of a [`Record`], in the order a trail line holds them.
-pub const FIELDS: [&str; 29] = [
+pub const FIELDS: [&str; 30] = [
     "v",
     "seq",
     "prev",
@@ -153,6 +157,7 @@ pub const FIELDS: [&str; 29] = [
     "task",
     "tool",
     "identity",
+    "signer",
     "capability",
     "action",
     "resource",
@@ -194,6 +199,7 @@ impl Record {
             task,
             tool,
             identity,
+            signer: None,
             capability: None,
             action: None,
             resource: None,

@@ -69,11 +69,11 @@ impl Inner {
         );
         let (listed, scope) = granted.names();
         if granted.secrets.is_empty() {
-            hold_start(&mut auditor, listed);
+            hold_start(&mut auditor, listed, tool.signer.clone());
         } else {
             // Resolving a secret may act (an `exec:` source runs a program,
             // `mint:` signs a token): the start goes out first.
-            write_start(&auditor, listed)?;
+            write_start(&auditor, listed, tool.signer.clone())?;
         }
         let _active = ActiveGuard::start(&self.active, &auditor.invocation);
         let minter = Arc::new(self.minter(tool, &auditor, scope));
@@ -326,25 +326,26 @@ fn audit_err(e: AuditError) -> Error {
     Error::Audit(Arc::new(e))
 }
 
-/// The start record, naming what was granted.
-fn start_record(auditor: &Auditor, granted: String) -> Record {
+/// The start record, naming what was granted and who signed the tool.
+fn start_record(auditor: &Auditor, granted: String, signer: Option<Arc<str>>) -> Record {
     let mut start = auditor.record(Event::InvocationStart);
     start.resource = Some(granted);
+    start.signer = signer;
     start
 }
 
 /// Writes the start record now.
-fn write_start(auditor: &Auditor, granted: String) -> Result<(), Error> {
+fn write_start(auditor: &Auditor, granted: String, signer: Option<Arc<str>>) -> Result<(), Error> {
     auditor
-        .write(&start_record(auditor, granted))
+        .write(&start_record(auditor, granted, signer))
         .map_err(audit_err)
 }
 
 /// The start record, naming what was granted: held back to go out with the
 /// invocation's next record (its first secret issued, its first host call's
 /// decision, or its end), which comes before anything the invocation does.
-fn hold_start(auditor: &mut Auditor, granted: String) {
-    let start = start_record(auditor, granted);
+fn hold_start(auditor: &mut Auditor, granted: String, signer: Option<Arc<str>>) {
+    let start = start_record(auditor, granted, signer);
     auditor.hold(start);
 }
 

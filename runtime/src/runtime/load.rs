@@ -29,6 +29,8 @@ pub(super) struct LoadedTool {
     /// The tool's name and `identity` as text, computed once.
     pub(super) name: Arc<str>,
     pub(super) identity_str: Arc<str>,
+    /// Who signed the component, when the manifest requires a signature.
+    pub(super) signer: Option<Arc<str>>,
     pub(super) pre: ToolPre<HostState>,
     pub(super) ceilings: Ceilings,
     /// The tool as runtime policy sees it.
@@ -104,6 +106,7 @@ impl Inner {
             });
         }
         verify_origin(&spec, fetched.oci.as_ref())?;
+        let signer = crate::provenance::check(&spec, &bytes, fetched.oci.as_ref())?;
         let cached = self
             .cache
             .as_ref()
@@ -152,6 +155,7 @@ impl Inner {
             spec,
             identity_str: identity.to_string().into(),
             identity,
+            signer,
             pre,
             ceilings,
             described: OnceCell::new(),

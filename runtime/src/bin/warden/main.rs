@@ -13,6 +13,7 @@ mod out;
 mod progress;
 mod registry;
 mod serve;
+mod sign;
 mod trail;
 mod version;
 
@@ -137,6 +138,9 @@ enum Command {
     /// Publish a component to a registry as a Wasm OCI artifact; prints
     /// the reference by digest.
     Push(registry::PushArgs),
+    /// Sign a component with a cosign key (writes COMPONENT.sig), or make
+    /// a key pair (--generate-key PREFIX); the password is COSIGN_PASSWORD.
+    Sign(sign::SignArgs),
     /// Run the bundled example tools on a scratch workspace.
     Demo {
         /// Keep the workspace, manifest and audit trail in DIR.
@@ -367,16 +371,14 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Demo { dir } => demo::run(builder(true)?, dir).await.map(|()| 0),
         Command::Pull(args) => {
-            let dir = (!cli.no_cache)
-                .then(|| {
-                    cli.cache_dir
-                        .clone()
-                        .or_else(warden::engine::default_cache_dir)
-                })
-                .flatten();
-            registry::pull(args, dir.as_deref()).await
+            let dir = cli
+                .cache_dir
+                .clone()
+                .or_else(warden::engine::default_cache_dir);
+            registry::pull(args, dir.filter(|_| !cli.no_cache).as_deref()).await
         }
         Command::Push(args) => registry::push(args).await,
+        Command::Sign(args) => sign::sign(args),
     }
 }
 
