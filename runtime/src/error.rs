@@ -42,6 +42,8 @@ pub enum Error {
     Unsigned {
         tool: String,
         component: ComponentSource,
+        /// The refused bytes' identity.
+        identity: Identity,
         expected: String,
         found: String,
     },

@@ -24,6 +24,7 @@ mod policy;
 mod registry;
 mod rights;
 mod secrets;
+mod signing;
 
 /// Every guest must be used by some test: adding a guest to `tools/` without
 /// naming it here (after writing its test) fails this test.

@@ -194,6 +194,7 @@ pub(crate) fn check(
     let refuse = |found: String| crate::error::Error::Unsigned {
         tool: spec.name.clone(),
         component: spec.component.clone(),
+        identity: Identity::of(bytes),
         expected: SignedBy::Key(key.clone()).to_string(),
         found,
     };

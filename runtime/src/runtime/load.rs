@@ -3,6 +3,7 @@
 //! the cache), link, and open its fs ceilings — once per tool and process.
 
 use super::{CompileEvent, Inner, Runtime};
+use crate::audit::{Auditor, Event};
 use crate::bindings::ToolPre;
 use crate::caps::fs::Ceilings;
 use crate::engine;
@@ -68,10 +69,39 @@ impl Runtime {
             })
             .await
             .cloned()
+            .inspect_err(|e| self.inner.audit_refused(tool, e))
     }
 }
 
 impl Inner {
+    /// A component refused before it was compiled (its identity pin or
+    /// its signature) goes on the trail: a `decision` denying
+    /// `component`/`load`, with the refused bytes' identity. Each attempt
+    /// is recorded (a refused load is not kept).
+    fn audit_refused(&self, tool: &str, e: &Error) {
+        let (identity, component, rule) = match e {
+            Error::IdentityMismatch { actual, path, .. } => (actual, path, "identity"),
+            Error::Unsigned {
+                identity,
+                component,
+                ..
+            } => (identity, component, "signed-by"),
+            _ => return,
+        };
+        let id = self.ids.next();
+        let auditor = Auditor::new(self.audit.clone(), &id, "", tool, &identity.to_string());
+        let mut r = auditor.record(Event::Decision);
+        r.capability = Some("component".into());
+        r.action = Some("load".into());
+        r.resource = Some(component.to_string());
+        r.decision = Some("deny".into());
+        r.rule = Some(rule.into());
+        r.reason = Some(e.to_string());
+        if let Err(err) = auditor.write(&r) {
+            tracing::error!("cannot record the refused load of '{tool}': {err}");
+        }
+    }
+
     pub(super) fn slot(&self, tool: &str) -> Result<&ToolSlot, Error> {
         self.tools.get(tool).ok_or_else(|| Error::UnknownTool {
             name: tool.to_owned(),
