@@ -22,7 +22,10 @@ wasmtime::component::bindgen!({
 /// their queries, directory entries) at TRACE, which would print values a
 /// tool handles, secrets included. `warden` adds `TARGET=off` for each to
 /// whatever `WARDEN_LOG` says; an embedder's subscriber should too.
-pub const VALUE_LOG_TARGETS: [&str; 2] = [
+/// `oci_client` logs a registry's token response at DEBUG: a bearer
+/// token for the registry.
+pub const VALUE_LOG_TARGETS: [&str; 3] = [
     "wasmtime_wasi::p2::bindings",
     "wasmtime_wasi_http::p2::bindings",
+    "oci_client",
 ];
