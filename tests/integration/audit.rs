@@ -532,3 +532,35 @@ async fn the_python_verifier_checks_what_warden_writes() {
         "{out}"
     );
 }
+
+/// `warden run` shows a tool's output only once its records are on the
+/// trail: its end is written behind, so a trail that takes no writes
+/// (here /dev/full: every write fails with ENOSPC) fails the run with
+/// exit 3 and no output, not after it.
+#[test]
+fn warden_run_fails_closed_when_the_written_behind_end_cannot_be_written() {
+    let world = World::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--cache-dir")
+        .arg(crate::common::shared_cache())
+        .env("WARDEN_STATE_DIR", world.dir.path().join("state"))
+        .args(["run", "--manifest"])
+        .arg(&world.manifest)
+        .args([
+            "echo",
+            "--input",
+            r#"{"message":"unrecorded"}"#,
+            "--audit",
+            "/dev/full",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(out.stdout.is_empty(), "output shown with no trail: {out:?}");
+    assert!(
+        stderr.contains("cannot write the audit trail /dev/full: No space left on device"),
+        "{stderr}"
+    );
+}

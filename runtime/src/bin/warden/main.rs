@@ -378,7 +378,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             registry::pull(args, dir.filter(|_| !cli.no_cache).as_deref()).await
         }
         Command::Push(args) => registry::push(args).await,
-        Command::Sign(args) => sign::sign(args),
+        Command::Sign(args) => sign::sign(args).await,
     }
 }
 
@@ -561,6 +561,10 @@ async fn run(
     verbose: bool,
 ) -> Result<u8, Failure> {
     let run = runtime.invoke(tool, grant, input).await?;
+    // Its end is written behind: on the trail before its output is shown.
+    runtime
+        .flush_audit()
+        .map_err(|e| warden::Error::Audit(Arc::new(e)))?;
     if verbose {
         for (name, bytes) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
             if !bytes.is_empty() {
