@@ -36,17 +36,8 @@ pub enum Error {
     },
     /// A component without the signature its manifest entry requires
     /// (`signed-by`), refused before it is compiled.
-    #[error(
-        "tool '{tool}' refused before it was compiled: {component} must be signed by {expected}, but {found}"
-    )]
-    Unsigned {
-        tool: String,
-        component: ComponentSource,
-        /// The refused bytes' identity.
-        identity: Identity,
-        expected: String,
-        found: String,
-    },
+    #[error("{0}")]
+    Unsigned(Box<Unsigned>),
     /// An `oci://` component the blob cache does not have (or has
     /// unusable), when the network may not be used.
     #[error("{0}")]
@@ -91,7 +82,7 @@ impl Error {
             | Error::Grant(_)
             | Error::Component { .. }
             | Error::IdentityMismatch { .. }
-            | Error::Unsigned { .. }
+            | Error::Unsigned(_)
             | Error::NotCached(_)
             | Error::Input(_)
             | Error::Secret(_)
@@ -149,4 +140,18 @@ impl From<OutputFlood> for LimitExceeded {
             limit: f.limit,
         }
     }
+}
+
+/// Why a component was refused for its signature.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "tool '{tool}' refused before it was compiled: {component} must be signed by {expected}, but {found}"
+)]
+pub struct Unsigned {
+    pub tool: String,
+    pub component: ComponentSource,
+    /// The refused bytes' identity.
+    pub identity: Identity,
+    pub expected: String,
+    pub found: String,
 }

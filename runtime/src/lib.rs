@@ -49,7 +49,7 @@ pub mod units;
 pub use bindings::VALUE_LOG_TARGETS;
 pub use caps::identity::{Claims, Introspection, Issuer};
 pub use diag::Waiver;
-pub use error::{Error, ErrorClass, LimitExceeded};
+pub use error::{Error, ErrorClass, LimitExceeded, Unsigned};
 pub use grant::{FsGrant, Grant, GrantError};
 pub use identity::Identity;
 pub use keys::{KeyPair, Verifier};

@@ -191,12 +191,14 @@ pub(crate) fn check(
     let Some(SignedBy::Key(key)) = &spec.signed_by else {
         return Ok(None);
     };
-    let refuse = |found: String| crate::error::Error::Unsigned {
-        tool: spec.name.clone(),
-        component: spec.component.clone(),
-        identity: Identity::of(bytes),
-        expected: SignedBy::Key(key.clone()).to_string(),
-        found,
+    let refuse = |found: String| {
+        crate::error::Error::Unsigned(Box::new(crate::error::Unsigned {
+            tool: spec.name.clone(),
+            component: spec.component.clone(),
+            identity: Identity::of(bytes),
+            expected: SignedBy::Key(key.clone()).to_string(),
+            found,
+        }))
     };
     let signer = || Some(Arc::from(format!("key:{}", key.fingerprint)));
     match (origin, &spec.signature) {

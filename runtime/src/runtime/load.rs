@@ -81,11 +81,7 @@ impl Inner {
     fn audit_refused(&self, tool: &str, e: &Error) {
         let (identity, component, rule) = match e {
             Error::IdentityMismatch { actual, path, .. } => (actual, path, "identity"),
-            Error::Unsigned {
-                identity,
-                component,
-                ..
-            } => (identity, component, "signed-by"),
+            Error::Unsigned(u) => (&u.identity, &u.component, "signed-by"),
             _ => return,
         };
         let id = self.ids.next();
