@@ -97,6 +97,9 @@ pub struct OciOrigin {
     pub manifest_digest: Identity,
     /// Whether the blob cache served it (no network).
     pub from_cache: bool,
+    /// cosign's signatures of `manifest_digest` the registry had (or the
+    /// cache recorded at the last pull), unverified.
+    pub signatures: Vec<crate::oci::CosignSignature>,
 }
 
 /// How components are fetched: the blob cache, whether the network may be
@@ -152,6 +155,7 @@ pub async fn fetch(
                     reference: (**reference).clone(),
                     manifest_digest: pulled.manifest_digest,
                     from_cache: pulled.from_cache,
+                    signatures: pulled.signatures,
                 }),
             })
         }

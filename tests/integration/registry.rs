@@ -606,3 +606,162 @@ fn a_corrupted_cache_entry_is_refused_offline_and_fetched_again_online() {
         std::fs::read(crate::ECHO).unwrap()
     );
 }
+
+/// `COSIGN_PASSWORD=pw warden sign --generate-key DIR/NAME`: the key
+/// pair's paths and the public key's fingerprint.
+fn generate_key(s: &Scratch, name: &str) -> (String, String, String) {
+    let prefix = s.dir.path().join(name);
+    let o = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("sign")
+        .arg("--generate-key")
+        .arg(&prefix)
+        .env("COSIGN_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let fp = out.rsplit_once("(fingerprint ").unwrap().1;
+    let fp = fp.trim().trim_end_matches(')').to_owned();
+    let p = prefix.display().to_string();
+    (format!("{p}.key"), format!("{p}.pub"), fp)
+}
+
+/// `COSIGN_PASSWORD=pw warden sign --key KEY REF`.
+fn sign_ref(key: &str, reference: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["sign", "--key", key, reference])
+        .env("COSIGN_PASSWORD", "pw")
+        .output()
+        .unwrap()
+}
+
+fn refused_with(o: &Output, found: &str) {
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(o));
+    assert!(
+        stderr(o).contains("refused before it was compiled") && stderr(o).contains(found),
+        "{}",
+        stderr(o)
+    );
+}
+
+#[test]
+fn a_signed_registry_component_runs_online_and_offline_and_unsigned_or_other_keys_are_refused() {
+    let Some(mut registry) = Registry::start() else {
+        return;
+    };
+    let s = Scratch::new();
+    let (key, public, fingerprint) = generate_key(&s, "keys/tools");
+    let (other_key, _, _) = generate_key(&s, "keys/other");
+    let tag = registry.reference("tools/echo:v1");
+    let pinned = push_echo(&s, &tag);
+    let digest: Identity = pinned.rsplit_once('@').unwrap().1.parse().unwrap();
+    let manifest = s.manifest(&tag, &format!("signed-by = {{ key = \"{public}\" }}\n"));
+
+    // Pushed, not signed.
+    let o = s.run_echo(&manifest, false);
+    refused_with(
+        &o,
+        &format!(
+            "{tag} must be signed by the key {public} (sha256:{}), but the registry has no cosign signature for it (tag sha256-{}.sig;",
+            &fingerprint["sha256:".len()..]["".len()..12],
+            digest.hex()
+        ),
+    );
+
+    // Signed by another key (a signature is fetched by `warden pull`).
+    let o = sign_ref(&other_key, &tag);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "signed {pinned}: {}\n",
+            registry.reference(&format!("tools/echo:sha256-{}.sig", digest.hex()))
+        )
+    );
+    let o = s.warden(&["pull", &tag]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    refused_with(
+        &s.run_echo(&manifest, false),
+        "but 1 signature(s) at tag sha256-",
+    );
+    refused_with(
+        &s.run_echo(&manifest, false),
+        "none by this key: signed by another key, or the signed bytes were changed after signing",
+    );
+
+    // Signed by the key (replacing the other signature): runs, and the
+    // start record names the signer.
+    let o = sign_ref(&key, &pinned);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = s.warden(&["pull", &tag]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_ran(&s.run_echo(&manifest, false));
+    assert!(
+        s.trail()
+            .contains(&format!("\"signer\":\"key:{fingerprint}\"")),
+        "{}",
+        s.trail()
+    );
+    // --output is for files.
+    let o = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["sign", "--key", &key, &tag, "--output", "x.sig"])
+        .env("COSIGN_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    // Offline with the registry stopped: the signature comes from the cache.
+    registry.stop();
+    assert_ran(&s.run_echo(&manifest, true));
+
+    // A tampered cached payload is refused, not trusted.
+    let repository = format!("127.0.0.1:{}/tools/echo", registry.port);
+    let payload = warden::provenance::simple_signing_payload(&repository, &digest);
+    let blob = s
+        .cache()
+        .join("blobs/sha256")
+        .join(Identity::of(&payload).hex());
+    let mut tampered = std::fs::read(&blob).unwrap();
+    assert_eq!(tampered, payload);
+    tampered[0] = b' ';
+    std::fs::write(&blob, &tampered).unwrap();
+    let o = s.run_echo(&manifest, true);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is unusable"), "{}", stderr(&o));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signature_of_another_artifact_is_refused() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let s = Scratch::new();
+    let (key, public, _) = generate_key(&s, "keys/tools");
+    let a = push_echo(&s, &registry.reference("tools/echo:v1"));
+    let b_tag = registry.reference("tools/echo:v2");
+    let o = s.warden(&["push", crate::LINE_COUNT, &b_tag]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let b: Identity = stdout(&o)
+        .trim()
+        .rsplit_once('@')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    let a: Identity = a.rsplit_once('@').unwrap().1.parse().unwrap();
+    // A's signature, pushed as B's (as copying A's .sig tag to B's would).
+    let signer = warden::provenance::SigningKey::load(Path::new(&key), b"pw").unwrap();
+    let repository = format!("127.0.0.1:{}/tools/echo", registry.port);
+    let payload = warden::provenance::simple_signing_payload(&repository, &a);
+    let signature = signer.sign(&payload).unwrap();
+    let b_ref: warden::oci::OciRef = b_tag.parse().unwrap();
+    warden::oci::push_signature(&b_ref, &b, &payload, &signature, None)
+        .await
+        .unwrap();
+    let manifest = s.manifest(&b_tag, &format!("signed-by = {{ key = \"{public}\" }}\n"));
+    let o = s.run_echo(&manifest, false);
+    refused_with(
+        &o,
+        &format!("none by this key: the signature is for the artifact {a}, not this one ({b})"),
+    );
+}

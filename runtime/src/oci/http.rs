@@ -100,6 +100,31 @@ impl<'a> Session<'a> {
         max: u64,
         what: &str,
     ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), OciError> {
+        match self.request(path, accept, max, what, false).await? {
+            Some(answer) => Ok(answer),
+            None => Err(self.failed(format!("the registry has no {what}"))),
+        }
+    }
+
+    /// As [`Session::get`], but a 404 is `None`.
+    pub(super) async fn get_if_present(
+        &mut self,
+        path: &str,
+        accept: Option<&str>,
+        max: u64,
+        what: &str,
+    ) -> Result<Option<(reqwest::header::HeaderMap, Vec<u8>)>, OciError> {
+        self.request(path, accept, max, what, true).await
+    }
+
+    async fn request(
+        &mut self,
+        path: &str,
+        accept: Option<&str>,
+        max: u64,
+        what: &str,
+        missing_ok: bool,
+    ) -> Result<Option<(reqwest::header::HeaderMap, Vec<u8>)>, OciError> {
         let r = self.reference;
         let url = format!(
             "{}://{}/v2/{}/{path}",
@@ -130,6 +155,9 @@ impl<'a> Session<'a> {
                     .to_owned();
                 self.authenticate(&challenge).await?;
                 continue;
+            }
+            if missing_ok && status == reqwest::StatusCode::NOT_FOUND {
+                return Ok(None);
             }
             if !status.is_success() {
                 let hint = match status.as_u16() {
@@ -175,7 +203,7 @@ impl<'a> Session<'a> {
                     ),
                 });
             }
-            return Ok((headers, body));
+            return Ok(Some((headers, body)));
         }
     }
 

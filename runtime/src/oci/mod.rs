@@ -31,11 +31,13 @@ mod http;
 mod pull;
 mod push;
 pub mod reference;
+pub mod signatures;
 
 pub use cache::{BlobCache, CacheError};
 pub use pull::{Pulled, pull, resolve};
 pub use push::push;
 pub use reference::OciRef;
+pub use signatures::{CosignSignature, manifest_digest, push_signature};
 
 use crate::identity::Identity;
 use std::fmt;

@@ -4,6 +4,7 @@
 use super::cache::{BlobCache, CacheError};
 use super::http::Session;
 use super::reference::{OciRef, shown};
+use super::signatures::{self, CosignSignature, SignatureArtifact};
 use super::{
     Credentials, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, MAX_MANIFEST, OLD_LAYER_MEDIA_TYPE,
     OciError, component_size,
@@ -21,8 +22,14 @@ pub struct Pulled {
     pub bytes: Vec<u8>,
     /// Served from the blob cache, without the network.
     pub from_cache: bool,
+    /// cosign's signatures of `manifest_digest` (empty when there are
+    /// none): fetched with the component, or those the cache recorded at
+    /// its last pull. Not verified here; see `provenance::check`.
+    pub signatures: Vec<CosignSignature>,
     /// The manifest's bytes, when they came from the registry.
     manifest: Option<Vec<u8>>,
+    /// The signature artifact, when it came from the registry.
+    signature_artifact: Option<SignatureArtifact>,
 }
 
 /// The component `reference` names, for a run: from `cache` when it has
@@ -77,7 +84,8 @@ pub async fn resolve(
 }
 
 /// `warden pull`: a tag is always resolved again at the registry (and the
-/// new resolution recorded); a digest the cache has is not fetched again.
+/// new resolution recorded); a digest the cache has is not fetched again,
+/// but its signatures are (a signature may be added after a pull).
 pub async fn pull(
     reference: &OciRef,
     cache: &BlobCache,
@@ -85,7 +93,19 @@ pub async fn pull(
     pin: Option<&Identity>,
 ) -> Result<Pulled, OciError> {
     if reference.digest().is_some() {
-        return resolve(reference, Some(cache), false, credentials, pin).await;
+        let mut pulled = resolve(reference, Some(cache), false, credentials, pin).await?;
+        if pulled.from_cache {
+            let mut s = Session::new(reference, credentials)?;
+            pulled.signature_artifact =
+                signatures::fetch(&mut s, reference, &pulled.manifest_digest).await?;
+            pulled.signatures = pulled
+                .signature_artifact
+                .as_ref()
+                .map(SignatureArtifact::signatures)
+                .unwrap_or_default();
+            store(cache, reference, &pulled)?;
+        }
+        return Ok(pulled);
     }
     let pulled = fetch(reference, credentials, pin).await?;
     store(cache, reference, &pulled)?;
@@ -123,6 +143,9 @@ fn store(cache: &BlobCache, reference: &OciRef, pulled: &Pulled) -> Result<(), O
     cache
         .put(&pulled.layer_digest, &pulled.bytes)
         .map_err(err)?;
+    if let Some(artifact) = &pulled.signature_artifact {
+        signatures::store(cache, reference, &pulled.manifest_digest, artifact).map_err(err)?;
+    }
     if reference.digest().is_none() {
         cache
             .set_tag(reference, &pulled.manifest_digest)
@@ -147,12 +170,15 @@ fn from_cache(
     let Some(bytes) = cache.get(&layer.digest)? else {
         return Ok(None);
     };
+    let signatures = signatures::from_cache(cache, reference, digest)?;
     Ok(Some(Pulled {
         manifest_digest: digest.clone(),
         layer_digest: layer.digest,
         bytes,
         from_cache: true,
+        signatures,
         manifest: None,
+        signature_artifact: None,
     }))
 }
 
@@ -266,12 +292,18 @@ async fn fetch(
             layer.digest
         )));
     }
+    let signature_artifact = signatures::fetch(&mut s, reference, &manifest_digest).await?;
     Ok(Pulled {
         manifest_digest,
         layer_digest: actual,
         bytes,
         from_cache: false,
+        signatures: signature_artifact
+            .as_ref()
+            .map(SignatureArtifact::signatures)
+            .unwrap_or_default(),
         manifest: Some(manifest),
+        signature_artifact,
     })
 }
 

@@ -202,9 +202,13 @@ pub(crate) fn check(
     };
     let signer = || Some(Arc::from(format!("key:{}", key.fingerprint)));
     match (origin, &spec.signature) {
-        (Some(_), _) => Err(refuse(
-            "signatures of registry components are not checked yet".into(),
-        )),
+        // The chain key -> payload -> manifest digest -> layer -> bytes:
+        // see `oci::signatures::verify`.
+        (Some(origin), _) => {
+            crate::oci::signatures::verify(key, &origin.signatures, &origin.manifest_digest)
+                .map_err(refuse)?;
+            Ok(signer())
+        }
         (None, None) => Err(refuse("no signature file is named".into())),
         (None, Some(path)) => {
             let sig = read_bounded(path, MAX_SIGNATURE, "the signature").map_err(|e| {

@@ -34,7 +34,7 @@ pub struct PushArgs {
 
 /// A registry failure with its exit status: 3 when the registry could not
 /// be reached or refused, 2 for what it sent or the cache holds.
-fn failure(e: OciError) -> Failure {
+pub(crate) fn failure(e: OciError) -> Failure {
     let code = match e {
         OciError::Registry { .. } => 3,
         _ => 2,

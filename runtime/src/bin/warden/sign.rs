@@ -6,16 +6,24 @@
 //! and `keys/tools.pub`; `warden sign --key keys/tools.key tool.wasm`
 //! writes `tool.wasm.sig` (as `cosign sign-blob --key` prints). The
 //! password is `COSIGN_PASSWORD`'s, as cosign's is.
+//!
+//! `warden sign --key keys/tools.key oci://HOST/REPO:TAG` signs a registry
+//! artifact as `cosign sign --key` does: cosign's simple-signing payload
+//! for the manifest digest the reference resolves to, pushed under the tag
+//! `sha256-<hex>.sig`. It replaces any signatures already at that tag
+//! (cosign appends; Warden reads either).
 
 use crate::out::outln;
 use crate::{Failure, shown, usage};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use warden::oci;
 use warden::provenance::SigningKey;
 
 #[derive(clap::Args)]
 pub struct SignArgs {
-    /// The component file to sign.
+    /// The component file to sign, or an oci://HOST/REPO:TAG (or @sha256:…)
+    /// reference whose signature is pushed to the registry.
     #[arg(required_unless_present = "generate_key", value_name = "COMPONENT")]
     component: Option<PathBuf>,
     /// The private key (cosign's encrypted PEM; password in COSIGN_PASSWORD).
@@ -30,7 +38,7 @@ pub struct SignArgs {
     generate_key: Option<PathBuf>,
 }
 
-pub fn sign(args: SignArgs) -> Result<u8, Failure> {
+pub async fn sign(args: SignArgs) -> Result<u8, Failure> {
     let password = password()?;
     if let Some(prefix) = args.generate_key {
         return generate(&prefix, password.as_bytes());
@@ -41,6 +49,14 @@ pub fn sign(args: SignArgs) -> Result<u8, Failure> {
         )));
     };
     let key = SigningKey::load(&key, password.as_bytes()).map_err(|e| usage(e.into()))?;
+    if let Some(text) = component.to_str().filter(|t| t.starts_with("oci://")) {
+        if args.output.is_some() {
+            return Err(usage(anyhow::anyhow!(
+                "--output is for a component file; a registry signature is pushed under the tag sha256-<digest>.sig"
+            )));
+        }
+        return sign_registry(&key, text).await;
+    }
     let bytes = warden::provenance::read_component(&component).map_err(|e| usage(e.into()))?;
     let signature = key.sign(&bytes).map_err(|e| usage(e.into()))?;
     let output = args.output.unwrap_or_else(|| {
@@ -60,6 +76,31 @@ pub fn sign(args: SignArgs) -> Result<u8, Failure> {
         warden::Identity::of(&bytes),
         shown(&output.display().to_string())
     )?;
+    Ok(0)
+}
+
+/// Signs the artifact `text` names and pushes the signature beside it.
+async fn sign_registry(key: &SigningKey, text: &str) -> Result<u8, Failure> {
+    let reference = text
+        .parse::<oci::OciRef>()
+        .map_err(|e| usage(anyhow::anyhow!(e)))?;
+    let credentials = oci::Credentials::from_env();
+    let digest = oci::manifest_digest(&reference, credentials.as_ref())
+        .await
+        .map_err(crate::registry::failure)?;
+    let repository = format!("{}/{}", reference.registry(), reference.repository);
+    let payload = warden::provenance::simple_signing_payload(&repository, &digest);
+    let signature = key.sign(&payload).map_err(|e| usage(e.into()))?;
+    let at = oci::push_signature(
+        &reference,
+        &digest,
+        &payload,
+        &signature,
+        credentials.as_ref(),
+    )
+    .await
+    .map_err(crate::registry::failure)?;
+    outln!("signed {}: {at}", reference.with_digest(digest))?;
     Ok(0)
 }
 

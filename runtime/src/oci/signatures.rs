@@ -1,0 +1,405 @@
+//! cosign's signatures of an artifact: the OCI image manifest under the tag
+//! `sha256-<hex of the artifact's manifest digest>.sig` in the same
+//! repository, whose layers (media type
+//! [`PAYLOAD_MEDIA_TYPE`](crate::provenance::PAYLOAD_MEDIA_TYPE)) are
+//! simple-signing payloads, each with its base64 signature in the
+//! [`SIGNATURE_ANNOTATION`](crate::provenance::SIGNATURE_ANNOTATION)
+//! annotation.
+//!
+//! Fetched with the component (a 404 for the tag means none), bounded
+//! (manifest [`MAX_MANIFEST`], [`MAX_LAYERS`] layers, payload
+//! [`MAX_PAYLOAD`], signature [`MAX_SIGNATURE`]), each payload checked
+//! against its descriptor's digest, and kept in the blob cache with the
+//! tag's resolution, so that a run after `warden pull` checks them offline.
+//! They are only read here; `provenance::check` verifies them.
+
+use super::cache::{BlobCache, CacheError};
+use super::http::{Session, client};
+use super::reference::{OciRef, Version, shown};
+use super::{
+    Credentials, MANIFEST_MEDIA_TYPE, MAX_MANIFEST, OciError, REQUEST_TIMEOUT, shown_error,
+};
+use crate::identity::Identity;
+use crate::provenance::{MAX_PAYLOAD, MAX_SIGNATURE, PAYLOAD_MEDIA_TYPE, SIGNATURE_ANNOTATION};
+use oci_client::manifest::{OciDescriptor, OciImageManifest};
+
+/// The most signature layers read from one signature manifest.
+pub const MAX_LAYERS: usize = 16;
+
+/// The config media type cosign gives a signature artifact.
+const SIGNATURE_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+
+/// One cosign signature layer: the signed payload and its base64 signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CosignSignature {
+    pub payload: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// cosign's signature tag for the artifact `digest`: `sha256-<hex>.sig`.
+pub fn tag_name(digest: &Identity) -> String {
+    format!("sha256-{}.sig", digest.hex())
+}
+
+/// The signature tag of `digest` in `reference`'s repository.
+pub fn signature_ref(reference: &OciRef, digest: &Identity) -> OciRef {
+    OciRef {
+        version: Version::Tag(tag_name(digest)),
+        ..reference.clone()
+    }
+}
+
+/// A signature artifact as fetched: its manifest and signatures.
+#[derive(Debug, Clone)]
+pub(super) struct SignatureArtifact {
+    manifest: Vec<u8>,
+    layers: Vec<(Identity, CosignSignature)>,
+}
+
+impl SignatureArtifact {
+    pub(super) fn signatures(&self) -> Vec<CosignSignature> {
+        self.layers.iter().map(|(_, s)| s.clone()).collect()
+    }
+}
+
+/// A signature layer's descriptor, checked.
+struct Layer {
+    digest: Identity,
+    size: u64,
+    signature: Vec<u8>,
+}
+
+/// The signature layers of a signature manifest; other layers are skipped.
+fn layers_of(manifest: &[u8]) -> Result<Vec<Layer>, String> {
+    let m: OciImageManifest = serde_json::from_slice(manifest)
+        .map_err(|e| format!("the signature manifest is not an OCI image manifest: {e}"))?;
+    if m.layers.len() > MAX_LAYERS {
+        return Err(format!(
+            "the signature manifest has {} layers (expected at most {MAX_LAYERS})",
+            m.layers.len()
+        ));
+    }
+    let mut out = Vec::new();
+    for l in m
+        .layers
+        .iter()
+        .filter(|l| l.media_type == PAYLOAD_MEDIA_TYPE)
+    {
+        let digest = l.digest.parse::<Identity>().map_err(|_| {
+            format!(
+                "a signature layer's digest '{}' is not sha256 (expected sha256: and 64 hex digits)",
+                shown(&l.digest)
+            )
+        })?;
+        let size = u64::try_from(l.size)
+            .ok()
+            .filter(|s| (1..=MAX_PAYLOAD).contains(s))
+            .ok_or_else(|| {
+                format!(
+                    "a signature payload's size {} is not from 1 to {MAX_PAYLOAD} bytes",
+                    l.size
+                )
+            })?;
+        let signature = l
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SIGNATURE_ANNOTATION))
+            .cloned()
+            .unwrap_or_default();
+        if signature.len() as u64 > MAX_SIGNATURE {
+            return Err(format!(
+                "a signature is {} bytes (expected at most {MAX_SIGNATURE})",
+                signature.len()
+            ));
+        }
+        out.push(Layer {
+            digest,
+            size,
+            signature: signature.into_bytes(),
+        });
+    }
+    Ok(out)
+}
+
+/// The signatures of `digest` at the registry; `None` when the signature
+/// tag does not exist.
+pub(super) async fn fetch(
+    s: &mut Session<'_>,
+    reference: &OciRef,
+    digest: &Identity,
+) -> Result<Option<SignatureArtifact>, OciError> {
+    let invalid = |reason: String| OciError::Invalid {
+        reference: reference.to_string(),
+        reason: format!("its signatures (tag {}): {reason}", tag_name(digest)),
+    };
+    let path = format!("manifests/{}", tag_name(digest));
+    let Some((_, manifest)) = s
+        .get_if_present(
+            &path,
+            Some(MANIFEST_MEDIA_TYPE),
+            MAX_MANIFEST,
+            "the signature manifest",
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut layers = Vec::new();
+    for l in layers_of(&manifest).map_err(invalid)? {
+        let path = format!("blobs/{}", l.digest);
+        let (_, payload) = s.get(&path, None, l.size, "a signature payload").await?;
+        let actual = Identity::of(&payload);
+        if actual != l.digest {
+            return Err(invalid(format!(
+                "the registry sent a payload whose digest is {actual} for the layer {}",
+                l.digest
+            )));
+        }
+        layers.push((
+            actual,
+            CosignSignature {
+                payload,
+                signature: l.signature,
+            },
+        ));
+    }
+    Ok(Some(SignatureArtifact { manifest, layers }))
+}
+
+/// Stores the payloads, the manifest, then the signature tag's resolution.
+pub(super) fn store(
+    cache: &BlobCache,
+    reference: &OciRef,
+    digest: &Identity,
+    artifact: &SignatureArtifact,
+) -> Result<(), CacheError> {
+    for (d, s) in &artifact.layers {
+        cache.put(d, &s.payload)?;
+    }
+    let manifest_digest = Identity::of(&artifact.manifest);
+    cache.put(&manifest_digest, &artifact.manifest)?;
+    cache.set_tag(&signature_ref(reference, digest), &manifest_digest)
+}
+
+/// The signatures of `digest` the cache holds (none if it has no record
+/// of the signature tag); a cached blob that does not hash to its name is
+/// an error.
+pub(super) fn from_cache(
+    cache: &BlobCache,
+    reference: &OciRef,
+    digest: &Identity,
+) -> Result<Vec<CosignSignature>, CacheError> {
+    let Some(sig_digest) = cache.tag(&signature_ref(reference, digest))? else {
+        return Ok(Vec::new());
+    };
+    let missing = |d: &Identity| CacheError {
+        path: cache.blob_path(d),
+        reason: format!(
+            "the signatures of {reference} name it, and it is missing (expected a pulled blob)"
+        ),
+    };
+    let manifest = cache
+        .get(&sig_digest)?
+        .ok_or_else(|| missing(&sig_digest))?;
+    let layers = layers_of(&manifest).map_err(|reason| CacheError {
+        path: cache.blob_path(&sig_digest),
+        reason,
+    })?;
+    let mut out = Vec::new();
+    for l in layers {
+        let payload = cache.get(&l.digest)?.ok_or_else(|| missing(&l.digest))?;
+        out.push(CosignSignature {
+            payload,
+            signature: l.signature,
+        });
+    }
+    Ok(out)
+}
+
+/// Whether any of `signatures` is `key`'s over cosign's payload for
+/// `manifest_digest`; otherwise what was found, worded to follow "but".
+///
+/// This closes the chain from the key to the bytes compiled: the key
+/// signs the payload, the payload names the manifest digest, the pull
+/// checked the manifest's bytes against that digest and the component's
+/// bytes against the manifest's layer digest (and the loader checks them
+/// again before compiling).
+pub(crate) fn verify(
+    key: &crate::provenance::TrustedKey,
+    signatures: &[CosignSignature],
+    manifest_digest: &Identity,
+) -> Result<(), String> {
+    let mut last = None;
+    for s in signatures {
+        match key.verify_payload(&s.payload, &s.signature, manifest_digest) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    let tag = tag_name(manifest_digest);
+    match last {
+        None => Err(format!(
+            "the registry has no cosign signature for it (tag {tag}; sign it with `warden sign --key KEY` or `cosign sign --key`, then `warden pull` it again)"
+        )),
+        Some(e) => {
+            let reason = match e {
+                crate::provenance::ProvenanceError::Mismatch { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            Err(format!(
+                "{} signature(s) at tag {tag}, none by this key: {reason}",
+                signatures.len()
+            ))
+        }
+    }
+}
+
+/// The digest of the manifest `reference` names, asked of the registry
+/// (for a digest reference, checked to be there).
+pub async fn manifest_digest(
+    reference: &OciRef,
+    credentials: Option<&Credentials>,
+) -> Result<Identity, OciError> {
+    let mut s = Session::new(reference, credentials)?;
+    let path = format!("manifests/{}", reference.version_str());
+    let (_, manifest) = s
+        .get(
+            &path,
+            Some(MANIFEST_MEDIA_TYPE),
+            MAX_MANIFEST,
+            "the manifest",
+        )
+        .await?;
+    let digest = Identity::of(&manifest);
+    if let Some(want) = reference.digest()
+        && *want != digest
+    {
+        return Err(OciError::Invalid {
+            reference: reference.to_string(),
+            reason: format!(
+                "the registry sent a manifest whose digest is {digest}, not the {want} asked for"
+            ),
+        });
+    }
+    Ok(digest)
+}
+
+/// The signature artifact's config and manifest for one signature layer.
+pub(crate) fn artifact(payload: &[u8], signature: &str) -> (Vec<u8>, Vec<u8>) {
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "",
+        "os": "",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [Identity::of(payload).to_string()]},
+    }))
+    .unwrap_or_default();
+    let manifest = OciImageManifest {
+        schema_version: 2,
+        media_type: Some(MANIFEST_MEDIA_TYPE.to_owned()),
+        config: OciDescriptor {
+            media_type: SIGNATURE_CONFIG_MEDIA_TYPE.to_owned(),
+            digest: Identity::of(&config).to_string(),
+            size: config.len() as i64,
+            ..Default::default()
+        },
+        layers: vec![OciDescriptor {
+            media_type: PAYLOAD_MEDIA_TYPE.to_owned(),
+            digest: Identity::of(payload).to_string(),
+            size: payload.len() as i64,
+            annotations: Some(
+                [(SIGNATURE_ANNOTATION.to_owned(), signature.to_owned())]
+                    .into_iter()
+                    .collect(),
+            ),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    (config, serde_json::to_vec(&manifest).unwrap_or_default())
+}
+
+/// Pushes one signature of the artifact `digest` in `reference`'s
+/// repository under its signature tag, replacing the signatures there;
+/// the answer is the signature tag's reference.
+pub async fn push_signature(
+    reference: &OciRef,
+    digest: &Identity,
+    payload: &[u8],
+    signature: &str,
+    credentials: Option<&Credentials>,
+) -> Result<OciRef, OciError> {
+    let target_ref = signature_ref(reference, digest);
+    let failed = |reason: String| OciError::Registry {
+        reference: target_ref.to_string(),
+        reason,
+    };
+    let (config, manifest) = artifact(payload, signature);
+    let client = client(reference).map_err(failed)?;
+    let target = target_ref.client_ref();
+    let auth = Credentials::registry_auth(credentials);
+    let work = async {
+        client
+            .auth(&target, &auth, oci_client::RegistryOperation::Push)
+            .await
+            .map_err(|e| format!("authentication failed: {}", shown_error(&e)))?;
+        for (bytes, what) in [
+            (payload, "the signature payload"),
+            (&config[..], "the config"),
+        ] {
+            client
+                .push_blob(&target, bytes.to_vec(), &Identity::of(bytes).to_string())
+                .await
+                .map_err(|e| format!("cannot push {what}: {}", shown_error(&e)))?;
+        }
+        client
+            .push_manifest_raw(
+                &target,
+                manifest,
+                reqwest::header::HeaderValue::from_static(MANIFEST_MEDIA_TYPE),
+            )
+            .await
+            .map_err(|e| format!("cannot push the signature manifest: {}", shown_error(&e)))?;
+        Ok::<_, String>(())
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, work)
+        .await
+        .map_err(|_| failed(format!("the push took longer than {REQUEST_TIMEOUT:?}")))?
+        .map_err(failed)?;
+    Ok(target_ref)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_artifact_round_trips_and_is_bounded() {
+        let payload = b"{\"critical\":{}}";
+        let (_, manifest) = artifact(payload, "c2ln");
+        let layers = layers_of(&manifest).unwrap();
+        assert_eq!(layers.len(), 1);
+        assert_eq!(layers[0].digest, Identity::of(payload));
+        assert_eq!(layers[0].signature, b"c2ln");
+        let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        let layer = m["layers"][0].to_string();
+        let many = manifest_with(&vec![layer.as_str(); MAX_LAYERS + 1].join(","));
+        let e = layers_of(many.as_bytes()).err().unwrap();
+        assert_eq!(
+            e,
+            "the signature manifest has 17 layers (expected at most 16)"
+        );
+        let big = manifest_with(&layer.replace("\"size\":15", "\"size\":99999"));
+        let e = layers_of(big.as_bytes()).err().unwrap();
+        assert!(e.contains("size 99999 is not from 1 to 16384"), "{e}");
+        let long = "A".repeat(MAX_SIGNATURE as usize + 1);
+        let (_, m) = artifact(payload, &long);
+        assert!(layers_of(&m).is_err());
+    }
+
+    fn manifest_with(layers: &str) -> String {
+        format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"x","digest":"sha256:{z}","size":2}},"layers":[{layers}]}}"#,
+            z = "0".repeat(64)
+        )
+    }
+}
