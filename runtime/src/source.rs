@@ -130,7 +130,20 @@ pub async fn fetch(
 ) -> Result<Fetched, FetchError> {
     match component {
         ComponentSource::File(path) => {
-            let bytes = tokio::fs::read(path).await.map_err(FetchError::Read)?;
+            // Bounded like a registry's component, a regular file only (a
+            // FIFO or device swapped in after the manifest was checked would
+            // block the load or exhaust memory).
+            let path = path.clone();
+            let read =
+                tokio::task::spawn_blocking(move || crate::provenance::read_component(&path))
+                    .await
+                    .map_err(|e| FetchError::Read(std::io::Error::other(e.to_string())))?;
+            let bytes = read.map_err(|e| {
+                FetchError::Read(std::io::Error::other(match e {
+                    crate::provenance::ProvenanceError::Read { reason, .. } => reason,
+                    other => other.to_string(),
+                }))
+            })?;
             Ok(Fetched {
                 identity: Identity::of(&bytes),
                 bytes,

@@ -246,3 +246,50 @@ fn signed_by_is_checked_per_tool_and_bad_entries_are_named() {
         assert!(err.contains(says), "{says}\n{err}");
     }
 }
+
+#[test]
+fn a_component_file_is_read_bounded_and_only_as_a_regular_file() {
+    let (_dir, d) = signed_world();
+    std::fs::write(
+        d.join("warden.toml"),
+        "[tools.echo]\ncomponent = \"echo.wasm\"\n",
+    )
+    .unwrap();
+    // Over the 256 MiB a component may be (sparse: no disk used).
+    let f = std::fs::File::create(d.join("echo.wasm")).unwrap();
+    f.set_len((256 << 20) + 1).unwrap();
+    drop(f);
+    let (code, _, err) = run_echo(&d);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("more than the 268435456 bytes expected"),
+        "{err}"
+    );
+    // A FIFO swapped in after the manifest was checked: refused, not
+    // waited on.
+    std::fs::copy(crate::ECHO, d.join("echo.wasm")).unwrap();
+    let manifest = warden::Manifest::load(d.join("warden.toml")).unwrap();
+    std::fs::remove_file(d.join("echo.wasm")).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(d.join("echo.wasm"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let rt = warden::Runtime::builder()
+        .manifest(manifest)
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(rt.invoke("echo", &warden::Grant::new("t"), "{}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot read the component: not a regular file"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
