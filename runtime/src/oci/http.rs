@@ -78,7 +78,7 @@ impl<'a> Session<'a> {
             })?;
         Ok(Session {
             reference,
-            credentials,
+            credentials: Credentials::for_ref(credentials, reference),
             http,
             authorization: None,
             asked: false,
@@ -162,7 +162,7 @@ impl<'a> Session<'a> {
             if !status.is_success() {
                 let hint = match status.as_u16() {
                     401 | 403 => {
-                        " (set WARDEN_REGISTRY_USERNAME and WARDEN_REGISTRY_PASSWORD if the registry needs credentials)"
+                        " (set WARDEN_REGISTRY, WARDEN_REGISTRY_USERNAME and WARDEN_REGISTRY_PASSWORD if the registry needs credentials)"
                     }
                     404 => " (is it pushed? check the repository and tag)",
                     _ => "",
@@ -214,7 +214,7 @@ impl<'a> Session<'a> {
         let scheme = challenge.split_whitespace().next().unwrap_or("");
         if scheme.eq_ignore_ascii_case("basic") {
             let creds = self.credentials.ok_or_else(|| {
-                self.failed("the registry asks for credentials (set WARDEN_REGISTRY_USERNAME and WARDEN_REGISTRY_PASSWORD)".into())
+                self.failed("the registry asks for credentials (set WARDEN_REGISTRY to this registry, WARDEN_REGISTRY_USERNAME and WARDEN_REGISTRY_PASSWORD)".into())
             })?;
             self.authorization = Some(sensitive(creds.basic_header()));
             return Ok(());
@@ -234,7 +234,7 @@ impl<'a> Session<'a> {
         })?;
         check_scheme(&url, "a token service").map_err(|e| self.failed(e))?;
         let client = client(self.reference).map_err(|e| self.failed(e))?;
-        let auth = Credentials::registry_auth(self.credentials);
+        let auth = Credentials::registry_auth(self.credentials, self.reference);
         let token = client
             .auth(
                 &self.reference.client_ref(),

@@ -68,28 +68,59 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// when there are none). The password is never shown.
 #[derive(Clone)]
 pub struct Credentials {
+    /// The registry (`HOST[:PORT]`) they belong to: sent to no other.
+    registry: String,
     username: String,
     password: zeroize::Zeroizing<String>,
 }
 
 impl Credentials {
-    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Credentials {
+    /// Credentials for `registry` (`HOST[:PORT]`, as in a reference).
+    pub fn new(
+        registry: impl Into<String>,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Credentials {
         Credentials {
+            registry: registry.into(),
             username: username.into(),
             password: zeroize::Zeroizing::new(password.into()),
         }
     }
 
-    /// `WARDEN_REGISTRY_USERNAME` and `WARDEN_REGISTRY_PASSWORD`, when both
-    /// are set.
+    /// `WARDEN_REGISTRY_USERNAME` and `WARDEN_REGISTRY_PASSWORD` for the
+    /// registry `WARDEN_REGISTRY` names (`HOST[:PORT]`), when all three are
+    /// set. Without `WARDEN_REGISTRY` they are not used (a warning says
+    /// so): sent to whatever registry a manifest names, they would be given
+    /// away by a manifest someone else wrote.
     pub fn from_env() -> Option<Credentials> {
         let user = std::env::var("WARDEN_REGISTRY_USERNAME").ok()?;
         let pass = std::env::var("WARDEN_REGISTRY_PASSWORD").ok()?;
-        Some(Credentials::new(user, pass))
+        let Some(registry) = std::env::var("WARDEN_REGISTRY")
+            .ok()
+            .filter(|r| !r.is_empty())
+        else {
+            tracing::warn!(
+                "WARDEN_REGISTRY_USERNAME and WARDEN_REGISTRY_PASSWORD are not used: set WARDEN_REGISTRY to the registry (HOST[:PORT]) they are for"
+            );
+            return None;
+        };
+        Some(Credentials::new(registry, user, pass))
     }
 
-    pub(crate) fn registry_auth(creds: Option<&Credentials>) -> oci_client::secrets::RegistryAuth {
-        match creds {
+    /// `creds` when they belong to `reference`'s registry.
+    pub(crate) fn for_ref<'a>(
+        creds: Option<&'a Credentials>,
+        reference: &OciRef,
+    ) -> Option<&'a Credentials> {
+        creds.filter(|c| c.registry.eq_ignore_ascii_case(&reference.registry()))
+    }
+
+    pub(crate) fn registry_auth(
+        creds: Option<&Credentials>,
+        reference: &OciRef,
+    ) -> oci_client::secrets::RegistryAuth {
+        match Credentials::for_ref(creds, reference) {
             Some(c) => oci_client::secrets::RegistryAuth::Basic(
                 c.username.clone(),
                 c.password.as_str().to_owned(),
@@ -166,7 +197,26 @@ pub(crate) fn shown_error(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
         depth += 1;
     }
-    crate::redact::escape_control(cut(&text, 400)).into_owned()
+    crate::redact::escape_control(cut(&without_queries(&text), 400)).into_owned()
+}
+
+/// `text` with every URL's query and fragment taken out: a redirect's URL
+/// can carry a storage signature (`?X-Amz-Signature=…`), and reqwest's
+/// errors name the URL they failed on.
+fn without_queries(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let end_of_url = rest[at..]
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>'))
+            .map_or(rest.len(), |i| at + i);
+        let url = &rest[..end_of_url];
+        let kept = url[at..].find(['?', '#']).map_or(url.len(), |i| at + i);
+        out.push_str(&url[..kept]);
+        rest = &rest[end_of_url..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The longest start of `s` of at most `max` bytes that ends on a
@@ -184,4 +234,39 @@ fn component_size(size: i64) -> Option<u64> {
     u64::try_from(size)
         .ok()
         .filter(|s| (1..=MAX_COMPONENT).contains(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_show_urls_without_their_queries() {
+        let text = "error following redirect for url (http://localhost:5086/storage/blob?X-Amz-Signature=SECRETSIG#frag): to http://10.0.0.1/x?token=T";
+        let shown = without_queries(text);
+        assert_eq!(
+            shown,
+            "error following redirect for url (http://localhost:5086/storage/blob): to http://10.0.0.1/x"
+        );
+        assert_eq!(
+            without_queries("no url here ? at all"),
+            "no url here ? at all"
+        );
+    }
+
+    #[test]
+    fn credentials_go_only_to_their_registry() {
+        let creds = Credentials::new("registry.example:5000", "alice", "s3cret");
+        let ours: OciRef = "oci://registry.example:5000/tools/echo:v1".parse().unwrap();
+        let theirs: OciRef = "oci://attacker.example/tools/echo:v1".parse().unwrap();
+        let other_port: OciRef = "oci://registry.example/tools/echo:v1".parse().unwrap();
+        assert!(Credentials::for_ref(Some(&creds), &ours).is_some());
+        assert!(Credentials::for_ref(Some(&creds), &theirs).is_none());
+        assert!(Credentials::for_ref(Some(&creds), &other_port).is_none());
+        assert!(matches!(
+            Credentials::registry_auth(Some(&creds), &theirs),
+            oci_client::secrets::RegistryAuth::Anonymous
+        ));
+        assert!(!format!("{creds:?}").contains("s3cret"));
+    }
 }

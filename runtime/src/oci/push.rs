@@ -81,7 +81,7 @@ pub async fn push(
     let digest = Identity::of(&manifest);
     let client = client(reference).map_err(failed)?;
     let target = reference.client_ref();
-    let auth = Credentials::registry_auth(credentials);
+    let auth = Credentials::registry_auth(credentials, reference);
     let work = async {
         client
             .auth(&target, &auth, oci_client::RegistryOperation::Push)

@@ -187,7 +187,7 @@ impl FromStr for OciRef {
             .ok_or_else(|| bad("no repository after the host"))?;
         if authority.contains('@') {
             return Err(bad(
-                "user information (user:password@) is not allowed; registry credentials come from WARDEN_REGISTRY_USERNAME and WARDEN_REGISTRY_PASSWORD",
+                "user information (user:password@) is not allowed; registry credentials come from WARDEN_REGISTRY, WARDEN_REGISTRY_USERNAME and WARDEN_REGISTRY_PASSWORD",
             ));
         }
         let (host, port) = parse_authority(authority).map_err(|e| bad(&e))?;

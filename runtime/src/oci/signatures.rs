@@ -336,7 +336,7 @@ pub async fn push_signature(
     let (config, manifest) = artifact(payload, signature);
     let client = client(reference).map_err(failed)?;
     let target = target_ref.client_ref();
-    let auth = Credentials::registry_auth(credentials);
+    let auth = Credentials::registry_auth(credentials, reference);
     let work = async {
         client
             .auth(&target, &auth, oci_client::RegistryOperation::Push)

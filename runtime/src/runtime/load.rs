@@ -216,13 +216,9 @@ fn fetch_error(spec: &ToolSpec, e: FetchError) -> Error {
     }
 }
 
-/// Checks a registry component's origin before it is compiled.
-///
-/// Today there is nothing to check beyond the digests the pull verified.
-/// This is where a signature over `origin.manifest_digest` (cosign's,
-/// fetched from the registry or the blob cache) will be verified against
-/// the manifest's key, refusing the tool before any of its code is
-/// compiled.
+/// Logs where a registry component came from. Its digests were checked by
+/// the pull; its signature, when the manifest requires one, is checked
+/// next, by `provenance::check`, before anything is compiled.
 fn verify_origin(_spec: &ToolSpec, origin: Option<&source::OciOrigin>) -> Result<(), Error> {
     if let Some(origin) = origin {
         tracing::debug!(

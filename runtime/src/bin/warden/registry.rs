@@ -1,7 +1,8 @@
 //! `warden pull` and `warden push`: components in OCI registries.
 //!
 //! Credentials, when a registry needs them, come from
-//! `WARDEN_REGISTRY_USERNAME` and `WARDEN_REGISTRY_PASSWORD`; they are
+//! `WARDEN_REGISTRY_USERNAME` and `WARDEN_REGISTRY_PASSWORD`, for the registry
+//! `WARDEN_REGISTRY` names (and no other); they are
 //! never printed.
 
 use crate::out::outln;
