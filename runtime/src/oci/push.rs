@@ -73,21 +73,42 @@ pub async fn push(
             "not a WebAssembly component (expected a component built for wasm32-wasip2)".into(),
         ));
     }
-    let failed = |reason: String| OciError::Registry {
-        reference: reference.to_string(),
-        reason,
-    };
     let (config, manifest) = artifact(component);
     let digest = Identity::of(&manifest);
+    upload(
+        reference,
+        reference,
+        [(component, "the component"), (&config, "the config")],
+        manifest,
+        credentials,
+    )
+    .await?;
+    Ok(digest)
+}
+
+/// Pushes an artifact's two blobs, then its manifest, to `target` (a tag
+/// in `reference`'s repository) within [`REQUEST_TIMEOUT`], with the
+/// credentials of `reference`'s registry.
+pub(super) async fn upload(
+    reference: &OciRef,
+    target: &OciRef,
+    blobs: [(&[u8], &str); 2],
+    manifest: Vec<u8>,
+    credentials: Option<&Credentials>,
+) -> Result<(), OciError> {
+    let failed = |reason: String| OciError::Registry {
+        reference: target.to_string(),
+        reason,
+    };
     let client = client(reference).map_err(failed)?;
-    let target = reference.client_ref();
     let auth = Credentials::registry_auth(credentials, reference);
+    let target = target.client_ref();
     let work = async {
         client
             .auth(&target, &auth, oci_client::RegistryOperation::Push)
             .await
             .map_err(|e| format!("authentication failed: {}", shown_error(&e)))?;
-        for (bytes, what) in [(component, "the component"), (&config[..], "the config")] {
+        for (bytes, what) in blobs {
             client
                 .push_blob(&target, bytes.to_vec(), &Identity::of(bytes).to_string())
                 .await
@@ -106,8 +127,7 @@ pub async fn push(
     tokio::time::timeout(REQUEST_TIMEOUT, work)
         .await
         .map_err(|_| failed(format!("the push took longer than {REQUEST_TIMEOUT:?}")))?
-        .map_err(failed)?;
-    Ok(digest)
+        .map_err(failed)
 }
 
 #[cfg(test)]

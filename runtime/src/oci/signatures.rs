@@ -14,11 +14,9 @@
 //! They are only read here; `provenance::check` verifies them.
 
 use super::cache::{BlobCache, CacheError};
-use super::http::{Session, client};
+use super::http::Session;
 use super::reference::{OciRef, Version, shown};
-use super::{
-    Credentials, MANIFEST_MEDIA_TYPE, MAX_MANIFEST, OciError, REQUEST_TIMEOUT, shown_error,
-};
+use super::{Credentials, MANIFEST_MEDIA_TYPE, MAX_MANIFEST, OciError};
 use crate::identity::Identity;
 use crate::provenance::{MAX_PAYLOAD, MAX_SIGNATURE, PAYLOAD_MEDIA_TYPE, SIGNATURE_ANNOTATION};
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
@@ -329,42 +327,15 @@ pub async fn push_signature(
     credentials: Option<&Credentials>,
 ) -> Result<OciRef, OciError> {
     let target_ref = signature_ref(reference, digest);
-    let failed = |reason: String| OciError::Registry {
-        reference: target_ref.to_string(),
-        reason,
-    };
     let (config, manifest) = artifact(payload, signature);
-    let client = client(reference).map_err(failed)?;
-    let target = target_ref.client_ref();
-    let auth = Credentials::registry_auth(credentials, reference);
-    let work = async {
-        client
-            .auth(&target, &auth, oci_client::RegistryOperation::Push)
-            .await
-            .map_err(|e| format!("authentication failed: {}", shown_error(&e)))?;
-        for (bytes, what) in [
-            (payload, "the signature payload"),
-            (&config[..], "the config"),
-        ] {
-            client
-                .push_blob(&target, bytes.to_vec(), &Identity::of(bytes).to_string())
-                .await
-                .map_err(|e| format!("cannot push {what}: {}", shown_error(&e)))?;
-        }
-        client
-            .push_manifest_raw(
-                &target,
-                manifest,
-                reqwest::header::HeaderValue::from_static(MANIFEST_MEDIA_TYPE),
-            )
-            .await
-            .map_err(|e| format!("cannot push the signature manifest: {}", shown_error(&e)))?;
-        Ok::<_, String>(())
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, work)
-        .await
-        .map_err(|_| failed(format!("the push took longer than {REQUEST_TIMEOUT:?}")))?
-        .map_err(failed)?;
+    super::push::upload(
+        reference,
+        &target_ref,
+        [(payload, "the signature payload"), (&config, "the config")],
+        manifest,
+        credentials,
+    )
+    .await?;
     Ok(target_ref)
 }
 
