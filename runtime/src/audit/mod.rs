@@ -533,6 +533,7 @@ mod tests {
         ] {
             *f = Some(String::new());
         }
+        r.signer = Some(Arc::from(""));
         r.policies = Some(vec![]);
         r.status = Some(0);
         for f in [
