@@ -32,6 +32,8 @@
 //! Unknown fields are errors. Every problem is reported with its file, line,
 //! column, field and the form that was expected; nothing is half-loaded.
 
+mod signed_by;
+
 use crate::caps::deploy::DeployTarget;
 use crate::caps::http::EgressRule;
 use crate::caps::secrets::SecretSpec;
@@ -40,11 +42,12 @@ use crate::diag::{Checker, Waiver};
 use crate::identity::Identity;
 use crate::oci::OciRef;
 use crate::policy::RuntimePolicy;
-use crate::provenance::{self, SignedBy, manifest::RawSignedBy};
 use crate::rights::Rights;
 use crate::source::ComponentSource;
 use crate::units::{format_size, parse_size};
 use serde::Deserialize;
+use signed_by::RawSignedBy;
+pub use signed_by::SignedBy;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
@@ -221,7 +224,7 @@ impl Manifest {
         let mut c = Checker::new(text);
         let signed = raw
             .signed_by
-            .and_then(|s| provenance::manifest::signed_by(&mut c, s, "signed-by", base));
+            .and_then(|s| signed_by::signed_by(&mut c, s, "signed-by", base));
         let mut tools = BTreeMap::new();
         for (name, raw_tool) in raw.tools {
             let at = (name.get_ref().as_str(), name.span());
@@ -446,7 +449,7 @@ fn tool(
 
     let labels = c.labels(raw.labels, field("labels"));
     let component = component?;
-    let (signed_by, signature) = provenance::manifest::of_tool(
+    let (signed_by, signature) = signed_by::of_tool(
         c,
         (raw.signed_by, raw.signature),
         &field("signed-by"),

@@ -134,10 +134,9 @@ pub async fn fetch(
             // FIFO or device swapped in after the manifest was checked would
             // block the load or exhaust memory).
             let path = path.clone();
-            let read =
-                tokio::task::spawn_blocking(move || crate::provenance::read_component(&path))
-                    .await
-                    .map_err(|e| FetchError::Read(std::io::Error::other(e.to_string())))?;
+            let read = tokio::task::spawn_blocking(move || read_component(&path))
+                .await
+                .map_err(|e| FetchError::Read(std::io::Error::other(e.to_string())))?;
             let bytes = read.map_err(|e| {
                 FetchError::Read(std::io::Error::other(match e {
                     crate::provenance::ProvenanceError::Read { reason, .. } => reason,
@@ -173,4 +172,10 @@ pub async fn fetch(
             })
         }
     }
+}
+
+/// A component file's bytes: a regular file (not a FIFO or device) of at
+/// most [`MAX_COMPONENT`] bytes.
+pub fn read_component(path: &Path) -> Result<Vec<u8>, crate::provenance::ProvenanceError> {
+    crate::provenance::read_bounded(path, MAX_COMPONENT, "the component")
 }

@@ -24,7 +24,7 @@ pub struct Pulled {
     pub from_cache: bool,
     /// cosign's signatures of `manifest_digest` (empty when there are
     /// none): fetched with the component, or those the cache recorded at
-    /// its last pull. Not verified here; see `provenance::check`.
+    /// its last pull. Not verified here; see `runtime::load`'s signature check.
     pub signatures: Vec<CosignSignature>,
     /// The manifest's bytes, when they came from the registry.
     manifest: Option<Vec<u8>>,

@@ -11,7 +11,7 @@
 //! [`MAX_PAYLOAD`], signature [`MAX_SIGNATURE`]), each payload checked
 //! against its descriptor's digest, and kept in the blob cache with the
 //! tag's resolution, so that a run after `warden pull` checks them offline.
-//! They are only read here; `provenance::check` verifies them.
+//! They are only read here; `runtime::load`'s signature check verifies them.
 
 use super::cache::{BlobCache, CacheError};
 use super::http::Session;

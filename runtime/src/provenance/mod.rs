@@ -16,10 +16,6 @@
 //! `SIGSTORE PRIVATE KEY` (scrypt + secretbox, the password from
 //! `COSIGN_PASSWORD`) to sign. The crypto is the sigstore crate's.
 
-pub mod manifest;
-
-pub use manifest::SignedBy;
-
 use crate::identity::Identity;
 use base64::Engine as _;
 use sigstore::crypto::signing_key::SigStoreKeyPair;
@@ -180,63 +176,6 @@ impl TrustedKey {
     }
 }
 
-/// Checks `spec`'s component (`bytes`, from `origin` when it came from a
-/// registry) against its manifest entry's `signed-by`, before it is
-/// compiled; returns the signer the audit trail names, if one is required.
-pub(crate) fn check(
-    spec: &crate::manifest::ToolSpec,
-    bytes: &[u8],
-    origin: Option<&crate::source::OciOrigin>,
-) -> Result<Option<Arc<str>>, crate::error::Error> {
-    let Some(SignedBy::Key(key)) = &spec.signed_by else {
-        return Ok(None);
-    };
-    let refuse = |found: String| {
-        crate::error::Error::Unsigned(Box::new(crate::error::Unsigned {
-            tool: spec.name.clone(),
-            component: spec.component.clone(),
-            identity: Identity::of(bytes),
-            expected: SignedBy::Key(key.clone()).to_string(),
-            found,
-        }))
-    };
-    let signer = || Some(Arc::from(format!("key:{}", key.fingerprint)));
-    match (origin, &spec.signature) {
-        // The chain key -> payload -> manifest digest -> layer -> bytes:
-        // see `oci::signatures::verify`.
-        (Some(origin), _) => {
-            crate::oci::signatures::verify(key, &origin.signatures, &origin.manifest_digest)
-                .map_err(refuse)?;
-            Ok(signer())
-        }
-        (None, None) => Err(refuse("no signature file is named".into())),
-        (None, Some(path)) => {
-            let sig = read_bounded(path, MAX_SIGNATURE, "the signature").map_err(|e| {
-                refuse(format!(
-                    "found no usable signature at {}: {e}",
-                    path.display()
-                ))
-            })?;
-            key.verify(bytes, &sig).map_err(|e| {
-                refuse(format!(
-                    "the signature at {} {}",
-                    path.display(),
-                    mismatch_text(&e)
-                ))
-            })?;
-            Ok(signer())
-        }
-    }
-}
-
-/// A verification failure, worded to follow "the signature at X".
-fn mismatch_text(e: &ProvenanceError) -> String {
-    match e {
-        ProvenanceError::Mismatch { reason, .. } => format!("does not verify: {reason}"),
-        other => format!("cannot be used: {other}"),
-    }
-}
-
 /// The manifest digest a simple-signing payload names.
 fn payload_digest(payload: &[u8]) -> Result<String, String> {
     #[derive(serde::Deserialize)]
@@ -330,12 +269,6 @@ impl SigningKey {
     pub fn trusted(&self, path: &Path) -> Result<TrustedKey, ProvenanceError> {
         TrustedKey::from_pem(path, self.public_pem.as_bytes())
     }
-}
-
-/// A component file's bytes, for signing: a regular file of at most
-/// [`crate::source::MAX_COMPONENT`] bytes.
-pub fn read_component(path: &Path) -> Result<Vec<u8>, ProvenanceError> {
-    read_bounded(path, crate::source::MAX_COMPONENT, "the component")
 }
 
 /// Reads at most `max` bytes of a regular file (not a FIFO or device),

@@ -9,9 +9,10 @@ use crate::caps::fs::Ceilings;
 use crate::engine;
 use crate::error::Error;
 use crate::identity::Identity;
-use crate::manifest::ToolSpec;
+use crate::manifest::{SignedBy, ToolSpec};
 use crate::oci::OciError;
 use crate::policy::cedar::ToolFacts;
+use crate::provenance::{self, ProvenanceError};
 use crate::source::{self, FetchError, Fetched};
 use crate::state::HostState;
 use std::sync::Arc;
@@ -132,7 +133,7 @@ impl Inner {
             });
         }
         verify_origin(&spec, fetched.oci.as_ref())?;
-        let signer = crate::provenance::check(&spec, &bytes, fetched.oci.as_ref())?;
+        let signer = check_signature(&spec, &bytes, fetched.oci.as_ref())?;
         let cached = self
             .cache
             .as_ref()
@@ -218,7 +219,7 @@ fn fetch_error(spec: &ToolSpec, e: FetchError) -> Error {
 
 /// Logs where a registry component came from. Its digests were checked by
 /// the pull; its signature, when the manifest requires one, is checked
-/// next, by `provenance::check`, before anything is compiled.
+/// next, by `check_signature`, before anything is compiled.
 fn verify_origin(_spec: &ToolSpec, origin: Option<&source::OciOrigin>) -> Result<(), Error> {
     if let Some(origin) = origin {
         tracing::debug!(
@@ -229,4 +230,62 @@ fn verify_origin(_spec: &ToolSpec, origin: Option<&source::OciOrigin>) -> Result
         );
     }
     Ok(())
+}
+
+/// Checks `spec`'s component (`bytes`, from `origin` when it came from a
+/// registry) against its manifest entry's `signed-by`, before it is
+/// compiled; returns the signer the audit trail names, if one is required.
+fn check_signature(
+    spec: &ToolSpec,
+    bytes: &[u8],
+    origin: Option<&source::OciOrigin>,
+) -> Result<Option<Arc<str>>, Error> {
+    let Some(SignedBy::Key(key)) = &spec.signed_by else {
+        return Ok(None);
+    };
+    let refuse = |found: String| {
+        Error::Unsigned(Box::new(crate::error::Unsigned {
+            tool: spec.name.clone(),
+            component: spec.component.clone(),
+            identity: Identity::of(bytes),
+            expected: SignedBy::Key(key.clone()).to_string(),
+            found,
+        }))
+    };
+    let signer = || Some(Arc::from(format!("key:{}", key.fingerprint)));
+    match (origin, &spec.signature) {
+        // The chain key -> payload -> manifest digest -> layer -> bytes:
+        // see `oci::signatures::verify`.
+        (Some(origin), _) => {
+            crate::oci::signatures::verify(key, &origin.signatures, &origin.manifest_digest)
+                .map_err(refuse)?;
+            Ok(signer())
+        }
+        (None, None) => Err(refuse("no signature file is named".into())),
+        (None, Some(path)) => {
+            let sig = provenance::read_bounded(path, provenance::MAX_SIGNATURE, "the signature")
+                .map_err(|e| {
+                    refuse(format!(
+                        "found no usable signature at {}: {e}",
+                        path.display()
+                    ))
+                })?;
+            key.verify(bytes, &sig).map_err(|e| {
+                refuse(format!(
+                    "the signature at {} {}",
+                    path.display(),
+                    mismatch_text(&e)
+                ))
+            })?;
+            Ok(signer())
+        }
+    }
+}
+
+/// A verification failure, worded to follow "the signature at X".
+fn mismatch_text(e: &ProvenanceError) -> String {
+    match e {
+        ProvenanceError::Mismatch { reason, .. } => format!("does not verify: {reason}"),
+        other => format!("cannot be used: {other}"),
+    }
 }

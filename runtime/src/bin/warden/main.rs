@@ -348,7 +348,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 filters,
                 json,
             } => trail::show_cmd(&file, &filters, json),
-            AuditCommand::Checkpoint { file } => checkpoint_cmd(file),
+            AuditCommand::Checkpoint { file } => trail::checkpoint(file),
             AuditCommand::Jwks => {
                 let key = audit_key().map_err(usage)?;
                 outln!(
@@ -512,40 +512,14 @@ pub(crate) fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
     })
 }
 
-fn default_audit_path() -> Option<PathBuf> {
+pub(crate) fn default_audit_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("WARDEN_AUDIT") {
         return Some(PathBuf::from(p));
     }
     Some(state_dir()?.join("warden").join("audit.jsonl"))
 }
 
-/// `warden audit checkpoint`: signs an existing trail's unsigned tail.
-fn checkpoint_cmd(file: Option<PathBuf>) -> Result<u8, Failure> {
-    let file = file
-        .or_else(default_audit_path)
-        .context("no audit path: pass FILE")
-        .map_err(usage)?;
-    let meta = std::fs::metadata(&file)
-        .with_context(|| format!("cannot read the audit trail {}", file.display()))
-        .map_err(usage)?;
-    if !meta.is_file() {
-        return Err(usage(anyhow::anyhow!(
-            "{} is not a regular file (expected an audit trail)",
-            file.display()
-        )));
-    }
-    let sink = open_audit(&file).map_err(usage)?;
-    let wrote = sink.checkpoint().map_err(|e| usage(e.into()))?;
-    let shown = shown(&file.display().to_string()).into_owned();
-    if wrote {
-        outln!("{shown}: signed a checkpoint")?;
-    } else {
-        outln!("{shown}: nothing unsigned (it ends with a checkpoint, or is empty)")?;
-    }
-    Ok(0)
-}
-
-fn open_audit(path: &Path) -> anyhow::Result<FileSink> {
+pub(crate) fn open_audit(path: &Path) -> anyhow::Result<FileSink> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create the audit directory {}", parent.display()))?;

@@ -57,7 +57,7 @@ pub async fn sign(args: SignArgs) -> Result<u8, Failure> {
         }
         return sign_registry(&key, text).await;
     }
-    let bytes = warden::provenance::read_component(&component).map_err(|e| usage(e.into()))?;
+    let bytes = warden::source::read_component(&component).map_err(|e| usage(e.into()))?;
     let signature = key.sign(&bytes).map_err(|e| usage(e.into()))?;
     let output = args.output.unwrap_or_else(|| {
         let mut p = component.clone().into_os_string();

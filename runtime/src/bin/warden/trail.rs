@@ -1,9 +1,10 @@
 //! `warden audit`: verify and show a trail.
 
-use crate::Failure;
 use crate::out::outln;
+use crate::{Failure, usage};
+use anyhow::Context as _;
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use warden::Verifier;
 use warden::audit::verify::{Report, Status, verify};
 use warden::audit::{Event, Record};
@@ -344,4 +345,30 @@ fn for_people(json: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     out.into()
+}
+
+/// `warden audit checkpoint`: signs an existing trail's unsigned tail.
+pub fn checkpoint(file: Option<PathBuf>) -> Result<u8, Failure> {
+    let file = file
+        .or_else(crate::default_audit_path)
+        .context("no audit path: pass FILE")
+        .map_err(usage)?;
+    let meta = std::fs::metadata(&file)
+        .with_context(|| format!("cannot read the audit trail {}", file.display()))
+        .map_err(usage)?;
+    if !meta.is_file() {
+        return Err(usage(anyhow::anyhow!(
+            "{} is not a regular file (expected an audit trail)",
+            file.display()
+        )));
+    }
+    let sink = crate::open_audit(&file).map_err(usage)?;
+    let wrote = sink.checkpoint().map_err(|e| usage(e.into()))?;
+    let shown = crate::shown(&file.display().to_string()).into_owned();
+    if wrote {
+        outln!("{shown}: signed a checkpoint")?;
+    } else {
+        outln!("{shown}: nothing unsigned (it ends with a checkpoint, or is empty)")?;
+    }
+    Ok(0)
 }

@@ -2,8 +2,8 @@
 //! its table, replacing the top level's), and a file component's
 //! `signature`.
 
-use super::TrustedKey;
 use crate::diag::Checker;
+use crate::provenance::TrustedKey;
 use crate::source::ComponentSource;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
