@@ -455,7 +455,7 @@ fn tool(
         &field("signed-by"),
         base,
         signed,
-        &component,
+        (&component, raw.component.span()),
     );
     (c.count() == before).then(|| ToolSpec {
         labels,

@@ -17,6 +17,7 @@ mod everyday;
 mod gate;
 mod grants;
 mod identity;
+mod keyless;
 mod layout;
 mod limits;
 mod mcp;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use warden::audit::Record;
 
-fn warden(dir: &Path) -> Command {
+pub(crate) fn warden(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_warden"));
     c.arg("--cache-dir")
         .arg(shared_cache())
@@ -23,7 +23,7 @@ fn warden(dir: &Path) -> Command {
     c
 }
 
-fn run(c: &mut Command) -> (i32, String, String) {
+pub(crate) fn run(c: &mut Command) -> (i32, String, String) {
     let Output {
         status,
         stdout,
@@ -74,7 +74,7 @@ fn run_echo(d: &Path) -> (i32, String, String) {
     ]))
 }
 
-fn trail(d: &Path) -> Vec<Record> {
+pub(crate) fn trail(d: &Path) -> Vec<Record> {
     std::fs::read_to_string(d.join("audit.jsonl"))
         .unwrap_or_default()
         .lines()
@@ -83,7 +83,7 @@ fn trail(d: &Path) -> Vec<Record> {
 }
 
 /// The refusal's decision record: deny `component`/`load` by `signed-by`.
-fn refusal(d: &Path) -> Record {
+pub(crate) fn refusal(d: &Path) -> Record {
     let records = trail(d);
     assert!(
         !records
@@ -239,7 +239,7 @@ fn signed_by_is_checked_per_tool_and_bad_entries_are_named() {
     let (code, out, err) = run(warden(&d).args(["check", "warden.toml"]));
     assert_eq!(code, 2, "{out}{err}");
     for says in [
-        "signed-by: keyless signatures (identity, issuer and trust-root) are not supported yet: expected key = \"path/to/cosign.pub\"",
+        "signed-by: trust-root missing: expected key = \"path/to/cosign.pub\", or identity = \"…\", issuer = \"https://…\" and trust-root = \"path/to/trusted_root.json\"",
         "tools.echo.signature: a signature is named but no signed-by names the key to check it with",
         "tools.b.signed-by.key: cannot read the public key missing.pub",
     ] {

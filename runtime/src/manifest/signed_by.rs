@@ -3,10 +3,11 @@
 //! `signature`.
 
 use crate::diag::Checker;
-use crate::provenance::TrustedKey;
+use crate::provenance::{Keyless, TrustRoot, TrustedKey};
 use crate::source::ComponentSource;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use toml::Spanned;
 
 /// What a component must be signed by.
@@ -14,12 +15,16 @@ use toml::Spanned;
 pub enum SignedBy {
     /// A cosign key: `signed-by = { key = "keys/tools.pub" }`.
     Key(TrustedKey),
+    /// A keyless signer, checked offline against a trust root:
+    /// `signed-by = { identity = "...", issuer = "...", trust-root = "..." }`.
+    Identity(Keyless),
 }
 
 impl std::fmt::Display for SignedBy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SignedBy::Key(k) => write!(f, "the key {k}"),
+            SignedBy::Identity(k) => k.fmt(f),
         }
     }
 }
@@ -43,33 +48,71 @@ pub(crate) fn signed_by(
 ) -> Option<SignedBy> {
     let span = raw.span();
     let raw = raw.into_inner();
-    let keyless = [&raw.identity, &raw.issuer, &raw.trust_root]
-        .into_iter()
-        .flatten()
-        .next();
-    if let Some(k) = keyless {
-        c.problem(
-            k.span(),
-            field.to_owned(),
-            "keyless signatures (identity, issuer and trust-root) are not supported yet: expected key = \"path/to/cosign.pub\"".into(),
-        );
-        return None;
-    }
-    let Some(key) = raw.key else {
-        c.problem(
-            span,
-            field.to_owned(),
-            "expected key = \"path/to/cosign.pub\" (the public key components must be signed with, relative to the manifest)".into(),
-        );
-        return None;
-    };
-    match TrustedKey::load(&base.join(key.get_ref())) {
-        Ok(k) => Some(SignedBy::Key(k)),
-        Err(e) => {
-            c.problem(key.span(), format!("{field}.key"), e.to_string());
+    const EXPECTED: &str = "expected key = \"path/to/cosign.pub\", or identity = \"…\", issuer = \"https://…\" and trust-root = \"path/to/trusted_root.json\" (paths relative to the manifest)";
+    match (raw.key, raw.identity, raw.issuer, raw.trust_root) {
+        (Some(key), None, None, None) => match TrustedKey::load(&base.join(key.get_ref())) {
+            Ok(k) => Some(SignedBy::Key(k)),
+            Err(e) => {
+                c.problem(key.span(), format!("{field}.key"), e.to_string());
+                None
+            }
+        },
+        (Some(key), ..) => {
+            c.problem(
+                key.span(),
+                field.to_owned(),
+                format!("a key and a keyless identity are named together: {EXPECTED}"),
+            );
+            None
+        }
+        (None, Some(identity), Some(issuer), Some(root)) => {
+            let identity = name(c, identity, &format!("{field}.identity"))?;
+            let issuer = name(c, issuer, &format!("{field}.issuer"))?;
+            match TrustRoot::load(&base.join(root.get_ref())) {
+                Ok(r) => Some(SignedBy::Identity(Keyless {
+                    identity,
+                    issuer,
+                    trust_root: Arc::new(r),
+                })),
+                Err(e) => {
+                    c.problem(root.span(), format!("{field}.trust-root"), e.to_string());
+                    None
+                }
+            }
+        }
+        (None, i, s, r) => {
+            let missing: Vec<&str> = [
+                ("identity", i.is_none()),
+                ("issuer", s.is_none()),
+                ("trust-root", r.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(n, m)| m.then_some(n))
+            .collect();
+            c.problem(
+                span,
+                field.to_owned(),
+                format!("{} missing: {EXPECTED}", missing.join(", ")),
+            );
             None
         }
     }
+}
+
+/// A keyless `identity` or `issuer`: compared exactly with a
+/// certificate's, so it must be non-empty, without spaces or control
+/// characters.
+fn name(c: &mut Checker<'_>, v: Spanned<String>, field: &str) -> Option<String> {
+    let s = v.get_ref();
+    if s.is_empty() || s.len() > 1024 || s.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        c.problem(
+            v.span(),
+            field.to_owned(),
+            "expected a non-empty name of at most 1024 characters without spaces or control characters (an email, a URI, or an issuer URL)".into(),
+        );
+        return None;
+    }
+    Some(v.into_inner())
 }
 
 /// A tool's `signed-by` (its own, else the top level's) and, for a file
@@ -80,7 +123,7 @@ pub(crate) fn of_tool(
     field: &str,
     base: &Path,
     top: Option<&SignedBy>,
-    component: &ComponentSource,
+    (component, component_span): (&ComponentSource, std::ops::Range<usize>),
 ) -> (Option<SignedBy>, Option<PathBuf>) {
     let signed_by = match raw {
         Some(raw) => signed_by(c, raw, field, base),
@@ -96,7 +139,17 @@ pub(crate) fn of_tool(
             );
             None
         }
-        (ComponentSource::Oci(_), None) => None,
+        (ComponentSource::Oci(_), None) => {
+            if let Some(SignedBy::Identity(_)) = &signed_by {
+                c.problem(
+                    component_span,
+                    field.to_owned(),
+                    "keyless signatures are checked for component files (a bundle beside the file); a registry component needs signed-by = { key = \"…\" }".into(),
+                );
+                return (None, None);
+            }
+            None
+        }
         (ComponentSource::File(_), Some(s)) if signed_by.is_none() => {
             c.problem(
                 s.span(),
@@ -108,7 +161,10 @@ pub(crate) fn of_tool(
         (ComponentSource::File(_), Some(s)) => Some(base.join(s.get_ref())),
         (ComponentSource::File(path), None) => {
             let mut sig = path.clone().into_os_string();
-            sig.push(".sig");
+            sig.push(match signed_by {
+                Some(SignedBy::Identity(_)) => ".sigstore.json",
+                _ => ".sig",
+            });
             Some(PathBuf::from(sig))
         }
     };

@@ -16,6 +16,10 @@
 //! `SIGSTORE PRIVATE KEY` (scrypt + secretbox, the password from
 //! `COSIGN_PASSWORD`) to sign. The crypto is the sigstore crate's.
 
+mod keyless;
+
+pub use keyless::{Keyless, MAX_BUNDLE, TrustRoot};
+
 use crate::identity::Identity;
 use base64::Engine as _;
 use sigstore::crypto::signing_key::SigStoreKeyPair;
@@ -51,6 +55,8 @@ pub enum ProvenanceError {
     PrivateKey { path: PathBuf, reason: String },
     #[error("the signature does not verify with the key {key} ({reason})")]
     Mismatch { key: String, reason: String },
+    #[error("{} is not a Sigstore trust root (expected a trusted_root.json, as `cosign trusted-root create` writes): {reason}", path.display())]
+    TrustRoot { path: PathBuf, reason: String },
     #[error("cannot sign: {0}")]
     Sign(String),
 }
