@@ -15,8 +15,12 @@
 //! Keys are cosign's: a PEM public key to verify, an encrypted
 //! `SIGSTORE PRIVATE KEY` (scrypt + secretbox, the password from
 //! `COSIGN_PASSWORD`) to sign. The crypto is the sigstore crate's.
+//!
+//! Or it names who must have signed, keyless (`signed-by = { identity,
+//! issuer, trust-root }`): a Sigstore bundle beside the file, checked
+//! offline against a trust root file ([`keyless`]).
 
-mod keyless;
+pub mod keyless;
 
 pub use keyless::{Keyless, MAX_BUNDLE, TrustRoot};
 
