@@ -561,3 +561,426 @@ signed-by = {{ identity = "{IDENTITY}", issuer = "{ISSUER}", trust-root = "trust
         assert!(err.contains(says), "{says}\n{err}");
     }
 }
+
+// ---- Attacker review: the bundle file (and the component) are the
+// attacker's; the trust root and the manifest are not. ----
+
+impl Sigstore {
+    /// A Fulcio-style leaf as [`Sigstore::leaf`] makes (identity, issuer,
+    /// code signing, ten minutes, an SCT from this Sigstore's CT log),
+    /// changed by `f` before it is signed.
+    fn leaf_with(&self, key: &KeyPair, f: impl FnOnce(&mut CertificateParams)) -> Vec<u8> {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.subject_alt_names = vec![SanType::Rfc822Name(IDENTITY.try_into().unwrap())];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.serial_number = Some(SerialNumber::from(vec![0x11, 0x22, 0x33]));
+        let t0 = rcgen::date_time_ymd(2026, 1, 1);
+        p.not_before = t0;
+        p.not_after = t0 + Duration::from_secs(600);
+        p.custom_extensions = vec![CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
+            tlv(0x0c, ISSUER.as_bytes()),
+        )];
+        f(&mut p);
+        let issuer = Issuer::from_params(&self.ca, &self.ca_key);
+        let pre = p.signed_by(key, &issuer).unwrap().der().to_vec();
+        let tbs = first_element(&first_element_body(&pre));
+        let timestamp = ((T0 + 5) * 1000) as u64;
+        let mut signed = vec![0, 0];
+        signed.extend(timestamp.to_be_bytes());
+        signed.extend([0, 1]);
+        signed.extend(sha256(&self.ca_key.subject_public_key_info()));
+        signed.extend(&(tbs.len() as u32).to_be_bytes()[1..]);
+        signed.extend(&tbs);
+        signed.extend([0, 0]);
+        let sig = self.ct_key.sign(&signed).unwrap();
+        let mut sct = vec![0];
+        sct.extend(sha256(&self.ct_key.subject_public_key_info()));
+        sct.extend(timestamp.to_be_bytes());
+        sct.extend([0, 0, 4, 3]);
+        sct.extend((sig.len() as u16).to_be_bytes());
+        sct.extend(&sig);
+        let mut list = ((sct.len() + 2) as u16).to_be_bytes().to_vec();
+        list.extend((sct.len() as u16).to_be_bytes());
+        list.extend(&sct);
+        p.custom_extensions.push(CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 11129, 2, 4, 2],
+            tlv(0x04, &list),
+        ));
+        p.signed_by(key, &issuer).unwrap().der().to_vec()
+    }
+
+    /// A bundle over `artifact` whose certificate `f` changed, logged
+    /// (good SET) one minute in.
+    fn bundle_with(&self, artifact: &[u8], f: impl FnOnce(&mut CertificateParams)) -> Value {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = self.leaf_with(&key, f);
+        let signature = key.sign(artifact).unwrap();
+        self.logged(artifact, &cert, &signature, T0 + 60)
+    }
+}
+
+fn fulcio_issuer_v1(issuer: &str) -> CustomExtension {
+    CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 57264, 1, 1], issuer.as_bytes().to_vec())
+}
+
+fn fulcio_issuer_v2(issuer: &str) -> CustomExtension {
+    CustomExtension::from_oid_content(
+        &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
+        tlv(0x0c, issuer.as_bytes()),
+    )
+}
+
+/// Runs echo; it must be refused (exit 2, the refusal audited), never
+/// panic, and say `says`.
+fn refused_cleanly(d: &Path, says: &str) {
+    let (code, out, err) = run_fresh(d);
+    assert!(!err.contains("panicked"), "a panic:\n{err}");
+    assert_eq!(code, 2, "expected a refusal saying {says:?}\n{out}{err}");
+    assert!(err.contains(says), "expected {says:?} in\n{err}");
+    let reason = refusal(d).reason.unwrap_or_default();
+    assert!(reason.contains(says), "the trail says {reason:?}");
+    let _ = std::fs::remove_file(d.join("audit.jsonl"));
+}
+
+/// A Rekor-signed entry whose integratedTime is at or past year 10000
+/// (past what RFC 3339 can write) is refused like any late signature, as
+/// an audited signed-by refusal, not a panic while the refusal is worded.
+#[test]
+fn attack_a_log_time_past_year_9999_is_refused_without_a_panic() {
+    let store = Sigstore::new("test fulcio");
+    let (_dir, d) = world(&store);
+    let echo = std::fs::read(d.join("echo.wasm")).unwrap();
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = store.leaf(&key, &Sign::default(), &key);
+    let sig = key.sign(&echo).unwrap();
+    put_bundle(&d, &store.logged(&echo, &cert, &sig, 253_402_300_800 + 60));
+    refused_cleanly(&d, "for code signing at its signing time");
+}
+
+/// Pins: the identity is the certificate's first email/URI SAN and is
+/// compared exactly — another signer first, case, a trailing NUL, a SAN
+/// of another type, are all refused, and the NUL is shown escaped.
+#[test]
+fn attack_identity_confusion_in_the_certificate_is_refused() {
+    let store = Sigstore::new("test fulcio");
+    let (_dir, d) = world(&store);
+    let echo = std::fs::read(d.join("echo.wasm")).unwrap();
+    let email = |s: &str| SanType::Rfc822Name(s.try_into().unwrap());
+
+    put_bundle(
+        &d,
+        &store.bundle_with(&echo, |p| {
+            p.subject_alt_names = vec![email("mallory@example.com"), email(IDENTITY)];
+        }),
+    );
+    refused_cleanly(&d, "names more than one subject alternative name");
+    // Nor is the wanted identity listed first read as the signer.
+    put_bundle(
+        &d,
+        &store.bundle_with(&echo, |p| {
+            p.subject_alt_names = vec![email(IDENTITY), email("mallory@example.com")];
+        }),
+    );
+    refused_cleanly(&d, "names more than one subject alternative name");
+
+    put_bundle(
+        &d,
+        &store.bundle_with(&echo, |p| {
+            p.subject_alt_names = vec![email("Alice@example.com")];
+        }),
+    );
+    refused_cleanly(&d, "was signed by Alice@example.com");
+
+    put_bundle(
+        &d,
+        &store.bundle_with(&echo, |p| {
+            p.subject_alt_names = vec![email("alice@example.com\0")];
+        }),
+    );
+    refused_cleanly(&d, "was signed by alice@example.com\\u{0}");
+
+    put_bundle(
+        &d,
+        &store.bundle_with(&echo, |p| {
+            p.subject_alt_names = vec![SanType::DnsName("example.com".try_into().unwrap())];
+        }),
+    );
+    refused_cleanly(&d, "subject alternative name is not an email or URI");
+
+    // A URI SAN spelled like the email is not the email.
+    put_bundle(
+        &d,
+        &store.bundle_with(&echo, |p| {
+            p.subject_alt_names =
+                vec![SanType::URI("mailto:alice@example.com".try_into().unwrap())];
+        }),
+    );
+    refused_cleanly(&d, "was signed by mailto:alice@example.com");
+}
+
+/// Pins: the v2 issuer extension wins over v1; a v1-only certificate
+/// (older Fulcio) is read as raw bytes; a v2 that is not a UTF8String is
+/// refused.
+#[test]
+fn attack_issuer_v1_and_v2_extensions_are_not_confused() {
+    let store = Sigstore::new("test fulcio");
+    let (_dir, d) = world(&store);
+    let echo = std::fs::read(d.join("echo.wasm")).unwrap();
+
+    // v1 says the expected issuer, v2 another: v2 is the issuer.
+    put_bundle(
+        &d,
+        &store.bundle_with(&echo, |p| {
+            p.custom_extensions = vec![
+                fulcio_issuer_v1(ISSUER),
+                fulcio_issuer_v2("https://evil.example.com"),
+            ];
+        }),
+    );
+    refused_cleanly(&d, "(issuer https://evil.example.com)");
+
+    // v1 alone with a trailing NUL: not the issuer, and shown escaped.
+    put_bundle(
+        &d,
+        &store.bundle_with(&echo, |p| {
+            p.custom_extensions = vec![fulcio_issuer_v1("https://issuer.example.com\0")];
+        }),
+    );
+    refused_cleanly(&d, "(issuer https://issuer.example.com\\u{0})");
+
+    // v2 as an IA5String rather than a UTF8String.
+    put_bundle(
+        &d,
+        &store.bundle_with(&echo, |p| {
+            p.custom_extensions = vec![CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
+                tlv(0x16, ISSUER.as_bytes()),
+            )];
+        }),
+    );
+    refused_cleanly(&d, "OIDC issuer extension cannot be read");
+
+    // v1 alone, exact: accepted (Fulcio wrote v1 before v2).
+    put_bundle(
+        &d,
+        &store.bundle_with(&echo, |p| {
+            p.custom_extensions = vec![fulcio_issuer_v1(ISSUER)];
+        }),
+    );
+    let (code, _, err) = run_fresh(&d);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Pins: a CA certificate, or a leaf without code signing (no EKU,
+/// serverAuth only, anyExtendedKeyUsage) is not a signer.
+#[test]
+fn attack_a_ca_or_a_leaf_not_for_code_signing_is_refused() {
+    let store = Sigstore::new("test fulcio");
+    let (_dir, d) = world(&store);
+    let echo = std::fs::read(d.join("echo.wasm")).unwrap();
+    type Change = Box<dyn FnOnce(&mut CertificateParams)>;
+    let cases: Vec<(&str, Change)> = vec![
+        (
+            "CaUsedAsEndEntity",
+            Box::new(|p| {
+                p.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+                p.key_usages = vec![
+                    KeyUsagePurpose::KeyCertSign,
+                    KeyUsagePurpose::DigitalSignature,
+                ];
+            }),
+        ),
+        ("RequiredEku", Box::new(|p| p.extended_key_usages = vec![])),
+        (
+            "RequiredEku",
+            Box::new(|p| p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth]),
+        ),
+        (
+            "RequiredEku",
+            Box::new(|p| p.extended_key_usages = vec![ExtendedKeyUsagePurpose::Any]),
+        ),
+    ];
+    for (why, f) in cases {
+        put_bundle(&d, &store.bundle_with(&echo, f));
+        refused_cleanly(
+            &d,
+            "does not chain to a certificate authority of the trust root for code signing",
+        );
+        let (_, _, err) = run_fresh(&d);
+        assert!(err.contains(why), "{why}: {err}");
+        let _ = std::fs::remove_file(d.join("audit.jsonl"));
+    }
+}
+
+/// Pins: every field the SET covers is checked in the form signed —
+/// another logIndex or logId is refused; integers written with a sign or
+/// leading zeros are read as the same integer the SET signed (harmless);
+/// a negative (signed) integrated time is refused; the first entry with a
+/// promise is the one checked (a bad one is not skipped for a good one
+/// behind it).
+#[test]
+fn attack_set_fields_and_entry_choice() {
+    let store = Sigstore::new("test fulcio");
+    let (_dir, d) = world(&store);
+    let echo = std::fs::read(d.join("echo.wasm")).unwrap();
+    let good = store.bundle(&echo, &Sign::default());
+
+    for index in [json!("43"), json!(-42), json!("-42"), json!("4.2e1")] {
+        let mut b = good.clone();
+        b["verificationMaterial"]["tlogEntries"][0]["logIndex"] = index.clone();
+        put_bundle(&d, &b);
+        let (code, _, err) = run_fresh(&d);
+        assert!(!err.contains("panicked"), "{index}: {err}");
+        assert_eq!(code, 2, "{index}: {err}");
+    }
+    for index in [json!("+42"), json!("0042")] {
+        let mut b = good.clone();
+        b["verificationMaterial"]["tlogEntries"][0]["logIndex"] = index.clone();
+        put_bundle(&d, &b);
+        let (code, _, err) = run_fresh(&d);
+        assert_eq!(code, 0, "{index}: {err}");
+    }
+
+    // A signed negative integrated time.
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = store.leaf(&key, &Sign::default(), &key);
+    let sig = key.sign(&echo).unwrap();
+    put_bundle(&d, &store.logged(&echo, &cert, &sig, -1));
+    refused_cleanly(&d, "has a negative integrated time");
+
+    // A bad entry (untrusted log) before a good one: refused, not skipped.
+    let rogue = Sigstore::new("rogue");
+    let bad_entry =
+        rogue.bundle(&echo, &Sign::default())["verificationMaterial"]["tlogEntries"][0].clone();
+    let mut b = good.clone();
+    let entries = b["verificationMaterial"]["tlogEntries"]
+        .as_array_mut()
+        .unwrap();
+    entries.insert(0, bad_entry);
+    put_bundle(&d, &b);
+    refused_cleanly(
+        &d,
+        "was logged by a transparency log the trust root does not name",
+    );
+}
+
+/// Pins: the bundle's own messageDigest matching is not enough — the
+/// signature must be over these bytes; a logged hash of other bytes is
+/// refused even when everything else is good.
+#[test]
+fn attack_a_matching_digest_over_a_signature_of_other_bytes_is_refused() {
+    let store = Sigstore::new("test fulcio");
+    let (_dir, d) = world(&store);
+    let echo = std::fs::read(d.join("echo.wasm")).unwrap();
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = store.leaf(&key, &Sign::default(), &key);
+    // Alice's key signed other bytes; the entry is logged with echo's hash.
+    let sig = key.sign(b"something alice meant").unwrap();
+    put_bundle(&d, &store.logged(&echo, &cert, &sig, T0 + 60));
+    refused_cleanly(&d, "does not verify: its signature is not over these bytes");
+}
+
+/// Pins: malformed or hostile bundles are refused with an audited
+/// reason and no panic, and nothing from the bundle reaches the terminal
+/// or the trail unescaped.
+#[test]
+fn attack_hostile_bundles_are_refused_cleanly_and_escaped() {
+    let store = Sigstore::new("test fulcio");
+    let (_dir, d) = world(&store);
+    let echo = std::fs::read(d.join("echo.wasm")).unwrap();
+    let good = store.bundle(&echo, &Sign::default());
+
+    // Control and bidi characters in the mediaType and digest algorithm.
+    let evil = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{202e}\u{9b}";
+    for field in ["mediaType", "algorithm"] {
+        let mut b = good.clone();
+        if field == "mediaType" {
+            b["mediaType"] = json!(evil);
+        } else {
+            b["messageSignature"]["messageDigest"]["algorithm"] = json!(evil);
+        }
+        put_bundle(&d, &b);
+        let (code, out, err) = run_fresh(&d);
+        assert_eq!(code, 2, "{out}{err}");
+        let reason = refusal(&d).reason.unwrap_or_default();
+        for c in ['\u{1b}', '\u{7}', '\u{202e}', '\u{9b}'] {
+            assert!(!err.contains(c), "{field}: {c:?} reached stderr: {err:?}");
+            assert!(
+                !reason.contains(c),
+                "{field}: {c:?} reached the trail: {reason:?}"
+            );
+        }
+        std::fs::remove_file(d.join("audit.jsonl")).unwrap();
+    }
+
+    // A certificate that is not DER, logged as such (so the entry is good).
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let sig = key.sign(&echo).unwrap();
+    for cert in [
+        vec![],
+        vec![0x30, 0x80, 0, 0],
+        vec![0x30; 300],
+        b"\x1b[2J".to_vec(),
+    ] {
+        put_bundle(&d, &store.logged(&echo, &cert, &sig, T0 + 60));
+        let (code, _, err) = run_fresh(&d);
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(code, 2, "{err}");
+        assert!(!err.contains('\u{1b}'), "{err:?}");
+    }
+
+    // Garbage in each unsigned field.
+    let fields: [(&str, &[&str]); 6] = [
+        (
+            "/verificationMaterial/certificate/rawBytes",
+            &["", "!!", "AAAA"],
+        ),
+        ("/messageSignature/signature", &["", "AA==", "!!"]),
+        (
+            "/verificationMaterial/tlogEntries/0/inclusionPromise/signedEntryTimestamp",
+            &["", "AA=="],
+        ),
+        (
+            "/verificationMaterial/tlogEntries/0/canonicalizedBody",
+            &["", "e30=", "bnVsbA=="],
+        ),
+        (
+            "/verificationMaterial/tlogEntries/0/logId/keyId",
+            &["", "AA=="],
+        ),
+        (
+            "/verificationMaterial/tlogEntries/0/integratedTime",
+            &["", "99999999999999999999", "-9223372036854775808"],
+        ),
+    ];
+    for (ptr, values) in fields {
+        for v in values {
+            let mut b = good.clone();
+            *b.pointer_mut(ptr).unwrap() = json!(v);
+            put_bundle(&d, &b);
+            let (code, _, err) = run_fresh(&d);
+            assert!(!err.contains("panicked"), "{ptr}={v}: {err}");
+            assert_eq!(code, 2, "{ptr}={v}: {err}");
+        }
+    }
+
+    // Too big, and not a regular file.
+    std::fs::write(d.join("echo.wasm.sigstore.json"), vec![b' '; 300 << 10]).unwrap();
+    refused_cleanly(&d, "more than the");
+    std::fs::remove_file(d.join("echo.wasm.sigstore.json")).unwrap();
+    let ok = std::process::Command::new("mkfifo")
+        .arg(d.join("echo.wasm.sigstore.json"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    refused_cleanly(&d, "not a regular file");
+}
+
+/// [`run_echo`] with an empty trail.
+fn run_fresh(d: &Path) -> (i32, String, String) {
+    let _ = std::fs::remove_file(d.join("audit.jsonl"));
+    run_echo(d)
+}

@@ -501,6 +501,79 @@ fn plain_http_off_loopback_is_refused_not_followed() {
     );
 }
 
+/// A fake registry whose manifest GET asks for a token from a token
+/// service on its own loopback port, and whose `/v2/` (where a client that
+/// asks again would look) names a token service on a host that is not
+/// loopback. Every request head is kept.
+fn token_registry() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(32) {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                match stream.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let answer = if head.starts_with("GET /token?") {
+                let body = r#"{"token":"t0k3n-from-loopback"}"#;
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else if head.starts_with("GET /v2/ ") {
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://auth.invalid/token\",service=\"evil\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+            } else if head.contains("Authorization: Bearer t0k3n-from-loopback")
+                || head.contains("authorization: Bearer t0k3n-from-loopback")
+            {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_owned()
+            } else {
+                format!(
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            };
+            log.lock().unwrap().push(head);
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn the_token_service_asked_is_the_one_the_checked_challenge_named() {
+    let s = Scratch::new();
+    let (port, seen) = token_registry();
+    let reference = format!("oci://127.0.0.1:{port}/tools/echo:v1");
+    let o = s.warden(&["pull", &reference]);
+    let e = stderr(&o);
+    // The token was fetched from the loopback service the manifest GET's
+    // challenge named, for this repository, and used: the registry then
+    // answered 404 for the manifest.
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert!(e.contains("the registry answered 404 Not Found"), "{e}");
+    assert!(!e.contains("auth.invalid") && !e.contains("t0k3n"), "{e}");
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter()
+            .any(|h| h
+                .starts_with("GET /token?service=fake&scope=repository%3Atools%2Fecho%3Apull ")),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|h| h.starts_with("GET /v2/ ")),
+        "a second challenge was asked for: {seen:?}"
+    );
+}
+
 #[test]
 fn malformed_references_are_refused_with_the_expected_form() {
     let s = Scratch::new();

@@ -4,7 +4,7 @@
 //! here, so that their redirects, sizes and timeouts are Warden's: plain
 //! HTTP only to loopback, at most 5 redirects, bodies read up to a bound.
 //! A token service, when the registry names one, is checked the same way
-//! and then asked through oci-client.
+//! and asked through the same client.
 
 use super::reference::{Host, OciRef, shown};
 use super::{CONNECT_TIMEOUT, Credentials, OciError, READ_TIMEOUT, REQUEST_TIMEOUT, shown_error};
@@ -208,7 +208,7 @@ impl<'a> Session<'a> {
     }
 
     /// Answers a 401: HTTP basic with the credentials, or a bearer token
-    /// from the token service the challenge names (through oci-client),
+    /// from the token service the challenge names,
     /// which must itself be https or loopback.
     async fn authenticate(&mut self, challenge: &str) -> Result<(), OciError> {
         let scheme = challenge.split_whitespace().next().unwrap_or("");
@@ -233,21 +233,7 @@ impl<'a> Session<'a> {
             ))
         })?;
         check_scheme(&url, "a token service").map_err(|e| self.failed(e))?;
-        let client = client(self.reference).map_err(|e| self.failed(e))?;
-        let auth = Credentials::registry_auth(self.credentials, self.reference);
-        let token = client
-            .auth(
-                &self.reference.client_ref(),
-                &auth,
-                oci_client::RegistryOperation::Pull,
-            )
-            .await
-            .map_err(|e| {
-                self.failed(format!(
-                    "the registry's token service refused: {}",
-                    shown_error(&e)
-                ))
-            })?;
+        let token = self.token(url, challenge).await?;
         self.authorization = match (token, self.credentials) {
             (Some(t), _) => Some(sensitive(format!("Bearer {t}"))),
             (None, Some(c)) => Some(sensitive(c.basic_header())),
@@ -256,6 +242,65 @@ impl<'a> Session<'a> {
         Ok(())
     }
 }
+
+impl Session<'_> {
+    /// A bearer token from the token service at `realm` (the Docker token
+    /// protocol), asked through this session's client: the realm was
+    /// checked by the caller, and each redirect is checked like the
+    /// registry's. The challenge that named it is the one answered; the
+    /// registry is not asked for a second one. `None` when the service
+    /// gives no token (basic credentials are then sent as they are).
+    async fn token(
+        &self,
+        mut realm: url::Url,
+        challenge: &str,
+    ) -> Result<Option<String>, OciError> {
+        {
+            let mut q = realm.query_pairs_mut();
+            if let Some(service) = param(challenge, "service") {
+                q.append_pair("service", &service);
+            }
+            q.append_pair(
+                "scope",
+                &format!("repository:{}:pull", self.reference.repository),
+            );
+        }
+        let mut req = self.http.get(realm);
+        if let Some(c) = self.credentials {
+            req = req.header(AUTHORIZATION, sensitive(c.basic_header()));
+        }
+        let refused =
+            |reason: String| self.failed(format!("the registry's token service refused: {reason}"));
+        let mut resp = req.send().await.map_err(|e| refused(shown_error(&e)))?;
+        let status = resp.status();
+        let body = read_bounded(&mut resp, MAX_TOKEN_ANSWER)
+            .await
+            .map_err(|e| refused(shown_error(&e)))?;
+        if !status.is_success() {
+            return Err(refused(format!("it answered {status}")));
+        }
+        if body.len() as u64 > MAX_TOKEN_ANSWER {
+            return Err(refused(format!(
+                "its answer is over {}",
+                crate::units::format_size(MAX_TOKEN_ANSWER)
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let answer: Answer = serde_json::from_slice(&body)
+            .map_err(|_| refused("its answer is not the JSON a token service sends".into()))?;
+        Ok(answer
+            .token
+            .or(answer.access_token)
+            .filter(|t| !t.is_empty()))
+    }
+}
+
+/// The largest token service answer read.
+const MAX_TOKEN_ANSWER: u64 = 64 << 10;
 
 fn sensitive(value: String) -> HeaderValue {
     let mut v = HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""));

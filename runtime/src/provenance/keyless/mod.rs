@@ -127,16 +127,21 @@ fn names(leaf: &Certificate) -> Result<(String, String), String> {
         .flatten()
         .ok_or("has a certificate with no subject alternative name (no signer identity)")?
         .1;
-    let identity = san
-        .0
-        .iter()
-        .find_map(|n| match n {
-            GeneralName::Rfc822Name(s) | GeneralName::UniformResourceIdentifier(s) => {
-                Some(s.to_string())
-            }
-            _ => None,
-        })
-        .ok_or("has a certificate whose subject alternative name is not an email or URI")?;
+    // Fulcio names exactly one signer; a certificate naming several is not
+    // read as whichever comes first.
+    let identity = match san.0.as_slice() {
+        [GeneralName::Rfc822Name(s) | GeneralName::UniformResourceIdentifier(s)] => s.to_string(),
+        [_] => {
+            return Err(
+                "has a certificate whose subject alternative name is not an email or URI".into(),
+            );
+        }
+        _ => {
+            return Err(
+                "has a certificate that names more than one subject alternative name (Fulcio names one signer)".into(),
+            );
+        }
+    };
     let issuer = if let Some(e) = extension(leaf, ISSUER_V2) {
         Utf8StringRef::from_der(e.extn_value.as_bytes())
             .map(|s| s.as_str().to_owned())
@@ -167,6 +172,10 @@ fn b64(text: &str) -> Result<Vec<u8>, String> {
 
 /// A time for messages.
 fn at(secs: u64) -> String {
+    // RFC 3339 ends at 9999-12-31; a log could sign a later time.
+    if secs >= 253_402_300_800 {
+        return format!("{secs} seconds after the epoch");
+    }
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
