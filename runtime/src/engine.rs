@@ -66,7 +66,7 @@ pub(crate) struct CompileCache {
 
 impl CompileCache {
     pub(crate) fn open(dir: &Path, engine: &Engine) -> Result<CompileCache, String> {
-        create_private_dir(dir)?;
+        crate::dirs::create_private_dir(dir, "compile cache directory")?;
         let mut h = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         env!("CARGO_PKG_VERSION").hash(&mut h);
@@ -127,7 +127,7 @@ fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: `deserialize` trusts the bytes to be the output of
     // `Component::serialize` for this engine. Files in the cache are written
     // only by `CompileCache::store` under a content-addressed name, in a
-    // directory that `create_private_dir` has checked no other user can write
+    // directory that `dirs::create_private_dir` has checked no other user can write
     // (see the `# Security` note on `CompileCache`). wasmtime itself checks
     // the header for the version and engine settings. The bytes are read into
     // memory first rather than mapped, so a cache file truncated while a
@@ -135,41 +135,6 @@ fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     unsafe { Component::deserialize(engine, bytes) }
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), String> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|e| {
-        format!(
-            "cannot create compile cache directory {}: {e}",
-            dir.display()
-        )
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        if meta.mode() & 0o022 != 0 {
-            return Err(format!(
-                "compile cache directory {} is writable by other users (expected mode 0700)",
-                dir.display()
-            ));
-        }
-        if let Ok(me) = std::fs::metadata("/proc/self")
-            && me.uid() != meta.uid()
-        {
-            return Err(format!(
-                "compile cache directory {} is owned by another user",
-                dir.display()
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The default cache directory: `$WARDEN_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/warden`, else `~/.cache/warden`.
 pub fn default_cache_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("WARDEN_CACHE_DIR") {
         return Some(PathBuf::from(d));

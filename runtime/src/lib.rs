@@ -27,6 +27,7 @@ pub mod audit;
 mod bindings;
 pub mod caps;
 mod diag;
+mod dirs;
 pub mod engine;
 mod error;
 pub mod grant;

@@ -130,28 +130,20 @@ impl Sigstore {
     /// identity as its SAN, the issuer extension, code signing, ten
     /// minutes, and (unless `sct` is None) an embedded SCT.
     fn leaf(&self, key: &KeyPair, s: &Sign, other_ct: &KeyPair) -> Vec<u8> {
-        let mut p = CertificateParams::default();
-        p.distinguished_name = DistinguishedName::new();
-        p.subject_alt_names = vec![SanType::Rfc822Name(s.identity.try_into().unwrap())];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.serial_number = Some(SerialNumber::from(vec![0x11, 0x22, 0x33]));
-        let t0 = rcgen::date_time_ymd(2026, 1, 1);
-        p.not_before = t0;
-        p.not_after = t0 + Duration::from_secs(600);
-        p.custom_extensions = vec![CustomExtension::from_oid_content(
-            &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
-            tlv(0x0c, s.issuer.as_bytes()),
-        )];
+        let ct = s.sct.map(|own| if own { &self.ct_key } else { other_ct });
+        self.sign_leaf(key, leaf_params(s), ct)
+    }
+
+    /// Signs the leaf `p` for `key`, with an SCT from `ct` embedded.
+    fn sign_leaf(&self, key: &KeyPair, mut p: CertificateParams, ct: Option<&KeyPair>) -> Vec<u8> {
         let issuer = Issuer::from_params(&self.ca, &self.ca_key);
-        let Some(own_ct) = s.sct else {
+        let Some(ct) = ct else {
             return p.signed_by(key, &issuer).unwrap().der().to_vec();
         };
         // The precertificate's TBSCertificate: the same certificate
         // without the SCT list extension (RFC 6962 §3.2).
         let pre = p.signed_by(key, &issuer).unwrap().der().to_vec();
         let tbs = first_element(&first_element_body(&pre));
-        let ct = if own_ct { &self.ct_key } else { other_ct };
         let timestamp = ((T0 + 5) * 1000) as u64;
         let mut signed = vec![0, 0];
         signed.extend(timestamp.to_be_bytes());
@@ -230,6 +222,22 @@ impl Sigstore {
         );
         self.rekor_key.sign(payload.as_bytes()).unwrap()
     }
+}
+
+/// A leaf's parameters as Fulcio issues them: no subject, the identity as
+/// its SAN, the issuer extension, code signing, ten minutes from [`T0`].
+fn leaf_params(s: &Sign) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.subject_alt_names = vec![SanType::Rfc822Name(s.identity.try_into().unwrap())];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.serial_number = Some(SerialNumber::from(vec![0x11, 0x22, 0x33]));
+    let t0 = rcgen::date_time_ymd(2026, 1, 1);
+    p.not_before = t0;
+    p.not_after = t0 + Duration::from_secs(600);
+    p.custom_extensions = vec![fulcio_issuer_v2(s.issuer)];
+    p
 }
 
 /// The value bytes of the outermost DER SEQUENCE.
@@ -570,46 +578,9 @@ impl Sigstore {
     /// code signing, ten minutes, an SCT from this Sigstore's CT log),
     /// changed by `f` before it is signed.
     fn leaf_with(&self, key: &KeyPair, f: impl FnOnce(&mut CertificateParams)) -> Vec<u8> {
-        let mut p = CertificateParams::default();
-        p.distinguished_name = DistinguishedName::new();
-        p.subject_alt_names = vec![SanType::Rfc822Name(IDENTITY.try_into().unwrap())];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.serial_number = Some(SerialNumber::from(vec![0x11, 0x22, 0x33]));
-        let t0 = rcgen::date_time_ymd(2026, 1, 1);
-        p.not_before = t0;
-        p.not_after = t0 + Duration::from_secs(600);
-        p.custom_extensions = vec![CustomExtension::from_oid_content(
-            &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
-            tlv(0x0c, ISSUER.as_bytes()),
-        )];
+        let mut p = leaf_params(&Sign::default());
         f(&mut p);
-        let issuer = Issuer::from_params(&self.ca, &self.ca_key);
-        let pre = p.signed_by(key, &issuer).unwrap().der().to_vec();
-        let tbs = first_element(&first_element_body(&pre));
-        let timestamp = ((T0 + 5) * 1000) as u64;
-        let mut signed = vec![0, 0];
-        signed.extend(timestamp.to_be_bytes());
-        signed.extend([0, 1]);
-        signed.extend(sha256(&self.ca_key.subject_public_key_info()));
-        signed.extend(&(tbs.len() as u32).to_be_bytes()[1..]);
-        signed.extend(&tbs);
-        signed.extend([0, 0]);
-        let sig = self.ct_key.sign(&signed).unwrap();
-        let mut sct = vec![0];
-        sct.extend(sha256(&self.ct_key.subject_public_key_info()));
-        sct.extend(timestamp.to_be_bytes());
-        sct.extend([0, 0, 4, 3]);
-        sct.extend((sig.len() as u16).to_be_bytes());
-        sct.extend(&sig);
-        let mut list = ((sct.len() + 2) as u16).to_be_bytes().to_vec();
-        list.extend((sct.len() as u16).to_be_bytes());
-        list.extend(&sct);
-        p.custom_extensions.push(CustomExtension::from_oid_content(
-            &[1, 3, 6, 1, 4, 1, 11129, 2, 4, 2],
-            tlv(0x04, &list),
-        ));
-        p.signed_by(key, &issuer).unwrap().der().to_vec()
+        self.sign_leaf(key, p, Some(&self.ct_key))
     }
 
     /// A bundle over `artifact` whose certificate `f` changed, logged

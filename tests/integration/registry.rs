@@ -445,6 +445,21 @@ fn a_registry_serving_other_bytes_than_the_manifest_names_is_refused() {
     assert!(!s.cache().join("blobs/sha256").join(actual.hex()).exists());
 }
 
+/// A request's head (up to 8 KiB), read byte by byte so nothing after it
+/// is consumed.
+fn read_head(stream: &mut TcpStream) -> String {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
 /// A fake registry on loopback: the manifest GET is redirected to plain
 /// HTTP on a host that is not loopback (`.invalid` never resolves, so
 /// nothing leaves the machine even if the redirect were followed), and
@@ -455,16 +470,7 @@ fn fake_registry() -> u16 {
     std::thread::spawn(move || {
         for stream in listener.incoming().take(32) {
             let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
-                match stream.read(&mut byte) {
-                    Ok(1) => head.push(byte[0]),
-                    _ => break,
-                }
-            }
-            let head = String::from_utf8_lossy(&head);
+            let head = read_head(&mut stream);
             let answer = if head.starts_with("GET /v2/auth/") {
                 "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://auth.invalid/token\",service=\"fake\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             } else {
@@ -513,16 +519,7 @@ fn token_registry() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for stream in listener.incoming().take(32) {
             let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
-                match stream.read(&mut byte) {
-                    Ok(1) => head.push(byte[0]),
-                    _ => break,
-                }
-            }
-            let head = String::from_utf8_lossy(&head).into_owned();
+            let head = read_head(&mut stream);
             let answer = if head.starts_with("GET /token?") {
                 let body = r#"{"token":"t0k3n-from-loopback"}"#;
                 format!(

@@ -54,32 +54,7 @@ impl BlobCache {
     /// directory other users can write, or another user owns, is refused,
     /// as the compile cache's is.
     pub fn open(dir: &Path) -> Result<BlobCache, String> {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder
-            .create(dir)
-            .map_err(|e| format!("cannot create the cache directory {}: {e}", dir.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            if meta.mode() & 0o022 != 0 {
-                return Err(format!(
-                    "cache directory {} is writable by other users (expected mode 0700)",
-                    dir.display()
-                ));
-            }
-            if let Ok(me) = std::fs::metadata("/proc/self")
-                && me.uid() != meta.uid()
-            {
-                return Err(format!(
-                    "cache directory {} is owned by another user",
-                    dir.display()
-                ));
-            }
-        }
+        crate::dirs::create_private_dir(dir, "cache directory")?;
         Ok(BlobCache::new(dir))
     }
 
@@ -228,13 +203,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     let dir = path
         .parent()
         .ok_or_else(|| bad("no parent directory".into()))?;
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .map_err(|e| bad(format!("cannot create its directory: {e}")))?;
+    crate::dirs::private_dir(dir).map_err(|e| bad(format!("cannot create its directory: {e}")))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .map_err(|e| bad(format!("cannot create a temporary file: {e}")))?;
     std::io::Write::write_all(&mut tmp, bytes).map_err(|e| bad(format!("cannot write: {e}")))?;

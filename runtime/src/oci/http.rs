@@ -106,6 +106,22 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// `GET /v2/REPO/manifests/VERSION`: an OCI image manifest, read up to
+    /// [`MAX_MANIFEST`](super::MAX_MANIFEST).
+    pub(super) async fn manifest(
+        &mut self,
+        version: &str,
+    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), OciError> {
+        let path = format!("manifests/{version}");
+        self.get(
+            &path,
+            Some(super::MANIFEST_MEDIA_TYPE),
+            super::MAX_MANIFEST,
+            "the manifest",
+        )
+        .await
+    }
+
     /// As [`Session::get`], but a 404 is `None`.
     pub(super) async fn get_if_present(
         &mut self,

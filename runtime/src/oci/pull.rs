@@ -6,8 +6,8 @@ use super::http::Session;
 use super::reference::{OciRef, shown};
 use super::signatures::{self, CosignSignature, SignatureArtifact};
 use super::{
-    Credentials, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, MAX_MANIFEST, OLD_LAYER_MEDIA_TYPE,
-    OciError, component_size,
+    Credentials, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, OLD_LAYER_MEDIA_TYPE, OciError,
+    component_size,
 };
 use crate::identity::Identity;
 use oci_client::manifest::OciImageManifest;
@@ -242,15 +242,7 @@ async fn fetch(
     pin: Option<&Identity>,
 ) -> Result<Pulled, OciError> {
     let mut s = Session::new(reference, credentials)?;
-    let path = format!("manifests/{}", reference.version_str());
-    let (headers, manifest) = s
-        .get(
-            &path,
-            Some(MANIFEST_MEDIA_TYPE),
-            MAX_MANIFEST,
-            "the manifest",
-        )
-        .await?;
+    let (headers, manifest) = s.manifest(&reference.version_str()).await?;
     let invalid = |reason: String| OciError::Invalid {
         reference: reference.to_string(),
         reason,

@@ -23,25 +23,39 @@ pub(crate) fn artifact(component: &[u8]) -> (Vec<u8>, Vec<u8>) {
         "layerDigests": [layer.to_string()],
     });
     let config = serde_json::to_vec(&config).unwrap_or_default();
-    let manifest = OciImageManifest {
-        schema_version: 2,
-        media_type: Some(MANIFEST_MEDIA_TYPE.to_owned()),
-        config: OciDescriptor {
-            media_type: CONFIG_MEDIA_TYPE.to_owned(),
-            digest: Identity::of(&config).to_string(),
-            size: config.len() as i64,
-            ..Default::default()
-        },
-        layers: vec![OciDescriptor {
+    let manifest = one_layer_manifest(
+        CONFIG_MEDIA_TYPE,
+        &config,
+        OciDescriptor {
             media_type: LAYER_MEDIA_TYPE.to_owned(),
             digest: layer.to_string(),
             size: component.len() as i64,
             ..Default::default()
-        }],
+        },
+    );
+    (config, manifest)
+}
+
+/// An OCI image manifest (JSON) for `config` and one layer: what a
+/// component and a cosign signature artifact are each pushed as.
+pub(crate) fn one_layer_manifest(
+    config_media_type: &str,
+    config: &[u8],
+    layer: OciDescriptor,
+) -> Vec<u8> {
+    let manifest = OciImageManifest {
+        schema_version: 2,
+        media_type: Some(MANIFEST_MEDIA_TYPE.to_owned()),
+        config: OciDescriptor {
+            media_type: config_media_type.to_owned(),
+            digest: Identity::of(config).to_string(),
+            size: config.len() as i64,
+            ..Default::default()
+        },
+        layers: vec![layer],
         ..Default::default()
     };
-    let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
-    (config, manifest)
+    serde_json::to_vec(&manifest).unwrap_or_default()
 }
 
 /// Pushes `component` to `reference` (a tag); the answer is the manifest's

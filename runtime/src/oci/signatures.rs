@@ -259,15 +259,7 @@ pub async fn manifest_digest(
     credentials: Option<&Credentials>,
 ) -> Result<Identity, OciError> {
     let mut s = Session::new(reference, credentials)?;
-    let path = format!("manifests/{}", reference.version_str());
-    let (_, manifest) = s
-        .get(
-            &path,
-            Some(MANIFEST_MEDIA_TYPE),
-            MAX_MANIFEST,
-            "the manifest",
-        )
-        .await?;
+    let (_, manifest) = s.manifest(&reference.version_str()).await?;
     let digest = Identity::of(&manifest);
     if let Some(want) = reference.digest()
         && *want != digest
@@ -291,16 +283,10 @@ pub(crate) fn artifact(payload: &[u8], signature: &str) -> (Vec<u8>, Vec<u8>) {
         "rootfs": {"type": "layers", "diff_ids": [Identity::of(payload).to_string()]},
     }))
     .unwrap_or_default();
-    let manifest = OciImageManifest {
-        schema_version: 2,
-        media_type: Some(MANIFEST_MEDIA_TYPE.to_owned()),
-        config: OciDescriptor {
-            media_type: SIGNATURE_CONFIG_MEDIA_TYPE.to_owned(),
-            digest: Identity::of(&config).to_string(),
-            size: config.len() as i64,
-            ..Default::default()
-        },
-        layers: vec![OciDescriptor {
+    let manifest = super::push::one_layer_manifest(
+        SIGNATURE_CONFIG_MEDIA_TYPE,
+        &config,
+        OciDescriptor {
             media_type: PAYLOAD_MEDIA_TYPE.to_owned(),
             digest: Identity::of(payload).to_string(),
             size: payload.len() as i64,
@@ -310,10 +296,9 @@ pub(crate) fn artifact(payload: &[u8], signature: &str) -> (Vec<u8>, Vec<u8>) {
                     .collect(),
             ),
             ..Default::default()
-        }],
-        ..Default::default()
-    };
-    (config, serde_json::to_vec(&manifest).unwrap_or_default())
+        },
+    );
+    (config, manifest)
 }
 
 /// Pushes one signature of the artifact `digest` in `reference`'s
