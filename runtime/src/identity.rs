@@ -12,6 +12,11 @@ impl Identity {
         Identity(Sha256::digest(bytes).into())
     }
 
+    /// The SHA-256 digest itself.
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The hex digest without the `sha256:` prefix.
     pub fn hex(&self) -> String {
         hex::encode(self.0)

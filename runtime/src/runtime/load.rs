@@ -133,7 +133,7 @@ impl Inner {
             });
         }
         verify_origin(&spec, fetched.oci.as_ref())?;
-        let signer = check_signature(&spec, &bytes, fetched.oci.as_ref())?;
+        let signer = check_signature(&spec, &bytes, &identity, fetched.oci.as_ref())?;
         let cached = self
             .cache
             .as_ref()
@@ -238,6 +238,7 @@ fn verify_origin(_spec: &ToolSpec, origin: Option<&source::OciOrigin>) -> Result
 fn check_signature(
     spec: &ToolSpec,
     bytes: &[u8],
+    identity: &Identity,
     origin: Option<&source::OciOrigin>,
 ) -> Result<Option<Arc<str>>, Error> {
     let Some(signed_by) = &spec.signed_by else {
@@ -247,7 +248,7 @@ fn check_signature(
         Error::Unsigned(Box::new(crate::error::Unsigned {
             tool: spec.name.clone(),
             component: spec.component.clone(),
-            identity: Identity::of(bytes),
+            identity: identity.clone(),
             expected: signed_by.to_string(),
             found,
         }))
@@ -285,7 +286,7 @@ fn check_signature(
         (SignedBy::Identity(keyless), None, Some(path)) => {
             let bundle = read(path, provenance::MAX_BUNDLE, "the bundle")?;
             keyless
-                .verify(bytes, &bundle)
+                .verify(bytes, identity, &bundle)
                 .map_err(|reason| refuse(format!("the bundle at {} {reason}", path.display())))?;
         }
     }

@@ -27,9 +27,9 @@ mod trust_root;
 pub use trust_root::TrustRoot;
 
 use super::cut;
+use crate::identity::Identity;
 use base64::Engine as _;
 use bundle::Bundle;
-use sha2::{Digest as _, Sha256};
 use sigstore::crypto::{CosignVerificationKey, Signature};
 use std::fmt;
 use std::sync::Arc;
@@ -81,17 +81,18 @@ impl Keyless {
         format!("keyless:{} {}", self.issuer, self.identity)
     }
 
-    /// Checks `bundle` (a Sigstore bundle's JSON) over `bytes`; the error
-    /// is a reason to follow "the bundle at X".
-    pub fn verify(&self, bytes: &[u8], bundle: &[u8]) -> Result<(), String> {
+    /// Checks `bundle` (a Sigstore bundle's JSON) over `bytes`, whose
+    /// identity (already computed by the load) is `identity`; the error is a
+    /// reason to follow "the bundle at X".
+    pub fn verify(&self, bytes: &[u8], identity: &Identity, bundle: &[u8]) -> Result<(), String> {
         let b = Bundle::parse(bundle)?;
-        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        let digest = identity.digest();
         if let Some(d) = &b.digest
-            && *d != digest
+            && d != digest
         {
             return Err("is for other bytes (its message digest is not this component's)".into());
         }
-        let time = self.trust_root.check_entry(&b, &digest)?;
+        let time = self.trust_root.check_entry(&b, digest)?;
         let leaf = self.trust_root.check_certificate(&b.certificate, time)?;
         let (identity, issuer) = names(&leaf)?;
         if identity != self.identity || issuer != self.issuer {
