@@ -39,6 +39,7 @@ FIELDS = [
     ("event", "str"),
     ("invocation", "str"),
     ("task", "str"),
+    ("agent", "str"),
     ("tool", "str"),
     ("identity", "str"),
     ("signer", "str"),

@@ -18,6 +18,7 @@
 //! rights = ["read", "write"]
 //! ```
 
+use crate::agent::Agent;
 pub use crate::caps::fs::FsGrant;
 pub use crate::caps::http::HttpGrant;
 pub use crate::diag::GrantError;
@@ -25,6 +26,7 @@ use crate::rights::Rights;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What one task receives.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,6 +41,10 @@ pub struct Grant {
     pub deploy: BTreeSet<String>,
     /// Labels the task carries, for runtime policy (e.g. `release`).
     pub labels: BTreeSet<String>,
+    /// The agent the task runs for, when one authenticated (`warden serve
+    /// --http`): named in every record of its invocations and seen by
+    /// runtime policy as `context.agent`.
+    pub agent: Option<Arc<Agent>>,
 }
 
 impl Grant {
@@ -51,6 +57,7 @@ impl Grant {
             http: Vec::new(),
             deploy: BTreeSet::new(),
             labels: BTreeSet::new(),
+            agent: None,
         }
     }
 
@@ -73,6 +80,11 @@ impl Grant {
             .chain(deploy)
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    /// The agent the task runs for, as its records name it.
+    pub fn recorded_agent(&self) -> Option<Arc<str>> {
+        self.agent.as_ref().map(|a| a.recorded().into())
     }
 
     /// Adds a task label (runtime policy sees it as `context.task.labels`).

@@ -22,8 +22,10 @@
 //! # Ok(()) }
 //! ```
 
+pub mod agent;
 pub mod approval;
 pub mod audit;
+pub mod auth;
 mod bindings;
 pub mod caps;
 mod diag;
@@ -47,6 +49,7 @@ pub mod source;
 mod state;
 pub mod units;
 
+pub use agent::{Agent, AgentKind};
 pub use bindings::VALUE_LOG_TARGETS;
 pub use caps::identity::{Claims, Introspection, Issuer};
 pub use diag::Waiver;

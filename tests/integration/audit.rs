@@ -387,50 +387,10 @@ async fn an_added_field_or_a_reformatted_line_is_refused() {
     assert_eq!(t.line, 1);
 }
 
-/// A Python with the `cryptography` package: `$WARDEN_PYTHON` (then it
-/// must have it), else the CI venv's, else `python3`.
-fn python_with_cryptography() -> Result<std::path::PathBuf, String> {
-    let required = std::env::var_os("WARDEN_PYTHON").map(std::path::PathBuf::from);
-    let venv = std::env::var_os("HOME")
-        .map(|h| std::path::Path::new(&h).join(".cache/warden-ci-venv/bin/python"));
-    let candidates: Vec<std::path::PathBuf> = match &required {
-        Some(p) => vec![p.clone()],
-        None => venv
-            .into_iter()
-            .chain([std::path::PathBuf::from("python3")])
-            .collect(),
-    };
-    for python in &candidates {
-        let ok = std::process::Command::new(python)
-            .args(["-c", "import cryptography"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return Ok(python.clone());
-        }
-    }
-    let reason = format!(
-        "no python with the cryptography package among {}",
-        candidates
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    match required {
-        Some(_) => panic!("WARDEN_PYTHON is set: {reason}"),
-        None => Err(reason),
-    }
-}
-
 #[tokio::test]
 async fn the_python_verifier_checks_what_warden_writes() {
-    let python = match python_with_cryptography() {
-        Ok(p) => p,
-        Err(reason) => {
-            println!("skipped: {reason} (CI sets WARDEN_PYTHON)");
-            return;
-        }
+    let Some(python) = crate::common::python_with("cryptography") else {
+        return;
     };
     let world = World::new();
     let (path, key) = signed_trail(&world).await;

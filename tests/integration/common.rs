@@ -280,3 +280,39 @@ pub async fn http_server(
     });
     port
 }
+
+/// A Python with `module` importable: `$WARDEN_PYTHON` (then it must have
+/// it: CI sets it), else the CI venv's, else `python3`. `None` (the test
+/// says it skipped) when none has it and CI did not ask for one.
+pub fn python_with(module: &str) -> Option<std::path::PathBuf> {
+    let required = std::env::var_os("WARDEN_PYTHON").map(std::path::PathBuf::from);
+    let venv =
+        std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/warden-ci-venv/bin/python"));
+    let candidates: Vec<std::path::PathBuf> = match &required {
+        Some(p) => vec![p.clone()],
+        None => venv
+            .into_iter()
+            .chain([std::path::PathBuf::from("python3")])
+            .collect(),
+    };
+    for python in &candidates {
+        let ok = std::process::Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(python.clone());
+        }
+    }
+    let reason = format!(
+        "no python with the {module} package among {}",
+        candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert!(required.is_none(), "WARDEN_PYTHON is set: {reason}");
+    println!("skipped: {reason} (CI sets WARDEN_PYTHON)");
+    None
+}

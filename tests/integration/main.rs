@@ -3,6 +3,7 @@
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
+mod agents;
 mod approvals;
 mod audit;
 mod budget;

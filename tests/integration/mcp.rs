@@ -1071,6 +1071,12 @@ async fn over_http_each_token_selects_its_operator_chosen_grant_and_shutdown_dra
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
+    // The trail names each static token by its file, never as an identity,
+    // and holds neither token.
+    let trail = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    assert!(trail.contains("\"task\":\"reader-task\",\"agent\":\"static-token:b\""));
+    assert!(trail.contains("\"agent\":\"static-token:a\""));
+    assert!(!trail.contains(a) && !trail.contains(b));
 }
 
 fn sigterm(child: &tokio::process::Child) {

@@ -79,6 +79,10 @@ pub struct Record {
     pub event: Event,
     pub invocation: Arc<str>,
     pub task: Arc<str>,
+    /// The agent the task runs for, when one authenticated:
+    /// `oauth:ISSUER SUBJECT`, `spiffe:ID` or `static-token:NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Arc<str>>,
     pub tool: Arc<str>,
     /// The tool's identity, `sha256:…`.
     pub identity: Arc<str>,
@@ -147,7 +151,7 @@ pub struct Record {
 }
 
 /// The fields of a [`Record`], in the order a trail line holds them.
-pub const FIELDS: [&str; 30] = [
+pub const FIELDS: [&str; 31] = [
     "v",
     "seq",
     "prev",
@@ -155,6 +159,7 @@ pub const FIELDS: [&str; 30] = [
     "event",
     "invocation",
     "task",
+    "agent",
     "tool",
     "identity",
     "signer",
@@ -197,6 +202,7 @@ impl Record {
             event,
             invocation,
             task,
+            agent: None,
             tool,
             identity,
             signer: None,
@@ -348,6 +354,8 @@ pub struct Auditor {
     held: Option<Arc<Mutex<Option<Record>>>>,
     pub invocation: Arc<str>,
     pub task: Arc<str>,
+    /// The agent the task runs for, as records name it.
+    pub agent: Option<Arc<str>>,
     pub tool: Arc<str>,
     pub identity: Arc<str>,
 }
@@ -366,6 +374,7 @@ impl Auditor {
             held: None,
             invocation: invocation.into(),
             task: task.into(),
+            agent: None,
             tool: tool.into(),
             identity: identity.into(),
         }
@@ -385,9 +394,16 @@ impl Auditor {
             held: None,
             invocation,
             task,
+            agent: None,
             tool,
             identity,
         }
+    }
+
+    /// Names the agent the task runs for in every record.
+    pub fn with_agent(mut self, agent: Option<Arc<str>>) -> Self {
+        self.agent = agent;
+        self
     }
 
     /// An auditor whose records go nowhere (for `describe`, which grants nothing).
@@ -403,13 +419,15 @@ impl Auditor {
 
     /// A record of this invocation with the common fields filled in.
     pub fn record(&self, event: Event) -> Record {
-        Record::new(
+        let mut r = Record::new(
             event,
             self.invocation.clone(),
             self.task.clone(),
             self.tool.clone(),
             self.identity.clone(),
-        )
+        );
+        r.agent.clone_from(&self.agent);
+        r
     }
 
     /// Redacts the invocation's secret values from every record written.
@@ -534,6 +552,7 @@ mod tests {
             *f = Some(String::new());
         }
         r.signer = Some(Arc::from(""));
+        r.agent = Some(Arc::from(""));
         r.policies = Some(vec![]);
         r.status = Some(0);
         for f in [

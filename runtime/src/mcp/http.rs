@@ -3,7 +3,9 @@
 //! request bodies capped, graceful shutdown that lets running calls finish.
 //!
 //! Every request passes the same checks here, in one order: the path, the
-//! bearer token, `Host` and `Origin` (`host.rs`), the body's size. Then a
+//! bearer token (`crate::auth` decides who the caller is; its protected
+//! resource metadata, RFC 9728, is served unauthenticated), `Host` and
+//! `Origin` (`host.rs`), the body's size. Then a
 //! `tools/call` in a session is answered on a short path (`fast.rs`) and
 //! everything else by rmcp's streamable HTTP service. Accepted connections
 //! set `TCP_NODELAY`: an answer written in more than one piece (headers and
@@ -14,6 +16,8 @@ mod fast;
 mod host;
 
 use super::WardenMcp;
+use crate::auth::{Authenticator, Refusal};
+use crate::redact::escape_control;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -32,12 +36,16 @@ use tokio_util::sync::CancellationToken;
 /// The path the MCP endpoint is served at.
 pub const PATH: &str = "/mcp";
 
+/// Where the protected resource metadata (RFC 9728) is served: this, or
+/// this followed by the resource's path (`/mcp`).
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
 /// HTTP settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpOptions {
-    /// Bearer tokens that may call; empty: no token needed (loopback only
-    /// is then the protection).
-    pub tokens: Vec<String>,
+    /// Who may call, and under which grant; the default lets anyone call
+    /// (loopback only is then the protection).
+    pub auth: Arc<Authenticator>,
     /// Largest request body accepted.
     pub max_request: usize,
     /// Extra `Host` names to accept besides loopback (e.g. behind a proxy).
@@ -49,7 +57,7 @@ pub struct HttpOptions {
 impl Default for HttpOptions {
     fn default() -> Self {
         Self {
-            tokens: Vec::new(),
+            auth: Arc::new(Authenticator::new(Vec::new())),
             max_request: 4 << 20,
             allowed_hosts: Vec::new(),
             drain: Duration::from_secs(30),
@@ -58,18 +66,10 @@ impl Default for HttpOptions {
 }
 
 /// The `Bearer` token of a request, if any.
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
-}
-
-/// Constant-time comparison of two tokens.
-pub(crate) fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -102,10 +102,10 @@ fn plain(status: StatusCode, message: &str) -> Response<Body> {
 
 /// Why a request's bearer token is refused: none, or one this server does
 /// not know (compared in constant time); `None` when it is accepted.
-fn refused_token(headers: &HeaderMap, tokens: &[String]) -> Option<&'static str> {
+fn refused_token(headers: &HeaderMap, token: &str) -> Option<&'static str> {
     match bearer(headers) {
         None => Some("a bearer token is required (Authorization: Bearer TOKEN)"),
-        Some(t) if tokens.iter().any(|k| same(k, &t)) => None,
+        Some(t) if crate::auth::same(token, t) => None,
         Some(_) => Some("the bearer token is not one this server accepts"),
     }
 }
@@ -121,6 +121,48 @@ fn unauthorized(why: &'static str, presented: bool) -> Response<Body> {
         );
     }
     r
+}
+
+/// A refused caller's answer: 401 (or 403) with the challenge the MCP
+/// authorization specification gives — the error code (RFC 6750), the
+/// scopes, and where this resource's metadata is (RFC 9728).
+fn refused(r: &Refusal, auth: &Authenticator) -> Response<Body> {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::UNAUTHORIZED);
+    let reason = escape_control(&crate::policy::gate::cut(&r.reason, 300)).into_owned();
+    let mut response = plain(status, &reason);
+    let mut challenge = vec!["Bearer".to_owned()];
+    let mut params = Vec::new();
+    if let Some(e) = r.error {
+        params.push(format!("error=\"{e}\""));
+    }
+    if let Some(url) = auth.resource().and_then(metadata_url) {
+        params.push(format!("resource_metadata=\"{url}\""));
+    }
+    let scopes = auth.scopes();
+    if !scopes.is_empty()
+        && scopes.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+        && !scopes.contains('"')
+    {
+        params.push(format!("scope=\"{scopes}\""));
+    }
+    challenge.push(params.join(", "));
+    if let Ok(v) = http::HeaderValue::from_str(challenge.join(" ").trim()) {
+        response
+            .headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
+
+/// Where the metadata of `resource` is: its origin, the well-known path,
+/// then its path (RFC 9728, section 3.1).
+fn metadata_url(resource: &str) -> Option<String> {
+    let u = url::Url::parse(resource).ok()?;
+    let path = u.path().trim_end_matches('/');
+    Some(format!(
+        "{}{METADATA_PATH}{path}",
+        u.origin().ascii_serialization()
+    ))
 }
 
 /// The next connection, or `None` once `shutdown` is cancelled.
@@ -231,20 +273,30 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        if req.uri().path() != PATH {
+    async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let path = req.uri().path();
+        if path == METADATA_PATH || path.strip_prefix(METADATA_PATH) == Some(PATH) {
+            return self.metadata(&req);
+        }
+        if path != PATH {
             return plain(
                 StatusCode::NOT_FOUND,
                 "not found (the MCP endpoint is /mcp)",
             );
         }
         let options = &self.options;
-        if !options.tokens.is_empty()
-            && let Some(why) = refused_token(req.headers(), &options.tokens)
-        {
-            tracing::info!("refused a request from {peer}: {why}");
-            let presented = bearer(req.headers()).is_some();
-            return unauthorized(why, presented);
+        match options.auth.authenticate(bearer(req.headers())).await {
+            Ok(who) => {
+                req.extensions_mut().insert(who);
+            }
+            Err(r) => {
+                tracing::info!(
+                    "refused a request from {peer} ({}): {}",
+                    r.status,
+                    escape_control(&crate::policy::gate::cut(&r.reason, 300))
+                );
+                return refused(&r, &options.auth);
+            }
         }
         if let Err((status, why)) = self.allowed.check(req.uri(), req.headers()) {
             tracing::warn!("refused a request from {peer}: {why}");
@@ -282,6 +334,25 @@ impl Endpoint {
                 response
             }
             _ => self.service.handle(req).await,
+        }
+    }
+
+    /// The protected resource metadata (RFC 9728), to anyone (it holds
+    /// nothing secret); 404 when no agents file is configured.
+    fn metadata(&self, req: &Request<Incoming>) -> Response<Body> {
+        if let Err((status, why)) = self.allowed.check(req.uri(), req.headers()) {
+            return plain(status, why);
+        }
+        match self.options.auth.metadata() {
+            Some(doc) if req.method() == http::Method::GET => json(StatusCode::OK, &doc),
+            Some(_) => plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the metadata is read with GET",
+            ),
+            None => plain(
+                StatusCode::NOT_FOUND,
+                "no protected resource metadata (this server verifies no agent tokens)",
+            ),
         }
     }
 
@@ -360,15 +431,15 @@ pub async fn serve_approvals(
     token: String,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let tokens = Arc::new(vec![token]);
+    let token = Arc::new(zeroize::Zeroizing::new(token));
     while let Some((stream, _)) = next_connection(&listener, &shutdown, "approvals").await {
         let _ = stream.set_nodelay(true);
         let queue = queue.clone();
-        let tokens = tokens.clone();
+        let token = token.clone();
         let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
             let queue = queue.clone();
-            let tokens = tokens.clone();
-            async move { Ok::<_, Infallible>(approvals(req, &queue, &tokens).await) }
+            let token = token.clone();
+            async move { Ok::<_, Infallible>(approvals(req, &queue, &token).await) }
         });
         tokio::spawn(async move {
             let _ = hyper::server::conn::http1::Builder::new()
@@ -382,9 +453,9 @@ pub async fn serve_approvals(
 async fn approvals(
     req: Request<Incoming>,
     queue: &crate::approval::QueueApprover,
-    tokens: &[String],
+    token: &str,
 ) -> Response<Body> {
-    if let Some(why) = refused_token(req.headers(), tokens) {
+    if let Some(why) = refused_token(req.headers(), token) {
         return unauthorized(why, bearer(req.headers()).is_some());
     }
     let path = req.uri().path().to_owned();

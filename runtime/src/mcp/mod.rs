@@ -21,6 +21,7 @@ mod call;
 pub mod http;
 pub mod stdio;
 
+use crate::auth::Authenticated;
 use crate::{Error, Grant, Rights, Runtime};
 use call::{Caller, Client, Link, Parked};
 use rmcp::model::{
@@ -80,10 +81,12 @@ struct Shared {
 /// Which grant a call runs under: chosen by the operator, never the client.
 #[derive(Clone)]
 pub enum Grants {
-    /// One task grant for every caller.
+    /// One task grant for every caller the transport does not authenticate
+    /// (stdio, an open loopback HTTP server).
     One(Arc<Grant>),
-    /// HTTP: the bearer token a caller presents selects its task grant.
-    ByToken(Arc<Vec<(String, Arc<Grant>)>>),
+    /// HTTP only: each caller's grant is the one its credential selects
+    /// ([`crate::auth::Authenticator`]); there is no default.
+    PerCaller,
 }
 
 impl WardenMcp {
@@ -163,32 +166,29 @@ impl WardenMcp {
             info: info.as_ref(),
         };
         let link = Link::Peer(cx.peer.clone());
-        Caller::new(self.grant(cx)?, client, Some(&cx.meta), link, cx.ct.clone())
+        let grant = self.grant(cx)?.ok_or_else(no_tools)?;
+        Caller::new(grant, client, Some(&cx.meta), link, cx.ct.clone())
             // rmcp's peer sends elicitation requests: always a caller.
             .ok_or_else(|| McpError::internal_error("no caller for this request", None))
     }
 
-    /// The grant of the caller: the one grant, or the one its bearer token
-    /// selects (the HTTP layer has already refused unknown tokens).
-    fn grant(&self, cx: &RequestContext<RoleServer>) -> Result<Arc<Grant>, McpError> {
-        let headers = cx.extensions.get::<::http::request::Parts>();
-        self.grant_for(headers.map(|p| &p.headers))
+    /// The grant of the caller: the one its credential selected (the HTTP
+    /// layer authenticated it), or the one grant.
+    fn grant(&self, cx: &RequestContext<RoleServer>) -> Result<Option<Arc<Grant>>, McpError> {
+        let parts = cx.extensions.get::<::http::request::Parts>();
+        self.grant_for(parts.and_then(|p| p.extensions.get::<Authenticated>()))
     }
 
-    /// The grant of a caller whose request carried `headers` (HTTP).
-    fn grant_for(&self, headers: Option<&::http::HeaderMap>) -> Result<Arc<Grant>, McpError> {
-        match &self.shared.grants {
-            Grants::One(g) => Ok(g.clone()),
-            Grants::ByToken(list) => {
-                let token = headers.and_then(http::bearer);
-                token
-                    .and_then(|t| {
-                        list.iter()
-                            .find(|(known, _)| http::same(known, &t))
-                            .map(|(_, g)| g.clone())
-                    })
-                    .ok_or_else(|| McpError::invalid_request("no grant for this caller", None))
-            }
+    /// The grant of a caller the HTTP layer found to be `who`; `None`: an
+    /// authenticated agent the agents file gives no tools.
+    fn grant_for(&self, who: Option<&Authenticated>) -> Result<Option<Arc<Grant>>, McpError> {
+        match (who, &self.shared.grants) {
+            (Some(Authenticated::Agent(g)), _) => Ok(g.clone()),
+            (_, Grants::One(g)) => Ok(Some(g.clone())),
+            (_, Grants::PerCaller) => Err(McpError::invalid_request(
+                "no grant for this caller (it did not authenticate)",
+                None,
+            )),
         }
     }
 
@@ -274,8 +274,12 @@ impl ServerHandler for WardenMcp {
         _request: Option<PaginatedRequestParams>,
         cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let grant = self.grant(&cx)?;
-        Ok(ListToolsResult::with_all_items(self.list(&grant)))
+        // An agent the agents file gives no tools sees none.
+        let tools = match self.grant(&cx)? {
+            Some(grant) => self.list(&grant),
+            None => Vec::new(),
+        };
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -335,6 +339,14 @@ fn object(v: Value) -> Option<JsonObject> {
         Value::Object(o) => Some(o),
         _ => None,
     }
+}
+
+/// The answer to a call from an agent that has no tools.
+fn no_tools() -> McpError {
+    McpError::invalid_request(
+        "no tools are granted to this agent (no [[agent]] entry of the agents file matches it)",
+        None,
+    )
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ pub(crate) struct PolicyCtx {
     pub(crate) tool: Arc<cedar::ToolFacts>,
     pub(crate) task: Arc<str>,
     pub(crate) labels: Arc<[String]>,
+    pub(crate) agent: Option<Arc<crate::agent::Agent>>,
     pub(crate) invocation: Arc<str>,
     pub(crate) history: Arc<Mutex<TaskHistory>>,
 }
@@ -81,6 +82,7 @@ impl PolicyCtx {
             resource,
             task: &self.task,
             task_labels: &self.labels,
+            agent: self.agent.as_deref(),
             history: &history,
             invocation: &self.invocation,
             detail,

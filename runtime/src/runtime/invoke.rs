@@ -66,7 +66,8 @@ impl Inner {
             grant.task.as_str().into(),
             tool.name.clone(),
             tool.identity_str.clone(),
-        );
+        )
+        .with_agent(grant.recorded_agent());
         let (listed, scope) = granted.names();
         if granted.secrets.is_empty() {
             hold_start(&mut auditor, listed, tool.signer.clone());
@@ -124,7 +125,8 @@ impl Inner {
             task.into(),
             tool.name.clone(),
             tool.identity_str.clone(),
-        );
+        )
+        .with_agent(grant.recorded_agent());
         let rule = match refusal {
             GrantError::Task(_) => "grant.task",
             _ => "grant.ceiling",
@@ -152,6 +154,7 @@ impl Inner {
             tool: tool.facts.clone(),
             task: auditor.task.clone(),
             labels: grant.labels.iter().cloned().collect(),
+            agent: grant.agent.clone(),
             invocation: auditor.invocation.clone(),
             history: self.history(&auditor.task),
         });

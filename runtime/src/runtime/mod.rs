@@ -280,6 +280,7 @@ impl Runtime {
         narrowed.http = http::narrow(&spec.http, &grant.http);
         narrowed.deploy = deploy::narrow(&spec.deploy, &grant.deploy);
         narrowed.labels = grant.labels.clone();
+        narrowed.agent = grant.agent.clone();
         Ok(narrowed)
     }
 

@@ -12,6 +12,9 @@ use warden::{Manifest, RuntimeBuilder};
 struct Report {
     tools: Vec<Value>,
     policies: Option<Value>,
+    /// The agents file, when one was checked: `file`, `issuers`,
+    /// `trust_domains`, `entries`.
+    agents: Option<Value>,
     /// Each waiver: `file`, `line`, `column`, `field`, `what` (runs
     /// without a person's approval).
     waivers: Vec<Value>,
@@ -26,8 +29,16 @@ struct Report {
 /// "identity", "warnings"} or {"name", "component", "error"}], "policies":
 /// {"ids", "files"} or null, "waivers": [{"file", "line", "column",
 /// "field", "what"}], "problems": [{"message", …}]}`.
-pub async fn check(builder: RuntimeBuilder, path: &Path, json: bool) -> Result<u8, Failure> {
-    let report = collect(builder, path).await?;
+pub async fn check(
+    builder: RuntimeBuilder,
+    path: &Path,
+    agents: Option<&Path>,
+    json: bool,
+) -> Result<u8, Failure> {
+    let mut report = collect(builder, path).await?;
+    if let Some(file) = agents {
+        check_agents(&mut report, file);
+    }
     if json {
         let ok = report.problems.is_empty();
         let value = json!({
@@ -35,6 +46,7 @@ pub async fn check(builder: RuntimeBuilder, path: &Path, json: bool) -> Result<u
             "manifest": path.display().to_string(),
             "tools": report.tools,
             "policies": report.policies,
+            "agents": report.agents,
             "waivers": report.waivers,
             "problems": report.problems,
         });
@@ -101,6 +113,23 @@ pub async fn check(builder: RuntimeBuilder, path: &Path, json: bool) -> Result<u
             "ok    policies         {} from {}",
             list(&p["ids"]),
             list(&p["files"])
+        )?;
+    }
+    if let Some(a) = &report.agents {
+        outln!(
+            "ok    agents           {} entries, trusting {} from {}",
+            a["entries"],
+            shown(
+                &a["issuers"]
+                    .as_array()
+                    .into_iter()
+                    .chain(a["trust_domains"].as_array())
+                    .flatten()
+                    .map(str_of)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            shown(str_of(&a["file"]))
         )?;
     }
     // Actions that would wait for a person by default, run without one:
@@ -210,4 +239,30 @@ async fn collect(builder: RuntimeBuilder, path: &Path) -> Result<Report, Failure
         }));
     }
     Ok(report)
+}
+
+/// Checks an agents file (`warden serve --agents`): every problem at its
+/// file, line and column, with the form expected.
+fn check_agents(report: &mut Report, file: &Path) {
+    match warden::auth::AgentsFile::load(file) {
+        Ok(a) => {
+            report.agents = Some(json!({
+                "file": file.display().to_string(),
+                "issuers": a.issuers.iter().map(|i| i.issuer.clone()).collect::<Vec<_>>(),
+                "trust_domains": a.spiffe.iter().map(|t| format!("spiffe://{}", t.domain)).collect::<Vec<_>>(),
+                "entries": a.agents.len(),
+            }));
+        }
+        Err(e) => {
+            for p in e.0 {
+                report.problems.push(json!({
+                    "message": p.to_string(),
+                    "file": p.file.display().to_string(),
+                    "line": p.line,
+                    "column": p.column,
+                    "field": p.field,
+                }));
+            }
+        }
+    }
 }

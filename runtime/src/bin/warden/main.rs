@@ -101,6 +101,9 @@ enum Command {
     /// its Cedar policies against the schema.
     Check {
         manifest: PathBuf,
+        /// Also check an agents file (`warden serve --agents`).
+        #[arg(long, value_name = "FILE")]
+        agents: Option<PathBuf>,
         /// Print the result as one JSON object: {"ok", "manifest", "tools",
         /// "policies", "problems": [{"message", ...}]}.
         #[arg(long)]
@@ -323,7 +326,11 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             )?;
             Ok(0)
         }
-        Command::Check { manifest, json } => check::check(builder(false)?, &manifest, json).await,
+        Command::Check {
+            manifest,
+            agents,
+            json,
+        } => check::check(builder(false)?, &manifest, agents.as_deref(), json).await,
         Command::Serve(args) => serve::serve(builder(true)?, args).await,
         Command::Schema => {
             out!("{}", warden::policy::cedar::SCHEMA)?;

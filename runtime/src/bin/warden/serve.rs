@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use warden::audit::AuditSink as _;
+use warden::auth::{AgentsFile, Authenticator, StaticToken};
 use warden::mcp::http::HttpOptions;
 use warden::mcp::{Grants, ServeOptions, WardenMcp};
 use warden::{Grant, Manifest, RuntimeBuilder};
@@ -15,10 +16,12 @@ pub struct ServeArgs {
     /// The capability manifest.
     #[arg(long, short)]
     manifest: PathBuf,
-    /// The task grant every call runs under (a TOML grant file). The client
-    /// cannot change it.
+    /// The task grant every call runs under (a TOML grant file); over HTTP,
+    /// the grant of --token-file's caller, or of every caller when no token
+    /// is required. The client cannot change it. Required unless --agents
+    /// gives every caller its grant.
     #[arg(long = "grants", value_name = "FILE")]
-    grants: PathBuf,
+    grants: Option<PathBuf>,
     /// Serve MCP over stdin/stdout.
     #[arg(long, conflicts_with = "http")]
     stdio: bool,
@@ -33,7 +36,12 @@ pub struct ServeArgs {
     /// task grant. Repeatable.
     #[arg(long = "client", value_name = "TOKEN_FILE=GRANTS", requires = "http")]
     clients: Vec<String>,
-    /// HTTP: serve a non-loopback address (needs --token-file).
+    /// HTTP: verify agents' tokens (OAuth access tokens, SPIFFE JWT-SVIDs)
+    /// and map each agent to its task grant, as FILE says (see `warden
+    /// check --agents`). Serves the protected resource metadata.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    agents: Option<PathBuf>,
+    /// HTTP: serve a non-loopback address (needs --token-file or --agents).
     #[arg(long, requires = "http")]
     allow_remote: bool,
     /// Calls running at once; more are answered "busy".
@@ -75,19 +83,40 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// A static token's name: its file's name without the extension, as the
+/// trail records it (`static-token:NAME`).
+fn token_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    crate::shown(&stem).into_owned()
+}
+
 pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failure> {
     if !args.stdio && args.http.is_none() {
         return Err(usage(anyhow::anyhow!(
             "choose a transport: --stdio or --http ADDR"
         )));
     }
-    let grant = Arc::new(Grant::load(&args.grants).map_err(|e| usage(e.into()))?);
+    let grant = match &args.grants {
+        Some(g) => Some(Grant::load(g).map_err(|e| usage(e.into()))?),
+        None if args.agents.is_some() && args.token_file.is_none() => None,
+        None => {
+            return Err(usage(anyhow::anyhow!(
+                "--grants FILE is required (it is optional only with --agents and no --token-file)"
+            )));
+        }
+    };
+    let mut statics = Vec::new();
     let mut tokens = Vec::new();
-    let mut by_token = Vec::new();
     if let Some(f) = &args.token_file {
         let t = read_token(f).map_err(usage)?;
+        let g = grant
+            .clone()
+            .unwrap_or_else(|| unreachable!("checked above"));
         tokens.push(t.clone());
-        by_token.push((t, grant.clone()));
+        statics.push(StaticToken::new(&token_name(f), t, g));
     }
     for c in &args.clients {
         let (token_file, grants) = c
@@ -97,14 +126,18 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         let t = read_token(Path::new(token_file)).map_err(usage)?;
         let g = Grant::load(Path::new(grants)).map_err(|e| usage(e.into()))?;
         tokens.push(t.clone());
-        by_token.push((t, Arc::new(g)));
+        statics.push(StaticToken::new(&token_name(Path::new(token_file)), t, g));
     }
+    let agents = match &args.agents {
+        Some(f) => Some(AgentsFile::load(f).map_err(|e| usage(e.into()))?),
+        None => None,
+    };
     if let Some(addr) = args.http
         && !addr.ip().is_loopback()
-        && (!args.allow_remote || tokens.is_empty())
+        && (!args.allow_remote || (tokens.is_empty() && agents.is_none()))
     {
         return Err(usage(anyhow::anyhow!(
-            "--http {addr} is not a loopback address (pass --allow-remote and --token-file to serve it)"
+            "--http {addr} is not a loopback address (pass --allow-remote, and --token-file or --agents, to serve it)"
         )));
     }
     let manifest = Manifest::load(&args.manifest).map_err(warden::Error::from)?;
@@ -142,10 +175,9 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         .audit(sink.clone())
         .max_concurrent_invocations(u32::try_from(args.max_in_flight).unwrap_or(u32::MAX))
         .build()?;
-    let grants = if by_token.is_empty() {
-        Grants::One(grant)
-    } else {
-        Grants::ByToken(Arc::new(by_token))
+    let grants = match grant {
+        Some(g) if statics.is_empty() => Grants::One(Arc::new(g)),
+        _ => Grants::PerCaller,
     };
     let options = ServeOptions {
         max_in_flight: args.max_in_flight,
@@ -201,8 +233,16 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         "warden: serving MCP at http://{bound}{}",
         warden::mcp::http::PATH
     );
+    let mut auth = Authenticator::new(statics);
+    if let Some(file) = agents {
+        let resource = format!("http://{bound}{}", warden::mcp::http::PATH);
+        auth = auth.with_agents(file, &resource);
+        if let Some(r) = auth.resource() {
+            eprintln!("warden: verifying agent tokens for the resource {r}");
+        }
+    }
     let http = HttpOptions {
-        tokens,
+        auth: Arc::new(auth),
         max_request: args.max_request,
         ..HttpOptions::default()
     };

@@ -30,6 +30,7 @@
 use super::super::call::{self, Caller, Client, Link};
 use super::super::{WardenMcp, stdio};
 use super::Body;
+use crate::auth::Authenticated;
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode, request::Parts};
 use http_body_util::{BodyExt, Full};
@@ -193,7 +194,9 @@ impl Sessions {
         if !self.manager.has_session(&session.id).await.unwrap_or(false) {
             return None;
         }
-        let grant = mcp.grant_for(Some(&parts.headers)).ok()?;
+        let grant = mcp
+            .grant_for(parts.extensions.get::<Authenticated>())
+            .ok()??;
         let client = Client {
             version: Some(&session.version),
             capabilities: Some(&session.capabilities),

@@ -137,6 +137,8 @@ pub struct Query<'a> {
     pub resource: Resource<'a>,
     pub task: &'a str,
     pub task_labels: &'a [String],
+    /// Who the task runs for, when an agent authenticated.
+    pub agent: Option<&'a crate::agent::Agent>,
     pub history: &'a TaskHistory,
     pub invocation: &'a str,
     pub detail: &'a str,
@@ -269,6 +271,7 @@ mod tests {
             resource,
             task: "task",
             task_labels: labels,
+            agent: None,
             history: h,
             invocation: "inv",
             detail: "",

@@ -132,6 +132,7 @@ pub(super) fn build(q: &Query<'_>) -> Result<(Request, Entities), String> {
                 ),
             ])?,
         ),
+        ("agent".to_owned(), agent(q.agent)?),
         ("invocation".to_owned(), string(q.invocation)),
         ("detail".to_owned(), string(q.detail)),
     ])
@@ -141,4 +142,28 @@ pub(super) fn build(q: &Query<'_>) -> Result<(Request, Entities), String> {
     let entities =
         Entities::from_entities([tool_entity, resource_entity], None).map_err(|e| e.to_string())?;
     Ok((request, entities))
+}
+
+/// `context.agent`: how the agent proved itself (`oauth`, `spiffe`,
+/// `static-token`, or `none` when nobody authenticated), its issuer and
+/// subject, groups and scopes.
+fn agent(a: Option<&crate::agent::Agent>) -> Result<RestrictedExpression, String> {
+    let none = std::collections::BTreeSet::new();
+    let (kind, issuer, subject, groups, scopes) = match a {
+        Some(a) => (
+            a.kind.as_str(),
+            &*a.issuer,
+            &*a.subject,
+            &a.groups,
+            &a.scopes,
+        ),
+        None => ("none", "", "", &none, &none),
+    };
+    record(vec![
+        ("kind", string(kind)),
+        ("issuer", string(issuer)),
+        ("subject", string(subject)),
+        ("groups", strings(groups)),
+        ("scopes", strings(scopes)),
+    ])
 }

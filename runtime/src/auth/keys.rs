@@ -1,0 +1,242 @@
+//! The verification keys of one issuer or trust domain: fetched (from its
+//! metadata's `jwks_uri`, a configured URL, or a bundle file), cached,
+//! refetched when stale or when a token names a key id not in the cache —
+//! at most once per `refresh`, so a flood of made-up key ids costs the
+//! issuer nothing.
+
+use super::agents::{KeySource, loopback};
+use jsonwebtoken::DecodingKey;
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Keys older than this are fetched again before use (kept if the fetch
+/// fails: an unreachable issuer does not lock every agent out).
+const MAX_AGE: Duration = Duration::from_secs(15 * 60);
+/// The largest metadata document or key set read.
+const MAX_DOCUMENT: usize = 256 << 10;
+/// The most keys one set may hold.
+const MAX_KEYS: usize = 64;
+
+/// One usable key: how to verify with it, and the algorithm it is pinned to.
+#[derive(Clone)]
+pub(crate) struct Key {
+    pub(crate) key: DecodingKey,
+    pub(crate) alg: Option<String>,
+}
+
+#[derive(Default)]
+struct Cached {
+    keys: HashMap<String, Key>,
+    fetched: Option<Instant>,
+    /// The last fetch tried, successful or not (the refresh bound).
+    tried: Option<Instant>,
+}
+
+/// Where the keys come from.
+pub(crate) enum Source {
+    Discover { issuer: String },
+    Url(String),
+    File(PathBuf),
+}
+
+impl Source {
+    pub(crate) fn of(issuer: &str, keys: &KeySource) -> Source {
+        match keys {
+            KeySource::Discover => Source::Discover {
+                issuer: issuer.to_owned(),
+            },
+            KeySource::Url(u) => Source::Url(u.clone()),
+            KeySource::File(f) => Source::File(f.clone()),
+        }
+    }
+}
+
+/// The keys of one issuer or trust domain.
+pub(crate) struct KeySet {
+    source: Source,
+    refresh: Duration,
+    cached: tokio::sync::Mutex<Cached>,
+    client: reqwest::Client,
+    /// How many fetches were made (for the log and tests).
+    fetches: std::sync::atomic::AtomicU64,
+}
+
+impl KeySet {
+    pub(crate) fn new(source: Source, refresh: Duration, client: reqwest::Client) -> KeySet {
+        KeySet {
+            source,
+            refresh,
+            cached: tokio::sync::Mutex::default(),
+            client,
+            fetches: Default::default(),
+        }
+    }
+
+    /// The key `kid` names, fetching the set when it is stale or lacks it
+    /// (within the refresh bound).
+    pub(crate) async fn get(&self, kid: &str) -> Result<Key, String> {
+        let mut c = self.cached.lock().await;
+        let fresh = c.fetched.is_some_and(|t| t.elapsed() < MAX_AGE);
+        if fresh && let Some(k) = c.keys.get(kid) {
+            return Ok(k.clone());
+        }
+        let may_fetch = c.tried.is_none_or(|t| t.elapsed() >= self.refresh);
+        if may_fetch {
+            c.tried = Some(Instant::now());
+            self.fetches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match self.fetch().await {
+                Ok(keys) => {
+                    c.keys = keys;
+                    c.fetched = Some(Instant::now());
+                }
+                Err(e) if c.keys.is_empty() => {
+                    return Err(format!("cannot get the keys that verify it: {e}"));
+                }
+                Err(e) => tracing::warn!("keeping the cached keys: cannot fetch them again: {e}"),
+            }
+        }
+        c.keys.get(kid).cloned().ok_or_else(|| {
+            let shown = super::token::shown(kid);
+            if may_fetch {
+                format!("its key id {shown} is not in the issuer's key set")
+            } else {
+                format!(
+                    "its key id {shown} is not in the issuer's key set (fetched again at most every {})",
+                    humantime::format_duration(self.refresh)
+                )
+            }
+        })
+    }
+
+    async fn fetch(&self) -> Result<HashMap<String, Key>, String> {
+        match &self.source {
+            Source::File(f) => read_bundle(f),
+            Source::Url(u) => parse_set(&self.document(u).await?),
+            Source::Discover { issuer } => {
+                let jwks = self.discover(issuer).await?;
+                parse_set(&self.document(&jwks).await?)
+            }
+        }
+    }
+
+    /// The `jwks_uri` of `issuer`'s metadata: RFC 8414's well-known path,
+    /// then OpenID discovery's. The metadata must name this very issuer.
+    async fn discover(&self, issuer: &str) -> Result<String, String> {
+        let u = url::Url::parse(issuer).map_err(|e| format!("issuer {issuer:?}: {e}"))?;
+        let path = u.path().trim_end_matches('/');
+        let origin = u.origin().ascii_serialization();
+        let candidates = [
+            format!("{origin}/.well-known/oauth-authorization-server{path}"),
+            format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            ),
+        ];
+        let mut why = Vec::new();
+        for at in candidates {
+            let doc = match self.document(&at).await {
+                Ok(d) => d,
+                Err(e) => {
+                    why.push(e);
+                    continue;
+                }
+            };
+            if doc.get("issuer").and_then(|v| v.as_str()) != Some(issuer) {
+                why.push(format!("{at}: its issuer is not {issuer:?}"));
+                continue;
+            }
+            let Some(jwks) = doc.get("jwks_uri").and_then(|v| v.as_str()) else {
+                why.push(format!("{at}: no jwks_uri"));
+                continue;
+            };
+            super::agents::web_url(jwks, "a JWK set's URL")?;
+            return Ok(jwks.to_owned());
+        }
+        Err(why.join("; "))
+    }
+
+    /// A JSON document from `at`: https (http on loopback), no redirects,
+    /// at most 256 KiB.
+    async fn document(&self, at: &str) -> Result<serde_json::Value, String> {
+        let u = url::Url::parse(at).map_err(|e| format!("{at}: {e}"))?;
+        let local = u.host().is_some_and(|h| loopback(&h));
+        if !(u.scheme() == "https" || (u.scheme() == "http" && local)) {
+            return Err(format!("{at}: not https"));
+        }
+        let mut response = self
+            .client
+            .get(u)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("{at}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("{at}: HTTP {}", response.status().as_u16()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| format!("{at}: {e}"))? {
+            if body.len() + chunk.len() > MAX_DOCUMENT {
+                return Err(format!("{at}: larger than {} KiB", MAX_DOCUMENT >> 10));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("{at}: not JSON: {e}"))
+    }
+
+    pub(crate) fn fetches(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The keys of a JWT bundle or key set file (a SPIFFE bundle is a JWK set).
+pub(crate) fn read_bundle(path: &Path) -> Result<HashMap<String, Key>, String> {
+    let text = crate::provenance::read_bounded(path, MAX_DOCUMENT as u64, "the key set")
+        .map_err(|e| e.to_string())?;
+    let doc: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| format!("{}: not a JWK set: {e}", path.display()))?;
+    parse_set(&doc).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The signing keys of a JWK set, by key id. A key of a type this host
+/// cannot use, or for encryption, is skipped; a set with none is refused.
+fn parse_set(doc: &serde_json::Value) -> Result<HashMap<String, Key>, String> {
+    let keys = doc
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .ok_or("not a JWK set (expected {\"keys\": [...]})")?;
+    let mut out = HashMap::new();
+    for k in keys.iter().take(MAX_KEYS) {
+        let Ok(jwk) = serde_json::from_value::<Jwk>(k.clone()) else {
+            continue;
+        };
+        let usable = match &jwk.common.public_key_use {
+            None | Some(PublicKeyUse::Signature) => true,
+            Some(PublicKeyUse::Other(u)) => u == "jwt-svid",
+            Some(PublicKeyUse::Encryption) => false,
+        };
+        let (Some(kid), true) = (jwk.common.key_id.clone(), usable) else {
+            continue;
+        };
+        if matches!(
+            jwk.algorithm,
+            jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
+        ) {
+            // A shared secret in a public key set: never a verification key.
+            continue;
+        }
+        let Ok(key) = DecodingKey::from_jwk(&jwk) else {
+            continue;
+        };
+        let alg = jwk.common.key_algorithm.map(|a| a.to_string());
+        out.insert(kid, Key { key, alg });
+    }
+    if out.is_empty() {
+        return Err(
+            "no usable signing key (expected keys with a kid, of type RSA, EC or OKP)".into(),
+        );
+    }
+    Ok(out)
+}
