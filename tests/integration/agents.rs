@@ -807,3 +807,124 @@ fn warden_check_validates_the_agents_file_like_the_manifest() {
     assert_eq!(v["problems"][0]["column"], 14);
     assert_eq!(v["problems"][0]["field"], "issuer.algorithms");
 }
+
+/// `sig` with its ECDSA P-256 `s` replaced by `n - s`: the same signature
+/// in its other valid form.
+fn other_form(token: &str) -> String {
+    const N: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63,
+        0x25, 0x51,
+    ];
+    let (message, sig) = token.rsplit_once('.').unwrap();
+    let mut sig = B64.decode(sig).unwrap();
+    let s = sig[32..].to_vec();
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let mut d = i16::from(N[i]) - i16::from(s[i]) - borrow;
+        borrow = i16::from(d < 0);
+        if d < 0 {
+            d += 256;
+        }
+        sig[32 + i] = d as u8;
+    }
+    format!("{message}.{}", B64.encode(sig))
+}
+
+#[tokio::test]
+async fn sessions_tasks_and_headers_an_agent_cannot_bend() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    world(&dir);
+    let key = Key::new("k1");
+    let auth = AuthServer::start(vec![key.jwk()]).await;
+    let extra = format!(
+        "\n[[agent]]\nissuer = \"{}\"\nsubject = \"other\"\ngrants = \"echo-task.toml\"\n",
+        auth.url
+    );
+    let s = serve(&dir, &agents_file(&auth.url, &extra)).await;
+    let token = |sub: &str, extra: Value| {
+        let mut c = json!({"iss": auth.url, "sub": sub, "aud": s.resource(),
+            "exp": now() + 300, "iat": now(), "jti": format!("{sub}-1")});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        key.sign(&c)
+    };
+
+    // The same token in its other signature form verifies too, but is the
+    // same token: the same task (and so the same history), not a new one.
+    let a = token("ci-deployer", json!({"groups": ["deployers"]}));
+    let b = other_form(&a);
+    assert_ne!(a, b);
+    let mut tasks = Vec::new();
+    for t in [&a, &b] {
+        let c = client(&s.url, t).await;
+        let r = c.call_tool(call("echo", json!({}))).await.unwrap();
+        tasks.push(r.meta.unwrap().0["warden"]["task"].clone());
+        c.cancel().await.unwrap();
+    }
+    assert_eq!(tasks[0], tasks[1]);
+
+    // A session belongs to the agent that opened it: another agent with a
+    // good token cannot use it.
+    let post = |token: String, session: Option<String>, body: Value| {
+        let url = s.url.clone();
+        async move {
+            let mut req = reqwest::Client::new()
+                .post(&url)
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-06-18")
+                .body(body.to_string());
+            if let Some(id) = session {
+                req = req.header("mcp-session-id", id);
+            }
+            req.send().await.unwrap()
+        }
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}});
+    let r = post(a.clone(), None, init).await;
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let other = token("other", json!({}));
+    let r = post(other, Some(id.clone()), list.clone()).await;
+    assert_eq!(r.status(), 404);
+    assert!(s.logged("a session another caller opened").await);
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert!(
+        post(a.clone(), Some(id.clone()), initialized)
+            .await
+            .status()
+            .is_success()
+    );
+    assert_eq!(post(a.clone(), Some(id), list).await.status(), 200);
+
+    // A task-claim cannot take the prefix of the ids Warden makes.
+    let (status, _, body) = initialize(
+        &s.url,
+        Some(&token(
+            "ci-bot",
+            json!({"run_id": "agent-0123456789abcdef"}),
+        )),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("the agent- prefix is kept"), "{body}");
+    // A token with critical header extensions is refused.
+    let good = json!({"iss": auth.url, "sub": "ci-bot", "aud": s.resource(), "exp": now() + 300, "run_id": "r"});
+    let plain = key.sign(&good);
+    let (_, rest) = plain.split_once('.').unwrap();
+    let crit = format!(
+        "{}.{rest}",
+        B64.encode(json!({"alg": "ES256", "kid": "k1", "crit": ["exp"], "exp": 1}).to_string())
+    );
+    let (status, _, body) = initialize(&s.url, Some(&crit)).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("critical extensions (crit)"), "{body}");
+    drop(s.child);
+}

@@ -773,6 +773,21 @@ fn serve_refuses_bad_configuration() {
     let (code, err) = run(&["--http", "0.0.0.0:0"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("is not a loopback address"), "{err}");
+    // An agents file for a remote address must say what URL tokens name.
+    let agents = s.dir.path().join("agents.toml");
+    std::fs::write(&agents, "[[issuer]]\nissuer = \"https://login.example\"\n").unwrap();
+    let a = agents.display().to_string();
+    let (code, err) = run(&["--http", "0.0.0.0:0", "--allow-remote", "--agents", &a]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("no resource, and --http 0.0.0.0:0 is not loopback"),
+        "{err}"
+    );
+    // A bad agents file stops start-up, naming where.
+    std::fs::write(&agents, "[[issuer]]\nissuer = \"http://login.example\"\n").unwrap();
+    let (code, err) = run(&["--http", "127.0.0.1:0", "--agents", &a]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("agents.toml:2:10: issuer.issuer: \"http://login.example\" is plain http to another host"), "{err}");
     // A duplicate tool name in the manifest stops start-up.
     let dup = s.dir.path().join("dup.toml");
     let text = std::fs::read_to_string(&s.manifest).unwrap();

@@ -45,7 +45,7 @@ use toml::Spanned;
 
 mod parse;
 use parse::{Problems, duration, trust_domain};
-pub(crate) use parse::{loopback, web_url};
+pub(crate) use parse::{key_url, loopback, web_url};
 
 /// Every asymmetric algorithm `jsonwebtoken` verifies: the default
 /// allowlist. HMAC is never allowed: a public key set cannot verify it, and
@@ -296,9 +296,7 @@ impl AgentsFile {
             let keys = match &i.jwks {
                 None => KeySource::Discover,
                 Some(j) if j.get_ref().contains("://") => {
-                    p.check(j, "issuer.jwks", |v| {
-                        web_url(v, "a JWK set's URL, or a file")
-                    });
+                    p.check(j, "issuer.jwks", |v| key_url(v));
                     KeySource::Url(j.get_ref().clone())
                 }
                 Some(j) => KeySource::File(base.join(j.get_ref())),

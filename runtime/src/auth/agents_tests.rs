@@ -89,6 +89,10 @@ fn issuers_must_be_https_or_loopback_and_unknown_fields_are_refused() {
             "is longer than 5m",
         ),
         ("", "trusts no one"),
+        (
+            "[[issuer]]\nissuer = \"https://a.example\"\nrefresh = \"0s\"\n",
+            "is shorter than 1s",
+        ),
     ] {
         let e = parse(&d, text).unwrap_err().to_string();
         assert!(e.contains(want), "{text}: {e}");

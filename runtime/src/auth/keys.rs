@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 const MAX_AGE: Duration = Duration::from_secs(15 * 60);
 /// The largest metadata document or key set read.
 const MAX_DOCUMENT: usize = 256 << 10;
+/// How long a set that cannot be fetched again is still used: past this,
+/// its tokens are refused (a network attacker who blocks the issuer cannot
+/// keep a removed key alive for ever).
+const MAX_STALE: Duration = Duration::from_secs(24 * 3600);
 /// The most keys one set may hold.
 const MAX_KEYS: usize = 64;
 
@@ -57,7 +61,9 @@ impl Source {
 pub(crate) struct KeySet {
     source: Source,
     refresh: Duration,
-    cached: tokio::sync::Mutex<Cached>,
+    cached: std::sync::Mutex<Cached>,
+    /// Held while fetching: one fetch at a time.
+    fetching: tokio::sync::Mutex<()>,
     client: reqwest::Client,
     /// How many fetches were made (for the log and tests).
     fetches: std::sync::atomic::AtomicU64,
@@ -68,38 +74,76 @@ impl KeySet {
         KeySet {
             source,
             refresh,
-            cached: tokio::sync::Mutex::default(),
+            cached: std::sync::Mutex::default(),
+            fetching: tokio::sync::Mutex::const_new(()),
             client,
             fetches: Default::default(),
         }
     }
 
     /// The key `kid` names, fetching the set when it is stale or lacks it
-    /// (within the refresh bound).
+    /// (within the refresh bound). A key in a fresh set is read without
+    /// waiting; only fetches wait for each other (one at a time), so a slow
+    /// issuer stalls no request whose key is already known.
     pub(crate) async fn get(&self, kid: &str) -> Result<Key, String> {
-        let mut c = self.cached.lock().await;
-        let fresh = c.fetched.is_some_and(|t| t.elapsed() < MAX_AGE);
-        if fresh && let Some(k) = c.keys.get(kid) {
-            return Ok(k.clone());
+        if let Some(k) = self.known(kid, MAX_AGE) {
+            return Ok(k);
         }
-        let may_fetch = c.tried.is_none_or(|t| t.elapsed() >= self.refresh);
+        let _one_fetch = match self.fetching.try_lock() {
+            Ok(g) => g,
+            Err(_) => {
+                // A fetch is running: a stale set answers meanwhile.
+                if let Some(k) = self.known(kid, MAX_STALE) {
+                    return Ok(k);
+                }
+                self.fetching.lock().await
+            }
+        };
+        // Another request may have fetched while this one waited.
+        if let Some(k) = self.known(kid, MAX_AGE) {
+            return Ok(k);
+        }
+        let may_fetch = {
+            let mut c = self.lock();
+            let may = c.tried.is_none_or(|t| t.elapsed() >= self.refresh);
+            if may {
+                c.tried = Some(Instant::now());
+            }
+            may
+        };
         if may_fetch {
-            c.tried = Some(Instant::now());
             self.fetches
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            match self.fetch().await {
+            let fetched = self.fetch().await;
+            let mut c = self.lock();
+            match fetched {
                 Ok(keys) => {
                     c.keys = keys;
                     c.fetched = Some(Instant::now());
                 }
-                Err(e) if c.keys.is_empty() => {
-                    return Err(format!("cannot get the keys that verify it: {e}"));
+                Err(e) => {
+                    // The details (addresses, statuses) are for the
+                    // operator, not for whoever sent the token.
+                    tracing::warn!(
+                        "cannot fetch the key set: {}",
+                        crate::redact::escape_control(&e)
+                    );
+                    if c.keys.is_empty() {
+                        return Err(
+                            "cannot get the keys that verify it (the server's log says why)".into(),
+                        );
+                    }
                 }
-                Err(e) => tracing::warn!("keeping the cached keys: cannot fetch them again: {e}"),
             }
         }
-        c.keys.get(kid).cloned().ok_or_else(|| {
-            let shown = super::token::shown(kid);
+        // A stale set still answers (an unreachable issuer locks no agent
+        // out at once) for up to MAX_STALE; a key it lacks is unknown until
+        // the next allowed fetch.
+        if let Some(k) = self.known(kid, MAX_STALE) {
+            return Ok(k);
+        }
+        let shown = super::token::shown(kid);
+        Err(if !self.lock().keys.contains_key(kid) {
             if may_fetch {
                 format!("its key id {shown} is not in the issuer's key set")
             } else {
@@ -108,7 +152,25 @@ impl KeySet {
                     humantime::format_duration(self.refresh)
                 )
             }
+        } else {
+            format!(
+                "the issuer's keys could not be fetched for over {}: refused until they are",
+                humantime::format_duration(MAX_STALE)
+            )
         })
+    }
+
+    /// `kid`'s key in the cached set, if the set is younger than `age`.
+    fn known(&self, kid: &str, age: Duration) -> Option<Key> {
+        let c = self.lock();
+        if c.fetched.is_none_or(|t| t.elapsed() >= age) {
+            return None;
+        }
+        c.keys.get(kid).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.cached.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn fetch(&self) -> Result<HashMap<String, Key>, String> {
@@ -152,7 +214,18 @@ impl KeySet {
                 why.push(format!("{at}: no jwks_uri"));
                 continue;
             };
-            super::agents::web_url(jwks, "a JWK set's URL")?;
+            super::agents::key_url(jwks)?;
+            let local = |u: &str| {
+                url::Url::parse(u)
+                    .ok()
+                    .and_then(|u| u.host().map(|h| loopback(&h)))
+                    .unwrap_or(false)
+            };
+            if local(jwks) && !local(issuer) {
+                return Err(format!(
+                    "{at}: its jwks_uri is on this machine, its issuer is not"
+                ));
+            }
             return Ok(jwks.to_owned());
         }
         Err(why.join("; "))

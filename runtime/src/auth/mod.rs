@@ -24,8 +24,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long a verified token is trusted before it is verified again (keys
-/// removed from an issuer's set stop working within this time).
+/// How long a verified token is trusted before it is verified again
+/// (against the key set as cached: see `keys` for how fresh that is).
 const REVERIFY: Duration = Duration::from_secs(60);
 /// Verified tokens remembered at once.
 const CACHE: usize = 4096;
@@ -33,6 +33,7 @@ const CACHE: usize = 4096;
 /// A static bearer token (local use): its name and grant.
 pub struct StaticToken {
     token: zeroize::Zeroizing<String>,
+    who: Arc<str>,
     grant: Arc<Grant>,
 }
 
@@ -40,9 +41,12 @@ impl StaticToken {
     /// `token`, named `name` (its file's name): calls with it run under
     /// `grant`, their records name `static-token:NAME`.
     pub fn new(name: &str, token: String, mut grant: Grant) -> StaticToken {
-        grant.agent = Some(Arc::new(Agent::static_token(name)));
+        let agent = Agent::static_token(name);
+        let who = agent.recorded().into();
+        grant.agent = Some(Arc::new(agent));
         StaticToken {
             token: zeroize::Zeroizing::new(token),
+            who,
             grant: Arc::new(grant),
         }
     }
@@ -64,9 +68,23 @@ pub fn same(a: &str, b: &str) -> bool {
 pub enum Authenticated {
     /// Nobody authenticated (an open loopback server): the default grant.
     Anyone,
-    /// An authenticated agent and the grant its task runs under; `None`
-    /// when no `[[agent]]` entry matches it: no tools.
-    Agent(Option<Arc<Grant>>),
+    /// An authenticated agent, as records name it, and the grant its task
+    /// runs under; `None` when no `[[agent]]` entry matches it: no tools.
+    Agent {
+        who: Arc<str>,
+        grant: Option<Arc<Grant>>,
+    },
+}
+
+impl Authenticated {
+    /// Who, as records name it (`None`: nobody authenticated). A session
+    /// belongs to whoever opened it.
+    pub fn who(&self) -> Option<&Arc<str>> {
+        match self {
+            Authenticated::Anyone => None,
+            Authenticated::Agent { who, .. } => Some(who),
+        }
+    }
 }
 
 /// A request refused: its HTTP status (401, or 403 for a valid token the
@@ -109,12 +127,17 @@ impl Authenticator {
 
     /// Adds verified agents: `file` says whom to trust and what each gets;
     /// tokens must name `resource` (the file's, if it names one) in `aud`.
-    pub fn with_agents(mut self, file: AgentsFile, resource: &str) -> Authenticator {
+    /// Fails only when the HTTP client that fetches keys cannot be built.
+    pub fn with_agents(
+        mut self,
+        file: AgentsFile,
+        resource: &str,
+    ) -> Result<Authenticator, String> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(5))
             .build()
-            .unwrap_or_default();
+            .map_err(|e| format!("cannot build the client that fetches issuers' keys: {e}"))?;
         let mut trusted = Vec::new();
         for i in &file.issuers {
             trusted.push(token::Trusted {
@@ -147,7 +170,7 @@ impl Authenticator {
             trusted,
             cache: Mutex::default(),
         });
-        self
+        Ok(self)
     }
 
     /// The resource indicator tokens must name, when agents are verified.
@@ -214,7 +237,10 @@ impl Authenticator {
             });
         };
         if let Some(s) = self.statics.iter().find(|s| s.is(token)) {
-            return Ok(Authenticated::Agent(Some(s.grant.clone())));
+            return Ok(Authenticated::Agent {
+                who: s.who.clone(),
+                grant: Some(s.grant.clone()),
+            });
         }
         let Some(o) = &self.oauth else {
             if self.open {
@@ -249,7 +275,7 @@ impl OAuth {
         let verified = token::verify(token, &self.trusted, &self.resource, leeway)
             .await
             .map_err(invalid)?;
-        let caller = self.grant(&verified, &digest)?;
+        let caller = self.grant(&verified)?;
         let exp_in = verified
             .exp
             .saturating_add(leeway.as_secs())
@@ -273,16 +299,17 @@ impl OAuth {
     /// The task grant of a verified agent: its entry's template, with the
     /// entry's labels, the agent, and the task id (from the entry's claim,
     /// or one per token).
-    fn grant(&self, v: &token::Verified, digest: &[u8; 32]) -> Result<Authenticated, Refusal> {
+    fn grant(&self, v: &token::Verified) -> Result<Authenticated, Refusal> {
+        let who: Arc<str> = v.agent.recorded().into();
         let Some(rule) = self.file.find(&v.agent) else {
             tracing::info!(
-                agent = %crate::redact::escape_control(&v.agent.recorded()),
+                agent = %crate::redact::escape_control(&who),
                 "no [[agent]] entry matches this agent: it gets no tools"
             );
-            return Ok(Authenticated::Agent(None));
+            return Ok(Authenticated::Agent { who, grant: None });
         };
         let task = match &rule.task_claim {
-            None => format!("agent-{}", &hex::encode(digest)[..16]),
+            None => default_task(v),
             Some(c) => {
                 let value = v.claims.get(c).and_then(|v| v.as_str()).ok_or_else(|| Refusal {
                     status: 403,
@@ -292,11 +319,19 @@ impl OAuth {
                         rule.line
                     ),
                 })?;
-                check_task(value).map_err(|e| Refusal {
-                    status: 403,
-                    error: Some("insufficient_scope"),
-                    reason: format!("claim {c:?}: {e}"),
-                })?;
+                check_task(value)
+                    .and_then(|()| {
+                        if value.starts_with("agent-") {
+                            Err("the agent- prefix is kept for task ids Warden makes".into())
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .map_err(|e| Refusal {
+                        status: 403,
+                        error: Some("insufficient_scope"),
+                        reason: format!("claim {c:?}: {e}"),
+                    })?;
                 value.to_owned()
             }
         };
@@ -304,6 +339,23 @@ impl OAuth {
         grant.task = task;
         grant.labels.extend(rule.labels.iter().cloned());
         grant.agent = Some(Arc::new(v.agent.clone()));
-        Ok(Authenticated::Agent(Some(Arc::new(grant))))
+        Ok(Authenticated::Agent {
+            who,
+            grant: Some(Arc::new(grant)),
+        })
     }
+}
+
+/// One task per token the issuer minted: `agent-` and 16 hex digits of a
+/// hash of who it proves and which token it is (`jti`, else its `iat` and
+/// `exp`) — not of the token's bytes, which an agent could re-encode (an
+/// ECDSA signature has two valid forms) to start a task with no history.
+fn default_task(v: &token::Verified) -> String {
+    let claim = |k: &str| v.claims.get(k).map(|c| c.to_string()).unwrap_or_default();
+    let mut h = Sha256::new();
+    for part in [v.agent.recorded(), claim("jti"), claim("iat"), claim("exp")] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    format!("agent-{}", &hex::encode(h.finalize())[..16])
 }

@@ -49,6 +49,12 @@ pub(crate) async fn verify(
     if token.len() > MAX_TOKEN {
         return Err(format!("the token is longer than {} KiB", MAX_TOKEN >> 10));
     }
+    if critical(token) {
+        return Err(
+            "its header names critical extensions (crit), which this server does not understand"
+                .into(),
+        );
+    }
     let header = jsonwebtoken::decode_header(token).map_err(|e| {
         format!(
             "not a signed JWT with an algorithm this server knows (alg none is never accepted): {e}"
@@ -176,4 +182,16 @@ fn refusal(e: &jsonwebtoken::errors::Error, resource: &str) -> String {
 pub(crate) fn shown(s: &str) -> String {
     let cut = crate::policy::gate::cut(s, 120);
     format!("\"{}\"", crate::redact::escape_control(&cut))
+}
+
+/// Whether the token's header has `crit` (RFC 7515, section 4.1.11: a
+/// recipient that does not understand them must refuse the token).
+fn critical(token: &str) -> bool {
+    use base64::Engine as _;
+    let head = token.split('.').next().unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
+        .is_some_and(|h| h.contains_key("crit"))
 }

@@ -287,6 +287,17 @@ impl Endpoint {
         let options = &self.options;
         match options.auth.authenticate(bearer(req.headers())).await {
             Ok(who) => {
+                // A session belongs to whoever opened it: another caller
+                // (even one with a good token) cannot use, cancel or end it.
+                if self.sessions.foreign(req.headers(), who.who()) {
+                    tracing::info!(
+                        "refused a request from {peer}: a session another caller opened"
+                    );
+                    return plain(
+                        StatusCode::NOT_FOUND,
+                        "no such session (unknown, or already terminated)",
+                    );
+                }
                 req.extensions_mut().insert(who);
             }
             Err(r) => {
@@ -372,6 +383,10 @@ impl Endpoint {
             );
         }
         let (parts, body) = req.into_parts();
+        let owner = parts
+            .extensions
+            .get::<crate::auth::Authenticated>()
+            .and_then(|a| a.who().cloned());
         let body = match http_body_util::Limited::new(body, self.options.max_request)
             .collect()
             .await
@@ -408,7 +423,7 @@ impl Endpoint {
             .and_then(|v| v.to_str().ok());
         if let (Some(params), Some(id), true) = (initialize, opened, response.status().is_success())
         {
-            self.sessions.opened(id, params);
+            self.sessions.opened(id, params, owner);
         }
         response
     }

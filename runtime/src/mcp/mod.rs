@@ -183,7 +183,7 @@ impl WardenMcp {
     /// authenticated agent the agents file gives no tools.
     fn grant_for(&self, who: Option<&Authenticated>) -> Result<Option<Arc<Grant>>, McpError> {
         match (who, &self.shared.grants) {
-            (Some(Authenticated::Agent(g)), _) => Ok(g.clone()),
+            (Some(Authenticated::Agent { grant, .. }), _) => Ok(grant.clone()),
             (_, Grants::One(g)) => Ok(Some(g.clone())),
             (_, Grants::PerCaller) => Err(McpError::invalid_request(
                 "no grant for this caller (it did not authenticate)",

@@ -44,6 +44,31 @@ impl Decision {
     }
 }
 
+/// Every task's history, for runtime policy: one per task id and issuer
+/// (agents of two authorization servers naming the same task id do not
+/// share one). At most [`Histories::MAX`] are kept; past that, those no
+/// running invocation holds are forgotten.
+#[derive(Default)]
+pub(crate) struct Histories(Mutex<std::collections::HashMap<Arc<str>, Arc<Mutex<TaskHistory>>>>);
+
+impl Histories {
+    pub(crate) const MAX: usize = 1 << 16;
+
+    /// The history of `task`, for an agent of `issuer` (empty: none).
+    pub(crate) fn of(&self, issuer: &str, task: &Arc<str>) -> Arc<Mutex<TaskHistory>> {
+        let key: Arc<str> = if issuer.is_empty() {
+            task.clone()
+        } else {
+            format!("{issuer}\n{task}").into()
+        };
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() >= Self::MAX && !all.contains_key(&key) {
+            all.retain(|_, h| Arc::strong_count(h) > 1);
+        }
+        all.entry(key).or_default().clone()
+    }
+}
+
 /// What the runtime policy of one invocation needs: the policies, who is
 /// calling, and the task's history shared by its invocations.
 #[derive(Clone)]
@@ -111,5 +136,20 @@ impl PolicyCtx {
     /// Records something the task did, for later calls' context.
     pub(crate) fn remember(&self, f: impl FnOnce(&mut TaskHistory)) {
         f(&mut self.history.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_id_is_shared_within_an_issuer_only() {
+        let h = Histories::default();
+        let task: Arc<str> = "run-1".into();
+        let a = h.of("https://a.example", &task);
+        assert!(Arc::ptr_eq(&a, &h.of("https://a.example", &task)));
+        assert!(!Arc::ptr_eq(&a, &h.of("https://b.example", &task)));
+        assert!(!Arc::ptr_eq(&a, &h.of("", &task)));
     }
 }

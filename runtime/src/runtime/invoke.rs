@@ -20,8 +20,8 @@ use crate::caps::secrets::{self, SecretSpec, SecretsCtx};
 use crate::caps::stdio::CappedPipe;
 use crate::error::{Error, LimitExceeded};
 use crate::grant::{Grant, GrantError, check_task};
+use crate::policy::PolicyCtx;
 use crate::policy::gate::Gate;
-use crate::policy::{PolicyCtx, TaskHistory};
 use crate::redact::Redactor;
 use crate::state::{Authority, HostState, MemoryLimiter};
 use std::sync::Arc;
@@ -156,7 +156,10 @@ impl Inner {
             labels: grant.labels.iter().cloned().collect(),
             agent: grant.agent.clone(),
             invocation: auditor.invocation.clone(),
-            history: self.history(&auditor.task),
+            history: self.tasks.of(
+                grant.agent.as_ref().map_or("", |a| a.issuer.as_str()),
+                &auditor.task,
+            ),
         });
         let approvals = match approver {
             Some(a) => Arc::new(self.approvals.with_approver(a)),
@@ -178,12 +181,6 @@ impl Inner {
             deadline: crate::caps::identity::now_secs() + tool.spec.limits.timeout.as_secs().max(1),
             audiences: tool.spec.token_audiences.clone(),
         }
-    }
-
-    /// The shared history of `task`, for runtime policy.
-    fn history(&self, task: &Arc<str>) -> Arc<std::sync::Mutex<TaskHistory>> {
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        tasks.entry(task.clone()).or_default().clone()
     }
 
     fn pipes(&self) -> (CappedPipe, CappedPipe) {

@@ -31,14 +31,14 @@ use crate::error::{Error, LimitExceeded};
 use crate::grant::Grant;
 use crate::identity::Identity;
 use crate::manifest::ToolSpec;
-use crate::policy::{RuntimePolicy, TaskHistory};
+use crate::policy::RuntimePolicy;
 use crate::rights::Rights;
 use crate::state::{Authority, HostState};
 use invoke::Authorized;
 use load::ToolSlot;
 use outcome::classify;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,7 +80,7 @@ struct Inner {
     /// Cedar policies asked on every host call the manifest allows.
     rules: Option<Arc<RuntimePolicy>>,
     /// What each task has done so far, for runtime policy.
-    tasks: std::sync::Mutex<HashMap<Arc<str>, Arc<std::sync::Mutex<TaskHistory>>>>,
+    tasks: crate::policy::Histories,
     stdio_limit: usize,
     max_input: usize,
     hostcall_limit: usize,

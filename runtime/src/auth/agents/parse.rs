@@ -93,7 +93,16 @@ impl Problems<'_> {
         let Some(v) = v else {
             return Duration::from_secs(30);
         };
-        match self.check(v, field, |t| duration(t, Duration::from_secs(86_400))) {
+        let bounded = |t: &String| {
+            duration(t, Duration::from_secs(86_400))?;
+            match humantime::parse_duration(t) {
+                Ok(d) if d < Duration::from_secs(1) => Err(format!(
+                    "{t:?} is shorter than 1s (a made-up key id would make this server fetch the issuer's keys that often)"
+                )),
+                _ => Ok(()),
+            }
+        };
+        match self.check(v, field, bounded) {
             Some(()) => humantime::parse_duration(v.get_ref()).unwrap_or_default(),
             None => Duration::ZERO,
         }
@@ -228,6 +237,16 @@ pub(crate) fn loopback(host: &url::Host<&str>) -> bool {
 /// An https URL (http only for loopback), without credentials, query or
 /// fragment, and without whitespace.
 pub(crate) fn web_url(v: &str, what: &str) -> Result<(), String> {
+    url_checked(v, what, false)
+}
+
+/// A key set's URL: as [`web_url`], but a query is allowed (some issuers
+/// name their key set by one).
+pub(crate) fn key_url(v: &str) -> Result<(), String> {
+    url_checked(v, "a JWK set's URL", true)
+}
+
+fn url_checked(v: &str, what: &str, query: bool) -> Result<(), String> {
     let bad = |why: &str| {
         Err(format!(
             "{v:?} {why} (expected {what}: https://HOST/PATH, or http:// on loopback)"
@@ -249,8 +268,12 @@ pub(crate) fn web_url(v: &str, what: &str) -> Result<(), String> {
     if !u.username().is_empty() || u.password().is_some() {
         return bad("holds credentials");
     }
-    if u.query().is_some() || u.fragment().is_some() {
-        return bad("has a query or fragment");
+    if (u.query().is_some() && !query) || u.fragment().is_some() {
+        return bad(if query {
+            "has a fragment"
+        } else {
+            "has a query or fragment"
+        });
     }
     Ok(())
 }

@@ -93,6 +93,20 @@ fn token_name(path: &Path) -> String {
     crate::shown(&stem).into_owned()
 }
 
+/// The names of the static tokens, as the trail will record them.
+fn statics_names(args: &ServeArgs) -> Vec<String> {
+    let clients = args
+        .clients
+        .iter()
+        .filter_map(|c| c.split_once('=').map(|(f, _)| Path::new(f)));
+    args.token_file
+        .as_deref()
+        .into_iter()
+        .chain(clients)
+        .map(token_name)
+        .collect()
+}
+
 pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failure> {
     if !args.stdio && args.http.is_none() {
         return Err(usage(anyhow::anyhow!(
@@ -128,10 +142,34 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         tokens.push(t.clone());
         statics.push(StaticToken::new(&token_name(Path::new(token_file)), t, g));
     }
+    let mut names: Vec<String> = statics_names(&args);
+    names.sort();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(usage(anyhow::anyhow!(
+            "two token files are named '{}': the trail names a static token by its file's name (rename one)",
+            w[0]
+        )));
+    }
+    let mut values = tokens.clone();
+    values.sort();
+    if values.windows(2).any(|w| w[0] == w[1]) {
+        return Err(usage(anyhow::anyhow!(
+            "two token files hold the same token (each caller needs its own)"
+        )));
+    }
     let agents = match &args.agents {
         Some(f) => Some(AgentsFile::load(f).map_err(|e| usage(e.into()))?),
         None => None,
     };
+    if let (Some(a), Some(addr)) = (&agents, args.http)
+        && a.resource.is_none()
+        && !addr.ip().is_loopback()
+    {
+        return Err(usage(anyhow::anyhow!(
+            "{}: no resource, and --http {addr} is not loopback (set resource = \"https://HOST/mcp\", the URL agents reach this server at, which their tokens name in aud)",
+            a.path.display()
+        )));
+    }
     if let Some(addr) = args.http
         && !addr.ip().is_loopback()
         && (!args.allow_remote || (tokens.is_empty() && agents.is_none()))
@@ -236,7 +274,9 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
     let mut auth = Authenticator::new(statics);
     if let Some(file) = agents {
         let resource = format!("http://{bound}{}", warden::mcp::http::PATH);
-        auth = auth.with_agents(file, &resource);
+        auth = auth
+            .with_agents(file, &resource)
+            .map_err(|e| usage(anyhow::anyhow!(e)))?;
         if let Some(r) = auth.resource() {
             eprintln!("warden: verifying agent tokens for the resource {r}");
         }

@@ -79,6 +79,9 @@ pub(crate) struct Sessions {
 /// What a session's `initialize` asked, and its calls running here.
 struct Session {
     id: Arc<str>,
+    /// Who opened it (as records name the agent; `None`: nobody
+    /// authenticated): only they may use it.
+    owner: Option<Arc<str>>,
     version: ProtocolVersion,
     capabilities: ClientCapabilities,
     client: Implementation,
@@ -111,10 +114,16 @@ impl Sessions {
 
     /// Notes the session rmcp opened, with the id `id`, in answer to an
     /// `initialize` that asked `params`.
-    pub(crate) fn opened(&self, id: &str, params: InitializeRequestParams) {
+    pub(crate) fn opened(
+        &self,
+        id: &str,
+        params: InitializeRequestParams,
+        owner: Option<Arc<str>>,
+    ) {
         let id: Arc<str> = id.into();
         let session = Session {
             id: id.clone(),
+            owner,
             version: params.protocol_version,
             capabilities: params.capabilities,
             client: params.client_info,
@@ -130,6 +139,17 @@ impl Sessions {
         if let Some(s) = lock(&self.map).remove(id) {
             s.closed.cancel();
         }
+    }
+
+    /// Whether a request names a session someone other than `who` opened
+    /// (it is answered as if there were no such session).
+    pub(crate) fn foreign(&self, headers: &HeaderMap, who: Option<&Arc<str>>) -> bool {
+        let Some(id) = headers.get(SESSION).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        lock(&self.map)
+            .get(id)
+            .is_some_and(|s| s.owner.as_ref() != who)
     }
 
     /// The session a request names, noting that it was used.
