@@ -928,3 +928,43 @@ async fn sessions_tasks_and_headers_an_agent_cannot_bend() {
     assert!(body.contains("critical extensions (crit)"), "{body}");
     drop(s.child);
 }
+
+#[tokio::test]
+async fn a_configured_resource_is_what_tokens_name_and_where_its_metadata_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    world(&dir);
+    let key = Key::new("k1");
+    let auth = AuthServer::start(vec![key.jwk()]).await;
+    let resource = "https://tools.example/agents/mcp";
+    let file = format!("resource = \"{resource}\"\n{}", agents_file(&auth.url, ""));
+    let s = serve(&dir, &file).await;
+    let origin = s.url.trim_end_matches("/mcp").to_owned();
+    let r = reqwest::get(format!(
+        "{origin}/.well-known/oauth-protected-resource/agents/mcp"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(doc["resource"], resource);
+    let (status, challenge, _) = initialize(&s.url, None).await;
+    assert_eq!(status, 401);
+    assert!(
+        challenge.contains("resource_metadata=\"https://tools.example/.well-known/oauth-protected-resource/agents/mcp\""),
+        "{challenge}"
+    );
+    // Tokens name the configured resource, not the address served.
+    let claims = |aud: &str| json!({"iss": auth.url, "sub": "ci-bot", "aud": aud, "exp": now() + 300, "run_id": "r"});
+    assert_eq!(
+        initialize(&s.url, Some(&key.sign(&claims(resource))))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        initialize(&s.url, Some(&key.sign(&claims(&s.url)))).await.0,
+        401
+    );
+    drop(s.child);
+}

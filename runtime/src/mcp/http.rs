@@ -275,7 +275,19 @@ struct Endpoint {
 impl Endpoint {
     async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path();
-        if path == METADATA_PATH || path.strip_prefix(METADATA_PATH) == Some(PATH) {
+        // At the well-known path, followed by `/mcp` or by the configured
+        // resource's own path (where the challenge says it is).
+        let suffix = path.strip_prefix(METADATA_PATH);
+        let resource_path = self
+            .options
+            .auth
+            .resource()
+            .and_then(|r| url::Url::parse(r).ok())
+            .map(|u| u.path().trim_end_matches('/').to_owned());
+        if suffix == Some("")
+            || suffix == Some(PATH)
+            || suffix.is_some_and(|s| resource_path.as_deref() == Some(s))
+        {
             return self.metadata(&req);
         }
         if path != PATH {
