@@ -28,6 +28,10 @@ pub struct ApprovalRequest {
     /// The tool's identity, `sha256:…`.
     pub identity: String,
     pub task: String,
+    /// The agent the task runs for, when one authenticated
+    /// (`oauth:ISSUER SUBJECT`, `spiffe:ID`, `static-token:NAME`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     pub invocation: String,
     /// e.g. `fs.write`, `http.send`, `secret.reveal`, `deploy.run`.
     pub action: String,
@@ -82,6 +86,7 @@ impl ApprovalRequest {
             tool,
             identity,
             task,
+            agent,
             invocation,
             action,
             resource,
@@ -93,6 +98,7 @@ impl ApprovalRequest {
             tool: e(tool),
             identity: e(identity),
             task: e(task),
+            agent: agent.as_ref().map(e),
             invocation: e(invocation),
             action: e(action),
             resource: e(resource),
@@ -109,6 +115,7 @@ fn prompt(r: &ApprovalRequest) -> String {
         tool,
         identity,
         task,
+        agent,
         invocation,
         action,
         resource,
@@ -117,6 +124,12 @@ fn prompt(r: &ApprovalRequest) -> String {
     let lines = [
         ("tool", format!("{tool} ({identity})")),
         ("task", format!("{task}   invocation {invocation}")),
+        (
+            "agent",
+            agent
+                .clone()
+                .unwrap_or_else(|| "(none authenticated)".into()),
+        ),
         ("action", action.clone()),
         ("resource", resource.clone()),
         ("details", summary.clone()),

@@ -20,6 +20,7 @@ fn request(n: u64, args: &str) -> ApprovalRequest {
         tool: "x".into(),
         identity: "sha256:0".into(),
         task: "t".into(),
+        agent: None,
         invocation: "inv".into(),
         action: "fs.write".into(),
         resource: "ws:a".into(),
@@ -70,6 +71,7 @@ async fn the_terminal_prompt_escapes_what_a_tool_chose() {
             "warden: approval needed",
             "  tool      x (sha256:0)",
             "  task      t\\u{d}   invocation inv",
+            "  agent     (none authenticated)",
             "  action    fs.write",
             "  resource  ws:a.txt\\u{a}  details   forged\\u{1b}[2K\\u{d}",
             "  details   write 5 bytes\\u{1b}[1A\\u{9b}2K",
@@ -100,4 +102,21 @@ async fn answers_are_single_use() {
     let again = gate.decide(&r, deadline).await;
     assert!(!again.approved);
     assert!(again.reason.contains("already used"), "{again:?}");
+}
+
+#[test]
+fn the_prompt_names_the_agent_escaped() {
+    let mut r = request(0, "x");
+    assert!(prompt(&r).contains("  agent     (none authenticated)\n"));
+    assert!(!serde_json::to_string(&r).unwrap().contains("agent"));
+    r.agent = Some("oauth:https://i.example ci\u{1b}[2Jbot".into());
+    let p = prompt(&r);
+    assert!(
+        p.contains("  agent     oauth:https://i.example ci\\u{1b}[2Jbot\n"),
+        "{p}"
+    );
+    assert_eq!(
+        r.for_people().agent.as_deref(),
+        Some("oauth:https://i.example ci\\u{1b}[2Jbot")
+    );
 }

@@ -182,6 +182,10 @@ fn world(dir: &Path) -> PathBuf {
 }
 
 async fn serve(dir: &Path, agents: &str) -> Served {
+    serve_with(dir, agents, &[]).await
+}
+
+async fn serve_with(dir: &Path, agents: &str, extra: &[&str]) -> Served {
     use tokio::io::AsyncBufReadExt;
     std::fs::write(dir.join("agents.toml"), agents).unwrap();
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
@@ -193,6 +197,7 @@ async fn serve(dir: &Path, agents: &str) -> Served {
         .arg(dir.join("agents.toml"))
         .arg("--audit")
         .arg(dir.join("audit.jsonl"))
+        .args(extra)
         .env("WARDEN_STATE_DIR", dir.join("state"))
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
@@ -966,5 +971,87 @@ async fn a_configured_resource_is_what_tokens_name_and_where_its_metadata_is() {
         initialize(&s.url, Some(&key.sign(&claims(&s.url)))).await.0,
         401
     );
+    drop(s.child);
+}
+
+#[tokio::test]
+async fn the_person_asked_to_approve_sees_which_agent_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let ws = world(&dir);
+    let manifest = std::fs::read_to_string(dir.join("manifest.toml")).unwrap();
+    std::fs::write(
+        dir.join("manifest.toml"),
+        format!("{manifest}approval = [\"delete\"]\n"),
+    )
+    .unwrap();
+    let operator = "operator-token-0123456789";
+    std::fs::write(dir.join("operator.token"), operator).unwrap();
+    let key = Key::new("k1");
+    let auth = AuthServer::start(vec![key.jwk()]).await;
+    let token_file = dir.join("operator.token").display().to_string();
+    let s = serve_with(
+        &dir,
+        &agents_file(&auth.url, ""),
+        &[
+            "--approvals",
+            "127.0.0.1:0",
+            "--approvals-token-file",
+            &token_file,
+        ],
+    )
+    .await;
+    let approvals = s
+        .log()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("warden: pending approvals at ")
+                .map(str::to_owned)
+        })
+        .unwrap();
+    let deployer = key.sign(
+        &json!({"iss": auth.url, "sub": "ci-deployer", "aud": s.resource(),
+        "exp": now() + 300, "groups": ["deployers"]}),
+    );
+    std::fs::write(ws.join("z.txt"), "z").unwrap();
+    let c = client(&s.url, &deployer).await;
+    let call = tokio::spawn(async move {
+        let r = c.call_tool(call("remover", json!({"path": "z.txt"}))).await;
+        c.cancel().await.unwrap();
+        r
+    });
+    let http = reqwest::Client::new();
+    let pending = loop {
+        let list: Value = serde_json::from_str(
+            &http
+                .get(&approvals)
+                .bearer_auth(operator)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        if let Some(p) = list.as_array().and_then(|a| a.first()).cloned() {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(pending["agent"], format!("oauth:{} ci-deployer", auth.url));
+    assert_eq!(pending["action"], "fs.remove-file");
+    let digest = pending["digest"].as_str().unwrap();
+    let answered = http
+        .post(format!("{approvals}/{digest}"))
+        .bearer_auth(operator)
+        .body(json!({"approved": true, "by": "ops"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    let r = call.await.unwrap().unwrap();
+    assert_ne!(r.is_error, Some(true), "{r:?}");
+    assert!(!ws.join("z.txt").exists());
     drop(s.child);
 }

@@ -486,6 +486,7 @@ impl Gate {
             tool: audit.tool.to_string(),
             identity: audit.identity.to_string(),
             task: audit.task.to_string(),
+            agent: audit.agent.as_deref().map(str::to_owned),
             invocation: audit.invocation.to_string(),
             action: a.action.to_owned(),
             resource: escape_control(&self.redactor.redact(a.resource)).into_owned(),
