@@ -109,6 +109,8 @@ pub struct Authenticator {
 struct OAuth {
     file: AgentsFile,
     resource: String,
+    /// The resource's path (its metadata is also served under it).
+    resource_path: String,
     trusted: Vec<token::Trusted>,
     /// Verified tokens by SHA-256: the caller and until when it holds.
     cache: Mutex<HashMap<[u8; 32], (Authenticated, Instant)>>,
@@ -138,34 +140,31 @@ impl Authenticator {
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| format!("cannot build the client that fetches issuers' keys: {e}"))?;
-        let mut trusted = Vec::new();
-        for i in &file.issuers {
-            trusted.push(token::Trusted {
-                kind: AgentKind::OAuth,
-                name: i.issuer.clone(),
-                algorithms: i.algorithms.clone(),
-                keys: keys::KeySet::new(
-                    keys::Source::of(&i.issuer, &i.keys),
-                    i.refresh,
-                    client.clone(),
-                ),
-            });
-        }
-        for t in &file.spiffe {
-            trusted.push(token::Trusted {
-                kind: AgentKind::Spiffe,
-                name: t.domain.clone(),
-                algorithms: t.algorithms.clone(),
-                keys: keys::KeySet::new(
-                    keys::Source::File(t.bundle.clone()),
-                    t.refresh,
-                    client.clone(),
-                ),
-            });
-        }
+        let trust = |kind, name: &str, algorithms: &[jsonwebtoken::Algorithm], keys, refresh| {
+            token::Trusted {
+                kind,
+                name: name.to_owned(),
+                algorithms: algorithms.to_vec(),
+                keys: keys::KeySet::new(keys, refresh, client.clone()),
+            }
+        };
+        let issuers = file.issuers.iter().map(|i| {
+            let keys = keys::Source::of(&i.issuer, &i.keys);
+            trust(AgentKind::OAuth, &i.issuer, &i.algorithms, keys, i.refresh)
+        });
+        let domains = file.spiffe.iter().map(|t| {
+            let keys = keys::Source::File(t.bundle.clone());
+            trust(AgentKind::Spiffe, &t.domain, &t.algorithms, keys, t.refresh)
+        });
+        let trusted = issuers.chain(domains).collect();
+        let resource = file.resource.clone().unwrap_or_else(|| resource.to_owned());
+        let resource_path = url::Url::parse(&resource)
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
         self.open = false;
         self.oauth = Some(OAuth {
-            resource: file.resource.clone().unwrap_or_else(|| resource.to_owned()),
+            resource,
+            resource_path,
             file,
             trusted,
             cache: Mutex::default(),
@@ -176,6 +175,12 @@ impl Authenticator {
     /// The resource indicator tokens must name, when agents are verified.
     pub fn resource(&self) -> Option<&str> {
         self.oauth.as_ref().map(|o| o.resource.as_str())
+    }
+
+    /// The resource's path, when agents are verified (`/mcp`, or what the
+    /// agents file's `resource` names).
+    pub fn resource_path(&self) -> Option<&str> {
+        self.oauth.as_ref().map(|o| o.resource_path.as_str())
     }
 
     /// The Protected Resource Metadata document (RFC 9728), when agents are

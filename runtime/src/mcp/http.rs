@@ -277,16 +277,10 @@ impl Endpoint {
         let path = req.uri().path();
         // At the well-known path, followed by `/mcp` or by the configured
         // resource's own path (where the challenge says it is).
-        let suffix = path.strip_prefix(METADATA_PATH);
-        let resource_path = self
-            .options
-            .auth
-            .resource()
-            .and_then(|r| url::Url::parse(r).ok())
-            .map(|u| u.path().trim_end_matches('/').to_owned());
-        if suffix == Some("")
-            || suffix == Some(PATH)
-            || suffix.is_some_and(|s| resource_path.as_deref() == Some(s))
+        if let Some(suffix) = path.strip_prefix(METADATA_PATH)
+            && (suffix.is_empty()
+                || suffix == PATH
+                || self.options.auth.resource_path() == Some(suffix))
         {
             return self.metadata(&req);
         }
