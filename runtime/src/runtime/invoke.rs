@@ -14,7 +14,7 @@ use crate::caps::deploy::{self, DeployTarget};
 use crate::caps::fs::{self, FsCtx};
 use crate::caps::http::egress::Egress;
 use crate::caps::http::{self, EgressRule};
-use crate::caps::identity::{ActiveInvocations, Minter};
+use crate::caps::identity::Minter;
 use crate::caps::log::LogState;
 use crate::caps::secrets::{self, SecretSpec, SecretsCtx};
 use crate::caps::stdio::CappedPipe;
@@ -76,8 +76,8 @@ impl Inner {
             // `mint:` signs a token): the start goes out first.
             write_start(&auditor, listed, tool.signer.clone())?;
         }
-        let _active = ActiveGuard::start(&self.active, &auditor.invocation);
         let minter = Arc::new(self.minter(tool, &auditor, scope));
+        let _active = Active(minter.clone());
 
         let specs = std::mem::take(&mut granted.secrets);
         let (secrets, redactor) = issue_secrets(&mut auditor, specs, &minter).await?;
@@ -180,6 +180,8 @@ impl Inner {
             scope,
             deadline: crate::caps::identity::now_secs() + tool.spec.limits.timeout.as_secs().max(1),
             audiences: tool.spec.token_audiences.clone(),
+            active: self.active.clone(),
+            mark: Default::default(),
         }
     }
 
@@ -568,25 +570,13 @@ impl Authorized {
     }
 }
 
-/// Marks an invocation active for token introspection until dropped.
-struct ActiveGuard<'a> {
-    set: &'a ActiveInvocations,
-    id: Arc<str>,
-}
+/// Ends the invocation for token introspection when dropped (its minter
+/// marked it active with its first token).
+struct Active(Arc<Minter>);
 
-impl<'a> ActiveGuard<'a> {
-    fn start(set: &'a ActiveInvocations, id: &Arc<str>) -> Self {
-        set.start(id.clone());
-        Self {
-            set,
-            id: id.clone(),
-        }
-    }
-}
-
-impl Drop for ActiveGuard<'_> {
+impl Drop for Active {
     fn drop(&mut self) {
-        self.set.end(&self.id);
+        self.0.ended();
     }
 }
 

@@ -193,10 +193,31 @@ pub(crate) struct Minter {
     pub(crate) deadline: u64,
     /// Audiences the manifest allows.
     pub(crate) audiences: Vec<String>,
+    /// Where the invocation is marked active, from its first token on
+    /// (an invocation that mints none costs the set nothing).
+    pub(crate) active: ActiveInvocations,
+    pub(crate) mark: Mutex<Mark>,
+}
+
+/// Whether a minter's invocation is marked active.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    #[default]
+    NotYet,
+    Active,
+    /// The invocation has ended: a token minted now is never active.
+    Ended,
 }
 
 impl Minter {
     pub(crate) fn mint(&self, audience: &str) -> String {
+        {
+            let mut mark = self.mark.lock().unwrap_or_else(|p| p.into_inner());
+            if *mark == Mark::NotYet {
+                self.active.start(self.invocation.clone());
+                *mark = Mark::Active;
+            }
+        }
         let iat = now_secs();
         self.issuer.sign(&Claims {
             iss: self.issuer.iss(),
@@ -214,6 +235,15 @@ impl Minter {
                 .max(iat + 1),
         })
     }
+
+    /// The invocation has ended: its tokens are no longer active.
+    pub(crate) fn ended(&self) {
+        let mut mark = self.mark.lock().unwrap_or_else(|p| p.into_inner());
+        if *mark == Mark::Active {
+            self.active.end(&self.invocation);
+        }
+        *mark = Mark::Ended;
+    }
 }
 
 #[cfg(test)]
@@ -222,6 +252,33 @@ mod tests {
     use crate::keys::Verifier;
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+
+    #[test]
+    fn an_invocation_is_active_from_its_first_token_until_it_ends() {
+        let active = ActiveInvocations::default();
+        let minter = Minter {
+            issuer: Arc::new(Issuer::from_seed(&[7; 32])),
+            tool: "t".into(),
+            identity: "sha256:00".into(),
+            task: "task".into(),
+            invocation: "inv-1".into(),
+            scope: Vec::new(),
+            deadline: now_secs() + 60,
+            audiences: vec!["api".into()],
+            active: active.clone(),
+            mark: Default::default(),
+        };
+        assert!(!active.is_active("inv-1"), "no token yet");
+        minter.mint("api");
+        minter.mint("api");
+        assert!(active.is_active("inv-1"));
+        minter.ended();
+        assert!(!active.is_active("inv-1"));
+        // A token minted after the end (a task the invocation left
+        // behind) never makes it active again.
+        minter.mint("api");
+        assert!(!active.is_active("inv-1"));
+    }
 
     fn claims(aud: &str, exp: u64) -> Claims {
         Claims {
