@@ -9,6 +9,7 @@
 //! number, the hash of the record before it and its own hash, and signed
 //! checkpoints follow each invocation's end (see [`file`] and [`verify`]).
 
+mod clock;
 mod file;
 mod line;
 pub mod verify;
@@ -20,7 +21,6 @@ use crate::redact::Redactor;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 /// Version of the record format.
 pub const RECORD_VERSION: u32 = 1;
@@ -198,7 +198,7 @@ impl Record {
             v: RECORD_VERSION,
             seq: None,
             prev: None,
-            ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            ts: clock::now_rfc3339(),
             event,
             invocation,
             task,
