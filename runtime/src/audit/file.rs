@@ -104,20 +104,36 @@ struct Chain {
     len: Option<u64>,
     signer: Option<Arc<KeyPair>>,
     cadence: Cadence,
-    /// Records appended to be written behind, in order: the next write
-    /// writes them first.
-    behind: Vec<Record>,
+    /// Records appended to be written behind, in order, serialized: the
+    /// next write chains and writes them first.
+    behind: Vec<Body>,
+    /// The ids of the last of them.
+    behind_ids: Option<Ids>,
     /// When the first of them was appended.
     behind_since: Option<Instant>,
     write_behind: WriteBehind,
     /// The last background write failed: until a write succeeds, records
     /// are written when appended (and fail there, closed).
     behind_failed: bool,
+    /// When the sink's thread looks at the chain again by itself: `None`
+    /// while it waits to be woken. An appender wakes it (a system call,
+    /// costly on a virtual machine) only when it would look too late.
+    ticker_wakes: Option<Instant>,
+    /// When records were last appended to be written behind: the thread
+    /// keeps waking by itself for [`tick::LINGER`] after.
+    behind_at: Option<Instant>,
     closing: bool,
 }
 
 /// `invocation`, `task`, `tool`, `identity` of a record.
 type Ids = [Arc<str>; 4];
+
+/// `records` serialized (outside the chain's lock), and the ids of the
+/// last of them.
+fn queue(records: &[Record]) -> Result<(Vec<Body>, Option<Ids>), AuditError> {
+    let bodies = records.iter().map(Body::of).collect::<Result<_, _>>()?;
+    Ok((bodies, records.last().map(ids)))
+}
 
 fn ids(r: &Record) -> Ids {
     [
@@ -165,9 +181,12 @@ impl FileSink {
                 signer: None,
                 cadence: Cadence::default(),
                 behind: Vec::new(),
+                behind_ids: None,
                 behind_since: None,
                 write_behind: WriteBehind::default(),
                 behind_failed: false,
+                ticker_wakes: None,
+                behind_at: None,
                 closing: false,
             }),
             wake: Condvar::new(),
@@ -377,11 +396,10 @@ impl Shared {
         );
         let mut out = Vec::with_capacity(1024 + 512 * chain.behind.len());
         let behind = std::mem::take(&mut chain.behind);
-        let queued = behind.iter().try_for_each(|r| {
-            chain.push(r.event, &Body::of(r)?, &mut out);
-            Ok(())
-        });
-        let written = queued.and_then(|()| build(chain, &mut out)).and_then(|()| {
+        for body in &behind {
+            chain.push(body, &mut out);
+        }
+        let written = build(chain, &mut out).and_then(|()| {
             (&self.file).write_all(&out).map_err(|e| {
                 // Part of it may be on disk: read the tail next time.
                 chain.len = None;
@@ -391,8 +409,8 @@ impl Shared {
         match written {
             Ok(()) => {
                 chain.len = Some(len + out.len() as u64);
-                if let Some(last) = behind.last() {
-                    chain.ids = Some(ids(last));
+                if let Some(last) = chain.behind_ids.take() {
+                    chain.ids = Some(last);
                 }
                 chain.behind_since = None;
                 chain.behind_failed = false;
@@ -412,19 +430,27 @@ impl Shared {
     }
 
     /// Appends `records` to be written behind, or now when that is off,
-    /// the last background write failed, or enough records wait.
-    fn append_behind(&self, records: Vec<Record>) -> Result<(), AuditError> {
+    /// the last background write failed, or enough records wait. They are
+    /// serialized before the chain's lock is taken.
+    fn append_behind(&self, records: &[Record]) -> Result<(), AuditError> {
+        let (queued, last) = queue(records)?;
         let mut chain = self.lock();
         let w = chain.write_behind;
-        if chain.behind_failed || chain.behind.len() + records.len() >= w.records {
-            drop(chain);
-            return self.append(&records);
+        if chain.behind_failed || chain.behind.len() + queued.len() >= w.records {
+            return self.append_queued(chain, queued, last);
         }
-        chain.behind.extend(records);
+        chain.behind.extend(queued);
+        if last.is_some() {
+            chain.behind_ids = last;
+        }
         if chain.behind_since.is_none() {
-            chain.behind_since = Some(Instant::now());
-            drop(chain);
-            self.wake.notify_one();
+            let now = Instant::now();
+            chain.behind_since = Some(now);
+            chain.behind_at = Some(now);
+            if chain.wakes_late(now + w.within) {
+                drop(chain);
+                self.wake.notify_one();
+            }
         }
         Ok(())
     }
@@ -443,14 +469,21 @@ impl Shared {
     /// checkpoint if as many records as the cadence allows are now
     /// unsigned.
     fn append(&self, records: &[Record]) -> Result<(), AuditError> {
-        let bodies = records
-            .iter()
-            .map(Body::of)
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut chain = self.lock();
+        let (queued, last) = queue(records)?;
+        self.append_queued(self.lock(), queued, last)
+    }
+
+    /// [`Shared::append`] of records already serialized, `last` the ids of
+    /// the last of them.
+    fn append_queued(
+        &self,
+        mut chain: MutexGuard<'_, Chain>,
+        queued: Vec<Body>,
+        last: Option<Ids>,
+    ) -> Result<(), AuditError> {
         self.write_locked(&mut chain, |chain, out| {
-            for (r, body) in records.iter().zip(&bodies) {
-                chain.push(r.event, body, out);
+            for body in &queued {
+                chain.push(body, out);
             }
             if let Some(signer) = chain.signer.clone()
                 && chain.unsigned >= chain.cadence.records
@@ -459,20 +492,11 @@ impl Shared {
             }
             Ok(())
         })?;
-        if let Some(last) = records.last() {
-            chain.ids = Some(ids(last));
+        if last.is_some() {
+            chain.ids = last;
         }
         self.after_write(&mut chain);
         Ok(())
-    }
-
-    /// After records were written: wakes the ticker when they are the
-    /// first unsigned ones.
-    fn after_write(&self, chain: &mut Chain) {
-        if chain.signer.is_some() && chain.unsigned > 0 && chain.unsigned_since.is_none() {
-            chain.unsigned_since = Some(Instant::now());
-            self.wake.notify_one();
-        }
     }
 
     /// Writes a checkpoint if there is a signer and records follow the
@@ -506,10 +530,10 @@ impl Drop for FileSink {
 
 impl Chain {
     /// Chains `record` onto `out` (not yet written).
-    fn push(&mut self, event: Event, body: &Body, out: &mut Vec<u8>) {
+    fn push(&mut self, body: &Body, out: &mut Vec<u8>) {
         self.head = body.line_into(self.seq, &self.head, out);
         self.seq += 1;
-        if event == Event::Checkpoint {
+        if body.event == Event::Checkpoint {
             self.unsigned = 0;
             self.unsigned_since = None;
         } else {
@@ -529,7 +553,7 @@ impl Chain {
         c.head = Some(self.head.clone());
         c.signature = Some(signer.sign_raw(checkpoint_message(self.seq, &self.head).as_bytes()));
         c.key = Some(signer.kid().to_owned());
-        self.push(Event::Checkpoint, &Body::of(&c)?, out);
+        self.push(&Body::of(&c)?, out);
         Ok(())
     }
 }
@@ -544,7 +568,7 @@ impl AuditSink for FileSink {
     }
 
     fn append_behind(&self, records: Vec<Record>) -> Result<(), AuditError> {
-        self.shared.append_behind(records)
+        self.shared.append_behind(&records)
     }
 
     fn flush(&self) -> Result<(), AuditError> {

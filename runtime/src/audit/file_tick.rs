@@ -1,7 +1,8 @@
 //! When a file sink writes on its own: what waits to be written behind,
-//! and checkpoints due by time, on the sink's thread.
+//! and checkpoints due by time, on the sink's thread; and when appenders
+//! wake that thread.
 
-use super::Shared;
+use super::{Chain, Shared};
 use std::time::{Duration, Instant};
 
 /// When a signing sink writes a checkpoint: once `records` records are
@@ -60,6 +61,11 @@ impl Default for WriteBehind {
     }
 }
 
+/// How long the sink's thread keeps waking by itself (every
+/// `write_behind.within`) after records were last appended to be written
+/// behind, so that appenders under load need not wake it.
+pub(super) const LINGER: Duration = Duration::from_millis(50);
+
 impl Shared {
     /// The sink's thread, until it closes: writes what waits to be written
     /// behind once the first of it is `write_behind.within` old, and a
@@ -78,13 +84,28 @@ impl Shared {
                 .unsigned_since
                 .filter(|_| chain.signer.is_some())
                 .map(|t| t + chain.cadence.within.min(far));
+            let now = Instant::now();
             let Some(due) = flush_due.into_iter().chain(sign_due).min() else {
-                chain = self.wake.wait(chain).unwrap_or_else(|p| p.into_inner());
+                // Nothing due: while records came lately, look again each
+                // `within` by itself; else wait to be woken.
+                let within = chain.write_behind.within;
+                let lately = chain.behind_at.is_some_and(|t| now < t + LINGER);
+                if lately && !within.is_zero() {
+                    chain.ticker_wakes = Some(now + within);
+                    chain = self
+                        .wake
+                        .wait_timeout(chain, within)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                } else {
+                    chain.ticker_wakes = None;
+                    chain = self.wake.wait(chain).unwrap_or_else(|p| p.into_inner());
+                }
                 continue;
             };
             let due = retry_at.map_or(due, |r| r.max(due));
-            let now = Instant::now();
             if now < due {
+                chain.ticker_wakes = Some(due);
                 chain = self
                     .wake
                     .wait_timeout(chain, due - now)
@@ -110,5 +131,25 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// After records were written: wakes the ticker when they are the
+    /// first unsigned ones.
+    pub(super) fn after_write(&self, chain: &mut Chain) {
+        if chain.signer.is_some() && chain.unsigned > 0 && chain.unsigned_since.is_none() {
+            let now = Instant::now();
+            chain.unsigned_since = Some(now);
+            if chain.wakes_late(now + chain.cadence.within) {
+                self.wake.notify_one();
+            }
+        }
+    }
+}
+
+impl Chain {
+    /// Whether the sink's thread would look at the chain only after `due`
+    /// unless woken.
+    pub(super) fn wakes_late(&self, due: Instant) -> bool {
+        self.ticker_wakes.is_none_or(|t| t > due)
     }
 }

@@ -2,7 +2,7 @@
 //! spliced in after its version and its `hash` appended last, and what a
 //! checkpoint signs (docs/AUDIT-FORMAT.md).
 
-use super::{AuditError, Record};
+use super::{AuditError, Event, Record};
 use sha2::{Digest, Sha256};
 
 /// `prev` of the first record.
@@ -19,6 +19,7 @@ pub fn record_hash(record: &Record) -> String {
 /// chained: serialized before the chain's lock is taken, so that writers
 /// in parallel do that work in parallel.
 pub(super) struct Body {
+    pub(super) event: Event,
     json: Vec<u8>,
     /// The length of its leading `{"v":N,`.
     lead: usize,
@@ -41,7 +42,11 @@ impl Body {
             .map(|i| i + 1)
             .filter(|&i| json.starts_with(b"{\"v\":") && i > 5)
             .ok_or_else(|| AuditError::Sink("a record must start with its version".into()))?;
-        Ok(Body { json, lead })
+        Ok(Body {
+            event: record.event,
+            json,
+            lead,
+        })
     }
 
     /// Appends to `out` the record's line chained at `seq` after `prev`,
