@@ -340,6 +340,48 @@ fn ends_written_behind_are_on_the_trail_within_the_window() {
 }
 
 #[test]
+fn ends_written_behind_are_on_time_whether_the_sinks_thread_lingers_or_sleeps() {
+    // After records come, the sink's thread wakes by itself for a while
+    // (appenders do not wake it); after that it sleeps until woken. A
+    // record appended in either state is written within the window.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let within = Duration::from_millis(20);
+    let sink = behind(&path, 1000, within);
+    let written_within = |n: usize| {
+        let queued = Instant::now();
+        sink.append_behind(vec![event("invocation.end", n as u64)])
+            .unwrap();
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if invocations(&text).len() == n + 1 {
+                return queued.elapsed();
+            }
+            assert!(
+                queued.elapsed() < Duration::from_secs(5),
+                "record {n} never written"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    written_within(0);
+    for n in 1..4 {
+        // Lingering: its own timer finds it.
+        let took = written_within(n);
+        assert!(took < within * 10, "record {n} took {took:?}");
+    }
+    std::thread::sleep(super::tick::LINGER + within * 3);
+    // Asleep: the appender wakes it.
+    let took = written_within(4);
+    assert!(took >= within && took < within * 10, "took {took:?}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        invocations(&text),
+        ["i0:end", "i1:end", "i2:end", "i3:end", "i4:end"]
+    );
+}
+
+#[test]
 fn ends_written_behind_go_out_once_enough_wait_and_when_the_sink_goes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.jsonl");
