@@ -39,6 +39,8 @@ async fn serve() -> (u16, Seen) {
                 String::new(),
             ),
             "/api/big" => ("200 OK", String::new(), "b".repeat(64 << 10)),
+            // The request's head, as it arrived.
+            p if p.starts_with("/api/head") => ("200 OK", String::new(), req.head.clone()),
             // A debug endpoint: echoes what it was sent, several ways.
             p if p.starts_with("/api/echo") => {
                 let sent = format!(
@@ -839,9 +841,9 @@ async fn https_goes_through_the_shared_tls_configuration_on_both_paths() {
     };
     let (out, inv) = call("probe").await;
     assert_eq!(out["error"]["code"], "connection", "{out}");
-    // Sent and failed in the handshake, not refused while building the
-    // client (a TLS configuration reqwest does not take fails there).
-    let prefix = format!("request to https://127.0.0.1:{port} failed: error sending request");
+    // Connected, then failed in the TLS handshake (the shared configuration
+    // was taken: without one it fails before connecting, saying so).
+    let prefix = format!("request to https://127.0.0.1:{port} failed: TLS: ");
     assert!(
         out["error"]["message"]
             .as_str()
@@ -857,6 +859,70 @@ async fn https_goes_through_the_shared_tls_configuration_on_both_paths() {
     let (out, _) = call("std").await;
     let code = out["error"]["code"].as_str().unwrap_or_default();
     assert!(code.contains("Tls"), "{out}");
+}
+
+/// Issue #12: `warden:tool/http` sends on a connection of its own (no
+/// client library in between): the request line is the URL's path and
+/// query, `host` is the URL's authority, the tool's headers go as given,
+/// the secret by reference as a bearer token. A header that would split
+/// the request (CR, LF, NUL) or is not a header at all is refused by the
+/// egress check, recorded, and nothing is sent.
+#[tokio::test]
+async fn the_request_a_tool_sends_is_exactly_what_it_asked_and_cannot_be_split() {
+    let api = Api::new().await;
+    let url = format!("{}/api/head?q=a%20b&r=1", api.base());
+    let headers = json!([["X-Custom", "v 1"], ["accept", "text/plain"]]);
+    let input = json!({"url": url, "headers": headers, "bearer": "api"});
+    let (out, _) = api.probe("probe", &api.grant(), input).await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+    let head = out["ok"]["body"].as_str().unwrap().to_ascii_lowercase();
+    let lines: Vec<&str> = head.lines().collect();
+    assert_eq!(lines[0], "get /api/head?q=a%20b&r=1 http/1.1", "{head}");
+    let port = api.port;
+    for want in [
+        format!("host: 127.0.0.1:{port}"),
+        "x-custom: v 1".into(),
+        "accept: text/plain".into(),
+        // The server saw the token; the tool sees its reflection redacted.
+        "authorization: bearer [redacted:api]".into(),
+    ] {
+        assert_eq!(
+            lines.iter().filter(|l| **l == want).count(),
+            1,
+            "{want} in {head}"
+        );
+    }
+    assert_eq!(lines.len(), 5, "nothing else is sent: {head}");
+
+    let before = api.requests();
+    for (name, value) in [
+        ("X-Custom", "v\r\nX-Injected: 1"),
+        ("X-Custom", "v\nhost: evil.example"),
+        ("X-Custom", "v\u{0}"),
+        ("X Bad", "v"),
+        ("X-Custom\r\nX-Injected", "1"),
+    ] {
+        let input = json!({"url": url, "headers": [[name, value]]});
+        let (out, inv) = api.probe("probe", &api.grant(), input).await;
+        assert_eq!(
+            out["error"]["code"], "invalid-request",
+            "{name:?} {value:?}: {out}"
+        );
+        let message = out["error"]["message"].as_str().unwrap();
+        assert!(message.contains("is not a valid HTTP header"), "{message}");
+        assert!(
+            !message.contains('\n') && !message.contains('\r'),
+            "{message}"
+        );
+        let d = api.decisions(&inv);
+        let last = d.last().unwrap();
+        assert_eq!(
+            (last.decision.as_deref(), last.rule.as_deref()),
+            (Some("deny"), Some("http.request")),
+            "{name:?} {value:?}"
+        );
+    }
+    assert_eq!(api.requests(), before, "nothing reached the server");
 }
 
 /// Issue #12: a host HTTP request runs on a task of its own (off the

@@ -127,7 +127,16 @@ impl Egress {
         };
         shown.resource = redactor.redact(url.as_str()).into_owned();
         if req.via == Via::Tool {
-            for (name, _) in &req.headers {
+            for (name, value) in &req.headers {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                    || http::HeaderValue::from_bytes(value).is_err()
+                {
+                    let reason = format!(
+                        "header {name:?} is not a valid HTTP header (expected a token for \
+                         its name and no control characters in its value)"
+                    );
+                    return refuse("http.request", reason, Refused::InvalidRequest);
+                }
                 let lower = name.to_ascii_lowercase();
                 if HOST_HEADERS.contains(&lower.as_str())
                     || (req.bearer.is_some() && lower == "authorization")

@@ -2,6 +2,7 @@
 //! the request sent from the host to the address that was checked.
 
 use super::REQUEST_TIMEOUT;
+use super::conn;
 use super::egress::{self, Checked, Refused, Via};
 use crate::audit::Event;
 use crate::bindings::warden::tool::http::{self as wit, ErrorCode, Host, Request, Response};
@@ -11,9 +12,10 @@ use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::Gate;
 use crate::policy::gate::{Approval, Ask, HostCall, Pass};
 use crate::policy::{Decision, TaskHistory};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use url::Host as UrlHost;
 use wasmtime::component::Resource;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
@@ -46,10 +48,10 @@ pub(crate) struct HttpView<'a> {
 }
 
 /// The tasks of an invocation's requests. Each request runs on a task of
-/// its own, not on the invocation's fiber: reqwest's futures are polled
+/// its own, not on the invocation's fiber: a client's futures are polled
 /// deep, and every page of the fiber's stack they touch stays resident for
-/// as long as the call waits (~15 KiB a call; the `mcp` bench's 1,000
-/// calls in flight).
+/// as long as the call waits (~15 KiB a call with reqwest; the `mcp`
+/// bench's 1,000 calls in flight).
 #[derive(Default)]
 pub(crate) struct Requests(Vec<tokio::task::JoinHandle<()>>);
 
@@ -332,18 +334,20 @@ async fn perform(
     timeout: Duration,
     limit: usize,
 ) -> Result<Response, wit::Error> {
-    let sent = requests
-        .run(send_checked(
-            checked.url.clone(),
-            checked.origin.clone(),
-            checked.address,
-            checked.method.clone(),
-            req,
-            bearer,
-            timeout,
-            limit,
-        ))
-        .await;
+    // Boxed where it is made: the request's future is large, and every
+    // page of the fiber's stack a move of it touches stays resident while
+    // the call waits.
+    let request = Box::pin(send_checked(
+        checked.url.clone(),
+        checked.origin.clone(),
+        checked.address,
+        checked.method.clone(),
+        req,
+        bearer,
+        timeout,
+        limit,
+    ));
+    let sent = requests.run(request).await;
     sent.unwrap_or_else(|| {
         Err(error(
             ErrorCode::Connection,
@@ -356,7 +360,7 @@ async fn perform(
 }
 
 /// Sends a checked request to its checked address and reads the response,
-/// up to `limit` bytes of body.
+/// up to `limit` bytes of body, all within `timeout`.
 #[allow(clippy::too_many_arguments)]
 async fn send_checked(
     url: url::Url,
@@ -368,62 +372,107 @@ async fn send_checked(
     timeout: Duration,
     limit: usize,
 ) -> Result<Response, wit::Error> {
-    let conn = |e: reqwest::Error| {
-        if e.is_timeout() {
-            error(
-                ErrorCode::Timeout,
-                format!("no response within {}s", timeout.as_secs_f32()),
-            )
-        } else {
+    let exchange = async {
+        let request = http_request(&url, &method, req, bearer.as_deref().map(String::as_str))?;
+        let failed = |what: &dyn std::fmt::Display| {
             error(
                 ErrorCode::Connection,
-                format!("request to {origin} failed: {e}"),
+                format!("request to {origin} failed: {what}"),
             )
+        };
+        let mut sender = conn::open(addr, &origin, timeout)
+            .await
+            .map_err(|e| failed(&e))?;
+        let resp = sender.send_request(request).await.map_err(|e| failed(&e))?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut incoming = resp.into_body();
+        let mut body = Vec::new();
+        while let Some(frame) = incoming.frame().await {
+            let Ok(chunk) = frame.map_err(|e| failed(&e))?.into_data() else {
+                continue; // trailers
+            };
+            if body.len() + chunk.len() > limit {
+                return Err(error(
+                    ErrorCode::TooLarge,
+                    format!("response body exceeds the host call limit of {limit} bytes"),
+                ));
+            }
+            body.extend_from_slice(&chunk);
         }
-    };
-    let mut builder = super::client_builder().timeout(timeout);
-    if let UrlHost::Domain(d) = &origin.host {
-        // Connect to the address that was checked, not a fresh lookup.
-        builder = builder.resolve(d, addr);
-    }
-    let client = builder.build().map_err(conn)?;
-    let method = reqwest::Method::from_bytes(method.as_bytes())
-        .map_err(|_| error(ErrorCode::InvalidRequest, "invalid method"))?;
-    let mut rb = client.request(method, url.clone());
-    for (k, v) in req.headers {
-        rb = rb.header(k, v);
-    }
-    if let Some(token) = &bearer {
-        rb = rb.bearer_auth(token.as_str());
-    }
-    if let Some(body) = req.body {
-        rb = rb.body(body);
-    }
-    let mut resp = rb.send().await.map_err(conn)?;
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
+        Ok(Response {
+            status,
+            headers,
+            body,
         })
-        .collect();
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(conn)? {
-        if body.len() + chunk.len() > limit {
-            return Err(error(
-                ErrorCode::TooLarge,
-                format!("response body exceeds the host call limit of {limit} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(error(
+                ErrorCode::Timeout,
+                format!("no response within {}s", timeout.as_secs_f32()),
+            ))
+        })
+}
+
+/// The request as sent: origin-form target, `host` from the URL (a tool may
+/// not set it, nor the other headers the host derives), the tool's headers,
+/// the secret as a bearer token (a sensitive header value), the body.
+fn http_request(
+    url: &url::Url,
+    method: &str,
+    req: Request,
+    bearer: Option<&str>,
+) -> Result<http::Request<Full<Bytes>>, wit::Error> {
+    let invalid = |what: String| error(ErrorCode::InvalidRequest, what);
+    let method = http::Method::from_bytes(method.as_bytes())
+        .map_err(|_| invalid("invalid method".into()))?;
+    let target = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let host = match url.port() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_owned(),
+    };
+    let mut headers = http::HeaderMap::with_capacity(req.headers.len() + 3);
+    headers.insert(http::header::HOST, header_value(&host)?);
+    for (name, value) in &req.headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(format!("invalid header name '{name}'")))?;
+        let value = header_value(value)
+            .map_err(|_| invalid(format!("invalid value for header '{name}'")))?;
+        headers.append(name, value);
     }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    if !headers.contains_key(http::header::ACCEPT) {
+        headers.insert(http::header::ACCEPT, http::HeaderValue::from_static("*/*"));
+    }
+    if let Some(token) = bearer {
+        let mut value = header_value(&zeroize::Zeroizing::new(format!("Bearer {token}")))
+            .map_err(|_| invalid("the secret cannot be sent as a bearer token".into()))?;
+        value.set_sensitive(true);
+        headers.insert(http::header::AUTHORIZATION, value);
+    }
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(target)
+        .body(Full::new(Bytes::from(req.body.unwrap_or_default())))
+        .map_err(|e| invalid(format!("invalid request: {e}")))?;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+fn header_value(text: &str) -> Result<http::HeaderValue, wit::Error> {
+    http::HeaderValue::from_str(text)
+        .map_err(|_| error(ErrorCode::InvalidRequest, "invalid header value"))
 }

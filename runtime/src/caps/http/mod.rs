@@ -17,6 +17,7 @@
 //! (methods of the ceiling) or `--grant http:GET=https://api.example.com/v1/`.
 
 pub mod check;
+mod conn;
 pub(crate) mod egress;
 mod host;
 pub(crate) mod manifest;
@@ -30,8 +31,6 @@ use std::time::Duration;
 
 /// Per-request timeout, further bounded by the invocation's deadline.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub(crate) use crate::net::client_builder;
 
 /// One egress rule: a manifest ceiling, or what a grant makes of it.
 #[derive(Debug, Clone, PartialEq, Eq)]

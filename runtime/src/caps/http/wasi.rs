@@ -14,6 +14,7 @@
 
 use super::REQUEST_TIMEOUT;
 use super::check::Origin;
+use super::conn::Failure;
 use super::egress::{self, Egress, Refused, Via};
 use crate::audit::Event;
 use crate::policy::TaskHistory;
@@ -23,11 +24,9 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use hyper_util::rt::TokioIo;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 /// Per-invocation hooks for `wasi:http`: the invocation's egress and gate.
@@ -196,7 +195,7 @@ fn replay(data: Bytes, trailers: Option<HeaderMap>) -> WasiBody {
 }
 
 /// The response as the tool may see it: its body buffered (bounded by the
-/// limit `exchange` put on it), and every granted secret value redacted
+/// limit `send_pinned` put on it), and every granted secret value redacted
 /// from its header values and body; a header whose name holds one is
 /// dropped (a name cannot hold the marker), `content-length` follows the
 /// redacted body and no reason phrase is kept. Adds the names found.
@@ -255,10 +254,6 @@ async fn send_pinned(
     timeout: Duration,
     limit: usize,
 ) -> SendResult {
-    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| Error::ConnectionTimeout)?
-        .map_err(Error::Connect)?;
     // The request line carries only the path; Host was set from the URL.
     let path = req
         .uri()
@@ -269,58 +264,24 @@ async fn send_pinned(
         .path_and_query(path)
         .build()
         .map_err(|_| Error::HttpRequestUriInvalid)?;
-    let response = if origin.scheme == "https" {
-        let name = match &origin.host {
-            url::Host::Domain(d) => {
-                tokio_rustls::rustls::pki_types::ServerName::try_from(d.clone())
-                    .map_err(|_| Error::HttpRequestUriInvalid)?
-            }
-            url::Host::Ipv4(a) => (*a).into(),
-            url::Host::Ipv6(a) => (*a).into(),
-        };
-        let config = crate::net::tls_config().ok_or_else(|| {
-            Error::Tls(std::io::Error::other(
-                "no TLS client configuration (ring lacks the default protocol versions)",
-            ))
+    let mut sender = super::conn::open(addr, origin, timeout)
+        .await
+        .map_err(|e| match e {
+            Failure::Timeout => Error::ConnectionTimeout,
+            Failure::Connect(e) => Error::Connect(e),
+            Failure::Tls(e) => Error::Tls(e),
+            Failure::Http(e) => Error::from(e),
         })?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .map_err(Error::Tls)?;
-        exchange(TokioIo::new(tls), req, timeout, limit).await?
-    } else {
-        exchange(TokioIo::new(tcp), req, timeout, limit).await?
-    };
-    Ok((response, Box::new(async { Ok(()) })))
-}
-
-async fn exchange<IO>(
-    io: IO,
-    req: http::Request<WasiBody>,
-    timeout: Duration,
-    limit: usize,
-) -> Result<http::Response<WasiBody>, Error>
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) =
-        tokio::time::timeout(timeout, hyper::client::conn::http1::handshake(io))
-            .await
-            .map_err(|_| Error::ConnectionTimeout)??;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("wasi:http connection ended: {e}");
-        }
-    });
     let resp = tokio::time::timeout(timeout, sender.send_request(req))
         .await
         .map_err(|_| Error::ConnectionReadTimeout)??;
-    Ok(resp.map(|body| {
+    let response = resp.map(|body| {
         http_body_util::Limited::new(body, limit)
             .map_err(move |e| match e.downcast::<hyper::Error>() {
                 Ok(h) => Error::from(*h),
                 Err(_) => Error::HttpResponseBodySize(Some(limit as u64)),
             })
             .boxed_unsync()
-    }))
+    });
+    Ok((response, Box::new(async { Ok(()) })))
 }
