@@ -447,7 +447,7 @@ impl Shared {
             let now = Instant::now();
             chain.behind_since = Some(now);
             chain.behind_at = Some(now);
-            if chain.wakes_late(now + w.within) {
+            if chain.wakes_late(now + w.within.min(tick::FAR)) {
                 drop(chain);
                 self.wake.notify_one();
             }

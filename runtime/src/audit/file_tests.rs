@@ -382,6 +382,49 @@ fn ends_written_behind_are_on_time_whether_the_sinks_thread_lingers_or_sleeps() 
 }
 
 #[test]
+fn windows_of_any_length_mean_by_count_alone_and_never_panic() {
+    // `Duration::MAX` (no time bound) for both the checkpoint cadence and
+    // writing behind: records go out by count, when flushed and when the
+    // sink goes, and the trail verifies.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let sink = signed(
+        &path,
+        Cadence {
+            records: 3,
+            within: Duration::MAX,
+        },
+    )
+    .with_write_behind(WriteBehind {
+        records: 4,
+        within: Duration::MAX,
+    });
+    sink.append(&event("invocation.start", 1)).unwrap();
+    sink.append_behind(vec![event("invocation.end", 1)])
+        .unwrap();
+    sink.append_behind(vec![event("invocation.end", 2)])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        events(&std::fs::read_to_string(&path).unwrap()).len(),
+        1,
+        "by count alone"
+    );
+    sink.flush().unwrap();
+    drop(sink);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        invocations(&text)
+            .into_iter()
+            .filter(|l| l.ends_with(":end"))
+            .collect::<Vec<_>>(),
+        ["i1:end", "i2:end"]
+    );
+    let report = verify_signed(&text);
+    assert!(report.is_complete(), "{report:?}");
+}
+
+#[test]
 fn ends_written_behind_go_out_once_enough_wait_and_when_the_sink_goes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.jsonl");

@@ -66,6 +66,10 @@ impl Default for WriteBehind {
 /// behind, so that appenders under load need not wake it.
 pub(super) const LINGER: Duration = Duration::from_millis(50);
 
+/// The longest wait counted in time (a longer window, up to
+/// `Duration::MAX`, means "by count alone").
+pub(super) const FAR: Duration = Duration::from_secs(86_400);
+
 impl Shared {
     /// The sink's thread, until it closes: writes what waits to be written
     /// behind once the first of it is `write_behind.within` old, and a
@@ -76,19 +80,18 @@ impl Shared {
         // After a failed write: not before this.
         let mut retry_at: Option<Instant> = None;
         while !chain.closing {
-            let far = Duration::from_secs(86_400);
             let flush_due = chain
                 .behind_since
-                .map(|t| t + chain.write_behind.within.min(far));
+                .map(|t| t + chain.write_behind.within.min(FAR));
             let sign_due = chain
                 .unsigned_since
                 .filter(|_| chain.signer.is_some())
-                .map(|t| t + chain.cadence.within.min(far));
+                .map(|t| t + chain.cadence.within.min(FAR));
             let now = Instant::now();
             let Some(due) = flush_due.into_iter().chain(sign_due).min() else {
                 // Nothing due: while records came lately, look again each
                 // `within` by itself; else wait to be woken.
-                let within = chain.write_behind.within;
+                let within = chain.write_behind.within.min(FAR);
                 let lately = chain.behind_at.is_some_and(|t| now < t + LINGER);
                 if lately && !within.is_zero() {
                     chain.ticker_wakes = Some(now + within);
@@ -139,7 +142,7 @@ impl Shared {
         if chain.signer.is_some() && chain.unsigned > 0 && chain.unsigned_since.is_none() {
             let now = Instant::now();
             chain.unsigned_since = Some(now);
-            if chain.wakes_late(now + chain.cadence.within) {
+            if chain.wakes_late(now + chain.cadence.within.min(FAR)) {
                 self.wake.notify_one();
             }
         }

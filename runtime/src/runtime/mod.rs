@@ -344,8 +344,11 @@ impl Runtime {
 
     /// Calls the tool's `describe` export (with an empty grant).
     async fn ask_describe(&self, loaded: &load::LoadedTool) -> Result<load::Described, Error> {
+        // Describing is no invocation: a token minted here is never active.
+        let minter = self.inner.minter(loaded, &Auditor::discard(), Vec::new());
+        minter.ended();
         let authority = Authority {
-            minter: Arc::new(self.inner.minter(loaded, &Auditor::discard(), Vec::new())),
+            minter: Arc::new(minter),
             fs: FsCtx::default(),
             secrets: Default::default(),
             redactor: Arc::default(),

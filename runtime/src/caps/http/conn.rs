@@ -39,14 +39,29 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// A connection ready for its request, driven on a task of its own. The
+/// task is stopped when this is dropped: a connection never outlives the
+/// exchange that holds it, even when its peer stalls its close (a TLS
+/// `close_notify` to a server that reads nothing would otherwise wait
+/// forever, holding the socket and the request's body).
+pub(crate) struct Connection<B> {
+    pub(crate) sender: SendRequest<B>,
+    task: tokio::task::AbortHandle,
+}
+
+impl<B> Drop for Connection<B> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Opens a connection to `addr` for a request to `origin`, each step within
-/// `timeout`. The connection is driven on a task of its own, which ends
-/// when the returned sender and the response it gave are dropped.
+/// `timeout`.
 pub(crate) async fn open<B>(
     addr: SocketAddr,
     origin: &Origin,
     timeout: Duration,
-) -> Result<SendRequest<B>, Failure>
+) -> Result<Connection<B>, Failure>
 where
     B: Body + Send + 'static,
     B::Data: Send,
@@ -85,7 +100,7 @@ where
     handshake(TokioIo::new(tls), timeout).await
 }
 
-async fn handshake<IO, B>(io: IO, timeout: Duration) -> Result<SendRequest<B>, Failure>
+async fn handshake<IO, B>(io: IO, timeout: Duration) -> Result<Connection<B>, Failure>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     B: Body + Send + 'static,
@@ -96,10 +111,86 @@ where
         .await
         .map_err(|_| Failure::Timeout)?
         .map_err(Failure::Http)?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!("outgoing HTTP connection ended: {e}");
         }
     });
-    Ok(sender)
+    Ok(Connection {
+        sender,
+        task: task.abort_handle(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+    /// A stream whose close never completes (as a TLS close to a peer that
+    /// reads nothing).
+    struct Stuck(TcpStream);
+
+    impl AsyncRead for Stuck {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Stuck {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connection_is_closed_even_when_its_close_stalls() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut c, _) = listener.accept().await.unwrap();
+            let mut b = [0u8; 4096];
+            // Reads the request, never answers, waits for the socket to close.
+            while matches!(c.read(&mut b).await, Ok(n) if n > 0) {}
+        });
+        let io = TokioIo::new(Stuck(TcpStream::connect(addr).await.unwrap()));
+        let mut connection =
+            handshake::<_, http_body_util::Empty<Bytes>>(io, Duration::from_secs(5))
+                .await
+                .unwrap();
+        let req = http::Request::get("/")
+            .header("host", "x")
+            .body(Default::default())
+            .unwrap();
+        let unanswered = tokio::time::timeout(
+            Duration::from_millis(200),
+            connection.sender.send_request(req),
+        )
+        .await;
+        assert!(unanswered.is_err(), "the server never answers");
+        drop(connection);
+        tokio::time::timeout(Duration::from_secs(3), server)
+            .await
+            .expect("the connection outlived its request")
+            .unwrap();
+    }
 }

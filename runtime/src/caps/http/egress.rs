@@ -128,13 +128,23 @@ impl Egress {
         shown.resource = redactor.redact(url.as_str()).into_owned();
         if req.via == Via::Tool {
             for (name, value) in &req.headers {
-                if http::HeaderName::from_bytes(name.as_bytes()).is_err()
-                    || http::HeaderValue::from_bytes(value).is_err()
-                {
-                    let reason = format!(
-                        "header {name:?} is not a valid HTTP header (expected a token for \
-                         its name and no control characters in its value)"
-                    );
+                // Named only when the name is a token: an invalid one is
+                // not echoed (it might hide a value from the redactor).
+                let reason = if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    Some(
+                        "a header name is not valid HTTP (expected a token: letters, \
+                          digits and !#$%&'*+-.^_`|~)"
+                            .to_owned(),
+                    )
+                } else if http::HeaderValue::from_bytes(value).is_err() {
+                    Some(format!(
+                        "the value of header '{name}' is not valid HTTP (expected no \
+                         control characters such as CR, LF or NUL)"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
                     return refuse("http.request", reason, Refused::InvalidRequest);
                 }
                 let lower = name.to_ascii_lowercase();

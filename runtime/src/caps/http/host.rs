@@ -81,7 +81,8 @@ impl Requests {
     }
 
     /// Aborts every request still running and waits until each task is
-    /// gone (its future, connection and secret dropped).
+    /// gone (its future, connection and secret dropped: a connection's own
+    /// task is stopped with it, [`conn::Connection`]).
     pub(crate) async fn stop(&mut self) {
         for task in self.0.drain(..) {
             task.abort();
@@ -380,10 +381,15 @@ async fn send_checked(
                 format!("request to {origin} failed: {what}"),
             )
         };
-        let mut sender = conn::open(addr, &origin, timeout)
+        // Held until the body is read (or this is dropped): then closed.
+        let mut connection = conn::open(addr, &origin, timeout)
             .await
             .map_err(|e| failed(&e))?;
-        let resp = sender.send_request(request).await.map_err(|e| failed(&e))?;
+        let resp = connection
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| failed(&e))?;
         let status = resp.status().as_u16();
         let headers = resp
             .headers()

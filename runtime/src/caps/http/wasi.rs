@@ -264,7 +264,7 @@ async fn send_pinned(
         .path_and_query(path)
         .build()
         .map_err(|_| Error::HttpRequestUriInvalid)?;
-    let mut sender = super::conn::open(addr, origin, timeout)
+    let mut connection = super::conn::open(addr, origin, timeout)
         .await
         .map_err(|e| match e {
             Failure::Timeout => Error::ConnectionTimeout,
@@ -272,7 +272,7 @@ async fn send_pinned(
             Failure::Tls(e) => Error::Tls(e),
             Failure::Http(e) => Error::from(e),
         })?;
-    let resp = tokio::time::timeout(timeout, sender.send_request(req))
+    let resp = tokio::time::timeout(timeout, connection.sender.send_request(req))
         .await
         .map_err(|_| Error::ConnectionReadTimeout)??;
     let response = resp.map(|body| {
@@ -283,5 +283,13 @@ async fn send_pinned(
             })
             .boxed_unsync()
     });
-    Ok((response, Box::new(async { Ok(()) })))
+    // The connection lives as long as the response's body is read (the
+    // caller buffers it) and is closed when this future is done or dropped.
+    Ok((
+        response,
+        Box::new(async move {
+            drop(connection);
+            Ok(())
+        }),
+    ))
 }

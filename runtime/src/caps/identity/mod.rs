@@ -278,6 +278,16 @@ mod tests {
         // behind) never makes it active again.
         minter.mint("api");
         assert!(!active.is_active("inv-1"));
+        // A minter ended before its first token (`describe`'s, whose
+        // invocation id is empty) never marks anything active.
+        let describing = Minter {
+            invocation: "".into(),
+            mark: Default::default(),
+            ..minter
+        };
+        describing.ended();
+        describing.mint("api");
+        assert!(!active.is_active(""));
     }
 
     fn claims(aud: &str, exp: u64) -> Claims {
