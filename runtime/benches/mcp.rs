@@ -16,7 +16,9 @@
 //!    median ≤ 3 ms. Then rmcp's own client, 8 clients.
 //! 3. 1,000 calls in flight over HTTP, each waiting in a host call (an HTTP
 //!    request to a loopback server that holds its answer), and the server's
-//!    resident memory meanwhile. Target: within 128 MiB.
+//!    resident memory meanwhile. Target: within 128 MiB. Then the same
+//!    1,000 calls over stdio (one pipe, no HTTP connections): what the
+//!    invocations themselves hold.
 //! 4. Start-up: `warden serve --stdio` until `initialize` is answered, with a
 //!    warm compile cache. Target: under 20 ms.
 //!
@@ -231,6 +233,69 @@ fn line_round_trips(
     let _ = child.kill();
     let _ = child.wait();
     times
+}
+
+/// `in_flight` calls over one `warden serve --stdio` pipe, each waiting in
+/// a host call: how many waited at once, resident MiB then and idle, and
+/// how many completed once released.
+async fn stdio_in_flight(
+    l: &Layout,
+    cache: &Path,
+    held: &AtomicUsize,
+    release: &tokio::sync::Notify,
+    slow_port: u16,
+    in_flight: usize,
+) -> (usize, f64, f64, usize) {
+    use tokio::io::AsyncBufReadExt;
+    let limit = (in_flight + 16).to_string();
+    let mut child = serve_cmd(l, cache, &["--stdio", "--max-in-flight", &limit])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().expect("pid");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}});
+    stdin
+        .write_all(format!("{init}\n").as_bytes())
+        .await
+        .expect("write");
+    lines.next_line().await.expect("read").expect("initialized");
+    stdin
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle = rss_mib(pid);
+    held.store(0, Ordering::SeqCst);
+    let mut batch = String::new();
+    for i in 0..in_flight {
+        let call = json!({"jsonrpc": "2.0", "id": i + 1, "method": "tools/call", "params": {
+            "name": "waiter", "arguments": {"url": format!("http://127.0.0.1:{slow_port}/stdio/{i}")}}});
+        batch.push_str(&format!("{call}\n"));
+    }
+    stdin.write_all(batch.as_bytes()).await.expect("write");
+    let started = Instant::now();
+    while held.load(Ordering::SeqCst) < in_flight && started.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waiting = held.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss = rss_mib(pid);
+    release.notify_waiters();
+    let mut ok = 0;
+    while ok < waiting {
+        match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
+            Ok(Ok(Some(line))) if !line.contains("\"isError\":true") => ok += 1,
+            Ok(Ok(Some(_))) => {}
+            _ => break,
+        }
+    }
+    drop(stdin);
+    let _ = child.kill().await;
+    (waiting, rss, idle, ok)
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -559,6 +624,13 @@ async fn main() {
         met(waiting >= in_flight && rss <= RSS_TARGET_MIB)
     );
     drop(child);
+    let (waiting, rss, idle, ok) =
+        stdio_in_flight(&l, cache.path(), &held, &release, slow_port, in_flight).await;
+    println!(
+        "stdio in flight: {waiting} calls waiting in a host call at once; server resident memory {rss:.0} MiB (idle {idle:.0} MiB): \
+         {:.0} KiB a call; {ok} completed once released",
+        (rss - idle) * 1024.0 / in_flight as f64
+    );
 
     // 4. Start-up with a warm cache: spawn to initialize answered.
     let mut times = Vec::new();
