@@ -293,3 +293,31 @@ fn a_component_file_is_read_bounded_and_only_as_a_regular_file() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// A signature file that is a FIFO (whose open would block for a writer that
+/// never comes), or a symlink to a device that never ends: refused promptly
+/// as not a regular file, with the load's refusal on the trail.
+#[test]
+fn a_signature_that_is_a_fifo_or_a_device_is_refused_promptly() {
+    for target in ["fifo", "/dev/zero"] {
+        let (_dir, d) = signed_world();
+        let sig = d.join("echo.wasm.sig");
+        if target == "fifo" {
+            assert!(Command::new("mkfifo").arg(&sig).status().unwrap().success());
+        } else {
+            std::os::unix::fs::symlink(target, &sig).unwrap();
+        }
+        let started = std::time::Instant::now();
+        let (code, _, err) = run_echo(&d);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{target}: waited"
+        );
+        assert_eq!(code, 2, "{target}: {err}");
+        assert!(
+            err.contains("found no usable signature at") && err.contains("not a regular file"),
+            "{target}: {err}"
+        );
+        refusal(&d);
+    }
+}
