@@ -47,6 +47,7 @@ mod runtime;
 mod shape;
 pub mod source;
 mod state;
+pub mod store;
 pub mod units;
 
 pub use agent::{Agent, AgentKind};

@@ -24,6 +24,7 @@ mod limits;
 mod mcp;
 mod policy;
 mod registry;
+mod replicas;
 mod rights;
 mod secrets;
 mod signing;

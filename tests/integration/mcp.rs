@@ -24,7 +24,7 @@ use warden::{Grant, Manifest, Runtime};
 /// A client that answers approvals (elicitations) as told and records what
 /// it was asked and the progress it was sent.
 #[derive(Clone, Default)]
-struct Client {
+pub(crate) struct Client {
     approve: bool,
     elicitation: bool,
     asked: Arc<Mutex<Vec<String>>>,
@@ -62,14 +62,14 @@ impl ClientHandler for Client {
     }
 }
 
-struct Setup {
-    dir: tempfile::TempDir,
-    manifest: PathBuf,
-    grants: PathBuf,
+pub(crate) struct Setup {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) manifest: PathBuf,
+    pub(crate) grants: PathBuf,
     workspace: PathBuf,
 }
 
-fn setup() -> Setup {
+pub(crate) fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
     let ws = root.join("ws");
@@ -226,11 +226,11 @@ fn args(v: Value) -> JsonObject {
     v.as_object().unwrap().clone()
 }
 
-fn call(tool: &str, v: Value) -> CallToolRequestParams {
+pub(crate) fn call(tool: &str, v: Value) -> CallToolRequestParams {
     CallToolRequestParams::new(tool.to_owned()).with_arguments(args(v))
 }
 
-fn text(r: &CallToolResult) -> String {
+pub(crate) fn text(r: &CallToolResult) -> String {
     r.content
         .iter()
         .filter_map(|c| c.as_text().map(|t| t.text.clone()))
@@ -619,7 +619,7 @@ async fn http_server(s: &Setup, extra: &[&str]) -> (tokio::process::Child, Strin
     (child, url)
 }
 
-async fn http_client(
+pub(crate) async fn http_client(
     url: &str,
     token: Option<&str>,
 ) -> Result<RunningService<RoleClient, Client>, String> {

@@ -18,15 +18,15 @@ pub fn record_hash(record: &Record) -> String {
 /// A record serialized without `seq`, `prev` and `hash`, ready to be
 /// chained: serialized before the chain's lock is taken, so that writers
 /// in parallel do that work in parallel.
-pub(super) struct Body {
-    pub(super) event: Event,
+pub(crate) struct Body {
+    pub(crate) event: Event,
     json: Vec<u8>,
     /// The length of its leading `{"v":N,`.
     lead: usize,
 }
 
 impl Body {
-    pub(super) fn of(record: &Record) -> Result<Body, AuditError> {
+    pub(crate) fn of(record: &Record) -> Result<Body, AuditError> {
         let err = |e: serde_json::Error| AuditError::Sink(e.to_string());
         let json = if record.seq.is_none() && record.prev.is_none() && record.hash.is_none() {
             serde_json::to_vec(record).map_err(err)?
@@ -54,7 +54,7 @@ impl Body {
     /// with `seq`, `prev` and `hash` set gives: `seq` and `prev` spliced in
     /// after the leading `{"v":1,` and `hash` (of the bytes before it)
     /// appended as the last field.
-    pub(super) fn line_into(&self, seq: u64, prev: &str, out: &mut Vec<u8>) -> String {
+    pub(crate) fn line_into(&self, seq: u64, prev: &str, out: &mut Vec<u8>) -> String {
         use std::io::Write as _;
         let start = out.len();
         out.reserve(self.json.len() + 180);

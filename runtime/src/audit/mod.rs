@@ -11,7 +11,7 @@
 
 mod clock;
 mod file;
-mod line;
+pub(crate) mod line;
 pub mod verify;
 
 pub use file::{Cadence, FileSink, WriteBehind};
@@ -260,6 +260,12 @@ pub trait AuditSink: Send + Sync {
     /// sink's checkpoint), as at a clean shutdown; a no-op for sinks
     /// without either.
     fn settle(&self) {}
+
+    /// Whether records can be written now; why not when they cannot (a
+    /// store that is unreachable). Readiness probes ask this.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

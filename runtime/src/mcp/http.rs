@@ -263,6 +263,11 @@ pub async fn serve(
     Ok(())
 }
 
+/// Liveness: the process answers.
+pub const HEALTH_PATH: &str = "/healthz";
+/// Readiness: calls can run (the audit trail can be written).
+pub const READY_PATH: &str = "/readyz";
+
 /// What every request of one server needs.
 struct Endpoint {
     service: StreamableHttpService<WardenMcp, LocalSessionManager>,
@@ -273,6 +278,35 @@ struct Endpoint {
 }
 
 impl Endpoint {
+    /// The probes a load balancer or Kubernetes asks, without a token:
+    /// `GET /healthz` (200 while the server runs) and `GET /readyz` (503
+    /// while the audit trail cannot be written; why is logged, not told).
+    fn probe(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
+        let path = req.uri().path();
+        if path != HEALTH_PATH && path != READY_PATH {
+            return None;
+        }
+        if req.method() != http::Method::GET {
+            return Some(plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed (probes are GET)",
+            ));
+        }
+        if path == HEALTH_PATH {
+            return Some(json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
+        }
+        Some(match self.mcp.ready() {
+            Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
+            Err(why) => {
+                tracing::warn!("not ready: {why}");
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"status": "unavailable", "reason": "the audit trail cannot be written"}),
+                )
+            }
+        })
+    }
+
     async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path();
         // At the well-known path, followed by `/mcp` or by the configured
@@ -283,6 +317,9 @@ impl Endpoint {
                 || self.options.auth.resource_path() == Some(suffix))
         {
             return self.metadata(&req);
+        }
+        if let Some(probe) = self.probe(&req) {
+            return probe;
         }
         if path != PATH {
             return plain(

@@ -147,6 +147,12 @@ impl WardenMcp {
         &self.shared.unavailable
     }
 
+    /// Whether calls can run now: not while the audit trail cannot be
+    /// written (a state store that is unreachable).
+    pub fn ready(&self) -> Result<(), String> {
+        self.shared.runtime.audit_health()
+    }
+
     /// Waits until no call is running (for a graceful shutdown).
     pub async fn idle(&self) {
         let all = u32::try_from(self.shared.options.max_in_flight.max(1)).unwrap_or(u32::MAX);

@@ -297,6 +297,12 @@ impl Runtime {
         self.inner.audit.settle();
     }
 
+    /// Whether the audit sink can write now (see [`AuditSink::health`]):
+    /// nothing runs while it cannot.
+    pub fn audit_health(&self) -> Result<(), String> {
+        self.inner.audit.health()
+    }
+
     /// The public keys that verify this runtime's identity tokens (JWKS).
     pub fn jwks(&self) -> serde_json::Value {
         self.inner.issuer.jwks()

@@ -14,6 +14,7 @@ mod progress;
 mod registry;
 mod serve;
 mod sign;
+mod state_trail;
 mod trail;
 mod version;
 
@@ -174,7 +175,16 @@ enum AuditCommand {
     /// mid-invocation); 4 a checkpoint is signed by a key that is not one of
     /// the known keys (the key id is named; pass its JWKS with --jwks).
     Verify {
-        file: PathBuf,
+        /// The trail file.
+        #[arg(required_unless_present = "state")]
+        file: Option<PathBuf>,
+        /// Verify the trail replicas keep in PostgreSQL (when no FILE is
+        /// given; also read from $WARDEN_STATE) instead (each
+        /// process's chain in turn; the exit status is the worst chain's).
+        /// Without --jwks, checkpoints are checked against the keys the
+        /// replicas published in the store.
+        #[arg(long, value_name = "URL", env = "WARDEN_STATE", hide_env_values = true)]
+        state: Option<String>,
         /// Verify checkpoints with this public key set instead of the local
         /// audit key (see `warden audit jwks` on the instance that wrote it).
         #[arg(long, value_name = "FILE")]
@@ -189,12 +199,27 @@ enum AuditCommand {
     /// Exit status: 0 shown; 1 some lines are not records; 2 the file
     /// cannot be read or is not a trail, or a filter is malformed.
     Show {
-        file: PathBuf,
+        /// The trail file.
+        #[arg(required_unless_present = "state")]
+        file: Option<PathBuf>,
+        /// Show the trail replicas keep in PostgreSQL instead.
+        #[arg(long, value_name = "URL", env = "WARDEN_STATE", hide_env_values = true)]
+        state: Option<String>,
         #[command(flatten)]
         filters: trail::Filters,
         /// Print the kept records as JSON Lines, as the trail holds them.
         #[arg(long)]
         json: bool,
+    },
+    /// Write each chain of the trail replicas keep in PostgreSQL to
+    /// DIR/CHAIN.jsonl, byte for byte a file trail (`warden audit verify
+    /// FILE` checks it). Existing files are not overwritten.
+    Export {
+        #[arg(long, value_name = "URL", env = "WARDEN_STATE", hide_env_values = true)]
+        state: String,
+        /// The directory to write to (created if needed).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// Print the public key set that verifies this instance's checkpoints.
     Jwks,
@@ -347,14 +372,27 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Audit { command } => match command {
-            AuditCommand::Verify { file, jwks, json } => {
-                trail::verify_cmd(&file, jwks.as_deref(), json)
-            }
+            AuditCommand::Verify {
+                file,
+                state,
+                jwks,
+                json,
+            } => match (file, state) {
+                (Some(file), _) => trail::verify_cmd(&file, jwks.as_deref(), json),
+                (None, Some(url)) => state_trail::verify(&url, jwks.as_deref(), json).await,
+                (None, None) => unreachable!("clap requires one"),
+            },
             AuditCommand::Show {
                 file,
+                state,
                 filters,
                 json,
-            } => trail::show_cmd(&file, &filters, json),
+            } => match (file, state) {
+                (Some(file), _) => trail::show_cmd(&file, &filters, json),
+                (None, Some(url)) => state_trail::show(&url, &filters, json).await,
+                (None, None) => unreachable!("clap requires one"),
+            },
+            AuditCommand::Export { state, out } => state_trail::export(&state, &out).await,
             AuditCommand::Checkpoint { file } => trail::checkpoint(file),
             AuditCommand::Jwks => {
                 let key = audit_key().map_err(usage)?;

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use warden::audit::AuditSink as _;
+use warden::audit::AuditSink;
 use warden::auth::{AgentsFile, Authenticator, StaticToken};
 use warden::mcp::http::HttpOptions;
 use warden::mcp::{Grants, ServeOptions, WardenMcp};
@@ -61,6 +61,62 @@ pub struct ServeArgs {
     /// Audit trail file [default: as for `warden run`].
     #[arg(long, value_name = "FILE")]
     audit: Option<PathBuf>,
+    /// Shared state for replicas: postgres://USER[:PASSWORD]@HOST:PORT/DB.
+    /// The audit trail goes there instead of --audit's file, a chain per
+    /// process; calls fail (and /readyz says 503) while it is unreachable.
+    /// See docs/REPLICAS.md.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "WARDEN_STATE",
+        hide_env_values = true,
+        conflicts_with = "audit"
+    )]
+    state: Option<String>,
+    /// This replica's name, recorded with its audit chain [default: the
+    /// host name, a pod's name on Kubernetes].
+    #[arg(long, value_name = "NAME", env = "WARDEN_REPLICA", requires = "state")]
+    replica: Option<String>,
+}
+
+/// The audit sink: the state store's when --state names one, else the file.
+fn open_sink(args: &ServeArgs) -> anyhow::Result<Arc<dyn AuditSink>> {
+    let Some(url) = &args.state else {
+        let audit = args
+            .audit
+            .clone()
+            .or_else(crate::default_audit_path)
+            .context("no audit path: pass --audit FILE")?;
+        return Ok(Arc::new(crate::open_audit(&audit)?));
+    };
+    let url = warden::store::StateUrl::parse(url)?;
+    let replica = match &args.replica {
+        Some(r) => r.clone(),
+        None => std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "warden".into()),
+    };
+    anyhow::ensure!(
+        !replica.is_empty() && replica.len() <= 253 && !replica.chars().any(char::is_control),
+        "--replica: expected a name of 1 to 253 characters without control characters"
+    );
+    let sink = warden::store::PgSink::open(
+        &url,
+        warden::store::PgOptions {
+            replica,
+            signer: Some(Arc::new(crate::audit_key()?)),
+            cadence: warden::audit::Cadence::default(),
+        },
+    )?;
+    eprintln!(
+        "warden: audit trail in {} (chain {})",
+        url.shown(),
+        sink.chain()
+    );
+    Ok(Arc::new(sink))
 }
 
 impl ServeArgs {
@@ -179,12 +235,7 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         )));
     }
     let manifest = Manifest::load(&args.manifest).map_err(warden::Error::from)?;
-    let audit = args
-        .audit
-        .or_else(crate::default_audit_path)
-        .context("no audit path: pass --audit FILE")
-        .map_err(usage)?;
-    let sink = Arc::new(crate::open_audit(&audit).map_err(usage)?);
+    let sink = open_sink(&args).map_err(usage)?;
     let mut builder = builder;
     let mut queue = None;
     if let Some(addr) = args.approvals {

@@ -82,17 +82,7 @@ fn describe(r: &Record) -> String {
 /// `json`, the report is one JSON object on stdout (same exit status).
 pub fn verify_cmd(file: &Path, jwks: Option<&Path>, json: bool) -> Result<u8, Failure> {
     let (keys, known) = match jwks {
-        Some(p) => {
-            let text = crate::read_text(p, "key set").map_err(crate::usage)?;
-            let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                crate::usage(anyhow::anyhow!("{}: not a JWKS (JSON): {e}", p.display()))
-            })?;
-            let keys = Verifier::from_jwks(&json)
-                .map_err(|e| crate::usage(anyhow::anyhow!("{}: {e}", p.display())))?;
-            let kids: Vec<&str> = keys.kids().collect();
-            let known = format!("the keys in {} ({})", p.display(), kids.join(", "));
-            (keys, known)
-        }
+        Some(p) => jwks_file(p)?,
         None => match crate::audit_key_path() {
             Err(e) => (Verifier::default(), format!("none: {e:#}")),
             Ok(path) => match warden::KeyPair::load(&path).map_err(|e| crate::usage(e.into()))? {
@@ -118,52 +108,55 @@ pub fn verify_cmd(file: &Path, jwks: Option<&Path>, json: bool) -> Result<u8, Fa
     };
     let report = verify(file, Some(&keys)).map_err(|e| crate::usage(unreadable(file, &e)))?;
     let status = report.status();
-    let code = match status {
-        Status::Complete => 0,
-        Status::Tampered => 1,
-        Status::Incomplete => 3,
-        Status::UnknownKey => 4,
-    };
+    let code = exit_status(status);
     if json {
         verify_json(file, &report, &known)?;
         return Ok(code);
     }
+    print_report(&file.display().to_string(), &report, &known)?;
+    Ok(code)
+}
+
+/// A verification's report for people: `label` names the trail (a file,
+/// or a chain in the state store), line numbers count within it.
+pub fn print_report(label: &str, report: &Report, known: &str) -> Result<(), Failure> {
+    let status = report.status();
     if let Some(t) = &report.tampered {
-        outln!("{}: intact up to line {}", file.display(), t.line - 1)?;
-        eprintln!("error: {}:{}: {}", file.display(), t.line, t.reason);
-        return Ok(code);
+        outln!("{}: intact up to line {}", label, t.line - 1)?;
+        eprintln!("error: {}:{}: {}", label, t.line, escape_control(&t.reason));
+        return Ok(());
     }
     if status == Status::Complete {
         outln!(
             "{}: ok, {} records, {} signed checkpoints, every invocation ended",
-            file.display(),
+            label,
             report.records,
             report.checkpoints
         )?;
-        return Ok(code);
+        return Ok(());
     }
     if status == Status::UnknownKey {
         outln!(
             "{}: chain intact ({} records), but its checkpoints' signatures cannot be checked",
-            file.display(),
+            label,
             report.records
         )?;
         for k in &report.unknown_keys {
             eprintln!(
                 "error: {}:{}: checkpoint signed by key {}, which is not one of the known keys; pass its JWKS with --jwks",
-                file.display(),
+                label,
                 k.line,
-                k.kid
+                escape_control(&k.kid)
             );
         }
-        eprintln!("known keys: {known}");
+        eprintln!("known keys: {}", escape_control(known));
     } else {
         match report.last_checkpoint {
             Some(l) => outln!(
                 "{}: intact and signed up to its last checkpoint (line {l})",
-                file.display()
+                label
             ),
-            None => outln!("{}: chain intact, but no checkpoint yet", file.display()),
+            None => outln!("{}: chain intact, but no checkpoint yet", label),
         }?;
     }
     if report.uncovered > 0 {
@@ -178,17 +171,44 @@ pub fn verify_cmd(file: &Path, jwks: Option<&Path>, json: bool) -> Result<u8, Fa
             escape_control(inv)
         )?;
     }
-    Ok(code)
+    Ok(())
 }
 
-/// `audit verify --json`: the report as one object.
-fn verify_json(file: &Path, report: &Report, known: &str) -> Result<(), Failure> {
-    let status = match report.status() {
+/// The keys of a JWKS file (`--jwks`), and how to name them.
+pub fn jwks_file(p: &Path) -> Result<(Verifier, String), Failure> {
+    let text = crate::read_text(p, "key set").map_err(crate::usage)?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| crate::usage(anyhow::anyhow!("{}: not a JWKS (JSON): {e}", p.display())))?;
+    let keys = Verifier::from_jwks(&json)
+        .map_err(|e| crate::usage(anyhow::anyhow!("{}: {e}", p.display())))?;
+    let kids: Vec<&str> = keys.kids().collect();
+    let known = format!("the keys in {} ({})", p.display(), kids.join(", "));
+    Ok((keys, known))
+}
+
+/// The exit status of a verification (see [`verify_cmd`]).
+pub fn exit_status(status: Status) -> u8 {
+    match status {
+        Status::Complete => 0,
+        Status::Tampered => 1,
+        Status::Incomplete => 3,
+        Status::UnknownKey => 4,
+    }
+}
+
+/// A status as `--json` names it.
+pub fn status_name(status: Status) -> &'static str {
+    match status {
         Status::Complete => "complete",
         Status::Tampered => "tampered",
         Status::Incomplete => "incomplete",
         Status::UnknownKey => "unknown-key",
-    };
+    }
+}
+
+/// `audit verify --json`: the report as one object.
+fn verify_json(file: &Path, report: &Report, known: &str) -> Result<(), Failure> {
+    let status = status_name(report.status());
     let value = json!({
         "file": file.display().to_string(),
         "status": status,
@@ -257,7 +277,7 @@ fn invocation_filter(id: &str) -> Result<String, String> {
 }
 
 impl Filters {
-    fn keep(&self, r: &Record) -> bool {
+    pub fn keep(&self, r: &Record) -> bool {
         self.task.as_deref().is_none_or(|t| &*r.task == t)
             && self.tool.as_deref().is_none_or(|t| &*r.tool == t)
             && self
@@ -330,7 +350,7 @@ pub fn show_cmd(file: &Path, filters: &Filters, json: bool) -> Result<u8, Failur
 /// inside strings (DEL and C1) escaped as `\u00XX`, and raw tabs and
 /// carriage returns (which JSON allows only between tokens) made spaces;
 /// the JSON's meaning is kept.
-fn for_people(json: &str) -> std::borrow::Cow<'_, str> {
+pub fn for_people(json: &str) -> std::borrow::Cow<'_, str> {
     if !json.chars().any(char::is_control) {
         return json.into();
     }
