@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// One action waiting for approval.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ApprovalRequest {
     /// What an answer must name to count (SHA-256, hex).
     pub digest: String,
@@ -415,6 +415,29 @@ impl QueueApprover {
                 by: by.to_owned(),
             })
             .is_ok()
+    }
+}
+
+/// Where requests wait for an operator: what the pending approvals
+/// endpoint lists and answers ([`QueueApprover`] in one process,
+/// `store::PgApprover` across replicas).
+#[async_trait::async_trait]
+pub trait ApprovalQueue: Send + Sync {
+    /// The requests waiting now, oldest first, escaped for people.
+    async fn waiting(&self) -> Result<Vec<Waiting>, String>;
+    /// Answers the waiting request with `digest`: `Ok(false)` when none
+    /// waits (answered, expired or never asked).
+    async fn answer_waiting(&self, digest: &str, approved: bool, by: &str) -> Result<bool, String>;
+}
+
+#[async_trait::async_trait]
+impl ApprovalQueue for QueueApprover {
+    async fn waiting(&self) -> Result<Vec<Waiting>, String> {
+        Ok(self.pending())
+    }
+
+    async fn answer_waiting(&self, digest: &str, approved: bool, by: &str) -> Result<bool, String> {
+        Ok(self.answer(digest, approved, by))
     }
 }
 

@@ -46,6 +46,7 @@ impl Approver for Yes {
 }
 
 struct Setup {
+    manifest: PathBuf,
     _dir: tempfile::TempDir,
     workspace: PathBuf,
     audit: Arc<MemorySink>,
@@ -56,6 +57,14 @@ struct Setup {
 }
 
 async fn setup(approver: Arc<dyn Approver>) -> Setup {
+    setup_with(approver, None).await
+}
+
+/// [`setup`], its runtime sharing task histories through `history`.
+async fn setup_with(
+    approver: Arc<dyn Approver>,
+    history: Option<Arc<dyn warden::policy::HistoryStore>>,
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
     let ws = root.join("workspace");
@@ -136,14 +145,17 @@ port = {other}
     let path = root.join("manifest.toml");
     std::fs::write(&path, text).unwrap();
     let audit = MemorySink::new();
-    let runtime = Runtime::builder()
+    let mut builder = Runtime::builder()
         .manifest(Manifest::load(&path).unwrap())
         .audit(audit.clone())
         .approver(approver)
-        .cache_dir(crate::common::shared_cache())
-        .build()
-        .unwrap();
+        .cache_dir(crate::common::shared_cache());
+    if let Some(h) = history {
+        builder = builder.task_history(h);
+    }
+    let runtime = builder.build().unwrap();
     Setup {
+        manifest: path,
         _dir: dir,
         workspace: ws,
         audit,
@@ -615,4 +627,76 @@ async fn a_symlink_swapped_in_after_the_decision_cannot_redirect_a_write() {
             "{r:?}"
         );
     }
+}
+
+/// The exfiltration policy across replicas: two runtimes (two replicas of a
+/// service) that share only a PostgreSQL database. A secret revealed
+/// through one; egress outside its `send-to` through the other, in the same
+/// task, is denied; another task is not affected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_revealed_on_one_replica_limits_the_tasks_egress_on_another() {
+    let Some(pg) = crate::postgres::Postgres::start() else {
+        return;
+    };
+    let url = warden::store::StateUrl::parse(&pg.url()).unwrap();
+    let a = setup_with(
+        Arc::new(DenyAll),
+        Some(warden::store::PgHistory::open(&url).await.unwrap()),
+    )
+    .await;
+    let audit_b = MemorySink::new();
+    let b = Runtime::builder()
+        .manifest(Manifest::load(&a.manifest).unwrap())
+        .audit(audit_b.clone())
+        .task_history(warden::store::PgHistory::open(&url).await.unwrap())
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    let grant = |task: &str| {
+        Grant::new(task)
+            .http(&format!("http://127.0.0.1:{}/", a.api.0), None)
+            .http(&format!("http://127.0.0.1:{}/", a.other.0), None)
+            .secret("api")
+    };
+    let on_b = |task: &'static str| {
+        let (b, grant, url) = (&b, grant(task), a.url(a.other.0));
+        async move {
+            let inv = b
+                .invoke("probe", &grant, &json!({"url": url}).to_string())
+                .await
+                .unwrap();
+            match inv.output {
+                Ok(o) => serde_json::from_str::<Value>(&o).unwrap(),
+                Err(e) => json!({"error": e.message}),
+            }
+        }
+    };
+    // Replica A reveals the secret in task "leak".
+    let (out, _) = a
+        .run(
+            "probe",
+            &grant("leak"),
+            json!({"url": a.url(a.api.0), "reveal": "api", "into": "header"}),
+        )
+        .await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+    // Replica B, same task, another host: denied by the policy, nothing sent.
+    let out = on_b("leak").await;
+    assert_eq!(out["error"]["code"], "denied", "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(policy no-egress-after-reveal)"),
+        "{out}"
+    );
+    assert_eq!(a.other.1.load(Ordering::SeqCst), 0, "no request reached it");
+    assert_eq!(
+        by_policy(&audit_b.records()),
+        [("deny".into(), vec!["no-egress-after-reveal".to_owned()])]
+    );
+    // Another task on B is not affected.
+    let out = on_b("clean").await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+    assert_eq!(a.other.1.load(Ordering::SeqCst), 1);
 }

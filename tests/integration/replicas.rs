@@ -6,158 +6,11 @@
 //! skipped with a note, unless `CI` is set, when they fail.
 
 use crate::mcp::{Setup, call, http_client, setup};
+use crate::postgres::Postgres;
 use serde_json::json;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// A PostgreSQL server of the test's own, on a free loopback port, its data
-/// in a temporary directory; stopped when dropped.
-pub(crate) struct Postgres {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    port: u16,
-    /// Running as root: PostgreSQL's tools run as the `postgres` user.
-    root: bool,
-}
-
-fn postgres_bin() -> Option<PathBuf> {
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let v = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").exists().then_some((v, bin))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, bin)| bin)
-}
-
-impl Postgres {
-    pub(crate) fn start() -> Option<Postgres> {
-        let Some(bin) = postgres_bin() else {
-            if std::env::var_os("CI").is_some() {
-                panic!("PostgreSQL is missing (CI installs Debian's postgresql)");
-            }
-            println!("skipped: PostgreSQL not installed (apt-get install postgresql)");
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
-        if root {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "chown to postgres");
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let pg = Postgres {
-            dir,
-            bin,
-            port,
-            root,
-        };
-        let data = pg.data();
-        let out = pg
-            .tool("initdb")
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "warden", "-A", "trust", "-E", "UTF8", "--no-sync"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "initdb: {}", text(&out.stderr));
-        pg.start_server();
-        Some(pg)
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    /// A PostgreSQL tool, run as `postgres` when the test runs as root.
-    fn tool(&self, name: &str) -> Command {
-        let path = self.bin.join(name);
-        if self.root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(path);
-            c
-        } else {
-            Command::new(path)
-        }
-    }
-
-    fn start_server(&self) {
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {}",
-            self.port,
-            self.dir.path().display()
-        );
-        let out = self
-            .tool("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .arg("-l")
-            .arg(self.dir.path().join("log"))
-            .args(["-w", "-t", "30", "-o", &options, "start"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}{}",
-            text(&out.stdout),
-            std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
-        );
-    }
-
-    /// Stops the server (fast: open connections are closed).
-    pub(crate) fn stop(&self) {
-        let _ = self
-            .tool("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "fast", "-w", "stop"])
-            .output();
-    }
-
-    pub(crate) fn restart(&self) {
-        self.start_server();
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("postgres://warden@127.0.0.1:{}/postgres", self.port)
-    }
-
-    /// A client as the superuser (the test's own).
-    pub(crate) async fn client(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        client
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = self
-            .tool("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
-    }
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -469,4 +322,302 @@ fn a_store_that_cannot_be_reached_stops_serve_with_what_was_wrong() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(!text(&out.stderr).contains("hunter2"));
+}
+
+/// The invocation id of an answered call (`_meta.warden.invocation`).
+fn invocation_of(r: &rmcp::model::CallToolResult) -> Option<String> {
+    let meta = serde_json::to_value(r.meta.as_ref()?).ok()?;
+    Some(meta["warden"]["invocation"].as_str()?.to_owned())
+}
+
+/// Calls spread over three replicas (each client bound to one, as a
+/// session is), one replica killed with SIGKILL part-way: every call is
+/// answered or fails to its client, every answered call's invocation has
+/// its start and end on the trail, and the trail holds (the killed
+/// replica's chain may end unsigned, never altered).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_killed_mid_run_leaves_every_answered_call_recorded_and_the_trail_intact() {
+    let Some(pg) = Postgres::start() else { return };
+    let s = setup();
+    let calls: usize = std::env::var("WARDEN_REPLICA_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_500);
+    let mut children = Vec::new();
+    let mut urls = Vec::new();
+    for name in ["replica-a", "replica-b", "replica-c"] {
+        let (c, u) = replica(&s, &pg, name).await;
+        children.push(Some(c));
+        urls.push(u);
+    }
+    // Four clients per replica, each making its share of the calls.
+    let per_client = calls / 12;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        for _ in 0..4 {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut answered = Vec::new();
+                let mut failed = 0usize;
+                let Ok(c) = http_client(&url, None).await else {
+                    return (i, answered, per_client);
+                };
+                for n in 0..per_client {
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(20),
+                        c.call_tool(call("echo", json!({"message": format!("{i}-{n}")}))),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(r)) if r.is_error != Some(true) => answered
+                            .push(invocation_of(&r).expect("an answer names its invocation")),
+                        Ok(_) => failed += 1,
+                        // rmcp's client keeps waiting for an answer from a
+                        // server that died (it retries the event stream):
+                        // that call, and this client's later ones, failed.
+                        Err(_) if i == 1 => {
+                            failed += per_client - n;
+                            break;
+                        }
+                        Err(_) => panic!("replica {i}: a call got no answer within 20 s"),
+                    }
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(5), c.cancel()).await;
+                (i, answered, failed)
+            }));
+        }
+    }
+    // Replica b dies once about a third of the calls are done.
+    let db = pg.client().await;
+    loop {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM warden_audit WHERE event = 'invocation.end'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n as usize >= calls / 3 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "calls too slow"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut b = children[1].take().unwrap();
+    b.start_kill().unwrap();
+    let _ = b.wait().await;
+    let mut answered = vec![Vec::new(); 3];
+    let mut failed = [0usize; 3];
+    for t in tasks {
+        let (i, ok, bad) = t.await.unwrap();
+        answered[i].extend(ok);
+        failed[i] += bad;
+    }
+    let elapsed = started.elapsed();
+    for i in [0, 2] {
+        assert_eq!(failed[i], 0, "replica {i} failed calls");
+        assert_eq!(answered[i].len(), 4 * per_client);
+    }
+    assert!(failed[1] > 0, "the killed replica answered everything");
+    for c in children.iter_mut() {
+        if let Some(c) = c.take() {
+            assert_eq!(terminate(c).await, Some(0));
+        }
+    }
+    println!(
+        "{} calls answered, {} failed (replica b killed) in {elapsed:?}",
+        answered.iter().map(Vec::len).sum::<usize>(),
+        failed.iter().sum::<usize>()
+    );
+
+    // Every answered call: its start and its end, on its replica's chain.
+    let all: Vec<String> = answered.concat();
+    let rows = db
+        .query(
+            "SELECT a.invocation, count(*) FILTER (WHERE a.event = 'invocation.start'),
+                    count(*) FILTER (WHERE a.event = 'invocation.end'), min(c.replica)
+             FROM warden_audit a JOIN warden_chains c USING (chain)
+             WHERE a.invocation = ANY($1) GROUP BY a.invocation",
+            &[&all],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), all.len(), "answered calls without records");
+    for r in &rows {
+        let (starts, ends): (i64, i64) = (r.get(1), r.get(2));
+        assert_eq!((starts, ends), (1, 1), "{}", r.get::<_, String>(0));
+    }
+    let out = warden(&s, &["audit", "verify", "--state", &pg.url(), "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for chain in report["chains"].as_array().unwrap() {
+        let status = chain["status"].as_str().unwrap();
+        if chain["replica"] == "replica-b" {
+            assert!(status == "complete" || status == "incomplete", "{chain}");
+        } else {
+            assert_eq!(status, "complete", "{chain}");
+        }
+    }
+}
+
+/// `replica` with the pending approvals endpoint: the child, its MCP URL
+/// and its approvals URL.
+async fn replica_with_approvals(
+    s: &Setup,
+    pg: &Postgres,
+    name: &str,
+    op_token_file: &str,
+) -> (tokio::process::Child, String, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--cache-dir")
+        .arg(crate::common::shared_cache())
+        .args(["serve", "--manifest"])
+        .arg(&s.manifest)
+        .arg("--grants")
+        .arg(&s.grants)
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--state",
+            &pg.url(),
+            "--replica",
+            name,
+        ])
+        .args([
+            "--approvals",
+            "127.0.0.1:0",
+            "--approvals-token-file",
+            op_token_file,
+        ])
+        .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut approvals = None;
+    let url = loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("server did not start")
+            .unwrap()
+            .expect("server exited");
+        if let Some(u) = line.strip_prefix("warden: pending approvals at ") {
+            approvals = Some(u.to_owned());
+        }
+        if let Some(url) = line.strip_prefix("warden: serving MCP at ") {
+            break url.to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url, approvals.expect("no approvals endpoint"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_asked_on_one_replica_is_answered_through_another_once() {
+    let Some(pg) = Postgres::start() else { return };
+    let s = setup();
+    let op_token = "operator-token-0123456789";
+    let op_file = s.dir.path().join("op-token");
+    std::fs::write(&op_file, op_token).unwrap();
+    let op_file = op_file.display().to_string();
+    let (a, url_a, approvals_a) = replica_with_approvals(&s, &pg, "replica-a", &op_file).await;
+    let (b, _, approvals_b) = replica_with_approvals(&s, &pg, "replica-b", &op_file).await;
+
+    // A call on replica A that needs approval (its client cannot elicit).
+    let client = http_client(&url_a, None).await.unwrap();
+    let asked = tokio::spawn(async move {
+        let r = client
+            .call_tool(call(
+                "writer",
+                json!({"path": "approved.md", "content": "across replicas"}),
+            ))
+            .await;
+        (client, r)
+    });
+
+    // The operator sees it through replica B's endpoint, and approves it
+    // there.
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let pending = loop {
+        let resp = http
+            .get(&approvals_b)
+            .bearer_auth(op_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let list: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+        if let Some(first) = list.as_array().and_then(|a| a.first()) {
+            break first.clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(pending["tool"], "writer");
+    assert_eq!(pending["action"], "fs.write");
+    assert_eq!(pending["resource"], "workspace:approved.md");
+    let digest = pending["digest"].as_str().unwrap().to_owned();
+    let answer = |base: String| {
+        let http = http.clone();
+        let digest = digest.clone();
+        async move {
+            http.post(format!("{base}/{digest}"))
+                .bearer_auth(op_token)
+                .body(r#"{"approved": true, "by": "ops-on-b"}"#)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let answered_at = Instant::now();
+    assert_eq!(answer(approvals_b.clone()).await, 200);
+    // Single use, across replicas: no second answer anywhere.
+    assert_eq!(answer(approvals_a.clone()).await, 404);
+    assert_eq!(answer(approvals_b.clone()).await, 404);
+
+    let (client, r) = asked.await.unwrap();
+    let r = r.unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", crate::mcp::text(&r));
+    // Delivered by notification, well before the one-second look.
+    let delivered = answered_at.elapsed();
+    println!("answer delivered to replica A {delivered:?} after it was given on B");
+    let _ = client.cancel().await;
+    let ws = s.dir.path().canonicalize().unwrap().join("ws");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("approved.md")).unwrap(),
+        "across replicas"
+    );
+    assert_eq!(terminate(a).await, Some(0));
+    assert_eq!(terminate(b).await, Some(0));
+    // Replica A's chain records who approved it, through which endpoint.
+    let db = pg.client().await;
+    let n: i64 = db
+        .query_one(
+            "SELECT count(*) FROM warden_audit a JOIN warden_chains c USING (chain)
+             WHERE c.replica = 'replica-a' AND a.event = 'decision'
+               AND a.line LIKE '%approved by ops-on-b (approvals endpoint)%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    let state: String = db
+        .query_one(
+            "SELECT state FROM warden_approvals WHERE digest = $1",
+            &[&digest],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "used");
 }

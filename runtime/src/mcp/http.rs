@@ -485,7 +485,7 @@ fn too_large(max: usize) -> Response<Body> {
 /// `{"approved": true|false, "by": "NAME"}` (the webhook approver's answer, the same fields) answers one.
 pub async fn serve_approvals(
     listener: TcpListener,
-    queue: Arc<crate::approval::QueueApprover>,
+    queue: Arc<dyn crate::approval::ApprovalQueue>,
     token: String,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -497,7 +497,7 @@ pub async fn serve_approvals(
         let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
             let queue = queue.clone();
             let token = token.clone();
-            async move { Ok::<_, Infallible>(approvals(req, &queue, &token).await) }
+            async move { Ok::<_, Infallible>(approvals(req, &*queue, &token).await) }
         });
         tokio::spawn(async move {
             let _ = hyper::server::conn::http1::Builder::new()
@@ -508,9 +508,19 @@ pub async fn serve_approvals(
     Ok(())
 }
 
+/// 503 for the operator: the approvals store cannot be read (why is
+/// logged, not told).
+fn unavailable(why: &str) -> Response<Body> {
+    tracing::warn!("approvals: {why}");
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the approvals store is unreachable; try again",
+    )
+}
+
 async fn approvals(
     req: Request<Incoming>,
-    queue: &crate::approval::QueueApprover,
+    queue: &dyn crate::approval::ApprovalQueue,
     token: &str,
 ) -> Response<Body> {
     if let Some(why) = refused_token(req.headers(), token) {
@@ -518,10 +528,13 @@ async fn approvals(
     }
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.strip_prefix("/approvals")) {
-        (http::Method::GET, Some("" | "/")) => json(
-            StatusCode::OK,
-            &serde_json::to_value(queue.pending()).unwrap_or_default(),
-        ),
+        (http::Method::GET, Some("" | "/")) => match queue.waiting().await {
+            Ok(waiting) => json(
+                StatusCode::OK,
+                &serde_json::to_value(waiting).unwrap_or_default(),
+            ),
+            Err(why) => unavailable(&why),
+        },
         (http::Method::POST, Some(rest)) if rest.len() > 1 => {
             let digest = rest.strip_prefix('/').unwrap_or(rest);
             let body = match http_body_util::Limited::new(req.into_body(), 64 << 10)
@@ -550,20 +563,17 @@ async fn approvals(
                     );
                 }
             };
-            if queue.answer(
-                digest,
-                a.approved,
-                &format!("{} (approvals endpoint)", a.by),
-            ) {
-                json(
+            let by = format!("{} (approvals endpoint)", a.by);
+            match queue.answer_waiting(digest, a.approved, &by).await {
+                Ok(true) => json(
                     StatusCode::OK,
                     &serde_json::json!({"answered": digest, "approved": a.approved}),
-                )
-            } else {
-                plain(
+                ),
+                Ok(false) => plain(
                     StatusCode::NOT_FOUND,
                     "no request with this digest is waiting (answered, expired or never asked)",
-                )
+                ),
+                Err(why) => unavailable(&why),
             }
         }
         _ => plain(

@@ -51,15 +51,36 @@ impl Decision {
 #[derive(Default)]
 pub(crate) struct Histories(Mutex<std::collections::HashMap<Arc<str>, Arc<Mutex<TaskHistory>>>>);
 
+/// Where task histories are shared beyond one process (replicas of a
+/// service): each invocation starts from what the store holds for its
+/// task, and what it noted is stored before its end is recorded (so
+/// before its answer). `store::PgHistory` keeps them in PostgreSQL.
+#[async_trait::async_trait]
+pub trait HistoryStore: Send + Sync {
+    /// What the store holds for the task `key` ([`Histories::key`]).
+    async fn load(&self, key: &str) -> Result<TaskHistory, String>;
+    /// Adds what one invocation noted to the task `key`'s history.
+    async fn save(&self, key: &str, added: &TaskHistory) -> Result<(), String>;
+}
+
 impl Histories {
     pub(crate) const MAX: usize = 1 << 16;
+
+    /// A task's key: its id, within its agent's issuer (empty: none).
+    pub fn key(issuer: &str, task: &str) -> String {
+        if issuer.is_empty() {
+            task.to_owned()
+        } else {
+            format!("{issuer}\n{task}")
+        }
+    }
 
     /// The history of `task`, for an agent of `issuer` (empty: none).
     pub(crate) fn of(&self, issuer: &str, task: &Arc<str>) -> Arc<Mutex<TaskHistory>> {
         let key: Arc<str> = if issuer.is_empty() {
             task.clone()
         } else {
-            format!("{issuer}\n{task}").into()
+            Self::key(issuer, task).into()
         };
         let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if all.len() >= Self::MAX && !all.contains_key(&key) {
@@ -80,6 +101,8 @@ pub(crate) struct PolicyCtx {
     pub(crate) agent: Option<Arc<crate::agent::Agent>>,
     pub(crate) invocation: Arc<str>,
     pub(crate) history: Arc<Mutex<TaskHistory>>,
+    /// What this invocation noted, for a shared [`HistoryStore`].
+    pub(crate) added: Option<Arc<Mutex<TaskHistory>>>,
 }
 
 impl PolicyCtx {
@@ -135,7 +158,20 @@ impl PolicyCtx {
 
     /// Records something the task did, for later calls' context.
     pub(crate) fn remember(&self, f: impl FnOnce(&mut TaskHistory)) {
-        f(&mut self.history.lock().unwrap_or_else(|p| p.into_inner()));
+        let Some(added) = &self.added else {
+            f(&mut self.history.lock().unwrap_or_else(|p| p.into_inner()));
+            return;
+        };
+        let mut noted = TaskHistory::default();
+        f(&mut noted);
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .merge(&noted);
+        added
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .merge(&noted);
     }
 }
 

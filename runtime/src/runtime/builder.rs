@@ -49,6 +49,7 @@ pub struct RuntimeBuilder {
     approver: Arc<dyn Approver>,
     approval_timeout: Duration,
     rules: Option<Arc<RuntimePolicy>>,
+    task_history: Option<Arc<dyn crate::policy::HistoryStore>>,
     offline: bool,
     credentials: Option<crate::oci::Credentials>,
 }
@@ -70,6 +71,7 @@ impl Default for RuntimeBuilder {
             approver: Arc::new(DenyAll),
             approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
             rules: None,
+            task_history: None,
             offline: false,
             credentials: None,
         }
@@ -164,6 +166,17 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Shares task histories (runtime policy's `context.task`) through
+    /// `store` with other runtimes, e.g. replicas of a service: each
+    /// invocation starts from what the store holds for its task, and what it
+    /// noted is stored before its end is recorded. An invocation whose task
+    /// history cannot be read does not start; one whose additions cannot be
+    /// stored fails (after its end is recorded).
+    pub fn task_history(mut self, store: Arc<dyn crate::policy::HistoryStore>) -> Self {
+        self.task_history = Some(store);
+        self
+    }
+
     /// How long an approval request waits (default 5 minutes; never past
     /// the invocation deadline).
     pub fn approval_timeout(mut self, timeout: Duration) -> Self {
@@ -215,6 +228,7 @@ impl RuntimeBuilder {
                 slots: Semaphore::new(self.max_concurrent as usize),
                 rules: self.rules,
                 tasks: Default::default(),
+                shared_history: self.task_history,
                 stdio_limit: self.stdio_limit,
                 max_input: self.max_input,
                 hostcall_limit: self.hostcall_limit,

@@ -58,6 +58,8 @@ impl Inner {
             .acquire()
             .await
             .map_err(|_| Error::Host("runtime is shutting down".into()))?;
+        // Before anything is recorded: without its task's history, no start.
+        let shared = self.shared_history(grant).await?;
 
         let id = self.ids.next();
         let mut auditor = Auditor::with_ids(
@@ -84,8 +86,10 @@ impl Inner {
         let issued: Vec<String> = secrets.issued.keys().cloned().collect();
 
         let authority = granted.into_authority(minter, secrets, redactor.clone());
+        let added = shared.as_ref().map(|_| Arc::default());
+        let approver = (options.approver, added.clone());
         let (store, (stdout, stderr)) =
-            self.invocation_store(tool, grant, &auditor, authority, options.approver);
+            self.invocation_store(tool, grant, &auditor, authority, approver);
         let Ran {
             result,
             duration,
@@ -93,7 +97,14 @@ impl Inner {
         } = run_tool(tool, store, input, options.cancel, self.hostcall_limit).await;
 
         let result = redact_result(keep_contract(result, contract), &redactor);
+        // Shared before its end (so its answer); if not, it fails after it.
+        let unsaved = super::history::save(shared, added).await;
         finish(&auditor, issued, &result, duration, dropped)?;
+        if let Some(e) = unsaved {
+            return Err(Error::Host(format!(
+                "the task's history was not shared: {e}"
+            )));
+        }
         Ok(Invocation {
             id,
             task: grant.task.clone(),
@@ -147,7 +158,7 @@ impl Inner {
         grant: &Grant,
         auditor: &Auditor,
         authority: Authority,
-        approver: Option<Arc<dyn Approver>>,
+        (approver, added): (Option<Arc<dyn Approver>>, super::history::Added),
     ) -> (Store<HostState>, (CappedPipe, CappedPipe)) {
         let rules = self.rules.as_ref().map(|rules| PolicyCtx {
             rules: rules.clone(),
@@ -160,6 +171,7 @@ impl Inner {
                 grant.agent.as_ref().map_or("", |a| a.issuer.as_str()),
                 &auditor.task,
             ),
+            added,
         });
         let approvals = match approver {
             Some(a) => Arc::new(self.approvals.with_approver(a)),

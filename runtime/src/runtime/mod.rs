@@ -10,6 +10,7 @@
 
 mod builder;
 mod contract;
+mod history;
 mod invoke;
 mod load;
 mod outcome;
@@ -81,6 +82,8 @@ struct Inner {
     rules: Option<Arc<RuntimePolicy>>,
     /// What each task has done so far, for runtime policy.
     tasks: crate::policy::Histories,
+    /// Where task histories are shared with other runtimes, if anywhere.
+    shared_history: Option<Arc<dyn crate::policy::HistoryStore>>,
     stdio_limit: usize,
     max_input: usize,
     hostcall_limit: usize,

@@ -1,6 +1,7 @@
 //! Shared state in PostgreSQL (`warden serve --state postgres://…`): what
 //! replicas of one service must share. Here: the audit trail (see
-//! [`PgSink`]) and the public keys that verify its checkpoints.
+//! [`PgSink`]), the public keys that verify its checkpoints, and pending
+//! approvals (see [`PgApprover`]).
 //!
 //! The schema is `runtime/migrations/`, applied in order when a process
 //! connects, under an advisory lock (replicas starting together apply each
@@ -9,8 +10,12 @@
 //! The URL's password never appears in an error or a log line: what is
 //! shown of a URL is [`StateUrl::shown`].
 
+mod approvals;
+mod history;
 mod sink;
 
+pub use approvals::PgApprover;
+pub use history::PgHistory;
 pub use sink::{PgOptions, PgSink};
 
 use crate::audit::verify::{Report, verify_bytes};
@@ -20,11 +25,31 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
 
 /// The migrations, in order: (version, name, SQL).
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "audit", include_str!("../../migrations/0001_audit.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "audit", include_str!("../../migrations/0001_audit.sql")),
+    (
+        2,
+        "approvals",
+        include_str!("../../migrations/0002_approvals.sql"),
+    ),
+    (
+        3,
+        "task history",
+        include_str!("../../migrations/0003_task_history.sql"),
+    ),
+];
 
 fn latest() -> i32 {
     MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// A client error with what the server said: tokio-postgres shows a
+/// server's error as "db error" alone.
+pub(crate) fn pg(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 /// Any advisory lock id of Warden's own: held while migrating.
@@ -141,7 +166,7 @@ impl StateUrl {
         let (client, connection) = tokio::time::timeout(PATIENCE, self.config.connect(NoTls))
             .await
             .map_err(|_| self.unreachable(format!("no answer within {PATIENCE:?}")))?
-            .map_err(|e| self.unreachable(e))?;
+            .map_err(|e| self.unreachable(pg(&e)))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("state store connection closed: {e}");
@@ -166,7 +191,7 @@ impl StateUrl {
             .query_one("SELECT to_regclass('warden_migrations') IS NOT NULL", &[])
             .await
             .and_then(|r| r.try_get(0))
-            .map_err(|e| self.failed(e))?;
+            .map_err(|e| self.failed(pg(&e)))?;
         if !exists {
             return Ok(0);
         }
@@ -177,16 +202,19 @@ impl StateUrl {
             )
             .await
             .and_then(|r| r.try_get(0))
-            .map_err(|e| self.failed(e))
+            .map_err(|e| self.failed(pg(&e)))
     }
 
     /// Applies the migrations the database lacks; refuses a database whose
     /// schema is newer than this build knows.
     async fn migrate(&self, client: &mut Client) -> Result<(), StoreError> {
-        let tx = client.transaction().await.map_err(|e| self.failed(e))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.failed(pg(&e)))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
-            .map_err(|e| self.failed(e))?;
+            .map_err(|e| self.failed(pg(&e)))?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS warden_migrations (
                 version integer PRIMARY KEY,
@@ -194,11 +222,11 @@ impl StateUrl {
                 applied timestamptz NOT NULL DEFAULT now())",
         )
         .await
-        .map_err(|e| self.failed(e))?;
+        .map_err(|e| self.failed(pg(&e)))?;
         let applied: Vec<i32> = tx
             .query("SELECT version FROM warden_migrations", &[])
             .await
-            .map_err(|e| self.failed(e))?
+            .map_err(|e| self.failed(pg(&e)))?
             .iter()
             .map(|r| r.get(0))
             .collect();
@@ -220,9 +248,51 @@ impl StateUrl {
                 &[version, name],
             )
             .await
-            .map_err(|e| self.failed(e))?;
+            .map_err(|e| self.failed(pg(&e)))?;
         }
-        tx.commit().await.map_err(|e| self.failed(e))
+        tx.commit().await.map_err(|e| self.failed(pg(&e)))
+    }
+}
+
+/// A connection that is opened again, on next use, after it ended (the
+/// store restarted, the network failed).
+pub(crate) struct Link {
+    url: StateUrl,
+    client: tokio::sync::Mutex<Option<std::sync::Arc<Client>>>,
+}
+
+impl Link {
+    /// Connects now (migrating if needed): a store unreachable at start is
+    /// an error then.
+    pub(crate) async fn open(url: &StateUrl) -> Result<Link, StoreError> {
+        let client = tokio::time::timeout(3 * PATIENCE, url.open())
+            .await
+            .map_err(|_| url.unreachable("no answer"))??;
+        Ok(Link {
+            url: url.clone(),
+            client: tokio::sync::Mutex::new(Some(std::sync::Arc::new(client))),
+        })
+    }
+
+    /// The connection, opened again if it ended.
+    pub(crate) async fn get(&self) -> Result<std::sync::Arc<Client>, StoreError> {
+        let mut held = self.client.lock().await;
+        if let Some(c) = held.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        *held = None;
+        let c = std::sync::Arc::new(self.url.connect().await?);
+        *held = Some(c.clone());
+        Ok(c)
+    }
+
+    /// An error naming the store (never its password).
+    pub(crate) fn failed(&self, e: impl std::fmt::Display) -> String {
+        self.url.failed(e).to_string()
+    }
+
+    pub(crate) fn url(&self) -> &StateUrl {
+        &self.url
     }
 }
 
@@ -265,7 +335,7 @@ impl<'a> TrailReader<'a> {
                 &[],
             )
             .await
-            .map_err(|e| self.url.failed(e))?;
+            .map_err(|e| self.url.failed(pg(&e)))?;
         rows.iter()
             .map(|r| {
                 Ok(ChainInfo {
@@ -276,7 +346,7 @@ impl<'a> TrailReader<'a> {
                 })
             })
             .collect::<Result<_, tokio_postgres::Error>>()
-            .map_err(|e| self.url.failed(e))
+            .map_err(|e| self.url.failed(pg(&e)))
     }
 
     /// A chain's lines in order, as a file trail holds them (each ended by
@@ -290,10 +360,10 @@ impl<'a> TrailReader<'a> {
                 &[&chain],
             )
             .await
-            .map_err(|e| self.url.failed(e))?;
+            .map_err(|e| self.url.failed(pg(&e)))?;
         let mut out = Vec::new();
         for r in rows {
-            let line: &str = r.try_get(0).map_err(|e| self.url.failed(e))?;
+            let line: &str = r.try_get(0).map_err(|e| self.url.failed(pg(&e)))?;
             out.extend_from_slice(line.as_bytes());
             out.push(b'\n');
         }
@@ -306,7 +376,7 @@ impl<'a> TrailReader<'a> {
             .client
             .query("SELECT jwk FROM warden_keys ORDER BY kid", &[])
             .await
-            .map_err(|e| self.url.failed(e))?;
+            .map_err(|e| self.url.failed(pg(&e)))?;
         let keys = rows
             .iter()
             .filter_map(|r| serde_json::from_str(r.try_get::<_, &str>(0).ok()?).ok())
@@ -331,6 +401,27 @@ impl<'a> TrailReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_migration_in_the_folder_is_applied_in_order() {
+        let mut files: Vec<String> =
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+        files.sort();
+        assert_eq!(files.len(), MIGRATIONS.len(), "{files:?}");
+        for (i, (file, (version, _, sql))) in files.iter().zip(MIGRATIONS).enumerate() {
+            assert_eq!(usize::try_from(*version).unwrap(), i + 1);
+            assert!(file.starts_with(&format!("{version:04}_")), "{file}");
+            let text = std::fs::read_to_string(format!(
+                "{}/migrations/{file}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap();
+            assert_eq!(&text, sql, "{file}");
+        }
+    }
 
     #[test]
     fn a_url_is_shown_without_its_password_and_tls_is_not_silently_dropped() {

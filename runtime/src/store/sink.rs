@@ -29,6 +29,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
+#[path = "sink_io.rs"]
+mod io;
+use io::{blocking, insert};
+
 /// The longest wait counted in time (a longer cadence means "by count
 /// alone").
 const FAR: Duration = Duration::from_secs(86_400);
@@ -204,7 +208,7 @@ impl Shared {
                 self.url
                     .unreachable(format!("no answer within {:?}", 3 * PATIENCE))
             })??;
-        let failed = |e: tokio_postgres::Error| self.url.failed(e);
+        let failed = |e: tokio_postgres::Error| self.url.failed(super::pg(&e));
         let chain = self.lock().chain.clone();
         self.name_chain(&client, &chain).await?;
         if let Some(key) = &options.signer {
@@ -229,7 +233,7 @@ impl Shared {
         );
         match tokio::time::timeout(PATIENCE, named).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(self.url.failed(e)),
+            Ok(Err(e)) => Err(self.url.failed(super::pg(&e))),
             Err(_) => Err(self.url.unreachable("no answer")),
         }
     }
@@ -435,115 +439,6 @@ impl Shared {
             }
             self.done.notify_all();
         }
-    }
-
-    /// A new connection, and where the chain continues. The store's last
-    /// record of this chain is taken only if it is one this process wrote:
-    /// the last it saw committed, or one of the insert that failed (whose
-    /// answer may have been lost after it committed). Anything else — a
-    /// row someone else inserted, a tail shorter than what was committed —
-    /// and this process goes on in a new chain, saying why.
-    async fn reconnect(&self) -> Result<Client, StoreError> {
-        let client = self.url.connect().await?;
-        let chain = self.lock().chain.clone();
-        let row = tokio::time::timeout(
-            PATIENCE,
-            client.query_opt(
-                "SELECT seq, line FROM warden_audit WHERE chain = $1 ORDER BY seq DESC LIMIT 1",
-                &[&chain],
-            ),
-        )
-        .await
-        .map_err(|_| self.url.unreachable("no answer"))?
-        .map_err(|e| self.url.unreachable(e))?;
-        let tail = row.and_then(|r| {
-            let seq: i64 = r.try_get(0).ok()?;
-            let line: String = r.try_get(1).ok()?;
-            Some((seq, line))
-        });
-        let moved = {
-            let mut st = self.lock();
-            let ours = match &tail {
-                None => st.committed == 0,
-                Some((seq, line)) => {
-                    if let Some(r) = st.lost.iter().find(|r| r.seq == *seq && &r.line == line) {
-                        let (next, head) = (r.seq as u64 + 1, r.hash.clone());
-                        (st.seq, st.committed) = (next, next);
-                        st.head.clone_from(&head);
-                        st.committed_head = head;
-                        true
-                    } else {
-                        let committed_last = st.committed.checked_sub(1);
-                        let hash = serde_json::from_str::<Record>(line)
-                            .ok()
-                            .and_then(|r| r.hash);
-                        committed_last == u64::try_from(*seq).ok()
-                            && hash.as_deref() == Some(st.committed_head.as_str())
-                    }
-                }
-            };
-            st.lost.clear();
-            if ours {
-                if tail.is_none() || st.seq != st.committed {
-                    (st.seq, st.head) = (st.committed, st.committed_head.clone());
-                }
-                None
-            } else {
-                let old = std::mem::replace(&mut st.chain, uuid::Uuid::now_v7().to_string());
-                let new = st.chain.clone();
-                (st.seq, st.committed) = (0, 0);
-                st.head = GENESIS.to_owned();
-                st.committed_head = GENESIS.to_owned();
-                (st.unsigned, st.unsigned_since) = (0, None);
-                Some((old, new))
-            }
-        };
-        let Some((old, new)) = moved else {
-            return Ok(client);
-        };
-        tracing::error!(
-            "audit store {}: chain {old} does not end with what this process wrote; continuing in a new chain {new}",
-            self.url.shown()
-        );
-        self.name_chain(&client, &new).await?;
-        Ok(client)
-    }
-}
-
-/// Runs `wait` (a wait for the store) so that a multi-threaded tokio
-/// runtime's other tasks go on meanwhile.
-fn blocking<R>(wait: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(wait)
-        }
-        _ => wait(),
-    }
-}
-
-/// Inserts `rows` in one statement, within [`PATIENCE`].
-async fn insert(client: &Client, chain: &str, rows: &[Row]) -> Result<(), String> {
-    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-    let lines: Vec<&str> = rows.iter().map(|r| r.line.as_str()).collect();
-    let ts: Vec<&str> = rows.iter().map(|r| r.ts.as_str()).collect();
-    let events: Vec<&str> = rows.iter().map(|r| r.event).collect();
-    let col = |i: usize| rows.iter().map(|r| &*r.ids[i]).collect::<Vec<&str>>();
-    let (inv, task, tool) = (col(0), col(1), col(2));
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
-        [&chain, &seqs, &lines, &ts, &events, &inv, &task, &tool];
-    let statement = client.execute(
-        "INSERT INTO warden_audit (chain, seq, line, ts, event, invocation, task, tool)
-         SELECT $1, s, l, t::timestamptz, e, i, k, o
-         FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
-              AS u(s, l, t, e, i, k, o)",
-        &params,
-    );
-    match tokio::time::timeout(PATIENCE, statement).await {
-        Ok(Ok(n)) if n == rows.len() as u64 => Ok(()),
-        Ok(Ok(n)) => Err(format!("{n} of {} records were stored", rows.len())),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {PATIENCE:?}")),
     }
 }
 

@@ -123,7 +123,7 @@ enum Command {
     /// The audit trail: verify it, read it.
     Audit {
         #[command(subcommand)]
-        command: AuditCommand,
+        command: trail::AuditCommand,
     },
     /// Create things: `warden new tool NAME` makes a tool crate.
     New {
@@ -158,78 +158,6 @@ enum NewCommand {
     /// A tool crate against the guest SDK (builds for wasm32-wasip2 as
     /// generated); prints the manifest entry to paste.
     Tool(new::ToolArgs),
-}
-
-#[derive(Subcommand)]
-enum AuditCommand {
-    /// Check each line's exact form, the hash chain and the signed
-    /// checkpoints; report the first bad record.
-    ///
-    /// The format is docs/AUDIT-FORMAT.md. Checkpoints are checked against
-    /// this instance's audit key (read if it exists; verify never creates
-    /// one) or the keys of --jwks.
-    ///
-    /// Exit status: 0 intact and complete; 1 altered (the first bad line is
-    /// named); 2 the trail or --jwks cannot be read; 3 intact up to its last
-    /// checkpoint but incomplete (truncated there, or its writer stopped
-    /// mid-invocation); 4 a checkpoint is signed by a key that is not one of
-    /// the known keys (the key id is named; pass its JWKS with --jwks).
-    Verify {
-        /// The trail file.
-        #[arg(required_unless_present = "state")]
-        file: Option<PathBuf>,
-        /// Verify the trail replicas keep in PostgreSQL (when no FILE is
-        /// given; also read from $WARDEN_STATE) instead (each
-        /// process's chain in turn; the exit status is the worst chain's).
-        /// Without --jwks, checkpoints are checked against the keys the
-        /// replicas published in the store.
-        #[arg(long, value_name = "URL", env = "WARDEN_STATE", hide_env_values = true)]
-        state: Option<String>,
-        /// Verify checkpoints with this public key set instead of the local
-        /// audit key (see `warden audit jwks` on the instance that wrote it).
-        #[arg(long, value_name = "FILE")]
-        jwks: Option<PathBuf>,
-        /// Print the report as one JSON object ("status": complete,
-        /// tampered, incomplete or unknown-key; the same exit status).
-        #[arg(long)]
-        json: bool,
-    },
-    /// Print a readable view, optionally filtered.
-    ///
-    /// Exit status: 0 shown; 1 some lines are not records; 2 the file
-    /// cannot be read or is not a trail, or a filter is malformed.
-    Show {
-        /// The trail file.
-        #[arg(required_unless_present = "state")]
-        file: Option<PathBuf>,
-        /// Show the trail replicas keep in PostgreSQL instead.
-        #[arg(long, value_name = "URL", env = "WARDEN_STATE", hide_env_values = true)]
-        state: Option<String>,
-        #[command(flatten)]
-        filters: trail::Filters,
-        /// Print the kept records as JSON Lines, as the trail holds them.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Write each chain of the trail replicas keep in PostgreSQL to
-    /// DIR/CHAIN.jsonl, byte for byte a file trail (`warden audit verify
-    /// FILE` checks it). Existing files are not overwritten.
-    Export {
-        #[arg(long, value_name = "URL", env = "WARDEN_STATE", hide_env_values = true)]
-        state: String,
-        /// The directory to write to (created if needed).
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-    },
-    /// Print the public key set that verifies this instance's checkpoints.
-    Jwks,
-    /// Sign the trail's newest records now: append a checkpoint if records
-    /// follow its last one (checkpoints otherwise come every 256 records,
-    /// 500 ms after the first unsigned one, and when a writer stops).
-    Checkpoint {
-        /// The trail (default: the default audit trail).
-        file: Option<PathBuf>,
-    },
 }
 
 #[derive(Subcommand)]
@@ -371,38 +299,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             )?;
             Ok(0)
         }
-        Command::Audit { command } => match command {
-            AuditCommand::Verify {
-                file,
-                state,
-                jwks,
-                json,
-            } => match (file, state) {
-                (Some(file), _) => trail::verify_cmd(&file, jwks.as_deref(), json),
-                (None, Some(url)) => state_trail::verify(&url, jwks.as_deref(), json).await,
-                (None, None) => unreachable!("clap requires one"),
-            },
-            AuditCommand::Show {
-                file,
-                state,
-                filters,
-                json,
-            } => match (file, state) {
-                (Some(file), _) => trail::show_cmd(&file, &filters, json),
-                (None, Some(url)) => state_trail::show(&url, &filters, json).await,
-                (None, None) => unreachable!("clap requires one"),
-            },
-            AuditCommand::Export { state, out } => state_trail::export(&state, &out).await,
-            AuditCommand::Checkpoint { file } => trail::checkpoint(file),
-            AuditCommand::Jwks => {
-                let key = audit_key().map_err(usage)?;
-                outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&key.jwks()).map_err(|e| usage(e.into()))?
-                )?;
-                Ok(0)
-            }
-        },
+        Command::Audit { command } => trail::run(command).await,
         Command::New {
             what: NewCommand::Tool(args),
         } => new::tool(args),

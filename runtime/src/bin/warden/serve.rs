@@ -79,15 +79,10 @@ pub struct ServeArgs {
     replica: Option<String>,
 }
 
-/// The audit sink: the state store's when --state names one, else the file.
-fn open_sink(args: &ServeArgs) -> anyhow::Result<Arc<dyn AuditSink>> {
+/// `--state` parsed, and this replica's name.
+fn state_of(args: &ServeArgs) -> anyhow::Result<Option<(warden::store::StateUrl, String)>> {
     let Some(url) = &args.state else {
-        let audit = args
-            .audit
-            .clone()
-            .or_else(crate::default_audit_path)
-            .context("no audit path: pass --audit FILE")?;
-        return Ok(Arc::new(crate::open_audit(&audit)?));
+        return Ok(None);
     };
     let url = warden::store::StateUrl::parse(url)?;
     let replica = match &args.replica {
@@ -103,10 +98,26 @@ fn open_sink(args: &ServeArgs) -> anyhow::Result<Arc<dyn AuditSink>> {
         !replica.is_empty() && replica.len() <= 253 && !replica.chars().any(char::is_control),
         "--replica: expected a name of 1 to 253 characters without control characters"
     );
+    Ok(Some((url, replica)))
+}
+
+/// The audit sink: the state store's when --state names one, else the file.
+fn open_sink(
+    args: &ServeArgs,
+    state: Option<&(warden::store::StateUrl, String)>,
+) -> anyhow::Result<Arc<dyn AuditSink>> {
+    let Some((url, replica)) = state else {
+        let audit = args
+            .audit
+            .clone()
+            .or_else(crate::default_audit_path)
+            .context("no audit path: pass --audit FILE")?;
+        return Ok(Arc::new(crate::open_audit(&audit)?));
+    };
     let sink = warden::store::PgSink::open(
-        &url,
+        url,
         warden::store::PgOptions {
-            replica,
+            replica: replica.clone(),
             signer: Some(Arc::new(crate::audit_key()?)),
             cadence: warden::audit::Cadence::default(),
         },
@@ -235,7 +246,8 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         )));
     }
     let manifest = Manifest::load(&args.manifest).map_err(warden::Error::from)?;
-    let sink = open_sink(&args).map_err(usage)?;
+    let state = state_of(&args).map_err(usage)?;
+    let sink = open_sink(&args, state.as_ref()).map_err(usage)?;
     let mut builder = builder;
     let mut queue = None;
     if let Some(addr) = args.approvals {
@@ -255,9 +267,34 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
             .map_err(usage)?;
         let bound = listener.local_addr().map_err(|e| usage(e.into()))?;
         eprintln!("warden: pending approvals at http://{bound}/approvals");
-        let q = Arc::new(warden::approval::QueueApprover::new());
-        builder = builder.approver(q.clone());
+        // With --state, requests wait in the store: any replica's
+        // endpoint lists and answers them.
+        let q: Arc<dyn warden::approval::ApprovalQueue> = match &state {
+            Some((url, replica)) => {
+                let q = warden::store::PgApprover::open(
+                    url,
+                    replica,
+                    warden::approval::DEFAULT_APPROVAL_TIMEOUT,
+                )
+                .await
+                .map_err(|e| usage(e.into()))?;
+                builder = builder.approver(q.clone());
+                q
+            }
+            None => {
+                let q = Arc::new(warden::approval::QueueApprover::new());
+                builder = builder.approver(q.clone());
+                q
+            }
+        };
         queue = Some((listener, q, token));
+    }
+    // With --state, task histories (runtime policy's context) are shared.
+    if let Some((url, _)) = &state {
+        let history = warden::store::PgHistory::open(url)
+            .await
+            .map_err(|e| usage(e.into()))?;
+        builder = builder.task_history(history);
     }
     let runtime = builder
         .manifest(manifest)

@@ -82,6 +82,53 @@ pub struct TaskHistory {
 }
 
 impl TaskHistory {
+    /// The sets by name, as a shared store keeps them.
+    pub const KINDS: [&'static str; 4] = [
+        "secrets_revealed",
+        "hosts_contacted",
+        "files_written",
+        "targets_deployed",
+    ];
+
+    /// The set named `kind` (one of [`TaskHistory::KINDS`]).
+    pub fn set_mut(&mut self, kind: &str) -> Option<&mut BTreeSet<String>> {
+        Some(match kind {
+            "secrets_revealed" => &mut self.secrets_revealed,
+            "hosts_contacted" => &mut self.hosts_contacted,
+            "files_written" => &mut self.files_written,
+            "targets_deployed" => &mut self.targets_deployed,
+            _ => return None,
+        })
+    }
+
+    /// Every item, with the name of its set.
+    pub fn items(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        let sets = [
+            &self.secrets_revealed,
+            &self.hosts_contacted,
+            &self.files_written,
+            &self.targets_deployed,
+        ];
+        Self::KINDS
+            .into_iter()
+            .zip(sets)
+            .flat_map(|(k, set)| set.iter().map(move |i| (k, i.as_str())))
+    }
+
+    /// Adds what `other` holds (each set up to [`MAX_HISTORY`]).
+    pub fn merge(&mut self, other: &TaskHistory) {
+        for (kind, item) in other.items() {
+            if let Some(set) = self.set_mut(kind) {
+                Self::note(set, item);
+            }
+        }
+    }
+
+    /// Whether nothing is noted.
+    pub fn is_empty(&self) -> bool {
+        self.items().next().is_none()
+    }
+
     /// Adds `item` to one of the sets, up to [`MAX_HISTORY`] entries.
     pub fn note(set: &mut BTreeSet<String>, item: &str) {
         if set.len() < MAX_HISTORY && !set.contains(item) {

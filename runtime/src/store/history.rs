@@ -1,0 +1,71 @@
+//! Task histories in PostgreSQL: the runtime policy's `context.task` (what
+//! a task has revealed, contacted, written, deployed) whichever replica a
+//! task's calls land on. See [`crate::policy::HistoryStore`].
+
+use super::{Link, PATIENCE, StateUrl, StoreError};
+use crate::policy::{HistoryStore, TaskHistory};
+use std::sync::Arc;
+
+/// A [`HistoryStore`] in PostgreSQL (`warden_task_history`).
+pub struct PgHistory {
+    link: Link,
+}
+
+impl PgHistory {
+    /// Connects (migrating if needed).
+    pub async fn open(url: &StateUrl) -> Result<Arc<PgHistory>, StoreError> {
+        let link = Link::open(url).await?;
+        Ok(Arc::new(PgHistory { link }))
+    }
+}
+
+#[async_trait::async_trait]
+impl HistoryStore for PgHistory {
+    async fn load(&self, key: &str) -> Result<TaskHistory, String> {
+        let client = self.link.get().await.map_err(|e| e.to_string())?;
+        // A set holds at most MAX_HISTORY items; so many rows per kind.
+        let limit = i64::try_from(4 * crate::policy::cedar::MAX_HISTORY).unwrap_or(i64::MAX);
+        let rows = tokio::time::timeout(
+            PATIENCE,
+            client.query(
+                "SELECT kind, item FROM warden_task_history WHERE task = $1
+                 ORDER BY noted, item LIMIT $2",
+                &[&key, &limit],
+            ),
+        )
+        .await
+        .map_err(|_| self.link.failed("no answer"))?
+        .map_err(|e| self.link.failed(super::pg(&e)))?;
+        let mut history = TaskHistory::default();
+        for row in rows {
+            let kind: &str = row
+                .try_get(0)
+                .map_err(|e| self.link.failed(super::pg(&e)))?;
+            let item: &str = row
+                .try_get(1)
+                .map_err(|e| self.link.failed(super::pg(&e)))?;
+            if let Some(set) = history.set_mut(kind) {
+                TaskHistory::note(set, item);
+            }
+        }
+        Ok(history)
+    }
+
+    async fn save(&self, key: &str, added: &TaskHistory) -> Result<(), String> {
+        let client = self.link.get().await.map_err(|e| e.to_string())?;
+        let (kinds, items): (Vec<&str>, Vec<&str>) = added.items().unzip();
+        tokio::time::timeout(
+            PATIENCE,
+            client.execute(
+                "INSERT INTO warden_task_history (task, kind, item)
+                 SELECT $1, k, i FROM unnest($2::text[], $3::text[]) AS u(k, i)
+                 ON CONFLICT DO NOTHING",
+                &[&key, &kinds, &items],
+            ),
+        )
+        .await
+        .map_err(|_| self.link.failed("no answer"))?
+        .map_err(|e| self.link.failed(super::pg(&e)))?;
+        Ok(())
+    }
+}
