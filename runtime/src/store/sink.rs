@@ -31,7 +31,7 @@ use tokio_postgres::Client;
 
 #[path = "sink_io.rs"]
 mod io;
-use io::{blocking, insert};
+use io::{blocking, insert, prepare};
 
 /// The longest wait counted in time (a longer cadence means "by count
 /// alone").
@@ -349,6 +349,8 @@ impl Shared {
         }
         let _stopped = Stopped(self);
         let mut client = Some(client);
+        // The insert, prepared on the current connection.
+        let mut prepared = None;
         let mut retry = Duration::from_millis(100);
         let mut st = self.lock();
         loop {
@@ -369,6 +371,7 @@ impl Shared {
                     Ok(c) => {
                         tracing::info!("audit store {}: reachable again", self.url.shown());
                         client = Some(c);
+                        prepared = None;
                         st.down = None;
                         st.generation += 1;
                         if st.seq > 0 {
@@ -415,7 +418,15 @@ impl Shared {
             let Some(c) = client.as_ref() else {
                 unreachable!("checked above")
             };
-            let inserted = rt.block_on(insert(c, &chain, &rows));
+            let inserted = rt.block_on(async {
+                if prepared.is_none() {
+                    prepared = Some(prepare(c).await?);
+                }
+                let Some(statement) = prepared.as_ref() else {
+                    unreachable!("prepared above")
+                };
+                insert(c, statement, &chain, &rows).await
+            });
             st = self.lock();
             match inserted {
                 Ok(()) => {

@@ -2,7 +2,7 @@
 //! back after a failure, and waiting for it without stalling a runtime.
 
 use super::{GENESIS, PATIENCE, Record, Row, Shared, StoreError};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 impl Shared {
     /// A new connection, and where the chain continues. The store's last
@@ -91,7 +91,30 @@ pub(super) fn blocking<R>(wait: impl FnOnce() -> R) -> R {
 }
 
 /// Inserts `rows` in one statement, within [`PATIENCE`].
-pub(super) async fn insert(client: &Client, chain: &str, rows: &[Row]) -> Result<(), String> {
+/// The insert of a batch of rows.
+const INSERT: &str = "INSERT INTO warden_audit (chain, seq, line, ts, event, invocation, task, tool)
+     SELECT $1, s, l, t::timestamptz, e, i, k, o
+     FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+          AS u(s, l, t, e, i, k, o)";
+
+/// [`INSERT`] prepared on `client` (once per connection: a statement given
+/// as text is prepared again on every execution, a round trip more).
+pub(super) async fn prepare(client: &Client) -> Result<Statement, String> {
+    match tokio::time::timeout(PATIENCE, client.prepare(INSERT)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(crate::store::pg(&e)),
+        Err(_) => Err(format!("no answer within {PATIENCE:?}")),
+    }
+}
+
+/// Inserts `rows` with the prepared [`INSERT`] in one statement, within
+/// [`PATIENCE`].
+pub(super) async fn insert(
+    client: &Client,
+    insert: &Statement,
+    chain: &str,
+    rows: &[Row],
+) -> Result<(), String> {
     let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
     let lines: Vec<&str> = rows.iter().map(|r| r.line.as_str()).collect();
     let ts: Vec<&str> = rows.iter().map(|r| r.ts.as_str()).collect();
@@ -100,13 +123,7 @@ pub(super) async fn insert(client: &Client, chain: &str, rows: &[Row]) -> Result
     let (inv, task, tool) = (col(0), col(1), col(2));
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
         [&chain, &seqs, &lines, &ts, &events, &inv, &task, &tool];
-    let statement = client.execute(
-        "INSERT INTO warden_audit (chain, seq, line, ts, event, invocation, task, tool)
-         SELECT $1, s, l, t::timestamptz, e, i, k, o
-         FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
-              AS u(s, l, t, e, i, k, o)",
-        &params,
-    );
+    let statement = client.execute(insert, &params);
     match tokio::time::timeout(PATIENCE, statement).await {
         Ok(Ok(n)) if n == rows.len() as u64 => Ok(()),
         Ok(Ok(n)) => Err(format!("{n} of {} records were stored", rows.len())),
