@@ -9,6 +9,11 @@ CREATE TABLE warden_task_history (
     kind  text NOT NULL CHECK (kind IN
           ('secrets_revealed', 'hosts_contacted', 'files_written', 'targets_deployed')),
     item  text NOT NULL,
-    noted timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (task, kind, item)
+    noted timestamptz NOT NULL DEFAULT now()
 );
+
+-- Unique by the item's digest: an item (a path, up to 8 KiB) may be longer
+-- than an index entry can be, and a failed insert must never be what keeps
+-- a revealed secret out of the history.
+CREATE UNIQUE INDEX warden_task_history_item
+    ON warden_task_history (task, kind, md5(item));

@@ -90,6 +90,19 @@ fn the_kubernetes_base_renders_with_what_replicas_need() {
         c["ports"][0]["containerPort"].as_u64().unwrap().to_string()
     );
     assert!(args.contains(&"--token-file"), "{args:?}");
+    // The Service's name is a Host the endpoint answers to (any other
+    // than loopback is refused).
+    let hosts: Vec<&str> = args
+        .windows(2)
+        .filter(|w| w[0] == "--allowed-host")
+        .map(|w| w[1])
+        .collect();
+    let name = s(&service["metadata"]["name"]);
+    let service_port = service["spec"]["ports"][0]["port"].as_u64().unwrap();
+    assert!(
+        hosts.contains(&name) && hosts.contains(&format!("{name}:{service_port}").as_str()),
+        "{hosts:?}"
+    );
 
     // A stop fits in the grace period: preStop, warden's drain, the 2 s in
     // which it closes its connections.

@@ -1638,3 +1638,18 @@ async fn over_http_a_session_id_that_is_not_text_is_refused() {
     );
     child.kill().await.unwrap();
 }
+
+/// `--allowed-host` (a Kubernetes Service's name, an ingress's host): that
+/// `Host` is answered; any other non-loopback one is still refused.
+#[tokio::test]
+async fn over_http_an_allowed_host_is_answered_and_others_are_refused() {
+    let s = setup();
+    let (mut child, url) = http_server(&s, &["--allowed-host", "Warden.Internal:8765"]).await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2026-07-28", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}).to_string();
+    let (status, _) = post(&url, &[("host", "evil.example:8765")], init.clone()).await;
+    assert_eq!(status, 403);
+    let (status, body) = post(&url, &[("host", "warden.internal:8765")], init).await;
+    assert_ne!(status, 403, "{body}");
+    assert!(status < 300, "{status}: {body}");
+    let _ = child.kill().await;
+}

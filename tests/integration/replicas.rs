@@ -621,3 +621,40 @@ async fn an_approval_asked_on_one_replica_is_answered_through_another_once() {
         .get(0);
     assert_eq!(state, "used");
 }
+
+/// A task's shared history is read per kind: thousands of files written
+/// do not crowd out a revealed secret, and a long item (a deep path) does
+/// not fail the insert that carries the reveal.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_history_keeps_a_reveal_behind_many_files_and_long_paths() {
+    use warden::policy::{HistoryStore, TaskHistory};
+    let Some(pg) = Postgres::start() else { return };
+    let url = warden::store::StateUrl::parse(&pg.url()).unwrap();
+    let store = warden::store::PgHistory::open(&url).await.unwrap();
+    let max = warden::policy::cedar::MAX_HISTORY;
+    let mut files = TaskHistory::default();
+    for i in 0..=max {
+        TaskHistory::note(&mut files.files_written, &format!("workspace:f{i}"));
+    }
+    // The set holds MAX_HISTORY; the store is given more over two saves.
+    store.save("crowded", &files).await.unwrap();
+    let mut more = TaskHistory::default();
+    for i in 0..64 {
+        TaskHistory::note(&mut more.files_written, &format!("workspace:g{i}"));
+    }
+    store.save("crowded", &more).await.unwrap();
+    let mut reveal = TaskHistory::default();
+    TaskHistory::note(&mut reveal.secrets_revealed, "api");
+    TaskHistory::note(
+        &mut reveal.files_written,
+        &format!("workspace:{}", "d/".repeat(4000)),
+    );
+    store.save("crowded", &reveal).await.unwrap();
+    let loaded = store.load("crowded").await.unwrap();
+    assert!(
+        loaded.secrets_revealed.contains("api"),
+        "the reveal was crowded out"
+    );
+    assert_eq!(loaded.files_written.len(), max);
+    assert!(store.load("another").await.unwrap().is_empty());
+}

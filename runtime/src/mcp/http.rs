@@ -508,6 +508,9 @@ pub async fn serve_approvals(
     Ok(())
 }
 
+/// The longest name an answer may give for who answered.
+const MAX_BY: usize = 128;
+
 /// 503 for the operator: the approvals store cannot be read (why is
 /// logged, not told).
 fn unavailable(why: &str) -> Response<Body> {
@@ -563,6 +566,14 @@ async fn approvals(
                     );
                 }
             };
+            if a.by.chars().count() > MAX_BY || a.by.trim().is_empty() {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "bad answer: \"by\" must name who answers, in 1 to {MAX_BY} characters"
+                    ),
+                );
+            }
             let by = format!("{} (approvals endpoint)", a.by);
             match queue.answer_waiting(digest, a.approved, &by).await {
                 Ok(true) => json(

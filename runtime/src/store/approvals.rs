@@ -24,7 +24,7 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// An [`Approver`] and [`ApprovalQueue`] kept in PostgreSQL.
 pub struct PgApprover {
-    link: Link,
+    link: Arc<Link>,
     replica: String,
     /// How long a request stays answerable (the approvals timeout).
     expires: Duration,
@@ -46,7 +46,7 @@ impl PgApprover {
         replica: &str,
         expires: Duration,
     ) -> Result<Arc<PgApprover>, StoreError> {
-        let link = Link::open(url).await?;
+        let link = Arc::new(Link::open(url).await?);
         let (answered, _) = broadcast::channel(1024);
         let listener = tokio::spawn(listen(url.clone(), answered.clone()));
         Ok(Arc::new(PgApprover {
@@ -67,16 +67,20 @@ impl PgApprover {
         &self,
         f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, String> {
-        match tokio::time::timeout(PATIENCE, f).await {
+        let r = match tokio::time::timeout(PATIENCE, f).await {
             Ok(r) => r.map_err(|e| self.failed(super::pg(&e))),
             Err(_) => Err(self.failed("no answer")),
+        };
+        if r.is_err() {
+            self.link.reset().await;
         }
+        r
     }
 
     /// Takes the answer to `digest` if one came (once: `answered` to
     /// `used`).
     async fn take(&self, digest: &str) -> Result<Option<ApprovalAnswer>, String> {
-        let client = self.link.get().await.map_err(|e| e.to_string())?;
+        let client = self.link.get().await?;
         let row = self
             .within(client.query_opt(
                 "UPDATE warden_approvals SET state = 'used'
@@ -93,6 +97,33 @@ impl PgApprover {
             approved: approved == Some(true),
             by: by.unwrap_or_else(|| "an unnamed operator".into()),
         }))
+    }
+}
+
+/// Withdraws a request still pending when its asker stops waiting.
+struct Withdraw {
+    link: Arc<Link>,
+    digest: String,
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        let (link, digest) = (self.link.clone(), std::mem::take(&mut self.digest));
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let Ok(client) = link.get().await else { return };
+            let _ = tokio::time::timeout(
+                PATIENCE,
+                client.execute(
+                    "UPDATE warden_approvals SET expires = now()
+                     WHERE digest = $1 AND state = 'pending'",
+                    &[&digest],
+                ),
+            )
+            .await;
+        });
     }
 }
 
@@ -129,6 +160,12 @@ async fn listen(url: StateUrl, answered: broadcast::Sender<String>) {
 impl Approver for PgApprover {
     async fn ask(&self, request: &ApprovalRequest) -> Option<ApprovalAnswer> {
         let mut answered = self.answered.subscribe();
+        // Given up on (the approvals timeout, a cancelled call): no longer
+        // listed or answerable anywhere.
+        let _withdrawn = Withdraw {
+            link: self.link.clone(),
+            digest: request.digest.clone(),
+        };
         let json = serde_json::to_string(request).ok()?;
         let secs = self.expires.as_secs_f64();
         let asked = match self.link.get().await {
@@ -140,7 +177,7 @@ impl Approver for PgApprover {
                 ))
                 .await
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
         if let Err(e) = asked {
             tracing::error!("{e}");
@@ -161,7 +198,12 @@ impl Approver for PgApprover {
                     match answered.recv().await {
                         Ok(d) if d == request.digest => return,
                         Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        // Notifications came faster than read (a flood):
+                        // look, but not more often than every 100 ms.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            return;
+                        }
                         Err(broadcast::error::RecvError::Closed) => {
                             std::future::pending::<()>().await;
                         }
@@ -176,10 +218,10 @@ impl Approver for PgApprover {
 #[async_trait::async_trait]
 impl ApprovalQueue for PgApprover {
     async fn waiting(&self) -> Result<Vec<Waiting>, String> {
-        let client = self.link.get().await.map_err(|e| e.to_string())?;
+        let client = self.link.get().await?;
         let rows = self
             .within(client.query(
-                "SELECT request, extract(epoch FROM now() - requested)::float8
+                "SELECT request, extract(epoch FROM now() - requested)::float8, digest
                  FROM warden_approvals
                  WHERE state = 'pending' AND expires > now()
                  ORDER BY requested",
@@ -190,8 +232,11 @@ impl ApprovalQueue for PgApprover {
         for row in rows {
             let json: &str = row.try_get(0).map_err(|e| self.failed(super::pg(&e)))?;
             let waiting_s: f64 = row.try_get(1).map_err(|e| self.failed(super::pg(&e)))?;
-            // A row that is not a request is not shown (nor answerable here).
-            if let Ok(request) = serde_json::from_str::<ApprovalRequest>(json) {
+            let digest: String = row.try_get(2).map_err(|e| self.failed(super::pg(&e)))?;
+            // A row that is not a request is not shown; the digest shown is
+            // the one an answer is matched on (the key, not the JSON's).
+            if let Ok(mut request) = serde_json::from_str::<ApprovalRequest>(json) {
+                request.digest = digest;
                 out.push(Waiting {
                     request: request.for_people(),
                     waiting_s,
@@ -202,7 +247,7 @@ impl ApprovalQueue for PgApprover {
     }
 
     async fn answer_waiting(&self, digest: &str, approved: bool, by: &str) -> Result<bool, String> {
-        let client = self.link.get().await.map_err(|e| e.to_string())?;
+        let client = self.link.get().await?;
         let n = self
             .within(client.execute(
                 "UPDATE warden_approvals

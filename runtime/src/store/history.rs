@@ -22,20 +22,34 @@ impl PgHistory {
 #[async_trait::async_trait]
 impl HistoryStore for PgHistory {
     async fn load(&self, key: &str) -> Result<TaskHistory, String> {
-        let client = self.link.get().await.map_err(|e| e.to_string())?;
-        // A set holds at most MAX_HISTORY items; so many rows per kind.
-        let limit = i64::try_from(4 * crate::policy::cedar::MAX_HISTORY).unwrap_or(i64::MAX);
+        let client = self.link.get().await?;
+        // A set holds at most MAX_HISTORY items: so many rows of each kind
+        // (one kind's rows cannot crowd out another's, a revealed secret
+        // behind thousands of files written).
+        let limit = i64::try_from(crate::policy::cedar::MAX_HISTORY).unwrap_or(i64::MAX);
         let rows = tokio::time::timeout(
             PATIENCE,
             client.query(
-                "SELECT kind, item FROM warden_task_history WHERE task = $1
-                 ORDER BY noted, item LIMIT $2",
+                "SELECT kind, item FROM (
+                     SELECT kind, item,
+                            row_number() OVER (PARTITION BY kind ORDER BY noted, item) AS n
+                     FROM warden_task_history WHERE task = $1) AS h
+                 WHERE n <= $2",
                 &[&key, &limit],
             ),
         )
-        .await
-        .map_err(|_| self.link.failed("no answer"))?
-        .map_err(|e| self.link.failed(super::pg(&e)))?;
+        .await;
+        let rows = match rows {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                self.link.reset().await;
+                return Err(self.link.failed(super::pg(&e)));
+            }
+            Err(_) => {
+                self.link.reset().await;
+                return Err(self.link.failed("no answer"));
+            }
+        };
         let mut history = TaskHistory::default();
         for row in rows {
             let kind: &str = row
@@ -52,9 +66,9 @@ impl HistoryStore for PgHistory {
     }
 
     async fn save(&self, key: &str, added: &TaskHistory) -> Result<(), String> {
-        let client = self.link.get().await.map_err(|e| e.to_string())?;
+        let client = self.link.get().await?;
         let (kinds, items): (Vec<&str>, Vec<&str>) = added.items().unzip();
-        tokio::time::timeout(
+        let saved = tokio::time::timeout(
             PATIENCE,
             client.execute(
                 "INSERT INTO warden_task_history (task, kind, item)
@@ -63,9 +77,17 @@ impl HistoryStore for PgHistory {
                 &[&key, &kinds, &items],
             ),
         )
-        .await
-        .map_err(|_| self.link.failed("no answer"))?
-        .map_err(|e| self.link.failed(super::pg(&e)))?;
-        Ok(())
+        .await;
+        match saved {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                self.link.reset().await;
+                Err(self.link.failed(super::pg(&e)))
+            }
+            Err(_) => {
+                self.link.reset().await;
+                Err(self.link.failed("no answer"))
+            }
+        }
     }
 }

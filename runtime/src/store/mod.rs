@@ -114,6 +114,8 @@ impl StateUrl {
         }
         config.ssl_mode(SslMode::Disable);
         config.connect_timeout(PATIENCE);
+        // A peer gone without a reset is noticed within about a minute.
+        config.keepalives_idle(Duration::from_secs(30));
         // A commit is durable before it is answered (whatever the server's
         // default), and no lock is waited on for long.
         let options = format!(
@@ -274,16 +276,30 @@ impl Link {
         })
     }
 
-    /// The connection, opened again if it ended.
-    pub(crate) async fn get(&self) -> Result<std::sync::Arc<Client>, StoreError> {
-        let mut held = self.client.lock().await;
-        if let Some(c) = held.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(c.clone());
+    /// The connection, opened again if it ended or was reset; why not, when
+    /// it cannot be had within [`PATIENCE`].
+    pub(crate) async fn get(&self) -> Result<std::sync::Arc<Client>, String> {
+        let got = tokio::time::timeout(PATIENCE, async {
+            let mut held = self.client.lock().await;
+            if let Some(c) = held.as_ref().filter(|c| !c.is_closed()) {
+                return Ok(c.clone());
+            }
+            *held = None;
+            let c = std::sync::Arc::new(self.url.connect().await?);
+            *held = Some(c.clone());
+            Ok::<_, StoreError>(c)
+        })
+        .await;
+        match got {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(self.failed("no connection within 5 s")),
         }
-        *held = None;
-        let c = std::sync::Arc::new(self.url.connect().await?);
-        *held = Some(c.clone());
-        Ok(c)
+    }
+
+    /// Drops the connection after a statement failed or went unanswered:
+    /// a half-open one is not waited on again.
+    pub(crate) async fn reset(&self) {
+        *self.client.lock().await = None;
     }
 
     /// An error naming the store (never its password).

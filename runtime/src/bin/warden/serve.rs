@@ -44,6 +44,12 @@ pub struct ServeArgs {
     /// HTTP: serve a non-loopback address (needs --token-file or --agents).
     #[arg(long, requires = "http")]
     allow_remote: bool,
+    /// HTTP: a further `Host` the endpoint answers to, as clients send it
+    /// (HOST or HOST:PORT; e.g. a Kubernetes Service's name). Loopback
+    /// names are always accepted; any other is refused (DNS rebinding).
+    /// Repeatable.
+    #[arg(long = "allowed-host", value_name = "HOST", requires = "http", value_parser = host_name)]
+    allowed_hosts: Vec<String>,
     /// Calls running at once; more are answered "busy".
     #[arg(long, default_value_t = 64, value_name = "N")]
     max_in_flight: usize,
@@ -77,6 +83,21 @@ pub struct ServeArgs {
     /// host name, a pod's name on Kubernetes].
     #[arg(long, value_name = "NAME", env = "WARDEN_REPLICA", requires = "state")]
     replica: Option<String>,
+}
+
+/// An `--allowed-host` value: a host name or address, with an optional
+/// port, as a `Host` header carries it.
+fn host_name(host: &str) -> Result<String, String> {
+    let ok = !host.is_empty()
+        && host.len() <= 260
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+    if ok {
+        Ok(host.to_ascii_lowercase())
+    } else {
+        Err("expected HOST or HOST:PORT (letters, digits, '-', '.', ':', '[', ']')".into())
+    }
 }
 
 /// `--state` parsed, and this replica's name.
@@ -372,6 +393,7 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
     let http = HttpOptions {
         auth: Arc::new(auth),
         max_request: args.max_request,
+        allowed_hosts: args.allowed_hosts.clone(),
         ..HttpOptions::default()
     };
     warden::mcp::http::serve(listener, mcp, http, shutdown)
