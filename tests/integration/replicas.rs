@@ -18,6 +18,18 @@ fn text(b: &[u8]) -> String {
 
 /// `warden serve --http --state` as replica `name`; the child and its URL.
 async fn replica(s: &Setup, pg: &Postgres, name: &str) -> (tokio::process::Child, String) {
+    let (child, url, _) = replica_with(s, pg, name, &[]).await;
+    (child, url)
+}
+
+/// [`replica`] with `extra` arguments; also the pending approvals URL, if
+/// it serves one.
+async fn replica_with(
+    s: &Setup,
+    pg: &Postgres,
+    name: &str,
+    extra: &[&str],
+) -> (tokio::process::Child, String, Option<String>) {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
         .arg("--cache-dir")
@@ -34,24 +46,29 @@ async fn replica(s: &Setup, pg: &Postgres, name: &str) -> (tokio::process::Child
             "--replica",
             name,
         ])
+        .args(extra)
         .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut approvals = None;
     let url = loop {
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
             .await
             .expect("server did not start")
             .unwrap()
             .expect("server exited");
+        if let Some(u) = line.strip_prefix("warden: pending approvals at ") {
+            approvals = Some(u.to_owned());
+        }
         if let Some(url) = line.strip_prefix("warden: serving MCP at ") {
             break url.to_owned();
         }
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
+    (child, url, approvals)
 }
 
 /// SIGTERM, and the exit status.
@@ -472,49 +489,13 @@ async fn replica_with_approvals(
     name: &str,
     op_token_file: &str,
 ) -> (tokio::process::Child, String, String) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .arg("--cache-dir")
-        .arg(crate::common::shared_cache())
-        .args(["serve", "--manifest"])
-        .arg(&s.manifest)
-        .arg("--grants")
-        .arg(&s.grants)
-        .args([
-            "--http",
-            "127.0.0.1:0",
-            "--state",
-            &pg.url(),
-            "--replica",
-            name,
-        ])
-        .args([
-            "--approvals",
-            "127.0.0.1:0",
-            "--approvals-token-file",
-            op_token_file,
-        ])
-        .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut approvals = None;
-    let url = loop {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("server did not start")
-            .unwrap()
-            .expect("server exited");
-        if let Some(u) = line.strip_prefix("warden: pending approvals at ") {
-            approvals = Some(u.to_owned());
-        }
-        if let Some(url) = line.strip_prefix("warden: serving MCP at ") {
-            break url.to_owned();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let extra = [
+        "--approvals",
+        "127.0.0.1:0",
+        "--approvals-token-file",
+        op_token_file,
+    ];
+    let (child, url, approvals) = replica_with(s, pg, name, &extra).await;
     (child, url, approvals.expect("no approvals endpoint"))
 }
 

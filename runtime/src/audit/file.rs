@@ -25,7 +25,7 @@ mod tick;
 
 pub use tick::{Cadence, WriteBehind};
 
-use super::line::{Body, GENESIS, checkpoint_message};
+use super::line::{Body, GENESIS, Ids, checkpoint_record};
 use super::{AuditError, AuditSink, Event, Record};
 use crate::keys::KeyPair;
 use std::fs::{File, OpenOptions, TryLockError};
@@ -124,9 +124,6 @@ struct Chain {
     behind_at: Option<Instant>,
     closing: bool,
 }
-
-/// `invocation`, `task`, `tool`, `identity` of a record.
-type Ids = [Arc<str>; 4];
 
 /// `records` serialized (outside the chain's lock), and the ids of the
 /// last of them.
@@ -543,16 +540,7 @@ impl Chain {
 
     /// Chains a checkpoint of everything before it onto `out`.
     fn checkpoint(&mut self, signer: &KeyPair, out: &mut Vec<u8>) -> Result<(), AuditError> {
-        let empty: Arc<str> = Arc::from("");
-        let [invocation, task, tool, identity] = self
-            .ids
-            .clone()
-            .unwrap_or_else(|| std::array::from_fn(|_| empty.clone()));
-        let mut c = Record::new(Event::Checkpoint, invocation, task, tool, identity);
-        c.count = Some(self.seq);
-        c.head = Some(self.head.clone());
-        c.signature = Some(signer.sign_raw(checkpoint_message(self.seq, &self.head).as_bytes()));
-        c.key = Some(signer.kid().to_owned());
+        let c = checkpoint_record(self.ids.clone(), self.seq, &self.head, signer);
         self.push(&Body::of(&c)?, out);
         Ok(())
     }

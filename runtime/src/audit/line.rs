@@ -95,6 +95,28 @@ pub(super) fn lower_hex(bytes: &[u8]) -> String {
     s
 }
 
+/// `invocation`, `task`, `tool`, `identity` of a record: what a checkpoint
+/// copies from the last record its sink wrote.
+pub(crate) type Ids = [std::sync::Arc<str>; 4];
+
+/// A checkpoint of the `count` records before it, the last with hash
+/// `head`, signed by `signer`, carrying `ids` (empty when none).
+pub(crate) fn checkpoint_record(
+    ids: Option<Ids>,
+    count: u64,
+    head: &str,
+    signer: &crate::keys::KeyPair,
+) -> Record {
+    let [invocation, task, tool, identity] =
+        ids.unwrap_or_else(|| std::array::from_fn(|_| std::sync::Arc::from("")));
+    let mut c = Record::new(Event::Checkpoint, invocation, task, tool, identity);
+    c.count = Some(count);
+    c.head = Some(head.to_owned());
+    c.signature = Some(signer.sign_raw(checkpoint_message(count, head).as_bytes()));
+    c.key = Some(signer.kid().to_owned());
+    c
+}
+
 /// What a checkpoint signature covers.
 pub fn checkpoint_message(count: u64, head: &str) -> String {
     format!("warden-audit-checkpoint/1 {count} {head}")

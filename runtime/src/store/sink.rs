@@ -22,7 +22,7 @@
 
 use super::{PATIENCE, StateUrl, StoreError};
 use crate::audit::Cadence;
-use crate::audit::line::{Body, GENESIS};
+use crate::audit::line::{Body, GENESIS, Ids, checkpoint_record};
 use crate::audit::{AuditError, AuditSink, Event, Record};
 use crate::keys::KeyPair;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -71,9 +71,6 @@ struct Row {
     event: &'static str,
     ids: Ids,
 }
-
-/// `invocation`, `task`, `tool`, `identity`.
-type Ids = [Arc<str>; 4];
 
 struct State {
     /// This process's chain: a new one when the store's copy of it is not
@@ -324,7 +321,7 @@ impl Shared {
         let Some(signer) = st.signer.clone() else {
             return Ok(false);
         };
-        let c = st.checkpoint_record(&signer);
+        let c = checkpoint_record(st.ids.clone(), st.seq, &st.head, &signer);
         let body = Body::of(&c)?;
         st.push(&body, &c);
         Ok(true)
@@ -486,23 +483,6 @@ impl State {
                 self.unsigned_since = Some(Instant::now());
             }
         }
-    }
-
-    fn checkpoint_record(&self, signer: &KeyPair) -> Record {
-        let empty: Arc<str> = Arc::from("");
-        let [invocation, task, tool, identity] = self
-            .ids
-            .clone()
-            .unwrap_or_else(|| std::array::from_fn(|_| empty.clone()));
-        let mut c = Record::new(Event::Checkpoint, invocation, task, tool, identity);
-        c.count = Some(self.seq);
-        c.head = Some(self.head.clone());
-        c.signature = Some(
-            signer
-                .sign_raw(crate::audit::line::checkpoint_message(self.seq, &self.head).as_bytes()),
-        );
-        c.key = Some(signer.kid().to_owned());
-        c
     }
 }
 
