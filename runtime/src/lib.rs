@@ -28,6 +28,7 @@ pub mod audit;
 pub mod auth;
 mod bindings;
 pub mod caps;
+pub mod console;
 mod diag;
 mod dirs;
 pub mod engine;

@@ -10,6 +10,7 @@ mod budget;
 mod cache;
 mod cli;
 mod common;
+mod console;
 mod contract;
 mod deploy;
 mod egress;

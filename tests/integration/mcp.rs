@@ -600,23 +600,35 @@ async fn over_stdio_a_printing_tool_does_not_corrupt_the_stream() {
 
 /// `warden serve --http` on a free port; returns the child and its URL.
 async fn http_server(s: &Setup, extra: &[&str]) -> (tokio::process::Child, String) {
+    let (child, url, _) = http_server_said(s, extra).await;
+    (child, url)
+}
+
+/// [`http_server`], and the lines it printed before its URL (other
+/// endpoints it announced).
+pub(crate) async fn http_server_said(
+    s: &Setup,
+    extra: &[&str],
+) -> (tokio::process::Child, String, Vec<String>) {
     use tokio::io::AsyncBufReadExt;
     let mut cmd = warden_serve(s, &["--http", "127.0.0.1:0"]);
     cmd.args(extra).stderr(Stdio::piped()).kill_on_drop(true);
     let mut child = cmd.spawn().unwrap();
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = Vec::new();
     let url = loop {
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
             .await
             .expect("server did not start")
             .unwrap()
-            .expect("server exited");
+            .unwrap_or_else(|| panic!("server exited: {said:?}"));
         if let Some(url) = line.strip_prefix("warden: serving MCP at ") {
             break url.to_owned();
         }
+        said.push(line);
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
+    (child, url, said)
 }
 
 pub(crate) async fn http_client(

@@ -12,6 +12,7 @@
 mod clock;
 mod file;
 pub(crate) mod line;
+pub mod show;
 pub mod verify;
 
 pub use file::{Cadence, FileSink, WriteBehind};

@@ -13,7 +13,7 @@
 //! delayed ACK (~40 ms a call with common clients).
 
 mod fast;
-mod host;
+pub(crate) mod host;
 
 use super::WardenMcp;
 use crate::auth::{Authenticator, Refusal};

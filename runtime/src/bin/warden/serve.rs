@@ -41,8 +41,9 @@ pub struct ServeArgs {
     /// check --agents`). Serves the protected resource metadata.
     #[arg(long, value_name = "FILE", requires = "http")]
     agents: Option<PathBuf>,
-    /// HTTP: serve a non-loopback address (needs --token-file or --agents).
-    #[arg(long, requires = "http")]
+    /// Serve a non-loopback address: --http (needs --token-file or
+    /// --agents) or --console.
+    #[arg(long)]
     allow_remote: bool,
     /// HTTP: a further `Host` the endpoint answers to, as clients send it
     /// (HOST or HOST:PORT; e.g. a Kubernetes Service's name). Loopback
@@ -64,6 +65,23 @@ pub struct ServeArgs {
     /// The operator's bearer token for --approvals (not an agent's token).
     #[arg(long, value_name = "FILE")]
     approvals_token_file: Option<PathBuf>,
+    /// Serve the operator console at ADDR (default 127.0.0.1:8766): the
+    /// pending approvals to approve or deny, and the audit trail browsed
+    /// with its verification status. Approvals a client cannot answer
+    /// through elicitation wait there. Needs --console-token-file; a
+    /// non-loopback ADDR also needs --allow-remote.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = "127.0.0.1:8766",
+        requires = "console_token_file"
+    )]
+    console: Option<SocketAddr>,
+    /// The operator's token for signing in to --console (not an agent's
+    /// token; at least 16 characters).
+    #[arg(long, value_name = "FILE")]
+    console_token_file: Option<PathBuf>,
     /// Audit trail file [default: as for `warden run`].
     #[arg(long, value_name = "FILE")]
     audit: Option<PathBuf>,
@@ -122,18 +140,40 @@ fn state_of(args: &ServeArgs) -> anyhow::Result<Option<(warden::store::StateUrl,
     Ok(Some((url, replica)))
 }
 
+/// The file trail's path: --audit, or the default.
+fn audit_path(args: &ServeArgs) -> anyhow::Result<PathBuf> {
+    args.audit
+        .clone()
+        .or_else(crate::default_audit_path)
+        .context("no audit path: pass --audit FILE")
+}
+
+/// An operator's token (`what`: approvals, console): read, and not any
+/// client's (an agent must not answer its own approvals).
+fn operator_token(file: &Path, what: &str, clients: &[String]) -> Result<String, Failure> {
+    let token = read_token(file).map_err(usage)?;
+    if clients.iter().any(|t| t == &token) {
+        return Err(usage(anyhow::anyhow!(
+            "the {what} token must differ from every client token (an agent must not answer its own approvals)"
+        )));
+    }
+    Ok(token)
+}
+
+async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, Failure> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+        .map_err(usage)
+}
+
 /// The audit sink: the state store's when --state names one, else the file.
 fn open_sink(
     args: &ServeArgs,
     state: Option<&(warden::store::StateUrl, String)>,
 ) -> anyhow::Result<Arc<dyn AuditSink>> {
     let Some((url, replica)) = state else {
-        let audit = args
-            .audit
-            .clone()
-            .or_else(crate::default_audit_path)
-            .context("no audit path: pass --audit FILE")?;
-        return Ok(Arc::new(crate::open_audit(&audit)?));
+        return Ok(Arc::new(crate::open_audit(&audit_path(args)?)?));
     };
     let sink = warden::store::PgSink::open(
         url,
@@ -271,23 +311,36 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
     let sink = open_sink(&args, state.as_ref()).map_err(usage)?;
     let mut builder = builder;
     let mut queue = None;
+    let mut approvals = None;
+    let mut console = None;
     if let Some(addr) = args.approvals {
         let file = args
             .approvals_token_file
             .as_deref()
             .unwrap_or_else(|| unreachable!("clap requires it"));
-        let token = read_token(file).map_err(usage)?;
-        if tokens.iter().any(|t| t == &token) {
-            return Err(usage(anyhow::anyhow!(
-                "the approvals token must differ from every client token (an agent must not answer its own approvals)"
-            )));
-        }
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))
-            .map_err(usage)?;
+        let token = operator_token(file, "approvals", &tokens)?;
+        let listener = listen(addr).await?;
         let bound = listener.local_addr().map_err(|e| usage(e.into()))?;
         eprintln!("warden: pending approvals at http://{bound}/approvals");
+        approvals = Some((listener, token));
+    }
+    if let Some(addr) = args.console {
+        if !addr.ip().is_loopback() && !args.allow_remote {
+            return Err(usage(anyhow::anyhow!(
+                "--console {addr} is not a loopback address (pass --allow-remote to serve it; the console speaks plain HTTP, so put TLS in front)"
+            )));
+        }
+        let file = args
+            .console_token_file
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("clap requires it"));
+        let token = operator_token(file, "console", &tokens)?;
+        let listener = listen(addr).await?;
+        let bound = listener.local_addr().map_err(|e| usage(e.into()))?;
+        eprintln!("warden: operator console at http://{bound}/");
+        console = Some((listener, token));
+    }
+    if approvals.is_some() || console.is_some() {
         // With --state, requests wait in the store: any replica's
         // endpoint lists and answers them.
         let q: Arc<dyn warden::approval::ApprovalQueue> = match &state {
@@ -308,7 +361,7 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
                 q
             }
         };
-        queue = Some((listener, q, token));
+        queue = Some(q);
     }
     // With --state, task histories (runtime policy's context) are shared.
     if let Some((url, _)) = &state {
@@ -341,9 +394,36 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         );
     }
     let shutdown = tokio_util::sync::CancellationToken::new();
-    if let Some((listener, q, token)) = queue {
+    if let (Some((listener, token)), Some(q)) = (approvals, &queue) {
         let stop = shutdown.clone();
-        tokio::spawn(warden::mcp::http::serve_approvals(listener, q, token, stop));
+        tokio::spawn(warden::mcp::http::serve_approvals(
+            listener,
+            q.clone(),
+            token,
+            stop,
+        ));
+    }
+    if let (Some((listener, token)), Some(q)) = (console, queue) {
+        let trail = match &state {
+            Some((url, _)) => warden::console::TrailSource::Store(Box::new(url.clone())),
+            None => warden::console::TrailSource::File {
+                path: audit_path(&args).map_err(usage)?,
+                keys: warden::Verifier::from_jwks(&crate::audit_key().map_err(usage)?.jwks())
+                    .map_err(|e| usage(e.into()))?,
+            },
+        };
+        let options = warden::console::ConsoleOptions {
+            token,
+            queue: q,
+            trail,
+            allowed_hosts: args.allowed_hosts.clone(),
+        };
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = warden::console::serve(listener, options, stop).await {
+                tracing::error!("console: {e}");
+            }
+        });
     }
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -370,10 +450,7 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         return Ok(0);
     }
     let addr = args.http.unwrap_or_else(|| unreachable!("checked above"));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))
-        .map_err(usage)?;
+    let listener = listen(addr).await?;
     let bound = listener.local_addr().map_err(|e| usage(e.into()))?;
     // The one line a supervisor (or a test) reads to find the port.
     eprintln!(

@@ -1,0 +1,222 @@
+//! The audit trail as the console shows it: each chain read whole and
+//! verified as `warden audit verify` does, then its records filtered.
+//!
+//! A file trail is one chain, read up to its last newline (the writer may
+//! be half-way through a line); a store (`--state`) has a chain per writer.
+//! Every page view reads and verifies the whole trail: the status shown is
+//! the trail's now, not a cached one.
+
+use crate::audit::Record;
+use crate::audit::verify::{Report, verify_bytes};
+use crate::keys::Verifier;
+use std::path::PathBuf;
+
+/// Where the trail is, and the keys its checkpoints are checked with.
+pub enum TrailSource {
+    /// A file trail, and this instance's audit key.
+    File { path: PathBuf, keys: Verifier },
+    /// The shared store; its published keys are read with the trail.
+    Store(Box<crate::store::StateUrl>),
+}
+
+/// One chain: its name, its verification, and its matching records
+/// (1-based line, record), newest first.
+pub(crate) struct Chain {
+    pub name: String,
+    pub report: Report,
+    pub records: Vec<(u64, Record)>,
+    /// Matching records beyond those kept.
+    pub more: usize,
+}
+
+/// What the trail page filters on; every field optional, each compared
+/// exactly (the invocation also by its last 8 characters).
+#[derive(Default, Debug, Clone)]
+pub(crate) struct Filters {
+    pub task: String,
+    pub tool: String,
+    pub invocation: String,
+    pub event: String,
+    pub decision: String,
+}
+
+/// The event names a filter may give, as records spell them.
+pub(crate) const EVENTS: &[&str] = &[
+    "invocation.start",
+    "decision",
+    "approval.requested",
+    "secret.issued",
+    "secret.expired",
+    "egress",
+    "deploy",
+    "outcome",
+    "log",
+    "invocation.end",
+    "checkpoint",
+];
+
+/// The longest value a filter takes.
+const MAX_FILTER: usize = 256;
+
+impl Filters {
+    /// The filters of a query string, or what is wrong with one.
+    pub(crate) fn parse(query: &str) -> Result<Filters, String> {
+        let mut f = Filters::default();
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            if v.is_empty() {
+                continue;
+            }
+            if v.len() > MAX_FILTER || v.chars().any(char::is_control) {
+                return Err(format!(
+                    "filter '{k}': expected at most {MAX_FILTER} bytes without control characters"
+                ));
+            }
+            let slot = match &*k {
+                "task" => &mut f.task,
+                "tool" => &mut f.tool,
+                "invocation" => &mut f.invocation,
+                "event" if EVENTS.contains(&&*v) => &mut f.event,
+                "event" => {
+                    return Err(format!(
+                        "filter 'event': expected one of {}",
+                        EVENTS.join(", ")
+                    ));
+                }
+                "decision" if v == "allow" || v == "deny" => &mut f.decision,
+                "decision" => return Err("filter 'decision': expected allow or deny".into()),
+                _ => {
+                    return Err(format!(
+                        "unknown filter '{k}' (expected task, tool, invocation, event or decision)"
+                    ));
+                }
+            };
+            *slot = v.into_owned();
+        }
+        Ok(f)
+    }
+
+    fn keep(&self, r: &Record) -> bool {
+        let is = |want: &str, have: &str| want.is_empty() || want == have;
+        let event = serde_json::to_value(r.event).ok();
+        is(&self.task, &r.task)
+            && is(&self.tool, &r.tool)
+            && (self.invocation.is_empty()
+                || *r.invocation == *self.invocation
+                || (self.invocation.len() == 8 && r.invocation.ends_with(&*self.invocation)))
+            && is(
+                &self.event,
+                event.as_ref().and_then(|e| e.as_str()).unwrap_or(""),
+            )
+            && is(&self.decision, r.decision.as_deref().unwrap_or(""))
+    }
+}
+
+/// The bytes of a trail up to its last complete line.
+fn complete_lines(mut bytes: Vec<u8>) -> Vec<u8> {
+    let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    bytes.truncate(end);
+    bytes
+}
+
+/// One chain verified and filtered, keeping the newest `limit` matches.
+fn chain(name: String, bytes: &[u8], keys: Option<&Verifier>, f: &Filters, limit: usize) -> Chain {
+    let report = verify_bytes(bytes, keys);
+    let mut records = Vec::new();
+    let mut matched = 0;
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate().rev() {
+        let Ok(r) = serde_json::from_str::<Record>(line) else {
+            continue;
+        };
+        if f.keep(&r) {
+            matched += 1;
+            if records.len() < limit {
+                records.push((i as u64 + 1, r));
+            }
+        }
+    }
+    Chain {
+        name,
+        report,
+        more: matched - records.len(),
+        records,
+    }
+}
+
+impl TrailSource {
+    /// Every chain, verified, with the newest `limit` records of each that
+    /// match `f`; or why the trail cannot be read.
+    pub(crate) async fn read(&self, f: &Filters, limit: usize) -> Result<Vec<Chain>, String> {
+        match self {
+            TrailSource::File { path, keys } => {
+                let path = path.clone();
+                let bytes = tokio::task::spawn_blocking(move || std::fs::read(&path))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("cannot read the audit trail: {e}"))?;
+                let bytes = complete_lines(bytes);
+                Ok(vec![chain("file".into(), &bytes, Some(keys), f, limit)])
+            }
+            TrailSource::Store(url) => {
+                let reader = crate::store::TrailReader::open(url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let jwks = reader.jwks().await.map_err(|e| e.to_string())?;
+                let keys = Verifier::from_jwks(&jwks).map_err(|e| e.to_string())?;
+                let mut out = Vec::new();
+                for c in reader.chains().await.map_err(|e| e.to_string())? {
+                    let bytes = reader.lines(&c.chain).await.map_err(|e| e.to_string())?;
+                    let name = format!("{} ({})", c.chain, c.replica);
+                    out.push(chain(name, &bytes, Some(&keys), f, limit));
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_name_what_is_wrong_and_what_was_expected() {
+        let f = Filters::parse("task=t1&event=decision&decision=deny&tool=").unwrap();
+        assert_eq!(
+            (&*f.task, &*f.event, &*f.decision),
+            ("t1", "decision", "deny")
+        );
+        assert!(f.tool.is_empty());
+        let e = Filters::parse("event=nope").unwrap_err();
+        assert!(
+            e.starts_with("filter 'event': expected one of invocation.start"),
+            "{e}"
+        );
+        assert_eq!(
+            Filters::parse("decision=maybe").unwrap_err(),
+            "filter 'decision': expected allow or deny"
+        );
+        assert!(
+            Filters::parse("colour=red")
+                .unwrap_err()
+                .starts_with("unknown filter 'colour'")
+        );
+        assert!(
+            Filters::parse("task=a%1bb")
+                .unwrap_err()
+                .contains("control characters")
+        );
+        let long = format!("task={}", "a".repeat(MAX_FILTER + 1));
+        assert!(Filters::parse(&long).is_err());
+    }
+
+    #[test]
+    fn a_half_written_last_line_is_not_read() {
+        assert_eq!(
+            complete_lines(b"{\"a\":1}\n{\"b\"".to_vec()),
+            b"{\"a\":1}\n"
+        );
+        assert_eq!(complete_lines(b"{\"b\"".to_vec()), b"");
+    }
+}

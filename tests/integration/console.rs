@@ -1,0 +1,610 @@
+//! The operator console (`warden serve --console`): driven in a real
+//! headless Chromium through ChromeDriver (Debian's `chromium` and
+//! `chromium-driver`, which CI installs; skipped with a note elsewhere when
+//! missing), and attacked with a plain HTTP client.
+
+use crate::mcp::{Setup, call, http_client, http_server_said, setup};
+use serde_json::{Value, json};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const OPERATOR: &str = "operator-console-token-0123456789";
+/// The key WebDriver names an element by.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// `warden serve --http --console` with its own token: the child, the MCP
+/// URL and the console's URL (ending in `/`).
+async fn console_server(s: &Setup, extra: &[&str]) -> (tokio::process::Child, String, String) {
+    let token = s.dir.path().join("console-token");
+    std::fs::write(&token, OPERATOR).unwrap();
+    let mut args = vec![
+        "--console",
+        "127.0.0.1:0",
+        "--console-token-file",
+        token.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (child, url, said) = http_server_said(s, &args).await;
+    let console = said
+        .iter()
+        .find_map(|l| l.strip_prefix("warden: operator console at "))
+        .unwrap_or_else(|| panic!("no console announced: {said:?}"))
+        .to_owned();
+    (child, url, console)
+}
+
+/// ChromeDriver on a free loopback port, and a WebDriver session of
+/// headless Chromium with a fresh profile.
+struct Browser {
+    driver: tokio::process::Child,
+    http: reqwest::Client,
+    base: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Option<Browser> {
+        if !std::path::Path::new(CHROMEDRIVER).exists() || !std::path::Path::new(CHROMIUM).exists()
+        {
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "{CHROMIUM} or {CHROMEDRIVER} is missing (CI installs Debian's chromium and chromium-driver)"
+                );
+            }
+            println!("skipped: Chromium not installed (apt-get install chromium chromium-driver)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = tokio::process::Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let http = reqwest::Client::new();
+        let driver_url = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while http
+            .get(format!("{driver_url}/status"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "ChromeDriver did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--disable-quic", "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync",
+                         format!("--user-data-dir={}", profile.path().display())],
+            },
+        }}});
+        let created = http
+            .post(format!("{driver_url}/session"))
+            .header("content-type", "application/json")
+            .body(caps.to_string())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let created: Value = serde_json::from_str(&created).unwrap();
+        let id = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {created}"));
+        Some(Browser {
+            driver,
+            http,
+            base: format!("{driver_url}/session/{id}"),
+            _profile: profile,
+        })
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let text = req.send().await.unwrap().text().await.unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        v["value"].clone()
+    }
+
+    async fn go(&self, url: &str) {
+        self.send(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await;
+    }
+
+    /// The first element `css` selects, if any.
+    async fn find(&self, css: &str) -> Option<String> {
+        let v = self
+            .send(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        v[ELEMENT].as_str().map(str::to_owned)
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let e = self.find(css).await.unwrap_or_else(|| panic!("no {css}"));
+        self.send(reqwest::Method::GET, &format!("/element/{e}/text"), None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css).await.unwrap_or_else(|| panic!("no {css}"));
+        self.send(
+            reqwest::Method::POST,
+            &format!("/element/{e}/value"),
+            Some(json!({"text": text})),
+        )
+        .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.find(css).await.unwrap_or_else(|| panic!("no {css}"));
+        self.send(
+            reqwest::Method::POST,
+            &format!("/element/{e}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    async fn title(&self) -> String {
+        self.send(reqwest::Method::GET, "/title", None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    async fn source(&self) -> String {
+        self.send(reqwest::Method::GET, "/source", None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// A PNG of the page, kept in the test target's scratch folder.
+    async fn screenshot(&self, name: &str) {
+        use base64::Engine as _;
+        let v = self.send(reqwest::Method::GET, "/screenshot", None).await;
+        if let Some(png) = v
+            .as_str()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        {
+            let _ = std::fs::write(format!("{}/{name}.png", env!("CARGO_TARGET_TMPDIR")), png);
+        }
+    }
+
+    async fn close(mut self) {
+        let _ = self.http.delete(&self.base).send().await;
+        let _ = self.driver.kill().await;
+    }
+}
+
+/// The whole operator loop in a real browser: sign in, see what a gated
+/// write asks (its preview escaped: a `<script>` in the content stays
+/// text), approve it, and the waiting invocation goes on; then the trail
+/// page shows the decision and its verification.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_answered_in_the_browser_unblocks_the_invocation() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let s = setup();
+    let (mut child, url, console) = console_server(&s, &[]).await;
+
+    let client = http_client(&url, None).await.unwrap();
+    let content =
+        "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">";
+    let asked = tokio::spawn(async move {
+        let r = client
+            .call_tool(call(
+                "writer",
+                json!({"path": "approved.md", "content": content}),
+            ))
+            .await;
+        (client, r)
+    });
+
+    browser.go(&console).await;
+    assert!(browser.title().await.starts_with("Sign in"));
+    browser.type_into("input[name=name]", "alice").await;
+    browser.type_into("input[name=token]", OPERATOR).await;
+    browser.click("#signin").await;
+
+    let started = Instant::now();
+    while browser.find("section.req").await.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never listed: {}",
+            browser.source().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        browser.go(&console).await;
+    }
+    assert_eq!(browser.title().await, "Pending approvals · Warden console");
+    assert_eq!(browser.text("section.req .tool").await, "writer");
+    assert_eq!(browser.text("section.req .action").await, "fs.write");
+    assert_eq!(
+        browser.text("section.req .resource").await,
+        "workspace:approved.md"
+    );
+    assert_eq!(browser.text("section.req .task").await, "mcp-task");
+    let preview = browser.text("section.req .preview").await;
+    assert!(
+        preview.contains("<script>document.title='pwned'</script>"),
+        "{preview}"
+    );
+    assert!(
+        browser.find("section.req img").await.is_none(),
+        "markup from the tool was rendered"
+    );
+    browser.screenshot("console-pending").await;
+
+    browser.click("section.req button.approve").await;
+    let (client, r) = tokio::time::timeout(Duration::from_secs(30), asked)
+        .await
+        .expect("the invocation was not unblocked")
+        .unwrap();
+    let r = r.unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", crate::mcp::text(&r));
+    let _ = client.cancel().await;
+    let ws = s.dir.path().canonicalize().unwrap().join("ws");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("approved.md")).unwrap(),
+        content
+    );
+    assert_eq!(browser.text("#notice").await, "Approved.");
+    assert!(!browser.title().await.contains("pwned"));
+
+    // The trail page: the decision, who made it, and the chain verified.
+    browser
+        .go(&format!("{console}audit?tool=writer&event=decision"))
+        .await;
+    let source = browser.source().await;
+    assert!(source.contains("approved by alice (console)"), "{source}");
+    let status = browser.text("p.status").await;
+    assert!(status.starts_with("intact"), "{status}");
+    browser.screenshot("console-audit").await;
+    browser.close().await;
+    child.kill().await.unwrap();
+    let trail = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    assert!(trail.contains("approved by alice (console)"));
+}
+
+/// A client that does not follow redirects, with the console's cookie
+/// when signed in.
+struct Http {
+    http: reqwest::Client,
+    console: String,
+    cookie: Option<String>,
+}
+
+impl Http {
+    fn new(console: &str) -> Http {
+        Http {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            console: console.trim_end_matches('/').to_owned(),
+            cookie: None,
+        }
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        let mut r = self.http.get(format!("{}{path}", self.console));
+        if let Some(c) = &self.cookie {
+            r = r.header("cookie", c);
+        }
+        r.send().await.unwrap()
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut r = self
+            .http
+            .post(format!("{}{path}", self.console))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(c) = &self.cookie {
+            r = r.header("cookie", c);
+        }
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.send().await.unwrap()
+    }
+}
+
+fn location(r: &reqwest::Response) -> &str {
+    r.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// What a stranger, a forged form and a rebinding page get: refused, with
+/// what was wrong; nothing answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_refuses_strangers_forged_forms_foreign_hosts_and_shows_tampering() {
+    let s = setup();
+    let (mut child, url, console) = console_server(&s, &[]).await;
+    let mut c = Http::new(&console);
+
+    // Not signed in: pages send to /login, forms are refused.
+    let r = c.get("/").await;
+    assert_eq!((r.status().as_u16(), location(&r)), (303, "/login"));
+    let r = c
+        .post(
+            "/answer",
+            &[("digest", &"a".repeat(64)), ("decision", "approve")],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 401);
+    // A wrong token: no cookie, and the page says so.
+    let r = c
+        .post(
+            "/login",
+            &[("name", "mallory"), ("token", "not-the-token-at-all")],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("that is not the console&#39;s token")
+    );
+    // A name with control characters is refused.
+    let r = c
+        .post(
+            "/login",
+            &[("name", "a\u{1b}[2Jb"), ("token", OPERATOR)],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 400);
+    // A page of another site posting the sign-in form (rebinding or CSRF).
+    let r = c
+        .post(
+            "/login",
+            &[("name", "x"), ("token", OPERATOR)],
+            &[("origin", "http://evil.example")],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(r.headers().get("set-cookie").is_none());
+
+    let r = c
+        .post("/login", &[("name", "bob"), ("token", OPERATOR)], &[])
+        .await;
+    assert_eq!((r.status().as_u16(), location(&r)), (303, "/"));
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    c.cookie = Some(set.split(';').next().unwrap().to_owned());
+
+    let r = c.get("/").await;
+    assert_eq!(r.status().as_u16(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.starts_with("default-src 'none'; style-src 'sha256-"),
+        "{csp}"
+    );
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    let page = r.text().await.unwrap();
+    let csrf = page
+        .split("name=csrf value=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(csrf.len(), 64);
+
+    // A request waits; forged answers do not answer it.
+    let client = http_client(&url, None).await.unwrap();
+    let asked = tokio::spawn(async move {
+        let r = client
+            .call_tool(call(
+                "writer",
+                json!({"path": "<img src=x>.md", "content": "no"}),
+            ))
+            .await;
+        (client, r)
+    });
+    let started = Instant::now();
+    let digest = loop {
+        let page = c.get("/").await.text().await.unwrap();
+        if let Some(d) = page.split("data-digest=\"").nth(1) {
+            assert!(page.contains("workspace:&lt;img src=x&gt;.md"), "{page}");
+            break d[..64].to_owned();
+        }
+        if asked.is_finished() {
+            panic!("the call ended unasked: {:?}", asked.await.unwrap().1);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never listed: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let answer = [("digest", digest.as_str()), ("decision", "approve")];
+    let r = c.post("/answer", &answer, &[]).await;
+    assert_eq!(r.status().as_u16(), 403, "no CSRF token");
+    assert!(r.text().await.unwrap().contains("CSRF token is missing"));
+    let with_csrf = [
+        ("digest", digest.as_str()),
+        ("decision", "approve"),
+        ("csrf", &csrf),
+    ];
+    let r = c
+        .post("/answer", &with_csrf, &[("origin", "http://evil.example")])
+        .await;
+    assert_eq!(r.status().as_u16(), 403, "another site's page");
+    let r = c
+        .post("/answer", &with_csrf, &[("host", "evil.example")])
+        .await;
+    assert_eq!(r.status().as_u16(), 403, "a rebound name");
+    let r = c
+        .post(
+            "/answer",
+            &[("digest", "zz"), ("decision", "approve"), ("csrf", &csrf)],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 400);
+    let r = c
+        .post(
+            "/answer",
+            &[("digest", &digest), ("decision", "maybe"), ("csrf", &csrf)],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(
+        c.get("/").await.text().await.unwrap().contains(&digest),
+        "still waiting"
+    );
+
+    // Denied for real, once; a second answer finds nothing waiting.
+    let deny = [
+        ("digest", digest.as_str()),
+        ("decision", "deny"),
+        ("csrf", &csrf),
+    ];
+    let r = c.post("/answer", &deny, &[]).await;
+    assert_eq!(location(&r), "/?answered=deny");
+    let r = c.post("/answer", &deny, &[]).await;
+    assert_eq!(location(&r), "/?answered=gone");
+    let (client, r) = asked.await.unwrap();
+    let r = r.unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(
+        crate::mcp::text(&r).contains("denied by bob (console)"),
+        "{}",
+        crate::mcp::text(&r)
+    );
+    let _ = client.cancel().await;
+
+    // Filters say what was wrong; a valid one narrows.
+    let r = c.get("/audit?event=nope").await;
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("filter &#39;event&#39;: expected one of invocation.start")
+    );
+    let page = c.get("/audit?decision=deny").await.text().await.unwrap();
+    assert!(page.contains("denied by bob (console)"), "{page}");
+    assert_eq!(
+        page.matches("<tr class=rec>").count(),
+        1,
+        "only the denial: {page}"
+    );
+
+    // The trail altered on disk: the page names the line.
+    let trail = s.dir.path().join("audit.jsonl");
+    let text = std::fs::read_to_string(&trail).unwrap();
+    let forged = text.replacen("denied by bob", "approved by bob", 1);
+    assert_ne!(forged, text);
+    std::fs::write(&trail, forged).unwrap();
+    let page = c.get("/audit").await.text().await.unwrap();
+    assert!(page.contains("ALTERED at line"), "{page}");
+
+    // Signed out: the cookie is worth nothing.
+    let r = c.post("/logout", &[("csrf", &csrf)], &[]).await;
+    assert_eq!(location(&r), "/login");
+    let r = c.get("/").await;
+    assert_eq!((r.status().as_u16(), location(&r)), (303, "/login"));
+    child.kill().await.unwrap();
+}
+
+/// The console's token must be its own, and a non-loopback console needs
+/// --allow-remote.
+#[test]
+fn a_console_token_shared_with_a_client_or_a_remote_address_is_refused() {
+    let s = setup();
+    let shared = s.dir.path().join("shared-token");
+    std::fs::write(&shared, OPERATOR).unwrap();
+    let serve = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+            .arg("--cache-dir")
+            .arg(crate::common::shared_cache())
+            .args(["serve", "--manifest"])
+            .arg(&s.manifest)
+            .arg("--grants")
+            .arg(&s.grants)
+            .args(["--http", "127.0.0.1:0", "--audit"])
+            .arg(s.dir.path().join("audit.jsonl"))
+            .args(extra)
+            .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
+            .output()
+            .unwrap()
+    };
+    let t = shared.to_str().unwrap();
+    let out = serve(&[
+        "--token-file",
+        t,
+        "--console",
+        "127.0.0.1:0",
+        "--console-token-file",
+        t,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the console token must differ from every client token"),
+        "{err}"
+    );
+    let out = serve(&["--console", "0.0.0.0:0", "--console-token-file", t]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--console 0.0.0.0:0 is not a loopback address (pass --allow-remote"),
+        "{err}"
+    );
+}
