@@ -49,6 +49,7 @@ mod shape;
 pub mod source;
 mod state;
 pub mod store;
+pub mod telemetry;
 pub mod units;
 
 pub use agent::{Agent, AgentKind};

@@ -238,6 +238,13 @@ async fn an_approval_answered_in_the_browser_unblocks_the_invocation() {
     browser.type_into("input[name=name]", "alice").await;
     browser.type_into("input[name=token]", OPERATOR).await;
     browser.click("#signin").await;
+    // Signed in, the pages are under the session's own path.
+    let home = browser.send(reqwest::Method::GET, "/url", None).await;
+    let home = home.as_str().unwrap().to_owned();
+    assert!(
+        home.starts_with(&format!("{console}s/")) && home.len() == console.len() + 67,
+        "{home}"
+    );
 
     let started = Instant::now();
     while browser.find("section.req").await.is_none() {
@@ -247,7 +254,7 @@ async fn an_approval_answered_in_the_browser_unblocks_the_invocation() {
             browser.source().await
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-        browser.go(&console).await;
+        browser.go(&home).await;
     }
     assert_eq!(browser.title().await, "Pending approvals · Warden console");
     assert_eq!(browser.text("section.req .tool").await, "writer");
@@ -286,7 +293,7 @@ async fn an_approval_answered_in_the_browser_unblocks_the_invocation() {
 
     // The trail page: the decision, who made it, and the chain verified.
     browser
-        .go(&format!("{console}audit?tool=writer&event=decision"))
+        .go(&format!("{home}audit?tool=writer&event=decision"))
         .await;
     let source = browser.source().await;
     assert!(source.contains("approved by alice (console)"), "{source}");
@@ -416,7 +423,10 @@ async fn the_console_refuses_strangers_forged_forms_foreign_hosts_and_shows_tamp
     let r = c
         .post("/login", &[("name", "bob"), ("token", OPERATOR)], &[])
         .await;
-    assert_eq!((r.status().as_u16(), location(&r)), (303, "/"));
+    assert_eq!(r.status().as_u16(), 303);
+    let home = location(&r).to_owned();
+    assert!(home.starts_with("/s/") && home.len() == 68, "{home}");
+    let base = home.trim_end_matches('/').to_owned();
     let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(
         set.contains("HttpOnly") && set.contains("SameSite=Strict"),
@@ -424,7 +434,22 @@ async fn the_console_refuses_strangers_forged_forms_foreign_hosts_and_shows_tamp
     );
     c.cookie = Some(set.split(';').next().unwrap().to_owned());
 
+    // The cookie alone opens nothing: another service on this host is sent
+    // it, but not the session's path.
     let r = c.get("/").await;
+    assert_eq!((r.status().as_u16(), location(&r)), (303, "/login"));
+    let r = c.get(&format!("/s/{}/", "0".repeat(64))).await;
+    assert_eq!((r.status().as_u16(), location(&r)), (303, "/login"));
+    // Nor the path without the cookie.
+    let stranger = Http::new(&console);
+    let r = stranger.get(&home).await;
+    assert_eq!((r.status().as_u16(), location(&r)), (303, "/login"));
+    // A junk cookie another port set for a deeper path does not sign the
+    // operator out.
+    let real = c.cookie.clone().unwrap();
+    c.cookie = Some(format!("warden_console=junk; {real}"));
+
+    let r = c.get(&home).await;
     assert_eq!(r.status().as_u16(), 200);
     let csp = r.headers()["content-security-policy"]
         .to_str()
@@ -445,6 +470,7 @@ async fn the_console_refuses_strangers_forged_forms_foreign_hosts_and_shows_tamp
     assert_eq!(csrf.len(), 64);
 
     // A request waits; forged answers do not answer it.
+    let answer_path = format!("{base}/answer");
     let client = http_client(&url, None).await.unwrap();
     let asked = tokio::spawn(async move {
         let r = client
@@ -457,7 +483,7 @@ async fn the_console_refuses_strangers_forged_forms_foreign_hosts_and_shows_tamp
     });
     let started = Instant::now();
     let digest = loop {
-        let page = c.get("/").await.text().await.unwrap();
+        let page = c.get(&home).await.text().await.unwrap();
         if let Some(d) = page.split("data-digest=\"").nth(1) {
             assert!(page.contains("workspace:&lt;img src=x&gt;.md"), "{page}");
             break d[..64].to_owned();
@@ -472,7 +498,7 @@ async fn the_console_refuses_strangers_forged_forms_foreign_hosts_and_shows_tamp
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let answer = [("digest", digest.as_str()), ("decision", "approve")];
-    let r = c.post("/answer", &answer, &[]).await;
+    let r = c.post(&answer_path, &answer, &[]).await;
     assert_eq!(r.status().as_u16(), 403, "no CSRF token");
     assert!(r.text().await.unwrap().contains("CSRF token is missing"));
     let with_csrf = [
@@ -481,16 +507,20 @@ async fn the_console_refuses_strangers_forged_forms_foreign_hosts_and_shows_tamp
         ("csrf", &csrf),
     ];
     let r = c
-        .post("/answer", &with_csrf, &[("origin", "http://evil.example")])
+        .post(
+            &answer_path,
+            &with_csrf,
+            &[("origin", "http://evil.example")],
+        )
         .await;
     assert_eq!(r.status().as_u16(), 403, "another site's page");
     let r = c
-        .post("/answer", &with_csrf, &[("host", "evil.example")])
+        .post(&answer_path, &with_csrf, &[("host", "evil.example")])
         .await;
     assert_eq!(r.status().as_u16(), 403, "a rebound name");
     let r = c
         .post(
-            "/answer",
+            &answer_path,
             &[("digest", "zz"), ("decision", "approve"), ("csrf", &csrf)],
             &[],
         )
@@ -498,15 +528,31 @@ async fn the_console_refuses_strangers_forged_forms_foreign_hosts_and_shows_tamp
     assert_eq!(r.status().as_u16(), 400);
     let r = c
         .post(
-            "/answer",
+            &answer_path,
             &[("digest", &digest), ("decision", "maybe"), ("csrf", &csrf)],
             &[],
         )
         .await;
     assert_eq!(r.status().as_u16(), 400);
     assert!(
-        c.get("/").await.text().await.unwrap().contains(&digest),
+        c.get(&home).await.text().await.unwrap().contains(&digest),
         "still waiting"
+    );
+
+    // A field given twice (the last would win elsewhere) is refused.
+    let twice = [
+        ("digest", digest.as_str()),
+        ("decision", "deny"),
+        ("decision", "approve"),
+        ("csrf", &csrf),
+    ];
+    let r = c.post(&answer_path, &twice, &[]).await;
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("the form gives &#39;decision&#39; twice")
     );
 
     // Denied for real, once; a second answer finds nothing waiting.
@@ -515,10 +561,10 @@ async fn the_console_refuses_strangers_forged_forms_foreign_hosts_and_shows_tamp
         ("decision", "deny"),
         ("csrf", &csrf),
     ];
-    let r = c.post("/answer", &deny, &[]).await;
-    assert_eq!(location(&r), "/?answered=deny");
-    let r = c.post("/answer", &deny, &[]).await;
-    assert_eq!(location(&r), "/?answered=gone");
+    let r = c.post(&answer_path, &deny, &[]).await;
+    assert_eq!(location(&r), format!("{home}?answered=deny"));
+    let r = c.post(&answer_path, &deny, &[]).await;
+    assert_eq!(location(&r), format!("{home}?answered=gone"));
     let (client, r) = asked.await.unwrap();
     let r = r.unwrap();
     assert_eq!(r.is_error, Some(true));
@@ -530,7 +576,7 @@ async fn the_console_refuses_strangers_forged_forms_foreign_hosts_and_shows_tamp
     let _ = client.cancel().await;
 
     // Filters say what was wrong; a valid one narrows.
-    let r = c.get("/audit?event=nope").await;
+    let r = c.get(&format!("{base}/audit?event=nope")).await;
     assert_eq!(r.status().as_u16(), 400);
     assert!(
         r.text()
@@ -538,7 +584,12 @@ async fn the_console_refuses_strangers_forged_forms_foreign_hosts_and_shows_tamp
             .unwrap()
             .contains("filter &#39;event&#39;: expected one of invocation.start")
     );
-    let page = c.get("/audit?decision=deny").await.text().await.unwrap();
+    let page = c
+        .get(&format!("{base}/audit?decision=deny"))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("denied by bob (console)"), "{page}");
     assert_eq!(
         page.matches("<tr class=rec>").count(),
@@ -552,14 +603,74 @@ async fn the_console_refuses_strangers_forged_forms_foreign_hosts_and_shows_tamp
     let forged = text.replacen("denied by bob", "approved by bob", 1);
     assert_ne!(forged, text);
     std::fs::write(&trail, forged).unwrap();
-    let page = c.get("/audit").await.text().await.unwrap();
+    let page = c.get(&format!("{base}/audit")).await.text().await.unwrap();
     assert!(page.contains("ALTERED at line"), "{page}");
 
     // Signed out: the cookie is worth nothing.
-    let r = c.post("/logout", &[("csrf", &csrf)], &[]).await;
+    let r = c
+        .post(&format!("{base}/logout"), &[("csrf", &csrf)], &[])
+        .await;
     assert_eq!(location(&r), "/login");
-    let r = c.get("/").await;
+    let r = c.get(&home).await;
     assert_eq!((r.status().as_u16(), location(&r)), (303, "/login"));
+    child.kill().await.unwrap();
+}
+
+/// A form that never finishes arriving is answered 408 (it does not hold a
+/// connection for good); wrong tokens are tried one at a time, however
+/// many connections guess at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_bounds_stalled_forms_and_takes_guesses_one_at_a_time() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = setup();
+    let (mut child, _, console) = console_server(&s, &[]).await;
+    let addr = console
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(
+            format!(
+                "POST /login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nname=x"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stalled.read_to_end(&mut answer))
+        .await
+        .expect("a stalled form held its connection")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_secs(9));
+
+    let c = Http::new(&console);
+    let started = Instant::now();
+    let guesses = (0..4).map(|i| {
+        let c = &c;
+        async move {
+            let guess = format!("wrong-guess-number-{i}-0123456789");
+            c.post("/login", &[("name", "m"), ("token", &guess)], &[])
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    assert_eq!(statuses, [401; 4]);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "four wrong guesses took {:?}: not one at a time",
+        started.elapsed()
+    );
+    let r = c
+        .post("/login", &[("name", "ops"), ("token", OPERATOR)], &[])
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
     child.kill().await.unwrap();
 }
 

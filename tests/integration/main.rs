@@ -31,6 +31,7 @@ mod replicas;
 mod rights;
 mod secrets;
 mod signing;
+mod telemetry;
 
 /// Every guest must be used by some test: adding a guest to `tools/` without
 /// naming it here (after writing its test) fails this test.

@@ -11,7 +11,9 @@ pub fn summarize(r: &Record) -> String {
     escape_control(&describe(r)).into_owned()
 }
 
-fn describe(r: &Record) -> String {
+/// [`summarize`] without the escaping, for callers that escape for their
+/// own medium (the console's HTML).
+pub fn describe(r: &Record) -> String {
     let event = match r.event {
         Event::InvocationStart => "start",
         Event::Decision => "decision",

@@ -4,17 +4,20 @@
 //! server, no script, no build step.
 //!
 //! Who may use it, decided here for every request, in this order:
-//! - `Host` (and `Origin`, when a browser sends one) must name the
+//! - `Host` (and `Origin`, which browsers send with forms) must name the
 //!   console itself: loopback, or a name the operator allowed (DNS
-//!   rebinding);
+//!   rebinding, other sites' forms);
 //! - a session, from signing in with the console's own token (never an
-//!   agent's), carried by an `HttpOnly`, `SameSite=Strict` cookie;
+//!   agent's): its cookie and its view key in the path together
+//!   (`session.rs` says why both);
 //! - every form that changes something carries the session's CSRF token.
 //!
 //! Every response forbids framing, scripts and caching; every string that
-//! is not the console's own is escaped ([`page::esc`]).
+//! is not the console's own is escaped ([`page::esc`]). Connections,
+//! request bodies, sign-in attempts and trail reads are all bounded.
 
 mod page;
+mod session;
 mod trail;
 
 pub use trail::TrailSource;
@@ -22,15 +25,16 @@ pub use trail::TrailSource;
 use crate::approval::ApprovalQueue;
 use crate::mcp::http::host::Allowed;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use session::{SESSION, Sessions, Who};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
@@ -43,39 +47,36 @@ pub struct ConsoleOptions {
     pub queue: Arc<dyn ApprovalQueue>,
     /// The trail to browse and verify.
     pub trail: TrailSource,
-    /// Further `Host` names the console answers to (HOST or HOST:PORT).
+    /// Further `Host` names the console answers to (HOST or HOST:PORT),
+    /// e.g. behind a TLS proxy.
     pub allowed_hosts: Vec<String>,
 }
 
-/// The cookie that carries a session.
-const COOKIE: &str = "warden_console";
-/// How long a session lasts after signing in.
-const SESSION: Duration = Duration::from_secs(8 * 3600);
-/// Sessions kept at once; signing in past this ends the oldest.
-const MAX_SESSIONS: usize = 64;
 /// The longest name an operator may sign in with.
 const MAX_NAME: usize = 64;
 /// The largest form the console reads.
 const MAX_FORM: usize = 16 << 10;
-/// How long a wrong token waits for its answer (guessing is slow).
+/// How long a request's body may take to arrive.
+const BODY_TIME: Duration = Duration::from_secs(10);
+/// Connections open at once; more are closed as they come.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a wrong token holds every sign-in (attempts are taken one at a
+/// time: at most two guesses a second, however many connections).
 const WRONG_TOKEN_DELAY: Duration = Duration::from_millis(500);
 /// Records of each chain a trail page shows.
 const PAGE_RECORDS: usize = 500;
 
-struct Session {
-    name: String,
-    csrf: String,
-    until: Instant,
-}
-
 struct Console {
-    token: Zeroizing<String>,
+    token: Arc<Zeroizing<String>>,
     queue: Arc<dyn ApprovalQueue>,
     trail: TrailSource,
     allowed: Allowed,
-    /// Keyed by the SHA-256 of the cookie's value: the values themselves
-    /// are not kept.
-    sessions: Mutex<HashMap<[u8; 32], Session>>,
+    sessions: Sessions,
+    /// Held while a sign-in attempt is checked (and while a wrong one
+    /// waits).
+    sign_in: Arc<tokio::sync::Mutex<()>>,
+    /// Held while the trail is read: one read at a time.
+    reading: tokio::sync::Mutex<()>,
     csp: HeaderValue,
 }
 
@@ -98,7 +99,9 @@ pub async fn serve(
         format!("http://127.0.0.1:{port}"),
         format!("http://[::1]:{port}"),
     ];
-    origins.extend(options.allowed_hosts.iter().map(|h| format!("http://{h}")));
+    for h in &options.allowed_hosts {
+        origins.extend([format!("http://{h}"), format!("https://{h}")]);
+    }
     let style = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
         Sha256::digest(page::STYLE.as_bytes()),
@@ -108,24 +111,23 @@ pub async fn serve(
          frame-ancestors 'none'; base-uri 'none'"
     );
     let console = Arc::new(Console {
-        token: Zeroizing::new(options.token),
+        token: Arc::new(Zeroizing::new(options.token)),
         queue: options.queue,
         trail: options.trail,
         allowed: Allowed::new(&hosts, &origins),
-        sessions: Mutex::new(HashMap::new()),
+        sessions: Sessions::default(),
+        sign_in: Arc::default(),
+        reading: tokio::sync::Mutex::new(()),
         csp: HeaderValue::from_str(&csp).map_err(std::io::Error::other)?,
     });
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("console: accept failed: {e}");
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => break,
+    while let Some((stream, peer)) =
+        crate::mcp::http::next_connection(&listener, &shutdown, "console").await
+    {
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracing::debug!("console: {MAX_CONNECTIONS} connections open; closing {peer}'s");
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let console = console.clone();
@@ -142,40 +144,15 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 tracing::debug!("console connection from {peer}: {e}");
             }
+            drop(permit);
         });
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
     Ok(())
 }
 
-/// 32 random bytes, hex.
-fn random() -> String {
-    let mut b = [0u8; 32];
-    // Without randomness no session can be made safe: the id stays all
-    // zeros and is refused below.
-    if getrandom::fill(&mut b).is_err() {
-        return String::new();
-    }
-    hex::encode(b)
-}
-
-fn key(value: &str) -> [u8; 32] {
-    Sha256::digest(value.as_bytes()).into()
-}
-
-/// The session cookie's value, if the request carries one.
-fn cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v)
-}
-
-/// A form's fields, or why it cannot be read.
+/// A form's fields, or why it cannot be read: its type, size, the time
+/// it takes, and no field given twice.
 async fn form(req: Request<Incoming>) -> Result<HashMap<String, String>, (StatusCode, String)> {
     let ct = req
         .headers()
@@ -188,17 +165,32 @@ async fn form(req: Request<Incoming>) -> Result<HashMap<String, String>, (Status
             "expected a form (application/x-www-form-urlencoded)".into(),
         ));
     }
-    let body = http_body_util::Limited::new(req.into_body(), MAX_FORM)
-        .collect()
-        .await
-        .map_err(|_| {
-            (
+    let read = http_body_util::Limited::new(req.into_body(), MAX_FORM).collect();
+    let body = match tokio::time::timeout(BODY_TIME, read).await {
+        Err(_) => {
+            return Err((
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the form did not arrive within {}s", BODY_TIME.as_secs()),
+            ));
+        }
+        Ok(Err(_)) => {
+            return Err((
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("form larger than {} KiB", MAX_FORM >> 10),
-            )
-        })?
-        .to_bytes();
-    Ok(url::form_urlencoded::parse(&body).into_owned().collect())
+            ));
+        }
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    let mut fields = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(&body) {
+        if fields.insert(k.to_string(), v.into_owned()).is_some() {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("the form gives '{}' twice (expected once)", page::esc(&k)),
+            ));
+        }
+    }
+    Ok(fields)
 }
 
 impl Console {
@@ -206,21 +198,18 @@ impl Console {
         let mut r = Response::new(Full::new(Bytes::from(html)).boxed());
         *r.status_mut() = status;
         let h = r.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
+        for (name, value) in [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            // Another port is another origin: it is sent no path (the
+            // view key), and a form from it carries `Origin: null`.
+            (header::REFERRER_POLICY, "same-origin"),
+            (header::CACHE_CONTROL, "no-store"),
+        ] {
+            h.insert(name, HeaderValue::from_static(value));
+        }
         h.insert(header::CONTENT_SECURITY_POLICY, self.csp.clone());
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        h.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
     }
 
@@ -232,113 +221,106 @@ impl Console {
         r
     }
 
-    /// The signed-in operator's name and CSRF token.
-    fn session(&self, headers: &HeaderMap) -> Option<(String, String)> {
-        let value = cookie(headers)?;
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        sessions.retain(|_, s| s.until > now);
-        let s = sessions.get(&key(value))?;
-        Some((s.name.clone(), s.csrf.clone()))
+    fn problem(&self, status: StatusCode, who: Option<&Who>, message: &str) -> Response<Body> {
+        self.respond(status, page::problem(who, message))
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         if let Err((status, why)) = self.allowed.check(req.uri(), req.headers()) {
-            return self.respond(status, page::problem(None, why));
+            return self.problem(status, None, why);
         }
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
-        if path == "/login" {
-            return match method {
-                Method::GET => self.respond(StatusCode::OK, page::login(None)),
-                Method::POST => self.login(req).await,
-                _ => self.respond(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    page::problem(None, "GET or POST /login"),
-                ),
-            };
+        match (&method, path.as_str()) {
+            (&Method::GET, "/login") => return self.respond(StatusCode::OK, page::login(None)),
+            (&Method::POST, "/login") => return self.login(req).await,
+            (&Method::GET, "/") => return self.redirect("/login"),
+            _ => {}
         }
-        let Some((name, csrf)) = self.session(req.headers()) else {
+        // `/s/VIEW/REST`: the session's own pages.
+        let (view, rest) = path
+            .strip_prefix("/s/")
+            .map(|p| p.split_at(p.find('/').unwrap_or(p.len())))
+            .unwrap_or(("", ""));
+        let Some(who) = self.sessions.find(req.headers(), view) else {
             return match method {
                 Method::GET => self.redirect("/login"),
-                _ => self.respond(
+                _ => self.problem(
                     StatusCode::UNAUTHORIZED,
-                    page::problem(None, "not signed in (sign in at /login)"),
+                    None,
+                    "not signed in (sign in at /login)",
                 ),
             };
         };
-        let who = (&*name, &*csrf);
-        match (method, &*path) {
-            (Method::GET, "/") => {
-                let notice = req.uri().query().and_then(|q| {
-                    url::form_urlencoded::parse(q.as_bytes())
-                        .find(|(k, _)| k == "answered")
-                        .map(|(_, v)| v.into_owned())
-                });
-                let notice = notice.map(|d| match d.as_str() {
-                    "approve" => "Approved.".to_owned(),
-                    "deny" => "Denied.".to_owned(),
-                    _ => "That request is no longer waiting (answered elsewhere, expired or withdrawn).".to_owned(),
-                });
-                let waiting = self.queue.waiting().await;
-                let waiting = match &waiting {
-                    Ok(w) => Ok(w.as_slice()),
-                    Err(e) => {
-                        tracing::warn!("console: approvals: {e}");
-                        Err("The approvals store cannot be read now; this page will look again.")
-                    }
-                };
-                self.respond(
-                    StatusCode::OK,
-                    page::approvals(who, waiting, notice.as_deref()),
-                )
-            }
-            (Method::GET, "/audit") => {
-                let filters = match trail::Filters::parse(req.uri().query().unwrap_or("")) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        return self.respond(StatusCode::BAD_REQUEST, page::problem(Some(who), &e));
-                    }
-                };
-                let read = self.trail.read(&filters, PAGE_RECORDS).await;
-                let chains = match &read {
-                    Ok(c) => Ok(c.as_slice()),
-                    Err(e) => {
-                        tracing::warn!("console: audit trail: {e}");
-                        Err("The audit trail cannot be read now (the server's log says why).")
-                    }
-                };
-                self.respond(StatusCode::OK, page::audit(who, &filters, chains))
-            }
+        match (method, rest) {
+            (Method::GET, "/" | "") => self.approvals(&who, req.uri().query()).await,
+            (Method::GET, "/audit") => self.audit(&who, req.uri().query().unwrap_or("")).await,
             (Method::POST, "/answer" | "/logout") => {
                 let fields = match form(req).await {
                     Ok(f) => f,
-                    Err((s, e)) => return self.respond(s, page::problem(Some(who), &e)),
+                    Err((s, e)) => return self.problem(s, Some(&who), &e),
                 };
                 let presented = fields.get("csrf").map_or("", String::as_str);
-                if !crate::auth::same(presented, &csrf) {
-                    return self.respond(
+                if !crate::auth::same(presented, &who.csrf) {
+                    return self.problem(
                         StatusCode::FORBIDDEN,
-                        page::problem(Some(who), "the form's CSRF token is missing or not this session's (reload the page)"),
+                        Some(&who),
+                        "the form's CSRF token is missing or not this session's (reload the page)",
                     );
                 }
-                if path == "/logout" {
-                    self.sessions
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .retain(|_, s| s.csrf != csrf);
+                if rest == "/logout" {
+                    self.sessions.close(&who.csrf);
                     return self.redirect("/login");
                 }
-                self.answer(who, &fields).await
+                self.answer(&who, &fields).await
             }
-            _ => self.respond(
+            _ => self.problem(
                 StatusCode::NOT_FOUND,
-                page::problem(
-                    Some(who),
-                    "not found (the console has /, /audit and /login)",
-                ),
+                Some(&who),
+                "not found (the console has its approvals, its audit trail and /login)",
             ),
         }
+    }
+
+    async fn approvals(&self, who: &Who, query: Option<&str>) -> Response<Body> {
+        let answered = query.and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "answered")
+                .map(|(_, v)| v.into_owned())
+        });
+        let notice = answered.map(|d| match d.as_str() {
+            "approve" => "Approved.",
+            "deny" => "Denied.",
+            _ => "That request is no longer waiting (answered elsewhere, expired or withdrawn).",
+        });
+        let waiting = self.queue.waiting().await;
+        let waiting = match &waiting {
+            Ok(w) => Ok(w.as_slice()),
+            Err(e) => {
+                tracing::warn!("console: approvals: {e}");
+                Err("The approvals store cannot be read now; look again shortly.")
+            }
+        };
+        self.respond(StatusCode::OK, page::approvals(who, waiting, notice))
+    }
+
+    async fn audit(&self, who: &Who, query: &str) -> Response<Body> {
+        let filters = match trail::Filters::parse(query) {
+            Ok(f) => f,
+            Err(e) => return self.problem(StatusCode::BAD_REQUEST, Some(who), &e),
+        };
+        let read = {
+            let _one = self.reading.lock().await;
+            self.trail.read(&filters, PAGE_RECORDS).await
+        };
+        let chains = match &read {
+            Ok(c) => Ok(c.as_slice()),
+            Err(e) => {
+                tracing::warn!("console: audit trail: {e}");
+                Err("The audit trail cannot be read now (the server's log says why).")
+            }
+        };
+        self.respond(StatusCode::OK, page::audit(who, &filters, chains))
     }
 
     async fn login(&self, req: Request<Incoming>) -> Response<Body> {
@@ -356,45 +338,39 @@ impl Console {
                 ))),
             );
         }
-        let token = fields.get("token").map_or("", String::as_str);
-        if !crate::auth::same(token, &self.token) {
-            tracing::warn!("console: a sign-in with a wrong token");
-            tokio::time::sleep(WRONG_TOKEN_DELAY).await;
+        // One attempt at a time, a wrong one holding the rest: checked on
+        // a task of its own, so a client that hangs up does not cut the
+        // wait short.
+        let token = Zeroizing::new(fields.get("token").cloned().unwrap_or_default());
+        let (gate, ours) = (self.sign_in.clone(), self.token.clone());
+        let right = tokio::spawn(async move {
+            let _held = gate.lock().await;
+            let right = crate::auth::same(&token, &ours);
+            if !right {
+                tracing::warn!("console: a sign-in with a wrong token");
+                tokio::time::sleep(WRONG_TOKEN_DELAY).await;
+            }
+            right
+        })
+        .await
+        .unwrap_or(false);
+        if !right {
             return self.respond(
                 StatusCode::UNAUTHORIZED,
                 page::login(Some("that is not the console's token")),
             );
         }
-        let (value, csrf) = (random(), random());
-        if value.is_empty() || csrf.is_empty() {
+        let Some((value, who)) = self.sessions.open(name) else {
             return self.respond(
                 StatusCode::SERVICE_UNAVAILABLE,
                 page::login(Some("no randomness for a session; try again")),
             );
-        }
-        {
-            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            if sessions.len() >= MAX_SESSIONS
-                && let Some(oldest) = sessions
-                    .iter()
-                    .min_by_key(|(_, s)| s.until)
-                    .map(|(k, _)| *k)
-            {
-                sessions.remove(&oldest);
-            }
-            sessions.insert(
-                key(&value),
-                Session {
-                    name: name.to_owned(),
-                    csrf,
-                    until: Instant::now() + SESSION,
-                },
-            );
-        }
+        };
         tracing::info!("console: {} signed in", crate::redact::escape_control(name));
-        let mut r = self.redirect("/");
+        let mut r = self.redirect(&format!("{}/", who.base));
         let cookie = format!(
-            "{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+            "{}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+            session::COOKIE,
             SESSION.as_secs()
         );
         if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -404,47 +380,45 @@ impl Console {
     }
 
     /// Approves or denies one waiting request, for the signed-in operator.
-    async fn answer(&self, who: (&str, &str), fields: &HashMap<String, String>) -> Response<Body> {
+    async fn answer(&self, who: &Who, fields: &HashMap<String, String>) -> Response<Body> {
         let digest = fields.get("digest").map_or("", String::as_str);
         let approved = match fields.get("decision").map(String::as_str) {
             Some("approve") => true,
             Some("deny") => false,
             _ => {
-                return self.respond(
+                return self.problem(
                     StatusCode::BAD_REQUEST,
-                    page::problem(Some(who), "the answer must be approve or deny"),
+                    Some(who),
+                    "the answer must be approve or deny",
                 );
             }
         };
         if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return self.respond(
+            return self.problem(
                 StatusCode::BAD_REQUEST,
-                page::problem(Some(who), "the request's digest must be 64 hex digits"),
+                Some(who),
+                "the request's digest must be 64 hex digits",
             );
         }
-        let by = format!("{} (console)", who.0);
+        let by = format!("{} (console)", who.name);
+        let base = &who.base;
         match self.queue.answer_waiting(digest, approved, &by).await {
             Ok(true) => {
                 tracing::info!(
                     "console: {} {} {digest}",
-                    crate::redact::escape_control(who.0),
+                    crate::redact::escape_control(&who.name),
                     if approved { "approved" } else { "denied" }
                 );
-                self.redirect(if approved {
-                    "/?answered=approve"
-                } else {
-                    "/?answered=deny"
-                })
+                let d = if approved { "approve" } else { "deny" };
+                self.redirect(&format!("{base}/?answered={d}"))
             }
-            Ok(false) => self.redirect("/?answered=gone"),
+            Ok(false) => self.redirect(&format!("{base}/?answered=gone")),
             Err(e) => {
                 tracing::warn!("console: approvals: {e}");
-                self.respond(
+                self.problem(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    page::problem(
-                        Some(who),
-                        "the approvals store cannot be reached; nothing was answered, try again",
-                    ),
+                    Some(who),
+                    "the approvals store cannot be reached; nothing was answered, try again",
                 )
             }
         }

@@ -3,9 +3,10 @@
 //! into a page: requests and records carry paths, URLs and messages tools
 //! chose, and the trail itself may have been written by anyone.
 
+use super::session::Who;
 use super::trail::{Chain, EVENTS, Filters};
 use crate::approval::Waiting;
-use crate::audit::show::summarize;
+use crate::audit::show::describe;
 use crate::audit::verify::Status;
 use crate::redact::escape_control;
 use std::fmt::Write as _;
@@ -21,21 +22,44 @@ td,th{text-align:left;padding:.25em .5em;border-bottom:1px solid #eee;vertical-a
 .req dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em}dd{margin:0}\
 pre{background:#f6f6f6;padding:.5em;max-height:20em;overflow:auto}\
 .ok{color:#075}.bad{color:#b00;font-weight:bold}.warn{color:#a60}.note{background:#eef;padding:.5em}\
-button{padding:.3em 1.2em;margin-right:.5em}";
+button{padding:.3em 1.2em;margin-right:.5em}.ctl{background:#fdd;color:#900}";
 
-/// `s` for HTML text or a quoted attribute: control characters made
-/// visible (`\u{1b}`), then the five HTML metacharacters as references.
-pub(crate) fn esc(s: &str) -> String {
+/// `s` for a quoted attribute: control characters made visible
+/// (`\u{1b}`), then the five HTML metacharacters as references.
+pub(crate) fn attr(s: &str) -> String {
     let visible = escape_control(s);
     let mut out = String::with_capacity(visible.len() + 16);
     for c in visible.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+        push_char(&mut out, c);
+    }
+    out
+}
+
+fn push_char(out: &mut String, c: char) {
+    match c {
+        '&' => out.push_str("&amp;"),
+        '<' => out.push_str("&lt;"),
+        '>' => out.push_str("&gt;"),
+        '"' => out.push_str("&quot;"),
+        '\'' => out.push_str("&#39;"),
+        c => out.push(c),
+    }
+}
+
+/// `s` for HTML text: as [`attr`], but each character made visible is
+/// marked (`<span class=ctl>`), so a tool's literal `\u{1b}` cannot pass
+/// for an escaped control character.
+pub(crate) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    let mut one = [0u8; 4];
+    for c in s.chars() {
+        match escape_control(c.encode_utf8(&mut one)) {
+            std::borrow::Cow::Owned(shown) => {
+                out.push_str("<span class=ctl>");
+                shown.chars().for_each(|c| push_char(&mut out, c));
+                out.push_str("</span>");
+            }
+            std::borrow::Cow::Borrowed(_) => push_char(&mut out, c),
         }
     }
     out
@@ -48,29 +72,25 @@ fn q(s: &str) -> String {
 
 /// A whole page: the head, the navigation (when signed in, with the
 /// sign-out form carrying `csrf`) and `body`.
-fn page(title: &str, signed_in: Option<(&str, &str)>, refresh: bool, body: &str) -> String {
+fn page(title: &str, who: Option<&Who>, body: &str) -> String {
     let mut out = String::with_capacity(body.len() + 2048);
     let _ = write!(
         out,
         "<!doctype html><html lang=en><head><meta charset=utf-8>\
-         <meta name=viewport content=\"width=device-width\">{}\
+         <meta name=viewport content=\"width=device-width\">\
          <title>{} · Warden console</title><style>{STYLE}</style></head><body>",
-        if refresh {
-            "<meta http-equiv=refresh content=10>"
-        } else {
-            ""
-        },
-        esc(title)
+        attr(title)
     );
-    if let Some((name, csrf)) = signed_in {
+    if let Some(w) = who {
         let _ = write!(
             out,
-            "<nav><strong>Warden</strong><a href=\"/\">Pending approvals</a>\
-             <a href=\"/audit\">Audit trail</a>\
-             <form method=post action=\"/logout\"><span>{}</span> \
+            "<nav><strong>Warden</strong><a href=\"{base}/\">Pending approvals</a>\
+             <a href=\"{base}/audit\">Audit trail</a>\
+             <form method=post action=\"{base}/logout\"><span>{}</span> \
              <input type=hidden name=csrf value=\"{}\"><button>Sign out</button></form></nav>",
-            esc(name),
-            esc(csrf)
+            esc(&w.name),
+            attr(&w.csrf),
+            base = attr(&w.base),
         );
     }
     out.push_str(body);
@@ -89,17 +109,21 @@ pub(crate) fn login(error: Option<&str>) -> String {
          <p><label>Console token<br><input name=token type=password required \
          autocomplete=current-password></label></p><p><button id=signin>Sign in</button></p></form>",
     );
-    page("Sign in", None, false, &body)
+    page("Sign in", None, &body)
 }
 
 /// The pending approvals, each with what is asked and an approve and a
 /// deny button.
 pub(crate) fn approvals(
-    who: (&str, &str),
+    who: &Who,
     waiting: Result<&[Waiting], &str>,
     notice: Option<&str>,
 ) -> String {
-    let mut body = String::from("<h1>Pending approvals</h1>");
+    let mut body = format!(
+        "<h1>Pending approvals</h1><p><a href=\"{}/\" id=again>Look again</a> \
+         (the page does not reload by itself: a button never moves under a click)</p>",
+        attr(&who.base)
+    );
     if let Some(n) = notice {
         let _ = write!(body, "<p class=note id=notice>{}</p>", esc(n));
     }
@@ -114,7 +138,7 @@ pub(crate) fn approvals(
                 let r = &w.request;
                 let _ = write!(
                     body,
-                    "<section class=req data-digest=\"{digest}\"><dl>\
+                    "<section class=req data-digest=\"{digest_attr}\"><dl>\
                      <dt>Tool</dt><dd class=tool>{tool}</dd>\
                      <dt>Identity</dt><dd class=mono>{identity}</dd>\
                      <dt>Task</dt><dd class=task>{task}</dd>\
@@ -124,12 +148,13 @@ pub(crate) fn approvals(
                      <dt>Resource</dt><dd class=\"resource mono\">{resource}</dd>\
                      <dt>Waiting</dt><dd>{waiting:.0} s</dd></dl>\
                      <pre class=preview>{summary}</pre>\
-                     <form method=post action=\"/answer\">\
+                     <form method=post action=\"{base}/answer\">\
                      <input type=hidden name=csrf value=\"{csrf}\">\
-                     <input type=hidden name=digest value=\"{digest}\">\
+                     <input type=hidden name=digest value=\"{digest_attr}\">\
                      <button name=decision value=approve class=approve>Approve</button>\
                      <button name=decision value=deny class=deny>Deny</button></form></section>",
-                    digest = esc(&r.digest),
+                    digest_attr = attr(&r.digest),
+                    base = attr(&who.base),
                     tool = esc(&r.tool),
                     identity = esc(&r.identity),
                     task = esc(&r.task),
@@ -139,16 +164,22 @@ pub(crate) fn approvals(
                     resource = esc(&r.resource),
                     waiting = w.waiting_s,
                     summary = esc(&r.summary),
-                    csrf = esc(who.1),
+                    csrf = attr(&who.csrf),
                 );
             }
         }
     }
-    page("Pending approvals", Some(who), true, &body)
+    page("Pending approvals", Some(who), &body)
 }
 
 fn status_line(c: &Chain) -> String {
-    let r = &c.report;
+    let Some(r) = &c.report else {
+        return format!(
+            "<span class=warn>not verified here: the trail is {} MiB, more than a page reads; \
+             the newest records are shown (run <code>warden audit verify</code>)</span>",
+            c.bytes >> 20
+        );
+    };
     match r.status() {
         Status::Tampered => {
             let t = r
@@ -180,14 +211,17 @@ fn status_line(c: &Chain) -> String {
     }
 }
 
-fn filter_form(f: &Filters) -> String {
+fn filter_form(base: &str, f: &Filters) -> String {
     let input = |name: &str, value: &str| {
         format!(
             "<label>{name} <input name={name} value=\"{}\" size=14></label> ",
-            esc(value)
+            attr(value)
         )
     };
-    let mut s = String::from("<form method=get action=\"/audit\" id=filters>");
+    let mut s = format!(
+        "<form method=get action=\"{}/audit\" id=filters>",
+        attr(base)
+    );
     s.push_str(&input("task", &f.task));
     s.push_str(&input("tool", &f.tool));
     s.push_str(&input("invocation", &f.invocation));
@@ -207,10 +241,12 @@ fn filter_form(f: &Filters) -> String {
     s
 }
 
-/// The trail: each chain's verification, then its matching records.
-pub(crate) fn audit(who: (&str, &str), f: &Filters, chains: Result<&[Chain], &str>) -> String {
+/// The trail: each chain's verification, then its matching records
+/// (those after an altered line marked as such).
+pub(crate) fn audit(who: &Who, f: &Filters, chains: Result<&[Chain], &str>) -> String {
+    let base = attr(&who.base);
     let mut body = String::from("<h1>Audit trail</h1>");
-    body.push_str(&filter_form(f));
+    body.push_str(&filter_form(&who.base, f));
     match chains {
         Err(e) => {
             let _ = write!(body, "<p class=bad id=error>{}</p>", esc(e));
@@ -227,17 +263,29 @@ pub(crate) fn audit(who: (&str, &str), f: &Filters, chains: Result<&[Chain], &st
                     esc(&c.name),
                     status_line(c)
                 );
+                let altered = c
+                    .report
+                    .as_ref()
+                    .and_then(|r| r.tampered.as_ref())
+                    .map(|t| t.line);
                 for (line, r) in &c.records {
+                    let after = match (line, altered) {
+                        (Some(l), Some(t)) if *l >= t => {
+                            format!(" <span class=bad>(at or after the altered line {t})</span>")
+                        }
+                        _ => String::new(),
+                    };
                     let _ = write!(
                         body,
-                        "<tr class=rec><td>{line}</td><td>{}</td>\
-                         <td><a href=\"/audit?task={}\">{}</a></td>\
-                         <td class=mono><a href=\"/audit?invocation={}\">{}</a></td></tr>",
+                        "<tr class=rec><td>{}</td><td>{}</td>\
+                         <td><a href=\"{base}/audit?task={}\">{}</a></td>\
+                         <td class=mono><a href=\"{base}/audit?invocation={}\">{}</a>{after}</td></tr>",
+                        line.map_or_else(|| "…".to_owned(), |l| l.to_string()),
                         esc(&r.ts),
-                        esc(&q(&r.task)),
+                        attr(&q(&r.task)),
                         esc(&r.task),
-                        esc(&q(&r.invocation)),
-                        esc(&summarize(r)),
+                        attr(&q(&r.invocation)),
+                        esc(&describe(r)),
                     );
                 }
                 body.push_str("</table>");
@@ -251,15 +299,14 @@ pub(crate) fn audit(who: (&str, &str), f: &Filters, chains: Result<&[Chain], &st
             }
         }
     }
-    page("Audit trail", Some(who), false, &body)
+    page("Audit trail", Some(who), &body)
 }
 
 /// A page that says what was wrong with a request.
-pub(crate) fn problem(who: Option<(&str, &str)>, message: &str) -> String {
+pub(crate) fn problem(who: Option<&Who>, message: &str) -> String {
     page(
         "Problem",
         who,
-        false,
         &format!("<h1>Problem</h1><p class=bad id=error>{}</p>", esc(message)),
     )
 }
@@ -274,7 +321,12 @@ mod tests {
             esc("<script>alert('x')</script>\"&"),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&quot;&amp;"
         );
-        assert_eq!(esc("a\u{1b}[2Jb\u{202e}"), "a\\u{1b}[2Jb\\u{202e}");
+        assert_eq!(attr("a\u{1b}[2Jb\u{202e}"), "a\\u{1b}[2Jb\\u{202e}");
+        // In text, what was escaped is marked: a literal backslash-u is not.
+        assert_eq!(
+            esc("a\u{1b}b \\u{1b}"),
+            "a<span class=ctl>\\u{1b}</span>b \\u{1b}"
+        );
         let p = problem(None, "<img src=x onerror=alert(1)>");
         assert!(!p.contains("<img"), "{p}");
         assert!(p.contains("&lt;img src=x onerror=alert(1)&gt;"));

@@ -23,11 +23,21 @@ pub enum TrailSource {
 /// (1-based line, record), newest first.
 pub(crate) struct Chain {
     pub name: String,
-    pub report: Report,
-    pub records: Vec<(u64, Record)>,
+    /// `None`: too large to verify on a page view.
+    pub report: Option<Report>,
+    /// Matching records, with their 1-based line when it is known.
+    pub records: Vec<(Option<u64>, Record)>,
     /// Matching records beyond those kept.
     pub more: usize,
+    /// The chain's size.
+    pub bytes: u64,
 }
+
+/// The most of a trail a page view reads and verifies; of a larger file
+/// trail, the newest this many bytes are shown, unverified.
+pub(crate) const MAX_READ: u64 = 64 << 20;
+/// How long reading the store's trail may take.
+const STORE_TIME: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the trail page filters on; every field optional, each compared
 /// exactly (the invocation also by its last 8 characters).
@@ -118,9 +128,17 @@ fn complete_lines(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-/// One chain verified and filtered, keeping the newest `limit` matches.
-fn chain(name: String, bytes: &[u8], keys: Option<&Verifier>, f: &Filters, limit: usize) -> Chain {
-    let report = verify_bytes(bytes, keys);
+/// One chain verified (when `verified`) and filtered, keeping the newest
+/// `limit` matches.
+fn chain(
+    name: String,
+    bytes: &[u8],
+    keys: Option<&Verifier>,
+    f: &Filters,
+    limit: usize,
+    whole: Option<u64>,
+) -> Chain {
+    let report = whole.is_none().then(|| verify_bytes(bytes, keys));
     let mut records = Vec::new();
     let mut matched = 0;
     let text = String::from_utf8_lossy(bytes);
@@ -132,7 +150,7 @@ fn chain(name: String, bytes: &[u8], keys: Option<&Verifier>, f: &Filters, limit
         if f.keep(&r) {
             matched += 1;
             if records.len() < limit {
-                records.push((i as u64 + 1, r));
+                records.push((whole.is_none().then_some(i as u64 + 1), r));
             }
         }
     }
@@ -141,7 +159,42 @@ fn chain(name: String, bytes: &[u8], keys: Option<&Verifier>, f: &Filters, limit
         report,
         more: matched - records.len(),
         records,
+        bytes: whole.unwrap_or(bytes.len() as u64),
     }
+}
+
+/// A file trail's complete lines: all of them, or when it is larger than
+/// [`MAX_READ`] the newest (and its size). Only a regular file is read
+/// (opened without blocking: a FIFO swapped in is refused, not waited on).
+fn read_file(path: &std::path::Path) -> std::io::Result<(Vec<u8>, Option<u64>)> {
+    use std::io::{Read as _, Seek as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    let size = meta.len();
+    if size <= MAX_READ {
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        file.take(MAX_READ).read_to_end(&mut bytes)?;
+        return Ok((complete_lines(bytes), None));
+    }
+    file.seek(std::io::SeekFrom::Start(size - MAX_READ))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_READ).read_to_end(&mut bytes)?;
+    // The first line is cut: skip to the next.
+    let start = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |i| i + 1);
+    Ok((complete_lines(bytes.split_off(start)), Some(size)))
 }
 
 impl TrailSource {
@@ -151,29 +204,47 @@ impl TrailSource {
         match self {
             TrailSource::File { path, keys } => {
                 let path = path.clone();
-                let bytes = tokio::task::spawn_blocking(move || std::fs::read(&path))
+                let (bytes, whole) = tokio::task::spawn_blocking(move || read_file(&path))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("cannot read the audit trail: {e}"))?;
-                let bytes = complete_lines(bytes);
-                Ok(vec![chain("file".into(), &bytes, Some(keys), f, limit)])
+                Ok(vec![chain(
+                    "file".into(),
+                    &bytes,
+                    Some(keys),
+                    f,
+                    limit,
+                    whole,
+                )])
             }
-            TrailSource::Store(url) => {
-                let reader = crate::store::TrailReader::open(url)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let jwks = reader.jwks().await.map_err(|e| e.to_string())?;
-                let keys = Verifier::from_jwks(&jwks).map_err(|e| e.to_string())?;
-                let mut out = Vec::new();
-                for c in reader.chains().await.map_err(|e| e.to_string())? {
-                    let bytes = reader.lines(&c.chain).await.map_err(|e| e.to_string())?;
-                    let name = format!("{} ({})", c.chain, c.replica);
-                    out.push(chain(name, &bytes, Some(&keys), f, limit));
-                }
-                Ok(out)
-            }
+            TrailSource::Store(url) => tokio::time::timeout(STORE_TIME, read_store(url, f, limit))
+                .await
+                .map_err(|_| {
+                    format!("the store did not answer within {}s", STORE_TIME.as_secs())
+                })?,
         }
     }
+}
+
+async fn read_store(
+    url: &crate::store::StateUrl,
+    f: &Filters,
+    limit: usize,
+) -> Result<Vec<Chain>, String> {
+    let reader = crate::store::TrailReader::open(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let jwks = reader.jwks().await.map_err(|e| e.to_string())?;
+    let keys = Verifier::from_jwks(&jwks).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for c in reader.chains().await.map_err(|e| e.to_string())? {
+        let bytes = reader.lines(&c.chain).await.map_err(|e| e.to_string())?;
+        let name = format!("{} ({})", c.chain, c.replica);
+        let size = bytes.len() as u64;
+        let whole = (size > MAX_READ).then_some(size);
+        out.push(chain(name, &bytes, Some(&keys), f, limit, whole));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -209,6 +280,29 @@ mod tests {
         );
         let long = format!("task={}", "a".repeat(MAX_FILTER + 1));
         assert!(Filters::parse(&long).is_err());
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_and_a_large_trail_is_read_from_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = read_file(&fifo).unwrap_err();
+        assert!(e.to_string().ends_with("is not a regular file"), "{e}");
+        let big = dir.path().join("big");
+        let line = format!("{}\n", "x".repeat(1023));
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_READ + 10).unwrap();
+        drop(f);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&big).unwrap();
+        std::io::Write::write_all(&mut f, format!("{line}{line}").as_bytes()).unwrap();
+        let (bytes, whole) = read_file(&big).unwrap();
+        assert_eq!(whole, Some(MAX_READ + 10 + 2048));
+        assert_eq!(bytes, line.as_bytes(), "only the last whole line");
     }
 
     #[test]

@@ -165,8 +165,10 @@ fn metadata_url(resource: &str) -> Option<String> {
     ))
 }
 
-/// The next connection, or `None` once `shutdown` is cancelled.
-async fn next_connection(
+/// The next connection, or `None` once `shutdown` is cancelled. A failed
+/// accept (out of file descriptors, say) waits 100 ms before the next: it
+/// would fail again at once, and spin and flood the log.
+pub(crate) async fn next_connection(
     listener: &TcpListener,
     shutdown: &CancellationToken,
     what: &str,
@@ -175,7 +177,10 @@ async fn next_connection(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => return Some(a),
-                Err(e) => tracing::warn!("{what}: accept failed: {e}"),
+                Err(e) => {
+                    tracing::warn!("{what}: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             },
             () = shutdown.cancelled() => return None,
         }

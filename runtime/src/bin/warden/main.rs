@@ -55,8 +55,51 @@ struct Cli {
     /// one, else deny-all), `tty`, `deny`, or `webhook=URL`.
     #[arg(long, global = true, default_value = "auto", value_name = "APPROVER")]
     approver: String,
+    /// Send OpenTelemetry to the OTLP/HTTP collector at URL (e.g.
+    /// http://127.0.0.1:4318): each invocation a span, its host calls and
+    /// decisions events on it, every audit record a log record. Off unless
+    /// given.
+    #[arg(long, global = true, value_name = "URL", env = "WARDEN_OTLP")]
+    otlp: Option<String>,
+    /// The OTLP encoding.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PROTOCOL",
+        default_value = "http/protobuf",
+        value_parser = ["http/protobuf", "http/json"]
+    )]
+    otlp_protocol: String,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--otlp`, when given: set once, before any command runs.
+static OTLP: std::sync::OnceLock<warden::telemetry::OtlpOptions> = std::sync::OnceLock::new();
+
+/// `sink`, also sending OpenTelemetry when `--otlp` asks for it.
+pub(crate) fn with_telemetry(
+    sink: Arc<dyn warden::audit::AuditSink>,
+    instance: Option<String>,
+) -> anyhow::Result<Arc<dyn warden::audit::AuditSink>> {
+    let Some(options) = OTLP.get() else {
+        return Ok(sink);
+    };
+    let options = warden::telemetry::OtlpOptions {
+        instance,
+        ..options.clone()
+    };
+    let otlp = warden::telemetry::OtlpSink::new(sink, &options)?;
+    eprintln!(
+        "warden: sending OpenTelemetry to {} ({})",
+        shown(&options.endpoint),
+        if options.json {
+            "http/json"
+        } else {
+            "http/protobuf"
+        }
+    );
+    Ok(Arc::new(otlp))
 }
 
 #[derive(Subcommand)]
@@ -228,6 +271,13 @@ pub(crate) fn shown(text: &str) -> std::borrow::Cow<'_, str> {
 async fn dispatch(cli: Cli) -> Result<u8, Failure> {
     // Only commands that run tools read the keys, caches and terminal they
     // need; `describe` and `check` mint no tokens, so they load no key.
+    if let Some(endpoint) = &cli.otlp {
+        let _ = OTLP.set(warden::telemetry::OtlpOptions {
+            endpoint: endpoint.clone(),
+            json: cli.otlp_protocol == "http/json",
+            instance: None,
+        });
+    }
     let offline = cli.offline || std::env::var_os("WARDEN_OFFLINE").is_some_and(|v| v == "1");
     let builder = |tokens: bool| -> Result<RuntimeBuilder, Failure> {
         let approver = approver(&cli.approver).map_err(usage)?;
@@ -261,11 +311,14 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 .context("no audit path: pass --audit FILE")
                 .map_err(usage)?;
             let sink = open_audit(&audit).map_err(usage)?;
+            let sink = with_telemetry(Arc::new(sink), None).map_err(usage)?;
             let runtime = builder(true)?
                 .manifest(manifest)
-                .audit(Arc::new(sink))
+                .audit(sink.clone())
                 .build()?;
-            run(&runtime, &tool, &grant, &input, cli.verbose).await
+            let code = run(&runtime, &tool, &grant, &input, cli.verbose).await;
+            sink.settle();
+            code
         }
         Command::Describe { component } => {
             let name = "component";

@@ -309,6 +309,8 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
     let manifest = Manifest::load(&args.manifest).map_err(warden::Error::from)?;
     let state = state_of(&args).map_err(usage)?;
     let sink = open_sink(&args, state.as_ref()).map_err(usage)?;
+    let sink =
+        crate::with_telemetry(sink, state.as_ref().map(|(_, r)| r.clone())).map_err(usage)?;
     let mut builder = builder;
     let mut queue = None;
     let mut approvals = None;

@@ -1,0 +1,356 @@
+//! OpenTelemetry, off unless asked for (`--otlp URL`): each invocation a
+//! span, its host calls and decisions events on it (the decision, rule and
+//! reason as their attributes), and every audit record a log record, sent
+//! over OTLP/HTTP.
+//!
+//! Built from the audit records, after the trail has taken them: what an
+//! operator's collector receives is what the trail holds, redacted by the
+//! same redactor, and nothing is exported that the trail refused. The
+//! exporters run on the SDK's own threads (batched); an unreachable
+//! collector loses telemetry, never a call.
+
+use crate::audit::{AuditError, AuditSink, Event, Record};
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+use opentelemetry::trace::{
+    SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::{SdkLogger, SdkLoggerProvider};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// Where and how to send telemetry.
+#[derive(Debug, Clone)]
+pub struct OtlpOptions {
+    /// The collector's base URL (`http://HOST:4318`); traces go to
+    /// `/v1/traces` under it, logs to `/v1/logs`.
+    pub endpoint: String,
+    /// `http/protobuf` (the OTLP default) or `http/json`.
+    pub json: bool,
+    /// `service.instance.id`: this replica.
+    pub instance: Option<String>,
+}
+
+/// Why telemetry cannot be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("--otlp: {why}")]
+pub struct TelemetryError {
+    why: String,
+}
+
+/// Invocations whose end has not come; past this the oldest is ended (as
+/// an error: its end record never came).
+const MAX_OPEN: usize = 4096;
+/// How long a flush at shutdown may take.
+const FLUSH: Duration = Duration::from_secs(5);
+
+/// An audit sink that also sends what it writes as OpenTelemetry.
+pub struct OtlpSink {
+    inner: Arc<dyn AuditSink>,
+    tracers: SdkTracerProvider,
+    loggers: SdkLoggerProvider,
+    tracer: SdkTracer,
+    logger: SdkLogger,
+    /// Each running invocation's span, by invocation id.
+    open: Mutex<HashMap<Arc<str>, Context>>,
+}
+
+/// The base URL checked: http or https, a host, nothing after the path.
+fn base(endpoint: &str) -> Result<String, String> {
+    let u = url::Url::parse(endpoint).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return Err(
+            "expected http://HOST:PORT or https://HOST:PORT (a collector's OTLP/HTTP endpoint)"
+                .into(),
+        );
+    }
+    if u.query().is_some()
+        || u.fragment().is_some()
+        || !u.username().is_empty()
+        || u.password().is_some()
+    {
+        return Err("expected no credentials, query or fragment in the URL (headers go in OTEL_EXPORTER_OTLP_HEADERS)".into());
+    }
+    Ok(u.as_str().trim_end_matches('/').to_owned())
+}
+
+impl OtlpSink {
+    /// Wraps `inner`; builds the exporters (they connect when they first
+    /// send).
+    pub fn new(
+        inner: Arc<dyn AuditSink>,
+        options: &OtlpOptions,
+    ) -> Result<OtlpSink, TelemetryError> {
+        // The URL is not repeated: it may hold credentials.
+        let fail = |why: String| TelemetryError { why };
+        let base = base(&options.endpoint).map_err(fail)?;
+        let protocol = if options.json {
+            Protocol::HttpJson
+        } else {
+            Protocol::HttpBinary
+        };
+        let mut resource = Resource::builder()
+            .with_service_name("warden")
+            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+        if let Some(i) = &options.instance {
+            resource = resource.with_attribute(KeyValue::new("service.instance.id", i.clone()));
+        }
+        let resource = resource.build();
+        // The blocking HTTP client must not be made on an async runtime's
+        // thread: the exporters are built on a thread of their own.
+        let (traces, logs) = (format!("{base}/v1/traces"), format!("{base}/v1/logs"));
+        let built = std::thread::spawn(move || {
+            let spans = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(protocol)
+                .with_endpoint(traces)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let logs = opentelemetry_otlp::LogExporter::builder()
+                .with_http()
+                .with_protocol(protocol)
+                .with_endpoint(logs)
+                .build()
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((spans, logs))
+        })
+        .join()
+        .map_err(|_| fail("the exporters could not be built".into()))?;
+        let (spans, logs) = built.map_err(fail)?;
+        let tracers = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_batch_exporter(spans)
+            .build();
+        let loggers = SdkLoggerProvider::builder()
+            .with_resource(resource)
+            .with_batch_exporter(logs)
+            .build();
+        Ok(OtlpSink {
+            inner,
+            tracer: tracers.tracer("warden"),
+            logger: loggers.logger("warden.audit"),
+            tracers,
+            loggers,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn export(&self, records: &[Record]) {
+        for r in records {
+            self.export_one(r);
+        }
+    }
+
+    fn export_one(&self, r: &Record) {
+        let at = humantime::parse_rfc3339(&r.ts).unwrap_or_else(|_| SystemTime::now());
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let cx = match r.event {
+            Event::Checkpoint => None,
+            Event::InvocationStart => {
+                if open.len() >= MAX_OPEN
+                    && let Some(k) = open.keys().next().cloned()
+                    && let Some(cx) = open.remove(&k)
+                {
+                    let span = cx.span();
+                    span.set_status(Status::error("no end record came"));
+                    span.end();
+                }
+                let span = self
+                    .tracer
+                    .span_builder(format!("invoke {}", r.tool))
+                    .with_kind(SpanKind::Internal)
+                    .with_start_time(at)
+                    .with_attributes(ids(r))
+                    .start(&self.tracer);
+                let cx = Context::new().with_span(span);
+                open.insert(r.invocation.clone(), cx.clone());
+                Some(cx)
+            }
+            Event::InvocationEnd => open.remove(&r.invocation).inspect(|cx| {
+                let span = cx.span();
+                let outcome = r.outcome.clone().unwrap_or_default();
+                span.set_attribute(KeyValue::new("warden.outcome", outcome.clone()));
+                if let Some(us) = r.duration_us {
+                    span.set_attribute(KeyValue::new("warden.duration_us", us as i64));
+                }
+                if outcome != "ok" {
+                    span.set_status(Status::error(outcome));
+                }
+                span.end_with_timestamp(at);
+            }),
+            _ => open
+                .get(&r.invocation)
+                .inspect(|cx| {
+                    cx.span()
+                        .add_event_with_timestamp(event_name(r.event), at, details(r));
+                })
+                .cloned(),
+        };
+        drop(open);
+        let mut log = self.logger.create_log_record();
+        log.set_event_name(event_name(r.event));
+        log.set_timestamp(at);
+        log.set_severity_number(match r.decision.as_deref() {
+            Some("deny") => Severity::Warn,
+            _ => Severity::Info,
+        });
+        log.set_body(AnyValue::from(crate::audit::show::summarize(r)));
+        for kv in ids(r).into_iter().chain(details(r)) {
+            let value = match kv.value {
+                opentelemetry::Value::I64(i) => AnyValue::Int(i),
+                v => AnyValue::String(v.as_str().into_owned().into()),
+            };
+            log.add_attribute(kv.key, value);
+        }
+        if let Some(cx) = &cx {
+            let sc = cx.span().span_context().clone();
+            log.set_trace_context(sc.trace_id(), sc.span_id(), Some(sc.trace_flags()));
+        }
+        self.logger.emit(log);
+    }
+}
+
+fn event_name(e: Event) -> &'static str {
+    match e {
+        Event::InvocationStart => "invocation.start",
+        Event::Decision => "decision",
+        Event::Log => "log",
+        Event::SecretIssued => "secret.issued",
+        Event::SecretExpired => "secret.expired",
+        Event::Egress => "egress",
+        Event::ApprovalRequested => "approval.requested",
+        Event::Outcome => "outcome",
+        Event::Deploy => "deploy",
+        Event::Checkpoint => "checkpoint",
+        Event::InvocationEnd => "invocation.end",
+    }
+}
+
+/// Who and what: the attributes every span and log record of an
+/// invocation carries.
+fn ids(r: &Record) -> Vec<KeyValue> {
+    let mut kv = vec![
+        KeyValue::new("warden.tool", r.tool.to_string()),
+        KeyValue::new("warden.identity", r.identity.to_string()),
+        KeyValue::new("warden.task", r.task.to_string()),
+        KeyValue::new("warden.invocation", r.invocation.to_string()),
+    ];
+    if let Some(a) = &r.agent {
+        kv.push(KeyValue::new("warden.agent", a.to_string()));
+    }
+    kv
+}
+
+/// A host call's fields: its capability, action and resource, and the
+/// decision with its rule, reason and policies.
+fn details(r: &Record) -> Vec<KeyValue> {
+    let mut kv = Vec::new();
+    let mut text = |k: &'static str, v: &Option<String>| {
+        if let Some(v) = v {
+            kv.push(KeyValue::new(k, v.clone()));
+        }
+    };
+    text("warden.capability", &r.capability);
+    text("warden.action", &r.action);
+    text("warden.resource", &r.resource);
+    text("warden.decision", &r.decision);
+    text("warden.rule", &r.rule);
+    text("warden.reason", &r.reason);
+    text("warden.address", &r.address);
+    text("warden.outcome", &r.outcome);
+    text("warden.level", &r.level);
+    text("warden.message", &r.message);
+    if let Some(p) = &r.policies {
+        kv.push(KeyValue::new("warden.policies", p.join(",")));
+    }
+    if let Some(s) = r.status {
+        kv.push(KeyValue::new("warden.status", i64::from(s)));
+    }
+    for (k, v) in [
+        ("warden.bytes_out", r.bytes_out),
+        ("warden.bytes_in", r.bytes_in),
+    ] {
+        if let Some(v) = v {
+            kv.push(KeyValue::new(k, i64::try_from(v).unwrap_or(i64::MAX)));
+        }
+    }
+    kv
+}
+
+impl AuditSink for OtlpSink {
+    fn append(&self, record: &Record) -> Result<(), AuditError> {
+        self.inner.append(record)?;
+        self.export(std::slice::from_ref(record));
+        Ok(())
+    }
+
+    fn append_all(&self, records: &[Record]) -> Result<(), AuditError> {
+        self.inner.append_all(records)?;
+        self.export(records);
+        Ok(())
+    }
+
+    fn append_behind(&self, records: Vec<Record>) -> Result<(), AuditError> {
+        let sent = records.clone();
+        self.inner.append_behind(records)?;
+        self.export(&sent);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), AuditError> {
+        self.inner.flush()
+    }
+
+    /// Settles the trail, then sends what the exporters hold (bounded).
+    fn settle(&self) {
+        self.inner.settle();
+        let (t, l) = (self.tracers.clone(), self.loggers.clone());
+        // Flushing blocks on the exporters' threads; not on a runtime's.
+        let _ = std::thread::spawn(move || {
+            if let Err(e) = t.shutdown_with_timeout(FLUSH) {
+                tracing::warn!("OpenTelemetry: traces not all sent: {e}");
+            }
+            if let Err(e) = l.shutdown_with_timeout(FLUSH) {
+                tracing::warn!("OpenTelemetry: logs not all sent: {e}");
+            }
+        })
+        .join();
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.inner.health()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_is_a_plain_http_base_url() {
+        assert_eq!(
+            base("http://127.0.0.1:4318/").unwrap(),
+            "http://127.0.0.1:4318"
+        );
+        assert_eq!(
+            base("https://otel.example/base").unwrap(),
+            "https://otel.example/base"
+        );
+        assert!(base("127.0.0.1:4318").unwrap_err().starts_with("not a URL"));
+        assert!(base("ftp://x").unwrap_err().starts_with("expected http://"));
+        assert!(
+            base("http://u:p@x:4318")
+                .unwrap_err()
+                .contains("no credentials")
+        );
+        assert!(
+            base("http://x:4318/?token=1")
+                .unwrap_err()
+                .contains("no credentials, query")
+        );
+    }
+}
