@@ -16,6 +16,7 @@ mod deploy;
 mod egress;
 mod escapes;
 mod everyday;
+mod front;
 mod gate;
 mod grants;
 mod identity;

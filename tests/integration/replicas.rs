@@ -17,7 +17,11 @@ fn text(b: &[u8]) -> String {
 }
 
 /// `warden serve --http --state` as replica `name`; the child and its URL.
-async fn replica(s: &Setup, pg: &Postgres, name: &str) -> (tokio::process::Child, String) {
+pub(crate) async fn replica(
+    s: &Setup,
+    pg: &Postgres,
+    name: &str,
+) -> (tokio::process::Child, String) {
     let (child, url, _) = replica_with(s, pg, name, &[]).await;
     (child, url)
 }
@@ -72,7 +76,7 @@ async fn replica_with(
 }
 
 /// SIGTERM, and the exit status.
-async fn terminate(mut child: tokio::process::Child) -> Option<i32> {
+pub(crate) async fn terminate(mut child: tokio::process::Child) -> Option<i32> {
     let pid = child.id().unwrap().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     tokio::time::timeout(Duration::from_secs(30), child.wait())
@@ -82,7 +86,7 @@ async fn terminate(mut child: tokio::process::Child) -> Option<i32> {
         .code()
 }
 
-fn warden(s: &Setup, args: &[&str]) -> Output {
+pub(crate) fn warden(s: &Setup, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(args)
         .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
