@@ -6,7 +6,7 @@
 
 use crate::mcp::setup;
 use crate::postgres::Postgres;
-use crate::replicas::{replica, terminate, warden};
+use crate::replicas::{probe, replica, terminate, warden};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -224,5 +224,136 @@ async fn stateless_calls_through_a_round_robin_front_reach_every_replica_and_sur
         } else {
             assert_eq!(status, "complete", "{chain}");
         }
+    }
+}
+
+/// The database stopped while three replicas take calls through the
+/// front: calls fail closed (each with the error that says nothing was
+/// done unrecorded), every replica reports not ready, and when the
+/// database returns every replica is ready again and calls succeed;
+/// every answered call is on the trail, and no chain is altered.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_stopped_mid_run_fails_three_replicas_closed_and_they_resume() {
+    let Some(pg) = Postgres::start() else { return };
+    let s = setup();
+    let mut children = Vec::new();
+    let mut urls = Vec::new();
+    let mut backends = Vec::new();
+    for name in ["replica-a", "replica-b", "replica-c"] {
+        let (c, u) = replica(&s, &pg, name).await;
+        children.push(c);
+        backends.push(
+            u.trim_start_matches("http://")
+                .split('/')
+                .next()
+                .unwrap()
+                .to_owned(),
+        );
+        urls.push(u);
+    }
+    let url = format!("http://{}/mcp", round_robin(backends).await);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        let (http, url, stop, ok, bad) = (
+            http.clone(),
+            url.clone(),
+            stop.clone(),
+            ok.clone(),
+            bad.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let (mut answered, mut failed) = (Vec::new(), Vec::new());
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                match stateless_call(&http, &url, &format!("{c}-{n}")).await {
+                    Ok(inv) => {
+                        answered.push(inv);
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        failed.push(e);
+                        bad.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            (answered, failed)
+        }));
+    }
+    let wait_for = |counter: Arc<AtomicUsize>, n: usize| async move {
+        let started = Instant::now();
+        while counter.load(Ordering::Relaxed) < n {
+            assert!(started.elapsed() < Duration::from_secs(60), "stalled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    wait_for(ok.clone(), 300).await;
+    pg.stop();
+    // Each replica fails calls, and says it is not ready.
+    wait_for(bad.clone(), 60).await;
+    for u in &urls {
+        assert_eq!(probe(u, "/readyz").await, 503, "{u}");
+        assert_eq!(probe(u, "/healthz").await, 200, "{u}");
+    }
+    let answered_down = ok.load(Ordering::Relaxed);
+    pg.restart();
+    let started = Instant::now();
+    for u in &urls {
+        while probe(u, "/readyz").await != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{u} not ready again"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    wait_for(ok.clone(), answered_down + 300).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut answered, mut failed) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (a, f) = t.await.unwrap();
+        answered.extend(a);
+        failed.extend(f);
+    }
+    println!(
+        "store stopped mid-run: {} answered, {} failed closed",
+        answered.len(),
+        failed.len()
+    );
+    // Every failure is the store's: nothing done unrecorded.
+    for e in &failed {
+        assert!(e.contains("nothing is done unrecorded"), "{e}");
+        assert!(!e.contains("warden@"), "the store's user in an answer: {e}");
+    }
+    for c in children {
+        assert_eq!(terminate(c).await, Some(0));
+    }
+    let db = pg.client().await;
+    let rows = db
+        .query(
+            "SELECT a.invocation, count(*) FILTER (WHERE a.event = 'invocation.start'),
+                    count(*) FILTER (WHERE a.event = 'invocation.end')
+             FROM warden_audit a WHERE a.invocation = ANY($1) GROUP BY a.invocation",
+            &[&answered],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), answered.len(), "answered calls without records");
+    for r in &rows {
+        let (starts, ends): (i64, i64) = (r.get(1), r.get(2));
+        assert_eq!((starts, ends), (1, 1), "{}", r.get::<_, String>(0));
+    }
+    let out = warden(&s, &["audit", "verify", "--state", &pg.url(), "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for chain in report["chains"].as_array().unwrap() {
+        let status = chain["status"].as_str().unwrap();
+        assert!(status == "complete" || status == "incomplete", "{chain}");
     }
 }

@@ -95,7 +95,7 @@ pub(crate) fn warden(s: &Setup, args: &[&str]) -> Output {
 }
 
 /// `GET` of a probe path next to the MCP endpoint: its status.
-async fn probe(url: &str, path: &str) -> u16 {
+pub(crate) async fn probe(url: &str, path: &str) -> u16 {
     let url = url.replace("/mcp", path);
     reqwest::get(url).await.unwrap().status().as_u16()
 }
