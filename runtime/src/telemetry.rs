@@ -15,11 +15,11 @@ use opentelemetry::trace::{
     SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{SdkLogger, SdkLoggerProvider};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -45,8 +45,13 @@ pub struct TelemetryError {
 /// Invocations whose end has not come; past this the oldest is ended (as
 /// an error: its end record never came).
 const MAX_OPEN: usize = 4096;
-/// How long a flush at shutdown may take.
+/// How long a flush at shutdown may take (traces and logs at once).
 const FLUSH: Duration = Duration::from_secs(5);
+/// How long one export request may take.
+const EXPORT_TIME: Duration = Duration::from_secs(5);
+/// Events a span keeps: a tool's host calls each add one (its log lines
+/// are log records only, so they cannot crowd its decisions out).
+const MAX_EVENTS: u32 = 4096;
 
 /// An audit sink that also sends what it writes as OpenTelemetry.
 pub struct OtlpSink {
@@ -55,8 +60,9 @@ pub struct OtlpSink {
     loggers: SdkLoggerProvider,
     tracer: SdkTracer,
     logger: SdkLogger,
-    /// Each running invocation's span, by invocation id.
-    open: Mutex<HashMap<Arc<str>, Context>>,
+    /// Each running invocation's span, by invocation id: UUIDv7, so the
+    /// first key is the oldest invocation.
+    open: Mutex<BTreeMap<Arc<str>, Context>>,
 }
 
 /// The base URL checked: http or https, a host, nothing after the path.
@@ -104,14 +110,24 @@ impl OtlpSink {
         // thread: the exporters are built on a thread of their own.
         let (traces, logs) = (format!("{base}/v1/traces"), format!("{base}/v1/logs"));
         let built = std::thread::spawn(move || {
+            // No redirects (the collector must not send the telemetry and
+            // its headers elsewhere) and no proxy from the environment.
+            let client = reqwest013::blocking::Client::builder()
+                .redirect(reqwest013::redirect::Policy::none())
+                .no_proxy()
+                .timeout(EXPORT_TIME)
+                .build()
+                .map_err(|e| e.to_string())?;
             let spans = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
+                .with_http_client(client.clone())
                 .with_protocol(protocol)
                 .with_endpoint(traces)
                 .build()
                 .map_err(|e| e.to_string())?;
             let logs = opentelemetry_otlp::LogExporter::builder()
                 .with_http()
+                .with_http_client(client)
                 .with_protocol(protocol)
                 .with_endpoint(logs)
                 .build()
@@ -122,6 +138,7 @@ impl OtlpSink {
         .map_err(|_| fail("the exporters could not be built".into()))?;
         let (spans, logs) = built.map_err(fail)?;
         let tracers = SdkTracerProvider::builder()
+            .with_max_events_per_span(MAX_EVENTS)
             .with_resource(resource.clone())
             .with_batch_exporter(spans)
             .build();
@@ -135,7 +152,7 @@ impl OtlpSink {
             logger: loggers.logger("warden.audit"),
             tracers,
             loggers,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -152,8 +169,7 @@ impl OtlpSink {
             Event::Checkpoint => None,
             Event::InvocationStart => {
                 if open.len() >= MAX_OPEN
-                    && let Some(k) = open.keys().next().cloned()
-                    && let Some(cx) = open.remove(&k)
+                    && let Some((_, cx)) = open.pop_first()
                 {
                     let span = cx.span();
                     span.set_status(Status::error("no end record came"));
@@ -182,6 +198,7 @@ impl OtlpSink {
                 }
                 span.end_with_timestamp(at);
             }),
+            Event::Log => open.get(&r.invocation).cloned(),
             _ => open
                 .get(&r.invocation)
                 .inspect(|cx| {
@@ -281,6 +298,16 @@ fn details(r: &Record) -> Vec<KeyValue> {
     kv
 }
 
+impl Drop for OtlpSink {
+    /// Stops the exporters, sending what they hold within [`FLUSH`].
+    fn drop(&mut self) {
+        let (t, l) = (self.tracers.clone(), self.loggers.clone());
+        let traces = std::thread::spawn(move || t.shutdown_with_timeout(FLUSH));
+        let logs = std::thread::spawn(move || l.shutdown_with_timeout(FLUSH));
+        let _ = (traces.join(), logs.join());
+    }
+}
+
 impl AuditSink for OtlpSink {
     fn append(&self, record: &Record) -> Result<(), AuditError> {
         self.inner.append(record)?;
@@ -305,20 +332,19 @@ impl AuditSink for OtlpSink {
         self.inner.flush()
     }
 
-    /// Settles the trail, then sends what the exporters hold (bounded).
+    /// Settles the trail, then sends what the exporters hold (traces and
+    /// logs at once, each bounded by its export timeout). Repeatable.
     fn settle(&self) {
         self.inner.settle();
         let (t, l) = (self.tracers.clone(), self.loggers.clone());
         // Flushing blocks on the exporters' threads; not on a runtime's.
-        let _ = std::thread::spawn(move || {
-            if let Err(e) = t.shutdown_with_timeout(FLUSH) {
-                tracing::warn!("OpenTelemetry: traces not all sent: {e}");
+        let traces = std::thread::spawn(move || t.force_flush());
+        let logs = std::thread::spawn(move || l.force_flush());
+        for (what, done) in [("traces", traces.join()), ("logs", logs.join())] {
+            if let Ok(Err(e)) = done {
+                tracing::warn!("OpenTelemetry: {what} not all sent: {e}");
             }
-            if let Err(e) = l.shutdown_with_timeout(FLUSH) {
-                tracing::warn!("OpenTelemetry: logs not all sent: {e}");
-            }
-        })
-        .join();
+        }
     }
 
     fn health(&self) -> Result<(), String> {
@@ -329,6 +355,41 @@ impl AuditSink for OtlpSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn past_the_limit_the_oldest_open_span_is_ended() {
+        let memory = crate::audit::MemorySink::new();
+        let options = OtlpOptions {
+            endpoint: "http://127.0.0.1:9".into(),
+            json: true,
+            instance: None,
+        };
+        let sink = OtlpSink::new(memory.clone(), &options).unwrap();
+        let start = || {
+            let id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
+            Record::new(
+                Event::InvocationStart,
+                id,
+                "t".into(),
+                "tool".into(),
+                "sha256:x".into(),
+            )
+        };
+        let first = start();
+        sink.append(&first).unwrap();
+        for _ in 0..MAX_OPEN {
+            sink.append(&start()).unwrap();
+        }
+        let open = sink.open.lock().unwrap();
+        assert_eq!(open.len(), MAX_OPEN);
+        assert!(!open.contains_key(&first.invocation), "the oldest was kept");
+        drop(open);
+        assert_eq!(
+            memory.records().len(),
+            MAX_OPEN + 1,
+            "the trail took every record"
+        );
+    }
 
     #[test]
     fn the_endpoint_is_a_plain_http_base_url() {

@@ -25,6 +25,11 @@ async fn collector() -> (u16, Received) {
 /// `warden run` of the write tool with only the right to read: its write
 /// is denied, and it ends in a tool error.
 fn denied_write(dir: &std::path::Path, otlp: &[&str]) -> Output {
+    denied_write_with(dir, otlp, &[])
+}
+
+/// [`denied_write`] with `env` set for the child.
+fn denied_write_with(dir: &std::path::Path, otlp: &[&str], env: &[(&str, &str)]) -> Output {
     let ws = dir.join("ws");
     std::fs::create_dir_all(&ws).unwrap();
     let manifest = dir.join("warden.toml");
@@ -55,6 +60,7 @@ fn denied_write(dir: &std::path::Path, otlp: &[&str]) -> Output {
         .arg("--audit")
         .arg(dir.join("audit.jsonl"))
         .env("WARDEN_STATE_DIR", dir.join("state"))
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -226,4 +232,43 @@ async fn the_default_encoding_is_protobuf_and_an_unreachable_collector_costs_no_
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("expected no credentials"), "{stderr}");
     assert!(!stderr.contains("secret"), "{stderr}");
+}
+
+/// A collector that redirects: the export is not sent on (nor the headers
+/// of `OTEL_EXPORTER_OTLP_HEADERS` with it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collector_cannot_redirect_the_telemetry_elsewhere() {
+    let (elsewhere, got_elsewhere) = collector().await;
+    let asked: Received = Arc::default();
+    let keep = asked.clone();
+    let port = http_server(move |req| {
+        let path = req.path.clone();
+        keep.lock().unwrap().push(req);
+        (
+            "307 Temporary Redirect".into(),
+            format!("Location: http://127.0.0.1:{elsewhere}{path}\r\n"),
+            Vec::new(),
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = tokio::task::block_in_place(|| {
+        let headers = [(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "x-api-key=sekrit-header-value",
+        )];
+        denied_write_with(dir.path(), &["--otlp", &url], &headers)
+    });
+    assert_eq!(out.status.code(), Some(1));
+    let asked = asked.lock().unwrap();
+    assert!(
+        asked.iter().any(|r| r.path == "/v1/traces"),
+        "nothing exported"
+    );
+    assert_eq!(asked[0].header("x-api-key"), Some("sekrit-header-value"));
+    assert!(
+        got_elsewhere.lock().unwrap().is_empty(),
+        "the redirect was followed"
+    );
 }

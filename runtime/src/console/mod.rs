@@ -14,7 +14,8 @@
 //!
 //! Every response forbids framing, scripts and caching; every string that
 //! is not the console's own is escaped ([`page::esc`]). Connections,
-//! request bodies, sign-in attempts and trail reads are all bounded.
+//! request bodies, sign-in attempts (a budget a second, not a queue) and
+//! trail reads are all bounded.
 
 mod page;
 mod session;
@@ -58,10 +59,16 @@ const MAX_NAME: usize = 64;
 const MAX_FORM: usize = 16 << 10;
 /// How long a request's body may take to arrive.
 const BODY_TIME: Duration = Duration::from_secs(10);
-/// Connections open at once; more are closed as they come.
-const MAX_CONNECTIONS: usize = 64;
-/// How long a wrong token holds every sign-in (attempts are taken one at a
-/// time: at most two guesses a second, however many connections).
+/// Connections open at once; more are closed as they come. A request
+/// without a session closes its connection once answered, so strangers
+/// hold none for long.
+const MAX_CONNECTIONS: usize = 256;
+/// Sign-in attempts checked in a second, all clients together; more are
+/// answered 429 at once, unchecked (a guess past the budget learns
+/// nothing, and nothing queues: the budget is back a second after a flood
+/// stops).
+const SIGN_INS_PER_SECOND: u32 = 5;
+/// How long the answer to a wrong token waits.
 const WRONG_TOKEN_DELAY: Duration = Duration::from_millis(500);
 /// Records of each chain a trail page shows.
 const PAGE_RECORDS: usize = 500;
@@ -72,9 +79,8 @@ struct Console {
     trail: TrailSource,
     allowed: Allowed,
     sessions: Sessions,
-    /// Held while a sign-in attempt is checked (and while a wrong one
-    /// waits).
-    sign_in: Arc<tokio::sync::Mutex<()>>,
+    /// This second's start, and the sign-in attempts checked in it.
+    sign_ins: std::sync::Mutex<(std::time::Instant, u32)>,
     /// Held while the trail is read: one read at a time.
     reading: tokio::sync::Mutex<()>,
     csp: HeaderValue,
@@ -116,7 +122,7 @@ pub async fn serve(
         trail: options.trail,
         allowed: Allowed::new(&hosts, &origins),
         sessions: Sessions::default(),
-        sign_in: Arc::default(),
+        sign_ins: std::sync::Mutex::new((std::time::Instant::now(), 0)),
         reading: tokio::sync::Mutex::new(()),
         csp: HeaderValue::from_str(&csp).map_err(std::io::Error::other)?,
     });
@@ -221,20 +227,41 @@ impl Console {
         r
     }
 
+    /// Whether another sign-in attempt may be checked this second.
+    fn may_sign_in(&self) -> bool {
+        let mut b = self.sign_ins.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if now.duration_since(b.0) >= Duration::from_secs(1) {
+            *b = (now, 0);
+        }
+        b.1 += 1;
+        b.1 <= SIGN_INS_PER_SECOND
+    }
+
+    /// `r` for a client without a session: its connection closes once
+    /// answered.
+    fn stranger(&self, mut r: Response<Body>) -> Response<Body> {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    }
+
     fn problem(&self, status: StatusCode, who: Option<&Who>, message: &str) -> Response<Body> {
         self.respond(status, page::problem(who, message))
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         if let Err((status, why)) = self.allowed.check(req.uri(), req.headers()) {
-            return self.problem(status, None, why);
+            return self.stranger(self.problem(status, None, why));
         }
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
         match (&method, path.as_str()) {
-            (&Method::GET, "/login") => return self.respond(StatusCode::OK, page::login(None)),
-            (&Method::POST, "/login") => return self.login(req).await,
-            (&Method::GET, "/") => return self.redirect("/login"),
+            (&Method::GET, "/login") => {
+                return self.stranger(self.respond(StatusCode::OK, page::login(None)));
+            }
+            (&Method::POST, "/login") => return self.stranger(self.login(req).await),
+            (&Method::GET, "/") => return self.stranger(self.redirect("/login")),
             _ => {}
         }
         // `/s/VIEW/REST`: the session's own pages.
@@ -243,14 +270,14 @@ impl Console {
             .map(|p| p.split_at(p.find('/').unwrap_or(p.len())))
             .unwrap_or(("", ""));
         let Some(who) = self.sessions.find(req.headers(), view) else {
-            return match method {
+            return self.stranger(match method {
                 Method::GET => self.redirect("/login"),
                 _ => self.problem(
                     StatusCode::UNAUTHORIZED,
                     None,
                     "not signed in (sign in at /login)",
                 ),
-            };
+            });
         };
         match (method, rest) {
             (Method::GET, "/" | "") => self.approvals(&who, req.uri().query()).await,
@@ -338,22 +365,18 @@ impl Console {
                 ))),
             );
         }
-        // One attempt at a time, a wrong one holding the rest: checked on
-        // a task of its own, so a client that hangs up does not cut the
-        // wait short.
-        let token = Zeroizing::new(fields.get("token").cloned().unwrap_or_default());
-        let (gate, ours) = (self.sign_in.clone(), self.token.clone());
-        let right = tokio::spawn(async move {
-            let _held = gate.lock().await;
-            let right = crate::auth::same(&token, &ours);
-            if !right {
-                tracing::warn!("console: a sign-in with a wrong token");
-                tokio::time::sleep(WRONG_TOKEN_DELAY).await;
-            }
-            right
-        })
-        .await
-        .unwrap_or(false);
+        if !self.may_sign_in() {
+            tracing::warn!("console: sign-in attempts over {SIGN_INS_PER_SECOND} a second");
+            return self.respond(
+                StatusCode::TOO_MANY_REQUESTS,
+                page::login(Some("too many sign-in attempts; try again in a second")),
+            );
+        }
+        let right = crate::auth::same(fields.get("token").map_or("", String::as_str), &self.token);
+        if !right {
+            tracing::warn!("console: a sign-in with a wrong token");
+            tokio::time::sleep(WRONG_TOKEN_DELAY).await;
+        }
         if !right {
             return self.respond(
                 StatusCode::UNAUTHORIZED,

@@ -90,9 +90,13 @@ pub(crate) fn with_telemetry(
         ..options.clone()
     };
     let otlp = warden::telemetry::OtlpSink::new(sink, &options)?;
+    // The collector named by its origin only: a path may hold a token.
+    let origin = url::Url::parse(&options.endpoint)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
     eprintln!(
         "warden: sending OpenTelemetry to {} ({})",
-        shown(&options.endpoint),
+        shown(&origin),
         if options.json {
             "http/json"
         } else {
@@ -271,7 +275,8 @@ pub(crate) fn shown(text: &str) -> std::borrow::Cow<'_, str> {
 async fn dispatch(cli: Cli) -> Result<u8, Failure> {
     // Only commands that run tools read the keys, caches and terminal they
     // need; `describe` and `check` mint no tokens, so they load no key.
-    if let Some(endpoint) = &cli.otlp {
+    // An empty value (`WARDEN_OTLP=`) means off, as when it is unset.
+    if let Some(endpoint) = cli.otlp.as_ref().filter(|e| !e.is_empty()) {
         let _ = OTLP.set(warden::telemetry::OtlpOptions {
             endpoint: endpoint.clone(),
             json: cli.otlp_protocol == "http/json",
