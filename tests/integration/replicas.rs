@@ -28,7 +28,7 @@ pub(crate) async fn replica(
 
 /// [`replica`] with `extra` arguments; also the pending approvals URL, if
 /// it serves one.
-async fn replica_with(
+pub(crate) async fn replica_with(
     s: &Setup,
     pg: &Postgres,
     name: &str,

@@ -1,7 +1,7 @@
 //! The one `tools/call` path. A transport describes the client a call came
 //! from ([`Client`]) and how to reach it ([`Link`]); [`Caller::new`] turns
 //! that into the call's caller, and [`WardenMcp::tools_call`] runs (or
-//! resumes) the call and renders its result. rmcp's `ServerHandler::call_tool` and the stdio loop both go
+//! resumes: `rounds.rs`) the call and renders its result. rmcp's `ServerHandler::call_tool` and the stdio loop both go
 //! through here; each keeps only how a request arrives and how its answer
 //! is written.
 
@@ -10,8 +10,7 @@ use crate::approval::{ApprovalAnswer, ApprovalRequest, Approver};
 use crate::{Error, Grant, Invocation, InvokeOptions};
 use rmcp::model::{
     BooleanSchema, CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
-    ContentBlock, ElicitRequest, ElicitRequestParams, ElicitationSchema, Implementation,
-    InputRequest, InputRequests, InputRequiredResult, JsonObject, MetaObject,
+    ContentBlock, ElicitRequestParams, ElicitationSchema, Implementation, JsonObject, MetaObject,
     PrimitiveSchemaDefinition, ProgressNotificationParam, ProgressToken, ProtocolVersion,
     RequestMetaObject,
 };
@@ -34,7 +33,7 @@ pub(crate) fn bad_call_params(e: impl std::fmt::Display) -> McpError {
 }
 
 /// The name of the elicitation request that asks for an approval.
-const APPROVAL: &str = "approval";
+pub(super) const APPROVAL: &str = "approval";
 
 /// What a transport knows of the client a call came from: the protocol
 /// version the session negotiated (or the request states), the client's
@@ -69,7 +68,7 @@ pub(crate) struct Caller {
     /// How the client answers approvals, if it can.
     elicitation: Option<Elicitation>,
     /// The client's name, for the audit's "approved by".
-    client: String,
+    pub(super) client: String,
     /// Where progress goes, for a call that asked for it.
     progress: Option<(ProgressToken, Link)>,
     /// Cancelled when the client cancels the call (or its session ends).
@@ -97,9 +96,11 @@ impl Caller {
         Some(Caller {
             grant,
             elicitation,
-            client: client
-                .info
-                .map_or_else(|| "unnamed".into(), |i| i.name.clone()),
+            // Self-declared: cut, as an approvals endpoint's `by` is.
+            client: client.info.map_or_else(
+                || "unnamed".into(),
+                |i| crate::policy::gate::cut(&i.name, 128).into_owned(),
+            ),
             progress: meta
                 .and_then(RequestMetaObject::get_progress_token)
                 .map(|t| (t, link)),
@@ -110,6 +111,19 @@ impl Caller {
     /// Cancelled when the client cancels the call (or its session ends).
     pub(crate) fn cancelled(&self) -> &CancellationToken {
         &self.cancelled
+    }
+
+    /// The caller of a call run on after its approval was answered through
+    /// another replica: no client to send progress to or to cancel it;
+    /// a further approval is another round trip.
+    pub(super) fn elsewhere() -> Caller {
+        Caller {
+            grant: Arc::default(),
+            elicitation: Some(Elicitation::RoundTrip),
+            client: "another replica".into(),
+            progress: None,
+            cancelled: CancellationToken::new(),
+        }
     }
 }
 
@@ -152,7 +166,7 @@ type Outcome = Result<Result<Invocation, Error>, tokio::task::JoinError>;
 /// An invocation: driven by the request's own task while the client waits
 /// (no hop to another thread), moved to a task of its own when the call is
 /// parked for an approval round trip.
-enum Call {
+pub(super) enum Call {
     Here(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Invocation, Error>> + Send>>),
     There(JoinHandle<Result<Invocation, Error>>),
 }
@@ -165,12 +179,12 @@ impl Call {
         }
     }
 
-    fn is_finished(&self) -> bool {
+    pub(super) fn is_finished(&self) -> bool {
         matches!(self, Call::There(h) if h.is_finished())
     }
 
     /// Keeps the invocation running without the request that started it.
-    fn detach(self) -> Call {
+    pub(super) fn detach(self) -> Call {
         match self {
             Call::Here(f) => Call::There(tokio::spawn(f)),
             there => there,
@@ -179,9 +193,9 @@ impl Call {
 }
 
 /// A call in progress.
-struct Running {
-    tool: String,
-    call: Call,
+pub(super) struct Running {
+    pub(super) tool: String,
+    pub(super) call: Call,
     approvals: Option<mpsc::Receiver<Pending>>,
     cancel: CancellationToken,
     started: Instant,
@@ -190,15 +204,15 @@ struct Running {
 
 /// A call waiting for the client's answer to `request`.
 pub(super) struct Parked {
-    running: Running,
-    request: ApprovalRequest,
-    answer: oneshot::Sender<ApprovalAnswer>,
+    pub(super) running: Running,
+    pub(super) request: ApprovalRequest,
+    pub(super) answer: oneshot::Sender<ApprovalAnswer>,
 }
 
 /// An approval request on its way to the MCP client.
-struct Pending {
-    request: ApprovalRequest,
-    answer: oneshot::Sender<ApprovalAnswer>,
+pub(super) struct Pending {
+    pub(super) request: ApprovalRequest,
+    pub(super) answer: oneshot::Sender<ApprovalAnswer>,
 }
 
 /// Hands a call's approval requests to the MCP handler, which asks the
@@ -326,7 +340,7 @@ impl WardenMcp {
 
     /// Waits for a call to finish, to need an approval, or to be cancelled;
     /// sends progress meanwhile.
-    async fn drive(
+    pub(super) async fn drive(
         &self,
         mut running: Running,
         caller: &Caller,
@@ -361,70 +375,21 @@ impl WardenMcp {
                         link.progress(note).await;
                     }
                 }
-                Next::Approval(p) => match state_token() {
-                    Some(state) => return Ok(self.park(running, p, state).into()),
-                    // No randomness for an unguessable handle: unanswered,
-                    // so denied.
-                    None => drop(p),
-                },
+                Next::Approval(p) => {
+                    // No randomness for an unguessable handle, or no
+                    // store to share it through: unanswered, so denied.
+                    let Some(state) = state_token() else { continue };
+                    let key = super::rounds::key(&state);
+                    if let Some(rounds) = self.shared.rounds.get()
+                        && let Err(why) = rounds.park(&key, &running.tool).await
+                    {
+                        tracing::warn!("approval rounds: {why}; the approval is denied");
+                        continue;
+                    }
+                    return Ok(self.park(running, p, state, key).into());
+                }
             }
         }
-    }
-
-    /// Parks a call until the client answers its approval request.
-    fn park(&self, mut running: Running, p: Pending, state: String) -> InputRequiredResult {
-        running.call = running.call.detach();
-        let mut requests = InputRequests::new();
-        requests.insert(
-            APPROVAL.into(),
-            InputRequest::Elicitation(ElicitRequest::new(prompt(&p.request))),
-        );
-        let mut parked = self.shared.parked.lock().unwrap_or_else(|e| e.into_inner());
-        // Calls whose approval timed out finished without their client:
-        // drop them (and their slots).
-        parked.retain(|_, p| !p.running.call.is_finished());
-        parked.insert(
-            state.clone(),
-            Parked {
-                running,
-                request: p.request,
-                answer: p.answer,
-            },
-        );
-        InputRequiredResult::new(Some(requests), Some(state))
-    }
-
-    /// The client's answer to a parked call's approval request.
-    async fn resume(
-        &self,
-        req: &CallToolRequestParams,
-        state: &str,
-        caller: &Caller,
-    ) -> Result<CallToolResponse, McpError> {
-        let parked = self
-            .shared
-            .parked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(state);
-        let Some(parked) = parked.filter(|p| p.running.tool == req.name) else {
-            return Err(McpError::invalid_params(
-                "unknown or expired requestState (an approval answer counts once, for the call that asked)",
-                None,
-            ));
-        };
-        let answer = req
-            .input_responses
-            .as_ref()
-            .and_then(|r| r.get(APPROVAL))
-            .cloned()
-            .unwrap_or(Value::Null);
-        let _ = parked.answer.send(ApprovalAnswer {
-            digest: parked.request.digest.clone(),
-            approved: approves(&answer),
-            by: format!("MCP client '{}' (elicitation)", caller.client),
-        });
-        self.drive(parked.running, caller).await
     }
 
     /// An invocation's outcome as a tool result.
@@ -471,7 +436,7 @@ impl WardenMcp {
 }
 
 /// What the client is asked for one approval.
-fn prompt(r: &ApprovalRequest) -> ElicitRequestParams {
+pub(super) fn prompt(r: &ApprovalRequest) -> ElicitRequestParams {
     let message = format!(
         "Warden: approve {} on {} by tool {} ({}) in task {}?\n{}",
         r.action, r.resource, r.tool, r.identity, r.task, r.summary
@@ -493,11 +458,11 @@ fn prompt(r: &ApprovalRequest) -> ElicitRequestParams {
 
 /// Whether an elicitation answer approves: accepted, with `approved: true`
 /// (the answer field the webhook and the approvals endpoint use too).
-fn approves(answer: &Value) -> bool {
+pub(super) fn approves(answer: &Value) -> bool {
     answer["action"] == "accept" && answer["content"]["approved"] == true
 }
 
-fn failure(message: String) -> CallToolResult {
+pub(super) fn failure(message: String) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message)])
 }
 

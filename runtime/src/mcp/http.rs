@@ -12,8 +12,13 @@
 //! a priming event, then the message) must not wait for the client's
 //! delayed ACK (~40 ms a call with common clients).
 
+mod approvals;
 mod fast;
 pub(crate) mod host;
+mod tokens;
+
+pub use approvals::serve_approvals;
+pub use tokens::{INTROSPECT_PATH, JWKS_PATH};
 
 use super::WardenMcp;
 use crate::auth::{Authenticator, Refusal};
@@ -52,6 +57,10 @@ pub struct HttpOptions {
     pub allowed_hosts: Vec<String>,
     /// How long shutdown waits for running calls.
     pub drain: Duration,
+    /// The bearer token of `POST /introspect`'s callers (downstream
+    /// services checking a tool's identity token); introspection is off
+    /// without one.
+    pub introspection: Option<Arc<zeroize::Zeroizing<String>>>,
 }
 
 impl Default for HttpOptions {
@@ -61,6 +70,7 @@ impl Default for HttpOptions {
             max_request: 4 << 20,
             allowed_hosts: Vec::new(),
             drain: Duration::from_secs(30),
+            introspection: None,
         }
     }
 }
@@ -326,10 +336,22 @@ impl Endpoint {
         if let Some(probe) = self.probe(&req) {
             return probe;
         }
+        if path == tokens::JWKS_PATH || path == tokens::INTROSPECT_PATH {
+            if let Err((status, why)) = self.allowed.check(req.uri(), req.headers()) {
+                tracing::warn!("refused a request from {peer}: {why}");
+                return plain(status, why);
+            }
+            let runtime = &self.mcp.shared.runtime;
+            if path == tokens::JWKS_PATH {
+                return tokens::jwks(&req, runtime);
+            }
+            let token = self.options.introspection.as_deref().map(|t| t.as_str());
+            return tokens::introspect(req, runtime, token, peer).await;
+        }
         if path != PATH {
             return plain(
                 StatusCode::NOT_FOUND,
-                "not found (the MCP endpoint is /mcp)",
+                "not found (the MCP endpoint is /mcp; also /.well-known/jwks.json, /introspect, /healthz, /readyz)",
             );
         }
         let options = &self.options;
@@ -482,119 +504,4 @@ fn too_large(max: usize) -> Response<Body> {
         StatusCode::PAYLOAD_TOO_LARGE,
         &format!("request body larger than the limit of {max} bytes"),
     )
-}
-
-/// Serves the pending approvals of `queue` to the operator (never to the
-/// agent: it has its own listener and token):
-/// `GET /approvals` lists them; `POST /approvals/DIGEST` with
-/// `{"approved": true|false, "by": "NAME"}` (the webhook approver's answer, the same fields) answers one.
-pub async fn serve_approvals(
-    listener: TcpListener,
-    queue: Arc<dyn crate::approval::ApprovalQueue>,
-    token: String,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let token = Arc::new(zeroize::Zeroizing::new(token));
-    while let Some((stream, _)) = next_connection(&listener, &shutdown, "approvals").await {
-        let _ = stream.set_nodelay(true);
-        let queue = queue.clone();
-        let token = token.clone();
-        let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let queue = queue.clone();
-            let token = token.clone();
-            async move { Ok::<_, Infallible>(approvals(req, &*queue, &token).await) }
-        });
-        tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), handler)
-                .await;
-        });
-    }
-    Ok(())
-}
-
-/// The longest name an answer may give for who answered.
-const MAX_BY: usize = 128;
-
-/// 503 for the operator: the approvals store cannot be read (why is
-/// logged, not told).
-fn unavailable(why: &str) -> Response<Body> {
-    tracing::warn!("approvals: {why}");
-    plain(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the approvals store is unreachable; try again",
-    )
-}
-
-async fn approvals(
-    req: Request<Incoming>,
-    queue: &dyn crate::approval::ApprovalQueue,
-    token: &str,
-) -> Response<Body> {
-    if let Some(why) = refused_token(req.headers(), token) {
-        return unauthorized(why, bearer(req.headers()).is_some());
-    }
-    let path = req.uri().path().to_owned();
-    match (req.method().clone(), path.strip_prefix("/approvals")) {
-        (http::Method::GET, Some("" | "/")) => match queue.waiting().await {
-            Ok(waiting) => json(
-                StatusCode::OK,
-                &serde_json::to_value(waiting).unwrap_or_default(),
-            ),
-            Err(why) => unavailable(&why),
-        },
-        (http::Method::POST, Some(rest)) if rest.len() > 1 => {
-            let digest = rest.strip_prefix('/').unwrap_or(rest);
-            let body = match http_body_util::Limited::new(req.into_body(), 64 << 10)
-                .collect()
-                .await
-            {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
-                    return plain(StatusCode::PAYLOAD_TOO_LARGE, "answer larger than 64 KiB");
-                }
-            };
-            #[derive(serde::Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Answer {
-                approved: bool,
-                by: String,
-            }
-            let a: Answer = match serde_json::from_slice(&body) {
-                Ok(a) => a,
-                Err(e) => {
-                    return plain(
-                        StatusCode::BAD_REQUEST,
-                        &format!(
-                            "bad answer: {e} (expected {{\"approved\": true|false, \"by\": \"NAME\"}})"
-                        ),
-                    );
-                }
-            };
-            if a.by.chars().count() > MAX_BY || a.by.trim().is_empty() {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    &format!(
-                        "bad answer: \"by\" must name who answers, in 1 to {MAX_BY} characters"
-                    ),
-                );
-            }
-            let by = format!("{} (approvals endpoint)", a.by);
-            match queue.answer_waiting(digest, a.approved, &by).await {
-                Ok(true) => json(
-                    StatusCode::OK,
-                    &serde_json::json!({"answered": digest, "approved": a.approved}),
-                ),
-                Ok(false) => plain(
-                    StatusCode::NOT_FOUND,
-                    "no request with this digest is waiting (answered, expired or never asked)",
-                ),
-                Err(why) => unavailable(&why),
-            }
-        }
-        _ => plain(
-            StatusCode::NOT_FOUND,
-            "not found (GET /approvals, POST /approvals/DIGEST)",
-        ),
-    }
 }

@@ -19,7 +19,10 @@
 
 mod call;
 pub mod http;
+mod rounds;
 pub mod stdio;
+
+pub use rounds::{Round, RoundStore};
 
 use crate::auth::Authenticated;
 use crate::{Error, Grant, Rights, Runtime};
@@ -73,8 +76,11 @@ struct Shared {
     /// Tools that could not be described, by name, with why.
     unavailable: BTreeMap<String, String>,
     slots: Arc<Semaphore>,
-    /// Calls waiting for the client's answer to an approval, by state token.
+    /// Calls waiting for the client's answer to an approval, by the
+    /// SHA-256 of their state token.
     parked: Mutex<HashMap<String, Parked>>,
+    /// Where replicas share those calls, if they do.
+    rounds: std::sync::OnceLock<Arc<dyn RoundStore>>,
     options: ServeOptions,
 }
 
@@ -136,9 +142,19 @@ impl WardenMcp {
                 tools,
                 unavailable,
                 parked: Mutex::default(),
+                rounds: std::sync::OnceLock::new(),
                 options,
             }),
         })
+    }
+
+    /// Shares the calls parked for an approval round trip with other
+    /// replicas through `store` (`serve --state`): a client's retry may
+    /// reach any of them. Once; call it on a tokio runtime.
+    pub fn share_rounds(&self, store: Arc<dyn RoundStore>) {
+        if self.shared.rounds.set(store.clone()).is_ok() {
+            tokio::spawn(rounds::pick_up(Arc::downgrade(&self.shared), store));
+        }
     }
 
     /// The tools left out at start-up, by name, with why (as the runtime

@@ -50,6 +50,7 @@ pub struct RuntimeBuilder {
     approval_timeout: Duration,
     rules: Option<Arc<RuntimePolicy>>,
     task_history: Option<Arc<dyn crate::policy::HistoryStore>>,
+    ledger: Option<Arc<dyn crate::caps::identity::InvocationLedger>>,
     offline: bool,
     credentials: Option<crate::oci::Credentials>,
 }
@@ -72,6 +73,7 @@ impl Default for RuntimeBuilder {
             approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
             rules: None,
             task_history: None,
+            ledger: None,
             offline: false,
             credentials: None,
         }
@@ -177,6 +179,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Answers token introspection also for invocations other runtimes
+    /// run (replicas sharing `ledger`), see [`Runtime::introspect_shared`].
+    pub fn invocations(mut self, ledger: Arc<dyn crate::caps::identity::InvocationLedger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
     /// How long an approval request waits (default 5 minutes; never past
     /// the invocation deadline).
     pub fn approval_timeout(mut self, timeout: Duration) -> Self {
@@ -229,6 +238,7 @@ impl RuntimeBuilder {
                 rules: self.rules,
                 tasks: Default::default(),
                 shared_history: self.task_history,
+                ledger: self.ledger,
                 stdio_limit: self.stdio_limit,
                 max_input: self.max_input,
                 hostcall_limit: self.hostcall_limit,

@@ -84,6 +84,8 @@ struct Inner {
     tasks: crate::policy::Histories,
     /// Where task histories are shared with other runtimes, if anywhere.
     shared_history: Option<Arc<dyn crate::policy::HistoryStore>>,
+    /// Where other runtimes' invocations are known (introspection).
+    ledger: Option<Arc<dyn crate::caps::identity::InvocationLedger>>,
     stdio_limit: usize,
     max_input: usize,
     hostcall_limit: usize,
@@ -329,6 +331,27 @@ impl Runtime {
                 reason: None,
             },
         }
+    }
+
+    /// [`Runtime::introspect`], and for a token this runtime signed whose
+    /// invocation it does not see running, the shared ledger's answer
+    /// (another replica may run it; see [`RuntimeBuilder::invocations`]).
+    /// An error when the ledger cannot be asked: neither answer is known.
+    pub async fn introspect_shared(&self, token: &str) -> Result<Introspection, String> {
+        let here = self.introspect(token);
+        let (Some(ledger), false, Some(claims)) = (&self.inner.ledger, here.active, &here.claims)
+        else {
+            return Ok(here);
+        };
+        Ok(if ledger.running(&claims.jti).await? {
+            Introspection {
+                active: true,
+                claims: here.claims,
+                reason: None,
+            }
+        } else {
+            here
+        })
     }
 
     /// The tool's description and schemas, from its `describe` export (run

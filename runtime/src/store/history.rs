@@ -2,7 +2,7 @@
 //! a task has revealed, contacted, written, deployed) whichever replica a
 //! task's calls land on. See [`crate::policy::HistoryStore`].
 
-use super::{Link, PATIENCE, StateUrl, StoreError};
+use super::{Link, StateUrl, StoreError};
 use crate::policy::{HistoryStore, TaskHistory};
 use std::sync::Arc;
 
@@ -27,29 +27,17 @@ impl HistoryStore for PgHistory {
         // (one kind's rows cannot crowd out another's, a revealed secret
         // behind thousands of files written).
         let limit = i64::try_from(crate::policy::cedar::MAX_HISTORY).unwrap_or(i64::MAX);
-        let rows = tokio::time::timeout(
-            PATIENCE,
-            client.query(
+        let rows = self
+            .link
+            .within(client.query(
                 "SELECT kind, item FROM (
                      SELECT kind, item,
                             row_number() OVER (PARTITION BY kind ORDER BY noted, item) AS n
                      FROM warden_task_history WHERE task = $1) AS h
                  WHERE n <= $2",
                 &[&key, &limit],
-            ),
-        )
-        .await;
-        let rows = match rows {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => {
-                self.link.reset().await;
-                return Err(self.link.failed(super::pg(&e)));
-            }
-            Err(_) => {
-                self.link.reset().await;
-                return Err(self.link.failed("no answer"));
-            }
-        };
+            ))
+            .await?;
         let mut history = TaskHistory::default();
         for row in rows {
             let kind: &str = row
@@ -68,26 +56,14 @@ impl HistoryStore for PgHistory {
     async fn save(&self, key: &str, added: &TaskHistory) -> Result<(), String> {
         let client = self.link.get().await?;
         let (kinds, items): (Vec<&str>, Vec<&str>) = added.items().unzip();
-        let saved = tokio::time::timeout(
-            PATIENCE,
-            client.execute(
+        self.link
+            .within(client.execute(
                 "INSERT INTO warden_task_history (task, kind, item)
                  SELECT $1, k, i FROM unnest($2::text[], $3::text[]) AS u(k, i)
                  ON CONFLICT DO NOTHING",
                 &[&key, &kinds, &items],
-            ),
-        )
-        .await;
-        match saved {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => {
-                self.link.reset().await;
-                Err(self.link.failed(super::pg(&e)))
-            }
-            Err(_) => {
-                self.link.reset().await;
-                Err(self.link.failed("no answer"))
-            }
-        }
+            ))
+            .await
+            .map(|_| ())
     }
 }

@@ -1,7 +1,9 @@
 //! Shared state in PostgreSQL (`warden serve --state postgres://…`): what
 //! replicas of one service must share. Here: the audit trail (see
-//! [`PgSink`]), the public keys that verify its checkpoints, and pending
-//! approvals (see [`PgApprover`]).
+//! [`PgSink`]), the public keys that verify its checkpoints, pending
+//! approvals (see [`PgApprover`]), task histories (see [`PgHistory`]),
+//! approvals asked of MCP clients as round trips (see [`PgRounds`]), and
+//! which invocations run, read from the trail (see [`PgInvocations`]).
 //!
 //! The schema is `runtime/migrations/`, applied in order when a process
 //! connects, under an advisory lock (replicas starting together apply each
@@ -12,10 +14,14 @@
 
 mod approvals;
 mod history;
+mod rounds;
+mod running;
 mod sink;
 
 pub use approvals::PgApprover;
 pub use history::PgHistory;
+pub use rounds::PgRounds;
+pub use running::PgInvocations;
 pub use sink::{PgOptions, PgSink};
 
 use crate::audit::verify::{Report, verify_bytes};
@@ -36,6 +42,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         3,
         "task history",
         include_str!("../../migrations/0003_task_history.sql"),
+    ),
+    (
+        4,
+        "rounds",
+        include_str!("../../migrations/0004_rounds.sql"),
     ),
 ];
 
@@ -300,6 +311,22 @@ impl Link {
     /// a half-open one is not waited on again.
     pub(crate) async fn reset(&self) {
         *self.client.lock().await = None;
+    }
+
+    /// A statement's answer within [`PATIENCE`], or why not (naming the
+    /// store); the connection is reset after a failure or silence.
+    pub(crate) async fn within<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, String> {
+        let r = match tokio::time::timeout(PATIENCE, f).await {
+            Ok(r) => r.map_err(|e| self.failed(pg(&e))),
+            Err(_) => Err(self.failed("no answer")),
+        };
+        if r.is_err() {
+            self.reset().await;
+        }
+        r
     }
 
     /// An error naming the store (never its password).

@@ -161,7 +161,7 @@ enum Command {
     Schema,
     /// Serve the manifest's tools to MCP clients (stdio or streamable HTTP)
     /// under one operator-chosen task grant.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Workload identity: the key that signs tool tokens.
     Identity {
         #[command(subcommand)]
@@ -342,7 +342,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             agents,
             json,
         } => check::check(builder(false)?, &manifest, agents.as_deref(), json).await,
-        Command::Serve(args) => serve::serve(builder(true)?, args).await,
+        Command::Serve(args) => serve::serve(builder(true)?, *args).await,
         Command::Schema => {
             out!("{}", warden::policy::cedar::SCHEMA)?;
             Ok(0)

@@ -82,6 +82,13 @@ pub struct ServeArgs {
     /// token; at least 16 characters).
     #[arg(long, value_name = "FILE")]
     console_token_file: Option<PathBuf>,
+    /// HTTP: serve token introspection (RFC 7662) at POST /introspect to
+    /// callers with `Authorization: Bearer TOKEN`, TOKEN read from FILE:
+    /// downstream services asking whether a tool's identity token is live.
+    /// With --state, every replica answers for every replica's tokens.
+    /// The keys that verify tokens are at GET /.well-known/jwks.json.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    introspect_token_file: Option<PathBuf>,
     /// Audit trail file [default: as for `warden run`].
     #[arg(long, value_name = "FILE")]
     audit: Option<PathBuf>,
@@ -148,13 +155,19 @@ fn audit_path(args: &ServeArgs) -> anyhow::Result<PathBuf> {
         .context("no audit path: pass --audit FILE")
 }
 
-/// An operator's token (`what`: approvals, console): read, and not any
-/// client's (an agent must not answer its own approvals).
+/// An operator's token (`what`: approvals, console, introspection): read,
+/// and not any client's (an agent must not answer its own approvals, nor
+/// read what other calls' tokens say).
 fn operator_token(file: &Path, what: &str, clients: &[String]) -> Result<String, Failure> {
     let token = read_token(file).map_err(usage)?;
     if clients.iter().any(|t| t == &token) {
+        let why = if what == "introspection" {
+            "an agent must not read what other calls' tokens say"
+        } else {
+            "an agent must not answer its own approvals"
+        };
         return Err(usage(anyhow::anyhow!(
-            "the {what} token must differ from every client token (an agent must not answer its own approvals)"
+            "the {what} token must differ from every client token ({why})"
         )));
     }
     Ok(token)
@@ -306,6 +319,14 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
             "--http {addr} is not a loopback address (pass --allow-remote, and --token-file or --agents, to serve it)"
         )));
     }
+    let introspection = match &args.introspect_token_file {
+        Some(f) => Some(Arc::new(zeroize::Zeroizing::new(operator_token(
+            f,
+            "introspection",
+            &tokens,
+        )?))),
+        None => None,
+    };
     let manifest = Manifest::load(&args.manifest).map_err(warden::Error::from)?;
     let state = state_of(&args).map_err(usage)?;
     let sink = open_sink(&args, state.as_ref()).map_err(usage)?;
@@ -365,12 +386,19 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         };
         queue = Some(q);
     }
-    // With --state, task histories (runtime policy's context) are shared.
+    // With --state, task histories (runtime policy's context) are shared,
+    // and so is which invocations run (token introspection).
     if let Some((url, _)) = &state {
         let history = warden::store::PgHistory::open(url)
             .await
             .map_err(|e| usage(e.into()))?;
         builder = builder.task_history(history);
+        if args.introspect_token_file.is_some() {
+            let ledger = warden::store::PgInvocations::open(url)
+                .await
+                .map_err(|e| usage(e.into()))?;
+            builder = builder.invocations(ledger);
+        }
     }
     let runtime = builder
         .manifest(manifest)
@@ -388,6 +416,14 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
     // A tool that cannot be described is left out and named here; the
     // others are served (none at all is an error).
     let mcp = WardenMcp::new(runtime, grants, options).await?;
+    // With --state, a client's answer to an approval round trip may reach
+    // any replica.
+    if let (Some((url, _)), false) = (&state, args.stdio) {
+        let rounds = warden::store::PgRounds::open(url)
+            .await
+            .map_err(|e| usage(e.into()))?;
+        mcp.share_rounds(rounds);
+    }
     for (name, why) in mcp.unavailable() {
         eprintln!(
             "warden: not serving tool '{}': {}",
@@ -473,6 +509,7 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         auth: Arc::new(auth),
         max_request: args.max_request,
         allowed_hosts: args.allowed_hosts.clone(),
+        introspection,
         ..HttpOptions::default()
     };
     warden::mcp::http::serve(listener, mcp, http, shutdown)

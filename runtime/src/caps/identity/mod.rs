@@ -170,6 +170,17 @@ impl ActiveInvocations {
     }
 }
 
+/// Where invocations that other runtimes run are known (replicas sharing
+/// one store): introspection asks it about a token this runtime does not
+/// see running. See [`crate::store::PgInvocations`].
+#[async_trait::async_trait]
+pub trait InvocationLedger: Send + Sync {
+    /// Whether `invocation` has started and not yet ended, as far as the
+    /// ledger knows; why not, when it cannot be asked (introspection then
+    /// fails rather than answer either way).
+    async fn running(&self, invocation: &str) -> Result<bool, String>;
+}
+
 /// The answer of token introspection (RFC 7662).
 #[derive(Debug, Clone, Serialize)]
 pub struct Introspection {

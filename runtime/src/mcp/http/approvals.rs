@@ -1,0 +1,127 @@
+//! The pending approvals endpoint for the operator (`serve --approvals`):
+//! its own listener and token, never the agent's.
+
+use super::{Body, bearer, json, next_connection, plain, refused_token, unauthorized};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Serves the pending approvals of `queue` to the operator (never to the
+/// agent: it has its own listener and token):
+/// `GET /approvals` lists them; `POST /approvals/DIGEST` with
+/// `{"approved": true|false, "by": "NAME"}` (the webhook approver's answer, the same fields) answers one.
+pub async fn serve_approvals(
+    listener: TcpListener,
+    queue: Arc<dyn crate::approval::ApprovalQueue>,
+    token: String,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let token = Arc::new(zeroize::Zeroizing::new(token));
+    while let Some((stream, _)) = next_connection(&listener, &shutdown, "approvals").await {
+        let _ = stream.set_nodelay(true);
+        let queue = queue.clone();
+        let token = token.clone();
+        let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let queue = queue.clone();
+            let token = token.clone();
+            async move { Ok::<_, Infallible>(approvals(req, &*queue, &token).await) }
+        });
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), handler)
+                .await;
+        });
+    }
+    Ok(())
+}
+
+/// The longest name an answer may give for who answered.
+const MAX_BY: usize = 128;
+
+/// 503 for the operator: the approvals store cannot be read (why is
+/// logged, not told).
+fn unavailable(why: &str) -> Response<Body> {
+    tracing::warn!("approvals: {why}");
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the approvals store is unreachable; try again",
+    )
+}
+
+async fn approvals(
+    req: Request<Incoming>,
+    queue: &dyn crate::approval::ApprovalQueue,
+    token: &str,
+) -> Response<Body> {
+    if let Some(why) = refused_token(req.headers(), token) {
+        return unauthorized(why, bearer(req.headers()).is_some());
+    }
+    let path = req.uri().path().to_owned();
+    match (req.method().clone(), path.strip_prefix("/approvals")) {
+        (http::Method::GET, Some("" | "/")) => match queue.waiting().await {
+            Ok(waiting) => json(
+                StatusCode::OK,
+                &serde_json::to_value(waiting).unwrap_or_default(),
+            ),
+            Err(why) => unavailable(&why),
+        },
+        (http::Method::POST, Some(rest)) if rest.len() > 1 => {
+            let digest = rest.strip_prefix('/').unwrap_or(rest);
+            let body = match http_body_util::Limited::new(req.into_body(), 64 << 10)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return plain(StatusCode::PAYLOAD_TOO_LARGE, "answer larger than 64 KiB");
+                }
+            };
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Answer {
+                approved: bool,
+                by: String,
+            }
+            let a: Answer = match serde_json::from_slice(&body) {
+                Ok(a) => a,
+                Err(e) => {
+                    return plain(
+                        StatusCode::BAD_REQUEST,
+                        &format!(
+                            "bad answer: {e} (expected {{\"approved\": true|false, \"by\": \"NAME\"}})"
+                        ),
+                    );
+                }
+            };
+            if a.by.chars().count() > MAX_BY || a.by.trim().is_empty() {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "bad answer: \"by\" must name who answers, in 1 to {MAX_BY} characters"
+                    ),
+                );
+            }
+            let by = format!("{} (approvals endpoint)", a.by);
+            match queue.answer_waiting(digest, a.approved, &by).await {
+                Ok(true) => json(
+                    StatusCode::OK,
+                    &serde_json::json!({"answered": digest, "approved": a.approved}),
+                ),
+                Ok(false) => plain(
+                    StatusCode::NOT_FOUND,
+                    "no request with this digest is waiting (answered, expired or never asked)",
+                ),
+                Err(why) => unavailable(&why),
+            }
+        }
+        _ => plain(
+            StatusCode::NOT_FOUND,
+            "not found (GET /approvals, POST /approvals/DIGEST)",
+        ),
+    }
+}

@@ -1,0 +1,176 @@
+//! Approval round trips across replicas (2026-07-28 clients): an approval
+//! asked as an input-required result by the replica running the call may
+//! be answered by a retry that reaches another replica; the answer counts
+//! once, wherever it arrives, and the call runs on where it started.
+
+use crate::mcp::setup;
+use crate::postgres::Postgres;
+use crate::replicas::{replica, terminate};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const CLIENT: &str = "rounds-test";
+
+/// One stateless `tools/call` of `writer` at `url` (a client that answers
+/// approvals itself); `retry`: the requestState and the approval answer.
+/// The JSON-RPC answer.
+async fn write(url: &str, path: &str, retry: Option<(&str, bool)>) -> Value {
+    let mut params = json!({
+        "name": "writer",
+        "arguments": {"path": path, "content": format!("wrote {path}")},
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": CLIENT, "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+        },
+    });
+    if let Some((state, approved)) = retry {
+        params["requestState"] = json!(state);
+        params["inputResponses"] =
+            json!({"approval": {"action": "accept", "content": {"approved": approved}}});
+    }
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
+    let text = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "writer")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let json = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: ").filter(|d| d.starts_with('{')))
+        .unwrap_or(&text);
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The requestState of an input-required answer that asks for approval.
+fn asked(v: &Value) -> String {
+    let r = &v["result"];
+    assert_eq!(r["resultType"], "input_required", "{v}");
+    let prompt = r["inputRequests"]["approval"]["params"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(prompt.contains("fs.write"), "{v}");
+    r["requestState"].as_str().unwrap().to_owned()
+}
+
+fn error(v: &Value) -> String {
+    v["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn result_text(v: &Value) -> String {
+    v["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_round_trip_is_answered_through_any_replica_once() {
+    let Some(pg) = Postgres::start() else { return };
+    let s = setup();
+    let ws = s.dir.path().canonicalize().unwrap().join("ws");
+    let (a, url_a) = replica(&s, &pg, "replica-a").await;
+    let (b, url_b) = replica(&s, &pg, "replica-b").await;
+    const UNKNOWN: &str = "unknown or expired requestState";
+
+    // Asked on A, approved through B: the call runs on at A, and B
+    // returns its answer.
+    let state = asked(&write(&url_a, "one.md", None).await);
+    let forged = "0".repeat(32);
+    let v = write(&url_b, "one.md", Some((&forged, true))).await;
+    assert!(error(&v).contains(UNKNOWN), "{v}");
+    let started = Instant::now();
+    let v = write(&url_b, "one.md", Some((&state, true))).await;
+    let took = started.elapsed();
+    assert_eq!(v["result"]["isError"], false, "{v}");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("one.md")).unwrap(),
+        "wrote one.md"
+    );
+    println!("answered through B, the call's answer back in {took:?}");
+    let invocation = v["result"]["_meta"]["warden"]["invocation"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Once: the same answer again, on either replica, counts for nothing.
+    for url in [&url_a, &url_b] {
+        let v = write(url, "one.md", Some((&state, true))).await;
+        assert!(error(&v).contains(UNKNOWN), "{v}");
+    }
+
+    // Asked on A and answered on A: taken there, so not again on B.
+    let state = asked(&write(&url_a, "two.md", None).await);
+    let v = write(&url_a, "two.md", Some((&state, true))).await;
+    assert_eq!(v["result"]["isError"], false, "{v}");
+    let v = write(&url_b, "two.md", Some((&state, true))).await;
+    assert!(error(&v).contains(UNKNOWN), "{v}");
+
+    // Refused through B: denied at A, nothing written.
+    let state = asked(&write(&url_a, "three.md", None).await);
+    let v = write(&url_b, "three.md", Some((&state, false))).await;
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    assert!(
+        result_text(&v).contains(&format!("denied by MCP client '{CLIENT}' (elicitation)")),
+        "{v}"
+    );
+    assert!(!ws.join("three.md").exists());
+
+    // The trail at A says who approved, through which client.
+    let db = pg.client().await;
+    let n: i64 = db
+        .query_one(
+            "SELECT count(*) FROM warden_audit JOIN warden_chains c USING (chain)
+             WHERE c.replica = 'replica-a' AND invocation = $1 AND event = 'decision'
+               AND line LIKE $2",
+            &[
+                &invocation,
+                &format!("%approved by MCP client '{CLIENT}' (elicitation)%"),
+            ],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    // The store keeps the state's hash, never the state.
+    let stored: i64 = db
+        .query_one(
+            "SELECT count(*) FROM warden_rounds WHERE state = $1",
+            &[&state],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 0);
+
+    // The replica running the call stops before the answer comes: the
+    // answer is recorded once, and the client is told, not left waiting.
+    let state = asked(&write(&url_a, "four.md", None).await);
+    let pid = a.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    let v = write(&url_b, "four.md", Some((&state, true))).await;
+    assert!(
+        error(&v).contains("the replica running this call did not take the answer up"),
+        "{v}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(!ws.join("four.md").exists());
+    let v = write(&url_b, "four.md", Some((&state, true))).await;
+    assert!(error(&v).contains(UNKNOWN), "{v}");
+    assert_eq!(terminate(b).await, Some(0));
+}
