@@ -54,7 +54,7 @@ pub mod units;
 
 pub use agent::{Agent, AgentKind};
 pub use bindings::VALUE_LOG_TARGETS;
-pub use caps::identity::{Claims, Introspection, Issuer};
+pub use caps::identity::{Claims, Introspection, InvocationLedger, Issuer};
 pub use diag::Waiver;
 pub use error::{Error, ErrorClass, LimitExceeded, Unsigned};
 pub use grant::{FsGrant, Grant, GrantError};

@@ -202,3 +202,62 @@ fn the_cli_prints_a_stable_jwks() {
     assert_eq!(jwks(), first, "the key is kept in the state directory");
     assert!(Verifier::from_jwks(&first).is_ok());
 }
+
+/// A ledger that says every invocation runs (a store that missed ends),
+/// or that cannot be read.
+struct Ledger(Result<bool, String>);
+
+#[async_trait::async_trait]
+impl warden::InvocationLedger for Ledger {
+    async fn running(&self, _: &str) -> Result<bool, String> {
+        self.0.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_runtime_saw_end_wins_over_a_ledger_that_missed_it() {
+    let (dir, port, seen, _audit, _) = setup().await;
+    let key = || warden::KeyPair::from_seed(&[3; 32]);
+    let replica = |ledger: Ledger| {
+        Runtime::builder()
+            .manifest(Manifest::load(dir.path().join("manifest.toml")).unwrap())
+            .audit(MemorySink::new())
+            .cache_dir(crate::common::shared_cache())
+            .identity(key())
+            .invocations(std::sync::Arc::new(ledger))
+            .build()
+            .unwrap()
+    };
+    let a = replica(Ledger(Ok(true)));
+    let grant = Grant::new("t").http(&format!("http://127.0.0.1:{port}/"), None);
+    let input = json!({"url": format!("http://127.0.0.1:{port}/whoami"), "audience": AUDIENCE});
+    a.invoke("call-api", &grant, &input.to_string())
+        .await
+        .unwrap();
+    let token = seen.lock().unwrap()[0].0.clone();
+    // The runtime that ran it saw it end: inactive, whatever the ledger says.
+    let here = a.introspect_shared(&token).await.unwrap();
+    assert!(!here.active);
+    assert_eq!(here.reason.as_deref(), Some("its invocation has ended"));
+    // Another runtime with the same key takes the ledger's word ...
+    let b = replica(Ledger(Ok(true)));
+    let there = b.introspect_shared(&token).await.unwrap();
+    assert!(there.active);
+    assert_eq!(there.claims.unwrap().task, "t");
+    assert!(
+        !replica(Ledger(Ok(false)))
+            .introspect_shared(&token)
+            .await
+            .unwrap()
+            .active
+    );
+    // ... and answers neither way when the ledger cannot be read.
+    let err = replica(Ledger(Err("the store is down".into())))
+        .introspect_shared(&token)
+        .await
+        .unwrap_err();
+    assert_eq!(err, "the store is down");
+    // A token that does not verify needs no ledger.
+    let broken = replica(Ledger(Err("not asked".into())));
+    assert!(!broken.introspect_shared("a.b.c").await.unwrap().active);
+}

@@ -321,7 +321,7 @@ async fn introspection_needs_its_own_token_and_one_well_formed_form() {
 }
 
 #[test]
-fn an_introspection_token_shared_with_a_client_is_refused() {
+fn an_introspection_token_shared_with_a_client_or_an_operator_is_refused() {
     let s = setup();
     let file = s.dir.path().join("same.token");
     std::fs::write(&file, INTROSPECTOR).unwrap();
@@ -345,6 +345,32 @@ fn an_introspection_token_shared_with_a_client_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("the introspection token must differ from every client token (an agent must not read what other calls' tokens say)"),
+        "{err}"
+    );
+    // Nor may it be an operator's: a service that introspects must not
+    // also answer approvals.
+    let out = crate::replicas::warden(
+        &s,
+        &[
+            "serve",
+            "--manifest",
+            s.manifest.to_str().unwrap(),
+            "--grants",
+            s.grants.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+            "--approvals",
+            "127.0.0.1:0",
+            "--approvals-token-file",
+            file.to_str().unwrap(),
+            "--introspect-token-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the approvals and introspection tokens must differ (each operator endpoint needs its own)"),
         "{err}"
     );
 }

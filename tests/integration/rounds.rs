@@ -15,9 +15,10 @@ const CLIENT: &str = "rounds-test";
 /// approvals itself); `retry`: the requestState and the approval answer.
 /// The JSON-RPC answer.
 async fn write(url: &str, path: &str, retry: Option<(&str, bool)>) -> Value {
+    // A path with a folder asks twice: to create the folder, to write.
     let mut params = json!({
         "name": "writer",
-        "arguments": {"path": path, "content": format!("wrote {path}")},
+        "arguments": {"path": path, "content": format!("wrote {path}"), "create_dirs": path.contains('/')},
         "_meta": {
             "io.modelcontextprotocol/protocolVersion": "2026-07-28",
             "io.modelcontextprotocol/clientInfo": {"name": CLIENT, "version": "1"},
@@ -58,7 +59,7 @@ fn asked(v: &Value) -> String {
     let prompt = r["inputRequests"]["approval"]["params"]["message"]
         .as_str()
         .unwrap_or_default();
-    assert!(prompt.contains("fs.write"), "{v}");
+    assert!(prompt.contains("approve fs."), "{v}");
     r["requestState"].as_str().unwrap().to_owned()
 }
 
@@ -154,23 +155,65 @@ async fn an_approval_round_trip_is_answered_through_any_replica_once() {
         .get(0);
     assert_eq!(stored, 0);
 
-    // The replica running the call stops before the answer comes: the
-    // answer is recorded once, and the client is told, not left waiting.
+    // Two approvals in one call, both answered through B: the second
+    // round's state reaches the client through B (sealed in the store with
+    // the first, opened by B) and answers like the first.
+    let first = asked(&write(&url_a, "deep/five.md", None).await);
+    let v = write(&url_b, "deep/five.md", Some((&first, true))).await;
+    let second = asked(&v);
+    assert_ne!(second, first);
+    let v = write(&url_b, "deep/five.md", Some((&second, true))).await;
+    assert_eq!(v["result"]["isError"], false, "{v}");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("deep/five.md")).unwrap(),
+        "wrote deep/five.md"
+    );
+    // Delivered rounds leave nothing behind.
+    let left: i64 = db
+        .query_one(
+            "SELECT count(*) FROM warden_rounds WHERE status <> 'parked'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+
+    // A state of another shape, or for a tool the server lacks, never
+    // reaches the store.
+    let v = write(&url_b, "six.md", Some(("x\u{0}'; --", true))).await;
+    assert!(error(&v).contains(UNKNOWN), "{v}");
+
+    // The replica running the call stalls (SIGSTOP) past the answer: the
+    // answer is withdrawn and the client told, and when the replica
+    // resumes nothing runs behind the client's back.
     let state = asked(&write(&url_a, "four.md", None).await);
     let pid = a.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap();
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+    };
+    signal("-STOP");
     let started = Instant::now();
     let v = write(&url_b, "four.md", Some((&state, true))).await;
+    signal("-CONT");
     assert!(
-        error(&v).contains("the replica running this call did not take the answer up"),
+        error(&v).contains(
+            "the replica running this call did not take the answer up within 5s (it may have stopped): the answer is withdrawn and nothing ran"
+        ),
         "{v}"
     );
     assert!(started.elapsed() < Duration::from_secs(15));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!ws.join("four.md").exists());
-    let v = write(&url_b, "four.md", Some((&state, true))).await;
-    assert!(error(&v).contains(UNKNOWN), "{v}");
+    for url in [&url_a, &url_b] {
+        let v = write(url, "four.md", Some((&state, true))).await;
+        assert!(error(&v).contains(UNKNOWN), "{v}");
+    }
+    // A still holds the withdrawn call, parked until its approval expires
+    // (a graceful stop would wait for it): stopped at once.
+    drop(a);
     assert_eq!(terminate(b).await, Some(0));
 }

@@ -96,10 +96,14 @@ impl Caller {
         Some(Caller {
             grant,
             elicitation,
-            // Self-declared: cut, as an approvals endpoint's `by` is.
+            // Self-declared: cut, as an approvals endpoint's `by` is, and
+            // control characters (a NUL) made visible.
             client: client.info.map_or_else(
                 || "unnamed".into(),
-                |i| crate::policy::gate::cut(&i.name, 128).into_owned(),
+                |i| {
+                    crate::redact::escape_control(&crate::policy::gate::cut(&i.name, 128))
+                        .into_owned()
+                },
             ),
             progress: meta
                 .and_then(RequestMetaObject::get_progress_token)
@@ -207,6 +211,10 @@ pub(super) struct Parked {
     pub(super) running: Running,
     pub(super) request: ApprovalRequest,
     pub(super) answer: oneshot::Sender<ApprovalAnswer>,
+    /// The state the client was given (this process's memory only), which
+    /// seals a further round's state when the answer came through another
+    /// replica (`rounds.rs`).
+    pub(super) state: zeroize::Zeroizing<String>,
 }
 
 /// An approval request on its way to the MCP client.

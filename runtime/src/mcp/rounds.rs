@@ -70,18 +70,56 @@ pub trait RoundStore: Send + Sync {
         approved: bool,
         by: &str,
     ) -> Result<bool, String>;
+    /// Withdraws an answer its owner has not taken up: false when it has
+    /// (the call runs on).
+    async fn withdraw(&self, state: &str) -> Result<bool, String>;
     /// The rounds this process parked that were answered elsewhere, each
     /// handed out once: (state, approved, by).
     async fn answered(&self) -> Result<Vec<(String, bool, String)>, String>;
     /// The answer of a round's call, run on here.
     async fn done(&self, state: &str, response: &str) -> Result<(), String>;
-    /// Where a round is.
+    /// Where a round is; its call's answer is handed out once.
     async fn round(&self, state: &str) -> Result<Round, String>;
 }
 
 /// The key a requestState is parked under.
 pub(crate) fn key(state: &str) -> String {
     hex::encode(sha2::Sha256::digest(state.as_bytes()))
+}
+
+/// Whether `state` has the shape this server gives (128 bits in hex):
+/// anything else is refused before the store sees it.
+pub(crate) fn well_formed(state: &str) -> bool {
+    state.len() == 32 && state.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A further round's state sealed with the state before it, which only
+/// the client and the owner know (the store has its SHA-256, another
+/// digest): what the store keeps of it cannot answer it. Its own inverse.
+fn seal(with: &str, state: &str) -> String {
+    let pad = sha2::Sha256::new()
+        .chain_update(b"warden round seal\0")
+        .chain_update(with.as_bytes())
+        .finalize();
+    match hex::decode(state) {
+        Ok(bytes) if bytes.len() <= pad.len() => hex::encode(
+            bytes
+                .iter()
+                .zip(pad.iter())
+                .map(|(a, b)| a ^ b)
+                .collect::<Vec<u8>>(),
+        ),
+        // Not a state this server made: nothing to keep.
+        _ => String::new(),
+    }
+}
+
+/// `response` with a further round's state sealed (or opened) with `with`.
+fn sealed(mut response: CallToolResponse, with: &str) -> CallToolResponse {
+    if let CallToolResponse::InputRequired(r) = &mut response {
+        r.request_state = r.request_state.as_deref().map(|s| seal(with, s));
+    }
+    response
 }
 
 /// A call's answer as the store keeps it.
@@ -165,7 +203,7 @@ async fn run_on(mcp: &WardenMcp, store: &dyn RoundStore, state: &str, approved: 
                 by,
             });
             match mcp.drive(p.running, &Caller::elsewhere()).await {
-                Ok(r) => r,
+                Ok(r) => sealed(r, &p.state),
                 Err(e) => failure(e.message.into_owned()).into(),
             }
         }
@@ -191,7 +229,7 @@ async fn run_on(mcp: &WardenMcp, store: &dyn RoundStore, state: &str, approved: 
 /// parked elsewhere and waits (up to `within`) for the call's answer.
 pub(super) async fn answer_elsewhere(
     store: &dyn RoundStore,
-    state: &str,
+    (state, key): (&str, &str),
     tool: &str,
     approved: bool,
     by: &str,
@@ -205,7 +243,7 @@ pub(super) async fn answer_elsewhere(
         )
     };
     if !store
-        .answer(state, tool, approved, by)
+        .answer(key, tool, approved, by)
         .await
         .map_err(unavailable)?
     {
@@ -223,16 +261,27 @@ pub(super) async fn answer_elsewhere(
     let mut failing_since: Option<Instant> = None;
     loop {
         tokio::time::sleep(LOOK).await;
-        match store.round(state).await {
+        match store.round(key).await {
             Ok(Round::Done(text)) => {
                 return decode(&text)
+                    .map(|r| sealed(r, state))
                     .map_err(|e| lost(&format!("the call's answer is unreadable ({e})")));
             }
-            Ok(Round::Answered(waiting)) if waiting > PICK_UP => {
-                return Err(lost(&format!(
-                    "the replica running this call did not take the answer up within {PICK_UP:?} (it may have stopped)"
-                )));
-            }
+            // Its owner has stopped (or stalls): the answer is withdrawn,
+            // so that it cannot run later behind the client's back;
+            // unless the owner took it up meanwhile.
+            Ok(Round::Answered(waiting)) if waiting > PICK_UP => match store.withdraw(key).await {
+                Ok(true) => {
+                    return Err(McpError::internal_error(
+                        format!(
+                            "the replica running this call did not take the answer up within {PICK_UP:?} (it may have stopped): the answer is withdrawn and nothing ran; call again"
+                        ),
+                        None,
+                    ));
+                }
+                Ok(false) => failing_since = None,
+                Err(why) => tracing::warn!("approval rounds: {why}"),
+            },
             Ok(Round::Gone) => return Err(lost("the round is gone from the state store")),
             Ok(_) => failing_since = None,
             Err(why) => {
@@ -276,6 +325,7 @@ impl WardenMcp {
                 running,
                 request: p.request,
                 answer: p.answer,
+                state: zeroize::Zeroizing::new(state.clone()),
             },
         );
         InputRequiredResult::new(Some(requests), Some(state))
@@ -289,6 +339,11 @@ impl WardenMcp {
         state: &str,
         caller: &Caller,
     ) -> Result<CallToolResponse, McpError> {
+        // A state of another shape, or for a tool this server does not
+        // have, is refused before anything (the store) sees it.
+        if !well_formed(state) || !self.shared.tools.contains_key(req.name.as_ref() as &str) {
+            return Err(unknown_state());
+        }
         let key = key(state);
         let answer = req
             .input_responses
@@ -317,7 +372,7 @@ impl WardenMcp {
                     + PICK_UP;
                 return answer_elsewhere(
                     &**rounds,
-                    &key,
+                    (state, &key),
                     &req.name,
                     approves(&answer),
                     &by,
@@ -364,4 +419,39 @@ pub(super) fn unknown_state() -> McpError {
         "unknown or expired requestState (an approval answer counts once, for the call that asked)",
         None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_further_state_is_sealed_with_the_one_before_and_opened_by_it() {
+        let (first, second) = (
+            "0123456789abcdef0123456789abcdef",
+            "fedcba9876543210fedcba9876543210",
+        );
+        let stored = seal(first, second);
+        assert_eq!(stored.len(), 32);
+        assert_ne!(stored, second);
+        assert_eq!(seal(first, &stored), second);
+        // Another state, or the stored key, does not open it.
+        assert_ne!(seal(&key(first), &stored), second);
+        assert_ne!(seal("ffffffffffffffffffffffffffffffff", &stored), second);
+        assert_eq!(seal(first, "not hex"), "");
+    }
+
+    #[test]
+    fn only_states_of_the_shape_given_are_looked_up() {
+        assert!(well_formed("0123456789abcdef0123456789ABCDEF"));
+        for bad in [
+            "",
+            "0",
+            &"0".repeat(33),
+            "0123456789abcdef0123456789abcdeg",
+            "x\0'; --",
+        ] {
+            assert!(!well_formed(bad), "{bad}");
+        }
+    }
 }

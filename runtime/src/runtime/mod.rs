@@ -334,7 +334,7 @@ impl Runtime {
     }
 
     /// [`Runtime::introspect`], and for a token this runtime signed whose
-    /// invocation it does not see running, the shared ledger's answer
+    /// invocation it neither runs nor ran, the shared ledger's answer
     /// (another replica may run it; see [`RuntimeBuilder::invocations`]).
     /// An error when the ledger cannot be asked: neither answer is known.
     pub async fn introspect_shared(&self, token: &str) -> Result<Introspection, String> {
@@ -343,6 +343,11 @@ impl Runtime {
         else {
             return Ok(here);
         };
+        // Ended here: what this process saw wins over a ledger that may
+        // have missed the end (the store failed as it was written).
+        if self.inner.active.ended_here(&claims.jti) {
+            return Ok(here);
+        }
         Ok(if ledger.running(&claims.jti).await? {
             Introspection {
                 active: true,

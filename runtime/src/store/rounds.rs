@@ -1,8 +1,8 @@
 //! Approval round trips of MCP clients, shared by replicas
 //! (`warden_rounds`): see [`crate::mcp::RoundStore`] for the protocol and
 //! `migrations/0004_rounds.sql` for the states. Every step is one
-//! conditional `UPDATE`, so each transition happens once whichever
-//! replicas race for it.
+//! conditional `UPDATE` or `DELETE`, so each transition happens once
+//! whichever replicas race for it.
 
 use super::{Link, StateUrl, StoreError};
 use crate::mcp::{Round, RoundStore};
@@ -52,9 +52,16 @@ impl RoundStore for PgRounds {
 
     async fn take(&self, state: &str) -> Result<bool, String> {
         self.changed(
-            "UPDATE warden_rounds SET status = 'taken', moved = now()
-             WHERE state = $1 AND owner = $2 AND status = 'parked'",
+            "DELETE FROM warden_rounds WHERE state = $1 AND owner = $2 AND status = 'parked'",
             &[&state, &self.owner],
+        )
+        .await
+    }
+
+    async fn withdraw(&self, state: &str) -> Result<bool, String> {
+        self.changed(
+            "DELETE FROM warden_rounds WHERE state = $1 AND status = 'answered'",
+            &[&state],
         )
         .await
     }
@@ -109,10 +116,24 @@ impl RoundStore for PgRounds {
 
     async fn round(&self, state: &str) -> Result<Round, String> {
         let client = self.link.get().await?;
+        // The answer, taken once: the row goes with it.
+        let done = self
+            .link
+            .within(client.query_opt(
+                "DELETE FROM warden_rounds WHERE state = $1 AND status = 'done' RETURNING response",
+                &[&state],
+            ))
+            .await?;
+        if let Some(row) = done {
+            let response: Option<String> = row
+                .try_get(0)
+                .map_err(|e| self.link.failed(super::pg(&e)))?;
+            return Ok(Round::Done(response.unwrap_or_default()));
+        }
         let row = self
             .link
             .within(client.query_opt(
-                "SELECT status, response, extract(epoch FROM now() - moved)::float8
+                "SELECT status, extract(epoch FROM now() - moved)::float8
                  FROM warden_rounds WHERE state = $1",
                 &[&state],
             ))
@@ -124,11 +145,10 @@ impl RoundStore for PgRounds {
             let status: &str = row.try_get(0)?;
             Ok(match status {
                 "answered" => {
-                    let age: f64 = row.try_get(2)?;
+                    let age: f64 = row.try_get(1)?;
                     Round::Answered(Duration::from_secs_f64(age.clamp(0.0, 1e9)))
                 }
-                "done" => Round::Done(row.try_get::<_, Option<String>>(1)?.unwrap_or_default()),
-                "running" => Round::Running,
+                "running" | "done" => Round::Running,
                 _ => Round::Gone,
             })
         };

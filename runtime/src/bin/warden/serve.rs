@@ -363,6 +363,25 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         eprintln!("warden: operator console at http://{bound}/");
         console = Some((listener, token));
     }
+    // Each operator's token is its own: a service that may introspect
+    // must not also answer approvals.
+    let operators = [
+        ("approvals", approvals.as_ref().map(|(_, t)| t.as_str())),
+        ("console", console.as_ref().map(|(_, t)| t.as_str())),
+        (
+            "introspection",
+            introspection.as_deref().map(|t| t.as_str()),
+        ),
+    ];
+    for (i, (a, ta)) in operators.iter().enumerate() {
+        for (b, tb) in &operators[i + 1..] {
+            if ta.is_some() && ta == tb {
+                return Err(usage(anyhow::anyhow!(
+                    "the {a} and {b} tokens must differ (each operator endpoint needs its own)"
+                )));
+            }
+        }
+    }
     if approvals.is_some() || console.is_some() {
         // With --state, requests wait in the store: any replica's
         // endpoint lists and answers them.

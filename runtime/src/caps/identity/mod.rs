@@ -141,32 +141,55 @@ impl crate::keys::Verifier {
 }
 
 /// Which invocations are running: a token is active only while its
-/// invocation is.
+/// invocation is. Invocations that ended here are remembered until their
+/// tokens expire, so that this process's own knowledge wins over a shared
+/// ledger that missed their end (see [`crate::Runtime::introspect_shared`]).
 #[derive(Clone, Default)]
 pub struct ActiveInvocations {
-    ids: Arc<Mutex<HashSet<Arc<str>>>>,
+    ids: Arc<Mutex<Invocations>>,
+}
+
+#[derive(Default)]
+struct Invocations {
+    running: HashSet<Arc<str>>,
+    ended: HashSet<Arc<str>>,
+    /// When each ended one may be forgotten (Unix seconds), in end order.
+    forget: std::collections::VecDeque<(u64, Arc<str>)>,
 }
 
 impl ActiveInvocations {
-    pub(crate) fn start(&self, id: Arc<str>) {
-        self.ids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Invocations> {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn end(&self, id: &str) {
-        self.ids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+    pub(crate) fn start(&self, id: Arc<str>) {
+        self.lock().running.insert(id);
+    }
+
+    /// `id` ended; its tokens expire by `deadline` (Unix seconds).
+    pub(crate) fn end(&self, id: &str, deadline: u64) {
+        let mut ids = self.lock();
+        let Some(id) = ids.running.take(id) else {
+            return;
+        };
+        let now = now_secs();
+        while ids.forget.front().is_some_and(|(t, _)| *t < now) {
+            if let Some((_, old)) = ids.forget.pop_front() {
+                ids.ended.remove(&old);
+            }
+        }
+        ids.ended.insert(id.clone());
+        ids.forget.push_back((deadline + LEEWAY_SECS + 1, id));
     }
 
     pub fn is_active(&self, id: &str) -> bool {
-        self.ids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
+        self.lock().running.contains(id)
+    }
+
+    /// Whether `id` ran here and ended (and its tokens may not have
+    /// expired yet).
+    pub fn ended_here(&self, id: &str) -> bool {
+        self.lock().ended.contains(id)
     }
 }
 
@@ -251,7 +274,7 @@ impl Minter {
     pub(crate) fn ended(&self) {
         let mut mark = self.mark.lock().unwrap_or_else(|p| p.into_inner());
         if *mark == Mark::Active {
-            self.active.end(&self.invocation);
+            self.active.end(&self.invocation, self.deadline);
         }
         *mark = Mark::Ended;
     }
