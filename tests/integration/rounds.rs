@@ -15,9 +15,14 @@ const CLIENT: &str = "rounds-test";
 /// approvals itself); `retry`: the requestState and the approval answer.
 /// The JSON-RPC answer.
 async fn write(url: &str, path: &str, retry: Option<(&str, bool)>) -> Value {
+    write_with(url, "writer", path, retry).await
+}
+
+/// [`write`] with another tool.
+async fn write_with(url: &str, tool: &str, path: &str, retry: Option<(&str, bool)>) -> Value {
     // A path with a folder asks twice: to create the folder, to write.
     let mut params = json!({
-        "name": "writer",
+        "name": tool,
         "arguments": {"path": path, "content": format!("wrote {path}"), "create_dirs": path.contains('/')},
         "_meta": {
             "io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -37,7 +42,7 @@ async fn write(url: &str, path: &str, retry: Option<(&str, bool)>) -> Value {
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2026-07-28")
         .header("mcp-method", "tools/call")
-        .header("mcp-name", "writer")
+        .header("mcp-name", tool)
         .body(body.to_string())
         .send()
         .await
@@ -201,7 +206,7 @@ async fn an_approval_round_trip_is_answered_through_any_replica_once() {
     signal("-CONT");
     assert!(
         error(&v).contains(
-            "the replica running this call did not take the answer up within 5s (it may have stopped): the answer is withdrawn and nothing ran"
+            "the replica running this call did not take the answer up within 5s (it may have stopped): the answer is withdrawn and the action it was asked for did not run"
         ),
         "{v}"
     );
@@ -216,4 +221,38 @@ async fn an_approval_round_trip_is_answered_through_any_replica_once() {
     // (a graceful stop would wait for it): stopped at once.
     drop(a);
     assert_eq!(terminate(b).await, Some(0));
+}
+
+/// A call parked for an approval its client never answers ends at its
+/// deadline, and its slot comes back within a second: a server with one
+/// slot serves the next call (it answered "busy" until another call
+/// parked, before).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unanswered_round_gives_its_slot_back_when_its_call_ends() {
+    let s = setup();
+    let ws = s.dir.path().canonicalize().unwrap().join("ws");
+    let mut manifest = std::fs::read_to_string(&s.manifest).unwrap();
+    manifest.push_str(&format!(
+        "\n[tools.quick-writer]\ncomponent = \"{}\"\ntimeout = \"1s\"\n\
+         [[tools.quick-writer.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\n\
+         rights = [\"read\", \"write\"]\napproval = [\"write\"]\n",
+        crate::WRITE_FILE,
+        ws.display()
+    ));
+    std::fs::write(&s.manifest, manifest).unwrap();
+    let (child, url, _) = crate::mcp::http_server_said(&s, &["--max-in-flight", "1"]).await;
+    let state = asked(&write_with(&url, "quick-writer", "late.md", None).await);
+    // The one slot is the parked call's.
+    let v = write_with(&url, "quick-writer", "other.md", None).await;
+    assert!(result_text(&v).contains("busy"), "{v}");
+    // Past its deadline and a sweep, the slot is back.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let v = write_with(&url, "quick-writer", "other.md", None).await;
+    let next = asked(&v);
+    assert_ne!(next, state);
+    // The expired call's state answers nothing, and nothing was written.
+    let v = write_with(&url, "quick-writer", "late.md", Some((&state, true))).await;
+    assert!(error(&v).contains("unknown or expired requestState"), "{v}");
+    assert!(!ws.join("late.md").exists());
+    drop(child);
 }

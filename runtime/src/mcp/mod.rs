@@ -81,6 +81,9 @@ struct Shared {
     parked: Mutex<HashMap<String, Parked>>,
     /// Where replicas share those calls, if they do.
     rounds: std::sync::OnceLock<Arc<dyn RoundStore>>,
+    /// The task that sweeps parked calls which finished (started with the
+    /// first one).
+    sweeping: std::sync::OnceLock<()>,
     options: ServeOptions,
 }
 
@@ -143,6 +146,7 @@ impl WardenMcp {
                 unavailable,
                 parked: Mutex::default(),
                 rounds: std::sync::OnceLock::new(),
+                sweeping: std::sync::OnceLock::new(),
                 options,
             }),
         })

@@ -58,8 +58,9 @@ pub enum Round {
 pub trait RoundStore: Send + Sync {
     /// Parks a round of `tool`, owned by this process.
     async fn park(&self, state: &str, tool: &str) -> Result<(), String>;
-    /// Takes a round this process parked, for a retry that reached it:
-    /// false when it was answered elsewhere first.
+    /// Takes a round this process parked, for a retry that reached it (or
+    /// as its call ended unanswered): false when it was answered elsewhere
+    /// first.
     async fn take(&self, state: &str) -> Result<bool, String>;
     /// Answers a round of `tool` parked by another process, once: false
     /// when none is parked under `state`.
@@ -142,6 +143,38 @@ fn decode(text: &str) -> Result<CallToolResponse, String> {
     match serde_json::from_str::<Stored>(text).map_err(|e| e.to_string())? {
         Stored::Complete(r) => Ok(r.into()),
         Stored::InputRequired(r) => Ok(r.into()),
+    }
+}
+
+/// Every second, drops the parked calls that finished without their client
+/// (their approval expired): their slots come back, and with a shared
+/// store their rounds are deleted (answered now, they are unknown).
+async fn sweep(server: Weak<super::Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(shared) = server.upgrade() else {
+            return;
+        };
+        // Dropped here (their slots with them), before the store is asked.
+        let ended: Vec<String> = {
+            let mut parked = shared.parked.lock().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<String> = parked
+                .iter()
+                .filter(|(_, p)| p.running.call.is_finished())
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &keys {
+                parked.remove(k);
+            }
+            keys
+        };
+        if let Some(store) = shared.rounds.get() {
+            for key in &ended {
+                if let Err(why) = store.take(key).await {
+                    tracing::debug!("approval rounds: {why}");
+                }
+            }
+        }
     }
 }
 
@@ -238,7 +271,7 @@ pub(super) async fn answer_elsewhere(
     let unavailable = |why: String| {
         tracing::warn!("approval rounds: {why}");
         McpError::internal_error(
-            "the state store cannot be reached: the approval answer was not recorded, retry",
+            "the state store did not confirm the approval answer (it may be unreachable): if it was recorded, the call runs on where it started and its outcome is in the audit trail; if not, this requestState still answers it",
             None,
         )
     };
@@ -274,7 +307,7 @@ pub(super) async fn answer_elsewhere(
                 Ok(true) => {
                     return Err(McpError::internal_error(
                         format!(
-                            "the replica running this call did not take the answer up within {PICK_UP:?} (it may have stopped): the answer is withdrawn and nothing ran; call again"
+                            "the replica running this call did not take the answer up within {PICK_UP:?} (it may have stopped): the answer is withdrawn and the action it was asked for did not run; call again"
                         ),
                         None,
                     ));
@@ -315,10 +348,11 @@ impl WardenMcp {
             APPROVAL.into(),
             InputRequest::Elicitation(ElicitRequest::new(prompt(&p.request))),
         );
+        // Calls whose approval expires finish without their client: swept.
+        self.shared
+            .sweeping
+            .get_or_init(|| drop(tokio::spawn(sweep(Arc::downgrade(&self.shared)))));
         let mut parked = self.shared.parked.lock().unwrap_or_else(|e| e.into_inner());
-        // Calls whose approval timed out finished without their client:
-        // drop them (and their slots).
-        parked.retain(|_, p| !p.running.call.is_finished());
         parked.insert(
             key,
             Parked {

@@ -62,7 +62,8 @@ pub struct ServeArgs {
     /// through elicitation wait there. Needs --approvals-token-file.
     #[arg(long, value_name = "ADDR", requires = "approvals_token_file")]
     approvals: Option<SocketAddr>,
-    /// The operator's bearer token for --approvals (not an agent's token).
+    /// The operator's bearer token for --approvals (not an agent's token,
+    /// nor --console's or --introspect-token-file's: each is its own).
     #[arg(long, value_name = "FILE")]
     approvals_token_file: Option<PathBuf>,
     /// Serve the operator console at ADDR (default 127.0.0.1:8766): the

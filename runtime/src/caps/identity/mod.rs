@@ -24,6 +24,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Longest lifetime of a token, further bounded by the invocation deadline.
 pub const MAX_TOKEN_LIFETIME_SECS: u64 = 300;
 
+/// How many ended invocations a runtime remembers for introspection (see
+/// [`ActiveInvocations`]).
+pub const MAX_ENDED: usize = 65_536;
+
 /// Clock skew allowed when checking `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 5;
 
@@ -166,20 +170,27 @@ impl ActiveInvocations {
         self.lock().running.insert(id);
     }
 
-    /// `id` ended; its tokens expire by `deadline` (Unix seconds).
+    /// `id` ended; its tokens expire by `deadline` (Unix seconds), and no
+    /// later than [`MAX_TOKEN_LIFETIME_SECS`] from now. At most
+    /// [`MAX_ENDED`] are kept (the oldest go first).
     pub(crate) fn end(&self, id: &str, deadline: u64) {
         let mut ids = self.lock();
         let Some(id) = ids.running.take(id) else {
             return;
         };
         let now = now_secs();
-        while ids.forget.front().is_some_and(|(t, _)| *t < now) {
+        while ids
+            .forget
+            .front()
+            .is_some_and(|(t, _)| *t < now || ids.ended.len() >= MAX_ENDED)
+        {
             if let Some((_, old)) = ids.forget.pop_front() {
                 ids.ended.remove(&old);
             }
         }
+        let expiry = deadline.min(now + MAX_TOKEN_LIFETIME_SECS);
         ids.ended.insert(id.clone());
-        ids.forget.push_back((deadline + LEEWAY_SECS + 1, id));
+        ids.forget.push_back((expiry + LEEWAY_SECS + 2, id));
     }
 
     pub fn is_active(&self, id: &str) -> bool {
