@@ -325,50 +325,28 @@ fn an_introspection_token_shared_with_a_client_or_an_operator_is_refused() {
     let s = setup();
     let file = s.dir.path().join("same.token");
     std::fs::write(&file, INTROSPECTOR).unwrap();
-    let out = crate::replicas::warden(
-        &s,
-        &[
-            "serve",
-            "--manifest",
-            s.manifest.to_str().unwrap(),
-            "--grants",
-            s.grants.to_str().unwrap(),
-            "--http",
-            "127.0.0.1:0",
-            "--token-file",
-            file.to_str().unwrap(),
-            "--introspect-token-file",
-            file.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let file = file.to_str().unwrap();
+    // `serve --http` with `extra`, the introspection token also being the
+    // token `extra` names last: its exit status and what it said.
+    let refused = |extra: &[&str]| {
+        let (manifest, grants) = (s.manifest.to_str().unwrap(), s.grants.to_str().unwrap());
+        let mut args = vec!["serve", "--manifest", manifest, "--grants", grants];
+        args.extend(["--http", "127.0.0.1:0", "--introspect-token-file", file]);
+        args.extend(extra);
+        let out = crate::replicas::warden(&s, &args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    let (code, err) = refused(&["--token-file", file]);
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("the introspection token must differ from every client token (an agent must not read what other calls' tokens say)"),
         "{err}"
     );
     // Nor may it be an operator's: a service that introspects must not
     // also answer approvals.
-    let out = crate::replicas::warden(
-        &s,
-        &[
-            "serve",
-            "--manifest",
-            s.manifest.to_str().unwrap(),
-            "--grants",
-            s.grants.to_str().unwrap(),
-            "--http",
-            "127.0.0.1:0",
-            "--approvals",
-            "127.0.0.1:0",
-            "--approvals-token-file",
-            file.to_str().unwrap(),
-            "--introspect-token-file",
-            file.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = refused(&["--approvals", "127.0.0.1:0", "--approvals-token-file", file]);
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("the approvals and introspection tokens must differ (each operator endpoint needs its own)"),
         "{err}"
