@@ -631,12 +631,16 @@ fn eight_parallel_runs_append_one_chain() {
     };
     // Each run's records (its own trail: the records and one checkpoint,
     // written when it stops) eight times over; a run that stops after
-    // another's checkpoint covered its records signs nothing more.
+    // another's checkpoint covered its records signs nothing more. A run
+    // settles twice (`warden run` signs before it exits, then the sink
+    // when it closes), and the second signs another run's records appended
+    // in between; on a slow machine the cadence (500 ms) may sign once
+    // more: at most three checkpoints a run, far fewer than its records.
     let is_checkpoint = |l: &&str| l.contains(r#""event":"checkpoint""#);
     let records = text.lines().filter(|l| !is_checkpoint(l)).count();
     let checkpoints = text.lines().filter(is_checkpoint).count();
     assert_eq!(records, 8 * (per_run - 1), "{text}");
-    assert!((1..=8).contains(&checkpoints), "{text}");
+    assert!((1..=24).contains(&checkpoints), "{text}");
     assert!(
         text.lines().last().is_some_and(|l| is_checkpoint(&l)),
         "{text}"
