@@ -406,7 +406,7 @@ impl Endpoint {
                         "no such session (unknown, or already terminated)",
                     );
                 }
-                let response = self.service.handle(req).await;
+                let response = self.rmcp(req).await;
                 if let Some(id) = id.as_ref().and_then(|v| v.to_str().ok())
                     && response.status().is_success()
                 {
@@ -414,7 +414,7 @@ impl Endpoint {
                 }
                 response
             }
-            _ => self.service.handle(req).await,
+            _ => self.rmcp(req).await,
         }
     }
 
@@ -435,6 +435,16 @@ impl Endpoint {
                 "no protected resource metadata (this server verifies no agent tokens)",
             ),
         }
+    }
+
+    /// rmcp's answer to `req`. Its future is boxed: inline, it would size
+    /// the future of every request, calls on the short path too.
+    async fn rmcp<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Error: std::fmt::Display,
+    {
+        Box::pin(self.service.handle(req)).await
     }
 
     /// A POST: a call the short path takes, or rmcp's, with the body read
@@ -483,10 +493,7 @@ impl Endpoint {
                 });
             }
         }
-        let response = self
-            .service
-            .handle(Request::from_parts(parts, Full::new(body)))
-            .await;
+        let response = self.rmcp(Request::from_parts(parts, Full::new(body))).await;
         let opened = response
             .headers()
             .get(fast::SESSION)
