@@ -148,6 +148,18 @@ impl Postgres {
     }
 }
 
+/// The one value `sql` selects (a count, a column of one row).
+pub async fn one<T>(
+    db: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> T
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    db.query_one(sql, params).await.unwrap().get(0)
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let _ = self

@@ -6,7 +6,7 @@
 //! skipped with a note, unless `CI` is set, when they fail.
 
 use crate::mcp::{Setup, call, http_client, setup};
-use crate::postgres::Postgres;
+use crate::postgres::{Postgres, one};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -133,14 +133,12 @@ async fn two_replicas_keep_one_trail_that_verifies_exports_and_shows_tampering()
     // Answered means recorded: the ends are in the store before the
     // replicas stop.
     let db = pg.client().await;
-    let ends: i64 = db
-        .query_one(
-            "SELECT count(*) FROM warden_audit WHERE event = 'invocation.end'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let ends: i64 = one(
+        &db,
+        "SELECT count(*) FROM warden_audit WHERE event = 'invocation.end'",
+        &[],
+    )
+    .await;
     assert_eq!(ends, 5);
     assert_eq!(terminate(a).await, Some(0));
     assert_eq!(terminate(b).await, Some(0));
@@ -216,14 +214,12 @@ async fn two_replicas_keep_one_trail_that_verifies_exports_and_shows_tampering()
     )
     .await
     .unwrap();
-    let chain_b: String = db
-        .query_one(
-            "SELECT chain FROM warden_chains WHERE replica = 'replica-b'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let chain_b: String = one(
+        &db,
+        "SELECT chain FROM warden_chains WHERE replica = 'replica-b'",
+        &[],
+    )
+    .await;
     let out = warden(&s, &["audit", "verify", "--state", &url]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
@@ -287,14 +283,12 @@ async fn with_the_store_down_calls_fail_closed_and_resume_when_it_returns() {
 
     // Every call that was answered is on the trail, and the trail holds.
     let db = pg.client().await;
-    let ends: i64 = db
-        .query_one(
-            "SELECT count(*) FROM warden_audit WHERE event = 'invocation.end'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let ends: i64 = one(
+        &db,
+        "SELECT count(*) FROM warden_audit WHERE event = 'invocation.end'",
+        &[],
+    )
+    .await;
     assert_eq!(ends, 3);
     let out = warden(&s, &["audit", "verify", "--state", &pg.url()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
@@ -412,14 +406,12 @@ async fn a_replica_killed_mid_run_leaves_every_answered_call_recorded_and_the_tr
     // Replica b dies once about a third of the calls are done.
     let db = pg.client().await;
     loop {
-        let n: i64 = db
-            .query_one(
-                "SELECT count(*) FROM warden_audit WHERE event = 'invocation.end'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let n: i64 = one(
+            &db,
+            "SELECT count(*) FROM warden_audit WHERE event = 'invocation.end'",
+            &[],
+        )
+        .await;
         if n as usize >= calls / 3 {
             break;
         }
@@ -562,25 +554,21 @@ async fn an_approval_asked_on_one_replica_is_answered_through_another_once() {
     assert_eq!(terminate(b).await, Some(0));
     // Replica A's chain records who approved it, through which endpoint.
     let db = pg.client().await;
-    let n: i64 = db
-        .query_one(
-            "SELECT count(*) FROM warden_audit a JOIN warden_chains c USING (chain)
+    let n: i64 = one(
+        &db,
+        "SELECT count(*) FROM warden_audit a JOIN warden_chains c USING (chain)
              WHERE c.replica = 'replica-a' AND a.event = 'decision'
                AND a.line LIKE '%approved by ops-on-b (approvals endpoint)%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[],
+    )
+    .await;
     assert_eq!(n, 1);
-    let state: String = db
-        .query_one(
-            "SELECT state FROM warden_approvals WHERE digest = $1",
-            &[&digest],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let state: String = one(
+        &db,
+        "SELECT state FROM warden_approvals WHERE digest = $1",
+        &[&digest],
+    )
+    .await;
     assert_eq!(state, "used");
 }
 

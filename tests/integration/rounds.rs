@@ -4,7 +4,7 @@
 //! once, wherever it arrives, and the call runs on where it started.
 
 use crate::mcp::setup;
-use crate::postgres::Postgres;
+use crate::postgres::{Postgres, one};
 use crate::replicas::{replica, terminate};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -135,29 +135,25 @@ async fn an_approval_round_trip_is_answered_through_any_replica_once() {
 
     // The trail at A says who approved, through which client.
     let db = pg.client().await;
-    let n: i64 = db
-        .query_one(
-            "SELECT count(*) FROM warden_audit JOIN warden_chains c USING (chain)
+    let n: i64 = one(
+        &db,
+        "SELECT count(*) FROM warden_audit JOIN warden_chains c USING (chain)
              WHERE c.replica = 'replica-a' AND invocation = $1 AND event = 'decision'
                AND line LIKE $2",
-            &[
-                &invocation,
-                &format!("%approved by MCP client '{CLIENT}' (elicitation)%"),
-            ],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[
+            &invocation,
+            &format!("%approved by MCP client '{CLIENT}' (elicitation)%"),
+        ],
+    )
+    .await;
     assert_eq!(n, 1);
     // The store keeps the state's hash, never the state.
-    let stored: i64 = db
-        .query_one(
-            "SELECT count(*) FROM warden_rounds WHERE state = $1",
-            &[&state],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let stored: i64 = one(
+        &db,
+        "SELECT count(*) FROM warden_rounds WHERE state = $1",
+        &[&state],
+    )
+    .await;
     assert_eq!(stored, 0);
 
     // Two approvals in one call, both answered through B: the second
@@ -174,14 +170,12 @@ async fn an_approval_round_trip_is_answered_through_any_replica_once() {
         "wrote deep/five.md"
     );
     // Delivered rounds leave nothing behind.
-    let left: i64 = db
-        .query_one(
-            "SELECT count(*) FROM warden_rounds WHERE status <> 'parked'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let left: i64 = one(
+        &db,
+        "SELECT count(*) FROM warden_rounds WHERE status <> 'parked'",
+        &[],
+    )
+    .await;
     assert_eq!(left, 0);
 
     // A state of another shape, or for a tool the server lacks, never
