@@ -1456,6 +1456,8 @@ struct Bare {
     http: reqwest::Client,
     url: String,
     session: Option<String>,
+    /// The `MCP-Protocol-Version` header: the version the session settled.
+    version: String,
 }
 
 impl Bare {
@@ -1466,7 +1468,7 @@ impl Bare {
             .post(&self.url)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-06-18");
+            .header("mcp-protocol-version", &self.version);
         if let Some(s) = &self.session {
             req = req.header("mcp-session-id", s);
         }
@@ -1480,6 +1482,43 @@ impl Bare {
         (resp.status().as_u16(), kind, resp.text().await.unwrap())
     }
 
+    /// A client of `url` with the session an `initialize` asking for
+    /// `version` with `capabilities` opened, and the version it settled.
+    async fn open(url: &str, version: &str, capabilities: Value) -> (Bare, String) {
+        let http = reqwest::Client::new();
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": version, "capabilities": capabilities, "clientInfo": {"name": "bare", "version": "1"}}});
+        let resp = http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(init.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let session = resp.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = resp.text().await.unwrap();
+        let settled = body
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l.trim_start_matches("data: ")).ok())
+            .find_map(|m| m["result"]["protocolVersion"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no initialize result in {body}"));
+        let c = Bare {
+            http,
+            url: url.to_owned(),
+            session: Some(session),
+            version: settled.clone(),
+        };
+        let (status, _, _) = c
+            .post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        assert_eq!(status, 202);
+        (c, settled)
+    }
+
     async fn call(&self, id: u64, tool: &str, args: Value) -> (u16, String, String) {
         self.post(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}}))
             .await
@@ -1490,32 +1529,8 @@ impl Bare {
 async fn over_http_a_sessions_calls_are_answered_as_json_cancelled_and_end_with_it() {
     let s = setup();
     let (mut child, url) = http_server(&s, &[]).await;
-    let mut c = Bare {
-        http: reqwest::Client::new(),
-        url: url.clone(),
-        session: None,
-    };
-    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bare", "version": "1"}}});
-    let resp = c
-        .http
-        .post(&url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(init.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    c.session = Some(
-        resp.headers()["mcp-session-id"]
-            .to_str()
-            .unwrap()
-            .to_owned(),
-    );
-    let (status, _, _) = c
-        .post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-        .await;
-    assert_eq!(status, 202);
+    let (c, settled) = Bare::open(&url, "2025-06-18", json!({})).await;
+    assert_eq!(settled, "2025-06-18");
 
     // A plain call: one JSON answer, shaped as rmcp shapes it.
     let (status, kind, body) = c.call(1, "echo", json!({"message": "hi"})).await;
@@ -1558,13 +1573,33 @@ async fn over_http_a_sessions_calls_are_answered_as_json_cancelled_and_end_with_
         "{text}"
     );
 
-    // A call with a progress token goes to rmcp, on an event stream.
+    // A call with a progress token that ends before it has progress to
+    // tell: one JSON answer.
     let (status, kind, body) = c
         .post(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "p"}, "_meta": {"progressToken": "t"}}}))
         .await;
+    assert_eq!((status, kind.as_str()), (200, "application/json"), "{body}");
+    assert!(body.contains(r#"\"message\":\"p\""#), "{body}");
+    // One that runs past the progress interval (1 s): an event stream of
+    // its progress (with its token), then its answer, then the end.
+    let (status, kind, body) = c
+        .post(json!({"jsonrpc": "2.0", "id": 31, "method": "tools/call", "params": {"name": "hog", "arguments": {"attack": "loop"}, "_meta": {"progressToken": "slow"}}}))
+        .await;
     assert_eq!(status, 200);
     assert!(kind.starts_with("text/event-stream"), "{kind}");
-    assert!(body.contains(r#"\"message\":\"p\""#), "{body}");
+    let events: Vec<Value> = body
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+        .collect();
+    let (last, notes) = events.split_last().unwrap();
+    assert!(!notes.is_empty(), "{body}");
+    for note in notes {
+        assert_eq!(note["method"], "notifications/progress", "{body}");
+        assert_eq!(note["params"]["progressToken"], "slow", "{body}");
+    }
+    assert_eq!(last["id"], 31, "{body}");
+    assert_eq!(last["result"]["isError"], true, "{body}");
 
     // notifications/cancelled stops a call running on the short path.
     let running = {
@@ -1572,6 +1607,7 @@ async fn over_http_a_sessions_calls_are_answered_as_json_cancelled_and_end_with_
             http: c.http.clone(),
             url: url.clone(),
             session: c.session.clone(),
+            version: c.version.clone(),
         };
         tokio::spawn(async move {
             let started = Instant::now();
@@ -1594,6 +1630,7 @@ async fn over_http_a_sessions_calls_are_answered_as_json_cancelled_and_end_with_
         http: c.http.clone(),
         url: url.clone(),
         session: Some("no-such-session".into()),
+        version: c.version.clone(),
     };
     assert_eq!(stranger.call(5, "echo", json!({})).await.0, 404);
     let resp = c
@@ -1617,6 +1654,178 @@ async fn over_http_a_sessions_calls_are_answered_as_json_cancelled_and_end_with_
         assert_eq!(resp.status().as_u16(), 404, "{id}");
     }
     let _ = child.start_kill();
+}
+
+/// `initialize` asking for the current protocol, which has no handshake
+/// (rmcp's own client asks for it by default): the session settles on the
+/// newest version with one, and its calls are taken on the short path in
+/// that version's shape. A client that elicits has its approvals asked as
+/// that version asks them, by an `elicitation/create` request: its calls go
+/// to rmcp, which can send one.
+#[tokio::test]
+async fn over_http_a_session_asked_for_the_current_protocol_is_served_in_the_one_it_settled() {
+    let s = setup();
+    let (mut child, url) = http_server(&s, &[]).await;
+    let (c, settled) = Bare::open(&url, "2026-07-28", json!({})).await;
+    assert_eq!(settled, "2025-11-25");
+    let (status, kind, body) = c.call(1, "echo", json!({"message": "hi"})).await;
+    assert_eq!((status, kind.as_str()), (200, "application/json"), "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["result"]["structuredContent"]["message"], "hi");
+    assert!(answer["result"].get("resultType").is_none(), "{answer}");
+
+    // A write that needs approval, from a client that elicits: rmcp's event
+    // stream, carrying its elicitation request (unanswered here).
+    let (c, settled) = Bare::open(&url, "2026-07-28", json!({"elicitation": {}})).await;
+    assert_eq!(settled, "2025-11-25");
+    let resp = c
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", &c.version)
+        .header("mcp-session-id", c.session.as_deref().unwrap())
+        .body(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "writer", "arguments": {"path": "x.md", "content": "x"}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let kind = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    let mut resp = resp;
+    let mut seen = String::new();
+    while !seen.contains("elicitation/create") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+            .await
+            .expect("the elicitation request within 10 s")
+            .unwrap()
+            .expect("the stream ended before the elicitation request");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        seen.contains("approve fs.write on workspace:x.md"),
+        "{seen}"
+    );
+    assert!(!s.workspace.join("x.md").exists());
+    let _ = child.kill().await;
+}
+
+/// One `tools/call` of echo without a session on the current protocol,
+/// with `headers` over the usual ones and `meta` as its `_meta`: status,
+/// content type and body.
+async fn stateless_echo(url: &str, headers: &[(&str, &str)], meta: Value) -> (u16, String, String) {
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "echo", "arguments": {"message": "hi"}, "_meta": meta}});
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.body(body.to_string()).send().await.unwrap();
+    let kind = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    (resp.status().as_u16(), kind, resp.text().await.unwrap())
+}
+
+/// Calls without a session on the 2026-07-28 protocol are answered on the
+/// short path (one JSON answer, in that protocol's shape) only when rmcp's
+/// checks of their headers and `_meta` would all pass; every other one is
+/// left to rmcp, which refuses it as before.
+#[tokio::test]
+async fn over_http_calls_on_the_current_protocol_without_a_session_are_checked_as_rmcp_checks_them()
+{
+    let s = setup();
+    let (mut child, url) = http_server(&s, &[]).await;
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "bare", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let standard = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "echo"),
+    ];
+    let (status, kind, body) = stateless_echo(&url, &standard, meta.clone()).await;
+    assert_eq!((status, kind.as_str()), (200, "application/json"), "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["id"], 7);
+    assert_eq!(answer["result"]["resultType"], "complete", "{answer}");
+    assert_eq!(answer["result"]["structuredContent"]["message"], "hi");
+
+    // What rmcp refuses, refused as it refuses it: never run.
+    let with = |k: &'static str, v: &'static str| {
+        let mut h: Vec<(&str, &str)> = standard.iter().filter(|(n, _)| *n != k).copied().collect();
+        if !v.is_empty() {
+            h.push((k, v));
+        }
+        h
+    };
+    let refused = [
+        (
+            with("mcp-name", "reader"),
+            meta.clone(),
+            -32020,
+            "does not match body value",
+        ),
+        (
+            with("mcp-method", ""),
+            meta.clone(),
+            -32020,
+            "missing required Mcp-Method",
+        ),
+        (
+            with("mcp-name", ""),
+            meta.clone(),
+            -32020,
+            "missing required Mcp-Name",
+        ),
+        (
+            with("mcp-protocol-version", "2025-11-25"),
+            meta.clone(),
+            -32020,
+            "does not match request _meta protocolVersion",
+        ),
+        (
+            standard.to_vec(),
+            json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"}),
+            -32602,
+            "io.modelcontextprotocol/clientCapabilities",
+        ),
+    ];
+    for (headers, meta, code, why) in refused {
+        let (status, _, body) = stateless_echo(&url, &headers, meta).await;
+        assert_eq!(status, 400, "{headers:?}: {body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["error"]["code"], code, "{body}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(why),
+            "{body}"
+        );
+    }
+    // A name given twice: refused too.
+    let mut twice = standard.to_vec();
+    twice.push(("mcp-name", "echo"));
+    let (status, _, body) = stateless_echo(&url, &twice, meta.clone()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("duplicate Mcp-Name"), "{body}");
+    // A name in Base64 is rmcp's to decode: answered by rmcp, on its event
+    // stream.
+    let (status, kind, body) =
+        stateless_echo(&url, &with("mcp-name", "=?base64?ZWNobw==?="), meta.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    assert!(body.contains(r#"\"message\":\"hi\""#), "{body}");
+    // The trail holds the two calls that ran, and only them.
+    sigterm(&child);
+    let _ = child.wait().await;
+    let trail = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap_or_default();
+    let starts = trail
+        .lines()
+        .filter(|l| l.contains("\"invocation.start\""))
+        .count();
+    assert_eq!(starts, 2, "{trail}");
 }
 
 #[tokio::test]

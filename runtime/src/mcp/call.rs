@@ -45,10 +45,16 @@ pub(crate) struct Client<'a> {
 }
 
 /// How a call reaches its client: rmcp's peer (which can also send the
-/// client requests), or the stdio loop's output (notifications only).
+/// client requests), or notifications only: the stdio loop's output, or the
+/// event stream of an answer over HTTP (`http/answer.rs`).
 pub(crate) enum Link {
     Peer(rmcp::Peer<RoleServer>),
     Stdio(stdio::Out),
+    /// A note that finds the stream full is dropped: progress is advisory,
+    /// and a client that does not read must not hold up its call.
+    Events(mpsc::Sender<ProgressNotificationParam>),
+    /// Nowhere: a call that asked for no progress.
+    None,
 }
 
 impl Link {
@@ -58,6 +64,10 @@ impl Link {
                 let _ = peer.notify_progress(note).await;
             }
             Link::Stdio(out) => out.progress(note).await,
+            Link::Events(tx) => {
+                let _ = tx.try_send(note);
+            }
+            Link::None => {}
         }
     }
 }
@@ -91,7 +101,7 @@ impl Caller {
             (None, _) => None,
             (Some(Mode::RoundTrip), _) => Some(Elicitation::RoundTrip),
             (Some(Mode::Request), Link::Peer(peer)) => Some(Elicitation::Request(peer.clone())),
-            (Some(Mode::Request), Link::Stdio(_)) => return None,
+            (Some(Mode::Request), _) => return None,
         };
         Some(Caller {
             grant,

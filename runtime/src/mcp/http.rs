@@ -6,15 +6,18 @@
 //! bearer token (`crate::auth` decides who the caller is; its protected
 //! resource metadata, RFC 9728, is served unauthenticated), `Host` and
 //! `Origin` (`host.rs`), the body's size. Then a
-//! `tools/call` in a session is answered on a short path (`fast.rs`) and
+//! `tools/call` in a session, or without one on the 2026-07-28 protocol
+//! (`inline.rs` says which), is answered on a short path (`fast.rs`) and
 //! everything else by rmcp's streamable HTTP service. Accepted connections
 //! set `TCP_NODELAY`: an answer written in more than one piece (headers and
 //! a priming event, then the message) must not wait for the client's
 //! delayed ACK (~40 ms a call with common clients).
 
+mod answer;
 mod approvals;
 mod fast;
 pub(crate) mod host;
+mod inline;
 mod tokens;
 
 pub use approvals::serve_approvals;
@@ -491,6 +494,8 @@ impl Endpoint {
                 initialize = m.params.and_then(|p| {
                     serde_json::from_str::<rmcp::model::InitializeRequestParams>(p.get()).ok()
                 });
+            } else if let Some(answer) = self.sessions.stateless(&self.mcp, &parts, m).await {
+                return answer;
             }
         }
         let response = self.rmcp(Request::from_parts(parts, Full::new(body))).await;
@@ -500,7 +505,8 @@ impl Endpoint {
             .and_then(|v| v.to_str().ok());
         if let (Some(params), Some(id), true) = (initialize, opened, response.status().is_success())
         {
-            self.sessions.opened(id, params, owner);
+            let preferred = rmcp::ServerHandler::get_info(&self.mcp).protocol_version;
+            self.sessions.opened(id, params, preferred, owner);
         }
         response
     }

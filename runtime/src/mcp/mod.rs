@@ -179,6 +179,22 @@ impl WardenMcp {
         let _ = self.shared.slots.acquire_many(all).await;
     }
 
+    /// Whether the input schema of the tool `name` asks for any argument
+    /// to be restated in an `Mcp-Param-*` header (SEP-2243 `x-mcp-header`),
+    /// anywhere in it.
+    fn asks_param_headers(&self, name: &str) -> bool {
+        fn mentions(v: &Value) -> bool {
+            match v {
+                Value::Object(o) => o.contains_key("x-mcp-header") || o.values().any(mentions),
+                Value::Array(a) => a.iter().any(mentions),
+                _ => false,
+            }
+        }
+        self.shared.tools.get(name).is_some_and(|t| {
+            t.input_schema.contains_key("x-mcp-header") || t.input_schema.values().any(mentions)
+        })
+    }
+
     /// The caller of a request that came through rmcp.
     fn caller(&self, cx: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
         let (version, capabilities, info) = (

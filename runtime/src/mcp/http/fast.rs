@@ -3,7 +3,9 @@
 //!
 //! rmcp serves each session: `initialize`, `tools/list`, notifications,
 //! event streams (GET), DELETE, every error, and every request not taken
-//! here. A `tools/call` POST in a session rmcp holds is answered here with
+//! here. A `tools/call` POST without a session on the 2026-07-28 protocol
+//! is taken as `inline.rs` says ([`Sessions::stateless`]). A `tools/call`
+//! POST in a session rmcp holds is answered here with
 //! one `application/json` response (the streamable HTTP transport lets a
 //! server answer a POST with JSON rather than an event stream), through
 //! the same `tools/call` path as rmcp's handler (`WardenMcp::tools_call`):
@@ -19,24 +21,22 @@
 //! against the body), an `Accept` with parameters, or a version header that
 //! is not a known version before 2026-07-28.
 //!
-//! A session is what its `initialize` asked (what rmcp's handler sees: the
-//! requested version, the client's capabilities and name), noted when rmcp
+//! A session is what its `initialize` settled (what rmcp's handler sees: the
+//! negotiated version, the client's capabilities and name), noted when rmcp
 //! answers it with a session id; a call is taken only while rmcp still holds
 //! the session. Calls taken here never reach rmcp's idle timer, so the idle
 //! limit of every session is kept here instead (rmcp's is turned off): a
 //! session with no request and no running call for [`IDLE`] is closed, as
 //! rmcp would close it.
 
-use super::super::call::{self, Caller, Client, Link};
-use super::super::{WardenMcp, stdio};
-use super::Body;
+use super::super::WardenMcp;
+use super::super::call::{self, Caller, Client};
+use super::{Body, answer};
 use crate::auth::Authenticated;
-use bytes::Bytes;
-use http::{HeaderMap, Response, StatusCode, request::Parts};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderMap, Response, request::Parts};
 use rmcp::model::{
     CallToolRequestParams, CancelledNotificationParam, ClientCapabilities, Implementation,
-    InitializeRequestParams, ProtocolVersion, RequestId, ServerJsonRpcMessage,
+    InitializeRequestParams, ProtocolVersion, RequestId,
 };
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -47,7 +47,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 /// How long a session may go without a request (rmcp's default).
@@ -60,6 +59,8 @@ pub(crate) const SESSION: &str = "mcp-session-id";
 /// (`method` may be written with escapes: whatever rmcp parses, this does.)
 #[derive(Deserialize)]
 pub(crate) struct Message<'a> {
+    #[serde(borrow)]
+    pub(crate) jsonrpc: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub(crate) method: Option<Cow<'a, str>>,
     pub(crate) id: Option<RequestId>,
@@ -113,18 +114,27 @@ impl Sessions {
     }
 
     /// Notes the session rmcp opened, with the id `id`, in answer to an
-    /// `initialize` that asked `params`.
+    /// `initialize` that asked `params` of a server whose own version is
+    /// `preferred`.
     pub(crate) fn opened(
         &self,
         id: &str,
         params: InitializeRequestParams,
+        preferred: ProtocolVersion,
         owner: Option<Arc<str>>,
     ) {
         let id: Arc<str> = id.into();
+        let Some(version) = negotiated(
+            &params.protocol_version,
+            preferred,
+            ProtocolVersion::KNOWN_VERSIONS,
+        ) else {
+            return;
+        };
         let session = Session {
             id: id.clone(),
             owner,
-            version: params.protocol_version,
+            version,
             capabilities: params.capabilities,
             client: params.client_info,
             used: AtomicU64::new(self.now()),
@@ -183,6 +193,9 @@ impl Sessions {
         message: &Message<'_>,
     ) -> Option<Response<Body>> {
         let session = self.get(&parts.headers)?;
+        if message.jsonrpc.as_deref() != Some("2.0") {
+            return None;
+        }
         let id = match (message.method.as_deref()?, &message.id) {
             ("tools/call", Some(id)) => id.clone(),
             ("notifications/cancelled", None) => {
@@ -204,8 +217,7 @@ impl Sessions {
             serde_json::from_str(message.params.map_or("null", |p| p.get())).ok()?;
         let meta = request.meta.as_ref();
         if meta.is_some_and(|m| {
-            m.get_progress_token().is_some()
-                || m.protocol_version().is_some()
+            m.protocol_version().is_some()
                 || m.client_capabilities().is_some()
                 || m.client_info().is_some()
         }) {
@@ -222,45 +234,47 @@ impl Sessions {
             capabilities: Some(&session.capabilities),
             info: Some(&session.client),
         };
-        // Without a progress token nothing is sent on the link; one that
-        // cannot send requests has `Caller::new` leave a client that
-        // answers approvals through `elicitation/create` to rmcp.
-        let link = Link::Stdio(stdio::Out::new(tokio::io::sink()));
+        // A link that cannot send requests has `Caller::new` leave a client
+        // that answers approvals through `elicitation/create` to rmcp.
+        let (link, notes) = answer::link(meta);
         let caller = Caller::new(grant, client, meta, link, session.closed.child_token())?;
-        let cancel = caller.cancelled().clone();
-        lock(&session.running).insert(id.clone(), cancel.clone());
-        // The call runs in a task of its own, so a client that goes away
-        // cancels it (below) rather than dropping it half-way.
-        let (tx, rx) = oneshot::channel();
-        let mcp = mcp.clone();
-        tokio::spawn(async move {
-            let response = mcp.tools_call(caller, request).await;
-            lock(&session.running).remove(&id);
-            let answer = match response.and_then(|r| call::shape(r, true)) {
-                Ok(result) => ServerJsonRpcMessage::response(result, id),
-                Err(e) => ServerJsonRpcMessage::error(e, Some(id)),
-            };
-            let answer = serde_json::to_vec(&answer).map(Bytes::from);
-            // A client gone by now has nobody to read it.
-            let _ = tx.send(answer);
-        });
-        let gone = cancel.drop_guard();
-        let answer = rx.await;
-        gone.disarm();
-        Some(match answer {
-            Ok(Ok(body)) => json(StatusCode::OK, body),
-            Ok(Err(e)) => {
-                tracing::error!("MCP over HTTP: cannot encode an answer: {e}");
-                super::plain(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "cannot encode the answer",
-                )
+        lock(&session.running).insert(id.clone(), caller.cancelled().clone());
+        let done = {
+            let id = id.clone();
+            move || {
+                lock(&session.running).remove(&id);
             }
-            Err(_) => super::plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "host error: the call's task failed",
-            ),
-        })
+        };
+        Some(answer::answer(mcp, caller, request, id, true, notes, done).await)
+    }
+
+    /// Answers a POST of `message` without a session itself when it is a
+    /// call on the 2026-07-28 protocol this path takes (`inline.rs`);
+    /// `None` hands it to rmcp.
+    pub(crate) async fn stateless(
+        &self,
+        mcp: &WardenMcp,
+        parts: &Parts,
+        message: &Message<'_>,
+    ) -> Option<Response<Body>> {
+        let (request, id) = super::inline::take(mcp, parts, message)?;
+        let meta = request.meta.as_ref()?;
+        let (version, capabilities, info) = (
+            meta.protocol_version()?,
+            meta.client_capabilities()?,
+            meta.client_info()?,
+        );
+        let grant = mcp
+            .grant_for(parts.extensions.get::<Authenticated>())
+            .ok()??;
+        let client = Client {
+            version: Some(&version),
+            capabilities: Some(&capabilities),
+            info: Some(&info),
+        };
+        let (link, notes) = answer::link(Some(meta));
+        let caller = Caller::new(grant, client, Some(meta), link, self.stopping.child_token())?;
+        Some(answer::answer(mcp, caller, request, id, false, notes, || {}).await)
     }
 
     /// Closes the sessions idle for [`IDLE`] and forgets those rmcp no
@@ -289,11 +303,54 @@ impl Sessions {
     }
 }
 
+/// The version rmcp's handshake settles on for a client that asked
+/// `requested`, from a server whose own is `preferred` and that supports
+/// `supported` (rmcp's `negotiate_protocol_version`, which it does not
+/// export): the requested one if it has an `initialize` handshake and is
+/// supported, else `preferred` if it has one, else the newest supported one
+/// that has one. rmcp's handler sees it on every later request of the
+/// session; `None`: the handshake fails.
+fn negotiated(
+    requested: &ProtocolVersion,
+    preferred: ProtocolVersion,
+    supported: &[ProtocolVersion],
+) -> Option<ProtocolVersion> {
+    if requested.has_initialize() && supported.contains(requested) {
+        return Some(requested.clone());
+    }
+    if preferred.has_initialize() {
+        return Some(preferred);
+    }
+    supported
+        .iter()
+        .filter(|v| v.has_initialize())
+        .max_by(|a, b| a.as_str().cmp(b.as_str()))
+        .cloned()
+}
+
 /// Whether a request's headers leave nothing for rmcp to check or decide:
 /// a plain `Accept` naming both answers a POST may get, a JSON body, a
 /// version header (if any) that is a known version before 2026-07-28, and
 /// no SEP-2243 standard headers.
 fn plain(headers: &HeaderMap) -> bool {
+    let version_ok = match headers.get("mcp-protocol-version") {
+        None => true,
+        Some(v) => v.to_str().ok().is_some_and(|v| {
+            ProtocolVersion::KNOWN_VERSIONS
+                .iter()
+                .any(|k| k.as_str() == v && *k < ProtocolVersion::V_2026_07_28)
+        }),
+    };
+    let standard = headers.keys().any(|k| {
+        let k = k.as_str();
+        k == "mcp-method" || k == "mcp-name" || k.starts_with("mcp-param-")
+    });
+    media(headers) && version_ok && !standard
+}
+
+/// Whether a POST's media types leave rmcp nothing to refuse: a plain
+/// `Accept` naming both answers a POST may get, and a JSON body.
+pub(super) fn media(headers: &HeaderMap) -> bool {
     let (mut json, mut sse) = (false, false);
     for value in headers.get_all(http::header::ACCEPT) {
         let Ok(value) = value.to_str() else {
@@ -313,29 +370,7 @@ fn plain(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    let version_ok = match headers.get("mcp-protocol-version") {
-        None => true,
-        Some(v) => v.to_str().ok().is_some_and(|v| {
-            ProtocolVersion::KNOWN_VERSIONS
-                .iter()
-                .any(|k| k.as_str() == v && *k < ProtocolVersion::V_2026_07_28)
-        }),
-    };
-    let standard = headers.keys().any(|k| {
-        let k = k.as_str();
-        k == "mcp-method" || k == "mcp-name" || k.starts_with("mcp-param-")
-    });
-    json && sse && content_json && version_ok && !standard
-}
-
-fn json(status: StatusCode, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Full::new(body).boxed());
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    r
+    json && sse && content_json
 }
 
 #[cfg(test)]
@@ -354,6 +389,31 @@ mod tests {
         ("accept", "application/json, text/event-stream"),
         ("content-type", "application/json"),
     ];
+
+    #[test]
+    fn a_session_has_the_version_rmcps_handshake_settles_on() {
+        let known = ProtocolVersion::KNOWN_VERSIONS;
+        let (latest, before) = (ProtocolVersion::V_2026_07_28, ProtocolVersion::V_2025_06_18);
+        // Asked for a version with a handshake: that one.
+        assert_eq!(negotiated(&before, latest.clone(), known), Some(before));
+        // Asked for the current protocol (no handshake) or an unknown one:
+        // the newest with a handshake, not what was asked.
+        let newest = ProtocolVersion::LATEST_WITH_INITIALIZE;
+        assert_eq!(
+            negotiated(&latest, latest.clone(), known),
+            Some(newest.clone())
+        );
+        let unknown: ProtocolVersion = serde_json::from_str("\"2025-01-01\"").unwrap();
+        assert_eq!(negotiated(&unknown, latest.clone(), known), Some(newest));
+        // A server whose own version has a handshake falls back to it.
+        let own = ProtocolVersion::V_2025_03_26;
+        assert_eq!(negotiated(&latest, own.clone(), known), Some(own));
+        // Nothing supported has one: no session.
+        assert_eq!(
+            negotiated(&latest, latest.clone(), std::slice::from_ref(&latest)),
+            None
+        );
+    }
 
     #[test]
     fn only_plain_requests_of_sessions_before_2026_07_28_are_taken() {

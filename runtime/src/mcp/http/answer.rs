@@ -1,0 +1,238 @@
+//! How the short path (`fast.rs`) answers a call it took: one
+//! `application/json` response when the call ends before it has progress
+//! to tell; an event stream once it has (a call whose `_meta` asked for
+//! progress and runs past the first progress interval): the progress
+//! notifications as they come, then the answer, then the end of the stream.
+//! The streamable HTTP transport lets a server answer a POST either way.
+//!
+//! The call runs in a task of its own, so a client that goes away (drops
+//! the request, or the event stream) cancels it rather than dropping it
+//! half-way.
+
+use super::super::WardenMcp;
+use super::super::call::{self, Caller, Link};
+use super::Body;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use rmcp::model::{
+    CallToolRequestParams, ProgressNotification, ProgressNotificationParam, RequestId,
+    RequestMetaObject, ServerJsonRpcMessage, ServerNotification,
+};
+use std::convert::Infallible;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::DropGuard;
+
+/// Progress notes a stream holds for a client that reads slowly; more are
+/// dropped.
+const NOTES: usize = 8;
+
+/// Where a call's progress goes: an event stream if its `_meta` asked for
+/// progress (with the receiving end, for [`answer`]), else nowhere.
+pub(super) fn link(meta: Option<&RequestMetaObject>) -> (Link, Option<Notes>) {
+    if meta
+        .and_then(RequestMetaObject::get_progress_token)
+        .is_none()
+    {
+        return (Link::None, None);
+    }
+    let (tx, rx) = mpsc::channel(NOTES);
+    (Link::Events(tx), Some(rx))
+}
+
+/// The progress notes of a call, as [`link`] gave them.
+pub(super) type Notes = mpsc::Receiver<ProgressNotificationParam>;
+
+/// A call's encoded answer: its HTTP status and body, from its task.
+type Answered = Result<(StatusCode, Bytes), serde_json::Error>;
+
+/// Runs a call taken here and answers it, in the shape of a version before
+/// 2026-07-28 (`legacy`) or of 2026-07-28 with its HTTP status for errors
+/// (rmcp's `jsonrpc_http_status`); `notes` are its progress, if it asked
+/// for any; `done` runs when it ends.
+pub(super) async fn answer(
+    mcp: &WardenMcp,
+    caller: Caller,
+    request: CallToolRequestParams,
+    id: RequestId,
+    legacy: bool,
+    notes: Option<Notes>,
+    done: impl FnOnce() + Send + 'static,
+) -> Response<Body> {
+    let cancel = caller.cancelled().clone();
+    let (tx, mut rx) = oneshot::channel::<Answered>();
+    let mcp = mcp.clone();
+    let task_id = id.clone();
+    tokio::spawn(async move {
+        let id = task_id;
+        let response = mcp.tools_call(caller, request).await;
+        done();
+        let (status, answer) = match response.and_then(|r| call::shape(r, legacy)) {
+            Ok(result) => (StatusCode::OK, ServerJsonRpcMessage::response(result, id)),
+            Err(e) => (status(&e, legacy), ServerJsonRpcMessage::error(e, Some(id))),
+        };
+        let answer = serde_json::to_vec(&answer).map(|b| (status, Bytes::from(b)));
+        // A client gone by now has nobody to read it.
+        let _ = tx.send(answer);
+    });
+    let gone = cancel.drop_guard();
+    let first = match notes {
+        None => Ok((&mut rx).await),
+        Some(mut notes) => tokio::select! {
+            biased;
+            answered = &mut rx => Ok(answered),
+            // Closed before the answer came: wait for the answer.
+            Some(note) = notes.recv() => Err((note, notes)),
+        },
+    };
+    match first {
+        Ok(answered) => {
+            gone.disarm();
+            match answered {
+                Ok(Ok((status, body))) => json(status, body),
+                Ok(Err(e)) => {
+                    tracing::error!("MCP over HTTP: cannot encode an answer: {e}");
+                    super::plain(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "cannot encode the answer",
+                    )
+                }
+                Err(_) => super::plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "host error: the call's task failed",
+                ),
+            }
+        }
+        Err((note, notes)) => events(note, notes, rx, id, gone),
+    }
+}
+
+/// What an event stream still has to send.
+struct Stream {
+    first: Option<ProgressNotificationParam>,
+    notes: Notes,
+    answer: Option<oneshot::Receiver<Answered>>,
+    id: RequestId,
+    /// Cancels the call if the stream is dropped before its answer is sent.
+    gone: Option<DropGuard>,
+}
+
+/// An event stream that starts with `first`: then the rest of `notes`, then
+/// the answer.
+fn events(
+    first: ProgressNotificationParam,
+    notes: Notes,
+    answer: oneshot::Receiver<Answered>,
+    id: RequestId,
+    gone: DropGuard,
+) -> Response<Body> {
+    let state = Stream {
+        first: Some(first),
+        notes,
+        answer: Some(answer),
+        id,
+        gone: Some(gone),
+    };
+    let frames = futures_util::stream::unfold(state, |mut s| async move {
+        let note = match s.first.take() {
+            Some(note) => Some(note),
+            None => s.notes.recv().await,
+        };
+        if let Some(note) = note {
+            let note = ServerNotification::ProgressNotification(ProgressNotification::new(note));
+            let event = event(&ServerJsonRpcMessage::notification(note));
+            return Some((event, s));
+        }
+        let answered = s.answer.take()?.await;
+        if let Some(gone) = s.gone.take() {
+            gone.disarm();
+        }
+        let event = match answered {
+            Ok(Ok((_, body))) => sse(&body),
+            Ok(Err(e)) => {
+                tracing::error!("MCP over HTTP: cannot encode an answer: {e}");
+                let e = rmcp::ErrorData::internal_error("cannot encode the answer", None);
+                event(&ServerJsonRpcMessage::error(e, Some(s.id.clone())))
+            }
+            Err(_) => {
+                let e = rmcp::ErrorData::internal_error("host error: the call's task failed", None);
+                event(&ServerJsonRpcMessage::error(e, Some(s.id.clone())))
+            }
+        };
+        Some((event, s))
+    });
+    let body = StreamBody::new(frames.map(|b| Ok::<_, Infallible>(Frame::data(b))));
+    let mut r = Response::new(BodyExt::boxed(body));
+    let headers = r.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    r
+}
+
+/// `message` as one server-sent event.
+fn event(message: &ServerJsonRpcMessage) -> Bytes {
+    // A message always encodes (its parts are JSON values and strings).
+    sse(&serde_json::to_vec(message).unwrap_or_default())
+}
+
+/// A JSON message as one server-sent event (JSON has no raw newline).
+fn sse(json: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(json.len() + 8);
+    b.extend_from_slice(b"data: ");
+    b.extend_from_slice(json);
+    b.extend_from_slice(b"\n\n");
+    Bytes::from(b)
+}
+
+/// The HTTP status of an error answer, as rmcp gives it: 200 before
+/// 2026-07-28 (`legacy`); from 2026-07-28, 400 for a version, capability or
+/// header the request got wrong and 404 for an unknown method.
+fn status(e: &rmcp::ErrorData, legacy: bool) -> StatusCode {
+    use rmcp::model::ErrorCode;
+    match e.code {
+        _ if legacy => StatusCode::OK,
+        ErrorCode::UNSUPPORTED_PROTOCOL_VERSION
+        | ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY
+        | ErrorCode::HEADER_MISMATCH => StatusCode::BAD_REQUEST,
+        ErrorCode::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    }
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_one_data_line_and_a_blank_line() {
+        assert_eq!(&sse(br#"{"a":"x\ny"}"#)[..], b"data: {\"a\":\"x\\ny\"}\n\n");
+    }
+
+    #[test]
+    fn errors_of_the_current_protocol_carry_rmcps_status() {
+        use rmcp::ErrorData;
+        let header = ErrorData::new(rmcp::model::ErrorCode::HEADER_MISMATCH, "h", None);
+        let params = ErrorData::invalid_params("p", None);
+        assert_eq!(status(&header, false), StatusCode::BAD_REQUEST);
+        assert_eq!(status(&header, true), StatusCode::OK);
+        assert_eq!(status(&params, false), StatusCode::OK);
+    }
+}
