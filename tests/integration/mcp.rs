@@ -1673,6 +1673,13 @@ async fn over_http_a_session_asked_for_the_current_protocol_is_served_in_the_one
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["result"]["structuredContent"]["message"], "hi");
     assert!(answer["result"].get("resultType").is_none(), "{answer}");
+    // After a further `initialize` in the session (rmcp answers it, and
+    // what its handler sees may change), rmcp takes the session's calls.
+    let again = json!({"jsonrpc": "2.0", "id": 9, "method": "initialize", "params": {"protocolVersion": "2026-07-28", "capabilities": {}, "clientInfo": {"name": "bare", "version": "2"}}});
+    let _ = c.post(again).await;
+    let (status, kind, body) = c.call(10, "echo", json!({"message": "hi"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
 
     // A write that needs approval, from a client that elicits: rmcp's event
     // stream, carrying its elicitation request (unanswered here).
@@ -1804,6 +1811,18 @@ async fn over_http_calls_on_the_current_protocol_without_a_session_are_checked_a
             "{body}"
         );
     }
+    // A request that also has a `result`: rmcp reads no request in it.
+    let body = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "result": {}, "params": {
+        "name": "echo", "arguments": {"message": "hi"}, "_meta": meta}});
+    let mut req = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (k, v) in standard {
+        req = req.header(k, v);
+    }
+    let resp = req.body(body.to_string()).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
     // A name given twice: refused too.
     let mut twice = standard.to_vec();
     twice.push(("mcp-name", "echo"));

@@ -505,8 +505,7 @@ impl Endpoint {
             .and_then(|v| v.to_str().ok());
         if let (Some(params), Some(id), true) = (initialize, opened, response.status().is_success())
         {
-            let preferred = rmcp::ServerHandler::get_info(&self.mcp).protocol_version;
-            self.sessions.opened(id, params, preferred, owner);
+            self.sessions.opened(id, params, &self.mcp, owner);
         }
         response
     }

@@ -67,8 +67,11 @@ pub(super) async fn answer(
     let task_id = id.clone();
     tokio::spawn(async move {
         let id = task_id;
+        // Run even if the call panics: its session must not count it as
+        // running forever.
+        let ended = Done(Some(done));
         let response = mcp.tools_call(caller, request).await;
-        done();
+        drop(ended);
         let (status, answer) = match response.and_then(|r| call::shape(r, legacy)) {
             Ok(result) => (StatusCode::OK, ServerJsonRpcMessage::response(result, id)),
             Err(e) => (status(&e, legacy), ServerJsonRpcMessage::error(e, Some(id))),
@@ -106,6 +109,17 @@ pub(super) async fn answer(
             }
         }
         Err((note, notes)) => events(note, notes, rx, id, gone),
+    }
+}
+
+/// Runs its function when dropped.
+struct Done<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for Done<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
     }
 }
 
@@ -174,13 +188,21 @@ fn events(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-cache"),
     );
+    // A proxy that buffers answers would hold the progress back.
+    headers.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
     r
 }
 
 /// `message` as one server-sent event.
 fn event(message: &ServerJsonRpcMessage) -> Bytes {
-    // A message always encodes (its parts are JSON values and strings).
-    sse(&serde_json::to_vec(message).unwrap_or_default())
+    match serde_json::to_vec(message) {
+        Ok(json) => sse(&json),
+        Err(e) => {
+            tracing::error!("MCP over HTTP: cannot encode a message: {e}");
+            // A comment line: an event stream's reader skips it.
+            Bytes::from_static(b": a message could not be encoded\n\n")
+        }
+    }
 }
 
 /// A JSON message as one server-sent event (JSON has no raw newline).

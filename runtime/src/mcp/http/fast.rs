@@ -34,6 +34,7 @@ use super::super::call::{self, Caller, Client};
 use super::{Body, answer};
 use crate::auth::Authenticated;
 use http::{HeaderMap, Response, request::Parts};
+use rmcp::ServerHandler;
 use rmcp::model::{
     CallToolRequestParams, CancelledNotificationParam, ClientCapabilities, Implementation,
     InitializeRequestParams, ProtocolVersion, RequestId,
@@ -44,7 +45,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -60,12 +61,30 @@ pub(crate) const SESSION: &str = "mcp-session-id";
 #[derive(Deserialize)]
 pub(crate) struct Message<'a> {
     #[serde(borrow)]
-    pub(crate) jsonrpc: Option<Cow<'a, str>>,
+    jsonrpc: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub(crate) method: Option<Cow<'a, str>>,
     pub(crate) id: Option<RequestId>,
     #[serde(borrow)]
     pub(crate) params: Option<&'a RawValue>,
+    /// Whether it has a `result` or an `error` (even `null`): rmcp reads
+    /// a message's kind from its keys, and refuses a request that has one.
+    #[serde(default, deserialize_with = "present")]
+    result: bool,
+    #[serde(default, deserialize_with = "present")]
+    error: bool,
+}
+
+impl Message<'_> {
+    /// Whether it is a JSON-RPC 2.0 request or notification as rmcp reads
+    /// one: no `result` or `error` beside its `method`.
+    pub(crate) fn plain(&self) -> bool {
+        self.jsonrpc.as_deref() == Some("2.0") && !self.result && !self.error
+    }
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 /// The sessions rmcp holds, as this path needs them.
@@ -83,7 +102,12 @@ struct Session {
     /// Who opened it (as records name the agent; `None`: nobody
     /// authenticated): only they may use it.
     owner: Option<Arc<str>>,
-    version: ProtocolVersion,
+    /// The version its handshake settled on (`None`: none, and rmcp takes
+    /// its calls).
+    version: Option<ProtocolVersion>,
+    /// Set by a further `initialize` in the session, which rmcp answers and
+    /// which may change what its handler sees: rmcp takes its calls.
+    again: AtomicBool,
     capabilities: ClientCapabilities,
     client: Implementation,
     /// When the session was last used, in seconds after `Sessions::started`.
@@ -114,27 +138,25 @@ impl Sessions {
     }
 
     /// Notes the session rmcp opened, with the id `id`, in answer to an
-    /// `initialize` that asked `params` of a server whose own version is
-    /// `preferred`.
+    /// `initialize` that asked `params` of `mcp`.
     pub(crate) fn opened(
         &self,
         id: &str,
         params: InitializeRequestParams,
-        preferred: ProtocolVersion,
+        mcp: &WardenMcp,
         owner: Option<Arc<str>>,
     ) {
         let id: Arc<str> = id.into();
-        let Some(version) = negotiated(
+        let version = negotiated(
             &params.protocol_version,
-            preferred,
-            ProtocolVersion::KNOWN_VERSIONS,
-        ) else {
-            return;
-        };
+            mcp.get_info().protocol_version,
+            &mcp.supported_protocol_versions(),
+        );
         let session = Session {
             id: id.clone(),
             owner,
             version,
+            again: AtomicBool::new(false),
             capabilities: params.capabilities,
             client: params.client_info,
             used: AtomicU64::new(self.now()),
@@ -193,11 +215,15 @@ impl Sessions {
         message: &Message<'_>,
     ) -> Option<Response<Body>> {
         let session = self.get(&parts.headers)?;
-        if message.jsonrpc.as_deref() != Some("2.0") {
+        if !message.plain() {
             return None;
         }
         let id = match (message.method.as_deref()?, &message.id) {
             ("tools/call", Some(id)) => id.clone(),
+            ("initialize", _) => {
+                session.again.store(true, Ordering::Relaxed);
+                return None;
+            }
             ("notifications/cancelled", None) => {
                 let cancelled = message
                     .params
@@ -210,7 +236,11 @@ impl Sessions {
             }
             _ => return None,
         };
-        if !plain(&parts.headers) || call::current(Some(&session.version)) {
+        let version = session.version.as_ref()?;
+        if !plain(&parts.headers)
+            || call::current(Some(version))
+            || session.again.load(Ordering::Relaxed)
+        {
             return None;
         }
         let request: CallToolRequestParams =
@@ -230,7 +260,7 @@ impl Sessions {
             .grant_for(parts.extensions.get::<Authenticated>())
             .ok()??;
         let client = Client {
-            version: Some(&session.version),
+            version: Some(version),
             capabilities: Some(&session.capabilities),
             info: Some(&session.client),
         };
@@ -389,6 +419,22 @@ mod tests {
         ("accept", "application/json, text/event-stream"),
         ("content-type", "application/json"),
     ];
+
+    #[test]
+    fn a_message_with_a_result_or_an_error_is_not_a_plain_request() {
+        let read = |s: &str| serde_json::from_str::<Message>(s).unwrap().plain();
+        assert!(read(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#));
+        assert!(!read(r#"{"id":1,"method":"tools/call"}"#));
+        assert!(!read(r#"{"jsonrpc":"1.0","id":1,"method":"tools/call"}"#));
+        for extra in [
+            r#""result":{}"#,
+            r#""result":null"#,
+            r#""error":{"code":1}"#,
+        ] {
+            let m = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call",{extra}}}"#);
+            assert!(!read(&m), "{m}");
+        }
+    }
 
     #[test]
     fn a_session_has_the_version_rmcps_handshake_settles_on() {

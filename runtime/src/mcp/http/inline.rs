@@ -9,7 +9,8 @@
 //! takes a call only when every check would pass, stated positively, and
 //! leaves everything else to rmcp, which answers it as before:
 //!
-//! - the body is a JSON-RPC 2.0 `tools/call` request whose params parse;
+//! - the body is a JSON-RPC 2.0 `tools/call` request (no `result` or
+//!   `error` key) whose params parse;
 //! - `_meta` names a version from 2026-07-28 on that the server supports,
 //!   the client's capabilities and its name;
 //! - `MCP-Protocol-Version` is that version, `Mcp-Method` is `tools/call`
@@ -32,8 +33,7 @@ pub(super) fn take(
     parts: &Parts,
     message: &Message<'_>,
 ) -> Option<(CallToolRequestParams, RequestId)> {
-    if message.jsonrpc.as_deref() != Some("2.0") || message.method.as_deref() != Some("tools/call")
-    {
+    if !message.plain() || message.method.as_deref() != Some("tools/call") {
         return None;
     }
     let id = message.id.clone()?;
