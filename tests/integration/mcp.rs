@@ -1717,6 +1717,44 @@ async fn over_http_a_session_asked_for_the_current_protocol_is_served_in_the_one
     let _ = child.kill().await;
 }
 
+/// A client that drops a call's event stream (after its first progress
+/// note) cancels the call, as one that drops a JSON answer does: the trail
+/// ends it `cancelled`, well before its 3 s limit.
+#[tokio::test]
+async fn over_http_a_dropped_event_stream_cancels_its_call() {
+    let s = setup();
+    let (mut child, url) = http_server(&s, &[]).await;
+    let (c, _) = Bare::open(&url, "2025-06-18", json!({})).await;
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "hog", "arguments": {"attack": "loop"}, "_meta": {"progressToken": 1}}});
+    let mut resp = c
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", c.session.as_deref().unwrap())
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let kind = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("notifications/progress"));
+    drop(resp);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigterm(&child);
+    let _ = child.wait().await;
+    let trail = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    let end: Value = trail
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|r| r["event"] == "invocation.end" && r["tool"] == "hog")
+        .unwrap_or_else(|| panic!("no end of the call: {trail}"));
+    assert_eq!(end["outcome"], "cancelled", "{end}");
+    assert!(end["duration_us"].as_u64().unwrap() < 2_500_000, "{end}");
+}
+
 /// One `tools/call` of echo without a session on the current protocol,
 /// with `headers` over the usual ones and `meta` as its `_meta`: status,
 /// content type and body.
