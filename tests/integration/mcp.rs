@@ -1462,7 +1462,8 @@ struct Bare {
 
 impl Bare {
     /// Status, content type and body of one POST of `body`.
-    async fn post(&self, body: Value) -> (u16, String, String) {
+    /// One POST of `body`, as sent.
+    async fn send(&self, body: Value) -> reqwest::Response {
         let mut req = self
             .http
             .post(&self.url)
@@ -1472,7 +1473,11 @@ impl Bare {
         if let Some(s) = &self.session {
             req = req.header("mcp-session-id", s);
         }
-        let resp = req.body(body.to_string()).send().await.unwrap();
+        req.body(body.to_string()).send().await.unwrap()
+    }
+
+    async fn post(&self, body: Value) -> (u16, String, String) {
+        let resp = self.send(body).await;
         let kind = resp
             .headers()
             .get("content-type")
@@ -1686,16 +1691,8 @@ async fn over_http_a_session_asked_for_the_current_protocol_is_served_in_the_one
     let (c, settled) = Bare::open(&url, "2026-07-28", json!({"elicitation": {}})).await;
     assert_eq!(settled, "2025-11-25");
     let resp = c
-        .http
-        .post(&url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", &c.version)
-        .header("mcp-session-id", c.session.as_deref().unwrap())
-        .body(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "writer", "arguments": {"path": "x.md", "content": "x"}}}).to_string())
-        .send()
-        .await
-        .unwrap();
+        .send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "writer", "arguments": {"path": "x.md", "content": "x"}}}))
+        .await;
     assert_eq!(resp.status(), 200);
     let kind = resp.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(kind.starts_with("text/event-stream"), "{kind}");
@@ -1727,16 +1724,7 @@ async fn over_http_a_dropped_event_stream_cancels_its_call() {
     let (c, _) = Bare::open(&url, "2025-06-18", json!({})).await;
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
         "name": "hog", "arguments": {"attack": "loop"}, "_meta": {"progressToken": 1}}});
-    let mut resp = c
-        .http
-        .post(&url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-session-id", c.session.as_deref().unwrap())
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
+    let mut resp = c.send(body).await;
     let kind = resp.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(kind.starts_with("text/event-stream"), "{kind}");
     let first = resp.chunk().await.unwrap().unwrap();

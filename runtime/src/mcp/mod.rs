@@ -73,6 +73,9 @@ struct Shared {
     grants: Grants,
     /// Tool definitions from `describe`, by manifest name.
     tools: BTreeMap<String, Tool>,
+    /// The tools whose input schema asks for `Mcp-Param-*` headers
+    /// (`x-mcp-header`, anywhere in it).
+    param_headers: std::collections::BTreeSet<String>,
     /// Tools that could not be described, by name, with why.
     unavailable: BTreeMap<String, String>,
     slots: Arc<Semaphore>,
@@ -127,6 +130,20 @@ impl WardenMcp {
                 }
             }
         }
+        fn mentions(v: &Value) -> bool {
+            match v {
+                Value::Object(o) => o.contains_key("x-mcp-header") || o.values().any(mentions),
+                Value::Array(a) => a.iter().any(mentions),
+                _ => false,
+            }
+        }
+        let param_headers = tools
+            .iter()
+            .filter(|(_, t)| {
+                t.input_schema.values().any(mentions) || t.input_schema.contains_key("x-mcp-header")
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         if tools.is_empty() && !unavailable.is_empty() {
             let why: Vec<String> = unavailable
                 .iter()
@@ -143,6 +160,7 @@ impl WardenMcp {
                 runtime,
                 grants,
                 tools,
+                param_headers,
                 unavailable,
                 parked: Mutex::default(),
                 rounds: std::sync::OnceLock::new(),
@@ -183,16 +201,7 @@ impl WardenMcp {
     /// to be restated in an `Mcp-Param-*` header (SEP-2243 `x-mcp-header`),
     /// anywhere in it.
     fn asks_param_headers(&self, name: &str) -> bool {
-        fn mentions(v: &Value) -> bool {
-            match v {
-                Value::Object(o) => o.contains_key("x-mcp-header") || o.values().any(mentions),
-                Value::Array(a) => a.iter().any(mentions),
-                _ => false,
-            }
-        }
-        self.shared.tools.get(name).is_some_and(|t| {
-            t.input_schema.contains_key("x-mcp-header") || t.input_schema.values().any(mentions)
-        })
+        self.shared.param_headers.contains(name)
     }
 
     /// The caller of a request that came through rmcp.

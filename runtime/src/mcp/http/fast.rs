@@ -256,18 +256,12 @@ impl Sessions {
         if !self.manager.has_session(&session.id).await.unwrap_or(false) {
             return None;
         }
-        let grant = mcp
-            .grant_for(parts.extensions.get::<Authenticated>())
-            .ok()??;
         let client = Client {
             version: Some(version),
             capabilities: Some(&session.capabilities),
             info: Some(&session.client),
         };
-        // A link that cannot send requests has `Caller::new` leave a client
-        // that answers approvals through `elicitation/create` to rmcp.
-        let (link, notes) = answer::link(meta);
-        let caller = Caller::new(grant, client, meta, link, session.closed.child_token())?;
+        let (caller, notes) = caller(mcp, parts, client, meta, session.closed.child_token())?;
         lock(&session.running).insert(id.clone(), caller.cancelled().clone());
         let done = {
             let id = id.clone();
@@ -287,23 +281,15 @@ impl Sessions {
         parts: &Parts,
         message: &Message<'_>,
     ) -> Option<Response<Body>> {
-        let (request, id) = super::inline::take(mcp, parts, message)?;
-        let meta = request.meta.as_ref()?;
-        let (version, capabilities, info) = (
-            meta.protocol_version()?,
-            meta.client_capabilities()?,
-            meta.client_info()?,
-        );
-        let grant = mcp
-            .grant_for(parts.extensions.get::<Authenticated>())
-            .ok()??;
+        let call = super::inline::take(mcp, parts, message)?;
         let client = Client {
-            version: Some(&version),
-            capabilities: Some(&capabilities),
-            info: Some(&info),
+            version: Some(&call.version),
+            capabilities: Some(&call.capabilities),
+            info: Some(&call.info),
         };
-        let (link, notes) = answer::link(Some(meta));
-        let caller = Caller::new(grant, client, Some(meta), link, self.stopping.child_token())?;
+        let meta = call.request.meta.as_ref();
+        let (caller, notes) = caller(mcp, parts, client, meta, self.stopping.child_token())?;
+        let (request, id) = (call.request, call.id);
         Some(answer::answer(mcp, caller, request, id, false, notes, || {}).await)
     }
 
@@ -331,6 +317,25 @@ impl Sessions {
             }
         }
     }
+}
+
+/// The caller of a call taken here from `client`, under the grant of whoever
+/// sent `parts`, and where its progress goes; `None` leaves the call to
+/// rmcp: no grant (rmcp answers why), or a client that answers approvals
+/// through `elicitation/create` requests, which only rmcp sends.
+fn caller(
+    mcp: &WardenMcp,
+    parts: &Parts,
+    client: Client<'_>,
+    meta: Option<&rmcp::model::RequestMetaObject>,
+    cancelled: CancellationToken,
+) -> Option<(Caller, Option<answer::Notes>)> {
+    let grant = mcp
+        .grant_for(parts.extensions.get::<Authenticated>())
+        .ok()??;
+    let (link, notes) = answer::link(meta);
+    let caller = Caller::new(grant, client, meta, link, cancelled)?;
+    Some((caller, notes))
 }
 
 /// The version rmcp's handshake settles on for a client that asked

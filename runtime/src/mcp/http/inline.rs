@@ -25,14 +25,21 @@ use super::fast::{self, Message};
 use http::HeaderMap;
 use http::request::Parts;
 use rmcp::ServerHandler;
-use rmcp::model::{CallToolRequestParams, ProtocolVersion, RequestId};
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, Implementation, ProtocolVersion, RequestId,
+};
 
-/// The call and its id, if `message` is a call this path takes.
-pub(super) fn take(
-    mcp: &WardenMcp,
-    parts: &Parts,
-    message: &Message<'_>,
-) -> Option<(CallToolRequestParams, RequestId)> {
+/// A call this path takes, with the client its `_meta` names.
+pub(super) struct Call {
+    pub(super) request: CallToolRequestParams,
+    pub(super) id: RequestId,
+    pub(super) version: ProtocolVersion,
+    pub(super) capabilities: ClientCapabilities,
+    pub(super) info: Implementation,
+}
+
+/// The call, if `message` is one this path takes.
+pub(super) fn take(mcp: &WardenMcp, parts: &Parts, message: &Message<'_>) -> Option<Call> {
     if !message.plain() || message.method.as_deref() != Some("tools/call") {
         return None;
     }
@@ -43,18 +50,27 @@ pub(super) fn take(
     }
     let request: CallToolRequestParams = serde_json::from_str(message.params?.get()).ok()?;
     let meta = request.meta.as_ref()?;
-    let version = meta.protocol_version()?;
+    let (version, capabilities, info) = (
+        meta.protocol_version()?,
+        meta.client_capabilities()?,
+        meta.client_info()?,
+    );
     let current = version >= ProtocolVersion::V_2026_07_28
         && mcp.supported_protocol_versions().contains(&version)
-        && meta.missing_required_keys(&version).is_empty()
-        && meta.client_info().is_some();
+        && meta.missing_required_keys(&version).is_empty();
     let restated = one(headers, "mcp-protocol-version") == Some(version.as_str())
         && one(headers, "mcp-method") == Some("tools/call")
         && one(headers, "mcp-name")
             .is_some_and(|name| name == request.name && !name.starts_with("=?"));
     let no_params = !headers.keys().any(|k| k.as_str().starts_with("mcp-param-"))
         && !mcp.asks_param_headers(&request.name);
-    (current && restated && no_params).then_some((request, id))
+    (current && restated && no_params).then_some(Call {
+        request,
+        id,
+        version,
+        capabilities,
+        info,
+    })
 }
 
 /// The value of the header `name` when it is given once, as text.
