@@ -50,22 +50,22 @@ pub(crate) struct Client<'a> {
 pub(crate) enum Link {
     Peer(rmcp::Peer<RoleServer>),
     Stdio(stdio::Out),
-    /// A note that finds the stream full is dropped: progress is advisory,
-    /// and a client that does not read must not hold up its call.
-    Events(mpsc::Sender<ProgressNotificationParam>),
+    /// A note replaces one the stream has not sent yet: progress is
+    /// advisory, and a client that does not read must not hold up its call.
+    Events(tokio::sync::watch::Sender<Option<ProgressNotificationParam>>),
     /// Nowhere: a call that asked for no progress.
     None,
 }
 
 impl Link {
-    async fn progress(&self, note: ProgressNotificationParam) {
+    pub(super) async fn progress(&self, note: ProgressNotificationParam) {
         match self {
             Link::Peer(peer) => {
                 let _ = peer.notify_progress(note).await;
             }
             Link::Stdio(out) => out.progress(note).await,
             Link::Events(tx) => {
-                let _ = tx.try_send(note);
+                tx.send_replace(Some(note));
             }
             Link::None => {}
         }
@@ -282,7 +282,9 @@ impl WardenMcp {
         request: CallToolRequestParams,
     ) -> Result<CallToolResponse, McpError> {
         if let Some(state) = request.request_state.clone() {
-            self.resume(&request, &state, &caller).await
+            // Boxed: an answer to a parked approval is the rarer path, and
+            // its state would otherwise size every call's future.
+            Box::pin(self.resume(&request, &state, &caller)).await
         } else {
             match self.start(request.name.to_string(), request.arguments, &caller) {
                 Ok(Ok(running)) => self.drive(running, &caller).await,
@@ -390,7 +392,8 @@ impl WardenMcp {
                         let secs = running.started.elapsed().as_secs_f64();
                         let note = ProgressNotificationParam::new(token.clone(), secs)
                             .with_message(format!("{} running for {secs:.0}s", running.tool));
-                        link.progress(note).await;
+                        // Boxed, for the same reason: once a second at most.
+                        Box::pin(link.progress(note)).await;
                     }
                 }
                 Next::Approval(p) => {

@@ -485,18 +485,25 @@ impl Endpoint {
         };
         let message = serde_json::from_slice::<fast::Message>(&body).ok();
         let mut initialize = None;
-        if let Some(m) = &message {
-            if parts.headers.contains_key(fast::SESSION) {
-                if let Some(answer) = self.sessions.post(&self.mcp, &parts, m).await {
-                    return answer;
-                }
-            } else if m.method.as_deref() == Some("initialize") {
+        let taken = match &message {
+            Some(m) if parts.headers.contains_key(fast::SESSION) => {
+                self.sessions.post(&self.mcp, &parts, m).await
+            }
+            Some(m) if m.method.as_deref() == Some("initialize") => {
                 initialize = m.params.and_then(|p| {
                     serde_json::from_str::<rmcp::model::InitializeRequestParams>(p.get()).ok()
                 });
-            } else if let Some(answer) = self.sessions.stateless(&self.mcp, &parts, m).await {
-                return answer;
+                None
             }
+            Some(m) => self.sessions.stateless(&self.mcp, &parts, m),
+            None => None,
+        };
+        if let Some(taken) = taken {
+            // Its headers and body share hyper's read buffer: freed before
+            // the call runs, not held for as long as it does.
+            drop(message);
+            drop((body, parts));
+            return taken.answer(&self.mcp).await;
         }
         let response = self.rmcp(Request::from_parts(parts, Full::new(body))).await;
         let opened = response

@@ -426,7 +426,10 @@ impl Gate {
             return Ok(Err(decision));
         }
         if approved {
-            let answer = self.approve(&approval).await?;
+            // Boxed: waiting for a person is the rare path, and its state
+            // would otherwise size the future of every host call (each
+            // one resident while its call waits; the `mcp` bench).
+            let answer = Box::pin(self.approve(&approval)).await?;
             if !answer.allow {
                 return Ok(Err(answer));
             }

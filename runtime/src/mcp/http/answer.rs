@@ -22,12 +22,8 @@ use rmcp::model::{
     RequestMetaObject, ServerJsonRpcMessage, ServerNotification,
 };
 use std::convert::Infallible;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::DropGuard;
-
-/// Progress notes a stream holds for a client that reads slowly; more are
-/// dropped.
-const NOTES: usize = 8;
 
 /// Where a call's progress goes: an event stream if its `_meta` asked for
 /// progress (with the receiving end, for [`answer`]), else nowhere.
@@ -38,12 +34,27 @@ pub(super) fn link(meta: Option<&RequestMetaObject>) -> (Link, Option<Notes>) {
     {
         return (Link::None, None);
     }
-    let (tx, rx) = mpsc::channel(NOTES);
+    let (tx, rx) = watch::channel(None);
     (Link::Events(tx), Some(rx))
 }
 
-/// The progress notes of a call, as [`link`] gave them.
-pub(super) type Notes = mpsc::Receiver<ProgressNotificationParam>;
+/// The progress of a call, as [`link`] gave it: its newest note only. A
+/// later note replaces one not yet sent, so a client that reads slowly
+/// gets the latest progress rather than a backlog, and a call holds one
+/// note however long it runs (a queue's first block is ~4 KiB a call, the
+/// `mcp` bench's 1,000 calls in flight).
+pub(super) type Notes = watch::Receiver<Option<ProgressNotificationParam>>;
+
+/// The next note not yet sent; `None` once the call has ended (its link
+/// is gone).
+async fn next_note(notes: &mut Notes) -> Option<ProgressNotificationParam> {
+    loop {
+        notes.changed().await.ok()?;
+        if let Some(note) = notes.borrow_and_update().clone() {
+            return Some(note);
+        }
+    }
+}
 
 /// A call's encoded answer: its HTTP status and body, from its task.
 type Answered = Result<(StatusCode, Bytes), serde_json::Error>;
@@ -87,7 +98,7 @@ pub(super) async fn answer(
             biased;
             answered = &mut rx => Ok(answered),
             // Closed before the answer came: wait for the answer.
-            Some(note) = notes.recv() => Err((note, notes)),
+            Some(note) = next_note(&mut notes) => Err((note, notes)),
         },
     };
     match first {
@@ -152,7 +163,7 @@ fn events(
     let frames = futures_util::stream::unfold(state, |mut s| async move {
         let note = match s.first.take() {
             Some(note) => Some(note),
-            None => s.notes.recv().await,
+            None => next_note(&mut s.notes).await,
         };
         if let Some(note) = note {
             let note = ServerNotification::ProgressNotification(ProgressNotification::new(note));
@@ -242,6 +253,28 @@ fn json(status: StatusCode, body: Bytes) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A slow reader gets the newest note, not a backlog; the stream's
+    /// notes end when the call's link is gone.
+    #[tokio::test]
+    async fn a_note_not_yet_sent_is_replaced_by_the_next() {
+        let meta: RequestMetaObject =
+            serde_json::from_value(serde_json::json!({"progressToken": 7})).unwrap();
+        let (Link::Events(tx), Some(mut notes)) = link(Some(&meta)) else {
+            panic!("a call asking for progress gets an event link");
+        };
+        let token = meta.get_progress_token().unwrap();
+        for secs in [1.0, 2.0, 3.0] {
+            let link = Link::Events(tx.clone());
+            link.progress(ProgressNotificationParam::new(token.clone(), secs))
+                .await;
+        }
+        let note = next_note(&mut notes).await.expect("a note");
+        assert_eq!(note.progress, 3.0);
+        drop(tx);
+        assert!(next_note(&mut notes).await.is_none());
+        assert!(matches!(link(None), (Link::None, None)));
+    }
 
     #[test]
     fn an_event_is_one_data_line_and_a_blank_line() {

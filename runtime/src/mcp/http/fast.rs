@@ -205,15 +205,15 @@ impl Sessions {
         let _ = self.get(headers);
     }
 
-    /// Answers a POST of `message` itself when it is a call this path
-    /// takes; `None` hands it to rmcp. A cancellation of a call running
-    /// here cancels it (and goes on to rmcp, which answers it).
+    /// Takes a POST of `message` when it is a call this path answers;
+    /// `None` hands it to rmcp. A cancellation of a call running here
+    /// cancels it (and goes on to rmcp, which answers it).
     pub(crate) async fn post(
         &self,
         mcp: &WardenMcp,
         parts: &Parts,
         message: &Message<'_>,
-    ) -> Option<Response<Body>> {
+    ) -> Option<Taken> {
         let session = self.get(&parts.headers)?;
         if !message.plain() {
             return None;
@@ -263,24 +263,25 @@ impl Sessions {
         };
         let (caller, notes) = caller(mcp, parts, client, meta, session.closed.child_token())?;
         lock(&session.running).insert(id.clone(), caller.cancelled().clone());
-        let done = {
-            let id = id.clone();
-            move || {
-                lock(&session.running).remove(&id);
-            }
-        };
-        Some(answer::answer(mcp, caller, request, id, true, notes, done).await)
+        Some(Taken {
+            caller,
+            request,
+            id,
+            legacy: true,
+            notes,
+            session: Some(session),
+        })
     }
 
-    /// Answers a POST of `message` without a session itself when it is a
-    /// call on the 2026-07-28 protocol this path takes (`inline.rs`);
-    /// `None` hands it to rmcp.
-    pub(crate) async fn stateless(
+    /// Takes a POST of `message` without a session when it is a call on
+    /// the 2026-07-28 protocol this path answers (`inline.rs`); `None`
+    /// hands it to rmcp.
+    pub(crate) fn stateless(
         &self,
         mcp: &WardenMcp,
         parts: &Parts,
         message: &Message<'_>,
-    ) -> Option<Response<Body>> {
+    ) -> Option<Taken> {
         let call = super::inline::take(mcp, parts, message)?;
         let client = Client {
             version: Some(&call.version),
@@ -289,8 +290,14 @@ impl Sessions {
         };
         let meta = call.request.meta.as_ref();
         let (caller, notes) = caller(mcp, parts, client, meta, self.stopping.child_token())?;
-        let (request, id) = (call.request, call.id);
-        Some(answer::answer(mcp, caller, request, id, false, notes, || {}).await)
+        Some(Taken {
+            caller,
+            request: call.request,
+            id: call.id,
+            legacy: false,
+            notes,
+            session: None,
+        })
     }
 
     /// Closes the sessions idle for [`IDLE`] and forgets those rmcp no
@@ -316,6 +323,40 @@ impl Sessions {
                 }
             }
         }
+    }
+}
+
+/// A call this path took: all that answering it needs, owned, so that the
+/// request it came in (whose headers and body share hyper's read buffer,
+/// 8 KiB) is freed while it runs.
+pub(crate) struct Taken {
+    caller: Caller,
+    request: CallToolRequestParams,
+    id: RequestId,
+    /// In the shape of a version before 2026-07-28.
+    legacy: bool,
+    notes: Option<answer::Notes>,
+    /// The session it runs in, which notes it running until it ends.
+    session: Option<Arc<Session>>,
+}
+
+impl Taken {
+    pub(crate) async fn answer(self, mcp: &WardenMcp) -> Response<Body> {
+        let (session, id) = (self.session, self.id.clone());
+        let done = move || {
+            if let Some(session) = session {
+                lock(&session.running).remove(&id);
+            }
+        };
+        let Taken {
+            caller,
+            request,
+            id,
+            legacy,
+            notes,
+            ..
+        } = self;
+        answer::answer(mcp, caller, request, id, legacy, notes, done).await
     }
 }
 
