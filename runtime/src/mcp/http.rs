@@ -349,7 +349,7 @@ impl Endpoint {
                 return tokens::jwks(&req, runtime);
             }
             let token = self.options.introspection.as_deref().map(|t| t.as_str());
-            return tokens::introspect(req, runtime, token, peer).await;
+            return Box::pin(tokens::introspect(req, runtime, token, peer)).await;
         }
         if path != PATH {
             return plain(
@@ -358,7 +358,10 @@ impl Endpoint {
             );
         }
         let options = &self.options;
-        match options.auth.authenticate(bearer(req.headers())).await {
+        // Boxed, as every step before a call runs is: the future of a
+        // request is as large as its largest step, and each call in flight
+        // holds one (the `mcp` bench's 1,000).
+        match Box::pin(options.auth.authenticate(bearer(req.headers()))).await {
             Ok(who) => {
                 // A session belongs to whoever opened it: another caller
                 // (even one with a good token) cannot use, cancel or end it.
@@ -396,7 +399,10 @@ impl Endpoint {
         }
         self.sessions.touch(req.headers());
         match *req.method() {
-            http::Method::POST => self.post(req).await,
+            http::Method::POST => match Box::pin(self.post(req)).await {
+                Posted::Answered(response) => response,
+                Posted::Running(call) => call.response().await,
+            },
             http::Method::DELETE => {
                 let id = req.headers().get(fast::SESSION).cloned();
                 // An unknown or already terminated session: 404, as the
@@ -452,7 +458,7 @@ impl Endpoint {
 
     /// A POST: a call the short path takes, or rmcp's, with the body read
     /// (within the cap) once.
-    async fn post(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn post(&self, req: Request<Incoming>) -> Posted {
         // rmcp reads a session id that is not text as none and opens a new
         // session, which the sweep would never see: refused here.
         if req
@@ -460,10 +466,10 @@ impl Endpoint {
             .get(fast::SESSION)
             .is_some_and(|v| v.to_str().is_err())
         {
-            return plain(
+            return Posted::Answered(plain(
                 StatusCode::BAD_REQUEST,
                 "Mcp-Session-Id must be visible ASCII (the id the server gave at initialize)",
-            );
+            ));
         }
         let (parts, body) = req.into_parts();
         let owner = parts
@@ -476,11 +482,14 @@ impl Endpoint {
         {
             Ok(b) => b.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return too_large(self.options.max_request);
+                return Posted::Answered(too_large(self.options.max_request));
             }
             Err(e) => {
                 tracing::debug!("cannot read a request body: {e}");
-                return plain(StatusCode::BAD_REQUEST, "cannot read the request body");
+                return Posted::Answered(plain(
+                    StatusCode::BAD_REQUEST,
+                    "cannot read the request body",
+                ));
             }
         };
         let message = serde_json::from_slice::<fast::Message>(&body).ok();
@@ -499,11 +508,12 @@ impl Endpoint {
             None => None,
         };
         if let Some(taken) = taken {
+            let running = taken.start(&self.mcp);
             // Its headers and body share hyper's read buffer: freed before
             // the call runs, not held for as long as it does.
             drop(message);
             drop((body, parts));
-            return taken.answer(&self.mcp).await;
+            return Posted::Running(running);
         }
         let response = self.rmcp(Request::from_parts(parts, Full::new(body))).await;
         let opened = response
@@ -514,8 +524,15 @@ impl Endpoint {
         {
             self.sessions.opened(id, params, &self.mcp, owner);
         }
-        response
+        Posted::Answered(response)
     }
+}
+
+/// What reading a POST came to.
+enum Posted {
+    Answered(Response<Body>),
+    /// A call the short path took, running on its task.
+    Running(answer::Answering),
 }
 
 fn too_large(max: usize) -> Response<Body> {

@@ -59,11 +59,15 @@ async fn next_note(notes: &mut Notes) -> Option<ProgressNotificationParam> {
 /// A call's encoded answer: its HTTP status and body, from its task.
 type Answered = Result<(StatusCode, Bytes), serde_json::Error>;
 
-/// Runs a call taken here and answers it, in the shape of a version before
-/// 2026-07-28 (`legacy`) or of 2026-07-28 with its HTTP status for errors
-/// (rmcp's `jsonrpc_http_status`); `notes` are its progress, if it asked
-/// for any; `done` runs when it ends.
-pub(super) async fn answer(
+/// Starts a call taken here, to be answered in the shape of a version
+/// before 2026-07-28 (`legacy`) or of 2026-07-28 with its HTTP status for
+/// errors (rmcp's `jsonrpc_http_status`); `notes` are its progress, if it
+/// asked for any; `done` runs when it ends.
+///
+/// Not `async`: an async function's arguments stay in its future for as
+/// long as it runs; what waits for the answer ([`Answering`]) holds only
+/// what it needs (a few hundred bytes a call in flight, not ~2 KiB).
+pub(super) fn answer(
     mcp: &WardenMcp,
     caller: Caller,
     request: CallToolRequestParams,
@@ -71,9 +75,9 @@ pub(super) async fn answer(
     legacy: bool,
     notes: Option<Notes>,
     done: impl FnOnce() + Send + 'static,
-) -> Response<Body> {
+) -> Answering {
     let cancel = caller.cancelled().clone();
-    let (tx, mut rx) = oneshot::channel::<Answered>();
+    let (tx, rx) = oneshot::channel::<Answered>();
     let mcp = mcp.clone();
     let task_id = id.clone();
     tokio::spawn(async move {
@@ -91,35 +95,62 @@ pub(super) async fn answer(
         // A client gone by now has nobody to read it.
         let _ = tx.send(answer);
     });
-    let gone = cancel.drop_guard();
-    let first = match notes {
-        None => Ok((&mut rx).await),
-        Some(mut notes) => tokio::select! {
-            biased;
-            answered = &mut rx => Ok(answered),
-            // Closed before the answer came: wait for the answer.
-            Some(note) = next_note(&mut notes) => Err((note, notes)),
-        },
-    };
-    match first {
-        Ok(answered) => {
-            gone.disarm();
-            match answered {
-                Ok(Ok((status, body))) => json(status, body),
-                Ok(Err(e)) => {
-                    tracing::error!("MCP over HTTP: cannot encode an answer: {e}");
-                    super::plain(
+    Answering {
+        rx,
+        notes,
+        id,
+        gone: cancel.drop_guard(),
+    }
+}
+
+/// A call running on its task: what its answer still needs.
+pub(crate) struct Answering {
+    rx: oneshot::Receiver<Answered>,
+    notes: Option<Notes>,
+    id: RequestId,
+    /// Cancels the call if the request is dropped before it is answered.
+    gone: DropGuard,
+}
+
+impl Answering {
+    /// The call's answer: JSON if it ends before it has progress to tell,
+    /// else an event stream.
+    pub(crate) async fn response(self) -> Response<Body> {
+        let Answering {
+            mut rx,
+            notes,
+            id,
+            gone,
+        } = self;
+        let first = match notes {
+            None => Ok((&mut rx).await),
+            Some(mut notes) => tokio::select! {
+                biased;
+                answered = &mut rx => Ok(answered),
+                // Closed before the answer came: wait for the answer.
+                Some(note) = next_note(&mut notes) => Err((note, notes)),
+            },
+        };
+        match first {
+            Ok(answered) => {
+                gone.disarm();
+                match answered {
+                    Ok(Ok((status, body))) => json(status, body),
+                    Ok(Err(e)) => {
+                        tracing::error!("MCP over HTTP: cannot encode an answer: {e}");
+                        super::plain(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "cannot encode the answer",
+                        )
+                    }
+                    Err(_) => super::plain(
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        "cannot encode the answer",
-                    )
+                        "host error: the call's task failed",
+                    ),
                 }
-                Err(_) => super::plain(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "host error: the call's task failed",
-                ),
             }
+            Err((note, notes)) => events(note, notes, rx, id, gone),
         }
-        Err((note, notes)) => events(note, notes, rx, id, gone),
     }
 }
 

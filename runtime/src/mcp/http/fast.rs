@@ -31,9 +31,9 @@
 
 use super::super::WardenMcp;
 use super::super::call::{self, Caller, Client};
-use super::{Body, answer};
+use super::answer;
 use crate::auth::Authenticated;
-use http::{HeaderMap, Response, request::Parts};
+use http::{HeaderMap, request::Parts};
 use rmcp::ServerHandler;
 use rmcp::model::{
     CallToolRequestParams, CancelledNotificationParam, ClientCapabilities, Implementation,
@@ -341,7 +341,8 @@ pub(crate) struct Taken {
 }
 
 impl Taken {
-    pub(crate) async fn answer(self, mcp: &WardenMcp) -> Response<Body> {
+    /// Starts the call on a task of its own; what waits for its answer.
+    pub(crate) fn start(self, mcp: &WardenMcp) -> answer::Answering {
         let (session, id) = (self.session, self.id.clone());
         let done = move || {
             if let Some(session) = session {
@@ -356,7 +357,7 @@ impl Taken {
             notes,
             ..
         } = self;
-        answer::answer(mcp, caller, request, id, legacy, notes, done).await
+        answer::answer(mcp, caller, request, id, legacy, notes, done)
     }
 }
 
