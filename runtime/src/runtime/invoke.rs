@@ -427,6 +427,16 @@ struct Ran {
     dropped: u32,
 }
 
+/// Instantiates the tool and calls its `invoke`.
+async fn call(
+    tool: &LoadedTool,
+    store: &mut Store<HostState>,
+    input: &str,
+) -> wasmtime::Result<Result<String, crate::bindings::exports::warden::tool::guest::ToolError>> {
+    let t = tool.pre.instantiate_async(&mut *store).await?;
+    t.warden_tool_guest().call_invoke(&mut *store, input).await
+}
+
 /// Runs the tool's `invoke` within its deadline unless `cancel` fires first,
 /// then drops the store, which wipes the secret values (zeroizing memory).
 async fn run_tool(
@@ -439,15 +449,13 @@ async fn run_tool(
     let limits = tool.spec.limits;
     let lift = store.hostcall_fuel();
     let started = Instant::now();
-    let call = async {
-        let t = tool.pre.instantiate_async(&mut store).await?;
-        t.warden_tool_guest().call_invoke(&mut store, input).await
-    };
-    let timed = tokio::time::timeout(limits.timeout, call);
+    // The call's future is made where it is awaited: one made first and
+    // then moved in is stored twice in this future, which every call in
+    // flight holds.
     let outcome = match cancel {
-        None => Some(timed.await),
+        None => Some(tokio::time::timeout(limits.timeout, call(tool, &mut store, input)).await),
         Some(cancel) => tokio::select! {
-            r = timed => Some(r),
+            r = tokio::time::timeout(limits.timeout, call(tool, &mut store, input)) => Some(r),
             () = cancel.cancelled() => None,
         },
     };
