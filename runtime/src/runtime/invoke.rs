@@ -427,16 +427,6 @@ struct Ran {
     dropped: u32,
 }
 
-/// Instantiates the tool and calls its `invoke`.
-async fn call(
-    tool: &LoadedTool,
-    store: &mut Store<HostState>,
-    input: &str,
-) -> wasmtime::Result<Result<String, crate::bindings::exports::warden::tool::guest::ToolError>> {
-    let t = tool.pre.instantiate_async(&mut *store).await?;
-    t.warden_tool_guest().call_invoke(&mut *store, input).await
-}
-
 /// Runs the tool's `invoke` within its deadline unless `cancel` fires first,
 /// then drops the store, which wipes the secret values (zeroizing memory).
 async fn run_tool(
@@ -449,13 +439,12 @@ async fn run_tool(
     let limits = tool.spec.limits;
     let lift = store.hostcall_fuel();
     let started = Instant::now();
-    // The call's future is made where it is awaited: one made first and
-    // then moved in is stored twice in this future, which every call in
-    // flight holds.
+    // The call's future is made where it is awaited: made first and moved
+    // in, it is stored twice in this one, which every call in flight holds.
     let outcome = match cancel {
-        None => Some(tokio::time::timeout(limits.timeout, call(tool, &mut store, input)).await),
+        None => Some(tokio::time::timeout(limits.timeout, tool.call(&mut store, input)).await),
         Some(cancel) => tokio::select! {
-            r = tokio::time::timeout(limits.timeout, call(tool, &mut store, input)) => Some(r),
+            r = tokio::time::timeout(limits.timeout, tool.call(&mut store, input)) => Some(r),
             () = cancel.cancelled() => None,
         },
     };

@@ -47,6 +47,19 @@ pub(super) struct Described {
     pub(super) contract: super::contract::Contract,
 }
 
+impl LoadedTool {
+    /// Instantiates the tool in `store` and calls its `invoke`.
+    pub(super) async fn call(
+        &self,
+        store: &mut wasmtime::Store<HostState>,
+        input: &str,
+    ) -> wasmtime::Result<Result<String, crate::bindings::exports::warden::tool::guest::ToolError>>
+    {
+        let t = self.pre.instantiate_async(&mut *store).await?;
+        t.warden_tool_guest().call_invoke(&mut *store, input).await
+    }
+}
+
 impl Runtime {
     /// The tool named `tool`, compiled and linked on first use.
     pub(super) async fn loaded(&self, tool: &str) -> Result<Arc<LoadedTool>, Error> {

@@ -262,7 +262,6 @@ impl Sessions {
             info: Some(&session.client),
         };
         let (caller, notes) = caller(mcp, parts, client, meta, session.closed.child_token())?;
-        lock(&session.running).insert(id.clone(), caller.cancelled().clone());
         Some(Taken {
             caller,
             request,
@@ -342,7 +341,12 @@ pub(crate) struct Taken {
 
 impl Taken {
     /// Starts the call on a task of its own; what waits for its answer.
+    /// Its session notes it running from here until it ends (both here, so
+    /// that no entry is left behind).
     pub(crate) fn start(self, mcp: &WardenMcp) -> answer::Answering {
+        if let Some(session) = &self.session {
+            lock(&session.running).insert(self.id.clone(), self.caller.cancelled().clone());
+        }
         let (session, id) = (self.session, self.id.clone());
         let done = move || {
             if let Some(session) = session {
