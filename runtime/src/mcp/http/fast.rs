@@ -344,23 +344,23 @@ impl Taken {
     /// Its session notes it running from here until it ends (both here, so
     /// that no entry is left behind).
     pub(crate) fn start(self, mcp: &WardenMcp) -> answer::Answering {
-        if let Some(session) = &self.session {
-            lock(&session.running).insert(self.id.clone(), self.caller.cancelled().clone());
-        }
-        let (session, id) = (self.session, self.id.clone());
-        let done = move || {
-            if let Some(session) = session {
-                lock(&session.running).remove(&id);
-            }
-        };
         let Taken {
             caller,
             request,
             id,
             legacy,
             notes,
-            ..
+            session,
         } = self;
+        if let Some(session) = &session {
+            lock(&session.running).insert(id.clone(), caller.cancelled().clone());
+        }
+        let ended = id.clone();
+        let done = move || {
+            if let Some(session) = session {
+                lock(&session.running).remove(&ended);
+            }
+        };
         answer::answer(mcp, caller, request, id, legacy, notes, done)
     }
 }
