@@ -562,6 +562,104 @@ fn warden_serve(s: &Setup, extra: &[&str]) -> tokio::process::Command {
     cmd
 }
 
+/// The lines of a session: `initialize`, then a `tools/call` of `echo`.
+const STDIO_SESSION: &str = concat!(
+    r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+    "\n",
+    r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    "\n",
+    r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"over fd"}}}"#,
+    "\n",
+);
+
+/// Whether an open file is in non-blocking mode (shared by every copy of
+/// its descriptor, the server's included).
+fn nonblocking(fd: impl std::os::fd::AsFd) -> bool {
+    rustix::fs::fcntl_getfl(fd)
+        .unwrap()
+        .contains(rustix::fs::OFlags::NONBLOCK)
+}
+
+/// Reads lines until the answer to call 2, which must be `echo`'s.
+fn read_echo_answer(out: impl std::io::Read) {
+    use std::io::BufRead as _;
+    for line in std::io::BufReader::new(out).lines() {
+        let line = line.unwrap();
+        if line.contains(r#""id":2"#) {
+            assert!(
+                line.contains(r#""structuredContent":{"message":"over fd"}"#),
+                "{line}"
+            );
+            return;
+        }
+    }
+    panic!("the server closed its output without answering the call");
+}
+
+/// stdin and stdout that are pipes are served by the runtime's reactor (no
+/// blocking-pool thread between a request and its answer): the server sets
+/// them non-blocking while it serves, and puts blocking mode back when it
+/// ends, since the client's other processes may share those open files.
+#[test]
+fn over_stdio_pipes_are_polled_and_left_blocking() {
+    use std::io::Write as _;
+    let s = setup();
+    let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
+    let (stdout_r, stdout_w) = std::io::pipe().unwrap();
+    let mut child = warden_serve(&s, &["--stdio"])
+        .into_std()
+        .stdin(stdin_r.try_clone().unwrap())
+        .stdout(stdout_w.try_clone().unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    stdin_w.write_all(STDIO_SESSION.as_bytes()).unwrap();
+    // While serving (the call answered), both ends the server holds are
+    // non-blocking.
+    read_echo_answer(&stdout_r);
+    assert!(nonblocking(&stdin_r), "stdin is not on the reactor");
+    assert!(nonblocking(&stdout_w), "stdout is not on the reactor");
+    drop(stdin_w);
+    assert!(child.wait().unwrap().success());
+    assert!(!nonblocking(&stdin_r), "stdin left non-blocking");
+    assert!(!nonblocking(&stdout_w), "stdout left non-blocking");
+}
+
+/// A socket pair (what Node gives a child process's stdio) is served the
+/// same way; a regular file as stdin, which cannot be polled, keeps
+/// tokio's blocking reads and is never made non-blocking.
+#[test]
+fn over_stdio_a_socket_or_a_file_serves_too() {
+    use std::io::Write as _;
+    let s = setup();
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut child = warden_serve(&s, &["--stdio"])
+        .into_std()
+        .stdin(std::os::fd::OwnedFd::from(theirs.try_clone().unwrap()))
+        .stdout(std::os::fd::OwnedFd::from(theirs.try_clone().unwrap()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ours.write_all(STDIO_SESSION.as_bytes()).unwrap();
+    ours.shutdown(std::net::Shutdown::Write).unwrap();
+    read_echo_answer(&ours);
+    assert!(child.wait().unwrap().success());
+    assert!(!nonblocking(&theirs), "the socket left non-blocking");
+
+    let input = s.dir.path().join("session.jsonl");
+    std::fs::write(&input, STDIO_SESSION).unwrap();
+    let file = std::fs::File::open(&input).unwrap();
+    let out = warden_serve(&s, &["--stdio"])
+        .into_std()
+        .stdin(file.try_clone().unwrap())
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    read_echo_answer(&out.stdout[..]);
+    assert!(!nonblocking(&file));
+}
+
 #[tokio::test]
 async fn over_stdio_a_printing_tool_does_not_corrupt_the_stream() {
     let s = setup();

@@ -26,6 +26,8 @@
 //! invalid-request error (its bytes are skipped, never buffered), and
 //! `tools/call` params that do not parse an invalid-params error.
 
+mod fds;
+
 use super::call::{self, Caller, Client, Link};
 use super::{Grants, WardenMcp};
 use futures_util::StreamExt as _;
@@ -126,7 +128,7 @@ pub async fn serve(
     max_request: usize,
     shutdown: CancellationToken,
 ) -> std::io::Result<Served> {
-    let (input, output) = rmcp::transport::stdio_pipes();
+    let (input, output, _restore) = fds::open();
     serve_on(mcp, input, output, max_request, shutdown).await
 }
 
