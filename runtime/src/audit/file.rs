@@ -300,32 +300,42 @@ impl Shared {
     /// continues the chain from its last record (a checkpoint there covers
     /// everything before it, this sink's records too).
     fn catch_up(&self, chain: &mut Chain) -> Result<u64, AuditError> {
-        let mut len = self.file.metadata().map_err(|e| self.io(e))?.len();
-        if chain.len != Some(len) {
-            len = self.cut_torn_tail(len)?;
-            let last = last_record(&self.file, len).map_err(|e| self.io(e))?;
-            (chain.seq, chain.head) = match &last {
-                Some(r) => (
-                    r.seq.unwrap_or(0) + 1,
-                    r.hash.clone().unwrap_or_else(|| GENESIS.into()),
-                ),
-                None => (0, GENESIS.to_owned()),
-            };
-            match last {
-                None => chain.unsigned = 0,
-                Some(r) if r.event == Event::Checkpoint => chain.unsigned = 0,
-                Some(r) => {
-                    chain.unsigned = chain.unsigned.max(1);
-                    chain
-                        .ids
-                        .get_or_insert([r.invocation, r.task, r.tool, r.identity]);
-                }
-            }
-            if chain.unsigned == 0 {
-                chain.unsigned_since = None;
-            }
-            chain.len = Some(len);
+        let len = self.file.metadata().map_err(|e| self.io(e))?.len();
+        if chain.len == Some(len) {
+            return Ok(len);
         }
+        self.resync(chain, len)
+    }
+
+    /// [`Shared::catch_up`] when another writer appended: a call of its own,
+    /// so that its frame (a record read back, ~3 KiB) is not on the stack of
+    /// every append, which may be a waiting tool's fiber stack.
+    #[cold]
+    #[inline(never)]
+    fn resync(&self, chain: &mut Chain, len: u64) -> Result<u64, AuditError> {
+        let len = self.cut_torn_tail(len)?;
+        let last = last_record(&self.file, len).map_err(|e| self.io(e))?;
+        (chain.seq, chain.head) = match &last {
+            Some(r) => (
+                r.seq.unwrap_or(0) + 1,
+                r.hash.clone().unwrap_or_else(|| GENESIS.into()),
+            ),
+            None => (0, GENESIS.to_owned()),
+        };
+        match last {
+            None => chain.unsigned = 0,
+            Some(r) if r.event == Event::Checkpoint => chain.unsigned = 0,
+            Some(r) => {
+                chain.unsigned = chain.unsigned.max(1);
+                chain
+                    .ids
+                    .get_or_insert([r.invocation, r.task, r.tool, r.identity]);
+            }
+        }
+        if chain.unsigned == 0 {
+            chain.unsigned_since = None;
+        }
+        chain.len = Some(len);
         Ok(len)
     }
 

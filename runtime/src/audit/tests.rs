@@ -1,0 +1,55 @@
+use super::*;
+
+#[test]
+fn fields_lists_every_field_in_serialization_order() {
+    let mut r = Auditor::discard().record(Event::Decision);
+    r.seq = Some(0);
+    r.prev = Some(String::new());
+    for f in [
+        &mut r.capability,
+        &mut r.action,
+        &mut r.resource,
+        &mut r.decision,
+        &mut r.rule,
+        &mut r.reason,
+        &mut r.address,
+        &mut r.outcome,
+        &mut r.level,
+        &mut r.message,
+        &mut r.head,
+        &mut r.signature,
+        &mut r.key,
+        &mut r.hash,
+    ] {
+        *f = Some(String::new());
+    }
+    r.signer = Some(Arc::from(""));
+    r.agent = Some(Arc::from(""));
+    r.policies = Some(vec![]);
+    r.status = Some(0);
+    for f in [
+        &mut r.bytes_out,
+        &mut r.bytes_in,
+        &mut r.duration_us,
+        &mut r.count,
+    ] {
+        *f = Some(0);
+    }
+    let json = serde_json::to_string(&r).unwrap();
+    let mut at = 0;
+    for f in FIELDS {
+        let key = format!("\"{f}\":");
+        let found = json[at..].find(&key).map(|i| i + at);
+        assert!(found.is_some(), "{f} missing or out of order in {json}");
+        at = found.unwrap_or_default() + key.len();
+    }
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(map.len(), FIELDS.len());
+}
+
+#[test]
+fn an_unknown_field_is_refused() {
+    let line = r#"{"v":1,"ts":"t","event":"log","invocation":"i","task":"t","tool":"x","identity":"sha256:0","approved_by":"me"}"#;
+    let e = serde_json::from_str::<Record>(line).unwrap_err();
+    assert!(e.to_string().contains("unknown field `approved_by`"), "{e}");
+}
