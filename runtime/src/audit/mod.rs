@@ -485,10 +485,10 @@ impl Auditor {
         match held.take() {
             None => self.append_clean(record),
             Some(start) => {
-                let both = self.cleaned_pair(&start, record);
+                let mut both = self.cleaned_pair(start, record);
                 self.sink.append_all(&both).inspect_err(|_| {
                     // Not written: still owed before the next record.
-                    *held = Some(start);
+                    *held = Some(both.swap_remove(0));
                 })
             }
         }
@@ -507,12 +507,13 @@ impl Auditor {
         Box::new(self.cleaned(record.clone()))
     }
 
+    /// The held start (moved, not copied) and `record`, each redacted.
     #[inline(never)]
-    fn cleaned_pair(&self, start: &Record, record: &Record) -> Vec<Record> {
-        vec![
-            self.clean(start).into_owned(),
-            self.clean(record).into_owned(),
-        ]
+    fn cleaned_pair(&self, start: Record, record: &Record) -> Vec<Record> {
+        let mut both = Vec::with_capacity(2);
+        both.push(self.cleaned(start));
+        both.push(self.cleaned(record.clone()));
+        both
     }
 
     /// Writes `end`, this invocation's last record, behind
@@ -529,7 +530,8 @@ impl Auditor {
         self.sink.append_behind(records.collect())
     }
 
-    /// [`Auditor::clean`] of an owned record, without a copy.
+    /// `record` with the invocation's secret values redacted from its
+    /// free-text fields.
     fn cleaned(&self, mut record: Record) -> Record {
         if let Some(r) = self.redactor.as_deref().filter(|r| !r.is_empty()) {
             for field in [
@@ -543,15 +545,6 @@ impl Auditor {
             }
         }
         record
-    }
-
-    /// `record` with the invocation's secret values redacted from its
-    /// free-text fields.
-    fn clean<'r>(&self, record: &'r Record) -> std::borrow::Cow<'r, Record> {
-        match self.redactor.as_deref() {
-            Some(r) if !r.is_empty() => std::borrow::Cow::Owned(self.cleaned(record.clone())),
-            _ => std::borrow::Cow::Borrowed(record),
-        }
     }
 }
 

@@ -53,3 +53,62 @@ fn an_unknown_field_is_refused() {
     let e = serde_json::from_str::<Record>(line).unwrap_err();
     assert!(e.to_string().contains("unknown field `approved_by`"), "{e}");
 }
+
+/// A sink whose first `append_all` fails, then keeps what it is given.
+#[derive(Default)]
+struct FailsOnce {
+    failed: std::sync::atomic::AtomicBool,
+    records: Mutex<Vec<Record>>,
+}
+
+impl AuditSink for FailsOnce {
+    fn append(&self, record: &Record) -> Result<(), AuditError> {
+        self.append_all(std::slice::from_ref(record))
+    }
+
+    fn append_all(&self, records: &[Record]) -> Result<(), AuditError> {
+        if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(AuditError::Io {
+                path: "trail".into(),
+                source: std::io::Error::other("disk full"),
+            });
+        }
+        self.records.lock().unwrap().extend_from_slice(records);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_held_start_not_written_is_still_owed_and_redacted() {
+    let sink = Arc::new(FailsOnce::default());
+    let mut a = Auditor::new(sink.clone(), "inv", "task", "tool", "sha256:0");
+    a.set_redactor(Arc::new(crate::redact::Redactor::new([(
+        "api",
+        "s3cret-value",
+    )])));
+    let mut start = a.record(Event::InvocationStart);
+    start.message = Some("start s3cret-value".into());
+    a.hold(start);
+    let mut first = a.record(Event::Decision);
+    first.reason = Some("first".into());
+    assert!(a.write(&first).is_err());
+    let mut second = a.record(Event::Decision);
+    second.reason = Some("second s3cret-value".into());
+    a.write(&second).unwrap();
+    let got = sink.records.lock().unwrap();
+    let got: Vec<_> = got
+        .iter()
+        .map(|r| (r.event, r.message.clone(), r.reason.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                Event::InvocationStart,
+                Some("start [REDACTED:api]".into()),
+                None
+            ),
+            (Event::Decision, None, Some("second [REDACTED:api]".into())),
+        ]
+    );
+}
