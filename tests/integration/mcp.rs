@@ -627,7 +627,7 @@ fn over_stdio_pipes_are_polled_and_left_blocking() {
 
 /// A socket pair (what Node gives a child process's stdio) is served the
 /// same way; a regular file as stdin, which cannot be polled, keeps
-/// tokio's blocking reads and is never made non-blocking.
+/// tokio's blocking reads.
 #[test]
 fn over_stdio_a_socket_or_a_file_serves_too() {
     use std::io::Write as _;
@@ -641,23 +641,127 @@ fn over_stdio_a_socket_or_a_file_serves_too() {
         .spawn()
         .unwrap();
     ours.write_all(STDIO_SESSION.as_bytes()).unwrap();
-    ours.shutdown(std::net::Shutdown::Write).unwrap();
     read_echo_answer(&ours);
+    assert!(nonblocking(&theirs), "the socket is not on the reactor");
+    ours.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(child.wait().unwrap().success());
     assert!(!nonblocking(&theirs), "the socket left non-blocking");
 
     let input = s.dir.path().join("session.jsonl");
     std::fs::write(&input, STDIO_SESSION).unwrap();
-    let file = std::fs::File::open(&input).unwrap();
     let out = warden_serve(&s, &["--stdio"])
         .into_std()
-        .stdin(file.try_clone().unwrap())
+        .stdin(std::fs::File::open(&input).unwrap())
         .stderr(Stdio::null())
         .output()
         .unwrap();
     assert!(out.status.success());
     read_echo_answer(&out.stdout[..]);
-    assert!(!nonblocking(&file));
+}
+
+/// A pipe the client had made non-blocking stays so (only what the server
+/// changed is put back); a pipe that stderr shares with stdout (`2>&1`) is
+/// left blocking, since stderr's writes would turn non-blocking too.
+#[test]
+fn over_stdio_only_what_the_server_changed_is_restored() {
+    use std::io::Write as _;
+    let s = setup();
+    let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
+    let (stdout_r, stdout_w) = std::io::pipe().unwrap();
+    rustix::io::ioctl_fionbio(&stdin_r, true).unwrap();
+    let mut child = warden_serve(&s, &["--stdio"])
+        .into_std()
+        .stdin(stdin_r.try_clone().unwrap())
+        .stdout(stdout_w.try_clone().unwrap())
+        .stderr(stdout_w.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    stdin_w.write_all(STDIO_SESSION.as_bytes()).unwrap();
+    read_echo_answer(&stdout_r);
+    assert!(
+        !nonblocking(&stdout_w),
+        "stdout shared with stderr was made non-blocking"
+    );
+    drop(stdin_w);
+    assert!(child.wait().unwrap().success());
+    assert!(
+        nonblocking(&stdin_r),
+        "the client's non-blocking stdin was made blocking"
+    );
+}
+
+/// At the end of input, an answer larger than the pipe's buffer still
+/// reaches a slow reader whole, past the 2 s the SDK's lines get to flush
+/// (a write given up part-way leaves the rest queued, and it goes out last).
+#[test]
+fn over_stdio_the_last_answer_reaches_a_slow_reader_whole() {
+    use std::io::{Read as _, Write as _};
+    let s = setup();
+    let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
+    let (mut stdout_r, stdout_w) = std::io::pipe().unwrap();
+    let mut child = warden_serve(&s, &["--stdio"])
+        .into_std()
+        .stdin(stdin_r)
+        .stdout(stdout_w)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // An unknown method goes to the SDK, whose error echoes the id.
+    let id = "x".repeat(1 << 20);
+    writeln!(
+        stdin_w,
+        r#"{{"jsonrpc":"2.0","id":"{id}","method":"no/such"}}"#
+    )
+    .unwrap();
+    drop(stdin_w);
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        match stdout_r.read(&mut chunk).unwrap() {
+            0 => break,
+            n => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "the reader was not slow"
+    );
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        got.last(),
+        Some(&b'\n'),
+        "the line was cut at {} bytes",
+        got.len()
+    );
+    let answer: Value = serde_json::from_slice(&got).unwrap();
+    assert_eq!(answer["id"].as_str().map(str::len), Some(1 << 20));
+    assert!(answer["error"].is_object(), "{}", &answer["error"]);
+}
+
+/// A listening socket on stdin (what inetd's "wait" mode or a systemd
+/// socket without `Accept=` hands over) is not a stream to poll: the server
+/// ends at once instead of waiting on it forever.
+#[test]
+fn over_stdio_a_listening_socket_on_stdin_ends_the_server() {
+    let s = setup();
+    let listener = std::os::unix::net::UnixListener::bind(s.dir.path().join("l.sock")).unwrap();
+    let mut child = warden_serve(&s, &["--stdio"])
+        .into_std()
+        .stdin(std::os::fd::OwnedFd::from(listener))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the server waits on a listening socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[tokio::test]

@@ -510,10 +510,7 @@ impl Auditor {
     /// The held start (moved, not copied) and `record`, each redacted.
     #[inline(never)]
     fn cleaned_pair(&self, start: Record, record: &Record) -> Vec<Record> {
-        let mut both = Vec::with_capacity(2);
-        both.push(self.cleaned(start));
-        both.push(self.cleaned(record.clone()));
-        both
+        vec![self.cleaned(start), self.cleaned(record.clone())]
     }
 
     /// Writes `end`, this invocation's last record, behind

@@ -52,19 +52,62 @@ use tokio_util::sync::CancellationToken;
 
 /// The client-facing output: whole lines, from this loop and from the SDK.
 #[derive(Clone)]
-pub(crate) struct Out(Arc<Mutex<Pin<Box<dyn AsyncWrite + Send>>>>);
+pub(crate) struct Out(Arc<Mutex<Writer>>);
+
+/// The output and what is queued for it. A line is queued whole before any
+/// of it is written, and leaves the queue as it is written: a write given up
+/// part-way (the session's end does, on a slow reader) leaves the rest of
+/// its line queued, to go out before the next line or at [`Out::finish`],
+/// so a client never reads half a line.
+struct Writer {
+    output: Pin<Box<dyn AsyncWrite + Send>>,
+    queued: Vec<u8>,
+    written: usize,
+}
+
+impl Writer {
+    async fn send(&mut self) -> std::io::Result<()> {
+        while self.written < self.queued.len() {
+            let n = self.output.write(&self.queued[self.written..]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.written += n;
+        }
+        self.queued.clear();
+        self.written = 0;
+        self.output.flush().await
+    }
+}
 
 impl Out {
     pub(crate) fn new(output: impl AsyncWrite + Send + 'static) -> Out {
-        Out(Arc::new(Mutex::new(Box::pin(output))))
+        Out(Arc::new(Mutex::new(Writer {
+            output: Box::pin(output),
+            queued: Vec::new(),
+            written: 0,
+        })))
     }
 
     async fn line(&self, bytes: &[u8]) {
         let mut w = self.0.lock().await;
+        w.queued.extend_from_slice(bytes);
         // A client that stopped reading: nothing more can reach it, and the
         // loop ends when its input closes.
-        if w.write_all(bytes).await.is_ok() {
-            let _ = w.flush().await;
+        if w.send().await.is_err() {
+            w.queued.clear();
+            w.written = 0;
+        }
+    }
+
+    /// Writes what a line given up part-way left queued, within `limit`.
+    async fn finish(&self, limit: Duration) {
+        let mut w = self.0.lock().await;
+        if tokio::time::timeout(limit, w.send()).await.is_err() {
+            tracing::warn!(
+                "MCP over stdio: the client did not read the last {} bytes of a line within {limit:?}",
+                w.queued.len() - w.written
+            );
         }
     }
 
@@ -272,6 +315,7 @@ pub async fn serve_on(
         sdk_abort.abort();
         forward_abort.abort();
     }
+    out.finish(GRACE).await;
     tracing::debug!(?served, "MCP over stdio: session ended");
     Ok(served)
 }

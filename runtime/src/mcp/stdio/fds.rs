@@ -5,18 +5,25 @@
 //! thread of its blocking pool, and each hand-over (and its answer) is a
 //! wake-up of another thread: four or more a call, where a pipe's own round
 //! trip (`cat`) has two. On a virtual machine a cross-CPU wake-up costs tens
-//! of microseconds, more than the call. A pipe or a socket (Node's child
-//! processes get socket pairs) is instead set non-blocking and waited on by
-//! the runtime's reactor, so the serving thread reads a request, runs it and
-//! writes its answer itself. A terminal (its mode is shared with the shell)
-//! or a file (which cannot be polled) keeps tokio's pool.
+//! of microseconds, more than the call. A pipe or a connected stream socket
+//! (Node's child processes get socket pairs) is instead set non-blocking and
+//! waited on by the runtime's reactor, so the serving thread reads a
+//! request, runs it and writes its answer itself.
+//!
+//! Everything else keeps tokio's pool: a terminal (its mode is shared with
+//! the shell), a file (which cannot be polled), a listening or datagram
+//! socket (reading it fails at once, as it did before), and a stream that
+//! stderr shares (stderr's writes, a panic message included, would then be
+//! non-blocking too, and fail when the reader is slow).
 //!
 //! Non-blocking mode belongs to the open file, which the client's other
-//! processes may share: [`Restore`] puts blocking mode back when serving
-//! ends.
+//! processes may share: [`Restore`] puts blocking mode back, on the files
+//! that were blocking before, when serving ends. A process killed with
+//! SIGKILL cannot, and leaves its stdin and stdout non-blocking.
 
-use rustix::fs::FileType;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{FileType, OFlags};
+use rustix::net::SocketType;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub(super) type Input = Box<dyn AsyncRead + Send + Unpin>;
@@ -34,23 +41,33 @@ impl Drop for Restore {
     }
 }
 
-/// stdin and stdout, each on the reactor if it is a pipe or a socket.
+/// stdin and stdout, each on the reactor if it can be (see the module).
 pub(super) fn open() -> (Input, Output, Restore) {
     let mut restore = Restore(Vec::new());
-    let input = match polled(std::io::stdin().as_fd(), &mut restore) {
-        Some(Polled::Pipe(fd)) => tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
-            .ok()
-            .map(|r| Box::new(r) as Input),
-        Some(Polled::Socket(s)) => socket(s).map(|s| Box::new(s) as Input),
-        None => None,
-    };
-    let output = match polled(std::io::stdout().as_fd(), &mut restore) {
-        Some(Polled::Pipe(fd)) => tokio::net::unix::pipe::Sender::from_owned_fd(fd)
-            .ok()
-            .map(|w| Box::new(w) as Output),
-        Some(Polled::Socket(s)) => socket(s).map(|s| Box::new(s) as Output),
-        None => None,
-    };
+    let stderr = std::io::stderr();
+    let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+    let input = polled(
+        stdin.as_fd(),
+        stderr.as_fd(),
+        &mut restore,
+        |fd, kind| -> std::io::Result<Input> {
+            Ok(match kind {
+                Kind::Pipe => Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?),
+                Kind::Socket => Box::new(socket(fd)?),
+            })
+        },
+    );
+    let output = polled(
+        stdout.as_fd(),
+        stderr.as_fd(),
+        &mut restore,
+        |fd, kind| -> std::io::Result<Output> {
+            Ok(match kind {
+                Kind::Pipe => Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(fd)?),
+                Kind::Socket => Box::new(socket(fd)?),
+            })
+        },
+    );
     (
         input.unwrap_or_else(|| Box::new(tokio::io::stdin())),
         output.unwrap_or_else(|| Box::new(tokio::io::stdout())),
@@ -58,29 +75,60 @@ pub(super) fn open() -> (Input, Output, Restore) {
     )
 }
 
-enum Polled {
-    Pipe(OwnedFd),
-    Socket(std::os::unix::net::UnixStream),
+#[derive(Clone, Copy)]
+enum Kind {
+    Pipe,
+    Socket,
 }
 
-/// A copy of `fd` to poll, if it is a pipe or a socket; a second copy goes
-/// to `restore` first, so a failed conversion half-way is undone too.
-fn polled(fd: BorrowedFd<'_>, restore: &mut Restore) -> Option<Polled> {
-    let kind = FileType::from_raw_mode(rustix::fs::fstat(fd).ok()?.st_mode);
-    if kind != FileType::Fifo && kind != FileType::Socket {
+/// `fd` made non-blocking and registered by `make`, if it is a pipe or a
+/// connected stream socket that stderr does not share. Blocking mode is
+/// put back at once if `make` fails (the caller then falls back to tokio's
+/// pool, which needs it), else by `restore` when serving ends.
+fn polled<T>(
+    fd: BorrowedFd<'_>,
+    stderr: BorrowedFd<'_>,
+    restore: &mut Restore,
+    make: impl FnOnce(OwnedFd, Kind) -> std::io::Result<T>,
+) -> Option<T> {
+    let stat = rustix::fs::fstat(fd).ok()?;
+    let kind = match FileType::from_raw_mode(stat.st_mode) {
+        FileType::Fifo => Kind::Pipe,
+        FileType::Socket
+            if rustix::net::sockopt::socket_type(fd).ok()? == SocketType::STREAM
+                && !rustix::net::sockopt::socket_acceptconn(fd).ok()? =>
+        {
+            Kind::Socket
+        }
+        _ => return None,
+    };
+    if rustix::fs::fstat(stderr).is_ok_and(|e| (e.st_dev, e.st_ino) == (stat.st_dev, stat.st_ino)) {
         return None;
     }
+    let was_blocking = !rustix::fs::fcntl_getfl(fd).ok()?.contains(OFlags::NONBLOCK);
+    let keep = fd.try_clone_to_owned().ok()?;
     let ours = fd.try_clone_to_owned().ok()?;
-    restore.0.push(fd.try_clone_to_owned().ok()?);
-    Some(match kind {
-        FileType::Fifo => Polled::Pipe(ours),
-        _ => Polled::Socket(ours.into()),
-    })
+    match make(ours, kind) {
+        Ok(made) => {
+            if was_blocking {
+                restore.0.push(keep);
+            }
+            Some(made)
+        }
+        Err(e) => {
+            tracing::debug!("MCP over stdio: not polling fd {}: {e}", fd.as_raw_fd());
+            if was_blocking {
+                let _ = rustix::io::ioctl_fionbio(&keep, false);
+            }
+            None
+        }
+    }
 }
 
-/// A socket on the reactor (tokio's Unix stream reads and writes any
-/// stream socket with `recv` and `send`).
-fn socket(s: std::os::unix::net::UnixStream) -> Option<tokio::net::UnixStream> {
-    s.set_nonblocking(true).ok()?;
-    tokio::net::UnixStream::from_std(s).ok()
+/// A stream socket on the reactor (tokio's Unix stream reads and writes
+/// any stream socket with `recv` and `send`).
+fn socket(fd: OwnedFd) -> std::io::Result<tokio::net::UnixStream> {
+    let s = std::os::unix::net::UnixStream::from(fd);
+    s.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(s)
 }
