@@ -714,9 +714,10 @@ fn over_stdio_the_last_answer_reaches_a_slow_reader_whole() {
     )
     .unwrap();
     drop(stdin_w);
+    let _watchdog = kill_after(&child, Duration::from_secs(60));
+    // 16 reads, 200 ms apart: 3 s, past the 2 s the SDK gets to flush.
     let mut got = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
-    let started = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(200));
         match stdout_r.read(&mut chunk).unwrap() {
@@ -724,10 +725,6 @@ fn over_stdio_the_last_answer_reaches_a_slow_reader_whole() {
             n => got.extend_from_slice(&chunk[..n]),
         }
     }
-    assert!(
-        started.elapsed() > Duration::from_secs(2),
-        "the reader was not slow"
-    );
     assert!(child.wait().unwrap().success());
     assert_eq!(
         got.last(),
@@ -755,13 +752,103 @@ fn over_stdio_a_listening_socket_on_stdin_ends_the_server() {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the server waits on a listening socket"
-        );
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the server waits on a listening socket");
+        }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
+
+/// Kills `child` after `limit` unless the returned guard is dropped first:
+/// a test of a server that could hang fails instead of hanging.
+fn kill_after(child: &std::process::Child, limit: Duration) -> impl Drop + use<> {
+    struct Guard(std::sync::mpsc::Sender<()>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
     }
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let pid = child.id().to_string();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(limit) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status();
+        }
+    });
+    Guard(tx)
+}
+
+/// A call's progress note that waits for a slow client does not hold up
+/// the rest of the session. The SDK's 1 MiB line fills the pipe; the
+/// `hog`'s first progress note (1 s) queues behind it, then an answer of
+/// the loop's own: once the client reads, every line arrives. (When the
+/// note waited for the output inside the call, which only the loop polls,
+/// and the loop waited behind it to write the answer, the session hung.)
+#[test]
+fn over_stdio_a_progress_note_waiting_on_a_slow_client_does_not_hang_the_session() {
+    use std::io::{BufRead as _, Write as _};
+    let s = setup();
+    let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
+    let (stdout_r, stdout_w) = std::io::pipe().unwrap();
+    let mut child = warden_serve(&s, &["--stdio"])
+        .into_std()
+        .stdin(stdin_r)
+        .stdout(stdout_w)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let watchdog = kill_after(&child, Duration::from_secs(60));
+    let init = STDIO_SESSION.lines().take(2).collect::<Vec<_>>().join("\n");
+    writeln!(stdin_w, "{init}").unwrap();
+    // Answered: the session is the loop's, so the call below is too.
+    let mut out = std::io::BufReader::new(&stdout_r);
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains(r#""id":1,"#), "{line}");
+    writeln!(
+        stdin_w,
+        r#"{{"jsonrpc":"2.0","id":100,"method":"tools/call","params":{{"name":"hog","arguments":{{"attack":"loop"}},"_meta":{{"progressToken":"p"}}}}}}"#
+    )
+    .unwrap();
+    let id = "x".repeat(1 << 20);
+    writeln!(
+        stdin_w,
+        r#"{{"jsonrpc":"2.0","id":"{id}","method":"no/such"}}"#
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    writeln!(
+        stdin_w,
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"after"}}}}}}"#
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut echo, mut hog, mut notes) = (false, false, 0);
+    for line in out.lines() {
+        let line = line.unwrap();
+        echo |= line.contains(r#""id":2,"#) && line.contains(r#""message":"after""#);
+        hog |= line.contains(r#""id":100,"#);
+        notes += usize::from(line.contains("notifications/progress"));
+        if echo && hog {
+            break;
+        }
+    }
+    assert!(
+        echo && hog,
+        "the session hung (echo answered: {echo}, hog answered: {hog})"
+    );
+    assert!(notes >= 1, "no progress note");
+    drop(stdin_w);
+    assert!(child.wait().unwrap().success());
+    drop(watchdog);
 }
 
 #[tokio::test]

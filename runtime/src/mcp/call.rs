@@ -563,7 +563,7 @@ mod tests {
                 capabilities: Some(&elicits),
                 info: None,
             };
-            let link = Link::Stdio(stdio::Out::new(tokio::io::sink()));
+            let link = Link::Stdio(stdio::Out::new(tokio::io::sink()).0);
             Caller::new(Arc::default(), client, None, link, CancellationToken::new())
         };
         assert!(caller(ProtocolVersion::V_2025_06_18).is_none());

@@ -50,9 +50,23 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWrite
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-/// The client-facing output: whole lines, from this loop and from the SDK.
+/// The client-facing output: whole lines, from this loop and from the SDK,
+/// written by whoever sends them; and the calls' progress notes, written by
+/// a task of their own ([`Out::new`]). A writer holds the output until its
+/// line is out, and waits with it on a client that reads slowly: the loop
+/// and the SDK's task can, as each goes on once the client reads, but not a
+/// call, which only the loop polls. When a call's progress note held the
+/// output so, and the loop waited for it to write an answer, the session
+/// hung for good. A note finds the queue full only when the client has not
+/// read the last 16: it is dropped, and the next one says more.
 #[derive(Clone)]
-pub(crate) struct Out(Arc<Mutex<Writer>>);
+pub(crate) struct Out {
+    writer: Arc<Mutex<Writer>>,
+    notes: tokio::sync::mpsc::Sender<Vec<u8>>,
+}
+
+/// Progress notes waiting for a slow client.
+const NOTES: usize = 16;
 
 /// The output and what is queued for it. A line is queued whole before any
 /// of it is written, and leaves the queue as it is written: a write given up
@@ -66,6 +80,17 @@ struct Writer {
 }
 
 impl Writer {
+    async fn line(writer: &Mutex<Writer>, bytes: &[u8]) {
+        let mut w = writer.lock().await;
+        w.queued.extend_from_slice(bytes);
+        // A client that stopped reading: nothing more can reach it, and the
+        // loop ends when its input closes.
+        if w.send().await.is_err() {
+            w.queued.clear();
+            w.written = 0;
+        }
+    }
+
     async fn send(&mut self) -> std::io::Result<()> {
         while self.written < self.queued.len() {
             let n = self.output.write(&self.queued[self.written..]).await?;
@@ -81,32 +106,38 @@ impl Writer {
 }
 
 impl Out {
-    pub(crate) fn new(output: impl AsyncWrite + Send + 'static) -> Out {
-        Out(Arc::new(Mutex::new(Writer {
+    /// The output, and the task that writes the calls' progress notes.
+    pub(crate) fn new(
+        output: impl AsyncWrite + Send + 'static,
+    ) -> (Out, impl Future<Output = ()> + Send + 'static) {
+        let writer = Arc::new(Mutex::new(Writer {
             output: Box::pin(output),
             queued: Vec::new(),
             written: 0,
-        })))
+        }));
+        let (notes, mut queue) = tokio::sync::mpsc::channel(NOTES);
+        let out = Out {
+            writer: writer.clone(),
+            notes,
+        };
+        let write_notes = async move {
+            while let Some(note) = queue.recv().await {
+                Writer::line(&writer, &note).await;
+            }
+        };
+        (out, write_notes)
     }
 
     async fn line(&self, bytes: &[u8]) {
-        let mut w = self.0.lock().await;
-        w.queued.extend_from_slice(bytes);
-        // A client that stopped reading: nothing more can reach it, and the
-        // loop ends when its input closes.
-        if w.send().await.is_err() {
-            w.queued.clear();
-            w.written = 0;
-        }
+        Writer::line(&self.writer, bytes).await;
     }
 
     /// Writes what a line given up part-way left queued, within `limit`.
     async fn finish(&self, limit: Duration) {
-        let mut w = self.0.lock().await;
-        if tokio::time::timeout(limit, w.send()).await.is_err() {
+        let written = async { self.writer.lock().await.send().await };
+        if tokio::time::timeout(limit, written).await.is_err() {
             tracing::warn!(
-                "MCP over stdio: the client did not read the last {} bytes of a line within {limit:?}",
-                w.queued.len() - w.written
+                "MCP over stdio: the client did not read the rest of the last answer within {limit:?}"
             );
         }
     }
@@ -121,10 +152,16 @@ impl Out {
         }
     }
 
+    /// Queues a progress note, or drops it if 16 wait (see [`Out`]).
     pub(crate) async fn progress(&self, note: ProgressNotificationParam) {
         let note = ServerNotification::ProgressNotification(ProgressNotification::new(note));
-        self.message(&ServerJsonRpcMessage::notification(note))
-            .await;
+        match serde_json::to_vec(&ServerJsonRpcMessage::notification(note)) {
+            Ok(mut bytes) => {
+                bytes.push(b'\n');
+                let _ = self.notes.try_send(bytes);
+            }
+            Err(e) => tracing::error!("MCP over stdio: cannot encode a progress note: {e}"),
+        }
     }
 }
 
@@ -188,7 +225,8 @@ pub async fn serve_on(
             "MCP over stdio serves one task grant (per-token grants are for HTTP)",
         ));
     };
-    let out = Out::new(output);
+    let (out, notes) = Out::new(output);
+    let notes = tokio::spawn(notes);
 
     // The SDK, behind an in-memory pipe.
     let (ours, theirs) = tokio::io::duplex(1 << 20);
@@ -315,6 +353,7 @@ pub async fn serve_on(
         sdk_abort.abort();
         forward_abort.abort();
     }
+    notes.abort();
     out.finish(GRACE).await;
     tracing::debug!(?served, "MCP over stdio: session ended");
     Ok(served)
