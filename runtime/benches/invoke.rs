@@ -21,6 +21,10 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+/// The `warden` binary's allocator, so that in-process figures match it.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
@@ -468,26 +472,43 @@ fn throughput(threads: usize, calls: usize, variant: Variant) -> f64 {
 }
 
 /// `WARDEN_BENCH_PROFILE=SECONDS`: only `Runtime::invoke` with a file
-/// trail, in a loop, for a profiler (`perf record --call-graph dwarf`).
+/// trail, in a loop on each of `WARDEN_BENCH_THREADS` threads (default 1),
+/// for a profiler (`perf record --call-graph dwarf`).
 fn profile(seconds: u64) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let threads: usize = std::env::var("WARDEN_BENCH_THREADS")
+        .map_or(1, |t| t.parse().expect("WARDEN_BENCH_THREADS=N"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let warden = echo_with_trail(&dir.path().join("audit.jsonl"));
-    let grant = warden::Grant::new("bench");
+    let grant = Arc::new(warden::Grant::new("bench"));
     let until = Instant::now() + std::time::Duration::from_secs(seconds);
-    let mut calls = 0u64;
-    rt.block_on(async {
-        while Instant::now() < until {
-            warden.invoke("echo", &grant, INPUT).await.unwrap();
-            calls += 1;
+    let tasks: Vec<_> = (0..threads)
+        .map(|_| {
+            let (warden, grant) = (warden.clone(), grant.clone());
+            rt.spawn(async move {
+                let mut calls = 0u64;
+                while Instant::now() < until {
+                    warden.invoke("echo", &grant, INPUT).await.unwrap();
+                    calls += 1;
+                }
+                calls
+            })
+        })
+        .collect();
+    let calls: u64 = rt.block_on(async {
+        let mut sum = 0;
+        for task in tasks {
+            sum += task.await.unwrap();
         }
+        sum
     });
     println!(
-        "{calls} calls, {:.1} µs/call",
-        seconds as f64 * 1e6 / calls as f64
+        "{calls} calls on {threads} threads, {:.0} calls/s",
+        calls as f64 / seconds as f64
     );
 }
 

@@ -35,6 +35,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// The `warden` binary's allocator, so that in-process figures match it.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }

@@ -5,6 +5,15 @@
 //! invocation was ended by a limit (deadline, memory, stack, output) or a
 //! trap, or the host failed (audit trail).
 
+/// jemalloc, not the C library's malloc: a call allocates and frees a few
+/// hundred small blocks, often on different threads (an HTTP request read
+/// on one worker, its call run on another), and glibc's arena locks made
+/// the threads wait on each other; with jemalloc the server spends about a
+/// fifth less CPU a call, in the same memory (README, benchmarks).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod check;
 mod demo;
 mod logging;
