@@ -16,7 +16,9 @@
 //!    median ≤ 3 ms. Then rmcp's own client, 8 clients.
 //! 3. 1,000 calls in flight over HTTP, each waiting in a host call (an HTTP
 //!    request to a loopback server that holds its answer), and the server's
-//!    resident memory meanwhile. Target: within 128 MiB. Then the same
+//!    resident memory meanwhile (and its proportional set size, which
+//!    counts the pages of the tool's memory image that every instance maps
+//!    once in all). Target: resident within 128 MiB. Then the same
 //!    1,000 calls over stdio (one pipe, no HTTP connections): what the
 //!    invocations themselves hold.
 //! 4. Start-up: `warden serve --stdio` until `initialize` is answered, with a
@@ -249,7 +251,7 @@ async fn stdio_in_flight(
     release: &tokio::sync::Notify,
     slow_port: u16,
     in_flight: usize,
-) -> (usize, f64, f64, usize) {
+) -> (usize, (f64, f64), f64, usize) {
     use tokio::io::AsyncBufReadExt;
     let limit = (in_flight + 16).to_string();
     let mut child = serve_cmd(l, cache, &["--stdio", "--max-in-flight", &limit])
@@ -287,7 +289,7 @@ async fn stdio_in_flight(
     }
     let waiting = held.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss = rss_mib(pid);
+    let rss = (rss_mib(pid), pss_mib(pid));
     release.notify_waiters();
     let mut ok = 0;
     while ok < waiting {
@@ -300,6 +302,19 @@ async fn stdio_in_flight(
     drop(stdin);
     let _ = child.kill().await;
     (waiting, rss, idle, ok)
+}
+
+/// The proportional set size: resident pages, each divided by how many
+/// mappings share it. A tool's initial memory image is one set of page-cache
+/// pages mapped into every instance's memory, which resident memory counts
+/// once per instance and this once in all.
+fn pss_mib(pid: u32) -> f64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -616,23 +631,23 @@ async fn main() {
     }
     let waiting = held.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss = rss_mib(pid);
+    let (rss, pss) = (rss_mib(pid), pss_mib(pid));
     release.notify_waiters();
     let mut ok = 0;
     for task in tasks {
         ok += task.await.unwrap_or(0);
     }
     println!(
-        "http in flight: {waiting} calls waiting in a host call at once; server resident memory {rss:.0} MiB (idle {idle:.0} MiB); \
-         {ok} completed once released; target {in_flight} within {RSS_TARGET_MIB} MiB: {}",
+        "http in flight: {waiting} calls waiting in a host call at once; server resident memory {rss:.0} MiB (idle {idle:.0} MiB; \
+         proportional {pss:.0} MiB); {ok} completed once released; target {in_flight} within {RSS_TARGET_MIB} MiB: {}",
         met(waiting >= in_flight && rss <= RSS_TARGET_MIB)
     );
     drop(child);
-    let (waiting, rss, idle, ok) =
+    let (waiting, (rss, pss), idle, ok) =
         stdio_in_flight(&l, cache.path(), &held, &release, slow_port, in_flight).await;
     println!(
-        "stdio in flight: {waiting} calls waiting in a host call at once; server resident memory {rss:.0} MiB (idle {idle:.0} MiB): \
-         {:.0} KiB a call; {ok} completed once released",
+        "stdio in flight: {waiting} calls waiting in a host call at once; server resident memory {rss:.0} MiB (idle {idle:.0} MiB; \
+         proportional {pss:.0} MiB): {:.0} KiB a call; {ok} completed once released",
         (rss - idle) * 1024.0 / in_flight as f64
     );
 

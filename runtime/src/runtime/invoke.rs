@@ -62,12 +62,16 @@ impl Inner {
         let shared = self.shared_history(grant).await?;
 
         let id = self.ids.next();
+        // The tool's name and identity are copied, not shared: each record,
+        // token and context of the invocation holds them, and counting
+        // references to one shared copy from every thread's invocations
+        // made the threads take that counter's cache line from each other.
         let mut auditor = Auditor::with_ids(
             self.audit.clone(),
             id.as_str().into(),
             grant.task.as_str().into(),
-            tool.name.clone(),
-            tool.identity_str.clone(),
+            Arc::from(&*tool.name),
+            Arc::from(&*tool.identity_str),
         )
         .with_agent(grant.recorded_agent());
         let (listed, scope) = granted.names();
