@@ -391,6 +391,7 @@ impl Shared {
     fn write_locked(
         &self,
         chain: &mut Chain,
+        adds: &[Body],
         build: impl FnOnce(&mut Chain, &mut Vec<u8>) -> Result<(), AuditError>,
     ) -> Result<(), AuditError> {
         let _held = self.hold()?;
@@ -401,7 +402,10 @@ impl Shared {
             chain.unsigned,
             chain.unsigned_since,
         );
-        let mut out = Vec::with_capacity(1024 + 512 * chain.behind.len());
+        // Room for every line and a checkpoint: the buffer is not grown
+        // (copied) while the lines are chained onto it.
+        let lines: usize = chain.behind.iter().chain(adds).map(Body::line_len).sum();
+        let mut out = Vec::with_capacity(lines + 1024);
         let behind = std::mem::take(&mut chain.behind);
         for body in &behind {
             chain.push(body, &mut out);
@@ -467,7 +471,7 @@ impl Shared {
         if chain.behind.is_empty() {
             return Ok(());
         }
-        self.write_locked(chain, |_, _| Ok(()))?;
+        self.write_locked(chain, &[], |_, _| Ok(()))?;
         self.after_write(chain);
         Ok(())
     }
@@ -488,7 +492,7 @@ impl Shared {
         queued: Vec<Body>,
         last: Option<Ids>,
     ) -> Result<(), AuditError> {
-        self.write_locked(&mut chain, |chain, out| {
+        self.write_locked(&mut chain, &queued, |chain, out| {
             for body in &queued {
                 chain.push(body, out);
             }
@@ -513,7 +517,7 @@ impl Shared {
             return Ok(false);
         };
         let mut wrote = false;
-        self.write_locked(chain, |chain, out| {
+        self.write_locked(chain, &[], |chain, out| {
             if chain.unsigned > 0 {
                 chain.checkpoint(&signer, out)?;
                 wrote = true;

@@ -250,19 +250,30 @@ fn spliced_lines_are_what_the_verifier_recomputes() {
         r#"{"v":1,"ts":"t","event":"decision","invocation":"i","task":"t","tool":"x","identity":"sha256:0","reason":"a \"quoted\" reason"}"#,
     )
     .unwrap();
-    let (line, hash) = line_of(&r, 7, GENESIS).unwrap();
-    let parsed: Record = serde_json::from_slice(&line).unwrap();
-    assert_eq!(
-        (parsed.seq, parsed.prev.as_deref()),
-        (Some(7), Some(GENESIS))
-    );
-    assert_eq!(parsed.hash.as_deref(), Some(hash.as_str()));
-    assert_eq!(record_hash(&parsed), hash);
-    assert_eq!(serde_json::to_vec(&parsed).unwrap(), line[..line.len() - 1]);
-    // The fallback path gives the same bytes.
-    r.seq = Some(0);
-    let (other, _) = line_of(&r, 7, GENESIS).unwrap();
-    assert_eq!(other, line);
+    for seq in [0, 7, 10, 1_234_567_890_123, u64::MAX] {
+        r.seq = None;
+        let (line, hash) = line_of(&r, seq, GENESIS).unwrap();
+        // What the writer reserves for it is enough.
+        let body = crate::audit::line::Body::of(&r).unwrap();
+        assert!(
+            line.len() <= body.line_len(),
+            "{} > {}",
+            line.len(),
+            body.line_len()
+        );
+        let parsed: Record = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            (parsed.seq, parsed.prev.as_deref()),
+            (Some(seq), Some(GENESIS))
+        );
+        assert_eq!(parsed.hash.as_deref(), Some(hash.as_str()));
+        assert_eq!(record_hash(&parsed), hash);
+        assert_eq!(serde_json::to_vec(&parsed).unwrap(), line[..line.len() - 1]);
+        // The fallback path gives the same bytes.
+        r.seq = Some(0);
+        let (other, _) = line_of(&r, seq, GENESIS).unwrap();
+        assert_eq!(other, line);
+    }
 }
 
 #[test]

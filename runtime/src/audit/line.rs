@@ -5,6 +5,10 @@
 use super::{AuditError, Event, Record};
 use sha2::{Digest, Sha256};
 
+/// What a line adds to its record's JSON, at most: `"seq":N,` (20 digits),
+/// `"prev":"…",` and `,"hash":"…"` (64 hex digits each), and the newline.
+const LINE_EXTRA: usize = 27 + 74 + 74 + 1;
+
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -27,13 +31,13 @@ pub(crate) struct Body {
 
 impl Body {
     pub(crate) fn of(record: &Record) -> Result<Body, AuditError> {
-        let err = |e: serde_json::Error| AuditError::Sink(e.to_string());
         let json = if record.seq.is_none() && record.prev.is_none() && record.hash.is_none() {
-            serde_json::to_vec(record).map_err(err)?
+            // Most records fit: no reallocation while serializing.
+            let mut json = Vec::with_capacity(512);
+            serde_json::to_writer(&mut json, record).map_err(sink_err)?;
+            json
         } else {
-            let mut r = record.clone();
-            (r.seq, r.prev, r.hash) = (None, None, None);
-            serde_json::to_vec(&r).map_err(err)?
+            unchained_json(record)?
         };
         // `v` is the first field and a number: the lead ends at the first comma.
         let lead = json
@@ -49,18 +53,26 @@ impl Body {
         })
     }
 
+    /// The most bytes [`Body::line_into`] appends: the JSON, `seq` and
+    /// `prev`, the `hash` and the newline.
+    pub(crate) fn line_len(&self) -> usize {
+        self.json.len() + LINE_EXTRA
+    }
+
     /// Appends to `out` the record's line chained at `seq` after `prev`,
     /// and returns its hash: exactly the JSON that serializing the record
     /// with `seq`, `prev` and `hash` set gives: `seq` and `prev` spliced in
     /// after the leading `{"v":1,` and `hash` (of the bytes before it)
     /// appended as the last field.
     pub(crate) fn line_into(&self, seq: u64, prev: &str, out: &mut Vec<u8>) -> String {
-        use std::io::Write as _;
         let start = out.len();
-        out.reserve(self.json.len() + 180);
+        out.reserve(self.line_len());
         out.extend_from_slice(&self.json[..self.lead]);
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "\"seq\":{seq},\"prev\":\"{prev}\",");
+        out.extend_from_slice(b"\"seq\":");
+        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        out.extend_from_slice(b",\"prev\":\"");
+        out.extend_from_slice(prev.as_bytes());
+        out.extend_from_slice(b"\",");
         out.extend_from_slice(&self.json[self.lead..]);
         let hash = lower_hex(&Sha256::digest(&out[start..]));
         out.pop(); // the closing brace
@@ -69,6 +81,21 @@ impl Body {
         out.extend_from_slice(b"\"}\n");
         hash
     }
+}
+
+fn sink_err(e: serde_json::Error) -> AuditError {
+    AuditError::Sink(e.to_string())
+}
+
+/// The JSON of `record` without its `seq`, `prev` and `hash`: a record
+/// read back from a trail. Apart, so that the copy does not size the frame
+/// of [`Body::of`], which runs on a tool's fiber stack.
+#[cold]
+#[inline(never)]
+fn unchained_json(record: &Record) -> Result<Vec<u8>, AuditError> {
+    let mut r = record.clone();
+    (r.seq, r.prev, r.hash) = (None, None, None);
+    serde_json::to_vec(&r).map_err(sink_err)
 }
 
 /// `record`'s line chained at `seq` after `prev` (see [`Body::line_into`]).

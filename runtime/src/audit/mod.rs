@@ -343,6 +343,14 @@ impl AuditSink for TracingSink {
     }
 }
 
+/// The first of `records`, boxed (a cold path: a held start whose write
+/// failed, owed again).
+#[cold]
+#[inline(never)]
+fn first_boxed(mut records: Vec<Record>) -> Box<Record> {
+    Box::new(records.swap_remove(0))
+}
+
 /// The audit context of one invocation: who is acting, under which task.
 /// Records pass through the invocation's secret redactor on the way out.
 ///
@@ -357,8 +365,10 @@ pub struct Auditor {
     sink: Arc<dyn AuditSink>,
     redactor: Option<Arc<Redactor>>,
     /// The held start record, shared by this invocation's clones (the
-    /// runtime's and its store's gate).
-    held: Option<Arc<Mutex<Option<Record>>>>,
+    /// runtime's and its store's gate). Boxed: [`Auditor::write`] runs on
+    /// the tool's fiber stack, whose pages stay resident while the call
+    /// then waits, and a record taken out by value would size its frame.
+    held: Option<Arc<Mutex<Option<Box<Record>>>>>,
     pub invocation: Arc<str>,
     pub task: Arc<str>,
     /// The agent the task runs for, as records name it.
@@ -467,7 +477,7 @@ impl Auditor {
     /// Holds `start` back until this invocation's next record, to be
     /// written with it (see the type's documentation).
     pub(crate) fn hold(&mut self, start: Record) {
-        self.held = Some(Arc::new(Mutex::new(Some(start))));
+        self.held = Some(Arc::new(Mutex::new(Some(Box::new(start)))));
     }
 
     /// Writes `record`, after the held start record if there is one.
@@ -485,11 +495,15 @@ impl Auditor {
         match held.take() {
             None => self.append_clean(record),
             Some(start) => {
-                let mut both = self.cleaned_pair(start, record);
-                self.sink.append_all(&both).inspect_err(|_| {
-                    // Not written: still owed before the next record.
-                    *held = Some(both.swap_remove(0));
-                })
+                let both = self.cleaned_pair(start, record);
+                match self.sink.append_all(&both) {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        // Not written: still owed before the next record.
+                        *held = Some(first_boxed(both));
+                        Err(e)
+                    }
+                }
             }
         }
     }
@@ -509,8 +523,8 @@ impl Auditor {
 
     /// The held start (moved, not copied) and `record`, each redacted.
     #[inline(never)]
-    fn cleaned_pair(&self, start: Record, record: &Record) -> Vec<Record> {
-        vec![self.cleaned(start), self.cleaned(record.clone())]
+    fn cleaned_pair(&self, start: Box<Record>, record: &Record) -> Vec<Record> {
+        vec![self.cleaned(*start), self.cleaned(record.clone())]
     }
 
     /// Writes `end`, this invocation's last record, behind
@@ -523,7 +537,8 @@ impl Auditor {
             .held
             .as_ref()
             .and_then(|h| h.lock().unwrap_or_else(|p| p.into_inner()).take());
-        let records = start.into_iter().chain([end]).map(|r| self.cleaned(r));
+        let records = start.map(|s| *s).into_iter().chain([end]);
+        let records = records.map(|r| self.cleaned(r));
         self.sink.append_behind(records.collect())
     }
 
