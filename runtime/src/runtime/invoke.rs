@@ -5,7 +5,8 @@
 use super::contract::Contract;
 use super::load::LoadedTool;
 use super::outcome::{
-    DeadlineHit, Outcome, check_output, classify, end_summary, redact_result, tool_error,
+    DeadlineHit, Outcome, check_output, classify, end_summary, lift_limit, redact_result,
+    tool_error, unread,
 };
 use super::{Inner, Invocation, InvokeOptions, ToolError, ToolErrorKind};
 use crate::approval::{Approvals, Approver};
@@ -25,7 +26,9 @@ use crate::policy::gate::Gate;
 use crate::redact::Redactor;
 use crate::state::{Authority, HostState, MemoryLimiter};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
+use tokio::time::error::Elapsed;
 use tokio_util::sync::CancellationToken;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -269,48 +272,6 @@ impl Inner {
     }
 }
 
-/// The most bytes the host copies out of a tool at once (one host call's
-/// arguments, or the result; wasmtime's "hostcall fuel"): twice the larger
-/// of the host call and output limits. A value somewhat over its limit is
-/// read and refused with its size by its own check; a larger one, unread.
-pub(super) fn lift_limit(hostcall_limit: usize, max_output: u64) -> usize {
-    let max_output = usize::try_from(max_output).unwrap_or(usize::MAX);
-    hostcall_limit.max(max_output).saturating_mul(2)
-}
-
-/// The limit a trap names when the tool passed more than the host reads
-/// (`lift`): the arguments of a host call (the trap came out of the tool's
-/// code, so it carries a wasm backtrace) or else its result.
-pub(super) fn unread(
-    trap: &wasmtime::Error,
-    lift: usize,
-    hostcall_limit: usize,
-    max_output: u64,
-) -> Option<LimitExceeded> {
-    // wasmtime's error for exhausted hostcall fuel is not a public type.
-    let exhausted = trap.chain().any(|c| {
-        c.to_string()
-            .starts_with("too much data is being copied between the host and the guest")
-    });
-    if !exhausted {
-        return None;
-    }
-    let read = lift as u64;
-    Some(
-        if trap.downcast_ref::<wasmtime::WasmBacktrace>().is_some() {
-            LimitExceeded::HostCallUnread {
-                read,
-                limit: hostcall_limit as u64,
-            }
-        } else {
-            LimitExceeded::OutputUnread {
-                read,
-                limit: max_output,
-            }
-        },
-    )
-}
-
 /// Refuses input over `max` bytes, not JSON, or not matching the tool's
 /// input schema, before anything runs.
 pub(super) fn check_input(input: &str, max: usize, contract: &Contract) -> Result<(), Error> {
@@ -446,9 +407,9 @@ async fn run_tool(
     // The call's future is made where it is awaited: made first and moved
     // in, it is stored twice in this one, which every call in flight holds.
     let outcome = match cancel {
-        None => Some(tokio::time::timeout(limits.timeout, tool.call(&mut store, input)).await),
+        None => Some(within(limits.timeout, tool.call(&mut store, input)).await),
         Some(cancel) => tokio::select! {
-            r = tokio::time::timeout(limits.timeout, tool.call(&mut store, input)) => Some(r),
+            r = within(limits.timeout, tool.call(&mut store, input)) => Some(r),
             () = cancel.cancelled() => None,
         },
     };
@@ -476,6 +437,21 @@ async fn run_tool(
         result,
         duration,
         dropped,
+    }
+}
+
+/// `call`, unless `limit` passes first. The timer is set only if the call
+/// does not end in its first poll (a tool that makes no host call): setting
+/// one takes the runtime's handle, a reference count that every thread's
+/// invocations would otherwise contend for. The limit still counts from
+/// the start.
+async fn within<F: Future>(limit: Duration, call: F) -> Result<F::Output, Elapsed> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut call = std::pin::pin!(call);
+    let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(out) => Ok(out),
+        Poll::Pending => tokio::time::timeout_at(deadline, call).await,
     }
 }
 

@@ -12,6 +12,43 @@ fn the_host_reads_at_most_twice_the_larger_limit_from_a_tool() {
     assert_eq!(lift_limit(usize::MAX, 1), usize::MAX);
 }
 
+#[tokio::test]
+async fn a_call_ends_within_its_limit_counted_from_its_start() {
+    // Ready at once (no timer), or after waiting: its output.
+    assert_eq!(within(Duration::from_secs(3600), async { 5 }).await, Ok(5));
+    let later = async {
+        tokio::task::yield_now().await;
+        7
+    };
+    assert_eq!(within(Duration::from_secs(3600), later).await, Ok(7));
+    // A call that never ends is cut at its limit.
+    let start = Instant::now();
+    let never = std::future::pending::<()>();
+    let cut = tokio::time::timeout(
+        Duration::from_secs(10),
+        within(Duration::from_millis(50), never),
+    );
+    assert!(cut.await.expect("cut at its limit, not hung").is_err());
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    // A first poll that takes 300 ms counts against a 400 ms limit: cut
+    // at ~400 ms, not 300 + 400.
+    let start = Instant::now();
+    let slow_then_never = async {
+        std::thread::sleep(Duration::from_millis(300));
+        std::future::pending::<()>().await
+    };
+    assert!(
+        within(Duration::from_millis(400), slow_then_never)
+            .await
+            .is_err()
+    );
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(650),
+        "{took:?}"
+    );
+}
+
 #[test]
 fn input_over_the_limit_or_not_json_is_refused_before_anything_runs() {
     let any = Contract::new(&serde_json::json!({}), None).unwrap();

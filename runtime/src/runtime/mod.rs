@@ -411,7 +411,7 @@ impl Runtime {
                 after: limits.timeout,
             })?
             .map_err(|e| {
-                match invoke::unread(&e, lift, self.inner.hostcall_limit, limits.max_output) {
+                match outcome::unread(&e, lift, self.inner.hostcall_limit, limits.max_output) {
                     Some(limit) => limit.into(),
                     None => classify(e, limits),
                 }

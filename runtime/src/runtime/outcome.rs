@@ -20,6 +20,48 @@ pub(super) type Outcome = Result<Result<String, ToolError>, Error>;
 #[error("deadline exceeded")]
 pub(super) struct DeadlineHit;
 
+/// The most bytes the host copies out of a tool at once (one host call's
+/// arguments, or the result; wasmtime's "hostcall fuel"): twice the larger
+/// of the host call and output limits. A value somewhat over its limit is
+/// read and refused with its size by its own check; a larger one, unread.
+pub(super) fn lift_limit(hostcall_limit: usize, max_output: u64) -> usize {
+    let max_output = usize::try_from(max_output).unwrap_or(usize::MAX);
+    hostcall_limit.max(max_output).saturating_mul(2)
+}
+
+/// The limit a trap names when the tool passed more than the host reads
+/// (`lift`): the arguments of a host call (the trap came out of the tool's
+/// code, so it carries a wasm backtrace) or else its result.
+pub(super) fn unread(
+    trap: &wasmtime::Error,
+    lift: usize,
+    hostcall_limit: usize,
+    max_output: u64,
+) -> Option<LimitExceeded> {
+    // wasmtime's error for exhausted hostcall fuel is not a public type.
+    let exhausted = trap.chain().any(|c| {
+        c.to_string()
+            .starts_with("too much data is being copied between the host and the guest")
+    });
+    if !exhausted {
+        return None;
+    }
+    let read = lift as u64;
+    Some(
+        if trap.downcast_ref::<wasmtime::WasmBacktrace>().is_some() {
+            LimitExceeded::HostCallUnread {
+                read,
+                limit: hostcall_limit as u64,
+            }
+        } else {
+            LimitExceeded::OutputUnread {
+                read,
+                limit: max_output,
+            }
+        },
+    )
+}
+
 /// Redacts secret values from the tool's output or error. The output is
 /// JSON: it is redacted by what its strings, keys and numbers mean once
 /// decoded (so `\u` escapes cannot carry a value past redaction, nor into
