@@ -596,6 +596,22 @@ fn read_echo_answer(out: impl std::io::Read) {
     panic!("the server closed its output without answering the call");
 }
 
+/// `warden serve --stdio` on the given stdin, stdout and stderr.
+fn serve_stdio(
+    s: &Setup,
+    stdin: impl Into<Stdio>,
+    stdout: impl Into<Stdio>,
+    stderr: impl Into<Stdio>,
+) -> std::process::Child {
+    warden_serve(s, &["--stdio"])
+        .into_std()
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 /// stdin and stdout that are pipes are served by the runtime's reactor (no
 /// blocking-pool thread between a request and its answer): the server sets
 /// them non-blocking while it serves, and puts blocking mode back when it
@@ -606,13 +622,12 @@ fn over_stdio_pipes_are_polled_and_left_blocking() {
     let s = setup();
     let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
     let (stdout_r, stdout_w) = std::io::pipe().unwrap();
-    let mut child = warden_serve(&s, &["--stdio"])
-        .into_std()
-        .stdin(stdin_r.try_clone().unwrap())
-        .stdout(stdout_w.try_clone().unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve_stdio(
+        &s,
+        stdin_r.try_clone().unwrap(),
+        stdout_w.try_clone().unwrap(),
+        Stdio::null(),
+    );
     stdin_w.write_all(STDIO_SESSION.as_bytes()).unwrap();
     // While serving (the call answered), both ends the server holds are
     // non-blocking.
@@ -633,13 +648,12 @@ fn over_stdio_a_socket_or_a_file_serves_too() {
     use std::io::Write as _;
     let s = setup();
     let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-    let mut child = warden_serve(&s, &["--stdio"])
-        .into_std()
-        .stdin(std::os::fd::OwnedFd::from(theirs.try_clone().unwrap()))
-        .stdout(std::os::fd::OwnedFd::from(theirs.try_clone().unwrap()))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve_stdio(
+        &s,
+        std::os::fd::OwnedFd::from(theirs.try_clone().unwrap()),
+        std::os::fd::OwnedFd::from(theirs.try_clone().unwrap()),
+        Stdio::null(),
+    );
     ours.write_all(STDIO_SESSION.as_bytes()).unwrap();
     read_echo_answer(&ours);
     assert!(nonblocking(&theirs), "the socket is not on the reactor");
@@ -669,13 +683,12 @@ fn over_stdio_only_what_the_server_changed_is_restored() {
     let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
     let (stdout_r, stdout_w) = std::io::pipe().unwrap();
     rustix::io::ioctl_fionbio(&stdin_r, true).unwrap();
-    let mut child = warden_serve(&s, &["--stdio"])
-        .into_std()
-        .stdin(stdin_r.try_clone().unwrap())
-        .stdout(stdout_w.try_clone().unwrap())
-        .stderr(stdout_w.try_clone().unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = serve_stdio(
+        &s,
+        stdin_r.try_clone().unwrap(),
+        stdout_w.try_clone().unwrap(),
+        stdout_w.try_clone().unwrap(),
+    );
     stdin_w.write_all(STDIO_SESSION.as_bytes()).unwrap();
     read_echo_answer(&stdout_r);
     assert!(
@@ -699,13 +712,7 @@ fn over_stdio_the_last_answer_reaches_a_slow_reader_whole() {
     let s = setup();
     let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
     let (mut stdout_r, stdout_w) = std::io::pipe().unwrap();
-    let mut child = warden_serve(&s, &["--stdio"])
-        .into_std()
-        .stdin(stdin_r)
-        .stdout(stdout_w)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve_stdio(&s, stdin_r, stdout_w, Stdio::null());
     // An unknown method goes to the SDK, whose error echoes the id.
     let id = "x".repeat(1 << 20);
     writeln!(
@@ -744,13 +751,12 @@ fn over_stdio_the_last_answer_reaches_a_slow_reader_whole() {
 fn over_stdio_a_listening_socket_on_stdin_ends_the_server() {
     let s = setup();
     let listener = std::os::unix::net::UnixListener::bind(s.dir.path().join("l.sock")).unwrap();
-    let mut child = warden_serve(&s, &["--stdio"])
-        .into_std()
-        .stdin(std::os::fd::OwnedFd::from(listener))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve_stdio(
+        &s,
+        std::os::fd::OwnedFd::from(listener),
+        Stdio::null(),
+        Stdio::null(),
+    );
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -798,13 +804,7 @@ fn over_stdio_a_progress_note_waiting_on_a_slow_client_does_not_hang_the_session
     let s = setup();
     let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
     let (stdout_r, stdout_w) = std::io::pipe().unwrap();
-    let mut child = warden_serve(&s, &["--stdio"])
-        .into_std()
-        .stdin(stdin_r)
-        .stdout(stdout_w)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve_stdio(&s, stdin_r, stdout_w, Stdio::null());
     let watchdog = kill_after(&child, Duration::from_secs(60));
     let init = STDIO_SESSION.lines().take(2).collect::<Vec<_>>().join("\n");
     writeln!(stdin_w, "{init}").unwrap();

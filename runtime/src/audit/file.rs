@@ -384,10 +384,10 @@ impl Shared {
     }
 
     /// Under the trail's lock: catches up with other writers, chains the
-    /// records waiting to be written behind and then what `build` adds to
-    /// a buffer, and writes it in one `write`. On failure nothing is
-    /// chained (the next record links to the last written one) and what
-    /// waited still waits.
+    /// records waiting to be written behind, then `adds`, then what `build`
+    /// adds (a checkpoint) to a buffer, and writes it in one `write`. On
+    /// failure nothing is chained (the next record links to the last
+    /// written one) and what waited still waits.
     fn write_locked(
         &self,
         chain: &mut Chain,
@@ -407,7 +407,7 @@ impl Shared {
         let lines: usize = chain.behind.iter().chain(adds).map(Body::line_len).sum();
         let mut out = Vec::with_capacity(lines + 1024);
         let behind = std::mem::take(&mut chain.behind);
-        for body in &behind {
+        for body in behind.iter().chain(adds) {
             chain.push(body, &mut out);
         }
         let written = build(chain, &mut out).and_then(|()| {
@@ -493,9 +493,6 @@ impl Shared {
         last: Option<Ids>,
     ) -> Result<(), AuditError> {
         self.write_locked(&mut chain, &queued, |chain, out| {
-            for body in &queued {
-                chain.push(body, out);
-            }
             if let Some(signer) = chain.signer.clone()
                 && chain.unsigned >= chain.cadence.records
             {

@@ -496,14 +496,10 @@ impl Auditor {
             None => self.append_clean(record),
             Some(start) => {
                 let both = self.cleaned_pair(start, record);
-                match self.sink.append_all(&both) {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        // Not written: still owed before the next record.
-                        *held = Some(first_boxed(both));
-                        Err(e)
-                    }
-                }
+                self.sink.append_all(&both).inspect_err(|_| {
+                    // Not written: still owed before the next record.
+                    *held = Some(first_boxed(both));
+                })
             }
         }
     }

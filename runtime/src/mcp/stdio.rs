@@ -143,24 +143,30 @@ impl Out {
     }
 
     async fn message(&self, message: &ServerJsonRpcMessage) {
-        match serde_json::to_vec(message) {
-            Ok(mut bytes) => {
-                bytes.push(b'\n');
-                self.line(&bytes).await;
-            }
-            Err(e) => tracing::error!("MCP over stdio: cannot encode an answer: {e}"),
+        if let Some(bytes) = encode(message, "an answer") {
+            self.line(&bytes).await;
         }
     }
 
     /// Queues a progress note, or drops it if 16 wait (see [`Out`]).
     pub(crate) async fn progress(&self, note: ProgressNotificationParam) {
         let note = ServerNotification::ProgressNotification(ProgressNotification::new(note));
-        match serde_json::to_vec(&ServerJsonRpcMessage::notification(note)) {
-            Ok(mut bytes) => {
-                bytes.push(b'\n');
-                let _ = self.notes.try_send(bytes);
-            }
-            Err(e) => tracing::error!("MCP over stdio: cannot encode a progress note: {e}"),
+        if let Some(bytes) = encode(&ServerJsonRpcMessage::notification(note), "a progress note") {
+            let _ = self.notes.try_send(bytes);
+        }
+    }
+}
+
+/// `message` as one line, or `None` (logged) if it cannot be encoded.
+fn encode(message: &ServerJsonRpcMessage, what: &str) -> Option<Vec<u8>> {
+    match serde_json::to_vec(message) {
+        Ok(mut bytes) => {
+            bytes.push(b'\n');
+            Some(bytes)
+        }
+        Err(e) => {
+            tracing::error!("MCP over stdio: cannot encode {what}: {e}");
+            None
         }
     }
 }
