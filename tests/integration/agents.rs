@@ -1055,3 +1055,116 @@ async fn the_person_asked_to_approve_sees_which_agent_asks() {
     assert!(!ws.join("z.txt").exists());
     drop(s.child);
 }
+
+/// One stateless 2026-07-28 `tools/call` of the remover by the holder of
+/// `token`, a client that answers approvals itself; `retry`: the
+/// requestState it answers. The JSON-RPC answer.
+async fn remove_as(url: &str, token: &str, path: &str, retry: Option<&str>) -> Value {
+    let mut params = json!({
+        "name": "remover",
+        "arguments": {"path": path},
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "round-client", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+        },
+    });
+    if let Some(state) = retry {
+        params["requestState"] = json!(state);
+        params["inputResponses"] =
+            json!({"approval": {"action": "accept", "content": {"approved": true}}});
+    }
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
+    let text = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "remover")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let json = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: ").filter(|d| d.starts_with('{')))
+        .unwrap_or(&text);
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[tokio::test]
+async fn an_approval_round_answers_only_for_the_agent_whose_call_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let ws = world(&dir);
+    let manifest = std::fs::read_to_string(dir.join("manifest.toml")).unwrap();
+    std::fs::write(
+        dir.join("manifest.toml"),
+        format!("{manifest}approval = [\"delete\"]\n"),
+    )
+    .unwrap();
+    let key = Key::new("k1");
+    let auth = AuthServer::start(vec![key.jwk()]).await;
+    // Another agent with the same grant: it may delete too, but only on
+    // its own calls.
+    let other = format!(
+        "\n[[agent]]\nissuer = \"{}\"\nsubject = \"ops-bot\"\ngrants = \"delete-task.toml\"\n",
+        auth.url
+    );
+    let s = serve(&dir, &agents_file(&auth.url, &other)).await;
+    let token = |sub: &str, groups: Value| {
+        key.sign(&json!({"iss": auth.url, "sub": sub, "aud": s.resource(),
+            "exp": now() + 300, "groups": groups}))
+    };
+    let deployer = token("ci-deployer", json!(["deployers"]));
+    let intruder = token("ops-bot", json!([]));
+    std::fs::write(ws.join("z.txt"), "z").unwrap();
+
+    let asked = remove_as(&s.url, &deployer, "z.txt", None).await;
+    assert_eq!(asked["result"]["resultType"], "input_required", "{asked}");
+    let state = asked["result"]["requestState"].as_str().unwrap().to_owned();
+
+    // The other agent holds the state (leaked, logged, guessed): its
+    // answer is for a round it never started, so no round at all.
+    let v = remove_as(&s.url, &intruder, "z.txt", Some(&state)).await;
+    assert_eq!(
+        v["error"]["message"],
+        "unknown or expired requestState (an approval answer counts once, for the call that asked)",
+        "{v}"
+    );
+    assert!(
+        ws.join("z.txt").exists(),
+        "deleted on another agent's answer"
+    );
+
+    // The agent whose call asked answers it: the round was still open.
+    let v = remove_as(&s.url, &deployer, "z.txt", Some(&state)).await;
+    assert_eq!(v["result"]["isError"], false, "{v}");
+    assert!(!ws.join("z.txt").exists());
+    let invocation = v["result"]["_meta"]["warden"]["invocation"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The trail: the approval is the deployer's client's, in the
+    // deployer's invocation; the other agent took no part in it.
+    let trail = s.trail_holding("\"event\":\"end\"").await;
+    let approval = trail
+        .lines()
+        .find(|l| {
+            l.contains(&invocation)
+                && l.contains("\"capability\":\"approval\"")
+                && l.contains("\"event\":\"decision\"")
+        })
+        .unwrap_or_else(|| panic!("no approval record: {trail}"));
+    assert!(
+        approval.contains("MCP client 'round-client' (elicitation)")
+            && approval.contains(&format!("oauth:{} ci-deployer", auth.url)),
+        "{approval}"
+    );
+    assert!(!trail.contains("ops-bot"), "{trail}");
+}

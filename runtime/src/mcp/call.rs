@@ -6,6 +6,7 @@
 //! is written.
 
 use super::{WardenMcp, stdio};
+use crate::agent::Agent;
 use crate::approval::{ApprovalAnswer, ApprovalRequest, Approver};
 use crate::{Error, Grant, Invocation, InvokeOptions};
 use rmcp::model::{
@@ -127,6 +128,11 @@ impl Caller {
         &self.cancelled
     }
 
+    /// The agent calling, when callers authenticate.
+    pub(super) fn agent(&self) -> Option<&Agent> {
+        self.grant.agent.as_deref()
+    }
+
     /// The caller of a call run on after its approval was answered through
     /// another replica: no client to send progress to or to cancel it;
     /// a further approval is another round trip.
@@ -209,6 +215,8 @@ impl Call {
 /// A call in progress.
 pub(super) struct Running {
     pub(super) tool: String,
+    /// The agent whose call this is: only its retry answers an approval.
+    agent: Option<Arc<Agent>>,
     pub(super) call: Call,
     approvals: Option<mpsc::Receiver<Pending>>,
     cancel: CancellationToken,
@@ -350,6 +358,7 @@ impl WardenMcp {
         }));
         Ok(Ok(Running {
             tool: name,
+            agent: caller.grant.agent.clone(),
             call,
             approvals,
             cancel,
@@ -400,7 +409,7 @@ impl WardenMcp {
                     // No randomness for an unguessable handle, or no
                     // store to share it through: unanswered, so denied.
                     let Some(state) = state_token() else { continue };
-                    let key = super::rounds::key(&state);
+                    let key = super::rounds::key(&state, running.agent.as_deref());
                     if let Some(rounds) = self.shared.rounds.get()
                         && let Err(why) = rounds.park(&key, &running.tool).await
                     {

@@ -19,6 +19,7 @@
 
 use super::WardenMcp;
 use super::call::{APPROVAL, Caller, Parked, Pending, Running, approves, failure, prompt};
+use crate::agent::Agent;
 use crate::approval::ApprovalAnswer;
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
@@ -53,7 +54,8 @@ pub enum Round {
 }
 
 /// Where replicas share approval round trips (see the module's text).
-/// `state` is always the SHA-256 of a requestState ([`key`]).
+/// `state` is always a requestState's [`key`] (its SHA-256 with the agent's
+/// name), never the state itself.
 #[async_trait::async_trait]
 pub trait RoundStore: Send + Sync {
     /// Parks a round of `tool`, owned by this process.
@@ -83,9 +85,21 @@ pub trait RoundStore: Send + Sync {
     async fn round(&self, state: &str) -> Result<Round, String>;
 }
 
-/// The key a requestState is parked under.
-pub(crate) fn key(state: &str) -> String {
-    hex::encode(sha2::Sha256::digest(state.as_bytes()))
+/// The key a requestState is parked under: its SHA-256 together with the
+/// agent whose call asked (`Agent::recorded`; none when callers do not
+/// authenticate). A retry by another agent, even one holding the state,
+/// looks up another key, here and in the store: an approval round answers
+/// only for the agent that started the call.
+pub(crate) fn key(state: &str, agent: Option<&Agent>) -> String {
+    let mut h = sha2::Sha256::new().chain_update(b"warden round\0");
+    if let Some(agent) = agent {
+        h.update(agent.recorded().as_bytes());
+    }
+    hex::encode(
+        h.chain_update(b"\0")
+            .chain_update(state.as_bytes())
+            .finalize(),
+    )
 }
 
 /// Whether `state` has the shape this server gives (128 bits in hex):
@@ -378,7 +392,7 @@ impl WardenMcp {
         if !well_formed(state) || !self.shared.tools.contains_key(req.name.as_ref() as &str) {
             return Err(unknown_state());
         }
-        let key = key(state);
+        let key = key(state, caller.agent());
         let answer = req
             .input_responses
             .as_ref()
@@ -470,7 +484,7 @@ mod tests {
         assert_ne!(stored, second);
         assert_eq!(seal(first, &stored), second);
         // Another state, or the stored key, does not open it.
-        assert_ne!(seal(&key(first), &stored), second);
+        assert_ne!(seal(&key(first, None), &stored), second);
         assert_ne!(seal("ffffffffffffffffffffffffffffffff", &stored), second);
         assert_eq!(seal(first, "not hex"), "");
     }
