@@ -640,6 +640,63 @@ fn over_stdio_pipes_are_polled_and_left_blocking() {
     assert!(!nonblocking(&stdout_w), "stdout left non-blocking");
 }
 
+/// A call under the id of a call still running is refused (a cancellation
+/// names a call by its id: the second would take the id over); the first
+/// can still be cancelled by it.
+#[test]
+fn over_stdio_a_request_id_in_use_is_refused_and_the_first_call_keeps_it() {
+    use std::io::{BufRead as _, Write as _};
+    let s = setup();
+    let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
+    let (stdout_r, stdout_w) = std::io::pipe().unwrap();
+    let mut child = serve_stdio(&s, stdin_r, stdout_w, Stdio::null());
+    let _watchdog = kill_after(&child, Duration::from_secs(60));
+    stdin_w.write_all(STDIO_SESSION.as_bytes()).unwrap();
+    let mut lines = std::io::BufReader::new(stdout_r).lines();
+    let mut next = |id: u64| -> Value {
+        loop {
+            let line = lines.next().expect("output closed").unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["id"] == id {
+                return v;
+            }
+        }
+    };
+    next(2);
+    writeln!(
+        stdin_w,
+        r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"hog","arguments":{{"attack":"loop"}}}}}}"#
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    writeln!(
+        stdin_w,
+        r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"again"}}}}}}"#
+    )
+    .unwrap();
+    let refused = next(9);
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    assert_eq!(
+        refused["error"]["message"],
+        "this request id is already in use by a call still running in this session (ids must be unique while their requests run)"
+    );
+    let cancelled = Instant::now();
+    writeln!(
+        stdin_w,
+        r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":9}}}}"#
+    )
+    .unwrap();
+    let first = next(9);
+    assert_eq!(first["result"]["isError"], true, "{first}");
+    assert!(
+        first["result"]["content"][0]["text"] == "cancelled by the client",
+        "{first}"
+    );
+    assert!(cancelled.elapsed() < Duration::from_secs(2));
+    drop(stdin_w);
+    assert!(child.wait().unwrap().success());
+}
+
 /// A socket pair (what Node gives a child process's stdio) is served the
 /// same way; a regular file as stdin, which cannot be polled, keeps
 /// tokio's blocking reads.
@@ -1910,6 +1967,17 @@ async fn over_http_a_sessions_calls_are_answered_as_json_cancelled_and_end_with_
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // Another call under the id of one still running is refused: it would
+    // take over the id, and the cancellation below would miss the first.
+    let (status, _, body) = c.call(4, "echo", json!({"message": "again"})).await;
+    assert_eq!(status, 200);
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["id"], 4, "{body}");
+    assert_eq!(answer["error"]["code"], -32600, "{body}");
+    assert_eq!(
+        answer["error"]["message"],
+        "this request id is already in use by a call still running in this session (ids must be unique while their requests run)"
+    );
     let (status, _, _) = c
         .post(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 4}}))
         .await;

@@ -33,6 +33,17 @@ pub(crate) fn bad_call_params(e: impl std::fmt::Display) -> McpError {
     )
 }
 
+/// The error for a call whose request id a call still running in its
+/// session already has: a cancellation names a call by its id, so the
+/// second would make the first one uncancellable (and its session look
+/// idle once either ended). The id itself is the client's: not echoed.
+pub(crate) fn id_in_use() -> McpError {
+    McpError::invalid_request(
+        "this request id is already in use by a call still running in this session (ids must be unique while their requests run)",
+        None,
+    )
+}
+
 /// The name of the elicitation request that asks for an approval.
 pub(super) const APPROVAL: &str = "approval";
 

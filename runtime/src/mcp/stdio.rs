@@ -42,6 +42,7 @@ use rmcp::model::{
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -537,7 +538,12 @@ impl Calls {
                 let Some(caller) = self.caller(&request, session) else {
                     return Take::No;
                 };
-                self.running.insert(id.clone(), caller.cancelled().clone());
+                match self.running.entry(id.clone()) {
+                    Entry::Occupied(_) => {
+                        return Take::Refused(Some(id.clone()), call::id_in_use());
+                    }
+                    Entry::Vacant(v) => v.insert(caller.cancelled().clone()),
+                };
                 let (mcp, id) = (self.mcp.clone(), id.clone());
                 let legacy = !call::current(Some(&session.version));
                 self.answers.push(Box::pin(async move {

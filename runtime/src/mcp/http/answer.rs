@@ -23,7 +23,7 @@ use rmcp::model::{
 };
 use std::convert::Infallible;
 use tokio::sync::{oneshot, watch};
-use tokio_util::sync::DropGuard;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// Where a call's progress goes: an event stream if its `_meta` asked for
 /// progress (with the receiving end, for [`answer`]), else nowhere.
@@ -100,6 +100,20 @@ pub(super) fn answer(
         notes,
         id,
         gone: cancel.drop_guard(),
+    }
+}
+
+/// The answer to a call refused before it started.
+pub(super) fn refused(e: rmcp::ErrorData, id: RequestId, legacy: bool) -> Answering {
+    let (tx, rx) = oneshot::channel::<Answered>();
+    let status = status(&e, legacy);
+    let answer = ServerJsonRpcMessage::error(e, Some(id.clone()));
+    let _ = tx.send(serde_json::to_vec(&answer).map(|b| (status, Bytes::from(b))));
+    Answering {
+        rx,
+        notes: None,
+        id,
+        gone: CancellationToken::new().drop_guard(),
     }
 }
 

@@ -45,6 +45,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -353,7 +354,10 @@ impl Taken {
             session,
         } = self;
         if let Some(session) = &session {
-            lock(&session.running).insert(id.clone(), caller.cancelled().clone());
+            match lock(&session.running).entry(id.clone()) {
+                Entry::Occupied(_) => return answer::refused(call::id_in_use(), id, legacy),
+                Entry::Vacant(v) => v.insert(caller.cancelled().clone()),
+            };
         }
         let ended = id.clone();
         let done = move || {
