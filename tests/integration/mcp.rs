@@ -613,9 +613,10 @@ fn serve_stdio(
 }
 
 /// stdin and stdout that are pipes are served by the runtime's reactor (no
-/// blocking-pool thread between a request and its answer): the server sets
-/// them non-blocking while it serves, and puts blocking mode back when it
-/// ends, since the client's other processes may share those open files.
+/// blocking-pool thread between a request and its answer) through
+/// non-blocking open files of the server's own: the client's open files,
+/// which its other processes may share, stay blocking, even when the
+/// server is killed.
 #[test]
 fn over_stdio_pipes_are_polled_and_left_blocking() {
     use std::io::Write as _;
@@ -629,15 +630,67 @@ fn over_stdio_pipes_are_polled_and_left_blocking() {
         Stdio::null(),
     );
     stdin_w.write_all(STDIO_SESSION.as_bytes()).unwrap();
-    // While serving (the call answered), both ends the server holds are
-    // non-blocking.
+    // While serving (the call answered), the server reads and writes each
+    // pipe through a non-blocking open file of its own; the client's open
+    // files stay blocking.
     read_echo_answer(&stdout_r);
-    assert!(nonblocking(&stdin_r), "stdin is not on the reactor");
-    assert!(nonblocking(&stdout_w), "stdout is not on the reactor");
+    assert!(polls(child.id(), &stdin_r), "stdin is not on the reactor");
+    assert!(polls(child.id(), &stdout_w), "stdout is not on the reactor");
+    assert!(
+        !nonblocking(&stdin_r),
+        "the client's stdin made non-blocking"
+    );
+    assert!(
+        !nonblocking(&stdout_w),
+        "the client's stdout made non-blocking"
+    );
     drop(stdin_w);
     assert!(child.wait().unwrap().success());
     assert!(!nonblocking(&stdin_r), "stdin left non-blocking");
     assert!(!nonblocking(&stdout_w), "stdout left non-blocking");
+
+    // Killed with SIGKILL mid-session, the server leaves nothing to put
+    // back: the client's pipes are as they were.
+    let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
+    let (stdout_r, stdout_w) = std::io::pipe().unwrap();
+    let mut child = serve_stdio(
+        &s,
+        stdin_r.try_clone().unwrap(),
+        stdout_w.try_clone().unwrap(),
+        Stdio::null(),
+    );
+    stdin_w.write_all(STDIO_SESSION.as_bytes()).unwrap();
+    read_echo_answer(&stdout_r);
+    assert!(polls(child.id(), &stdin_r), "stdin is not on the reactor");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!nonblocking(&stdin_r), "SIGKILL left stdin non-blocking");
+    assert!(!nonblocking(&stdout_w), "SIGKILL left stdout non-blocking");
+}
+
+/// Whether process `pid` holds a non-blocking open file of the pipe `fd`
+/// is (its own, not the one `fd` shares with it).
+fn polls(pid: u32, fd: impl std::os::fd::AsFd) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let pipe = rustix::fs::fstat(fd).unwrap();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .any(|e| {
+            let same = std::fs::metadata(e.path())
+                .is_ok_and(|m| (m.dev(), m.ino()) == (pipe.st_dev, pipe.st_ino));
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                e.file_name().to_string_lossy()
+            ))
+            .unwrap_or_default();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+                .unwrap_or(0);
+            same && flags & 0o4000 != 0
+        })
 }
 
 /// A call under the id of a call still running is refused (a cancellation

@@ -17,9 +17,13 @@
 //! non-blocking too, and fail when the reader is slow).
 //!
 //! Non-blocking mode belongs to the open file, which the client's other
-//! processes may share: [`Restore`] puts blocking mode back, on the files
-//! that were blocking before, when serving ends. A process killed with
-//! SIGKILL cannot, and leaves its stdin and stdout non-blocking.
+//! processes may share. A pipe is therefore opened anew (`/proc/self/fd`),
+//! a file of this process's own on the same pipe, and only that one is
+//! made non-blocking: the client's stays as it was, even if this process
+//! is killed with SIGKILL. A socket cannot be opened anew (nor a pipe
+//! without `/proc`, or one another user owns): [`Restore`] puts blocking
+//! mode back on those, if they were blocking before, when serving ends; a
+//! process killed with SIGKILL cannot, and leaves them non-blocking.
 
 use rustix::fs::{FileType, OFlags};
 use rustix::net::SocketType;
@@ -48,6 +52,7 @@ pub(super) fn open() -> (Input, Output, Restore) {
     let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
     let input = polled(
         stdin.as_fd(),
+        OFlags::RDONLY,
         stderr.as_fd(),
         &mut restore,
         |fd, kind| -> std::io::Result<Input> {
@@ -59,6 +64,7 @@ pub(super) fn open() -> (Input, Output, Restore) {
     );
     let output = polled(
         stdout.as_fd(),
+        OFlags::WRONLY,
         stderr.as_fd(),
         &mut restore,
         |fd, kind| -> std::io::Result<Output> {
@@ -81,12 +87,14 @@ enum Kind {
     Socket,
 }
 
-/// `fd` made non-blocking and registered by `make`, if it is a pipe or a
-/// connected stream socket that stderr does not share. Blocking mode is
-/// put back at once if `make` fails (the caller then falls back to tokio's
+/// `fd` registered by `make`, if it is a pipe or a connected stream socket
+/// that stderr does not share: a pipe opened anew for `access` where it
+/// can be, else `fd` itself made non-blocking. Then blocking mode is put
+/// back at once if `make` fails (the caller then falls back to tokio's
 /// pool, which needs it), else by `restore` when serving ends.
 fn polled<T>(
     fd: BorrowedFd<'_>,
+    access: OFlags,
     stderr: BorrowedFd<'_>,
     restore: &mut Restore,
     make: impl FnOnce(OwnedFd, Kind) -> std::io::Result<T>,
@@ -104,6 +112,15 @@ fn polled<T>(
     };
     if rustix::fs::fstat(stderr).is_ok_and(|e| (e.st_dev, e.st_ino) == (stat.st_dev, stat.st_ino)) {
         return None;
+    }
+    if let Kind::Pipe = kind
+        && let Some(own) = reopened(fd, access, &stat)
+    {
+        return make(own, kind)
+            .inspect_err(|e| {
+                tracing::debug!("MCP over stdio: not polling fd {}: {e}", fd.as_raw_fd())
+            })
+            .ok();
     }
     let was_blocking = !rustix::fs::fcntl_getfl(fd).ok()?.contains(OFlags::NONBLOCK);
     let keep = fd.try_clone_to_owned().ok()?;
@@ -123,6 +140,21 @@ fn polled<T>(
             None
         }
     }
+}
+
+/// A new non-blocking open file, for `access`, of the pipe `fd` is (whose
+/// status is `stat`): `None` without `/proc`, where the pipe is another
+/// user's, or a pipe with no reader left to write to.
+fn reopened(fd: BorrowedFd<'_>, access: OFlags, stat: &rustix::fs::Stat) -> Option<OwnedFd> {
+    let own = rustix::fs::open(
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        access | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()?;
+    // The link names the open file itself; checked all the same.
+    let new = rustix::fs::fstat(&own).ok()?;
+    ((new.st_dev, new.st_ino) == (stat.st_dev, stat.st_ino)).then_some(own)
 }
 
 /// A stream socket on the reactor (tokio's Unix stream reads and writes
