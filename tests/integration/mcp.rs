@@ -733,6 +733,14 @@ fn over_stdio_a_request_id_in_use_is_refused_and_the_first_call_keeps_it() {
         refused["error"]["message"],
         "this request id is already in use by a call still running in this session (ids must be unique while their requests run)"
     );
+    // So is one the SDK would run (its `_meta` names its client).
+    writeln!(
+        stdin_w,
+        r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"sdk"}},"_meta":{{"io.modelcontextprotocol/clientInfo":{{"name":"t","version":"1"}}}}}}}}"#
+    )
+    .unwrap();
+    let refused = next(9);
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
     let cancelled = Instant::now();
     writeln!(
         stdin_w,
@@ -747,6 +755,46 @@ fn over_stdio_a_request_id_in_use_is_refused_and_the_first_call_keeps_it() {
     );
     assert!(cancelled.elapsed() < Duration::from_secs(2));
     drop(stdin_w);
+    assert!(child.wait().unwrap().success());
+}
+
+/// A named FIFO as stdin whose writer has written and gone before the
+/// server starts (`warden serve --stdio < fifo` while another process
+/// writes to it): answered, and its end seen, so the server ends.
+#[test]
+fn over_stdio_a_fifo_written_and_closed_before_the_start_ends_the_server() {
+    use std::io::Write as _;
+    let s = setup();
+    let fifo = s.dir.path().join("in.fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let mut w = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+            w.write_all(STDIO_SESSION.as_bytes()).unwrap();
+        })
+    };
+    // Opened as a shell opens it: blocking, until the writer opens too.
+    let input = std::fs::File::open(&fifo).unwrap();
+    writer.join().unwrap();
+    let (stdout_r, stdout_w) = std::io::pipe().unwrap();
+    let mut child = serve_stdio(&s, input, stdout_w, Stdio::null());
+    read_echo_answer(&stdout_r);
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("the server did not see the end of its FIFO input");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(child.wait().unwrap().success());
 }
 

@@ -504,11 +504,14 @@ impl Endpoint {
                 });
                 None
             }
-            Some(m) => self.sessions.stateless(&self.mcp, &parts, m),
+            Some(m) => self.sessions.stateless(&self.mcp, &parts, m).map(Ok),
             None => None,
         };
         if let Some(taken) = taken {
-            let running = taken.start(&self.mcp);
+            let running = match taken {
+                Ok(taken) => taken.start(&self.mcp),
+                Err(refused) => refused,
+            };
             // Its headers and body share hyper's read buffer: freed before
             // the call runs, not held for as long as it does.
             drop(message);

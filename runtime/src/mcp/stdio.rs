@@ -42,7 +42,6 @@ use rmcp::model::{
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -526,6 +525,11 @@ impl Calls {
                 }
             }
             (Some("tools/call"), Some(id)) => {
+                // The id of a call running here is in use, whichever would
+                // run this one.
+                if self.running.contains_key(id) {
+                    return Take::Refused(Some(id.clone()), call::id_in_use());
+                }
                 // Before `initialize` has been answered, the SDK decides.
                 let Some(session) = session else {
                     return Take::No;
@@ -538,12 +542,7 @@ impl Calls {
                 let Some(caller) = self.caller(&request, session) else {
                     return Take::No;
                 };
-                match self.running.entry(id.clone()) {
-                    Entry::Occupied(_) => {
-                        return Take::Refused(Some(id.clone()), call::id_in_use());
-                    }
-                    Entry::Vacant(v) => v.insert(caller.cancelled().clone()),
-                };
+                self.running.insert(id.clone(), caller.cancelled().clone());
                 let (mcp, id) = (self.mcp.clone(), id.clone());
                 let legacy = !call::current(Some(&session.version));
                 self.answers.push(Box::pin(async move {

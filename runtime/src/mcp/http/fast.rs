@@ -208,13 +208,14 @@ impl Sessions {
 
     /// Takes a POST of `message` when it is a call this path answers;
     /// `None` hands it to rmcp. A cancellation of a call running here
-    /// cancels it (and goes on to rmcp, which answers it).
+    /// cancels it (and goes on to rmcp, which answers it). A call under the
+    /// id of one running here is refused (`Err`), whichever would run it.
     pub(crate) async fn post(
         &self,
         mcp: &WardenMcp,
         parts: &Parts,
         message: &Message<'_>,
-    ) -> Option<Taken> {
+    ) -> Option<Result<Taken, answer::Answering>> {
         let session = self.get(&parts.headers)?;
         if !message.plain() {
             return None;
@@ -230,13 +231,19 @@ impl Sessions {
                     .params
                     .and_then(|p| serde_json::from_str::<CancelledNotificationParam>(p.get()).ok())
                     .and_then(|p| p.request_id);
-                if let Some(cancel) = cancelled.and_then(|id| lock(&session.running).remove(&id)) {
+                // The entry stays until the call ends: its id is in use
+                // until then (the call's own end removes it).
+                let cancel = cancelled.and_then(|id| lock(&session.running).get(&id).cloned());
+                if let Some(cancel) = cancel {
                     cancel.cancel();
                 }
                 return None;
             }
             _ => return None,
         };
+        if lock(&session.running).contains_key(&id) {
+            return Some(Err(answer::refused(call::id_in_use(), id, true)));
+        }
         let version = session.version.as_ref()?;
         if !plain(&parts.headers)
             || call::current(Some(version))
@@ -263,14 +270,14 @@ impl Sessions {
             info: Some(&session.client),
         };
         let (caller, notes) = caller(mcp, parts, client, meta, session.closed.child_token())?;
-        Some(Taken {
+        Some(Ok(Taken {
             caller,
             request,
             id,
             legacy: true,
             notes,
             session: Some(session),
-        })
+        }))
     }
 
     /// Takes a POST of `message` without a session when it is a call on

@@ -17,12 +17,13 @@
 //! non-blocking too, and fail when the reader is slow).
 //!
 //! Non-blocking mode belongs to the open file, which the client's other
-//! processes may share. A pipe is therefore opened anew (`/proc/self/fd`),
-//! a file of this process's own on the same pipe, and only that one is
-//! made non-blocking: the client's stays as it was, even if this process
-//! is killed with SIGKILL. A socket cannot be opened anew (nor a pipe
-//! without `/proc`, or one another user owns): [`Restore`] puts blocking
-//! mode back on those, if they were blocking before, when serving ends; a
+//! processes may share. An anonymous pipe is therefore opened anew
+//! (`/proc/self/fd`): a file of this process's own on the same pipe, and
+//! only that one is made non-blocking, so the client's stays as it was,
+//! even if this process is killed with SIGKILL. A socket cannot be opened
+//! anew (nor a pipe without `/proc`, or one another user owns), and a
+//! named FIFO is not (see [`reopened`]): [`Restore`] puts blocking mode
+//! back on those, if they were blocking before, when serving ends; a
 //! process killed with SIGKILL cannot, and leaves them non-blocking.
 
 use rustix::fs::{FileType, OFlags};
@@ -142,10 +143,22 @@ fn polled<T>(
     }
 }
 
-/// A new non-blocking open file, for `access`, of the pipe `fd` is (whose
-/// status is `stat`): `None` without `/proc`, where the pipe is another
-/// user's, or a pipe with no reader left to write to.
+/// A new non-blocking open file, for `access`, of the anonymous pipe `fd`
+/// is (whose status is `stat`), if `fd` itself is open for `access`.
+/// `None` without `/proc`, where the pipe is another user's, or for a
+/// named FIFO: one opened anew without a writer never reports the hang-up
+/// of the writers before it (`EPOLLHUP`), so its end would never be seen.
 fn reopened(fd: BorrowedFd<'_>, access: OFlags, stat: &rustix::fs::Stat) -> Option<OwnedFd> {
+    const PIPEFS_MAGIC: i64 = 0x5049_5045;
+    if rustix::fs::fstatfs(fd).ok()?.f_type as i64 != PIPEFS_MAGIC {
+        return None;
+    }
+    // Opened anew, a read end could be written through (and a write end
+    // read): only the access `fd` already has.
+    let mode = rustix::fs::fcntl_getfl(fd).ok()? & OFlags::ACCMODE;
+    if mode != access && mode != OFlags::RDWR {
+        return None;
+    }
     let own = rustix::fs::open(
         format!("/proc/self/fd/{}", fd.as_raw_fd()),
         access | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
