@@ -787,6 +787,38 @@ fn a_tools_error_message_cannot_forge_or_rewrite_cli_lines() {
     );
 }
 
+/// A tool's log message reaches the operator's log (here `--verbose` on a
+/// terminal) escaped: it cannot start a line of its own that looks like
+/// the host's, nor rewrite one.
+#[test]
+fn a_tools_log_message_cannot_forge_a_log_line() {
+    let world = World::new();
+    let forged = "2026-01-01T00:00:00.000000Z ERROR warden::mcp::http: refused a request";
+    let text = format!("hello\n{forged}\u{202e}evil\u{1b}[2K\r");
+    let input = serde_json::json!({"attack": "print", "text": text}).to_string();
+    let manifest = world.manifest.display().to_string();
+    let o = warden(&[
+        "--verbose",
+        "run",
+        "--manifest",
+        &manifest,
+        "hog",
+        "--input",
+        &input,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    no_raw_controls(&err);
+    assert!(!err.contains('\u{202e}'), "{err}");
+    assert!(!err.lines().any(|l| l.starts_with(forged)), "{err}");
+    assert!(
+        err.contains(&format!(
+            "hello\\u{{a}}{forged}\\u{{202e}}evil\\u{{1b}}[2K\\u{{d}}"
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_manifest_path_with_control_characters_is_printed_escaped() {
     let dir = tempfile::tempdir().unwrap();

@@ -1132,3 +1132,34 @@ async fn a_secret_reflected_by_its_server_is_redacted_before_the_tool_sees_it() 
         Some("secret 'api' reflected in the response; redacted before the tool saw it")
     );
 }
+
+/// A method the tool makes up is the tool's text: it never becomes the
+/// record's action (which a secret, upper-cased, or a terminal control
+/// would otherwise reach), and the reason that names it is redacted first
+/// and cut.
+#[tokio::test]
+async fn a_made_up_method_reaches_the_trail_only_redacted() {
+    let api = Api::new().await;
+    let url = format!("{}/api/collect", api.base());
+    let method = format!("{API_TOKEN}\u{1b}[2J{}", "x".repeat(500));
+    let (out, inv) = api
+        .probe("probe", &api.grant(), json!({"method": method, "url": url}))
+        .await;
+    assert_eq!(out["error"]["code"], "invalid-request", "{out}");
+    let decision = api.decisions(&inv).last().cloned().unwrap();
+    assert_eq!(decision.action.as_deref(), Some("INVALID"));
+    let reason = decision.reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("unknown method '[REDACTED:api]\u{1b}[2Jxxx"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("…[518 bytes]' (expected one of GET"),
+        "{reason}"
+    );
+    let trail = serde_json::to_string(&api.audit.invocation(&inv)).unwrap();
+    for token in [API_TOKEN.to_owned(), API_TOKEN.to_ascii_uppercase()] {
+        assert!(!trail.contains(&token), "{trail}");
+    }
+    assert_eq!(api.requests(), 0);
+}

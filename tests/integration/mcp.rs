@@ -758,6 +758,61 @@ fn over_stdio_a_request_id_in_use_is_refused_and_the_first_call_keeps_it() {
     assert!(child.wait().unwrap().success());
 }
 
+/// A `tools/call` line the SDK would refuse (one that also has a `result`,
+/// or bytes that are not UTF-8 in a field nobody reads) is refused the
+/// same however fast the loop takes it: it never runs the tool.
+#[test]
+fn over_stdio_a_line_the_sdk_refuses_is_not_run_by_the_loop() {
+    use std::io::{BufRead as _, Write as _};
+    let s = setup();
+    let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
+    let (stdout_r, stdout_w) = std::io::pipe().unwrap();
+    let mut child = serve_stdio(&s, stdin_r, stdout_w, Stdio::null());
+    let _watchdog = kill_after(&child, Duration::from_secs(60));
+    stdin_w.write_all(STDIO_SESSION.as_bytes()).unwrap();
+    let mut lines = std::io::BufReader::new(stdout_r).lines();
+    while !lines
+        .next()
+        .expect("output closed")
+        .unwrap()
+        .contains(r#""id":2"#)
+    {}
+    let call = |id: u64, extra: &[u8]| {
+        let mut line = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"m"}}}}"#
+        )
+        .into_bytes();
+        line.extend_from_slice(extra);
+        line.extend_from_slice(b"}\n");
+        line
+    };
+    stdin_w.write_all(&call(5, br#","result":{}"#)).unwrap();
+    stdin_w.write_all(&call(6, b",\"x\":\"\xff\"")).unwrap();
+    stdin_w.write_all(&call(7, b"")).unwrap();
+    // Neither is run (the SDK answers "Invalid request", without an id it
+    // would trust); the session goes on, and the next call is answered.
+    // (The SDK's answers may come after the loop's.)
+    std::thread::sleep(Duration::from_millis(500));
+    drop(stdin_w);
+    let seen: Vec<Value> = lines
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let (answered, others): (Vec<&Value>, Vec<&Value>) = seen.iter().partition(|v| v["id"] == 7);
+    assert_eq!(
+        answered[0]["result"]["structuredContent"]["message"], "m",
+        "{seen:?}"
+    );
+    assert!(
+        others.iter().any(|v| v["error"]["code"] == -32600),
+        "{seen:?}"
+    );
+    assert!(others.iter().all(|v| v.get("result").is_none()), "{seen:?}");
+    assert!(child.wait().unwrap().success());
+    let trail = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap_or_default();
+    let starts = trail.matches("\"event\":\"invocation.start\"").count();
+    assert_eq!(starts, 2, "only the calls with ids 2 and 7 ran: {trail}");
+}
+
 /// A named FIFO as stdin whose writer has written and gone before the
 /// server starts (`warden serve --stdio < fifo` while another process
 /// writes to it): answered, and its end seen, so the server ends.

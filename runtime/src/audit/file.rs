@@ -313,13 +313,21 @@ impl Shared {
     #[cold]
     #[inline(never)]
     fn resync(&self, chain: &mut Chain, len: u64) -> Result<u64, AuditError> {
+        const EDITED: &str = "its last record's seq or hash was edited (expected a seq below the largest and 64 hex digits): `warden audit verify` shows where";
         let len = self.cut_torn_tail(len)?;
         let last = last_record(&self.file, len).map_err(|e| self.io(e))?;
         (chain.seq, chain.head) = match &last {
-            Some(r) => (
-                r.seq.unwrap_or(0) + 1,
-                r.hash.clone().unwrap_or_else(|| GENESIS.into()),
-            ),
+            // Chained onto raw: an edited hash or seq must not break (or
+            // overflow into) the next line.
+            Some(r) => match (r.seq.unwrap_or(0).checked_add(1), r.hash.as_deref()) {
+                (Some(seq), None) => (seq, GENESIS.to_owned()),
+                (Some(seq), Some(h))
+                    if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) =>
+                {
+                    (seq, h.to_owned())
+                }
+                _ => return Err(self.io(std::io::Error::other(EDITED))),
+            },
             None => (0, GENESIS.to_owned()),
         };
         match last {

@@ -490,3 +490,35 @@ fn when_a_write_behind_fails_later_appends_fail_closed() {
     }
     assert!(sink.flush().is_err(), "what waits still waits");
 }
+
+#[test]
+fn a_last_record_with_an_edited_hash_or_seq_is_not_chained_onto() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let sink = FileSink::open(&path).unwrap();
+    sink.append(&event("invocation.start", 0)).unwrap();
+    drop(sink);
+    let good = std::fs::read_to_string(&path).unwrap();
+    let hash = serde_json::from_str::<Record>(good.trim_end())
+        .unwrap()
+        .hash
+        .unwrap();
+    // A hash that would break the next line's JSON, and a seq that would
+    // overflow into it.
+    for edited in [
+        good.replace(&hash, "ab\\\",\\\"x\\\":\\\"1"),
+        good.replace("\"seq\":0", &format!("\"seq\":{}", u64::MAX)),
+    ] {
+        assert_ne!(edited, good);
+        std::fs::write(&path, &edited).unwrap();
+        let e = FileSink::open(&path)
+            .and_then(|s| s.append(&event("invocation.end", 0)))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("its last record's seq or hash was edited"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), edited, "appended");
+    }
+}

@@ -539,10 +539,11 @@ impl Auditor {
     }
 
     /// `record` with the invocation's secret values redacted from its
-    /// free-text fields.
+    /// free-text fields (the action too: an egress method is the tool's).
     fn cleaned(&self, mut record: Record) -> Record {
         if let Some(r) = self.redactor.as_deref().filter(|r| !r.is_empty()) {
             for field in [
+                &mut record.action,
                 &mut record.resource,
                 &mut record.reason,
                 &mut record.message,

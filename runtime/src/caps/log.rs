@@ -96,21 +96,24 @@ impl Host for LogView<'_> {
         self.gate.write(&r)?;
         let audit = self.gate.audit();
         let (tool, inv) = (&*audit.tool, &*audit.invocation);
+        // The operator's log is read on a terminal: a line break or a
+        // terminal control from the tool must not forge a line there.
+        let shown = crate::redact::escape_control(&message);
         match level {
             Level::Trace => {
-                tracing::trace!(target: "warden::tool", tool, invocation = inv, "{message}")
+                tracing::trace!(target: "warden::tool", tool, invocation = inv, "{shown}")
             }
             Level::Debug => {
-                tracing::debug!(target: "warden::tool", tool, invocation = inv, "{message}")
+                tracing::debug!(target: "warden::tool", tool, invocation = inv, "{shown}")
             }
             Level::Info => {
-                tracing::info!(target: "warden::tool", tool, invocation = inv, "{message}")
+                tracing::info!(target: "warden::tool", tool, invocation = inv, "{shown}")
             }
             Level::Warn => {
-                tracing::warn!(target: "warden::tool", tool, invocation = inv, "{message}")
+                tracing::warn!(target: "warden::tool", tool, invocation = inv, "{shown}")
             }
             Level::Error => {
-                tracing::error!(target: "warden::tool", tool, invocation = inv, "{message}")
+                tracing::error!(target: "warden::tool", tool, invocation = inv, "{shown}")
             }
         }
         Ok(())

@@ -445,7 +445,9 @@ impl WardenMcp {
         let cap = self.shared.options.stdio_in_result;
         for (stream, bytes) in [("stdout", &inv.stdout), ("stderr", &inv.stderr)] {
             if !bytes.is_empty() {
-                tracing::info!(tool = %inv.tool, invocation = %inv.id, "{stream}: {}", String::from_utf8_lossy(bytes));
+                let text = String::from_utf8_lossy(bytes);
+                let text = crate::redact::escape_control(&text);
+                tracing::info!(tool = %inv.tool, invocation = %inv.id, "{stream}: {text}");
             }
         }
         let mut meta = serde_json::Map::new();

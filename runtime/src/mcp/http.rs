@@ -492,7 +492,11 @@ impl Endpoint {
                 ));
             }
         };
-        let message = serde_json::from_slice::<fast::Message>(&body).ok();
+        // Only a body in UTF-8 is this path's (JSON skips what it ignores
+        // unchecked); rmcp refuses anything else.
+        let message = std::str::from_utf8(&body)
+            .ok()
+            .and_then(|_| serde_json::from_slice::<fast::Message>(&body).ok());
         let mut initialize = None;
         let taken = match &message {
             Some(m) if parts.headers.contains_key(fast::SESSION) => {

@@ -400,6 +400,11 @@ fn no_tools() -> McpError {
     )
 }
 
+/// Whether a field is there at all (for `#[serde(deserialize_with)]`).
+pub(crate) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    <serde::de::IgnoredAny as serde::Deserialize>::deserialize(d).map(|_| true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::Hints;

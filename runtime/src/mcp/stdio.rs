@@ -188,6 +188,10 @@ struct Line<'a> {
     method: Option<&'a str>,
     #[serde(borrow)]
     params: Option<&'a RawValue>,
+    /// A `result` or `error` key (even `null`; both: not a `Line`).
+    #[serde(default, rename = "result", alias = "error")]
+    #[serde(deserialize_with = "super::present")]
+    answer: bool,
 }
 
 /// A call's answer, once it has one, and the audit work owed once it is
@@ -296,8 +300,12 @@ pub async fn serve_on(
                     }
                     Ok(None) | Err(_) => break,
                 };
+                let utf8 = |line| std::str::from_utf8(line).is_ok();
                 let take = match serde_json::from_slice::<Line>(line) {
-                    Ok(l) if l.jsonrpc == Some("2.0") => calls.take(&l, &session),
+                    // Else the SDK's to refuse (JSON skips what it ignores unchecked).
+                    Ok(l) if l.jsonrpc == Some("2.0") && !l.answer && utf8(line) => {
+                        calls.take(&l, &session)
+                    }
                     // JSON, but not a message this loop reads: the SDK's.
                     Ok(_) => Take::No,
                     Err(e) if e.classify() == serde_json::error::Category::Data => Take::No,

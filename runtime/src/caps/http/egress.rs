@@ -94,7 +94,14 @@ impl Egress {
     ) -> (Shown, Result<Checked, (Decision, Refused)>) {
         let method = req.method.to_ascii_uppercase();
         let mut shown = Shown {
-            method: method.clone(),
+            // A method the tool made up is never shown as the action (it
+            // could carry a secret or a terminal control): the reason
+            // names it, redacted and cut.
+            method: if METHODS.contains(&method.as_str()) {
+                method.clone()
+            } else {
+                "INVALID".to_owned()
+            },
             resource: redactor.redact(req.url).into_owned(),
         };
         let result = self.decide(req, redactor, &method, &mut shown).await;
@@ -110,9 +117,10 @@ impl Egress {
     ) -> Result<Checked, (Decision, Refused)> {
         let refuse = |rule, reason: String, why| Err((Decision::deny(rule, reason), why));
         if !METHODS.contains(&method) {
+            // Redacted before it is cut, so no part of a secret is left.
             let reason = format!(
                 "unknown method '{}' (expected one of {})",
-                req.method,
+                crate::policy::gate::cut(&redactor.redact(req.method), 64),
                 METHODS.join(", ")
             );
             return refuse("http.request", reason, Refused::InvalidRequest);

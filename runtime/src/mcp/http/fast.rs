@@ -70,9 +70,9 @@ pub(crate) struct Message<'a> {
     pub(crate) params: Option<&'a RawValue>,
     /// Whether it has a `result` or an `error` (even `null`): rmcp reads
     /// a message's kind from its keys, and refuses a request that has one.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::mcp::present")]
     result: bool,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::mcp::present")]
     error: bool,
 }
 
@@ -82,10 +82,6 @@ impl Message<'_> {
     pub(crate) fn plain(&self) -> bool {
         self.jsonrpc.as_deref() == Some("2.0") && !self.result && !self.error
     }
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 /// The sessions rmcp holds, as this path needs them.
