@@ -1074,27 +1074,7 @@ async fn remove_as(url: &str, token: &str, path: &str, retry: Option<&str>) -> V
         params["inputResponses"] =
             json!({"approval": {"action": "accept", "content": {"approved": true}}});
     }
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
-    let text = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "remover")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let json = text
-        .lines()
-        .find_map(|l| l.strip_prefix("data: ").filter(|d| d.starts_with('{')))
-        .unwrap_or(&text);
-    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {text}"))
+    crate::common::post_call(url, Some(token), "remover", params).await
 }
 
 #[tokio::test]

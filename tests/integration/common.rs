@@ -316,3 +316,34 @@ pub fn python_with(module: &str) -> Option<std::path::PathBuf> {
     println!("skipped: {reason} (CI sets WARDEN_PYTHON)");
     None
 }
+
+/// One stateless `tools/call` of `tool` with `params` (name included) on
+/// the 2026-07-28 protocol, POSTed to `url` with `bearer` if given: the
+/// JSON-RPC answer, from a JSON body or the event stream's message.
+pub async fn post_call(url: &str, bearer: Option<&str>, tool: &str, params: Value) -> Value {
+    let body =
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool);
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    let text = req
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let json = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: ").filter(|d| d.starts_with('{')))
+        .unwrap_or(&text);
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {text}"))
+}

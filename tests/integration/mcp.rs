@@ -621,19 +621,24 @@ fn serve_stdio(
 fn over_stdio_pipes_are_polled_and_left_blocking() {
     use std::io::Write as _;
     let s = setup();
-    let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
-    let (stdout_r, stdout_w) = std::io::pipe().unwrap();
-    let mut child = serve_stdio(
-        &s,
-        stdin_r.try_clone().unwrap(),
-        stdout_w.try_clone().unwrap(),
-        Stdio::null(),
-    );
-    stdin_w.write_all(STDIO_SESSION.as_bytes()).unwrap();
+    // The server on pipes whose ends the test keeps too, its call answered.
+    let start = || {
+        let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
+        let (stdout_r, stdout_w) = std::io::pipe().unwrap();
+        let child = serve_stdio(
+            &s,
+            stdin_r.try_clone().unwrap(),
+            stdout_w.try_clone().unwrap(),
+            Stdio::null(),
+        );
+        stdin_w.write_all(STDIO_SESSION.as_bytes()).unwrap();
+        read_echo_answer(&stdout_r);
+        (child, stdin_r, stdin_w, stdout_r, stdout_w)
+    };
+    let (mut child, stdin_r, stdin_w, _stdout_r, stdout_w) = start();
     // While serving (the call answered), the server reads and writes each
     // pipe through a non-blocking open file of its own; the client's open
     // files stay blocking.
-    read_echo_answer(&stdout_r);
     assert!(polls(child.id(), &stdin_r), "stdin is not on the reactor");
     assert!(polls(child.id(), &stdout_w), "stdout is not on the reactor");
     assert!(
@@ -651,16 +656,7 @@ fn over_stdio_pipes_are_polled_and_left_blocking() {
 
     // Killed with SIGKILL mid-session, the server leaves nothing to put
     // back: the client's pipes are as they were.
-    let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
-    let (stdout_r, stdout_w) = std::io::pipe().unwrap();
-    let mut child = serve_stdio(
-        &s,
-        stdin_r.try_clone().unwrap(),
-        stdout_w.try_clone().unwrap(),
-        Stdio::null(),
-    );
-    stdin_w.write_all(STDIO_SESSION.as_bytes()).unwrap();
-    read_echo_answer(&stdout_r);
+    let (mut child, stdin_r, _stdin_w, _stdout_r, stdout_w) = start();
     assert!(polls(child.id(), &stdin_r), "stdin is not on the reactor");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -693,19 +689,34 @@ fn polls(pid: u32, fd: impl std::os::fd::AsFd) -> bool {
         })
 }
 
+/// A raw stdio session, its first call (echo, id 2) answered: the server,
+/// its stdin, and the lines of its output still to come.
+type StdioLines = std::io::Lines<std::io::BufReader<std::io::PipeReader>>;
+fn served_session(s: &Setup) -> (std::process::Child, std::io::PipeWriter, StdioLines) {
+    use std::io::{BufRead as _, Write as _};
+    let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
+    let (stdout_r, stdout_w) = std::io::pipe().unwrap();
+    let child = serve_stdio(s, stdin_r, stdout_w, Stdio::null());
+    stdin_w.write_all(STDIO_SESSION.as_bytes()).unwrap();
+    let mut lines = std::io::BufReader::new(stdout_r).lines();
+    while !lines
+        .next()
+        .expect("output closed")
+        .unwrap()
+        .contains(r#""id":2"#)
+    {}
+    (child, stdin_w, lines)
+}
+
 /// A call under the id of a call still running is refused (a cancellation
 /// names a call by its id: the second would take the id over); the first
 /// can still be cancelled by it.
 #[test]
 fn over_stdio_a_request_id_in_use_is_refused_and_the_first_call_keeps_it() {
-    use std::io::{BufRead as _, Write as _};
+    use std::io::Write as _;
     let s = setup();
-    let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
-    let (stdout_r, stdout_w) = std::io::pipe().unwrap();
-    let mut child = serve_stdio(&s, stdin_r, stdout_w, Stdio::null());
+    let (mut child, mut stdin_w, mut lines) = served_session(&s);
     let _watchdog = kill_after(&child, Duration::from_secs(60));
-    stdin_w.write_all(STDIO_SESSION.as_bytes()).unwrap();
-    let mut lines = std::io::BufReader::new(stdout_r).lines();
     let mut next = |id: u64| -> Value {
         loop {
             let line = lines.next().expect("output closed").unwrap();
@@ -715,7 +726,6 @@ fn over_stdio_a_request_id_in_use_is_refused_and_the_first_call_keeps_it() {
             }
         }
     };
-    next(2);
     writeln!(
         stdin_w,
         r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"hog","arguments":{{"attack":"loop"}}}}}}"#
@@ -763,20 +773,10 @@ fn over_stdio_a_request_id_in_use_is_refused_and_the_first_call_keeps_it() {
 /// same however fast the loop takes it: it never runs the tool.
 #[test]
 fn over_stdio_a_line_the_sdk_refuses_is_not_run_by_the_loop() {
-    use std::io::{BufRead as _, Write as _};
+    use std::io::Write as _;
     let s = setup();
-    let (stdin_r, mut stdin_w) = std::io::pipe().unwrap();
-    let (stdout_r, stdout_w) = std::io::pipe().unwrap();
-    let mut child = serve_stdio(&s, stdin_r, stdout_w, Stdio::null());
+    let (mut child, mut stdin_w, lines) = served_session(&s);
     let _watchdog = kill_after(&child, Duration::from_secs(60));
-    stdin_w.write_all(STDIO_SESSION.as_bytes()).unwrap();
-    let mut lines = std::io::BufReader::new(stdout_r).lines();
-    while !lines
-        .next()
-        .expect("output closed")
-        .unwrap()
-        .contains(r#""id":2"#)
-    {}
     let call = |id: u64, extra: &[u8]| {
         let mut line = format!(
             r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"m"}}}}"#

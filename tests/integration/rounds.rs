@@ -35,26 +35,7 @@ async fn write_with(url: &str, tool: &str, path: &str, retry: Option<(&str, bool
         params["inputResponses"] =
             json!({"approval": {"action": "accept", "content": {"approved": approved}}});
     }
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
-    let text = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", tool)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let json = text
-        .lines()
-        .find_map(|l| l.strip_prefix("data: ").filter(|d| d.starts_with('{')))
-        .unwrap_or(&text);
-    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {text}"))
+    crate::common::post_call(url, None, tool, params).await
 }
 
 /// The requestState of an input-required answer that asks for approval.
