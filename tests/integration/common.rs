@@ -37,6 +37,35 @@ pub fn runtime_for(dir: &Path, manifest: &str) -> (Runtime, Arc<MemorySink>) {
     (runtime, audit)
 }
 
+/// Runs the ignored test `test` (`module::name`) alone in a process of its
+/// own, with `env` set, and returns `field` of what it printed: each field is
+/// printed as `field=value|`, found anywhere in a line (libtest may print
+/// the test's name on the same line). Fails if the child failed.
+pub fn child_field(test: &str, env: &[(&str, String)], field: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            test,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = format!("{field}=");
+    text.lines()
+        .find_map(|l| l.split_once(&key).map(|(_, v)| v))
+        .and_then(|v| v.split_once('|').map(|(v, _)| v.to_owned()))
+        .unwrap_or_else(|| panic!("no {field}= in {text}"))
+}
+
 pub const SECRET: &str = "top secret, outside the handle";
 
 /// The manifest for [`World`]; `{ws}` is the workspace directory.

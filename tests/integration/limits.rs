@@ -262,33 +262,15 @@ const CHILD_CACHE: &str = "WARDEN_TEST_PEAK_RSS_CACHE";
 /// (how much its peak resident memory grew during the one invocation, what
 /// the invocation returned).
 fn peak_rss_growth_of(attack: &str) -> (u64, String) {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "limits::peak_rss_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, attack)
-        .env(CHILD_CACHE, crate::common::shared_cache())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // libtest may print the test's name on the same line: each field is
-    // found anywhere in a line and ends at `|`.
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.split_once(name).map(|(_, v)| v))
-            .and_then(|v| v.split_once('|').map(|(v, _)| v.to_owned()))
-            .unwrap_or_else(|| panic!("no {name} in {text}"))
-    };
-    (field("growth=").parse().unwrap(), field("result="))
+    let env = [
+        (CHILD, attack.to_owned()),
+        (
+            CHILD_CACHE,
+            crate::common::shared_cache().display().to_string(),
+        ),
+    ];
+    let field = |name| crate::common::child_field("limits::peak_rss_child", &env, name);
+    (field("growth").parse().unwrap(), field("result"))
 }
 
 /// A 100 MB output against a 1 MiB limit: refused, and the host's peak

@@ -8,6 +8,7 @@ use crate::audit::Event;
 use crate::bindings::warden::tool::http::{self as wit, ErrorCode, Host, Request, Response};
 use crate::caps::secrets::SecretRef;
 use crate::caps::secrets::SecretsCtx;
+use crate::caps::secrets::check::Held;
 use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::Gate;
 use crate::policy::gate::{Approval, Ask, HostCall, Pass};
@@ -47,21 +48,30 @@ pub(crate) struct HttpView<'a> {
     pub(crate) requests: &'a mut Requests,
 }
 
-/// The tasks of an invocation's requests. Each request runs on a task of
-/// its own, not on the invocation's fiber: a client's futures are polled
-/// deep, and every page of the fiber's stack they touch stays resident for
-/// as long as the call waits (~15 KiB a call with reqwest; the `mcp`
-/// bench's 1,000 calls in flight).
+/// The tasks of an invocation's requests. Each request (its check, its
+/// records and the exchange) runs on a task of its own, not on the
+/// invocation's fiber: its futures are polled deep, and every page of the
+/// fiber's stack they touch stays resident for as long as the call waits
+/// (the `mcp` bench's 1,000 calls in flight).
 #[derive(Default)]
 pub(crate) struct Requests(Vec<tokio::task::JoinHandle<()>>);
 
 impl Requests {
-    /// Runs `request` on a task of its own; its result, unless the task was
-    /// stopped first.
-    async fn run<T: Send + 'static>(
-        &mut self,
-        request: impl Future<Output = T> + Send + 'static,
-    ) -> Option<T> {
+    /// Runs the future `make` makes on a task of its own; its result,
+    /// unless the task was stopped first. The future is made and boxed on
+    /// the task: made here, a large future would be copied down the fiber's
+    /// stack on its way into the task (~68 KiB for `send`'s). `make` is
+    /// boxed here, so what is spawned is two pointers: a larger task is
+    /// built on the fiber's stack too (`tokio::spawn`, `Cell::new`). A
+    /// panic on the task goes on unwinding here, on the fiber, as it would
+    /// have had the future run here: the invocation fails, rather than the
+    /// tool getting an error for a request that may have gone out
+    /// unrecorded.
+    async fn run<T, F>(&mut self, make: impl FnOnce() -> F + Send + 'static) -> Option<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send,
+    {
         /// Aborts the task if the wait is dropped with the store still
         /// alive elsewhere (the invocation's future dropped by its caller).
         struct Abort(tokio::task::AbortHandle);
@@ -72,12 +82,19 @@ impl Requests {
         }
         self.0.retain(|t| !t.is_finished());
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let make = Box::new(make);
         let task = tokio::spawn(async move {
-            let _ = tx.send(request.await);
+            use futures_util::FutureExt;
+            let request = std::panic::AssertUnwindSafe(Box::pin(make()));
+            let _ = tx.send(request.catch_unwind().await);
         });
         let _abort = Abort(task.abort_handle());
         self.0.push(task);
-        rx.await.ok()
+        match rx.await {
+            Ok(Ok(done)) => Some(done),
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => None,
+        }
     }
 
     /// Aborts every request still running and waits until each task is
@@ -107,181 +124,236 @@ pub(crate) fn add_to_linker<T: HttpStore>(linker: &mut Linker<T>) -> wasmtime::R
 }
 
 impl Host for HttpView<'_> {
+    /// The fiber looks up the attached secret; everything else (the egress
+    /// check, the gate and its records, the request, its outcome) runs on a
+    /// task of its own ([`Requests::run`]). Polled on the fiber, those
+    /// reached ~14 KiB down its stack, and every page of it they touch
+    /// stays resident for as long as the call then waits.
     async fn send(
         &mut self,
         req: Request,
         bearer: Option<Resource<SecretRef>>,
     ) -> HttpResult<Response> {
         let bearer = match &bearer {
-            Some(b) => Some(self.table.get(b)?.name.clone()),
+            Some(b) => {
+                let name = self.table.get(b)?.name.clone();
+                Some(Bearer::of(self.secrets, name))
+            }
             None => None,
         };
-        let held = bearer.as_deref().map(|n| (n, self.secrets.held(n)));
-        let request = egress::Request {
-            via: Via::Tool,
-            method: &req.method,
-            url: &req.url,
-            headers: req
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_bytes()))
-                .collect(),
-            body: req.body.as_deref(),
-            bearer: held,
-            limit: self.gate.hostcall_limit(),
-        };
-        let (shown, checked) = self.egress.check(&request, self.gate.redactor()).await;
-        drop(request);
-        let checked = match checked {
-            Ok(c) => c,
-            Err((refusal, why)) => {
-                let d = self
-                    .gate
-                    .refuse("http", &shown.method, &shown.resource, refusal)
-                    .await?;
-                return Ok(Err(error(code(why), d.reason)));
-            }
-        };
-        // A secret attached by reference is a host call of its own.
-        let mut bearer_value = None;
-        if let Some(name) = &bearer {
-            let spec = self.secrets.issued.get(name).map(|s| &s.spec);
-            let origin = checked.origin.to_string();
-            let asks = match spec {
-                Some(s) if self.gate.has_policy() => vec![Ask {
-                    action: "secret::attach".into(),
-                    detail: &origin,
-                    resource: Subject::Secret {
-                        name,
-                        labels: &s.labels,
-                        send_to: &s.send_to,
-                    },
-                }],
-                _ => Vec::new(),
-            };
-            let summary = || {
-                format!(
-                    "attach secret '{name}' to {} {}",
-                    checked.method, shown.resource
-                )
-            };
-            let call = HostCall {
-                capability: "secret",
-                action: "attach",
-                resource: name,
-                check: Decision::allow(
-                    "secret.send-to",
-                    format!("attached to {} {origin} (in its send-to)", checked.method),
-                ),
-                asks,
-                approval: Approval {
-                    required: false,
-                    action: "secret.attach",
-                    resource: name,
-                    args: &origin,
-                    summary: &summary,
-                    can_wait: true,
-                },
-                address: None,
-                sealed: (),
-            };
-            let pass = match self.gate.pass(call).await? {
-                Ok(pass) => pass,
-                Err(d) => return Ok(Err(error(ErrorCode::Denied, d.reason))),
-            };
-            self.gate.done(pass, |_, _| {})?;
-        }
+        let (egress, gate) = (self.egress.clone(), self.gate.clone());
+        let sent = self
+            .requests
+            .run(move || send(egress, gate, req, bearer))
+            .await;
+        sent.unwrap_or_else(|| {
+            Ok(Err(error(
+                ErrorCode::Connection,
+                "the request's task ended without an answer",
+            )))
+        })
+    }
+}
 
-        let body_len = req.body.as_ref().map_or(0, Vec::len);
-        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-            req.body.as_deref().unwrap_or_default(),
-        ));
-        let args = format!("body sha256 {digest}");
+/// A secret attached by reference, as the request's task needs it.
+struct Bearer {
+    name: String,
+    held: Option<Held>,
+    /// Its labels and `send-to`, for runtime policy.
+    spec: Option<(Vec<String>, Vec<String>)>,
+    /// A copy of its value (unless already expired), wiped when the task
+    /// ends, and when it expires: the copy is attached only once the gate
+    /// has passed and the ttl is checked again (an approval may have waited
+    /// past it).
+    value: Option<zeroize::Zeroizing<String>>,
+    expires: Option<Instant>,
+}
+
+impl Bearer {
+    fn of(secrets: &mut SecretsCtx, name: String) -> Bearer {
+        let held = secrets.held(&name);
+        let issued = secrets.issued.get(&name);
+        Bearer {
+            held,
+            spec: issued.map(|s| (s.spec.labels.clone(), s.spec.send_to.clone())),
+            value: issued.filter(|s| !s.expired).map(|s| s.value.clone()),
+            expires: issued.and_then(|s| s.expires),
+            name,
+        }
+    }
+
+    /// What the task holds of it now.
+    fn held_now(&self) -> Option<Held> {
+        let now = Instant::now();
+        self.held.map(|h| Held {
+            expired: h.expired || self.expires.is_some_and(|t| now >= t),
+            ..h
+        })
+    }
+}
+
+/// Checks, gates and sends one request of `warden:tool/http`, and records
+/// its outcome. A record that cannot be written refuses the request (fail
+/// closed: no record, no request).
+async fn send(
+    egress: egress::Egress,
+    gate: Gate,
+    req: Request,
+    mut bearer: Option<Bearer>,
+) -> HttpResult<Response> {
+    let request = egress::Request {
+        via: Via::Tool,
+        method: &req.method,
+        url: &req.url,
+        headers: req
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .collect(),
+        body: req.body.as_deref(),
+        bearer: bearer.as_ref().map(|b| (b.name.as_str(), b.held)),
+        limit: gate.hostcall_limit(),
+    };
+    let (shown, checked) = egress.check(&request, gate.redactor()).await;
+    drop(request);
+    let checked = match checked {
+        Ok(c) => c,
+        Err((refusal, why)) => {
+            let d = gate
+                .refuse("http", &shown.method, &shown.resource, refusal)
+                .await?;
+            return Ok(Err(error(code(why), d.reason)));
+        }
+    };
+    // A secret attached by reference is a host call of its own.
+    let mut bearer_value = None;
+    if let Some(b) = &bearer {
+        let name = &b.name;
+        let origin = checked.origin.to_string();
+        let asks = match &b.spec {
+            Some((labels, send_to)) if gate.has_policy() => vec![Ask {
+                action: "secret::attach".into(),
+                detail: &origin,
+                resource: Subject::Secret {
+                    name,
+                    labels,
+                    send_to,
+                },
+            }],
+            _ => Vec::new(),
+        };
         let summary = || {
             format!(
-                "{} {} ({body_len} bytes of body)",
+                "attach secret '{name}' to {} {}",
                 checked.method, shown.resource
             )
         };
-        let policy = self.gate.has_policy();
-        let call = self
-            .egress
-            .send_call(&checked, &shown, policy, &args, &summary, true);
-        let pass = match self.gate.pass(call).await? {
+        let call = HostCall {
+            capability: "secret",
+            action: "attach",
+            resource: name,
+            check: Decision::allow(
+                "secret.send-to",
+                format!("attached to {} {origin} (in its send-to)", checked.method),
+            ),
+            asks,
+            approval: Approval {
+                required: false,
+                action: "secret.attach",
+                resource: name,
+                args: &origin,
+                summary: &summary,
+                can_wait: true,
+            },
+            address: None,
+            sealed: (),
+        };
+        let pass = match gate.pass(call).await? {
             Ok(pass) => pass,
             Err(d) => return Ok(Err(error(ErrorCode::Denied, d.reason))),
         };
+        gate.done(pass, |_, _| {})?;
+    }
 
-        // The attached secret's value, taken now: an approval may have
-        // waited past its ttl.
-        if let Some(name) = &bearer {
-            match self.secrets.held(name) {
-                Some(h) if !h.expired => {
-                    bearer_value = self.secrets.issued.get(name).map(|s| s.value.clone());
-                }
-                held => {
-                    let expired = crate::caps::secrets::check::decide("attach", name, held);
-                    self.gate.outcome(
-                        pass,
-                        Event::Egress,
-                        |_, _| {},
-                        |r| {
-                            r.outcome = Some("error".into());
-                            r.message = Some(expired.reason.clone());
-                        },
-                    )?;
-                    return Ok(Err(error(ErrorCode::Expired, expired.reason)));
-                }
+    let body_len = req.body.as_ref().map_or(0, Vec::len);
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        req.body.as_deref().unwrap_or_default(),
+    ));
+    let args = format!("body sha256 {digest}");
+    let summary = || {
+        format!(
+            "{} {} ({body_len} bytes of body)",
+            checked.method, shown.resource
+        )
+    };
+    let policy = gate.has_policy();
+    let call = egress.send_call(&checked, &shown, policy, &args, &summary, true);
+    let pass = match gate.pass(call).await? {
+        Ok(pass) => pass,
+        Err(d) => return Ok(Err(error(ErrorCode::Denied, d.reason))),
+    };
+
+    // The attached secret's value, taken now: an approval may have
+    // waited past its ttl.
+    if let Some(b) = &mut bearer {
+        match b.held_now() {
+            Some(h) if !h.expired => bearer_value = b.value.take(),
+            held => {
+                let expired = crate::caps::secrets::check::decide("attach", &b.name, held);
+                gate.outcome(
+                    pass,
+                    Event::Egress,
+                    |_, _| {},
+                    |r| {
+                        r.outcome = Some("error".into());
+                        r.message = Some(expired.reason.clone());
+                    },
+                )?;
+                return Ok(Err(error(ErrorCode::Expired, expired.reason)));
             }
         }
-        let started = Instant::now();
-        let timeout = REQUEST_TIMEOUT.min(
-            self.gate
-                .deadline()
-                .saturating_duration_since(Instant::now()),
-        );
-        let result = perform(
-            &pass,
-            self.requests,
-            &checked,
-            req,
-            bearer_value,
-            timeout,
-            self.gate.hostcall_limit(),
-        )
-        .await;
-        let received = result.as_ref().map_or(0, |resp| resp.body.len());
-        let mut found = BTreeSet::new();
-        let redactor = self.gate.redactor();
-        let result = match result {
-            Ok(resp) => Ok(redact_response(resp, redactor, &mut found)),
-            Err(e) => Err(wit::Error {
-                code: e.code,
-                message: redactor.redact_string(e.message),
-            }),
-        };
-        let host = checked.origin.host.to_string();
-        let remember =
-            |_: &_, h: &mut TaskHistory| TaskHistory::note(&mut h.hosts_contacted, &host);
-        self.gate.outcome(pass, Event::Egress, remember, |r| {
-            r.address = Some(checked.address.to_string());
-            r.bytes_out = Some(body_len as u64);
-            r.duration_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
-            match &result {
-                Ok(resp) => {
-                    r.status = Some(resp.status);
-                    r.bytes_in = Some(received as u64);
-                    r.outcome = Some("ok".into());
-                    r.message = egress::reflected(&found);
-                }
-                Err(err) => {
-                    r.outcome = Some("error".into());
-                    r.message = Some(err.message.clone());
-                }
-            }
-        })?;
-        Ok(result)
     }
+    let started = Instant::now();
+    let timeout = REQUEST_TIMEOUT.min(gate.deadline().saturating_duration_since(Instant::now()));
+    let result = perform(
+        &pass,
+        &checked,
+        req,
+        bearer_value,
+        timeout,
+        gate.hostcall_limit(),
+    )
+    .await;
+    let received = result.as_ref().map_or(0, |resp| resp.body.len());
+    let mut found = BTreeSet::new();
+    let redactor = gate.redactor();
+    let result = match result {
+        Ok(resp) => Ok(redact_response(resp, redactor, &mut found)),
+        Err(e) => Err(wit::Error {
+            code: e.code,
+            message: redactor.redact_string(e.message),
+        }),
+    };
+    let host = checked.origin.host.to_string();
+    let remember = |_: &_, h: &mut TaskHistory| TaskHistory::note(&mut h.hosts_contacted, &host);
+    gate.outcome(pass, Event::Egress, remember, |r| {
+        r.address = Some(checked.address.to_string());
+        r.bytes_out = Some(body_len as u64);
+        r.duration_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+        match &result {
+            Ok(resp) => {
+                r.status = Some(resp.status);
+                r.bytes_in = Some(received as u64);
+                r.outcome = Some("ok".into());
+                r.message = egress::reflected(&found);
+            }
+            Err(err) => {
+                r.outcome = Some("error".into());
+                r.message = Some(err.message.clone());
+            }
+        }
+    })?;
+    Ok(result)
 }
 
 /// The response as the tool may see it: every granted secret value (in any
@@ -328,17 +400,13 @@ fn redact_response(
 /// Sends a request that passed the gate (`_pass` is the witness).
 async fn perform(
     _pass: &Pass<()>,
-    requests: &mut Requests,
     checked: &Checked,
     req: Request,
     bearer: Option<zeroize::Zeroizing<String>>,
     timeout: Duration,
     limit: usize,
 ) -> Result<Response, wit::Error> {
-    // Boxed where it is made: the request's future is large, and every
-    // page of the fiber's stack a move of it touches stays resident while
-    // the call waits.
-    let request = Box::pin(send_checked(
+    send_checked(
         checked.url.clone(),
         checked.origin.clone(),
         checked.address,
@@ -347,17 +415,8 @@ async fn perform(
         bearer,
         timeout,
         limit,
-    ));
-    let sent = requests.run(request).await;
-    sent.unwrap_or_else(|| {
-        Err(error(
-            ErrorCode::Connection,
-            format!(
-                "request to {} failed: the request's task ended without an answer",
-                checked.origin
-            ),
-        ))
-    })
+    )
+    .await
 }
 
 /// Sends a checked request to its checked address and reads the response,
