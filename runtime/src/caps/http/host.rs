@@ -397,7 +397,9 @@ fn redact_response(
     }
 }
 
-/// Sends a request that passed the gate (`_pass` is the witness).
+/// Sends a request that passed the gate (`_pass` is the witness) to its
+/// checked address and reads the response, up to `limit` bytes of body, all
+/// within `timeout`.
 async fn perform(
     _pass: &Pass<()>,
     checked: &Checked,
@@ -406,34 +408,15 @@ async fn perform(
     timeout: Duration,
     limit: usize,
 ) -> Result<Response, wit::Error> {
-    send_checked(
-        checked.url.clone(),
-        checked.origin.clone(),
-        checked.address,
-        checked.method.clone(),
-        req,
-        bearer,
-        timeout,
-        limit,
-    )
-    .await
-}
-
-/// Sends a checked request to its checked address and reads the response,
-/// up to `limit` bytes of body, all within `timeout`.
-#[allow(clippy::too_many_arguments)]
-async fn send_checked(
-    url: url::Url,
-    origin: crate::net::Origin,
-    addr: std::net::SocketAddr,
-    method: String,
-    req: Request,
-    bearer: Option<zeroize::Zeroizing<String>>,
-    timeout: Duration,
-    limit: usize,
-) -> Result<Response, wit::Error> {
+    let Checked {
+        url,
+        origin,
+        address: addr,
+        method,
+        ..
+    } = checked;
     let exchange = async {
-        let request = http_request(&url, &method, req, bearer.as_deref().map(String::as_str))?;
+        let request = http_request(url, method, req, bearer.as_deref().map(String::as_str))?;
         let failed = |what: &dyn std::fmt::Display| {
             error(
                 ErrorCode::Connection,
@@ -441,7 +424,7 @@ async fn send_checked(
             )
         };
         // Held until the body is read (or this is dropped): then closed.
-        let mut connection = conn::open(addr, &origin, timeout)
+        let mut connection = conn::open(*addr, origin, timeout)
             .await
             .map_err(|e| failed(&e))?;
         let resp = connection
