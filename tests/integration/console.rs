@@ -145,6 +145,37 @@ impl Browser {
         v[ELEMENT].as_str().map(str::to_owned)
     }
 
+    /// Waits up to 30 s for `css` to select an element, on a page a click
+    /// started to load: a click can return before its navigation ends.
+    async fn wait_for(&self, css: &str) {
+        let started = Instant::now();
+        while self.find(css).await.is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no {css} after 30 s: {}",
+                self.source().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The page's URL once it starts with `prefix`, waiting up to 30 s.
+    async fn url_once(&self, prefix: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let url = self.send(reqwest::Method::GET, "/url", None).await;
+            let url = url.as_str().unwrap_or_default().to_owned();
+            if url.starts_with(prefix) {
+                return url;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "still at {url} after 30 s, not under {prefix}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn text(&self, css: &str) -> String {
         let e = self.find(css).await.unwrap_or_else(|| panic!("no {css}"));
         self.send(reqwest::Method::GET, &format!("/element/{e}/text"), None)
@@ -239,12 +270,8 @@ async fn an_approval_answered_in_the_browser_unblocks_the_invocation() {
     browser.type_into("input[name=token]", OPERATOR).await;
     browser.click("#signin").await;
     // Signed in, the pages are under the session's own path.
-    let home = browser.send(reqwest::Method::GET, "/url", None).await;
-    let home = home.as_str().unwrap().to_owned();
-    assert!(
-        home.starts_with(&format!("{console}s/")) && home.len() == console.len() + 67,
-        "{home}"
-    );
+    let home = browser.url_once(&format!("{console}s/")).await;
+    assert_eq!(home.len(), console.len() + 67, "{home}");
 
     let started = Instant::now();
     while browser.find("section.req").await.is_none() {
@@ -288,6 +315,7 @@ async fn an_approval_answered_in_the_browser_unblocks_the_invocation() {
         std::fs::read_to_string(ws.join("approved.md")).unwrap(),
         content
     );
+    browser.wait_for("#notice").await;
     assert_eq!(browser.text("#notice").await, "Approved.");
     assert!(!browser.title().await.contains("pwned"));
 
