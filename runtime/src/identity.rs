@@ -19,13 +19,32 @@ impl Identity {
 
     /// The hex digest without the `sha256:` prefix.
     pub fn hex(&self) -> String {
-        hex::encode(self.0)
+        self.hex_digits().to_owned()
+    }
+
+    /// The hex digest, in a buffer: `hex::encode` builds its string a
+    /// character at a time, and an MCP answer names the identity.
+    fn hex_digits(&self) -> HexDigits {
+        let mut buf = [0u8; 64];
+        // The buffer is exactly twice the digest's length.
+        let _ = hex::encode_to_slice(self.0, &mut buf);
+        HexDigits(buf)
+    }
+}
+
+struct HexDigits([u8; 64]);
+
+impl std::ops::Deref for HexDigits {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Hex digits are ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.hex())
+        write!(f, "sha256:{}", &*self.hex_digits())
     }
 }
 
@@ -63,6 +82,10 @@ mod tests {
         assert_eq!(
             id.to_string(),
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            id.hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(id.to_string().parse::<Identity>().unwrap(), id);
         assert!("md5:00".parse::<Identity>().is_err());
