@@ -1490,3 +1490,135 @@ async fn a_request_waiting_for_approval_is_withdrawn_when_its_invocation_is_canc
         "{records:?}"
     );
 }
+
+/// A caller that drops the invocation's future (a timeout around `invoke`)
+/// while its request waits for approval, on another worker thread: the
+/// trail still expires its secret and ends the invocation, as its last
+/// record, and the request is never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invocation_dropped_by_its_caller_still_ends_its_trail_last() {
+    let (port, seen) = serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("api.txt"), API_TOKEN).unwrap();
+    let audit = MemorySink::new();
+    let queue = Arc::new(warden::approval::QueueApprover::new());
+    let secret = "[[tools.http-get.secrets]]\nname = \"brief\"\nsource = \"file:api.txt\"\n";
+    let more = format!("approval = \"required\"\n{secret}");
+    let runtime = http_get(dir.path(), port, &more, |b| {
+        b.audit(audit.clone()).approver(queue.clone())
+    });
+    let grant = Grant::new("t")
+        .http(&format!("http://127.0.0.1:{port}/api/"), None)
+        .secret("brief");
+    let input = json!({"url": format!("http://127.0.0.1:{port}/api/data")}).to_string();
+    let call = tokio::spawn({
+        let runtime = runtime.clone();
+        async move { runtime.invoke("http-get", &grant, &input).await }
+    });
+    let asked = std::time::Instant::now();
+    while queue.pending().is_empty() {
+        assert!(
+            asked.elapsed() < std::time::Duration::from_secs(20),
+            "no approval asked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Dropped, not cancelled: no token, the future itself goes.
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    // The request's task was aborted too; give it every chance to write.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(queue.pending().is_empty(), "the approval was withdrawn");
+    assert_eq!(seen.lock().unwrap().len(), 0, "nothing was sent");
+    let records = audit.records();
+    let secret_events: Vec<_> = records
+        .iter()
+        .filter(|r| r.resource.as_deref() == Some("brief"))
+        .map(|r| r.event)
+        .collect();
+    assert_eq!(
+        secret_events,
+        [Event::SecretIssued, Event::SecretExpired],
+        "{records:?}"
+    );
+    let ends: Vec<_> = records
+        .iter()
+        .filter(|r| r.event == Event::InvocationEnd)
+        .collect();
+    assert_eq!(ends.len(), 1, "{records:?}");
+    let last = records.last().unwrap();
+    assert_eq!(
+        (
+            last.event,
+            last.outcome.as_deref(),
+            last.message.as_deref(),
+            &*last.invocation
+        ),
+        (
+            Event::InvocationEnd,
+            Some("cancelled"),
+            Some("the caller dropped the invocation before it ended"),
+            &*records[0].invocation
+        ),
+        "{records:?}"
+    );
+    assert_eq!(records[0].event, Event::InvocationStart);
+    assert!(!format!("{records:?}").contains(API_TOKEN));
+}
+
+/// Keeps what it is given, but cannot write a `secret.issued` record.
+#[derive(Default)]
+struct NoIssued(Mutex<Vec<warden::audit::Record>>);
+
+impl warden::audit::AuditSink for NoIssued {
+    fn append(&self, r: &warden::audit::Record) -> Result<(), warden::audit::AuditError> {
+        if r.event == Event::SecretIssued {
+            return Err(warden::audit::AuditError::Sink("disk full".into()));
+        }
+        self.0.lock().unwrap().push(r.clone());
+        Ok(())
+    }
+}
+
+/// An invocation that fails on its way in, after its start, still ends its
+/// trail: its secret expired and an end naming the failure (not a drop).
+#[tokio::test]
+async fn an_invocation_failing_after_its_start_still_ends_its_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("api.txt"), API_TOKEN).unwrap();
+    let audit = Arc::new(NoIssued::default());
+    let secret = "[[tools.http-get.secrets]]\nname = \"brief\"\nsource = \"file:api.txt\"\n";
+    let runtime = http_get(dir.path(), 9, secret, |b| b.audit(audit.clone()));
+    let grant = Grant::new("t").secret("brief");
+    let input = json!({"url": "http://127.0.0.1:9/"}).to_string();
+    let err = runtime
+        .invoke("http-get", &grant, &input)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Audit(_)), "{err:?}");
+    let records = audit.0.lock().unwrap();
+    let got: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                r.event,
+                r.resource.as_deref(),
+                r.outcome.as_deref(),
+                r.message.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Event::InvocationStart, Some("secret:brief"), None, None),
+            (Event::SecretExpired, Some("brief"), None, None),
+            (
+                Event::InvocationEnd,
+                None,
+                Some("host-error"),
+                Some("audit sink failed: disk full")
+            ),
+        ]
+    );
+}

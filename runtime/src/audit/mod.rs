@@ -288,6 +288,11 @@ pub enum AuditError {
     },
     #[error("audit sink failed: {0}")]
     Sink(String),
+    /// A record of an invocation whose end record was already written:
+    /// nothing may follow an invocation's end (a request task of an
+    /// invocation its caller dropped, still finishing a poll).
+    #[error("the invocation has ended: no record may follow its end record")]
+    Ended,
 }
 
 /// Keeps records in memory; for tests and embedders that ship them elsewhere.
@@ -343,6 +348,20 @@ impl AuditSink for TracingSink {
     }
 }
 
+/// What an invocation's trail still owes (see [`Auditor`]).
+#[derive(Default)]
+enum Owed {
+    #[default]
+    Nothing,
+    /// The start record, held back to go out with the next record. Boxed:
+    /// [`Auditor::write`] runs on the tool's fiber stack, whose pages stay
+    /// resident while the call then waits, and a record taken out by value
+    /// would size its frame.
+    Start(Box<Record>),
+    /// The end record was written or tried: nothing may follow it.
+    Ended,
+}
+
 /// The first of `records`, boxed (a cold path: a held start whose write
 /// failed, owed again).
 #[cold]
@@ -360,15 +379,19 @@ fn first_boxed(mut records: Vec<Record>) -> Box<Record> {
 /// acts, so the start is still on the trail before anything the invocation
 /// does; a tool that makes no host call gets its start and end in one
 /// write.
+///
+/// The end record ([`Auditor::write_end`]) is the invocation's last: any
+/// record written after it, by any clone, is refused
+/// ([`AuditError::Ended`]), and nothing of it is written.
 #[derive(Clone)]
 pub struct Auditor {
     sink: Arc<dyn AuditSink>,
     redactor: Option<Arc<Redactor>>,
-    /// The held start record, shared by this invocation's clones (the
-    /// runtime's and its store's gate). Boxed: [`Auditor::write`] runs on
-    /// the tool's fiber stack, whose pages stay resident while the call
-    /// then waits, and a record taken out by value would size its frame.
-    held: Option<Arc<Mutex<Option<Box<Record>>>>>,
+    /// What the invocation's trail still owes, shared by this invocation's
+    /// clones (the runtime's, its store's gate, its request tasks'). Each
+    /// write holds it, so a record and the end are never written out of
+    /// order.
+    owed: Arc<Mutex<Owed>>,
     pub invocation: Arc<str>,
     pub task: Arc<str>,
     /// The agent the task runs for, as records name it.
@@ -388,7 +411,7 @@ impl Auditor {
         Self {
             sink,
             redactor: None,
-            held: None,
+            owed: Arc::default(),
             invocation: invocation.into(),
             task: task.into(),
             agent: None,
@@ -408,7 +431,7 @@ impl Auditor {
         Self {
             sink,
             redactor: None,
-            held: None,
+            owed: Arc::default(),
             invocation,
             task,
             agent: None,
@@ -477,7 +500,16 @@ impl Auditor {
     /// Holds `start` back until this invocation's next record, to be
     /// written with it (see the type's documentation).
     pub(crate) fn hold(&mut self, start: Record) {
-        self.held = Some(Arc::new(Mutex::new(Some(Box::new(start)))));
+        *self.owed() = Owed::Start(Box::new(start));
+    }
+
+    /// Whether the invocation's end record was written (or tried).
+    pub(crate) fn ended(&self) -> bool {
+        matches!(*self.owed(), Owed::Ended)
+    }
+
+    fn owed(&self) -> std::sync::MutexGuard<'_, Owed> {
+        self.owed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Writes `record`, after the held start record if there is one.
@@ -488,18 +520,19 @@ impl Auditor {
     /// before the sink's append (records on this frame would deepen every
     /// append, ~3.6 KiB).
     pub fn write(&self, record: &Record) -> Result<(), AuditError> {
-        let Some(held) = &self.held else {
-            return self.append_clean(record);
-        };
-        let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
-        match held.take() {
-            None => self.append_clean(record),
-            Some(start) => {
+        let mut owed = self.owed();
+        match std::mem::replace(&mut *owed, Owed::Nothing) {
+            Owed::Nothing => self.append_clean(record),
+            Owed::Start(start) => {
                 let both = self.cleaned_pair(start, record);
                 self.sink.append_all(&both).inspect_err(|_| {
                     // Not written: still owed before the next record.
-                    *held = Some(first_boxed(both));
+                    *owed = Owed::Start(first_boxed(both));
                 })
+            }
+            Owed::Ended => {
+                *owed = Owed::Ended;
+                Err(AuditError::Ended)
             }
         }
     }
@@ -527,13 +560,15 @@ impl Auditor {
     /// ([`AuditSink::append_behind`]): nothing waits on it. The held start
     /// record goes with it.
     pub fn write_end(&self, end: Record) -> Result<(), AuditError> {
-        // The end is the invocation's last record: a start not written
-        // with it is never owed again.
-        let start = self
-            .held
-            .as_ref()
-            .and_then(|h| h.lock().unwrap_or_else(|p| p.into_inner()).take());
-        let records = start.map(|s| *s).into_iter().chain([end]);
+        // The end is the invocation's last record, written or not: a start
+        // not written with it is never owed again, and nothing follows it.
+        let mut owed = self.owed();
+        let start = match std::mem::replace(&mut *owed, Owed::Ended) {
+            Owed::Nothing => None,
+            Owed::Start(start) => Some(*start),
+            Owed::Ended => return Err(AuditError::Ended),
+        };
+        let records = start.into_iter().chain([end]);
         let records = records.map(|r| self.cleaned(r));
         self.sink.append_behind(records.collect())
     }

@@ -112,3 +112,38 @@ fn a_held_start_not_written_is_still_owed_and_redacted() {
         ]
     );
 }
+
+#[test]
+fn nothing_follows_an_invocations_end_from_any_of_its_auditors() {
+    for held in [true, false] {
+        let sink = MemorySink::new();
+        let mut a = Auditor::new(sink.clone(), "inv", "task", "tool", "sha256:0");
+        if held {
+            a.hold(a.record(Event::InvocationStart));
+        } else {
+            a.write(&a.record(Event::InvocationStart)).unwrap();
+        }
+        // The store's gate and a request task hold clones.
+        let task = a.clone();
+        assert!(!task.ended());
+        a.write_end(a.record(Event::InvocationEnd)).unwrap();
+        assert!(task.ended());
+        let late = task.decision(
+            "http",
+            "GET",
+            "http://x/",
+            &crate::Decision::allow("r", "ok".into()),
+        );
+        assert!(matches!(task.write(&late), Err(AuditError::Ended)));
+        assert!(matches!(
+            task.write_end(task.record(Event::InvocationEnd)),
+            Err(AuditError::Ended)
+        ));
+        let events: Vec<Event> = sink.records().iter().map(|r| r.event).collect();
+        assert_eq!(
+            events,
+            [Event::InvocationStart, Event::InvocationEnd],
+            "held: {held}"
+        );
+    }
+}

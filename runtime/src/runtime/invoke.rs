@@ -3,10 +3,10 @@
 //! function below it.
 
 use super::contract::Contract;
+use super::end::End;
 use super::load::LoadedTool;
 use super::outcome::{
-    DeadlineHit, Outcome, check_output, classify, end_summary, lift_limit, redact_result,
-    tool_error, unread,
+    DeadlineHit, Outcome, check_output, classify, lift_limit, redact_result, tool_error, unread,
 };
 use super::{Inner, Invocation, InvokeOptions, ToolError, ToolErrorKind};
 use crate::approval::{Approvals, Approver};
@@ -85,18 +85,26 @@ impl Inner {
             // `mint:` signs a token): the start goes out first.
             write_start(&auditor, listed, tool.signer.clone())?;
         }
-        let minter = Arc::new(self.minter(tool, &auditor, scope));
+        // From here on the invocation owes its trail an end, even if its
+        // caller drops it: declared before the store, dropped after it.
+        let mut end = End::new(auditor);
+        let minter = Arc::new(self.minter(tool, &end.auditor, scope));
         let _active = Active(minter.clone());
 
         let specs = std::mem::take(&mut granted.secrets);
-        let (secrets, redactor) = issue_secrets(&mut auditor, specs, &minter).await?;
-        let issued: Vec<String> = secrets.issued.keys().cloned().collect();
+        let (secrets, redactor) = match issue_secrets(&mut end, specs, &minter).await {
+            Ok(issued) => issued,
+            Err(e) => {
+                end.fail(&e);
+                return Err(e);
+            }
+        };
 
         let authority = granted.into_authority(minter, secrets, redactor.clone());
         let added = shared.as_ref().map(|_| Arc::default());
         let approver = (options.approver, added.clone());
         let (store, (stdout, stderr)) =
-            self.invocation_store(tool, grant, &auditor, authority, approver);
+            self.invocation_store(tool, grant, &end.auditor, authority, approver);
         let Ran {
             result,
             duration,
@@ -106,7 +114,7 @@ impl Inner {
         let result = redact_result(keep_contract(result, contract), &redactor);
         // Shared before its end (so its answer); if not, it fails after it.
         let unsaved = super::history::save(shared, added).await;
-        finish(&auditor, issued, &result, duration, dropped)?;
+        end.finish(&result, duration, dropped)?;
         if let Some(e) = unsaved {
             return Err(Error::Host(format!(
                 "the task's history was not shared: {e}"
@@ -333,17 +341,18 @@ fn hold_start(auditor: &mut Auditor, granted: String, signer: Option<Arc<str>>) 
 /// Each issued secret is recorded, and from then on the auditor redacts
 /// their values.
 async fn issue_secrets(
-    auditor: &mut Auditor,
+    end: &mut End,
     specs: Vec<SecretSpec>,
     minter: &Minter,
 ) -> Result<(SecretsCtx, Arc<Redactor>), Error> {
+    let auditor = &mut end.auditor;
     let secrets = match secrets::resolve(specs, minter).await {
         Ok(s) => s,
         Err(e) => {
-            let mut end = auditor.record(Event::InvocationEnd);
-            end.outcome = Some("secret-error".into());
-            end.message = Some(e.to_string());
-            auditor.write(&end).map_err(audit_err)?;
+            let mut record = auditor.record(Event::InvocationEnd);
+            record.outcome = Some("secret-error".into());
+            record.message = Some(e.to_string());
+            auditor.write_end(record).map_err(audit_err)?;
             return Err(Error::Secret(e));
         }
     };
@@ -354,6 +363,8 @@ async fn issue_secrets(
             .map(|s| (s.spec.name.as_str(), s.value.as_str())),
     ));
     auditor.set_redactor(redactor.clone());
+    end.issued(secrets.issued.keys().cloned().collect());
+    let auditor = &end.auditor;
     for s in secrets.issued.values() {
         auditor
             .write(&issued_record(auditor, &s.spec))
@@ -453,30 +464,6 @@ async fn within<F: Future>(limit: Duration, call: F) -> Result<F::Output, Elapse
         Poll::Ready(out) => Ok(out),
         Poll::Pending => tokio::time::timeout_at(deadline, call).await,
     }
-}
-
-/// Ends the invocation's audit: each issued secret expired, then the end
-/// record with the outcome, the duration and any log messages dropped.
-fn finish(
-    auditor: &Auditor,
-    issued: Vec<String>,
-    result: &Outcome,
-    duration: Duration,
-    dropped: u32,
-) -> Result<(), Error> {
-    for name in issued {
-        let mut r = auditor.record(Event::SecretExpired);
-        r.capability = Some("secret".into());
-        r.resource = Some(name);
-        r.reason = Some("the invocation ended".into());
-        auditor.write(&r).map_err(audit_err)?;
-    }
-    let mut end = auditor.record(Event::InvocationEnd);
-    end.duration_us = Some(duration.as_micros().try_into().unwrap_or(u64::MAX));
-    let (outcome, message) = end_summary(result, dropped);
-    end.outcome = Some(outcome);
-    end.message = message;
-    auditor.write_end(end).map_err(audit_err)
 }
 
 /// A grant checked against the tool's ceiling, ready for one invocation.

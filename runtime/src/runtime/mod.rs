@@ -10,6 +10,7 @@
 
 mod builder;
 mod contract;
+mod end;
 mod history;
 mod invoke;
 mod load;
