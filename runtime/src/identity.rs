@@ -19,32 +19,21 @@ impl Identity {
 
     /// The hex digest without the `sha256:` prefix.
     pub fn hex(&self) -> String {
-        self.hex_digits().to_owned()
+        self.hex_into(&mut [0; 64]).to_owned()
     }
 
-    /// The hex digest, in a buffer: `hex::encode` builds its string a
-    /// character at a time, and an MCP answer names the identity.
-    fn hex_digits(&self) -> HexDigits {
-        let mut buf = [0u8; 64];
-        // The buffer is exactly twice the digest's length.
-        let _ = hex::encode_to_slice(self.0, &mut buf);
-        HexDigits(buf)
-    }
-}
-
-struct HexDigits([u8; 64]);
-
-impl std::ops::Deref for HexDigits {
-    type Target = str;
-    fn deref(&self) -> &str {
-        // Hex digits are ASCII.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+    /// The hex digest, written into `buf`: `hex::encode` builds its string
+    /// a character at a time, and an MCP answer names the identity.
+    fn hex_into<'b>(&self, buf: &'b mut [u8; 64]) -> &'b str {
+        // The buffer is exactly twice the digest's length, and hex is ASCII.
+        let _ = hex::encode_to_slice(self.0, buf);
+        std::str::from_utf8(buf).unwrap_or_default()
     }
 }
 
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", &*self.hex_digits())
+        write!(f, "sha256:{}", self.hex_into(&mut [0; 64]))
     }
 }
 

@@ -1469,14 +1469,7 @@ async fn a_request_waiting_for_approval_is_withdrawn_when_its_invocation_is_canc
                 .await
         }
     });
-    let asked = std::time::Instant::now();
-    while queue.pending().is_empty() {
-        assert!(
-            asked.elapsed() < std::time::Duration::from_secs(20),
-            "no approval asked"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    asked(&queue).await;
     cancel.cancel();
     let ended = call.await.unwrap();
     assert!(matches!(ended, Err(Error::Cancelled)), "{ended:?}");
@@ -1515,14 +1508,7 @@ async fn an_invocation_dropped_by_its_caller_still_ends_its_trail_last() {
         let runtime = runtime.clone();
         async move { runtime.invoke("http-get", &grant, &input).await }
     });
-    let asked = std::time::Instant::now();
-    while queue.pending().is_empty() {
-        assert!(
-            asked.elapsed() < std::time::Duration::from_secs(20),
-            "no approval asked"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    asked(&queue).await;
     // Dropped, not cancelled: no token, the future itself goes.
     call.abort();
     assert!(call.await.unwrap_err().is_cancelled());
@@ -1621,4 +1607,16 @@ async fn an_invocation_failing_after_its_start_still_ends_its_trail() {
             ),
         ]
     );
+}
+
+/// Waits (up to 20 s) until `queue` has a request waiting.
+async fn asked(queue: &warden::approval::QueueApprover) {
+    let since = std::time::Instant::now();
+    while queue.pending().is_empty() {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(20),
+            "no approval asked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }

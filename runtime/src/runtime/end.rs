@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The end an invocation owes its trail from its start record on, and the
-/// invocation's auditor. Ended by [`End::finish`] or [`End::fail`];
-/// dropped unended (the caller dropped the invocation's future: a timeout
+/// invocation's auditor. Ended by [`End::finish`] or [`End::fail`] (or by
+/// a secret source's failure, which writes its own end); dropped unended (the caller dropped the invocation's future: a timeout
 /// or a `select!` around `invoke`, a server shutting down), it writes the
 /// end itself, outcome `cancelled`.
 ///
@@ -26,7 +26,6 @@ pub(super) struct End {
     pub(super) auditor: Auditor,
     /// The secrets issued, to record as expired.
     issued: Vec<String>,
-    armed: bool,
 }
 
 impl End {
@@ -34,7 +33,6 @@ impl End {
         End {
             auditor,
             issued: Vec::new(),
-            armed: true,
         }
     }
 
@@ -64,7 +62,6 @@ impl End {
     /// (`error`), unless the failure ended it already.
     pub(super) fn fail(mut self, error: &Error) {
         if self.auditor.ended() {
-            self.armed = false;
             return;
         }
         let mut end = self.auditor.record(Event::InvocationEnd);
@@ -76,9 +73,9 @@ impl End {
     }
 
     /// Each issued secret expired, then `end`, tried even when an expiry
-    /// was not written; the first error.
+    /// was not written; the first error. The invocation has ended after it,
+    /// written or not ([`Auditor::write_end`]).
     fn write(&mut self, end: crate::audit::Record) -> Result<(), AuditError> {
-        self.armed = false;
         let mut first = Ok(());
         for name in std::mem::take(&mut self.issued) {
             let mut r = self.auditor.record(Event::SecretExpired);
@@ -96,7 +93,7 @@ impl End {
 
 impl Drop for End {
     fn drop(&mut self) {
-        if !self.armed || self.auditor.ended() {
+        if self.auditor.ended() {
             return;
         }
         // Unwinding from a panic (the sink's own, perhaps): a second panic

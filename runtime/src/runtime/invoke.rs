@@ -345,14 +345,13 @@ async fn issue_secrets(
     specs: Vec<SecretSpec>,
     minter: &Minter,
 ) -> Result<(SecretsCtx, Arc<Redactor>), Error> {
-    let auditor = &mut end.auditor;
     let secrets = match secrets::resolve(specs, minter).await {
         Ok(s) => s,
         Err(e) => {
-            let mut record = auditor.record(Event::InvocationEnd);
+            let mut record = end.auditor.record(Event::InvocationEnd);
             record.outcome = Some("secret-error".into());
             record.message = Some(e.to_string());
-            auditor.write_end(record).map_err(audit_err)?;
+            end.auditor.write_end(record).map_err(audit_err)?;
             return Err(Error::Secret(e));
         }
     };
@@ -362,13 +361,11 @@ async fn issue_secrets(
             .values()
             .map(|s| (s.spec.name.as_str(), s.value.as_str())),
     ));
-    auditor.set_redactor(redactor.clone());
+    end.auditor.set_redactor(redactor.clone());
     end.issued(secrets.issued.keys().cloned().collect());
-    let auditor = &end.auditor;
     for s in secrets.issued.values() {
-        auditor
-            .write(&issued_record(auditor, &s.spec))
-            .map_err(audit_err)?;
+        let record = issued_record(&end.auditor, &s.spec);
+        end.auditor.write(&record).map_err(audit_err)?;
     }
     Ok((secrets, redactor))
 }
