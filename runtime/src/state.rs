@@ -36,7 +36,8 @@ pub(crate) struct HostState {
     /// Egress rules of this invocation (grant within ceiling).
     pub(crate) egress: Egress,
     /// The `http` capability's requests, each on a task of its own: the
-    /// invocation aborts and awaits them before its end is recorded.
+    /// invocation aborts and awaits them, and `wasi:http`'s, before its end
+    /// is recorded ([`HostState::stop_requests`]).
     pub(crate) requests: crate::caps::http::Requests,
     /// Standard `wasi:http`, under the same egress check and gate.
     pub(crate) http_ctx: wasmtime_wasi_http::WasiHttpCtx,
@@ -49,6 +50,17 @@ pub(crate) struct HostState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) log_limits: LogLimits,
     pub(crate) log: LogState,
+}
+
+impl HostState {
+    /// Aborts every request still running, through either interface, and
+    /// waits until each task is gone.
+    pub(crate) async fn stop_requests(&mut self) {
+        self.requests.stop().await;
+        if let Some(hooks) = &mut self.http_hooks {
+            hooks.requests.stop().await;
+        }
+    }
 }
 
 // Each capability's view of the store: its own context, the table when it
@@ -123,6 +135,7 @@ impl wasmtime_wasi_http::WasiHttpView for HostState {
             .get_or_insert_with(|| crate::caps::http::wasi::EgressHooks {
                 egress: self.egress.clone(),
                 gate: self.gate.clone(),
+                requests: crate::caps::http::Requests::default(),
             });
         wasmtime_wasi_http::WasiHttpCtxView {
             hooks,

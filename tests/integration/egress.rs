@@ -997,6 +997,65 @@ async fn a_cancelled_invocation_drops_its_request_in_flight() {
     assert_eq!(end.outcome.as_deref(), Some("cancelled"));
 }
 
+/// A tool may return with a `wasi:http` request still in flight, its
+/// response never waited for and its handle never dropped (a component in
+/// a language that does not drop resources on return). The request is
+/// stopped and its connection closed before the invocation's end is
+/// written, not some time after: `wasmtime-wasi-http` keeps the response's
+/// future in the store, whose drop only asks its task to abort. On this one-thread runtime, blocked by
+/// the test from the moment the call returns, nothing could close the
+/// connection later.
+#[tokio::test]
+async fn a_request_a_tool_leaves_in_flight_is_gone_before_its_end() {
+    use std::io::Read;
+    use std::time::Duration;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (arrived, seen) = std::sync::mpsc::channel();
+    let (closed, gone) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Reads the request, never answers, and reports when the client
+        // hangs up.
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = conn.read(&mut buf);
+        arrived.send(()).unwrap();
+        while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+        let _ = closed.send(());
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (runtime, audit) = crate::common::runtime_for(
+        dir.path(),
+        &format!(
+            "[tools.std]\ncomponent = \"{}\"\n[[tools.std.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\n",
+            crate::WASI_HTTP_PROBE
+        ),
+    );
+    let grant = Grant::new("t").http(&format!("http://127.0.0.1:{port}/"), None);
+    let input = json!({ "url": format!("http://127.0.0.1:{port}/held"), "leave_after_ms": 500 });
+    let run = runtime
+        .invoke("std", &grant, &input.to_string())
+        .await
+        .unwrap();
+    assert_eq!(run.output.as_deref(), Ok("\"left\""), "{run:?}");
+    seen.recv_timeout(Duration::from_secs(5))
+        .expect("the request reached the server while the tool waited");
+    gone.recv_timeout(Duration::from_secs(5))
+        .expect("the connection was closed before the call returned");
+    let records = audit.invocation(&run.id);
+    let allowed = records
+        .iter()
+        .any(|r| r.event == Event::Decision && r.decision.as_deref() == Some("allow"));
+    assert!(allowed, "the request was decided and allowed: {records:#?}");
+    let last = records.last().unwrap();
+    assert_eq!(last.event, Event::InvocationEnd, "{records:#?}");
+    assert_eq!(last.outcome.as_deref(), Some("ok"));
+    assert!(
+        !records.iter().any(|r| r.event == Event::Egress),
+        "the stopped request has no outcome: {records:#?}"
+    );
+}
+
 /// Encodings a receiving server decodes (see `encode` in tools/egress-probe).
 const ENCODED: [&str; 9] = [
     "query:percent",

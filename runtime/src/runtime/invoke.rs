@@ -436,8 +436,9 @@ async fn run_tool(
         Some(Ok(Ok(Ok(output)))) => check_output(output, limits.max_output),
     };
     // A call cancelled or out of time may have left requests waiting on
-    // their tasks: gone (and their secrets wiped) before the end is written.
-    store.data_mut().requests.stop().await;
+    // their tasks, and a tool may return with a `wasi:http` request still
+    // in flight: gone (and their secrets wiped) before the end is written.
+    store.data_mut().stop_requests().await;
     let duration = started.elapsed();
     let dropped = store.data().log.dropped;
     drop(store);

@@ -26,6 +26,11 @@ struct Input {
     /// `query`, `header` or `body`, optionally `:how` (see [`encode`]).
     #[serde(default)]
     into: String,
+    /// Send the request, wait this many milliseconds and return without
+    /// waiting for the response or dropping its handle (a tool that leaves
+    /// a request in flight).
+    #[serde(default)]
+    leave_after_ms: Option<u64>,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -39,6 +44,8 @@ enum Output {
     Error {
         code: String,
     },
+    /// Returned with the request still in flight.
+    Left,
 }
 
 /// `value` as a receiving server would decode it back: `plain`, `percent`
@@ -157,6 +164,14 @@ impl Tool for WasiHttpProbe {
             }
         }
         let _ = OutgoingBody::finish(outgoing, None);
+        if let Some(ms) = i.leave_after_ms {
+            wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+            // Its handle is not dropped either, as a component in a
+            // language that does not drop its resources on return: the
+            // store holds it until the invocation ends.
+            std::mem::forget(future);
+            return Ok(Output::Left);
+        }
         future.subscribe().block();
         let resp = match future.get() {
             Some(Ok(Ok(r))) => r,

@@ -14,6 +14,8 @@ use hyper::body::Body;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -39,19 +41,43 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// A connection ready for its request, driven on a task of its own. The
-/// task is stopped when this is dropped: a connection never outlives the
-/// exchange that holds it, even when its peer stalls its close (a TLS
-/// `close_notify` to a server that reads nothing would otherwise wait
-/// forever, holding the socket and the request's body).
+/// A connection ready for its request: the request's sender, and the
+/// connection's own future, which reads and writes the socket only while it
+/// is polled ([`Driver::beside`]), on the request's task. There is no task
+/// of its own to outlive the exchange: dropped, the socket is closed there
+/// and then, even when its peer stalls its close (a TLS `close_notify` to a
+/// server that reads nothing would otherwise wait forever, holding the
+/// socket and the request's body), and a request task that is stopped and
+/// awaited has written its last byte ([`super::Requests::stop`]).
 pub(crate) struct Connection<B> {
     pub(crate) sender: SendRequest<B>,
-    task: tokio::task::AbortHandle,
+    pub(crate) driver: Driver,
 }
 
-impl<B> Drop for Connection<B> {
-    fn drop(&mut self) {
-        self.task.abort();
+/// The connection's future, until it ends.
+pub(crate) struct Driver(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl Driver {
+    /// `exchange` (a request on the connection's sender and its response
+    /// read), with the connection driven beside it.
+    pub(crate) async fn beside<T>(&mut self, exchange: impl Future<Output = T>) -> T {
+        let mut exchange = std::pin::pin!(exchange);
+        std::future::poll_fn(|cx| {
+            loop {
+                if let Poll::Ready(done) = exchange.as_mut().poll(cx) {
+                    return Poll::Ready(done);
+                }
+                let Some(conn) = &mut self.0 else {
+                    return Poll::Pending;
+                };
+                if conn.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // Closed: the exchange's next poll sees it.
+                self.0 = None;
+            }
+        })
+        .await
     }
 }
 
@@ -129,14 +155,14 @@ where
         .await
         .map_err(|_| Failure::Timeout)?
         .map_err(Failure::Http)?;
-    let task = tokio::spawn(async move {
+    let conn = async move {
         if let Err(e) = conn.await {
             tracing::debug!("outgoing HTTP connection ended: {e}");
         }
-    });
+    };
     Ok(Connection {
         sender,
-        task: task.abort_handle(),
+        driver: Driver(Some(Box::pin(conn))),
     })
 }
 
@@ -144,8 +170,7 @@ where
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
+    use std::task::Context;
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
     /// A stream whose close never completes (as a TLS close to a peer that
@@ -199,9 +224,10 @@ mod tests {
             .header("host", "x")
             .body(Default::default())
             .unwrap();
+        let Connection { sender, driver } = &mut connection;
         let unanswered = tokio::time::timeout(
             Duration::from_millis(200),
-            connection.sender.send_request(req),
+            driver.beside(sender.send_request(req)),
         )
         .await;
         assert!(unanswered.is_err(), "the server never answers");

@@ -48,17 +48,17 @@ pub(crate) struct HttpView<'a> {
     pub(crate) requests: &'a mut Requests,
 }
 
-/// The tasks of an invocation's requests. Each request (its check, its
-/// records and the exchange) runs on a task of its own, not on the
-/// invocation's fiber: its futures are polled deep, and every page of the
+/// The tasks of an invocation's requests, through `warden:tool/http` or
+/// `wasi:http`. Each request (its check, its records and the exchange)
+/// runs on a task of its own, not on the invocation's fiber: its futures are polled deep, and every page of the
 /// fiber's stack they touch stays resident for as long as the call waits
 /// (the `mcp` bench's 1,000 calls in flight).
 #[derive(Default)]
 pub(crate) struct Requests(Vec<tokio::task::JoinHandle<()>>);
 
 impl Requests {
-    /// Runs the future `make` makes on a task of its own; its result,
-    /// unless the task was stopped first. The future is made and boxed on
+    /// Runs the future `make` makes on a task of its own; the wait for its
+    /// result, unless the task was stopped first. The future is made and boxed on
     /// the task: made here, a large future would be copied down the fiber's
     /// stack on its way into the task (~68 KiB for `send`'s). `make` is
     /// boxed here, so what is spawned is two pointers: a larger task is
@@ -67,7 +67,10 @@ impl Requests {
     /// have had the future run here: the invocation fails, rather than the
     /// tool getting an error for a request that may have gone out
     /// unrecorded.
-    async fn run<T, F>(&mut self, make: impl FnOnce() -> F + Send + 'static) -> Option<T>
+    pub(super) fn run<T, F>(
+        &mut self,
+        make: impl FnOnce() -> F + Send + 'static,
+    ) -> impl Future<Output = Option<T>> + Send + 'static
     where
         T: Send + 'static,
         F: Future<Output = T> + Send,
@@ -88,22 +91,35 @@ impl Requests {
             let request = std::panic::AssertUnwindSafe(Box::pin(make()));
             let _ = tx.send(request.catch_unwind().await);
         });
-        let _abort = Abort(task.abort_handle());
+        let abort = Abort(task.abort_handle());
         self.0.push(task);
-        match rx.await {
-            Ok(Ok(done)) => Some(done),
-            Ok(Err(panic)) => std::panic::resume_unwind(panic),
-            Err(_) => None,
+        async move {
+            let _abort = abort;
+            match rx.await {
+                Ok(Ok(done)) => Some(done),
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                Err(_) => None,
+            }
         }
     }
 
     /// Aborts every request still running and waits until each task is
-    /// gone (its future, connection and secret dropped: a connection's own
-    /// task is stopped with it, [`conn::Connection`]).
+    /// gone (its future, connection and secret dropped: the connection is
+    /// driven on the request's task, [`conn::Connection`]).
     pub(crate) async fn stop(&mut self) {
         for task in self.0.drain(..) {
             task.abort();
             let _ = task.await;
+        }
+    }
+}
+
+/// A store dropped with requests still running (the invocation's future
+/// dropped by its caller) aborts them; it cannot wait for them.
+impl Drop for Requests {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
         }
     }
 }
@@ -417,51 +433,19 @@ async fn perform(
     } = checked;
     let exchange = async {
         let request = http_request(url, method, req, bearer.as_deref().map(String::as_str))?;
-        let failed = |what: &dyn std::fmt::Display| {
+        // Held until the body is read (or this is dropped): then closed.
+        let conn::Connection {
+            mut sender,
+            mut driver,
+        } = conn::open(*addr, origin, timeout).await.map_err(|e| {
             error(
                 ErrorCode::Connection,
-                format!("request to {origin} failed: {what}"),
+                format!("request to {origin} failed: {e}"),
             )
-        };
-        // Held until the body is read (or this is dropped): then closed.
-        let mut connection = conn::open(*addr, origin, timeout)
+        })?;
+        driver
+            .beside(read_response(&mut sender, request, limit, origin))
             .await
-            .map_err(|e| failed(&e))?;
-        let resp = connection
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|e| failed(&e))?;
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let mut incoming = resp.into_body();
-        let mut body = Vec::new();
-        while let Some(frame) = incoming.frame().await {
-            let Ok(chunk) = frame.map_err(|e| failed(&e))?.into_data() else {
-                continue; // trailers
-            };
-            if body.len() + chunk.len() > limit {
-                return Err(error(
-                    ErrorCode::TooLarge,
-                    format!("response body exceeds the host call limit of {limit} bytes"),
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
     };
     tokio::time::timeout(timeout, exchange)
         .await
@@ -471,6 +455,53 @@ async fn perform(
                 format!("no response within {}s", timeout.as_secs_f32()),
             ))
         })
+}
+
+/// Sends `request` on `sender` and reads its response, up to `limit` bytes
+/// of body; a failure names `origin`.
+async fn read_response(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    request: http::Request<Full<Bytes>>,
+    limit: usize,
+    origin: &super::check::Origin,
+) -> Result<Response, wit::Error> {
+    let failed = |what: &dyn std::fmt::Display| {
+        error(
+            ErrorCode::Connection,
+            format!("request to {origin} failed: {what}"),
+        )
+    };
+    let resp = sender.send_request(request).await.map_err(|e| failed(&e))?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut incoming = resp.into_body();
+    let mut body = Vec::new();
+    while let Some(frame) = incoming.frame().await {
+        let Ok(chunk) = frame.map_err(|e| failed(&e))?.into_data() else {
+            continue; // trailers
+        };
+        if body.len() + chunk.len() > limit {
+            return Err(error(
+                ErrorCode::TooLarge,
+                format!("response body exceeds the host call limit of {limit} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// The request as sent: origin-form target, `host` from the URL (a tool may

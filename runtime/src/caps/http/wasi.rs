@@ -29,10 +29,16 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-/// Per-invocation hooks for `wasi:http`: the invocation's egress and gate.
+/// Per-invocation hooks for `wasi:http`: the invocation's egress and gate,
+/// and its requests' tasks.
 pub(crate) struct EgressHooks {
     pub(crate) egress: Egress,
     pub(crate) gate: Gate,
+    /// Stopped, each task awaited, before the invocation's end is written:
+    /// `wasmtime-wasi-http` keeps the response's future in the store's
+    /// table, which only aborts its task when dropped, and a task part-way
+    /// through a poll on another thread may send after that.
+    pub(crate) requests: super::Requests,
 }
 
 type SendResult = Result<
@@ -52,7 +58,14 @@ impl WasiHttpHooks for EgressHooks {
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         let egress = self.egress.clone();
         let gate = self.gate.clone();
-        Box::new(async move { send(egress, gate, request).await })
+        let sent = self.requests.run(move || send(egress, gate, request));
+        Box::new(async move {
+            sent.await.unwrap_or_else(|| {
+                Err(Error::InternalError(Some(
+                    "the request was stopped with its invocation".into(),
+                )))
+            })
+        })
     }
 }
 
@@ -117,21 +130,15 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
     let started = Instant::now();
     let request = http::Request::from_parts(parts, replay(body, trailers));
     let mut found = BTreeSet::new();
-    let result = match send_pinned(
+    let result = send_pinned(
         &pass,
         request,
-        checked.address,
-        &checked.origin,
-        timeout,
-        limit,
+        (checked.address, &checked.origin),
+        (timeout, limit),
+        gate.redactor(),
+        &mut found,
     )
-    .await
-    {
-        Ok((resp, io)) => redact_response(resp, gate.redactor(), timeout, &mut found)
-            .await
-            .map(|resp| (resp, io)),
-        Err(e) => Err(e),
-    };
+    .await;
     let host = checked.origin.host.to_string();
     let remember = |_: &_, h: &mut TaskHistory| TaskHistory::note(&mut h.hosts_contacted, &host);
     gate.outcome(pass, Event::Egress, remember, |r| {
@@ -245,14 +252,16 @@ async fn redact_response(
     Ok(http::Response::from_parts(parts, replay(data, trailers)))
 }
 
-/// Sends `req` over a connection to `addr`; TLS verifies the origin's host name.
+/// Sends `req` over a connection to `addr` (TLS verifies the origin's host
+/// name) and reads its response, redacted ([`redact_response`]); the
+/// connection is closed once it is read.
 async fn send_pinned(
     _pass: &Pass<()>,
     mut req: http::Request<WasiBody>,
-    addr: SocketAddr,
-    origin: &Origin,
-    timeout: Duration,
-    limit: usize,
+    (addr, origin): (SocketAddr, &Origin),
+    (timeout, limit): (Duration, usize),
+    redactor: &Redactor,
+    found: &mut BTreeSet<String>,
 ) -> SendResult {
     // The request line carries only the path; Host was set from the URL.
     let path = req
@@ -264,7 +273,10 @@ async fn send_pinned(
         .path_and_query(path)
         .build()
         .map_err(|_| Error::HttpRequestUriInvalid)?;
-    let mut connection = super::conn::open(addr, origin, timeout)
+    let super::conn::Connection {
+        mut sender,
+        mut driver,
+    } = super::conn::open(addr, origin, timeout)
         .await
         .map_err(|e| match e {
             Failure::Timeout => Error::ConnectionTimeout,
@@ -272,24 +284,22 @@ async fn send_pinned(
             Failure::Tls(e) => Error::Tls(e),
             Failure::Http(e) => Error::from(e),
         })?;
-    let resp = tokio::time::timeout(timeout, connection.sender.send_request(req))
-        .await
-        .map_err(|_| Error::ConnectionReadTimeout)??;
-    let response = resp.map(|body| {
-        http_body_util::Limited::new(body, limit)
-            .map_err(move |e| match e.downcast::<hyper::Error>() {
-                Ok(h) => Error::from(*h),
-                Err(_) => Error::HttpResponseBodySize(Some(limit as u64)),
-            })
-            .boxed_unsync()
-    });
-    // The connection lives as long as the response's body is read (the
-    // caller buffers it) and is closed when this future is done or dropped.
-    Ok((
-        response,
-        Box::new(async move {
-            drop(connection);
-            Ok(())
-        }),
-    ))
+    let exchange = async {
+        let resp = tokio::time::timeout(timeout, sender.send_request(req))
+            .await
+            .map_err(|_| Error::ConnectionReadTimeout)??;
+        let resp = resp.map(|body| {
+            http_body_util::Limited::new(body, limit)
+                .map_err(move |e| match e.downcast::<hyper::Error>() {
+                    Ok(h) => Error::from(*h),
+                    Err(_) => Error::HttpResponseBodySize(Some(limit as u64)),
+                })
+                .boxed_unsync()
+        });
+        redact_response(resp, redactor, timeout, found).await
+    };
+    let resp = driver.beside(exchange).await?;
+    // Read whole: nothing is left for the connection to do.
+    let io: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(async { Ok(()) });
+    Ok((resp, io))
 }
