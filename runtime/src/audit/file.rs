@@ -20,6 +20,8 @@
 //!
 //! The format, byte for byte, is `docs/AUDIT-FORMAT.md`.
 
+#[path = "file_tail.rs"]
+mod tail;
 #[path = "file_tick.rs"]
 mod tick;
 
@@ -34,32 +36,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// The last complete chained record of a trail of `len` bytes, reading only
-/// its tail (a trail grows for as long as it is kept; appending must not
-/// read it all).
-fn last_record(mut file: &File, len: u64) -> std::io::Result<Option<Record>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut window: u64 = 64 << 10;
-    loop {
-        let start = len.saturating_sub(window);
-        file.seek(SeekFrom::Start(start))?;
-        let mut tail = Vec::new();
-        file.take(len - start).read_to_end(&mut tail)?;
-        let text = String::from_utf8_lossy(&tail);
-        // The first line of a window that does not start the file may be cut.
-        let lines = text.lines().skip(usize::from(start > 0));
-        let found = lines.collect::<Vec<_>>().into_iter().rev().find_map(|l| {
-            serde_json::from_str::<Record>(l)
-                .ok()
-                .filter(|r| r.seq.is_some())
-        });
-        if found.is_some() || start == 0 {
-            return Ok(found);
-        }
-        window *= 4;
-    }
-}
-
 /// How long an append waits for another writer's lock on the trail.
 pub const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -71,6 +47,10 @@ pub const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 /// the file's length is not what this sink last left it at, another writer
 /// has appended, so the chain continues from the trail's last record. One
 /// chain results, whoever writes.
+///
+/// One write at a time, in order; while it chains and writes, the sink's
+/// own lock is free, so appenders of records written behind (an
+/// invocation's end) queue theirs instead of waiting for it.
 ///
 /// With a signer, a thread of the sink's own writes the checkpoints due by
 /// time; dropping the sink stops it and signs what is left unsigned.
@@ -85,9 +65,15 @@ struct Shared {
     state: Mutex<Chain>,
     /// Wakes the ticker: records became unsigned, or the sink is closing.
     wake: Condvar,
+    /// Wakes those waiting for a write in progress to end.
+    written: Condvar,
 }
 
-struct Chain {
+/// Where the chain stands on disk: what only a write changes. A write
+/// works on a copy, without the sink's lock (appenders queue records to be
+/// written behind meanwhile), and puts it back when it is done.
+#[derive(Clone)]
+struct Head {
     /// The next record's `seq`.
     seq: u64,
     /// The last record's hash.
@@ -102,6 +88,14 @@ struct Chain {
     /// The file's length after this sink's last write (or read of its tail);
     /// `None` when unknown (a write failed part-way).
     len: Option<u64>,
+}
+
+struct Chain {
+    /// As of the last write that ended.
+    at: Head,
+    /// A write is in progress, without the lock: the one writer at a time
+    /// ([`Shared::write`]).
+    writing: bool,
     signer: Option<Arc<KeyPair>>,
     cadence: Cadence,
     /// Records appended to be written behind, in order, serialized: the
@@ -124,6 +118,11 @@ struct Chain {
     behind_at: Option<Instant>,
     closing: bool,
 }
+
+/// How many records may wait to be written behind while a write is in
+/// progress, in batches of `write_behind.records`: past that, an appender
+/// waits for the write and writes them itself.
+const BATCHES_WAITING: usize = 4;
 
 /// `records` serialized (outside the chain's lock), and the ids of the
 /// last of them.
@@ -169,12 +168,15 @@ impl FileSink {
             path,
             file,
             state: Mutex::new(Chain {
-                seq: 0,
-                head: GENESIS.to_owned(),
-                unsigned: 0,
-                unsigned_since: None,
-                ids: None,
-                len: None,
+                at: Head {
+                    seq: 0,
+                    head: GENESIS.to_owned(),
+                    unsigned: 0,
+                    unsigned_since: None,
+                    ids: None,
+                    len: None,
+                },
+                writing: false,
                 signer: None,
                 cadence: Cadence::default(),
                 behind: Vec::new(),
@@ -187,11 +189,12 @@ impl FileSink {
                 closing: false,
             }),
             wake: Condvar::new(),
+            written: Condvar::new(),
         });
         {
             let mut chain = shared.lock();
             let _held = shared.hold()?;
-            shared.catch_up(&mut chain)?;
+            shared.catch_up(&mut chain.at)?;
         }
         let ticker = {
             let shared = shared.clone();
@@ -227,7 +230,7 @@ impl FileSink {
                 chain.write_behind = w;
             }
             if w.records == 0 {
-                self.shared.flush(&mut chain)
+                self.shared.flush(chain).1
             } else {
                 Ok(())
             }
@@ -256,8 +259,7 @@ impl FileSink {
     /// (whoever wrote them) and this sink has a signer; returns whether it
     /// wrote one.
     pub fn checkpoint(&self) -> Result<bool, AuditError> {
-        let mut chain = self.shared.lock();
-        self.shared.checkpoint(&mut chain)
+        self.shared.checkpoint(self.shared.lock()).1
     }
 }
 
@@ -296,166 +298,111 @@ impl Shared {
         }
     }
 
-    /// With the lock held: when the trail is not as this sink left it,
-    /// continues the chain from its last record (a checkpoint there covers
-    /// everything before it, this sink's records too).
-    fn catch_up(&self, chain: &mut Chain) -> Result<u64, AuditError> {
-        let len = self.file.metadata().map_err(|e| self.io(e))?.len();
-        if chain.len == Some(len) {
-            return Ok(len);
-        }
-        self.resync(chain, len)
-    }
-
-    /// [`Shared::catch_up`] when another writer appended: a call of its own,
-    /// so that its frame (a record read back, ~3 KiB) is not on the stack of
-    /// every append, which may be a waiting tool's fiber stack.
-    #[cold]
-    #[inline(never)]
-    fn resync(&self, chain: &mut Chain, len: u64) -> Result<u64, AuditError> {
-        const EDITED: &str = "its last record's seq or hash was edited (expected a seq below the largest and 64 hex digits): `warden audit verify` shows where";
-        let len = self.cut_torn_tail(len)?;
-        let last = last_record(&self.file, len).map_err(|e| self.io(e))?;
-        (chain.seq, chain.head) = match &last {
-            // Chained onto raw: an edited hash or seq must not break (or
-            // overflow into) the next line.
-            Some(r) => match (r.seq.unwrap_or(0).checked_add(1), r.hash.as_deref()) {
-                (Some(seq), None) => (seq, GENESIS.to_owned()),
-                (Some(seq), Some(h))
-                    if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) =>
-                {
-                    (seq, h.to_owned())
-                }
-                _ => return Err(self.io(std::io::Error::other(EDITED))),
-            },
-            None => (0, GENESIS.to_owned()),
-        };
-        match last {
-            None => chain.unsigned = 0,
-            Some(r) if r.event == Event::Checkpoint => chain.unsigned = 0,
-            Some(r) => {
-                chain.unsigned = chain.unsigned.max(1);
-                chain
-                    .ids
-                    .get_or_insert([r.invocation, r.task, r.tool, r.identity]);
-            }
-        }
-        if chain.unsigned == 0 {
-            chain.unsigned_since = None;
-        }
-        chain.len = Some(len);
-        Ok(len)
-    }
-
-    /// With the lock held: a trail that does not end with a newline ends in
-    /// a record whose write never completed (its writer was killed
-    /// mid-`write`, or the disk filled). That record was never written, so
-    /// the action it would have allowed never ran: the torn line is cut off,
-    /// so that the next record starts a line of its own instead of merging
-    /// into it. Returns the trail's length after.
-    fn cut_torn_tail(&self, len: u64) -> Result<u64, AuditError> {
-        use std::os::unix::fs::FileExt;
-        let mut last = [0u8; 1];
-        if len == 0 {
-            return Ok(0);
-        }
-        self.file
-            .read_exact_at(&mut last, len - 1)
-            .map_err(|e| self.io(e))?;
-        if last[0] == b'\n' {
-            return Ok(len);
-        }
-        // Find the start of the torn line, reading back in blocks.
-        let mut end = len;
-        let mut block = vec![0u8; 64 << 10];
-        let keep = loop {
-            let start = end.saturating_sub(block.len() as u64);
-            let chunk = &mut block[..(end - start) as usize];
-            self.file
-                .read_exact_at(chunk, start)
-                .map_err(|e| self.io(e))?;
-            if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
-                break start + i as u64 + 1;
-            }
-            if start == 0 {
-                break 0;
-            }
-            end = start;
-        };
-        tracing::warn!(
-            "audit trail {}: cut off a torn last line ({} bytes) left by a write that never completed",
-            self.path.display(),
-            len - keep
-        );
-        self.file.set_len(keep).map_err(|e| self.io(e))?;
-        Ok(keep)
-    }
-
-    /// Under the trail's lock: catches up with other writers, chains the
-    /// records waiting to be written behind, then `adds`, then what `build`
-    /// adds (a checkpoint) to a buffer, and writes it in one `write`. On
-    /// failure nothing is chained (the next record links to the last
-    /// written one) and what waited still waits.
-    fn write_locked(
-        &self,
-        chain: &mut Chain,
+    /// Writes the records waiting to be written behind, then `adds`, then
+    /// what `build` adds (a checkpoint), chained, in one `write`, under the
+    /// trail's lock and after catching up with other writers; one write at
+    /// a time, in order. The sink's lock is released while it writes:
+    /// appenders queue records to be written behind meanwhile (they are
+    /// the next write's). On failure nothing is chained (the next record
+    /// links to the last written one) and what waited still waits, before
+    /// what came meanwhile.
+    fn write<'a>(
+        &'a self,
+        mut chain: MutexGuard<'a, Chain>,
         adds: &[Body],
-        build: impl FnOnce(&mut Chain, &mut Vec<u8>) -> Result<(), AuditError>,
+        build: impl FnOnce(&mut Head, &mut Vec<u8>) -> Result<(), AuditError>,
+    ) -> (MutexGuard<'a, Chain>, Result<(), AuditError>) {
+        while chain.writing {
+            chain = self.written.wait(chain).unwrap_or_else(|p| p.into_inner());
+        }
+        chain.writing = true;
+        let writing = Writing(self);
+        let batch = std::mem::take(&mut chain.behind);
+        let batch_ids = chain.behind_ids.take();
+        let batch_since = chain.behind_since.take();
+        let mut at = chain.at.clone();
+        drop(chain);
+
+        // As it stands once caught up with other writers, before this write.
+        let mut synced = None;
+        let written = self.write_out(&mut at, &mut synced, &batch, adds, build);
+
+        let mut chain = self.lock();
+        match &written {
+            Ok(()) => {
+                if let Some(last) = batch_ids {
+                    at.ids = Some(last);
+                }
+                chain.at = at;
+                chain.behind_failed = false;
+            }
+            Err(_) => {
+                let newer = std::mem::replace(&mut chain.behind, batch);
+                chain.behind.extend(newer);
+                if chain.behind_ids.is_none() {
+                    chain.behind_ids = batch_ids;
+                }
+                if batch_since.is_some() {
+                    chain.behind_since = batch_since;
+                }
+                if let Some(mut synced) = synced {
+                    synced.len = at.len;
+                    chain.at = synced;
+                }
+            }
+        }
+        chain.writing = false;
+        std::mem::forget(writing);
+        self.written.notify_all();
+        (chain, written)
+    }
+
+    /// [`Shared::write`]'s part without the sink's lock, on `at`.
+    fn write_out(
+        &self,
+        at: &mut Head,
+        synced: &mut Option<Head>,
+        batch: &[Body],
+        adds: &[Body],
+        build: impl FnOnce(&mut Head, &mut Vec<u8>) -> Result<(), AuditError>,
     ) -> Result<(), AuditError> {
         let _held = self.hold()?;
-        let len = self.catch_up(chain)?;
-        let saved = (
-            chain.seq,
-            chain.head.clone(),
-            chain.unsigned,
-            chain.unsigned_since,
-        );
+        let len = self.catch_up(at)?;
+        *synced = Some(at.clone());
         // Room for every line and a checkpoint: the buffer is not grown
         // (copied) while the lines are chained onto it.
-        let lines: usize = chain.behind.iter().chain(adds).map(Body::line_len).sum();
+        let lines: usize = batch.iter().chain(adds).map(Body::line_len).sum();
         let mut out = Vec::with_capacity(lines + 1024);
-        let behind = std::mem::take(&mut chain.behind);
-        for body in behind.iter().chain(adds) {
-            chain.push(body, &mut out);
+        for body in batch.iter().chain(adds) {
+            at.push(body, &mut out);
         }
-        let written = build(chain, &mut out).and_then(|()| {
-            (&self.file).write_all(&out).map_err(|e| {
-                // Part of it may be on disk: read the tail next time.
-                chain.len = None;
-                self.io(e)
-            })
-        });
-        match written {
-            Ok(()) => {
-                chain.len = Some(len + out.len() as u64);
-                if let Some(last) = chain.behind_ids.take() {
-                    chain.ids = Some(last);
-                }
-                chain.behind_since = None;
-                chain.behind_failed = false;
-                Ok(())
-            }
-            Err(e) => {
-                chain.behind = behind;
-                (chain.seq, chain.head, chain.unsigned, chain.unsigned_since) = saved;
-                // Take back what part of it reached the disk; if that fails
-                // too, the next append cuts it off (`cut_torn_tail`).
-                if chain.len.is_none() && self.file.set_len(len).is_ok() {
-                    chain.len = Some(len);
-                }
-                Err(e)
-            }
+        build(at, &mut out)?;
+        if let Err(e) = (&self.file).write_all(&out) {
+            // Part of it may be on disk: take it back; if that fails too,
+            // the next write reads the tail and cuts it off
+            // (`cut_torn_tail`).
+            at.len = self.file.set_len(len).is_ok().then_some(len);
+            return Err(self.io(e));
         }
+        at.len = Some(len + out.len() as u64);
+        Ok(())
     }
 
     /// Appends `records` to be written behind, or now when that is off,
-    /// the last background write failed, or enough records wait. They are
+    /// the last background write failed, or enough records wait (while a
+    /// write is in progress, up to [`BATCHES_WAITING`] batches). They are
     /// serialized before the chain's lock is taken.
     fn append_behind(&self, records: &[Record]) -> Result<(), AuditError> {
         let (queued, last) = queue(records)?;
         let mut chain = self.lock();
         let w = chain.write_behind;
-        if chain.behind_failed || chain.behind.len() + queued.len() >= w.records {
+        let waiting = chain.behind.len() + queued.len();
+        let full = if chain.writing {
+            waiting >= w.records.saturating_mul(BATCHES_WAITING)
+        } else {
+            waiting >= w.records
+        };
+        if chain.behind_failed || full {
             return self.append_queued(chain, queued, last);
         }
         chain.behind.extend(queued);
@@ -474,14 +421,23 @@ impl Shared {
         Ok(())
     }
 
-    /// Writes what waits to be written behind, if anything.
-    fn flush(&self, chain: &mut Chain) -> Result<(), AuditError> {
-        if chain.behind.is_empty() {
-            return Ok(());
+    /// Writes what waits to be written behind, if anything, once a write
+    /// in progress has ended: everything appended before is then written.
+    fn flush<'a>(
+        &'a self,
+        mut chain: MutexGuard<'a, Chain>,
+    ) -> (MutexGuard<'a, Chain>, Result<(), AuditError>) {
+        while chain.writing {
+            chain = self.written.wait(chain).unwrap_or_else(|p| p.into_inner());
         }
-        self.write_locked(chain, &[], |_, _| Ok(()))?;
-        self.after_write(chain);
-        Ok(())
+        if chain.behind.is_empty() {
+            return (chain, Ok(()));
+        }
+        let (mut chain, written) = self.write(chain, &[], |_, _| Ok(()));
+        if written.is_ok() {
+            self.after_write(&mut chain);
+        }
+        (chain, written)
     }
 
     /// Appends `records` (after what waits to be written behind), and a
@@ -496,20 +452,18 @@ impl Shared {
     /// the last of them.
     fn append_queued(
         &self,
-        mut chain: MutexGuard<'_, Chain>,
+        chain: MutexGuard<'_, Chain>,
         queued: Vec<Body>,
         last: Option<Ids>,
     ) -> Result<(), AuditError> {
-        self.write_locked(&mut chain, &queued, |chain, out| {
-            if let Some(signer) = chain.signer.clone()
-                && chain.unsigned >= chain.cadence.records
-            {
-                chain.checkpoint(&signer, out)?;
-            }
-            Ok(())
-        })?;
+        let (signer, every) = (chain.signer.clone(), chain.cadence.records);
+        let (mut chain, written) = self.write(chain, &queued, |at, out| match signer {
+            Some(signer) if at.unsigned >= every => at.checkpoint(&signer, out),
+            _ => Ok(()),
+        });
+        written?;
         if last.is_some() {
-            chain.ids = last;
+            chain.at.ids = last;
         }
         self.after_write(&mut chain);
         Ok(())
@@ -517,19 +471,32 @@ impl Shared {
 
     /// Writes a checkpoint if there is a signer and records follow the
     /// trail's last checkpoint; returns whether it wrote one.
-    fn checkpoint(&self, chain: &mut Chain) -> Result<bool, AuditError> {
+    fn checkpoint<'a>(
+        &'a self,
+        chain: MutexGuard<'a, Chain>,
+    ) -> (MutexGuard<'a, Chain>, Result<bool, AuditError>) {
         let Some(signer) = chain.signer.clone() else {
-            return Ok(false);
+            return (chain, Ok(false));
         };
         let mut wrote = false;
-        self.write_locked(chain, &[], |chain, out| {
-            if chain.unsigned > 0 {
-                chain.checkpoint(&signer, out)?;
+        let (chain, written) = self.write(chain, &[], |at, out| {
+            if at.unsigned > 0 {
+                at.checkpoint(&signer, out)?;
                 wrote = true;
             }
             Ok(())
-        })?;
-        Ok(wrote)
+        });
+        (chain, written.map(|()| wrote))
+    }
+}
+
+/// A write in progress; if it unwinds, the next one may start.
+struct Writing<'a>(&'a Shared);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.lock().writing = false;
+        self.0.written.notify_all();
     }
 }
 
@@ -544,7 +511,7 @@ impl Drop for FileSink {
     }
 }
 
-impl Chain {
+impl Head {
     /// Chains `record` onto `out` (not yet written).
     fn push(&mut self, body: &Body, out: &mut Vec<u8>) {
         self.head = body.line_into(self.seq, &self.head, out);
@@ -579,7 +546,7 @@ impl AuditSink for FileSink {
     }
 
     fn flush(&self) -> Result<(), AuditError> {
-        self.shared.flush(&mut self.shared.lock())
+        self.shared.flush(self.shared.lock()).1
     }
 
     /// Writes what waits and signs what is unsigned now.
@@ -593,3 +560,6 @@ impl AuditSink for FileSink {
 #[cfg(test)]
 #[path = "file_tests.rs"]
 mod tests;
+#[cfg(test)]
+#[path = "file_write_tests.rs"]
+mod write_tests;

@@ -28,7 +28,7 @@ fn reopening_a_long_trail_reads_its_tail_and_continues_the_chain() {
     assert_eq!(report.records, 1001);
 }
 
-fn event(event: &str, i: u64) -> Record {
+pub(super) fn event(event: &str, i: u64) -> Record {
     serde_json::from_str(&format!(
         r#"{{"v":1,"ts":"t","event":"{event}","invocation":"i{i}","task":"t","tool":"x","identity":"sha256:0"}}"#
     ))
@@ -282,13 +282,13 @@ fn lower_hex_is_hex_encode() {
     assert_eq!(lower_hex(&bytes), hex::encode(&bytes));
 }
 
-fn behind(path: &Path, records: usize, within: Duration) -> FileSink {
+pub(super) fn behind(path: &Path, records: usize, within: Duration) -> FileSink {
     FileSink::open(path)
         .unwrap()
         .with_write_behind(WriteBehind { records, within })
 }
 
-fn invocations(text: &str) -> Vec<String> {
+pub(super) fn invocations(text: &str) -> Vec<String> {
     text.lines()
         .map(|l| {
             let r: Record = serde_json::from_str(l).unwrap();

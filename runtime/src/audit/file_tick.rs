@@ -84,6 +84,7 @@ impl Shared {
                 .behind_since
                 .map(|t| t + chain.write_behind.within.min(FAR));
             let sign_due = chain
+                .at
                 .unsigned_since
                 .filter(|_| chain.signer.is_some())
                 .map(|t| t + chain.cadence.within.min(FAR));
@@ -116,10 +117,12 @@ impl Shared {
                     .0;
                 continue;
             }
-            let written = if flush_due.is_some_and(|d| d <= now) {
-                self.flush(&mut chain)
+            let written;
+            (chain, written) = if flush_due.is_some_and(|d| d <= now) {
+                self.flush(chain)
             } else {
-                self.checkpoint(&mut chain).map(drop)
+                let (chain, wrote) = self.checkpoint(chain);
+                (chain, wrote.map(drop))
             };
             match written {
                 Ok(()) => retry_at = None,
@@ -139,9 +142,9 @@ impl Shared {
     /// After records were written: wakes the ticker when they are the
     /// first unsigned ones.
     pub(super) fn after_write(&self, chain: &mut Chain) {
-        if chain.signer.is_some() && chain.unsigned > 0 && chain.unsigned_since.is_none() {
+        if chain.signer.is_some() && chain.at.unsigned > 0 && chain.at.unsigned_since.is_none() {
             let now = Instant::now();
-            chain.unsigned_since = Some(now);
+            chain.at.unsigned_since = Some(now);
             if chain.wakes_late(now + chain.cadence.within.min(FAR)) {
                 self.wake.notify_one();
             }

@@ -1,0 +1,130 @@
+//! Where another writer left the trail: a file sink continues the chain
+//! from the trail's last complete record, reading only its tail, and cuts
+//! off a line whose write never completed.
+
+use super::{Head, Shared};
+use crate::audit::line::GENESIS;
+use crate::audit::{AuditError, Event, Record};
+use std::fs::File;
+
+/// The last complete chained record of a trail of `len` bytes, reading only
+/// its tail (a trail grows for as long as it is kept; appending must not
+/// read it all).
+fn last_record(mut file: &File, len: u64) -> std::io::Result<Option<Record>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut window: u64 = 64 << 10;
+    loop {
+        let start = len.saturating_sub(window);
+        file.seek(SeekFrom::Start(start))?;
+        let mut tail = Vec::new();
+        file.take(len - start).read_to_end(&mut tail)?;
+        let text = String::from_utf8_lossy(&tail);
+        // The first line of a window that does not start the file may be cut.
+        let lines = text.lines().skip(usize::from(start > 0));
+        let found = lines.collect::<Vec<_>>().into_iter().rev().find_map(|l| {
+            serde_json::from_str::<Record>(l)
+                .ok()
+                .filter(|r| r.seq.is_some())
+        });
+        if found.is_some() || start == 0 {
+            return Ok(found);
+        }
+        window *= 4;
+    }
+}
+
+impl Shared {
+    /// With the trail's lock held: when it is not as this sink left it,
+    /// continues the chain from its last record (a checkpoint there covers
+    /// everything before it, this sink's records too).
+    pub(super) fn catch_up(&self, at: &mut Head) -> Result<u64, AuditError> {
+        let len = self.file.metadata().map_err(|e| self.io(e))?.len();
+        if at.len == Some(len) {
+            return Ok(len);
+        }
+        self.resync(at, len)
+    }
+
+    /// [`Shared::catch_up`] when another writer appended: a call of its own,
+    /// so that its frame (a record read back, ~3 KiB) is not on the stack of
+    /// every append, which may be a waiting tool's fiber stack.
+    #[cold]
+    #[inline(never)]
+    fn resync(&self, at: &mut Head, len: u64) -> Result<u64, AuditError> {
+        const EDITED: &str = "its last record's seq or hash was edited (expected a seq below the largest and 64 hex digits): `warden audit verify` shows where";
+        let len = self.cut_torn_tail(len)?;
+        let last = last_record(&self.file, len).map_err(|e| self.io(e))?;
+        (at.seq, at.head) = match &last {
+            // Chained onto raw: an edited hash or seq must not break (or
+            // overflow into) the next line.
+            Some(r) => match (r.seq.unwrap_or(0).checked_add(1), r.hash.as_deref()) {
+                (Some(seq), None) => (seq, GENESIS.to_owned()),
+                (Some(seq), Some(h))
+                    if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) =>
+                {
+                    (seq, h.to_owned())
+                }
+                _ => return Err(self.io(std::io::Error::other(EDITED))),
+            },
+            None => (0, GENESIS.to_owned()),
+        };
+        match last {
+            None => at.unsigned = 0,
+            Some(r) if r.event == Event::Checkpoint => at.unsigned = 0,
+            Some(r) => {
+                at.unsigned = at.unsigned.max(1);
+                at.ids
+                    .get_or_insert([r.invocation, r.task, r.tool, r.identity]);
+            }
+        }
+        if at.unsigned == 0 {
+            at.unsigned_since = None;
+        }
+        at.len = Some(len);
+        Ok(len)
+    }
+
+    /// With the trail's lock held: a trail that does not end with a newline ends in
+    /// a record whose write never completed (its writer was killed
+    /// mid-`write`, or the disk filled). That record was never written, so
+    /// the action it would have allowed never ran: the torn line is cut off,
+    /// so that the next record starts a line of its own instead of merging
+    /// into it. Returns the trail's length after.
+    fn cut_torn_tail(&self, len: u64) -> Result<u64, AuditError> {
+        use std::os::unix::fs::FileExt;
+        let mut last = [0u8; 1];
+        if len == 0 {
+            return Ok(0);
+        }
+        self.file
+            .read_exact_at(&mut last, len - 1)
+            .map_err(|e| self.io(e))?;
+        if last[0] == b'\n' {
+            return Ok(len);
+        }
+        // Find the start of the torn line, reading back in blocks.
+        let mut end = len;
+        let mut block = vec![0u8; 64 << 10];
+        let keep = loop {
+            let start = end.saturating_sub(block.len() as u64);
+            let chunk = &mut block[..(end - start) as usize];
+            self.file
+                .read_exact_at(chunk, start)
+                .map_err(|e| self.io(e))?;
+            if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+                break start + i as u64 + 1;
+            }
+            if start == 0 {
+                break 0;
+            }
+            end = start;
+        };
+        tracing::warn!(
+            "audit trail {}: cut off a torn last line ({} bytes) left by a write that never completed",
+            self.path.display(),
+            len - keep
+        );
+        self.file.set_len(keep).map_err(|e| self.io(e))?;
+        Ok(keep)
+    }
+}

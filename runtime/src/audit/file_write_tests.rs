@@ -1,0 +1,108 @@
+//! Unit tests of `file`: a write in progress and the appenders around it.
+use super::tests::{behind, event, invocations};
+use super::*;
+use std::time::Duration;
+
+/// Holds the trail's lock from another open file (as another writer
+/// would), so that the sink's next write waits for it; released when
+/// dropped.
+fn held(path: &Path) -> std::fs::File {
+    let other = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    other.lock().unwrap();
+    other
+}
+
+/// Runs `f` on a thread; its result, if it comes within `wait`.
+fn within<T: Send + 'static>(
+    wait: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> (std::sync::mpsc::Receiver<T>, Option<T>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    let got = rx.recv_timeout(wait).ok();
+    (rx, got)
+}
+
+/// Issue #12: a write in progress does not hold appenders up. While the
+/// write of a full batch waits for the trail's lock, records appended to be
+/// written behind are queued at once; a record that must be written when
+/// appended waits for it, and goes after everything before it. One chain,
+/// in order.
+#[test]
+fn appenders_queue_behind_a_write_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let sink = Arc::new(behind(&path, 2, Duration::MAX));
+    let lock = held(&path);
+    let s = sink.clone();
+    let (full, none) = within(Duration::from_millis(300), move || {
+        s.append_behind(vec![event("invocation.end", 1), event("invocation.end", 2)])
+    });
+    assert!(
+        none.is_none(),
+        "the batch's write waits for the trail's lock"
+    );
+    let s = sink.clone();
+    let (_, queued) = within(Duration::from_secs(5), move || {
+        s.append_behind(vec![event("invocation.end", 3)])
+    });
+    assert!(
+        matches!(queued, Some(Ok(()))),
+        "queued while the write waits: {queued:?}"
+    );
+    let s = sink.clone();
+    let (now, none) = within(Duration::from_millis(300), move || {
+        s.append(&event("decision", 4))
+    });
+    assert!(
+        none.is_none(),
+        "a record written when appended waits its turn"
+    );
+    drop(lock);
+    full.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+    now.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        invocations(&text),
+        ["i1:end", "i2:end", "i3:end", "i4:decision"]
+    );
+    let report = crate::audit::verify::verify_text(&text, None);
+    assert!(report.tampered.is_none(), "{report:?}");
+    assert_eq!(report.records, 4);
+}
+
+/// A write that gives up (the trail's lock held past [`LOCK_PATIENCE`])
+/// fails the appender whose records it was writing, and puts back those
+/// that waited to be written behind, before those queued while it waited:
+/// the next write has them, in order.
+#[test]
+fn a_write_that_fails_keeps_what_waited_before_what_came_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let sink = Arc::new(behind(&path, 3, Duration::MAX));
+    sink.append_behind(vec![event("invocation.end", 1)])
+        .unwrap();
+    let lock = held(&path);
+    let s = sink.clone();
+    let (full, _) = within(Duration::from_millis(300), move || {
+        s.append_behind(vec![event("invocation.end", 2), event("invocation.end", 3)])
+    });
+    sink.append_behind(vec![event("invocation.end", 4)])
+        .unwrap();
+    let failed = full
+        .recv_timeout(LOCK_PATIENCE + Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        matches!(failed, Err(AuditError::Locked { .. })),
+        "{failed:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    drop(lock);
+    sink.flush().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(invocations(&text), ["i1:end", "i4:end"]);
+    let report = crate::audit::verify::verify_text(&text, None);
+    assert!(report.tampered.is_none(), "{report:?}");
+}
