@@ -96,6 +96,8 @@ struct Chain {
     /// A write is in progress, without the lock: the one writer at a time
     /// ([`Shared::write`]).
     writing: bool,
+    /// How many wait for it to end (a wake-up is a system call).
+    waiting: usize,
     signer: Option<Arc<KeyPair>>,
     cadence: Cadence,
     /// Records appended to be written behind, in order, serialized: the
@@ -177,6 +179,7 @@ impl FileSink {
                     len: None,
                 },
                 writing: false,
+                waiting: 0,
                 signer: None,
                 cadence: Cadence::default(),
                 behind: Vec::new(),
@@ -308,13 +311,11 @@ impl Shared {
     /// what came meanwhile.
     fn write<'a>(
         &'a self,
-        mut chain: MutexGuard<'a, Chain>,
+        chain: MutexGuard<'a, Chain>,
         adds: &[Body],
         build: impl FnOnce(&mut Head, &mut Vec<u8>) -> Result<(), AuditError>,
     ) -> (MutexGuard<'a, Chain>, Result<(), AuditError>) {
-        while chain.writing {
-            chain = self.written.wait(chain).unwrap_or_else(|p| p.into_inner());
-        }
+        let mut chain = self.after_writing(chain);
         chain.writing = true;
         let writing = Writing(self);
         let batch = std::mem::take(&mut chain.behind);
@@ -353,8 +354,20 @@ impl Shared {
         }
         chain.writing = false;
         std::mem::forget(writing);
-        self.written.notify_all();
+        if chain.waiting > 0 {
+            self.written.notify_all();
+        }
         (chain, written)
+    }
+
+    /// `chain` once no write is in progress.
+    fn after_writing<'a>(&'a self, mut chain: MutexGuard<'a, Chain>) -> MutexGuard<'a, Chain> {
+        while chain.writing {
+            chain.waiting += 1;
+            chain = self.written.wait(chain).unwrap_or_else(|p| p.into_inner());
+            chain.waiting -= 1;
+        }
+        chain
     }
 
     /// [`Shared::write`]'s part without the sink's lock, on `at`.
@@ -425,11 +438,9 @@ impl Shared {
     /// in progress has ended: everything appended before is then written.
     fn flush<'a>(
         &'a self,
-        mut chain: MutexGuard<'a, Chain>,
+        chain: MutexGuard<'a, Chain>,
     ) -> (MutexGuard<'a, Chain>, Result<(), AuditError>) {
-        while chain.writing {
-            chain = self.written.wait(chain).unwrap_or_else(|p| p.into_inner());
-        }
+        let chain = self.after_writing(chain);
         if chain.behind.is_empty() {
             return (chain, Ok(()));
         }
