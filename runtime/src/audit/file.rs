@@ -108,8 +108,9 @@ struct Chain {
     /// When the first of them was appended.
     behind_since: Option<Instant>,
     write_behind: WriteBehind,
-    /// The last background write failed: until a write succeeds, records
-    /// are written when appended (and fail there, closed).
+    /// The last write failed with records waiting to be written behind:
+    /// until a write succeeds, records are written when appended (and
+    /// fail there, closed), so that what waits does not grow.
     behind_failed: bool,
     /// When the sink's thread looks at the chain again by itself: `None`
     /// while it waits to be woken. An appender wakes it (a system call,
@@ -316,13 +317,13 @@ impl Shared {
         build: impl FnOnce(&mut Head, &mut Vec<u8>) -> Result<(), AuditError>,
     ) -> (MutexGuard<'a, Chain>, Result<(), AuditError>) {
         let mut chain = self.after_writing(chain);
-        chain.writing = true;
-        let writing = Writing(self);
         let batch = std::mem::take(&mut chain.behind);
         let batch_ids = chain.behind_ids.take();
         let batch_since = chain.behind_since.take();
         let mut at = chain.at.clone();
+        chain.writing = true;
         drop(chain);
+        let writing = Writing(self);
 
         // As it stands once caught up with other writers, before this write.
         let mut synced = None;
@@ -343,9 +344,18 @@ impl Shared {
                 if chain.behind_ids.is_none() {
                     chain.behind_ids = batch_ids;
                 }
-                if batch_since.is_some() {
-                    chain.behind_since = batch_since;
+                if let Some(first) = batch_since {
+                    chain.behind_since = Some(first);
+                    // Due sooner than the sink's thread may look (it
+                    // looked while the write had taken them).
+                    let due = first + chain.write_behind.within.min(tick::FAR);
+                    if chain.wakes_late(due) {
+                        self.wake.notify_one();
+                    }
                 }
+                // What waits is not queued onto: appenders write for
+                // themselves, and fail closed, until a write succeeds.
+                chain.behind_failed = !chain.behind.is_empty();
                 if let Some(mut synced) = synced {
                     synced.len = at.len;
                     chain.at = synced;

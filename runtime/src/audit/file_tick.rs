@@ -30,7 +30,10 @@ impl Default for Cadence {
 /// with the trail's next write, or once `records` records wait, or
 /// `within` after the first of them, whichever comes first; and when the
 /// sink is flushed ([`AuditSink::flush`], [`AuditSink::settle`]) or
-/// dropped. `records = 0` writes every record at once.
+/// dropped. `records = 0` writes every record at once. While a write is in
+/// progress (one at a time; it waits up to [`super::LOCK_PATIENCE`] for
+/// another writer's lock on the trail), ends appended meanwhile wait for
+/// it to end, up to four times `records` of them.
 ///
 /// Only records nothing waits on are written behind (an invocation's end,
 /// with its start when it made no host call): every record that allows an
@@ -128,8 +131,8 @@ impl Shared {
                 Ok(()) => retry_at = None,
                 Err(e) => {
                     tracing::error!("audit trail {}: {e}", self.path.display());
-                    // Appenders write for themselves now, and fail closed.
-                    chain.behind_failed = !chain.behind.is_empty();
+                    // Appenders write for themselves now, and fail closed
+                    // (`Shared::write` has set `behind_failed`).
                     // Not in a loop: wait (releasing the sink to appenders)
                     // at least a second.
                     let pause = RETRY.max(chain.cadence.within.min(Duration::from_secs(3600)));

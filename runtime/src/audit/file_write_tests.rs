@@ -76,7 +76,8 @@ fn appenders_queue_behind_a_write_in_progress() {
 /// A write that gives up (the trail's lock held past [`LOCK_PATIENCE`])
 /// fails the appender whose records it was writing, and puts back those
 /// that waited to be written behind, before those queued while it waited:
-/// the next write has them, in order.
+/// the next write has them, in order, and until then nothing more is
+/// queued (what waits does not grow while writes fail).
 #[test]
 fn a_write_that_fails_keeps_what_waited_before_what_came_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,9 +101,48 @@ fn a_write_that_fails_keeps_what_waited_before_what_came_meanwhile() {
     );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
     drop(lock);
-    sink.flush().unwrap();
+    // Nothing more is queued onto what waits after a failure: the next
+    // append writes it all, its own records last.
+    sink.append_behind(vec![event("invocation.end", 5)])
+        .unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(invocations(&text), ["i1:end", "i4:end"]);
+    assert_eq!(invocations(&text), ["i1:end", "i4:end", "i5:end"]);
     let report = crate::audit::verify::verify_text(&text, None);
     assert!(report.tampered.is_none(), "{report:?}");
+}
+
+/// Ends that waited, taken by a write that then failed, are due again at
+/// once: the sink's thread, which saw nothing due while the write had them
+/// and went to sleep, is woken to write them within the window.
+#[test]
+fn ends_put_back_by_a_failed_write_are_still_written_within_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let sink = Arc::new(behind(&path, 100, Duration::from_millis(50)));
+    sink.append_behind(vec![event("invocation.end", 1)])
+        .unwrap();
+    let lock = held(&path);
+    let s = sink.clone();
+    let (now, _) = within(Duration::ZERO, move || s.append(&event("decision", 2)));
+    let failed = now
+        .recv_timeout(LOCK_PATIENCE + Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        matches!(failed, Err(AuditError::Locked { .. })),
+        "{failed:?}"
+    );
+    drop(lock);
+    let started = std::time::Instant::now();
+    let text = loop {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if !text.is_empty() || started.elapsed() > Duration::from_secs(3) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(
+        invocations(&text),
+        ["i1:end"],
+        "written by the sink's thread"
+    );
 }

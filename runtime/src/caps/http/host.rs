@@ -63,10 +63,13 @@ impl Requests {
     /// stack on its way into the task (~68 KiB for `send`'s). `make` is
     /// boxed here, so what is spawned is two pointers: a larger task is
     /// built on the fiber's stack too (`tokio::spawn`, `Cell::new`). A
-    /// panic on the task goes on unwinding here, on the fiber, as it would
-    /// have had the future run here: the invocation fails, rather than the
-    /// tool getting an error for a request that may have gone out
-    /// unrecorded.
+    /// panic on the task goes on unwinding where the result is awaited: for
+    /// `warden:tool/http`, on the fiber, as it would have had the future
+    /// run there, so the invocation fails rather than the tool getting an
+    /// error for a request that may have gone out unrecorded; for
+    /// `wasi:http`, on the task `wasmtime-wasi-http` awaits it on, which
+    /// reaches the fiber when the tool next looks at the response (a tool
+    /// that never does ends without that request's outcome recorded).
     pub(super) fn run<T, F>(
         &mut self,
         make: impl FnOnce() -> F + Send + 'static,
