@@ -768,6 +768,65 @@ fn over_stdio_a_request_id_in_use_is_refused_and_the_first_call_keeps_it() {
     assert!(child.wait().unwrap().success());
 }
 
+/// The id of a call the SDK runs (its `_meta` names its client, a
+/// lifecycle the SDK validates) is in use too: a call under it is refused
+/// while it runs, by the loop that would run it; once the client cancels
+/// it, the id is free again (the SDK does not answer a cancelled request).
+#[test]
+fn over_stdio_the_id_of_a_call_the_sdk_runs_is_in_use_until_it_ends() {
+    use std::io::Write as _;
+    let s = setup();
+    let (mut child, mut stdin_w, mut lines) = served_session(&s);
+    let _watchdog = kill_after(&child, Duration::from_secs(60));
+    let mut next = |id: u64| -> Value {
+        loop {
+            let line = lines.next().expect("output closed").unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["id"] == id {
+                return v;
+            }
+        }
+    };
+    writeln!(
+        stdin_w,
+        r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"hog","arguments":{{"attack":"loop"}},"_meta":{{"io.modelcontextprotocol/clientInfo":{{"name":"t","version":"1"}}}}}}}}"#
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    writeln!(
+        stdin_w,
+        r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"again"}}}}}}"#
+    )
+    .unwrap();
+    let refused = next(9);
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    assert_eq!(
+        refused["error"]["message"],
+        "this request id is already in use by a call still running in this session (ids must be unique while their requests run)"
+    );
+    writeln!(
+        stdin_w,
+        r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":9}}}}"#
+    )
+    .unwrap();
+    writeln!(
+        stdin_w,
+        r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"free"}}}}}}"#
+    )
+    .unwrap();
+    // Whatever the SDK says of the cancelled call, the next call under its
+    // id runs.
+    loop {
+        let answer = next(9);
+        assert!(answer.get("error").is_none(), "{answer}");
+        if answer.to_string().contains("free") {
+            break;
+        }
+    }
+    drop(stdin_w);
+    assert!(child.wait().unwrap().success());
+}
+
 /// A `tools/call` line the SDK would refuse (one that also has a `result`,
 /// or bytes that are not UTF-8 in a field nobody reads) is refused the
 /// same however fast the loop takes it: it never runs the tool.

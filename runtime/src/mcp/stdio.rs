@@ -9,7 +9,8 @@
 //! no channel hop, no task per request, one write per answer. The loop
 //! keeps what is its own: which calls it takes, their cancellation
 //! (`notifications/cancelled`), and writing the answer in the shape the
-//! SDK would give it.
+//! SDK would give it. A call's id is in use while it runs, on either side
+//! (`session.rs`): a call under it is refused.
 //!
 //! The session is what the `initialize` request said and the version the
 //! SDK's answer negotiated; the loop notes both as they pass and knows the
@@ -27,6 +28,9 @@
 //! `tools/call` params that do not parse an invalid-params error.
 
 mod fds;
+mod session;
+
+use session::{Handshake, SdkCalls, Session};
 
 use super::call::{self, Caller, Client, Link};
 use super::{Grants, WardenMcp};
@@ -35,16 +39,15 @@ use futures_util::stream::FuturesUnordered;
 use rmcp::ErrorData as McpError;
 use rmcp::ServiceExt as _;
 use rmcp::model::{
-    CallToolRequestParams, CancelledNotificationParam, ClientCapabilities, Implementation,
-    InitializeRequestParams, ProgressNotification, ProgressNotificationParam, ProtocolVersion,
-    RequestId, ServerJsonRpcMessage, ServerNotification,
+    CallToolRequestParams, CancelledNotificationParam, ProgressNotification,
+    ProgressNotificationParam, RequestId, ServerJsonRpcMessage, ServerNotification,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
@@ -171,13 +174,6 @@ fn encode(message: &ServerJsonRpcMessage, what: &str) -> Option<Vec<u8>> {
     }
 }
 
-/// What the session's `initialize` said, once the SDK has answered it.
-struct Session {
-    version: ProtocolVersion,
-    capabilities: ClientCapabilities,
-    client: Implementation,
-}
-
 /// The parts of a client line the loop looks at; the rest stays raw.
 #[derive(Deserialize)]
 struct Line<'a> {
@@ -242,6 +238,7 @@ pub async fn serve_on(
     let (ours, theirs) = tokio::io::duplex(1 << 20);
     let (from_sdk, mut to_sdk) = tokio::io::split(ours);
     let session = Arc::new(Handshake::default());
+    let sdk_calls = Arc::new(SdkCalls::default());
     let sdk = {
         let mcp = mcp.clone();
         tokio::spawn(async move {
@@ -256,12 +253,13 @@ pub async fn serve_on(
     // The SDK's lines to the client. The answer to `initialize` sets the
     // session up before the client can see it, so its next call is known.
     let forward = {
-        let (out, session) = (out.clone(), session.clone());
+        let (out, session, sdk_calls) = (out.clone(), session.clone(), sdk_calls.clone());
         tokio::spawn(async move {
             let mut lines = BufReader::new(from_sdk);
             let mut line = Vec::new();
             while matches!(lines.read_until(b'\n', &mut line).await, Ok(n) if n > 0) {
                 session.answered(&line);
+                sdk_calls.answered(&line);
                 out.line(&line).await;
                 line.clear();
             }
@@ -282,6 +280,7 @@ pub async fn serve_on(
         out: out.clone(),
         stopping: CancellationToken::new(),
         running: HashMap::new(),
+        sdk: sdk_calls,
         answers: FuturesUnordered::new(),
     };
     loop {
@@ -300,10 +299,13 @@ pub async fn serve_on(
                     }
                     Ok(None) | Err(_) => break,
                 };
-                let utf8 = |line| std::str::from_utf8(line).is_ok();
                 let take = match serde_json::from_slice::<Line>(line) {
                     // Else the SDK's to refuse (JSON skips what it ignores unchecked).
-                    Ok(l) if l.jsonrpc == Some("2.0") && !l.answer && utf8(line) => {
+                    Ok(l)
+                        if l.jsonrpc == Some("2.0")
+                            && !l.answer
+                            && std::str::from_utf8(line).is_ok() =>
+                    {
                         calls.take(&l, &session)
                     }
                     // JSON, but not a message this loop reads: the SDK's.
@@ -378,69 +380,6 @@ const GRACE: Duration = Duration::from_secs(30);
 /// How long the SDK gets to finish its lines after the loop stops.
 const FLUSH: Duration = Duration::from_secs(2);
 
-/// What the session's `initialize` said, once the SDK has answered it: the
-/// request as the loop saw it go by, the version from the SDK's answer.
-#[derive(Default)]
-struct Handshake {
-    asked: std::sync::Mutex<Option<(RequestId, InitializeRequestParams)>>,
-    session: OnceLock<Session>,
-}
-
-impl Handshake {
-    fn get(&self) -> Option<&Session> {
-        self.session.get()
-    }
-
-    /// Notes an `initialize` request on its way to the SDK.
-    fn asked(&self, id: &RequestId, params: Option<&RawValue>) {
-        if self.session.get().is_some() {
-            return;
-        }
-        if let Some(p) = params.and_then(|p| serde_json::from_str(p.get()).ok()) {
-            *self.asked.lock().unwrap_or_else(|e| e.into_inner()) = Some((id.clone(), p));
-        }
-    }
-
-    /// Sees an SDK line go to the client: a successful answer to the noted
-    /// `initialize` sets the session up.
-    fn answered(&self, line: &[u8]) {
-        #[derive(Deserialize)]
-        struct Answer {
-            id: Option<RequestId>,
-            result: Option<Negotiated>,
-        }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Negotiated {
-            protocol_version: ProtocolVersion,
-        }
-        if self.session.get().is_some() {
-            return;
-        }
-        let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((id, _)) = asked.as_ref() else {
-            return;
-        };
-        let Ok(Answer {
-            id: Some(answered),
-            result: Some(negotiated),
-        }) = serde_json::from_slice::<Answer>(line)
-        else {
-            return;
-        };
-        if &answered != id {
-            return;
-        }
-        if let Some((_, params)) = asked.take() {
-            let _ = self.session.set(Session {
-                version: negotiated.protocol_version,
-                capabilities: params.capabilities,
-                client: params.client_info,
-            });
-        }
-    }
-}
-
 /// The client's input as lines of at most `cap` bytes.
 struct Lines<R> {
     reader: R,
@@ -505,6 +444,8 @@ struct Calls {
     /// Parent of every call's cancellation: the client went away.
     stopping: CancellationToken,
     running: HashMap<RequestId, CancellationToken>,
+    /// The calls the SDK runs: their ids are in use too.
+    sdk: Arc<SdkCalls>,
     answers: FuturesUnordered<Answer>,
 }
 
@@ -524,22 +465,29 @@ impl Calls {
                     .params
                     .and_then(|p| serde_json::from_str::<CancelledNotificationParam>(p.get()).ok())
                     .and_then(|p| p.request_id);
-                match id.and_then(|id| self.running.get(&id)) {
+                let Some(id) = id else {
+                    return Take::No;
+                };
+                match self.running.get(&id) {
                     Some(cancel) => {
                         cancel.cancel();
                         Take::Done
                     }
-                    None => Take::No,
+                    None => {
+                        self.sdk.cancelled(&id);
+                        Take::No
+                    }
                 }
             }
             (Some("tools/call"), Some(id)) => {
-                // The id of a call running here is in use, whichever would
-                // run this one.
-                if self.running.contains_key(id) {
+                // The id of a call running here or in the SDK is in use,
+                // whichever would run this one.
+                if self.running.contains_key(id) || self.sdk.running(id) {
                     return Take::Refused(Some(id.clone()), call::id_in_use());
                 }
                 // Before `initialize` has been answered, the SDK decides.
                 let Some(session) = session else {
+                    self.sdk.handed(id);
                     return Take::No;
                 };
                 let params = line.params.map_or("null", |p| p.get());
@@ -548,6 +496,7 @@ impl Calls {
                     Err(e) => return Take::Refused(Some(id.clone()), call::bad_call_params(e)),
                 };
                 let Some(caller) = self.caller(&request, session) else {
+                    self.sdk.handed(id);
                     return Take::No;
                 };
                 self.running.insert(id.clone(), caller.cancelled().clone());

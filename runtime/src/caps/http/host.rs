@@ -50,19 +50,21 @@ pub(crate) struct HttpView<'a> {
 
 /// The tasks of an invocation's requests, through `warden:tool/http` or
 /// `wasi:http`. Each request (its check, its records and the exchange)
-/// runs on a task of its own, not on the invocation's fiber: its futures are polled deep, and every page of the
-/// fiber's stack they touch stays resident for as long as the call waits
-/// (the `mcp` bench's 1,000 calls in flight).
+/// runs on a task of its own, not on the invocation's fiber: its futures
+/// are polled deep, and every page of the fiber's stack they touch stays
+/// resident for as long as the call waits (the `mcp` bench's 1,000 calls
+/// in flight).
 #[derive(Default)]
 pub(crate) struct Requests(Vec<tokio::task::JoinHandle<()>>);
 
 impl Requests {
     /// Runs the future `make` makes on a task of its own; the wait for its
-    /// result, unless the task was stopped first. The future is made and boxed on
-    /// the task: made here, a large future would be copied down the fiber's
-    /// stack on its way into the task (~68 KiB for `send`'s). `make` is
-    /// boxed here, so what is spawned is two pointers: a larger task is
-    /// built on the fiber's stack too (`tokio::spawn`, `Cell::new`). A
+    /// result, unless the task was stopped first. The future is made and
+    /// boxed on the task: made here, a large future would be copied down
+    /// the fiber's stack on its way into the task (~68 KiB for `send`'s).
+    /// `make` is boxed here, so what is spawned is two pointers: a larger
+    /// task is built on the fiber's stack too (`tokio::spawn`,
+    /// `Cell::new`). A
     /// panic on the task goes on unwinding where the result is awaited: for
     /// `warden:tool/http`, on the fiber, as it would have had the future
     /// run there, so the invocation fails rather than the tool getting an
