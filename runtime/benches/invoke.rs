@@ -497,13 +497,20 @@ impl Throughput {
     /// Calls per second over `n` calls on each thread.
     fn run(&self, n: usize) -> f64 {
         let t = Instant::now();
+        let calls = self.calls(n, None);
+        calls as f64 / t.elapsed().as_secs_f64()
+    }
+
+    /// Up to `n` calls on each thread, stopping at `until`; how many.
+    fn calls(&self, n: usize, until: Option<Instant>) -> usize {
         let tasks: Vec<_> = (0..self.threads)
             .map(|_| {
                 let (warden, grant) = (self.warden.clone(), self.grant.clone());
                 let (engine, pre) = (self.engine.clone(), self.pre.clone());
                 let variant = self.variant;
                 self.rt.spawn(async move {
-                    for _ in 0..n {
+                    let mut calls = 0;
+                    while calls < n && until.is_none_or(|u| Instant::now() < u) {
                         match variant {
                             Variant::Warden => {
                                 warden.invoke("echo", &grant, INPUT).await.unwrap();
@@ -512,16 +519,19 @@ impl Throughput {
                                 raw_invoke(&engine, &pre).await;
                             }
                         }
+                        calls += 1;
                     }
+                    calls
                 })
             })
             .collect();
         self.rt.block_on(async {
+            let mut sum = 0;
             for task in tasks {
-                task.await.unwrap();
+                sum += task.await.unwrap();
             }
-        });
-        (self.threads * n) as f64 / t.elapsed().as_secs_f64()
+            sum
+        })
     }
 }
 
@@ -531,35 +541,9 @@ impl Throughput {
 fn profile(seconds: u64) {
     let threads: usize = std::env::var("WARDEN_BENCH_THREADS")
         .map_or(1, |t| t.parse().expect("WARDEN_BENCH_THREADS=N"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let warden = echo_with_trail(&dir.path().join("audit.jsonl"));
-    let grant = Arc::new(warden::Grant::new("bench"));
+    let warden = Throughput::new(threads, Variant::Warden);
     let until = Instant::now() + std::time::Duration::from_secs(seconds);
-    let tasks: Vec<_> = (0..threads)
-        .map(|_| {
-            let (warden, grant) = (warden.clone(), grant.clone());
-            rt.spawn(async move {
-                let mut calls = 0u64;
-                while Instant::now() < until {
-                    warden.invoke("echo", &grant, INPUT).await.unwrap();
-                    calls += 1;
-                }
-                calls
-            })
-        })
-        .collect();
-    let calls: u64 = rt.block_on(async {
-        let mut sum = 0;
-        for task in tasks {
-            sum += task.await.unwrap();
-        }
-        sum
-    });
+    let calls = warden.calls(usize::MAX, Some(until));
     println!(
         "{calls} calls on {threads} threads, {:.0} calls/s",
         calls as f64 / seconds as f64

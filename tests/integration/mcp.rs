@@ -708,6 +708,20 @@ fn served_session(s: &Setup) -> (std::process::Child, std::io::PipeWriter, Stdio
     (child, stdin_w, lines)
 }
 
+/// The next line of `lines` under `id`.
+fn with_id(lines: &mut impl Iterator<Item = std::io::Result<String>>, id: u64) -> Value {
+    loop {
+        let line = lines.next().expect("output closed").unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["id"] == id {
+            return v;
+        }
+    }
+}
+
+/// The error a call gets under the id of a call still running.
+const ID_IN_USE: &str = "this request id is already in use by a call still running in this session (ids must be unique while their requests run)";
+
 /// A call under the id of a call still running is refused (a cancellation
 /// names a call by its id: the second would take the id over); the first
 /// can still be cancelled by it.
@@ -717,15 +731,7 @@ fn over_stdio_a_request_id_in_use_is_refused_and_the_first_call_keeps_it() {
     let s = setup();
     let (mut child, mut stdin_w, mut lines) = served_session(&s);
     let _watchdog = kill_after(&child, Duration::from_secs(60));
-    let mut next = |id: u64| -> Value {
-        loop {
-            let line = lines.next().expect("output closed").unwrap();
-            let v: Value = serde_json::from_str(&line).unwrap();
-            if v["id"] == id {
-                return v;
-            }
-        }
-    };
+    let mut next = |id: u64| with_id(&mut lines, id);
     writeln!(
         stdin_w,
         r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"hog","arguments":{{"attack":"loop"}}}}}}"#
@@ -739,10 +745,7 @@ fn over_stdio_a_request_id_in_use_is_refused_and_the_first_call_keeps_it() {
     .unwrap();
     let refused = next(9);
     assert_eq!(refused["error"]["code"], -32600, "{refused}");
-    assert_eq!(
-        refused["error"]["message"],
-        "this request id is already in use by a call still running in this session (ids must be unique while their requests run)"
-    );
+    assert_eq!(refused["error"]["message"], ID_IN_USE);
     // So is one the SDK would run (its `_meta` names its client).
     writeln!(
         stdin_w,
@@ -778,15 +781,7 @@ fn over_stdio_the_id_of_a_call_the_sdk_runs_is_in_use_until_it_ends() {
     let s = setup();
     let (mut child, mut stdin_w, mut lines) = served_session(&s);
     let _watchdog = kill_after(&child, Duration::from_secs(60));
-    let mut next = |id: u64| -> Value {
-        loop {
-            let line = lines.next().expect("output closed").unwrap();
-            let v: Value = serde_json::from_str(&line).unwrap();
-            if v["id"] == id {
-                return v;
-            }
-        }
-    };
+    let mut next = |id: u64| with_id(&mut lines, id);
     writeln!(
         stdin_w,
         r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"hog","arguments":{{"attack":"loop"}},"_meta":{{"io.modelcontextprotocol/clientInfo":{{"name":"t","version":"1"}}}}}}}}"#
@@ -800,10 +795,7 @@ fn over_stdio_the_id_of_a_call_the_sdk_runs_is_in_use_until_it_ends() {
     .unwrap();
     let refused = next(9);
     assert_eq!(refused["error"]["code"], -32600, "{refused}");
-    assert_eq!(
-        refused["error"]["message"],
-        "this request id is already in use by a call still running in this session (ids must be unique while their requests run)"
-    );
+    assert_eq!(refused["error"]["message"], ID_IN_USE);
     writeln!(
         stdin_w,
         r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":9}}}}"#
@@ -2189,10 +2181,7 @@ async fn over_http_a_sessions_calls_are_answered_as_json_cancelled_and_end_with_
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["id"], 4, "{body}");
     assert_eq!(answer["error"]["code"], -32600, "{body}");
-    assert_eq!(
-        answer["error"]["message"],
-        "this request id is already in use by a call still running in this session (ids must be unique while their requests run)"
-    );
+    assert_eq!(answer["error"]["message"], ID_IN_USE);
     let (status, _, _) = c
         .post(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 4}}))
         .await;
