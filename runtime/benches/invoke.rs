@@ -536,12 +536,17 @@ impl Throughput {
 }
 
 /// `WARDEN_BENCH_PROFILE=SECONDS`: only `Runtime::invoke` with a file
-/// trail, in a loop on each of `WARDEN_BENCH_THREADS` threads (default 1),
-/// for a profiler (`perf record --call-graph dwarf`).
+/// trail (or, with `WARDEN_BENCH_RAW=1`, raw wasmtime), in a loop on each
+/// of `WARDEN_BENCH_THREADS` threads (default 1), for a profiler
+/// (`perf record --call-graph dwarf`).
 fn profile(seconds: u64) {
     let threads: usize = std::env::var("WARDEN_BENCH_THREADS")
         .map_or(1, |t| t.parse().expect("WARDEN_BENCH_THREADS=N"));
-    let warden = Throughput::new(threads, Variant::Warden);
+    let variant = match std::env::var_os("WARDEN_BENCH_RAW") {
+        Some(_) => Variant::Raw,
+        None => Variant::Warden,
+    };
+    let warden = Throughput::new(threads, variant);
     let until = Instant::now() + std::time::Duration::from_secs(seconds);
     let calls = warden.calls(usize::MAX, Some(until));
     println!(

@@ -26,7 +26,9 @@
 //! 4. Start-up: `warden serve --stdio` until `initialize` is answered, with a
 //!    warm compile cache. Target: under 20 ms.
 //!
-//! `WARDEN_BENCH_QUICK=1` runs fewer iterations (CI smoke run).
+//! `WARDEN_BENCH_QUICK=1` runs fewer iterations (CI smoke run);
+//! `WARDEN_BENCH_ONLY_STDIO=1` stops after 1 (and 1b),
+//! `WARDEN_BENCH_ONLY_IN_FLIGHT=1` runs only 3.
 
 use rmcp::model::{CallToolRequestParams, JsonObject};
 use rmcp::service::{RoleClient, RunningService};
@@ -494,6 +496,78 @@ fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
 
+/// 1,000 calls in flight over HTTP, then over stdio, each waiting in a
+/// host call (`waiter`, held by the slow server until `release`): the
+/// server's resident memory then, against its idle figure.
+async fn in_flight(
+    l: &Layout,
+    cache: &Path,
+    held: &AtomicUsize,
+    release: &tokio::sync::Notify,
+    slow_port: u16,
+) {
+    let in_flight = 1000;
+    let limit = (in_flight + 16).to_string();
+    let (child, url) = http_server(l, cache, &["--max-in-flight", &limit]).await;
+    let pid = child.id().expect("pid");
+    let idle = rss_mib(pid);
+    let per_client = 50;
+    let mut tasks = Vec::new();
+    for c in 0..in_flight / per_client {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = Arc::new(http_client(&url).await);
+            let mut calls = Vec::new();
+            for i in 0..per_client {
+                let client = client.clone();
+                let args: JsonObject =
+                    json!({"url": format!("http://127.0.0.1:{slow_port}/{c}/{i}")})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default();
+                calls.push(tokio::spawn(async move {
+                    client
+                        .call_tool(CallToolRequestParams::new("waiter").with_arguments(args))
+                        .await
+                        .map(|r| r.is_error != Some(true))
+                }));
+            }
+            let mut ok = 0;
+            for call in calls {
+                if matches!(call.await, Ok(Ok(true))) {
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    let started = Instant::now();
+    while held.load(Ordering::SeqCst) < in_flight && started.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waiting = held.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (rss, pss) = (rss_mib(pid), pss_mib(pid));
+    release.notify_waiters();
+    let mut ok = 0;
+    for task in tasks {
+        ok += task.await.unwrap_or(0);
+    }
+    println!(
+        "http in flight: {waiting} calls waiting in a host call at once; server resident memory {rss:.0} MiB (idle {idle:.0} MiB; \
+         proportional {pss:.0} MiB); {ok} completed once released; target {in_flight} within {RSS_TARGET_MIB} MiB: {}",
+        met(waiting >= in_flight && rss <= RSS_TARGET_MIB)
+    );
+    drop(child);
+    let (waiting, (rss, pss), idle, ok) =
+        stdio_in_flight(l, cache, held, release, slow_port, in_flight).await;
+    println!(
+        "stdio in flight: {waiting} calls waiting in a host call at once; server resident memory {rss:.0} MiB (idle {idle:.0} MiB; \
+         proportional {pss:.0} MiB): {:.0} KiB a call; {ok} completed once released",
+        (rss - idle) * 1024.0 / in_flight as f64
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let cache = tempfile::tempdir().expect("cache dir");
@@ -502,6 +576,12 @@ async fn main() {
     let slow_port = slow_server(release.clone(), held.clone()).await;
     let l = layout(slow_port);
     let n = if quick() { 300 } else { 2000 };
+    if std::env::var_os("WARDEN_BENCH_ONLY_IN_FLIGHT").is_some() {
+        // Compiled once, as the parts before would have: the server then
+        // loads the tools from the cache.
+        drop(http_server(&l, cache.path(), &[]).await);
+        return in_flight(&l, cache.path(), &held, &release, slow_port).await;
+    }
 
     // In-process baseline: the same tool through Runtime::invoke.
     let runtime = warden::Runtime::builder()
@@ -691,66 +771,7 @@ async fn main() {
     let _ = child.start_kill();
 
     // 3. 1,000 calls in flight, each waiting in a host call.
-    let in_flight = 1000;
-    let limit = (in_flight + 16).to_string();
-    let (child, url) = http_server(&l, cache.path(), &["--max-in-flight", &limit]).await;
-    let pid = child.id().expect("pid");
-    let idle = rss_mib(pid);
-    let per_client = 50;
-    let mut tasks = Vec::new();
-    for c in 0..in_flight / per_client {
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move {
-            let client = Arc::new(http_client(&url).await);
-            let mut calls = Vec::new();
-            for i in 0..per_client {
-                let client = client.clone();
-                let args: JsonObject =
-                    json!({"url": format!("http://127.0.0.1:{slow_port}/{c}/{i}")})
-                        .as_object()
-                        .cloned()
-                        .unwrap_or_default();
-                calls.push(tokio::spawn(async move {
-                    client
-                        .call_tool(CallToolRequestParams::new("waiter").with_arguments(args))
-                        .await
-                        .map(|r| r.is_error != Some(true))
-                }));
-            }
-            let mut ok = 0;
-            for call in calls {
-                if matches!(call.await, Ok(Ok(true))) {
-                    ok += 1;
-                }
-            }
-            ok
-        }));
-    }
-    let started = Instant::now();
-    while held.load(Ordering::SeqCst) < in_flight && started.elapsed() < Duration::from_secs(120) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let waiting = held.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (rss, pss) = (rss_mib(pid), pss_mib(pid));
-    release.notify_waiters();
-    let mut ok = 0;
-    for task in tasks {
-        ok += task.await.unwrap_or(0);
-    }
-    println!(
-        "http in flight: {waiting} calls waiting in a host call at once; server resident memory {rss:.0} MiB (idle {idle:.0} MiB; \
-         proportional {pss:.0} MiB); {ok} completed once released; target {in_flight} within {RSS_TARGET_MIB} MiB: {}",
-        met(waiting >= in_flight && rss <= RSS_TARGET_MIB)
-    );
-    drop(child);
-    let (waiting, (rss, pss), idle, ok) =
-        stdio_in_flight(&l, cache.path(), &held, &release, slow_port, in_flight).await;
-    println!(
-        "stdio in flight: {waiting} calls waiting in a host call at once; server resident memory {rss:.0} MiB (idle {idle:.0} MiB; \
-         proportional {pss:.0} MiB): {:.0} KiB a call; {ok} completed once released",
-        (rss - idle) * 1024.0 / in_flight as f64
-    );
+    in_flight(&l, cache.path(), &held, &release, slow_port).await;
 
     // 4. Start-up with a warm cache: spawn to initialize answered.
     let mut times = Vec::new();
