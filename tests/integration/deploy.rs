@@ -422,6 +422,56 @@ async fn a_program_that_floods_its_output_is_read_to_the_end_and_capped() {
     assert!(output.bytes().all(|b| b == b'x'));
 }
 
+/// A deployment running when its invocation is cancelled has an outcome
+/// in the trail all the same: `stopped`, recorded by its gate pass as the
+/// deployment's future is dropped, before the invocation's end.
+#[tokio::test]
+async fn a_deployment_stopped_by_a_cancel_has_its_outcome_recorded() {
+    let s = site().await;
+    let grant = Grant::new("cancelled-deploy")
+        .fs("workspace", &s.ws, Rights::READ)
+        .deploy("hung");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let options = warden::InvokeOptions {
+        cancel: Some(cancel.clone()),
+        ..Default::default()
+    };
+    let input = json!({"target": "hung", "artifact": "dist/app.txt"}).to_string();
+    let call = s.runtime.invoke_with("deployer", &grant, &input, options);
+    let cancelled = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        cancel.cancel();
+    };
+    let (ended, ()) = tokio::join!(call, cancelled);
+    assert!(matches!(ended, Err(Error::Cancelled)), "{ended:?}");
+    let records: Vec<_> = s
+        .audit
+        .records()
+        .into_iter()
+        .filter(|r| &*r.task == "cancelled-deploy")
+        .collect();
+    let n = records.len();
+    let kinds: Vec<_> = records[n - 3..]
+        .iter()
+        .map(|r| (r.event, r.decision.as_deref(), r.outcome.as_deref()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (Event::Decision, Some("allow"), None),
+            (Event::Outcome, None, Some("stopped")),
+            (Event::InvocationEnd, None, Some("cancelled")),
+        ],
+        "{records:#?}"
+    );
+    let stopped = &records[n - 2];
+    assert_eq!(
+        (stopped.capability.as_deref(), stopped.action.as_deref()),
+        (Some("deploy"), records[n - 3].action.as_deref()),
+        "{records:#?}"
+    );
+}
+
 #[tokio::test]
 async fn a_program_that_hangs_is_killed_at_its_timeout() {
     let s = site().await;

@@ -989,12 +989,48 @@ async fn a_cancelled_invocation_drops_its_request_in_flight() {
         "closed {:?} after the cancel",
         hung_up.duration_since(cancelled)
     );
-    let end = audit
-        .records()
-        .into_iter()
-        .find(|r| r.event == Event::InvocationEnd)
-        .unwrap();
+    let records = audit.records();
+    let end = records.last().unwrap();
+    assert_eq!(end.event, Event::InvocationEnd, "{records:#?}");
     assert_eq!(end.outcome.as_deref(), Some("cancelled"));
+    assert_stopped_before_the_end(&records, &format!("http://127.0.0.1:{port}/held"));
+}
+
+/// The outcome a gate pass records when its operation is dropped before
+/// it finished: `stopped`, right before the invocation's end, naming the
+/// request, after the decision that allowed it.
+fn assert_stopped_before_the_end(records: &[warden::audit::Record], url: &str) {
+    let n = records.len();
+    assert!(n >= 3, "{records:#?}");
+    let stopped = &records[n - 2];
+    assert_eq!(
+        (
+            stopped.event,
+            stopped.capability.as_deref(),
+            stopped.resource.as_deref(),
+            stopped.outcome.as_deref(),
+            stopped.message.as_deref(),
+        ),
+        (
+            Event::Outcome,
+            Some("http"),
+            Some(url),
+            Some("stopped"),
+            Some(
+                "the operation was stopped before it finished (its invocation ended, was cancelled or ran out of time, or the host failed)"
+            ),
+        ),
+        "{records:#?}"
+    );
+    let allowed = records[..n - 2]
+        .iter()
+        .rev()
+        .find(|r| r.event == Event::Decision);
+    assert_eq!(
+        allowed.and_then(|d| Some((d.decision.as_deref()?, d.resource.as_deref()?))),
+        Some(("allow", url)),
+        "{records:#?}"
+    );
 }
 
 /// A tool may return with a `wasi:http` request still in flight, its
@@ -1043,17 +1079,14 @@ async fn a_request_a_tool_leaves_in_flight_is_gone_before_its_end() {
     gone.recv_timeout(Duration::from_secs(5))
         .expect("the connection was closed before the call returned");
     let records = audit.invocation(&run.id);
-    let allowed = records
-        .iter()
-        .any(|r| r.event == Event::Decision && r.decision.as_deref() == Some("allow"));
-    assert!(allowed, "the request was decided and allowed: {records:#?}");
     let last = records.last().unwrap();
     assert_eq!(last.event, Event::InvocationEnd, "{records:#?}");
     assert_eq!(last.outcome.as_deref(), Some("ok"));
     assert!(
         !records.iter().any(|r| r.event == Event::Egress),
-        "the stopped request has no outcome: {records:#?}"
+        "the stopped request has no egress record, which says what was sent and received: {records:#?}"
     );
+    assert_stopped_before_the_end(&records, &format!("http://127.0.0.1:{port}/held"));
 }
 
 /// Encodings a receiving server decodes (see `encode` in tools/egress-probe).

@@ -46,7 +46,9 @@ pub enum Event {
     #[serde(rename = "approval.requested")]
     ApprovalRequested,
     /// What an allowed host call's operation came to (`ok`, or `error`
-    /// and why), for capabilities without a record of their own.
+    /// and why), for capabilities without a record of their own; and, for
+    /// any capability, `stopped` when the operation did not finish (its
+    /// invocation ended, was cancelled or ran out of time first).
     #[serde(rename = "outcome")]
     Outcome,
     /// A deployment that ran: backend, target, artifact digest, outcome.

@@ -14,7 +14,9 @@
 //!    can make — carrying the inputs the capability sealed into the call;
 //! 6. the operation (the capability's own code, holding the pass);
 //! 7. the task's history and the outcome record, which spend the pass
-//!    ([`Gate::outcome`]).
+//!    ([`Gate::outcome`]); a pass dropped unspent (its operation stopped
+//!    when the invocation ended, was cancelled or ran out of time) records
+//!    that outcome itself: `stopped`.
 //!
 //! A capability never writes its own decision record and never asks the
 //! approver itself. A record that cannot be written stops the call
@@ -230,10 +232,54 @@ pub(crate) struct HostCall<'a, T> {
 pub(crate) struct Pass<T> {
     /// An approver was asked (the outcome is always recorded then).
     approved: bool,
+    call: Unspent,
+    sealed: T,
+}
+
+/// What an outcome record names, and until the pass is spent, its gate:
+/// dropped unspent, with its operation's future (a request in flight when
+/// its invocation ends, is cancelled or runs out of time; a deployment
+/// then), it records the outcome `stopped`, so that every operation that
+/// passed the gate and may have begun has an outcome in the trail.
+struct Unspent {
+    gate: Option<Gate>,
     capability: &'static str,
     action: String,
     resource: String,
-    sealed: T,
+}
+
+/// The message of an outcome `stopped`.
+pub(crate) const STOPPED: &str = "the operation was stopped before it finished (its invocation ended, was cancelled or ran out of time, or the host failed)";
+
+impl Unspent {
+    /// Its names, for the outcome record written by whoever spends it.
+    fn spend(mut self) -> (&'static str, String, String) {
+        self.gate = None;
+        let action = std::mem::take(&mut self.action);
+        (self.capability, action, std::mem::take(&mut self.resource))
+    }
+}
+
+impl Drop for Unspent {
+    fn drop(&mut self) {
+        let Some(gate) = self.gate.take() else {
+            return;
+        };
+        let mut r = gate.audit.record(Event::Outcome);
+        r.capability = Some(self.capability.into());
+        r.action = Some(std::mem::take(&mut self.action));
+        r.resource = Some(std::mem::take(&mut self.resource));
+        r.outcome = Some("stopped".into());
+        r.message = Some(STOPPED.into());
+        // Refused after the invocation's end (its store dropped later, by a
+        // caller that dropped the invocation): nothing may follow the end.
+        match gate.write(&r) {
+            Err(AuditFailed(e)) if !matches!(*e, AuditError::Ended) => {
+                tracing::error!(tool = %gate.audit.tool, "audit: a stopped operation's outcome: {e}");
+            }
+            _ => {}
+        }
+    }
 }
 
 impl<T> Pass<T> {
@@ -436,9 +482,12 @@ impl Gate {
         }
         Ok(Ok(Pass {
             approved,
-            capability,
-            action: action.to_owned(),
-            resource: resource.to_owned(),
+            call: Unspent {
+                gate: Some(self.clone()),
+                capability,
+                action: action.to_owned(),
+                resource: resource.to_owned(),
+            },
             sealed,
         }))
     }
@@ -531,6 +580,7 @@ impl Gate {
         if let Some(p) = &self.policy {
             p.remember(|h| remember(&pass.sealed, h));
         }
+        pass.call.spend();
         Ok(())
     }
 
@@ -539,6 +589,7 @@ impl Gate {
     /// and the invocation's end record tell it, as for any failure).
     pub(crate) fn failed<T>(&self, pass: Pass<T>, message: &str) -> Result<(), AuditFailed> {
         if !pass.approved {
+            pass.call.spend();
             return Ok(());
         }
         self.outcome(
@@ -567,11 +618,12 @@ impl Gate {
         if let Some(p) = &self.policy {
             p.remember(|h| remember(&pass.sealed, h));
         }
+        let (capability, action, resource) = pass.call.spend();
         let mut r = self.audit.record(event);
         fill(&mut r);
-        r.capability.get_or_insert_with(|| pass.capability.into());
-        r.action.get_or_insert(pass.action);
-        r.resource.get_or_insert(pass.resource);
+        r.capability.get_or_insert_with(|| capability.into());
+        r.action.get_or_insert(action);
+        r.resource.get_or_insert(resource);
         self.write(&r)
     }
 
@@ -579,11 +631,8 @@ impl Gate {
     /// (e.g. cap-std refusing a symlink out of a handle): the refusal is a
     /// decision of its own, recorded as the outcome.
     pub(crate) fn refused<T>(&self, pass: Pass<T>, d: &Decision) -> Result<(), AuditFailed> {
-        self.write(
-            &self
-                .audit
-                .decision(pass.capability, &pass.action, &pass.resource, d),
-        )
+        let (capability, action, resource) = pass.call.spend();
+        self.write(&self.audit.decision(capability, &action, &resource, d))
     }
 
     /// Writes a record (and charges it to the budget): decisions, outcomes,

@@ -71,7 +71,8 @@ impl Requests {
     /// error for a request that may have gone out unrecorded; for
     /// `wasi:http`, on the task `wasmtime-wasi-http` awaits it on, which
     /// reaches the fiber when the tool next looks at the response (a tool
-    /// that never does ends without that request's outcome recorded).
+    /// that never does ends with that request's outcome `stopped`, which
+    /// its gate pass records as it unwinds).
     pub(super) fn run<T, F>(
         &mut self,
         make: impl FnOnce() -> F + Send + 'static,
