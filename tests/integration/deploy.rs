@@ -438,18 +438,21 @@ async fn a_deployment_stopped_by_a_cancel_has_its_outcome_recorded() {
     };
     let input = json!({"target": "hung", "artifact": "dist/app.txt"}).to_string();
     let call = s.runtime.invoke_with("deployer", &grant, &input, options);
+    let ours = |r: &warden::audit::Record| &*r.task == "cancelled-deploy";
     let cancelled = async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Once the deployment is allowed (its program then runs for 1 s).
+        let allowed = |r: &warden::audit::Record| {
+            ours(r) && r.event == Event::Decision && r.capability.as_deref() == Some("deploy")
+        };
+        while !s.audit.records().iter().any(allowed) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         cancel.cancel();
     };
     let (ended, ()) = tokio::join!(call, cancelled);
     assert!(matches!(ended, Err(Error::Cancelled)), "{ended:?}");
-    let records: Vec<_> = s
-        .audit
-        .records()
-        .into_iter()
-        .filter(|r| &*r.task == "cancelled-deploy")
-        .collect();
+    let records: Vec<_> = s.audit.records().into_iter().filter(ours).collect();
     let n = records.len();
     let kinds: Vec<_> = records[n - 3..]
         .iter()

@@ -993,6 +993,10 @@ async fn a_cancelled_invocation_drops_its_request_in_flight() {
     let end = records.last().unwrap();
     assert_eq!(end.event, Event::InvocationEnd, "{records:#?}");
     assert_eq!(end.outcome.as_deref(), Some("cancelled"));
+    assert!(
+        !records.iter().any(|r| r.event == Event::Egress),
+        "{records:#?}"
+    );
     assert_stopped_before_the_end(&records, &format!("http://127.0.0.1:{port}/held"));
 }
 
@@ -1017,7 +1021,7 @@ fn assert_stopped_before_the_end(records: &[warden::audit::Record], url: &str) {
             Some(url),
             Some("stopped"),
             Some(
-                "the operation was stopped before it finished (its invocation ended, was cancelled or ran out of time, or the host failed)"
+                "the operation was stopped before it finished: its invocation ended, was cancelled or ran out of time, the tool dropped the response it waited for, or the host failed"
             ),
         ),
         "{records:#?}"
@@ -1060,10 +1064,17 @@ async fn a_request_a_tool_leaves_in_flight_is_gone_before_its_end() {
         let _ = closed.send(());
     });
     let dir = tempfile::tempdir().unwrap();
+    // One request a task: a host its stopped request reached counts.
+    std::fs::write(
+        dir.path().join("once.cedar"),
+        "@id(\"once-a-task\")\nforbid (principal, action == Warden::Action::\"http::send\", resource)\n\
+         when { context.task.hosts_contacted.contains(resource.host) };\n",
+    )
+    .unwrap();
     let (runtime, audit) = crate::common::runtime_for(
         dir.path(),
         &format!(
-            "[tools.std]\ncomponent = \"{}\"\n[[tools.std.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\n",
+            "policies = [\"once.cedar\"]\n[tools.std]\ncomponent = \"{}\"\n[[tools.std.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\n",
             crate::WASI_HTTP_PROBE
         ),
     );
@@ -1087,6 +1098,20 @@ async fn a_request_a_tool_leaves_in_flight_is_gone_before_its_end() {
         "the stopped request has no egress record, which says what was sent and received: {records:#?}"
     );
     assert_stopped_before_the_end(&records, &format!("http://127.0.0.1:{port}/held"));
+
+    // The task's history counts the host the stopped request reached: the
+    // policy refuses the task a second request to it.
+    let again = runtime
+        .invoke("std", &grant, &input.to_string())
+        .await
+        .unwrap();
+    let records = audit.invocation(&again.id);
+    let decision = records.iter().find(|r| r.event == Event::Decision).unwrap();
+    assert_eq!(
+        (decision.decision.as_deref(), decision.policies.clone()),
+        (Some("deny"), Some(vec!["once-a-task".to_owned()])),
+        "{records:#?}"
+    );
 }
 
 /// Encodings a receiving server decodes (see `encode` in tools/egress-probe).

@@ -46,9 +46,10 @@ pub enum Event {
     #[serde(rename = "approval.requested")]
     ApprovalRequested,
     /// What an allowed host call's operation came to (`ok`, or `error`
-    /// and why), for capabilities without a record of their own; and, for
-    /// any capability, `stopped` when the operation did not finish (its
-    /// invocation ended, was cancelled or ran out of time first).
+    /// and why), for capabilities without a record of their own; and
+    /// `stopped` for an operation dropped before it finished (a request or
+    /// a deployment: its invocation ended, was cancelled or ran out of
+    /// time, or the tool dropped the `wasi:http` response it waited for).
     #[serde(rename = "outcome")]
     Outcome,
     /// A deployment that ran: backend, target, artifact digest, outcome.

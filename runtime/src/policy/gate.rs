@@ -15,7 +15,8 @@
 //! 6. the operation (the capability's own code, holding the pass);
 //! 7. the task's history and the outcome record, which spend the pass
 //!    ([`Gate::outcome`]); a pass dropped unspent (its operation stopped
-//!    when the invocation ended, was cancelled or ran out of time) records
+//!    part-way: the invocation ended, was cancelled or ran out of time, or
+//!    the tool dropped a `wasi:http` response it was waiting for) records
 //!    that outcome itself: `stopped`.
 //!
 //! A capability never writes its own decision record and never asks the
@@ -42,6 +43,10 @@ use std::time::Instant;
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(transparent)]
 pub(crate) struct AuditFailed(pub(crate) Arc<AuditError>);
+
+mod pass;
+pub(crate) use pass::Pass;
+use pass::Unspent;
 
 /// The longest resource (a path, a URL, a target) a host call may name, in
 /// bytes. Longer ones are refused, and recorded cut to [`SHOWN_OF_LONG`].
@@ -226,69 +231,6 @@ pub(crate) struct HostCall<'a, T> {
     pub(crate) sealed: T,
 }
 
-/// The witness that a call passed the gate, holding what its operation
-/// needs. Only [`Gate::pass`] makes one; [`Gate::outcome`] spends it.
-#[must_use = "a pass is spent by recording its operation's outcome"]
-pub(crate) struct Pass<T> {
-    /// An approver was asked (the outcome is always recorded then).
-    approved: bool,
-    call: Unspent,
-    sealed: T,
-}
-
-/// What an outcome record names, and until the pass is spent, its gate:
-/// dropped unspent, with its operation's future (a request in flight when
-/// its invocation ends, is cancelled or runs out of time; a deployment
-/// then), it records the outcome `stopped`, so that every operation that
-/// passed the gate and may have begun has an outcome in the trail.
-struct Unspent {
-    gate: Option<Gate>,
-    capability: &'static str,
-    action: String,
-    resource: String,
-}
-
-/// The message of an outcome `stopped`.
-pub(crate) const STOPPED: &str = "the operation was stopped before it finished (its invocation ended, was cancelled or ran out of time, or the host failed)";
-
-impl Unspent {
-    /// Its names, for the outcome record written by whoever spends it.
-    fn spend(mut self) -> (&'static str, String, String) {
-        self.gate = None;
-        let action = std::mem::take(&mut self.action);
-        (self.capability, action, std::mem::take(&mut self.resource))
-    }
-}
-
-impl Drop for Unspent {
-    fn drop(&mut self) {
-        let Some(gate) = self.gate.take() else {
-            return;
-        };
-        let mut r = gate.audit.record(Event::Outcome);
-        r.capability = Some(self.capability.into());
-        r.action = Some(std::mem::take(&mut self.action));
-        r.resource = Some(std::mem::take(&mut self.resource));
-        r.outcome = Some("stopped".into());
-        r.message = Some(STOPPED.into());
-        // Refused after the invocation's end (its store dropped later, by a
-        // caller that dropped the invocation): nothing may follow the end.
-        match gate.write(&r) {
-            Err(AuditFailed(e)) if !matches!(*e, AuditError::Ended) => {
-                tracing::error!(tool = %gate.audit.tool, "audit: a stopped operation's outcome: {e}");
-            }
-            _ => {}
-        }
-    }
-}
-
-impl<T> Pass<T> {
-    /// What the capability sealed into the call.
-    pub(crate) fn sealed(&self) -> &T {
-        &self.sealed
-    }
-}
-
 /// The gate of one invocation. Cheap to clone: a `wasi:http` request takes
 /// a clone into its future.
 #[derive(Clone)]
@@ -421,7 +363,7 @@ impl Gate {
     pub(crate) async fn pass<T>(
         &self,
         call: HostCall<'_, T>,
-    ) -> Result<Result<Pass<T>, Decision>, AuditFailed> {
+    ) -> Result<Result<Pass<'_, T>, Decision>, AuditFailed> {
         let HostCall {
             capability,
             action,
@@ -483,7 +425,7 @@ impl Gate {
         Ok(Ok(Pass {
             approved,
             call: Unspent {
-                gate: Some(self.clone()),
+                gate: Some(self),
                 capability,
                 action: action.to_owned(),
                 resource: resource.to_owned(),
@@ -561,6 +503,16 @@ impl Gate {
         Ok(answer)
     }
 
+    /// Notes in the task's history (for later calls' policy context) what
+    /// an operation that can be stopped part-way — a request, a deployment
+    /// — is about to do, before it begins: one stopped before its outcome
+    /// has reached its host or target all the same.
+    pub(crate) fn note(&self, remember: impl FnOnce(&mut TaskHistory)) {
+        if let Some(p) = &self.policy {
+            p.remember(remember);
+        }
+    }
+
     /// Spends the pass of an operation that succeeded, for a capability
     /// whose outcome carries no facts of its own (fs, secrets, identity):
     /// notes what the task did, and writes an `outcome` record when an
@@ -569,7 +521,7 @@ impl Gate {
     /// call) to what a reader needs.
     pub(crate) fn done<T>(
         &self,
-        pass: Pass<T>,
+        pass: Pass<'_, T>,
         remember: impl FnOnce(&T, &mut TaskHistory),
     ) -> Result<(), AuditFailed> {
         if pass.approved {
@@ -587,7 +539,7 @@ impl Gate {
     /// Spends the pass of an operation that failed: an `outcome` record
     /// saying why when an approver was asked (otherwise the tool's error
     /// and the invocation's end record tell it, as for any failure).
-    pub(crate) fn failed<T>(&self, pass: Pass<T>, message: &str) -> Result<(), AuditFailed> {
+    pub(crate) fn failed<T>(&self, pass: Pass<'_, T>, message: &str) -> Result<(), AuditFailed> {
         if !pass.approved {
             pass.call.spend();
             return Ok(());
@@ -610,7 +562,7 @@ impl Gate {
     /// precisely, e.g. a deploy's backend and artifact digest).
     pub(crate) fn outcome<T>(
         &self,
-        pass: Pass<T>,
+        pass: Pass<'_, T>,
         event: Event,
         remember: impl FnOnce(&T, &mut TaskHistory),
         fill: impl FnOnce(&mut Record),
@@ -630,7 +582,7 @@ impl Gate {
     /// Spends a pass whose operation was refused by the sandbox itself
     /// (e.g. cap-std refusing a symlink out of a handle): the refusal is a
     /// decision of its own, recorded as the outcome.
-    pub(crate) fn refused<T>(&self, pass: Pass<T>, d: &Decision) -> Result<(), AuditFailed> {
+    pub(crate) fn refused<T>(&self, pass: Pass<'_, T>, d: &Decision) -> Result<(), AuditFailed> {
         let (capability, action, resource) = pass.call.spend();
         self.write(&self.audit.decision(capability, &action, &resource, d))
     }

@@ -264,6 +264,8 @@ impl Host for DeployView<'_> {
             ));
         };
 
+        self.gate
+            .note(|h| TaskHistory::note(&mut h.targets_deployed, &target));
         let started = Instant::now();
         let timeout = spec.timeout.min(
             self.gate
@@ -285,23 +287,26 @@ impl Host for DeployView<'_> {
             status: o.status,
             output: self.gate.redactor().redact_string(o.output),
         });
-        let remember =
-            |_: &_, h: &mut TaskHistory| TaskHistory::note(&mut h.targets_deployed, &target);
-        self.gate.outcome(pass, Event::Deploy, remember, |r| {
-            r.action = Some(spec.backend.kind().into());
-            r.resource = Some(format!("{resource} sha256:{digest}"));
-            r.duration_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
-            match &result {
-                Ok(o) => {
-                    r.outcome = Some(format!("status {}", o.status));
-                    r.message = Some(o.output.chars().take(512).collect());
+        self.gate.outcome(
+            pass,
+            Event::Deploy,
+            |_, _| {},
+            |r| {
+                r.action = Some(spec.backend.kind().into());
+                r.resource = Some(format!("{resource} sha256:{digest}"));
+                r.duration_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+                match &result {
+                    Ok(o) => {
+                        r.outcome = Some(format!("status {}", o.status));
+                        r.message = Some(o.output.chars().take(512).collect());
+                    }
+                    Err(e) => {
+                        r.outcome = Some("error".into());
+                        r.message = Some(e.message.clone());
+                    }
                 }
-                Err(e) => {
-                    r.outcome = Some("error".into());
-                    r.message = Some(e.message.clone());
-                }
-            }
-        })?;
+            },
+        )?;
         Ok(result)
     }
 }
@@ -311,7 +316,7 @@ impl Host for DeployView<'_> {
 /// it (staging the copy, the run, reading its output) ends by `timeout`
 /// (never past the invocation's deadline): the program is then killed.
 async fn exec(
-    _pass: &Pass<()>,
+    _pass: &Pass<'_, ()>,
     program: &str,
     args: &[String],
     env: &[String],
@@ -428,7 +433,7 @@ impl DeployView<'_> {
 
 /// POSTs the JSON description with the identity token; returns status and body.
 async fn webhook(
-    _pass: &Pass<()>,
+    _pass: &Pass<'_, ()>,
     url: &str,
     token: String,
     body: String,

@@ -71,8 +71,8 @@ impl Requests {
     /// error for a request that may have gone out unrecorded; for
     /// `wasi:http`, on the task `wasmtime-wasi-http` awaits it on, which
     /// reaches the fiber when the tool next looks at the response (a tool
-    /// that never does ends with that request's outcome `stopped`, which
-    /// its gate pass records as it unwinds).
+    /// that never does ends without that request's outcome: its gate pass,
+    /// dropped by the unwinding, records nothing then).
     pub(super) fn run<T, F>(
         &mut self,
         make: impl FnOnce() -> F + Send + 'static,
@@ -335,6 +335,8 @@ async fn send(
             }
         }
     }
+    let host = checked.origin.host.to_string();
+    gate.note(|h| TaskHistory::note(&mut h.hosts_contacted, &host));
     let started = Instant::now();
     let timeout = REQUEST_TIMEOUT.min(gate.deadline().saturating_duration_since(Instant::now()));
     let result = perform(
@@ -356,25 +358,28 @@ async fn send(
             message: redactor.redact_string(e.message),
         }),
     };
-    let host = checked.origin.host.to_string();
-    let remember = |_: &_, h: &mut TaskHistory| TaskHistory::note(&mut h.hosts_contacted, &host);
-    gate.outcome(pass, Event::Egress, remember, |r| {
-        r.address = Some(checked.address.to_string());
-        r.bytes_out = Some(body_len as u64);
-        r.duration_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
-        match &result {
-            Ok(resp) => {
-                r.status = Some(resp.status);
-                r.bytes_in = Some(received as u64);
-                r.outcome = Some("ok".into());
-                r.message = egress::reflected(&found);
+    gate.outcome(
+        pass,
+        Event::Egress,
+        |_, _| {},
+        |r| {
+            r.address = Some(checked.address.to_string());
+            r.bytes_out = Some(body_len as u64);
+            r.duration_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+            match &result {
+                Ok(resp) => {
+                    r.status = Some(resp.status);
+                    r.bytes_in = Some(received as u64);
+                    r.outcome = Some("ok".into());
+                    r.message = egress::reflected(&found);
+                }
+                Err(err) => {
+                    r.outcome = Some("error".into());
+                    r.message = Some(err.message.clone());
+                }
             }
-            Err(err) => {
-                r.outcome = Some("error".into());
-                r.message = Some(err.message.clone());
-            }
-        }
-    })?;
+        },
+    )?;
     Ok(result)
 }
 
@@ -423,7 +428,7 @@ fn redact_response(
 /// checked address and reads the response, up to `limit` bytes of body, all
 /// within `timeout`.
 async fn perform(
-    _pass: &Pass<()>,
+    _pass: &Pass<'_, ()>,
     checked: &Checked,
     req: Request,
     bearer: Option<zeroize::Zeroizing<String>>,

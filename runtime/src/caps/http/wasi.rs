@@ -126,6 +126,8 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
     let Ok(pass) = gate.pass(call).await.map_err(denied)? else {
         return Err(Error::HttpRequestDenied);
     };
+    let host = checked.origin.host.to_string();
+    gate.note(|h| TaskHistory::note(&mut h.hosts_contacted, &host));
     let timeout = REQUEST_TIMEOUT.min(gate.deadline().saturating_duration_since(Instant::now()));
     let started = Instant::now();
     let request = http::Request::from_parts(parts, replay(body, trailers));
@@ -139,23 +141,26 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
         &mut found,
     )
     .await;
-    let host = checked.origin.host.to_string();
-    let remember = |_: &_, h: &mut TaskHistory| TaskHistory::note(&mut h.hosts_contacted, &host);
-    gate.outcome(pass, Event::Egress, remember, |r| {
-        r.address = Some(checked.address.to_string());
-        r.duration_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
-        match &result {
-            Ok((resp, _)) => {
-                r.status = Some(resp.status().as_u16());
-                r.outcome = Some("ok".into());
-                r.message = egress::reflected(&found);
+    gate.outcome(
+        pass,
+        Event::Egress,
+        |_, _| {},
+        |r| {
+            r.address = Some(checked.address.to_string());
+            r.duration_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+            match &result {
+                Ok((resp, _)) => {
+                    r.status = Some(resp.status().as_u16());
+                    r.outcome = Some("ok".into());
+                    r.message = egress::reflected(&found);
+                }
+                Err(e) => {
+                    r.outcome = Some("error".into());
+                    r.message = Some(e.to_string());
+                }
             }
-            Err(e) => {
-                r.outcome = Some("error".into());
-                r.message = Some(e.to_string());
-            }
-        }
-    })
+        },
+    )
     .map_err(denied)?;
     result
 }
@@ -256,7 +261,7 @@ async fn redact_response(
 /// name) and reads its response, redacted ([`redact_response`]); the
 /// connection is closed once it is read.
 async fn send_pinned(
-    _pass: &Pass<()>,
+    _pass: &Pass<'_, ()>,
     mut req: http::Request<WasiBody>,
     (addr, origin): (SocketAddr, &Origin),
     (timeout, limit): (Duration, usize),
