@@ -6,8 +6,9 @@ use super::EgressRule;
 use super::check::{self, METHODS, Origin};
 use crate::caps::secrets::check::{self as secret_check, Held};
 use crate::policy::Decision;
+use crate::policy::TaskHistory;
 use crate::policy::cedar::Resource as Subject;
-use crate::policy::gate::{Approval, Ask, HostCall};
+use crate::policy::gate::{Approval, Ask, AuditFailed, Gate, HostCall, Pass};
 use crate::redact::Redactor;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -348,4 +349,35 @@ async fn resolve(origin: &Origin, rule: &EgressRule) -> Result<SocketAddr, Strin
         }
     }
     Err(refused.unwrap_or_else(|| format!("{domain} has no addresses")))
+}
+
+impl Checked {
+    /// Notes the request's host in the task's history before it is sent:
+    /// one stopped part-way has reached it too.
+    pub(super) fn note_contacted(&self, gate: &Gate) {
+        let host = self.origin.host.to_string();
+        gate.note(|h| TaskHistory::note(&mut h.hosts_contacted, &host));
+    }
+
+    /// Spends the request's pass on its `egress` record, on either path:
+    /// the checked address, the time since `started`, and what `fill`
+    /// adds (status or error, byte counts).
+    pub(super) fn record(
+        &self,
+        gate: &Gate,
+        pass: Pass<'_, ()>,
+        started: std::time::Instant,
+        fill: impl FnOnce(&mut crate::audit::Record),
+    ) -> Result<(), AuditFailed> {
+        gate.outcome(
+            pass,
+            crate::audit::Event::Egress,
+            |_, _| {},
+            |r| {
+                r.address = Some(self.address.to_string());
+                r.duration_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+                fill(r);
+            },
+        )
+    }
 }

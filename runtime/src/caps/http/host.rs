@@ -9,10 +9,10 @@ use crate::bindings::warden::tool::http::{self as wit, ErrorCode, Host, Request,
 use crate::caps::secrets::SecretRef;
 use crate::caps::secrets::SecretsCtx;
 use crate::caps::secrets::check::Held;
+use crate::policy::Decision;
 use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::Gate;
 use crate::policy::gate::{Approval, Ask, HostCall, Pass};
-use crate::policy::{Decision, TaskHistory};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::collections::BTreeSet;
@@ -335,8 +335,7 @@ async fn send(
             }
         }
     }
-    let host = checked.origin.host.to_string();
-    gate.note(|h| TaskHistory::note(&mut h.hosts_contacted, &host));
+    checked.note_contacted(&gate);
     let started = Instant::now();
     let timeout = REQUEST_TIMEOUT.min(gate.deadline().saturating_duration_since(Instant::now()));
     let result = perform(
@@ -358,28 +357,21 @@ async fn send(
             message: redactor.redact_string(e.message),
         }),
     };
-    gate.outcome(
-        pass,
-        Event::Egress,
-        |_, _| {},
-        |r| {
-            r.address = Some(checked.address.to_string());
-            r.bytes_out = Some(body_len as u64);
-            r.duration_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
-            match &result {
-                Ok(resp) => {
-                    r.status = Some(resp.status);
-                    r.bytes_in = Some(received as u64);
-                    r.outcome = Some("ok".into());
-                    r.message = egress::reflected(&found);
-                }
-                Err(err) => {
-                    r.outcome = Some("error".into());
-                    r.message = Some(err.message.clone());
-                }
+    checked.record(&gate, pass, started, |r| {
+        r.bytes_out = Some(body_len as u64);
+        match &result {
+            Ok(resp) => {
+                r.status = Some(resp.status);
+                r.bytes_in = Some(received as u64);
+                r.outcome = Some("ok".into());
+                r.message = egress::reflected(&found);
             }
-        },
-    )?;
+            Err(err) => {
+                r.outcome = Some("error".into());
+                r.message = Some(err.message.clone());
+            }
+        }
+    })?;
     Ok(result)
 }
 

@@ -16,8 +16,6 @@ use super::REQUEST_TIMEOUT;
 use super::check::Origin;
 use super::conn::Failure;
 use super::egress::{self, Egress, Refused, Via};
-use crate::audit::Event;
-use crate::policy::TaskHistory;
 use crate::policy::gate::{Gate, Pass};
 use crate::redact::Redactor;
 use bytes::{Bytes, BytesMut};
@@ -126,8 +124,7 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
     let Ok(pass) = gate.pass(call).await.map_err(denied)? else {
         return Err(Error::HttpRequestDenied);
     };
-    let host = checked.origin.host.to_string();
-    gate.note(|h| TaskHistory::note(&mut h.hosts_contacted, &host));
+    checked.note_contacted(&gate);
     let timeout = REQUEST_TIMEOUT.min(gate.deadline().saturating_duration_since(Instant::now()));
     let started = Instant::now();
     let request = http::Request::from_parts(parts, replay(body, trailers));
@@ -141,27 +138,19 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
         &mut found,
     )
     .await;
-    gate.outcome(
-        pass,
-        Event::Egress,
-        |_, _| {},
-        |r| {
-            r.address = Some(checked.address.to_string());
-            r.duration_us = Some(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
-            match &result {
-                Ok((resp, _)) => {
-                    r.status = Some(resp.status().as_u16());
-                    r.outcome = Some("ok".into());
-                    r.message = egress::reflected(&found);
-                }
-                Err(e) => {
-                    r.outcome = Some("error".into());
-                    r.message = Some(e.to_string());
-                }
+    checked
+        .record(&gate, pass, started, |r| match &result {
+            Ok((resp, _)) => {
+                r.status = Some(resp.status().as_u16());
+                r.outcome = Some("ok".into());
+                r.message = egress::reflected(&found);
             }
-        },
-    )
-    .map_err(denied)?;
+            Err(e) => {
+                r.outcome = Some("error".into());
+                r.message = Some(e.to_string());
+            }
+        })
+        .map_err(denied)?;
     result
 }
 
