@@ -722,6 +722,19 @@ fn with_id(lines: &mut impl Iterator<Item = std::io::Result<String>>, id: u64) -
 /// The error a call gets under the id of a call still running.
 const ID_IN_USE: &str = "this request id is already in use by a call still running in this session (ids must be unique while their requests run)";
 
+/// Sends an `echo` call under id 9 while a call under 9 runs, and asserts
+/// that it is refused as an id in use.
+fn echo_under_9_is_refused(stdin_w: &mut impl std::io::Write, next: &mut impl FnMut(u64) -> Value) {
+    writeln!(
+        stdin_w,
+        r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"again"}}}}}}"#
+    )
+    .unwrap();
+    let refused = next(9);
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    assert_eq!(refused["error"]["message"], ID_IN_USE);
+}
+
 /// A call under the id of a call still running is refused (a cancellation
 /// names a call by its id: the second would take the id over); the first
 /// can still be cancelled by it.
@@ -738,14 +751,7 @@ fn over_stdio_a_request_id_in_use_is_refused_and_the_first_call_keeps_it() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    writeln!(
-        stdin_w,
-        r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"again"}}}}}}"#
-    )
-    .unwrap();
-    let refused = next(9);
-    assert_eq!(refused["error"]["code"], -32600, "{refused}");
-    assert_eq!(refused["error"]["message"], ID_IN_USE);
+    echo_under_9_is_refused(&mut stdin_w, &mut next);
     // So is one the SDK would run (its `_meta` names its client).
     writeln!(
         stdin_w,
@@ -788,14 +794,7 @@ fn over_stdio_the_id_of_a_call_the_sdk_runs_is_in_use_until_it_ends() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    writeln!(
-        stdin_w,
-        r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"again"}}}}}}"#
-    )
-    .unwrap();
-    let refused = next(9);
-    assert_eq!(refused["error"]["code"], -32600, "{refused}");
-    assert_eq!(refused["error"]["message"], ID_IN_USE);
+    echo_under_9_is_refused(&mut stdin_w, &mut next);
     writeln!(
         stdin_w,
         r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":9}}}}"#

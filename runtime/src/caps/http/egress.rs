@@ -353,10 +353,10 @@ async fn resolve(origin: &Origin, rule: &EgressRule) -> Result<SocketAddr, Strin
 
 impl Checked {
     /// Notes the request's host in the task's history before it is sent:
-    /// one stopped part-way has reached it too.
+    /// one stopped part-way has reached it too. Without a policy there is
+    /// no history, and nothing is formatted.
     pub(super) fn note_contacted(&self, gate: &Gate) {
-        let host = self.origin.host.to_string();
-        gate.note(|h| TaskHistory::note(&mut h.hosts_contacted, &host));
+        gate.note(|h| TaskHistory::note(&mut h.hosts_contacted, &self.origin.host.to_string()));
     }
 
     /// Spends the request's pass on its `egress` record, on either path:
