@@ -338,3 +338,22 @@ async fn peak_rss_child() {
     println!("growth={growth}|");
     println!("result={result}|");
 }
+
+/// What an invocation in flight holds of its own, `Runtime::invoke_with`'s
+/// future, fits in 3 KiB with room to spare for what a caller adds: the
+/// MCP server boxes it, with the call's name, grant and input, once a
+/// call, and the allocator rounds a box up to its size class (3 KiB, then
+/// 4 and 5). At 4.2 KiB, with the tool's call future stored twice, each
+/// of 1,000 calls in flight held 2 KiB more (the `mcp` bench). Optimized
+/// builds only: an unoptimized future keeps more.
+#[cfg(not(debug_assertions))]
+#[test]
+fn an_invocation_in_flight_holds_under_3_kib_of_future() {
+    let world = World::new();
+    let grant = Grant::new("size");
+    let options = warden::InvokeOptions::default();
+    let call = world.runtime.invoke_with("echo", &grant, "{}", options);
+    let size = std::mem::size_of_val(&call);
+    eprintln!("Runtime::invoke_with's future: {size} bytes");
+    assert!(size <= 2816, "{size} bytes");
+}

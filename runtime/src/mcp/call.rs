@@ -295,21 +295,32 @@ impl Approver for AskPeer {
 impl WardenMcp {
     /// Runs (or resumes) one `tools/call` for `caller`: the path every
     /// transport's calls take.
-    pub(crate) async fn tools_call(
-        &self,
+    ///
+    /// Not `async`, and `self` owned: an `async fn` keeps each argument
+    /// twice in its future (as passed, and moved into its body), and a
+    /// caller that moved them in would keep a third copy; this future is
+    /// what every call in flight holds, so its callers spawn or box it as
+    /// it is.
+    #[allow(clippy::manual_async_fn)] // see the doc: its arguments kept once
+    pub(crate) fn tools_call(
+        self,
         caller: Caller,
         request: CallToolRequestParams,
-    ) -> Result<CallToolResponse, McpError> {
-        if let Some(state) = request.request_state.clone() {
-            // Boxed: an answer to a parked approval is the rarer path, and
-            // its state would otherwise size every call's future.
-            Box::pin(self.resume(&request, &state, &caller)).await
-        } else {
-            match self.start(request.name.to_string(), request.arguments, &caller) {
-                Ok(Ok(running)) => self.drive(running, &caller).await,
-                Ok(Err(refused)) => Ok(refused.into()),
-                Err(e) => Err(e),
+    ) -> impl Future<Output = Result<CallToolResponse, McpError>> + Send + 'static {
+        async move {
+            if let Some(state) = request.request_state.clone() {
+                // Boxed: an answer to a parked approval is the rarer path,
+                // and its state would otherwise size every call's future.
+                return Box::pin(self.resume(&request, &state, &caller)).await;
             }
+            // Matched as it comes: bound first, the result would be kept
+            // beside the running call it holds.
+            let running = match self.start(request.name.to_string(), request.arguments, &caller) {
+                Ok(Ok(running)) => running,
+                Ok(Err(refused)) => return Ok(refused.into()),
+                Err(e) => return Err(e),
+            };
+            self.drive(running, &caller).await
         }
     }
 
@@ -379,55 +390,59 @@ impl WardenMcp {
     }
 
     /// Waits for a call to finish, to need an approval, or to be cancelled;
-    /// sends progress meanwhile.
-    pub(super) async fn drive(
-        &self,
+    /// sends progress meanwhile. Not `async`, for the reason
+    /// [`WardenMcp::tools_call`] gives: `running` is kept once.
+    #[allow(clippy::manual_async_fn)] // see the doc: its arguments kept once
+    pub(super) fn drive<'a>(
+        &'a self,
         mut running: Running,
-        caller: &Caller,
-    ) -> Result<CallToolResponse, McpError> {
-        enum Next {
-            Done(Outcome),
-            Approval(Pending),
-            Cancelled,
-            Tick,
-        }
-        let every = self.shared.options.progress_interval;
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        loop {
-            let next = tokio::select! {
-                r = running.call.finish() => Next::Done(r),
-                Some(p) = next_approval(&mut running.approvals) => Next::Approval(p),
-                () = caller.cancelled.cancelled() => Next::Cancelled,
-                _ = ticks.tick(), if caller.progress.is_some() => Next::Tick,
-            };
-            match next {
-                Next::Done(r) => return Ok(self.render(r).into()),
-                Next::Cancelled => {
-                    running.cancel.cancel();
-                    let r = running.call.finish().await;
-                    return Ok(self.render(r).into());
-                }
-                Next::Tick => {
-                    if let Some((token, link)) = &caller.progress {
-                        let secs = running.started.elapsed().as_secs_f64();
-                        let note = ProgressNotificationParam::new(token.clone(), secs)
-                            .with_message(format!("{} running for {secs:.0}s", running.tool));
-                        // Boxed, for the same reason: once a second at most.
-                        Box::pin(link.progress(note)).await;
+        caller: &'a Caller,
+    ) -> impl Future<Output = Result<CallToolResponse, McpError>> + Send + 'a {
+        async move {
+            enum Next {
+                Done(Outcome),
+                Approval(Pending),
+                Cancelled,
+                Tick,
+            }
+            let every = self.shared.options.progress_interval;
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                let next = tokio::select! {
+                    r = running.call.finish() => Next::Done(r),
+                    Some(p) = next_approval(&mut running.approvals) => Next::Approval(p),
+                    () = caller.cancelled.cancelled() => Next::Cancelled,
+                    _ = ticks.tick(), if caller.progress.is_some() => Next::Tick,
+                };
+                match next {
+                    Next::Done(r) => return Ok(self.render(r).into()),
+                    Next::Cancelled => {
+                        running.cancel.cancel();
+                        let r = running.call.finish().await;
+                        return Ok(self.render(r).into());
                     }
-                }
-                Next::Approval(p) => {
-                    // No randomness for an unguessable handle, or no
-                    // store to share it through: unanswered, so denied.
-                    let Some(state) = state_token() else { continue };
-                    let key = super::rounds::key(&state, running.agent.as_deref());
-                    if let Some(rounds) = self.shared.rounds.get()
-                        && let Err(why) = rounds.park(&key, &running.tool).await
-                    {
-                        tracing::warn!("approval rounds: {why}; the approval is denied");
-                        continue;
+                    Next::Tick => {
+                        if let Some((token, link)) = &caller.progress {
+                            let secs = running.started.elapsed().as_secs_f64();
+                            let note = ProgressNotificationParam::new(token.clone(), secs)
+                                .with_message(format!("{} running for {secs:.0}s", running.tool));
+                            // Boxed, for the same reason: once a second at most.
+                            Box::pin(link.progress(note)).await;
+                        }
                     }
-                    return Ok(self.park(running, p, state, key).into());
+                    Next::Approval(p) => {
+                        // No randomness for an unguessable handle, or no
+                        // store to share it through: unanswered, so denied.
+                        let Some(state) = state_token() else { continue };
+                        let key = super::rounds::key(&state, running.agent.as_deref());
+                        if let Some(rounds) = self.shared.rounds.get()
+                            && let Err(why) = rounds.park(&key, &running.tool).await
+                        {
+                            tracing::warn!("approval rounds: {why}; the approval is denied");
+                            continue;
+                        }
+                        return Ok(self.park(running, p, state, key).into());
+                    }
                 }
             }
         }
@@ -558,40 +573,5 @@ async fn next_approval(approvals: &mut Option<mpsc::Receiver<Pending>>) -> Optio
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn approvals_are_round_trips_on_the_current_protocol_and_requests_before() {
-        let elicits = ClientCapabilities::builder().enable_elicitation().build();
-        let plain = ClientCapabilities::default();
-        let (now, before) = (ProtocolVersion::V_2026_07_28, ProtocolVersion::V_2025_06_18);
-        assert_eq!(mode(Some(&elicits), Some(&now)), Some(Mode::RoundTrip));
-        assert_eq!(mode(Some(&elicits), Some(&before)), Some(Mode::Request));
-        assert_eq!(mode(Some(&elicits), None), Some(Mode::Request));
-        assert_eq!(mode(Some(&plain), Some(&now)), None);
-        assert_eq!(mode(None, Some(&now)), None);
-        assert!(current(Some(&now)));
-        assert!(!current(Some(&before)));
-        assert!(!current(None));
-    }
-
-    #[test]
-    fn a_link_that_cannot_send_requests_has_no_caller_for_a_client_asked_by_request() {
-        let elicits = ClientCapabilities::builder().enable_elicitation().build();
-        let caller = |version: ProtocolVersion| {
-            let client = Client {
-                version: Some(&version),
-                capabilities: Some(&elicits),
-                info: None,
-            };
-            let link = Link::Stdio(stdio::Out::new(tokio::io::sink()).0);
-            Caller::new(Arc::default(), client, None, link, CancellationToken::new())
-        };
-        assert!(caller(ProtocolVersion::V_2025_06_18).is_none());
-        let current = caller(ProtocolVersion::V_2026_07_28).expect("a caller");
-        assert!(matches!(current.elicitation, Some(Elicitation::RoundTrip)));
-        assert_eq!(current.client, "unnamed");
-        assert!(current.progress.is_none());
-    }
-}
+#[path = "call_tests.rs"]
+mod tests;

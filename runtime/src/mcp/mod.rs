@@ -342,7 +342,7 @@ impl ServerHandler for WardenMcp {
         request: CallToolRequestParams,
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        self.tools_call(self.caller(&cx)?, request).await
+        self.clone().tools_call(self.caller(&cx)?, request).await
     }
 
     /// rmcp hands over a request of a method it does not know, and also one

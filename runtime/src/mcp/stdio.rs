@@ -34,8 +34,8 @@ use session::{Handshake, SdkCalls, Session};
 
 use super::call::{self, Caller, Client, Link};
 use super::{Grants, WardenMcp};
-use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt as _, StreamExt as _};
 use rmcp::ErrorData as McpError;
 use rmcp::ServiceExt as _;
 use rmcp::model::{
@@ -502,14 +502,16 @@ impl Calls {
                 self.running.insert(id.clone(), caller.cancelled().clone());
                 let (mcp, id) = (self.mcp.clone(), id.clone());
                 let legacy = !call::current(Some(&session.version));
-                self.answers.push(Box::pin(async move {
-                    let response = mcp.tools_call(caller, request).await;
-                    let answer = match response.and_then(|r| call::shape(r, legacy)) {
-                        Ok(result) => ServerJsonRpcMessage::response(result, id.clone()),
-                        Err(e) => ServerJsonRpcMessage::error(e, Some(id.clone())),
-                    };
-                    (id, answer)
-                }));
+                self.answers
+                    .push(Box::pin(mcp.tools_call(caller, request).map(
+                        move |response| {
+                            let answer = match response.and_then(|r| call::shape(r, legacy)) {
+                                Ok(result) => ServerJsonRpcMessage::response(result, id.clone()),
+                                Err(e) => ServerJsonRpcMessage::error(e, Some(id.clone())),
+                            };
+                            (id, answer)
+                        },
+                    )));
                 Take::Called
             }
             _ => Take::No,

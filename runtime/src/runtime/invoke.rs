@@ -25,6 +25,7 @@ use crate::policy::PolicyCtx;
 use crate::policy::gate::Gate;
 use crate::redact::Redactor;
 use crate::state::{Authority, HostState, MemoryLimiter};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -412,14 +413,18 @@ async fn run_tool(
     let limits = tool.spec.limits;
     let lift = store.hostcall_fuel();
     let started = Instant::now();
-    // The call's future is made where it is awaited: made first and moved
-    // in, it is stored twice in this one, which every call in flight holds.
-    let outcome = match cancel {
-        None => Some(within(limits.timeout, tool.call(&mut store, input)).await),
-        Some(cancel) => tokio::select! {
-            r = within(limits.timeout, tool.call(&mut store, input)) => Some(r),
-            () = cancel.cancelled() => None,
-        },
+    let outcome = {
+        // Pinned here, once: `within` and the `select!` hold a reference.
+        // Moved into either, the call would be stored twice in the
+        // invocation's future, which every call in flight holds.
+        let call = std::pin::pin!(tool.call(&mut store, input));
+        match cancel {
+            None => Some(within(limits.timeout, call).await),
+            Some(cancel) => tokio::select! {
+                r = within(limits.timeout, call) => Some(r),
+                () = cancel.cancelled() => None,
+            },
+        }
     };
     let result = match outcome {
         None => Err(Error::Cancelled),
@@ -454,9 +459,8 @@ async fn run_tool(
 /// one takes the runtime's handle, a reference count that every thread's
 /// invocations would otherwise contend for. The limit still counts from
 /// the start.
-async fn within<F: Future>(limit: Duration, call: F) -> Result<F::Output, Elapsed> {
+async fn within<F: Future>(limit: Duration, mut call: Pin<&mut F>) -> Result<F::Output, Elapsed> {
     let deadline = tokio::time::Instant::now() + limit;
-    let mut call = std::pin::pin!(call);
     let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
     match first {
         Poll::Ready(out) => Ok(out),

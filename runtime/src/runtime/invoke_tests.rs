@@ -15,15 +15,21 @@ fn the_host_reads_at_most_twice_the_larger_limit_from_a_tool() {
 #[tokio::test]
 async fn a_call_ends_within_its_limit_counted_from_its_start() {
     // Ready at once (no timer), or after waiting: its output.
-    assert_eq!(within(Duration::from_secs(3600), async { 5 }).await, Ok(5));
+    assert_eq!(
+        within(Duration::from_secs(3600), std::pin::pin!(async { 5 })).await,
+        Ok(5)
+    );
     let later = async {
         tokio::task::yield_now().await;
         7
     };
-    assert_eq!(within(Duration::from_secs(3600), later).await, Ok(7));
+    assert_eq!(
+        within(Duration::from_secs(3600), std::pin::pin!(later)).await,
+        Ok(7)
+    );
     // A call that never ends is cut at its limit.
     let start = Instant::now();
-    let never = std::future::pending::<()>();
+    let never = std::pin::pin!(std::future::pending::<()>());
     let cut = tokio::time::timeout(
         Duration::from_secs(10),
         within(Duration::from_millis(50), never),
@@ -38,7 +44,7 @@ async fn a_call_ends_within_its_limit_counted_from_its_start() {
         std::future::pending::<()>().await
     };
     assert!(
-        within(Duration::from_millis(400), slow_then_never)
+        within(Duration::from_millis(400), std::pin::pin!(slow_then_never))
             .await
             .is_err()
     );

@@ -59,10 +59,14 @@ pub(crate) struct Driver(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
 
 impl Driver {
     /// `exchange` (a request on the connection's sender and its response
-    /// read), with the connection driven beside it.
-    pub(crate) async fn beside<T>(&mut self, exchange: impl Future<Output = T>) -> T {
-        let mut exchange = std::pin::pin!(exchange);
-        std::future::poll_fn(|cx| {
+    /// read), with the connection driven beside it. The caller pins the
+    /// exchange: moved in, it would be stored twice in the request's future,
+    /// which every request in flight holds.
+    pub(crate) fn beside<'a, F: Future>(
+        &'a mut self,
+        mut exchange: Pin<&'a mut F>,
+    ) -> impl Future<Output = F::Output> + 'a {
+        std::future::poll_fn(move |cx| {
             loop {
                 if let Poll::Ready(done) = exchange.as_mut().poll(cx) {
                     return Poll::Ready(done);
@@ -77,7 +81,6 @@ impl Driver {
                 self.0 = None;
             }
         })
-        .await
     }
 }
 
@@ -227,7 +230,7 @@ mod tests {
         let Connection { sender, driver } = &mut connection;
         let unanswered = tokio::time::timeout(
             Duration::from_millis(200),
-            driver.beside(sender.send_request(req)),
+            driver.beside(std::pin::pin!(sender.send_request(req))),
         )
         .await;
         assert!(unanswered.is_err(), "the server never answers");

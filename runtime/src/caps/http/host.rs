@@ -217,162 +217,175 @@ impl Bearer {
 /// Checks, gates and sends one request of `warden:tool/http`, and records
 /// its outcome. A record that cannot be written refuses the request (fail
 /// closed: no record, no request).
-async fn send(
+///
+/// An `async move` block rather than an `async fn`: an `async fn` keeps
+/// each argument twice in its future (as passed, and moved into its body),
+/// and this future is what every request in flight holds.
+#[allow(clippy::manual_async_fn)] // see the doc: its arguments kept once
+fn send(
     egress: egress::Egress,
     gate: Gate,
     req: Request,
     mut bearer: Option<Bearer>,
-) -> HttpResult<Response> {
-    let request = egress::Request {
-        via: Via::Tool,
-        method: &req.method,
-        url: &req.url,
-        headers: req
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_bytes()))
-            .collect(),
-        body: req.body.as_deref(),
-        bearer: bearer.as_ref().map(|b| (b.name.as_str(), b.held)),
-        limit: gate.hostcall_limit(),
-    };
-    let (shown, checked) = egress.check(&request, gate.redactor()).await;
-    drop(request);
-    let checked = match checked {
-        Ok(c) => c,
-        Err((refusal, why)) => {
-            let d = gate
-                .refuse("http", &shown.method, &shown.resource, refusal)
-                .await?;
-            return Ok(Err(error(code(why), d.reason)));
-        }
-    };
-    // A secret attached by reference is a host call of its own.
-    let mut bearer_value = None;
-    if let Some(b) = &bearer {
-        let name = &b.name;
-        let origin = checked.origin.to_string();
-        let asks = match &b.spec {
-            Some((labels, send_to)) if gate.has_policy() => vec![Ask {
-                action: "secret::attach".into(),
-                detail: &origin,
-                resource: Subject::Secret {
-                    name,
-                    labels,
-                    send_to,
-                },
-            }],
-            _ => Vec::new(),
+) -> impl Future<Output = HttpResult<Response>> + Send {
+    async move {
+        let request = egress::Request {
+            via: Via::Tool,
+            method: &req.method,
+            url: &req.url,
+            headers: req
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_bytes()))
+                .collect(),
+            body: req.body.as_deref(),
+            bearer: bearer.as_ref().map(|b| (b.name.as_str(), b.held)),
+            limit: gate.hostcall_limit(),
         };
+        // Matched as it comes: bound first, the check's result would keep a
+        // second copy of `checked` in the future while the request runs.
+        let (shown, checked) = match egress.check(&request, gate.redactor()).await {
+            (shown, Ok(checked)) => (shown, checked),
+            (shown, Err((refusal, why))) => {
+                // Gone before the wait, so that it is not kept for the rest.
+                drop(request);
+                let d = gate
+                    .refuse("http", &shown.method, &shown.resource, refusal)
+                    .await?;
+                return Ok(Err(error(code(why), d.reason)));
+            }
+        };
+        drop(request);
+        // A secret attached by reference is a host call of its own.
+        let mut bearer_value = None;
+        if let Some(b) = &bearer {
+            let name = &b.name;
+            let origin = checked.origin.to_string();
+            let asks = match &b.spec {
+                Some((labels, send_to)) if gate.has_policy() => vec![Ask {
+                    action: "secret::attach".into(),
+                    detail: &origin,
+                    resource: Subject::Secret {
+                        name,
+                        labels,
+                        send_to,
+                    },
+                }],
+                _ => Vec::new(),
+            };
+            let summary = || {
+                format!(
+                    "attach secret '{name}' to {} {}",
+                    checked.method, shown.resource
+                )
+            };
+            let call = HostCall {
+                capability: "secret",
+                action: "attach",
+                resource: name,
+                check: Decision::allow(
+                    "secret.send-to",
+                    format!("attached to {} {origin} (in its send-to)", checked.method),
+                ),
+                asks,
+                approval: Approval {
+                    required: false,
+                    action: "secret.attach",
+                    resource: name,
+                    args: &origin,
+                    summary: &summary,
+                    can_wait: true,
+                },
+                address: None,
+                sealed: (),
+            };
+            let pass = match gate.pass(call).await? {
+                Ok(pass) => pass,
+                Err(d) => return Ok(Err(error(ErrorCode::Denied, d.reason))),
+            };
+            gate.done(pass, |_, _| {})?;
+        }
+
+        let body_len = req.body.as_ref().map_or(0, Vec::len);
+        let args = format!(
+            "body sha256 {}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                req.body.as_deref().unwrap_or_default(),
+            ))
+        );
         let summary = || {
             format!(
-                "attach secret '{name}' to {} {}",
+                "{} {} ({body_len} bytes of body)",
                 checked.method, shown.resource
             )
         };
-        let call = HostCall {
-            capability: "secret",
-            action: "attach",
-            resource: name,
-            check: Decision::allow(
-                "secret.send-to",
-                format!("attached to {} {origin} (in its send-to)", checked.method),
-            ),
-            asks,
-            approval: Approval {
-                required: false,
-                action: "secret.attach",
-                resource: name,
-                args: &origin,
-                summary: &summary,
-                can_wait: true,
-            },
-            address: None,
-            sealed: (),
-        };
+        let policy = gate.has_policy();
+        let call = egress.send_call(&checked, &shown, policy, &args, &summary, true);
         let pass = match gate.pass(call).await? {
             Ok(pass) => pass,
             Err(d) => return Ok(Err(error(ErrorCode::Denied, d.reason))),
         };
-        gate.done(pass, |_, _| {})?;
-    }
 
-    let body_len = req.body.as_ref().map_or(0, Vec::len);
-    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-        req.body.as_deref().unwrap_or_default(),
-    ));
-    let args = format!("body sha256 {digest}");
-    let summary = || {
-        format!(
-            "{} {} ({body_len} bytes of body)",
-            checked.method, shown.resource
+        // The attached secret's value, taken now: an approval may have
+        // waited past its ttl.
+        if let Some(b) = &mut bearer {
+            match b.held_now() {
+                Some(h) if !h.expired => bearer_value = b.value.take(),
+                held => {
+                    let expired = crate::caps::secrets::check::decide("attach", &b.name, held);
+                    gate.outcome(
+                        pass,
+                        Event::Egress,
+                        |_, _| {},
+                        |r| {
+                            r.outcome = Some("error".into());
+                            r.message = Some(expired.reason.clone());
+                        },
+                    )?;
+                    return Ok(Err(error(ErrorCode::Expired, expired.reason)));
+                }
+            }
+        }
+        checked.note_contacted(&gate);
+        let started = Instant::now();
+        let timeout =
+            REQUEST_TIMEOUT.min(gate.deadline().saturating_duration_since(Instant::now()));
+        let result = perform(
+            &pass,
+            &checked,
+            req,
+            bearer_value,
+            timeout,
+            gate.hostcall_limit(),
         )
-    };
-    let policy = gate.has_policy();
-    let call = egress.send_call(&checked, &shown, policy, &args, &summary, true);
-    let pass = match gate.pass(call).await? {
-        Ok(pass) => pass,
-        Err(d) => return Ok(Err(error(ErrorCode::Denied, d.reason))),
-    };
-
-    // The attached secret's value, taken now: an approval may have
-    // waited past its ttl.
-    if let Some(b) = &mut bearer {
-        match b.held_now() {
-            Some(h) if !h.expired => bearer_value = b.value.take(),
-            held => {
-                let expired = crate::caps::secrets::check::decide("attach", &b.name, held);
-                gate.outcome(
-                    pass,
-                    Event::Egress,
-                    |_, _| {},
-                    |r| {
-                        r.outcome = Some("error".into());
-                        r.message = Some(expired.reason.clone());
-                    },
-                )?;
-                return Ok(Err(error(ErrorCode::Expired, expired.reason)));
+        .await;
+        let received = result.as_ref().map_or(0, |resp| resp.body.len());
+        let mut found = BTreeSet::new();
+        let redactor = gate.redactor();
+        let result = match result {
+            Ok(resp) => Ok(redact_response(resp, redactor, &mut found)),
+            Err(e) => Err(wit::Error {
+                code: e.code,
+                message: redactor.redact_string(e.message),
+            }),
+        };
+        checked.record(&gate, pass, started, |r| {
+            r.bytes_out = Some(body_len as u64);
+            match &result {
+                Ok(resp) => {
+                    r.status = Some(resp.status);
+                    r.bytes_in = Some(received as u64);
+                    r.outcome = Some("ok".into());
+                    r.message = egress::reflected(&found);
+                }
+                Err(err) => {
+                    r.outcome = Some("error".into());
+                    r.message = Some(err.message.clone());
+                }
             }
-        }
+        })?;
+        Ok(result)
     }
-    checked.note_contacted(&gate);
-    let started = Instant::now();
-    let timeout = REQUEST_TIMEOUT.min(gate.deadline().saturating_duration_since(Instant::now()));
-    let result = perform(
-        &pass,
-        &checked,
-        req,
-        bearer_value,
-        timeout,
-        gate.hostcall_limit(),
-    )
-    .await;
-    let received = result.as_ref().map_or(0, |resp| resp.body.len());
-    let mut found = BTreeSet::new();
-    let redactor = gate.redactor();
-    let result = match result {
-        Ok(resp) => Ok(redact_response(resp, redactor, &mut found)),
-        Err(e) => Err(wit::Error {
-            code: e.code,
-            message: redactor.redact_string(e.message),
-        }),
-    };
-    checked.record(&gate, pass, started, |r| {
-        r.bytes_out = Some(body_len as u64);
-        match &result {
-            Ok(resp) => {
-                r.status = Some(resp.status);
-                r.bytes_in = Some(received as u64);
-                r.outcome = Some("ok".into());
-                r.message = egress::reflected(&found);
-            }
-            Err(err) => {
-                r.outcome = Some("error".into());
-                r.message = Some(err.message.clone());
-            }
-        }
-    })?;
-    Ok(result)
 }
 
 /// The response as the tool may see it: every granted secret value (in any
@@ -446,9 +459,8 @@ async fn perform(
                 format!("request to {origin} failed: {e}"),
             )
         })?;
-        driver
-            .beside(read_response(&mut sender, request, limit, origin))
-            .await
+        let exchange = std::pin::pin!(read_response(&mut sender, request, limit, origin));
+        driver.beside(exchange).await
     };
     tokio::time::timeout(timeout, exchange)
         .await

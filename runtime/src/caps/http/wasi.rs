@@ -292,7 +292,7 @@ async fn send_pinned(
         });
         redact_response(resp, redactor, timeout, found).await
     };
-    let resp = driver.beside(exchange).await?;
+    let resp = driver.beside(std::pin::pin!(exchange)).await?;
     // Read whole: nothing is left for the connection to do.
     let io: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(async { Ok(()) });
     Ok((resp, io))

@@ -13,7 +13,7 @@ use super::super::WardenMcp;
 use super::super::call::{self, Caller, Link};
 use super::Body;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt as _, StreamExt};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
@@ -78,23 +78,27 @@ pub(super) fn answer(
 ) -> Answering {
     let cancel = caller.cancelled().clone();
     let (tx, rx) = oneshot::channel::<Answered>();
-    let mcp = mcp.clone();
+    // Run even if the call panics (dropped with the task): its session
+    // must not count it as running forever.
+    let ended = Done(Some(done));
     let task_id = id.clone();
-    tokio::spawn(async move {
-        let id = task_id;
-        // Run even if the call panics: its session must not count it as
-        // running forever.
-        let ended = Done(Some(done));
-        let response = mcp.tools_call(caller, request).await;
-        drop(ended);
-        let (status, answer) = match response.and_then(|r| call::shape(r, legacy)) {
-            Ok(result) => (StatusCode::OK, ServerJsonRpcMessage::response(result, id)),
-            Err(e) => (status(&e, legacy), ServerJsonRpcMessage::error(e, Some(id))),
-        };
-        let answer = serde_json::to_vec(&answer).map(|b| (status, Bytes::from(b)));
-        // A client gone by now has nobody to read it.
-        let _ = tx.send(answer);
-    });
+    // The call's future as it is, not moved into a task's own (which
+    // would keep its arguments a second time) for as long as it runs.
+    tokio::spawn(
+        mcp.clone()
+            .tools_call(caller, request)
+            .map(move |response| {
+                drop(ended);
+                let id = task_id;
+                let (status, answer) = match response.and_then(|r| call::shape(r, legacy)) {
+                    Ok(result) => (StatusCode::OK, ServerJsonRpcMessage::response(result, id)),
+                    Err(e) => (status(&e, legacy), ServerJsonRpcMessage::error(e, Some(id))),
+                };
+                let answer = serde_json::to_vec(&answer).map(|b| (status, Bytes::from(b)));
+                // A client gone by now has nobody to read it.
+                let _ = tx.send(answer);
+            }),
+    );
     Answering {
         rx,
         notes,
