@@ -935,21 +935,7 @@ async fn the_request_a_tool_sends_is_exactly_what_it_asked_and_cannot_be_split()
 /// the call, nor hold its secrets.
 #[tokio::test]
 async fn a_cancelled_invocation_drops_its_request_in_flight() {
-    use tokio::io::AsyncReadExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (arrived, mut seen) = tokio::sync::mpsc::channel(1);
-    let (closed, mut gone) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        // Reads the request, never answers, and reports when the client
-        // hangs up.
-        let (mut conn, _) = listener.accept().await.unwrap();
-        let mut buf = vec![0u8; 4096];
-        let _ = conn.read(&mut buf).await;
-        arrived.send(()).await.unwrap();
-        while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
-        let _ = closed.send(std::time::Instant::now()).await;
-    });
+    let (port, mut seen, mut gone) = holding_server().await;
     let dir = tempfile::tempdir().unwrap();
     let (runtime, audit) = crate::common::runtime_for(
         dir.path(),
@@ -998,6 +984,79 @@ async fn a_cancelled_invocation_drops_its_request_in_flight() {
         "{records:#?}"
     );
     assert_stopped_before_the_end(&records, &format!("http://127.0.0.1:{port}/held"));
+}
+
+/// A server that reads one request and never answers: it says when the
+/// request arrived, and when the client hung up.
+async fn holding_server() -> (
+    u16,
+    tokio::sync::mpsc::Receiver<()>,
+    tokio::sync::mpsc::Receiver<std::time::Instant>,
+) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (arrived, seen) = tokio::sync::mpsc::channel(1);
+    let (closed, gone) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = conn.read(&mut buf).await;
+        arrived.send(()).await.unwrap();
+        while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+        let _ = closed.send(std::time::Instant::now()).await;
+    });
+    (port, seen, gone)
+}
+
+/// A caller that drops the invocation (a timeout or a `select!` around
+/// `invoke`) while a request is in flight: the request's task is only told
+/// to abort, and on this one-thread runtime it cannot even run until the
+/// drop is over, so the invocation's end is written first. The request's
+/// outcome, `stopped`, is recorded all the same, by the end, right before
+/// it; and the task, gone later, adds nothing after the end.
+#[tokio::test]
+async fn a_dropped_invocation_records_its_request_in_flight_stopped() {
+    let (port, mut seen, mut gone) = holding_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = MemorySink::new();
+    let runtime = http_get(dir.path(), port, "", |b| b.audit(audit.clone()));
+    let grant = Grant::new("t").http(&format!("http://127.0.0.1:{port}/"), None);
+    let url = format!("http://127.0.0.1:{port}/held");
+    let input = json!({ "url": url }).to_string();
+    let wait = std::time::Duration::from_secs(20);
+    // Dropped by the `select!` once the request reached the server.
+    tokio::time::timeout(wait, async {
+        tokio::select! {
+            r = runtime.invoke("http-get", &grant, &input) => panic!("it ended: {r:?}"),
+            _ = seen.recv() => {}
+        }
+    })
+    .await
+    .expect("the request reached the server");
+    let records = audit.records();
+    let end = records.last().unwrap();
+    assert_eq!(
+        (end.event, end.outcome.as_deref(), end.message.as_deref()),
+        (
+            Event::InvocationEnd,
+            Some("cancelled"),
+            Some("the caller dropped the invocation before it ended")
+        ),
+        "{records:#?}"
+    );
+    assert_stopped_before_the_end(&records, &url);
+    // The request's task, run now, closes the connection and writes nothing.
+    tokio::time::timeout(wait, gone.recv())
+        .await
+        .expect("the connection was closed");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        audit.records().len(),
+        records.len(),
+        "{:#?}",
+        audit.records()
+    );
 }
 
 /// The outcome a gate pass records when its operation is dropped before

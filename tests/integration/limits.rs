@@ -342,8 +342,8 @@ async fn peak_rss_child() {
 /// What an invocation in flight holds of its own, `Runtime::invoke_with`'s
 /// future, fits in 3 KiB with room to spare for what a caller adds: the
 /// MCP server boxes it, with the call's name, grant and input, once a
-/// call, and the allocator rounds a box up to its size class (3 KiB, then
-/// 4 and 5). At 4.2 KiB, with the tool's call future stored twice, each
+/// call, and the allocator rounds a box up to its size class (jemalloc's
+/// are 3, 3.5, 4 and 5 KiB here). At 4.2 KiB, with the tool's call future stored twice, each
 /// of 1,000 calls in flight held 2 KiB more (the `mcp` bench). Optimized
 /// builds only: an unoptimized future keeps more.
 #[cfg(not(debug_assertions))]

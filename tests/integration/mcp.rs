@@ -2189,6 +2189,11 @@ async fn over_http_a_sessions_calls_are_answered_as_json_cancelled_and_end_with_
     assert_eq!(status, 200);
     assert!(body.contains("cancelled by the client"), "{body}");
     assert!(took < Duration::from_millis(2500), "{took:?}");
+    // Answered, its id is free again (the call's end told the session
+    // before its answer went out): a call under it runs.
+    let (status, _, body) = c.call(4, "echo", json!({"message": "after"})).await;
+    assert_eq!(status, 200);
+    assert!(body.contains(r#"\"message\":\"after\""#), "{body}");
 
     // An unknown session, a closed one: 404.
     let stranger = Bare {

@@ -12,6 +12,7 @@
 mod clock;
 mod file;
 pub(crate) mod line;
+mod owed;
 pub mod show;
 pub mod verify;
 
@@ -19,6 +20,8 @@ pub use file::{Cadence, FileSink, WriteBehind};
 pub use line::{GENESIS, checkpoint_message, record_hash};
 
 use crate::redact::Redactor;
+pub(crate) use owed::Open;
+use owed::Owed;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -351,28 +354,6 @@ impl AuditSink for TracingSink {
     }
 }
 
-/// What an invocation's trail still owes (see [`Auditor`]).
-#[derive(Default)]
-enum Owed {
-    #[default]
-    Nothing,
-    /// The start record, held back to go out with the next record. Boxed:
-    /// [`Auditor::write`] runs on the tool's fiber stack, whose pages stay
-    /// resident while the call then waits, and a record taken out by value
-    /// would size its frame.
-    Start(Box<Record>),
-    /// The end record was written or tried: nothing may follow it.
-    Ended,
-}
-
-/// The first of `records`, boxed (a cold path: a held start whose write
-/// failed, owed again).
-#[cold]
-#[inline(never)]
-fn first_boxed(mut records: Vec<Record>) -> Box<Record> {
-    Box::new(records.swap_remove(0))
-}
-
 /// The audit context of one invocation: who is acting, under which task.
 /// Records pass through the invocation's secret redactor on the way out.
 ///
@@ -394,7 +375,7 @@ pub struct Auditor {
     /// clones (the runtime's, its store's gate, its request tasks'). Each
     /// write holds it, so a record and the end are never written out of
     /// order.
-    owed: Arc<Mutex<Owed>>,
+    owed: Arc<Mutex<owed::Trail>>,
     pub invocation: Arc<str>,
     pub task: Arc<str>,
     /// The agent the task runs for, as records name it.
@@ -503,15 +484,15 @@ impl Auditor {
     /// Holds `start` back until this invocation's next record, to be
     /// written with it (see the type's documentation).
     pub(crate) fn hold(&mut self, start: Record) {
-        *self.owed() = Owed::Start(Box::new(start));
+        self.owed().owed = Owed::Start(Box::new(start));
     }
 
     /// Whether the invocation's end record was written (or tried).
     pub(crate) fn ended(&self) -> bool {
-        matches!(*self.owed(), Owed::Ended)
+        matches!(self.owed().owed, Owed::Ended)
     }
 
-    fn owed(&self) -> std::sync::MutexGuard<'_, Owed> {
+    fn owed(&self) -> std::sync::MutexGuard<'_, owed::Trail> {
         self.owed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -523,18 +504,18 @@ impl Auditor {
     /// before the sink's append (records on this frame would deepen every
     /// append, ~3.6 KiB).
     pub fn write(&self, record: &Record) -> Result<(), AuditError> {
-        let mut owed = self.owed();
-        match std::mem::replace(&mut *owed, Owed::Nothing) {
+        let mut trail = self.owed();
+        match std::mem::replace(&mut trail.owed, Owed::Nothing) {
             Owed::Nothing => self.append_clean(record),
             Owed::Start(start) => {
                 let both = self.cleaned_pair(start, record);
                 self.sink.append_all(&both).inspect_err(|_| {
                     // Not written: still owed before the next record.
-                    *owed = Owed::Start(first_boxed(both));
+                    trail.owed = Owed::Start(owed::first_boxed(both));
                 })
             }
             Owed::Ended => {
-                *owed = Owed::Ended;
+                trail.owed = Owed::Ended;
                 Err(AuditError::Ended)
             }
         }
@@ -561,17 +542,19 @@ impl Auditor {
 
     /// Writes `end`, this invocation's last record, behind
     /// ([`AuditSink::append_behind`]): nothing waits on it. The held start
-    /// record goes with it.
+    /// record goes with it, and the outcome `stopped` of each operation
+    /// still open ([`Auditor::open`]) right before it.
     pub fn write_end(&self, end: Record) -> Result<(), AuditError> {
         // The end is the invocation's last record, written or not: a start
         // not written with it is never owed again, and nothing follows it.
-        let mut owed = self.owed();
-        let start = match std::mem::replace(&mut *owed, Owed::Ended) {
+        let mut trail = self.owed();
+        let start = match std::mem::replace(&mut trail.owed, Owed::Ended) {
             Owed::Nothing => None,
             Owed::Start(start) => Some(*start),
             Owed::Ended => return Err(AuditError::Ended),
         };
-        let records = start.into_iter().chain([end]);
+        let stopped = trail.take_open().into_values().map(|op| self.stopped(op));
+        let records = start.into_iter().chain(stopped).chain([end]);
         let records = records.map(|r| self.cleaned(r));
         self.sink.append_behind(records.collect())
     }

@@ -299,8 +299,8 @@ impl WardenMcp {
     /// Not `async`, and `self` owned: an `async fn` keeps each argument
     /// twice in its future (as passed, and moved into its body), and a
     /// caller that moved them in would keep a third copy; this future is
-    /// what every call in flight holds, so its callers spawn or box it as
-    /// it is.
+    /// what every call in flight holds, so the stdio loop and the HTTP
+    /// short path box or spawn it as it is.
     #[allow(clippy::manual_async_fn)] // see the doc: its arguments kept once
     pub(crate) fn tools_call(
         self,

@@ -46,7 +46,7 @@ pub(crate) struct AuditFailed(pub(crate) Arc<AuditError>);
 
 mod pass;
 pub(crate) use pass::Pass;
-use pass::Unspent;
+use pass::{Unspent, ended};
 
 /// The longest resource (a path, a URL, a target) a host call may name, in
 /// bytes. Longer ones are refused, and recorded cut to [`SHOWN_OF_LONG`].
@@ -424,12 +424,7 @@ impl Gate {
         }
         Ok(Ok(Pass {
             approved,
-            call: Unspent {
-                gate: Some(self),
-                capability,
-                action: action.to_owned(),
-                resource: resource.to_owned(),
-            },
+            call: Unspent::new(self, capability, action, resource),
             sealed,
         }))
     }
@@ -570,12 +565,12 @@ impl Gate {
         if let Some(p) = &self.policy {
             p.remember(|h| remember(&pass.sealed, h));
         }
-        let (capability, action, resource) = pass.call.spend();
+        let op = pass.call.spend().ok_or_else(ended)?;
         let mut r = self.audit.record(event);
         fill(&mut r);
-        r.capability.get_or_insert_with(|| capability.into());
-        r.action.get_or_insert(action);
-        r.resource.get_or_insert(resource);
+        r.capability.get_or_insert_with(|| op.capability.into());
+        r.action.get_or_insert(op.action);
+        r.resource.get_or_insert(op.resource);
         self.write(&r)
     }
 
@@ -583,8 +578,12 @@ impl Gate {
     /// (e.g. cap-std refusing a symlink out of a handle): the refusal is a
     /// decision of its own, recorded as the outcome.
     pub(crate) fn refused<T>(&self, pass: Pass<'_, T>, d: &Decision) -> Result<(), AuditFailed> {
-        let (capability, action, resource) = pass.call.spend();
-        self.write(&self.audit.decision(capability, &action, &resource, d))
+        let op = pass.call.spend().ok_or_else(ended)?;
+        self.write(
+            &self
+                .audit
+                .decision(op.capability, &op.action, &op.resource, d),
+        )
     }
 
     /// Writes a record (and charges it to the budget): decisions, outcomes,

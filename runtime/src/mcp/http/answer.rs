@@ -78,8 +78,9 @@ pub(super) fn answer(
 ) -> Answering {
     let cancel = caller.cancelled().clone();
     let (tx, rx) = oneshot::channel::<Answered>();
-    // Run even if the call panics (dropped with the task): its session
-    // must not count it as running forever.
+    // Run even if the call panics, or its task is dropped before it first
+    // runs (the guard goes with the task): its session must not count it
+    // as running forever.
     let ended = Done(Some(done));
     let task_id = id.clone();
     // The call's future as it is, not moved into a task's own (which

@@ -2,7 +2,7 @@
 //! its operation's outcome when nothing else did ([`Unspent`]).
 
 use super::{AuditFailed, Gate};
-use crate::audit::{AuditError, Event};
+use crate::audit::Open;
 
 /// The witness that a call passed the gate, holding what its operation
 /// needs. Only [`Gate::pass`] makes one; [`Gate::done`], [`Gate::failed`],
@@ -15,61 +15,76 @@ pub(crate) struct Pass<'g, T> {
     pub(super) sealed: T,
 }
 
-/// What an outcome record names, and until the pass is spent, its gate:
-/// dropped unspent, with its operation's future — a request in flight when
-/// its invocation ends, is cancelled or runs out of time, or whose
-/// `wasi:http` response the tool drops before it comes; a deployment when
-/// its invocation is cancelled — it records the outcome `stopped`, so that
-/// every operation that passed the gate and may have begun has an outcome
-/// in the trail. It borrows the gate: a pass costs no reference counts.
+/// Until the pass is spent, its operation among its invocation's open
+/// ones ([`Auditor::open`](crate::audit::Auditor::open)), which owe an
+/// outcome: dropped unspent, with its operation's future — a request in
+/// flight when its invocation ends, is cancelled or runs out of time, or
+/// whose `wasi:http` response the tool drops before it comes; a deployment
+/// when its invocation is cancelled — it records the outcome `stopped`,
+/// unless the invocation's end did that first (its caller dropped it, and
+/// the request's task was only told to abort). So every operation that
+/// passed the gate and may have begun has an outcome before the end. It
+/// borrows the gate: a pass costs no reference counts.
 pub(super) struct Unspent<'g> {
-    pub(super) gate: Option<&'g Gate>,
-    pub(super) capability: &'static str,
-    pub(super) action: String,
-    pub(super) resource: String,
+    gate: &'g Gate,
+    /// `None` once spent (or when the invocation had ended).
+    id: Option<u64>,
 }
 
-/// The message of an outcome `stopped`.
-const STOPPED: &str = "the operation was stopped before it finished: its invocation ended, was cancelled or ran out of time, the tool dropped the response it waited for, or the host failed";
+impl<'g> Unspent<'g> {
+    pub(super) fn new(
+        gate: &'g Gate,
+        capability: &'static str,
+        action: &str,
+        resource: &str,
+    ) -> Self {
+        let op = Open {
+            capability,
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+        };
+        Unspent {
+            gate,
+            id: gate.audit.open(op),
+        }
+    }
 
-impl Unspent<'_> {
-    /// Its names, for the outcome record written by whoever spends it.
-    pub(super) fn spend(mut self) -> (&'static str, String, String) {
-        self.gate = None;
-        let action = std::mem::take(&mut self.action);
-        (self.capability, action, std::mem::take(&mut self.resource))
+    /// Its names, for the outcome record written by whoever spends it;
+    /// `None` when the invocation's end recorded it stopped already.
+    pub(super) fn spend(mut self) -> Option<Open> {
+        self.id.take().and_then(|id| self.gate.audit.close(id))
     }
 }
 
 impl Drop for Unspent<'_> {
     fn drop(&mut self) {
-        let Some(gate) = self.gate.take() else {
+        let Some(id) = self.id.take() else {
             return;
         };
         // Dropped by a panic unwinding (a host bug): the invocation fails
         // with it, and a sink that panicked in turn would abort the process.
+        // Still open, it is recorded stopped by the end, if one is written.
         if std::thread::panicking() {
             return;
         }
-        let mut r = gate.audit.record(Event::Outcome);
-        r.capability = Some(self.capability.into());
-        r.action = Some(std::mem::take(&mut self.action));
-        r.resource = Some(std::mem::take(&mut self.resource));
-        r.outcome = Some("stopped".into());
-        r.message = Some(STOPPED.into());
-        // Refused after the invocation's end (its store dropped later, by a
-        // caller that dropped the invocation): nothing may follow the end.
-        match gate.write(&r) {
-            Err(AuditFailed(e)) if !matches!(*e, AuditError::Ended) => {
-                tracing::error!(
-                    tool = %gate.audit.tool,
-                    invocation = %gate.audit.invocation,
-                    "audit: a stopped operation's outcome: {e}"
-                );
-            }
-            _ => {}
+        let gate = self.gate;
+        let Some(op) = gate.audit.close(id) else {
+            return;
+        };
+        if let Err(AuditFailed(e)) = gate.write(&gate.audit.stopped(op)) {
+            tracing::error!(
+                tool = %gate.audit.tool,
+                invocation = %gate.audit.invocation,
+                "audit: a stopped operation's outcome: {e}"
+            );
         }
     }
+}
+
+/// What spending a pass the invocation's end recorded stopped gives: the
+/// trail refuses any record after the end.
+pub(super) fn ended() -> AuditFailed {
+    AuditFailed(std::sync::Arc::new(crate::audit::AuditError::Ended))
 }
 
 impl<T> Pass<'_, T> {
