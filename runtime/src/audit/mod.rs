@@ -504,7 +504,11 @@ impl Auditor {
     /// before the sink's append (records on this frame would deepen every
     /// append, ~3.6 KiB).
     pub fn write(&self, record: &Record) -> Result<(), AuditError> {
-        let mut trail = self.owed();
+        self.write_held(&mut self.owed(), record)
+    }
+
+    /// [`Auditor::write`] with the trail's state held.
+    fn write_held(&self, trail: &mut owed::Trail, record: &Record) -> Result<(), AuditError> {
         match std::mem::replace(&mut trail.owed, Owed::Nothing) {
             Owed::Nothing => self.append_clean(record),
             Owed::Start(start) => {

@@ -3,7 +3,7 @@
 //! the gate and has not recorded one; and, once its end is written, that
 //! nothing may follow.
 
-use super::{Auditor, Event, Record};
+use super::{AuditError, Auditor, Event, Record};
 use std::collections::BTreeMap;
 
 /// An invocation's debts to its trail, shared by its auditor's clones.
@@ -55,27 +55,40 @@ impl Trail {
 }
 
 impl Auditor {
-    /// Notes an operation that passed the gate (its decision written): it
-    /// owes an outcome, which [`Auditor::close`] takes back to record, or
-    /// else the invocation's end records as `stopped` right before itself
-    /// ([`Auditor::write_end`]). This holds when the operation's future
-    /// outlives the invocation (a caller that drops the invocation only
-    /// tells a request's task to abort). `None` once the end is written.
-    pub(crate) fn open(&self, op: Open) -> Option<u64> {
+    /// Writes `allowed`, the decision that lets operation `op` go ahead,
+    /// and notes the operation open, in one hold of the trail's state: it
+    /// owes an outcome, which [`Auditor::settle`] records (or
+    /// [`Auditor::close`] forgoes), or else the invocation's end records
+    /// it `stopped` right before itself ([`Auditor::write_end`]). That
+    /// holds when the operation outlives the invocation, on another
+    /// thread: a caller that drops the invocation only tells a request's
+    /// task to abort. Refused once the end is written, as any record.
+    pub(crate) fn write_open(&self, allowed: &Record, op: Open) -> Result<u64, AuditError> {
         let mut trail = self.owed();
-        if matches!(trail.owed, Owed::Ended) {
-            return None;
-        }
+        self.write_held(&mut trail, allowed)?;
         let id = trail.next;
         trail.next += 1;
         trail.open.insert(id, op);
-        Some(id)
+        Ok(id)
     }
 
-    /// The operation `id`'s names, to record its outcome; `None` when the
+    /// Writes the outcome `build` makes of open operation `id`, in one
+    /// hold of the trail's state: refused ([`AuditError::Ended`]) when the
     /// invocation's end recorded it stopped already.
-    pub(crate) fn close(&self, id: u64) -> Option<Open> {
-        self.owed().open.remove(&id)
+    pub(crate) fn settle(
+        &self,
+        id: u64,
+        build: impl FnOnce(Open) -> Record,
+    ) -> Result<(), AuditError> {
+        let mut trail = self.owed();
+        let op = trail.open.remove(&id).ok_or(AuditError::Ended)?;
+        self.write_held(&mut trail, &build(op))
+    }
+
+    /// Forgoes open operation `id`'s outcome record (its decision or the
+    /// invocation's end tells it).
+    pub(crate) fn close(&self, id: u64) {
+        self.owed().open.remove(&id);
     }
 
     /// The outcome `stopped` of `op`.

@@ -147,3 +147,69 @@ fn nothing_follows_an_invocations_end_from_any_of_its_auditors() {
         );
     }
 }
+
+/// Each operation allowed owes one outcome: the one its spender writes, or
+/// `stopped` written by the end, right before it, for those still open, in
+/// the order they were allowed; after the end, neither an outcome nor a
+/// new operation is written.
+#[test]
+fn an_open_operation_gets_exactly_one_outcome_before_the_end() {
+    let sink = MemorySink::new();
+    let auditor = Auditor::new(sink.clone(), "inv", "task", "tool", "sha256:x");
+    let op = |resource: &str| Open {
+        capability: "http",
+        action: "GET".into(),
+        resource: resource.into(),
+    };
+    let allow = |resource: &str| {
+        let mut r = auditor.record(Event::Decision);
+        r.resource = Some(resource.into());
+        r
+    };
+    // "c" is never spent: the end records it stopped.
+    let [a, b, _, d] = ["a", "b", "c", "d"].map(|n| {
+        auditor
+            .write_open(&allow(n), op(n))
+            .expect("written, noted open")
+    });
+    auditor
+        .settle(b, |o| {
+            let mut r = auditor.record(Event::Egress);
+            r.resource = Some(o.resource);
+            r
+        })
+        .unwrap();
+    auditor.close(d);
+    auditor
+        .write_end(auditor.record(Event::InvocationEnd))
+        .unwrap();
+    // Spent after the end: refused, nothing written; and nothing new.
+    let late = auditor.settle(a, |o| auditor.stopped(o));
+    assert!(matches!(late, Err(AuditError::Ended)), "{late:?}");
+    assert!(matches!(
+        auditor.write_open(&allow("e"), op("e")),
+        Err(AuditError::Ended)
+    ));
+    let shown: Vec<_> = sink
+        .records()
+        .iter()
+        .map(|r| {
+            let event = serde_json::to_value(r.event).unwrap();
+            let what = r.outcome.as_deref().or(event.as_str()).unwrap();
+            format!("{what} {}", r.resource.as_deref().unwrap_or(""))
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "decision a",
+            "decision b",
+            "decision c",
+            "decision d",
+            "egress b",
+            "stopped a",
+            "stopped c",
+            "invocation.end ",
+        ]
+    );
+}

@@ -46,7 +46,7 @@ pub(crate) struct AuditFailed(pub(crate) Arc<AuditError>);
 
 mod pass;
 pub(crate) use pass::Pass;
-use pass::{Unspent, ended};
+use pass::Unspent;
 
 /// The longest resource (a path, a URL, a target) a host call may name, in
 /// bytes. Longer ones are refused, and recorded cut to [`SHOWN_OF_LONG`].
@@ -403,8 +403,8 @@ impl Gate {
         }
         let mut record = self.audit.decision(capability, action, resource, &decision);
         record.address = address.map(|a| a.to_string());
-        self.write(&record)?;
         if !decision.allow {
+            self.write(&record)?;
             // Reasons quote tool-chosen strings (URLs, paths): redacted and
             // with control characters escaped, like everything else that
             // leaves the host.
@@ -413,18 +413,20 @@ impl Gate {
             tracing::debug!(tool = %self.audit.tool, capability, "denied: {reason}");
             return Ok(Err(decision));
         }
+        let call = Unspent::allowed(self, &record, capability, action, resource)?;
         if approved {
             // Boxed: waiting for a person is the rare path, and its state
             // would otherwise size the future of every host call (each
             // one resident while its call waits; the `mcp` bench).
             let answer = Box::pin(self.approve(&approval)).await?;
             if !answer.allow {
+                call.spend(); // the answer's record tells it
                 return Ok(Err(answer));
             }
         }
         Ok(Ok(Pass {
             approved,
-            call: Unspent::new(self, capability, action, resource),
+            call,
             sealed,
         }))
     }
@@ -565,25 +567,24 @@ impl Gate {
         if let Some(p) = &self.policy {
             p.remember(|h| remember(&pass.sealed, h));
         }
-        let op = pass.call.spend().ok_or_else(ended)?;
-        let mut r = self.audit.record(event);
-        fill(&mut r);
-        r.capability.get_or_insert_with(|| op.capability.into());
-        r.action.get_or_insert(op.action);
-        r.resource.get_or_insert(op.resource);
-        self.write(&r)
+        pass.call.settle(|op| {
+            let mut r = self.audit.record(event);
+            fill(&mut r);
+            r.capability.get_or_insert_with(|| op.capability.into());
+            r.action.get_or_insert(op.action);
+            r.resource.get_or_insert(op.resource);
+            r
+        })
     }
 
     /// Spends a pass whose operation was refused by the sandbox itself
     /// (e.g. cap-std refusing a symlink out of a handle): the refusal is a
     /// decision of its own, recorded as the outcome.
     pub(crate) fn refused<T>(&self, pass: Pass<'_, T>, d: &Decision) -> Result<(), AuditFailed> {
-        let op = pass.call.spend().ok_or_else(ended)?;
-        self.write(
-            &self
-                .audit
-                .decision(op.capability, &op.action, &op.resource, d),
-        )
+        (pass.call).settle(|op| {
+            self.audit
+                .decision(op.capability, &op.action, &op.resource, d)
+        })
     }
 
     /// Writes a record (and charges it to the budget): decisions, outcomes,

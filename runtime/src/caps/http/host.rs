@@ -70,9 +70,10 @@ impl Requests {
     /// run there, so the invocation fails rather than the tool getting an
     /// error for a request that may have gone out unrecorded; for
     /// `wasi:http`, on the task `wasmtime-wasi-http` awaits it on, which
-    /// reaches the fiber when the tool next looks at the response (a tool
-    /// that never does ends without that request's outcome: its gate pass,
-    /// dropped by the unwinding, records nothing then).
+    /// reaches the fiber when the tool next looks at the response (for a
+    /// tool that never does, the invocation's end records the request
+    /// `stopped`: its gate pass, dropped by the unwinding, records
+    /// nothing then).
     pub(super) fn run<T, F>(
         &mut self,
         make: impl FnOnce() -> F + Send + 'static,

@@ -2,7 +2,8 @@
 //! its operation's outcome when nothing else did ([`Unspent`]).
 
 use super::{AuditFailed, Gate};
-use crate::audit::Open;
+use crate::audit::{AuditError, Open, Record};
+use std::sync::atomic::Ordering;
 
 /// The witness that a call passed the gate, holding what its operation
 /// needs. Only [`Gate::pass`] makes one; [`Gate::done`], [`Gate::failed`],
@@ -16,44 +17,78 @@ pub(crate) struct Pass<'g, T> {
 }
 
 /// Until the pass is spent, its operation among its invocation's open
-/// ones ([`Auditor::open`](crate::audit::Auditor::open)), which owe an
-/// outcome: dropped unspent, with its operation's future — a request in
-/// flight when its invocation ends, is cancelled or runs out of time, or
-/// whose `wasi:http` response the tool drops before it comes; a deployment
-/// when its invocation is cancelled — it records the outcome `stopped`,
-/// unless the invocation's end did that first (its caller dropped it, and
-/// the request's task was only told to abort). So every operation that
-/// passed the gate and may have begun has an outcome before the end. It
-/// borrows the gate: a pass costs no reference counts.
+/// ones, which owe an outcome ([`Auditor::write_open`]): noted with the
+/// decision that allowed it, before any wait for approval. Spent, its
+/// outcome is written in the same hold of the trail that takes the note
+/// back ([`Auditor::settle`]). Dropped unspent, with its operation's
+/// future — a request in flight when its invocation ends, is cancelled or
+/// runs out of time, or whose `wasi:http` response the tool drops before
+/// it comes; a deployment, or a wait for approval, when its invocation is
+/// cancelled — it records the outcome `stopped`, unless the invocation's
+/// end did that first (its caller dropped it, and the request's task was
+/// only told to abort). So every operation that was allowed and may have
+/// begun has an outcome before the end. It borrows the gate: a pass costs
+/// no reference counts.
+///
+/// [`Auditor::write_open`]: crate::audit::Auditor::write_open
+/// [`Auditor::settle`]: crate::audit::Auditor::settle
 pub(super) struct Unspent<'g> {
     gate: &'g Gate,
-    /// `None` once spent (or when the invocation had ended).
+    /// `None` once spent.
     id: Option<u64>,
 }
 
 impl<'g> Unspent<'g> {
-    pub(super) fn new(
+    /// Writes `allowed`, the decision, charged to the budget, with the
+    /// operation noted open.
+    pub(super) fn allowed(
         gate: &'g Gate,
+        allowed: &Record,
         capability: &'static str,
         action: &str,
         resource: &str,
-    ) -> Self {
+    ) -> Result<Self, AuditFailed> {
+        charge(gate, allowed);
         let op = Open {
             capability,
             action: action.to_owned(),
             resource: resource.to_owned(),
         };
-        Unspent {
-            gate,
-            id: gate.audit.open(op),
+        let id = gate.audit.write_open(allowed, op).map_err(failed)?;
+        Ok(Unspent { gate, id: Some(id) })
+    }
+
+    /// Spends it without an outcome record (its decision, or the
+    /// invocation's end, tells it).
+    pub(super) fn spend(mut self) {
+        if let Some(id) = self.id.take() {
+            self.gate.audit.close(id);
         }
     }
 
-    /// Its names, for the outcome record written by whoever spends it;
-    /// `None` when the invocation's end recorded it stopped already.
-    pub(super) fn spend(mut self) -> Option<Open> {
-        self.id.take().and_then(|id| self.gate.audit.close(id))
+    /// Spends it on the outcome record `build` makes of its names, charged
+    /// to the budget; refused after the invocation's end.
+    pub(super) fn settle(mut self, build: impl FnOnce(Open) -> Record) -> Result<(), AuditFailed> {
+        let id = self.id.take().ok_or_else(|| failed(AuditError::Ended))?;
+        let gate = self.gate;
+        gate.audit
+            .settle(id, |op| {
+                let r = build(op);
+                charge(gate, &r);
+                r
+            })
+            .map_err(failed)
     }
+}
+
+fn charge(gate: &Gate, record: &Record) {
+    gate.spent
+        .bytes
+        .fetch_add(super::record_size(record), Ordering::Relaxed);
+}
+
+fn failed(e: AuditError) -> AuditFailed {
+    AuditFailed(std::sync::Arc::new(e))
 }
 
 impl Drop for Unspent<'_> {
@@ -68,23 +103,18 @@ impl Drop for Unspent<'_> {
             return;
         }
         let gate = self.gate;
-        let Some(op) = gate.audit.close(id) else {
-            return;
-        };
-        if let Err(AuditFailed(e)) = gate.write(&gate.audit.stopped(op)) {
-            tracing::error!(
+        let this = Unspent { gate, id: Some(id) };
+        match this.settle(|op| gate.audit.stopped(op)) {
+            // Recorded stopped by the invocation's end already.
+            Err(AuditFailed(e)) if matches!(*e, AuditError::Ended) => {}
+            Err(AuditFailed(e)) => tracing::error!(
                 tool = %gate.audit.tool,
                 invocation = %gate.audit.invocation,
                 "audit: a stopped operation's outcome: {e}"
-            );
+            ),
+            Ok(()) => {}
         }
     }
-}
-
-/// What spending a pass the invocation's end recorded stopped gives: the
-/// trail refuses any record after the end.
-pub(super) fn ended() -> AuditFailed {
-    AuditFailed(std::sync::Arc::new(crate::audit::AuditError::Ended))
 }
 
 impl<T> Pass<'_, T> {
