@@ -55,7 +55,13 @@ pub(crate) struct HttpView<'a> {
 /// resident for as long as the call waits (the `mcp` bench's 1,000 calls
 /// in flight).
 #[derive(Default)]
-pub(crate) struct Requests(Vec<tokio::task::JoinHandle<()>>);
+pub(crate) struct Requests {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The length at which finished tasks are next pruned: twice what was
+    /// left the last time, so that a tool with many requests in flight at
+    /// once costs each new one O(1), not a walk over all of them.
+    prune_at: usize,
+}
 
 impl Requests {
     /// Runs the future `make` makes on a task of its own; the wait for its
@@ -90,7 +96,10 @@ impl Requests {
                 self.0.abort();
             }
         }
-        self.0.retain(|t| !t.is_finished());
+        if self.tasks.len() >= self.prune_at {
+            self.tasks.retain(|t| !t.is_finished());
+            self.prune_at = (self.tasks.len() * 2).max(8);
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let make = Box::new(make);
         let task = tokio::spawn(async move {
@@ -99,7 +108,7 @@ impl Requests {
             let _ = tx.send(request.catch_unwind().await);
         });
         let abort = Abort(task.abort_handle());
-        self.0.push(task);
+        self.tasks.push(task);
         async move {
             let _abort = abort;
             match rx.await {
@@ -114,7 +123,7 @@ impl Requests {
     /// gone (its future, connection and secret dropped: the connection is
     /// driven on the request's task, [`conn::Connection`]).
     pub(crate) async fn stop(&mut self) {
-        for task in self.0.drain(..) {
+        for task in self.tasks.drain(..) {
             task.abort();
             let _ = task.await;
         }
@@ -125,7 +134,7 @@ impl Requests {
 /// dropped by its caller) aborts them; it cannot wait for them.
 impl Drop for Requests {
     fn drop(&mut self) {
-        for task in &self.0 {
+        for task in &self.tasks {
             task.abort();
         }
     }
