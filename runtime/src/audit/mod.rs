@@ -547,7 +547,7 @@ impl Auditor {
     /// Writes `end`, this invocation's last record, behind
     /// ([`AuditSink::append_behind`]): nothing waits on it. The held start
     /// record goes with it, and the outcome `stopped` of each operation
-    /// still open ([`Auditor::open`]) right before it.
+    /// still open ([`Auditor::write_open`]) right before it.
     pub fn write_end(&self, end: Record) -> Result<(), AuditError> {
         // The end is the invocation's last record, written or not: a start
         // not written with it is never owed again, and nothing follows it.

@@ -581,7 +581,7 @@ impl Gate {
     /// (e.g. cap-std refusing a symlink out of a handle): the refusal is a
     /// decision of its own, recorded as the outcome.
     pub(crate) fn refused<T>(&self, pass: Pass<'_, T>, d: &Decision) -> Result<(), AuditFailed> {
-        (pass.call).settle(|op| {
+        pass.call.settle(|op| {
             self.audit
                 .decision(op.capability, &op.action, &op.resource, d)
         })
@@ -590,9 +590,7 @@ impl Gate {
     /// Writes a record (and charges it to the budget): decisions, outcomes,
     /// a tool's log messages.
     pub(crate) fn write(&self, record: &Record) -> Result<(), AuditFailed> {
-        self.spent
-            .bytes
-            .fetch_add(record_size(record), Ordering::Relaxed);
+        self.charge(record);
         self.audit
             .write(record)
             .map_err(|e| AuditFailed(Arc::new(e)))

@@ -48,7 +48,7 @@ impl<'g> Unspent<'g> {
         action: &str,
         resource: &str,
     ) -> Result<Self, AuditFailed> {
-        charge(gate, allowed);
+        gate.charge(allowed);
         let op = Open {
             capability,
             action: action.to_owned(),
@@ -70,21 +70,27 @@ impl<'g> Unspent<'g> {
     /// to the budget; refused after the invocation's end.
     pub(super) fn settle(mut self, build: impl FnOnce(Open) -> Record) -> Result<(), AuditFailed> {
         let id = self.id.take().ok_or_else(|| failed(AuditError::Ended))?;
-        let gate = self.gate;
-        gate.audit
-            .settle(id, |op| {
-                let r = build(op);
-                charge(gate, &r);
-                r
-            })
-            .map_err(failed)
+        self.gate.settle(id, build)
     }
 }
 
-fn charge(gate: &Gate, record: &Record) {
-    gate.spent
-        .bytes
-        .fetch_add(super::record_size(record), Ordering::Relaxed);
+impl Gate {
+    /// Charges `record` to the invocation's audit budget.
+    pub(super) fn charge(&self, record: &Record) {
+        self.spent
+            .bytes
+            .fetch_add(super::record_size(record), Ordering::Relaxed);
+    }
+
+    /// Writes the outcome `build` makes of open operation `id`, charged.
+    fn settle(&self, id: u64, build: impl FnOnce(Open) -> Record) -> Result<(), AuditFailed> {
+        let build = |op| {
+            let r = build(op);
+            self.charge(&r);
+            r
+        };
+        self.audit.settle(id, build).map_err(failed)
+    }
 }
 
 fn failed(e: AuditError) -> AuditFailed {
@@ -103,8 +109,7 @@ impl Drop for Unspent<'_> {
             return;
         }
         let gate = self.gate;
-        let this = Unspent { gate, id: Some(id) };
-        match this.settle(|op| gate.audit.stopped(op)) {
+        match gate.settle(id, |op| gate.audit.stopped(op)) {
             // Recorded stopped by the invocation's end already.
             Err(AuditFailed(e)) if matches!(*e, AuditError::Ended) => {}
             Err(AuditFailed(e)) => tracing::error!(
