@@ -1059,6 +1059,83 @@ async fn a_dropped_invocation_records_its_request_in_flight_stopped() {
     );
 }
 
+/// An invocation out of time while a request waits for its answer: the
+/// deadline stops the tool's call and its request together, and the two
+/// race (the request's own timeout is the invocation's deadline). Either
+/// way the request has exactly one outcome, after the decision that
+/// allowed it and before the end, and nothing comes after the end.
+#[tokio::test]
+async fn a_request_in_flight_at_the_deadline_has_one_outcome_before_the_end() {
+    let (port, mut seen, mut gone) = holding_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (runtime, audit) = crate::common::runtime_for(
+        dir.path(),
+        &format!(
+            "[tools.http-get]\ncomponent = \"{}\"\ntimeout = \"1s\"\n[[tools.http-get.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\n",
+            crate::HTTP_GET
+        ),
+    );
+    let grant = Grant::new("t").http(&format!("http://127.0.0.1:{port}/"), None);
+    let url = format!("http://127.0.0.1:{port}/held");
+    let input = json!({ "url": url }).to_string();
+    let wait = std::time::Duration::from_secs(20);
+    let started = std::time::Instant::now();
+    let ended = tokio::time::timeout(wait, runtime.invoke("http-get", &grant, &input))
+        .await
+        .expect("the deadline ended the invocation");
+    let took = started.elapsed();
+    assert!(seen.try_recv().is_ok(), "the request reached the server");
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "a 1s deadline took {took:?}"
+    );
+    tokio::time::timeout(wait, gone.recv())
+        .await
+        .expect("the connection was closed");
+    // Anything the request's task still had to write would be written by now.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let records = audit.records();
+    let end = records.last().unwrap();
+    assert_eq!(end.event, Event::InvocationEnd, "{records:#?}");
+    let outcome = end.outcome.as_deref().unwrap_or_default();
+    match &ended {
+        Err(Error::Limit(warden::LimitExceeded::Deadline { .. })) => {
+            assert_eq!(outcome, "limit:deadline", "{records:#?}")
+        }
+        // The request's timeout came first and the tool returned its error.
+        Ok(_) => assert!(outcome.starts_with("tool-error"), "{records:#?}"),
+        other => panic!("{other:?}"),
+    }
+    let about_the_request: Vec<_> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.resource.as_deref() == Some(url.as_str()))
+        .collect();
+    let events: Vec<_> = about_the_request
+        .iter()
+        .map(|(_, r)| (r.event, r.decision.as_deref()))
+        .collect();
+    assert_eq!(events.len(), 2, "a decision and one outcome: {records:#?}");
+    assert_eq!(events[0], (Event::Decision, Some("allow")), "{records:#?}");
+    let (at, result) = about_the_request[1];
+    assert!(
+        matches!(result.event, Event::Outcome | Event::Egress),
+        "{records:#?}"
+    );
+    match result.outcome.as_deref() {
+        Some("stopped") => assert_eq!(
+            result.message.as_deref(),
+            Some(
+                "the operation was stopped before it finished: its invocation ended, was cancelled or ran out of time, the tool dropped the response it waited for, or the host failed"
+            ),
+            "{records:#?}"
+        ),
+        // The request's own timeout came first and recorded why it failed.
+        other => assert!(other.is_some(), "{records:#?}"),
+    }
+    assert!(at < records.len() - 1, "the outcome comes before the end");
+}
+
 /// The outcome a gate pass records when its operation is dropped before
 /// it finished: `stopped`, right before the invocation's end, naming the
 /// request, after the decision that allowed it.
