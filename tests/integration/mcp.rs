@@ -1804,6 +1804,77 @@ async fn warden_serve_stdio_exits_on_sigterm_while_its_client_stays() {
     drop(stdin);
 }
 
+/// A client that stopped reading while an answer waits to be written: told
+/// to stop (SIGTERM), the server gives it up once it has read nothing for a
+/// few seconds, and exits cleanly, every call that ran ended on the trail.
+/// Before, the loop waited in the answer's write for good, and ignored the
+/// signal.
+#[tokio::test]
+async fn warden_serve_stdio_exits_on_sigterm_while_its_client_stopped_reading() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let s = setup();
+    let mut child = warden_serve(&s, &["--stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    stdin
+        .write_all(format!("{INITIALIZE}\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(60), stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(answer.contains("protocolVersion"), "{answer}");
+    // Each answer holds its 100 KB message twice: the first fills the pipe,
+    // and the client reads nothing more. Its requests are written from a
+    // task: the server stops reading them while it waits on the client.
+    let writer = tokio::spawn(async move {
+        let big = "x".repeat(100_000);
+        let _ = stdin
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
+            .await;
+        for id in 1..=3 {
+            let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"message": big}}});
+            let _ = stdin.write_all(format!("{call}\n").as_bytes()).await;
+        }
+        std::future::pending::<()>().await;
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let told = Instant::now();
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("warden serve --stdio ignored SIGTERM while its client did not read")
+        .unwrap();
+    let took = told.elapsed();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "stopped {took:?} after SIGTERM (the client is given 3 s)"
+    );
+    writer.abort();
+    let trail = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    let count = |event: &str| {
+        trail
+            .lines()
+            .filter(|l| serde_json::from_str::<Value>(l).unwrap()["event"] == event)
+            .count()
+    };
+    assert!(count("invocation.start") >= 1, "{trail}");
+    assert_eq!(
+        count("invocation.start"),
+        count("invocation.end"),
+        "{trail}"
+    );
+}
+
 #[tokio::test]
 async fn the_stdio_loop_cancels_calls_when_the_client_goes_and_finishes_them_on_shutdown() {
     let s = setup();

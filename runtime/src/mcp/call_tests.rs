@@ -25,7 +25,7 @@ fn a_link_that_cannot_send_requests_has_no_caller_for_a_client_asked_by_request(
             capabilities: Some(&elicits),
             info: None,
         };
-        let link = Link::Stdio(stdio::Out::new(tokio::io::sink()).0);
+        let link = Link::Stdio(stdio::Out::new(tokio::io::sink(), CancellationToken::new()).0);
         Caller::new(Arc::default(), client, None, link, CancellationToken::new())
     };
     assert!(caller(ProtocolVersion::V_2025_06_18).is_none());

@@ -62,10 +62,16 @@ use tokio_util::sync::CancellationToken;
 /// output so, and the loop waited for it to write an answer, the session
 /// hung for good. A note finds the queue full only when the client has not
 /// read the last 16: it is dropped, and the next one says more.
+///
+/// Once the session ends (told to stop, or its input closed), a client
+/// that reads nothing for [`STALLED`] is given up: nothing more is written
+/// to it. Before, a client that had stopped reading held a write, and the
+/// loop in it, for good: `warden serve --stdio` ignored SIGTERM.
 #[derive(Clone)]
 pub(crate) struct Out {
     writer: Arc<Mutex<Writer>>,
     notes: tokio::sync::mpsc::Sender<Vec<u8>>,
+    ending: CancellationToken,
 }
 
 /// Progress notes waiting for a slow client.
@@ -80,23 +86,38 @@ struct Writer {
     output: Pin<Box<dyn AsyncWrite + Send>>,
     queued: Vec<u8>,
     written: usize,
+    /// The output failed, or the client read nothing for [`STALLED`] once
+    /// the session was ending: lines are dropped from then on.
+    gone: bool,
 }
 
+/// How long a client may read nothing once the session is ending.
+const STALLED: Duration = Duration::from_secs(3);
+
 impl Writer {
-    async fn line(writer: &Mutex<Writer>, bytes: &[u8]) {
+    async fn line(writer: &Mutex<Writer>, bytes: &[u8], ending: &CancellationToken) {
         let mut w = writer.lock().await;
+        if w.gone {
+            return;
+        }
         w.queued.extend_from_slice(bytes);
-        // A client that stopped reading: nothing more can reach it, and the
-        // loop ends when its input closes.
-        if w.send().await.is_err() {
+        // A client that stopped reading (or went): nothing more can reach
+        // it, and the loop ends when its input closes or it is told to.
+        if w.send(ending).await.is_err() {
             w.queued.clear();
             w.written = 0;
+            w.gone = true;
         }
     }
 
-    async fn send(&mut self) -> std::io::Result<()> {
+    /// Writes what is queued; once `ending` is cancelled, a write that
+    /// makes no progress for [`STALLED`] fails (`TimedOut`).
+    async fn send(&mut self, ending: &CancellationToken) -> std::io::Result<()> {
         while self.written < self.queued.len() {
-            let n = self.output.write(&self.queued[self.written..]).await?;
+            let n = tokio::select! {
+                n = self.output.write(&self.queued[self.written..]) => n?,
+                () = stalled(ending) => return Err(std::io::ErrorKind::TimedOut.into()),
+            };
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
@@ -104,40 +125,60 @@ impl Writer {
         }
         self.queued.clear();
         self.written = 0;
-        self.output.flush().await
+        tokio::select! {
+            flushed = self.output.flush() => flushed,
+            () = stalled(ending) => Err(std::io::ErrorKind::TimedOut.into()),
+        }
     }
+}
+
+/// Returns [`STALLED`] after `ending` is cancelled (at once if it is).
+async fn stalled(ending: &CancellationToken) {
+    ending.cancelled().await;
+    tokio::time::sleep(STALLED).await;
 }
 
 impl Out {
     /// The output, and the task that writes the calls' progress notes.
+    /// `ending` is cancelled when the session ends (see [`Out`]).
     pub(crate) fn new(
         output: impl AsyncWrite + Send + 'static,
+        ending: CancellationToken,
     ) -> (Out, impl Future<Output = ()> + Send + 'static) {
         let writer = Arc::new(Mutex::new(Writer {
             output: Box::pin(output),
             queued: Vec::new(),
             written: 0,
+            gone: false,
         }));
         let (notes, mut queue) = tokio::sync::mpsc::channel(NOTES);
         let out = Out {
             writer: writer.clone(),
             notes,
+            ending: ending.clone(),
         };
         let write_notes = async move {
             while let Some(note) = queue.recv().await {
-                Writer::line(&writer, &note).await;
+                Writer::line(&writer, &note, &ending).await;
             }
         };
         (out, write_notes)
     }
 
     async fn line(&self, bytes: &[u8]) {
-        Writer::line(&self.writer, bytes).await;
+        Writer::line(&self.writer, bytes, &self.ending).await;
     }
 
     /// Writes what a line given up part-way left queued, within `limit`.
     async fn finish(&self, limit: Duration) {
-        let written = async { self.writer.lock().await.send().await };
+        let written = async {
+            let mut w = self.writer.lock().await;
+            if w.gone {
+                Ok(())
+            } else {
+                w.send(&self.ending).await
+            }
+        };
         if tokio::time::timeout(limit, written).await.is_err() {
             tracing::warn!(
                 "MCP over stdio: the client did not read the rest of the last answer within {limit:?}"
@@ -231,7 +272,9 @@ pub async fn serve_on(
             "MCP over stdio serves one task grant (per-token grants are for HTTP)",
         ));
     };
-    let (out, notes) = Out::new(output);
+    // Cancelled when the loop ends, or at once when it is told to stop.
+    let ending = shutdown.child_token();
+    let (out, notes) = Out::new(output, ending.clone());
     let notes = tokio::spawn(notes);
 
     // The SDK, behind an in-memory pipe.
@@ -343,8 +386,10 @@ pub async fn serve_on(
         }
     }
     // Told to stop: calls still running finish and are answered (within
-    // their deadlines; a client that stops reading gets GRACE). The client
-    // gone: they are cancelled (nobody would read their answers).
+    // their deadlines and GRACE; a client that reads nothing for STALLED
+    // is given up). The client gone: they are cancelled (nobody would
+    // read their answers).
+    ending.cancel();
     if !shutdown.is_cancelled() {
         calls.stopping.cancel();
     }
