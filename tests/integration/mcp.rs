@@ -1805,8 +1805,8 @@ async fn warden_serve_stdio_exits_on_sigterm_while_its_client_stays() {
 }
 
 /// A client that stopped reading while an answer waits to be written: told
-/// to stop (SIGTERM), the server gives it up once it has read nothing for a
-/// few seconds, and exits cleanly, every call that ran ended on the trail.
+/// to stop (SIGTERM), the server gives it up once its output has taken no
+/// bytes for 3 s, and exits cleanly, every call that ran ended on the trail.
 /// Before, the loop waited in the answer's write for good, and ignored the
 /// signal.
 #[tokio::test]
@@ -1846,7 +1846,14 @@ async fn warden_serve_stdio_exits_on_sigterm_while_its_client_stopped_reading() 
         }
         std::future::pending::<()>().await;
     });
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The first call ran (its end is on the trail) and its answer waits.
+    let trail = s.dir.path().join("audit.jsonl");
+    let waited = Instant::now();
+    while !std::fs::read_to_string(&trail).is_ok_and(|t| t.contains("invocation.end")) {
+        assert!(waited.elapsed() < Duration::from_secs(30), "no call ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let told = Instant::now();
     sigterm(&child);
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
@@ -1860,7 +1867,7 @@ async fn warden_serve_stdio_exits_on_sigterm_while_its_client_stopped_reading() 
         "stopped {took:?} after SIGTERM (the client is given 3 s)"
     );
     writer.abort();
-    let trail = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    let trail = std::fs::read_to_string(&trail).unwrap();
     let count = |event: &str| {
         trail
             .lines()
