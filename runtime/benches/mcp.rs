@@ -26,6 +26,15 @@
 //! 4. Start-up: `warden serve --stdio` until `initialize` is answered, with a
 //!    warm compile cache. Target: under 20 ms.
 //!
+//! `WARDEN_BENCH_STDIO_PEER="NAME=COMMAND ARG…"` adds another MCP server to
+//! 1, driven with the same lines in the same alternating batches (issue
+//! #12's target: Warden's median at most a third of Wassette v0.2.0's).
+//! `{plain-echo-dir}` in the command is replaced by a directory holding
+//! `plain_echo.wasm` (`tools/plain-echo`: the same trivial tool as one
+//! exported function, WASI only), for hosts that map a component's
+//! functions to tools; e.g. `wassette=/path/to/wassette serve --stdio
+//! --plugin-dir {plain-echo-dir}`.
+//!
 //! `WARDEN_BENCH_QUICK=1` runs fewer iterations (CI smoke run);
 //! `WARDEN_BENCH_ONLY_STDIO=1` stops after 1 (and 1b),
 //! `WARDEN_BENCH_ONLY_IN_FLIGHT=1` runs only 3.
@@ -292,6 +301,44 @@ fn pin_this_thread(cpu: usize) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Another MCP server measured beside Warden over stdio (see the module).
+struct Peer {
+    name: String,
+    program: String,
+    args: Vec<String>,
+    /// Holds `plain_echo.wasm` for `{plain-echo-dir}`.
+    dir: tempfile::TempDir,
+}
+
+impl Peer {
+    /// From `WARDEN_BENCH_STDIO_PEER`, if set.
+    fn from_env() -> Option<Peer> {
+        let spec = std::env::var("WARDEN_BENCH_STDIO_PEER").ok()?;
+        let (name, command) = spec
+            .split_once('=')
+            .expect("WARDEN_BENCH_STDIO_PEER=NAME=COMMAND ARG...");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(guests::PLAIN_ECHO, dir.path().join("plain_echo.wasm"))
+            .expect("plain_echo.wasm");
+        let shown = dir.path().display().to_string();
+        let mut words = command
+            .split_whitespace()
+            .map(|w| w.replace("{plain-echo-dir}", &shown));
+        Some(Peer {
+            name: name.to_owned(),
+            program: words.next().expect("a command after NAME="),
+            args: words.collect(),
+            dir,
+        })
+    }
+
+    fn command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.args(&self.args).current_dir(self.dir.path());
+        cmd
+    }
+}
+
 /// Medians and p99 of `n` sequential calls through `warden` and the same
 /// lines through `cat` (the pipe floor), the client on CPU 0 and both
 /// servers on CPU `server_cpu` (if `taskset` can pin them: the last value
@@ -299,18 +346,36 @@ fn pin_this_thread(cpu: usize) -> bool {
 /// both see the same machine: where the two processes run decides what a
 /// wake-up costs (on this virtual machine, a pipe round trip between two
 /// CPUs costs several times one on a single CPU), and an unpinned run lands
-/// on either from run to run.
-fn stdio_placed(warden: std::process::Command, server_cpu: usize, n: usize) -> ([f64; 3], bool) {
+/// on either from run to run. With a `peer`, its median and p99 too, its
+/// batches alternating with the others.
+fn stdio_placed(
+    warden: std::process::Command,
+    peer: Option<std::process::Command>,
+    server_cpu: usize,
+    n: usize,
+) -> ([f64; 3], Option<[f64; 2]>, bool) {
     std::thread::scope(|s| {
         s.spawn(|| {
             let pinned = pin_this_thread(0);
             let cpu = pinned.then_some(server_cpu);
             let mut floor = LineServer::start(std::process::Command::new("cat"), cpu, false);
             let mut served = LineServer::start(warden, cpu, true);
+            let mut other = peer.map(|p| LineServer::start(p, cpu, true));
             for i in 1..=100 {
                 floor.call(i);
                 served.call(i);
+                if let Some(o) = other.as_mut() {
+                    o.call(i);
+                }
             }
+            if let Some(o) = &other {
+                assert!(
+                    o.line.contains("\"result\"") && !o.line.contains("\"isError\":true"),
+                    "the peer's answer: {}",
+                    o.line
+                );
+            }
+            let mut theirs = Vec::with_capacity(n);
             assert!(
                 served.line.contains("\"structuredContent\""),
                 "{}",
@@ -320,12 +385,18 @@ fn stdio_placed(warden: std::process::Command, server_cpu: usize, n: usize) -> (
             let batch = 50;
             for round in 0..n.div_ceil(batch) {
                 let ids = 101 + round * batch..101 + (round + 1) * batch;
+                if let Some(o) = other.as_mut().filter(|_| round % 2 == 1) {
+                    theirs.extend(ids.clone().map(|i| o.call(i)));
+                }
                 if round % 2 == 0 {
                     cat.extend(ids.clone().map(|i| floor.call(i)));
-                    ours.extend(ids.map(|i| served.call(i)));
+                    ours.extend(ids.clone().map(|i| served.call(i)));
                 } else {
                     ours.extend(ids.clone().map(|i| served.call(i)));
-                    cat.extend(ids.map(|i| floor.call(i)));
+                    cat.extend(ids.clone().map(|i| floor.call(i)));
+                }
+                if let Some(o) = other.as_mut().filter(|_| round % 2 == 0) {
+                    theirs.extend(ids.map(|i| o.call(i)));
                 }
                 assert!(
                     served.line.contains("\"structuredContent\""),
@@ -338,7 +409,8 @@ fn stdio_placed(warden: std::process::Command, server_cpu: usize, n: usize) -> (
                 percentile(&mut ours, 0.99),
                 percentile(&mut cat, 0.5),
             ];
-            (figures, pinned)
+            let peer = other.map(|_| [percentile(&mut theirs, 0.5), percentile(&mut theirs, 0.99)]);
+            (figures, peer, pinned)
         })
         .join()
         .expect("stdio client")
@@ -659,8 +731,10 @@ async fn main() {
     } else {
         &[(0, "one CPU")]
     };
+    let peer = Peer::from_env();
     for &(server_cpu, placed) in placements {
-        let ([median, p99, floor], pinned) = stdio_placed(warden(), server_cpu, n);
+        let ([median, p99, floor], theirs, pinned) =
+            stdio_placed(warden(), peer.as_ref().map(Peer::command), server_cpu, n);
         let placed = if pinned {
             format!("client and server on {placed}")
         } else {
@@ -674,6 +748,15 @@ async fn main() {
              target median <= floor + invoke + {STDIO_OVERHEAD_TARGET_US} = {stdio_target:.1} µs: {}",
             met(median <= stdio_target)
         );
+        if let (Some(peer), Some([their_median, their_p99])) = (&peer, theirs) {
+            println!(
+                "  {} over stdio, same lines, client and placement: median {their_median:.1} µs, p99 {their_p99:.1} µs; \
+                 Warden's median is {:.2}x lower (#12's target against Wassette v0.2.0: at least 3x): {}",
+                peer.name,
+                their_median / median,
+                met(their_median >= 3.0 * median)
+            );
+        }
     }
 
     // 1b. stdio round trips with rmcp's client.
