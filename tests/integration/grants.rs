@@ -308,6 +308,31 @@ async fn bad_components_are_refused_with_a_reason() {
     }
 }
 
+/// A real component built for another host (`plain-echo`: WASI only, its
+/// `echo` a plain exported function, what Wassette serves) named as a tool:
+/// refused before anything runs, naming the interface it lacks, and nothing
+/// on the trail.
+#[tokio::test]
+async fn a_component_built_for_another_host_is_refused_as_a_tool() {
+    let audit = warden::audit::MemorySink::new();
+    let rt = Runtime::builder()
+        .tool(warden::ToolSpec::new("plain", crate::PLAIN_ECHO))
+        .audit(audit.clone())
+        .build()
+        .unwrap();
+    let err = rt
+        .invoke("plain", &Grant::new("x"), r#"{"message":"hi"}"#)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Component { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("does not export the warden:tool/guest interface"),
+        "{text}"
+    );
+    assert!(audit.records().is_empty(), "{:#?}", audit.records());
+}
+
 #[tokio::test]
 async fn describe_reports_identity_schema_and_handles() {
     let world = World::new();
