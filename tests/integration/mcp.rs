@@ -1772,28 +1772,41 @@ async fn the_stdio_loop_answers_bad_lines_with_errors_and_keeps_serving() {
     assert_eq!(served.refused, 3);
 }
 
-#[tokio::test]
-async fn warden_serve_stdio_exits_on_sigterm_while_its_client_stays() {
+/// `warden serve --stdio` with piped stdin and stdout, its `initialize`
+/// answered; what it writes next is left unread.
+async fn stdio_server_initialized(
+    s: &Setup,
+) -> (tokio::process::Child, tokio::process::ChildStdin) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let s = setup();
-    let mut child = warden_serve(&s, &["--stdio"])
+    let mut child = warden_serve(s, &["--stdio"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let stdout = child.stdout.take().unwrap();
     stdin
         .write_all(format!("{INITIALIZE}\n").as_bytes())
         .await
         .unwrap();
-    let answer = tokio::time::timeout(Duration::from_secs(60), stdout.next_line())
+    // Read byte by byte up to the newline: nothing after the answer is
+    // taken off the pipe.
+    let mut stdout = tokio::io::BufReader::with_capacity(1, stdout);
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(60), stdout.read_line(&mut answer))
         .await
-        .unwrap()
         .unwrap()
         .unwrap();
     assert!(answer.contains("protocolVersion"), "{answer}");
+    child.stdout = Some(stdout.into_inner());
+    (child, stdin)
+}
+
+#[tokio::test]
+async fn warden_serve_stdio_exits_on_sigterm_while_its_client_stays() {
+    let s = setup();
+    let (mut child, stdin) = stdio_server_initialized(&s).await;
     sigterm(&child);
     // stdin is still open: the signal alone ends the server, cleanly.
     let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
@@ -1811,26 +1824,9 @@ async fn warden_serve_stdio_exits_on_sigterm_while_its_client_stays() {
 /// signal.
 #[tokio::test]
 async fn warden_serve_stdio_exits_on_sigterm_while_its_client_stopped_reading() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let s = setup();
-    let mut child = warden_serve(&s, &["--stdio"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    stdin
-        .write_all(format!("{INITIALIZE}\n").as_bytes())
-        .await
-        .unwrap();
-    let answer = tokio::time::timeout(Duration::from_secs(60), stdout.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(answer.contains("protocolVersion"), "{answer}");
+    let (mut child, mut stdin) = stdio_server_initialized(&s).await;
     // Each answer holds its 100 KB message twice: the first fills the pipe,
     // and the client reads nothing more. Its requests are written from a
     // task: the server stops reading them while it waits on the client.
