@@ -43,7 +43,8 @@ const NOTES: usize = 16;
 /// of it is written, and leaves the queue as it is written: a write given up
 /// part-way (the session's end does, on a slow reader) leaves the rest of
 /// its line queued, to go out before the next line or at [`Out::finish`],
-/// so a client never reads half a line.
+/// so a client never reads half a line, unless it is given up (see
+/// [`Out`]): what went out of its line then stays cut.
 struct Writer {
     output: Pin<Box<dyn AsyncWrite + Send>>,
     queued: Vec<u8>,
