@@ -937,13 +937,7 @@ async fn the_request_a_tool_sends_is_exactly_what_it_asked_and_cannot_be_split()
 async fn a_cancelled_invocation_drops_its_request_in_flight() {
     let (port, mut seen, mut gone) = holding_server().await;
     let dir = tempfile::tempdir().unwrap();
-    let (runtime, audit) = crate::common::runtime_for(
-        dir.path(),
-        &format!(
-            "[tools.http-get]\ncomponent = \"{}\"\ntimeout = \"60s\"\n[[tools.http-get.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\n",
-            crate::HTTP_GET
-        ),
-    );
+    let (runtime, audit) = crate::common::runtime_for(dir.path(), &http_get_manifest(port, "60s"));
     let grant = Grant::new("t").http(&format!("http://127.0.0.1:{port}/"), None);
     let cancel = tokio_util::sync::CancellationToken::new();
     let options = warden::InvokeOptions {
@@ -1068,13 +1062,7 @@ async fn a_dropped_invocation_records_its_request_in_flight_stopped() {
 async fn a_request_in_flight_at_the_deadline_has_one_outcome_before_the_end() {
     let (port, mut seen, mut gone) = holding_server().await;
     let dir = tempfile::tempdir().unwrap();
-    let (runtime, audit) = crate::common::runtime_for(
-        dir.path(),
-        &format!(
-            "[tools.http-get]\ncomponent = \"{}\"\ntimeout = \"1s\"\n[[tools.http-get.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\n",
-            crate::HTTP_GET
-        ),
-    );
+    let (runtime, audit) = crate::common::runtime_for(dir.path(), &http_get_manifest(port, "1s"));
     let grant = Grant::new("t").http(&format!("http://127.0.0.1:{port}/"), None);
     let url = format!("http://127.0.0.1:{port}/held");
     let input = json!({ "url": url }).to_string();
@@ -1417,6 +1405,15 @@ async fn a_made_up_method_reaches_the_trail_only_redacted() {
     assert_eq!(api.requests(), 0);
 }
 
+/// The manifest entry of an `http-get` tool with `timeout` that may reach
+/// 127.0.0.1:`port`, its egress rule last (for more to be added).
+fn http_get_manifest(port: u16, timeout: &str) -> String {
+    format!(
+        "[tools.http-get]\ncomponent = \"{}\"\ntimeout = \"{timeout}\"\n[[tools.http-get.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\n",
+        crate::HTTP_GET
+    )
+}
+
 /// A runtime whose `http-get` tool may reach 127.0.0.1:`port`; `more` ends
 /// its egress rule (and may add to its manifest entry), `build` adds to the
 /// builder (a trail, an approver).
@@ -1427,14 +1424,7 @@ fn http_get(
     build: impl FnOnce(warden::RuntimeBuilder) -> warden::RuntimeBuilder,
 ) -> Runtime {
     let path = dir.join("manifest.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[tools.http-get]\ncomponent = \"{}\"\ntimeout = \"60s\"\n[[tools.http-get.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\n{more}",
-            crate::HTTP_GET
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, format!("{}{more}", http_get_manifest(port, "60s"))).unwrap();
     let builder = Runtime::builder()
         .manifest(Manifest::load(&path).unwrap())
         .cache_dir(crate::common::shared_cache());
