@@ -10,6 +10,7 @@ mod budget;
 mod cache;
 mod cli;
 mod common;
+mod connections;
 mod console;
 mod contract;
 mod deploy;

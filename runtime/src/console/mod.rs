@@ -57,7 +57,7 @@ pub struct ConsoleOptions {
 const MAX_NAME: usize = 64;
 /// The largest form the console reads.
 const MAX_FORM: usize = 16 << 10;
-/// How long a request's body may take to arrive.
+/// How long a request's head, and its body, may take to arrive.
 const BODY_TIME: Duration = Duration::from_secs(10);
 /// Connections open at once; more are closed as they come. A request
 /// without a session closes its connection once answered, so strangers
@@ -126,13 +126,12 @@ pub async fn serve(
         reading: tokio::sync::Mutex::new(()),
         csp: HeaderValue::from_str(&csp).map_err(std::io::Error::other)?,
     });
-    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let admission = crate::mcp::http::conns::Admission::new("console", MAX_CONNECTIONS);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     while let Some((stream, peer)) =
         crate::mcp::http::next_connection(&listener, &shutdown, "console").await
     {
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            tracing::debug!("console: {MAX_CONNECTIONS} connections open; closing {peer}'s");
+        let Some(permit) = admission.admit(peer) else {
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -141,9 +140,7 @@ pub async fn serve(
             let console = console.clone();
             async move { Ok::<_, Infallible>(console.handle(req).await) }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
+        let conn = crate::mcp::http::conns::http1(BODY_TIME)
             .serve_connection(TokioIo::new(stream), handler);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

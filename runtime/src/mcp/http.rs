@@ -15,6 +15,7 @@
 
 mod answer;
 mod approvals;
+pub(crate) mod conns;
 mod fast;
 pub(crate) mod host;
 mod inline;
@@ -64,6 +65,14 @@ pub struct HttpOptions {
     /// services checking a tool's identity token); introspection is off
     /// without one.
     pub introspection: Option<Arc<zeroize::Zeroizing<String>>>,
+    /// Connections open at once; more are closed as they come (fewer when
+    /// the process's open-file limit leaves no room for that many).
+    pub max_connections: usize,
+    /// How long a client may take to send a request's head, and its body:
+    /// a connection that sends no complete head within it is closed (a
+    /// kept-alive one too, that long after its last answer), a body that
+    /// has not arrived is answered 408.
+    pub read_timeout: Duration,
 }
 
 impl Default for HttpOptions {
@@ -74,6 +83,8 @@ impl Default for HttpOptions {
             allowed_hosts: Vec::new(),
             drain: Duration::from_secs(30),
             introspection: None,
+            max_connections: 4096,
+            read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -244,7 +255,12 @@ pub async fn serve(
     let sweeper = shared.clone();
     tokio::spawn(async move { sweeper.sessions.sweep(Duration::from_secs(30)).await });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let admission = conns::Admission::new("MCP", shared.options.max_connections);
+    let read_timeout = shared.options.read_timeout;
     while let Some((stream, peer)) = next_connection(&listener, &shutdown, "MCP").await {
+        let Some(place) = admission.admit(peer) else {
+            continue;
+        };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!("connection from {peer}: cannot set TCP_NODELAY: {e}");
         }
@@ -253,13 +269,13 @@ pub async fn serve(
             let shared = shared.clone();
             async move { Ok::<_, Infallible>(shared.handle(req, peer).await) }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), handler);
+        let conn = conns::http1(read_timeout).serve_connection(TokioIo::new(stream), handler);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("connection from {peer}: {e}");
             }
+            drop(place);
         });
     }
     drop(listener);
@@ -476,10 +492,17 @@ impl Endpoint {
             .extensions
             .get::<crate::auth::Authenticated>()
             .and_then(|a| a.who().cloned());
-        let body = match http_body_util::Limited::new(body, self.options.max_request)
-            .collect()
-            .await
-        {
+        let read = http_body_util::Limited::new(body, self.options.max_request).collect();
+        let Ok(read) = tokio::time::timeout(self.options.read_timeout, read).await else {
+            return Posted::Answered(plain(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body did not arrive within {}s",
+                    self.options.read_timeout.as_secs_f64()
+                ),
+            ));
+        };
+        let body = match read {
             Ok(b) => b.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 return Posted::Answered(too_large(self.options.max_request));
@@ -497,6 +520,13 @@ impl Endpoint {
         let message = std::str::from_utf8(&body)
             .ok()
             .and_then(|_| serde_json::from_slice::<fast::Message>(&body).ok());
+        let new_session = !parts.headers.contains_key(fast::SESSION);
+        if let Some(m) = &message
+            && m.method.as_deref() == Some("initialize")
+            && let Some(refused) = self.sessions.refuse_initialize(body.len(), new_session)
+        {
+            return Posted::Answered(refused);
+        }
         let mut initialize = None;
         let taken = match &message {
             Some(m) if parts.headers.contains_key(fast::SESSION) => {

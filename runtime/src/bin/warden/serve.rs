@@ -57,6 +57,15 @@ pub struct ServeArgs {
     /// Largest request, in bytes: an HTTP request body, a stdio line.
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     max_request: usize,
+    /// HTTP: connections open at once; more are closed as they come
+    /// (fewer when the process's open-file limit leaves no room for N).
+    #[arg(long, default_value_t = 4096, value_name = "N", requires = "http", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// HTTP: how long a client may take to send a request's head, and its
+    /// body (e.g. 30s): a connection that sends no complete head within it
+    /// is closed, a kept-alive one too once idle that long.
+    #[arg(long, default_value = "30s", value_name = "DURATION", requires = "http", value_parser = read_timeout)]
+    read_timeout: std::time::Duration,
     /// Serve the pending approvals at ADDR (GET /approvals, POST
     /// /approvals/DIGEST) for the operator; approvals a client cannot answer
     /// through elicitation wait there. Needs --approvals-token-file.
@@ -113,6 +122,13 @@ pub struct ServeArgs {
 
 /// An `--allowed-host` value: a host name or address, with an optional
 /// port, as a `Host` header carries it.
+fn read_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match warden::units::parse_duration(s)? {
+        d if d.is_zero() => Err("expected a duration above zero, e.g. 30s".into()),
+        d => Ok(d),
+    }
+}
+
 fn host_name(host: &str) -> Result<String, String> {
     let ok = !host.is_empty()
         && host.len() <= 260
@@ -530,6 +546,8 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         max_request: args.max_request,
         allowed_hosts: args.allowed_hosts.clone(),
         introspection,
+        max_connections: args.max_connections as usize,
+        read_timeout: args.read_timeout,
         ..HttpOptions::default()
     };
     warden::mcp::http::serve(listener, mcp, http, shutdown)

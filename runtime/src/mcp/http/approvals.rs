@@ -22,7 +22,11 @@ pub async fn serve_approvals(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let token = Arc::new(zeroize::Zeroizing::new(token));
-    while let Some((stream, _)) = next_connection(&listener, &shutdown, "approvals").await {
+    let admission = super::conns::Admission::new("approvals", MAX_CONNECTIONS);
+    while let Some((stream, peer)) = next_connection(&listener, &shutdown, "approvals").await {
+        let Some(place) = admission.admit(peer) else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let queue = queue.clone();
         let token = token.clone();
@@ -32,9 +36,10 @@ pub async fn serve_approvals(
             async move { Ok::<_, Infallible>(approvals(req, &*queue, &token).await) }
         });
         tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
+            let _ = super::conns::http1(READ_WITHIN)
                 .serve_connection(TokioIo::new(stream), handler)
                 .await;
+            drop(place);
         });
     }
     Ok(())
@@ -42,6 +47,11 @@ pub async fn serve_approvals(
 
 /// The longest name an answer may give for who answered.
 const MAX_BY: usize = 128;
+/// Connections open at once (an operator's tools); more are closed as
+/// they come.
+const MAX_CONNECTIONS: usize = 256;
+/// How long a request's head, and its body, may take to arrive.
+const READ_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// 503 for the operator: the approvals store cannot be read (why is
 /// logged, not told).
@@ -72,12 +82,16 @@ async fn approvals(
         },
         (http::Method::POST, Some(rest)) if rest.len() > 1 => {
             let digest = rest.strip_prefix('/').unwrap_or(rest);
-            let body = match http_body_util::Limited::new(req.into_body(), 64 << 10)
-                .collect()
-                .await
-            {
-                Ok(b) => b.to_bytes(),
+            let read = http_body_util::Limited::new(req.into_body(), 64 << 10).collect();
+            let body = match tokio::time::timeout(READ_WITHIN, read).await {
+                Ok(Ok(b)) => b.to_bytes(),
                 Err(_) => {
+                    return plain(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the answer did not arrive within 10s",
+                    );
+                }
+                Ok(Err(_)) => {
                     return plain(StatusCode::PAYLOAD_TOO_LARGE, "answer larger than 64 KiB");
                 }
             };

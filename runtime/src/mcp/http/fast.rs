@@ -57,6 +57,16 @@ pub(crate) const IDLE: Duration = Duration::from_secs(300);
 /// The session header.
 pub(crate) const SESSION: &str = "mcp-session-id";
 
+/// Sessions a server keeps open at once. Each holds what its client said
+/// at `initialize` (within [`MAX_INITIALIZE`]) until it closes or goes
+/// idle for [`IDLE`]; unbounded, a client could open them until memory ran
+/// out.
+pub(crate) const MAX_SESSIONS: usize = 4096;
+
+/// The largest `initialize` request: what a session keeps of it is its
+/// client's capabilities and name (a few hundred bytes from real clients).
+pub(crate) const MAX_INITIALIZE: usize = 64 << 10;
+
 /// The parts of a JSON-RPC message this path looks at; the rest stays raw.
 /// (`method` may be written with escapes: whatever rmcp parses, this does.)
 #[derive(Deserialize)]
@@ -161,6 +171,37 @@ impl Sessions {
             closed: self.stopping.child_token(),
         };
         lock(&self.map).insert(id, Arc::new(session));
+    }
+
+    /// The answer to an `initialize` of `len` bytes, if it is refused:
+    /// over [`MAX_INITIALIZE`] (in a session or not: rmcp keeps what a
+    /// second one says too), or for a `new` session while as many are open
+    /// as a server keeps ([`MAX_SESSIONS`]), until one ends.
+    pub(crate) fn refuse_initialize(
+        &self,
+        len: usize,
+        new: bool,
+    ) -> Option<http::Response<super::Body>> {
+        if len > MAX_INITIALIZE {
+            return Some(super::plain(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "an initialize request is at most {MAX_INITIALIZE} bytes (this one is {len})"
+                ),
+            ));
+        }
+        if new && lock(&self.map).len() >= MAX_SESSIONS {
+            tracing::warn!(
+                "MCP: {MAX_SESSIONS} sessions open, the most a server keeps; refusing a new one"
+            );
+            return Some(super::plain(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "this server keeps {MAX_SESSIONS} sessions open at once and has that many; end one (DELETE with its Mcp-Session-Id) or try again once idle ones close"
+                ),
+            ));
+        }
+        None
     }
 
     /// Forgets the session `id` and stops its calls.
