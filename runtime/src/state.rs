@@ -136,6 +136,7 @@ impl wasmtime_wasi_http::WasiHttpView for HostState {
                 egress: self.egress.clone(),
                 gate: self.gate.clone(),
                 requests: crate::caps::http::Requests::default(),
+                held: Default::default(),
             });
         wasmtime_wasi_http::WasiHttpCtxView {
             hooks,
@@ -156,33 +157,52 @@ impl WasiView for HostState {
 
 /// The trap payload when a tool grows a memory past its limit.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("memory limit of {limit} bytes exceeded (tried to grow to {desired} bytes)")]
+#[error("memory limit of {limit} bytes exceeded (its memories would have held {desired} bytes)")]
 pub(crate) struct MemoryExceeded {
     pub(crate) limit: usize,
     pub(crate) desired: usize,
 }
 
-/// Caps each linear memory at the tool's `memory` limit.
+/// Caps the tool's linear memories, summed, at its `memory` limit: a
+/// component may hold several (a module may declare two, and a component
+/// may instantiate many modules), and each counted alone would let it use
+/// the limit as many times over.
 pub(crate) struct MemoryLimiter {
     pub(crate) limit: usize,
+    /// The bytes of every memory of the store so far.
+    pub(crate) used: usize,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(limit: usize) -> MemoryLimiter {
+        MemoryLimiter { limit, used: 0 }
+    }
 }
 
 /// Table elements per table; far above what compilers emit.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl ResourceLimiter for MemoryLimiter {
+    /// Called as each memory is created (`current` 0) and grown, before
+    /// wasmtime checks the memory's own declared maximum: a growth past
+    /// that fails without being charged.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _max: Option<usize>,
+        max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
+        if max.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let total = (self.used.saturating_sub(current)).saturating_add(desired);
+        if total > self.limit {
             return Err(wasmtime::Error::new(MemoryExceeded {
                 limit: self.limit,
-                desired,
+                desired: total,
             }));
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -193,5 +213,54 @@ impl ResourceLimiter for MemoryLimiter {
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MemoryExceeded, MemoryLimiter};
+    use wasmtime::ResourceLimiter;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn the_memory_limit_holds_for_the_memories_together() {
+        let mut l = MemoryLimiter::new(64 * MIB);
+        // Two memories created at 24 MiB each: 48 MiB in all.
+        assert!(l.memory_growing(0, 24 * MIB, None).unwrap());
+        assert!(l.memory_growing(0, 24 * MIB, None).unwrap());
+        // One grows by 16 MiB: 64 MiB, the limit.
+        assert!(l.memory_growing(24 * MIB, 40 * MIB, None).unwrap());
+        // The other by one page more: past it, though each alone is under.
+        let e = l
+            .memory_growing(24 * MIB, 24 * MIB + 65536, None)
+            .unwrap_err();
+        let e = e
+            .downcast_ref::<MemoryExceeded>()
+            .expect("the limit's error");
+        assert_eq!((e.limit, e.desired), (64 * MIB, 64 * MIB + 65536));
+        // A third memory finds no room either, and the refusals took none.
+        assert!(l.memory_growing(0, 65536, None).is_err());
+        assert_eq!(l.used, 64 * MIB);
+    }
+
+    #[test]
+    fn a_growth_past_a_memorys_own_maximum_fails_uncharged() {
+        let mut l = MemoryLimiter::new(64 * MIB);
+        assert!(l.memory_growing(0, MIB, Some(2 * MIB)).unwrap());
+        // An allocator probing past the declared maximum: refused by it.
+        for _ in 0..100 {
+            assert!(!l.memory_growing(MIB, 3 * MIB, Some(2 * MIB)).unwrap());
+        }
+        assert_eq!(l.used, MIB);
+        assert!(l.memory_growing(MIB, 2 * MIB, Some(2 * MIB)).unwrap());
+    }
+
+    #[test]
+    fn one_memory_may_use_the_whole_limit() {
+        let mut l = MemoryLimiter::new(64 * MIB);
+        assert!(l.memory_growing(0, MIB, None).unwrap());
+        assert!(l.memory_growing(MIB, 64 * MIB, None).unwrap());
+        assert!(l.memory_growing(64 * MIB, 64 * MIB + 65536, None).is_err());
     }
 }

@@ -41,6 +41,16 @@ async fn serve() -> (u16, Seen) {
             "/api/big" => ("200 OK", String::new(), "b".repeat(64 << 10)),
             // The request's head, as it arrived.
             p if p.starts_with("/api/head") => ("200 OK", String::new(), req.head.clone()),
+            // A server that says it compressed its echo, asked or not.
+            p if p.starts_with("/api/gz") => (
+                "200 OK",
+                "Content-Encoding: gzip\r\n".to_owned(),
+                format!(
+                    "{} {}",
+                    auth.as_deref().unwrap_or(""),
+                    req.header("x-api-key").unwrap_or("")
+                ),
+            ),
             // A debug endpoint: echoes what it was sent, several ways.
             p if p.starts_with("/api/echo") => {
                 let sent = format!(
@@ -885,6 +895,8 @@ async fn the_request_a_tool_sends_is_exactly_what_it_asked_and_cannot_be_split()
         "accept: text/plain".into(),
         // The server saw the token; the tool sees its reflection redacted.
         "authorization: bearer [redacted:api]".into(),
+        // The invocation holds secrets: the whole body, unencoded.
+        "accept-encoding: identity".into(),
     ] {
         assert_eq!(
             lines.iter().filter(|l| **l == want).count(),
@@ -892,7 +904,7 @@ async fn the_request_a_tool_sends_is_exactly_what_it_asked_and_cannot_be_split()
             "{want} in {head}"
         );
     }
-    assert_eq!(lines.len(), 5, "nothing else is sent: {head}");
+    assert_eq!(lines.len(), 6, "nothing else is sent: {head}");
 
     let before = api.requests();
     for (name, value) in [
@@ -1372,6 +1384,133 @@ async fn a_secret_reflected_by_its_server_is_redacted_before_the_tool_sees_it() 
         egress.message.as_deref(),
         Some("secret 'api' reflected in the response; redacted before the tool saw it")
     );
+}
+
+/// Compressed (`Accept-Encoding: gzip`) or cut into ranges (`Range`), a
+/// response reflecting a secret is in no form redaction knows, and the
+/// tool could decompress or join what it got. While an invocation holds
+/// secrets its requests ask for the whole body, unencoded, whatever the
+/// tool set; a response encoded anyway is refused, and the trail says why.
+/// Without secrets, the tool's headers go as it set them.
+#[tokio::test]
+async fn while_secrets_are_held_responses_come_whole_and_unencoded() {
+    let api = Api::new().await;
+    let head = format!("{}/api/head", api.base());
+    let asks = json!([
+        ["Accept-Encoding", "gzip, br"],
+        ["Range", "bytes=0-3"],
+        ["TE", "gzip"]
+    ]);
+    let holding = api.grant().secret("hidden");
+    for tool in ["probe", "std"] {
+        let (out, _) = api
+            .probe(tool, &holding, json!({"url": head, "headers": asks}))
+            .await;
+        let sent = out["ok"]["body"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{tool}: {out}"));
+        let sent = sent.to_ascii_lowercase();
+        let lines: Vec<&str> = sent.lines().map(str::trim_end).collect();
+        assert!(
+            lines.contains(&"accept-encoding: identity"),
+            "{tool}: {sent}"
+        );
+        assert!(!sent.contains("gzip"), "{tool}: {sent}");
+        for gone in ["range:", "te:"] {
+            assert!(
+                !lines.iter().any(|l| l.starts_with(gone)),
+                "{tool} sent {gone}: {sent}"
+            );
+        }
+        let free = Grant::new("t").http(&format!("{}/api/", api.base()), None);
+        let (out, _) = api
+            .probe(tool, &free, json!({"url": head, "headers": asks}))
+            .await;
+        let sent = out["ok"]["body"].as_str().unwrap().to_ascii_lowercase();
+        let lines: Vec<&str> = sent.lines().map(str::trim_end).collect();
+        assert!(
+            lines.contains(&"accept-encoding: gzip, br"),
+            "{tool}: {sent}"
+        );
+        assert!(lines.contains(&"range: bytes=0-3"), "{tool}: {sent}");
+    }
+
+    let gz = format!("{}/api/gz", api.base());
+    let why = "the response is encoded (Content-Encoding: gzip), which redaction cannot read while this invocation holds secrets; the request asked for identity";
+    let (out, inv) = api
+        .probe("probe", &holding, json!({"url": gz, "bearer": "hidden"}))
+        .await;
+    assert_eq!(out["error"]["code"], "connection", "{out}");
+    assert_eq!(out["error"]["message"], why, "{out}");
+    let input = json!({"url": gz, "reveal": "api", "into": "header"});
+    let (out, std_inv) = api.probe("std", &holding, input).await;
+    let code = out["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        code.starts_with("ErrorCode::HttpResponseContentCoding"),
+        "{out}"
+    );
+    assert!(
+        !out.to_string().contains(HIDDEN_TOKEN) && !out.to_string().contains(API_TOKEN),
+        "{out}"
+    );
+    for inv in [inv, std_inv] {
+        let egress = api
+            .audit
+            .invocation(&inv)
+            .into_iter()
+            .find(|r| r.event == Event::Egress)
+            .unwrap();
+        assert_eq!(egress.outcome.as_deref(), Some("error"), "{egress:?}");
+        let message = egress.message.unwrap_or_default();
+        assert!(message.contains("Content-Encoding: gzip"), "{message}");
+    }
+}
+
+/// A tool starts many `wasi:http` requests at once and finishes none of
+/// their bodies, which the host buffers to check: it holds them only up to
+/// the host call limit together, and refuses each request past it
+/// (`http.size`, recorded). Before, every request could buffer up to the
+/// limit on its own: hundreds of them, gigabytes of the host's memory.
+#[tokio::test]
+async fn a_tools_wasi_http_bodies_together_stay_within_the_host_call_limit() {
+    let api = Api::with(|b| b.hostcall_limit(1 << 20)).await;
+    let url = format!("{}/api/upload", api.base());
+    // 400 KiB each: two fit within 1 MiB, a third does not.
+    let body = "b".repeat(400 << 10);
+    let input = json!({"url": url, "body": body, "unfinished": 6});
+    let (out, inv) = api.probe("std", &api.grant(), input).await;
+    let codes: Vec<&str> = out["started"]["codes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{out}"))
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(codes.len(), 6, "{codes:?}");
+    assert_eq!(codes[..2], ["open", "open"], "{codes:?}");
+    for code in &codes[2..] {
+        assert!(
+            code.starts_with("ErrorCode::HttpRequestBodySize"),
+            "{codes:?}"
+        );
+    }
+    let refused: Vec<_> = api
+        .decisions(&inv)
+        .into_iter()
+        .filter(|d| d.decision.as_deref() == Some("deny"))
+        .collect();
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    for d in &refused {
+        assert_eq!(d.rule.as_deref(), Some("http.size"), "{d:?}");
+        assert_eq!(
+            d.reason.as_deref(),
+            Some(
+                "the invocation's requests in flight hold more than the host call limit of 1048576 bytes of bodies together; finish or drop one first"
+            )
+        );
+    }
+    assert_eq!(api.requests(), 0, "nothing was sent");
 }
 
 /// A method the tool makes up is the tool's text: it never becomes the

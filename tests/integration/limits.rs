@@ -357,3 +357,42 @@ fn an_invocation_in_flight_holds_under_3_kib_of_future() {
     eprintln!("Runtime::invoke_with's future: {size} bytes");
     assert!(size <= 2816, "{size} bytes");
 }
+
+/// A tool's own error message goes where its output would (to the caller)
+/// and is bounded as output is; its end record keeps its first 4 KiB.
+/// Before, a 30 MiB message was written whole into the end record, past
+/// the invocation's audit budget.
+#[tokio::test]
+async fn a_tools_error_message_is_bounded_on_the_trail_and_for_the_caller() {
+    let world = World::new();
+    let fail = |text: String| serde_json::json!({"attack": "fail", "text": text}).to_string();
+    // Within the output limit (64 KiB here): the caller gets it whole.
+    let text = "e".repeat(40 << 10);
+    let run = world
+        .runtime
+        .invoke("hog", &Grant::new("t"), &fail(text.clone()))
+        .await
+        .unwrap();
+    assert_eq!(run.output.unwrap_err().message, text);
+    let (outcome, message) = last_outcome(&world);
+    assert_eq!(outcome, "tool-error:failed");
+    assert_eq!(message, format!("{}…[{} bytes]", &text[..4096], text.len()));
+    // Over it: refused as output over the limit, like output.
+    let err = world
+        .runtime
+        .invoke("hog", &Grant::new("t"), &fail("e".repeat(100 << 10)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "output of 100 KiB exceeds the limit of 64 KiB"
+    );
+    assert_eq!(
+        last_outcome(&world),
+        (
+            "limit:output".into(),
+            "output of 100 KiB exceeds the limit of 64 KiB".into()
+        )
+    );
+    echo_works(&world).await;
+}

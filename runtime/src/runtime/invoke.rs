@@ -6,7 +6,7 @@ use super::contract::Contract;
 use super::end::End;
 use super::load::LoadedTool;
 use super::outcome::{
-    DeadlineHit, Outcome, check_output, classify, lift_limit, redact_result, tool_error, unread,
+    DeadlineHit, Outcome, check_error, check_output, classify, lift_limit, redact_result, unread,
 };
 use super::{Inner, Invocation, InvokeOptions, ToolError, ToolErrorKind};
 use crate::approval::{Approvals, Approver};
@@ -252,7 +252,7 @@ impl Inner {
             wasi,
             http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
             http_hooks: None,
-            table: Default::default(),
+            table: resource_table(),
             gate,
             fs: authority.fs,
             secrets: authority.secrets,
@@ -260,9 +260,9 @@ impl Inner {
             requests: Default::default(),
             deploy: authority.deploy,
             minter: authority.minter,
-            limiter: MemoryLimiter {
-                limit: usize::try_from(tool.spec.limits.memory).unwrap_or(usize::MAX),
-            },
+            limiter: MemoryLimiter::new(
+                usize::try_from(tool.spec.limits.memory).unwrap_or(usize::MAX),
+            ),
             log_limits: self.log_limits,
             log: LogState::default(),
         };
@@ -279,6 +279,18 @@ impl Inner {
         });
         (store, pipes)
     }
+}
+
+/// Resources a tool may hold at once (streams, pollables, handles, HTTP
+/// requests and bodies); wasmtime's default is a million. Each may hold
+/// host memory (a request body's unread writes, 32 KiB), so their number
+/// bounds it; a tool past it traps. Real tools hold tens.
+const MAX_RESOURCES: usize = 2048;
+
+fn resource_table() -> wasmtime::component::ResourceTable {
+    let mut table = wasmtime::component::ResourceTable::new();
+    table.set_max_capacity(MAX_RESOURCES);
+    table
 }
 
 /// Refuses input over `max` bytes, not JSON, or not matching the tool's
@@ -437,7 +449,7 @@ async fn run_tool(
                 None => classify(trap, limits),
             },
         ),
-        Some(Ok(Ok(Err(e)))) => Ok(Err(tool_error(e))),
+        Some(Ok(Ok(Err(e)))) => check_error(e, limits.max_output),
         Some(Ok(Ok(Ok(output)))) => check_output(output, limits.max_output),
     };
     // A call cancelled or out of time may have left requests waiting on

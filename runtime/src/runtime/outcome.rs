@@ -139,7 +139,9 @@ pub(super) fn classify(e: wasmtime::Error, limits: crate::manifest::Limits) -> E
     }
     // The root cause names the trap; the wasm backtrace around it goes to
     // the debug log only.
-    tracing::debug!("trap: {e:?}");
+    // Escaped: the backtrace names the component's functions as it
+    // declares them, line breaks and all.
+    tracing::debug!("trap: {}", crate::redact::escape_control(&format!("{e:?}")));
     Error::Trap(e.root_cause().to_string())
 }
 
@@ -155,12 +157,32 @@ pub(super) fn end_summary(result: &Outcome, dropped: u32) -> (String, Option<Str
         Err(Error::Cancelled) => ("cancelled".to_owned(), None),
         Err(e) => ("host-error".to_owned(), Some(e.to_string())),
     };
+    // The tool's own message may be as long as its output may: the record
+    // keeps its start (the result is redacted by now, so no value is cut).
+    let detail = detail.map(|d| crate::policy::gate::cut(&d, END_DETAIL).into_owned());
     let message = match (detail, dropped) {
         (d, 0) => d,
         (Some(d), n) => Some(format!("{d}; {n} log messages dropped")),
         (None, n) => Some(format!("{n} log messages dropped")),
     };
     (outcome, message)
+}
+
+/// The most of an outcome's detail (a tool's error message) an end record
+/// keeps; the caller gets the whole message, within the output limit.
+pub(super) const END_DETAIL: usize = 4096;
+
+/// The tool's own error, refused as output over `limit` bytes when its
+/// message is (it goes where the output would: to the caller).
+pub(super) fn check_error(e: guest::ToolError, limit: u64) -> Outcome {
+    if e.message.len() as u64 > limit {
+        return Err(LimitExceeded::Output {
+            size: e.message.len() as u64,
+            limit,
+        }
+        .into());
+    }
+    Ok(Err(tool_error(e)))
 }
 
 #[cfg(test)]

@@ -31,6 +31,10 @@ struct Input {
     /// a request in flight).
     #[serde(default)]
     leave_after_ms: Option<u64>,
+    /// Start this many POSTs to `url` at once, each writing `body` and none
+    /// finishing it; 300 ms later, say how each stands.
+    #[serde(default)]
+    unfinished: Option<u32>,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -46,6 +50,11 @@ enum Output {
     },
     /// Returned with the request still in flight.
     Left,
+    /// How each of the `unfinished` requests stood: `open` (no answer
+    /// yet), or its error code.
+    Started {
+        codes: Vec<String>,
+    },
 }
 
 /// `value` as a receiving server would decode it back: `plain`, `percent`
@@ -107,6 +116,9 @@ impl Tool for WasiHttpProbe {
     const DESCRIPTION: &'static str = "Test tool: one GET through standard wasi:http.";
 
     fn invoke(i: Input) -> Result<Output, Error> {
+        if let Some(n) = i.unfinished {
+            return unfinished(&i.url, i.body.as_deref().unwrap_or(""), n);
+        }
         let mut url = i.url.clone();
         let mut headers = i.headers.clone();
         let mut body = i.body.clone();
@@ -213,6 +225,57 @@ impl Tool for WasiHttpProbe {
             headers,
         })
     }
+}
+
+/// `n` POSTs to `url` started at once, each body written and left
+/// unfinished (held open, as a slow client would), and how each stands
+/// 300 ms later.
+fn unfinished(url: &str, body: &str, n: u32) -> Result<Output, Error> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| Error::invalid_input("an http:// URL"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, "/"),
+    };
+    let mut held = Vec::new();
+    let mut codes = Vec::new();
+    for _ in 0..n {
+        let req = OutgoingRequest::new(Fields::new());
+        let _ = req.set_method(&Method::Post);
+        let _ = req.set_scheme(Some(&Scheme::Http));
+        let _ = req.set_authority(Some(authority));
+        let _ = req.set_path_with_query(Some(path));
+        let outgoing = req.body().map_err(|_| Error::failed("no request body"))?;
+        let future = match outgoing_handler::handle(req, None) {
+            Ok(f) => f,
+            Err(e) => {
+                codes.push(format!("{e:?}"));
+                continue;
+            }
+        };
+        let stream = outgoing
+            .write()
+            .map_err(|_| Error::failed("no request body stream"))?;
+        for chunk in body.as_bytes().chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                break;
+            }
+        }
+        held.push((future, stream, outgoing));
+    }
+    wasi::clocks::monotonic_clock::subscribe_duration(300_000_000).block();
+    for (future, _, _) in &held {
+        // `get` says what a poll found: polled once, without waiting.
+        let _ = future.subscribe().ready();
+        codes.push(match future.get() {
+            None => "open".into(),
+            Some(Ok(Ok(_))) => "answered".into(),
+            Some(Ok(Err(e))) => format!("{e:?}"),
+            Some(Err(())) => "taken".into(),
+        });
+    }
+    Ok(Output::Started { codes })
 }
 
 warden_tool::export!(WasiHttpProbe);

@@ -360,20 +360,35 @@ fn send(
         let started = Instant::now();
         let timeout =
             REQUEST_TIMEOUT.min(gate.deadline().saturating_duration_since(Instant::now()));
+        let redactor = gate.redactor();
+        let whole = !redactor.is_empty();
         let result = perform(
             &pass,
             &checked,
             req,
             bearer_value,
-            timeout,
+            (timeout, whole),
             gate.hostcall_limit(),
         )
         .await;
         let received = result.as_ref().map_or(0, |resp| resp.body.len());
         let mut found = BTreeSet::new();
-        let redactor = gate.redactor();
+        let unreadable = |resp: &Response| {
+            let headers = resp.headers.iter();
+            whole
+                .then(|| {
+                    super::readable::unreadable(
+                        resp.status,
+                        headers.map(|(k, v)| (k.as_str(), v.as_bytes())),
+                    )
+                })
+                .flatten()
+        };
         let result = match result {
-            Ok(resp) => Ok(redact_response(resp, redactor, &mut found)),
+            Ok(resp) => match unreadable(&resp) {
+                Some(why) => Err(error(ErrorCode::Connection, why)),
+                None => Ok(redact_response(resp, redactor, &mut found)),
+            },
             Err(e) => Err(wit::Error {
                 code: e.code,
                 message: redactor.redact_string(e.message),
@@ -447,7 +462,7 @@ async fn perform(
     checked: &Checked,
     req: Request,
     bearer: Option<zeroize::Zeroizing<String>>,
-    timeout: Duration,
+    (timeout, whole): (Duration, bool),
     limit: usize,
 ) -> Result<Response, wit::Error> {
     let Checked {
@@ -458,7 +473,10 @@ async fn perform(
         ..
     } = checked;
     let exchange = async {
-        let request = http_request(url, method, req, bearer.as_deref().map(String::as_str))?;
+        let mut request = http_request(url, method, req, bearer.as_deref().map(String::as_str))?;
+        if whole {
+            super::readable::ask_whole(request.headers_mut());
+        }
         // Held until the body is read (or this is dropped): then closed.
         let conn::Connection {
             mut sender,

@@ -21,6 +21,7 @@ mod conn;
 pub(crate) mod egress;
 mod host;
 pub(crate) mod manifest;
+mod readable;
 pub(crate) use host::{HttpStore, HttpView, Requests, add_to_linker};
 pub(crate) mod wasi;
 

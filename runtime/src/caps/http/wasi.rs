@@ -37,6 +37,47 @@ pub(crate) struct EgressHooks {
     /// table, which only aborts its task when dropped, and a task part-way
     /// through a poll on another thread may send after that.
     pub(crate) requests: super::Requests,
+    /// The bytes its requests' bodies and responses hold in the host.
+    pub(crate) held: Held,
+}
+
+/// The bytes an invocation's `wasi:http` bodies hold in the host at once,
+/// request and response, from the first byte buffered until the request
+/// is sent (a request's) or the tool drops the body (a response's). Each
+/// body is bounded by the host call limit, and so are all of them
+/// together: before, a tool with no egress grant at all could start
+/// hundreds of requests, each buffering 16 MiB before its check, and hold
+/// gigabytes of the host's memory against a 64 MiB memory limit.
+#[derive(Clone, Default)]
+pub(crate) struct Held(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+/// Bytes charged to [`Held`], given back when dropped.
+struct Charge {
+    held: Held,
+    bytes: usize,
+}
+
+impl Charge {
+    /// Charges `n` more bytes, unless that takes the invocation's bodies
+    /// past `limit` together (then nothing is charged).
+    fn add(&mut self, n: usize, limit: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let taken = self.held.0.fetch_update(Relaxed, Relaxed, |held| {
+            held.checked_add(n).filter(|&total| total <= limit)
+        });
+        if taken.is_ok() {
+            self.bytes += n;
+        }
+        taken.is_ok()
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.held
+            .0
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 type SendResult = Result<
@@ -47,7 +88,22 @@ type SendResult = Result<
     Error,
 >;
 
+/// What a request body's stream takes in one write, and how many writes
+/// it keeps before the host reads them: the bytes a body the host has not
+/// read yet holds (two of these), in every body a tool opens. wasmtime's
+/// defaults (a MiB, once) let a tool that never sends its requests hold
+/// 2 MiB per body, as many bodies as the store's table takes.
+const BODY_CHUNK: usize = 16 << 10;
+
 impl WasiHttpHooks for EgressHooks {
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
@@ -56,7 +112,8 @@ impl WasiHttpHooks for EgressHooks {
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         let egress = self.egress.clone();
         let gate = self.gate.clone();
-        let sent = self.requests.run(move || send(egress, gate, request));
+        let held = self.held.clone();
+        let sent = self.requests.run(move || send(egress, gate, held, request));
         Box::new(async move {
             sent.await.unwrap_or_else(|| {
                 Err(Error::InternalError(Some(
@@ -69,7 +126,12 @@ impl WasiHttpHooks for EgressHooks {
 
 /// Checks, gates and sends one request. A record that cannot be written
 /// refuses the request (fail closed: no record, no request).
-async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> SendResult {
+async fn send(
+    egress: Egress,
+    gate: Gate,
+    held: Held,
+    request: http::Request<WasiBody>,
+) -> SendResult {
     let denied = |_| Error::HttpRequestDenied;
     let method = request.method().as_str().to_owned();
     let url = request.uri().to_string();
@@ -77,7 +139,9 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
     let wait = gate.deadline().saturating_duration_since(Instant::now());
     let (parts, body) = request.into_parts();
     // Up to one byte over the limit: the check refuses that with `http.size`.
-    let (body, trailers) = buffer(body, limit.saturating_add(1), wait).await?;
+    let mut charge = Charge { held, bytes: 0 };
+    let (body, trailers, crowded) =
+        buffer(body, limit.saturating_add(1), wait, &mut charge).await?;
     let mut headers: Vec<(&str, &[u8])> = parts
         .headers
         .iter()
@@ -112,6 +176,18 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
             });
         }
     };
+    if crowded {
+        let refusal = crate::policy::Decision::deny(
+            "http.size",
+            format!(
+                "the invocation's requests in flight hold more than the host call limit of {limit} bytes of bodies together; finish or drop one first"
+            ),
+        );
+        gate.refuse("http", &shown.method, &shown.resource, refusal)
+            .await
+            .map_err(denied)?;
+        return Err(Error::HttpRequestBodySize(None));
+    }
     let summary = || format!("{} {} (streamed body)", checked.method, shown.resource);
     let call = egress.send_call(
         &checked,
@@ -127,15 +203,21 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
     checked.note_contacted(&gate);
     let timeout = REQUEST_TIMEOUT.min(gate.deadline().saturating_duration_since(Instant::now()));
     let started = Instant::now();
-    let request = http::Request::from_parts(parts, replay(body, trailers));
+    let mut parts = parts;
+    if !gate.redactor().is_empty() {
+        super::readable::ask_whole(&mut parts.headers);
+    }
+    // Charged until hyper has sent it and drops it.
+    let held = charge.held.clone();
+    let request = http::Request::from_parts(parts, replay(body, trailers, Some(charge)));
     let mut found = BTreeSet::new();
     let result = send_pinned(
         &pass,
         request,
         (checked.address, &checked.origin),
         (timeout, limit),
-        gate.redactor(),
-        &mut found,
+        (gate.redactor(), &mut found),
+        held,
     )
     .await;
     checked
@@ -155,19 +237,30 @@ async fn send(egress: Egress, gate: Gate, request: http::Request<WasiBody>) -> S
 }
 
 /// A body read whole, up to `most` bytes (reading stops once past it), and
-/// its trailers, within `wait`.
+/// its trailers, within `wait`; each chunk charged to the invocation's
+/// bodies held together, which may hold `most - 1` bytes: reading stops
+/// too once they would hold more (`true`: crowded out). A body alone over
+/// the limit is read to `most` bytes, for its check to refuse by size.
 async fn buffer(
     mut body: WasiBody,
     most: usize,
     wait: Duration,
-) -> Result<(Bytes, Option<HeaderMap>), Error> {
+    charge: &mut Charge,
+) -> Result<(Bytes, Option<HeaderMap>, bool), Error> {
     let read = async {
         let mut data = BytesMut::new();
         let mut trailers: Option<HeaderMap> = None;
         while let Some(frame) = body.frame().await {
             match frame?.into_data() {
                 Ok(chunk) => {
-                    data.extend_from_slice(&chunk);
+                    let take = chunk.len().min(most - data.len());
+                    if !charge.add(take, most.saturating_sub(1)) {
+                        let alone = charge.bytes + take >= most;
+                        if !alone {
+                            return Ok((data.freeze(), trailers, true));
+                        }
+                    }
+                    data.extend_from_slice(&chunk[..take]);
                     if data.len() >= most {
                         break;
                     }
@@ -179,7 +272,7 @@ async fn buffer(
                 }
             }
         }
-        Ok((data.freeze(), trailers))
+        Ok((data.freeze(), trailers, false))
     };
     tokio::time::timeout(wait, read)
         .await
@@ -187,12 +280,19 @@ async fn buffer(
 }
 
 /// A buffered body as a body again, its trailers after its data.
-fn replay(data: Bytes, trailers: Option<HeaderMap>) -> WasiBody {
+/// With `charge`, the bytes stay charged to the invocation until the body
+/// is dropped.
+fn replay(data: Bytes, trailers: Option<HeaderMap>, charge: Option<Charge>) -> WasiBody {
+    use futures_util::StreamExt as _;
     let mut frames = vec![Ok(Frame::data(data))];
     if let Some(t) = trailers {
         frames.push(Ok(Frame::trailers(t)));
     }
-    StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+    let frames = futures_util::stream::iter(frames).map(move |frame| {
+        let _held = &charge;
+        frame
+    });
+    StreamBody::new(frames).boxed_unsync()
 }
 
 /// The response as the tool may see it: its body buffered (bounded by the
@@ -202,15 +302,35 @@ fn replay(data: Bytes, trailers: Option<HeaderMap>) -> WasiBody {
 /// redacted body and no reason phrase is kept. Adds the names found.
 async fn redact_response(
     resp: http::Response<WasiBody>,
-    redactor: &Redactor,
-    wait: Duration,
-    found: &mut BTreeSet<String>,
+    (redactor, found): (&Redactor, &mut BTreeSet<String>),
+    (wait, limit): (Duration, usize),
+    held: Held,
 ) -> Result<http::Response<WasiBody>, Error> {
     let (mut parts, body) = resp.into_parts();
-    let (data, trailers) = buffer(body, usize::MAX, wait).await.map_err(|e| match e {
-        Error::ConnectionWriteTimeout => Error::ConnectionReadTimeout,
-        e => e,
-    })?;
+    if !redactor.is_empty() {
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()));
+        if let Some(why) = super::readable::unreadable(parts.status.as_u16(), headers) {
+            tracing::debug!("wasi:http response refused: {why}");
+            return Err(match parts.status.as_u16() {
+                206 => Error::HttpProtocolError,
+                _ => Error::HttpResponseContentCoding(Some(why)),
+            });
+        }
+    }
+    let mut charge = Charge { held, bytes: 0 };
+    let most = limit.saturating_add(1);
+    let read = buffer(body, most, wait, &mut charge).await;
+    let (data, trailers) = match read {
+        Ok((data, trailers, false)) => (data, trailers),
+        // Past the limit alone (the body's own limit says so first) or
+        // together with the invocation's other bodies.
+        Ok((_, _, true)) => return Err(Error::HttpResponseBodySize(None)),
+        Err(Error::ConnectionWriteTimeout) => return Err(Error::ConnectionReadTimeout),
+        Err(e) => return Err(e),
+    };
     parts.extensions.remove::<hyper::ext::ReasonPhrase>();
     let data = match redactor.redact_found(&data, found) {
         Some(r) => Bytes::from(r),
@@ -243,7 +363,10 @@ async fn redact_response(
             .insert(http::header::CONTENT_LENGTH, HeaderValue::from(data.len()));
     }
     let trailers = trailers.map(|t| redact_map(t, found));
-    Ok(http::Response::from_parts(parts, replay(data, trailers)))
+    Ok(http::Response::from_parts(
+        parts,
+        replay(data, trailers, Some(charge)),
+    ))
 }
 
 /// Sends `req` over a connection to `addr` (TLS verifies the origin's host
@@ -254,8 +377,8 @@ async fn send_pinned(
     mut req: http::Request<WasiBody>,
     (addr, origin): (SocketAddr, &Origin),
     (timeout, limit): (Duration, usize),
-    redactor: &Redactor,
-    found: &mut BTreeSet<String>,
+    redacting: (&Redactor, &mut BTreeSet<String>),
+    held: Held,
 ) -> SendResult {
     // The request line carries only the path; Host was set from the URL.
     let path = req
@@ -290,7 +413,7 @@ async fn send_pinned(
                 })
                 .boxed_unsync()
         });
-        redact_response(resp, redactor, timeout, found).await
+        redact_response(resp, redacting, (timeout, limit), held).await
     };
     let resp = driver.beside(std::pin::pin!(exchange)).await?;
     // Read whole: nothing is left for the connection to do.
