@@ -29,8 +29,19 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
+mod terminal;
+pub use terminal::{escape_control, json_for_terminal};
+
 /// How many times escapes are decoded over one another (`%2525` is two).
 pub const MAX_LAYERS: usize = 4;
+
+/// The most of a text redacted before it is cut to what a record or a log
+/// keeps (a few KiB): redacting first finds a value the cut would split,
+/// and this bounds what that costs (a tool's log message or path may be
+/// megabytes). A value across this line could only be moved into the part
+/// kept by markers shorter than the values they replace, a megabyte of
+/// them: by a tool that holds the value, which can show it anyway.
+pub(crate) const REDACT_WITHIN: usize = 1 << 20;
 
 /// Replaces secret values in text and bytes.
 #[derive(Default)]
@@ -450,6 +461,19 @@ impl Redactor {
         Some(self.replace(bytes, &hits))
     }
 
+    /// `text` redacted, then cut to `max` bytes with its length stated, as
+    /// [`crate::policy::gate::cut`] shows a long string: cut first, a value
+    /// across the cut would keep its first bytes, no longer whole enough to
+    /// be found. (Its first [`REDACT_WITHIN`] bytes are redacted.)
+    pub(crate) fn redact_cut(&self, text: &str, max: usize) -> String {
+        if text.len() <= max {
+            return self.redact(text).into_owned();
+        }
+        let head = self.redact(&text[..text.floor_char_boundary(REDACT_WITHIN)]);
+        let end = head.floor_char_boundary(max);
+        format!("{}…[{} bytes]", &head[..end], text.len())
+    }
+
     pub fn redact_string(&self, text: String) -> String {
         match self.redact(&text) {
             Cow::Borrowed(_) => text,
@@ -515,37 +539,6 @@ impl Redactor {
             Value::Null | Value::Bool(_) => {}
         }
     }
-}
-
-/// `text` with control characters (ESC, CR, LF, …) and invisible format
-/// characters (bidirectional overrides and isolates, zero-width characters)
-/// escaped as `\u{..}`, for anything a person reads: a tool-chosen string
-/// must not rewrite a terminal's lines, forge one, or read in another order
-/// than it is stored.
-pub fn escape_control(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(hidden) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if hidden(c) {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// A character a person would not see as itself: a control character, or
-/// one that reorders or hides text (Unicode format characters that
-/// terminals render invisibly).
-fn hidden(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
-            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}' | '\u{feff}'
-            | '\u{fff9}'..='\u{fffb}')
 }
 
 #[cfg(test)]

@@ -300,3 +300,31 @@ fn an_escape_start_glued_before_an_encoding_does_not_hide_the_value() {
     }
     assert!(misses.is_empty(), "{}", misses.join("\n"));
 }
+
+#[test]
+fn json_for_terminal_escapes_what_a_terminal_would_act_on_and_keeps_the_value() {
+    // (C0 controls cannot be in valid JSON strings raw; C1 ones can.)
+    let raw = "{\"m\":\"ok\u{9b}2J\u{202e}[31m\u{e0001}\",\r\n\t\"n\":1}";
+    let shown = super::json_for_terminal(raw);
+    // A line break and a tab between tokens stay (pretty JSON); not `\r`.
+    assert!(
+        !shown
+            .chars()
+            .any(|c| (c.is_control() && !"\n\t".contains(c))
+                || c == '\u{202e}'
+                || c == '\u{e0001}'),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains("\\u009b") && shown.contains("\\u202e") && shown.contains("\\udb40\\udc01"),
+        "{shown}"
+    );
+    let a: serde_json::Value = serde_json::from_str(raw).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(a, b, "the same JSON value");
+    let plain = "{\"m\":\"héllo ✓\"}";
+    assert!(matches!(
+        super::json_for_terminal(plain),
+        std::borrow::Cow::Borrowed(_)
+    ));
+}

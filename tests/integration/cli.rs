@@ -953,3 +953,26 @@ fn every_command_shares_one_compile_cache_entry() {
         "one entry per component: {after:?}"
     );
 }
+
+/// A tool's output is valid JSON that may hold a C1 control (U+009B, a
+/// terminal's CSI), a bidi override or a tag character in a string, and a
+/// carriage return between tokens: `warden run` prints the same JSON value
+/// with each as a `\u` escape, and nothing a terminal would act on.
+#[test]
+fn a_tools_output_cannot_act_on_the_terminal() {
+    let world = World::new();
+    let message = "ok\u{9b}2J\u{202e}evil\u{e0041}";
+    let input = format!(
+        "{{\"message\":{}}}\r",
+        serde_json::to_string(message).unwrap()
+    );
+    let o = run(&world, "echo", &["--input", &input]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    no_raw_controls(out.trim_end_matches('\n'));
+    for c in ['\u{9b}', '\u{202e}', '\u{e0041}', '\r'] {
+        assert!(!out.contains(c), "{c:?} in {out:?}");
+    }
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(value["message"], message, "the same value: {out}");
+}

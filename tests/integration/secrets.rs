@@ -593,3 +593,31 @@ component = "{std}"
     assert_clean("audit file", &trail, value);
     assert_clean("audit file", &trail, hidden);
 }
+
+/// A log message longer than the 4 KiB a record keeps, with the value
+/// across the cut: cut first and then redacted, the value's first bytes
+/// were no longer whole enough to be found, and reached the trail (and
+/// the operator's log, and telemetry) as they were.
+#[tokio::test]
+async fn a_value_across_the_cut_of_a_long_log_message_is_redacted() {
+    let v = Vault::new();
+    // The value's first 12, 5 or all but one of its bytes before the cut.
+    for pad in [4096 - 12, 4096 - 5, 4096 - TOKEN.len() + 1] {
+        let input = serde_json::json!({"name": "token", "channels": ["log"], "pad": pad});
+        let run = v.probe(&["token"], input).await.unwrap();
+        let log = v
+            .audit
+            .invocation(&run.id)
+            .into_iter()
+            .find(|r| r.event == Event::Log)
+            .unwrap();
+        let message = log.message.unwrap();
+        assert!(message.ends_with("…[truncated]"), "{pad}: {message}");
+        // (`tok-`: its first bytes, and not the marker's `token`)
+        assert!(
+            !message.contains(&TOKEN[..4]),
+            "pad {pad}: {}",
+            &message[4000..]
+        );
+    }
+}

@@ -84,10 +84,13 @@ impl Host for LogView<'_> {
             return Ok(());
         }
         self.state.written += 1;
-        let message = self
-            .gate
-            .redactor()
-            .redact_string(truncate(message, self.limits.max_message));
+        // Redacted, then cut: cut first, a value across the cut would
+        // keep its first bytes, no longer whole enough to be found.
+        let message = self.gate.redactor().redact_string(truncate(
+            message,
+            crate::redact::REDACT_WITHIN.max(self.limits.max_message.saturating_mul(2)),
+        ));
+        let message = truncate(message, self.limits.max_message);
         let audit = self.gate.audit();
         // On the trail before it reaches the operator's log.
         let mut r = audit.record(Event::Log);

@@ -168,8 +168,8 @@ fn summary_shown(redacted: &str) -> String {
 }
 
 /// An over-long resource as its refusal record shows it.
-fn shown(s: &str) -> std::borrow::Cow<'_, str> {
-    cut(s, SHOWN_OF_LONG)
+fn shown(s: &str, redactor: &Redactor) -> String {
+    redactor.redact_cut(s, SHOWN_OF_LONG)
 }
 
 /// One question for the runtime policy: a Cedar action (`fs::write`), the
@@ -311,9 +311,9 @@ impl Gate {
                 ),
             );
             if !self.spent.told.swap(true, Ordering::Relaxed) {
-                let r = self
-                    .audit
-                    .decision(capability, action, &shown(resource), &d);
+                let r =
+                    self.audit
+                        .decision(capability, action, &shown(resource, &self.redactor), &d);
                 self.audit.write(&r).map_err(|e| AuditFailed(Arc::new(e)))?;
             }
             return Ok(Some(d));
@@ -326,11 +326,12 @@ impl Gate {
                     resource.len()
                 ),
             );
-            self.write(
-                &self
-                    .audit
-                    .decision(capability, action, &shown(resource), &d),
-            )?;
+            self.write(&self.audit.decision(
+                capability,
+                action,
+                &shown(resource, &self.redactor),
+                &d,
+            ))?;
             return Ok(Some(d));
         }
         Ok(None)

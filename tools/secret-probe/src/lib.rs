@@ -22,6 +22,10 @@ struct Input {
     /// audience `probe` is fetched).
     #[serde(default)]
     channels: Vec<String>,
+    /// Put this many `x` before what is logged (to place the value across
+    /// where a long message is cut).
+    #[serde(default)]
+    pad: usize,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -112,7 +116,7 @@ impl Tool for SecretProbe {
                     let _ = std::io::stdout().flush();
                 }
                 "stderr" => eprint!("{text}"),
-                "log" => log::warn(&text),
+                "log" => log::warn(&format!("{}{text}", "x".repeat(i.pad))),
                 "error" => return Err(Error::failed(format!("leaking: {text}"))),
                 "fs" => {
                     let ws = fs::handle("workspace").map_err(|e| Error::failed(e.message))?;

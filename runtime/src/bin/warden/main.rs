@@ -342,10 +342,8 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 .tool(ToolSpec::new(name, &component))
                 .build()?;
             let info = runtime.describe(name).await?;
-            outln!(
-                "{}",
-                serde_json::to_string_pretty(&info).map_err(|e| usage(e.into()))?
-            )?;
+            let info = serde_json::to_string_pretty(&info).map_err(|e| usage(e.into()))?;
+            outln!("{}", warden::redact::json_for_terminal(&info))?;
             Ok(0)
         }
         Command::Check {
@@ -567,7 +565,7 @@ async fn run(
     }
     match run.output {
         Ok(output) => {
-            outln!("{output}")?;
+            outln!("{}", warden::redact::json_for_terminal(&output))?;
             Ok(0)
         }
         Err(e) => {
