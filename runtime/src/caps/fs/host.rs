@@ -569,7 +569,7 @@ impl HostDir for FsView<'_> {
         self.run(dir, call, |root, r, _| {
             let (parent, name) = (r[0].dir(root), r[0].name().unwrap_or("."));
             if recursive {
-                parent.remove_dir_all(name)
+                resolve::remove_tree(parent, name)
             } else {
                 parent.remove_dir(name)
             }

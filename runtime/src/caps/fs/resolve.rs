@@ -22,6 +22,21 @@ const MAX_LINKS: usize = 40;
 /// Most entries a subtree walk visits before it gives up.
 pub(crate) const MAX_SUBTREE: usize = 10_000;
 
+/// Most directories a path goes down, and a subtree walk: a walk holds
+/// each level open, and the process's file descriptors are every
+/// invocation's (a path 1,000 levels deep took 1,000 of them).
+pub(crate) const MAX_DEPTH: usize = 128;
+
+fn too_deep(path: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "'{}' goes more than {MAX_DEPTH} directories deep",
+            crate::policy::gate::cut(path, 256)
+        ),
+    )
+}
+
 /// Why the sandbox refused to resolve or open a path: a decision of its own
 /// (`rule`, `reason`), carried inside an `io::Error`.
 #[derive(Debug)]
@@ -158,7 +173,8 @@ impl Resolved {
 
 /// Opens directory `name` in `dir` without following a symlink and without
 /// blocking, and checks that it is one.
-pub(crate) fn open_dir_nofollow(dir: &Dir, name: &str) -> io::Result<Dir> {
+pub(crate) fn open_dir_nofollow(dir: &Dir, name: impl AsRef<std::path::Path>) -> io::Result<Dir> {
+    let name = name.as_ref();
     let file = dir.open_with(
         name,
         OpenOptions::new()
@@ -170,7 +186,7 @@ pub(crate) fn open_dir_nofollow(dir: &Dir, name: &str) -> io::Result<Dir> {
     if !file.metadata()?.is_dir() {
         return Err(io::Error::new(
             io::ErrorKind::NotADirectory,
-            format!("'{name}' is not a directory"),
+            format!("'{}' is not a directory", name.display()),
         ));
     }
     Ok(Dir::from_std_file(file.into_std()))
@@ -246,6 +262,9 @@ pub(crate) fn resolve(
             }
             _ if last => names.push(name),
             Some(m) if m.is_dir() => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(too_deep(path));
+                }
                 let d = open_dir_nofollow(cur, &name)?;
                 stack.push((name, d));
             }
@@ -302,10 +321,26 @@ pub(crate) fn resolve(
 
 /// Every path below directory `dir` (named `base` inside the handle), not
 /// following symlinks; refused past [`MAX_SUBTREE`] entries or `deadline`.
+///
+/// A directory is opened when its turn comes, not when it is found: what
+/// waits holds only its parent open, so the walk holds about as many
+/// directories open as it is deep, not as many as it has found.
 pub(crate) fn subtree(dir: Dir, base: &str, deadline: Instant) -> io::Result<Vec<String>> {
+    use std::sync::Arc;
     let mut out = Vec::new();
-    let mut todo = vec![(base.to_owned(), dir)];
-    while let Some((prefix, d)) = todo.pop() {
+    // (its path, its parent or itself, its name in the parent, its depth)
+    let mut todo: Vec<(String, Arc<Dir>, Option<String>, usize)> =
+        vec![(base.to_owned(), Arc::new(dir), None, 0)];
+    while let Some((prefix, parent, name, depth)) = todo.pop() {
+        let d = match name {
+            None => parent,
+            Some(name) => match open_dir_nofollow(&parent, &name) {
+                Ok(d) => Arc::new(d),
+                // Gone since it was found: nothing below it to decide on.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            },
+        };
         for e in d.entries()? {
             let e = e?;
             let name = e.file_name();
@@ -329,10 +364,168 @@ pub(crate) fn subtree(dir: Dir, base: &str, deadline: Instant) -> io::Result<Vec
                 ));
             }
             if e.file_type()?.is_dir() {
-                todo.push((path.clone(), open_dir_nofollow(&d, name)?));
+                if depth + 1 >= MAX_DEPTH {
+                    return Err(too_deep(&path));
+                }
+                todo.push((path.clone(), d.clone(), Some(name.to_owned()), depth + 1));
             }
             out.push(path);
         }
     }
     Ok(out)
+}
+
+/// Removes the directory `name` in `parent` and everything in it, not
+/// following symlinks (a symlink named is removed itself), holding about
+/// as many directories open as it is deep: refused past [`MAX_DEPTH`]
+/// levels, with what it removed so far gone. (cap-std's `remove_dir_all`
+/// recurses, one descriptor and one stack frame per level, on the tool's
+/// fiber: a tree made deep by renames ran the process out of both.)
+pub(crate) fn remove_tree(parent: &Dir, name: &str) -> io::Result<()> {
+    if parent.symlink_metadata(name)?.file_type().is_symlink() {
+        return parent.remove_file(name);
+    }
+    let top = open_dir_nofollow(parent, name)?;
+    let entries = top.entries()?;
+    // Each directory being emptied: itself, its listing, its name.
+    let mut stack = vec![(top, entries, std::ffi::OsString::from(name))];
+    while let Some((dir, entries, _)) = stack.last_mut() {
+        let mut below = None;
+        for e in entries.by_ref() {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                below = Some(e.file_name());
+                break;
+            }
+            dir.remove_file(e.file_name())?;
+        }
+        match below {
+            Some(child) => {
+                let opened = open_dir_nofollow(dir, &child)?;
+                if stack.len() >= MAX_DEPTH {
+                    return Err(too_deep(name));
+                }
+                let entries = opened.entries()?;
+                stack.push((opened, entries, child));
+            }
+            None => {
+                let (_, _, emptied) = stack.pop().expect("the last one is there");
+                match stack.last() {
+                    Some((up, _, _)) => up.remove_dir(&emptied)?,
+                    None => parent.remove_dir(name)?,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cap_std::ambient_authority;
+    use std::time::Duration;
+
+    /// `n` nested directories `d/d/…` under a fresh root, and the root.
+    fn nested(n: usize) -> (tempfile::TempDir, Dir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = std::iter::repeat_n("d", n).collect::<Vec<_>>().join("/");
+        std::fs::create_dir_all(tmp.path().join(path)).unwrap();
+        let root = Dir::open_ambient_dir(tmp.path(), ambient_authority()).unwrap();
+        (tmp, root)
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    #[test]
+    fn a_path_deeper_than_the_limit_is_refused_not_walked() {
+        let (_tmp, root) = nested(MAX_DEPTH + 2);
+        let deep = |n: usize| std::iter::repeat_n("d", n).collect::<Vec<_>>().join("/");
+        // MAX_DEPTH directories down, then a name in the last: the most.
+        let r = resolve(&root, &format!("{}/x", deep(MAX_DEPTH)), false, true).unwrap();
+        assert_eq!(r.names, ["x"]);
+        let e = resolve(&root, &format!("{}/x", deep(MAX_DEPTH + 1)), false, true)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(
+            e.to_string()
+                .ends_with(&format!("goes more than {MAX_DEPTH} directories deep")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_subtree_walk_holds_about_its_depth_open_and_stops_at_the_limit() {
+        // 600 subdirectories side by side: found together, opened in turn
+        // (the count is the whole process's: other tests open files too).
+        let tmp = tempfile::tempdir().unwrap();
+        for i in 0..600 {
+            std::fs::create_dir_all(tmp.path().join(format!("w/{i}/inner"))).unwrap();
+        }
+        let root = Dir::open_ambient_dir(tmp.path(), ambient_authority()).unwrap();
+        let before = open_fds();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let w = root.open_dir("w").unwrap();
+        // The walk runs on this thread; a watcher samples the descriptors.
+        let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (most, stop) = (most.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    most.fetch_max(open_fds(), std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        };
+        let all = subtree(w, "w", deadline).unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        watcher.join().unwrap();
+        assert_eq!(all.len(), 1200);
+        let most = most.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            most < before + 300,
+            "{before} open before, {most} at most during the walk"
+        );
+
+        let (_tmp, root) = nested(MAX_DEPTH + 1);
+        let e = subtree(root.open_dir("d").unwrap(), "d", deadline)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("directories deep"), "{e}");
+    }
+
+    #[test]
+    fn a_tree_is_removed_whole_without_following_links_and_not_past_the_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(outside.join("keep")).unwrap();
+        std::fs::write(outside.join("keep/file"), "x").unwrap();
+        let t = tmp.path().join("t");
+        for d in ["a/b/c", "a/d", "e"] {
+            std::fs::create_dir_all(t.join(d)).unwrap();
+        }
+        for f in ["a/b/c/f", "a/f", "g"] {
+            std::fs::write(t.join(f), "x").unwrap();
+        }
+        std::os::unix::fs::symlink(&outside, t.join("a/link")).unwrap();
+        let root = Dir::open_ambient_dir(tmp.path(), ambient_authority()).unwrap();
+        remove_tree(&root, "t").unwrap();
+        assert!(!t.exists());
+        assert!(
+            outside.join("keep/file").exists(),
+            "a link's target is not removed"
+        );
+        // A symlink named is removed itself.
+        std::os::unix::fs::symlink(&outside, tmp.path().join("l")).unwrap();
+        remove_tree(&root, "l").unwrap();
+        assert!(outside.join("keep/file").exists());
+
+        let (tmp, root) = nested(MAX_DEPTH + 1);
+        let e = remove_tree(&root, "d").unwrap_err();
+        assert!(e.to_string().ends_with("directories deep"), "{e}");
+        assert!(tmp.path().join("d").exists());
+    }
 }
