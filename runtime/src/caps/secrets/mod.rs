@@ -216,24 +216,39 @@ pub(crate) async fn resolve(
     Ok(SecretsCtx { issued })
 }
 
+/// A secret file's contents: a regular file (a FIFO would block the open,
+/// a device like `/dev/zero` never end: both refused, as is a file that
+/// grew past the limit after it was looked at), read into one buffer that
+/// never moves, so no copy of the value is left behind in freed memory.
+fn read_secret_file(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, String> {
+    use std::io::Read as _;
+    let fail = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
+    let file = opts.open(path).map_err(fail)?;
+    if !file.metadata().map_err(fail)?.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let mut value = Zeroizing::new(Vec::with_capacity(MAX_SECRET_LEN + 1));
+    file.take(MAX_SECRET_LEN as u64 + 1)
+        .read_to_end(&mut value)
+        .map_err(fail)?;
+    if value.len() > MAX_SECRET_LEN {
+        return Err(format!(
+            "{} is larger than {MAX_SECRET_LEN} bytes",
+            path.display()
+        ));
+    }
+    Ok(value)
+}
+
 async fn fetch(source: &SecretSource) -> Result<Zeroizing<Vec<u8>>, String> {
     match source {
         SecretSource::Env(var) => std::env::var_os(var)
             .map(|v| Zeroizing::new(v.into_encoded_bytes()))
             .ok_or_else(|| format!("environment variable {var} is not set")),
-        SecretSource::File(path) => {
-            let meta = std::fs::metadata(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            if meta.len() > MAX_SECRET_LEN as u64 {
-                return Err(format!(
-                    "{} is larger than {MAX_SECRET_LEN} bytes",
-                    path.display()
-                ));
-            }
-            std::fs::read(path)
-                .map(Zeroizing::new)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
-        }
+        SecretSource::File(path) => read_secret_file(path),
         SecretSource::Mint(_) => Err("minted tokens are issued by the runtime".into()),
         SecretSource::Exec { program, args } => {
             let child = tokio::process::Command::new(program)
@@ -337,6 +352,31 @@ mod tests {
             let e = SecretSource::parse(bad, base).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_secret_file_must_be_a_bounded_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("token");
+        std::fs::write(&ok, "s3cret").unwrap();
+        assert_eq!(&**read_secret_file(&ok).unwrap(), b"s3cret");
+        // A device reports no length and never ends; a FIFO blocks the open.
+        let e = read_secret_file(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(e, "/dev/zero is not a regular file");
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        let started = Instant::now();
+        let e = read_secret_file(&fifo).unwrap_err();
+        assert!(e.ends_with("is not a regular file"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; MAX_SECRET_LEN + 1]).unwrap();
+        let e = read_secret_file(&big).unwrap_err();
+        assert!(
+            e.ends_with(&format!("is larger than {MAX_SECRET_LEN} bytes")),
+            "{e}"
+        );
     }
 
     #[test]
