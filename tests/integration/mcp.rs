@@ -1563,6 +1563,83 @@ async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit(
     );
 }
 
+/// A client that can elicit may be the agent itself: when the operator
+/// answers approvals (`--approvals`), the client is never asked, however
+/// eagerly it would approve; the call waits for the operator, who denies.
+/// Before, the client's elicitation replaced the operator's endpoint, and
+/// an agent approved its own writes.
+#[tokio::test]
+async fn with_an_operators_endpoint_a_client_that_elicits_is_not_asked() {
+    use tokio::io::AsyncBufReadExt;
+    let s = setup();
+    let op_token = "operator-token-0123456789";
+    std::fs::write(s.dir.path().join("op-token"), op_token).unwrap();
+    let op_file = s.dir.path().join("op-token").display().to_string();
+    let args = [
+        "--stdio",
+        "--approvals",
+        "127.0.0.1:0",
+        "--approvals-token-file",
+        &op_file,
+    ];
+    let mut cmd = warden_serve(&s, &args);
+    cmd.stderr(Stdio::piped());
+    let (transport, stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(stderr.unwrap()).lines();
+    let base = loop {
+        let line = lines.next_line().await.unwrap().expect("server exited");
+        if let Some(url) = line.strip_prefix("warden: pending approvals at ") {
+            break url.to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let agent = Client {
+        approve: true,
+        elicitation: true,
+        ..Client::default()
+    };
+    let asked = agent.asked.clone();
+    let client = agent.serve(transport).await.unwrap();
+    let call = tokio::spawn(async move {
+        let input = json!({"path": "self-approved.md", "content": "x"});
+        let r = client.call_tool(call("writer", input)).await;
+        (client, r)
+    });
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let pending = loop {
+        let body = http.get(&base).bearer_auth(op_token).send().await.unwrap();
+        let list: Value = serde_json::from_str(&body.text().await.unwrap()).unwrap();
+        if let Some(first) = list.as_array().and_then(|a| a.first()) {
+            break first.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no approval reached the operator; the client was asked {:?}",
+            asked.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let digest = pending["digest"].as_str().unwrap();
+    let resp = http
+        .post(format!("{base}/{digest}"))
+        .bearer_auth(op_token)
+        .body(r#"{"approved": false, "by": "ops"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let (client, r) = call.await.unwrap();
+    let r = r.unwrap();
+    assert_eq!(r.is_error, Some(true), "{}", text(&r));
+    assert!(asked.lock().unwrap().is_empty(), "the client was asked");
+    assert!(!s.workspace.join("self-approved.md").exists());
+    client.cancel().await.unwrap();
+}
+
 #[tokio::test]
 async fn over_http_each_token_selects_its_operator_chosen_grant_and_shutdown_drains() {
     let s = setup();

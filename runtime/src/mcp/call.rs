@@ -354,7 +354,11 @@ impl WardenMcp {
         };
         // A channel allocates room for 32 messages up front: only calls
         // whose approvals come back as round trips get one.
-        let (approver, approvals): (Option<Arc<dyn Approver>>, _) = match &caller.elicitation {
+        let elicitation = caller
+            .elicitation
+            .as_ref()
+            .filter(|_| self.shared.options.client_approvals);
+        let (approver, approvals): (Option<Arc<dyn Approver>>, _) = match elicitation {
             Some(Elicitation::RoundTrip) => {
                 let (tx, rx) = mpsc::channel(1);
                 (Some(Arc::new(Elicit { tx })), Some(rx))

@@ -12,7 +12,8 @@
 //!   (`call.rs`): each builds a caller and writes the answer its own way.
 //! - An approval gate is asked of the client through elicitation (the
 //!   current protocol's input-required round trip) when the client supports
-//!   it; otherwise the runtime's configured approver answers.
+//!   it and the operator answers none ([`ServeOptions::client_approvals`]);
+//!   otherwise the runtime's configured approver answers.
 //! - Cancellation stops the invocation; long calls send progress.
 //! - A tool's stdout/stderr never enter the protocol stream: they are
 //!   captured, logged, and returned (capped) in the result's `_meta`.
@@ -49,6 +50,11 @@ pub struct ServeOptions {
     pub progress_interval: Duration,
     /// Bytes of a tool's stdout and of its stderr returned in `_meta`.
     pub stdio_in_result: usize,
+    /// Whether a client that supports elicitation answers the approvals
+    /// of its calls. Off when the operator answers them (`warden serve`
+    /// with `--approvals`, `--console` or an `--approver` named): a client
+    /// may be the agent itself, and would approve what it asked.
+    pub client_approvals: bool,
 }
 
 impl Default for ServeOptions {
@@ -57,6 +63,7 @@ impl Default for ServeOptions {
             max_in_flight: 64,
             progress_interval: Duration::from_secs(1),
             stdio_in_result: 4 << 10,
+            client_approvals: true,
         }
     }
 }

@@ -351,7 +351,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             agents,
             json,
         } => check::check(builder(false)?, &manifest, agents.as_deref(), json).await,
-        Command::Serve(args) => serve::serve(builder(true)?, *args).await,
+        Command::Serve(args) => serve::serve(builder(true)?, *args, cli.approver != "auto").await,
         Command::Schema => {
             out!("{}", warden::policy::cedar::SCHEMA)?;
             Ok(0)

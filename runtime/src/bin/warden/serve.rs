@@ -265,7 +265,12 @@ fn statics_names(args: &ServeArgs) -> Vec<String> {
         .collect()
 }
 
-pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failure> {
+/// `operator_approver`: an `--approver` was named (not `auto`).
+pub async fn serve(
+    builder: RuntimeBuilder,
+    args: ServeArgs,
+    operator_approver: bool,
+) -> Result<u8, Failure> {
     if !args.stdio && args.http.is_none() {
         return Err(usage(anyhow::anyhow!(
             "choose a transport: --stdio or --http ADDR"
@@ -445,8 +450,11 @@ pub async fn serve(builder: RuntimeBuilder, args: ServeArgs) -> Result<u8, Failu
         Some(g) if statics.is_empty() => Grants::One(Arc::new(g)),
         _ => Grants::PerCaller,
     };
+    // An operator who answers approvals answers them all: a client that
+    // can elicit may be the agent itself.
     let options = ServeOptions {
         max_in_flight: args.max_in_flight,
+        client_approvals: !operator_approver && args.approvals.is_none() && args.console.is_none(),
         ..ServeOptions::default()
     };
     // A tool that cannot be described is left out and named here; the
