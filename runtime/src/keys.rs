@@ -42,7 +42,7 @@ impl KeyPair {
 
     pub fn from_seed(seed: &[u8; 32]) -> KeyPair {
         let key = SigningKey::from_bytes(seed);
-        let kid = hex::encode(&Sha256::digest(key.verifying_key().as_bytes())[..8]);
+        let kid = kid_of(&key.verifying_key());
         KeyPair { kid, key }
     }
 
@@ -141,6 +141,11 @@ pub struct Verifier {
     keys: Vec<(String, VerifyingKey, jsonwebtoken::DecodingKey)>,
 }
 
+/// A key's id: the first 8 bytes of the SHA-256 of its public key, in hex.
+fn kid_of(key: &VerifyingKey) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..8])
+}
+
 impl Verifier {
     /// The Ed25519 keys of `jwks`, read with `jsonwebtoken`'s JWK types
     /// (other key types are skipped).
@@ -162,7 +167,19 @@ impl Verifier {
             let key = VerifyingKey::from_bytes(&x).map_err(|_| bad("x is not an Ed25519 key"))?;
             let decoding = jsonwebtoken::DecodingKey::from_jwk(k)
                 .map_err(|e| JwksError(format!("x is not an Ed25519 key: {e}")))?;
-            let kid = k.common.key_id.clone().unwrap_or_default();
+            // A key's id is its key's: a set (the replicas' store, say)
+            // that names a key by another's id would let it stand in for
+            // that key, and a genuine one fail.
+            let kid = kid_of(&key);
+            if let Some(stated) = k.common.key_id.as_deref().filter(|s| *s != kid) {
+                let stated: String = crate::redact::escape_control(stated)
+                    .chars()
+                    .take(64)
+                    .collect();
+                return Err(JwksError(format!(
+                    "key id '{stated}' is not its key's (the key's id is {kid})"
+                )));
+            }
             keys.push((kid, key, decoding));
         }
         Ok(Verifier { keys })
@@ -215,6 +232,34 @@ mod tests {
         assert!(!va.verify_raw(b.kid(), b"checkpoint", &sig));
         let vb = Verifier::from_jwks(&b.jwks()).unwrap();
         assert!(!vb.verify_raw(a.kid(), b"checkpoint", &sig));
+    }
+
+    #[test]
+    fn a_key_named_by_another_keys_id_is_refused() {
+        let (a, b) = (KeyPair::from_seed(&[1; 32]), KeyPair::from_seed(&[2; 32]));
+        // b's key under a's id: it would verify as a, and a's own fail.
+        let mut set = b.jwks();
+        set["keys"][0]["kid"] = a.kid().into();
+        let mut both = a.jwks();
+        both["keys"]
+            .as_array_mut()
+            .unwrap()
+            .insert(0, set["keys"][0].clone());
+        for set in [set, both] {
+            let e = Verifier::from_jwks(&set).err().unwrap();
+            assert_eq!(
+                e.0,
+                format!(
+                    "key id '{}' is not its key's (the key's id is {})",
+                    a.kid(),
+                    b.kid()
+                )
+            );
+        }
+        // Without an id, a key is known by its own.
+        let mut bare = b.jwks();
+        bare["keys"][0].as_object_mut().unwrap().remove("kid");
+        assert!(Verifier::from_jwks(&bare).unwrap().knows(b.kid()));
     }
 
     #[test]
