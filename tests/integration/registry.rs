@@ -835,3 +835,63 @@ async fn a_signature_of_another_artifact_is_refused() {
         &format!("none by this key: the signature is for the artifact {a}, not this one ({b})"),
     );
 }
+
+/// A loopback server that answers every request with `answer` and keeps
+/// each request head it was sent.
+fn answering(answer: String) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { continue };
+            log.lock().unwrap().push(read_head(&mut stream));
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    (port, seen)
+}
+
+/// A registry that serves anonymously (so nothing has asked for its
+/// credentials yet) redirects to another host, which asks for a token from
+/// a token service of its choosing: the credentials are not sent there.
+/// Before, any 401 was answered with them.
+#[test]
+fn a_challenge_from_a_host_a_redirect_led_to_gets_no_credentials() {
+    let s = Scratch::new();
+    let (token, asked) = answering(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{\"token\":\"t0k\"}".into(),
+    );
+    let (elsewhere, _) = answering(format!(
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{token}/token\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ));
+    let (registry, _) = answering(format!(
+        "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{elsewhere}/blob\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ));
+    let reference = format!("oci://127.0.0.1:{registry}/tools/echo:v1");
+    let o = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--cache-dir")
+        .arg(s.cache())
+        .args(["pull", &reference])
+        .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
+        .env("WARDEN_REGISTRY", format!("127.0.0.1:{registry}"))
+        .env("WARDEN_REGISTRY_USERNAME", "robot")
+        .env("WARDEN_REGISTRY_PASSWORD", "pa55word-never-elsewhere")
+        .env_remove("WARDEN_OFFLINE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "error: {reference}: http://127.0.0.1:{elsewhere} asked for credentials after a redirect; they go to the registry only\n"
+        )
+    );
+    assert!(
+        asked.lock().unwrap().is_empty(),
+        "{:?}",
+        asked.lock().unwrap()
+    );
+}

@@ -161,6 +161,17 @@ impl<'a> Session<'a> {
                 .await
                 .map_err(|e| self.failed(format!("cannot get {what}: {}", shown_error(&e))))?;
             let status = resp.status();
+            // Only the registry's own challenge is answered: a host a
+            // redirect led to (a blob's storage) could otherwise name a
+            // token service of its choosing and be sent the credentials.
+            let from_registry =
+                url::Url::parse(&url).is_ok_and(|asked| asked.origin() == resp.url().origin());
+            if status == reqwest::StatusCode::UNAUTHORIZED && !self.asked && !from_registry {
+                return Err(self.failed(format!(
+                    "{} asked for credentials after a redirect; they go to the registry only",
+                    origin(resp.url())
+                )));
+            }
             if status == reqwest::StatusCode::UNAUTHORIZED && !self.asked {
                 self.asked = true;
                 let challenge = resp
