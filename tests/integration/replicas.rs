@@ -572,6 +572,58 @@ async fn an_approval_asked_on_one_replica_is_answered_through_another_once() {
     assert_eq!(state, "used");
 }
 
+/// A request given up on (its call cancelled or out of time) leaves the
+/// pending set: no longer listed, answerable, nor scanned by every
+/// listing. Left `pending` with only its expiry moved, withdrawn rows
+/// piled up in the index each listing walks.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_withdrawn_approval_leaves_the_pending_set() {
+    use warden::approval::{ApprovalQueue, ApprovalRequest, Approver};
+    let Some(pg) = Postgres::start() else { return };
+    let url = warden::store::StateUrl::parse(&pg.url()).unwrap();
+    let q = warden::store::PgApprover::open(&url, "replica-a", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let request = ApprovalRequest {
+        digest: "ab".repeat(32),
+        tool: "writer".into(),
+        identity: "sha256:00".into(),
+        task: "t".into(),
+        agent: None,
+        invocation: "i".into(),
+        action: "fs.write".into(),
+        resource: "workspace:x".into(),
+        summary: "write 1 byte".into(),
+    };
+    let asking = {
+        let q = q.clone();
+        let request = request.clone();
+        tokio::spawn(async move { q.ask(&request).await })
+    };
+    let started = Instant::now();
+    while q.waiting().await.unwrap().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(20), "never listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    asking.abort();
+    let db = pg.client().await;
+    let started = Instant::now();
+    loop {
+        let state: String = one(
+            &db,
+            "SELECT state FROM warden_approvals WHERE digest = $1",
+            &[&request.digest],
+        )
+        .await;
+        if state == "used" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "still {state}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(q.waiting().await.unwrap().is_empty());
+}
+
 /// A task's shared history is read per kind: thousands of files written
 /// do not crowd out a revealed secret, and a long item (a deep path) does
 /// not fail the insert that carries the reveal.

@@ -117,7 +117,7 @@ impl Drop for Withdraw {
             let _ = tokio::time::timeout(
                 PATIENCE,
                 client.execute(
-                    "UPDATE warden_approvals SET expires = now()
+                    "UPDATE warden_approvals SET state = 'used', expires = now()
                      WHERE digest = $1 AND state = 'pending'",
                     &[&digest],
                 ),
@@ -161,7 +161,9 @@ impl Approver for PgApprover {
     async fn ask(&self, request: &ApprovalRequest) -> Option<ApprovalAnswer> {
         let mut answered = self.answered.subscribe();
         // Given up on (the approvals timeout, a cancelled call): no longer
-        // listed or answerable anywhere.
+        // listed or answerable anywhere, and out of the pending index that
+        // every listing scans (left `pending`, such rows slowed listings
+        // as they grew, until they passed the store's patience).
         let _withdrawn = Withdraw {
             link: self.link.clone(),
             digest: request.digest.clone(),
