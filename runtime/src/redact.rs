@@ -180,8 +180,14 @@ fn matcher(forms: Vec<(String, usize)>, folded: bool) -> (Option<AhoCorasick>, V
 /// the original text it was decoded from.
 struct View {
     bytes: Vec<u8>,
-    spans: Vec<(usize, usize)>,
+    spans: Vec<Span>,
 }
+
+/// Where a decoded byte came from in the original text, as 32-bit offsets:
+/// a view costs 8 bytes a byte for them, not 16 (a 16 MiB body with an
+/// escape in it held two views of ~270 MiB each while it was redacted).
+/// [`Redactor::find`] takes no text longer than they can say.
+type Span = (u32, u32);
 
 /// Whether `bytes` may hold an escape at all (the fast path skips decoding).
 fn may_escape(bytes: &[u8]) -> bool {
@@ -195,10 +201,11 @@ const ESCAPE_STARTS: [u8; 3] = [b'%', b'\\', b'&'];
 /// starting with `only`, when given), each output byte mapped to the
 /// original span it came from (through `spans`, the mapping of `input`
 /// itself, if it is a view). `None` if nothing decoded.
-fn decode(input: &[u8], spans: Option<&[(usize, usize)]>, only: Option<u8>) -> Option<View> {
+fn decode(input: &[u8], spans: Option<&[Span]>, only: Option<u8>) -> Option<View> {
+    // `input` is at most `u32::MAX` bytes ([`Redactor::find`]).
     let original = |a: usize, b: usize| match spans {
         Some(s) => (s[a].0, s[b - 1].1),
-        None => (a, b),
+        None => (a as u32, b as u32),
     };
     let mut bytes = Vec::with_capacity(input.len());
     let mut out_spans = Vec::with_capacity(input.len());
@@ -354,6 +361,11 @@ impl Redactor {
         if self.is_empty() {
             return hits;
         }
+        if u32::try_from(bytes.len()).is_err() {
+            // Past every limit Warden sets (the views' offsets are 32-bit):
+            // the whole text is redacted, unread.
+            return vec![(0, bytes.len(), 0)];
+        }
         self.scan(bytes, None, &mut hits);
         if may_escape(bytes) {
             // Every kind of escape decoded at each layer (mixed encodings),
@@ -392,7 +404,7 @@ impl Redactor {
         hits
     }
 
-    fn scan(&self, bytes: &[u8], spans: Option<&[(usize, usize)]>, hits: &mut Vec<Hit>) {
+    fn scan(&self, bytes: &[u8], spans: Option<&[Span]>, hits: &mut Vec<Hit>) {
         for (m, names) in [
             (&self.exact, &self.exact_names),
             (&self.folded, &self.folded_names),
@@ -400,7 +412,7 @@ impl Redactor {
             let Some(m) = m else { continue };
             for hit in m.find_iter(bytes) {
                 let (s, e) = match spans {
-                    Some(sp) => (sp[hit.start()].0, sp[hit.end() - 1].1),
+                    Some(sp) => (sp[hit.start()].0 as usize, sp[hit.end() - 1].1 as usize),
                     None => (hit.start(), hit.end()),
                 };
                 hits.push((s, e, names[hit.pattern().as_usize()]));
