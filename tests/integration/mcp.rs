@@ -1464,23 +1464,24 @@ async fn on_the_current_protocol_approvals_are_input_required_round_trips() {
     client.cancel().await.unwrap();
 }
 
-#[tokio::test]
-async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit() {
+/// `warden serve --stdio` with the operator's approvals endpoint (its
+/// token `op_token`), serving `client`: the session and the endpoint.
+async fn stdio_with_approvals(
+    s: &Setup,
+    op_token: &str,
+    client: Client,
+) -> (RunningService<RoleClient, Client>, String) {
     use tokio::io::AsyncBufReadExt;
-    let s = setup();
-    let op_token = "operator-token-0123456789";
     std::fs::write(s.dir.path().join("op-token"), op_token).unwrap();
     let op_file = s.dir.path().join("op-token").display().to_string();
-    let mut cmd = warden_serve(
-        &s,
-        &[
-            "--stdio",
-            "--approvals",
-            "127.0.0.1:0",
-            "--approvals-token-file",
-            &op_file,
-        ],
-    );
+    let args = [
+        "--stdio",
+        "--approvals",
+        "127.0.0.1:0",
+        "--approvals-token-file",
+        &op_file,
+    ];
+    let mut cmd = warden_serve(s, &args);
     cmd.stderr(Stdio::piped());
     let (transport, stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
         .stderr(Stdio::piped())
@@ -1494,7 +1495,14 @@ async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit(
         }
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let client = Client::default().serve(transport).await.unwrap();
+    (client.serve(transport).await.unwrap(), base)
+}
+
+#[tokio::test]
+async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit() {
+    let s = setup();
+    let op_token = "operator-token-0123456789";
+    let (client, base) = stdio_with_approvals(&s, op_token, Client::default()).await;
     let call = tokio::spawn(async move {
         let r = client
             .call_tool(call(
@@ -1570,39 +1578,15 @@ async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit(
 /// an agent approved its own writes.
 #[tokio::test]
 async fn with_an_operators_endpoint_a_client_that_elicits_is_not_asked() {
-    use tokio::io::AsyncBufReadExt;
     let s = setup();
     let op_token = "operator-token-0123456789";
-    std::fs::write(s.dir.path().join("op-token"), op_token).unwrap();
-    let op_file = s.dir.path().join("op-token").display().to_string();
-    let args = [
-        "--stdio",
-        "--approvals",
-        "127.0.0.1:0",
-        "--approvals-token-file",
-        &op_file,
-    ];
-    let mut cmd = warden_serve(&s, &args);
-    cmd.stderr(Stdio::piped());
-    let (transport, stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(stderr.unwrap()).lines();
-    let base = loop {
-        let line = lines.next_line().await.unwrap().expect("server exited");
-        if let Some(url) = line.strip_prefix("warden: pending approvals at ") {
-            break url.to_owned();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let agent = Client {
         approve: true,
         elicitation: true,
         ..Client::default()
     };
     let asked = agent.asked.clone();
-    let client = agent.serve(transport).await.unwrap();
+    let (client, base) = stdio_with_approvals(&s, op_token, agent).await;
     let call = tokio::spawn(async move {
         let input = json!({"path": "self-approved.md", "content": "x"});
         let r = client.call_tool(call("writer", input)).await;
