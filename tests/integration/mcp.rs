@@ -1498,6 +1498,20 @@ async fn stdio_with_approvals(
     (client.serve(transport).await.unwrap(), base)
 }
 
+/// The operator's `body` for request `digest` at the approvals endpoint
+/// `base`: the answer's status.
+async fn answer(base: &str, op_token: &str, digest: &str, body: &'static str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{base}/{digest}"))
+        .bearer_auth(op_token)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 #[tokio::test]
 async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit() {
     let s = setup();
@@ -1540,22 +1554,26 @@ async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit(
     assert_eq!(pending["task"], "mcp-task");
     let digest = pending["digest"].as_str().unwrap();
     // …a wrong digest answers nothing, the right one approves.
-    let resp = http
-        .post(format!("{base}/{}", "0".repeat(64)))
-        .bearer_auth(op_token)
-        .body(r#"{"approved": true, "by": "ops"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 404);
-    let resp = http
-        .post(format!("{base}/{digest}"))
-        .bearer_auth(op_token)
-        .body(r#"{"approved": true, "by": "ops"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        answer(
+            &base,
+            op_token,
+            &"0".repeat(64),
+            r#"{"approved": true, "by": "ops"}"#
+        )
+        .await,
+        404
+    );
+    assert_eq!(
+        answer(
+            &base,
+            op_token,
+            digest,
+            r#"{"approved": true, "by": "ops"}"#
+        )
+        .await,
+        200
+    );
     let (client, r) = call.await.unwrap();
     let r = r.unwrap();
     assert_ne!(r.is_error, Some(true), "{}", text(&r));
@@ -1608,14 +1626,16 @@ async fn with_an_operators_endpoint_a_client_that_elicits_is_not_asked() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let digest = pending["digest"].as_str().unwrap();
-    let resp = http
-        .post(format!("{base}/{digest}"))
-        .bearer_auth(op_token)
-        .body(r#"{"approved": false, "by": "ops"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        answer(
+            &base,
+            op_token,
+            digest,
+            r#"{"approved": false, "by": "ops"}"#
+        )
+        .await,
+        200
+    );
     let (client, r) = call.await.unwrap();
     let r = r.unwrap();
     assert_eq!(r.is_error, Some(true), "{}", text(&r));

@@ -120,6 +120,15 @@ fn output(run: &warden::Invocation) -> Value {
     serde_json::from_str(run.output.as_ref().unwrap()).unwrap()
 }
 
+/// The log record of invocation `id`.
+fn log_record(v: &Vault, id: &str) -> warden::audit::Record {
+    v.audit
+        .invocation(id)
+        .into_iter()
+        .find(|r| r.event == Event::Log)
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_revealed_secret_is_redacted_from_every_channel() {
     let v = Vault::new();
@@ -141,12 +150,7 @@ async fn a_revealed_secret_is_redacted_from_every_channel() {
     assert_clean("stderr", &stderr, TOKEN);
     let trail = serde_json::to_string(&v.audit.records()).unwrap();
     assert_clean("audit trail", &trail, TOKEN);
-    let log = v
-        .audit
-        .invocation(&run.id)
-        .into_iter()
-        .find(|r| r.event == Event::Log)
-        .unwrap();
+    let log = log_record(&v, &run.id);
     assert!(log.message.unwrap().contains("[REDACTED:token]"));
 
     // The tool's error message too.
@@ -605,13 +609,7 @@ async fn a_value_across_the_cut_of_a_long_log_message_is_redacted() {
     for pad in [4096 - 12, 4096 - 5, 4096 - TOKEN.len() + 1] {
         let input = serde_json::json!({"name": "token", "channels": ["log"], "pad": pad});
         let run = v.probe(&["token"], input).await.unwrap();
-        let log = v
-            .audit
-            .invocation(&run.id)
-            .into_iter()
-            .find(|r| r.event == Event::Log)
-            .unwrap();
-        let message = log.message.unwrap();
+        let message = log_record(&v, &run.id).message.unwrap();
         assert!(message.ends_with("…[truncated]"), "{pad}: {message}");
         // (`tok-`: its first bytes, and not the marker's `token`)
         assert!(

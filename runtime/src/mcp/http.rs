@@ -529,9 +529,7 @@ impl Endpoint {
         }
         let mut initialize = None;
         let taken = match &message {
-            Some(m) if parts.headers.contains_key(fast::SESSION) => {
-                self.sessions.post(&self.mcp, &parts, m).await
-            }
+            Some(m) if !new_session => self.sessions.post(&self.mcp, &parts, m).await,
             Some(m) if m.method.as_deref() == Some("initialize") => {
                 initialize = m.params.and_then(|p| {
                     serde_json::from_str::<rmcp::model::InitializeRequestParams>(p.get()).ok()
