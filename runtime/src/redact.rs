@@ -14,8 +14,9 @@
 //!   [`MAX_LAYERS`] times over: percent-encoding (`%XX`, any case, any
 //!   subset of bytes), JSON and JavaScript escapes (`\uXXXX` with surrogate
 //!   pairs, `\xXX`, `\n`, `\"`, `\/` …) and HTML character references
-//!   (`&#115;`, `&#x73;`). A match in a decoded view is mapped back to the
-//!   escapes that produced it, and those are replaced.
+//!   (`&#115;`, `&#x73;`, with or without `;`, and the named references to
+//!   ASCII characters: `&amp;`, `&sol;` …). A match in a decoded view is
+//!   mapped back to the escapes that produced it, and those are replaced.
 //!
 //! Not matched (a tool that can read a value can always transform it; see
 //! `SECURITY.md`): encodings applied *around* an escaped form (base64 of a
@@ -29,7 +30,10 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
+mod decode;
 mod terminal;
+
+use decode::{ESCAPE_STARTS, Span, decode, may_escape};
 pub use terminal::{escape_control, json_for_terminal};
 
 /// How many times escapes are decoded over one another (`%2525` is two).
@@ -174,148 +178,6 @@ fn matcher(forms: Vec<(String, usize)>, folded: bool) -> (Option<AhoCorasick>, V
         .build(&patterns)
         .ok();
     (ac, names)
-}
-
-/// One decoded view of a text: its bytes and, for each byte, the span of
-/// the original text it was decoded from.
-struct View {
-    bytes: Vec<u8>,
-    spans: Vec<Span>,
-}
-
-/// Where a decoded byte came from in the original text, as 32-bit offsets:
-/// a view costs 8 bytes a byte for them, not 16 (a 16 MiB body with an
-/// escape in it held two views of ~270 MiB each while it was redacted).
-/// [`Redactor::find`] takes no text longer than they can say.
-type Span = (u32, u32);
-
-/// Whether `bytes` may hold an escape at all (the fast path skips decoding).
-fn may_escape(bytes: &[u8]) -> bool {
-    bytes.iter().any(|b| matches!(b, b'%' | b'\\' | b'&'))
-}
-
-/// The bytes that start an escape: `%`, `\\`, `&`.
-const ESCAPE_STARTS: [u8; 3] = [b'%', b'\\', b'&'];
-
-/// `input` with every escape at its top level decoded once (only those
-/// starting with `only`, when given), each output byte mapped to the
-/// original span it came from (through `spans`, the mapping of `input`
-/// itself, if it is a view). `None` if nothing decoded.
-fn decode(input: &[u8], spans: Option<&[Span]>, only: Option<u8>) -> Option<View> {
-    // `input` is at most `u32::MAX` bytes ([`Redactor::find`]).
-    let original = |a: usize, b: usize| match spans {
-        Some(s) => (s[a].0, s[b - 1].1),
-        None => (a as u32, b as u32),
-    };
-    let mut bytes = Vec::with_capacity(input.len());
-    let mut out_spans = Vec::with_capacity(input.len());
-    let mut changed = false;
-    let mut i = 0;
-    while i < input.len() {
-        let wanted = only.is_none_or(|c| c == input[i]);
-        match escape_at(input, i).filter(|_| wanted) {
-            Some((decoded, n, used)) => {
-                let span = original(i, i + used);
-                bytes.extend_from_slice(&decoded[..n]);
-                out_spans.extend(std::iter::repeat_n(span, n));
-                i += used;
-                changed = true;
-            }
-            None => {
-                bytes.push(input[i]);
-                out_spans.push(original(i, i + 1));
-                i += 1;
-            }
-        }
-    }
-    changed.then_some(View {
-        bytes,
-        spans: out_spans,
-    })
-}
-
-fn hex_digit(b: u8) -> Option<u32> {
-    (b as char).to_digit(16)
-}
-
-/// The value of `n` hex digits at `at`, if they are all there.
-fn hex_at(input: &[u8], at: usize, n: usize) -> Option<u32> {
-    let digits = input.get(at..at + n)?;
-    digits
-        .iter()
-        .try_fold(0u32, |acc, &b| Some(acc * 16 + hex_digit(b)?))
-}
-
-/// A character as UTF-8: its bytes and their count.
-fn utf8(c: char) -> ([u8; 4], usize) {
-    let mut buf = [0u8; 4];
-    let n = c.encode_utf8(&mut buf).len();
-    (buf, n)
-}
-
-/// The escape starting at `input[i]`, if any: the bytes it stands for,
-/// how many, and how many input bytes it spans.
-fn escape_at(input: &[u8], i: usize) -> Option<([u8; 4], usize, usize)> {
-    match input[i] {
-        b'%' => Some(([hex_at(input, i + 1, 2)? as u8, 0, 0, 0], 1, 3)),
-        b'\\' => backslash_escape(input, i),
-        b'&' => char_reference(input, i),
-        _ => None,
-    }
-}
-
-/// `\"`, `\n` …, `\xXX`, `\uXXXX` (a surrogate pair as one character).
-fn backslash_escape(input: &[u8], i: usize) -> Option<([u8; 4], usize, usize)> {
-    let simple = match *input.get(i + 1)? {
-        b'"' => b'"',
-        b'\\' => b'\\',
-        b'/' => b'/',
-        b'\'' => b'\'',
-        b'n' => b'\n',
-        b't' => b'\t',
-        b'r' => b'\r',
-        b'b' => 0x08,
-        b'f' => 0x0c,
-        b'x' => return Some(([hex_at(input, i + 2, 2)? as u8, 0, 0, 0], 1, 4)),
-        b'u' => {
-            let unit = hex_at(input, i + 2, 4)?;
-            if !(0xD800..0xDC00).contains(&unit) {
-                let (d, n) = utf8(char::from_u32(unit)?);
-                return Some((d, n, 6));
-            }
-            // A high surrogate needs its low half: `\uD83D\uDE00`.
-            if input.get(i + 6..i + 8) != Some(b"\\u") {
-                return None;
-            }
-            let low = hex_at(input, i + 8, 4)?;
-            if !(0xDC00..0xE000).contains(&low) {
-                return None;
-            }
-            let c = char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?;
-            let (d, n) = utf8(c);
-            return Some((d, n, 12));
-        }
-        _ => return None,
-    };
-    Some(([simple, 0, 0, 0], 1, 2))
-}
-
-/// `&#115;` or `&#x73;`: at most seven digits and the `;`.
-fn char_reference(input: &[u8], i: usize) -> Option<([u8; 4], usize, usize)> {
-    if input.get(i + 1) != Some(&b'#') {
-        return None;
-    }
-    let (radix, start) = match input.get(i + 2) {
-        Some(b'x' | b'X') => (16, i + 3),
-        _ => (10, i + 2),
-    };
-    let end = (start..input.len().min(start + 8)).find(|&j| input[j] == b';')?;
-    if end == start {
-        return None;
-    }
-    let digits = std::str::from_utf8(&input[start..end]).ok()?;
-    let (d, n) = utf8(char::from_u32(u32::from_str_radix(digits, radix).ok()?)?);
-    Some((d, n, end + 1 - i))
 }
 
 /// One found value: its span in the original text and its name's index.
@@ -504,13 +366,22 @@ impl Redactor {
     pub fn redact_json<'s>(&self, text: &'s str) -> Cow<'s, str> {
         // One more layer than a string gets: its own JSON escapes.
         let hits = self.find(text.as_bytes(), MAX_LAYERS + 1);
-        let Some(&(_, _, first)) = hits.first() else {
+        // A number with a fraction or an exponent holds digits its text
+        // does not hold together (`1.2345678e7` is 12345678), which any
+        // parser gives back (the client's, or Warden's own, for MCP's
+        // `structuredContent`): then the text is read by its values too.
+        if hits.is_empty() && !spelled_numbers(text) {
             return Cow::Borrowed(text);
-        };
+        }
         let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) else {
             return self.redact(text);
         };
-        self.redact_value(&mut value);
+        let number = self.redact_value(&mut value);
+        let first = match (hits.first(), number) {
+            (Some(&(_, _, first)), _) => first,
+            (None, Some(name)) => name,
+            (None, None) => return Cow::Borrowed(text),
+        };
         let out = serde_json::to_string(&value).unwrap_or_default();
         if self.find(out.as_bytes(), MAX_LAYERS + 1).is_empty() && !out.is_empty() {
             return Cow::Owned(out);
@@ -526,31 +397,45 @@ impl Redactor {
         }
     }
 
-    fn redact_value(&self, value: &mut serde_json::Value) {
+    /// Redacts `value` in place; returns the value found in a number,
+    /// if any (the first).
+    fn redact_value(&self, value: &mut serde_json::Value) -> Option<usize> {
         use serde_json::Value;
         match value {
             Value::String(s) => {
                 if let Cow::Owned(r) = self.redact(s) {
                     *s = r;
                 }
+                None
             }
             Value::Number(n) => {
                 let digits = n.to_string();
-                if let Some(&(_, _, name)) = self.find(digits.as_bytes(), 0).first() {
-                    *value = Value::String(self.markers[name].clone());
-                }
+                let &(_, _, name) = self.find(digits.as_bytes(), 0).first()?;
+                *value = Value::String(self.markers[name].clone());
+                Some(name)
             }
-            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_value(v)),
+            Value::Array(items) => items
+                .iter_mut()
+                .fold(None, |found, v| self.redact_value(v).or(found)),
             Value::Object(map) => {
                 let entries = std::mem::take(map);
+                let mut found = None;
                 for (k, mut v) in entries {
-                    self.redact_value(&mut v);
+                    found = self.redact_value(&mut v).or(found);
                     map.insert(self.redact(&k).into_owned(), v);
                 }
+                found
             }
-            Value::Null | Value::Bool(_) => {}
+            Value::Null | Value::Bool(_) => None,
         }
     }
+}
+
+/// Whether `text` may hold a JSON number written with a fraction or an
+/// exponent (a digit followed by `.`, `e` or `E`, in a string or not).
+fn spelled_numbers(text: &str) -> bool {
+    (text.as_bytes().windows(2))
+        .any(|w| w[0].is_ascii_digit() && matches!(w[1], b'.' | b'e' | b'E'))
 }
 
 #[cfg(test)]

@@ -220,6 +220,14 @@ fn json_is_redacted_by_what_it_means() {
         // a number that is a value
         (r#"{"n":90210417}"#, r#"{"n":"[REDACTED:pin]"}"#),
         (r#"[-90210417.5]"#, r#"["[REDACTED:pin]"]"#),
+        // a number whose text does not hold the digits together: its value
+        // does (a parser gives back 90210417.0)
+        (r#"{"v":9.0210417e7}"#, r#"{"v":"[REDACTED:pin]"}"#),
+        (
+            r#"{"v":[1, 902104170E-1]}"#,
+            r#"{"v":[1,"[REDACTED:pin]"]}"#,
+        ),
+        (r#"[0.90210417e8]"#, r#"["[REDACTED:pin]"]"#),
     ];
     for (text, want) in cases {
         assert_eq!(r.redact_json(text), want, "{text}");
@@ -229,6 +237,8 @@ fn json_is_redacted_by_what_it_means() {
     // untouched unless a value is there (spacing and order kept)
     let plain = "{ \"b\": 1,\n \"a\": \"\\u0041\" }";
     assert!(matches!(r.redact_json(plain), Cow::Borrowed(_)));
+    let decimals = "{ \"b\": 1.5e3, \"a\": \"v2.0\" }";
+    assert!(matches!(r.redact_json(decimals), Cow::Borrowed(_)));
     // not JSON: redacted as text
     assert_eq!(r.redact_json("oops hunter22"), "oops [REDACTED:api]");
     // a value across JSON tokens: the whole output is withheld
@@ -327,4 +337,25 @@ fn json_for_terminal_escapes_what_a_terminal_would_act_on_and_keeps_the_value() 
         super::json_for_terminal(plain),
         std::borrow::Cow::Borrowed(_)
     ));
+}
+
+#[test]
+fn html_named_and_unterminated_references_are_decoded() {
+    let r = Redactor::new([("p", "p&ss\"w0rd/+=")]);
+    for text in [
+        "p&amp;ss&quot;w0rd&sol;&plus;&equals;",
+        "p&AMP;ss&QUOT;w0rd/+=",
+        // as browsers read them: the first four without `;`
+        "p&ampss&quotw0rd/+=",
+        // numeric, without `;` and with leading zeros
+        "&#00000112&#38ss&#x00022;w0rd&#47+=",
+    ] {
+        assert_eq!(
+            r.redact(&format!("x {text} y")),
+            "x [REDACTED:p] y",
+            "{text}"
+        );
+    }
+    // a name other than the first four needs its `;`
+    assert_eq!(r.redact("p&ampss&quotw0rd&sol+="), "p&ampss&quotw0rd&sol+=");
 }
