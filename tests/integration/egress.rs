@@ -1263,6 +1263,169 @@ const ENCODED: [&str; 9] = [
     "body:html",
 ];
 
+/// What a server receives is the request as checked, on both paths: a
+/// target the check's parse shortens (`..`, `%2e%2e`, a backslash) goes out
+/// as the checked path, so it can neither reach a path the grant does not
+/// name nor carry a secret outside its `send-to` in the part the parse
+/// dropped; the record names what was sent.
+#[tokio::test]
+async fn the_target_sent_is_the_target_checked() {
+    let api = Api::new().await;
+    let base = api.base();
+    let targets = [
+        "/admin/../api/x".to_owned(),
+        "/admin/%2e%2e/api/x".to_owned(),
+        "/admin/%2E%2E/api/x".to_owned(),
+        "/admin\\..\\api/x".to_owned(),
+        format!("/api/{OTHER_TOKEN}/../x"),
+    ];
+    let mut sent = 0;
+    for tool in ["probe", "std"] {
+        for target in &targets {
+            let (out, inv) = api
+                .probe(
+                    tool,
+                    &api.grant(),
+                    json!({"url": format!("{base}{target}")}),
+                )
+                .await;
+            if out["ok"]["status"] != 200 {
+                // Refused by a parse: never sent.
+                assert_eq!(api.requests(), sent, "{tool} {target}: {out}");
+                continue;
+            }
+            sent += 1;
+            let seen = api.seen.lock().unwrap().last().unwrap().clone();
+            assert_eq!(
+                (seen.0.as_str(), seen.1.as_str()),
+                ("GET", "/api/x"),
+                "{tool} {target}"
+            );
+            let egress = api
+                .audit
+                .invocation(&inv)
+                .into_iter()
+                .find(|r| r.event == Event::Egress)
+                .unwrap();
+            assert_eq!(
+                egress.resource.as_deref(),
+                Some(format!("{base}/api/x").as_str()),
+                "{tool} {target}"
+            );
+        }
+    }
+    assert_eq!(api.requests(), sent);
+    assert!(sent >= 8, "only {sent} of the requests were sent");
+    let lines = api.seen.lock().unwrap().clone();
+    assert!(
+        lines.iter().all(|l| l.1 == "/api/x"),
+        "the server saw {lines:?}"
+    );
+}
+
+/// A header asking the server to act as another method
+/// (`X-HTTP-Method-Override` and its kin) is checked as that method, on
+/// both paths: a method the grant does not allow is refused before
+/// anything is sent, one whose rule needs a person waits for one, and a
+/// value that names no method is refused.
+#[tokio::test]
+async fn a_method_override_header_is_checked_as_the_method_it_asks_for() {
+    let api = Api::new().await;
+    let url = format!("{}/api/x", api.base());
+    for tool in ["probe", "std"] {
+        let denied = |out: &Value| match tool {
+            "probe" => {
+                out["error"]["code"] == "denied" || out["error"]["code"] == "invalid-request"
+            }
+            _ => out["error"]["code"] == "ErrorCode::HttpRequestDenied",
+        };
+        for (header, value, rule, reason) in [
+            (
+                "X-HTTP-Method-Override",
+                "delete",
+                "http.allowlist",
+                format!(
+                    "header 'X-HTTP-Method-Override' asks for DELETE: DELETE /api/x on http://127.0.0.1:{} is not in the egress grant (methods or path prefix)",
+                    api.port
+                ),
+            ),
+            (
+                "x-method-override",
+                " PUT ",
+                "http.allowlist",
+                format!(
+                    "header 'x-method-override' asks for PUT: PUT /api/x on http://127.0.0.1:{} is not in the egress grant (methods or path prefix)",
+                    api.port
+                ),
+            ),
+            (
+                "X-HTTP-Method",
+                "TRACE",
+                "http.request",
+                "header 'X-HTTP-Method' names no method (expected one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)".to_owned(),
+            ),
+        ] {
+            let input = json!({"url": url, "headers": [[header, value]]});
+            let (out, inv) = api.probe(tool, &api.grant(), input).await;
+            assert!(denied(&out), "{tool} {header}: {out}");
+            let d = api.decisions(&inv);
+            let last = d.last().unwrap();
+            // wasi:http names headers in lower case.
+            let reason = match tool {
+                "std" => reason.replacen(header, &header.to_ascii_lowercase(), 1),
+                _ => reason,
+            };
+            assert_eq!(
+                (last.rule.as_deref(), last.reason.as_deref()),
+                (Some(rule), Some(reason.as_str())),
+                "{tool} {header}"
+            );
+        }
+        // A method the grant allows goes, and the decision says so.
+        let input = json!({"url": url, "headers": [["X-HTTP-Method-Override", "POST"]]});
+        let (out, inv) = api.probe(tool, &api.grant(), input).await;
+        assert_eq!(out["ok"]["status"], 200, "{tool}: {out}");
+        let d = api.decisions(&inv);
+        assert!(
+            d.last()
+                .unwrap()
+                .reason
+                .as_deref()
+                .unwrap()
+                .ends_with(", and so is POST asked for by override"),
+            "{tool}: {d:?}"
+        );
+    }
+    assert_eq!(api.requests(), 2, "a refused request was sent");
+
+    // `changer` allows POST only with a person's approval (none answers
+    // here): a GET asking for POST waits for one, and is denied.
+    let g = Grant::new("t").http(&format!("{}/api/", api.base()), None);
+    let input = json!({"url": url, "headers": [["X-HTTP-Method-Override", "POST"]]});
+    let (out, inv) = api.probe("changer", &g, input).await;
+    assert_eq!(out["error"]["code"], "denied", "{out}");
+    let asked = api
+        .audit
+        .invocation(&inv)
+        .into_iter()
+        .find(|r| r.event == Event::ApprovalRequested)
+        .expect("the GET asking for POST asked for approval");
+    assert!(
+        asked
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("x-http-method-override: POST")
+            || asked
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("X-HTTP-Method-Override: POST"),
+        "{asked:?}"
+    );
+    assert_eq!(api.requests(), 2, "the unapproved request was sent");
+}
+
 #[tokio::test]
 async fn encoded_secrets_never_go_outside_their_send_to_on_either_path() {
     let api = Api::new().await;

@@ -20,7 +20,7 @@ use warden::{Grant, Manifest, Rights, Runtime};
 struct Watcher {
     approve: bool,
     happened: Box<dyn Fn() -> bool + Send + Sync>,
-    seen: Mutex<Vec<(String, bool)>>,
+    seen: Mutex<Vec<(ApprovalRequest, bool)>>,
 }
 
 #[async_trait::async_trait]
@@ -29,7 +29,7 @@ impl Approver for Watcher {
         self.seen
             .lock()
             .unwrap()
-            .push((r.action.clone(), (self.happened)()));
+            .push((r.clone(), (self.happened)()));
         Some(ApprovalAnswer {
             digest: r.digest.clone(),
             approved: self.approve,
@@ -45,6 +45,8 @@ struct Site {
     /// Requests the loopback server has received.
     hits: Arc<AtomicUsize>,
     manifest: Manifest,
+    /// The requests the approver was asked in the last run, whole.
+    asked: Mutex<Vec<ApprovalRequest>>,
 }
 
 const SCRIPT: &str = "#!/bin/sh\necho shipped > \"$1\"\n";
@@ -101,6 +103,7 @@ component = "{egress_probe}"
 scheme = "http"
 host = "127.0.0.1"
 port = {port}
+methods = ["GET", "POST", "DELETE"]
 approval = "required"
 
 [tools.wasi-http]
@@ -109,6 +112,7 @@ component = "{wasi_http_probe}"
 scheme = "http"
 host = "127.0.0.1"
 port = {port}
+methods = ["GET", "POST", "DELETE"]
 approval = "required"
 
 [tools.wasi-http-open]
@@ -160,6 +164,7 @@ port = {port}
         port,
         hits,
         manifest,
+        asked: Mutex::default(),
     }
 }
 
@@ -204,7 +209,14 @@ impl Site {
             Ok(o) => serde_json::from_str(&o).unwrap(),
             Err(e) => json!({"tool-error": e.to_string()}),
         };
-        let seen = watcher.seen.lock().unwrap().clone();
+        let (asked, seen) = watcher
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(r, happened)| (r.clone(), (r.action.clone(), *happened)))
+            .unzip();
+        *self.asked.lock().unwrap() = asked;
         (out, audit.invocation(&run.id), seen)
     }
 }
@@ -334,8 +346,10 @@ async fn secret_calls_pass_the_gate_in_order() {
     assert!(!trail.contains(SECRET_VALUE), "the value reached the trail");
 }
 
-#[tokio::test]
-async fn warden_http_calls_pass_the_gate_in_order() {
+/// `tool` (`http` on `warden:tool/http`, `wasi-http` on `wasi:http`, both
+/// under a rule that requires approval): refused, nothing is sent; approved,
+/// the request is sent after the answer, from the checked address.
+async fn http_calls_pass_the_gate_in_order(tool: &str) {
     let site = site().await;
     let (approved, refused) = expect("decision http GET", "http.send", Some("egress http GET"));
     let grant = || Grant::new("t").http(&format!("http://127.0.0.1:{}/", site.port), None);
@@ -344,9 +358,13 @@ async fn warden_http_calls_pass_the_gate_in_order() {
     let happened = move || hits.load(Ordering::SeqCst) > 0;
 
     let (out, records, seen) = site
-        .run("http", grant(), input.clone(), false, happened.clone())
+        .run(tool, grant(), input.clone(), false, happened.clone())
         .await;
-    assert_eq!(out["error"]["code"], "denied", "{out}");
+    let code = out["error"]["code"].as_str().unwrap_or_default();
+    assert!(
+        code == "denied" || code.contains("HttpRequestDenied"),
+        "{tool}: {out}"
+    );
     assert_eq!(steps(&records), refused);
     assert_eq!(
         site.hits.load(Ordering::SeqCst),
@@ -355,8 +373,8 @@ async fn warden_http_calls_pass_the_gate_in_order() {
     );
     assert_eq!(seen, [("http.send".to_owned(), false)]);
 
-    let (out, records, seen) = site.run("http", grant(), input, true, happened).await;
-    assert_eq!(out["ok"]["status"], 200, "{out}");
+    let (out, records, seen) = site.run(tool, grant(), input, true, happened).await;
+    assert_eq!(out["ok"]["status"], 200, "{tool}: {out}");
     assert_eq!(steps(&records), approved);
     assert_eq!(
         seen,
@@ -370,42 +388,25 @@ async fn warden_http_calls_pass_the_gate_in_order() {
 }
 
 #[tokio::test]
-async fn wasi_http_calls_pass_the_same_gate_and_never_wait_for_approval() {
-    let site = site().await;
-    let grant = || Grant::new("t").http(&format!("http://127.0.0.1:{}/", site.port), None);
-    let input = json!({"url": site.url()});
-    let hits = site.hits.clone();
-    let happened = move || hits.load(Ordering::SeqCst) > 0;
+async fn warden_http_calls_pass_the_gate_in_order() {
+    http_calls_pass_the_gate_in_order("http").await;
+}
 
-    // A wasi:http body streams after the request is decided, so an approval
-    // could not bind what is sent: a rule that needs one is a denial, and
-    // the approver is never asked.
-    let (out, records, seen) = site
-        .run("wasi-http", grant(), input.clone(), true, happened.clone())
-        .await;
-    let code = out["error"]["code"].as_str().unwrap_or_default();
-    assert!(code.contains("HttpRequestDenied"), "{out}");
-    assert_eq!(steps(&records), ["decision http GET deny"]);
-    let d = &records[1];
-    assert_eq!(d.rule.as_deref(), Some("approval"));
-    assert!(
-        d.reason
-            .as_deref()
-            .unwrap()
-            .contains("only warden:tool/http requests can wait"),
-        "{d:?}"
-    );
-    assert!(seen.is_empty(), "the approver was asked: {seen:?}");
-    assert_eq!(
-        site.hits.load(Ordering::SeqCst),
-        0,
-        "a refused request was sent"
-    );
+/// A `wasi:http` body and trailers are read whole before the request is
+/// decided, so its approval binds what is sent, as on `warden:tool/http`.
+#[tokio::test]
+async fn wasi_http_calls_pass_the_gate_in_order() {
+    http_calls_pass_the_gate_in_order("wasi-http").await;
 
     // Without approval: the decision (with the checked address), the
     // request, then its egress record.
+    let site = site().await;
+    let grant = Grant::new("t").http(&format!("http://127.0.0.1:{}/", site.port), None);
+    let hits = site.hits.clone();
+    let happened = move || hits.load(Ordering::SeqCst) > 0;
+    let input = json!({"url": site.url()});
     let (out, records, seen) = site
-        .run("wasi-http-open", grant(), input, true, happened)
+        .run("wasi-http-open", grant, input, true, happened)
         .await;
     assert_eq!(out["ok"]["status"], 200, "{out}");
     assert_eq!(
@@ -416,6 +417,76 @@ async fn wasi_http_calls_pass_the_same_gate_and_never_wait_for_approval() {
     assert_eq!(records[1].address.as_deref(), Some(address.as_str()));
     assert!(seen.is_empty());
     assert_eq!(site.hits.load(Ordering::SeqCst), 1);
+}
+
+/// What an HTTP approval binds, as the gate computes it: the body's
+/// SHA-256 and that of every header, name and value length-prefixed.
+fn http_approval_args(headers: &[(&str, &str)], body: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (name, value) in headers {
+        for part in [name, value] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+    }
+    format!(
+        "body sha256 {}; headers sha256 {}",
+        hex::encode(Sha256::digest(body)),
+        hex::encode(h.finalize())
+    )
+}
+
+/// The approver of an HTTP request sees every header the tool set (one
+/// that changes what the request means, `X-HTTP-Method-Override`, above
+/// all) and the body, escaped; the digest it answers binds both, so a
+/// request whose headers or body differ is not the one approved.
+#[tokio::test]
+async fn an_http_approval_shows_and_binds_every_header_and_the_body_on_both_paths() {
+    let site = site().await;
+    let grant = || Grant::new("t").http(&format!("http://127.0.0.1:{}/", site.port), None);
+    let headers = [
+        ("x-http-method-override", "DELETE"),
+        ("content-type", "application/json"),
+    ];
+    let body = "{\"release\":\"v2\"}\u{1b}[2J";
+    for tool in ["http", "wasi-http"] {
+        let input = json!({"method": "POST", "url": site.url(), "headers": headers, "body": body});
+        let (out, _, _) = site.run(tool, grant(), input, false, || false).await;
+        assert!(out.get("ok").is_none(), "{tool}: {out}");
+        let asked = site.asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 1, "{tool}: {asked:?} {out}");
+        let r = &asked[0];
+        assert_eq!(
+            r.summary,
+            format!(
+                "POST {} (20 bytes of body); headers: x-http-method-override: DELETE, \
+                 content-type: application/json; contents: \"{{\"release\":\"v2\"}}\\u{{1b}}[2J\"",
+                site.url()
+            ),
+            "{tool}"
+        );
+        let expected = json!([
+            "warden-approval/1",
+            r.identity,
+            r.task,
+            r.invocation,
+            0,
+            "http.send",
+            r.resource,
+            http_approval_args(&headers, body),
+        ]);
+        assert_eq!(
+            r.digest,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(expected.to_string())),
+            "{tool}: the digest does not bind the headers and body as sent"
+        );
+    }
+    assert_eq!(
+        site.hits.load(Ordering::SeqCst),
+        0,
+        "a refused request was sent"
+    );
 }
 
 #[tokio::test]

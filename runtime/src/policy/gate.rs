@@ -192,10 +192,6 @@ pub(crate) struct Approval<'a> {
     pub(crate) args: &'a str,
     /// The arguments for a person to read; built only when asked.
     pub(crate) summary: &'a (dyn Fn() -> String + Sync),
-    /// Whether the call can wait for an approver. A `wasi:http` request
-    /// cannot: its body streams after the request is decided, so an answer
-    /// could not be bound to what is sent. An approval it needs is a denial.
-    pub(crate) can_wait: bool,
 }
 
 impl Approval<'static> {
@@ -207,7 +203,6 @@ impl Approval<'static> {
             resource: "",
             args: "",
             summary: &String::new,
-            can_wait: true,
         }
     }
 }
@@ -391,17 +386,6 @@ impl Gate {
             }
         }
         let approved = approval.required || ask_approval;
-        if decision.allow && approved && !approval.can_wait {
-            decision = Decision {
-                allow: false,
-                rule: "approval",
-                reason: format!(
-                    "{}; it needs approval, which only warden:tool/http requests can wait for (a wasi:http body streams after the request is decided)",
-                    decision.reason
-                ),
-                policies: decision.policies,
-            };
-        }
         let mut record = self.audit.decision(capability, action, resource, &decision);
         record.address = address.map(|a| a.to_string());
         if !decision.allow {

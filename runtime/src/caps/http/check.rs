@@ -57,6 +57,14 @@ pub fn is_special(ip: IpAddr) -> Option<&'static str> {
                 Some("non-routable")
             } else if o[0] == 100 && (64..128).contains(&o[1]) {
                 Some("shared (CGNAT)")
+            } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
+                Some("benchmarking")
+            } else if o[..3] == [192, 0, 0] {
+                Some("protocol assignment")
+            } else if o[0] >= 240 {
+                Some("reserved")
+            } else if matches!(o[..3], [192, 0, 2] | [198, 51, 100] | [203, 0, 113]) {
+                Some("documentation")
             } else {
                 None
             }
@@ -65,7 +73,25 @@ pub fn is_special(ip: IpAddr) -> Option<&'static str> {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_special(IpAddr::V4(v4));
             }
+            // Addresses that carry an IPv4 address a gateway or a tunnel
+            // reaches for them: NAT64 (64:ff9b::/96), 6to4 (2002::/16) and
+            // the deprecated IPv4-compatible form (::a.b.c.d). They are
+            // what the IPv4 address is.
             let seg = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                let [a, b] = hi.to_be_bytes();
+                let [c, d] = lo.to_be_bytes();
+                std::net::Ipv4Addr::new(a, b, c, d)
+            };
+            let carried = match seg {
+                [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(embedded(hi, lo)),
+                [0x2002, hi, lo, ..] => Some(embedded(hi, lo)),
+                [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 => Some(embedded(hi, lo)),
+                _ => None,
+            };
+            if let Some(v4) = carried {
+                return is_special(IpAddr::V4(v4));
+            }
             if v6.is_loopback() {
                 Some("loopback")
             } else if v6.is_unspecified() || v6.is_multicast() {
@@ -78,6 +104,17 @@ pub fn is_special(ip: IpAddr) -> Option<&'static str> {
                 Some("private (unique local)")
             } else if seg[0] & 0xffc0 == 0xfe80 {
                 Some("link-local")
+            } else if seg[0] & 0xffc0 == 0xfec0 {
+                Some("site-local")
+            } else if seg[..3] == [0x64, 0xff9b, 1] {
+                Some("local-use NAT64")
+            } else if seg[..2] == [0x2001, 0] {
+                // Teredo: a tunnel to an IPv4 address it obfuscates.
+                Some("Teredo tunnel")
+            } else if seg[..4] == [0x100, 0, 0, 0] {
+                Some("discard-only")
+            } else if seg[..2] == [0x2001, 0xdb8] {
+                Some("documentation")
             } else {
                 None
             }
@@ -146,6 +183,31 @@ mod tests {
             ("fe80::1", Some("link-local")),
             ("93.184.216.34", None),
             ("2606:4700::1111", None),
+            // ranges no tool should reach unlisted
+            ("198.18.0.1", Some("benchmarking")),
+            ("198.19.255.1", Some("benchmarking")),
+            ("198.20.0.1", None),
+            ("192.0.0.8", Some("protocol assignment")),
+            ("240.0.0.1", Some("reserved")),
+            ("255.255.255.255", Some("non-routable")),
+            ("203.0.113.9", Some("documentation")),
+            // IPv6 forms that carry an IPv4 address are that address
+            ("64:ff9b::a00:7", Some("private")),
+            ("64:ff9b::7f00:1", Some("loopback")),
+            ("64:ff9b::a9fe:a9fe", Some("cloud metadata")),
+            ("64:ff9b::5db8:d822", None),
+            ("2002:a00:7::1", Some("private")),
+            ("2002:7f00:1::", Some("loopback")),
+            ("::10.0.0.7", Some("private")),
+            ("::127.0.0.1", Some("loopback")),
+            ("64:ff9b:1::a00:7", Some("local-use NAT64")),
+            (
+                "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+                Some("Teredo tunnel"),
+            ),
+            ("fec0::1", Some("site-local")),
+            ("100::1", Some("discard-only")),
+            ("2001:db8::1", Some("documentation")),
         ] {
             assert_eq!(is_special(ip.parse().unwrap()), want, "{ip}");
         }

@@ -20,6 +20,13 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Request headers a tool may not set on `warden:tool/http`: the host
 /// derives them (`wasi:http` derives and forbids them itself).
 const HOST_HEADERS: [&str; 4] = ["host", "content-length", "transfer-encoding", "connection"];
+/// Headers with which a request asks its server to act as another method
+/// (frameworks and gateways honour them): each is checked as that method.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// The egress one invocation may use: its rules, and where each granted
 /// secret may be sent. Cheap to clone (a `wasi:http` request takes one).
@@ -73,6 +80,12 @@ pub(crate) struct Checked {
     pub(crate) address: SocketAddr,
     /// The allowing decision.
     pub(crate) allow: Decision,
+    /// Other methods the request asks its server for, by a method-override
+    /// header; each is allowed by the grant too.
+    overrides: Vec<String>,
+    /// Whether a person approves it: its rule requires it for its method,
+    /// or the rule of a method it asks for by override does.
+    needs_approval: bool,
     host: String,
     origin_text: String,
 }
@@ -177,6 +190,34 @@ impl Egress {
             Ok(r) => r.clone(),
             Err(reason) => return refuse("http.allowlist", reason, Refused::Denied),
         };
+        let mut needs_approval = rule.approval.applies(method);
+        let mut overrides = Vec::new();
+        for (name, value) in &req.headers {
+            if !METHOD_OVERRIDES
+                .iter()
+                .any(|o| name.eq_ignore_ascii_case(o))
+            {
+                continue;
+            }
+            let asked = String::from_utf8_lossy(value).trim().to_ascii_uppercase();
+            if !METHODS.contains(&asked.as_str()) {
+                let reason = format!(
+                    "header '{name}' names no method (expected one of {})",
+                    METHODS.join(", ")
+                );
+                return refuse("http.request", reason, Refused::InvalidRequest);
+            }
+            match check::match_rule(&self.rules, &asked, &url, &origin) {
+                Ok(r) => needs_approval |= r.approval.applies(&asked),
+                Err(reason) => {
+                    let reason = format!("header '{name}' asks for {asked}: {reason}");
+                    return refuse("http.allowlist", reason, Refused::Denied);
+                }
+            }
+            if asked != method && !overrides.contains(&asked) {
+                overrides.push(asked);
+            }
+        }
         if let Some((name, held)) = req.bearer {
             let d = secret_check::decide("attach", name, held);
             if !d.allow {
@@ -210,10 +251,14 @@ impl Egress {
             Via::Tool => "",
             Via::Wasi => " (wasi:http)",
         };
-        let allow = Decision::allow(
-            "http.allowlist",
-            format!("{method} {origin}{} is granted{via}", url.path()),
-        );
+        let mut reason = format!("{method} {origin}{} is granted{via}", url.path());
+        if !overrides.is_empty() {
+            reason.push_str(&format!(
+                ", and so is {} asked for by override",
+                overrides.join(", ")
+            ));
+        }
+        let allow = Decision::allow("http.allowlist", reason);
         Ok(Checked {
             method: method.to_owned(),
             host: origin.host.to_string(),
@@ -223,6 +268,8 @@ impl Egress {
             rule,
             address,
             allow,
+            overrides,
+            needs_approval,
         })
     }
 
@@ -247,8 +294,8 @@ impl Egress {
     /// The gate's call for a checked request, the same for both paths:
     /// its allow decision and address, the runtime policy's question (when
     /// policies are loaded), and the approval its rule requires. `args` and
-    /// `summary` are what an approval binds and shows; `can_wait` is false
-    /// for `wasi:http`, whose body streams after the request is decided.
+    /// `summary` are what an approval binds and shows ([`approval_args`],
+    /// [`approval_summary`]).
     pub(crate) fn send_call<'a>(
         &self,
         c: &'a Checked,
@@ -256,7 +303,6 @@ impl Egress {
         policy: bool,
         args: &'a str,
         summary: &'a (dyn Fn() -> String + Sync),
-        can_wait: bool,
     ) -> HostCall<'a, ()> {
         HostCall {
             capability: "http",
@@ -264,27 +310,28 @@ impl Egress {
             resource: &shown.resource,
             check: c.allow.clone(),
             asks: if policy {
-                vec![self.ask(c, &shown.resource)]
+                let methods = std::iter::once(&c.method).chain(&c.overrides);
+                methods.map(|m| self.ask(c, m, &shown.resource)).collect()
             } else {
                 Vec::new()
             },
             approval: Approval {
-                required: c.rule.approval.applies(&shown.method),
+                required: c.needs_approval,
                 action: "http.send",
                 resource: &shown.resource,
                 args,
                 summary,
-                can_wait,
             },
             address: Some(c.address),
             sealed: (),
         }
     }
 
-    /// The runtime policy's question about a checked request. The resource
-    /// names the granted secrets whose `send-to` this origin is, so a
-    /// policy can see where revealed values may go.
-    pub(crate) fn ask<'a>(&self, c: &'a Checked, resource: &'a str) -> Ask<'a> {
+    /// The runtime policy's question about a checked request, as `method`
+    /// (its own, or one it asks for by override). The resource names the
+    /// granted secrets whose `send-to` this origin is, so a policy can see
+    /// where revealed values may go.
+    pub(crate) fn ask<'a>(&self, c: &'a Checked, method: &'a str, resource: &'a str) -> Ask<'a> {
         let send_to_of = self
             .send_to
             .iter()
@@ -293,7 +340,7 @@ impl Egress {
             .collect();
         Ask {
             action: "http::send".into(),
-            detail: &c.method,
+            detail: method,
             resource: Subject::Host {
                 host: &c.host,
                 origin: &c.origin_text,
@@ -319,6 +366,80 @@ pub(crate) fn reflected(found: &BTreeSet<String>) -> Option<String> {
         "secret {} reflected in the response; redacted before the tool saw it",
         names.join(", ")
     ))
+}
+
+impl Checked {
+    /// The request line's target and the `Host` header of the request as
+    /// checked, on both paths: what is sent is what the allowlist, the
+    /// secret scan, the record and the approver saw (a `wasi:http` URI as
+    /// the tool wrote it may hold `..`, `%2e` or `\\` segments, which
+    /// the check's parse removes).
+    pub(crate) fn origin_form(&self) -> (String, String) {
+        let url = &self.url;
+        let target = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let host = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
+        };
+        (target, host)
+    }
+}
+
+/// What an approval of a request binds besides its method and URL (the
+/// approval's resource): the SHA-256 of its body and of every header the
+/// tool set, trailers included, each name and value as sent and
+/// length-prefixed, so that no header (an `X-HTTP-Method-Override`, a
+/// `Content-Type`) and no byte of the body can change without changing the
+/// digest a person approved. The same on both paths.
+pub(crate) fn approval_args<'h>(
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+    body: &[u8],
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (name, value) in headers {
+        for part in [name.as_bytes(), value] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+    }
+    format!(
+        "body sha256 {}; headers sha256 {}",
+        hex::encode(Sha256::digest(body)),
+        hex::encode(h.finalize())
+    )
+}
+
+/// A request as its approver reads it: method, URL, body size, every
+/// header the tool set, and the body. Whole: the gate redacts it before it
+/// escapes and cuts it, so no secret is split where a person's view ends.
+pub(crate) fn approval_summary<'h>(
+    method: &str,
+    resource: &str,
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+    body: &[u8],
+) -> String {
+    let mut s = format!("{method} {resource} ({} bytes of body); ", body.len());
+    let mut any = false;
+    for (name, value) in headers {
+        s.push_str(if any { ", " } else { "headers: " });
+        any = true;
+        s.push_str(name);
+        s.push_str(": ");
+        s.push_str(&String::from_utf8_lossy(value));
+    }
+    if !any {
+        s.push_str("no headers");
+    }
+    if !body.is_empty() {
+        s.push_str("; contents: \"");
+        s.push_str(&String::from_utf8_lossy(body));
+        s.push('"');
+    }
+    s
 }
 
 /// The address to connect to: an IP literal (it matched a rule naming it),

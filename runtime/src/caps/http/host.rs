@@ -304,7 +304,6 @@ fn send(
                     resource: name,
                     args: &origin,
                     summary: &summary,
-                    can_wait: true,
                 },
                 address: None,
                 sealed: (),
@@ -317,20 +316,13 @@ fn send(
         }
 
         let body_len = req.body.as_ref().map_or(0, Vec::len);
-        let args = format!(
-            "body sha256 {}",
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-                req.body.as_deref().unwrap_or_default(),
-            ))
-        );
-        let summary = || {
-            format!(
-                "{} {} ({body_len} bytes of body)",
-                checked.method, shown.resource
-            )
-        };
+        let body = req.body.as_deref().unwrap_or_default();
+        let headers = || req.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+        let args = egress::approval_args(headers(), body);
+        let summary =
+            || egress::approval_summary(&checked.method, &shown.resource, headers(), body);
         let policy = gate.has_policy();
-        let call = egress.send_call(&checked, &shown, policy, &args, &summary, true);
+        let call = egress.send_call(&checked, &shown, policy, &args, &summary);
         let pass = match gate.pass(call).await? {
             Ok(pass) => pass,
             Err(d) => return Ok(Err(error(ErrorCode::Denied, d.reason))),
@@ -380,6 +372,7 @@ fn send(
                     super::readable::unreadable(
                         resp.status,
                         headers.map(|(k, v)| (k.as_str(), v.as_bytes())),
+                        redactor,
                     )
                 })
                 .flatten()
@@ -466,14 +459,12 @@ async fn perform(
     limit: usize,
 ) -> Result<Response, wit::Error> {
     let Checked {
-        url,
         origin,
         address: addr,
-        method,
         ..
     } = checked;
     let exchange = async {
-        let mut request = http_request(url, method, req, bearer.as_deref().map(String::as_str))?;
+        let mut request = http_request(checked, req, bearer.as_deref().map(String::as_str))?;
         if whole {
             super::readable::ask_whole(request.headers_mut());
         }
@@ -551,22 +542,14 @@ async fn read_response(
 /// not set it, nor the other headers the host derives), the tool's headers,
 /// the secret as a bearer token (a sensitive header value), the body.
 fn http_request(
-    url: &url::Url,
-    method: &str,
+    checked: &Checked,
     req: Request,
     bearer: Option<&str>,
 ) -> Result<http::Request<Full<Bytes>>, wit::Error> {
     let invalid = |what: String| error(ErrorCode::InvalidRequest, what);
-    let method = http::Method::from_bytes(method.as_bytes())
+    let method = http::Method::from_bytes(checked.method.as_bytes())
         .map_err(|_| invalid("invalid method".into()))?;
-    let target = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_owned(),
-    };
-    let host = match url.port() {
-        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-        None => url.host_str().unwrap_or_default().to_owned(),
-    };
+    let (target, host) = checked.origin_form();
     let mut headers = http::HeaderMap::with_capacity(req.headers.len() + 3);
     headers.insert(http::header::HOST, header_value(&host)?);
     for (name, value) in &req.headers {

@@ -23,10 +23,13 @@ pub(super) fn ask_whole(headers: &mut HeaderMap) {
 }
 
 /// Why a response's body cannot be redacted, if it cannot: a content
-/// coding other than `identity`, or a part of a body (status 206).
+/// coding other than `identity`, or a part of a body (status 206). The
+/// coding named is the server's: redacted (it may echo what it was sent),
+/// then cut and escaped.
 pub(super) fn unreadable<'a>(
     status: u16,
     headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    redactor: &crate::redact::Redactor,
 ) -> Option<String> {
     if status == 206 {
         return Some(
@@ -52,7 +55,7 @@ pub(super) fn unreadable<'a>(
             .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(plain));
         if coded {
             let shown =
-                crate::policy::gate::cut(&crate::redact::escape_control(&value), 64).into_owned();
+                crate::redact::escape_control(&redactor.redact_cut(&value, 64)).into_owned();
             return Some(format!(
                 "the response is encoded ({header}: {shown}), which redaction cannot \
                  read while this invocation holds secrets; the request asked for identity"
@@ -85,26 +88,37 @@ mod tests {
 
     #[test]
     fn an_encoded_or_partial_response_is_unreadable() {
+        let none = crate::redact::Redactor::default();
         let ce = |v: &'static str| vec![("Content-Encoding", v.as_bytes())];
         for coded in ["gzip", "BR", "identity, deflate", " x-custom "] {
-            let why = unreadable(200, ce(coded)).unwrap_or_else(|| panic!("{coded}"));
+            let why = unreadable(200, ce(coded), &none).unwrap_or_else(|| panic!("{coded}"));
             assert!(why.contains("Content-Encoding"), "{why}");
         }
-        assert!(unreadable(206, Vec::new()).unwrap().contains("206"));
+        assert!(unreadable(206, Vec::new(), &none).unwrap().contains("206"));
         let te = |v: &'static str| vec![("transfer-encoding", v.as_bytes())];
-        let why = unreadable(200, te("gzip, chunked")).unwrap();
+        let why = unreadable(200, te("gzip, chunked"), &none).unwrap();
         assert!(why.contains("Transfer-Encoding: gzip, chunked"), "{why}");
-        assert_eq!(unreadable(200, te("chunked")), None);
+        assert_eq!(unreadable(200, te("chunked"), &none), None);
         for plain in ["identity", "Identity", ""] {
-            assert_eq!(unreadable(200, ce(plain)), None, "{plain:?}");
+            assert_eq!(unreadable(200, ce(plain), &none), None, "{plain:?}");
         }
-        assert_eq!(
-            unreadable(200, vec![("content-type", b"a/b".as_slice())]),
-            None
-        );
+        let typed = vec![("content-type", b"a/b".as_slice())];
+        assert_eq!(unreadable(200, typed, &none), None);
         // A hostile coding name is shown escaped and short.
         let long = format!("\u{1b}[2J{}", "x".repeat(500));
-        let why = unreadable(200, vec![("content-encoding", long.as_bytes())]).unwrap();
+        let why = unreadable(200, vec![("content-encoding", long.as_bytes())], &none).unwrap();
         assert!(!why.contains('\u{1b}') && why.len() < 400, "{why}");
+        // A server echoing a secret as its coding: the value is redacted,
+        // also where the cut would have split it.
+        let r = crate::redact::Redactor::new([("bearer", "tok-0123456789abcdef")]);
+        for pad in [0, 50, 60] {
+            let echoed = format!("{}tok-0123456789abcdef", "x".repeat(pad));
+            let why = unreadable(200, vec![("content-encoding", echoed.as_bytes())], &r).unwrap();
+            assert!(!why.contains("tok-0123"), "{pad}: {why}");
+            assert!(
+                pad > 40 || why.contains("[REDACTED:bearer]"),
+                "{pad}: {why}"
+            );
+        }
     }
 }

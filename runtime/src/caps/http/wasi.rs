@@ -13,7 +13,6 @@
 //! before a match completes; the limit bounds the memory either way.
 
 use super::REQUEST_TIMEOUT;
-use super::check::Origin;
 use super::conn::Failure;
 use super::egress::{self, Egress, Refused, Via};
 use crate::policy::gate::{Gate, Pass};
@@ -23,7 +22,6 @@ use http::{HeaderMap, HeaderValue};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -188,15 +186,18 @@ async fn send(
             .map_err(denied)?;
         return Err(Error::HttpRequestBodySize(None));
     }
-    let summary = || format!("{} {} (streamed body)", checked.method, shown.resource);
-    let call = egress.send_call(
-        &checked,
-        &shown,
-        gate.has_policy(),
-        "body streamed",
-        &summary,
-        false,
-    );
+    // The body and trailers are read whole above, so an approval binds
+    // what is sent, as on `warden:tool/http`; `host` is the checked URL's,
+    // which the approval names.
+    let headers = || {
+        (parts.headers.iter())
+            .chain(trailers.iter().flatten())
+            .filter(|(k, _)| **k != http::header::HOST)
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+    };
+    let args = egress::approval_args(headers(), &body);
+    let summary = || egress::approval_summary(&checked.method, &shown.resource, headers(), &body);
+    let call = egress.send_call(&checked, &shown, gate.has_policy(), &args, &summary);
     let Ok(pass) = gate.pass(call).await.map_err(denied)? else {
         return Err(Error::HttpRequestDenied);
     };
@@ -214,7 +215,7 @@ async fn send(
     let result = send_pinned(
         &pass,
         request,
-        (checked.address, &checked.origin),
+        &checked,
         (timeout, limit),
         (gate.redactor(), &mut found),
         held,
@@ -312,7 +313,7 @@ async fn redact_response(
             .headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_bytes()));
-        if let Some(why) = super::readable::unreadable(parts.status.as_u16(), headers) {
+        if let Some(why) = super::readable::unreadable(parts.status.as_u16(), headers, redactor) {
             tracing::debug!("wasi:http response refused: {why}");
             return Err(match parts.status.as_u16() {
                 206 => Error::HttpProtocolError,
@@ -375,25 +376,26 @@ async fn redact_response(
 async fn send_pinned(
     _pass: &Pass<'_, ()>,
     mut req: http::Request<WasiBody>,
-    (addr, origin): (SocketAddr, &Origin),
+    checked: &egress::Checked,
     (timeout, limit): (Duration, usize),
     redacting: (&Redactor, &mut BTreeSet<String>),
     held: Held,
 ) -> SendResult {
-    // The request line carries only the path; Host was set from the URL.
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+    // The request as checked: its method, the request line's path and
+    // query, and `Host`, from the checked URL, not as the tool wrote them.
+    let (target, host) = checked.origin_form();
+    *req.method_mut() = http::Method::from_bytes(checked.method.as_bytes())
+        .map_err(|_| Error::HttpRequestMethodInvalid)?;
     *req.uri_mut() = http::Uri::builder()
-        .path_and_query(path)
+        .path_and_query(target)
         .build()
         .map_err(|_| Error::HttpRequestUriInvalid)?;
+    let host = HeaderValue::from_str(&host).map_err(|_| Error::HttpRequestUriInvalid)?;
+    req.headers_mut().insert(http::header::HOST, host);
     let super::conn::Connection {
         mut sender,
         mut driver,
-    } = super::conn::open(addr, origin, timeout)
+    } = super::conn::open(checked.address, &checked.origin, timeout)
         .await
         .map_err(|e| match e {
             Failure::Timeout => Error::ConnectionTimeout,

@@ -69,7 +69,6 @@ impl Host for IdentityView<'_> {
                 resource: &audience,
                 args: "",
                 summary: &summary,
-                can_wait: true,
             },
             address: None,
             sealed: (),

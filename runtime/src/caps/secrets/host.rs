@@ -75,7 +75,6 @@ impl SecretsView<'_> {
                 resource: name,
                 args: "",
                 summary,
-                can_wait: true,
             },
             address: None,
             sealed: (),
