@@ -7,6 +7,9 @@ use warden::{Error, Grant, GrantError, Manifest, Rights, Runtime};
 
 const SCRIPT: &str = "#!/bin/sh\n# args: --env NAME ARTIFACT OUTDIR\ncp \"$3\" \"$4/deployed.txt\"\necho \"deployed $(basename \"$3\") to $2 PATH=${PATH:+set} HOME=${HOME:-unset}\"\n";
 
+/// The value of the deployer's secret `deploy-key`.
+const DEPLOY_KEY: &str = "sek-0d15ea5e-77aa-4bb2";
+
 /// (token was active when received, the JSON body)
 type Hooks = Arc<Mutex<Vec<(bool, Value)>>>;
 
@@ -15,6 +18,14 @@ async fn receiver(runtime: Arc<OnceLock<Runtime>>) -> (u16, Hooks) {
     let log = hooks.clone();
     let port = crate::common::http_server(move |req| {
         let token = req.bearer();
+        if req.path.ends_with("/echo") {
+            // A receiver that quotes the request it got.
+            return (
+                "200 OK".into(),
+                String::new(),
+                format!("got {token}").into(),
+            );
+        }
         let active = runtime.get().is_some_and(|rt| rt.introspect(&token).active);
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         let name = body["artifact"]["name"].as_str().unwrap_or("?").to_owned();
@@ -51,6 +62,8 @@ async fn site() -> Site {
     std::fs::create_dir_all(ws.join("dist")).unwrap();
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(ws.join("dist/app.txt"), "release 1.2.3").unwrap();
+    let key = root.join("deploy-key.txt");
+    std::fs::write(&key, DEPLOY_KEY).unwrap();
     let script = root.join("ship.sh");
     std::fs::write(&script, SCRIPT).unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -105,6 +118,26 @@ args = ["--env", "gated", "{{artifact}}", "{out}"]
 approval = "required"
 
 [[tools.deployer.deploy]]
+name = "echoing"
+approval = "none"
+rights = ["deploy"]
+backend = "webhook"
+url = "http://127.0.0.1:{port}/hooks/echo"
+
+[[tools.deployer.deploy]]
+name = "straddling"
+approval = "none"
+rights = ["deploy"]
+backend = "exec"
+program = "/bin/sh"
+args = ["-c", "head -c 65530 /dev/zero | tr '\\0' x; cat '{key}'"]
+
+[[tools.deployer.secrets]]
+name = "deploy-key"
+source = "file:{key}"
+send-to = ["https://elsewhere.example"]
+
+[[tools.deployer.deploy]]
 name = "by-default"
 rights = ["deploy"]
 backend = "exec"
@@ -115,6 +148,7 @@ args = ["--env", "by-default", "{{artifact}}", "{out}"]
         ws = ws.display(),
         script = script.display(),
         out = out.display(),
+        key = key.display(),
     );
     let path = root.join("manifest.toml");
     std::fs::write(&path, text).unwrap();
@@ -266,8 +300,9 @@ async fn deploy_is_its_own_right() {
         "{err:?}"
     );
     assert!(
-        err.to_string()
-            .contains("its targets: staging, production, chatty, hung, gated, by-default"),
+        err.to_string().contains(
+            "its targets: staging, production, chatty, hung, gated, echoing, straddling, by-default"
+        ),
         "{err}"
     );
 }
@@ -497,4 +532,151 @@ async fn a_program_that_hangs_is_killed_at_its_timeout() {
         .find(|r| r.event == Event::Deploy)
         .unwrap();
     assert_eq!(done.outcome.as_deref(), Some("error"));
+}
+
+/// A deployment carries its artifact to a program or a webhook, which is no
+/// secret's `send-to`: an artifact holding a granted secret's value (in its
+/// bytes, encoded or not, or in its name) is refused before anything runs,
+/// and the refusal is recorded. What comes back is redacted before it is
+/// cut, and a webhook's own identity token does not come back to the tool.
+#[tokio::test]
+async fn a_deployment_carries_no_secret_and_hands_none_back() {
+    let s = site().await;
+    let grant = || {
+        Grant::new("t")
+            .fs("workspace", &s.ws, Rights::READ)
+            .deploy("staging")
+            .deploy("echoing")
+            .deploy("straddling")
+            .secret("deploy-key")
+    };
+    let hex: String = DEPLOY_KEY.bytes().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(s.ws.join("dist/plain.txt"), format!("key={DEPLOY_KEY}\n")).unwrap();
+    std::fs::write(s.ws.join("dist/hex.txt"), format!("key={hex}\n")).unwrap();
+    std::fs::write(s.ws.join(format!("dist/{DEPLOY_KEY}.txt")), "named").unwrap();
+    for artifact in [
+        "dist/plain.txt".to_owned(),
+        "dist/hex.txt".to_owned(),
+        format!("dist/{DEPLOY_KEY}.txt"),
+    ] {
+        let run = s
+            .deploy_artifact(&grant(), "staging", &artifact)
+            .await
+            .unwrap();
+        let err = run.output.unwrap_err();
+        assert_eq!(err.kind, warden::ToolErrorKind::Denied, "{artifact}");
+        assert_eq!(
+            err.message,
+            "exfiltration attempt: the artifact carries the value of secret 'deploy-key', \
+             and a deployment is no secret's send-to",
+            "{artifact}"
+        );
+        let d = s
+            .audit
+            .invocation(&run.id)
+            .into_iter()
+            .find(|r| r.capability.as_deref() == Some("deploy"))
+            .unwrap();
+        assert_eq!(
+            (d.decision.as_deref(), d.rule.as_deref()),
+            (Some("deny"), Some("secret.send-to")),
+            "{artifact}"
+        );
+        let trail = serde_json::to_string(&s.audit.invocation(&run.id)).unwrap();
+        assert!(!trail.contains(DEPLOY_KEY), "{trail}");
+    }
+    assert!(
+        !s.out.join("deployed.txt").exists(),
+        "a refused artifact was deployed"
+    );
+    // The artifact without the secret goes.
+    let run = s.deploy(&grant(), "staging").await.unwrap();
+    assert_eq!(
+        run.output
+            .unwrap_or_else(|e| panic!("{e}"))
+            .contains("\"status\":0"),
+        true
+    );
+
+    // A receiver quoting the token it was sent: the tool gets the marker.
+    let run = s.deploy(&grant(), "echoing").await.unwrap();
+    let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert_eq!(out["output"], "got [REDACTED:deploy-token]", "{out}");
+
+    // A program whose output crosses the cut with the secret's value: the
+    // value is redacted whole first, so no part of it is left by the cut.
+    let run = s.deploy(&grant(), "straddling").await.unwrap();
+    let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    let output = out["output"].as_str().unwrap();
+    assert_eq!(output.len(), 64 << 10);
+    assert!(output.ends_with("xxxxx[REDAC"), "{}", &output[65500..]);
+}
+
+/// Reading an artifact is a read of its handle: a runtime policy that
+/// forbids reading a path forbids deploying it, through a link too (the
+/// policy sees the resolved path), before anything runs.
+#[tokio::test]
+async fn a_policy_that_forbids_reading_a_path_forbids_deploying_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let ws = root.join("ws");
+    std::fs::create_dir_all(ws.join("keys")).unwrap();
+    std::fs::create_dir_all(ws.join("dist")).unwrap();
+    std::fs::write(ws.join("keys/prod.key"), "key material").unwrap();
+    std::fs::write(ws.join("dist/app.txt"), "release").unwrap();
+    std::os::unix::fs::symlink("../keys/prod.key", ws.join("dist/innocent.txt")).unwrap();
+    std::fs::write(
+        root.join("keys.cedar"),
+        "@id(\"no-reading-keys\")\n@reason(\"keys are not for tools\")\n\
+         forbid (principal, action == Warden::Action::\"fs::read\", resource)\n\
+         when { resource.path like \"keys/*\" };\n",
+    )
+    .unwrap();
+    let marker = root.join("shipped");
+    let text = format!(
+        "policies = [\"keys.cedar\"]\n\n[tools.deployer]\ncomponent = \"{tool}\"\n\
+         [[tools.deployer.fs]]\nhandle = \"workspace\"\nwithin = \"{ws}\"\nrights = [\"read\"]\n\n\
+         [[tools.deployer.deploy]]\nname = \"staging\"\napproval = \"none\"\nrights = [\"deploy\"]\n\
+         backend = \"exec\"\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"echo shipped >> '{marker}'\"]\n",
+        tool = crate::DEPLOY_ARTIFACT,
+        ws = ws.display(),
+        marker = marker.display(),
+    );
+    std::fs::write(root.join("manifest.toml"), text).unwrap();
+    let audit = MemorySink::new();
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(root.join("manifest.toml")).unwrap())
+        .audit(audit.clone())
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    let grant = Grant::new("t")
+        .fs("workspace", &ws, Rights::READ)
+        .deploy("staging");
+    for artifact in ["keys/prod.key", "dist/innocent.txt"] {
+        let input = json!({"target": "staging", "artifact": artifact}).to_string();
+        let run = runtime.invoke("deployer", &grant, &input).await.unwrap();
+        let err = run.output.unwrap_err();
+        assert_eq!(err.kind, warden::ToolErrorKind::Denied, "{artifact}");
+        assert!(
+            err.message.contains("keys are not for tools"),
+            "{artifact}: {err}"
+        );
+        let d = audit
+            .invocation(&run.id)
+            .into_iter()
+            .find(|r| r.capability.as_deref() == Some("deploy") && r.event == Event::Decision)
+            .unwrap();
+        assert_eq!(d.decision.as_deref(), Some("deny"), "{artifact}");
+        assert_eq!(
+            d.policies.as_deref(),
+            Some(&["no-reading-keys".to_owned()][..]),
+            "{artifact}"
+        );
+    }
+    assert!(!marker.exists(), "a forbidden artifact was deployed");
+    let input = json!({"target": "staging", "artifact": "dist/app.txt"}).to_string();
+    let run = runtime.invoke("deployer", &grant, &input).await.unwrap();
+    assert!(run.output.is_ok(), "{:?}", run.output);
+    assert!(marker.exists());
 }

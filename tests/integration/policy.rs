@@ -361,9 +361,54 @@ async fn changes_under_github_wait_for_approval() {
         std::fs::read_to_string(s.workspace.join(".github/workflows/ci.yml")).unwrap(),
         "on: push"
     );
-    let asked = yes.0.lock().unwrap();
+    let asked = yes.0.lock().unwrap().clone();
     assert_eq!(asked.len(), 1);
     assert_eq!(asked[0].action, "fs.write");
+    assert!(
+        asked[0]
+            .summary
+            .starts_with("write .github/workflows/ci.yml on handle 'workspace' (8 bytes, sha256 "),
+        "{}",
+        asked[0].summary
+    );
+
+    // Through a link, the person is shown where the write lands, and the
+    // digest binds it: the link's name alone would hide the protected path.
+    let (out, _) = s
+        .run(
+            "write-file",
+            &grant,
+            write("docs-link/workflows/sneaky.yml"),
+        )
+        .await;
+    assert!(out.get("error").is_none(), "{out}");
+    let asked = yes.0.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2);
+    assert!(
+        asked[1].summary.starts_with(
+            "write docs-link/workflows/sneaky.yml (resolves to .github/workflows/sneaky.yml) \
+             on handle 'workspace' (8 bytes, sha256 "
+        ),
+        "{}",
+        asked[1].summary
+    );
+    let r = &asked[1];
+    let contents = hex::encode(<sha2::Sha256 as sha2::Digest>::digest("on: push"));
+    let bound = json!([
+        "warden-approval/1",
+        r.identity,
+        r.task,
+        r.invocation,
+        0,
+        "fs.write",
+        r.resource,
+        format!("sha256 {contents}; resolves to .github/workflows/sneaky.yml"),
+    ]);
+    assert_eq!(
+        r.digest,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bound.to_string())),
+        "the digest does not bind where the link leads"
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@ use super::{Backend, DeployTarget, MAX_OUTPUT};
 use crate::audit::Event;
 use crate::bindings::warden::tool::deploy::{self as wit, ErrorCode, Host, Outcome};
 use crate::caps::fs::FsCtx;
-use crate::caps::fs::path;
+use crate::caps::fs::{path, resolve};
 use crate::caps::identity::Minter;
 use crate::net;
 use crate::policy::cedar::Resource as Subject;
@@ -27,9 +27,27 @@ fn error(code: ErrorCode, message: impl Into<String>) -> wit::Error {
     }
 }
 
-/// Cuts `bytes` to [`MAX_OUTPUT`] and makes text of them.
+/// How much of a program's or webhook's output is read: twice what the
+/// tool is given, so that a secret value (at most 64 KiB) that would cross
+/// [`MAX_OUTPUT`] is read whole and redacted before the output is cut.
+const READ_OUTPUT: usize = 2 * MAX_OUTPUT;
+
+/// Makes text of `bytes`, at most [`READ_OUTPUT`] of them.
 fn capped(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_OUTPUT)]).into_owned()
+    String::from_utf8_lossy(&bytes[..bytes.len().min(READ_OUTPUT)]).into_owned()
+}
+
+/// A secret value the artifact carries in its name or its bytes (in any
+/// encoding redaction knows), if any: a deployment carries its artifact to
+/// a program or a webhook, which is no secret's `send-to`.
+fn carried_secret(
+    redactor: &crate::redact::Redactor,
+    artifact: &str,
+    bytes: &[u8],
+) -> Option<String> {
+    let mut names = redactor.names_in(artifact.as_bytes());
+    names.extend(redactor.names_in(bytes));
+    names.into_iter().next()
 }
 
 /// Deploying to `target`: only targets in the task's grant.
@@ -83,7 +101,11 @@ impl DeployView<'_> {
     /// type is checked on the open file, and it is read on a blocking thread
     /// that the invocation's deadline bounds (a slow or hung file system
     /// cannot hold the host call past it).
-    async fn artifact(&self, handle: &str, artifact: &str) -> Result<Vec<u8>, (ErrorCode, String)> {
+    async fn artifact(
+        &self,
+        handle: &str,
+        artifact: &str,
+    ) -> Result<Artifact, (ErrorCode, String)> {
         let h = self.fs.handles.get(handle).ok_or_else(|| {
             (
                 ErrorCode::Denied,
@@ -102,7 +124,14 @@ impl DeployView<'_> {
         let limit = self.gate.hostcall_limit();
         let p = path::check(artifact).map_err(|e| (ErrorCode::Denied, e.to_string()))?;
         let (h, p, name) = (h.clone(), p.as_str().to_owned(), artifact.to_owned());
-        let read = tokio::task::spawn_blocking(move || read_regular(&h.dir, &p, &name, limit));
+        let read = tokio::task::spawn_blocking(move || {
+            let (bytes, path) = read_regular(&h.dir, &p, &name, limit)?;
+            Ok(Artifact {
+                bytes,
+                path,
+                handle: h,
+            })
+        });
         let remaining = self
             .gate
             .deadline()
@@ -118,21 +147,43 @@ impl DeployView<'_> {
     }
 }
 
-/// Reads the regular file `path` in `dir`, at most `limit` bytes; refuses
-/// anything else (FIFO, socket, device, directory) without blocking on it.
+/// An artifact read, with the path inside its handle it resolved to (as a
+/// runtime policy's `fs::read` question names it).
+struct Artifact {
+    bytes: Vec<u8>,
+    path: String,
+    handle: std::sync::Arc<crate::caps::fs::GrantedHandle>,
+}
+
+/// Reads the regular file `path` in `dir`, resolved as the fs capability
+/// resolves it (links followed inside the handle only, the final open not
+/// following one), at most `limit` bytes; refuses anything else (FIFO,
+/// socket, device, directory) without blocking on it. Returns the bytes and
+/// the resolved path.
 fn read_regular(
     dir: &cap_std::fs::Dir,
     path: &str,
     artifact: &str,
     limit: usize,
-) -> Result<Vec<u8>, (ErrorCode, String)> {
-    use cap_std::fs::OpenOptionsExt as _;
-    let mut options = cap_std::fs::OpenOptions::new();
-    options.read(true).custom_flags(libc::O_NONBLOCK);
-    let file = dir.open_with(path, &options).map_err(|e| match e.kind() {
+) -> Result<(Vec<u8>, String), (ErrorCode, String)> {
+    let unreadable = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::NotFound => (ErrorCode::NotFound, format!("no artifact {artifact}")),
-        _ => (ErrorCode::Denied, format!("cannot read {artifact}: {e}")),
-    })?;
+        _ => match resolve::Refusal::of(&e) {
+            Some(r) => (ErrorCode::Denied, r.reason.clone()),
+            None => (ErrorCode::Denied, format!("cannot read {artifact}: {e}")),
+        },
+    };
+    let resolved = resolve::resolve(dir, path, true, false).map_err(unreadable)?;
+    let mut options = cap_std::fs::OpenOptions::new();
+    options
+        .read(true)
+        ._cap_fs_ext_follow(cap_primitives::fs::FollowSymlinks::No)
+        ._cap_fs_ext_nonblock(true);
+    let file = match resolved.name() {
+        Some(name) => resolved.dir(dir).open_with(name, &options),
+        None => dir.open_with(".", &options),
+    }
+    .map_err(unreadable)?;
     let kind = file
         .metadata()
         .map_err(|e| (ErrorCode::Failed, format!("cannot read {artifact}: {e}")))?
@@ -156,7 +207,7 @@ fn read_regular(
             format!("{artifact} is larger than the host call limit"),
         ));
     }
-    Ok(bytes)
+    Ok((bytes, resolved.path))
 }
 
 /// What a file that is not a regular file is, for a refusal.
@@ -184,18 +235,37 @@ impl Host for DeployView<'_> {
         let mut code = ErrorCode::Denied;
         let mut check = decide(&target, spec.is_some());
         let mut sealed = None;
+        // The artifact's handle, its path as resolved, and as on the host.
+        let mut read = None;
         if let Some(spec) = spec.filter(|_| check.allow) {
             match self.artifact(&handle, &artifact).await {
-                Ok(bytes) => {
-                    let digest = hex::encode(Sha256::digest(&bytes));
-                    check.reason =
-                        format!("target '{target}' is granted ({})", spec.backend.kind());
-                    sealed = Some(Deployment {
-                        spec,
-                        bytes,
-                        digest,
-                    });
-                }
+                Ok(Artifact {
+                    bytes,
+                    path,
+                    handle,
+                }) => match carried_secret(self.gate.redactor(), &artifact, &bytes) {
+                    Some(name) => {
+                        check = Decision::deny(
+                            "secret.send-to",
+                            format!(
+                                "exfiltration attempt: the artifact carries the value of secret \
+                                 '{name}', and a deployment is no secret's send-to"
+                            ),
+                        );
+                    }
+                    None => {
+                        let digest = hex::encode(Sha256::digest(&bytes));
+                        check.reason =
+                            format!("target '{target}' is granted ({})", spec.backend.kind());
+                        sealed = Some(Deployment {
+                            spec,
+                            bytes,
+                            digest,
+                        });
+                        let host = handle.path.join(&path).to_string_lossy().into_owned();
+                        read = Some((handle, path, host));
+                    }
+                },
                 Err((c, reason)) => {
                     code = c;
                     check = Decision::deny("deploy.artifact", reason);
@@ -206,27 +276,48 @@ impl Host for DeployView<'_> {
             .as_ref()
             .map(|d| d.digest.clone())
             .unwrap_or_default();
-        let asks = match &sealed {
-            Some(d) if self.gate.has_policy() => vec![Ask {
-                action: "deploy::run".into(),
-                detail: &digest,
-                resource: Subject::Target {
-                    name: &d.spec.name,
-                    backend: d.spec.backend.kind(),
-                    labels: &d.spec.labels,
+        // Reading the artifact is a read of its handle: a policy is asked
+        // about it as about any `fs::read`, on its resolved path.
+        let asks = match (&sealed, &read) {
+            (Some(d), Some((h, path, host))) if self.gate.has_policy() => vec![
+                Ask {
+                    action: "deploy::run".into(),
+                    detail: &digest,
+                    resource: Subject::Target {
+                        name: &d.spec.name,
+                        backend: d.spec.backend.kind(),
+                        labels: &d.spec.labels,
+                    },
                 },
-            }],
+                Ask {
+                    action: "fs::read".into(),
+                    detail: "read",
+                    resource: Subject::Path {
+                        handle: &h.name,
+                        path,
+                        host_path: host,
+                        labels: &h.labels,
+                    },
+                },
+            ],
             _ => Vec::new(),
+        };
+        // Where a link leads the artifact's path: shown and bound.
+        let leads = match &read {
+            Some((_, to, _)) if path::check(&artifact).is_ok_and(|p| p.as_str() != to) => {
+                format!(" (resolves to {to})")
+            }
+            _ => String::new(),
         };
         let summary = || match &sealed {
             Some(d) => format!(
-                "deploy {handle}:{artifact} ({} bytes, sha256 {digest}) to '{target}' ({})",
+                "deploy {handle}:{artifact}{leads} ({} bytes, sha256 {digest}) to '{target}' ({})",
                 d.bytes.len(),
                 d.spec.backend.kind()
             ),
             None => String::new(),
         };
-        let args = format!("sha256 {digest}");
+        let args = format!("sha256 {digest}{leads}");
         let call = HostCall {
             capability: "deploy",
             action: "run",
@@ -239,7 +330,6 @@ impl Host for DeployView<'_> {
                 resource: &target,
                 args: &args,
                 summary: &summary,
-                can_wait: true,
             },
             address: None,
             sealed: (),
@@ -278,14 +368,24 @@ impl Host for DeployView<'_> {
             }
             Backend::Webhook { url } => {
                 match self.webhook_request(&spec, url, &artifact, &digest, bytes.len()) {
-                    Ok((token, body)) => webhook(&pass, url, token, body, timeout).await,
+                    Ok((token, body)) => {
+                        // The webhook's token is for the webhook, not the
+                        // tool: an answer echoing it does not hand it over.
+                        let own = crate::redact::Redactor::new([("deploy-token", token.as_str())]);
+                        let answer = webhook(&pass, url, token.clone(), body, timeout).await;
+                        answer.map(|o| Outcome {
+                            output: own.redact_string(o.output),
+                            ..o
+                        })
+                    }
                     Err(e) => Err(e),
                 }
             }
         };
+        // Redacted, then cut.
         let result = result.map(|o| Outcome {
             status: o.status,
-            output: self.gate.redactor().redact_string(o.output),
+            output: cut_output(self.gate.redactor().redact_string(o.output)),
         });
         self.gate.outcome(
             pass,
@@ -367,8 +467,8 @@ async fn run_program(
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let (status, stdout, stderr) = tokio::join!(
         child.wait(),
-        read_capped(stdout, MAX_OUTPUT),
-        read_capped(stderr, MAX_OUTPUT)
+        read_capped(stdout, READ_OUTPUT),
+        read_capped(stderr, READ_OUTPUT)
     );
     let status = status.map_err(|e| failed(format!("{program} failed: {e}")))?;
     let mut output = stdout.map_err(|e| failed(format!("{program} failed: {e}")))?;
@@ -453,19 +553,25 @@ async fn webhook(
         .await
         .map_err(|e| failed(format!("webhook {url} failed: {e}")))?;
     let status = i32::from(resp.status().as_u16());
-    // At most MAX_OUTPUT bytes of the body are read (within the timeout).
+    // At most READ_OUTPUT bytes of the body are read (within the timeout).
     let mut resp = resp;
     let mut text = Vec::new();
-    while text.len() < MAX_OUTPUT
+    while text.len() < READ_OUTPUT
         && let Some(chunk) = resp.chunk().await.map_err(|e| failed(e.to_string()))?
     {
-        let room = MAX_OUTPUT - text.len();
+        let room = READ_OUTPUT - text.len();
         text.extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
     Ok(Outcome {
         status,
         output: capped(&text),
     })
+}
+
+/// `output` cut to [`MAX_OUTPUT`] bytes, on a character boundary.
+fn cut_output(mut output: String) -> String {
+    output.truncate(output.floor_char_boundary(MAX_OUTPUT));
+    output
 }
 
 /// `:port` unless it is the scheme's default.

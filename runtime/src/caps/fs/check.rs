@@ -24,6 +24,45 @@ pub struct FsRequest<'a, 'p> {
     pub limit: usize,
 }
 
+/// A call as its approver reads it.
+pub(super) struct Shown<'a> {
+    pub(super) action: &'a str,
+    /// The paths as the tool gave them.
+    pub(super) paths: &'a [&'a str],
+    /// Where they lead inside the handle, when a link makes that another
+    /// path.
+    pub(super) leads: Option<&'a str>,
+    pub(super) handle: &'a str,
+    pub(super) bytes: usize,
+    /// Canonical arguments beyond the paths (a content digest).
+    pub(super) args: &'a str,
+    /// Contents written.
+    pub(super) preview: &'a [u8],
+}
+
+impl Shown<'_> {
+    /// `write docs/ci/a.yml (resolves to .github/workflows/a.yml) on handle
+    /// 'repo' (5 bytes, sha256 …); contents: "…"`. Whole: the gate redacts
+    /// it before any cut, so no secret is split where the preview ends.
+    pub(super) fn summary(&self) -> String {
+        let mut s = format!("{} {}", self.action, self.paths.join(" -> "));
+        if let Some(to) = self.leads {
+            s.push_str(&format!(" (resolves to {to})"));
+        }
+        s.push_str(&format!(" on handle '{}'", self.handle));
+        if !self.args.is_empty() {
+            s.push_str(&format!(" ({} bytes, {})", self.bytes, self.args));
+        }
+        if !self.preview.is_empty() {
+            s.push_str(&format!(
+                "; contents: \"{}\"",
+                String::from_utf8_lossy(self.preview)
+            ));
+        }
+        s
+    }
+}
+
 /// Deny by default: a call is allowed only when its paths stay inside the
 /// handle, the handle holds every right the action needs, and the call is
 /// within the host call limit.

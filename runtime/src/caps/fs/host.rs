@@ -261,27 +261,26 @@ impl FsView<'_> {
             .collect();
         let resource = format!("{}:{}", handle.name, paths.join(" -> "));
         let approval_action = format!("fs.{action}");
-        let args = &call.args;
-        let preview = call.preview;
-        let summary = || {
-            let mut s = format!(
-                "{action} {} on handle '{}'",
-                paths.join(" -> "),
-                handle.name
-            );
-            if !args.is_empty() {
-                s.push_str(&format!(" ({bytes} bytes, {args})"));
-            }
-            if !preview.is_empty() {
-                // Whole: the gate redacts it before any cut, so no
-                // secret is split where the preview ends.
-                s.push_str(&format!(
-                    "; contents: \"{}\"",
-                    String::from_utf8_lossy(preview)
-                ));
-            }
-            s
+        // Where a link among the paths leads: shown to the person and bound
+        // by the digest, not only the name the tool gave.
+        let leads = resolved.iter().map(|r| r.path.as_str());
+        let moved = !resolved.is_empty()
+            && (checked.iter().flatten().map(|p| p.as_str())).ne(leads.clone());
+        let leads = moved.then(|| leads.collect::<Vec<_>>().join(" -> "));
+        let args = match &leads {
+            Some(to) => format!("{}; resolves to {to}", call.args),
+            None => call.args.clone(),
         };
+        let shown = super::check::Shown {
+            action,
+            paths: &paths,
+            leads: leads.as_deref(),
+            handle: &handle.name,
+            bytes,
+            args: &call.args,
+            preview: call.preview,
+        };
+        let summary = || shown.summary();
         let call = HostCall {
             capability: "fs",
             action,
@@ -292,9 +291,8 @@ impl FsView<'_> {
                 required: !handle.approval.intersection(needs).is_empty(),
                 action: &approval_action,
                 resource: &resource,
-                args,
+                args: &args,
                 summary: &summary,
-                can_wait: true,
             },
             address: None,
             sealed: Target {

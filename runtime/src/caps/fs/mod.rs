@@ -11,7 +11,7 @@ pub(crate) mod manifest;
 
 pub use manifest::FsCeiling;
 pub mod path;
-mod resolve;
+pub(crate) mod resolve;
 
 use crate::diag::GrantError;
 use crate::policy::gate::Gate;
