@@ -149,6 +149,9 @@ pub struct TerminalApprover {
     /// Where the answer is read from and the prompt written to.
     input: std::path::PathBuf,
     output: std::path::PathBuf,
+    /// Held from a prompt until its answer is read: one prompt on the
+    /// terminal at a time, so a line typed answers the prompt it follows.
+    one: Arc<Mutex<()>>,
 }
 
 impl TerminalApprover {
@@ -166,7 +169,11 @@ impl TerminalApprover {
     /// Asks by writing the prompt to `output` and reading a line from
     /// `input` (another terminal, or files in a test).
     pub fn on(input: std::path::PathBuf, output: std::path::PathBuf) -> TerminalApprover {
-        TerminalApprover { input, output }
+        TerminalApprover {
+            input,
+            output,
+            one: Arc::default(),
+        }
     }
 }
 
@@ -177,7 +184,9 @@ impl Approver for TerminalApprover {
         let (input, output) = (self.input.clone(), self.output.clone());
         let digest = r.digest.clone();
         let text = prompt(r);
+        let one = self.one.clone();
         let answer = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+            let _one = one.lock().unwrap_or_else(|p| p.into_inner());
             let mut out = std::fs::OpenOptions::new().write(true).open(&output)?;
             out.write_all(text.as_bytes())?;
             out.flush()?;

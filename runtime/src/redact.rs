@@ -376,7 +376,8 @@ impl Redactor {
         let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) else {
             return self.redact(text);
         };
-        let number = self.redact_value(&mut value);
+        // Without a hit in the text, only numbers can hold a value.
+        let number = self.redact_value(&mut value, !hits.is_empty());
         let first = match (hits.first(), number) {
             (Some(&(_, _, first)), _) => first,
             (None, Some(name)) => name,
@@ -397,13 +398,13 @@ impl Redactor {
         }
     }
 
-    /// Redacts `value` in place; returns the value found in a number,
-    /// if any (the first).
-    fn redact_value(&self, value: &mut serde_json::Value) -> Option<usize> {
+    /// Redacts `value` in place (its strings and keys too, with
+    /// `strings`); returns the value found in a number, if any (the first).
+    fn redact_value(&self, value: &mut serde_json::Value, strings: bool) -> Option<usize> {
         use serde_json::Value;
         match value {
             Value::String(s) => {
-                if let Cow::Owned(r) = self.redact(s) {
+                if strings && let Cow::Owned(r) = self.redact(s) {
                     *s = r;
                 }
                 None
@@ -416,12 +417,15 @@ impl Redactor {
             }
             Value::Array(items) => items
                 .iter_mut()
-                .fold(None, |found, v| self.redact_value(v).or(found)),
+                .fold(None, |found, v| self.redact_value(v, strings).or(found)),
+            Value::Object(map) if !strings => map
+                .values_mut()
+                .fold(None, |found, v| self.redact_value(v, strings).or(found)),
             Value::Object(map) => {
                 let entries = std::mem::take(map);
                 let mut found = None;
                 for (k, mut v) in entries {
-                    found = self.redact_value(&mut v).or(found);
+                    found = self.redact_value(&mut v, strings).or(found);
                     map.insert(self.redact(&k).into_owned(), v);
                 }
                 found

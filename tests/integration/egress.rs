@@ -244,6 +244,12 @@ port = {port}
         self.seen.lock().unwrap().len()
     }
 
+    /// The invocation's egress record.
+    fn egress(&self, inv: &str) -> warden::audit::Record {
+        let mut records = self.audit.invocation(inv).into_iter();
+        records.find(|r| r.event == Event::Egress).unwrap()
+    }
+
     fn decisions(&self, inv: &str) -> Vec<warden::audit::Record> {
         self.audit
             .invocation(inv)
@@ -743,12 +749,7 @@ async fn standard_wasi_http_is_under_the_same_policy() {
         d[0].address.as_deref(),
         Some(format!("127.0.0.1:{}", api.port).as_str())
     );
-    let egress = api
-        .audit
-        .invocation(&inv)
-        .into_iter()
-        .find(|r| r.event == Event::Egress)
-        .unwrap();
+    let egress = api.egress(&inv);
     assert_eq!(egress.status, Some(200));
     assert_eq!(api.requests(), 1);
 
@@ -1301,12 +1302,7 @@ async fn the_target_sent_is_the_target_checked() {
                 ("GET", "/api/x"),
                 "{tool} {target}"
             );
-            let egress = api
-                .audit
-                .invocation(&inv)
-                .into_iter()
-                .find(|r| r.event == Event::Egress)
-                .unwrap();
+            let egress = api.egress(&inv);
             assert_eq!(
                 egress.resource.as_deref(),
                 Some(format!("{base}/api/x").as_str()),
@@ -1316,6 +1312,23 @@ async fn the_target_sent_is_the_target_checked() {
     }
     assert_eq!(api.requests(), sent);
     assert!(sent >= 8, "only {sent} of the requests were sent");
+    // `Host` is the checked one too: 2130706433 is 127.0.0.1.
+    let (out, _) = api
+        .probe(
+            "std",
+            &api.grant(),
+            json!({"url": format!("http://2130706433:{}/api/head", api.port)}),
+        )
+        .await;
+    let head = out["ok"]["body"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        head.contains(&format!("\r\nhost: 127.0.0.1:{}\r\n", api.port)),
+        "{out}"
+    );
+    api.seen.lock().unwrap().pop();
     let lines = api.seen.lock().unwrap().clone();
     assert!(
         lines.iter().all(|l| l.1 == "/api/x"),
@@ -1399,9 +1412,15 @@ async fn a_method_override_header_is_checked_as_the_method_it_asks_for() {
     assert_eq!(api.requests(), 2, "a refused request was sent");
 
     // `changer` allows POST only with a person's approval (none answers
-    // here): a GET asking for POST waits for one, and is denied.
+    // here): a GET asking for POST waits for one, and is denied. The
+    // override leads what the person reads, however many headers come
+    // before it (the summary is cut at 2 KiB), and a credential header is
+    // shown as its size and hash.
     let g = Grant::new("t").http(&format!("{}/api/", api.base()), None);
-    let input = json!({"url": url, "headers": [["X-HTTP-Method-Override", "POST"]]});
+    let mut headers = vec![("Cookie".to_owned(), "session=0123456789".to_owned())];
+    headers.extend((0..20).map(|i| (format!("x-pad-{i}"), "a".repeat(200))));
+    headers.push(("X_HTTP_Method_Override".into(), "post".into()));
+    let input = json!({"url": url, "headers": headers});
     let (out, inv) = api.probe("changer", &g, input).await;
     assert_eq!(out["error"]["code"], "denied", "{out}");
     let asked = api
@@ -1410,19 +1429,15 @@ async fn a_method_override_header_is_checked_as_the_method_it_asks_for() {
         .into_iter()
         .find(|r| r.event == Event::ApprovalRequested)
         .expect("the GET asking for POST asked for approval");
+    let shown = asked.message.as_deref().unwrap();
     assert!(
-        asked
-            .message
-            .as_deref()
-            .unwrap()
-            .contains("x-http-method-override: POST")
-            || asked
-                .message
-                .as_deref()
-                .unwrap()
-                .contains("X-HTTP-Method-Override: POST"),
-        "{asked:?}"
+        shown.starts_with(&format!(
+            "GET (asking for post) {url} (0 bytes of body); headers: \
+             X_HTTP_Method_Override: post, Cookie: [18 bytes, sha256 "
+        )),
+        "{shown}"
     );
+    assert!(!shown.contains("0123456789"), "{shown}");
     assert_eq!(api.requests(), 2, "the unapproved request was sent");
 }
 
@@ -1507,12 +1522,7 @@ async fn a_secret_reflected_by_its_server_is_redacted_before_the_tool_sees_it() 
         length[1],
         out["ok"]["body"].as_str().unwrap().len().to_string()
     );
-    let egress = api
-        .audit
-        .invocation(&inv)
-        .into_iter()
-        .find(|r| r.event == Event::Egress)
-        .unwrap();
+    let egress = api.egress(&inv);
     assert_eq!(
         (egress.outcome.as_deref(), egress.message.as_deref()),
         (Some("ok"), Some(reflected))
@@ -1537,12 +1547,7 @@ async fn a_secret_reflected_by_its_server_is_redacted_before_the_tool_sees_it() 
         .find(|h| h[0] == "x-echo")
         .unwrap();
     assert_eq!(echo[1], "[REDACTED:api]");
-    let egress = api
-        .audit
-        .invocation(&inv)
-        .into_iter()
-        .find(|r| r.event == Event::Egress)
-        .unwrap();
+    let egress = api.egress(&inv);
     assert_eq!(
         egress.message.as_deref(),
         Some("secret 'api' reflected in the response; redacted before the tool saw it")
@@ -1619,12 +1624,7 @@ async fn while_secrets_are_held_responses_come_whole_and_unencoded() {
         "{out}"
     );
     for inv in [inv, std_inv] {
-        let egress = api
-            .audit
-            .invocation(&inv)
-            .into_iter()
-            .find(|r| r.event == Event::Egress)
-            .unwrap();
+        let egress = api.egress(&inv);
         assert_eq!(egress.outcome.as_deref(), Some("error"), "{egress:?}");
         let message = egress.message.unwrap_or_default();
         assert!(message.contains("Content-Encoding: gzip"), "{message}");

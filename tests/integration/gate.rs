@@ -460,8 +460,9 @@ async fn an_http_approval_shows_and_binds_every_header_and_the_body_on_both_path
         assert_eq!(
             r.summary,
             format!(
-                "POST {} (20 bytes of body); headers: x-http-method-override: DELETE, \
-                 content-type: application/json; contents: \"{{\"release\":\"v2\"}}\\u{{1b}}[2J\"",
+                "POST (asking for DELETE) {} (20 bytes of body); headers: \
+                 x-http-method-override: DELETE, content-type: application/json; \
+                 contents: \"{{\"release\":\"v2\"}}\\u{{1b}}[2J\"",
                 site.url()
             ),
             "{tool}"

@@ -30,9 +30,9 @@
 
 use super::cedar::Resource;
 use super::{Decision, PolicyCtx, TaskHistory};
-use crate::approval::{ApprovalRequest, Approvals};
+use crate::approval::Approvals;
 use crate::audit::{AuditError, Auditor, Event, Record};
-use crate::redact::{Redactor, escape_control};
+use crate::redact::Redactor;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,6 +44,7 @@ use std::time::Instant;
 #[error(transparent)]
 pub(crate) struct AuditFailed(pub(crate) Arc<AuditError>);
 
+mod approve;
 mod pass;
 pub(crate) use pass::Pass;
 use pass::Unspent;
@@ -154,19 +155,6 @@ pub(crate) fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     format!("{}…[{} bytes]", &s[..end], s.len()).into()
 }
 
-/// A redacted summary as a person sees it: escaped, cut to [`MAX_SUMMARY`].
-/// Escaping only lengthens, so only the first `MAX_SUMMARY` bytes are
-/// escaped (a write's contents may be megabytes).
-fn summary_shown(redacted: &str) -> String {
-    let end = redacted.floor_char_boundary(MAX_SUMMARY);
-    let head = escape_control(&redacted[..end]);
-    if head.len() <= MAX_SUMMARY && end == redacted.len() {
-        return head.into_owned();
-    }
-    let keep = head.floor_char_boundary(MAX_SUMMARY);
-    format!("{}…[{} bytes]", &head[..keep], redacted.len())
-}
-
 /// An over-long resource as its refusal record shows it.
 fn shown(s: &str, redactor: &Redactor) -> String {
     redactor.redact_cut(s, SHOWN_OF_LONG)
@@ -235,6 +223,10 @@ pub(crate) struct Gate {
     approvals: Arc<Approvals>,
     /// Approval requests made so far in this invocation (numbers digests).
     requests: Arc<AtomicU64>,
+    /// Held while the invocation waits for an answer: one question at a
+    /// time, so a tool's calls in flight cannot open several prompts at
+    /// once (a person's `y` then answering another than the one shown).
+    approving: Arc<tokio::sync::Mutex<()>>,
     redactor: Arc<Redactor>,
     deadline: Instant,
     /// Most bytes one host call may carry.
@@ -258,6 +250,7 @@ impl Gate {
             policy,
             approvals,
             requests: Arc::default(),
+            approving: Arc::default(),
             redactor,
             deadline,
             hostcall_limit,
@@ -377,9 +370,9 @@ impl Gate {
         if decision.allow
             && let Some(policy) = &self.policy
         {
-            for ask in asks {
+            for ask in &asks {
                 ask_approval |=
-                    policy.consult(&mut decision, &ask.action, ask.detail, ask.resource);
+                    policy.consult(&mut decision, &ask.action, ask.detail, ask.resource.clone());
                 if !decision.allow {
                     break;
                 }
@@ -407,6 +400,10 @@ impl Gate {
             if !answer.allow {
                 call.spend(); // the answer's record tells it
                 return Ok(Err(answer));
+            }
+            if let Some(refusal) = self.reconsider(&asks, capability, action, resource)? {
+                call.spend(); // its record tells it
+                return Ok(Err(refusal));
             }
         }
         Ok(Ok(Pass {
@@ -443,46 +440,6 @@ impl Gate {
             // A call whose check denies never passes; kept total without a panic.
             Ok(_) => Decision::deny("gate", "refused".into()),
         })
-    }
-
-    /// Asks the approver; both the request and the answer are recorded.
-    async fn approve(&self, a: &Approval<'_>) -> Result<Decision, AuditFailed> {
-        let number = self.requests.fetch_add(1, Ordering::Relaxed);
-        let audit = &self.audit;
-        let request = ApprovalRequest {
-            digest: crate::approval::digest(
-                &audit.identity,
-                &audit.task,
-                &audit.invocation,
-                number,
-                a.action,
-                a.resource,
-                a.args,
-            ),
-            tool: audit.tool.to_string(),
-            identity: audit.identity.to_string(),
-            task: audit.task.to_string(),
-            agent: audit.agent.as_deref().map(str::to_owned),
-            invocation: audit.invocation.to_string(),
-            action: a.action.to_owned(),
-            resource: escape_control(&self.redactor.redact(a.resource)).into_owned(),
-            summary: summary_shown(&self.redactor.redact_string((a.summary)())),
-        };
-        let mut r = audit.record(Event::ApprovalRequested);
-        r.capability = Some("approval".into());
-        r.action = Some(a.action.to_owned());
-        r.resource = Some(request.resource.clone());
-        r.message = Some(request.summary.clone());
-        r.reason = Some(format!("digest {}", request.digest));
-        self.write(&r)?;
-        let verdict = self.approvals.decide(&request, self.deadline).await;
-        let answer = if verdict.approved {
-            Decision::allow("approval", verdict.reason)
-        } else {
-            Decision::deny("approval", verdict.reason)
-        };
-        self.write(&audit.decision("approval", a.action, &request.resource, &answer))?;
-        Ok(answer)
     }
 
     /// Notes in the task's history (for later calls' policy context) what

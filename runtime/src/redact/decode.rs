@@ -130,7 +130,7 @@ fn backslash_escape(input: &[u8], i: usize) -> Option<([u8; 4], usize, usize)> {
 /// HTML's named references to ASCII characters (HTML5 names them all),
 /// each with its `;`; the first four are read without it too, as browsers
 /// read them.
-const NAMED_REFERENCES: [(&str, u8); 44] = [
+const NAMED_REFERENCES: [(&str, u8); 45] = [
     ("amp", b'&'),
     ("lt", b'<'),
     ("gt", b'>'),
@@ -172,6 +172,7 @@ const NAMED_REFERENCES: [(&str, u8); 44] = [
     ("lowbar", b'_'),
     ("UnderBar", b'_'),
     ("verbar", b'|'),
+    ("VerticalLine", b'|'),
     ("vert", b'|'),
     ("Tab", b'\t'),
     ("NewLine", b'\n'),

@@ -325,7 +325,9 @@ impl Host for DeployView<'_> {
             check,
             asks,
             approval: Approval {
-                required: sealed.as_ref().is_some_and(|d| d.spec.approval),
+                // The target's approval, or the artifact's handle's for reads.
+                required: sealed.as_ref().is_some_and(|d| d.spec.approval)
+                    || (read.as_ref()).is_some_and(|(h, ..)| h.approval.contains(Rights::READ)),
                 action: "deploy.run",
                 resource: &target,
                 args: &args,

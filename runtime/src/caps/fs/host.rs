@@ -273,7 +273,7 @@ impl FsView<'_> {
         };
         let shown = super::check::Shown {
             action,
-            paths: &paths,
+            paths,
             leads: leads.as_deref(),
             handle: &handle.name,
             bytes,

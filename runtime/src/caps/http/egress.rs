@@ -28,6 +28,15 @@ const METHOD_OVERRIDES: [&str; 3] = [
     "x-method-override",
 ];
 
+/// Whether a header named `name` is a method override: compared in any
+/// case, and with `_` as `-` (CGI-style servers read both as one).
+pub(crate) fn is_method_override(name: &str) -> bool {
+    let name = name.replace('_', "-");
+    METHOD_OVERRIDES
+        .iter()
+        .any(|o| name.eq_ignore_ascii_case(o))
+}
+
 /// The egress one invocation may use: its rules, and where each granted
 /// secret may be sent. Cheap to clone (a `wasi:http` request takes one).
 #[derive(Clone, Default)]
@@ -81,8 +90,9 @@ pub(crate) struct Checked {
     /// The allowing decision.
     pub(crate) allow: Decision,
     /// Other methods the request asks its server for, by a method-override
-    /// header; each is allowed by the grant too.
-    overrides: Vec<String>,
+    /// header, each allowed by the grant too, with the labels of the rule
+    /// that allows it.
+    overrides: Vec<(String, Vec<String>)>,
     /// Whether a person approves it: its rule requires it for its method,
     /// or the rule of a method it asks for by override does.
     needs_approval: bool,
@@ -193,10 +203,7 @@ impl Egress {
         let mut needs_approval = rule.approval.applies(method);
         let mut overrides = Vec::new();
         for (name, value) in &req.headers {
-            if !METHOD_OVERRIDES
-                .iter()
-                .any(|o| name.eq_ignore_ascii_case(o))
-            {
+            if !is_method_override(name) {
                 continue;
             }
             let asked = String::from_utf8_lossy(value).trim().to_ascii_uppercase();
@@ -207,15 +214,18 @@ impl Egress {
                 );
                 return refuse("http.request", reason, Refused::InvalidRequest);
             }
-            match check::match_rule(&self.rules, &asked, &url, &origin) {
-                Ok(r) => needs_approval |= r.approval.applies(&asked),
+            let labels = match check::match_rule(&self.rules, &asked, &url, &origin) {
+                Ok(r) => {
+                    needs_approval |= r.approval.applies(&asked);
+                    r.labels.clone()
+                }
                 Err(reason) => {
                     let reason = format!("header '{name}' asks for {asked}: {reason}");
                     return refuse("http.allowlist", reason, Refused::Denied);
                 }
-            }
-            if asked != method && !overrides.contains(&asked) {
-                overrides.push(asked);
+            };
+            if asked != method && !overrides.iter().any(|(m, _)| *m == asked) {
+                overrides.push((asked, labels));
             }
         }
         if let Some((name, held)) = req.bearer {
@@ -253,9 +263,10 @@ impl Egress {
         };
         let mut reason = format!("{method} {origin}{} is granted{via}", url.path());
         if !overrides.is_empty() {
+            let asked: Vec<&str> = overrides.iter().map(|(m, _)| m.as_str()).collect();
             reason.push_str(&format!(
                 ", and so is {} asked for by override",
-                overrides.join(", ")
+                asked.join(", ")
             ));
         }
         let allow = Decision::allow("http.allowlist", reason);
@@ -310,8 +321,11 @@ impl Egress {
             resource: &shown.resource,
             check: c.allow.clone(),
             asks: if policy {
-                let methods = std::iter::once(&c.method).chain(&c.overrides);
-                methods.map(|m| self.ask(c, m, &shown.resource)).collect()
+                let own = std::iter::once((&c.method, &c.rule.labels));
+                let methods = own.chain(c.overrides.iter().map(|(m, l)| (m, l)));
+                methods
+                    .map(|(m, labels)| self.ask(c, m, labels, &shown.resource))
+                    .collect()
             } else {
                 Vec::new()
             },
@@ -331,7 +345,13 @@ impl Egress {
     /// (its own, or one it asks for by override). The resource names the
     /// granted secrets whose `send-to` this origin is, so a policy can see
     /// where revealed values may go.
-    pub(crate) fn ask<'a>(&self, c: &'a Checked, method: &'a str, resource: &'a str) -> Ask<'a> {
+    pub(crate) fn ask<'a>(
+        &self,
+        c: &'a Checked,
+        method: &'a str,
+        labels: &'a [String],
+        resource: &'a str,
+    ) -> Ask<'a> {
         let send_to_of = self
             .send_to
             .iter()
@@ -345,7 +365,7 @@ impl Egress {
                 host: &c.host,
                 origin: &c.origin_text,
                 url: resource,
-                labels: &c.rule.labels,
+                labels,
                 send_to_of,
             },
         }
@@ -369,6 +389,11 @@ pub(crate) fn reflected(found: &BTreeSet<String>) -> Option<String> {
 }
 
 impl Checked {
+    /// Whether its rules require a person's approval.
+    pub(crate) fn needs_approval(&self) -> bool {
+        self.needs_approval
+    }
+
     /// The request line's target and the `Host` header of the request as
     /// checked, on both paths: what is sent is what the allowlist, the
     /// secret scan, the record and the approver saw (a `wasi:http` URI as
@@ -386,60 +411,6 @@ impl Checked {
         };
         (target, host)
     }
-}
-
-/// What an approval of a request binds besides its method and URL (the
-/// approval's resource): the SHA-256 of its body and of every header the
-/// tool set, trailers included, each name and value as sent and
-/// length-prefixed, so that no header (an `X-HTTP-Method-Override`, a
-/// `Content-Type`) and no byte of the body can change without changing the
-/// digest a person approved. The same on both paths.
-pub(crate) fn approval_args<'h>(
-    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
-    body: &[u8],
-) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for (name, value) in headers {
-        for part in [name.as_bytes(), value] {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part);
-        }
-    }
-    format!(
-        "body sha256 {}; headers sha256 {}",
-        hex::encode(Sha256::digest(body)),
-        hex::encode(h.finalize())
-    )
-}
-
-/// A request as its approver reads it: method, URL, body size, every
-/// header the tool set, and the body. Whole: the gate redacts it before it
-/// escapes and cuts it, so no secret is split where a person's view ends.
-pub(crate) fn approval_summary<'h>(
-    method: &str,
-    resource: &str,
-    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
-    body: &[u8],
-) -> String {
-    let mut s = format!("{method} {resource} ({} bytes of body); ", body.len());
-    let mut any = false;
-    for (name, value) in headers {
-        s.push_str(if any { ", " } else { "headers: " });
-        any = true;
-        s.push_str(name);
-        s.push_str(": ");
-        s.push_str(&String::from_utf8_lossy(value));
-    }
-    if !any {
-        s.push_str("no headers");
-    }
-    if !body.is_empty() {
-        s.push_str("; contents: \"");
-        s.push_str(&String::from_utf8_lossy(body));
-        s.push('"');
-    }
-    s
 }
 
 /// The address to connect to: an IP literal (it matched a rule naming it),

@@ -2,6 +2,7 @@
 //! the request sent from the host to the address that was checked.
 
 use super::REQUEST_TIMEOUT;
+use super::approve::Approvable;
 use super::conn;
 use super::egress::{self, Checked, Refused, Via};
 use crate::audit::Event;
@@ -317,11 +318,17 @@ fn send(
 
         let body_len = req.body.as_ref().map_or(0, Vec::len);
         let body = req.body.as_deref().unwrap_or_default();
-        let headers = || req.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
-        let args = egress::approval_args(headers(), body);
-        let summary =
-            || egress::approval_summary(&checked.method, &shown.resource, headers(), body);
         let policy = gate.has_policy();
+        let request = || Approvable {
+            headers: (req.headers.iter())
+                .map(|(k, v)| (k.as_str(), v.as_bytes()))
+                .collect(),
+            trailers: Vec::new(),
+            bearer: bearer.as_ref().map(|b| b.name.as_str()),
+            body,
+        };
+        let args = checked.approval_args(policy, request);
+        let summary = || request().summary(&checked.method, &shown.resource);
         let call = egress.send_call(&checked, &shown, policy, &args, &summary);
         let pass = match gate.pass(call).await? {
             Ok(pass) => pass,

@@ -16,6 +16,7 @@
 //! A grant narrows them per task: `--grant http:https://api.example.com/v1/`
 //! (methods of the ceiling) or `--grant http:GET=https://api.example.com/v1/`.
 
+mod approve;
 pub mod check;
 mod conn;
 pub(crate) mod egress;

@@ -13,6 +13,7 @@
 //! before a match completes; the limit bounds the memory either way.
 
 use super::REQUEST_TIMEOUT;
+use super::approve::Approvable;
 use super::conn::Failure;
 use super::egress::{self, Egress, Refused, Via};
 use crate::policy::gate::{Gate, Pass};
@@ -187,16 +188,15 @@ async fn send(
         return Err(Error::HttpRequestBodySize(None));
     }
     // The body and trailers are read whole above, so an approval binds
-    // what is sent, as on `warden:tool/http`; `host` is the checked URL's,
-    // which the approval names.
-    let headers = || {
-        (parts.headers.iter())
-            .chain(trailers.iter().flatten())
-            .filter(|(k, _)| **k != http::header::HOST)
-            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+    // what is sent, as on `warden:tool/http`.
+    let request = || Approvable {
+        headers: fields(&parts.headers),
+        trailers: trailers.as_ref().map(|t| fields(t)).unwrap_or_default(),
+        bearer: None,
+        body: &body,
     };
-    let args = egress::approval_args(headers(), &body);
-    let summary = || egress::approval_summary(&checked.method, &shown.resource, headers(), &body);
+    let args = checked.approval_args(gate.has_policy(), request);
+    let summary = || request().summary(&checked.method, &shown.resource);
     let call = egress.send_call(&checked, &shown, gate.has_policy(), &args, &summary);
     let Ok(pass) = gate.pass(call).await.map_err(denied)? else {
         return Err(Error::HttpRequestDenied);
@@ -235,6 +235,15 @@ async fn send(
         })
         .map_err(denied)?;
     result
+}
+
+/// A request's fields as its approval binds them: `host` left out (the
+/// checked URL's, which the approval names).
+fn fields(map: &HeaderMap) -> Vec<(&str, &[u8])> {
+    (map.iter())
+        .filter(|(k, _)| **k != http::header::HOST)
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .collect()
 }
 
 /// A body read whole, up to `most` bytes (reading stops once past it), and

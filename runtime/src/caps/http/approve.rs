@@ -1,0 +1,127 @@
+//! What an approval of a request binds and what its approver reads, the
+//! same on both HTTP paths: every header the tool set (trailers apart), a
+//! secret attached by reference, and the body.
+
+use super::egress::{Checked, is_method_override};
+use sha2::{Digest, Sha256};
+
+/// Headers that carry credentials: an approver (and the trail, which keeps
+/// what an approver was shown) sees their size and a hash, not the value.
+const CREDENTIALS: [&str; 6] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "x-auth-token",
+    "x-amz-security-token",
+];
+
+/// A request as an approval sees it.
+pub(crate) struct Approvable<'h> {
+    pub(crate) headers: Vec<(&'h str, &'h [u8])>,
+    /// `wasi:http` trailers; none on `warden:tool/http`.
+    pub(crate) trailers: Vec<(&'h str, &'h [u8])>,
+    /// The secret attached by reference as the bearer token, by name.
+    pub(crate) bearer: Option<&'h str>,
+    pub(crate) body: &'h [u8],
+}
+
+impl Approvable<'_> {
+    /// What the digest binds besides the method and URL (the approval's
+    /// resource): the SHA-256 of the body, of the headers and of the
+    /// trailers, each name (lower-cased) and value as sent, length-prefixed,
+    /// in order; and the attached secret's name. No header (an
+    /// `X-HTTP-Method-Override`, a `Content-Type`) and no byte of the body
+    /// can change without changing the digest a person approved.
+    pub(crate) fn args(&self) -> String {
+        let fields = |fields: &[(&str, &[u8])]| {
+            let mut h = Sha256::new();
+            for (name, value) in fields {
+                for part in [name.to_ascii_lowercase().as_bytes(), value] {
+                    h.update((part.len() as u64).to_le_bytes());
+                    h.update(part);
+                }
+            }
+            hex::encode(h.finalize())
+        };
+        let mut args = format!(
+            "body sha256 {}; headers sha256 {}",
+            hex::encode(Sha256::digest(self.body)),
+            fields(&self.headers)
+        );
+        if !self.trailers.is_empty() {
+            args.push_str(&format!("; trailers sha256 {}", fields(&self.trailers)));
+        }
+        if let Some(name) = self.bearer {
+            args.push_str(&format!("; bearer secret '{name}'"));
+        }
+        args
+    }
+
+    /// The request as its approver reads it: the method (and any other a
+    /// header asks for), URL and body size first; then the headers (method
+    /// overrides first, credentials as a size and hash), the attached
+    /// secret, the trailers, and the body. Whole: the gate redacts it
+    /// before it escapes and cuts it, so no secret is split where a
+    /// person's view ends.
+    pub(crate) fn summary(&self, method: &str, resource: &str) -> String {
+        let overrides = || self.headers.iter().filter(|(k, _)| is_method_override(k));
+        let mut s = method.to_owned();
+        for (_, value) in overrides() {
+            s.push_str(&format!(
+                " (asking for {})",
+                String::from_utf8_lossy(value).trim()
+            ));
+        }
+        s.push_str(&format!(
+            " {resource} ({} bytes of body); ",
+            self.body.len()
+        ));
+        let rest = self.headers.iter().filter(|(k, _)| !is_method_override(k));
+        let headers: Vec<String> = overrides().chain(rest).map(field).collect();
+        match headers.is_empty() {
+            true => s.push_str("no headers"),
+            false => s.push_str(&format!("headers: {}", headers.join(", "))),
+        }
+        if let Some(name) = self.bearer {
+            s.push_str(&format!("; secret '{name}' attached as its bearer token"));
+        }
+        if !self.trailers.is_empty() {
+            let trailers: Vec<String> = self.trailers.iter().map(field).collect();
+            s.push_str(&format!("; trailers: {}", trailers.join(", ")));
+        }
+        if !self.body.is_empty() {
+            s.push_str(&format!(
+                "; contents: \"{}\"",
+                String::from_utf8_lossy(self.body)
+            ));
+        }
+        s
+    }
+}
+
+/// `name: value`, a credential's value as its size and hash.
+fn field((name, value): &(&str, &[u8])) -> String {
+    if CREDENTIALS.iter().any(|c| name.eq_ignore_ascii_case(c)) {
+        let hash = hex::encode(&Sha256::digest(value)[..8]);
+        return format!("{name}: [{} bytes, sha256 {hash}…]", value.len());
+    }
+    format!("{name}: {}", String::from_utf8_lossy(value))
+}
+
+impl Checked {
+    /// [`Approvable::args`], when an approval may be asked: the request's
+    /// rules require one, or a policy (`policy`) may; else nothing (a body
+    /// of megabytes is not hashed for an approval no one will see).
+    pub(crate) fn approval_args<'h>(
+        &self,
+        policy: bool,
+        request: impl FnOnce() -> Approvable<'h>,
+    ) -> String {
+        if self.needs_approval() || policy {
+            request().args()
+        } else {
+            String::new()
+        }
+    }
+}
