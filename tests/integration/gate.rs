@@ -21,6 +21,9 @@ struct Watcher {
     approve: bool,
     happened: Box<dyn Fn() -> bool + Send + Sync>,
     seen: Mutex<Vec<(ApprovalRequest, bool)>>,
+    /// Questions being answered now, and the most at once.
+    open: AtomicUsize,
+    most: AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -30,6 +33,11 @@ impl Approver for Watcher {
             .lock()
             .unwrap()
             .push((r.clone(), (self.happened)()));
+        // A person takes a moment: questions asked meanwhile overlap.
+        let now = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        self.open.fetch_sub(1, Ordering::SeqCst);
         Some(ApprovalAnswer {
             digest: r.digest.clone(),
             approved: self.approve,
@@ -47,6 +55,8 @@ struct Site {
     manifest: Manifest,
     /// The requests the approver was asked in the last run, whole.
     asked: Mutex<Vec<ApprovalRequest>>,
+    /// The most questions open at once in the last run.
+    most_at_once: AtomicUsize,
 }
 
 const SCRIPT: &str = "#!/bin/sh\necho shipped > \"$1\"\n";
@@ -165,6 +175,7 @@ port = {port}
         hits,
         manifest,
         asked: Mutex::default(),
+        most_at_once: AtomicUsize::new(0),
     }
 }
 
@@ -192,6 +203,8 @@ impl Site {
             approve,
             happened: Box::new(happened),
             seen: Mutex::default(),
+            open: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
         });
         let audit = MemorySink::new();
         let runtime = Runtime::builder()
@@ -217,6 +230,8 @@ impl Site {
             .map(|(r, happened)| (r.clone(), (r.action.clone(), *happened)))
             .unzip();
         *self.asked.lock().unwrap() = asked;
+        self.most_at_once
+            .store(watcher.most.load(Ordering::SeqCst), Ordering::SeqCst);
         (out, audit.invocation(&run.id), seen)
     }
 }
@@ -417,6 +432,29 @@ async fn wasi_http_calls_pass_the_gate_in_order() {
     assert_eq!(records[1].address.as_deref(), Some(address.as_str()));
     assert!(seen.is_empty());
     assert_eq!(site.hits.load(Ordering::SeqCst), 1);
+}
+
+/// A tool's requests in flight together need approval together: the
+/// person is asked one question at a time (a line typed at a terminal then
+/// answers the question shown), and each approved request is sent.
+#[tokio::test]
+async fn an_invocation_asks_one_approval_at_a_time() {
+    let site = site().await;
+    let grant = Grant::new("t").http(&format!("http://127.0.0.1:{}/", site.port), None);
+    let input = json!({"url": site.url(), "parallel": 3});
+    let (out, _, seen) = site.run("wasi-http", grant, input, true, || false).await;
+    assert_eq!(
+        out["started"]["codes"],
+        json!(["answered", "answered", "answered"]),
+        "{out}"
+    );
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        site.most_at_once.load(Ordering::SeqCst),
+        1,
+        "questions overlapped"
+    );
+    assert_eq!(site.hits.load(Ordering::SeqCst), 3);
 }
 
 /// What an HTTP approval binds, as the gate computes it: the body's

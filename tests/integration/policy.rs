@@ -126,6 +126,14 @@ reveal = true
 approval = "none"
 send-to = ["http://127.0.0.1:{api}"]
 
+[tools.gated]
+component = "{probe}"
+[[tools.gated.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {other}
+approval = "required"
+
 [tools.std]
 component = "{std}"
 [[tools.std.http]]
@@ -758,4 +766,70 @@ async fn a_secret_revealed_on_one_replica_limits_the_tasks_egress_on_another() {
     let out = on_b("clean").await;
     assert_eq!(out["ok"]["status"], 200, "{out}");
     assert_eq!(a.other.1.load(Ordering::SeqCst), 1);
+}
+
+/// Answers yes, but only once it is told to: meanwhile the test acts.
+#[derive(Default)]
+struct WhenTold {
+    asked: tokio::sync::Notify,
+    answer: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl Approver for WhenTold {
+    async fn ask(&self, r: &ApprovalRequest) -> Option<ApprovalAnswer> {
+        self.asked.notify_one();
+        self.answer.notified().await;
+        Some(ApprovalAnswer {
+            digest: r.digest.clone(),
+            approved: true,
+            by: "test".into(),
+        })
+    }
+}
+
+/// A request waiting for a person while the task reveals a secret (in
+/// another call) is decided again once approved: the policy that forbids
+/// egress after a reveal stops it, though it was allowed when asked.
+#[tokio::test]
+async fn a_request_approved_after_a_reveal_is_decided_again() {
+    let person = Arc::new(WhenTold::default());
+    let s = setup(person.clone()).await;
+    let to_other = Grant::new("race").http(&format!("http://127.0.0.1:{}/", s.other.0), None);
+    let to_api = Grant::new("race")
+        .http(&format!("http://127.0.0.1:{}/", s.api.0), None)
+        .secret("api");
+    let waiting = s.run("gated", &to_other, json!({"url": s.url(s.other.0)}));
+    let reveal = async {
+        person.asked.notified().await;
+        let input = json!({"url": s.url(s.api.0), "reveal": "api", "into": "header"});
+        let revealed = s.run("probe", &to_api, input).await;
+        person.answer.notify_one();
+        revealed
+    };
+    let ((out, records), (revealed, _)) = tokio::join!(waiting, reveal);
+    assert_eq!(revealed["ok"]["status"], 200, "{revealed}");
+    assert_eq!(out["error"]["code"], "denied", "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(policy no-egress-after-reveal)"),
+        "{out}"
+    );
+    let decisions: Vec<_> = records
+        .iter()
+        .filter(|r| r.event == Event::Decision)
+        .map(|r| (r.capability.clone().unwrap(), r.decision.clone().unwrap()))
+        .collect();
+    let d = |c: &str, v: &str| (c.to_owned(), v.to_owned());
+    assert_eq!(
+        decisions,
+        [
+            d("http", "allow"),
+            d("approval", "allow"),
+            d("http", "deny")
+        ]
+    );
+    assert_eq!(s.other.1.load(Ordering::SeqCst), 0, "the request was sent");
 }

@@ -38,6 +38,12 @@ const MOST_PATTERN_BYTES: u64 = 256 << 10;
 /// The largest compiled pattern (the regex crate's size limit): the
 /// patterns that cost most per byte are larger.
 const PATTERN_SIZE: usize = 64 << 10;
+/// The longest string `format: regex` checks: its parser's cost grows with
+/// the square of a pattern's named groups and back-references.
+const MOST_REGEX_FORMAT: usize = 4 << 10;
+/// The most pairs of array items `uniqueItems` may compare (all of them,
+/// when their hashes collide).
+const MOST_PAIRS: u64 = 10_000_000;
 /// The most problems counted after the ones listed.
 const COUNTED: usize = 1_000;
 
@@ -70,6 +76,7 @@ impl Contract {
                 .map_err(|e| format!("its {which} schema is refused: {e}"))?;
             let validator = jsonschema::options()
                 .with_pattern_options(PatternOptions::regex().size_limit(PATTERN_SIZE))
+                .with_format("regex", regex_format)
                 .build(schema)
                 .map_err(|e| format!("its {which} schema is not a valid JSON Schema: {e}"))?;
             Ok::<_, String>(Checked { validator, bound })
@@ -133,13 +140,17 @@ impl Checked {
     /// one: its values times the schema's evaluations per value, and its
     /// string bytes times the schema's patterns.
     fn affordable(&self, value: &Value, which: &str) -> Result<(), String> {
-        let (mut values, mut bytes) = (0u64, 0u64);
+        let (mut values, mut bytes, mut pairs) = (0u64, 0u64, 0u64);
         let mut stack = vec![value];
         while let Some(v) = stack.pop() {
             values += 1;
             match v {
                 Value::String(s) => bytes += s.len() as u64,
-                Value::Array(items) => stack.extend(items),
+                Value::Array(items) => {
+                    let n = items.len() as u64;
+                    pairs = pairs.saturating_add(n * n.saturating_sub(1) / 2);
+                    stack.extend(items);
+                }
                 Value::Object(map) => {
                     bytes += map.keys().map(|k| k.len() as u64).sum::<u64>();
                     stack.extend(map.values());
@@ -155,6 +166,12 @@ impl Checked {
                 self.bound.per_value
             ));
         }
+        if self.bound.unique && pairs > MOST_PAIRS {
+            return Err(format!(
+                "at /: the {which} is too large for the tool's schema: its arrays hold {pairs} \
+                 pairs of items, which uniqueItems may compare (at most {MOST_PAIRS})"
+            ));
+        }
         if bytes.saturating_mul(self.bound.patterns) > MOST_PATTERN_BYTES {
             return Err(format!(
                 "at /: the {which} is too large for the tool's schema: {bytes} bytes of strings \
@@ -165,6 +182,13 @@ impl Checked {
         }
         Ok(())
     }
+}
+
+/// `format: regex`, as jsonschema checks it (an ECMAScript regular
+/// expression), for strings up to [`MOST_REGEX_FORMAT`] bytes; a longer
+/// one is refused unparsed.
+fn regex_format(s: &str) -> bool {
+    s.len() <= MOST_REGEX_FORMAT && jsonschema_regex::is_valid_ecma_regex(s)
 }
 
 /// The most bytes of a JSON pointer or of a property name an error shows.
@@ -381,6 +405,37 @@ mod tests {
             .check_input(&Value::Array(vec![json!(1); 5000]))
             .unwrap_err();
         assert!(e.ends_with("and over 1000 more"), "{e}");
+    }
+
+    #[test]
+    fn formats_and_unique_items_are_checked_within_bounds() {
+        // A draft-7 schema asserts its formats: `regex` is parsed (its
+        // parser is quadratic in named groups) only up to 4 KiB.
+        let c = contract(
+            json!({"$schema": "http://json-schema.org/draft-07/schema#",
+                   "type": "string", "format": "regex"}),
+            None,
+        );
+        assert!(c.check_input(&json!("^(?<a>x)\\k<a>$")).is_ok());
+        assert!(c.check_input(&json!("(unclosed")).is_err());
+        let groups: String = (0..1000).map(|i| format!("(?<g{i}>)")).collect();
+        let started = std::time::Instant::now();
+        let e = c.check_input(&Value::String(groups)).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        assert!(e.contains("regex"), "{e}");
+        // A format scans strings: it counts as a pattern.
+        let e = c
+            .check_input(&Value::String("a".repeat(300_000)))
+            .unwrap_err();
+        assert!(e.contains("300000 bytes of strings"), "{e}");
+        // uniqueItems compares pairs of items at worst (colliding hashes:
+        // every array of arrays hashes alike): bounded.
+        let c = contract(json!({"type": "array", "uniqueItems": true}), None);
+        let many = Value::Array((0..5_000).map(|i| json!(i)).collect());
+        let e = c.check_input(&many).unwrap_err();
+        assert!(e.contains("12497500 pairs of items"), "{e}");
+        let fine = Value::Array((0..4_000).map(|i| json!(i)).collect());
+        assert!(c.check_input(&fine).is_ok());
     }
 
     #[test]

@@ -46,16 +46,21 @@ const MOST_IN_PLACE: usize = 16;
 pub(crate) struct Bound {
     /// Schema evaluations at one value of the instance, at most.
     pub(crate) per_value: u64,
-    /// Regular expressions in the schema (`pattern`, `patternProperties`):
-    /// each may scan every string and key of the instance.
+    /// Regular expressions in the schema (`pattern`, `patternProperties`)
+    /// and formats (`format`, which a check scans and some parse): each
+    /// may scan every string and key of the instance.
     pub(crate) patterns: u64,
+    /// Whether the schema says `uniqueItems`: an array's check then
+    /// compares its items pairwise at worst (when their hashes collide).
+    pub(crate) unique: bool,
 }
 
 /// The bound for `schema` (see the module doc), or why it is refused.
 pub(crate) fn bound(schema: &Value) -> Result<Bound, String> {
     let mut nodes = 0;
     let mut patterns = 0;
-    check_ids(schema, true, &mut nodes, &mut patterns)?;
+    let mut unique = false;
+    check_ids(schema, true, &mut nodes, &mut (&mut patterns, &mut unique))?;
     let mut cost = Cost {
         root: schema,
         closures: HashMap::new(),
@@ -75,6 +80,7 @@ pub(crate) fn bound(schema: &Value) -> Result<Bound, String> {
     Ok(Bound {
         per_value: most,
         patterns,
+        unique,
     })
 }
 
@@ -93,18 +99,22 @@ fn check_ids(
     schema: &Value,
     root: bool,
     nodes: &mut usize,
-    patterns: &mut u64,
+    found: &mut (&mut u64, &mut bool),
 ) -> Result<(), String> {
     *nodes += 1;
     let Value::Object(map) = schema else {
         return Ok(());
     };
-    if map.get("pattern").is_some_and(Value::is_string) {
-        *patterns += 1;
+    let (patterns, unique) = found;
+    for scans in ["pattern", "format"] {
+        if map.get(scans).is_some_and(Value::is_string) {
+            **patterns += 1;
+        }
     }
     if let Some(Value::Object(p)) = map.get("patternProperties") {
-        *patterns += p.len() as u64;
+        **patterns += p.len() as u64;
     }
+    **unique |= map.get("uniqueItems") == Some(&Value::Bool(true));
     if *nodes > MOST_NODES {
         return Err(format!("it has over {MOST_NODES} schema objects"));
     }
@@ -118,15 +128,15 @@ fn check_ids(
             | "dependencies" => {
                 if let Value::Object(named) = value {
                     for sub in named.values() {
-                        check_ids(sub, false, nodes, patterns)?;
+                        check_ids(sub, false, nodes, found)?;
                     }
                 }
             }
             _ => match value {
-                Value::Object(_) => check_ids(value, false, nodes, patterns)?,
+                Value::Object(_) => check_ids(value, false, nodes, found)?,
                 Value::Array(items) => {
                     for sub in items {
-                        check_ids(sub, false, nodes, patterns)?;
+                        check_ids(sub, false, nodes, found)?;
                     }
                 }
                 _ => {}

@@ -35,6 +35,10 @@ struct Input {
     /// finishing it; 300 ms later, say how each stands.
     #[serde(default)]
     unfinished: Option<u32>,
+    /// Start this many POSTs to `url` at once, each writing `body` and
+    /// finishing it; then wait for every answer, and say how each ended.
+    #[serde(default)]
+    parallel: Option<u32>,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -117,7 +121,10 @@ impl Tool for WasiHttpProbe {
 
     fn invoke(i: Input) -> Result<Output, Error> {
         if let Some(n) = i.unfinished {
-            return unfinished(&i.url, i.body.as_deref().unwrap_or(""), n);
+            return started(&i.url, i.body.as_deref().unwrap_or(""), n, false);
+        }
+        if let Some(n) = i.parallel {
+            return started(&i.url, i.body.as_deref().unwrap_or(""), n, true);
         }
         let mut url = i.url.clone();
         let mut headers = i.headers.clone();
@@ -227,10 +234,10 @@ impl Tool for WasiHttpProbe {
     }
 }
 
-/// `n` POSTs to `url` started at once, each body written and left
-/// unfinished (held open, as a slow client would), and how each stands
-/// 300 ms later.
-fn unfinished(url: &str, body: &str, n: u32) -> Result<Output, Error> {
+/// `n` POSTs to `url` started at once, each body written and, unless
+/// `finish`, left unfinished (held open, as a slow client would), and how
+/// each stands 300 ms later; with `finish`, how each ended.
+fn started(url: &str, body: &str, n: u32, finish: bool) -> Result<Output, Error> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| Error::invalid_input("an http:// URL"))?;
@@ -262,10 +269,21 @@ fn unfinished(url: &str, body: &str, n: u32) -> Result<Output, Error> {
                 break;
             }
         }
-        held.push((future, stream, outgoing));
+        if finish {
+            drop(stream);
+            let _ = OutgoingBody::finish(outgoing, None);
+            held.push((future, None));
+        } else {
+            held.push((future, Some((stream, outgoing))));
+        }
     }
-    wasi::clocks::monotonic_clock::subscribe_duration(300_000_000).block();
-    for (future, _, _) in &held {
+    if !finish {
+        wasi::clocks::monotonic_clock::subscribe_duration(300_000_000).block();
+    }
+    for (future, _) in &held {
+        if finish {
+            future.subscribe().block();
+        }
         // `get` says what a poll found: polled once, without waiting.
         let _ = future.subscribe().ready();
         codes.push(match future.get() {
