@@ -2639,3 +2639,54 @@ async fn over_http_an_allowed_host_is_answered_and_others_are_refused() {
     assert!(status < 300, "{status}: {body}");
     let _ = child.kill().await;
 }
+
+/// A failure of the host's own (here, a secret whose source file is gone)
+/// reaches the agent as that, without the host's paths: the detail is for
+/// the operator's log. The agent's own mistakes are still named to it.
+#[tokio::test]
+async fn a_host_failure_reaches_the_agent_without_the_hosts_details() {
+    let s = setup();
+    let root = s.dir.path().canonicalize().unwrap();
+    let manifest = root.join("keyed.toml");
+    let gone = root.join("operator-only/deploy.key");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[tools.echo]\ncomponent = \"{}\"\n[[tools.echo.secrets]]\nname = \"key\"\nsource = \"file:{}\"\n",
+            crate::ECHO,
+            gone.display()
+        ),
+    )
+    .unwrap();
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&manifest).unwrap())
+        .audit(MemorySink::new())
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    let grant = Grant::new("t").secret("key");
+    let mcp = WardenMcp::new(
+        runtime,
+        Grants::One(Arc::new(grant)),
+        ServeOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = connect(mcp, Client::default()).await;
+    let r = client
+        .call_tool(call("echo", json!({"message": "hi"})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert_eq!(
+        text(&r),
+        "host error: the call could not be run; the server's log says why"
+    );
+    // Its own mistake, its input, is named to it.
+    let r = client
+        .call_tool(call("echo", json!({"message": 7})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).starts_with("invalid input"), "{}", text(&r));
+}

@@ -458,7 +458,7 @@ impl WardenMcp {
             Err(e) => return failure(format!("host error: the invocation task failed: {e}")),
             Ok(Err(Error::Cancelled)) => return failure("cancelled by the client".into()),
             Ok(Err(e @ Error::Limit(_))) => return failure(format!("limit exceeded: {e}")),
-            Ok(Err(e)) => return failure(e.to_string()),
+            Ok(Err(e)) => return failure(for_agent(&e)),
             Ok(Ok(inv)) => inv,
         };
         let cap = self.shared.options.stdio_in_result;
@@ -522,6 +522,25 @@ pub(super) fn prompt(r: &ApprovalRequest) -> ElicitRequestParams {
 /// (the answer field the webhook and the approvals endpoint use too).
 pub(super) fn approves(answer: &Value) -> bool {
     answer["action"] == "accept" && answer["content"]["approved"] == true
+}
+
+/// A failed call as its agent reads it: its own mistakes and what ended the
+/// tool whole; the host's own failures (a secret's source, the trail, the
+/// store, a component) without their detail, which goes to the log.
+fn for_agent(e: &Error) -> String {
+    match e {
+        Error::UnknownTool { .. }
+        | Error::Grant(_)
+        | Error::Input(_)
+        | Error::Limit(_)
+        | Error::Trap(_)
+        | Error::Cancelled => e.to_string(),
+        _ => {
+            let detail = crate::redact::escape_control(&e.to_string()).into_owned();
+            tracing::warn!("a call failed on the host: {detail}");
+            "host error: the call could not be run; the server's log says why".into()
+        }
+    }
 }
 
 pub(super) fn failure(message: String) -> CallToolResult {
