@@ -10,10 +10,15 @@
 //! Denied, timed out or unanswered means `denied`.
 
 use crate::redact::escape_control;
+
+mod terminal;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+pub use terminal::TerminalApprover;
+#[cfg(test)]
+use terminal::prompt;
 
 /// How long a request waits for an answer, at most (and never past the
 /// invocation deadline).
@@ -104,106 +109,6 @@ impl ApprovalRequest {
             resource: e(resource),
             summary: e(summary),
         }
-    }
-}
-
-/// The terminal prompt for `r`: a header, one line per field, the question.
-/// Every value is escaped here, where the lines are made, and nowhere else.
-fn prompt(r: &ApprovalRequest) -> String {
-    let ApprovalRequest {
-        digest: _,
-        tool,
-        identity,
-        task,
-        agent,
-        invocation,
-        action,
-        resource,
-        summary,
-    } = r;
-    let lines = [
-        ("tool", format!("{tool} ({identity})")),
-        ("task", format!("{task}   invocation {invocation}")),
-        (
-            "agent",
-            agent
-                .clone()
-                .unwrap_or_else(|| "(none authenticated)".into()),
-        ),
-        ("action", action.clone()),
-        ("resource", resource.clone()),
-        ("details", summary.clone()),
-    ];
-    let mut out = String::from("\nwarden: approval needed\n");
-    for (label, value) in lines {
-        out.push_str(&format!("  {label:<9} {}\n", escape_control(&value)));
-    }
-    out.push_str("approve? [y/N] ");
-    out
-}
-
-/// Asks a person at the controlling terminal (`/dev/tty`), showing the tool,
-/// its identity, the task, the action, the resource and the argument summary,
-/// with control characters escaped.
-pub struct TerminalApprover {
-    /// Where the answer is read from and the prompt written to.
-    input: std::path::PathBuf,
-    output: std::path::PathBuf,
-    /// Held from a prompt until its answer is read: one prompt on the
-    /// terminal at a time, so a line typed answers the prompt it follows.
-    one: Arc<Mutex<()>>,
-}
-
-impl TerminalApprover {
-    /// The controlling terminal, if this process has one.
-    pub fn open() -> Option<TerminalApprover> {
-        let tty = std::path::PathBuf::from("/dev/tty");
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&tty)
-            .ok()?;
-        Some(TerminalApprover::on(tty.clone(), tty))
-    }
-
-    /// Asks by writing the prompt to `output` and reading a line from
-    /// `input` (another terminal, or files in a test).
-    pub fn on(input: std::path::PathBuf, output: std::path::PathBuf) -> TerminalApprover {
-        TerminalApprover {
-            input,
-            output,
-            one: Arc::default(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Approver for TerminalApprover {
-    async fn ask(&self, r: &ApprovalRequest) -> Option<ApprovalAnswer> {
-        use std::io::{BufRead, Write};
-        let (input, output) = (self.input.clone(), self.output.clone());
-        let digest = r.digest.clone();
-        let text = prompt(r);
-        let one = self.one.clone();
-        let answer = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
-            let _one = one.lock().unwrap_or_else(|p| p.into_inner());
-            let mut out = std::fs::OpenOptions::new().write(true).open(&output)?;
-            out.write_all(text.as_bytes())?;
-            out.flush()?;
-            let mut line = String::new();
-            std::io::BufReader::new(std::fs::File::open(&input)?).read_line(&mut line)?;
-            Ok(matches!(
-                line.trim().to_ascii_lowercase().as_str(),
-                "y" | "yes"
-            ))
-        });
-        let approved = answer.await.ok()?.ok()?;
-        let who = std::env::var("USER").unwrap_or_else(|_| "unknown user".into());
-        Some(ApprovalAnswer {
-            digest,
-            approved,
-            by: format!("terminal ({})", escape_control(&who)),
-        })
     }
 }
 

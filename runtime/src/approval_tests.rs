@@ -120,3 +120,29 @@ fn the_prompt_names_the_agent_escaped() {
         Some("oauth:https://i.example ci\\u{1b}[2Jbot")
     );
 }
+
+/// A prompt whose question is given up (timed out) says so and stops
+/// reading: the next line typed answers the next prompt, not the old one.
+#[tokio::test]
+async fn a_prompt_given_up_ends_and_the_next_line_answers_the_next() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+    std::fs::write(&output, "").unwrap();
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let input = std::path::PathBuf::from(format!("/proc/self/fd/{}", reader.as_raw_fd()));
+    let tty = TerminalApprover::on(input, output.clone());
+    let r = request(0, "x");
+    let wait = std::time::Duration::from_millis(200);
+    assert!(tokio::time::timeout(wait, tty.ask(&r)).await.is_err());
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    writer.write_all(b"y\n").unwrap();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), tty.ask(&r))
+        .await
+        .expect("the next prompt got no line")
+        .unwrap();
+    assert!(answer.approved);
+    let shown = std::fs::read_to_string(&output).unwrap();
+    assert!(shown.contains("(no answer in time: denied)"), "{shown}");
+}

@@ -350,7 +350,7 @@ impl WardenMcp {
         let input = Value::Object(arguments.unwrap_or_default()).to_string();
         let grant = match self.shared.runtime.narrow(&name, &caller.grant) {
             Ok(g) => g,
-            Err(e) => return Ok(Err(failure(e.to_string()))),
+            Err(e) => return Ok(Err(failure(super::for_agent(&e)))),
         };
         // A channel allocates room for 32 messages up front: only calls
         // whose approvals come back as round trips get one.
@@ -455,10 +455,10 @@ impl WardenMcp {
     /// An invocation's outcome as a tool result.
     fn render(&self, r: Outcome) -> CallToolResult {
         let inv = match r {
-            Err(e) => return failure(format!("host error: the invocation task failed: {e}")),
+            Err(e) => return failure(super::host_failed(&e, super::RUN)),
             Ok(Err(Error::Cancelled)) => return failure("cancelled by the client".into()),
             Ok(Err(e @ Error::Limit(_))) => return failure(format!("limit exceeded: {e}")),
-            Ok(Err(e)) => return failure(for_agent(&e)),
+            Ok(Err(e)) => return failure(super::for_agent(&e)),
             Ok(Ok(inv)) => inv,
         };
         let cap = self.shared.options.stdio_in_result;
@@ -522,25 +522,6 @@ pub(super) fn prompt(r: &ApprovalRequest) -> ElicitRequestParams {
 /// (the answer field the webhook and the approvals endpoint use too).
 pub(super) fn approves(answer: &Value) -> bool {
     answer["action"] == "accept" && answer["content"]["approved"] == true
-}
-
-/// A failed call as its agent reads it: its own mistakes and what ended the
-/// tool whole; the host's own failures (a secret's source, the trail, the
-/// store, a component) without their detail, which goes to the log.
-fn for_agent(e: &Error) -> String {
-    match e {
-        Error::UnknownTool { .. }
-        | Error::Grant(_)
-        | Error::Input(_)
-        | Error::Limit(_)
-        | Error::Trap(_)
-        | Error::Cancelled => e.to_string(),
-        _ => {
-            let detail = crate::redact::escape_control(&e.to_string()).into_owned();
-            tracing::warn!("a call failed on the host: {detail}");
-            "host error: the call could not be run; the server's log says why".into()
-        }
-    }
 }
 
 pub(super) fn failure(message: String) -> CallToolResult {

@@ -412,6 +412,29 @@ pub(crate) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D:
     <serde::de::IgnoredAny as serde::Deserialize>::deserialize(d).map(|_| true)
 }
 
+/// A failed call as its agent reads it: its mistakes and what ended the tool
+/// whole; the host's own failures without their detail (paths, the store).
+pub(crate) fn for_agent(e: &Error) -> String {
+    use crate::GrantError::{File, Open, OutsideCeiling};
+    let what = match e {
+        Error::Grant(File { .. } | Open { .. } | OutsideCeiling { .. }) => RUN,
+        Error::UnknownTool { .. } | Error::Grant(_) | Error::Input(_) => return e.to_string(),
+        Error::Limit(_) | Error::Trap(_) | Error::Cancelled => return e.to_string(),
+        Error::Audit(_) => "the audit trail cannot be written, so nothing is done unrecorded",
+        _ => RUN,
+    };
+    host_failed(e, what)
+}
+
+pub(crate) const RUN: &str = "the call could not be run";
+
+/// Logs `e` (escaped) and tells the agent only `what` failed.
+pub(crate) fn host_failed(e: &dyn std::fmt::Display, what: &str) -> String {
+    let detail = crate::redact::escape_control(&e.to_string()).into_owned();
+    tracing::warn!("a call failed on the host: {detail}");
+    format!("host error: {what}; the server's log says why")
+}
+
 #[cfg(test)]
 mod tests {
     use super::Hints;

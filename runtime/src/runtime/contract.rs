@@ -41,9 +41,21 @@ const PATTERN_SIZE: usize = 64 << 10;
 /// The longest string `format: regex` checks: its parser's cost grows with
 /// the square of a pattern's named groups and back-references.
 const MOST_REGEX_FORMAT: usize = 4 << 10;
-/// The most pairs of array items `uniqueItems` may compare (all of them,
-/// when their hashes collide).
-const MOST_PAIRS: u64 = 10_000_000;
+/// The most bytes `format: regex` parses in one check, however often the
+/// schema applies it (an `allOf` of a thousand `$ref`s to it): past them,
+/// a string fails the format.
+const MOST_REGEX_FORMAT_BYTES: usize = 64 << 10;
+/// The most work `uniqueItems` may do: pairs of items it may compare (all
+/// of them, when their hashes collide) times the values a comparison may
+/// walk, times the evaluations per value (how often the schema may apply
+/// it).
+const MOST_PAIR_WORK: u64 = 100_000_000;
+
+thread_local! {
+    /// What `format: regex` may still parse in the check running on this
+    /// thread (validation is synchronous; each check sets it).
+    static REGEX_FORMAT_LEFT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 /// The most problems counted after the ones listed.
 const COUNTED: usize = 1_000;
 
@@ -119,9 +131,11 @@ impl Checked {
         if let Err(e) = self.affordable(value, which) {
             return Some(e);
         }
+        REGEX_FORMAT_LEFT.set(MOST_REGEX_FORMAT_BYTES);
         if self.validator.is_valid(value) {
             return None;
         }
+        REGEX_FORMAT_LEFT.set(MOST_REGEX_FORMAT_BYTES);
         let mut all = self.validator.iter_errors(value);
         let mut listed: Vec<String> = all
             .by_ref()
@@ -140,17 +154,13 @@ impl Checked {
     /// one: its values times the schema's evaluations per value, and its
     /// string bytes times the schema's patterns.
     fn affordable(&self, value: &Value, which: &str) -> Result<(), String> {
-        let (mut values, mut bytes, mut pairs) = (0u64, 0u64, 0u64);
+        let (mut values, mut bytes) = (0u64, 0u64);
         let mut stack = vec![value];
         while let Some(v) = stack.pop() {
             values += 1;
             match v {
                 Value::String(s) => bytes += s.len() as u64,
-                Value::Array(items) => {
-                    let n = items.len() as u64;
-                    pairs = pairs.saturating_add(n * n.saturating_sub(1) / 2);
-                    stack.extend(items);
-                }
+                Value::Array(items) => stack.extend(items),
                 Value::Object(map) => {
                     bytes += map.keys().map(|k| k.len() as u64).sum::<u64>();
                     stack.extend(map.values());
@@ -166,11 +176,17 @@ impl Checked {
                 self.bound.per_value
             ));
         }
-        if self.bound.unique && pairs > MOST_PAIRS {
-            return Err(format!(
-                "at /: the {which} is too large for the tool's schema: its arrays hold {pairs} \
-                 pairs of items, which uniqueItems may compare (at most {MOST_PAIRS})"
-            ));
+        if self.bound.unique {
+            let mut work = 0;
+            pair_work(value, &mut work);
+            let work = work.saturating_mul(self.bound.per_value);
+            if work > MOST_PAIR_WORK {
+                return Err(format!(
+                    "at /: the {which} is too large for the tool's schema: uniqueItems may \
+                     compare its arrays' items pairwise, {work} steps at worst (at most \
+                     {MOST_PAIR_WORK})"
+                ));
+            }
         }
         if bytes.saturating_mul(self.bound.patterns) > MOST_PATTERN_BYTES {
             return Err(format!(
@@ -184,11 +200,31 @@ impl Checked {
     }
 }
 
+/// The values under `value` (itself included); adds to `work`, for each
+/// array, its items times the values under it: what comparing every pair
+/// of its items may walk (a comparison stops within the smaller item).
+fn pair_work(value: &Value, work: &mut u64) -> u64 {
+    match value {
+        Value::Array(items) => {
+            let under = 1 + items.iter().map(|v| pair_work(v, work)).sum::<u64>();
+            *work = work.saturating_add((items.len() as u64).saturating_mul(under));
+            under
+        }
+        Value::Object(map) => 1 + map.values().map(|v| pair_work(v, work)).sum::<u64>(),
+        _ => 1,
+    }
+}
+
 /// `format: regex`, as jsonschema checks it (an ECMAScript regular
 /// expression), for strings up to [`MOST_REGEX_FORMAT`] bytes; a longer
 /// one is refused unparsed.
 fn regex_format(s: &str) -> bool {
-    s.len() <= MOST_REGEX_FORMAT && jsonschema_regex::is_valid_ecma_regex(s)
+    let left = REGEX_FORMAT_LEFT.get();
+    if s.len() > MOST_REGEX_FORMAT || s.len() > left {
+        return false;
+    }
+    REGEX_FORMAT_LEFT.set(left - s.len());
+    jsonschema_regex::is_valid_ecma_regex(s)
 }
 
 /// The most bytes of a JSON pointer or of a property name an error shows.
@@ -431,11 +467,27 @@ mod tests {
         // uniqueItems compares pairs of items at worst (colliding hashes:
         // every array of arrays hashes alike): bounded.
         let c = contract(json!({"type": "array", "uniqueItems": true}), None);
-        let many = Value::Array((0..5_000).map(|i| json!(i)).collect());
+        let per_value = c.input.bound.per_value;
+        let many = Value::Array((0..12_000).map(|i| json!(i)).collect());
         let e = c.check_input(&many).unwrap_err();
-        assert!(e.contains("12497500 pairs of items"), "{e}");
-        let fine = Value::Array((0..4_000).map(|i| json!(i)).collect());
+        let steps = 12_000 * 12_001 * per_value;
+        assert!(e.contains(&format!("{steps} steps at worst")), "{e}");
+        let fine = Value::Array((0..3_000).map(|i| json!(i)).collect());
         assert!(c.check_input(&fine).is_ok());
+        // Applied two hundred times over (an allOf of $refs), a regex is
+        // parsed within one budget per check: past it, the format fails.
+        let refs: Vec<Value> = (0..200).map(|_| json!({"$ref": "#/$defs/r"})).collect();
+        let c = contract(
+            json!({"$schema": "http://json-schema.org/draft-07/schema#",
+                   "$defs": {"r": {"type": "string", "format": "regex"}},
+                   "allOf": refs}),
+            None,
+        );
+        let group: String = (0..400).map(|i| format!("(?<g{i}>)")).collect();
+        assert!(group.len() < 4096);
+        assert!(c.check_input(&Value::String(group[..63].into())).is_ok());
+        let e = c.check_input(&Value::String(group)).unwrap_err();
+        assert!(e.contains("regex"), "{e}");
     }
 
     #[test]

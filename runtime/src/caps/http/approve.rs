@@ -5,15 +5,20 @@
 use super::egress::{Checked, is_method_override};
 use sha2::{Digest, Sha256};
 
-/// Headers that carry credentials: an approver (and the trail, which keeps
-/// what an approver was shown) sees their size and a hash, not the value.
-const CREDENTIALS: [&str; 6] = [
-    "authorization",
-    "proxy-authorization",
+/// Words in a header's name that mark it as carrying a credential
+/// (`Authorization`, `Cookie`, `X-Api-Key`, `Private-Token` …): an
+/// approver, and the trail that keeps what an approver was shown, see its
+/// size only (a hash would let guesses at a short password be checked).
+const CREDENTIALS: [&str; 9] = [
+    "auth",
     "cookie",
-    "x-api-key",
-    "x-auth-token",
-    "x-amz-security-token",
+    "key",
+    "token",
+    "secret",
+    "session",
+    "password",
+    "credential",
+    "signature",
 ];
 
 /// A request as an approval sees it.
@@ -59,13 +64,14 @@ impl Approvable<'_> {
     }
 
     /// The request as its approver reads it: the method (and any other a
-    /// header asks for), URL and body size first; then the headers (method
-    /// overrides first, credentials as a size and hash), the attached
+    /// header or trailer asks for), URL and body size first; then the headers (method
+    /// overrides first, credentials as a size), the attached
     /// secret, the trailers, and the body. Whole: the gate redacts it
     /// before it escapes and cuts it, so no secret is split where a
     /// person's view ends.
     pub(crate) fn summary(&self, method: &str, resource: &str) -> String {
-        let overrides = || self.headers.iter().filter(|(k, _)| is_method_override(k));
+        let fields = || self.headers.iter().chain(&self.trailers);
+        let overrides = || fields().filter(|(k, _)| is_method_override(k));
         let mut s = method.to_owned();
         for (_, value) in overrides() {
             s.push_str(&format!(
@@ -77,8 +83,11 @@ impl Approvable<'_> {
             " {resource} ({} bytes of body); ",
             self.body.len()
         ));
-        let rest = self.headers.iter().filter(|(k, _)| !is_method_override(k));
-        let headers: Vec<String> = overrides().chain(rest).map(field).collect();
+        let (first, rest): (Vec<_>, Vec<_>) = self
+            .headers
+            .iter()
+            .partition(|(k, _)| is_method_override(k));
+        let headers: Vec<String> = first.into_iter().chain(rest).map(field).collect();
         match headers.is_empty() {
             true => s.push_str("no headers"),
             false => s.push_str(&format!("headers: {}", headers.join(", "))),
@@ -100,11 +109,11 @@ impl Approvable<'_> {
     }
 }
 
-/// `name: value`, a credential's value as its size and hash.
+/// `name: value`, a credential's value as its size.
 fn field((name, value): &(&str, &[u8])) -> String {
-    if CREDENTIALS.iter().any(|c| name.eq_ignore_ascii_case(c)) {
-        let hash = hex::encode(&Sha256::digest(value)[..8]);
-        return format!("{name}: [{} bytes, sha256 {hash}…]", value.len());
+    let lower = name.to_ascii_lowercase();
+    if CREDENTIALS.iter().any(|c| lower.contains(c)) {
+        return format!("{name}: [{} bytes]", value.len());
     }
     format!("{name}: {}", String::from_utf8_lossy(value))
 }

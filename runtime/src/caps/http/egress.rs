@@ -305,8 +305,8 @@ impl Egress {
     /// The gate's call for a checked request, the same for both paths:
     /// its allow decision and address, the runtime policy's question (when
     /// policies are loaded), and the approval its rule requires. `args` and
-    /// `summary` are what an approval binds and shows ([`approval_args`],
-    /// [`approval_summary`]).
+    /// `summary` are what an approval binds and shows
+    /// ([`super::approve::Approvable`]).
     pub(crate) fn send_call<'a>(
         &self,
         c: &'a Checked,
