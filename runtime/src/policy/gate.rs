@@ -221,12 +221,11 @@ pub(crate) struct Gate {
     audit: Auditor,
     policy: Option<PolicyCtx>,
     approvals: Arc<Approvals>,
-    /// Approval requests made so far in this invocation (numbers digests).
-    requests: Arc<AtomicU64>,
-    /// Held while the invocation waits for an answer: one question at a
+    /// Approval requests made so far in this invocation (numbers digests),
+    /// held while the invocation waits for an answer: one question at a
     /// time, so a tool's calls in flight cannot open several prompts at
     /// once (a person's `y` then answering another than the one shown).
-    approving: Arc<tokio::sync::Mutex<()>>,
+    approving: Arc<tokio::sync::Mutex<u64>>,
     redactor: Arc<Redactor>,
     deadline: Instant,
     /// Most bytes one host call may carry.
@@ -249,7 +248,6 @@ impl Gate {
             audit,
             policy,
             approvals,
-            requests: Arc::default(),
             approving: Arc::default(),
             redactor,
             deadline,

@@ -139,29 +139,15 @@ impl Tool for WasiHttpProbe {
                 _ => body = Some(format!("{{\"token\":\"{value}\"}}")),
             }
         }
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| Error::invalid_input("no scheme"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(n) => (&rest[..n], &rest[n..]),
-            None => (rest, "/"),
-        };
         let fields = Fields::new();
         for (k, v) in &headers {
             let _ = fields.append(k, v.as_bytes());
         }
-        let req = OutgoingRequest::new(fields);
-        let _ = req.set_method(&match i.method.as_deref() {
+        let method = match i.method.as_deref() {
             Some("POST") => Method::Post,
             _ => Method::Get,
-        });
-        let _ = req.set_scheme(Some(&if scheme == "https" {
-            Scheme::Https
-        } else {
-            Scheme::Http
-        }));
-        let _ = req.set_authority(Some(authority));
-        let _ = req.set_path_with_query(Some(path));
+        };
+        let req = request(&url, fields, &method)?;
         let outgoing = req.body().map_err(|_| Error::failed("no request body"))?;
         let future = match outgoing_handler::handle(req, None) {
             Ok(f) => f,
@@ -234,25 +220,36 @@ impl Tool for WasiHttpProbe {
     }
 }
 
+/// A request for `url` (`http://` or `https://`), its path and query as
+/// written.
+fn request(url: &str, fields: Fields, method: &Method) -> Result<OutgoingRequest, Error> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| Error::invalid_input("no scheme"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(n) => (&rest[..n], &rest[n..]),
+        None => (rest, "/"),
+    };
+    let req = OutgoingRequest::new(fields);
+    let _ = req.set_method(method);
+    let _ = req.set_scheme(Some(&if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    }));
+    let _ = req.set_authority(Some(authority));
+    let _ = req.set_path_with_query(Some(path));
+    Ok(req)
+}
+
 /// `n` POSTs to `url` started at once, each body written and, unless
 /// `finish`, left unfinished (held open, as a slow client would), and how
 /// each stands 300 ms later; with `finish`, how each ended.
 fn started(url: &str, body: &str, n: u32, finish: bool) -> Result<Output, Error> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| Error::invalid_input("an http:// URL"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(at) => (&rest[..at], &rest[at..]),
-        None => (rest, "/"),
-    };
     let mut held = Vec::new();
     let mut codes = Vec::new();
     for _ in 0..n {
-        let req = OutgoingRequest::new(Fields::new());
-        let _ = req.set_method(&Method::Post);
-        let _ = req.set_scheme(Some(&Scheme::Http));
-        let _ = req.set_authority(Some(authority));
-        let _ = req.set_path_with_query(Some(path));
+        let req = request(url, Fields::new(), &Method::Post)?;
         let outgoing = req.body().map_err(|_| Error::failed("no request body"))?;
         let future = match outgoing_handler::handle(req, None) {
             Ok(f) => f,

@@ -267,9 +267,9 @@ impl FsView<'_> {
         let moved = !resolved.is_empty()
             && (checked.iter().flatten().map(|p| p.as_str())).ne(leads.clone());
         let leads = moved.then(|| leads.collect::<Vec<_>>().join(" -> "));
-        let args = match &leads {
-            Some(to) => format!("{}; resolves to {to}", call.args),
-            None => call.args.clone(),
+        let args: std::borrow::Cow<'_, str> = match &leads {
+            Some(to) => format!("{}; resolves to {to}", call.args).into(),
+            None => call.args.as_str().into(),
         };
         let shown = super::check::Shown {
             action,

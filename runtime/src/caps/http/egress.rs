@@ -31,10 +31,12 @@ const METHOD_OVERRIDES: [&str; 3] = [
 /// Whether a header named `name` is a method override: compared in any
 /// case, and with `_` as `-` (CGI-style servers read both as one).
 pub(crate) fn is_method_override(name: &str) -> bool {
-    let name = name.replace('_', "-");
-    METHOD_OVERRIDES
-        .iter()
-        .any(|o| name.eq_ignore_ascii_case(o))
+    let same = |o: &str| {
+        (o.len() == name.len())
+            && (o.bytes().zip(name.bytes()))
+                .all(|(o, n)| o == n.to_ascii_lowercase() || (o == b'-' && n == b'_'))
+    };
+    METHOD_OVERRIDES.iter().any(|o| same(o))
 }
 
 /// The egress one invocation may use: its rules, and where each granted

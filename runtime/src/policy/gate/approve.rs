@@ -7,15 +7,15 @@ use crate::approval::ApprovalRequest;
 use crate::audit::Event;
 use crate::policy::Decision;
 use crate::redact::escape_control;
-use std::sync::atomic::Ordering;
 
 impl Gate {
     /// Asks the approver; both the request and the answer are recorded.
     /// One question at a time: a call waits here for any other of its
     /// invocation's questions to be answered first.
     pub(super) async fn approve(&self, a: &Approval<'_>) -> Result<Decision, AuditFailed> {
-        let _one = self.approving.lock().await;
-        let number = self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut asked = self.approving.lock().await;
+        let number = *asked;
+        *asked += 1;
         let audit = &self.audit;
         let request = ApprovalRequest {
             digest: crate::approval::digest(
