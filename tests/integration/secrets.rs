@@ -619,3 +619,78 @@ async fn a_value_across_the_cut_of_a_long_log_message_is_redacted() {
         );
     }
 }
+
+/// A task's history shared with other runtimes leaves the host (a
+/// database): a path the tool wrote, named with a secret it revealed,
+/// reaches it redacted like every record.
+#[tokio::test]
+async fn a_shared_history_keeps_no_secret_value_of_a_path_written() {
+    use std::sync::Mutex;
+    use warden::policy::{HistoryStore, TaskHistory};
+    #[derive(Default)]
+    struct Kept(Mutex<Vec<TaskHistory>>);
+    #[async_trait::async_trait]
+    impl HistoryStore for Kept {
+        async fn load(&self, _: &str) -> Result<TaskHistory, String> {
+            Ok(TaskHistory::default())
+        }
+        async fn save(&self, _: &str, added: &TaskHistory) -> Result<(), String> {
+            self.0.lock().unwrap().push(added.clone());
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::write(dir.path().join("token.txt"), TOKEN).unwrap();
+    std::fs::write(
+        dir.path().join("all.cedar"),
+        "permit(principal, action, resource);",
+    )
+    .unwrap();
+    let path = dir.path().join("manifest.toml");
+    let manifest = format!(
+        "policies = [\"all.cedar\"]\n[tools.probe]\ncomponent = \"{}\"\n\
+         [[tools.probe.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\n\
+         [[tools.probe.secrets]]\nname = \"token\"\nsource = \"file:token.txt\"\nreveal = true\napproval = \"none\"\n",
+        crate::SECRET_PROBE,
+        ws.display()
+    );
+    std::fs::write(&path, manifest).unwrap();
+    let kept = Arc::new(Kept::default());
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(MemorySink::new())
+        .task_history(kept.clone())
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    let grant = Grant::new("t").secret("token").fs(
+        "workspace",
+        &ws,
+        warden::Rights::READ | warden::Rights::WRITE,
+    );
+    let input = serde_json::json!({"name": "token", "channels": ["fs-name"]});
+    let run = runtime
+        .invoke("probe", &grant, &input.to_string())
+        .await
+        .unwrap();
+    assert!(run.output.is_ok(), "{:?}", run.output);
+    assert!(
+        ws.join(format!("leak-{TOKEN}.txt")).exists(),
+        "the tool wrote its file"
+    );
+    let saved = kept.0.lock().unwrap().clone();
+    let written: Vec<&String> = saved.iter().flat_map(|h| &h.files_written).collect();
+    assert_eq!(written.len(), 1, "{saved:?}");
+    assert!(
+        written[0].contains("leak-[REDACTED:token].txt"),
+        "{written:?}"
+    );
+    assert!(
+        saved.iter().all(|h| h.secrets_revealed.contains("token")),
+        "{saved:?}"
+    );
+    let stored = format!("{saved:?}");
+    assert_clean("the shared history", &stored, TOKEN);
+}

@@ -18,7 +18,8 @@ struct Input {
     delay_ms: u64,
     /// Where to leak: output, stdout, stderr, log, error, `escaped` (the
     /// output carries the value as raw JSON `\u` escapes), `fs` (written to
-    /// `workspace/leak.txt` and used as a path), `identity` (a token for
+    /// `workspace/leak.txt` and used as a path), `fs-name` (a file named
+    /// with it written in `workspace`), `identity` (a token for
     /// audience `probe` is fetched).
     #[serde(default)]
     channels: Vec<String>,
@@ -124,6 +125,11 @@ impl Tool for SecretProbe {
                         .map_err(|e| Error::failed(e.message))?;
                     let _ = ws.stat(&value);
                     let _ = ws.read_to_string("leak.txt");
+                }
+                "fs-name" => {
+                    let ws = fs::handle("workspace").map_err(|e| Error::failed(e.message))?;
+                    ws.write(&format!("leak-{value}.txt"), "x")
+                        .map_err(|e| Error::failed(e.message))?;
                 }
                 "identity" => {
                     let _ = identity::token("probe");
