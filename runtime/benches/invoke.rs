@@ -67,7 +67,7 @@ fn raw_pre(engine: &Engine) -> raw::ToolPre<RawState> {
 /// Raw wasmtime with Warden's engine configuration, its epoch ticking as
 /// Warden's does, and the `echo` component pre-instantiated.
 fn raw_engine() -> (Engine, raw::ToolPre<RawState>) {
-    let engine = Engine::new(&warden::engine::config(100)).unwrap();
+    let engine = Engine::new(&warden::engine::config(pool_slots())).unwrap();
     let pre = raw_pre(&engine);
     let ticker = engine.clone();
     std::thread::spawn(move || {
@@ -440,9 +440,17 @@ async fn schema_checks(batches: usize, batch: usize) {
     );
 }
 
+/// Invocations in flight at once, as the pooling allocator reserves room
+/// for them: Warden's default, 100, unless `WARDEN_BENCH_SLOTS` says (a
+/// profile under valgrind, which cannot reserve that much address space).
+fn pool_slots() -> u32 {
+    std::env::var("WARDEN_BENCH_SLOTS").map_or(100, |n| n.parse().expect("WARDEN_BENCH_SLOTS=N"))
+}
+
 /// A runtime serving `echo` with a file trail at `path`.
 fn echo_with_trail(path: &Path) -> warden::Runtime {
     warden::Runtime::builder()
+        .max_concurrent_invocations(pool_slots())
         .tool(warden::ToolSpec::new("echo", guests::ECHO))
         .audit(Arc::new(warden::audit::FileSink::open(path).unwrap()))
         .build()
