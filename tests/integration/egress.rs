@@ -220,7 +220,7 @@ port = {port}
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The task grant used by most tests: /api/, /secure and /redirect*.
+    /// The task grant used by most tests: /api/, /secure and /redirect.
     fn grant(&self) -> Grant {
         let b = self.base();
         Grant::new("egress")
@@ -1432,13 +1432,146 @@ async fn a_method_override_header_is_checked_as_the_method_it_asks_for() {
     let shown = asked.message.as_deref().unwrap();
     assert!(
         shown.starts_with(&format!(
-            "GET (asking for post) {url} (0 bytes of body); headers: \
+            "GET (asking for POST) {url} (0 bytes of body); headers: \
              X_HTTP_Method_Override: post, Cookie: [18 bytes], x-pad-0: aaa"
         )),
         "{shown}"
     );
     assert!(!shown.contains("0123456789"), "{shown}");
     assert_eq!(api.requests(), 2, "the unapproved request was sent");
+}
+
+#[tokio::test]
+async fn a_method_parameter_is_checked_as_the_method_it_asks_for() {
+    let api = Api::new().await;
+    // `/api/` is granted GET and POST: neither is a DELETE there, however
+    // the request spells `_method` where Rails, Laravel or Symfony read it.
+    let url = format!("{}/api/x", api.base());
+    let form = ["Content-Type", "application/x-www-form-urlencoded"];
+    let json = ["Content-Type", "application/json"];
+    let cases = [
+        (
+            format!("{url}?_method=DELETE"),
+            None,
+            None,
+            "the query's '_method' asks for DELETE",
+        ),
+        (
+            format!("{url}?a=1&%5FMethod=put"),
+            None,
+            None,
+            "the query's '_method' asks for PUT",
+        ),
+        (
+            url.clone(),
+            Some(form),
+            Some("a=1&_method=delete"),
+            "the form's '_method' asks for DELETE",
+        ),
+        // No Content-Type: read as a form, as Rack reads it.
+        (
+            url.clone(),
+            None,
+            Some(".method=PATCH"),
+            "the form's '_method' asks for PATCH",
+        ),
+        (
+            url.clone(),
+            Some(json),
+            Some(r#"{"\u005fmethod":"DELETE"}"#),
+            "the JSON body's '_method' asks for DELETE",
+        ),
+    ];
+    for tool in ["probe", "std"] {
+        for (target, header, body, reason) in &cases {
+            let mut input = json!({"method": "GET", "url": target});
+            if let Some([k, v]) = header {
+                input["headers"] = json!([[k, v]]);
+            }
+            if let Some(body) = body {
+                input["method"] = json!("POST");
+                input["body"] = json!(body);
+            }
+            let (out, inv) = api.probe(tool, &api.grant(), input).await;
+            let code = match tool {
+                "probe" => &out["error"]["code"] == "denied",
+                _ => out["error"]["code"] == "ErrorCode::HttpRequestDenied",
+            };
+            assert!(code, "{tool} {target} {body:?}: {out}");
+            let d = api.decisions(&inv);
+            let last = d.last().unwrap();
+            assert_eq!(
+                last.rule.as_deref(),
+                Some("http.allowlist"),
+                "{tool} {target}"
+            );
+            let said = last.reason.as_deref().unwrap();
+            assert!(said.starts_with(reason), "{tool} {target} {body:?}: {said}");
+        }
+        // A value that names no method is refused, and not echoed.
+        let input = json!({"url": format!("{url}?_method=%1B%5B2J")});
+        let (_, inv) = api.probe(tool, &api.grant(), input).await;
+        let d = api.decisions(&inv);
+        assert_eq!(
+            d.last().unwrap().reason.as_deref(),
+            Some(
+                "the query's '_method' names no method (expected one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)"
+            ),
+            "{tool}"
+        );
+    }
+    assert_eq!(api.requests(), 0, "a refused request was sent");
+    // Where the grant allows the method asked for, the request goes, and
+    // the decision says what was asked.
+    for tool in ["probe", "std"] {
+        let input = json!({"method": "POST", "url": format!("{}/api/x", api.base()),
+            "headers": [form], "body": "_method=POST&x=1"});
+        let (out, _) = api.probe(tool, &api.grant(), input).await;
+        assert_eq!(out["ok"]["status"], 200, "{tool}: {out}");
+    }
+    assert_eq!(api.requests(), 2);
+}
+
+#[tokio::test]
+async fn a_path_prefix_holds_whole_segments_and_no_encoded_dot_segment() {
+    let api = Api::new().await;
+    let b = api.base();
+    for tool in ["probe", "std"] {
+        // `/secure` is granted without a trailing slash: itself and what is
+        // under it, not a sibling that starts with the same letters.
+        for (path, rule, reason) in [
+            (
+                "/secure-admin".to_owned(),
+                "http.allowlist",
+                format!("GET /secure-admin on http://127.0.0.1:{} is not in the egress grant (methods or path prefix)", api.port),
+            ),
+            (
+                "/api/..%2Fsecure-admin".to_owned(),
+                "http.url",
+                "the path holds a dot segment in percent-encoding (a server that decodes it may route the request outside the granted path prefix)".to_owned(),
+            ),
+            (
+                "/api/x%2F%252e%252e%2F..%2Fadmin".to_owned(),
+                "http.url",
+                "the path holds a dot segment in percent-encoding (a server that decodes it may route the request outside the granted path prefix)".to_owned(),
+            ),
+        ] {
+            let (out, inv) = api.probe(tool, &api.grant(), json!({"url": format!("{b}{path}")})).await;
+            assert!(out.get("error").is_some(), "{tool} {path}: {out}");
+            let d = api.decisions(&inv);
+            let last = d.last().unwrap();
+            assert_eq!(
+                (last.rule.as_deref(), last.reason.as_deref()),
+                (Some(rule), Some(reason.as_str())),
+                "{tool} {path}"
+            );
+        }
+        let (out, _) = api
+            .probe(tool, &api.grant(), json!({"url": format!("{b}/secure/x")}))
+            .await;
+        assert!(out["ok"]["status"].is_u64(), "{tool}: {out}");
+    }
+    assert_eq!(api.requests(), 2, "a refused request was sent");
 }
 
 #[tokio::test]

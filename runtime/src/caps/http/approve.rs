@@ -2,7 +2,8 @@
 //! same on both HTTP paths: every header the tool set (trailers apart), a
 //! secret attached by reference, and the body.
 
-use super::egress::{Checked, is_method_override};
+use super::egress::Checked;
+use super::overrides::is_header as is_method_override;
 use sha2::{Digest, Sha256};
 
 /// Words in a header's name that mark it as carrying a credential
@@ -63,21 +64,16 @@ impl Approvable<'_> {
         args
     }
 
-    /// The request as its approver reads it: the method (and any other a
-    /// header or trailer asks for), URL and body size first; then the headers (method
+    /// The request as its approver reads it: the method (and any other an
+    /// override asks for), URL and body size first; then the headers (method
     /// overrides first, credentials as a size), the attached
     /// secret, the trailers, and the body. Whole: the gate redacts it
     /// before it escapes and cuts it, so no secret is split where a
     /// person's view ends.
-    pub(crate) fn summary(&self, method: &str, resource: &str) -> String {
-        let fields = || self.headers.iter().chain(&self.trailers);
-        let overrides = || fields().filter(|(k, _)| is_method_override(k));
-        let mut s = method.to_owned();
-        for (_, value) in overrides() {
-            s.push_str(&format!(
-                " (asking for {})",
-                String::from_utf8_lossy(value).trim()
-            ));
+    pub(crate) fn summary(&self, checked: &Checked, resource: &str) -> String {
+        let mut s = checked.method.clone();
+        for asked in checked.asked_for() {
+            s.push_str(&format!(" (asking for {asked})"));
         }
         s.push_str(&format!(
             " {resource} ({} bytes of body); ",

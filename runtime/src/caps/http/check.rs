@@ -30,12 +30,52 @@ pub fn match_rule<'r>(
     }
     let path = url.path();
     let allowed = same_origin.iter().find(|r| {
-        r.methods.iter().any(|m| m == method)
-            && r.path_prefixes.iter().any(|p| path.starts_with(p.as_str()))
+        r.methods.iter().any(|m| m == method) && r.path_prefixes.iter().any(|p| within(path, p))
     });
     allowed.copied().ok_or_else(|| {
         format!("{method} {path} on {origin} is not in the egress grant (methods or path prefix)")
     })
+}
+
+/// Whether `path` is under the path prefix `prefix`, segment by segment,
+/// as Kubernetes matches an Ingress `Prefix` path: a prefix ending in `/`
+/// holds what starts with it; any other holds itself and what starts
+/// with it and `/` (`/v1` holds `/v1` and `/v1/x`, not `/v1-admin`).
+pub fn within(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// A path a server that decodes percent-encoding may read as another:
+/// one whose segments, decoded (up to three times, for servers that decode
+/// again) and split at `/` and `\`, include `.` or `..` (`/v1/..%2Fadmin`
+/// is `/admin` to such a server, and outside a grant of `/v1/`). The URL
+/// parser has already removed the dot segments it sees. The reason, or
+/// `None`.
+pub fn encoded_dot_segment(path: &str) -> Option<String> {
+    let mut decoded = path.to_owned();
+    for _ in 0..3 {
+        if !decoded.contains('%') {
+            break;
+        }
+        let next = percent_encoding::percent_decode_str(&decoded)
+            .decode_utf8_lossy()
+            .into_owned();
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+        if decoded.split(['/', '\\']).any(|s| s == "." || s == "..") {
+            return Some(
+                "the path holds a dot segment in percent-encoding (a server that \
+                 decodes it may route the request outside the granted path prefix)"
+                    .into(),
+            );
+        }
+    }
+    None
 }
 
 /// Addresses a tool may reach only when the manifest lists them.
@@ -163,6 +203,55 @@ mod tests {
                 .unwrap_err()
                 .contains("expected an absolute")
         );
+    }
+
+    #[test]
+    fn path_prefixes_hold_whole_segments() {
+        for (path, prefix, held) in [
+            ("/v1", "/v1", true),
+            ("/v1/", "/v1", true),
+            ("/v1/items", "/v1", true),
+            ("/v1-admin", "/v1", false),
+            ("/v1.json", "/v1", false),
+            ("/v1;x=1/items", "/v1", false),
+            ("/v1/items", "/v1/", true),
+            ("/v1", "/v1/", false),
+            ("/anything", "/", true),
+            ("/v2/items", "/v1", false),
+            ("/api/v1x", "/api/v1x", true),
+        ] {
+            assert_eq!(within(path, prefix), held, "{path} within {prefix}");
+        }
+    }
+
+    #[test]
+    fn encoded_dot_segments_are_found() {
+        for path in [
+            "/v1/..%2Fadmin",
+            "/v1/..%2fadmin",
+            "/v1/%2e%2e%2fadmin",
+            "/v1/.%2E%5Cadmin",
+            "/v1/x%2F..%2F..%2Fadmin",
+            "/v1/%252e%252e%252fadmin",
+            "/v1/%25252e%25252e%25252fadmin",
+            "/v1/x%2F.%2Fy",
+        ] {
+            assert!(encoded_dot_segment(path).is_some(), "{path}");
+        }
+        for path in [
+            "/v1/items",
+            "/api/v4/projects/group%2Fproject",
+            "/v1/a..b%2Fc",
+            "/v1/%2e%2e.txt",
+            "/v1/%E2%80%A6",
+            "/v1/%zz",
+        ] {
+            assert!(encoded_dot_segment(path).is_none(), "{path}");
+        }
+        // As the URL parser leaves them.
+        let (url, _) = parse_url("http://h/v1/%2e%2e/x/..%2Fadmin").unwrap();
+        assert_eq!(url.path(), "/x/..%2Fadmin");
+        assert!(encoded_dot_segment(url.path()).is_some());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::EgressRule;
 use super::check::{self, METHODS, Origin};
+use super::overrides;
 use crate::caps::secrets::check::{self as secret_check, Held};
 use crate::policy::Decision;
 use crate::policy::TaskHistory;
@@ -20,25 +21,6 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Request headers a tool may not set on `warden:tool/http`: the host
 /// derives them (`wasi:http` derives and forbids them itself).
 const HOST_HEADERS: [&str; 4] = ["host", "content-length", "transfer-encoding", "connection"];
-/// Headers with which a request asks its server to act as another method
-/// (frameworks and gateways honour them): each is checked as that method.
-const METHOD_OVERRIDES: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
-
-/// Whether a header named `name` is a method override: compared in any
-/// case, and with `_` as `-` (CGI-style servers read both as one).
-pub(crate) fn is_method_override(name: &str) -> bool {
-    let same = |o: &str| {
-        (o.len() == name.len())
-            && (o.bytes().zip(name.bytes()))
-                .all(|(o, n)| o == n.to_ascii_lowercase() || (o == b'-' && n == b'_'))
-    };
-    METHOD_OVERRIDES.iter().any(|o| same(o))
-}
-
 /// The egress one invocation may use: its rules, and where each granted
 /// secret may be sent. Cheap to clone (a `wasi:http` request takes one).
 #[derive(Clone, Default)]
@@ -61,7 +43,8 @@ pub(crate) struct Request<'a> {
     pub(crate) method: &'a str,
     pub(crate) url: &'a str,
     pub(crate) headers: Vec<(&'a str, &'a [u8])>,
-    /// `None` for a streamed (`wasi:http`) body, which is not scanned.
+    /// `None` when a `warden:tool/http` request has none (`wasi:http`
+    /// bodies are read whole before the check).
     pub(crate) body: Option<&'a [u8]>,
     /// A secret attached by reference: its name and what the task holds
     /// of it.
@@ -92,8 +75,8 @@ pub(crate) struct Checked {
     /// The allowing decision.
     pub(crate) allow: Decision,
     /// Other methods the request asks its server for, by a method-override
-    /// header, each allowed by the grant too, with the labels of the rule
-    /// that allows it.
+    /// header or a `_method` parameter ([`overrides`]), each allowed by the
+    /// grant too, with the labels of the rule that allows it.
     overrides: Vec<(String, Vec<String>)>,
     /// Whether a person approves it: its rule requires it for its method,
     /// or the rule of a method it asks for by override does.
@@ -160,6 +143,9 @@ impl Egress {
             Err(reason) => return refuse("http.url", reason, Refused::InvalidRequest),
         };
         shown.resource = redactor.redact(url.as_str()).into_owned();
+        if let Some(reason) = check::encoded_dot_segment(url.path()) {
+            return refuse("http.url", reason, Refused::Denied);
+        }
         if req.via == Via::Tool {
             for (name, value) in &req.headers {
                 // Named only when the name is a token: an invalid one is
@@ -204,14 +190,18 @@ impl Egress {
         };
         let mut needs_approval = rule.approval.applies(method);
         let mut overrides = Vec::new();
-        for (name, value) in &req.headers {
-            if !is_method_override(name) {
-                continue;
-            }
-            let asked = String::from_utf8_lossy(value).trim().to_ascii_uppercase();
+        let found = match overrides::find(&url, &req.headers, req.body) {
+            Ok(found) => found,
+            Err(reason) => return refuse("http.request", reason, Refused::InvalidRequest),
+        };
+        for o in found {
+            let asked = String::from_utf8_lossy(&o.value)
+                .trim()
+                .to_ascii_uppercase();
             if !METHODS.contains(&asked.as_str()) {
                 let reason = format!(
-                    "header '{name}' names no method (expected one of {})",
+                    "{} names no method (expected one of {})",
+                    o.by,
                     METHODS.join(", ")
                 );
                 return refuse("http.request", reason, Refused::InvalidRequest);
@@ -222,7 +212,7 @@ impl Egress {
                     r.labels.clone()
                 }
                 Err(reason) => {
-                    let reason = format!("header '{name}' asks for {asked}: {reason}");
+                    let reason = format!("{} asks for {asked}: {reason}", o.by);
                     return refuse("http.allowlist", reason, Refused::Denied);
                 }
             };
@@ -391,6 +381,11 @@ pub(crate) fn reflected(found: &BTreeSet<String>) -> Option<String> {
 }
 
 impl Checked {
+    /// The other methods it asks its server for by override.
+    pub(crate) fn asked_for(&self) -> impl Iterator<Item = &str> {
+        self.overrides.iter().map(|(m, _)| m.as_str())
+    }
+
     /// Whether its rules require a person's approval.
     pub(crate) fn needs_approval(&self) -> bool {
         self.needs_approval

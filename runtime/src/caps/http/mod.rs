@@ -22,6 +22,7 @@ mod conn;
 pub(crate) mod egress;
 mod host;
 pub(crate) mod manifest;
+mod overrides;
 mod readable;
 pub(crate) use host::{HttpStore, HttpView, Requests, add_to_linker};
 pub(crate) mod wasi;
@@ -159,12 +160,7 @@ fn fit(
     prefix: &str,
 ) -> Option<EgressRule> {
     ceilings.iter().find_map(|c| {
-        if c.origin != *origin
-            || !c
-                .path_prefixes
-                .iter()
-                .any(|p| prefix.starts_with(p.as_str()))
-        {
+        if c.origin != *origin || !c.path_prefixes.iter().any(|p| check::within(prefix, p)) {
             return None;
         }
         let methods = match &g.methods {
@@ -208,4 +204,34 @@ pub(crate) fn narrow(ceilings: &[EgressRule], grants: &[HttpGrant]) -> Vec<HttpG
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grant_fits_a_ceiling_by_whole_path_segments() {
+        let ceiling = EgressRule {
+            origin: check::parse_origin("https://api.example").unwrap(),
+            methods: vec!["GET".into()],
+            path_prefixes: vec!["/v1".into()],
+            addresses: Vec::new(),
+            approval: EgressApproval::Never,
+            labels: Vec::new(),
+        };
+        let grant = |path: &str| HttpGrant {
+            url: format!("https://api.example{path}"),
+            methods: None,
+        };
+        for (path, fits) in [
+            ("/v1", true),
+            ("/v1/x/", true),
+            ("/v1-admin/", false),
+            ("/v10", false),
+        ] {
+            let got = authorize("t", std::slice::from_ref(&ceiling), &[grant(path)]);
+            assert_eq!(got.is_ok(), fits, "{path}: {got:?}");
+        }
+    }
 }
