@@ -261,3 +261,64 @@ async fn over_http_sessions_are_bounded_in_number_and_in_what_each_keeps() {
     assert_eq!(status, 200, "{body}");
     child.kill().await.unwrap();
 }
+
+/// One agent keeps at most 256 sessions open at once, so it cannot take
+/// every place a server keeps and turn other agents away; one of its own
+/// ending makes room for it again.
+#[tokio::test]
+async fn over_http_one_agent_cannot_hold_every_session() {
+    let s = setup();
+    let (a, b) = ("token-a-0123456789abcdef", "token-b-0123456789abcdef");
+    let dir = s.dir.path();
+    std::fs::write(dir.join("a"), a).unwrap();
+    std::fs::write(dir.join("b"), b).unwrap();
+    std::fs::write(dir.join("b-task.toml"), "task = \"b-task\"\n").unwrap();
+    let a_file = dir.join("a").display().to_string();
+    let client_b = format!(
+        "{}={}",
+        dir.join("b").display(),
+        dir.join("b-task.toml").display()
+    );
+    let (mut child, url, _) =
+        http_server_said(&s, &["--token-file", &a_file, "--client", &client_b]).await;
+    let addr = url
+        .strip_prefix("http://")
+        .and_then(|a| a.split('/').next())
+        .unwrap()
+        .to_owned();
+    let mut c = TcpStream::connect(&addr).await.unwrap();
+    let as_agent = |token: &str, session: Option<&str>, method: &str| {
+        let body = if method == "POST" { INITIALIZE } else { "" };
+        initialize_request(&addr, body, session, method).replacen(
+            "\r\n",
+            &format!("\r\nAuthorization: Bearer {token}\r\n"),
+            1,
+        )
+    };
+    let mut first = String::new();
+    for i in 0..256 {
+        let (status, session, body) = exchange(&mut c, &as_agent(a, None, "POST")).await;
+        assert_eq!(status, 200, "session {i}: {body}");
+        if i == 0 {
+            first = session;
+        }
+    }
+    let (status, _, body) = exchange(&mut c, &as_agent(a, None, "POST")).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body.contains(
+            "this server keeps 256 sessions open at once for one agent, and yours has that many"
+        ),
+        "{body}"
+    );
+    // Another agent is not turned away.
+    let (status, session, body) = exchange(&mut c, &as_agent(b, None, "POST")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!session.is_empty());
+    // One of A's ends: A is taken again.
+    let (status, _, body) = exchange(&mut c, &as_agent(a, Some(&first), "DELETE")).await;
+    assert!(status < 300, "{status} {body}");
+    let (status, _, body) = exchange(&mut c, &as_agent(a, None, "POST")).await;
+    assert_eq!(status, 200, "{body}");
+    child.kill().await.unwrap();
+}

@@ -1468,6 +1468,19 @@ async fn a_method_parameter_is_checked_as_the_method_it_asks_for() {
             Some("a=1&_method=delete"),
             "the form's '_method' asks for DELETE",
         ),
+        // As PHP and Rack read names and Content-Types.
+        (
+            format!("{url}?+_method=DELETE"),
+            None,
+            None,
+            "the query's '_method' asks for DELETE",
+        ),
+        (
+            url.clone(),
+            Some(["Content-Type", "application/x-www-form-urlencoded,x"]),
+            Some("a=1& _method=PUT"),
+            "the form's '_method' asks for PUT",
+        ),
         // No Content-Type: read as a form, as Rack reads it.
         (
             url.clone(),
@@ -1549,6 +1562,11 @@ async fn a_path_prefix_holds_whole_segments_and_no_encoded_dot_segment() {
                 "/api/..%2Fsecure-admin".to_owned(),
                 "http.url",
                 "the path holds a dot segment in percent-encoding (a server that decodes it may route the request outside the granted path prefix)".to_owned(),
+            ),
+            (
+                "/api/..;/secure-admin".to_owned(),
+                "http.url",
+                "the path holds a dot segment with a ';' parameter (a server that drops parameters may route the request outside the granted path prefix)".to_owned(),
             ),
             (
                 "/api/x%2F%252e%252e%2F..%2Fadmin".to_owned(),

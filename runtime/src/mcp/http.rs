@@ -523,7 +523,9 @@ impl Endpoint {
         let new_session = !parts.headers.contains_key(fast::SESSION);
         if let Some(m) = &message
             && m.method.as_deref() == Some("initialize")
-            && let Some(refused) = self.sessions.refuse_initialize(body.len(), new_session)
+            && let Some(refused) =
+                self.sessions
+                    .refuse_initialize(body.len(), new_session, owner.as_ref())
         {
             return Posted::Answered(refused);
         }

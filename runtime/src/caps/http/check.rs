@@ -48,17 +48,39 @@ pub fn within(path: &str, prefix: &str) -> bool {
     }
 }
 
-/// A path a server that decodes percent-encoding may read as another:
-/// one whose segments, decoded (up to three times, for servers that decode
-/// again) and split at `/` and `\`, include `.` or `..` (`/v1/..%2Fadmin`
-/// is `/admin` to such a server, and outside a grant of `/v1/`). The URL
+/// A path a server may read as another: one with a segment that is `.` or
+/// `..` once cut at `;` (Tomcat drops `;` parameters before it normalizes:
+/// `/v1/..;/admin` is `/admin` to it), as written or percent-decoded (up
+/// to three times, for servers that decode again), its segments split at
+/// `/` and `\\` (`/v1/..%2Fadmin` is `/admin` to a server that decodes
+/// before it routes); or one with an encoding some servers decode and
+/// others do not (IIS's `%u002e`, the overlong UTF-8 `%c0%ae`). The URL
 /// parser has already removed the dot segments it sees. The reason, or
 /// `None`.
 pub fn encoded_dot_segment(path: &str) -> Option<String> {
+    let dotted = |p: &str| {
+        p.split(['/', '\\'])
+            .map(|s| s.split(';').next().unwrap_or_default())
+            .any(|s| s == "." || s == "..")
+    };
+    if dotted(path) {
+        return Some(
+            "the path holds a dot segment with a ';' parameter (a server that drops \
+             parameters may route the request outside the granted path prefix)"
+                .into(),
+        );
+    }
     let mut decoded = path.to_owned();
     for _ in 0..3 {
         if !decoded.contains('%') {
             break;
+        }
+        let lower = decoded.to_ascii_lowercase();
+        if lower.contains("%u") || lower.contains("%c0") || lower.contains("%c1") {
+            return Some(
+                "the path holds an encoding servers read differently (%u, or overlong UTF-8)"
+                    .into(),
+            );
         }
         let next = percent_encoding::percent_decode_str(&decoded)
             .decode_utf8_lossy()
@@ -67,7 +89,7 @@ pub fn encoded_dot_segment(path: &str) -> Option<String> {
             break;
         }
         decoded = next;
-        if decoded.split(['/', '\\']).any(|s| s == "." || s == "..") {
+        if dotted(&decoded) {
             return Some(
                 "the path holds a dot segment in percent-encoding (a server that \
                  decodes it may route the request outside the granted path prefix)"
@@ -235,6 +257,11 @@ mod tests {
             "/v1/%252e%252e%252fadmin",
             "/v1/%25252e%25252e%25252fadmin",
             "/v1/x%2F.%2Fy",
+            "/v1/..;/admin",
+            "/v1/.;x/admin",
+            "/v1/..%3B/admin",
+            "/v1/%u002e%u002e/admin",
+            "/v1/%C0%AE%C0%AE%C0%AFadmin",
         ] {
             assert!(encoded_dot_segment(path).is_some(), "{path}");
         }
@@ -245,6 +272,8 @@ mod tests {
             "/v1/%2e%2e.txt",
             "/v1/%E2%80%A6",
             "/v1/%zz",
+            "/v1/a;b/c",
+            "/v1/..x;y/",
         ] {
             assert!(encoded_dot_segment(path).is_none(), "{path}");
         }

@@ -120,6 +120,9 @@ impl HttpGrant {
                 ));
             }
         }
+        if let Some(reason) = check::encoded_dot_segment(url.path()) {
+            return Err(format!("'{}': {reason}", self.url));
+        }
         Ok((origin, url.path().to_owned()))
     }
 }

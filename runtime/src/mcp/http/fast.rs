@@ -63,6 +63,11 @@ pub(crate) const SESSION: &str = "mcp-session-id";
 /// out.
 pub(crate) const MAX_SESSIONS: usize = 4096;
 
+/// Sessions one authenticated agent keeps open at once: one agent cannot
+/// take every place of [`MAX_SESSIONS`] and turn the others away.
+/// Unauthenticated clients share the server's places.
+pub(crate) const MAX_SESSIONS_PER_AGENT: usize = 256;
+
 /// The largest `initialize` request: what a session keeps of it is its
 /// client's capabilities and name (a few hundred bytes from real clients).
 pub(crate) const MAX_INITIALIZE: usize = 64 << 10;
@@ -176,11 +181,13 @@ impl Sessions {
     /// The answer to an `initialize` of `len` bytes, if it is refused:
     /// over [`MAX_INITIALIZE`] (in a session or not: rmcp keeps what a
     /// second one says too), or for a `new` session while as many are open
-    /// as a server keeps ([`MAX_SESSIONS`]), until one ends.
+    /// as a server keeps ([`MAX_SESSIONS`]), or as the agent `owner` may
+    /// keep ([`MAX_SESSIONS_PER_AGENT`]), until one ends.
     pub(crate) fn refuse_initialize(
         &self,
         len: usize,
         new: bool,
+        owner: Option<&Arc<str>>,
     ) -> Option<http::Response<super::Body>> {
         if len > MAX_INITIALIZE {
             return Some(super::plain(
@@ -198,6 +205,24 @@ impl Sessions {
                 http::StatusCode::SERVICE_UNAVAILABLE,
                 &format!(
                     "this server keeps {MAX_SESSIONS} sessions open at once and has that many; end one (DELETE with its Mcp-Session-Id) or try again once idle ones close"
+                ),
+            ));
+        }
+        let owned = |who| {
+            lock(&self.map)
+                .values()
+                .filter(|s| s.owner.as_ref() == Some(who))
+                .count()
+        };
+        if let Some(who) = owner.filter(|who| new && owned(who) >= MAX_SESSIONS_PER_AGENT) {
+            tracing::warn!(
+                agent = %crate::redact::escape_control(who),
+                "MCP: an agent holds {MAX_SESSIONS_PER_AGENT} sessions, the most one keeps; refusing a new one"
+            );
+            return Some(super::plain(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "this server keeps {MAX_SESSIONS_PER_AGENT} sessions open at once for one agent, and yours has that many; end one (DELETE with its Mcp-Session-Id) or try again once idle ones close"
                 ),
             ));
         }
