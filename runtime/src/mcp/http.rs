@@ -521,13 +521,18 @@ impl Endpoint {
             .ok()
             .and_then(|_| serde_json::from_slice::<fast::Message>(&body).ok());
         let new_session = !parts.headers.contains_key(fast::SESSION);
+        // Held until the session is open and noted, or the request ends.
+        let mut _reserved = None;
         if let Some(m) = &message
             && m.method.as_deref() == Some("initialize")
-            && let Some(refused) =
-                self.sessions
-                    .refuse_initialize(body.len(), new_session, owner.as_ref())
         {
-            return Posted::Answered(refused);
+            match self
+                .sessions
+                .admit_initialize(body.len(), new_session, owner.as_ref())
+            {
+                Ok(reserved) => _reserved = reserved,
+                Err(refused) => return Posted::Answered(*refused),
+            }
         }
         let mut initialize = None;
         let taken = match &message {

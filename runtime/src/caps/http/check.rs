@@ -70,17 +70,15 @@ pub fn encoded_dot_segment(path: &str) -> Option<String> {
                 .into(),
         );
     }
+    if odd_escape(path) {
+        return Some(
+            "the path holds an encoding servers read differently (%u, or overlong UTF-8)".into(),
+        );
+    }
     let mut decoded = path.to_owned();
     for _ in 0..3 {
         if !decoded.contains('%') {
             break;
-        }
-        let lower = decoded.to_ascii_lowercase();
-        if lower.contains("%u") || lower.contains("%c0") || lower.contains("%c1") {
-            return Some(
-                "the path holds an encoding servers read differently (%u, or overlong UTF-8)"
-                    .into(),
-            );
         }
         let next = percent_encoding::percent_decode_str(&decoded)
             .decode_utf8_lossy()
@@ -97,7 +95,42 @@ pub fn encoded_dot_segment(path: &str) -> Option<String> {
             );
         }
     }
+    // Encoded once more than is decoded here: a dot or a separator still
+    // encoded after three rounds.
+    let lower = decoded.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) && decoded != path {
+        return Some(
+            "the path is percent-encoded more than three times over a dot or a separator".into(),
+        );
+    }
     None
+}
+
+/// Whether `path` holds `%u` followed by four hex digits (IIS decodes it)
+/// or an overlong UTF-8 sequence (`%c0%ae`, `%e0%80%ae`, `%f0%80%80%ae`):
+/// escapes some servers decode to `.` or `/` and others refuse.
+fn odd_escape(path: &str) -> bool {
+    let b = path.as_bytes();
+    let hex = |i: usize| -> Option<u8> {
+        let s = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+        (b[i] == b'%')
+            .then(|| u8::from_str_radix(s, 16).ok())
+            .flatten()
+    };
+    (0..b.len()).any(|i| {
+        let u = b[i] == b'%'
+            && b.get(i + 1).is_some_and(|c| c.eq_ignore_ascii_case(&b'u'))
+            && b.get(i + 2..i + 6)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+        let next = hex(i + 3);
+        let overlong = match hex(i) {
+            Some(0xc0 | 0xc1) => next.is_some_and(|n| (0x80..0xc0).contains(&n)),
+            Some(0xe0) => next.is_some_and(|n| (0x80..0xa0).contains(&n)),
+            Some(0xf0) => next.is_some_and(|n| (0x80..0x90).contains(&n)),
+            _ => false,
+        };
+        u || overlong
+    })
 }
 
 /// Addresses a tool may reach only when the manifest lists them.
@@ -262,6 +295,8 @@ mod tests {
             "/v1/..%3B/admin",
             "/v1/%u002e%u002e/admin",
             "/v1/%C0%AE%C0%AE%C0%AFadmin",
+            "/v1/%e0%80%ae%e0%80%ae/admin",
+            "/v1/%2525252e%2525252e/admin",
         ] {
             assert!(encoded_dot_segment(path).is_some(), "{path}");
         }
@@ -274,6 +309,10 @@ mod tests {
             "/v1/%zz",
             "/v1/a;b/c",
             "/v1/..x;y/",
+            "/files/100%25users",
+            "/files/%25c0ffee",
+            "/v1/%C1vila",
+            "/v1/%C3%A9t%C3%A9",
         ] {
             assert!(encoded_dot_segment(path).is_none(), "{path}");
         }

@@ -190,7 +190,7 @@ impl Egress {
         };
         let mut needs_approval = rule.approval.applies(method);
         let mut overrides = Vec::new();
-        let found = match overrides::find(&url, &req.headers, req.body) {
+        let found = match overrides::find(method, &url, &req.headers, req.body) {
             Ok(found) => found,
             Err(reason) => return refuse("http.request", reason, Refused::InvalidRequest),
         };

@@ -40,13 +40,16 @@ pub(crate) struct Override<'r> {
 }
 
 /// Every override in a request: its headers (the `wasi:http` trailers
-/// among them), its query, and its body as a form, JSON or multipart form,
-/// its `Content-Type` read as loosely as the servers that honour `_method`
-/// read it. `Err` with the reason when the body cannot be read as such a
-/// server reads it: several different `Content-Type`s (servers differ on
-/// which counts), a `Content-Encoding`, a charset other than UTF-8 or
-/// ASCII, UTF-16.
+/// among them) on any method; on a `POST` (the only method Rails, Laravel,
+/// Symfony and Express read `_method` on), its query and its body as a
+/// form, JSON or multipart form, its `Content-Type` read as loosely as
+/// those servers read it. Each override once (a body of a million equal
+/// fields is one), at most [`MAX_OVERRIDES`]. `Err` with the reason when
+/// the body cannot be read as such a server reads it: several different
+/// `Content-Type`s, a `Content-Encoding`, a charset not ASCII-compatible,
+/// UTF-16, JSON that does not parse but names a method field.
 pub(crate) fn find<'r>(
+    method: &str,
     url: &Url,
     headers: &[(&'r str, &'r [u8])],
     body: Option<&'r [u8]>,
@@ -59,6 +62,29 @@ pub(crate) fn find<'r>(
             value: (*value).into(),
         })
         .collect();
+    if method == "POST" {
+        fields(url, headers, body, &mut found)?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|o| seen.insert((o.by.clone(), o.value.clone())));
+    if found.len() > MAX_OVERRIDES {
+        return Err(format!(
+            "the request holds more than {MAX_OVERRIDES} different method overrides"
+        ));
+    }
+    Ok(found)
+}
+
+/// Most different overrides one request may hold.
+pub(crate) const MAX_OVERRIDES: usize = 32;
+
+/// The `_method` fields of a `POST`'s query and body, into `found`.
+fn fields<'r>(
+    url: &Url,
+    headers: &[(&'r str, &'r [u8])],
+    body: Option<&'r [u8]>,
+    found: &mut Vec<Override<'r>>,
+) -> Result<(), String> {
     let field = |by: &str, value: Vec<u8>| Override {
         by: format!("the {by}'s '_method'"),
         value: value.into(),
@@ -70,38 +96,39 @@ pub(crate) fn find<'r>(
         }
     }
     let Some(body) = body.filter(|b| !b.is_empty()) else {
-        return Ok(found);
+        return Ok(());
     };
-    let mut types: Vec<String> = headers
+    let all: Vec<String> = headers
         .iter()
         .filter(|(name, _)| name.eq_ignore_ascii_case("content-type"))
         .map(|(_, value)| String::from_utf8_lossy(value).trim().to_owned())
         .collect();
-    types.dedup();
+    let mut distinct: Vec<String> = all.iter().map(|t| t.to_ascii_lowercase()).collect();
+    distinct.sort();
+    distinct.dedup();
     // Servers differ on which of several counts: one, or the same again.
-    if types.len() > 1 {
+    if distinct.len() > 1 {
         return Err(format!(
             "the request has {} different Content-Type headers (expected one)",
-            types.len()
+            distinct.len()
         ));
     }
-    let content_type = types.pop().filter(|t| !t.is_empty());
+    let content_type = all.first().filter(|t| !t.is_empty()).map(String::as_str);
     // The media type ends at `;`, `,` or a space, as Rack and PHP read it;
     // none (or an empty one) is a form, as Rack reads a body without one.
-    let media = content_type.as_deref().map(|t| {
+    let media = content_type.map(|t| {
         let end = t.find([';', ',', ' ', '\t']).unwrap_or(t.len());
         t[..end].to_ascii_lowercase()
     });
     let media = media.as_deref();
-    let form = matches!(media, None | Some("application/x-www-form-urlencoded"));
+    let multipart = media.is_some_and(|m| m.starts_with("multipart/"));
+    // Rack reads a multipart body without a boundary it can use as a form.
+    let form = multipart || matches!(media, None | Some("application/x-www-form-urlencoded"));
     // Laravel reads a body as JSON when its Content-Type holds `/json` or
     // `+json` anywhere, parameters included.
-    let json = content_type
-        .as_deref()
-        .is_some_and(|t| t.to_ascii_lowercase().contains("json"));
-    let multipart = media.is_some_and(|m| m.starts_with("multipart/"));
-    if !(form || json || multipart) {
-        return Ok(found);
+    let json = content_type.is_some_and(|t| t.to_ascii_lowercase().contains("json"));
+    if !(form || json) {
+        return Ok(());
     }
     let parsed = "a body a server parses for fields (a form, JSON, a multipart form)";
     let encoded = headers.iter().any(|(name, value)| {
@@ -115,16 +142,16 @@ pub(crate) fn find<'r>(
             "{parsed} with a Content-Encoding cannot be read for a '_method' override (send it unencoded)"
         ));
     }
-    if let Some(charset) = content_type
-        .as_deref()
-        .and_then(|t| parameter(t, "charset"))
-        && !ASCII_CHARSETS.contains(&charset.to_ascii_lowercase().as_str())
+    let mut charsets = all.iter().flat_map(|t| parameters(t, "charset"));
+    if let Some(other) =
+        charsets.find(|c| !ASCII_CHARSETS.contains(&c.to_ascii_lowercase().as_str()))
     {
         return Err(format!(
-            "{parsed} in a charset other than UTF-8 or ASCII cannot be read for a '_method' override"
+            "{parsed} in a charset that is not ASCII or a superset of it ('{}') cannot be read for a '_method' override",
+            crate::redact::escape_control(&crate::policy::gate::cut(other, 32))
         ));
     }
-    if body.starts_with(&[0xfe, 0xff]) || body.starts_with(&[0xff, 0xfe]) {
+    if json && (body.starts_with(&[0xfe, 0xff]) || body.starts_with(&[0xff, 0xfe])) {
         return Err(format!(
             "{parsed} in UTF-16 cannot be read for a '_method' override"
         ));
@@ -142,31 +169,58 @@ pub(crate) fn find<'r>(
         }
     }
     if multipart {
-        let boundary = content_type
-            .as_deref()
-            .and_then(|t| parameter(t, "boundary"));
-        for value in multipart_fields(body, boundary.unwrap_or_default()) {
-            found.push(field("multipart form", value));
+        // Rack takes the last `boundary=`, PHP the first: each is read.
+        for boundary in all.iter().flat_map(|t| parameters(t, "boundary")) {
+            for value in multipart_fields(body, boundary) {
+                found.push(field("multipart form", value));
+            }
         }
     }
-    Ok(found)
+    Ok(())
 }
 
 /// Charsets a form or JSON body may name: every field name reads as in
-/// UTF-8 in them.
-const ASCII_CHARSETS: [&str; 5] = ["utf-8", "utf8", "us-ascii", "iso-8859-1", "windows-1252"];
+/// ASCII in them.
+const ASCII_CHARSETS: [&str; 12] = [
+    "utf-8",
+    "utf8",
+    "us-ascii",
+    "ascii",
+    "iso-8859-1",
+    "iso8859-1",
+    "latin1",
+    "iso-8859-15",
+    "windows-1252",
+    "cp1252",
+    "iso-8859-2",
+    "windows-1250",
+];
 
-/// The first value of the parameter `name` anywhere in a header's value
-/// (Rack and PHP find `boundary=` anywhere), unquoted, or up to `;`, `,`
-/// or a space.
-fn parameter<'t>(value: &'t str, name: &str) -> Option<&'t str> {
+/// Every value of the parameter `name` anywhere in a header's value (Rack
+/// and PHP find `boundary=` anywhere, in any case, spaces around `=`):
+/// unquoted, up to `;`, `,` or a space; quoted, up to its closing quote
+/// and also up to a `;` in it (Rack stops there).
+fn parameters<'t>(value: &'t str, name: &str) -> Vec<&'t str> {
     let lower = value.to_ascii_lowercase();
-    let at = lower.find(&format!("{name}="))? + name.len() + 1;
-    let rest = &value[at..];
-    Some(match rest.strip_prefix('"') {
-        Some(quoted) => quoted.split('"').next().unwrap_or_default(),
-        None => rest.split([';', ',', ' ', '\t']).next().unwrap_or_default(),
-    })
+    let mut out = Vec::new();
+    for (at, _) in lower.match_indices(name) {
+        let rest = value[at + name.len()..].trim_start();
+        let Some(rest) = rest.strip_prefix('=') else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        match rest.strip_prefix('"') {
+            Some(quoted) => {
+                let whole = quoted.split('"').next().unwrap_or_default();
+                out.push(whole);
+                out.push(whole.split(';').next().unwrap_or_default());
+            }
+            None => out.push(rest.split([';', ',', ' ', '\t']).next().unwrap_or_default()),
+        }
+    }
+    out.retain(|v| !v.is_empty());
+    out.dedup();
+    out
 }
 
 /// Whether a parameter named `name` is `_method`, as a server may read it:
@@ -218,8 +272,24 @@ fn json_fields(body: &[u8]) -> Result<Vec<String>, String> {
              method by '_method' cannot be read"
                 .into(),
         ),
+        // A parser that takes what serde_json refuses (a lone surrogate in
+        // a key: JavaScript's) may find a field here.
+        Err(_) if mentions_method(body) => Err(
+            "the JSON body does not parse here but names a method field, so whether it asks \
+             for another method by '_method' cannot be read"
+                .into(),
+        ),
         Err(_) => Ok(Vec::new()),
     }
+}
+
+/// Whether `text` holds `method` after a `_`, `.`, `[` or space, in any
+/// case: a field a server may read as `_method`, however it is spelled
+/// around it.
+fn mentions_method(text: &[u8]) -> bool {
+    text.windows(7).any(|w| {
+        matches!(w[0], b'_' | b'.' | b' ' | b'[') && w[1..].eq_ignore_ascii_case(b"method")
+    })
 }
 
 /// The contents of each part of a multipart form named `_method` in any
@@ -233,19 +303,48 @@ fn multipart_fields(body: &[u8], boundary: &str) -> Vec<Vec<u8>> {
     let delimiter = format!("--{boundary}");
     let mut found = Vec::new();
     for part in split(body, delimiter.as_bytes()).skip(1) {
-        // Where the headers end: at the first blank line in CRLF, or in LF
-        // (servers differ), each read.
-        let crlf = find_bytes(part, b"\r\n\r\n").map(|at| (at, 4));
-        let lf = find_bytes(part, b"\n\n").map(|at| (at, 2));
-        for (end, gap) in [crlf, lf].into_iter().flatten() {
-            let (head, contents) = (&part[..end], &part[end + gap..]);
-            if part_names(head).iter().any(|name| is_param(name)) {
-                let contents = contents.strip_suffix(b"\n").unwrap_or(contents);
-                found.push(contents.strip_suffix(b"\r").unwrap_or(contents).to_vec());
+        // The rest of the boundary's line (`--` at the end, padding).
+        let part = &part[part
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(part.len(), |n| n + 1)..];
+        // Where the headers end, as servers differ: at the first CRLF CRLF
+        // (Rack), or at the first empty line of lines ended by LF or CRLF
+        // (PHP); each is read.
+        let rack = find_bytes(part, b"\r\n\r\n").map(|at| (at, at + 4));
+        for (end, start) in [rack, line_end(part)].into_iter().flatten() {
+            let (head, contents) = (&part[..end], &part[start..]);
+            let contents = contents.strip_suffix(b"\n").unwrap_or(contents);
+            let contents = contents.strip_suffix(b"\r").unwrap_or(contents);
+            // A name read as `_method`; or, as a backstop for a header a
+            // server unfolds or unquotes otherwise, a head that mentions
+            // one over contents that name a method.
+            let named = part_names(head).iter().any(|name| is_param(name));
+            let names_a_method = || {
+                let text = String::from_utf8_lossy(contents);
+                super::check::METHODS.contains(&text.trim().to_ascii_uppercase().as_str())
+            };
+            if named || (mentions_method(head) && names_a_method()) {
+                found.push(contents.to_vec());
             }
         }
     }
     found
+}
+
+/// The end of a part's headers read line by line, each line ended by LF
+/// with an optional CR before it (PHP): where the first empty line starts,
+/// and where what follows it does.
+fn line_end(part: &[u8]) -> Option<(usize, usize)> {
+    let mut at = 0;
+    while let Some(n) = part[at..].iter().position(|&b| b == b'\n') {
+        let line = &part[at..at + n];
+        if line.is_empty() || line == b"\r" {
+            return Some((at, at + n + 1));
+        }
+        at += n + 1;
+    }
+    None
 }
 
 /// The names a part's headers may give it, on any of their lines: each
@@ -299,158 +398,5 @@ fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn methods(url: &str, headers: &[(&str, &[u8])], body: &[u8]) -> Vec<(String, String)> {
-        let url = Url::parse(url).unwrap();
-        find(&url, headers, Some(body))
-            .unwrap()
-            .into_iter()
-            .map(|o| (o.by, String::from_utf8_lossy(&o.value).into_owned()))
-            .collect()
-    }
-
-    #[test]
-    fn overrides_are_found_where_servers_read_them() {
-        let none: &[(&str, &[u8])] = &[];
-        let found = |url, headers, body| methods(url, headers, body);
-        assert_eq!(
-            found("http://h/x?_method=DELETE&a=1", none, b""),
-            [("the query's '_method'".to_owned(), "DELETE".to_owned())]
-        );
-        // Percent-encoded, PHP's spellings (leading spaces dropped, a NUL
-        // ends the name, `.` or `[` for `_`), any case, every field.
-        assert_eq!(
-            found(
-                "http://h/x?%5Fmethod=put&.Method=patch&%20METHOD=x&[method=y&+_method=a&_method%00x=b",
-                none,
-                b""
-            )
-            .len(),
-            5
-        );
-        let form: &[(&str, &[u8])] = &[("Content-Type", b"application/x-www-form-urlencoded")];
-        assert_eq!(
-            found("http://h/x", form, b"a=1&_method=delete"),
-            [("the form's '_method'".to_owned(), "delete".to_owned())]
-        );
-        // No Content-Type: a form, as Rack reads it.
-        assert_eq!(found("http://h/x", none, b"_method=DELETE").len(), 1);
-        let json: &[(&str, &[u8])] =
-            &[("content-type", b"application/vnd.api+json; charset=utf-8")];
-        assert_eq!(
-            found(
-                "http://h/x",
-                json,
-                br#"{"a":{"_method":"GET"},"\u005fmethod":"DELETE","_METHOD":7}"#
-            ),
-            [
-                ("the JSON body's '_method'".to_owned(), "DELETE".to_owned()),
-                ("the JSON body's '_method'".to_owned(), "7".to_owned())
-            ]
-        );
-        let multipart: &[(&str, &[u8])] =
-            &[("Content-Type", b"multipart/form-data; boundary=\"XyZ\"")];
-        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n_method\r\n--XyZ\r\nContent-Disposition: form-data; name=_method\r\n\r\nDELETE\r\n--XyZ--\r\n";
-        assert_eq!(
-            found("http://h/x", multipart, body),
-            [(
-                "the multipart form's '_method'".to_owned(),
-                "DELETE".to_owned()
-            )]
-        );
-        let headers: &[(&str, &[u8])] = &[("X_HTTP_Method_Override", b"PUT"), ("x-method", b"GET")];
-        assert_eq!(
-            found("http://h/x", headers, b""),
-            [(
-                "header 'X_HTTP_Method_Override'".to_owned(),
-                "PUT".to_owned()
-            )]
-        );
-        // Where no server reads one: a JSON body's nested field, a text
-        // body, a field named otherwise.
-        let text: &[(&str, &[u8])] = &[("Content-Type", b"text/plain")];
-        assert!(
-            found(
-                "http://h/x?method=DELETE&__method=x",
-                text,
-                b"_method=DELETE"
-            )
-            .is_empty()
-        );
-        assert!(found("http://h/x", json, b"not json _method").is_empty());
-        // LF line ends.
-        let both: &[(&str, &[u8])] = &[("content-type", b"multipart/form-data; boundary=b")];
-        let body = b"--b\nContent-Disposition: form-data; name=\"_method\"\n\nPUT\n--b--\n";
-        assert_eq!(found("http://h/x", both, body).len(), 1);
-        // Content types as Rack and PHP read them: cut at `,` or a space,
-        // empty as none, any multipart, `boundary=` anywhere and cut at `,`.
-        for (content_type, body) in [
-            ("application/x-www-form-urlencoded,x", &b"a=1& _method=PUT"[..]),
-            ("", b"_method=PUT"),
-            ("text/plain; a=/json", br#"{"_method":"PUT"}"#),
-            ("application/jsonx", br#"{"_method":"PUT","_METHOD":1e999}"#),
-            ("application/json; charset=UTF-8", b"\xef\xbb\xbf{\"_method\":\"PUT\"}"),
-            ("multipart/mixed; boundary=B,x", b"--B\r\nContent-Disposition: form-data; name=\"\\_method\"\r\n\r\nPUT\r\n--B--"),
-            ("multipart/form-data; xboundary=B", b"--B\r\nContent-ID: <_method>\r\n\r\nPUT\r\n--B--"),
-            ("multipart/form-data; boundary=B", b"--B\r\nX: 1\n\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nPUT\r\n--B--"),
-        ] {
-            let headers: &[(&str, &[u8])] = &[("Content-Type", content_type.as_bytes())];
-            let got = methods("http://h/x", headers, body);
-            assert!(got.iter().any(|(_, v)| v == "PUT"), "{content_type}: {got:?}");
-        }
-        // What cannot be read as a server would: refused.
-        let url = Url::parse("http://h/x").unwrap();
-        for (headers, body, reason) in [
-            (
-                &[
-                    ("Content-Type", &b"text/plain"[..]),
-                    ("Content-Type", b"application/json"),
-                ][..],
-                &b"{}"[..],
-                "the request has 2 different Content-Type headers",
-            ),
-            (
-                &[("Content-Encoding", b"gzip")],
-                b"\x1f\x8b",
-                "a body a server parses for fields",
-            ),
-            (
-                &[(
-                    "Content-Type",
-                    b"application/x-www-form-urlencoded; charset=ibm037",
-                )],
-                b"\x6d\x94",
-                "a body a server parses for fields (a form, JSON, a multipart form) in a charset",
-            ),
-            (
-                &[("Content-Type", b"application/json")],
-                b"\xff\xfe{\x00}\x00",
-                "a body a server parses for fields (a form, JSON, a multipart form) in UTF-16",
-            ),
-        ] {
-            let refused = find(&url, headers, Some(body)).err().unwrap_or_default();
-            assert!(refused.starts_with(reason), "{reason}: {refused}");
-        }
-        // The same Content-Type many times is read once.
-        let many: Vec<(&str, &[u8])> = (0..10_000)
-            .map(|_| ("content-type", &b"application/json"[..]))
-            .collect();
-        assert_eq!(
-            methods("http://h/x", &many, br#"{"_method":"PUT"}"#).len(),
-            1
-        );
-        // Nested deeper than a parser's recursion goes: still read.
-        let deep = format!(
-            "{{\"a\":{}1{},\"_method\":\"DELETE\"}}",
-            "[".repeat(5000),
-            "]".repeat(5000)
-        );
-        let got = methods("http://h/x", json, deep.as_bytes());
-        assert_eq!(
-            got,
-            [("the JSON body's '_method'".to_owned(), "DELETE".to_owned())]
-        );
-    }
-}
+#[path = "overrides_tests.rs"]
+mod tests;

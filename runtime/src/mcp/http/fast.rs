@@ -29,6 +29,9 @@
 //! session with no request and no running call for [`IDLE`] is closed, as
 //! rmcp would close it.
 
+#[path = "fast_admit.rs"]
+mod admit;
+
 use super::super::WardenMcp;
 use super::super::call::{self, Caller, Client};
 use super::answer;
@@ -103,6 +106,8 @@ impl Message<'_> {
 pub(crate) struct Sessions {
     manager: Arc<LocalSessionManager>,
     map: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    /// The owners of sessions being opened (`admit::Reserved`).
+    pending: Mutex<Vec<Option<Arc<str>>>>,
     started: Instant,
     /// Parent of every session's `closed`: the server is stopping.
     stopping: CancellationToken,
@@ -140,6 +145,7 @@ impl Sessions {
         Sessions {
             manager,
             map: Mutex::default(),
+            pending: Mutex::default(),
             started: Instant::now(),
             stopping,
         }
@@ -176,57 +182,6 @@ impl Sessions {
             closed: self.stopping.child_token(),
         };
         lock(&self.map).insert(id, Arc::new(session));
-    }
-
-    /// The answer to an `initialize` of `len` bytes, if it is refused:
-    /// over [`MAX_INITIALIZE`] (in a session or not: rmcp keeps what a
-    /// second one says too), or for a `new` session while as many are open
-    /// as a server keeps ([`MAX_SESSIONS`]), or as the agent `owner` may
-    /// keep ([`MAX_SESSIONS_PER_AGENT`]), until one ends.
-    pub(crate) fn refuse_initialize(
-        &self,
-        len: usize,
-        new: bool,
-        owner: Option<&Arc<str>>,
-    ) -> Option<http::Response<super::Body>> {
-        if len > MAX_INITIALIZE {
-            return Some(super::plain(
-                http::StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "an initialize request is at most {MAX_INITIALIZE} bytes (this one is {len})"
-                ),
-            ));
-        }
-        if new && lock(&self.map).len() >= MAX_SESSIONS {
-            tracing::warn!(
-                "MCP: {MAX_SESSIONS} sessions open, the most a server keeps; refusing a new one"
-            );
-            return Some(super::plain(
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                &format!(
-                    "this server keeps {MAX_SESSIONS} sessions open at once and has that many; end one (DELETE with its Mcp-Session-Id) or try again once idle ones close"
-                ),
-            ));
-        }
-        let owned = |who| {
-            lock(&self.map)
-                .values()
-                .filter(|s| s.owner.as_ref() == Some(who))
-                .count()
-        };
-        if let Some(who) = owner.filter(|who| new && owned(who) >= MAX_SESSIONS_PER_AGENT) {
-            tracing::warn!(
-                agent = %crate::redact::escape_control(who),
-                "MCP: an agent holds {MAX_SESSIONS_PER_AGENT} sessions, the most one keeps; refusing a new one"
-            );
-            return Some(super::plain(
-                http::StatusCode::TOO_MANY_REQUESTS,
-                &format!(
-                    "this server keeps {MAX_SESSIONS_PER_AGENT} sessions open at once for one agent, and yours has that many; end one (DELETE with its Mcp-Session-Id) or try again once idle ones close"
-                ),
-            ));
-        }
-        None
     }
 
     /// Forgets the session `id` and stops its calls.
