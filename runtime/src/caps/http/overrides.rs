@@ -54,23 +54,19 @@ pub(crate) fn find<'r>(
     headers: &[(&'r str, &'r [u8])],
     body: Option<&'r [u8]>,
 ) -> Result<Vec<Override<'r>>, String> {
-    let mut found: Vec<Override<'r>> = headers
-        .iter()
-        .filter(|(name, _)| is_header(name))
-        .map(|(name, value)| Override {
-            by: format!("header '{name}'"),
-            value: (*value).into(),
-        })
-        .collect();
+    let mut found = Vec::new();
+    for (name, value) in headers.iter().filter(|(name, _)| is_header(name)) {
+        let by = format!("header '{name}'");
+        add(
+            &mut found,
+            Override {
+                by,
+                value: short(value).into(),
+            },
+        )?;
+    }
     if method == "POST" {
         fields(url, headers, body, &mut found)?;
-    }
-    let mut seen = std::collections::HashSet::new();
-    found.retain(|o| seen.insert((o.by.clone(), o.value.clone())));
-    if found.len() > MAX_OVERRIDES {
-        return Err(format!(
-            "the request holds more than {MAX_OVERRIDES} different method overrides"
-        ));
     }
     Ok(found)
 }
@@ -85,14 +81,14 @@ fn fields<'r>(
     body: Option<&'r [u8]>,
     found: &mut Vec<Override<'r>>,
 ) -> Result<(), String> {
-    let field = |by: &str, value: Vec<u8>| Override {
+    let field = |by: &str, value: &[u8]| Override {
         by: format!("the {by}'s '_method'"),
-        value: value.into(),
+        value: short(value).to_vec().into(),
     };
     if let Some(query) = url.query() {
         let params = url::form_urlencoded::parse(query.as_bytes());
         for (_, value) in params.filter(|(k, _)| is_param(k)) {
-            found.push(field("query", value.into_owned().into_bytes()));
+            add(found, field("query", value.as_bytes()))?;
         }
     }
     let Some(body) = body.filter(|b| !b.is_empty()) else {
@@ -126,7 +122,10 @@ fn fields<'r>(
     let form = multipart || matches!(media, None | Some("application/x-www-form-urlencoded"));
     // Laravel reads a body as JSON when its Content-Type holds `/json` or
     // `+json` anywhere, parameters included.
-    let json = content_type.is_some_and(|t| t.to_ascii_lowercase().contains("json"));
+    let json = content_type.is_some_and(|t| {
+        let t = t.to_ascii_lowercase();
+        t.contains("/json") || t.contains("+json")
+    });
     if !(form || json) {
         return Ok(());
     }
@@ -143,9 +142,10 @@ fn fields<'r>(
         ));
     }
     let mut charsets = all.iter().flat_map(|t| parameters(t, "charset"));
-    if let Some(other) =
-        charsets.find(|c| !ASCII_CHARSETS.contains(&c.to_ascii_lowercase().as_str()))
-    {
+    if let Some(other) = charsets.find(|c| {
+        let c = c.to_ascii_lowercase();
+        NOT_ASCII.iter().any(|p| c.starts_with(p))
+    }) {
         return Err(format!(
             "{parsed} in a charset that is not ASCII or a superset of it ('{}') cannot be read for a '_method' override",
             crate::redact::escape_control(&crate::policy::gate::cut(other, 32))
@@ -160,40 +160,66 @@ fn fields<'r>(
     if form {
         let params = url::form_urlencoded::parse(body);
         for (_, value) in params.filter(|(k, _)| is_param(k)) {
-            found.push(field("form", value.into_owned().into_bytes()));
+            add(found, field("form", value.as_bytes()))?;
         }
     }
     if json {
         for value in json_fields(body)? {
-            found.push(field("JSON body", value.into_bytes()));
+            add(found, field("JSON body", value.as_bytes()))?;
         }
     }
     if multipart {
         // Rack takes the last `boundary=`, PHP the first: each is read.
-        for boundary in all.iter().flat_map(|t| parameters(t, "boundary")) {
+        let mut boundaries: Vec<&str> =
+            all.iter().flat_map(|t| parameters(t, "boundary")).collect();
+        boundaries.sort_unstable();
+        boundaries.dedup();
+        if boundaries.len() > MAX_BOUNDARIES {
+            return Err(format!(
+                "the multipart Content-Type names more than {MAX_BOUNDARIES} different boundaries"
+            ));
+        }
+        for boundary in boundaries {
             for value in multipart_fields(body, boundary) {
-                found.push(field("multipart form", value));
+                add(found, field("multipart form", value))?;
             }
         }
     }
     Ok(())
 }
 
-/// Charsets a form or JSON body may name: every field name reads as in
-/// ASCII in them.
-const ASCII_CHARSETS: [&str; 12] = [
-    "utf-8",
-    "utf8",
-    "us-ascii",
-    "ascii",
-    "iso-8859-1",
-    "iso8859-1",
-    "latin1",
-    "iso-8859-15",
-    "windows-1252",
-    "cp1252",
-    "iso-8859-2",
-    "windows-1250",
+/// Most different boundaries a multipart `Content-Type` may name (Rack
+/// reads the last, PHP the first; each is read here).
+const MAX_BOUNDARIES: usize = 4;
+
+/// `value` without the whitespace around it, and no longer than 16 bytes:
+/// enough to tell a method name (7 bytes at most) from anything else, and
+/// a value of megabytes is not copied.
+fn short(value: &[u8]) -> &[u8] {
+    let value = value.trim_ascii();
+    &value[..value.len().min(16)]
+}
+
+/// Adds `o` to `found` unless it is there; refused past [`MAX_OVERRIDES`],
+/// as they come (a body of a million different fields is not collected).
+fn add<'r>(found: &mut Vec<Override<'r>>, o: Override<'r>) -> Result<(), String> {
+    if found.iter().any(|f| f.by == o.by && f.value == o.value) {
+        return Ok(());
+    }
+    if found.len() >= MAX_OVERRIDES {
+        return Err(format!(
+            "the request holds more than {MAX_OVERRIDES} different method overrides"
+        ));
+    }
+    found.push(o);
+    Ok(())
+}
+
+/// Charsets (by prefix) in which a field name does not read as in ASCII:
+/// UTF-16 and UTF-32, UCS, UTF-7, EBCDIC. A body naming one is refused.
+const NOT_ASCII: [&str; 14] = [
+    "utf-16", "utf16", "utf-32", "utf32", "ucs", "utf-7", "utf7", "ibm", "ebcdic", "cp037",
+    "cp273", "cp500", "cp875", "cp1026",
 ];
 
 /// Every value of the parameter `name` anywhere in a header's value (Rack
@@ -274,11 +300,14 @@ fn json_fields(body: &[u8]) -> Result<Vec<String>, String> {
         ),
         // A parser that takes what serde_json refuses (a lone surrogate in
         // a key: JavaScript's) may find a field here.
-        Err(_) if mentions_method(body) => Err(
-            "the JSON body does not parse here but names a method field, so whether it asks \
-             for another method by '_method' cannot be read"
-                .into(),
-        ),
+        Err(e) if e.classify() != serde_json::error::Category::Data && mentions_method(body) => {
+            Err(
+                "the JSON body does not parse here but names a method field, so whether it \
+                 asks for another method by '_method' cannot be read"
+                    .into(),
+            )
+        }
+        // Valid JSON but not an object (an array): no field a server reads.
         Err(_) => Ok(Vec::new()),
     }
 }
@@ -296,7 +325,7 @@ fn mentions_method(text: &[u8]) -> bool {
 /// spelling [`is_param`] takes (`name="_method"`, `name=_method`,
 /// `name*=utf-8''_method`), without the line break before the next
 /// boundary.
-fn multipart_fields(body: &[u8], boundary: &str) -> Vec<Vec<u8>> {
+fn multipart_fields<'b>(body: &'b [u8], boundary: &str) -> Vec<&'b [u8]> {
     if boundary.is_empty() {
         return Vec::new();
     }
@@ -316,16 +345,8 @@ fn multipart_fields(body: &[u8], boundary: &str) -> Vec<Vec<u8>> {
             let (head, contents) = (&part[..end], &part[start..]);
             let contents = contents.strip_suffix(b"\n").unwrap_or(contents);
             let contents = contents.strip_suffix(b"\r").unwrap_or(contents);
-            // A name read as `_method`; or, as a backstop for a header a
-            // server unfolds or unquotes otherwise, a head that mentions
-            // one over contents that name a method.
-            let named = part_names(head).iter().any(|name| is_param(name));
-            let names_a_method = || {
-                let text = String::from_utf8_lossy(contents);
-                super::check::METHODS.contains(&text.trim().to_ascii_uppercase().as_str())
-            };
-            if named || (mentions_method(head) && names_a_method()) {
-                found.push(contents.to_vec());
+            if part_names(head).iter().any(|name| names_param(name)) {
+                found.push(short(contents));
             }
         }
     }
@@ -348,24 +369,30 @@ fn line_end(part: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// The names a part's headers may give it, on any of their lines: each
-/// `name` and `name*` parameter (unquoted, backslash escapes undone; a
-/// `name*` without its charset and language) and a `Content-ID` (Rack
+/// value of a `name` or `name*` parameter wherever it stands (not part of
+/// another word: `filename` is not one), backslash escapes undone, a
+/// `name*` without its charset and language; and a `Content-ID` (Rack
 /// names a part by it when it has no name).
 fn part_names(head: &[u8]) -> Vec<String> {
-    let head = String::from_utf8_lossy(head);
-    let mut names: Vec<String> = head
-        .split(['\r', '\n', ';'])
-        .filter_map(|p| {
-            let (k, v) = p.split_once('=')?;
-            let k = k.trim().to_ascii_lowercase();
-            let v = v.trim().trim_matches('"').replace('\\', "");
-            match k.as_str() {
-                "name" => Some(v),
-                "name*" => Some(v.rsplit('\'').next().unwrap_or(&v).to_owned()),
-                _ => None,
-            }
-        })
-        .collect();
+    let head = String::from_utf8_lossy(head).replace('\\', "");
+    let lower = head.to_ascii_lowercase();
+    let mut names = Vec::new();
+    for (at, _) in lower.match_indices("name") {
+        if lower[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        {
+            continue;
+        }
+        let rest = head[at + 4..].strip_prefix('*').unwrap_or(&head[at + 4..]);
+        let Some(value) = rest.trim_start().strip_prefix('=') else {
+            continue;
+        };
+        let value = value.trim_start();
+        let value = value.rsplit_once("''").map_or(value, |(_, v)| v);
+        names.push(value.trim_start_matches(['"', '\'']).to_owned());
+    }
     names.extend(head.split(['\r', '\n']).filter_map(|line| {
         let (k, v) = line.split_once(':')?;
         k.trim()
@@ -375,8 +402,22 @@ fn part_names(head: &[u8]) -> Vec<String> {
     names
 }
 
+/// Whether a part's name (as [`part_names`] reads it, up to the end of its
+/// header) starts with `_method` as a whole word: `_method`, `_method"x`
+/// (what servers read as `_method`), `_method x`; not `_methods`.
+fn names_param(name: &str) -> bool {
+    let end = name
+        .char_indices()
+        .find(|&(i, c)| i > 0 && !(c.is_ascii_alphanumeric() || c == '_'))
+        .map_or(name.len(), |(i, _)| i);
+    is_param(&name[..end])
+}
+
 /// `haystack` cut at each `needle`.
-fn split<'h>(haystack: &'h [u8], needle: &'h [u8]) -> impl Iterator<Item = &'h [u8]> + 'h {
+fn split<'h, 'n>(
+    haystack: &'h [u8],
+    needle: &'n [u8],
+) -> impl Iterator<Item = &'h [u8]> + use<'h, 'n> {
     let mut rest = Some(haystack);
     std::iter::from_fn(move || {
         let h = rest?;

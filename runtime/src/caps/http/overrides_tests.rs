@@ -189,6 +189,58 @@ fn overrides_are_found_where_servers_read_them() {
             "{content_type}: {got:?}"
         );
     }
+    // Fields that only mention a method are not one, whatever they hold;
+    // a JSON array is no object of fields; a charset that keeps ASCII is
+    // read.
+    let multipart: &[(&str, &[u8])] = &[("Content-Type", b"multipart/form-data; boundary=json123")];
+    for head in [
+        "name=\"http_method\"",
+        "name=\"webhook[method]\"",
+        "name=\"file\"; filename=\"payment_method.txt\"",
+        "name=\"_methods\"",
+    ] {
+        let body = format!(
+            "--json123\r\nContent-Disposition: form-data; {head}\r\n\r\nGET\r\n--json123--"
+        );
+        assert!(
+            methods("http://h/x", multipart, body.as_bytes()).is_empty(),
+            "{head}"
+        );
+    }
+    let rack: &[(&str, &[u8])] = &[("Content-Type", b"multipart/form-data; boundary=B")];
+    let body = b"--B\r\nContent-Disposition: form-data; x=\"a\" name=_method\r\n\r\nPUT\r\n--B--";
+    assert_eq!(methods("http://h/x", rack, body).len(), 1);
+    assert!(
+        methods(
+            "http://h/x",
+            json,
+            br#"[{"payment_method":"card","_method":"PUT"}]"#
+        )
+        .is_empty()
+    );
+    let cyrillic: &[(&str, &[u8])] = &[(
+        "Content-Type",
+        b"application/x-www-form-urlencoded; charset=windows-1251",
+    )];
+    assert_eq!(methods("http://h/x", cyrillic, b"_method=PUT").len(), 1);
+    // A value of megabytes is kept as 16 bytes; many boundaries are refused.
+    let big = format!(
+        "--B\r\nContent-Disposition: form-data; name=_method\r\n\r\n{}\r\n--B--",
+        "x".repeat(4 << 20)
+    );
+    let got = methods("http://h/x", rack, big.as_bytes());
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1.len(), 16);
+    let many: &[(&str, &[u8])] = &[(
+        "Content-Type",
+        b"multipart/form-data; boundary=a; boundary=b; boundary=c; boundary=d; boundary=e",
+    )];
+    let url = Url::parse("http://h/x").unwrap();
+    let refused = find("POST", &url, many, Some(b"x")).err().unwrap();
+    assert_eq!(
+        refused,
+        "the multipart Content-Type names more than 4 different boundaries"
+    );
     // A part that only mentions a method field over other contents is
     // not one (`payment_method`).
     let headers: &[(&str, &[u8])] = &[("Content-Type", b"multipart/form-data; boundary=B")];
