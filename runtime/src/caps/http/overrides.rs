@@ -265,7 +265,8 @@ fn is_param(name: &str) -> bool {
 /// or any other value as its JSON text, which names no method). None when
 /// the body is not a JSON object: a server that cannot parse it reads no
 /// field either. Nesting costs no recursion (serde_json skips what it
-/// ignores without it); `Err` if the parser refuses it all the same.
+/// ignores without it). `Err` when it does not parse here but names a
+/// method field, which a more lenient parser may read.
 fn json_fields(body: &[u8]) -> Result<Vec<String>, String> {
     use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
     struct Fields;
@@ -293,11 +294,6 @@ fn json_fields(body: &[u8]) -> Result<Vec<String>, String> {
     let mut de = serde_json::Deserializer::from_slice(body);
     match de.deserialize_map(Fields) {
         Ok(found) => Ok(found),
-        Err(e) if e.to_string().starts_with("recursion limit exceeded") => Err(
-            "the JSON body nests more than 128 levels deep, so whether it asks for another \
-             method by '_method' cannot be read"
-                .into(),
-        ),
         // A parser that takes what serde_json refuses (a lone surrogate in
         // a key: JavaScript's) may find a field here.
         Err(e) if e.classify() != serde_json::error::Category::Data && mentions_method(body) => {
