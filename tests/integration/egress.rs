@@ -1574,6 +1574,11 @@ async fn a_path_prefix_holds_whole_segments_and_no_encoded_dot_segment() {
                 "http.url",
                 "the path holds a dot segment in percent-encoding (a server that decodes it may route the request outside the granted path prefix)".to_owned(),
             ),
+            (
+                "/api/%EF%BC%8E%EF%BC%8E%EF%BC%8Fsecure-admin".to_owned(),
+                "http.url",
+                "the path holds a dot segment in a Unicode compatibility form (a full-width dot or solidus, which a server that normalizes reads as '.' or '/')".to_owned(),
+            ),
         ] {
             let (out, inv) = api.probe(tool, &api.grant(), json!({"url": format!("{b}{path}")})).await;
             assert!(out.get("error").is_some(), "{tool} {path}: {out}");

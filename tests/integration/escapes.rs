@@ -317,3 +317,52 @@ async fn a_named_pipe_is_refused_promptly() {
     assert_eq!(code(&r), None, "{r}");
     assert!(!world.workspace.join("pipe").exists());
 }
+
+/// One `create-dir` of 3,000 levels (6 KiB, under every size limit) made a
+/// tree no recursive remove could take down and no policy walk could
+/// check: what a call would create counts toward the depth limit, and
+/// nothing of it is made.
+#[tokio::test]
+async fn a_call_cannot_create_a_tree_deeper_than_the_walk_allows() {
+    let world = World::new();
+    let deep = vec!["x"; 3000].join("/");
+    let (r, inv) = world
+        .probe(ALL, json!({"op": "create-dir", "path": deep}))
+        .await;
+    assert_eq!(code(&r), Some("invalid-path"), "{r}");
+    assert!(
+        message(&r).ends_with("' goes more than 128 directories deep"),
+        "{}",
+        message(&r)
+    );
+    assert!(!world.workspace.join("x").exists(), "a directory was made");
+    let d = world.decisions(&inv);
+    assert_eq!(
+        (d[0].decision.as_deref(), d[0].rule.as_deref()),
+        (Some("deny"), Some("fs.resolve"))
+    );
+    // As deep as a walk goes is still made.
+    let (r, _) = world
+        .probe(
+            ALL,
+            json!({"op": "create-dir", "path": vec!["y"; 128].join("/")}),
+        )
+        .await;
+    assert_eq!(code(&r), None, "{r}");
+    // A path of half a million components is refused by the size limit
+    // before it is resolved (resolving it held a string per component).
+    let many = vec!["z"; 500_000].join("/");
+    let (r, inv) = world
+        .probe(ALL, json!({"op": "create-dir", "path": many}))
+        .await;
+    assert_eq!(code(&r), Some("denied"), "{r}");
+    assert!(
+        message(&r).contains("more than the limit of 8192 bytes"),
+        "{r}"
+    );
+    assert_eq!(
+        world.decisions(&inv)[0].rule.as_deref(),
+        Some("limits.resource")
+    );
+    assert!(!world.workspace.join("z").exists());
+}

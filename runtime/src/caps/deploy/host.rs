@@ -237,7 +237,10 @@ impl Host for DeployView<'_> {
         let mut sealed = None;
         // The artifact's handle, its path as resolved, and as on the host.
         let mut read = None;
-        if let Some(spec) = spec.filter(|_| check.allow) {
+        // A resource over the gate's limit is refused there
+        // (`limits.resource`) before its path is resolved.
+        let within = resource.len() <= crate::policy::gate::MAX_RESOURCE;
+        if let Some(spec) = spec.filter(|_| check.allow && within) {
             match self.artifact(&handle, &artifact).await {
                 Ok(Artifact {
                     bytes,

@@ -217,7 +217,11 @@ impl FsView<'_> {
         let mut resolved = Vec::new();
         let mut asked = Vec::new();
         let mut resolve_error = None;
-        if check.allow {
+        let resource = format!("{}:{}", handle.name, paths.join(" -> "));
+        // A path over the gate's limit is refused there (`limits.resource`)
+        // unresolved: resolving it first would cost the host a string per
+        // component of up to the host call limit.
+        if check.allow && resource.len() <= crate::policy::gate::MAX_RESOURCE {
             match self.resolve_all(&handle, &call, &checked) {
                 Ok((r, a)) => (resolved, asked) = (r, a),
                 Err((d, e)) => {
@@ -259,7 +263,6 @@ impl FsView<'_> {
                 })
             })
             .collect();
-        let resource = format!("{}:{}", handle.name, paths.join(" -> "));
         let approval_action = format!("fs.{action}");
         // Where a link among the paths leads: shown to the person and bound
         // by the digest, not only the name the tool gave.

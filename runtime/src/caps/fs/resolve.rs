@@ -275,6 +275,12 @@ pub(crate) fn resolve(
                 ));
             }
             None if create && !todo.iter().any(|c| c == "..") => {
+                // What would be created counts as deep as what is walked:
+                // one call could otherwise make a tree thousands of
+                // levels deep that no recursive remove can take down.
+                if stack.len() + 1 + todo.len() > MAX_DEPTH {
+                    return Err(too_deep(path));
+                }
                 names.push(name);
                 names.extend(todo.drain(..));
             }
@@ -455,6 +461,24 @@ mod tests {
                 .ends_with(&format!("goes more than {MAX_DEPTH} directories deep")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn what_a_call_would_create_counts_toward_the_depth_limit() {
+        // Two directories exist; `create-dir` of thousands more is refused
+        // before anything is made, as deep as the walk allows is not.
+        let (tmp, root) = nested(2);
+        let deep = |n: usize| std::iter::repeat_n("d", n).collect::<Vec<_>>().join("/");
+        let e = resolve(&root, &deep(4000), false, true).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().ends_with("directories deep"), "{e}");
+        let e = resolve(&root, &deep(MAX_DEPTH + 1), false, true)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let r = resolve(&root, &deep(MAX_DEPTH), false, true).unwrap();
+        assert_eq!(r.names.len(), MAX_DEPTH - 2);
+        assert!(!tmp.path().join("d/d/d").exists(), "nothing is created");
     }
 
     #[test]

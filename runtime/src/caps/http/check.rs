@@ -3,6 +3,7 @@
 use super::EgressRule;
 pub use crate::net::{Origin, parse_origin, parse_url, send_to_allows};
 use std::net::IpAddr;
+use unicode_normalization::UnicodeNormalization;
 use url::{Host, Url};
 
 pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -91,6 +92,17 @@ pub fn encoded_dot_segment(path: &str) -> Option<String> {
             return Some(
                 "the path holds a dot segment in percent-encoding (a server that \
                  decodes it may route the request outside the granted path prefix)"
+                    .into(),
+            );
+        }
+        // A full-width dot or solidus (U+FF0E, U+FF0F), a one- or two-dot
+        // leader (U+2024, U+2025): `.`, `/` or `..` to a server that
+        // applies NFKC to what it decoded.
+        if !decoded.is_ascii() && dotted(&decoded.nfkc().collect::<String>()) {
+            return Some(
+                "the path holds a dot segment in a Unicode compatibility form (a \
+                 full-width dot or solidus, which a server that normalizes reads as \
+                 '.' or '/')"
                     .into(),
             );
         }
@@ -297,6 +309,11 @@ mod tests {
             "/v1/%C0%AE%C0%AE%C0%AFadmin",
             "/v1/%e0%80%ae%e0%80%ae/admin",
             "/v1/%2525252e%2525252e/admin",
+            "/v1/%EF%BC%8E%EF%BC%8E/admin",
+            "/v1/%EF%BC%8E%EF%BC%8E%EF%BC%8Fadmin",
+            "/v1/%E2%80%A5%EF%BC%BCadmin",
+            "/v1/%E2%80%A4%EF%BC%9Bx/admin",
+            "/v1/%25EF%25BC%258E%25EF%25BC%258E/admin",
         ] {
             assert!(encoded_dot_segment(path).is_some(), "{path}");
         }
@@ -313,6 +330,9 @@ mod tests {
             "/files/%25c0ffee",
             "/v1/%C1vila",
             "/v1/%C3%A9t%C3%A9",
+            "/v1/%EF%BC%8E%EF%BC%8E%EF%BC%8E",
+            "/v1/a%EF%BC%8Eb",
+            "/v1/%E5%9B%BE%E7%89%87",
         ] {
             assert!(encoded_dot_segment(path).is_none(), "{path}");
         }
