@@ -833,3 +833,96 @@ async fn a_request_approved_after_a_reveal_is_decided_again() {
     );
     assert_eq!(s.other.1.load(Ordering::SeqCst), 0, "the request was sent");
 }
+
+/// A task whose `files_written` is full (4,096 items, from a shared store
+/// here) could write on unnoted, and a policy forbidding what follows a
+/// write would never fire: with a policy that reads the set, a file it
+/// cannot hold is refused (`policy.history`); one it holds is not, nor is
+/// any file without such a policy. What is noted is where a write went,
+/// not a link's alias.
+#[tokio::test]
+async fn a_full_history_refuses_a_write_it_could_not_note() {
+    use warden::policy::{HistoryStore, TaskHistory};
+    #[derive(Default)]
+    struct Full(Mutex<Vec<TaskHistory>>);
+    #[async_trait::async_trait]
+    impl HistoryStore for Full {
+        async fn load(&self, _: &str) -> Result<TaskHistory, String> {
+            let mut h = TaskHistory::default();
+            for i in 0..4096 {
+                TaskHistory::note(&mut h.files_written, &format!("workspace:f{i}"));
+            }
+            Ok(h)
+        }
+        async fn save(&self, _: &str, added: &TaskHistory) -> Result<(), String> {
+            self.0.lock().unwrap().push(added.clone());
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::os::unix::fs::symlink("real.txt", ws.join("alias.txt")).unwrap();
+    std::fs::write(ws.join("real.txt"), "x").unwrap();
+    for (policy, reads) in [
+        (
+            r#"forbid (principal, action == Warden::Action::"fs::read", resource)
+when { context.task.files_written.contains("workspace:marker") };"#,
+            true,
+        ),
+        ("permit (principal, action, resource);", false),
+    ] {
+        std::fs::write(dir.path().join("p.cedar"), policy).unwrap();
+        let path = dir.path().join("manifest.toml");
+        let text = format!(
+            "policies = [\"p.cedar\"]\n[tools.probe]\ncomponent = \"{}\"\n\
+             [[tools.probe.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\n",
+            crate::FS_PROBE,
+            ws.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        let full = Arc::new(Full::default());
+        let runtime = Runtime::builder()
+            .manifest(Manifest::load(&path).unwrap())
+            .audit(MemorySink::new())
+            .task_history(full.clone())
+            .cache_dir(crate::common::shared_cache())
+            .build()
+            .unwrap();
+        let grant = Grant::new("t").fs("workspace", &ws, Rights::READ | Rights::WRITE);
+        let write = |p: &str| json!({"op": "write", "path": p, "contents": "y"}).to_string();
+        let run = runtime
+            .invoke("probe", &grant, &write("marker"))
+            .await
+            .unwrap();
+        let out: serde_json::Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+        if reads {
+            assert_eq!(out["error"]["code"], "denied", "{out}");
+            assert_eq!(
+                out["error"]["message"],
+                "this task has written 4096 different files, as many as its history keeps for \
+                 the runtime policy, which reads files_written; a further file would go \
+                 unnoted, so it is refused"
+            );
+            assert!(!ws.join("marker").exists(), "the refused write happened");
+            // A file the set holds is written again.
+            let run = runtime.invoke("probe", &grant, &write("f7")).await.unwrap();
+            assert!(run.output.unwrap().contains("\"ok\""));
+        } else {
+            assert!(out.get("ok").is_some(), "{out}");
+            // Through a link, the file it leads to is noted.
+            let run = runtime
+                .invoke("probe", &grant, &write("alias.txt"))
+                .await
+                .unwrap();
+            assert!(run.output.unwrap().contains("\"ok\""));
+            let saved = full.0.lock().unwrap().clone();
+            let written: Vec<&String> = saved.iter().flat_map(|h| &h.files_written).collect();
+            assert_eq!(
+                written,
+                ["workspace:marker", "workspace:real.txt"],
+                "{saved:?}"
+            );
+        }
+    }
+}

@@ -446,7 +446,7 @@ impl Gate {
     /// has reached its host or target all the same.
     pub(crate) fn note(&self, remember: impl FnOnce(&mut TaskHistory)) {
         if let Some(p) = &self.policy {
-            p.remember(remember);
+            p.remember(&self.redactor, remember);
         }
     }
 
@@ -467,7 +467,7 @@ impl Gate {
             });
         }
         if let Some(p) = &self.policy {
-            p.remember(|h| remember(&pass.sealed, h));
+            p.remember(&self.redactor, |h| remember(&pass.sealed, h));
         }
         pass.call.spend();
         Ok(())
@@ -505,7 +505,7 @@ impl Gate {
         fill: impl FnOnce(&mut Record),
     ) -> Result<(), AuditFailed> {
         if let Some(p) = &self.policy {
-            p.remember(|h| remember(&pass.sealed, h));
+            p.remember(&self.redactor, |h| remember(&pass.sealed, h));
         }
         pass.call.settle(|op| {
             let mut r = self.audit.record(event);

@@ -124,6 +124,26 @@ impl PolicyCtx {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
         let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        // A task that filled its `files_written` could write on unnoted,
+        // and a policy that forbids what follows a write would never see
+        // it: with such a policy, a file the set cannot hold is refused.
+        if let cedar::Resource::Path { handle, path, .. } = &resource
+            && action == "fs::write"
+            && self.rules.reads_files_written()
+            && history.files_written.len() >= cedar::MAX_HISTORY
+            && !history.files_written.contains(&format!("{handle}:{path}"))
+        {
+            *d = Decision::deny(
+                "policy.history",
+                format!(
+                    "this task has written {} different files, as many as its history keeps \
+                     for the runtime policy, which reads files_written; a further file would \
+                     go unnoted, so it is refused",
+                    cedar::MAX_HISTORY
+                ),
+            );
+            return false;
+        }
         let verdict = self.rules.decide(&cedar::Query {
             tool: &self.tool,
             action,
@@ -156,18 +176,33 @@ impl PolicyCtx {
         }
     }
 
-    /// Records something the task did, for later calls' context.
-    pub(crate) fn remember(&self, f: impl FnOnce(&mut TaskHistory)) {
-        let Some(added) = &self.added else {
-            f(&mut self.history.lock().unwrap_or_else(|p| p.into_inner()));
-            return;
-        };
+    /// Records something the task did, for later calls' context, redacted
+    /// with the invocation's redactor: a path the tool wrote may hold a
+    /// secret's value it revealed, and the history outlives the invocation
+    /// (in this process, and in a shared store beyond it).
+    pub(crate) fn remember(
+        &self,
+        redactor: &crate::redact::Redactor,
+        f: impl FnOnce(&mut TaskHistory),
+    ) {
         let mut noted = TaskHistory::default();
         f(&mut noted);
+        if !redactor.is_empty() {
+            let mut redacted = TaskHistory::default();
+            for (kind, item) in noted.items() {
+                if let Some(set) = redacted.set_mut(kind) {
+                    TaskHistory::note(set, &redactor.redact(item));
+                }
+            }
+            noted = redacted;
+        }
         self.history
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .merge(&noted);
+        let Some(added) = &self.added else {
+            return;
+        };
         added
             .lock()
             .unwrap_or_else(|p| p.into_inner())

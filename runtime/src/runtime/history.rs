@@ -5,7 +5,6 @@ use super::Inner;
 use crate::error::Error;
 use crate::grant::Grant;
 use crate::policy::{Histories, HistoryStore, TaskHistory};
-use crate::redact::Redactor;
 use std::sync::{Arc, Mutex};
 
 /// The shared store and the task's key, for one invocation.
@@ -37,27 +36,14 @@ impl Inner {
     }
 }
 
-/// Stores what the invocation noted (nothing when it noted nothing),
-/// redacted like every record: a path the tool wrote may hold a secret's
-/// value it revealed, and the store keeps it outside the host. Why not,
-/// when it cannot.
-pub(super) async fn save(shared: Shared, added: Added, redactor: &Redactor) -> Option<String> {
+/// Stores what the invocation noted (nothing when it noted nothing;
+/// redacted as it was noted, `PolicyCtx::remember`). Why not, when it
+/// cannot.
+pub(super) async fn save(shared: Shared, added: Added) -> Option<String> {
     let ((store, key), added) = shared.zip(added)?;
     let added = added.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if added.is_empty() {
         return None;
     }
-    let added = match redactor.is_empty() {
-        true => added,
-        false => {
-            let mut redacted = TaskHistory::default();
-            for (kind, item) in added.items() {
-                if let Some(set) = redacted.set_mut(kind) {
-                    TaskHistory::note(set, &redactor.redact(item));
-                }
-            }
-            redacted
-        }
-    };
     store.save(&key, &added).await.err()
 }

@@ -114,7 +114,7 @@ impl Inner {
 
         let result = redact_result(keep_contract(result, contract), &redactor);
         // Shared before its end (so its answer); if not, it fails after it.
-        let unsaved = super::history::save(shared, added, &redactor).await;
+        let unsaved = super::history::save(shared, added).await;
         end.finish(&result, duration, dropped)?;
         if let Some(e) = unsaved {
             return Err(Error::Host(format!(

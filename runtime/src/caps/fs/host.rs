@@ -328,9 +328,11 @@ impl FsView<'_> {
         match op(&target.handle.dir, &target.resolved, limit) {
             Ok(v) => {
                 let remember = |t: &Target<'_>, h: &mut TaskHistory| {
+                    // Where the write went, as the policy was asked about
+                    // it: a link's alias does not dodge a history rule.
                     if needs.has(Right::Write) {
-                        for p in t.paths.iter().flatten() {
-                            let file = format!("{}:{}", t.handle.name, p.as_str());
+                        for r in &t.resolved {
+                            let file = format!("{}:{}", t.handle.name, r.path);
                             TaskHistory::note(&mut h.files_written, &file);
                         }
                     }

@@ -223,9 +223,15 @@ impl RuntimePolicy {
             "permit (principal, action, resource);",
         )
         .map_err(|e| internal(e.to_string()))?;
+        // Read from the policies' text: a mention in a comment counts too,
+        // which only makes the history's bound stricter.
+        let reads_files_written = set
+            .policies()
+            .any(|p| p.to_string().contains("files_written"));
         set.add(ceiling).map_err(|e| internal(e.to_string()))?;
         Ok(RuntimePolicy {
             set,
+            reads_files_written,
             approval,
             reasons,
             files: sources.iter().map(|(f, _)| f.clone()).collect(),

@@ -46,6 +46,9 @@ pub struct RuntimePolicy {
     /// Where each policy came from, for messages.
     files: Vec<PathBuf>,
     authorizer: Authorizer,
+    /// Whether a policy reads `context.task.files_written`: a write that
+    /// its full set could not note is then refused, not left out.
+    reads_files_written: bool,
 }
 
 impl fmt::Debug for RuntimePolicy {
@@ -211,6 +214,11 @@ impl RuntimePolicy {
     }
 
     /// Asks the policies about one call. Anything that goes wrong denies.
+    /// Whether a policy reads `context.task.files_written`.
+    pub fn reads_files_written(&self) -> bool {
+        self.reads_files_written
+    }
+
     pub fn decide(&self, q: &Query<'_>) -> Verdict {
         // Cedar guards its recursion by measuring the thread's stack; a host
         // call runs on a wasmtime fiber stack, which it cannot measure (it
