@@ -71,24 +71,32 @@ pub fn encoded_dot_segment(path: &str) -> Option<String> {
                 .into(),
         );
     }
-    if odd_escape(path) {
+    if odd_escape(path.as_bytes()) {
         return Some(
             "the path holds an encoding servers read differently (%u, or overlong UTF-8)".into(),
         );
     }
-    let mut decoded = path.to_owned();
+    // Decoded as bytes: a character whose bytes are encoded in different
+    // rounds (`%EF%BC%258E`) is whole only once every round is done.
+    let mut decoded = path.as_bytes().to_vec();
     for _ in 0..3 {
-        if !decoded.contains('%') {
+        if !decoded.contains(&b'%') {
             break;
         }
-        let next = percent_encoding::percent_decode_str(&decoded)
-            .decode_utf8_lossy()
-            .into_owned();
+        let next: Vec<u8> = percent_encoding::percent_decode(&decoded).collect();
         if next == decoded {
             break;
         }
         decoded = next;
-        if dotted(&decoded) {
+        if odd_escape(&decoded) {
+            return Some(
+                "the path holds an encoding servers read differently (%u, or overlong \
+                 UTF-8), percent-encoded"
+                    .into(),
+            );
+        }
+        let text = String::from_utf8_lossy(&decoded);
+        if dotted(&text) {
             return Some(
                 "the path holds a dot segment in percent-encoding (a server that \
                  decodes it may route the request outside the granted path prefix)"
@@ -98,7 +106,7 @@ pub fn encoded_dot_segment(path: &str) -> Option<String> {
         // A full-width dot or solidus (U+FF0E, U+FF0F), a one- or two-dot
         // leader (U+2024, U+2025): `.`, `/` or `..` to a server that
         // applies NFKC to what it decoded.
-        if !decoded.is_ascii() && dotted(&decoded.nfkc().collect::<String>()) {
+        if !text.is_ascii() && dotted(&text.nfkc().collect::<String>()) {
             return Some(
                 "the path holds a dot segment in a Unicode compatibility form (a \
                  full-width dot or solidus, which a server that normalizes reads as \
@@ -107,40 +115,53 @@ pub fn encoded_dot_segment(path: &str) -> Option<String> {
             );
         }
     }
-    // Encoded once more than is decoded here: a dot or a separator still
-    // encoded after three rounds.
-    let lower = decoded.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) && decoded != path {
+    // Encoded once more than is decoded here: a dot, a separator or a byte
+    // of a longer character still encoded after three rounds.
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    let still = (0..decoded.len()).any(|i| {
+        decoded[i] == b'%'
+            && hex(decoded.get(i + 1))
+                .zip(hex(decoded.get(i + 2)))
+                .is_some_and(|(h, l)| matches!(h * 16 + l, 0x2e | 0x2f | 0x5c | 0x80..))
+    });
+    if decoded != path.as_bytes() && still {
         return Some(
-            "the path is percent-encoded more than three times over a dot or a separator".into(),
+            "the path is percent-encoded more than three times over a dot, a separator \
+             or a character beyond ASCII"
+                .into(),
         );
     }
     None
 }
 
-/// Whether `path` holds `%u` followed by four hex digits (IIS decodes it)
-/// or an overlong UTF-8 sequence (`%c0%ae`, `%e0%80%ae`, `%f0%80%80%ae`):
-/// escapes some servers decode to `.` or `/` and others refuse.
-fn odd_escape(path: &str) -> bool {
-    let b = path.as_bytes();
-    let hex = |i: usize| -> Option<u8> {
-        let s = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-        (b[i] == b'%')
-            .then(|| u8::from_str_radix(s, 16).ok())
-            .flatten()
+/// Whether `b` holds `%u` followed by four hex digits (IIS decodes it) or
+/// an overlong UTF-8 sequence (`%c0%ae`, `%e0%80%ae`, `%f0%80%80%ae`), its
+/// bytes escaped or, in a path decoded once already, raw: escapes some
+/// servers decode to `.` or `/` and others refuse.
+fn odd_escape(b: &[u8]) -> bool {
+    let hex = |i: usize| b.get(i).and_then(|c| (*c as char).to_digit(16));
+    // The byte at `i`, escaped or raw (not ASCII), and its length.
+    let unit = |i: usize| -> Option<(u32, usize)> {
+        match *b.get(i)? {
+            b'%' => Some((hex(i + 1)? * 16 + hex(i + 2)?, 3)),
+            c if c >= 0x80 => Some((u32::from(c), 1)),
+            _ => None,
+        }
     };
     (0..b.len()).any(|i| {
         let u = b[i] == b'%'
             && b.get(i + 1).is_some_and(|c| c.eq_ignore_ascii_case(&b'u'))
             && b.get(i + 2..i + 6)
                 .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
-        let next = hex(i + 3);
-        let overlong = match hex(i) {
-            Some(0xc0 | 0xc1) => next.is_some_and(|n| (0x80..0xc0).contains(&n)),
-            Some(0xe0) => next.is_some_and(|n| (0x80..0xa0).contains(&n)),
-            Some(0xf0) => next.is_some_and(|n| (0x80..0x90).contains(&n)),
-            _ => false,
-        };
+        let overlong = unit(i).is_some_and(|(first, n)| {
+            let next = unit(i + n).map(|(c, _)| c);
+            match first {
+                0xc0 | 0xc1 => next.is_some_and(|n| (0x80..0xc0).contains(&n)),
+                0xe0 => next.is_some_and(|n| (0x80..0xa0).contains(&n)),
+                0xf0 => next.is_some_and(|n| (0x80..0x90).contains(&n)),
+                _ => false,
+            }
+        });
         u || overlong
     })
 }
@@ -314,6 +335,9 @@ mod tests {
             "/v1/%E2%80%A5%EF%BC%BCadmin",
             "/v1/%E2%80%A4%EF%BC%9Bx/admin",
             "/v1/%25EF%25BC%258E%25EF%25BC%258E/admin",
+            "/v1/%EF%BC%258E%EF%BC%258E/admin",
+            "/v1/%252525EF%252525BC%2525258E/admin",
+            "/v1/%C0%25AE%C0%25AE/admin",
         ] {
             assert!(encoded_dot_segment(path).is_some(), "{path}");
         }

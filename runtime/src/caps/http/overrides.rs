@@ -142,13 +142,14 @@ fn fields<'r>(
         ));
     }
     let mut charsets = all.iter().flat_map(|t| parameters(t, "charset"));
-    if let Some(other) = charsets.find(|c| {
+    // Named by the family it starts with, never by the tool's own spelling
+    // (what follows the family could be a secret's value, cut unredacted).
+    if let Some(family) = charsets.find_map(|c| {
         let c = c.to_ascii_lowercase();
-        NOT_ASCII.iter().any(|p| c.starts_with(p))
+        NOT_ASCII.iter().find(|p| c.starts_with(*p))
     }) {
         return Err(format!(
-            "{parsed} in a charset that is not ASCII or a superset of it ('{}') cannot be read for a '_method' override",
-            crate::redact::escape_control(&crate::policy::gate::cut(other, 32))
+            "{parsed} in a charset that is not ASCII or a superset of it ('{family}…') cannot be read for a '_method' override"
         ));
     }
     if json && (body.starts_with(&[0xfe, 0xff]) || body.starts_with(&[0xff, 0xfe])) {
