@@ -573,3 +573,55 @@ fn a_webhook_that_fails_is_logged_with_the_reason_and_denies() {
     );
     assert!(!world.workspace.join("x.txt").exists());
 }
+
+/// `remove-dir build` read like removing an empty directory when it took
+/// the whole tree, and `truncate` showed no size: both are said, and the
+/// digest a person answers binds them.
+#[tokio::test]
+async fn an_approver_is_told_a_remove_is_recursive_and_a_truncates_size() {
+    let world = World::new();
+    std::fs::create_dir_all(world.workspace.join("build/deep")).unwrap();
+    std::fs::write(world.workspace.join("build/deep/x"), "x").unwrap();
+    let text = format!(
+        "[tools.gated]\ncomponent = \"{}\"\n[[tools.gated.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\", \"delete\"]\napproval = [\"write\", \"delete\"]\n",
+        crate::FS_PROBE,
+        world.workspace.display()
+    );
+    let path = world.dir.path().join("gated.toml");
+    std::fs::write(&path, text).unwrap();
+    let script = Arc::new(Script {
+        mode: Mode::Approve,
+        seen: Mutex::default(),
+    });
+    let rt = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(MemorySink::new())
+        .cache_dir(crate::common::shared_cache())
+        .approver(script.clone())
+        .build()
+        .unwrap();
+    let grant = Grant::new("t").fs(
+        "workspace",
+        &world.workspace,
+        Rights::READ | Rights::WRITE | Rights::DELETE,
+    );
+    for op in [
+        json!({"op": "truncate", "path": "a.txt", "size": 0}),
+        json!({"op": "remove-dir", "path": "empty"}),
+        json!({"op": "remove-dir", "path": "build", "recursive": true}),
+    ] {
+        let run = rt.invoke("gated", &grant, &op.to_string()).await.unwrap();
+        assert!(run.output.unwrap().contains("\"ok\""), "{op}");
+    }
+    let seen = script.seen.lock().unwrap().clone();
+    let summaries: Vec<&str> = seen.iter().map(|r| r.summary.as_str()).collect();
+    assert_eq!(
+        summaries,
+        [
+            "truncate a.txt on handle 'workspace' (to 0 bytes)",
+            "remove-dir empty on handle 'workspace'",
+            "remove-dir build on handle 'workspace' (recursive: with everything in it)",
+        ]
+    );
+    assert!(!world.workspace.join("build").exists());
+}

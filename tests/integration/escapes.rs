@@ -366,3 +366,42 @@ async fn a_call_cannot_create_a_tree_deeper_than_the_walk_allows() {
     );
     assert!(!world.workspace.join("z").exists());
 }
+
+/// A rename moves a link as it is: `sub/up -> ../a.txt` moved to the
+/// handle's top would name `../a.txt` outside it, which Warden never
+/// follows but the operator's own tools would. Refused, recorded; a move
+/// that keeps it inside goes.
+#[tokio::test]
+async fn a_link_cannot_be_moved_to_where_it_leads_outside() {
+    let world = World::new();
+    std::os::unix::fs::symlink("../a.txt", world.workspace.join("sub/up")).unwrap();
+    let (r, inv) = world
+        .probe(ALL, json!({"op": "rename", "path": "sub/up", "to": "up"}))
+        .await;
+    assert_eq!(code(&r), Some("denied"), "{r}");
+    assert_eq!(
+        message(&r),
+        "the link 'sub/up' would lead outside the handle from 'up'"
+    );
+    assert!(world.workspace.join("sub/up").symlink_metadata().is_ok());
+    assert!(world.workspace.join("up").symlink_metadata().is_err());
+    let d = world.decisions(&inv);
+    assert_eq!(
+        (
+            d.last().unwrap().decision.as_deref(),
+            d.last().unwrap().rule.as_deref()
+        ),
+        (Some("deny"), Some("fs.sandbox"))
+    );
+    let (r, _) = world
+        .probe(
+            ALL,
+            json!({"op": "rename", "path": "sub/up", "to": "sub/up2"}),
+        )
+        .await;
+    assert_eq!(code(&r), None, "{r}");
+    assert_eq!(
+        std::fs::read_to_string(world.workspace.join("sub/up2")).unwrap(),
+        "alpha"
+    );
+}

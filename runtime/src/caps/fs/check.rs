@@ -24,6 +24,51 @@ pub struct FsRequest<'a, 'p> {
     pub limit: usize,
 }
 
+/// One fs call as the host impl describes it to `FsView::run`.
+pub(super) struct Call<'a> {
+    pub(super) action: &'static str,
+    pub(super) paths: Vec<&'a str>,
+    pub(super) needs: Rights,
+    /// Bytes the call carries.
+    pub(super) bytes: usize,
+    /// Canonical arguments beyond the paths (e.g. a content digest), for
+    /// approvals.
+    pub(super) args: String,
+    /// Contents written, shown (redacted, bounded) in an approval's summary.
+    pub(super) preview: &'a [u8],
+    /// The call changes every path beneath a directory it names (a
+    /// recursive remove, a rename).
+    pub(super) subtree: bool,
+}
+
+impl Call<'_> {
+    /// Whether the call's final symlink is followed (reading, writing,
+    /// listing) or is itself the object (stat, remove, rename).
+    pub(super) fn follows_last(&self) -> bool {
+        matches!(
+            self.action,
+            "read" | "list" | "write" | "append" | "truncate" | "create-dir"
+        )
+    }
+
+    /// Whether the call opens its object as a regular file.
+    pub(super) fn needs_regular(&self) -> bool {
+        matches!(self.action, "read" | "write" | "append" | "truncate")
+    }
+}
+
+pub(super) fn simple<'a>(action: &'static str, paths: Vec<&'a str>, needs: Rights) -> Call<'a> {
+    Call {
+        action,
+        paths,
+        needs,
+        bytes: 0,
+        args: String::new(),
+        preview: &[],
+        subtree: false,
+    }
+}
+
 /// A call as its approver reads it.
 pub(super) struct Shown<'a> {
     pub(super) action: &'a str,
@@ -50,8 +95,13 @@ impl Shown<'_> {
             s.push_str(&format!(" (resolves to {to})"));
         }
         s.push_str(&format!(" on handle '{}'", self.handle));
-        if !self.args.is_empty() {
-            s.push_str(&format!(" ({} bytes, {})", self.bytes, self.args));
+        match (
+            self.args.is_empty(),
+            matches!(self.action, "write" | "append"),
+        ) {
+            (true, _) => {}
+            (false, true) => s.push_str(&format!(" ({} bytes, {})", self.bytes, self.args)),
+            (false, false) => s.push_str(&format!(" ({})", self.args)),
         }
         if !self.preview.is_empty() {
             s.push_str(&format!(

@@ -1,7 +1,7 @@
 //! Host side of `warden:tool/fs`: each operation's path check, rights and size go
 //! to the gate as its built-in decision; what passes runs through the handle's `Dir`.
 
-use super::check::{self, FsRequest};
+use super::check::{self, Call, FsRequest, simple};
 use super::path::{self, CheckedPath, PathError};
 use super::resolve::{self, Resolved};
 use super::{FsView, GrantedHandle, OpenDir};
@@ -84,39 +84,6 @@ struct Target<'p> {
     handle: Arc<GrantedHandle>,
     paths: Vec<Result<CheckedPath<'p>, PathError>>,
     resolved: Vec<Resolved>,
-}
-
-/// One fs call as the host impl describes it to [`FsView::run`].
-struct Call<'a> {
-    action: &'static str,
-    paths: Vec<&'a str>,
-    needs: Rights,
-    /// Bytes the call carries.
-    bytes: usize,
-    /// Canonical arguments beyond the paths (e.g. a content digest), for
-    /// approvals.
-    args: String,
-    /// Contents written, shown (redacted, bounded) in an approval's summary.
-    preview: &'a [u8],
-    /// The call changes every path beneath a directory it names (a
-    /// recursive remove, a rename).
-    subtree: bool,
-}
-
-impl Call<'_> {
-    /// Whether the call's final symlink is followed (reading, writing,
-    /// listing) or is itself the object (stat, remove, rename).
-    fn follows_last(&self) -> bool {
-        matches!(
-            self.action,
-            "read" | "list" | "write" | "append" | "truncate" | "create-dir"
-        )
-    }
-
-    /// Whether the call opens its object as a regular file.
-    fn needs_regular(&self) -> bool {
-        matches!(self.action, "read" | "write" | "append" | "truncate")
-    }
 }
 
 impl FsView<'_> {
@@ -327,12 +294,14 @@ impl FsView<'_> {
         }
         match op(&target.handle.dir, &target.resolved, limit) {
             Ok(v) => {
+                // Where the writes went, as the policy was asked about them:
+                // each path resolved (a link's alias does not dodge a
+                // history rule) and, with a policy, each path beneath a
+                // directory renamed.
                 let remember = |t: &Target<'_>, h: &mut TaskHistory| {
-                    // Where the write went, as the policy was asked about
-                    // it: a link's alias does not dodge a history rule.
                     if needs.has(Right::Write) {
-                        for r in &t.resolved {
-                            let file = format!("{}:{}", t.handle.name, r.path);
+                        for p in &asked {
+                            let file = format!("{}:{p}", t.handle.name);
                             TaskHistory::note(&mut h.files_written, &file);
                         }
                     }
@@ -366,18 +335,6 @@ fn digest(contents: &[u8]) -> String {
 }
 
 /// A call on one path with no arguments beyond it.
-fn simple<'a>(action: &'static str, paths: Vec<&'a str>, needs: Rights) -> Call<'a> {
-    Call {
-        action,
-        paths,
-        needs,
-        bytes: 0,
-        args: String::new(),
-        preview: &[],
-        subtree: false,
-    }
-}
-
 fn too_large(limit: usize) -> io::Error {
     io::Error::new(
         io::ErrorKind::FileTooLarge,
@@ -542,6 +499,7 @@ impl HostDir for FsView<'_> {
     async fn truncate(&mut self, dir: Resource<OpenDir>, path: String, size: u64) -> FsResult<()> {
         let call = Call {
             bytes: usize::try_from(size).unwrap_or(usize::MAX),
+            args: format!("to {size} bytes"),
             ..simple("truncate", vec![&path], Rights::WRITE)
         };
         self.run(dir, call, |root, r, _| {
@@ -565,8 +523,15 @@ impl HostDir for FsView<'_> {
         path: String,
         recursive: bool,
     ) -> FsResult<()> {
+        // Shown to an approver and bound by the digest: `remove-dir build`
+        // alone reads as removing an empty directory.
         let call = Call {
             subtree: recursive,
+            args: if recursive {
+                "recursive: with everything in it".into()
+            } else {
+                String::new()
+            },
             ..simple("remove-dir", vec![&path], Rights::DELETE)
         };
         self.run(dir, call, |root, r, _| {
@@ -587,6 +552,12 @@ impl HostDir for FsView<'_> {
         };
         self.run(dir, call, |root, r, _| {
             let (from, to) = (&r[0], &r[1]);
+            if from.kind.is_some_and(|k| k.is_symlink()) {
+                let target = from
+                    .dir(root)
+                    .read_link_contents(from.name().unwrap_or("."))?;
+                resolve::link_moved_inside(&from.path, &to.path, &target)?;
+            }
             from.dir(root).rename(
                 from.name().unwrap_or("."),
                 to.dir(root),

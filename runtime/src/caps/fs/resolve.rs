@@ -77,6 +77,33 @@ pub(crate) fn escape() -> io::Error {
     )
 }
 
+/// Refuses to move the link `from` (its target `target`) to `to`, both
+/// paths inside the handle, when its relative target would then name a
+/// place outside the handle: Warden never follows it there, but whatever
+/// else reads the tree (a build, `git`) would.
+pub(crate) fn link_moved_inside(from: &str, to: &str, target: &std::path::Path) -> io::Result<()> {
+    let mut at: Vec<&str> = components(to).collect();
+    at.pop();
+    let inside = target.to_str().is_some_and(|t| {
+        !target.is_absolute()
+            && t.split('/').all(|c| match c {
+                "" | "." => true,
+                ".." => at.pop().is_some(),
+                c => {
+                    at.push(c);
+                    true
+                }
+            })
+    });
+    match inside {
+        true => Ok(()),
+        false => Err(refuse(
+            "fs.sandbox",
+            format!("the link '{from}' would lead outside the handle from '{to}'"),
+        )),
+    }
+}
+
 /// What a file type is, for a person; `None` for a regular file or a
 /// directory.
 pub(crate) fn special(ft: FileType) -> Option<&'static str> {
