@@ -376,3 +376,33 @@ pub async fn post_call(url: &str, bearer: Option<&str>, tool: &str, params: Valu
         .unwrap_or(&text);
     serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
+
+/// A shared task-history store for tests: every task starts from `load`,
+/// and what each invocation saves is kept, in order.
+#[derive(Default)]
+pub struct KeptHistory {
+    pub load: warden::policy::TaskHistory,
+    pub saved: std::sync::Mutex<Vec<warden::policy::TaskHistory>>,
+}
+
+#[async_trait::async_trait]
+impl warden::policy::HistoryStore for KeptHistory {
+    async fn load(&self, _: &str) -> Result<warden::policy::TaskHistory, String> {
+        Ok(self.load.clone())
+    }
+    async fn save(&self, _: &str, added: &warden::policy::TaskHistory) -> Result<(), String> {
+        self.saved.lock().unwrap().push(added.clone());
+        Ok(())
+    }
+}
+
+/// A runtime of the manifest at `path` whose task histories are `kept`.
+pub fn runtime_with_history(path: &Path, kept: Arc<KeptHistory>) -> Runtime {
+    Runtime::builder()
+        .manifest(Manifest::load(path).unwrap())
+        .audit(MemorySink::new())
+        .task_history(kept)
+        .cache_dir(shared_cache())
+        .build()
+        .unwrap()
+}

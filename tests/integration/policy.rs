@@ -842,22 +842,9 @@ async fn a_request_approved_after_a_reveal_is_decided_again() {
 /// not a link's alias.
 #[tokio::test]
 async fn a_full_history_refuses_a_write_it_could_not_note() {
-    use warden::policy::{HistoryStore, TaskHistory};
-    #[derive(Default)]
-    struct Full(Mutex<Vec<TaskHistory>>);
-    #[async_trait::async_trait]
-    impl HistoryStore for Full {
-        async fn load(&self, _: &str) -> Result<TaskHistory, String> {
-            let mut h = TaskHistory::default();
-            for i in 0..4096 {
-                TaskHistory::note(&mut h.files_written, &format!("workspace:f{i}"));
-            }
-            Ok(h)
-        }
-        async fn save(&self, _: &str, added: &TaskHistory) -> Result<(), String> {
-            self.0.lock().unwrap().push(added.clone());
-            Ok(())
-        }
+    let mut full = warden::policy::TaskHistory::default();
+    for i in 0..4096 {
+        warden::policy::TaskHistory::note(&mut full.files_written, &format!("workspace:f{i}"));
     }
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path().join("ws");
@@ -876,20 +863,21 @@ when { context.task.files_written.contains("workspace:marker") };"#,
         let path = dir.path().join("manifest.toml");
         let text = format!(
             "policies = [\"p.cedar\"]\n[tools.probe]\ncomponent = \"{}\"\n\
-             [[tools.probe.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\n",
+             [[tools.probe.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\", \"delete\"]\n",
             crate::FS_PROBE,
             ws.display()
         );
         std::fs::write(&path, text).unwrap();
-        let full = Arc::new(Full::default());
-        let runtime = Runtime::builder()
-            .manifest(Manifest::load(&path).unwrap())
-            .audit(MemorySink::new())
-            .task_history(full.clone())
-            .cache_dir(crate::common::shared_cache())
-            .build()
-            .unwrap();
-        let grant = Grant::new("t").fs("workspace", &ws, Rights::READ | Rights::WRITE);
+        let kept = Arc::new(crate::common::KeptHistory {
+            load: full.clone(),
+            ..Default::default()
+        });
+        let runtime = crate::common::runtime_with_history(&path, kept.clone());
+        let grant = Grant::new("t").fs(
+            "workspace",
+            &ws,
+            Rights::READ | Rights::WRITE | Rights::DELETE,
+        );
         let write = |p: &str| json!({"op": "write", "path": p, "contents": "y"}).to_string();
         let run = runtime
             .invoke("probe", &grant, &write("marker"))
@@ -916,11 +904,24 @@ when { context.task.files_written.contains("workspace:marker") };"#,
                 .await
                 .unwrap();
             assert!(run.output.unwrap().contains("\"ok\""));
-            let saved = full.0.lock().unwrap().clone();
+            // A directory renamed: every file beneath it, on both sides.
+            std::fs::create_dir_all(ws.join("tmp/wf")).unwrap();
+            std::fs::write(ws.join("tmp/wf/ci.yml"), "on: push").unwrap();
+            let rename = json!({"op": "rename", "path": "tmp/wf", "to": "wf"}).to_string();
+            let run = runtime.invoke("probe", &grant, &rename).await.unwrap();
+            assert!(run.output.unwrap().contains("\"ok\""));
+            let saved = kept.saved.lock().unwrap().clone();
             let written: Vec<&String> = saved.iter().flat_map(|h| &h.files_written).collect();
             assert_eq!(
                 written,
-                ["workspace:marker", "workspace:real.txt"],
+                [
+                    "workspace:marker",
+                    "workspace:real.txt",
+                    "workspace:tmp/wf",
+                    "workspace:tmp/wf/ci.yml",
+                    "workspace:wf",
+                    "workspace:wf/ci.yml"
+                ],
                 "{saved:?}"
             );
         }

@@ -625,20 +625,6 @@ async fn a_value_across_the_cut_of_a_long_log_message_is_redacted() {
 /// reaches it redacted like every record.
 #[tokio::test]
 async fn a_shared_history_keeps_no_secret_value_of_a_path_written() {
-    use std::sync::Mutex;
-    use warden::policy::{HistoryStore, TaskHistory};
-    #[derive(Default)]
-    struct Kept(Mutex<Vec<TaskHistory>>);
-    #[async_trait::async_trait]
-    impl HistoryStore for Kept {
-        async fn load(&self, _: &str) -> Result<TaskHistory, String> {
-            Ok(TaskHistory::default())
-        }
-        async fn save(&self, _: &str, added: &TaskHistory) -> Result<(), String> {
-            self.0.lock().unwrap().push(added.clone());
-            Ok(())
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path().join("ws");
     std::fs::create_dir(&ws).unwrap();
@@ -657,14 +643,8 @@ async fn a_shared_history_keeps_no_secret_value_of_a_path_written() {
         ws.display()
     );
     std::fs::write(&path, manifest).unwrap();
-    let kept = Arc::new(Kept::default());
-    let runtime = Runtime::builder()
-        .manifest(Manifest::load(&path).unwrap())
-        .audit(MemorySink::new())
-        .task_history(kept.clone())
-        .cache_dir(crate::common::shared_cache())
-        .build()
-        .unwrap();
+    let kept = Arc::new(crate::common::KeptHistory::default());
+    let runtime = crate::common::runtime_with_history(&path, kept.clone());
     let grant = Grant::new("t").secret("token").fs(
         "workspace",
         &ws,
@@ -680,7 +660,7 @@ async fn a_shared_history_keeps_no_secret_value_of_a_path_written() {
         ws.join(format!("leak-{TOKEN}.txt")).exists(),
         "the tool wrote its file"
     );
-    let saved = kept.0.lock().unwrap().clone();
+    let saved = kept.saved.lock().unwrap().clone();
     let written: Vec<&String> = saved.iter().flat_map(|h| &h.files_written).collect();
     assert_eq!(written.len(), 1, "{saved:?}");
     assert!(

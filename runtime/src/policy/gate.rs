@@ -96,7 +96,7 @@ struct Spent {
 /// Bytes a record takes in the trail, near enough to budget with: its
 /// strings as JSON escapes them, and the fields every chained record has
 /// (`seq`, `prev`, `ts`, `hash`, the names).
-fn record_size(r: &Record) -> u64 {
+fn record_size(r: &Record, redactor: &Redactor) -> u64 {
     fn json(s: &str) -> u64 {
         let escaped = s
             .bytes()
@@ -110,22 +110,31 @@ fn record_size(r: &Record) -> u64 {
     }
     const FIXED: u64 = 330;
     let opt = |o: &Option<String>| o.as_deref().map_or(0, |s| json(s) + 16);
+    // What the trail redacts is charged as written: a secret of a few
+    // bytes, repeated, grows many times over as `[REDACTED:its-name]`.
+    let redacted = |o: &Option<String>| match o.as_deref() {
+        Some(s) if !redactor.is_empty() => json(&redactor.redact(s)) + 16,
+        _ => opt(o),
+    };
+    let arc = |o: &Option<Arc<str>>| o.as_deref().map_or(0, |s| json(s) + 16);
     FIXED
         + [&r.invocation, &r.task, &r.tool, &r.identity]
             .into_iter()
             .map(|s| json(s))
             .sum::<u64>()
+        + arc(&r.agent)
+        + arc(&r.signer)
+        + [&r.action, &r.resource, &r.reason, &r.message]
+            .into_iter()
+            .map(redacted)
+            .sum::<u64>()
         + [
             &r.capability,
-            &r.action,
-            &r.resource,
             &r.decision,
             &r.rule,
-            &r.reason,
             &r.address,
             &r.outcome,
             &r.level,
-            &r.message,
         ]
         .into_iter()
         .map(opt)
@@ -369,8 +378,13 @@ impl Gate {
             && let Some(policy) = &self.policy
         {
             for ask in &asks {
-                ask_approval |=
-                    policy.consult(&mut decision, &ask.action, ask.detail, ask.resource.clone());
+                ask_approval |= policy.consult(
+                    &mut decision,
+                    &ask.action,
+                    ask.detail,
+                    ask.resource.clone(),
+                    &self.redactor,
+                );
                 if !decision.allow {
                     break;
                 }

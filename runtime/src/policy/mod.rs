@@ -116,6 +116,7 @@ impl PolicyCtx {
         action: &str,
         detail: &str,
         resource: cedar::Resource<'_>,
+        redactor: &crate::redact::Redactor,
     ) -> bool {
         if !d.allow {
             return false;
@@ -123,15 +124,24 @@ impl PolicyCtx {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
-        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        // A task that filled its `files_written` could write on unnoted,
-        // and a policy that forbids what follows a write would never see
-        // it: with such a policy, a file the set cannot hold is refused.
-        if let cedar::Resource::Path { handle, path, .. } = &resource
-            && action == "fs::write"
-            && self.rules.reads_files_written()
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        // With a policy that reads `files_written`, a file written is
+        // noted as it is allowed, under the same lock (as a host is noted
+        // before a request is sent): invocations of one task writing at
+        // once cannot each pass a set with one place left, and a task that
+        // filled it cannot write on unnoted. A file the full set cannot
+        // hold is refused.
+        let written = match &resource {
+            cedar::Resource::Path { handle, path, .. }
+                if action == "fs::write" && self.rules.reads_files_written() =>
+            {
+                Some(redactor.redact(&format!("{handle}:{path}")).into_owned())
+            }
+            _ => None,
+        };
+        if let Some(item) = &written
             && history.files_written.len() >= cedar::MAX_HISTORY
-            && !history.files_written.contains(&format!("{handle}:{path}"))
+            && !history.files_written.contains(item)
         {
             *d = Decision::deny(
                 "policy.history",
@@ -156,6 +166,11 @@ impl PolicyCtx {
             detail,
             now,
         });
+        if let Some(item) = written
+            && !matches!(verdict, cedar::Verdict::Deny { .. })
+        {
+            history.files_written.insert(item);
+        }
         drop(history);
         match verdict {
             cedar::Verdict::Allow => false,
@@ -176,10 +191,10 @@ impl PolicyCtx {
         }
     }
 
-    /// Records something the task did, for later calls' context, redacted
-    /// with the invocation's redactor: a path the tool wrote may hold a
-    /// secret's value it revealed, and the history outlives the invocation
-    /// (in this process, and in a shared store beyond it).
+    /// Records something the task did, for later calls' context, the
+    /// paths written redacted with the invocation's redactor: a path may
+    /// hold a secret's value the tool revealed, and the history outlives
+    /// the invocation (in this process, and in a shared store beyond it).
     pub(crate) fn remember(
         &self,
         redactor: &crate::redact::Redactor,
@@ -187,14 +202,12 @@ impl PolicyCtx {
     ) {
         let mut noted = TaskHistory::default();
         f(&mut noted);
+        // Only paths are the tool's own words: hosts, targets and secret
+        // names come from the grant, and a policy names them as they are.
         if !redactor.is_empty() {
-            let mut redacted = TaskHistory::default();
-            for (kind, item) in noted.items() {
-                if let Some(set) = redacted.set_mut(kind) {
-                    TaskHistory::note(set, &redactor.redact(item));
-                }
-            }
-            noted = redacted;
+            noted.files_written = (noted.files_written.iter())
+                .map(|f| redactor.redact(f).into_owned())
+                .collect();
         }
         self.history
             .lock()

@@ -223,11 +223,13 @@ impl RuntimePolicy {
             "permit (principal, action, resource);",
         )
         .map_err(|e| internal(e.to_string()))?;
-        // Read from the policies' text: a mention in a comment counts too,
-        // which only makes the history's bound stricter.
-        let reads_files_written = set
-            .policies()
-            .any(|p| p.to_string().contains("files_written"));
+        // Read from each policy's JSON form, where an attribute's name is
+        // as Cedar reads it (`task["files\u{5f}written"]` included); a
+        // policy that cannot be shown so counts as reading it.
+        let reads_files_written = set.policies().any(|p| {
+            p.to_json()
+                .map_or(true, |j| j.to_string().contains("files_written"))
+        });
         set.add(ceiling).map_err(|e| internal(e.to_string()))?;
         Ok(RuntimePolicy {
             set,

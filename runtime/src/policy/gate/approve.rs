@@ -70,7 +70,13 @@ impl Gate {
         };
         let mut decision = Decision::allow("policy", "allowed again after the approval".into());
         for ask in asks {
-            policy.consult(&mut decision, &ask.action, ask.detail, ask.resource.clone());
+            policy.consult(
+                &mut decision,
+                &ask.action,
+                ask.detail,
+                ask.resource.clone(),
+                &self.redactor,
+            );
             if !decision.allow {
                 self.write(&self.audit.decision(capability, action, resource, &decision))?;
                 return Ok(Some(decision));

@@ -77,9 +77,10 @@ impl<'g> Unspent<'g> {
 impl Gate {
     /// Charges `record` to the invocation's audit budget.
     pub(super) fn charge(&self, record: &Record) {
-        self.spent
-            .bytes
-            .fetch_add(super::record_size(record), Ordering::Relaxed);
+        self.spent.bytes.fetch_add(
+            super::record_size(record, &self.redactor),
+            Ordering::Relaxed,
+        );
     }
 
     /// Writes the outcome `build` makes of open operation `id`, charged.
@@ -126,5 +127,32 @@ impl<T> Pass<'_, T> {
     /// What the capability sealed into the call.
     pub(crate) fn sealed(&self) -> &T {
         &self.sealed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::audit::{Auditor, Event};
+    use crate::redact::Redactor;
+
+    /// A four-byte secret repeated 2,000 times in a resource is written as
+    /// 2,000 `[REDACTED:name]`s: charged as that, not as the 8 KiB the
+    /// tool sent, and never less than the line the trail writes.
+    #[test]
+    fn a_record_is_charged_as_the_trail_writes_it_redacted() {
+        let name = "payment-terminal-pin-of-the-north-store";
+        let redactor = Redactor::new([(name, "4821")]);
+        let mut r = Auditor::discard().record(Event::Decision);
+        r.resource = Some("4821".repeat(2000));
+        r.reason = Some(format!("no such file '{}'", "4821".repeat(2000)));
+        r.agent = Some("oauth:https://issuer.example ".repeat(10).into());
+        let plain = super::super::record_size(&r, &Redactor::new([]));
+        let charged = super::super::record_size(&r, &redactor);
+        for field in [&mut r.resource, &mut r.reason] {
+            *field = field.take().map(|t| redactor.redact_string(t));
+        }
+        let written = serde_json::to_string(&r).unwrap().len() as u64;
+        assert!(charged >= written, "{charged} charged, {written} written");
+        assert!(charged > 5 * plain, "{charged} charged, {plain} unredacted");
     }
 }
