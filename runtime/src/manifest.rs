@@ -226,10 +226,34 @@ impl Manifest {
             .signed_by
             .and_then(|s| signed_by::signed_by(&mut c, s, "signed-by", base));
         let mut tools = BTreeMap::new();
+        let mut secret_files = Vec::new();
         for (name, raw_tool) in raw.tools {
+            for (i, s) in raw_tool.secrets.iter().enumerate() {
+                if let Some((span, path, what)) = secrets::manifest::source_path(s, base) {
+                    let field = format!("tools.{}.secrets[{i}].source", name.get_ref());
+                    secret_files.push((span, field, path, what));
+                }
+            }
             let at = (name.get_ref().as_str(), name.span());
             if let Some(tool) = tool(&mut c, at, raw_tool, base, signed.as_ref()) {
                 tools.insert(tool.name.clone(), tool);
+            }
+        }
+        for (span, field, path, what) in secret_files {
+            if let Some((tool, handle, within)) =
+                secrets::manifest::in_ceiling(&path, ceilings(&tools))
+            {
+                c.problem(
+                    span,
+                    field,
+                    format!(
+                        "the {what} {} is inside {}, tool '{tool}''s fs ceiling '{handle}': \
+                         a tool granted that handle could read or replace it without the \
+                         secret (expected secret files and programs outside every fs ceiling)",
+                        path.display(),
+                        within.display()
+                    ),
+                );
             }
         }
         let mut policy = None;
@@ -326,6 +350,13 @@ struct RawTool {
 
 /// Validates one tool's entry: its own fields here, each capability's
 /// section in that capability's `manifest` module.
+/// Every tool's fs ceilings: (tool, handle, directory).
+fn ceilings(tools: &BTreeMap<String, ToolSpec>) -> impl Iterator<Item = (&str, &str, &Path)> {
+    tools.values().flat_map(|t| {
+        (t.fs.iter()).map(move |c| (t.name.as_str(), c.handle.as_str(), c.within.as_path()))
+    })
+}
+
 fn tool(
     c: &mut Checker<'_>,
     (name, span): (&str, Range<usize>),

@@ -357,3 +357,60 @@ fn a_long_value_found_is_shown_by_its_start() {
     );
     assert!(msg.len() < 400, "{}", msg.len());
 }
+
+#[test]
+fn a_secret_file_inside_any_tools_fs_ceiling_is_refused() {
+    let dir = fixture();
+    std::fs::create_dir(dir.path().join("ws/.secrets")).unwrap();
+    std::fs::write(dir.path().join("ws/.secrets/gh"), "v").unwrap();
+    std::fs::create_dir(dir.path().join("tokens")).unwrap();
+    std::fs::write(dir.path().join("tokens/gh"), "v").unwrap();
+    std::os::unix::fs::symlink("ws/.secrets/gh", dir.path().join("link")).unwrap();
+    // A link inside the ceiling to a directory outside it: the tool can
+    // put a directory of its own in the link's place.
+    std::os::unix::fs::symlink("../tokens", dir.path().join("ws/current")).unwrap();
+    let text = |source: &str| {
+        format!(
+            "[tools.a]\ncomponent = \"t.wasm\"\n[[tools.a.secrets]]\nname = \"gh\"\nsource = \"{source}\"\n\
+             [tools.b]\ncomponent = \"t.wasm\"\n[[tools.b.fs]]\nhandle = \"ws\"\nwithin = \"ws\"\nrights = [\"read\"]\n"
+        )
+    };
+    let ws = dir.path().join("ws").canonicalize().unwrap();
+    // In another tool's ceiling, through a link, not created yet (nor its
+    // directory), behind a link in the ceiling, or a program run there.
+    for (source, what, shown) in [
+        ("file:.//ws/.secrets/gh", "secret file", ".//ws/.secrets/gh"),
+        ("file:link", "secret file", "link"),
+        ("file:ws/not-yet", "secret file", "ws/not-yet"),
+        (
+            "file:ws/new-dir/deeper/gh",
+            "secret file",
+            "ws/new-dir/deeper/gh",
+        ),
+        ("file:ws/current/gh", "secret file", "ws/current/gh"),
+        ("exec:ws/get-token --now", "secret program", "ws/get-token"),
+    ] {
+        let e = parse(&text(source), dir.path()).unwrap_err();
+        assert_eq!(
+            e.problems
+                .iter()
+                .map(|p| p.message.clone())
+                .collect::<Vec<_>>(),
+            [format!(
+                "the {what} {} is inside {}, tool 'b''s fs ceiling 'ws': a tool granted that handle could read or replace it without the secret (expected secret files and programs outside every fs ceiling)",
+                dir.path().join(shown).display(),
+                ws.display()
+            )],
+            "{source}"
+        );
+        assert_eq!(e.problems[0].field, "tools.a.secrets[0].source");
+        assert_eq!(e.problems[0].line, 5);
+    }
+    for source in [
+        "file:tokens/gh",
+        "exec:get-token",
+        "exec:/usr/bin/pass show gh",
+    ] {
+        parse(&text(source), dir.path()).unwrap();
+    }
+}

@@ -5,7 +5,8 @@ use super::{SecretSource, SecretSpec};
 use crate::diag::{Checker, check_name};
 use crate::net;
 use serde::Deserialize;
-use std::path::Path;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 #[derive(Deserialize)]
@@ -20,6 +21,51 @@ pub(crate) struct RawSecret {
     send_to: Vec<Spanned<String>>,
     approval: Option<Spanned<String>>,
     labels: Option<Spanned<Vec<String>>>,
+}
+
+/// Where a secret's `file:` source, or an `exec:` source's program named
+/// by a path, is, with its span and what it is: the manifest keeps them
+/// out of every fs ceiling ([`in_ceiling`]).
+pub(crate) fn source_path(
+    raw: &RawSecret,
+    base: &Path,
+) -> Option<(Range<usize>, PathBuf, &'static str)> {
+    let (path, what) = match SecretSource::parse(raw.source.get_ref(), base) {
+        Ok(SecretSource::File(path)) => (path, "secret file"),
+        Ok(SecretSource::Exec { program, .. }) if program.contains('/') => {
+            (base.join(program), "secret program")
+        }
+        _ => return None,
+    };
+    Some((raw.source.span(), path, what))
+}
+
+/// The fs ceiling (tool, handle, directory) among `ceilings` that holds
+/// `path` or any directory on its way, each resolved but for its own name
+/// (a link inside a ceiling, replaced by the tool, would lead elsewhere; a
+/// directory not yet made, the tool could make). A tool granted that
+/// handle could read the value or replace it, with no grant of the
+/// secret, no reveal decision and no approval.
+pub(crate) fn in_ceiling<'t>(
+    path: &Path,
+    ceilings: impl IntoIterator<Item = (&'t str, &'t str, &'t Path)>,
+) -> Option<(&'t str, &'t str, &'t Path)> {
+    /// `p` as its deepest existing ancestor resolves, the rest appended.
+    fn resolved(p: &Path) -> Option<PathBuf> {
+        p.canonicalize()
+            .ok()
+            .or_else(|| Some(resolved(p.parent()?)?.join(p.file_name()?)))
+    }
+    let ceilings: Vec<_> = ceilings.into_iter().collect();
+    let mut on_the_way = resolved(path)
+        .into_iter()
+        .chain(path.ancestors().filter_map(|a| {
+            let name = a.file_name()?;
+            Some(resolved(a.parent()?)?.join(name))
+        }));
+    on_the_way.find_map(|place| {
+        (ceilings.iter().copied()).find(|(_, _, within)| place.starts_with(within))
+    })
 }
 
 /// Validates `tools.{tool}.secrets[{i}]`; a `file:` source is resolved
