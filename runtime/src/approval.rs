@@ -151,16 +151,7 @@ impl WebhookApprover {
         let client = crate::net::client_builder()
             .build()
             .map_err(|e| e.to_string())?;
-        let shown = reqwest::Url::parse(url).map_or_else(
-            |_| "(an unparsable URL)".to_owned(),
-            |mut u| {
-                let _ = u.set_username("");
-                let _ = u.set_password(None);
-                u.set_query(None);
-                u.set_fragment(None);
-                u.to_string()
-            },
-        );
+        let shown = crate::net::shown_url(url);
         Ok(WebhookApprover {
             url: url.to_owned(),
             shown,
@@ -211,7 +202,10 @@ impl Approver for WebhookApprover {
         }
         let resp = match req.body(body).send().await {
             Ok(resp) => resp,
-            Err(e) => return self.failed(&format!("cannot send the request: {e}")),
+            Err(e) => {
+                let e = e.without_url();
+                return self.failed(&format!("cannot send the request: {e}"));
+            }
         };
         let status = resp.status();
         // An answer is a few fields: read at most MAX_ANSWER of it.
@@ -226,7 +220,10 @@ impl Approver for WebhookApprover {
                     return self.failed(&format!("the answer is over {} KiB", MAX_ANSWER >> 10));
                 }
                 Ok(None) => break,
-                Err(e) => return self.failed(&format!("cannot read the answer: {e}")),
+                Err(e) => {
+                    let e = e.without_url();
+                    return self.failed(&format!("cannot read the answer: {e}"));
+                }
             }
         }
         if !status.is_success() {

@@ -125,6 +125,13 @@ backend = "webhook"
 url = "http://127.0.0.1:{port}/hooks/echo"
 
 [[tools.deployer.deploy]]
+name = "unreachable"
+approval = "none"
+rights = ["deploy"]
+backend = "webhook"
+url = "http://127.0.0.1:1/hooks/release?key=hook-token-77#frag"
+
+[[tools.deployer.deploy]]
 name = "straddling"
 approval = "none"
 rights = ["deploy"]
@@ -301,7 +308,7 @@ async fn deploy_is_its_own_right() {
     );
     assert!(
         err.to_string().contains(
-            "its targets: staging, production, chatty, hung, gated, echoing, straddling, by-default"
+            "its targets: staging, production, chatty, hung, gated, echoing, unreachable, straddling, by-default"
         ),
         "{err}"
     );
@@ -510,6 +517,30 @@ async fn a_deployment_stopped_by_a_cancel_has_its_outcome_recorded() {
     );
 }
 
+/// A webhook's token often rides in its URL's query or path: a failed
+/// delivery names the webhook by its origin (not reqwest's copy of the
+/// whole URL), and neither the tool nor the trail learns the rest.
+#[tokio::test]
+async fn a_failed_webhook_is_named_without_its_query() {
+    let s = site().await;
+    let grant = Grant::new("t")
+        .fs("workspace", &s.ws, Rights::READ)
+        .deploy("unreachable");
+    let run = s.deploy(&grant, "unreachable").await.unwrap();
+    let err = run.output.unwrap_err();
+    assert!(
+        err.message
+            .starts_with("webhook http://127.0.0.1:1 failed: "),
+        "{}",
+        err.message
+    );
+    let trail = format!("{:?}", s.audit.invocation(&run.id));
+    for shown in [&err.message, &trail] {
+        assert!(!shown.contains("hook-token-77"), "{shown}");
+        assert!(!shown.contains("/hooks/release"), "{shown}");
+    }
+}
+
 #[tokio::test]
 async fn a_program_that_hangs_is_killed_at_its_timeout() {
     let s = site().await;
@@ -519,7 +550,7 @@ async fn a_program_that_hangs_is_killed_at_its_timeout() {
     let started = std::time::Instant::now();
     let run = s.deploy(&grant, "hung").await.unwrap();
     let err = run.output.unwrap_err();
-    assert_eq!(err.message, "/bin/sleep did not finish within 1s");
+    assert_eq!(err.message, "sleep did not finish within 1s");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(5),
         "{:?}",

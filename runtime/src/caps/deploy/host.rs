@@ -20,7 +20,7 @@ use wasmtime::component::{HasData, Linker};
 
 type DeployResult = wasmtime::Result<Result<Outcome, wit::Error>>;
 
-fn error(code: ErrorCode, message: impl Into<String>) -> wit::Error {
+pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> wit::Error {
     wit::Error {
         code,
         message: message.into(),
@@ -30,10 +30,10 @@ fn error(code: ErrorCode, message: impl Into<String>) -> wit::Error {
 /// How much of a program's or webhook's output is read: twice what the
 /// tool is given, so that a secret value (at most 64 KiB) that would cross
 /// [`MAX_OUTPUT`] is read whole and redacted before the output is cut.
-const READ_OUTPUT: usize = 2 * MAX_OUTPUT;
+pub(super) const READ_OUTPUT: usize = 2 * MAX_OUTPUT;
 
 /// Makes text of `bytes`, at most [`READ_OUTPUT`] of them.
-fn capped(bytes: &[u8]) -> String {
+pub(super) fn capped(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..bytes.len().min(READ_OUTPUT)]).into_owned()
 }
 
@@ -369,7 +369,7 @@ impl Host for DeployView<'_> {
         );
         let result = match &spec.backend {
             Backend::Exec { program, args, env } => {
-                exec(&pass, program, args, env, &bytes, &artifact, timeout).await
+                super::exec::exec(&pass, program, args, env, &bytes, &artifact, timeout).await
             }
             Backend::Webhook { url } => {
                 match self.webhook_request(&spec, url, &artifact, &digest, bytes.len()) {
@@ -413,97 +413,6 @@ impl Host for DeployView<'_> {
             },
         )?;
         Ok(result)
-    }
-}
-
-/// Runs the target's program on a private copy of the artifact: no shell,
-/// environment cleared but for the listed variables, output capped. All of
-/// it (staging the copy, the run, reading its output) ends by `timeout`
-/// (never past the invocation's deadline): the program is then killed.
-async fn exec(
-    _pass: &Pass<'_, ()>,
-    program: &str,
-    args: &[String],
-    env: &[String],
-    bytes: &[u8],
-    artifact: &str,
-    timeout: std::time::Duration,
-) -> Result<Outcome, wit::Error> {
-    let run = run_program(program, args, env, bytes, artifact);
-    tokio::time::timeout(timeout, run)
-        .await
-        .unwrap_or_else(|_| {
-            Err(error(
-                ErrorCode::Failed,
-                format!("{program} did not finish within {}s", timeout.as_secs_f32()),
-            ))
-        })
-}
-
-async fn run_program(
-    program: &str,
-    args: &[String],
-    env: &[String],
-    bytes: &[u8],
-    artifact: &str,
-) -> Result<Outcome, wit::Error> {
-    let failed = |m: String| error(ErrorCode::Failed, m);
-    let dir = tempfile::tempdir().map_err(|e| failed(format!("cannot stage the artifact: {e}")))?;
-    let name = artifact.rsplit('/').next().unwrap_or("artifact");
-    let staged = dir.path().join(name);
-    tokio::fs::write(&staged, bytes)
-        .await
-        .map_err(|e| failed(format!("cannot stage the artifact: {e}")))?;
-    let staged = staged.display().to_string();
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args.iter().map(|a| a.replace("{artifact}", &staged)))
-        .env_clear()
-        .envs(
-            env.iter()
-                .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
-        )
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| failed(format!("cannot run {program}: {e}")))?;
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let (status, stdout, stderr) = tokio::join!(
-        child.wait(),
-        read_capped(stdout, READ_OUTPUT),
-        read_capped(stderr, READ_OUTPUT)
-    );
-    let status = status.map_err(|e| failed(format!("{program} failed: {e}")))?;
-    let mut output = stdout.map_err(|e| failed(format!("{program} failed: {e}")))?;
-    output.extend(stderr.map_err(|e| failed(format!("{program} failed: {e}")))?);
-    Ok(Outcome {
-        status: status.code().unwrap_or(-1),
-        output: capped(&output),
-    })
-}
-
-/// Reads `from` to its end, keeping the first `cap` bytes: a program that
-/// writes more is not blocked on a full pipe, and its output costs the host
-/// at most `cap`.
-async fn read_capped(
-    from: Option<impl tokio::io::AsyncRead + Unpin>,
-    cap: usize,
-) -> std::io::Result<Vec<u8>> {
-    use tokio::io::AsyncReadExt as _;
-    let mut kept = Vec::new();
-    let Some(mut from) = from else {
-        return Ok(kept);
-    };
-    let mut buf = vec![0u8; 16 << 10];
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(kept);
-        }
-        let room = cap.saturating_sub(kept.len());
-        kept.extend_from_slice(&buf[..n.min(room)]);
     }
 }
 
@@ -556,13 +465,19 @@ async fn webhook(
         .body(body)
         .send()
         .await
-        .map_err(|e| failed(format!("webhook {url} failed: {e}")))?;
+        .map_err(|e| {
+            let shown = crate::net::shown_origin(url);
+            failed(format!("webhook {shown} failed: {}", e.without_url()))
+        })?;
     let status = i32::from(resp.status().as_u16());
     // At most READ_OUTPUT bytes of the body are read (within the timeout).
     let mut resp = resp;
     let mut text = Vec::new();
     while text.len() < READ_OUTPUT
-        && let Some(chunk) = resp.chunk().await.map_err(|e| failed(e.to_string()))?
+        && let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| failed(e.without_url().to_string()))?
     {
         let room = READ_OUTPUT - text.len();
         text.extend_from_slice(&chunk[..chunk.len().min(room)]);

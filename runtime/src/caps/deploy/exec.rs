@@ -1,0 +1,111 @@
+//! The `exec` deploy backend: the target's program, run on a private copy
+//! of the artifact.
+
+use super::host::{READ_OUTPUT, capped, error};
+use crate::bindings::warden::tool::deploy::{self as wit, ErrorCode, Outcome};
+use crate::policy::gate::Pass;
+
+/// Runs the target's program on a private copy of the artifact: no shell,
+/// environment cleared but for the listed variables, output capped. All of
+/// it (staging the copy, the run, reading its output) ends by `timeout`
+/// (never past the invocation's deadline): the program is then killed.
+pub(super) async fn exec(
+    _pass: &Pass<'_, ()>,
+    program: &str,
+    args: &[String],
+    env: &[String],
+    bytes: &[u8],
+    artifact: &str,
+    timeout: std::time::Duration,
+) -> Result<Outcome, wit::Error> {
+    let run = run_program(program, args, env, bytes, artifact);
+    tokio::time::timeout(timeout, run)
+        .await
+        .unwrap_or_else(|_| {
+            Err(error(
+                ErrorCode::Failed,
+                format!(
+                    "{} did not finish within {}s",
+                    program_name(program),
+                    timeout.as_secs_f32()
+                ),
+            ))
+        })
+}
+
+async fn run_program(
+    program: &str,
+    args: &[String],
+    env: &[String],
+    bytes: &[u8],
+    artifact: &str,
+) -> Result<Outcome, wit::Error> {
+    let failed = |m: String| error(ErrorCode::Failed, m);
+    let dir = tempfile::tempdir().map_err(|e| failed(format!("cannot stage the artifact: {e}")))?;
+    let name = artifact.rsplit('/').next().unwrap_or("artifact");
+    let staged = dir.path().join(name);
+    tokio::fs::write(&staged, bytes)
+        .await
+        .map_err(|e| failed(format!("cannot stage the artifact: {e}")))?;
+    let staged = staged.display().to_string();
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args.iter().map(|a| a.replace("{artifact}", &staged)))
+        .env_clear()
+        .envs(
+            env.iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| failed(format!("cannot run {}: {e}", program_name(program))))?;
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let (status, stdout, stderr) = tokio::join!(
+        child.wait(),
+        read_capped(stdout, READ_OUTPUT),
+        read_capped(stderr, READ_OUTPUT)
+    );
+    let name = program_name(program);
+    let status = status.map_err(|e| failed(format!("{name} failed: {e}")))?;
+    let mut output = stdout.map_err(|e| failed(format!("{name} failed: {e}")))?;
+    output.extend(stderr.map_err(|e| failed(format!("{name} failed: {e}")))?);
+    Ok(Outcome {
+        status: status.code().unwrap_or(-1),
+        output: capped(&output),
+    })
+}
+
+/// Reads `from` to its end, keeping the first `cap` bytes: a program that
+/// writes more is not blocked on a full pipe, and its output costs the host
+/// at most `cap`.
+async fn read_capped(
+    from: Option<impl tokio::io::AsyncRead + Unpin>,
+    cap: usize,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut kept = Vec::new();
+    let Some(mut from) = from else {
+        return Ok(kept);
+    };
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(kept);
+        }
+        let room = cap.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+}
+
+/// A deploy program as the tool is told of it: its file name, not where
+/// the host keeps it.
+fn program_name(program: &str) -> &str {
+    std::path::Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("the deploy program")
+}
