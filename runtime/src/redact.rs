@@ -100,6 +100,25 @@ fn exact_forms(value: &str) -> Vec<String> {
             }
         }
     }
+    // The value with its own escape look-alikes decoded (`s3cr%40t` as
+    // `s3cr@t`): a view that decodes every kind of escape at once decodes
+    // them together with the layers a tool wrapped around the value (`%5C`
+    // `u0070…%2540…`, which a reader peels one kind at a time), and finds
+    // this form where the value itself no longer stands.
+    let mut view = decode::decode(bytes, None, None);
+    for _ in 0..MAX_LAYERS {
+        let Some(v) = view else { break };
+        // As long and as varied as a pattern must be not to match
+        // ordinary text (`&equals;` eight times is `========`).
+        let distinct = v.bytes.iter().collect::<BTreeSet<_>>().len();
+        if let Ok(text) = std::str::from_utf8(&v.bytes)
+            && text.len() >= MIN_B64_PATTERN
+            && distinct >= 4
+        {
+            out.push(text.to_owned());
+        }
+        view = decode::decode(&v.bytes, None, None);
+    }
     out.retain(|p| !p.is_empty());
     out
 }

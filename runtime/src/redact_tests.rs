@@ -168,6 +168,39 @@ fn a_value_holding_a_percent_escape_is_found_in_json_escapes() {
 }
 
 #[test]
+fn a_value_holding_escapes_is_found_under_layers_of_another_kind() {
+    // A connection string with its own `%40`, its first letter escaped
+    // for JSON, and that escape and the `%` percent-encoded once more: a
+    // reader percent-decodes, then JSON-unescapes, and has the value.
+    let value = "postgres://app:s3cr%40t@db/app";
+    let r = Redactor::new([("dsn", value)]);
+    for text in [
+        "%5Cu0070ostgres://app:s3cr%2540t@db/app",
+        "%5Cu{70}ostgres://app:s3cr%2540t@db/app",
+        "\\u0070ostgres://app:s3cr\\u002540t@db/app",
+    ] {
+        assert_eq!(r.redact(text), "[REDACTED:dsn]", "{text}");
+    }
+    // JavaScript's braced escapes, alone.
+    let r = Redactor::new([("api", "hunter22")]);
+    assert_eq!(r.redact("\\u{68}\\u{0075}nter22"), "[REDACTED:api]");
+    assert_eq!(r.redact("\\u{0000068}unter22"), "[REDACTED:api]");
+    // A surrogate pair in braces, or a braced half and a plain one.
+    let r = Redactor::new([("e", "smile-\u{1F600}-please")]);
+    for text in [
+        "smile-\\u{D83D}\\u{DE00}-please",
+        "smile-\\u{d83d}\\uDE00-please",
+    ] {
+        assert_eq!(r.redact(text), "[REDACTED:e]", "{text}");
+    }
+    // Not escapes: no digits, seven significant ones, no closing brace.
+    let r = Redactor::new([("api", "hunter22")]);
+    for text in ["\\u{}unter22", "\\u{1000068}unter22", "\\u{68unter22"] {
+        assert!(matches!(r.redact(text), Cow::Borrowed(_)), "{text}");
+    }
+}
+
+#[test]
 fn innocent_text_is_left_as_it_is() {
     let r = Redactor::new([("api", VALUES[0])]);
     for text in [

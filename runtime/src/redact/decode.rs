@@ -91,7 +91,8 @@ fn escape_at(input: &[u8], i: usize) -> Option<([u8; 4], usize, usize)> {
     }
 }
 
-/// `\"`, `\n` …, `\xXX`, `\uXXXX` (a surrogate pair as one character).
+/// `\"`, `\n` …, `\xXX`, `\uXXXX` (a surrogate pair as one character),
+/// `\u{X…}`.
 fn backslash_escape(input: &[u8], i: usize) -> Option<([u8; 4], usize, usize)> {
     let simple = match *input.get(i + 1)? {
         b'"' => b'"',
@@ -104,6 +105,28 @@ fn backslash_escape(input: &[u8], i: usize) -> Option<([u8; 4], usize, usize)> {
         b'b' => 0x08,
         b'f' => 0x0c,
         b'x' => return Some(([hex_at(input, i + 2, 2)? as u8, 0, 0, 0], 1, 4)),
+        // JavaScript's `\u{1F600}`: hex digits in braces, leading zeros
+        // allowed (at most six others); a surrogate pairs with the next.
+        b'u' if input.get(i + 2) == Some(&b'{') => {
+            let (code, used) = braced(input, i)?;
+            if !(0xD800..0xDC00).contains(&code) {
+                let (d, n) = utf8(char::from_u32(code)?);
+                return Some((d, n, used));
+            }
+            let (low, more) = match braced(input, i + used) {
+                Some(l) => l,
+                None if input.get(i + used..i + used + 2) == Some(b"\\u") => {
+                    (hex_at(input, i + used + 2, 4)?, 6)
+                }
+                None => return None,
+            };
+            if !(0xDC00..0xE000).contains(&low) {
+                return None;
+            }
+            let c = char::from_u32(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00))?;
+            let (d, n) = utf8(c);
+            return Some((d, n, used + more));
+        }
         b'u' => {
             let unit = hex_at(input, i + 2, 4)?;
             if !(0xD800..0xDC00).contains(&unit) {
@@ -125,6 +148,26 @@ fn backslash_escape(input: &[u8], i: usize) -> Option<([u8; 4], usize, usize)> {
         _ => return None,
     };
     Some(([simple, 0, 0, 0], 1, 2))
+}
+
+/// The code point of `\u{…}` at `input[i]` and the bytes it spans: hex
+/// digits, any number of leading zeros, at most six others.
+fn braced(input: &[u8], i: usize) -> Option<(u32, usize)> {
+    if input.get(i..i + 3)? != b"\\u{" {
+        return None;
+    }
+    let digits = input.get(i + 3..)?;
+    let close = digits.iter().take(64).position(|&b| b == b'}')?;
+    let zeros = digits[..close].iter().take_while(|&&b| b == b'0').count();
+    let significant = close - zeros;
+    if close == 0 || significant > 6 {
+        return None;
+    }
+    let code = match significant {
+        0 => 0,
+        n => hex_at(input, i + 3 + zeros, n)?,
+    };
+    Some((code, close + 4))
 }
 
 /// HTML's named references to ASCII characters (HTML5 names them all),
