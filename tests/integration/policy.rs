@@ -927,3 +927,51 @@ when { context.task.files_written.contains("workspace:marker") };"#,
         }
     }
 }
+
+/// A write-once policy (`forbid` a write to a file the task already
+/// wrote): a write that waits for a person is noted only once it is
+/// approved, so its own note does not refuse it after the approval; the
+/// second write is refused.
+#[tokio::test]
+async fn a_write_once_policy_lets_the_first_approved_write_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        r#"@id("write-once")
+forbid (principal, action == Warden::Action::"fs::write", resource)
+when { resource.path == "release.json" &&
+       context.task.files_written.contains("workspace:release.json") };"#,
+    )
+    .unwrap();
+    let path = dir.path().join("manifest.toml");
+    let text = format!(
+        "policies = [\"p.cedar\"]\n[tools.probe]\ncomponent = \"{}\"\n\
+         [[tools.probe.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\napproval = [\"write\"]\n",
+        crate::FS_PROBE,
+        ws.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let yes = Arc::new(Yes(Mutex::default()));
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(MemorySink::new())
+        .approver(yes.clone())
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    let grant = Grant::new("t").fs("workspace", &ws, Rights::READ | Rights::WRITE);
+    let input = json!({"op": "write", "path": "release.json", "contents": "{}"}).to_string();
+    let run = runtime.invoke("probe", &grant, &input).await.unwrap();
+    let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert!(out.get("ok").is_some(), "{out}");
+    let run = runtime.invoke("probe", &grant, &input).await.unwrap();
+    let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert_eq!(out["error"]["code"], "denied", "{out}");
+    assert_eq!(
+        yes.0.lock().unwrap().len(),
+        1,
+        "the second was refused unasked"
+    );
+}

@@ -418,6 +418,12 @@ impl Gate {
                 return Ok(Err(refusal));
             }
         }
+        if let Some(refusal) = (self.policy.as_ref()).and_then(|p| p.reserve(&asks, &self.redactor))
+        {
+            self.write(&self.audit.decision(capability, action, resource, &refusal))?;
+            call.spend(); // its record tells it
+            return Ok(Err(refusal));
+        }
         Ok(Ok(Pass {
             approved,
             call,

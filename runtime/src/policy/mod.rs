@@ -105,6 +105,19 @@ pub(crate) struct PolicyCtx {
     pub(crate) added: Option<Arc<Mutex<TaskHistory>>>,
 }
 
+/// The refusal of a write a full `files_written` could not note.
+fn full_history() -> Decision {
+    Decision::deny(
+        "policy.history",
+        format!(
+            "this task has written {} different files, as many as its history keeps for \
+             the runtime policy, which reads files_written; a further file would go \
+             unnoted, so it is refused",
+            cedar::MAX_HISTORY
+        ),
+    )
+}
+
 impl PolicyCtx {
     /// Asks the runtime policy about a call `d` allows. A forbid turns `d`
     /// into a denial naming its policies; a forbid an approval lifts leaves
@@ -124,13 +137,10 @@ impl PolicyCtx {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
-        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        // With a policy that reads `files_written`, a file written is
-        // noted as it is allowed, under the same lock (as a host is noted
-        // before a request is sent): invocations of one task writing at
-        // once cannot each pass a set with one place left, and a task that
-        // filled it cannot write on unnoted. A file the full set cannot
-        // hold is refused.
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        // With a policy that reads `files_written`, a file the full set
+        // cannot hold is refused before anyone is asked (and again, under
+        // the lock, when it is noted: [`PolicyCtx::reserve`]).
         let written = match &resource {
             cedar::Resource::Path { handle, path, .. }
                 if action == "fs::write" && self.rules.reads_files_written() =>
@@ -143,15 +153,7 @@ impl PolicyCtx {
             && history.files_written.len() >= cedar::MAX_HISTORY
             && !history.files_written.contains(item)
         {
-            *d = Decision::deny(
-                "policy.history",
-                format!(
-                    "this task has written {} different files, as many as its history keeps \
-                     for the runtime policy, which reads files_written; a further file would \
-                     go unnoted, so it is refused",
-                    cedar::MAX_HISTORY
-                ),
-            );
+            *d = full_history();
             return false;
         }
         let verdict = self.rules.decide(&cedar::Query {
@@ -166,11 +168,6 @@ impl PolicyCtx {
             detail,
             now,
         });
-        if let Some(item) = written
-            && !matches!(verdict, cedar::Verdict::Deny { .. })
-        {
-            history.files_written.insert(item);
-        }
         drop(history);
         match verdict {
             cedar::Verdict::Allow => false,
@@ -189,6 +186,40 @@ impl PolicyCtx {
                 false
             }
         }
+    }
+
+    /// Notes the files a call allowed (and approved, when a person was
+    /// asked) is about to write, before it writes them, under the history's
+    /// lock, when a policy reads `files_written`: invocations of one task
+    /// writing at once cannot each pass a set with one place left, and a
+    /// task that filled it cannot write on unnoted. A refusal when the set
+    /// cannot hold them all; nothing is noted then.
+    pub(crate) fn reserve(
+        &self,
+        asks: &[gate::Ask<'_>],
+        redactor: &crate::redact::Redactor,
+    ) -> Option<Decision> {
+        if !self.rules.reads_files_written() {
+            return None;
+        }
+        let items: std::collections::BTreeSet<String> = asks
+            .iter()
+            .filter(|a| a.action == "fs::write")
+            .filter_map(|a| match &a.resource {
+                cedar::Resource::Path { handle, path, .. } => {
+                    Some(redactor.redact(&format!("{handle}:{path}")).into_owned())
+                }
+                _ => None,
+            })
+            .collect();
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let set = &mut history.files_written;
+        let new = items.iter().filter(|i| !set.contains(*i)).count();
+        if set.len() + new > cedar::MAX_HISTORY {
+            return Some(full_history());
+        }
+        set.extend(items);
+        None
     }
 
     /// Records something the task did, for later calls' context, the
