@@ -229,9 +229,9 @@ impl Manifest {
         let mut secret_files = Vec::new();
         for (name, raw_tool) in raw.tools {
             for (i, s) in raw_tool.secrets.iter().enumerate() {
-                if let Some((span, path, what)) = secrets::manifest::source_path(s, base) {
+                if let Some((span, paths, what)) = secrets::manifest::source_paths(s, base) {
                     let field = format!("tools.{}.secrets[{i}].source", name.get_ref());
-                    secret_files.push((span, field, path, what));
+                    secret_files.push((span, field, paths, what));
                 }
             }
             let at = (name.get_ref().as_str(), name.span());
@@ -239,10 +239,11 @@ impl Manifest {
                 tools.insert(tool.name.clone(), tool);
             }
         }
-        for (span, field, path, what) in secret_files {
-            if let Some((tool, handle, within)) =
-                secrets::manifest::in_ceiling(&path, ceilings(&tools))
-            {
+        for (span, field, paths, what) in secret_files {
+            let held = paths.iter().find_map(|path| {
+                secrets::manifest::in_ceiling(path, ceilings(&tools)).map(|c| (path, c))
+            });
+            if let Some((path, (tool, handle, within))) = held {
                 c.problem(
                     span,
                     field,
@@ -351,7 +352,9 @@ struct RawTool {
 /// Validates one tool's entry: its own fields here, each capability's
 /// section in that capability's `manifest` module.
 /// Every tool's fs ceilings: (tool, handle, directory).
-fn ceilings(tools: &BTreeMap<String, ToolSpec>) -> impl Iterator<Item = (&str, &str, &Path)> {
+pub(crate) fn ceilings(
+    tools: &BTreeMap<String, ToolSpec>,
+) -> impl Iterator<Item = (&str, &str, &Path)> {
     tools.values().flat_map(|t| {
         (t.fs.iter()).map(move |c| (t.name.as_str(), c.handle.as_str(), c.within.as_path()))
     })

@@ -200,6 +200,9 @@ impl RuntimeBuilder {
     }
 
     pub fn build(self) -> Result<Runtime, Error> {
+        // Each manifest was checked alone; tools from several, or given
+        // one by one, are checked together.
+        secret_sources_outside_ceilings(&self.tools)?;
         let host = |e: wasmtime::Error| Error::Host(format!("{e:#}"));
         let engine = engine::build(self.max_concurrent).map_err(host)?;
         let mut linker = Linker::<HostState>::new(&engine);
@@ -272,5 +275,85 @@ fn spawn_epoch_ticker(engine: &Engine) {
         });
     if let Err(e) = spawned {
         tracing::error!("cannot start the epoch thread, deadlines rely on timers only: {e}");
+    }
+}
+
+/// Refuses tools whose secret files or programs lie inside some tool's fs
+/// ceiling (as `Manifest::parse` does for one manifest's tools).
+fn secret_sources_outside_ceilings(tools: &BTreeMap<String, ToolSpec>) -> Result<(), Error> {
+    use crate::caps::secrets::manifest::{in_ceiling, source_locations};
+    for t in tools.values() {
+        for s in &t.secrets {
+            let Some((paths, what)) = source_locations(&s.source, None) else {
+                continue;
+            };
+            for path in paths {
+                if let Some((tool, handle, _)) = in_ceiling(&path, crate::manifest::ceilings(tools))
+                {
+                    return Err(Error::Config(format!(
+                        "tool '{}': the {what} of secret '{}' ({}) is inside tool '{tool}''s fs \
+                         ceiling '{handle}' (expected secret files and programs outside every fs ceiling)",
+                        t.name,
+                        s.name,
+                        path.display()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::caps::secrets::{SecretSource, SecretSpec};
+    use crate::manifest::ToolSpec;
+    use crate::rights::Rights;
+
+    /// Each manifest alone passes its check; tools given one by one (or
+    /// from two manifests) are checked together when the runtime is built.
+    #[test]
+    fn a_secret_file_inside_another_tools_ceiling_is_refused_at_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir(&ws).unwrap();
+        std::fs::write(ws.join("token"), "v").unwrap();
+        let secret = |source| SecretSpec {
+            name: "token".into(),
+            source,
+            ttl: None,
+            reveal: false,
+            send_to: Vec::new(),
+            approval: false,
+            labels: Vec::new(),
+        };
+        let reader = ToolSpec::new("reader", dir.path().join("r.wasm"))
+            .fs("ws", &ws, Rights::READ)
+            .unwrap();
+        let holder = ToolSpec::new("holder", dir.path().join("h.wasm"))
+            .secret(secret(SecretSource::File(ws.join("token"))));
+        let e = crate::Runtime::builder()
+            .tool(reader.clone())
+            .tool(holder)
+            .build()
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains("tool 'holder': the secret file of secret 'token' (")
+                && e.to_string()
+                    .contains("is inside tool 'reader''s fs ceiling 'ws'"),
+            "{e}"
+        );
+        let outside = ToolSpec::new("holder", dir.path().join("h.wasm"))
+            .secret(secret(SecretSource::File(dir.path().join("token"))));
+        let e = crate::Runtime::builder()
+            .tool(reader)
+            .tool(outside)
+            .build()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!e.contains("fs ceiling"), "{e}");
     }
 }

@@ -23,21 +23,43 @@ pub(crate) struct RawSecret {
     labels: Option<Spanned<Vec<String>>>,
 }
 
-/// Where a secret's `file:` source, or an `exec:` source's program named
-/// by a path, is, with its span and what it is: the manifest keeps them
-/// out of every fs ceiling ([`in_ceiling`]).
-pub(crate) fn source_path(
+/// Where a secret's `file:` source is, or the program an `exec:` source
+/// runs (relative to the manifest, and to the working directory it is run
+/// from; a bare name where `PATH` finds it), with the source's span and
+/// what it is: the manifest keeps them out of every fs ceiling
+/// ([`in_ceiling`]).
+pub(crate) fn source_paths(
     raw: &RawSecret,
     base: &Path,
-) -> Option<(Range<usize>, PathBuf, &'static str)> {
-    let (path, what) = match SecretSource::parse(raw.source.get_ref(), base) {
-        Ok(SecretSource::File(path)) => (path, "secret file"),
-        Ok(SecretSource::Exec { program, .. }) if program.contains('/') => {
-            (base.join(program), "secret program")
+) -> Option<(Range<usize>, Vec<PathBuf>, &'static str)> {
+    let source = SecretSource::parse(raw.source.get_ref(), base).ok()?;
+    let (paths, what) = source_locations(&source, Some(base))?;
+    Some((raw.source.span(), paths, what))
+}
+
+/// Where `source` reads from on the host, and what it is, for the fs
+/// ceiling check: a file, or the program an `exec:` source runs (a relative
+/// one also from `base`). `None` for the other kinds.
+pub(crate) fn source_locations(
+    source: &SecretSource,
+    base: Option<&Path>,
+) -> Option<(Vec<PathBuf>, &'static str)> {
+    Some(match source {
+        SecretSource::File(path) => (vec![path.clone()], "secret file"),
+        SecretSource::Exec { program, .. } if program.contains('/') => {
+            let mut at: Vec<PathBuf> = base.map(|b| b.join(program)).into_iter().collect();
+            at.extend(std::env::current_dir().ok().map(|d| d.join(program)));
+            (at, "secret program")
+        }
+        SecretSource::Exec { program, .. } => {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let found = std::env::split_paths(&path)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file());
+            (found.into_iter().collect(), "secret program")
         }
         _ => return None,
-    };
-    Some((raw.source.span(), path, what))
+    })
 }
 
 /// The fs ceiling (tool, handle, directory) among `ceilings` that holds
@@ -57,6 +79,8 @@ pub(crate) fn in_ceiling<'t>(
             .or_else(|| Some(resolved(p.parent()?)?.join(p.file_name()?)))
     }
     let ceilings: Vec<_> = ceilings.into_iter().collect();
+    // A manifest loaded by a relative name has a relative base.
+    let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let mut on_the_way = resolved(path)
         .into_iter()
         .chain(path.ancestors().filter_map(|a| {
