@@ -106,7 +106,11 @@ pub fn encoded_dot_segment(path: &str) -> Option<String> {
         // A full-width dot or solidus (U+FF0E, U+FF0F), a one- or two-dot
         // leader (U+2024, U+2025): `.`, `/` or `..` to a server that
         // applies NFKC to what it decoded.
-        if !text.is_ascii() && dotted(&text.nfkc().collect::<String>()) {
+        if text.is_ascii() {
+            continue;
+        }
+        let normal: String = text.nfkc().collect();
+        if dotted(&normal) || odd_escape(normal.as_bytes()) {
             return Some(
                 "the path holds a dot segment in a Unicode compatibility form (a \
                  full-width dot or solidus, which a server that normalizes reads as \
@@ -114,15 +118,19 @@ pub fn encoded_dot_segment(path: &str) -> Option<String> {
                     .into(),
             );
         }
+        // Full-width `％２ｅ` is `%2e` once normalized: decoded on from there.
+        if normal != text {
+            decoded = normal.into_bytes();
+        }
     }
-    // Encoded once more than is decoded here: a dot, a separator or a byte
-    // of a longer character still encoded after three rounds.
+    // Encoded once more than is decoded here: a dot, a separator, a `%` or
+    // a byte of a longer character still encoded after three rounds.
     let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
     let still = (0..decoded.len()).any(|i| {
         decoded[i] == b'%'
             && hex(decoded.get(i + 1))
                 .zip(hex(decoded.get(i + 2)))
-                .is_some_and(|(h, l)| matches!(h * 16 + l, 0x2e | 0x2f | 0x5c | 0x80..))
+                .is_some_and(|(h, l)| matches!(h * 16 + l, 0x25 | 0x2e | 0x2f | 0x5c | 0x80..))
     });
     if decoded != path.as_bytes() && still {
         return Some(
@@ -338,6 +346,9 @@ mod tests {
             "/v1/%EF%BC%258E%EF%BC%258E/admin",
             "/v1/%252525EF%252525BC%2525258E/admin",
             "/v1/%C0%25AE%C0%25AE/admin",
+            "/v1/%EF%BC%85%EF%BC%92%EF%BD%85%EF%BC%85%EF%BC%92%EF%BD%85/admin",
+            "/v1/%EF%BC%85%EF%BD%95%EF%BC%90%EF%BC%90%EF%BC%92%EF%BD%85/admin",
+            "/v1/%252525252e%252525252e/admin",
         ] {
             assert!(encoded_dot_segment(path).is_some(), "{path}");
         }
