@@ -190,6 +190,8 @@ fn a_value_holding_escapes_is_found_under_layers_of_another_kind() {
     for text in [
         "smile-\\u{D83D}\\u{DE00}-please",
         "smile-\\u{d83d}\\uDE00-please",
+        "smile-\\uD83D\\u{DE00}-please",
+        "smile-\\u{000000000000000000000000000000000000000000000000000000000000000000D83D}\\uDE00-please",
     ] {
         assert_eq!(r.redact(text), "[REDACTED:e]", "{text}");
     }

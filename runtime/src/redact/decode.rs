@@ -133,17 +133,19 @@ fn backslash_escape(input: &[u8], i: usize) -> Option<([u8; 4], usize, usize)> {
                 let (d, n) = utf8(char::from_u32(unit)?);
                 return Some((d, n, 6));
             }
-            // A high surrogate needs its low half: `\uD83D\uDE00`.
-            if input.get(i + 6..i + 8) != Some(b"\\u") {
-                return None;
-            }
-            let low = hex_at(input, i + 8, 4)?;
+            // A high surrogate needs its low half: `\uD83D\uDE00`, or
+            // `\u{DE00}`.
+            let (low, more) = match braced(input, i + 6) {
+                Some(l) => l,
+                None if input.get(i + 6..i + 8) == Some(b"\\u") => (hex_at(input, i + 8, 4)?, 6),
+                None => return None,
+            };
             if !(0xDC00..0xE000).contains(&low) {
                 return None;
             }
             let c = char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?;
             let (d, n) = utf8(c);
-            return Some((d, n, 12));
+            return Some((d, n, 6 + more));
         }
         _ => return None,
     };
@@ -157,9 +159,9 @@ fn braced(input: &[u8], i: usize) -> Option<(u32, usize)> {
         return None;
     }
     let digits = input.get(i + 3..)?;
-    let close = digits.iter().take(64).position(|&b| b == b'}')?;
-    let zeros = digits[..close].iter().take_while(|&&b| b == b'0').count();
-    let significant = close - zeros;
+    let zeros = digits.iter().take_while(|&&b| b == b'0').count();
+    let significant = digits[zeros..].iter().take(7).position(|&b| b == b'}')?;
+    let close = zeros + significant;
     if close == 0 || significant > 6 {
         return None;
     }
