@@ -118,6 +118,21 @@ fn full_history() -> Decision {
     )
 }
 
+/// The `files_written` item an `fs::write` question notes: `handle:path`,
+/// redacted as [`PolicyCtx::remember`] notes it. `None` for any other.
+fn written_item(
+    action: &str,
+    resource: &cedar::Resource<'_>,
+    redactor: &crate::redact::Redactor,
+) -> Option<String> {
+    match resource {
+        cedar::Resource::Path { handle, path, .. } if action == "fs::write" => {
+            Some(redactor.redact(&format!("{handle}:{path}")).into_owned())
+        }
+        _ => None,
+    }
+}
+
 impl PolicyCtx {
     /// Asks the runtime policy about a call `d` allows. A forbid turns `d`
     /// into a denial naming its policies; a forbid an approval lifts leaves
@@ -141,14 +156,9 @@ impl PolicyCtx {
         // With a policy that reads `files_written`, a file the full set
         // cannot hold is refused before anyone is asked (and again, under
         // the lock, when it is noted: [`PolicyCtx::reserve`]).
-        let written = match &resource {
-            cedar::Resource::Path { handle, path, .. }
-                if action == "fs::write" && self.rules.reads_files_written() =>
-            {
-                Some(redactor.redact(&format!("{handle}:{path}")).into_owned())
-            }
-            _ => None,
-        };
+        let written = (self.rules.reads_files_written())
+            .then(|| written_item(action, &resource, redactor))
+            .flatten();
         if let Some(item) = &written
             && history.files_written.len() >= cedar::MAX_HISTORY
             && !history.files_written.contains(item)
@@ -202,15 +212,8 @@ impl PolicyCtx {
         if !self.rules.reads_files_written() {
             return None;
         }
-        let items: std::collections::BTreeSet<String> = asks
-            .iter()
-            .filter(|a| a.action == "fs::write")
-            .filter_map(|a| match &a.resource {
-                cedar::Resource::Path { handle, path, .. } => {
-                    Some(redactor.redact(&format!("{handle}:{path}")).into_owned())
-                }
-                _ => None,
-            })
+        let items: std::collections::BTreeSet<String> = (asks.iter())
+            .filter_map(|a| written_item(&a.action, &a.resource, redactor))
             .collect();
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let set = &mut history.files_written;
