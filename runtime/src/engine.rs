@@ -84,13 +84,11 @@ impl CompileCache {
     /// The cached component, if there is a usable one.
     pub(crate) fn load(&self, engine: &Engine, identity: &Identity) -> Option<Component> {
         let path = self.path(identity);
-        if !path.is_file() {
-            return None;
-        }
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let bytes = match crate::dirs::read_own(&path) {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
             Err(e) => {
-                tracing::warn!(path = %path.display(), "cannot read compile cache entry: {e}");
+                tracing::warn!(path = %path.display(), "ignoring compile cache entry: {e}");
                 return None;
             }
         };
@@ -128,7 +126,10 @@ fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     // `Component::serialize` for this engine. Files in the cache are written
     // only by `CompileCache::store` under a content-addressed name, in a
     // directory that `dirs::create_private_dir` has checked no other user can write
-    // (see the `# Security` note on `CompileCache`). wasmtime itself checks
+    // (see the `# Security` note on `CompileCache`), and `dirs::read_own`
+    // reads an entry only as a regular file this user owns and no one else
+    // can write, not through a symlink (a file planted in a directory
+    // swapped in after that check is another user's). wasmtime itself checks
     // the header for the version and engine settings. The bytes are read into
     // memory first rather than mapped, so a cache file truncated while a
     // runtime uses it cannot fault the host (SIGBUS).

@@ -215,7 +215,7 @@ impl Grant {
             file: path.to_owned(),
             message,
         };
-        let text = std::fs::read_to_string(path)
+        let text = crate::files::read_regular_text(path, crate::files::MAX_CONFIG)
             .map_err(|e| file_error(format!("cannot read the grant file: {e}")))?;
         let raw: RawGrant = toml::from_str(&text).map_err(|e| {
             let line = e

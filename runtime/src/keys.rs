@@ -10,6 +10,31 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
+/// A key another user could have written is not one to sign with: its
+/// owner must be this user or root (a Kubernetes Secret's files are root's),
+/// and neither its group nor other users may write it. Anyone who could
+/// have chosen the seed can sign trails that verify and tokens that
+/// services accept. (Like ssh's own check, but on writing, which forges,
+/// rather than reading.)
+fn private(file: &std::fs::File) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(format!(
+            "owned by user {}, not by this user ({me}) or root: another user could have chosen it",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "mode {:04o} lets other users write it (expected no write for group and others, such as 0600)",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
 /// A JWKS that does not hold usable keys.
 #[derive(Debug, thiserror::Error)]
 #[error("bad JWKS: {0}")]
@@ -53,11 +78,16 @@ impl KeyPair {
             path: path.to_owned(),
             reason,
         };
-        let text = match std::fs::read_to_string(path).map(Zeroizing::new) {
-            Ok(text) => text,
+        let mut file = match crate::files::open_regular(path) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(err(format!("cannot read: {e}"))),
         };
+        private(&file).map_err(err)?;
+        // A seed is 64 hex digits and a line break.
+        let mut text = Zeroizing::new(String::new());
+        std::io::Read::read_to_string(&mut std::io::Read::take(&mut file, 4096), &mut text)
+            .map_err(|e| err(format!("cannot read: {e}")))?;
         let mut seed = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(text.trim(), &mut *seed)
             .map_err(|e| err(format!("not a 64-digit hex seed ({e})")))?;
@@ -76,7 +106,7 @@ impl KeyPair {
         }
         let pair = Self::ephemeral()?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
+            crate::dirs::private_dir(dir)
                 .map_err(|e| err(format!("cannot create its directory: {e}")))?;
         }
         let mut opts = std::fs::OpenOptions::new();
@@ -278,5 +308,50 @@ mod tests {
         std::fs::write(&path, "not hex").unwrap();
         let e = KeyPair::load_or_create(&path).err().unwrap();
         assert!(e.to_string().contains("not a 64-digit hex seed"), "{e}");
+    }
+
+    /// A key file another user could have written (a state directory they
+    /// made first, in a shared place) is refused, not signed with; a
+    /// Kubernetes Secret's file (root's, read-only for a group) is taken.
+    #[test]
+    fn a_key_another_user_could_have_written_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let first = KeyPair::load_or_create(&path).unwrap();
+        for mode in [0o620, 0o602, 0o666] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = KeyPair::load(&path).err().unwrap().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "identity key {}: mode {mode:04o} lets other users write it (expected no write for group and others, such as 0600)",
+                    path.display()
+                )
+            );
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
+        assert_eq!(KeyPair::load(&path).unwrap().unwrap().kid(), first.kid());
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        )
+        .unwrap();
+        let e = KeyPair::load(&fifo).err().unwrap().to_string();
+        assert!(
+            e.ends_with("cannot read: it is a named pipe, not a regular file"),
+            "{e}"
+        );
+        if rustix::process::geteuid().is_root() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            let e = KeyPair::load(&path).err().unwrap().to_string();
+            assert!(
+                e.ends_with("owned by user 65534, not by this user (0) or root: another user could have chosen it"),
+                "{e}"
+            );
+        }
     }
 }

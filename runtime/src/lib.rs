@@ -33,6 +33,7 @@ mod diag;
 mod dirs;
 pub mod engine;
 mod error;
+pub mod files;
 pub mod grant;
 pub mod identity;
 pub mod keys;

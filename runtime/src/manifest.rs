@@ -200,12 +200,15 @@ impl Manifest {
     /// Reads and validates a manifest file.
     pub fn load(path: impl AsRef<Path>) -> Result<Manifest, ManifestError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
-            file: path.to_owned(),
-            problems: vec![Problem::whole_file(format!(
-                "cannot read the manifest: {e}"
-            ))],
-        })?;
+        let text =
+            crate::files::read_regular_text(path, crate::files::MAX_CONFIG).map_err(|e| {
+                ManifestError {
+                    file: path.to_owned(),
+                    problems: vec![Problem::whole_file(format!(
+                        "cannot read the manifest: {e}"
+                    ))],
+                }
+            })?;
         let base = path.parent().map(Path::to_owned).unwrap_or_default();
         Self::parse(&text, path, &base)
     }

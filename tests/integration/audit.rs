@@ -495,32 +495,68 @@ async fn the_python_verifier_checks_what_warden_writes() {
 
 /// `warden run` shows a tool's output only once its records are on the
 /// trail: its end is written behind, so a trail that takes no writes
-/// (here /dev/full: every write fails with ENOSPC) fails the run with
-/// exit 3 and no output, not after it.
+/// (here one already at the process's file size limit, `ulimit -f`: every
+/// write fails, as on a full disk) fails the run with exit 3 and no output,
+/// not after it. (A device that takes no writes, /dev/full, is no trail:
+/// refused before the run, as /dev/null is.)
 #[test]
 fn warden_run_fails_closed_when_the_written_behind_end_cannot_be_written() {
     let world = World::new();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .arg("--cache-dir")
-        .arg(crate::common::shared_cache())
-        .env("WARDEN_STATE_DIR", world.dir.path().join("state"))
-        .args(["run", "--manifest"])
-        .arg(&world.manifest)
-        .args([
-            "echo",
-            "--input",
-            r#"{"message":"unrecorded"}"#,
-            "--audit",
-            "/dev/full",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
+    let trail = world.dir.path().join("full.jsonl");
+    let sink = FileSink::open(&trail).unwrap();
+    for i in 0..24 {
+        let r: Record = serde_json::from_value(serde_json::json!({
+            "v": 1, "ts": "2026-01-01T00:00:00.000Z", "event": "log",
+            "invocation": format!("i{i}"), "task": "t", "tool": "x",
+            "identity": "sha256:0", "message": "m".repeat(100),
+        }))
         .unwrap();
+        sink.append(&r).unwrap();
+    }
+    drop(sink);
+    assert!(std::fs::metadata(&trail).unwrap().len() > 4096);
+    let run = |audit: &str, limit: bool| {
+        let cmd = format!(
+            "{}exec \"$0\" --cache-dir \"$1\" run --manifest \"$2\" echo --input '{{\"message\":\"unrecorded\"}}' --audit \"$3\"",
+            // 8 blocks of 512 bytes; the signal it would raise ignored, so
+            // the write fails (EFBIG) instead.
+            if limit {
+                "trap '' XFSZ; ulimit -f 8; "
+            } else {
+                ""
+            }
+        );
+        std::process::Command::new("sh")
+            .args(["-c", &cmd, env!("CARGO_BIN_EXE_warden")])
+            .arg(crate::common::shared_cache())
+            .arg(&world.manifest)
+            .arg(audit)
+            .env("WARDEN_STATE_DIR", world.dir.path().join("state"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&trail.display().to_string(), true);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(out.stdout.is_empty(), "output shown with no trail: {out:?}");
     assert!(
-        stderr.contains("cannot write the audit trail /dev/full: No space left on device"),
+        stderr.contains(&format!(
+            "cannot write the audit trail {}: File too large (os error 27)",
+            trail.display()
+        )),
         "{stderr}"
     );
+    for device in ["/dev/full", "/dev/null"] {
+        let out = run(device, false);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{device}: {stderr}");
+        assert!(out.stdout.is_empty(), "{device}: {out:?}");
+        assert!(
+            stderr.contains(&format!(
+                "cannot write the audit trail {device}: it is a character device: a trail is a regular file (records written elsewhere would be lost)"
+            )),
+            "{device}: {stderr}"
+        );
+    }
 }

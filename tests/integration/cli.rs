@@ -318,7 +318,7 @@ fn identity_mismatch_prints_both_digests() {
         &m.display().to_string(),
         "echo",
         "--audit",
-        "/dev/null",
+        &world.dir.path().join("a.jsonl").display().to_string(),
     ]);
     assert_eq!(o.status.code(), Some(2));
     let actual = warden::Identity::of(&std::fs::read(crate::ECHO).unwrap()).to_string();
@@ -757,6 +757,42 @@ fn audit_show_escapes_control_characters() {
     );
     assert!(out.contains(r"(no\u{d}\u{a}really)"), "{out}");
     assert!(out.contains(r"2026-01-01T00:00:00.000Z\u{1b}[1A"), "{out}");
+}
+
+/// A trail is read without verifying it (a tool's strings are in it, and
+/// anyone may have edited it): an invocation id whose last eight bytes
+/// split a character is shown, not a panic with the text raw on stderr,
+/// and `--json` escapes what a terminal would reorder or hide, as every
+/// other output does.
+#[test]
+fn audit_show_takes_any_text_an_edited_trail_holds() {
+    use warden::audit::{AuditSink, FileSink, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("t.jsonl");
+    let sink = FileSink::open(&trail).unwrap();
+    let r: Record = serde_json::from_value(serde_json::json!({
+        "v": 1, "ts": "2026-01-01T00:00:00.000Z", "event": "log",
+        "invocation": "\u{1b}]0;x\u{7}\u{20ac}abcdefg", "task": "t", "tool": "x",
+        "identity": "sha256:0", "message": "a\u{202e}b\u{e0041}c\u{9b}2J",
+    }))
+    .unwrap();
+    sink.append(&r).unwrap();
+    drop(sink);
+    let t = trail.display().to_string();
+    let o = warden_in(&dir.path().join("state"), &["audit", "show", &t]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("inv \u{20ac}abcdefg"), "{}", stdout(&o));
+    let o = warden_in(&dir.path().join("state"), &["audit", "show", "--json", &t]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        !out.chars()
+            .any(|c| (c.is_control() && c != '\n') || matches!(c, '\u{202e}' | '\u{e0041}')),
+        "{out:?}"
+    );
+    assert!(out.contains(r"a\u202eb\udb40\udc41c\u009b2J"), "{out}");
+    let shown: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
+    assert_eq!(shown["message"], "a\u{202e}b\u{e0041}c\u{9b}2J");
 }
 
 // ---- Operator-facing CLI errors escape control characters (issue #11,

@@ -98,6 +98,50 @@ fn a_closed_stdout_ends_each_command_quietly() {
     assert!(!text(&o.stderr).contains("panicked"), "{}", text(&o.stderr));
 }
 
+/// A closed stderr (`warden … 2>&1 | head -1` once `head` has gone) is
+/// not a panic either: the message is dropped, and the command ends with
+/// the status it would have had (2 for a trail not found, 1 for one with a
+/// line that is not a record, which `audit show` tells on stderr after its
+/// stdout), not Rust's 101.
+#[test]
+fn a_closed_stderr_ends_a_command_with_its_own_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let trail = dir.path().join("t.jsonl");
+    {
+        use warden::audit::{AuditSink, FileSink, Record};
+        let r: Record = serde_json::from_str(
+            r#"{"v":1,"ts":"t","event":"log","invocation":"i","task":"t","tool":"x","identity":"sha256:0"}"#,
+        )
+        .unwrap();
+        FileSink::open(&trail).unwrap().append(&r).unwrap();
+    }
+    let mut text = std::fs::read_to_string(&trail).unwrap();
+    text.push_str("not a record\n");
+    std::fs::write(&trail, text).unwrap();
+    let trail = trail.display().to_string();
+    for (args, code) in [
+        (&["audit", "show", "/nonexistent/trail.jsonl"][..], 2),
+        (&["audit", "show", &trail][..], 1),
+        (&["no-such-command"][..], 2),
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = warden(&state)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(writer)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "warden {args:?}: {:?}",
+            o.status
+        );
+    }
+}
+
 // ---- 14. the licence --------------------------------------------------
 
 #[test]

@@ -288,7 +288,7 @@ fn a_component_file_is_read_bounded_and_only_as_a_regular_file() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("cannot read the component: not a regular file"),
+        err.contains("cannot read the component: it is a named pipe, not a regular file"),
         "{err}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));

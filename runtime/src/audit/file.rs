@@ -163,10 +163,19 @@ impl FileSink {
         opts.append(true).create(true).read(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let file = opts.open(&path).map_err(|source| AuditError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let file = opts
+            .open(&path)
+            .and_then(|file| tail::regular(&file).map(|()| file))
+            .map_err(|source| AuditError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Self::on(path, file)
+    }
+
+    /// A sink on a trail already open (a unit test's `/dev/full`, which no
+    /// trail may be, stands for a full disk).
+    fn on(path: PathBuf, file: File) -> Result<FileSink, AuditError> {
         let shared = Arc::new(Shared {
             path,
             file,

@@ -33,6 +33,21 @@ fn last_record(mut file: &File, len: u64) -> std::io::Result<Option<Record>> {
     }
 }
 
+/// A trail is a regular file: records appended to `/dev/null` (a symlink
+/// swapped in for the trail, or `--audit /dev/null`) would be lost while
+/// every invocation ran as if recorded, and a FIFO or a device holds no
+/// chain to continue.
+pub(super) fn regular(file: &File) -> std::io::Result<()> {
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(());
+    }
+    let what = crate::files::special(kind).unwrap_or("a directory");
+    Err(std::io::Error::other(format!(
+        "it is {what}: a trail is a regular file (records written elsewhere would be lost)"
+    )))
+}
+
 impl Shared {
     /// With the trail's lock held: when it is not as this sink left it,
     /// continues the chain from its last record (a checkpoint there covers
@@ -119,6 +134,16 @@ impl Shared {
             }
             end = start;
         };
+        // Only a record cut short is cut off: a file whose last line is
+        // something else (a trail path pointed at another file, which may
+        // end without a line break) is not a trail to truncate.
+        let mut head = [0u8; 5];
+        let head = &mut head[..(len - keep).min(5) as usize];
+        if self.file.read_exact_at(head, keep).is_err() || !b"{\"v\":".starts_with(head) {
+            return Err(self.io(std::io::Error::other(
+                "its last line is neither complete nor a record cut short (expected a line starting {\"v\":): not an audit trail? nothing was cut or written",
+            )));
+        }
         tracing::warn!(
             "audit trail {}: cut off a torn last line ({} bytes) left by a write that never completed",
             self.path.display(),

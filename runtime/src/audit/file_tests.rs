@@ -203,6 +203,49 @@ fn a_torn_last_line_is_cut_off_before_the_next_record() {
     assert_eq!(report.records, 2);
 }
 
+/// A trail path that names something else is refused before anything is
+/// written or cut: `/dev/null` (directly or through a symlink swapped in
+/// for the trail) would take every record and keep none, and a file whose
+/// last line is not a record cut short is not a trail to truncate.
+#[test]
+fn a_trail_is_a_regular_file_and_only_a_records_torn_tail_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("t.jsonl");
+    std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+    for path in [Path::new("/dev/null"), &link] {
+        let err = FileSink::open(path).err().expect("refused").to_string();
+        assert_eq!(
+            err,
+            format!(
+                "cannot write the audit trail {}: it is a character device: a trail is a regular file (records written elsewhere would be lost)",
+                path.display()
+            )
+        );
+    }
+    let err = FileSink::open(dir.path())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.ends_with("Is a directory (os error 21)"), "{err}");
+    // A key, a configuration file: no line break at the end, and no record.
+    let other = dir.path().join("key");
+    std::fs::write(&other, "notes\nseed-without-a-line-break").unwrap();
+    let err = FileSink::open(&other).err().expect("refused").to_string();
+    assert!(err.ends_with("its last line is neither complete nor a record cut short (expected a line starting {\"v\":): not an audit trail? nothing was cut or written"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&other).unwrap(),
+        "notes\nseed-without-a-line-break"
+    );
+    // A record cut short after two bytes is still one.
+    std::fs::write(&other, "{\"").unwrap();
+    let sink = FileSink::open(&other).unwrap();
+    sink.append(&event("invocation.start", 0)).unwrap();
+    drop(sink);
+    let text = std::fs::read_to_string(&other).unwrap();
+    assert!(text.starts_with("{\"v\":1,"), "{text}");
+    assert_eq!(crate::audit::verify::verify_text(&text, None).records, 1);
+}
+
 #[test]
 fn sinks_sharing_a_trail_keep_one_chain() {
     let dir = tempfile::tempdir().unwrap();
@@ -470,8 +513,19 @@ fn ends_written_behind_go_out_once_enough_wait_and_when_the_sink_goes() {
 
 #[test]
 fn when_a_write_behind_fails_later_appends_fail_closed() {
-    // Every write to /dev/full fails with ENOSPC.
-    let sink = behind(Path::new("/dev/full"), 1000, Duration::from_millis(1));
+    // Every write to /dev/full fails with ENOSPC (a full disk; `open`
+    // refuses it as a trail).
+    let full = OpenOptions::new()
+        .append(true)
+        .read(true)
+        .open("/dev/full")
+        .unwrap();
+    let sink = FileSink::on("/dev/full".into(), full)
+        .unwrap()
+        .with_write_behind(WriteBehind {
+            records: 1000,
+            within: Duration::from_millis(1),
+        });
     sink.append_behind(vec![event("invocation.end", 0)])
         .unwrap();
     let started = Instant::now();

@@ -35,7 +35,14 @@ pub fn describe(r: &Record) -> String {
         };
         return format!("{event:<8} {} records, {signed}", r.count.unwrap_or(0));
     }
-    let inv = &r.invocation[r.invocation.len().saturating_sub(8)..];
+    // The last eight characters (a trail read without verifying it may
+    // hold any text here, so not a byte offset).
+    let inv = r
+        .invocation
+        .char_indices()
+        .rev()
+        .nth(7)
+        .map_or(&*r.invocation, |(i, _)| &r.invocation[i..]);
     let mut s = format!("{event:<8} {:<12} inv {inv}", r.tool);
     if let (Some(a), Some(res), Some(d)) = (&r.action, &r.resource, &r.decision) {
         s.push_str(&format!("  {d:<5} {a} {res}"));

@@ -95,9 +95,39 @@ pub fn rehash(record: &Record) -> String {
 /// verify against them; without, unsigned and signed checkpoints are only
 /// checked for consistency.
 pub fn verify(path: &Path, keys: Option<&Verifier>) -> std::io::Result<Report> {
-    let bytes = std::fs::read(path)?;
+    let file = crate::files::open_regular(path)?;
+    // Writers only append: the length between writes bounds a read that
+    // ends on a whole record, however long the read takes.
+    let held = settled(&file);
+    let len = file.metadata().map(|m| m.len());
+    if held {
+        let _ = file.unlock();
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, len?), &mut bytes)?;
     Ok(verify_bytes(&bytes, keys))
 }
+
+/// Waits (up to [`SETTLE`]) for a writer's write in progress to end, by
+/// taking the trail's lock shared: a live trail read half-way through a
+/// batch would end in a torn line and read as altered. Whether the lock
+/// was taken (if a stopped writer holds it, the trail is read as it is).
+fn settled(file: &std::fs::File) -> bool {
+    let until = std::time::Instant::now() + SETTLE;
+    loop {
+        match file.try_lock_shared() {
+            Ok(()) => return true,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+/// How long [`verify`] waits for a write in progress; a write of a batch
+/// takes milliseconds.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub fn verify_text(text: &str, keys: Option<&Verifier>) -> Report {
     verify_bytes(text.as_bytes(), keys)
@@ -269,6 +299,33 @@ mod tests {
     use crate::KeyPair;
     use crate::audit::{AuditSink, FileSink};
     use std::sync::Arc;
+
+    /// A trail read while a writer is half-way through a write is read as
+    /// it stands once the write ends (the writer's lock), not as altered.
+    #[test]
+    fn a_trail_is_read_between_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let whole = trail(3);
+        // Cut after a line's `{"v":`: a torn record.
+        let (first, rest) = whole.split_at(whole[..whole.len() / 2].rfind('\n').unwrap() + 6);
+        std::fs::write(&path, first).unwrap();
+        let writer = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        writer.lock().unwrap();
+        let reader = {
+            let path = path.clone();
+            std::thread::spawn(move || verify(&path, None).unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::io::Write::write_all(&mut &writer, rest.as_bytes()).unwrap();
+        writer.unlock().unwrap();
+        let report = reader.join().unwrap();
+        assert!(report.tampered.is_none(), "{report:?}");
+        assert_eq!(report.records, 6);
+    }
 
     /// A signed trail of two invocations (start, end, checkpoint each).
     fn trail(seed: u8) -> String {

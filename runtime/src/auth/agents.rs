@@ -230,15 +230,16 @@ impl AgentsFile {
 
     /// Reads and checks an agents file, and every grant file it names.
     pub fn load(path: &Path) -> Result<AgentsFile, AgentsError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            AgentsError(vec![Problem {
-                file: path.to_owned(),
-                line: 0,
-                column: 0,
-                field: "file".into(),
-                message: format!("cannot read the agents file: {e}"),
-            }])
-        })?;
+        let text =
+            crate::files::read_regular_text(path, crate::files::MAX_CONFIG).map_err(|e| {
+                AgentsError(vec![Problem {
+                    file: path.to_owned(),
+                    line: 0,
+                    column: 0,
+                    field: "file".into(),
+                    message: format!("cannot read the agents file: {e}"),
+                }])
+            })?;
         Self::parse(path, &text)
     }
 

@@ -288,36 +288,11 @@ pub(crate) fn read_bounded(
     max: u64,
     what: &'static str,
 ) -> Result<Vec<u8>, ProvenanceError> {
-    use std::io::Read as _;
-    let fail = |reason: String| ProvenanceError::Read {
+    crate::files::read_regular(path, max).map_err(|e| ProvenanceError::Read {
         what,
         path: path.to_owned(),
-        reason,
-    };
-    let mut opts = std::fs::OpenOptions::new();
-    opts.read(true);
-    // A FIFO would block the open; a device is refused below.
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
-    let file = opts.open(path).map_err(|e| fail(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(fail("not a regular file".into()));
-    }
-    if meta.len() > max {
-        return Err(fail(format!(
-            "{} bytes, more than the {max} bytes expected",
-            meta.len()
-        )));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| fail(e.to_string()))?;
-    if bytes.len() as u64 > max {
-        return Err(fail(format!("more than the {max} bytes expected")));
-    }
-    Ok(bytes)
+        reason: e.to_string(),
+    })
 }
 
 fn cut(s: &str, max: usize) -> String {

@@ -50,7 +50,8 @@ pub async fn check(
             "waivers": report.waivers,
             "problems": report.problems,
         });
-        outln!("{value}")?;
+        // Handle names and messages a tool's `describe` chose are in it.
+        outln!("{}", crate::trail::for_people(&value.to_string()))?;
         return Ok(if ok { 0 } else { 2 });
     }
     let mut failed = 0;
@@ -92,7 +93,7 @@ pub async fn check(
             )));
         }
         for p in &report.problems {
-            eprintln!("error: {}", shown(str_of(&p["message"])));
+            crate::out::errln!("error: {}", shown(str_of(&p["message"])));
         }
         return Err(usage(anyhow::anyhow!(
             "{}: {n} problem{} (each above)",

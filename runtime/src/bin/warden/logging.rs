@@ -45,7 +45,7 @@ fn filter(default: &str) -> EnvFilter {
         match EnvFilter::try_new(&*value) {
             Ok(f) => return f,
             Err(e) => {
-                eprintln!(
+                crate::out::errln!(
                     "warning: ignoring {var}={}: {e} (expected a filter such as `warn,warden=debug`); logging at `{default}`",
                     crate::shown(&value)
                 );

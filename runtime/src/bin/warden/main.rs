@@ -105,7 +105,7 @@ pub(crate) fn with_telemetry(
     let origin = url::Url::parse(&options.endpoint)
         .map(|u| u.origin().ascii_serialization())
         .unwrap_or_default();
-    eprintln!(
+    crate::out::errln!(
         "warden: sending OpenTelemetry to {} ({})",
         shown(&origin),
         if options.json {
@@ -264,7 +264,7 @@ fn main() -> ExitCode {
     let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            crate::out::errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(3);
         }
     };
@@ -515,7 +515,9 @@ fn read_input(input: &str) -> anyhow::Result<String> {
 /// A file the user named, read as text: a missing one is said to be
 /// missing, with its path; `what` says what it was for ("input file").
 pub(crate) fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).map_err(|e| match e.kind() {
+    // Larger than any input or key set a runtime takes; a FIFO or a device
+    // is refused, not waited on or read for ever.
+    warden::files::read_regular_text(path, 256 << 20).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => anyhow::anyhow!("{what} {} not found", path.display()),
         _ => anyhow::anyhow!("cannot read the {what} {}: {e}", path.display()),
     })
@@ -551,16 +553,18 @@ async fn run(
     if verbose {
         for (name, bytes) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
             if !bytes.is_empty() {
-                eprintln!(
+                crate::out::errln!(
                     "tool {name} ({} bytes): {}",
                     bytes.len(),
                     String::from_utf8_lossy(bytes).escape_debug()
                 );
             }
         }
-        eprintln!(
+        crate::out::errln!(
             "invocation {} of task {} took {:?}",
-            run.id, run.task, run.duration
+            run.id,
+            run.task,
+            run.duration
         );
     }
     match run.output {
@@ -569,7 +573,7 @@ async fn run(
             Ok(0)
         }
         Err(e) => {
-            eprintln!(
+            crate::out::errln!(
                 "error: tool '{}' failed: {}",
                 shown(tool),
                 shown(&e.to_string())

@@ -68,7 +68,22 @@ macro_rules! out {
     };
 }
 
-pub(crate) use {out, outln};
+/// `eprintln!` for commands: `errln!(...)`. A closed or failing stderr
+/// (`warden audit verify T 2>&1 | head -1`) is not a panic: there is nowhere
+/// left to say anything, so the write is dropped and the command ends with
+/// its own status.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::out::write_err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {errln, out, outln};
+
+/// Writes to stderr; an error is ignored (see [`errln!`]).
+pub fn write_err(args: fmt::Arguments<'_>) {
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
 
 /// Prints a command's error on stderr: a manifest's problems one line
 /// each (as `warden check` lists them), anything else as [`error_text`].
@@ -83,8 +98,8 @@ pub fn error(error: &anyhow::Error, verbose: bool) {
         Some(m) if !verbose => m
             .to_string()
             .lines()
-            .for_each(|line| eprintln!("error: {}", shown(line))),
-        _ => eprintln!("error: {}", error_text(error, verbose)),
+            .for_each(|line| errln!("error: {}", shown(line))),
+        _ => errln!("error: {}", error_text(error, verbose)),
     }
 }
 

@@ -27,7 +27,7 @@ fn on_compile(current: &Mutex<Option<ProgressBar>>, event: CompileEvent) {
             ));
             bar.enable_steady_tick(Duration::from_millis(100));
             if bar.is_hidden() {
-                eprintln!("compiling {tool} ({identity}); cached for later runs");
+                crate::out::errln!("compiling {tool} ({identity}); cached for later runs");
             }
             *slot = Some(bar);
         }
@@ -35,7 +35,7 @@ fn on_compile(current: &Mutex<Option<ProgressBar>>, event: CompileEvent) {
             if let Some(bar) = slot.take() {
                 bar.finish_and_clear();
                 if !bar.is_hidden() {
-                    eprintln!(
+                    crate::out::errln!(
                         "compiled {} in {:.1}s",
                         crate::shown(&tool),
                         elapsed.as_secs_f64()

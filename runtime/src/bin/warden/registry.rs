@@ -9,7 +9,7 @@ use crate::out::outln;
 use crate::{Failure, shown, usage};
 use std::path::{Path, PathBuf};
 use warden::oci::{self, BlobCache, Credentials, OciError, OciRef};
-use warden::source::{ComponentSource, MAX_COMPONENT};
+use warden::source::ComponentSource;
 use warden::{Identity, Manifest};
 
 #[derive(clap::Args)]
@@ -84,7 +84,7 @@ pub async fn pull(args: PullArgs, cache_dir: Option<&Path>) -> Result<u8, Failur
     }
     let credentials = Credentials::from_env();
     for (reference, pin) in &wanted {
-        eprintln!("pulling {reference}");
+        crate::out::errln!("pulling {reference}");
         let pulled = oci::pull(reference, &cache, credentials.as_ref(), pin.as_ref())
             .await
             .map_err(failure)?;
@@ -107,23 +107,10 @@ pub async fn pull(args: PullArgs, cache_dir: Option<&Path>) -> Result<u8, Failur
 pub async fn push(args: PushArgs) -> Result<u8, Failure> {
     let reference = parse(&args.reference)?;
     let shown_path = shown(&args.component.display().to_string()).into_owned();
-    let meta = std::fs::metadata(&args.component).map_err(|e| {
-        usage(anyhow::anyhow!(
-            "cannot read the component {shown_path}: {e}"
-        ))
-    })?;
-    if !meta.is_file() || meta.len() > MAX_COMPONENT {
-        return Err(usage(anyhow::anyhow!(
-            "{shown_path}: expected a component file of at most {} bytes",
-            MAX_COMPONENT
-        )));
-    }
-    let bytes = std::fs::read(&args.component).map_err(|e| {
-        usage(anyhow::anyhow!(
-            "cannot read the component {shown_path}: {e}"
-        ))
-    })?;
-    eprintln!("pushing {shown_path} to {reference}");
+    // A regular file of at most MAX_COMPONENT bytes, as a pull takes.
+    let bytes = warden::source::read_component(&args.component)
+        .map_err(|e| usage(anyhow::anyhow!("{}", shown(&e.to_string()))))?;
+    crate::out::errln!("pushing {shown_path} to {reference}");
     let digest = oci::push(&bytes, &reference, Credentials::from_env().as_ref())
         .await
         .map_err(failure)?;

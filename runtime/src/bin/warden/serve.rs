@@ -213,7 +213,7 @@ fn open_sink(
             cadence: warden::audit::Cadence::default(),
         },
     )?;
-    eprintln!(
+    crate::out::errln!(
         "warden: audit trail in {} (chain {})",
         url.shown(),
         sink.chain()
@@ -228,7 +228,7 @@ impl ServeArgs {
 }
 
 fn read_token(path: &Path) -> anyhow::Result<String> {
-    let token = std::fs::read_to_string(path)
+    let token = warden::files::read_regular_text(path, 64 << 10)
         .with_context(|| format!("cannot read the token file {}", path.display()))?
         .trim()
         .to_owned();
@@ -366,7 +366,7 @@ pub async fn serve(
         let token = operator_token(file, "approvals", &tokens)?;
         let listener = listen(addr).await?;
         let bound = listener.local_addr().map_err(|e| usage(e.into()))?;
-        eprintln!("warden: pending approvals at http://{bound}/approvals");
+        crate::out::errln!("warden: pending approvals at http://{bound}/approvals");
         approvals = Some((listener, token));
     }
     if let Some(addr) = args.console {
@@ -382,7 +382,7 @@ pub async fn serve(
         let token = operator_token(file, "console", &tokens)?;
         let listener = listen(addr).await?;
         let bound = listener.local_addr().map_err(|e| usage(e.into()))?;
-        eprintln!("warden: operator console at http://{bound}/");
+        crate::out::errln!("warden: operator console at http://{bound}/");
         console = Some((listener, token));
     }
     // Each operator's token is its own: a service that may introspect
@@ -469,7 +469,7 @@ pub async fn serve(
         mcp.share_rounds(rounds);
     }
     for (name, why) in mcp.unavailable() {
-        eprintln!(
+        crate::out::errln!(
             "warden: not serving tool '{}': {}",
             crate::shown(name),
             crate::shown(why)
@@ -535,7 +535,7 @@ pub async fn serve(
     let listener = listen(addr).await?;
     let bound = listener.local_addr().map_err(|e| usage(e.into()))?;
     // The one line a supervisor (or a test) reads to find the port.
-    eprintln!(
+    crate::out::errln!(
         "warden: serving MCP at http://{bound}{}",
         warden::mcp::http::PATH
     );
@@ -546,7 +546,7 @@ pub async fn serve(
             .with_agents(file, &resource)
             .map_err(|e| usage(anyhow::anyhow!(e)))?;
         if let Some(r) = auth.resource() {
-            eprintln!("warden: verifying agent tokens for the resource {r}");
+            crate::out::errln!("warden: verifying agent tokens for the resource {r}");
         }
     }
     let http = HttpOptions {

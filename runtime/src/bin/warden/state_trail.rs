@@ -143,7 +143,7 @@ pub async fn show(url: &str, filters: &Filters, json: bool) -> Result<u8, Failur
         }
     }
     if bad > 0 {
-        eprintln!(
+        crate::out::errln!(
             "error: {}: {bad} rows are not audit records; `warden audit verify --state` says whether the trail was altered",
             url.shown()
         );
@@ -170,7 +170,7 @@ pub async fn export(url: &str, dir: &Path) -> Result<u8, Failure> {
         // Chain names are UUIDs this code made; a row that says otherwise
         // names no file (and is reported, the others exported).
         let Ok(id) = uuid::Uuid::try_parse(&c.chain) else {
-            eprintln!(
+            crate::out::errln!(
                 "error: {}: a chain is named {}, not a UUID: not exported",
                 url.shown(),
                 shown(&c.chain)

@@ -65,7 +65,7 @@ pub fn print_report(label: &str, report: &Report, known: &str) -> Result<(), Fai
     let status = report.status();
     if let Some(t) = &report.tampered {
         outln!("{}: intact up to line {}", label, t.line - 1)?;
-        eprintln!("error: {}:{}: {}", label, t.line, escape_control(&t.reason));
+        crate::out::errln!("error: {}:{}: {}", label, t.line, escape_control(&t.reason));
         return Ok(());
     }
     if status == Status::Complete {
@@ -84,14 +84,14 @@ pub fn print_report(label: &str, report: &Report, known: &str) -> Result<(), Fai
             report.records
         )?;
         for k in &report.unknown_keys {
-            eprintln!(
+            crate::out::errln!(
                 "error: {}:{}: checkpoint signed by key {}, which is not one of the known keys; pass its JWKS with --jwks",
                 label,
                 k.line,
                 escape_control(&k.kid)
             );
         }
-        eprintln!("known keys: {}", escape_control(known));
+        crate::out::errln!("known keys: {}", escape_control(known));
     } else {
         match report.last_checkpoint {
             Some(l) => outln!(
@@ -244,7 +244,10 @@ impl Filters {
 /// that are not records further on are shown as such, and the status is 1
 /// (`warden audit verify` says whether the trail was altered).
 pub fn show_cmd(file: &Path, filters: &Filters, json: bool) -> Result<u8, Failure> {
-    let bytes = std::fs::read(file).map_err(|e| crate::usage(unreadable(file, &e)))?;
+    let mut bytes = Vec::new();
+    warden::files::open_regular(file)
+        .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
+        .map_err(|e| crate::usage(unreadable(file, &e)))?;
     let text = String::from_utf8(bytes).map_err(|_| {
         crate::usage(anyhow::anyhow!(
             "{} is not an audit trail (expected JSON Lines text; it is not UTF-8)",
@@ -279,7 +282,7 @@ pub fn show_cmd(file: &Path, filters: &Filters, json: bool) -> Result<u8, Failur
         }
     }
     if bad > 0 {
-        eprintln!(
+        crate::out::errln!(
             "error: {}: {bad} lines are not audit records; `warden audit verify` says whether the trail was altered",
             file.display()
         );
@@ -288,25 +291,17 @@ pub fn show_cmd(file: &Path, filters: &Filters, json: bool) -> Result<u8, Failur
     Ok(0)
 }
 
-/// A line of JSON for a terminal: the control characters JSON allows raw
-/// inside strings (DEL and C1) escaped as `\u00XX`, and raw tabs and
-/// carriage returns (which JSON allows only between tokens) made spaces;
-/// the JSON's meaning is kept.
+/// A line of JSON for a terminal: what a person would not see as itself
+/// inside strings (DEL and C1 controls, bidi overrides, zero-width and tag
+/// characters) escaped as `\uXXXX`, as every other output of the CLI
+/// ([`warden::redact::json_for_terminal`]), and a raw tab or carriage
+/// return (which JSON allows only between tokens) made a space; the JSON's
+/// meaning is kept.
 pub fn for_people(json: &str) -> std::borrow::Cow<'_, str> {
-    if !json.chars().any(char::is_control) {
-        return json.into();
+    match warden::redact::json_for_terminal(json) {
+        shown if shown.contains('\t') => shown.replace('\t', " ").into(),
+        shown => shown,
     }
-    let mut out = String::with_capacity(json.len() + 8);
-    for c in json.chars() {
-        if c == '\t' || c == '\r' {
-            out.push(' ');
-        } else if c.is_control() {
-            out.push_str(&format!("\\u{:04x}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out.into()
 }
 
 /// `warden audit checkpoint`: signs an existing trail's unsigned tail.

@@ -105,7 +105,7 @@ pub(crate) fn link_moved_inside(from: &str, to: &str, target: &std::path::Path) 
 }
 
 /// What a file type is, for a person; `None` for a regular file or a
-/// directory.
+/// directory. (cap-std's own type; [`crate::files::special`] is std's.)
 pub(crate) fn special(ft: FileType) -> Option<&'static str> {
     if ft.is_file() || ft.is_dir() {
         None

@@ -90,7 +90,7 @@ impl RuntimePolicy {
                             ));
                         }
                         for f in files {
-                            match std::fs::read_to_string(&f) {
+                            match crate::files::read_regular_text(&f, crate::files::MAX_CONFIG) {
                                 Ok(text) => sources.push((f, text)),
                                 Err(e) => problems
                                     .push(PolicyProblem::whole(f, format!("cannot read: {e}"))),
@@ -100,7 +100,7 @@ impl RuntimePolicy {
                     Err(e) => problems.push(whole(format!("cannot read the directory: {e}"))),
                 }
             } else {
-                match std::fs::read_to_string(path) {
+                match crate::files::read_regular_text(path, crate::files::MAX_CONFIG) {
                     Ok(text) => sources.push((path.clone(), text)),
                     Err(e) => problems.push(whole(format!(
                         "cannot read the policy file: {e} (expected a Cedar file or a directory of them)"
