@@ -21,6 +21,7 @@ fn manifest() -> String {
 [tools.probe]
 component = "{probe}"
 timeout = "5s"
+token-audiences = ["probe"]
 
 [[tools.probe.secrets]]
 name = "token"
@@ -169,6 +170,42 @@ async fn a_revealed_secret_is_redacted_from_every_channel() {
     assert_clean("tool error", &err.message, TOKEN);
     let end = v.audit.invocation(&run.id).pop().unwrap();
     assert_clean("end record", end.message.as_deref().unwrap(), TOKEN);
+}
+
+/// An identity token the tool is handed is a credential like a secret's
+/// value: the tool puts it in its output, stdout, stderr and a log message,
+/// and each of them shows `[REDACTED:identity-token]`, as does nothing of
+/// it reach the trail (a JWT's header starts `eyJ`).
+#[tokio::test]
+async fn an_identity_token_a_tool_holds_is_redacted_from_every_channel() {
+    let v = Vault::new();
+    let input = serde_json::json!({"name": "token", "channels": ["identity"]});
+    let run = v.probe(&["token"], input).await.unwrap();
+    let out = output(&run);
+    assert_eq!(
+        out["leaked"],
+        serde_json::json!(["[REDACTED:identity-token]"])
+    );
+    let stdout = String::from_utf8(run.stdout.clone()).unwrap();
+    let stderr = String::from_utf8(run.stderr.clone()).unwrap();
+    assert_eq!(stdout, "[REDACTED:identity-token]");
+    assert_eq!(stderr, "[REDACTED:identity-token]");
+    let log = log_record(&v, &run.id);
+    assert_eq!(
+        log.message.as_deref(),
+        Some("token [REDACTED:identity-token]")
+    );
+    let trail = serde_json::to_string(&v.audit.records()).unwrap();
+    assert!(!trail.contains("eyJ"), "a token on the trail: {trail}");
+    let d = v
+        .decisions(&run.id)
+        .into_iter()
+        .find(|r| r.capability.as_deref() == Some("identity"))
+        .unwrap();
+    assert_eq!(
+        (d.resource.as_deref(), d.decision.as_deref()),
+        (Some("probe"), Some("allow"))
+    );
 }
 
 #[tokio::test]

@@ -166,3 +166,36 @@ fn two_entries_for_the_same_agents_are_a_problem() {
         "{e}"
     );
 }
+
+/// What counts as this machine when a discovered `jwks_uri` is refused for
+/// a remote issuer (and when plain http is allowed): every spelling that
+/// reaches it, not only `localhost` and `127.0.0.1`.
+#[test]
+fn every_spelling_of_this_machine_is_loopback() {
+    let local = |u: &str| {
+        let u = url::Url::parse(u).unwrap();
+        super::parse::loopback(&u.host().unwrap())
+    };
+    for u in [
+        "https://localhost/k",
+        "https://LOCALHOST./k",
+        "https://keys.localhost/k",
+        "https://127.0.0.1/k",
+        "https://127.1/k",
+        "https://0.0.0.0:6443/k",
+        "https://[::1]/k",
+        "https://[::]/k",
+        "https://[::ffff:127.0.0.1]/k",
+        "https://[::ffff:0.0.0.0]/k",
+    ] {
+        assert!(local(u), "{u} is this machine");
+    }
+    for u in [
+        "https://example.com/k",
+        "https://localhost.example.com/k",
+        "https://10.0.0.1/k",
+        "https://[::ffff:10.0.0.1]/k",
+    ] {
+        assert!(!local(u), "{u} is not");
+    }
+}

@@ -210,6 +210,7 @@ impl Inner {
             audiences: tool.spec.token_audiences.clone(),
             active: self.active.clone(),
             mark: Default::default(),
+            minted: Default::default(),
         }
     }
 
@@ -368,11 +369,13 @@ async fn issue_secrets(
             return Err(Error::Secret(e));
         }
     };
+    let handed = minter.premint().iter();
     let redactor = Arc::new(Redactor::new(
         secrets
             .issued
             .values()
-            .map(|s| (s.spec.name.as_str(), s.value.as_str())),
+            .map(|s| (s.spec.name.as_str(), s.value.as_str()))
+            .chain(handed.map(|(_, t)| (crate::caps::identity::HANDED_OUT, t.as_str()))),
     ));
     end.auditor.set_redactor(redactor.clone());
     end.issued(secrets.issued.keys().cloned().collect());

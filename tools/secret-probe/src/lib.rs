@@ -20,7 +20,8 @@ struct Input {
     /// output carries the value as raw JSON `\u` escapes), `fs` (written to
     /// `workspace/leak.txt` and used as a path), `fs-name` (a file named
     /// with it written in `workspace`), `identity` (a token for
-    /// audience `probe` is fetched).
+    /// audience `probe` is fetched, and leaked too: in the output, on
+    /// stdout and stderr, in a log message).
     #[serde(default)]
     channels: Vec<String>,
     /// Put this many `x` before what is logged (to place the value across
@@ -110,6 +111,7 @@ impl Tool for SecretProbe {
         };
         let leaked = encodings(&value);
         let text = leaked.join(" | ");
+        let mut tokens = Vec::new();
         for channel in &i.channels {
             match channel.as_str() {
                 "stdout" => {
@@ -132,7 +134,13 @@ impl Tool for SecretProbe {
                         .map_err(|e| Error::failed(e.message))?;
                 }
                 "identity" => {
-                    let _ = identity::token("probe");
+                    if let Ok(token) = identity::token("probe") {
+                        print!("{token}");
+                        let _ = std::io::stdout().flush();
+                        eprint!("{token}");
+                        log::warn(&format!("token {token}"));
+                        tokens.push(token);
+                    }
                 }
                 _ => {}
             }
@@ -151,7 +159,10 @@ impl Tool for SecretProbe {
             status: "ok".into(),
             message: String::new(),
             fingerprint: fnv(&value),
-            leaked: if keep { leaked } else { Vec::new() },
+            leaked: if keep { leaked } else { Vec::new() }
+                .into_iter()
+                .chain(tokens)
+                .collect(),
             escaped,
         })
     }

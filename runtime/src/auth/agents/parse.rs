@@ -225,12 +225,22 @@ impl Problems<'_> {
     }
 }
 
-/// Whether `host` (of a URL) is this machine.
+/// Whether `host` (of a URL) is this machine, by its name: `localhost`
+/// and names under it (RFC 6761), with or without the root's dot; a
+/// loopback address, the unspecified address (a connection to `0.0.0.0`
+/// or `::` reaches this machine), and IPv4 ones written as IPv6. (A public
+/// name that resolves here is not seen: that takes a lookup.)
 pub(crate) fn loopback(host: &url::Host<&str>) -> bool {
+    let v4 = |a: std::net::Ipv4Addr| a.is_loopback() || a.is_unspecified();
     match host {
-        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
-        url::Host::Ipv4(a) => a.is_loopback(),
-        url::Host::Ipv6(a) => a.is_loopback(),
+        url::Host::Domain(d) => {
+            let d = d.strip_suffix('.').unwrap_or(d).to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        url::Host::Ipv4(a) => v4(*a),
+        url::Host::Ipv6(a) => {
+            a.is_loopback() || a.is_unspecified() || a.to_ipv4_mapped().is_some_and(v4)
+        }
     }
 }
 

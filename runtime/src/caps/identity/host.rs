@@ -23,6 +23,10 @@ pub(crate) fn decide(audience: &str, allowed: &[String]) -> Decision {
     }
 }
 
+/// Why a tool describing itself is handed no token: it would name no
+/// invocation, task or tool, and be recorded nowhere.
+const OUTSIDE: &str = "no identity token is handed out outside a running invocation (while a tool describes itself, or after its invocation ended)";
+
 /// What the identity host impl sees of the store.
 pub(crate) struct IdentityView<'a> {
     pub(crate) minter: &'a super::Minter,
@@ -46,7 +50,10 @@ pub(crate) fn add_to_linker<T: IdentityStore>(linker: &mut Linker<T>) -> wasmtim
 
 impl Host for IdentityView<'_> {
     async fn token(&mut self, audience: String) -> wasmtime::Result<Result<String, wit::Error>> {
-        let check = decide(&audience, &self.minter.audiences);
+        let mut check = decide(&audience, &self.minter.audiences);
+        if check.allow && self.minter.minted.get().is_none() {
+            check = Decision::deny("identity.invocation", OUTSIDE.into());
+        }
         let asks = if check.allow && self.gate.has_policy() {
             vec![Ask {
                 action: "identity::token".into(),
@@ -82,9 +89,14 @@ impl Host for IdentityView<'_> {
                 }));
             }
         };
-        let token = self.minter.mint(&audience);
+        // Allowed, so listed, so signed before the tool ran; none once the
+        // invocation has ended (a task it left behind).
+        let token = self.minter.hand_out(&audience);
         self.gate.done(pass, |_, _| {})?;
-        Ok(Ok(token))
+        Ok(token.ok_or_else(|| wit::Error {
+            code: ErrorCode::Denied,
+            message: OUTSIDE.into(),
+        }))
     }
 }
 

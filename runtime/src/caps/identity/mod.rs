@@ -18,7 +18,7 @@ pub(crate) use host::{IdentityStore, IdentityView, add_to_linker};
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Longest lifetime of a token, further bounded by the invocation deadline.
@@ -242,7 +242,15 @@ pub(crate) struct Minter {
     /// (an invocation that mints none costs the set nothing).
     pub(crate) active: ActiveInvocations,
     pub(crate) mark: Mutex<Mark>,
+    /// A token for each of `audiences`, signed before the tool runs
+    /// ([`Minter::premint`]) so that redaction knows their values: what the
+    /// tool is handed is kept out of its output, logs, errors and the
+    /// trail, as a secret's value is.
+    pub(crate) minted: OnceLock<Vec<(String, String)>>,
 }
+
+/// The name a token handed to a tool is redacted under.
+pub(crate) const HANDED_OUT: &str = "identity-token";
 
 /// Whether a minter's invocation is marked active.
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
@@ -255,14 +263,45 @@ pub(crate) enum Mark {
 }
 
 impl Minter {
+    /// A token for `audience`, the invocation marked active (a `mint:`
+    /// secret, a deployment's webhook).
     pub(crate) fn mint(&self, audience: &str) -> String {
-        {
-            let mut mark = self.mark.lock().unwrap_or_else(|p| p.into_inner());
-            if *mark == Mark::NotYet {
-                self.active.start(self.invocation.clone());
-                *mark = Mark::Active;
-            }
+        self.mark_active();
+        self.sign(audience)
+    }
+
+    /// Marks the invocation active unless it has ended; whether it has not.
+    fn mark_active(&self) -> bool {
+        let mut mark = self.mark.lock().unwrap_or_else(|p| p.into_inner());
+        if *mark == Mark::NotYet {
+            self.active.start(self.invocation.clone());
+            *mark = Mark::Active;
         }
+        *mark == Mark::Active
+    }
+
+    /// Signs a token for each listed audience, once, before the tool runs
+    /// (a manifest lists few; a tool that lists none pays nothing); the
+    /// invocation is marked active only when one is handed out.
+    pub(crate) fn premint(&self) -> &[(String, String)] {
+        self.minted.get_or_init(|| {
+            self.audiences
+                .iter()
+                .map(|a| (a.clone(), self.sign(a)))
+                .collect()
+        })
+    }
+
+    /// The token for `audience` the tool may hold (`identity::token`):
+    /// `None` when none was signed for it before the tool ran, or the
+    /// invocation has ended — a token minted while a tool describes itself
+    /// would name no invocation, be recorded nowhere and pass no policy.
+    pub(crate) fn hand_out(&self, audience: &str) -> Option<String> {
+        let (_, token) = self.minted.get()?.iter().find(|(a, _)| a == audience)?;
+        self.mark_active().then(|| token.clone())
+    }
+
+    fn sign(&self, audience: &str) -> String {
         let iat = now_secs();
         self.issuer.sign(&Claims {
             iss: self.issuer.iss(),
@@ -312,6 +351,7 @@ mod tests {
             audiences: vec!["api".into()],
             active: active.clone(),
             mark: Default::default(),
+            minted: Default::default(),
         };
         assert!(!active.is_active("inv-1"), "no token yet");
         minter.mint("api");
@@ -332,6 +372,49 @@ mod tests {
         };
         describing.ended();
         describing.mint("api");
+        assert!(!active.is_active(""));
+    }
+
+    /// A tool is handed the token signed before it ran (redaction knows
+    /// it), for a listed audience, only while its invocation runs; signing
+    /// them marks nothing active.
+    #[test]
+    fn a_tool_is_handed_its_preminted_token_only_while_it_runs() {
+        let active = ActiveInvocations::default();
+        let minter = Minter {
+            issuer: Arc::new(Issuer::from_seed(&[7; 32])),
+            tool: "t".into(),
+            identity: "sha256:00".into(),
+            task: "task".into(),
+            invocation: "inv-2".into(),
+            scope: Vec::new(),
+            deadline: now_secs() + 60,
+            audiences: vec!["api".into(), "other".into()],
+            active: active.clone(),
+            mark: Default::default(),
+            minted: Default::default(),
+        };
+        assert_eq!(minter.hand_out("api"), None, "nothing signed yet");
+        let signed = minter.premint().to_vec();
+        assert_eq!(signed.len(), 2);
+        assert!(!active.is_active("inv-2"), "signing marks nothing active");
+        assert_eq!(minter.hand_out("api").as_ref(), Some(&signed[0].1));
+        assert_eq!(minter.hand_out("nope"), None);
+        assert!(active.is_active("inv-2"));
+        let verifier = Verifier::from_jwks(&minter.issuer.jwks()).unwrap();
+        assert_eq!(verifier.verify(&signed[1].1, "other").unwrap().jti, "inv-2");
+        minter.ended();
+        assert_eq!(minter.hand_out("api"), None, "not after its end");
+        // `describe`'s minter: ended before anything, and signs nothing.
+        let describing = Minter {
+            invocation: "".into(),
+            mark: Default::default(),
+            minted: Default::default(),
+            ..minter
+        };
+        describing.ended();
+        describing.premint();
+        assert_eq!(describing.hand_out("api"), None);
         assert!(!active.is_active(""));
     }
 

@@ -129,12 +129,13 @@ pub(super) async fn introspect(
             );
         }
     };
-    let token = match the_token(&body) {
+    let (token, resource) = match the_form(&body) {
         Ok(t) => t,
         Err(why) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why),
     };
     match runtime.introspect_shared(&token).await {
         Ok(answer) => {
+            let answer = for_resource(answer, resource.as_deref());
             tracing::info!(
                 "introspection from {peer}: {} (invocation {})",
                 if answer.active { "active" } else { "inactive" },
@@ -153,20 +154,40 @@ pub(super) async fn introspect(
     }
 }
 
-/// The form's one `token`: given twice, two answers could be read as one.
-fn the_token(body: &[u8]) -> Result<zeroize::Zeroizing<String>, &'static str> {
-    let mut found = None;
+/// The form's one `token`, and the `resource` asking (RFC 8707), if it
+/// says: given twice, two answers could be read as one.
+fn the_form(body: &[u8]) -> Result<(zeroize::Zeroizing<String>, Option<String>), &'static str> {
+    let (mut found, mut resource) = (None, None);
     for (k, v) in url::form_urlencoded::parse(body) {
         if k == "token" {
             if found.is_some() {
                 return Err("token is given more than once");
             }
             found = Some(zeroize::Zeroizing::new(v.into_owned()));
+        } else if k == "resource" {
+            if resource.is_some() {
+                return Err("resource is given more than once");
+            }
+            resource = Some(v.into_owned());
         }
     }
     match found {
-        Some(t) if !t.is_empty() => Ok(t),
+        Some(t) if !t.is_empty() => Ok((t, resource)),
         _ => Err("the form has no token (expected token=TOKEN)"),
+    }
+}
+
+/// A service that names itself (`resource=`) is told a token minted for
+/// another audience is not active for it (RFC 7662 §4: a token for one
+/// service copied to another must not pass there).
+fn for_resource(answer: crate::Introspection, resource: Option<&str>) -> crate::Introspection {
+    match (resource, &answer.claims) {
+        (Some(r), Some(c)) if answer.active && c.aud != r => crate::Introspection {
+            active: false,
+            reason: Some("minted for another audience".into()),
+            ..answer
+        },
+        _ => answer,
     }
 }
 
@@ -198,6 +219,7 @@ mod tests {
 
     #[test]
     fn the_form_needs_one_token() {
+        let the_token = |b: &[u8]| the_form(b).map(|(t, _)| t);
         assert_eq!(
             &*the_token(b"token=a.b.c&token_type_hint=x").unwrap(),
             "a.b.c"
@@ -213,6 +235,44 @@ mod tests {
                 "the form has no token (expected token=TOKEN)"
             );
         }
+        assert_eq!(
+            the_form(b"token=a&resource=https%3A%2F%2Fapi")
+                .unwrap()
+                .1
+                .as_deref(),
+            Some("https://api")
+        );
+        assert_eq!(
+            the_form(b"token=a&resource=x&resource=y").unwrap_err(),
+            "resource is given more than once"
+        );
+    }
+
+    /// A live token for `https://api`, asked about by another service: not
+    /// active for it; by its own, or by one that does not say: active.
+    #[test]
+    fn a_token_is_active_only_for_its_own_audience_when_asked_for_one() {
+        let active = crate::Introspection {
+            active: true,
+            claims: Some(crate::Claims {
+                iss: "warden:k".into(),
+                sub: "sha256:x".into(),
+                aud: "https://api".into(),
+                task: "t".into(),
+                jti: "i".into(),
+                tool: "tool".into(),
+                scope: Vec::new(),
+                iat: 1,
+                nbf: 1,
+                exp: 2,
+            }),
+            reason: None,
+        };
+        let other = for_resource(active.clone(), Some("https://payments"));
+        assert!(!other.active);
+        assert_eq!(response(&other), serde_json::json!({"active": false}));
+        assert!(for_resource(active.clone(), Some("https://api")).active);
+        assert!(for_resource(active, None).active);
     }
 
     #[test]
