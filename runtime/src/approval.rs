@@ -13,7 +13,6 @@ use crate::redact::escape_control;
 
 mod terminal;
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 pub use terminal::TerminalApprover;
@@ -370,21 +369,23 @@ impl Approver for QueueApprover {
     }
 }
 
-/// Asks the approver for one runtime, and enforces single use and expiry
-/// of answers (the digests come from the gate, [`crate::policy::gate`]).
+/// Asks the approver for one runtime, and enforces expiry of answers and
+/// that an answer is for the request asked (the digests come from the gate,
+/// [`crate::policy::gate`]).
+///
+/// An answer is used once: a request's digest binds its invocation's id and
+/// its number among the invocation's requests, so no two requests share
+/// one, and an answer is taken only for the request whose digest it names.
+/// No set of answers already used is kept (one kept for the runtime's life
+/// grew by every request a tool could make be denied, for ever).
 pub struct Approvals {
     approver: Arc<dyn Approver>,
     timeout: Duration,
-    used: Mutex<HashSet<String>>,
 }
 
 impl Approvals {
     pub fn new(approver: Arc<dyn Approver>, timeout: Duration) -> Approvals {
-        Approvals {
-            approver,
-            timeout,
-            used: Mutex::default(),
-        }
+        Approvals { approver, timeout }
     }
 
     /// The same timeout, asking `approver` instead.
@@ -412,17 +413,6 @@ impl Approvals {
         if answer.digest != request.digest {
             return deny(format!(
                 "the answer from {} is for another request (a changed argument, another invocation or a replay)",
-                answer.by
-            ));
-        }
-        if !self
-            .used
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(answer.digest.clone())
-        {
-            return deny(format!(
-                "the answer from {} was already used (replay)",
                 answer.by
             ));
         }

@@ -1,19 +1,6 @@
 //! Unit tests of `approval`.
 use super::*;
 
-struct Yes;
-
-#[async_trait::async_trait]
-impl Approver for Yes {
-    async fn ask(&self, r: &ApprovalRequest) -> Option<ApprovalAnswer> {
-        Some(ApprovalAnswer {
-            digest: r.digest.clone(),
-            approved: true,
-            by: "test".into(),
-        })
-    }
-}
-
 fn request(n: u64, args: &str) -> ApprovalRequest {
     ApprovalRequest {
         digest: digest("sha256:0", "t", "inv", n, "fs.write", "ws:a", args),
@@ -42,6 +29,38 @@ fn digests_bind_every_field() {
     ] {
         assert_ne!(base, other);
     }
+}
+
+/// What was typed on the terminal before a prompt was up does not answer
+/// it: a `y` typed for a question the tool withdrew, completed by the Enter
+/// pressed once the next one is shown, is no approval of that one.
+#[tokio::test]
+async fn a_line_typed_before_the_prompt_does_not_answer_it() {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let terminal =
+        std::path::PathBuf::from(ptsname(&master, Vec::new()).unwrap().into_string().unwrap());
+    // Held open, so that what the master writes is queued for a reader.
+    let _held = std::fs::File::open(&terminal).unwrap();
+    let mut master = std::fs::File::from(master);
+    std::io::Write::write_all(&mut master, b"y").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+    std::fs::write(&output, "").unwrap();
+    let asked = tokio::spawn(async move {
+        TerminalApprover::on(terminal, output)
+            .ask(&request(1, "x"))
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    std::io::Write::write_all(&mut master, b"\n").unwrap();
+    let answer = asked.await.unwrap().unwrap();
+    assert!(
+        !answer.approved,
+        "the `y` typed before the prompt answered it"
+    );
 }
 
 #[tokio::test]
@@ -93,15 +112,35 @@ fn requests_shown_to_people_have_every_field_escaped() {
     assert_eq!(shown.for_people(), shown);
 }
 
+/// An answer is used once because it names one request: replayed for the
+/// invocation's next request (the same call again, numbered one more by
+/// the gate), it is for another request.
 #[tokio::test]
-async fn answers_are_single_use() {
-    let gate = Approvals::new(Arc::new(Yes), Duration::from_secs(1));
+async fn an_answer_is_for_the_one_request_it_names() {
+    struct Replays(String);
+    #[async_trait::async_trait]
+    impl Approver for Replays {
+        async fn ask(&self, _: &ApprovalRequest) -> Option<ApprovalAnswer> {
+            Some(ApprovalAnswer {
+                digest: self.0.clone(),
+                approved: true,
+                by: "replayer".into(),
+            })
+        }
+    }
+    let first = request(0, "x");
+    let gate = Approvals::new(
+        Arc::new(Replays(first.digest.clone())),
+        Duration::from_secs(1),
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
-    let r = request(0, "x");
-    assert!(gate.decide(&r, deadline).await.approved);
-    let again = gate.decide(&r, deadline).await;
+    assert!(gate.decide(&first, deadline).await.approved);
+    let again = gate.decide(&request(1, "x"), deadline).await;
     assert!(!again.approved);
-    assert!(again.reason.contains("already used"), "{again:?}");
+    assert_eq!(
+        again.reason,
+        "the answer from replayer is for another request (a changed argument, another invocation or a replay)"
+    );
 }
 
 #[test]

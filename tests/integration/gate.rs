@@ -528,6 +528,36 @@ async fn an_http_approval_shows_and_binds_every_header_and_the_body_on_both_path
     );
 }
 
+/// A URL long enough to fill what an approver is shown does not push the
+/// rest out: it is cut on its own (the resource line shows it whole), and
+/// the body's size, the headers and the contents follow.
+#[tokio::test]
+async fn a_long_url_does_not_hide_the_rest_of_an_http_approval() {
+    let site = site().await;
+    let grant = || Grant::new("t").http(&format!("http://127.0.0.1:{}/", site.port), None);
+    let url = format!("{}?q={}", site.url(), "a".repeat(3000));
+    let headers = [("x-http-method-override", "DELETE")];
+    for tool in ["http", "wasi-http"] {
+        site.asked.lock().unwrap().clear();
+        let input = json!({"method": "POST", "url": url, "headers": headers, "body": "go"});
+        let (out, _, _) = site.run(tool, grant(), input, false, || false).await;
+        assert!(out.get("ok").is_none(), "{tool}: {out}");
+        let asked = site.asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 1, "{tool}: {asked:?} {out}");
+        assert_eq!(
+            asked[0].summary,
+            format!(
+                "POST (asking for DELETE) {}…[{} bytes] (2 bytes of body); headers: \
+                 x-http-method-override: DELETE; contents: \"go\"",
+                &url[..512],
+                url.len()
+            ),
+            "{tool}"
+        );
+        assert_eq!(asked[0].resource, url, "{tool}");
+    }
+}
+
 #[tokio::test]
 async fn deploys_pass_the_gate_in_order() {
     let site = site().await;

@@ -132,6 +132,13 @@ fn read_answer(
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(input)?;
+    // What was typed before this prompt was up is not its answer: a `y`
+    // typed for a question the tool then withdrew (dropping its request)
+    // would otherwise answer the one it asks next, under the same Enter,
+    // and so would the rest of a line longer than is read.
+    if rustix::termios::isatty(&from) {
+        rustix::termios::tcflush(&from, rustix::termios::QueueSelector::IFlush)?;
+    }
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while line.len() < 64 && !line.ends_with(b"\n") {

@@ -147,8 +147,34 @@ fn record_size(r: &Record, redactor: &Redactor) -> u64 {
 }
 
 /// The most bytes of an approval's summary a person (and the trail) is
-/// shown: redacted and escaped first, then cut.
-pub(crate) const MAX_SUMMARY: usize = 2048;
+/// shown: redacted and escaped first, then cut. Each part a tool chooses
+/// is cut to [`SUMMARY_PART`] (contents to [`SUMMARY_CONTENTS`]) first, so
+/// the facts an approver needs (where a path resolves, the secret attached,
+/// the sizes) are within it however long a path, URL or header is.
+pub(crate) const MAX_SUMMARY: usize = 4096;
+
+/// The most bytes of one path, URL or header a summary shows.
+pub(crate) const SUMMARY_PART: usize = 512;
+
+/// The most bytes of written contents or a body a summary shows.
+pub(crate) const SUMMARY_CONTENTS: usize = 1024;
+
+/// A part of a summary a tool chose, redacted whole, then cut to `max`
+/// bytes with its length stated (a value split by the cut would keep a
+/// prefix no longer whole enough to be found).
+pub(crate) fn summary_part(redactor: &Redactor, part: &[u8], max: usize) -> String {
+    let found = redactor.redact_found(part, &mut Default::default());
+    let redacted = found.as_deref().unwrap_or(part);
+    let head = &redacted[..redacted.len().min(max + 4)];
+    let text = String::from_utf8_lossy(head);
+    match redacted.len() <= max {
+        true => text.into_owned(),
+        false => {
+            let end = text.floor_char_boundary(max);
+            format!("{}…[{} bytes]", &text[..end], redacted.len())
+        }
+    }
+}
 
 /// `s` whole, or when longer than `max` bytes its first bytes (on a
 /// character boundary) and its length: how a record shows an over-long

@@ -3,6 +3,8 @@
 
 use super::path::{CheckedPath, PathError};
 use crate::policy::Decision;
+use crate::policy::gate::{SUMMARY_CONTENTS, SUMMARY_PART, summary_part};
+use crate::redact::Redactor;
 use crate::rights::Rights;
 
 /// Actions that must never apply to a handle's root directory itself.
@@ -76,7 +78,7 @@ pub(super) struct Shown<'a> {
     pub(super) paths: &'a [&'a str],
     /// Where they lead inside the handle, when a link makes that another
     /// path.
-    pub(super) leads: Option<&'a str>,
+    pub(super) leads: Option<&'a [String]>,
     pub(super) handle: &'a str,
     pub(super) bytes: usize,
     /// Canonical arguments beyond the paths (a content digest).
@@ -87,12 +89,17 @@ pub(super) struct Shown<'a> {
 
 impl Shown<'_> {
     /// `write docs/ci/a.yml (resolves to .github/workflows/a.yml) on handle
-    /// 'repo' (5 bytes, sha256 …); contents: "…"`. Whole: the gate redacts
-    /// it before any cut, so no secret is split where the preview ends.
-    pub(super) fn summary(&self) -> String {
-        let mut s = format!("{} {}", self.action, self.paths.join(" -> "));
+    /// 'repo' (5 bytes, sha256 …); contents: "…"`. Each path and the
+    /// contents are redacted whole, then cut ([`summary_part`]): no secret
+    /// is split where the preview ends, and no path long enough to fill the
+    /// summary hides where a link leads.
+    pub(super) fn summary(&self, redactor: &Redactor) -> String {
+        let part = |p: &str| summary_part(redactor, p.as_bytes(), SUMMARY_PART);
+        let paths: Vec<String> = self.paths.iter().map(|p| part(p)).collect();
+        let mut s = format!("{} {}", self.action, paths.join(" -> "));
         if let Some(to) = self.leads {
-            s.push_str(&format!(" (resolves to {to})"));
+            let to: Vec<String> = to.iter().map(|p| part(p)).collect();
+            s.push_str(&format!(" (resolves to {})", to.join(" -> ")));
         }
         s.push_str(&format!(" on handle '{}'", self.handle));
         match (
@@ -104,10 +111,8 @@ impl Shown<'_> {
             (false, false) => s.push_str(&format!(" ({})", self.args)),
         }
         if !self.preview.is_empty() {
-            s.push_str(&format!(
-                "; contents: \"{}\"",
-                String::from_utf8_lossy(self.preview)
-            ));
+            let contents = summary_part(redactor, self.preview, SUMMARY_CONTENTS);
+            s.push_str(&format!("; contents: \"{contents}\""));
         }
         s
     }
@@ -191,6 +196,42 @@ mod tests {
             bytes,
             limit: 10,
         })
+    }
+
+    /// A path long enough to fill what an approver is shown does not hide
+    /// where a link leads: each path is cut on its own; and a secret in
+    /// the contents is redacted whole before the contents are cut.
+    #[test]
+    fn a_long_path_does_not_hide_where_a_rename_leads() {
+        let long = format!("{}/ci.yml", "d".repeat(3000));
+        let to = ["x".repeat(600), ".github/workflows/ci.yml".to_owned()];
+        let contents = format!("{}sk-live-0123456789abcdef", "c".repeat(1020));
+        let shown = Shown {
+            action: "rename",
+            paths: &[&long, "docs-link/workflows/ci.yml"],
+            leads: Some(&to),
+            handle: "repo",
+            bytes: 0,
+            args: "",
+            preview: contents.as_bytes(),
+        };
+        let redactor = Redactor::new([("api", "sk-live-0123456789abcdef")]);
+        let summary = shown.summary(&redactor);
+        assert_eq!(
+            summary,
+            format!(
+                "rename {}…[3007 bytes] -> docs-link/workflows/ci.yml (resolves to {}…[600 bytes] -> .github/workflows/ci.yml) on handle 'repo'; contents: \"{}[RED…[1034 bytes]\"",
+                "d".repeat(512),
+                "x".repeat(512),
+                "c".repeat(1020),
+            )
+        );
+        assert!(!summary.contains("sk-l"), "{summary}");
+        assert!(
+            summary.len() < crate::policy::gate::MAX_SUMMARY,
+            "{}",
+            summary.len()
+        );
     }
 
     #[test]

@@ -236,9 +236,9 @@ impl FsView<'_> {
         let leads = resolved.iter().map(|r| r.path.as_str());
         let moved = !resolved.is_empty()
             && (checked.iter().flatten().map(|p| p.as_str())).ne(leads.clone());
-        let leads = moved.then(|| leads.collect::<Vec<_>>().join(" -> "));
+        let leads: Option<Vec<String>> = moved.then(|| leads.map(str::to_owned).collect());
         let args: std::borrow::Cow<'_, str> = match &leads {
-            Some(to) => format!("{}; resolves to {to}", call.args).into(),
+            Some(to) => format!("{}; resolves to {}", call.args, to.join(" -> ")).into(),
             None => call.args.as_str().into(),
         };
         let shown = super::check::Shown {
@@ -250,7 +250,7 @@ impl FsView<'_> {
             args: &call.args,
             preview: call.preview,
         };
-        let summary = || shown.summary();
+        let summary = || shown.summary(self.gate.redactor());
         let call = HostCall {
             capability: "fs",
             action,

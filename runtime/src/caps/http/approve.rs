@@ -4,6 +4,8 @@
 
 use super::egress::Checked;
 use super::overrides::is_header as is_method_override;
+use crate::policy::gate::{SUMMARY_CONTENTS, SUMMARY_PART, summary_part};
+use crate::redact::Redactor;
 use sha2::{Digest, Sha256};
 
 /// Words in a header's name that mark it as carrying a credential
@@ -65,53 +67,57 @@ impl Approvable<'_> {
     }
 
     /// The request as its approver reads it: the method (and any other an
-    /// override asks for), URL and body size first; then the headers (method
-    /// overrides first, credentials as a size), the attached
-    /// secret, the trailers, and the body. Whole: the gate redacts it
-    /// before it escapes and cuts it, so no secret is split where a
-    /// person's view ends.
-    pub(crate) fn summary(&self, checked: &Checked, resource: &str) -> String {
+    /// override asks for), URL, body size and the attached secret first;
+    /// then the headers (method overrides first, credentials as a size),
+    /// the trailers, and the body. Each part the tool chose is redacted
+    /// whole, then cut ([`summary_part`]), so no secret is split where a
+    /// person's view ends and no long part pushes the facts out of it.
+    pub(crate) fn summary(&self, checked: &Checked, resource: &str, redactor: &Redactor) -> String {
+        let part = |p: &[u8]| summary_part(redactor, p, SUMMARY_PART);
         let mut s = checked.method.clone();
         for asked in checked.asked_for() {
             s.push_str(&format!(" (asking for {asked})"));
         }
         s.push_str(&format!(
-            " {resource} ({} bytes of body); ",
+            " {} ({} bytes of body)",
+            part(resource.as_bytes()),
             self.body.len()
         ));
+        if let Some(name) = self.bearer {
+            s.push_str(&format!("; secret '{name}' attached as its bearer token"));
+        }
         let (first, rest): (Vec<_>, Vec<_>) = self
             .headers
             .iter()
             .partition(|(k, _)| is_method_override(k));
-        let headers: Vec<String> = first.into_iter().chain(rest).map(field).collect();
+        let headers: Vec<String> = first
+            .into_iter()
+            .chain(rest)
+            .map(|f| field(f, &part))
+            .collect();
         match headers.is_empty() {
-            true => s.push_str("no headers"),
-            false => s.push_str(&format!("headers: {}", headers.join(", "))),
-        }
-        if let Some(name) = self.bearer {
-            s.push_str(&format!("; secret '{name}' attached as its bearer token"));
+            true => s.push_str("; no headers"),
+            false => s.push_str(&format!("; headers: {}", headers.join(", "))),
         }
         if !self.trailers.is_empty() {
-            let trailers: Vec<String> = self.trailers.iter().map(field).collect();
+            let trailers: Vec<String> = self.trailers.iter().map(|f| field(f, &part)).collect();
             s.push_str(&format!("; trailers: {}", trailers.join(", ")));
         }
         if !self.body.is_empty() {
-            s.push_str(&format!(
-                "; contents: \"{}\"",
-                String::from_utf8_lossy(self.body)
-            ));
+            let contents = summary_part(redactor, self.body, SUMMARY_CONTENTS);
+            s.push_str(&format!("; contents: \"{contents}\""));
         }
         s
     }
 }
 
-/// `name: value`, a credential's value as its size.
-fn field((name, value): &(&str, &[u8])) -> String {
+/// `name: value`, each cut by `part`; a credential's value as its size.
+fn field((name, value): &(&str, &[u8]), part: &dyn Fn(&[u8]) -> String) -> String {
     let lower = name.to_ascii_lowercase();
     if CREDENTIALS.iter().any(|c| lower.contains(c)) {
-        return format!("{name}: [{} bytes]", value.len());
+        return format!("{}: [{} bytes]", part(name.as_bytes()), value.len());
     }
-    format!("{name}: {}", String::from_utf8_lossy(value))
+    format!("{}: {}", part(name.as_bytes()), part(value))
 }
 
 impl Checked {

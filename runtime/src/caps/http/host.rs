@@ -328,7 +328,7 @@ fn send(
             body,
         };
         let args = checked.approval_args(policy, request);
-        let summary = || request().summary(&checked, &shown.resource);
+        let summary = || request().summary(&checked, &shown.resource, gate.redactor());
         let call = egress.send_call(&checked, &shown, policy, &args, &summary);
         let pass = match gate.pass(call).await? {
             Ok(pass) => pass,

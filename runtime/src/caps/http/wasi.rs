@@ -196,7 +196,7 @@ async fn send(
         body: &body,
     };
     let args = checked.approval_args(gate.has_policy(), request);
-    let summary = || request().summary(&checked, &shown.resource);
+    let summary = || request().summary(&checked, &shown.resource, gate.redactor());
     let call = egress.send_call(&checked, &shown, gate.has_policy(), &args, &summary);
     let Ok(pass) = gate.pass(call).await.map_err(denied)? else {
         return Err(Error::HttpRequestDenied);
