@@ -41,7 +41,9 @@ pub fn special(ft: FileType) -> Option<&'static str> {
 pub fn open_regular(path: &Path) -> io::Result<std::fs::File> {
     let mut opts = std::fs::OpenOptions::new();
     opts.read(true);
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
+    // Not made the controlling terminal if it is one (a daemon that leads
+    // its session would take it).
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK | libc::O_NOCTTY);
     let file = opts.open(path)?;
     let kind = file.metadata()?.file_type();
     if !kind.is_file() {
@@ -80,7 +82,36 @@ pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 
 /// [`read_regular`] as UTF-8 text ([`io::ErrorKind::InvalidData`] if not).
 pub fn read_regular_text(path: &Path, max: u64) -> io::Result<String> {
-    String::from_utf8(read_regular(path, max)?)
+    text(read_regular(path, max)?)
+}
+
+/// A file named on a command line, as text: a regular file as
+/// [`read_regular_text`], or a pipe (`<(…)`, `/dev/stdin` fed by a pipe),
+/// which the person who typed the command feeds: read to its end, within
+/// the same bound.
+pub fn read_named_text(path: &Path, max: u64) -> io::Result<String> {
+    use std::os::unix::fs::FileTypeExt as _;
+    if !std::fs::metadata(path)?.file_type().is_fifo() {
+        return read_regular_text(path, max);
+    }
+    read_bounded(std::fs::File::open(path)?, max).and_then(text)
+}
+
+/// Everything `from` gives, refused past `max` bytes (standard input).
+pub fn read_bounded(from: impl io::Read, max: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    from.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("it is more than the {max} bytes expected"),
+        ));
+    }
+    Ok(bytes)
+}
+
+fn text(bytes: Vec<u8>) -> io::Result<String> {
+    String::from_utf8(bytes)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "it is not UTF-8 text"))
 }
 
@@ -126,6 +157,21 @@ mod tests {
         assert_eq!(
             read_regular_text(&file, 10).unwrap_err().to_string(),
             "it is not UTF-8 text"
+        );
+        // Named on a command line, a pipe is read to its end, bounded.
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::write(fifo, "{\"a\":1}").unwrap())
+        };
+        assert_eq!(read_named_text(&fifo, 10).unwrap(), "{\"a\":1}");
+        writer.join().unwrap();
+        let e = read_bounded(&b"0123456789x"[..], 10).unwrap_err();
+        assert_eq!(e.to_string(), "it is more than the 10 bytes expected");
+        assert_eq!(
+            read_named_text(Path::new("/dev/zero"), 10)
+                .unwrap_err()
+                .to_string(),
+            "it is a character device, not a regular file"
         );
     }
 }

@@ -106,8 +106,9 @@ impl KeyPair {
         }
         let pair = Self::ephemeral()?;
         if let Some(dir) = path.parent() {
-            crate::dirs::private_dir(dir)
-                .map_err(|e| err(format!("cannot create its directory: {e}")))?;
+            // Checked as well as made: another user's directory (or one
+            // others may write) would let them swap the key later.
+            crate::dirs::create_private_dir(dir, "the key's directory").map_err(err)?;
         }
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
@@ -332,6 +333,18 @@ mod tests {
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
         assert_eq!(KeyPair::load(&path).unwrap().unwrap().kid(), first.kid());
+        // A key made in a directory others may write is refused.
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = KeyPair::load_or_create(&open.join("key"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("is writable by other users (expected mode 0700)"),
+            "{e}"
+        );
         let fifo = dir.path().join("fifo");
         rustix::fs::mkfifoat(
             rustix::fs::CWD,

@@ -70,3 +70,76 @@ fn a_cache_directory_others_can_write_is_refused() {
     let err = runtime(&cache, Arc::default()).err().expect("refused");
     assert!(err.to_string().contains("writable by other users"), "{err}");
 }
+
+/// A tool granted a directory that holds the compile cache could plant
+/// native code the runtime loads as a compiled tool: such a runtime is not
+/// built. Nor one whose ceiling holds a path the host keeps out (the audit
+/// trail, the keys' directory); `warden run` refuses an `--audit` inside
+/// the workspace with exit 2.
+#[test]
+fn no_fs_ceiling_may_hold_the_compile_cache_or_what_the_host_keeps_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let cache = home.join(".cache/warden");
+    std::fs::create_dir_all(&cache).unwrap();
+    let manifest = |within: &std::path::Path| {
+        let text = format!(
+            "[tools.echo]\ncomponent = \"{}\"\n[[tools.echo.fs]]\nhandle = \"home\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\n",
+            crate::ECHO,
+            within.display()
+        );
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, text).unwrap();
+        warden::Manifest::load(&path).unwrap()
+    };
+    let err = Runtime::builder()
+        .manifest(manifest(&home))
+        .cache_dir(&cache)
+        .build()
+        .err()
+        .expect("refused")
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "tool 'echo''s fs ceiling 'home' ({}) and the compile cache ({}) overlap: a tool that can write there could change what the host trusts (expected the compile cache outside every fs ceiling)",
+            home.display(),
+            cache.display()
+        )
+    );
+    // A ceiling inside the cache, the same.
+    assert!(
+        Runtime::builder()
+            .manifest(manifest(&cache))
+            .cache_dir(&cache)
+            .build()
+            .is_err()
+    );
+    // Beside it, built; and a trail kept out of a ceiling that holds it.
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    Runtime::builder()
+        .manifest(manifest(&work))
+        .cache_dir(&cache)
+        .build()
+        .unwrap();
+    let err = Runtime::builder()
+        .manifest(manifest(&work))
+        .keep_out(work.join("audit.jsonl"), "audit trail")
+        .build()
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("and the audit trail ("), "{err}");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .env("WARDEN_STATE_DIR", dir.path().join("state"))
+        .args(["--no-cache", "run", "--manifest"])
+        .arg(dir.path().join("m.toml"))
+        .args(["echo", "--input", "{}", "--audit"])
+        .arg(work.join("audit.jsonl"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("and the audit trail ("), "{stderr}");
+}

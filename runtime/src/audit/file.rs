@@ -416,7 +416,12 @@ impl Shared {
             at.len = self.file.set_len(len).is_ok().then_some(len);
             return Err(self.io(e));
         }
-        at.len = Some(len + out.len() as u64);
+        let want = len + out.len() as u64;
+        tail::kept(&self.file, want).map_err(|e| {
+            at.len = None;
+            self.io(e)
+        })?;
+        at.len = Some(want);
         Ok(())
     }
 

@@ -48,6 +48,28 @@ pub(super) fn regular(file: &File) -> std::io::Result<()> {
     )))
 }
 
+/// After a write: the trail holds what was written, `want` bytes in all,
+/// and is still where it was named. A file that takes writes and keeps
+/// none (`/proc/self/comm` reads as a regular file of no length), or a
+/// trail removed after it was opened, would lose every record while
+/// appends succeed.
+pub(super) fn kept(file: &File, want: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = file.metadata()?;
+    if meta.nlink() == 0 {
+        return Err(std::io::Error::other(
+            "it was removed after it was opened: records written to it would be lost",
+        ));
+    }
+    if meta.len() != want {
+        return Err(std::io::Error::other(format!(
+            "it holds {} bytes after a write that should have left {want}: it does not keep what is written to it (or another process wrote without its lock)",
+            meta.len()
+        )));
+    }
+    Ok(())
+}
+
 impl Shared {
     /// With the trail's lock held: when it is not as this sink left it,
     /// continues the chain from its last record (a checkpoint there covers
@@ -136,10 +158,13 @@ impl Shared {
         };
         // Only a record cut short is cut off: a file whose last line is
         // something else (a trail path pointed at another file, which may
-        // end without a line break) is not a trail to truncate.
+        // end without a line break) is not a trail to truncate. A crash
+        // can leave zeros where a write's bytes did not reach the disk.
         let mut head = [0u8; 5];
         let head = &mut head[..(len - keep).min(5) as usize];
-        if self.file.read_exact_at(head, keep).is_err() || !b"{\"v\":".starts_with(head) {
+        let read = self.file.read_exact_at(head, keep).is_ok();
+        let written = head.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        if !read || !b"{\"v\":".starts_with(&head[..written]) {
             return Err(self.io(std::io::Error::other(
                 "its last line is neither complete nor a record cut short (expected a line starting {\"v\":): not an audit trail? nothing was cut or written",
             )));

@@ -236,6 +236,14 @@ fn a_trail_is_a_regular_file_and_only_a_records_torn_tail_is_cut() {
         std::fs::read_to_string(&other).unwrap(),
         "notes\nseed-without-a-line-break"
     );
+    // Zeros a crash left where a write did not reach the disk are cut.
+    let torn = dir.path().join("zeros.jsonl");
+    std::fs::write(&torn, "{\"\0\0\0\0\0").unwrap();
+    FileSink::open(&torn).unwrap();
+    assert_eq!(std::fs::read(&torn).unwrap(), b"");
+    std::fs::write(&torn, [0u8; 9]).unwrap();
+    FileSink::open(&torn).unwrap();
+    assert_eq!(std::fs::read(&torn).unwrap(), b"");
     // A record cut short after two bytes is still one.
     std::fs::write(&other, "{\"").unwrap();
     let sink = FileSink::open(&other).unwrap();

@@ -146,3 +146,32 @@ fn ends_put_back_by_a_failed_write_are_still_written_within_the_window() {
         "written by the sink's thread"
     );
 }
+
+/// A file that takes writes and keeps none (`/proc/self/comm` reads as a
+/// regular file of no length), or a trail removed after it was opened: an
+/// append fails, not succeeds with the records lost.
+#[test]
+fn a_trail_that_does_not_keep_what_is_written_fails_the_append() {
+    let sink = FileSink::open("/proc/self/comm").unwrap();
+    let err = sink
+        .append(&event("invocation.start", 0))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("cannot write the audit trail /proc/self/comm: it holds 0 bytes after a write that should have left "),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let sink = FileSink::open(&path).unwrap();
+    sink.append(&event("invocation.start", 0)).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let err = sink
+        .append(&event("invocation.end", 0))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with("it was removed after it was opened: records written to it would be lost"),
+        "{err}"
+    );
+}

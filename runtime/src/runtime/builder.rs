@@ -39,6 +39,8 @@ pub struct RuntimeBuilder {
     manifest_path: Option<PathBuf>,
     audit: Arc<dyn AuditSink>,
     cache_dir: Option<PathBuf>,
+    /// Host paths no fs ceiling may hold (see [`RuntimeBuilder::keep_out`]).
+    kept_out: Vec<(PathBuf, String)>,
     max_concurrent: u32,
     stdio_limit: usize,
     max_input: usize,
@@ -62,6 +64,7 @@ impl Default for RuntimeBuilder {
             manifest_path: None,
             audit: Arc::new(TracingSink),
             cache_dir: None,
+            kept_out: Vec::new(),
             max_concurrent: 100,
             stdio_limit: 64 << 10,
             max_input: 1 << 20,
@@ -126,6 +129,16 @@ impl RuntimeBuilder {
     /// and components pulled from registries in `dir/blobs`.
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// A host path no tool's fs ceiling may hold, nor lie inside (the audit
+    /// trail, the directory of the signing keys): a tool that could write
+    /// there could rewrite the record of what it did, or sign as the host.
+    /// `what` names it in the refusal. The compile cache is kept out
+    /// without asking: a tool that wrote there would run native code.
+    pub fn keep_out(mut self, path: impl Into<PathBuf>, what: &str) -> Self {
+        self.kept_out.push((path.into(), what.to_owned()));
         self
     }
 
@@ -203,6 +216,11 @@ impl RuntimeBuilder {
         // Each manifest was checked alone; tools from several, or given
         // one by one, are checked together.
         secret_sources_outside_ceilings(&self.tools)?;
+        let cache = self
+            .cache_dir
+            .iter()
+            .map(|d| (d.clone(), "compile cache".to_owned()));
+        host_paths_outside_ceilings(cache.chain(self.kept_out.iter().cloned()), &self.tools)?;
         let host = |e: wasmtime::Error| Error::Host(format!("{e:#}"));
         let engine = engine::build(self.max_concurrent).map_err(host)?;
         let mut linker = Linker::<HostState>::new(&engine);
@@ -280,6 +298,28 @@ fn spawn_epoch_ticker(engine: &Engine) {
 
 /// Refuses tools whose secret files or programs lie inside some tool's fs
 /// ceiling (as `Manifest::parse` does for one manifest's tools).
+/// Each host path neither inside a tool's fs ceiling nor holding one.
+fn host_paths_outside_ceilings(
+    paths: impl Iterator<Item = (PathBuf, String)>,
+    tools: &BTreeMap<String, ToolSpec>,
+) -> Result<(), Error> {
+    use crate::caps::secrets::manifest::in_ceiling;
+    for (path, what) in paths {
+        let inside = in_ceiling(&path, crate::manifest::ceilings(tools)).or_else(|| {
+            crate::manifest::ceilings(tools)
+                .find(|&(_, _, within)| in_ceiling(within, [("", "", path.as_path())]).is_some())
+        });
+        if let Some((tool, handle, within)) = inside {
+            return Err(Error::Config(format!(
+                "tool '{tool}''s fs ceiling '{handle}' ({}) and the {what} ({}) overlap: a tool that can write there could change what the host trusts (expected the {what} outside every fs ceiling)",
+                within.display(),
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn secret_sources_outside_ceilings(tools: &BTreeMap<String, ToolSpec>) -> Result<(), Error> {
     use crate::caps::secrets::manifest::{in_ceiling, source_locations};
     for t in tools.values() {

@@ -331,6 +331,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             let runtime = builder(true)?
                 .manifest(manifest)
                 .audit(sink.clone())
+                .keep_out(&audit, "audit trail")
                 .build()?;
             let code = run(&runtime, &tool, &grant, &input, cli.verbose).await;
             sink.settle();
@@ -427,6 +428,9 @@ fn state_dir() -> Option<PathBuf> {
 /// from the state directory (created on first use).
 fn runtime_builder(cache_dir: Option<&Path>, no_cache: bool, tokens: bool) -> RuntimeBuilder {
     let mut b = Runtime::builder().on_compile(progress::spinner());
+    if let Ok(state) = warden_state() {
+        b = b.keep_out(state, "state directory (its signing keys)");
+    }
     if tokens {
         match load_issuer() {
             Ok(issuer) => b = b.identity(issuer),
@@ -495,15 +499,18 @@ pub(crate) fn check_tool_name(name: &str) -> Result<(), String> {
     warden::manifest::check_name(name).map_err(|e| format!("expected a tool name: {e}"))
 }
 
+/// The most an input or key set named on the command line may be: more than
+/// any a runtime takes.
+const MAX_NAMED: u64 = 256 << 20;
+
 /// `--input`: JSON text, `@FILE`, or `@-` for standard input.
 fn read_input(input: &str) -> anyhow::Result<String> {
     match input.strip_prefix('@') {
-        Some("-") => {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .context("cannot read the input from stdin (--input @-)")?;
-            Ok(text)
-        }
+        Some("-") => warden::files::read_bounded(std::io::stdin(), MAX_NAMED)
+            .and_then(|b| {
+                String::from_utf8(b).map_err(|_| std::io::Error::other("it is not UTF-8 text"))
+            })
+            .context("cannot read the input from stdin (--input @-)"),
         Some("") => {
             anyhow::bail!("--input @ names no file (expected @FILE, or @- to read stdin)")
         }
@@ -515,9 +522,9 @@ fn read_input(input: &str) -> anyhow::Result<String> {
 /// A file the user named, read as text: a missing one is said to be
 /// missing, with its path; `what` says what it was for ("input file").
 pub(crate) fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
-    // Larger than any input or key set a runtime takes; a FIFO or a device
-    // is refused, not waited on or read for ever.
-    warden::files::read_regular_text(path, 256 << 20).map_err(|e| match e.kind() {
+    // A device is refused, not read for ever; a pipe the command line
+    // feeds (`<(…)`) is read to its end.
+    warden::files::read_named_text(path, MAX_NAMED).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => anyhow::anyhow!("{what} {} not found", path.display()),
         _ => anyhow::anyhow!("cannot read the {what} {}: {e}", path.display()),
     })

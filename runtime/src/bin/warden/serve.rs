@@ -355,6 +355,9 @@ pub async fn serve(
     let sink =
         crate::with_telemetry(sink, state.as_ref().map(|(_, r)| r.clone())).map_err(usage)?;
     let mut builder = builder;
+    if state.is_none() {
+        builder = builder.keep_out(audit_path(&args).map_err(usage)?, "audit trail");
+    }
     let mut queue = None;
     let mut approvals = None;
     let mut console = None;
