@@ -47,6 +47,9 @@ pub const MAX_LAYERS: usize = 4;
 /// them: by a tool that holds the value, which can show it anyway.
 pub(crate) const REDACT_WITHIN: usize = 1 << 20;
 
+/// The name an identity token handed to a tool is redacted under.
+pub(crate) const HANDED_OUT: &str = "identity-token";
+
 /// Replaces secret values in text and bytes.
 #[derive(Default)]
 pub struct Redactor {
@@ -233,6 +236,14 @@ impl Redactor {
 
     pub fn is_empty(&self) -> bool {
         self.exact.is_none() && self.folded.is_none()
+    }
+
+    /// Whether a granted secret's value is among what is redacted, not only
+    /// identity tokens handed to the tool: what a server answers the tool
+    /// is read whole and redacted only then (the tool holds its own tokens,
+    /// so a server echoing one tells it nothing).
+    pub(crate) fn holds_secrets(&self) -> bool {
+        self.names.iter().any(|n| n != HANDED_OUT)
     }
 
     /// Every value found in `bytes` and in up to `layers` decoded views of

@@ -45,7 +45,7 @@ use toml::Spanned;
 
 mod parse;
 use parse::{Problems, duration, trust_domain};
-pub(crate) use parse::{key_url, loopback, web_url};
+pub(crate) use parse::{key_url, loopback, this_machine, web_url};
 
 /// Every asymmetric algorithm `jsonwebtoken` verifies: the default
 /// allowlist. HMAC is never allowed: a public key set cannot verify it, and

@@ -168,13 +168,23 @@ fn two_entries_for_the_same_agents_are_a_problem() {
 }
 
 /// What counts as this machine when a discovered `jwks_uri` is refused for
-/// a remote issuer (and when plain http is allowed): every spelling that
-/// reaches it, not only `localhost` and `127.0.0.1`.
+/// a remote issuer: every spelling that reaches it, not only `localhost`
+/// and `127.0.0.1`. Plain http is allowed for fewer: not for names a
+/// resolver may send to DNS.
 #[test]
 fn every_spelling_of_this_machine_is_loopback() {
-    let local = |u: &str| {
+    let strict = |u: &str| {
         let u = url::Url::parse(u).unwrap();
         super::parse::loopback(&u.host().unwrap())
+    };
+    for u in ["https://LOCALHOST./k", "https://keys.localhost/k"] {
+        assert!(!strict(u), "{u} may go to DNS");
+        assert!(super::parse::web_url(&u.replace("https", "http"), "a key URL").is_err());
+    }
+    assert!(strict("https://[::ffff:127.0.0.1]/k") && strict("https://localhost/k"));
+    let local = |u: &str| {
+        let u = url::Url::parse(u).unwrap();
+        super::parse::this_machine(&u.host().unwrap())
     };
     for u in [
         "https://localhost/k",

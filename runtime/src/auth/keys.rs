@@ -4,7 +4,7 @@
 //! at most once per `refresh`, so a flood of made-up key ids costs the
 //! issuer nothing.
 
-use super::agents::{KeySource, loopback};
+use super::agents::{KeySource, loopback, this_machine};
 use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use std::collections::HashMap;
@@ -218,7 +218,7 @@ impl KeySet {
             let local = |u: &str| {
                 url::Url::parse(u)
                     .ok()
-                    .and_then(|u| u.host().map(|h| loopback(&h)))
+                    .and_then(|u| u.host().map(|h| this_machine(&h)))
                     .unwrap_or(false)
             };
             if local(jwks) && !local(issuer) {

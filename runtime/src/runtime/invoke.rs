@@ -369,13 +369,13 @@ async fn issue_secrets(
             return Err(Error::Secret(e));
         }
     };
-    let handed = minter.premint().iter();
+    let handed = minter.premint();
     let redactor = Arc::new(Redactor::new(
         secrets
             .issued
             .values()
             .map(|s| (s.spec.name.as_str(), s.value.as_str()))
-            .chain(handed.map(|(_, t)| (crate::caps::identity::HANDED_OUT, t.as_str()))),
+            .chain(handed.map(|t| (crate::caps::identity::HANDED_OUT, t))),
     ));
     end.auditor.set_redactor(redactor.clone());
     end.issued(secrets.issued.keys().cloned().collect());

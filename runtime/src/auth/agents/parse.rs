@@ -225,22 +225,34 @@ impl Problems<'_> {
     }
 }
 
-/// Whether `host` (of a URL) is this machine, by its name: `localhost`
-/// and names under it (RFC 6761), with or without the root's dot; a
-/// loopback address, the unspecified address (a connection to `0.0.0.0`
-/// or `::` reaches this machine), and IPv4 ones written as IPv6. (A public
-/// name that resolves here is not seen: that takes a lookup.)
+/// Whether `host` (of a URL) is this machine without asking DNS: exactly
+/// `localhost`, a loopback address, the unspecified address (a connection
+/// to `0.0.0.0` or `::` reaches this machine), or an IPv4 one written as
+/// IPv6. Plain http is allowed only for these: a name under `localhost`,
+/// or `localhost.`, goes to DNS with many resolvers (musl, glibc without
+/// `myhostname`), where whoever answers may be anyone.
 pub(crate) fn loopback(host: &url::Host<&str>) -> bool {
     let v4 = |a: std::net::Ipv4Addr| a.is_loopback() || a.is_unspecified();
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(a) => v4(*a),
+        url::Host::Ipv6(a) => {
+            a.is_loopback() || a.is_unspecified() || a.to_ipv4_mapped().is_some_and(v4)
+        }
+    }
+}
+
+/// Whether `host` may be this machine: [`loopback`], and names under
+/// `localhost` (RFC 6761) or with the root's dot; for refusing what must
+/// not be here (a remote issuer's `jwks_uri`). (A public name that resolves
+/// here is not seen: that takes a lookup.)
+pub(crate) fn this_machine(host: &url::Host<&str>) -> bool {
     match host {
         url::Host::Domain(d) => {
             let d = d.strip_suffix('.').unwrap_or(d).to_ascii_lowercase();
             d == "localhost" || d.ends_with(".localhost")
         }
-        url::Host::Ipv4(a) => v4(*a),
-        url::Host::Ipv6(a) => {
-            a.is_loopback() || a.is_unspecified() || a.to_ipv4_mapped().is_some_and(v4)
-        }
+        _ => loopback(host),
     }
 }
 

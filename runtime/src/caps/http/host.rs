@@ -360,7 +360,7 @@ fn send(
         let timeout =
             REQUEST_TIMEOUT.min(gate.deadline().saturating_duration_since(Instant::now()));
         let redactor = gate.redactor();
-        let whole = !redactor.is_empty();
+        let whole = redactor.holds_secrets();
         let result = perform(
             &pass,
             &checked,
@@ -422,7 +422,7 @@ fn redact_response(
     redactor: &crate::redact::Redactor,
     found: &mut BTreeSet<String>,
 ) -> Response {
-    if redactor.is_empty() {
+    if !redactor.holds_secrets() {
         return resp;
     }
     let text = |s: String, found: &mut BTreeSet<String>| match redactor

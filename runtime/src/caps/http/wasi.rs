@@ -205,7 +205,7 @@ async fn send(
     let timeout = REQUEST_TIMEOUT.min(gate.deadline().saturating_duration_since(Instant::now()));
     let started = Instant::now();
     let mut parts = parts;
-    if !gate.redactor().is_empty() {
+    if gate.redactor().holds_secrets() {
         super::readable::ask_whole(&mut parts.headers);
     }
     // Charged until hyper has sent it and drops it.
@@ -317,6 +317,12 @@ async fn redact_response(
     held: Held,
 ) -> Result<http::Response<WasiBody>, Error> {
     let (mut parts, body) = resp.into_parts();
+    let none = Redactor::default();
+    let redactor = if redactor.holds_secrets() {
+        redactor
+    } else {
+        &none
+    };
     if !redactor.is_empty() {
         let headers = parts
             .headers

@@ -51,7 +51,7 @@ pub(crate) fn add_to_linker<T: IdentityStore>(linker: &mut Linker<T>) -> wasmtim
 impl Host for IdentityView<'_> {
     async fn token(&mut self, audience: String) -> wasmtime::Result<Result<String, wit::Error>> {
         let mut check = decide(&audience, &self.minter.audiences);
-        if check.allow && self.minter.minted.get().is_none() {
+        if check.allow && !self.minter.preminted() {
             check = Decision::deny("identity.invocation", OUTSIDE.into());
         }
         let asks = if check.allow && self.gate.has_policy() {

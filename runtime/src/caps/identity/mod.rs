@@ -245,12 +245,11 @@ pub(crate) struct Minter {
     /// A token for each of `audiences`, signed before the tool runs
     /// ([`Minter::premint`]) so that redaction knows their values: what the
     /// tool is handed is kept out of its output, logs, errors and the
-    /// trail, as a secret's value is.
-    pub(crate) minted: OnceLock<Vec<(String, String)>>,
+    /// trail, as a secret's value is. Audience, `nbf`, token.
+    pub(crate) minted: OnceLock<Vec<(String, u64, String)>>,
 }
 
-/// The name a token handed to a tool is redacted under.
-pub(crate) const HANDED_OUT: &str = "identity-token";
+pub(crate) use crate::redact::HANDED_OUT;
 
 /// Whether a minter's invocation is marked active.
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
@@ -267,7 +266,8 @@ impl Minter {
     /// secret, a deployment's webhook).
     pub(crate) fn mint(&self, audience: &str) -> String {
         self.mark_active();
-        self.sign(audience)
+        let iat = now_secs();
+        self.sign(audience, iat, iat)
     }
 
     /// Marks the invocation active unless it has ended; whether it has not.
@@ -280,29 +280,51 @@ impl Minter {
         *mark == Mark::Active
     }
 
-    /// Signs a token for each listed audience, once, before the tool runs
-    /// (a manifest lists few; a tool that lists none pays nothing); the
-    /// invocation is marked active only when one is handed out.
-    pub(crate) fn premint(&self) -> &[(String, String)] {
-        self.minted.get_or_init(|| {
-            self.audiences
-                .iter()
-                .map(|a| (a.clone(), self.sign(a)))
-                .collect()
-        })
+    /// Signs the tokens of each listed audience, once, before the tool
+    /// runs (a manifest lists few; a tool that lists none pays nothing):
+    /// one a [`MAX_TOKEN_LIFETIME_SECS`] window, the next valid a minute
+    /// before the last expires, up to the deadline (one for a tool whose
+    /// timeout is under five minutes). The invocation is marked active only
+    /// when one is handed out. Their values, for redaction.
+    pub(crate) fn premint(&self) -> impl Iterator<Item = &str> {
+        let minted = self.minted.get_or_init(|| {
+            let iat = now_secs();
+            let step = MAX_TOKEN_LIFETIME_SECS - 60;
+            let mut out = Vec::new();
+            for a in &self.audiences {
+                let mut nbf = iat;
+                loop {
+                    out.push((a.clone(), nbf, self.sign(a, iat, nbf)));
+                    if nbf + MAX_TOKEN_LIFETIME_SECS >= self.deadline {
+                        break;
+                    }
+                    nbf += step;
+                }
+            }
+            out
+        });
+        minted.iter().map(|(_, _, t)| t.as_str())
     }
 
-    /// The token for `audience` the tool may hold (`identity::token`):
-    /// `None` when none was signed for it before the tool ran, or the
-    /// invocation has ended — a token minted while a tool describes itself
-    /// would name no invocation, be recorded nowhere and pass no policy.
+    /// The token for `audience` the tool may hold now (`identity::token`),
+    /// the one whose window began last: `None` when none was signed for it
+    /// before the tool ran, or the invocation has ended — a token minted
+    /// while a tool describes itself would name no invocation, be recorded
+    /// nowhere and pass no policy.
     pub(crate) fn hand_out(&self, audience: &str) -> Option<String> {
-        let (_, token) = self.minted.get()?.iter().find(|(a, _)| a == audience)?;
+        let now = now_secs();
+        let (_, _, token) = (self.minted.get()?.iter())
+            .filter(|(a, nbf, _)| a == audience && *nbf <= now)
+            .max_by_key(|(_, nbf, _)| *nbf)?;
         self.mark_active().then(|| token.clone())
     }
 
-    fn sign(&self, audience: &str) -> String {
-        let iat = now_secs();
+    /// Whether tokens were signed before the tool ran.
+    pub(crate) fn preminted(&self) -> bool {
+        self.minted.get().is_some()
+    }
+
+    fn sign(&self, audience: &str, iat: u64, nbf: u64) -> String {
         self.issuer.sign(&Claims {
             iss: self.issuer.iss(),
             sub: self.identity.to_string(),
@@ -312,11 +334,11 @@ impl Minter {
             tool: self.tool.to_string(),
             scope: self.scope.clone(),
             iat,
-            nbf: iat,
+            nbf,
             exp: self
                 .deadline
-                .min(iat + MAX_TOKEN_LIFETIME_SECS)
-                .max(iat + 1),
+                .min(nbf + MAX_TOKEN_LIFETIME_SECS)
+                .max(nbf + 1),
         })
     }
 
@@ -395,14 +417,14 @@ mod tests {
             minted: Default::default(),
         };
         assert_eq!(minter.hand_out("api"), None, "nothing signed yet");
-        let signed = minter.premint().to_vec();
+        let signed: Vec<String> = minter.premint().map(str::to_owned).collect();
         assert_eq!(signed.len(), 2);
         assert!(!active.is_active("inv-2"), "signing marks nothing active");
-        assert_eq!(minter.hand_out("api").as_ref(), Some(&signed[0].1));
+        assert_eq!(minter.hand_out("api").as_ref(), Some(&signed[0]));
         assert_eq!(minter.hand_out("nope"), None);
         assert!(active.is_active("inv-2"));
         let verifier = Verifier::from_jwks(&minter.issuer.jwks()).unwrap();
-        assert_eq!(verifier.verify(&signed[1].1, "other").unwrap().jti, "inv-2");
+        assert_eq!(verifier.verify(&signed[1], "other").unwrap().jti, "inv-2");
         minter.ended();
         assert_eq!(minter.hand_out("api"), None, "not after its end");
         // `describe`'s minter: ended before anything, and signs nothing.
@@ -413,9 +435,48 @@ mod tests {
             ..minter
         };
         describing.ended();
-        describing.premint();
+        let _ = describing.premint().count();
         assert_eq!(describing.hand_out("api"), None);
         assert!(!active.is_active(""));
+    }
+
+    /// A tool that may run an hour is handed a token that has not expired
+    /// however late it asks: tokens of five-minute windows, each valid a
+    /// minute before the last expires, up to the deadline; none longer.
+    #[test]
+    fn a_long_invocation_has_a_token_for_every_window_up_to_its_deadline() {
+        let now = now_secs();
+        let minter = Minter {
+            issuer: Arc::new(Issuer::from_seed(&[7; 32])),
+            tool: "t".into(),
+            identity: "sha256:00".into(),
+            task: "task".into(),
+            invocation: "inv-3".into(),
+            scope: Vec::new(),
+            deadline: now + 3600,
+            audiences: vec!["api".into()],
+            active: ActiveInvocations::default(),
+            mark: Default::default(),
+            minted: Default::default(),
+        };
+        let verifier = Verifier::from_jwks(&minter.issuer.jwks()).unwrap();
+        let windows: Vec<Claims> = minter
+            .premint()
+            .map(|t| {
+                let claims = t.split('.').nth(1).unwrap();
+                serde_json::from_slice(&B64.decode(claims).unwrap()).unwrap()
+            })
+            .collect();
+        assert_eq!(windows.len(), 15);
+        assert_eq!(windows[0].nbf, windows[0].iat);
+        for w in windows.windows(2) {
+            assert!(w[1].nbf + 60 <= w[0].exp, "{w:?}");
+            assert!(w[0].exp - w[0].nbf <= MAX_TOKEN_LIFETIME_SECS);
+        }
+        assert_eq!(windows.last().unwrap().exp, now + 3600);
+        // Handed out now: the first window's, which verifies now.
+        let token = minter.hand_out("api").unwrap();
+        assert_eq!(verifier.verify(&token, "api").unwrap().nbf, windows[0].nbf);
     }
 
     fn claims(aud: &str, exp: u64) -> Claims {
