@@ -182,7 +182,8 @@ impl Approver for WebhookApprover {
         let r = r.for_people();
         let body = serde_json::json!({
             "digest": r.digest, "tool": r.tool, "identity": r.identity, "task": r.task,
-            "invocation": r.invocation, "action": r.action, "resource": r.resource, "summary": r.summary,
+            "agent": r.agent, "invocation": r.invocation, "action": r.action,
+            "resource": r.resource, "summary": r.summary,
         })
         .to_string();
         let mut req = self
@@ -355,16 +356,19 @@ impl ApprovalQueue for QueueApprover {
 impl Approver for QueueApprover {
     async fn ask(&self, request: &ApprovalRequest) -> Option<ApprovalAnswer> {
         let (answer, rx) = tokio::sync::oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Queued {
+        {
+            let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            // When the approvals give up (timeout, a call dropped), `rx` is
+            // dropped: its entry is swept by the next request or listing,
+            // so requests a tool asks and drops in a loop, with no one
+            // listing, cannot pile up.
+            q.retain(|w| !w.answer.is_closed());
+            q.push(Queued {
                 request: request.clone(),
                 since: Instant::now(),
                 answer,
             });
-        // When the approvals give up (timeout), `rx` is dropped and the entry is
-        // swept by the next `pending`.
+        }
         rx.await.ok()
     }
 }

@@ -185,3 +185,25 @@ async fn a_prompt_given_up_ends_and_the_next_line_answers_the_next() {
     let shown = std::fs::read_to_string(&output).unwrap();
     assert!(shown.contains("(no answer in time: denied)"), "{shown}");
 }
+
+/// Requests given up (their asker dropped) are swept as the next one comes,
+/// even when no one lists them.
+#[tokio::test]
+async fn requests_given_up_do_not_pile_up_in_the_queue() {
+    let queue = QueueApprover::new();
+    for n in 0..1000 {
+        let r = request(n, "x");
+        let ask = queue.ask(&r);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), ask)
+                .await
+                .is_err()
+        );
+    }
+    let held = queue.pending.lock().unwrap().len();
+    assert_eq!(
+        held, 1,
+        "the last one, given up after the others were swept"
+    );
+    assert!(queue.pending().is_empty());
+}

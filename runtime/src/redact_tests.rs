@@ -298,6 +298,12 @@ fn control_characters_are_escaped_for_people() {
         super::escape_control("a\u{200b}b\u{2066}c\u{feff}"),
         "a\\u{200b}b\\u{2066}c\\u{feff}"
     );
+    // Characters that render blank or not at all: a soft hyphen, the
+    // combining grapheme joiner, Hangul fillers, the braille blank.
+    assert_eq!(
+        super::escape_control("a\u{ad}b\u{34f}c\u{3164}d\u{ffa0}e\u{2800}f"),
+        "a\\u{ad}b\\u{34f}c\\u{3164}d\\u{ffa0}e\\u{2800}f"
+    );
     assert_eq!(super::escape_control("héllo, 世界"), "héllo, 世界");
 }
 

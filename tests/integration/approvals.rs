@@ -427,8 +427,12 @@ async fn a_webhook_approver_answers_for_the_digest_it_was_sent() {
                 warden::approval::webhook_message(t, &body).as_bytes(),
                 &field("ed25519="),
             );
-            // Approve writes, refuse anything under .github/.
-            let ok = signed && !req["resource"].as_str().unwrap_or("").contains(".github/");
+            // Approve writes, refuse anything under .github/; the request
+            // says which agent asked (none authenticated here: null), as a
+            // terminal prompt and the queue do.
+            let ok = signed
+                && req.get("agent") == Some(&serde_json::Value::Null)
+                && !req["resource"].as_str().unwrap_or("").contains(".github/");
             let answer =
                 json!({"digest": req["digest"], "approved": ok, "by": "ci-bot"}).to_string();
             let resp = format!(

@@ -125,20 +125,21 @@ fn read_answer(
 ) -> std::io::Result<bool> {
     use std::io::{Read, Write};
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut out = std::fs::OpenOptions::new().write(true).open(output)?;
-    out.write_all(prompt.as_bytes())?;
-    out.flush()?;
     let mut from = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(input)?;
-    // What was typed before this prompt was up is not its answer: a `y`
+    // What was typed before this prompt is up is not its answer: a `y`
     // typed for a question the tool then withdrew (dropping its request)
     // would otherwise answer the one it asks next, under the same Enter,
-    // and so would the rest of a line longer than is read.
+    // and so would the rest of a line longer than is read. Discarded
+    // before the prompt is shown, so an answer to it is not.
     if rustix::termios::isatty(&from) {
         rustix::termios::tcflush(&from, rustix::termios::QueueSelector::IFlush)?;
     }
+    let mut out = std::fs::OpenOptions::new().write(true).open(output)?;
+    out.write_all(prompt.as_bytes())?;
+    out.flush()?;
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while line.len() < 64 && !line.ends_with(b"\n") {

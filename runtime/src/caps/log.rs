@@ -80,7 +80,7 @@ impl Host for LogView<'_> {
         // Past its count, or once the invocation's audit budget is used up,
         // a message is counted, not kept.
         if self.state.written >= self.limits.max_messages || self.gate.over_budget() {
-            self.state.dropped += 1;
+            self.state.dropped = self.state.dropped.saturating_add(1);
             return Ok(());
         }
         self.state.written += 1;

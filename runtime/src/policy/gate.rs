@@ -159,21 +159,22 @@ pub(crate) const SUMMARY_PART: usize = 512;
 /// The most bytes of written contents or a body a summary shows.
 pub(crate) const SUMMARY_CONTENTS: usize = 1024;
 
-/// A part of a summary a tool chose, redacted whole, then cut to `max`
-/// bytes with its length stated (a value split by the cut would keep a
-/// prefix no longer whole enough to be found).
+/// A part of a summary a tool chose, redacted whole (a value split by the
+/// cut would keep a prefix no longer whole enough to be found), escaped
+/// for people (escaping lengthens: after the cut, hidden characters would
+/// make a part up to ten times as long), then cut to `max` bytes with its
+/// length stated.
 pub(crate) fn summary_part(redactor: &Redactor, part: &[u8], max: usize) -> String {
     let found = redactor.redact_found(part, &mut Default::default());
     let redacted = found.as_deref().unwrap_or(part);
-    let head = &redacted[..redacted.len().min(max + 4)];
-    let text = String::from_utf8_lossy(head);
-    match redacted.len() <= max {
-        true => text.into_owned(),
-        false => {
-            let end = text.floor_char_boundary(max);
-            format!("{}…[{} bytes]", &text[..end], redacted.len())
-        }
+    // Escaping only lengthens: `max` bytes of the head are `max` of all.
+    let head = String::from_utf8_lossy(&redacted[..redacted.len().min(max + 4)]);
+    let shown = crate::redact::escape_control(&head);
+    if redacted.len() <= max && shown.len() <= max {
+        return shown.into_owned();
     }
+    let end = shown.floor_char_boundary(max);
+    format!("{}…[{} bytes]", &shown[..end], redacted.len())
 }
 
 /// `s` whole, or when longer than `max` bytes its first bytes (on a

@@ -53,13 +53,15 @@ pub fn json_for_terminal(json: &str) -> Cow<'_, str> {
 
 /// A character a person would not see as itself: a control character, or
 /// one that reorders or hides text (Unicode format characters that
-/// terminals render invisibly, and tag characters).
+/// terminals render invisibly, characters that render blank, and tag
+/// characters).
 fn hidden(c: char) -> bool {
     c.is_control()
         || matches!(c,
-            '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
-            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}' | '\u{feff}'
-            | '\u{fff9}'..='\u{fffb}'
+            '\u{00ad}' | '\u{034f}' | '\u{061c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}'
+            | '\u{17b5}' | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}'
+            | '\u{2800}' | '\u{3164}' | '\u{feff}' | '\u{ffa0}' | '\u{fff9}'..='\u{fffb}'
             // Tag characters: invisible, and read by language models as
             // the ASCII they shadow (hidden instructions).
             | '\u{e0000}'..='\u{e007f}')

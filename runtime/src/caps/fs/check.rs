@@ -227,6 +227,27 @@ mod tests {
             )
         );
         assert!(!summary.contains("sk-l"), "{summary}");
+        // Characters that escape seven times as long, in every path: each
+        // is cut after escaping, so where the link leads still shows.
+        let hidden = "\u{34f}".repeat(250);
+        let to = [hidden.clone(), ".github/workflows/ci.yml".to_owned()];
+        let shown = Shown {
+            paths: &[&hidden, &format!("docs-link/{hidden}")],
+            leads: Some(&to),
+            preview: &[],
+            ..shown
+        };
+        let summary = shown.summary(&redactor);
+        assert!(
+            summary.ends_with("-> .github/workflows/ci.yml) on handle 'repo'"),
+            "{summary}"
+        );
+        assert!(
+            summary.len() < crate::policy::gate::MAX_SUMMARY,
+            "{}",
+            summary.len()
+        );
+        assert!(!summary.contains('\u{34f}'), "{summary}");
         assert!(
             summary.len() < crate::policy::gate::MAX_SUMMARY,
             "{}",

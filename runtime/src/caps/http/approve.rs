@@ -90,18 +90,14 @@ impl Approvable<'_> {
             .headers
             .iter()
             .partition(|(k, _)| is_method_override(k));
-        let headers: Vec<String> = first
-            .into_iter()
-            .chain(rest)
-            .map(|f| field(f, &part))
-            .collect();
+        let headers: Vec<_> = first.into_iter().chain(rest).collect();
         match headers.is_empty() {
             true => s.push_str("; no headers"),
-            false => s.push_str(&format!("; headers: {}", headers.join(", "))),
+            false => s.push_str(&format!("; headers: {}", fields(&headers, &part, 1024))),
         }
         if !self.trailers.is_empty() {
-            let trailers: Vec<String> = self.trailers.iter().map(|f| field(f, &part)).collect();
-            s.push_str(&format!("; trailers: {}", trailers.join(", ")));
+            let trailers: Vec<_> = self.trailers.iter().collect();
+            s.push_str(&format!("; trailers: {}", fields(&trailers, &part, 512)));
         }
         if !self.body.is_empty() {
             let contents = summary_part(redactor, self.body, SUMMARY_CONTENTS);
@@ -109,6 +105,23 @@ impl Approvable<'_> {
         }
         s
     }
+}
+
+/// Fields as `name: value, …` up to about `budget` bytes, then how many
+/// more there are: many headers cannot push the contents out.
+fn fields(all: &[&(&str, &[u8])], part: &dyn Fn(&[u8]) -> String, budget: usize) -> String {
+    let mut shown = String::new();
+    for (i, f) in all.iter().enumerate() {
+        if shown.len() >= budget {
+            shown.push_str(&format!(" … and {} more", all.len() - i));
+            break;
+        }
+        if i > 0 {
+            shown.push_str(", ");
+        }
+        shown.push_str(&field(f, part));
+    }
+    shown
 }
 
 /// `name: value`, each cut by `part`; a credential's value as its size.
