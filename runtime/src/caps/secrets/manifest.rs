@@ -111,6 +111,15 @@ pub(crate) fn section(
             f("name"),
             format!("invalid secret name: {e}"),
         );
+    } else if name == crate::redact::HANDED_OUT {
+        // The name identity tokens are redacted under: a secret by that name
+        // would be taken for one (responses are read whole only while a
+        // secret is held).
+        c.problem(
+            raw.name.span(),
+            f("name"),
+            format!("secret name '{name}' is reserved for identity tokens (expected another name)"),
+        );
     } else if seen.iter().any(|s| s.name == name) {
         c.problem(
             raw.name.span(),
@@ -201,6 +210,16 @@ mod tests {
         assert!(
             msg.contains("tools.t.secrets[0].send-to: invalid destination"),
             "{msg}"
+        );
+        let err = parse(
+            "[tools.t]\ncomponent = \"t.wasm\"\n[[tools.t.secrets]]\nname = \"identity-token\"\nsource = \"env:X\"\n",
+            dir.path(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("m.toml:4:8: tools.t.secrets[0].name: secret name 'identity-token' is reserved for identity tokens (expected another name)"),
+            "{err}"
         );
     }
 }
