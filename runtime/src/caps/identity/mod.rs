@@ -359,22 +359,33 @@ mod tests {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
-    #[test]
-    fn an_invocation_is_active_from_its_first_token_until_it_ends() {
-        let active = ActiveInvocations::default();
-        let minter = Minter {
+    /// A minter of invocation `invocation` for `audiences`, its deadline
+    /// at `deadline` (Unix seconds), marking it in `active`.
+    fn test_minter(
+        invocation: &str,
+        deadline: u64,
+        audiences: Vec<String>,
+        active: ActiveInvocations,
+    ) -> Minter {
+        Minter {
             issuer: Arc::new(Issuer::from_seed(&[7; 32])),
             tool: "t".into(),
             identity: "sha256:00".into(),
             task: "task".into(),
-            invocation: "inv-1".into(),
+            invocation: invocation.into(),
             scope: Vec::new(),
-            deadline: now_secs() + 60,
-            audiences: vec!["api".into()],
-            active: active.clone(),
+            deadline,
+            audiences,
+            active,
             mark: Default::default(),
             minted: Default::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn an_invocation_is_active_from_its_first_token_until_it_ends() {
+        let active = ActiveInvocations::default();
+        let minter = test_minter("inv-1", now_secs() + 60, vec!["api".into()], active.clone());
         assert!(!active.is_active("inv-1"), "no token yet");
         minter.mint("api");
         minter.mint("api");
@@ -403,19 +414,12 @@ mod tests {
     #[test]
     fn a_tool_is_handed_its_preminted_token_only_while_it_runs() {
         let active = ActiveInvocations::default();
-        let minter = Minter {
-            issuer: Arc::new(Issuer::from_seed(&[7; 32])),
-            tool: "t".into(),
-            identity: "sha256:00".into(),
-            task: "task".into(),
-            invocation: "inv-2".into(),
-            scope: Vec::new(),
-            deadline: now_secs() + 60,
-            audiences: vec!["api".into(), "other".into()],
-            active: active.clone(),
-            mark: Default::default(),
-            minted: Default::default(),
-        };
+        let minter = test_minter(
+            "inv-2",
+            now_secs() + 60,
+            vec!["api".into(), "other".into()],
+            active.clone(),
+        );
         assert_eq!(minter.hand_out("api"), None, "nothing signed yet");
         let signed: Vec<String> = minter.premint().map(str::to_owned).collect();
         assert_eq!(signed.len(), 2);
@@ -446,19 +450,12 @@ mod tests {
     #[test]
     fn a_long_invocation_has_a_token_for_every_window_up_to_its_deadline() {
         let now = now_secs();
-        let minter = Minter {
-            issuer: Arc::new(Issuer::from_seed(&[7; 32])),
-            tool: "t".into(),
-            identity: "sha256:00".into(),
-            task: "task".into(),
-            invocation: "inv-3".into(),
-            scope: Vec::new(),
-            deadline: now + 3600,
-            audiences: vec!["api".into()],
-            active: ActiveInvocations::default(),
-            mark: Default::default(),
-            minted: Default::default(),
-        };
+        let minter = test_minter(
+            "inv-3",
+            now + 3600,
+            vec!["api".into()],
+            ActiveInvocations::default(),
+        );
         let verifier = Verifier::from_jwks(&minter.issuer.jwks()).unwrap();
         let windows: Vec<Claims> = minter
             .premint()
