@@ -842,6 +842,9 @@ async fn a_request_approved_after_a_reveal_is_decided_again() {
 /// not a link's alias.
 #[tokio::test]
 async fn a_full_history_refuses_a_write_it_could_not_note() {
+    const REFUSAL: &str = "this task has written as many different files as its history \
+        keeps for the runtime policy, which reads files_written (4096 files, or 262144 bytes \
+        of paths); a further file would go unnoted, so it is refused";
     let mut full = warden::policy::TaskHistory::default();
     for i in 0..4096 {
         warden::policy::TaskHistory::note(&mut full.files_written, &format!("workspace:f{i}"));
@@ -886,16 +889,35 @@ when { context.task.files_written.contains("workspace:marker") };"#,
         let out: serde_json::Value = serde_json::from_str(&run.output.unwrap()).unwrap();
         if reads {
             assert_eq!(out["error"]["code"], "denied", "{out}");
-            assert_eq!(
-                out["error"]["message"],
-                "this task has written 4096 different files, as many as its history keeps for \
-                 the runtime policy, which reads files_written; a further file would go \
-                 unnoted, so it is refused"
-            );
+            assert_eq!(out["error"]["message"], REFUSAL);
             assert!(!ws.join("marker").exists(), "the refused write happened");
             // A file the set holds is written again.
             let run = runtime.invoke("probe", &grant, &write("f7")).await.unwrap();
             assert!(run.output.unwrap().contains("\"ok\""));
+            // A set full in bytes (32 paths of 8 KiB) refuses the same way:
+            // long paths cannot make it hold, and copy into every policy
+            // question, megabytes.
+            let mut long = warden::policy::TaskHistory::default();
+            for i in 0..32 {
+                let path = format!("workspace:{i:02}/{}", "a".repeat(8192 - 13));
+                assert!(long.files_written.note(&path));
+            }
+            assert_eq!(
+                long.files_written.bytes(),
+                warden::policy::cedar::MAX_HISTORY_BYTES
+            );
+            let kept = Arc::new(crate::common::KeptHistory {
+                load: long,
+                ..Default::default()
+            });
+            let runtime = crate::common::runtime_with_history(&path, kept);
+            let run = runtime
+                .invoke("probe", &grant, &write("marker"))
+                .await
+                .unwrap();
+            let out: serde_json::Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+            assert_eq!(out["error"]["message"], REFUSAL, "{out}");
+            assert!(!ws.join("marker").exists(), "the refused write happened");
         } else {
             assert!(out.get("ok").is_some(), "{out}");
             // Through a link, the file it leads to is noted.
@@ -911,7 +933,7 @@ when { context.task.files_written.contains("workspace:marker") };"#,
             let run = runtime.invoke("probe", &grant, &rename).await.unwrap();
             assert!(run.output.unwrap().contains("\"ok\""));
             let saved = kept.saved.lock().unwrap().clone();
-            let written: Vec<&String> = saved.iter().flat_map(|h| &h.files_written).collect();
+            let written: Vec<&str> = saved.iter().flat_map(|h| &h.files_written).collect();
             assert_eq!(
                 written,
                 [

@@ -698,7 +698,7 @@ async fn a_shared_history_keeps_no_secret_value_of_a_path_written() {
         "the tool wrote its file"
     );
     let saved = kept.saved.lock().unwrap().clone();
-    let written: Vec<&String> = saved.iter().flat_map(|h| &h.files_written).collect();
+    let written: Vec<&str> = saved.iter().flat_map(|h| &h.files_written).collect();
     assert_eq!(written.len(), 1, "{saved:?}");
     assert!(
         written[0].contains("leak-[REDACTED:token].txt"),

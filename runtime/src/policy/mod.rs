@@ -110,10 +110,11 @@ fn full_history() -> Decision {
     Decision::deny(
         "policy.history",
         format!(
-            "this task has written {} different files, as many as its history keeps for \
-             the runtime policy, which reads files_written; a further file would go \
-             unnoted, so it is refused",
-            cedar::MAX_HISTORY
+            "this task has written as many different files as its history keeps for the \
+             runtime policy, which reads files_written ({} files, or {} bytes of paths); a \
+             further file would go unnoted, so it is refused",
+            cedar::MAX_HISTORY,
+            cedar::MAX_HISTORY_BYTES
         ),
     )
 }
@@ -160,8 +161,7 @@ impl PolicyCtx {
             .then(|| written_item(action, &resource, redactor))
             .flatten();
         if let Some(item) = &written
-            && history.files_written.len() >= cedar::MAX_HISTORY
-            && !history.files_written.contains(item)
+            && !history.files_written.has_room_for([item.as_str()])
         {
             *d = full_history();
             return false;
@@ -217,11 +217,12 @@ impl PolicyCtx {
             .collect();
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let set = &mut history.files_written;
-        let new = items.iter().filter(|i| !set.contains(*i)).count();
-        if set.len() + new > cedar::MAX_HISTORY {
+        if !set.has_room_for(items.iter().map(String::as_str)) {
             return Some(full_history());
         }
-        set.extend(items);
+        for item in &items {
+            set.note(item);
+        }
         None
     }
 
@@ -239,9 +240,11 @@ impl PolicyCtx {
         // Only paths are the tool's own words: hosts, targets and secret
         // names come from the grant, and a policy names them as they are.
         if !redactor.is_empty() {
-            noted.files_written = (noted.files_written.iter())
-                .map(|f| redactor.redact(f).into_owned())
-                .collect();
+            let mut redacted = cedar::Noted::default();
+            for file in &noted.files_written {
+                redacted.note(&redactor.redact(file));
+            }
+            noted.files_written = redacted;
         }
         self.history
             .lock()

@@ -23,19 +23,23 @@ impl PgHistory {
 impl HistoryStore for PgHistory {
     async fn load(&self, key: &str) -> Result<TaskHistory, String> {
         let client = self.link.get().await?;
-        // A set holds at most MAX_HISTORY items: so many rows of each kind
-        // (one kind's rows cannot crowd out another's, a revealed secret
-        // behind thousands of files written).
+        // A set holds at most MAX_HISTORY items of MAX_HISTORY_BYTES in
+        // all: so many rows of each kind, the oldest first (one kind's rows
+        // cannot crowd out another's, a revealed secret behind thousands of
+        // files written), and no more than a set keeps read from the
+        // database (replicas that each kept a full set store more).
         let limit = i64::try_from(crate::policy::cedar::MAX_HISTORY).unwrap_or(i64::MAX);
+        let bytes = i64::try_from(crate::policy::cedar::MAX_HISTORY_BYTES).unwrap_or(i64::MAX);
         let rows = self
             .link
             .within(client.query(
                 "SELECT kind, item FROM (
-                     SELECT kind, item,
-                            row_number() OVER (PARTITION BY kind ORDER BY noted, item) AS n
-                     FROM warden_task_history WHERE task = $1) AS h
-                 WHERE n <= $2",
-                &[&key, &limit],
+                     SELECT kind, item, row_number() OVER w AS n,
+                            sum(octet_length(item)) OVER w AS b
+                     FROM warden_task_history WHERE task = $1
+                     WINDOW w AS (PARTITION BY kind ORDER BY noted, item)) AS h
+                 WHERE n <= $2 AND b <= $3",
+                &[&key, &limit, &bytes],
             ))
             .await?;
         let mut history = TaskHistory::default();

@@ -13,9 +13,11 @@
 //! decisions and audit records; `@reason("…")` is the message a denied tool
 //! sees.
 
+mod history;
 mod load;
 mod request;
 
+pub use history::{MAX_HISTORY, MAX_HISTORY_BYTES, Noted, TaskHistory};
 pub use load::{PolicyError, PolicyProblem};
 
 use cedar_policy::{Authorizer, PolicySet};
@@ -31,10 +33,6 @@ const EVAL_STACK: usize = 512 << 10;
 
 /// The id of the built-in permit that makes the manifest the ceiling.
 const CEILING: &str = "warden.manifest-ceiling";
-
-/// Entries kept per kind of task history; older entries stay, newer ones
-/// beyond this are dropped (a task this busy should be split).
-pub const MAX_HISTORY: usize = 4096;
 
 /// A loaded, validated set of Cedar policies.
 pub struct RuntimePolicy {
@@ -73,71 +71,6 @@ pub enum Verdict {
         policies: Vec<String>,
         reason: String,
     },
-}
-
-/// What a task has done so far, across its invocations.
-#[derive(Debug, Default, Clone)]
-pub struct TaskHistory {
-    pub secrets_revealed: BTreeSet<String>,
-    pub hosts_contacted: BTreeSet<String>,
-    pub files_written: BTreeSet<String>,
-    pub targets_deployed: BTreeSet<String>,
-}
-
-impl TaskHistory {
-    /// The sets by name, as a shared store keeps them.
-    pub const KINDS: [&'static str; 4] = [
-        "secrets_revealed",
-        "hosts_contacted",
-        "files_written",
-        "targets_deployed",
-    ];
-
-    /// The set named `kind` (one of [`TaskHistory::KINDS`]).
-    pub fn set_mut(&mut self, kind: &str) -> Option<&mut BTreeSet<String>> {
-        Some(match kind {
-            "secrets_revealed" => &mut self.secrets_revealed,
-            "hosts_contacted" => &mut self.hosts_contacted,
-            "files_written" => &mut self.files_written,
-            "targets_deployed" => &mut self.targets_deployed,
-            _ => return None,
-        })
-    }
-
-    /// Every item, with the name of its set.
-    pub fn items(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        let sets = [
-            &self.secrets_revealed,
-            &self.hosts_contacted,
-            &self.files_written,
-            &self.targets_deployed,
-        ];
-        Self::KINDS
-            .into_iter()
-            .zip(sets)
-            .flat_map(|(k, set)| set.iter().map(move |i| (k, i.as_str())))
-    }
-
-    /// Adds what `other` holds (each set up to [`MAX_HISTORY`]).
-    pub fn merge(&mut self, other: &TaskHistory) {
-        for (kind, item) in other.items() {
-            if let Some(set) = self.set_mut(kind) {
-                Self::note(set, item);
-            }
-        }
-    }
-
-    /// Whether nothing is noted.
-    pub fn is_empty(&self) -> bool {
-        self.items().next().is_none()
-    }
-
-    /// Adds `item` to one of the sets, up to [`MAX_HISTORY`] entries.
-    pub fn note(set: &mut BTreeSet<String>, item: &str) {
-        if set.len() < MAX_HISTORY && !set.contains(item) {
-            set.insert(item.to_owned());
-        }
-    }
 }
 
 /// The principal of every request.
