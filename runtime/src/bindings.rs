@@ -20,8 +20,11 @@ wasmtime::component::bindgen!({
 /// Log targets a subscriber must turn off: wasmtime's own WASI bindings
 /// trace their imports' string arguments and results (paths, URLs with
 /// their queries, directory entries) at TRACE, which would print values a
-/// tool handles, secrets included. `warden` adds `TARGET=off` for each to
-/// whatever `WARDEN_LOG` says; an embedder's subscriber should too.
+/// tool handles, secrets included. `warden` keeps them (and the targets
+/// beneath them) out with a filter of its own beside `WARDEN_LOG`'s; an
+/// embedder's subscriber should too. A `TARGET=off` directive in an
+/// `EnvFilter` is not enough: a more specific target or a span directive
+/// (`[wit-bindgen import]=trace`) turns them back on.
 /// `oci_client` logs a registry's token response at DEBUG: a bearer
 /// token for the registry.
 pub const VALUE_LOG_TARGETS: [&str; 3] = [

@@ -304,6 +304,16 @@ fn control_characters_are_escaped_for_people() {
         super::escape_control("a\u{ad}b\u{34f}c\u{3164}d\u{ffa0}e\u{2800}f"),
         "a\\u{ad}b\\u{34f}c\\u{3164}d\\u{ffa0}e\\u{2800}f"
     );
+    // Variation selectors (256 of them carry any byte past a reader), the
+    // line separators, and format characters of other scripts.
+    assert_eq!(
+        super::escape_control("config\u{fe0f}.toml ci\u{e0101}.yml"),
+        "config\\u{fe0f}.toml ci\\u{e0101}.yml"
+    );
+    assert_eq!(
+        super::escape_control("a\u{2028}b\u{2029}c\u{600}d\u{1d173}e\u{13430}f\u{1bca0}"),
+        "a\\u{2028}b\\u{2029}c\\u{600}d\\u{1d173}e\\u{13430}f\\u{1bca0}"
+    );
     assert_eq!(super::escape_control("héllo, 世界"), "héllo, 世界");
 }
 

@@ -256,6 +256,13 @@ fn check_lists_every_approval_waiver() {
         "{out}"
     );
     assert!(out.contains("1 approval waivers"), "{out}");
+    // A manifest whose name holds an escape sequence is named escaped.
+    let odd = d.join("m\u{1b}[2J.toml");
+    std::fs::copy(&manifest, &odd).unwrap();
+    let o = warden_in(&d.join("state"), &["check", &odd.display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stdout(&o).contains('\u{1b}'), "{:?}", stdout(&o));
+    assert!(stdout(&o).contains("m\\u{1b}[2J.toml: "), "{}", stdout(&o));
     let o = warden_in(&d.join("state"), &["check", "--json", &manifest]);
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(

@@ -349,6 +349,9 @@ pub struct TracingSink;
 impl AuditSink for TracingSink {
     fn append(&self, record: &Record) -> Result<(), AuditError> {
         let json = serde_json::to_string(record).map_err(|e| AuditError::Sink(e.to_string()))?;
+        // Escaped for a terminal (a record keeps a tool's text as it
+        // wrote it, bidi overrides and all; JSON escapes only controls).
+        let json = crate::redact::json_for_terminal(&json);
         tracing::info!(target: "warden::audit", "{json}");
         Ok(())
     }

@@ -6,7 +6,8 @@ use super::contract::Contract;
 use super::end::End;
 use super::load::LoadedTool;
 use super::outcome::{
-    DeadlineHit, Outcome, check_error, check_output, classify, lift_limit, redact_result, unread,
+    DeadlineHit, Outcome, check_error, check_output, classify, lift_limit, log_trap, redact_result,
+    unread,
 };
 use super::{Inner, Invocation, InvokeOptions, ToolError, ToolErrorKind};
 use crate::approval::{Approvals, Approver};
@@ -449,7 +450,10 @@ async fn run_tool(
         Some(Ok(Err(trap))) => Err(
             match unread(&trap, lift, hostcall_limit, limits.max_output) {
                 Some(limit) => limit.into(),
-                None => classify(trap, limits),
+                None => {
+                    log_trap(&trap, store.data().gate.redactor());
+                    classify(trap, limits)
+                }
             },
         ),
         Some(Ok(Ok(Err(e)))) => check_error(e, limits.max_output),

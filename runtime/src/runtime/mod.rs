@@ -414,7 +414,10 @@ impl Runtime {
             .map_err(|e| {
                 match outcome::unread(&e, lift, self.inner.hostcall_limit, limits.max_output) {
                     Some(limit) => limit.into(),
-                    None => classify(e, limits),
+                    None => {
+                        outcome::log_trap(&e, store.data().gate.redactor());
+                        classify(e, limits)
+                    }
                 }
             })?;
         let component_err = |reason: String| Error::Component {

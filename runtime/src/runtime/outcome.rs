@@ -138,12 +138,24 @@ pub(super) fn classify(e: wasmtime::Error, limits: crate::manifest::Limits) -> E
         return LimitExceeded::Stack.into();
     }
     // The root cause names the trap; the wasm backtrace around it goes to
-    // the debug log only.
-    // Escaped: the backtrace names the component's functions as it
-    // declares them, line breaks and all.
-    tracing::debug!("trap: {}", crate::redact::escape_control(&format!("{e:?}")));
+    // the debug log only ([`log_trap`]).
     Error::Trap(e.root_cause().to_string())
 }
+
+/// Logs a trap with its wasm backtrace at debug: redacted (its causes may
+/// be a host call's words), cut (a component may name a function with a
+/// megabyte) and escaped (the backtrace names the component's functions as
+/// it declares them, line breaks and all).
+pub(super) fn log_trap(e: &wasmtime::Error, redactor: &Redactor) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let trace = redactor.redact_cut(&format!("{e:?}"), MAX_TRAP_LOG);
+    tracing::debug!("trap: {}", crate::redact::escape_control(&trace));
+}
+
+/// The bytes of a trap's backtrace the debug log shows.
+const MAX_TRAP_LOG: usize = 8 << 10;
 
 /// The end record's `outcome` and `message`: `ok`, `tool-error:KIND`,
 /// `limit:NAME`, `trap`, `cancelled` or `host-error`, with the detail and

@@ -112,8 +112,8 @@ pub async fn check(
         };
         outln!(
             "ok    policies         {} from {}",
-            list(&p["ids"]),
-            list(&p["files"])
+            shown(&list(&p["ids"])),
+            shown(&list(&p["files"]))
         )?;
     }
     if let Some(a) = &report.agents {
@@ -147,7 +147,7 @@ pub async fn check(
     }
     outln!(
         "{}: {} tools ok, {} approval waivers",
-        path.display(),
+        shown(&path.to_string_lossy()),
         report.tools.len(),
         report.waivers.len()
     )?;

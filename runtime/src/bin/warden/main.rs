@@ -563,7 +563,7 @@ async fn run(
                 crate::out::errln!(
                     "tool {name} ({} bytes): {}",
                     bytes.len(),
-                    String::from_utf8_lossy(bytes).escape_debug()
+                    shown(&String::from_utf8_lossy(bytes))
                 );
             }
         }

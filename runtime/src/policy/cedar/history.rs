@@ -176,8 +176,10 @@ mod tests {
 
         // A merge keeps the bounds too.
         let mut h = TaskHistory::default();
-        let mut other = TaskHistory::default();
-        other.files_written = by_bytes.clone();
+        let mut other = TaskHistory {
+            files_written: by_bytes.clone(),
+            ..TaskHistory::default()
+        };
         for i in 0..10 {
             other.files_written.items.insert(long(10_000 + i));
         }
