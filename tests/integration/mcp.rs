@@ -936,6 +936,106 @@ fn over_stdio_a_socket_or_a_file_serves_too() {
     read_echo_answer(&out.stdout[..]);
 }
 
+/// A client's JSON-RPC id is logged by the SDK at `warn` (the default
+/// level) as a field, which `fmt` wrote raw: escape sequences, a carriage
+/// return and a forged line reached the operator's terminal. Every field of
+/// every log line is now escaped, and a huge one cut.
+#[test]
+fn a_clients_request_id_reaches_the_log_escaped_and_cut() {
+    let s = setup();
+    let forged = r"x\u001b]0;pwn\u0007\u001b[2K\r\nFORGED  INFO warden: approved\u202e";
+    let lines = format!(
+        "{}{}\n{}\n",
+        &STDIO_SESSION[..STDIO_SESSION
+            .find("\n{\"jsonrpc\":\"2.0\",\"id\":2")
+            .unwrap()
+            + 1],
+        format_args!(r#"{{"jsonrpc":"2.0","id":"{forged}","method":"nope"}}"#),
+        format_args!(
+            r#"{{"jsonrpc":"2.0","id":"{}","method":"nope"}}"#,
+            "y".repeat(100_000)
+        ),
+    );
+    let input = s.dir.path().join("session.jsonl");
+    std::fs::write(&input, lines).unwrap();
+    let out = warden_serve(&s, &["--stdio"])
+        .into_std()
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("FORGED"),
+        "the SDK's line is not there: {stderr}"
+    );
+    assert!(
+        !stderr.contains(['\u{1b}', '\u{7}', '\r', '\u{202e}']),
+        "a raw control or bidi character in the log: {stderr:?}"
+    );
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("FORGED")),
+        "a forged log line: {stderr}"
+    );
+    assert!(stderr.contains("\\u{1b}]0;pwn"), "{stderr}");
+    assert!(
+        stderr.len() < 40_000 && stderr.contains("yyyy") && stderr.contains("bytes cut"),
+        "a 100 KB id is logged whole ({} bytes)",
+        stderr.len()
+    );
+}
+
+/// A JSON array reads, by position, as the fields a derived parser wants:
+/// over stdio it ran as a `tools/call` that the SDK would have refused.
+/// Only an object is Warden's to answer; the SDK refuses the array.
+#[test]
+fn over_stdio_an_array_is_not_a_call() {
+    use std::io::{BufRead as _, Write as _};
+    let s = setup();
+    let mut child = warden_serve(&s, &["--stdio"])
+        .into_std()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let head = &STDIO_SESSION[..STDIO_SESSION
+        .find("\n{\"jsonrpc\":\"2.0\",\"id\":2")
+        .unwrap()
+        + 1];
+    let mut stdin = child.stdin.take().unwrap();
+    let arrays = concat!(
+        r#"["2.0",7,"tools/call",{"name":"echo","arguments":{"message":"by position"}}]"#,
+        "\n",
+        r#"["2.0","tools/call",8,{"name":"echo","arguments":{"message":"by position"}}]"#,
+        "\n",
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"after"}}}"#,
+        "\n",
+    );
+    write!(stdin, "{head}{arrays}").unwrap();
+    // Every answer up to the last call's, and whatever follows in 300 ms.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("\"after\"") {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "{seen}");
+        seen.push_str(&line);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    seen.push_str(&rest);
+    assert!(child.wait().unwrap().success());
+    assert!(!seen.contains("by position"), "an array ran: {seen}");
+    assert!(
+        !seen.contains("already in use"),
+        "an array was taken: {seen}"
+    );
+    let trail = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    assert_eq!(trail.matches("\"invocation.end\"").count(), 1, "{trail}");
+}
+
 /// A pipe the client had made non-blocking stays so (only what the server
 /// changed is put back); a pipe that stderr shares with stdout (`2>&1`) is
 /// left blocking, since stderr's writes would turn non-blocking too.
@@ -1258,6 +1358,23 @@ async fn over_http_tokens_origins_sizes_bad_json_and_concurrent_sessions() {
     )
     .await;
     assert_eq!(status, 403, "origin");
+    // Before any token is looked at: a rebound page learns nothing of
+    // which tokens are refused, or why.
+    for (name, value) in [("host", "evil.example"), ("origin", "http://evil.example")] {
+        for bearer in [
+            "Bearer wrong-token-0123456789",
+            "Bearer eyJhbGciOiJFUzI1NiJ9.e30.x",
+        ] {
+            let (status, body) = post(
+                &url,
+                &[("authorization", bearer), (name, value)],
+                "{}".into(),
+            )
+            .await;
+            assert_eq!(status, 403, "{name} {bearer}: {body}");
+            assert!(!body.contains("token"), "{body}");
+        }
+    }
 
     // Oversize and malformed requests get errors.
     let big = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "m".repeat(100_000)}}});
@@ -1642,6 +1759,70 @@ async fn with_an_operators_endpoint_a_client_that_elicits_is_not_asked() {
     assert!(asked.lock().unwrap().is_empty(), "the client was asked");
     assert!(!s.workspace.join("self-approved.md").exists());
     client.cancel().await.unwrap();
+}
+
+/// One agent's slow calls took every place: every other agent's call was
+/// answered "busy". An agent may hold three quarters of `--max-in-flight`
+/// (by default), and another agent's call still runs.
+#[tokio::test]
+async fn over_http_one_agent_cannot_take_every_place() {
+    let s = setup();
+    let task = s.dir.path().join("task.toml");
+    std::fs::write(&task, "task = \"t\"\n").unwrap();
+    let mut args = vec!["--max-in-flight".to_owned(), "4".to_owned()];
+    for (name, token) in [
+        ("b", "token-b-0123456789abcdef"),
+        ("c", "token-c-0123456789abcdef"),
+    ] {
+        std::fs::write(s.dir.path().join(name), token).unwrap();
+        args.push("--client".into());
+        args.push(format!(
+            "{}={}",
+            s.dir.path().join(name).display(),
+            task.display()
+        ));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut child, url) = http_server(&s, &args).await;
+    let b = Arc::new(
+        http_client(&url, Some("token-b-0123456789abcdef"))
+            .await
+            .unwrap(),
+    );
+    let c = http_client(&url, Some("token-c-0123456789abcdef"))
+        .await
+        .unwrap();
+    let hogs: Vec<_> = (0..3)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move { b.call_tool(call("hog", json!({"attack": "loop"}))).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = b
+        .call_tool(call("echo", json!({"message": "x"})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert_eq!(
+        text(&r),
+        "busy: this agent has 3 calls running, as many as one agent may; retry later"
+    );
+    let r = c
+        .call_tool(call("echo", json!({"message": "x"})))
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    for hog in hogs {
+        assert!(text(&hog.await.unwrap().unwrap()).contains("deadline exceeded"));
+    }
+    // Its places are given back.
+    let r = b
+        .call_tool(call("echo", json!({"message": "x"})))
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    child.kill().await.unwrap();
 }
 
 #[tokio::test]
@@ -2154,6 +2335,25 @@ async fn warden_serve_names_the_tools_it_leaves_out_and_serves_the_rest() {
         last.starts_with("error: no tool can be served ('bad': tool trapped: "),
         "{err}"
     );
+}
+
+/// A JSON array reads, by position, as the fields a derived parser wants:
+/// in a session, the short path ran `["2.0","tools/call",8,{…}]` as a
+/// call that rmcp refuses. Only an object is the short path's.
+#[tokio::test]
+async fn over_http_an_array_is_not_a_call() {
+    let s = setup();
+    let (mut child, url) = http_server(&s, &[]).await;
+    let (c, _) = Bare::open(&url, "2025-06-18", json!({})).await;
+    let array =
+        json!(["2.0", "tools/call", 8, {"name": "echo", "arguments": {"message": "by position"}}]);
+    let (status, _, body) = c.post(array).await;
+    assert!(!body.contains("by position"), "{status} {body}");
+    assert!((400..500).contains(&status), "{status} {body}");
+    let (status, _, body) = c.call(2, "echo", json!({"message": "after"})).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("after"), "{body}");
+    child.kill().await.unwrap();
 }
 
 /// A bare streamable HTTP client (what a stdlib client sends): each POST

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +28,10 @@ use tokio_util::sync::CancellationToken;
 /// params), on every transport.
 pub(crate) fn bad_call_params(e: impl std::fmt::Display) -> McpError {
     McpError::invalid_params(
-        format!("tools/call params: {e} (expected {{\"name\": TOOL, \"arguments\": {{...}}}})"),
+        format!(
+            "tools/call params: {} (expected {{\"name\": TOOL, \"arguments\": {{...}}}})",
+            super::echoed(&e.to_string(), 512)
+        ),
         None,
     )
 }
@@ -232,7 +235,7 @@ pub(super) struct Running {
     approvals: Option<mpsc::Receiver<Pending>>,
     cancel: CancellationToken,
     started: Instant,
-    _slot: OwnedSemaphorePermit,
+    _slot: super::busy::Slots,
 }
 
 /// A call waiting for the client's answer to `request`.
@@ -335,17 +338,16 @@ impl WardenMcp {
             let known: Vec<&str> = self.shared.tools.keys().map(String::as_str).collect();
             return Err(McpError::invalid_params(
                 format!(
-                    "unknown tool '{name}' (this server has: {})",
+                    "unknown tool '{}' (this server has: {})",
+                    super::echoed(&name, 128),
                     known.join(", ")
                 ),
                 None,
             ));
         }
-        let Ok(slot) = self.shared.slots.clone().try_acquire_owned() else {
-            return Ok(Err(failure(format!(
-                "busy: {} calls are already running, this server's limit; retry later",
-                self.shared.options.max_in_flight
-            ))));
+        let slot = match super::busy::Slots::take(&self.shared, caller.grant.agent.as_deref()) {
+            Ok(slot) => slot,
+            Err(busy) => return Ok(Err(failure(busy))),
         };
         let input = Value::Object(arguments.unwrap_or_default()).to_string();
         let grant = match self.shared.runtime.narrow(&name, &caller.grant) {

@@ -373,6 +373,12 @@ impl Endpoint {
                 "not found (the MCP endpoint is /mcp; also /.well-known/jwks.json, /introspect, /healthz, /readyz)",
             );
         }
+        // Host and Origin first: a page a rebound name loaded gets nothing
+        // else from this server, not even which tokens it refuses and why.
+        if let Err((status, why)) = self.allowed.check(req.uri(), req.headers()) {
+            tracing::warn!("refused a request from {peer}: {why}");
+            return plain(status, why);
+        }
         let options = &self.options;
         // Boxed, as every step before a call runs is: the future of a
         // request is as large as its largest step, and each call in flight
@@ -400,10 +406,6 @@ impl Endpoint {
                 );
                 return refused(&r, &options.auth);
             }
-        }
-        if let Err((status, why)) = self.allowed.check(req.uri(), req.headers()) {
-            tracing::warn!("refused a request from {peer}: {why}");
-            return plain(status, why);
         }
         let declared = req
             .headers()
@@ -516,9 +518,10 @@ impl Endpoint {
             }
         };
         // Only a body in UTF-8 is this path's (JSON skips what it ignores
-        // unchecked); rmcp refuses anything else.
+        // unchecked), and only an object; rmcp refuses anything else.
         let message = std::str::from_utf8(&body)
             .ok()
+            .filter(|_| super::an_object(&body))
             .and_then(|_| serde_json::from_slice::<fast::Message>(&body).ok());
         let new_session = !parts.headers.contains_key(fast::SESSION);
         // Held until the session is open and noted, or the request ends.

@@ -18,6 +18,7 @@
 //! - A tool's stdout/stderr never enter the protocol stream: they are
 //!   captured, logged, and returned (capped) in the result's `_meta`.
 
+mod busy;
 mod call;
 pub mod http;
 mod rounds;
@@ -46,6 +47,10 @@ use tokio::sync::Semaphore;
 pub struct ServeOptions {
     /// Calls running at once; one more is answered "busy".
     pub max_in_flight: usize,
+    /// Calls one agent (an authenticated caller) may have running at once,
+    /// so that it cannot take every place and turn the others away; calls
+    /// without an agent count only toward `max_in_flight`.
+    pub max_in_flight_per_agent: usize,
     /// How often a call with a progress token gets a progress notification.
     pub progress_interval: Duration,
     /// Bytes of a tool's stdout and of its stderr returned in `_meta`.
@@ -61,6 +66,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             max_in_flight: 64,
+            max_in_flight_per_agent: 48,
             progress_interval: Duration::from_secs(1),
             stdio_in_result: 4 << 10,
             client_approvals: true,
@@ -86,6 +92,8 @@ struct Shared {
     /// Tools that could not be described, by name, with why.
     unavailable: BTreeMap<String, String>,
     slots: Arc<Semaphore>,
+    /// Calls running, by agent.
+    agents_running: busy::ByAgent,
     /// Calls waiting for the client's answer to an approval, by the
     /// SHA-256 of their state token.
     parked: Mutex<HashMap<String, Parked>>,
@@ -164,6 +172,7 @@ impl WardenMcp {
         Ok(WardenMcp {
             shared: Arc::new(Shared {
                 slots: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+                agents_running: busy::ByAgent::default(),
                 runtime,
                 grants,
                 tools,
@@ -368,7 +377,7 @@ impl ServerHandler for WardenMcp {
         }
         Err(McpError::new(
             rmcp::model::ErrorCode::METHOD_NOT_FOUND,
-            request.method,
+            echoed(&request.method, 128),
             None,
         ))
     }
@@ -407,6 +416,21 @@ fn no_tools() -> McpError {
     )
 }
 
+/// A client's own words echoed in an error (a tool or method name, what
+/// the parser quoted): cut, and escaped for whoever reads the error.
+pub(crate) fn echoed(text: &str, max: usize) -> String {
+    crate::redact::escape_control(&crate::policy::gate::cut(text, max)).into_owned()
+}
+
+/// Whether a JSON text is an object (its first byte past whitespace is
+/// `{`): a derived `Deserialize` struct reads an array too, by position,
+/// which the SDK refuses; what Warden's own paths take, it must accept.
+pub(crate) fn an_object(json: &[u8]) -> bool {
+    json.iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|b| *b == b'{')
+}
+
 /// Whether a field is there at all (for `#[serde(deserialize_with)]`).
 pub(crate) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     <serde::de::IgnoredAny as serde::Deserialize>::deserialize(d).map(|_| true)
@@ -438,6 +462,14 @@ pub(crate) fn host_failed(e: &dyn std::fmt::Display, what: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::Hints;
+
+    #[test]
+    fn only_an_object_is_a_message_warden_reads() {
+        assert!(super::an_object(b" \r\n\t{\"jsonrpc\":\"2.0\"}"));
+        assert!(!super::an_object(br#"["2.0","tools/call",1,{}]"#));
+        assert!(!super::an_object(b"  "));
+        assert!(!super::an_object(b"\xc2\xa0{}"), "not JSON whitespace");
+    }
     use crate::caps::fs::FsGrant;
     use crate::caps::http::HttpGrant;
     use crate::{Grant, Rights};

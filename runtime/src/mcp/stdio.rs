@@ -188,6 +188,7 @@ pub async fn serve_on(
                     Ok(l)
                         if l.jsonrpc == Some("2.0")
                             && !l.answer
+                            && super::an_object(line)
                             && std::str::from_utf8(line).is_ok() =>
                     {
                         calls.take(&l, &session)

@@ -45,15 +45,21 @@ pub struct ServeArgs {
     /// --agents) or --console.
     #[arg(long)]
     allow_remote: bool,
-    /// HTTP: a further `Host` the endpoint answers to, as clients send it
-    /// (HOST or HOST:PORT; e.g. a Kubernetes Service's name). Loopback
-    /// names are always accepted; any other is refused (DNS rebinding).
-    /// Repeatable.
-    #[arg(long = "allowed-host", value_name = "HOST", requires = "http", value_parser = host_name)]
+    /// A further `Host` the MCP endpoint (--http) and the console answer
+    /// to, as clients send it (HOST or HOST:PORT; e.g. a Kubernetes
+    /// Service's name, a TLS proxy's). Loopback names are always accepted,
+    /// and by the console its own address; any other is refused (DNS
+    /// rebinding). Needs --http or --console. Repeatable.
+    #[arg(long = "allowed-host", value_name = "HOST", value_parser = host_name)]
     allowed_hosts: Vec<String>,
     /// Calls running at once; more are answered "busy".
     #[arg(long, default_value_t = 64, value_name = "N")]
     max_in_flight: usize,
+    /// Calls one agent (an authenticated caller) may have running at once;
+    /// more are answered "busy" [default: three quarters of
+    /// --max-in-flight].
+    #[arg(long, value_name = "N")]
+    max_in_flight_per_agent: Option<usize>,
     /// Largest request, in bytes: an HTTP request body, a stdio line.
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     max_request: usize,
@@ -276,6 +282,11 @@ pub async fn serve(
             "choose a transport: --stdio or --http ADDR"
         )));
     }
+    if !args.allowed_hosts.is_empty() && args.http.is_none() && args.console.is_none() {
+        return Err(usage(anyhow::anyhow!(
+            "--allowed-host names a host for --http or --console: give one of them"
+        )));
+    }
     let grant = match &args.grants {
         Some(g) => Some(Grant::load(g).map_err(|e| usage(e.into()))?),
         None if args.agents.is_some() && args.token_file.is_none() => None,
@@ -457,6 +468,8 @@ pub async fn serve(
     // can elicit may be the agent itself.
     let options = ServeOptions {
         max_in_flight: args.max_in_flight,
+        max_in_flight_per_agent: (args.max_in_flight_per_agent)
+            .unwrap_or(args.max_in_flight - args.max_in_flight / 4),
         client_approvals: !operator_approver && args.approvals.is_none() && args.console.is_none(),
         ..ServeOptions::default()
     };
