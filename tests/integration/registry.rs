@@ -696,11 +696,17 @@ fn generate_key(s: &Scratch, name: &str) -> (String, String, String) {
     (format!("{p}.key"), format!("{p}.pub"), fp)
 }
 
-/// `COSIGN_PASSWORD=pw warden sign --key KEY REF`.
-fn sign_ref(key: &str, reference: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["sign", "--key", key, reference])
+/// `COSIGN_PASSWORD=pw warden sign --key KEY [--component FILE] REF`.
+fn sign_ref(key: &str, reference: &str, component: Option<&str>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_warden"));
+    c.args(["sign", "--key", key]);
+    if let Some(file) = component {
+        c.args(["--component", file]);
+    }
+    c.arg(reference)
         .env("COSIGN_PASSWORD", "pw")
+        .env_remove("WARDEN_REGISTRY_USERNAME")
+        .env_remove("WARDEN_REGISTRY_PASSWORD")
         .output()
         .unwrap()
 }
@@ -739,7 +745,7 @@ fn a_signed_registry_component_runs_online_and_offline_and_unsigned_or_other_key
     );
 
     // Signed by another key (a signature is fetched by `warden pull`).
-    let o = sign_ref(&other_key, &tag);
+    let o = sign_ref(&other_key, &tag, Some(crate::ECHO));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(
         stdout(&o),
@@ -761,7 +767,7 @@ fn a_signed_registry_component_runs_online_and_offline_and_unsigned_or_other_key
 
     // Signed by the key (replacing the other signature): runs, and the
     // start record names the signer.
-    let o = sign_ref(&key, &pinned);
+    let o = sign_ref(&key, &pinned, None);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let o = s.warden(&["pull", &tag]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -833,6 +839,118 @@ async fn a_signature_of_another_artifact_is_refused() {
     refused_with(
         &o,
         &format!("none by this key: the signature is for the artifact {a}, not this one ({b})"),
+    );
+}
+
+/// The same component pushed as two tools has one manifest digest (pushes
+/// are reproducible): a signature of `tools/other`, copied to the
+/// signature tag of `tools/echo`, names the other repository and is
+/// refused there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signature_copied_from_another_repository_is_refused() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let s = Scratch::new();
+    let (key, public, _) = generate_key(&s, "keys/tools");
+    let other = push_echo(&s, &registry.reference("tools/other:v1"));
+    let echo_tag = registry.reference("tools/echo:v1");
+    let echo = push_echo(&s, &echo_tag);
+    let digest: Identity = other.rsplit_once('@').unwrap().1.parse().unwrap();
+    assert_eq!(echo.rsplit_once('@').unwrap().1, digest.to_string());
+
+    // tools/other, signed by the key, runs.
+    let o = sign_ref(&key, &other, None);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let signed_by = format!("signed-by = {{ key = \"{public}\" }}\n");
+    assert_ran(&s.run_echo(&s.manifest(&other, &signed_by), false));
+
+    // Its signature layer, byte for byte, pushed as tools/echo's.
+    let pulled_into = tempfile::tempdir().unwrap();
+    let cache = warden::oci::BlobCache::open(pulled_into.path()).unwrap();
+    let other_ref: warden::oci::OciRef = other.parse().unwrap();
+    let pulled = warden::oci::pull(&other_ref, &cache, None, None)
+        .await
+        .unwrap();
+    let [copied] = pulled.signatures.as_slice() else {
+        panic!("{:?}", pulled.signatures);
+    };
+    let echo_ref: warden::oci::OciRef = echo_tag.parse().unwrap();
+    warden::oci::push_signature(
+        &echo_ref,
+        &digest,
+        &copied.payload,
+        std::str::from_utf8(&copied.signature).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+
+    let o = s.run_echo(&s.manifest(&echo_tag, &signed_by), false);
+    refused_with(
+        &o,
+        &format!(
+            "none by this key: the signature is for the repository '127.0.0.1:{port}/tools/other', not this one ('127.0.0.1:{port}/tools/echo')",
+            port = registry.port
+        ),
+    );
+}
+
+/// `warden sign` on a tag signs only the component it is given: a tag the
+/// registry moved to other bytes is not signed (exit 2), and without
+/// `--component` a tag is not signed at all.
+#[test]
+fn signing_a_tag_checks_the_component_it_names() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let s = Scratch::new();
+    let (key, public, _) = generate_key(&s, "keys/tools");
+    let tag = registry.reference("tools/echo:v1");
+    push_echo(&s, &tag);
+
+    let o = sign_ref(&key, &tag, None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "error: {tag}: signing a tag needs --component FILE, the component meant (the tag names whatever the registry says when asked; its manifest must name these bytes), or sign by digest (oci://…@sha256:…)\n"
+        )
+    );
+
+    // The tag moved to another component since the author looked.
+    let o = s.warden(&["push", crate::LINE_COUNT, &tag]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let moved = stdout(&o).trim().to_owned();
+    let moved_digest = moved.rsplit_once('@').unwrap().1.to_owned();
+    let line_count = Identity::of(&std::fs::read(crate::LINE_COUNT).unwrap());
+    let o = sign_ref(&key, &tag, Some(crate::ECHO));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "error: {tag}: the registry's manifest {moved_digest} names the component {line_count}, not the one given ({}); refused to sign it\n",
+            echo_identity()
+        )
+    );
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    // By digest, a --component given is checked too.
+    let o = sign_ref(&key, &moved, Some(crate::ECHO));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("refused to sign it"), "{}", stderr(&o));
+    // Nothing was signed.
+    let manifest = s.manifest(&tag, &format!("signed-by = {{ key = \"{public}\" }}\n"));
+    refused_with(
+        &s.run_echo(&manifest, false),
+        "but the registry has no cosign signature for it",
+    );
+    // The component the tag does name is signed.
+    let o = sign_ref(&key, &tag, Some(crate::LINE_COUNT));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with(&format!("signed {moved}: ")),
+        "{}",
+        stdout(&o)
     );
 }
 

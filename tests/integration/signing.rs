@@ -321,3 +321,29 @@ fn a_signature_that_is_a_fifo_or_a_device_is_refused_promptly() {
         refusal(&d);
     }
 }
+
+/// `--generate-key` makes both halves new or neither: an existing public
+/// key (or a dangling symlink where one would go) stays as it is, and no
+/// private key is made beside it.
+#[test]
+fn generating_a_key_never_overwrites_an_existing_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.pub"), "mine\n").unwrap();
+    let (code, out, err) = run(warden(d).args(["sign", "--generate-key", "p"]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(
+        err,
+        "error: p.pub already exists: an existing key is never overwritten (remove it, or choose another PREFIX)\n"
+    );
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(std::fs::read_to_string(d.join("p.pub")).unwrap(), "mine\n");
+    assert!(!d.join("p.key").exists());
+
+    std::os::unix::fs::symlink(d.join("elsewhere"), d.join("q.pub")).unwrap();
+    let (code, out, err) = run(warden(d).args(["sign", "--generate-key", "q"]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("q.pub already exists"), "{err}");
+    assert!(!d.join("elsewhere").exists());
+    assert!(std::fs::symlink_metadata(d.join("q.key")).is_err());
+}

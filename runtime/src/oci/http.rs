@@ -2,7 +2,8 @@
 //!
 //! The two GETs of a pull (manifest, then blob) go through a client built
 //! here, so that their redirects, sizes and timeouts are Warden's: plain
-//! HTTP only to loopback, at most 5 redirects, bodies read up to a bound.
+//! HTTP only to loopback and only from a loopback registry, at most 5
+//! redirects, bodies read up to a bound.
 //! A token service, when the registry names one, is checked the same way
 //! and asked through the same client.
 
@@ -35,11 +36,19 @@ fn origin(url: &url::Url) -> String {
     shown(&url.origin().ascii_serialization())
 }
 
-/// Refuses plain HTTP to anything but loopback.
-fn check_scheme(url: &url::Url, what: &str) -> Result<(), String> {
+/// Refuses plain HTTP to anything but loopback, and to anything at all
+/// when the registry itself is not on loopback (`registry_loopback`): a
+/// remote registry, reached over TLS, may not send the client to a plain
+/// HTTP service on this machine (another user's listener, or a port that
+/// something local forwards elsewhere).
+fn check_scheme(url: &url::Url, what: &str, registry_loopback: bool) -> Result<(), String> {
     match url.scheme() {
         "https" => Ok(()),
-        "http" if loopback_url(url) => Ok(()),
+        "http" if loopback_url(url) && registry_loopback => Ok(()),
+        "http" if loopback_url(url) => Err(format!(
+            "refused {what} to plain HTTP on {} (the registry is not on loopback, so what it names must use https)",
+            origin(url)
+        )),
         "http" => Err(format!(
             "refused {what} to plain HTTP on {} (a host that is not loopback must use https)",
             origin(url)
@@ -56,11 +65,12 @@ impl<'a> Session<'a> {
         reference: &'a OciRef,
         credentials: Option<&'a Credentials>,
     ) -> Result<Self, OciError> {
-        let policy = reqwest::redirect::Policy::custom(|attempt| {
+        let registry_loopback = reference.host.is_loopback();
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() >= 5 {
                 return attempt.error("more than 5 redirects");
             }
-            match check_scheme(attempt.url(), "a redirect") {
+            match check_scheme(attempt.url(), "a redirect", registry_loopback) {
                 Ok(()) => attempt.follow(),
                 Err(e) => attempt.error(e),
             }
@@ -259,7 +269,8 @@ impl<'a> Session<'a> {
                 shown(&realm)
             ))
         })?;
-        check_scheme(&url, "a token service").map_err(|e| self.failed(e))?;
+        check_scheme(&url, "a token service", self.reference.host.is_loopback())
+            .map_err(|e| self.failed(e))?;
         let token = self.token(url, challenge).await?;
         self.authorization = match (token, self.credentials) {
             (Some(t), _) => Some(sensitive(format!("Bearer {t}"))),
@@ -387,17 +398,53 @@ mod tests {
             "http://[::1]:80/x",
         ] {
             assert!(
-                check_scheme(&url::Url::parse(ok).unwrap(), "a redirect").is_ok(),
+                check_scheme(&url::Url::parse(ok).unwrap(), "a redirect", true).is_ok(),
                 "{ok}"
             );
         }
+        // A remote registry: https only, loopback included.
+        assert!(
+            check_scheme(
+                &url::Url::parse("https://127.0.0.1:5000/x").unwrap(),
+                "a redirect",
+                false
+            )
+            .is_ok()
+        );
+        for local in [
+            "http://127.0.0.1:5000/x?X-Amz-Signature=secret",
+            "http://localhost/token",
+            "http://[::1]:80/x",
+        ] {
+            for what in ["a redirect", "a token service"] {
+                let e = check_scheme(&url::Url::parse(local).unwrap(), what, false).unwrap_err();
+                let at = origin(&url::Url::parse(local).unwrap());
+                assert_eq!(
+                    e,
+                    format!(
+                        "refused {what} to plain HTTP on {at} (the registry is not on loopback, so what it names must use https)"
+                    ),
+                    "{local}"
+                );
+                assert!(!e.contains("secret"), "{e}");
+            }
+        }
+        assert_eq!(
+            check_scheme(
+                &url::Url::parse("http://127.0.0.1:5000/x").unwrap(),
+                "a redirect",
+                false
+            )
+            .unwrap_err(),
+            "refused a redirect to plain HTTP on http://127.0.0.1:5000 (the registry is not on loopback, so what it names must use https)"
+        );
         for bad in [
             "http://127.0.0.1.evil.com/x",
             "http://localhost.evil/x",
             "http://10.0.0.1/x?X-Amz-Signature=secret",
             "ftp://127.0.0.1/x",
         ] {
-            let e = check_scheme(&url::Url::parse(bad).unwrap(), "a redirect").unwrap_err();
+            let e = check_scheme(&url::Url::parse(bad).unwrap(), "a redirect", true).unwrap_err();
             assert!(e.starts_with("refused a redirect"), "{bad}: {e}");
             assert!(!e.contains("secret"), "{e}");
         }

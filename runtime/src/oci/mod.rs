@@ -16,10 +16,11 @@
 //!
 //! - TLS always, except to a loopback registry (127.0.0.0/8, ::1,
 //!   `localhost`, decided by the parsed host); a redirect or token service
-//!   on plain HTTP elsewhere is refused, not followed.
+//!   on plain HTTP elsewhere is refused, not followed, and from a registry
+//!   that is not on loopback, plain HTTP is refused even to loopback.
 //! - Everything remote is bounded: a manifest at 64 KiB, one wasm layer, a
-//!   component at [`MAX_COMPONENT`]; connects, reads and whole requests
-//!   have timeouts.
+//!   component at [`MAX_COMPONENT`]; connects, reads, whole requests and
+//!   a whole pull ([`PULL_TIMEOUT`]) have timeouts.
 //! - The manifest is checked against a digest reference, the component
 //!   against the manifest's layer digest (and its size), and against the
 //!   tool's `identity` pin before it is downloaded.
@@ -63,6 +64,29 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest one request (or a whole push) may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// The longest a whole pull may take: manifest, component, token and
+/// signatures together (each request's own limits still apply), so that a
+/// registry answering each request just in time cannot hold a pull, or a
+/// run that fetches, for the sum of them.
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `work` (one pull's requests against `reference`'s registry), ended with
+/// an error when it takes longer than `limit`.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    reference: &OciRef,
+    work: impl std::future::Future<Output = Result<T, OciError>>,
+) -> Result<T, OciError> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(answer) => answer,
+        Err(_) => Err(OciError::Registry {
+            reference: reference.to_string(),
+            reason: format!(
+                "the registry did not finish within {limit:?} (the limit for a whole pull)"
+            ),
+        }),
+    }
+}
 
 /// Registry credentials for HTTP basic auth or a token service (anonymous
 /// when there are none). The password is never shown.

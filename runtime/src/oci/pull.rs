@@ -7,7 +7,7 @@ use super::reference::{OciRef, shown};
 use super::signatures::{self, CosignSignature, SignatureArtifact};
 use super::{
     Credentials, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, OLD_LAYER_MEDIA_TYPE, OciError,
-    component_size,
+    PULL_TIMEOUT, component_size, within,
 };
 use crate::identity::Identity;
 use oci_client::manifest::OciImageManifest;
@@ -95,9 +95,12 @@ pub async fn pull(
     if reference.digest().is_some() {
         let mut pulled = resolve(reference, Some(cache), false, credentials, pin).await?;
         if pulled.from_cache {
-            let mut s = Session::new(reference, credentials)?;
-            pulled.signature_artifact =
-                signatures::fetch(&mut s, reference, &pulled.manifest_digest).await?;
+            let digest = pulled.manifest_digest.clone();
+            let work = async {
+                let mut s = Session::new(reference, credentials)?;
+                signatures::fetch(&mut s, reference, &digest).await
+            };
+            pulled.signature_artifact = within(PULL_TIMEOUT, reference, work).await?;
             pulled.signatures = pulled
                 .signature_artifact
                 .as_ref()
@@ -183,12 +186,14 @@ fn from_cache(
 }
 
 /// The one component layer of a manifest.
-struct Layer {
-    digest: Identity,
-    size: u64,
+pub(super) struct Layer {
+    pub(super) digest: Identity,
+    pub(super) size: u64,
 }
 
-fn layer_of(manifest: &[u8]) -> Result<Layer, String> {
+/// The one wasm layer of an OCI image manifest, checked: its media type,
+/// digest and size.
+pub(super) fn layer_of(manifest: &[u8]) -> Result<Layer, String> {
     let m: OciImageManifest = serde_json::from_slice(manifest)
         .map_err(|e| format!("the manifest is not an OCI image manifest: {e}"))?;
     if m.schema_version != 2 {
@@ -235,8 +240,22 @@ fn layer_of(manifest: &[u8]) -> Result<Layer, String> {
     Ok(Layer { digest, size })
 }
 
-/// Manifest, then component, from the registry.
+/// Manifest, then component, then signatures, from the registry, all
+/// within [`PULL_TIMEOUT`].
 async fn fetch(
+    reference: &OciRef,
+    credentials: Option<&Credentials>,
+    pin: Option<&Identity>,
+) -> Result<Pulled, OciError> {
+    within(
+        PULL_TIMEOUT,
+        reference,
+        fetch_unbounded(reference, credentials, pin),
+    )
+    .await
+}
+
+async fn fetch_unbounded(
     reference: &OciRef,
     credentials: Option<&Credentials>,
     pin: Option<&Identity>,
@@ -334,5 +353,30 @@ mod tests {
         let e = layer_of(big.as_bytes()).err().unwrap();
         assert!(e.contains("component limit of 256 MiB"), "{e}");
         assert!(layer_of(b"[]").is_err());
+    }
+
+    /// A registry that takes the connection and never answers: the pull
+    /// ends at its overall limit (here 300 ms, not the 30 s a silent
+    /// registry is given per read), with what happened.
+    #[tokio::test]
+    async fn a_pull_ends_at_its_overall_limit() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let reference: OciRef = format!("oci://127.0.0.1:{port}/tools/echo:v1")
+            .parse()
+            .unwrap();
+        let limit = std::time::Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let err = within(limit, &reference, fetch_unbounded(&reference, None, None))
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{reference}: the registry did not finish within 300ms (the limit for a whole pull)"
+            )
+        );
+        drop(listener);
     }
 }

@@ -101,6 +101,13 @@ impl OciRef {
         }
     }
 
+    /// `HOST[:PORT]/REPOSITORY`: the repository as cosign's simple-signing
+    /// payload names it (`critical.identity.docker-reference`), what
+    /// `warden sign` writes and a registry signature must name.
+    pub fn docker_reference(&self) -> String {
+        format!("{}/{}", self.registry(), self.repository)
+    }
+
     /// The manifest's or tag's path part: the tag or `sha256:…`.
     pub fn version_str(&self) -> String {
         match &self.version {
@@ -147,20 +154,7 @@ impl FromStr for OciRef {
 
     fn from_str(s: &str) -> Result<OciRef, String> {
         // A password in user information is not shown back.
-        let text = match s.split_once('@') {
-            // '@' before the first '/' after the scheme: user information.
-            Some((before, after)) => {
-                let (scheme, authority) = before
-                    .find("://")
-                    .map_or(("", before), |i| (&before[..i + 3], &before[i + 3..]));
-                if authority.contains('/') {
-                    s.to_owned()
-                } else {
-                    format!("{scheme}…@{after}")
-                }
-            }
-            None => s.to_owned(),
-        };
+        let text = without_userinfo(s);
         let bad = |what: &str| {
             format!(
                 "invalid OCI reference '{}': {what} ({EXPECTED})",
@@ -220,6 +214,43 @@ impl FromStr for OciRef {
             version,
         })
     }
+}
+
+/// `s` with any user information (`user:password@`) replaced by `…`.
+///
+/// The user information ends at the last `@` that is not a digest's
+/// (`@sha256:HEX`, the last `@` when a long digest-like text follows it):
+/// a password may itself hold `/` or `@`, so neither the first `@` nor the
+/// first `/` tells where it ends. When unsure, more is hidden, not less.
+fn without_userinfo(s: &str) -> String {
+    let (scheme, rest) = match s.find("://") {
+        Some(i) => s.split_at(i + 3),
+        None => ("", s),
+    };
+    let (body, digest) = match rest.rfind('@') {
+        Some(i) if digest_like(&rest[i + 1..]) => rest.split_at(i),
+        _ => (rest, ""),
+    };
+    match body.rfind('@') {
+        Some(i) => format!("{scheme}…@{}{digest}", &body[i + 1..]),
+        None => s.to_owned(),
+    }
+}
+
+/// Whether `t` looks like a digest (`ALGORITHM:ENCODED`, the encoded part
+/// at least 32 characters long) rather than a host and port.
+fn digest_like(t: &str) -> bool {
+    let Some((algorithm, encoded)) = t.split_once(':') else {
+        return false;
+    };
+    !algorithm.is_empty()
+        && algorithm
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
+        && encoded.len() >= 32
+        && encoded
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"=_-".contains(&b))
 }
 
 fn parse_authority(a: &str) -> Result<(Host, Option<u16>), String> {
@@ -465,13 +496,40 @@ mod tests {
             ("oci://ghcr.io/a:1\u{1b}[2J", "only printable ASCII"),
             ("oci://ghcr.io/a\u{202e}:1", "only printable ASCII"),
             ("oci://ghcr.io/a b:1", "only printable ASCII"),
+            // A password holding '/' or '@': not shown either.
+            ("oci://user:pa/ss@host/r:t", "the port must be"),
+            ("oci://user:p@ss@host/r:t", "user information"),
+            (
+                "oci://user:pa/ss@host/r@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                "the port must be",
+            ),
         ] {
             let e = text.parse::<OciRef>().unwrap_err();
             assert!(e.contains(why), "{text:?}: {e}");
             assert!(e.contains(EXPECTED), "{text:?}: {e}");
             assert!(!e.contains('\u{1b}') && !e.contains('\u{202e}'), "{e:?}");
             assert!(!e.contains("pw@"), "{e}");
+            assert!(!e.contains("pa/ss") && !e.contains("ss@"), "{e}");
         }
+        let e = "oci://user:pa/ss@host/r:t".parse::<OciRef>().unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "invalid OCI reference 'oci://…@host/r:t': the port must be a number from 1 to 65535 ({EXPECTED})"
+            )
+        );
+        let e = "oci://user:p@ss@host/r:t".parse::<OciRef>().unwrap_err();
+        assert!(
+            e.starts_with("invalid OCI reference 'oci://…@host/r:t': user information"),
+            "{e}"
+        );
+        // A digest reference is shown whole.
+        let digest = format!("oci://ghcr.io/a:b@{D}");
+        let e = digest.parse::<OciRef>().unwrap_err();
+        assert!(
+            e.starts_with(&format!("invalid OCI reference '{digest}'")),
+            "{e}"
+        );
         let long = format!("oci://ghcr.io/{}:1", "a".repeat(600));
         let e = long.parse::<OciRef>().unwrap_err();
         assert!(e.contains("longer than 512 bytes"), "{e}");

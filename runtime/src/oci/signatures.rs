@@ -27,11 +27,16 @@ pub const MAX_LAYERS: usize = 16;
 /// The config media type cosign gives a signature artifact.
 const SIGNATURE_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 
-/// One cosign signature layer: the signed payload and its base64 signature.
+/// One cosign signature layer: the signed payload and its base64 signature,
+/// and the repository it was found in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CosignSignature {
     pub payload: Vec<u8>,
     pub signature: Vec<u8>,
+    /// `HOST[:PORT]/REPOSITORY` of the reference the signature was fetched
+    /// for (not what the registry says): the repository the payload must
+    /// name ([`OciRef::docker_reference`]).
+    pub repository: String,
 }
 
 /// cosign's signature tag for the artifact `digest`: `sha256-<hex>.sig`.
@@ -158,6 +163,7 @@ pub(super) async fn fetch(
             CosignSignature {
                 payload,
                 signature: l.signature,
+                repository: reference.docker_reference(),
             },
         ));
     }
@@ -209,16 +215,20 @@ pub(super) fn from_cache(
         out.push(CosignSignature {
             payload,
             signature: l.signature,
+            repository: reference.docker_reference(),
         });
     }
     Ok(out)
 }
 
 /// Whether any of `signatures` is `key`'s over cosign's payload for
-/// `manifest_digest`; otherwise what was found, worded to follow "but".
+/// `manifest_digest` in the repository it was fetched from; otherwise what
+/// was found, worded to follow "but".
 ///
 /// This closes the chain from the key to the bytes compiled: the key
-/// signs the payload, the payload names the manifest digest, the pull
+/// signs the payload, the payload names the repository and the manifest
+/// digest (a signature copied from another repository, where the same
+/// bytes pushed to the same digest, is refused), the pull
 /// checked the manifest's bytes against that digest and the component's
 /// bytes against the manifest's layer digest (and the loader checks them
 /// again before compiling).
@@ -229,7 +239,7 @@ pub(crate) fn verify(
 ) -> Result<(), String> {
     let mut last = None;
     for s in signatures {
-        match key.verify_payload(&s.payload, &s.signature, manifest_digest) {
+        match key.verify_payload(&s.payload, &s.signature, manifest_digest, &s.repository) {
             Ok(()) => return Ok(()),
             Err(e) => last = Some(e),
         }
@@ -253,23 +263,42 @@ pub(crate) fn verify(
 }
 
 /// The digest of the manifest `reference` names, asked of the registry
-/// (for a digest reference, checked to be there).
+/// (for a digest reference, checked to be there), within
+/// [`PULL_TIMEOUT`](super::PULL_TIMEOUT). With `component` (the digest of
+/// the component meant), the manifest's one wasm layer must be it: what a
+/// tag names when it is asked is the registry's choice, and a signature
+/// is not given to whatever that is.
 pub async fn manifest_digest(
     reference: &OciRef,
+    component: Option<&Identity>,
     credentials: Option<&Credentials>,
 ) -> Result<Identity, OciError> {
-    let mut s = Session::new(reference, credentials)?;
-    let (_, manifest) = s.manifest(&reference.version_str()).await?;
+    let work = async {
+        let mut s = Session::new(reference, credentials)?;
+        let (_, manifest) = s.manifest(&reference.version_str()).await?;
+        Ok::<_, OciError>(manifest)
+    };
+    let manifest = super::within(super::PULL_TIMEOUT, reference, work).await?;
     let digest = Identity::of(&manifest);
+    let invalid = |reason: String| OciError::Invalid {
+        reference: reference.to_string(),
+        reason,
+    };
     if let Some(want) = reference.digest()
         && *want != digest
     {
-        return Err(OciError::Invalid {
-            reference: reference.to_string(),
-            reason: format!(
-                "the registry sent a manifest whose digest is {digest}, not the {want} asked for"
-            ),
-        });
+        return Err(invalid(format!(
+            "the registry sent a manifest whose digest is {digest}, not the {want} asked for"
+        )));
+    }
+    if let Some(component) = component {
+        let layer = super::pull::layer_of(&manifest).map_err(&invalid)?;
+        if layer.digest != *component {
+            return Err(invalid(format!(
+                "the registry's manifest {digest} names the component {}, not the one given ({component}); refused to sign it",
+                layer.digest
+            )));
+        }
     }
     Ok(digest)
 }

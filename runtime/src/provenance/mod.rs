@@ -161,42 +161,67 @@ impl TrustedKey {
     }
 
     /// Checks a cosign signature layer: `signature` over `payload`, and the
-    /// payload names `manifest_digest`.
+    /// payload names `manifest_digest` in `repository`
+    /// (`HOST[:PORT]/REPOSITORY`, as [`simple_signing_payload`] writes it):
+    /// a signature for the same bytes in another repository (pushes are
+    /// reproducible, so another tool's manifest can have this digest) is
+    /// not a signature of this one.
     pub fn verify_payload(
         &self,
         payload: &[u8],
         signature: &[u8],
         manifest_digest: &Identity,
+        repository: &str,
     ) -> Result<(), ProvenanceError> {
         self.verify(payload, signature)?;
-        let named = payload_digest(payload).map_err(|reason| ProvenanceError::Mismatch {
+        let mismatch = |reason: String| ProvenanceError::Mismatch {
             key: self.to_string(),
             reason,
-        })?;
-        if named != manifest_digest.to_string() {
-            return Err(ProvenanceError::Mismatch {
-                key: self.to_string(),
-                reason: format!(
-                    "the signature is for the artifact {}, not this one ({manifest_digest})",
-                    crate::redact::escape_control(&cut(&named, 80))
-                ),
-            });
+        };
+        let named = payload_names(payload).map_err(mismatch)?;
+        if named.digest != manifest_digest.to_string() {
+            return Err(mismatch(format!(
+                "the signature is for the artifact {}, not this one ({manifest_digest})",
+                crate::redact::escape_control(&cut(&named.digest, 80))
+            )));
+        }
+        if named.repository != repository {
+            return Err(mismatch(format!(
+                "the signature is for the repository '{}', not this one ('{}')",
+                crate::redact::escape_control(&cut(&named.repository, 120)),
+                crate::redact::escape_control(&cut(repository, 120))
+            )));
         }
         Ok(())
     }
 }
 
-/// The manifest digest a simple-signing payload names.
-fn payload_digest(payload: &[u8]) -> Result<String, String> {
+/// What a simple-signing payload names.
+#[derive(Debug)]
+struct Named {
+    /// `critical.image.docker-manifest-digest`.
+    digest: String,
+    /// `critical.identity.docker-reference`.
+    repository: String,
+}
+
+/// The manifest digest and repository a simple-signing payload names.
+fn payload_names(payload: &[u8]) -> Result<Named, String> {
     #[derive(serde::Deserialize)]
     struct Payload {
         critical: Critical,
     }
     #[derive(serde::Deserialize)]
     struct Critical {
+        identity: ImageIdentity,
         image: Image,
         #[serde(rename = "type")]
         kind: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct ImageIdentity {
+        #[serde(rename = "docker-reference")]
+        reference: String,
     }
     #[derive(serde::Deserialize)]
     struct Image {
@@ -211,7 +236,10 @@ fn payload_digest(payload: &[u8]) -> Result<String, String> {
             crate::redact::escape_control(&cut(&p.critical.kind, 80))
         ));
     }
-    Ok(p.critical.image.digest)
+    Ok(Named {
+        digest: p.critical.image.digest,
+        repository: p.critical.identity.reference,
+    })
 }
 
 /// Cosign's simple-signing payload for the artifact `repository` (e.g.
@@ -358,15 +386,71 @@ mod tests {
         let payload = simple_signing_payload("127.0.0.1:5000/tools/echo", &digest);
         let sig = key.sign(&payload).unwrap();
         trusted
-            .verify_payload(&payload, sig.as_bytes(), &digest)
+            .verify_payload(
+                &payload,
+                sig.as_bytes(),
+                &digest,
+                "127.0.0.1:5000/tools/echo",
+            )
             .unwrap();
         let other = Identity::of(b"another manifest");
         let err = trusted
-            .verify_payload(&payload, sig.as_bytes(), &other)
+            .verify_payload(
+                &payload,
+                sig.as_bytes(),
+                &other,
+                "127.0.0.1:5000/tools/echo",
+            )
             .unwrap_err();
         assert!(
             err.to_string()
                 .contains("the signature is for the artifact"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_payload_must_name_the_repository_it_is_checked_for() {
+        let (key, trusted) = pair();
+        let digest = Identity::of(b"manifest");
+        let payload = simple_signing_payload("reg/a", &digest);
+        let sig = key.sign(&payload).unwrap();
+        trusted
+            .verify_payload(&payload, sig.as_bytes(), &digest, "reg/a")
+            .unwrap();
+        let err = trusted
+            .verify_payload(&payload, sig.as_bytes(), &digest, "reg/b")
+            .unwrap_err();
+        let ProvenanceError::Mismatch { reason, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(
+            reason,
+            "the signature is for the repository 'reg/a', not this one ('reg/b')"
+        );
+        // A repository named with escape sequences is shown escaped.
+        let payload = simple_signing_payload("reg/\u{1b}[2Ja", &digest);
+        let sig = key.sign(&payload).unwrap();
+        let err = trusted
+            .verify_payload(&payload, sig.as_bytes(), &digest, "reg/b")
+            .unwrap_err();
+        assert!(!err.to_string().contains('\u{1b}'), "{err:?}");
+        // A payload without a docker-reference is not cosign's.
+        let bare = serde_json::to_vec(&serde_json::json!({
+            "critical": {
+                "image": {"docker-manifest-digest": digest.to_string()},
+                "type": "cosign container image signature",
+            },
+        }))
+        .unwrap();
+        let sig = key.sign(&bare).unwrap();
+        let err = trusted
+            .verify_payload(&bare, sig.as_bytes(), &digest, "reg/a")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "the signed payload is not cosign's simple-signing JSON: missing field `identity`"
+            ),
             "{err}"
         );
     }

@@ -70,11 +70,16 @@ impl Runtime {
                 let spec = slot.spec.clone();
                 async move {
                     // Fetching may wait on a registry; compiling is CPU
-                    // work, on a blocking thread.
-                    let fetched =
-                        source::fetch(&inner.sources, &spec.component, spec.identity.as_ref())
-                            .await
-                            .map_err(|e| fetch_error(&spec, e))?;
+                    // work, on a blocking thread. Boxed: a pull's future
+                    // (its requests, their time limits) would size every
+                    // invocation's, though it runs once a tool.
+                    let fetched = Box::pin(source::fetch(
+                        &inner.sources,
+                        &spec.component,
+                        spec.identity.as_ref(),
+                    ))
+                    .await
+                    .map_err(|e| fetch_error(&spec, e))?;
                     tokio::task::spawn_blocking(move || inner.compile(spec, fetched))
                         .await
                         .map_err(|e| Error::Host(format!("compile task failed: {e}")))?

@@ -7,11 +7,15 @@
 //! writes `tool.wasm.sig` (as `cosign sign-blob --key` prints). The
 //! password is `COSIGN_PASSWORD`'s, as cosign's is.
 //!
-//! `warden sign --key keys/tools.key oci://HOST/REPO:TAG` signs a registry
-//! artifact as `cosign sign --key` does: cosign's simple-signing payload
-//! for the manifest digest the reference resolves to, pushed under the tag
+//! `warden sign --key keys/tools.key --component tool.wasm
+//! oci://HOST/REPO:TAG` signs a registry artifact as `cosign sign --key`
+//! does: cosign's simple-signing payload naming the repository and the
+//! manifest digest the reference resolves to, pushed under the tag
 //! `sha256-<hex>.sig`. It replaces any signatures already at that tag
-//! (cosign appends; Warden reads either).
+//! (cosign appends; Warden reads either). A tag names whatever the
+//! registry says when asked, so signing one needs `--component`: the
+//! manifest's layer must be that file's bytes, or nothing is signed. By
+//! digest (`@sha256:…`), `--component` is optional, and checked when given.
 
 use crate::out::outln;
 use crate::{Failure, shown, usage};
@@ -32,9 +36,14 @@ pub struct SignArgs {
     /// Where to write the signature [default: COMPONENT.sig].
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// For an oci:// reference: the component file meant. The registry's
+    /// manifest must name these bytes as its layer, or nothing is signed
+    /// (required for a tag, which names whatever the registry says).
+    #[arg(long = "component", value_name = "FILE")]
+    component_file: Option<PathBuf>,
     /// Make a new ECDSA P-256 key pair instead: PREFIX.key (encrypted with
     /// COSIGN_PASSWORD) and PREFIX.pub, for `signed-by = { key = "PREFIX.pub" }`.
-    #[arg(long, value_name = "PREFIX", conflicts_with_all = ["component", "key", "output"])]
+    #[arg(long, value_name = "PREFIX", conflicts_with_all = ["component", "key", "output", "component_file"])]
     generate_key: Option<PathBuf>,
 }
 
@@ -55,7 +64,12 @@ pub async fn sign(args: SignArgs) -> Result<u8, Failure> {
                 "--output is for a component file; a registry signature is pushed under the tag sha256-<digest>.sig"
             )));
         }
-        return sign_registry(&key, text).await;
+        return sign_registry(&key, text, args.component_file.as_deref()).await;
+    }
+    if args.component_file.is_some() {
+        return Err(usage(anyhow::anyhow!(
+            "--component is for an oci:// reference (the file its registry manifest must name); a component file is signed as given"
+        )));
     }
     let bytes = warden::source::read_component(&component).map_err(|e| usage(e.into()))?;
     let signature = key.sign(&bytes).map_err(|e| usage(e.into()))?;
@@ -80,16 +94,34 @@ pub async fn sign(args: SignArgs) -> Result<u8, Failure> {
 }
 
 /// Signs the artifact `text` names and pushes the signature beside it.
-async fn sign_registry(key: &SigningKey, text: &str) -> Result<u8, Failure> {
+/// With `component` (required for a tag), the registry's manifest must
+/// name that file's bytes as its layer.
+async fn sign_registry(
+    key: &SigningKey,
+    text: &str,
+    component: Option<&Path>,
+) -> Result<u8, Failure> {
     let reference = text
         .parse::<oci::OciRef>()
         .map_err(|e| usage(anyhow::anyhow!(e)))?;
+    let expected = match component {
+        Some(path) => {
+            let bytes = warden::source::read_component(path).map_err(|e| usage(e.into()))?;
+            Some(warden::Identity::of(&bytes))
+        }
+        None if reference.digest().is_none() => {
+            return Err(usage(anyhow::anyhow!(
+                "{reference}: signing a tag needs --component FILE, the component meant (the tag names whatever the registry says when asked; its manifest must name these bytes), or sign by digest (oci://…@sha256:…)"
+            )));
+        }
+        None => None,
+    };
     let credentials = oci::Credentials::from_env();
-    let digest = oci::manifest_digest(&reference, credentials.as_ref())
+    let digest = oci::manifest_digest(&reference, expected.as_ref(), credentials.as_ref())
         .await
         .map_err(crate::registry::failure)?;
-    let repository = format!("{}/{}", reference.registry(), reference.repository);
-    let payload = warden::provenance::simple_signing_payload(&repository, &digest);
+    let payload =
+        warden::provenance::simple_signing_payload(&reference.docker_reference(), &digest);
     let signature = key.sign(&payload).map_err(|e| usage(e.into()))?;
     let at = oci::push_signature(
         &reference,
@@ -114,7 +146,8 @@ fn password() -> Result<zeroize::Zeroizing<String>, Failure> {
     }
 }
 
-/// Writes PREFIX.key (mode 0600, never over an existing file) and PREFIX.pub.
+/// Writes PREFIX.key (mode 0600) and PREFIX.pub, each created new: when
+/// either exists, nothing is generated or written.
 fn generate(prefix: &Path, password: &[u8]) -> Result<u8, Failure> {
     let with = |ext: &str| {
         let mut p = prefix.to_owned().into_os_string();
@@ -122,6 +155,14 @@ fn generate(prefix: &Path, password: &[u8]) -> Result<u8, Failure> {
         PathBuf::from(p)
     };
     let (private_path, public_path) = (with(".key"), with(".pub"));
+    for path in [&private_path, &public_path] {
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(usage(anyhow::anyhow!(
+                "{} already exists: an existing key is never overwritten (remove it, or choose another PREFIX)",
+                shown(&path.display().to_string())
+            )));
+        }
+    }
     if let Some(dir) = private_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| {
             usage(anyhow::anyhow!(
@@ -132,27 +173,40 @@ fn generate(prefix: &Path, password: &[u8]) -> Result<u8, Failure> {
     }
     let (key, private) = SigningKey::generate(password).map_err(|e| usage(e.into()))?;
     let private = zeroize::Zeroizing::new(private);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let written = opts.open(&private_path).and_then(|mut f| {
-        f.write_all(private.as_bytes())?;
-        f.sync_all()
-    });
-    written.map_err(|e| {
-        usage(anyhow::anyhow!(
-            "cannot write the private key {} (an existing key is never overwritten): {e}",
-            shown(&private_path.display().to_string())
-        ))
-    })?;
-    if let Err(e) = std::fs::write(&public_path, &key.public_pem) {
-        // Nothing half-made: the private key without its public half goes.
+    let create = |path: &Path, mode: u32, bytes: &[u8], what: &str| {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+        #[cfg(not(unix))]
+        let _ = mode;
+        let written = opts.open(path).and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        });
+        written.map_err(|e| {
+            usage(anyhow::anyhow!(
+                "cannot write the {what} {} (an existing key is never overwritten): {e}",
+                shown(&path.display().to_string())
+            ))
+        })
+    };
+    create(
+        private_path.as_path(),
+        0o600,
+        private.as_bytes(),
+        "private key",
+    )?;
+    if let Err(e) = create(
+        public_path.as_path(),
+        0o644,
+        key.public_pem.as_bytes(),
+        "public key",
+    ) {
+        // Nothing half-made: the private key without its public half goes
+        // (it was created just now, by this command).
         let _ = std::fs::remove_file(&private_path);
-        return Err(usage(anyhow::anyhow!(
-            "cannot write the public key {}: {e}",
-            shown(&public_path.display().to_string())
-        )));
+        return Err(e);
     }
     outln!(
         "private key: {} (encrypted with COSIGN_PASSWORD)\npublic key:  {} (fingerprint {})",
