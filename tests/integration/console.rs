@@ -13,6 +13,10 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const OPERATOR: &str = "operator-console-token-0123456789";
 /// The key WebDriver names an element by.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// The pending approvals page with nothing waiting says so, and what
+/// shows new requests (the page does not reload by itself).
+const NOTHING_WAITING: &str =
+    "<p id=none>Nothing is waiting. Use Look again to see requests that came since.</p>";
 
 /// `warden serve --http --console` with its own token: the child, the MCP
 /// URL and the console's URL (ending in `/`).
@@ -489,6 +493,8 @@ async fn the_console_refuses_strangers_forged_forms_foreign_hosts_and_shows_tamp
     );
     assert_eq!(r.headers()["x-frame-options"], "DENY");
     let page = r.text().await.unwrap();
+    // Nothing reloads the page: it says what does.
+    assert!(page.contains(NOTHING_WAITING), "{page}");
     let csrf = page
         .split("name=csrf value=\"")
         .nth(1)
@@ -754,4 +760,312 @@ fn a_console_token_shared_with_a_client_or_a_remote_address_is_refused() {
         err.contains("--console 0.0.0.0:0 is not a loopback address (pass --allow-remote"),
         "{err}"
     );
+}
+
+/// `warden serve` with `args` and a console signed in to with the
+/// operator's token: the child (its stdin kept open, for --stdio) and the
+/// console's URL (ending in `/`), as it announces it.
+async fn serve_with_console(s: &Setup, args: &[&str]) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let token = s.dir.path().join("console-token");
+    std::fs::write(&token, OPERATOR).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--cache-dir")
+        .arg(crate::common::shared_cache())
+        .args(["serve", "--manifest"])
+        .arg(&s.manifest)
+        .arg("--grants")
+        .arg(&s.grants)
+        .args(args)
+        .arg("--console-token-file")
+        .arg(&token)
+        .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = Vec::new();
+    let console = loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("server did not start")
+            .unwrap()
+            .unwrap_or_else(|| panic!("server exited: {said:?}"));
+        if let Some(u) = line.strip_prefix("warden: operator console at ") {
+            break u.to_owned();
+        }
+        said.push(line);
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, console)
+}
+
+/// Signs `c` in as `name`: the session's home path (`/s/VIEW/`).
+async fn sign_in(c: &mut Http, name: &str) -> String {
+    let r = c
+        .post("/login", &[("name", name), ("token", OPERATOR)], &[])
+        .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let home = location(&r).to_owned();
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    c.cookie = Some(set.split(';').next().unwrap().to_owned());
+    home
+}
+
+/// After an answer the console shows what became of it and a *Look
+/// again* link, and no list: the next request's Approve button is not
+/// where the one just clicked was, so a double click answers nothing
+/// more. Looking again lists it.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_an_answer_the_page_holds_no_form_that_answers_the_next_request() {
+    let s = setup();
+    let (mut child, url, console) = console_server(&s, &[]).await;
+    let mut c = Http::new(&console);
+    let home = sign_in(&mut c, "carol").await;
+    let base = home.trim_end_matches('/').to_owned();
+    let page = c.get(&home).await.text().await.unwrap();
+    assert!(page.contains(NOTHING_WAITING), "{page}");
+
+    let mut asked = Vec::new();
+    for path in ["first.md", "second.md"] {
+        let client = http_client(&url, None).await.unwrap();
+        asked.push(tokio::spawn(async move {
+            let r = client
+                .call_tool(call("writer", json!({"path": path, "content": "x"})))
+                .await;
+            (client, r)
+        }));
+    }
+    let started = Instant::now();
+    let (page, digests) = loop {
+        let page = c.get(&home).await.text().await.unwrap();
+        let digests: Vec<String> = page
+            .split("data-digest=\"")
+            .skip(1)
+            .map(|d| d[..64].to_owned())
+            .collect();
+        if digests.len() == 2 {
+            break (page, digests);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not both listed: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (a, b) = (&digests[0], &digests[1]);
+    assert_ne!(a, b);
+    let csrf = page
+        .split("name=csrf value=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .unwrap()
+        .to_owned();
+
+    let answer_path = format!("{base}/answer");
+    let r = c
+        .post(
+            &answer_path,
+            &[
+                ("digest", a.as_str()),
+                ("decision", "deny"),
+                ("csrf", &csrf),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(location(&r), format!("{home}?answered=deny"));
+    let r = c.get(location(&r)).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let answered = r.text().await.unwrap();
+    assert!(
+        answered.contains("<title>Answered · Warden console</title>"),
+        "{answered}"
+    );
+    assert!(
+        answered.contains(&format!(
+            "<p class=note id=notice>Denied.</p><p><a href=\"{home}\" id=again>Look again</a> \
+             for the requests still waiting.</p>"
+        )),
+        "{answered}"
+    );
+    // No form that answers: not B's, not any.
+    assert!(!answered.contains(b.as_str()), "{answered}");
+    assert!(!answered.contains("/answer\""), "{answered}");
+    assert!(!answered.contains("name=decision"), "{answered}");
+    assert!(!answered.contains("class=approve"), "{answered}");
+    assert_eq!(
+        answered.matches("<form").count(),
+        1,
+        "only the sign-out form: {answered}"
+    );
+
+    // Looking again lists B, with its buttons; A is gone.
+    let next = c.get(&home).await.text().await.unwrap();
+    assert!(
+        next.contains(&format!("<section class=req data-digest=\"{b}\">")),
+        "{next}"
+    );
+    assert!(!next.contains(a.as_str()), "{next}");
+    assert_eq!(next.matches("class=approve").count(), 1, "{next}");
+
+    let r = c
+        .post(
+            &answer_path,
+            &[
+                ("digest", b.as_str()),
+                ("decision", "deny"),
+                ("csrf", &csrf),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(location(&r), format!("{home}?answered=deny"));
+    for task in asked {
+        let (client, r) = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("a denied call did not end")
+            .unwrap();
+        let r = r.unwrap();
+        assert_eq!(r.is_error, Some(true));
+        assert!(
+            crate::mcp::text(&r).contains("denied by carol (console)"),
+            "{}",
+            crate::mcp::text(&r)
+        );
+        let _ = client.cancel().await;
+    }
+    child.kill().await.unwrap();
+}
+
+/// With `--state`, a page view reads at most 64 MiB of the trail, all
+/// chains together, newest first: a chain larger than that shows its
+/// newest records, unverified, and says how much was read; older chains
+/// are not read, and the page says how many.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_chain_larger_than_a_page_reads_shows_its_newest_records_and_says_so() {
+    let Some(pg) = crate::postgres::Postgres::start() else {
+        return;
+    };
+    let s = setup();
+    let url = pg.url();
+    let (mut child, console) = serve_with_console(
+        &s,
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--state",
+            &url,
+            "--replica",
+            "r1",
+            "--console",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
+    let mut c = Http::new(&console);
+    let home = sign_in(&mut c, "dave").await;
+    let base = home.trim_end_matches('/').to_owned();
+
+    // Beside this replica's own chain: an older one, and a newer one of
+    // 4,500 lines of 16 KiB each (with its newline): 70.3 MiB, of which
+    // the newest 4,096 lines are 64 MiB.
+    let db = pg.client().await;
+    db.batch_execute(
+        r#"
+        INSERT INTO warden_chains (chain, replica, started) VALUES
+            ('old-chain', 'elsewhere', now() - interval '1 day'),
+            ('big-chain', 'elsewhere', now() + interval '1 day');
+        INSERT INTO warden_audit (chain, seq, line, ts, event, invocation, task, tool) VALUES
+            ('old-chain', 0, '{"v":1,"ts":"2026-01-01T00:00:00.000Z","event":"log","invocation":"inv-old","task":"old","tool":"echo","identity":"sha256:00"}',
+             now(), 'log', 'inv-old', 'old', 'echo');
+        INSERT INTO warden_audit (chain, seq, line, ts, event, invocation, task, tool)
+            SELECT 'big-chain', g, p || repeat('x', 16381 - octet_length(p)) || '"}',
+                   now(), 'log', inv, 'big', 'echo'
+            FROM (SELECT g, inv,
+                         format('{"v":1,"ts":"2026-01-01T00:00:00.000Z","event":"log","invocation":"%s","task":"big","tool":"echo","identity":"sha256:00","level":"info","message":"', inv) AS p
+                  FROM (SELECT g, 'inv-' || lpad(g::text, 4, '0') AS inv
+                        FROM generate_series(0, 4499) AS g) AS n) AS l;
+        "#,
+    )
+    .await
+    .unwrap();
+    let size: i64 = crate::postgres::one(
+        &db,
+        "SELECT sum(octet_length(line) + 1)::bigint FROM warden_audit WHERE chain = 'big-chain'",
+        &[],
+    )
+    .await;
+    assert_eq!(size, 4500 * 16384);
+    let chains: i64 = crate::postgres::one(&db, "SELECT count(*) FROM warden_chains", &[]).await;
+    assert_eq!(chains, 3, "old-chain, r1's and big-chain");
+
+    let status = "<p class=status><span class=warn>not verified here: this chain is 70.3 MiB, \
+                  and a page reads at most 64.0 MiB of the trail, so only its newest 64.0 MiB \
+                  were read; the records shown are from those (run <code>warden audit \
+                  verify</code>)</span></p>";
+    let older = "<p class=warn id=older>2 older chains not shown: a page reads at most 64.0 MiB \
+                 of the trail, and the newer chains above spent it (run <code>warden audit \
+                 verify</code>)</p>";
+    // The newest record, and the oldest of those read, are shown; the one
+    // before it was not read.
+    for (inv, shown) in [("inv-4499", 1), ("inv-0404", 1), ("inv-0403", 0)] {
+        let r = c.get(&format!("{base}/audit?invocation={inv}")).await;
+        assert_eq!(r.status().as_u16(), 200);
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("<h2>Chain big-chain (elsewhere)</h2>"),
+            "{inv}: {page}"
+        );
+        assert!(page.contains(status), "{inv}: {page}");
+        assert!(page.contains(older), "{inv}: {page}");
+        assert_eq!(page.matches("<h2>Chain ").count(), 1, "{inv}");
+        assert_eq!(page.matches("<tr class=rec>").count(), shown, "{inv}");
+    }
+    child.kill().await.unwrap();
+}
+
+/// A console served beside `--stdio` on an address of its own (here a
+/// loopback one other than 127.0.0.1, standing in for a remote address)
+/// answers a browser that names that address, and a name `--allowed-host`
+/// gives, with no `--http`; any other name is still refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_console_answers_its_own_address_and_allowed_hosts_without_http() {
+    let s = setup();
+    let audit = s.dir.path().join("audit.jsonl");
+    let (mut child, console) = serve_with_console(
+        &s,
+        &[
+            "--stdio",
+            "--audit",
+            audit.to_str().unwrap(),
+            "--console",
+            "127.0.0.2:0",
+            "--allow-remote",
+            "--allowed-host",
+            "console.example",
+        ],
+    )
+    .await;
+    assert!(console.starts_with("http://127.0.0.2:"), "{console}");
+    let port = console
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let login = format!("{console}login");
+    let status = |host: String| {
+        let req = http.get(login.as_str()).header("host", host);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(format!("127.0.0.2:{port}")).await, 200);
+    assert_eq!(status(format!("console.example:{port}")).await, 200);
+    assert_eq!(status(format!("other.example:{port}")).await, 403);
+    assert_eq!(status(format!("127.0.0.3:{port}")).await, 403);
+    child.kill().await.unwrap();
 }

@@ -5,8 +5,8 @@
 //!
 //! Who may use it, decided here for every request, in this order:
 //! - `Host` (and `Origin`, which browsers send with forms) must name the
-//!   console itself: loopback, or a name the operator allowed (DNS
-//!   rebinding, other sites' forms);
+//!   console itself: loopback, the address it is bound to, or a name the
+//!   operator allowed (DNS rebinding, other sites' forms);
 //! - a session, from signing in with the console's own token (never an
 //!   agent's): its cookie and its view key in the path together
 //!   (`session.rs` says why both);
@@ -49,7 +49,9 @@ pub struct ConsoleOptions {
     /// The trail to browse and verify.
     pub trail: TrailSource,
     /// Further `Host` names the console answers to (HOST or HOST:PORT),
-    /// e.g. behind a TLS proxy.
+    /// e.g. behind a TLS proxy. Loopback names, and the address the
+    /// console is bound to (unless a wildcard such as `0.0.0.0`), are
+    /// always answered to.
     pub allowed_hosts: Vec<String>,
 }
 
@@ -94,7 +96,8 @@ pub async fn serve(
     options: ConsoleOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let port = listener.local_addr()?.port();
+    let bound = listener.local_addr()?;
+    let port = bound.port();
     let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1", "[::1]"]
         .iter()
         .map(|h| format!("{h}:{port}"))
@@ -105,6 +108,13 @@ pub async fn serve(
         format!("http://127.0.0.1:{port}"),
         format!("http://[::1]:{port}"),
     ];
+    // The console's own address, as a browser reaching it by address
+    // names it (`--console 10.0.0.5:8766 --allow-remote`); a wildcard
+    // names no host, so a name for it must be allowed.
+    if !bound.ip().is_unspecified() {
+        hosts.push(bound.to_string());
+        origins.push(format!("http://{bound}"));
+    }
     for h in &options.allowed_hosts {
         origins.extend([format!("http://{h}"), format!("https://{h}")]);
     }
@@ -312,11 +322,18 @@ impl Console {
                 .find(|(k, _)| k == "answered")
                 .map(|(_, v)| v.into_owned())
         });
-        let notice = answered.map(|d| match d.as_str() {
-            "approve" => "Approved.",
-            "deny" => "Denied.",
-            _ => "That request is no longer waiting (answered elsewhere, expired or withdrawn).",
-        });
+        // After an answer: what became of it, and no list (the next
+        // request's button must not be under a double click).
+        if let Some(d) = answered {
+            let notice = match d.as_str() {
+                "approve" => "Approved.",
+                "deny" => "Denied.",
+                _ => {
+                    "That request is no longer waiting (answered elsewhere, expired or withdrawn)."
+                }
+            };
+            return self.respond(StatusCode::OK, page::answered(who, notice));
+        }
         let waiting = self.queue.waiting().await;
         let waiting = match &waiting {
             Ok(w) => Ok(w.as_slice()),
@@ -325,7 +342,7 @@ impl Console {
                 Err("The approvals store cannot be read now; look again shortly.")
             }
         };
-        self.respond(StatusCode::OK, page::approvals(who, waiting, notice))
+        self.respond(StatusCode::OK, page::approvals(who, waiting))
     }
 
     async fn audit(&self, who: &Who, query: &str) -> Response<Body> {
@@ -337,14 +354,14 @@ impl Console {
             let _one = self.reading.lock().await;
             self.trail.read(&filters, PAGE_RECORDS).await
         };
-        let chains = match &read {
-            Ok(c) => Ok(c.as_slice()),
+        let trail = match &read {
+            Ok(t) => Ok(t),
             Err(e) => {
                 tracing::warn!("console: audit trail: {e}");
                 Err("The audit trail cannot be read now (the server's log says why).")
             }
         };
-        self.respond(StatusCode::OK, page::audit(who, &filters, chains))
+        self.respond(StatusCode::OK, page::audit(who, &filters, trail))
     }
 
     async fn login(&self, req: Request<Incoming>) -> Response<Body> {

@@ -4,7 +4,7 @@
 //! chose, and the trail itself may have been written by anyone.
 
 use super::session::Who;
-use super::trail::{Chain, EVENTS, Filters};
+use super::trail::{Chain, EVENTS, Filters, MAX_READ, Trail};
 use crate::approval::Waiting;
 use crate::audit::show::describe;
 use crate::audit::verify::Status;
@@ -114,25 +114,19 @@ pub(crate) fn login(error: Option<&str>) -> String {
 
 /// The pending approvals, each with what is asked and an approve and a
 /// deny button.
-pub(crate) fn approvals(
-    who: &Who,
-    waiting: Result<&[Waiting], &str>,
-    notice: Option<&str>,
-) -> String {
+pub(crate) fn approvals(who: &Who, waiting: Result<&[Waiting], &str>) -> String {
     let mut body = format!(
         "<h1>Pending approvals</h1><p><a href=\"{}/\" id=again>Look again</a> \
          (the page does not reload by itself: a button never moves under a click)</p>",
         attr(&who.base)
     );
-    if let Some(n) = notice {
-        let _ = write!(body, "<p class=note id=notice>{}</p>", esc(n));
-    }
     match waiting {
         Err(e) => {
             let _ = write!(body, "<p class=bad>{}</p>", esc(e));
         }
-        Ok([]) => body
-            .push_str("<p id=none>Nothing is waiting. This page looks again every 10 seconds.</p>"),
+        Ok([]) => body.push_str(
+            "<p id=none>Nothing is waiting. Use Look again to see requests that came since.</p>",
+        ),
         Ok(list) => {
             for w in list {
                 let r = &w.request;
@@ -172,12 +166,39 @@ pub(crate) fn approvals(
     page("Pending approvals", Some(who), &body)
 }
 
+/// The page after an answer: what became of it, and the way back to the
+/// list, but no list: a second click where the button was (a double
+/// click) lands on no form, so it cannot answer the next request.
+pub(crate) fn answered(who: &Who, notice: &str) -> String {
+    let body = format!(
+        "<h1>Pending approvals</h1><p class=note id=notice>{}</p>\
+         <p><a href=\"{}/\" id=again>Look again</a> for the requests still waiting.</p>",
+        esc(notice),
+        attr(&who.base)
+    );
+    page("Answered", Some(who), &body)
+}
+
+/// `bytes` for people: bytes, KiB or MiB (to a tenth).
+fn size(bytes: u64) -> String {
+    if bytes < 1 << 10 {
+        format!("{bytes} bytes")
+    } else if bytes < 1 << 20 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / 1_048_576.0)
+    }
+}
+
 fn status_line(c: &Chain) -> String {
     let Some(r) = &c.report else {
         return format!(
-            "<span class=warn>not verified here: the trail is {} MiB, more than a page reads; \
-             the newest records are shown (run <code>warden audit verify</code>)</span>",
-            c.bytes >> 20
+            "<span class=warn>not verified here: this chain is {}, and a page reads at most {} \
+             of the trail, so only its newest {} were read; the records shown are from those \
+             (run <code>warden audit verify</code>)</span>",
+            size(c.bytes),
+            size(MAX_READ),
+            size(c.read)
         );
     };
     match r.status() {
@@ -242,20 +263,21 @@ fn filter_form(base: &str, f: &Filters) -> String {
 }
 
 /// The trail: each chain's verification, then its matching records
-/// (those after an altered line marked as such).
-pub(crate) fn audit(who: &Who, f: &Filters, chains: Result<&[Chain], &str>) -> String {
+/// (those after an altered line marked as such); then how many older
+/// chains were left unread.
+pub(crate) fn audit(who: &Who, f: &Filters, trail: Result<&Trail, &str>) -> String {
     let base = attr(&who.base);
     let mut body = String::from("<h1>Audit trail</h1>");
     body.push_str(&filter_form(&who.base, f));
-    match chains {
+    match trail {
         Err(e) => {
             let _ = write!(body, "<p class=bad id=error>{}</p>", esc(e));
         }
-        Ok(chains) => {
-            if chains.is_empty() {
+        Ok(trail) => {
+            if trail.chains.is_empty() && trail.older == 0 {
                 body.push_str("<p>The trail holds no records yet.</p>");
             }
-            for c in chains {
+            for c in &trail.chains {
                 let _ = write!(
                     body,
                     "<h2>Chain {}</h2><p class=status>{}</p><table><tr><th>line</th><th>time</th>\
@@ -296,6 +318,17 @@ pub(crate) fn audit(who: &Who, f: &Filters, chains: Result<&[Chain], &str>) -> S
                         c.more
                     );
                 }
+            }
+            if trail.older > 0 {
+                let _ = write!(
+                    body,
+                    "<p class=warn id=older>{} older {} not shown: a page reads at most {} of \
+                     the trail, and the newer chains above spent it (run <code>warden audit \
+                     verify</code>)</p>",
+                    trail.older,
+                    if trail.older == 1 { "chain" } else { "chains" },
+                    size(MAX_READ)
+                );
             }
         }
     }

@@ -1,10 +1,14 @@
-//! The audit trail as the console shows it: each chain read whole and
-//! verified as `warden audit verify` does, then its records filtered.
+//! The audit trail as the console shows it: each chain read and verified
+//! as `warden audit verify` does, then its records filtered.
 //!
 //! A file trail is one chain, read up to its last newline (the writer may
 //! be half-way through a line); a store (`--state`) has a chain per writer.
-//! Every page view reads and verifies the whole trail: the status shown is
-//! the trail's now, not a cached one.
+//! Every page view reads and verifies the trail again (the status shown is
+//! the trail's now, not a cached one), at most [`MAX_READ`] bytes of it
+//! all told: a larger file is read from its end; a store's chains newest
+//! first, each whole while the budget lasts, the one that spends it from
+//! its end, older ones not at all. What was not read whole is shown
+//! unverified, and the page says so.
 
 use crate::audit::Record;
 use crate::audit::verify::{Report, verify_bytes};
@@ -31,10 +35,21 @@ pub(crate) struct Chain {
     pub more: usize,
     /// The chain's size.
     pub bytes: u64,
+    /// How much of it was read: its newest `read` bytes.
+    pub read: u64,
 }
 
-/// The most of a trail a page view reads and verifies; of a larger file
-/// trail, the newest this many bytes are shown, unverified.
+/// What a page view read of the trail.
+pub(crate) struct Trail {
+    /// The chains read, newest first.
+    pub chains: Vec<Chain>,
+    /// Older chains left unread: the budget was spent.
+    pub older: usize,
+}
+
+/// The most of a trail a page view reads, all its chains together; of a
+/// larger trail, the newest this many bytes are shown, a chain not read
+/// whole unverified.
 pub(crate) const MAX_READ: u64 = 64 << 20;
 /// How long reading the store's trail may take.
 const STORE_TIME: std::time::Duration = std::time::Duration::from_secs(30);
@@ -128,8 +143,8 @@ fn complete_lines(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-/// One chain verified (when `verified`) and filtered, keeping the newest
-/// `limit` matches.
+/// One chain verified (when read whole: `whole` is `None`, else the
+/// chain's size) and filtered, keeping the newest `limit` matches.
 fn chain(
     name: String,
     bytes: &[u8],
@@ -160,6 +175,7 @@ fn chain(
         more: matched - records.len(),
         records,
         bytes: whole.unwrap_or(bytes.len() as u64),
+        read: bytes.len() as u64,
     }
 }
 
@@ -198,9 +214,10 @@ fn read_file(path: &std::path::Path) -> std::io::Result<(Vec<u8>, Option<u64>)> 
 }
 
 impl TrailSource {
-    /// Every chain, verified, with the newest `limit` records of each that
-    /// match `f`; or why the trail cannot be read.
-    pub(crate) async fn read(&self, f: &Filters, limit: usize) -> Result<Vec<Chain>, String> {
+    /// The chains a page reads, verified when read whole, with the newest
+    /// `limit` records of each that match `f`; or why the trail cannot be
+    /// read.
+    pub(crate) async fn read(&self, f: &Filters, limit: usize) -> Result<Trail, String> {
         match self {
             TrailSource::File { path, keys } => {
                 let path = path.clone();
@@ -208,14 +225,10 @@ impl TrailSource {
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("cannot read the audit trail: {e}"))?;
-                Ok(vec![chain(
-                    "file".into(),
-                    &bytes,
-                    Some(keys),
-                    f,
-                    limit,
-                    whole,
-                )])
+                Ok(Trail {
+                    chains: vec![chain("file".into(), &bytes, Some(keys), f, limit, whole)],
+                    older: 0,
+                })
             }
             TrailSource::Store(url) => tokio::time::timeout(STORE_TIME, read_store(url, f, limit))
                 .await
@@ -226,25 +239,59 @@ impl TrailSource {
     }
 }
 
+/// The store's chains, newest first, within [`MAX_READ`] bytes all told:
+/// each read whole while the budget lasts, the one that spends it from its
+/// end (its newest lines), older ones not at all (counted).
 async fn read_store(
     url: &crate::store::StateUrl,
     f: &Filters,
     limit: usize,
-) -> Result<Vec<Chain>, String> {
+) -> Result<Trail, String> {
     let reader = crate::store::TrailReader::open(url)
         .await
         .map_err(|e| e.to_string())?;
     let jwks = reader.jwks().await.map_err(|e| e.to_string())?;
     let keys = Verifier::from_jwks(&jwks).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for c in reader.chains().await.map_err(|e| e.to_string())? {
-        let bytes = reader.lines(&c.chain).await.map_err(|e| e.to_string())?;
+    let mut left = MAX_READ;
+    let mut trail = Trail {
+        chains: Vec::new(),
+        older: 0,
+    };
+    // Oldest first: read from the newest.
+    let chains = reader.chains().await.map_err(|e| e.to_string())?;
+    for c in chains.iter().rev() {
+        if left == 0 {
+            trail.older += 1;
+            continue;
+        }
+        let tail = reader
+            .newest_lines(&c.chain, left)
+            .await
+            .map_err(|e| e.to_string())?;
+        let read = tail.bytes.len() as u64;
+        left = if tail.cut {
+            0
+        } else {
+            left.saturating_sub(read)
+        };
+        // Not read whole: its size, for the page to say how much was read
+        // of how much (counted by the store; a chain that grew meanwhile
+        // is at least what was read of it).
+        let whole = if tail.cut {
+            let size = reader
+                .chain_bytes(&c.chain)
+                .await
+                .map_err(|e| e.to_string())?;
+            Some(size.max(read))
+        } else {
+            None
+        };
         let name = format!("{} ({})", c.chain, c.replica);
-        let size = bytes.len() as u64;
-        let whole = (size > MAX_READ).then_some(size);
-        out.push(chain(name, &bytes, Some(&keys), f, limit, whole));
+        trail
+            .chains
+            .push(chain(name, &tail.bytes, Some(&keys), f, limit, whole));
     }
-    Ok(out)
+    Ok(trail)
 }
 
 #[cfg(test)]

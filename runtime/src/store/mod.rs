@@ -17,12 +17,14 @@ mod history;
 mod rounds;
 mod running;
 mod sink;
+mod tail;
 
 pub use approvals::PgApprover;
 pub use history::PgHistory;
 pub use rounds::PgRounds;
 pub use running::PgInvocations;
 pub use sink::{PgOptions, PgSink};
+pub use tail::Tail;
 
 use crate::audit::verify::{Report, verify_bytes};
 use crate::keys::Verifier;
@@ -348,7 +350,8 @@ pub struct ChainInfo {
     pub records: i64,
 }
 
-/// Reading the shared trail: its chains, their lines, the published keys.
+/// Reading the shared trail: its chains, their lines (whole, or the newest
+/// within a budget: `tail.rs`), the published keys.
 pub struct TrailReader<'a> {
     url: &'a StateUrl,
     client: Client,
