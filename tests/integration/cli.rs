@@ -837,7 +837,10 @@ fn a_tools_error_message_cannot_forge_or_rewrite_cli_lines() {
 fn a_tools_log_message_cannot_forge_a_log_line() {
     let world = World::new();
     let forged = "2026-01-01T00:00:00.000000Z ERROR warden::mcp::http: refused a request";
-    let text = format!("hello\n{forged}\u{202e}evil\u{1b}[2K\r");
+    // Blank-rendering characters too: `--verbose` shows the tool's stdout
+    // and stderr through the same escape (it used `escape_debug`, which
+    // leaves them).
+    let text = format!("hello\n{forged}\u{202e}evil\u{1b}[2K\r\u{3164}\u{2800}\u{fe0f}");
     let input = serde_json::json!({"attack": "print", "text": text}).to_string();
     let manifest = world.manifest.display().to_string();
     let o = warden(&[
@@ -852,8 +855,18 @@ fn a_tools_log_message_cannot_forge_a_log_line() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let err = stderr(&o);
     no_raw_controls(&err);
-    assert!(!err.contains('\u{202e}'), "{err}");
+    assert!(
+        !err.contains(['\u{202e}', '\u{3164}', '\u{2800}', '\u{fe0f}']),
+        "{err}"
+    );
     assert!(!err.lines().any(|l| l.starts_with(forged)), "{err}");
+    assert!(
+        err.contains(&format!(
+            "tool stdout ({} bytes): hello\\u{{a}}{forged}\\u{{202e}}evil\\u{{1b}}[2K\\u{{d}}\\u{{3164}}\\u{{2800}}\\u{{fe0f}}",
+            text.len()
+        )),
+        "{err}"
+    );
     assert!(
         err.contains(&format!(
             "hello\\u{{a}}{forged}\\u{{202e}}evil\\u{{1b}}[2K\\u{{d}}"

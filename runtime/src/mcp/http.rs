@@ -247,7 +247,7 @@ pub async fn serve(
     let service = StreamableHttpService::new(move || Ok(factory.clone()), manager.clone(), config);
     let shared = Arc::new(Endpoint {
         service,
-        sessions: fast::Sessions::new(manager, sessions.clone()),
+        sessions: Arc::new(fast::Sessions::new(manager, sessions.clone())),
         allowed,
         mcp: mcp.clone(),
         options,
@@ -305,7 +305,7 @@ pub const READY_PATH: &str = "/readyz";
 /// What every request of one server needs.
 struct Endpoint {
     service: StreamableHttpService<WardenMcp, LocalSessionManager>,
-    sessions: fast::Sessions,
+    sessions: Arc<fast::Sessions>,
     allowed: host::Allowed,
     mcp: WardenMcp,
     options: HttpOptions,
@@ -341,7 +341,11 @@ impl Endpoint {
         })
     }
 
-    async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn handle(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
         let path = req.uri().path();
         // At the well-known path, followed by `/mcp` or by the configured
         // resource's own path (where the challenge says it is).
@@ -476,7 +480,7 @@ impl Endpoint {
 
     /// A POST: a call the short path takes, or rmcp's, with the body read
     /// (within the cap) once.
-    async fn post(&self, req: Request<Incoming>) -> Posted {
+    async fn post(self: &Arc<Self>, req: Request<Incoming>) -> Posted {
         // rmcp reads a session id that is not text as none and opens a new
         // session, which the sweep would never see: refused here.
         if req
@@ -560,16 +564,30 @@ impl Endpoint {
             drop((body, parts));
             return Posted::Running(running);
         }
-        let response = self.rmcp(Request::from_parts(parts, Full::new(body))).await;
-        let opened = response
-            .headers()
-            .get(fast::SESSION)
-            .and_then(|v| v.to_str().ok());
-        if let (Some(params), Some(id), true) = (initialize, opened, response.status().is_success())
-        {
-            self.sessions.opened(id, params, &self.mcp, owner);
-        }
-        Posted::Answered(response)
+        let request = Request::from_parts(parts, Full::new(body));
+        let Some(params) = initialize else {
+            return Posted::Answered(self.rmcp(request).await);
+        };
+        // A new session: opened by rmcp and noted here in a task of its
+        // own, which a client leaving cannot cancel between the two (rmcp
+        // would keep a session that no count, owner or sweep knows of).
+        let this = self.clone();
+        let opening = tokio::spawn(async move {
+            let response = this.rmcp(request).await;
+            let opened = response
+                .headers()
+                .get(fast::SESSION)
+                .and_then(|v| v.to_str().ok());
+            if let (Some(id), true) = (opened, response.status().is_success()) {
+                this.sessions.opened(id, params, &this.mcp, owner);
+            }
+            drop(_reserved);
+            response
+        });
+        Posted::Answered(opening.await.unwrap_or_else(|e| {
+            tracing::warn!("opening a session failed: {e}");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot open a session")
+        }))
     }
 }
 

@@ -328,25 +328,44 @@ impl Sessions {
     /// longer holds, every `every`, until the server stops.
     pub(crate) async fn sweep(&self, every: Duration) {
         let mut ticks = tokio::time::interval(every);
+        let mut strays = Vec::new();
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
                 () = self.stopping.cancelled() => return,
             }
-            let now = self.now();
-            let sessions: Vec<Arc<Session>> = lock(&self.map).values().cloned().collect();
-            for s in sessions {
-                let idle = now.saturating_sub(s.used.load(Ordering::Relaxed)) >= IDLE.as_secs()
-                    && lock(&s.running).is_empty();
-                if idle {
-                    tracing::debug!("MCP over HTTP: closing session {} (idle)", s.id);
-                    let _ = self.manager.close_session(&s.id).await;
-                }
-                if idle || !self.manager.has_session(&s.id).await.unwrap_or(false) {
-                    self.closed(&s.id);
-                }
+            self.sweep_once(&mut strays).await;
+        }
+    }
+
+    /// One sweep; also closes the sessions rmcp holds that were never noted
+    /// here and were `strays` on the last sweep (no count or idle time
+    /// would end them; one being opened now is noted before the next).
+    async fn sweep_once(&self, strays: &mut Vec<Arc<str>>) {
+        let now = self.now();
+        let sessions: Vec<Arc<Session>> = lock(&self.map).values().cloned().collect();
+        for s in sessions {
+            let idle = now.saturating_sub(s.used.load(Ordering::Relaxed)) >= IDLE.as_secs()
+                && lock(&s.running).is_empty();
+            if idle {
+                tracing::debug!("MCP over HTTP: closing session {} (idle)", s.id);
+                let _ = self.manager.close_session(&s.id).await;
+            }
+            if idle || !self.manager.has_session(&s.id).await.unwrap_or(false) {
+                self.closed(&s.id);
             }
         }
+        let held: Vec<Arc<str>> = self.manager.sessions.read().await.keys().cloned().collect();
+        let unknown: Vec<Arc<str>> = (held.into_iter())
+            .filter(|id| !lock(&self.map).contains_key(id))
+            .collect();
+        let (gone, seen): (Vec<_>, Vec<_>) =
+            unknown.into_iter().partition(|id| strays.contains(id));
+        for id in gone {
+            tracing::debug!("MCP over HTTP: closing session {id} (never noted)");
+            let _ = self.manager.close_session(&id).await;
+        }
+        *strays = seen;
     }
 }
 
@@ -498,6 +517,24 @@ mod tests {
         ("accept", "application/json, text/event-stream"),
         ("content-type", "application/json"),
     ];
+
+    /// A session rmcp opened that was never noted here (its client left
+    /// between the two) is closed on the second sweep that sees it.
+    #[tokio::test]
+    async fn a_session_never_noted_is_closed() {
+        let manager = Arc::new(LocalSessionManager::default());
+        let sessions = Sessions::new(manager.clone(), CancellationToken::new());
+        let (id, _transport) = manager.create_session().await.unwrap();
+        let mut strays = Vec::new();
+        sessions.sweep_once(&mut strays).await;
+        assert!(
+            manager.has_session(&id).await.unwrap(),
+            "closed while it may be opening"
+        );
+        sessions.sweep_once(&mut strays).await;
+        assert!(!manager.has_session(&id).await.unwrap());
+        assert!(strays.is_empty());
+    }
 
     #[test]
     fn a_message_with_a_result_or_an_error_is_not_a_plain_request() {

@@ -9,12 +9,12 @@ use super::{MAX_INITIALIZE, MAX_SESSIONS, MAX_SESSIONS_PER_AGENT, Sessions, lock
 use std::sync::Arc;
 
 /// A place held for a session being opened; given back when dropped.
-pub(crate) struct Reserved<'s> {
-    sessions: &'s Sessions,
+pub(crate) struct Reserved {
+    sessions: Arc<Sessions>,
     owner: Option<Arc<str>>,
 }
 
-impl Drop for Reserved<'_> {
+impl Drop for Reserved {
     fn drop(&mut self) {
         let mut pending = lock(&self.sessions.pending);
         if let Some(i) = pending.iter().position(|o| *o == self.owner) {
@@ -30,11 +30,11 @@ impl Sessions {
     /// while as many are open or being opened as a server keeps, or as the
     /// agent may keep, until one ends; else the place held for a new one.
     pub(crate) fn admit_initialize(
-        &self,
+        self: &Arc<Self>,
         len: usize,
         new: bool,
         owner: Option<&Arc<str>>,
-    ) -> Result<Option<Reserved<'_>>, Box<http::Response<super::super::Body>>> {
+    ) -> Result<Option<Reserved>, Box<http::Response<super::super::Body>>> {
         if len > MAX_INITIALIZE {
             return Err(Box::new(super::super::plain(
                 http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -80,7 +80,7 @@ impl Sessions {
         }
         pending.push(owner.cloned());
         Ok(Some(Reserved {
-            sessions: self,
+            sessions: self.clone(),
             owner: owner.cloned(),
         }))
     }
