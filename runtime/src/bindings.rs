@@ -26,9 +26,15 @@ wasmtime::component::bindgen!({
 /// `EnvFilter` is not enough: a more specific target or a span directive
 /// (`[wit-bindgen import]=trace`) turns them back on.
 /// `oci_client` logs a registry's token response at DEBUG: a bearer
-/// token for the registry.
-pub const VALUE_LOG_TARGETS: [&str; 3] = [
+/// token for the registry. `tokio_postgres` logs every query's parameters.
+pub const VALUE_LOG_TARGETS: [&str; 5] = [
     "wasmtime_wasi::p2::bindings",
     "wasmtime_wasi_http::p2::bindings",
+    // `wasi:io` (streams, errors), linked by `wasmtime_wasi`: an error's
+    // debug string, a stream error's chain.
+    "wasmtime_wasi_io::bindings",
     "oci_client",
+    // Every query's parameters at DEBUG: task histories, approval
+    // requests, a parked call's result (redacted, but a tool's values).
+    "tokio_postgres",
 ];

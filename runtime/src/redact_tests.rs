@@ -314,6 +314,11 @@ fn control_characters_are_escaped_for_people() {
         super::escape_control("a\u{2028}b\u{2029}c\u{600}d\u{1d173}e\u{13430}f\u{1bca0}"),
         "a\\u{2028}b\\u{2029}c\\u{600}d\\u{1d173}e\\u{13430}f\\u{1bca0}"
     );
+    // Default-ignorable code points not (yet) assigned render as nothing.
+    assert_eq!(
+        super::escape_control("a\u{e0080}\u{2065}\u{fff0}\u{e0fff}b"),
+        "a\\u{e0080}\\u{2065}\\u{fff0}\\u{e0fff}b"
+    );
     assert_eq!(super::escape_control("héllo, 世界"), "héllo, 世界");
 }
 

@@ -406,3 +406,27 @@ pub fn runtime_with_history(path: &Path, kept: Arc<KeptHistory>) -> Runtime {
         .build()
         .unwrap()
 }
+
+/// Reads a started server's stderr until a line starts with `prefix` (what
+/// it prints once listening); the rest of that line, and what it said
+/// before. The lines after are read and dropped (a full pipe would stall
+/// it). Panics if it exits or says nothing of the kind within 60 s.
+pub async fn said_until(child: &mut tokio::process::Child, prefix: &str) -> (String, Vec<String>) {
+    use tokio::io::AsyncBufReadExt;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut said = Vec::new();
+    let rest = loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("server did not start")
+            .unwrap()
+            .unwrap_or_else(|| panic!("server exited: {said:?}"));
+        if let Some(rest) = line.strip_prefix(prefix) {
+            break rest.to_owned();
+        }
+        said.push(line);
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (rest, said)
+}

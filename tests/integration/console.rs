@@ -766,7 +766,6 @@ fn a_console_token_shared_with_a_client_or_a_remote_address_is_refused() {
 /// operator's token: the child (its stdin kept open, for --stdio) and the
 /// console's URL (ending in `/`), as it announces it.
 async fn serve_with_console(s: &Setup, args: &[&str]) -> (tokio::process::Child, String) {
-    use tokio::io::AsyncBufReadExt;
     let token = s.dir.path().join("console-token");
     std::fs::write(&token, OPERATOR).unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
@@ -786,20 +785,7 @@ async fn serve_with_console(s: &Setup, args: &[&str]) -> (tokio::process::Child,
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut said = Vec::new();
-    let console = loop {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("server did not start")
-            .unwrap()
-            .unwrap_or_else(|| panic!("server exited: {said:?}"));
-        if let Some(u) = line.strip_prefix("warden: operator console at ") {
-            break u.to_owned();
-        }
-        said.push(line);
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (console, _) = crate::common::said_until(&mut child, "warden: operator console at ").await;
     (child, console)
 }
 

@@ -1262,24 +1262,10 @@ pub(crate) async fn http_server_said(
     s: &Setup,
     extra: &[&str],
 ) -> (tokio::process::Child, String, Vec<String>) {
-    use tokio::io::AsyncBufReadExt;
     let mut cmd = warden_serve(s, &["--http", "127.0.0.1:0"]);
     cmd.args(extra).stderr(Stdio::piped()).kill_on_drop(true);
     let mut child = cmd.spawn().unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut said = Vec::new();
-    let url = loop {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("server did not start")
-            .unwrap()
-            .unwrap_or_else(|| panic!("server exited: {said:?}"));
-        if let Some(url) = line.strip_prefix("warden: serving MCP at ") {
-            break url.to_owned();
-        }
-        said.push(line);
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (url, said) = crate::common::said_until(&mut child, "warden: serving MCP at ").await;
     (child, url, said)
 }
 

@@ -219,27 +219,9 @@ fn an_open_operation_gets_exactly_one_outcome_before_the_end() {
 /// reached an embedder's terminal as it was written.
 #[test]
 fn the_tracing_sink_logs_a_record_escaped_for_a_terminal() {
-    #[derive(Clone, Default)]
-    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let out = Captured::default();
-    let writer = out.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
     let mut r = Auditor::discard().record(Event::Log);
     r.message = Some("invoice\u{202e}txt.exe \u{e0041}\u{200b}".into());
-    tracing::subscriber::with_default(subscriber, || TracingSink.append(&r).unwrap());
-    let logged = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let logged = crate::logged(tracing::Level::INFO, || TracingSink.append(&r).unwrap());
     assert!(
         logged.contains(r"invoice\u202etxt.exe \udb40\udc41\u200b"),
         "{logged}"

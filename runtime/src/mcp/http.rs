@@ -27,6 +27,7 @@ pub use tokens::{INTROSPECT_PATH, JWKS_PATH};
 use super::WardenMcp;
 use crate::auth::{Authenticator, Refusal};
 use crate::redact::escape_control;
+use answer::Posted;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -379,8 +380,9 @@ impl Endpoint {
         }
         // Host and Origin first: a page a rebound name loaded gets nothing
         // else from this server, not even which tokens it refuses and why.
+        // Logged below the default level: anyone may send these.
         if let Err((status, why)) = self.allowed.check(req.uri(), req.headers()) {
-            tracing::warn!("refused a request from {peer}: {why}");
+            tracing::info!("refused a request from {peer}: {why}");
             return plain(status, why);
         }
         let options = &self.options;
@@ -568,9 +570,8 @@ impl Endpoint {
         let Some(params) = initialize else {
             return Posted::Answered(self.rmcp(request).await);
         };
-        // A new session: opened by rmcp and noted here in a task of its
-        // own, which a client leaving cannot cancel between the two (rmcp
-        // would keep a session that no count, owner or sweep knows of).
+        // A new session, opened by rmcp and noted here in a task a client
+        // leaving cannot cancel between the two (else a session unnoted).
         let this = self.clone();
         let opening = tokio::spawn(async move {
             let response = this.rmcp(request).await;
@@ -589,13 +590,6 @@ impl Endpoint {
             plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot open a session")
         }))
     }
-}
-
-/// What reading a POST came to.
-enum Posted {
-    Answered(Response<Body>),
-    /// A call the short path took, running on its task.
-    Running(answer::Answering),
 }
 
 fn too_large(max: usize) -> Response<Body> {

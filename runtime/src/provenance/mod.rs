@@ -185,7 +185,7 @@ impl TrustedKey {
                 crate::redact::escape_control(&cut(&named.digest, 80))
             )));
         }
-        if named.repository != repository {
+        if docker_hub(&named.repository) != docker_hub(repository) {
             return Err(mismatch(format!(
                 "the signature is for the repository '{}', not this one ('{}')",
                 crate::redact::escape_control(&cut(&named.repository, 120)),
@@ -193,6 +193,26 @@ impl TrustedKey {
             )));
         }
         Ok(())
+    }
+}
+
+/// A repository as cosign names Docker Hub's (go-containerregistry):
+/// `docker.io` and `registry-1.docker.io` as `index.docker.io`, and a
+/// repository of one component under `library/`. Others as they are.
+fn docker_hub(repository: &str) -> std::borrow::Cow<'_, str> {
+    let Some((registry, path)) = repository.split_once('/') else {
+        return repository.into();
+    };
+    if !matches!(
+        registry,
+        "docker.io" | "index.docker.io" | "registry-1.docker.io"
+    ) {
+        return repository.into();
+    }
+    if path.contains('/') {
+        format!("index.docker.io/{path}").into()
+    } else {
+        format!("index.docker.io/library/{path}").into()
     }
 }
 
@@ -406,6 +426,27 @@ mod tests {
             err.to_string()
                 .contains("the signature is for the artifact"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn docker_hub_is_named_as_cosign_names_it() {
+        for (ours, cosigns) in [
+            ("docker.io/org/tool", "index.docker.io/org/tool"),
+            ("registry-1.docker.io/org/tool", "index.docker.io/org/tool"),
+            ("docker.io/tool", "index.docker.io/library/tool"),
+            ("ghcr.io/org/tool", "ghcr.io/org/tool"),
+            ("127.0.0.1:5000/tools/echo", "127.0.0.1:5000/tools/echo"),
+        ] {
+            assert_eq!(docker_hub(ours), docker_hub(cosigns), "{ours}");
+        }
+        assert_ne!(
+            docker_hub("docker.io/org/a"),
+            docker_hub("index.docker.io/org/b")
+        );
+        assert_ne!(
+            docker_hub("ghcr.io/org/tool"),
+            docker_hub("docker.io/org/tool")
         );
     }
 

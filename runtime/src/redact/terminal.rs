@@ -61,18 +61,19 @@ fn hidden(c: char) -> bool {
             // Format characters (General_Category Cf, Unicode 16).
             '\u{00ad}' | '\u{0600}'..='\u{0605}' | '\u{061c}' | '\u{06dd}' | '\u{070f}'
             | '\u{0890}'..='\u{0891}' | '\u{08e2}' | '\u{180e}' | '\u{200b}'..='\u{200f}'
-            | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}'
-            | '\u{feff}' | '\u{fff9}'..='\u{fffb}' | '\u{110bd}' | '\u{110cd}'
-            | '\u{13430}'..='\u{1343f}' | '\u{1bca0}'..='\u{1bca3}' | '\u{1d173}'..='\u{1d17a}'
+            | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}'
+            | '\u{fff0}'..='\u{fffb}' | '\u{110bd}' | '\u{110cd}' | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}' | '\u{1d173}'..='\u{1d17a}'
             // Tag characters: invisible, and read by language models as
-            // the ASCII they shadow (hidden instructions).
-            | '\u{e0000}'..='\u{e007f}'
+            // the ASCII they shadow (hidden instructions); with the rest of
+            // their plane's default-ignorable block, variation selectors
+            // included.
+            | '\u{e0000}'..='\u{e0fff}'
             // Line and paragraph separators: a line break to many viewers.
             | '\u{2028}' | '\u{2029}'
             // Variation selectors: invisible, and 256 of them carry any
             // byte (text smuggled past a reader, as tag characters do).
             | '\u{180b}'..='\u{180d}' | '\u{180f}' | '\u{fe00}'..='\u{fe0f}'
-            | '\u{e0100}'..='\u{e01ef}'
             // Rendered blank or not at all: a combining grapheme joiner,
             // Hangul fillers, Khmer inherent vowels, the braille blank.
             | '\u{034f}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}' | '\u{2800}'

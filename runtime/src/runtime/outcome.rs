@@ -455,29 +455,10 @@ mod tests {
     /// at 8 KiB, escaped.
     #[test]
     fn a_traps_debug_line_is_redacted_cut_and_escaped() {
-        #[derive(Clone, Default)]
-        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Captured {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let out = Captured::default();
-        let writer = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .finish();
         let e = wasmtime::Error::msg(format!("\u{1b}[2J{}", "f".repeat(1 << 20)))
             .context("opening hunter22-secret failed");
         let redactor = Redactor::new([("token", "hunter22-secret")]);
-        tracing::subscriber::with_default(subscriber, || log_trap(&e, &redactor));
-        let logged = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let logged = crate::logged(tracing::Level::DEBUG, || log_trap(&e, &redactor));
         assert!(
             logged.contains("trap: opening [REDACTED:token] failed"),
             "{logged}"

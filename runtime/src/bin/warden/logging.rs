@@ -109,6 +109,10 @@ mod tests {
             "wasmtime_wasi_http::p2::bindings::http::types"
         ));
         assert!(hides_values("oci_client::client"));
+        assert!(hides_values(
+            "wasmtime_wasi_io::bindings::wasi::io::streams"
+        ));
+        assert!(hides_values("tokio_postgres::query"));
         assert!(!hides_values("oci_clients"));
         assert!(!hides_values("wasmtime_wasi::p2::host"));
         assert!(!hides_values("warden::tool"));

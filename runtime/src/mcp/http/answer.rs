@@ -300,6 +300,13 @@ fn json(status: StatusCode, body: Bytes) -> Response<Body> {
     r
 }
 
+/// What reading a POST came to.
+pub(crate) enum Posted {
+    Answered(Response<Body>),
+    /// A call the short path took, running on its task.
+    Running(Answering),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

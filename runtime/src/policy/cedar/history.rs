@@ -4,17 +4,35 @@
 //! store beyond it) and copied into every policy question the task's calls
 //! ask, and a tool chooses the paths it writes.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 /// Entries kept per kind of task history; older entries stay, newer ones
 /// beyond this are dropped (a task this busy should be split).
 pub const MAX_HISTORY: usize = 4096;
 
-/// Bytes of entries kept per kind of task history, beside
-/// [`MAX_HISTORY`]: 4,096 paths of 64 bytes. Without it a task's
-/// `files_written` could hold 4,096 paths of 8 KiB, 32 MiB, copied into
-/// every policy question.
-pub const MAX_HISTORY_BYTES: usize = 256 << 10;
+/// The longest entry kept as it is. A longer one (a path of up to 8 KiB)
+/// is kept as its first 80 bytes and its SHA-256 (154 bytes at most): a
+/// task's `files_written` could otherwise hold 4,096 paths of 8 KiB, 32
+/// MiB, copied into every policy question, and a policy names short
+/// paths.
+pub const MAX_ENTRY: usize = 160;
+
+/// Bytes of entries kept per kind of task history: [`MAX_HISTORY`]
+/// entries of [`MAX_ENTRY`], so the count is what fills a set (long
+/// entries do not fill it sooner); a shared store's rows are read within
+/// it too.
+pub const MAX_HISTORY_BYTES: usize = MAX_HISTORY * MAX_ENTRY;
+
+/// `item` as a set keeps it: itself up to [`MAX_ENTRY`] bytes, else its
+/// first 80 bytes and its digest.
+fn entry(item: &str) -> Cow<'_, str> {
+    if item.len() <= MAX_ENTRY {
+        return item.into();
+    }
+    let head = &item[..item.floor_char_boundary(80)];
+    format!("{head}…{}", crate::Identity::of(item.as_bytes())).into()
+}
 
 /// One of a task history's sets, with its size in bytes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -25,7 +43,7 @@ pub struct Noted {
 
 impl Noted {
     pub fn contains(&self, item: &str) -> bool {
-        self.items.contains(item)
+        self.items.contains(entry(item).as_ref())
     }
 
     pub fn len(&self) -> usize {
@@ -50,13 +68,14 @@ impl Noted {
         let (mut count, mut bytes) = (self.items.len(), self.bytes);
         for item in items.into_iter().filter(|i| !self.contains(i)) {
             count += 1;
-            bytes = bytes.saturating_add(item.len());
+            bytes = bytes.saturating_add(entry(item).len());
         }
         count <= MAX_HISTORY && bytes <= MAX_HISTORY_BYTES
     }
 
-    /// Adds `item` when there is room for it ([`MAX_HISTORY`],
-    /// [`MAX_HISTORY_BYTES`]); whether it is noted now (or was already).
+    /// Adds `item` (as [`MAX_ENTRY`] keeps it) when there is room for it
+    /// ([`MAX_HISTORY`], [`MAX_HISTORY_BYTES`]); whether it is noted now
+    /// (or was already).
     pub fn note(&mut self, item: &str) -> bool {
         if self.contains(item) {
             return true;
@@ -64,8 +83,9 @@ impl Noted {
         if !self.has_room_for([item]) {
             return false;
         }
+        let item = entry(item).into_owned();
         self.bytes += item.len();
-        self.items.insert(item.to_owned())
+        self.items.insert(item)
     }
 }
 
@@ -156,35 +176,42 @@ mod tests {
         assert!(by_count.note("ws:0"), "what is noted stays noted");
         assert!(!by_count.note("ws:new"));
 
-        // Long paths fill the bytes long before the count.
+        // A long path is kept as its head and digest: long paths do not
+        // fill the set sooner than short ones, nor hold megabytes.
         let long = |i: usize| format!("ws:{i:08}/{}", "a".repeat(8 << 10));
         let mut by_bytes = Noted::default();
-        let mut kept = 0;
-        for i in 0..1000 {
-            kept += usize::from(by_bytes.note(&long(i)));
+        for i in 0..MAX_HISTORY + 10 {
+            by_bytes.note(&long(i));
         }
-        assert_eq!(kept, MAX_HISTORY_BYTES / long(0).len());
-        assert_eq!(by_bytes.len(), kept);
+        assert_eq!(by_bytes.len(), MAX_HISTORY);
         assert!(by_bytes.bytes() <= MAX_HISTORY_BYTES);
         assert_eq!(
             by_bytes.bytes(),
             by_bytes.iter().map(str::len).sum::<usize>()
         );
-        assert!(!by_bytes.has_room_for([long(5000).as_str()]));
+        assert!(
+            by_bytes
+                .iter()
+                .all(|e| e.len() <= MAX_ENTRY && e.contains("…sha256:"))
+        );
+        assert!(by_bytes.contains(&long(7)), "found by the path itself");
+        assert!(!by_bytes.contains(&long(MAX_HISTORY + 1)));
         assert!(by_bytes.has_room_for([long(0).as_str()]), "already noted");
-        assert!(by_bytes.note("ws:short"), "a short path still fits");
+        assert!(!by_bytes.has_room_for([long(MAX_HISTORY + 1).as_str()]));
+        // What is kept is kept the same way when read back (a store).
+        let mut again = Noted::default();
+        for e in by_bytes.iter() {
+            again.note(e);
+        }
+        assert_eq!(again, by_bytes);
 
         // A merge keeps the bounds too.
         let mut h = TaskHistory::default();
-        let mut other = TaskHistory {
+        let other = TaskHistory {
             files_written: by_bytes.clone(),
             ..TaskHistory::default()
         };
-        for i in 0..10 {
-            other.files_written.items.insert(long(10_000 + i));
-        }
         h.merge(&other);
-        assert!(h.files_written.bytes() <= MAX_HISTORY_BYTES);
-        assert_eq!(h.files_written.len(), by_bytes.len());
+        assert_eq!(h.files_written, by_bytes);
     }
 }

@@ -17,7 +17,7 @@ mod history;
 mod load;
 mod request;
 
-pub use history::{MAX_HISTORY, MAX_HISTORY_BYTES, Noted, TaskHistory};
+pub use history::{MAX_ENTRY, MAX_HISTORY, MAX_HISTORY_BYTES, Noted, TaskHistory};
 pub use load::{PolicyError, PolicyProblem};
 
 use cedar_policy::{Authorizer, PolicySet};
