@@ -99,6 +99,9 @@ pub struct ToolSpec {
     pub http: Vec<EgressRule>,
     /// Audiences the tool may mint identity tokens for.
     pub token_audiences: Vec<String>,
+    /// Origins the tool may send its identity tokens to in its requests;
+    /// `None`: each audience's tokens to that audience's own origin.
+    pub token_send_to: Option<Vec<String>>,
     /// Deploy targets.
     pub deploy: Vec<DeployTarget>,
     /// Labels of the tool itself, for runtime policy.
@@ -149,6 +152,7 @@ impl ToolSpec {
             secrets: Vec::new(),
             http: Vec::new(),
             token_audiences: Vec::new(),
+            token_send_to: None,
             deploy: Vec::new(),
             labels: Vec::new(),
         }
@@ -347,6 +351,7 @@ struct RawTool {
     http: Vec<http::manifest::RawHttp>,
     #[serde(default)]
     token_audiences: Vec<String>,
+    token_send_to: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     deploy: Vec<deploy::manifest::RawDeploy>,
     labels: Option<Spanned<Vec<String>>>,
@@ -484,6 +489,8 @@ fn tool(
         }
     }
 
+    let token_send_to =
+        crate::caps::identity::manifest::send_to(c, name, &raw.token_audiences, raw.token_send_to);
     let labels = c.labels(raw.labels, field("labels"));
     let component = component?;
     let (signed_by, signature) = signed_by::of_tool(
@@ -506,6 +513,7 @@ fn tool(
         secrets,
         http,
         token_audiences: raw.token_audiences,
+        token_send_to,
         deploy,
     })
 }

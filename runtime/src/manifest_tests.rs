@@ -414,3 +414,48 @@ fn a_secret_file_inside_any_tools_fs_ceiling_is_refused() {
         parse(&text(source), dir.path()).unwrap();
     }
 }
+
+#[test]
+fn token_send_to_is_optional_and_checked() {
+    let dir = fixture();
+    let m = parse(
+        "[tools.t]\ncomponent = \"t.wasm\"\n\
+         token-audiences = [\"https://API.example.com/v1\", \"sts.amazonaws.com\", \"http://[::1]:8080\"]\n\
+         [tools.u]\ncomponent = \"t.wasm\"\ntoken-audiences = [\"svc\"]\n\
+         token-send-to = [\"https://svc.internal:8443\"]\n",
+        dir.path(),
+    )
+    .unwrap();
+    // Without one, each audience's tokens go to its own origin (checked
+    // where a request is); listed, as normalized origins.
+    assert_eq!(m.tool("t").unwrap().token_send_to, None);
+    assert_eq!(
+        m.tool("u").unwrap().token_send_to.as_deref(),
+        Some(&["https://svc.internal:8443".to_owned()][..])
+    );
+
+    let err = parse(
+        "[tools.t]\ncomponent = \"t.wasm\"\ntoken-audiences = [\"a\"]\n\
+         token-send-to = [\"https://ok.example\", \"https://x.example/path\", \"ftp://x\"]\n\
+         [tools.u]\ncomponent = \"t.wasm\"\ntoken-send-to = [\"https://ok.example\"]\n",
+        dir.path(),
+    )
+    .unwrap_err();
+    let problems: Vec<String> = err
+        .problems
+        .iter()
+        .map(|p| format!("{}:{}: {}: {}", p.line, p.column, p.field, p.message))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            "4:40: tools.t.token-send-to: invalid destination: 'https://x.example/path' has a \
+             path or query (expected an origin such as https://api.example.com)",
+            "4:66: tools.t.token-send-to: invalid destination: scheme 'ftp' is not allowed \
+             (expected http or https)",
+            "7:18: tools.u.token-send-to: token-send-to names where identity tokens may go, but \
+             the tool lists no token-audiences (expected token-audiences beside it, or no \
+             token-send-to)",
+        ]
+    );
+}

@@ -77,6 +77,16 @@ pub fn parse_origin(s: &str) -> Result<Origin, String> {
     Ok(origin)
 }
 
+/// What a manifest says of a `send-to` entry that is no origin, given why
+/// [`parse_origin`] refused it.
+pub(crate) fn destination_problem(e: &str) -> String {
+    if e.contains("(expected") {
+        format!("invalid destination: {e}")
+    } else {
+        format!("invalid destination: {e} (expected a URL origin such as https://api.example.com)")
+    }
+}
+
 /// Whether a secret's `send-to` list names `origin`.
 pub fn send_to_allows(send_to: &[String], origin: &Origin) -> bool {
     send_to

@@ -34,7 +34,7 @@ mod decode;
 mod terminal;
 
 use decode::{ESCAPE_STARTS, Span, decode, may_escape};
-pub use terminal::{escape_control, json_for_terminal};
+pub use terminal::{escape_control, hidden, json_for_terminal};
 
 /// How many times escapes are decoded over one another (`%2525` is two).
 pub const MAX_LAYERS: usize = 4;
@@ -49,6 +49,27 @@ pub(crate) const REDACT_WITHIN: usize = 1 << 20;
 
 /// The name an identity token handed to a tool is redacted under.
 pub(crate) const HANDED_OUT: &str = "identity-token";
+
+/// The name redaction knows the identity tokens for `audience` by, so that
+/// a request's check can tell whose tokens it carries: [`HANDED_OUT`], a
+/// space (no secret's name holds one) and the audience. Its marker, and
+/// what is shown of it, is [`HANDED_OUT`]'s.
+pub(crate) fn token_name(audience: &str) -> String {
+    format!("{HANDED_OUT} {audience}")
+}
+
+/// The audience of an identity token's name; `None` for a secret's.
+pub(crate) fn token_audience(name: &str) -> Option<&str> {
+    name.strip_prefix(HANDED_OUT)?.strip_prefix(' ')
+}
+
+/// A name as people are shown it: a token's without its audience.
+pub(crate) fn shown_name(name: &str) -> &str {
+    match token_audience(name) {
+        Some(_) => HANDED_OUT,
+        None => name,
+    }
+}
 
 /// Replaces secret values in text and bytes.
 #[derive(Default)]
@@ -218,7 +239,7 @@ impl Redactor {
             }
             let index = names.len();
             names.push(name.to_owned());
-            markers.push(format!("[REDACTED:{name}]"));
+            markers.push(format!("[REDACTED:{}]", shown_name(name)));
             exact.extend(exact_forms(value).into_iter().map(|p| (p, index)));
             folded.extend(folded_forms(value).into_iter().map(|p| (p, index)));
         }
@@ -243,12 +264,31 @@ impl Redactor {
     /// is read whole and redacted only then (the tool holds its own tokens,
     /// so a server echoing one tells it nothing).
     pub(crate) fn holds_secrets(&self) -> bool {
-        self.names.iter().any(|n| n != HANDED_OUT)
+        (self.names.iter()).any(|n| n != HANDED_OUT && token_audience(n).is_none())
     }
 
     /// Every value found in `bytes` and in up to `layers` decoded views of
     /// it, as spans of `bytes`, sorted and merged where they overlap.
     fn find(&self, bytes: &[u8], layers: usize) -> Vec<Hit> {
+        let mut hits = self.find_each(bytes, layers);
+        if hits.len() > 1 {
+            hits.sort_unstable();
+            let mut merged: Vec<Hit> = Vec::with_capacity(hits.len());
+            for h in hits {
+                match merged.last_mut() {
+                    Some(last) if h.0 < last.1 => last.1 = last.1.max(h.1),
+                    _ => merged.push(h),
+                }
+            }
+            hits = merged;
+        }
+        hits
+    }
+
+    /// Every value found, each hit apart (overlapping hits are merged for
+    /// replacing only: a value's name must not be lost to another's hit
+    /// that overlaps it, glued to it by an escape).
+    fn find_each(&self, bytes: &[u8], layers: usize) -> Vec<Hit> {
         let mut hits = Vec::new();
         if self.is_empty() {
             return hits;
@@ -281,17 +321,6 @@ impl Redactor {
                     view = decode(&v.bytes, Some(&v.spans), only);
                 }
             }
-        }
-        if hits.len() > 1 {
-            hits.sort_unstable();
-            let mut merged: Vec<Hit> = Vec::with_capacity(hits.len());
-            for h in hits {
-                match merged.last_mut() {
-                    Some(last) if h.0 < last.1 => last.1 = last.1.max(h.1),
-                    _ => merged.push(h),
-                }
-            }
-            hits = merged;
         }
         hits
     }
@@ -327,7 +356,7 @@ impl Redactor {
 
     /// Names of the secrets whose values (in any encoding) occur in `bytes`.
     pub fn names_in(&self, bytes: &[u8]) -> BTreeSet<String> {
-        self.find(bytes, MAX_LAYERS)
+        self.find_each(bytes, MAX_LAYERS)
             .into_iter()
             .map(|(_, _, n)| self.names[n].clone())
             .collect()
@@ -361,7 +390,10 @@ impl Redactor {
         if hits.is_empty() {
             return None;
         }
-        found.extend(hits.iter().map(|&(_, _, n)| self.names[n].clone()));
+        found.extend(
+            hits.iter()
+                .map(|&(_, _, n)| shown_name(&self.names[n]).to_owned()),
+        );
         Some(self.replace(bytes, &hits))
     }
 

@@ -415,3 +415,46 @@ fn html_named_and_unterminated_references_are_decoded() {
     // a name other than the first four needs its `;`
     assert_eq!(r.redact("p&ampss&quotw0rd&sol+="), "p&ampss&quotw0rd&sol+=");
 }
+
+/// Two values glued by an escape overlap: `%65` ends one (its last byte
+/// is `e`) and begins the other's hex form (a token starts `eyJ`). The
+/// hits are merged to replace them, but each value is still named, so a
+/// request's check sees both (a revealed secret must not hide a token).
+#[test]
+fn values_glued_by_an_escape_are_each_named() {
+    let r = Redactor::new([("s", "alpha-secrete"), ("t", "eyJtoken-value-9f3")]);
+    let hex: String = "eyJtoken-value-9f3"
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let text = format!("alpha-secret%{hex}");
+    let names: Vec<String> = r.names_in(text.as_bytes()).into_iter().collect();
+    assert_eq!(names, ["s", "t"], "{text}");
+    let out = r.redact(&text);
+    assert!(
+        !out.contains(&hex) && !out.contains("alpha-secret"),
+        "{out}"
+    );
+}
+
+/// An identity token's name carries its audience for checks, and shows
+/// as `identity-token` to people.
+#[test]
+fn a_tokens_name_is_shown_without_its_audience() {
+    let name = crate::redact::token_name("https://a.example");
+    assert_eq!(
+        crate::redact::token_audience(&name),
+        Some("https://a.example")
+    );
+    assert_eq!(crate::redact::token_audience("identity-tokens"), None);
+    assert_eq!(crate::redact::token_audience("api"), None);
+    let r = Redactor::new([(name.as_str(), "tok-value-7d1c")]);
+    assert_eq!(
+        r.redact("x tok-value-7d1c y"),
+        "x [REDACTED:identity-token] y"
+    );
+    assert!(!r.holds_secrets());
+    let mut found = std::collections::BTreeSet::new();
+    r.redact_found(b"tok-value-7d1c", &mut found);
+    assert_eq!(found.into_iter().collect::<Vec<_>>(), ["identity-token"]);
+}

@@ -263,7 +263,7 @@ fn expected(key: &str) -> Option<&'static str> {
         "component" => "a path to a .wasm component or an oci:// reference, as a string",
         "identity" => "a component identity like \"sha256:…\"",
         "labels" | "methods" | "path-prefixes" | "addresses" | "send-to" | "args" | "env"
-        | "token-audiences" | "policies" => "a list of strings",
+        | "token-audiences" | "token-send-to" | "policies" => "a list of strings",
         "tools" => "tables like [tools.NAME]",
         "fs" | "http" | "secrets" | "deploy" => "an array of tables like [[tools.NAME.fs]]",
         "handle" | "within" | "name" | "source" | "scheme" | "host" | "backend" | "program"

@@ -76,6 +76,7 @@ const DICT: &[&str] = &[
     "program",
     "url",
     "token-audiences",
+    "token-send-to",
     "policies",
     "[\"policies\"]",
     "\u{feff}",

@@ -143,6 +143,18 @@ methods = ["GET", "POST"]
 approval = "none"
 {probe_secrets}
 
+# The same, its identity tokens allowed to the loopback server.
+[tools.token-ok]
+component = "{probe}"
+token-audiences = ["https://api.test"]
+token-send-to = ["http://127.0.0.1:{port}"]
+[[tools.token-ok.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {port}
+methods = ["GET", "POST"]
+approval = "none"
+
 [tools.http-get]
 component = "{http_get}"
 [[tools.http-get.http]]
@@ -648,6 +660,58 @@ async fn secrets_never_go_outside_their_send_to() {
         "expired: secret 'fleeting' has expired (past its ttl)"
     );
     assert_eq!(api.requests(), before);
+}
+
+/// An identity token handed to a tool is sent only to the tool's
+/// `token-send-to` (by default, its audiences' origins: `probe`'s is
+/// `https://api.test`), in whatever encoding redaction knows; a request
+/// carrying one elsewhere is refused before it leaves, and recorded.
+#[tokio::test]
+async fn identity_tokens_go_only_to_their_token_send_to() {
+    let api = Api::new().await;
+    let url = format!("{}/api/collect", api.base());
+    let grant = Grant::new("egress").http(&format!("{}/api/", api.base()), None);
+    let ways = [
+        "query",
+        "header",
+        "body",
+        "query:percent",
+        "query:double",
+        "body:b64-percent",
+        "header:hex-mixed",
+        "body:json-u",
+    ];
+    for into in ways {
+        let input =
+            json!({"method": "POST", "url": url, "token": "https://api.test", "into": into});
+        let (out, inv) = api.probe("probe", &grant, input).await;
+        assert_eq!(out["error"]["code"], "denied", "{into}: {out}");
+        assert_eq!(
+            out["error"]["message"],
+            format!(
+                "exfiltration attempt: this tool's identity tokens for audience \
+                 'https://api.test' may be sent only to https://api.test:443 (its audience's \
+                 origin), not http://127.0.0.1:{}",
+                api.port
+            ),
+            "{into}"
+        );
+        let last = api.decisions(&inv).pop().unwrap();
+        assert_eq!(
+            (last.decision.as_deref(), last.rule.as_deref()),
+            (Some("deny"), Some("identity.send-to")),
+            "{into}"
+        );
+        let trail = serde_json::to_string(&api.audit.invocation(&inv)).unwrap();
+        assert!(!trail.contains("eyJ"), "a token on the trail: {trail}");
+    }
+    assert_eq!(api.requests(), 0);
+    // Listed in its token-send-to, the same request goes.
+    let input =
+        json!({"method": "POST", "url": url, "token": "https://api.test", "into": "header"});
+    let (out, _) = api.probe("token-ok", &grant, input).await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+    assert_eq!(api.requests(), 1);
 }
 
 #[tokio::test]

@@ -44,6 +44,7 @@ async fn setup() -> (tempfile::TempDir, u16, Seen, Arc<MemorySink>, Runtime) {
 component = "{call_api}"
 timeout = "20s"
 token-audiences = ["{AUDIENCE}"]
+token-send-to = ["http://127.0.0.1:{port}"]
 [[tools.call-api.http]]
 scheme = "http"
 host = "127.0.0.1"

@@ -93,6 +93,7 @@ async fn with_api(s: &Setup) -> (Arc<OnceLock<Vec<String>>>, Seen, u16) {
     let mut manifest = std::fs::read_to_string(&s.manifest).unwrap();
     manifest.push_str(&format!(
         "\n[tools.call-api]\ncomponent = \"{}\"\ntimeout = \"20s\"\ntoken-audiences = [\"{AUDIENCE}\"]\n\
+         token-send-to = [\"http://127.0.0.1:{port}\"]\n\
          [[tools.call-api.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\n",
         crate::CALL_API
     ));

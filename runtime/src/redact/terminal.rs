@@ -54,8 +54,9 @@ pub fn json_for_terminal(json: &str) -> Cow<'_, str> {
 /// A character a person would not see as itself: a control character, or
 /// one that reorders, hides or breaks text (every Unicode format character,
 /// the line and paragraph separators, variation selectors, and characters
-/// that render blank).
-fn hidden(c: char) -> bool {
+/// that render blank). Names an agent or a task goes by hold none: two
+/// that look the same would be two.
+pub fn hidden(c: char) -> bool {
     c.is_control()
         || matches!(c,
             // Format characters (General_Category Cf, Unicode 16).

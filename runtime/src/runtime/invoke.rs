@@ -102,7 +102,8 @@ impl Inner {
             }
         };
 
-        let authority = granted.into_authority(minter, secrets, redactor.clone());
+        let tokens_to = tool.spec.token_send_to.clone();
+        let authority = granted.into_authority(minter, secrets, redactor.clone(), tokens_to);
         let added = shared.as_ref().map(|_| Arc::default());
         let approver = (options.approver, added.clone());
         let (store, (stdout, stderr)) =
@@ -370,13 +371,22 @@ async fn issue_secrets(
             return Err(Error::Secret(e));
         }
     };
-    let handed = minter.premint();
+    // Each audience's tokens by a name of their own (a request's check
+    // tells whose it carries), and each one's signature apart: the rest of
+    // a token (its header and claims) can be guessed, its signature not.
+    let handed: Vec<(String, &str)> = (minter.premint())
+        .flat_map(|(audience, token)| {
+            let signature = token.rsplit_once('.').map_or("", |(_, s)| s);
+            let name = crate::redact::token_name(audience);
+            [(name.clone(), token), (name, signature)]
+        })
+        .collect();
     let redactor = Arc::new(Redactor::new(
         secrets
             .issued
             .values()
             .map(|s| (s.spec.name.as_str(), s.value.as_str()))
-            .chain(handed.map(|t| (crate::caps::identity::HANDED_OUT, t))),
+            .chain(handed.iter().map(|(name, t)| (name.as_str(), *t))),
     ));
     end.auditor.set_redactor(redactor.clone());
     end.issued(secrets.issued.keys().cloned().collect());
@@ -541,16 +551,18 @@ impl Authorized {
         (listed.join(" "), scope)
     }
 
-    /// The store's authority: this grant, with its secrets resolved.
+    /// The store's authority: this grant, with its secrets resolved, and
+    /// where each may be sent: a secret to its `send-to`, the identity
+    /// tokens handed to the tool to its `token-send-to` (`None`: each
+    /// audience's to its own origin).
     fn into_authority(
         self,
         minter: Arc<Minter>,
         secrets: SecretsCtx,
         redactor: Arc<Redactor>,
+        tokens_to: Option<Vec<String>>,
     ) -> Authority {
-        let send_to = secrets
-            .issued
-            .values()
+        let send_to = (secrets.issued.values())
             .map(|s| (s.spec.name.clone(), s.spec.send_to.clone()))
             .collect();
         Authority {
@@ -561,6 +573,7 @@ impl Authorized {
             egress: Egress {
                 rules: self.egress.into(),
                 send_to,
+                tokens_to,
             },
             deploy: self.deploy,
         }

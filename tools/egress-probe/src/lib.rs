@@ -1,11 +1,11 @@
 //! Test tool: one outbound request exactly as asked, optionally carrying a
-//! revealed secret in the URL, a header or the body; reports the host's
-//! answer verbatim.
+//! revealed secret or an identity token in the URL, a header or the body;
+//! reports the host's answer verbatim.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use warden_tool::http::{ErrorCode, Request};
-use warden_tool::{Error, Tool, secrets};
+use warden_tool::{Error, Tool, identity, secrets};
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +23,9 @@ struct Input {
     /// Reveal this secret and put it `into` the request.
     #[serde(default)]
     reveal: Option<String>,
+    /// Or put the identity token for this audience `into` the request.
+    #[serde(default)]
+    token: Option<String>,
     /// Where: `query`, `header` or `body`, and optionally how, after a
     /// colon: see [`encode`] (`query:percent`, `body:json-u`, …).
     #[serde(default)]
@@ -110,8 +113,12 @@ impl Tool for EgressProbe {
         let mut url = i.url.clone();
         let mut headers = i.headers.clone();
         let mut body = i.body.clone();
-        if let Some(name) = &i.reveal {
-            let value = secrets::get(name)?.reveal()?;
+        let carried = match (&i.reveal, &i.token) {
+            (Some(name), _) => Some(secrets::get(name)?.reveal()?),
+            (None, Some(audience)) => Some(identity::token(audience)?),
+            (None, None) => None,
+        };
+        if let Some(value) = carried {
             let (into, how) = i.into.split_once(':').unwrap_or((i.into.as_str(), "plain"));
             let value = encode(how, &value);
             match into {

@@ -247,6 +247,14 @@ impl Host for DeployView<'_> {
                     path,
                     handle,
                 }) => match carried_secret(self.gate.redactor(), &artifact, &bytes) {
+                    Some(name) if crate::redact::token_audience(&name).is_some() => {
+                        check = Decision::deny(
+                            "identity.send-to",
+                            "exfiltration attempt: the artifact carries an identity token \
+                             handed to this tool, and a deployment is no token-send-to"
+                                .into(),
+                        );
+                    }
                     Some(name) => {
                         check = Decision::deny(
                             "secret.send-to",

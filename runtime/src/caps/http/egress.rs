@@ -28,6 +28,9 @@ pub(crate) struct Egress {
     pub(crate) rules: Arc<[EgressRule]>,
     /// The `send-to` origins of each granted secret.
     pub(crate) send_to: Arc<[(String, Vec<String>)]>,
+    /// The tool's `token-send-to`: where its identity tokens may be sent
+    /// (`None`: each audience's to that audience's origin).
+    pub(crate) tokens_to: Option<Vec<String>>,
 }
 
 /// Which interface a request came through.
@@ -231,7 +234,7 @@ impl Egress {
                 return Err((d, why));
             }
             self.send_to(name, &origin)
-                .map_err(|reason| (Decision::deny("secret.send-to", reason), Refused::Denied))?;
+                .map_err(|d| (d, Refused::Denied))?;
         }
         // Revealed secret values the tool put into the request itself.
         let mut carried = redactor.names_in(url.as_str().as_bytes());
@@ -244,7 +247,7 @@ impl Egress {
         }
         for name in carried {
             self.send_to(&name, &origin)
-                .map_err(|reason| (Decision::deny("secret.send-to", reason), Refused::Denied))?;
+                .map_err(|d| (d, Refused::Denied))?;
         }
         let address = resolve(&origin, &rule)
             .await
@@ -276,8 +279,12 @@ impl Egress {
         })
     }
 
-    /// A secret may go only to its `send-to` origins.
-    fn send_to(&self, name: &str, origin: &Origin) -> Result<(), String> {
+    /// A secret may go only to its `send-to` origins, an identity token
+    /// handed to the tool only to its `token-send-to`.
+    fn send_to(&self, name: &str, origin: &Origin) -> Result<(), Decision> {
+        if let Some(audience) = crate::redact::token_audience(name) {
+            return self.token_to(audience, origin);
+        }
         let Some((_, to)) = self.send_to.iter().find(|(n, _)| n == name) else {
             return Ok(());
         };
@@ -289,9 +296,43 @@ impl Egress {
         } else {
             to.join(", ")
         };
-        Err(format!(
-            "exfiltration attempt: secret '{name}' may be sent only to {to}, not {origin}"
+        Err(Decision::deny(
+            "secret.send-to",
+            format!("exfiltration attempt: secret '{name}' may be sent only to {to}, not {origin}"),
         ))
+    }
+
+    /// A token for `audience` may go only to the tool's `token-send-to`,
+    /// or without one, to the audience's own origin (an audience that is
+    /// no http or https URL: nowhere).
+    fn token_to(&self, audience: &str, origin: &Origin) -> Result<(), Decision> {
+        let deny = |to: String| {
+            Decision::deny(
+                "identity.send-to",
+                format!(
+                    "exfiltration attempt: this tool's identity tokens for audience '{}' may be \
+                     sent {to}, not {origin}",
+                    crate::redact::escape_control(audience)
+                ),
+            )
+        };
+        match &self.tokens_to {
+            Some(to) if check::send_to_allows(to, origin) => Ok(()),
+            Some(to) if to.is_empty() => Err(deny("nowhere (its token-send-to is empty)".into())),
+            Some(to) => Err(deny(format!(
+                "only to {} (its token-send-to)",
+                to.join(", ")
+            ))),
+            None => match crate::net::parse_url(audience) {
+                Ok((_, own)) if own == *origin => Ok(()),
+                Ok((_, own)) => Err(deny(format!("only to {own} (its audience's origin)"))),
+                Err(_) => Err(deny(
+                    "nowhere (the audience is no http or https URL, and the tool has no \
+                     token-send-to)"
+                        .into(),
+                )),
+            },
+        }
     }
 
     /// The gate's call for a checked request, the same for both paths:
@@ -468,5 +509,71 @@ impl Checked {
                 fill(r);
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Egress;
+    use crate::net::parse_origin;
+
+    /// Without `token-send-to`, each audience's tokens go to its own
+    /// origin only (not to another audience's: a token for one replayed
+    /// by the other); listed, to those origins; an audience that is no URL
+    /// sends them nowhere.
+    #[test]
+    fn a_tokens_destination_is_its_audiences_origin_or_the_listed_ones() {
+        let own = Egress::default();
+        let to = |e: &Egress, audience: &str, origin: &str| {
+            e.token_to(audience, &parse_origin(origin).unwrap())
+                .map_err(|d| (d.rule, d.reason))
+        };
+        assert!(
+            to(
+                &own,
+                "https://API.a.example/v1",
+                "https://api.a.example:443"
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            to(&own, "https://a.example", "https://partner.example"),
+            Err((
+                "identity.send-to",
+                "exfiltration attempt: this tool's identity tokens for audience \
+                 'https://a.example' may be sent only to https://a.example:443 (its audience's \
+                 origin), not https://partner.example:443"
+                    .into()
+            ))
+        );
+        assert_eq!(
+            to(&own, "sts.amazonaws.com", "https://sts.amazonaws.com")
+                .unwrap_err()
+                .1,
+            "exfiltration attempt: this tool's identity tokens for audience 'sts.amazonaws.com' \
+             may be sent nowhere (the audience is no http or https URL, and the tool has no \
+             token-send-to), not https://sts.amazonaws.com:443"
+        );
+        let listed = Egress {
+            tokens_to: Some(vec!["https://sts.amazonaws.com:443".into()]),
+            ..Egress::default()
+        };
+        assert!(to(&listed, "sts.amazonaws.com", "https://sts.amazonaws.com").is_ok());
+        assert_eq!(
+            to(&listed, "sts.amazonaws.com", "http://127.0.0.1:9")
+                .unwrap_err()
+                .1,
+            "exfiltration attempt: this tool's identity tokens for audience 'sts.amazonaws.com' \
+             may be sent only to https://sts.amazonaws.com:443 (its token-send-to), not \
+             http://127.0.0.1:9"
+        );
+        let shut = Egress {
+            tokens_to: Some(Vec::new()),
+            ..Egress::default()
+        };
+        assert!(to(&shut, "https://a.example", "https://a.example").is_err());
+        // An audience is echoed escaped.
+        let d = to(&own, "x\u{1b}[2J", "https://a.example").unwrap_err().1;
+        assert!(d.contains("'x\\u{1b}[2J'"), "{d}");
     }
 }

@@ -14,6 +14,7 @@
 //! `aud`, `exp` and `nbf` with [`LEEWAY_SECS`] of clock skew.
 
 mod host;
+pub(crate) mod manifest;
 pub(crate) use host::{IdentityStore, IdentityView, add_to_linker};
 
 use serde::{Deserialize, Serialize};
@@ -249,8 +250,6 @@ pub(crate) struct Minter {
     pub(crate) minted: OnceLock<Vec<(String, u64, String)>>,
 }
 
-pub(crate) use crate::redact::HANDED_OUT;
-
 /// Whether a minter's invocation is marked active.
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mark {
@@ -285,8 +284,8 @@ impl Minter {
     /// one a [`MAX_TOKEN_LIFETIME_SECS`] window, the next valid a minute
     /// before the last expires, up to the deadline (one for a tool whose
     /// timeout is under five minutes). The invocation is marked active only
-    /// when one is handed out. Their values, for redaction.
-    pub(crate) fn premint(&self) -> impl Iterator<Item = &str> {
+    /// when one is handed out. Their audiences and values, for redaction.
+    pub(crate) fn premint(&self) -> impl Iterator<Item = (&str, &str)> {
         let minted = self.minted.get_or_init(|| {
             let iat = now_secs();
             let step = MAX_TOKEN_LIFETIME_SECS - 60;
@@ -303,7 +302,7 @@ impl Minter {
             }
             out
         });
-        minted.iter().map(|(_, _, t)| t.as_str())
+        minted.iter().map(|(a, _, t)| (a.as_str(), t.as_str()))
     }
 
     /// The token for `audience` the tool may hold now (`identity::token`),
@@ -421,7 +420,7 @@ mod tests {
             active.clone(),
         );
         assert_eq!(minter.hand_out("api"), None, "nothing signed yet");
-        let signed: Vec<String> = minter.premint().map(str::to_owned).collect();
+        let signed: Vec<String> = minter.premint().map(|(_, t)| t.to_owned()).collect();
         assert_eq!(signed.len(), 2);
         assert!(!active.is_active("inv-2"), "signing marks nothing active");
         assert_eq!(minter.hand_out("api").as_ref(), Some(&signed[0]));
@@ -459,7 +458,7 @@ mod tests {
         let verifier = Verifier::from_jwks(&minter.issuer.jwks()).unwrap();
         let windows: Vec<Claims> = minter
             .premint()
-            .map(|t| {
+            .map(|(_, t)| {
                 let claims = t.split('.').nth(1).unwrap();
                 serde_json::from_slice(&B64.decode(claims).unwrap()).unwrap()
             })

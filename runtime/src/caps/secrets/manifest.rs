@@ -136,13 +136,7 @@ pub(crate) fn section(
         .and_then(|t| c.duration(t, f("ttl"), "ttl"));
     for dest in &raw.send_to {
         if let Err(e) = net::parse_origin(dest.get_ref()) {
-            c.problem(
-                dest.span(),
-                f("send-to"),
-                format!(
-                    "invalid destination: {e} (expected a URL origin such as https://api.example.com)"
-                ),
-            );
+            c.problem(dest.span(), f("send-to"), net::destination_problem(&e));
         }
     }
     // Revealing a secret's value to the tool exposes it: a person approves
