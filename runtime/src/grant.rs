@@ -271,7 +271,7 @@ impl Grant {
 
 /// Task ids: 1 to 128 printable characters.
 pub fn check_task(task: &str) -> Result<(), String> {
-    if task.is_empty() || task.len() > 128 || task.chars().any(char::is_control) {
+    if task.is_empty() || task.len() > 128 || task.chars().any(crate::redact::hidden) {
         // Quoted escaped, and cut: the id may be anything an agent sent.
         let shown = crate::policy::gate::cut(task, 160);
         return Err(format!(
@@ -362,6 +362,22 @@ mod tests {
             e,
             "invalid task id \"\" (expected 1 to 128 printable characters)"
         );
+        // Two ids that look the same are two tasks: invisible characters
+        // (zero-width, bidi, tags, variation selectors) are refused.
+        for id in [
+            "ci\u{200b}",
+            "t\u{202e}x",
+            "run\u{e0041}",
+            "a\u{fe0f}",
+            "x\u{2028}",
+        ] {
+            let e = check_task(id).unwrap_err();
+            assert!(
+                e.ends_with("(expected 1 to 128 printable characters)"),
+                "{e}"
+            );
+        }
+        assert!(check_task("ticket-7 für Zoë").is_ok());
     }
 
     #[test]

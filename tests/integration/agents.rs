@@ -366,17 +366,23 @@ async fn a_verified_agent_gets_its_mapped_grant_and_every_record_names_it() {
     assert_eq!(r.is_error, Some(true), "{r:?}");
     assert!(ws.join("y.txt").exists());
 
-    // No entry matches: no tools, and a call is refused.
+    // No entry matches: refused before a session opens (it would have no
+    // tools), with the agent named.
     let stranger = token("someone", json!({}));
-    let n = client(&s.url, &stranger).await;
-    assert!(n.list_all_tools().await.unwrap().is_empty());
-    let e = n
-        .call_tool(call("echo", json!({})))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("no tools are granted to this agent"), "{e}");
-    for c in [c, d, k, n] {
+    let (status, challenge, body) = initialize(&s.url, Some(&stranger)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    assert_eq!(
+        body,
+        format!(
+            "no [[agent]] entry of the agents file matches oauth:{} someone: it is granted no tools",
+            auth.url
+        )
+    );
+    for c in [c, d, k] {
         c.cancel().await.unwrap();
     }
 
@@ -540,6 +546,13 @@ async fn every_bad_token_is_refused_with_401_and_a_reason_in_the_log() {
             "\"\\u{1b}[31mk\" is not in the issuer's key set",
         ),
         ("huge", "a".repeat(20 << 10), "longer than 16 KiB"),
+        (
+            "an invisible character in the subject",
+            key.sign(&claims(&|c| {
+                c.insert("sub".into(), json!("ci-bot\u{200b}"));
+            })),
+            "is not 1 to 512 printable characters",
+        ),
     ];
     let metadata = format!(
         "resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
@@ -664,10 +677,15 @@ grants = "echo-task.toml"
         initialize(&s.url, Some(&svid("spiffe://example.org/ci/bot", &key))).await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("not in the issuer's key set"), "{body}");
-    // A path outside every entry: verified, but no tools.
-    let n = client(&s.url, &svid("spiffe://example.org/prod/db", &spiffe_key)).await;
-    assert!(n.list_all_tools().await.unwrap().is_empty());
-    n.cancel().await.unwrap();
+    // A path outside every entry: verified, but refused (no tools).
+    let outside = svid("spiffe://example.org/prod/db", &spiffe_key);
+    let (status, _, body) = initialize(&s.url, Some(&outside)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body,
+        "no [[agent]] entry of the agents file matches spiffe:spiffe://example.org/prod/db: it \
+         is granted no tools"
+    );
 
     // The metadata, as RFC 9728 shapes it, at both well-known paths.
     let origin = s.url.trim_end_matches("/mcp").to_owned();

@@ -131,9 +131,9 @@ pub enum Pattern {
 
 impl Pattern {
     fn parse(text: &str) -> Result<Pattern, String> {
-        if text.is_empty() || text.chars().any(char::is_control) {
+        if text.is_empty() || text.chars().any(crate::redact::hidden) {
             return Err(
-                "empty or holds control characters (expected an id, or a prefix ending in *)"
+                "empty or holds control or invisible characters (expected an id, or a prefix ending in *)"
                     .into(),
             );
         }

@@ -105,7 +105,14 @@ impl KeySet {
         }
         let may_fetch = {
             let mut c = self.lock();
-            let may = c.tried.is_none_or(|t| t.elapsed() >= self.refresh);
+            // A stale set is fetched again at least every MAX_AGE, whatever
+            // `refresh` allows for made-up key ids (up to a day).
+            let bound = if c.fetched.is_none_or(|t| t.elapsed() >= MAX_AGE) {
+                self.refresh.min(MAX_AGE)
+            } else {
+                self.refresh
+            };
+            let may = c.tried.is_none_or(|t| t.elapsed() >= bound);
             if may {
                 c.tried = Some(Instant::now());
             }
@@ -312,4 +319,49 @@ fn parse_set(doc: &serde_json::Value) -> Result<HashMap<String, Key>, String> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(path: &Path, kid: &str) {
+        let jwk = format!(
+            r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"{kid}","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}}]}}"#
+        );
+        std::fs::write(path, jwk).unwrap();
+    }
+
+    /// A set older than 15 minutes is fetched again before a token is
+    /// checked, even with a `refresh` of a day (which bounds the fetches
+    /// made-up key ids cause): a key the issuer removed stops verifying.
+    #[tokio::test]
+    async fn a_stale_set_is_fetched_again_whatever_the_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.jwks");
+        bundle(&path, "old");
+        let day = Duration::from_secs(86_400);
+        let set = KeySet::new(Source::File(path.clone()), day, reqwest::Client::new());
+        assert!(set.get("old").await.is_ok());
+        let fetches = || set.fetches.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(fetches(), 1);
+        // A fresh set: a made-up key id waits for the refresh bound.
+        assert!(set.get("made-up").await.is_err());
+        assert_eq!(fetches(), 1);
+
+        // The issuer removes the key; 16 minutes pass.
+        bundle(&path, "new");
+        let then = Instant::now()
+            .checked_sub(Duration::from_secs(16 * 60))
+            .unwrap();
+        {
+            let mut c = set.lock();
+            c.fetched = Some(then);
+            c.tried = Some(then);
+        }
+        let e = set.get("old").await.err().unwrap();
+        assert_eq!(fetches(), 2);
+        assert_eq!(e, "its key id \"old\" is not in the issuer's key set");
+        assert!(set.get("new").await.is_ok());
+    }
 }

@@ -309,15 +309,20 @@ impl OAuth {
 
     /// The task grant of a verified agent: its entry's template, with the
     /// entry's labels, the agent, and the task id (from the entry's claim,
-    /// or one per token).
+    /// or one per token). An agent no entry matches is refused (403): it
+    /// would have no tools, and its sessions would only take places (an
+    /// issuer many can get tokens from names any number of subjects).
     fn grant(&self, v: &token::Verified) -> Result<Authenticated, Refusal> {
         let who: Arc<str> = v.agent.recorded().into();
         let Some(rule) = self.file.find(&v.agent) else {
-            tracing::info!(
-                agent = %crate::redact::escape_control(&who),
-                "no [[agent]] entry matches this agent: it gets no tools"
-            );
-            return Ok(Authenticated::Agent { who, grant: None });
+            return Err(Refusal {
+                status: 403,
+                error: Some("insufficient_scope"),
+                reason: format!(
+                    "no [[agent]] entry of the agents file matches {}: it is granted no tools",
+                    crate::redact::escape_control(&crate::policy::gate::cut(&who, 600))
+                ),
+            });
         };
         let task = match &rule.task_claim {
             None => default_task(v),

@@ -122,7 +122,9 @@ pub(crate) async fn verify(
         }
         _ => from.name.clone(),
     };
-    if sub.is_empty() || sub.len() > MAX_ID || sub.chars().any(char::is_control) {
+    // Invisible characters too: `ci-bot` and `ci-bot` with a zero-width
+    // space after it would be two agents that look the same.
+    if sub.is_empty() || sub.len() > MAX_ID || sub.chars().any(crate::redact::hidden) {
         return Err(format!(
             "its subject {} is not 1 to {MAX_ID} printable characters",
             shown(sub)
@@ -157,7 +159,7 @@ fn strings(claims: &Map<String, Value>, names: &[&str], split: bool) -> BTreeSet
             _ => {}
         }
     }
-    out.retain(|s| s.len() <= MAX_ID && !s.chars().any(char::is_control));
+    out.retain(|s| s.len() <= MAX_ID && !s.chars().any(crate::redact::hidden));
     out
 }
 
