@@ -121,8 +121,15 @@ fn layout(slow_port: u16) -> Layout {
     }
 }
 
+/// The `warden` binary the bench serves with: this build's, or
+/// `WARDEN_BENCH_BIN` (another build's, to compare two builds in turn on
+/// the same machine).
+fn warden_bin() -> std::ffi::OsString {
+    std::env::var_os("WARDEN_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_warden").into())
+}
+
 fn serve_cmd(l: &Layout, cache: &Path, extra: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+    let mut cmd = tokio::process::Command::new(warden_bin());
     cmd.arg("--cache-dir")
         .arg(cache)
         .args(["serve", "--manifest"])
@@ -713,7 +720,7 @@ async fn main() {
     // server work at all), in alternating batches from a blocking client
     // thread: with the client and the servers on one CPU, then on two.
     let warden = || {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+        let mut cmd = std::process::Command::new(warden_bin());
         cmd.arg("--cache-dir")
             .arg(cache.path())
             .args(["serve", "--stdio", "--manifest"])
