@@ -583,9 +583,21 @@ async fn every_bad_token_is_refused_with_401_and_a_reason_in_the_log() {
         challenge.contains(&metadata) && challenge.contains("scope=\"tools\""),
         "{challenge}"
     );
-    // The good token passes, after all of that.
+    // The good token passes, after all of that; but not beside another
+    // Authorization header (which one a proxy in front read is unknown).
     let (status, _, body) = initialize(&s.url, Some(&key.sign(&good))).await;
     assert_eq!(status, 200, "{body}");
+    let twice = reqwest::Client::new()
+        .post(&s.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {}", key.sign(&good)))
+        .header("authorization", "Basic dXNlcjpwdw==")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 401);
     // Nothing was invoked: the trail holds no record.
     assert!(!s.trail().contains("invocation.start"));
     drop(s.child);

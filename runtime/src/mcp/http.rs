@@ -90,12 +90,7 @@ impl Default for HttpOptions {
     }
 }
 
-/// The `Bearer` token of a request, if any.
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
+pub(crate) use host::bearer;
 
 type Body = BoxBody<Bytes, Infallible>;
 

@@ -1,9 +1,23 @@
 //! DNS-rebinding protection: the `Host` a request names and the `Origin` a
 //! browser sends must be ones this server answers for. The rules are
 //! rmcp's (its service checks again for the requests it serves); they are
-//! decided here, once, before either path takes a request.
+//! decided here, once, before either path takes a request. And the one
+//! bearer token a request may carry.
 
 use http::{HeaderMap, StatusCode, Uri};
+
+/// The `Bearer` token of a request, if any: none when it has several
+/// `Authorization` headers (a proxy in front may have read another one
+/// than this server would).
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
+    let v = all.next()?.to_str().ok()?;
+    if all.next().is_some() {
+        return None;
+    }
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
 
 /// The hosts and origins a server accepts.
 #[derive(Debug, Clone)]
