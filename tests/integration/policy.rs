@@ -995,3 +995,123 @@ when { resource.path == "release.json" &&
         "the second was refused unasked"
     );
 }
+
+/// Every set of a task's history a policy reads fails closed when full,
+/// not only `files_written`: with 4,096 hosts noted (an egress wildcard
+/// lets a tool reach as many), a request to a further host would go
+/// unnoted, and a policy forbidding what follows contact with it would
+/// never fire. So it is refused (`policy.history`, recorded) and never
+/// sent; a host the set holds is not refused, nor is anything without a
+/// policy reading the set. The same for a secret revealed.
+#[tokio::test]
+async fn a_full_history_of_hosts_or_secrets_refuses_what_it_could_not_note() {
+    let (port, hits) = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token.txt"), "s3cret-value").unwrap();
+    let manifest = |policy: &str| {
+        std::fs::write(dir.path().join("p.cedar"), policy).unwrap();
+        let path = dir.path().join("manifest.toml");
+        let text = format!(
+            "policies = [\"p.cedar\"]\n[tools.probe]\ncomponent = \"{}\"\n\
+             [[tools.probe.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             [[tools.probe.secrets]]\nname = \"api\"\nsource = \"file:token.txt\"\nreveal = true\n\
+             approval = \"none\"\nsend-to = [\"http://127.0.0.1:{port}\"]\n",
+            crate::EGRESS_PROBE,
+        );
+        std::fs::write(&path, text).unwrap();
+        Manifest::load(&path).unwrap()
+    };
+    let run = |manifest: Manifest, load: warden::policy::TaskHistory, input: Value| async move {
+        let audit = MemorySink::new();
+        let runtime = Runtime::builder()
+            .manifest(manifest)
+            .audit(audit.clone())
+            .task_history(Arc::new(crate::common::KeptHistory {
+                load,
+                ..Default::default()
+            }))
+            .cache_dir(crate::common::shared_cache())
+            .build()
+            .unwrap();
+        let grant = Grant::new("t")
+            .http(&format!("http://127.0.0.1:{port}/"), None)
+            .secret("api");
+        let inv = runtime
+            .invoke("probe", &grant, &input.to_string())
+            .await
+            .unwrap();
+        // The probe answers a refused request itself, a refused reveal
+        // as a tool error: both as `{"error": {code, message}}`.
+        let out: Value = match inv.output {
+            Ok(o) => serde_json::from_str(&o).unwrap(),
+            Err(e) => json!({"error": {
+                "code": format!("{:?}", e.kind).to_lowercase(),
+                "message": e.message.strip_prefix("denied: ").unwrap_or(&e.message),
+            }}),
+        };
+        (out, audit.invocation(&inv.id))
+    };
+    let full = |kind: &str, also: Option<&str>| {
+        let mut h = warden::policy::TaskHistory::default();
+        let set = h.set_mut(kind).unwrap();
+        for i in 0..4096 - usize::from(also.is_some()) {
+            assert!(set.note(&format!("h{i}.example")));
+        }
+        if let Some(item) = also {
+            assert!(set.note(item));
+        }
+        h
+    };
+    let url = format!("http://127.0.0.1:{port}/x");
+    let request = json!({ "url": url });
+    let reveal = json!({ "url": url, "reveal": "api", "into": "header" });
+    let cases = [
+        (
+            "hosts_contacted",
+            "127.0.0.1",
+            &request,
+            "this task has contacted as many different hosts as its history keeps for the \
+             runtime policy, which reads hosts_contacted (4096 hosts, or 655360 bytes of \
+             names); a further host would go unnoted, so it is refused",
+            "http",
+        ),
+        (
+            "secrets_revealed",
+            "api",
+            &reveal,
+            "this task has revealed as many different secrets as its history keeps for the \
+             runtime policy, which reads secrets_revealed (4096 secrets, or 655360 bytes of \
+             names); a further secret would go unnoted, so it is refused",
+            "secret",
+        ),
+    ];
+    for (kind, item, input, refusal, capability) in cases {
+        // `\u{5f}` is `_`: the set is read whatever the policy's spelling.
+        let policy = format!(
+            "forbid (principal, action == Warden::Action::\"deploy::run\", resource)\n\
+             when {{ context.task[\"{}\"].contains(\"evil.example\") }};",
+            kind.replace('_', "\\u{5f}")
+        );
+        let before = hits.load(Ordering::SeqCst);
+        let (out, records) = run(manifest(&policy), full(kind, None), input.clone()).await;
+        assert_eq!(out["error"]["code"], "denied", "{kind}: {out}");
+        assert_eq!(out["error"]["message"], refusal, "{kind}");
+        assert_eq!(hits.load(Ordering::SeqCst), before, "{kind}: the request was sent");
+        let denied: Vec<_> = (records.iter())
+            .filter(|r| r.decision.as_deref() == Some("deny"))
+            .map(|r| (r.capability.clone().unwrap(), r.rule.clone().unwrap()))
+            .collect();
+        assert_eq!(denied, [(capability.to_owned(), "policy.history".to_owned())]);
+        // One the set already holds is noted without a place of its own.
+        let (out, _) = run(manifest(&policy), full(kind, Some(item)), input.clone()).await;
+        assert_eq!(out["ok"]["status"], 200, "{kind}: {out}");
+        // Without a policy reading the set, nothing is refused.
+        let (out, _) = run(
+            manifest("permit (principal, action, resource);"),
+            full(kind, None),
+            input.clone(),
+        )
+        .await;
+        assert_eq!(out["ok"]["status"], 200, "{kind}: {out}");
+    }
+}

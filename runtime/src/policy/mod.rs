@@ -10,6 +10,7 @@ pub(crate) mod gate;
 
 pub use cedar::{PolicyError, RuntimePolicy, TaskHistory};
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 /// The answer to one host call.
@@ -105,33 +106,64 @@ pub(crate) struct PolicyCtx {
     pub(crate) added: Option<Arc<Mutex<TaskHistory>>>,
 }
 
-/// The refusal of a write a full `files_written` could not note.
-fn full_history() -> Decision {
+/// The refusal of a call a full set of the task's history could not note:
+/// without it, a task that filled the set (4,096 hosts under an egress
+/// wildcard, say) would go on unnoted, and a policy forbidding what follows
+/// would never fire.
+fn full_history(kind: &str) -> Decision {
+    let (done, things, thing, text) = match kind {
+        "files_written" => ("written", "files", "file", "paths"),
+        "hosts_contacted" => ("contacted", "hosts", "host", "names"),
+        "targets_deployed" => ("deployed to", "targets", "target", "names"),
+        _ => ("revealed", "secrets", "secret", "names"),
+    };
     Decision::deny(
         "policy.history",
         format!(
-            "this task has written as many different files as its history keeps for the \
-             runtime policy, which reads files_written ({} files, or {} bytes of paths); a \
-             further file would go unnoted, so it is refused",
+            "this task has {done} as many different {things} as its history keeps for the \
+             runtime policy, which reads {kind} ({} {things}, or {} bytes of {text}); a \
+             further {thing} would go unnoted, so it is refused",
             cedar::MAX_HISTORY,
             cedar::MAX_HISTORY_BYTES
         ),
     )
 }
 
-/// The `files_written` item an `fs::write` question notes: `handle:path`,
-/// redacted as [`PolicyCtx::remember`] notes it. `None` for any other.
-fn written_item(
+/// What a question notes in the task's history, and in which set, when a
+/// policy reads that set: the file an `fs::write` writes (`handle:path`,
+/// redacted as [`PolicyCtx::remember`] notes it), the host an
+/// `http::send` reaches, the target a `deploy::run` deploys to, the secret
+/// a `secret::reveal` reveals. `None` for any other question.
+fn noted_item(
+    rules: &cedar::RuntimePolicy,
     action: &str,
     resource: &cedar::Resource<'_>,
     redactor: &crate::redact::Redactor,
-) -> Option<String> {
-    match resource {
-        cedar::Resource::Path { handle, path, .. } if action == "fs::write" => {
-            Some(redactor.redact(&format!("{handle}:{path}")).into_owned())
+) -> Option<(&'static str, String)> {
+    let (kind, item) = match (action, resource) {
+        ("fs::write", cedar::Resource::Path { handle, path, .. }) => {
+            ("files_written", Cow::Owned(format!("{handle}:{path}")))
         }
-        _ => None,
+        ("http::send", cedar::Resource::Host { host, .. }) => {
+            ("hosts_contacted", Cow::Borrowed(*host))
+        }
+        ("deploy::run", cedar::Resource::Target { name, .. }) => {
+            ("targets_deployed", Cow::Borrowed(*name))
+        }
+        ("secret::reveal", cedar::Resource::Secret { name, .. }) => {
+            ("secrets_revealed", Cow::Borrowed(*name))
+        }
+        _ => return None,
+    };
+    if !rules.reads_history(kind) {
+        return None;
     }
+    // Only paths are the tool's own words (as `remember` redacts them).
+    let item = match kind {
+        "files_written" => redactor.redact(&item).into_owned(),
+        _ => item.into_owned(),
+    };
+    Some((kind, item))
 }
 
 impl PolicyCtx {
@@ -154,16 +186,14 @@ impl PolicyCtx {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
         let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        // With a policy that reads `files_written`, a file the full set
-        // cannot hold is refused before anyone is asked (and again, under
-        // the lock, when it is noted: [`PolicyCtx::reserve`]).
-        let written = (self.rules.reads_files_written())
-            .then(|| written_item(action, &resource, redactor))
-            .flatten();
-        if let Some(item) = &written
-            && !history.files_written.has_room_for([item.as_str()])
+        // With a policy that reads the set a call notes, a file, host,
+        // target or secret its full set cannot hold is refused before
+        // anyone is asked (and again, under the lock, when it is noted:
+        // [`PolicyCtx::reserve`]).
+        if let Some((kind, item)) = noted_item(&self.rules, action, &resource, redactor)
+            && !(history.set(kind)).is_some_and(|set| set.has_room_for([item.as_str()]))
         {
-            *d = full_history();
+            *d = full_history(kind);
             return false;
         }
         let verdict = self.rules.decide(&cedar::Query {
@@ -198,30 +228,41 @@ impl PolicyCtx {
         }
     }
 
-    /// Notes the files a call allowed (and approved, when a person was
-    /// asked) is about to write, before it writes them, under the history's
-    /// lock, when a policy reads `files_written`: invocations of one task
-    /// writing at once cannot each pass a set with one place left, and a
-    /// task that filled it cannot write on unnoted. A refusal when the set
-    /// cannot hold them all; nothing is noted then.
+    /// Notes what a call allowed (and approved, when a person was asked)
+    /// is about to do — the files it writes, the host it sends to, the
+    /// target it deploys to, the secret it reveals — before it does it,
+    /// under the history's lock, in each set a policy reads: invocations of
+    /// one task acting at once cannot each pass a set with one place left,
+    /// and a task that filled it cannot act on unnoted. A refusal when a
+    /// set cannot hold them all; nothing is noted then. (A call that then
+    /// fails stays noted: a request stopped part-way has reached its host.)
     pub(crate) fn reserve(
         &self,
         asks: &[gate::Ask<'_>],
         redactor: &crate::redact::Redactor,
     ) -> Option<Decision> {
-        if !self.rules.reads_files_written() {
+        if !self.rules.reads_any_history() {
             return None;
         }
-        let items: std::collections::BTreeSet<String> = (asks.iter())
-            .filter_map(|a| written_item(&a.action, &a.resource, redactor))
+        let items: std::collections::BTreeSet<(&str, String)> = (asks.iter())
+            .filter_map(|a| noted_item(&self.rules, &a.action, &a.resource, redactor))
             .collect();
-        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        let set = &mut history.files_written;
-        if !set.has_room_for(items.iter().map(String::as_str)) {
-            return Some(full_history());
+        if items.is_empty() {
+            return None;
         }
-        for item in &items {
-            set.note(item);
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        for kind in TaskHistory::KINDS {
+            let of_kind = (items.iter()).filter(|(k, _)| *k == kind);
+            if !(history.set(kind))
+                .is_some_and(|set| set.has_room_for(of_kind.map(|(_, i)| i.as_str())))
+            {
+                return Some(full_history(kind));
+            }
+        }
+        for (kind, item) in &items {
+            if let Some(set) = history.set_mut(kind) {
+                set.note(item);
+            }
         }
         None
     }

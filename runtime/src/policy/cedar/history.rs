@@ -118,6 +118,17 @@ impl TaskHistory {
     ];
 
     /// The set named `kind` (one of [`TaskHistory::KINDS`]).
+    pub fn set(&self, kind: &str) -> Option<&Noted> {
+        Some(match kind {
+            "secrets_revealed" => &self.secrets_revealed,
+            "hosts_contacted" => &self.hosts_contacted,
+            "files_written" => &self.files_written,
+            "targets_deployed" => &self.targets_deployed,
+            _ => return None,
+        })
+    }
+
+    /// The set named `kind` (one of [`TaskHistory::KINDS`]).
     pub fn set_mut(&mut self, kind: &str) -> Option<&mut Noted> {
         Some(match kind {
             "secrets_revealed" => &mut self.secrets_revealed,

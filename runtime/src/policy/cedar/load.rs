@@ -2,7 +2,7 @@
 //! `*.cedar` files), giving each policy its id, validating against the
 //! schema, and locating every problem at its file, line and column.
 
-use super::{CEILING, RuntimePolicy, SCHEMA};
+use super::{CEILING, RuntimePolicy, SCHEMA, TaskHistory};
 use crate::diag::line_col;
 use cedar_policy::{Authorizer, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use std::collections::{BTreeSet, HashMap};
@@ -225,15 +225,16 @@ impl RuntimePolicy {
         .map_err(|e| internal(e.to_string()))?;
         // Read from each policy's JSON form, where an attribute's name is
         // as Cedar reads it (`task["files\u{5f}written"]` included); a
-        // policy that cannot be shown so counts as reading it.
-        let reads_files_written = set.policies().any(|p| {
-            p.to_json()
-                .map_or(true, |j| j.to_string().contains("files_written"))
-        });
+        // policy that cannot be shown so counts as reading every set.
+        let shown: Vec<Option<String>> = (set.policies())
+            .map(|p| p.to_json().ok().map(|j| j.to_string()))
+            .collect();
+        let reads = TaskHistory::KINDS
+            .map(|kind| (shown.iter()).any(|j| j.as_ref().is_none_or(|j| j.contains(kind))));
         set.add(ceiling).map_err(|e| internal(e.to_string()))?;
         Ok(RuntimePolicy {
             set,
-            reads_files_written,
+            reads,
             approval,
             reasons,
             files: sources.iter().map(|(f, _)| f.clone()).collect(),

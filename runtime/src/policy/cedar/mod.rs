@@ -44,9 +44,10 @@ pub struct RuntimePolicy {
     /// Where each policy came from, for messages.
     files: Vec<PathBuf>,
     authorizer: Authorizer,
-    /// Whether a policy reads `context.task.files_written`: a write that
-    /// its full set could not note is then refused, not left out.
-    reads_files_written: bool,
+    /// Which of the task history's sets ([`TaskHistory::KINDS`], in that
+    /// order) a policy reads: a call that one of them, full, could not
+    /// note is then refused, not left out.
+    reads: [bool; 4],
 }
 
 impl fmt::Debug for RuntimePolicy {
@@ -146,12 +147,21 @@ impl RuntimePolicy {
         &self.files
     }
 
-    /// Asks the policies about one call. Anything that goes wrong denies.
-    /// Whether a policy reads `context.task.files_written`.
-    pub fn reads_files_written(&self) -> bool {
-        self.reads_files_written
+    /// Whether a policy reads the task history's set `kind` (one of
+    /// [`TaskHistory::KINDS`], e.g. `hosts_contacted`).
+    pub fn reads_history(&self, kind: &str) -> bool {
+        TaskHistory::KINDS
+            .iter()
+            .zip(self.reads)
+            .any(|(k, reads)| reads && *k == kind)
     }
 
+    /// Whether a policy reads any of the task history's sets.
+    pub fn reads_any_history(&self) -> bool {
+        self.reads.contains(&true)
+    }
+
+    /// Asks the policies about one call. Anything that goes wrong denies.
     pub fn decide(&self, q: &Query<'_>) -> Verdict {
         // Cedar guards its recursion by measuring the thread's stack; a host
         // call runs on a wasmtime fiber stack, which it cannot measure (it
