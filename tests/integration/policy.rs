@@ -1096,12 +1096,19 @@ async fn a_full_history_of_hosts_or_secrets_refuses_what_it_could_not_note() {
         let (out, records) = run(manifest(&policy), full(kind, None), input.clone()).await;
         assert_eq!(out["error"]["code"], "denied", "{kind}: {out}");
         assert_eq!(out["error"]["message"], refusal, "{kind}");
-        assert_eq!(hits.load(Ordering::SeqCst), before, "{kind}: the request was sent");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            before,
+            "{kind}: the request was sent"
+        );
         let denied: Vec<_> = (records.iter())
             .filter(|r| r.decision.as_deref() == Some("deny"))
             .map(|r| (r.capability.clone().unwrap(), r.rule.clone().unwrap()))
             .collect();
-        assert_eq!(denied, [(capability.to_owned(), "policy.history".to_owned())]);
+        assert_eq!(
+            denied,
+            [(capability.to_owned(), "policy.history".to_owned())]
+        );
         // One the set already holds is noted without a place of its own.
         let (out, _) = run(manifest(&policy), full(kind, Some(item)), input.clone()).await;
         assert_eq!(out["ok"]["status"], 200, "{kind}: {out}");

@@ -627,6 +627,75 @@ async fn a_withdrawn_approval_leaves_the_pending_set() {
     assert!(q.waiting().await.unwrap().is_empty());
 }
 
+/// Approval rows do not stay forever: a replica that asks deletes the rows
+/// that expired over an hour ago, whatever their state (each ask added a
+/// row that was never deleted, so an agent whose calls ask for approval
+/// grew the table by calling). A row expired minutes ago stays, and so
+/// does the request being asked.
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_approval_rows_are_swept() {
+    use warden::approval::{ApprovalQueue, ApprovalRequest, Approver};
+    let Some(pg) = Postgres::start() else { return };
+    let url = warden::store::StateUrl::parse(&pg.url()).unwrap();
+    let q = warden::store::PgApprover::open(&url, "replica-a", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let db = pg.client().await;
+    for (digest, state, expired) in [
+        ("old-used", "used", "2 hours"),
+        ("old-answered", "answered", "90 minutes"),
+        ("old-pending", "pending", "3 hours"),
+        ("recent-used", "used", "10 minutes"),
+    ] {
+        db.execute(
+            "INSERT INTO warden_approvals (digest, request, replica, expires, state)
+             VALUES ($1, '{}', 'replica-b', now() - $2::text::interval, $3)",
+            &[&digest, &expired, &state],
+        )
+        .await
+        .unwrap();
+    }
+    let request = ApprovalRequest {
+        digest: "cd".repeat(32),
+        tool: "writer".into(),
+        identity: "sha256:00".into(),
+        task: "t".into(),
+        agent: None,
+        invocation: "i".into(),
+        action: "fs.write".into(),
+        resource: "workspace:x".into(),
+        summary: "write 1 byte".into(),
+    };
+    let asking = {
+        let q = q.clone();
+        let request = request.clone();
+        tokio::spawn(async move { q.ask(&request).await })
+    };
+    let started = Instant::now();
+    let digests = loop {
+        let rows = db
+            .query("SELECT digest FROM warden_approvals ORDER BY digest", &[])
+            .await
+            .unwrap();
+        let digests: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if !digests.iter().any(|d| d.starts_with("old-")) {
+            break digests;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not swept: {digests:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(digests, [request.digest.clone(), "recent-used".into()]);
+    assert_eq!(
+        q.waiting().await.unwrap().len(),
+        1,
+        "the request asked is listed"
+    );
+    asking.abort();
+}
+
 /// A task's shared history is read per kind: thousands of files written
 /// do not crowd out a revealed secret, and a long item (a deep path) does
 /// not fail the insert that carries the reveal.

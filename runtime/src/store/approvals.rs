@@ -22,6 +22,13 @@ use tokio_postgres::{AsyncMessage, NoTls};
 /// How often a waiting request is looked at without a notification.
 const POLL: Duration = Duration::from_secs(1);
 
+/// How long a request's row stays after it expires (for an operator
+/// looking at the table; the audit trail keeps who asked and who answered).
+const KEPT_AFTER_EXPIRY: Duration = Duration::from_secs(3600);
+
+/// A replica sweeps expired rows when it asks, at most this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 /// An [`Approver`] and [`ApprovalQueue`] kept in PostgreSQL.
 pub struct PgApprover {
     link: Arc<Link>,
@@ -31,6 +38,8 @@ pub struct PgApprover {
     /// Digests answered, from `NOTIFY`.
     answered: broadcast::Sender<String>,
     listener: tokio::task::JoinHandle<()>,
+    /// When this replica last deleted expired rows.
+    swept: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Drop for PgApprover {
@@ -55,7 +64,41 @@ impl PgApprover {
             expires,
             answered,
             listener,
+            swept: std::sync::Mutex::new(None),
         }))
+    }
+
+    /// Deletes the rows that expired [`KEPT_AFTER_EXPIRY`] ago, whatever
+    /// their state, at most every [`SWEEP_EVERY`]: kept forever, every
+    /// request ever asked stayed, and an agent whose calls ask for approval
+    /// grew the table by calling. A row past its expiry can no longer be
+    /// answered, and its asker has given up on it. A failed sweep is
+    /// logged; the request goes on.
+    async fn sweep(&self) {
+        {
+            let mut swept = self.swept.lock().unwrap_or_else(|p| p.into_inner());
+            if swept.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
+                return;
+            }
+            *swept = Some(std::time::Instant::now());
+        }
+        let secs = KEPT_AFTER_EXPIRY.as_secs_f64();
+        let deleted = match self.link.get().await {
+            Ok(client) => {
+                self.within(client.execute(
+                    "DELETE FROM warden_approvals
+                     WHERE expires < now() - make_interval(secs => $1)",
+                    &[&secs],
+                ))
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match deleted {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!("deleted {n} approval requests expired over an hour ago"),
+            Err(e) => tracing::warn!("{e}"),
+        }
     }
 
     fn failed(&self, e: impl std::fmt::Display) -> String {
@@ -185,6 +228,7 @@ impl Approver for PgApprover {
             tracing::error!("{e}");
             return None;
         }
+        self.sweep().await;
         loop {
             match self.take(&request.digest).await {
                 Ok(Some(answer)) => return Some(answer),

@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rounds",
         include_str!("../../migrations/0004_rounds.sql"),
     ),
+    (
+        5,
+        "approvals expiry",
+        include_str!("../../migrations/0005_approvals_expiry.sql"),
+    ),
 ];
 
 fn latest() -> i32 {
