@@ -7,9 +7,10 @@
 //!
 //! - the value itself, with spaces as `+` (form encoding);
 //! - its hex, in any letter case;
-//! - its base64 (standard and URL-safe, padded or not, and the stable
-//!   middle of the encoding at each of the three byte alignments, so a value
-//!   base64-encoded inside a longer string is still found);
+//! - its base64 (standard and URL-safe, padded or not, and every character
+//!   of the encoding that depends on the value alone at each of the three
+//!   byte alignments, so a value base64-encoded inside a longer string is
+//!   still found; a four-byte value by decoding the text's base64 runs);
 //! - any of those behind escapes, decoded as a reader would, up to
 //!   [`MAX_LAYERS`] times over: percent-encoding (`%XX`, any case, any
 //!   subset of bytes), JSON and JavaScript escapes (`\uXXXX` with surrogate
@@ -30,7 +31,9 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
+mod b64;
 mod decode;
+mod numbers;
 mod terminal;
 
 use decode::{ESCAPE_STARTS, Span, decode, may_escape};
@@ -71,6 +74,28 @@ pub(crate) fn shown_name(name: &str) -> &str {
     }
 }
 
+/// `(name, value)` pairs, each value that is a signed token (a JWS in
+/// compact form: three base64url segments) followed by its signature
+/// segment under the same name: a token's header and claims can be
+/// guessed, its signature not, and a server that echoes a token's parts
+/// apart (`{"header": …, "signature": …}`) would hand it to the tool.
+pub(crate) fn and_signatures<'a>(
+    secrets: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    let signature = |value: &'a str| {
+        let parts: Vec<&str> = value.split('.').collect();
+        let base64url = |p: &str| {
+            !p.is_empty()
+                && (p.bytes()).all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        (parts.len() == 3 && parts.iter().all(|p| base64url(p)) && parts[2].len() >= 16)
+            .then(|| parts[2])
+    };
+    (secrets.into_iter())
+        .flat_map(move |(name, value)| [Some((name, value)), signature(value).map(|s| (name, s))])
+        .flatten()
+}
+
 /// Replaces secret values in text and bytes.
 #[derive(Default)]
 pub struct Redactor {
@@ -84,11 +109,19 @@ pub struct Redactor {
     folded_names: Vec<usize>,
     names: Vec<String>,
     markers: Vec<String>,
+    /// A value is shorter than [`SHORT`] bytes: base64 runs are decoded.
+    short: bool,
 }
 
 /// Base64 patterns shorter than this are not used: too likely to match
-/// innocent text.
-const MIN_B64_PATTERN: usize = 8;
+/// innocent text. Every value of [`SHORT`] bytes or more has patterns this
+/// long at each byte alignment; a shorter one is found by decoding.
+const MIN_B64_PATTERN: usize = 6;
+
+/// Values shorter than this are found in base64 at an odd byte alignment
+/// by decoding the text's base64 runs ([`b64`]): their stable characters
+/// there are four or five, too few for a pattern.
+const SHORT: usize = 5;
 
 /// Forms of `value` matched case-sensitively: plain, spaces as `+`, as a
 /// JSON string's contents, base64.
@@ -116,9 +149,10 @@ fn exact_forms(value: &str) -> Vec<String> {
             shifted.extend_from_slice(bytes);
             let encoded = engine.encode(&shifted);
             // Characters before `start` mix in the shifted-in bytes; after
-            // `end` they depend on what follows the value.
-            let start = if shift == 0 { 0 } else { 4 };
-            let end = shifted.len() / 3 * 4;
+            // `end` they depend on what follows the value (a last group of
+            // one or two of its bytes has one or two characters of its own).
+            let start = [0, 2, 3][shift];
+            let end = shifted.len() / 3 * 4 + shifted.len() % 3;
             if end > start && end - start >= MIN_B64_PATTERN {
                 out.push(encoded[start..end].to_owned());
             }
@@ -216,7 +250,10 @@ fn matcher(forms: Vec<(String, usize)>, folded: bool) -> (Option<AhoCorasick>, V
         return (None, names);
     }
     let ac = AhoCorasick::builder()
-        .match_kind(MatchKind::LeftmostLongest)
+        // Every match, overlapping ones too (`find` merges them): leftmost
+        // matching would report one of two values that overlap, and the
+        // other's name and the rest of its bytes would be missed.
+        .match_kind(MatchKind::Standard)
         .ascii_case_insensitive(folded)
         .build(&patterns)
         .ok();
@@ -233,11 +270,13 @@ impl Redactor {
         let mut markers = Vec::new();
         let mut exact = Vec::new();
         let mut folded = Vec::new();
+        let mut short = false;
         for (name, value) in secrets {
             if value.is_empty() {
                 continue;
             }
             let index = names.len();
+            short |= value.len() < SHORT;
             names.push(name.to_owned());
             markers.push(format!("[REDACTED:{}]", shown_name(name)));
             exact.extend(exact_forms(value).into_iter().map(|p| (p, index)));
@@ -252,6 +291,7 @@ impl Redactor {
             folded_names,
             names,
             markers,
+            short,
         }
     }
 
@@ -325,17 +365,49 @@ impl Redactor {
         hits
     }
 
+    /// Finds every form in `bytes` (a view mapped back through `spans`, if
+    /// given), and, when a value is [`SHORT`], the values in each base64
+    /// run of it, decoded.
     fn scan(&self, bytes: &[u8], spans: Option<&[Span]>, hits: &mut Vec<Hit>) {
+        let original = |s: usize, e: usize| match spans {
+            Some(sp) => (sp[s].0 as usize, sp[e - 1].1 as usize),
+            None => (s, e),
+        };
+        self.scan_mapped(bytes, original, hits);
+        if !self.short {
+            return;
+        }
+        let mut decoded = Vec::new();
+        for (start, end) in b64::runs(bytes) {
+            for offset in 0..4 {
+                let run = &bytes[start + offset..end];
+                b64::decode_into(run, &mut decoded);
+                self.scan_mapped(
+                    &decoded,
+                    |a, b| {
+                        let (a, b) = b64::chars_of(a, b, run.len());
+                        original(start + offset + a, start + offset + b)
+                    },
+                    hits,
+                );
+            }
+        }
+    }
+
+    /// Finds every form in `bytes`, each hit's span mapped by `original`.
+    fn scan_mapped(
+        &self,
+        bytes: &[u8],
+        original: impl Fn(usize, usize) -> (usize, usize),
+        hits: &mut Vec<Hit>,
+    ) {
         for (m, names) in [
             (&self.exact, &self.exact_names),
             (&self.folded, &self.folded_names),
         ] {
             let Some(m) = m else { continue };
-            for hit in m.find_iter(bytes) {
-                let (s, e) = match spans {
-                    Some(sp) => (sp[hit.start()].0 as usize, sp[hit.end() - 1].1 as usize),
-                    None => (hit.start(), hit.end()),
-                };
+            for hit in m.find_overlapping_iter(bytes) {
+                let (s, e) = original(hit.start(), hit.end());
                 hits.push((s, e, names[hit.pattern().as_usize()]));
             }
         }
@@ -428,29 +500,57 @@ impl Redactor {
     pub fn redact_json<'s>(&self, text: &'s str) -> Cow<'s, str> {
         // One more layer than a string gets: its own JSON escapes.
         let hits = self.find(text.as_bytes(), MAX_LAYERS + 1);
-        // A number with a fraction or an exponent holds digits its text
-        // does not hold together (`1.2345678e7` is 12345678), which any
-        // parser gives back (the client's, or Warden's own, for MCP's
-        // `structuredContent`): then the text is read by its values too.
-        if hits.is_empty() && !spelled_numbers(text) {
-            return Cow::Borrowed(text);
-        }
-        let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) else {
-            return self.redact(text);
+        // A number holding a value becomes the marker, as a string, read
+        // from the text (`numbers`). One with a fraction or an exponent
+        // holds digits its text does not hold together (`1.2345678e7` is
+        // 12345678), which any parser gives back (the client's, or
+        // Warden's own, for MCP's `structuredContent`).
+        let numbers: Vec<Hit> = if self.is_empty() || (hits.is_empty() && !spelled_numbers(text)) {
+            Vec::new()
+        } else {
+            (numbers::spelled(text.as_bytes()).into_iter())
+                .filter_map(|(s, e, digits)| {
+                    let &(_, _, name) = self.find(digits.as_bytes(), 0).first()?;
+                    Some((s, e, name))
+                })
+                .collect()
         };
-        // Without a hit in the text, only numbers can hold a value.
-        let number = self.redact_value(&mut value, !hits.is_empty());
-        let first = match (hits.first(), number) {
-            (Some(&(_, _, first)), _) => first,
-            (None, Some(name)) => name,
+        let first = match (hits.first(), numbers.first()) {
+            (Some(&(_, _, name)), _) | (None, Some(&(_, _, name))) => name,
             (None, None) => return Cow::Borrowed(text),
         };
+        let text = self.replace_numbers(text, &numbers);
+        if hits.is_empty() {
+            return Cow::Owned(text);
+        }
+        let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&text) else {
+            // Not JSON serde reads whole (over 128 levels deep, a lone
+            // surrogate): redacted as text, with as many layers.
+            let hits = self.find(text.as_bytes(), MAX_LAYERS + 1);
+            let out = self.replace(text.as_bytes(), &hits);
+            return Cow::Owned(String::from_utf8_lossy(&out).into_owned());
+        };
+        self.redact_strings(&mut value);
         let out = serde_json::to_string(&value).unwrap_or_default();
         if self.find(out.as_bytes(), MAX_LAYERS + 1).is_empty() && !out.is_empty() {
             return Cow::Owned(out);
         }
         let marker = serde_json::Value::String(self.markers[first].clone());
         Cow::Owned(marker.to_string())
+    }
+
+    /// `text` with each of `numbers` (spans of number tokens) replaced by
+    /// its marker as a JSON string.
+    fn replace_numbers(&self, text: &str, numbers: &[Hit]) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for &(s, e, name) in numbers {
+            out.push_str(&text[at..s]);
+            out.push_str(&serde_json::Value::String(self.markers[name].clone()).to_string());
+            at = e;
+        }
+        out.push_str(&text[at..]);
+        out
     }
 
     pub fn redact_json_string(&self, text: String) -> String {
@@ -460,39 +560,23 @@ impl Redactor {
         }
     }
 
-    /// Redacts `value` in place (its strings and keys too, with
-    /// `strings`); returns the value found in a number, if any (the first).
-    fn redact_value(&self, value: &mut serde_json::Value, strings: bool) -> Option<usize> {
+    /// Redacts the strings and object keys of `value` in place.
+    fn redact_strings(&self, value: &mut serde_json::Value) {
         use serde_json::Value;
         match value {
             Value::String(s) => {
-                if strings && let Cow::Owned(r) = self.redact(s) {
+                if let Cow::Owned(r) = self.redact(s) {
                     *s = r;
                 }
-                None
             }
-            Value::Number(n) => {
-                let digits = n.to_string();
-                let &(_, _, name) = self.find(digits.as_bytes(), 0).first()?;
-                *value = Value::String(self.markers[name].clone());
-                Some(name)
-            }
-            Value::Array(items) => items
-                .iter_mut()
-                .fold(None, |found, v| self.redact_value(v, strings).or(found)),
-            Value::Object(map) if !strings => map
-                .values_mut()
-                .fold(None, |found, v| self.redact_value(v, strings).or(found)),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_strings(v)),
             Value::Object(map) => {
-                let entries = std::mem::take(map);
-                let mut found = None;
-                for (k, mut v) in entries {
-                    found = self.redact_value(&mut v, strings).or(found);
+                for (k, mut v) in std::mem::take(map) {
+                    self.redact_strings(&mut v);
                     map.insert(self.redact(&k).into_owned(), v);
                 }
-                found
             }
-            Value::Null | Value::Bool(_) => None,
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
         }
     }
 }

@@ -339,12 +339,12 @@ fn an_escape_start_glued_before_an_encoding_does_not_hide_the_value() {
     // `u0021` + `\"…`, and the value's own `\"` then decodes too.
     let r = Redactor::new([("k", "!\\\"!a0aa")]);
     let text = "\\\\u0021\\u005c\\u0022\\u0021\\u0061\\u0030\\u0061\\u0061";
-    assert_eq!(r.redact(text), "\\[REDACTED:k]");
+    // The glued `\` may go with the value (overlapping matches are all
+    // found, and that decoding of it spells the value too).
+    let whole = |out: Cow<'_, str>| matches!(out.as_ref(), "\\[REDACTED:k]" | "[REDACTED:k]");
+    assert!(whole(r.redact(text)), "{}", r.redact(text));
     assert_eq!(r.names_in(text.as_bytes()).len(), 1);
-    assert_eq!(
-        r.redact(&text.to_uppercase().replace("\\U", "\\u")),
-        "\\[REDACTED:k]"
-    );
+    assert!(whole(r.redact(&text.to_uppercase().replace("\\U", "\\u"))));
     // One encoding at a time: a `\` glued before an encoding of an encoding
     // (`\u0025\u0032\u0031…`, `\u` of `%21…`) can still hide a value whose
     // own characters decode as escapes.
@@ -457,4 +457,116 @@ fn a_tokens_name_is_shown_without_its_audience() {
     let mut found = std::collections::BTreeSet::new();
     r.redact_found(b"tok-value-7d1c", &mut found);
     assert_eq!(found.into_iter().collect::<Vec<_>>(), ["identity-token"]);
+}
+
+/// Two values that overlap are both found, and the text of both is
+/// replaced: leftmost matching reported only the first, and the rest of
+/// the second stayed (`[REDACTED:e]ABCDEFGH`).
+#[test]
+fn overlapping_values_are_each_found_and_replaced_whole() {
+    let r = Redactor::new([("e", "XYZW12345678"), ("f", "5678ABCDEFGH")]);
+    assert_eq!(r.redact("q=XYZW12345678ABCDEFGH&"), "q=[REDACTED:e]&");
+    let names: Vec<String> = r.names_in(b"q=XYZW12345678ABCDEFGH").into_iter().collect();
+    assert_eq!(names, ["e", "f"]);
+}
+
+/// A short value base64-encoded after a prefix of any length is found and
+/// replaced: at an odd alignment its stable characters were too few for a
+/// pattern of its own (`Authorization: Basic` of `user:s3cr3t`).
+#[test]
+fn a_short_value_is_found_in_base64_at_every_alignment() {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let r = Redactor::new([("pin", "s3cr3t"), ("four", "k9#z")]);
+    for prefix in [
+        "",
+        "x",
+        "ab",
+        "bob:",
+        "root:",
+        "admin:",
+        "a long user name:",
+    ] {
+        for (value, name) in [("s3cr3t", "pin"), ("k9#z", "four")] {
+            for engine in [&STANDARD, &URL_SAFE_NO_PAD] {
+                let encoded = engine.encode(format!("{prefix}{value}!"));
+                let text = format!("Authorization: Basic {encoded}\r\n");
+                let redacted = r.redact(&text);
+                assert!(
+                    redacted.contains(&format!("[REDACTED:{name}]")),
+                    "{prefix}{value}: {redacted}"
+                );
+                let names: Vec<String> = r.names_in(text.as_bytes()).into_iter().collect();
+                assert_eq!(names, [name], "{prefix}{value}");
+            }
+        }
+    }
+    // Ordinary words and base64 that holds no value are left alone.
+    let plain = format!("several ordinary words {}", STANDARD.encode("nothing here"));
+    assert!(matches!(r.redact(&plain), Cow::Borrowed(_)));
+    // Without a four-byte value nothing is decoded: the patterns of a
+    // value of five bytes or more find it at every alignment.
+    for value in ["s3cr3", "s3cr3t", "s3cr3t!", "s3cr3t!!"] {
+        let r = Redactor::new([("v", value)]);
+        assert!(!r.short);
+        for prefix in ["", "x", "ab", "abc", "bob:"] {
+            for engine in [&STANDARD, &URL_SAFE_NO_PAD] {
+                let text = engine.encode(format!("{prefix}{value}?"));
+                assert!(
+                    !r.names_in(text.as_bytes()).is_empty(),
+                    "{prefix}{value}: {text}"
+                );
+                assert!(r.redact(&text).contains("[REDACTED:v]"), "{prefix}{value}");
+            }
+        }
+    }
+}
+
+/// A number is read from its text, exactly, whether or not serde reads the
+/// whole text as JSON (a lone surrogate, depth past 128) and past the 16
+/// or 17 digits an `f64` keeps.
+#[test]
+fn numbers_are_read_exactly_from_their_text() {
+    let r = Redactor::new([("pin", "12345678"), ("long", "98765432109876543")]);
+    let cases = [
+        (
+            r#"{"x":"\udead","n":1.2345678e7}"#,
+            r#"{"x":"\udead","n":"[REDACTED:pin]"}"#,
+        ),
+        (r#"[9.8765432109876543e16]"#, r#"["[REDACTED:long]"]"#),
+        (r#"[98765432109876543e0, 2]"#, r#"["[REDACTED:long]",2]"#),
+    ];
+    for (text, want) in cases {
+        assert_eq!(r.redact_json(text), want, "{text}");
+    }
+    let deep = format!("{}1.2345678e7{}", "[".repeat(200), "]".repeat(200));
+    let out = r.redact_json(&deep);
+    assert!(
+        !out.contains("1.2345678e7") && out.contains("[REDACTED:pin]"),
+        "{out}"
+    );
+    // A value in a string of such text is redacted with every layer.
+    let text = r#"{"x":"\udead","s":"%2531%2532%2533%2534%2535%2536%2537%2538"}"#;
+    assert!(r.redact_json(text).contains("[REDACTED:pin]"));
+}
+
+/// A signed token's signature is redacted on its own, under the token's
+/// name; other values are not split.
+#[test]
+fn a_signed_tokens_signature_is_a_value_of_its_own() {
+    let jwt = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg";
+    let pairs: Vec<_> = and_signatures([("t", jwt), ("p", "a.b.c"), ("q", "nodots")]).collect();
+    assert_eq!(
+        pairs,
+        [
+            ("t", jwt),
+            ("t", "c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"),
+            ("p", "a.b.c"),
+            ("q", "nodots")
+        ]
+    );
+    let r = Redactor::new(pairs);
+    assert_eq!(
+        r.redact("{\"signature\":\"c2lnbmF0dXJlLW9mLXRoZS10b2tlbg\"}"),
+        "{\"signature\":\"[REDACTED:t]\"}"
+    );
 }

@@ -2391,3 +2391,97 @@ async fn asked(queue: &warden::approval::QueueApprover) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// Two holes a reviewer found in what a request is checked for, each
+/// refused now before anything is sent, and recorded:
+///
+/// - a short secret base64-encoded after a prefix (HTTP Basic auth,
+///   `user:s3cr3t`) at a byte alignment whose stable characters were too
+///   few for a pattern: base64 runs are now decoded from every offset;
+/// - a secret overlapping another (`XYZW12345678` and `5678ABCDEFGH`
+///   written as `XYZW12345678ABCDEFGH`): leftmost matching reported only
+///   the first, whose send-to allowed the host, and the second went out.
+#[tokio::test]
+async fn short_and_overlapping_secrets_never_go_outside_their_send_to() {
+    let (port, seen) = serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (file, value) in [
+        ("pin", "s3cr3t"),
+        ("e", "XYZW12345678"),
+        ("f", "5678ABCDEFGH"),
+    ] {
+        std::fs::write(dir.path().join(file), value).unwrap();
+    }
+    let path = dir.path().join("manifest.toml");
+    let secret = |name: &str, to: &str| {
+        format!(
+            "[[tools.probe.secrets]]\nname = \"{name}\"\nsource = \"file:{name}\"\n\
+             reveal = true\napproval = \"none\"\nsend-to = [\"{to}\"]\n"
+        )
+    };
+    let here = format!("http://127.0.0.1:{port}");
+    std::fs::write(
+        &path,
+        format!(
+            "[tools.probe]\ncomponent = \"{}\"\n[[tools.probe.http]]\nscheme = \"http\"\n\
+             host = \"127.0.0.1\"\nport = {port}\n{}{}{}",
+            crate::EGRESS_PROBE,
+            secret("pin", "https://elsewhere.example"),
+            secret("e", &here),
+            secret("f", "https://elsewhere.example"),
+        ),
+    )
+    .unwrap();
+    let audit = MemorySink::new();
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(audit.clone())
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    let grant = Grant::new("t")
+        .http(&format!("{here}/"), None)
+        .secret("pin")
+        .secret("e")
+        .secret("f");
+    let refused = |name: &str| {
+        format!(
+            "exfiltration attempt: secret '{name}' may be sent only to https://elsewhere.example, \
+             not {here}"
+        )
+    };
+    let probe = |input: Value| {
+        let (runtime, audit, grant) = (&runtime, &audit, &grant);
+        async move {
+            let inv = runtime
+                .invoke("probe", grant, &input.to_string())
+                .await
+                .unwrap();
+            let out: Value = serde_json::from_str(&inv.output.unwrap()).unwrap();
+            let rules: Vec<String> = (audit.invocation(&inv.id).into_iter())
+                .filter(|r| r.decision.as_deref() == Some("deny"))
+                .filter_map(|r| r.rule)
+                .collect();
+            (out, rules)
+        }
+    };
+    use base64::Engine as _;
+    for user in ["", "x", "ab", "bob:", "root:", "admin:"] {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}s3cr3t"));
+        let (out, rules) = probe(json!({
+            "url": format!("{here}/api/collect"),
+            "headers": [["authorization", format!("Basic {basic}")]],
+        }))
+        .await;
+        assert_eq!(out["error"]["message"], refused("pin"), "{user}: {out}");
+        assert_eq!(rules, ["secret.send-to"], "{user}");
+    }
+    let (out, rules) =
+        probe(json!({"url": format!("{here}/api/collect?q=XYZW12345678ABCDEFGH")})).await;
+    assert_eq!(out["error"]["message"], refused("f"), "{out}");
+    assert_eq!(rules, ["secret.send-to"]);
+    assert_eq!(seen.lock().unwrap().len(), 0, "a request was sent");
+    // `e` alone may go where its send-to says.
+    let (out, _) = probe(json!({"url": format!("{here}/api/collect?q=XYZW12345678")})).await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+}

@@ -997,8 +997,8 @@ when { resource.path == "release.json" &&
 }
 
 /// Every set of a task's history a policy reads fails closed when full,
-/// not only `files_written`: with 4,096 hosts noted (an egress wildcard
-/// lets a tool reach as many), a request to a further host would go
+/// not only `files_written`: with 4,096 hosts noted (a grant naming many,
+/// or a shared history arriving full), a request to a further host would go
 /// unnoted, and a policy forbidding what follows contact with it would
 /// never fire. So it is refused (`policy.history`, recorded) and never
 /// sent; a host the set holds is not refused, nor is anything without a
@@ -1121,4 +1121,81 @@ async fn a_full_history_of_hosts_or_secrets_refuses_what_it_could_not_note() {
         .await;
         assert_eq!(out["ok"]["status"], 200, "{kind}: {out}");
     }
+}
+
+/// A sink that takes its time over a record allowing a write, as a file or
+/// a database does under load: the window in which, before the decision
+/// and the note were one step, another call of the task was decided
+/// against a history without the first call's write.
+struct SlowAllow(Arc<MemorySink>);
+
+impl warden::audit::AuditSink for SlowAllow {
+    fn append(&self, record: &Record) -> Result<(), warden::audit::AuditError> {
+        if record.event == Event::Decision && record.decision.as_deref() == Some("allow") {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        self.0.append(record)
+    }
+}
+
+/// Calls of one task that write at once under a write-once policy: one
+/// write goes through, every other is refused. Deciding and noting were
+/// two steps with the allow record written between them, and two calls
+/// that both decided before either noted both wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_racing_past_a_write_once_policy_write_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        r#"@id("write-once")
+forbid (principal, action == Warden::Action::"fs::write", resource)
+when { resource.path == "release.json" &&
+       context.task.files_written.contains("workspace:release.json") };"#,
+    )
+    .unwrap();
+    let path = dir.path().join("manifest.toml");
+    let text = format!(
+        "policies = [\"p.cedar\"]\n[tools.probe]\ncomponent = \"{}\"\n\
+         [[tools.probe.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\n",
+        crate::FS_PROBE,
+        ws.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let audit = MemorySink::new();
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(Arc::new(SlowAllow(audit.clone())))
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    let grant = Grant::new("t").fs("workspace", &ws, Rights::READ | Rights::WRITE);
+    let input = json!({"op": "write", "path": "release.json", "contents": "{}"}).to_string();
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let (runtime, grant, input) = (runtime.clone(), grant.clone(), input.clone());
+            tokio::spawn(async move { runtime.invoke("probe", &grant, &input).await.unwrap() })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for call in calls {
+        let out: Value = serde_json::from_str(&call.await.unwrap().output.unwrap()).unwrap();
+        outcomes.push(if out.get("ok").is_some() {
+            "ok".to_owned()
+        } else {
+            out["error"]["code"].as_str().unwrap_or("?").to_owned()
+        });
+    }
+    outcomes.sort();
+    assert_eq!(outcomes, ["denied", "denied", "denied", "ok"]);
+    let decisions: Vec<_> = (audit.records().into_iter())
+        .filter(|r| r.event == Event::Decision)
+        .map(|r| r.decision.unwrap())
+        .collect();
+    assert_eq!(
+        decisions.iter().filter(|d| *d == "allow").count(),
+        1,
+        "{decisions:?}"
+    );
 }

@@ -400,23 +400,17 @@ impl Gate {
         if let Some(refusal) = self.admit(capability, action, resource)? {
             return Ok(Err(refusal));
         }
-        let mut ask_approval = false;
-        if decision.allow
-            && let Some(policy) = &self.policy
-        {
-            for ask in &asks {
-                ask_approval |= policy.consult(
-                    &mut decision,
-                    &ask.action,
-                    ask.detail,
-                    ask.resource.clone(),
-                    &self.redactor,
-                );
-                if !decision.allow {
-                    break;
-                }
-            }
-        }
+        // Decided and, unless a person is to be asked, noted in the task's
+        // history in one step (`PolicyCtx::decide`).
+        let ask_approval = (self.policy.as_ref()).is_some_and(|policy| {
+            policy.decide(
+                &mut decision,
+                &asks,
+                &self.redactor,
+                approval.required,
+                false,
+            )
+        });
         let approved = approval.required || ask_approval;
         let mut record = self.audit.decision(capability, action, resource, &decision);
         record.address = address.map(|a| a.to_string());
@@ -444,12 +438,6 @@ impl Gate {
                 call.spend(); // its record tells it
                 return Ok(Err(refusal));
             }
-        }
-        if let Some(refusal) = (self.policy.as_ref()).and_then(|p| p.reserve(&asks, &self.redactor))
-        {
-            self.write(&self.audit.decision(capability, action, resource, &refusal))?;
-            call.spend(); // its record tells it
-            return Ok(Err(refusal));
         }
         Ok(Ok(Pass {
             approved,

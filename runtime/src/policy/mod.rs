@@ -167,17 +167,30 @@ fn noted_item(
 }
 
 impl PolicyCtx {
-    /// Asks the runtime policy about a call `d` allows. A forbid turns `d`
-    /// into a denial naming its policies; a forbid an approval lifts leaves
-    /// `d` allowed, names the policies, and returns true: the caller must
-    /// get approval before acting.
-    pub(crate) fn consult(
+    /// Asks the runtime policy about every question of a call `d` allows,
+    /// and notes what the call is about to do — the files it writes, the
+    /// host it sends to, the target it deploys to, the secret it reveals —
+    /// in each set of the task's history a policy reads, all under one
+    /// hold of the history's lock: two calls of one task acting at once
+    /// cannot both pass a check the other's note would fail (write once,
+    /// deploy once), nor each pass a set with one place left. A call that
+    /// then fails stays noted: a request stopped part-way has reached its
+    /// host.
+    ///
+    /// A forbid turns `d` into a denial naming its policies; a call a full
+    /// set could not note is refused (`policy.history`). A forbid an
+    /// approval lifts leaves `d` allowed, names the policies, and returns
+    /// true: the caller must get approval before acting. Nothing is noted
+    /// while a person is still to be asked (`required`, or a policy's
+    /// approval) unless `approved`: once they are, the call is decided
+    /// again and noted then, so its own note cannot refuse it.
+    pub(crate) fn decide(
         &self,
         d: &mut Decision,
-        action: &str,
-        detail: &str,
-        resource: cedar::Resource<'_>,
+        asks: &[gate::Ask<'_>],
         redactor: &crate::redact::Redactor,
+        required: bool,
+        approved: bool,
     ) -> bool {
         if !d.allow {
             return false;
@@ -185,30 +198,62 @@ impl PolicyCtx {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
-        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        // With a policy that reads the set a call notes, a file, host,
-        // target or secret its full set cannot hold is refused before
-        // anyone is asked (and again, under the lock, when it is noted:
-        // [`PolicyCtx::reserve`]).
-        if let Some((kind, item)) = noted_item(&self.rules, action, &resource, redactor)
-            && !(history.set(kind)).is_some_and(|set| set.has_room_for([item.as_str()]))
-        {
-            *d = full_history(kind);
-            return false;
+        let items: std::collections::BTreeSet<(&str, String)> = (asks.iter())
+            .filter_map(|a| noted_item(&self.rules, &a.action, &a.resource, redactor))
+            .collect();
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        // A call the full set cannot hold is refused before anyone is asked.
+        for kind in TaskHistory::KINDS {
+            let of_kind = (items.iter()).filter(|(k, _)| *k == kind);
+            if !(history.set(kind))
+                .is_some_and(|set| set.has_room_for(of_kind.map(|(_, i)| i.as_str())))
+            {
+                *d = full_history(kind);
+                return false;
+            }
         }
+        let mut ask_approval = false;
+        for ask in asks {
+            ask_approval |= self.ask(&history, d, ask, now);
+            if !d.allow {
+                return false;
+            }
+        }
+        if items.is_empty() || (!approved && (required || ask_approval)) {
+            return ask_approval;
+        }
+        for (kind, item) in &items {
+            if let Some(set) = history.set_mut(kind) {
+                set.note(item);
+            }
+        }
+        drop(history);
+        // What this invocation noted goes to a shared store too.
+        if let Some(added) = &self.added {
+            let mut added = added.lock().unwrap_or_else(|p| p.into_inner());
+            for (kind, item) in &items {
+                if let Some(set) = added.set_mut(kind) {
+                    set.note(item);
+                }
+            }
+        }
+        ask_approval
+    }
+
+    /// One question, against `history` as it stands: see [`Self::decide`].
+    fn ask(&self, history: &TaskHistory, d: &mut Decision, ask: &gate::Ask<'_>, now: i64) -> bool {
         let verdict = self.rules.decide(&cedar::Query {
             tool: &self.tool,
-            action,
-            resource,
+            action: &ask.action,
+            resource: ask.resource.clone(),
             task: &self.task,
             task_labels: &self.labels,
             agent: self.agent.as_deref(),
-            history: &history,
+            history,
             invocation: &self.invocation,
-            detail,
+            detail: ask.detail,
             now,
         });
-        drop(history);
         match verdict {
             cedar::Verdict::Allow => false,
             cedar::Verdict::Approval { policies, reason } => {
@@ -226,45 +271,6 @@ impl PolicyCtx {
                 false
             }
         }
-    }
-
-    /// Notes what a call allowed (and approved, when a person was asked)
-    /// is about to do — the files it writes, the host it sends to, the
-    /// target it deploys to, the secret it reveals — before it does it,
-    /// under the history's lock, in each set a policy reads: invocations of
-    /// one task acting at once cannot each pass a set with one place left,
-    /// and a task that filled it cannot act on unnoted. A refusal when a
-    /// set cannot hold them all; nothing is noted then. (A call that then
-    /// fails stays noted: a request stopped part-way has reached its host.)
-    pub(crate) fn reserve(
-        &self,
-        asks: &[gate::Ask<'_>],
-        redactor: &crate::redact::Redactor,
-    ) -> Option<Decision> {
-        if !self.rules.reads_any_history() {
-            return None;
-        }
-        let items: std::collections::BTreeSet<(&str, String)> = (asks.iter())
-            .filter_map(|a| noted_item(&self.rules, &a.action, &a.resource, redactor))
-            .collect();
-        if items.is_empty() {
-            return None;
-        }
-        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        for kind in TaskHistory::KINDS {
-            let of_kind = (items.iter()).filter(|(k, _)| *k == kind);
-            if !(history.set(kind))
-                .is_some_and(|set| set.has_room_for(of_kind.map(|(_, i)| i.as_str())))
-            {
-                return Some(full_history(kind));
-            }
-        }
-        for (kind, item) in &items {
-            if let Some(set) = history.set_mut(kind) {
-                set.note(item);
-            }
-        }
-        None
     }
 
     /// Records something the task did, for later calls' context, the

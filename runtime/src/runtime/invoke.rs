@@ -372,22 +372,15 @@ async fn issue_secrets(
         }
     };
     // Each audience's tokens by a name of their own (a request's check
-    // tells whose it carries), and each one's signature apart: the rest of
-    // a token (its header and claims) can be guessed, its signature not.
+    // tells whose it carries); every signed token's signature apart.
     let handed: Vec<(String, &str)> = (minter.premint())
-        .flat_map(|(audience, token)| {
-            let signature = token.rsplit_once('.').map_or("", |(_, s)| s);
-            let name = crate::redact::token_name(audience);
-            [(name.clone(), token), (name, signature)]
-        })
+        .map(|(audience, token)| (crate::redact::token_name(audience), token))
         .collect();
-    let redactor = Arc::new(Redactor::new(
-        secrets
-            .issued
-            .values()
+    let redactor = Arc::new(Redactor::new(crate::redact::and_signatures(
+        (secrets.issued.values())
             .map(|s| (s.spec.name.as_str(), s.value.as_str()))
             .chain(handed.iter().map(|(name, t)| (name.as_str(), *t))),
-    ));
+    )));
     end.auditor.set_redactor(redactor.clone());
     end.issued(secrets.issued.keys().cloned().collect());
     for s in secrets.issued.values() {

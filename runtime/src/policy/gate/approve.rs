@@ -68,19 +68,12 @@ impl Gate {
         let Some(policy) = self.policy.as_ref().filter(|_| !asks.is_empty()) else {
             return Ok(None);
         };
+        // Decided again and noted in one step (`PolicyCtx::decide`).
         let mut decision = Decision::allow("policy", "allowed again after the approval".into());
-        for ask in asks {
-            policy.consult(
-                &mut decision,
-                &ask.action,
-                ask.detail,
-                ask.resource.clone(),
-                &self.redactor,
-            );
-            if !decision.allow {
-                self.write(&self.audit.decision(capability, action, resource, &decision))?;
-                return Ok(Some(decision));
-            }
+        policy.decide(&mut decision, asks, &self.redactor, true, true);
+        if !decision.allow {
+            self.write(&self.audit.decision(capability, action, resource, &decision))?;
+            return Ok(Some(decision));
         }
         Ok(None)
     }
