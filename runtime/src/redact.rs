@@ -33,10 +33,12 @@ use std::collections::BTreeSet;
 
 mod b64;
 mod decode;
+mod jws;
 mod numbers;
 mod terminal;
 
 use decode::{ESCAPE_STARTS, Span, decode, may_escape};
+pub(crate) use jws::and_signatures;
 pub use terminal::{escape_control, hidden, json_for_terminal};
 
 /// How many times escapes are decoded over one another (`%2525` is two).
@@ -74,28 +76,6 @@ pub(crate) fn shown_name(name: &str) -> &str {
     }
 }
 
-/// `(name, value)` pairs, each value that is a signed token (a JWS in
-/// compact form: three base64url segments) followed by its signature
-/// segment under the same name: a token's header and claims can be
-/// guessed, its signature not, and a server that echoes a token's parts
-/// apart (`{"header": …, "signature": …}`) would hand it to the tool.
-pub(crate) fn and_signatures<'a>(
-    secrets: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> impl Iterator<Item = (&'a str, &'a str)> {
-    let signature = |value: &'a str| {
-        let parts: Vec<&str> = value.split('.').collect();
-        let base64url = |p: &str| {
-            !p.is_empty()
-                && (p.bytes()).all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
-        (parts.len() == 3 && parts.iter().all(|p| base64url(p)) && parts[2].len() >= 16)
-            .then(|| parts[2])
-    };
-    (secrets.into_iter())
-        .flat_map(move |(name, value)| [Some((name, value)), signature(value).map(|s| (name, s))])
-        .flatten()
-}
-
 /// Replaces secret values in text and bytes.
 #[derive(Default)]
 pub struct Redactor {
@@ -111,6 +91,8 @@ pub struct Redactor {
     markers: Vec<String>,
     /// A value is shorter than [`SHORT`] bytes: base64 runs are decoded.
     short: bool,
+    /// The longest value's length in bytes.
+    longest: usize,
 }
 
 /// Base64 patterns shorter than this are not used: too likely to match
@@ -270,13 +252,14 @@ impl Redactor {
         let mut markers = Vec::new();
         let mut exact = Vec::new();
         let mut folded = Vec::new();
-        let mut short = false;
+        let (mut short, mut longest) = (false, 0);
         for (name, value) in secrets {
             if value.is_empty() {
                 continue;
             }
             let index = names.len();
             short |= value.len() < SHORT;
+            longest = longest.max(value.len());
             names.push(name.to_owned());
             markers.push(format!("[REDACTED:{}]", shown_name(name)));
             exact.extend(exact_forms(value).into_iter().map(|p| (p, index)));
@@ -292,6 +275,7 @@ impl Redactor {
             names,
             markers,
             short,
+            longest,
         }
     }
 
@@ -310,19 +294,7 @@ impl Redactor {
     /// Every value found in `bytes` and in up to `layers` decoded views of
     /// it, as spans of `bytes`, sorted and merged where they overlap.
     fn find(&self, bytes: &[u8], layers: usize) -> Vec<Hit> {
-        let mut hits = self.find_each(bytes, layers);
-        if hits.len() > 1 {
-            hits.sort_unstable();
-            let mut merged: Vec<Hit> = Vec::with_capacity(hits.len());
-            for h in hits {
-                match merged.last_mut() {
-                    Some(last) if h.0 < last.1 => last.1 = last.1.max(h.1),
-                    _ => merged.push(h),
-                }
-            }
-            hits = merged;
-        }
-        hits
+        merged(self.find_each(bytes, layers))
     }
 
     /// Every value found, each hit apart (overlapping hits are merged for
@@ -458,15 +430,16 @@ impl Redactor {
     /// `bytes` redacted, or `None` if no value is in it; adds the names
     /// of the values found to `found`.
     pub fn redact_found(&self, bytes: &[u8], found: &mut BTreeSet<String>) -> Option<Vec<u8>> {
-        let hits = self.find(bytes, MAX_LAYERS);
-        if hits.is_empty() {
+        let each = self.find_each(bytes, MAX_LAYERS);
+        if each.is_empty() {
             return None;
         }
+        // Named from every hit: two values that overlap are both named.
         found.extend(
-            hits.iter()
+            each.iter()
                 .map(|&(_, _, n)| shown_name(&self.names[n]).to_owned()),
         );
-        Some(self.replace(bytes, &hits))
+        Some(self.replace(bytes, &merged(each)))
     }
 
     /// `text` redacted, then cut to `max` bytes with its length stated, as
@@ -505,16 +478,16 @@ impl Redactor {
         // holds digits its text does not hold together (`1.2345678e7` is
         // 12345678), which any parser gives back (the client's, or
         // Warden's own, for MCP's `structuredContent`).
-        let numbers: Vec<Hit> = if self.is_empty() || (hits.is_empty() && !spelled_numbers(text)) {
-            Vec::new()
-        } else {
-            (numbers::spelled(text.as_bytes()).into_iter())
-                .filter_map(|(s, e, digits)| {
-                    let &(_, _, name) = self.find(digits.as_bytes(), 0).first()?;
-                    Some((s, e, name))
-                })
-                .collect()
-        };
+        let mut numbers: Vec<Hit> = Vec::new();
+        if !self.is_empty() && (!hits.is_empty() || spelled_numbers(text)) {
+            // A run of zeros longer than a value's hex form holds no more
+            // values than that.
+            let zeros = 2 * self.longest + 1;
+            let found = |digits: &str| Some(self.find(digits.as_bytes(), 0).first()?.2);
+            numbers::each_holding(text.as_bytes(), zeros, found, |s, e, name| {
+                numbers.push((s, e, name));
+            });
+        }
         let first = match (hits.first(), numbers.first()) {
             (Some(&(_, _, name)), _) | (None, Some(&(_, _, name))) => name,
             (None, None) => return Cow::Borrowed(text),
@@ -579,6 +552,22 @@ impl Redactor {
             Value::Null | Value::Bool(_) | Value::Number(_) => {}
         }
     }
+}
+
+/// `hits` sorted, and merged where they overlap (the first one's name).
+fn merged(mut hits: Vec<Hit>) -> Vec<Hit> {
+    if hits.len() < 2 {
+        return hits;
+    }
+    hits.sort_unstable();
+    let mut merged: Vec<Hit> = Vec::with_capacity(hits.len());
+    for h in hits {
+        match merged.last_mut() {
+            Some(last) if h.0 < last.1 => last.1 = last.1.max(h.1),
+            _ => merged.push(h),
+        }
+    }
+    merged
 }
 
 /// Whether `text` may hold a JSON number written with a fraction or an

@@ -468,6 +468,9 @@ fn overlapping_values_are_each_found_and_replaced_whole() {
     assert_eq!(r.redact("q=XYZW12345678ABCDEFGH&"), "q=[REDACTED:e]&");
     let names: Vec<String> = r.names_in(b"q=XYZW12345678ABCDEFGH").into_iter().collect();
     assert_eq!(names, ["e", "f"]);
+    let mut found = BTreeSet::new();
+    let out = r.redact_found(b"XYZW12345678ABCDEFGH", &mut found).unwrap();
+    assert_eq!((out.as_slice(), found.len()), (&b"[REDACTED:e]"[..], 2));
 }
 
 /// A short value base64-encoded after a prefix of any length is found and
@@ -538,6 +541,15 @@ fn numbers_are_read_exactly_from_their_text() {
     for (text, want) in cases {
         assert_eq!(r.redact_json(text), want, "{text}");
     }
+    // What an `f64` parser rounds a number to (serde's own, for MCP's
+    // `structuredContent`, prints `12345678.0`).
+    assert_eq!(
+        r.redact_json(r#"{"n":12345677.99999999999}"#),
+        r#"{"n":"[REDACTED:pin]"}"#
+    );
+    // A million exponents cost their reading, one at a time.
+    let many = format!("[{}1]", "1e999,".repeat(1 << 17));
+    assert!(matches!(r.redact_json(&many), Cow::Borrowed(_)));
     let deep = format!("{}1.2345678e7{}", "[".repeat(200), "]".repeat(200));
     let out = r.redact_json(&deep);
     assert!(
@@ -554,13 +566,17 @@ fn numbers_are_read_exactly_from_their_text() {
 #[test]
 fn a_signed_tokens_signature_is_a_value_of_its_own() {
     let jwt = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg";
-    let pairs: Vec<_> = and_signatures([("t", jwt), ("p", "a.b.c"), ("q", "nodots")]).collect();
+    // Shaped like one, but its first part is no JOSE header.
+    let dotted = "prod.db.example-corp-production";
+    let pairs: Vec<_> =
+        and_signatures([("t", jwt), ("p", "a.b.c"), ("d", dotted), ("q", "nodots")]).collect();
     assert_eq!(
         pairs,
         [
             ("t", jwt),
             ("t", "c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"),
             ("p", "a.b.c"),
+            ("d", dotted),
             ("q", "nodots")
         ]
     );

@@ -1,19 +1,25 @@
 //! JSON numbers as a parser reads them: a number written with a fraction
 //! or an exponent (`1.2345678e7`) holds digits its text does not hold
-//! together, and any parser gives them back (`12345678`). Each is expanded
-//! here from its text, exactly: not through `f64`, which keeps 16 or 17
-//! significant digits, and whether or not the rest of the text is JSON
-//! that serde reads whole (deeper than 128 levels, a lone surrogate).
+//! together, and any parser gives them back (`12345678`). Each is read
+//! here from its text, exactly (not through `f64`, which keeps 16 or 17
+//! significant digits), and as an `f64` parser rounds it
+//! (`12345677.99999999999` is `12345678`), whether or not the rest of the
+//! text is JSON that serde reads whole (deeper than 128 levels, a lone
+//! surrogate).
 
-/// The longest expansion written out: past it a number is its digits and
-/// a run of zeros that holds no value but zeros.
-const MAX_EXPANSION: usize = 1024;
-
-/// Each number outside a string: its span and its value's decimal digits,
-/// as a parser prints it (`1234.5678`, `12345678`, `0.001`), without its
-/// sign.
-pub(super) fn spelled(text: &[u8]) -> Vec<(usize, usize, String)> {
-    let mut out = Vec::new();
+/// Each number outside a string, with its span: `found` is given the
+/// number's readings in turn (its value's decimal digits as a parser prints
+/// them, without sign, `1234.5678`, `12345678`, `0.001`, with at most
+/// `zeros` zeros written out of any run; then, for a fraction or an
+/// exponent, the `f64` a parser rounds it to, printed) and says whether one
+/// holds a value: `on` is called for each number that does. One reading at
+/// a time: `[1e999,1e999,…]` holds no more than one expansion.
+pub(super) fn each_holding(
+    text: &[u8],
+    zeros: usize,
+    found: impl Fn(&str) -> Option<usize>,
+    mut on: impl FnMut(usize, usize, usize),
+) {
     let mut i = 0;
     while i < text.len() {
         match text[i] {
@@ -32,18 +38,33 @@ pub(super) fn spelled(text: &[u8]) -> Vec<(usize, usize, String)> {
                 {
                     i += 1;
                 }
-                if let Some(digits) = expand(&text[start..i]) {
-                    out.push((start, i, digits));
+                let token = &text[start..i];
+                let name = expand(token, zeros).and_then(|d| found(&d)).or_else(|| {
+                    let rounded = rounded(token)?;
+                    found(&rounded)
+                });
+                if let Some(name) = name {
+                    on(start, i, name);
                 }
             }
             _ => i += 1,
         }
     }
-    out
+}
+
+/// A number token with a fraction or an exponent as an `f64` parser reads
+/// it, printed as Rust and serde print it (`12345678`, `1e21`); `None` for
+/// an integer as written, what is no number, or no finite value.
+fn rounded(token: &[u8]) -> Option<String> {
+    if !token.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+        return None;
+    }
+    let value: f64 = std::str::from_utf8(token).ok()?.parse().ok()?;
+    value.is_finite().then(|| format!("{}", value.abs()))
 }
 
 /// The decimal digits of a number token; `None` for what is no number.
-fn expand(token: &[u8]) -> Option<String> {
+fn expand(token: &[u8], max_zeros: usize) -> Option<String> {
     let token = token.strip_prefix(b"-").unwrap_or(token);
     let (mantissa, exp) = match token.iter().position(|b| matches!(b, b'e' | b'E')) {
         Some(e) => (&token[..e], Some(&token[e + 1..])),
@@ -89,7 +110,7 @@ fn expand(token: &[u8]) -> Option<String> {
     if digits.is_empty() {
         return Some("0".into());
     }
-    let zeros = |n: i64| "0".repeat(usize::try_from(n).unwrap_or(0).min(MAX_EXPANSION));
+    let zeros = |n: i64| "0".repeat(usize::try_from(n).unwrap_or(0).min(max_zeros));
     let digits = String::from_utf8(digits).ok()?;
     Some(if point >= digits.len() as i64 {
         format!("{digits}{}", zeros(point - digits.len() as i64))
@@ -105,32 +126,66 @@ fn expand(token: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn spelled(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        let b = text.as_bytes();
+        while i < b.len() {
+            if b[i] == b'-' || b[i].is_ascii_digit() {
+                let start = i;
+                while i < b.len() && matches!(b[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    i += 1;
+                }
+                out.extend(expand(&b[start..i], 1024));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
     #[test]
     fn numbers_expand_exactly_from_their_text() {
-        let expanded = |t: &str| {
-            spelled(t.as_bytes())
-                .into_iter()
-                .map(|(_, _, d)| d)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(expanded("1.2345678e7"), ["12345678"]);
+        assert_eq!(spelled("1.2345678e7"), ["12345678"]);
         assert_eq!(
-            expanded("[9.8765432109876543e16, -12.5E-3]"),
+            spelled("[9.8765432109876543e16, -12.5E-3]"),
             ["98765432109876543", "0.0125"]
         );
         assert_eq!(
-            expanded("{\"a\": 1234.56780, \"b\": 0.0e5, \"c\": 7e+2}"),
-            ["1234.5678", "0", "700"]
+            spelled("[1234.56780, 0.0e5, 7e+2, 1E+0008]"),
+            ["1234.5678", "0", "700", "100000000"]
         );
+        assert_eq!(spelled("[012345678, 3., 1-2]"), ["12345678"]);
         assert_eq!(
-            expanded("[012345678, \"1.2345678e7\", 3., 1-2]"),
-            ["12345678"]
+            expand(b"1e99999999999999999999", 40).unwrap(),
+            format!("1{}", "0".repeat(40))
         );
-        assert_eq!(expanded("1e99999999999999999999").len(), 1);
-        assert!(expanded("1e99999999999999999999")[0].len() <= MAX_EXPANSION + 1);
+        assert_eq!(expand(b"1e-99999999999999999999", 3).unwrap(), "0.0001");
         assert_eq!(
-            spelled(b"{\"x\":\"\\\"\",\"n\":1.5e1}")[0],
-            (14, 19, "15".into())
+            rounded(b"12345677.99999999999").as_deref(),
+            Some("12345678")
         );
+        assert_eq!(rounded(b"-1.5e1").as_deref(), Some("15"));
+        assert_eq!(rounded(b"12345678"), None);
+        assert_eq!(rounded(b"1e999"), None);
+    }
+
+    #[test]
+    fn each_number_outside_strings_is_read_in_turn() {
+        let text = br#"{"x":"\"1.5e1","n":1.5e1,"m":[2e1,-7]}"#;
+        let mut seen = Vec::new();
+        let read = std::cell::RefCell::new(Vec::new());
+        each_holding(
+            text,
+            8,
+            |d| {
+                read.borrow_mut().push(d.to_owned());
+                (d == "15" || d == "7").then_some(1)
+            },
+            |s, e, name| seen.push((s, e, name)),
+        );
+        assert_eq!(seen, [(19, 24, 1), (34, 36, 1)]);
+        assert_eq!(*read.borrow(), ["15", "20", "20", "7"]);
     }
 }
