@@ -996,6 +996,55 @@ when { resource.path == "release.json" &&
     );
 }
 
+/// A write-once policy naming a path longer than a history entry keeps
+/// whole (160 bytes: longer ones are kept as their head and digest) still
+/// refuses the second write, and the trail names the policy.
+#[tokio::test]
+async fn a_write_once_policy_on_a_long_path_refuses_the_second_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let name = format!("release-{}.json", "x".repeat(200));
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        format!(
+            r#"@id("write-once")
+forbid (principal, action == Warden::Action::"fs::write", resource)
+when {{ context.task.files_written.contains("workspace:{name}") }};"#
+        ),
+    )
+    .unwrap();
+    let path = dir.path().join("manifest.toml");
+    let text = format!(
+        "policies = [\"p.cedar\"]\n[tools.probe]\ncomponent = \"{}\"\n\
+         [[tools.probe.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\n",
+        crate::FS_PROBE,
+        ws.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let sink = MemorySink::new();
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(sink.clone())
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    let grant = Grant::new("t").fs("workspace", &ws, Rights::READ | Rights::WRITE);
+    let input = json!({"op": "write", "path": name, "contents": "{}"}).to_string();
+    let run = runtime.invoke("probe", &grant, &input).await.unwrap();
+    let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert!(out.get("ok").is_some(), "{out}");
+    let run = runtime.invoke("probe", &grant, &input).await.unwrap();
+    let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert_eq!(out["error"]["code"], "denied", "{out}");
+    let denied: Vec<Record> = (sink.records().into_iter())
+        .filter(|r| r.decision.as_deref() == Some("deny"))
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0].rule.as_deref(), Some("policy"));
+    assert_eq!(denied[0].policies.as_deref(), Some(&["write-once".to_owned()][..]));
+}
+
 /// Every set of a task's history a policy reads fails closed when full,
 /// not only `files_written`: with 4,096 hosts noted (a grant naming many,
 /// or a shared history arriving full), a request to a further host would go

@@ -26,7 +26,7 @@ pub const MAX_HISTORY_BYTES: usize = MAX_HISTORY * MAX_ENTRY;
 
 /// `item` as a set keeps it: itself up to [`MAX_ENTRY`] bytes, else its
 /// first 80 bytes and its digest.
-fn entry(item: &str) -> Cow<'_, str> {
+pub(super) fn entry(item: &str) -> Cow<'_, str> {
     if item.len() <= MAX_ENTRY {
         return item.into();
     }

@@ -2,7 +2,7 @@
 //! `*.cedar` files), giving each policy its id, validating against the
 //! schema, and locating every problem at its file, line and column.
 
-use super::{CEILING, RuntimePolicy, SCHEMA, TaskHistory};
+use super::{CEILING, MAX_ENTRY, RuntimePolicy, SCHEMA, TaskHistory};
 use crate::diag::line_col;
 use cedar_policy::{Authorizer, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use std::collections::{BTreeSet, HashMap};
@@ -226,15 +226,22 @@ impl RuntimePolicy {
         // Read from each policy's JSON form, where an attribute's name is
         // as Cedar reads it (`task["files\u{5f}written"]` included); a
         // policy that cannot be shown so counts as reading every set.
-        let shown: Vec<Option<String>> = (set.policies())
-            .map(|p| p.to_json().ok().map(|j| j.to_string()))
+        let json: Vec<Option<serde_json::Value>> =
+            (set.policies()).map(|p| p.to_json().ok()).collect();
+        let shown: Vec<Option<String>> = (json.iter())
+            .map(|j| j.as_ref().map(|j| j.to_string()))
             .collect();
         let reads = TaskHistory::KINDS
             .map(|kind| (shown.iter()).any(|j| j.as_ref().is_none_or(|j| j.contains(kind))));
+        let mut whole = HashMap::new();
+        for j in json.iter().flatten() {
+            long_strings(j, &mut whole);
+        }
         set.add(ceiling).map_err(|e| internal(e.to_string()))?;
         Ok(RuntimePolicy {
             set,
             reads,
+            whole,
             approval,
             reasons,
             files: sources.iter().map(|(f, _)| f.clone()).collect(),
@@ -244,6 +251,29 @@ impl RuntimePolicy {
 }
 
 /// A problem at the first labelled position of a Cedar diagnostic.
+/// Every string in a policy's JSON form longer than a history entry is
+/// kept whole ([`MAX_ENTRY`]), by the form a set keeps it in: a set of the
+/// task's history holds a long path as its head and digest, and a policy
+/// naming the path must find it all the same.
+fn long_strings(json: &serde_json::Value, whole: &mut HashMap<String, String>) {
+    match json {
+        serde_json::Value::String(s) if s.len() > MAX_ENTRY => {
+            whole.insert(super::history::entry(s).into_owned(), s.clone());
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                long_strings(item, whole);
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            for value in fields.values() {
+                long_strings(value, whole);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn problem(
     file: &Path,
     text: &str,

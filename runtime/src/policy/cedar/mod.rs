@@ -48,6 +48,10 @@ pub struct RuntimePolicy {
     /// order) a policy reads: a call that one of them, full, could not
     /// note is then refused, not left out.
     reads: [bool; 4],
+    /// The policies' strings longer than [`MAX_ENTRY`], by the form a
+    /// history set keeps them in (head and digest): a policy asking whether
+    /// a set holds one sees it whole (`request.rs`).
+    whole: HashMap<String, String>,
 }
 
 impl fmt::Debug for RuntimePolicy {
@@ -171,7 +175,7 @@ impl RuntimePolicy {
     }
 
     fn decide_here(&self, q: &Query<'_>) -> Verdict {
-        let response = match request::build(q) {
+        let response = match request::build(q, &self.whole) {
             Ok((request, entities)) => self
                 .authorizer
                 .is_authorized(&request, &self.set, &entities),
@@ -363,6 +367,34 @@ mod tests {
             ask(&p, "http::send", host(vec!["api".into()]), &[], &h),
             Verdict::Deny { .. }
         ));
+    }
+
+    /// A set keeps a path over [`MAX_ENTRY`] bytes as its head and digest;
+    /// a policy naming that path (in a set of paths too, or escaped) still
+    /// finds it, and a path of the same head does not pass for it.
+    #[test]
+    fn a_policy_naming_a_long_path_finds_it_in_the_history() {
+        let long = format!("repo:release/{}.json", "x".repeat(180));
+        let twin = format!("repo:release/{}.jsox", "x".repeat(180));
+        let escaped = long.replacen('r', "\\u{72}", 1);
+        for condition in [
+            format!("context.task.files_written.contains(\"{long}\")"),
+            format!("context.task.files_written.containsAny([\"a\", \"{escaped}\"])"),
+        ] {
+            let p = parse(&format!(
+                "@id(\"once\") forbid (principal, action, resource) when {{ {condition} }};"
+            ))
+            .unwrap();
+            let mut h = TaskHistory::default();
+            TaskHistory::note(&mut h.files_written, &twin);
+            assert_eq!(ask(&p, "fs::read", path("a", "/r/a"), &[], &h), Verdict::Allow);
+            TaskHistory::note(&mut h.files_written, &long);
+            assert!(h.files_written.iter().all(|e| e.len() <= MAX_ENTRY));
+            match ask(&p, "fs::read", path("a", "/r/a"), &[], &h) {
+                Verdict::Deny { policies, .. } => assert_eq!(policies, ["once"], "{condition}"),
+                v => panic!("{condition}: {v:?}"),
+            }
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use super::{Query, Resource};
 use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
 };
+use std::collections::HashMap;
 use std::str::FromStr;
 
 fn uid(kind: &str, id: &str) -> Result<EntityUid, String> {
@@ -35,7 +36,21 @@ fn entity(uid: &EntityUid, attrs: Vec<(&str, RestrictedExpression)>) -> Result<E
 }
 
 /// The Cedar request and entities for one call.
-pub(super) fn build(q: &Query<'_>) -> Result<(Request, Entities), String> {
+/// A set of the task's history as a policy sees it: each entry kept as
+/// its head and digest that stands for one of the policies' own long
+/// strings (`whole`) is that string again.
+fn noted<'a>(
+    set: &'a super::Noted,
+    whole: &'a HashMap<String, String>,
+) -> impl Iterator<Item = &'a str> {
+    set.iter()
+        .map(|e| whole.get(e).map_or(e, String::as_str))
+}
+
+pub(super) fn build(
+    q: &Query<'_>,
+    whole: &HashMap<String, String>,
+) -> Result<(Request, Entities), String> {
     let tool = uid("Warden::Tool", &q.tool.name)?;
     let tool_entity = entity(
         &tool,
@@ -111,10 +126,10 @@ pub(super) fn build(q: &Query<'_>) -> Result<(Request, Entities), String> {
             record(vec![
                 ("id", string(q.task)),
                 ("labels", strings(q.task_labels)),
-                ("secrets_revealed", strings(&h.secrets_revealed)),
-                ("hosts_contacted", strings(&h.hosts_contacted)),
-                ("files_written", strings(&h.files_written)),
-                ("targets_deployed", strings(&h.targets_deployed)),
+                ("secrets_revealed", strings(noted(&h.secrets_revealed, whole))),
+                ("hosts_contacted", strings(noted(&h.hosts_contacted, whole))),
+                ("files_written", strings(noted(&h.files_written, whole))),
+                ("targets_deployed", strings(noted(&h.targets_deployed, whole))),
             ])?,
         ),
         (
