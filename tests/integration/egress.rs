@@ -51,6 +51,17 @@ async fn serve() -> (u16, Seen) {
                     req.header("x-api-key").unwrap_or("")
                 ),
             ),
+            // A server answering in the charset asked for (Spring's string
+            // converter reads it from `Accept`): its echo in UTF-16LE,
+            // asked or not.
+            p if p.starts_with("/api/u16") => (
+                "200 OK",
+                "Content-Type: text/plain; charset=utf-16le\r\n".to_owned(),
+                (auth.as_deref().unwrap_or(""))
+                    .chars()
+                    .flat_map(|c| [c, '\0'])
+                    .collect(),
+            ),
             // A debug endpoint: echoes what it was sent, several ways.
             p if p.starts_with("/api/echo") => {
                 let sent = format!(
@@ -71,11 +82,11 @@ async fn serve() -> (u16, Seen) {
             }
             p => ("200 OK", String::new(), format!("ok {p}")),
         };
-        (
-            status.into(),
-            format!("{extra}Content-Type: text/plain\r\n"),
-            body.into_bytes(),
-        )
+        let typed = match extra.contains("Content-Type") {
+            true => extra,
+            false => format!("{extra}Content-Type: text/plain\r\n"),
+        };
+        (status.into(), typed, body.into_bytes())
     })
     .await;
     (port, seen)
@@ -1509,6 +1520,106 @@ async fn a_method_override_header_is_checked_as_the_method_it_asks_for() {
     assert_eq!(api.requests(), 2, "the unapproved request was sent");
 }
 
+/// A header asking the server to route the request to another path
+/// (`X-Original-URL`, `X-Rewrite-URL`: IIS, Symfony, Zend) is checked as
+/// that path, on both paths: outside the grant it is refused before
+/// anything is sent, and a value naming no path on the origin is refused.
+/// Within the grant it goes, and the decision names it.
+#[tokio::test]
+async fn a_path_override_header_is_checked_as_the_path_it_asks_for() {
+    let api = Api::new().await;
+    let url = format!("{}/api/x", api.base());
+    let origin = format!("http://127.0.0.1:{}", api.port);
+    for tool in ["probe", "std"] {
+        let denied = |out: &Value| match tool {
+            "probe" => {
+                out["error"]["code"] == "denied" || out["error"]["code"] == "invalid-request"
+            }
+            _ => out["error"]["code"] == "ErrorCode::HttpRequestDenied",
+        };
+        for (header, value, rule, reason) in [
+            (
+                "X-Original-URL",
+                "/admin/users",
+                "http.allowlist",
+                format!(
+                    "header 'X-Original-URL' asks for /admin/users: GET /admin/users on {origin} is not in the egress grant (methods or path prefix)"
+                ),
+            ),
+            (
+                "x_rewrite_url",
+                " /api/../admin?x=1",
+                "http.allowlist",
+                format!(
+                    "header 'x_rewrite_url' asks for /admin: GET /admin on {origin} is not in the egress grant (methods or path prefix)"
+                ),
+            ),
+            (
+                "X-Original-URL",
+                "/api/%252e%252e/admin",
+                "http.allowlist",
+                "header 'X-Original-URL': the path holds a dot segment in percent-encoding (a server that decodes it may route the request outside the granted path prefix)".to_owned(),
+            ),
+            (
+                "X-Rewrite-URL",
+                "//evil.example/api/x",
+                "http.request",
+                "header 'X-Rewrite-URL' names no path on the request's origin (expected one starting with a single '/', as a request line has it)".to_owned(),
+            ),
+        ] {
+            let input = json!({"url": url, "headers": [[header, value]]});
+            let (out, inv) = api.probe(tool, &api.grant(), input).await;
+            assert!(denied(&out), "{tool} {header}: {out}");
+            let d = api.decisions(&inv);
+            let last = d.last().unwrap();
+            let reason = match tool {
+                "std" => reason.replacen(header, &header.to_ascii_lowercase(), 1),
+                _ => reason,
+            };
+            assert_eq!(
+                (last.rule.as_deref(), last.reason.as_deref()),
+                (Some(rule), Some(reason.as_str())),
+                "{tool} {header}"
+            );
+        }
+        // With a method override too: each method on each path (GET is
+        // granted on /redirect, POST is not).
+        let input = json!({"url": url, "headers": [
+            ["X-HTTP-Method-Override", "POST"], ["X-Original-URL", "/redirect"]]});
+        let (out, inv) = api.probe(tool, &api.grant(), input).await;
+        assert!(denied(&out), "{tool}: {out}");
+        let d = api.decisions(&inv);
+        let last = d.last().unwrap();
+        assert_eq!(last.rule.as_deref(), Some("http.allowlist"));
+        assert!(
+            (last.reason.as_deref().unwrap()).ends_with(&format!(
+                "asks for POST, and header '{}' asks for /redirect: POST /redirect on {origin} \
+                 is not in the egress grant (methods or path prefix)",
+                match tool {
+                    "std" => "x-original-url",
+                    _ => "X-Original-URL",
+                }
+            )),
+            "{tool}: {last:?}"
+        );
+        // A granted path goes, and the decision says so.
+        let input = json!({"url": url, "headers": [["X-Original-URL", "/api/y"]]});
+        let (out, inv) = api.probe(tool, &api.grant(), input).await;
+        assert_eq!(out["ok"]["status"], 200, "{tool}: {out}");
+        let d = api.decisions(&inv);
+        let by = match tool {
+            "std" => "x-original-url",
+            _ => "X-Original-URL",
+        };
+        assert!(
+            (d.last().unwrap().reason.as_deref().unwrap())
+                .ends_with(&format!(", as is /api/y asked for by header '{by}'")),
+            "{tool}: {d:?}"
+        );
+    }
+    assert_eq!(api.requests(), 2, "a refused request was sent");
+}
+
 #[tokio::test]
 async fn a_method_parameter_is_checked_as_the_method_it_asks_for() {
     let api = Api::new().await;
@@ -1793,7 +1904,9 @@ async fn while_secrets_are_held_responses_come_whole_and_unencoded() {
     let asks = json!([
         ["Accept-Encoding", "gzip, br"],
         ["Range", "bytes=0-3"],
-        ["TE", "gzip"]
+        ["TE", "gzip"],
+        ["Accept-Charset", "utf-16le"],
+        ["Accept", "text/plain;charset=utf-16le, */*;q=0.1"]
     ]);
     let holding = api.grant().secret("hidden");
     for tool in ["probe", "std"] {
@@ -1810,7 +1923,12 @@ async fn while_secrets_are_held_responses_come_whole_and_unencoded() {
             "{tool}: {sent}"
         );
         assert!(!sent.contains("gzip"), "{tool}: {sent}");
-        for gone in ["range:", "te:"] {
+        assert!(!sent.contains("utf-16"), "{tool}: {sent}");
+        assert!(
+            lines.contains(&"accept: text/plain, */*;q=0.1"),
+            "{tool}: {sent}"
+        );
+        for gone in ["range:", "te:", "accept-charset:"] {
             assert!(
                 !lines.iter().any(|l| l.starts_with(gone)),
                 "{tool} sent {gone}: {sent}"
@@ -1827,6 +1945,39 @@ async fn while_secrets_are_held_responses_come_whole_and_unencoded() {
             "{tool}: {sent}"
         );
         assert!(lines.contains(&"range: bytes=0-3"), "{tool}: {sent}");
+        assert!(
+            lines.contains(&"accept-charset: utf-16le"),
+            "{tool}: {sent}"
+        );
+    }
+
+    // A server answering in UTF-16 anyway: refused before the tool reads
+    // a byte, on both paths, and the trail says why.
+    let u16 = format!("{}/api/u16", api.base());
+    let why = "the response is in the charset utf-16le, which does not spell ASCII as ASCII: redaction cannot read it while this invocation holds secrets; the request named no charset";
+    let (out, inv) = api
+        .probe("probe", &holding, json!({"url": u16, "bearer": "hidden"}))
+        .await;
+    assert_eq!(out["error"]["code"], "connection", "{out}");
+    assert_eq!(out["error"]["message"], why, "{out}");
+    let input = json!({"url": u16, "reveal": "api", "into": "header"});
+    let (out, std_inv) = api.probe("std", &holding, input).await;
+    let code = out["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        code.starts_with("ErrorCode::HttpResponseContentCoding"),
+        "{out}"
+    );
+    let wide = |t: &str| t.chars().flat_map(|c| [c, '\0']).collect::<String>();
+    for token in [HIDDEN_TOKEN, API_TOKEN] {
+        assert!(!out.to_string().contains(&wide(token)[..20]), "{out}");
+    }
+    for inv in [inv, std_inv] {
+        let egress = api.egress(&inv);
+        assert_eq!(egress.outcome.as_deref(), Some("error"), "{egress:?}");
+        let message = egress.message.unwrap_or_default();
+        assert!(message.contains("charset utf-16le"), "{message}");
     }
 
     let gz = format!("{}/api/gz", api.base());

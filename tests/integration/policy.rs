@@ -1042,7 +1042,10 @@ when {{ context.task.files_written.contains("workspace:{name}") }};"#
         .collect();
     assert_eq!(denied.len(), 1, "{denied:?}");
     assert_eq!(denied[0].rule.as_deref(), Some("policy"));
-    assert_eq!(denied[0].policies.as_deref(), Some(&["write-once".to_owned()][..]));
+    assert_eq!(
+        denied[0].policies.as_deref(),
+        Some(&["write-once".to_owned()][..])
+    );
 }
 
 /// Every set of a task's history a policy reads fails closed when full,

@@ -3,7 +3,7 @@
 //! secret attached by reference, and the body.
 
 use super::egress::Checked;
-use super::overrides::is_header as is_method_override;
+use super::overrides::is_any_header as is_override;
 use crate::policy::gate::{SUMMARY_CONTENTS, SUMMARY_PART, summary_part};
 use crate::redact::Redactor;
 use sha2::{Digest, Sha256};
@@ -86,10 +86,8 @@ impl Approvable<'_> {
         if let Some(name) = self.bearer {
             s.push_str(&format!("; secret '{name}' attached as its bearer token"));
         }
-        let (first, rest): (Vec<_>, Vec<_>) = self
-            .headers
-            .iter()
-            .partition(|(k, _)| is_method_override(k));
+        let (first, rest): (Vec<_>, Vec<_>) =
+            self.headers.iter().partition(|(k, _)| is_override(k));
         let headers: Vec<_> = first.into_iter().chain(rest).collect();
         match headers.is_empty() {
             true => s.push_str("; no headers"),

@@ -81,6 +81,10 @@ pub(crate) struct Checked {
     /// header or a `_method` parameter ([`overrides`]), each allowed by the
     /// grant too, with the labels of the rule that allows it.
     overrides: Vec<(String, Vec<String>)>,
+    /// Each method asked for on each path a path-override header asks for
+    /// ([`overrides::paths`]): the method, the redacted URL and the labels
+    /// of the rule that allows it.
+    routed: Vec<(String, String, Vec<String>)>,
     /// Whether a person approves it: its rule requires it for its method,
     /// or the rule of a method it asks for by override does.
     needs_approval: bool,
@@ -192,6 +196,34 @@ impl Egress {
             Err(reason) => return refuse("http.allowlist", reason, Refused::Denied),
         };
         let mut needs_approval = rule.approval.applies(method);
+        // A server that routes by a path override acts there: each path
+        // asked for is checked as the request's own, by every method.
+        let paths = match overrides::paths(&url, &req.headers) {
+            Ok(paths) => paths,
+            Err(reason) => return refuse("http.request", reason, Refused::InvalidRequest),
+        };
+        let mut routed = Vec::new();
+        let mut path_checked = |asked: &str| -> Result<bool, String> {
+            let mut approval = false;
+            for (by, path) in &paths {
+                if let Some(reason) = check::encoded_dot_segment(path.path()) {
+                    return Err(format!("{by}: {reason}"));
+                }
+                match check::match_rule(&self.rules, asked, path, &origin) {
+                    Ok(r) => {
+                        approval |= r.approval.applies(asked);
+                        let url = redactor.redact(path.as_str()).into_owned();
+                        routed.push((asked.to_owned(), url, r.labels.clone()));
+                    }
+                    Err(reason) => return Err(format!("{by} asks for {}: {reason}", path.path())),
+                }
+            }
+            Ok(approval)
+        };
+        match path_checked(method) {
+            Ok(approval) => needs_approval |= approval,
+            Err(reason) => return refuse("http.allowlist", reason, Refused::Denied),
+        }
         let mut overrides = Vec::new();
         let found = match overrides::find(method, &url, &req.headers, req.body) {
             Ok(found) => found,
@@ -219,6 +251,13 @@ impl Egress {
                     return refuse("http.allowlist", reason, Refused::Denied);
                 }
             };
+            match path_checked(&asked) {
+                Ok(approval) => needs_approval |= approval,
+                Err(reason) => {
+                    let reason = format!("{} asks for {asked}, and {reason}", o.by);
+                    return refuse("http.allowlist", reason, Refused::Denied);
+                }
+            }
             if asked != method && !overrides.iter().any(|(m, _)| *m == asked) {
                 overrides.push((asked, labels));
             }
@@ -264,6 +303,10 @@ impl Egress {
                 asked.join(", ")
             ));
         }
+        for (by, path) in &paths {
+            let path = redactor.redact(path.path());
+            reason.push_str(&format!(", as is {path} asked for by {by}"));
+        }
         let allow = Decision::allow("http.allowlist", reason);
         Ok(Checked {
             method: method.to_owned(),
@@ -275,6 +318,7 @@ impl Egress {
             address,
             allow,
             overrides,
+            routed,
             needs_approval,
         })
     }
@@ -356,8 +400,10 @@ impl Egress {
             asks: if policy {
                 let own = std::iter::once((&c.method, &c.rule.labels));
                 let methods = own.chain(c.overrides.iter().map(|(m, l)| (m, l)));
-                methods
-                    .map(|(m, labels)| self.ask(c, m, labels, &shown.resource))
+                let asked = methods.map(|(m, labels)| (m, labels, &shown.resource));
+                let routed = (c.routed.iter()).map(|(m, url, labels)| (m, labels, url));
+                (asked.chain(routed))
+                    .map(|(m, labels, url)| self.ask(c, m, labels, url))
                     .collect()
             } else {
                 Vec::new()

@@ -1,5 +1,6 @@
-//! Method overrides: a header or a parameter with which a request asks its
-//! server to act as another method. Frameworks and gateways honour
+//! Method and path overrides: a header or a parameter with which a
+//! request asks its server to act as another method, or on another path
+//! ([`paths`]). Frameworks and gateways honour
 //! `X-HTTP-Method-Override` and its kin; Rails, Laravel and Symfony take
 //! a `_method` field of a form (or of a JSON body, Laravel) or of the
 //! query. The egress check asks of each the method it names, so a grant
@@ -21,14 +22,65 @@ const HEADERS: [&str; 3] = [
     "x-method-override",
 ];
 
-/// Whether a header named `name` is a method override.
-pub(crate) fn is_header(name: &str) -> bool {
+/// Headers that ask for another path: IIS's URL Rewrite module, Symfony
+/// (before CVE-2018-14773), Zend Framework and the applications on them
+/// route a request by these rather than by its request line.
+const PATH_HEADERS: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
+/// Whether `name` is one of `names` (lower-case), in any case and with
+/// `_` as `-`.
+fn named(names: &[&str], name: &str) -> bool {
     let same = |o: &str| {
         (o.len() == name.len())
             && (o.bytes().zip(name.bytes()))
                 .all(|(o, n)| o == n.to_ascii_lowercase() || (o == b'-' && n == b'_'))
     };
-    HEADERS.iter().any(|o| same(o))
+    names.iter().any(|o| same(o))
+}
+
+/// Whether a header named `name` is a method override.
+pub(crate) fn is_header(name: &str) -> bool {
+    named(&HEADERS, name)
+}
+
+/// Whether a header named `name` is a method or a path override (what an
+/// approver is shown first).
+pub(crate) fn is_any_header(name: &str) -> bool {
+    is_header(name) || named(&PATH_HEADERS, name)
+}
+
+/// The paths a request's path-override headers ask for, each as a URL on
+/// `url`'s origin with the header's name for messages. `Err` when one
+/// names no path on that origin (expected `/` and a path, as a request
+/// line has it), or when there are more than [`MAX_OVERRIDES`].
+pub(crate) fn paths(url: &Url, headers: &[(&str, &[u8])]) -> Result<Vec<(String, Url)>, String> {
+    let mut found: Vec<(String, Url)> = Vec::new();
+    for (name, value) in headers
+        .iter()
+        .filter(|(name, _)| named(&PATH_HEADERS, name))
+    {
+        let by = format!("header '{name}'");
+        let asked = std::str::from_utf8(value.trim_ascii())
+            .ok()
+            .filter(|v| v.starts_with('/') && !v.starts_with("//") && !v.contains('\\'))
+            .and_then(|v| url.join(v).ok())
+            .filter(|u| u.origin() == url.origin());
+        let Some(asked) = asked else {
+            return Err(format!(
+                "{by} names no path on the request's origin (expected one starting with a \
+                 single '/', as a request line has it)"
+            ));
+        };
+        if !found.iter().any(|(_, u)| *u == asked) {
+            if found.len() >= MAX_OVERRIDES {
+                return Err(format!(
+                    "the request holds more than {MAX_OVERRIDES} different path overrides"
+                ));
+            }
+            found.push((by, asked));
+        }
+    }
+    Ok(found)
 }
 
 /// One override a request carries: where, for messages (the tool's own

@@ -9,17 +9,96 @@
 //! reaches the tool a part at a time. A tool chooses both with its request
 //! headers, so while the invocation holds secrets its requests ask for the
 //! whole body, unencoded, and a response encoded anyway is refused.
+//!
+//! The same for characters: in UTF-16 or EBCDIC (`Accept-Charset`, or
+//! `Accept: text/plain;charset=utf-16le`, which many frameworks honour) a
+//! reflected value's letters are not the bytes redaction looks for. A
+//! request names no charset, and a response in one that does not spell
+//! ASCII as ASCII is refused.
 
-use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, IF_RANGE, RANGE, TE, TRANSFER_ENCODING};
+use http::header::{
+    ACCEPT, ACCEPT_CHARSET, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, IF_RANGE, RANGE, TE,
+    TRANSFER_ENCODING,
+};
 use http::{HeaderMap, HeaderValue};
 
-/// The request headers that choose an encoding or a part of the body,
-/// removed, and `Accept-Encoding: identity`.
+/// The request headers that choose an encoding, a charset or a part of the
+/// body, removed, `Accept-Encoding: identity`, and `Accept` without its
+/// `charset` parameters.
 pub(super) fn ask_whole(headers: &mut HeaderMap) {
-    for name in [ACCEPT_ENCODING, RANGE, IF_RANGE, TE] {
+    for name in [ACCEPT_ENCODING, ACCEPT_CHARSET, RANGE, IF_RANGE, TE] {
         headers.remove(name);
     }
     headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    let accepts: Vec<HeaderValue> = headers.get_all(ACCEPT).iter().cloned().collect();
+    headers.remove(ACCEPT);
+    for accept in accepts {
+        // Not text: nothing a server would read a charset from.
+        let Ok(text) = accept.to_str() else { continue };
+        if let Ok(value) = HeaderValue::from_str(&without_charset(text)) {
+            headers.append(ACCEPT, value);
+        }
+    }
+}
+
+/// An `Accept` value's media ranges without their `charset` parameters.
+fn without_charset(accept: &str) -> String {
+    let ranges = accept.split(',').map(|range| {
+        (range.split(';'))
+            .filter(|part| {
+                param(part).is_none_or(|(name, _)| !name.eq_ignore_ascii_case("charset"))
+            })
+            .collect::<Vec<_>>()
+            .join(";")
+    });
+    ranges.collect::<Vec<_>>().join(",")
+}
+
+/// A media-type parameter's name and value (unquoted), if `part` is one.
+fn param(part: &str) -> Option<(&str, &str)> {
+    let (name, value) = part.split_once('=')?;
+    Some((name.trim(), value.trim().trim_matches('"')))
+}
+
+/// Charsets that encode every ASCII character as its own byte, so a
+/// reflected value reads as it was sent: UTF-8 and ASCII, the ISO 8859
+/// and Windows code pages, KOI8, and the East Asian multi-byte ones (whose
+/// ASCII range is ASCII). Not UTF-16/32, UTF-7, EBCDIC (`IBM037`, `cp500`)
+/// or anything unknown.
+fn spells_ascii(charset: &str) -> bool {
+    let c = charset.to_ascii_lowercase();
+    const EXACT: [&str; 16] = [
+        "utf-8",
+        "utf8",
+        "us-ascii",
+        "ascii",
+        "shift_jis",
+        "sjis",
+        "windows-31j",
+        "cp932",
+        "euc-jp",
+        "euc-kr",
+        "gbk",
+        "gb2312",
+        "gb18030",
+        "big5",
+        "big5-hkscs",
+        "tis-620",
+    ];
+    const PREFIXES: [&str; 6] = [
+        "iso-8859-",
+        "iso8859-",
+        "latin",
+        "windows-125",
+        "cp125",
+        "koi8-",
+    ];
+    EXACT.contains(&c.as_str())
+        || (PREFIXES.iter()).any(|p| {
+            c.strip_prefix(p).is_some_and(|rest| {
+                !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+            })
+        })
 }
 
 /// Why a response's body cannot be redacted, if it cannot: a content
@@ -39,6 +118,23 @@ pub(super) fn unreadable<'a>(
         );
     }
     for (name, value) in headers {
+        if name.eq_ignore_ascii_case(CONTENT_TYPE.as_str()) {
+            let value = String::from_utf8_lossy(value);
+            let charset = (value.split(';').filter_map(param))
+                .find(|(name, _)| name.eq_ignore_ascii_case("charset"));
+            match charset {
+                Some((_, c)) if !spells_ascii(c) => {
+                    let shown =
+                        crate::redact::escape_control(&redactor.redact_cut(c, 64)).into_owned();
+                    return Some(format!(
+                        "the response is in the charset {shown}, which does not spell ASCII as \
+                         ASCII: redaction cannot read it while this invocation holds secrets; \
+                         the request named no charset"
+                    ));
+                }
+                _ => continue,
+            }
+        }
         // A transfer coding other than chunked (which the client decodes)
         // reaches the tool as it was sent, like a content coding.
         let (header, plain) = if name.eq_ignore_ascii_case(CONTENT_ENCODING.as_str()) {
@@ -77,7 +173,21 @@ mod tests {
         h.insert(IF_RANGE, HeaderValue::from_static("\"e\""));
         h.insert(TE, HeaderValue::from_static("gzip"));
         h.insert("x-kept", HeaderValue::from_static("1"));
+        h.insert(ACCEPT_CHARSET, HeaderValue::from_static("utf-16le"));
+        h.append(
+            ACCEPT,
+            HeaderValue::from_static("text/plain;charset=utf-16le;q=0.9, application/json"),
+        );
+        h.append(
+            ACCEPT,
+            HeaderValue::from_static("text/x; CHARSET=\"ibm037\""),
+        );
         ask_whole(&mut h);
+        assert!(!h.contains_key(ACCEPT_CHARSET));
+        let accept: Vec<&str> = (h.get_all(ACCEPT).iter())
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(accept, ["text/plain;q=0.9, application/json", "text/x"]);
         assert_eq!(h.get(ACCEPT_ENCODING).unwrap(), "identity");
         assert_eq!(h.get_all(ACCEPT_ENCODING).iter().count(), 1);
         for gone in [RANGE, IF_RANGE, TE] {
@@ -104,6 +214,28 @@ mod tests {
         }
         let typed = vec![("content-type", b"a/b".as_slice())];
         assert_eq!(unreadable(200, typed, &none), None);
+        let typed = |v: &'static str| vec![("Content-Type", v.as_bytes())];
+        for wide in [
+            "text/plain; charset=utf-16le",
+            "application/json;charset=\"UTF-16\"",
+            "text/plain; q=1; Charset = IBM037",
+            "text/html; charset=utf-7",
+            "text/plain; charset=utf-32be",
+            "text/plain; charset=x-unknown",
+            "text/plain; charset=latin",
+        ] {
+            let why = unreadable(200, typed(wide), &none).unwrap_or_else(|| panic!("{wide}"));
+            assert!(why.contains("charset"), "{why}");
+        }
+        for narrow in [
+            "text/plain; charset=utf-8",
+            "text/html; charset=\"ISO-8859-1\"",
+            "text/plain;charset=windows-1252",
+            "text/plain; charset=Shift_JIS",
+            "application/json",
+        ] {
+            assert_eq!(unreadable(200, typed(narrow), &none), None, "{narrow}");
+        }
         // A hostile coding name is shown escaped and short.
         let long = format!("\u{1b}[2J{}", "x".repeat(500));
         let why = unreadable(200, vec![("content-encoding", long.as_bytes())], &none).unwrap();

@@ -387,7 +387,10 @@ mod tests {
             .unwrap();
             let mut h = TaskHistory::default();
             TaskHistory::note(&mut h.files_written, &twin);
-            assert_eq!(ask(&p, "fs::read", path("a", "/r/a"), &[], &h), Verdict::Allow);
+            assert_eq!(
+                ask(&p, "fs::read", path("a", "/r/a"), &[], &h),
+                Verdict::Allow
+            );
             TaskHistory::note(&mut h.files_written, &long);
             assert!(h.files_written.iter().all(|e| e.len() <= MAX_ENTRY));
             match ask(&p, "fs::read", path("a", "/r/a"), &[], &h) {

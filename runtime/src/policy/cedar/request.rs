@@ -43,8 +43,7 @@ fn noted<'a>(
     set: &'a super::Noted,
     whole: &'a HashMap<String, String>,
 ) -> impl Iterator<Item = &'a str> {
-    set.iter()
-        .map(|e| whole.get(e).map_or(e, String::as_str))
+    set.iter().map(|e| whole.get(e).map_or(e, String::as_str))
 }
 
 pub(super) fn build(
@@ -126,10 +125,16 @@ pub(super) fn build(
             record(vec![
                 ("id", string(q.task)),
                 ("labels", strings(q.task_labels)),
-                ("secrets_revealed", strings(noted(&h.secrets_revealed, whole))),
+                (
+                    "secrets_revealed",
+                    strings(noted(&h.secrets_revealed, whole)),
+                ),
                 ("hosts_contacted", strings(noted(&h.hosts_contacted, whole))),
                 ("files_written", strings(noted(&h.files_written, whole))),
-                ("targets_deployed", strings(noted(&h.targets_deployed, whole))),
+                (
+                    "targets_deployed",
+                    strings(noted(&h.targets_deployed, whole)),
+                ),
             ])?,
         ),
         (
