@@ -760,6 +760,14 @@ fn a_console_token_shared_with_a_client_or_a_remote_address_is_refused() {
         err.contains("--console 0.0.0.0:0 is not a loopback address (pass --allow-remote"),
         "{err}"
     );
+    // The approvals endpoint answers every pending request: the same.
+    let out = serve(&["--approvals", "0.0.0.0:0", "--approvals-token-file", t]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--approvals 0.0.0.0:0 is not a loopback address (pass --allow-remote"),
+        "{err}"
+    );
 }
 
 /// `warden serve` with `args` and a console signed in to with the

@@ -1615,6 +1615,54 @@ async fn answer(base: &str, op_token: &str, digest: &str, body: &'static str) ->
         .as_u16()
 }
 
+/// Guessing the approvals endpoint's token: a wrong one is answered after
+/// half a second, and past five in a second every request is answered 429
+/// unchecked (the right token too, so a guess learns nothing) until the
+/// second is over.
+#[tokio::test]
+async fn the_approvals_endpoint_checks_five_wrong_tokens_a_second() {
+    let s = setup();
+    let op_token = "operator-token-0123456789";
+    let (client, base) = stdio_with_approvals(&s, op_token, Client::default()).await;
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let guesses = (0..12).map(|i| {
+        let (http, base) = (http.clone(), base.clone());
+        tokio::spawn(async move {
+            let at = std::time::Instant::now();
+            let r = http
+                .get(&base)
+                .bearer_auth(format!("guess-{i}"))
+                .send()
+                .await;
+            (r.unwrap().status().as_u16(), at.elapsed())
+        })
+    });
+    let mut answers = Vec::new();
+    for g in guesses.collect::<Vec<_>>() {
+        answers.push(g.await.unwrap());
+    }
+    let right = http.get(&base).bearer_auth(op_token).send().await.unwrap();
+    if started.elapsed() < Duration::from_millis(900) {
+        assert_eq!(right.status().as_u16(), 429, "within the second");
+    }
+    let wrong: Vec<_> = answers.iter().filter(|(s, _)| *s == 401).collect();
+    assert_eq!(wrong.len(), 5, "{answers:?}");
+    assert!(
+        wrong.iter().all(|(_, t)| *t >= Duration::from_millis(450)),
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|(s, _)| *s == 429).count(),
+        7,
+        "{answers:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let right = http.get(&base).bearer_auth(op_token).send().await.unwrap();
+    assert_eq!(right.status().as_u16(), 200);
+    client.cancel().await.unwrap();
+}
+
 #[tokio::test]
 async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit() {
     let s = setup();

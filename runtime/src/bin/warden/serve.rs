@@ -42,7 +42,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "http")]
     agents: Option<PathBuf>,
     /// Serve a non-loopback address: --http (needs --token-file or
-    /// --agents) or --console.
+    /// --agents), --console or --approvals.
     #[arg(long)]
     allow_remote: bool,
     /// A further `Host` the MCP endpoint (--http) and the console answer
@@ -373,6 +373,11 @@ pub async fn serve(
     let mut approvals = None;
     let mut console = None;
     if let Some(addr) = args.approvals {
+        if !addr.ip().is_loopback() && !args.allow_remote {
+            return Err(usage(anyhow::anyhow!(
+                "--approvals {addr} is not a loopback address (pass --allow-remote to serve it; the approvals endpoint speaks plain HTTP, so put TLS in front)"
+            )));
+        }
         let file = args
             .approvals_token_file
             .as_deref()

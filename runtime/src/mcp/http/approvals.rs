@@ -22,6 +22,7 @@ pub async fn serve_approvals(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let token = Arc::new(zeroize::Zeroizing::new(token));
+    let guesses = Arc::new(Guesses::default());
     let admission = super::conns::Admission::new("approvals", MAX_CONNECTIONS);
     while let Some((stream, peer)) = next_connection(&listener, &shutdown, "approvals").await {
         let Some(place) = admission.admit(peer) else {
@@ -30,10 +31,12 @@ pub async fn serve_approvals(
         let _ = stream.set_nodelay(true);
         let queue = queue.clone();
         let token = token.clone();
+        let guesses = guesses.clone();
         let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
             let queue = queue.clone();
             let token = token.clone();
-            async move { Ok::<_, Infallible>(approvals(req, &*queue, &token).await) }
+            let guesses = guesses.clone();
+            async move { Ok::<_, Infallible>(approvals(req, &*queue, &token, &guesses).await) }
         });
         tokio::spawn(async move {
             let _ = super::conns::http1(READ_WITHIN)
@@ -63,13 +66,61 @@ fn unavailable(why: &str) -> Response<Body> {
     )
 }
 
+/// Wrong tokens checked in a second, all clients together; past them a
+/// request is answered 429 unchecked (a guess past the budget learns
+/// nothing; the budget is back a second after a flood stops), as the
+/// console's sign-in is.
+const WRONG_TOKENS_PER_SECOND: u32 = 5;
+/// How long the answer to a wrong token waits.
+const WRONG_TOKEN_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The wrong tokens of the current second: when it began, and how many.
+#[derive(Default)]
+struct Guesses(std::sync::Mutex<Option<(std::time::Instant, u32)>>);
+
+impl Guesses {
+    /// Why `headers` are refused (`refused_token`), checked only while the
+    /// second's budget of wrong tokens lasts (`Err` past it), and a wrong
+    /// one counted: all under the lock, so that requests at once cannot
+    /// each pass a budget with one place left.
+    fn check(&self, headers: &http::HeaderMap, token: &str) -> Result<Option<&'static str>, ()> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let (since, n) = g.get_or_insert((now, 0));
+        if now.duration_since(*since) >= std::time::Duration::from_secs(1) {
+            (*since, *n) = (now, 0);
+        }
+        if *n >= WRONG_TOKENS_PER_SECOND {
+            return Err(());
+        }
+        let why = refused_token(headers, token);
+        if why.is_some() && bearer(headers).is_some() {
+            *n += 1;
+        }
+        Ok(why)
+    }
+}
+
 async fn approvals(
     req: Request<Incoming>,
     queue: &dyn crate::approval::ApprovalQueue,
     token: &str,
+    guesses: &Guesses,
 ) -> Response<Body> {
-    if let Some(why) = refused_token(req.headers(), token) {
-        return unauthorized(why, bearer(req.headers()).is_some());
+    let Ok(refused) = guesses.check(req.headers(), token) else {
+        tracing::warn!("approvals: wrong tokens over {WRONG_TOKENS_PER_SECOND} a second");
+        return plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many wrong tokens; try again in a second",
+        );
+    };
+    if let Some(why) = refused {
+        let presented = bearer(req.headers()).is_some();
+        if presented {
+            tracing::warn!("approvals: a request with a wrong token");
+            tokio::time::sleep(WRONG_TOKEN_DELAY).await;
+        }
+        return unauthorized(why, presented);
     }
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.strip_prefix("/approvals")) {
