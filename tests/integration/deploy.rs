@@ -362,6 +362,32 @@ async fn an_approval_gated_target_waits_for_an_approver() {
             .contains("to 'gated' (exec)"),
         "{asked:?}"
     );
+
+    // However long the artifact's path (hidden characters escape to eight
+    // times their bytes), where a link in it leads, its size, digest and
+    // target are all in what the person is shown.
+    let hidden = "\u{34f}".repeat(120);
+    let long = s.ws.join(format!("dist/{hidden}/{hidden}/{hidden}"));
+    std::fs::create_dir_all(&long).unwrap();
+    std::os::unix::fs::symlink("../../../app.txt", long.join("app")).unwrap();
+    let artifact = format!("dist/{hidden}/{hidden}/{hidden}/app");
+    let run = s.deploy_artifact(&grant, "gated", &artifact).await.unwrap();
+    assert!(run.output.is_err());
+    let asked = s
+        .audit
+        .invocation(&run.id)
+        .into_iter()
+        .find(|r| r.event == Event::ApprovalRequested)
+        .unwrap();
+    let shown = asked.message.unwrap();
+    for fact in [
+        "(resolves to dist/app.txt)",
+        "(13 bytes, sha256 ",
+        "to 'gated' (exec)",
+    ] {
+        assert!(shown.contains(fact), "{fact}: {shown}");
+    }
+    assert!(shown.len() <= 4096, "{}", shown.len());
 }
 
 #[tokio::test]

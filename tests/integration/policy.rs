@@ -619,7 +619,7 @@ async fn a_subtree_too_large_to_check_is_refused() {
     let (out, d) = g
         .probe(json!({"op": "remove-dir", "path": "big", "recursive": true}))
         .await;
-    let want = "'big' holds more than can be checked against the runtime policy (at most 10000 entries, within the deadline)";
+    let want = "'big' holds more than can be checked against the runtime policy (at most 10000 entries and 4 MiB of paths, within the deadline)";
     assert_eq!(out["error"]["code"], "denied", "{out}");
     assert_eq!(out["error"]["message"], want);
     assert_eq!(
@@ -627,6 +627,30 @@ async fn a_subtree_too_large_to_check_is_refused() {
         (Some("deny"), Some("fs.subtree"))
     );
     assert!(big.join("0").exists());
+
+    // Fewer entries, under directories with long names: 1,200 paths of
+    // ~3.8 KB are more than 4 MiB to copy and ask about (a tree a tool can
+    // build; 10,000 of 32 KB held gigabytes of the host's memory).
+    let mut deep = g.workspace.join("deep");
+    for i in 0..15 {
+        deep.push(format!("{i:02}{}", "d".repeat(240)));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    for i in 0..1_200 {
+        std::fs::write(deep.join(i.to_string()), "").unwrap();
+    }
+    let started = std::time::Instant::now();
+    for op in [
+        json!({"op": "remove-dir", "path": "deep", "recursive": true}),
+        json!({"op": "rename", "path": "deep", "to": "moved"}),
+    ] {
+        let (out, d) = g.probe(op.clone()).await;
+        let want = want.replacen("'big'", "'deep'", 1);
+        assert_eq!(out["error"]["message"], want, "{op}: {out}");
+        assert_eq!(d[0].rule.as_deref(), Some("fs.subtree"), "{op}");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(deep.join("0").exists());
 }
 
 /// Issue #11, 15: the call is decided on the object it acts on. A host

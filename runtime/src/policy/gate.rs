@@ -407,8 +407,8 @@ impl Gate {
                 &mut decision,
                 &asks,
                 &self.redactor,
-                approval.required,
-                false,
+                (approval.required, false),
+                self.deadline,
             )
         });
         let approved = approval.required || ask_approval;

@@ -189,8 +189,8 @@ impl PolicyCtx {
         d: &mut Decision,
         asks: &[gate::Ask<'_>],
         redactor: &crate::redact::Redactor,
-        required: bool,
-        approved: bool,
+        (required, approved): (bool, bool),
+        deadline: std::time::Instant,
     ) -> bool {
         if !d.allow {
             return false;
@@ -214,6 +214,19 @@ impl PolicyCtx {
         }
         let mut ask_approval = false;
         for ask in asks {
+            // A call of many questions (a subtree's paths, each asked with
+            // the task's history) is answered within the invocation's time.
+            if std::time::Instant::now() >= deadline {
+                *d = Decision::deny(
+                    "policy.deadline",
+                    format!(
+                        "the runtime policy's {} questions about this call were not all \
+                         answered within the invocation's deadline",
+                        asks.len()
+                    ),
+                );
+                return false;
+            }
             ask_approval |= self.ask(&history, d, ask, now);
             if !d.allow {
                 return false;
@@ -319,5 +332,57 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &h.of("https://a.example", &task)));
         assert!(!Arc::ptr_eq(&a, &h.of("https://b.example", &task)));
         assert!(!Arc::ptr_eq(&a, &h.of("", &task)));
+    }
+
+    /// A call's questions are answered within the invocation's deadline:
+    /// past it, the call is refused (`policy.deadline`) and nothing noted.
+    #[test]
+    fn questions_past_the_deadline_refuse_the_call() {
+        let rules = cedar::RuntimePolicy::parse(&[(
+            "p.cedar".into(),
+            "forbid (principal, action, resource) when { context.task.files_written.contains(\"x\") };"
+                .into(),
+        )])
+        .unwrap();
+        let ctx = PolicyCtx {
+            rules: Arc::new(rules),
+            tool: Arc::new(cedar::ToolFacts {
+                name: "t".into(),
+                identity: "sha256:0".into(),
+                labels: Vec::new(),
+            }),
+            task: "task".into(),
+            labels: Arc::from([]),
+            agent: None,
+            invocation: "inv".into(),
+            history: Arc::default(),
+            added: None,
+        };
+        let asks: Vec<gate::Ask<'_>> = ["a", "b"]
+            .into_iter()
+            .map(|path| gate::Ask {
+                action: "fs::write".into(),
+                detail: "",
+                resource: cedar::Resource::Path {
+                    handle: "ws",
+                    path,
+                    host_path: path,
+                    labels: &[],
+                },
+            })
+            .collect();
+        let none = crate::redact::Redactor::default();
+        let now = std::time::Instant::now();
+        let mut d = Decision::allow("fs.rights", "granted".into());
+        ctx.decide(&mut d, &asks, &none, (false, false), now);
+        assert_eq!(d.rule, "policy.deadline");
+        assert!(!d.allow);
+        assert!(d.reason.contains("2 questions"), "{}", d.reason);
+        assert!(ctx.history.lock().unwrap().files_written.is_empty());
+        let mut d = Decision::allow("fs.rights", "granted".into());
+        let later = now + std::time::Duration::from_secs(60);
+        ctx.decide(&mut d, &asks, &none, (false, false), later);
+        assert!(d.allow, "{d:?}");
+        assert_eq!(ctx.history.lock().unwrap().files_written.len(), 2);
     }
 }

@@ -320,12 +320,25 @@ impl Host for DeployView<'_> {
             }
             _ => String::new(),
         };
+        // Each path cut on its own, as fs's are: however long the artifact's
+        // path, where it resolves, its size, digest and target are shown.
         let summary = || match &sealed {
-            Some(d) => format!(
-                "deploy {handle}:{artifact}{leads} ({} bytes, sha256 {digest}) to '{target}' ({})",
-                d.bytes.len(),
-                d.spec.backend.kind()
-            ),
+            Some(d) => {
+                let part = |p: &str| {
+                    use crate::policy::gate::{SUMMARY_PART, summary_part};
+                    summary_part(self.gate.redactor(), p.as_bytes(), SUMMARY_PART)
+                };
+                let leads = match &read {
+                    Some((_, to, _)) if !leads.is_empty() => format!(" (resolves to {})", part(to)),
+                    _ => String::new(),
+                };
+                format!(
+                    "deploy {handle}:{}{leads} ({} bytes, sha256 {digest}) to '{target}' ({})",
+                    part(&artifact),
+                    d.bytes.len(),
+                    d.spec.backend.kind()
+                )
+            }
             None => String::new(),
         };
         let args = format!("sha256 {digest}{leads}");

@@ -22,6 +22,12 @@ const MAX_LINKS: usize = 40;
 /// Most entries a subtree walk visits before it gives up.
 pub(crate) const MAX_SUBTREE: usize = 10_000;
 
+/// Most bytes of paths a subtree walk collects: each is asked of the
+/// runtime policy (twice for a rename) and copied for it, and a tree of
+/// 10,000 entries under directories with long names held gigabytes (a
+/// real tree's 10,000 paths are a megabyte or two).
+pub(crate) const MAX_SUBTREE_BYTES: usize = 4 << 20;
+
 /// Most directories a path goes down, and a subtree walk: a walk holds
 /// each level open, and the process's file descriptors are every
 /// invocation's (a path 1,000 levels deep took 1,000 of them).
@@ -353,7 +359,8 @@ pub(crate) fn resolve(
 }
 
 /// Every path below directory `dir` (named `base` inside the handle), not
-/// following symlinks; refused past [`MAX_SUBTREE`] entries or `deadline`.
+/// following symlinks; refused past [`MAX_SUBTREE`] entries,
+/// [`MAX_SUBTREE_BYTES`] of paths or `deadline`.
 ///
 /// A directory is opened when its turn comes, not when it is found: what
 /// waits holds only its parent open, so the walk holds about as many
@@ -361,6 +368,7 @@ pub(crate) fn resolve(
 pub(crate) fn subtree(dir: Dir, base: &str, deadline: Instant) -> io::Result<Vec<String>> {
     use std::sync::Arc;
     let mut out = Vec::new();
+    let mut bytes = 0usize;
     // (its path, its parent or itself, its name in the parent, its depth)
     let mut todo: Vec<(String, Arc<Dir>, Option<String>, usize)> =
         vec![(base.to_owned(), Arc::new(dir), None, 0)];
@@ -388,11 +396,13 @@ pub(crate) fn subtree(dir: Dir, base: &str, deadline: Instant) -> io::Result<Vec
             } else {
                 format!("{prefix}/{name}")
             };
-            if out.len() >= MAX_SUBTREE || Instant::now() >= deadline {
+            bytes = bytes.saturating_add(path.len());
+            if out.len() >= MAX_SUBTREE || bytes > MAX_SUBTREE_BYTES || Instant::now() >= deadline {
                 return Err(refuse(
                     "fs.subtree",
                     format!(
-                        "'{base}' holds more than can be checked against the runtime policy (at most {MAX_SUBTREE} entries, within the deadline)"
+                        "'{base}' holds more than can be checked against the runtime policy (at most {MAX_SUBTREE} entries and {} MiB of paths, within the deadline)",
+                        MAX_SUBTREE_BYTES >> 20
                     ),
                 ));
             }

@@ -70,7 +70,13 @@ impl Gate {
         };
         // Decided again and noted in one step (`PolicyCtx::decide`).
         let mut decision = Decision::allow("policy", "allowed again after the approval".into());
-        policy.decide(&mut decision, asks, &self.redactor, true, true);
+        policy.decide(
+            &mut decision,
+            asks,
+            &self.redactor,
+            (true, true),
+            self.deadline,
+        );
         if !decision.allow {
             self.write(&self.audit.decision(capability, action, resource, &decision))?;
             return Ok(Some(decision));
