@@ -36,6 +36,7 @@ mod decode;
 mod jws;
 mod numbers;
 mod terminal;
+mod wide;
 
 use decode::{ESCAPE_STARTS, Span, decode, may_escape};
 pub(crate) use jws::and_signatures;
@@ -125,6 +126,7 @@ fn exact_forms(value: &str) -> Vec<String> {
     for engine in [&STANDARD, &URL_SAFE] {
         out.push(engine.encode(bytes));
     }
+    out.extend(wide::forms(value));
     for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
         for shift in 0..3 {
             let mut shifted = vec![0u8; shift];

@@ -367,7 +367,9 @@ async fn an_approval_gated_target_waits_for_an_approver() {
     // times their bytes), where a link in it leads, its size, digest and
     // target are all in what the person is shown.
     let hidden = "\u{34f}".repeat(120);
-    let long = s.ws.join(format!("dist/{hidden}/{hidden}/{hidden}/{hidden}/{hidden}/{hidden}"));
+    let long = s.ws.join(format!(
+        "dist/{hidden}/{hidden}/{hidden}/{hidden}/{hidden}/{hidden}"
+    ));
     std::fs::create_dir_all(&long).unwrap();
     std::os::unix::fs::symlink("../../../../../../app.txt", long.join("app")).unwrap();
     let artifact = format!("dist/{hidden}/{hidden}/{hidden}/{hidden}/{hidden}/{hidden}/app");

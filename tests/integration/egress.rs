@@ -62,6 +62,15 @@ async fn serve() -> (u16, Seen) {
                     .flat_map(|c| [c, '\0'])
                     .collect(),
             ),
+            // The same without saying so (plain text, no charset).
+            p if p.starts_with("/api/w16") => (
+                "200 OK",
+                String::new(),
+                (auth.as_deref().unwrap_or(""))
+                    .chars()
+                    .flat_map(|c| [c, '\0'])
+                    .collect(),
+            ),
             // A debug endpoint: echoes what it was sent, several ways.
             p if p.starts_with("/api/echo") => {
                 let sent = format!(
@@ -1548,11 +1557,31 @@ async fn a_path_override_header_is_checked_as_the_path_it_asks_for() {
             ),
             (
                 "x_rewrite_url",
-                " /api/../admin?x=1",
+                " /admin?x=1",
                 "http.allowlist",
                 format!(
                     "header 'x_rewrite_url' asks for /admin: GET /admin on {origin} is not in the egress grant (methods or path prefix)"
                 ),
+            ),
+            // Checked as a parser reads it, sent as written: only a path in
+            // the form it is read in goes.
+            (
+                "X-Original-URL",
+                "/admin/../api/x",
+                "http.request",
+                "header 'X-Original-URL' names a path a URL parser reads otherwise (15 bytes read as /api/x): expected it as a server routes it, without dot segments, a fragment or characters left to encode".to_owned(),
+            ),
+            (
+                "X-Original-URL",
+                "/admin/%2e%2e/api/x",
+                "http.request",
+                "header 'X-Original-URL' names a path a URL parser reads otherwise (19 bytes read as /api/x): expected it as a server routes it, without dot segments, a fragment or characters left to encode".to_owned(),
+            ),
+            (
+                "X-Original-URL",
+                "/api/x#/../../admin",
+                "http.request",
+                "header 'X-Original-URL' names a path a URL parser reads otherwise (19 bytes read as /api/x): expected it as a server routes it, without dot segments, a fragment or characters left to encode".to_owned(),
             ),
             (
                 "X-Original-URL",
@@ -1979,6 +2008,24 @@ async fn while_secrets_are_held_responses_come_whole_and_unencoded() {
         let message = egress.message.unwrap_or_default();
         assert!(message.contains("charset utf-16le"), "{message}");
     }
+    // And one that answers in UTF-16 without a word: redacted in that form.
+    let w16 = format!("{}/api/w16", api.base());
+    let (out, inv) = api
+        .probe("probe", &holding, json!({"url": w16, "bearer": "hidden"}))
+        .await;
+    let body = out["ok"]["body"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(!body.contains(&wide(HIDDEN_TOKEN)[..20]), "{out}");
+    assert!(body.contains("[REDACTED:hidden]"), "{out}");
+    let egress = api.egress(&inv);
+    assert_eq!(
+        (egress.outcome.as_deref(), egress.message.as_deref()),
+        (
+            Some("ok"),
+            Some("secret 'hidden' reflected in the response; redacted before the tool saw it")
+        )
+    );
 
     let gz = format!("{}/api/gz", api.base());
     let why = "the response is encoded (Content-Encoding: gzip), which redaction cannot read while this invocation holds secrets; the request asked for identity";

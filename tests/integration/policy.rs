@@ -651,6 +651,25 @@ async fn a_subtree_too_large_to_check_is_refused() {
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert!(deep.join("0").exists());
+
+    // A small tree renamed to a long place: each path is asked about at
+    // its new place too, and those bytes count.
+    let many = g.workspace.join("many");
+    std::fs::create_dir(&many).unwrap();
+    for i in 0..1_200 {
+        std::fs::write(many.join(i.to_string()), "").unwrap();
+    }
+    let to = format!(
+        "{}/moved",
+        deep.strip_prefix(&g.workspace).unwrap().display()
+    );
+    let (out, d) = g
+        .probe(json!({"op": "rename", "path": "many", "to": to}))
+        .await;
+    let want = want.replacen("'big'", "'many'", 1);
+    assert_eq!(out["error"]["message"], want, "{out}");
+    assert_eq!(d[0].rule.as_deref(), Some("fs.subtree"));
+    assert!(many.join("0").exists());
 }
 
 /// Issue #11, 15: the call is decided on the object it acts on. A host

@@ -51,7 +51,7 @@ impl HistoryStore for PgHistory {
                 .try_get(1)
                 .map_err(|e| self.link.failed(super::pg(&e)))?;
             if let Some(set) = history.set_mut(kind) {
-                TaskHistory::note(set, item);
+                set.keep(item);
             }
         }
         Ok(history)

@@ -133,13 +133,13 @@ impl FsView<'_> {
             && let Some(from) = resolved.first()
             && from.kind.is_some_and(|k| k.is_dir())
         {
-            let below = from
-                .open_dir(&handle.dir)
-                .and_then(|d| resolve::subtree(d, &from.path, self.gate.deadline()))
-                .map_err(refused)?;
             // A rename moves each of them to the same place under its new
             // name: both sides change.
             let to = resolved.get(1).map(|r| r.path.as_str());
+            let below = from
+                .open_dir(&handle.dir)
+                .and_then(|d| resolve::subtree(d, &from.path, to, self.gate.deadline()))
+                .map_err(refused)?;
             for p in below {
                 if let Some(to) = to {
                     let rest = p.strip_prefix(&from.path).unwrap_or(&p);

@@ -365,7 +365,15 @@ pub(crate) fn resolve(
 /// A directory is opened when its turn comes, not when it is found: what
 /// waits holds only its parent open, so the walk holds about as many
 /// directories open as it is deep, not as many as it has found.
-pub(crate) fn subtree(dir: Dir, base: &str, deadline: Instant) -> io::Result<Vec<String>> {
+///
+/// A rename asks about each path at its new place too (`to`, the
+/// directory's new path): those bytes count as well.
+pub(crate) fn subtree(
+    dir: Dir,
+    base: &str,
+    to: Option<&str>,
+    deadline: Instant,
+) -> io::Result<Vec<String>> {
     use std::sync::Arc;
     let mut out = Vec::new();
     let mut bytes = 0usize;
@@ -396,7 +404,9 @@ pub(crate) fn subtree(dir: Dir, base: &str, deadline: Instant) -> io::Result<Vec
             } else {
                 format!("{prefix}/{name}")
             };
-            bytes = bytes.saturating_add(path.len());
+            // At its new place: `to` and the path below `base`.
+            let moved = to.map_or(0, |to| to.len() + path.len().saturating_sub(base.len()));
+            bytes = bytes.saturating_add(path.len() + moved);
             if out.len() >= MAX_SUBTREE || bytes > MAX_SUBTREE_BYTES || Instant::now() >= deadline {
                 return Err(refuse(
                     "fs.subtree",
@@ -541,7 +551,7 @@ mod tests {
                 }
             })
         };
-        let all = subtree(w, "w", deadline).unwrap();
+        let all = subtree(w, "w", None, deadline).unwrap();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         watcher.join().unwrap();
         assert_eq!(all.len(), 1200);
@@ -552,7 +562,7 @@ mod tests {
         );
 
         let (_tmp, root) = nested(MAX_DEPTH + 1);
-        let e = subtree(root.open_dir("d").unwrap(), "d", deadline)
+        let e = subtree(root.open_dir("d").unwrap(), "d", None, deadline)
             .err()
             .unwrap();
         assert!(e.to_string().contains("directories deep"), "{e}");

@@ -52,25 +52,35 @@ pub(crate) fn is_any_header(name: &str) -> bool {
 /// The paths a request's path-override headers ask for, each as a URL on
 /// `url`'s origin with the header's name for messages. `Err` when one
 /// names no path on that origin (expected `/` and a path, as a request
-/// line has it), or when there are more than [`MAX_OVERRIDES`].
+/// line has it), one a URL parser reads as another path (dot segments,
+/// `%2e`, a fragment: the header goes as it was written, and a server may
+/// read it as written), or when there are more than [`MAX_OVERRIDES`].
 pub(crate) fn paths(url: &Url, headers: &[(&str, &[u8])]) -> Result<Vec<(String, Url)>, String> {
     let mut found: Vec<(String, Url)> = Vec::new();
-    for (name, value) in headers
-        .iter()
-        .filter(|(name, _)| named(&PATH_HEADERS, name))
-    {
+    for (name, value) in (headers.iter()).filter(|(name, _)| named(&PATH_HEADERS, name)) {
         let by = format!("header '{name}'");
-        let asked = std::str::from_utf8(value.trim_ascii())
+        let written = std::str::from_utf8(value.trim_ascii())
             .ok()
-            .filter(|v| v.starts_with('/') && !v.starts_with("//") && !v.contains('\\'))
+            .filter(|v| v.starts_with('/') && !v.starts_with("//"));
+        let asked = written
             .and_then(|v| url.join(v).ok())
             .filter(|u| u.origin() == url.origin());
-        let Some(asked) = asked else {
+        let (Some(written), Some(asked)) = (written, asked) else {
             return Err(format!(
                 "{by} names no path on the request's origin (expected one starting with a \
                  single '/', as a request line has it)"
             ));
         };
+        let read = &asked[url::Position::BeforePath..url::Position::AfterQuery];
+        if read != written {
+            return Err(format!(
+                "{by} names a path a URL parser reads otherwise ({} bytes read as {}): \
+                 expected it as a server routes it, without dot segments, a fragment or \
+                 characters left to encode",
+                written.len(),
+                crate::policy::gate::cut(asked.path(), 256)
+            ));
+        }
         if !found.iter().any(|(_, u)| *u == asked) {
             if found.len() >= MAX_OVERRIDES {
                 return Err(format!(

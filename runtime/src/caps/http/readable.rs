@@ -16,17 +16,26 @@
 //! request names no charset, and a response in one that does not spell
 //! ASCII as ASCII is refused.
 
-use http::header::{
-    ACCEPT, ACCEPT_CHARSET, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, IF_RANGE, RANGE, TE,
-    TRANSFER_ENCODING,
-};
+use http::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue};
 
 /// The request headers that choose an encoding, a charset or a part of the
-/// body, removed, `Accept-Encoding: identity`, and `Accept` without its
+/// body (also spelled with `_`, which CGI-style servers read as `-`),
+/// removed, `Accept-Encoding: identity`, and `Accept` without its
 /// `charset` parameters.
 pub(super) fn ask_whole(headers: &mut HeaderMap) {
-    for name in [ACCEPT_ENCODING, ACCEPT_CHARSET, RANGE, IF_RANGE, TE] {
+    const CHOOSING: [&str; 5] = [
+        "accept-encoding",
+        "accept-charset",
+        "range",
+        "if-range",
+        "te",
+    ];
+    let choosing: Vec<http::HeaderName> = (headers.keys())
+        .filter(|k| CHOOSING.contains(&k.as_str().replace('_', "-").as_str()))
+        .cloned()
+        .collect();
+    for name in choosing {
         headers.remove(name);
     }
     headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
@@ -43,21 +52,49 @@ pub(super) fn ask_whole(headers: &mut HeaderMap) {
 
 /// An `Accept` value's media ranges without their `charset` parameters.
 fn without_charset(accept: &str) -> String {
-    let ranges = accept.split(',').map(|range| {
-        (range.split(';'))
-            .filter(|part| {
-                param(part).is_none_or(|(name, _)| !name.eq_ignore_ascii_case("charset"))
-            })
+    let ranges = split(accept, b',').into_iter().map(|range| {
+        (split(range, b';').into_iter())
+            .filter(|part| param(part).is_none_or(|(name, _)| !is_charset(name)))
             .collect::<Vec<_>>()
             .join(";")
     });
     ranges.collect::<Vec<_>>().join(",")
 }
 
-/// A media-type parameter's name and value (unquoted), if `part` is one.
+/// `value` split at each `sep` outside a quoted string (where `\` escapes
+/// the next character), as a media type's parameters are read.
+fn split(value: &str, sep: u8) -> Vec<&str> {
+    let (mut parts, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (i, b) in value.bytes().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            _ if b == sep && !quoted => {
+                parts.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&value[start..]);
+    parts
+}
+
+/// A media-type parameter's name and value (unquoted; an extended value,
+/// `charset*=utf-16''`, up to its first `'`), if `part` is one.
 fn param(part: &str) -> Option<(&str, &str)> {
     let (name, value) = part.split_once('=')?;
-    Some((name.trim(), value.trim().trim_matches('"')))
+    let (name, value) = (name.trim(), value.trim().trim_matches('"'));
+    match name.ends_with('*') {
+        true => Some((name, value.split('\'').next().unwrap_or(value))),
+        false => Some((name, value)),
+    }
+}
+
+/// Whether a parameter's name is `charset` (or its extended `charset*`).
+fn is_charset(name: &str) -> bool {
+    name.trim_end_matches('*').eq_ignore_ascii_case("charset")
 }
 
 /// Charsets that encode every ASCII character as its own byte, so a
@@ -119,11 +156,18 @@ pub(super) fn unreadable<'a>(
     }
     for (name, value) in headers {
         if name.eq_ignore_ascii_case(CONTENT_TYPE.as_str()) {
+            // Every charset named, in every type the value lists: parsers
+            // differ on which one counts.
             let value = String::from_utf8_lossy(value);
-            let charset = (value.split(';').filter_map(param))
-                .find(|(name, _)| name.eq_ignore_ascii_case("charset"));
+            let types = split(&value, b',');
+            let params = (types.iter())
+                .flat_map(|t| split(t, b';'))
+                .filter_map(param);
+            let charset = params
+                .filter(|(name, _)| is_charset(name))
+                .find(|(_, c)| !spells_ascii(c));
             match charset {
-                Some((_, c)) if !spells_ascii(c) => {
+                Some((_, c)) => {
                     let shown =
                         crate::redact::escape_control(&redactor.redact_cut(c, 64)).into_owned();
                     return Some(format!(
@@ -164,6 +208,7 @@ pub(super) fn unreadable<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::{ACCEPT_CHARSET, IF_RANGE, RANGE, TE};
 
     #[test]
     fn a_request_asks_for_the_whole_body_unencoded() {
@@ -174,6 +219,8 @@ mod tests {
         h.insert(TE, HeaderValue::from_static("gzip"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         h.insert(ACCEPT_CHARSET, HeaderValue::from_static("utf-16le"));
+        h.insert("accept_charset", HeaderValue::from_static("utf-16le"));
+        h.insert("Accept_Encoding", HeaderValue::from_static("gzip"));
         h.append(
             ACCEPT,
             HeaderValue::from_static("text/plain;charset=utf-16le;q=0.9, application/json"),
@@ -182,12 +229,24 @@ mod tests {
             ACCEPT,
             HeaderValue::from_static("text/x; CHARSET=\"ibm037\""),
         );
+        h.append(
+            ACCEPT,
+            HeaderValue::from_static("text/y; q=\"a,b\"; charset*=utf-16''"),
+        );
         ask_whole(&mut h);
         assert!(!h.contains_key(ACCEPT_CHARSET));
+        assert!(!h.contains_key("accept_charset") && !h.contains_key("accept_encoding"));
         let accept: Vec<&str> = (h.get_all(ACCEPT).iter())
             .map(|v| v.to_str().unwrap())
             .collect();
-        assert_eq!(accept, ["text/plain;q=0.9, application/json", "text/x"]);
+        assert_eq!(
+            accept,
+            [
+                "text/plain;q=0.9, application/json",
+                "text/x",
+                "text/y; q=\"a,b\""
+            ]
+        );
         assert_eq!(h.get(ACCEPT_ENCODING).unwrap(), "identity");
         assert_eq!(h.get_all(ACCEPT_ENCODING).iter().count(), 1);
         for gone in [RANGE, IF_RANGE, TE] {
@@ -223,6 +282,12 @@ mod tests {
             "text/plain; charset=utf-32be",
             "text/plain; charset=x-unknown",
             "text/plain; charset=latin",
+            // A second charset, one hidden from a naive split by quotes,
+            // an extended one, a second type.
+            "text/plain; charset=utf-8; charset=utf-16",
+            "text/plain; x=\"; charset=utf-8\"; charset=utf-16",
+            "text/plain; charset*=utf-16''",
+            "text/plain; charset=utf-8, text/html; charset=utf-16be",
         ] {
             let why = unreadable(200, typed(wide), &none).unwrap_or_else(|| panic!("{wide}"));
             assert!(why.contains("charset"), "{why}");
@@ -233,6 +298,7 @@ mod tests {
             "text/plain;charset=windows-1252",
             "text/plain; charset=Shift_JIS",
             "application/json",
+            "text/plain; x=\"a; charset=utf-16\"; charset=utf-8",
         ] {
             assert_eq!(unreadable(200, typed(narrow), &none), None, "{narrow}");
         }

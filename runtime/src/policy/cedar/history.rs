@@ -25,13 +25,22 @@ pub const MAX_ENTRY: usize = 160;
 pub const MAX_HISTORY_BYTES: usize = MAX_HISTORY * MAX_ENTRY;
 
 /// `item` as a set keeps it: itself up to [`MAX_ENTRY`] bytes, else its
-/// first 80 bytes and its digest.
+/// first 80 bytes and its digest. An item that looks kept already (a path
+/// a tool named `…sha256:` and 64 hex digits) is kept as its own head and
+/// digest too: a policy's long string is known by its kept form
+/// (`request.rs`), which a tool could otherwise write as a name.
 pub(super) fn entry(item: &str) -> Cow<'_, str> {
-    if item.len() <= MAX_ENTRY {
+    if item.len() <= MAX_ENTRY && !looks_kept(item) {
         return item.into();
     }
     let head = &item[..item.floor_char_boundary(80)];
     format!("{head}…{}", crate::Identity::of(item.as_bytes())).into()
+}
+
+/// Whether `item` ends as a kept entry does: `…sha256:` and 64 hex digits.
+fn looks_kept(item: &str) -> bool {
+    (item.rsplit_once("…sha256:"))
+        .is_some_and(|(_, hex)| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// One of a task history's sets, with its size in bytes.
@@ -83,9 +92,30 @@ impl Noted {
         if !self.has_room_for([item]) {
             return false;
         }
-        let item = entry(item).into_owned();
-        self.bytes += item.len();
-        self.items.insert(item)
+        self.insert(entry(item).into_owned())
+    }
+
+    /// Adds an entry another set kept (this process's, or a shared
+    /// store's row) as it is, within the same bounds: kept again, a long
+    /// item's head and digest would be a digest of the digest. One over
+    /// [`MAX_ENTRY`] is no kept entry, and is kept as an item.
+    pub fn keep(&mut self, kept: &str) -> bool {
+        if kept.len() > MAX_ENTRY {
+            return self.note(kept);
+        }
+        if self.items.contains(kept) {
+            return true;
+        }
+        let (count, bytes) = (self.items.len() + 1, self.bytes.saturating_add(kept.len()));
+        if count > MAX_HISTORY || bytes > MAX_HISTORY_BYTES {
+            return false;
+        }
+        self.insert(kept.to_owned())
+    }
+
+    fn insert(&mut self, entry: String) -> bool {
+        self.bytes += entry.len();
+        self.items.insert(entry)
     }
 }
 
@@ -153,11 +183,11 @@ impl TaskHistory {
             .flat_map(|(k, set)| set.iter().map(move |i| (k, i)))
     }
 
-    /// Adds what `other` holds (within each set's bounds).
+    /// Adds what `other` holds (within each set's bounds), as it keeps it.
     pub fn merge(&mut self, other: &TaskHistory) {
         for (kind, item) in other.items() {
             if let Some(set) = self.set_mut(kind) {
-                set.note(item);
+                set.keep(item);
             }
         }
     }
@@ -212,9 +242,17 @@ mod tests {
         // What is kept is kept the same way when read back (a store).
         let mut again = Noted::default();
         for e in by_bytes.iter() {
-            again.note(e);
+            again.keep(e);
         }
         assert_eq!(again, by_bytes);
+        // A name written to look kept is no kept entry: it is kept as its
+        // own head and digest, and never equals a long item's entry.
+        let forged = by_bytes.iter().next().unwrap().to_owned();
+        let mut tool = Noted::default();
+        tool.note(&forged);
+        assert!(tool.contains(&forged));
+        assert!(!tool.iter().any(|e| e == forged));
+        assert!(tool.iter().all(|e| e.len() <= MAX_ENTRY && looks_kept(e)));
 
         // A merge keeps the bounds too.
         let mut h = TaskHistory::default();

@@ -387,6 +387,10 @@ mod tests {
             .unwrap();
             let mut h = TaskHistory::default();
             TaskHistory::note(&mut h.files_written, &twin);
+            // A path a tool writes as the long path's kept form is not it.
+            let forged = super::history::entry(&long).into_owned();
+            assert!(forged.len() <= MAX_ENTRY);
+            TaskHistory::note(&mut h.files_written, &forged);
             assert_eq!(
                 ask(&p, "fs::read", path("a", "/r/a"), &[], &h),
                 Verdict::Allow
