@@ -360,14 +360,10 @@ pub(crate) fn resolve(
 
 /// Every path below directory `dir` (named `base` inside the handle), not
 /// following symlinks; refused past [`MAX_SUBTREE`] entries,
-/// [`MAX_SUBTREE_BYTES`] of paths or `deadline`.
-///
-/// A directory is opened when its turn comes, not when it is found: what
-/// waits holds only its parent open, so the walk holds about as many
-/// directories open as it is deep, not as many as it has found.
-///
-/// A rename asks about each path at its new place too (`to`, the
-/// directory's new path): those bytes count as well.
+/// [`MAX_SUBTREE_BYTES`] of paths (at their new place `to` too, for a
+/// rename) or `deadline`. A directory is opened when its turn comes, not
+/// when it is found: what waits holds only its parent open, so the walk
+/// holds about as many directories open as it is deep.
 pub(crate) fn subtree(
     dir: Dir,
     base: &str,

@@ -2,7 +2,7 @@
 
 use super::EgressRule;
 pub use crate::net::{Origin, parse_origin, parse_url, send_to_allows};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use unicode_normalization::UnicodeNormalization;
 use url::{Host, Url};
 
@@ -256,6 +256,38 @@ pub fn is_special(ip: IpAddr) -> Option<&'static str> {
             }
         }
     }
+}
+
+const DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The address to connect to: an IP literal (it matched a rule naming it),
+/// or the first resolved address that is public or listed in the rule.
+pub(super) async fn resolve(origin: &Origin, rule: &EgressRule) -> Result<SocketAddr, String> {
+    let domain = match &origin.host {
+        Host::Ipv4(a) => return Ok(SocketAddr::new(IpAddr::V4(*a), origin.port)),
+        Host::Ipv6(a) => return Ok(SocketAddr::new(IpAddr::V6(*a), origin.port)),
+        Host::Domain(d) => d,
+    };
+    let addrs = tokio::time::timeout(
+        DNS_TIMEOUT,
+        tokio::net::lookup_host((domain.as_str(), origin.port)),
+    )
+    .await
+    .map_err(|_| format!("resolving {domain} timed out"))?
+    .map_err(|e| format!("cannot resolve {domain}: {e}"))?;
+    let mut refused = None;
+    for addr in addrs {
+        match is_special(addr.ip()) {
+            Some(kind) if !rule.addresses.contains(&addr.ip()) => {
+                refused.get_or_insert(format!(
+                    "{domain} resolves to {}, a {kind} address the manifest does not list",
+                    addr.ip()
+                ));
+            }
+            _ => return Ok(addr),
+        }
+    }
+    Err(refused.unwrap_or_else(|| format!("{domain} has no addresses")))
 }
 
 #[cfg(test)]

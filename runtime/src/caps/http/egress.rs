@@ -12,12 +12,10 @@ use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::{Approval, Ask, AuditFailed, Gate, HostCall, Pass};
 use crate::redact::Redactor;
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use url::{Host as UrlHost, Url};
+use url::Url;
 
-const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Request headers a tool may not set on `warden:tool/http`: the host
 /// derives them (`wasi:http` derives and forbids them itself).
 const HOST_HEADERS: [&str; 4] = ["host", "content-length", "transfer-encoding", "connection"];
@@ -203,22 +201,13 @@ impl Egress {
             Err(reason) => return refuse("http.request", reason, Refused::InvalidRequest),
         };
         let mut routed = Vec::new();
-        let mut path_checked = |asked: &str| -> Result<bool, String> {
-            let mut approval = false;
-            for (by, path) in &paths {
-                if let Some(reason) = check::encoded_dot_segment(path.path()) {
-                    return Err(format!("{by}: {reason}"));
-                }
-                match check::match_rule(&self.rules, asked, path, &origin) {
-                    Ok(r) => {
-                        approval |= r.approval.applies(asked);
-                        let url = redactor.redact(path.as_str()).into_owned();
-                        routed.push((asked.to_owned(), url, r.labels.clone()));
-                    }
-                    Err(reason) => return Err(format!("{by} asks for {}: {reason}", path.path())),
-                }
-            }
-            Ok(approval)
+        let mut path_checked = |asked: &str| {
+            let route = overrides::Route {
+                rules: &self.rules,
+                origin: &origin,
+                redactor,
+            };
+            route.check(asked, &paths, &mut routed)
         };
         match path_checked(method) {
             Ok(approval) => needs_approval |= approval,
@@ -288,7 +277,7 @@ impl Egress {
             self.send_to(&name, &origin)
                 .map_err(|d| (d, Refused::Denied))?;
         }
-        let address = resolve(&origin, &rule)
+        let address = check::resolve(&origin, &rule)
             .await
             .map_err(|reason| (Decision::deny("http.address", reason), Refused::Address))?;
         let via = match req.via {
@@ -495,36 +484,6 @@ impl Checked {
         };
         (target, host)
     }
-}
-
-/// The address to connect to: an IP literal (it matched a rule naming it),
-/// or the first resolved address that is public or listed in the rule.
-async fn resolve(origin: &Origin, rule: &EgressRule) -> Result<SocketAddr, String> {
-    let domain = match &origin.host {
-        UrlHost::Ipv4(a) => return Ok(SocketAddr::new(IpAddr::V4(*a), origin.port)),
-        UrlHost::Ipv6(a) => return Ok(SocketAddr::new(IpAddr::V6(*a), origin.port)),
-        UrlHost::Domain(d) => d,
-    };
-    let addrs = tokio::time::timeout(
-        DNS_TIMEOUT,
-        tokio::net::lookup_host((domain.as_str(), origin.port)),
-    )
-    .await
-    .map_err(|_| format!("resolving {domain} timed out"))?
-    .map_err(|e| format!("cannot resolve {domain}: {e}"))?;
-    let mut refused = None;
-    for addr in addrs {
-        match check::is_special(addr.ip()) {
-            Some(kind) if !rule.addresses.contains(&addr.ip()) => {
-                refused.get_or_insert(format!(
-                    "{domain} resolves to {}, a {kind} address the manifest does not list",
-                    addr.ip()
-                ));
-            }
-            _ => return Ok(addr),
-        }
-    }
-    Err(refused.unwrap_or_else(|| format!("{domain} has no addresses")))
 }
 
 impl Checked {

@@ -93,6 +93,42 @@ pub(crate) fn paths(url: &Url, headers: &[(&str, &[u8])]) -> Result<Vec<(String,
     Ok(found)
 }
 
+/// Checks what path overrides ask for against the grant.
+pub(crate) struct Route<'a> {
+    pub(crate) rules: &'a [super::EgressRule],
+    pub(crate) origin: &'a super::check::Origin,
+    pub(crate) redactor: &'a crate::redact::Redactor,
+}
+
+impl Route<'_> {
+    /// Each of `paths` checked as the request's own path by `method`, and
+    /// onto `routed` what the runtime policy is then asked (the method,
+    /// the redacted URL, the labels of the rule that allows it): whether a
+    /// rule requires approval, or why one refuses.
+    pub(crate) fn check(
+        &self,
+        method: &str,
+        paths: &[(String, Url)],
+        routed: &mut Vec<(String, String, Vec<String>)>,
+    ) -> Result<bool, String> {
+        let mut approval = false;
+        for (by, path) in paths {
+            if let Some(reason) = super::check::encoded_dot_segment(path.path()) {
+                return Err(format!("{by}: {reason}"));
+            }
+            match super::check::match_rule(self.rules, method, path, self.origin) {
+                Ok(r) => {
+                    approval |= r.approval.applies(method);
+                    let url = self.redactor.redact(path.as_str()).into_owned();
+                    routed.push((method.to_owned(), url, r.labels.clone()));
+                }
+                Err(reason) => return Err(format!("{by} asks for {}: {reason}", path.path())),
+            }
+        }
+        Ok(approval)
+    }
+}
+
 /// One override a request carries: where, for messages (the tool's own
 /// header name, which the check has seen is a token, or a fixed phrase),
 /// and the method it names as sent.
