@@ -149,37 +149,40 @@ impl TaskHistory {
 
     /// The set named `kind` (one of [`TaskHistory::KINDS`]).
     pub fn set(&self, kind: &str) -> Option<&Noted> {
-        Some(match kind {
-            "secrets_revealed" => &self.secrets_revealed,
-            "hosts_contacted" => &self.hosts_contacted,
-            "files_written" => &self.files_written,
-            "targets_deployed" => &self.targets_deployed,
-            _ => return None,
-        })
+        let i = Self::KINDS.iter().position(|k| *k == kind)?;
+        Some(self.sets()[i])
     }
 
     /// The set named `kind` (one of [`TaskHistory::KINDS`]).
     pub fn set_mut(&mut self, kind: &str) -> Option<&mut Noted> {
-        Some(match kind {
-            "secrets_revealed" => &mut self.secrets_revealed,
-            "hosts_contacted" => &mut self.hosts_contacted,
-            "files_written" => &mut self.files_written,
-            "targets_deployed" => &mut self.targets_deployed,
-            _ => return None,
-        })
+        let i = Self::KINDS.iter().position(|k| *k == kind)?;
+        self.sets_mut().into_iter().nth(i)
     }
 
-    /// Every item, with the name of its set.
-    pub fn items(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        let sets = [
+    /// The sets, in the order of [`TaskHistory::KINDS`].
+    fn sets(&self) -> [&Noted; 4] {
+        [
             &self.secrets_revealed,
             &self.hosts_contacted,
             &self.files_written,
             &self.targets_deployed,
-        ];
+        ]
+    }
+
+    fn sets_mut(&mut self) -> [&mut Noted; 4] {
+        [
+            &mut self.secrets_revealed,
+            &mut self.hosts_contacted,
+            &mut self.files_written,
+            &mut self.targets_deployed,
+        ]
+    }
+
+    /// Every item, with the name of its set.
+    pub fn items(&self) -> impl Iterator<Item = (&'static str, &str)> {
         Self::KINDS
             .into_iter()
-            .zip(sets)
+            .zip(self.sets())
             .flat_map(|(k, set)| set.iter().map(move |i| (k, i)))
     }
 
