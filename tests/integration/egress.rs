@@ -1611,6 +1611,19 @@ async fn a_path_override_header_is_checked_as_the_path_it_asks_for() {
                 "{tool} {header}"
             );
         }
+        // The refusal quotes the path as read, redacted before it is cut:
+        // a granted value across the cut leaves no piece behind.
+        let value = format!("/{}/{API_TOKEN}/x/..", "a".repeat(240));
+        let input = json!({"url": url, "headers": [["X-Original-URL", value]]});
+        let (out, inv) = api.probe(tool, &api.grant(), input).await;
+        assert!(denied(&out), "{tool}: {out}");
+        let reason = api.decisions(&inv).last().unwrap().reason.clone().unwrap();
+        assert!(
+            reason.contains("names a path a URL parser reads otherwise"),
+            "{reason}"
+        );
+        assert!(!reason.contains(&API_TOKEN[..8]), "{reason}");
+        assert!(!out.to_string().contains(&API_TOKEN[..8]), "{out}");
         // With a method override too: each method on each path (GET is
         // granted on /redirect, POST is not).
         let input = json!({"url": url, "headers": [

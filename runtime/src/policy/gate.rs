@@ -29,7 +29,7 @@
 //! than [`MAX_RESOURCE`] — before anything of it is recorded in full.
 
 use super::cedar::Resource;
-use super::{Decision, PolicyCtx, TaskHistory};
+use super::{Decision, Did, PolicyCtx};
 use crate::approval::Approvals;
 use crate::audit::{AuditError, Auditor, Event, Record};
 use crate::redact::Redactor;
@@ -479,7 +479,7 @@ impl Gate {
     /// an operation that can be stopped part-way — a request, a deployment
     /// — is about to do, before it begins: one stopped before its outcome
     /// has reached its host or target all the same.
-    pub(crate) fn note(&self, remember: impl FnOnce(&mut TaskHistory)) {
+    pub(crate) fn note(&self, remember: impl FnOnce(&mut Did)) {
         if let Some(p) = &self.policy {
             p.remember(&self.redactor, remember);
         }
@@ -494,7 +494,7 @@ impl Gate {
     pub(crate) fn done<T>(
         &self,
         pass: Pass<'_, T>,
-        remember: impl FnOnce(&T, &mut TaskHistory),
+        remember: impl FnOnce(&T, &mut Did),
     ) -> Result<(), AuditFailed> {
         if pass.approved {
             return self.outcome(pass, Event::Outcome, remember, |r| {
@@ -536,7 +536,7 @@ impl Gate {
         &self,
         pass: Pass<'_, T>,
         event: Event,
-        remember: impl FnOnce(&T, &mut TaskHistory),
+        remember: impl FnOnce(&T, &mut Did),
         fill: impl FnOnce(&mut Record),
     ) -> Result<(), AuditFailed> {
         if let Some(p) = &self.policy {

@@ -106,6 +106,30 @@ pub(crate) struct PolicyCtx {
     pub(crate) added: Option<Arc<Mutex<TaskHistory>>>,
 }
 
+/// What a call did, by the sets of the task's history it goes into, as
+/// its capability tells it: noted by [`PolicyCtx::remember`].
+#[derive(Default)]
+pub(crate) struct Did(Vec<(&'static str, String)>);
+
+impl Did {
+    /// A file written, `handle:path`.
+    pub(crate) fn wrote(&mut self, file: String) {
+        self.0.push(("files_written", file));
+    }
+
+    pub(crate) fn contacted(&mut self, host: String) {
+        self.0.push(("hosts_contacted", host));
+    }
+
+    pub(crate) fn deployed(&mut self, target: &str) {
+        self.0.push(("targets_deployed", target.to_owned()));
+    }
+
+    pub(crate) fn revealed(&mut self, secret: &str) {
+        self.0.push(("secrets_revealed", secret.to_owned()));
+    }
+}
+
 /// The refusal of a call a full set of the task's history could not note:
 /// without it, a task that filled the set (4,096 hosts under an egress
 /// wildcard, say) would go on unnoted, and a policy forbidding what follows
@@ -286,37 +310,33 @@ impl PolicyCtx {
         }
     }
 
-    /// Records something the task did, for later calls' context, the
-    /// paths written redacted with the invocation's redactor: a path may
-    /// hold a secret's value the tool revealed, and the history outlives
-    /// the invocation (in this process, and in a shared store beyond it).
-    pub(crate) fn remember(
-        &self,
-        redactor: &crate::redact::Redactor,
-        f: impl FnOnce(&mut TaskHistory),
-    ) {
-        let mut noted = TaskHistory::default();
-        f(&mut noted);
+    /// Records what the task did, for later calls' context, the paths
+    /// written redacted with the invocation's redactor before each set
+    /// keeps them (a path may hold a secret's value the tool revealed, and
+    /// the history outlives the invocation, in this process and in a
+    /// shared store beyond it): as [`Self::decide`] notes them, once.
+    pub(crate) fn remember(&self, redactor: &crate::redact::Redactor, f: impl FnOnce(&mut Did)) {
+        let mut did = Did::default();
+        f(&mut did);
+        if did.0.is_empty() {
+            return;
+        }
         // Only paths are the tool's own words: hosts, targets and secret
         // names come from the grant, and a policy names them as they are.
-        if !redactor.is_empty() {
-            let mut redacted = cedar::Noted::default();
-            for file in &noted.files_written {
-                redacted.note(&redactor.redact(file));
+        let items: Vec<(&str, Cow<'_, str>)> = (did.0.iter())
+            .map(|(kind, item)| match *kind {
+                "files_written" => (*kind, redactor.redact(item)),
+                _ => (*kind, Cow::Borrowed(item.as_str())),
+            })
+            .collect();
+        for history in std::iter::once(&self.history).chain(&self.added) {
+            let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
+            for (kind, item) in &items {
+                if let Some(set) = history.set_mut(kind) {
+                    set.note(item);
+                }
             }
-            noted.files_written = redacted;
         }
-        self.history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .merge(&noted);
-        let Some(added) = &self.added else {
-            return;
-        };
-        added
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .merge(&noted);
     }
 }
 
@@ -334,17 +354,24 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &h.of("", &task)));
     }
 
-    /// A call's questions are answered within the invocation's deadline:
-    /// past it, the call is refused (`policy.deadline`) and nothing noted.
+    /// What a call did is noted once, as `decide` notes it: a long path
+    /// redacted, then kept as its head and digest (kept first and then
+    /// noted again, it was a digest of the digest, and took two places).
     #[test]
-    fn questions_past_the_deadline_refuse_the_call() {
-        let rules = cedar::RuntimePolicy::parse(&[(
-            "p.cedar".into(),
-            "forbid (principal, action, resource) when { context.task.files_written.contains(\"x\") };"
-                .into(),
-        )])
-        .unwrap();
-        let ctx = PolicyCtx {
+    fn a_long_path_written_is_redacted_then_kept_once() {
+        let ctx = ctx("permit (principal, action, resource);");
+        let r = crate::redact::Redactor::new([("api", "tok-0123456789")]);
+        let path = format!("ws:{}tok-0123456789{}", "a".repeat(70), "b".repeat(100));
+        ctx.remember(&r, |did| did.wrote(path.clone()));
+        let mut want = cedar::Noted::default();
+        want.note(&r.redact(&path));
+        assert_eq!(ctx.history.lock().unwrap().files_written, want);
+        assert!(want.iter().all(|e| !e.contains("tok-0123")));
+    }
+
+    fn ctx(policy: &str) -> PolicyCtx {
+        let rules = cedar::RuntimePolicy::parse(&[("p.cedar".into(), policy.into())]).unwrap();
+        PolicyCtx {
             rules: Arc::new(rules),
             tool: Arc::new(cedar::ToolFacts {
                 name: "t".into(),
@@ -357,7 +384,16 @@ mod tests {
             invocation: "inv".into(),
             history: Arc::default(),
             added: None,
-        };
+        }
+    }
+
+    /// A call's questions are answered within the invocation's deadline:
+    /// past it, the call is refused (`policy.deadline`) and nothing noted.
+    #[test]
+    fn questions_past_the_deadline_refuse_the_call() {
+        let ctx = ctx(
+            "forbid (principal, action, resource) when { context.task.files_written.contains(\"x\") };",
+        );
         let asks: Vec<gate::Ask<'_>> = ["a", "b"]
             .into_iter()
             .map(|path| gate::Ask {

@@ -8,10 +8,10 @@ use crate::caps::fs::FsCtx;
 use crate::caps::fs::{path, resolve};
 use crate::caps::identity::Minter;
 use crate::net;
+use crate::policy::Decision;
 use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::Gate;
 use crate::policy::gate::{Approval, Ask, HostCall, Pass};
-use crate::policy::{Decision, TaskHistory};
 use crate::rights::Rights;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -380,8 +380,7 @@ impl Host for DeployView<'_> {
             ));
         };
 
-        self.gate
-            .note(|h| TaskHistory::note(&mut h.targets_deployed, &target));
+        self.gate.note(|did| did.deployed(&target));
         let started = Instant::now();
         let timeout = spec.timeout.min(
             self.gate

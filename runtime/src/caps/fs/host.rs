@@ -10,7 +10,7 @@ use crate::bindings::warden::tool::fs::{
 };
 use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::{Approval, Ask, HostCall};
-use crate::policy::{Decision, TaskHistory};
+use crate::policy::{Decision, Did};
 use crate::rights::{Right, Rights};
 use cap_std::fs::{Dir, OpenOptions};
 use std::io::{self, Read};
@@ -298,11 +298,10 @@ impl FsView<'_> {
                 // each path resolved (a link's alias does not dodge a
                 // history rule) and, with a policy, each path beneath a
                 // directory renamed.
-                let remember = |t: &Target<'_>, h: &mut TaskHistory| {
+                let remember = |t: &Target<'_>, did: &mut Did| {
                     if needs.has(Right::Write) {
                         for p in &asked {
-                            let file = format!("{}:{p}", t.handle.name);
-                            TaskHistory::note(&mut h.files_written, &file);
+                            did.wrote(format!("{}:{p}", t.handle.name));
                         }
                     }
                 };

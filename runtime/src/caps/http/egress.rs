@@ -7,7 +7,6 @@ use super::check::{self, METHODS, Origin};
 use super::overrides;
 use crate::caps::secrets::check::{self as secret_check, Held};
 use crate::policy::Decision;
-use crate::policy::TaskHistory;
 use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::{Approval, Ask, AuditFailed, Gate, HostCall, Pass};
 use crate::redact::Redactor;
@@ -196,7 +195,7 @@ impl Egress {
         let mut needs_approval = rule.approval.applies(method);
         // A server that routes by a path override acts there: each path
         // asked for is checked as the request's own, by every method.
-        let paths = match overrides::paths(&url, &req.headers) {
+        let paths = match overrides::paths(&url, &req.headers, redactor) {
             Ok(paths) => paths,
             Err(reason) => return refuse("http.request", reason, Refused::InvalidRequest),
         };
@@ -491,7 +490,7 @@ impl Checked {
     /// one stopped part-way has reached it too. Without a policy there is
     /// no history, and nothing is formatted.
     pub(super) fn note_contacted(&self, gate: &Gate) {
-        gate.note(|h| TaskHistory::note(&mut h.hosts_contacted, &self.origin.host.to_string()));
+        gate.note(|did| did.contacted(self.origin.host.to_string()));
     }
 
     /// Spends the request's pass on its `egress` record, on either path:

@@ -54,8 +54,13 @@ pub(crate) fn is_any_header(name: &str) -> bool {
 /// names no path on that origin (expected `/` and a path, as a request
 /// line has it), one a URL parser reads as another path (dot segments,
 /// `%2e`, a fragment: the header goes as it was written, and a server may
-/// read it as written), or when there are more than [`MAX_OVERRIDES`].
-pub(crate) fn paths(url: &Url, headers: &[(&str, &[u8])]) -> Result<Vec<(String, Url)>, String> {
+/// read it as written), or when there are more than [`MAX_OVERRIDES`]. A
+/// message quotes the path redacted whole, then cut.
+pub(crate) fn paths(
+    url: &Url,
+    headers: &[(&str, &[u8])],
+    redactor: &crate::redact::Redactor,
+) -> Result<Vec<(String, Url)>, String> {
     let mut found: Vec<(String, Url)> = Vec::new();
     for (name, value) in (headers.iter()).filter(|(name, _)| named(&PATH_HEADERS, name)) {
         let by = format!("header '{name}'");
@@ -78,7 +83,7 @@ pub(crate) fn paths(url: &Url, headers: &[(&str, &[u8])]) -> Result<Vec<(String,
                  expected it as a server routes it, without dot segments, a fragment or \
                  characters left to encode",
                 written.len(),
-                crate::policy::gate::cut(asked.path(), 256)
+                redactor.redact_cut(asked.path(), 256)
             ));
         }
         if !found.iter().any(|(_, u)| *u == asked) {

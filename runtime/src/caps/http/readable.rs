@@ -50,11 +50,14 @@ pub(super) fn ask_whole(headers: &mut HeaderMap) {
     }
 }
 
-/// An `Accept` value's media ranges without their `charset` parameters.
+/// An `Accept` value's media ranges without any part that names a charset,
+/// read as the plainest server reads it (split at every `,` and `;`, quotes
+/// or not: a quoted string read as one value by one parser is parameters
+/// to another).
 fn without_charset(accept: &str) -> String {
-    let ranges = split(accept, b',').into_iter().map(|range| {
-        (split(range, b';').into_iter())
-            .filter(|part| param(part).is_none_or(|(name, _)| !is_charset(name)))
+    let ranges = accept.split(',').map(|range| {
+        (range.split(';'))
+            .filter(|part| !part.to_ascii_lowercase().contains("charset"))
             .collect::<Vec<_>>()
             .join(";")
     });
@@ -82,19 +85,23 @@ fn split(value: &str, sep: u8) -> Vec<&str> {
 }
 
 /// A media-type parameter's name and value (unquoted; an extended value,
-/// `charset*=utf-16''`, up to its first `'`), if `part` is one.
+/// `charset*=UTF-8''utf-16`, after its last `'`), if `part` is one.
 fn param(part: &str) -> Option<(&str, &str)> {
     let (name, value) = part.split_once('=')?;
     let (name, value) = (name.trim(), value.trim().trim_matches('"'));
     match name.ends_with('*') {
-        true => Some((name, value.split('\'').next().unwrap_or(value))),
+        true => Some((name, value.rsplit('\'').next().unwrap_or(value))),
         false => Some((name, value)),
     }
 }
 
-/// Whether a parameter's name is `charset` (or its extended `charset*`).
+/// Whether a parameter's name is `charset`, extended (`charset*`) or a
+/// part of a continued one (`charset*0`, `charset*1*`: a part alone is no
+/// charset that spells ASCII, so a continued one is refused).
 fn is_charset(name: &str) -> bool {
-    name.trim_end_matches('*').eq_ignore_ascii_case("charset")
+    let lower = name.to_ascii_lowercase();
+    (lower.strip_prefix("charset"))
+        .is_some_and(|rest| rest.bytes().all(|b| b == b'*' || b.is_ascii_digit()))
 }
 
 /// Charsets that encode every ASCII character as its own byte, so a
@@ -156,13 +163,13 @@ pub(super) fn unreadable<'a>(
     }
     for (name, value) in headers {
         if name.eq_ignore_ascii_case(CONTENT_TYPE.as_str()) {
-            // Every charset named, in every type the value lists: parsers
-            // differ on which one counts.
+            // Every charset named, in every type the value lists, read
+            // with quotes (as RFC 9110 reads it) and without (as the
+            // plainest parser does): parsers differ on which one counts.
             let value = String::from_utf8_lossy(value);
-            let types = split(&value, b',');
-            let params = (types.iter())
-                .flat_map(|t| split(t, b';'))
-                .filter_map(param);
+            let quoted = split(&value, b',').into_iter().flat_map(|t| split(t, b';'));
+            let plain = value.split([',', ';']);
+            let params = quoted.chain(plain).filter_map(param);
             let charset = params
                 .filter(|(name, _)| is_charset(name))
                 .find(|(_, c)| !spells_ascii(c));
@@ -231,7 +238,11 @@ mod tests {
         );
         h.append(
             ACCEPT,
-            HeaderValue::from_static("text/y; q=\"a,b\"; charset*=utf-16''"),
+            HeaderValue::from_static("text/y; q=\", text/z; charset=ibm037; y=\""),
+        );
+        h.append(
+            ACCEPT,
+            HeaderValue::from_static("text/v;x=\"a\\\";CharSet=IBM037;y=\"b\""),
         );
         ask_whole(&mut h);
         assert!(!h.contains_key(ACCEPT_CHARSET));
@@ -244,7 +255,8 @@ mod tests {
             [
                 "text/plain;q=0.9, application/json",
                 "text/x",
-                "text/y; q=\"a,b\""
+                "text/y; q=\", text/z; y=\"",
+                "text/v;x=\"a\\\";y=\"b\""
             ]
         );
         assert_eq!(h.get(ACCEPT_ENCODING).unwrap(), "identity");
@@ -288,6 +300,10 @@ mod tests {
             "text/plain; x=\"; charset=utf-8\"; charset=utf-16",
             "text/plain; charset*=utf-16''",
             "text/plain; charset=utf-8, text/html; charset=utf-16be",
+            "text/plain; charset*=UTF-8''ibm037",
+            "text/plain; charset*0=utf; charset*1=-8",
+            "text/plain; charset=\"utf-8;x\"",
+            "text/plain; x=\"a; charset=utf-16\"; charset=utf-8",
         ] {
             let why = unreadable(200, typed(wide), &none).unwrap_or_else(|| panic!("{wide}"));
             assert!(why.contains("charset"), "{why}");
@@ -298,7 +314,7 @@ mod tests {
             "text/plain;charset=windows-1252",
             "text/plain; charset=Shift_JIS",
             "application/json",
-            "text/plain; x=\"a; charset=utf-16\"; charset=utf-8",
+            "text/plain; charset*=utf-8''UTF-8",
         ] {
             assert_eq!(unreadable(200, typed(narrow), &none), None, "{narrow}");
         }

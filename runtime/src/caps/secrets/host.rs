@@ -6,7 +6,7 @@ use super::{SecretRef, SecretsView};
 use crate::bindings::warden::tool::secrets::{self as wit, ErrorCode, Host, HostSecret};
 use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::{Approval, Ask, HostCall, Pass};
-use crate::policy::{Decision, TaskHistory};
+use crate::policy::{Decision, Did};
 use std::time::Instant;
 use wasmtime::component::Resource;
 
@@ -90,9 +90,9 @@ impl SecretsView<'_> {
             return Ok(Err(denial(expired)));
         }
         let value = op(self, &pass);
-        let remember = |_: &_, h: &mut TaskHistory| {
+        let remember = |_: &_, did: &mut Did| {
             if action == "reveal" {
-                TaskHistory::note(&mut h.secrets_revealed, name);
+                did.revealed(name);
             }
         };
         self.gate.done(pass, remember)?;
