@@ -991,31 +991,39 @@ when { context.task.files_written.contains("workspace:marker") };"#,
     }
 }
 
+/// A directory holding a workspace `ws`, the runtime policy `policy`
+/// (`p.cedar`) and a manifest giving `probe` read and write on the
+/// workspace, with `extra` lines for that handle: the directory, the
+/// workspace and the manifest's path.
+fn probe_under_policy(policy: &str, extra: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::write(dir.path().join("p.cedar"), policy).unwrap();
+    let path = dir.path().join("manifest.toml");
+    let text = format!(
+        "policies = [\"p.cedar\"]\n[tools.probe]\ncomponent = \"{}\"\n\
+         [[tools.probe.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\n{extra}",
+        crate::FS_PROBE,
+        ws.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    (dir, ws, path)
+}
+
 /// A write-once policy (`forbid` a write to a file the task already
 /// wrote): a write that waits for a person is noted only once it is
 /// approved, so its own note does not refuse it after the approval; the
 /// second write is refused.
 #[tokio::test]
 async fn a_write_once_policy_lets_the_first_approved_write_through() {
-    let dir = tempfile::tempdir().unwrap();
-    let ws = dir.path().join("ws");
-    std::fs::create_dir(&ws).unwrap();
-    std::fs::write(
-        dir.path().join("p.cedar"),
+    let (_dir, ws, path) = probe_under_policy(
         r#"@id("write-once")
 forbid (principal, action == Warden::Action::"fs::write", resource)
 when { resource.path == "release.json" &&
        context.task.files_written.contains("workspace:release.json") };"#,
-    )
-    .unwrap();
-    let path = dir.path().join("manifest.toml");
-    let text = format!(
-        "policies = [\"p.cedar\"]\n[tools.probe]\ncomponent = \"{}\"\n\
-         [[tools.probe.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\napproval = [\"write\"]\n",
-        crate::FS_PROBE,
-        ws.display()
+        "approval = [\"write\"]\n",
     );
-    std::fs::write(&path, text).unwrap();
     let yes = Arc::new(Yes(Mutex::default()));
     let runtime = Runtime::builder()
         .manifest(Manifest::load(&path).unwrap())
@@ -1044,27 +1052,15 @@ when { resource.path == "release.json" &&
 /// refuses the second write, and the trail names the policy.
 #[tokio::test]
 async fn a_write_once_policy_on_a_long_path_refuses_the_second_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let ws = dir.path().join("ws");
-    std::fs::create_dir(&ws).unwrap();
     let name = format!("release-{}.json", "x".repeat(200));
-    std::fs::write(
-        dir.path().join("p.cedar"),
-        format!(
+    let (_dir, ws, path) = probe_under_policy(
+        &format!(
             r#"@id("write-once")
 forbid (principal, action == Warden::Action::"fs::write", resource)
 when {{ context.task.files_written.contains("workspace:{name}") }};"#
         ),
-    )
-    .unwrap();
-    let path = dir.path().join("manifest.toml");
-    let text = format!(
-        "policies = [\"p.cedar\"]\n[tools.probe]\ncomponent = \"{}\"\n\
-         [[tools.probe.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\n",
-        crate::FS_PROBE,
-        ws.display()
+        "",
     );
-    std::fs::write(&path, text).unwrap();
     let sink = MemorySink::new();
     let runtime = Runtime::builder()
         .manifest(Manifest::load(&path).unwrap())
@@ -1239,25 +1235,13 @@ impl warden::audit::AuditSink for SlowAllow {
 /// that both decided before either noted both wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn calls_racing_past_a_write_once_policy_write_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let ws = dir.path().join("ws");
-    std::fs::create_dir(&ws).unwrap();
-    std::fs::write(
-        dir.path().join("p.cedar"),
+    let (_dir, ws, path) = probe_under_policy(
         r#"@id("write-once")
 forbid (principal, action == Warden::Action::"fs::write", resource)
 when { resource.path == "release.json" &&
        context.task.files_written.contains("workspace:release.json") };"#,
-    )
-    .unwrap();
-    let path = dir.path().join("manifest.toml");
-    let text = format!(
-        "policies = [\"p.cedar\"]\n[tools.probe]\ncomponent = \"{}\"\n\
-         [[tools.probe.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\n",
-        crate::FS_PROBE,
-        ws.display()
+        "",
     );
-    std::fs::write(&path, text).unwrap();
     let audit = MemorySink::new();
     let runtime = Runtime::builder()
         .manifest(Manifest::load(&path).unwrap())
