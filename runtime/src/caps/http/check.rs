@@ -3,6 +3,8 @@
 use super::EgressRule;
 pub use crate::net::{Origin, parse_origin, parse_url, send_to_allows};
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
 use url::{Host, Url};
 
@@ -258,7 +260,28 @@ pub fn is_special(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
-const DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Name lookups in flight at once, process-wide. A lookup is the system
+/// resolver's, on a thread of tokio's blocking pool, and the thread is
+/// held until the resolver gives up (resolv.conf's timeout × attempts ×
+/// servers: 30 s with three servers), however soon its request stopped
+/// waiting. Without a bound, a tool sending many requests at once to a
+/// granted name whose DNS stalls would hold every thread of that pool
+/// (512), and with them every blocking task of the process: compiling a
+/// component, reading a file, asking the terminal.
+const MAX_LOOKUPS: usize = 32;
+
+static LOOKUPS: Lookups = Lookups {
+    permits: Semaphore::const_new(MAX_LOOKUPS),
+    most: MAX_LOOKUPS,
+};
+
+/// A bound on lookups in flight: a permit each, `most` in all.
+struct Lookups {
+    permits: Semaphore,
+    most: usize,
+}
 
 /// The address to connect to: an IP literal (it matched a rule naming it),
 /// or the first resolved address that is public or listed in the rule.
@@ -268,13 +291,7 @@ pub(super) async fn resolve(origin: &Origin, rule: &EgressRule) -> Result<Socket
         Host::Ipv6(a) => return Ok(SocketAddr::new(IpAddr::V6(*a), origin.port)),
         Host::Domain(d) => d,
     };
-    let addrs = tokio::time::timeout(
-        DNS_TIMEOUT,
-        tokio::net::lookup_host((domain.as_str(), origin.port)),
-    )
-    .await
-    .map_err(|_| format!("resolving {domain} timed out"))?
-    .map_err(|e| format!("cannot resolve {domain}: {e}"))?;
+    let addrs = lookup(domain, origin.port, (&LOOKUPS, DNS_TIMEOUT), system_lookup).await?;
     let mut refused = None;
     for addr in addrs {
         match is_special(addr.ip()) {
@@ -290,9 +307,92 @@ pub(super) async fn resolve(origin: &Origin, rule: &EgressRule) -> Result<Socket
     Err(refused.unwrap_or_else(|| format!("{domain} has no addresses")))
 }
 
+/// The system resolver's addresses for `domain`.
+fn system_lookup(domain: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    std::net::ToSocketAddrs::to_socket_addrs(&(domain, port)).map(Iterator::collect)
+}
+
+/// `domain`'s addresses by `resolve`, run on the blocking pool holding one
+/// of `limit`'s permits until it returns (not only until this lookup
+/// stops waiting for it), within `timeout` from asking for the permit.
+async fn lookup(
+    domain: &str,
+    port: u16,
+    (limit, timeout): (&'static Lookups, Duration),
+    resolve: fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>,
+) -> Result<Vec<SocketAddr>, String> {
+    let mut started = false;
+    let asked = async {
+        let permit = limit.permits.acquire().await.ok()?;
+        started = true;
+        let name = domain.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            resolve(&name, port)
+        })
+        .await
+        .ok()
+    };
+    match tokio::time::timeout(timeout, asked).await {
+        Ok(Some(Ok(addrs))) => Ok(addrs),
+        Ok(Some(Err(e))) => Err(format!("cannot resolve {domain}: {e}")),
+        Ok(None) => Err(format!(
+            "cannot resolve {domain}: the lookup did not finish"
+        )),
+        Err(_) if !started => Err(format!(
+            "resolving {domain} timed out waiting its turn: {} lookups, the most at once, were in flight and none finished",
+            limit.most
+        )),
+        Err(_) => Err(format!("resolving {domain} timed out")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A resolver that stalls, then answers loopback.
+    fn stalling(_: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        std::thread::sleep(Duration::from_millis(700));
+        Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+    }
+
+    #[tokio::test]
+    async fn a_stalled_lookup_holds_its_permit_until_the_resolver_returns() {
+        let limit: &'static Lookups = Box::leak(Box::new(Lookups {
+            permits: Semaphore::new(2),
+            most: 2,
+        }));
+        let short = (limit, Duration::from_millis(100));
+        // Two lookups stop waiting; their resolver threads do not.
+        for name in ["a.example", "b.example"] {
+            let e = lookup(name, 443, short, stalling).await.unwrap_err();
+            assert_eq!(e, format!("resolving {name} timed out"));
+        }
+        // The third waits for a permit they still hold: no third thread.
+        let e = lookup("c.example", 443, short, stalling).await.unwrap_err();
+        assert_eq!(
+            e,
+            "resolving c.example timed out waiting its turn: 2 lookups, the most at once, were in flight and none finished"
+        );
+        // Once they return, lookups run again.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let addrs = lookup("d.example", 8443, (limit, Duration::from_secs(5)), stalling).await;
+        assert_eq!(addrs.unwrap(), [SocketAddr::from(([127, 0, 0, 1], 8443))]);
+        assert_eq!(limit.permits.available_permits(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_system_resolver_answers_through_the_bound() {
+        let addrs = lookup("localhost", 80, (&LOOKUPS, DNS_TIMEOUT), system_lookup).await;
+        assert!(
+            addrs
+                .unwrap()
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 80)
+        );
+        assert_eq!(LOOKUPS.permits.available_permits(), MAX_LOOKUPS);
+    }
 
     #[test]
     fn normalizes_hosts_and_refuses_userinfo_and_nul() {
