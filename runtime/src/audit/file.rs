@@ -30,7 +30,7 @@ pub use tick::{Cadence, WriteBehind};
 use super::line::{Body, GENESIS, Ids, checkpoint_record};
 use super::{AuditError, AuditSink, Event, Record};
 use crate::keys::KeyPair;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -159,11 +159,7 @@ impl FileSink {
     /// continues its chain from the last complete record.
     pub fn open(path: impl AsRef<Path>) -> Result<FileSink, AuditError> {
         let path = path.as_ref().to_owned();
-        let mut opts = OpenOptions::new();
-        opts.append(true).create(true).read(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let file = opts
+        let file = tail::options()
             .open(&path)
             .and_then(|file| tail::regular(&file).map(|()| file))
             .map_err(|source| AuditError::Io {

@@ -33,6 +33,17 @@ fn last_record(mut file: &File, len: u64) -> std::io::Result<Option<Record>> {
     }
 }
 
+/// How a trail is opened: for appending and reading, made with mode 0600,
+/// and not as a terminal to wait for or take as the process's own (its
+/// type is checked once it is open).
+pub(super) fn options() -> std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.append(true).create(true).read(true).mode(0o600);
+    opts.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    opts
+}
+
 /// A trail is a regular file: records appended to `/dev/null` (a symlink
 /// swapped in for the trail, or `--audit /dev/null`) would be lost while
 /// every invocation ran as if recorded, and a FIFO or a device holds no
@@ -76,10 +87,16 @@ impl Shared {
     /// everything before it, this sink's records too).
     pub(super) fn catch_up(&self, at: &mut Head) -> Result<u64, AuditError> {
         let len = self.file.metadata().map_err(|e| self.io(e))?.len();
-        if at.len == Some(len) {
-            return Ok(len);
+        match at.len {
+            Some(left) if left == len => Ok(len),
+            // Cut or rewritten since: what this sink wrote (and perhaps
+            // signed) is gone, and a chain continued from what is there
+            // now would be signed as if it were the trail.
+            Some(left) if len < left => Err(self.io(std::io::Error::other(format!(
+                "it holds {len} bytes, fewer than the {left} this sink left: another process cut or rewrote it; nothing was written (`warden audit verify` shows where)"
+            )))),
+            _ => self.resync(at, len),
         }
-        self.resync(at, len)
     }
 
     /// [`Shared::catch_up`] when another writer appended: a call of its own,
@@ -137,6 +154,7 @@ impl Shared {
             .read_exact_at(&mut last, len - 1)
             .map_err(|e| self.io(e))?;
         if last[0] == b'\n' {
+            self.first_line_is_a_record()?;
             return Ok(len);
         }
         // Find the start of the torn line, reading back in blocks.
@@ -159,15 +177,17 @@ impl Shared {
         // Only a record cut short is cut off: a file whose last line is
         // something else (a trail path pointed at another file, which may
         // end without a line break) is not a trail to truncate. A crash
-        // can leave zeros where a write's bytes did not reach the disk.
-        let mut head = [0u8; 5];
-        let head = &mut head[..(len - keep).min(5) as usize];
-        let read = self.file.read_exact_at(head, keep).is_ok();
-        let written = head.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-        if !read || !b"{\"v\":".starts_with(&head[..written]) {
+        // can leave zeros where a write's bytes did not reach the disk:
+        // after the record's start, or instead of all of it but the bytes
+        // of its start that did reach it. Zeros after other bytes are a
+        // program's or a key's, not a crash's.
+        if !self.cut_short(keep, len).map_err(|e| self.io(e))? {
             return Err(self.io(std::io::Error::other(
                 "its last line is neither complete nor a record cut short (expected a line starting {\"v\":): not an audit trail? nothing was cut or written",
             )));
+        }
+        if keep > 0 {
+            self.first_line_is_a_record()?;
         }
         tracing::warn!(
             "audit trail {}: cut off a torn last line ({} bytes) left by a write that never completed",
@@ -176,5 +196,51 @@ impl Shared {
         );
         self.file.set_len(keep).map_err(|e| self.io(e))?;
         Ok(keep)
+    }
+
+    /// Whether the bytes from `keep` to `len` are a record cut short: a
+    /// record's start (`{"v":`), or the first bytes of one followed by
+    /// nothing but zeros.
+    fn cut_short(&self, keep: u64, len: u64) -> std::io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        const START: &[u8; 5] = b"{\"v\":";
+        let mut head = [0u8; 5];
+        let head = &mut head[..(len - keep).min(5) as usize];
+        self.file.read_exact_at(head, keep)?;
+        if head == START {
+            return Ok(true);
+        }
+        let written = head.iter().position(|&b| b == 0).unwrap_or(head.len());
+        if !START.starts_with(&head[..written]) {
+            return Ok(false);
+        }
+        let mut block = vec![0u8; 64 << 10];
+        let mut at = keep + written as u64;
+        while at < len {
+            let chunk = &mut block[..(len - at).min(64 << 10) as usize];
+            self.file.read_exact_at(chunk, at)?;
+            if chunk.iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += chunk.len() as u64;
+        }
+        Ok(true)
+    }
+
+    /// A trail's first line is a record. A file that starts otherwise (a
+    /// shell's startup file, a key, a program: a trail path pointed at
+    /// another file, by mistake or through a symlink) is not a trail,
+    /// however it ends: records appended to it could be run or read as
+    /// something else (a record's text is the tools').
+    fn first_line_is_a_record(&self) -> Result<(), AuditError> {
+        use std::os::unix::fs::FileExt;
+        let mut head = [0u8; 5];
+        let read = self.file.read_exact_at(&mut head, 0);
+        if read.is_err() || &head != b"{\"v\":" {
+            return Err(self.io(std::io::Error::other(
+                "its first line is not a record (expected a line starting {\"v\":): not an audit trail? nothing was cut or written",
+            )));
+        }
+        Ok(())
     }
 }

@@ -203,57 +203,6 @@ fn a_torn_last_line_is_cut_off_before_the_next_record() {
     assert_eq!(report.records, 2);
 }
 
-/// A trail path that names something else is refused before anything is
-/// written or cut: `/dev/null` (directly or through a symlink swapped in
-/// for the trail) would take every record and keep none, and a file whose
-/// last line is not a record cut short is not a trail to truncate.
-#[test]
-fn a_trail_is_a_regular_file_and_only_a_records_torn_tail_is_cut() {
-    let dir = tempfile::tempdir().unwrap();
-    let link = dir.path().join("t.jsonl");
-    std::os::unix::fs::symlink("/dev/null", &link).unwrap();
-    for path in [Path::new("/dev/null"), &link] {
-        let err = FileSink::open(path).err().expect("refused").to_string();
-        assert_eq!(
-            err,
-            format!(
-                "cannot write the audit trail {}: it is a character device: a trail is a regular file (records written elsewhere would be lost)",
-                path.display()
-            )
-        );
-    }
-    let err = FileSink::open(dir.path())
-        .err()
-        .expect("refused")
-        .to_string();
-    assert!(err.ends_with("Is a directory (os error 21)"), "{err}");
-    // A key, a configuration file: no line break at the end, and no record.
-    let other = dir.path().join("key");
-    std::fs::write(&other, "notes\nseed-without-a-line-break").unwrap();
-    let err = FileSink::open(&other).err().expect("refused").to_string();
-    assert!(err.ends_with("its last line is neither complete nor a record cut short (expected a line starting {\"v\":): not an audit trail? nothing was cut or written"), "{err}");
-    assert_eq!(
-        std::fs::read_to_string(&other).unwrap(),
-        "notes\nseed-without-a-line-break"
-    );
-    // Zeros a crash left where a write did not reach the disk are cut.
-    let torn = dir.path().join("zeros.jsonl");
-    std::fs::write(&torn, "{\"\0\0\0\0\0").unwrap();
-    FileSink::open(&torn).unwrap();
-    assert_eq!(std::fs::read(&torn).unwrap(), b"");
-    std::fs::write(&torn, [0u8; 9]).unwrap();
-    FileSink::open(&torn).unwrap();
-    assert_eq!(std::fs::read(&torn).unwrap(), b"");
-    // A record cut short after two bytes is still one.
-    std::fs::write(&other, "{\"").unwrap();
-    let sink = FileSink::open(&other).unwrap();
-    sink.append(&event("invocation.start", 0)).unwrap();
-    drop(sink);
-    let text = std::fs::read_to_string(&other).unwrap();
-    assert!(text.starts_with("{\"v\":1,"), "{text}");
-    assert_eq!(crate::audit::verify::verify_text(&text, None).records, 1);
-}
-
 #[test]
 fn sinks_sharing_a_trail_keep_one_chain() {
     let dir = tempfile::tempdir().unwrap();
@@ -523,7 +472,7 @@ fn ends_written_behind_go_out_once_enough_wait_and_when_the_sink_goes() {
 fn when_a_write_behind_fails_later_appends_fail_closed() {
     // Every write to /dev/full fails with ENOSPC (a full disk; `open`
     // refuses it as a trail).
-    let full = OpenOptions::new()
+    let full = std::fs::OpenOptions::new()
         .append(true)
         .read(true)
         .open("/dev/full")

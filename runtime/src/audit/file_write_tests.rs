@@ -1,4 +1,5 @@
-//! Unit tests of `file`: a write in progress and the appenders around it.
+//! Unit tests of `file`: a write in progress and the appenders around it,
+//! and what a trail must be before anything is written to it.
 use super::tests::{behind, event, invocations};
 use super::*;
 use std::time::Duration;
@@ -174,4 +175,108 @@ fn a_trail_that_does_not_keep_what_is_written_fails_the_append() {
         err.ends_with("it was removed after it was opened: records written to it would be lost"),
         "{err}"
     );
+}
+
+/// A trail cut or rewritten shorter under a sink that has it open (its
+/// history replaced by another process) is not continued, and not signed:
+/// the next write fails, naming what happened, and writes nothing.
+#[test]
+fn a_trail_cut_under_its_sink_is_not_continued() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let sink = FileSink::open(&path)
+        .unwrap()
+        .with_signer(Arc::new(KeyPair::from_seed(&[7; 32])));
+    for n in 0..3 {
+        sink.append(&event("log", n)).unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    let first = text.lines().next().unwrap();
+    let forged = format!("{first}\n");
+    std::fs::write(&path, &forged).unwrap();
+    let err = sink.append(&event("log", 3)).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "cannot write the audit trail {}: it holds {} bytes, fewer than the {} this sink left: another process cut or rewrote it; nothing was written (`warden audit verify` shows where)",
+            path.display(),
+            forged.len(),
+            text.len()
+        )
+    );
+    assert!(sink.checkpoint().is_err());
+    drop(sink);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), forged);
+}
+
+/// A trail path that names something else is refused before anything is
+/// written or cut: `/dev/null` (directly or through a symlink swapped in
+/// for the trail) would take every record and keep none, and a file whose
+/// last line is not a record cut short is not a trail to truncate.
+#[test]
+fn a_trail_is_a_regular_file_and_only_a_records_torn_tail_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("t.jsonl");
+    std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+    for path in [Path::new("/dev/null"), &link] {
+        let err = FileSink::open(path).err().expect("refused").to_string();
+        assert_eq!(
+            err,
+            format!(
+                "cannot write the audit trail {}: it is a character device: a trail is a regular file (records written elsewhere would be lost)",
+                path.display()
+            )
+        );
+    }
+    let err = FileSink::open(dir.path())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.ends_with("Is a directory (os error 21)"), "{err}");
+    // A key, a configuration file: no line break at the end, and no record.
+    let other = dir.path().join("key");
+    std::fs::write(&other, "notes\nseed-without-a-line-break").unwrap();
+    let err = FileSink::open(&other).err().expect("refused").to_string();
+    assert!(err.ends_with("its last line is neither complete nor a record cut short (expected a line starting {\"v\":): not an audit trail? nothing was cut or written"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&other).unwrap(),
+        "notes\nseed-without-a-line-break"
+    );
+    // Zeros a crash left where a write did not reach the disk are cut.
+    let torn = dir.path().join("zeros.jsonl");
+    std::fs::write(&torn, "{\"\0\0\0\0\0").unwrap();
+    FileSink::open(&torn).unwrap();
+    assert_eq!(std::fs::read(&torn).unwrap(), b"");
+    std::fs::write(&torn, [0u8; 9]).unwrap();
+    FileSink::open(&torn).unwrap();
+    assert_eq!(std::fs::read(&torn).unwrap(), b"");
+    // Zeros after other bytes are not a crash's: a program's last line.
+    let program = dir.path().join("rm");
+    let elf = b"\x7fELF\x02\x01\x01\0\0\0\nsection\n\0\0\0\0\0\0\x08\x40text";
+    std::fs::write(&program, elf).unwrap();
+    let err = FileSink::open(&program).err().expect("refused").to_string();
+    assert!(err.ends_with("its last line is neither complete nor a record cut short (expected a line starting {\"v\":): not an audit trail? nothing was cut or written"), "{err}");
+    assert_eq!(std::fs::read(&program).unwrap(), elf);
+    // A text file that ends with a line break (a shell's startup file a
+    // symlink named as the trail) is refused, however it ends; so is one
+    // whose last line is a record cut short but whose first is no record.
+    let profile = dir.path().join("profile");
+    let link = dir.path().join("linked.jsonl");
+    std::os::unix::fs::symlink(&profile, &link).unwrap();
+    for text in ["export PATH=/usr/bin\n", "# notes\n{\"v\":1,\"seq\""] {
+        std::fs::write(&profile, text).unwrap();
+        for path in [&profile, &link] {
+            let err = FileSink::open(path).err().expect("refused").to_string();
+            assert!(err.ends_with("its first line is not a record (expected a line starting {\"v\":): not an audit trail? nothing was cut or written"), "{err}");
+        }
+        assert_eq!(std::fs::read_to_string(&profile).unwrap(), text);
+    }
+    // A record cut short after two bytes is still one.
+    std::fs::write(&other, "{\"").unwrap();
+    let sink = FileSink::open(&other).unwrap();
+    sink.append(&event("invocation.start", 0)).unwrap();
+    drop(sink);
+    let text = std::fs::read_to_string(&other).unwrap();
+    assert!(text.starts_with("{\"v\":1,"), "{text}");
+    assert_eq!(crate::audit::verify::verify_text(&text, None).records, 1);
 }
