@@ -8,8 +8,10 @@ use crate::caps::identity::{ActiveInvocations, Issuer};
 use crate::caps::log::LogLimits;
 use crate::engine::{self, CompileCache, EPOCH_TICK};
 use crate::error::Error;
-use crate::manifest::{Manifest, ToolSpec};
+use crate::manifest::{Manifest, SignedBy, ToolSpec};
 use crate::policy::RuntimePolicy;
+use crate::rights::Rights;
+use crate::source::ComponentSource;
 use crate::state::HostState;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,6 +39,11 @@ use wasmtime::component::Linker;
 pub struct RuntimeBuilder {
     tools: BTreeMap<String, ToolSpec>,
     manifest_path: Option<PathBuf>,
+    /// Every manifest given, for what no writable ceiling may hold.
+    manifests: Vec<PathBuf>,
+    /// What was given twice (a tool's name, a set of policies): refused
+    /// at build, since the second would replace the first unseen.
+    twice: Vec<String>,
     audit: Arc<dyn AuditSink>,
     cache_dir: Option<PathBuf>,
     /// Host paths no fs ceiling may hold (see [`RuntimeBuilder::keep_out`]).
@@ -62,6 +69,8 @@ impl Default for RuntimeBuilder {
         Self {
             tools: BTreeMap::new(),
             manifest_path: None,
+            manifests: Vec::new(),
+            twice: Vec::new(),
             audit: Arc::new(TracingSink),
             cache_dir: None,
             kept_out: Vec::new(),
@@ -85,26 +94,52 @@ impl Default for RuntimeBuilder {
 
 impl RuntimeBuilder {
     /// Serves the tools of a manifest.
+    ///
+    /// Tools from several manifests are served together; a tool named by
+    /// two, or a second set of policies, fails [`build`](Self::build).
     pub fn manifest(mut self, manifest: Manifest) -> Self {
-        self.manifest_path = Some(manifest.path.clone());
-        self.tools.extend(manifest.tools);
-        if manifest.policy.is_some() {
-            self.rules = manifest.policy;
+        let by = format!("the manifest {}", manifest.path.display());
+        for spec in manifest.tools.into_values() {
+            self = self.add_tool(spec, &by);
         }
+        if let Some(policy) = manifest.policy {
+            self = self.add_policy(policy, &by);
+        }
+        self.manifests.push(manifest.path.clone());
+        self.manifest_path = Some(manifest.path);
+        self
+    }
+
+    fn add_tool(mut self, spec: ToolSpec, by: &str) -> Self {
+        if self.tools.contains_key(&spec.name) {
+            self.twice.push(format!(
+                "tool '{}' is given twice, the second time by {by}: it would replace the first, ceilings and all (expected each tool named once)",
+                crate::redact::escape_control(&spec.name)
+            ));
+        }
+        self.tools.insert(spec.name.clone(), spec);
+        self
+    }
+
+    fn add_policy(mut self, policy: Arc<RuntimePolicy>, by: &str) -> Self {
+        if self.rules.is_some() {
+            self.twice.push(format!(
+                "policies are given twice, the second time by {by}: they would replace the first, and their forbids with them (expected one set: every policy file in one manifest's `policies`)"
+            ));
+        }
+        self.rules = Some(policy);
         self
     }
 
     /// Cedar policies asked on every host call the manifest allows (a
     /// manifest's `policies` set this too).
-    pub fn policy(mut self, policy: RuntimePolicy) -> Self {
-        self.rules = Some(Arc::new(policy));
-        self
+    pub fn policy(self, policy: RuntimePolicy) -> Self {
+        self.add_policy(Arc::new(policy), "RuntimeBuilder::policy")
     }
 
     /// Serves one tool.
-    pub fn tool(mut self, spec: ToolSpec) -> Self {
-        self.tools.insert(spec.name.clone(), spec);
-        self
+    pub fn tool(self, spec: ToolSpec) -> Self {
+        self.add_tool(spec, "RuntimeBuilder::tool")
     }
 
     pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
@@ -213,6 +248,9 @@ impl RuntimeBuilder {
     }
 
     pub fn build(self) -> Result<Runtime, Error> {
+        if let Some(twice) = self.twice.first() {
+            return Err(Error::Config(twice.clone()));
+        }
         // Each manifest was checked alone; tools from several, or given
         // one by one, are checked together.
         secret_sources_outside_ceilings(&self.tools)?;
@@ -221,6 +259,7 @@ impl RuntimeBuilder {
             .iter()
             .map(|d| (d.clone(), "compile cache".to_owned()));
         host_paths_outside_ceilings(cache.chain(self.kept_out.iter().cloned()), &self.tools)?;
+        trusted_files_outside_writable_ceilings(&self.trusted_files(), &self.tools)?;
         let host = |e: wasmtime::Error| Error::Host(format!("{e:#}"));
         let engine = engine::build(self.max_concurrent).map_err(host)?;
         let mut linker = Linker::<HostState>::new(&engine);
@@ -277,6 +316,76 @@ impl RuntimeBuilder {
             }),
         })
     }
+}
+
+impl RuntimeBuilder {
+    /// The files that say what the host runs and grants, each with what it
+    /// is: the manifest, the policy files and their directories (a file
+    /// added there is a policy), each file component and its signature,
+    /// each signer's key or trust root.
+    fn trusted_files(&self) -> Vec<(PathBuf, String)> {
+        let mut files: Vec<(PathBuf, String)> = Vec::new();
+        files.extend(
+            self.manifests
+                .iter()
+                .map(|p| (p.clone(), "manifest".into())),
+        );
+        for f in self.rules.iter().flat_map(|r| r.files()) {
+            files.push((f.clone(), "policy file".into()));
+            let dir = f.parent().filter(|d| !d.as_os_str().is_empty());
+            files.extend(dir.map(|d| (d.to_owned(), "policy directory".into())));
+        }
+        for t in self.tools.values() {
+            let name = &t.name;
+            if let ComponentSource::File(path) = &t.component {
+                files.push((path.clone(), format!("component of tool '{name}'")));
+            }
+            if let Some(sig) = &t.signature {
+                files.push((sig.clone(), format!("signature of tool '{name}'")));
+            }
+            match &t.signed_by {
+                Some(SignedBy::Key(k)) => {
+                    files.push((k.path.clone(), format!("key tool '{name}' is checked with")))
+                }
+                Some(SignedBy::Identity(k)) => files.push((
+                    k.trust_root.path.clone(),
+                    format!("trust root tool '{name}' is checked under"),
+                )),
+                None => {}
+            }
+        }
+        files
+    }
+}
+
+/// Refuses a tool's fs ceiling with write or delete rights that holds one
+/// of the `files` saying what the host runs and grants: a tool granted it
+/// could replace another tool's code (which would then run with that
+/// tool's secrets and egress), widen its own ceiling in the manifest, or
+/// take a policy away, the next time they are read.
+fn trusted_files_outside_writable_ceilings(
+    files: &[(PathBuf, String)],
+    tools: &BTreeMap<String, ToolSpec>,
+) -> Result<(), Error> {
+    use crate::caps::secrets::manifest::in_ceiling;
+    let changing = Rights::WRITE.union(Rights::DELETE);
+    let writable = || {
+        tools.values().flat_map(move |t| {
+            (t.fs.iter())
+                .filter(move |c| !c.rights.intersection(changing).is_empty())
+                .map(move |c| (t.name.as_str(), c.handle.as_str(), c.within.as_path()))
+        })
+    };
+    for (path, what) in files {
+        if let Some((tool, handle, within)) = in_ceiling(path, writable()) {
+            return Err(Error::Config(format!(
+                "the {what} ({}) is inside tool '{tool}''s fs ceiling '{handle}' ({}), which may be written or deleted: a tool granted it could change what the host runs and grants (expected the manifest, its policies, components, signatures and keys outside every fs ceiling with write or delete rights)",
+                crate::redact::escape_control(&path.display().to_string()),
+                crate::redact::escape_control(&within.display().to_string()),
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is gone.
@@ -345,55 +454,5 @@ fn secret_sources_outside_ceilings(tools: &BTreeMap<String, ToolSpec>) -> Result
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::caps::secrets::{SecretSource, SecretSpec};
-    use crate::manifest::ToolSpec;
-    use crate::rights::Rights;
-
-    /// Each manifest alone passes its check; tools given one by one (or
-    /// from two manifests) are checked together when the runtime is built.
-    #[test]
-    fn a_secret_file_inside_another_tools_ceiling_is_refused_at_build() {
-        let dir = tempfile::tempdir().unwrap();
-        let ws = dir.path().join("ws");
-        std::fs::create_dir(&ws).unwrap();
-        std::fs::write(ws.join("token"), "v").unwrap();
-        let secret = |source| SecretSpec {
-            name: "token".into(),
-            source,
-            ttl: None,
-            reveal: false,
-            send_to: Vec::new(),
-            approval: false,
-            labels: Vec::new(),
-        };
-        let reader = ToolSpec::new("reader", dir.path().join("r.wasm"))
-            .fs("ws", &ws, Rights::READ)
-            .unwrap();
-        let holder = ToolSpec::new("holder", dir.path().join("h.wasm"))
-            .secret(secret(SecretSource::File(ws.join("token"))));
-        let e = crate::Runtime::builder()
-            .tool(reader.clone())
-            .tool(holder)
-            .build()
-            .err()
-            .unwrap();
-        assert!(
-            e.to_string()
-                .contains("tool 'holder': the secret file of secret 'token' (")
-                && e.to_string()
-                    .contains("is inside tool 'reader''s fs ceiling 'ws'"),
-            "{e}"
-        );
-        let outside = ToolSpec::new("holder", dir.path().join("h.wasm"))
-            .secret(secret(SecretSource::File(dir.path().join("token"))));
-        let e = crate::Runtime::builder()
-            .tool(reader)
-            .tool(outside)
-            .build()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(!e.contains("fs ceiling"), "{e}");
-    }
-}
+#[path = "builder_tests.rs"]
+mod tests;
