@@ -180,6 +180,13 @@ fn kid_of(key: &VerifyingKey) -> String {
 impl Verifier {
     /// The Ed25519 keys of `jwks`, read with `jsonwebtoken`'s JWK types
     /// (other key types are skipped).
+    /// Whether `jwk` is one Ed25519 key whose id is `kid` (and that names
+    /// no other): a row of the replicas' published keys as it must be.
+    pub fn is_key(jwk: &serde_json::Value, kid: &str) -> bool {
+        Verifier::from_jwks(&serde_json::json!({ "keys": [jwk] }))
+            .is_ok_and(|v| matches!(&v.keys[..], [(id, _, _)] if id == kid))
+    }
+
     pub fn from_jwks(jwks: &serde_json::Value) -> Result<Verifier, JwksError> {
         use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
         let bad = |m: &str| JwksError(m.to_owned());

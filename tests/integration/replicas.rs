@@ -747,3 +747,53 @@ async fn a_shared_history_keeps_a_reveal_behind_many_files_and_long_paths() {
     assert_eq!(loaded.files_written.len(), max);
     assert!(loaded.files_written.bytes() < max * warden::policy::cedar::MAX_ENTRY);
 }
+
+/// Whoever can write `warden_keys` (not the audit table, which is
+/// append-only) adds a row naming a replica's key id for another key, or
+/// replaces the replica's row: neither stops `audit verify --state` from
+/// checking every chain, and neither key stands for the replica; a replica
+/// puts its own key back when it starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_row_written_by_another_neither_stops_verifying_nor_stands_for_a_replica() {
+    let Some(pg) = Postgres::start() else { return };
+    let s = setup();
+    let (a, url_a) = replica(&s, &pg, "replica-a").await;
+    for r in echo_calls(&url_a, 2).await {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert_eq!(terminate(a).await, Some(0));
+    let db = pg.client().await;
+    let kid: String = one(&db, "SELECT kid FROM warden_keys", &[]).await;
+    let verify = || {
+        let out = warden(&s, &["audit", "verify", "--state", &pg.url()]);
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    assert_eq!(verify().0, Some(0));
+    // Another key stating the replica's id, under a row of its own.
+    let mut other = warden::KeyPair::from_seed(&[9; 32]).jwks()["keys"][0].clone();
+    other["kid"] = json!(kid);
+    db.execute(
+        "INSERT INTO warden_keys (kid, jwk) VALUES ('0123456789abcdef', $1)",
+        &[&other.to_string()],
+    )
+    .await
+    .unwrap();
+    let (code, stdout, stderr) = verify();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("(replica-a): ok, "), "{stdout}");
+    // The replica's own row replaced by another key: its chain is then
+    // signed by a key no row holds, until the replica starts again.
+    other.as_object_mut().unwrap().remove("kid");
+    db.execute(
+        "UPDATE warden_keys SET jwk = $1 WHERE kid = $2",
+        &[&other.to_string(), &kid],
+    )
+    .await
+    .unwrap();
+    let (code, stdout, stderr) = verify();
+    assert_eq!(code, Some(4), "{stdout}{stderr}");
+    let (a, _) = replica(&s, &pg, "replica-a").await;
+    assert_eq!(terminate(a).await, Some(0));
+    let (code, stdout, stderr) = verify();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+}

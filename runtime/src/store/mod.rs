@@ -421,17 +421,32 @@ impl<'a> TrailReader<'a> {
         Ok(out)
     }
 
-    /// The key set the replicas published (JWKS).
+    /// The key set the replicas published (JWKS): each row whose key is
+    /// the one its id names. Another row (written by whoever can write the
+    /// table: a key under another's id, or naming one) is left out and
+    /// logged, so that it cannot make the whole set fail to load, and a
+    /// chain it claims shows as signed by an unknown key.
     pub async fn jwks(&self) -> Result<serde_json::Value, StoreError> {
         let rows = self
             .client
-            .query("SELECT jwk FROM warden_keys ORDER BY kid", &[])
+            .query("SELECT kid, jwk FROM warden_keys ORDER BY kid", &[])
             .await
             .map_err(|e| self.url.failed(pg(&e)))?;
-        let keys = rows
-            .iter()
-            .filter_map(|r| serde_json::from_str(r.try_get::<_, &str>(0).ok()?).ok())
-            .collect::<Vec<serde_json::Value>>();
+        let mut keys = Vec::new();
+        for r in &rows {
+            let kid: &str = r.try_get(0).map_err(|e| self.url.failed(pg(&e)))?;
+            let jwk = r
+                .try_get::<_, &str>(1)
+                .ok()
+                .and_then(|j| serde_json::from_str(j).ok());
+            match jwk {
+                Some(jwk) if crate::keys::Verifier::is_key(&jwk, kid) => keys.push(jwk),
+                _ => tracing::warn!(
+                    "warden_keys: the row for key id '{}' does not hold that key; left out",
+                    crate::redact::escape_control(&kid.chars().take(64).collect::<String>())
+                ),
+            }
+        }
         Ok(serde_json::json!({ "keys": keys }))
     }
 

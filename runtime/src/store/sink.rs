@@ -212,7 +212,10 @@ impl Shared {
             let jwk = key.jwks()["keys"][0].to_string();
             client
                 .execute(
-                    "INSERT INTO warden_keys (kid, jwk) VALUES ($1, $2) ON CONFLICT (kid) DO NOTHING",
+                    // A key's id is its key's: a row under this id that
+                    // holds another key was not written by a replica.
+                    "INSERT INTO warden_keys (kid, jwk) VALUES ($1, $2) \
+                     ON CONFLICT (kid) DO UPDATE SET jwk = EXCLUDED.jwk WHERE warden_keys.jwk <> EXCLUDED.jwk",
                     &[&key.kid(), &jwk],
                 )
                 .await
