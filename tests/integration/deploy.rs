@@ -18,6 +18,15 @@ async fn receiver(runtime: Arc<OnceLock<Runtime>>) -> (u16, Hooks) {
     let log = hooks.clone();
     let port = crate::common::http_server(move |req| {
         let token = req.bearer();
+        if req.path.ends_with("/echo-signature") {
+            // One that quotes the token's signature alone.
+            let signature = token.rsplit('.').next().unwrap_or("").to_owned();
+            return (
+                "200 OK".into(),
+                String::new(),
+                format!("sig {signature}").into(),
+            );
+        }
         if req.path.ends_with("/echo") {
             // A receiver that quotes the request it got.
             return (
@@ -123,6 +132,13 @@ approval = "none"
 rights = ["deploy"]
 backend = "webhook"
 url = "http://127.0.0.1:{port}/hooks/echo"
+
+[[tools.deployer.deploy]]
+name = "echoing-signature"
+approval = "none"
+rights = ["deploy"]
+backend = "webhook"
+url = "http://127.0.0.1:{port}/hooks/echo-signature"
 
 [[tools.deployer.deploy]]
 name = "unreachable"
@@ -308,7 +324,7 @@ async fn deploy_is_its_own_right() {
     );
     assert!(
         err.to_string().contains(
-            "its targets: staging, production, chatty, hung, gated, echoing, unreachable, straddling, by-default"
+            "its targets: staging, production, chatty, hung, gated, echoing, echoing-signature, unreachable, straddling, by-default"
         ),
         "{err}"
     );
@@ -606,6 +622,7 @@ async fn a_deployment_carries_no_secret_and_hands_none_back() {
             .fs("workspace", &s.ws, Rights::READ)
             .deploy("staging")
             .deploy("echoing")
+            .deploy("echoing-signature")
             .deploy("straddling")
             .secret("deploy-key")
     };
@@ -657,6 +674,10 @@ async fn a_deployment_carries_no_secret_and_hands_none_back() {
     let run = s.deploy(&grant(), "echoing").await.unwrap();
     let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
     assert_eq!(out["output"], "got [REDACTED:deploy-token]", "{out}");
+    // Its signature alone (the header and claims can be guessed).
+    let run = s.deploy(&grant(), "echoing-signature").await.unwrap();
+    let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert_eq!(out["output"], "sig [REDACTED:deploy-token]", "{out}");
 
     // A program whose output crosses the cut with the secret's value: the
     // value is redacted whole first, so no part of it is left by the cut.

@@ -90,7 +90,11 @@ impl Inner {
         // From here on the invocation owes its trail an end, even if its
         // caller drops it: declared before the store, dropped after it.
         let mut end = End::new(auditor);
-        let minter = Arc::new(self.minter(tool, &end.auditor, scope));
+        let webhooks = granted
+            .deploy
+            .iter()
+            .filter_map(|t| t.backend.audience()?.ok());
+        let minter = Arc::new(self.minter(tool, &end.auditor, scope, webhooks.collect()));
         let _active = Active(minter.clone());
 
         let specs = std::mem::take(&mut granted.secrets);
@@ -200,7 +204,13 @@ impl Inner {
 
     /// Mints the invocation's identity tokens: its ids, `scope`, and a
     /// deadline no later than the tool's timeout.
-    pub(super) fn minter(&self, tool: &LoadedTool, audit: &Auditor, scope: Vec<String>) -> Minter {
+    pub(super) fn minter(
+        &self,
+        tool: &LoadedTool,
+        audit: &Auditor,
+        scope: Vec<String>,
+        webhooks: Vec<String>,
+    ) -> Minter {
         Minter {
             issuer: self.issuer.clone(),
             tool: audit.tool.clone(),
@@ -210,6 +220,7 @@ impl Inner {
             scope,
             deadline: crate::caps::identity::now_secs() + tool.spec.limits.timeout.as_secs().max(1),
             audiences: tool.spec.token_audiences.clone(),
+            webhooks,
             active: self.active.clone(),
             mark: Default::default(),
             minted: Default::default(),

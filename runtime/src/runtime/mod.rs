@@ -383,7 +383,9 @@ impl Runtime {
     /// Calls the tool's `describe` export (with an empty grant).
     async fn ask_describe(&self, loaded: &load::LoadedTool) -> Result<load::Described, Error> {
         // Describing is no invocation: a token minted here is never active.
-        let minter = self.inner.minter(loaded, &Auditor::discard(), Vec::new());
+        let minter = self
+            .inner
+            .minter(loaded, &Auditor::discard(), Vec::new(), Vec::new());
         minter.ended();
         let authority = Authority {
             minter: Arc::new(minter),

@@ -7,7 +7,6 @@ use crate::bindings::warden::tool::deploy::{self as wit, ErrorCode, Host, Outcom
 use crate::caps::fs::FsCtx;
 use crate::caps::fs::{path, resolve};
 use crate::caps::identity::Minter;
-use crate::net;
 use crate::policy::Decision;
 use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::Gate;
@@ -392,11 +391,15 @@ impl Host for DeployView<'_> {
                 super::exec::exec(&pass, program, args, env, &bytes, &artifact, timeout).await
             }
             Backend::Webhook { url } => {
-                match self.webhook_request(&spec, url, &artifact, &digest, bytes.len()) {
+                match self.webhook_request(&spec, &artifact, &digest, bytes.len()) {
                     Ok((token, body)) => {
                         // The webhook's token is for the webhook, not the
-                        // tool: an answer echoing it does not hand it over.
-                        let own = crate::redact::Redactor::new([("deploy-token", token.as_str())]);
+                        // tool: an answer echoing it, or its signature
+                        // alone, does not hand it over.
+                        let own = crate::redact::Redactor::new(crate::redact::and_signatures([(
+                            "deploy-token",
+                            token.as_str(),
+                        )]));
                         let answer = webhook(&pass, url, token.clone(), body, timeout).await;
                         answer.map(|o| Outcome {
                             output: own.redact_string(o.output),
@@ -441,18 +444,13 @@ impl DeployView<'_> {
     fn webhook_request(
         &self,
         spec: &DeployTarget,
-        url: &str,
         artifact: &str,
         digest: &str,
         size: usize,
     ) -> Result<(String, String), wit::Error> {
-        let (_, origin) = net::parse_url(url).map_err(|m| error(ErrorCode::Failed, m))?;
-        let audience = format!(
-            "{}://{}{}",
-            origin.scheme,
-            origin.host,
-            port_suffix(&origin)
-        );
+        let audience = (spec.backend.audience())
+            .unwrap_or_else(|| Err("not a webhook".into()))
+            .map_err(|m| error(ErrorCode::Failed, m))?;
         let body = serde_json::json!({
             "target": spec.name,
             "tool": &*self.gate.audit().tool,
@@ -461,7 +459,7 @@ impl DeployView<'_> {
             "invocation": &*self.gate.audit().invocation,
             "artifact": {"name": artifact, "sha256": digest, "size": size},
         });
-        Ok((self.minter.mint(&audience), body.to_string()))
+        Ok((self.minter.webhook_token(&audience), body.to_string()))
     }
 }
 
@@ -512,12 +510,4 @@ async fn webhook(
 fn cut_output(mut output: String) -> String {
     output.truncate(output.floor_char_boundary(MAX_OUTPUT));
     output
-}
-
-/// `:port` unless it is the scheme's default.
-fn port_suffix(o: &net::Origin) -> String {
-    match (o.scheme.as_str(), o.port) {
-        ("http", 80) | ("https", 443) => String::new(),
-        (_, p) => format!(":{p}"),
-    }
 }

@@ -60,6 +60,21 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// A webhook's identity-token audience: its URL's origin
+    /// (`scheme://host[:port]`, the port only when not the scheme's own).
+    pub(crate) fn audience(&self) -> Option<Result<String, String>> {
+        let Backend::Webhook { url } = self else {
+            return None;
+        };
+        Some(crate::net::parse_url(url).map(|(_, o)| {
+            let port = match (o.scheme.as_str(), o.port) {
+                ("http", 80) | ("https", 443) => String::new(),
+                (_, p) => format!(":{p}"),
+            };
+            format!("{}://{}{port}", o.scheme, o.host)
+        }))
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Backend::Exec { .. } => "exec",
