@@ -95,6 +95,14 @@ impl Shared {
             Some(left) if len < left => Err(self.io(std::io::Error::other(format!(
                 "it holds {len} bytes, fewer than the {left} this sink left: another process cut or rewrote it; nothing was written (`warden audit verify` shows where)"
             )))),
+            // Longer: another writer appended after this sink's last line,
+            // which is still where this sink left it (a rewrite as long or
+            // longer would otherwise be continued and signed).
+            Some(left) if !self.ends_with_head(left, &at.head) => {
+                Err(self.io(std::io::Error::other(format!(
+                    "the line this sink wrote last, ending at byte {left}, is not there any more: another process rewrote it; nothing was written (`warden audit verify` shows where)"
+                ))))
+            }
             _ => self.resync(at, len),
         }
     }
@@ -198,12 +206,33 @@ impl Shared {
         Ok(keep)
     }
 
+    /// Whether the line ending at byte `end` is the record whose hash is
+    /// `head` (its last field), as this sink wrote it.
+    fn ends_with_head(&self, end: u64, head: &str) -> bool {
+        use std::os::unix::fs::FileExt;
+        if head == GENESIS {
+            return true;
+        }
+        let want = format!(",\"hash\":\"{head}\"}}\n");
+        let mut tail = vec![0u8; want.len()];
+        let Some(start) = end.checked_sub(want.len() as u64) else {
+            return false;
+        };
+        self.file.read_exact_at(&mut tail, start).is_ok() && tail == want.as_bytes()
+    }
+
     /// Whether the bytes from `keep` to `len` are a record cut short: a
     /// record's start (`{"v":`), or the first bytes of one followed by
     /// nothing but zeros.
     fn cut_short(&self, keep: u64, len: u64) -> std::io::Result<bool> {
         use std::os::unix::fs::FileExt;
         const START: &[u8; 5] = b"{\"v\":";
+        // No record is this long: a file of megabytes without a line
+        // break (an image, a sparse file) is not one cut short.
+        const LONGEST: u64 = 1 << 20;
+        if len - keep > LONGEST {
+            return Ok(false);
+        }
         let mut head = [0u8; 5];
         let head = &mut head[..(len - keep).min(5) as usize];
         self.file.read_exact_at(head, keep)?;

@@ -207,6 +207,47 @@ fn a_trail_cut_under_its_sink_is_not_continued() {
     assert!(sink.checkpoint().is_err());
     drop(sink);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), forged);
+
+    // Rewritten as long or longer: a made-up history chained from the
+    // start, padded past where the sink left off.
+    let path = dir.path().join("u.jsonl");
+    let sink = FileSink::open(&path).unwrap();
+    for n in 0..3 {
+        sink.append(&event("log", n)).unwrap();
+    }
+    let left = std::fs::metadata(&path).unwrap().len();
+    let mut made_up = Vec::new();
+    let mut prev = GENESIS.to_owned();
+    for seq in 0..5 {
+        let (line, hash) =
+            crate::audit::line::line_of(&event("invocation.end", 90 + seq), seq, &prev).unwrap();
+        made_up.extend_from_slice(&line);
+        prev = hash;
+    }
+    assert!(made_up.len() as u64 > left);
+    std::fs::write(&path, &made_up).unwrap();
+    let err = sink.append(&event("log", 3)).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "cannot write the audit trail {}: the line this sink wrote last, ending at byte {left}, is not there any more: another process rewrote it; nothing was written (`warden audit verify` shows where)",
+            path.display()
+        )
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), made_up);
+    // Another writer appending after the sink's last line is followed.
+    let path = dir.path().join("v.jsonl");
+    let (one, two) = (
+        FileSink::open(&path).unwrap(),
+        FileSink::open(&path).unwrap(),
+    );
+    for n in 0..4 {
+        [&one, &two][n as usize % 2]
+            .append(&event("log", n))
+            .unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(crate::audit::verify::verify_text(&text, None).records, 4);
 }
 
 /// A trail path that names something else is refused before anything is
