@@ -178,8 +178,6 @@ fn kid_of(key: &VerifyingKey) -> String {
 }
 
 impl Verifier {
-    /// The Ed25519 keys of `jwks`, read with `jsonwebtoken`'s JWK types
-    /// (other key types are skipped).
     /// Whether `jwk` is one Ed25519 key whose id is `kid` (and that names
     /// no other): a row of the replicas' published keys as it must be.
     pub fn is_key(jwk: &serde_json::Value, kid: &str) -> bool {
@@ -187,6 +185,8 @@ impl Verifier {
             .is_ok_and(|v| matches!(&v.keys[..], [(id, _, _)] if id == kid))
     }
 
+    /// The Ed25519 keys of `jwks`, read with `jsonwebtoken`'s JWK types
+    /// (other key types are skipped).
     pub fn from_jwks(jwks: &serde_json::Value) -> Result<Verifier, JwksError> {
         use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
         let bad = |m: &str| JwksError(m.to_owned());
@@ -270,6 +270,28 @@ mod tests {
         assert!(!va.verify_raw(b.kid(), b"checkpoint", &sig));
         let vb = Verifier::from_jwks(&b.jwks()).unwrap();
         assert!(!vb.verify_raw(a.kid(), b"checkpoint", &sig));
+    }
+
+    #[test]
+    fn a_row_is_a_key_only_under_its_own_id() {
+        let (a, b) = (KeyPair::from_seed(&[1; 32]), KeyPair::from_seed(&[2; 32]));
+        let jwk = a.jwks()["keys"][0].clone();
+        assert!(Verifier::is_key(&jwk, a.kid()));
+        assert!(!Verifier::is_key(&jwk, b.kid()), "another key's id");
+        let mut bare = jwk.clone();
+        bare.as_object_mut().unwrap().remove("kid");
+        assert!(Verifier::is_key(&bare, a.kid()));
+        assert!(!Verifier::is_key(&bare, b.kid()));
+        let mut naming = b.jwks()["keys"][0].clone();
+        naming["kid"] = serde_json::json!(a.kid());
+        assert!(
+            !Verifier::is_key(&naming, a.kid()),
+            "a key naming another's id"
+        );
+        assert!(!Verifier::is_key(
+            &serde_json::json!({"kty": "oct"}),
+            a.kid()
+        ));
     }
 
     #[test]

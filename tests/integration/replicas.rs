@@ -751,8 +751,9 @@ async fn a_shared_history_keeps_a_reveal_behind_many_files_and_long_paths() {
 /// Whoever can write `warden_keys` (not the audit table, which is
 /// append-only) adds a row naming a replica's key id for another key, or
 /// replaces the replica's row: neither stops `audit verify --state` from
-/// checking every chain, and neither key stands for the replica; a replica
-/// puts its own key back when it starts.
+/// checking every chain, and neither key stands for the replica (whose
+/// chain shows as signed by an unknown key, exit 4, restarted or not: it
+/// may only insert there).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_row_written_by_another_neither_stops_verifying_nor_stands_for_a_replica() {
     let Some(pg) = Postgres::start() else { return };
@@ -792,6 +793,13 @@ async fn a_key_row_written_by_another_neither_stops_verifying_nor_stands_for_a_r
     .unwrap();
     let (code, stdout, stderr) = verify();
     assert_eq!(code, Some(4), "{stdout}{stderr}");
+    let (a, _) = replica(&s, &pg, "replica-a").await;
+    assert_eq!(terminate(a).await, Some(0));
+    assert_eq!(verify().0, Some(4));
+    // The row removed, the replica publishes its own again.
+    db.execute("DELETE FROM warden_keys WHERE kid = $1", &[&kid])
+        .await
+        .unwrap();
     let (a, _) = replica(&s, &pg, "replica-a").await;
     assert_eq!(terminate(a).await, Some(0));
     let (code, stdout, stderr) = verify();

@@ -212,10 +212,11 @@ impl Shared {
             let jwk = key.jwks()["keys"][0].to_string();
             client
                 .execute(
-                    // A key's id is its key's: a row under this id that
-                    // holds another key was not written by a replica.
-                    "INSERT INTO warden_keys (kid, jwk) VALUES ($1, $2) \
-                     ON CONFLICT (kid) DO UPDATE SET jwk = EXCLUDED.jwk WHERE warden_keys.jwk <> EXCLUDED.jwk",
+                    // Replicas may only insert here. A row another wrote
+                    // under this id with another key is left out when the
+                    // set is read (`Store::jwks`): this chain then shows as
+                    // signed by an unknown key, never as that key's.
+                    "INSERT INTO warden_keys (kid, jwk) VALUES ($1, $2) ON CONFLICT (kid) DO NOTHING",
                     &[&key.kid(), &jwk],
                 )
                 .await
