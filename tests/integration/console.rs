@@ -718,6 +718,53 @@ async fn the_console_bounds_stalled_forms_and_sign_in_attempts() {
 
 /// The console's token must be its own, and a non-loopback console needs
 /// --allow-remote.
+/// `serve` takes its authority from files: a token file a tool could read
+/// (its fs ceiling holds it, read-only or not) would hand it the server's
+/// bearer token, and a grants file it could write would widen its own
+/// grant at the next start. Either is refused before anything is served,
+/// naming the file, the tool and the ceiling.
+#[test]
+fn serve_refuses_authority_files_a_tool_could_read_or_change() {
+    let s = setup();
+    let ws = s.dir.path().canonicalize().unwrap().join("ws");
+    let token = ws.join("token");
+    std::fs::write(&token, OPERATOR).unwrap();
+    let grants = ws.join("grants.toml");
+    std::fs::copy(&s.grants, &grants).unwrap();
+    let serve = |grants: &std::path::Path, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+            .arg("--cache-dir")
+            .arg(crate::common::shared_cache())
+            .args(["serve", "--manifest"])
+            .arg(&s.manifest)
+            .arg("--grants")
+            .arg(grants)
+            .args(["--http", "127.0.0.1:0", "--audit"])
+            .arg(s.dir.path().join("audit.jsonl"))
+            .args(extra)
+            .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
+            .output()
+            .unwrap()
+    };
+    let out = serve(&s.grants, &["--token-file", token.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("fs ceiling 'workspace'") && err.contains("and the token file ("),
+        "{err}"
+    );
+    let out = serve(&grants, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the grants file ({}) is inside tool '",
+            grants.display()
+        )) && err.contains("which may be written or deleted"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_console_token_shared_with_a_client_or_a_remote_address_is_refused() {
     let s = setup();

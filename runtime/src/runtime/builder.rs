@@ -48,6 +48,9 @@ pub struct RuntimeBuilder {
     cache_dir: Option<PathBuf>,
     /// Host paths no fs ceiling may hold (see [`RuntimeBuilder::keep_out`]).
     kept_out: Vec<(PathBuf, String)>,
+    /// Files no writable fs ceiling may hold (see
+    /// [`RuntimeBuilder::trust_file`]).
+    trusted: Vec<(PathBuf, String)>,
     max_concurrent: u32,
     stdio_limit: usize,
     max_input: usize,
@@ -74,6 +77,7 @@ impl Default for RuntimeBuilder {
             audit: Arc::new(TracingSink),
             cache_dir: None,
             kept_out: Vec::new(),
+            trusted: Vec::new(),
             max_concurrent: 100,
             stdio_limit: 64 << 10,
             max_input: 1 << 20,
@@ -98,7 +102,10 @@ impl RuntimeBuilder {
     /// Tools from several manifests are served together; a tool named by
     /// two, or a second set of policies, fails [`build`](Self::build).
     pub fn manifest(mut self, manifest: Manifest) -> Self {
-        let by = format!("the manifest {}", manifest.path.display());
+        let by = format!(
+            "the manifest {}",
+            crate::redact::escape_control(&manifest.path.display().to_string())
+        );
         for spec in manifest.tools.into_values() {
             self = self.add_tool(spec, &by);
         }
@@ -174,6 +181,15 @@ impl RuntimeBuilder {
     /// without asking: a tool that wrote there would run native code.
     pub fn keep_out(mut self, path: impl Into<PathBuf>, what: &str) -> Self {
         self.kept_out.push((path.into(), what.to_owned()));
+        self
+    }
+
+    /// A file the host reads to decide what it grants (a grants or agents
+    /// file): no fs ceiling that may write or delete may hold it, as for
+    /// the manifest (a tool could widen its own grant for the next start).
+    /// `what` names it in the refusal.
+    pub fn trust_file(mut self, path: impl Into<PathBuf>, what: &str) -> Self {
+        self.trusted.push((path.into(), what.to_owned()));
         self
     }
 
@@ -324,7 +340,7 @@ impl RuntimeBuilder {
     /// added there is a policy), each file component and its signature,
     /// each signer's key or trust root.
     fn trusted_files(&self) -> Vec<(PathBuf, String)> {
-        let mut files: Vec<(PathBuf, String)> = Vec::new();
+        let mut files = self.trusted.clone();
         files.extend(
             self.manifests
                 .iter()
@@ -336,7 +352,7 @@ impl RuntimeBuilder {
             files.extend(dir.map(|d| (d.to_owned(), "policy directory".into())));
         }
         for t in self.tools.values() {
-            let name = &t.name;
+            let name = crate::redact::escape_control(&t.name);
             if let ComponentSource::File(path) = &t.component {
                 files.push((path.clone(), format!("component of tool '{name}'")));
             }
@@ -345,11 +361,11 @@ impl RuntimeBuilder {
             }
             match &t.signed_by {
                 Some(SignedBy::Key(k)) => {
-                    files.push((k.path.clone(), format!("key tool '{name}' is checked with")))
+                    files.push((k.path.clone(), format!("signing key of tool '{name}'")))
                 }
                 Some(SignedBy::Identity(k)) => files.push((
                     k.trust_root.path.clone(),
-                    format!("trust root tool '{name}' is checked under"),
+                    format!("trust root of tool '{name}'"),
                 )),
                 None => {}
             }
@@ -368,6 +384,7 @@ fn trusted_files_outside_writable_ceilings(
     tools: &BTreeMap<String, ToolSpec>,
 ) -> Result<(), Error> {
     use crate::caps::secrets::manifest::in_ceiling;
+    use crate::redact::escape_control;
     let changing = Rights::WRITE.union(Rights::DELETE);
     let writable = || {
         tools.values().flat_map(move |t| {
@@ -378,10 +395,11 @@ fn trusted_files_outside_writable_ceilings(
     };
     for (path, what) in files {
         if let Some((tool, handle, within)) = in_ceiling(path, writable()) {
+            let (tool, handle) = (escape_control(tool), escape_control(handle));
             return Err(Error::Config(format!(
                 "the {what} ({}) is inside tool '{tool}''s fs ceiling '{handle}' ({}), which may be written or deleted: a tool granted it could change what the host runs and grants (expected the manifest, its policies, components, signatures and keys outside every fs ceiling with write or delete rights)",
-                crate::redact::escape_control(&path.display().to_string()),
-                crate::redact::escape_control(&within.display().to_string()),
+                escape_control(&path.display().to_string()),
+                escape_control(&within.display().to_string()),
             )));
         }
     }

@@ -328,11 +328,14 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 .map_err(usage)?;
             let sink = open_audit(&audit).map_err(usage)?;
             let sink = with_telemetry(Arc::new(sink), None).map_err(usage)?;
-            let runtime = builder(true)?
+            let mut b = builder(true)?
                 .manifest(manifest)
                 .audit(sink.clone())
-                .keep_out(&audit, "audit trail")
-                .build()?;
+                .keep_out(&audit, "audit trail");
+            if let Some(f) = &grant_file {
+                b = b.trust_file(f, "grant file");
+            }
+            let runtime = b.build()?;
             let code = run(&runtime, &tool, &grant, &input, cli.verbose).await;
             sink.settle();
             code

@@ -11,6 +11,9 @@ use warden::mcp::http::HttpOptions;
 use warden::mcp::{Grants, ServeOptions, WardenMcp};
 use warden::{Grant, Manifest, RuntimeBuilder};
 
+#[path = "serve_authority.rs"]
+mod authority;
+
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// The capability manifest.
@@ -369,6 +372,7 @@ pub async fn serve(
     if state.is_none() {
         builder = builder.keep_out(audit_path(&args).map_err(usage)?, "audit trail");
     }
+    builder = authority::files(builder, &args);
     let mut queue = None;
     let mut approvals = None;
     let mut console = None;
