@@ -34,6 +34,7 @@ use std::collections::BTreeSet;
 mod b64;
 mod decode;
 mod jws;
+mod names;
 mod numbers;
 mod terminal;
 mod wide;
@@ -53,29 +54,9 @@ pub const MAX_LAYERS: usize = 4;
 /// them: by a tool that holds the value, which can show it anyway.
 pub(crate) const REDACT_WITHIN: usize = 1 << 20;
 
-/// The name an identity token handed to a tool is redacted under.
-pub(crate) const HANDED_OUT: &str = "identity-token";
-
-/// The name redaction knows the identity tokens for `audience` by, so that
-/// a request's check can tell whose tokens it carries: [`HANDED_OUT`], a
-/// space (no secret's name holds one) and the audience. Its marker, and
-/// what is shown of it, is [`HANDED_OUT`]'s.
-pub(crate) fn token_name(audience: &str) -> String {
-    format!("{HANDED_OUT} {audience}")
-}
-
-/// The audience of an identity token's name; `None` for a secret's.
-pub(crate) fn token_audience(name: &str) -> Option<&str> {
-    name.strip_prefix(HANDED_OUT)?.strip_prefix(' ')
-}
-
-/// A name as people are shown it: a token's without its audience.
-pub(crate) fn shown_name(name: &str) -> &str {
-    match token_audience(name) {
-        Some(_) => HANDED_OUT,
-        None => name,
-    }
-}
+pub(crate) use names::{
+    HANDED_OUT, deploy_token_name, is_deploy_token, shown_name, token_audience, token_name,
+};
 
 /// Replaces secret values in text and bytes.
 #[derive(Default)]

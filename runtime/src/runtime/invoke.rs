@@ -384,9 +384,7 @@ async fn issue_secrets(
     };
     // Each audience's tokens by a name of their own (a request's check
     // tells whose it carries); every signed token's signature apart.
-    let handed: Vec<(String, &str)> = (minter.premint())
-        .map(|(audience, token)| (crate::redact::token_name(audience), token))
-        .collect();
+    let handed: Vec<(String, &str)> = minter.premint_named().collect();
     let redactor = Arc::new(Redactor::new(crate::redact::and_signatures(
         (secrets.issued.values())
             .map(|s| (s.spec.name.as_str(), s.value.as_str()))

@@ -254,6 +254,14 @@ impl Host for DeployView<'_> {
                                 .into(),
                         );
                     }
+                    Some(name) if crate::redact::is_deploy_token(&name) => {
+                        check = Decision::deny(
+                            "identity.send-to",
+                            "exfiltration attempt: the artifact carries a deploy webhook's \
+                             identity token, which goes only with its own deployment"
+                                .into(),
+                        );
+                    }
                     Some(name) => {
                         check = Decision::deny(
                             "secret.send-to",

@@ -317,6 +317,14 @@ impl Egress {
         if let Some(audience) = crate::redact::token_audience(name) {
             return self.token_to(audience, origin);
         }
+        if crate::redact::is_deploy_token(name) {
+            return Err(Decision::deny(
+                "identity.send-to",
+                format!(
+                    "exfiltration attempt: a deploy webhook's identity token goes only with its deployment, not to {origin}"
+                ),
+            ));
+        }
         let Some((_, to)) = self.send_to.iter().find(|(n, _)| n == name) else {
             return Ok(());
         };
@@ -579,5 +587,10 @@ mod tests {
         // An audience is echoed escaped.
         let d = to(&own, "x\u{1b}[2J", "https://a.example").unwrap_err().1;
         assert!(d.contains("'x\\u{1b}[2J'"), "{d}");
+        // A deploy webhook's token goes nowhere a tool sends, its own
+        // webhook included.
+        let hook = crate::redact::deploy_token_name("https://deploy.example");
+        let d = own.send_to(&hook, &parse_origin("https://deploy.example").unwrap());
+        assert_eq!(d.unwrap_err().rule, "identity.send-to");
     }
 }

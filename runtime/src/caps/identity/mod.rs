@@ -295,7 +295,10 @@ impl Minter {
             let iat = now_secs();
             let step = MAX_TOKEN_LIFETIME_SECS - 60;
             let mut out = Vec::new();
-            for a in self.audiences.iter().chain(&self.webhooks) {
+            // A webhook whose origin is also one of the tool's audiences
+            // gets the tokens the tool may hold (the same claims).
+            let webhooks = self.webhooks.iter().filter(|w| !self.audiences.contains(w));
+            for a in self.audiences.iter().chain(webhooks) {
                 let mut nbf = iat;
                 loop {
                     out.push((a.clone(), nbf, self.sign(a, iat, nbf)));
@@ -308,6 +311,19 @@ impl Minter {
             out
         });
         minted.iter().map(|(a, _, t)| (a.as_str(), t.as_str()))
+    }
+
+    /// [`Minter::premint`]'s tokens, each by the name redaction knows it
+    /// by: a tool's own audience's as a token handed to it, a webhook's as
+    /// a deploy token (a secret the tool does not hold).
+    pub(crate) fn premint_named(&self) -> impl Iterator<Item = (String, &str)> {
+        self.premint().map(|(audience, token)| {
+            let name = match self.audiences.iter().any(|a| a == audience) {
+                true => crate::redact::token_name(audience),
+                false => crate::redact::deploy_token_name(audience),
+            };
+            (name, token)
+        })
     }
 
     /// The token for `audience` the tool may hold now (`identity::token`),
@@ -327,7 +343,16 @@ impl Minter {
     /// the tool ran whose window began last (redaction knows it), else a
     /// new one; the invocation marked active.
     pub(crate) fn webhook_token(&self, audience: &str) -> String {
-        match self.signed_now(audience) {
+        // Before the first window (the clock stepped back): still the
+        // first, which redaction knows, not a new one.
+        let first = || {
+            let minted = self.minted.get()?;
+            minted
+                .iter()
+                .find(|(a, _, _)| a == audience)
+                .map(|(_, _, t)| t)
+        };
+        match self.signed_now(audience).or_else(first) {
             Some(token) => {
                 self.mark_active();
                 token.clone()
