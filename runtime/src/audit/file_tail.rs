@@ -227,9 +227,11 @@ impl Shared {
     fn cut_short(&self, keep: u64, len: u64) -> std::io::Result<bool> {
         use std::os::unix::fs::FileExt;
         const START: &[u8; 5] = b"{\"v\":";
-        // No record is this long: a file of megabytes without a line
-        // break (an image, a sparse file) is not one cut short.
-        const LONGEST: u64 = 1 << 20;
+        // No write Warden makes is this long (a batch written behind, a
+        // checkpoint with it, zeroed by a crash, is well under): a file
+        // this long without a line break (an image, a sparse file) is not
+        // a write cut short.
+        const LONGEST: u64 = 64 << 20;
         if len - keep > LONGEST {
             return Ok(false);
         }
