@@ -716,8 +716,24 @@ async fn the_console_bounds_stalled_forms_and_sign_in_attempts() {
     child.kill().await.unwrap();
 }
 
-/// The console's token must be its own, and a non-loopback console needs
-/// --allow-remote.
+/// `warden serve --http` on loopback with `s`'s manifest, `grants` and
+/// `extra` arguments, run to its exit (these are refused at start).
+fn serve_over_http(s: &Setup, grants: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--cache-dir")
+        .arg(crate::common::shared_cache())
+        .args(["serve", "--manifest"])
+        .arg(&s.manifest)
+        .arg("--grants")
+        .arg(grants)
+        .args(["--http", "127.0.0.1:0", "--audit"])
+        .arg(s.dir.path().join("audit.jsonl"))
+        .args(extra)
+        .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
+        .output()
+        .unwrap()
+}
+
 /// `serve` takes its authority from files: a token file a tool could read
 /// (its fs ceiling holds it, read-only or not) would hand it the server's
 /// bearer token, and a grants file it could write would widen its own
@@ -731,21 +747,7 @@ fn serve_refuses_authority_files_a_tool_could_read_or_change() {
     std::fs::write(&token, OPERATOR).unwrap();
     let grants = ws.join("grants.toml");
     std::fs::copy(&s.grants, &grants).unwrap();
-    let serve = |grants: &std::path::Path, extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-            .arg("--cache-dir")
-            .arg(crate::common::shared_cache())
-            .args(["serve", "--manifest"])
-            .arg(&s.manifest)
-            .arg("--grants")
-            .arg(grants)
-            .args(["--http", "127.0.0.1:0", "--audit"])
-            .arg(s.dir.path().join("audit.jsonl"))
-            .args(extra)
-            .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
-            .output()
-            .unwrap()
-    };
+    let serve = |grants: &std::path::Path, extra: &[&str]| serve_over_http(&s, grants, extra);
     let out = serve(&s.grants, &["--token-file", token.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -763,28 +765,34 @@ fn serve_refuses_authority_files_a_tool_could_read_or_change() {
         )) && err.contains("which may be written or deleted"),
         "{err}"
     );
+    // A grant file an agents file names, there.
+    let agents = s.dir.path().join("agents.toml");
+    std::fs::write(
+        &agents,
+        "[[issuer]]\nissuer = \"https://issuer.example\"\nalgorithms = [\"ES256\"]\n\n\
+         [[agent]]\nissuer = \"https://issuer.example\"\nsubject = \"ci-*\"\ngrants = \"ws/grants.toml\"\n",
+    )
+    .unwrap();
+    let out = serve(&s.grants, &["--agents", agents.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the agent grants file ({}) is inside tool '",
+            grants.display()
+        )),
+        "{err}"
+    );
 }
 
+/// The console's token must be its own, and a non-loopback console needs
+/// --allow-remote.
 #[test]
 fn a_console_token_shared_with_a_client_or_a_remote_address_is_refused() {
     let s = setup();
     let shared = s.dir.path().join("shared-token");
     std::fs::write(&shared, OPERATOR).unwrap();
-    let serve = |extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-            .arg("--cache-dir")
-            .arg(crate::common::shared_cache())
-            .args(["serve", "--manifest"])
-            .arg(&s.manifest)
-            .arg("--grants")
-            .arg(&s.grants)
-            .args(["--http", "127.0.0.1:0", "--audit"])
-            .arg(s.dir.path().join("audit.jsonl"))
-            .args(extra)
-            .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
-            .output()
-            .unwrap()
-    };
+    let serve = |extra: &[&str]| serve_over_http(&s, &s.grants, extra);
     let t = shared.to_str().unwrap();
     let out = serve(&[
         "--token-file",

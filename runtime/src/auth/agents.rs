@@ -181,6 +181,8 @@ pub struct AgentRule {
     pub scopes: BTreeSet<String>,
     /// The task grant template (its task id is replaced).
     pub grant: Arc<Grant>,
+    /// The file it was read from.
+    pub grants_file: PathBuf,
     pub labels: BTreeSet<String>,
     /// The claim that names the task; none: one task per token.
     pub task_claim: Option<String>,
@@ -226,6 +228,25 @@ impl AgentsFile {
             }
         }
         best
+    }
+
+    /// The files it names, each with what it is: each agent's grant file,
+    /// each issuer's key file and each trust domain's bundle (whoever can
+    /// change one could widen an agent's grant, or sign as any agent).
+    pub fn files(&self) -> Vec<(PathBuf, &'static str)> {
+        let grants = self
+            .agents
+            .iter()
+            .map(|a| (a.grants_file.clone(), "agent grants file"));
+        let keys = self.issuers.iter().filter_map(|i| match &i.keys {
+            KeySource::File(f) => Some((f.clone(), "issuer key file")),
+            _ => None,
+        });
+        let bundles = self
+            .spiffe
+            .iter()
+            .map(|d| (d.bundle.clone(), "SPIFFE bundle"));
+        grants.chain(keys).chain(bundles).collect()
     }
 
     /// Reads and checks an agents file, and every grant file it names.

@@ -218,6 +218,7 @@ impl Problems<'_> {
             groups: a.groups.clone(),
             scopes: a.scopes.clone(),
             grant: Arc::new(grant),
+            grants_file: base.join(a.grants.get_ref()),
             labels,
             task_claim: a.task_claim.as_ref().map(|c| c.get_ref().clone()),
             line,

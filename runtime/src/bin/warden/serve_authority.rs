@@ -2,12 +2,17 @@
 
 use super::ServeArgs;
 use warden::RuntimeBuilder;
+use warden::auth::AgentsFile;
 
 /// The files `serve` takes its authority from: no tool may hold a token
 /// file (it would have the server's bearer token, or the operator's), nor
 /// change a grants or agents file (it would widen its own grant, or add
 /// an issuer of its own, at the next start).
-pub(super) fn files(mut b: RuntimeBuilder, args: &ServeArgs) -> RuntimeBuilder {
+pub(super) fn files(
+    mut b: RuntimeBuilder,
+    args: &ServeArgs,
+    agents: Option<&AgentsFile>,
+) -> RuntimeBuilder {
     let tokens = [
         (&args.token_file, "token file"),
         (&args.approvals_token_file, "approvals token file"),
@@ -29,8 +34,11 @@ pub(super) fn files(mut b: RuntimeBuilder, args: &ServeArgs) -> RuntimeBuilder {
     if let Some(grants) = &args.grants {
         b = b.trust_file(grants.clone(), "grants file");
     }
-    if let Some(agents) = &args.agents {
-        b = b.trust_file(agents.clone(), "agents file");
+    if let Some(file) = &args.agents {
+        b = b.trust_file(file.clone(), "agents file");
+    }
+    for (file, what) in agents.map(AgentsFile::files).unwrap_or_default() {
+        b = b.trust_file(file, what);
     }
     b
 }
