@@ -174,6 +174,15 @@ fn state_of(args: &ServeArgs) -> anyhow::Result<Option<(warden::store::StateUrl,
 }
 
 /// The file trail's path: --audit, or the default.
+/// Until the signal `listening` listens for comes (never, when it could
+/// not be listened for).
+async fn signalled(listening: Option<&mut tokio::signal::unix::Signal>) {
+    match listening {
+        Some(s) => drop(s.recv().await),
+        None => std::future::pending().await,
+    }
+}
+
 fn audit_path(args: &ServeArgs) -> anyhow::Result<PathBuf> {
     args.audit
         .clone()
@@ -372,7 +381,7 @@ pub async fn serve(
     if state.is_none() {
         builder = builder.keep_out(audit_path(&args).map_err(usage)?, "audit trail");
     }
-    builder = authority::files(builder, &args);
+    builder = authority::files(builder, &args, agents.as_ref());
     let mut queue = None;
     let mut approvals = None;
     let mut console = None;
@@ -532,19 +541,17 @@ pub async fn serve(
             }
         });
     }
+    // Listened for before the line a supervisor waits for is printed: a
+    // SIGTERM sent as soon as it is read must stop the server cleanly (its
+    // trail settled), not kill it before a spawned task has listened.
     let signal = shutdown.clone();
+    let listen_for = |kind| tokio::signal::unix::signal(kind).ok();
+    let mut term = listen_for(tokio::signal::unix::SignalKind::terminate());
+    let mut int = listen_for(tokio::signal::unix::SignalKind::interrupt());
     tokio::spawn(async move {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
+            () = signalled(int.as_mut()) => {}
+            () = signalled(term.as_mut()) => {}
         }
         signal.cancel();
     });
