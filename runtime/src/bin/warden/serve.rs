@@ -173,7 +173,6 @@ fn state_of(args: &ServeArgs) -> anyhow::Result<Option<(warden::store::StateUrl,
     Ok(Some((url, replica)))
 }
 
-/// The file trail's path: --audit, or the default.
 /// Until the signal `listening` listens for comes (never, when it could
 /// not be listened for).
 async fn signalled(listening: Option<&mut tokio::signal::unix::Signal>) {
@@ -183,6 +182,7 @@ async fn signalled(listening: Option<&mut tokio::signal::unix::Signal>) {
     }
 }
 
+/// The file trail's path: --audit, or the default.
 fn audit_path(args: &ServeArgs) -> anyhow::Result<PathBuf> {
     args.audit
         .clone()
@@ -289,6 +289,12 @@ pub async fn serve(
     args: ServeArgs,
     operator_approver: bool,
 ) -> Result<u8, Failure> {
+    // Listened for before any line a supervisor waits for is printed: a
+    // SIGTERM sent as soon as one is read must stop the server cleanly (its
+    // trail settled), not kill it before anything has listened.
+    let listen_for = |kind| tokio::signal::unix::signal(kind).ok();
+    let mut term = listen_for(tokio::signal::unix::SignalKind::terminate());
+    let mut int = listen_for(tokio::signal::unix::SignalKind::interrupt());
     if !args.stdio && args.http.is_none() {
         return Err(usage(anyhow::anyhow!(
             "choose a transport: --stdio or --http ADDR"
@@ -541,13 +547,7 @@ pub async fn serve(
             }
         });
     }
-    // Listened for before the line a supervisor waits for is printed: a
-    // SIGTERM sent as soon as it is read must stop the server cleanly (its
-    // trail settled), not kill it before a spawned task has listened.
     let signal = shutdown.clone();
-    let listen_for = |kind| tokio::signal::unix::signal(kind).ok();
-    let mut term = listen_for(tokio::signal::unix::SignalKind::terminate());
-    let mut int = listen_for(tokio::signal::unix::SignalKind::interrupt());
     tokio::spawn(async move {
         tokio::select! {
             () = signalled(int.as_mut()) => {}
