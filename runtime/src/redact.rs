@@ -55,7 +55,8 @@ pub const MAX_LAYERS: usize = 4;
 pub(crate) const REDACT_WITHIN: usize = 1 << 20;
 
 pub(crate) use names::{
-    HANDED_OUT, deploy_token_name, is_deploy_token, shown_name, token_audience, token_name,
+    DEPLOY_TOKEN, HANDED_OUT, deploy_token_name, is_deploy_token, shown_name, token_audience,
+    token_name,
 };
 
 /// Replaces secret values in text and bytes.

@@ -111,10 +111,10 @@ pub(crate) fn section(
             f("name"),
             format!("invalid secret name: {e}"),
         );
-    } else if name == crate::redact::HANDED_OUT {
-        // The name identity tokens are redacted under: a secret by that name
+    } else if name == crate::redact::HANDED_OUT || name == crate::redact::DEPLOY_TOKEN {
+        // The names identity tokens are redacted under: a secret by one
         // would be taken for one (responses are read whole only while a
-        // secret is held).
+        // secret is held), and its marker would read as one's.
         c.problem(
             raw.name.span(),
             f("name"),
@@ -213,6 +213,16 @@ mod tests {
         .to_string();
         assert!(
             err.contains("m.toml:4:8: tools.t.secrets[0].name: secret name 'identity-token' is reserved for identity tokens (expected another name)"),
+            "{err}"
+        );
+        let err = parse(
+            "[tools.t]\ncomponent = \"t.wasm\"\n[[tools.t.secrets]]\nname = \"deploy-token\"\nsource = \"env:X\"\n",
+            dir.path(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("secret name 'deploy-token' is reserved for identity tokens"),
             "{err}"
         );
     }
