@@ -103,10 +103,47 @@ pub fn verify(path: &Path, keys: Option<&Verifier>) -> std::io::Result<Report> {
     if held {
         let _ = file.unlock();
     }
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(file, len?), &mut bytes)?;
-    Ok(verify_bytes(&bytes, keys))
+    // Read a line at a time: a trail of any length costs the memory of its
+    // longest line, and a line longer than any Warden writes is not read
+    // whole.
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, std::io::Read::take(file, len?));
+    let mut walk = Walk::new(keys);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let limit = MAX_LINE as u64 + 1;
+        let read = std::io::BufRead::read_until(
+            &mut std::io::Read::take(&mut reader, limit),
+            b'\n',
+            &mut line,
+        )?;
+        if read == 0 {
+            break;
+        }
+        let whole = line.last() == Some(&b'\n');
+        let raw = if whole {
+            &line[..line.len() - 1]
+        } else {
+            &line[..]
+        };
+        if raw.len() > MAX_LINE {
+            walk.refuse(format!(
+                "a line of over {} MiB: Warden writes no record that long (the trail was edited)",
+                MAX_LINE >> 20
+            ));
+            break;
+        }
+        if !walk.line(raw, whole) {
+            break;
+        }
+    }
+    Ok(walk.report())
 }
+
+/// The longest line [`verify`] reads: Warden cuts every field a tool or an
+/// agent fills (a tool's error to 4 KiB, a reason to 600 bytes), so its
+/// lines are a few KiB; this is the bound of a torn last line it cuts too.
+const MAX_LINE: usize = 64 << 20;
 
 /// Waits (up to [`SETTLE`]) for a writer's write in progress to end, by
 /// taking the trail's lock shared: a live trail read half-way through a
@@ -188,58 +225,94 @@ fn check_line(raw: &[u8]) -> Result<(Record, String), String> {
 
 /// Verifies a trail's bytes (see [`verify`]).
 pub fn verify_bytes(bytes: &[u8], keys: Option<&Verifier>) -> Report {
-    let mut report = Report::default();
-    let mut head = GENESIS.to_owned();
-    let mut open: BTreeSet<String> = BTreeSet::new();
-    let mut since_checkpoint = 0;
-    let ends_cleanly = bytes.is_empty() || bytes.ends_with(b"\n");
-    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    let lines: Vec<&[u8]> = if bytes.is_empty() {
-        Vec::new()
-    } else {
-        body.split(|&b| b == b'\n').collect()
-    };
-    for (i, raw) in lines.iter().enumerate() {
-        let line = i as u64 + 1;
-        let is_last = i + 1 == lines.len();
-        let checked = if is_last && !ends_cleanly {
-            Err("not a complete audit record (edited or truncated)".to_owned())
-        } else {
-            check_line(raw)
+    let mut walk = Walk::new(keys);
+    for chunk in bytes.split_inclusive(|&b| b == b'\n') {
+        let (raw, whole) = match chunk.strip_suffix(b"\n") {
+            Some(raw) => (raw, true),
+            None => (chunk, false),
         };
-        let (record, hash) = match checked {
-            Ok(r) => r,
-            Err(reason) => {
-                report.tampered = Some(Tamper { line, reason });
-                break;
-            }
-        };
-        if let Err(reason) = follows(&record, i as u64, &head, keys, line, &mut report) {
-            report.tampered = Some(Tamper { line, reason });
+        if !walk.line(raw, whole) {
             break;
         }
-        if record.event == Event::Checkpoint {
-            report.checkpoints += 1;
-            report.last_checkpoint = Some(line);
-            since_checkpoint = 0;
+    }
+    walk.report()
+}
+
+/// A trail read line by line, from its first: how far it holds.
+struct Walk<'k> {
+    keys: Option<&'k Verifier>,
+    report: Report,
+    /// The hash of the last record read.
+    head: String,
+    /// Invocations started and not yet ended.
+    open: BTreeSet<String>,
+    since_checkpoint: u64,
+}
+
+impl<'k> Walk<'k> {
+    fn new(keys: Option<&'k Verifier>) -> Self {
+        Walk {
+            keys,
+            report: Report::default(),
+            head: GENESIS.to_owned(),
+            open: BTreeSet::new(),
+            since_checkpoint: 0,
+        }
+    }
+
+    /// Checks the next line, without its newline (`whole`: it had one).
+    /// Whether to read on: false once a line is bad.
+    fn line(&mut self, raw: &[u8], whole: bool) -> bool {
+        let seq = self.report.records;
+        let line = seq + 1;
+        let checked = if whole {
+            check_line(raw)
         } else {
-            since_checkpoint += 1;
+            Err("not a complete audit record (edited or truncated)".to_owned())
+        };
+        let followed = checked.and_then(|(record, hash)| {
+            follows(&record, seq, &self.head, self.keys, line, &mut self.report)?;
+            Ok((record, hash))
+        });
+        let (record, hash) = match followed {
+            Ok(r) => r,
+            Err(reason) => {
+                self.refuse(reason);
+                return false;
+            }
+        };
+        if record.event == Event::Checkpoint {
+            self.report.checkpoints += 1;
+            self.report.last_checkpoint = Some(line);
+            self.since_checkpoint = 0;
+        } else {
+            self.since_checkpoint += 1;
         }
         match record.event {
             Event::InvocationStart => {
-                open.insert(record.invocation.to_string());
+                self.open.insert(record.invocation.to_string());
             }
             Event::InvocationEnd => {
-                open.remove(&*record.invocation);
+                self.open.remove(&*record.invocation);
             }
             _ => {}
         }
-        head = hash;
-        report.records += 1;
+        self.head = hash;
+        self.report.records += 1;
+        true
     }
-    report.uncovered = since_checkpoint;
-    report.unfinished = open.into_iter().collect();
-    report
+
+    /// The next line is bad, for `reason`.
+    fn refuse(&mut self, reason: String) {
+        let line = self.report.records + 1;
+        self.report.tampered = Some(Tamper { line, reason });
+    }
+
+    fn report(mut self) -> Report {
+        self.report.uncovered = self.since_checkpoint;
+        self.report.unfinished = self.open.into_iter().collect();
+        self.report
+    }
 }
 
 /// Checks that a well-formed record is record `seq` after `head`, and, for
@@ -325,6 +398,42 @@ mod tests {
         let report = reader.join().unwrap();
         assert!(report.tampered.is_none(), "{report:?}");
         assert_eq!(report.records, 6);
+    }
+
+    /// A trail file is read a line at a time, as its bytes are: the same
+    /// report, and a line longer than any Warden writes is refused
+    /// without being read whole.
+    #[test]
+    fn a_trail_file_is_read_a_line_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let whole = trail(3);
+        let torn = &whole[..whole.len() - 40];
+        for text in [&whole[..], torn, "", "\n", "{\"v\":1}\n"] {
+            std::fs::write(&path, text).unwrap();
+            let (file, bytes) = (
+                verify(&path, Some(&keys(3))).unwrap(),
+                verify_text(text, Some(&keys(3))),
+            );
+            assert_eq!(format!("{file:?}"), format!("{bytes:?}"), "{text:?}");
+        }
+        assert_eq!(verify(&path, None).unwrap().tampered.unwrap().line, 1);
+
+        for end in ["", "\n"] {
+            let mut long = whole.clone().into_bytes();
+            long.resize(long.len() + MAX_LINE + 1, b'x');
+            long.extend_from_slice(end.as_bytes());
+            std::fs::write(&path, &long).unwrap();
+            let report = verify(&path, Some(&keys(3))).unwrap();
+            assert_eq!(report.records, 6);
+            assert_eq!(
+                report.tampered,
+                Some(Tamper {
+                    line: 7,
+                    reason: "a line of over 64 MiB: Warden writes no record that long (the trail was edited)".into(),
+                })
+            );
+        }
     }
 
     /// A signed trail of two invocations (start, end, checkpoint each).
