@@ -18,6 +18,7 @@ mod egress;
 mod escapes;
 mod everyday;
 mod front;
+mod fs_trail;
 mod gate;
 mod grants;
 mod identity;

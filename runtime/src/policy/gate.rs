@@ -509,10 +509,16 @@ impl Gate {
     }
 
     /// Spends the pass of an operation that failed: an `outcome` record
-    /// saying why when an approver was asked (otherwise the tool's error
-    /// and the invocation's end record tell it, as for any failure).
-    pub(crate) fn failed<T>(&self, pass: Pass<'_, T>, message: &str) -> Result<(), AuditFailed> {
-        if !pass.approved {
+    /// saying why when an approver was asked or the operation `changes`
+    /// state (it may have been half made); otherwise the tool's error and
+    /// the invocation's end record tell it, as for any failure.
+    pub(crate) fn failed<T>(
+        &self,
+        pass: Pass<'_, T>,
+        message: &str,
+        changes: bool,
+    ) -> Result<(), AuditFailed> {
+        if !pass.approved && !changes {
             pass.call.spend();
             return Ok(());
         }

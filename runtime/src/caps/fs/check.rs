@@ -71,6 +71,41 @@ pub(super) fn simple<'a>(action: &'static str, paths: Vec<&'a str>, needs: Right
     }
 }
 
+/// Paths as records and summaries show them, `from -> to`: each quoted
+/// (as a JSON string) when it holds what would make the line read as
+/// something else — an arrow, a quote, a parenthesis, a semicolon, or
+/// spaces at either end — so `rename("a -> b", "c")` and
+/// `rename("a", "b -> c")` read differently, and no name fakes a
+/// summary's parts.
+pub(super) fn joined<S: AsRef<str>>(paths: &[S]) -> String {
+    let shown: Vec<std::borrow::Cow<'_, str>> = paths.iter().map(|p| quoted(p.as_ref())).collect();
+    shown.join(" -> ")
+}
+
+fn quoted(p: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !p.is_empty()
+        && !p.contains("->")
+        && !p.contains(['"', '\'', '(', ')', ';'])
+        && !p.starts_with(char::is_whitespace)
+        && !p.ends_with(char::is_whitespace);
+    if plain {
+        p.into()
+    } else {
+        serde_json::Value::from(p).to_string().into()
+    }
+}
+
+/// A record's resource with where its paths lead, when a link makes that
+/// other paths than the tool gave: the trail names the files acted on, not
+/// only their aliases. Cut to stay within the gate's resource limit.
+pub(super) fn with_leads(resource: &str, leads: &[String]) -> String {
+    const SAID: &str = "; resolves to ";
+    // Room for the cut's own `…[N bytes]`.
+    let room = crate::policy::gate::MAX_RESOURCE.saturating_sub(resource.len() + SAID.len() + 24);
+    let to = joined(leads);
+    format!("{resource}{SAID}{}", crate::policy::gate::cut(&to, room))
+}
+
 /// A call as its approver reads it.
 pub(super) struct Shown<'a> {
     pub(super) action: &'a str,
@@ -96,10 +131,10 @@ impl Shown<'_> {
     pub(super) fn summary(&self, redactor: &Redactor) -> String {
         let part = |p: &str| summary_part(redactor, p.as_bytes(), SUMMARY_PART);
         let paths: Vec<String> = self.paths.iter().map(|p| part(p)).collect();
-        let mut s = format!("{} {}", self.action, paths.join(" -> "));
+        let mut s = format!("{} {}", self.action, joined(&paths));
         if let Some(to) = self.leads {
             let to: Vec<String> = to.iter().map(|p| part(p)).collect();
-            s.push_str(&format!(" (resolves to {})", to.join(" -> ")));
+            s.push_str(&format!(" (resolves to {})", joined(&to)));
         }
         s.push_str(&format!(" on handle '{}'", self.handle));
         match (
@@ -201,6 +236,26 @@ mod tests {
     /// A path long enough to fill what an approver is shown does not hide
     /// where a link leads: each path is cut on its own; and a secret in
     /// the contents is redacted whole before the contents are cut.
+    #[test]
+    fn a_name_cannot_fake_a_summarys_parts() {
+        let fake = r#"notes.txt on handle 'ws' (5 bytes); contents: "hello"#;
+        let to = [".github/workflows/ci.yml".to_owned()];
+        let shown = Shown {
+            action: "write",
+            paths: &[fake],
+            leads: Some(&to),
+            handle: "ws",
+            bytes: 2,
+            args: "sha256 00",
+            preview: b"hi",
+        };
+        assert_eq!(
+            shown.summary(&Redactor::new(Vec::<(&str, &str)>::new())),
+            r#"write "notes.txt on handle 'ws' (5 bytes); contents: \"hello" (resolves to .github/workflows/ci.yml) on handle 'ws' (2 bytes, sha256 00); contents: "hi""#
+        );
+        assert_eq!(joined(&["a", " b", "c -> d", ""]), r#"a -> " b" -> "c -> d" -> """#);
+    }
+
     #[test]
     fn a_long_path_does_not_hide_where_a_rename_leads() {
         let long = format!("{}/ci.yml", "d".repeat(3000));

@@ -184,7 +184,7 @@ impl FsView<'_> {
         let mut resolved = Vec::new();
         let mut asked = Vec::new();
         let mut resolve_error = None;
-        let resource = format!("{}:{}", handle.name, paths.join(" -> "));
+        let resource = format!("{}:{}", handle.name, check::joined(paths));
         // A path over the gate's limit is refused there (`limits.resource`)
         // unresolved: resolving it first would cost the host a string per
         // component of up to the host call limit.
@@ -238,8 +238,13 @@ impl FsView<'_> {
             && (checked.iter().flatten().map(|p| p.as_str())).ne(leads.clone());
         let leads: Option<Vec<String>> = moved.then(|| leads.map(str::to_owned).collect());
         let args: std::borrow::Cow<'_, str> = match &leads {
-            Some(to) => format!("{}; resolves to {}", call.args, to.join(" -> ")).into(),
+            Some(to) => format!("{}; resolves to {}", call.args, check::joined(to)).into(),
             None => call.args.as_str().into(),
+        };
+        // The trail names the files acted on, not only the tool's aliases.
+        let resource = match &leads {
+            Some(to) => check::with_leads(&resource, to),
+            None => resource,
         };
         let shown = super::check::Shown {
             action,
@@ -308,9 +313,19 @@ impl FsView<'_> {
                 self.gate.done(pass, remember)?;
                 Ok(Ok(v))
             }
-            Err(e) if is_escape(&e) || resolve::Refusal::of(&e).is_some() => {
+            Err(e)
+                if is_escape(&e)
+                    || resolve::Refusal::of(&e).is_some()
+                    || e.raw_os_error() == Some(libc::ELOOP) =>
+            {
                 let d = match resolve::Refusal::of(&e) {
                     Some(r) => Decision::deny(r.rule, r.reason.clone()),
+                    // The final open follows no link; the path resolved to
+                    // no link when decided: one was swapped in since.
+                    None if !is_escape(&e) => Decision::deny(
+                        "fs.sandbox",
+                        "a symlink was put in the path's place after the call was decided: nothing was done".into(),
+                    ),
                     None => Decision::deny(
                         "fs.sandbox",
                         "path leads outside the handle (through a symlink)".into(),
@@ -321,7 +336,10 @@ impl FsView<'_> {
             }
             Err(e) => {
                 let err = io_error(&e);
-                self.gate.failed(pass, &err.message)?;
+                // A change that failed may have been half made (a file
+                // truncated, part of a tree removed): the trail says so.
+                let changes = needs.has(Right::Write) || needs.has(Right::Delete);
+                self.gate.failed(pass, &err.message, changes)?;
                 Ok(Err(err))
             }
         }
@@ -399,7 +417,9 @@ impl HostDir for FsView<'_> {
             for e in r[0].open_dir(root)?.entries()? {
                 let e = e?;
                 let name = e.file_name().to_string_lossy().into_owned();
-                bytes += name.len() + 8;
+                // What an entry costs the host: its name, and the entry
+                // with the name's allocation (as the vector of them grows).
+                bytes += name.len() + 2 * std::mem::size_of::<DirEntry>() + 16;
                 if bytes > limit {
                     return Err(too_large(limit));
                 }

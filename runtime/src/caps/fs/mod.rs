@@ -19,7 +19,7 @@ use crate::rights::Rights;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
@@ -130,6 +130,25 @@ pub(crate) fn narrow(
     out
 }
 
+/// Opens `relative` (a canonical path: no link, no `..`) in `within`
+/// following no link, so the directory opened is the one at the path the
+/// handle records: a link swapped in for any of its parts since it was
+/// made canonical fails the open, rather than opening elsewhere in the
+/// ceiling under the recorded path (where path rules would miss it).
+fn open_exactly(within: &cap_std::fs::Dir, relative: &Path) -> std::io::Result<cap_std::fs::Dir> {
+    let mut dir = within.try_clone()?;
+    for part in relative.components() {
+        let std::path::Component::Normal(name) = part else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("'{}' is not a canonical path", relative.display()),
+            ));
+        };
+        dir = resolve::open_dir_nofollow(&dir, name)?;
+    }
+    Ok(dir)
+}
+
 /// Checks a grant against the tool's ceiling and opens its directories.
 ///
 /// Refuses, naming the handle, any grant that would have to be narrowed: a
@@ -185,12 +204,7 @@ pub(crate) fn authorize(
                 within: ceiling.within.clone(),
             });
         };
-        let dir = if relative.as_os_str().is_empty() {
-            within_dir.try_clone()
-        } else {
-            within_dir.open_dir(relative)
-        }
-        .map_err(open_err)?;
+        let dir = open_exactly(within_dir, relative).map_err(open_err)?;
         handles.insert(
             name.clone(),
             Arc::new(GrantedHandle {
@@ -204,4 +218,35 @@ pub(crate) fn authorize(
         );
     }
     Ok(FsCtx { handles })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A grant's directory is opened at the canonical path it records, or
+    /// not at all: a link swapped in for one of its parts fails the open.
+    #[test]
+    fn a_granted_directory_is_opened_exactly_where_its_path_says() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("proj/sub")).unwrap();
+        std::fs::create_dir_all(tmp.path().join(".github")).unwrap();
+        std::fs::write(tmp.path().join("proj/sub/here"), "").unwrap();
+        let within = Dir::open_ambient_dir(tmp.path(), ambient_authority()).unwrap();
+        let sub = open_exactly(&within, Path::new("proj/sub")).unwrap();
+        assert!(sub.exists("here"));
+        assert!(open_exactly(&within, Path::new("")).unwrap().exists("proj"));
+
+        // The directory swapped for a link to another one in the ceiling.
+        std::fs::rename(tmp.path().join("proj/sub"), tmp.path().join("proj/old")).unwrap();
+        std::os::unix::fs::symlink("../.github", tmp.path().join("proj/sub")).unwrap();
+        assert!(open_exactly(&within, Path::new("proj/sub")).is_err());
+        // A part above it swapped.
+        std::fs::rename(tmp.path().join("proj"), tmp.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink("moved", tmp.path().join("proj")).unwrap();
+        assert!(open_exactly(&within, Path::new("proj/old")).is_err());
+        assert!(open_exactly(&within, Path::new("moved/old")).is_ok());
+        let e = open_exactly(&within, Path::new("moved/../moved")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    }
 }

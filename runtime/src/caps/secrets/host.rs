@@ -86,7 +86,7 @@ impl SecretsView<'_> {
         // An approval may have waited past the secret's ttl.
         if self.ctx.held(name).is_some_and(|h| h.expired) {
             let expired = check::decide(action, name, self.ctx.held(name));
-            self.gate.failed(pass, &expired.reason)?;
+            self.gate.failed(pass, &expired.reason, false)?;
             return Ok(Err(denial(expired)));
         }
         let value = op(self, &pass);
