@@ -2696,3 +2696,64 @@ async fn short_and_overlapping_secrets_never_go_outside_their_send_to() {
     let (out, _) = probe(json!({"url": format!("{here}/api/collect?q=XYZW12345678")})).await;
     assert_eq!(out["ok"]["status"], 200, "{out}");
 }
+
+/// A secret held only by reference cannot be read, so its value in a
+/// request is a guess: refused to every host, its own send-to too (whose
+/// echo would confirm a guess), and the invocation makes no further host
+/// call — each refusal says whether a guess was right, and a tool may
+/// learn that once, not once per request.
+#[tokio::test]
+async fn a_guess_at_a_secret_held_by_reference_ends_the_invocations_host_calls() {
+    let api = Api::new().await;
+    let url = format!("{}/api/echo", api.base());
+    let grant = api.grant().secret("hidden");
+    let guesses = format!("{{\"guesses\":[\"0000\",\"{HIDDEN_TOKEN}\",\"1111\"]}}");
+    let (out, inv) = api
+        .probe(
+            "probe",
+            &grant,
+            json!({"url": url, "method": "POST", "body": guesses, "then": url}),
+        )
+        .await;
+    assert_eq!(api.requests(), 0, "nothing reached the secret's own host");
+    let tripped =
+        "no further host calls: this invocation attempted an exfiltration (secret.guessed)";
+    assert_eq!(out["error"]["message"], tripped, "{out}");
+    let d = api.decisions(&inv);
+    let rules: Vec<_> = d.iter().map(|r| r.rule.as_deref().unwrap()).collect();
+    assert_eq!(rules, ["secret.guessed", "gate.tripped"], "{d:?}");
+    assert_eq!(
+        d[0].reason.as_deref(),
+        Some(
+            "exfiltration attempt: the request holds the value of secret 'hidden', which this \
+             tool holds only by reference (it cannot have read it): refused to every host, its \
+             own send-to too"
+        )
+    );
+    assert_eq!(d[1].reason.as_deref(), Some(tripped));
+
+    // A value sent where its send-to does not allow trips it too; the
+    // next invocation starts afresh.
+    let input = json!({"url": url, "reveal": "other", "into": "body", "then": url});
+    let (out, inv) = api.probe("probe", &api.grant(), input).await;
+    assert_eq!(
+        out["error"]["message"],
+        "no further host calls: this invocation attempted an exfiltration (secret.send-to)",
+        "{out}"
+    );
+    let d = api.decisions(&inv);
+    let rules: Vec<_> = d.iter().map(|r| r.rule.as_deref().unwrap()).collect();
+    assert_eq!(
+        rules,
+        [
+            "secret.grant",
+            "secret.grant",
+            "secret.send-to",
+            "gate.tripped"
+        ],
+        "{d:?}"
+    );
+    let (out, _) = api.probe("probe", &api.grant(), json!({"url": url})).await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+    assert_eq!(api.requests(), 1);
+}

@@ -35,7 +35,7 @@ use crate::audit::{AuditError, Auditor, Event, Record};
 use crate::redact::Redactor;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// The audit trail could not be written: the call fails closed, and the
@@ -45,7 +45,11 @@ use std::time::Instant;
 pub(crate) struct AuditFailed(pub(crate) Arc<AuditError>);
 
 mod approve;
+mod budget;
 mod pass;
+
+pub use budget::AuditBudget;
+use budget::{Spent, TRIPS, record_size};
 pub(crate) use pass::Pass;
 use pass::Unspent;
 
@@ -54,97 +58,6 @@ use pass::Unspent;
 pub const MAX_RESOURCE: usize = 8 << 10;
 /// How much of an over-long resource its refusal record shows.
 const SHOWN_OF_LONG: usize = 256;
-
-/// How much of the trail one invocation may use: audited host calls (every
-/// call that reaches the gate) and bytes of the records the gate writes.
-/// Past either, every host call is denied (`limits.audit`), and one record
-/// says so.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuditBudget {
-    /// `max-audited-calls`, default 20,000.
-    pub calls: u64,
-    /// `max-audit-bytes`, default 16 MiB.
-    pub bytes: u64,
-}
-
-impl AuditBudget {
-    pub const DEFAULT_CALLS: u64 = 20_000;
-    pub const DEFAULT_BYTES: u64 = 16 << 20;
-    pub const MAX_CALLS: u64 = 10_000_000;
-    pub const MIN_BYTES: u64 = 64 << 10;
-    pub const MAX_BYTES: u64 = 4 << 30;
-}
-
-impl Default for AuditBudget {
-    fn default() -> Self {
-        AuditBudget {
-            calls: Self::DEFAULT_CALLS,
-            bytes: Self::DEFAULT_BYTES,
-        }
-    }
-}
-
-/// What an invocation has spent of its [`AuditBudget`].
-#[derive(Debug, Default)]
-struct Spent {
-    calls: AtomicU64,
-    bytes: AtomicU64,
-    /// The record saying the budget ran out was written.
-    told: AtomicBool,
-}
-
-/// Bytes a record takes in the trail, near enough to budget with: its
-/// strings as JSON escapes them, and the fields every chained record has
-/// (`seq`, `prev`, `ts`, `hash`, the names).
-fn record_size(r: &Record, redactor: &Redactor) -> u64 {
-    fn json(s: &str) -> u64 {
-        let escaped = s
-            .bytes()
-            .map(|b| match b {
-                b'"' | b'\\' => 1,
-                0..0x20 => 5,
-                _ => 0,
-            })
-            .sum::<u64>();
-        s.len() as u64 + escaped
-    }
-    const FIXED: u64 = 330;
-    let opt = |o: &Option<String>| o.as_deref().map_or(0, |s| json(s) + 16);
-    // What the trail redacts is charged as written: a secret of a few
-    // bytes, repeated, grows many times over as `[REDACTED:its-name]`.
-    let redacted = |o: &Option<String>| match o.as_deref() {
-        Some(s) if !redactor.is_empty() => json(&redactor.redact(s)) + 16,
-        _ => opt(o),
-    };
-    let arc = |o: &Option<Arc<str>>| o.as_deref().map_or(0, |s| json(s) + 16);
-    FIXED
-        + [&r.invocation, &r.task, &r.tool, &r.identity]
-            .into_iter()
-            .map(|s| json(s))
-            .sum::<u64>()
-        + arc(&r.agent)
-        + arc(&r.signer)
-        + [&r.action, &r.resource, &r.reason, &r.message]
-            .into_iter()
-            .map(redacted)
-            .sum::<u64>()
-        + [
-            &r.capability,
-            &r.decision,
-            &r.rule,
-            &r.address,
-            &r.outcome,
-            &r.level,
-        ]
-        .into_iter()
-        .map(opt)
-        .sum::<u64>()
-        + r.policies
-            .iter()
-            .flatten()
-            .map(|p| json(p) + 3)
-            .sum::<u64>()
-}
 
 /// The most bytes of an approval's summary a person (and the trail) is
 /// shown: redacted and escaped first, then cut. Each part a tool chooses
@@ -340,6 +253,21 @@ impl Gate {
             }
             return Ok(Some(d));
         }
+        if let Some(rule) = self.spent.tripped.get() {
+            let d = Decision::deny(
+                "gate.tripped",
+                format!(
+                    "no further host calls: this invocation attempted an exfiltration ({rule})"
+                ),
+            );
+            self.write(&self.audit.decision(
+                capability,
+                action,
+                &shown(resource, &self.redactor),
+                &d,
+            ))?;
+            return Ok(Some(d));
+        }
         if resource.len() > MAX_RESOURCE {
             let d = Decision::deny(
                 "limits.resource",
@@ -415,6 +343,9 @@ impl Gate {
         let mut record = self.audit.decision(capability, action, resource, &decision);
         record.address = address.map(|a| a.to_string());
         if !decision.allow {
+            if let Some(rule) = TRIPS.iter().find(|r| **r == decision.rule) {
+                let _ = self.spent.tripped.set(rule);
+            }
             self.write(&record)?;
             // Reasons quote tool-chosen strings (URLs, paths): redacted and
             // with control characters escaped, like everything else that

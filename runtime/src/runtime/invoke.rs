@@ -564,19 +564,19 @@ impl Authorized {
         redactor: Arc<Redactor>,
         tokens_to: Option<Vec<String>>,
     ) -> Authority {
-        let send_to = (secrets.issued.values())
-            .map(|s| (s.spec.name.clone(), s.spec.send_to.clone()))
-            .collect();
+        let specs = secrets.issued.values().map(|s| &s.spec);
+        let egress = Egress {
+            rules: self.egress.into(),
+            send_to: (specs.clone().map(|s| (s.name.clone(), s.send_to.clone()))).collect(),
+            by_reference: (specs.filter(|s| !s.reveal).map(|s| s.name.clone())).collect(),
+            tokens_to,
+        };
         Authority {
             minter,
             fs: self.fs,
             secrets,
             redactor,
-            egress: Egress {
-                rules: self.egress.into(),
-                send_to,
-                tokens_to,
-            },
+            egress,
             deploy: self.deploy,
         }
     }

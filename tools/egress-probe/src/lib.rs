@@ -30,6 +30,10 @@ struct Input {
     /// colon: see [`encode`] (`query:percent`, `body:json-u`, …).
     #[serde(default)]
     into: String,
+    /// Then GET this URL, whatever the first request's answer, and report
+    /// that answer instead (what the host allows after the first).
+    #[serde(default)]
+    then: Option<String>,
 }
 
 fn get() -> String {
@@ -138,32 +142,40 @@ impl Tool for EgressProbe {
         if let Some(s) = &bearer {
             req = req.bearer(s);
         }
-        Ok(match req.send() {
-            Ok(resp) => Output::Ok {
-                status: resp.status,
-                location: resp
-                    .headers
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("location"))
-                    .map(|(_, v)| v.clone()),
-                body: String::from_utf8_lossy(&resp.body).into_owned(),
-                headers: resp.headers.clone(),
-            },
-            Err(e) => {
-                let code = match e.code {
-                    ErrorCode::Denied => "denied",
-                    ErrorCode::InvalidRequest => "invalid-request",
-                    ErrorCode::Expired => "expired",
-                    ErrorCode::TooLarge => "too-large",
-                    ErrorCode::Timeout => "timeout",
-                    ErrorCode::Connection => "connection",
-                };
-                Output::Error {
-                    code: code.into(),
-                    message: e.message,
-                }
-            }
+        let first = answer(req);
+        Ok(match &i.then {
+            Some(url) => answer(Request::new("GET", url)),
+            None => first,
         })
+    }
+}
+
+fn answer(req: Request) -> Output {
+    match req.send() {
+        Ok(resp) => Output::Ok {
+            status: resp.status,
+            location: resp
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+                .map(|(_, v)| v.clone()),
+            body: String::from_utf8_lossy(&resp.body).into_owned(),
+            headers: resp.headers.clone(),
+        },
+        Err(e) => {
+            let code = match e.code {
+                ErrorCode::Denied => "denied",
+                ErrorCode::InvalidRequest => "invalid-request",
+                ErrorCode::Expired => "expired",
+                ErrorCode::TooLarge => "too-large",
+                ErrorCode::Timeout => "timeout",
+                ErrorCode::Connection => "connection",
+            };
+            Output::Error {
+                code: code.into(),
+                message: e.message,
+            }
+        }
     }
 }
 

@@ -253,7 +253,10 @@ mod tests {
             shown.summary(&Redactor::new(Vec::<(&str, &str)>::new())),
             r#"write "notes.txt on handle 'ws' (5 bytes); contents: \"hello" (resolves to .github/workflows/ci.yml) on handle 'ws' (2 bytes, sha256 00); contents: "hi""#
         );
-        assert_eq!(joined(&["a", " b", "c -> d", ""]), r#"a -> " b" -> "c -> d" -> """#);
+        assert_eq!(
+            joined(&["a", " b", "c -> d", ""]),
+            r#"a -> " b" -> "c -> d" -> """#
+        );
     }
 
     #[test]

@@ -183,6 +183,10 @@ pub fn is_special(ip: IpAddr) -> Option<&'static str> {
             let o = v4.octets();
             if v4.is_loopback() {
                 Some("loopback")
+            } else if o == [168, 63, 129, 16] {
+                // Azure's platform endpoint (WireServer, the guest agent's
+                // host plugin): public address space, a host's own service.
+                Some("cloud metadata")
             } else if v4.is_private() {
                 Some("private")
             } else if v4.is_link_local() {
@@ -522,6 +526,9 @@ mod tests {
             ("10.1.2.3", Some("private")),
             ("192.168.0.1", Some("private")),
             ("169.254.169.254", Some("cloud metadata")),
+            ("168.63.129.16", Some("cloud metadata")),
+            ("::ffff:168.63.129.16", Some("cloud metadata")),
+            ("168.63.129.17", None),
             ("100.64.0.1", Some("shared (CGNAT)")),
             ("0.0.0.0", Some("non-routable")),
             ("::1", Some("loopback")),
