@@ -1545,6 +1545,17 @@ async fn on_the_current_protocol_approvals_are_input_required_round_trips() {
         e.to_string().contains("unknown or expired requestState"),
         "{e}"
     );
+    // The real state retried under another tool's name: refused, and the
+    // call stays parked for its own answer (not dropped, running on
+    // unanswered with its place given back).
+    let mut misnamed = forged.clone();
+    misnamed.name = "echo".into();
+    misnamed.request_state = Some(state.clone());
+    let e = client.call_tool_once(misnamed).await.unwrap_err();
+    assert!(
+        e.to_string().contains("unknown or expired requestState"),
+        "{e}"
+    );
     // The real state with a refusal: denied.
     let mut answer = forged.clone();
     answer.request_state = Some(state.clone());

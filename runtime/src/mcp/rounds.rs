@@ -443,13 +443,15 @@ impl WardenMcp {
             },
             None => {}
         }
-        let parked = self
-            .shared
-            .parked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
-        let Some(parked) = parked.filter(|p| p.running.tool == req.name) else {
+        // Taken only for its own tool: a retry naming another leaves the
+        // call parked (dropping it would free its place while it runs on,
+        // answered by no one, its cancel out of reach).
+        let parked = {
+            let mut all = self.shared.parked.lock().unwrap_or_else(|e| e.into_inner());
+            let mine = (all.get(&key)).is_some_and(|p| p.running.tool == req.name);
+            mine.then(|| all.remove(&key)).flatten()
+        };
+        let Some(parked) = parked else {
             return Err(unknown_state());
         };
         let _ = parked.answer.send(ApprovalAnswer {
