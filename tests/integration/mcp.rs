@@ -2557,6 +2557,14 @@ async fn over_http_a_sessions_calls_are_answered_as_json_cancelled_and_end_with_
     }
     assert_eq!(last["id"], 31, "{body}");
     assert_eq!(last["result"]["isError"], true, "{body}");
+    // A progress token over 1 KiB (echoed in every note) gets no notes:
+    // the same call answers with one JSON message.
+    let long = "t".repeat(1025);
+    let (status, kind, body) = c
+        .post(json!({"jsonrpc": "2.0", "id": 32, "method": "tools/call", "params": {"name": "hog", "arguments": {"attack": "loop"}, "_meta": {"progressToken": long}}}))
+        .await;
+    assert_eq!((status, kind.as_str()), (200, "application/json"), "{body}");
+    assert!(!body.contains("notifications/progress"), "{body}");
 
     // notifications/cancelled stops a call running on the short path.
     let running = {

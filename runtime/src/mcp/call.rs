@@ -75,8 +75,11 @@ pub(crate) enum Link {
 impl Link {
     pub(super) async fn progress(&self, note: ProgressNotificationParam) {
         match self {
+            // Bounded: a client that stops reading fills rmcp's queue, and
+            // a send waiting on it would stop the call's loop (its end, its
+            // cancel) for as long; the note is dropped instead.
             Link::Peer(peer) => {
-                let _ = peer.notify_progress(note).await;
+                let _ = tokio::time::timeout(PEER_NOTE, peer.notify_progress(note)).await;
             }
             Link::Stdio(out) => out.progress(note).await,
             Link::Events(tx) => {
@@ -86,6 +89,13 @@ impl Link {
         }
     }
 }
+
+/// The longest a progress note may wait for rmcp's queue.
+const PEER_NOTE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The longest progress token a call's notes echo: a longer one (up to the
+/// request's size, in every note) gets no progress.
+const MAX_PROGRESS_TOKEN: usize = 1024;
 
 /// What a call needs from the session it arrived on.
 pub(crate) struct Caller {
@@ -132,6 +142,10 @@ impl Caller {
             ),
             progress: meta
                 .and_then(RequestMetaObject::get_progress_token)
+                .filter(|t| match &t.0 {
+                    rmcp::model::NumberOrString::String(s) => s.len() <= MAX_PROGRESS_TOKEN,
+                    rmcp::model::NumberOrString::Number(_) => true,
+                })
                 .map(|t| (t, link)),
             cancelled,
         })
