@@ -2757,3 +2757,41 @@ async fn a_guess_at_a_secret_held_by_reference_ends_the_invocations_host_calls()
     assert_eq!(out["ok"]["status"], 200, "{out}");
     assert_eq!(api.requests(), 1);
 }
+
+/// A policy on `resource.url` reads the URL with its needless escapes
+/// decoded: `/%61dmin` is `/admin` to any server, and to the policy.
+#[tokio::test]
+async fn a_url_rule_holds_for_a_percent_encoded_path() {
+    let policy = warden::policy::RuntimePolicy::parse(&[(
+        "admin.cedar".into(),
+        r#"@id("no-admin")
+@reason("the admin API is off limits")
+forbid (principal, action == Warden::Action::"http::send", resource)
+when { resource.url like "*/admin*" || resource.url like "*force=true*" };
+"#
+        .into(),
+    )])
+    .unwrap();
+    let api = Api::with(|b| b.policy(policy)).await;
+    for path in [
+        "/api/admin/x",
+        "/api/%61dmin/x",
+        "/api/%61%64%6D%69%6E",
+        "/api/echo?%66orce=%74rue",
+    ] {
+        let url = format!("{}{path}", api.base());
+        let (out, inv) = api.probe("probe", &api.grant(), json!({"url": url})).await;
+        assert_eq!(out["error"]["code"], "denied", "{path}: {out}");
+        let d = api.decisions(&inv);
+        assert_eq!(
+            d[0].policies,
+            Some(vec!["no-admin".to_owned()]),
+            "{path}: {d:?}"
+        );
+    }
+    assert_eq!(api.requests(), 0);
+    // Elsewhere on the API: sent.
+    let url = format!("{}/api/echo", api.base());
+    let (out, _) = api.probe("probe", &api.grant(), json!({"url": url})).await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
+}

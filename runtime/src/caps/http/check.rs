@@ -176,6 +176,40 @@ fn odd_escape(b: &[u8]) -> bool {
     })
 }
 
+/// A URL as runtime policy reads it (`resource.url`): each percent-escape
+/// of an unreserved character (RFC 3986 §2.3: letters, digits, `-._~`)
+/// decoded, and the hex digits of the others upper-cased (§6.2.2), so that
+/// `/%61dmin` — the same path to any server — cannot pass a rule on
+/// `/admin`. Case is left as sent: servers differ on it.
+pub fn policy_form(url: &str) -> String {
+    let b = url.as_bytes();
+    let mut out = String::with_capacity(url.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if let (b'%', Some(&h), Some(&l)) = (b[i], b.get(i + 1), b.get(i + 2))
+            && let (Some(h), Some(l)) = (hex(h), hex(l))
+        {
+            let c = (h * 16 + l) as u8;
+            if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                out.push(c as char);
+            } else {
+                out.push_str(&format!("%{c:02X}"));
+            }
+            i += 3;
+            continue;
+        }
+        // Up to the next escape: whole characters, the input being text.
+        let next = b[i + 1..]
+            .iter()
+            .position(|&c| c == b'%')
+            .map_or(b.len(), |n| i + 1 + n);
+        out.push_str(&url[i..next]);
+        i = next;
+    }
+    out
+}
+
 /// Addresses a tool may reach only when the manifest lists them.
 pub fn is_special(ip: IpAddr) -> Option<&'static str> {
     match ip {
@@ -460,6 +494,17 @@ mod tests {
         ] {
             assert_eq!(within(path, prefix), held, "{path} within {prefix}");
         }
+    }
+
+    #[test]
+    fn a_policy_reads_a_url_with_its_needless_escapes_decoded() {
+        assert_eq!(
+            policy_form("https://api.x/%61dmin/%2fx?%66orce=%74rue&a=%2b%7E%e2%82%ac"),
+            "https://api.x/admin/%2Fx?force=true&a=%2B~%E2%82%AC"
+        );
+        // Not an escape, or cut short: kept as is; text around escapes whole.
+        assert_eq!(policy_form("/é%zz%4/%"), "/é%zz%4/%");
+        assert_eq!(policy_form("/é%41é"), "/éAé");
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub(crate) struct Checked {
     needs_approval: bool,
     host: String,
     origin_text: String,
+    /// The redacted URL as runtime policy reads it ([`check::policy_form`]).
+    policy_url: String,
 }
 
 /// What the audit shows of a request: its method and redacted URL.
@@ -322,6 +324,7 @@ impl Egress {
             overrides,
             routed,
             needs_approval,
+            policy_url: check::policy_form(&shown.resource),
         })
     }
 
@@ -410,7 +413,7 @@ impl Egress {
             asks: if policy {
                 let own = std::iter::once((&c.method, &c.rule.labels));
                 let methods = own.chain(c.overrides.iter().map(|(m, l)| (m, l)));
-                let asked = methods.map(|(m, labels)| (m, labels, &shown.resource));
+                let asked = methods.map(|(m, labels)| (m, labels, &c.policy_url));
                 let routed = (c.routed.iter()).map(|(m, url, labels)| (m, labels, url));
                 (asked.chain(routed))
                     .map(|(m, labels, url)| self.ask(c, m, labels, url))

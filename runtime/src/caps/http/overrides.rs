@@ -124,7 +124,7 @@ impl Route<'_> {
             match super::check::match_rule(self.rules, method, path, self.origin) {
                 Ok(r) => {
                     approval |= r.approval.applies(method);
-                    let url = self.redactor.redact(path.as_str()).into_owned();
+                    let url = super::check::policy_form(&self.redactor.redact(path.as_str()));
                     routed.push((method.to_owned(), url, r.labels.clone()));
                 }
                 Err(reason) => return Err(format!("{by} asks for {}: {reason}", path.path())),
