@@ -172,6 +172,9 @@ fn the_kubernetes_base_renders_with_what_replicas_need() {
     let text = s(&config["data"][manifest_name]);
     warden::Manifest::parse(text, Path::new(manifest), Path::new(config_dir))
         .expect("the example manifest parses");
+    // Approvals are the operator's: no agent's client answers its own.
+    let approver = args.iter().position(|a| *a == "--approver");
+    assert_eq!(approver.map(|i| args[i + 1]), Some("deny"), "{args:?}");
     let token = args[args.iter().position(|a| *a == "--token-file").unwrap() + 1];
     let tv = volume_at(Path::new(token).parent().unwrap().to_str().unwrap());
     assert!(tv["secret"]["secretName"].is_string(), "the token: {tv:?}");
@@ -184,6 +187,7 @@ fn the_image_is_built_in_stages_and_runs_as_a_user() {
     assert_eq!(froms.len(), 2, "{froms:?}");
     assert!(froms[0].ends_with(" AS build"), "{froms:?}");
     assert!(text.contains("COPY --from=build "));
+    assert!(text.contains(r#""--approver", "deny"]"#), "{text}");
     let user = text
         .lines()
         .rev()
