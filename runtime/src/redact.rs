@@ -555,10 +555,15 @@ fn merged(mut hits: Vec<Hit>) -> Vec<Hit> {
 }
 
 /// Whether `text` may hold a JSON number written with a fraction or an
-/// exponent (a digit followed by `.`, `e` or `E`, in a string or not).
+/// exponent (a digit followed by `.`, `e` or `E`, in a string or not), or
+/// an integer of more digits than an `f64` keeps (16 in a row).
 fn spelled_numbers(text: &str) -> bool {
-    (text.as_bytes().windows(2))
-        .any(|w| w[0].is_ascii_digit() && matches!(w[1], b'.' | b'e' | b'E'))
+    let mut run = 0;
+    text.as_bytes().windows(2).any(|w| {
+        run = if w[0].is_ascii_digit() { run + 1 } else { 0 };
+        // A fraction or an exponent, or more digits than an f64 keeps.
+        run > 0 && matches!(w[1], b'.' | b'e' | b'E') || run >= 16
+    })
 }
 
 #[cfg(test)]

@@ -52,11 +52,15 @@ pub(super) fn each_holding(
     }
 }
 
-/// A number token with a fraction or an exponent as an `f64` parser reads
-/// it, printed as Rust and serde print it (`12345678`, `1e21`); `None` for
-/// an integer as written, what is no number, or no finite value.
+/// A number token with a fraction or an exponent, or an integer of more
+/// digits than an `f64` keeps (a JavaScript client reads
+/// `12345678901234499999` as `12345678901234500000`), as an `f64` parser
+/// reads it, printed as Rust prints it (`12345678`, `12345678901234500000`);
+/// `None` for an integer an `f64` holds exactly as written, what is no
+/// number, or no finite value.
 fn rounded(token: &[u8]) -> Option<String> {
-    if !token.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+    let digits = token.iter().filter(|b| b.is_ascii_digit()).count();
+    if digits <= 15 && !token.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
         return None;
     }
     let value: f64 = std::str::from_utf8(token).ok()?.parse().ok()?;
@@ -187,5 +191,33 @@ mod tests {
         );
         assert_eq!(seen, [(19, 24, 1), (34, 36, 1)]);
         assert_eq!(*read.borrow(), ["15", "20", "20", "7"]);
+    }
+
+    /// An integer longer than an `f64` holds is read as a JavaScript
+    /// client rounds it too: its exact digits differ from a 15-digit
+    /// value's, the digits it is shown with hold them.
+    #[test]
+    fn a_long_integer_is_read_as_an_f64_parser_rounds_it() {
+        let text = br#"{"n":12345678901234499999,"m":-123456789012345}"#;
+        let mut seen = Vec::new();
+        let read = std::cell::RefCell::new(Vec::new());
+        each_holding(
+            text,
+            8,
+            |d| {
+                read.borrow_mut().push(d.to_owned());
+                d.contains("123456789012345").then_some(1)
+            },
+            |s, e, name| seen.push((s, e, name)),
+        );
+        assert_eq!(seen, [(5, 25, 1), (30, 46, 1)]);
+        assert_eq!(
+            *read.borrow(),
+            [
+                "12345678901234499999",
+                "12345678901234500000",
+                "123456789012345"
+            ]
+        );
     }
 }
