@@ -2731,6 +2731,24 @@ async fn a_guess_at_a_secret_held_by_reference_ends_the_invocations_host_calls()
         )
     );
     assert_eq!(d[1].reason.as_deref(), Some(tripped));
+    // In a method or a path asked for by override, whose refusals quote
+    // them redacted (a marker would confirm the guess): refused first.
+    for input in [
+        json!({"url": url, "method": format!("X {HIDDEN_TOKEN} Y")}),
+        json!({"url": url, "headers": [["x-original-url", format!("/0000/{HIDDEN_TOKEN}/#")]]}),
+    ] {
+        let (out, inv) = api.probe("probe", &grant, input.clone()).await;
+        assert_eq!(
+            out["error"]["message"],
+            d[0].reason.clone().unwrap(),
+            "{input}"
+        );
+        assert_eq!(
+            api.decisions(&inv)[0].rule.as_deref(),
+            Some("secret.guessed")
+        );
+    }
+    assert_eq!(api.requests(), 0);
 
     // A value sent where its send-to does not allow trips it too; the
     // next invocation starts afresh.

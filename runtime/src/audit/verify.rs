@@ -126,13 +126,6 @@ pub fn verify(path: &Path, keys: Option<&Verifier>) -> std::io::Result<Report> {
         } else {
             &line[..]
         };
-        if raw.len() > MAX_LINE {
-            walk.refuse(format!(
-                "a line of over {} MiB: Warden writes no record that long (the trail was edited)",
-                MAX_LINE >> 20
-            ));
-            break;
-        }
         if !walk.line(raw, whole) {
             break;
         }
@@ -265,7 +258,12 @@ impl<'k> Walk<'k> {
     fn line(&mut self, raw: &[u8], whole: bool) -> bool {
         let seq = self.report.records;
         let line = seq + 1;
-        let checked = if whole {
+        let checked = if raw.len() > MAX_LINE {
+            Err(format!(
+                "a line of over {} MiB: Warden writes no record that long (the trail was edited)",
+                MAX_LINE >> 20
+            ))
+        } else if whole {
             check_line(raw)
         } else {
             Err("not a complete audit record (edited or truncated)".to_owned())

@@ -253,19 +253,7 @@ impl Gate {
             }
             return Ok(Some(d));
         }
-        if let Some(rule) = self.spent.tripped.get() {
-            let d = Decision::deny(
-                "gate.tripped",
-                format!(
-                    "no further host calls: this invocation attempted an exfiltration ({rule})"
-                ),
-            );
-            self.write(&self.audit.decision(
-                capability,
-                action,
-                &shown(resource, &self.redactor),
-                &d,
-            ))?;
+        if let Some(d) = self.tripped(capability, action, resource)? {
             return Ok(Some(d));
         }
         if resource.len() > MAX_RESOURCE {
@@ -285,6 +273,26 @@ impl Gate {
             return Ok(Some(d));
         }
         Ok(None)
+    }
+
+    /// The refusal (recorded) of a call after the invocation attempted an
+    /// exfiltration ([`TRIPS`]), if it did.
+    fn tripped(
+        &self,
+        capability: &'static str,
+        action: &str,
+        resource: &str,
+    ) -> Result<Option<Decision>, AuditFailed> {
+        let Some(rule) = self.spent.tripped.get() else {
+            return Ok(None);
+        };
+        let d = Decision::deny(
+            "gate.tripped",
+            format!("no further host calls: this invocation attempted an exfiltration ({rule})"),
+        );
+        let shown = shown(resource, &self.redactor);
+        self.write(&self.audit.decision(capability, action, &shown, &d))?;
+        Ok(Some(d))
     }
 
     pub(crate) fn hostcall_limit(&self) -> usize {
@@ -364,6 +372,11 @@ impl Gate {
             if !answer.allow {
                 call.spend(); // the answer's record tells it
                 return Ok(Err(answer));
+            }
+            // Tripped while the person was asked: not sent all the same.
+            if let Some(refusal) = self.tripped(capability, action, resource)? {
+                call.spend(); // its record tells it
+                return Ok(Err(refusal));
             }
             if let Some(refusal) = self.reconsider(&asks, capability, action, resource)? {
                 call.spend(); // its record tells it

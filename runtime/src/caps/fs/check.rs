@@ -99,12 +99,19 @@ fn quoted(p: &str) -> std::borrow::Cow<'_, str> {
 /// other paths than the tool gave: the trail names the files acted on, not
 /// only their aliases. Cut to stay within the gate's resource limit.
 pub(super) fn with_leads(resource: &str, leads: &[String]) -> String {
+    use crate::policy::gate::{MAX_RESOURCE, cut};
     const SAID: &str = "; resolves to ";
+    // Each lead cut on its own, so a long one cannot push another (the
+    // protected one) out; the tool's own paths give way if need be.
+    let leads: Vec<_> = leads.iter().map(|l| cut(l, LEAD).into_owned()).collect();
+    let to = joined(&leads);
     // Room for the cut's own `…[N bytes]`.
-    let room = crate::policy::gate::MAX_RESOURCE.saturating_sub(resource.len() + SAID.len() + 24);
-    let to = joined(leads);
-    format!("{resource}{SAID}{}", crate::policy::gate::cut(&to, room))
+    let room = MAX_RESOURCE.saturating_sub(to.len() + SAID.len() + 24);
+    format!("{}{SAID}{to}", cut(resource, room))
 }
+
+/// The most of each path a link leads to that a record names.
+const LEAD: usize = 512;
 
 /// A call as its approver reads it.
 pub(super) struct Shown<'a> {
@@ -257,6 +264,22 @@ mod tests {
             joined(&["a", " b", "c -> d", ""]),
             r#"a -> " b" -> "c -> d" -> """#
         );
+    }
+
+    /// A long path a link leads to cannot push another out of the record,
+    /// and the record stays within the gate's resource limit.
+    #[test]
+    fn each_lead_is_cut_on_its_own() {
+        let long = format!("{}/f", "A".repeat(4060));
+        let leads = [long.clone(), ".github/workflows/x.yml".to_owned()];
+        let resource = format!("ws:{long} -> docs-link/workflows/x.yml");
+        let r = with_leads(&resource, &leads);
+        assert!(r.ends_with(" -> .github/workflows/x.yml"), "{r}");
+        assert!(r.len() <= crate::policy::gate::MAX_RESOURCE, "{}", r.len());
+        let near = format!("ws:{}", "b".repeat(crate::policy::gate::MAX_RESOURCE - 3));
+        let r = with_leads(&near, &leads);
+        assert!(r.ends_with(" -> .github/workflows/x.yml"), "{r}");
+        assert!(r.len() <= crate::policy::gate::MAX_RESOURCE, "{}", r.len());
     }
 
     #[test]

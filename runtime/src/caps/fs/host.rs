@@ -165,6 +165,7 @@ impl FsView<'_> {
             action,
             needs,
             bytes,
+            subtree,
             ..
         } = call;
         let paths = call.paths.as_slice();
@@ -324,7 +325,13 @@ impl FsView<'_> {
                     // no link when decided: one was swapped in since.
                     None if !is_escape(&e) => Decision::deny(
                         "fs.sandbox",
-                        "a symlink was put in the path's place after the call was decided: nothing was done".into(),
+                        if subtree {
+                            // A tree is removed or walked a part at a time.
+                            "a symlink was put in a path's place after the call was decided: the call stopped there, after what it had done before it"
+                        } else {
+                            "a symlink was put in the path's place after the call was decided: nothing was done"
+                        }
+                        .into(),
                     ),
                     None => Decision::deny(
                         "fs.sandbox",

@@ -134,6 +134,12 @@ impl Egress {
         shown: &mut Shown,
     ) -> Result<Checked, (Decision, Refused)> {
         let refuse = |rule, reason: String, why| Err((Decision::deny(rule, reason), why));
+        // Before any check whose refusal quotes the tool's text redacted
+        // (its method, a path it asks for by override): a marker there would
+        // confirm a guess at a value the tool cannot have read.
+        if let Some(d) = self.guessed(req, redactor) {
+            return Err((d, Refused::Denied));
+        }
         if !METHODS.contains(&method) {
             // Redacted before it is cut, so no part of a secret is left.
             let reason = format!(
@@ -279,15 +285,7 @@ impl Egress {
         }
         for name in carried {
             if self.by_reference.contains(&name) {
-                let d = Decision::deny(
-                    "secret.guessed",
-                    format!(
-                        "exfiltration attempt: the request holds the value of secret '{name}', \
-                         which this tool holds only by reference (it cannot have read it): \
-                         refused to every host, its own send-to too"
-                    ),
-                );
-                return Err((d, Refused::Denied));
+                return Err((guess(&name), Refused::Denied));
             }
             self.send_to(&name, &origin)
                 .map_err(|d| (d, Refused::Denied))?;
@@ -325,6 +323,23 @@ impl Egress {
             routed,
             needs_approval,
             policy_url: check::policy_form(&shown.resource),
+        })
+    }
+
+    /// The refusal of a request whose text as the tool wrote it (method,
+    /// URL, header names and values, body) holds the value of a secret it
+    /// holds only by reference.
+    fn guessed(&self, req: &Request<'_>, redactor: &Redactor) -> Option<Decision> {
+        if self.by_reference.is_empty() {
+            return None;
+        }
+        let parts = [req.method.as_bytes(), req.url.as_bytes()].into_iter();
+        let headers = req.headers.iter().flat_map(|(k, v)| [k.as_bytes(), *v]);
+        let mut parts = parts.chain(headers).chain(req.body);
+        parts.find_map(|p| {
+            let names = redactor.names_in(p);
+            let name = names.iter().find(|n| self.by_reference.contains(n))?;
+            Some(guess(name))
         })
     }
 
@@ -462,6 +477,19 @@ impl Egress {
             },
         }
     }
+}
+
+/// The refusal of a request holding the value of secret `name`, which the
+/// tool holds only by reference: it can only be a guess.
+fn guess(name: &str) -> Decision {
+    Decision::deny(
+        "secret.guessed",
+        format!(
+            "exfiltration attempt: the request holds the value of secret '{name}', which this \
+             tool holds only by reference (it cannot have read it): refused to every host, its \
+             own send-to too"
+        ),
+    )
 }
 
 /// What the egress outcome record says when a response carried granted
