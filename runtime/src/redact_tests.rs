@@ -550,23 +550,15 @@ fn numbers_are_read_exactly_from_their_text() {
     for (text, want) in cases {
         assert_eq!(r.redact_json(text), want, "{text}");
     }
-    // What an `f64` parser rounds a number to (serde's own, for MCP's
-    // `structuredContent`, prints `12345678.0`).
+    // As an `f64` parser rounds it (serde's, for `structuredContent`).
     assert_eq!(
         r.redact_json(r#"{"n":12345677.99999999999}"#),
         r#"{"n":"[REDACTED:pin]"}"#
     );
-    // An integer past 2^53 as a JavaScript client rounds it: its digits
-    // are not the value's, the number it is shown as is.
-    let r15 = Redactor::new([("id", "123456789012345")]);
-    assert_eq!(
-        r15.redact_json(r#"{"n":12345678901234499999}"#),
-        r#"{"n":"[REDACTED:id]"}"#
-    );
-    assert!(matches!(
-        r15.redact_json(r#"{"n":1234567890123}"#),
-        Cow::Borrowed(_)
-    ));
+    // An integer past 2^53 as a JavaScript client rounds it.
+    let long =
+        Redactor::new([("id", "123456789012345")]).redact_json(r#"[12345678901234499999,1]"#);
+    assert_eq!(long, r#"["[REDACTED:id]",1]"#);
     // A million exponents cost their reading, one at a time.
     let many = format!("[{}1]", "1e999,".repeat(1 << 17));
     assert!(matches!(r.redact_json(&many), Cow::Borrowed(_)));
