@@ -97,21 +97,37 @@ fn quoted(p: &str) -> std::borrow::Cow<'_, str> {
 
 /// A record's resource with where its paths lead, when a link makes that
 /// other paths than the tool gave: the trail names the files acted on, not
-/// only their aliases. Cut to stay within the gate's resource limit.
-pub(super) fn with_leads(resource: &str, leads: &[String]) -> String {
+/// only their aliases. Redacted, then cut: each lead keeps its end (where
+/// it lands), so a long one cannot push another out, and the tool's own
+/// paths give way to stay within the gate's resource limit.
+pub(super) fn with_leads(resource: &str, leads: &[String], redactor: &Redactor) -> String {
     use crate::policy::gate::{MAX_RESOURCE, cut};
     const SAID: &str = "; resolves to ";
-    // Each lead cut on its own, so a long one cannot push another (the
-    // protected one) out; the tool's own paths give way if need be.
-    let leads: Vec<_> = leads.iter().map(|l| cut(l, LEAD).into_owned()).collect();
+    let leads: Vec<_> = leads
+        .iter()
+        .map(|l| ending(&redactor.redact(l), LEAD))
+        .collect();
     let to = joined(&leads);
     // Room for the cut's own `…[N bytes]`.
     let room = MAX_RESOURCE.saturating_sub(to.len() + SAID.len() + 24);
-    format!("{}{SAID}{to}", cut(resource, room))
+    format!("{}{SAID}{to}", cut(&redactor.redact(resource), room))
 }
 
 /// The most of each path a link leads to that a record names.
 const LEAD: usize = 512;
+
+/// The last `max` bytes of `s` (from a character's start), after how long
+/// it was: `[900 bytes]…/.github/workflows/x.yml`.
+fn ending(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[{} bytes]…{}", s.len(), &s[start..])
+}
 
 /// A call as its approver reads it.
 pub(super) struct Shown<'a> {
@@ -273,13 +289,26 @@ mod tests {
         let long = format!("{}/f", "A".repeat(4060));
         let leads = [long.clone(), ".github/workflows/x.yml".to_owned()];
         let resource = format!("ws:{long} -> docs-link/workflows/x.yml");
-        let r = with_leads(&resource, &leads);
+        let none = Redactor::new(Vec::<(&str, &str)>::new());
+        let r = with_leads(&resource, &leads, &none);
         assert!(r.ends_with(" -> .github/workflows/x.yml"), "{r}");
         assert!(r.len() <= crate::policy::gate::MAX_RESOURCE, "{}", r.len());
         let near = format!("ws:{}", "b".repeat(crate::policy::gate::MAX_RESOURCE - 3));
-        let r = with_leads(&near, &leads);
+        let r = with_leads(&near, &leads, &none);
         assert!(r.ends_with(" -> .github/workflows/x.yml"), "{r}");
         assert!(r.len() <= crate::policy::gate::MAX_RESOURCE, "{}", r.len());
+        // A lead deeper than the cut keeps its end; a secret in a path is
+        // redacted before anything is cut.
+        let deep = [format!("{}/.github/workflows/x.yml", "d/".repeat(400))];
+        let r = with_leads("ws:l/x.yml", &deep, &none);
+        assert!(r.starts_with("ws:l/x.yml; resolves to [824 bytes]…"), "{r}");
+        assert!(r.ends_with("/.github/workflows/x.yml"), "{r}");
+        let secret = Redactor::new([("k", "sk-live-0123456789abcdef")]);
+        for n in 7550..7700 {
+            let long = format!("ws:{}sk-live-0123456789abcdef", "a".repeat(n));
+            let r = with_leads(&long, &deep, &secret);
+            assert!(!r.contains("sk-live"), "{n}: {r}");
+        }
     }
 
     #[test]

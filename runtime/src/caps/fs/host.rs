@@ -244,7 +244,7 @@ impl FsView<'_> {
         };
         // The trail names the files acted on, not only the tool's aliases.
         let resource = match &leads {
-            Some(to) => check::with_leads(&resource, to),
+            Some(to) => check::with_leads(&resource, to, self.gate.redactor()),
             None => resource,
         };
         let shown = super::check::Shown {
