@@ -224,6 +224,17 @@ component = "{std}"
 scheme = "http"
 host = "localhost"
 port = {port}
+
+# The same as `std`, each request waiting for a person.
+[tools.std-asks]
+component = "{std}"
+[[tools.std-asks.http]]
+scheme = "http"
+host = "127.0.0.1"
+port = {port}
+methods = ["GET", "POST"]
+approval = "required"
+{asks_secrets}
 "#,
             std = crate::WASI_HTTP_PROBE,
             probe = crate::EGRESS_PROBE,
@@ -231,6 +242,7 @@ port = {port}
             probe_secrets = secrets.replace("TOOL", "probe"),
             get_secrets = secrets.replace("TOOL", "http-get"),
             std_secrets = secrets.replace("TOOL", "std"),
+            asks_secrets = secrets.replace("TOOL", "std-asks"),
         );
         let path = dir.path().join("manifest.toml");
         std::fs::write(&path, text).unwrap();
@@ -2774,6 +2786,54 @@ async fn a_guess_at_a_secret_held_by_reference_ends_the_invocations_host_calls()
     let (out, _) = api.probe("probe", &api.grant(), json!({"url": url})).await;
     assert_eq!(out["ok"]["status"], 200, "{out}");
     assert_eq!(api.requests(), 1);
+}
+
+/// A request waiting for a person when another of its invocation's
+/// requests trips the gate is not sent once approved: the answer is
+/// recorded, and then the refusal.
+#[tokio::test]
+async fn a_request_approved_after_the_gate_tripped_is_not_sent() {
+    let api = Api::with(|b| {
+        b.approver(Arc::new(SlowApprover {
+            wait: std::time::Duration::from_millis(800),
+        }))
+    })
+    .await;
+    let url = format!("{}/api/echo", api.base());
+    let guess = format!("{{\"guess\":\"{HIDDEN_TOKEN}\"}}");
+    let input = json!({"url": url, "method": "POST", "body": "first", "meanwhile": guess});
+    let (out, inv) = api
+        .probe("std-asks", &api.grant().secret("hidden"), input)
+        .await;
+    assert_eq!(
+        out["started"]["codes"],
+        json!([
+            "ErrorCode::HttpRequestDenied",
+            "ErrorCode::HttpRequestDenied"
+        ]),
+        "{out}"
+    );
+    assert_eq!(api.requests(), 0, "the approved request was sent");
+    let trail: Vec<(String, Option<String>, Option<String>)> = (api.audit.invocation(&inv))
+        .into_iter()
+        .filter(|r| matches!(r.event, Event::Decision | Event::ApprovalRequested))
+        .map(|r| (format!("{:?}", r.event), r.decision, r.rule))
+        .collect();
+    let step = |event: &str, decision: Option<&str>, rule: Option<&str>| {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        (event.to_owned(), owned(decision), owned(rule))
+    };
+    assert_eq!(
+        trail,
+        [
+            step("Decision", Some("allow"), Some("http.allowlist")),
+            step("ApprovalRequested", None, None),
+            step("Decision", Some("deny"), Some("secret.guessed")),
+            step("Decision", Some("allow"), Some("approval")),
+            step("Decision", Some("deny"), Some("gate.tripped")),
+        ],
+        "{trail:?}"
+    );
 }
 
 /// A policy on `resource.url` reads the URL with its needless escapes

@@ -6,7 +6,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use warden_tool::{Error, Tool, secrets};
 use wasi::http::outgoing_handler;
-use wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+use wasi::http::types::{
+    Fields, FutureIncomingResponse, Method, OutgoingBody, OutgoingRequest, Scheme,
+};
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +41,11 @@ struct Input {
     /// finishing it; then wait for every answer, and say how each ended.
     #[serde(default)]
     parallel: Option<u32>,
+    /// Once the request is sent (its body finished), wait 200 ms, POST
+    /// this body to `url` too and wait for its answer, then for the
+    /// first's: `started`, the first's code and then this one's.
+    #[serde(default)]
+    meanwhile: Option<String>,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -169,6 +176,20 @@ impl Tool for WasiHttpProbe {
             }
         }
         let _ = OutgoingBody::finish(outgoing, None);
+        if let Some(second) = &i.meanwhile {
+            wasi::clocks::monotonic_clock::subscribe_duration(200_000_000).block();
+            let later = match started_one(&i.url, second, true)? {
+                Ok((later, _)) => {
+                    later.subscribe().block();
+                    code(&later)
+                }
+                Err(refused) => refused,
+            };
+            future.subscribe().block();
+            return Ok(Output::Started {
+                codes: vec![code(&future), later],
+            });
+        }
         if let Some(ms) = i.leave_after_ms {
             wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
             // Its handle is not dropped either, as a component in a
@@ -249,29 +270,9 @@ fn started(url: &str, body: &str, n: u32, finish: bool) -> Result<Output, Error>
     let mut held = Vec::new();
     let mut codes = Vec::new();
     for _ in 0..n {
-        let req = request(url, Fields::new(), &Method::Post)?;
-        let outgoing = req.body().map_err(|_| Error::failed("no request body"))?;
-        let future = match outgoing_handler::handle(req, None) {
-            Ok(f) => f,
-            Err(e) => {
-                codes.push(format!("{e:?}"));
-                continue;
-            }
-        };
-        let stream = outgoing
-            .write()
-            .map_err(|_| Error::failed("no request body stream"))?;
-        for chunk in body.as_bytes().chunks(4096) {
-            if stream.blocking_write_and_flush(chunk).is_err() {
-                break;
-            }
-        }
-        if finish {
-            drop(stream);
-            let _ = OutgoingBody::finish(outgoing, None);
-            held.push((future, None));
-        } else {
-            held.push((future, Some((stream, outgoing))));
+        match started_one(url, body, finish)? {
+            Ok(started) => held.push(started),
+            Err(refused) => codes.push(refused),
         }
     }
     if !finish {
@@ -281,16 +282,54 @@ fn started(url: &str, body: &str, n: u32, finish: bool) -> Result<Output, Error>
         if finish {
             future.subscribe().block();
         }
-        // `get` says what a poll found: polled once, without waiting.
-        let _ = future.subscribe().ready();
-        codes.push(match future.get() {
-            None => "open".into(),
-            Some(Ok(Ok(_))) => "answered".into(),
-            Some(Ok(Err(e))) => format!("{e:?}"),
-            Some(Err(())) => "taken".into(),
-        });
+        codes.push(code(future));
     }
     Ok(Output::Started { codes })
+}
+
+/// A request started: its response to come, and its body stream and body
+/// when held open.
+type Started = (
+    FutureIncomingResponse,
+    Option<(wasi::io::streams::OutputStream, OutgoingBody)>,
+);
+
+/// A POST of `body` to `url` started, its body finished or (unless
+/// `finish`) held open; the error code when the handler refuses it.
+fn started_one(url: &str, body: &str, finish: bool) -> Result<Result<Started, String>, Error> {
+    let req = request(url, Fields::new(), &Method::Post)?;
+    let outgoing = req.body().map_err(|_| Error::failed("no request body"))?;
+    let future = match outgoing_handler::handle(req, None) {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(format!("{e:?}"))),
+    };
+    let stream = outgoing
+        .write()
+        .map_err(|_| Error::failed("no request body stream"))?;
+    for chunk in body.as_bytes().chunks(4096) {
+        if stream.blocking_write_and_flush(chunk).is_err() {
+            break;
+        }
+    }
+    if finish {
+        drop(stream);
+        let _ = OutgoingBody::finish(outgoing, None);
+        Ok(Ok((future, None)))
+    } else {
+        Ok(Ok((future, Some((stream, outgoing)))))
+    }
+}
+
+/// How a request stands, polled once without waiting: `open` (no answer
+/// yet), `answered`, its error code, or `taken`.
+fn code(future: &FutureIncomingResponse) -> String {
+    let _ = future.subscribe().ready();
+    match future.get() {
+        None => "open".into(),
+        Some(Ok(Ok(_))) => "answered".into(),
+        Some(Ok(Err(e))) => format!("{e:?}"),
+        Some(Err(())) => "taken".into(),
+    }
 }
 
 warden_tool::export!(WasiHttpProbe);
