@@ -32,6 +32,7 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 mod b64;
+mod by_reference;
 mod decode;
 mod jws;
 mod names;
@@ -76,6 +77,9 @@ pub struct Redactor {
     short: bool,
     /// The longest value's length in bytes.
     longest: usize,
+    /// Indices in `names` of the values held by reference
+    /// (`by_reference.rs`).
+    hidden: Vec<usize>,
 }
 
 /// Base64 patterns shorter than this are not used: too likely to match
@@ -260,6 +264,7 @@ impl Redactor {
             markers,
             short,
             longest,
+            hidden: Vec::new(),
         }
     }
 
@@ -314,6 +319,12 @@ impl Redactor {
                 for _ in 0..layers {
                     let Some(v) = view else { break };
                     self.scan(&v.bytes, Some(&v.spans), &mut hits);
+                    // Each view finds again what the views before it found
+                    // (a value not escaped is in all of them): kept once,
+                    // or a text of many values costs a copy of each hit
+                    // per view.
+                    hits.sort_unstable();
+                    hits.dedup();
                     view = decode(&v.bytes, Some(&v.spans), only);
                 }
             }

@@ -2738,8 +2738,7 @@ async fn a_guess_at_a_secret_held_by_reference_ends_the_invocations_host_calls()
         d[0].reason.as_deref(),
         Some(
             "exfiltration attempt: the request holds the value of secret 'hidden', which this \
-             tool holds only by reference (it cannot have read it): refused to every host, its \
-             own send-to too"
+             tool may use only by reference: refused to every host, its own send-to too"
         )
     );
     assert_eq!(d[1].reason.as_deref(), Some(tripped));

@@ -1,7 +1,7 @@
 //! Secrets: issued just in time, revealed only when the manifest allows,
 //! expired at their TTL, redacted from every channel, audited without values.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use warden::audit::{Event, MemorySink, Record};
 use warden::{Error, Grant, GrantError, Manifest, Runtime};
@@ -206,6 +206,97 @@ async fn an_identity_token_a_tool_holds_is_redacted_from_every_channel() {
         (d.resource.as_deref(), d.decision.as_deref()),
         (Some("probe"), Some("allow"))
     );
+}
+
+/// A value held by reference cannot have been read by the tool: in what
+/// it writes, the value is a guess, and a redaction marker would say which
+/// guess was right (ten thousand PINs returned, one of them marked). Each
+/// path out refuses such text whole, recording `secret.guessed`; a host
+/// call holding it (a log message, a secret's name) also ends the
+/// invocation's host calls. Wrong guesses pass as they were written.
+#[tokio::test]
+async fn a_guess_at_a_value_held_by_reference_is_withheld_on_every_path() {
+    let v = Vault::new();
+    let guesses = |right: bool| {
+        let mut g: Vec<String> = (0..50).map(|i| format!("hidden-c0ffee-{i:04}")).collect();
+        if right {
+            g[37] = HIDDEN.into();
+        }
+        g.join(",")
+    };
+    let reason = |what: &str| {
+        format!(
+            "exfiltration attempt: {what} holds the value of secret 'hidden', which this tool \
+             may use only by reference"
+        )
+    };
+    let run = |channels: &[&str], right: bool| {
+        let input = json!({"name": "hidden", "guesses": guesses(right), "channels": channels});
+        let v = &v;
+        async move { v.probe(&["hidden"], input).await.unwrap() }
+    };
+    let guessed = |id: &str| -> Vec<(String, String)> {
+        (v.decisions(id).into_iter())
+            .filter(|d| d.rule.as_deref() == Some("secret.guessed"))
+            .map(|d| (d.capability.unwrap(), d.action.unwrap()))
+            .collect()
+    };
+    let pair = |c: &str, a: &str| vec![(c.to_owned(), a.to_owned())];
+
+    // Wrong guesses, on every path: as they were written, nothing refused.
+    let all = ["output", "stdout", "stderr", "log", "get"];
+    let wrong = run(&all, false).await;
+    let out = output(&wrong);
+    assert_eq!(
+        (&out["status"], &out["leaked"][0]),
+        (&json!("ok"), &json!(guesses(false)))
+    );
+    assert_eq!(wrong.stdout, guesses(false).as_bytes());
+    assert_eq!(wrong.stderr, guesses(false).as_bytes());
+    assert_eq!(log_record(&v, &wrong.id).message.unwrap(), guesses(false));
+    assert!(guessed(&wrong.id).is_empty());
+
+    // The output, the tool's error, stdout and stderr: withheld whole.
+    let right = run(&["output"], true).await;
+    let e = right.output.as_ref().unwrap_err();
+    assert_eq!(e.kind, warden::ToolErrorKind::Denied);
+    assert_eq!(
+        e.message,
+        format!("{}: withheld", reason("the tool's output"))
+    );
+    assert_eq!(guessed(&right.id), pair("result", "output"));
+    let right = run(&["error"], true).await;
+    let e = right.output.as_ref().unwrap_err();
+    assert_eq!(
+        e.message,
+        format!("{}: withheld", reason("the tool's error"))
+    );
+    assert_eq!(guessed(&right.id), pair("result", "error"));
+    let right = run(&["stdout", "stderr"], true).await;
+    assert_eq!(output(&right)["status"], "ok");
+    for (stream, bytes) in [("stdout", &right.stdout), ("stderr", &right.stderr)] {
+        let shown = format!("[{}: withheld]", reason(&format!("the tool's {stream}")));
+        assert_eq!(String::from_utf8_lossy(bytes), shown);
+    }
+    let both = [pair("result", "stdout"), pair("result", "stderr")].concat();
+    assert_eq!(guessed(&right.id), both);
+
+    // A log message or a secret's name: refused, and the gate trips.
+    let tripped =
+        "no further host calls: this invocation attempted an exfiltration (secret.guessed)";
+    for (channel, capability, action) in [("log", "log", "warn"), ("get", "secret", "get")] {
+        let right = run(&[channel], true).await;
+        let out = output(&right);
+        assert_eq!(
+            (&out["status"], &out["message"]),
+            (&json!("denied"), &json!(tripped))
+        );
+        assert_eq!(guessed(&right.id), pair(capability, action), "{channel}");
+        let d = v.decisions(&right.id);
+        assert_eq!(d.last().unwrap().rule.as_deref(), Some("gate.tripped"));
+        let logged = v.audit.invocation(&right.id).into_iter();
+        assert!(logged.filter(|r| r.event == Event::Log).count() == 0);
+    }
 }
 
 #[tokio::test]

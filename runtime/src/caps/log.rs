@@ -86,10 +86,20 @@ impl Host for LogView<'_> {
         self.state.written += 1;
         // Redacted, then cut: cut first, a value across the cut would
         // keep its first bytes, no longer whole enough to be found.
-        let message = self.gate.redactor().redact_string(truncate(
+        let message = truncate(
             message,
             crate::redact::REDACT_WITHIN.max(self.limits.max_message.saturating_mul(2)),
-        ));
+        );
+        let redactor = self.gate.redactor();
+        // A value held by reference is a guess: its marker would confirm
+        // it (in the record's size too), so the message is refused whole.
+        if let Some(name) = redactor.guessed(message.as_bytes()) {
+            let reason = crate::redact::Redactor::guess_reason("the log message", &name);
+            let action = level_name(level);
+            self.gate.refuse_guess(reason, "log", action, &message)?;
+            return Ok(());
+        }
+        let message = redactor.redact_string(message);
         let message = truncate(message, self.limits.max_message);
         let audit = self.gate.audit();
         // On the trail before it reaches the operator's log.

@@ -232,7 +232,11 @@ impl Gate {
                 )
             } else {
                 (
-                    format!("{bytes} bytes of audit records"),
+                    // Not the count itself: records are charged redacted,
+                    // so the count would tell a tool whether a value it
+                    // wrote was a secret's (it learns of no guess here:
+                    // see `guessed`).
+                    "its bytes of audit records".to_owned(),
                     format!(
                         "max-audit-bytes = \"{}\"",
                         crate::units::format_size(self.budget.bytes)
@@ -256,6 +260,9 @@ impl Gate {
         if let Some(d) = self.tripped(capability, action, resource)? {
             return Ok(Some(d));
         }
+        if let Some(d) = self.guessed(capability, action, resource)? {
+            return Ok(Some(d));
+        }
         if resource.len() > MAX_RESOURCE {
             let d = Decision::deny(
                 "limits.resource",
@@ -273,6 +280,52 @@ impl Gate {
             return Ok(Some(d));
         }
         Ok(None)
+    }
+
+    /// The refusal (recorded, and tripping the gate) of a call whose
+    /// resource or action holds the value of a secret the tool holds only
+    /// by reference: a guess (or a copy the tool came upon), which the
+    /// record's size or a marker in a refusal quoting it would confirm.
+    /// Requests and deployments are scanned whole by their own checks
+    /// (`Egress::guessed`; an artifact's name and bytes) before the gate.
+    fn guessed(
+        &self,
+        capability: &'static str,
+        action: &str,
+        resource: &str,
+    ) -> Result<Option<Decision>, AuditFailed> {
+        if matches!(capability, "http" | "deploy") {
+            return Ok(None);
+        }
+        let in_text = |t: &str| self.redactor.guessed(t.as_bytes());
+        let Some(name) = in_text(resource).or_else(|| in_text(action)) else {
+            return Ok(None);
+        };
+        let what = format!("the {capability} {action} call");
+        self.refuse_guess(
+            Redactor::guess_reason(&what, &name),
+            capability,
+            action,
+            resource,
+        )
+        .map(Some)
+    }
+
+    /// Records `reason`, a guess at a secret held by reference, as a
+    /// `secret.guessed` refusal, and trips the gate.
+    pub(crate) fn refuse_guess(
+        &self,
+        reason: String,
+        capability: &'static str,
+        action: &str,
+        resource: &str,
+    ) -> Result<Decision, AuditFailed> {
+        let d = Decision::deny("secret.guessed", reason);
+        let _ = self.spent.tripped.set("secret.guessed");
+        let shown = shown(resource, &self.redactor);
+        let action = self.redactor.redact(action);
+        self.write(&self.audit.decision(capability, &action, &shown, &d))?;
+        Ok(d)
     }
 
     /// The refusal (recorded) of a call after the invocation attempted an

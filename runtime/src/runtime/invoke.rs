@@ -6,10 +6,9 @@ use super::contract::Contract;
 use super::end::End;
 use super::load::LoadedTool;
 use super::outcome::{
-    DeadlineHit, Outcome, check_error, check_output, classify, lift_limit, log_trap, redact_result,
-    unread,
+    DeadlineHit, Outcome, check_error, check_output, classify, lift_limit, log_trap, unread,
 };
-use super::{Inner, Invocation, InvokeOptions, ToolError, ToolErrorKind};
+use super::{Inner, Invocation, InvokeOptions, ToolError, ToolErrorKind, guessed};
 use crate::approval::{Approvals, Approver};
 use crate::audit::{AuditError, Auditor, Event, Record};
 use crate::caps::deploy::{self, DeployTarget};
@@ -118,7 +117,9 @@ impl Inner {
             dropped,
         } = run_tool(tool, store, input, options.cancel, self.hostcall_limit).await;
 
-        let result = redact_result(keep_contract(result, contract), &redactor);
+        let result = keep_contract(result, contract);
+        let (result, stdout, stderr) =
+            guessed::withheld(result, (stdout, stderr), &redactor, &end.auditor);
         // Shared before its end (so its answer); if not, it fails after it.
         let unsaved = super::history::save(shared, added).await;
         end.finish(&result, duration, dropped)?;
@@ -133,8 +134,8 @@ impl Inner {
             tool: tool.spec.name.clone(),
             identity: tool.identity.clone(),
             output: result?,
-            stdout: redactor.redact_bytes(&stdout.contents()),
-            stderr: redactor.redact_bytes(&stderr.contents()),
+            stdout,
+            stderr,
             duration,
         })
     }
@@ -385,11 +386,13 @@ async fn issue_secrets(
     // Each audience's tokens by a name of their own (a request's check
     // tells whose it carries); every signed token's signature apart.
     let handed: Vec<(String, &str)> = minter.premint_named().collect();
-    let redactor = Arc::new(Redactor::new(crate::redact::and_signatures(
+    let redactor = Redactor::new(crate::redact::and_signatures(
         (secrets.issued.values())
             .map(|s| (s.spec.name.as_str(), s.value.as_str()))
             .chain(handed.iter().map(|(name, t)| (name.as_str(), *t))),
-    )));
+    ));
+    let hidden = secrets.issued.values().filter(|s| !s.spec.reveal);
+    let redactor = Arc::new(redactor.hiding(hidden.map(|s| s.spec.name.as_str())));
     end.auditor.set_redactor(redactor.clone());
     end.issued(secrets.issued.keys().cloned().collect());
     for s in secrets.issued.values() {
@@ -567,8 +570,7 @@ impl Authorized {
         let specs = secrets.issued.values().map(|s| &s.spec);
         let egress = Egress {
             rules: self.egress.into(),
-            send_to: (specs.clone().map(|s| (s.name.clone(), s.send_to.clone()))).collect(),
-            by_reference: (specs.filter(|s| !s.reveal).map(|s| s.name.clone())).collect(),
+            send_to: (specs.map(|s| (s.name.clone(), s.send_to.clone()))).collect(),
             tokens_to,
         };
         Authority {

@@ -11,6 +11,7 @@
 mod builder;
 mod contract;
 mod end;
+mod guessed;
 mod history;
 mod invoke;
 mod load;

@@ -28,6 +28,11 @@ struct Input {
     /// where a long message is cut).
     #[serde(default)]
     pad: usize,
+    /// Reveal nothing: write this text (guesses at a value) to each of
+    /// `channels` (output, stdout, stderr, log, error, or `get`: asked for
+    /// as a secret's name), then get `name` and say how that went.
+    #[serde(default)]
+    guesses: Option<String>,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -98,6 +103,9 @@ impl Tool for SecretProbe {
     const DESCRIPTION: &'static str = "Test tool: reveals a secret and leaks it on request.";
 
     fn invoke(i: Input) -> Result<Output, Error> {
+        if let Some(text) = &i.guesses {
+            return guess(&i, text);
+        }
         let secret = match secrets::get(&i.name) {
             Ok(s) => s,
             Err(e) => return Ok(failure(e)),
@@ -166,6 +174,40 @@ impl Tool for SecretProbe {
             escaped,
         })
     }
+}
+
+/// `text` written to each of `i.channels`, then `i.name` asked for.
+fn guess(i: &Input, text: &str) -> Result<Output, Error> {
+    for channel in &i.channels {
+        match channel.as_str() {
+            "stdout" => {
+                print!("{text}");
+                let _ = std::io::stdout().flush();
+            }
+            "stderr" => eprint!("{text}"),
+            "log" => log::warn(text),
+            "error" => return Err(Error::failed(format!("guessing: {text}"))),
+            "get" => {
+                let _ = secrets::get(text);
+            }
+            _ => {}
+        }
+    }
+    let leaked = match i.channels.iter().any(|c| c == "output") {
+        true => vec![text.to_owned()],
+        false => Vec::new(),
+    };
+    let after = match secrets::get(&i.name) {
+        Ok(_) => Output {
+            status: "ok".into(),
+            message: String::new(),
+            fingerprint: String::new(),
+            leaked: Vec::new(),
+            escaped: None,
+        },
+        Err(e) => failure(e),
+    };
+    Ok(Output { leaked, ..after })
 }
 
 fn failure(e: secrets::Error) -> Output {

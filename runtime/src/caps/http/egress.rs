@@ -25,9 +25,6 @@ pub(crate) struct Egress {
     pub(crate) rules: Arc<[EgressRule]>,
     /// The `send-to` origins of each granted secret.
     pub(crate) send_to: Arc<[(String, Vec<String>)]>,
-    /// The granted secrets the tool may not reveal: their values in a
-    /// request it makes can only be guesses.
-    pub(crate) by_reference: Arc<[String]>,
     /// The tool's `token-send-to`: where its identity tokens may be sent
     /// (`None`: each audience's to that audience's origin).
     pub(crate) tokens_to: Option<Vec<String>>,
@@ -284,7 +281,7 @@ impl Egress {
             carried.extend(redactor.names_in(body));
         }
         for name in carried {
-            if self.by_reference.contains(&name) {
+            if redactor.is_hidden(&name) {
                 return Err((guess(&name), Refused::Denied));
             }
             self.send_to(&name, &origin)
@@ -330,17 +327,10 @@ impl Egress {
     /// URL, header names and values, body) holds the value of a secret it
     /// holds only by reference.
     fn guessed(&self, req: &Request<'_>, redactor: &Redactor) -> Option<Decision> {
-        if self.by_reference.is_empty() {
-            return None;
-        }
         let parts = [req.method.as_bytes(), req.url.as_bytes()].into_iter();
         let headers = req.headers.iter().flat_map(|(k, v)| [k.as_bytes(), *v]);
         let mut parts = parts.chain(headers).chain(req.body);
-        parts.find_map(|p| {
-            let names = redactor.names_in(p);
-            let name = names.iter().find(|n| self.by_reference.contains(n))?;
-            Some(guess(name))
-        })
+        parts.find_map(|p| Some(guess(&redactor.guessed(p)?)))
     }
 
     /// A secret may go only to its `send-to` origins, an identity token
@@ -482,13 +472,10 @@ impl Egress {
 /// The refusal of a request holding the value of secret `name`, which the
 /// tool holds only by reference: it can only be a guess.
 fn guess(name: &str) -> Decision {
+    let reason = Redactor::guess_reason("the request", name);
     Decision::deny(
         "secret.guessed",
-        format!(
-            "exfiltration attempt: the request holds the value of secret '{name}', which this \
-             tool holds only by reference (it cannot have read it): refused to every host, its \
-             own send-to too"
-        ),
+        format!("{reason}: refused to every host, its own send-to too"),
     )
 }
 
