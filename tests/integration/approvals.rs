@@ -132,18 +132,80 @@ async fn an_approved_write_happens_and_both_sides_are_audited() {
     );
 }
 
+/// Contents written under approval are previewed to the person, and to
+/// the agent when it answers its own elicitation: a value held by
+/// reference in them would come back as a marker, saying which of the
+/// candidates written was right. The write is refused as a guess before
+/// anyone is asked, and the gate trips.
+#[tokio::test]
+async fn a_guess_in_a_files_contents_is_refused_before_a_person_is_asked() {
+    let world = World::new();
+    std::fs::write(world.dir.path().join("pin.txt"), "4821").unwrap();
+    let text = format!(
+        "[tools.gated]\ncomponent = \"{}\"\n[[tools.gated.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\napproval = [\"write\"]\n[[tools.gated.secrets]]\nname = \"pin\"\nsource = \"file:pin.txt\"\n",
+        crate::FS_PROBE,
+        world.workspace.display()
+    );
+    let path = world.dir.path().join("gated.toml");
+    std::fs::write(&path, text).unwrap();
+    let script = Arc::new(Script {
+        mode: Mode::Approve,
+        seen: Mutex::default(),
+    });
+    let audit = MemorySink::new();
+    let rt = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(audit.clone())
+        .cache_dir(crate::common::shared_cache())
+        .approver(script.clone())
+        .build()
+        .unwrap();
+    let grant = Grant::new("t")
+        .fs("workspace", &world.workspace, Rights::READ | Rights::WRITE)
+        .secret("pin");
+    let write = |contents: &str| {
+        json!({"op": "write", "path": "guesses.txt", "contents": contents}).to_string()
+    };
+    let run = rt
+        .invoke("gated", &grant, &write("4820 4821 4822"))
+        .await
+        .unwrap();
+    let out: serde_json::Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert_eq!(
+        out["error"],
+        json!({"code": "denied", "message": "exfiltration attempt: the approval request holds \
+            the value of secret 'pin', which this tool may use only by reference"})
+    );
+    assert!(script.seen.lock().unwrap().is_empty(), "a person was asked");
+    assert!(!world.workspace.join("guesses.txt").exists());
+    let rules: Vec<_> = (audit.invocation(&run.id).into_iter())
+        .filter(|r| r.event == Event::Decision)
+        .filter_map(|r| r.rule)
+        .collect();
+    assert!(rules.contains(&"secret.guessed".to_owned()), "{rules:?}");
+    // Wrong guesses are asked about, as any write.
+    let run = rt
+        .invoke("gated", &grant, &write("4820 4822"))
+        .await
+        .unwrap();
+    assert!(run.output.is_ok(), "{:?}", run.output);
+    assert_eq!(script.seen.lock().unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn a_writes_preview_is_redacted_escaped_and_bounded() {
     let world = World::new();
     // A long token: its marker is far shorter than it, which is what let a
-    // cut-then-redact preview show a piece of it (below).
+    // cut-then-redact preview show a piece of it (below). Revealable: a
+    // value held by reference in a preview is refused as a guess
+    // (`a_guess_in_a_files_contents_is_refused_before_a_person_is_asked`).
     let value: String = (0..1000u32)
         .map(|i| char::from(b"0123456789abcdef"[(i * 7 % 16) as usize]))
         .collect();
     let value = format!("sk-preview-{value}");
     std::fs::write(world.dir.path().join("token.txt"), &value).unwrap();
     let text = format!(
-        "[tools.gated]\ncomponent = \"{}\"\n[[tools.gated.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\napproval = [\"write\"]\n[[tools.gated.secrets]]\nname = \"token\"\nsource = \"file:token.txt\"\n",
+        "[tools.gated]\ncomponent = \"{}\"\n[[tools.gated.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\napproval = [\"write\"]\n[[tools.gated.secrets]]\nname = \"token\"\nsource = \"file:token.txt\"\nreveal = true\napproval = \"none\"\n",
         crate::FS_PROBE,
         world.workspace.display()
     );

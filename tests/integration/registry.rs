@@ -1013,3 +1013,53 @@ fn a_challenge_from_a_host_a_redirect_led_to_gets_no_credentials() {
         asked.lock().unwrap()
     );
 }
+
+/// `--offline` (or `WARDEN_OFFLINE=1`) holds for every command: `pull`,
+/// `push` and signing an `oci://` reference are refused before any
+/// connection, exit 2.
+#[test]
+fn offline_refuses_every_command_that_asks_a_registry() {
+    let s = Scratch::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let reference = format!(
+        "oci://127.0.0.1:{}/tools/echo:v1",
+        listener.local_addr().unwrap().port()
+    );
+    let (key, _, _) = generate_key(&s, "k");
+    let echo = crate::ECHO;
+    let runs: [(&str, Vec<&str>); 3] = [
+        ("warden pull", vec!["pull", &reference]),
+        ("warden push", vec!["push", echo, &reference]),
+        (
+            "signing an oci:// reference",
+            vec!["sign", "--key", &key, &reference],
+        ),
+    ];
+    for (what, args) in runs {
+        for flag in [true, false] {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_warden"));
+            c.arg("--cache-dir").arg(s.cache());
+            if flag {
+                c.arg("--offline").env_remove("WARDEN_OFFLINE");
+            } else {
+                c.env("WARDEN_OFFLINE", "1");
+            }
+            let o = c
+                .args(&args)
+                .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
+                .env("COSIGN_PASSWORD", "pw")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(2), "{what}: {}", stderr(&o));
+            assert_eq!(
+                stderr(&o),
+                format!(
+                    "error: {what} asks a registry, and --offline (or WARDEN_OFFLINE=1) says never to ask one\n"
+                )
+            );
+        }
+    }
+    assert!(listener.accept().is_err(), "a connection was made");
+}

@@ -67,6 +67,16 @@ impl BlobCache {
         self.root.join("tags").join(format!("{}.json", key.hex()))
     }
 
+    /// Whether `path` is a blob whose bytes hash to its name: an entry
+    /// that is sound, only not what a reference expected (another
+    /// artifact's blob named by a hostile digest reference), kept.
+    pub fn intact(&self, path: &Path) -> bool {
+        let dir = self.root.join("blobs").join("sha256");
+        let name = path.strip_prefix(&dir).ok().and_then(|n| n.to_str());
+        let digest = name.and_then(|hex| format!("sha256:{hex}").parse::<Identity>().ok());
+        digest.is_some_and(|d| self.blob_path(&d) == path && matches!(self.get(&d), Ok(Some(_))))
+    }
+
     /// The blob `digest`, if the cache has it and it hashes to its name.
     pub fn get(&self, digest: &Identity) -> Result<Option<Vec<u8>>, CacheError> {
         let path = self.blob_path(digest);

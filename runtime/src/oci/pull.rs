@@ -67,7 +67,7 @@ pub async fn resolve(
             }
             Err(error) => {
                 tracing::warn!("{error}; fetching it again");
-                discard(&error);
+                discard(cache, &error);
             }
         }
     }
@@ -126,7 +126,12 @@ fn check_pin(reference: &OciRef, pin: Option<&Identity>, layer: &Identity) -> Re
     }
 }
 
-fn discard(error: &CacheError) {
+/// Removes an unusable cache entry, unless it is a sound blob (its bytes
+/// hash to its name) that was only not what was expected of it.
+fn discard(cache: &BlobCache, error: &CacheError) {
+    if cache.intact(&error.path) {
+        return;
+    }
     if let Err(e) = std::fs::remove_file(&error.path)
         && e.kind() != std::io::ErrorKind::NotFound
     {
@@ -191,9 +196,17 @@ pub(super) struct Layer {
     pub(super) size: u64,
 }
 
+/// The most of an error about a registry's manifest shown: its text quotes
+/// the registry's (a 60 KiB field, 500 layers' media types).
+pub(super) const MAX_SHOWN: usize = 1024;
+
 /// The one wasm layer of an OCI image manifest, checked: its media type,
 /// digest and size.
 pub(super) fn layer_of(manifest: &[u8]) -> Result<Layer, String> {
+    checked_layer(manifest).map_err(|e| crate::caps::log::truncate(e, MAX_SHOWN))
+}
+
+fn checked_layer(manifest: &[u8]) -> Result<Layer, String> {
     let m: OciImageManifest = serde_json::from_slice(manifest)
         .map_err(|e| format!("the manifest is not an OCI image manifest: {e}"))?;
     if m.schema_version != 2 {
@@ -353,6 +366,42 @@ mod tests {
         let e = layer_of(big.as_bytes()).err().unwrap();
         assert!(e.contains("component limit of 256 MiB"), "{e}");
         assert!(layer_of(b"[]").is_err());
+        // What the registry wrote is quoted, and cut.
+        let many = vec![layer(&"t".repeat(120)); 500].join(",");
+        let e = layer_of(m(&many).as_bytes()).err().unwrap();
+        assert!(
+            e.len() < MAX_SHOWN + 20 && e.ends_with("…[truncated]"),
+            "{e}"
+        );
+        let e = layer_of(format!(r#"{{"schemaVersion":"{}"}}"#, "A".repeat(60 << 10)).as_bytes());
+        assert!(e.err().unwrap().len() < MAX_SHOWN + 20);
+    }
+
+    /// A digest reference that names another artifact's cached blob (a
+    /// component, not a manifest) leaves that blob in the cache: it is
+    /// sound, only not a manifest.
+    #[tokio::test]
+    async fn a_sound_blob_named_as_a_manifest_is_not_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::new(dir.path());
+        let bytes = b"\0asm\x0d\0\x01\0 another tool".to_vec();
+        let digest = Identity::of(&bytes);
+        cache.put(&digest, &bytes).unwrap();
+        let reference: OciRef = format!("oci://127.0.0.1:1/x@{digest}").parse().unwrap();
+        assert!(
+            resolve(&reference, Some(&cache), false, None, None)
+                .await
+                .is_err()
+        );
+        assert_eq!(cache.get(&digest).unwrap(), Some(bytes));
+        // A blob whose bytes no longer hash to its name is discarded.
+        std::fs::write(cache.blob_path(&digest), b"tampered").unwrap();
+        assert!(
+            resolve(&reference, Some(&cache), false, None, None)
+                .await
+                .is_err()
+        );
+        assert!(!cache.blob_path(&digest).exists());
     }
 
     /// A registry that takes the connection and never answers: the pull

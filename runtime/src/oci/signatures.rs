@@ -74,6 +74,11 @@ struct Layer {
 
 /// The signature layers of a signature manifest; other layers are skipped.
 fn layers_of(manifest: &[u8]) -> Result<Vec<Layer>, String> {
+    let cut = |e| crate::caps::log::truncate(e, super::pull::MAX_SHOWN);
+    checked_layers(manifest).map_err(cut)
+}
+
+fn checked_layers(manifest: &[u8]) -> Result<Vec<Layer>, String> {
     let m: OciImageManifest = serde_json::from_slice(manifest)
         .map_err(|e| format!("the signature manifest is not an OCI image manifest: {e}"))?;
     if m.layers.len() > MAX_LAYERS {

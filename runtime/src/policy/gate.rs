@@ -206,10 +206,11 @@ impl Gate {
         }
     }
 
-    /// Whether the invocation has used up its [`AuditBudget`] (a tool's log
-    /// messages are dropped then).
+    /// Whether the invocation has used up its [`AuditBudget`], or tripped
+    /// the gate (a tool's log messages are dropped then).
     pub(crate) fn over_budget(&self) -> bool {
-        self.spent.told.load(Ordering::Relaxed)
+        self.spent.tripped.get().is_some()
+            || self.spent.told.load(Ordering::Relaxed)
             || self.spent.bytes.load(Ordering::Relaxed) >= self.budget.bytes
     }
 
@@ -297,8 +298,22 @@ impl Gate {
         if matches!(capability, "http" | "deploy") {
             return Ok(None);
         }
-        let in_text = |t: &str| self.redactor.guessed(t.as_bytes());
-        let Some(name) = in_text(resource).or_else(|| in_text(action)) else {
+        // As far as any record redacts it (a resource of megabytes is
+        // refused for its size, its first part shown).
+        let in_text = |t: &str| {
+            let mut end = t.len().min(crate::redact::REDACT_WITHIN);
+            while !t.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.redactor.guessed(&t.as_bytes()[..end])
+        };
+        // A resource may come redacted already (a path a link leads to):
+        // a marker in it stands for a value the tool wrote.
+        let marked = || self.redactor.hidden_marked(resource.as_bytes());
+        let found = in_text(resource)
+            .or_else(|| in_text(action))
+            .or_else(marked);
+        let Some(name) = found else {
             return Ok(None);
         };
         let what = format!("the {capability} {action} call");
@@ -343,8 +358,14 @@ impl Gate {
             "gate.tripped",
             format!("no further host calls: this invocation attempted an exfiltration ({rule})"),
         );
-        let shown = shown(resource, &self.redactor);
-        self.write(&self.audit.decision(capability, action, &shown, &d))?;
+        // The first refusal is recorded, the rest are not: records the
+        // tool went on making would each charge the audit budget their
+        // size, redacted, and where the budget ran out would tell it what
+        // they held.
+        if self.spent.refused_tripped.fetch_add(1, Ordering::Relaxed) == 0 {
+            let shown = shown(resource, &self.redactor);
+            self.write(&self.audit.decision(capability, action, &shown, &d))?;
+        }
         Ok(Some(d))
     }
 

@@ -25,11 +25,23 @@ impl Redactor {
     /// The name of a secret held by reference whose value is in `bytes`
     /// (in any form redaction finds).
     pub(crate) fn guessed(&self, bytes: &[u8]) -> Option<String> {
+        self.guessed_within(bytes, super::MAX_LAYERS)
+    }
+
+    /// [`Redactor::guessed`] in a JSON text, read as deep as
+    /// [`Redactor::redact_json`] reads it (its own escapes one layer more).
+    pub(crate) fn guessed_json(&self, bytes: &[u8]) -> Option<String> {
+        self.guessed_within(bytes, super::MAX_LAYERS + 1)
+    }
+
+    /// Each hit apart: none is lost to an overlapping one's name.
+    fn guessed_within(&self, bytes: &[u8], layers: usize) -> Option<String> {
         if self.hidden.is_empty() {
             return None;
         }
-        let found = self.names_in(bytes);
-        found.into_iter().find(|n| self.is_hidden(n))
+        let hits = self.find_each(bytes, layers);
+        let hidden = hits.into_iter().find(|h| self.hidden.contains(&h.2))?;
+        Some(self.names[hidden.2].clone())
     }
 
     /// How many markers of each value held by reference `text` holds:
@@ -49,6 +61,13 @@ impl Redactor {
         let after = self.hidden_markers(redacted);
         let grew = (after.iter().zip(before)).position(|(a, b)| a > b)?;
         Some(self.names[self.hidden[grew]].clone())
+    }
+
+    /// The name of a value held by reference whose marker is in `text`
+    /// (text redacted already, where a marker can only be the tool's own
+    /// or a value's it wrote).
+    pub(crate) fn hidden_marked(&self, text: &[u8]) -> Option<String> {
+        self.guessed_since(&vec![0; self.hidden.len()], text)
     }
 
     /// The refusal text of a value of `name`, held by reference, in
@@ -92,7 +111,10 @@ mod tests {
         assert_eq!(r.guessed_since(&before, r.redact(&text).as_bytes()), None);
         let text = format!("{own} [4.821e3]");
         let redacted = r.redact_json_string(text.replace(own, "\"\""));
-        assert_eq!(r.guessed_since(&[0], redacted.as_bytes()), Some("pin".into()));
+        assert_eq!(
+            r.guessed_since(&[0], redacted.as_bytes()),
+            Some("pin".into())
+        );
     }
 
     /// Every decoded view finds again the values not escaped (all of

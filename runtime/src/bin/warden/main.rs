@@ -388,10 +388,10 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 .cache_dir
                 .clone()
                 .or_else(warden::engine::default_cache_dir);
-            registry::pull(args, dir.filter(|_| !cli.no_cache).as_deref()).await
+            registry::pull(args, dir.filter(|_| !cli.no_cache).as_deref(), offline).await
         }
-        Command::Push(args) => registry::push(args).await,
-        Command::Sign(args) => sign::sign(args).await,
+        Command::Push(args) => registry::push(args, offline).await,
+        Command::Sign(args) => sign::sign(args, offline).await,
     }
 }
 

@@ -51,8 +51,19 @@ fn parse(text: &str) -> Result<OciRef, Failure> {
         .map_err(|e| usage(anyhow::anyhow!(e)))
 }
 
+/// Refuses `what`, which asks a registry, when the user said never to.
+pub(crate) fn online(what: &str, offline: bool) -> Result<(), Failure> {
+    if offline {
+        return Err(usage(anyhow::anyhow!(
+            "{what} asks a registry, and --offline (or WARDEN_OFFLINE=1) says never to ask one"
+        )));
+    }
+    Ok(())
+}
+
 /// `warden pull`: fills the blob cache, so that later runs need no network.
-pub async fn pull(args: PullArgs, cache_dir: Option<&Path>) -> Result<u8, Failure> {
+pub async fn pull(args: PullArgs, cache_dir: Option<&Path>, offline: bool) -> Result<u8, Failure> {
+    online("warden pull", offline)?;
     let dir = cache_dir.ok_or_else(|| {
         usage(anyhow::anyhow!(
             "warden pull fills the cache, and there is none (drop --no-cache, or pass --cache-dir DIR)"
@@ -104,7 +115,8 @@ pub async fn pull(args: PullArgs, cache_dir: Option<&Path>) -> Result<u8, Failur
 }
 
 /// `warden push`: publishes a component; prints the reference by digest.
-pub async fn push(args: PushArgs) -> Result<u8, Failure> {
+pub async fn push(args: PushArgs, offline: bool) -> Result<u8, Failure> {
+    online("warden push", offline)?;
     let reference = parse(&args.reference)?;
     let shown_path = shown(&args.component.display().to_string()).into_owned();
     // A regular file of at most MAX_COMPONENT bytes, as a pull takes.

@@ -47,7 +47,7 @@ pub struct SignArgs {
     generate_key: Option<PathBuf>,
 }
 
-pub async fn sign(args: SignArgs) -> Result<u8, Failure> {
+pub async fn sign(args: SignArgs, offline: bool) -> Result<u8, Failure> {
     let password = password()?;
     if let Some(prefix) = args.generate_key {
         return generate(&prefix, password.as_bytes());
@@ -64,6 +64,7 @@ pub async fn sign(args: SignArgs) -> Result<u8, Failure> {
                 "--output is for a component file; a registry signature is pushed under the tag sha256-<digest>.sig"
             )));
         }
+        crate::registry::online("signing an oci:// reference", offline)?;
         return sign_registry(&key, text, args.component_file.as_deref()).await;
     }
     if args.component_file.is_some() {

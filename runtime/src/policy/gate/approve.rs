@@ -13,6 +13,17 @@ impl Gate {
     /// One question at a time: a call waits here for any other of its
     /// invocation's questions to be answered first.
     pub(super) async fn approve(&self, a: &Approval<'_>) -> Result<Decision, AuditFailed> {
+        // What a person would be shown, redacted: a value held by
+        // reference in it (a file's contents, a path) would be a marker
+        // the agent reads in its own approval prompt.
+        let summary = self.redactor.redact_string((a.summary)());
+        let shown = [summary.as_bytes(), a.resource.as_bytes()];
+        let marked = shown.iter().find_map(|t| self.redactor.hidden_marked(t));
+        if let Some(name) = marked.or_else(|| self.redactor.guessed(a.args.as_bytes())) {
+            let what = "the approval request";
+            let reason = crate::redact::Redactor::guess_reason(what, &name);
+            return self.refuse_guess(reason, "approval", a.action, a.resource);
+        }
         let mut asked = self.approving.lock().await;
         let number = *asked;
         *asked += 1;
@@ -34,7 +45,7 @@ impl Gate {
             invocation: audit.invocation.to_string(),
             action: a.action.to_owned(),
             resource: escape_control(&self.redactor.redact(a.resource)).into_owned(),
-            summary: summary_shown(&self.redactor.redact_string((a.summary)())),
+            summary: summary_shown(&summary),
         };
         let mut r = audit.record(Event::ApprovalRequested);
         r.capability = Some("approval".into());

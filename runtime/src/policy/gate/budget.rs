@@ -44,6 +44,8 @@ pub(super) struct Spent {
     /// The rule of an exfiltration attempt refused in this invocation
     /// ([`TRIPS`]): no host call passes after it.
     pub(super) tripped: std::sync::OnceLock<&'static str>,
+    /// Calls refused for the trip (only the first is recorded).
+    pub(super) refused_tripped: AtomicU64,
 }
 
 /// Refusals that end an invocation's host calls: an attempt to send a
