@@ -297,6 +297,17 @@ async fn a_guess_at_a_value_held_by_reference_is_withheld_on_every_path() {
         let logged = v.audit.invocation(&right.id).into_iter();
         assert!(logged.filter(|r| r.event == Event::Log).count() == 0);
     }
+    // After the trip, the first refusal is recorded and the rest are not,
+    // and log messages are dropped: the records' sizes, charged to the
+    // audit budget, would tell what they held.
+    let right = run(&["get", "get", "log", "get"], true).await;
+    let denied: Vec<_> = (v.decisions(&right.id).into_iter())
+        .filter(|d| d.decision.as_deref() == Some("deny"))
+        .map(|d| d.rule.unwrap())
+        .collect();
+    assert_eq!(denied, ["secret.guessed", "gate.tripped"]);
+    let logged = v.audit.invocation(&right.id).into_iter();
+    assert!(logged.filter(|r| r.event == Event::Log).count() == 0);
 }
 
 #[tokio::test]
