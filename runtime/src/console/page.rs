@@ -48,7 +48,9 @@ fn push_char(out: &mut String, c: char) {
 
 /// `s` for HTML text: as [`attr`], but each character made visible is
 /// marked (`<span class=ctl>`), so a tool's literal `\u{1b}` cannot pass
-/// for an escaped control character.
+/// for an escaped control character. (Approval requests reach the console
+/// escaped already, `for_people`: there a real control character and its
+/// literal spelling look alike.)
 pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 16);
     let mut one = [0u8; 4];
