@@ -183,6 +183,33 @@ async fn a_guess_in_a_files_contents_is_refused_before_a_person_is_asked() {
         .filter_map(|r| r.rule)
         .collect();
     assert!(rules.contains(&"secret.guessed".to_owned()), "{rules:?}");
+    // Past the preview's cut, the length shown is the length written: a
+    // right guess there does not lengthen it by a marker's excess.
+    let padded = |pin: &str| format!("{} {pin}", "x".repeat(1100));
+    for pin in ["4820", "4821"] {
+        let run = rt
+            .invoke("gated", &grant, &write(&padded(pin)))
+            .await
+            .unwrap();
+        assert!(run.output.is_ok(), "{:?}", run.output);
+    }
+    let seen = script.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    let contents = |i: usize| {
+        seen[i]
+            .summary
+            .split_once("; contents:")
+            .unwrap()
+            .1
+            .to_owned()
+    };
+    assert_eq!(contents(0), contents(1));
+    assert!(
+        seen[0].summary.ends_with("…[1105 bytes]\""),
+        "{}",
+        seen[0].summary
+    );
+    script.seen.lock().unwrap().clear();
     // Wrong guesses are asked about, as any write.
     let run = rt
         .invoke("gated", &grant, &write("4820 4822"))

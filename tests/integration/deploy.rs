@@ -641,12 +641,22 @@ async fn a_deployment_carries_no_secret_and_hands_none_back() {
             .unwrap();
         let err = run.output.unwrap_err();
         assert_eq!(err.kind, warden::ToolErrorKind::Denied, "{artifact}");
-        assert_eq!(
-            err.message,
-            "exfiltration attempt: the artifact carries the value of secret 'deploy-key', \
-             and a deployment is no secret's send-to",
-            "{artifact}"
-        );
+        // In its name, the value is one the tool wrote: held by reference,
+        // it can only be a guess, refused at the gate.
+        let named = artifact.contains(DEPLOY_KEY);
+        let (reason, rule) = match named {
+            true => (
+                "exfiltration attempt: the deploy run call holds the value of secret \
+                 'deploy-key', which this tool may use only by reference",
+                "secret.guessed",
+            ),
+            false => (
+                "exfiltration attempt: the artifact carries the value of secret 'deploy-key', \
+                 and a deployment is no secret's send-to",
+                "secret.send-to",
+            ),
+        };
+        assert_eq!(err.message, reason, "{artifact}");
         let d = s
             .audit
             .invocation(&run.id)
@@ -655,7 +665,7 @@ async fn a_deployment_carries_no_secret_and_hands_none_back() {
             .unwrap();
         assert_eq!(
             (d.decision.as_deref(), d.rule.as_deref()),
-            (Some("deny"), Some("secret.send-to")),
+            (Some("deny"), Some(rule)),
             "{artifact}"
         );
         let trail = serde_json::to_string(&s.audit.invocation(&run.id)).unwrap();

@@ -39,6 +39,8 @@ async fn serve() -> (u16, Seen) {
                 String::new(),
             ),
             "/api/big" => ("200 OK", String::new(), "b".repeat(64 << 10)),
+            // A page of candidates at a secret held by reference.
+            "/api/page" => ("200 OK", String::new(), format!("0000 {HIDDEN_TOKEN} 1111")),
             // The request's head, as it arrived.
             p if p.starts_with("/api/head") => ("200 OK", String::new(), req.head.clone()),
             // A server that says it compressed its echo, asked or not.
@@ -2833,6 +2835,41 @@ async fn a_request_approved_after_the_gate_tripped_is_not_sent() {
         ],
         "{trail:?}"
     );
+}
+
+/// A server the tool may reach can serve a page of candidates at a secret
+/// the tool holds only by reference: redacted, the right one would come
+/// back marked. A response holding such a value, which its request did not
+/// carry, is withheld (on both HTTP paths), and the gate trips.
+#[tokio::test]
+async fn a_response_holding_a_value_the_request_did_not_carry_is_withheld() {
+    let api = Api::new().await;
+    let url = format!("{}/api/page", api.base());
+    let grant = api.grant().secret("hidden");
+    let withheld = "exfiltration attempt: the response holds the value of secret 'hidden', \
+                    which this tool may use only by reference, and the request did not carry \
+                    it: withheld";
+    for (tool, refused) in [
+        ("probe", json!({"message": withheld})),
+        ("std", json!({"code": "ErrorCode::HttpRequestDenied"})),
+    ] {
+        let (out, inv) = api.probe(tool, &grant, json!({"url": url})).await;
+        for (k, v) in refused.as_object().unwrap() {
+            assert_eq!(out["error"][k], *v, "{tool}: {out}");
+        }
+        let egress = api.egress(&inv);
+        assert_eq!(egress.outcome.as_deref(), Some("error"), "{tool}");
+        assert_eq!(egress.message.as_deref(), Some(withheld), "{tool}");
+        let d = api.decisions(&inv);
+        assert_eq!(
+            d.last().unwrap().rule.as_deref(),
+            Some("secret.guessed"),
+            "{tool}"
+        );
+    }
+    // Without the secret granted, the page is only text.
+    let (out, _) = api.probe("probe", &api.grant(), json!({"url": url})).await;
+    assert_eq!(out["ok"]["status"], 200, "{out}");
 }
 
 /// A policy on `resource.url` reads the URL with its needless escapes

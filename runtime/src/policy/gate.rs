@@ -76,7 +76,7 @@ pub(crate) const SUMMARY_CONTENTS: usize = 1024;
 /// cut would keep a prefix no longer whole enough to be found), escaped
 /// for people (escaping lengthens: after the cut, hidden characters would
 /// make a part up to ten times as long), then cut to `max` bytes with its
-/// length stated.
+/// length as written stated.
 pub(crate) fn summary_part(redactor: &Redactor, part: &[u8], max: usize) -> String {
     let found = redactor.redact_found(part, &mut Default::default());
     let redacted = found.as_deref().unwrap_or(part);
@@ -87,7 +87,9 @@ pub(crate) fn summary_part(redactor: &Redactor, part: &[u8], max: usize) -> Stri
         return shown.into_owned();
     }
     let end = shown.floor_char_boundary(max);
-    format!("{}…[{} bytes]", &shown[..end], redacted.len())
+    // The length as written: redacted, it would be longer by a marker's
+    // excess where a value held by reference stood past the cut.
+    format!("{}…[{} bytes]", &shown[..end], part.len())
 }
 
 /// `s` whole, or when longer than `max` bytes its first bytes (on a
@@ -258,7 +260,7 @@ impl Gate {
             }
             return Ok(Some(d));
         }
-        if let Some(d) = self.tripped(capability, action, resource)? {
+        if let Some(d) = self.tripped(capability)? {
             return Ok(Some(d));
         }
         if let Some(d) = self.guessed(capability, action, resource)? {
@@ -287,15 +289,15 @@ impl Gate {
     /// resource or action holds the value of a secret the tool holds only
     /// by reference: a guess (or a copy the tool came upon), which the
     /// record's size or a marker in a refusal quoting it would confirm.
-    /// Requests and deployments are scanned whole by their own checks
-    /// (`Egress::guessed`; an artifact's name and bytes) before the gate.
+    /// Requests are scanned whole by their own check (`Egress::guessed`)
+    /// before the gate.
     fn guessed(
         &self,
         capability: &'static str,
         action: &str,
         resource: &str,
     ) -> Result<Option<Decision>, AuditFailed> {
-        if matches!(capability, "http" | "deploy") {
+        if capability == "http" {
             return Ok(None);
         }
         // As far as any record redacts it (a resource of megabytes is
@@ -345,12 +347,7 @@ impl Gate {
 
     /// The refusal (recorded) of a call after the invocation attempted an
     /// exfiltration ([`TRIPS`]), if it did.
-    fn tripped(
-        &self,
-        capability: &'static str,
-        action: &str,
-        resource: &str,
-    ) -> Result<Option<Decision>, AuditFailed> {
+    fn tripped(&self, capability: &'static str) -> Result<Option<Decision>, AuditFailed> {
         let Some(rule) = self.spent.tripped.get() else {
             return Ok(None);
         };
@@ -362,9 +359,10 @@ impl Gate {
         // tool went on making would each charge the audit budget their
         // size, redacted, and where the budget ran out would tell it what
         // they held.
+        // That one names the capability alone: the tool chose the rest,
+        // which may hold guesses, and their size would tell again.
         if self.spent.refused_tripped.fetch_add(1, Ordering::Relaxed) == 0 {
-            let shown = shown(resource, &self.redactor);
-            self.write(&self.audit.decision(capability, action, &shown, &d))?;
+            self.write(&self.audit.decision(capability, "", "", &d))?;
         }
         Ok(Some(d))
     }
@@ -448,7 +446,7 @@ impl Gate {
                 return Ok(Err(answer));
             }
             // Tripped while the person was asked: not sent all the same.
-            if let Some(refusal) = self.tripped(capability, action, resource)? {
+            if let Some(refusal) = self.tripped(capability)? {
                 call.spend(); // its record tells it
                 return Ok(Err(refusal));
             }

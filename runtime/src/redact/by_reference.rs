@@ -28,10 +28,12 @@ impl Redactor {
         self.guessed_within(bytes, super::MAX_LAYERS)
     }
 
-    /// [`Redactor::guessed`] in a JSON text, read as deep as
-    /// [`Redactor::redact_json`] reads it (its own escapes one layer more).
+    /// [`Redactor::guessed`] in a JSON text, one layer deeper than
+    /// [`Redactor::redact_json`] reads the text written again: a string's
+    /// own escapes (`\u0025`) are gone from that, and a value found there
+    /// makes the whole output a marker.
     pub(crate) fn guessed_json(&self, bytes: &[u8]) -> Option<String> {
-        self.guessed_within(bytes, super::MAX_LAYERS + 1)
+        self.guessed_within(bytes, super::MAX_LAYERS + 2)
     }
 
     /// Each hit apart: none is lost to an overlapping one's name.

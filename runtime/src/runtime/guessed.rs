@@ -119,9 +119,16 @@ mod tests {
             .bytes()
             .map(|b| format!("%2525252525{b:02x}"))
             .collect();
+        // A JSON escape, then five percent layers, beside a revealed value
+        // (which sends the output through the re-check).
+        let deeper: String = "4821"
+            .bytes()
+            .map(|b| format!("\\u002525252525{b:02x}"))
+            .collect();
         for out in [
             r#"{"[REDACTED:pin]":0,"4821":1,"4822":1}"#.to_owned(),
             format!(r#"["[REDACTED:pin]","{deep}"]"#),
+            format!(r#"{{"a":"tok-0123456789","b":"{deeper}"}}"#),
             r#"{"n":4.821e3}"#.to_owned(),
         ] {
             match result(Ok(Ok(out.clone())), &r, &auditor).unwrap() {

@@ -330,7 +330,7 @@ mod tests {
         assert_eq!(
             summary,
             format!(
-                "rename {}…[3007 bytes] -> docs-link/workflows/ci.yml (resolves to {}…[600 bytes] -> .github/workflows/ci.yml) on handle 'repo'; contents: \"{}[RED…[1034 bytes]\"",
+                "rename {}…[3007 bytes] -> docs-link/workflows/ci.yml (resolves to {}…[600 bytes] -> .github/workflows/ci.yml) on handle 'repo'; contents: \"{}[RED…[1044 bytes]\"",
                 "d".repeat(512),
                 "x".repeat(512),
                 "c".repeat(1020),

@@ -484,6 +484,23 @@ fn guess(name: &str) -> Decision {
 /// error pages) and they were redacted before the tool saw it. Every
 /// granted secret is redacted, by-reference ones above all: the tool must
 /// not see what it was never given.
+/// Why a response is withheld: it holds the value of a secret the tool
+/// may use only by reference, which the request did not carry
+/// (`attached`). The server is the tool's to choose (one serving a page of
+/// candidates), and a marker where the value stood would say which is
+/// right.
+pub(crate) fn unasked(
+    found: &BTreeSet<String>,
+    attached: Option<&str>,
+    redactor: &Redactor,
+) -> Option<String> {
+    let name = (found.iter()).find(|n| redactor.is_hidden(n) && Some(n.as_str()) != attached)?;
+    let reason = Redactor::guess_reason("the response", name);
+    Some(format!(
+        "{reason}, and the request did not carry it: withheld"
+    ))
+}
+
 pub(crate) fn reflected(found: &BTreeSet<String>) -> Option<String> {
     if found.is_empty() {
         return None;

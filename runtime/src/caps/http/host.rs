@@ -394,6 +394,12 @@ fn send(
                 message: redactor.redact_string(e.message),
             }),
         };
+        let attached = bearer.as_ref().map(|b| b.name.as_str());
+        let unasked = egress::unasked(&found, attached, redactor);
+        let result = match &unasked {
+            Some(why) if result.is_ok() => Err(error(ErrorCode::Denied, why.clone())),
+            _ => result,
+        };
         checked.record(&gate, pass, started, |r| {
             r.bytes_out = Some(body_len as u64);
             match &result {
@@ -409,6 +415,9 @@ fn send(
                 }
             }
         })?;
+        if let Some(why) = unasked {
+            gate.refuse_guess(why, "http", &checked.method, &shown.resource)?;
+        }
         Ok(result)
     }
 }

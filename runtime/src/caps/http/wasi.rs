@@ -221,6 +221,11 @@ async fn send(
         held,
     )
     .await;
+    let unasked = egress::unasked(&found, None, gate.redactor());
+    let result = match &unasked {
+        Some(_) if result.is_ok() => Err(Error::HttpRequestDenied),
+        _ => result,
+    };
     checked
         .record(&gate, pass, started, |r| match &result {
             Ok((resp, _)) => {
@@ -230,10 +235,15 @@ async fn send(
             }
             Err(e) => {
                 r.outcome = Some("error".into());
-                r.message = Some(e.to_string());
+                r.message = Some(unasked.clone().unwrap_or_else(|| e.to_string()));
             }
         })
         .map_err(denied)?;
+    if let Some(why) = unasked {
+        let resource = &shown.resource;
+        gate.refuse_guess(why, "http", &checked.method, resource)
+            .map_err(denied)?;
+    }
     result
 }
 
