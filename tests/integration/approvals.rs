@@ -132,17 +132,18 @@ async fn an_approved_write_happens_and_both_sides_are_audited() {
     );
 }
 
-/// Contents written under approval are previewed to the person, and to
-/// the agent when it answers its own elicitation: a value held by
-/// reference in them would come back as a marker, saying which of the
-/// candidates written was right. The write is refused as a guess before
-/// anyone is asked, and the gate trips.
-#[tokio::test]
-async fn a_guess_in_a_files_contents_is_refused_before_a_person_is_asked() {
-    let world = World::new();
-    std::fs::write(world.dir.path().join("pin.txt"), "4821").unwrap();
+/// A runtime whose tool `gated` (the fs probe) writes to the workspace
+/// only once a scripted person approves, holding secret `name` (`value`,
+/// with `extra` lines for it); its approver, trail and grant.
+fn gated_writes(
+    world: &World,
+    name: &str,
+    value: &str,
+    extra: &str,
+) -> (Runtime, Arc<Script>, Arc<MemorySink>, Grant) {
+    std::fs::write(world.dir.path().join(format!("{name}.txt")), value).unwrap();
     let text = format!(
-        "[tools.gated]\ncomponent = \"{}\"\n[[tools.gated.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\napproval = [\"write\"]\n[[tools.gated.secrets]]\nname = \"pin\"\nsource = \"file:pin.txt\"\n",
+        "[tools.gated]\ncomponent = \"{}\"\n[[tools.gated.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\napproval = [\"write\"]\n[[tools.gated.secrets]]\nname = \"{name}\"\nsource = \"file:{name}.txt\"\n{extra}",
         crate::FS_PROBE,
         world.workspace.display()
     );
@@ -162,7 +163,19 @@ async fn a_guess_in_a_files_contents_is_refused_before_a_person_is_asked() {
         .unwrap();
     let grant = Grant::new("t")
         .fs("workspace", &world.workspace, Rights::READ | Rights::WRITE)
-        .secret("pin");
+        .secret(name);
+    (rt, script, audit, grant)
+}
+
+/// Contents written under approval are previewed to the person, and to
+/// the agent when it answers its own elicitation: a value held by
+/// reference in them would come back as a marker, saying which of the
+/// candidates written was right. The write is refused as a guess before
+/// anyone is asked, and the gate trips.
+#[tokio::test]
+async fn a_guess_in_a_files_contents_is_refused_before_a_person_is_asked() {
+    let world = World::new();
+    let (rt, script, audit, grant) = gated_writes(&world, "pin", "4821", "");
     let write = |contents: &str| {
         json!({"op": "write", "path": "guesses.txt", "contents": contents}).to_string()
     };
@@ -230,29 +243,8 @@ async fn a_writes_preview_is_redacted_escaped_and_bounded() {
         .map(|i| char::from(b"0123456789abcdef"[(i * 7 % 16) as usize]))
         .collect();
     let value = format!("sk-preview-{value}");
-    std::fs::write(world.dir.path().join("token.txt"), &value).unwrap();
-    let text = format!(
-        "[tools.gated]\ncomponent = \"{}\"\n[[tools.gated.fs]]\nhandle = \"workspace\"\nwithin = \"{}\"\nrights = [\"read\", \"write\"]\napproval = [\"write\"]\n[[tools.gated.secrets]]\nname = \"token\"\nsource = \"file:token.txt\"\nreveal = true\napproval = \"none\"\n",
-        crate::FS_PROBE,
-        world.workspace.display()
-    );
-    let path = world.dir.path().join("gated.toml");
-    std::fs::write(&path, text).unwrap();
-    let script = Arc::new(Script {
-        mode: Mode::Approve,
-        seen: Mutex::default(),
-    });
-    let audit = MemorySink::new();
-    let rt = Runtime::builder()
-        .manifest(Manifest::load(&path).unwrap())
-        .audit(audit.clone())
-        .cache_dir(crate::common::shared_cache())
-        .approver(script.clone())
-        .build()
-        .unwrap();
-    let grant = Grant::new("t")
-        .fs("workspace", &world.workspace, Rights::READ | Rights::WRITE)
-        .secret("token");
+    let reveal = "reveal = true\napproval = \"none\"\n";
+    let (rt, script, audit, grant) = gated_writes(&world, "token", &value, reveal);
     // The secret at the start (found before the preview is cut), a line a
     // terminal would obey, and far more than a person is shown.
     let contents = format!("{value}\n\u{1b}[2Jfake prompt\n{}", "x".repeat(100_000));
