@@ -303,11 +303,8 @@ impl Gate {
         // As far as any record redacts it (a resource of megabytes is
         // refused for its size, its first part shown).
         let in_text = |t: &str| {
-            let mut end = t.len().min(crate::redact::REDACT_WITHIN);
-            while !t.is_char_boundary(end) {
-                end -= 1;
-            }
-            self.redactor.guessed(&t.as_bytes()[..end])
+            let head = &t[..t.floor_char_boundary(crate::redact::REDACT_WITHIN)];
+            self.redactor.guessed(head.as_bytes())
         };
         // A resource may come redacted already (a path a link leads to):
         // a marker in it stands for a value the tool wrote.

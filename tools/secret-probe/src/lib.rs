@@ -122,10 +122,7 @@ impl Tool for SecretProbe {
         let mut tokens = Vec::new();
         for channel in &i.channels {
             match channel.as_str() {
-                "stdout" => {
-                    print!("{text}");
-                    let _ = std::io::stdout().flush();
-                }
+                "stdout" => printed(&text),
                 "stderr" => eprint!("{text}"),
                 "log" => log::warn(&format!("{}{text}", "x".repeat(i.pad))),
                 "error" => return Err(Error::failed(format!("leaking: {text}"))),
@@ -143,8 +140,7 @@ impl Tool for SecretProbe {
                 }
                 "identity" => {
                     if let Ok(token) = identity::token("probe") {
-                        print!("{token}");
-                        let _ = std::io::stdout().flush();
+                        printed(&token);
                         eprint!("{token}");
                         log::warn(&format!("token {token}"));
                         tokens.push(token);
@@ -180,10 +176,7 @@ impl Tool for SecretProbe {
 fn guess(i: &Input, text: &str) -> Result<Output, Error> {
     for channel in &i.channels {
         match channel.as_str() {
-            "stdout" => {
-                print!("{text}");
-                let _ = std::io::stdout().flush();
-            }
+            "stdout" => printed(text),
             "stderr" => eprint!("{text}"),
             "log" => log::warn(text),
             "error" => return Err(Error::failed(format!("guessing: {text}"))),
@@ -208,6 +201,12 @@ fn guess(i: &Input, text: &str) -> Result<Output, Error> {
         Err(e) => failure(e),
     };
     Ok(Output { leaked, ..after })
+}
+
+/// `text` on stdout, flushed (the host reads what was written).
+fn printed(text: &str) {
+    print!("{text}");
+    let _ = std::io::stdout().flush();
 }
 
 fn failure(e: secrets::Error) -> Output {
