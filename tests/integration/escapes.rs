@@ -404,4 +404,38 @@ async fn a_link_cannot_be_moved_to_where_it_leads_outside() {
         std::fs::read_to_string(world.workspace.join("sub/up2")).unwrap(),
         "alpha"
     );
+    // A directory carries the links in it: `sub/in/l -> ../../a.txt`
+    // names `a.txt` from where it is, and a place outside from `in/l`.
+    std::fs::create_dir(world.workspace.join("sub/in")).unwrap();
+    std::os::unix::fs::symlink("../../a.txt", world.workspace.join("sub/in/l")).unwrap();
+    let (r, inv) = world
+        .probe(ALL, json!({"op": "rename", "path": "sub/in", "to": "in"}))
+        .await;
+    assert_eq!(code(&r), Some("denied"), "{r}");
+    assert_eq!(
+        message(&r),
+        "the link 'sub/in/l' would lead outside the handle from 'in/l'"
+    );
+    assert!(world.workspace.join("sub/in/l").symlink_metadata().is_ok());
+    assert!(!world.workspace.join("in").exists());
+    let d = world.decisions(&inv);
+    assert_eq!(d.last().unwrap().rule.as_deref(), Some("fs.sandbox"));
+    // At the top under any name, the same; as deep elsewhere, it names
+    // `a.txt` still.
+    let (r, _) = world
+        .probe(ALL, json!({"op": "rename", "path": "sub/in", "to": "sub2"}))
+        .await;
+    assert_eq!(code(&r), Some("denied"), "{r}");
+    std::fs::create_dir(world.workspace.join("other")).unwrap();
+    let (r, _) = world
+        .probe(
+            ALL,
+            json!({"op": "rename", "path": "sub/in", "to": "other/in"}),
+        )
+        .await;
+    assert_eq!(code(&r), None, "{r}");
+    assert_eq!(
+        std::fs::read_to_string(world.workspace.join("other/in/l")).unwrap(),
+        "alpha"
+    );
 }

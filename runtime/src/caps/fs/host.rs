@@ -4,6 +4,7 @@
 use super::check::{self, Call, FsRequest, simple};
 use super::path::{self, CheckedPath, PathError};
 use super::resolve::{self, Resolved};
+use super::tree;
 use super::{FsView, GrantedHandle, OpenDir};
 use crate::bindings::warden::tool::fs::{
     self as wit, DirEntry, EntryKind, ErrorCode, HandleInfo, Host, HostDir, Metadata,
@@ -138,7 +139,7 @@ impl FsView<'_> {
             let to = resolved.get(1).map(|r| r.path.as_str());
             let below = from
                 .open_dir(&handle.dir)
-                .and_then(|d| resolve::subtree(d, &from.path, to, self.gate.deadline()))
+                .and_then(|d| tree::subtree(d, &from.path, to, self.gate.deadline()))
                 .map_err(refused)?;
             for p in below {
                 if let Some(to) = to {
@@ -560,10 +561,11 @@ impl HostDir for FsView<'_> {
             },
             ..simple("remove-dir", vec![&path], Rights::DELETE)
         };
+        let deadline = self.gate.deadline();
         self.run(dir, call, |root, r, _| {
             let (parent, name) = (r[0].dir(root), r[0].name().unwrap_or("."));
             if recursive {
-                resolve::remove_tree(parent, name)
+                tree::remove_tree(parent, name, &r[0].path, deadline)
             } else {
                 parent.remove_dir(name)
             }
@@ -576,14 +578,10 @@ impl HostDir for FsView<'_> {
             subtree: true,
             ..simple("rename", vec![&from, &to], Rights::WRITE | Rights::DELETE)
         };
+        let deadline = self.gate.deadline();
         self.run(dir, call, |root, r, _| {
             let (from, to) = (&r[0], &r[1]);
-            if from.kind.is_some_and(|k| k.is_symlink()) {
-                let target = from
-                    .dir(root)
-                    .read_link_contents(from.name().unwrap_or("."))?;
-                resolve::link_moved_inside(&from.path, &to.path, &target)?;
-            }
+            tree::links_stay_inside(root, from, to, deadline)?;
             from.dir(root).rename(
                 from.name().unwrap_or("."),
                 to.dir(root),

@@ -12,6 +12,7 @@ pub(crate) mod manifest;
 pub use manifest::FsCeiling;
 pub mod path;
 pub(crate) mod resolve;
+mod tree;
 
 use crate::diag::GrantError;
 use crate::policy::gate::Gate;

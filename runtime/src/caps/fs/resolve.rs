@@ -14,7 +14,6 @@ use cap_std::fs::{Dir, File, FileType, FileTypeExt, OpenOptions};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::time::Instant;
 
 /// Most symlinks followed while resolving one path (as Linux's `ELOOP`).
 const MAX_LINKS: usize = 40;
@@ -33,7 +32,7 @@ pub(crate) const MAX_SUBTREE_BYTES: usize = 4 << 20;
 /// invocation's (a path 1,000 levels deep took 1,000 of them).
 pub(crate) const MAX_DEPTH: usize = 128;
 
-fn too_deep(path: &str) -> io::Error {
+pub(super) fn too_deep(path: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
         format!(
@@ -65,7 +64,7 @@ impl Refusal {
     }
 }
 
-fn refuse(rule: &'static str, reason: impl Into<String>) -> io::Error {
+pub(super) fn refuse(rule: &'static str, reason: impl Into<String>) -> io::Error {
     io::Error::new(
         io::ErrorKind::PermissionDenied,
         Refusal {
@@ -81,33 +80,6 @@ pub(crate) fn escape() -> io::Error {
         "fs.sandbox",
         "path leads outside the handle (through a symlink)",
     )
-}
-
-/// Refuses to move the link `from` (its target `target`) to `to`, both
-/// paths inside the handle, when its relative target would then name a
-/// place outside the handle: Warden never follows it there, but whatever
-/// else reads the tree (a build, `git`) would.
-pub(crate) fn link_moved_inside(from: &str, to: &str, target: &std::path::Path) -> io::Result<()> {
-    let mut at: Vec<&str> = components(to).collect();
-    at.pop();
-    let inside = target.to_str().is_some_and(|t| {
-        !target.is_absolute()
-            && t.split('/').all(|c| match c {
-                "" | "." => true,
-                ".." => at.pop().is_some(),
-                c => {
-                    at.push(c);
-                    true
-                }
-            })
-    });
-    match inside {
-        true => Ok(()),
-        false => Err(refuse(
-            "fs.sandbox",
-            format!("the link '{from}' would lead outside the handle from '{to}'"),
-        )),
-    }
 }
 
 /// What a file type is, for a person; `None` for a regular file or a
@@ -225,7 +197,7 @@ pub(crate) fn open_dir_nofollow(dir: &Dir, name: impl AsRef<std::path::Path>) ->
     Ok(Dir::from_std_file(file.into_std()))
 }
 
-fn components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
+pub(super) fn components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
     path.split('/').filter(|c| !c.is_empty() && *c != ".")
 }
 
@@ -239,8 +211,21 @@ pub(crate) fn resolve(
     follow_last: bool,
     create: bool,
 ) -> io::Result<Resolved> {
-    let mut todo: VecDeque<String> = components(path).map(str::to_owned).collect();
-    let mut stack: Vec<(String, Dir)> = Vec::new();
+    let todo = components(path).map(str::to_owned).collect();
+    walk(root, Vec::new(), todo, path, follow_last, create)
+}
+
+/// [`resolve`] of the components `todo`, from the directories `stack`
+/// (each opened in the one before it, the first in `root`) rather than
+/// from `root`; `path` names the walk in errors.
+pub(super) fn walk(
+    root: &Dir,
+    mut stack: Vec<(String, Dir)>,
+    mut todo: VecDeque<String>,
+    path: &str,
+    follow_last: bool,
+    create: bool,
+) -> io::Result<Resolved> {
     let mut names = Vec::new();
     let mut links = 0;
     while let Some(name) = todo.pop_front() {
@@ -358,122 +343,10 @@ pub(crate) fn resolve(
     })
 }
 
-/// Every path below directory `dir` (named `base` inside the handle), not
-/// following symlinks; refused past [`MAX_SUBTREE`] entries,
-/// [`MAX_SUBTREE_BYTES`] of paths (at their new place `to` too, for a
-/// rename) or `deadline`. A directory is opened when its turn comes, not
-/// when it is found: what waits holds only its parent open, so the walk
-/// holds about as many directories open as it is deep.
-pub(crate) fn subtree(
-    dir: Dir,
-    base: &str,
-    to: Option<&str>,
-    deadline: Instant,
-) -> io::Result<Vec<String>> {
-    use std::sync::Arc;
-    let mut out = Vec::new();
-    let mut bytes = 0usize;
-    // (its path, its parent or itself, its name in the parent, its depth)
-    let mut todo: Vec<(String, Arc<Dir>, Option<String>, usize)> =
-        vec![(base.to_owned(), Arc::new(dir), None, 0)];
-    while let Some((prefix, parent, name, depth)) = todo.pop() {
-        let d = match name {
-            None => parent,
-            Some(name) => match open_dir_nofollow(&parent, &name) {
-                Ok(d) => Arc::new(d),
-                // Gone since it was found: nothing below it to decide on.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            },
-        };
-        for e in d.entries()? {
-            let e = e?;
-            let name = e.file_name();
-            let name = name.to_str().ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("a name under '{prefix}' is not UTF-8"),
-                )
-            })?;
-            let path = if prefix == "." {
-                name.to_owned()
-            } else {
-                format!("{prefix}/{name}")
-            };
-            // At its new place: `to` and the path below `base`.
-            let moved = to.map_or(0, |to| to.len() + path.len().saturating_sub(base.len()));
-            bytes = bytes.saturating_add(path.len() + moved);
-            if out.len() >= MAX_SUBTREE || bytes > MAX_SUBTREE_BYTES || Instant::now() >= deadline {
-                return Err(refuse(
-                    "fs.subtree",
-                    format!(
-                        "'{base}' holds more than can be checked against the runtime policy (at most {MAX_SUBTREE} entries and {} MiB of paths, within the deadline)",
-                        MAX_SUBTREE_BYTES >> 20
-                    ),
-                ));
-            }
-            if e.file_type()?.is_dir() {
-                if depth + 1 >= MAX_DEPTH {
-                    return Err(too_deep(&path));
-                }
-                todo.push((path.clone(), d.clone(), Some(name.to_owned()), depth + 1));
-            }
-            out.push(path);
-        }
-    }
-    Ok(out)
-}
-
-/// Removes the directory `name` in `parent` and everything in it, not
-/// following symlinks (a symlink named is removed itself), holding about
-/// as many directories open as it is deep: refused past [`MAX_DEPTH`]
-/// levels, with what it removed so far gone. (cap-std's `remove_dir_all`
-/// recurses, one descriptor and one stack frame per level, on the tool's
-/// fiber: a tree made deep by renames ran the process out of both.)
-pub(crate) fn remove_tree(parent: &Dir, name: &str) -> io::Result<()> {
-    if parent.symlink_metadata(name)?.file_type().is_symlink() {
-        return parent.remove_file(name);
-    }
-    let top = open_dir_nofollow(parent, name)?;
-    let entries = top.entries()?;
-    // Each directory being emptied: itself, its listing, its name.
-    let mut stack = vec![(top, entries, std::ffi::OsString::from(name))];
-    while let Some((dir, entries, _)) = stack.last_mut() {
-        let mut below = None;
-        for e in entries.by_ref() {
-            let e = e?;
-            if e.file_type()?.is_dir() {
-                below = Some(e.file_name());
-                break;
-            }
-            dir.remove_file(e.file_name())?;
-        }
-        match below {
-            Some(child) => {
-                let opened = open_dir_nofollow(dir, &child)?;
-                if stack.len() >= MAX_DEPTH {
-                    return Err(too_deep(name));
-                }
-                let entries = opened.entries()?;
-                stack.push((opened, entries, child));
-            }
-            None => {
-                let (_, _, emptied) = stack.pop().expect("the last one is there");
-                match stack.last() {
-                    Some((up, _, _)) => up.remove_dir(&emptied)?,
-                    None => parent.remove_dir(name)?,
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use cap_std::ambient_authority;
-    use std::time::Duration;
 
     /// `n` nested directories `d/d/…` under a fresh root, and the root.
     fn nested(n: usize) -> (tempfile::TempDir, Dir) {
@@ -482,10 +355,6 @@ mod tests {
         std::fs::create_dir_all(tmp.path().join(path)).unwrap();
         let root = Dir::open_ambient_dir(tmp.path(), ambient_authority()).unwrap();
         (tmp, root)
-    }
-
-    fn open_fds() -> usize {
-        std::fs::read_dir("/proc/self/fd").unwrap().count()
     }
 
     #[test]
@@ -522,77 +391,5 @@ mod tests {
         let r = resolve(&root, &deep(MAX_DEPTH), false, true).unwrap();
         assert_eq!(r.names.len(), MAX_DEPTH - 2);
         assert!(!tmp.path().join("d/d/d").exists(), "nothing is created");
-    }
-
-    #[test]
-    fn a_subtree_walk_holds_about_its_depth_open_and_stops_at_the_limit() {
-        // 600 subdirectories side by side: found together, opened in turn
-        // (the count is the whole process's: other tests open files too).
-        let tmp = tempfile::tempdir().unwrap();
-        for i in 0..600 {
-            std::fs::create_dir_all(tmp.path().join(format!("w/{i}/inner"))).unwrap();
-        }
-        let root = Dir::open_ambient_dir(tmp.path(), ambient_authority()).unwrap();
-        let before = open_fds();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let w = root.open_dir("w").unwrap();
-        // The walk runs on this thread; a watcher samples the descriptors.
-        let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let watcher = {
-            let (most, stop) = (most.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    most.fetch_max(open_fds(), std::sync::atomic::Ordering::Relaxed);
-                }
-            })
-        };
-        let all = subtree(w, "w", None, deadline).unwrap();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        watcher.join().unwrap();
-        assert_eq!(all.len(), 1200);
-        let most = most.load(std::sync::atomic::Ordering::Relaxed);
-        assert!(
-            most < before + 300,
-            "{before} open before, {most} at most during the walk"
-        );
-
-        let (_tmp, root) = nested(MAX_DEPTH + 1);
-        let e = subtree(root.open_dir("d").unwrap(), "d", None, deadline)
-            .err()
-            .unwrap();
-        assert!(e.to_string().contains("directories deep"), "{e}");
-    }
-
-    #[test]
-    fn a_tree_is_removed_whole_without_following_links_and_not_past_the_limit() {
-        let tmp = tempfile::tempdir().unwrap();
-        let outside = tmp.path().join("outside");
-        std::fs::create_dir_all(outside.join("keep")).unwrap();
-        std::fs::write(outside.join("keep/file"), "x").unwrap();
-        let t = tmp.path().join("t");
-        for d in ["a/b/c", "a/d", "e"] {
-            std::fs::create_dir_all(t.join(d)).unwrap();
-        }
-        for f in ["a/b/c/f", "a/f", "g"] {
-            std::fs::write(t.join(f), "x").unwrap();
-        }
-        std::os::unix::fs::symlink(&outside, t.join("a/link")).unwrap();
-        let root = Dir::open_ambient_dir(tmp.path(), ambient_authority()).unwrap();
-        remove_tree(&root, "t").unwrap();
-        assert!(!t.exists());
-        assert!(
-            outside.join("keep/file").exists(),
-            "a link's target is not removed"
-        );
-        // A symlink named is removed itself.
-        std::os::unix::fs::symlink(&outside, tmp.path().join("l")).unwrap();
-        remove_tree(&root, "l").unwrap();
-        assert!(outside.join("keep/file").exists());
-
-        let (tmp, root) = nested(MAX_DEPTH + 1);
-        let e = remove_tree(&root, "d").unwrap_err();
-        assert!(e.to_string().ends_with("directories deep"), "{e}");
-        assert!(tmp.path().join("d").exists());
     }
 }

@@ -1,0 +1,474 @@
+//! Whole trees below a directory: every path in one, asked of the runtime
+//! policy; the links a rename carries to a new place; removing one. Each
+//! walk follows no symlink, holds about as many directories open as the
+//! tree is deep, and stops at the invocation's deadline.
+
+use super::resolve::{
+    MAX_DEPTH, MAX_SUBTREE, MAX_SUBTREE_BYTES, Refusal, Resolved, components, open_dir_nofollow,
+    refuse, too_deep, walk,
+};
+use cap_std::fs::{Dir, FileType};
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Most entries the walk for the links a rename carries visits: it keeps
+/// only the links, but waits to open each directory it finds.
+pub(crate) const MAX_CARRIED: usize = 200_000;
+
+/// Calls `visit(path, its directory, its name, its type)` for every entry
+/// below `dir` (named `base` inside the handle, `.` for none), not
+/// following symlinks; `too_much()` past `most` entries or `deadline`,
+/// and refused past [`MAX_DEPTH`] levels. A directory is opened when its
+/// turn comes, not when it is found: what waits holds only its parent
+/// open.
+fn each_below(
+    dir: Dir,
+    base: &str,
+    most: usize,
+    deadline: Instant,
+    too_much: &dyn Fn() -> io::Error,
+    mut visit: impl FnMut(&str, &Dir, &str, FileType) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut seen = 0usize;
+    // (its path, its parent or itself, its name in the parent, its depth)
+    let mut todo: Vec<(String, Arc<Dir>, Option<String>, usize)> =
+        vec![(base.to_owned(), Arc::new(dir), None, 0)];
+    while let Some((prefix, parent, name, depth)) = todo.pop() {
+        let d = match name {
+            None => parent,
+            Some(name) => match open_dir_nofollow(&parent, &name) {
+                Ok(d) => Arc::new(d),
+                // Gone since it was found: nothing below it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        for e in d.entries()? {
+            let e = e?;
+            let name = e.file_name();
+            let name = name.to_str().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("a name under '{prefix}' is not UTF-8"),
+                )
+            })?;
+            let path = if prefix == "." {
+                name.to_owned()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            seen += 1;
+            if seen > most || Instant::now() >= deadline {
+                return Err(too_much());
+            }
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                if depth + 1 >= MAX_DEPTH {
+                    return Err(too_deep(&path));
+                }
+                todo.push((path.clone(), d.clone(), Some(name.to_owned()), depth + 1));
+            }
+            visit(&path, &d, name, ft)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every path below directory `dir` (named `base` inside the handle);
+/// refused past [`MAX_SUBTREE`] entries, [`MAX_SUBTREE_BYTES`] of paths
+/// (at their new place `to` too, for a rename) or `deadline`.
+pub(crate) fn subtree(
+    dir: Dir,
+    base: &str,
+    to: Option<&str>,
+    deadline: Instant,
+) -> io::Result<Vec<String>> {
+    let too_much = || {
+        refuse(
+            "fs.subtree",
+            format!(
+                "'{base}' holds more than can be checked against the runtime policy (at most {MAX_SUBTREE} entries and {} MiB of paths, within the deadline)",
+                MAX_SUBTREE_BYTES >> 20
+            ),
+        )
+    };
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    each_below(
+        dir,
+        base,
+        MAX_SUBTREE,
+        deadline,
+        &too_much,
+        |path, _, _, _| {
+            // At its new place: `to` and the path below `base`.
+            let moved = to.map_or(0, |to| to.len() + path.len().saturating_sub(base.len()));
+            bytes = bytes.saturating_add(path.len() + moved);
+            if bytes > MAX_SUBTREE_BYTES {
+                return Err(too_much());
+            }
+            out.push(path.to_owned());
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
+
+/// Refuses a rename of `from` to `to` (both resolved inside the handle)
+/// that would carry a symlink to where its relative target leads outside
+/// the handle: the link itself, or any below a directory moved. Warden
+/// never follows it there, but whatever else reads the tree (a build,
+/// `git`) would. Each target is resolved as it would be from the link's
+/// new place, through the links it meets, before anything moves; a move
+/// within one directory changes no link's way out, and an absolute target
+/// leads where it did.
+pub(crate) fn links_stay_inside(
+    root: &Dir,
+    from: &Resolved,
+    to: &Resolved,
+    deadline: Instant,
+) -> io::Result<()> {
+    let parent = |p: &str| p.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
+    let (Some(kind), Some(name), Some(to_name)) = (from.kind, from.name(), to.name()) else {
+        return Ok(());
+    };
+    if parent(&from.path) == parent(&to.path) || !(kind.is_dir() || kind.is_symlink()) {
+        return Ok(());
+    }
+    // The directories `to` is in, opened in turn (resolved: no links).
+    let to_parent = parent(&to.path);
+    let mut at: Vec<(String, Dir)> = Vec::new();
+    for c in components(&to_parent) {
+        let d = open_dir_nofollow(at.last().map_or(root, |(_, d)| d), c)?;
+        at.push((c.to_owned(), d));
+    }
+    let at_new_place = |below: &str| -> io::Result<Vec<(String, Dir)>> {
+        let mut stack: Vec<(String, Dir)> = at
+            .iter()
+            .map(|(n, d)| Ok((n.clone(), d.try_clone()?)))
+            .collect::<io::Result<_>>()?;
+        if kind.is_dir() {
+            stack.push((to_name.to_owned(), from.open_dir(root)?));
+            for c in components(below) {
+                let d = open_dir_nofollow(&stack.last().expect("pushed above").1, c)?;
+                stack.push((c.to_owned(), d));
+            }
+        }
+        Ok(stack)
+    };
+    if kind.is_symlink() {
+        let target = from.dir(root).read_link_contents(name)?;
+        return lands_inside(root, at_new_place("")?, &target, &from.path, &to.path);
+    }
+    let too_much = || {
+        refuse(
+            "fs.subtree",
+            format!(
+                "'{}' holds more than can be checked for links before it moves (at most {MAX_CARRIED} entries, within the deadline)",
+                from.path
+            ),
+        )
+    };
+    let mut links = Vec::new();
+    each_below(
+        from.open_dir(root)?,
+        ".",
+        MAX_CARRIED,
+        deadline,
+        &too_much,
+        |path, dir, name, ft| {
+            if ft.is_symlink() {
+                links.push((path.to_owned(), dir.read_link_contents(name)?));
+            }
+            Ok(())
+        },
+    )?;
+    for (path, target) in links {
+        if Instant::now() >= deadline {
+            return Err(too_much());
+        }
+        let below = path.rsplit_once('/').map_or("", |(d, _)| d);
+        let (was, will) = (
+            format!("{}/{path}", from.path),
+            format!("{}/{path}", to.path),
+        );
+        lands_inside(root, at_new_place(below)?, &target, &was, &will)?;
+    }
+    Ok(())
+}
+
+/// Whether `target`, read from the directories `stack`, stays inside the
+/// handle: resolved through the links it meets; where a directory on its
+/// way does not exist yet, by its text.
+fn lands_inside(
+    root: &Dir,
+    stack: Vec<(String, Dir)>,
+    target: &Path,
+    was: &str,
+    will: &str,
+) -> io::Result<()> {
+    let outside = || {
+        refuse(
+            "fs.sandbox",
+            format!("the link '{was}' would lead outside the handle from '{will}'"),
+        )
+    };
+    if target.is_absolute() {
+        return Ok(());
+    }
+    let Some(text) = target.to_str() else {
+        return Err(outside());
+    };
+    let depth = stack.len();
+    let todo = components(text).map(str::to_owned).collect();
+    match walk(root, stack, todo, text, true, true) {
+        Ok(_) => Ok(()),
+        Err(e) if Refusal::of(&e).is_some_and(|r| r.rule == "fs.sandbox") => Err(outside()),
+        // A missing directory, then `..`: its text says how far up it goes.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut up = depth;
+            for c in components(text) {
+                match c {
+                    ".." if up == 0 => return Err(outside()),
+                    ".." => up -= 1,
+                    _ => up += 1,
+                }
+            }
+            Ok(())
+        }
+        // A loop, or a file where a directory is meant: it leads nowhere.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Removes the directory `name` in `parent` (`shown` inside the handle)
+/// and everything in it, not following symlinks (a symlink named is
+/// removed itself), holding about as many directories open as it is deep:
+/// refused past [`MAX_DEPTH`] levels or at `deadline`, with what it
+/// removed so far gone. (cap-std's `remove_dir_all` recurses, one
+/// descriptor and one stack frame per level, on the tool's fiber: a tree
+/// made deep by renames ran the process out of both; and a tree of a
+/// million entries held the host past the invocation's deadline.)
+pub(crate) fn remove_tree(
+    parent: &Dir,
+    name: &str,
+    shown: &str,
+    deadline: Instant,
+) -> io::Result<()> {
+    if parent.symlink_metadata(name)?.file_type().is_symlink() {
+        return parent.remove_file(name);
+    }
+    let late = || {
+        refuse(
+            "fs.subtree",
+            format!(
+                "the deadline came while removing '{shown}': the call stopped there, after what it had removed before it"
+            ),
+        )
+    };
+    let top = open_dir_nofollow(parent, name)?;
+    let entries = top.entries()?;
+    // Each directory being emptied: itself, its listing, its name.
+    let mut stack = vec![(top, entries, std::ffi::OsString::from(name))];
+    while let Some((dir, entries, _)) = stack.last_mut() {
+        let mut below = None;
+        for e in entries.by_ref() {
+            if Instant::now() >= deadline {
+                return Err(late());
+            }
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                below = Some(e.file_name());
+                break;
+            }
+            dir.remove_file(e.file_name())?;
+        }
+        match below {
+            Some(child) => {
+                let opened = open_dir_nofollow(dir, &child)?;
+                if stack.len() >= MAX_DEPTH {
+                    return Err(too_deep(shown));
+                }
+                let entries = opened.entries()?;
+                stack.push((opened, entries, child));
+            }
+            None => {
+                let (_, _, emptied) = stack.pop().expect("the last one is there");
+                match stack.last() {
+                    Some((up, _, _)) => up.remove_dir(&emptied)?,
+                    None => parent.remove_dir(name)?,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cap_std::ambient_authority;
+    use std::time::Duration;
+
+    /// `n` nested directories `d/d/…` under a fresh root, and the root.
+    fn nested(n: usize) -> (tempfile::TempDir, Dir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = std::iter::repeat_n("d", n).collect::<Vec<_>>().join("/");
+        std::fs::create_dir_all(tmp.path().join(path)).unwrap();
+        let root = Dir::open_ambient_dir(tmp.path(), ambient_authority()).unwrap();
+        (tmp, root)
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    /// `from` and `to` resolved in `root`, and whether the move is let go.
+    fn moving(root: &Dir, from: &str, to: &str) -> Result<(), String> {
+        let from = super::super::resolve::resolve(root, from, false, false).unwrap();
+        let to = super::super::resolve::resolve(root, to, false, false).unwrap();
+        links_stay_inside(root, &from, &to, later()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_move_carrying_a_link_to_where_it_leads_outside_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, t.join(at)).unwrap();
+        // A pnpm tree: `.bin/tsc` leads three levels up, to `w`.
+        std::fs::create_dir_all(t.join("w/a/node_modules/.bin")).unwrap();
+        std::fs::create_dir_all(t.join("w/node_modules/.pnpm/ts/bin")).unwrap();
+        link(
+            "../../../node_modules/.pnpm/ts/bin/tsc",
+            "w/a/node_modules/.bin/tsc",
+        );
+        // `S/L` goes through `S/b/up -> ..` and then up twice: from
+        // `x/y/S` that is `x/z`, from the top it is outside.
+        std::fs::create_dir_all(t.join("x/y/S/b")).unwrap();
+        link("..", "x/y/S/b/up");
+        link("b/up/../../z", "x/y/S/L");
+        // Absolute targets lead where they did, wherever they are.
+        std::fs::create_dir_all(t.join("v/bin")).unwrap();
+        link("/usr/bin/python3", "v/bin/python");
+        let root = Dir::open_ambient_dir(t, ambient_authority()).unwrap();
+
+        assert_eq!(
+            moving(&root, "w/a/node_modules/.bin", ".bin"),
+            Err("the link 'w/a/node_modules/.bin/tsc' would lead outside the handle from '.bin/tsc'".into())
+        );
+        assert_eq!(
+            moving(&root, "w/a/node_modules/.bin/tsc", "tsc"),
+            Err(
+                "the link 'w/a/node_modules/.bin/tsc' would lead outside the handle from 'tsc'"
+                    .into()
+            )
+        );
+        // What its text alone says stays inside does not: the link on
+        // its way leads up.
+        assert_eq!(
+            moving(&root, "x/y/S", "S2"),
+            Err("the link 'x/y/S/L' would lead outside the handle from 'S2/L'".into())
+        );
+        // Moves that keep every link inside go.
+        assert_eq!(moving(&root, "w/a/node_modules", "w/b"), Ok(()));
+        assert_eq!(moving(&root, "w/a/node_modules/.bin", "w/a/bin2"), Ok(()));
+        assert_eq!(moving(&root, "x/y/S", "x/S2"), Ok(()));
+        assert_eq!(moving(&root, "v", "w/a/v"), Ok(()));
+        // Nothing moved.
+        assert!(t.join("x/y/S/L").symlink_metadata().is_ok());
+    }
+
+    #[test]
+    fn a_tree_is_removed_no_later_than_the_deadline() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("t/a")).unwrap();
+        std::fs::write(tmp.path().join("t/a/f"), "x").unwrap();
+        let root = Dir::open_ambient_dir(tmp.path(), ambient_authority()).unwrap();
+        let e = remove_tree(&root, "t", "t", Instant::now()).unwrap_err();
+        let r = Refusal::of(&e).expect("a refusal");
+        assert_eq!(r.rule, "fs.subtree");
+        assert_eq!(
+            r.reason,
+            "the deadline came while removing 't': the call stopped there, after what it had removed before it"
+        );
+        assert!(tmp.path().join("t/a/f").exists());
+    }
+
+    #[test]
+    fn a_subtree_walk_holds_about_its_depth_open_and_stops_at_the_limit() {
+        // 600 subdirectories side by side: found together, opened in turn
+        // (the count is the whole process's: other tests open files too).
+        let tmp = tempfile::tempdir().unwrap();
+        for i in 0..600 {
+            std::fs::create_dir_all(tmp.path().join(format!("w/{i}/inner"))).unwrap();
+        }
+        let root = Dir::open_ambient_dir(tmp.path(), ambient_authority()).unwrap();
+        let before = open_fds();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let w = root.open_dir("w").unwrap();
+        // The walk runs on this thread; a watcher samples the descriptors.
+        let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (most, stop) = (most.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    most.fetch_max(open_fds(), std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        };
+        let all = subtree(w, "w", None, deadline).unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        watcher.join().unwrap();
+        assert_eq!(all.len(), 1200);
+        let most = most.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            most < before + 300,
+            "{before} open before, {most} at most during the walk"
+        );
+
+        let (_tmp, root) = nested(MAX_DEPTH + 1);
+        let e = subtree(root.open_dir("d").unwrap(), "d", None, deadline)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("directories deep"), "{e}");
+    }
+
+    #[test]
+    fn a_tree_is_removed_whole_without_following_links_and_not_past_the_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(outside.join("keep")).unwrap();
+        std::fs::write(outside.join("keep/file"), "x").unwrap();
+        let t = tmp.path().join("t");
+        for d in ["a/b/c", "a/d", "e"] {
+            std::fs::create_dir_all(t.join(d)).unwrap();
+        }
+        for f in ["a/b/c/f", "a/f", "g"] {
+            std::fs::write(t.join(f), "x").unwrap();
+        }
+        std::os::unix::fs::symlink(&outside, t.join("a/link")).unwrap();
+        let root = Dir::open_ambient_dir(tmp.path(), ambient_authority()).unwrap();
+        remove_tree(&root, "t", "t", later()).unwrap();
+        assert!(!t.exists());
+        assert!(
+            outside.join("keep/file").exists(),
+            "a link's target is not removed"
+        );
+        // A symlink named is removed itself.
+        std::os::unix::fs::symlink(&outside, tmp.path().join("l")).unwrap();
+        remove_tree(&root, "l", "l", later()).unwrap();
+        assert!(outside.join("keep/file").exists());
+
+        let (tmp, root) = nested(MAX_DEPTH + 1);
+        let e = remove_tree(&root, "d", "d", later()).unwrap_err();
+        assert!(e.to_string().ends_with("directories deep"), "{e}");
+        assert!(tmp.path().join("d").exists());
+    }
+}
