@@ -161,6 +161,15 @@ source = "file:{key}"
 send-to = ["https://elsewhere.example"]
 
 [[tools.deployer.deploy]]
+name = "env-dump"
+approval = "none"
+rights = ["deploy"]
+backend = "exec"
+program = "/bin/sh"
+args = ["-c", "echo \"path=$PATH\"; printf %s \"$PATH\" | od -An -tx1 | tr -d ' \\n'"]
+env = ["PATH"]
+
+[[tools.deployer.deploy]]
 name = "by-default"
 rights = ["deploy"]
 backend = "exec"
@@ -324,7 +333,7 @@ async fn deploy_is_its_own_right() {
     );
     assert!(
         err.to_string().contains(
-            "its targets: staging, production, chatty, hung, gated, echoing, echoing-signature, unreachable, straddling, by-default"
+            "its targets: staging, production, chatty, hung, gated, echoing, echoing-signature, unreachable, straddling, env-dump, by-default"
         ),
         "{err}"
     );
@@ -696,6 +705,29 @@ async fn a_deployment_carries_no_secret_and_hands_none_back() {
     let output = out["output"].as_str().unwrap();
     assert_eq!(output.len(), 64 << 10);
     assert!(output.ends_with("xxxxx[REDAC"), "{}", &output[65500..]);
+}
+
+/// What a target passes its program through the environment is the
+/// host's (a cloud credential), not the tool's: a program printing it, in
+/// any encoding redaction knows, hands the tool and the trail a marker.
+#[tokio::test]
+async fn a_programs_environment_is_redacted_from_what_it_prints() {
+    let s = site().await;
+    let grant = Grant::new("t")
+        .fs("workspace", &s.ws, Rights::READ)
+        .deploy("env-dump");
+    let path = std::env::var("PATH").unwrap();
+    assert!(path.len() >= 8, "{path}");
+    let run = s.deploy(&grant, "env-dump").await.unwrap();
+    let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert_eq!(out["status"], 0, "{out}");
+    assert_eq!(
+        out["output"], "path=[REDACTED:PATH]\n[REDACTED:PATH]",
+        "{out}"
+    );
+    let trail = serde_json::to_string(&s.audit.invocation(&run.id)).unwrap();
+    assert!(!trail.contains(&path), "{trail}");
+    assert!(trail.contains("path=[REDACTED:PATH]"), "{trail}");
 }
 
 /// Reading an artifact is a read of its handle: a runtime policy that

@@ -48,13 +48,14 @@ async fn run_program(
         .await
         .map_err(|e| failed(format!("cannot stage the artifact: {e}")))?;
     let staged = staged.display().to_string();
+    let passed: Vec<(&String, std::ffi::OsString)> = env
+        .iter()
+        .filter_map(|k| std::env::var_os(k).map(|v| (k, v)))
+        .collect();
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args.iter().map(|a| a.replace("{artifact}", &staged)))
         .env_clear()
-        .envs(
-            env.iter()
-                .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
-        )
+        .envs(passed.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -74,8 +75,27 @@ async fn run_program(
     output.extend(stderr.map_err(|e| failed(format!("{name} failed: {e}")))?);
     Ok(Outcome {
         status: status.code().unwrap_or(-1),
-        output: capped(&output),
+        output: passed_values(&passed).redact_string(capped(&output)),
     })
+}
+
+/// The shortest value passed through the environment that is redacted:
+/// shorter ones (`LANG=C`, a `HOME`) are not credentials, and would
+/// mark ordinary words in the output.
+pub(super) const MIN_PASSED: usize = 8;
+
+/// The values the program was given through its environment, as a
+/// redactor: the host's credentials a target passes its program (an
+/// `AWS_SECRET_ACCESS_KEY`) are no secret of the tool's, so the
+/// invocation's redactor does not know them, and a program printing its
+/// environment, or a debug dump, handed them to the tool and the trail.
+fn passed_values(passed: &[(&String, std::ffi::OsString)]) -> crate::redact::Redactor {
+    let values: Vec<(&str, std::borrow::Cow<'_, str>)> = passed
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.to_string_lossy()))
+        .filter(|(_, v)| v.len() >= MIN_PASSED)
+        .collect();
+    crate::redact::Redactor::new(values.iter().map(|(k, v)| (*k, v.as_ref())))
 }
 
 /// Reads `from` to its end, keeping the first `cap` bytes: a program that
