@@ -113,6 +113,27 @@ async fn a_handle_missing_from_the_manifest_is_refused() {
             ("echo", "grant.ceiling", "fs:home="),
         ],
     );
+    // A handle's name of 4 MiB, chosen by whoever writes the grant: the
+    // refusal quoting it is cut in the trail as the request is.
+    let huge = "h".repeat(4 << 20);
+    let grant = Grant::new("t").fs(&huge, &world.workspace, Rights::READ);
+    let err = world
+        .runtime
+        .invoke("probe", &grant, "{}")
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        &err,
+        Error::Grant(GrantError::UnknownHandle { .. })
+    ));
+    let r = world.audit.records().pop().unwrap();
+    let reason = r.reason.as_deref().unwrap();
+    assert!(reason.len() < 9 << 10, "{} bytes", reason.len());
+    assert!(
+        reason.ends_with(&format!("…[{} bytes]", err.to_string().len())),
+        "{}",
+        &reason[reason.len() - 40..]
+    );
 }
 
 #[tokio::test]

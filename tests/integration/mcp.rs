@@ -1009,6 +1009,9 @@ fn over_stdio_an_array_is_not_a_call() {
         "\n",
         r#"["2.0","tools/call",8,{"name":"echo","arguments":{"message":"by position"}}]"#,
         "\n",
+        // An object whose params are an array: refused as rmcp refuses it.
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":[null,"echo",{"message":"by position"},null,null]}"#,
+        "\n",
         r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"after"}}}"#,
         "\n",
     );
@@ -1614,11 +1617,11 @@ async fn stdio_with_approvals(
 
 /// The operator's `body` for request `digest` at the approvals endpoint
 /// `base`: the answer's status.
-async fn answer(base: &str, op_token: &str, digest: &str, body: &'static str) -> u16 {
+async fn answer(base: &str, op_token: &str, digest: &str, body: &str) -> u16 {
     reqwest::Client::new()
         .post(format!("{base}/{digest}"))
         .bearer_auth(op_token)
-        .body(body)
+        .body(body.to_owned())
         .send()
         .await
         .unwrap()
@@ -1715,6 +1718,12 @@ async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit(
     assert_eq!(pending["resource"], "workspace:queued.md");
     assert_eq!(pending["task"], "mcp-task");
     let digest = pending["digest"].as_str().unwrap();
+    // Who answers goes into the trail as written: a name holding a
+    // control or an invisible character is refused, nothing answered.
+    for by in ["ops\u{1b}[2J", "ops\u{202e}sna"] {
+        let body = json!({"approved": true, "by": by}).to_string();
+        assert_eq!(answer(&base, op_token, digest, &body).await, 400, "{by:?}");
+    }
     // …a wrong digest answers nothing, the right one approves.
     assert_eq!(
         answer(
@@ -2395,6 +2404,12 @@ async fn over_http_an_array_is_not_a_call() {
     let (status, _, body) = c.post(array).await;
     assert!(!body.contains("by position"), "{status} {body}");
     assert!((400..500).contains(&status), "{status} {body}");
+    // An object whose params are an array, the same.
+    let params = json!([null, "echo", {"message": "by position"}, null, null]);
+    let (status, _, body) = c
+        .post(json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": params}))
+        .await;
+    assert!(!body.contains("by position"), "{status} {body}");
     let (status, _, body) = c.call(2, "echo", json!({"message": "after"})).await;
     assert_eq!(status, 200);
     assert!(body.contains("after"), "{body}");

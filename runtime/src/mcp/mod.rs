@@ -422,6 +422,17 @@ pub(crate) fn echoed(text: &str, max: usize) -> String {
     crate::redact::escape_control(&crate::policy::gate::cut(text, max)).into_owned()
 }
 
+/// A message's `params` as Warden's own paths read them: an object, else
+/// `null` (refused). serde reads a struct from an array too, by position,
+/// which rmcp refuses: `[null, "deploy", …]` ran a call whose name
+/// nothing in front of Warden would see.
+pub(crate) fn params_of(params: Option<&serde_json::value::RawValue>) -> &str {
+    params
+        .map(|p| p.get())
+        .filter(|p| an_object(p.as_bytes()))
+        .unwrap_or("null")
+}
+
 /// Whether a JSON text is an object (its first byte past whitespace is
 /// `{`): a derived `Deserialize` struct reads an array too, by position,
 /// which the SDK refuses; what Warden's own paths take, it must accept.

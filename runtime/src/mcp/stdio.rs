@@ -348,9 +348,9 @@ impl Calls {
                 Take::No
             }
             (Some("notifications/cancelled"), None) => {
-                let id = line
-                    .params
-                    .and_then(|p| serde_json::from_str::<CancelledNotificationParam>(p.get()).ok())
+                let params = super::params_of(line.params);
+                let id = serde_json::from_str::<CancelledNotificationParam>(params)
+                    .ok()
                     .and_then(|p| p.request_id);
                 let Some(id) = id else {
                     return Take::No;
@@ -377,7 +377,7 @@ impl Calls {
                     self.sdk.handed(id);
                     return Take::No;
                 };
-                let params = line.params.map_or("null", |p| p.get());
+                let params = super::params_of(line.params);
                 let request = match serde_json::from_str::<CallToolRequestParams>(params) {
                     Ok(r) => r,
                     Err(e) => return Take::Refused(Some(id.clone()), call::bad_call_params(e)),

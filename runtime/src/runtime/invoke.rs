@@ -22,7 +22,7 @@ use crate::caps::stdio::CappedPipe;
 use crate::error::{Error, LimitExceeded};
 use crate::grant::{Grant, GrantError, check_task};
 use crate::policy::PolicyCtx;
-use crate::policy::gate::Gate;
+use crate::policy::gate::{Gate, MAX_RESOURCE};
 use crate::redact::Redactor;
 use crate::state::{Authority, HostState, MemoryLimiter};
 use std::pin::Pin;
@@ -165,9 +165,10 @@ impl Inner {
             GrantError::Task(_) => "grant.task",
             _ => "grant.ceiling",
         };
-        let requested = grant.requested();
-        let requested = crate::policy::gate::cut(&requested, crate::policy::gate::MAX_RESOURCE);
-        let denial = crate::Decision::deny(rule, refusal.to_string());
+        // What was asked for, and the refusal quoting it (a URL, a path),
+        let cut = |s: String| crate::policy::gate::cut(&s, MAX_RESOURCE).into_owned();
+        let requested = cut(grant.requested());
+        let denial = crate::Decision::deny(rule, cut(refusal.to_string())); // of any size: cut.
         let record = auditor.decision("grant", "invoke", &requested, &denial);
         auditor.write(&record).map_err(audit_err)
     }

@@ -158,16 +158,22 @@ async fn approvals(
                     return plain(
                         StatusCode::BAD_REQUEST,
                         &format!(
-                            "bad answer: {e} (expected {{\"approved\": true|false, \"by\": \"NAME\"}})"
+                            "bad answer: {} (expected {{\"approved\": true|false, \"by\": \"NAME\"}})",
+                            crate::mcp::echoed(&e.to_string(), 256)
                         ),
                     );
                 }
             };
-            if a.by.chars().count() > MAX_BY || a.by.trim().is_empty() {
+            // Who answered goes into the trail and before every viewer of
+            // it as written: printable characters only, as a task id.
+            if a.by.chars().count() > MAX_BY
+                || a.by.trim().is_empty()
+                || a.by.chars().any(crate::redact::hidden)
+            {
                 return plain(
                     StatusCode::BAD_REQUEST,
                     &format!(
-                        "bad answer: \"by\" must name who answers, in 1 to {MAX_BY} characters"
+                        "bad answer: \"by\" must name who answers, in 1 to {MAX_BY} printable characters"
                     ),
                 );
             }

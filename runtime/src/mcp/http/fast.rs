@@ -244,9 +244,9 @@ impl Sessions {
                 return None;
             }
             ("notifications/cancelled", None) => {
-                let cancelled = message
-                    .params
-                    .and_then(|p| serde_json::from_str::<CancelledNotificationParam>(p.get()).ok())
+                let params = crate::mcp::params_of(message.params);
+                let cancelled = serde_json::from_str::<CancelledNotificationParam>(params)
+                    .ok()
                     .and_then(|p| p.request_id);
                 // The entry stays until the call ends: its id is in use
                 // until then (the call's own end removes it).
@@ -269,7 +269,7 @@ impl Sessions {
             return None;
         }
         let request: CallToolRequestParams =
-            serde_json::from_str(message.params.map_or("null", |p| p.get())).ok()?;
+            serde_json::from_str(crate::mcp::params_of(message.params)).ok()?;
         let meta = request.meta.as_ref();
         if meta.is_some_and(|m| {
             m.protocol_version().is_some()

@@ -48,7 +48,8 @@ pub(super) fn take(mcp: &WardenMcp, parts: &Parts, message: &Message<'_>) -> Opt
     if !fast::media(headers) {
         return None;
     }
-    let request: CallToolRequestParams = serde_json::from_str(message.params?.get()).ok()?;
+    let request: CallToolRequestParams =
+        serde_json::from_str(crate::mcp::params_of(message.params)).ok()?;
     let meta = request.meta.as_ref()?;
     let (version, capabilities, info) = (
         meta.protocol_version()?,
