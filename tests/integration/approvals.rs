@@ -710,4 +710,49 @@ async fn an_approver_is_told_a_remove_is_recursive_and_a_truncates_size() {
         ]
     );
     assert!(!world.workspace.join("build").exists());
+
+    // Whether a write or a rename makes its file or replaces one.
+    for op in [
+        json!({"op": "write", "path": "a.txt", "contents": "new"}),
+        json!({"op": "write", "path": "fresh.txt", "contents": "new"}),
+        json!({"op": "rename", "path": "fresh.txt", "to": "a.txt"}),
+        json!({"op": "rename", "path": "a.txt", "to": "b.txt"}),
+    ] {
+        let run = rt.invoke("gated", &grant, &op.to_string()).await.unwrap();
+        assert!(run.output.unwrap().contains("\"ok\""), "{op}");
+    }
+    let seen = script.seen.lock().unwrap().clone();
+    let said: Vec<(&str, &str)> = seen[3..]
+        .iter()
+        .map(|r| {
+            (
+                r.summary.split(" on handle").next().unwrap(),
+                r.summary.as_str(),
+            )
+        })
+        .collect();
+    let fate = |s: &str| {
+        [
+            "; creates it)",
+            "; replaces the existing file)",
+            "(replaces the existing file)",
+        ]
+        .into_iter()
+        .find(|f| s.contains(f))
+    };
+    assert_eq!(
+        said.iter()
+            .map(|(head, s)| (*head, fate(s)))
+            .collect::<Vec<_>>(),
+        [
+            ("write a.txt", Some("; replaces the existing file)")),
+            ("write fresh.txt", Some("; creates it)")),
+            (
+                "rename fresh.txt -> a.txt",
+                Some("(replaces the existing file)")
+            ),
+            ("rename a.txt -> b.txt", None),
+        ],
+        "{said:?}"
+    );
 }

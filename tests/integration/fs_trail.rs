@@ -188,6 +188,54 @@ async fn a_link_swapped_in_during_the_approval_is_refused_and_recorded() {
     assert_eq!(out["error"]["message"], refusal.reason.clone().unwrap());
 }
 
+/// A person approves a write or a rename that creates its file; meanwhile
+/// someone else puts a file there. It is not replaced: the call acts on
+/// what was decided (and shown), and the trail says why it stopped.
+#[tokio::test]
+async fn a_file_made_while_the_person_reads_a_create_is_not_replaced() {
+    let planted: Arc<std::sync::Mutex<Option<PathBuf>>> = Default::default();
+    let hook = {
+        let planted = planted.clone();
+        Meanwhile(Box::new(move |r| {
+            assert!(
+                r.summary.contains("creates it") || r.action == "fs.rename",
+                "{}",
+                r.summary
+            );
+            if let Some(at) = planted.lock().unwrap().as_ref() {
+                std::fs::write(at, "theirs").unwrap();
+            }
+        }))
+    };
+    let p = probe(true, Some(hook));
+    let notes = p.ws.join("docs/notes.md");
+    *planted.lock().unwrap() = Some(notes.clone());
+    for op in [
+        json!({"op": "write", "path": "docs/notes.md", "contents": "ours"}),
+        json!({"op": "rename", "path": "docs/a.md", "to": "docs/notes.md"}),
+    ] {
+        std::fs::remove_file(&notes).ok();
+        let (out, records) = p.run(op.clone()).await;
+        assert_eq!(out["error"]["code"], "denied", "{op} {out}");
+        assert_eq!(std::fs::read_to_string(&notes).unwrap(), "theirs", "{op}");
+        let refusal = records
+            .iter()
+            .rfind(|r| r.event == Event::Decision)
+            .unwrap();
+        assert_eq!(refusal.rule.as_deref(), Some("fs.changed"), "{op}");
+        assert_eq!(
+            refusal.reason.as_deref(),
+            Some(
+                "'docs/notes.md' came to exist after the call was decided on as making it: nothing was done"
+            )
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(p.ws.join("docs/a.md")).unwrap(),
+        "a"
+    );
+}
+
 /// A change that fails is recorded with why, approved or not: it may have
 /// been half made.
 #[tokio::test]

@@ -410,7 +410,7 @@ async fn changes_under_github_wait_for_approval() {
         0,
         "fs.write",
         r.resource,
-        format!("sha256 {contents}; resolves to .github/workflows/sneaky.yml"),
+        format!("sha256 {contents}; creates it; resolves to .github/workflows/sneaky.yml"),
     ]);
     assert_eq!(
         r.digest,

@@ -129,6 +129,23 @@ fn ending(s: &str, max: usize) -> String {
     format!("[{} bytes]…{}", s.len(), &s[start..])
 }
 
+/// Whether a call makes its file or replaces what is there, as decided on
+/// the objects its paths resolved to (the last one: a rename's `to`).
+pub(super) fn fate(action: &str, resolved: &[super::resolve::Resolved]) -> Option<String> {
+    let kind = resolved.last()?.kind;
+    let what = |k: cap_std::fs::FileType| match (k.is_dir(), k.is_symlink()) {
+        (true, _) => "directory",
+        (_, true) => "link",
+        _ => "file",
+    };
+    match (action, kind) {
+        ("write" | "append", None) => Some("creates it".into()),
+        ("write", Some(_)) => Some("replaces the existing file".into()),
+        ("rename", Some(k)) => Some(format!("replaces the existing {}", what(k))),
+        _ => None,
+    }
+}
+
 /// A call as its approver reads it.
 pub(super) struct Shown<'a> {
     pub(super) action: &'a str,

@@ -92,66 +92,6 @@ impl FsView<'_> {
         Ok(self.table.get(dir)?.handle.clone())
     }
 
-    /// Resolves each path of an allowed call to the object it names, and
-    /// decides on what was found: a path that cannot be resolved, or that
-    /// names something other than a regular file where one is meant, is
-    /// refused here, before the runtime policy is asked. Also returns the
-    /// paths the runtime policy is asked about: each resolved path, and
-    /// with a policy loaded, every path beneath a directory the call
-    /// changes as a whole (both sides of a rename).
-    fn resolve_all(
-        &self,
-        handle: &GrantedHandle,
-        call: &Call<'_>,
-        checked: &[Result<CheckedPath<'_>, PathError>],
-    ) -> Result<(Vec<Resolved>, Vec<String>), (Decision, io::Error)> {
-        let refused = |e: io::Error| match resolve::Refusal::of(&e) {
-            Some(r) => (Decision::deny(r.rule, r.reason.clone()), e),
-            None => (
-                Decision::deny("fs.resolve", format!("cannot resolve the path: {e}")),
-                e,
-            ),
-        };
-        let mut resolved = Vec::new();
-        for p in checked.iter().flatten() {
-            let r = resolve::resolve(
-                &handle.dir,
-                p.as_str(),
-                call.follows_last(),
-                call.action == "create-dir",
-            )
-            .map_err(refused)?;
-            if call.needs_regular()
-                && let Some(what) = r.kind.and_then(resolve::special)
-            {
-                return Err(refused(resolve::not_regular(&r.path, what, call.action)));
-            }
-            resolved.push(r);
-        }
-        let mut asked: Vec<String> = resolved.iter().map(|r| r.path.clone()).collect();
-        if call.subtree
-            && self.gate.has_policy()
-            && let Some(from) = resolved.first()
-            && from.kind.is_some_and(|k| k.is_dir())
-        {
-            // A rename moves each of them to the same place under its new
-            // name: both sides change.
-            let to = resolved.get(1).map(|r| r.path.as_str());
-            let below = from
-                .open_dir(&handle.dir)
-                .and_then(|d| tree::subtree(d, &from.path, to, self.gate.deadline()))
-                .map_err(refused)?;
-            for p in below {
-                if let Some(to) = to {
-                    let rest = p.strip_prefix(&from.path).unwrap_or(&p);
-                    asked.push(format!("{to}{rest}"));
-                }
-                asked.push(p);
-            }
-        }
-        Ok((resolved, asked))
-    }
-
     /// Runs one operation through the gate: the call is decided on the
     /// objects its paths resolve to, and the operation acts on those same
     /// objects (the directories the resolution opened), never on the path
@@ -239,9 +179,16 @@ impl FsView<'_> {
         let moved = !resolved.is_empty()
             && (checked.iter().flatten().map(|p| p.as_str())).ne(leads.clone());
         let leads: Option<Vec<String>> = moved.then(|| leads.map(str::to_owned).collect());
+        // Whether it makes a file or replaces one: the person is told, the
+        // digest binds it, and the operation holds to it.
+        let said = match (check::fate(action, &resolved), call.args.is_empty()) {
+            (Some(fate), true) => fate,
+            (Some(fate), false) => format!("{}; {fate}", call.args),
+            (None, _) => call.args.clone(),
+        };
         let args: std::borrow::Cow<'_, str> = match &leads {
-            Some(to) => format!("{}; resolves to {}", call.args, check::joined(to)).into(),
-            None => call.args.as_str().into(),
+            Some(to) => format!("{said}; resolves to {}", check::joined(to)).into(),
+            None => said.as_str().into(),
         };
         // The trail names the files acted on, not only the tool's aliases.
         let resource = match &leads {
@@ -254,7 +201,7 @@ impl FsView<'_> {
             leads: leads.as_deref(),
             handle: &handle.name,
             bytes,
-            args: &call.args,
+            args: &said,
             preview: call.preview,
         };
         let summary = || shown.summary(self.gate.redactor());
@@ -476,10 +423,14 @@ impl HostDir for FsView<'_> {
             ..simple("write", vec![&path], Rights::WRITE)
         };
         self.run(dir, call, |root, r, _| {
-            let mut f = r[0].open_file(
-                root,
-                OpenOptions::new().write(true).create(true).truncate(true),
-            )?;
+            let mut options = OpenOptions::new();
+            match r[0].kind {
+                None => options.write(true).create_new(true),
+                Some(_) => options.write(true).create(true).truncate(true),
+            };
+            let mut f = r[0]
+                .open_file(root, &mut options)
+                .map_err(|e| resolve::since(e, &r[0], root))?;
             std::io::Write::write_all(&mut f, &contents)
         })
         .await
@@ -498,7 +449,14 @@ impl HostDir for FsView<'_> {
             ..simple("append", vec![&path], Rights::WRITE)
         };
         self.run(dir, call, |root, r, _| {
-            let mut f = r[0].open_file(root, OpenOptions::new().append(true).create(true))?;
+            let mut options = OpenOptions::new();
+            options
+                .append(true)
+                .create(true)
+                .create_new(r[0].kind.is_none());
+            let mut f = r[0]
+                .open_file(root, &mut options)
+                .map_err(|e| resolve::since(e, &r[0], root))?;
             std::io::Write::write_all(&mut f, &contents)
         })
         .await
@@ -582,11 +540,20 @@ impl HostDir for FsView<'_> {
         self.run(dir, call, |root, r, _| {
             let (from, to) = (&r[0], &r[1]);
             tree::links_stay_inside(root, from, to, deadline)?;
-            from.dir(root).rename(
-                from.name().unwrap_or("."),
+            let names = (from.name().unwrap_or("."), to.name().unwrap_or("."));
+            if to.kind.is_some() {
+                return from.dir(root).rename(names.0, to.dir(root), names.1);
+            }
+            // Nothing was there when decided: nothing is replaced.
+            use rustix::fs::{RenameFlags, renameat_with};
+            renameat_with(
+                from.dir(root),
+                names.0,
                 to.dir(root),
-                to.name().unwrap_or("."),
+                names.1,
+                RenameFlags::NOREPLACE,
             )
+            .map_err(|e| resolve::since(e.into(), to, root))
         })
         .await
     }

@@ -15,6 +15,11 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 
+use super::GrantedHandle;
+use super::check::Call;
+use super::path::{CheckedPath, PathError};
+use crate::policy::Decision;
+
 /// Most symlinks followed while resolving one path (as Linux's `ELOOP`).
 const MAX_LINKS: usize = 40;
 
@@ -79,6 +84,26 @@ pub(crate) fn escape() -> io::Error {
     refuse(
         "fs.sandbox",
         "path leads outside the handle (through a symlink)",
+    )
+}
+
+/// `e`, or when it says `r` (in `root`) exists, the refusal saying it came
+/// since the call was decided on as making it: replacing it was not
+/// asked. (A symlink put there is refused as one followed would be.)
+pub(crate) fn since(e: io::Error, r: &Resolved, root: &Dir) -> io::Error {
+    if e.kind() != io::ErrorKind::AlreadyExists {
+        return e;
+    }
+    let there = r.name().and_then(|n| r.dir(root).symlink_metadata(n).ok());
+    if there.is_some_and(|m| m.file_type().is_symlink()) {
+        return io::Error::from_raw_os_error(libc::ELOOP);
+    }
+    refuse(
+        "fs.changed",
+        format!(
+            "'{}' came to exist after the call was decided on as making it: nothing was done",
+            r.path
+        ),
     )
 }
 
@@ -341,6 +366,69 @@ pub(super) fn walk(
         path,
         kind,
     })
+}
+
+/// The paths of one call, resolved for its decision.
+impl super::FsView<'_> {
+    /// Resolves each path of an allowed call to the object it names, and
+    /// decides on what was found: a path that cannot be resolved, or that
+    /// names something other than a regular file where one is meant, is
+    /// refused here, before the runtime policy is asked. Also returns the
+    /// paths the runtime policy is asked about: each resolved path, and
+    /// with a policy loaded, every path beneath a directory the call
+    /// changes as a whole (both sides of a rename).
+    pub(super) fn resolve_all(
+        &self,
+        handle: &GrantedHandle,
+        call: &Call<'_>,
+        checked: &[Result<CheckedPath<'_>, PathError>],
+    ) -> Result<(Vec<Resolved>, Vec<String>), (Decision, io::Error)> {
+        let refused = |e: io::Error| match Refusal::of(&e) {
+            Some(r) => (Decision::deny(r.rule, r.reason.clone()), e),
+            None => (
+                Decision::deny("fs.resolve", format!("cannot resolve the path: {e}")),
+                e,
+            ),
+        };
+        let mut resolved = Vec::new();
+        for p in checked.iter().flatten() {
+            let r = resolve(
+                &handle.dir,
+                p.as_str(),
+                call.follows_last(),
+                call.action == "create-dir",
+            )
+            .map_err(refused)?;
+            if call.needs_regular()
+                && let Some(what) = r.kind.and_then(special)
+            {
+                return Err(refused(not_regular(&r.path, what, call.action)));
+            }
+            resolved.push(r);
+        }
+        let mut asked: Vec<String> = resolved.iter().map(|r| r.path.clone()).collect();
+        if call.subtree
+            && self.gate.has_policy()
+            && let Some(from) = resolved.first()
+            && from.kind.is_some_and(|k| k.is_dir())
+        {
+            // A rename moves each of them to the same place under its new
+            // name: both sides change.
+            let to = resolved.get(1).map(|r| r.path.as_str());
+            let below = from
+                .open_dir(&handle.dir)
+                .and_then(|d| super::tree::subtree(d, &from.path, to, self.gate.deadline()))
+                .map_err(refused)?;
+            for p in below {
+                if let Some(to) = to {
+                    let rest = p.strip_prefix(&from.path).unwrap_or(&p);
+                    asked.push(format!("{to}{rest}"));
+                }
+                asked.push(p);
+            }
+        }
+        Ok((resolved, asked))
+    }
 }
 
 #[cfg(test)]
