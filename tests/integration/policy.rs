@@ -1011,6 +1011,36 @@ fn probe_under_policy(policy: &str, extra: &str) -> (tempfile::TempDir, PathBuf,
     (dir, ws, path)
 }
 
+/// `create-dir bin/x` makes `bin` too: a rule about `bin` alone holds
+/// for it, not only rules about the deepest directory.
+#[tokio::test]
+async fn each_directory_a_create_dir_makes_is_asked_about() {
+    let (_dir, ws, path) = probe_under_policy(
+        r#"@id("no-bin")
+forbid (principal, action == Warden::Action::"fs::write", resource)
+when { resource.path == "bin" };"#,
+        "",
+    );
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .audit(MemorySink::new())
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    let grant = Grant::new("t").fs("workspace", &ws, Rights::READ | Rights::WRITE);
+    let input = json!({"op": "create-dir", "path": "bin/x/y"}).to_string();
+    let run = runtime.invoke("probe", &grant, &input).await.unwrap();
+    let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert_eq!(out["error"]["code"], "denied", "{out}");
+    assert!(!ws.join("bin").exists());
+    // Where `bin` is there already, only what is made is asked about.
+    std::fs::create_dir(ws.join("bin")).unwrap();
+    let run = runtime.invoke("probe", &grant, &input).await.unwrap();
+    let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert!(out.get("ok").is_some(), "{out}");
+    assert!(ws.join("bin/x/y").is_dir());
+}
+
 /// A write-once policy (`forbid` a write to a file the task already
 /// wrote): a write that waits for a person is noted only once it is
 /// approved, so its own note does not refuse it after the approval; the

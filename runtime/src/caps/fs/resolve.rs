@@ -10,7 +10,7 @@
 //! decision cannot redirect it (the open fails instead).
 
 use cap_primitives::fs::FollowSymlinks;
-use cap_std::fs::{Dir, File, FileType, FileTypeExt, OpenOptions};
+use cap_std::fs::{Dir, File, FileType, FileTypeExt, OpenOptions, OpenOptionsExt};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
@@ -183,9 +183,12 @@ impl Resolved {
                 "the handle's root is a directory",
             ));
         };
+        // A terminal in the tree never becomes the server's controlling
+        // terminal, for the moment it is open before its type is checked.
         options
             ._cap_fs_ext_follow(FollowSymlinks::No)
-            ._cap_fs_ext_nonblock(true);
+            ._cap_fs_ext_nonblock(true)
+            .custom_flags(libc::O_NOCTTY);
         let file = self.dir(root).open_with(name, options)?;
         let ft = file.metadata()?.file_type();
         if ft.is_dir() {
@@ -211,7 +214,8 @@ pub(crate) fn open_dir_nofollow(dir: &Dir, name: impl AsRef<std::path::Path>) ->
             .read(true)
             ._cap_fs_ext_maybe_dir(true)
             ._cap_fs_ext_follow(FollowSymlinks::No)
-            ._cap_fs_ext_nonblock(true),
+            ._cap_fs_ext_nonblock(true)
+            .custom_flags(libc::O_NOCTTY),
     )?;
     if !file.metadata()?.is_dir() {
         return Err(io::Error::new(
@@ -407,6 +411,17 @@ impl super::FsView<'_> {
             resolved.push(r);
         }
         let mut asked: Vec<String> = resolved.iter().map(|r| r.path.clone()).collect();
+        // `create-dir bin/x` makes `bin` too: each directory it would make
+        // is asked about, not the deepest alone.
+        if call.action == "create-dir"
+            && let Some(r) = resolved.first()
+        {
+            let mut p = r.path.as_str();
+            for _ in 1..r.names.len() {
+                p = p.rsplit_once('/').map_or(p, |(head, _)| head);
+                asked.push(p.to_owned());
+            }
+        }
         if call.subtree
             && self.gate.has_policy()
             && let Some(from) = resolved.first()
