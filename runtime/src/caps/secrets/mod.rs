@@ -251,7 +251,7 @@ async fn fetch(source: &SecretSource) -> Result<Zeroizing<Vec<u8>>, String> {
         SecretSource::File(path) => read_secret_file(path),
         SecretSource::Mint(_) => Err("minted tokens are issued by the runtime".into()),
         SecretSource::Exec { program, args } => {
-            let child = tokio::process::Command::new(program)
+            let mut child = tokio::process::Command::new(program)
                 .args(args)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::piped())
@@ -259,25 +259,37 @@ async fn fetch(source: &SecretSource) -> Result<Zeroizing<Vec<u8>>, String> {
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| format!("cannot run {program}: {e}"))?;
-            let out = tokio::time::timeout(EXEC_TIMEOUT, child.wait_with_output())
+            let failed = |e: std::io::Error| format!("{program} failed: {e}");
+            // Read into one buffer of the most a value may be (and room for
+            // the reader's probe): a program printing without end costs no
+            // more, and the value leaves no copies in freed memory.
+            let run = async {
+                let mut value = Zeroizing::new(Vec::with_capacity(MAX_SECRET_LEN + 64));
+                if let Some(out) = child.stdout.take() {
+                    use tokio::io::AsyncReadExt as _;
+                    let mut out = out.take(MAX_SECRET_LEN as u64 + 1);
+                    out.read_to_end(&mut value).await.map_err(failed)?;
+                }
+                if value.len() > MAX_SECRET_LEN {
+                    // Killed as it is dropped.
+                    return Err(format!(
+                        "{program} printed more than {MAX_SECRET_LEN} bytes"
+                    ));
+                }
+                let status = child.wait().await.map_err(failed)?;
+                if !status.success() {
+                    return Err(format!("{program} exited with {status}"));
+                }
+                Ok(value)
+            };
+            tokio::time::timeout(EXEC_TIMEOUT, run)
                 .await
-                .map_err(|_| {
-                    format!(
+                .unwrap_or_else(|_| {
+                    Err(format!(
                         "{program} did not finish within {}s",
                         EXEC_TIMEOUT.as_secs()
-                    )
-                })?
-                .map_err(|e| format!("{program} failed: {e}"))?;
-            let stdout = Zeroizing::new(out.stdout);
-            if !out.status.success() {
-                return Err(format!("{program} exited with {}", out.status));
-            }
-            if stdout.len() > MAX_SECRET_LEN {
-                return Err(format!(
-                    "{program} printed more than {MAX_SECRET_LEN} bytes"
-                ));
-            }
-            Ok(stdout)
+                    ))
+                })
         }
     }
 }
@@ -317,6 +329,25 @@ pub(crate) fn narrow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An `exec:` source that prints without end is read to the most a
+    /// value may be, refused and killed, long before its timeout; one that
+    /// prints a value and fails is refused; one that prints a value and
+    /// exits gives it.
+    #[tokio::test]
+    async fn an_exec_source_is_read_no_further_than_a_value_may_be() {
+        let exec = |line: &str| SecretSource::parse(line, std::path::Path::new("/")).unwrap();
+        let started = std::time::Instant::now();
+        let e = fetch(&exec("exec:yes")).await.unwrap_err();
+        assert_eq!(e, format!("yes printed more than {MAX_SECRET_LEN} bytes"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let e = fetch(&exec("exec:sh -c 'printf abcd; exit 3'"))
+            .await
+            .unwrap_err();
+        assert!(e.ends_with("exited with exit status: 3"), "{e}");
+        let v = fetch(&exec("exec:printf %s value-1234")).await.unwrap();
+        assert_eq!(&v[..], b"value-1234");
+    }
     use std::path::Path;
 
     #[test]
