@@ -369,43 +369,40 @@ async fn a_call_cannot_create_a_tree_deeper_than_the_walk_allows() {
 
 /// A rename moves a link as it is: `sub/up -> ../a.txt` moved to the
 /// handle's top would name `../a.txt` outside it, which Warden never
-/// follows but the operator's own tools would. Refused, recorded; a move
-/// that keeps it inside goes.
+/// follows but the operator's own tools would. Where a link that climbs
+/// (`..`) leads after a move depends on every link on its way, which the
+/// move changes too: moving one, or a directory holding one, is refused,
+/// recorded, nothing moved. A link that only descends moves freely.
 #[tokio::test]
 async fn a_link_cannot_be_moved_to_where_it_leads_outside() {
     let world = World::new();
     std::os::unix::fs::symlink("../a.txt", world.workspace.join("sub/up")).unwrap();
-    let (r, inv) = world
-        .probe(ALL, json!({"op": "rename", "path": "sub/up", "to": "up"}))
-        .await;
-    assert_eq!(code(&r), Some("denied"), "{r}");
-    assert_eq!(
-        message(&r),
-        "the link 'sub/up' would lead outside the handle from 'up'"
-    );
+    for (path, to, link, will) in [
+        ("sub/up", "up", "sub/up", "up"),
+        ("sub/up", "sub/up2", "sub/up", "sub/up2"),
+    ] {
+        let (r, inv) = world
+            .probe(ALL, json!({"op": "rename", "path": path, "to": to}))
+            .await;
+        assert_eq!(code(&r), Some("denied"), "{r}");
+        assert_eq!(
+            message(&r),
+            format!(
+                "the link '{link}' climbs ('..'): moved to '{will}', it could lead outside the handle"
+            )
+        );
+        let d = world.decisions(&inv);
+        assert_eq!(
+            (
+                d.last().unwrap().decision.as_deref(),
+                d.last().unwrap().rule.as_deref()
+            ),
+            (Some("deny"), Some("fs.sandbox"))
+        );
+    }
     assert!(world.workspace.join("sub/up").symlink_metadata().is_ok());
     assert!(world.workspace.join("up").symlink_metadata().is_err());
-    let d = world.decisions(&inv);
-    assert_eq!(
-        (
-            d.last().unwrap().decision.as_deref(),
-            d.last().unwrap().rule.as_deref()
-        ),
-        (Some("deny"), Some("fs.sandbox"))
-    );
-    let (r, _) = world
-        .probe(
-            ALL,
-            json!({"op": "rename", "path": "sub/up", "to": "sub/up2"}),
-        )
-        .await;
-    assert_eq!(code(&r), None, "{r}");
-    assert_eq!(
-        std::fs::read_to_string(world.workspace.join("sub/up2")).unwrap(),
-        "alpha"
-    );
-    // A directory carries the links in it: `sub/in/l -> ../../a.txt`
-    // names `a.txt` from where it is, and a place outside from `in/l`.
+    // A directory carries the links in it.
     std::fs::create_dir(world.workspace.join("sub/in")).unwrap();
     std::os::unix::fs::symlink("../../a.txt", world.workspace.join("sub/in/l")).unwrap();
     let (r, inv) = world
@@ -414,28 +411,24 @@ async fn a_link_cannot_be_moved_to_where_it_leads_outside() {
     assert_eq!(code(&r), Some("denied"), "{r}");
     assert_eq!(
         message(&r),
-        "the link 'sub/in/l' would lead outside the handle from 'in/l'"
+        "the link 'sub/in/l' climbs ('..'): moved to 'in/l', it could lead outside the handle"
+    );
+    assert_eq!(
+        world.decisions(&inv).last().unwrap().rule.as_deref(),
+        Some("fs.sandbox")
     );
     assert!(world.workspace.join("sub/in/l").symlink_metadata().is_ok());
     assert!(!world.workspace.join("in").exists());
-    let d = world.decisions(&inv);
-    assert_eq!(d.last().unwrap().rule.as_deref(), Some("fs.sandbox"));
-    // At the top under any name, the same; as deep elsewhere, it names
-    // `a.txt` still.
+    // One that descends goes, alone or carried.
+    std::fs::remove_file(world.workspace.join("sub/in/l")).unwrap();
+    std::os::unix::fs::symlink("b.txt", world.workspace.join("sub/in/down")).unwrap();
+    std::fs::write(world.workspace.join("sub/in/b.txt"), "beta").unwrap();
     let (r, _) = world
-        .probe(ALL, json!({"op": "rename", "path": "sub/in", "to": "sub2"}))
-        .await;
-    assert_eq!(code(&r), Some("denied"), "{r}");
-    std::fs::create_dir(world.workspace.join("other")).unwrap();
-    let (r, _) = world
-        .probe(
-            ALL,
-            json!({"op": "rename", "path": "sub/in", "to": "other/in"}),
-        )
+        .probe(ALL, json!({"op": "rename", "path": "sub/in", "to": "in"}))
         .await;
     assert_eq!(code(&r), None, "{r}");
     assert_eq!(
-        std::fs::read_to_string(world.workspace.join("other/in/l")).unwrap(),
-        "alpha"
+        std::fs::read_to_string(world.workspace.join("in/down")).unwrap(),
+        "beta"
     );
 }

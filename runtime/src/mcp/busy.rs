@@ -42,6 +42,7 @@ fn take_with(
     agent: Option<&Agent>,
 ) -> Result<Slots, String> {
     let Ok(server) = server.clone().try_acquire_owned() else {
+        tracing::info!("a call was refused: {max_in_flight} calls are running, the server's limit");
         return Err(format!(
             "busy: {max_in_flight} calls are already running, this server's limit; retry later"
         ));
@@ -57,6 +58,8 @@ fn take_with(
     let mut running = by_agent.0.lock().unwrap_or_else(|p| p.into_inner());
     let n = running.get(&key).copied().unwrap_or(0);
     if n >= per_agent {
+        let agent = super::echoed(&format!("{} {}", agent.issuer, agent.subject), 256);
+        tracing::info!(%agent, "a call was refused: {n} calls of this agent are running");
         return Err(format!(
             "busy: this agent has {n} calls running, as many as one agent may; retry later"
         ));

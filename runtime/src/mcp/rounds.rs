@@ -379,9 +379,35 @@ impl WardenMcp {
         InputRequiredResult::new(Some(requests), Some(state))
     }
 
+    /// The client's answer to a parked call's approval request; one that
+    /// answers nothing (another agent's state, one answered already, or
+    /// expired) is logged with who sent it.
+    pub(super) async fn resume(
+        &self,
+        req: &CallToolRequestParams,
+        state: &str,
+        caller: &Caller,
+    ) -> Result<CallToolResponse, McpError> {
+        let answered = self.answer(req, state, caller).await;
+        if let Err(e) = &answered
+            && e.message == unknown_state().message
+        {
+            let agent = caller
+                .agent()
+                .map(|a| format!("{} {}", a.issuer, a.subject));
+            tracing::info!(
+                tool = %super::echoed(&req.name, 128),
+                agent = %super::echoed(agent.as_deref().unwrap_or("-"), 256),
+                client = %super::echoed(&caller.client, 128),
+                "an approval answer was refused: unknown or expired requestState"
+            );
+        }
+        answered
+    }
+
     /// The client's answer to a parked call's approval request: to a call
     /// parked here, or (with a shared store) by another replica.
-    pub(super) async fn resume(
+    async fn answer(
         &self,
         req: &CallToolRequestParams,
         state: &str,

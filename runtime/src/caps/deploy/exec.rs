@@ -90,9 +90,11 @@ pub(super) const MIN_PASSED: usize = 8;
 /// invocation's redactor does not know them, and a program printing its
 /// environment, or a debug dump, handed them to the tool and the trail.
 fn passed_values(passed: &[(&String, std::ffi::OsString)]) -> crate::redact::Redactor {
+    // Each value as it is and without the newline an env file leaves.
     let values: Vec<(&str, std::borrow::Cow<'_, str>)> = passed
         .iter()
         .map(|(k, v)| (k.as_str(), v.to_string_lossy()))
+        .flat_map(|(k, v)| [(k, v.trim().to_owned().into()), (k, v)])
         .filter(|(_, v)| v.len() >= MIN_PASSED)
         .collect();
     crate::redact::Redactor::new(values.iter().map(|(k, v)| (*k, v.as_ref())))

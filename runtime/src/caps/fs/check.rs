@@ -139,7 +139,7 @@ pub(super) fn fate(action: &str, resolved: &[super::resolve::Resolved]) -> Optio
         _ => "file",
     };
     match (action, kind) {
-        ("write" | "append", None) => Some("creates it".into()),
+        ("write", None) => Some("creates it".into()),
         ("write", Some(_)) => Some("replaces the existing file".into()),
         ("rename", Some(k)) => Some(format!("replaces the existing {}", what(k))),
         _ => None,

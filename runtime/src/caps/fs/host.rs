@@ -449,14 +449,7 @@ impl HostDir for FsView<'_> {
             ..simple("append", vec![&path], Rights::WRITE)
         };
         self.run(dir, call, |root, r, _| {
-            let mut options = OpenOptions::new();
-            options
-                .append(true)
-                .create(true)
-                .create_new(r[0].kind.is_none());
-            let mut f = r[0]
-                .open_file(root, &mut options)
-                .map_err(|e| resolve::since(e, &r[0], root))?;
+            let mut f = r[0].open_file(root, OpenOptions::new().append(true).create(true))?;
             std::io::Write::write_all(&mut f, &contents)
         })
         .await
@@ -546,14 +539,17 @@ impl HostDir for FsView<'_> {
             }
             // Nothing was there when decided: nothing is replaced.
             use rustix::fs::{RenameFlags, renameat_with};
-            renameat_with(
-                from.dir(root),
-                names.0,
-                to.dir(root),
-                names.1,
-                RenameFlags::NOREPLACE,
-            )
-            .map_err(|e| resolve::since(e.into(), to, root))
+            let flags = RenameFlags::NOREPLACE;
+            match renameat_with(from.dir(root), names.0, to.dir(root), names.1, flags) {
+                // A file system without it (NFS, some FUSE): looked at,
+                // then renamed (a name made between the two is replaced).
+                Err(rustix::io::Errno::INVAL) => match to.dir(root).symlink_metadata(names.1) {
+                    Ok(_) => Err(io::ErrorKind::AlreadyExists.into()),
+                    Err(_) => from.dir(root).rename(names.0, to.dir(root), names.1),
+                },
+                done => done.map_err(io::Error::from),
+            }
+            .map_err(|e| resolve::since(e, to, root))
         })
         .await
     }

@@ -4,8 +4,7 @@
 //! tree is deep, and stops at the invocation's deadline.
 
 use super::resolve::{
-    MAX_DEPTH, MAX_SUBTREE, MAX_SUBTREE_BYTES, Refusal, Resolved, components, open_dir_nofollow,
-    refuse, too_deep, walk,
+    MAX_DEPTH, MAX_SUBTREE, MAX_SUBTREE_BYTES, Resolved, open_dir_nofollow, refuse, too_deep,
 };
 use cap_std::fs::{Dir, FileType};
 use std::io;
@@ -17,24 +16,31 @@ use std::time::Instant;
 /// only the links, but waits to open each directory it finds.
 pub(crate) const MAX_CARRIED: usize = 200_000;
 
+/// Most bytes of paths that walk goes through: what waits to be opened
+/// keeps its path, and a tree 127 levels deep of long names held
+/// gigabytes.
+const MAX_CARRIED_BYTES: usize = 32 << 20;
+
 /// Calls `visit(path, its directory, its name, its type)` for every entry
 /// below `dir` (named `base` inside the handle, `.` for none), not
 /// following symlinks; `too_much()` past `most` entries or `deadline`,
-/// and refused past [`MAX_DEPTH`] levels. A directory is opened when its
-/// turn comes, not when it is found: what waits holds only its parent
-/// open.
+/// and refused past [`MAX_DEPTH`] levels. A name that is not UTF-8 is
+/// refused when `strict`, else shown lossily in its path. A directory is
+/// opened when its turn comes, not when it is found: what waits holds
+/// only its parent open.
 fn each_below(
     dir: Dir,
     base: &str,
+    strict: bool,
     most: usize,
     deadline: Instant,
     too_much: &dyn Fn() -> io::Error,
-    mut visit: impl FnMut(&str, &Dir, &str, FileType) -> io::Result<()>,
+    mut visit: impl FnMut(&str, &Dir, &std::ffi::OsStr, FileType) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut seen = 0usize;
     // (its path, its parent or itself, its name in the parent, its depth)
-    let mut todo: Vec<(String, Arc<Dir>, Option<String>, usize)> =
-        vec![(base.to_owned(), Arc::new(dir), None, 0)];
+    type Waiting = (String, Arc<Dir>, Option<std::ffi::OsString>, usize);
+    let mut todo: Vec<Waiting> = vec![(base.to_owned(), Arc::new(dir), None, 0)];
     while let Some((prefix, parent, name, depth)) = todo.pop() {
         let d = match name {
             None => parent,
@@ -48,16 +54,20 @@ fn each_below(
         for e in d.entries()? {
             let e = e?;
             let name = e.file_name();
-            let name = name.to_str().ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("a name under '{prefix}' is not UTF-8"),
-                )
-            })?;
+            let shown = match (name.to_str(), strict) {
+                (Some(s), _) => std::borrow::Cow::Borrowed(s),
+                (None, false) => name.to_string_lossy(),
+                (None, true) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("a name under '{prefix}' is not UTF-8"),
+                    ));
+                }
+            };
             let path = if prefix == "." {
-                name.to_owned()
+                shown.into_owned()
             } else {
-                format!("{prefix}/{name}")
+                format!("{prefix}/{shown}")
             };
             seen += 1;
             if seen > most || Instant::now() >= deadline {
@@ -68,9 +78,9 @@ fn each_below(
                 if depth + 1 >= MAX_DEPTH {
                     return Err(too_deep(&path));
                 }
-                todo.push((path.clone(), d.clone(), Some(name.to_owned()), depth + 1));
+                todo.push((path.clone(), d.clone(), Some(name.clone()), depth + 1));
             }
-            visit(&path, &d, name, ft)?;
+            visit(&path, &d, &name, ft)?;
         }
     }
     Ok(())
@@ -99,6 +109,7 @@ pub(crate) fn subtree(
     each_below(
         dir,
         base,
+        true,
         MAX_SUBTREE,
         deadline,
         &too_much,
@@ -116,131 +127,83 @@ pub(crate) fn subtree(
     Ok(out)
 }
 
-/// Refuses a rename of `from` to `to` (both resolved inside the handle)
-/// that would carry a symlink to where its relative target leads outside
-/// the handle: the link itself, or any below a directory moved. Warden
-/// never follows it there, but whatever else reads the tree (a build,
-/// `git`) would. Each target is resolved as it would be from the link's
-/// new place, through the links it meets, before anything moves; a move
-/// within one directory changes no link's way out, and an absolute target
-/// leads where it did.
+/// Refuses a rename that moves a symlink whose relative target climbs
+/// (`..` in it): the link itself, or one anywhere below a directory
+/// moved. Where such a link leads depends on where it is and on every link
+/// its way passes through, and the move changes both — for it, and for
+/// links elsewhere whose way passes through its new name — so no look at
+/// the tree before the move tells where it leads after; Warden never
+/// follows it outside, but whatever else reads the tree (a build, `git`)
+/// would. A link that only descends leads below itself wherever it is
+/// moved, and an absolute one leads where it did.
 pub(crate) fn links_stay_inside(
     root: &Dir,
     from: &Resolved,
     to: &Resolved,
     deadline: Instant,
 ) -> io::Result<()> {
-    let parent = |p: &str| p.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
-    let (Some(kind), Some(name), Some(to_name)) = (from.kind, from.name(), to.name()) else {
+    let (Some(kind), Some(name)) = (from.kind, from.name()) else {
         return Ok(());
     };
-    if parent(&from.path) == parent(&to.path) || !(kind.is_dir() || kind.is_symlink()) {
-        return Ok(());
-    }
-    // The directories `to` is in, opened in turn (resolved: no links).
-    let to_parent = parent(&to.path);
-    let mut at: Vec<(String, Dir)> = Vec::new();
-    for c in components(&to_parent) {
-        let d = open_dir_nofollow(at.last().map_or(root, |(_, d)| d), c)?;
-        at.push((c.to_owned(), d));
-    }
-    let at_new_place = |below: &str| -> io::Result<Vec<(String, Dir)>> {
-        let mut stack: Vec<(String, Dir)> = at
-            .iter()
-            .map(|(n, d)| Ok((n.clone(), d.try_clone()?)))
-            .collect::<io::Result<_>>()?;
-        if kind.is_dir() {
-            stack.push((to_name.to_owned(), from.open_dir(root)?));
-            for c in components(below) {
-                let d = open_dir_nofollow(&stack.last().expect("pushed above").1, c)?;
-                stack.push((c.to_owned(), d));
-            }
-        }
-        Ok(stack)
+    let climbs = |target: &Path| {
+        !target.is_absolute()
+            && target
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+    };
+    let refused = |below: &str| {
+        let (was, will) = match below {
+            "" => (from.path.clone(), to.path.clone()),
+            below => (
+                format!("{}/{below}", from.path),
+                format!("{}/{below}", to.path),
+            ),
+        };
+        refuse(
+            "fs.sandbox",
+            format!(
+                "the link '{was}' climbs ('..'): moved to '{will}', it could lead outside the handle"
+            ),
+        )
     };
     if kind.is_symlink() {
-        let target = from.dir(root).read_link_contents(name)?;
-        return lands_inside(root, at_new_place("")?, &target, &from.path, &to.path);
+        return match climbs(&from.dir(root).read_link_contents(name)?) {
+            true => Err(refused("")),
+            false => Ok(()),
+        };
+    }
+    if !kind.is_dir() {
+        return Ok(());
     }
     let too_much = || {
         refuse(
             "fs.subtree",
             format!(
-                "'{}' holds more than can be checked for links before it moves (at most {MAX_CARRIED} entries, within the deadline)",
-                from.path
+                "'{}' holds more than can be checked for links before it moves (at most {MAX_CARRIED} entries and {} MiB of paths, within the deadline)",
+                from.path,
+                MAX_CARRIED_BYTES >> 20
             ),
         )
     };
-    let mut links = Vec::new();
+    let mut bytes = 0usize;
     each_below(
         from.open_dir(root)?,
         ".",
+        false,
         MAX_CARRIED,
         deadline,
         &too_much,
         |path, dir, name, ft| {
-            if ft.is_symlink() {
-                links.push((path.to_owned(), dir.read_link_contents(name)?));
+            bytes = bytes.saturating_add(path.len());
+            if bytes > MAX_CARRIED_BYTES {
+                return Err(too_much());
             }
-            Ok(())
+            match ft.is_symlink() && climbs(&dir.read_link_contents(name)?) {
+                true => Err(refused(path)),
+                false => Ok(()),
+            }
         },
-    )?;
-    for (path, target) in links {
-        if Instant::now() >= deadline {
-            return Err(too_much());
-        }
-        let below = path.rsplit_once('/').map_or("", |(d, _)| d);
-        let (was, will) = (
-            format!("{}/{path}", from.path),
-            format!("{}/{path}", to.path),
-        );
-        lands_inside(root, at_new_place(below)?, &target, &was, &will)?;
-    }
-    Ok(())
-}
-
-/// Whether `target`, read from the directories `stack`, stays inside the
-/// handle: resolved through the links it meets; where a directory on its
-/// way does not exist yet, by its text.
-fn lands_inside(
-    root: &Dir,
-    stack: Vec<(String, Dir)>,
-    target: &Path,
-    was: &str,
-    will: &str,
-) -> io::Result<()> {
-    let outside = || {
-        refuse(
-            "fs.sandbox",
-            format!("the link '{was}' would lead outside the handle from '{will}'"),
-        )
-    };
-    if target.is_absolute() {
-        return Ok(());
-    }
-    let Some(text) = target.to_str() else {
-        return Err(outside());
-    };
-    let depth = stack.len();
-    let todo = components(text).map(str::to_owned).collect();
-    match walk(root, stack, todo, text, true, true) {
-        Ok(_) => Ok(()),
-        Err(e) if Refusal::of(&e).is_some_and(|r| r.rule == "fs.sandbox") => Err(outside()),
-        // A missing directory, then `..`: its text says how far up it goes.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let mut up = depth;
-            for c in components(text) {
-                match c {
-                    ".." if up == 0 => return Err(outside()),
-                    ".." => up -= 1,
-                    _ => up += 1,
-                }
-            }
-            Ok(())
-        }
-        // A loop, or a file where a directory is meant: it leads nowhere.
-        Err(_) => Ok(()),
-    }
+    )
 }
 
 /// Removes the directory `name` in `parent` (`shown` inside the handle)
@@ -337,7 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn a_move_carrying_a_link_to_where_it_leads_outside_is_refused() {
+    fn a_move_carrying_a_link_that_climbs_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let t = tmp.path();
         let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, t.join(at)).unwrap();
@@ -348,38 +311,48 @@ mod tests {
             "../../../node_modules/.pnpm/ts/bin/tsc",
             "w/a/node_modules/.bin/tsc",
         );
-        // `S/L` goes through `S/b/up -> ..` and then up twice: from
-        // `x/y/S` that is `x/z`, from the top it is outside.
+        // `S/L`'s text stays inside `S`, but its way goes through
+        // `S/b/up -> ..`, and, moved, up and out.
         std::fs::create_dir_all(t.join("x/y/S/b")).unwrap();
         link("..", "x/y/S/b/up");
         link("b/up/../../z", "x/y/S/L");
-        // Absolute targets lead where they did, wherever they are.
-        std::fs::create_dir_all(t.join("v/bin")).unwrap();
-        link("/usr/bin/python3", "v/bin/python");
+        // `K -> ../..` renamed to `m` beside `L2 -> m/../../q`: `L2` then
+        // leads out, though `K` moves nowhere else.
+        std::fs::create_dir_all(t.join("p/q")).unwrap();
+        link("../..", "p/q/K");
+        // Absolute targets lead where they did; descending ones below
+        // themselves.
+        std::fs::create_dir_all(t.join("v/lib")).unwrap();
+        link("/usr/bin/python3", "v/python");
+        link("lib", "v/lib64");
         let root = Dir::open_ambient_dir(t, ambient_authority()).unwrap();
-
+        let refused = |link: &str, to: &str| {
+            Err(format!(
+                "the link '{link}' climbs ('..'): moved to '{to}', it could lead outside the handle"
+            ))
+        };
         assert_eq!(
             moving(&root, "w/a/node_modules/.bin", ".bin"),
-            Err("the link 'w/a/node_modules/.bin/tsc' would lead outside the handle from '.bin/tsc'".into())
+            refused("w/a/node_modules/.bin/tsc", ".bin/tsc")
         );
         assert_eq!(
             moving(&root, "w/a/node_modules/.bin/tsc", "tsc"),
-            Err(
-                "the link 'w/a/node_modules/.bin/tsc' would lead outside the handle from 'tsc'"
-                    .into()
-            )
+            refused("w/a/node_modules/.bin/tsc", "tsc")
         );
-        // What its text alone says stays inside does not: the link on
-        // its way leads up.
         assert_eq!(
-            moving(&root, "x/y/S", "S2"),
-            Err("the link 'x/y/S/L' would lead outside the handle from 'S2/L'".into())
+            moving(&root, "w/a/node_modules", "w/b"),
+            refused("w/a/node_modules/.bin/tsc", "w/b/.bin/tsc")
         );
-        // Moves that keep every link inside go.
-        assert_eq!(moving(&root, "w/a/node_modules", "w/b"), Ok(()));
-        assert_eq!(moving(&root, "w/a/node_modules/.bin", "w/a/bin2"), Ok(()));
-        assert_eq!(moving(&root, "x/y/S", "x/S2"), Ok(()));
+        assert_eq!(moving(&root, "x/y/S", "S2"), refused("x/y/S/L", "S2/L"));
+        assert_eq!(
+            moving(&root, "x/y/S", "x/y/T"),
+            refused("x/y/S/L", "x/y/T/L")
+        );
+        assert_eq!(moving(&root, "p/q/K", "p/q/m"), refused("p/q/K", "p/q/m"));
+        // Moves carrying no link that climbs go.
         assert_eq!(moving(&root, "v", "w/a/v"), Ok(()));
+        assert_eq!(moving(&root, "v/lib64", "lib64"), Ok(()));
+        assert_eq!(moving(&root, "w/node_modules", "nm"), Ok(()));
         // Nothing moved.
         assert!(t.join("x/y/S/L").symlink_metadata().is_ok());
     }
@@ -391,7 +364,7 @@ mod tests {
         std::fs::write(tmp.path().join("t/a/f"), "x").unwrap();
         let root = Dir::open_ambient_dir(tmp.path(), ambient_authority()).unwrap();
         let e = remove_tree(&root, "t", "t", Instant::now()).unwrap_err();
-        let r = Refusal::of(&e).expect("a refusal");
+        let r = super::super::resolve::Refusal::of(&e).expect("a refusal");
         assert_eq!(r.rule, "fs.subtree");
         assert_eq!(
             r.reason,
