@@ -447,12 +447,12 @@ impl super::FsView<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use cap_std::ambient_authority;
 
     /// `n` nested directories `d/d/…` under a fresh root, and the root.
-    fn nested(n: usize) -> (tempfile::TempDir, Dir) {
+    pub(in crate::caps::fs) fn nested(n: usize) -> (tempfile::TempDir, Dir) {
         let tmp = tempfile::tempdir().unwrap();
         let path = std::iter::repeat_n("d", n).collect::<Vec<_>>().join("/");
         std::fs::create_dir_all(tmp.path().join(path)).unwrap();

@@ -271,18 +271,10 @@ pub(crate) fn remove_tree(
 
 #[cfg(test)]
 mod tests {
+    use super::super::resolve::tests::nested;
     use super::*;
     use cap_std::ambient_authority;
     use std::time::Duration;
-
-    /// `n` nested directories `d/d/…` under a fresh root, and the root.
-    fn nested(n: usize) -> (tempfile::TempDir, Dir) {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = std::iter::repeat_n("d", n).collect::<Vec<_>>().join("/");
-        std::fs::create_dir_all(tmp.path().join(path)).unwrap();
-        let root = Dir::open_ambient_dir(tmp.path(), ambient_authority()).unwrap();
-        (tmp, root)
-    }
 
     fn open_fds() -> usize {
         std::fs::read_dir("/proc/self/fd").unwrap().count()
