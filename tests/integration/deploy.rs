@@ -170,6 +170,15 @@ args = ["-c", "echo \"path=$PATH\"; printf %s \"$PATH\" | od -An -tx1 | tr -d ' 
 env = ["PATH"]
 
 [[tools.deployer.deploy]]
+name = "env-straddle"
+approval = "none"
+rights = ["deploy"]
+backend = "exec"
+program = "/bin/sh"
+args = ["-c", "n=${{#PATH}}; r=$(( (131072 - 3 - 2 * n) / n )); i=0; while [ $i -lt $r ]; do printf %s \"$PATH\"; i=$((i + 1)); done; head -c $(( 131072 - 3 - r * n )) /dev/zero | tr '\\0' x; printf %s \"$PATH\""]
+env = ["PATH"]
+
+[[tools.deployer.deploy]]
 name = "by-default"
 rights = ["deploy"]
 backend = "exec"
@@ -333,7 +342,7 @@ async fn deploy_is_its_own_right() {
     );
     assert!(
         err.to_string().contains(
-            "its targets: staging, production, chatty, hung, gated, echoing, echoing-signature, unreachable, straddling, env-dump, by-default"
+            "its targets: staging, production, chatty, hung, gated, echoing, echoing-signature, unreachable, straddling, env-dump, env-straddle, by-default"
         ),
         "{err}"
     );
@@ -728,6 +737,23 @@ async fn a_programs_environment_is_redacted_from_what_it_prints() {
     let trail = serde_json::to_string(&s.audit.invocation(&run.id)).unwrap();
     assert!(!trail.contains(&path), "{trail}");
     assert!(trail.contains("path=[REDACTED:PATH]"), "{trail}");
+
+    // Printed again and again, its markers shrink the output so far that
+    // the head of a value cut where the output is read (128 KiB, the
+    // first three bytes of the last `$PATH`) would be in what the tool
+    // gets: the end is dropped as long as a value could be.
+    let grant = Grant::new("t")
+        .fs("workspace", &s.ws, Rights::READ)
+        .deploy("env-straddle");
+    let run = s.deploy(&grant, "env-straddle").await.unwrap();
+    let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    let output = out["output"].as_str().unwrap();
+    assert!(
+        output.starts_with("[REDACTED:PATH][REDACTED:PATH]"),
+        "{}",
+        &output[..60]
+    );
+    assert!(output.ends_with("xxxx"), "{}", &output[output.len() - 60..]);
 }
 
 /// Reading an artifact is a read of its handle: a runtime policy that

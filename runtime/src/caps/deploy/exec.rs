@@ -66,13 +66,20 @@ async fn run_program(
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let (status, stdout, stderr) = tokio::join!(
         child.wait(),
-        read_capped(stdout, READ_OUTPUT),
-        read_capped(stderr, READ_OUTPUT)
+        read_capped(stdout, READ_OUTPUT + 1),
+        read_capped(stderr, READ_OUTPUT + 1)
     );
     let name = program_name(program);
     let status = status.map_err(|e| failed(format!("{name} failed: {e}")))?;
     let mut output = stdout.map_err(|e| failed(format!("{name} failed: {e}")))?;
     output.extend(stderr.map_err(|e| failed(format!("{name} failed: {e}")))?);
+    if output.len() > READ_OUTPUT {
+        // A value passed through the environment, cut where the output is,
+        // is one redaction no longer finds: the end, as long as one could
+        // be, goes too.
+        let longest = passed.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+        output.truncate(READ_OUTPUT.saturating_sub(longest));
+    }
     Ok(Outcome {
         status: status.code().unwrap_or(-1),
         output: passed_values(&passed).redact_string(capped(&output)),

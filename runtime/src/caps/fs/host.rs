@@ -545,7 +545,10 @@ impl HostDir for FsView<'_> {
                 // then renamed (a name made between the two is replaced).
                 Err(rustix::io::Errno::INVAL) => match to.dir(root).symlink_metadata(names.1) {
                     Ok(_) => Err(io::ErrorKind::AlreadyExists.into()),
-                    Err(_) => from.dir(root).rename(names.0, to.dir(root), names.1),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        from.dir(root).rename(names.0, to.dir(root), names.1)
+                    }
+                    Err(e) => Err(e),
                 },
                 done => done.map_err(io::Error::from),
             }

@@ -73,7 +73,12 @@ fn each_below(
             if seen > most || Instant::now() >= deadline {
                 return Err(too_much());
             }
-            let ft = e.file_type()?;
+            let ft = match e.file_type()? {
+                // No type from the directory (`DT_UNKNOWN`: XFS without
+                // ftype, some NFS and FUSE): asked of the entry itself.
+                ft if ft.is_dir() || ft.is_file() || ft.is_symlink() => ft,
+                _ => d.symlink_metadata(&name)?.file_type(),
+            };
             if ft.is_dir() {
                 if depth + 1 >= MAX_DEPTH {
                     return Err(too_deep(&path));
@@ -127,29 +132,39 @@ pub(crate) fn subtree(
     Ok(out)
 }
 
-/// Refuses a rename that moves a symlink whose relative target climbs
-/// (`..` in it): the link itself, or one anywhere below a directory
-/// moved. Where such a link leads depends on where it is and on every link
-/// its way passes through, and the move changes both — for it, and for
-/// links elsewhere whose way passes through its new name — so no look at
-/// the tree before the move tells where it leads after; Warden never
-/// follows it outside, but whatever else reads the tree (a build, `git`)
-/// would. A link that only descends leads below itself wherever it is
-/// moved, and an absolute one leads where it did.
+/// Refuses a rename that moves a symlink that does not only lead down (a
+/// target holding `..`, an absolute one, or `.`): the link itself, or one
+/// anywhere below a directory moved. Where such a link leads depends on
+/// where it is and on every link its way passes through, and the move
+/// changes both — for it, and for links elsewhere whose way passes through
+/// its new name — so no look at the tree before the move tells where it
+/// leads after; Warden never follows it outside, but whatever else reads
+/// the tree (a build, `git`) would. A link that only leads down leads
+/// below itself wherever it is moved, and through it nothing climbs
+/// further than its text says.
 pub(crate) fn links_stay_inside(
     root: &Dir,
     from: &Resolved,
     to: &Resolved,
     deadline: Instant,
 ) -> io::Result<()> {
-    let (Some(kind), Some(name)) = (from.kind, from.name()) else {
+    let Some(name) = from.name() else {
         return Ok(());
     };
-    let climbs = |target: &Path| {
-        !target.is_absolute()
-            && target
-                .components()
-                .any(|c| c == std::path::Component::ParentDir)
+    // What is there now, not when decided (an approval may have waited).
+    let kind = match from.dir(root).symlink_metadata(name) {
+        Ok(m) => m.file_type(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    // Absolute (Warden's own walk refuses it as an escape), climbing, or
+    // naming its own directory (`.`): each, put where another link's way
+    // passes, leads that one elsewhere.
+    let not_down = |target: &Path| {
+        use std::path::Component as C;
+        target.is_absolute()
+            || target.components().any(|c| c == C::ParentDir)
+            || !target.components().any(|c| matches!(c, C::Normal(_)))
     };
     let refused = |below: &str| {
         let (was, will) = match below {
@@ -162,12 +177,12 @@ pub(crate) fn links_stay_inside(
         refuse(
             "fs.sandbox",
             format!(
-                "the link '{was}' climbs ('..'): moved to '{will}', it could lead outside the handle"
+                "the link '{was}' does not only lead down: moved to '{will}', it or a link through it could lead outside the handle"
             ),
         )
     };
     if kind.is_symlink() {
-        return match climbs(&from.dir(root).read_link_contents(name)?) {
+        return match not_down(&from.dir(root).read_link_contents(name)?) {
             true => Err(refused("")),
             false => Ok(()),
         };
@@ -198,7 +213,7 @@ pub(crate) fn links_stay_inside(
             if bytes > MAX_CARRIED_BYTES {
                 return Err(too_much());
             }
-            match ft.is_symlink() && climbs(&dir.read_link_contents(name)?) {
+            match ft.is_symlink() && not_down(&dir.read_link_contents(name)?) {
                 true => Err(refused(path)),
                 false => Ok(()),
             }
@@ -312,15 +327,16 @@ mod tests {
         // leads out, though `K` moves nowhere else.
         std::fs::create_dir_all(t.join("p/q")).unwrap();
         link("../..", "p/q/K");
-        // Absolute targets lead where they did; descending ones below
-        // themselves.
+        // An absolute target, or `.`, put where another link's way passes,
+        // leads that one elsewhere; a descending one leads below itself.
         std::fs::create_dir_all(t.join("v/lib")).unwrap();
         link("/usr/bin/python3", "v/python");
         link("lib", "v/lib64");
+        link(".", "v/here");
         let root = Dir::open_ambient_dir(t, ambient_authority()).unwrap();
         let refused = |link: &str, to: &str| {
             Err(format!(
-                "the link '{link}' climbs ('..'): moved to '{to}', it could lead outside the handle"
+                "the link '{link}' does not only lead down: moved to '{to}', it or a link through it could lead outside the handle"
             ))
         };
         assert_eq!(
@@ -341,8 +357,9 @@ mod tests {
             refused("x/y/S/L", "x/y/T/L")
         );
         assert_eq!(moving(&root, "p/q/K", "p/q/m"), refused("p/q/K", "p/q/m"));
-        // Moves carrying no link that climbs go.
-        assert_eq!(moving(&root, "v", "w/a/v"), Ok(()));
+        assert_eq!(moving(&root, "v/python", "py"), refused("v/python", "py"));
+        assert_eq!(moving(&root, "v/here", "h"), refused("v/here", "h"));
+        // Moves carrying only links that lead down go.
         assert_eq!(moving(&root, "v/lib64", "lib64"), Ok(()));
         assert_eq!(moving(&root, "w/node_modules", "nm"), Ok(()));
         // Nothing moved.
