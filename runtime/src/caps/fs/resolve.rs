@@ -226,7 +226,7 @@ pub(crate) fn open_dir_nofollow(dir: &Dir, name: impl AsRef<std::path::Path>) ->
     Ok(Dir::from_std_file(file.into_std()))
 }
 
-pub(super) fn components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
+fn components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
     path.split('/').filter(|c| !c.is_empty() && *c != ".")
 }
 
@@ -240,21 +240,8 @@ pub(crate) fn resolve(
     follow_last: bool,
     create: bool,
 ) -> io::Result<Resolved> {
-    let todo = components(path).map(str::to_owned).collect();
-    walk(root, Vec::new(), todo, path, follow_last, create)
-}
-
-/// [`resolve`] of the components `todo`, from the directories `stack`
-/// (each opened in the one before it, the first in `root`) rather than
-/// from `root`; `path` names the walk in errors.
-pub(super) fn walk(
-    root: &Dir,
-    mut stack: Vec<(String, Dir)>,
-    mut todo: VecDeque<String>,
-    path: &str,
-    follow_last: bool,
-    create: bool,
-) -> io::Result<Resolved> {
+    let mut todo: VecDeque<String> = components(path).map(str::to_owned).collect();
+    let mut stack: Vec<(String, Dir)> = Vec::new();
     let mut names = Vec::new();
     let mut links = 0;
     while let Some(name) = todo.pop_front() {

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 /// Most entries the walk for the links a rename carries visits: it keeps
 /// only the links, but waits to open each directory it finds.
-pub(crate) const MAX_CARRIED: usize = 200_000;
+const MAX_CARRIED: usize = 200_000;
 
 /// Most bytes of paths that walk goes through: what waits to be opened
 /// keeps its path, and a tree 127 levels deep of long names held
