@@ -17,10 +17,14 @@ Exit status, as `warden audit verify`:
 
 import argparse
 import base64
+import fcntl
 import hashlib
 import json
+import os
 import re
+import stat
 import sys
+import time
 
 try:
     from cryptography.exceptions import InvalidSignature
@@ -82,6 +86,14 @@ EVENTS = {
 }
 HASH_TAIL = re.compile(rb',"hash":"([0-9a-f]{64})"\}\Z')
 B64URL = re.compile(r"\A[A-Za-z0-9_-]*\Z")
+KID = re.compile(r"\A[0-9a-f]{16}\Z")
+# Warden cuts every field a tool or an agent fills, so its lines are a few
+# KiB; a longer line is not one it wrote.
+MAX_LINE = 64 << 20
+# How long to wait for a writer's batch in progress to end (it takes
+# milliseconds); a live trail read half-way through one ends in a torn line.
+SETTLE = 5.0
+MAX_JWKS = 1 << 20
 
 
 class Tampered(Exception):
@@ -98,18 +110,79 @@ def b64url(text):
     return raw
 
 
+def shown(text):
+    """A string from the trail or the command line, safe to print to a
+    terminal: as it is if every character prints, else JSON-quoted (control
+    characters, C1, bidi overrides and line separators escaped)."""
+    if not isinstance(text, str):
+        return json.dumps(text)
+    return text if text.isprintable() else json.dumps(text)
+
+
+def open_regular(path):
+    """Opens a regular file without blocking on a FIFO or taking a terminal."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise OSError("not a regular file")
+    return f
+
+
 def load_jwks(path):
-    with open(path, encoding="utf-8") as f:
-        jwks = json.load(f)
+    """The JWKS's Ed25519 keys by key id, each id recomputed from its key."""
+    with open_regular(path) as f:
+        text = f.read(MAX_JWKS + 1)
+    if len(text) > MAX_JWKS:
+        raise ValueError(f"larger than {MAX_JWKS >> 10} KiB")
+    jwks = json.loads(text.decode("utf-8"))
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        raise ValueError("expected an object with a `keys` array")
     keys = {}
     for k in jwks.get("keys", []):
+        if not isinstance(k, dict):
+            raise ValueError("expected each key to be an object")
         if k.get("kty") != "OKP" or k.get("crv") != "Ed25519":
             continue
-        x = b64url(k["x"])
+        x = b64url(k.get("x"))
         if len(x) != 32:
             raise ValueError("x is not 32 bytes")
-        keys[k.get("kid", "")] = Ed25519PublicKey.from_public_bytes(x)
+        kid = hashlib.sha256(x).hexdigest()[:16]
+        if k.get("kid") is not None and k["kid"] != kid:
+            raise ValueError(f"key id {shown(k['kid'])} does not match its key (expected {kid})")
+        keys[kid] = Ed25519PublicKey.from_public_bytes(x)
     return keys
+
+
+def trail_lines(f):
+    """The trail's lines as (bytes without the newline, whether it had one),
+    read once no writer is part-way through a batch, one at a time: a trail
+    of any length costs the memory of its longest line."""
+    until = time.monotonic() + SETTLE
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= until:
+                break  # a stopped writer holds it: read the trail as it is
+            time.sleep(0.005)
+    # Writers only append: the length now bounds a read that ends on a
+    # whole record, however long the read takes. The lock is let go at
+    # once: writers wait for it (and give up after a while).
+    left = os.fstat(f.fileno()).st_size
+    fcntl.flock(f, fcntl.LOCK_UN)
+    while left > 0:
+        line = f.readline(min(left, MAX_LINE + 1))
+        if not line:
+            return
+        left -= len(line)
+        if line.endswith(b"\n"):
+            yield line[:-1], True
+        else:
+            yield line, False
+            if len(line) > MAX_LINE:
+                return  # refused; nothing after it is read
 
 
 def no_duplicates(pairs):
@@ -179,7 +252,7 @@ def check_line(raw):
     return record, digest
 
 
-def verify(data, keys):
+def verify(lines, keys):
     report = {
         "records": 0,
         "checkpoints": 0,
@@ -192,12 +265,12 @@ def verify(data, keys):
     head = GENESIS
     open_invocations = {}
     since = 0
-    ends_cleanly = data == b"" or data.endswith(b"\n")
-    lines = [] if data == b"" else (data[:-1] if ends_cleanly else data).split(b"\n")
-    for i, raw in enumerate(lines):
+    for i, (raw, whole) in enumerate(lines):
         line = i + 1
         try:
-            if i + 1 == len(lines) and not ends_cleanly:
+            if len(raw) > MAX_LINE:
+                raise Tampered(f"a line of over {MAX_LINE >> 20} MiB: Warden writes no record that long (the trail was edited)")
+            if not whole:
                 raise Tampered("not a complete audit record (edited or truncated)")
             record, digest = check_line(raw)
             if record.get("seq") != i:
@@ -211,6 +284,8 @@ def verify(data, keys):
                 kid, sig = record.get("key"), record.get("signature")
                 if kid is None or sig is None:
                     raise Tampered("checkpoint is not signed (no key or signature)")
+                if not KID.match(kid):
+                    raise Tampered("checkpoint names a key that is not 16 lower-case hex digits (the record was edited)")
                 if kid not in keys:
                     if all(k["kid"] != kid for k in report["unknown_keys"]):
                         report["unknown_keys"].append({"line": line, "kid": kid})
@@ -248,19 +323,18 @@ def main():
     parser.add_argument("trail")
     parser.add_argument("--jwks", required=True, help="the public key set of the instance that wrote the trail")
     args = parser.parse_args()
-    try:
-        with open(args.trail, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        print(f"error: cannot read {args.trail}: {e}", file=sys.stderr)
-        return 2
+    name = shown(args.trail)
     try:
         keys = load_jwks(args.jwks)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        print(f"error: {args.jwks}: not a usable JWKS: {e}", file=sys.stderr)
+    except Exception as e:  # whatever is wrong with it, it is not the trail's fault: 2
+        print(f"error: {shown(args.jwks)}: not a usable JWKS: {shown(str(e))}", file=sys.stderr)
         return 2
-    report = verify(data, keys)
-    name = args.trail
+    try:
+        with open_regular(args.trail) as f:
+            report = verify(trail_lines(f), keys)
+    except OSError as e:
+        print(f"error: cannot read {name}: {e.strerror or e}", file=sys.stderr)
+        return 2
     t = report["tampered"]
     if t is not None:
         print(f"{name}: intact up to line {t['line'] - 1}")

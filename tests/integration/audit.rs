@@ -491,6 +491,78 @@ async fn the_python_verifier_checks_what_warden_writes() {
         )),
         "{out}"
     );
+
+    // A checkpoint naming a "key" that would draw on the terminal (erase
+    // the line above, print a fake "ok"): refused by both verifiers, and
+    // nothing of it reaches the terminal raw.
+    let hostile = world.dir.path().join("hostile\u{1b}[2K.jsonl");
+    std::fs::copy(&path, &hostile).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let sink = FileSink::open(&hostile).unwrap();
+    let r: Record = serde_json::from_value(json!({
+        "v": 1, "ts": "2026-01-01T00:00:00.000Z", "event": "checkpoint",
+        "invocation": "-", "task": "-", "tool": "-", "identity": "-",
+        "count": text.lines().count(), "head": last["hash"],
+        "key": "\u{1b}[1A\u{1b}[2Ktrail.jsonl: ok", "signature": "AA",
+    }))
+    .unwrap();
+    sink.append(&r).unwrap();
+    drop(sink);
+    let edited = std::fs::read_to_string(&hostile).unwrap();
+    let want = check(&edited, &key).tampered.expect("refused");
+    assert_eq!(
+        want.reason,
+        "checkpoint names a key that is not 16 lower-case hex digits (the record was edited)"
+    );
+    let (code, out) = verify_py(&hostile, &jwks);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(":{}: {}", want.line, want.reason)),
+        "{out}"
+    );
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+
+    // What is not a trail or a key set: exit 2, at once, named.
+    let fifo = world.dir.path().join("fifo.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let started = std::time::Instant::now();
+    let (code, out) = verify_py(&fifo, &jwks);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("not a regular file"), "{out}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let mismatched = {
+        let mut v = key.jwks();
+        v["keys"][0]["kid"] = json!("0000000000000000");
+        v
+    };
+    for (what, jwks_text, said) in [
+        (
+            "an array",
+            "[]".to_owned(),
+            "expected an object with a `keys` array",
+        ),
+        (
+            "a key that is a number",
+            r#"{"keys":[1]}"#.to_owned(),
+            "expected each key to be an object",
+        ),
+        (
+            "a key id that is not its key's",
+            mismatched.to_string(),
+            "does not match its key",
+        ),
+    ] {
+        let bad = world.dir.path().join("bad-jwks.json");
+        std::fs::write(&bad, jwks_text).unwrap();
+        let (code, out) = verify_py(&path, &bad);
+        assert_eq!(code, Some(2), "{what}: {out}");
+        assert!(out.contains(said), "{what}: {out}");
+        assert!(!out.contains("Traceback"), "{what}: {out}");
+    }
 }
 
 /// `warden run` shows a tool's output only once its records are on the

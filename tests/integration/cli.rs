@@ -438,6 +438,31 @@ fn audit_verify_and_show() {
         "{}",
         stderr(&o)
     );
+    // Where the report cannot be written (a full disk), the verdict keeps
+    // its status: altered is still 1, and an intact trail's report lost is
+    // 2, never 3 (intact but incomplete, a live trail's usual state).
+    let full = |trail: &str, json: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
+        cmd.args(["--cache-dir"]).arg(shared_cache());
+        cmd.args(["audit", "verify", trail]);
+        if json {
+            cmd.arg("--json");
+        }
+        let o = cmd
+            .env("WARDEN_STATE_DIR", &state)
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        (o.status.code(), stderr(&o))
+    };
+    for json in [false, true] {
+        let (code, err) = full(&edited.display().to_string(), json);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("cannot write to stdout"), "{err}");
+        let (code, err) = full(&t, json);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("cannot write to stdout"), "{err}");
+    }
 
     // show, filtered.
     let o = warden_in(&state, &["audit", "show", &t, "--tool", "read-files"]);

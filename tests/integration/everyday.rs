@@ -552,6 +552,23 @@ fn audit_show_refuses_malformed_filters_and_files_that_are_not_trails() {
             text(&o.stderr)
         );
     }
+    // A terabyte (sparse: no newline in it) is read a line at a time, not
+    // into memory whole: its first line is refused at 64 MiB.
+    let sparse = world.dir.path().join("sparse.jsonl");
+    std::fs::File::create(&sparse)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let started = std::time::Instant::now();
+    let f = sparse.display().to_string();
+    let o = warden(&state).args(["audit", "show", &f]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("line 1 is not an audit record (a line of over 64 MiB)"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
     // A missing one is named.
     let o = warden(&state)
         .args(["audit", "show", "/nonexistent/trail.jsonl"])

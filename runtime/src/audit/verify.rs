@@ -347,6 +347,12 @@ fn follows(
     let (Some(kid), Some(sig)) = (&record.key, &record.signature) else {
         return Err("checkpoint is not signed (no key or signature)".into());
     };
+    if kid.len() != 16 || !kid.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(
+            "checkpoint names a key that is not 16 lower-case hex digits (the record was edited)"
+                .into(),
+        );
+    }
     if !keys.knows(kid) {
         if !report.unknown_keys.iter().any(|k| &k.kid == kid) {
             report.unknown_keys.push(UnknownKey {

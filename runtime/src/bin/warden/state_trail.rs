@@ -2,7 +2,9 @@
 //! keep in PostgreSQL, one chain per process, each read as a file trail.
 
 use crate::out::outln;
-use crate::trail::{Filters, exit_status, for_people, jwks_file, print_report, status_name};
+use crate::trail::{
+    Filters, exit_status, for_people, jwks_file, print_report, reported, status_name,
+};
 use crate::{Failure, shown, usage};
 use serde_json::json;
 use std::path::Path;
@@ -84,25 +86,30 @@ pub async fn verify(url: &str, jwks: Option<&Path>, json: bool) -> Result<u8, Fa
                 "unknown_keys": r.unknown_keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
-        outln!("{}", for_people(&value.to_string()))?;
-        return Ok(exit_status(worst));
+        return reported(
+            exit_status(worst),
+            outln!("{}", for_people(&value.to_string())),
+        );
     }
-    if chains.is_empty() {
-        outln!("{}: no records yet", url.shown())?;
-    }
-    for (c, report) in &chains {
-        print_report(&label(&url, c), report, &known)?;
-    }
-    if chains.len() > 1 {
-        outln!(
-            "{}: {} chains, {} records; {}",
-            url.shown(),
-            chains.len(),
-            chains.iter().map(|(_, r)| r.records).sum::<u64>(),
-            status_name(worst)
-        )?;
-    }
-    Ok(exit_status(worst))
+    let printed = (|| {
+        if chains.is_empty() {
+            outln!("{}: no records yet", url.shown())?;
+        }
+        for (c, report) in &chains {
+            print_report(&label(&url, c), report, &known)?;
+        }
+        if chains.len() > 1 {
+            outln!(
+                "{}: {} chains, {} records; {}",
+                url.shown(),
+                chains.len(),
+                chains.iter().map(|(_, r)| r.records).sum::<u64>(),
+                status_name(worst)
+            )?;
+        }
+        Ok(())
+    })();
+    reported(exit_status(worst), printed)
 }
 
 /// Shows the records of every chain, oldest chain first, filtered; each

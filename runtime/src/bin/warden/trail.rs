@@ -52,11 +52,32 @@ pub fn verify_cmd(file: &Path, jwks: Option<&Path>, json: bool) -> Result<u8, Fa
     let status = report.status();
     let code = exit_status(status);
     if json {
-        verify_json(file, &report, &known)?;
-        return Ok(code);
+        return reported(code, verify_json(file, &report, &known));
     }
-    print_report(&file.display().to_string(), &report, &known)?;
-    Ok(code)
+    let label = crate::shown(&file.display().to_string()).into_owned();
+    reported(code, print_report(&label, &report, &known))
+}
+
+/// The status of a verification whose report was printed with `printed`.
+/// A verdict outranks a failure to print it: a trail found altered (1) or
+/// signed by an unknown key (4) keeps its status on a full disk or a closed
+/// pipe (the failure goes to stderr), and no failure to print reads as 3,
+/// which here says "intact but incomplete", a live trail's usual state.
+pub fn reported(code: u8, printed: Result<(), Failure>) -> Result<u8, Failure> {
+    match printed {
+        Ok(()) => Ok(code),
+        Err(f) if matches!(code, 1 | 4) => {
+            if f.code != crate::out::CLOSED_STATUS {
+                crate::out::errln!("error: {:#}", f.error);
+            }
+            Ok(code)
+        }
+        Err(f) if f.code == 3 => Err(Failure {
+            code: 2,
+            error: f.error,
+        }),
+        Err(f) => Err(f),
+    }
 }
 
 /// A verification's report for people: `label` names the trail (a file,
@@ -244,24 +265,57 @@ impl Filters {
 /// that are not records further on are shown as such, and the status is 1
 /// (`warden audit verify` says whether the trail was altered).
 pub fn show_cmd(file: &Path, filters: &Filters, json: bool) -> Result<u8, Failure> {
-    let mut bytes = Vec::new();
-    warden::files::open_regular(file)
-        .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
-        .map_err(|e| crate::usage(unreadable(file, &e)))?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        crate::usage(anyhow::anyhow!(
-            "{} is not an audit trail (expected JSON Lines text; it is not UTF-8)",
-            file.display()
-        ))
-    })?;
+    let failed = |e: std::io::Error| crate::usage(unreadable(file, &e));
+    let f = warden::files::open_regular(file).map_err(failed)?;
+    let len = f.metadata().map_err(failed)?.len();
+    // A line at a time, as `audit verify` reads: a trail of any size (a
+    // sparse file of a terabyte) costs the memory of its longest line, and
+    // a line longer than any Warden writes is not read whole.
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, std::io::Read::take(f, len));
+    let named = crate::shown(&file.display().to_string()).into_owned();
+    let mut line = Vec::new();
     let mut bad = 0;
-    for (i, line) in text.lines().enumerate() {
-        let r = match serde_json::from_str::<Record>(line) {
-            Ok(r) => r,
+    for i in 0usize.. {
+        use std::io::BufRead as _;
+        line.clear();
+        let mut within = std::io::Read::take(&mut reader, MAX_LINE as u64 + 1);
+        let read = within.read_until(b'\n', &mut line).map_err(failed)?;
+        if read == 0 {
+            break;
+        }
+        // Longer than any line Warden writes: not a record, and nothing
+        // after it is read (its end could be a terabyte on).
+        let over = line.last() != Some(&b'\n') && read > MAX_LINE;
+        if over && i > 0 {
+            bad += 1;
+            if !json {
+                outln!(
+                    "{:>6}  (not a record: over {} MiB; not read further)",
+                    i + 1,
+                    MAX_LINE >> 20
+                )?;
+            }
+            break;
+        }
+        let parsed = if over {
+            Err(format!("a line of over {} MiB", MAX_LINE >> 20))
+        } else {
+            let text = line.strip_suffix(b"\n").unwrap_or(&line);
+            (std::str::from_utf8(text).map_err(|_| "it is not UTF-8 text".to_owned())).and_then(
+                |t| {
+                    Ok((
+                        serde_json::from_str::<Record>(t).map_err(|e| e.to_string())?,
+                        t,
+                    ))
+                },
+            )
+        };
+        let (r, text) = match parsed {
+            Ok(parsed) => parsed,
             Err(e) if i == 0 => {
                 return Err(crate::usage(anyhow::anyhow!(
-                    "{} is not an audit trail: line 1 is not an audit record ({e}); expected JSON Lines as docs/AUDIT-FORMAT.md describes",
-                    file.display()
+                    "{named} is not an audit trail: line 1 is not an audit record ({}); expected JSON Lines as docs/AUDIT-FORMAT.md describes",
+                    crate::shown(&e)
                 )));
             }
             Err(_) => {
@@ -276,7 +330,7 @@ pub fn show_cmd(file: &Path, filters: &Filters, json: bool) -> Result<u8, Failur
             continue;
         }
         if json {
-            outln!("{}", for_people(line))?;
+            outln!("{}", for_people(text))?;
         } else {
             outln!("{:>6}  {}  {}", i + 1, escape_control(&r.ts), summarize(&r))?;
         }
@@ -284,12 +338,16 @@ pub fn show_cmd(file: &Path, filters: &Filters, json: bool) -> Result<u8, Failur
     if bad > 0 {
         crate::out::errln!(
             "error: {}: {bad} lines are not audit records; `warden audit verify` says whether the trail was altered",
-            file.display()
+            crate::shown(&file.display().to_string())
         );
         return Ok(1);
     }
     Ok(0)
 }
+
+/// The longest line `audit show` reads, as `audit verify`: Warden's lines
+/// are a few KiB.
+const MAX_LINE: usize = 64 << 20;
 
 /// A line of JSON for a terminal: what a person would not see as itself
 /// inside strings (DEL and C1 controls, bidi overrides, zero-width and tag
