@@ -35,9 +35,40 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Timeout => f.write_str("not connected in time"),
             Failure::Connect(e) => write!(f, "connecting: {e}"),
-            Failure::Tls(e) => write!(f, "TLS: {e}"),
+            Failure::Tls(e) => write!(f, "TLS: {}", tls_reason(e)),
             Failure::Http(e) => write!(f, "HTTP: {e}"),
         }
+    }
+}
+
+/// A TLS failure in words of our own. rustls's text can quote what the
+/// server presented (every name its certificate is valid for), which the
+/// server chooses: a list of candidates for a secret, one of which a marker
+/// in the redacted message would point out to the tool.
+pub(super) fn tls_reason(e: &std::io::Error) -> std::borrow::Cow<'static, str> {
+    use tokio_rustls::rustls::{CertificateError as C, Error as R};
+    let Some(r) = e.get_ref().and_then(|inner| inner.downcast_ref::<R>()) else {
+        // Not rustls's: the connection's own (reset, closed), or ours.
+        return match e.get_ref() {
+            None => e.kind().to_string().into(),
+            Some(_) => e.to_string().into(),
+        };
+    };
+    let certificate = |why: &'static str| format!("the server's certificate {why}").into();
+    match r {
+        R::InvalidCertificate(c) => match c {
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                certificate("is not valid for the name asked for")
+            }
+            C::Expired | C::ExpiredContext { .. } => certificate("has expired"),
+            C::NotValidYet | C::NotValidYetContext { .. } => certificate("is not valid yet"),
+            C::UnknownIssuer => certificate("is not from a trusted issuer"),
+            C::Revoked => certificate("is revoked"),
+            _ => certificate("was refused"),
+        },
+        R::AlertReceived(alert) => format!("the server sent the alert {alert:?}").into(),
+        R::NoCertificatesPresented => "the server presented no certificate".into(),
+        _ => "the handshake failed".into(),
     }
 }
 
@@ -147,6 +178,9 @@ where
     handshake(TokioIo::new(tls), timeout).await
 }
 
+/// The most bytes of a response's head (and of one read of its body).
+const MAX_HEAD: usize = 64 << 10;
+
 async fn handshake<IO, B>(io: IO, timeout: Duration) -> Result<Connection<B>, Failure>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -154,7 +188,11 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (sender, conn) = tokio::time::timeout(timeout, http1::handshake(io))
+    // A response's head is read into this buffer: hyper's default lets a
+    // server send ~400 KiB of it, held while the tool keeps the response.
+    let mut builder = http1::Builder::new();
+    builder.max_buf_size(MAX_HEAD).max_headers(100);
+    let (sender, conn) = tokio::time::timeout(timeout, builder.handshake(io))
         .await
         .map_err(|_| Failure::Timeout)?
         .map_err(Failure::Http)?;

@@ -379,7 +379,6 @@ fn send(
                     super::readable::unreadable(
                         resp.status,
                         headers.map(|(k, v)| (k.as_str(), v.as_bytes())),
-                        redactor,
                     )
                 })
                 .flatten()

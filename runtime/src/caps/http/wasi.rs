@@ -46,9 +46,33 @@ pub(crate) struct EgressHooks {
 /// body is bounded by the host call limit, and so are all of them
 /// together: before, a tool with no egress grant at all could start
 /// hundreds of requests, each buffering 16 MiB before its check, and hold
-/// gigabytes of the host's memory against a 64 MiB memory limit.
+/// gigabytes of the host's memory against a 64 MiB memory limit. A
+/// response's head is charged with its body.
+///
+/// It also holds the invocation's turns to connect: at most
+/// [`MAX_CONNECTIONS`] of its requests are on the network at once, the rest
+/// wait their turn. A tool that never awaits its responses could
+/// otherwise open as many sockets as its table takes handles (~2,000), past
+/// the descriptors `serve` keeps for every tool.
 #[derive(Clone, Default)]
-pub(crate) struct Held(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+pub(crate) struct Held(std::sync::Arc<Holding>);
+
+pub(crate) struct Holding {
+    bytes: std::sync::atomic::AtomicUsize,
+    connections: tokio::sync::Semaphore,
+}
+
+impl Default for Holding {
+    fn default() -> Self {
+        Holding {
+            bytes: Default::default(),
+            connections: tokio::sync::Semaphore::new(MAX_CONNECTIONS),
+        }
+    }
+}
+
+/// How many of an invocation's `wasi:http` requests connect at once.
+pub(crate) const MAX_CONNECTIONS: usize = 32;
 
 /// Bytes charged to [`Held`], given back when dropped.
 struct Charge {
@@ -61,7 +85,7 @@ impl Charge {
     /// past `limit` together (then nothing is charged).
     fn add(&mut self, n: usize, limit: usize) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
-        let taken = self.held.0.fetch_update(Relaxed, Relaxed, |held| {
+        let taken = self.held.0.bytes.fetch_update(Relaxed, Relaxed, |held| {
             held.checked_add(n).filter(|&total| total <= limit)
         });
         if taken.is_ok() {
@@ -73,9 +97,7 @@ impl Charge {
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.held
-            .0
-            .fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
+        (self.held.0.bytes).fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -202,6 +224,17 @@ async fn send(
         return Err(Error::HttpRequestDenied);
     };
     checked.note_contacted(&gate);
+    // Its turn to connect (the invocation's end stops the wait with it).
+    let turns = charge.held.clone();
+    let Ok(_turn) = turns.0.connections.acquire().await else {
+        return Err(Error::InternalError(None));
+    };
+    // Tripped while it waited: not sent, as after an approval.
+    if gate.is_tripped() {
+        let why = "not sent: the invocation attempted an exfiltration while this request waited";
+        gate.failed(pass, why, true).map_err(denied)?;
+        return Err(Error::HttpRequestDenied);
+    }
     let timeout = REQUEST_TIMEOUT.min(gate.deadline().saturating_duration_since(Instant::now()));
     let started = Instant::now();
     let mut parts = parts;
@@ -338,7 +371,7 @@ async fn redact_response(
             .headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_bytes()));
-        if let Some(why) = super::readable::unreadable(parts.status.as_u16(), headers, redactor) {
+        if let Some(why) = super::readable::unreadable(parts.status.as_u16(), headers) {
             tracing::debug!("wasi:http response refused: {why}");
             return Err(match parts.status.as_u16() {
                 206 => Error::HttpProtocolError,
@@ -347,6 +380,12 @@ async fn redact_response(
         }
     }
     let mut charge = Charge { held, bytes: 0 };
+    // The head and trailers stay in the host until the tool drops the
+    // response: charged with its body.
+    let size = |m: &HeaderMap| -> usize { m.iter().map(|(k, v)| k.as_str().len() + v.len()).sum() };
+    if !charge.add(size(&parts.headers), limit) {
+        return Err(Error::HttpResponseHeaderSectionSize(None));
+    }
     let most = limit.saturating_add(1);
     let read = buffer(body, most, wait, &mut charge).await;
     let (data, trailers) = match read {
@@ -357,6 +396,9 @@ async fn redact_response(
         Err(Error::ConnectionWriteTimeout) => return Err(Error::ConnectionReadTimeout),
         Err(e) => return Err(e),
     };
+    if !charge.add(trailers.as_ref().map_or(0, size), limit) {
+        return Err(Error::HttpResponseTrailerSectionSize(None));
+    }
     parts.extensions.remove::<hyper::ext::ReasonPhrase>();
     let data = match redactor.redact_found(&data, found) {
         Some(r) => Bytes::from(r),
@@ -425,7 +467,10 @@ async fn send_pinned(
         .map_err(|e| match e {
             Failure::Timeout => Error::ConnectionTimeout,
             Failure::Connect(e) => Error::Connect(e),
-            Failure::Tls(e) => Error::Tls(e),
+            // In words of our own: rustls's can list a certificate's names.
+            Failure::Tls(e) => Error::Tls(std::io::Error::other(
+                super::conn::tls_reason(&e).into_owned(),
+            )),
             Failure::Http(e) => Error::from(e),
         })?;
     let exchange = async {
