@@ -228,37 +228,8 @@ impl Gate {
         let calls = self.spent.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let bytes = self.spent.bytes.load(Ordering::Relaxed);
         if calls > self.budget.calls || bytes >= self.budget.bytes {
-            let (what, limit) = if calls > self.budget.calls {
-                (
-                    format!("{} audited host calls", calls - 1),
-                    format!("max-audited-calls = {}", self.budget.calls),
-                )
-            } else {
-                (
-                    // Not the count itself: records are charged redacted,
-                    // so the count would tell a tool whether a value it
-                    // wrote was a secret's (it learns of no guess here:
-                    // see `guessed`).
-                    "its bytes of audit records".to_owned(),
-                    format!(
-                        "max-audit-bytes = \"{}\"",
-                        crate::units::format_size(self.budget.bytes)
-                    ),
-                )
-            };
-            let d = Decision::deny(
-                "limits.audit",
-                format!(
-                    "this invocation has used its audit budget ({what}; the tool's {limit} in the manifest); no further host calls are allowed"
-                ),
-            );
-            if !self.spent.told.swap(true, Ordering::Relaxed) {
-                let r =
-                    self.audit
-                        .decision(capability, action, &shown(resource, &self.redactor), &d);
-                self.audit.write(&r).map_err(|e| AuditFailed(Arc::new(e)))?;
-            }
-            return Ok(Some(d));
+            let over = (calls > self.budget.calls).then_some(calls);
+            return self.spent_out(capability, action, resource, over).map(Some);
         }
         if let Some(d) = self.tripped(capability)? {
             return Ok(Some(d));
@@ -362,6 +333,12 @@ impl Gate {
             self.write(&self.audit.decision(capability, "", "", &d))?;
         }
         Ok(Some(d))
+    }
+
+    /// Whether the invocation has attempted an exfiltration: its host
+    /// calls are refused from then on ([`TRIPS`]).
+    pub(crate) fn is_tripped(&self) -> bool {
+        self.spent.tripped.get().is_some()
     }
 
     pub(crate) fn hostcall_limit(&self) -> usize {

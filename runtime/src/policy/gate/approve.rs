@@ -7,6 +7,7 @@ use crate::approval::ApprovalRequest;
 use crate::audit::Event;
 use crate::policy::Decision;
 use crate::redact::escape_control;
+use std::sync::atomic::Ordering;
 
 impl Gate {
     /// Asks the approver; both the request and the answer are recorded.
@@ -25,6 +26,16 @@ impl Gate {
             return self.refuse_guess(reason, "approval", a.action, a.resource);
         }
         let mut asked = self.approving.lock().await;
+        // Admitted before the questions ahead of it were recorded: a
+        // tool's thousands of gated calls, queued here, would each record
+        // a request and an answer past the audit budget, and a person be
+        // asked about calls the gate has since tripped on.
+        if let Some(refusal) = self.tripped("approval")? {
+            return Ok(refusal);
+        }
+        if self.spent.bytes.load(Ordering::Relaxed) >= self.budget.bytes {
+            return self.spent_out("approval", a.action, a.resource, None);
+        }
         let number = *asked;
         *asked += 1;
         let audit = &self.audit;

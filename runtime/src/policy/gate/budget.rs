@@ -1,9 +1,11 @@
 //! What one invocation may spend of the trail, and what it has spent.
 
+use super::{AuditFailed, Gate, shown};
 use crate::audit::Record;
+use crate::policy::Decision;
 use crate::redact::Redactor;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// How much of the trail one invocation may use: audited host calls (every
 /// call that reaches the gate) and bytes of the records the gate writes.
@@ -105,4 +107,140 @@ pub(super) fn record_size(r: &Record, redactor: &Redactor) -> u64 {
             .flatten()
             .map(|p| json(p) + 3)
             .sum::<u64>()
+}
+
+impl Gate {
+    /// The refusal of a call past the invocation's audit budget: past its
+    /// calls (`calls`, the count with this one) or else its bytes. Only the
+    /// first is recorded.
+    pub(super) fn spent_out(
+        &self,
+        capability: &'static str,
+        action: &str,
+        resource: &str,
+        calls: Option<u64>,
+    ) -> Result<Decision, AuditFailed> {
+        let (what, limit) = if let Some(calls) = calls {
+            (
+                format!("{} audited host calls", calls - 1),
+                format!("max-audited-calls = {}", self.budget.calls),
+            )
+        } else {
+            (
+                // Not the count itself: records are charged redacted,
+                // so the count would tell a tool whether a value it
+                // wrote was a secret's (it learns of no guess here:
+                // see `guessed`).
+                "its bytes of audit records".to_owned(),
+                format!(
+                    "max-audit-bytes = \"{}\"",
+                    crate::units::format_size(self.budget.bytes)
+                ),
+            )
+        };
+        let d = Decision::deny(
+            "limits.audit",
+            format!(
+                "this invocation has used its audit budget ({what}; the tool's {limit} in the manifest); no further host calls are allowed"
+            ),
+        );
+        if !self.spent.told.swap(true, Ordering::Relaxed) {
+            let r = self
+                .audit
+                .decision(capability, action, &shown(resource, &self.redactor), &d);
+            self.audit.write(&r).map_err(|e| AuditFailed(Arc::new(e)))?;
+        }
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Approval, HostCall};
+    use super::*;
+    use crate::approval::{ApprovalAnswer, ApprovalRequest, Approvals, Approver};
+    use crate::audit::{Auditor, Event, MemorySink};
+    use std::time::{Duration, Instant};
+
+    /// Denies every request after a moment, as a person or a webhook
+    /// would: the calls behind it queue meanwhile.
+    struct SlowDenial;
+
+    #[async_trait::async_trait]
+    impl Approver for SlowDenial {
+        async fn ask(&self, request: &ApprovalRequest) -> Option<ApprovalAnswer> {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Some(ApprovalAnswer {
+                digest: request.digest.clone(),
+                approved: false,
+                by: "slow".into(),
+            })
+        }
+    }
+
+    /// Calls admitted together, each then waiting its turn to ask a
+    /// person: their requests (with a summary of kilobytes) and answers
+    /// would each be recorded past the budget. The budget is looked at
+    /// again once a call's turn comes.
+    #[tokio::test]
+    async fn calls_queued_for_approval_stay_within_the_audit_budget() {
+        let sink = MemorySink::new();
+        let auditor = Auditor::new(sink.clone(), "inv", "task", "tool", "sha256:0");
+        let budget = AuditBudget {
+            calls: 20_000,
+            bytes: 16 << 10,
+        };
+        let approvals = Approvals::new(Arc::new(SlowDenial), Duration::from_secs(5));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let redactor = Arc::new(Redactor::default());
+        let gate = Gate::new(
+            auditor,
+            None,
+            Arc::new(approvals),
+            redactor,
+            deadline,
+            1 << 20,
+            budget,
+        );
+        let summary = || "x".repeat(3000);
+        let calls = (0..200).map(|i| {
+            let (gate, summary) = (&gate, &summary);
+            async move {
+                let resource = format!("https://example.com/{i}");
+                let call = HostCall {
+                    capability: "http",
+                    action: "send",
+                    resource: &resource,
+                    check: Decision::allow("http.allow", "listed".into()),
+                    asks: Vec::new(),
+                    approval: Approval {
+                        required: true,
+                        action: "http.send",
+                        resource: &resource,
+                        args: "",
+                        summary,
+                    },
+                    address: None,
+                    sealed: (),
+                };
+                gate.pass(call).await.unwrap().map(|_| ()).unwrap_err()
+            }
+        });
+        let refusals = futures_util::future::join_all(calls).await;
+        let records = sink.records();
+        let written: usize = (records.iter())
+            .map(|r| serde_json::to_string(r).unwrap().len())
+            .sum();
+        // The budget, plus the calls that crossed it together: one request
+        // and answer, and the decisions admitted before any was recorded.
+        assert!(written < (16 << 10) + (8 << 10), "{written} bytes");
+        let asked = (records.iter()).filter(|r| r.event == Event::ApprovalRequested);
+        assert!(asked.count() <= 4);
+        let spent = (refusals.iter())
+            .filter(|d| d.rule == "limits.audit")
+            .count();
+        assert!(spent > 150, "{spent} of 200 refused past the budget");
+        let told = (records.iter()).filter(|r| r.rule.as_deref() == Some("limits.audit"));
+        assert_eq!(told.count(), 1);
+    }
 }
