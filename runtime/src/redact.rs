@@ -80,6 +80,8 @@ pub struct Redactor {
     /// Indices in `names` of the values held by reference
     /// (`by_reference.rs`).
     hidden: Vec<usize>,
+    /// Whether each of `hidden` has been revealed to the tool since.
+    revealed: Vec<std::sync::atomic::AtomicBool>,
 }
 
 /// Base64 patterns shorter than this are not used: too likely to match
@@ -265,6 +267,7 @@ impl Redactor {
             short,
             longest,
             hidden: Vec::new(),
+            revealed: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@ use warden::{Error, Grant, GrantError, Manifest, Runtime};
 
 const TOKEN: &str = "tok-3f9a7c1e-live-credential";
 const HIDDEN: &str = "hidden-c0ffee-credential";
+const GATED: &str = "gated-5eed-credential-77";
 
 struct Vault {
     dir: tempfile::TempDir,
@@ -32,6 +33,11 @@ approval = "none"
 [[tools.probe.secrets]]
 name = "hidden"
 source = "file:hidden.txt"
+
+[[tools.probe.secrets]]
+name = "gated"
+source = "file:gated.txt"
+reveal = true
 
 [[tools.probe.secrets]]
 name = "short-lived"
@@ -59,6 +65,7 @@ impl Vault {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("token.txt"), format!("{TOKEN}\n")).unwrap();
         std::fs::write(dir.path().join("hidden.txt"), HIDDEN).unwrap();
+        std::fs::write(dir.path().join("gated.txt"), GATED).unwrap();
         let path = dir.path().join("manifest.toml");
         std::fs::write(&path, manifest()).unwrap();
         let audit = MemorySink::new();
@@ -310,6 +317,75 @@ async fn a_guess_at_a_value_held_by_reference_is_withheld_on_every_path() {
     assert!(logged.filter(|r| r.event == Event::Log).count() == 0);
 }
 
+/// A secret whose reveal waits for a person is held by reference until a
+/// `reveal` of it passes the gate (denied, it never does): before that,
+/// its value in what the tool writes is a guess, withheld whole, not
+/// marked where it stood. One the tool may reveal at will (no approval, no
+/// runtime policy) is its own from the start: a marker tells it nothing.
+#[tokio::test]
+async fn a_secret_is_held_by_reference_until_a_reveal_passes_the_gate() {
+    struct Yes;
+    #[async_trait::async_trait]
+    impl warden::approval::Approver for Yes {
+        async fn ask(
+            &self,
+            r: &warden::approval::ApprovalRequest,
+        ) -> Option<warden::approval::ApprovalAnswer> {
+            Some(warden::approval::ApprovalAnswer {
+                digest: r.digest.clone(),
+                approved: true,
+                by: "test".into(),
+            })
+        }
+    }
+    let v = Vault::new();
+    let guessed = |id: &str| -> Vec<String> {
+        (v.decisions(id).into_iter())
+            .filter(|d| d.rule.as_deref() == Some("secret.guessed"))
+            .map(|d| d.action.unwrap())
+            .collect()
+    };
+    let guesses = |value: &str| format!("{value}X,{value},0002");
+    // Its reveal denied (the runtime's approver is deny-all), then guessed.
+    let input = json!({"name": "gated", "channels": ["output"]});
+    let run = v.probe(&["gated"], input).await.unwrap();
+    assert_eq!(output(&run)["status"], "denied", "{:?}", run.output);
+    let input = json!({"name": "gated", "guesses": guesses(GATED), "channels": ["output"]});
+    let run = v.probe(&["gated"], input).await.unwrap();
+    let e = run.output.as_ref().unwrap_err();
+    assert_eq!(e.kind, warden::ToolErrorKind::Denied);
+    assert_eq!(
+        e.message,
+        "exfiltration attempt: the tool's output holds the value of secret 'gated', which this \
+         tool may use only by reference: withheld"
+    );
+    assert_eq!(guessed(&run.id), ["output"]);
+    // Revealed with a person's approval, the value is the tool's own:
+    // marked, not a guess.
+    let options = warden::InvokeOptions {
+        approver: Some(Arc::new(Yes)),
+        ..Default::default()
+    };
+    let input = json!({"name": "gated", "channels": ["output"]}).to_string();
+    let grant = Grant::new("secrets-task").secret("gated");
+    let run = (v.runtime.invoke_with("probe", &grant, &input, options))
+        .await
+        .unwrap();
+    let out = output(&run);
+    assert_eq!(out["status"], "ok", "{out}");
+    assert_eq!(out["leaked"][0], "[REDACTED:gated]");
+    assert!(guessed(&run.id).is_empty());
+    // At will (`approval = "none"`): marked from the start.
+    let input = json!({"name": "token", "guesses": guesses(TOKEN), "channels": ["output"]});
+    let run = v.probe(&["token"], input).await.unwrap();
+    let out = output(&run);
+    assert_eq!(
+        out["leaked"][0], "[REDACTED:token]X,[REDACTED:token],0002",
+        "{out}"
+    );
+    assert!(guessed(&run.id).is_empty());
+}
+
 #[tokio::test]
 async fn reveal_is_denied_unless_the_manifest_allows_it() {
     let v = Vault::new();
@@ -363,7 +439,7 @@ async fn an_ungranted_secret_is_denied_and_an_unknown_one_refused() {
     );
     assert!(
         err.to_string()
-            .contains("its secrets: token, hidden, short-lived, broken, absent"),
+            .contains("its secrets: token, hidden, gated, short-lived, broken, absent"),
         "{err}"
     );
     // Nothing ran; the refused grant is recorded (who asked for what).

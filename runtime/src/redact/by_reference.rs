@@ -1,25 +1,46 @@
-//! Secrets a tool holds only by reference (`reveal = false`): it cannot
-//! read their values, so a value in what it writes is a guess (or a copy
-//! it came upon, in a file), and a redaction marker where it stood would
-//! tell the guess was right. Each path out refuses such text whole ([`Redactor::guessed`],
+//! Secrets a tool holds only by reference (`reveal = false`, or `reveal =
+//! true` until a `reveal` of it passes the gate): it cannot read their
+//! values, so a value in what it writes is a guess (or a copy it came upon,
+//! in a file), and a redaction marker where it stood would tell the guess
+//! was right. Each path out refuses such text whole ([`Redactor::guessed`],
 //! [`Redactor::guessed_since`]) rather than marking the value in it.
 
 use super::Redactor;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 impl Redactor {
     /// This redactor, knowing the values of `names` as held by reference.
     pub(crate) fn hiding<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Redactor {
         for name in names {
-            if let Some(i) = self.names.iter().position(|n| n == name) {
+            // Every entry of the name: a JWT's signature is one apart.
+            for (i, _) in self.names.iter().enumerate().filter(|(_, n)| *n == name) {
                 self.hidden.push(i);
+                self.revealed.push(AtomicBool::new(false));
             }
         }
         self
     }
 
+    /// `name`'s value was handed to the tool (a `reveal` passed the gate):
+    /// from now on it is one the tool holds, not a guess.
+    pub(crate) fn reveal(&self, name: &str) {
+        for (j, &i) in self.hidden.iter().enumerate() {
+            if self.names[i] == name {
+                self.revealed[j].store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Whether the `j`th of [`Redactor::hiding`]'s values is still held
+    /// by reference.
+    fn still_hidden(&self, j: usize) -> bool {
+        !self.revealed[j].load(Ordering::Acquire)
+    }
+
     /// Whether `name`'s value is held by reference.
     pub(crate) fn is_hidden(&self, name: &str) -> bool {
-        (self.hidden.iter()).any(|&i| self.names[i] == name)
+        (self.hidden.iter().enumerate())
+            .any(|(j, &i)| self.names[i] == name && self.still_hidden(j))
     }
 
     /// The name of a secret held by reference whose value is in `bytes`
@@ -38,11 +59,14 @@ impl Redactor {
 
     /// Each hit apart: none is lost to an overlapping one's name.
     fn guessed_within(&self, bytes: &[u8], layers: usize) -> Option<String> {
-        if self.hidden.is_empty() {
+        if !(0..self.hidden.len()).any(|j| self.still_hidden(j)) {
             return None;
         }
         let hits = self.find_each(bytes, layers);
-        let hidden = hits.into_iter().find(|h| self.hidden.contains(&h.2))?;
+        let held = |i: usize| {
+            (self.hidden.iter().enumerate()).any(|(j, &h)| h == i && self.still_hidden(j))
+        };
+        let hidden = hits.into_iter().find(|h| held(h.2))?;
         Some(self.names[hidden.2].clone())
     }
 
@@ -50,7 +74,8 @@ impl Redactor {
     /// taken before redacting it, for [`Redactor::guessed_since`].
     pub(crate) fn hidden_markers(&self, text: &[u8]) -> Vec<usize> {
         let count = |i: usize| memchr::memmem::find_iter(text, &self.markers[i]).count();
-        self.hidden.iter().map(|&i| count(i)).collect()
+        let counted = |(j, &i): (usize, &usize)| if self.still_hidden(j) { count(i) } else { 0 };
+        self.hidden.iter().enumerate().map(counted).collect()
     }
 
     /// The name of a value held by reference that redacting a text found

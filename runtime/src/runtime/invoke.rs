@@ -96,7 +96,7 @@ impl Inner {
         let minter = Arc::new(self.minter(tool, &end.auditor, scope, webhooks.collect()));
         let _active = Active(minter.clone());
 
-        let specs = std::mem::take(&mut granted.secrets);
+        let specs = (std::mem::take(&mut granted.secrets), self.rules.is_some());
         let (secrets, redactor) = match issue_secrets(&mut end, specs, &minter).await {
             Ok(issued) => issued,
             Err(e) => {
@@ -371,7 +371,7 @@ fn hold_start(auditor: &mut Auditor, granted: String, signer: Option<Arc<str>>) 
 /// their values.
 async fn issue_secrets(
     end: &mut End,
-    specs: Vec<SecretSpec>,
+    (specs, policy): (Vec<SecretSpec>, bool),
     minter: &Minter,
 ) -> Result<(SecretsCtx, Arc<Redactor>), Error> {
     let secrets = match secrets::resolve(specs, minter).await {
@@ -392,8 +392,8 @@ async fn issue_secrets(
             .map(|s| (s.spec.name.as_str(), s.value.as_str()))
             .chain(handed.iter().map(|(name, t)| (name.as_str(), *t))),
     ));
-    let hidden = secrets.issued.values().filter(|s| !s.spec.reveal);
-    let redactor = Arc::new(redactor.hiding(hidden.map(|s| s.spec.name.as_str())));
+    let hidden = secrets.by_reference(policy, &handed);
+    let redactor = Arc::new(redactor.hiding(hidden));
     end.auditor.set_redactor(redactor.clone());
     end.issued(secrets.issued.keys().cloned().collect());
     for s in secrets.issued.values() {

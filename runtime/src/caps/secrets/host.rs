@@ -96,6 +96,10 @@ impl SecretsView<'_> {
             }
         };
         self.gate.done(pass, remember)?;
+        if action == "reveal" {
+            // Handed to the tool: from now on a value it holds, not a guess.
+            self.gate.redactor().reveal(name);
+        }
         Ok(Ok(value))
     }
 }

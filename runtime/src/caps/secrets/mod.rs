@@ -148,6 +148,27 @@ pub(crate) struct SecretsCtx {
     pub(crate) issued: BTreeMap<String, Issued>,
 }
 
+impl SecretsCtx {
+    /// The secrets the tool holds only by reference when it starts: every
+    /// one, until a `reveal` of it passes the gate (one waiting for a
+    /// person, or denied, never does; `Redactor::reveal`), but those it
+    /// may read at will (`reveal = true` with no approval, and no runtime
+    /// `policy` that could forbid it: a marker tells it nothing it could
+    /// not read) and one whose value is a token it is `handed` (a `mint:`
+    /// secret for one of its own audiences).
+    pub(crate) fn by_reference<'a>(
+        &'a self,
+        policy: bool,
+        handed: &'a [(String, &str)],
+    ) -> impl Iterator<Item = &'a str> {
+        let at_will = move |s: &Issued| s.spec.reveal && !s.spec.approval && !policy;
+        let handed = move |s: &Issued| handed.iter().any(|(_, t)| *t == s.value.as_str());
+        (self.issued.values())
+            .filter(move |s| !at_will(s) && !handed(s))
+            .map(|s| s.spec.name.as_str())
+    }
+}
+
 /// What the secrets host impl sees of the store.
 pub(crate) struct SecretsView<'a> {
     pub(crate) ctx: &'a mut SecretsCtx,
@@ -192,9 +213,9 @@ pub(crate) async fn resolve(
             SecretSource::Mint(aud) => Zeroizing::new(minter.mint(aud).into_bytes()),
             other => fetch(other).await.map_err(err)?,
         };
-        let value = Zeroizing::new(
-            String::from_utf8(raw.to_vec()).map_err(|_| err("the value is not UTF-8".into()))?,
-        );
+        // Checked in place: a copy refused as not UTF-8 would be freed
+        // unwiped inside its error.
+        let value = std::str::from_utf8(&raw).map_err(|_| err("the value is not UTF-8".into()))?;
         let trimmed = value.trim_end_matches(['\n', '\r']);
         if trimmed.len() < MIN_SECRET_LEN {
             return Err(err(format!(
@@ -225,7 +246,8 @@ fn read_secret_file(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, String
     let fail = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
     let mut opts = std::fs::OpenOptions::new();
     opts.read(true);
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
+    // Nor made the controlling terminal if a terminal was put there.
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK | libc::O_NOCTTY);
     let file = opts.open(path).map_err(fail)?;
     if !file.metadata().map_err(fail)?.is_file() {
         return Err(format!("{} is not a regular file", path.display()));
