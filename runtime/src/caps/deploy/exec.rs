@@ -73,16 +73,23 @@ async fn run_program(
     let status = status.map_err(|e| failed(format!("{name} failed: {e}")))?;
     let mut output = stdout.map_err(|e| failed(format!("{name} failed: {e}")))?;
     output.extend(stderr.map_err(|e| failed(format!("{name} failed: {e}")))?);
-    if output.len() > READ_OUTPUT {
-        // A value passed through the environment, cut where the output is,
-        // is one redaction no longer finds: the end, as long as one could
-        // be, goes too.
-        let longest = passed.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
-        output.truncate(READ_OUTPUT.saturating_sub(longest));
-    }
+    let passed = passed_values(&passed);
+    let output = if output.len() > READ_OUTPUT && !passed.is_empty() {
+        // Cut where it is read, the output could end in part of a value
+        // passed through the environment, which redaction cannot find: in
+        // a form of any length (escapes take any number of leading zeros,
+        // and nest), so no end dropped is long enough. Withheld.
+        format!(
+            "[{name} printed more than {} KiB: its output is withheld, as, cut there, it could \
+             end in part of a value passed through its environment]",
+            READ_OUTPUT >> 10
+        )
+    } else {
+        passed.redact_string(capped(&output))
+    };
     Ok(Outcome {
         status: status.code().unwrap_or(-1),
-        output: passed_values(&passed).redact_string(capped(&output)),
+        output,
     })
 }
 
