@@ -145,12 +145,22 @@ pub fn webhook_message(t: u64, body: &str) -> String {
 }
 
 impl WebhookApprover {
+    /// A webhook's URL as it is shown anywhere: its origin (a chat
+    /// webhook's token rides in its path, another's in its query).
+    pub fn shown(url: &str) -> String {
+        crate::net::shown_origin(url)
+    }
+
     pub fn new(url: &str) -> Result<WebhookApprover, String> {
-        crate::net::parse_url(url)?;
+        // Its errors name it by its origin too.
+        crate::net::parse_url(url).map_err(|e| e.replace(url, &Self::shown(url)))?;
         let client = crate::net::client_builder()
             .build()
             .map_err(|e| e.to_string())?;
-        let shown = crate::net::shown_url(url);
+        // Its origin only: a chat webhook's token rides in its path
+        // (`/services/T0/B0/<token>`), and this name is in every ruling
+        // the webhook gives, recorded and handed to the tool.
+        let shown = Self::shown(url);
         Ok(WebhookApprover {
             url: url.to_owned(),
             shown,

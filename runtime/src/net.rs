@@ -142,21 +142,6 @@ pub(crate) fn tls_config() -> Option<Arc<rustls::ClientConfig>> {
         .clone()
 }
 
-/// `url` as a person, a log or a tool is shown it: without credentials,
-/// query or fragment (a webhook's token often rides in its query).
-pub(crate) fn shown_url(url: &str) -> String {
-    reqwest::Url::parse(url).map_or_else(
-        |_| "(an unparsable URL)".to_owned(),
-        |mut u| {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.set_fragment(None);
-            u.to_string()
-        },
-    )
-}
-
 /// `url`'s origin alone (`https://hooks.example.com`), for whoever must not
 /// see its path either: a webhook's token often rides there.
 pub(crate) fn shown_origin(url: &str) -> String {

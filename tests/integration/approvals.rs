@@ -539,7 +539,7 @@ async fn a_webhook_approver_answers_for_the_digest_it_was_sent() {
     let reason = approval_reason(&audit, &run.id);
     assert_eq!(
         reason,
-        format!("approved by webhook http://127.0.0.1:{port}/approve (ci-bot)")
+        format!("approved by webhook http://127.0.0.1:{port} (ci-bot)")
     );
     let input = r#"{"path":".github/workflows/ci.yml","content":"x","create_dirs":true}"#;
     let run = rt.invoke("write-file", &grant, input).await.unwrap();
@@ -594,7 +594,8 @@ async fn a_webhook_answer_is_bounded_and_its_url_token_is_not_shown() {
     });
     let world = World::new();
     let manifest = write_file_gated(&world);
-    let url = format!("http://127.0.0.1:{port}/approve?token=sk-hook-token#frag");
+    // A chat webhook's token rides in its path, another's in the query.
+    let url = format!("http://127.0.0.1:{port}/services/T0/sk-path-token?token=sk-hook-token#frag");
     let approver = warden::approval::WebhookApprover::new(&url).unwrap();
     let (rt, audit) = with_approver(&manifest, approver);
     let grant = Grant::new("t").fs("workspace", &world.workspace, Rights::WRITE);
@@ -612,12 +613,13 @@ async fn a_webhook_answer_is_bounded_and_its_url_token_is_not_shown() {
     assert_eq!(
         reason,
         format!(
-            "approved by webhook http://127.0.0.1:{port}/approve ({})",
+            "approved by webhook http://127.0.0.1:{port} ({})",
             "b".repeat(128)
         )
     );
     let trail = serde_json::to_string(&audit.records()).unwrap();
     assert!(!trail.contains("sk-hook-token"), "{trail}");
+    assert!(!trail.contains("sk-path-token"), "{trail}");
 }
 
 #[test]
@@ -653,7 +655,7 @@ fn a_webhook_that_fails_is_logged_with_the_reason_and_denies() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
         err.contains(&format!(
-            "approval webhook http://127.0.0.1:{dead}/approve: cannot send the request: "
+            "approval webhook http://127.0.0.1:{dead}: cannot send the request: "
         )) && err.contains("the request is denied"),
         "{err}"
     );

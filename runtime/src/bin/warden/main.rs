@@ -16,6 +16,7 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod approver;
 mod check;
 mod demo;
 mod logging;
@@ -35,7 +36,6 @@ use out::{out, outln};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use warden::approval::{Approver, DenyAll, TerminalApprover, WebhookApprover};
 use warden::audit::FileSink;
 use warden::{
     Error, ErrorClass, Grant, Issuer, Manifest, Runtime, RuntimeBuilder, ToolErrorKind, ToolSpec,
@@ -296,7 +296,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
     }
     let offline = cli.offline || std::env::var_os("WARDEN_OFFLINE").is_some_and(|v| v == "1");
     let builder = |tokens: bool| -> Result<RuntimeBuilder, Failure> {
-        let approver = approver(&cli.approver).map_err(usage)?;
+        let approver = approver::choose(&cli.approver).map_err(usage)?;
         let mut b = runtime_builder(cli.cache_dir.as_deref(), cli.no_cache, tokens)
             .approver(approver)
             .offline(offline);
@@ -397,7 +397,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
 
 /// The signing key, kept in `$WARDEN_STATE_DIR` (default
 /// `$XDG_STATE_HOME/warden` or `~/.local/state/warden`) as `identity-ed25519.key`.
-fn load_issuer() -> anyhow::Result<Issuer> {
+pub(crate) fn load_issuer() -> anyhow::Result<Issuer> {
     Ok(Issuer::load_or_create(
         &warden_state()?.join("identity-ed25519.key"),
     )?)
@@ -447,33 +447,6 @@ fn runtime_builder(cache_dir: Option<&Path>, no_cache: bool, tokens: bool) -> Ru
         Some(dir) if !no_cache => b.cache_dir(dir),
         _ => b,
     }
-}
-
-fn approver(choice: &str) -> anyhow::Result<Arc<dyn Approver>> {
-    use std::io::IsTerminal;
-    Ok(match choice {
-        "deny" => Arc::new(DenyAll),
-        "tty" => {
-            Arc::new(TerminalApprover::open().context("--approver tty: no controlling terminal")?)
-        }
-        "auto" => match TerminalApprover::open().filter(|_| std::io::stdin().is_terminal()) {
-            Some(t) => Arc::new(t),
-            None => Arc::new(DenyAll),
-        },
-        other => match other.strip_prefix("webhook=") {
-            // Signed with the identity key (`warden identity jwks` prints it).
-            Some(url) => Arc::new(
-                WebhookApprover::new(url)
-                    .map_err(|e| anyhow::anyhow!("--approver {other}: {e}"))?
-                    .signed_by(Arc::new(load_issuer().with_context(|| {
-                        format!("--approver {other}: cannot load the key that signs its requests")
-                    })?)),
-            ),
-            None => anyhow::bail!(
-                "unknown approver '{other}' (expected auto, tty, deny or webhook=URL)"
-            ),
-        },
-    })
 }
 
 fn build_grant(
