@@ -432,15 +432,14 @@ async fn the_console_refuses_strangers_forged_forms_foreign_hosts_and_shows_tamp
             .unwrap()
             .contains("that is not the console&#39;s token")
     );
-    // A name with control characters is refused.
-    let r = c
-        .post(
-            "/login",
-            &[("name", "a\u{1b}[2Jb"), ("token", OPERATOR)],
-            &[],
-        )
-        .await;
-    assert_eq!(r.status().as_u16(), 400);
+    // A name with control, invisible or bidi characters is refused: it is
+    // recorded as who answered, and could pass for another's.
+    for name in ["a\u{1b}[2Jb", "alice\u{200b}", "\u{202e}ecila"] {
+        let r = c
+            .post("/login", &[("name", name), ("token", OPERATOR)], &[])
+            .await;
+        assert_eq!(r.status().as_u16(), 400, "{name:?}");
+    }
     // A page of another site posting the sign-in form (rebinding or CSRF).
     let r = c
         .post(

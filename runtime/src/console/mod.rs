@@ -370,12 +370,16 @@ impl Console {
             Err((s, e)) => return self.respond(s, page::login(Some(&e))),
         };
         let name = fields.get("name").map_or("", |n| n.trim());
-        if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control)
-        {
+        // Recorded as who answered: printable characters only, as the
+        // approvals endpoint takes (no zero-width or bidi characters to
+        // pass for another operator's name).
+        let hidden = name.chars().any(crate::redact::hidden);
+        if name.is_empty() || name.chars().count() > MAX_NAME || hidden {
             return self.respond(
                 StatusCode::BAD_REQUEST,
                 page::login(Some(&format!(
-                    "your name: expected 1 to {MAX_NAME} characters without control characters"
+                    "your name: expected 1 to {MAX_NAME} characters without control, \
+                     invisible or bidi characters"
                 ))),
             );
         }
