@@ -185,6 +185,14 @@ def trail_lines(f):
                 return  # refused; nothing after it is read
 
 
+def bounded_int(digits):
+    """An integer of at most 20 digits (every one Warden writes fits in 64
+    bits): a line of millions of digits would take quadratic time."""
+    if len(digits) > 21:
+        raise ValueError("an integer longer than any Warden writes")
+    return int(digits)
+
+
 def no_duplicates(pairs):
     seen = {}
     for name, value in pairs:
@@ -212,14 +220,14 @@ def check_line(raw):
     except UnicodeDecodeError:
         raise Tampered("not UTF-8 text (the record was edited)")
     try:
-        record = json.loads(text, object_pairs_hook=no_duplicates)
-    except ValueError:
+        record = json.loads(text, object_pairs_hook=no_duplicates, parse_int=bounded_int)
+    except (ValueError, RecursionError, MemoryError):
         raise Tampered("not a complete audit record (edited or truncated)")
     if not isinstance(record, dict):
         raise Tampered("not a complete audit record (edited or truncated)")
     for name in record:
         if name not in ORDER:
-            raise Tampered(f"unknown field {json.dumps(name)}: Warden writes no such field (the record was edited)")
+            raise Tampered(f"unknown field {json.dumps(name[:64])}: Warden writes no such field (the record was edited)")
     for name in REQUIRED:
         if name not in record:
             raise Tampered(f"not a Warden audit record: missing field `{name}` (the record was edited)")
@@ -227,7 +235,7 @@ def check_line(raw):
         if not typed(name, value):
             raise Tampered(f"not a Warden audit record: field `{name}` has the wrong type (the record was edited)")
     if record["event"] not in EVENTS:
-        raise Tampered(f"not a Warden audit record: unknown event {json.dumps(record['event'])} (the record was edited)")
+        raise Tampered(f"not a Warden audit record: unknown event {json.dumps(record['event'][:64])} (the record was edited)")
     if record["v"] != 1:
         raise Tampered(f"record version {record['v']} is not one this verifier knows (expected 1)")
     # What Warden writes for this record: its fields in FIELDS order, no

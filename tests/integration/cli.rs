@@ -459,6 +459,12 @@ fn audit_verify_and_show() {
         let (code, err) = full(&edited.display().to_string(), json);
         assert_eq!(code, Some(1), "{err}");
         assert!(err.contains("cannot write to stdout"), "{err}");
+        if !json {
+            assert!(
+                err.contains("edited.jsonl:4: its contents do not match"),
+                "{err}"
+            );
+        }
         let (code, err) = full(&t, json);
         assert_eq!(code, Some(2), "{err}");
         assert!(err.contains("cannot write to stdout"), "{err}");

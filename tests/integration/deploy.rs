@@ -716,13 +716,29 @@ async fn a_deployment_carries_no_secret_and_hands_none_back() {
     let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
     assert_eq!(out["output"], "sig [REDACTED:deploy-token]", "{out}");
 
-    // A program whose output crosses the cut with the secret's value: the
-    // value is redacted whole first, so no part of it is left by the cut.
+    // A program printing the value of a secret the tool holds only by
+    // reference (here across the 64 KiB cut): withheld whole, not marked.
+    // The artifact can make a program print candidates (a tarball of files
+    // named after ten thousand PINs, listed as unpacked), and a marker
+    // would say which was right: recorded as a guess, and the gate trips.
     let run = s.deploy(&grant(), "straddling").await.unwrap();
     let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
-    let output = out["output"].as_str().unwrap();
-    assert_eq!(output.len(), 64 << 10);
-    assert!(output.ends_with("xxxxx[REDAC"), "{}", &output[65500..]);
+    assert_eq!(
+        out["output"],
+        "[exfiltration attempt: the deploy program's output holds the value of secret \
+         'deploy-key', which this tool may use only by reference: withheld]",
+        "{out}"
+    );
+    let guessed: Vec<_> = (s.audit.invocation(&run.id).into_iter())
+        .filter(|r| r.rule.as_deref() == Some("secret.guessed"))
+        .map(|r| (r.capability.unwrap(), r.action.unwrap()))
+        .collect();
+    assert_eq!(guessed, [("deploy".to_owned(), "output".to_owned())]);
+    let trail = serde_json::to_string(&s.audit.invocation(&run.id)).unwrap();
+    assert!(
+        !trail.contains(DEPLOY_KEY) && !trail.contains("xxxxx[REDAC"),
+        "{trail}"
+    );
 }
 
 /// What a target passes its program through the environment is the

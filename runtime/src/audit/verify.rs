@@ -173,6 +173,8 @@ fn check_line(raw: &[u8]) -> Result<(Record, String), String> {
     let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
         .map_err(|_| "not a complete audit record (edited or truncated)".to_owned())?;
     if let Some(field) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        // An edited line's text is quoted cut: it may be megabytes.
+        let field: String = field.chars().take(64).collect();
         return Err(format!(
             "unknown field {field:?}: Warden writes no such field (the record was edited)"
         ));
@@ -180,6 +182,7 @@ fn check_line(raw: &[u8]) -> Result<(Record, String), String> {
     let record: Record = serde_json::from_str(text).map_err(|e| {
         let e = e.to_string();
         let e = e.split(" at line ").next().unwrap_or_default();
+        let e = &e[..e.floor_char_boundary(256)];
         format!("not a Warden audit record: {e} (the record was edited)")
     })?;
     if record.v != RECORD_VERSION {

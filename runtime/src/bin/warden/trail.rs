@@ -85,8 +85,9 @@ pub fn reported(code: u8, printed: Result<(), Failure>) -> Result<u8, Failure> {
 pub fn print_report(label: &str, report: &Report, known: &str) -> Result<(), Failure> {
     let status = report.status();
     if let Some(t) = &report.tampered {
-        outln!("{}: intact up to line {}", label, t.line - 1)?;
+        // Where it was altered first: said even when stdout cannot be.
         crate::out::errln!("error: {}:{}: {}", label, t.line, escape_control(&t.reason));
+        outln!("{}: intact up to line {}", label, t.line - 1)?;
         return Ok(());
     }
     if status == Status::Complete {

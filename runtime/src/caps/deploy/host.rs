@@ -418,11 +418,11 @@ impl Host for DeployView<'_> {
                 }
             }
         };
-        // Redacted, then cut.
-        let result = result.map(|o| Outcome {
-            status: o.status,
-            output: cut_output(self.gate.redactor().redact_string(o.output)),
-        });
+        // Redacted, then cut; withheld whole if it holds a guess.
+        let (result, guessed) = match result.map(|o| self.guessed(o)) {
+            Ok((o, guessed)) => (Ok(o), guessed),
+            Err(e) => (Err(e), None),
+        };
         self.gate.outcome(
             pass,
             Event::Deploy,
@@ -443,11 +443,37 @@ impl Host for DeployView<'_> {
                 }
             },
         )?;
+        if let Some(reason) = guessed {
+            self.gate
+                .refuse_guess(reason, "deploy", "output", &resource)?;
+        }
         Ok(result)
     }
 }
 
 impl DeployView<'_> {
+    /// A program's or webhook's output redacted and cut, or in its place,
+    /// when it holds the value of a secret the tool holds only by
+    /// reference, the refusal of a guess (and its reason, to record): the
+    /// artifact can make the program print candidates (a tarball of files
+    /// named after ten thousand PINs, listed as unpacked), and a marker
+    /// would tell the tool which was right.
+    fn guessed(&self, o: Outcome) -> (Outcome, Option<String>) {
+        let redactor = self.gate.redactor();
+        let raw = o.output.as_bytes();
+        let (found, before) = (redactor.guessed(raw), redactor.hidden_markers(raw));
+        let output = redactor.redact_string(o.output);
+        let found = found.or_else(|| redactor.guessed_since(&before, output.as_bytes()));
+        let Some(name) = found else {
+            let output = cut_output(output);
+            return (Outcome { output, ..o }, None);
+        };
+        let what = "the deploy program's output";
+        let reason = crate::redact::Redactor::guess_reason(what, &name);
+        let output = format!("[{reason}: withheld]");
+        (Outcome { output, ..o }, Some(reason))
+    }
+
     /// The webhook's identity token (audience: the URL's origin) and body.
     fn webhook_request(
         &self,

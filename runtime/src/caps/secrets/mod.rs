@@ -152,16 +152,17 @@ impl SecretsCtx {
     /// The secrets the tool holds only by reference when it starts: every
     /// one, until a `reveal` of it passes the gate (one waiting for a
     /// person, or denied, never does; `Redactor::reveal`), but those it
-    /// may read at will (`reveal = true` with no approval, and no runtime
-    /// `policy` that could forbid it: a marker tells it nothing it could
-    /// not read) and one whose value is a token it is `handed` (a `mint:`
-    /// secret for one of its own audiences).
+    /// may read at will (`reveal = true` with no approval, no ttl that may
+    /// pass before it asks, and no runtime `policy` that could forbid it: a
+    /// marker tells it nothing it could not read) and one whose value is a
+    /// token it is `handed` (a `mint:` secret for one of its own audiences).
     pub(crate) fn by_reference<'a>(
         &'a self,
         policy: bool,
         handed: &'a [(String, &str)],
     ) -> impl Iterator<Item = &'a str> {
-        let at_will = move |s: &Issued| s.spec.reveal && !s.spec.approval && !policy;
+        let at_will =
+            move |s: &Issued| s.spec.reveal && !s.spec.approval && s.spec.ttl.is_none() && !policy;
         let handed = move |s: &Issued| handed.iter().any(|(_, t)| *t == s.value.as_str());
         (self.issued.values())
             .filter(move |s| !at_will(s) && !handed(s))
