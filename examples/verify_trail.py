@@ -197,7 +197,7 @@ def no_duplicates(pairs):
     seen = {}
     for name, value in pairs:
         if name in seen:
-            raise Tampered(f"not a Warden audit record: duplicate field `{name}` (the record was edited)")
+            raise Tampered(f"not a Warden audit record: duplicate field {json.dumps(name[:64])} (the record was edited)")
         seen[name] = value
     return seen
 
@@ -326,6 +326,25 @@ def verify(lines, keys):
     return report
 
 
+CLOSED = 141  # as a shell reports a process ended by SIGPIPE
+
+
+class Out:
+    """stdout that a closed pipe does not turn into a traceback."""
+
+    closed = False
+
+    @classmethod
+    def say(cls, text):
+        if cls.closed:
+            return
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:
+            cls.closed = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main():
     parser = argparse.ArgumentParser(description="Verify a Warden audit trail (docs/AUDIT-FORMAT.md).")
     parser.add_argument("trail")
@@ -344,31 +363,35 @@ def main():
         print(f"error: cannot read {name}: {e.strerror or e}", file=sys.stderr)
         return 2
     t = report["tampered"]
+    # Errors first, on stderr: said even when stdout cannot be.
     if t is not None:
-        print(f"{name}: intact up to line {t['line'] - 1}")
-        print(f"error: {name}:{t['line']}: {t['reason']}", file=sys.stderr)
+        print(f"error: {name}:{t['line']}: {shown(t['reason'])}", file=sys.stderr)
+        Out.say(f"{name}: intact up to line {t['line'] - 1}")
         return 1
     if report["unknown_keys"]:
-        print(f"{name}: chain intact ({report['records']} records), but its checkpoints' signatures cannot be checked")
         for k in report["unknown_keys"]:
             print(
-                f"error: {name}:{k['line']}: checkpoint signed by key {k['kid']}, which is not one of the known keys; pass its JWKS with --jwks",
+                f"error: {name}:{k['line']}: checkpoint signed by key {shown(k['kid'])}, which is not one of the known keys; pass its JWKS with --jwks",
                 file=sys.stderr,
             )
+        Out.say(f"{name}: chain intact ({report['records']} records), but its checkpoints' signatures cannot be checked")
         return 4
     if report["uncovered"] == 0 and not report["unfinished"]:
-        print(f"{name}: ok, {report['records']} records, {report['checkpoints']} signed checkpoints, every invocation ended")
+        Out.say(f"{name}: ok, {report['records']} records, {report['checkpoints']} signed checkpoints, every invocation ended")
         return 0
     if report["last_checkpoint"] is None:
-        print(f"{name}: chain intact, but no checkpoint yet")
+        Out.say(f"{name}: chain intact, but no checkpoint yet")
     else:
-        print(f"{name}: intact and signed up to its last checkpoint (line {report['last_checkpoint']})")
+        Out.say(f"{name}: intact and signed up to its last checkpoint (line {report['last_checkpoint']})")
     if report["uncovered"]:
-        print(f"warning: {report['uncovered']} records after the last checkpoint are not covered by a signature")
+        Out.say(f"warning: {report['uncovered']} records after the last checkpoint are not covered by a signature")
     for inv in report["unfinished"]:
-        print(f"warning: invocation {inv!r} has no end record (unfinished)")
+        Out.say(f"warning: invocation {inv!r} has no end record (unfinished)")
     return 3
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # A verdict of altered (1) or an unknown key (4) outranks a closed
+    # stdout, as in `warden audit verify`; otherwise a closed pipe says so.
+    sys.exit(CLOSED if Out.closed and status not in (1, 4) else status)

@@ -160,6 +160,11 @@ name = "deploy-key"
 source = "file:{key}"
 send-to = ["https://elsewhere.example"]
 
+# The same value as a variable a target passes its program.
+[[tools.deployer.secrets]]
+name = "path-secret"
+source = "env:PATH"
+
 [[tools.deployer.deploy]]
 name = "env-dump"
 approval = "none"
@@ -762,6 +767,21 @@ async fn a_programs_environment_is_redacted_from_what_it_prints() {
     let trail = serde_json::to_string(&s.audit.invocation(&run.id)).unwrap();
     assert!(!trail.contains(&path), "{trail}");
     assert!(trail.contains("path=[REDACTED:PATH]"), "{trail}");
+    // A value the tool holds by reference that is (or is inside) a value
+    // passed: looked for before the variables are redacted, so it is a
+    // guess withheld, not a variable's marker.
+    let grant = Grant::new("t")
+        .fs("workspace", &s.ws, Rights::READ)
+        .deploy("env-dump")
+        .secret("path-secret");
+    let run = s.deploy(&grant, "env-dump").await.unwrap();
+    let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert_eq!(
+        out["output"],
+        "[exfiltration attempt: the deploy program's output holds the value of secret \
+         'path-secret', which this tool may use only by reference: withheld]",
+        "{out}"
+    );
 
     // Printed again and again, with a copy across where the output is
     // read (128 KiB), or across where an end as long as a value would be

@@ -100,11 +100,7 @@ pub fn print_report(label: &str, report: &Report, known: &str) -> Result<(), Fai
         return Ok(());
     }
     if status == Status::UnknownKey {
-        outln!(
-            "{}: chain intact ({} records), but its checkpoints' signatures cannot be checked",
-            label,
-            report.records
-        )?;
+        // The keys first, on stderr: said even when stdout cannot be.
         for k in &report.unknown_keys {
             crate::out::errln!(
                 "error: {}:{}: checkpoint signed by key {}, which is not one of the known keys; pass its JWKS with --jwks",
@@ -114,6 +110,11 @@ pub fn print_report(label: &str, report: &Report, known: &str) -> Result<(), Fai
             );
         }
         crate::out::errln!("known keys: {}", escape_control(known));
+        outln!(
+            "{}: chain intact ({} records), but its checkpoints' signatures cannot be checked",
+            label,
+            report.records
+        )?;
     } else {
         match report.last_checkpoint {
             Some(l) => outln!(

@@ -396,7 +396,8 @@ impl Host for DeployView<'_> {
         );
         let result = match &spec.backend {
             Backend::Exec { program, args, env } => {
-                super::exec::exec(&pass, program, args, env, &bytes, &artifact, timeout).await
+                let gated = (&pass, &**self.gate.redactor());
+                super::exec::exec(gated, program, args, env, &bytes, &artifact, timeout).await
             }
             Backend::Webhook { url } => {
                 match self.webhook_request(&spec, &artifact, &digest, bytes.len()) {

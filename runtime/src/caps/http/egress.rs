@@ -203,7 +203,7 @@ impl Egress {
         let mut needs_approval = rule.approval.applies(method);
         // A server that routes by a path override acts there: each path
         // asked for is checked as the request's own, by every method.
-        let paths = match overrides::paths(&url, &req.headers, redactor) {
+        let paths = match overrides::paths(&url, &req.headers) {
             Ok(paths) => paths,
             Err(reason) => return refuse("http.request", reason, Refused::InvalidRequest),
         };
