@@ -330,19 +330,24 @@ CLOSED = 141  # as a shell reports a process ended by SIGPIPE
 
 
 class Out:
-    """stdout that a closed pipe does not turn into a traceback."""
+    """stdout and stderr that a closed pipe does not turn into a traceback
+    (nor its status into 1, "altered")."""
 
     closed = False
 
     @classmethod
-    def say(cls, text):
-        if cls.closed:
-            return
+    def say(cls, text, stream=None):
+        stream = stream or sys.stdout
         try:
-            print(text, flush=True)
+            print(text, file=stream, flush=True)
         except BrokenPipeError:
-            cls.closed = True
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            if stream is sys.stdout:
+                cls.closed = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+    @classmethod
+    def err(cls, text):
+        cls.say(text, sys.stderr)
 
 
 def main():
@@ -354,25 +359,24 @@ def main():
     try:
         keys = load_jwks(args.jwks)
     except Exception as e:  # whatever is wrong with it, it is not the trail's fault: 2
-        print(f"error: {shown(args.jwks)}: not a usable JWKS: {shown(str(e))}", file=sys.stderr)
+        Out.err(f"error: {shown(args.jwks)}: not a usable JWKS: {shown(str(e))}")
         return 2
     try:
         with open_regular(args.trail) as f:
             report = verify(trail_lines(f), keys)
     except OSError as e:
-        print(f"error: cannot read {name}: {e.strerror or e}", file=sys.stderr)
+        Out.err(f"error: cannot read {name}: {e.strerror or e}")
         return 2
     t = report["tampered"]
     # Errors first, on stderr: said even when stdout cannot be.
     if t is not None:
-        print(f"error: {name}:{t['line']}: {shown(t['reason'])}", file=sys.stderr)
+        Out.err(f"error: {name}:{t['line']}: {shown(t['reason'])}")
         Out.say(f"{name}: intact up to line {t['line'] - 1}")
         return 1
     if report["unknown_keys"]:
         for k in report["unknown_keys"]:
-            print(
-                f"error: {name}:{k['line']}: checkpoint signed by key {shown(k['kid'])}, which is not one of the known keys; pass its JWKS with --jwks",
-                file=sys.stderr,
+            Out.err(
+                f"error: {name}:{k['line']}: checkpoint signed by key {shown(k['kid'])}, which is not one of the known keys; pass its JWKS with --jwks"
             )
         Out.say(f"{name}: chain intact ({report['records']} records), but its checkpoints' signatures cannot be checked")
         return 4

@@ -2826,6 +2826,9 @@ async fn a_guess_at_a_secret_held_by_reference_ends_the_invocations_host_calls()
     for input in [
         json!({"url": url, "method": format!("X {HIDDEN_TOKEN} Y")}),
         json!({"url": url, "headers": [["x-original-url", format!("/0000/{HIDDEN_TOKEN}/#")]]}),
+        // In the URL with a tab the parser drops, on a path outside the
+        // grant (whose refusal quotes the URL read, redacted).
+        json!({"url": format!("{}/elsewhere/{}\t{}", api.base(), &HIDDEN_TOKEN[..6], &HIDDEN_TOKEN[6..])}),
     ] {
         let (out, inv) = api.probe("probe", &grant, input.clone()).await;
         assert_eq!(

@@ -95,8 +95,16 @@ pub async fn verify(url: &str, jwks: Option<&Path>, json: bool) -> Result<u8, Fa
         if chains.is_empty() {
             outln!("{}: no records yet", url.shown())?;
         }
+        // Every chain's report, though stdout fails on the first: each
+        // names its altered line or unknown keys on stderr first.
+        let mut failed = None;
         for (c, report) in &chains {
-            print_report(&label(&url, c), report, &known)?;
+            if let Err(e) = print_report(&label(&url, c), report, &known) {
+                failed.get_or_insert(e);
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         if chains.len() > 1 {
             outln!(

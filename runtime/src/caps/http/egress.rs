@@ -154,6 +154,11 @@ impl Egress {
             }
             Err(reason) => return refuse("http.url", reason, Refused::InvalidRequest),
         };
+        // And as parsed: the parser drops tabs and line breaks (`/48<TAB>21`
+        // is `/4821`), and the URL read is quoted from here on, redacted.
+        if let Some(name) = redactor.guessed(url.as_str().as_bytes()) {
+            return Err((guess(&name), Refused::Denied));
+        }
         shown.resource = redactor.redact(url.as_str()).into_owned();
         if let Some(reason) = check::encoded_dot_segment(url.path()) {
             return refuse("http.url", reason, Refused::Denied);
