@@ -10,16 +10,18 @@ use crate::redact::Redactor;
 /// environment cleared but for the listed variables, output capped. All of
 /// it (staging the copy, the run, reading its output) ends by `timeout`
 /// (never past the invocation's deadline): the program is then killed.
+/// Its output as it printed it, with the values it was passed (to redact
+/// once the caller has looked for guesses in it, `DeployView::guessed`).
 pub(super) async fn exec(
-    (_pass, hidden): (&Pass<'_, ()>, &Redactor),
+    _pass: &Pass<'_, ()>,
     program: &str,
     args: &[String],
     env: &[String],
     bytes: &[u8],
     artifact: &str,
     timeout: std::time::Duration,
-) -> Result<Outcome, wit::Error> {
-    let run = run_program(program, (args, env), bytes, artifact, hidden);
+) -> Result<(Outcome, Redactor), wit::Error> {
+    let run = run_program(program, (args, env), bytes, artifact);
     tokio::time::timeout(timeout, run)
         .await
         .unwrap_or_else(|_| {
@@ -39,8 +41,7 @@ async fn run_program(
     (args, env): (&[String], &[String]),
     bytes: &[u8],
     artifact: &str,
-    hidden: &Redactor,
-) -> Result<Outcome, wit::Error> {
+) -> Result<(Outcome, Redactor), wit::Error> {
     let failed = |m: String| error(ErrorCode::Failed, m);
     let dir = tempfile::tempdir().map_err(|e| failed(format!("cannot stage the artifact: {e}")))?;
     let name = artifact.rsplit('/').next().unwrap_or("artifact");
@@ -86,21 +87,10 @@ async fn run_program(
             READ_OUTPUT >> 10
         )
     } else {
-        let raw = capped(&output);
-        // A guess at a value the tool holds by reference is looked for
-        // before the values passed are redacted: a candidate equal to one,
-        // or holding one (a URL with a password), would be marked as the
-        // variable and found by no guess check. Left as it is, the caller
-        // finds the same guess and withholds the output whole.
-        match hidden.guessed(raw.as_bytes()) {
-            Some(_) => raw,
-            None => passed.redact_string(raw),
-        }
+        capped(&output)
     };
-    Ok(Outcome {
-        status: status.code().unwrap_or(-1),
-        output,
-    })
+    let status = status.code().unwrap_or(-1);
+    Ok((Outcome { status, output }, passed))
 }
 
 /// The shortest value passed through the environment that is redacted:

@@ -11,6 +11,7 @@ use crate::policy::Decision;
 use crate::policy::cedar::Resource as Subject;
 use crate::policy::gate::Gate;
 use crate::policy::gate::{Approval, Ask, HostCall, Pass};
+use crate::redact::Redactor;
 use crate::rights::Rights;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -39,11 +40,7 @@ pub(super) fn capped(bytes: &[u8]) -> String {
 /// A secret value the artifact carries in its name or its bytes (in any
 /// encoding redaction knows), if any: a deployment carries its artifact to
 /// a program or a webhook, which is no secret's `send-to`.
-fn carried_secret(
-    redactor: &crate::redact::Redactor,
-    artifact: &str,
-    bytes: &[u8],
-) -> Option<String> {
+fn carried_secret(redactor: &Redactor, artifact: &str, bytes: &[u8]) -> Option<String> {
     let mut names = redactor.names_in(artifact.as_bytes());
     names.extend(redactor.names_in(bytes));
     names.into_iter().next()
@@ -396,8 +393,7 @@ impl Host for DeployView<'_> {
         );
         let result = match &spec.backend {
             Backend::Exec { program, args, env } => {
-                let gated = (&pass, &**self.gate.redactor());
-                super::exec::exec(gated, program, args, env, &bytes, &artifact, timeout).await
+                super::exec::exec(&pass, program, args, env, &bytes, &artifact, timeout).await
             }
             Backend::Webhook { url } => {
                 match self.webhook_request(&spec, &artifact, &digest, bytes.len()) {
@@ -405,22 +401,23 @@ impl Host for DeployView<'_> {
                         // The webhook's token is for the webhook, not the
                         // tool: an answer echoing it, or its signature
                         // alone, does not hand it over.
-                        let own = crate::redact::Redactor::new(crate::redact::and_signatures([(
+                        let own = Redactor::new(crate::redact::and_signatures([(
                             "deploy-token",
                             token.as_str(),
                         )]));
                         let answer = webhook(&pass, url, token.clone(), body, timeout).await;
-                        answer.map(|o| Outcome {
+                        let redacted = |o: Outcome| Outcome {
                             output: own.redact_string(o.output),
                             ..o
-                        })
+                        };
+                        answer.map(|o| (redacted(o), Redactor::default()))
                     }
                     Err(e) => Err(e),
                 }
             }
         };
         // Redacted, then cut; withheld whole if it holds a guess.
-        let (result, guessed) = match result.map(|o| self.guessed(o)) {
+        let (result, guessed) = match result.map(|(o, passed)| self.guessed(o, &passed)) {
             Ok((o, guessed)) => (Ok(o), guessed),
             Err(e) => (Err(e), None),
         };
@@ -458,19 +455,22 @@ impl DeployView<'_> {
     /// reference, the refusal of a guess (and its reason, to record): the
     /// artifact can make the program print candidates (a tarball of files
     /// named after ten thousand PINs, listed as unpacked), and a marker
-    /// would tell the tool which was right.
-    fn guessed(&self, o: Outcome) -> (Outcome, Option<String>) {
+    /// would tell the tool which was right. Guesses are looked for before
+    /// the values a program was `passed` are redacted: a candidate equal to
+    /// one, or holding one (a URL with a password), would be marked as the
+    /// variable and found by no guess check.
+    fn guessed(&self, o: Outcome, passed: &Redactor) -> (Outcome, Option<String>) {
         let redactor = self.gate.redactor();
         let raw = o.output.as_bytes();
         let (found, before) = (redactor.guessed(raw), redactor.hidden_markers(raw));
-        let output = redactor.redact_string(o.output);
+        let output = redactor.redact_string(passed.redact_string(o.output));
         let found = found.or_else(|| redactor.guessed_since(&before, output.as_bytes()));
         let Some(name) = found else {
             let output = cut_output(output);
             return (Outcome { output, ..o }, None);
         };
         let what = "the deploy program's output";
-        let reason = crate::redact::Redactor::guess_reason(what, &name);
+        let reason = Redactor::guess_reason(what, &name);
         let output = format!("[{reason}: withheld]");
         (Outcome { output, ..o }, Some(reason))
     }
