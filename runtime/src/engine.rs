@@ -16,18 +16,34 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// server that once ran N tools at once keeps at most N × this resident.
 pub const KEEP_RESIDENT: usize = 64 << 10;
 
+/// Core module instances, linear memories and tables one tool may hold: its
+/// share of the pool. A component needing more is refused when it loads;
+/// without these caps one invocation could take every slot of the pool (a
+/// component instantiating a module with two memories a hundred times) and
+/// every other invocation would fail instead of waiting its turn. Tools
+/// built with `cargo` and componentize-js instantiate 3–4 modules, with
+/// componentize-py 14; each has one memory and two tables.
+pub const CORE_INSTANCES_PER_TOOL: u32 = 32;
+/// See [`CORE_INSTANCES_PER_TOOL`].
+pub const MEMORIES_PER_TOOL: u32 = 2;
+/// See [`CORE_INSTANCES_PER_TOOL`].
+pub const TABLES_PER_TOOL: u32 = 4;
+
 /// The engine configuration Warden runs tools with: async, epoch
 /// interruption, pooling allocator sized for `max_concurrent` live instances.
 /// Public so benchmarks can compare against raw wasmtime on equal terms.
 pub fn config(max_concurrent: u32) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(max_concurrent)
-        .total_core_instances(max_concurrent.saturating_mul(8))
-        .total_memories(max_concurrent.saturating_mul(2))
-        .total_tables(max_concurrent.saturating_mul(4))
+        .total_core_instances(max_concurrent.saturating_mul(CORE_INSTANCES_PER_TOOL))
+        .total_memories(max_concurrent.saturating_mul(MEMORIES_PER_TOOL))
+        .total_tables(max_concurrent.saturating_mul(TABLES_PER_TOOL))
         .total_stacks(max_concurrent)
-        .max_memories_per_module(2)
-        .max_tables_per_module(4)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_TOOL)
+        .max_memories_per_component(MEMORIES_PER_TOOL)
+        .max_tables_per_component(TABLES_PER_TOOL)
+        .max_memories_per_module(MEMORIES_PER_TOOL)
+        .max_tables_per_module(TABLES_PER_TOOL)
         .max_memory_size(crate::manifest::MAX_MEMORY as usize);
     // Reset what an invocation dirtied with memset (found with the
     // PAGEMAP_SCAN ioctl, Linux 6.7+) instead of madvise: no system call and

@@ -329,6 +329,57 @@ async fn bad_components_are_refused_with_a_reason() {
     }
 }
 
+/// A component that would hold more of the instance pool than one tool's
+/// share (a module with two memories instantiated three times; 33 module
+/// instances) is refused when it loads, naming what it holds and the cap;
+/// one within the share loads (and is then refused only as not a tool).
+/// Without the caps one invocation of such a tool could hold every memory
+/// slot of the pool, and every other invocation would fail.
+#[tokio::test]
+async fn a_component_over_its_share_of_the_instance_pool_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let instances = |module: &str, n: usize| {
+        let each: String = (0..n)
+            .map(|i| format!("(core instance $i{i} (instantiate $m))"))
+            .collect();
+        format!("(component (core module $m {module}) {each})")
+    };
+    let two_memories = "(memory 1) (memory 1)";
+    let cases = [
+        (
+            instances(two_memories, 3),
+            "6 Wasm linear memories, which exceeds the configured maximum of 2",
+        ),
+        (
+            instances("", 33),
+            "33 core module instances, which exceeds the configured maximum of 32",
+        ),
+        (
+            instances("(table 1 funcref) (table 1 funcref) (table 1 funcref)", 2),
+            "6 tables, which exceeds the configured maximum of 4",
+        ),
+        (
+            instances(two_memories, 1),
+            "does not export the warden:tool/guest interface",
+        ),
+        (
+            instances("", 32),
+            "does not export the warden:tool/guest interface",
+        ),
+    ];
+    for (wat, want) in cases {
+        let path = dir.path().join("pool.wasm");
+        std::fs::write(&path, wat::parse_str(&wat).unwrap()).unwrap();
+        let rt = Runtime::builder()
+            .tool(warden::ToolSpec::new("t", &path))
+            .build()
+            .unwrap();
+        let err = rt.invoke("t", &Grant::new("x"), "{}").await.unwrap_err();
+        assert!(matches!(err, Error::Component { .. }), "{err:?}");
+        assert!(err.to_string().contains(want), "{want}: {err}");
+    }
+}
+
 /// A real component built for another host (`plain-echo`: WASI only, its
 /// `echo` a plain exported function, what Wassette serves) named as a tool:
 /// refused before anything runs, naming the interface it lacks, and nothing
