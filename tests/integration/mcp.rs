@@ -760,6 +760,21 @@ fn over_stdio_a_request_id_in_use_is_refused_and_the_first_call_keeps_it() {
     .unwrap();
     let refused = next(9);
     assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    // And one whose method or version is written with escapes (the SDK
+    // reads `tools\/call` as `tools/call`; the loop could not borrow it and
+    // handed the line over unchecked, a second call under id 9).
+    for (version, method) in [("2.0", r"tools\/call"), (r"2\u002e0", "tools/call")] {
+        writeln!(
+            stdin_w,
+            r#"{{"jsonrpc":"{version}","id":9,"method":"{method}","params":{{"name":"echo","arguments":{{"message":"escaped"}}}}}}"#
+        )
+        .unwrap();
+        let refused = next(9);
+        assert_eq!(
+            refused["error"]["message"], ID_IN_USE,
+            "{method}: {refused}"
+        );
+    }
     let cancelled = Instant::now();
     writeln!(
         stdin_w,
@@ -816,6 +831,35 @@ fn over_stdio_the_id_of_a_call_the_sdk_runs_is_in_use_until_it_ends() {
     }
     drop(stdin_w);
     assert!(child.wait().unwrap().success());
+}
+
+/// Told to stop (SIGTERM) while the SDK runs a call (its `_meta` names its
+/// client), the server lets it finish and answers it before it exits, as it
+/// does the calls it runs itself. Before, the SDK had 2 s, and a call
+/// running longer was dropped unanswered.
+#[test]
+fn over_stdio_a_call_the_sdk_runs_is_answered_before_the_server_stops() {
+    use std::io::Write as _;
+    let s = setup();
+    let (mut child, mut stdin_w, mut lines) = served_session(&s);
+    let _watchdog = kill_after(&child, Duration::from_secs(60));
+    writeln!(
+        stdin_w,
+        r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"hog","arguments":{{"attack":"loop"}},"_meta":{{"io.modelcontextprotocol/clientInfo":{{"name":"t","version":"1"}}}}}}}}"#
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(sent.unwrap().success());
+    // hog loops until its 3 s deadline: past the SDK's old 2 s.
+    let answer = with_id(&mut lines, 9);
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    assert!(answer.to_string().contains("deadline"), "{answer}");
+    assert!(child.wait().unwrap().success());
+    drop(stdin_w);
 }
 
 /// A `tools/call` line the SDK would refuse (one that also has a `result`,
@@ -1813,6 +1857,92 @@ async fn with_an_operators_endpoint_a_client_that_elicits_is_not_asked() {
     assert!(asked.lock().unwrap().is_empty(), "the client was asked");
     assert!(!s.workspace.join("self-approved.md").exists());
     client.cancel().await.unwrap();
+}
+
+/// `warden serve --http` started from a terminal with no `--approver`:
+/// `auto` asks the operator at that terminal, so an MCP client that elicits
+/// (it may be the agent itself) is not asked. Before, only a named
+/// `--approver` counted as the operator's, and the agent approved its own
+/// write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_a_terminal_the_operator_answers_and_a_client_that_elicits_is_not_asked() {
+    use std::io::Write;
+    let s = setup();
+    // Whatever happens, the server goes with the test (it holds the test
+    // harness's output open).
+    struct Reap(String);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("pkill")
+                .args(["-KILL", "-f", &self.0])
+                .status();
+        }
+    }
+    let _reap = Reap(s.dir.path().display().to_string());
+    let cmd = warden_serve(&s, &["--http", "127.0.0.1:0"]);
+    let line = std::iter::once(cmd.as_std().get_program())
+        .chain(cmd.as_std().get_args())
+        .map(|a| format!("'{}'", a.to_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut pty = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` runs the server under a pseudo-terminal");
+    let mut typed = pty.stdin.take().unwrap();
+    // The screen, read on a thread as it comes (the prompt ends no line):
+    // the URL, then the prompt.
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let mut screen = pty.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = std::io::Read::read(&mut screen, &mut buf) {
+            let _ = tx.send(buf[..n].to_vec());
+        }
+    });
+    let mut shown = String::new();
+    let mut until = |want: &str| -> String {
+        loop {
+            if let Some(at) = shown.find(want) {
+                let rest = shown.split_off(at + want.len());
+                return std::mem::replace(&mut shown, rest);
+            }
+            let more = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("the terminal never showed {want:?}: {shown}"));
+            shown.push_str(&String::from_utf8_lossy(&more));
+        }
+    };
+    until("warden: serving MCP at ");
+    let said = until("\n");
+    let url = said.trim();
+    let agent = Client {
+        approve: true,
+        elicitation: true,
+        ..Client::default()
+    };
+    let asked = agent.asked.clone();
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_owned());
+    let client = agent.serve(transport).await.unwrap();
+    let call = tokio::spawn(async move {
+        let input = json!({"path": "self-approved.md", "content": "x"});
+        let r = client.call_tool(call("writer", input)).await;
+        (client, r)
+    });
+    until("approve? [y/N]");
+    typed.write_all(b"n\n").unwrap();
+    let (client, r) = call.await.unwrap();
+    let r = r.unwrap();
+    assert_eq!(r.is_error, Some(true), "{}", text(&r));
+    assert!(text(&r).contains("denied by terminal"), "{}", text(&r));
+    assert!(asked.lock().unwrap().is_empty(), "the client was asked");
+    assert!(!s.workspace.join("self-approved.md").exists());
+    client.cancel().await.unwrap();
+    let _ = pty.kill();
+    let _ = pty.wait();
 }
 
 /// One agent's slow calls took every place: every other agent's call was

@@ -46,6 +46,7 @@ use rmcp::model::{
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -55,13 +56,16 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWrite
 use tokio_util::sync::CancellationToken;
 
 /// The parts of a client line the loop looks at; the rest stays raw.
+/// (`jsonrpc` and `method` may be written with escapes, `tools\/call`:
+/// whatever the SDK parses, this does, or a call it runs would not hold
+/// its id.)
 #[derive(Deserialize)]
 struct Line<'a> {
     #[serde(borrow)]
-    jsonrpc: Option<&'a str>,
+    jsonrpc: Option<Cow<'a, str>>,
     id: Option<RequestId>,
     #[serde(borrow)]
-    method: Option<&'a str>,
+    method: Option<Cow<'a, str>>,
     #[serde(borrow)]
     params: Option<&'a RawValue>,
     /// A `result` or `error` key (even `null`; both: not a `Line`).
@@ -186,7 +190,7 @@ pub async fn serve_on(
                 let take = match serde_json::from_slice::<Line>(line) {
                     // Else the SDK's to refuse (JSON skips what it ignores unchecked).
                     Ok(l)
-                        if l.jsonrpc == Some("2.0")
+                        if l.jsonrpc.as_deref() == Some("2.0")
                             && !l.answer
                             && super::an_object(line)
                             && std::str::from_utf8(line).is_ok() =>
@@ -238,6 +242,11 @@ pub async fn serve_on(
     let drain = async {
         while let Some((_, answer)) = calls.answers.next().await {
             out.message(&answer).await;
+        }
+        // And the calls the SDK runs (it answers them itself, through
+        // `forward`), unless the client is gone.
+        while shutdown.is_cancelled() && !calls.sdk.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
     if tokio::time::timeout(GRACE, drain).await.is_err() {
@@ -342,7 +351,7 @@ impl Calls {
     /// or the cancellation of such a call. False hands the line to the SDK.
     fn take(&mut self, line: &Line, handshake: &Handshake) -> Take {
         let session = handshake.get();
-        match (line.method, &line.id) {
+        match (line.method.as_deref(), &line.id) {
             (Some("initialize"), Some(id)) => {
                 handshake.asked(id, line.params);
                 Take::No

@@ -6,18 +6,28 @@ use std::sync::Arc;
 use warden::approval::{Approver, DenyAll, TerminalApprover, WebhookApprover};
 
 /// The approver `--approver CHOICE` names: `auto`, `tty`, `deny` or
-/// `webhook=URL`.
-pub(crate) fn choose(choice: &str) -> anyhow::Result<Arc<dyn Approver>> {
+/// `webhook=URL`; and whether the operator answers (every choice but an
+/// `auto` that found no terminal: then no person is there, and `serve` may
+/// ask its MCP clients instead).
+pub(crate) fn choose(choice: &str) -> anyhow::Result<(Arc<dyn Approver>, bool)> {
     use std::io::IsTerminal;
+    if choice == "auto" {
+        return Ok(
+            match TerminalApprover::open().filter(|_| std::io::stdin().is_terminal()) {
+                Some(t) => (Arc::new(t), true),
+                None => (Arc::new(DenyAll), false),
+            },
+        );
+    }
+    Ok((approver(choice)?, true))
+}
+
+fn approver(choice: &str) -> anyhow::Result<Arc<dyn Approver>> {
     Ok(match choice {
         "deny" => Arc::new(DenyAll),
         "tty" => {
             Arc::new(TerminalApprover::open().context("--approver tty: no controlling terminal")?)
         }
-        "auto" => match TerminalApprover::open().filter(|_| std::io::stdin().is_terminal()) {
-            Some(t) => Arc::new(t),
-            None => Arc::new(DenyAll),
-        },
         other => match other.strip_prefix("webhook=") {
             // Signed with the identity key (`warden identity jwks` prints it).
             // Named by its origin: its token may ride in its path.

@@ -295,8 +295,12 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
         });
     }
     let offline = cli.offline || std::env::var_os("WARDEN_OFFLINE").is_some_and(|v| v == "1");
+    // Whether a person (or the operator's webhook) answers approvals: an
+    // `auto` that found a terminal does, so `serve` asks no MCP client.
+    let operator_answers = std::cell::Cell::new(false);
     let builder = |tokens: bool| -> Result<RuntimeBuilder, Failure> {
-        let approver = approver::choose(&cli.approver).map_err(usage)?;
+        let (approver, operator) = approver::choose(&cli.approver).map_err(usage)?;
+        operator_answers.set(operator);
         let mut b = runtime_builder(cli.cache_dir.as_deref(), cli.no_cache, tokens)
             .approver(approver)
             .offline(offline);
@@ -355,7 +359,10 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             agents,
             json,
         } => check::check(builder(false)?, &manifest, agents.as_deref(), json).await,
-        Command::Serve(args) => serve::serve(builder(true)?, *args, cli.approver != "auto").await,
+        Command::Serve(args) => {
+            let b = builder(true)?;
+            serve::serve(b, *args, operator_answers.get()).await
+        }
         Command::Schema => {
             out!("{}", warden::policy::cedar::SCHEMA)?;
             Ok(0)

@@ -283,7 +283,8 @@ fn statics_names(args: &ServeArgs) -> Vec<String> {
         .collect()
 }
 
-/// `operator_approver`: an `--approver` was named (not `auto`).
+/// `operator_approver`: the operator answers approvals (an `--approver`
+/// was named, or `auto` found a terminal).
 pub async fn serve(
     builder: RuntimeBuilder,
     args: ServeArgs,

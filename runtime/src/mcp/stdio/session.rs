@@ -97,6 +97,10 @@ impl SdkCalls {
         self.ids().contains(id)
     }
 
+    pub(super) fn is_empty(&self) -> bool {
+        self.ids().is_empty()
+    }
+
     pub(super) fn handed(&self, id: &RequestId) {
         self.ids().insert(id.clone());
     }
