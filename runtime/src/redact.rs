@@ -445,12 +445,18 @@ impl Redactor {
     /// across the cut would keep its first bytes, no longer whole enough to
     /// be found. (Its first [`REDACT_WITHIN`] bytes are redacted.)
     pub(crate) fn redact_cut(&self, text: &str, max: usize) -> String {
-        if text.len() <= max {
+        self.redact_cut_of(text, max, text.len())
+    }
+
+    /// [`Redactor::redact_cut`] of `text`, the start of something `len`
+    /// bytes long.
+    pub(crate) fn redact_cut_of(&self, text: &str, max: usize, len: usize) -> String {
+        if text.len() <= max && len == text.len() {
             return self.redact(text).into_owned();
         }
         let head = self.redact(&text[..text.floor_char_boundary(REDACT_WITHIN)]);
         let end = head.floor_char_boundary(max);
-        format!("{}…[{} bytes]", &head[..end], text.len())
+        format!("{}…[{len} bytes]", &head[..end])
     }
 
     pub fn redact_string(&self, text: String) -> String {

@@ -207,6 +207,30 @@ async fn over_long_resources_are_refused_and_recorded_cut() {
     assert!(std::fs::metadata(&trail).unwrap().len() < 8 << 10);
     // Nothing was created.
     assert_eq!(std::fs::read_dir(&world.workspace).unwrap().count(), before);
+
+    // A path of control characters and a quote, six bytes each control as
+    // the record quotes it: refused by its length, counted, not quoted
+    // whole first (a path of the host call limit cost the host ~13 copies
+    // of itself).
+    let controls = "\u{1}".repeat(100_000) + "\"";
+    let (report, id) = probe(
+        &rt,
+        &world,
+        "probe",
+        json!({"op": "write", "path": controls, "contents": "x"}),
+    )
+    .await;
+    assert_eq!(
+        message(&report),
+        "the fs write call names a resource of 600014 bytes, more than the limit of 8192 bytes"
+    );
+    let recs = records(&trail, &id);
+    let shown = by_rule(&recs, "limits.resource")[0]
+        .resource
+        .clone()
+        .unwrap();
+    assert!(shown.starts_with("workspace:\"\\u0001"), "{shown}");
+    assert!(shown.ends_with("…[600014 bytes]"), "{shown}");
 }
 
 #[test]

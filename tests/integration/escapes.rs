@@ -432,4 +432,30 @@ async fn a_link_cannot_be_moved_to_where_it_leads_outside() {
         std::fs::read_to_string(world.workspace.join("in/down")).unwrap(),
         "beta"
     );
+
+    // But not in place of another link: `a/L -> k/../../../x` climbs out
+    // of `a` through `k -> p/q`, two deep, and lands inside; with `k`
+    // replaced by `j -> p`, one deep, `L` would lead outside the handle.
+    let a = world.workspace.join("a");
+    std::fs::create_dir_all(a.join("p/q")).unwrap();
+    std::os::unix::fs::symlink("p/q", a.join("k")).unwrap();
+    std::os::unix::fs::symlink("k/../../../a.txt", a.join("L")).unwrap();
+    std::os::unix::fs::symlink("p", a.join("j")).unwrap();
+    let (r, inv) = world
+        .probe(ALL, json!({"op": "rename", "path": "a/j", "to": "a/k"}))
+        .await;
+    assert_eq!(code(&r), Some("denied"), "{r}");
+    assert_eq!(
+        message(&r),
+        "'a/k' is a link: a link put in its place could lead links whose way passes through it outside the handle"
+    );
+    assert_eq!(
+        world.decisions(&inv).last().unwrap().rule.as_deref(),
+        Some("fs.sandbox")
+    );
+    assert_eq!(
+        std::fs::read_link(a.join("k")).unwrap(),
+        std::path::Path::new("p/q")
+    );
+    assert_eq!(std::fs::read_to_string(a.join("L")).unwrap(), "alpha");
 }

@@ -111,6 +111,11 @@ fn shown(s: &str, redactor: &Redactor) -> String {
     redactor.redact_cut(s, SHOWN_OF_LONG)
 }
 
+/// [`shown`] of `s`, the start (or all) of a resource `len` bytes long.
+fn shown_of(s: &str, len: usize, redactor: &Redactor) -> String {
+    redactor.redact_cut_of(s, SHOWN_OF_LONG, len)
+}
+
 /// One question for the runtime policy: a Cedar action (`fs::write`), the
 /// call's detail (`write`), and the resource as policies see it.
 pub(crate) struct Ask<'a> {
@@ -153,6 +158,10 @@ pub(crate) struct HostCall<'a, T> {
     pub(crate) action: &'a str,
     /// What the call acts on, as the audit shows it.
     pub(crate) resource: &'a str,
+    /// The length of what the call names when `resource` is that cut
+    /// (`None`: it is whole): a path of megabytes is refused by its length,
+    /// not quoted whole first.
+    pub(crate) whole: Option<usize>,
     /// The capability's built-in decision.
     pub(crate) check: Decision,
     /// What to ask the runtime policy (only asked when the check allows).
@@ -223,7 +232,7 @@ impl Gate {
         &self,
         capability: &'static str,
         action: &str,
-        resource: &str,
+        (resource, named): (&str, usize),
     ) -> Result<Option<Decision>, AuditFailed> {
         let calls = self.spent.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let bytes = self.spent.bytes.load(Ordering::Relaxed);
@@ -237,18 +246,17 @@ impl Gate {
         if let Some(d) = self.guessed(capability, action, resource)? {
             return Ok(Some(d));
         }
-        if resource.len() > MAX_RESOURCE {
+        if named > MAX_RESOURCE {
             let d = Decision::deny(
                 "limits.resource",
                 format!(
-                    "the {capability} {action} call names a resource of {} bytes, more than the limit of {MAX_RESOURCE} bytes",
-                    resource.len()
+                    "the {capability} {action} call names a resource of {named} bytes, more than the limit of {MAX_RESOURCE} bytes"
                 ),
             );
             self.write(&self.audit.decision(
                 capability,
                 action,
-                &shown(resource, &self.redactor),
+                &shown_of(resource, named, &self.redactor),
                 &d,
             ))?;
             return Ok(Some(d));
@@ -373,13 +381,15 @@ impl Gate {
             capability,
             action,
             resource,
+            whole,
             check: mut decision,
             asks,
             approval,
             address,
             sealed,
         } = call;
-        if let Some(refusal) = self.admit(capability, action, resource)? {
+        let named = whole.unwrap_or(resource.len());
+        if let Some(refusal) = self.admit(capability, action, (resource, named))? {
             return Ok(Err(refusal));
         }
         // Decided and, unless a person is to be asked, noted in the task's
@@ -446,6 +456,7 @@ impl Gate {
         refusal: Decision,
     ) -> Result<Decision, AuditFailed> {
         let call = HostCall {
+            whole: None,
             capability,
             action,
             resource,

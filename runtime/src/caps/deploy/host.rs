@@ -347,6 +347,7 @@ impl Host for DeployView<'_> {
         };
         let args = format!("sha256 {digest}{leads}");
         let call = HostCall {
+            whole: None,
             capability: "deploy",
             action: "run",
             resource: &resource,

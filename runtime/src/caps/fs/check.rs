@@ -83,16 +83,53 @@ pub(super) fn joined<S: AsRef<str>>(paths: &[S]) -> String {
 }
 
 fn quoted(p: &str) -> std::borrow::Cow<'_, str> {
-    let plain = !p.is_empty()
-        && !p.contains("->")
-        && !p.contains(['"', '\'', '(', ')', ';'])
-        && !p.starts_with(char::is_whitespace)
-        && !p.ends_with(char::is_whitespace);
-    if plain {
+    if plain(p) {
         p.into()
     } else {
         serde_json::Value::from(p).to_string().into()
     }
+}
+
+/// [`joined`] with each path cut to `max` bytes first, quoted as it would
+/// be whole: an over-long resource's start, at a bounded cost.
+pub(super) fn joined_cut<S: AsRef<str>>(paths: &[S], max: usize) -> String {
+    use crate::policy::gate::cut;
+    let shown: Vec<std::borrow::Cow<'_, str>> = (paths.iter().map(|p| p.as_ref()))
+        .map(|p| match plain(p) {
+            true => cut(p, max),
+            false => serde_json::Value::from(cut(p, max).as_ref())
+                .to_string()
+                .into(),
+        })
+        .collect();
+    shown.join(" -> ")
+}
+
+fn plain(p: &str) -> bool {
+    !p.is_empty()
+        && !p.contains("->")
+        && !p.contains(['"', '\'', '(', ')', ';'])
+        && !p.starts_with(char::is_whitespace)
+        && !p.ends_with(char::is_whitespace)
+}
+
+/// The length of [`joined`]`(paths)`, counted: a path of megabytes (six
+/// bytes an escaped control character) is refused by its length, not
+/// quoted first.
+pub(super) fn joined_len<S: AsRef<str>>(paths: &[S]) -> usize {
+    let quoted_len = |p: &str| {
+        if plain(p) {
+            return p.len();
+        }
+        let escaped = |c: char| match c {
+            '"' | '\\' | '\u{8}' | '\u{c}' | '\n' | '\r' | '\t' => 2,
+            c if c < ' ' => 6,
+            c => c.len_utf8(),
+        };
+        2 + p.chars().map(escaped).sum::<usize>()
+    };
+    let each: usize = paths.iter().map(|p| quoted_len(p.as_ref())).sum();
+    each + " -> ".len() * paths.len().saturating_sub(1)
 }
 
 /// A record's resource with where its paths lead, when a link makes that
@@ -253,6 +290,22 @@ pub fn decide_open(handle: &str, granted: bool) -> Decision {
 mod tests {
     use super::*;
     use crate::caps::fs::path;
+
+    #[test]
+    fn the_length_of_joined_paths_is_counted_exactly() {
+        let all: String = (0u8..0x80).map(char::from).collect();
+        let cases: [&[&str]; 6] = [
+            &[],
+            &["src/lib.rs"],
+            &["a -> b", "c"],
+            &["", " x", "é\u{202e}\"q\\", "(;)"],
+            &[&all, "tab\there", "\u{7f}\u{85}"],
+            &["a\u{1}b", "日本"],
+        ];
+        for paths in cases {
+            assert_eq!(joined_len(paths), joined(paths).len(), "{paths:?}");
+        }
+    }
 
     fn decide_one(
         action: &'static str,

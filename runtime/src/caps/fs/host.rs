@@ -10,7 +10,7 @@ use crate::bindings::warden::tool::fs::{
     self as wit, DirEntry, EntryKind, ErrorCode, HandleInfo, Host, HostDir, Metadata,
 };
 use crate::policy::cedar::Resource as Subject;
-use crate::policy::gate::{Approval, Ask, HostCall};
+use crate::policy::gate::{Approval, Ask, HostCall, MAX_RESOURCE};
 use crate::policy::{Decision, Did};
 use crate::rights::{Right, Rights};
 use cap_std::fs::{Dir, OpenOptions};
@@ -126,11 +126,17 @@ impl FsView<'_> {
         let mut resolved = Vec::new();
         let mut asked = Vec::new();
         let mut resolve_error = None;
-        let resource = format!("{}:{}", handle.name, check::joined(paths));
         // A path over the gate's limit is refused there (`limits.resource`)
         // unresolved: resolving it first would cost the host a string per
-        // component of up to the host call limit.
-        if check.allow && resource.len() <= crate::policy::gate::MAX_RESOURCE {
+        // component of up to the host call limit; and by its length, each
+        // path cut before it is quoted (six bytes a control character).
+        let named = handle.name.len() + 1 + check::joined_len(paths);
+        let over = named > MAX_RESOURCE;
+        let resource = match over {
+            false => format!("{}:{}", handle.name, check::joined(paths)),
+            true => format!("{}:{}", handle.name, check::joined_cut(paths, MAX_RESOURCE)),
+        };
+        if check.allow && !over {
             match self.resolve_all(&handle, &call, &checked) {
                 Ok((r, a)) => (resolved, asked) = (r, a),
                 Err((d, e)) => {
@@ -209,6 +215,7 @@ impl FsView<'_> {
             capability: "fs",
             action,
             resource: &resource,
+            whole: over.then_some(named),
             check,
             asks,
             approval: Approval {
@@ -369,7 +376,8 @@ impl HostDir for FsView<'_> {
         self.run(dir, call, |root, r, limit| {
             let mut entries = Vec::new();
             let mut bytes = 0;
-            for e in r[0].open_dir(root)?.entries()? {
+            let dir = r[0].open_dir(root)?;
+            for e in dir.entries()? {
                 let e = e?;
                 let name = e.file_name().to_string_lossy().into_owned();
                 // What an entry costs the host: its name, and the entry
@@ -380,7 +388,7 @@ impl HostDir for FsView<'_> {
                 }
                 entries.push(DirEntry {
                     name,
-                    kind: kind_of(e.file_type()?),
+                    kind: kind_of(tree::entry_type(&dir, &e)?),
                 });
             }
             entries.sort_by(|a, b| a.name.cmp(&b.name));

@@ -73,12 +73,7 @@ fn each_below(
             if seen > most || Instant::now() >= deadline {
                 return Err(too_much());
             }
-            let ft = match e.file_type()? {
-                // No type from the directory (`DT_UNKNOWN`: XFS without
-                // ftype, some NFS and FUSE): asked of the entry itself.
-                ft if ft.is_dir() || ft.is_file() || ft.is_symlink() => ft,
-                _ => d.symlink_metadata(&name)?.file_type(),
-            };
+            let ft = entry_type(&d, &e)?;
             if ft.is_dir() {
                 if depth + 1 >= MAX_DEPTH {
                     return Err(too_deep(&path));
@@ -141,7 +136,8 @@ pub(crate) fn subtree(
 /// leads after; Warden never follows it outside, but whatever else reads
 /// the tree (a build, `git`) would. A link that only leads down leads
 /// below itself wherever it is moved, and through it nothing climbs
-/// further than its text says.
+/// further than its text says; but put in place of another link, it
+/// changes the way of every link passing there, so that is refused too.
 pub(crate) fn links_stay_inside(
     root: &Dir,
     from: &Resolved,
@@ -182,9 +178,23 @@ pub(crate) fn links_stay_inside(
         )
     };
     if kind.is_symlink() {
-        return match not_down(&from.dir(root).read_link_contents(name)?) {
-            true => Err(refused("")),
-            false => Ok(()),
+        if not_down(&from.dir(root).read_link_contents(name)?) {
+            return Err(refused(""));
+        }
+        // A link put in place of another (the only thing a link may
+        // replace) changes the way of every link that passes through that
+        // name: one leading down less deep there lets another's `..` climb
+        // out. Refused, whatever either holds.
+        let replaced = to.name().map(|n| to.dir(root).symlink_metadata(n));
+        return match replaced {
+            Some(Ok(m)) if m.file_type().is_symlink() => Err(refuse(
+                "fs.sandbox",
+                format!(
+                    "'{}' is a link: a link put in its place could lead links whose way passes through it outside the handle",
+                    to.path
+                ),
+            )),
+            _ => Ok(()),
         };
     }
     if !kind.is_dir() {
@@ -257,7 +267,7 @@ pub(crate) fn remove_tree(
                 return Err(late());
             }
             let e = e?;
-            if e.file_type()?.is_dir() {
+            if entry_type(dir, &e)?.is_dir() {
                 below = Some(e.file_name());
                 break;
             }
@@ -282,6 +292,18 @@ pub(crate) fn remove_tree(
         }
     }
     Ok(())
+}
+
+/// The type of `e`, an entry of `dir`. When the directory gives none
+/// (`DT_UNKNOWN`: XFS without ftype, some NFS and FUSE mounts; cap-std then
+/// says "unknown" rather than look), it is asked of the entry itself, not
+/// followed: a subdirectory taken for a file made a recursive remove stop
+/// half done.
+pub(super) fn entry_type(dir: &Dir, e: &cap_std::fs::DirEntry) -> io::Result<FileType> {
+    match e.file_type()? {
+        ft if ft.is_dir() || ft.is_file() || ft.is_symlink() => Ok(ft),
+        _ => Ok(dir.symlink_metadata(e.file_name())?.file_type()),
+    }
 }
 
 #[cfg(test)]

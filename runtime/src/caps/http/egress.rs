@@ -416,6 +416,7 @@ impl Egress {
         summary: &'a (dyn Fn() -> String + Sync),
     ) -> HostCall<'a, ()> {
         HostCall {
+            whole: None,
             capability: "http",
             action: &shown.method,
             resource: &shown.resource,

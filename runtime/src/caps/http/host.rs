@@ -291,6 +291,7 @@ fn send(
                 )
             };
             let call = HostCall {
+                whole: None,
                 capability: "secret",
                 action: "attach",
                 resource: name,

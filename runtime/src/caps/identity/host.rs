@@ -65,6 +65,7 @@ impl Host for IdentityView<'_> {
         };
         let summary = || format!("mint an identity token for {audience}");
         let call = HostCall {
+            whole: None,
             capability: "identity",
             action: "token",
             resource: &audience,

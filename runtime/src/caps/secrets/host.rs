@@ -64,6 +64,7 @@ impl SecretsView<'_> {
         };
         let approval_action = format!("secret.{action}");
         let call = HostCall {
+            whole: None,
             capability: "secret",
             action,
             resource: name,

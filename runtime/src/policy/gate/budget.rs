@@ -208,6 +208,7 @@ mod tests {
             async move {
                 let resource = format!("https://example.com/{i}");
                 let call = HostCall {
+                    whole: None,
                     capability: "http",
                     action: "send",
                     resource: &resource,
