@@ -22,8 +22,10 @@ pub const KEEP_RESIDENT: usize = 64 << 10;
 /// component instantiating a module with two memories a hundred times) and
 /// every other invocation would fail instead of waiting its turn. Tools
 /// built with `cargo` and componentize-js instantiate 3–4 modules, with
-/// componentize-py 14; each has one memory and two tables.
-pub const CORE_INSTANCES_PER_TOOL: u32 = 32;
+/// componentize-py 14 (and one more for each native extension bundled,
+/// some twenty for numpy); each has one memory and two tables. Module
+/// instances are only counted, not reserved: a high cap costs nothing.
+pub const CORE_INSTANCES_PER_TOOL: u32 = 64;
 /// See [`CORE_INSTANCES_PER_TOOL`].
 pub const MEMORIES_PER_TOOL: u32 = 2;
 /// See [`CORE_INSTANCES_PER_TOOL`].

@@ -233,6 +233,67 @@ async fn over_long_resources_are_refused_and_recorded_cut() {
     assert!(shown.ends_with("…[600014 bytes]"), "{shown}");
 }
 
+const LONG_PATH_CHILD: &str = "WARDEN_TEST_LONG_PATH_QUOTED";
+
+/// A path of 2 MiB of control characters and a quote is refused by its
+/// length at a cost to the host of about nothing more than a path without
+/// the quote, which is shown unquoted. Quoted whole first (six bytes a
+/// control character) and copied twice more, it grew the host's peak by
+/// ~36 MiB; 16 MiB of the host call limit's 32 cost ~400 MiB. Each run is
+/// measured in a fresh process (`VmHWM` only grows).
+#[test]
+fn an_over_long_path_is_refused_without_quoting_it_whole() {
+    let growth = |quoted: bool| -> u64 {
+        let env = [(LONG_PATH_CHILD, quoted.to_string())];
+        let field = crate::common::child_field("budget::long_path_child", &env, "growth");
+        field.parse().unwrap()
+    };
+    let (quoted, plain) = (growth(true), growth(false));
+    eprintln!(
+        "peak RSS growth: quoted {} MiB, plain {} MiB",
+        quoted >> 20,
+        plain >> 20
+    );
+    assert!(
+        quoted < plain + (12 << 20),
+        "the path with a quote grew the peak by {} MiB, the one without by {} MiB",
+        quoted >> 20,
+        plain >> 20
+    );
+}
+
+#[tokio::test]
+#[ignore = "run by an_over_long_path_is_refused_without_quoting_it_whole in a process of its own"]
+async fn long_path_child() {
+    let Ok(quoted) = std::env::var(LONG_PATH_CHILD) else {
+        return;
+    };
+    let world = World::new();
+    let path = world.dir.path().join("budget.toml");
+    std::fs::write(&path, manifest(&world.workspace)).unwrap();
+    let rt = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .cache_dir(shared_cache())
+        .max_input(32 << 20)
+        .build()
+        .unwrap();
+    // Compiled, instantiated once and warm before the measurement.
+    probe(&rt, &world, "probe", json!({"op": "stat", "path": "a.txt"})).await;
+    let mut long = "\u{1}".repeat(2 << 20);
+    if quoted == "true" {
+        long.push('"');
+    }
+    let input = json!({"op": "write", "path": long, "contents": "x"});
+    let before = crate::limits::peak_rss();
+    let (report, _) = probe(&rt, &world, "probe", input).await;
+    let growth = crate::limits::peak_rss().saturating_sub(before);
+    assert!(
+        message(&report).contains("more than the limit of 8192 bytes"),
+        "{report}"
+    );
+    println!("growth={growth}|");
+}
+
 #[test]
 fn budgets_out_of_range_are_manifest_problems() {
     let dir = tempfile::tempdir().unwrap();

@@ -330,7 +330,7 @@ async fn bad_components_are_refused_with_a_reason() {
 }
 
 /// A component that would hold more of the instance pool than one tool's
-/// share (a module with two memories instantiated three times; 33 module
+/// share (a module with two memories instantiated three times; 65 module
 /// instances) is refused when it loads, naming what it holds and the cap;
 /// one within the share loads (and is then refused only as not a tool).
 /// Without the caps one invocation of such a tool could hold every memory
@@ -351,8 +351,8 @@ async fn a_component_over_its_share_of_the_instance_pool_is_refused() {
             "6 Wasm linear memories, which exceeds the configured maximum of 2",
         ),
         (
-            instances("", 33),
-            "33 core module instances, which exceeds the configured maximum of 32",
+            instances("", 65),
+            "65 core module instances, which exceeds the configured maximum of 64",
         ),
         (
             instances("(table 1 funcref) (table 1 funcref) (table 1 funcref)", 2),
@@ -363,7 +363,7 @@ async fn a_component_over_its_share_of_the_instance_pool_is_refused() {
             "does not export the warden:tool/guest interface",
         ),
         (
-            instances("", 32),
+            instances("", 64),
             "does not export the warden:tool/guest interface",
         ),
     ];

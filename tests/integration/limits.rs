@@ -239,7 +239,7 @@ async fn host_call_arguments_far_over_the_limit_are_refused_unread() {
 }
 
 /// The peak resident memory of this process, in bytes (Linux `VmHWM`).
-fn peak_rss() -> u64 {
+pub(crate) fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status
         .lines()

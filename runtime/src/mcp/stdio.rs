@@ -244,8 +244,8 @@ pub async fn serve_on(
             out.message(&answer).await;
         }
         // And the calls the SDK runs (it answers them itself, through
-        // `forward`), unless the client is gone.
-        while shutdown.is_cancelled() && !calls.sdk.is_empty() {
+        // `forward`), unless the client or the SDK is gone.
+        while shutdown.is_cancelled() && !calls.sdk.is_empty() && !sdk.is_finished() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
@@ -381,15 +381,18 @@ impl Calls {
                 if self.running.contains_key(id) || self.sdk.running(id) {
                     return Take::Refused(Some(id.clone()), call::id_in_use());
                 }
-                // Before `initialize` has been answered, the SDK decides.
-                let Some(session) = session else {
-                    self.sdk.handed(id);
-                    return Take::No;
-                };
+                // Parameters that do not parse are refused here, with the
+                // id: the SDK would answer without it, and the id would
+                // stay in use for good.
                 let params = super::params_of(line.params);
                 let request = match serde_json::from_str::<CallToolRequestParams>(params) {
                     Ok(r) => r,
                     Err(e) => return Take::Refused(Some(id.clone()), call::bad_call_params(e)),
+                };
+                // Before `initialize` has been answered, the SDK decides.
+                let Some(session) = session else {
+                    self.sdk.handed(id);
+                    return Take::No;
                 };
                 let Some(caller) = self.caller(&request, session) else {
                     self.sdk.handed(id);

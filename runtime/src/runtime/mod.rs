@@ -383,6 +383,11 @@ impl Runtime {
 
     /// Calls the tool's `describe` export (with an empty grant).
     async fn ask_describe(&self, loaded: &load::LoadedTool) -> Result<load::Described, Error> {
+        // An instance of the tool, like an invocation's: it takes a slot, or
+        // a describe that runs to its deadline would hold a share of the
+        // pool the invocations' slots count on.
+        let _slot = (self.inner.slots.acquire().await)
+            .map_err(|_| Error::Host("runtime is shutting down".into()))?;
         // Describing is no invocation: a token minted here is never active.
         let minter = self
             .inner
