@@ -2989,3 +2989,72 @@ when { resource.url like "*/admin*" || resource.url like "*force=true*" };
     let (out, _) = api.probe("probe", &api.grant(), json!({"url": url})).await;
     assert_eq!(out["ok"]["status"], 200, "{out}");
 }
+
+/// A tool holding the most resources it may (2,048) could keep gigabytes
+/// of host memory in `wasi:http` requests and fields it builds and never
+/// sends, with no grant and no record: a method or an authority of any
+/// length, fields of 128 KiB each, a copy of a response's fields copied
+/// whole when changed. Each is now bounded where it is set, so a resource
+/// keeps a few KiB at most: a longer value is refused by its setter.
+#[tokio::test]
+async fn what_a_tool_keeps_in_unsent_wasi_http_requests_is_bounded() {
+    let port = crate::common::http_server(|r| {
+        let extra = if r.path.contains("big") {
+            format!("x-big: {}\r\n", "b".repeat(20_000))
+        } else {
+            String::new()
+        };
+        ("200 OK".into(), extra, b"ok".to_vec())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (runtime, _) = crate::common::runtime_for(
+        dir.path(),
+        &format!(
+            "[tools.std]\ncomponent = \"{}\"\n[[tools.std.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\n",
+            crate::WASI_HTTP_PROBE
+        ),
+    );
+    let grant = Grant::new("t").http(&format!("http://127.0.0.1:{port}/"), None);
+    let kept = async |count: u32, bytes: u32, fields: u32, path: &str| {
+        let input = json!({
+            "url": format!("http://127.0.0.1:{port}{path}"),
+            "kept": {"count": count, "bytes": bytes, "fields_bytes": fields, "copy_response": true},
+        });
+        let run = runtime.invoke("std", &grant, &input.to_string()).await?;
+        Ok::<Value, Error>(serde_json::from_str(&run.output.unwrap()).unwrap())
+    };
+    // Within the bounds, every setter takes its value, and a copy of a
+    // response's fields can be changed.
+    assert_eq!(
+        kept(1, 30, 16_000, "/small").await.unwrap(),
+        json!({"kept": {"refused": [], "held": 1}})
+    );
+    // Past them: a method over 32 bytes, an authority over 512, a path
+    // over 8 KiB; and a copy of fields over 16 KiB cannot be changed
+    // (changing it copied it whole).
+    assert_eq!(
+        kept(1, 20_000, 0, "/big").await.unwrap(),
+        json!({"kept": {
+            "refused": ["authority", "method", "path", "response-copy"],
+            "held": 1,
+        }})
+    );
+    // Just past one: the bounds are where they are said to be.
+    assert_eq!(
+        kept(1, 33, 0, "/small").await.unwrap(),
+        json!({"kept": {"refused": ["method"], "held": 1}})
+    );
+    // Fields past 16 KiB: `wasmtime-wasi-http` ends the call, as a limit.
+    let err = kept(1, 30, 20_000, "/small").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("total size of fields exceeds limit"),
+        "{err}"
+    );
+    // Many at once, each refused: the call ends, every request held.
+    assert_eq!(
+        kept(1500, 100_000, 0, "/small").await.unwrap(),
+        json!({"kept": {"refused": ["authority", "method", "path"], "held": 1500}})
+    );
+}

@@ -906,3 +906,115 @@ async fn a_shared_history_keeps_no_secret_value_of_a_path_written() {
     let stored = format!("{saved:?}");
     assert_clean("the shared history", &stored, TOKEN);
 }
+
+/// An `exec:` source that does not finish held the call for its own 10 s
+/// whatever the tool's timeout, and what it started outlived it (only the
+/// program itself was killed). Now the sources resolve within the tool's
+/// timeout, and the program's whole process group is killed.
+#[tokio::test]
+async fn a_slow_secret_program_is_stopped_at_the_tools_timeout_with_what_it_started() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("slow-vault.sh");
+    // A child of its own (a shell's `sleep`) that killing the shell
+    // leaves running.
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nsleep 301.7\nprintf %s never-printed-value\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("manifest.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[tools.probe]\ncomponent = \"{}\"\ntimeout = \"1s\"\n\
+             [[tools.probe.secrets]]\nname = \"slow\"\nsource = \"exec:{}\"\n",
+            crate::SECRET_PROBE,
+            script.display()
+        ),
+    )
+    .unwrap();
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    runtime.load("probe").await.unwrap();
+    let began = std::time::Instant::now();
+    let err = runtime
+        .invoke(
+            "probe",
+            &Grant::new("t").secret("slow"),
+            r#"{"name":"slow","channels":["output"]}"#,
+        )
+        .await
+        .unwrap_err();
+    let took = began.elapsed();
+    assert!(matches!(err, Error::Secret(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("did not finish within the tool's timeout"),
+        "{err}"
+    );
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 301.7"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "the program's child is still running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+/// The tool's time counts from before its secrets are resolved: a source
+/// that takes most of it leaves the tool the rest, not a timeout of its
+/// own after (a call could take its sources' time and then all of its
+/// timeout, holding a slot).
+#[tokio::test]
+async fn a_tools_timeout_counts_its_secrets_time() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("slowish-vault.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nsleep 1.5\nprintf %s slowish-secret-value\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("manifest.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[tools.hog]\ncomponent = \"{}\"\ntimeout = \"2s\"\n\
+             [[tools.hog.secrets]]\nname = \"slowish\"\nsource = \"exec:{}\"\n",
+            crate::HOG,
+            script.display()
+        ),
+    )
+    .unwrap();
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(&path).unwrap())
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    runtime.load("hog").await.unwrap();
+    let began = std::time::Instant::now();
+    let err = runtime
+        .invoke(
+            "hog",
+            &Grant::new("t").secret("slowish"),
+            r#"{"attack":"loop"}"#,
+        )
+        .await
+        .unwrap_err();
+    let took = began.elapsed();
+    assert!(
+        matches!(err, Error::Limit(warden::LimitExceeded::Deadline { .. })),
+        "{err}"
+    );
+    // 2 s in all; it was 1.5 s and then 2 s more.
+    assert!(took < std::time::Duration::from_millis(3000), "{took:?}");
+}

@@ -4,6 +4,7 @@
 
 pub mod deploy;
 pub mod fs;
+pub(crate) mod group;
 pub mod http;
 pub mod identity;
 pub mod log;

@@ -281,6 +281,7 @@ impl RuntimeBuilder {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(host)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(host)?;
+        crate::caps::http::kept::add_to_linker(&mut linker).map_err(host)?;
         crate::caps::add_to_linker(&mut linker).map_err(host)?;
         let cache = match &self.cache_dir {
             Some(dir) => Some(CompileCache::open(dir, &engine).map_err(Error::Config)?),

@@ -66,10 +66,8 @@ impl Inner {
         let shared = self.shared_history(grant).await?;
 
         let id = self.ids.next();
-        // The tool's name and identity are copied, not shared: each record,
-        // token and context of the invocation holds them, and counting
-        // references to one shared copy from every thread's invocations
-        // made the threads take that counter's cache line from each other.
+        // Name and identity copied, not shared: counting references to one
+        // copy from every thread's invocations made them contend for it.
         let mut auditor = Auditor::with_ids(
             self.audit.clone(),
             id.as_str().into(),
@@ -96,8 +94,10 @@ impl Inner {
         let minter = Arc::new(self.minter(tool, &end.auditor, scope, webhooks.collect()));
         let _active = Active(minter.clone());
 
+        // The tool's time counts from here: its secrets' sources run in it.
+        let deadline = Instant::now() + tool.spec.limits.timeout;
         let specs = (std::mem::take(&mut granted.secrets), self.rules.is_some());
-        let (secrets, redactor) = match issue_secrets(&mut end, specs, &minter).await {
+        let (secrets, redactor) = match issue_secrets(&mut end, specs, (&minter, deadline)).await {
             Ok(issued) => issued,
             Err(e) => {
                 end.fail(&e);
@@ -108,14 +108,15 @@ impl Inner {
         let tokens_to = tool.spec.token_send_to.clone();
         let authority = granted.into_authority(minter, secrets, redactor.clone(), tokens_to);
         let added = shared.as_ref().map(|_| Arc::default());
-        let approver = (options.approver, added.clone());
+        let approver = (options.approver, added.clone(), deadline);
         let (store, (stdout, stderr)) =
             self.invocation_store(tool, grant, &end.auditor, authority, approver);
+        let (cancel, limit) = (options.cancel, self.hostcall_limit);
         let Ran {
             result,
             duration,
             dropped,
-        } = run_tool(tool, store, input, options.cancel, self.hostcall_limit).await;
+        } = run_tool(tool, store, input, (cancel, deadline), limit).await;
 
         let result = keep_contract(result, contract);
         let (result, stdout, stderr) =
@@ -182,7 +183,7 @@ impl Inner {
         grant: &Grant,
         auditor: &Auditor,
         authority: Authority,
-        (approver, added): (Option<Arc<dyn Approver>>, super::history::Added),
+        (approver, added, deadline): (Option<Arc<dyn Approver>>, super::history::Added, Instant),
     ) -> (Store<HostState>, (CappedPipe, CappedPipe)) {
         let rules = self.rules.as_ref().map(|rules| PolicyCtx {
             rules: rules.clone(),
@@ -201,7 +202,8 @@ impl Inner {
             Some(a) => Arc::new(self.approvals.with_approver(a)),
             None => self.approvals.clone(),
         };
-        self.store_with_pipes(tool, authority, auditor.clone(), rules, approvals)
+        let audit = (auditor.clone(), deadline);
+        self.store_with_pipes(tool, authority, audit, rules, approvals)
     }
 
     /// Mints the invocation's identity tokens: its ids, `scope`, and a
@@ -242,12 +244,11 @@ impl Inner {
         &self,
         tool: &LoadedTool,
         authority: Authority,
-        audit: Auditor,
+        (audit, deadline): (Auditor, Instant),
         rules: Option<PolicyCtx>,
         approvals: Arc<Approvals>,
     ) -> (Store<HostState>, (CappedPipe, CappedPipe)) {
         let pipes = self.pipes();
-        let deadline = Instant::now() + tool.spec.limits.timeout;
         let wasi = WasiCtxBuilder::new()
             .stdout(pipes.0.clone())
             .stderr(pipes.1.clone())
@@ -266,7 +267,7 @@ impl Inner {
         );
         let state = HostState {
             wasi,
-            http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_ctx: crate::caps::http::kept::context(),
             http_hooks: None,
             table: resource_table(),
             gate,
@@ -372,9 +373,9 @@ fn hold_start(auditor: &mut Auditor, granted: String, signer: Option<Arc<str>>) 
 async fn issue_secrets(
     end: &mut End,
     (specs, policy): (Vec<SecretSpec>, bool),
-    minter: &Minter,
+    (minter, deadline): (&Minter, Instant),
 ) -> Result<(SecretsCtx, Arc<Redactor>), Error> {
-    let secrets = match secrets::resolve(specs, minter).await {
+    let secrets = match secrets::resolve(specs, minter, deadline).await {
         Ok(s) => s,
         Err(e) => {
             let mut record = end.auditor.record(Event::InvocationEnd);
@@ -433,13 +434,13 @@ struct Ran {
     dropped: u32,
 }
 
-/// Runs the tool's `invoke` within its deadline unless `cancel` fires first,
-/// then drops the store, which wipes the secret values (zeroizing memory).
+/// Runs the tool's `invoke` until its `deadline` unless `cancel` fires
+/// first, then drops the store, which wipes the secret values.
 async fn run_tool(
     tool: &LoadedTool,
     mut store: Store<HostState>,
     input: &str,
-    cancel: Option<CancellationToken>,
+    (cancel, deadline): (Option<CancellationToken>, Instant),
     hostcall_limit: usize,
 ) -> Ran {
     let limits = tool.spec.limits;
@@ -451,9 +452,9 @@ async fn run_tool(
         // invocation's future, which every call in flight holds.
         let call = std::pin::pin!(tool.call(&mut store, input));
         match cancel {
-            None => Some(within(limits.timeout, call).await),
+            None => Some(within(deadline, call).await),
             Some(cancel) => tokio::select! {
-                r = within(limits.timeout, call) => Some(r),
+                r = within(deadline, call) => Some(r),
                 () = cancel.cancelled() => None,
             },
         }
@@ -489,13 +490,12 @@ async fn run_tool(
     }
 }
 
-/// `call`, unless `limit` passes first. The timer is set only if the call
-/// does not end in its first poll (a tool that makes no host call): setting
-/// one takes the runtime's handle, a reference count that every thread's
-/// invocations would otherwise contend for. The limit still counts from
-/// the start.
-async fn within<F: Future>(limit: Duration, mut call: Pin<&mut F>) -> Result<F::Output, Elapsed> {
-    let deadline = tokio::time::Instant::now() + limit;
+/// `call`, unless `deadline` passes first. The timer is set only if the
+/// call does not end in its first poll (a tool that makes no host call):
+/// setting one takes the runtime's handle, a reference count that every
+/// thread's invocations would otherwise contend for.
+async fn within<F: Future>(deadline: Instant, mut call: Pin<&mut F>) -> Result<F::Output, Elapsed> {
+    let deadline = tokio::time::Instant::from_std(deadline);
     let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
     match first {
         Poll::Ready(out) => Ok(out),

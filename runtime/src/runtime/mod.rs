@@ -401,10 +401,11 @@ impl Runtime {
             egress: Egress::default(),
             deploy: Vec::new(),
         };
+        let deadline = std::time::Instant::now() + loaded.spec.limits.timeout;
         let (mut store, _) = self.inner.store_with_pipes(
             loaded,
             authority,
-            Auditor::discard(),
+            (Auditor::discard(), deadline),
             None,
             self.inner.approvals.clone(),
         );

@@ -46,6 +46,23 @@ struct Input {
     /// first's: `started`, the first's code and then this one's.
     #[serde(default)]
     meanwhile: Option<String>,
+    /// Build this many requests and header fields, each set with values of
+    /// `bytes` bytes, and keep them all: say which setters refused.
+    #[serde(default)]
+    kept: Option<Kept>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Kept {
+    count: u32,
+    bytes: u32,
+    /// Each request's header fields hold one value of this many bytes.
+    #[serde(default)]
+    fields_bytes: u32,
+    /// Also GET `url`, copy its response's header fields and add one.
+    #[serde(default)]
+    copy_response: bool,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -61,6 +78,12 @@ enum Output {
     },
     /// Returned with the request still in flight.
     Left,
+    /// What `kept` built: the setters that refused (`method`, `authority`,
+    /// `path`, `fields`, `response-copy`), and how many requests it held.
+    Kept {
+        refused: Vec<String>,
+        held: u32,
+    },
     /// How each of the `unfinished` requests stood: `open` (no answer
     /// yet), or its error code.
     Started {
@@ -127,6 +150,9 @@ impl Tool for WasiHttpProbe {
     const DESCRIPTION: &'static str = "Test tool: one GET through standard wasi:http.";
 
     fn invoke(i: Input) -> Result<Output, Error> {
+        if let Some(k) = &i.kept {
+            return kept(&i.url, k);
+        }
         if let Some(n) = i.unfinished {
             return started(&i.url, i.body.as_deref().unwrap_or(""), n, false);
         }
@@ -239,6 +265,55 @@ impl Tool for WasiHttpProbe {
             headers,
         })
     }
+}
+
+/// Requests and fields built and kept, never sent (see [`Input::kept`]).
+fn kept(url: &str, k: &Kept) -> Result<Output, Error> {
+    let n = k.bytes as usize;
+    let mut refused = std::collections::BTreeSet::new();
+    let mut held = Vec::new();
+    for _ in 0..k.count {
+        let req = OutgoingRequest::new(Fields::new());
+        if req.set_method(&Method::Other("X".repeat(n))).is_err() {
+            refused.insert("method");
+        }
+        if req.set_authority(Some(&"a".repeat(n))).is_err() {
+            refused.insert("authority");
+        }
+        let path = format!("/{}", "p".repeat(n.saturating_sub(1)));
+        if req.set_path_with_query(Some(&path)).is_err() {
+            refused.insert("path");
+        }
+        // Each held resource counts against the tool's cap of 2,048.
+        let fields = (k.fields_bytes > 0).then(Fields::new);
+        if let Some(f) = &fields
+            && f.append("x-kept", &vec![b'v'; k.fields_bytes as usize])
+                .is_err()
+        {
+            refused.insert("fields");
+        }
+        held.push((req, fields));
+    }
+    if k.copy_response {
+        let req = request(url, Fields::new(), &Method::Get)?;
+        let future = outgoing_handler::handle(req, None)
+            .map_err(|e| Error::failed(format!("not sent: {e:?}")))?;
+        let response = loop {
+            match future.get() {
+                Some(Ok(Ok(r))) => break r,
+                Some(other) => return Err(Error::failed(format!("no response: {other:?}"))),
+                None => future.subscribe().block(),
+            }
+        };
+        let copy = response.headers().clone();
+        if copy.append("x-added", b"1").is_err() {
+            refused.insert("response-copy");
+        }
+    }
+    Ok(Output::Kept {
+        refused: refused.into_iter().map(String::from).collect(),
+        held: held.len() as u32,
+    })
 }
 
 /// A request for `url` (`http://` or `https://`), its path and query as

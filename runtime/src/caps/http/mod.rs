@@ -21,6 +21,7 @@ pub mod check;
 mod conn;
 pub(crate) mod egress;
 mod host;
+pub(crate) mod kept;
 pub(crate) mod manifest;
 mod overrides;
 mod readable;

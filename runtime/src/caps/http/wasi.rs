@@ -245,15 +245,19 @@ async fn send(
     let held = charge.held.clone();
     let request = http::Request::from_parts(parts, replay(body, trailers, Some(charge)));
     let mut found = BTreeSet::new();
-    let result = send_pinned(
+    // Within one timeout, as `warden:tool/http`'s exchange: its steps (the
+    // connection, the head, the body) each within it took up to three.
+    let sent = send_pinned(
         &pass,
         request,
         &checked,
         (timeout, limit),
         (gate.redactor(), &mut found),
         held,
-    )
-    .await;
+    );
+    let result = tokio::time::timeout(timeout, sent)
+        .await
+        .unwrap_or(Err(Error::ConnectionReadTimeout));
     let unasked = egress::unasked(&found, None, gate.redactor());
     let result = match &unasked {
         Some(_) if result.is_ok() => Err(Error::HttpRequestDenied),

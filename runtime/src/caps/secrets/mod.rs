@@ -197,10 +197,14 @@ pub struct SecretRef {
     pub(crate) name: String,
 }
 
-/// Resolves each secret from its source, now.
+/// Resolves each secret from its source, now, all of them before the
+/// invocation's `deadline` (an `exec:` program each at most
+/// [`EXEC_TIMEOUT`]): several slow sources, one after another, held the
+/// call for each one's whole timeout before the tool's own time began.
 pub(crate) async fn resolve(
     specs: Vec<SecretSpec>,
     minter: &crate::caps::identity::Minter,
+    deadline: Instant,
 ) -> Result<SecretsCtx, SecretError> {
     let mut issued = BTreeMap::new();
     let now = Instant::now();
@@ -212,7 +216,7 @@ pub(crate) async fn resolve(
         };
         let raw = match &spec.source {
             SecretSource::Mint(aud) => Zeroizing::new(minter.mint(aud).into_bytes()),
-            other => fetch(other).await.map_err(err)?,
+            other => fetch(other, deadline).await.map_err(err)?,
         };
         // Checked in place: a copy refused as not UTF-8 would be freed
         // unwiped inside its error.
@@ -266,7 +270,7 @@ fn read_secret_file(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, String
     Ok(value)
 }
 
-async fn fetch(source: &SecretSource) -> Result<Zeroizing<Vec<u8>>, String> {
+async fn fetch(source: &SecretSource, deadline: Instant) -> Result<Zeroizing<Vec<u8>>, String> {
     match source {
         SecretSource::Env(var) => std::env::var_os(var)
             .map(|v| Zeroizing::new(v.into_encoded_bytes()))
@@ -274,14 +278,24 @@ async fn fetch(source: &SecretSource) -> Result<Zeroizing<Vec<u8>>, String> {
         SecretSource::File(path) => read_secret_file(path),
         SecretSource::Mint(_) => Err("minted tokens are issued by the runtime".into()),
         SecretSource::Exec { program, args } => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "{program} was not run: the tool's timeout has passed"
+                ));
+            }
+            // A group of its own, killed whole (so it cannot prompt at the
+            // terminal: it is not the terminal's foreground job).
             let mut child = tokio::process::Command::new(program)
                 .args(args)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::null())
                 .kill_on_drop(true)
+                .process_group(0)
                 .spawn()
                 .map_err(|e| format!("cannot run {program}: {e}"))?;
+            let group = crate::caps::group::Group::of(&child);
             let failed = |e: std::io::Error| format!("{program} failed: {e}");
             // Read into one buffer of the most a value may be (and room for
             // the reader's probe): a program printing without end costs no
@@ -300,19 +314,20 @@ async fn fetch(source: &SecretSource) -> Result<Zeroizing<Vec<u8>>, String> {
                     ));
                 }
                 let status = child.wait().await.map_err(failed)?;
+                group.reaped();
                 if !status.success() {
                     return Err(format!("{program} exited with {status}"));
                 }
                 Ok(value)
             };
-            tokio::time::timeout(EXEC_TIMEOUT, run)
+            let (limit, named) = if left < EXEC_TIMEOUT {
+                (left, "the tool's timeout".to_owned())
+            } else {
+                (EXEC_TIMEOUT, format!("{}s", EXEC_TIMEOUT.as_secs()))
+            };
+            tokio::time::timeout(limit, run)
                 .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "{program} did not finish within {}s",
-                        EXEC_TIMEOUT.as_secs()
-                    ))
-                })
+                .unwrap_or_else(|_| Err(format!("{program} did not finish within {named}")))
         }
     }
 }
@@ -361,15 +376,37 @@ mod tests {
     async fn an_exec_source_is_read_no_further_than_a_value_may_be() {
         let exec = |line: &str| SecretSource::parse(line, std::path::Path::new("/")).unwrap();
         let started = std::time::Instant::now();
-        let e = fetch(&exec("exec:yes")).await.unwrap_err();
+        let fetch = |source| fetch_within(source, Duration::from_secs(60));
+        let e = fetch(exec("exec:yes")).await.unwrap_err();
         assert_eq!(e, format!("yes printed more than {MAX_SECRET_LEN} bytes"));
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
-        let e = fetch(&exec("exec:sh -c 'printf abcd; exit 3'"))
+        let e = fetch(exec("exec:sh -c 'printf abcd; exit 3'"))
             .await
             .unwrap_err();
         assert!(e.ends_with("exited with exit status: 3"), "{e}");
-        let v = fetch(&exec("exec:printf %s value-1234")).await.unwrap();
+        let v = fetch(exec("exec:printf %s value-1234")).await.unwrap();
         assert_eq!(&v[..], b"value-1234");
+    }
+    async fn fetch_within(
+        source: SecretSource,
+        within: Duration,
+    ) -> Result<Zeroizing<Vec<u8>>, String> {
+        fetch(&source, Instant::now() + within).await
+    }
+
+    /// A program that does not finish is stopped at the time left, and
+    /// none is started once none is left.
+    #[tokio::test]
+    async fn an_exec_source_is_given_only_the_time_left() {
+        let sleep = SecretSource::parse("exec:sleep 30", std::path::Path::new("/")).unwrap();
+        let started = std::time::Instant::now();
+        let e = fetch_within(sleep.clone(), Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert_eq!(e, "sleep did not finish within the tool's timeout");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let e = fetch_within(sleep, Duration::ZERO).await.unwrap_err();
+        assert_eq!(e, "sleep was not run: the tool's timeout has passed");
     }
     use std::path::Path;
 
