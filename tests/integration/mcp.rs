@@ -1859,7 +1859,89 @@ async fn with_an_operators_endpoint_a_client_that_elicits_is_not_asked() {
     client.cancel().await.unwrap();
 }
 
-/// `warden serve --http` started from a terminal with no `--approver`:
+/// `warden serve --http` with no `--approver`, under a pseudo-terminal
+/// (util-linux `script`), run in the foreground or, by a shell with job
+/// control, in the background (`warden serve … &`); and the screen, read
+/// on a thread as it comes (a prompt ends no line).
+struct Screen {
+    pty: std::process::Child,
+    typed: std::process::ChildStdin,
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    shown: String,
+    /// The server's own command line names it: whatever happens, it goes
+    /// with the test (it holds the test harness's output open).
+    dir: String,
+}
+
+impl Screen {
+    fn serve(s: &Setup, background: bool) -> Screen {
+        let cmd = warden_serve(s, &["--http", "127.0.0.1:0"]);
+        let mut line = std::iter::once(cmd.as_std().get_program())
+            .chain(cmd.as_std().get_args())
+            .map(|a| format!("'{}'", a.to_str().unwrap()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if background {
+            line = format!("bash -c \"set -m; {line} & wait\"");
+        }
+        let mut pty = std::process::Command::new("script")
+            .args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("util-linux `script` runs the server under a pseudo-terminal");
+        let typed = pty.stdin.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let mut screen = pty.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut screen, &mut buf) {
+                let _ = tx.send(buf[..n].to_vec());
+            }
+        });
+        Screen {
+            pty,
+            typed,
+            rx,
+            shown: String::new(),
+            dir: s.dir.path().display().to_string(),
+        }
+    }
+
+    /// What the terminal showed up to `want`, waiting for it.
+    fn until(&mut self, want: &str) -> String {
+        loop {
+            if let Some(at) = self.shown.find(want) {
+                let rest = self.shown.split_off(at + want.len());
+                return std::mem::replace(&mut self.shown, rest);
+            }
+            let more = self
+                .rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("the terminal never showed {want:?}: {}", self.shown));
+            self.shown.push_str(&String::from_utf8_lossy(&more));
+        }
+    }
+
+    /// The server's URL, once it says it serves.
+    fn url(&mut self) -> String {
+        self.until("warden: serving MCP at ");
+        self.until("\n").trim().to_owned()
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pkill")
+            .args(["-KILL", "-f", &self.dir])
+            .status();
+        let _ = self.pty.kill();
+        let _ = self.pty.wait();
+    }
+}
+
+/// From a shell, `warden serve --http` has a terminal on its stdin, and
 /// `auto` asks the operator at that terminal, so an MCP client that elicits
 /// (it may be the agent itself) is not asked. Before, only a named
 /// `--approver` counted as the operator's, and the agent approved its own
@@ -1868,72 +1950,23 @@ async fn with_an_operators_endpoint_a_client_that_elicits_is_not_asked() {
 async fn from_a_terminal_the_operator_answers_and_a_client_that_elicits_is_not_asked() {
     use std::io::Write;
     let s = setup();
-    // Whatever happens, the server goes with the test (it holds the test
-    // harness's output open).
-    struct Reap(String);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("pkill")
-                .args(["-KILL", "-f", &self.0])
-                .status();
-        }
-    }
-    let _reap = Reap(s.dir.path().display().to_string());
-    let cmd = warden_serve(&s, &["--http", "127.0.0.1:0"]);
-    let line = std::iter::once(cmd.as_std().get_program())
-        .chain(cmd.as_std().get_args())
-        .map(|a| format!("'{}'", a.to_str().unwrap()))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut pty = std::process::Command::new("script")
-        .args(["-q", "-e", "-c", &line, "/dev/null"])
-        .env("WARDEN_STATE_DIR", s.dir.path().join("state"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("util-linux `script` runs the server under a pseudo-terminal");
-    let mut typed = pty.stdin.take().unwrap();
-    // The screen, read on a thread as it comes (the prompt ends no line):
-    // the URL, then the prompt.
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let mut screen = pty.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = std::io::Read::read(&mut screen, &mut buf) {
-            let _ = tx.send(buf[..n].to_vec());
-        }
-    });
-    let mut shown = String::new();
-    let mut until = |want: &str| -> String {
-        loop {
-            if let Some(at) = shown.find(want) {
-                let rest = shown.split_off(at + want.len());
-                return std::mem::replace(&mut shown, rest);
-            }
-            let more = rx
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("the terminal never showed {want:?}: {shown}"));
-            shown.push_str(&String::from_utf8_lossy(&more));
-        }
-    };
-    until("warden: serving MCP at ");
-    let said = until("\n");
-    let url = said.trim();
+    let mut screen = Screen::serve(&s, false);
+    let url = screen.url();
     let agent = Client {
         approve: true,
         elicitation: true,
         ..Client::default()
     };
     let asked = agent.asked.clone();
-    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_owned());
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url);
     let client = agent.serve(transport).await.unwrap();
     let call = tokio::spawn(async move {
         let input = json!({"path": "self-approved.md", "content": "x"});
         let r = client.call_tool(call("writer", input)).await;
         (client, r)
     });
-    until("approve? [y/N]");
-    typed.write_all(b"n\n").unwrap();
+    screen.until("approve? [y/N]");
+    screen.typed.write_all(b"n\n").unwrap();
     let (client, r) = call.await.unwrap();
     let r = r.unwrap();
     assert_eq!(r.is_error, Some(true), "{}", text(&r));
@@ -1941,8 +1974,45 @@ async fn from_a_terminal_the_operator_answers_and_a_client_that_elicits_is_not_a
     assert!(asked.lock().unwrap().is_empty(), "the client was asked");
     assert!(!s.workspace.join("self-approved.md").exists());
     client.cancel().await.unwrap();
-    let _ = pty.kill();
-    let _ = pty.wait();
+}
+
+/// `warden serve --http … &` from a shell: the terminal is on its stdin,
+/// but the kernel stops a job in the background that reads it (SIGTTIN)
+/// until `fg`, and every call waiting on an approval waited with it. In
+/// the background no person answers there: `auto` is as without a
+/// terminal, and a client that elicits is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_background_of_a_terminal_the_server_is_not_stopped_by_asking_it() {
+    let s = setup();
+    let mut screen = Screen::serve(&s, true);
+    let url = screen.url();
+    let agent = Client {
+        approve: true,
+        elicitation: true,
+        ..Client::default()
+    };
+    let asked = agent.asked.clone();
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url);
+    let client = agent.serve(transport).await.unwrap();
+    let input = json!({"path": "asked.md", "content": "x"});
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.call_tool(call("writer", input)),
+    )
+    .await
+    .expect("the call was never answered: the server was stopped at its terminal")
+    .unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    assert_eq!(asked.lock().unwrap().len(), 1, "the client was not asked");
+    assert_eq!(
+        std::fs::read_to_string(s.workspace.join("asked.md")).unwrap(),
+        "x"
+    );
+    while let Ok(more) = screen.rx.try_recv() {
+        screen.shown.push_str(&String::from_utf8_lossy(&more));
+    }
+    assert!(!screen.shown.contains("approve?"), "{}", screen.shown);
+    client.cancel().await.unwrap();
 }
 
 /// One agent's slow calls took every place: every other agent's call was

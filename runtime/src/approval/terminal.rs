@@ -67,6 +67,14 @@ impl TerminalApprover {
         Some(TerminalApprover::on(tty.clone(), tty))
     }
 
+    /// Whether this process's job owns its controlling terminal. A job in
+    /// the background that reads its terminal (or flushes it) is stopped
+    /// by the kernel (SIGTTIN) until it is brought back with `fg`: every
+    /// call waiting on an approval would wait with it.
+    pub fn in_foreground() -> bool {
+        std::fs::File::open("/dev/tty").is_ok_and(|tty| foreground(&tty))
+    }
+
     /// Asks by writing the prompt to `output` and reading a line from
     /// `input` (another terminal, or files in a test).
     pub fn on(input: std::path::PathBuf, output: std::path::PathBuf) -> TerminalApprover {
@@ -134,7 +142,11 @@ fn read_answer(
     // would otherwise answer the one it asks next, under the same Enter,
     // and so would the rest of a line longer than is read. Discarded
     // before the prompt is shown, so an answer to it is not.
-    if rustix::termios::isatty(&from) {
+    let tty = rustix::termios::isatty(&from);
+    if tty && !foreground(&from) {
+        return Err(in_background());
+    }
+    if tty {
         rustix::termios::tcflush(&from, rustix::termios::QueueSelector::IFlush)?;
     }
     let mut out = std::fs::OpenOptions::new().write(true).open(output)?;
@@ -148,6 +160,12 @@ fn read_answer(
         if given_up.load(Ordering::Relaxed) {
             out.write_all(b"\n(no answer in time: denied)\n")?;
             return Ok(false);
+        }
+        // Put in the background while it waits (Ctrl-Z, `bg`): a read
+        // would stop the process until `fg`.
+        if tty && !foreground(&from) {
+            out.write_all(b"\n(warden went to the background: denied)\n")?;
+            return Err(in_background());
         }
         match from.read(&mut byte) {
             Ok(0) => break,
@@ -164,4 +182,21 @@ fn read_answer(
         line.trim().to_ascii_lowercase().as_str(),
         "y" | "yes"
     ))
+}
+
+/// Whether the terminal `tty`'s foreground job is this process's, or it
+/// is not this process's controlling terminal (another one, which stops
+/// no job that reads it: `tcgetpgrp` says `ENOTTY`).
+fn foreground(tty: &std::fs::File) -> bool {
+    match rustix::termios::tcgetpgrp(tty) {
+        Ok(job) => job == rustix::process::getpgrp(),
+        Err(_) => true,
+    }
+}
+
+fn in_background() -> std::io::Error {
+    tracing::warn!(
+        "approval: warden runs in the background of its terminal, where it cannot ask: denied"
+    );
+    std::io::Error::other("warden runs in the background of its terminal")
 }

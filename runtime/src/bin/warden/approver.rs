@@ -8,16 +8,17 @@ use warden::approval::{Approver, DenyAll, TerminalApprover, WebhookApprover};
 /// The approver `--approver CHOICE` names: `auto`, `tty`, `deny` or
 /// `webhook=URL`; and whether the operator answers (every choice but an
 /// `auto` that found no terminal: then no person is there, and `serve` may
-/// ask its MCP clients instead).
+/// ask its MCP clients instead). A terminal whose foreground job is not
+/// this process's (`warden serve … &` from a shell) is no person's either:
+/// a read from it would stop the process until `fg`.
 pub(crate) fn choose(choice: &str) -> anyhow::Result<(Arc<dyn Approver>, bool)> {
     use std::io::IsTerminal;
     if choice == "auto" {
-        return Ok(
-            match TerminalApprover::open().filter(|_| std::io::stdin().is_terminal()) {
-                Some(t) => (Arc::new(t), true),
-                None => (Arc::new(DenyAll), false),
-            },
-        );
+        let here = || std::io::stdin().is_terminal() && TerminalApprover::in_foreground();
+        return Ok(match TerminalApprover::open().filter(|_| here()) {
+            Some(t) => (Arc::new(t), true),
+            None => (Arc::new(DenyAll), false),
+        });
     }
     Ok((approver(choice)?, true))
 }
