@@ -76,7 +76,10 @@ pub(crate) fn build(max_concurrent: u32) -> wasmtime::Result<Engine> {
 /// Loading a cached file runs its machine code unverified, so the cache
 /// directory must be writable only by the user running Warden: it is created
 /// with mode 0700, and a directory that others can write, or that another user
-/// owns, is refused.
+/// owns, is refused. Each entry opens with the identity it was compiled
+/// from ([`entry_header`]): an entry renamed to another tool's name (by
+/// someone who can write the directory's parent and swapped the directory
+/// after its check) is not loaded as that tool.
 pub(crate) struct CompileCache {
     dir: PathBuf,
     engine_key: String,
@@ -88,6 +91,8 @@ impl CompileCache {
         let mut h = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         env!("CARGO_PKG_VERSION").hash(&mut h);
+        // Entries open with their identity (older ones do not).
+        "entry-header".hash(&mut h);
         Ok(CompileCache {
             dir: dir.to_owned(),
             engine_key: format!("{:016x}", h.finish()),
@@ -110,7 +115,11 @@ impl CompileCache {
                 return None;
             }
         };
-        match deserialize(engine, &bytes) {
+        let Some(compiled) = bytes.strip_prefix(entry_header(identity).as_bytes()) else {
+            tracing::warn!(path = %path.display(), "ignoring compile cache entry: it was not compiled from this component");
+            return None;
+        };
+        match deserialize(engine, compiled) {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "ignoring unusable compile cache entry: {e}");
@@ -128,6 +137,9 @@ impl CompileCache {
             .and_then(|bytes| {
                 let mut tmp =
                     tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| e.to_string())?;
+                let header = entry_header(identity);
+                std::io::Write::write_all(&mut tmp, header.as_bytes())
+                    .map_err(|e| e.to_string())?;
                 std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| e.to_string())?;
                 tmp.persist(&path).map_err(|e| e.to_string())?;
                 Ok(())
@@ -136,6 +148,13 @@ impl CompileCache {
             tracing::warn!(path = %path.display(), "cannot write compile cache entry: {e}");
         }
     }
+}
+
+/// What a cache entry opens with: the identity of the component it was
+/// compiled from. Only [`CompileCache::store`] writes entries, each after
+/// the bytes it compiled, so an entry of this user's is that component's.
+fn entry_header(identity: &Identity) -> String {
+    format!("warden compiled {}\n", identity.hex())
 }
 
 #[allow(unsafe_code)]
@@ -147,7 +166,8 @@ fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     // (see the `# Security` note on `CompileCache`), and `dirs::read_own`
     // reads an entry only as a regular file this user owns and no one else
     // can write, not through a symlink (a file planted in a directory
-    // swapped in after that check is another user's). wasmtime itself checks
+    // swapped in after that check is another user's; one of ours renamed
+    // there opens with another identity, `entry_header`). wasmtime itself checks
     // the header for the version and engine settings. The bytes are read into
     // memory first rather than mapped, so a cache file truncated while a
     // runtime uses it cannot fault the host (SIGBUS).

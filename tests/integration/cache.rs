@@ -60,6 +60,57 @@ async fn a_warm_cache_skips_compilation_and_a_corrupt_entry_is_recompiled() {
     assert!(std::fs::read(&entries[0]).unwrap().len() > 1000);
 }
 
+/// An entry is the compiled code of the component its name says only if
+/// the entry says so too: one of this user's renamed to another tool's
+/// name (by someone who could write the cache directory's parent and
+/// swapped the directory after its check) ran the first tool's code as
+/// the second, with the second's grants and identity in the trail.
+#[tokio::test]
+async fn an_entry_renamed_to_another_tools_name_is_not_loaded_as_that_tool() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let compiled = Arc::new(Mutex::new(Vec::new()));
+    let two = |compiled: Arc<Mutex<Vec<String>>>| {
+        Runtime::builder()
+            .tool(ToolSpec::new("echo", crate::ECHO))
+            .tool(ToolSpec::new("lines", crate::LINE_COUNT))
+            .cache_dir(&cache)
+            .on_compile(move |e| {
+                if let CompileEvent::Started { tool, .. } = e {
+                    compiled.lock().unwrap().push(tool);
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    let rt = two(compiled.clone());
+    let echo = rt.load("echo").await.unwrap();
+    let lines = rt.load("lines").await.unwrap();
+    let entry = |id: &warden::Identity| {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&id.hex())
+            })
+            .unwrap()
+    };
+    std::fs::rename(entry(&echo), entry(&lines)).unwrap();
+    compiled.lock().unwrap().clear();
+    let rt = two(compiled.clone());
+    assert_eq!(rt.load("lines").await.unwrap(), lines);
+    assert_eq!(
+        *compiled.lock().unwrap(),
+        ["lines"],
+        "echo's code was loaded as line-count"
+    );
+    // Its own code, compiled again and stored under its name.
+    assert_eq!(rt.describe("lines").await.unwrap().name, "line-count");
+}
+
 #[test]
 fn a_cache_directory_others_can_write_is_refused() {
     use std::os::unix::fs::PermissionsExt;

@@ -185,6 +185,18 @@ fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>, CacheError> {
     if !meta.is_file() {
         return Err(bad("it is not a regular file".into()));
     }
+    // A tag names the code a reference runs: one planted by another user
+    // (in a cache directory swapped after its check) is not read.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        if meta.uid() != rustix::process::geteuid().as_raw() {
+            return Err(bad("it is owned by another user".into()));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(bad("it is writable by other users".into()));
+        }
+    }
     if meta.len() > max {
         return Err(bad(format!(
             "it holds {} bytes, more than the limit of {}",
@@ -248,6 +260,28 @@ mod tests {
         assert!(e.reason.contains("hash to sha256:"), "{e}");
         cache.remove(&id);
         assert_eq!(cache.get(&id).unwrap(), None);
+    }
+
+    /// A tag names the code a reference runs: one others could have
+    /// written (in a cache directory swapped after its check) is refused,
+    /// as is a blob.
+    #[cfg(unix)]
+    #[test]
+    fn entries_others_can_write_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::new(dir.path());
+        let id = Identity::of(b"component");
+        cache.set_tag(&reference(), &id).unwrap();
+        assert_eq!(cache.tag(&reference()).unwrap(), Some(id.clone()));
+        let open = std::fs::Permissions::from_mode(0o666);
+        std::fs::set_permissions(cache.tag_path(&reference()), open.clone()).unwrap();
+        let e = cache.tag(&reference()).unwrap_err();
+        assert_eq!(e.reason, "it is writable by other users");
+        cache.put(&id, b"component").unwrap();
+        std::fs::set_permissions(cache.blob_path(&id), open).unwrap();
+        let e = cache.get(&id).unwrap_err();
+        assert_eq!(e.reason, "it is writable by other users");
     }
 
     #[cfg(unix)]
