@@ -42,7 +42,7 @@ pub struct JwksError(String);
 
 /// A key file that cannot be read, parsed or created.
 #[derive(Debug, thiserror::Error)]
-#[error("identity key {}: {reason}", path.display())]
+#[error("key file {}: {reason}", path.display())]
 pub struct KeyError {
     pub path: PathBuf,
     pub reason: String,
@@ -110,16 +110,25 @@ impl KeyPair {
             // others may write) would let them swap the key later.
             crate::dirs::create_private_dir(dir, "the key's directory").map_err(err)?;
         }
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts
-            .open(path)
+        // Written whole to a file of its own, then linked into place unless
+        // a key is there: processes starting at once each make one, and
+        // the first linked is every one's. A key is never seen part-written
+        // (the loser used to read an empty file), nor left so by a crash.
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let mut f = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))
             .map_err(|e| err(format!("cannot create: {e}")))?;
         let seed = Zeroizing::new(hex::encode(pair.key.to_bytes()));
         std::io::Write::write_all(&mut f, seed.as_bytes())
+            .and_then(|()| f.as_file().sync_all())
             .map_err(|e| err(format!("cannot write: {e}")))?;
+        match f.persist_noclobber(path) {
+            Ok(_) => {}
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Self::load(path)?
+                    .ok_or_else(|| err("made by another process, then gone".into()));
+            }
+            Err(e) => return Err(err(format!("cannot create: {}", e.error))),
+        }
         Ok(pair)
     }
 
@@ -258,6 +267,40 @@ impl Verifier {
 mod tests {
     use super::*;
 
+    /// Processes starting at once in a fresh state directory each made the
+    /// key: the others failed ("File exists") or read it empty ("not a
+    /// 64-digit hex seed"), and a key was left empty by a crash between its
+    /// creation and its write. Now each gets the one key linked first.
+    #[test]
+    fn keys_made_at_once_are_one_key_never_seen_part_written() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("keys").join("audit.key");
+            let start = std::sync::Barrier::new(8);
+            let kids: Vec<String> = std::thread::scope(|s| {
+                let made: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            KeyPair::load_or_create(&path).map(|k| k.kid().to_owned())
+                        })
+                    })
+                    .collect();
+                made.into_iter()
+                    .map(|t| t.join().unwrap().unwrap())
+                    .collect()
+            });
+            assert!(kids.iter().all(|k| *k == kids[0]), "{kids:?}");
+            let loaded = KeyPair::load(&path).unwrap().unwrap();
+            assert_eq!(loaded.kid(), kids[0]);
+            // Nothing else is left in the directory.
+            assert_eq!(
+                std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+                1
+            );
+        }
+    }
+
     #[test]
     fn a_signature_verifies_only_with_its_key_and_message() {
         let a = KeyPair::from_seed(&[1; 32]);
@@ -355,7 +398,7 @@ mod tests {
             assert_eq!(
                 e,
                 format!(
-                    "identity key {}: mode {mode:04o} lets other users write it (expected no write for group and others, such as 0600)",
+                    "key file {}: mode {mode:04o} lets other users write it (expected no write for group and others, such as 0600)",
                     path.display()
                 )
             );

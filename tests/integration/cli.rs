@@ -333,6 +333,47 @@ fn identity_mismatch_prints_both_digests() {
     assert!(e.contains(&wrong) && e.contains(&actual), "{e}");
 }
 
+/// `warden demo --dir` at a directory it did not lay out removed its
+/// `audit.jsonl` and overwrote its manifest and policies: refused, exit 2,
+/// nothing touched. One an earlier demo laid out is laid out again.
+#[test]
+fn demo_refuses_a_directory_it_did_not_lay_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("audit.jsonl"), "precious\n").unwrap();
+    std::fs::write(d.join("manifest.toml"), "# mine\n").unwrap();
+    let o = warden_in(
+        &d.join("state"),
+        &["demo", "--dir", &d.display().to_string()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "holds audit.jsonl, which the demo would replace, and no earlier demo laid it out"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("audit.jsonl")).unwrap(),
+        "precious\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("manifest.toml")).unwrap(),
+        "# mine\n"
+    );
+    assert!(!d.join("policies").exists());
+
+    let again = d.join("again");
+    for _ in 0..2 {
+        let o = warden_in(
+            &d.join("state"),
+            &["demo", "--dir", &again.display().to_string()],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+}
+
 #[test]
 fn demo_shows_each_decision_and_the_audit_records() {
     let dir = tempfile::tempdir().unwrap();
@@ -385,6 +426,48 @@ fn warden_in(state: &Path, args: &[&str]) -> Output {
         .env("WARDEN_STATE_DIR", state)
         .output()
         .unwrap()
+}
+
+/// The first `warden run` with the default paths, under the umask most
+/// desktops set (002): the trail's directory, which is the state
+/// directory, was created group-writable, and then refused as the audit
+/// key's directory ("writable by other users"): exit 2, an empty trail
+/// left behind. It is created 0700 whatever the umask.
+#[test]
+fn a_first_run_under_a_group_writable_umask_keeps_its_state_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = World::new();
+    let home = world.dir.path().join("home");
+    let xdg = world.dir.path().join("xdg");
+    let g = grant(&world, "read");
+    let line = [
+        env!("CARGO_BIN_EXE_warden"),
+        "--cache-dir",
+        &shared_cache().display().to_string(),
+        "run",
+        "--manifest",
+        &world.manifest.display().to_string(),
+        "read-files",
+        "--grant",
+        &g,
+        "--input",
+        r#"{"paths":["a.txt"]}"#,
+    ]
+    .map(|a| format!("'{a}'"))
+    .join(" ");
+    let o = Command::new("sh")
+        .args(["-c", &format!("umask 002; exec {line}")])
+        .env("HOME", &home)
+        .env("XDG_STATE_HOME", &xdg)
+        .env_remove("WARDEN_STATE_DIR")
+        .env_remove("WARDEN_AUDIT")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let state = xdg.join("warden");
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    assert!(state.join("audit.jsonl").metadata().unwrap().len() > 0);
 }
 
 #[test]

@@ -790,24 +790,23 @@ fn new_tool_makes_a_crate_that_builds_and_runs_as_generated() {
         0
     );
 
-    let o = new(&["hello-everyday"]);
+    // A name the generated code also uses (`struct Output`, `Input`,
+    // `Tool`, `Error`): the tool's own type is `OutputTool`, so it builds.
+    let o = new(&["output"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let printed = text(&o.stdout);
-    let krate = dir.path().join("hello-everyday").canonicalize().unwrap();
+    let krate = dir.path().join("output").canonicalize().unwrap();
     // The manifest entry to paste.
     let entry: String = printed
         .lines()
-        .skip_while(|l| *l != "[tools.hello-everyday]")
+        .skip_while(|l| *l != "[tools.output]")
         .take(2)
         .map(|l| format!("{l}\n"))
         .collect();
-    let wasm = krate.join("target/wasm32-wasip2/release/hello_everyday.wasm");
+    let wasm = krate.join("target/wasm32-wasip2/release/output.wasm");
     assert_eq!(
         entry,
-        format!(
-            "[tools.hello-everyday]\ncomponent = \"{}\"\n",
-            wasm.display()
-        ),
+        format!("[tools.output]\ncomponent = \"{}\"\n", wasm.display()),
         "{printed}"
     );
 
@@ -834,11 +833,7 @@ fn new_tool_makes_a_crate_that_builds_and_runs_as_generated() {
     let o = cargo.output().unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     std::fs::create_dir_all(wasm.parent().unwrap()).unwrap();
-    std::fs::copy(
-        guests.join("wasm32-wasip2/release/hello_everyday.wasm"),
-        &wasm,
-    )
-    .unwrap();
+    std::fs::copy(guests.join("wasm32-wasip2/release/output.wasm"), &wasm).unwrap();
 
     let manifest = dir.path().join("manifest.toml");
     std::fs::write(&manifest, &entry).unwrap();
@@ -846,7 +841,7 @@ fn new_tool_makes_a_crate_that_builds_and_runs_as_generated() {
     let run = |input: &str| {
         warden(&state)
             .args(["run", "--manifest", &manifest.display().to_string()])
-            .args(["hello-everyday", "--audit", &audit.display().to_string()])
+            .args(["output", "--audit", &audit.display().to_string()])
             .args(["--input", input])
             .output()
             .unwrap()

@@ -182,20 +182,35 @@ async fn two_replicas_keep_one_trail_that_verifies_exports_and_shows_tampering()
         let out = warden(&s, &["audit", "verify", f.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     }
-    // Exporting again does not overwrite.
-    let out = warden(
-        &s,
-        &[
-            "audit",
-            "export",
-            "--state",
-            &url,
-            "--out",
-            dir.to_str().unwrap(),
-        ],
+    // Exporting again: a chain exported as it stands is there already
+    // (a rerun after a failure goes on past it); one that differs is not
+    // overwritten.
+    let export = || {
+        warden(
+            &s,
+            &[
+                "audit",
+                "export",
+                "--state",
+                &url,
+                "--out",
+                dir.to_str().unwrap(),
+            ],
+        )
+    };
+    let out = export();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let edited = format!("{}x", std::fs::read_to_string(&files[0]).unwrap());
+    std::fs::write(&files[0], &edited).unwrap();
+    let out = export();
+    // Reported, the other chain exported: exit 1.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("exists with other contents (export does not overwrite)"),
+        "{}",
+        text(&out.stderr)
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("export does not overwrite"));
+    assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), edited);
 
     // The table is append-only: an edit is refused by the store itself.
     let e = db

@@ -72,7 +72,8 @@ pub struct HttpOptions {
     /// How long a client may take to send a request's head, and its body:
     /// a connection that sends no complete head within it is closed (a
     /// kept-alive one too, that long after its last answer), a body that
-    /// has not arrived is answered 408.
+    /// has not arrived is answered 408. At most an hour; longer is taken
+    /// as an hour.
     pub read_timeout: Duration,
 }
 

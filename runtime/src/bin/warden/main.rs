@@ -522,7 +522,14 @@ pub(crate) fn default_audit_path() -> Option<PathBuf> {
 
 pub(crate) fn open_audit(path: &Path) -> anyhow::Result<FileSink> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
+        // Mode 0700, whatever the umask: the default trail's directory is
+        // the state directory, which holds the keys and is refused when
+        // others can write it.
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
             .with_context(|| format!("cannot create the audit directory {}", parent.display()))?;
     }
     Ok(FileSink::open(path)?.with_signer(Arc::new(audit_key()?)))

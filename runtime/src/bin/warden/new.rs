@@ -160,6 +160,8 @@ panic = "abort"
 }
 
 fn lib_rs(name: &str) -> String {
+    // `Tool` after the name: the name alone could be a type the crate
+    // also names (`tool`, `input`, `output`, `error`, `string`).
     let ty: String = name
         .split(['-', '_'])
         .map(|w| {
@@ -168,6 +170,7 @@ fn lib_rs(name: &str) -> String {
                 .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
                 .unwrap_or_default()
         })
+        .chain(["Tool".to_owned()])
         .collect();
     format!(
         r#"//! {name}: a Warden tool. Say here what it does.

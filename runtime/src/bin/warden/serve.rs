@@ -129,15 +129,18 @@ pub struct ServeArgs {
     replica: Option<String>,
 }
 
-/// An `--allowed-host` value: a host name or address, with an optional
-/// port, as a `Host` header carries it.
+/// A `--read-timeout` value: above zero, at most an hour.
 fn read_timeout(s: &str) -> Result<std::time::Duration, String> {
     match warden::units::parse_duration(s)? {
-        d if d.is_zero() => Err("expected a duration above zero, e.g. 30s".into()),
+        d if d.is_zero() || d > std::time::Duration::from_secs(3600) => {
+            Err("expected a duration above zero and at most an hour, e.g. 30s".into())
+        }
         d => Ok(d),
     }
 }
 
+/// An `--allowed-host` value: a host name or address, with an optional
+/// port, as a `Host` header carries it.
 fn host_name(host: &str) -> Result<String, String> {
     let ok = !host.is_empty()
         && host.len() <= 260

@@ -181,16 +181,20 @@ fn generate(prefix: &Path, password: &[u8]) -> Result<u8, Failure> {
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
         #[cfg(not(unix))]
         let _ = mode;
-        let written = opts.open(path).and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        });
-        written.map_err(|e| {
+        let failed = |e: std::io::Error| {
             usage(anyhow::anyhow!(
                 "cannot write the {what} {} (an existing key is never overwritten): {e}",
                 shown(&path.display().to_string())
             ))
-        })
+        };
+        let mut file = opts.open(path).map_err(failed)?;
+        // Made by this command: not left part-written (a disk full).
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| {
+                let _ = std::fs::remove_file(path);
+                failed(e)
+            })
     };
     create(
         private_path.as_path(),

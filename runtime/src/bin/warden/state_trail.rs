@@ -194,7 +194,13 @@ pub async fn export(url: &str, dir: &Path) -> Result<u8, Failure> {
             continue;
         };
         let path = dir.join(format!("{}.jsonl", id.hyphenated()));
-        write_new(&path, &lines)?;
+        // A chain exported before and grown since is reported, the others
+        // exported.
+        if let Err(e) = write_new(&path, &lines) {
+            crate::out::errln!("error: {e:#}");
+            bad += 1;
+            continue;
+        }
         outln!(
             "{}: {} records ({})",
             path.display(),
@@ -208,19 +214,34 @@ pub async fn export(url: &str, dir: &Path) -> Result<u8, Failure> {
     Ok(u8::from(bad > 0))
 }
 
-/// Creates `path` (mode 0600) with `bytes`; an existing file is an error.
-fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+/// Creates `path` (mode 0600) with `bytes`, whole or not at all (written
+/// aside, then linked into place): an export that failed part-way left a
+/// truncated chain, which verified as tampered, and a rerun stopped at the
+/// first chain written. A file there already is an error unless it holds
+/// exactly `bytes` (a rerun goes on past what was exported).
+fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).map_err(|e| {
-        usage(anyhow::anyhow!(
-            "cannot create {}: {e} (export does not overwrite)",
-            path.display()
-        ))
-    })?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| usage(anyhow::anyhow!("cannot write {}: {e}", path.display())))
+    let failed = |e: std::io::Error| anyhow::anyhow!("cannot write {}: {e}", path.display());
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(failed)?;
+    match tmp.persist_noclobber(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+            let same = path
+                .symlink_metadata()
+                .is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+                && std::fs::read(path).is_ok_and(|b| b == bytes);
+            if same {
+                return Ok(());
+            }
+            Err(anyhow::anyhow!(
+                "cannot create {}: it exists with other contents (export does not overwrite)",
+                path.display()
+            ))
+        }
+        Err(e) => Err(failed(e.error)),
+    }
 }

@@ -83,14 +83,19 @@ fn fd_room() -> Option<usize> {
     usize::try_from(limit.saturating_sub(RESERVED_FDS)).ok()
 }
 
+/// The longest wait for a request's head: hyper adds it to the time now,
+/// and a sum past what the clock holds panicked every connection's task.
+pub const MAX_READ_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// An HTTP/1 connection builder whose client must send each request's head
 /// within `read` (hyper closes the connection otherwise, and closes one
-/// kept alive that many seconds after its last answer).
+/// kept alive that many seconds after its last answer), at most
+/// [`MAX_READ_TIMEOUT`].
 pub(crate) fn http1(read: Duration) -> hyper::server::conn::http1::Builder {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(read);
+        .header_read_timeout(read.min(MAX_READ_TIMEOUT));
     builder
 }
 

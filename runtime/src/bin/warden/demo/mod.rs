@@ -88,7 +88,41 @@ port = {api}
     )
 }
 
+/// What a directory `warden demo` laid out holds: it may lay it out again.
+const LAID_OUT: &str = ".warden-demo";
+
+/// Refuses a directory holding what the demo would replace (its trail is
+/// removed, its manifest, policies and files overwritten) unless an
+/// earlier demo laid it out: `--dir` pointed at a real deployment wiped
+/// its trail.
+fn refuse_foreign(dir: &Path) -> anyhow::Result<()> {
+    if dir.join(LAID_OUT).symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    let replaced = [
+        "audit.jsonl",
+        "manifest.toml",
+        "policies",
+        "grants",
+        "secrets",
+        "tools",
+        "workspace",
+    ];
+    if let Some(name) = replaced
+        .iter()
+        .find(|n| dir.join(n).symlink_metadata().is_ok())
+    {
+        anyhow::bail!(
+            "{} holds {name}, which the demo would replace, and no earlier demo laid it out (expected a new or empty directory)",
+            crate::shown(&dir.display().to_string())
+        );
+    }
+    Ok(())
+}
+
 fn setup(dir: &Path, api: u16, collector: u16) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(LAID_OUT), "laid out by `warden demo`\n")?;
     let files = [
         (
             "README.md",
@@ -173,6 +207,9 @@ pub async fn run(builder: RuntimeBuilder, dir: Option<PathBuf>) -> Result<(), Fa
         }
     };
     let fail = |e: anyhow::Error| crate::usage(e);
+    if kept {
+        refuse_foreign(&dir).map_err(fail)?;
+    }
     let cell = Arc::new(OnceLock::new());
     let log = Arc::new(api::Log::default());
     let (api_port, collector_port) = api::start(cell.clone(), log.clone())
