@@ -50,8 +50,16 @@ const FLUSH: Duration = Duration::from_secs(5);
 /// How long one export request may take.
 const EXPORT_TIME: Duration = Duration::from_secs(5);
 /// Events a span keeps: a tool's host calls each add one (its log lines
-/// are log records only, so they cannot crowd its decisions out).
-const MAX_EVENTS: u32 = 4096;
+/// are log records only, so they cannot crowd its decisions out). Every
+/// record is a log record too, so none is lost past them.
+const MAX_EVENTS: u32 = 128;
+/// The bytes of a text attribute (a resource, a reason, a message) sent:
+/// the SDK bounds none, and the export queue counts spans, not bytes.
+const MAX_ATTRIBUTE: usize = 512;
+/// Spans waiting to be exported, and sent in one request. With the two
+/// bounds above, the spans held at once are about 128 MiB at the most,
+/// whatever tools do and however slow the collector is.
+const MAX_QUEUED_SPANS: usize = 256;
 
 /// An audit sink that also sends what it writes as OpenTelemetry.
 pub struct OtlpSink {
@@ -137,10 +145,17 @@ impl OtlpSink {
         .join()
         .map_err(|_| fail("the exporters could not be built".into()))?;
         let (spans, logs) = built.map_err(fail)?;
+        let queue = opentelemetry_sdk::trace::BatchConfigBuilder::default()
+            .with_max_queue_size(MAX_QUEUED_SPANS)
+            .with_max_export_batch_size(MAX_QUEUED_SPANS)
+            .build();
+        let spans = opentelemetry_sdk::trace::BatchSpanProcessor::builder(spans)
+            .with_batch_config(queue)
+            .build();
         let tracers = SdkTracerProvider::builder()
             .with_max_events_per_span(MAX_EVENTS)
             .with_resource(resource.clone())
-            .with_batch_exporter(spans)
+            .with_span_processor(spans)
             .build();
         let loggers = SdkLoggerProvider::builder()
             .with_resource(resource)
@@ -215,7 +230,9 @@ impl OtlpSink {
             Some("deny") => Severity::Warn,
             _ => Severity::Info,
         });
-        log.set_body(AnyValue::from(crate::audit::show::summarize(r)));
+        let summary = crate::audit::show::summarize(r);
+        let summary = crate::policy::gate::cut(&summary, 4 * MAX_ATTRIBUTE).into_owned();
+        log.set_body(AnyValue::from(summary));
         for kv in ids(r).into_iter().chain(details(r)) {
             let value = match kv.value {
                 opentelemetry::Value::I64(i) => AnyValue::Int(i),
@@ -266,9 +283,12 @@ fn ids(r: &Record) -> Vec<KeyValue> {
 /// decision with its rule, reason and policies.
 fn details(r: &Record) -> Vec<KeyValue> {
     let mut kv = Vec::new();
+    // Cut: the record is redacted already, so a cut leaves no part of a
+    // value a whole one would not show.
     let mut text = |k: &'static str, v: &Option<String>| {
         if let Some(v) = v {
-            kv.push(KeyValue::new(k, v.clone()));
+            let v = crate::policy::gate::cut(v, MAX_ATTRIBUTE).into_owned();
+            kv.push(KeyValue::new(k, v));
         }
     };
     text("warden.capability", &r.capability);
@@ -389,6 +409,34 @@ mod tests {
             MAX_OPEN + 1,
             "the trail took every record"
         );
+    }
+
+    /// A denial naming an 8 KiB resource, 2,000 times an invocation, held
+    /// 16 MiB in one span, and 2,048 such spans could wait for a collector
+    /// that does not answer: each text is sent cut.
+    #[test]
+    fn text_attributes_are_sent_cut() {
+        let mut r = Record::new(
+            Event::Decision,
+            "i".into(),
+            "t".into(),
+            "tool".into(),
+            "sha256:x".into(),
+        );
+        r.resource = Some(format!("workspace:{}", "é".repeat(4000)));
+        r.reason = Some("short".into());
+        let kv = details(&r);
+        let get = |k: &str| {
+            kv.iter()
+                .find(|kv| kv.key.as_str() == k)
+                .map(|kv| kv.value.to_string())
+                .unwrap()
+        };
+        let resource = get("warden.resource");
+        assert!(resource.len() <= MAX_ATTRIBUTE + 32, "{}", resource.len());
+        assert!(resource.starts_with("workspace:éé"), "{resource}");
+        assert!(resource.ends_with("[8010 bytes]"), "{resource}");
+        assert_eq!(get("warden.reason"), "short");
     }
 
     #[test]

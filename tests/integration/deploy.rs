@@ -110,6 +110,15 @@ program = "/bin/sh"
 args = ["-c", "head -c 10000000 /dev/zero | tr '\\0' x; echo done >&2"]
 
 [[tools.deployer.deploy]]
+name = "lingering"
+approval = "none"
+rights = ["deploy"]
+backend = "exec"
+program = "/bin/sh"
+args = ["-c", "sleep 302.9 & echo shipped"]
+timeout = "20s"
+
+[[tools.deployer.deploy]]
 name = "hung"
 approval = "none"
 rights = ["deploy"]
@@ -356,7 +365,7 @@ async fn deploy_is_its_own_right() {
     );
     assert!(
         err.to_string().contains(
-            "its targets: staging, production, chatty, hung, gated, echoing, echoing-signature, unreachable, straddling, env-dump, env-straddle, env-across-cut, by-default"
+            "its targets: staging, production, chatty, lingering, hung, gated, echoing, echoing-signature, unreachable, straddling, env-dump, env-straddle, env-across-cut, by-default"
         ),
         "{err}"
     );
@@ -438,6 +447,19 @@ async fn an_approval_gated_target_waits_for_an_approver() {
         assert!(shown.contains(fact), "{fact}: {shown}");
     }
     assert!(shown.len() <= 4096, "{}", shown.len());
+    // The trail names the file deployed, not only the link the tool named.
+    let decided = s
+        .audit
+        .invocation(&run.id)
+        .into_iter()
+        .find(|r| r.event == Event::Decision && r.capability.as_deref() == Some("deploy"))
+        .unwrap();
+    let resource = decided.resource.unwrap();
+    assert!(
+        resource.starts_with("gated <- workspace:dist/")
+            && resource.ends_with("; resolves to dist/app.txt"),
+        "{resource}"
+    );
 }
 
 #[tokio::test]
@@ -639,6 +661,42 @@ async fn a_program_that_hangs_is_killed_at_its_timeout() {
         .find(|r| r.event == Event::Deploy)
         .unwrap();
     assert_eq!(done.outcome.as_deref(), Some("error"));
+}
+
+/// A program that deploys, starts a helper holding its output open and
+/// exits 0 waited for the helper until the target's timeout, and the
+/// deployment that happened was answered and recorded as timed out. Its
+/// output gets a moment after it exits; then what it left in its process
+/// group is killed, and its outcome is its own.
+#[tokio::test]
+async fn a_program_that_leaves_a_helper_holding_its_output_ends_as_it_exited() {
+    let s = site().await;
+    let grant = Grant::new("t")
+        .fs("workspace", &s.ws, Rights::READ)
+        .deploy("lingering");
+    let started = std::time::Instant::now();
+    let run = s.deploy(&grant, "lingering").await.unwrap();
+    let took = started.elapsed();
+    let out: serde_json::Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert_eq!(out["status"], 0, "{out}");
+    assert_eq!(out["output"], "shipped\n", "{out}");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 302.9"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "the helper is still running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    let done = s
+        .audit
+        .invocation(&run.id)
+        .into_iter()
+        .find(|r| r.event == Event::Deploy)
+        .unwrap();
+    assert_eq!(done.outcome.as_deref(), Some("status 0"));
 }
 
 /// A deployment carries its artifact to a program or a webhook, which is no

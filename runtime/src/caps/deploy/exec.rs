@@ -61,16 +61,44 @@ async fn run_program(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // A group of its own: what it starts is stopped with it, and it is
+        // not the terminal's foreground job (its prompts and `^C` are not
+        // mixed with Warden's approval prompt).
+        .process_group(0);
     let mut child = cmd
         .spawn()
         .map_err(|e| failed(format!("cannot run {}: {e}", program_name(program))))?;
+    let group = crate::caps::group::Group::of(&child);
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let (status, stdout, stderr) = tokio::join!(
-        child.wait(),
-        read_capped(stdout, READ_OUTPUT + 1),
-        read_capped(stderr, READ_OUTPUT + 1)
-    );
+    let mut read = std::pin::pin!(async {
+        tokio::join!(
+            read_capped(stdout, READ_OUTPUT + 1),
+            read_capped(stderr, READ_OUTPUT + 1)
+        )
+    });
+    let mut outputs = None;
+    let status = tokio::select! {
+        status = child.wait() => status,
+        read = &mut read => {
+            outputs = Some(read);
+            child.wait().await
+        }
+    };
+    group.reaped();
+    // Ended, with its output still open: what it left running (a helper
+    // holding the pipe) has a moment to finish, then goes. Waiting for it
+    // made a deployment that happened end as timed out.
+    let (stdout, stderr) = match outputs {
+        Some(read) => read,
+        None => match tokio::time::timeout(AFTER_EXIT, &mut read).await {
+            Ok(read) => read,
+            Err(_) => {
+                group.kill();
+                read.await
+            }
+        },
+    };
     let name = program_name(program);
     let status = status.map_err(|e| failed(format!("{name} failed: {e}")))?;
     let mut output = stdout.map_err(|e| failed(format!("{name} failed: {e}")))?;
@@ -92,6 +120,9 @@ async fn run_program(
     let status = status.code().unwrap_or(-1);
     Ok((Outcome { status, output }, passed))
 }
+
+/// How long a deploy program's output may stay open after it exits.
+const AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The shortest value passed through the environment that is redacted:
 /// shorter ones (`LANG=C`, a `HOME`) are not credentials, and would

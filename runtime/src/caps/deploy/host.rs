@@ -171,10 +171,13 @@ fn read_regular(
     };
     let resolved = resolve::resolve(dir, path, true, false).map_err(unreadable)?;
     let mut options = cap_std::fs::OpenOptions::new();
+    // Nor made the server's controlling terminal, a terminal in the tree,
+    // for the moment it is open before its type is checked.
     options
         .read(true)
         ._cap_fs_ext_follow(cap_primitives::fs::FollowSymlinks::No)
         ._cap_fs_ext_nonblock(true);
+    cap_std::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOCTTY);
     let file = match resolved.name() {
         Some(name) => resolved.dir(dir).open_with(name, &options),
         None => dir.open_with(".", &options),
@@ -323,6 +326,15 @@ impl Host for DeployView<'_> {
                 format!(" (resolves to {to})")
             }
             _ => String::new(),
+        };
+        // The trail names the file deployed, not only the tool's alias for
+        // it (a link in the tree), as fs records do.
+        let resource = match &read {
+            Some((_, to, _)) if !leads.is_empty() => {
+                let to = [to.clone()];
+                crate::caps::fs::check::with_leads(&resource, &to, self.gate.redactor())
+            }
+            _ => resource,
         };
         // Each path cut on its own, as fs's are: however long the artifact's
         // path, where it resolves, its size, digest and target are shown.

@@ -137,7 +137,7 @@ pub(super) fn joined_len<S: AsRef<str>>(paths: &[S]) -> usize {
 /// only their aliases. Redacted, then cut: each lead keeps its end (where
 /// it lands), so a long one cannot push another out, and the tool's own
 /// paths give way to stay within the gate's resource limit.
-pub(super) fn with_leads(resource: &str, leads: &[String], redactor: &Redactor) -> String {
+pub(crate) fn with_leads(resource: &str, leads: &[String], redactor: &Redactor) -> String {
     use crate::policy::gate::{MAX_RESOURCE, cut};
     const SAID: &str = "; resolves to ";
     let leads: Vec<_> = leads
