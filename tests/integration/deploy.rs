@@ -119,6 +119,15 @@ args = ["-c", "sleep 302.9 & echo shipped"]
 timeout = "20s"
 
 [[tools.deployer.deploy]]
+name = "escaping"
+approval = "none"
+rights = ["deploy"]
+backend = "exec"
+program = "/bin/sh"
+args = ["-c", "setsid sleep 305.5 & echo shipped"]
+timeout = "20s"
+
+[[tools.deployer.deploy]]
 name = "hung"
 approval = "none"
 rights = ["deploy"]
@@ -365,7 +374,7 @@ async fn deploy_is_its_own_right() {
     );
     assert!(
         err.to_string().contains(
-            "its targets: staging, production, chatty, lingering, hung, gated, echoing, echoing-signature, unreachable, straddling, env-dump, env-straddle, env-across-cut, by-default"
+            "its targets: staging, production, chatty, lingering, escaping, hung, gated, echoing, echoing-signature, unreachable, straddling, env-dump, env-straddle, env-across-cut, by-default"
         ),
         "{err}"
     );
@@ -697,6 +706,23 @@ async fn a_program_that_leaves_a_helper_holding_its_output_ends_as_it_exited() {
         .find(|r| r.event == Event::Deploy)
         .unwrap();
     assert_eq!(done.outcome.as_deref(), Some("status 0"));
+
+    // One that left the group (`setsid`) is not killed with it, and is no
+    // longer waited for either: a second after the group is killed, the
+    // program's own status stands.
+    let grant = Grant::new("t")
+        .fs("workspace", &s.ws, Rights::READ)
+        .deploy("escaping");
+    let started = std::time::Instant::now();
+    let run = s.deploy(&grant, "escaping").await.unwrap();
+    let took = started.elapsed();
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", "sleep 305.5"])
+        .status();
+    let out: serde_json::Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+    assert_eq!(out["status"], 0, "{out}");
+    assert_eq!(out["output"], "shipped\n", "{out}");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
 }
 
 /// A deployment carries its artifact to a program or a webhook, which is no

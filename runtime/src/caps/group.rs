@@ -28,8 +28,26 @@ impl Group {
         self.reaped.store(true, Ordering::Relaxed);
     }
 
-    /// Kills every process left in the group (one still holding the
-    /// program's output open keeps the group, and so its number, alive).
+    /// Ready once the program has exited, without reaping it: until it is
+    /// waited for, its zombie keeps the group's number its own. Looked at
+    /// every 20 ms; never ready if the kernel cannot say.
+    pub(crate) async fn exited(&self) {
+        use rustix::process::{WaitId, WaitIdOptions};
+        let Some(pid) = self.id else {
+            return std::future::pending().await;
+        };
+        let how = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG;
+        loop {
+            match rustix::process::waitid(WaitId::Pid(pid), how) {
+                Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                Ok(Some(_)) => return,
+                Err(_) => return std::future::pending().await,
+            }
+        }
+    }
+
+    /// Kills every process left in the group. Only before the program is
+    /// reaped: its zombie keeps the group's number from being another's.
     pub(crate) fn kill(&self) {
         if let Some(group) = self.id {
             let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);

@@ -71,38 +71,45 @@ async fn run_program(
         .map_err(|e| failed(format!("cannot run {}: {e}", program_name(program))))?;
     let group = crate::caps::group::Group::of(&child);
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let mut read = std::pin::pin!(async {
-        tokio::join!(
-            read_capped(stdout, READ_OUTPUT + 1),
-            read_capped(stderr, READ_OUTPUT + 1)
-        )
-    });
-    let mut outputs = None;
-    let status = tokio::select! {
-        status = child.wait() => status,
-        read = &mut read => {
-            outputs = Some(read);
-            child.wait().await
+    // Read into buffers of their own: what was read stays when the rest
+    // cannot be waited for.
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let read = {
+        let mut read = std::pin::pin!(async {
+            let (o, e) = tokio::join!(
+                read_capped(stdout, &mut out, READ_OUTPUT + 1),
+                read_capped(stderr, &mut err, READ_OUTPUT + 1)
+            );
+            o.and(e)
+        });
+        // Its exit, seen without reaping it: until it is reaped, its
+        // group's number is its own, so the group can still be killed.
+        tokio::select! {
+            read = &mut read => Some(read),
+            () = group.exited() => {
+                // Exited with its output still open: what it left running
+                // (a helper holding the pipe) has a moment to finish, then
+                // its group goes, and then the reading: one that left the
+                // group cannot make the deployment end as timed out.
+                match tokio::time::timeout(AFTER_EXIT, &mut read).await {
+                    Ok(read) => Some(read),
+                    Err(_) => {
+                        group.kill();
+                        tokio::time::timeout(AFTER_EXIT, &mut read).await.ok()
+                    }
+                }
+            }
         }
     };
+    let status = child.wait().await;
     group.reaped();
-    // Ended, with its output still open: what it left running (a helper
-    // holding the pipe) has a moment to finish, then goes. Waiting for it
-    // made a deployment that happened end as timed out.
-    let (stdout, stderr) = match outputs {
-        Some(read) => read,
-        None => match tokio::time::timeout(AFTER_EXIT, &mut read).await {
-            Ok(read) => read,
-            Err(_) => {
-                group.kill();
-                read.await
-            }
-        },
-    };
+    let mut output = out;
+    if let Some(Err(e)) = read {
+        return Err(failed(format!("{} failed: {e}", program_name(program))));
+    }
     let name = program_name(program);
     let status = status.map_err(|e| failed(format!("{name} failed: {e}")))?;
-    let mut output = stdout.map_err(|e| failed(format!("{name} failed: {e}")))?;
-    output.extend(stderr.map_err(|e| failed(format!("{name} failed: {e}")))?);
+    output.extend(err);
     let passed = passed_values(&passed);
     let output = if output.len() > READ_OUTPUT && !passed.is_empty() {
         // Cut where it is read, the output could end in part of a value
@@ -145,23 +152,23 @@ fn passed_values(passed: &[(&String, std::ffi::OsString)]) -> crate::redact::Red
     crate::redact::Redactor::new(values.iter().map(|(k, v)| (*k, v.as_ref())))
 }
 
-/// Reads `from` to its end, keeping the first `cap` bytes: a program that
-/// writes more is not blocked on a full pipe, and its output costs the host
-/// at most `cap`.
+/// Reads `from` to its end into `kept`, keeping the first `cap` bytes: a
+/// program that writes more is not blocked on a full pipe, and its output
+/// costs the host at most `cap`.
 async fn read_capped(
     from: Option<impl tokio::io::AsyncRead + Unpin>,
+    kept: &mut Vec<u8>,
     cap: usize,
-) -> std::io::Result<Vec<u8>> {
+) -> std::io::Result<()> {
     use tokio::io::AsyncReadExt as _;
-    let mut kept = Vec::new();
     let Some(mut from) = from else {
-        return Ok(kept);
+        return Ok(());
     };
-    let mut buf = vec![0u8; 16 << 10];
+    let mut buf = [0u8; 8192];
     loop {
         let n = from.read(&mut buf).await?;
         if n == 0 {
-            return Ok(kept);
+            return Ok(());
         }
         let room = cap.saturating_sub(kept.len());
         kept.extend_from_slice(&buf[..n.min(room)]);
