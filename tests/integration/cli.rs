@@ -470,6 +470,76 @@ fn a_first_run_under_a_group_writable_umask_keeps_its_state_private() {
     assert!(state.join("audit.jsonl").metadata().unwrap().len() > 0);
 }
 
+/// `^C` on `warden run` killed warden and left the programs it ran (an
+/// `exec:` secret source, a deploy program) running: each runs in a
+/// process group of its own, out of the terminal's reach. A signal now
+/// drops the invocation: its programs are killed with it, its end is
+/// recorded `cancelled`, and warden exits 128 + the signal's number.
+#[test]
+fn a_signal_stops_the_invocation_and_what_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("manifest.toml"),
+        format!(
+            "[tools.echo]\ncomponent = \"{}\"\ntimeout = \"60s\"\n\
+             [[tools.echo.secrets]]\nname = \"slow\"\nsource = \"exec:/bin/sleep 303.3\"\n",
+            crate::ECHO
+        ),
+    )
+    .unwrap();
+    let trail = d.join("trail.jsonl");
+    let mut warden = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("--cache-dir")
+        .arg(shared_cache())
+        .args(["run", "--manifest"])
+        .arg(d.join("manifest.toml"))
+        .args(["echo", "--grant", "secret:slow"])
+        .arg("--audit")
+        .arg(&trail)
+        .args(["--input", "{}"])
+        .env("WARDEN_STATE_DIR", d.join("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let running = || {
+        let o = Command::new("pgrep")
+            .args(["-f", "sleep 303.3"])
+            .output()
+            .unwrap();
+        !o.stdout.is_empty()
+    };
+    let until = |what: &dyn Fn() -> bool| {
+        let start = std::time::Instant::now();
+        while !what() {
+            assert!(start.elapsed().as_secs() < 20, "waited 20 s");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    until(&running);
+    let pid = rustix::process::Pid::from_raw(warden.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = loop {
+        if let Some(status) = warden.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(warden.stderr.as_mut().unwrap(), &mut said).unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}: {said}");
+    assert!(said.contains("warden: stopped by SIGINT"), "{said}");
+    until(&|| !running());
+    let text = std::fs::read_to_string(&trail).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains(r#""event":"invocation.end""#)
+                && l.contains(r#""outcome":"cancelled""#)),
+        "{text}"
+    );
+}
+
 #[test]
 fn audit_verify_and_show() {
     let world = World::new();

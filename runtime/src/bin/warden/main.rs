@@ -27,6 +27,7 @@ mod registry;
 mod serve;
 mod sign;
 mod state_trail;
+mod stop;
 mod trail;
 mod version;
 
@@ -542,7 +543,20 @@ async fn run(
     input: &str,
     verbose: bool,
 ) -> Result<u8, Failure> {
-    let run = runtime.invoke(tool, grant, input).await?;
+    // Stopped by a signal, the invocation is dropped, not left behind: the
+    // programs it runs (a deploy program, an `exec:` secret source), each
+    // in a process group of its own, out of reach of the terminal's `^C`,
+    // are killed with it, and its end is recorded, `cancelled`.
+    let run = tokio::select! {
+        run = runtime.invoke(tool, grant, input) => run?,
+        signal = stop::signal() => {
+            runtime
+                .flush_audit()
+                .map_err(|e| warden::Error::Audit(Arc::new(e)))?;
+            crate::out::errln!("warden: stopped by {}", signal.name);
+            return Ok(128 + signal.number);
+        }
+    };
     // Its end is written behind: on the trail before its output is shown.
     runtime
         .flush_audit()
