@@ -56,10 +56,13 @@ const MAX_EVENTS: u32 = 128;
 /// The bytes of a text attribute (a resource, a reason, a message) sent:
 /// the SDK bounds none, and the export queue counts spans, not bytes.
 const MAX_ATTRIBUTE: usize = 512;
-/// Spans waiting to be exported, and sent in one request. With the two
-/// bounds above, the spans held at once are about 128 MiB at the most,
-/// whatever tools do and however slow the collector is.
+/// Spans waiting to be exported. With the two bounds above, the spans
+/// held at once are about 128 MiB at the most, whatever tools do and
+/// however slow the collector is.
 const MAX_QUEUED_SPANS: usize = 256;
+/// Spans sent in one request: a few MiB at the most, within what
+/// collectors take in one body (one refused drops only its own).
+const MAX_EXPORT_BATCH: usize = 32;
 
 /// An audit sink that also sends what it writes as OpenTelemetry.
 pub struct OtlpSink {
@@ -147,7 +150,7 @@ impl OtlpSink {
         let (spans, logs) = built.map_err(fail)?;
         let queue = opentelemetry_sdk::trace::BatchConfigBuilder::default()
             .with_max_queue_size(MAX_QUEUED_SPANS)
-            .with_max_export_batch_size(MAX_QUEUED_SPANS)
+            .with_max_export_batch_size(MAX_EXPORT_BATCH)
             .build();
         let spans = opentelemetry_sdk::trace::BatchSpanProcessor::builder(spans)
             .with_batch_config(queue)

@@ -1985,7 +1985,12 @@ async fn from_a_terminal_the_operator_answers_and_a_client_that_elicits_is_not_a
 async fn in_the_background_of_a_terminal_the_server_is_not_stopped_by_asking_it() {
     let s = setup();
     let mut screen = Screen::serve(&s, true);
-    let url = screen.url();
+    let said = screen.until("warden: serving MCP at ");
+    assert!(
+        said.contains("warden: in the background of its terminal, so no approval is asked there"),
+        "{said}"
+    );
+    let url = screen.until("\n").trim().to_owned();
     let agent = Client {
         approve: true,
         elicitation: true,

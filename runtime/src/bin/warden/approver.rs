@@ -14,9 +14,15 @@ use warden::approval::{Approver, DenyAll, TerminalApprover, WebhookApprover};
 pub(crate) fn choose(choice: &str) -> anyhow::Result<(Arc<dyn Approver>, bool)> {
     use std::io::IsTerminal;
     if choice == "auto" {
-        let here = || std::io::stdin().is_terminal() && TerminalApprover::in_foreground();
-        return Ok(match TerminalApprover::open().filter(|_| here()) {
-            Some(t) => (Arc::new(t), true),
+        let terminal = TerminalApprover::open().filter(|_| std::io::stdin().is_terminal());
+        return Ok(match terminal {
+            Some(t) if TerminalApprover::in_foreground() => (Arc::new(t), true),
+            Some(_) => {
+                crate::out::errln!(
+                    "warden: in the background of its terminal, so no approval is asked there"
+                );
+                (Arc::new(DenyAll), false)
+            }
             None => (Arc::new(DenyAll), false),
         });
     }

@@ -131,16 +131,13 @@ pub struct ServeArgs {
 
 /// A `--read-timeout` value: above zero, at most an hour.
 fn read_timeout(s: &str) -> Result<std::time::Duration, String> {
-    match warden::units::parse_duration(s)? {
-        d if d.is_zero() || d > std::time::Duration::from_secs(3600) => {
-            Err("expected a duration above zero and at most an hour, e.g. 30s".into())
-        }
-        d => Ok(d),
-    }
+    let d = warden::units::parse_duration(s)?;
+    let ok = !d.is_zero() && d <= std::time::Duration::from_secs(3600);
+    ok.then_some(d)
+        .ok_or_else(|| "expected a duration above zero and at most an hour, e.g. 30s".into())
 }
 
-/// An `--allowed-host` value: a host name or address, with an optional
-/// port, as a `Host` header carries it.
+/// An `--allowed-host` value: a host name or address (and port).
 fn host_name(host: &str) -> Result<String, String> {
     let ok = !host.is_empty()
         && host.len() <= 260

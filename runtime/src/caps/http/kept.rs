@@ -9,9 +9,9 @@
 //! is refused as the setter's own error; fields past [`MAX_FIELDS`] end
 //! the call (`wasmtime-wasi-http` traps, as for its own limit).
 
-use crate::state::HostState;
 use std::str::FromStr;
 use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::WasiView;
 use wasmtime_wasi_http::FieldMap;
 use wasmtime_wasi_http::p2::bindings::http::types::Method;
 use wasmtime_wasi_http::p2::types::HostOutgoingRequest;
@@ -33,7 +33,7 @@ pub(crate) const MAX_PATH: usize = crate::policy::gate::MAX_RESOURCE;
 const TYPES: &str = "wasi:http/types@0.2.12";
 
 /// Puts the bounded setters in place of `wasmtime-wasi-http`'s own.
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut types = linker.instance(TYPES)?;
     types.func_wrap(
@@ -44,7 +44,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             {
                 return Ok((Err(()),));
             }
-            store.data_mut().table.get_mut(&request)?.method = method;
+            store.data_mut().ctx().table.get_mut(&request)?.method = method;
             Ok((Ok(()),))
         },
     )?;
@@ -56,7 +56,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             {
                 return Ok((Err(()),));
             }
-            store.data_mut().table.get_mut(&request)?.authority = authority;
+            store.data_mut().ctx().table.get_mut(&request)?.authority = authority;
             Ok((Ok(()),))
         },
     )?;
@@ -68,7 +68,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             {
                 return Ok((Err(()),));
             }
-            store.data_mut().table.get_mut(&request)?.path_with_query = path;
+            store
+                .data_mut()
+                .ctx()
+                .table
+                .get_mut(&request)?
+                .path_with_query = path;
             Ok((Ok(()),))
         },
     )?;
@@ -79,7 +84,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     types.func_wrap(
         "[method]fields.clone",
         |mut store, (fields,): (Resource<FieldMap>,)| {
-            let table = &mut store.data_mut().table;
+            let table = store.data_mut().ctx().table;
             let mut copy = table.get(&fields)?.clone();
             if size(&copy) <= MAX_FIELDS {
                 copy.set_mutable(MAX_FIELDS);
