@@ -488,21 +488,6 @@ fn a_signal_stops_the_invocation_and_what_it_runs() {
         ),
     )
     .unwrap();
-    let trail = d.join("trail.jsonl");
-    let mut warden = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .arg("--cache-dir")
-        .arg(shared_cache())
-        .args(["run", "--manifest"])
-        .arg(d.join("manifest.toml"))
-        .args(["echo", "--grant", "secret:slow"])
-        .arg("--audit")
-        .arg(&trail)
-        .args(["--input", "{}"])
-        .env("WARDEN_STATE_DIR", d.join("state"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let running = || {
         let o = Command::new("pgrep")
             .args(["-f", "sleep 303.3"])
@@ -517,27 +502,63 @@ fn a_signal_stops_the_invocation_and_what_it_runs() {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     };
-    until(&running);
-    let pid = rustix::process::Pid::from_raw(warden.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-    let status = loop {
-        if let Some(status) = warden.try_wait().unwrap() {
-            break status;
+    // Started as `nohup` or `&` in a script starts it, with SIGINT ignored
+    // (kept ignored through `exec`), or as a shell starts it.
+    for (ignoring, sent, code) in [
+        ("", rustix::process::Signal::INT, 130),
+        ("trap '' INT;", rustix::process::Signal::TERM, 143),
+    ] {
+        let trail = d.join(format!("trail-{code}.jsonl"));
+        let mut warden = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{ignoring} exec \"$@\""))
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_warden"))
+            .arg("--cache-dir")
+            .arg(shared_cache())
+            .args(["run", "--manifest"])
+            .arg(d.join("manifest.toml"))
+            .args(["echo", "--grant", "secret:slow"])
+            .arg("--audit")
+            .arg(&trail)
+            .args(["--input", "{}"])
+            .env("WARDEN_STATE_DIR", d.join("state"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        until(&running);
+        let pid = rustix::process::Pid::from_raw(warden.id() as i32).unwrap();
+        if !ignoring.is_empty() {
+            // An ignored signal stays ignored: it is no stop.
+            rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            assert!(
+                warden.try_wait().unwrap().is_none(),
+                "stopped by an ignored SIGINT"
+            );
+            assert!(running());
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let mut said = String::new();
-    std::io::Read::read_to_string(warden.stderr.as_mut().unwrap(), &mut said).unwrap();
-    assert_eq!(status.code(), Some(130), "{status:?}: {said}");
-    assert!(said.contains("warden: stopped by SIGINT"), "{said}");
-    until(&|| !running());
-    let text = std::fs::read_to_string(&trail).unwrap();
-    assert!(
-        text.lines()
-            .any(|l| l.contains(r#""event":"invocation.end""#)
-                && l.contains(r#""outcome":"cancelled""#)),
-        "{text}"
-    );
+        rustix::process::kill_process(pid, sent).unwrap();
+        let status = loop {
+            if let Some(status) = warden.try_wait().unwrap() {
+                break status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut said = String::new();
+        std::io::Read::read_to_string(warden.stderr.as_mut().unwrap(), &mut said).unwrap();
+        assert_eq!(status.code(), Some(code), "{status:?}: {said}");
+        assert!(said.contains("warden: stopped by SIG"), "{said}");
+        until(&|| !running());
+        let text = std::fs::read_to_string(&trail).unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l.contains(r#""event":"invocation.end""#)
+                    && l.contains(r#""outcome":"cancelled""#)),
+            "{text}"
+        );
+    }
 }
 
 #[test]

@@ -269,7 +269,10 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    match rt.block_on(dispatch(cli)) {
+    let done = rt.block_on(dispatch(cli));
+    // Blocking work left (a compile a signal cut short) is not waited for.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    match done {
         Ok(code) => ExitCode::from(code),
         Err(f) if f.error.is::<out::Closed>() => ExitCode::from(f.code),
         Err(f) => {
@@ -543,10 +546,8 @@ async fn run(
     input: &str,
     verbose: bool,
 ) -> Result<u8, Failure> {
-    // Stopped by a signal, the invocation is dropped, not left behind: the
-    // programs it runs (a deploy program, an `exec:` secret source), each
-    // in a process group of its own, out of reach of the terminal's `^C`,
-    // are killed with it, and its end is recorded, `cancelled`.
+    // On a signal the invocation is dropped: its programs (each in a group
+    // of its own, out of the terminal's reach) die with it; end `cancelled`.
     let run = tokio::select! {
         run = runtime.invoke(tool, grant, input) => run?,
         signal = stop::signal() => {

@@ -173,15 +173,6 @@ fn state_of(args: &ServeArgs) -> anyhow::Result<Option<(warden::store::StateUrl,
     Ok(Some((url, replica)))
 }
 
-/// Until the signal `listening` listens for comes (never, when it could
-/// not be listened for).
-async fn signalled(listening: Option<&mut tokio::signal::unix::Signal>) {
-    match listening {
-        Some(s) => drop(s.recv().await),
-        None => std::future::pending().await,
-    }
-}
-
 /// The file trail's path: --audit, or the default.
 fn audit_path(args: &ServeArgs) -> anyhow::Result<PathBuf> {
     args.audit
@@ -293,9 +284,10 @@ pub async fn serve(
     // Listened for before any line a supervisor waits for is printed: a
     // SIGTERM sent as soon as one is read must stop the server cleanly (its
     // trail settled), not kill it before anything has listened.
-    let listen_for = |kind| tokio::signal::unix::signal(kind).ok();
-    let mut term = listen_for(tokio::signal::unix::SignalKind::terminate());
-    let mut int = listen_for(tokio::signal::unix::SignalKind::interrupt());
+    use tokio::signal::unix::SignalKind;
+    let mut term = crate::stop::listen(SignalKind::terminate());
+    let mut int = crate::stop::listen(SignalKind::interrupt());
+    let mut hup = crate::stop::listen(SignalKind::hangup());
     if !args.stdio && args.http.is_none() {
         return Err(usage(anyhow::anyhow!(
             "choose a transport: --stdio or --http ADDR"
@@ -551,8 +543,9 @@ pub async fn serve(
     let signal = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
-            () = signalled(int.as_mut()) => {}
-            () = signalled(term.as_mut()) => {}
+            () = crate::stop::signalled(int.as_mut()) => {}
+            () = crate::stop::signalled(term.as_mut()) => {}
+            () = crate::stop::signalled(hup.as_mut()) => {}
         }
         signal.cancel();
     });

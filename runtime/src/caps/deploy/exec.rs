@@ -104,6 +104,9 @@ async fn run_program(
     let status = child.wait().await;
     group.reaped();
     let mut output = out;
+    // Cut where it was given up on (a helper outside the group holds it),
+    // the same as cut at the cap.
+    let given_up = read.is_none();
     if let Some(Err(e)) = read {
         return Err(failed(format!("{} failed: {e}", program_name(program))));
     }
@@ -111,15 +114,19 @@ async fn run_program(
     let status = status.map_err(|e| failed(format!("{name} failed: {e}")))?;
     output.extend(err);
     let passed = passed_values(&passed);
-    let output = if output.len() > READ_OUTPUT && !passed.is_empty() {
+    let output = if (output.len() > READ_OUTPUT || given_up) && !passed.is_empty() {
         // Cut where it is read, the output could end in part of a value
         // passed through the environment, which redaction cannot find: in
         // a form of any length (escapes take any number of leading zeros,
         // and nest), so no end dropped is long enough. Withheld.
+        let what = if given_up {
+            "left its output held open by something it started".to_owned()
+        } else {
+            format!("printed more than {} KiB", READ_OUTPUT >> 10)
+        };
         format!(
-            "[{name} printed more than {} KiB: its output is withheld, as, cut there, it could \
-             end in part of a value passed through its environment]",
-            READ_OUTPUT >> 10
+            "[{name} {what}: its output is withheld, as, cut there, it could \
+             end in part of a value passed through its environment]"
         )
     } else {
         capped(&output)

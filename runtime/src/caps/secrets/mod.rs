@@ -313,8 +313,9 @@ async fn fetch(source: &SecretSource, deadline: Instant) -> Result<Zeroizing<Vec
                         "{program} printed more than {MAX_SECRET_LEN} bytes"
                     ));
                 }
-                let status = child.wait().await.map_err(failed)?;
+                let status = child.wait().await;
                 group.reaped();
+                let status = status.map_err(failed)?;
                 if !status.success() {
                     return Err(format!("{program} exited with {status}"));
                 }
