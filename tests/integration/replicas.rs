@@ -161,30 +161,6 @@ async fn two_replicas_keep_one_trail_that_verifies_exports_and_shows_tampering()
 
     // Each chain exports as a file trail, which verifies as one.
     let dir = s.dir.path().join("export");
-    let out = warden(
-        &s,
-        &[
-            "audit",
-            "export",
-            "--state",
-            &url,
-            "--out",
-            dir.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(files.len(), 2);
-    for f in &files {
-        let out = warden(&s, &["audit", "verify", f.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
-    }
-    // Exporting again: a chain exported as it stands is there already
-    // (a rerun after a failure goes on past it); one that differs is not
-    // overwritten.
     let export = || {
         warden(
             &s,
@@ -198,6 +174,20 @@ async fn two_replicas_keep_one_trail_that_verifies_exports_and_shows_tampering()
             ],
         )
     };
+    let out = export();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2);
+    for f in &files {
+        let out = warden(&s, &["audit", "verify", f.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    }
+    // Exporting again: a chain exported as it stands is there already
+    // (a rerun after a failure goes on past it); one that differs is not
+    // overwritten.
     let out = export();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let edited = format!("{}x", std::fs::read_to_string(&files[0]).unwrap());

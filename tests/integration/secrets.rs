@@ -907,31 +907,26 @@ async fn a_shared_history_keeps_no_secret_value_of_a_path_written() {
     assert_clean("the shared history", &stored, TOKEN);
 }
 
-/// An `exec:` source that does not finish held the call for its own 10 s
-/// whatever the tool's timeout, and what it started outlived it (only the
-/// program itself was killed). Now the sources resolve within the tool's
-/// timeout, and the program's whole process group is killed.
-#[tokio::test]
-async fn a_slow_secret_program_is_stopped_at_the_tools_timeout_with_what_it_started() {
+/// A runtime whose tool `tool` (`component`, `timeout`) is granted one
+/// secret, `secret`, from a shell script `script` run as an `exec:` source;
+/// loaded, so its compile is not timed.
+async fn with_secret_script(
+    dir: &std::path::Path,
+    (tool, component, timeout): (&str, &str, &str),
+    secret: &str,
+    script: &str,
+) -> Runtime {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("slow-vault.sh");
-    // A child of its own (a shell's `sleep`) that killing the shell
-    // leaves running.
-    std::fs::write(
-        &script,
-        "#!/bin/sh\nsleep 301.7\nprintf %s never-printed-value\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = dir.path().join("manifest.toml");
+    let program = dir.join(format!("{secret}-vault.sh"));
+    std::fs::write(&program, script).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.join("manifest.toml");
     std::fs::write(
         &path,
         format!(
-            "[tools.probe]\ncomponent = \"{}\"\ntimeout = \"1s\"\n\
-             [[tools.probe.secrets]]\nname = \"slow\"\nsource = \"exec:{}\"\n",
-            crate::SECRET_PROBE,
-            script.display()
+            "[tools.{tool}]\ncomponent = \"{component}\"\ntimeout = \"{timeout}\"\n\
+             [[tools.{tool}.secrets]]\nname = \"{secret}\"\nsource = \"exec:{}\"\n",
+            program.display()
         ),
     )
     .unwrap();
@@ -940,7 +935,22 @@ async fn a_slow_secret_program_is_stopped_at_the_tools_timeout_with_what_it_star
         .cache_dir(crate::common::shared_cache())
         .build()
         .unwrap();
-    runtime.load("probe").await.unwrap();
+    runtime.load(tool).await.unwrap();
+    runtime
+}
+
+/// An `exec:` source that does not finish held the call for its own 10 s
+/// whatever the tool's timeout, and what it started outlived it (only the
+/// program itself was killed). Now the sources resolve within the tool's
+/// timeout, and the program's whole process group is killed.
+#[tokio::test]
+async fn a_slow_secret_program_is_stopped_at_the_tools_timeout_with_what_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    // A child of its own (a shell's `sleep`) that killing the shell
+    // leaves running.
+    let script = "#!/bin/sh\nsleep 301.7\nprintf %s never-printed-value\n";
+    let tool = ("probe", crate::SECRET_PROBE, "1s");
+    let runtime = with_secret_script(dir.path(), tool, "slow", script).await;
     let began = std::time::Instant::now();
     let err = runtime
         .invoke(
@@ -975,32 +985,10 @@ async fn a_slow_secret_program_is_stopped_at_the_tools_timeout_with_what_it_star
 /// timeout, holding a slot).
 #[tokio::test]
 async fn a_tools_timeout_counts_its_secrets_time() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("slowish-vault.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\nsleep 1.5\nprintf %s slowish-secret-value\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = dir.path().join("manifest.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[tools.hog]\ncomponent = \"{}\"\ntimeout = \"2s\"\n\
-             [[tools.hog.secrets]]\nname = \"slowish\"\nsource = \"exec:{}\"\n",
-            crate::HOG,
-            script.display()
-        ),
-    )
-    .unwrap();
-    let runtime = Runtime::builder()
-        .manifest(Manifest::load(&path).unwrap())
-        .cache_dir(crate::common::shared_cache())
-        .build()
-        .unwrap();
-    runtime.load("hog").await.unwrap();
+    let script = "#!/bin/sh\nsleep 1.5\nprintf %s slowish-secret-value\n";
+    let tool = ("hog", crate::HOG, "2s");
+    let runtime = with_secret_script(dir.path(), tool, "slowish", script).await;
     let began = std::time::Instant::now();
     let err = runtime
         .invoke(
