@@ -1941,6 +1941,21 @@ impl Drop for Screen {
     }
 }
 
+/// An MCP client over HTTP at `url` that elicits and approves whatever it
+/// is asked (an agent approving its own writes), and what it was asked.
+async fn approving_agent(
+    url: String,
+) -> (RunningService<RoleClient, Client>, Arc<Mutex<Vec<String>>>) {
+    let agent = Client {
+        approve: true,
+        elicitation: true,
+        ..Client::default()
+    };
+    let asked = agent.asked.clone();
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url);
+    (agent.serve(transport).await.unwrap(), asked)
+}
+
 /// From a shell, `warden serve --http` has a terminal on its stdin, and
 /// `auto` asks the operator at that terminal, so an MCP client that elicits
 /// (it may be the agent itself) is not asked. Before, only a named
@@ -1952,14 +1967,7 @@ async fn from_a_terminal_the_operator_answers_and_a_client_that_elicits_is_not_a
     let s = setup();
     let mut screen = Screen::serve(&s, false);
     let url = screen.url();
-    let agent = Client {
-        approve: true,
-        elicitation: true,
-        ..Client::default()
-    };
-    let asked = agent.asked.clone();
-    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url);
-    let client = agent.serve(transport).await.unwrap();
+    let (client, asked) = approving_agent(url).await;
     let call = tokio::spawn(async move {
         let input = json!({"path": "self-approved.md", "content": "x"});
         let r = client.call_tool(call("writer", input)).await;
@@ -1991,14 +1999,7 @@ async fn in_the_background_of_a_terminal_the_server_is_not_stopped_by_asking_it(
         "{said}"
     );
     let url = screen.until("\n").trim().to_owned();
-    let agent = Client {
-        approve: true,
-        elicitation: true,
-        ..Client::default()
-    };
-    let asked = agent.asked.clone();
-    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url);
-    let client = agent.serve(transport).await.unwrap();
+    let (client, asked) = approving_agent(url).await;
     let input = json!({"path": "asked.md", "content": "x"});
     let r = tokio::time::timeout(
         Duration::from_secs(30),
