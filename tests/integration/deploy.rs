@@ -889,7 +889,8 @@ async fn a_programs_environment_is_redacted_from_what_it_prints() {
 
 /// Reading an artifact is a read of its handle: a runtime policy that
 /// forbids reading a path forbids deploying it, through a link too (the
-/// policy sees the resolved path), before anything runs.
+/// policy sees the resolved path), before anything runs; and it is the
+/// policy's refusal a tool gets, not which granted secret the file holds.
 #[tokio::test]
 async fn a_policy_that_forbids_reading_a_path_forbids_deploying_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -897,7 +898,10 @@ async fn a_policy_that_forbids_reading_a_path_forbids_deploying_it() {
     let ws = root.join("ws");
     std::fs::create_dir_all(ws.join("keys")).unwrap();
     std::fs::create_dir_all(ws.join("dist")).unwrap();
-    std::fs::write(ws.join("keys/prod.key"), "key material").unwrap();
+    // A value of a secret the tool is granted: which secret a file holds
+    // is something of what is in it, and the tool may not read this one.
+    std::fs::write(ws.join("keys/prod.key"), "key=sek-prod-7f3a9c21\n").unwrap();
+    std::fs::write(root.join("prod-secret"), "sek-prod-7f3a9c21").unwrap();
     std::fs::write(ws.join("dist/app.txt"), "release").unwrap();
     std::os::unix::fs::symlink("../keys/prod.key", ws.join("dist/innocent.txt")).unwrap();
     std::fs::write(
@@ -912,8 +916,10 @@ async fn a_policy_that_forbids_reading_a_path_forbids_deploying_it() {
         "policies = [\"keys.cedar\"]\n\n[tools.deployer]\ncomponent = \"{tool}\"\n\
          [[tools.deployer.fs]]\nhandle = \"workspace\"\nwithin = \"{ws}\"\nrights = [\"read\"]\n\n\
          [[tools.deployer.deploy]]\nname = \"staging\"\napproval = \"none\"\nrights = [\"deploy\"]\n\
-         backend = \"exec\"\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"echo shipped >> '{marker}'\"]\n",
+         backend = \"exec\"\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"echo shipped >> '{marker}'\"]\n\n\
+         [[tools.deployer.secrets]]\nname = \"prod-key\"\nsource = \"file:{secret}\"\n",
         tool = crate::DEPLOY_ARTIFACT,
+        secret = root.join("prod-secret").display(),
         ws = ws.display(),
         marker = marker.display(),
     );
@@ -927,14 +933,16 @@ async fn a_policy_that_forbids_reading_a_path_forbids_deploying_it() {
         .unwrap();
     let grant = Grant::new("t")
         .fs("workspace", &ws, Rights::READ)
-        .deploy("staging");
+        .deploy("staging")
+        .secret("prod-key");
     for artifact in ["keys/prod.key", "dist/innocent.txt"] {
         let input = json!({"target": "staging", "artifact": artifact}).to_string();
         let run = runtime.invoke("deployer", &grant, &input).await.unwrap();
         let err = run.output.unwrap_err();
         assert_eq!(err.kind, warden::ToolErrorKind::Denied, "{artifact}");
+        // The policy's refusal, not that the file carries `prod-key`.
         assert!(
-            err.message.contains("keys are not for tools"),
+            err.message.contains("keys are not for tools") && !err.message.contains("prod-key"),
             "{artifact}: {err}"
         );
         let d = audit

@@ -363,6 +363,18 @@ impl Gate {
         &self.audit
     }
 
+    /// The runtime policy's refusal of `asks` on their own, if it refuses
+    /// them; nothing is noted in the task's history (asked as before a
+    /// person is). For a capability whose own check would refuse with a
+    /// reason that tells something of what the policy forbids reading (a
+    /// deploy artifact's contents): the policy's refusal is given instead.
+    pub(crate) fn policy_refusal(&self, asks: &[Ask<'_>]) -> Option<Decision> {
+        let policy = self.policy.as_ref()?;
+        let mut d = Decision::allow("policy", String::new());
+        policy.decide(&mut d, asks, &self.redactor, (true, false), self.deadline);
+        (!d.allow).then_some(d)
+    }
+
     pub(crate) fn redactor(&self) -> &Arc<Redactor> {
         &self.redactor
     }

@@ -209,6 +209,46 @@ fn read_regular(
     Ok((bytes, resolved.path))
 }
 
+impl DeployView<'_> {
+    /// The runtime policy's refusal, if it refuses, of deploying `bytes`,
+    /// read from `path` through `handle`, to `spec`: the questions the gate
+    /// asks of a deployment, asked before its own check answers.
+    fn policy_refusal(
+        &self,
+        spec: &DeployTarget,
+        handle: &crate::caps::fs::GrantedHandle,
+        path: &str,
+        bytes: &[u8],
+    ) -> Option<Decision> {
+        if !self.gate.has_policy() {
+            return None;
+        }
+        let digest = hex::encode(Sha256::digest(bytes));
+        let host = handle.path.join(path).to_string_lossy().into_owned();
+        self.gate.policy_refusal(&[
+            Ask {
+                action: "deploy::run".into(),
+                detail: &digest,
+                resource: Subject::Target {
+                    name: &spec.name,
+                    backend: spec.backend.kind(),
+                    labels: &spec.labels,
+                },
+            },
+            Ask {
+                action: "fs::read".into(),
+                detail: "read",
+                resource: Subject::Path {
+                    handle: &handle.name,
+                    path,
+                    host_path: &host,
+                    labels: &handle.labels,
+                },
+            },
+        ])
+    }
+}
+
 /// What a file that is not a regular file is, for a refusal.
 fn file_kind(kind: cap_std::fs::FileType) -> &'static str {
     use cap_std::fs::FileTypeExt as _;
@@ -246,6 +286,15 @@ impl Host for DeployView<'_> {
                     path,
                     handle,
                 }) => match carried_secret(self.gate.redactor(), &artifact, &bytes) {
+                    // Which secret a file carries tells something of what
+                    // is in it: for a file the runtime policy forbids the
+                    // tool to read (or to deploy), the policy's refusal.
+                    Some(_)
+                        if let Some(refusal) =
+                            self.policy_refusal(&spec, &handle, &path, &bytes) =>
+                    {
+                        check = refusal;
+                    }
                     Some(name) if crate::redact::token_audience(&name).is_some() => {
                         check = Decision::deny(
                             "identity.send-to",
