@@ -27,6 +27,7 @@ pub mod approval;
 pub mod audit;
 pub mod auth;
 mod bindings;
+mod blocking;
 pub mod caps;
 pub mod console;
 mod diag;

@@ -233,9 +233,11 @@ impl Manifest {
             .signed_by
             .and_then(|s| signed_by::signed_by(&mut c, s, "signed-by", base));
         let mut tools = BTreeMap::new();
-        let mut secret_files = Vec::new();
+        let (mut secret_files, mut declared) = (Vec::new(), secrets::manifest::Declared::new());
         for (name, raw_tool) in raw.tools {
             for (i, s) in raw_tool.secrets.iter().enumerate() {
+                let (secret, at) = s.name_at();
+                declared.push((name.get_ref().clone(), i, secret, at));
                 if let Some((span, paths, what)) = secrets::manifest::source_paths(s, base) {
                     let field = format!("tools.{}.secrets[{i}].source", name.get_ref());
                     secret_files.push((span, field, paths, what));
@@ -246,6 +248,9 @@ impl Manifest {
                 tools.insert(tool.name.clone(), tool);
             }
         }
+        secrets::manifest::one_per_name(&mut c, &declared, |t| {
+            tools.get(t).map(|t: &ToolSpec| &t.secrets[..])
+        });
         for (span, field, paths, what) in secret_files {
             let held = paths.iter().find_map(|path| {
                 secrets::manifest::in_ceiling(path, ceilings(&tools)).map(|c| (path, c))

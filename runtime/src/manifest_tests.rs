@@ -415,6 +415,47 @@ fn a_secret_file_inside_any_tools_fs_ceiling_is_refused() {
     }
 }
 
+/// A name is one secret across the manifest: two tools may share a
+/// secret (the same source and send-to, in any order, each tool with its
+/// own reveal and approval), not give one name two values or two places
+/// to go (a task's history names what it revealed by name alone).
+#[test]
+fn a_secret_name_is_one_secret_across_the_tools() {
+    let dir = fixture();
+    let text = |b: &str| {
+        format!(
+            "[tools.a]\ncomponent = \"t.wasm\"\n[[tools.a.secrets]]\nname = \"api-key\"\n\
+             source = \"env:STRIPE_KEY\"\nreveal = true\napproval = \"none\"\n\
+             send-to = [\"https://api.stripe.com\", \"https://files.stripe.com\"]\n\
+             [tools.b]\ncomponent = \"t.wasm\"\n[[tools.b.secrets]]\nname = \"other\"\nsource = \"env:X\"\n\
+             [[tools.b.secrets]]\nname = \"api-key\"\n{b}\n"
+        )
+    };
+    let shared = "source = \"env:STRIPE_KEY\"\n\
+                  send-to = [\"https://files.stripe.com\", \"https://api.stripe.com\"]";
+    let m = parse(&text(shared), dir.path()).unwrap();
+    assert_eq!(m.tools["b"].secrets[1].name, "api-key");
+    for other in [
+        "source = \"env:LOW_VALUE_KEY\"\nsend-to = [\"https://api.stripe.com\", \"https://files.stripe.com\"]",
+        "source = \"env:STRIPE_KEY\"\nsend-to = [\"https://collector.example\"]",
+        "source = \"env:STRIPE_KEY\"\nsend-to = [\"https://api.stripe.com\"]",
+    ] {
+        let e = parse(&text(other), dir.path()).unwrap_err();
+        let problems: Vec<_> = e
+            .problems
+            .iter()
+            .map(|p| (p.field.as_str(), p.line))
+            .collect();
+        assert_eq!(problems, [("tools.b.secrets[1].name", 15)], "{other}: {e}");
+        assert_eq!(
+            e.problems[0].message,
+            "secret 'api-key' has another source or send-to here than in tool 'a': a task's \
+             grant and its history name a secret by its name, so a name is one secret across \
+             the manifest (expected the same source and send-to, or another name)"
+        );
+    }
+}
+
 #[test]
 fn token_send_to_is_optional_and_checked() {
     let dir = fixture();

@@ -190,6 +190,10 @@ fn noted_item(
     Some((kind, item))
 }
 
+/// Past this many questions, a call is decided as long work
+/// ([`crate::blocking::blocking`]).
+const MANY_ASKS: usize = 16;
+
 impl PolicyCtx {
     /// Asks the runtime policy about every question of a call `d` allows,
     /// and notes what the call is about to do — the files it writes, the
@@ -213,19 +217,37 @@ impl PolicyCtx {
         d: &mut Decision,
         asks: &[gate::Ask<'_>],
         redactor: &crate::redact::Redactor,
-        (required, approved): (bool, bool),
+        how: (bool, bool),
         deadline: std::time::Instant,
     ) -> bool {
         if !d.allow {
             return false;
         }
+        // A call of many questions (a subtree's paths) may take the
+        // invocation's time: its worker's other invocations go on.
+        if asks.len() > MANY_ASKS {
+            crate::blocking::blocking(|| self.decide_now(d, asks, redactor, how, deadline))
+        } else {
+            self.decide_now(d, asks, redactor, how, deadline)
+        }
+    }
+
+    /// [`Self::decide`] on this thread, of a call `d` allows.
+    fn decide_now(
+        &self,
+        d: &mut Decision,
+        asks: &[gate::Ask<'_>],
+        redactor: &crate::redact::Redactor,
+        (required, approved): (bool, bool),
+        deadline: std::time::Instant,
+    ) -> bool {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
         let items: std::collections::BTreeSet<(&str, String)> = (asks.iter())
             .filter_map(|a| noted_item(&self.rules, &a.action, &a.resource, redactor))
             .collect();
-        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut history = crate::blocking::lock(&self.history);
         // A call the full set cannot hold is refused before anyone is asked.
         for kind in TaskHistory::KINDS {
             let of_kind = (items.iter()).filter(|(k, _)| *k == kind);
@@ -318,6 +340,10 @@ impl PolicyCtx {
     pub(crate) fn remember(&self, redactor: &crate::redact::Redactor, f: impl FnOnce(&mut Did)) {
         let mut did = Did::default();
         f(&mut did);
+        // Only what a policy reads is kept: a set none reads would only
+        // grow (a rename notes its whole subtree), in memory and in a
+        // shared store.
+        did.0.retain(|(kind, _)| self.rules.reads_history(kind));
         if did.0.is_empty() {
             return;
         }
@@ -330,7 +356,7 @@ impl PolicyCtx {
             })
             .collect();
         for history in std::iter::once(&self.history).chain(&self.added) {
-            let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
+            let mut history = crate::blocking::lock(history);
             for (kind, item) in &items {
                 if let Some(set) = history.set_mut(kind) {
                     set.note(item);
@@ -368,6 +394,31 @@ mod tests {
         want.note(&r.redact(&path));
         assert_eq!(reads.history.lock().unwrap().files_written, want);
         assert!(want.iter().all(|e| !e.contains("tok-0123")));
+    }
+
+    /// A set no policy reads keeps nothing, however much a call did: it
+    /// would only grow (a rename notes its whole subtree), in this process
+    /// and in a shared store.
+    #[test]
+    fn what_no_policy_reads_is_not_kept() {
+        let ctx = ctx("permit (principal, action, resource);\n\
+             forbid (principal, action, resource) when { context.task.hosts_contacted.contains(\"x\") };");
+        let none = crate::redact::Redactor::default();
+        ctx.remember(&none, |did| {
+            for i in 0..100 {
+                did.wrote(format!("ws:f{i}"));
+            }
+            did.deployed("prod");
+            did.revealed("key");
+            did.contacted("api.example".into());
+        });
+        let h = ctx.history.lock().unwrap();
+        assert!(h.files_written.is_empty() && h.targets_deployed.is_empty());
+        assert!(h.secrets_revealed.is_empty());
+        assert_eq!(
+            h.hosts_contacted.iter().collect::<Vec<_>>(),
+            ["api.example"]
+        );
     }
 
     fn ctx(policy: &str) -> PolicyCtx {

@@ -78,17 +78,7 @@ impl Shared {
     }
 }
 
-/// Runs `wait` (a wait for the store) so that a multi-threaded tokio
-/// runtime's other tasks go on meanwhile.
-pub(super) fn blocking<R>(wait: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(wait)
-        }
-        _ => wait(),
-    }
-}
+pub(super) use crate::blocking::blocking;
 
 /// Inserts `rows` in one statement, within [`PATIENCE`].
 /// The insert of a batch of rows.

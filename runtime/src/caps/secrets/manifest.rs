@@ -23,6 +23,55 @@ pub(crate) struct RawSecret {
     labels: Option<Spanned<Vec<String>>>,
 }
 
+impl RawSecret {
+    /// The secret's name, and where the manifest gives it.
+    pub(crate) fn name_at(&self) -> (String, Range<usize>) {
+        (self.name.get_ref().clone(), self.name.span())
+    }
+}
+
+/// Each secret a manifest declares: its tool, its index in the tool's
+/// list, its name and where the name is.
+pub(crate) type Declared = Vec<(String, usize, String, Range<usize>)>;
+
+/// A secret's name is one secret across the manifest, as a task's grant
+/// and its history name it: two tools' secrets of one name with another
+/// source or send-to are refused. The history notes a secret revealed by
+/// its name, and a policy holding a task's egress to the send-to of what
+/// it revealed reads the calling tool's send-to under that name: another
+/// tool's value revealed under the name would pass as this one's.
+pub(crate) fn one_per_name<'a>(
+    c: &mut Checker,
+    declared: &Declared,
+    specs: impl Fn(&str) -> Option<&'a [SecretSpec]>,
+) {
+    let mut first: std::collections::HashMap<&str, (&str, &SecretSpec)> = Default::default();
+    for (tool, i, name, span) in declared {
+        let Some(spec) = specs(tool).and_then(|all| all.iter().find(|s| &s.name == name)) else {
+            continue;
+        };
+        fn set(s: &SecretSpec) -> std::collections::BTreeSet<&String> {
+            s.send_to.iter().collect()
+        }
+        match first.get(name.as_str()) {
+            None => {
+                first.insert(name, (tool, spec));
+            }
+            Some((other, was)) if was.source != spec.source || set(was) != set(spec) => c.problem(
+                span.clone(),
+                format!("tools.{tool}.secrets[{i}].name"),
+                format!(
+                    "secret '{name}' has another source or send-to here than in tool '{other}': \
+                     a task's grant and its history name a secret by its name, so a name is one \
+                     secret across the manifest (expected the same source and send-to, or \
+                     another name)"
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
 /// Where a secret's `file:` source is, or the program an `exec:` source
 /// runs (relative to the manifest, and to the working directory it is run
 /// from; a bare name where `PATH` finds it), with the source's span and
