@@ -2622,6 +2622,64 @@ async fn over_http_an_array_is_not_a_call() {
     child.kill().await.unwrap();
 }
 
+/// rmcp routes a session's answers by request id: a request under the id
+/// of one it was still answering took that one's route, and the first
+/// one's entry was never freed (with its id, of any length): a client
+/// reusing ids grew the server without end. Such a request is refused,
+/// whichever would answer it, as is an id past 256 bytes; once the first
+/// is answered, its id is free.
+#[tokio::test]
+async fn over_http_the_id_of_a_request_rmcp_answers_is_in_use_until_it_has() {
+    let s = setup();
+    let (mut child, url) = http_server(&s, &[]).await;
+    let (c, _) = Bare::open(&url, "2025-06-18", json!({})).await;
+    // A call with a progress token is rmcp's (its notes go on its stream).
+    let slow = {
+        let c = Bare {
+            http: c.http.clone(),
+            url: url.clone(),
+            session: c.session.clone(),
+            version: c.version.clone(),
+        };
+        tokio::spawn(async move {
+            c.post(json!({"jsonrpc": "2.0", "id": 40, "method": "tools/call", "params": {"name": "hog", "arguments": {"attack": "loop"}, "_meta": {"progressToken": "p"}}}))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for again in [
+        json!({"jsonrpc": "2.0", "id": 40, "method": "ping"}),
+        json!({"jsonrpc": "2.0", "id": 40, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "m"}}}),
+    ] {
+        let (status, _, body) = c.post(again).await;
+        assert_eq!(status, 200, "{body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["error"]["message"], ID_IN_USE, "{body}");
+    }
+    let long = "i".repeat(257);
+    let (_, _, body) = c
+        .post(json!({"jsonrpc": "2.0", "id": long, "method": "ping"}))
+        .await;
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["error"]["message"],
+        "request id longer than 256 bytes (expected a number or a short string)",
+        "{body}"
+    );
+    // The call is answered on its own stream; then its id is free.
+    let (status, _, body) = slow.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(r#""id":40"#) && body.contains("deadline"),
+        "{body}"
+    );
+    let (_, _, body) = c
+        .post(json!({"jsonrpc": "2.0", "id": 40, "method": "ping"}))
+        .await;
+    assert!(body.contains(r#""result":{}"#), "{body}");
+    child.kill().await.unwrap();
+}
+
 /// A bare streamable HTTP client (what a stdlib client sends): each POST
 /// with `Accept: application/json, text/event-stream`, the session once
 /// `initialize` has given one.

@@ -526,8 +526,7 @@ impl Endpoint {
             .filter(|_| super::an_object(&body))
             .and_then(|_| serde_json::from_slice::<fast::Message>(&body).ok());
         let new_session = !parts.headers.contains_key(fast::SESSION);
-        // Held until the session is open and noted, or the request ends.
-        let mut _reserved = None;
+        let mut _reserved = None; // until the session is open and noted, or the request ends
         if let Some(m) = &message
             && m.method.as_deref() == Some("initialize")
         {
@@ -562,9 +561,14 @@ impl Endpoint {
             drop((body, parts));
             return Posted::Running(running);
         }
+        let handed = match self.sessions.hand(&parts, message.as_ref(), new_session) {
+            Ok(handed) => handed,
+            Err(refused) => return Posted::Running(refused),
+        };
         let request = Request::from_parts(parts, Full::new(body));
         let Some(params) = initialize else {
-            return Posted::Answered(self.rmcp(request).await);
+            let answer = fast::handed::Answer::of(self.rmcp(request).await, handed);
+            return Posted::Answered(answer);
         };
         // A new session, opened by rmcp and noted here in a task a client
         // leaving cannot cancel between the two (else a session unnoted).

@@ -31,6 +31,10 @@
 
 #[path = "fast_admit.rs"]
 mod admit;
+#[path = "fast_handed.rs"]
+pub(crate) mod handed;
+#[path = "fast_sweep.rs"]
+mod sweep;
 
 use super::super::WardenMcp;
 use super::super::call::{self, Caller, Client};
@@ -131,6 +135,8 @@ struct Session {
     used: AtomicU64,
     /// The calls running here, by request id (for `notifications/cancelled`).
     running: Mutex<HashMap<RequestId, CancellationToken>>,
+    /// The ids of its requests rmcp is answering (`handed.rs`).
+    handed: Mutex<std::collections::HashSet<RequestId>>,
     /// Cancelled when the session ends: its calls stop.
     closed: CancellationToken,
 }
@@ -179,6 +185,7 @@ impl Sessions {
             client: params.client_info,
             used: AtomicU64::new(self.now()),
             running: Mutex::default(),
+            handed: Mutex::default(),
             closed: self.stopping.child_token(),
         };
         lock(&self.map).insert(id, Arc::new(session));
@@ -258,8 +265,8 @@ impl Sessions {
             }
             _ => return None,
         };
-        if lock(&session.running).contains_key(&id) {
-            return Some(Err(answer::refused(call::id_in_use(), id, true)));
+        if let Some(e) = handed::refusal(&session, &id) {
+            return Some(Err(answer::refused(e, id, true)));
         }
         let version = session.version.as_ref()?;
         if !plain(&parts.headers)
@@ -323,50 +330,6 @@ impl Sessions {
             session: None,
         })
     }
-
-    /// Closes the sessions idle for [`IDLE`] and forgets those rmcp no
-    /// longer holds, every `every`, until the server stops.
-    pub(crate) async fn sweep(&self, every: Duration) {
-        let mut ticks = tokio::time::interval(every);
-        let mut strays = Vec::new();
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                () = self.stopping.cancelled() => return,
-            }
-            self.sweep_once(&mut strays).await;
-        }
-    }
-
-    /// One sweep; also closes the sessions rmcp holds that were never noted
-    /// here and were `strays` on the last sweep (no count or idle time
-    /// would end them; one being opened now is noted before the next).
-    async fn sweep_once(&self, strays: &mut Vec<Arc<str>>) {
-        let now = self.now();
-        let sessions: Vec<Arc<Session>> = lock(&self.map).values().cloned().collect();
-        for s in sessions {
-            let idle = now.saturating_sub(s.used.load(Ordering::Relaxed)) >= IDLE.as_secs()
-                && lock(&s.running).is_empty();
-            if idle {
-                tracing::debug!("MCP over HTTP: closing session {} (idle)", s.id);
-                let _ = self.manager.close_session(&s.id).await;
-            }
-            if idle || !self.manager.has_session(&s.id).await.unwrap_or(false) {
-                self.closed(&s.id);
-            }
-        }
-        let held: Vec<Arc<str>> = self.manager.sessions.read().await.keys().cloned().collect();
-        let unknown: Vec<Arc<str>> = (held.into_iter())
-            .filter(|id| !lock(&self.map).contains_key(id))
-            .collect();
-        let (gone, seen): (Vec<_>, Vec<_>) =
-            unknown.into_iter().partition(|id| strays.contains(id));
-        for id in gone {
-            tracing::debug!("MCP over HTTP: closing session {id} (never noted)");
-            let _ = self.manager.close_session(&id).await;
-        }
-        *strays = seen;
-    }
 }
 
 /// A call this path took: all that answering it needs, owned, so that the
@@ -397,8 +360,12 @@ impl Taken {
             session,
         } = self;
         if let Some(session) = &session {
+            let handed = lock(&session.handed).contains(&id);
             match lock(&session.running).entry(id.clone()) {
                 Entry::Occupied(_) => return answer::refused(call::id_in_use(), id, legacy),
+                Entry::Vacant(_) if handed => {
+                    return answer::refused(call::id_in_use(), id, legacy);
+                }
                 Entry::Vacant(v) => v.insert(caller.cancelled().clone()),
             };
         }
