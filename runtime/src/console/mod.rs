@@ -384,7 +384,9 @@ impl Console {
             );
         }
         if !self.may_sign_in() {
-            tracing::warn!("console: sign-in attempts over {SIGN_INS_PER_SECOND} a second");
+            crate::mcp::http::conns::quiet_warn!(
+                "console: sign-in attempts over {SIGN_INS_PER_SECOND} a second"
+            );
             return self.respond(
                 StatusCode::TOO_MANY_REQUESTS,
                 page::login(Some("too many sign-in attempts; try again in a second")),
@@ -392,7 +394,7 @@ impl Console {
         }
         let right = crate::auth::same(fields.get("token").map_or("", String::as_str), &self.token);
         if !right {
-            tracing::warn!("console: a sign-in with a wrong token");
+            crate::mcp::http::conns::quiet_warn!("console: a sign-in with a wrong token");
             tokio::time::sleep(WRONG_TOKEN_DELAY).await;
         }
         if !right {

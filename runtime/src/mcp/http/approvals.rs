@@ -108,7 +108,9 @@ async fn approvals(
     guesses: &Guesses,
 ) -> Response<Body> {
     let Ok(refused) = guesses.check(req.headers(), token) else {
-        tracing::warn!("approvals: wrong tokens over {WRONG_TOKENS_PER_SECOND} a second");
+        crate::mcp::http::conns::quiet_warn!(
+            "approvals: wrong tokens over {WRONG_TOKENS_PER_SECOND} a second"
+        );
         return plain(
             StatusCode::TOO_MANY_REQUESTS,
             "too many wrong tokens; try again in a second",
@@ -117,7 +119,7 @@ async fn approvals(
     if let Some(why) = refused {
         let presented = bearer(req.headers()).is_some();
         if presented {
-            tracing::warn!("approvals: a request with a wrong token");
+            crate::mcp::http::conns::quiet_warn!("approvals: a request with a wrong token");
             tokio::time::sleep(WRONG_TOKEN_DELAY).await;
         }
         return unauthorized(why, presented);

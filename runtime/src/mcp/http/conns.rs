@@ -9,7 +9,7 @@
 //! egress connection and every new client failed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -20,9 +20,12 @@ const RESERVED_FDS: u64 = 256;
 /// The fewest connections a server takes, whatever the descriptor limit.
 const MIN_CONNECTIONS: usize = 16;
 
-/// The connections one server holds open, at most `max`.
+/// The connections one server holds open, at most `max`, and within the
+/// room every server's connections share ([`shared_room`]).
 pub(crate) struct Admission {
     open: Arc<Semaphore>,
+    /// Every server's connections in the process.
+    all: Arc<Semaphore>,
     max: usize,
     what: &'static str,
     /// Whether the last connection that came was turned away (warned once
@@ -35,6 +38,11 @@ impl Admission {
     /// when the process's descriptor limit leaves no room for that many
     /// beside [`RESERVED_FDS`].
     pub(crate) fn new(what: &'static str, max: usize) -> Admission {
+        Self::within(what, max, shared_room().clone())
+    }
+
+    /// [`Admission::new`] within the room `all` every server shares.
+    fn within(what: &'static str, max: usize, all: Arc<Semaphore>) -> Admission {
         let max = match fd_room() {
             Some(room) if room < max => {
                 tracing::info!(
@@ -48,6 +56,7 @@ impl Admission {
         .clamp(MIN_CONNECTIONS, Semaphore::MAX_PERMITS);
         Admission {
             open: Arc::new(Semaphore::new(max)),
+            all,
             max,
             what,
             full: AtomicBool::new(false),
@@ -56,18 +65,27 @@ impl Admission {
 
     /// A place for a new connection from `peer`, held until the connection
     /// ends; `None` when all are taken (the caller drops the connection).
-    pub(crate) fn admit(&self, peer: std::net::SocketAddr) -> Option<OwnedSemaphorePermit> {
-        match self.open.clone().try_acquire_owned() {
-            Ok(permit) => {
+    pub(crate) fn admit(&self, peer: std::net::SocketAddr) -> Option<Place> {
+        let own = self.open.clone().try_acquire_owned();
+        let all = own
+            .as_ref()
+            .ok()
+            .map(|_| self.all.clone().try_acquire_owned());
+        match (own, all) {
+            (Ok(own), Some(Ok(all))) => {
                 self.full.store(false, Ordering::Relaxed);
-                Some(permit)
+                Some(Place(own, all))
             }
-            Err(_) => {
+            (own, _) => {
                 if !self.full.swap(true, Ordering::Relaxed) {
+                    let most = match own {
+                        Ok(_) => "the most the process's servers hold together",
+                        Err(_) => "the most it holds",
+                    };
                     tracing::warn!(
-                        "{}: {} connections open, the most it holds; closing new ones as they come until one ends",
+                        "{}: {} connections open, {most}; closing new ones as they come until one ends",
                         self.what,
-                        self.max
+                        self.max - self.open.available_permits(),
                     );
                 }
                 tracing::debug!("{}: closing {peer}'s connection (all taken)", self.what);
@@ -76,6 +94,86 @@ impl Admission {
         }
     }
 }
+
+/// A connection's places, its server's and the process's, held until it
+/// ends.
+pub(crate) struct Place(
+    #[allow(dead_code, reason = "held for its drop")] OwnedSemaphorePermit,
+    #[allow(dead_code, reason = "held for its drop")] OwnedSemaphorePermit,
+);
+
+/// The connections every server of the process (MCP, approvals, console)
+/// holds together: within what the open-file limit leaves beside
+/// [`RESERVED_FDS`], so that servers whose caps add up past it cannot
+/// take the descriptors tools, egress and the trail need.
+fn shared_room() -> &'static Arc<Semaphore> {
+    static ROOM: std::sync::OnceLock<Arc<Semaphore>> = std::sync::OnceLock::new();
+    ROOM.get_or_init(|| {
+        let room = fd_room().unwrap_or(Semaphore::MAX_PERMITS);
+        Arc::new(Semaphore::new(
+            room.clamp(MIN_CONNECTIONS, Semaphore::MAX_PERMITS),
+        ))
+    })
+}
+
+/// A warning strangers can cause as often as they like (a wrong token past
+/// its budget, a refused session): logged at most once a second, the rest
+/// counted and told with the next. One per place it is logged from.
+pub(crate) struct Quiet {
+    /// The second (from [`Quiet::epoch`], plus one) of the last warning.
+    at: AtomicU64,
+    held: AtomicU64,
+}
+
+impl Quiet {
+    pub(crate) const fn new() -> Quiet {
+        Quiet {
+            at: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+        }
+    }
+
+    fn epoch() -> std::time::Instant {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(std::time::Instant::now)
+    }
+
+    /// Whether to log the warning now: `Some(n)`, with the `n` held back
+    /// since the last one; `None`, counted.
+    pub(crate) fn due(&self) -> Option<u64> {
+        let now = Self::epoch().elapsed().as_secs() + 1;
+        let last = self.at.load(Ordering::Relaxed);
+        if last == now
+            || self
+                .at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.held.swap(0, Ordering::Relaxed))
+    }
+
+    /// `message`, with how many like it were held back, if any.
+    pub(crate) fn told(message: &str, held: u64) -> String {
+        match held {
+            0 => message.to_owned(),
+            n => format!("{message} ({n} more like it not logged since the last)"),
+        }
+    }
+}
+
+/// Logs `$msg` (a format) at warn level through the `Quiet` of this place.
+macro_rules! quiet_warn {
+    ($($msg:tt)*) => {{
+        static QUIET: $crate::mcp::http::conns::Quiet = $crate::mcp::http::conns::Quiet::new();
+        if let Some(held) = QUIET.due() {
+            tracing::warn!("{}", $crate::mcp::http::conns::Quiet::told(&format!($($msg)*), held));
+        }
+    }};
+}
+pub(crate) use quiet_warn;
 
 /// How many connections the process's open-file limit leaves room for.
 fn fd_room() -> Option<usize> {
@@ -116,6 +214,49 @@ mod tests {
         drop(held);
         assert!(a.admit(peer).is_some(), "a place is back once one ends");
         assert!(!a.full.load(Ordering::Relaxed));
+    }
+
+    /// Servers whose caps add up past the process's room share it: one
+    /// server's connections leave another only what is left.
+    #[test]
+    fn servers_share_the_process_room() {
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let room = Arc::new(Semaphore::new(MIN_CONNECTIONS + 4));
+        let a = Admission::within("a", MIN_CONNECTIONS, room.clone());
+        let b = Admission::within("b", MIN_CONNECTIONS, room.clone());
+        let held_a: Vec<_> = (0..MIN_CONNECTIONS)
+            .map(|_| a.admit(peer).unwrap())
+            .collect();
+        let held_b: Vec<_> = (0..4).map(|_| b.admit(peer).unwrap()).collect();
+        assert!(b.admit(peer).is_none(), "the process's room is full");
+        assert!(b.full.load(Ordering::Relaxed));
+        assert_eq!(
+            b.open.available_permits(),
+            MIN_CONNECTIONS - 4,
+            "b's own place given back"
+        );
+        drop(held_a);
+        assert!(b.admit(peer).is_some(), "room is back once a's end");
+        drop(held_b);
+        assert_eq!(room.available_permits(), MIN_CONNECTIONS + 4);
+    }
+
+    /// A warning a stranger can cause is logged once a second, the rest
+    /// counted and told with the next.
+    #[test]
+    fn a_warning_strangers_cause_is_logged_once_a_second() {
+        let q = Quiet::new();
+        assert_eq!(q.due(), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(q.due(), None);
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(q.due(), Some(1000));
+        assert_eq!(
+            Quiet::told("m", 1000),
+            "m (1000 more like it not logged since the last)"
+        );
+        assert_eq!(Quiet::told("m", 0), "m");
     }
 
     #[test]

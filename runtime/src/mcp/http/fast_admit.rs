@@ -49,7 +49,7 @@ impl Sessions {
         let map = lock(&self.map);
         let mut pending = lock(&self.pending);
         if map.len() + pending.len() >= MAX_SESSIONS {
-            tracing::warn!(
+            super::super::conns::quiet_warn!(
                 "MCP: {MAX_SESSIONS} sessions open, the most a server keeps; refusing a new one"
             );
             return Err(Box::new(super::super::plain(
@@ -66,9 +66,9 @@ impl Sessions {
                 .count();
             let opening = pending.iter().filter(|o| o.as_ref() == Some(who)).count();
             if open + opening >= MAX_SESSIONS_PER_AGENT {
-                tracing::warn!(
-                    agent = %crate::redact::escape_control(who),
-                    "MCP: an agent holds {MAX_SESSIONS_PER_AGENT} sessions, the most one keeps; refusing a new one"
+                super::super::conns::quiet_warn!(
+                    "MCP: agent {} holds {MAX_SESSIONS_PER_AGENT} sessions, the most one keeps; refusing a new one",
+                    crate::redact::escape_control(who)
                 );
                 return Err(Box::new(super::super::plain(
                     http::StatusCode::TOO_MANY_REQUESTS,

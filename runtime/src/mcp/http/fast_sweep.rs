@@ -32,7 +32,7 @@ impl Sessions {
     /// One sweep; also closes the sessions rmcp holds that were never noted
     /// here and were `strays` on the last sweep (no count or idle time
     /// would end them; one being opened now is noted before the next).
-    async fn sweep_once(&self, strays: &mut Vec<Arc<str>>) {
+    pub(super) async fn sweep_once(&self, strays: &mut Vec<Arc<str>>) {
         let now = self.now();
         let sessions: Vec<Arc<Session>> = lock(&self.map).values().cloned().collect();
         for s in sessions {
