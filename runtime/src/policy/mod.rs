@@ -247,7 +247,7 @@ impl PolicyCtx {
         let items: std::collections::BTreeSet<(&str, String)> = (asks.iter())
             .filter_map(|a| noted_item(&self.rules, &a.action, &a.resource, redactor))
             .collect();
-        let mut history = crate::blocking::lock(&self.history);
+        let history = crate::blocking::lock(&self.history);
         // A call the full set cannot hold is refused before anyone is asked.
         for kind in TaskHistory::KINDS {
             let of_kind = (items.iter()).filter(|(k, _)| *k == kind);
@@ -281,22 +281,34 @@ impl PolicyCtx {
         if items.is_empty() || (!approved && (required || ask_approval)) {
             return ask_approval;
         }
-        for (kind, item) in &items {
-            if let Some(set) = history.set_mut(kind) {
-                set.note(item);
-            }
-        }
+        let items = items.iter().map(|(kind, item)| (*kind, item.as_str()));
+        self.note(history, items);
+        ask_approval
+    }
+
+    /// Notes `items` in the task's `history` (held), and what it did not
+    /// hold before in what this invocation adds to a shared store: an
+    /// invocation adds no more than the task's sets keep, however often
+    /// its calls note the same or what the sets are too full for.
+    fn note<'a>(
+        &self,
+        mut history: std::sync::MutexGuard<'_, TaskHistory>,
+        items: impl Iterator<Item = (&'a str, &'a str)>,
+    ) {
+        let new: Vec<(&str, &str)> = items
+            .filter(|(kind, item)| {
+                (history.set_mut(kind)).is_some_and(|set| !set.contains(item) && set.note(item))
+            })
+            .collect();
         drop(history);
-        // What this invocation noted goes to a shared store too.
         if let Some(added) = &self.added {
             let mut added = added.lock().unwrap_or_else(|p| p.into_inner());
-            for (kind, item) in &items {
+            for (kind, item) in new {
                 if let Some(set) = added.set_mut(kind) {
                     set.note(item);
                 }
             }
         }
-        ask_approval
     }
 
     /// One question, against `history` as it stands: see [`Self::decide`].
@@ -355,14 +367,8 @@ impl PolicyCtx {
                 _ => (*kind, Cow::Borrowed(item.as_str())),
             })
             .collect();
-        for history in std::iter::once(&self.history).chain(&self.added) {
-            let mut history = crate::blocking::lock(history);
-            for (kind, item) in &items {
-                if let Some(set) = history.set_mut(kind) {
-                    set.note(item);
-                }
-            }
-        }
+        let items = items.iter().map(|(kind, item)| (*kind, item.as_ref()));
+        self.note(crate::blocking::lock(&self.history), items);
     }
 }
 
@@ -419,6 +425,48 @@ mod tests {
             h.hosts_contacted.iter().collect::<Vec<_>>(),
             ["api.example"]
         );
+    }
+
+    /// What an invocation adds to a shared store is what the task's sets
+    /// newly keep: not what they held before, nor what they are too full
+    /// for (each invocation added up to a full set's worth of rows, for
+    /// every start to read).
+    #[test]
+    fn an_invocation_adds_only_what_the_tasks_sets_newly_keep() {
+        let mut ctx = ctx("permit (principal, action, resource);\n\
+             forbid (principal, action, resource) when { context.task.files_written.contains(\"x\") };");
+        let added: Arc<Mutex<TaskHistory>> = Arc::default();
+        ctx.added = Some(added.clone());
+        ctx.history.lock().unwrap().files_written.note("ws:old");
+        let none = crate::redact::Redactor::default();
+        for _ in 0..3 {
+            ctx.remember(&none, |did| {
+                did.wrote("ws:old".into());
+                did.wrote("ws:new".into());
+            });
+        }
+        let kept = |h: &Arc<Mutex<TaskHistory>>| h.lock().unwrap().files_written.len();
+        assert_eq!(
+            added
+                .lock()
+                .unwrap()
+                .files_written
+                .iter()
+                .collect::<Vec<_>>(),
+            ["ws:new"]
+        );
+        ctx.remember(&none, |did| {
+            (0..cedar::MAX_HISTORY).for_each(|i| did.wrote(format!("ws:f{i}")))
+        });
+        assert_eq!(kept(&ctx.history), cedar::MAX_HISTORY);
+        assert_eq!(kept(&added), cedar::MAX_HISTORY - 1);
+        // The next invocation of the task, its sets full: it adds nothing.
+        let next: Arc<Mutex<TaskHistory>> = Arc::default();
+        ctx.added = Some(next.clone());
+        ctx.remember(&none, |did| {
+            (0..100).for_each(|i| did.wrote(format!("ws:g{i}")))
+        });
+        assert_eq!(kept(&next), 0);
     }
 
     fn ctx(policy: &str) -> PolicyCtx {
