@@ -32,10 +32,21 @@ pub fn match_rule<'r>(
         ));
     }
     let path = url.path();
-    let allowed = same_origin.iter().find(|r| {
-        r.methods.iter().any(|m| m == method) && r.path_prefixes.iter().any(|p| within(path, p))
-    });
-    allowed.copied().ok_or_else(|| {
+    // Of the grants that allow it, the one with the longest prefix (its
+    // labels and approval the most specific), the first of those.
+    let longest = |r: &EgressRule| {
+        (r.path_prefixes.iter())
+            .filter(|p| within(path, p))
+            .map(String::len)
+            .max()
+    };
+    let allowed = (same_origin.iter())
+        .filter(|r| r.methods.iter().any(|m| m == method))
+        .filter_map(|r| Some((longest(r)?, *r)))
+        .rev()
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, r)| r);
+    allowed.ok_or_else(|| {
         format!("{method} {path} on {origin} is not in the egress grant (methods or path prefix)")
     })
 }

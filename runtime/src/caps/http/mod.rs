@@ -156,17 +156,28 @@ pub(crate) fn authorize(
     Ok(out)
 }
 
-/// The ceiling rule containing a grant entry, narrowed to it.
+/// The ceiling rule containing a grant entry, narrowed to it: of those
+/// that contain it, the one with the longest path prefix (the first of
+/// them in the manifest), whose labels and approval are the most specific
+/// the manifest states for it (`/admin/` within `/`), whatever the order.
 fn fit(
     ceilings: &[EgressRule],
     g: &HttpGrant,
     origin: &Origin,
     prefix: &str,
 ) -> Option<EgressRule> {
-    ceilings.iter().find_map(|c| {
-        if c.origin != *origin || !c.path_prefixes.iter().any(|p| check::within(prefix, p)) {
-            return None;
-        }
+    let longest = |c: &EgressRule| {
+        (c.path_prefixes.iter())
+            .filter(|p| check::within(prefix, p))
+            .map(String::len)
+            .max()
+    };
+    let mut by_specificity: Vec<(usize, &EgressRule)> = (ceilings.iter())
+        .filter(|c| c.origin == *origin)
+        .filter_map(|c| Some((longest(c)?, c)))
+        .collect();
+    by_specificity.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
+    by_specificity.into_iter().find_map(|(_, c)| {
         let methods = match &g.methods {
             Some(ms) if ms.iter().all(|m| c.methods.contains(m)) => ms.clone(),
             Some(_) => return None,
@@ -237,5 +248,45 @@ mod tests {
             let got = authorize("t", std::slice::from_ref(&ceiling), &[grant(path)]);
             assert_eq!(got.is_ok(), fits, "{path}: {got:?}");
         }
+    }
+
+    /// Of the ceilings that contain a grant, the most specific gives its
+    /// labels and approval, whatever their order in the manifest; and of
+    /// a task's grants, the most specific that allows a request does.
+    #[test]
+    fn the_most_specific_ceiling_and_grant_apply() {
+        let rule = |prefix: &str, labels: &[&str], approval| EgressRule {
+            origin: check::parse_origin("https://api.example").unwrap(),
+            methods: vec!["GET".into()],
+            path_prefixes: vec![prefix.into()],
+            addresses: Vec::new(),
+            approval,
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+        };
+        let wide = rule("/", &[], EgressApproval::Never);
+        let admin = rule("/admin/", &["admin"], EgressApproval::Always);
+        let grant = |path: &str| HttpGrant {
+            url: format!("https://api.example{path}"),
+            methods: None,
+        };
+        for ceilings in [[wide.clone(), admin.clone()], [admin.clone(), wide.clone()]] {
+            let got = authorize("t", &ceilings, &[grant("/admin/")]).unwrap();
+            assert_eq!(
+                (&got[0].labels, got[0].approval),
+                (&vec!["admin".to_owned()], EgressApproval::Always)
+            );
+            let got = authorize("t", &ceilings, &[grant("/")]).unwrap();
+            assert!(got[0].labels.is_empty());
+        }
+        let origin = check::parse_origin("https://api.example").unwrap();
+        let url = url::Url::parse("https://api.example/admin/users").unwrap();
+        for granted in [[wide.clone(), admin.clone()], [admin.clone(), wide.clone()]] {
+            let r = check::match_rule(&granted, "GET", &url, &origin).unwrap();
+            assert_eq!(r.labels, ["admin"]);
+        }
+        let url = url::Url::parse("https://api.example/public").unwrap();
+        let granted = [admin, wide];
+        let r = check::match_rule(&granted, "GET", &url, &origin).unwrap();
+        assert!(r.labels.is_empty());
     }
 }
