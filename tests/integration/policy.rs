@@ -881,8 +881,8 @@ async fn a_request_approved_after_a_reveal_is_decided_again() {
 /// here) could write on unnoted, and a policy forbidding what follows a
 /// write would never fire: with a policy that reads the set, a file it
 /// cannot hold is refused (`policy.history`); one it holds is not, nor is
-/// any file without such a policy. What is noted is where a write went,
-/// not a link's alias.
+/// any file without such a policy, where the set keeps nothing. What is
+/// noted is where a write went, not a link's alias.
 #[tokio::test]
 async fn a_full_history_refuses_a_write_it_could_not_note() {
     const REFUSAL: &str = "this task has written as many different files as its history \
@@ -897,13 +897,22 @@ async fn a_full_history_refuses_a_write_it_could_not_note() {
     std::fs::create_dir(&ws).unwrap();
     std::os::unix::fs::symlink("real.txt", ws.join("alias.txt")).unwrap();
     std::fs::write(ws.join("real.txt"), "x").unwrap();
-    for (policy, reads) in [
+    // A set a policy reads, loaded full; one it reads, loaded empty; a
+    // set no policy reads, loaded full (it keeps nothing more).
+    for (policy, reads, full) in [
         (
             r#"forbid (principal, action == Warden::Action::"fs::read", resource)
 when { context.task.files_written.contains("workspace:marker") };"#,
             true,
+            full.clone(),
         ),
-        ("permit (principal, action, resource);", false),
+        (
+            r#"permit (principal, action, resource);
+forbid (principal, action, resource) when { context.task.files_written.contains("workspace:never") };"#,
+            false,
+            warden::policy::TaskHistory::default(),
+        ),
+        ("permit (principal, action, resource);", false, full.clone()),
     ] {
         std::fs::write(dir.path().join("p.cedar"), policy).unwrap();
         let path = dir.path().join("manifest.toml");
@@ -975,18 +984,22 @@ when { context.task.files_written.contains("workspace:marker") };"#,
             assert!(run.output.unwrap().contains("\"ok\""));
             let saved = kept.saved.lock().unwrap().clone();
             let written: Vec<&str> = saved.iter().flat_map(|h| &h.files_written).collect();
-            assert_eq!(
-                written,
-                [
+            // A set no policy reads keeps nothing (nor shares it); one a
+            // policy reads keeps where each write went.
+            let want: &[&str] = match full.files_written.is_empty() {
+                false => &[],
+                true => &[
                     "workspace:marker",
                     "workspace:real.txt",
                     "workspace:tmp/wf",
                     "workspace:tmp/wf/ci.yml",
                     "workspace:wf",
-                    "workspace:wf/ci.yml"
+                    "workspace:wf/ci.yml",
                 ],
-                "{saved:?}"
-            );
+            };
+            assert_eq!(written, want, "{saved:?}");
+            std::fs::remove_dir_all(ws.join("wf")).unwrap();
+            std::fs::remove_file(ws.join("marker")).unwrap();
         }
     }
 }

@@ -861,9 +861,13 @@ async fn a_shared_history_keeps_no_secret_value_of_a_path_written() {
     let ws = dir.path().join("ws");
     std::fs::create_dir(&ws).unwrap();
     std::fs::write(dir.path().join("token.txt"), TOKEN).unwrap();
+    // A policy that reads the files a task wrote and the secrets it
+    // revealed (a set none reads keeps nothing).
     std::fs::write(
         dir.path().join("all.cedar"),
-        "permit(principal, action, resource);",
+        "permit(principal, action, resource);\n\
+         forbid(principal, action, resource) when { context.task.files_written.contains(\"never\") \
+         || context.task.secrets_revealed.contains(\"never\") };",
     )
     .unwrap();
     let path = dir.path().join("manifest.toml");

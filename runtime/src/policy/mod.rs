@@ -286,19 +286,18 @@ impl PolicyCtx {
         ask_approval
     }
 
-    /// Notes `items` in the task's `history` (held), and what it did not
-    /// hold before in what this invocation adds to a shared store: an
-    /// invocation adds no more than the task's sets keep, however often
-    /// its calls note the same or what the sets are too full for.
+    /// Notes `items` in the task's `history` (held), and what it keeps of
+    /// them (noted now or before) in what this invocation adds to a shared
+    /// store: an invocation adds no more than the task's sets keep, nothing
+    /// they are too full for, and each item once; and what another
+    /// invocation noted but did not store goes with this one.
     fn note<'a>(
         &self,
         mut history: std::sync::MutexGuard<'_, TaskHistory>,
         items: impl Iterator<Item = (&'a str, &'a str)>,
     ) {
         let new: Vec<(&str, &str)> = items
-            .filter(|(kind, item)| {
-                (history.set_mut(kind)).is_some_and(|set| !set.contains(item) && set.note(item))
-            })
+            .filter(|(kind, item)| (history.set_mut(kind)).is_some_and(|set| set.note(item)))
             .collect();
         drop(history);
         if let Some(added) = &self.added {
@@ -428,11 +427,12 @@ mod tests {
     }
 
     /// What an invocation adds to a shared store is what the task's sets
-    /// newly keep: not what they held before, nor what they are too full
-    /// for (each invocation added up to a full set's worth of rows, for
-    /// every start to read).
+    /// keep of what it noted: nothing they are too full for (each
+    /// invocation added up to a full set's worth of new rows, for every
+    /// start to read); what they held before, again (its first invocation
+    /// may not have stored it).
     #[test]
-    fn an_invocation_adds_only_what_the_tasks_sets_newly_keep() {
+    fn an_invocation_adds_only_what_the_tasks_sets_keep() {
         let mut ctx = ctx("permit (principal, action, resource);\n\
              forbid (principal, action, resource) when { context.task.files_written.contains(\"x\") };");
         let added: Arc<Mutex<TaskHistory>> = Arc::default();
@@ -453,13 +453,13 @@ mod tests {
                 .files_written
                 .iter()
                 .collect::<Vec<_>>(),
-            ["ws:new"]
+            ["ws:new", "ws:old"]
         );
         ctx.remember(&none, |did| {
             (0..cedar::MAX_HISTORY).for_each(|i| did.wrote(format!("ws:f{i}")))
         });
         assert_eq!(kept(&ctx.history), cedar::MAX_HISTORY);
-        assert_eq!(kept(&added), cedar::MAX_HISTORY - 1);
+        assert_eq!(kept(&added), cedar::MAX_HISTORY);
         // The next invocation of the task, its sets full: it adds nothing.
         let next: Arc<Mutex<TaskHistory>> = Arc::default();
         ctx.added = Some(next.clone());
@@ -467,6 +467,8 @@ mod tests {
             (0..100).for_each(|i| did.wrote(format!("ws:g{i}")))
         });
         assert_eq!(kept(&next), 0);
+        ctx.remember(&none, |did| did.wrote("ws:old".into()));
+        assert_eq!(kept(&next), 1);
     }
 
     fn ctx(policy: &str) -> PolicyCtx {

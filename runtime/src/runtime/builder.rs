@@ -270,6 +270,7 @@ impl RuntimeBuilder {
         // Each manifest was checked alone; tools from several, or given
         // one by one, are checked together.
         secret_sources_outside_ceilings(&self.tools)?;
+        one_secret_per_name(&self.tools)?;
         let cache = self
             .cache_dir
             .iter()
@@ -465,6 +466,28 @@ fn secret_sources_outside_ceilings(tools: &BTreeMap<String, ToolSpec>) -> Result
                         s.name,
                         path.display()
                     )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A secret's name is one secret across every tool, however they were
+/// given (`caps::secrets::manifest::one_per_name`).
+fn one_secret_per_name(tools: &BTreeMap<String, ToolSpec>) -> Result<(), Error> {
+    use crate::caps::secrets::manifest::{differs, not_one};
+    let mut first: BTreeMap<&str, (&str, &crate::caps::secrets::SecretSpec)> = BTreeMap::new();
+    for t in tools.values() {
+        for s in &t.secrets {
+            match first.get(s.name.as_str()) {
+                Some((other, was)) if differs(was, s) => {
+                    let why = not_one(&s.name, other);
+                    return Err(Error::Config(format!("tool '{}': {why}", t.name)));
+                }
+                Some(_) => {}
+                None => {
+                    first.insert(&s.name, (&t.name, s));
                 }
             }
         }

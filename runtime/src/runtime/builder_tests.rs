@@ -166,3 +166,35 @@ fn a_secret_file_inside_another_tools_ceiling_is_refused_at_build() {
         .unwrap_or_default();
     assert!(!e.contains("fs ceiling"), "{e}");
 }
+
+/// A secret's name is one secret across every tool, from one manifest, two
+/// or given one by one: two of one name with another source or send-to are
+/// refused when the runtime is built.
+#[test]
+fn a_secret_name_is_one_secret_at_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = |var: &str, to: &[&str]| SecretSpec {
+        name: "api-key".into(),
+        source: SecretSource::Env(var.into()),
+        ttl: None,
+        reveal: false,
+        send_to: to.iter().map(|t| t.to_string()).collect(),
+        approval: false,
+        labels: Vec::new(),
+    };
+    let tool = |name: &str, s| ToolSpec::new(name, dir.path().join("t.wasm")).secret(s);
+    let built = |b: SecretSpec| {
+        crate::Runtime::builder()
+            .tool(tool("a", secret("STRIPE_KEY", &["https://api.stripe.com"])))
+            .tool(tool("b", b))
+            .build()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let refused = "tool 'b': secret 'api-key' has another source or send-to here than in tool 'a'";
+    assert!(built(secret("LOW_KEY", &["https://api.stripe.com"])).contains(refused));
+    assert!(built(secret("STRIPE_KEY", &["https://collector.example"])).contains(refused));
+    let e = built(secret("STRIPE_KEY", &["https://api.stripe.com"]));
+    assert!(!e.contains("api-key"), "{e}");
+}

@@ -27,11 +27,9 @@ impl Inner {
             .await
             .map_err(|e| Error::Host(format!("the task's history cannot be read: {e}")))?;
         let task: Arc<str> = grant.task.as_str().into();
-        self.tasks
-            .of(issuer, &task)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .merge(&loaded);
+        // Held through a long evaluation of another call of the task: the
+        // wait leaves the worker to others.
+        crate::blocking::lock(&self.tasks.of(issuer, &task)).merge(&loaded);
         Ok(Some((store.clone(), key)))
     }
 }

@@ -157,9 +157,10 @@ pub(crate) fn authorize(
 }
 
 /// The ceiling rule containing a grant entry, narrowed to it: of those
-/// that contain it, the one with the longest path prefix (the first of
-/// them in the manifest), whose labels and approval are the most specific
-/// the manifest states for it (`/admin/` within `/`), whatever the order.
+/// that contain it, one with the longest path prefix (the first of them in
+/// the manifest that allows its methods), whose labels and approval are
+/// the most specific the manifest states for it (`/admin/` within `/`),
+/// whatever the order; a grant of methods none of those allows is refused.
 fn fit(
     ceilings: &[EgressRule],
     g: &HttpGrant,
@@ -172,26 +173,31 @@ fn fit(
             .map(String::len)
             .max()
     };
-    let mut by_specificity: Vec<(usize, &EgressRule)> = (ceilings.iter())
+    let containing: Vec<(usize, &EgressRule)> = (ceilings.iter())
         .filter(|c| c.origin == *origin)
         .filter_map(|c| Some((longest(c)?, c)))
         .collect();
-    by_specificity.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
-    by_specificity.into_iter().find_map(|(_, c)| {
-        let methods = match &g.methods {
-            Some(ms) if ms.iter().all(|m| c.methods.contains(m)) => ms.clone(),
-            Some(_) => return None,
-            None => c.methods.clone(),
-        };
-        Some(EgressRule {
-            origin: origin.clone(),
-            methods,
-            path_prefixes: vec![prefix.to_owned()],
-            addresses: c.addresses.clone(),
-            approval: c.approval,
-            labels: c.labels.clone(),
+    // Only the most specific: a grant of methods it does not allow does
+    // not fall through to a wider ceiling's labels and approval.
+    let most = containing.iter().map(|(len, _)| *len).max()?;
+    containing
+        .into_iter()
+        .filter(|(len, _)| *len == most)
+        .find_map(|(_, c)| {
+            let methods = match &g.methods {
+                Some(ms) if ms.iter().all(|m| c.methods.contains(m)) => ms.clone(),
+                Some(_) => return None,
+                None => c.methods.clone(),
+            };
+            Some(EgressRule {
+                origin: origin.clone(),
+                methods,
+                path_prefixes: vec![prefix.to_owned()],
+                addresses: c.addresses.clone(),
+                approval: c.approval,
+                labels: c.labels.clone(),
+            })
         })
-    })
 }
 
 /// The grant entries a tool's ceiling contains, methods narrowed; others dropped.
@@ -270,6 +276,19 @@ mod tests {
             methods: None,
         };
         for ceilings in [[wide.clone(), admin.clone()], [admin.clone(), wide.clone()]] {
+            // Asking for a method only the wider allows does not fall
+            // through to it.
+            let post = HttpGrant {
+                url: "https://api.example/admin/".into(),
+                methods: Some(vec!["GET".into(), "POST".into()]),
+            };
+            let mut wide_post = ceilings.clone();
+            for c in &mut wide_post {
+                if c.path_prefixes == ["/"] {
+                    c.methods.push("POST".into());
+                }
+            }
+            assert!(authorize("t", &wide_post, &[post]).is_err());
             let got = authorize("t", &ceilings, &[grant("/admin/")]).unwrap();
             assert_eq!(
                 (&got[0].labels, got[0].approval),

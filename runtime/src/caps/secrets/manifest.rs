@@ -50,26 +50,36 @@ pub(crate) fn one_per_name<'a>(
         let Some(spec) = specs(tool).and_then(|all| all.iter().find(|s| &s.name == name)) else {
             continue;
         };
-        fn set(s: &SecretSpec) -> std::collections::BTreeSet<&String> {
-            s.send_to.iter().collect()
-        }
         match first.get(name.as_str()) {
             None => {
                 first.insert(name, (tool, spec));
             }
-            Some((other, was)) if was.source != spec.source || set(was) != set(spec) => c.problem(
+            Some((other, was)) if differs(was, spec) => c.problem(
                 span.clone(),
                 format!("tools.{tool}.secrets[{i}].name"),
-                format!(
-                    "secret '{name}' has another source or send-to here than in tool '{other}': \
-                     a task's grant and its history name a secret by its name, so a name is one \
-                     secret across the manifest (expected the same source and send-to, or \
-                     another name)"
-                ),
+                not_one(name, other),
             ),
             Some(_) => {}
         }
     }
+}
+
+/// Whether two secrets of one name are two secrets: another source, or
+/// another send-to (in any order).
+pub(crate) fn differs(a: &SecretSpec, b: &SecretSpec) -> bool {
+    fn set(s: &SecretSpec) -> std::collections::BTreeSet<&String> {
+        s.send_to.iter().collect()
+    }
+    a.source != b.source || set(a) != set(b)
+}
+
+/// Why secret `name` here is refused, as `other`'s of that name differs.
+pub(crate) fn not_one(name: &str, other: &str) -> String {
+    format!(
+        "secret '{name}' has another source or send-to here than in tool '{other}': a task's \
+         grant and its history name a secret by its name, so a name is one secret across the \
+         manifest (expected the same source and send-to, or another name)"
+    )
 }
 
 /// Where a secret's `file:` source is, or the program an `exec:` source

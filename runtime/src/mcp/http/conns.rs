@@ -19,6 +19,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 const RESERVED_FDS: u64 = 256;
 /// The fewest connections a server takes, whatever the descriptor limit.
 const MIN_CONNECTIONS: usize = 16;
+/// Connections each server may hold beyond the room they share, when
+/// that is full.
+const FLOOR: usize = 16;
+/// Servers a process runs (MCP, approvals, console): the room they share
+/// leaves each its [`FLOOR`].
+const SERVERS: usize = 3;
 
 /// The connections one server holds open, at most `max`, and within the
 /// room every server's connections share ([`shared_room`]).
@@ -26,6 +32,10 @@ pub(crate) struct Admission {
     open: Arc<Semaphore>,
     /// Every server's connections in the process.
     all: Arc<Semaphore>,
+    /// Places of its own when `all` is full ([`FLOOR`]): strangers filling
+    /// one server cannot turn the operator away from another (the console,
+    /// the approvals endpoint).
+    floor: Arc<Semaphore>,
     max: usize,
     what: &'static str,
     /// Whether the last connection that came was turned away (warned once
@@ -57,6 +67,7 @@ impl Admission {
         Admission {
             open: Arc::new(Semaphore::new(max)),
             all,
+            floor: Arc::new(Semaphore::new(FLOOR)),
             max,
             what,
             full: AtomicBool::new(false),
@@ -67,10 +78,10 @@ impl Admission {
     /// ends; `None` when all are taken (the caller drops the connection).
     pub(crate) fn admit(&self, peer: std::net::SocketAddr) -> Option<Place> {
         let own = self.open.clone().try_acquire_owned();
-        let all = own
-            .as_ref()
-            .ok()
-            .map(|_| self.all.clone().try_acquire_owned());
+        let all = (own.as_ref().ok()).map(|_| {
+            (self.all.clone().try_acquire_owned())
+                .or_else(|_| self.floor.clone().try_acquire_owned())
+        });
         match (own, all) {
             (Ok(own), Some(Ok(all))) => {
                 self.full.store(false, Ordering::Relaxed);
@@ -109,7 +120,9 @@ pub(crate) struct Place(
 fn shared_room() -> &'static Arc<Semaphore> {
     static ROOM: std::sync::OnceLock<Arc<Semaphore>> = std::sync::OnceLock::new();
     ROOM.get_or_init(|| {
-        let room = fd_room().unwrap_or(Semaphore::MAX_PERMITS);
+        let room = fd_room().map_or(Semaphore::MAX_PERMITS, |r| {
+            r.saturating_sub(SERVERS * FLOOR)
+        });
         Arc::new(Semaphore::new(
             room.clamp(MIN_CONNECTIONS, Semaphore::MAX_PERMITS),
         ))
@@ -217,28 +230,29 @@ mod tests {
     }
 
     /// Servers whose caps add up past the process's room share it: one
-    /// server's connections leave another only what is left.
+    /// server's connections leave another what is left, and its floor of
+    /// its own (strangers filling the MCP server cannot turn the operator
+    /// away from the console).
     #[test]
-    fn servers_share_the_process_room() {
+    fn servers_share_the_process_room_each_with_a_floor() {
         let peer = "127.0.0.1:9".parse().unwrap();
-        let room = Arc::new(Semaphore::new(MIN_CONNECTIONS + 4));
-        let a = Admission::within("a", MIN_CONNECTIONS, room.clone());
-        let b = Admission::within("b", MIN_CONNECTIONS, room.clone());
-        let held_a: Vec<_> = (0..MIN_CONNECTIONS)
-            .map(|_| a.admit(peer).unwrap())
-            .collect();
-        let held_b: Vec<_> = (0..4).map(|_| b.admit(peer).unwrap()).collect();
-        assert!(b.admit(peer).is_none(), "the process's room is full");
+        let room = Arc::new(Semaphore::new(44));
+        let a = Admission::within("a", 80, room.clone());
+        let b = Admission::within("b", 40, room.clone());
+        let held_a: Vec<_> = (0..44 + FLOOR).map(|_| a.admit(peer).unwrap()).collect();
+        assert!(a.admit(peer).is_none(), "the room and a's floor are full");
+        let held_b: Vec<_> = (0..FLOOR).map(|_| b.admit(peer).unwrap()).collect();
+        assert!(b.admit(peer).is_none(), "the room and b's floor are full");
         assert!(b.full.load(Ordering::Relaxed));
         assert_eq!(
             b.open.available_permits(),
-            MIN_CONNECTIONS - 4,
+            40 - FLOOR,
             "b's own place given back"
         );
         drop(held_a);
         assert!(b.admit(peer).is_some(), "room is back once a's end");
         drop(held_b);
-        assert_eq!(room.available_permits(), MIN_CONNECTIONS + 4);
+        assert_eq!(room.available_permits(), 44);
     }
 
     /// A warning a stranger can cause is logged once a second, the rest

@@ -360,10 +360,12 @@ impl Taken {
             session,
         } = self;
         if let Some(session) = &session {
-            let handed = lock(&session.handed).contains(&id);
+            // Under the ids rmcp answers too, taken in the order `hand`
+            // takes them: one id cannot pass both at once.
+            let handed = lock(&session.handed);
             match lock(&session.running).entry(id.clone()) {
                 Entry::Occupied(_) => return answer::refused(call::id_in_use(), id, legacy),
-                Entry::Vacant(_) if handed => {
+                Entry::Vacant(_) if handed.contains(&id) => {
                     return answer::refused(call::id_in_use(), id, legacy);
                 }
                 Entry::Vacant(v) => v.insert(caller.cancelled().clone()),

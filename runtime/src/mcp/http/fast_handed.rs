@@ -14,7 +14,7 @@ use crate::mcp::http::answer::{self, Answering};
 use bytes::Bytes;
 use http::request::Parts;
 use http_body_util::BodyExt as _;
-use hyper::body::{Body as _, Frame, SizeHint};
+use hyper::body::{Frame, SizeHint};
 use rmcp::model::RequestId;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -40,28 +40,45 @@ impl Drop for Handed {
     }
 }
 
-/// Why a request id is refused, if it is: too long, in use, or past the
-/// session's requests in flight.
+/// Why a request id is refused, if it is: too long, or in use.
 pub(super) fn refusal(session: &Session, id: &RequestId) -> Option<rmcp::ErrorData> {
-    let long = match id {
-        RequestId::String(s) => s.len() > MAX_ID,
-        RequestId::Number(_) => false,
-    };
-    if long {
-        let e =
-            format!("request id longer than {MAX_ID} bytes (expected a number or a short string)");
-        return Some(rmcp::ErrorData::invalid_request(e, None));
-    }
-    if lock(&session.running).contains_key(id) || lock(&session.handed).contains(id) {
-        return Some(call::id_in_use());
-    }
-    (lock(&session.handed).len() >= MAX_HANDED).then(|| {
-        let e = format!(
-            "this session has {MAX_HANDED} requests still being answered (expected at most \
-             that many at once)"
-        );
-        rmcp::ErrorData::invalid_request(e, None)
+    too_long(id).or_else(|| {
+        let handed = lock(&session.handed);
+        (lock(&session.running).contains_key(id) || handed.contains(id)).then(call::id_in_use)
     })
+}
+
+fn too_long(id: &RequestId) -> Option<rmcp::ErrorData> {
+    match id {
+        RequestId::String(s) if s.len() > MAX_ID => Some(rmcp::ErrorData::invalid_request(
+            format!("request id longer than {MAX_ID} bytes (expected a number or a short string)"),
+            None,
+        )),
+        _ => None,
+    }
+}
+
+/// Reserves `id` in `session` (checked and taken under one hold of its
+/// ids), unless it is refused.
+fn reserve(session: &Session, id: &RequestId) -> Result<(), rmcp::ErrorData> {
+    if let Some(e) = too_long(id) {
+        return Err(e);
+    }
+    let mut handed = lock(&session.handed);
+    if lock(&session.running).contains_key(id) || handed.contains(id) {
+        return Err(call::id_in_use());
+    }
+    if handed.len() >= MAX_HANDED {
+        return Err(rmcp::ErrorData::invalid_request(
+            format!(
+                "this session has {MAX_HANDED} requests still being answered (expected at most \
+                 that many at once)"
+            ),
+            None,
+        ));
+    }
+    handed.insert(id.clone());
+    Ok(())
 }
 
 impl Sessions {
@@ -83,10 +100,9 @@ impl Sessions {
         else {
             return Ok(None);
         };
-        if let Some(e) = refusal(&session, id) {
+        if let Err(e) = reserve(&session, id) {
             return Err(answer::refused(e, id.clone(), true));
         }
-        lock(&session.handed).insert(id.clone());
         Ok(Some(Handed {
             session,
             id: id.clone(),
@@ -94,14 +110,38 @@ impl Sessions {
     }
 }
 
+/// What a line of an answer's body says, as far as the reservation goes:
+/// whether it is the answer (a result or an error) to `id`.
+#[derive(serde::Deserialize)]
+struct Reply {
+    id: Option<RequestId>,
+    #[serde(default, deserialize_with = "crate::mcp::present")]
+    result: bool,
+    #[serde(default, deserialize_with = "crate::mcp::present")]
+    error: bool,
+}
+
+/// Whether `data` (a JSON body, or events of a stream) holds the answer to
+/// `id`.
+fn answers(data: &[u8], id: &RequestId) -> bool {
+    data.split(|&b| b == b'\n').any(|line| {
+        let line = line.strip_prefix(b"data:").unwrap_or(line).trim_ascii();
+        line.starts_with(b"{")
+            && serde_json::from_slice::<Reply>(line)
+                .is_ok_and(|r| (r.result || r.error) && r.id.as_ref() == Some(id))
+    })
+}
+
 /// rmcp's answer to a request whose id is reserved: the id is in use until
-/// the answer's body ends. A client gone before that leaves rmcp still
+/// the answer to it has passed. A client gone before that leaves rmcp still
 /// answering: the rest of the body is read (and dropped) on a task of its
-/// own, until it ends or the session does, and only then is the id free.
+/// own until the answer passes. A body that ends without it (its stream
+/// taken over by a resumption, `Last-Event-ID`) leaves the id in use until
+/// the session ends: rmcp may still be answering it.
 pub(crate) struct Answer {
     body: Body,
     handed: Option<Handed>,
-    ended: bool,
+    answered: bool,
 }
 
 impl Answer {
@@ -115,10 +155,16 @@ impl Answer {
                 Answer {
                     body,
                     handed: Some(h),
-                    ended: false,
+                    answered: false,
                 }
                 .boxed()
             }),
+        }
+    }
+
+    fn saw(&mut self, frame: &Frame<Bytes>) {
+        if let (Some(data), Some(h)) = (frame.data_ref(), &self.handed) {
+            self.answered |= answers(data, &h.id);
         }
     }
 }
@@ -132,8 +178,8 @@ impl hyper::body::Body for Answer {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let frame = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            self.ended = true;
+        if let Poll::Ready(Some(Ok(f))) = &frame {
+            self.saw(f);
         }
         frame
     }
@@ -152,7 +198,7 @@ impl Drop for Answer {
         let Some(handed) = self.handed.take() else {
             return;
         };
-        if self.ended || self.body.is_end_stream() {
+        if self.answered {
             return; // `handed` dropped: the id is free
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -161,11 +207,55 @@ impl Drop for Answer {
         let mut body = std::mem::replace(&mut self.body, http_body_util::Empty::new().boxed());
         let closed = handed.session.closed.clone();
         runtime.spawn(async move {
-            tokio::select! {
-                () = async { while let Some(Ok(_)) = body.frame().await {} } => {}
-                () = closed.cancelled() => {}
+            let drained = async {
+                while let Some(Ok(frame)) = body.frame().await {
+                    if frame.data_ref().is_some_and(|d| answers(d, &handed.id)) {
+                        return true;
+                    }
+                }
+                false
+            };
+            let answered = tokio::select! {
+                answered = drained => answered,
+                () = closed.cancelled() => true,
+            };
+            if !answered {
+                closed.cancelled().await;
             }
             drop(handed);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The answer to a request is a result or an error under its id, in a
+    /// JSON body or an event of a stream; a progress note, a request of the
+    /// server's under the same id, or another call's answer is not.
+    #[test]
+    fn an_answer_is_a_result_or_an_error_under_the_id() {
+        let id = RequestId::Number(7);
+        for (data, is) in [
+            (r#"{"jsonrpc":"2.0","id":7,"result":{}}"#, true),
+            (
+                "id: 0/3\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"error\":{\"code\":1}}\n\n",
+                true,
+            ),
+            (
+                "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n",
+                false,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"method":"elicitation/create"}"#,
+                false,
+            ),
+            (r#"{"jsonrpc":"2.0","id":8,"result":{}}"#, false),
+            (r#"{"jsonrpc":"2.0","id":"7","result":{}}"#, false),
+            ("data: \n\n", false),
+        ] {
+            assert_eq!(answers(data.as_bytes(), &id), is, "{data}");
+        }
     }
 }
