@@ -2633,19 +2633,22 @@ async fn over_http_the_id_of_a_request_rmcp_answers_is_in_use_until_it_has() {
     let s = setup();
     let (mut child, url) = http_server(&s, &[]).await;
     let (c, _) = Bare::open(&url, "2025-06-18", json!({})).await;
-    // A call with a progress token is rmcp's (its notes go on its stream).
-    let slow = {
-        let c = Bare {
-            http: c.http.clone(),
-            url: url.clone(),
-            session: c.session.clone(),
-            version: c.version.clone(),
-        };
-        tokio::spawn(async move {
-            c.post(json!({"jsonrpc": "2.0", "id": 40, "method": "tools/call", "params": {"name": "hog", "arguments": {"attack": "loop"}, "_meta": {"progressToken": "p"}}}))
-                .await
-        })
+    // An `Accept` with parameters: rmcp answers (not the short path).
+    let to_rmcp = |id: u64| {
+        let req = c
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream;q=1")
+            .header("mcp-protocol-version", &c.version)
+            .header("mcp-session-id", c.session.as_deref().unwrap())
+            .body(
+                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "hog", "arguments": {"attack": "loop"}}})
+                    .to_string(),
+            );
+        tokio::spawn(async move { req.send().await.unwrap().text().await.unwrap() })
     };
+    let slow = to_rmcp(40);
     tokio::time::sleep(Duration::from_millis(500)).await;
     for again in [
         json!({"jsonrpc": "2.0", "id": 40, "method": "ping"}),
@@ -2667,8 +2670,7 @@ async fn over_http_the_id_of_a_request_rmcp_answers_is_in_use_until_it_has() {
         "{body}"
     );
     // The call is answered on its own stream; then its id is free.
-    let (status, _, body) = slow.await.unwrap();
-    assert_eq!(status, 200);
+    let body = slow.await.unwrap();
     assert!(
         body.contains(r#""id":40"#) && body.contains("deadline"),
         "{body}"
@@ -2677,6 +2679,23 @@ async fn over_http_the_id_of_a_request_rmcp_answers_is_in_use_until_it_has() {
         .post(json!({"jsonrpc": "2.0", "id": 40, "method": "ping"}))
         .await;
     assert!(body.contains(r#""result":{}"#), "{body}");
+    // A request the client cancels is answered no more: its id is free at
+    // once (kept, a client's timeouts would use up the session's ids).
+    let slow = to_rmcp(41);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, _, body) = c
+        .post(json!({"jsonrpc": "2.0", "id": 41, "method": "ping"}))
+        .await;
+    assert!(body.contains(ID_IN_USE), "{body}");
+    let (status, _, _) = c
+        .post(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 41}}))
+        .await;
+    assert_eq!(status, 202);
+    let (_, _, body) = c
+        .post(json!({"jsonrpc": "2.0", "id": 41, "method": "ping"}))
+        .await;
+    assert!(body.contains(r#""result":{}"#), "{body}");
+    let _ = slow.await;
     child.kill().await.unwrap();
 }
 

@@ -7,8 +7,10 @@ use crate::grant::Grant;
 use crate::policy::{Histories, HistoryStore, TaskHistory};
 use std::sync::{Arc, Mutex};
 
-/// The shared store and the task's key, for one invocation.
-pub(super) type Shared = Option<(Arc<dyn HistoryStore>, String)>;
+/// The shared store and the task's key, for one invocation, and the
+/// task's history read into this runtime's, held for as long as the
+/// invocation runs (an idle one may be dropped to make room).
+pub(super) type Shared = Option<(Arc<dyn HistoryStore>, String, Arc<Mutex<TaskHistory>>)>;
 
 /// What one invocation noted, with a shared store.
 pub(super) type Added = Option<Arc<Mutex<TaskHistory>>>;
@@ -29,8 +31,9 @@ impl Inner {
         let task: Arc<str> = grant.task.as_str().into();
         // Held through a long evaluation of another call of the task: the
         // wait leaves the worker to others.
-        crate::blocking::lock(&self.tasks.of(issuer, &task)).merge(&loaded);
-        Ok(Some((store.clone(), key)))
+        let history = self.tasks.of(issuer, &task);
+        crate::blocking::lock(&history).merge(&loaded);
+        Ok(Some((store.clone(), key, history)))
     }
 }
 
@@ -38,7 +41,7 @@ impl Inner {
 /// redacted as it was noted, `PolicyCtx::remember`). Why not, when it
 /// cannot.
 pub(super) async fn save(shared: Shared, added: Added) -> Option<String> {
-    let ((store, key), added) = shared.zip(added)?;
+    let ((store, key, _), added) = shared.zip(added)?;
     let added = added.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if added.is_empty() {
         return None;

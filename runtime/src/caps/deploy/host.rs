@@ -5,7 +5,7 @@ use super::{Backend, DeployTarget, MAX_OUTPUT};
 use crate::audit::Event;
 use crate::bindings::warden::tool::deploy::{self as wit, ErrorCode, Host, Outcome};
 use crate::caps::fs::FsCtx;
-use crate::caps::fs::{path, resolve};
+use crate::caps::fs::path;
 use crate::caps::identity::Minter;
 use crate::policy::Decision;
 use crate::policy::cedar::Resource as Subject;
@@ -14,7 +14,6 @@ use crate::policy::gate::{Approval, Ask, HostCall, Pass};
 use crate::redact::Redactor;
 use crate::rights::Rights;
 use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::time::Instant;
 use wasmtime::component::{HasData, Linker};
 
@@ -121,7 +120,7 @@ impl DeployView<'_> {
         let p = path::check(artifact).map_err(|e| (ErrorCode::Denied, e.to_string()))?;
         let (h, p, name) = (h.clone(), p.as_str().to_owned(), artifact.to_owned());
         let read = tokio::task::spawn_blocking(move || {
-            let (bytes, path) = read_regular(&h.dir, &p, &name, limit)?;
+            let (bytes, path) = super::artifact::read_regular(&h.dir, &p, &name, limit)?;
             Ok(Artifact {
                 bytes,
                 path,
@@ -149,64 +148,6 @@ struct Artifact {
     bytes: Vec<u8>,
     path: String,
     handle: std::sync::Arc<crate::caps::fs::GrantedHandle>,
-}
-
-/// Reads the regular file `path` in `dir`, resolved as the fs capability
-/// resolves it (links followed inside the handle only, the final open not
-/// following one), at most `limit` bytes; refuses anything else (FIFO,
-/// socket, device, directory) without blocking on it. Returns the bytes and
-/// the resolved path.
-fn read_regular(
-    dir: &cap_std::fs::Dir,
-    path: &str,
-    artifact: &str,
-    limit: usize,
-) -> Result<(Vec<u8>, String), (ErrorCode, String)> {
-    let unreadable = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::NotFound => (ErrorCode::NotFound, format!("no artifact {artifact}")),
-        _ => match resolve::Refusal::of(&e) {
-            Some(r) => (ErrorCode::Denied, r.reason.clone()),
-            None => (ErrorCode::Denied, format!("cannot read {artifact}: {e}")),
-        },
-    };
-    let resolved = resolve::resolve(dir, path, true, false).map_err(unreadable)?;
-    let mut options = cap_std::fs::OpenOptions::new();
-    // Nor made the server's controlling terminal, a terminal in the tree,
-    // for the moment it is open before its type is checked.
-    options
-        .read(true)
-        ._cap_fs_ext_follow(cap_primitives::fs::FollowSymlinks::No)
-        ._cap_fs_ext_nonblock(true);
-    cap_std::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOCTTY);
-    let file = match resolved.name() {
-        Some(name) => resolved.dir(dir).open_with(name, &options),
-        None => dir.open_with(".", &options),
-    }
-    .map_err(unreadable)?;
-    let kind = file
-        .metadata()
-        .map_err(|e| (ErrorCode::Failed, format!("cannot read {artifact}: {e}")))?
-        .file_type();
-    if !kind.is_file() {
-        return Err((
-            ErrorCode::Denied,
-            format!(
-                "{artifact} is not a regular file (it is {}); only a regular file can be deployed",
-                file_kind(kind)
-            ),
-        ));
-    }
-    let mut bytes = Vec::new();
-    file.take(limit as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| (ErrorCode::Failed, format!("cannot read {artifact}: {e}")))?;
-    if bytes.len() > limit {
-        return Err((
-            ErrorCode::Failed,
-            format!("{artifact} is larger than the host call limit"),
-        ));
-    }
-    Ok((bytes, resolved.path))
 }
 
 impl DeployView<'_> {
@@ -246,22 +187,6 @@ impl DeployView<'_> {
                 },
             },
         ])
-    }
-}
-
-/// What a file that is not a regular file is, for a refusal.
-fn file_kind(kind: cap_std::fs::FileType) -> &'static str {
-    use cap_std::fs::FileTypeExt as _;
-    if kind.is_dir() {
-        "a directory"
-    } else if kind.is_fifo() {
-        "a named pipe"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "a device"
-    } else {
-        "of another kind"
     }
 }
 

@@ -21,6 +21,7 @@
 //! the invocation (audience: the URL's origin), so the receiver can verify
 //! which tool, task and invocation is deploying.
 
+mod artifact;
 mod exec;
 mod host;
 pub(crate) mod manifest;

@@ -210,7 +210,10 @@ pub(crate) fn narrow(ceilings: &[EgressRule], grants: &[HttpGrant]) -> Vec<HttpG
                 url: g.url.clone(),
                 methods: None,
             };
-            let rule = fit(ceilings, &wide, &origin, &prefix)?;
+            // Its own methods first: of equally specific ceilings, the one
+            // that allows them (`fit`), not the first.
+            let rule = (fit(ceilings, g, &origin, &prefix))
+                .or_else(|| fit(ceilings, &wide, &origin, &prefix))?;
             let methods: Vec<String> = match &g.methods {
                 Some(ms) => ms
                     .iter()
@@ -304,8 +307,24 @@ mod tests {
             assert_eq!(r.labels, ["admin"]);
         }
         let url = url::Url::parse("https://api.example/public").unwrap();
-        let granted = [admin, wide];
+        let granted = [admin.clone(), wide];
         let r = check::match_rule(&granted, "GET", &url, &origin).unwrap();
         assert!(r.labels.is_empty());
+        // Of two equally specific ceilings, a grant narrowed for a tool
+        // keeps the methods of the one that allows them.
+        let post = EgressRule {
+            methods: vec!["POST".into()],
+            ..admin.clone()
+        };
+        let grant = HttpGrant {
+            url: "https://api.example/admin/".into(),
+            methods: Some(vec!["POST".into()]),
+        };
+        let narrowed = narrow(&[admin, post], std::slice::from_ref(&grant));
+        assert_eq!(narrowed.len(), 1);
+        assert_eq!(
+            narrowed[0].methods.as_deref(),
+            Some(&["POST".to_owned()][..])
+        );
     }
 }

@@ -135,8 +135,9 @@ struct Session {
     used: AtomicU64,
     /// The calls running here, by request id (for `notifications/cancelled`).
     running: Mutex<HashMap<RequestId, CancellationToken>>,
-    /// The ids of its requests rmcp is answering (`handed.rs`).
-    handed: Mutex<std::collections::HashSet<RequestId>>,
+    /// The ids of its requests rmcp is answering, each with the mark of
+    /// its reservation (`handed.rs`).
+    handed: Mutex<HashMap<RequestId, handed::Mark>>,
     /// Cancelled when the session ends: its calls stop.
     closed: CancellationToken,
 }
@@ -257,6 +258,14 @@ impl Sessions {
                     .and_then(|p| p.request_id);
                 // The entry stays until the call ends: its id is in use
                 // until then (the call's own end removes it).
+                // rmcp drops its route for a request cancelled and answers
+                // it no more: its id is free.
+                if let Some((_, freed)) = cancelled
+                    .as_ref()
+                    .and_then(|id| lock(&session.handed).remove(id))
+                {
+                    freed.cancel();
+                }
                 let cancel = cancelled.and_then(|id| lock(&session.running).get(&id).cloned());
                 if let Some(cancel) = cancel {
                     cancel.cancel();
@@ -365,7 +374,7 @@ impl Taken {
             let handed = lock(&session.handed);
             match lock(&session.running).entry(id.clone()) {
                 Entry::Occupied(_) => return answer::refused(call::id_in_use(), id, legacy),
-                Entry::Vacant(_) if handed.contains(&id) => {
+                Entry::Vacant(_) if handed.contains_key(&id) => {
                     return answer::refused(call::id_in_use(), id, legacy);
                 }
                 Entry::Vacant(v) => v.insert(caller.cancelled().clone()),

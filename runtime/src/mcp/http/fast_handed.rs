@@ -20,6 +20,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tokio_util::sync::CancellationToken;
 
 /// The longest request id taken, as JSON (a number, or a string of up to
 /// about this many bytes): real clients send numbers or short strings.
@@ -32,19 +33,37 @@ pub(crate) const MAX_HANDED: usize = 256;
 pub(crate) struct Handed {
     session: Arc<Session>,
     id: RequestId,
+    /// This reservation's mark: the id may have been freed (its request
+    /// cancelled) and reserved again since.
+    mark: u64,
+    /// Cancelled when the id is freed before the reservation ends.
+    freed: CancellationToken,
 }
+
+/// A reservation as its session keeps it: its mark, and what tells its
+/// holder that the id was freed.
+pub(crate) type Mark = (u64, CancellationToken);
 
 impl Drop for Handed {
     fn drop(&mut self) {
-        lock(&self.session.handed).remove(&self.id);
+        let mut handed = lock(&self.session.handed);
+        if handed
+            .get(&self.id)
+            .is_some_and(|(mark, _)| *mark == self.mark)
+        {
+            handed.remove(&self.id);
+        }
     }
 }
+
+/// Marks of reservations, each its own.
+static MARKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Why a request id is refused, if it is: too long, or in use.
 pub(super) fn refusal(session: &Session, id: &RequestId) -> Option<rmcp::ErrorData> {
     too_long(id).or_else(|| {
         let handed = lock(&session.handed);
-        (lock(&session.running).contains_key(id) || handed.contains(id)).then(call::id_in_use)
+        (lock(&session.running).contains_key(id) || handed.contains_key(id)).then(call::id_in_use)
     })
 }
 
@@ -59,13 +78,13 @@ fn too_long(id: &RequestId) -> Option<rmcp::ErrorData> {
 }
 
 /// Reserves `id` in `session` (checked and taken under one hold of its
-/// ids), unless it is refused.
-fn reserve(session: &Session, id: &RequestId) -> Result<(), rmcp::ErrorData> {
+/// ids), unless it is refused; the reservation's mark.
+fn reserve(session: &Session, id: &RequestId) -> Result<Mark, rmcp::ErrorData> {
     if let Some(e) = too_long(id) {
         return Err(e);
     }
     let mut handed = lock(&session.handed);
-    if lock(&session.running).contains_key(id) || handed.contains(id) {
+    if lock(&session.running).contains_key(id) || handed.contains_key(id) {
         return Err(call::id_in_use());
     }
     if handed.len() >= MAX_HANDED {
@@ -77,8 +96,12 @@ fn reserve(session: &Session, id: &RequestId) -> Result<(), rmcp::ErrorData> {
             None,
         ));
     }
-    handed.insert(id.clone());
-    Ok(())
+    let mark = (
+        MARKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        CancellationToken::new(),
+    );
+    handed.insert(id.clone(), mark.clone());
+    Ok(mark)
 }
 
 impl Sessions {
@@ -100,13 +123,15 @@ impl Sessions {
         else {
             return Ok(None);
         };
-        if let Err(e) = reserve(&session, id) {
-            return Err(answer::refused(e, id.clone(), true));
+        match reserve(&session, id) {
+            Ok((mark, freed)) => Ok(Some(Handed {
+                session,
+                id: id.clone(),
+                mark,
+                freed,
+            })),
+            Err(e) => Err(answer::refused(e, id.clone(), true)),
         }
-        Ok(Some(Handed {
-            session,
-            id: id.clone(),
-        }))
     }
 }
 
@@ -133,11 +158,13 @@ fn answers(data: &[u8], id: &RequestId) -> bool {
 }
 
 /// rmcp's answer to a request whose id is reserved: the id is in use until
-/// the answer to it has passed. A client gone before that leaves rmcp still
+/// the answer to it has passed, or the client cancels the request (rmcp
+/// then answers it no more). A client gone before that leaves rmcp still
 /// answering: the rest of the body is read (and dropped) on a task of its
 /// own until the answer passes. A body that ends without it (its stream
 /// taken over by a resumption, `Last-Event-ID`) leaves the id in use until
-/// the session ends: rmcp may still be answering it.
+/// the session ends or the request is cancelled: rmcp may still be
+/// answering it. A refusal (not 2xx) frees it at once.
 pub(crate) struct Answer {
     body: Body,
     handed: Option<Handed>,
@@ -150,6 +177,9 @@ impl Answer {
         handed: Option<Handed>,
     ) -> http::Response<Body> {
         match handed {
+            // Refused (a bad `Accept`, version or header): rmcp holds
+            // nothing of it, and the id is free.
+            _ if !response.status().is_success() => response,
             None => response,
             Some(h) => response.map(|body| {
                 Answer {
@@ -205,7 +235,7 @@ impl Drop for Answer {
             return;
         };
         let mut body = std::mem::replace(&mut self.body, http_body_util::Empty::new().boxed());
-        let closed = handed.session.closed.clone();
+        let (closed, freed) = (handed.session.closed.clone(), handed.freed.clone());
         runtime.spawn(async move {
             let drained = async {
                 while let Some(Ok(frame)) = body.frame().await {
@@ -218,9 +248,13 @@ impl Drop for Answer {
             let answered = tokio::select! {
                 answered = drained => answered,
                 () = closed.cancelled() => true,
+                () = freed.cancelled() => true,
             };
             if !answered {
-                closed.cancelled().await;
+                tokio::select! {
+                    () = closed.cancelled() => {}
+                    () = freed.cancelled() => {}
+                }
             }
             drop(handed);
         });
