@@ -2633,19 +2633,19 @@ async fn over_http_the_id_of_a_request_rmcp_answers_is_in_use_until_it_has() {
     let s = setup();
     let (mut child, url) = http_server(&s, &[]).await;
     let (c, _) = Bare::open(&url, "2025-06-18", json!({})).await;
-    // An `Accept` with parameters: rmcp answers (not the short path).
-    let to_rmcp = |id: u64| {
-        let req = c
-            .http
-            .post(&url)
+    // A POST of `body` in the session with `accept`.
+    let with_accept = |accept: &str, body: &Value| {
+        (c.http.post(&url))
             .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream;q=1")
+            .header("accept", accept)
             .header("mcp-protocol-version", &c.version)
             .header("mcp-session-id", c.session.as_deref().unwrap())
-            .body(
-                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "hog", "arguments": {"attack": "loop"}}})
-                    .to_string(),
-            );
+            .body(body.to_string())
+    };
+    // An `Accept` with parameters: rmcp answers (not the short path).
+    let to_rmcp = |id: u64| {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "hog", "arguments": {"attack": "loop"}}});
+        let req = with_accept("application/json, text/event-stream;q=1", &call);
         tokio::spawn(async move { req.send().await.unwrap().text().await.unwrap() })
     };
     let slow = to_rmcp(40);
@@ -2687,9 +2687,20 @@ async fn over_http_the_id_of_a_request_rmcp_answers_is_in_use_until_it_has() {
         .post(json!({"jsonrpc": "2.0", "id": 41, "method": "ping"}))
         .await;
     assert!(body.contains(ID_IN_USE), "{body}");
-    let (status, _, _) = c
-        .post(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 41}}))
+    // A cancellation rmcp refuses (an `Accept` without event streams)
+    // does not reach it: the id stays in use.
+    let cancel =
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 41}});
+    let refused = with_accept("application/json", &cancel)
+        .send()
+        .await
+        .unwrap();
+    assert!(!refused.status().is_success(), "{}", refused.status());
+    let (_, _, body) = c
+        .post(json!({"jsonrpc": "2.0", "id": 41, "method": "ping"}))
         .await;
+    assert!(body.contains(ID_IN_USE), "{body}");
+    let (status, _, _) = c.post(cancel).await;
     assert_eq!(status, 202);
     let (_, _, body) = c
         .post(json!({"jsonrpc": "2.0", "id": 41, "method": "ping"}))

@@ -258,14 +258,6 @@ impl Sessions {
                     .and_then(|p| p.request_id);
                 // The entry stays until the call ends: its id is in use
                 // until then (the call's own end removes it).
-                // rmcp drops its route for a request cancelled and answers
-                // it no more: its id is free.
-                if let Some((_, freed)) = cancelled
-                    .as_ref()
-                    .and_then(|id| lock(&session.handed).remove(id))
-                {
-                    freed.cancel();
-                }
                 let cancel = cancelled.and_then(|id| lock(&session.running).get(&id).cloned());
                 if let Some(cancel) = cancel {
                     cancel.cancel();

@@ -29,29 +29,43 @@ pub(crate) const MAX_ID: usize = 256;
 /// Requests one session may have rmcp answering at once.
 pub(crate) const MAX_HANDED: usize = 256;
 
-/// A request id reserved while rmcp answers it.
+/// A request id reserved while rmcp answers it; or the cancellation of
+/// one (`cancel`), which frees it once rmcp has taken the cancellation.
 pub(crate) struct Handed {
     session: Arc<Session>,
     id: RequestId,
-    /// This reservation's mark: the id may have been freed (its request
-    /// cancelled) and reserved again since.
-    mark: u64,
-    /// Cancelled when the id is freed before the reservation ends.
-    freed: CancellationToken,
+    mark: Mark,
+    cancel: bool,
 }
 
-/// A reservation as its session keeps it: its mark, and what tells its
-/// holder that the id was freed.
-pub(crate) type Mark = (u64, CancellationToken);
+/// A reservation as its session keeps it.
+#[derive(Clone)]
+pub(crate) struct Mark {
+    /// Its own: the id may have been freed (its request cancelled) and
+    /// reserved again since.
+    n: u64,
+    /// Cancelled when the id is freed before the reservation ends.
+    freed: CancellationToken,
+    /// rmcp has taken the request (its answer's head came): a cancellation
+    /// reaches it there.
+    delivered: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Handed {
+    /// Frees the id if it is still this reservation's.
+    fn free(&self) {
+        let mut handed = lock(&self.session.handed);
+        if handed.get(&self.id).is_some_and(|m| m.n == self.mark.n) {
+            handed.remove(&self.id);
+            self.mark.freed.cancel();
+        }
+    }
+}
 
 impl Drop for Handed {
     fn drop(&mut self) {
-        let mut handed = lock(&self.session.handed);
-        if handed
-            .get(&self.id)
-            .is_some_and(|(mark, _)| *mark == self.mark)
-        {
-            handed.remove(&self.id);
+        if !self.cancel {
+            self.free();
         }
     }
 }
@@ -96,17 +110,20 @@ fn reserve(session: &Session, id: &RequestId) -> Result<Mark, rmcp::ErrorData> {
             None,
         ));
     }
-    let mark = (
-        MARKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        CancellationToken::new(),
-    );
+    let mark = Mark {
+        n: MARKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        freed: CancellationToken::new(),
+        delivered: Default::default(),
+    };
     handed.insert(id.clone(), mark.clone());
     Ok(mark)
 }
 
 impl Sessions {
     /// Reserves the id of a request in a session for rmcp to answer;
-    /// `Err`: it is refused, answered so. `Ok(None)`: nothing to reserve
+    /// `Err`: it is refused, answered so. A cancellation of a request rmcp
+    /// has taken: what frees its id once rmcp takes the cancellation (it
+    /// then answers the request no more). `Ok(None)`: nothing to reserve
     /// (a new session, or none known here; no id, a message that is not a
     /// request).
     pub(crate) fn hand(
@@ -118,21 +135,43 @@ impl Sessions {
         let Some(message) = message.filter(|_| !new_session) else {
             return Ok(None);
         };
-        let (Some(session), Some(id), Some(_)) =
-            (self.get(&parts.headers), &message.id, &message.method)
-        else {
+        let (Some(session), Some(method)) = (self.get(&parts.headers), &message.method) else {
             return Ok(None);
         };
+        let Some(id) = &message.id else {
+            return Ok(cancelled(session, method, message));
+        };
         match reserve(&session, id) {
-            Ok((mark, freed)) => Ok(Some(Handed {
+            Ok(mark) => Ok(Some(Handed {
                 session,
                 id: id.clone(),
                 mark,
-                freed,
+                cancel: false,
             })),
             Err(e) => Err(answer::refused(e, id.clone(), true)),
         }
     }
+}
+
+/// The cancellation a notification makes of a request of `session` rmcp
+/// has taken, if it is one.
+fn cancelled(session: Arc<Session>, method: &str, message: &Message<'_>) -> Option<Handed> {
+    if method != "notifications/cancelled" {
+        return None;
+    }
+    let params = crate::mcp::params_of(message.params);
+    let id = serde_json::from_str::<rmcp::model::CancelledNotificationParam>(params)
+        .ok()?
+        .request_id?;
+    let mark = lock(&session.handed).get(&id).cloned()?;
+    mark.delivered
+        .load(std::sync::atomic::Ordering::Acquire)
+        .then_some(Handed {
+            session,
+            id,
+            mark,
+            cancel: true,
+        })
 }
 
 /// What a line of an answer's body says, as far as the reservation goes:
@@ -176,12 +215,24 @@ impl Answer {
         response: http::Response<Body>,
         handed: Option<Handed>,
     ) -> http::Response<Body> {
+        let taken = response.status().is_success();
         match handed {
+            // A cancellation rmcp took (it queues what it takes in order):
+            // the request is answered no more, and its id is free.
+            Some(h) if h.cancel => {
+                if taken {
+                    h.free();
+                }
+                response
+            }
             // Refused (a bad `Accept`, version or header): rmcp holds
             // nothing of it, and the id is free.
-            _ if !response.status().is_success() => response,
+            _ if !taken => response,
             None => response,
             Some(h) => response.map(|body| {
+                h.mark
+                    .delivered
+                    .store(true, std::sync::atomic::Ordering::Release);
                 Answer {
                     body,
                     handed: Some(h),
@@ -235,7 +286,7 @@ impl Drop for Answer {
             return;
         };
         let mut body = std::mem::replace(&mut self.body, http_body_util::Empty::new().boxed());
-        let (closed, freed) = (handed.session.closed.clone(), handed.freed.clone());
+        let (closed, freed) = (handed.session.closed.clone(), handed.mark.freed.clone());
         runtime.spawn(async move {
             let drained = async {
                 while let Some(Ok(frame)) = body.frame().await {
