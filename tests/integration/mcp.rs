@@ -2633,19 +2633,19 @@ async fn over_http_the_id_of_a_request_rmcp_answers_is_in_use_until_it_has() {
     let s = setup();
     let (mut child, url) = http_server(&s, &[]).await;
     let (c, _) = Bare::open(&url, "2025-06-18", json!({})).await;
-    // A POST of `body` in the session with `accept`.
-    let with_accept = |accept: &str, body: &Value| {
+    // A POST of `body` in the session with `accept`, on `version`.
+    let with_accept = |accept: &str, version: &str, body: &Value| {
         (c.http.post(&url))
             .header("content-type", "application/json")
             .header("accept", accept)
-            .header("mcp-protocol-version", &c.version)
+            .header("mcp-protocol-version", version)
             .header("mcp-session-id", c.session.as_deref().unwrap())
             .body(body.to_string())
     };
     // An `Accept` with parameters: rmcp answers (not the short path).
     let to_rmcp = |id: u64| {
         let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "hog", "arguments": {"attack": "loop"}}});
-        let req = with_accept("application/json, text/event-stream;q=1", &call);
+        let req = with_accept("application/json, text/event-stream;q=1", &c.version, &call);
         tokio::spawn(async move { req.send().await.unwrap().text().await.unwrap() })
     };
     let slow = to_rmcp(40);
@@ -2691,11 +2691,19 @@ async fn over_http_the_id_of_a_request_rmcp_answers_is_in_use_until_it_has() {
     // does not reach it: the id stays in use.
     let cancel =
         json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 41}});
-    let refused = with_accept("application/json", &cancel)
+    let refused = with_accept("application/json", &c.version, &cancel)
         .send()
         .await
         .unwrap();
     assert!(!refused.status().is_success(), "{}", refused.status());
+    // Nor does one rmcp answers 202 on the 2026-07-28 protocol without
+    // passing it to the session.
+    let current = with_accept("application/json, text/event-stream", "2026-07-28", &cancel)
+        .header("mcp-method", "notifications/cancelled")
+        .send()
+        .await
+        .unwrap();
+    assert!(current.status().is_success(), "{}", current.status());
     let (_, _, body) = c
         .post(json!({"jsonrpc": "2.0", "id": 41, "method": "ping"}))
         .await;

@@ -139,7 +139,8 @@ impl Sessions {
             return Ok(None);
         };
         let Some(id) = &message.id else {
-            return Ok(cancelled(session, method, message));
+            let plain = message.plain() && super::plain(&parts.headers);
+            return Ok(cancelled(session, method, message).filter(|_| plain));
         };
         match reserve(&session, id) {
             Ok(mark) => Ok(Some(Handed {
@@ -154,7 +155,9 @@ impl Sessions {
 }
 
 /// The cancellation a notification makes of a request of `session` rmcp
-/// has taken, if it is one.
+/// has taken, if it is one. (Only one whose headers leave rmcp nothing to
+/// decide, `fast::plain`, is taken for one: rmcp answers a notification on
+/// the 2026-07-28 protocol 202 without passing it to the session.)
 fn cancelled(session: Arc<Session>, method: &str, message: &Message<'_>) -> Option<Handed> {
     if method != "notifications/cancelled" {
         return None;
