@@ -34,21 +34,26 @@ pub fn match_rule<'r>(
     let path = url.path();
     // Of the grants that allow it, the one with the longest prefix (its
     // labels and approval the most specific), the first of those.
-    let longest = |r: &EgressRule| {
-        (r.path_prefixes.iter())
-            .filter(|p| within(path, p))
-            .map(String::len)
-            .max()
-    };
     let allowed = (same_origin.iter())
         .filter(|r| r.methods.iter().any(|m| m == method))
-        .filter_map(|r| Some((longest(r)?, *r)))
+        .filter_map(|r| Some((r.longest_prefix_of(path)?, *r)))
         .rev()
         .max_by_key(|(len, _)| *len)
         .map(|(_, r)| r);
     allowed.ok_or_else(|| {
         format!("{method} {path} on {origin} is not in the egress grant (methods or path prefix)")
     })
+}
+
+impl EgressRule {
+    /// The length of the longest of this rule's path prefixes that
+    /// `path` is under, if any: how specific the rule is for it.
+    pub(crate) fn longest_prefix_of(&self, path: &str) -> Option<usize> {
+        (self.path_prefixes.iter())
+            .filter(|p| within(path, p))
+            .map(String::len)
+            .max()
+    }
 }
 
 /// Whether `path` is under the path prefix `prefix`, segment by segment,

@@ -167,15 +167,9 @@ fn fit(
     origin: &Origin,
     prefix: &str,
 ) -> Option<EgressRule> {
-    let longest = |c: &EgressRule| {
-        (c.path_prefixes.iter())
-            .filter(|p| check::within(prefix, p))
-            .map(String::len)
-            .max()
-    };
     let containing: Vec<(usize, &EgressRule)> = (ceilings.iter())
         .filter(|c| c.origin == *origin)
-        .filter_map(|c| Some((longest(c)?, c)))
+        .filter_map(|c| Some((c.longest_prefix_of(prefix)?, c)))
         .collect();
     // Only the most specific: a grant of methods it does not allow does
     // not fall through to a wider ceiling's labels and approval.
