@@ -3058,3 +3058,133 @@ async fn what_a_tool_keeps_in_unsent_wasi_http_requests_is_bounded() {
         json!({"kept": {"refused": ["authority", "method", "path"], "held": 1500}})
     );
 }
+
+/// Overlapping ceilings: the manifest allows the whole API (GET and POST,
+/// no person) and states narrower rules for `/admin/` (GET only, labelled
+/// `admin`) and `/ops/` (GET and POST, each asking a person). A task
+/// granted the whole API is held, under each narrower path, to its rule:
+/// the policy sees the label, a method it does not allow is refused there
+/// rather than given to the wider rule, and a request there waits for a
+/// person. Elsewhere the wider rule applies.
+#[tokio::test]
+async fn a_request_under_a_narrower_ceiling_is_held_to_it() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let port = {
+        let seen = seen.clone();
+        crate::common::http_server(move |r| {
+            seen.lock()
+                .unwrap()
+                .push(format!("{} {}", r.method, r.path));
+            ("200 OK".into(), String::new(), b"ok".to_vec())
+        })
+        .await
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rule = |prefix: &str, methods: &str, extra: &str| {
+        format!(
+            "[[tools.probe.http]]\nscheme = \"http\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             path-prefixes = [\"{prefix}\"]\nmethods = [{methods}]\n{extra}\n"
+        )
+    };
+    let manifest = format!(
+        "[tools.probe]\ncomponent = \"{}\"\n{}{}{}",
+        crate::EGRESS_PROBE,
+        rule("/", r#""GET", "POST""#, "approval = \"none\""),
+        rule("/admin/", r#""GET""#, "labels = [\"admin\"]"),
+        rule("/ops/", r#""GET", "POST""#, "approval = \"required\""),
+    );
+    std::fs::write(dir.path().join("manifest.toml"), manifest).unwrap();
+    let policy = warden::policy::RuntimePolicy::parse(&[(
+        "admin.cedar".into(),
+        r#"@id("no-admin")
+forbid (principal, action == Warden::Action::"http::send", resource)
+when { resource.labels.contains("admin") };
+"#
+        .into(),
+    )])
+    .unwrap();
+    let audit = MemorySink::new();
+    let runtime = Runtime::builder()
+        .manifest(Manifest::load(dir.path().join("manifest.toml")).unwrap())
+        .audit(audit.clone())
+        .policy(policy)
+        .cache_dir(crate::common::shared_cache())
+        .build()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let grant = Grant::new("t").http(&format!("{base}/"), None);
+    let probe = async |method: &str, path: &str| {
+        let input = json!({"method": method, "url": format!("{base}{path}")});
+        let run = runtime
+            .invoke("probe", &grant, &input.to_string())
+            .await
+            .unwrap();
+        let out: Value = serde_json::from_str(&run.output.unwrap()).unwrap();
+        (out, audit.invocation(&run.id))
+    };
+    let decision = |records: &[warden::audit::Record]| {
+        records
+            .iter()
+            .find(|r| r.event == Event::Decision)
+            .cloned()
+            .unwrap()
+    };
+    // The wider rule's paths: sent, by either method, asking no one.
+    for method in ["GET", "POST"] {
+        let (out, _) = probe(method, "/public").await;
+        assert_eq!(out["ok"]["status"], 200, "{method}: {out}");
+    }
+    // `/admin/`: labelled for the policy, which refuses it.
+    let (out, records) = probe("GET", "/admin/users").await;
+    assert_eq!(out["error"]["code"], "denied", "{out}");
+    let d = decision(&records);
+    assert_eq!(d.policies, Some(vec!["no-admin".to_owned()]), "{d:?}");
+    // A method `/admin/`'s rule does not allow: refused there, not given
+    // to the wider rule that allows it.
+    let (out, records) = probe("POST", "/admin/users").await;
+    let why = format!(
+        "POST /admin/users on {base} is not in the egress grant: the manifest's rule \
+         for /admin/ does not allow POST"
+    );
+    assert_eq!(out["error"]["code"], "denied", "{out}");
+    let d = decision(&records);
+    assert_eq!(
+        (d.rule.as_deref(), d.reason.as_deref()),
+        (Some("http.allowlist"), Some(why.as_str())),
+        "{d:?}"
+    );
+    // Written so a lenient server reads it under `/admin/`: the same.
+    let (out, records) = probe("POST", "//admin/users").await;
+    assert_eq!(out["error"]["code"], "denied", "{out}");
+    let d = decision(&records);
+    assert!(
+        d.reason
+            .as_deref()
+            .unwrap()
+            .ends_with("does not allow POST (as a server may read //admin/users)"),
+        "{d:?}"
+    );
+    let (out, records) = probe("GET", "/%61dmin;v=1/users").await;
+    assert_eq!(out["error"]["code"], "denied", "{out}");
+    let d = decision(&records);
+    assert_eq!(d.policies, Some(vec!["no-admin".to_owned()]), "{d:?}");
+    // `/ops/`: each request waits for a person (none here: refused).
+    let (out, records) = probe("GET", "/ops/restart").await;
+    assert_eq!(out["error"]["code"], "denied", "{out}");
+    assert!(
+        records.iter().any(|r| r.event == Event::ApprovalRequested),
+        "{records:?}"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["GET /public", "POST /public"],
+        "only the wider rule's requests were sent"
+    );
+    // The start record names what was granted, not the narrower rules.
+    let (_, records) = probe("GET", "/public").await;
+    let start = records.iter().find(|r| r.event == Event::InvocationStart);
+    assert_eq!(
+        start.unwrap().resource.as_deref(),
+        Some(format!("http:GET,POST={base}/").as_str())
+    );
+}

@@ -535,7 +535,7 @@ impl Authorized {
             .iter()
             .map(|s| format!("secret:{}", s.name))
             .chain(self.deploy.iter().map(|t| format!("deploy:{}", t.name)))
-            .chain(self.egress.iter().map(|r| {
+            .chain(self.egress.iter().filter(|r| !r.narrower).map(|r| {
                 format!(
                     "http:{}={}{}",
                     r.methods.join(","),

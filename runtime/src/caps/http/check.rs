@@ -10,17 +10,24 @@ use url::{Host, Url};
 
 pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
-/// The first rule allowing `method` on `url`, or why none does.
-pub fn match_rule<'r>(
-    rules: &'r [EgressRule],
+/// The rule for `method` on `url`: of the rules whose path prefix holds
+/// it, the most specific that allows `method` (the first of equals); or
+/// why none does. A narrower ceiling's rule within a grant that holds the
+/// path but not `method` refuses it there (see [`EgressRule::narrower`]),
+/// and holds it also as a lenient server may read it ([`server_reading`]:
+/// `//admin/x`, `/%61dmin/x` and `/admin;p/x` are `/admin/x` to some): a
+/// method refused there is refused, and its approval and labels are added
+/// to the rule's.
+pub fn match_rule(
+    rules: &[EgressRule],
     method: &str,
     url: &Url,
     origin: &Origin,
-) -> Result<&'r EgressRule, String> {
+) -> Result<EgressRule, String> {
     if rules.is_empty() {
         return Err("this task has no egress grant".into());
     }
-    let same_origin: Vec<_> = rules.iter().filter(|r| r.origin == *origin).collect();
+    let same_origin: Vec<&EgressRule> = rules.iter().filter(|r| r.origin == *origin).collect();
     if same_origin.is_empty() {
         let what = match origin.host {
             Host::Domain(_) => "host",
@@ -32,17 +39,92 @@ pub fn match_rule<'r>(
         ));
     }
     let path = url.path();
-    // Of the grants that allow it, the one with the longest prefix (its
-    // labels and approval the most specific), the first of those.
-    let allowed = (same_origin.iter())
-        .filter(|r| r.methods.iter().any(|m| m == method))
+    let mut rule = rule_for(&same_origin, method, path, origin)?.clone();
+    if same_origin.iter().any(|r| r.narrower) {
+        let read = server_reading(path);
+        if read != path {
+            let also = rule_for(&same_origin, method, &read, origin)
+                .map_err(|e| format!("{e} (as a server may read {path})"))?;
+            rule.approval = rule.approval.max(also.approval);
+            for label in &also.labels {
+                if !rule.labels.contains(label) {
+                    rule.labels.push(label.clone());
+                }
+            }
+        }
+    }
+    Ok(rule)
+}
+
+/// The rule for `method` at `path` among one origin's rules (see
+/// [`match_rule`]).
+fn rule_for<'r>(
+    rules: &[&'r EgressRule],
+    method: &str,
+    path: &str,
+    origin: &Origin,
+) -> Result<&'r EgressRule, String> {
+    let holding: Vec<(usize, &EgressRule)> = (rules.iter())
         .filter_map(|r| Some((r.longest_prefix_of(path)?, *r)))
-        .rev()
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, r)| r);
-    allowed.ok_or_else(|| {
-        format!("{method} {path} on {origin} is not in the egress grant (methods or path prefix)")
-    })
+        .collect();
+    let mut lengths: Vec<usize> = holding.iter().map(|(len, _)| *len).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    // From the most specific (its labels and approval the manifest's for
+    // this path): the first rule that allows `method`.
+    for len in lengths.into_iter().rev() {
+        let here = || {
+            holding
+                .iter()
+                .filter(move |(l, _)| *l == len)
+                .map(|(_, r)| *r)
+        };
+        if let Some(r) = here().find(|r| r.methods.iter().any(|m| m == method)) {
+            return Ok(r);
+        }
+        if let Some(r) = here().find(|r| r.narrower) {
+            return Err(format!(
+                "{method} {path} on {origin} is not in the egress grant: the manifest's \
+                 rule for {} does not allow {method}",
+                r.path_prefixes.join(", ")
+            ));
+        }
+    }
+    Err(format!(
+        "{method} {path} on {origin} is not in the egress grant (methods or path prefix)"
+    ))
+}
+
+/// `path` as a lenient server may route it: percent-decoded (up to three
+/// rounds, for servers that decode again), `\` as `/` (IIS), each segment
+/// cut at `;` (Tomcat's path parameters), and runs of `/` as one (nginx's
+/// `merge_slashes`). Dot segments are refused before
+/// ([`encoded_dot_segment`]).
+pub(crate) fn server_reading(path: &str) -> String {
+    let mut bytes = path.as_bytes().to_vec();
+    for _ in 0..3 {
+        if !bytes.contains(&b'%') {
+            break;
+        }
+        let next: Vec<u8> = percent_encoding::percent_decode(&bytes).collect();
+        if next == bytes {
+            break;
+        }
+        bytes = next;
+    }
+    let text = String::from_utf8_lossy(&bytes).replace('\\', "/");
+    let mut out = String::with_capacity(text.len());
+    for segment in text.split('/') {
+        let segment = segment.split(';').next().unwrap_or_default();
+        if !segment.is_empty() {
+            out.push('/');
+            out.push_str(segment);
+        }
+    }
+    if out.is_empty() || text.ends_with('/') {
+        out.push('/');
+    }
+    out
 }
 
 impl EgressRule {

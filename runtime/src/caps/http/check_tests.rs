@@ -225,3 +225,20 @@ fn classifies_special_addresses() {
         assert_eq!(is_special(ip.parse().unwrap()), want, "{ip}");
     }
 }
+
+#[test]
+fn a_path_is_read_as_lenient_servers_route_it() {
+    for (path, read) in [
+        ("/admin/users", "/admin/users"),
+        ("//admin///users/", "/admin/users/"),
+        ("/%61dmin/users", "/admin/users"),
+        ("/%2561dmin/users", "/admin/users"),
+        ("/admin;jsessionid=1/users", "/admin/users"),
+        ("/admin\\users", "/admin/users"),
+        ("/admin%2Fusers", "/admin/users"),
+        ("/", "/"),
+        ("//", "/"),
+    ] {
+        assert_eq!(server_reading(path), read, "{path}");
+    }
+}

@@ -202,7 +202,7 @@ impl Egress {
             return refuse("http.size", reason, Refused::TooLarge);
         }
         let rule = match check::match_rule(&self.rules, method, &url, &origin) {
-            Ok(r) => r.clone(),
+            Ok(r) => r,
             Err(reason) => return refuse("http.allowlist", reason, Refused::Denied),
         };
         let mut needs_approval = rule.approval.applies(method);
@@ -245,7 +245,7 @@ impl Egress {
             let labels = match check::match_rule(&self.rules, &asked, &url, &origin) {
                 Ok(r) => {
                     needs_approval |= r.approval.applies(&asked);
-                    r.labels.clone()
+                    r.labels
                 }
                 Err(reason) => {
                     let reason = format!("{} asks for {asked}: {reason}", o.by);

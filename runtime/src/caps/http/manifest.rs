@@ -134,6 +134,7 @@ pub(crate) fn section(
         addresses,
         approval,
         labels,
+        narrower: false,
     })
 }
 

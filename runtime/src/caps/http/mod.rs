@@ -49,10 +49,15 @@ pub struct EgressRule {
     pub approval: EgressApproval,
     /// Sensitivity labels, for runtime policy.
     pub labels: Vec<String>,
+    /// A narrower ceiling's rule within a grant (`/admin/` in a grant of
+    /// `/`): a request under it is held to it, and a method it does not
+    /// allow is refused there, not given to the grant's wider rule.
+    pub narrower: bool,
 }
 
-/// Which requests of an egress rule wait for a person's approval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which requests of an egress rule wait for a person's approval, from
+/// the fewest to the most (`max` of two is the stricter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum EgressApproval {
     /// None: the rule allows only GET and HEAD, or the manifest waived
     /// approval (`approval = "none"`).
@@ -151,9 +156,40 @@ pub(crate) fn authorize(
                 format!("{origin} is not in the manifest's egress ceiling")
             }));
         };
+        let narrower = within_grant(ceilings, &rule);
         out.push(rule);
+        out.extend(narrower);
     }
     Ok(out)
+}
+
+/// The ceilings narrower than a grant's rule, within it (`/admin/` in a
+/// grant of `/`), each as a rule of the grant's methods it allows (perhaps
+/// none) with its own labels, approval and addresses: a request under one
+/// is held to the most specific ceiling the manifest states for it, as a
+/// grant is (`fit`), not to the wider one its grant fitted.
+fn within_grant(ceilings: &[EgressRule], granted: &EgressRule) -> Vec<EgressRule> {
+    let prefix = &granted.path_prefixes[0];
+    let mut out = Vec::new();
+    for c in ceilings.iter().filter(|c| c.origin == granted.origin) {
+        let narrower =
+            (c.path_prefixes.iter()).filter(|q| q.len() > prefix.len() && check::within(q, prefix));
+        for q in narrower {
+            out.push(EgressRule {
+                origin: c.origin.clone(),
+                methods: (granted.methods.iter())
+                    .filter(|m| c.methods.contains(m))
+                    .cloned()
+                    .collect(),
+                path_prefixes: vec![q.clone()],
+                addresses: c.addresses.clone(),
+                approval: c.approval,
+                labels: c.labels.clone(),
+                narrower: true,
+            });
+        }
+    }
+    out
 }
 
 /// The ceiling rule containing a grant entry, narrowed to it: of those
@@ -190,6 +226,7 @@ fn fit(
                 addresses: c.addresses.clone(),
                 approval: c.approval,
                 labels: c.labels.clone(),
+                narrower: false,
             })
         })
 }
@@ -237,6 +274,7 @@ mod tests {
             addresses: Vec::new(),
             approval: EgressApproval::Never,
             labels: Vec::new(),
+            narrower: false,
         };
         let grant = |path: &str| HttpGrant {
             url: format!("https://api.example{path}"),
@@ -265,6 +303,7 @@ mod tests {
             addresses: Vec::new(),
             approval,
             labels: labels.iter().map(|l| l.to_string()).collect(),
+            narrower: false,
         };
         let wide = rule("/", &[], EgressApproval::Never);
         let admin = rule("/admin/", &["admin"], EgressApproval::Always);
@@ -293,6 +332,57 @@ mod tests {
             );
             let got = authorize("t", &ceilings, &[grant("/")]).unwrap();
             assert!(got[0].labels.is_empty());
+            // A grant of `/` holds `/admin/`: a request there is held to
+            // the narrower ceiling, and a method it does not allow is
+            // refused there, not given to the wider one.
+            let wide_grant = HttpGrant {
+                url: "https://api.example/".into(),
+                methods: Some(vec!["GET".into(), "POST".into()]),
+            };
+            let got = authorize("t", &wide_post, &[wide_grant]).unwrap();
+            assert_eq!(got.len(), 2, "{got:?}");
+            assert_eq!(
+                (&got[1].methods, &got[1].path_prefixes, got[1].narrower),
+                (&vec!["GET".to_owned()], &vec!["/admin/".to_owned()], true)
+            );
+            let origin = check::parse_origin("https://api.example").unwrap();
+            let url = url::Url::parse("https://api.example/admin/users").unwrap();
+            let r = check::match_rule(&got, "GET", &url, &origin).unwrap();
+            assert_eq!(
+                (&r.labels, r.approval),
+                (&vec!["admin".to_owned()], EgressApproval::Always)
+            );
+            assert_eq!(
+                check::match_rule(&got, "POST", &url, &origin).unwrap_err(),
+                "POST /admin/users on https://api.example:443 is not in the egress grant: \
+                 the manifest's rule for /admin/ does not allow POST"
+            );
+            let url = url::Url::parse("https://api.example/public").unwrap();
+            let r = check::match_rule(&got, "POST", &url, &origin).unwrap();
+            assert_eq!((r.path_prefixes[0].as_str(), r.narrower), ("/", false));
+            // Written so a lenient server reads it under `/admin/`: held
+            // to `/admin/` all the same.
+            for path in [
+                "//admin/users",
+                "/%61dmin/users",
+                "/admin;v=1/users",
+                "/%2561dmin/x",
+            ] {
+                let url = url::Url::parse(&format!("https://api.example{path}")).unwrap();
+                let r = check::match_rule(&got, "GET", &url, &origin).unwrap();
+                assert_eq!(
+                    (&r.labels, r.approval),
+                    (&vec!["admin".to_owned()], EgressApproval::Always),
+                    "{path}"
+                );
+                let e = check::match_rule(&got, "POST", &url, &origin).unwrap_err();
+                assert!(
+                    e.ends_with(&format!(
+                        "does not allow POST (as a server may read {path})"
+                    )),
+                    "{path}: {e}"
+                );
+            }
         }
         let origin = check::parse_origin("https://api.example").unwrap();
         let url = url::Url::parse("https://api.example/admin/users").unwrap();
