@@ -18,6 +18,13 @@
 //! [`MOST_PER_VALUE`], is generous; the bundled tools need well under 20.
 //! The whole instance then costs at most its size times the bound.
 //!
+//! `unevaluatedProperties` and `unevaluatedItems` cost more than their
+//! place: to learn what the schema's other keywords evaluated, the
+//! validator checks each `allOf`/`anyOf`/`oneOf` branch and `if` again,
+//! whole, and looks within each in-place branch, nested ones too
+//! ([`Cost::marking`]); nested in one another they multiply, which the
+//! bound then counts.
+//!
 //! What the bound cannot follow is refused too: a `$ref` that is not a
 //! JSON pointer into the schema, `$dynamicRef`/`$recursiveRef`, a nested
 //! `$id` (which would change what `#` means below it), and an in-place
@@ -64,6 +71,7 @@ pub(crate) fn bound(schema: &Value) -> Result<Bound, String> {
     let mut cost = Cost {
         root: schema,
         closures: HashMap::new(),
+        marks: HashMap::new(),
         visiting: Vec::new(),
         at: HashMap::new(),
         work: 0,
@@ -106,7 +114,9 @@ fn check_ids(
         return Ok(());
     };
     let (patterns, unique) = found;
-    for scans in ["pattern", "format"] {
+    // `contentMediaType` parses each string (as JSON, say) and
+    // `contentEncoding` decodes it, at every evaluation, as a pattern scans.
+    for scans in ["pattern", "format", "contentMediaType", "contentEncoding"] {
         if map.get(scans).is_some_and(Value::is_string) {
             **patterns += 1;
         }
@@ -161,11 +171,18 @@ enum Child<'a> {
     OtherItem,
 }
 
+/// Schema nodes evaluated at one value, each with how many times.
+type Nodes<'a> = Rc<Vec<(&'a Value, u64)>>;
+
 struct Cost<'a> {
     root: &'a Value,
     /// Each node's in-place closure: the nodes evaluated at the same value,
-    /// with how many times.
-    closures: HashMap<usize, Rc<Vec<(&'a Value, u64)>>>,
+    /// with how many times; and how deep its in-place applicators nest
+    /// (1: none).
+    closures: HashMap<usize, (Nodes<'a>, usize)>,
+    /// What marking the properties or items a node's in-place branches
+    /// evaluated costs at its value ([`Cost::marking`]).
+    marks: HashMap<usize, Nodes<'a>>,
     visiting: Vec<usize>,
     at: HashMap<(usize, usize), u64>,
     work: u64,
@@ -210,9 +227,24 @@ impl<'a> Cost<'a> {
         Ok(n)
     }
 
-    fn closure(&mut self, s: &'a Value) -> Result<Rc<Vec<(&'a Value, u64)>>, String> {
-        if let Some(c) = self.closures.get(&id(s)) {
-            return Ok(c.clone());
+    fn closure(&mut self, s: &'a Value) -> Result<Nodes<'a>, String> {
+        Ok(self.closure_and_height(s)?.0)
+    }
+
+    /// `s`'s closure, and how deep in-place applicators nest below it. A
+    /// closure met again is not walked again, but its height still counts
+    /// where it is met.
+    fn closure_and_height(&mut self, s: &'a Value) -> Result<(Nodes<'a>, usize), String> {
+        let too_deep = || {
+            format!(
+                "its in-place applicators (allOf/anyOf/oneOf/not/if/$ref) nest over {MOST_IN_PLACE} deep"
+            )
+        };
+        if let Some((c, height)) = self.closures.get(&id(s)) {
+            if self.visiting.len() + height > MOST_IN_PLACE {
+                return Err(too_deep());
+            }
+            return Ok((c.clone(), *height));
         }
         if self.visiting.contains(&id(s)) {
             return Err(
@@ -221,31 +253,71 @@ impl<'a> Cost<'a> {
             );
         }
         if self.visiting.len() >= MOST_IN_PLACE {
-            return Err(format!(
-                "its in-place applicators (allOf/anyOf/oneOf/not/if/$ref) nest over {MOST_IN_PLACE} deep"
-            ));
+            return Err(too_deep());
         }
         self.visiting.push(id(s));
-        let mut all: Vec<(&'a Value, u64)> = vec![(s, 1)];
-        let mut index: HashMap<usize, usize> = HashMap::from([(id(s), 0)]);
+        let mut all = Gathered::new(s);
+        let mut height = 1;
         for t in self.in_place(s)? {
-            for &(node, times) in self.closure(t)?.iter() {
-                match index.get(&id(node)) {
-                    Some(&i) => all[i].1 = all[i].1.saturating_add(times),
-                    None => {
-                        index.insert(id(node), all.len());
-                        all.push((node, times));
-                    }
-                }
-            }
+            let (below, h) = self.closure_and_height(t)?;
+            all.add(&below);
+            height = height.max(h + 1);
         }
         self.visiting.pop();
+        if unevaluated(s) {
+            let marking = self.marking(s)?;
+            all.add(&marking);
+        }
+        let all = all.0;
         let total = weighed(&all);
         if total > MOST_PER_VALUE {
             return Err(too_costly(total));
         }
         let all = Rc::new(all);
-        self.closures.insert(id(s), all.clone());
+        self.closures.insert(id(s), (all.clone(), height));
+        Ok((all, height))
+    }
+
+    /// What the validator does at a value to learn which properties or
+    /// items `s`'s in-place branches evaluated, for an
+    /// `unevaluatedProperties` or `unevaluatedItems` (jsonschema's
+    /// `mark_evaluated_*`): each `allOf`/`anyOf`/`oneOf` branch and `if`
+    /// checked again, whole (its closure), and the same marking within
+    /// every in-place branch, where a nested `unevaluated*` checks the
+    /// values again (counted as its node once more). Only called for a node
+    /// whose closure is known, so its in-place branches hold no cycle and
+    /// nest at most [`MOST_IN_PLACE`] deep.
+    fn marking(&mut self, s: &'a Value) -> Result<Nodes<'a>, String> {
+        if let Some(m) = self.marks.get(&id(s)) {
+            return Ok(m.clone());
+        }
+        let mut all = Gathered(Vec::new(), HashMap::new());
+        if let Value::Object(map) = s {
+            let mut checked: Vec<&'a Value> = Vec::new();
+            for key in ["allOf", "anyOf", "oneOf"] {
+                if let Some(Value::Array(items)) = map.get(key) {
+                    checked.extend(items.iter());
+                }
+            }
+            checked.extend(map.get("if"));
+            for t in checked {
+                let again = self.closure(t)?;
+                all.add(&again);
+            }
+            for t in self.in_place(s)? {
+                let within = self.marking(t)?;
+                all.add(&within);
+                if unevaluated(t) {
+                    all.add(&[(t, 1)]);
+                }
+            }
+        }
+        let total = weighed(&all.0);
+        if total > MOST_PER_VALUE {
+            return Err(too_costly(total));
+        }
+        let all = Rc::new(all.0);
+        self.marks.insert(id(s), all.clone());
         Ok(all)
     }
 
@@ -292,6 +364,34 @@ impl<'a> Cost<'a> {
                 crate::policy::gate::cut(&r.to_string(), 80)
             )
         })
+    }
+}
+
+/// Whether `s` says `unevaluatedProperties` or `unevaluatedItems`.
+fn unevaluated(s: &Value) -> bool {
+    s.get("unevaluatedProperties").is_some() || s.get("unevaluatedItems").is_some()
+}
+
+/// Nodes gathered with how many times each is evaluated, in first-met
+/// order.
+struct Gathered<'a>(Vec<(&'a Value, u64)>, HashMap<usize, usize>);
+
+impl<'a> Gathered<'a> {
+    fn new(s: &'a Value) -> Self {
+        Gathered(vec![(s, 1)], HashMap::from([(id(s), 0)]))
+    }
+
+    /// Adds `nodes`.
+    fn add(&mut self, nodes: &[(&'a Value, u64)]) {
+        for &(node, n) in nodes {
+            match self.1.get(&id(node)) {
+                Some(&i) => self.0[i].1 = self.0[i].1.saturating_add(n),
+                None => {
+                    self.1.insert(id(node), self.0.len());
+                    self.0.push((node, n));
+                }
+            }
+        }
     }
 }
 
@@ -391,108 +491,5 @@ fn rest_items<'a>(map: &'a Map<String, Value>, out: &mut Vec<&'a Value>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    /// `n` levels of `k`-way `oneOf`, each branch a `$ref` to the next: k^n.
-    fn fanning(n: usize, k: usize) -> Value {
-        let mut defs = Map::new();
-        for i in 0..n {
-            let next = json!({"$ref": format!("#/$defs/a{}", i + 1)});
-            defs.insert(format!("a{i}"), json!({"oneOf": vec![next; k]}));
-        }
-        defs.insert(format!("a{n}"), json!({"type": "string"}));
-        json!({"$defs": defs, "$ref": "#/$defs/a0"})
-    }
-
-    #[test]
-    fn exponential_in_place_nesting_is_refused() {
-        // Each level: the node, two $ref nodes and twice the next level.
-        assert_eq!(bound(&fanning(3, 2)).unwrap().per_value, 1 + 29);
-        let e = bound(&fanning(4, 10)).unwrap_err();
-        assert!(e.contains("at most 1000 are allowed"), "{e}");
-    }
-
-    #[test]
-    fn fan_out_through_children_is_counted_per_child() {
-        // A value that could be a string, an array of values or an object
-        // of values: linear, though it refers to itself twice.
-        let json_value = json!({"$defs": {"v": {"anyOf": [
-            {"type": "string"},
-            {"type": "array", "items": {"$ref": "#/$defs/v"}},
-            {"type": "object", "additionalProperties": {"$ref": "#/$defs/v"}}
-        ]}}, "$ref": "#/$defs/v"});
-        assert!(bound(&json_value).unwrap().per_value < 20);
-        // A tree of nodes with children, and a struct of many fields.
-        let tree = json!({"$defs": {"n": {"type": "object", "properties": {
-            "name": {"type": "string"},
-            "children": {"type": "array", "items": {"$ref": "#/$defs/n"}}}}},
-            "$ref": "#/$defs/n"});
-        assert!(bound(&tree).unwrap().per_value < 10);
-        // But two schemas for the same child, at every level, double.
-        let twice = json!({"$defs": {"v": {"type": "array", "items": {"$ref": "#/$defs/v"},
-            "contains": {"$ref": "#/$defs/v"}}}, "$ref": "#/$defs/v"});
-        assert!(bound(&twice).is_err());
-    }
-
-    #[test]
-    fn what_the_bound_cannot_follow_is_refused() {
-        for (schema, says) in [
-            (json!({"$ref": "#"}), "in-place $ref cycle"),
-            (
-                json!({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}),
-                "cycle",
-            ),
-            (json!({"$ref": "#anchor"}), "not a JSON pointer"),
-            (json!({"$ref": "#/$defs/missing"}), "not a JSON pointer"),
-            (
-                json!({"properties": {"a": {"$id": "x", "type": "string"}}}),
-                "$id below its root",
-            ),
-            (json!({"$dynamicRef": "#meta"}), "$dynamicRef"),
-            // serde_json would not decode it; the validator would.
-            (
-                json!({"$defs": {"e": {}, "%65": {}}, "$ref": "#/$defs/%65"}),
-                "not a JSON pointer",
-            ),
-        ] {
-            let e = bound(&schema).unwrap_err();
-            assert!(e.contains(says), "{schema}: {e}");
-        }
-        // A property *named* $id is a name, not a keyword.
-        assert!(bound(&json!({"properties": {"$id": {"type": "string"}}})).is_ok());
-    }
-
-    #[test]
-    fn deep_in_place_nesting_and_long_lists_count() {
-        // A chain of 20 allOf links: cheap per value, but the validator
-        // would recurse 20 deep at every depth of the instance.
-        let mut defs = Map::new();
-        for i in 0..20 {
-            defs.insert(
-                format!("a{i}"),
-                json!({"allOf": [{"$ref": format!("#/$defs/a{}", i + 1)}]}),
-            );
-        }
-        defs.insert("a20".into(), json!({"items": {"$ref": "#/$defs/a0"}}));
-        let e = bound(&json!({"$defs": defs, "$ref": "#/$defs/a0"})).unwrap_err();
-        assert!(e.contains("nest over 16 deep"), "{e}");
-        // Each required name and enumerated value is a comparison.
-        let names: Vec<String> = (0..2000).map(|i| format!("r{i}")).collect();
-        let e = bound(&json!({"items": {"required": names}})).unwrap_err();
-        assert!(e.contains("at most 1000 are allowed"), "{e}");
-        let b = bound(&json!({"properties": {"a": {"pattern": "^a"}},
-                              "patternProperties": {"^x": {}, "^y": {}}}))
-        .unwrap();
-        assert_eq!(b.patterns, 3);
-    }
-
-    #[test]
-    fn a_wide_schema_is_bounded_quickly() {
-        let props: Map<String, Value> = (0..9000).map(|i| (format!("p{i}"), json!(true))).collect();
-        let started = std::time::Instant::now();
-        let _ = bound(&json!({"properties": props, "anyOf": [{}]}));
-        assert!(started.elapsed() < std::time::Duration::from_secs(2));
-    }
-}
+#[path = "schema_cost_tests.rs"]
+mod tests;
