@@ -152,3 +152,34 @@ async fn a_tool_that_cannot_be_described_cannot_be_invoked() {
         "{e:?}"
     );
 }
+
+/// A description that would rewrite a person's terminal (an OSC title, a
+/// cursor move) or read in another order than stored (a right-to-left
+/// override) reaches no client: the tool is refused at its describe,
+/// naming the field and the character, and cannot be invoked.
+#[tokio::test]
+async fn a_description_a_person_would_misread_is_refused() {
+    let rt = Runtime::builder()
+        .tool(ToolSpec::new("hostile", crate::HOSTILE_DESCRIBE))
+        .cache_dir(shared_cache())
+        .build()
+        .unwrap();
+    let e = rt.describe("hostile").await.unwrap_err();
+    let Error::Component { reason, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        reason,
+        "describe() returned a description with \\u{1b} at byte 13 (expected text a person \
+         sees as it is: no control, bidirectional or invisible characters)"
+    );
+    let e = rt
+        .invoke("hostile", &Grant::new("contract"), "{}")
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("describe() returned a description with"),
+        "{e}"
+    );
+}

@@ -321,3 +321,120 @@ fn mismatch_text(e: &ProvenanceError) -> String {
         other => format!("cannot be used: {other}"),
     }
 }
+
+/// The most bytes of a name or version in a tool's `describe`.
+const MOST_NAME: usize = 128;
+/// The most bytes of a description (the tool's, a handle's).
+const MOST_DESCRIPTION: usize = 8 << 10;
+/// The most handles a tool may describe.
+const MOST_HANDLES: usize = 64;
+/// The most bytes of a schema's JSON text.
+const MOST_SCHEMA: usize = 1 << 20;
+
+/// Refuses what a tool's `describe` says that would mislead a person
+/// reading it (`tools/list` in a client, `warden describe`) or that every
+/// client would be handed at length: a name, version or description with
+/// a character a person would not see as itself (a control character, a
+/// bidirectional override, a zero-width one; a description may break
+/// lines and hold tabs), or text past its size. Names the field and
+/// what was expected.
+pub(super) fn check_described(
+    info: &crate::bindings::exports::warden::tool::guest::ToolInfo,
+) -> Result<(), String> {
+    let text = |field: &str, value: &str, most: usize, lines: bool| {
+        if value.len() > most {
+            return Err(format!(
+                "describe() returned a {field} of {} bytes (at most {most})",
+                value.len()
+            ));
+        }
+        let hidden = |c: char| crate::redact::hidden(c) && !(lines && matches!(c, '\n' | '\t'));
+        match value.char_indices().find(|(_, c)| hidden(*c)) {
+            Some((at, c)) => Err(format!(
+                "describe() returned a {field} with {} at byte {at} (expected text a person \
+                 sees as it is: no control, bidirectional or invisible characters)",
+                c.escape_unicode()
+            )),
+            None => Ok(()),
+        }
+    };
+    text("name", &info.name, MOST_NAME, false)?;
+    text("version", &info.version, MOST_NAME, false)?;
+    text("description", &info.description, MOST_DESCRIPTION, true)?;
+    if info.handles.len() > MOST_HANDLES {
+        return Err(format!(
+            "describe() returned {} handles (at most {MOST_HANDLES})",
+            info.handles.len()
+        ));
+    }
+    for h in &info.handles {
+        text("handle name", &h.name, MOST_NAME, false)?;
+        text("handle description", &h.description, MOST_DESCRIPTION, true)?;
+    }
+    let schemas = [Some(&info.input_schema), info.output_schema.as_ref()];
+    for (which, schema) in ["input", "output"].iter().zip(schemas) {
+        if let Some(schema) = schema.filter(|s| s.len() > MOST_SCHEMA) {
+            return Err(format!(
+                "describe() returned an {which} schema of {} bytes (at most {MOST_SCHEMA})",
+                schema.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::exports::warden::tool::guest::{HandleSpec, ToolInfo};
+    use crate::bindings::warden::tool::fs::Rights;
+
+    fn info() -> ToolInfo {
+        ToolInfo {
+            name: "t".into(),
+            version: "1.0".into(),
+            description: "Counts lines.\n\tIn every file.".into(),
+            input_schema: "{}".into(),
+            output_schema: None,
+            handles: vec![HandleSpec {
+                name: "repo".into(),
+                rights: Rights::READ,
+                description: "the repository".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn describe_text_is_bounded_and_seen_as_it_is() {
+        assert_eq!(check_described(&info()), Ok(()));
+        let refused = |change: &dyn Fn(&mut ToolInfo)| {
+            let mut i = info();
+            change(&mut i);
+            check_described(&i).unwrap_err()
+        };
+        let e = refused(&|i| i.name = "t\n".into());
+        assert!(
+            e.starts_with("describe() returned a name with \\u{a} at byte 1"),
+            "{e}"
+        );
+        let e = refused(&|i| i.version = "1\u{200b}".into());
+        assert!(e.contains("a version with \\u{200b} at byte 1"), "{e}");
+        let e = refused(&|i| i.handles[0].description = "r\u{9b}31m".into());
+        assert!(
+            e.contains("a handle description with \\u{9b} at byte 1"),
+            "{e}"
+        );
+        let e = refused(&|i| i.description = "x".repeat(MOST_DESCRIPTION + 1));
+        assert_eq!(
+            e,
+            "describe() returned a description of 8193 bytes (at most 8192)"
+        );
+        let e = refused(&|i| i.handles = vec![i.handles[0].clone(); MOST_HANDLES + 1]);
+        assert_eq!(e, "describe() returned 65 handles (at most 64)");
+        let e = refused(&|i| i.output_schema = Some(" ".repeat(MOST_SCHEMA + 1)));
+        assert_eq!(
+            e,
+            "describe() returned an output schema of 1048577 bytes (at most 1048576)"
+        );
+    }
+}

@@ -433,6 +433,7 @@ impl Runtime {
             path: loaded.spec.component.clone(),
             reason,
         };
+        load::check_described(&info).map_err(component_err)?;
         let schema = |s: &str, which: &str| {
             let mut schema = serde_json::from_str(s).map_err(|e| {
                 component_err(format!(
