@@ -77,9 +77,12 @@ pub(crate) fn build(max_concurrent: u32) -> wasmtime::Result<Engine> {
 /// directory must be writable only by the user running Warden: it is created
 /// with mode 0700, and a directory that others can write, or that another user
 /// owns, is refused. Each entry opens with the identity it was compiled
-/// from ([`entry_header`]): an entry renamed to another tool's name (by
-/// someone who can write the directory's parent and swapped the directory
-/// after its check) is not loaded as that tool.
+/// from and the SHA-256 of its code ([`entry_header`]): an entry renamed to
+/// another tool's name (by someone who can write the directory's parent and
+/// swapped the directory after its check) is not loaded as that tool, and
+/// one damaged on disk (a write cut short by a crash, a bad sector) is
+/// compiled again rather than run. Entries are flushed to disk before they
+/// take their name.
 pub(crate) struct CompileCache {
     dir: PathBuf,
     engine_key: String,
@@ -91,8 +94,9 @@ impl CompileCache {
         let mut h = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         env!("CARGO_PKG_VERSION").hash(&mut h);
-        // Entries open with their identity (older ones do not).
-        "entry-header".hash(&mut h);
+        // Entries open with their identity and their code's digest (older
+        // ones do not).
+        "entry-header-digest".hash(&mut h);
         Ok(CompileCache {
             dir: dir.to_owned(),
             engine_key: format!("{:016x}", h.finish()),
@@ -115,10 +119,16 @@ impl CompileCache {
                 return None;
             }
         };
-        let Some(compiled) = bytes.strip_prefix(entry_header(identity).as_bytes()) else {
+        let Some(rest) = bytes.strip_prefix(entry_prefix(identity).as_bytes()) else {
             tracing::warn!(path = %path.display(), "ignoring compile cache entry: it was not compiled from this component");
             return None;
         };
+        let digest = rest.get(..64).and_then(|d| std::str::from_utf8(d).ok());
+        let compiled = rest.get(65..).unwrap_or_default();
+        if digest != Some(code_digest(compiled).as_str()) || rest.get(64) != Some(&b'\n') {
+            tracing::warn!(path = %path.display(), "ignoring damaged compile cache entry: its code does not match the digest it was written with; compiling again");
+            return None;
+        }
         match deserialize(engine, compiled) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -137,10 +147,13 @@ impl CompileCache {
             .and_then(|bytes| {
                 let mut tmp =
                     tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| e.to_string())?;
-                let header = entry_header(identity);
+                let header = entry_header(identity, &bytes);
                 std::io::Write::write_all(&mut tmp, header.as_bytes())
                     .map_err(|e| e.to_string())?;
                 std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| e.to_string())?;
+                // On disk before it has its name: a crash leaves no entry
+                // rather than a named one with its code cut short.
+                tmp.as_file().sync_all().map_err(|e| e.to_string())?;
                 tmp.persist(&path).map_err(|e| e.to_string())?;
                 Ok(())
             });
@@ -151,10 +164,19 @@ impl CompileCache {
 }
 
 /// What a cache entry opens with: the identity of the component it was
-/// compiled from. Only [`CompileCache::store`] writes entries, each after
-/// the bytes it compiled, so an entry of this user's is that component's.
-fn entry_header(identity: &Identity) -> String {
-    format!("warden compiled {}\n", identity.hex())
+/// compiled from, and the SHA-256 of the code that follows. Only
+/// [`CompileCache::store`] writes entries, each after the bytes it
+/// compiled, so an entry of this user's is that component's.
+fn entry_header(identity: &Identity, code: &[u8]) -> String {
+    format!("{}{}\n", entry_prefix(identity), code_digest(code))
+}
+
+fn entry_prefix(identity: &Identity) -> String {
+    format!("warden compiled {} ", identity.hex())
+}
+
+fn code_digest(code: &[u8]) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(code))
 }
 
 #[allow(unsafe_code)]
@@ -167,7 +189,8 @@ fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     // reads an entry only as a regular file this user owns and no one else
     // can write, not through a symlink (a file planted in a directory
     // swapped in after that check is another user's; one of ours renamed
-    // there opens with another identity, `entry_header`). wasmtime itself checks
+    // there opens with another identity, `entry_header`), and whose code
+    // hashes to the digest written with it (not damaged on disk). wasmtime itself checks
     // the header for the version and engine settings. The bytes are read into
     // memory first rather than mapped, so a cache file truncated while a
     // runtime uses it cannot fault the host (SIGBUS).

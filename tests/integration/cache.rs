@@ -57,7 +57,21 @@ async fn a_warm_cache_skips_compilation_and_a_corrupt_entry_is_recompiled() {
     let rt = runtime(&cache, events.clone()).unwrap();
     rt.invoke("echo", &Grant::new("t"), "{}").await.unwrap();
     assert_eq!(events.lock().unwrap().len(), 2);
-    assert!(std::fs::read(&entries[0]).unwrap().len() > 1000);
+    let good = std::fs::read(&entries[0]).unwrap();
+    assert!(good.len() > 1000);
+
+    // One entry damaged on disk, its header whole: its code no longer
+    // matches the digest it was written with, so it is compiled again
+    // rather than run (wasmtime checks its header, not its code).
+    let mut damaged = good.clone();
+    let at = damaged.len() / 2;
+    damaged[at] ^= 0xff;
+    std::fs::write(&entries[0], &damaged).unwrap();
+    let rt = runtime(&cache, events.clone()).unwrap();
+    let run = rt.invoke("echo", &Grant::new("t"), "{}").await.unwrap();
+    assert_eq!(run.output.unwrap(), r#"{"message":""}"#);
+    assert_eq!(events.lock().unwrap().len(), 3, "the damaged entry was run");
+    assert_eq!(std::fs::read(&entries[0]).unwrap(), good);
 }
 
 /// An entry is the compiled code of the component its name says only if
