@@ -41,7 +41,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  delete:\n    enabled: true\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
                 dir.path().join("data").display()
             ),
         )
@@ -804,6 +804,67 @@ fn a_signed_registry_component_runs_online_and_offline_and_unsigned_or_other_key
     let o = s.run_echo(&manifest, true);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("is unusable"), "{}", stderr(&o));
+}
+
+/// `METHOD /v2/PATH` on the registry, with `accept`: the status and the
+/// `Docker-Content-Digest` header, if any.
+fn registry_call(port: u16, method: &str, path: &str, accept: &str) -> (u16, Option<String>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} /v2/{path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: {accept}\r\n\r\n"
+    )
+    .unwrap();
+    let head = read_head(&mut s);
+    let status = head[9..12].parse().unwrap();
+    let digest = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("docker-content-digest")
+            .then(|| v.trim().to_owned())
+    });
+    (status, digest)
+}
+
+/// A publisher withdraws a signature by removing its tag: the next `warden
+/// pull` forgets it too, so neither a run online nor one offline from the
+/// cache takes the component as signed any more.
+#[test]
+fn a_signature_removed_from_the_registry_is_forgotten_at_the_next_pull() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let s = Scratch::new();
+    let (key, public, _) = generate_key(&s, "keys/tools");
+    let tag = registry.reference("tools/echo:v1");
+    let pinned = push_echo(&s, &tag);
+    let digest: Identity = pinned.rsplit_once('@').unwrap().1.parse().unwrap();
+    let manifest = s.manifest(&pinned, &format!("signed-by = {{ key = \"{public}\" }}\n"));
+    let o = sign_ref(&key, &pinned, None);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = s.warden(&["pull", &pinned]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_ran(&s.run_echo(&manifest, true));
+
+    // The publisher removes the signature.
+    let sig = format!("tools/echo/manifests/sha256-{}.sig", digest.hex());
+    let accept = "application/vnd.oci.image.manifest.v1+json";
+    let (status, sig_digest) = registry_call(registry.port, "HEAD", &sig, accept);
+    assert_eq!(status, 200);
+    let path = format!("tools/echo/manifests/{}", sig_digest.unwrap());
+    assert_eq!(registry_call(registry.port, "DELETE", &path, accept).0, 202);
+    assert_eq!(registry_call(registry.port, "HEAD", &sig, accept).0, 404);
+
+    // Until the next pull the cache still holds it; after, neither path
+    // takes the component as signed.
+    assert_ran(&s.run_echo(&manifest, true));
+    let o = s.warden(&["pull", &pinned]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for offline in [true, false] {
+        refused_with(
+            &s.run_echo(&manifest, offline),
+            "has no cosign signature for it",
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -138,6 +138,19 @@ impl BlobCache {
             .map_err(|_| bad("its digest is not sha256:HEX"))
     }
 
+    /// Forgets what `reference` (a tag) resolved to: the registry no
+    /// longer has it (a signature tag its publisher removed).
+    pub fn remove_tag(&self, reference: &OciRef) -> Result<(), CacheError> {
+        let path = self.tag_path(reference);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CacheError {
+                reason: format!("cannot remove it: {e}"),
+                path,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Records that `reference` (a tag) resolved to `digest`.
     pub fn set_tag(&self, reference: &OciRef, digest: &Identity) -> Result<(), CacheError> {
         let record = TagRecord {

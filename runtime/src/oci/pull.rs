@@ -49,9 +49,12 @@ pub async fn resolve(
             Some(d) => Ok(Some(d.clone())),
             None => cache.tag(reference),
         };
-        let cached = digest.and_then(|d| match d {
-            Some(d) => from_cache(cache, reference, &d),
-            None => Ok(None),
+        // Reading and hashing up to 256 MiB: other tasks go on meanwhile.
+        let cached = crate::blocking::blocking(|| {
+            digest.and_then(|d| match d {
+                Some(d) => from_cache(cache, reference, &d),
+                None => Ok(None),
+            })
         });
         match cached {
             Ok(Some(p)) => {
@@ -78,7 +81,7 @@ pub async fn resolve(
     }
     let pulled = fetch(reference, credentials, pin).await?;
     if let Some(cache) = cache {
-        store(cache, reference, &pulled)?;
+        crate::blocking::blocking(|| store(cache, reference, &pulled))?;
     }
     Ok(pulled)
 }
@@ -106,12 +109,12 @@ pub async fn pull(
                 .as_ref()
                 .map(SignatureArtifact::signatures)
                 .unwrap_or_default();
-            store(cache, reference, &pulled)?;
+            crate::blocking::blocking(|| store(cache, reference, &pulled))?;
         }
         return Ok(pulled);
     }
     let pulled = fetch(reference, credentials, pin).await?;
-    store(cache, reference, &pulled)?;
+    crate::blocking::blocking(|| store(cache, reference, &pulled))?;
     Ok(pulled)
 }
 
@@ -151,8 +154,16 @@ fn store(cache: &BlobCache, reference: &OciRef, pulled: &Pulled) -> Result<(), O
     cache
         .put(&pulled.layer_digest, &pulled.bytes)
         .map_err(err)?;
-    if let Some(artifact) = &pulled.signature_artifact {
-        signatures::store(cache, reference, &pulled.manifest_digest, artifact).map_err(err)?;
+    // The signatures were fetched again with the component: none at the
+    // registry now (its publisher removed them) is none in the cache too.
+    match &pulled.signature_artifact {
+        Some(artifact) => {
+            signatures::store(cache, reference, &pulled.manifest_digest, artifact).map_err(err)?
+        }
+        None => {
+            let tag = signatures::signature_ref(reference, &pulled.manifest_digest);
+            cache.remove_tag(&tag).map_err(err)?
+        }
     }
     if reference.digest().is_none() {
         cache

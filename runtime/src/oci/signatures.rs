@@ -7,8 +7,9 @@
 //! annotation.
 //!
 //! Fetched with the component (a 404 for the tag means none), bounded
-//! (manifest [`MAX_MANIFEST`], [`MAX_LAYERS`] layers, payload
-//! [`MAX_PAYLOAD`], signature [`MAX_SIGNATURE`]), each payload checked
+//! (manifest [`MAX_MANIFEST`], the newest [`MAX_LAYERS`] signatures, payload
+//! [`MAX_PAYLOAD`], signature [`MAX_SIGNATURE`]; a layer past them is
+//! skipped, not the whole artifact refused), each payload checked
 //! against its descriptor's digest, and kept in the blob cache with the
 //! tag's resolution, so that a run after `warden pull` checks them offline.
 //! They are only read here; `runtime::load`'s signature check verifies them.
@@ -72,61 +73,81 @@ struct Layer {
     signature: Vec<u8>,
 }
 
-/// The signature layers of a signature manifest; other layers are skipped.
+/// The signature layers of a signature manifest, the newest
+/// [`MAX_LAYERS`] (cosign adds a layer per signing, so a digest signed again
+/// and again grows); other layers, and a signature layer out of bounds, are
+/// skipped, each named in a warning: one bad layer someone with push access
+/// added does not hide the good ones. Only a manifest that is not one is
+/// refused.
 fn layers_of(manifest: &[u8]) -> Result<Vec<Layer>, String> {
     let cut = |e| crate::caps::log::truncate(e, super::pull::MAX_SHOWN);
-    checked_layers(manifest).map_err(cut)
+    let (layers, skipped) = checked_layers(manifest).map_err(cut)?;
+    for why in skipped {
+        tracing::warn!("a signature layer skipped: {}", cut(why));
+    }
+    Ok(layers)
 }
 
-fn checked_layers(manifest: &[u8]) -> Result<Vec<Layer>, String> {
+fn checked_layers(manifest: &[u8]) -> Result<(Vec<Layer>, Vec<String>), String> {
     let m: OciImageManifest = serde_json::from_slice(manifest)
         .map_err(|e| format!("the signature manifest is not an OCI image manifest: {e}"))?;
-    if m.layers.len() > MAX_LAYERS {
-        return Err(format!(
-            "the signature manifest has {} layers (expected at most {MAX_LAYERS})",
-            m.layers.len()
-        ));
-    }
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for l in m
         .layers
         .iter()
         .filter(|l| l.media_type == PAYLOAD_MEDIA_TYPE)
     {
-        let digest = l.digest.parse::<Identity>().map_err(|_| {
+        match checked_layer(l) {
+            Ok(layer) => out.push(layer),
+            Err(why) => skipped.push(why),
+        }
+    }
+    if out.len() > MAX_LAYERS {
+        skipped.push(format!(
+            "the signature manifest has {} signatures: the {} oldest are not checked (at most \
+             {MAX_LAYERS}, the newest)",
+            out.len(),
+            out.len() - MAX_LAYERS
+        ));
+        out.drain(..out.len() - MAX_LAYERS);
+    }
+    Ok((out, skipped))
+}
+
+fn checked_layer(l: &OciDescriptor) -> Result<Layer, String> {
+    let digest = l.digest.parse::<Identity>().map_err(|_| {
+        format!(
+            "a signature layer's digest '{}' is not sha256 (expected sha256: and 64 hex digits)",
+            shown(&l.digest)
+        )
+    })?;
+    let size = u64::try_from(l.size)
+        .ok()
+        .filter(|s| (1..=MAX_PAYLOAD).contains(s))
+        .ok_or_else(|| {
             format!(
-                "a signature layer's digest '{}' is not sha256 (expected sha256: and 64 hex digits)",
-                shown(&l.digest)
+                "a signature payload's size {} is not from 1 to {MAX_PAYLOAD} bytes",
+                l.size
             )
         })?;
-        let size = u64::try_from(l.size)
-            .ok()
-            .filter(|s| (1..=MAX_PAYLOAD).contains(s))
-            .ok_or_else(|| {
-                format!(
-                    "a signature payload's size {} is not from 1 to {MAX_PAYLOAD} bytes",
-                    l.size
-                )
-            })?;
-        let signature = l
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(SIGNATURE_ANNOTATION))
-            .cloned()
-            .unwrap_or_default();
-        if signature.len() as u64 > MAX_SIGNATURE {
-            return Err(format!(
-                "a signature is {} bytes (expected at most {MAX_SIGNATURE})",
-                signature.len()
-            ));
-        }
-        out.push(Layer {
-            digest,
-            size,
-            signature: signature.into_bytes(),
-        });
+    let signature = l
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SIGNATURE_ANNOTATION))
+        .cloned()
+        .unwrap_or_default();
+    if signature.len() as u64 > MAX_SIGNATURE {
+        return Err(format!(
+            "a signature is {} bytes (expected at most {MAX_SIGNATURE})",
+            signature.len()
+        ));
     }
-    Ok(out)
+    Ok(Layer {
+        digest,
+        size,
+        signature: signature.into_bytes(),
+    })
 }
 
 /// The signatures of `digest` at the registry; `None` when the signature
@@ -372,18 +393,37 @@ mod tests {
         assert_eq!(layers[0].signature, b"c2ln");
         let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
         let layer = m["layers"][0].to_string();
-        let many = manifest_with(&vec![layer.as_str(); MAX_LAYERS + 1].join(","));
-        let e = layers_of(many.as_bytes()).err().unwrap();
+        // Signed again and again: the newest 16 are checked.
+        let newest = layer.replace("c2ln", "bmV3");
+        let mut many = vec![layer.as_str(); MAX_LAYERS];
+        many.push(&newest);
+        let (kept, skipped) = checked_layers(manifest_with(&many.join(",")).as_bytes()).unwrap();
+        assert_eq!(kept.len(), MAX_LAYERS);
+        assert_eq!(kept[MAX_LAYERS - 1].signature, b"bmV3");
         assert_eq!(
-            e,
-            "the signature manifest has 17 layers (expected at most 16)"
+            skipped,
+            [
+                "the signature manifest has 17 signatures: the 1 oldest are not checked (at most \
+              16, the newest)"
+            ]
         );
-        let big = manifest_with(&layer.replace("\"size\":15", "\"size\":99999"));
-        let e = layers_of(big.as_bytes()).err().unwrap();
-        assert!(e.contains("size 99999 is not from 1 to 16384"), "{e}");
-        let long = "A".repeat(MAX_SIGNATURE as usize + 1);
-        let (_, m) = artifact(payload, &long);
-        assert!(layers_of(&m).is_err());
+        // A layer out of bounds is skipped, named; the good one is kept.
+        let big = layer.replace("\"size\":15", "\"size\":99999");
+        let long = layer.replace("c2ln", &"A".repeat(MAX_SIGNATURE as usize + 1));
+        let (kept, skipped) =
+            checked_layers(manifest_with(&[big.as_str(), &long, &layer].join(",")).as_bytes())
+                .unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].signature, b"c2ln");
+        assert!(
+            skipped[0].contains("size 99999 is not from 1 to 16384"),
+            "{skipped:?}"
+        );
+        assert_eq!(
+            skipped[1],
+            "a signature is 4097 bytes (expected at most 4096)"
+        );
+        assert!(layers_of(b"[]").is_err());
     }
 
     fn manifest_with(layers: &str) -> String {
