@@ -5,9 +5,13 @@
 //! let value = token.reveal()?; // only if the manifest says reveal = true
 //! ```
 //!
-//! A secret expires at its TTL or when the invocation returns. Whatever a
-//! tool does with a revealed value, the host redacts it (and its base64, hex
-//! and URL encodings) from the tool's output, errors, stdout, stderr and logs.
+//! A secret expires at its TTL or when the invocation returns. The host
+//! redacts a revealed value as it was revealed, and its known encodings
+//! (base64, hex, URL, JSON escapes), from the tool's output, errors,
+//! stdout, stderr and logs; not a value the tool derives from it (a part of
+//! it, reversed, hashed, encrypted), which leaves as written. Prefer a
+//! by-reference use ([`crate::http::Request::bearer`]): the tool then never
+//! holds the value.
 
 use crate::bindings::warden::tool::secrets as wit;
 pub use wit::ErrorCode;
