@@ -3161,7 +3161,7 @@ when { resource.labels.contains("admin") };
         d.reason
             .as_deref()
             .unwrap()
-            .ends_with("does not allow POST (as a server may read //admin/users)"),
+            .ends_with("does not allow POST (as a server may read the path)"),
         "{d:?}"
     );
     let (out, records) = probe("GET", "/%61dmin;v=1/users").await;

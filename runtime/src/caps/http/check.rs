@@ -13,11 +13,13 @@ pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
 /// The rule for `method` on `url`: of the rules whose path prefix holds
 /// it, the most specific that allows `method` (the first of equals); or
 /// why none does. A narrower ceiling's rule within a grant that holds the
-/// path but not `method` refuses it there (see [`EgressRule::narrower`]),
-/// and holds it also as a lenient server may read it ([`server_reading`]:
-/// `//admin/x`, `/%61dmin/x` and `/admin;p/x` are `/admin/x` to some): a
-/// method refused there is refused, and its approval and labels are added
-/// to the rule's.
+/// path but not `method` refuses it there (see [`EgressRule::narrower`]).
+/// Where a grant holds narrower ceilings, the path is also taken as a
+/// lenient server may read it ([`server_reading`]: `//admin/x`,
+/// `/%61dmin/x` and `/admin;p/x` are `/admin/x` to some, `/admin` is the
+/// root of `/admin/`): a method a narrower ceiling refuses there is
+/// refused, and the approval, labels and addresses of the rule there are
+/// added to the rule's (the stricter of each).
 pub fn match_rule(
     rules: &[EgressRule],
     method: &str,
@@ -39,31 +41,54 @@ pub fn match_rule(
         ));
     }
     let path = url.path();
-    let mut rule = rule_for(&same_origin, method, path, origin)?.clone();
-    if same_origin.iter().any(|r| r.narrower) {
-        let read = server_reading(path);
-        if read != path {
-            let also = rule_for(&same_origin, method, &read, origin)
-                .map_err(|e| format!("{e} (as a server may read {path})"))?;
-            rule.approval = rule.approval.max(also.approval);
-            for label in &also.labels {
-                if !rule.labels.contains(label) {
-                    rule.labels.push(label.clone());
+    let fenced = |fence: &EgressRule, how: &str| {
+        format!(
+            "{method} {path} on {origin} is not in the egress grant: the manifest's rule for {} \
+             does not allow {method}{how}",
+            fence.path_prefixes[0]
+        )
+    };
+    let mut rule = match rule_for(&same_origin, method, path) {
+        Ok(r) => r.clone(),
+        Err(Some(fence)) => return Err(fenced(fence, "")),
+        Err(None) => {
+            return Err(format!(
+                "{method} {path} on {origin} is not in the egress grant (methods or path prefix)"
+            ));
+        }
+    };
+    if !same_origin.iter().any(|r| r.narrower) {
+        return Ok(rule);
+    }
+    let read = server_reading(path);
+    let root = format!("{}/", read.trim_end_matches('/'));
+    for read in [read, root].iter().filter(|r| *r != path) {
+        match rule_for(&same_origin, method, read) {
+            Ok(also) => {
+                rule.approval = rule.approval.max(also.approval);
+                for label in &also.labels {
+                    if !rule.labels.contains(label) {
+                        rule.labels.push(label.clone());
+                    }
                 }
+                rule.addresses.retain(|a| also.addresses.contains(a));
             }
+            Err(Some(fence)) => return Err(fenced(fence, " (as a server may read the path)")),
+            // No rule holds it so read: the path as written decided.
+            Err(None) => {}
         }
     }
     Ok(rule)
 }
 
 /// The rule for `method` at `path` among one origin's rules (see
-/// [`match_rule`]).
+/// [`match_rule`]); or, if none, the narrower ceiling's rule that refuses
+/// it, if one does.
 fn rule_for<'r>(
     rules: &[&'r EgressRule],
     method: &str,
     path: &str,
-    origin: &Origin,
-) -> Result<&'r EgressRule, String> {
+) -> Result<&'r EgressRule, Option<&'r EgressRule>> {
     let holding: Vec<(usize, &EgressRule)> = (rules.iter())
         .filter_map(|r| Some((r.longest_prefix_of(path)?, *r)))
         .collect();
@@ -83,22 +108,17 @@ fn rule_for<'r>(
             return Ok(r);
         }
         if let Some(r) = here().find(|r| r.narrower) {
-            return Err(format!(
-                "{method} {path} on {origin} is not in the egress grant: the manifest's \
-                 rule for {} does not allow {method}",
-                r.path_prefixes.join(", ")
-            ));
+            return Err(Some(r));
         }
     }
-    Err(format!(
-        "{method} {path} on {origin} is not in the egress grant (methods or path prefix)"
-    ))
+    Err(None)
 }
 
 /// `path` as a lenient server may route it: percent-decoded (up to three
-/// rounds, for servers that decode again), `\` as `/` (IIS), each segment
-/// cut at `;` (Tomcat's path parameters), and runs of `/` as one (nginx's
-/// `merge_slashes`). Dot segments are refused before
+/// rounds, for servers that decode again), NFKC-normalized (a full-width
+/// `ａ` or `／` is `a` or `/` to a server that normalizes), `\` as `/`
+/// (IIS), each segment cut at `;` (Tomcat's path parameters), and runs of
+/// `/` as one (nginx's `merge_slashes`). Dot segments are refused before
 /// ([`encoded_dot_segment`]).
 pub(crate) fn server_reading(path: &str) -> String {
     let mut bytes = path.as_bytes().to_vec();
@@ -112,16 +132,23 @@ pub(crate) fn server_reading(path: &str) -> String {
         }
         bytes = next;
     }
-    let text = String::from_utf8_lossy(&bytes).replace('\\', "/");
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    if !text.is_ascii() {
+        text = text.nfkc().collect();
+    }
+    let text = text.replace('\\', "/");
     let mut out = String::with_capacity(text.len());
+    let mut last_empty = false;
     for segment in text.split('/') {
         let segment = segment.split(';').next().unwrap_or_default();
-        if !segment.is_empty() {
+        last_empty = segment.is_empty();
+        if !last_empty {
             out.push('/');
             out.push_str(segment);
         }
     }
-    if out.is_empty() || text.ends_with('/') {
+    // `/admin/` and `/admin/;p` end in a segment that is empty once cut.
+    if out.is_empty() || last_empty {
         out.push('/');
     }
     out

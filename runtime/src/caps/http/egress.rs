@@ -201,10 +201,13 @@ impl Egress {
             );
             return refuse("http.size", reason, Refused::TooLarge);
         }
-        let rule = match check::match_rule(&self.rules, method, &url, &origin) {
+        let mut rule = match check::match_rule(&self.rules, method, &url, &origin) {
             Ok(r) => r,
             Err(reason) => return refuse("http.allowlist", reason, Refused::Denied),
         };
+        // Where the server may act (a path or method it is told to take
+        // instead), the addresses every rule that applies allows.
+        let mut addresses = rule.addresses.clone();
         let mut needs_approval = rule.approval.applies(method);
         // A server that routes by a path override acts there: each path
         // asked for is checked as the request's own, by every method.
@@ -219,7 +222,7 @@ impl Egress {
                 origin: &origin,
                 redactor,
             };
-            route.check(asked, &paths, &mut routed)
+            route.check(asked, &paths, &mut routed, &mut addresses)
         };
         match path_checked(method) {
             Ok(approval) => needs_approval |= approval,
@@ -230,6 +233,7 @@ impl Egress {
             Ok(found) => found,
             Err(reason) => return refuse("http.request", reason, Refused::InvalidRequest),
         };
+        let mut asked_addresses = Vec::new();
         for o in found {
             let asked = String::from_utf8_lossy(&o.value)
                 .trim()
@@ -245,6 +249,7 @@ impl Egress {
             let labels = match check::match_rule(&self.rules, &asked, &url, &origin) {
                 Ok(r) => {
                     needs_approval |= r.approval.applies(&asked);
+                    asked_addresses.push(r.addresses);
                     r.labels
                 }
                 Err(reason) => {
@@ -263,6 +268,10 @@ impl Egress {
                 overrides.push((asked, labels));
             }
         }
+        for allowed in asked_addresses {
+            addresses.retain(|a| allowed.contains(a));
+        }
+        rule.addresses = addresses;
         if let Some((name, held)) = req.bearer {
             let d = secret_check::decide("attach", name, held);
             if !d.allow {

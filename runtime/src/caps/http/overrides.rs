@@ -107,13 +107,15 @@ pub(crate) struct Route<'a> {
 impl Route<'_> {
     /// Each of `paths` checked as the request's own path by `method`, and
     /// onto `routed` what the runtime policy is then asked (the method,
-    /// the redacted URL, the labels of the rule that allows it): whether a
-    /// rule requires approval, or why one refuses.
+    /// the redacted URL, the labels of the rule that allows it), with
+    /// `addresses` kept to those each such rule allows too: whether a rule
+    /// requires approval, or why one refuses.
     pub(crate) fn check(
         &self,
         method: &str,
         paths: &[(String, Url)],
         routed: &mut Vec<(String, String, Vec<String>)>,
+        addresses: &mut Vec<std::net::IpAddr>,
     ) -> Result<bool, String> {
         let mut approval = false;
         for (by, path) in paths {
@@ -123,6 +125,7 @@ impl Route<'_> {
             match super::check::match_rule(self.rules, method, path, self.origin) {
                 Ok(r) => {
                     approval |= r.approval.applies(method);
+                    addresses.retain(|a| r.addresses.contains(a));
                     let url = super::check::policy_form(&self.redactor.redact(path.as_str()));
                     routed.push((method.to_owned(), url, r.labels.clone()));
                 }
