@@ -68,11 +68,12 @@ fn every_guest_has_a_test() {
                     | "wasi_http_probe"
                     | "deploy_artifact"
                     | "bad_describe"
+                    | "hostile_describe"
                     | "contract_probe"
                     | "plain_echo"
             ),
             "guest {n} has no test; add one and list it here"
         );
     }
-    assert_eq!(names.len(), 17);
+    assert_eq!(names.len(), 18);
 }

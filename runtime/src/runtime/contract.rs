@@ -58,6 +58,10 @@ thread_local! {
 }
 /// The most problems counted after the ones listed.
 const COUNTED: usize = 1_000;
+/// The most a value's check may cost (values times evaluations per value)
+/// for its problems to be listed and counted; past it only the first is
+/// named (jsonschema gathers every problem first: at 10^7, gigabytes).
+const MOST_LISTED_EVALUATIONS: u64 = 100_000;
 
 /// A tool's compiled schemas.
 pub(crate) struct Contract {
@@ -128,14 +132,26 @@ impl Checked {
     /// the schema may cost per value is one problem, found before any
     /// validation.
     fn problems(&self, value: &Value, which: &str) -> Option<String> {
-        if let Err(e) = self.affordable(value, which) {
-            return Some(e);
-        }
+        let values = match self.affordable(value, which) {
+            Ok(values) => values,
+            Err(e) => return Some(e),
+        };
         REGEX_FORMAT_LEFT.set(MOST_REGEX_FORMAT_BYTES);
         if self.validator.is_valid(value) {
             return None;
         }
         REGEX_FORMAT_LEFT.set(MOST_REGEX_FORMAT_BYTES);
+        // jsonschema gathers every error before the first is handed out:
+        // for a large value (millions of errors at worst, each a few
+        // hundred bytes), only the first.
+        if values.saturating_mul(self.bound.per_value) > MOST_LISTED_EVALUATIONS {
+            let first = self.validator.validate(value).err()?;
+            return Some(format!(
+                "at {}: {} (only the first problem is named for an {which} this large)",
+                pointer(first.instance_path().as_str()),
+                what(&first)
+            ));
+        }
         let mut all = self.validator.iter_errors(value);
         let mut listed: Vec<String> = all
             .by_ref()
@@ -152,8 +168,8 @@ impl Checked {
 
     /// Refuses a value whose check could cost more than the host spends on
     /// one: its values times the schema's evaluations per value, and its
-    /// string bytes times the schema's patterns.
-    fn affordable(&self, value: &Value, which: &str) -> Result<(), String> {
+    /// string bytes times the schema's patterns. Its values, if not.
+    fn affordable(&self, value: &Value, which: &str) -> Result<u64, String> {
         let (mut values, mut bytes) = (0u64, 0u64);
         let mut stack = vec![value];
         while let Some(v) = stack.pop() {
@@ -196,7 +212,7 @@ impl Checked {
                 self.bound.patterns
             ));
         }
-        Ok(())
+        Ok(values)
     }
 }
 
@@ -474,9 +490,9 @@ mod tests {
         assert!(e.contains(&format!("{steps} steps at worst")), "{e}");
         let fine = Value::Array((0..3_000).map(|i| json!(i)).collect());
         assert!(c.check_input(&fine).is_ok());
-        // Applied two hundred times over (an allOf of $refs), a regex is
-        // parsed within one budget per check: past it, the format fails.
-        let refs: Vec<Value> = (0..200).map(|_| json!({"$ref": "#/$defs/r"})).collect();
+        // Applied fifty times over (an allOf of $refs), a regex is parsed
+        // within one budget per check: past it, the format fails.
+        let refs: Vec<Value> = (0..50).map(|_| json!({"$ref": "#/$defs/r"})).collect();
         let c = contract(
             json!({"$schema": "http://json-schema.org/draft-07/schema#",
                    "$defs": {"r": {"type": "string", "format": "regex"}},
@@ -488,6 +504,21 @@ mod tests {
         assert!(c.check_input(&Value::String(group[..63].into())).is_ok());
         let e = c.check_input(&Value::String(group)).unwrap_err();
         assert!(e.contains("regex"), "{e}");
+    }
+
+    /// jsonschema gathers every problem before handing out the first: a
+    /// large value that is wrong everywhere (here 200,000 of them) has
+    /// only its first named, not millions gathered.
+    #[test]
+    fn a_large_value_has_only_its_first_problem_named() {
+        let c = contract(json!({"type": "array", "items": {"type": "string"}}), None);
+        let many = Value::Array(vec![json!(1); 200_000]);
+        let e = c.check_input(&many).unwrap_err();
+        assert_eq!(
+            e,
+            "input does not match the tool's input schema: at /0: value is not of type \"string\" \
+             (only the first problem is named for an input this large)"
+        );
     }
 
     #[test]

@@ -383,6 +383,57 @@ pub(super) fn check_described(
     Ok(())
 }
 
+/// Refuses text in a schema `describe` returned that a person would
+/// misread (each of its keys and strings, as [`check_described`] checks
+/// the description): clients hand a tool's schemas to people and models
+/// as they are (serde_json escapes only C0 controls). Names where, as a
+/// JSON pointer.
+pub(super) fn check_schema_text(schema: &serde_json::Value, which: &str) -> Result<(), String> {
+    use serde_json::Value;
+    let hidden = |text: &str, lines: bool| {
+        text.char_indices()
+            .find(|(_, c)| crate::redact::hidden(*c) && !(lines && matches!(c, '\n' | '\t')))
+    };
+    let refuse = |at: &str, what: &str, (byte, c): (usize, char)| {
+        Err(format!(
+            "describe() returned an {which} schema with {} at byte {byte} of {what} at {} \
+             (expected text a person sees as it is: no control, bidirectional or invisible \
+             characters)",
+            c.escape_unicode(),
+            crate::policy::gate::cut(if at.is_empty() { "/" } else { at }, 200)
+        ))
+    };
+    let mut stack: Vec<(&Value, String)> = vec![(schema, String::new())];
+    while let Some((value, at)) = stack.pop() {
+        match value {
+            Value::String(text) => {
+                if let Some(found) = hidden(text, true) {
+                    return refuse(&at, "a string", found);
+                }
+            }
+            Value::Array(items) => {
+                stack.extend(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (v, format!("{at}/{i}"))),
+                );
+            }
+            Value::Object(map) => {
+                for (key, v) in map {
+                    if let Some(found) = hidden(key, false) {
+                        return refuse(&at, "a key", found);
+                    }
+                    let token = key.replace('~', "~0").replace('/', "~1");
+                    stack.push((v, format!("{at}/{token}")));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +453,33 @@ mod tests {
                 description: "the repository".into(),
             }],
         }
+    }
+
+    #[test]
+    fn schema_text_is_seen_as_it_is() {
+        let ok = serde_json::json!({"properties": {"path": {
+            "description": "A path.\n\tRelative.", "enum": ["a", "b"]}}});
+        assert_eq!(check_schema_text(&ok, "input"), Ok(()));
+        let e = check_schema_text(
+            &serde_json::json!({"properties": {"p": {"title": "x\u{e0041}"}}}),
+            "input",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "describe() returned an input schema with \\u{e0041} at byte 1 of a string at \
+             /properties/p/title (expected text a person sees as it is: no control, \
+             bidirectional or invisible characters)"
+        );
+        let e = check_schema_text(
+            &serde_json::json!({"properties": {"a/\u{202e}b": {}}}),
+            "output",
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("describe() returned an output schema with \\u{202e} at byte 2 of a key at /properties "),
+            "{e}"
+        );
     }
 
     #[test]

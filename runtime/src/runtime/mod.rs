@@ -440,6 +440,7 @@ impl Runtime {
                     "describe() returned an {which} schema that is not JSON: {e}"
                 ))
             })?;
+            load::check_schema_text(&schema, which).map_err(component_err)?;
             contract::standard_formats(&mut schema);
             Ok::<_, Error>(schema)
         };

@@ -65,9 +65,7 @@ pub(crate) struct Bound {
 /// The bound for `schema` (see the module doc), or why it is refused.
 pub(crate) fn bound(schema: &Value) -> Result<Bound, String> {
     let mut nodes = 0;
-    let mut patterns = 0;
-    let mut unique = false;
-    check_ids(schema, true, &mut nodes, &mut (&mut patterns, &mut unique))?;
+    check_ids(schema, true, &mut nodes)?;
     let mut cost = Cost {
         root: schema,
         closures: HashMap::new(),
@@ -75,20 +73,22 @@ pub(crate) fn bound(schema: &Value) -> Result<Bound, String> {
         visiting: Vec::new(),
         at: HashMap::new(),
         work: 0,
+        unique: false,
     };
-    let mut most = 0;
+    let mut most = Per::default();
     for depth in 0..=DEPTH {
         let here = cost.at(schema, depth)?;
-        if here == 0 {
+        if here.evaluations == 0 {
             // Nothing applies this deep, so nothing deeper either.
             break;
         }
-        most = most.max(here);
+        most.evaluations = most.evaluations.max(here.evaluations);
+        most.scans = most.scans.max(here.scans);
     }
     Ok(Bound {
-        per_value: most,
-        patterns,
-        unique,
+        per_value: most.evaluations,
+        patterns: most.scans,
+        unique: cost.unique,
     })
 }
 
@@ -103,28 +103,11 @@ fn too_costly(n: u64) -> String {
 /// Refuses a nested `$id` and counts schema objects, walking keyword
 /// positions only (a property named `$id` is a name, and `const`, `enum`,
 /// `default` and `examples` hold values).
-fn check_ids(
-    schema: &Value,
-    root: bool,
-    nodes: &mut usize,
-    found: &mut (&mut u64, &mut bool),
-) -> Result<(), String> {
+fn check_ids(schema: &Value, root: bool, nodes: &mut usize) -> Result<(), String> {
     *nodes += 1;
     let Value::Object(map) = schema else {
         return Ok(());
     };
-    let (patterns, unique) = found;
-    // `contentMediaType` parses each string (as JSON, say) and
-    // `contentEncoding` decodes it, at every evaluation, as a pattern scans.
-    for scans in ["pattern", "format", "contentMediaType", "contentEncoding"] {
-        if map.get(scans).is_some_and(Value::is_string) {
-            **patterns += 1;
-        }
-    }
-    if let Some(Value::Object(p)) = map.get("patternProperties") {
-        **patterns += p.len() as u64;
-    }
-    **unique |= map.get("uniqueItems") == Some(&Value::Bool(true));
     if *nodes > MOST_NODES {
         return Err(format!("it has over {MOST_NODES} schema objects"));
     }
@@ -138,15 +121,15 @@ fn check_ids(
             | "dependencies" => {
                 if let Value::Object(named) = value {
                     for sub in named.values() {
-                        check_ids(sub, false, nodes, found)?;
+                        check_ids(sub, false, nodes)?;
                     }
                 }
             }
             _ => match value {
-                Value::Object(_) => check_ids(value, false, nodes, found)?,
+                Value::Object(_) => check_ids(value, false, nodes)?,
                 Value::Array(items) => {
                     for sub in items {
-                        check_ids(sub, false, nodes, found)?;
+                        check_ids(sub, false, nodes)?;
                     }
                 }
                 _ => {}
@@ -184,19 +167,37 @@ struct Cost<'a> {
     /// evaluated costs at its value ([`Cost::marking`]).
     marks: HashMap<usize, Nodes<'a>>,
     visiting: Vec<usize>,
-    at: HashMap<(usize, usize), u64>,
+    at: HashMap<(usize, usize), Per>,
     work: u64,
+    /// Whether a node the check reaches says `uniqueItems`.
+    unique: bool,
+}
+
+/// What a schema costs at one value: evaluations, and string scans
+/// (`pattern`, `format`, `contentMediaType`, `contentEncoding`, each of
+/// `patternProperties` over the keys), each as many times as its node is
+/// evaluated there.
+#[derive(Debug, Clone, Copy, Default)]
+struct Per {
+    evaluations: u64,
+    scans: u64,
 }
 
 impl<'a> Cost<'a> {
-    /// Evaluations at one value `depth` levels below the value `s` applies to.
-    fn at(&mut self, s: &'a Value, depth: usize) -> Result<u64, String> {
+    /// Evaluations and scans at one value `depth` levels below the value
+    /// `s` applies to.
+    fn at(&mut self, s: &'a Value, depth: usize) -> Result<Per, String> {
         if let Some(&n) = self.at.get(&(id(s), depth)) {
             return Ok(n);
         }
         let closure = self.closure(s)?;
         let n = if depth == 0 {
-            weighed(&closure)
+            Per {
+                evaluations: weighed(&closure),
+                scans: closure.iter().fold(0u64, |n, (node, times)| {
+                    n.saturating_add(times.saturating_mul(scans(node)))
+                }),
+            }
         } else {
             let mut keys: HashSet<Child<'a>> =
                 HashSet::from([Child::OtherProperty, Child::PropertyName, Child::OtherItem]);
@@ -207,21 +208,25 @@ impl<'a> Cost<'a> {
             if self.work > MOST_WORK {
                 return Err("it is too complex to bound (over a million steps)".into());
             }
-            let mut most = 0u64;
+            let mut most = Per::default();
             for key in &keys {
-                let mut sum = 0u64;
+                let mut sum = Per::default();
                 for (node, times) in closure.iter() {
                     for t in applies(node, key) {
                         let below = self.at(t, depth - 1)?;
-                        sum = sum.saturating_add(times.saturating_mul(below));
+                        let add =
+                            |sum: u64, below: u64| sum.saturating_add(times.saturating_mul(below));
+                        sum.evaluations = add(sum.evaluations, below.evaluations);
+                        sum.scans = add(sum.scans, below.scans);
                     }
                 }
-                most = most.max(sum);
+                most.evaluations = most.evaluations.max(sum.evaluations);
+                most.scans = most.scans.max(sum.scans);
             }
             most
         };
-        if n > MOST_PER_VALUE {
-            return Err(too_costly(n));
+        if n.evaluations > MOST_PER_VALUE {
+            return Err(too_costly(n.evaluations));
         }
         self.at.insert((id(s), depth), n);
         Ok(n)
@@ -255,6 +260,7 @@ impl<'a> Cost<'a> {
         if self.visiting.len() >= MOST_IN_PLACE {
             return Err(too_deep());
         }
+        self.unique |= s.get("uniqueItems") == Some(&Value::Bool(true));
         self.visiting.push(id(s));
         let mut all = Gathered::new(s);
         let mut height = 1;
@@ -267,6 +273,16 @@ impl<'a> Cost<'a> {
         if unevaluated(s) {
             let marking = self.marking(s)?;
             all.add(&marking);
+            // And jsonschema's quicker check: what each branch may evaluate
+            // as parts (at most 64), each part checking again each `if`
+            // it depends on.
+            let ifs: Vec<&'a Value> = (all.0.iter()).filter_map(|(n, _)| n.get("if")).collect();
+            for condition in ifs {
+                let again = self.closure(condition)?;
+                for _ in 0..PARTS {
+                    all.add(&again);
+                }
+            }
         }
         let all = all.0;
         let total = weighed(&all);
@@ -356,16 +372,74 @@ impl<'a> Cost<'a> {
             .as_str()
             .filter(|r| !r.contains('%'))
             .and_then(|r| r.strip_prefix('#'))
-            .filter(|p| p.is_empty() || p.starts_with('/'))
-            .and_then(|p| self.root.pointer(p));
-        target.ok_or_else(|| {
-            format!(
+            .filter(|p| p.is_empty() || p.starts_with('/'));
+        let shown = || crate::policy::gate::cut(&r.to_string(), 80).into_owned();
+        let Some(pointer) = target else {
+            return Err(format!(
                 "its $ref {} is not a JSON pointer into the schema",
-                crate::policy::gate::cut(&r.to_string(), 80)
-            )
-        })
+                shown()
+            ));
+        };
+        if let Some(keyword) = outside_schemas(pointer) {
+            return Err(format!(
+                "its $ref {} points into '{keyword}', which holds no schema (expected a \
+                 pointer through schema keywords: $defs, properties, allOf, items, …)",
+                shown()
+            ));
+        }
+        (self.root.pointer(pointer))
+            .ok_or_else(|| format!("its $ref {} is not a JSON pointer into the schema", shown()))
     }
 }
+
+/// The first keyword on `pointer`'s way that holds no schema (`default`,
+/// `enum`, an unknown one): a schema there would be checked by the
+/// validator, but not walked by [`check_ids`] (a nested `$id`).
+fn outside_schemas(pointer: &str) -> Option<String> {
+    let tokens: Vec<String> = (pointer.split('/').skip(1))
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let mut i = 0;
+    while i < tokens.len() {
+        let keyword = tokens[i].as_str();
+        let step = match keyword {
+            // A name or an index, then a schema.
+            "$defs" | "definitions" | "properties" | "patternProperties" | "dependentSchemas"
+            | "dependencies" | "allOf" | "anyOf" | "oneOf" | "prefixItems" => 2,
+            // A schema, or (before 2020-12) a list of them.
+            "items"
+                if tokens
+                    .get(i + 1)
+                    .is_some_and(|t| t.parse::<usize>().is_ok()) =>
+            {
+                2
+            }
+            "items"
+            | "not"
+            | "if"
+            | "then"
+            | "else"
+            | "additionalProperties"
+            | "unevaluatedProperties"
+            | "propertyNames"
+            | "contains"
+            | "additionalItems"
+            | "unevaluatedItems"
+            | "contentSchema" => 1,
+            _ => return Some(crate::policy::gate::cut(keyword, 40).into_owned()),
+        };
+        // `#/$defs` is the map of schemas, not one.
+        if i + step > tokens.len() {
+            return Some(keyword.to_owned());
+        }
+        i += step;
+    }
+    None
+}
+
+/// The most parts jsonschema's quicker `unevaluatedProperties` check keeps
+/// (its `MAX_PARTS`).
+const PARTS: usize = 64;
 
 /// Whether `s` says `unevaluatedProperties` or `unevaluatedItems`.
 fn unevaluated(s: &Value) -> bool {
@@ -404,21 +478,40 @@ fn weighed(closure: &[(&Value, u64)]) -> u64 {
 }
 
 /// What evaluating one schema node costs at a value: one, plus each name
-/// it requires and each value it enumerates (compared one by one).
+/// it requires and each value it enumerates (compared one by one), and each
+/// name a dependency keyword looks up and each it then requires (every
+/// draft's `dependencies` included: jsonschema compiles it in all).
 fn weight(s: &Value) -> u64 {
     let Value::Object(map) = s else { return 1 };
     let len = |key: &str| match map.get(key) {
         Some(Value::Array(items)) => items.len() as u64,
         _ => 0,
     };
-    let dependent: u64 = match map.get("dependentRequired") {
-        Some(Value::Object(d)) => d
-            .values()
-            .map(|v| v.as_array().map_or(0, |a| a.len() as u64))
-            .sum(),
+    let dependent: u64 = ["dependentRequired", "dependencies", "dependentSchemas"]
+        .iter()
+        .filter_map(|k| map.get(*k).and_then(Value::as_object))
+        .flat_map(|d| d.values())
+        .map(|v| 1 + v.as_array().map_or(0, |a| a.len() as u64))
+        .fold(0u64, u64::saturating_add);
+    (1 + len("required") + len("enum")).saturating_add(dependent)
+}
+
+/// The string scans evaluating one schema node makes at a value: a
+/// `pattern` or `format` (which some parse), a `contentMediaType` (which
+/// parses the string, as JSON, say) or `contentEncoding` (which decodes
+/// it), and each of `patternProperties` (over the keys).
+fn scans(s: &Value) -> u64 {
+    let Value::Object(map) = s else { return 0 };
+    let keywords = ["pattern", "format", "contentMediaType", "contentEncoding"];
+    let named = keywords
+        .iter()
+        .filter(|k| map.get(**k).is_some_and(Value::is_string))
+        .count() as u64;
+    let patterns = match map.get("patternProperties") {
+        Some(Value::Object(p)) => p.len() as u64,
         _ => 0,
     };
-    1 + len("required") + len("enum") + dependent
+    named + patterns
 }
 
 /// Adds the child positions `s` names to `keys`.

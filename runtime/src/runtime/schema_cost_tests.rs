@@ -90,10 +90,16 @@ fn deep_in_place_nesting_and_long_lists_count() {
     let names: Vec<String> = (0..2000).map(|i| format!("r{i}")).collect();
     let e = bound(&json!({"items": {"required": names}})).unwrap_err();
     assert!(e.contains("at most 1000 are allowed"), "{e}");
+    // Scans per value: the object's keys by both patterns, "a"'s value by
+    // one.
     let b = bound(&json!({"properties": {"a": {"pattern": "^a"}},
                           "patternProperties": {"^x": {}, "^y": {}}}))
     .unwrap();
-    assert_eq!(b.patterns, 3);
+    assert_eq!(b.patterns, 2);
+    // One pattern reached 200 times at a value scans it 200 times.
+    let refs: Vec<Value> = (0..200).map(|_| json!({"$ref": "#/$defs/p"})).collect();
+    let b = bound(&json!({"$defs": {"p": {"pattern": "^a"}}, "allOf": refs})).unwrap();
+    assert_eq!(b.patterns, 200);
 }
 
 /// `n` levels of `{"anyOf": [next], "unevaluatedProperties": false}`,
@@ -169,4 +175,72 @@ fn a_wide_schema_is_bounded_quickly() {
     let started = std::time::Instant::now();
     let _ = bound(&json!({"properties": props, "anyOf": [{}]}));
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn what_the_quick_unevaluated_check_repeats_is_counted() {
+    // Each level's `if` is checked again for each part its `then`'s
+    // dependentSchemas make (jsonschema's quicker check), the next level
+    // inside `not: not`, out of its sight: ~k× a level.
+    let mut level = json!({"type": "object"});
+    for k in [31, 40, 52, 60] {
+        let dependent: Map<String, Value> = (0..k)
+            .map(|i| {
+                (
+                    format!("d{i}"),
+                    json!({"properties": {format!("x{i}"): true}}),
+                )
+            })
+            .collect();
+        level = json!({"if": {"not": {"not": level}}, "then": {"dependentSchemas": dependent},
+                       "unevaluatedProperties": false});
+    }
+    let e = bound(&json!({"type": "array", "items": level})).unwrap_err();
+    assert!(e.contains("at most 1000 are allowed"), "{e}");
+    // One level, as schemas use it: within the bound.
+    let one = json!({"if": {"properties": {"kind": {"const": "a"}}},
+                     "then": {"properties": {"a": {}}}, "unevaluatedProperties": false});
+    assert!(bound(&one).unwrap().per_value < 200);
+}
+
+#[test]
+fn dependency_keywords_weigh_what_they_look_up_and_require() {
+    let names: Vec<String> = (0..2000).map(|i| format!("n{i}")).collect();
+    let e = bound(&json!({"items": {"dependencies": {"a": names}}})).unwrap_err();
+    assert!(e.contains("at most 1000 are allowed"), "{e}");
+    let keys: Map<String, Value> = (0..2000).map(|i| (format!("k{i}"), json!([]))).collect();
+    let e = bound(&json!({"items": {"dependentRequired": keys}})).unwrap_err();
+    assert!(e.contains("at most 1000 are allowed"), "{e}");
+}
+
+#[test]
+fn a_ref_reaches_schemas_only() {
+    for (schema, says) in [
+        (
+            json!({"allOf": [{"$ref": "#/default"}], "default": {"pattern": "a"}}),
+            "points into 'default'",
+        ),
+        (
+            json!({"$ref": "#/$defs", "$defs": {"uniqueItems": true}}),
+            "points into '$defs'",
+        ),
+        (
+            json!({"$ref": "#/$defs/a/enum/0", "$defs": {"a": {"enum": [{}]}}}),
+            "points into 'enum'",
+        ),
+    ] {
+        let e = bound(&schema).unwrap_err();
+        assert!(e.contains(says), "{schema}: {e}");
+    }
+    for fine in [
+        json!({"$ref": "#/$defs/a~1b", "$defs": {"a/b": {}}}),
+        json!({"$ref": "#/properties/default", "properties": {"default": {}}}),
+        json!({"$ref": "#/items/0", "items": [{}]}),
+        json!({"$ref": "#/items/properties/x", "items": {"properties": {"x": {}}}}),
+    ] {
+        assert!(bound(&fine).is_ok(), "{fine}");
+    }
+    // A uniqueItems reached only through a $ref still counts.
+    let b = bound(&json!({"$ref": "#/$defs/u", "$defs": {"u": {"uniqueItems": true}}})).unwrap();
+    assert!(b.unique);
 }
