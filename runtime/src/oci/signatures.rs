@@ -175,14 +175,24 @@ pub(super) async fn fetch(
     };
     let mut layers = Vec::new();
     for l in layers_of(&manifest).map_err(invalid)? {
+        // A payload that cannot be had, or is not what its layer names, is
+        // skipped as a bad layer is: the others may hold the signature.
         let path = format!("blobs/{}", l.digest);
-        let (_, payload) = s.get(&path, None, l.size, "a signature payload").await?;
+        let payload = match s.get(&path, None, l.size, "a signature payload").await {
+            Ok((_, payload)) => payload,
+            Err(e) => {
+                tracing::warn!("a signature layer skipped: its payload {}: {e}", l.digest);
+                continue;
+            }
+        };
         let actual = Identity::of(&payload);
         if actual != l.digest {
-            return Err(invalid(format!(
-                "the registry sent a payload whose digest is {actual} for the layer {}",
+            tracing::warn!(
+                "a signature layer skipped: the registry sent a payload whose digest is \
+                 {actual} for the layer {}",
                 l.digest
-            )));
+            );
+            continue;
         }
         layers.push((
             actual,
