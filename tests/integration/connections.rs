@@ -125,6 +125,55 @@ async fn over_http_a_strangers_connections_are_capped_and_each_has_a_read_timeou
     child.kill().await.unwrap();
 }
 
+/// A client that sends and never reads (here 100,000 pipelined
+/// `GET /healthz`, whose answers fill both sockets' buffers): once the
+/// server's write has waited `--read-timeout`, the connection is closed,
+/// freeing its place; before, it stayed open, its answers waiting, for as
+/// long as the client liked.
+#[tokio::test]
+async fn over_http_a_client_that_reads_nothing_is_closed_after_the_read_timeout() {
+    let s = setup();
+    let (mut child, url, _) = http_server_said(&s, &["--read-timeout", "2s"]).await;
+    let addr = host_port(&url);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    const SENT: usize = 100_000;
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let requests = request.repeat(SENT);
+    // The writer stalls once the server stops reading (its answers wait).
+    let sending = tokio::spawn(async move { writer.write_all(requests.as_bytes()).await });
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Now read what was answered: the server gave up before answering
+    // them all, and closed the connection.
+    let mut answered = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut carry = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), reader.read(&mut buf)).await {
+            Err(_) => panic!("still open 16 s later, {answered} answers read"),
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => {
+                carry.extend_from_slice(&buf[..n]);
+                answered += carry.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
+                let keep = carry.len().saturating_sub(8);
+                carry.drain(..keep);
+            }
+        }
+    }
+    assert!(answered > 0, "nothing was answered");
+    assert!(
+        answered < SENT,
+        "all {SENT} were answered: the connection was kept though its client read nothing"
+    );
+    sending.abort();
+    // The server is still up and serving.
+    let mut c = TcpStream::connect(&addr).await.unwrap();
+    assert_eq!(initialize(&mut c, &addr).await, "HTTP/1.1 200");
+    child.kill().await.unwrap();
+}
+
 #[test]
 fn serve_refuses_a_read_timeout_of_zero_or_past_an_hour_or_no_connections() {
     let s = setup();

@@ -29,7 +29,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use session::{SESSION, Sessions, Who};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -151,7 +150,7 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(console.handle(req).await) }
         });
         let conn = crate::mcp::http::conns::http1(BODY_TIME)
-            .serve_connection(TokioIo::new(stream), handler);
+            .serve_connection(crate::mcp::http::conns::io(stream, BODY_TIME), handler);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

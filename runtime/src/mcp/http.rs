@@ -33,7 +33,6 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use std::convert::Infallible;
@@ -266,7 +265,8 @@ pub async fn serve(
             let shared = shared.clone();
             async move { Ok::<_, Infallible>(shared.handle(req, peer).await) }
         });
-        let conn = conns::http1(read_timeout).serve_connection(TokioIo::new(stream), handler);
+        let conn =
+            conns::http1(read_timeout).serve_connection(conns::io(stream, read_timeout), handler);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -72,7 +72,8 @@ pub struct ServeArgs {
     max_connections: u32,
     /// HTTP: how long a client may take to send a request's head, and its
     /// body (e.g. 30s): a connection that sends no complete head within it
-    /// is closed, a kept-alive one too once idle that long.
+    /// is closed, a kept-alive one too once idle that long, and one whose
+    /// client reads nothing of its answers that long.
     #[arg(long, default_value = "30s", value_name = "DURATION", requires = "http", value_parser = read_timeout)]
     read_timeout: std::time::Duration,
     /// Serve the pending approvals at ADDR (GET /approvals, POST

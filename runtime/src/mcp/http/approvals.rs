@@ -5,7 +5,6 @@ use super::{Body, bearer, json, next_connection, plain, refused_token, unauthori
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -40,7 +39,7 @@ pub async fn serve_approvals(
         });
         tokio::spawn(async move {
             let _ = super::conns::http1(READ_WITHIN)
-                .serve_connection(TokioIo::new(stream), handler)
+                .serve_connection(super::conns::io(stream, READ_WITHIN), handler)
                 .await;
             drop(place);
         });

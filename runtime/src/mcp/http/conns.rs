@@ -3,14 +3,19 @@
 //! and a bounded time to send a request's head. A connection past the cap
 //! is closed as it comes; one that sends no complete head within the read
 //! timeout (a new connection, or a kept-alive one between requests) is
-//! closed by hyper. Before, a client opening connections that each sent
+//! closed by hyper, and so is one whose client reads nothing of its
+//! answers for as long ([`Progressing`]). Before, a client opening connections that each sent
 //! half a request line kept every one open for good: enough of them used
 //! up the process's file descriptors, and then every tool's files, every
 //! egress connection and every new client failed.
 
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// File descriptors kept for everything but connections (the trail, tools'
@@ -208,6 +213,110 @@ pub(crate) fn http1(read: Duration) -> hyper::server::conn::http1::Builder {
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(read.min(MAX_READ_TIMEOUT));
     builder
+}
+
+/// `stream` for hyper, its writes held to make progress within `patience`
+/// ([`Progressing`]).
+pub(crate) fn io(
+    stream: tokio::net::TcpStream,
+    patience: Duration,
+) -> hyper_util::rt::TokioIo<Progressing<tokio::net::TcpStream>> {
+    hyper_util::rt::TokioIo::new(Progressing {
+        inner: stream,
+        patience: patience.min(MAX_READ_TIMEOUT),
+        stalled: None,
+    })
+}
+
+/// A connection whose client must read what it is sent: a write (or
+/// flush) that cannot go on for `patience` — the client reads nothing, its
+/// window full — fails, and hyper closes the connection. Before, a client
+/// that never read its answers (an event stream it opened, pipelined
+/// requests) kept its place, and the call behind it, until the session
+/// closed.
+pub(crate) struct Progressing<S> {
+    inner: S,
+    patience: Duration,
+    /// Since when a write has waited, if one is waiting.
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Progressing<S> {
+    /// A write that could not go on: pending until `patience` has passed
+    /// since it first could not, then an error.
+    fn waited<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let patience = self.patience;
+        let sleep = (self.stalled).get_or_insert_with(|| Box::pin(tokio::time::sleep(patience)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read nothing of its answer for {patience:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn went_on<T>(
+        &mut self,
+        r: Poll<std::io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<T>> {
+        match r {
+            Poll::Pending => self.waited(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Progressing<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Progressing<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.went_on(r, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.went_on(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.went_on(r, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.went_on(r, cx)
+    }
 }
 
 #[cfg(test)]
