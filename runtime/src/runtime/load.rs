@@ -348,8 +348,7 @@ pub(super) fn check_described(
                 value.len()
             ));
         }
-        let hidden = |c: char| crate::redact::hidden(c) && !(lines && matches!(c, '\n' | '\t'));
-        match value.char_indices().find(|(_, c)| hidden(*c)) {
+        match misread(value, lines) {
             Some((at, c)) => Err(format!(
                 "describe() returned a {field} with {} at byte {at} (expected text a person \
                  sees as it is: no control, bidirectional or invisible characters)",
@@ -385,53 +384,74 @@ pub(super) fn check_described(
 
 /// Refuses text in a schema `describe` returned that a person would
 /// misread (each of its keys and strings, as [`check_described`] checks
-/// the description): clients hand a tool's schemas to people and models
-/// as they are (serde_json escapes only C0 controls). Names where, as a
-/// JSON pointer.
+/// the description; a `pattern` and the keys of `patternProperties` are
+/// expressions, not text): clients hand a tool's schemas to people and
+/// models as they are (serde_json escapes only C0 controls). Names where,
+/// as a JSON pointer.
 pub(super) fn check_schema_text(schema: &serde_json::Value, which: &str) -> Result<(), String> {
-    use serde_json::Value;
-    let hidden = |text: &str, lines: bool| {
-        text.char_indices()
-            .find(|(_, c)| crate::redact::hidden(*c) && !(lines && matches!(c, '\n' | '\t')))
-    };
-    let refuse = |at: &str, what: &str, (byte, c): (usize, char)| {
-        Err(format!(
-            "describe() returned an {which} schema with {} at byte {byte} of {what} at {} \
-             (expected text a person sees as it is: no control, bidirectional or invisible \
-             characters)",
-            c.escape_unicode(),
-            crate::policy::gate::cut(if at.is_empty() { "/" } else { at }, 200)
-        ))
-    };
-    let mut stack: Vec<(&Value, String)> = vec![(schema, String::new())];
-    while let Some((value, at)) = stack.pop() {
-        match value {
-            Value::String(text) => {
-                if let Some(found) = hidden(text, true) {
-                    return refuse(&at, "a string", found);
-                }
-            }
-            Value::Array(items) => {
-                stack.extend(
-                    items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| (v, format!("{at}/{i}"))),
-                );
-            }
-            Value::Object(map) => {
-                for (key, v) in map {
-                    if let Some(found) = hidden(key, false) {
-                        return refuse(&at, "a key", found);
-                    }
-                    let token = key.replace('~', "~0").replace('/', "~1");
-                    stack.push((v, format!("{at}/{token}")));
-                }
-            }
-            _ => {}
+    let mut at = Vec::new();
+    match schema_text(schema, &mut at, false) {
+        Ok(()) => Ok(()),
+        Err((what, (byte, c))) => {
+            let pointer: String = at.iter().map(|t| format!("/{t}")).collect();
+            Err(format!(
+                "describe() returned an {which} schema with {} at byte {byte} of {what} at {} \
+                 (expected text a person sees as it is: no control, bidirectional or invisible \
+                 characters)",
+                c.escape_unicode(),
+                crate::policy::gate::cut(if pointer.is_empty() { "/" } else { &pointer }, 200)
+            ))
         }
     }
-    Ok(())
+}
+
+/// Walks `value` depth first, `at` the JSON pointer's tokens to it (only
+/// built into text when something is refused). `expression`: `value` is a
+/// regular expression (not checked).
+fn schema_text(
+    value: &serde_json::Value,
+    at: &mut Vec<String>,
+    expression: bool,
+) -> Result<(), (&'static str, (usize, char))> {
+    use serde_json::Value;
+    match value {
+        Value::String(text) if !expression => match misread(text, true) {
+            Some(found) => Err(("a string", found)),
+            None => Ok(()),
+        },
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                at.push(i.to_string());
+                schema_text(item, at, false)?;
+                at.pop();
+            }
+            Ok(())
+        }
+        Value::Object(map) => {
+            let patterns = at.last().is_some_and(|k| k == "patternProperties");
+            for (key, item) in map {
+                if !patterns && let Some(found) = misread(key, false) {
+                    return Err(("a key", found));
+                }
+                at.push(key.replace('~', "~0").replace('/', "~1"));
+                schema_text(item, at, key == "pattern")?;
+                at.pop();
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The first character of `text` a person would not see as itself, with
+/// its byte: [`crate::redact::hidden`], but in running text (`lines`) a
+/// line break, a tab, and what joins and styles emoji (U+200D, U+FE0E,
+/// U+FE0F: `👩‍💻`, `❤️`).
+fn misread(text: &str, lines: bool) -> Option<(usize, char)> {
+    let allowed =
+        |c: char| lines && matches!(c, '\n' | '\t' | '\r' | '\u{200d}' | '\u{fe0e}' | '\u{fe0f}');
+    text.char_indices()
+        .find(|(_, c)| crate::redact::hidden(*c) && !allowed(*c))
 }
 
 #[cfg(test)]
@@ -458,7 +478,9 @@ mod tests {
     #[test]
     fn schema_text_is_seen_as_it_is() {
         let ok = serde_json::json!({"properties": {"path": {
-            "description": "A path.\n\tRelative.", "enum": ["a", "b"]}}});
+            "description": "A path.\r\n\tRelative. \u{2764}\u{fe0f} \u{1f469}\u{200d}\u{1f4bb}",
+            "enum": ["a", "b"], "pattern": "^[^\u{0}-\u{1f}]*$"}},
+            "patternProperties": {"^\u{1}": {}}});
         assert_eq!(check_schema_text(&ok, "input"), Ok(()));
         let e = check_schema_text(
             &serde_json::json!({"properties": {"p": {"title": "x\u{e0041}"}}}),

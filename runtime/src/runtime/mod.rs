@@ -16,6 +16,7 @@ mod history;
 mod invoke;
 mod load;
 mod outcome;
+mod schema_children;
 mod schema_cost;
 
 pub use builder::RuntimeBuilder;

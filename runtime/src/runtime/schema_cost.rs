@@ -30,7 +30,8 @@
 //! `$id` (which would change what `#` means below it), and an in-place
 //! cycle (`{"$ref": "#"}`).
 
-use serde_json::{Map, Value};
+use super::schema_children::{Child, applies, child_keys};
+use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
@@ -60,6 +61,9 @@ pub(crate) struct Bound {
     /// Whether the schema says `uniqueItems`: an array's check then
     /// compares its items pairwise at worst (when their hashes collide).
     pub(crate) unique: bool,
+    /// Whether the schema says `anyOf`, `oneOf` or `not`: each problem
+    /// found under one keeps a copy of the value where it was found.
+    pub(crate) branches: bool,
 }
 
 /// The bound for `schema` (see the module doc), or why it is refused.
@@ -74,6 +78,7 @@ pub(crate) fn bound(schema: &Value) -> Result<Bound, String> {
         at: HashMap::new(),
         work: 0,
         unique: false,
+        branches: false,
     };
     let mut most = Per::default();
     for depth in 0..=DEPTH {
@@ -89,6 +94,7 @@ pub(crate) fn bound(schema: &Value) -> Result<Bound, String> {
         per_value: most.evaluations,
         patterns: most.scans,
         unique: cost.unique,
+        branches: cost.branches,
     })
 }
 
@@ -144,16 +150,6 @@ fn id(v: &Value) -> usize {
     std::ptr::from_ref(v) as usize
 }
 
-/// Where a child value sits, as the child applicators see it.
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum Child<'a> {
-    Property(&'a str),
-    OtherProperty,
-    PropertyName,
-    Item(usize),
-    OtherItem,
-}
-
 /// Schema nodes evaluated at one value, each with how many times.
 type Nodes<'a> = Rc<Vec<(&'a Value, u64)>>;
 
@@ -171,6 +167,8 @@ struct Cost<'a> {
     work: u64,
     /// Whether a node the check reaches says `uniqueItems`.
     unique: bool,
+    /// Whether a node the check reaches says `anyOf`, `oneOf` or `not`.
+    branches: bool,
 }
 
 /// What a schema costs at one value: evaluations, and string scans
@@ -261,6 +259,9 @@ impl<'a> Cost<'a> {
             return Err(too_deep());
         }
         self.unique |= s.get("uniqueItems") == Some(&Value::Bool(true));
+        self.branches |= ["anyOf", "oneOf", "not"]
+            .iter()
+            .any(|k| s.get(*k).is_some());
         self.visiting.push(id(s));
         let mut all = Gathered::new(s);
         let mut height = 1;
@@ -271,6 +272,15 @@ impl<'a> Cost<'a> {
         }
         self.visiting.pop();
         if unevaluated(s) {
+            // Learning what was evaluated, the validator checks again each
+            // unmarked child against the `contains` and `unevaluated*` of
+            // this node and of each node it marks within (twice, counted
+            // as the node three times in all).
+            let children: Vec<(&'a Value, u64)> = (all.0.iter())
+                .filter(|(n, _)| n.get("contains").is_some() || unevaluated(n))
+                .map(|(n, _)| (*n, 2))
+                .collect();
+            all.add(&children);
             let marking = self.marking(s)?;
             all.add(&marking);
             // And jsonschema's quicker check: what each branch may evaluate
@@ -426,11 +436,15 @@ fn outside_schemas(pointer: &str) -> Option<String> {
             | "additionalItems"
             | "unevaluatedItems"
             | "contentSchema" => 1,
-            _ => return Some(crate::policy::gate::cut(keyword, 40).into_owned()),
+            // Values, not schemas.
+            "const" | "enum" | "default" | "examples" => return Some(keyword.to_owned()),
+            // Another container (`components/schemas` of OpenAPI): walked
+            // by `check_ids` as schemas are.
+            _ => 1,
         };
         // `#/$defs` is the map of schemas, not one.
         if i + step > tokens.len() {
-            return Some(keyword.to_owned());
+            return Some(crate::policy::gate::cut(keyword, 40).into_owned());
         }
         i += step;
     }
@@ -512,75 +526,6 @@ fn scans(s: &Value) -> u64 {
         _ => 0,
     };
     named + patterns
-}
-
-/// Adds the child positions `s` names to `keys`.
-fn child_keys<'a>(s: &'a Value, keys: &mut HashSet<Child<'a>>) {
-    let Value::Object(map) = s else { return };
-    if let Some(Value::Object(props)) = map.get("properties") {
-        keys.extend(props.keys().map(|name| Child::Property(name)));
-    }
-    for key in ["prefixItems", "items"] {
-        if let Some(Value::Array(items)) = map.get(key) {
-            keys.extend((0..items.len()).map(Child::Item));
-        }
-    }
-}
-
-/// The schemas `s` applies to a child value at `key`.
-fn applies<'a>(s: &'a Value, key: &Child<'_>) -> Vec<&'a Value> {
-    let Value::Object(map) = s else {
-        return Vec::new();
-    };
-    let mut out: Vec<&'a Value> = Vec::new();
-    let patterns = |out: &mut Vec<&'a Value>| {
-        if let Some(Value::Object(p)) = map.get("patternProperties") {
-            out.extend(p.values());
-        }
-    };
-    match key {
-        Child::Property(name) => {
-            match map.get("properties").and_then(|p| p.get(*name)) {
-                Some(sub) => out.push(sub),
-                None => out.extend(map.get("additionalProperties")),
-            }
-            patterns(&mut out);
-            out.extend(map.get("unevaluatedProperties"));
-        }
-        Child::OtherProperty => {
-            out.extend(map.get("additionalProperties"));
-            patterns(&mut out);
-            out.extend(map.get("unevaluatedProperties"));
-        }
-        Child::PropertyName => out.extend(map.get("propertyNames")),
-        Child::Item(i) => {
-            let positional = ["prefixItems", "items"].iter().find_map(|k| {
-                map.get(*k)
-                    .and_then(Value::as_array)
-                    .and_then(|a| a.get(*i))
-            });
-            match positional {
-                Some(sub) => out.push(sub),
-                None => rest_items(map, &mut out),
-            }
-            out.extend(map.get("contains"));
-            out.extend(map.get("unevaluatedItems"));
-        }
-        Child::OtherItem => {
-            rest_items(map, &mut out);
-            out.extend(map.get("contains"));
-            out.extend(map.get("unevaluatedItems"));
-        }
-    }
-    out
-}
-
-/// The schemas for items past any positional ones.
-fn rest_items<'a>(map: &'a Map<String, Value>, out: &mut Vec<&'a Value>) {
-    if let Some(items) = map.get("items").filter(|v| !v.is_array()) {
-        out.push(items);
-    }
-    out.extend(map.get("additionalItems"));
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The schema cost bound's tests.
 
 use super::*;
-use serde_json::json;
+use serde_json::{Map, json};
 
 /// `n` levels of `k`-way `oneOf`, each branch a `$ref` to the next: k^n.
 fn fanning(n: usize, k: usize) -> Value {
@@ -121,7 +121,7 @@ fn unevaluated_keywords_count_what_they_check_again() {
     let costs: Vec<u64> = (0..4)
         .map(|n| bound(&unevaluated_chain(n)).unwrap().per_value)
         .collect();
-    assert_eq!(costs, [1, 4, 12, 33], "{costs:?}");
+    assert_eq!(costs, [3, 12, 36, 99], "{costs:?}");
     let e = bound(&json!({"type": "array", "items": unevaluated_chain(15)})).unwrap_err();
     assert!(e.contains("at most 1000 are allowed"), "{e}");
     // The common use: a base schema extended, nothing else let in.
@@ -131,13 +131,15 @@ fn unevaluated_keywords_count_what_they_check_again() {
         "properties": {"b": {"type": "integer"}},
         "unevaluatedProperties": false
     });
-    // The node, allOf's branch and base, then both again.
-    assert_eq!(bound(&extended).unwrap().per_value, 5);
-    // The first item: its `prefixItems` schema, `unevaluatedItems`, and
-    // `contains` from the branch checked twice.
+    // The node (three times: it checks members again as it marks them),
+    // allOf's branch and base, then both again.
+    assert_eq!(bound(&extended).unwrap().per_value, 7);
+    // The first item: the node's `prefixItems` schema and
+    // `unevaluatedItems` (the node three times: 6), the branch's
+    // `contains` (checked, checked again, and its node marked: 4).
     let items = json!({"prefixItems": [{}], "anyOf": [{"contains": {}}],
                        "unevaluatedItems": false});
-    assert_eq!(bound(&items).unwrap().per_value, 4);
+    assert_eq!(bound(&items).unwrap().per_value, 10);
 }
 
 #[test]
@@ -243,4 +245,34 @@ fn a_ref_reaches_schemas_only() {
     // A uniqueItems reached only through a $ref still counts.
     let b = bound(&json!({"$ref": "#/$defs/u", "$defs": {"u": {"uniqueItems": true}}})).unwrap();
     assert!(b.unique);
+}
+
+#[test]
+fn what_marking_checks_again_of_the_children_is_counted() {
+    // Each level's `contains` is checked again on the items while the
+    // validator learns which were evaluated: 2^40 for 41 levels, inline.
+    let mut contains = json!({});
+    for _ in 0..40 {
+        contains = json!({"contains": contains, "unevaluatedItems": false});
+    }
+    let e = bound(&contains).unwrap_err();
+    assert!(e.contains("at most 1000 are allowed"), "{e}");
+    // And an `unevaluatedProperties` schema on the members it marks.
+    let mut members = json!(false);
+    for _ in 0..40 {
+        members = json!({"anyOf": [{"properties": {"zzz": true}}],
+                         "unevaluatedProperties": members});
+    }
+    let e = bound(&members).unwrap_err();
+    assert!(e.contains("at most 1000 are allowed"), "{e}");
+}
+
+#[test]
+fn a_ref_may_go_through_another_container() {
+    // OpenAPI's `components/schemas`, walked as schemas are.
+    let openapi = json!({"$ref": "#/components/schemas/Pet",
+                         "components": {"schemas": {"Pet": {"type": "object"}}}});
+    assert!(bound(&openapi).is_ok());
+    let b = bound(&json!({"anyOf": [{}], "$ref": "#/x/y"})).unwrap_err();
+    assert!(b.contains("not a JSON pointer"), "{b}");
 }
