@@ -62,8 +62,8 @@ const COUNTED: usize = 1_000;
 /// for its problems to be listed and counted; past it only the first is
 /// named (jsonschema gathers every problem first: at 10^7, gigabytes).
 const MOST_LISTED_EVALUATIONS: u64 = 100_000;
-/// The most a value's problems may copy of it under `anyOf`/`oneOf`/`not`
-/// (its size times the evaluations per value) for them to be named.
+/// The most a value's problems may copy, of it and of the schema, for them
+/// to be named (see `Checked::problems`).
 const MOST_PROBLEM_BYTES: u64 = 16 << 20;
 
 /// A tool's compiled schemas.
@@ -135,7 +135,7 @@ impl Checked {
     /// the schema may cost per value is one problem, found before any
     /// validation.
     fn problems(&self, value: &Value, which: &str) -> Option<String> {
-        let (values, bytes) = match self.affordable(value, which) {
+        let (values, nested) = match self.affordable(value, which) {
             Ok(measured) => measured,
             Err(e) => return Some(e),
         };
@@ -143,25 +143,28 @@ impl Checked {
         if self.validator.is_valid(value) {
             return None;
         }
-        // Under anyOf/oneOf/not, each problem jsonschema finds keeps a copy
-        // of the value where it was found, and all are gathered before one
-        // is handed out: for a value that could copy too much, none named.
-        let size = bytes.saturating_add(values.saturating_mul(16));
+        // jsonschema gathers every problem before it hands out the first,
+        // each keeping copies: of the value where it was found (a key,
+        // serialized items: up to 6× escaped), or of schema text (a `not`'s
+        // schema, a `pattern`). At most `per_value` problems at each value,
+        // each copying at most its subtree (summed over the values:
+        // `nested`) or the schema's largest copy. Past the budget, or past
+        // 10^5 evaluations (a problem each, at worst), only the first is
+        // named: `validate` stops at it; but under anyOf/oneOf/not it
+        // gathers each branch's problems first, so there none is named.
         let evaluations = values.saturating_mul(self.bound.per_value);
-        if self.bound.branches
-            && (evaluations > MOST_LISTED_EVALUATIONS
-                || size.saturating_mul(self.bound.per_value) > MOST_PROBLEM_BYTES)
-        {
+        let copies = (nested.saturating_mul(6))
+            .saturating_add(values.saturating_mul(self.bound.copy))
+            .saturating_mul(self.bound.per_value);
+        let many = copies > MOST_PROBLEM_BYTES || evaluations > MOST_LISTED_EVALUATIONS;
+        if many && self.bound.branches {
             return Some(format!(
                 "at /: the {which} does not match the schema (its problems are not named for an \
-                 {which} this large under anyOf, oneOf or not)"
+                 {which} this large: gathering them could copy it many times over)"
             ));
         }
         REGEX_FORMAT_LEFT.set(MOST_REGEX_FORMAT_BYTES);
-        // jsonschema gathers every error before the first is handed out:
-        // for a large value (millions of errors at worst, each a few
-        // hundred bytes), only the first.
-        if values.saturating_mul(self.bound.per_value) > MOST_LISTED_EVALUATIONS {
+        if many {
             let first = self.validator.validate(value).err()?;
             return Some(format!(
                 "at {}: {} (only the first problem is named for an {which} this large)",
@@ -185,22 +188,28 @@ impl Checked {
 
     /// Refuses a value whose check could cost more than the host spends on
     /// one: its values times the schema's evaluations per value, and its
-    /// string bytes times the schema's patterns. Its values and string
-    /// bytes, if not.
+    /// string bytes times the schema's patterns. If not, its values, and
+    /// the sum of the sizes of its values' subtrees (each value's own size
+    /// times its depth: what copying each where it is could take).
     fn affordable(&self, value: &Value, which: &str) -> Result<(u64, u64), String> {
-        let (mut values, mut bytes) = (0u64, 0u64);
-        let mut stack = vec![value];
-        while let Some(v) = stack.pop() {
+        let (mut values, mut bytes, mut nested) = (0u64, 0u64, 0u64);
+        let mut stack = vec![(value, 1u64)];
+        while let Some((v, depth)) = stack.pop() {
             values += 1;
-            match v {
-                Value::String(s) => bytes += s.len() as u64,
-                Value::Array(items) => stack.extend(items),
-                Value::Object(map) => {
-                    bytes += map.keys().map(|k| k.len() as u64).sum::<u64>();
-                    stack.extend(map.values());
+            let own = match v {
+                Value::String(s) => s.len() as u64,
+                Value::Array(items) => {
+                    stack.extend(items.iter().map(|i| (i, depth + 1)));
+                    0
                 }
-                _ => {}
-            }
+                Value::Object(map) => {
+                    stack.extend(map.values().map(|i| (i, depth + 1)));
+                    map.keys().map(|k| k.len() as u64).sum::<u64>()
+                }
+                _ => 0,
+            };
+            bytes += own;
+            nested = nested.saturating_add((own + 16).saturating_mul(depth));
         }
         let evaluations = values.saturating_mul(self.bound.per_value);
         if evaluations > MOST_EVALUATIONS {
@@ -230,7 +239,7 @@ impl Checked {
                 self.bound.patterns
             ));
         }
-        Ok((values, bytes))
+        Ok((values, nested))
     }
 }
 
@@ -318,8 +327,13 @@ fn what(e: &jsonschema::ValidationError<'_>) -> String {
         Kind::PropertyNames { .. } => {
             "a property name does not match the schema's propertyNames".into()
         }
-        // The schema's own text (a pattern, a format) is the tool's.
-        _ => crate::redact::escape_control(&e.masked().to_string()).into_owned(),
+        // The schema's own text (a pattern, a format) is the tool's, and
+        // may be long (a 1 MiB pattern): cut.
+        _ => {
+            let said = e.masked().to_string();
+            crate::redact::escape_control(&crate::policy::gate::cut(&said, 4 * SHOWN_BYTES))
+                .into_owned()
+        }
     }
 }
 

@@ -181,8 +181,8 @@ fn problems_under_any_of_are_not_named_for_a_large_value() {
     assert_eq!(
         e,
         "input does not match the tool's input schema: at /: the input does not match the \
-         schema (its problems are not named for an input this large under anyOf, oneOf or \
-         not)"
+         schema (its problems are not named for an input this large: gathering them could \
+         copy it many times over)"
     );
     // A small one still has them named.
     let e = c.check_input(&json!([1])).unwrap_err();
@@ -285,4 +285,52 @@ fn schemars_integer_formats_become_ranges() {
     );
     // A property named `format` and a value in `const` are not formats.
     assert_eq!(p["format"]["const"]["format"], "uint");
+}
+
+/// Problems copy schema text too (a `not`'s schema, a `pattern`), and
+/// keys (`additionalProperties`): a small value whose problems would copy
+/// a large schema part, or a large key, many times has none named.
+#[test]
+fn problems_that_would_copy_much_are_not_named() {
+    let big = "a".repeat(200_000);
+    let c = contract(
+        json!({"type": "array", "items": {"not": {"description": big}}}),
+        None,
+    );
+    let e = c
+        .check_input(&Value::Array(vec![json!(0); 200]))
+        .unwrap_err();
+    assert!(
+        e.contains("gathering them could copy it many times over"),
+        "{e}"
+    );
+    let c = contract(
+        json!({"type": "array", "items": {"pattern": format!("^{big}")}}),
+        None,
+    );
+    // Without anyOf/oneOf/not, the first is named (`validate` stops
+    // there), its pattern cut.
+    let e = c
+        .check_input(&Value::Array(vec![json!(""); 200]))
+        .unwrap_err();
+    assert!(e.len() < 1_000, "{}", &e[..1_000]);
+    assert!(
+        e.contains("at /0: ")
+            && e.ends_with("(only the first problem is named for an input this large)"),
+        "{e}"
+    );
+    let all: Vec<Value> = (0..999)
+        .map(|_| json!({"additionalProperties": false}))
+        .collect();
+    let c = contract(json!({"allOf": all}), None);
+    let e = c
+        .check_input(&json!({ "k".repeat(100_000): 0 }))
+        .unwrap_err();
+    assert!(
+        e.ends_with("(only the first problem is named for an input this large)"),
+        "{e}"
+    );
+    // A small value, a small schema: named.
+    let e = c.check_input(&json!({"k": 0})).unwrap_err();
+    assert!(e.contains("at /:") && !e.contains("gathering"), "{e}");
 }

@@ -64,6 +64,9 @@ pub(crate) struct Bound {
     /// Whether the schema says `anyOf`, `oneOf` or `not`: each problem
     /// found under one keeps a copy of the value where it was found.
     pub(crate) branches: bool,
+    /// The most schema text one problem copies (a `not`'s schema, a
+    /// `pattern` string), in bytes.
+    pub(crate) copy: u64,
 }
 
 /// The bound for `schema` (see the module doc), or why it is refused.
@@ -79,6 +82,7 @@ pub(crate) fn bound(schema: &Value) -> Result<Bound, String> {
         work: 0,
         unique: false,
         branches: false,
+        copy: 0,
     };
     let mut most = Per::default();
     for depth in 0..=DEPTH {
@@ -95,6 +99,7 @@ pub(crate) fn bound(schema: &Value) -> Result<Bound, String> {
         patterns: most.scans,
         unique: cost.unique,
         branches: cost.branches,
+        copy: cost.copy,
     })
 }
 
@@ -169,6 +174,9 @@ struct Cost<'a> {
     unique: bool,
     /// Whether a node the check reaches says `anyOf`, `oneOf` or `not`.
     branches: bool,
+    /// The most schema text one problem copies: a `not`'s schema, a
+    /// `pattern`.
+    copy: u64,
 }
 
 /// What a schema costs at one value: evaluations, and string scans
@@ -262,6 +270,9 @@ impl<'a> Cost<'a> {
         self.branches |= ["anyOf", "oneOf", "not"]
             .iter()
             .any(|k| s.get(*k).is_some());
+        let not = s.get("not").map_or(0, |n| n.to_string().len());
+        let pattern = s.get("pattern").and_then(Value::as_str).map_or(0, str::len);
+        self.copy = self.copy.max(not.max(pattern) as u64);
         self.visiting.push(id(s));
         let mut all = Gathered::new(s);
         let mut height = 1;
