@@ -330,6 +330,19 @@ fn problems_that_would_copy_much_are_not_named() {
         e.ends_with("(only the first problem is named for an input this large)"),
         "{e}"
     );
+    // Each missing name is copied per problem: a 900 KB name, 40,000 times.
+    let c = contract(
+        json!({"type": "array", "items": {"required": ["A".repeat(900_000)]}}),
+        None,
+    );
+    let e = c
+        .check_input(&Value::Array(vec![json!({}); 40_000]))
+        .unwrap_err();
+    assert!(
+        e.ends_with("(only the first problem is named for an input this large)"),
+        "{}",
+        &e[..e.len().min(1_000)]
+    );
     // A small value, a small schema: named.
     let e = c.check_input(&json!({"k": 0})).unwrap_err();
     assert!(e.contains("at /:") && !e.contains("gathering"), "{e}");

@@ -270,9 +270,7 @@ impl<'a> Cost<'a> {
         self.branches |= ["anyOf", "oneOf", "not"]
             .iter()
             .any(|k| s.get(*k).is_some());
-        let not = s.get("not").map_or(0, |n| n.to_string().len());
-        let pattern = s.get("pattern").and_then(Value::as_str).map_or(0, str::len);
-        self.copy = self.copy.max(not.max(pattern) as u64);
+        self.copy = self.copy.max(copied(s));
         self.visiting.push(id(s));
         let mut all = Gathered::new(s);
         let mut height = 1;
@@ -411,6 +409,37 @@ impl<'a> Cost<'a> {
         (self.root.pointer(pointer))
             .ok_or_else(|| format!("its $ref {} is not a JSON pointer into the schema", shown()))
     }
+}
+
+/// The most schema text one problem at `s` copies: a `not`'s schema (as a
+/// tree of values, up to ~32 times its text), a `pattern`, a name it
+/// requires (`required`, `dependentRequired`, `dependencies`).
+fn copied(s: &Value) -> u64 {
+    let Value::Object(map) = s else { return 0 };
+    let not = map.get("not").map_or(0, |n| 32 * n.to_string().len());
+    let pattern = map
+        .get("pattern")
+        .and_then(Value::as_str)
+        .map_or(0, str::len);
+    let longest = |names: Option<&Value>| {
+        (names.and_then(Value::as_array).into_iter().flatten())
+            .filter_map(Value::as_str)
+            .map(str::len)
+            .max()
+            .unwrap_or(0)
+    };
+    let dependent = ["dependentRequired", "dependencies"]
+        .iter()
+        .filter_map(|k| map.get(*k).and_then(Value::as_object))
+        .flat_map(|d| d.values())
+        .map(|names| longest(Some(names)))
+        .max()
+        .unwrap_or(0);
+    let required = longest(map.get("required"));
+    [not, pattern, required, dependent]
+        .into_iter()
+        .max()
+        .unwrap_or(0) as u64
 }
 
 /// The first keyword on `pointer`'s way that holds no schema (`default`,
