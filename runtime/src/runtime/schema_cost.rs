@@ -276,7 +276,7 @@ impl<'a> Cost<'a> {
         let mut height = 1;
         for t in self.in_place(s)? {
             let (below, h) = self.closure_and_height(t)?;
-            all.add(&below);
+            all.add(&below, 1);
             height = height.max(h + 1);
         }
         self.visiting.pop();
@@ -289,18 +289,16 @@ impl<'a> Cost<'a> {
                 .filter(|(n, _)| n.get("contains").is_some() || unevaluated(n))
                 .map(|(n, _)| (*n, 2))
                 .collect();
-            all.add(&children);
+            all.add(&children, 1);
             let marking = self.marking(s)?;
-            all.add(&marking);
+            all.add(&marking, 1);
             // And jsonschema's quicker check: what each branch may evaluate
             // as parts (at most 64), each part checking again each `if`
             // it depends on.
             let ifs: Vec<&'a Value> = (all.0.iter()).filter_map(|(n, _)| n.get("if")).collect();
             for condition in ifs {
                 let again = self.closure(condition)?;
-                for _ in 0..PARTS {
-                    all.add(&again);
-                }
+                all.add(&again, PARTS);
             }
         }
         let all = all.0;
@@ -337,13 +335,13 @@ impl<'a> Cost<'a> {
             checked.extend(map.get("if"));
             for t in checked {
                 let again = self.closure(t)?;
-                all.add(&again);
+                all.add(&again, 1);
             }
             for t in self.in_place(s)? {
                 let within = self.marking(t)?;
-                all.add(&within);
+                all.add(&within, 1);
                 if unevaluated(t) {
-                    all.add(&[(t, 1)]);
+                    all.add(&[(t, 1)], 1);
                 }
             }
         }
@@ -493,7 +491,7 @@ fn outside_schemas(pointer: &str) -> Option<String> {
 
 /// The most parts jsonschema's quicker `unevaluatedProperties` check keeps
 /// (its `MAX_PARTS`).
-const PARTS: usize = 64;
+const PARTS: u64 = 64;
 
 /// Whether `s` says `unevaluatedProperties` or `unevaluatedItems`.
 fn unevaluated(s: &Value) -> bool {
@@ -510,8 +508,10 @@ impl<'a> Gathered<'a> {
     }
 
     /// Adds `nodes`.
-    fn add(&mut self, nodes: &[(&'a Value, u64)]) {
+    /// Adds `nodes`, each evaluated `times` over.
+    fn add(&mut self, nodes: &[(&'a Value, u64)], times: u64) {
         for &(node, n) in nodes {
+            let n = n.saturating_mul(times);
             match self.1.get(&id(node)) {
                 Some(&i) => self.0[i].1 = self.0[i].1.saturating_add(n),
                 None => {

@@ -123,14 +123,10 @@ fn rule_for<'r>(
 pub(crate) fn server_reading(path: &str) -> String {
     let mut bytes = path.as_bytes().to_vec();
     for _ in 0..3 {
-        if !bytes.contains(&b'%') {
-            break;
+        match decoded_once(&bytes) {
+            Some(next) => bytes = next,
+            None => break,
         }
-        let next: Vec<u8> = percent_encoding::percent_decode(&bytes).collect();
-        if next == bytes {
-            break;
-        }
-        bytes = next;
     }
     let mut text = String::from_utf8_lossy(&bytes).into_owned();
     if !text.is_ascii() {
@@ -152,6 +148,16 @@ pub(crate) fn server_reading(path: &str) -> String {
         out.push('/');
     }
     out
+}
+
+/// `bytes` percent-decoded once, if that changes them (a server that
+/// decodes again reads the next round).
+fn decoded_once(bytes: &[u8]) -> Option<Vec<u8>> {
+    if !bytes.contains(&b'%') {
+        return None;
+    }
+    let next: Vec<u8> = percent_encoding::percent_decode(bytes).collect();
+    (next != bytes).then_some(next)
 }
 
 impl EgressRule {
@@ -207,14 +213,10 @@ pub fn encoded_dot_segment(path: &str) -> Option<String> {
     // rounds (`%EF%BC%258E`) is whole only once every round is done.
     let mut decoded = path.as_bytes().to_vec();
     for _ in 0..3 {
-        if !decoded.contains(&b'%') {
-            break;
+        match decoded_once(&decoded) {
+            Some(next) => decoded = next,
+            None => break,
         }
-        let next: Vec<u8> = percent_encoding::percent_decode(&decoded).collect();
-        if next == decoded {
-            break;
-        }
-        decoded = next;
         if odd_escape(&decoded) {
             return Some(
                 "the path holds an encoding servers read differently (%u, or overlong \
