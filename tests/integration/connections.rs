@@ -125,6 +125,55 @@ async fn over_http_a_strangers_connections_are_capped_and_each_has_a_read_timeou
     child.kill().await.unwrap();
 }
 
+/// A request's head over 32 KiB is refused (431) before anything looks at
+/// it: hyper's default let each of a stranger's connections buffer 408
+/// KiB of one. A body sent in one-byte chunks, each size line padded with
+/// zeros, is read for its data alone.
+#[tokio::test]
+async fn over_http_a_head_over_32_kib_is_refused() {
+    let s = setup();
+    let (mut child, url, _) = http_server_said(&s, &[]).await;
+    let addr = host_port(&url);
+    for (pad, status) in [(20 << 10, "HTTP/1.1 200"), (40 << 10, "HTTP/1.1 431")] {
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Pad: {}\r\n\r\n",
+            "p".repeat(pad)
+        );
+        let _ = c.write_all(head.as_bytes()).await;
+        let mut said = vec![0u8; 12];
+        tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut said))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&said),
+            status,
+            "a head with {pad} bytes of padding"
+        );
+    }
+    let mut c = TcpStream::connect(&addr).await.unwrap();
+    let mut request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    for b in INITIALIZE.chars() {
+        request.push_str(&format!("{}1\r\n{b}\r\n", "0".repeat(1000)));
+    }
+    request.push_str("0\r\n\r\n");
+    c.write_all(request.as_bytes()).await.unwrap();
+    let mut said = vec![0u8; 12];
+    tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut said))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&said),
+        "HTTP/1.1 200",
+        "initialize in padded chunks"
+    );
+    child.kill().await.unwrap();
+}
+
 /// A client that sends and never reads (here 100,000 pipelined
 /// `GET /healthz`, whose answers fill both sockets' buffers): once the
 /// server's write has waited `--read-timeout`, the connection is closed,

@@ -1721,6 +1721,45 @@ async fn the_approvals_endpoint_checks_five_wrong_tokens_a_second() {
     client.cancel().await.unwrap();
 }
 
+/// A request without the approvals token is answered 401 and its
+/// connection closed: a stranger asking again and again on kept-alive
+/// connections held the places of the operator's tools. The operator's
+/// own connection is kept alive.
+#[tokio::test]
+async fn an_approvals_request_without_the_token_closes_its_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup();
+    let op_token = "operator-token-0123456789";
+    let (client, base) = stdio_with_approvals(&s, op_token, Client::default()).await;
+    let rest = base.strip_prefix("http://").unwrap();
+    let (addr, path) = rest.split_at(rest.find('/').unwrap());
+    let ask = |auth: &str| format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}\r\n");
+    for (auth, status, closed) in [
+        (String::new(), "HTTP/1.1 401", true),
+        (
+            format!("Authorization: Bearer {op_token}\r\n"),
+            "HTTP/1.1 200",
+            false,
+        ),
+    ] {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(ask(&auth).as_bytes()).await.unwrap();
+        let (mut said, mut buf) = (Vec::new(), [0u8; 4096]);
+        let ended = loop {
+            match tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf)).await {
+                Err(_) => break false,
+                Ok(Ok(0) | Err(_)) => break true,
+                Ok(Ok(n)) => said.extend_from_slice(&buf[..n]),
+            }
+        };
+        let said = String::from_utf8_lossy(&said).to_ascii_lowercase();
+        assert!(said.starts_with(&status.to_ascii_lowercase()), "{said}");
+        assert_eq!(ended, closed, "{said}");
+        assert_eq!(said.contains("connection: close"), closed, "{said}");
+    }
+    client.cancel().await.unwrap();
+}
+
 #[tokio::test]
 async fn approvals_wait_at_the_operators_endpoint_when_the_client_cannot_elicit() {
     let s = setup();

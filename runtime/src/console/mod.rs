@@ -177,7 +177,7 @@ async fn form(req: Request<Incoming>) -> Result<HashMap<String, String>, (Status
             "expected a form (application/x-www-form-urlencoded)".into(),
         ));
     }
-    let read = http_body_util::Limited::new(req.into_body(), MAX_FORM).collect();
+    let read = crate::mcp::http::conns::read_body(req.into_body(), MAX_FORM);
     let body = match tokio::time::timeout(BODY_TIME, read).await {
         Err(_) => {
             return Err((
@@ -185,13 +185,16 @@ async fn form(req: Request<Incoming>) -> Result<HashMap<String, String>, (Status
                 format!("the form did not arrive within {}s", BODY_TIME.as_secs()),
             ));
         }
-        Ok(Err(_)) => {
+        Ok(Err(crate::mcp::http::conns::BodyError::TooLarge)) => {
             return Err((
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("form larger than {} KiB", MAX_FORM >> 10),
             ));
         }
-        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(crate::mcp::http::conns::BodyError::Failed(_))) => {
+            return Err((StatusCode::BAD_REQUEST, "cannot read the form".into()));
+        }
+        Ok(Ok(b)) => b,
     };
     let mut fields = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(&body) {

@@ -496,7 +496,7 @@ impl Endpoint {
             .extensions
             .get::<crate::auth::Authenticated>()
             .and_then(|a| a.who().cloned());
-        let read = http_body_util::Limited::new(body, self.options.max_request).collect();
+        let read = conns::read_body(body, self.options.max_request);
         let Ok(read) = tokio::time::timeout(self.options.read_timeout, read).await else {
             return Posted::Answered(plain(
                 StatusCode::REQUEST_TIMEOUT,
@@ -507,11 +507,11 @@ impl Endpoint {
             ));
         };
         let body = match read {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Ok(b) => b,
+            Err(conns::BodyError::TooLarge) => {
                 return Posted::Answered(too_large(self.options.max_request));
             }
-            Err(e) => {
+            Err(conns::BodyError::Failed(e)) => {
                 tracing::debug!("cannot read a request body: {e}");
                 return Posted::Answered(plain(
                     StatusCode::BAD_REQUEST,

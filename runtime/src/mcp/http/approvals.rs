@@ -3,7 +3,6 @@
 
 use super::{Body, bearer, json, next_connection, plain, refused_token, unauthorized};
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -65,6 +64,16 @@ fn unavailable(why: &str) -> Response<Body> {
     )
 }
 
+/// `r`, closing its connection: a client without the token keeps no
+/// place among the operator's tools' connections by asking again.
+fn closing(mut r: Response<Body>) -> Response<Body> {
+    (r.headers_mut()).insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    r
+}
+
 /// Wrong tokens checked in a second, all clients together; past them a
 /// request is answered 429 unchecked (a guess past the budget learns
 /// nothing; the budget is back a second after a flood stops), as the
@@ -110,10 +119,10 @@ async fn approvals(
         crate::mcp::http::conns::quiet_warn!(
             "approvals: wrong tokens over {WRONG_TOKENS_PER_SECOND} a second"
         );
-        return plain(
+        return closing(plain(
             StatusCode::TOO_MANY_REQUESTS,
             "too many wrong tokens; try again in a second",
-        );
+        ));
     };
     if let Some(why) = refused {
         let presented = bearer(req.headers()).is_some();
@@ -121,7 +130,7 @@ async fn approvals(
             crate::mcp::http::conns::quiet_warn!("approvals: a request with a wrong token");
             tokio::time::sleep(WRONG_TOKEN_DELAY).await;
         }
-        return unauthorized(why, presented);
+        return closing(unauthorized(why, presented));
     }
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.strip_prefix("/approvals")) {
@@ -134,17 +143,20 @@ async fn approvals(
         },
         (http::Method::POST, Some(rest)) if rest.len() > 1 => {
             let digest = rest.strip_prefix('/').unwrap_or(rest);
-            let read = http_body_util::Limited::new(req.into_body(), 64 << 10).collect();
+            let read = super::conns::read_body(req.into_body(), 64 << 10);
             let body = match tokio::time::timeout(READ_WITHIN, read).await {
-                Ok(Ok(b)) => b.to_bytes(),
+                Ok(Ok(b)) => b,
                 Err(_) => {
                     return plain(
                         StatusCode::REQUEST_TIMEOUT,
                         "the answer did not arrive within 10s",
                     );
                 }
-                Ok(Err(_)) => {
+                Ok(Err(super::conns::BodyError::TooLarge)) => {
                     return plain(StatusCode::PAYLOAD_TOO_LARGE, "answer larger than 64 KiB");
+                }
+                Ok(Err(super::conns::BodyError::Failed(_))) => {
+                    return plain(StatusCode::BAD_REQUEST, "cannot read the answer");
                 }
             };
             #[derive(serde::Deserialize)]

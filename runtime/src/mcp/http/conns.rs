@@ -9,6 +9,7 @@
 //! up the process's file descriptors, and then every tool's files, every
 //! egress connection and every new client failed.
 
+use bytes::Bytes;
 use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -211,8 +212,54 @@ pub(crate) fn http1(read: Duration) -> hyper::server::conn::http1::Builder {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(read.min(MAX_READ_TIMEOUT));
+        .header_read_timeout(read.min(MAX_READ_TIMEOUT))
+        .max_header_size(MAX_HEAD)
+        .max_buf_size(MAX_BUFFER);
     builder
+}
+
+/// The longest request head (hyper answers 431), and the most a
+/// connection buffers of what its client sends. hyper's default, 408 KiB
+/// of buffer and no head limit, let strangers' connections hold that much
+/// each before Host or a token was looked at.
+const MAX_HEAD: usize = 32 << 10;
+const MAX_BUFFER: usize = 64 << 10;
+
+/// How much a client must read, from when a write first has to wait,
+/// before the wait starts again ([`Progressing`]).
+const STEADY: usize = 64 << 10;
+
+/// Why a request's body was not read.
+#[derive(Debug)]
+pub(crate) enum BodyError<E> {
+    /// It is larger than the limit.
+    TooLarge,
+    /// Reading it failed (the connection, a malformed chunk).
+    Failed(E),
+}
+
+/// A request's body read whole, at most `limit` bytes of data, into one
+/// buffer: each frame copied and dropped as it comes. hyper hands frames
+/// out as slices of its read buffer, and `Limited::collect` kept every one
+/// and the buffer it was cut from: a body of one-byte chunks, each behind
+/// a size line padded with zeros that count for nothing, held all its
+/// client sent, hundreds of KiB for each byte of the limit.
+pub(crate) async fn read_body<B>(mut body: B, limit: usize) -> Result<Bytes, BodyError<B::Error>>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    use http_body_util::BodyExt as _;
+    let hint = usize::try_from(body.size_hint().lower()).unwrap_or(limit);
+    let mut data = bytes::BytesMut::with_capacity(hint.min(limit));
+    while let Some(frame) = body.frame().await {
+        if let Ok(chunk) = frame.map_err(BodyError::Failed)?.into_data() {
+            if chunk.len() > limit - data.len() {
+                return Err(BodyError::TooLarge);
+            }
+            data.extend_from_slice(&chunk);
+        }
+    }
+    Ok(data.freeze())
 }
 
 /// `stream` for hyper, its writes held to make progress within `patience`
@@ -225,20 +272,25 @@ pub(crate) fn io(
         inner: stream,
         patience: patience.min(MAX_READ_TIMEOUT),
         stalled: None,
+        since: 0,
     })
 }
 
-/// A connection whose client must read what it is sent: a write (or
-/// flush) that cannot go on for `patience` — the client reads nothing, its
-/// window full — fails, and hyper closes the connection. Before, a client
-/// that never read its answers (an event stream it opened, pipelined
-/// requests) kept its place, and the call behind it, until the session
-/// closed.
+/// A connection whose client must read what it is sent: once a write (or
+/// flush) has to wait — the client's window full — the client has
+/// `patience` to read [`STEADY`] bytes or all that was written (a flush
+/// done); if not, the write fails and hyper closes the connection. Before,
+/// a client that never read its answers (an event stream it opened,
+/// pipelined requests) kept its place, and the call behind it, until the
+/// session closed; and one that read a few bytes now and then (each a
+/// write that went on) kept a large answer waiting for hours.
 pub(crate) struct Progressing<S> {
     inner: S,
     patience: Duration,
-    /// Since when a write has waited, if one is waiting.
+    /// Since when writes have waited, if they have.
     stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes written since then.
+    since: usize,
 }
 
 impl<S> Progressing<S> {
@@ -256,15 +308,37 @@ impl<S> Progressing<S> {
         }
     }
 
-    fn went_on<T>(
+    /// A write's result: waited on if pending; if it went on, the wait
+    /// over once [`STEADY`] bytes have gone since it began.
+    fn wrote(
         &mut self,
-        r: Poll<std::io::Result<T>>,
+        r: Poll<std::io::Result<usize>>,
         cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<T>> {
+    ) -> Poll<std::io::Result<usize>> {
+        match r {
+            Poll::Pending => self.waited(cx),
+            Poll::Ready(Ok(n)) => {
+                self.since = self.since.saturating_add(n);
+                if self.since >= STEADY {
+                    (self.stalled, self.since) = (None, 0);
+                }
+                Poll::Ready(Ok(n))
+            }
+            failed => failed,
+        }
+    }
+
+    /// A flush's (or shutdown's) result: waited on if pending; done, all
+    /// that was written has gone and the wait is over.
+    fn flushed(
+        &mut self,
+        r: Poll<std::io::Result<()>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match r {
             Poll::Pending => self.waited(cx),
             ready => {
-                self.stalled = None;
+                (self.stalled, self.since) = (None, 0);
                 ready
             }
         }
@@ -289,7 +363,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Progressing<S> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.went_on(r, cx)
+        this.wrote(r, cx)
     }
 
     fn poll_write_vectored(
@@ -299,7 +373,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Progressing<S> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.went_on(r, cx)
+        this.wrote(r, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -309,13 +383,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Progressing<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_flush(cx);
-        this.went_on(r, cx)
+        this.flushed(r, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_shutdown(cx);
-        this.went_on(r, cx)
+        this.flushed(r, cx)
     }
 }
 
@@ -380,6 +454,75 @@ mod tests {
             "m (1000 more like it not logged since the last)"
         );
         assert_eq!(Quiet::told("m", 0), "m");
+    }
+
+    /// A client that reads a little now and then (each read lets a write
+    /// go on) is closed once it reads less than `STEADY` within the
+    /// patience; one that reads steadily gets its whole answer.
+    #[tokio::test]
+    async fn a_client_must_read_steadily_not_a_trickle() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let patience = Duration::from_millis(400);
+        let answer = vec![b'x'; 1 << 20];
+        for (each, expected_ok) in [(512, false), (STEADY, true)] {
+            let (client, server) = tokio::io::duplex(4096);
+            let reader = tokio::spawn(async move {
+                let (mut client, mut buf, mut read) = (client, vec![0; each], 0);
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    match client.read_exact(&mut buf).await {
+                        Ok(_) => read += each,
+                        Err(_) => return read,
+                    }
+                }
+            });
+            let mut conn = Progressing {
+                inner: server,
+                patience,
+                stalled: None,
+                since: 0,
+            };
+            let written = async {
+                conn.write_all(&answer).await?;
+                conn.flush().await
+            };
+            // Before, the trickle kept the write going for 200 s.
+            let written = tokio::time::timeout(Duration::from_secs(20), written).await;
+            let written = written.expect("the write ends, one way or the other");
+            if expected_ok {
+                assert!(written.is_ok(), "{written:?}");
+            } else {
+                let e = written.unwrap_err();
+                assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+            }
+            drop(conn);
+            let read = reader.await.unwrap();
+            assert_eq!(
+                read >= answer.len() - 4096,
+                expected_ok,
+                "{read} bytes read"
+            );
+        }
+    }
+
+    /// A body's frames are copied, not kept: the buffers they were cut
+    /// from are free once it is read; more than the limit is refused.
+    #[tokio::test]
+    async fn a_body_is_read_into_one_buffer_of_its_data() {
+        let wire = Bytes::from(vec![b'0'; 64 << 10]);
+        let body = |wire: &Bytes| {
+            let frames: Vec<_> = (0..100)
+                .map(|i| {
+                    Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(wire.slice(i..=i)))
+                })
+                .collect();
+            http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+        };
+        let read = read_body(body(&wire), 100).await.unwrap();
+        assert_eq!(&read[..], &[b'0'; 100][..]);
+        assert!(wire.is_unique(), "no frame keeps the buffer it came from");
+        let refused = read_body(body(&wire), 99).await;
+        assert!(matches!(refused, Err(BodyError::TooLarge)), "{refused:?}");
     }
 
     #[test]

@@ -17,7 +17,6 @@
 
 use super::{Body, bearer, json, plain, refused_token, unauthorized};
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -104,10 +103,10 @@ pub(super) async fn introspect(
             "expected Content-Type: application/x-www-form-urlencoded with token=TOKEN",
         );
     }
-    let read = http_body_util::Limited::new(req.into_body(), MAX_FORM).collect();
+    let read = super::conns::read_body(req.into_body(), MAX_FORM);
     let body = match tokio::time::timeout(FORM_WITHIN, read).await {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+        Ok(Ok(b)) => b,
+        Ok(Err(super::conns::BodyError::TooLarge)) => {
             return oauth_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request",
