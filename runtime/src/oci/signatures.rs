@@ -82,8 +82,13 @@ struct Layer {
 fn layers_of(manifest: &[u8]) -> Result<Vec<Layer>, String> {
     let cut = |e| crate::caps::log::truncate(e, super::pull::MAX_SHOWN);
     let (layers, skipped) = checked_layers(manifest).map_err(cut)?;
-    for why in skipped {
-        tracing::warn!("a signature layer skipped: {}", cut(why));
+    // One warning, however many a pusher added.
+    if let Some(first) = skipped.first() {
+        let more = match skipped.len() - 1 {
+            0 => String::new(),
+            n => format!(" (and {n} more)"),
+        };
+        tracing::warn!("a signature layer skipped: {}{more}", cut(first.clone()));
     }
     Ok(layers)
 }
@@ -246,13 +251,24 @@ pub(super) fn from_cache(
         reason,
     })?;
     let mut out = Vec::new();
+    let mut unpulled = 0;
     for l in layers {
-        let payload = cache.get(&l.digest)?.ok_or_else(|| missing(&l.digest))?;
+        // A layer whose payload the pull skipped (it could not be had, or
+        // was not what it named) is skipped again, as then.
+        let Some(payload) = cache.get(&l.digest)? else {
+            unpulled += 1;
+            continue;
+        };
         out.push(CosignSignature {
             payload,
             signature: l.signature,
             repository: reference.docker_reference(),
         });
+    }
+    if unpulled > 0 {
+        tracing::warn!(
+            "{unpulled} signature layer(s) of {reference} skipped: their payloads were not pulled"
+        );
     }
     Ok(out)
 }
@@ -434,6 +450,41 @@ mod tests {
             "a signature is 4097 bytes (expected at most 4096)"
         );
         assert!(layers_of(b"[]").is_err());
+    }
+
+    /// A layer whose payload the pull skipped is skipped again when the
+    /// cache is read: the signatures pulled are there, not an error (which
+    /// had every later load of the tool fetch it again, or fail offline).
+    #[test]
+    fn a_layer_skipped_at_the_pull_is_skipped_in_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = super::super::cache::BlobCache::new(dir.path());
+        let (good, bad) = (
+            b"{\"critical\":1}".as_slice(),
+            b"{\"critical\":2}".as_slice(),
+        );
+        let layer = |payload: &[u8], sig: &str| {
+            let (_, m) = artifact(payload, sig);
+            let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
+            m["layers"][0].to_string()
+        };
+        let manifest = manifest_with(&[layer(bad, "YmFk"), layer(good, "Z29vZA==")].join(","));
+        let signature = CosignSignature {
+            payload: good.to_vec(),
+            signature: b"Z29vZA==".to_vec(),
+            repository: "127.0.0.1:1/x".into(),
+        };
+        let fetched = SignatureArtifact {
+            manifest: manifest.into_bytes(),
+            layers: vec![(Identity::of(good), signature)],
+        };
+        let reference: OciRef = "oci://127.0.0.1:1/x:v1".parse().unwrap();
+        let digest = Identity::of(b"the component");
+        store(&cache, &reference, &digest, &fetched).unwrap();
+        let read = from_cache(&cache, &reference, &digest).unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].payload, good);
+        assert_eq!(read[0].signature, b"Z29vZA==");
     }
 
     fn manifest_with(layers: &str) -> String {

@@ -97,7 +97,13 @@ impl Contract {
                 .with_pattern_options(PatternOptions::regex().size_limit(PATTERN_SIZE))
                 .with_format("regex", regex_format)
                 .build(schema)
-                .map_err(|e| format!("its {which} schema is not a valid JSON Schema: {e}"))?;
+                .map_err(|e| {
+                    // jsonschema quotes the offending part whole (up to the
+                    // schema's 1 MiB): cut, escaped.
+                    let e = crate::policy::gate::cut(&e.to_string(), 4 * SHOWN_BYTES).into_owned();
+                    let e = crate::redact::escape_control(&e).into_owned();
+                    format!("its {which} schema is not a valid JSON Schema: {e}")
+                })?;
             Ok::<_, String>(Checked { validator, bound })
         };
         Ok(Contract {
@@ -275,7 +281,8 @@ const SHOWN_BYTES: usize = 200;
 
 /// A value's JSON pointer, shortened to whole segments when long: a key
 /// is shown whole or not at all, so a secret in it is never cut to a piece
-/// that redaction would not recognize.
+/// that redaction would not recognize; nor one a person would misread (a
+/// control, bidirectional or invisible character).
 fn pointer(at: &str) -> String {
     if at.is_empty() {
         return "/".into();
@@ -290,7 +297,7 @@ fn pointer(at: &str) -> String {
         // A key is the instance's: shown only when printable, and not
         // with a pointer escape (`~1` for `/`), which redaction would not
         // read as the key it spells.
-        if segment.contains('~') || segment.chars().any(|c| c.is_control()) {
+        if segment.contains('~') || segment.chars().any(crate::redact::hidden) {
             shown.push('…');
         } else {
             shown.push_str(segment);
@@ -307,7 +314,7 @@ fn what(e: &jsonschema::ValidationError<'_>) -> String {
     let names = |unexpected: &[String], which: &str| {
         let plain = unexpected
             .iter()
-            .all(|n| n.len() <= 64 && !n.chars().any(char::is_control));
+            .all(|n| n.len() <= 64 && !n.chars().any(crate::redact::hidden));
         if plain && unexpected.iter().map(String::len).sum::<usize>() <= SHOWN_BYTES {
             let list: Vec<String> = unexpected.iter().map(|n| format!("'{n}'")).collect();
             format!(

@@ -49,12 +49,42 @@ fn property_names_are_shown_only_when_short_and_plain() {
     assert!(!e.contains('\u{1b}'), "{e}");
     let e = typed.check_input(&json!({"sk/a+b==": "x"})).unwrap_err();
     assert!(e.contains("at /…: ") && !e.contains("sk~1"), "{e}");
+    // A bidirectional override or an invisible character is elided too,
+    // in a pointer and in the names listed.
+    let e = typed
+        .check_input(&json!({"\u{202e}gnp.exe": "x"}))
+        .unwrap_err();
+    assert!(e.contains("at /…: ") && !e.contains('\u{202e}'), "{e}");
+    let e = c.check_input(&json!({"a\u{200b}b": 1})).unwrap_err();
+    assert!(
+        e.ends_with("(1 unexpected)") && !e.contains('\u{200b}'),
+        "{e}"
+    );
     // propertyNames: the name is the value that failed, never shown.
     let e = c
         .check_input(&json!({"a": {"sk-secret-name": 1}}))
         .unwrap_err();
     assert!(!e.contains("sk-secret"), "{e}");
     assert!(e.contains("propertyNames"), "{e}");
+}
+
+/// jsonschema quotes the part of a schema it refuses whole: a tool's
+/// 1 MiB schema is not quoted whole in the error.
+#[test]
+fn an_invalid_schema_is_not_quoted_whole() {
+    let long = "A".repeat(1 << 20);
+    let e = Contract::new(&json!({"minLength": long}), None)
+        .err()
+        .unwrap();
+    assert!(
+        e.starts_with("its input schema is not a valid JSON Schema: "),
+        "{e}"
+    );
+    assert!(e.len() < 1000, "{} bytes", e.len());
+    let e = Contract::new(&json!({"minLength": "\u{1b}[2J"}), None)
+        .err()
+        .unwrap();
+    assert!(!e.contains('\u{1b}'), "{e}");
 }
 
 #[test]

@@ -390,10 +390,12 @@ pub(super) fn check_described(
 /// as a JSON pointer.
 pub(super) fn check_schema_text(schema: &serde_json::Value, which: &str) -> Result<(), String> {
     let mut at = Vec::new();
-    match schema_text(schema, &mut at, false) {
+    match schema_text(schema, &mut at, Place::Schema) {
         Ok(()) => Ok(()),
         Err((what, (byte, c))) => {
+            // A `patternProperties` key on the way is not checked: escaped.
             let pointer: String = at.iter().map(|t| format!("/{t}")).collect();
+            let pointer = crate::redact::escape_control(&pointer);
             Err(format!(
                 "describe() returned an {which} schema with {} at byte {byte} of {what} at {} \
                  (expected text a person sees as it is: no control, bidirectional or invisible \
@@ -405,36 +407,90 @@ pub(super) fn check_schema_text(schema: &serde_json::Value, which: &str) -> Resu
     }
 }
 
+/// Where a value sits in a schema, as [`schema_text`] walks it.
+#[derive(Clone, Copy, PartialEq)]
+enum Place {
+    /// A schema: its keys are keywords.
+    Schema,
+    /// A map of schemas by name (`properties`, `$defs`); `expressions`:
+    /// the names are regular expressions (`patternProperties`).
+    Schemas { expressions: bool },
+    /// A list of schemas (`allOf`, `prefixItems`).
+    List,
+    /// A regular expression (`pattern`): not text, not checked.
+    Expression,
+    /// Anything else (`const`, `enum`, `default`, `examples`, unknown
+    /// keywords): data, every key and string checked.
+    Data,
+}
+
+/// Where the value of a schema's keyword `key` sits.
+fn place_of(key: &str, value: &serde_json::Value) -> Place {
+    let schemas = |value: &serde_json::Value| match value {
+        serde_json::Value::Array(_) => Place::List,
+        _ => Place::Schema,
+    };
+    match key {
+        "pattern" => Place::Expression,
+        "patternProperties" => Place::Schemas { expressions: true },
+        "properties" | "$defs" | "definitions" | "dependentSchemas" | "dependencies" => {
+            Place::Schemas { expressions: false }
+        }
+        "allOf" | "anyOf" | "oneOf" | "prefixItems" => Place::List,
+        "items" | "additionalItems" => schemas(value),
+        "additionalProperties"
+        | "unevaluatedProperties"
+        | "unevaluatedItems"
+        | "not"
+        | "if"
+        | "then"
+        | "else"
+        | "contains"
+        | "propertyNames"
+        | "contentSchema" => Place::Schema,
+        _ => Place::Data,
+    }
+}
+
 /// Walks `value` depth first, `at` the JSON pointer's tokens to it (only
-/// built into text when something is refused). `expression`: `value` is a
-/// regular expression (not checked).
+/// built into text when something is refused), `place` where it sits: a
+/// `pattern` and the names of `patternProperties` are exempt where they
+/// are keywords, not where they are data (`{"default": {"pattern": …}}`).
 fn schema_text(
     value: &serde_json::Value,
     at: &mut Vec<String>,
-    expression: bool,
+    place: Place,
 ) -> Result<(), (&'static str, (usize, char))> {
     use serde_json::Value;
     match value {
-        Value::String(text) if !expression => match misread(text, true) {
+        Value::String(text) if place != Place::Expression => match misread(text, true) {
             Some(found) => Err(("a string", found)),
             None => Ok(()),
         },
         Value::Array(items) => {
+            let inner = match place {
+                Place::List | Place::Schemas { .. } => Place::Schema,
+                _ => Place::Data,
+            };
             for (i, item) in items.iter().enumerate() {
                 at.push(i.to_string());
-                schema_text(item, at, false)?;
+                schema_text(item, at, inner)?;
                 at.pop();
             }
             Ok(())
         }
         Value::Object(map) => {
-            let patterns = at.last().is_some_and(|k| k == "patternProperties");
             for (key, item) in map {
-                if !patterns && let Some(found) = misread(key, false) {
+                let (exempt, inner) = match place {
+                    Place::Schema => (false, place_of(key, item)),
+                    Place::Schemas { expressions } => (expressions, Place::Schema),
+                    _ => (false, Place::Data),
+                };
+                if !exempt && let Some(found) = misread(key, false) {
                     return Err(("a key", found));
                 }
                 at.push(key.replace('~', "~0").replace('/', "~1"));
-                schema_text(item, at, key == "pattern")?;
+                schema_text(item, at, inner)?;
                 at.pop();
             }
             Ok(())
@@ -502,6 +558,44 @@ mod tests {
             e.starts_with("describe() returned an output schema with \\u{202e} at byte 2 of a key at /properties "),
             "{e}"
         );
+        // A `patternProperties` key is an expression, not checked: on the
+        // way to what is refused, it is named escaped.
+        let e = check_schema_text(
+            &serde_json::json!({"patternProperties": {"\u{1b}[2J\u{202e}": {"title": "\u{85}"}}}),
+            "input",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("at /patternProperties/\\u{1b}[2J\\u{202e}/title "),
+            "{e}"
+        );
+        assert!(!e.contains(['\u{1b}', '\u{202e}']), "{e}");
+        // Exempt where they are keywords, not where they are data.
+        let ok = serde_json::json!({"$defs": {"a": {"pattern": "\u{1}",
+            "patternProperties": {"\u{1}": {}}}},
+            "allOf": [{"items": {"pattern": "\u{1}"}}]});
+        assert_eq!(check_schema_text(&ok, "input"), Ok(()));
+        for (data, at) in [
+            (
+                serde_json::json!({"default": {"pattern": "\u{202e}"}}),
+                "/default/pattern",
+            ),
+            (
+                serde_json::json!({"examples": [{"pattern": "\u{202e}"}]}),
+                "/examples/0/pattern",
+            ),
+            (
+                serde_json::json!({"x-meta": {"patternProperties": {"\u{202e}": 1}}}),
+                "/x-meta/patternProperties ",
+            ),
+            (
+                serde_json::json!({"properties": {"pattern": {"title": "\u{202e}"}}}),
+                "/properties/pattern/title",
+            ),
+        ] {
+            let e = check_schema_text(&data, "input").unwrap_err();
+            assert!(e.contains(&format!("at {at}")), "{e}");
+        }
     }
 
     #[test]
