@@ -10,6 +10,7 @@
 
 mod builder;
 mod contract;
+mod described;
 mod end;
 mod guessed;
 mod history;
@@ -434,14 +435,14 @@ impl Runtime {
             path: loaded.spec.component.clone(),
             reason,
         };
-        load::check_described(&info).map_err(component_err)?;
+        described::check_described(&info).map_err(component_err)?;
         let schema = |s: &str, which: &str| {
             let mut schema = serde_json::from_str(s).map_err(|e| {
                 component_err(format!(
                     "describe() returned an {which} schema that is not JSON: {e}"
                 ))
             })?;
-            load::check_schema_text(&schema, which).map_err(component_err)?;
+            described::check_schema_text(&schema, which).map_err(component_err)?;
             contract::standard_formats(&mut schema);
             Ok::<_, Error>(schema)
         };

@@ -302,7 +302,7 @@ impl<S> Progressing<S> {
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("the client read nothing of its answer for {patience:?}"),
+                format!("the client read less than 64 KiB of its answer in {patience:?}"),
             ))),
             Poll::Pending => Poll::Pending,
         }
