@@ -66,9 +66,9 @@ pub(super) fn check_described(
 /// Refuses text in a schema `describe` returned that a person would
 /// misread (each of its keys and strings, as [`check_described`] checks
 /// the description; a `pattern` and the keys of `patternProperties` are
-/// expressions, which may hold C0 controls): clients hand a tool's schemas to people and
-/// models as they are (serde_json escapes only C0 controls). Names where,
-/// as a JSON pointer.
+/// expressions, held to [`misread_in`]): clients hand a tool's schemas to
+/// people and models as they are (serde_json escapes only C0 controls).
+/// Names where, as a JSON pointer.
 pub(super) fn check_schema_text(schema: &serde_json::Value, which: &str) -> Result<(), String> {
     let mut at = Vec::new();
     match schema_text(schema, &mut at, Place::Schema) {
@@ -77,16 +77,23 @@ pub(super) fn check_schema_text(schema: &serde_json::Value, which: &str) -> Resu
             // A `patternProperties` key on the way is not checked: escaped.
             let pointer: String = at.iter().map(|t| format!("/{t}")).collect();
             let pointer = crate::redact::escape_control(&pointer);
+            let escape = match what {
+                EXPRESSION => "; a regular expression may match it with an escape, \\x{..}",
+                _ => "",
+            };
             Err(format!(
                 "describe() returned an {which} schema with {} at byte {byte} of {what} at {} \
                  (expected text a person sees as it is: no control, bidirectional or invisible \
-                 characters)",
+                 characters{escape})",
                 c.escape_unicode(),
                 crate::policy::gate::cut(if pointer.is_empty() { "/" } else { &pointer }, 200)
             ))
         }
     }
 }
+
+/// What a refusal names in a `pattern` or a `patternProperties` name.
+const EXPRESSION: &str = "a regular expression";
 
 /// Where a value sits in a schema, as [`schema_text`] walks it.
 #[derive(Clone, Copy, PartialEq)]
@@ -147,6 +154,7 @@ fn schema_text(
     use serde_json::Value;
     match value {
         Value::String(text) => match misread_in(text, place == Place::Expression) {
+            Some(found) if place == Place::Expression => Err((EXPRESSION, found)),
             Some(found) => Err(("a string", found)),
             None => Ok(()),
         },
@@ -170,11 +178,11 @@ fn schema_text(
                     _ => (false, Place::Data),
                 };
                 let found = match expression {
-                    true => misread_in(key, true),
-                    false => misread(key, false),
+                    true => misread_in(key, true).map(|found| (EXPRESSION, found)),
+                    false => misread(key, false).map(|found| ("a key", found)),
                 };
                 if let Some(found) = found {
-                    return Err(("a key", found));
+                    return Err(found);
                 }
                 at.push(key.replace('~', "~0").replace('/', "~1"));
                 schema_text(item, at, inner)?;
@@ -187,34 +195,49 @@ fn schema_text(
 }
 
 /// [`misread`] in running text, or in a regular expression
-/// (`expression`), which may hold C0 controls and DEL as themselves
-/// (`^[^\u0000-\u001f]*$`; JSON escapes them, and so do terminals'
-/// views) and what joins and styles emoji, as running text may, but
-/// nothing else a person or model would read as something else: a
-/// bidirectional override, a tag character, a C1 control. A regular
-/// expression can match those with escapes (`\x{202E}`).
+/// (`expression`), which may hold as themselves the C0 controls that move
+/// nothing on a terminal and DEL (`^[^\u0000-\u001f]*$` spells its range's
+/// ends; JSON escapes C0 controls, not DEL, which terminals ignore) and
+/// what joins and styles emoji, but not ESC, CR, BS, BEL, VT, FF, SO or
+/// SI (a client that prints a decoded pattern would let them rewrite what
+/// a person sees), nor anything else a person or model would read as
+/// something else: a bidirectional override, a tag character, a C1
+/// control. A regular expression can match those with escapes (`\x1b`,
+/// `\x{202E}`).
 fn misread_in(text: &str, expression: bool) -> Option<(usize, char)> {
-    match expression {
-        false => misread(text, true),
-        true => text.char_indices().find(|&(_, c)| {
-            crate::redact::hidden(c)
-                && !matches!(
-                    c,
-                    '\0'..='\u{1f}' | '\u{7f}' | '\u{200d}' | '\u{fe0e}' | '\u{fe0f}'
-                )
-        }),
+    if !expression {
+        return misread(text, true);
     }
+    let moves = |c: char| matches!(c, '\u{7}'..='\u{8}' | '\u{b}'..='\u{f}' | '\u{1b}');
+    let inert = |c: char| matches!(c, '\0'..='\u{1f}' | '\u{7f}') && !moves(c);
+    let joins = |c: char| matches!(c, '\u{200d}' | '\u{fe0e}' | '\u{fe0f}');
+    (text.char_indices()).find(|&(_, c)| crate::redact::hidden(c) && !inert(c) && !joins(c))
 }
 
 /// The first character of `text` a person would not see as itself, with
 /// its byte: [`crate::redact::hidden`], but in running text (`lines`) a
-/// line break, a tab, and what joins and styles emoji (U+200D, U+FE0E,
-/// U+FE0F: `👩‍💻`, `❤️`).
+/// line break (LF, or CR before LF: a CR alone returns to the start of the
+/// line, and what follows hides what came before), a tab, the non-joiner
+/// Persian and Indic scripts write words with (U+200C), and what joins and
+/// styles emoji (U+200D, U+FE0E, U+FE0F: `👩‍💻`, `❤️`).
 fn misread(text: &str, lines: bool) -> Option<(usize, char)> {
-    let allowed =
-        |c: char| lines && matches!(c, '\n' | '\t' | '\r' | '\u{200d}' | '\u{fe0e}' | '\u{fe0f}');
-    text.char_indices()
-        .find(|(_, c)| crate::redact::hidden(*c) && !allowed(*c))
+    let allowed = |c: char, next: Option<char>| {
+        lines
+            && match c {
+                '\r' => next == Some('\n'),
+                _ => matches!(
+                    c,
+                    '\n' | '\t' | '\u{200c}' | '\u{200d}' | '\u{fe0e}' | '\u{fe0f}'
+                ),
+            }
+    };
+    let mut chars = text.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        if crate::redact::hidden(c) && !allowed(c, chars.peek().map(|&(_, n)| n)) {
+            return Some((at, c));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -241,7 +264,7 @@ mod tests {
     #[test]
     fn schema_text_is_seen_as_it_is() {
         let ok = serde_json::json!({"properties": {"path": {
-            "description": "A path.\r\n\tRelative. \u{2764}\u{fe0f} \u{1f469}\u{200d}\u{1f4bb}",
+            "description": "A path.\r\n\tRelative. \u{2764}\u{fe0f} \u{1f469}\u{200d}\u{1f4bb} \u{641}\u{627}\u{6cc}\u{644}\u{200c}\u{647}\u{627}",
             "enum": ["a", "b"], "pattern": "^[^\u{0}-\u{1f}]*$"}},
             "patternProperties": {"^\u{1}": {}}});
         assert_eq!(check_schema_text(&ok, "input"), Ok(()));
@@ -266,14 +289,34 @@ mod tests {
             "{e}"
         );
         // A `patternProperties` key is an expression and may hold C0
-        // controls: on the way to what is refused, it is named escaped.
+        // controls that move nothing: on the way to what is refused, it
+        // is named escaped.
         let e = check_schema_text(
-            &serde_json::json!({"patternProperties": {"\u{1b}[2J": {"title": "\u{85}"}}}),
+            &serde_json::json!({"patternProperties": {"\u{1}[2J": {"title": "\u{85}"}}}),
             "input",
         )
         .unwrap_err();
-        assert!(e.contains("at /patternProperties/\\u{1b}[2J/title "), "{e}");
-        assert!(!e.contains('\u{1b}'), "{e}");
+        assert!(e.contains("at /patternProperties/\\u{1}[2J/title "), "{e}");
+        assert!(!e.contains('\u{1}'), "{e}");
+        // Not ESC, CR or BS: a client printing a decoded pattern would let
+        // them rewrite what a person sees.
+        for (pattern, c) in [
+            ("^[a-z]+$\u{1b}M", "1b"),
+            ("^a$\rReads one file.", "d"),
+            ("a\u{8}", "8"),
+        ] {
+            let e = check_schema_text(
+                &serde_json::json!({"properties": {"q": {"pattern": pattern}}}),
+                "input",
+            )
+            .unwrap_err();
+            assert!(e.contains(&format!("\\u{{{c}}} at byte ")), "{e}");
+            assert!(
+                e.contains("of a regular expression at /properties/q/pattern "),
+                "{e}"
+            );
+            assert!(e.ends_with("may match it with an escape, \\x{..})"), "{e}");
+        }
         // But an expression holds nothing a model would read as something
         // else: an unused alternative in tag characters, an override.
         let hidden = "^[a-z]+$|\u{e0049}\u{e0067}\u{e006e}";
@@ -283,7 +326,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            e.contains("\\u{e0049} at byte 9 of a string at /properties/q/pattern "),
+            e.contains("\\u{e0049} at byte 9 of a regular expression at /properties/q/pattern "),
             "{e}"
         );
         let e = check_schema_text(
@@ -292,7 +335,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            e.contains("\\u{202e} at byte 1 of a key at /patternProperties "),
+            e.contains("\\u{202e} at byte 1 of a regular expression at /patternProperties "),
             "{e}"
         );
         // Exempt where they are keywords, not where they are data.
@@ -343,6 +386,24 @@ mod tests {
         assert!(
             e.contains("a handle description with \\u{9b} at byte 1"),
             "{e}"
+        );
+        // A line break is LF or CR LF; a CR alone would hide the text
+        // before it on a terminal that prints the description.
+        let e = refused(&|i| i.description = "Uploads the repo.\rReads one file.".into());
+        assert!(e.contains("a description with \\u{d} at byte 17"), "{e}");
+        let mut crlf = info();
+        crlf.description =
+            "Reads files.\r\nIn \u{641}\u{627}\u{6cc}\u{644}\u{200c}\u{647}\u{627}.\r".into();
+        assert!(
+            check_described(&crlf)
+                .unwrap_err()
+                .contains("\\u{d} at byte ")
+        );
+        crlf.description.pop();
+        assert_eq!(
+            check_described(&crlf),
+            Ok(()),
+            "CR LF, and a Persian word's non-joiner"
         );
         let e = refused(&|i| i.description = "x".repeat(MOST_DESCRIPTION + 1));
         assert_eq!(
